@@ -1,0 +1,357 @@
+//! The checkpoint model: everything a dump captures about one process, shared by `dump`,
+//! `image` and `restore`. Types here are plain data; they never hold kernel handles.
+//!
+//! Addresses are absolute virtual addresses in the checkpointed process. Page data is not part
+//! of the model: it travels as a separate stream whose order is given by [`VmaState::pages`]
+//! (VMAs in order, runs in order, pages in order).
+
+use serde::Serialize;
+
+/// Size of a page on every supported architecture.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// A whole checkpoint of one process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessState {
+    /// PID as the process sees itself (the innermost entry of `NSpid`).
+    pub pid: i32,
+    /// Parent, process group and session at dump time (informational).
+    pub ppid: i32,
+    /// Process group id at dump time.
+    pub pgid: i32,
+    /// Session id at dump time.
+    pub sid: i32,
+    /// `/proc/PID/comm`.
+    pub comm: String,
+    /// The executable (`/proc/PID/exe`).
+    pub exe: FileRef,
+    /// Real, effective, saved and filesystem ids.
+    pub creds: CredsState,
+    /// File mode creation mask.
+    pub umask: u32,
+    /// Working directory.
+    pub cwd: String,
+    /// `personality(2)` value.
+    pub personality: u32,
+    /// Resource limits, one per resource the kernel reports.
+    pub rlimits: Vec<RlimitState>,
+    /// Address space.
+    pub mm: MmState,
+    /// Open file descriptors, sorted by number.
+    pub fds: Vec<FdState>,
+    /// Signal dispositions and process-wide pending signals.
+    pub signals: SignalsState,
+    /// Threads; the first is the thread-group leader.
+    pub threads: Vec<ThreadState>,
+}
+
+/// A path plus the identity of the file that was there at dump time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileRef {
+    /// Absolute path.
+    pub path: String,
+    /// What the file was.
+    pub identity: FileIdentity,
+}
+
+/// Enough of `stat(2)` to tell whether the file at a path is still the same file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct FileIdentity {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_mode` (type and permission bits).
+    pub mode: u32,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_mtime` in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// `st_rdev` (device files).
+    pub rdev: u64,
+}
+
+/// Credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct CredsState {
+    /// Real, effective, saved, filesystem uid.
+    pub uids: [u32; 4],
+    /// Real, effective, saved, filesystem gid.
+    pub gids: [u32; 4],
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// One `getrlimit` pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RlimitState {
+    /// `RLIMIT_*` number.
+    pub resource: u32,
+    /// Soft limit (`u64::MAX` = infinity).
+    pub cur: u64,
+    /// Hard limit.
+    pub max: u64,
+}
+
+/// Address space: VMAs and the `mm_struct` fields `/proc/PID/stat` exposes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct MmState {
+    /// VMAs sorted by start address, non-overlapping.
+    pub vmas: Vec<VmaState>,
+    /// `start_code`.
+    pub start_code: u64,
+    /// `end_code`.
+    pub end_code: u64,
+    /// `start_data`.
+    pub start_data: u64,
+    /// `end_data`.
+    pub end_data: u64,
+    /// `start_brk`.
+    pub start_brk: u64,
+    /// Current program break.
+    pub brk: u64,
+    /// `start_stack`.
+    pub start_stack: u64,
+    /// `arg_start`.
+    pub arg_start: u64,
+    /// `arg_end`.
+    pub arg_end: u64,
+    /// `env_start`.
+    pub env_start: u64,
+    /// `env_end`.
+    pub env_end: u64,
+    /// `/proc/PID/auxv` as (type, value) words, terminated by `AT_NULL`.
+    pub auxv: Vec<u64>,
+}
+
+/// Protection bits of a VMA (the `PROT_*` values).
+pub mod prot {
+    /// Readable.
+    pub const READ: u32 = 1;
+    /// Writable.
+    pub const WRITE: u32 = 2;
+    /// Executable.
+    pub const EXEC: u32 = 4;
+}
+
+/// One mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VmaState {
+    /// First byte (page aligned).
+    pub start: u64,
+    /// One past the last byte (page aligned).
+    pub end: u64,
+    /// `PROT_*` bits (see [`prot`]).
+    pub prot: u32,
+    /// `MAP_SHARED` (true) or `MAP_PRIVATE`.
+    pub shared: bool,
+    /// Offset into the backing file, in bytes.
+    pub pgoff: u64,
+    /// What backs the mapping.
+    pub kind: VmaKind,
+    /// `VM_GROWSDOWN` (from smaps VmFlags `gd`).
+    pub growsdown: bool,
+    /// `VM_MAYWRITE` (smaps `mw`): a shared file mapping needs the file opened read-write.
+    pub maywrite: bool,
+    /// Present pages whose contents are stored in the page stream, as sorted, non-overlapping,
+    /// non-adjacent runs inside `[start, end)`.
+    pub pages: Vec<PageRun>,
+}
+
+impl VmaState {
+    /// Number of stored pages.
+    pub fn stored_pages(&self) -> u64 {
+        self.pages.iter().map(|r| r.count).sum()
+    }
+}
+
+/// A run of consecutive pages whose contents are in the page stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PageRun {
+    /// Address of the first page.
+    pub start: u64,
+    /// Number of pages.
+    pub count: u64,
+}
+
+/// What backs a VMA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum VmaKind {
+    /// Anonymous memory with no name.
+    Anonymous,
+    /// `[heap]`.
+    Heap,
+    /// `[stack]`.
+    Stack,
+    /// A regular file.
+    File(FileRef),
+    /// `MAP_SHARED|MAP_ANONYMOUS` (`/dev/zero (deleted)`).
+    SharedAnonymous,
+    /// `[vdso]`: provided by the kernel, moved into place at restore.
+    Vdso,
+    /// `[vvar]`.
+    Vvar,
+    /// `[vvar_vclock]`.
+    VvarVclock,
+    /// `[vsyscall]`: fixed by the kernel, never touched.
+    Vsyscall,
+}
+
+/// One open file descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FdState {
+    /// Descriptor number.
+    pub fd: i32,
+    /// `FD_CLOEXEC`.
+    pub cloexec: bool,
+    /// File status flags from fdinfo (`O_ACCMODE`, `O_APPEND`, `O_NONBLOCK`, … without
+    /// `O_CLOEXEC`).
+    pub flags: u32,
+    /// What the descriptor refers to.
+    pub kind: FdKind,
+}
+
+/// What a descriptor refers to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum FdKind {
+    /// A regular file, with its offset.
+    File {
+        /// The file.
+        file: FileRef,
+        /// `lseek` position.
+        pos: u64,
+    },
+    /// A directory.
+    Directory {
+        /// The directory.
+        file: FileRef,
+        /// `lseek` position (getdents cookie).
+        pos: u64,
+    },
+    /// A character device that is not a terminal (`/dev/null`, `/dev/urandom`, …).
+    CharDevice {
+        /// The device node.
+        file: FileRef,
+    },
+    /// A terminal (`/dev/pts/N`, `/dev/ttyN`, `/dev/tty`).
+    Tty {
+        /// The device node.
+        file: FileRef,
+    },
+    /// A pipe whose other end is outside the process.
+    Pipe {
+        /// Pipe inode (`pipe:[INO]`).
+        ino: u64,
+    },
+}
+
+/// Signal dispositions and process-wide pending signals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SignalsState {
+    /// One entry per signal 1..=64 except `SIGKILL` and `SIGSTOP`.
+    pub actions: Vec<SigactionState>,
+    /// Pending signals of the whole thread group, oldest first.
+    pub shared_pending: Vec<SiginfoState>,
+}
+
+/// A kernel `struct sigaction` (x86_64 layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SigactionState {
+    /// Signal number.
+    pub signo: u32,
+    /// `sa_handler` (0 = `SIG_DFL`, 1 = `SIG_IGN`).
+    pub handler: u64,
+    /// `sa_flags`.
+    pub flags: u64,
+    /// `sa_restorer`.
+    pub restorer: u64,
+    /// `sa_mask`.
+    pub mask: u64,
+}
+
+/// A raw 128-byte `siginfo_t`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiginfoState {
+    /// Signal number (`si_signo`), kept apart for validation and display.
+    pub signo: u32,
+    /// The whole `siginfo_t`, exactly 128 bytes.
+    pub raw: Vec<u8>,
+}
+
+/// One thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreadState {
+    /// TID as the thread sees itself.
+    pub tid: i32,
+    /// General registers.
+    pub regs: Regs,
+    /// `NT_X86_XSTATE` contents (FPU/SSE/AVX…), as the kernel returned them.
+    pub xstate: Vec<u8>,
+    /// Blocked signals.
+    pub sigmask: u64,
+    /// Signals pending for this thread only, oldest first.
+    pub pending: Vec<SiginfoState>,
+    /// rseq registration, if any.
+    pub rseq: Option<RseqState>,
+    /// `set_robust_list` head and length.
+    pub robust_list: (u64, u64),
+    /// `set_tid_address` value.
+    pub clear_child_tid: u64,
+    /// Alternate signal stack.
+    pub sigaltstack: SigaltstackState,
+}
+
+/// rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RseqState {
+    /// Address of `struct rseq`.
+    pub ptr: u64,
+    /// Registered length.
+    pub len: u32,
+    /// Signature.
+    pub sig: u32,
+}
+
+/// `stack_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct SigaltstackState {
+    /// `ss_sp`.
+    pub sp: u64,
+    /// `ss_flags` (`SS_DISABLE`, `SS_AUTODISARM`).
+    pub flags: u32,
+    /// `ss_size`.
+    pub size: u64,
+}
+
+/// x86_64 `struct user_regs_struct`, field for field.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct Regs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
