@@ -243,6 +243,22 @@ pub enum FdKind {
         /// Pipe inode (`pipe:[INO]`).
         ino: u64,
     },
+    /// An epoll instance whose interest list names descriptors of this process.
+    Epoll {
+        /// The interest list, in fdinfo order.
+        targets: Vec<EpollTarget>,
+    },
+}
+
+/// One entry of an epoll interest list (fdinfo `tfd:` line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EpollTarget {
+    /// The watched descriptor number.
+    pub fd: i32,
+    /// `events` mask (`EPOLLIN`, `EPOLLET`, …).
+    pub events: u32,
+    /// `data` given back with each event.
+    pub data: u64,
 }
 
 /// Signal dispositions and process-wide pending signals.
