@@ -222,6 +222,28 @@ pub fn parse_status(text: &str) -> Result<Status, ProcError> {
     Ok(st)
 }
 
+/// Parses `/proc/PID/limits` into `(soft, hard)` per resource, in `RLIMIT_*` order
+/// (`u64::MAX` for "unlimited"). The kernel prints the resources in that order, one per line
+/// after the header, with the name in a 26-column field.
+pub fn parse_limits(text: &str) -> Result<Vec<(u64, u64)>, ProcError> {
+    let value = |v: Option<&str>| -> Result<u64, ProcError> {
+        match v {
+            Some("unlimited") => Ok(u64::MAX),
+            Some(n) => n.parse().map_err(|_| bad("limits", format!("value {n:?}"))),
+            None => Err(bad("limits", "missing value")),
+        }
+    };
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let rest = line.get(26..).ok_or_else(|| bad("limits", format!("short line {line:?}")))?;
+            let mut cols = rest.split_whitespace();
+            Ok((value(cols.next())?, value(cols.next())?))
+        })
+        .collect()
+}
+
 /// `/proc/PID/fdinfo/N`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FdInfo {
@@ -300,6 +322,17 @@ mod tests {
         assert_eq!(st.start_code, 4194304);
         assert_eq!(st.start_brk, 6299648);
         assert_eq!(st.env_end, 140737488347100);
+    }
+
+    #[test]
+    fn limits_table() {
+        let l = parse_limits(
+            "Limit                     Soft Limit           Hard Limit           Units     \n\
+             Max cpu time              unlimited            unlimited            seconds   \n\
+             Max open files            1024                 524288               files     \n",
+        )
+        .unwrap();
+        assert_eq!(l, vec![(u64::MAX, u64::MAX), (1024, 524288)]);
     }
 
     #[test]

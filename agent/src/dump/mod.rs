@@ -109,7 +109,9 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     precheck(pid)?;
     let mut warnings = Vec::new();
     let state = collect(&frozen, &mut warnings)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
     let stats = write_image(&frozen.tracee, &state, out, opts.codec)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "image written");
 
     // The image is durable: only now may the original go.
     let frozen_for = t0.elapsed();
@@ -247,10 +249,14 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
     let exe_path = link(raw, "exe")?;
     let exe = FileRef { identity: identity_of(&format!("/proc/{raw}/exe")).map_err(|source| ProcError::Read { path: exe_path.clone().into(), source })?, path: exe_path };
 
-    let mut rlimits = Vec::new();
-    for resource in 0..RLIMIT_COUNT {
-        let (cur, max) = sys::get_rlimit(pid, resource).map_err(|source| PtraceError::Request { op: "prlimit", pid: raw, source })?;
-        rlimits.push(RlimitState { resource, cur, max });
+    // Read from /proc: prlimit() on another user's process needs CAP_SYS_RESOURCE.
+    let rlimits: Vec<RlimitState> = proc::parse_limits(&proc::read(raw, "limits")?)?
+        .into_iter()
+        .zip(0..)
+        .map(|((cur, max), resource)| RlimitState { resource, cur, max })
+        .collect();
+    if rlimits.len() != RLIMIT_COUNT as usize {
+        return Err(ProcError::Parse { file: "limits", what: format!("{} limits, expected {RLIMIT_COUNT}", rlimits.len()) }.into());
     }
 
     let regs = frozen.regs;

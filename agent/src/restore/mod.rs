@@ -135,9 +135,12 @@ pub fn restore<R: Read + Send>(mut reader: ImageReader<R>, opts: RestoreOptions)
     if let Some((ptr, len, sig)) = tracee.rseq()? {
         inj.call("rseq(unregister)", libc::SYS_rseq, [ptr, u64::from(len), 1, u64::from(sig), 0, 0])?;
     }
+    let t0 = std::time::Instant::now();
     mm::wipe_and_place_vdso(&inj, &maps, &state.mm)?;
     mm::map_vmas(&inj, &state.mm)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
     mm::protect(&inj, &state.mm)?;
     // After the wipe: PR_SET_MM_MAP refuses a new exe while the old executable is mapped.
     mm::set_mm(&inj, &state)?;
@@ -159,6 +162,7 @@ pub fn restore<R: Read + Send>(mut reader: ImageReader<R>, opts: RestoreOptions)
     tracee.set_regs(&final_regs(thread.regs).into())?;
     tracee.detach(None)?;
     task.disarm();
+    tracing::debug!(elapsed = ?t0.elapsed(), "restored");
 
     Ok(RestoreSummary {
         pid: task.pid.as_raw(),

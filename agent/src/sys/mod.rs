@@ -11,16 +11,6 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
-/// `prlimit64(pid, resource, NULL, &old)`.
-pub fn get_rlimit(pid: Pid, resource: u32) -> Result<(u64, u64), Errno> {
-    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `old` is a valid, writable rlimit64; a null new-limit pointer only queries.
-    let r = unsafe {
-        libc::prlimit64(pid.as_raw(), resource as libc::__rlimit_resource_t, std::ptr::null(), &mut old)
-    };
-    Errno::result(r).map(|_| (old.rlim_cur, old.rlim_max))
-}
-
 /// `prlimit64(pid, resource, &new, NULL)`.
 pub fn set_rlimit(pid: Pid, resource: u32, cur: u64, max: u64) -> Result<(), Errno> {
     let new = libc::rlimit64 { rlim_cur: cur, rlim_max: max };
