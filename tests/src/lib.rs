@@ -144,10 +144,8 @@ impl TempDir {
     pub fn new(prefix: &str) -> Result<Self> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "ferry-test-{prefix}-{}-{seq}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("ferry-test-{prefix}-{}-{seq}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
         Ok(Self { path })
@@ -228,7 +226,9 @@ pub fn proc_state(pid: i32) -> Option<char> {
 pub fn proc_stat_field(pid: i32, n: usize) -> Option<String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(n.checked_sub(3)?).map(str::to_owned)
+    rest.split_whitespace()
+        .nth(n.checked_sub(3)?)
+        .map(str::to_owned)
 }
 
 /// True when PID exists and is not a zombie.
@@ -248,7 +248,8 @@ pub fn status_field(pid: i32, name: &str) -> Option<String> {
 
 /// The bytes of `/proc/PID/FILE`.
 pub fn proc_bytes(pid: i32, file: &str) -> Vec<u8> {
-    fs::read(format!("/proc/{pid}/{file}")).unwrap_or_else(|e| panic!("read /proc/{pid}/{file}: {e}"))
+    fs::read(format!("/proc/{pid}/{file}"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/{file}: {e}"))
 }
 
 /// The target of `/proc/PID/LINK` (`exe`, `cwd`, `fd/N`).
@@ -265,10 +266,14 @@ pub fn blocked_syscall(pid: i32) -> Option<i64> {
 
 /// Waits until PID sleeps inside one of `nrs` (x86_64 syscall numbers).
 pub fn wait_in_syscall(pid: i32, nrs: &[i64]) {
-    wait_until(VICTIM_TIMEOUT, &format!("pid {pid} to block in syscall {nrs:?}"), || {
-        (proc_state(pid) == Some('S') && blocked_syscall(pid).is_some_and(|n| nrs.contains(&n)))
-            .then_some(())
-    });
+    wait_until(
+        VICTIM_TIMEOUT,
+        &format!("pid {pid} to block in syscall {nrs:?}"),
+        || {
+            (proc_state(pid) == Some('S') && blocked_syscall(pid).is_some_and(|n| nrs.contains(&n)))
+                .then_some(())
+        },
+    );
 }
 
 /// Direct children of the test process (alive or zombie).
@@ -279,7 +284,11 @@ pub fn my_children() -> BTreeSet<i32> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if proc_stat_field(pid, 4).is_some_and(|ppid| ppid == me) {
@@ -298,7 +307,10 @@ pub fn kill_and_reap(pid: i32) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
-        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+        match waitpid(
+            Pid::from_raw(pid),
+            Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+        ) {
             Ok(WaitStatus::StillAlive) => {}
             Ok(_) => return,
             Err(Errno::ECHILD) => {
@@ -315,7 +327,10 @@ pub fn kill_and_reap(pid: i32) {
 /// Waits for our child PID to end and returns how it ended.
 pub fn reap(pid: i32, timeout: Duration) -> WaitStatus {
     wait_until(timeout, &format!("pid {pid} to end"), || {
-        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+        match waitpid(
+            Pid::from_raw(pid),
+            Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+        ) {
             Ok(WaitStatus::StillAlive) => None,
             Ok(status) => Some(status),
             Err(e) => panic!("waitpid({pid}): {e}"),
@@ -514,8 +529,13 @@ impl Victim {
             Some(s) => cmd.stderr(s),
             None => cmd.stderr(File::create(state.join("stderr")).expect("create victim stderr")),
         };
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start victim {cmd:?}: {e}"));
-        let stdin = child.stdin.take().map(|s| File::from(std::os::fd::OwnedFd::from(s)));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start victim {cmd:?}: {e}"));
+        let stdin = child
+            .stdin
+            .take()
+            .map(|s| File::from(std::os::fd::OwnedFd::from(s)));
         let pid = i32::try_from(child.id()).expect("pid fits i32");
         // The Child handle is dropped without waiting: the victim is reaped by PID.
         drop(child);
@@ -681,7 +701,11 @@ impl Victim {
             .into_iter()
             .filter(|l| l.starts_with("BAD"))
             .collect();
-        assert!(bad.is_empty(), "victim {} reported problems: {bad:?}", self.pid);
+        assert!(
+            bad.is_empty(),
+            "victim {} reported problems: {bad:?}",
+            self.pid
+        );
     }
 
     /// The numbers of the `tick N` lines of the log, in order.
@@ -773,7 +797,11 @@ impl Victim {
             "dump should print a one-line summary, printed {:?}",
             out.stdout
         );
-        assert!(image.is_file(), "dump succeeded but wrote no {}", image.display());
+        assert!(
+            image.is_file(),
+            "dump succeeded but wrote no {}",
+            image.display()
+        );
         if !extra.contains(&"--leave-running") {
             self.reap_killed();
         }
@@ -890,7 +918,9 @@ impl ProcSnapshot {
     /// Reads the snapshot of PID.
     pub fn of(pid: i32) -> Result<Self> {
         let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let keep = ["Umask", "Uid", "Gid", "Groups", "SigBlk", "SigIgn", "SigCgt"];
+        let keep = [
+            "Umask", "Uid", "Gid", "Groups", "SigBlk", "SigIgn", "SigCgt",
+        ];
         let status = status
             .lines()
             .filter(|l| keep.iter().any(|k| l.split(':').next() == Some(k)))
@@ -932,8 +962,14 @@ pub fn normalized_maps(pid: i32) -> Vec<String> {
             continue;
         };
         let shared_anon = perms.ends_with('s')
-            && (name.starts_with("/dev/zero") || name.starts_with("/memfd:") || name.starts_with("/SYSV"));
-        let name = if shared_anon { "<shared anonymous>".to_owned() } else { name };
+            && (name.starts_with("/dev/zero")
+                || name.starts_with("/memfd:")
+                || name.starts_with("/SYSV"));
+        let name = if shared_anon {
+            "<shared anonymous>".to_owned()
+        } else {
+            name
+        };
         if let Some(last) = out.last_mut()
             && last.1 == start
             && last.2 == perms
@@ -956,7 +992,9 @@ pub fn assert_same_maps(before: &[String], after: &[String]) {
     }
     let gone: Vec<&String> = before.iter().filter(|l| !after.contains(l)).collect();
     let new: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
-    panic!("the address space changed across the restore:\nonly before: {gone:#?}\nonly after: {new:#?}");
+    panic!(
+        "the address space changed across the restore:\nonly before: {gone:#?}\nonly after: {new:#?}"
+    );
 }
 
 /// The path of an image file NAME.ferry in the test's directory.

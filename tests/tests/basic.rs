@@ -3,7 +3,6 @@
 //! `ferry image inspect`.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -36,7 +35,10 @@ fn round_trip(ctx: &TestCtx, v: &mut Victim, image_name: &str, dump_args: &[&str
         "dump summary should give pages and milliseconds frozen: {:?}",
         dump.stdout
     );
-    assert!(!alive(pid), "dump without --leave-running must end the process");
+    assert!(
+        !alive(pid),
+        "dump without --leave-running must end the process"
+    );
     let tick_at_dump = v.last_tick();
 
     let out = v.restore(ctx, &img, &[]);
@@ -53,20 +55,38 @@ fn round_trip(ctx: &TestCtx, v: &mut Victim, image_name: &str, dump_args: &[&str
         "once `ferry restore` exited, the detached process belongs to the subreaper"
     );
     assert_same_maps(&maps, &normalized_maps(v.pid));
-    assert_eq!(ProcSnapshot::of(v.pid).expect("read /proc after restore"), snap);
+    assert_eq!(
+        ProcSnapshot::of(v.pid).expect("read /proc after restore"),
+        snap
+    );
     assert_eq!(proc_bytes(v.pid, "auxv"), auxv, "/proc/PID/auxv changed");
 
     v.wait_tick_beyond(tick_at_dump + 3);
     let after = v.check();
-    assert_eq!(field(&after, "sum"), field(&before, "sum"), "memory checksum");
-    assert_eq!(num(&after, "pid"), u64::try_from(v.orig_pid).unwrap(), "getpid() inside");
-    assert!(num(&after, "counter") > num(&before, "counter"), "counter went back");
+    assert_eq!(
+        field(&after, "sum"),
+        field(&before, "sum"),
+        "memory checksum"
+    );
+    assert_eq!(
+        num(&after, "pid"),
+        u64::try_from(v.orig_pid).unwrap(),
+        "getpid() inside"
+    );
+    assert!(
+        num(&after, "counter") > num(&before, "counter"),
+        "counter went back"
+    );
     assert_eq!(
         num(&after, "off"),
         num(&before, "off") + 16,
         "the data file offset did not carry on where it was"
     );
-    assert_eq!(num(&after, "usr1"), num(&before, "usr1") + 1, "handler count");
+    assert_eq!(
+        num(&after, "usr1"),
+        num(&before, "usr1") + 1,
+        "handler count"
+    );
     v.assert_ticks_continuous();
     v.assert_no_bad();
     after
@@ -97,11 +117,9 @@ fn counter_round_trip() {
     assert_eq!(status_field(v.pid, "Umask").as_deref(), Some("0027"));
     let limits = String::from_utf8(proc_bytes(v.pid, "limits")).unwrap();
     assert!(
-        limits
-            .lines()
-            .any(|l| l.starts_with("Max open files") && l.split_whitespace().eq([
-                "Max", "open", "files", "777", "4096", "files"
-            ])),
+        limits.lines().any(|l| l.starts_with("Max open files")
+            && l.split_whitespace()
+                .eq(["Max", "open", "files", "777", "4096", "files"])),
         "RLIMIT_NOFILE is not 777/4096:\n{limits}"
     );
 }
@@ -117,8 +135,15 @@ fn three_cycles() {
     let mut last_counter = num(&first, "counter");
     for cycle in 0..3 {
         let after = round_trip(&ctx, &mut v, &format!("cycle{cycle}"), &[]);
-        assert_eq!(field(&after, "sum"), field(&first, "sum"), "cycle {cycle}: checksum");
-        assert!(num(&after, "counter") > last_counter, "cycle {cycle}: counter");
+        assert_eq!(
+            field(&after, "sum"),
+            field(&first, "sum"),
+            "cycle {cycle}: checksum"
+        );
+        assert!(
+            num(&after, "counter") > last_counter,
+            "cycle {cycle}: counter"
+        );
         last_counter = num(&after, "counter");
     }
     assert_eq!(v.pid, v.orig_pid);
@@ -139,7 +164,11 @@ fn leave_running_is_undisturbed() {
     v.dump(&ctx, &img, &["--leave-running"]);
     assert!(alive(v.pid), "--leave-running ended the process");
     v.assert_running_free();
-    assert_eq!(proc_stat_field(v.pid, 22), start_time, "the process was restarted");
+    assert_eq!(
+        proc_stat_field(v.pid, 22),
+        start_time,
+        "the process was restarted"
+    );
     assert_eq!(ProcSnapshot::of(v.pid).unwrap(), snap);
     assert_same_maps(&maps, &normalized_maps(v.pid));
     let tick = v.last_tick();
@@ -198,7 +227,7 @@ fn stdio_pipes_become_dev_null_with_a_warning() {
         "counter",
         Spawn {
             stdin_pipe: true,
-            stdout: Some(Stdio::from(OwnedFd::from(stdout_w))),
+            stdout: Some(Stdio::from(stdout_w)),
             ..Spawn::default()
         },
     );
@@ -265,13 +294,23 @@ fn pid_namespace_when_the_pid_is_taken() {
         v.pid,
         out.stderr
     );
-    assert!(leftovers.is_empty(), "failed restore left processes behind: {leftovers:?}");
-    assert!(out.stdout.is_empty(), "stdout of a failed restore: {:?}", out.stdout);
+    assert!(
+        leftovers.is_empty(),
+        "failed restore left processes behind: {leftovers:?}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "stdout of a failed restore: {:?}",
+        out.stdout
+    );
 
     // auto: a new PID namespace in which the process keeps its PID.
     let mut copy = v.sibling();
     let out = copy.restore(&ctx, &img, &["--pid-ns", "auto"]);
-    assert_ne!(copy.pid, v.pid, "the PID was taken, so the copy cannot have it outside");
+    assert_ne!(
+        copy.pid, v.pid,
+        "the PID was taken, so the copy cannot have it outside"
+    );
     assert!(
         out.stderr.to_lowercase().contains("namespace"),
         "restore into a new PID namespace should say so on stderr: {}",
@@ -288,7 +327,11 @@ fn pid_namespace_when_the_pid_is_taken() {
     // The default is auto too.
     let mut copy2 = v.sibling();
     let out2 = copy2.restore(&ctx, &img, &[]);
-    assert!(out2.stderr.to_lowercase().contains("namespace"), "{}", out2.stderr);
+    assert!(
+        out2.stderr.to_lowercase().contains("namespace"),
+        "{}",
+        out2.stderr
+    );
     assert_ne!(copy2.pid, v.pid);
 
     // End the original and the second copy; the first copy carries on alone.
@@ -298,7 +341,11 @@ fn pid_namespace_when_the_pid_is_taken() {
         (!alive(v.pid)).then_some(())
     });
     let after = copy.check();
-    assert_eq!(num(&after, "pid"), u64::try_from(v.orig_pid).unwrap(), "getpid() inside");
+    assert_eq!(
+        num(&after, "pid"),
+        u64::try_from(v.orig_pid).unwrap(),
+        "getpid() inside"
+    );
     assert_eq!(field(&after, "sum"), field(&before, "sum"));
     let tick = copy.last_tick();
     copy.wait_tick_beyond(tick + 3);
