@@ -467,6 +467,8 @@ pub struct Victim {
     /// The write end of its stdin, when started with a pipe there.
     pub stdin: Option<File>,
     others: Vec<i32>,
+    /// `pid` was reaped: it may belong to someone else by now and must not be killed.
+    reaped: bool,
 }
 
 /// Options for starting a C victim.
@@ -545,6 +547,7 @@ impl Victim {
             state,
             stdin,
             others: Vec::new(),
+            reaped: false,
         }
     }
 
@@ -557,6 +560,15 @@ impl Victim {
             state: self.state.clone(),
             stdin: None,
             others: Vec::new(),
+            reaped: self.reaped,
+        }
+    }
+
+    /// Kills the victim now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if !self.reaped {
+            kill_and_reap(self.pid);
+            self.reaped = true;
         }
     }
 
@@ -809,7 +821,8 @@ impl Victim {
     }
 
     /// Reaps the victim after a dump ended it, asserting it was killed with SIGKILL.
-    pub fn reap_killed(&self) {
+    pub fn reap_killed(&mut self) {
+        self.reaped = true;
         let status = match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
             Err(Errno::ECHILD) => {
                 // Not our child (e.g. inside a PID namespace): wait for it to vanish.
@@ -854,9 +867,10 @@ impl Victim {
         let pid = out.restored_pid();
         let old = self.pid;
         self.pid = pid;
+        self.reaped = false;
         self.others.retain(|&p| p != pid);
-        if old != pid && alive(old) {
-            self.track(old);
+        if old != pid && alive(old) && !self.others.contains(&old) {
+            self.others.push(old);
         }
         out
     }
@@ -864,7 +878,9 @@ impl Victim {
 
 impl Drop for Victim {
     fn drop(&mut self) {
-        kill_and_reap(self.pid);
+        if !self.reaped {
+            kill_and_reap(self.pid);
+        }
         for &pid in &self.others {
             kill_and_reap(pid);
         }

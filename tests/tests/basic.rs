@@ -335,8 +335,8 @@ fn pid_namespace_when_the_pid_is_taken() {
     assert_ne!(copy2.pid, v.pid);
 
     // End the original and the second copy; the first copy carries on alone.
-    ferry_tests::kill_and_reap(v.pid);
-    ferry_tests::kill_and_reap(copy2.pid);
+    v.kill();
+    copy2.kill();
     wait_until(Duration::from_secs(5), "the original to end", || {
         (!alive(v.pid)).then_some(())
     });

@@ -11,7 +11,7 @@ use ferry_tests::{
     Spawn, Victim, assert_same_maps, field, image_path, normalized_maps, proc_link,
     proc_stat_field, setup, skip, status_field, wait_until,
 };
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::signal::Signal;
 
 fn cpu_has(flag: &str) -> bool {
@@ -184,6 +184,10 @@ fn terminal_is_reopened_by_path() {
     };
     let pty = nix::pty::openpty(None, None).expect("openpty");
     let master_fd: OwnedFd = pty.master;
+    // openpty does not set close-on-exec: the victim must not inherit the master.
+    for fd in [master_fd.as_fd(), pty.slave.as_fd()] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+    }
     fcntl(master_fd.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
     let mut master = File::from(master_fd);
     let slave = pty.slave;

@@ -25,6 +25,7 @@ int main(int argc, char **argv)
 	else
 		fr_status("wait4 pid=%d status=%#x", (int)r, st);
 	fr_install(SIGUSR1, fr_usr1_handler, SA_RESTART);
+	fr_usr1_pending = 0;
 	unsigned long counter = 0;
 	for (;;) {
 		if (fr_usr1_pending) {
