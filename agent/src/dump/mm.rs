@@ -28,10 +28,11 @@ pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
         let vmflags = flags.iter().find(|(s, _)| *s == e.start).map(|(_, f)| f.as_slice()).unwrap_or(&[]);
         let has = |f: &str| vmflags.iter().any(|x| x == f);
         let refuse = |what: &str| DumpError::Unsupported(format!("vma {:#x}-{:#x} {}: {what} is not supported yet", e.start, e.end, e.name));
-        if has("io") || has("pf") {
+        let kind = classify(pid, e).map_err(|what| refuse(&what))?;
+        let special = matches!(kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall);
+        if !special && (has("io") || has("pf")) {
             return Err(refuse("a device (VM_IO/VM_PFNMAP) mapping"));
         }
-        let kind = classify(pid, e).map_err(|what| refuse(&what))?;
         vmas.push(VmaState {
             start: e.start,
             end: e.end,

@@ -1,11 +1,9 @@
 //! Creating the task that becomes the restored process: with its original PID when that is
 //! free, else inside a fresh PID namespace where it gets the same PID.
 
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
@@ -34,8 +32,6 @@ pub struct NewTask {
     pub pid: Pid,
     /// Init of the new PID namespace, if the original PID was taken.
     pub ns_init: Option<Pid>,
-    /// Write end of the pipe that keeps the namespace init waiting until we exit.
-    _hold: Option<OwnedFd>,
     armed: bool,
 }
 
@@ -71,7 +67,7 @@ pub fn create(want: i32, mode: PidNsMode) -> Result<NewTask, RestoreError> {
     let start = Instant::now();
     loop {
         match sys::clone::clone3(ChildBody::Stub { expected_ppid: me }, Some(want), false) {
-            Ok(pid) => return Ok(NewTask { pid, ns_init: None, _hold: None, armed: true }),
+            Ok(pid) => return Ok(NewTask { pid, ns_init: None, armed: true }),
             Err(Errno::EEXIST) if holder_is_zombie(want) && start.elapsed() < ZOMBIE_WAIT => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -83,20 +79,24 @@ pub fn create(want: i32, mode: PidNsMode) -> Result<NewTask, RestoreError> {
         return Err(RestoreError::PidTaken { pid: want });
     }
     let create = |step| move |source| RestoreError::Create { step, source };
-    let (hold_read, hold_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(create("pipe"))?;
-    let init = sys::clone::clone3(
-        ChildBody::NsInit { hold_read: hold_read.as_raw_fd(), hold_write: hold_write.as_raw_fd() },
-        None,
-        true,
-    )
-    .map_err(create("clone3 into a new PID namespace"))?;
-    drop(hold_read);
-    let mut task = NewTask { pid: init, ns_init: Some(init), _hold: Some(hold_write), armed: true };
-    let pidfd = sys::pidfd_open(init).map_err(create("pidfd_open"))?;
-    nix::sched::setns(&pidfd, CloneFlags::CLONE_NEWPID).map_err(create("setns into the new PID namespace"))?;
-    // Inside the namespace our child sees no parent (getppid() == 0).
-    let pid = sys::clone::clone3(ChildBody::Stub { expected_ppid: 0 }, Some(want), false)
-        .map_err(create("clone3 with set_tid in the new PID namespace"))?;
-    task.pid = pid;
-    Ok(task)
+    let init = sys::clone::clone3(ChildBody::NsInit { want }, None, true).map_err(create("clone3 into a new PID namespace"))?;
+    let mut task = NewTask { pid: init, ns_init: Some(init), armed: true };
+    // The init creates the process as its own child; find it by its PID in our namespace.
+    let children = format!("/proc/{init}/task/{init}/children");
+    let start = Instant::now();
+    loop {
+        let found = std::fs::read_to_string(&children).ok().and_then(|s| s.split_whitespace().next()?.parse().ok());
+        if let Some(pid) = found {
+            task.pid = Pid::from_raw(pid);
+            return Ok(task);
+        }
+        if let Ok(nix::sys::wait::WaitStatus::Exited(_, code)) = waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+            task.armed = false;
+            return Err(create("clone3 with set_tid in the new PID namespace")(Errno::from_raw(code - 100)));
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            return Err(create("wait for the process in the new PID namespace")(Errno::ETIMEDOUT));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }

@@ -2,8 +2,6 @@
 //! it over. After `clone3` in a multi-threaded program the child may only make raw system
 //! calls (no allocation, no locks), so the bodies below are straight-line libc calls.
 
-use std::os::fd::RawFd;
-
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
@@ -33,14 +31,13 @@ pub enum ChildBody {
         /// `getppid()` the child must see, else it exits at once.
         expected_ppid: i32,
     },
-    /// Init of a fresh PID namespace: wait until the restorer exits (EOF on `hold`, whose write
-    /// end only the restorer keeps), then reap children until there are none and exit with the
-    /// status of the last one.
+    /// Init of a fresh PID namespace: create the stub with PID `want` as its own child (so
+    /// that the namespace, which dies with its init, lives exactly as long as the restored
+    /// process), then reap children until there are none and exit with the status of the
+    /// last one. Exits with 100 + errno if the stub cannot be created.
     NsInit {
-        /// Read end of the hold pipe.
-        hold_read: RawFd,
-        /// Write end of the hold pipe, closed in the child.
-        hold_write: RawFd,
+        /// The PID the stub gets inside the namespace.
+        want: i32,
     },
 }
 
@@ -70,49 +67,56 @@ pub fn clone3(body: ChildBody, set_tid: Option<i32>, new_pid_ns: bool) -> Result
 
 fn child_main(body: ChildBody) -> ! {
     match body {
-        ChildBody::Stub { expected_ppid } => {
-            // SAFETY: raw, async-signal-safe syscalls only; no memory is touched.
-            unsafe {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-                if libc::getppid() != expected_ppid {
-                    libc::_exit(1);
-                }
-                loop {
-                    libc::pause();
-                }
+        ChildBody::Stub { expected_ppid } => stub_main(expected_ppid),
+        ChildBody::NsInit { want } => ns_init_main(want),
+    }
+}
+
+fn stub_main(expected_ppid: i32) -> ! {
+    // SAFETY: raw, async-signal-safe syscalls only; no memory is touched.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        if libc::getppid() != expected_ppid {
+            libc::_exit(1);
+        }
+        loop {
+            libc::pause();
+        }
+    }
+}
+
+fn ns_init_main(want: i32) -> ! {
+    let tid_array: [libc::pid_t; 1] = [want];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid_array.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: as in `clone3`: a valid clone_args on our stack; the child runs `stub_main`.
+    let r = unsafe {
+        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+    };
+    if r == 0 {
+        stub_main(1);
+    }
+    // SAFETY: raw, async-signal-safe syscalls on our own stack variables only.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"ferry-ns-init".as_ptr(), 0, 0, 0);
+        if r < 0 {
+            libc::_exit(100 + *libc::__errno_location());
+        }
+        let mut last: libc::c_int = 0;
+        loop {
+            let mut status: libc::c_int = 0;
+            let r = libc::waitpid(-1, &mut status, libc::__WALL);
+            if r > 0 {
+                last = status;
+            } else if *libc::__errno_location() != libc::EINTR {
+                break;
             }
         }
-        ChildBody::NsInit { hold_read, hold_write } => {
-            // SAFETY: raw, async-signal-safe syscalls on our own stack variables only.
-            unsafe {
-                libc::close(hold_write);
-                let mut byte = 0u8;
-                loop {
-                    let r = libc::read(hold_read, (&mut byte as *mut u8).cast(), 1);
-                    if r == 0 || (r < 0 && *libc::__errno_location() != libc::EINTR) {
-                        break;
-                    }
-                }
-                libc::close(hold_read);
-                let mut last: libc::c_int = 0;
-                loop {
-                    let mut status: libc::c_int = 0;
-                    let r = libc::waitpid(-1, &mut status, libc::__WALL);
-                    if r < 0 {
-                        if *libc::__errno_location() == libc::EINTR {
-                            continue;
-                        }
-                        break;
-                    }
-                    last = status;
-                }
-                let code = if libc::WIFEXITED(last) {
-                    libc::WEXITSTATUS(last)
-                } else {
-                    128 + libc::WTERMSIG(last)
-                };
-                libc::_exit(code)
-            }
-        }
+        let code = if libc::WIFEXITED(last) { libc::WEXITSTATUS(last) } else { 128 + libc::WTERMSIG(last) };
+        libc::_exit(code)
     }
 }
