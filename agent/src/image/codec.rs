@@ -72,18 +72,36 @@ impl Compressor {
         Ok(Compressor { codec, zstd })
     }
 
-    /// Compresses `raw`. Returns the codec actually used and the stored bytes: a block that
-    /// does not shrink is stored as is, so a stored payload is never larger than its raw form.
-    pub(crate) fn compress(&mut self, raw: Vec<u8>) -> std::io::Result<(Codec, Vec<u8>)> {
-        let packed = match (self.codec, self.zstd.as_mut()) {
-            (Codec::Zstd, Some(c)) => c.compress(&raw)?,
-            (Codec::Lz4, _) => lz4_flex::block::compress(&raw),
-            _ => return Ok((Codec::None, raw)),
-        };
-        if packed.len() < raw.len() {
-            Ok((self.codec, packed))
+    /// Compresses `raw` into `out` (a recycled buffer, any contents). Returns the codec
+    /// actually used, the stored bytes and the buffer left over: a block that does not shrink
+    /// is stored as is, so a stored payload is never larger than its raw form.
+    pub(crate) fn compress(
+        &mut self,
+        raw: Vec<u8>,
+        mut out: Vec<u8>,
+    ) -> std::io::Result<(Codec, Vec<u8>, Vec<u8>)> {
+        match (self.codec, self.zstd.as_mut()) {
+            (Codec::Zstd, Some(c)) => {
+                out.clear();
+                out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+                // Writes into the spare capacity, which holds the worst case.
+                c.compress_to_buffer(&raw, &mut out)?;
+            }
+            (Codec::Lz4, _) => {
+                let max = lz4_flex::block::get_maximum_output_size(raw.len());
+                if out.len() < max {
+                    out.resize(max, 0);
+                }
+                let n = lz4_flex::block::compress_into(&raw, &mut out)
+                    .map_err(std::io::Error::other)?;
+                out.truncate(n);
+            }
+            _ => return Ok((Codec::None, raw, out)),
+        }
+        if out.len() < raw.len() {
+            Ok((self.codec, out, raw))
         } else {
-            Ok((Codec::None, raw))
+            Ok((Codec::None, raw, out))
         }
     }
 }
@@ -105,52 +123,48 @@ impl Decompressor {
         Decompressor { zstd: None }
     }
 
-    /// Decompresses `stored` into exactly `raw_len` bytes. `raw_len` must already be capped
-    /// by the caller: it is the allocation size.
+    /// Decompresses `stored` into exactly `raw_len` bytes, using `out` (a recycled buffer, any
+    /// contents) when the codec needs one. Returns the data and the buffer left over.
+    /// `raw_len` must already be capped by the caller: it is the allocation size.
     pub(crate) fn decompress(
         &mut self,
         codec: Codec,
         stored: Vec<u8>,
+        mut out: Vec<u8>,
         raw_len: usize,
-    ) -> Result<Vec<u8>, ImageDefect> {
-        let out = match codec {
-            Codec::None => stored,
+    ) -> Result<(Vec<u8>, Vec<u8>), ImageDefect> {
+        let failed = |detail: String| ImageDefect::Decompress { codec, detail };
+        let (data, spare) = match codec {
+            Codec::None => (stored, out),
             Codec::Zstd => {
                 let d = match &mut self.zstd {
                     Some(d) => d,
-                    None => self
-                        .zstd
-                        .insert(zstd::bulk::Decompressor::new().map_err(|e| {
-                            ImageDefect::Decompress {
-                                codec,
-                                detail: e.to_string(),
-                            }
-                        })?),
+                    None => self.zstd.insert(
+                        zstd::bulk::Decompressor::new().map_err(|e| failed(e.to_string()))?,
+                    ),
                 };
-                let mut out = Vec::with_capacity(raw_len);
-                // Writes into the spare capacity only: more output than `raw_len` is an error.
+                out.clear();
+                out.reserve(raw_len);
+                // Writes into the spare capacity only, so the output is bounded by the
+                // buffer; the length check below refuses anything but exactly `raw_len`.
                 d.decompress_to_buffer(&stored, &mut out)
-                    .map_err(|e| ImageDefect::Decompress {
-                        codec,
-                        detail: e.to_string(),
-                    })?;
-                out
+                    .map_err(|e| failed(e.to_string()))?;
+                (out, stored)
             }
             Codec::Lz4 => {
-                // Fails with "output too small" instead of growing past `raw_len`.
-                lz4_flex::block::decompress(&stored, raw_len).map_err(|e| {
-                    ImageDefect::Decompress {
-                        codec,
-                        detail: e.to_string(),
-                    }
-                })?
+                out.resize(raw_len, 0);
+                // Fails with "output too small" instead of writing past `raw_len`.
+                let n = lz4_flex::block::decompress_into(&stored, &mut out)
+                    .map_err(|e| failed(e.to_string()))?;
+                out.truncate(n);
+                (out, stored)
             }
         };
-        if out.len() == raw_len {
-            Ok(out)
+        if data.len() == raw_len {
+            Ok((data, spare))
         } else {
             Err(ImageDefect::RawLengthMismatch {
-                found: out.len() as u64,
+                found: data.len() as u64,
                 expected: raw_len as u64,
             })
         }

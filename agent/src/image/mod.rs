@@ -418,7 +418,9 @@ pub struct SectionSummary {
 /// the end section) and describes it.
 pub fn inspect<R: Read + Send>(input: R) -> Result<ImageSummary, ReadImageError> {
     let mut reader = ImageReader::open_inner(input, true)?;
-    while reader.next_pages()?.is_some() {}
+    while let Some(block) = reader.next_pages()? {
+        reader.recycle(block);
+    }
     let offset = reader.offset();
     let mut probe = [0u8; 1];
     let trailing = loop {

@@ -92,6 +92,11 @@ impl<J: Send + 'static, O: Send + 'static> OrderedPool<J, O> {
         self.pending.len() >= self.depth
     }
 
+    /// Most jobs in flight.
+    pub(crate) fn depth(&self) -> usize {
+        self.depth
+    }
+
     /// Jobs submitted and not yet collected.
     pub(crate) fn in_flight(&self) -> usize {
         self.pending.len()

@@ -16,7 +16,8 @@ use super::format::{
 };
 use super::pool::{OrderedPool, WorkerLost, default_threads};
 use super::{
-    BLOCK_PAGES, Codec, ImageDefect, MAX_MANIFEST_BYTES, ReadImageError, Section, SectionSummary,
+    BLOCK_BYTES, BLOCK_PAGES, Codec, ImageDefect, MAX_MANIFEST_BYTES, ReadImageError, Section,
+    SectionSummary,
 };
 use crate::state::{PAGE_SIZE, ProcessState};
 
@@ -29,9 +30,12 @@ struct BlockJob {
     codec: Codec,
     raw_len: usize,
     stored: Vec<u8>,
+    /// A recycled buffer for the decompressed form.
+    out: Vec<u8>,
 }
 
-type BlockResult = Result<Vec<u8>, ReadImageError>;
+/// The block's pages, and a buffer to reuse.
+type BlockResult = Result<(Vec<u8>, Vec<u8>), ReadImageError>;
 
 /// Where the reader is in the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +74,8 @@ pub struct ImageReader<R: Read + Send> {
     deferred: Option<ReadImageError>,
     /// Section descriptions, kept only by `inspect`.
     sections: Option<Vec<SectionSummary>>,
+    /// Buffers to reuse: fresh 1 MiB allocations would cost a page fault per page.
+    free: Vec<Vec<u8>>,
 }
 
 impl<R: Read + Send> fmt::Debug for ImageReader<R> {
@@ -111,9 +117,11 @@ fn read_payload<R: Read>(
     len: u64,
     section: Section,
     offset: u64,
+    mut buf: Vec<u8>,
 ) -> Result<Vec<u8>, ReadImageError> {
     const FIRST_CHUNK: u64 = 4 << 20;
-    let mut buf = Vec::with_capacity(usize::try_from(len.min(FIRST_CHUNK)).unwrap_or(0));
+    buf.clear();
+    buf.reserve(usize::try_from(len.min(FIRST_CHUNK)).unwrap_or(0));
     input
         .take(len)
         .read_to_end(&mut buf)
@@ -193,7 +201,7 @@ impl<R: Read + Send> ImageReader<R> {
                 codec: fields.codec,
             }));
         }
-        let payload = read_payload(&mut input, fields.stored_len, section, offset)?;
+        let payload = read_payload(&mut input, fields.stored_len, section, offset, Vec::new())?;
         if section_digest(&fields_raw, &payload) != digest {
             return Err(defect(ImageDefect::DigestMismatch));
         }
@@ -228,6 +236,7 @@ impl<R: Read + Send> ImageReader<R> {
             pool: None,
             phase: Phase::Blocks,
             deferred: None,
+            free: Vec::new(),
             sections,
         })
     }
@@ -267,6 +276,20 @@ impl<R: Read + Send> ImageReader<R> {
             Ok(Some(_)) => {}
         }
         result
+    }
+
+    /// Hands back a block returned by [`Self::next_pages`] once it is no longer needed, so the
+    /// reader can reuse its memory for later blocks. Optional; it only saves page faults.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        const KEEP: usize = 16;
+        if self.free.len() < KEEP && (BLOCK_BYTES..=2 * BLOCK_BYTES).contains(&buf.capacity()) {
+            buf.clear();
+            self.free.push(buf);
+        }
+    }
+
+    fn take_buffer(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_default()
     }
 
     pub(super) fn take_sections(&mut self) -> Vec<SectionSummary> {
@@ -309,9 +332,11 @@ impl<R: Read + Send> ImageReader<R> {
             return Err(ReadImageError::WorkerLost);
         };
         match pool.next() {
-            Some(result) => result
-                .map_err(|WorkerLost| ReadImageError::WorkerLost)?
-                .map(Some),
+            Some(result) => {
+                let (data, spare) = result.map_err(|WorkerLost| ReadImageError::WorkerLost)??;
+                self.recycle(spare);
+                Ok(Some(data))
+            }
             None => match self.deferred.take() {
                 Some(e) => Err(e),
                 // Nothing in flight and the end section is verified.
@@ -336,7 +361,9 @@ impl<R: Read + Send> ImageReader<R> {
                             offset,
                             defect,
                         })?;
-                let stored = read_payload(&mut self.input, fields.stored_len, section, offset)?;
+                let buf = self.take_buffer();
+                let stored =
+                    read_payload(&mut self.input, fields.stored_len, section, offset, buf)?;
                 self.offset += SECTION_HEADER_LEN as u64 + fields.stored_len;
                 self.chain.push(&digest);
                 if let Some(sections) = &mut self.sections {
@@ -363,6 +390,7 @@ impl<R: Read + Send> ImageReader<R> {
                     codec: fields.codec,
                     raw_len,
                     stored,
+                    out: self.take_buffer(),
                 };
                 let Some(pool) = self.pool.as_mut() else {
                     return Err(ReadImageError::WorkerLost);
@@ -426,7 +454,7 @@ impl<R: Read + Send> ImageReader<R> {
         }
         usize::try_from(f.raw_len).map_err(|_| ImageDefect::RawTooLarge {
             len: f.raw_len,
-            max: super::BLOCK_BYTES as u64,
+            max: BLOCK_BYTES as u64,
         })
     }
 
@@ -540,7 +568,7 @@ fn open_block(d: &mut Decompressor, job: BlockJob) -> BlockResult {
     if section_digest(&job.fields, &job.stored) != job.digest {
         return Err(defect(ImageDefect::DigestMismatch));
     }
-    d.decompress(job.codec, job.stored, job.raw_len)
+    d.decompress(job.codec, job.stored, job.out, job.raw_len)
         .map_err(defect)
 }
 

@@ -22,6 +22,8 @@ struct BlockJob {
     seq: u64,
     first_page: u64,
     raw: Vec<u8>,
+    /// A recycled buffer for the compressed form.
+    out: Vec<u8>,
 }
 
 /// A block ready to be written: section header with digest, and payload.
@@ -29,6 +31,8 @@ struct SealedBlock {
     header: [u8; SECTION_HEADER_LEN],
     digest: Digest,
     payload: Vec<u8>,
+    /// The job's other buffer, for reuse.
+    spare: Vec<u8>,
 }
 
 type BlockResult = Result<SealedBlock, std::io::Error>;
@@ -49,6 +53,8 @@ pub struct ImageWriter<W: Write + Send> {
     chain: Chain,
     /// Bytes written so far.
     offset: u64,
+    /// Block buffers to reuse: fresh 1 MiB allocations would cost a page fault per page.
+    free: Vec<Vec<u8>>,
 }
 
 impl<W: Write + Send> fmt::Debug for ImageWriter<W> {
@@ -66,7 +72,7 @@ fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> WriteImageError {
     move |source| WriteImageError::Io { step, source }
 }
 
-fn seal(fields: SectionFields, payload: Vec<u8>) -> SealedBlock {
+fn seal(fields: SectionFields, payload: Vec<u8>, spare: Vec<u8>) -> SealedBlock {
     let encoded = fields.encode();
     let digest = section_digest(&encoded, &payload);
     let mut header = [0u8; SECTION_HEADER_LEN];
@@ -76,6 +82,7 @@ fn seal(fields: SectionFields, payload: Vec<u8>) -> SealedBlock {
         header,
         digest,
         payload,
+        spare,
     }
 }
 
@@ -109,6 +116,7 @@ impl<W: Write + Send> ImageWriter<W> {
                 page_count: 0,
             },
             manifest,
+            Vec::new(),
         );
         out.write_all(&sealed.header).map_err(io("manifest"))?;
         out.write_all(&sealed.payload).map_err(io("manifest"))?;
@@ -130,6 +138,7 @@ impl<W: Write + Send> ImageWriter<W> {
             blocks: 0,
             chain,
             offset: (header.len() + SECTION_HEADER_LEN) as u64 + len,
+            free: Vec::new(),
         })
     }
 
@@ -192,6 +201,7 @@ impl<W: Write + Send> ImageWriter<W> {
                 page_count: 0,
             },
             end.encode().to_vec(),
+            Vec::new(),
         );
         self.out.write_all(&sealed.header).map_err(io("end"))?;
         self.out.write_all(&sealed.payload).map_err(io("end"))?;
@@ -210,13 +220,15 @@ impl<W: Write + Send> ImageWriter<W> {
         if self.pool.is_full() {
             self.write_oldest()?;
         }
-        let raw = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK_BYTES));
+        let next = self.take_buffer();
+        let raw = std::mem::replace(&mut self.block, next);
         let pages = raw.len() as u64 / PAGE_SIZE;
         debug_assert!(pages <= BLOCK_PAGES);
         let job = BlockJob {
             seq: self.next_seq,
             first_page: self.submitted_pages,
             raw,
+            out: self.take_buffer(),
         };
         self.pool
             .submit(job)
@@ -238,7 +250,23 @@ impl<W: Write + Send> ImageWriter<W> {
         self.out.write_all(&sealed.payload).map_err(io("pages"))?;
         self.chain.push(&sealed.digest);
         self.offset += (SECTION_HEADER_LEN + sealed.payload.len()) as u64;
+        self.recycle(sealed.payload);
+        self.recycle(sealed.spare);
         Ok(())
+    }
+
+    fn take_buffer(&mut self) -> Vec<u8> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK_BYTES))
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        // Enough for every job in flight plus the block being filled.
+        if self.free.len() < 2 * self.pool.depth() + 2 && buf.capacity() >= BLOCK_BYTES {
+            buf.clear();
+            self.free.push(buf);
+        }
     }
 }
 
@@ -251,7 +279,7 @@ fn seal_block(
         .as_mut()
         .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
     let raw_len = job.raw.len() as u64;
-    let (codec, payload) = compressor.compress(job.raw)?;
+    let (codec, payload, spare) = compressor.compress(job.raw, job.out)?;
     let fields = SectionFields {
         kind: SectionKind::Pages,
         codec,
@@ -261,5 +289,5 @@ fn seal_block(
         first_page: job.first_page,
         page_count: raw_len / PAGE_SIZE,
     };
-    Ok(seal(fields, payload))
+    Ok(seal(fields, payload, spare))
 }
