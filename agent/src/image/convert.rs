@@ -29,7 +29,7 @@ pub const MAX_FD: i32 = 1 << 20;
 /// Most VMAs accepted (the default `vm.max_map_count` is 65530).
 pub const MAX_VMAS: usize = 65536;
 /// Most page runs accepted over all VMAs.
-pub const MAX_PAGE_RUNS: usize = 1 << 24;
+pub const MAX_PAGE_RUNS: usize = 1 << 22;
 /// Most descriptors accepted.
 pub const MAX_FDS: usize = 1 << 20;
 /// Most epoll interest-list entries accepted per epoll descriptor.

@@ -57,6 +57,7 @@ mod convert;
 mod format;
 mod pool;
 mod reader;
+mod wire;
 mod writer;
 
 use std::fmt;

@@ -15,6 +15,7 @@ use super::format::{
     SECTION_FIELDS_LEN, SECTION_HEADER_LEN, SectionFields, SectionKind, section_digest,
 };
 use super::pool::{OrderedPool, WorkerLost, default_threads};
+use super::wire::{PrescanError, prescan};
 use super::{
     BLOCK_BYTES, BLOCK_PAGES, Codec, ImageDefect, MAX_MANIFEST_BYTES, ReadImageError, Section,
     SectionSummary,
@@ -206,6 +207,17 @@ impl<R: Read + Send> ImageReader<R> {
             return Err(defect(ImageDefect::DigestMismatch));
         }
         chain.push(&digest);
+        // Count repeated fields before prost allocates a struct for each.
+        match prescan(&payload) {
+            Ok(()) => {}
+            Err(PrescanError::TooMany(e)) => return Err(ReadImageError::Manifest(e)),
+            // Refused even where prost would be lenient (groups), so nothing skips the count.
+            Err(PrescanError::Malformed) => {
+                return Err(defect(ImageDefect::Decode(
+                    "malformed protobuf wire format".into(),
+                )));
+            }
+        }
         let manifest = pb::Manifest::decode(payload.as_slice())
             .map_err(|e| defect(ImageDefect::Decode(e.to_string())))?;
         let state = ProcessState::try_from(manifest).map_err(ReadImageError::Manifest)?;

@@ -685,8 +685,12 @@ fn random_corruption_of_a_larger_image_never_passes() {
 
 /// Frames a manifest by hand, bypassing the writer's validation.
 fn image_with_manifest(m: &pb::Manifest) -> Vec<u8> {
+    image_with_raw_manifest(&m.encode_to_vec())
+}
+
+/// Frames manifest bytes by hand.
+fn image_with_raw_manifest(payload: &[u8]) -> Vec<u8> {
     let header = FileHeader::CURRENT.encode();
-    let payload = m.encode_to_vec();
     let mut chain = super::format::Chain::new(&header);
     let mut out = header.to_vec();
     let push = |out: &mut Vec<u8>, fields: SectionFields, payload: &[u8]| {
@@ -709,7 +713,7 @@ fn image_with_manifest(m: &pb::Manifest) -> Vec<u8> {
             first_page: 0,
             page_count: 0,
         },
-        &payload,
+        payload,
     );
     chain.push(&d);
     let end = EndPayload {
@@ -1006,6 +1010,47 @@ fn a_manifest_that_does_not_decode_is_refused() {
     bad.extend_from_slice(&section_digest(&enc, &[]));
     let e = ImageReader::open(Cursor::new(&bad)).expect_err("huge manifest");
     assert!(e.to_string().contains("exceeds the cap"), "{e}");
+}
+
+#[test]
+fn repeated_fields_are_counted_before_decoding() {
+    let state = rich_state(0);
+    // 70 000 empty VMAs: two bytes each on the wire, a whole struct each once decoded.
+    let mut m = pb::Manifest::from(&state);
+    let p = m.process.as_mut().unwrap();
+    p.mm.as_mut().unwrap().vmas = vec![pb::Vma::default(); 70_000];
+    let (field, problem) = manifest_error(&m);
+    assert_eq!(field, "mm.vmas");
+    assert_eq!(problem, "has 65537 entries, more than 65536");
+
+    // Epoll targets are capped over all descriptors together.
+    let mut m = pb::Manifest::from(&state);
+    let p = m.process.as_mut().unwrap();
+    let epoll = pb::Fd {
+        fd: 0,
+        kind: Some(pb::fd::Kind::Epoll(pb::Epoll {
+            targets: vec![pb::EpollTarget::default(); 300_000],
+        })),
+        ..Default::default()
+    };
+    p.fds = vec![epoll; 4];
+    let (field, _) = manifest_error(&m);
+    assert_eq!(field, "fds[*].epoll.targets");
+
+    // Packed and unpacked varints both count.
+    let mut m = pb::Manifest::from(&state);
+    m.process.as_mut().unwrap().mm.as_mut().unwrap().auxv = vec![7; 1025];
+    assert_eq!(manifest_error(&m).0, "mm.auxv");
+
+    // A group (wire type 3), which prost would skip, is refused.
+    let mut m = pb::Manifest::from(&state).encode_to_vec();
+    m.extend_from_slice(&[0x7b, 0x7c]); // field 15, start group / end group
+    let image = image_with_raw_manifest(&m);
+    let e = ImageReader::open(Cursor::new(&image)).expect_err("group");
+    assert!(
+        e.to_string().contains("malformed protobuf wire format"),
+        "{e}"
+    );
 }
 
 #[test]
