@@ -55,6 +55,7 @@
 mod codec;
 mod convert;
 mod format;
+mod pages;
 mod pool;
 mod reader;
 mod wire;
@@ -67,6 +68,7 @@ use serde::Serialize;
 
 pub use self::codec::ParseCodecError;
 pub use self::convert::{ManifestError, ManifestProblem, validate};
+pub use self::pages::PageBlock;
 pub use self::reader::{ImageReader, ImageSummary};
 pub use self::writer::ImageWriter;
 use crate::state::PAGE_SIZE;
@@ -232,6 +234,14 @@ pub enum ImageDefect {
         /// Pages in the block.
         pages: u64,
     },
+    /// The zero-page map does not agree with the pages stored.
+    #[error("zero-page map lists {listed} stored pages, the block holds {stored}")]
+    ZeroMap {
+        /// Pages the payload holds.
+        stored: u64,
+        /// Pages the map says are stored.
+        listed: u64,
+    },
     /// A page count outside 1..=BLOCK_PAGES.
     #[error("page count {count} is outside 1..={max}")]
     PageCount {
@@ -388,6 +398,8 @@ pub struct WriteStats {
     pub raw_bytes: u64,
     /// Bytes of the whole image.
     pub image_bytes: u64,
+    /// Pages that were all zeros and are not stored (a bit each).
+    pub zero_pages: u64,
 }
 
 /// One section of an image, as [`inspect`] describes it.

@@ -14,6 +14,7 @@ use super::format::{
     self, Chain, DIGEST_LEN, Digest, END_PAYLOAD_LEN, EndPayload, FILE_HEADER_LEN, FileHeader,
     SECTION_FIELDS_LEN, SECTION_HEADER_LEN, SectionFields, SectionKind, section_digest,
 };
+use super::pages::{self, PageBlock};
 use super::pool::{OrderedPool, WorkerLost, default_threads};
 use super::wire::{PrescanError, prescan};
 use super::{
@@ -30,13 +31,15 @@ struct BlockJob {
     digest: Digest,
     codec: Codec,
     raw_len: usize,
+    first_page: u64,
+    page_count: u64,
     stored: Vec<u8>,
     /// A recycled buffer for the decompressed form.
     out: Vec<u8>,
 }
 
 /// The block's pages, and a buffer to reuse.
-type BlockResult = Result<(Vec<u8>, Vec<u8>), ReadImageError>;
+type BlockResult = Result<(PageBlock, Vec<u8>), ReadImageError>;
 
 /// Where the reader is in the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,10 +271,9 @@ impl<R: Read + Send> ImageReader<R> {
         self.input
     }
 
-    /// The next block of decompressed, verified pages (a multiple of `PAGE_SIZE` bytes, at most
-    /// `BLOCK_PAGES` pages) in stream order; `None` after the verified end section. After an
-    /// error every later call fails too.
-    pub fn next_pages(&mut self) -> Result<Option<Vec<u8>>, ReadImageError> {
+    /// The next block of decompressed, verified pages (at most `BLOCK_PAGES` pages) in stream
+    /// order; `None` after the verified end section. After an error every later call fails too.
+    pub fn next_pages(&mut self) -> Result<Option<PageBlock>, ReadImageError> {
         match self.phase {
             Phase::Done => return Ok(None),
             Phase::Failed => return Err(ReadImageError::AlreadyFailed),
@@ -292,7 +294,11 @@ impl<R: Read + Send> ImageReader<R> {
 
     /// Hands back a block returned by [`Self::next_pages`] once it is no longer needed, so the
     /// reader can reuse its memory for later blocks. Optional; it only saves page faults.
-    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+    pub fn recycle(&mut self, block: PageBlock) {
+        self.recycle_buffer(block.into_buffer());
+    }
+
+    fn recycle_buffer(&mut self, mut buf: Vec<u8>) {
         const KEEP: usize = 16;
         if self.free.len() < KEEP && (BLOCK_BYTES..=2 * BLOCK_BYTES).contains(&buf.capacity()) {
             buf.clear();
@@ -320,7 +326,7 @@ impl<R: Read + Send> ImageReader<R> {
         self.offset
     }
 
-    fn next_inner(&mut self) -> Result<Option<Vec<u8>>, ReadImageError> {
+    fn next_inner(&mut self) -> Result<Option<PageBlock>, ReadImageError> {
         if self.pool.is_none() {
             let threads = default_threads();
             let pool = OrderedPool::new("ferry-decompress", threads, 2 * threads, || {
@@ -346,7 +352,7 @@ impl<R: Read + Send> ImageReader<R> {
         match pool.next() {
             Some(result) => {
                 let (data, spare) = result.map_err(|WorkerLost| ReadImageError::WorkerLost)??;
-                self.recycle(spare);
+                self.recycle_buffer(spare);
                 Ok(Some(data))
             }
             None => match self.deferred.take() {
@@ -401,6 +407,8 @@ impl<R: Read + Send> ImageReader<R> {
                     digest,
                     codec: fields.codec,
                     raw_len,
+                    first_page: fields.first_page,
+                    page_count: fields.page_count,
                     stored,
                     out: self.take_buffer(),
                 };
@@ -445,8 +453,11 @@ impl<R: Read + Send> ImageReader<R> {
                 total: self.total_pages,
             });
         }
-        // page_count <= BLOCK_PAGES, so this cannot overflow.
-        if f.raw_len != f.page_count * PAGE_SIZE {
+        // The non-zero pages and the zero-page bitmap; page_count <= BLOCK_PAGES, so this
+        // cannot overflow.
+        let bitmap = pages::bitmap_len(f.page_count);
+        let stored_pages = f.raw_len.checked_sub(bitmap).filter(|b| b % PAGE_SIZE == 0).map(|b| b / PAGE_SIZE);
+        if !stored_pages.is_some_and(|n| n <= f.page_count) {
             return Err(ImageDefect::RawLength {
                 len: f.raw_len,
                 pages: f.page_count,
@@ -580,8 +591,11 @@ fn open_block(d: &mut Decompressor, job: BlockJob) -> BlockResult {
     if section_digest(&job.fields, &job.stored) != job.digest {
         return Err(defect(ImageDefect::DigestMismatch));
     }
-    d.decompress(job.codec, job.stored, job.out, job.raw_len)
-        .map_err(defect)
+    let (data, spare) = d.decompress(job.codec, job.stored, job.out, job.raw_len).map_err(defect)?;
+    match PageBlock::new(job.first_page, job.page_count, data) {
+        Ok(block) => Ok((block, spare)),
+        Err((_, d)) => Err(defect(d)),
+    }
 }
 
 /// A description of an image, made by [`super::inspect`].

@@ -351,9 +351,9 @@ fn read_image(bytes: &[u8]) -> Result<(ProcessState, Vec<u8>), ReadImageError> {
     let mut r = ImageReader::open(Cursor::new(bytes))?;
     let mut pages = Vec::new();
     while let Some(block) = r.next_pages()? {
-        assert!((block.len() as u64).is_multiple_of(PAGE_SIZE) && !block.is_empty());
-        assert!(block.len() as u64 <= BLOCK_PAGES * PAGE_SIZE);
-        pages.extend_from_slice(&block);
+        assert!(block.page_count() > 0 && block.page_count() <= BLOCK_PAGES);
+        assert_eq!(block.first_page(), pages.len() as u64 / PAGE_SIZE);
+        pages.extend_from_slice(&block.to_raw());
         // Exercise both fresh and recycled buffers.
         if pages.len() % (2 * BLOCK_BYTES) != 0 {
             r.recycle(block);
@@ -453,6 +453,26 @@ fn round_trip_without_pages() {
     let (got, pages) = read_image(&image).expect("read back");
     assert_eq!(got, state);
     assert!(pages.is_empty());
+}
+
+#[test]
+fn zero_pages_are_not_stored() {
+    let state = rich_state(600);
+    let total = total_pages(&state);
+    // Every other page zero, the rest incompressible: with no codec, only the non-zero pages
+    // and a bit per page reach the image.
+    let mut rng = Rng(7);
+    let mut pages = vec![0u8; (total * PAGE_SIZE) as usize];
+    for (i, page) in pages.chunks_exact_mut(PAGE_SIZE as usize).enumerate() {
+        if i % 2 == 1 {
+            page.iter_mut().for_each(|b| *b = rng.next() as u8);
+        }
+    }
+    let (image, stats) = write_image(&state, &pages, Codec::None);
+    assert_eq!(stats.zero_pages, total.div_ceil(2));
+    let stored = (total / 2) * PAGE_SIZE;
+    assert!(stats.image_bytes < stored + 64 * 1024, "{} bytes for {stored} bytes of pages", stats.image_bytes);
+    assert_eq!(read_image(&image).expect("read").1, pages);
 }
 
 #[test]
@@ -1150,7 +1170,7 @@ fn write_throughput() {
         let mut r = ImageReader::open(Cursor::new(&image)).expect("open");
         let mut n = 0usize;
         while let Some(b) = r.next_pages().expect("read") {
-            n += b.len();
+            n += (b.page_count() * PAGE_SIZE) as usize;
             r.recycle(b);
         }
         let read_s = t.elapsed().as_secs_f64();

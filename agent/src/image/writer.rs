@@ -13,6 +13,7 @@ use super::format::{
     Chain, Digest, END_PAYLOAD_LEN, EndPayload, FileHeader, SECTION_HEADER_LEN, SectionFields,
     SectionKind, section_digest,
 };
+use super::pages;
 use super::pool::{OrderedPool, WorkerLost, default_threads};
 use super::{BLOCK_BYTES, BLOCK_PAGES, Codec, MAX_MANIFEST_BYTES, WriteImageError, WriteStats};
 use crate::state::{PAGE_SIZE, ProcessState};
@@ -33,6 +34,8 @@ struct SealedBlock {
     payload: Vec<u8>,
     /// The job's other buffer, for reuse.
     spare: Vec<u8>,
+    /// Zero pages left out of the block.
+    zero_pages: u64,
 }
 
 type BlockResult = Result<SealedBlock, std::io::Error>;
@@ -53,6 +56,8 @@ pub struct ImageWriter<W: Write + Send> {
     chain: Chain,
     /// Bytes written so far.
     offset: u64,
+    /// Zero pages left out so far.
+    zero_pages: u64,
     /// Block buffers to reuse: fresh 1 MiB allocations would cost a page fault per page.
     free: Vec<Vec<u8>>,
 }
@@ -83,6 +88,7 @@ fn seal(fields: SectionFields, payload: Vec<u8>, spare: Vec<u8>) -> SealedBlock 
         digest,
         payload,
         spare,
+        zero_pages: 0,
     }
 }
 
@@ -139,6 +145,7 @@ impl<W: Write + Send> ImageWriter<W> {
             chain,
             offset: (header.len() + SECTION_HEADER_LEN) as u64 + len,
             free: Vec::new(),
+            zero_pages: 0,
         })
     }
 
@@ -211,6 +218,7 @@ impl<W: Write + Send> ImageWriter<W> {
             pages: self.expected_pages,
             raw_bytes: self.expected_pages * PAGE_SIZE,
             image_bytes: self.offset,
+            zero_pages: self.zero_pages,
         };
         let ImageWriter { out, .. } = self;
         Ok((out, stats))
@@ -249,6 +257,7 @@ impl<W: Write + Send> ImageWriter<W> {
         self.out.write_all(&sealed.header).map_err(io("pages"))?;
         self.out.write_all(&sealed.payload).map_err(io("pages"))?;
         self.chain.push(&sealed.digest);
+        self.zero_pages += sealed.zero_pages;
         self.offset += (SECTION_HEADER_LEN + sealed.payload.len()) as u64;
         self.recycle(sealed.payload);
         self.recycle(sealed.spare);
@@ -278,8 +287,11 @@ fn seal_block(
     let compressor = compressor
         .as_mut()
         .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
-    let raw_len = job.raw.len() as u64;
-    let (codec, payload, spare) = compressor.compress(job.raw, job.out)?;
+    let mut raw = job.raw;
+    let page_count = raw.len() as u64 / PAGE_SIZE;
+    let zero_pages = pages::pack(&mut raw);
+    let raw_len = raw.len() as u64;
+    let (codec, payload, spare) = compressor.compress(raw, job.out)?;
     let fields = SectionFields {
         kind: SectionKind::Pages,
         codec,
@@ -287,7 +299,9 @@ fn seal_block(
         raw_len,
         stored_len: payload.len() as u64,
         first_page: job.first_page,
-        page_count: raw_len / PAGE_SIZE,
+        page_count,
     };
-    Ok(seal(fields, payload, spare))
+    let mut sealed = seal(fields, payload, spare);
+    sealed.zero_pages = zero_pages;
+    Ok(sealed)
 }
