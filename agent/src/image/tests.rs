@@ -471,7 +471,11 @@ fn zero_pages_are_not_stored() {
     let (image, stats) = write_image(&state, &pages, Codec::None);
     assert_eq!(stats.zero_pages, total.div_ceil(2));
     let stored = (total / 2) * PAGE_SIZE;
-    assert!(stats.image_bytes < stored + 64 * 1024, "{} bytes for {stored} bytes of pages", stats.image_bytes);
+    assert!(
+        stats.image_bytes < stored + 64 * 1024,
+        "{} bytes for {stored} bytes of pages",
+        stats.image_bytes
+    );
     assert_eq!(read_image(&image).expect("read").1, pages);
 }
 
