@@ -113,6 +113,15 @@ pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>,
         out.push(FdState { fd, cloexec: info.flags & O_CLOEXEC != 0, flags: info.flags & !O_CLOEXEC, kind });
     }
     mark_dups(pid, &mut out, &inodes)?;
+    // Each stored copy becomes its own file at restore: two descriptions of one deleted file
+    // would no longer share it.
+    for (i, f) in out.iter().enumerate() {
+        if matches!(f.kind, FdKind::DeletedFile { .. })
+            && let Some(j) = (0..i).find(|&j| inodes[j] == inodes[i] && matches!(out[j].kind, FdKind::DeletedFile { .. }))
+        {
+            return Err(unsupported(f.fd, &format!("a second open file description (besides fd {}) of a file deleted while open", out[j].fd)));
+        }
+    }
     mark_local_pipes(pid, &mut out);
     // Refused early on the sizes; `capture` checks again on what it actually read.
     let deleted: u64 = out.iter().zip(&sizes).filter(|(f, _)| matches!(f.kind, FdKind::DeletedFile { .. })).map(|(_, s)| s).sum();
