@@ -346,7 +346,7 @@ mod tests {
         assert_eq!((l[0].kind.as_str(), l[0].write, l[0].start, l[0].end), ("POSIX", true, 10, Some(14)));
         assert_eq!((l[1].write, l[1].start, l[1].end), (false, 100, None));
         assert_eq!((l[2].kind.as_str(), l[2].state.as_str()), ("LEASE", "ACTIVE"));
-        assert!(parse_fdinfo_locks("lock:\t1: POSIX\n").is_err());
+        parse_fdinfo_locks("lock:\t1: POSIX\n").unwrap_err();
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>,
             } else if ft.is_block_device() {
                 return Err(unsupported("a block device"));
             } else {
-                return Err(unsupported(&format!("{target}")));
+                return Err(unsupported(&target));
             }
         };
         inodes.push((meta.dev(), meta.ino()));

@@ -7,13 +7,13 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS,
-    ManifestError, ManifestProblem, RLIM_NLIMITS, validate,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS,
+    MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS, validate,
 };
 use crate::state::{
     CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, LockKind, LockState, MmState,
-    PageRun, PipeQueue, ProcessState, Regs, RlimitState, RseqState, SigactionState, SigaltstackState, SiginfoState,
-    SignalsState, ThreadState, VmaKind, VmaState,
+    PageRun, PipeQueue, ProcessState, Regs, RlimitState, RseqState, SigactionState,
+    SigaltstackState, SiginfoState, SignalsState, ThreadState, VmaKind, VmaState,
 };
 
 use super::validate::{cap_count, err};

@@ -7,8 +7,8 @@
 use std::fmt;
 
 use crate::state::{
-    CredsState, FdKind, FdState, LockKind, LockState, MmState, PipeQueue, PAGE_SIZE, ProcessState, RlimitState, SiginfoState,
-    SignalsState, VmaKind, VmaState, prot,
+    CredsState, FdKind, FdState, LockKind, LockState, MmState, PAGE_SIZE, PipeQueue, ProcessState,
+    RlimitState, SiginfoState, SignalsState, VmaKind, VmaState, prot,
 };
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -672,7 +672,10 @@ fn validate_locks(locks: &[LockState], fds: &[FdState]) -> Result<(), ManifestEr
             .binary_search_by_key(&l.fd, |f| f.fd)
             .is_ok_and(|j| !matches!(fds[j].kind, FdKind::Dup { .. }));
         if !own {
-            return Err(err(format!("locks[{i}].fd"), ManifestProblem::NoSuchFd(l.fd)));
+            return Err(err(
+                format!("locks[{i}].fd"),
+                ManifestProblem::NoSuchFd(l.fd),
+            ));
         }
         if matches!(l.kind, LockKind::Posix | LockKind::Ofd) {
             // struct flock's l_start and l_len are signed.

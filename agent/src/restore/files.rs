@@ -198,7 +198,7 @@ pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings
         let open_flags = |flags: u32| u64::from(flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32));
         let reopen = |path: &str, flags: u32| -> Result<u64, RestoreError> {
             let addr = inj.put_path(path)?;
-            Ok(inj.call("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, addr, open_flags(flags), 0, 0, 0]).map_err(err(format!("open {path}")))?)
+            inj.call("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, addr, open_flags(flags), 0, 0, 0]).map_err(err(format!("open {path}")))
         };
         // (descriptor to put at `fd`, whether to close it afterwards, status flags to set)
         let (tmp, close_tmp, setfl) = match action {
