@@ -33,8 +33,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "none" => Codec::None,
         _ => Codec::Zstd,
     };
-    let summary = dump(Pid::from_raw(args.pid), &args.output, DumpOptions { leave_running: args.leave_running, codec, max_deleted_file_size: args.max_deleted_file_size })
-        .with_context(|| format!("dump pid {}", args.pid))?;
+    let summary = dump(
+        Pid::from_raw(args.pid),
+        &args.output,
+        DumpOptions {
+            leave_running: args.leave_running,
+            codec,
+            max_deleted_file_size: args.max_deleted_file_size,
+        },
+    )
+    .with_context(|| format!("dump pid {}", args.pid))?;
     for w in &summary.warnings {
         eprintln!("ferry: warning: {w}");
     }
@@ -48,7 +56,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         s.image_bytes as f64 / (1 << 20) as f64,
         args.output.display(),
         summary.frozen.as_millis(),
-        if args.leave_running { ", left running" } else { "" }
+        if args.leave_running {
+            ", left running"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -46,7 +46,10 @@ fn unsupported(fd: i32, what: &str) -> DumpError {
 /// deleted files) are left empty: [`capture`] fills them while the process is frozen.
 pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>, DumpError> {
     let dir = format!("/proc/{pid}/fd");
-    let read_err = |source| proc::ProcError::Read { path: dir.clone().into(), source };
+    let read_err = |source| proc::ProcError::Read {
+        path: dir.clone().into(),
+        source,
+    };
     let mut fds: Vec<i32> = std::fs::read_dir(&dir)
         .map_err(read_err)?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -59,47 +62,91 @@ pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>,
     let mut sizes = Vec::with_capacity(fds.len());
     for fd in fds {
         let link_path = format!("{dir}/{fd}");
-        let Ok(target) = std::fs::read_link(&link_path) else { continue }; // closed meanwhile
-        let Ok(meta) = std::fs::metadata(&link_path) else { continue };
+        let Ok(target) = std::fs::read_link(&link_path) else {
+            continue;
+        }; // closed meanwhile
+        let Ok(meta) = std::fs::metadata(&link_path) else {
+            continue;
+        };
         let target = target.to_string_lossy().into_owned();
         let info = proc::parse_fdinfo(&proc::read(pid.as_raw(), &format!("fdinfo/{fd}"))?)?;
         let unsupported = |what: &str| unsupported(fd, what);
         let kind = if let Some(rest) = target.strip_prefix("anon_inode:") {
             if rest == "[eventpoll]" {
-                FdKind::Epoll { targets: info.epoll.clone() }
+                FdKind::Epoll {
+                    targets: info.epoll.clone(),
+                }
             } else {
                 return Err(unsupported(rest.trim_matches(['[', ']'])));
             }
         } else if target.starts_with("socket:") {
             return Err(unsupported("a socket"));
-        } else if let Some(ino) = target.strip_prefix("pipe:[").and_then(|r| r.strip_suffix(']')) {
-            FdKind::Pipe { ino: ino.parse().map_err(|_| unsupported(&format!("pipe {target:?}")))? }
+        } else if let Some(ino) = target
+            .strip_prefix("pipe:[")
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            FdKind::Pipe {
+                ino: ino
+                    .parse()
+                    .map_err(|_| unsupported(&format!("pipe {target:?}")))?,
+            }
         } else if target.starts_with("/memfd:") {
             return Err(unsupported("a memfd"));
-        } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| meta.nlink() == 0) {
+        } else if let Some(path) = target
+            .strip_suffix(" (deleted)")
+            .filter(|_| meta.nlink() == 0)
+        {
             if !meta.file_type().is_file() {
-                return Err(unsupported(&format!("{target}, deleted while open and not a regular file,")));
+                return Err(unsupported(&format!(
+                    "{target}, deleted while open and not a regular file,"
+                )));
             }
             if meta.size() > max_deleted_file_size {
-                return Err(DumpError::DeletedFileTooLarge { fd, path: path.to_string(), size: meta.size(), max: max_deleted_file_size });
+                return Err(DumpError::DeletedFileTooLarge {
+                    fd,
+                    path: path.to_string(),
+                    size: meta.size(),
+                    max: max_deleted_file_size,
+                });
             }
-            FdKind::DeletedFile { path: path.to_string(), mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), pos: info.pos, data: Vec::new() }
+            FdKind::DeletedFile {
+                path: path.to_string(),
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                pos: info.pos,
+                data: Vec::new(),
+            }
         } else if !target.starts_with('/') {
             return Err(unsupported(&format!("{target:?}")));
         } else {
-            let identity = identity_of(&link_path).map_err(|e| unsupported(&format!("{target} ({e})")))?;
+            let identity =
+                identity_of(&link_path).map_err(|e| unsupported(&format!("{target} ({e})")))?;
             let ft = meta.file_type();
-            let file = FileRef { path: target.clone(), identity };
+            let file = FileRef {
+                path: target.clone(),
+                identity,
+            };
             if ft.is_file() {
-                FdKind::File { file, pos: info.pos }
+                FdKind::File {
+                    file,
+                    pos: info.pos,
+                }
             } else if ft.is_dir() {
-                FdKind::Directory { file, pos: info.pos }
+                FdKind::Directory {
+                    file,
+                    pos: info.pos,
+                }
             } else if ft.is_char_device() {
                 let major = u64::from(libc::major(identity.rdev));
                 if target == "/dev/ptmx" || target.starts_with("/dev/pts/ptmx") {
                     return Err(unsupported("a pseudo-terminal master"));
                 }
-                if is_tty_major(major) { FdKind::Tty { file } } else { FdKind::CharDevice { file } }
+                if is_tty_major(major) {
+                    FdKind::Tty { file }
+                } else {
+                    FdKind::CharDevice { file }
+                }
             } else if ft.is_fifo() {
                 FdKind::Fifo { file, queue: None }
             } else if ft.is_block_device() {
@@ -110,23 +157,44 @@ pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>,
         };
         inodes.push((meta.dev(), meta.ino()));
         sizes.push(meta.size());
-        out.push(FdState { fd, cloexec: info.flags & O_CLOEXEC != 0, flags: info.flags & !O_CLOEXEC, kind });
+        out.push(FdState {
+            fd,
+            cloexec: info.flags & O_CLOEXEC != 0,
+            flags: info.flags & !O_CLOEXEC,
+            kind,
+        });
     }
     mark_dups(pid, &mut out, &inodes)?;
     // Each stored copy becomes its own file at restore: two descriptions of one deleted file
     // would no longer share it.
     for (i, f) in out.iter().enumerate() {
         if matches!(f.kind, FdKind::DeletedFile { .. })
-            && let Some(j) = (0..i).find(|&j| inodes[j] == inodes[i] && matches!(out[j].kind, FdKind::DeletedFile { .. }))
+            && let Some(j) = (0..i).find(|&j| {
+                inodes[j] == inodes[i] && matches!(out[j].kind, FdKind::DeletedFile { .. })
+            })
         {
-            return Err(unsupported(f.fd, &format!("a second open file description (besides fd {}) of a file deleted while open", out[j].fd)));
+            return Err(unsupported(
+                f.fd,
+                &format!(
+                    "a second open file description (besides fd {}) of a file deleted while open",
+                    out[j].fd
+                ),
+            ));
         }
     }
     mark_local_pipes(pid, &mut out);
     // Refused early on the sizes; `capture` checks again on what it actually read.
-    let deleted: u64 = out.iter().zip(&sizes).filter(|(f, _)| matches!(f.kind, FdKind::DeletedFile { .. })).map(|(_, s)| s).sum();
+    let deleted: u64 = out
+        .iter()
+        .zip(&sizes)
+        .filter(|(f, _)| matches!(f.kind, FdKind::DeletedFile { .. }))
+        .map(|(_, s)| s)
+        .sum();
     if deleted > STORED_BUDGET {
-        return Err(DumpError::StoredContentsTooLarge { total: deleted, max: STORED_BUDGET });
+        return Err(DumpError::StoredContentsTooLarge {
+            total: deleted,
+            max: STORED_BUDGET,
+        });
     }
     check_epoll(&out)?;
     Ok(out)
@@ -163,13 +231,19 @@ fn held_outside(pid: Pid, wanted: &HashSet<String>) -> HashSet<String> {
         return found;
     }
     let me = std::process::id() as i32;
-    let Ok(procs) = std::fs::read_dir("/proc") else { return found };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
     for p in procs.flatten() {
-        let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if other == pid.as_raw() || other == me {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if let Ok(l) = std::fs::read_link(fd.path())
                 && let Some(l) = l.to_str()
@@ -186,8 +260,16 @@ fn held_outside(pid: Pid, wanted: &HashSet<String>) -> HashSet<String> {
 /// ([`FdKind::LocalPipe`]); one that another process holds stays [`FdKind::Pipe`] and is
 /// reopened through that process at restore, its bytes staying in the live pipe.
 fn mark_local_pipes(pid: Pid, fds: &mut [FdState]) {
-    let wanted: HashSet<String> =
-        fds.iter().filter_map(|f| if let FdKind::Pipe { ino } = f.kind { Some(format!("pipe:[{ino}]")) } else { None }).collect();
+    let wanted: HashSet<String> = fds
+        .iter()
+        .filter_map(|f| {
+            if let FdKind::Pipe { ino } = f.kind {
+                Some(format!("pipe:[{ino}]"))
+            } else {
+                None
+            }
+        })
+        .collect();
     let outside = held_outside(pid, &wanted);
     for f in fds.iter_mut() {
         if let FdKind::Pipe { ino } = f.kind
@@ -209,9 +291,19 @@ fn check_epoll(fds: &[FdState]) -> Result<(), DumpError> {
                         a.fd, t.fd
                     )));
                 };
-                let of = if let FdKind::Dup { of } = target.kind { of } else { t.fd };
-                if fds.iter().any(|f| f.fd == of && matches!(f.kind, FdKind::Epoll { .. })) {
-                    return Err(DumpError::Unsupported(format!("fd {}: nested epoll is not supported yet", a.fd)));
+                let of = if let FdKind::Dup { of } = target.kind {
+                    of
+                } else {
+                    t.fd
+                };
+                if fds
+                    .iter()
+                    .any(|f| f.fd == of && matches!(f.kind, FdKind::Epoll { .. }))
+                {
+                    return Err(DumpError::Unsupported(format!(
+                        "fd {}: nested epoll is not supported yet",
+                        a.fd
+                    )));
                 }
             }
         }
@@ -229,11 +321,23 @@ pub fn capture(pid: Pid, fds: &mut [FdState]) -> Result<Vec<LockState>, DumpErro
 }
 
 fn capture_pipes(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
-    let fifo_paths: HashSet<String> =
-        fds.iter().filter_map(|f| if let FdKind::Fifo { file, .. } = &f.kind { Some(file.path.clone()) } else { None }).collect();
+    let fifo_paths: HashSet<String> = fds
+        .iter()
+        .filter_map(|f| {
+            if let FdKind::Fifo { file, .. } = &f.kind {
+                Some(file.path.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
     let fifos_outside = held_outside(pid, &fifo_paths);
     // Packet mode (O_DIRECT) keeps write boundaries that a restore would merge.
-    let packet: HashSet<String> = fds.iter().filter(|f| f.flags & libc::O_DIRECT as u32 != 0).filter_map(pipe_key).collect();
+    let packet: HashSet<String> = fds
+        .iter()
+        .filter(|f| f.flags & libc::O_DIRECT as u32 != 0)
+        .filter_map(pipe_key)
+        .collect();
     let mut seen = HashSet::new();
     for f in fds.iter_mut() {
         let Some(key) = pipe_key(f) else { continue };
@@ -248,7 +352,10 @@ fn capture_pipes(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
         }
         let q = read_queue(pid, f.fd)?;
         if !q.data.is_empty() && packet.contains(&key) {
-            return Err(unsupported(f.fd, "a packet-mode pipe (O_DIRECT) with queued data"));
+            return Err(unsupported(
+                f.fd,
+                "a packet-mode pipe (O_DIRECT) with queued data",
+            ));
         }
         match &mut f.kind {
             FdKind::LocalPipe { queue, .. } | FdKind::Fifo { queue, .. } => *queue = Some(q),
@@ -271,26 +378,37 @@ fn pipe_key(f: &FdState) -> Option<String> {
 /// through `/proc` (whatever end `fd` is), and `tee` copies the queue into a scratch pipe of
 /// the same size.
 fn read_queue(pid: Pid, fd: i32) -> Result<PipeQueue, DumpError> {
-    let failed = |what: &str, e: &dyn std::fmt::Display| DumpError::Unsupported(format!("fd {fd}: reading the queued pipe bytes failed ({what}: {e}); not supported"));
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        DumpError::Unsupported(format!(
+            "fd {fd}: reading the queued pipe bytes failed ({what}: {e}); not supported"
+        ))
+    };
     let path = format!("/proc/{pid}/fd/{fd}");
     let src = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| failed("open", &e))?;
-    let size = fcntl(src.as_fd(), FcntlArg::F_GETPIPE_SZ).map_err(|e| failed("F_GETPIPE_SZ", &e))?;
+    let size =
+        fcntl(src.as_fd(), FcntlArg::F_GETPIPE_SZ).map_err(|e| failed("F_GETPIPE_SZ", &e))?;
     let queued = sys::fionread(src.as_fd()).map_err(|e| failed("FIONREAD", &e))?;
     let mut data = vec![0u8; queued];
     if queued > 0 {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| failed("pipe2", &e))?;
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| failed("pipe2", &e))?;
         fcntl(w.as_fd(), FcntlArg::F_SETPIPE_SZ(size)).map_err(|e| failed("F_SETPIPE_SZ", &e))?;
         let copied = sys::tee(src.as_fd(), w.as_fd(), queued).map_err(|e| failed("tee", &e))?;
         if copied != queued {
             return Err(failed("tee", &format!("{copied} of {queued} bytes copied")));
         }
-        File::from(r).read_exact(&mut data).map_err(|e| failed("read", &e))?;
+        File::from(r)
+            .read_exact(&mut data)
+            .map_err(|e| failed("read", &e))?;
     }
-    Ok(PipeQueue { size: u32::try_from(size).unwrap_or(u32::MAX), data })
+    Ok(PipeQueue {
+        size: u32::try_from(size).unwrap_or(u32::MAX),
+        data,
+    })
 }
 
 fn capture_deleted(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
@@ -301,13 +419,17 @@ fn capture_deleted(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
         match &mut f.kind {
             FdKind::DeletedFile { path, data, .. } => {
                 let link = format!("/proc/{pid}/fd/{fd}");
-                *data = std::fs::read(&link).map_err(|e| unsupported(fd, &format!("reading {path} (deleted) failed ({e}); it")))?;
+                *data = std::fs::read(&link).map_err(|e| {
+                    unsupported(fd, &format!("reading {path} (deleted) failed ({e}); it"))
+                })?;
                 total += data.len() as u64;
                 if total > budget {
                     return Err(DumpError::StoredContentsTooLarge { total, max: budget });
                 }
             }
-            FdKind::LocalPipe { queue: Some(q), .. } | FdKind::Fifo { queue: Some(q), .. } => total += q.data.len() as u64,
+            FdKind::LocalPipe { queue: Some(q), .. } | FdKind::Fifo { queue: Some(q), .. } => {
+                total += q.data.len() as u64
+            }
             _ => {}
         }
     }
@@ -325,19 +447,46 @@ fn collect_locks(pid: Pid, fds: &[FdState]) -> Result<Vec<LockState>, DumpError>
     let mut locks = Vec::new();
     let mut posix: BTreeMap<(String, u64, u64, bool), Vec<&FdState>> = BTreeMap::new();
     for f in fds {
-        if !matches!(f.kind, FdKind::File { .. } | FdKind::Directory { .. } | FdKind::DeletedFile { .. } | FdKind::Fifo { .. }) {
+        if !matches!(
+            f.kind,
+            FdKind::File { .. }
+                | FdKind::Directory { .. }
+                | FdKind::DeletedFile { .. }
+                | FdKind::Fifo { .. }
+        ) {
             continue;
         }
-        let Ok(text) = proc::read(pid.as_raw(), &format!("fdinfo/{}", f.fd)) else { continue };
+        let Ok(text) = proc::read(pid.as_raw(), &format!("fdinfo/{}", f.fd)) else {
+            continue;
+        };
         for l in proc::parse_fdinfo_locks(&text)? {
-            let whole = |kind| LockState { fd: f.fd, kind, write: l.write, start: 0, len: 0 };
+            let whole = |kind| LockState {
+                fd: f.fd,
+                kind,
+                write: l.write,
+                start: 0,
+                len: 0,
+            };
             let len = l.end.map_or(0, |e| e.saturating_sub(l.start) + 1);
             match (l.kind.as_str(), l.state.as_str()) {
                 ("FLOCK", _) => locks.push(whole(LockKind::Flock)),
-                ("OFDLCK", _) => locks.push(LockState { kind: LockKind::Ofd, start: l.start, len, ..whole(LockKind::Ofd) }),
-                ("POSIX", _) => posix.entry((l.inode.clone(), l.start, len, l.write)).or_default().push(f),
+                ("OFDLCK", _) => locks.push(LockState {
+                    kind: LockKind::Ofd,
+                    start: l.start,
+                    len,
+                    ..whole(LockKind::Ofd)
+                }),
+                ("POSIX", _) => posix
+                    .entry((l.inode.clone(), l.start, len, l.write))
+                    .or_default()
+                    .push(f),
                 ("LEASE", "ACTIVE") => locks.push(whole(LockKind::Lease)),
-                ("LEASE", _) => return Err(unsupported(f.fd, &format!("a lease being broken ({})", l.line))),
+                ("LEASE", _) => {
+                    return Err(unsupported(
+                        f.fd,
+                        &format!("a lease being broken ({})", l.line),
+                    ));
+                }
                 _ => return Err(unsupported(f.fd, &format!("the lock {:?}", l.line))),
             }
         }
@@ -345,13 +494,28 @@ fn collect_locks(pid: Pid, fds: &[FdState]) -> Result<Vec<LockState>, DumpError>
     for ((_, start, len, write), holders) in posix {
         let fits = |f: &&FdState| {
             let acc = f.flags & libc::O_ACCMODE as u32;
-            acc == libc::O_RDWR as u32 || acc == if write { libc::O_WRONLY as u32 } else { libc::O_RDONLY as u32 }
+            acc == libc::O_RDWR as u32
+                || acc
+                    == if write {
+                        libc::O_WRONLY as u32
+                    } else {
+                        libc::O_RDONLY as u32
+                    }
         };
         let Some(f) = holders.iter().copied().find(fits) else {
             let fd = holders.first().map_or(-1, |f| f.fd);
-            return Err(unsupported(fd, "a POSIX lock with no descriptor open in a fitting mode"));
+            return Err(unsupported(
+                fd,
+                "a POSIX lock with no descriptor open in a fitting mode",
+            ));
         };
-        locks.push(LockState { fd: f.fd, kind: LockKind::Posix, write, start, len });
+        locks.push(LockState {
+            fd: f.fd,
+            kind: LockKind::Posix,
+            write,
+            start,
+            len,
+        });
     }
     Ok(locks)
 }

@@ -553,7 +553,11 @@ fn zero_pages_are_not_stored() {
     let (image, stats) = write_image(&state, &pages, Codec::None);
     assert_eq!(stats.zero_pages, total.div_ceil(2));
     let stored = (total / 2) * PAGE_SIZE;
-    assert!(stats.image_bytes < stored + 64 * 1024, "{} bytes for {stored} bytes of pages", stats.image_bytes);
+    assert!(
+        stats.image_bytes < stored + 64 * 1024,
+        "{} bytes for {stored} bytes of pages",
+        stats.image_bytes
+    );
     assert_eq!(read_image(&image).expect("read").1, pages);
 }
 
@@ -1103,11 +1107,7 @@ fn invalid_manifests_are_refused_naming_the_field() {
         ),
         (|p| p.locks[0].kind = 9, "locks[0].kind", "unknown value 9"),
         (|p| p.locks[1].fd = 12, "locks[1].fd", "names fd 12"),
-        (
-            |p| p.locks[1].start = u64::MAX,
-            "locks[1].start",
-            "outside",
-        ),
+        (|p| p.locks[1].start = u64::MAX, "locks[1].start", "outside"),
     ];
     for (edit, field, problem) in cases {
         let mut m = base.clone();

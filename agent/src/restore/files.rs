@@ -15,7 +15,9 @@ use nix::fcntl::{FcntlArg, fcntl};
 use super::RestoreError;
 use super::inject::Injector;
 use crate::dump::identity_of;
-use crate::state::{EpollTarget, FdKind, FileRef, LockKind, LockState, PipeQueue, ProcessState, VmaKind};
+use crate::state::{
+    EpollTarget, FdKind, FileRef, LockKind, LockState, PipeQueue, ProcessState, VmaKind,
+};
 
 /// How one descriptor will be recreated.
 #[derive(Debug, Clone)]
@@ -23,7 +25,11 @@ enum Action {
     /// Keep the restoring command's own descriptor (fds 0–2 with `--stdio inherit`).
     Inherit,
     /// `openat` this path with these flags, then seek.
-    Open { path: String, flags: u32, pos: Option<u64> },
+    Open {
+        path: String,
+        flags: u32,
+        pos: Option<u64>,
+    },
     /// A fresh epoll instance with this interest list.
     Epoll(Vec<EpollTarget>),
     /// `dup3` of a descriptor restored before it.
@@ -49,7 +55,8 @@ pub struct FdPlan {
 }
 
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
-    let now = identity_of(&file.path).map_err(|e| RestoreError::FileChanged(format!("{what}: {}: {e}", file.path)))?;
+    let now = identity_of(&file.path)
+        .map_err(|e| RestoreError::FileChanged(format!("{what}: {}: {e}", file.path)))?;
     let then = file.identity;
     if now.dev != then.dev || now.ino != then.ino {
         return Err(RestoreError::FileChanged(format!(
@@ -65,11 +72,15 @@ fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
 fn pipe_holder(ino: u64, exclude: i32) -> Option<String> {
     let want = format!("pipe:[{ino}]");
     for p in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if pid == exclude || pid == std::process::id() as i32 {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
                 return Some(fd.path().to_string_lossy().into_owned());
@@ -81,12 +92,17 @@ fn pipe_holder(ino: u64, exclude: i32) -> Option<String> {
 
 /// Checks that every file the process needs is still the same file, and decides how each
 /// descriptor will be recreated.
-pub fn plan(state: &ProcessState, inherit_stdio: bool, warnings: &mut Vec<String>) -> Result<FdPlan, RestoreError> {
+pub fn plan(
+    state: &ProcessState,
+    inherit_stdio: bool,
+    warnings: &mut Vec<String>,
+) -> Result<FdPlan, RestoreError> {
     changed("executable".into(), &state.exe)?;
     for v in &state.mm.vmas {
         if let VmaKind::File(f) = &v.kind {
             changed(format!("vma {:#x}-{:#x}", v.start, v.end), f)?;
-            let now = identity_of(&f.path).map_err(|e| RestoreError::FileChanged(format!("{}: {e}", f.path)))?;
+            let now = identity_of(&f.path)
+                .map_err(|e| RestoreError::FileChanged(format!("{}: {e}", f.path)))?;
             if now.size != f.identity.size || now.mtime_ns != f.identity.mtime_ns {
                 return Err(RestoreError::FileChanged(format!(
                     "vma {:#x}-{:#x}: {} was modified since the dump (size or mtime differ)",
@@ -101,7 +117,11 @@ pub fn plan(state: &ProcessState, inherit_stdio: bool, warnings: &mut Vec<String
     for f in &state.fds {
         let devnull = |why: String, warnings: &mut Vec<String>| {
             warnings.push(format!("fd {}: {why}; it is /dev/null now", f.fd));
-            Action::Open { path: "/dev/null".into(), flags: libc::O_RDWR as u32, pos: None }
+            Action::Open {
+                path: "/dev/null".into(),
+                flags: libc::O_RDWR as u32,
+                pos: None,
+            }
         };
         let action = if inherit_stdio && f.fd <= 2 {
             Action::Inherit
@@ -109,24 +129,43 @@ pub fn plan(state: &ProcessState, inherit_stdio: bool, warnings: &mut Vec<String
             match &f.kind {
                 FdKind::File { file, pos } | FdKind::Directory { file, pos } => {
                     changed(format!("fd {}", f.fd), file)?;
-                    Action::Open { path: file.path.clone(), flags: f.flags, pos: Some(*pos) }
+                    Action::Open {
+                        path: file.path.clone(),
+                        flags: f.flags,
+                        pos: Some(*pos),
+                    }
                 }
                 FdKind::CharDevice { file } => {
-                    let now = identity_of(&file.path).map_err(|e| RestoreError::FileChanged(format!("fd {}: {}: {e}", f.fd, file.path)))?;
+                    let now = identity_of(&file.path).map_err(|e| {
+                        RestoreError::FileChanged(format!("fd {}: {}: {e}", f.fd, file.path))
+                    })?;
                     if now.rdev != file.identity.rdev {
-                        return Err(RestoreError::FileChanged(format!("fd {}: {} is another device now", f.fd, file.path)));
+                        return Err(RestoreError::FileChanged(format!(
+                            "fd {}: {} is another device now",
+                            f.fd, file.path
+                        )));
                     }
-                    Action::Open { path: file.path.clone(), flags: f.flags, pos: None }
+                    Action::Open {
+                        path: file.path.clone(),
+                        flags: f.flags,
+                        pos: None,
+                    }
                 }
                 FdKind::Tty { file } => match identity_of(&file.path) {
-                    Ok(now) if now.rdev == file.identity.rdev => {
-                        Action::Open { path: file.path.clone(), flags: f.flags | libc::O_NOCTTY as u32, pos: None }
-                    }
+                    Ok(now) if now.rdev == file.identity.rdev => Action::Open {
+                        path: file.path.clone(),
+                        flags: f.flags | libc::O_NOCTTY as u32,
+                        pos: None,
+                    },
                     _ => devnull(format!("terminal {} is gone", file.path), warnings),
                 },
                 FdKind::Pipe { ino } => match pipe_holder(*ino, state.pid) {
                     // Reopening a pipe end through /proc must not block waiting for a peer.
-                    Some(path) => Action::Open { path, flags: f.flags | libc::O_NONBLOCK as u32, pos: None },
+                    Some(path) => Action::Open {
+                        path,
+                        flags: f.flags | libc::O_NONBLOCK as u32,
+                        pos: None,
+                    },
                     None => devnull(format!("pipe:[{ino}] has no other end left"), warnings),
                 },
                 FdKind::Epoll { targets } => Action::Epoll(targets.clone()),
@@ -137,31 +176,57 @@ pub fn plan(state: &ProcessState, inherit_stdio: bool, warnings: &mut Vec<String
                         None => pipes.push((*ino, queue.clone())),
                     }
                     let write = f.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32;
-                    Action::PipeEnd { ino: *ino, write, flags: f.flags }
+                    Action::PipeEnd {
+                        ino: *ino,
+                        write,
+                        flags: f.flags,
+                    }
                 }
                 FdKind::Fifo { file, queue } => {
                     changed(format!("fd {}", f.fd), file)?;
-                    if identity_of(&file.path).is_ok_and(|now| now.mode & libc::S_IFMT != libc::S_IFIFO) {
-                        return Err(RestoreError::FileChanged(format!("fd {}: {} is no longer a FIFO", f.fd, file.path)));
+                    if identity_of(&file.path)
+                        .is_ok_and(|now| now.mode & libc::S_IFMT != libc::S_IFIFO)
+                    {
+                        return Err(RestoreError::FileChanged(format!(
+                            "fd {}: {} is no longer a FIFO",
+                            f.fd, file.path
+                        )));
                     }
                     match fifos.iter_mut().find(|(r, _)| r.path == file.path) {
                         Some((_, q)) => *q = q.take().or_else(|| queue.clone()),
                         None => fifos.push((file.clone(), queue.clone())),
                     }
-                    Action::Fifo { path: file.path.clone(), flags: f.flags }
+                    Action::Fifo {
+                        path: file.path.clone(),
+                        flags: f.flags,
+                    }
                 }
-                FdKind::DeletedFile { path, pos, .. } => Action::Deleted { path: path.clone(), flags: f.flags, pos: *pos },
+                FdKind::DeletedFile { path, pos, .. } => Action::Deleted {
+                    path: path.clone(),
+                    flags: f.flags,
+                    pos: *pos,
+                },
             }
         };
         fds.push((f.fd, f.cloexec, action));
     }
-    Ok(FdPlan { fds, inherit_stdio, pipes, fifos, locks: state.locks.clone() })
+    Ok(FdPlan {
+        fds,
+        inherit_stdio,
+        pipes,
+        fifos,
+        locks: state.locks.clone(),
+    })
 }
 
 /// The order descriptors are made in: a dup after what it duplicates, epoll instances after
 /// what they watch (dups included).
 fn phase(plan: &FdPlan, action: &Action) -> u8 {
-    let is_epoll = |fd: i32| plan.fds.iter().any(|(f, _, a)| *f == fd && matches!(a, Action::Epoll(_)));
+    let is_epoll = |fd: i32| {
+        plan.fds
+            .iter()
+            .any(|(f, _, a)| *f == fd && matches!(a, Action::Epoll(_)))
+    };
     match action {
         Action::Dup(of) if is_epoll(*of) => 3,
         Action::Epoll(_) => 2,
@@ -172,9 +237,18 @@ fn phase(plan: &FdPlan, action: &Action) -> u8 {
 
 /// Recreates the descriptors inside the task. The task starts with a copy of the restorer's
 /// descriptor table; all of it goes except what `--stdio inherit` keeps.
-pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings: &mut Vec<String>) -> Result<(), RestoreError> {
+pub fn restore(
+    inj: &Injector<'_>,
+    plan: &FdPlan,
+    state: &ProcessState,
+    warnings: &mut Vec<String>,
+) -> Result<(), RestoreError> {
     let first_closed = if plan.inherit_stdio { 3 } else { 0 };
-    inj.call("close_range", libc::SYS_close_range, [first_closed, u64::from(u32::MAX), 0, 0, 0, 0])?;
+    inj.call(
+        "close_range",
+        libc::SYS_close_range,
+        [first_closed, u64::from(u32::MAX), 0, 0, 0, 0],
+    )?;
     for std in 0..first_closed as i32 {
         if !plan.fds.iter().any(|(fd, _, _)| *fd == std) {
             inj.call("close", libc::SYS_close, [std as u64, 0, 0, 0, 0, 0])?;
@@ -183,7 +257,12 @@ pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings
     let task = inj.tracee().pid();
     // Temporary descriptors live above every number the process uses, so that putting a
     // descriptor at its number never closes one still needed.
-    let spare = plan.fds.iter().map(|(fd, _, _)| *fd).max().map_or(3, |m| m + 1);
+    let spare = plan
+        .fds
+        .iter()
+        .map(|(fd, _, _)| *fd)
+        .max()
+        .map_or(3, |m| m + 1);
     let pipes = create_pipes(inj, plan, spare)?;
     // Held by the restorer until every FIFO end is open: an end opened without blocking
     // needs a peer, and the queued bytes need a holder.
@@ -194,58 +273,131 @@ pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings
     let mut ends_used = HashSet::new();
     for (fd, cloexec, action) in order {
         let fd = *fd;
-        let err = |what: String| move |e: crate::ptrace::PtraceError| RestoreError::Fd { fd, what, source: Box::new(e.into()) };
-        let open_flags = |flags: u32| u64::from(flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32));
+        let err = |what: String| {
+            move |e: crate::ptrace::PtraceError| RestoreError::Fd {
+                fd,
+                what,
+                source: Box::new(e.into()),
+            }
+        };
+        let open_flags = |flags: u32| {
+            u64::from(flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32))
+        };
         let reopen = |path: &str, flags: u32| -> Result<u64, RestoreError> {
             let addr = inj.put_path(path)?;
-            inj.call("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, addr, open_flags(flags), 0, 0, 0]).map_err(err(format!("open {path}")))
+            inj.call(
+                "openat",
+                libc::SYS_openat,
+                [libc::AT_FDCWD as u64, addr, open_flags(flags), 0, 0, 0],
+            )
+            .map_err(err(format!("open {path}")))
         };
         // (descriptor to put at `fd`, whether to close it afterwards, status flags to set)
         let (tmp, close_tmp, setfl) = match action {
             Action::Inherit => {
                 if *cloexec {
-                    inj.call("fcntl", libc::SYS_fcntl, [fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])
-                        .map_err(err("set close-on-exec".into()))?;
+                    inj.call(
+                        "fcntl",
+                        libc::SYS_fcntl,
+                        [
+                            fd as u64,
+                            libc::F_SETFD as u64,
+                            libc::FD_CLOEXEC as u64,
+                            0,
+                            0,
+                            0,
+                        ],
+                    )
+                    .map_err(err("set close-on-exec".into()))?;
                 }
                 continue;
             }
             Action::Open { path, flags, .. } => {
                 // Put back the status flags a reopen through /proc had to change (O_NONBLOCK).
-                let setfl = path.starts_with("/proc/").then(|| state.fds.iter().find(|f| f.fd == fd).map_or(*flags, |f| f.flags));
+                let setfl = path.starts_with("/proc/").then(|| {
+                    state
+                        .fds
+                        .iter()
+                        .find(|f| f.fd == fd)
+                        .map_or(*flags, |f| f.flags)
+                });
                 (reopen(path, *flags)?, true, setfl)
             }
-            Action::Epoll(_) => (inj.call("epoll_create1", libc::SYS_epoll_create1, [0, 0, 0, 0, 0, 0]).map_err(err("epoll_create1".into()))?, true, None),
+            Action::Epoll(_) => (
+                inj.call("epoll_create1", libc::SYS_epoll_create1, [0, 0, 0, 0, 0, 0])
+                    .map_err(err("epoll_create1".into()))?,
+                true,
+                None,
+            ),
             Action::Dup(of) => (*of as u64, false, None),
             Action::PipeEnd { ino, write, flags } => {
-                let (r, w) = pipes.get(ino).copied().ok_or_else(|| RestoreError::Layout(format!("fd {fd}: pipe:[{ino}] was not created")))?;
+                let (r, w) = pipes.get(ino).copied().ok_or_else(|| {
+                    RestoreError::Layout(format!("fd {fd}: pipe:[{ino}] was not created"))
+                })?;
                 let end = if *write { w } else { r };
                 if ends_used.insert((*ino, *write)) {
                     (end, false, Some(*flags))
                 } else {
                     // Another open file description of the same end.
-                    (reopen(&format!("/proc/{task}/fd/{end}"), flags | libc::O_NONBLOCK as u32)?, true, Some(*flags))
+                    (
+                        reopen(
+                            &format!("/proc/{task}/fd/{end}"),
+                            flags | libc::O_NONBLOCK as u32,
+                        )?,
+                        true,
+                        Some(*flags),
+                    )
                 }
             }
-            Action::Fifo { path, flags } => (reopen(path, flags | libc::O_NONBLOCK as u32)?, true, Some(*flags)),
-            Action::Deleted { path, flags, pos: _ } => (recreate_deleted(inj, state, fd, path, *flags)?, true, None),
+            Action::Fifo { path, flags } => (
+                reopen(path, flags | libc::O_NONBLOCK as u32)?,
+                true,
+                Some(*flags),
+            ),
+            Action::Deleted {
+                path,
+                flags,
+                pos: _,
+            } => (recreate_deleted(inj, state, fd, path, *flags)?, true, None),
         };
         if tmp != fd as u64 {
             let flags = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-            inj.call("dup3", libc::SYS_dup3, [tmp, fd as u64, flags, 0, 0, 0]).map_err(err("dup3".into()))?;
+            inj.call("dup3", libc::SYS_dup3, [tmp, fd as u64, flags, 0, 0, 0])
+                .map_err(err("dup3".into()))?;
             if close_tmp {
                 inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
             }
         } else if *cloexec {
-            inj.call("fcntl", libc::SYS_fcntl, [fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])
-                .map_err(err("set close-on-exec".into()))?;
+            inj.call(
+                "fcntl",
+                libc::SYS_fcntl,
+                [
+                    fd as u64,
+                    libc::F_SETFD as u64,
+                    libc::FD_CLOEXEC as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+            .map_err(err("set close-on-exec".into()))?;
         }
         if let Some(flags) = setfl {
-            inj.call("fcntl", libc::SYS_fcntl, [fd as u64, libc::F_SETFL as u64, u64::from(flags), 0, 0, 0])
-                .map_err(err("set status flags".into()))?;
+            inj.call(
+                "fcntl",
+                libc::SYS_fcntl,
+                [fd as u64, libc::F_SETFL as u64, u64::from(flags), 0, 0, 0],
+            )
+            .map_err(err("set status flags".into()))?;
         }
         match action {
             Action::Open { pos: Some(pos), .. } | Action::Deleted { pos, .. } if *pos != 0 => {
-                inj.call("lseek", libc::SYS_lseek, [fd as u64, *pos, libc::SEEK_SET as u64, 0, 0, 0]).map_err(err(format!("seek to {pos}")))?;
+                inj.call(
+                    "lseek",
+                    libc::SYS_lseek,
+                    [fd as u64, *pos, libc::SEEK_SET as u64, 0, 0, 0],
+                )
+                .map_err(err(format!("seek to {pos}")))?;
             }
             Action::Epoll(targets) => {
                 for t in targets {
@@ -253,8 +405,21 @@ pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings
                     ev.extend_from_slice(&t.events.to_le_bytes());
                     ev.extend_from_slice(&t.data.to_le_bytes());
                     let addr = inj.put(4096, &ev)?;
-                    if let Err(e) = inj.call_raw(libc::SYS_epoll_ctl, [fd as u64, libc::EPOLL_CTL_ADD as u64, t.fd as u64, addr, 0, 0])? {
-                        warnings.push(format!("fd {fd}: epoll could not watch fd {} again ({e})", t.fd));
+                    if let Err(e) = inj.call_raw(
+                        libc::SYS_epoll_ctl,
+                        [
+                            fd as u64,
+                            libc::EPOLL_CTL_ADD as u64,
+                            t.fd as u64,
+                            addr,
+                            0,
+                            0,
+                        ],
+                    )? {
+                        warnings.push(format!(
+                            "fd {fd}: epoll could not watch fd {} again ({e})",
+                            t.fd
+                        ));
                     }
                 }
             }
@@ -276,26 +441,44 @@ fn io_err(what: String) -> impl FnOnce(std::io::Error) -> RestoreError {
 
 /// Creates each pipe inside the task (both ends moved to spare numbers), sizes its buffer and
 /// writes its queued bytes through a write end the restorer opens via `/proc`.
-fn create_pipes(inj: &Injector<'_>, plan: &FdPlan, spare: i32) -> Result<HashMap<u64, (u64, u64)>, RestoreError> {
+fn create_pipes(
+    inj: &Injector<'_>,
+    plan: &FdPlan,
+    spare: i32,
+) -> Result<HashMap<u64, (u64, u64)>, RestoreError> {
     let task = inj.tracee().pid();
     let mut out = HashMap::new();
     for (ino, queue) in &plan.pipes {
         let what = |s: &str| format!("pipe:[{ino}]: {s}");
         let addr = inj.put(4096, &[0u8; 8])?;
-        inj.call("pipe2", libc::SYS_pipe2, [addr, libc::O_CLOEXEC as u64, 0, 0, 0, 0])?;
+        inj.call(
+            "pipe2",
+            libc::SYS_pipe2,
+            [addr, libc::O_CLOEXEC as u64, 0, 0, 0, 0],
+        )?;
         let mut ends = [0u8; 8];
         inj.tracee().read_mem(addr, &mut ends)?;
         let mut moved = [0u64; 2];
         for (i, raw) in ends.chunks_exact(4).enumerate() {
             let fd = u64::from(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]));
-            moved[i] = inj.call("fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, [fd, libc::F_DUPFD_CLOEXEC as u64, spare as u64, 0, 0, 0])?;
+            moved[i] = inj.call(
+                "fcntl(F_DUPFD_CLOEXEC)",
+                libc::SYS_fcntl,
+                [fd, libc::F_DUPFD_CLOEXEC as u64, spare as u64, 0, 0, 0],
+            )?;
             inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
         }
         let (r, w) = (moved[0], moved[1]);
         out.insert(*ino, (r, w));
         if let Some(q) = queue {
-            if let Err(e) = inj.call_raw(libc::SYS_fcntl, [w, libc::F_SETPIPE_SZ as u64, u64::from(q.size), 0, 0, 0])? {
-                return Err(RestoreError::Io { what: what(&format!("set its buffer to {} bytes", q.size)), source: e.into() });
+            if let Err(e) = inj.call_raw(
+                libc::SYS_fcntl,
+                [w, libc::F_SETPIPE_SZ as u64, u64::from(q.size), 0, 0, 0],
+            )? {
+                return Err(RestoreError::Io {
+                    what: what(&format!("set its buffer to {} bytes", q.size)),
+                    source: e.into(),
+                });
             }
             if !q.data.is_empty() {
                 let path = format!("/proc/{task}/fd/{w}");
@@ -304,7 +487,10 @@ fn create_pipes(inj: &Injector<'_>, plan: &FdPlan, spare: i32) -> Result<HashMap
                     .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
                     .open(&path)
                     .map_err(io_err(what("open its write end")))?;
-                end.write_all(&q.data).map_err(io_err(what(&format!("write its {} queued bytes", q.data.len()))))?;
+                end.write_all(&q.data).map_err(io_err(what(&format!(
+                    "write its {} queued bytes",
+                    q.data.len()
+                ))))?;
             }
         }
     }
@@ -325,12 +511,21 @@ fn hold_fifos(plan: &FdPlan) -> Result<Vec<File>, RestoreError> {
             .map_err(io_err(what("open")))?;
         let meta = f.metadata().map_err(io_err(what("stat")))?;
         if meta.dev() != file.identity.dev || meta.ino() != file.identity.ino {
-            return Err(RestoreError::FileChanged(format!("{} is not the FIFO the image was taken from", file.path)));
+            return Err(RestoreError::FileChanged(format!(
+                "{} is not the FIFO the image was taken from",
+                file.path
+            )));
         }
         if let Some(q) = queue {
             let size = i32::try_from(q.size).unwrap_or(i32::MAX);
-            fcntl(f.as_fd(), FcntlArg::F_SETPIPE_SZ(size)).map_err(|e| RestoreError::Io { what: what("set its buffer size"), source: e.into() })?;
-            (&f).write_all(&q.data).map_err(io_err(what(&format!("write its {} queued bytes", q.data.len()))))?;
+            fcntl(f.as_fd(), FcntlArg::F_SETPIPE_SZ(size)).map_err(|e| RestoreError::Io {
+                what: what("set its buffer size"),
+                source: e.into(),
+            })?;
+            (&f).write_all(&q.data).map_err(io_err(what(&format!(
+                "write its {} queued bytes",
+                q.data.len()
+            ))))?;
         }
         held.push(f);
     }
@@ -341,17 +536,52 @@ fn hold_fifos(plan: &FdPlan) -> Result<Vec<File>, RestoreError> {
 /// its old directory, or in `/tmp` when that is gone or cannot hold one; as a last resort a
 /// named file created and unlinked at once. The restorer writes the contents and sets owner
 /// and mode through `/proc`; the task then reopens it with the original flags.
-fn recreate_deleted(inj: &Injector<'_>, state: &ProcessState, fd: i32, path: &str, flags: u32) -> Result<u64, RestoreError> {
-    let Some(FdKind::DeletedFile { mode, uid, gid, data, .. }) = state.fds.iter().find(|f| f.fd == fd).map(|f| &f.kind) else {
-        return Err(RestoreError::Layout(format!("fd {fd}: no contents for {path}")));
+fn recreate_deleted(
+    inj: &Injector<'_>,
+    state: &ProcessState,
+    fd: i32,
+    path: &str,
+    flags: u32,
+) -> Result<u64, RestoreError> {
+    let Some(FdKind::DeletedFile {
+        mode,
+        uid,
+        gid,
+        data,
+        ..
+    }) = state.fds.iter().find(|f| f.fd == fd).map(|f| &f.kind)
+    else {
+        return Err(RestoreError::Layout(format!(
+            "fd {fd}: no contents for {path}"
+        )));
     };
-    let err = |what: String| move |e: RestoreError| RestoreError::Fd { fd, what, source: Box::new(e) };
-    let dir = std::path::Path::new(path).parent().and_then(|p| p.to_str()).filter(|p| !p.is_empty()).unwrap_or("/");
+    let err = |what: String| {
+        move |e: RestoreError| RestoreError::Fd {
+            fd,
+            what,
+            source: Box::new(e),
+        }
+    };
+    let dir = std::path::Path::new(path)
+        .parent()
+        .and_then(|p| p.to_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
     let creat = (libc::O_RDWR | libc::O_CLOEXEC) as u64;
     let mut tmp = None;
     for d in [dir, "/tmp"] {
         let addr = inj.put_path(d)?;
-        if let Ok(t) = inj.call_raw(libc::SYS_openat, [libc::AT_FDCWD as u64, addr, creat | libc::O_TMPFILE as u64, 0o600, 0, 0])? {
+        if let Ok(t) = inj.call_raw(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                addr,
+                creat | libc::O_TMPFILE as u64,
+                0o600,
+                0,
+                0,
+            ],
+        )? {
             tmp = Some(t);
             break;
         }
@@ -362,26 +592,59 @@ fn recreate_deleted(inj: &Injector<'_>, state: &ProcessState, fd: i32, path: &st
             let name = format!("/tmp/.ferry-deleted-{}-{fd}", state.pid);
             let addr = inj.put_path(&name)?;
             let t = inj
-                .call("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, addr, creat | (libc::O_CREAT | libc::O_EXCL) as u64, 0o600, 0, 0])
+                .call(
+                    "openat",
+                    libc::SYS_openat,
+                    [
+                        libc::AT_FDCWD as u64,
+                        addr,
+                        creat | (libc::O_CREAT | libc::O_EXCL) as u64,
+                        0o600,
+                        0,
+                        0,
+                    ],
+                )
                 .map_err(|e| err(format!("create {name}"))(e.into()))?;
-            inj.call("unlinkat", libc::SYS_unlinkat, [libc::AT_FDCWD as u64, addr, 0, 0, 0, 0]).map_err(|e| err(format!("unlink {name}"))(e.into()))?;
+            inj.call(
+                "unlinkat",
+                libc::SYS_unlinkat,
+                [libc::AT_FDCWD as u64, addr, 0, 0, 0, 0],
+            )
+            .map_err(|e| err(format!("unlink {name}"))(e.into()))?;
             t
         }
     };
     let task = inj.tracee().pid();
     let proc_path = format!("/proc/{task}/fd/{tmp}");
     {
-        let mut f = OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open(&proc_path).map_err(io_err(format!("fd {fd}: open the new copy of {path}")))?;
-        f.write_all(data).map_err(io_err(format!("fd {fd}: write {} bytes of {path}", data.len())))?;
-        std::os::unix::fs::fchown(&f, Some(*uid), Some(*gid)).map_err(io_err(format!("fd {fd}: chown the copy of {path}")))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&proc_path)
+            .map_err(io_err(format!("fd {fd}: open the new copy of {path}")))?;
+        f.write_all(data).map_err(io_err(format!(
+            "fd {fd}: write {} bytes of {path}",
+            data.len()
+        )))?;
+        std::os::unix::fs::fchown(&f, Some(*uid), Some(*gid))
+            .map_err(io_err(format!("fd {fd}: chown the copy of {path}")))?;
         // After chown, which clears set-id bits.
-        std::fs::set_permissions(&proc_path, std::os::unix::fs::PermissionsExt::from_mode(*mode))
-            .map_err(io_err(format!("fd {fd}: chmod the copy of {path}")))?;
+        std::fs::set_permissions(
+            &proc_path,
+            std::os::unix::fs::PermissionsExt::from_mode(*mode),
+        )
+        .map_err(io_err(format!("fd {fd}: chmod the copy of {path}")))?;
     }
     // A new open file description with the original flags (O_RDONLY, O_APPEND, …).
     let addr = inj.put_path(&proc_path)?;
     let open_flags = u64::from(flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32));
-    let reopened = inj.call("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, addr, open_flags, 0, 0, 0]).map_err(|e| err(format!("reopen the copy of {path}"))(e.into()))?;
+    let reopened = inj
+        .call(
+            "openat",
+            libc::SYS_openat,
+            [libc::AT_FDCWD as u64, addr, open_flags, 0, 0, 0],
+        )
+        .map_err(|e| err(format!("reopen the copy of {path}"))(e.into()))?;
     inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
     Ok(reopened)
 }
@@ -393,33 +656,73 @@ fn take_locks(inj: &Injector<'_>, locks: &[LockState]) -> Result<(), RestoreErro
         let mode = if l.write { "write" } else { "read" };
         let (what, r) = match l.kind {
             LockKind::Flock => {
-                let op = if l.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
-                (format!("flock ({mode})"), inj.call_raw(libc::SYS_flock, [fd, op as u64, 0, 0, 0, 0])?)
+                let op = if l.write {
+                    libc::LOCK_EX
+                } else {
+                    libc::LOCK_SH
+                } | libc::LOCK_NB;
+                (
+                    format!("flock ({mode})"),
+                    inj.call_raw(libc::SYS_flock, [fd, op as u64, 0, 0, 0, 0])?,
+                )
             }
             LockKind::Posix | LockKind::Ofd => {
                 // struct flock: l_type, l_whence (i16 each), padding, l_start, l_len (i64), l_pid.
                 let mut fl = [0u8; 32];
-                let ty: i16 = if l.write { libc::F_WRLCK as i16 } else { libc::F_RDLCK as i16 };
+                let ty: i16 = if l.write {
+                    libc::F_WRLCK as i16
+                } else {
+                    libc::F_RDLCK as i16
+                };
                 fl[0..2].copy_from_slice(&ty.to_le_bytes());
                 fl[2..4].copy_from_slice(&(libc::SEEK_SET as i16).to_le_bytes());
                 fl[8..16].copy_from_slice(&l.start.to_le_bytes());
                 fl[16..24].copy_from_slice(&l.len.to_le_bytes());
                 let addr = inj.put(4096, &fl)?;
-                let (cmd, name) = if l.kind == LockKind::Posix { (libc::F_SETLK, "POSIX") } else { (libc::F_OFD_SETLK, "OFD") };
-                let range = if l.len == 0 { format!("{}..EOF", l.start) } else { format!("{}..+{}", l.start, l.len) };
-                (format!("{name} lock ({mode}, bytes {range})"), inj.call_raw(libc::SYS_fcntl, [fd, cmd as u64, addr, 0, 0, 0])?)
+                let (cmd, name) = if l.kind == LockKind::Posix {
+                    (libc::F_SETLK, "POSIX")
+                } else {
+                    (libc::F_OFD_SETLK, "OFD")
+                };
+                let range = if l.len == 0 {
+                    format!("{}..EOF", l.start)
+                } else {
+                    format!("{}..+{}", l.start, l.len)
+                };
+                (
+                    format!("{name} lock ({mode}, bytes {range})"),
+                    inj.call_raw(libc::SYS_fcntl, [fd, cmd as u64, addr, 0, 0, 0])?,
+                )
             }
             LockKind::Lease => {
-                let ty = if l.write { libc::F_WRLCK } else { libc::F_RDLCK };
-                (format!("lease ({mode})"), inj.call_raw(libc::SYS_fcntl, [fd, libc::F_SETLEASE as u64, ty as u64, 0, 0, 0])?)
+                let ty = if l.write {
+                    libc::F_WRLCK
+                } else {
+                    libc::F_RDLCK
+                };
+                (
+                    format!("lease ({mode})"),
+                    inj.call_raw(
+                        libc::SYS_fcntl,
+                        [fd, libc::F_SETLEASE as u64, ty as u64, 0, 0, 0],
+                    )?,
+                )
             }
         };
         match r {
             Ok(_) => {}
             Err(nix::errno::Errno::EAGAIN) => {
-                return Err(RestoreError::FileChanged(format!("fd {}: its {what} is held by another process now", l.fd)));
+                return Err(RestoreError::FileChanged(format!(
+                    "fd {}: its {what} is held by another process now",
+                    l.fd
+                )));
             }
-            Err(e) => return Err(RestoreError::Io { what: format!("fd {}: take back its {what}", l.fd), source: e.into() }),
+            Err(e) => {
+                return Err(RestoreError::Io {
+                    what: format!("fd {}: take back its {what}", l.fd),
+                    source: e.into(),
+                });
+            }
         }
     }
     Ok(())

@@ -13,10 +13,18 @@ use nix::unistd::Pid;
 
 /// `prlimit64(pid, resource, &new, NULL)`.
 pub fn set_rlimit(pid: Pid, resource: u32, cur: u64, max: u64) -> Result<(), Errno> {
-    let new = libc::rlimit64 { rlim_cur: cur, rlim_max: max };
+    let new = libc::rlimit64 {
+        rlim_cur: cur,
+        rlim_max: max,
+    };
     // SAFETY: `new` is a valid rlimit64 that outlives the call; the old-limit pointer is null.
     let r = unsafe {
-        libc::prlimit64(pid.as_raw(), resource as libc::__rlimit_resource_t, &new, std::ptr::null_mut())
+        libc::prlimit64(
+            pid.as_raw(),
+            resource as libc::__rlimit_resource_t,
+            &new,
+            std::ptr::null_mut(),
+        )
     };
     Errno::result(r).map(drop)
 }
@@ -51,7 +59,16 @@ pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
 pub fn same_file_description(pid: Pid, fd1: i32, fd2: i32) -> Result<bool, Errno> {
     const KCMP_FILE: libc::c_int = 0;
     // SAFETY: plain syscall with integer arguments.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid.as_raw(), pid.as_raw(), KCMP_FILE, fd1 as libc::c_ulong, fd2 as libc::c_ulong) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid.as_raw(),
+            pid.as_raw(),
+            KCMP_FILE,
+            fd1 as libc::c_ulong,
+            fd2 as libc::c_ulong,
+        )
+    };
     Errno::result(r).map(|r| r == 0)
 }
 
@@ -68,7 +85,14 @@ pub fn fionread(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
 /// into the pipe `to` without consuming them. An empty pipe gives `Ok(0)`.
 pub fn tee(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize, Errno> {
     // SAFETY: plain syscall on two descriptors that stay open for the call.
-    let r = unsafe { libc::tee(from.as_raw_fd(), to.as_raw_fd(), len, libc::SPLICE_F_NONBLOCK) };
+    let r = unsafe {
+        libc::tee(
+            from.as_raw_fd(),
+            to.as_raw_fd(),
+            len,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
     match Errno::result(r) {
         Ok(n) => Ok(n as usize),
         Err(Errno::EAGAIN) => Ok(0),
