@@ -27,15 +27,28 @@ use crate::state::{
 use crate::sys;
 use freeze::Frozen;
 
+pub use files::{DEFAULT_MAX_DELETED_FILE_SIZE, STORED_BUDGET};
 pub use mm::identity_of;
 
 /// What `dump` may be asked to do besides the default.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct DumpOptions {
     /// Let the process run on after the image is written instead of ending it.
     pub leave_running: bool,
     /// Page compression.
     pub codec: Codec,
+    /// Largest file deleted while open whose contents are stored; a larger one is refused.
+    pub max_deleted_file_size: u64,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        Self {
+            leave_running: false,
+            codec: Codec::default(),
+            max_deleted_file_size: DEFAULT_MAX_DELETED_FILE_SIZE,
+        }
+    }
 }
 
 /// What a dump produced.
@@ -85,6 +98,28 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// A file deleted while open is larger than the image may store.
+    #[error("fd {fd}: {path} (deleted) is {size} bytes, more than --max-deleted-file-size {max}")]
+    DeletedFileTooLarge {
+        /// Descriptor.
+        fd: i32,
+        /// The path it had.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Deleted files and queued pipe bytes together exceed what one image holds.
+    #[error(
+        "files deleted while open and queued pipe bytes add up to {total} bytes, more than the {max} an image holds"
+    )]
+    StoredContentsTooLarge {
+        /// Bytes to store.
+        total: u64,
+        /// Most an image holds.
+        max: u64,
+    },
     /// Ending the process after the dump failed.
     #[error("end pid {pid} after the dump")]
     Kill {
@@ -100,16 +135,16 @@ pub enum DumpError {
 pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
     // Refuse what /proc already shows before stopping anything, so a refused process is never
     // even frozen.
-    precheck(pid)?;
+    precheck(pid, &opts)?;
 
     let t0 = Instant::now();
     let frozen = Frozen::seize(pid)?;
     tracing::debug!(elapsed = ?t0.elapsed(), tasks = frozen.tasks.len(), "frozen");
     // Checked again now that the process cannot change under us (a thread or an fd may have
     // appeared between the first check and the freeze).
-    precheck(pid)?;
+    precheck(pid, &opts)?;
     let mut warnings = Vec::new();
-    let state = collect(&frozen, &mut warnings)?;
+    let state = collect(&frozen, &opts, &mut warnings)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
     let stats = write_image(&frozen.leader().tracee, &state, out, opts.codec)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "image written");
@@ -129,7 +164,7 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     })
 }
 
-fn precheck(pid: Pid) -> Result<(), DumpError> {
+fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
     let bad = |why: &str| DumpError::BadTarget {
         pid: pid.as_raw(),
         why: why.to_string(),
@@ -167,13 +202,17 @@ fn precheck(pid: Pid) -> Result<(), DumpError> {
             root.display()
         )));
     }
-    files::collect_fds(pid)?;
+    files::collect_fds(pid, opts.max_deleted_file_size)?;
     mm::collect_vmas(pid)?;
     Ok(())
 }
 
 /// Everything about the process, read while it is frozen.
-fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, DumpError> {
+fn collect(
+    frozen: &Frozen,
+    opts: &DumpOptions,
+    warnings: &mut Vec<String>,
+) -> Result<ProcessState, DumpError> {
     let leader = frozen.leader();
     let pid = leader.tracee.pid();
     let raw = pid.as_raw();
@@ -181,7 +220,9 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
     let mut vmas = mm::collect_vmas(pid)?;
-    let fds = files::collect_fds(pid)?;
+    let mut fds = files::collect_fds(pid, opts.max_deleted_file_size)?;
+    // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
+    let locks = files::capture(pid, &mut fds)?;
 
     // State only the process itself can report is read by running system calls inside it.
     // That must happen before the memory is read: the scratch page it uses is gone again by then.
@@ -289,6 +330,7 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
             shared_pending: siginfos(leader.tracee.pending(true)?),
         },
         threads,
+        locks,
     })
 }
 
