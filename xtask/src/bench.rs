@@ -138,7 +138,10 @@ fn measure(
     let frozen = frozen_time(&format!("{}{}", dump.stdout, dump.stderr));
     print!("  dump: {}{}", dump.stdout, dump.stderr);
     // ferry dump killed it once the image was durable; reap it so its PID is free again.
-    victim.process.reap(Duration::from_secs(10))?;
+    victim
+        .process
+        .reap(Duration::from_secs(10))
+        .context("ferry dump returned, but the victim is still there")?;
     let image_bytes = fs::metadata(image)
         .with_context(|| format!("stat {}", image.display()))?
         .len();

@@ -55,7 +55,9 @@ pub fn run() -> Result<()> {
     .success("ferry dump")?;
     show(&dump.stdout);
     show(&dump.stderr);
-    process.reap(Duration::from_secs(10))?;
+    process
+        .reap(Duration::from_secs(10))
+        .context("ferry dump returned, but the original is still there")?;
     let counted = log_lines(&log)?;
     let last = counted.last().map_or(0, |&(_, n)| n);
     say(&format!(

@@ -153,8 +153,9 @@ impl Owned {
 
     /// Waits for the process to end on its own (e.g. after `ferry dump` killed it) and reaps it.
     pub fn reap(&mut self, timeout: Duration) -> Result<()> {
-        if let Some(pid) = self.pid.take() {
+        if let Some(pid) = self.pid {
             wait_gone(pid, timeout)?;
+            self.pid = None;
         }
         Ok(())
     }
