@@ -5,3 +5,8 @@
 
 pub mod image;
 pub mod state;
+pub mod sys;
+pub mod proc;
+pub mod ptrace;
+pub mod dump;
+pub mod restore;

@@ -1,1 +1,54 @@
-fn main() {}
+//! `ferry`: checkpoint, restore and (later) migrate running Linux processes.
+
+mod dump;
+mod image;
+mod restore;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about = "Checkpoint and restore running, unmodified Linux processes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checkpoint a running process into an image file, then end it.
+    Dump(dump::Args),
+    /// Bring a process back from an image file.
+    Restore(restore::Args),
+    /// Look at image files.
+    #[command(subcommand)]
+    Image(image::Command),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dump(args) => dump::run(args),
+        Command::Restore(args) => restore::run(args),
+        Command::Image(cmd) => image::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The whole chain, outermost first: each layer names its step.
+            let mut msg = format!("ferry: {err}");
+            for cause in err.chain().skip(1) {
+                msg.push_str(&format!(": {cause}"));
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

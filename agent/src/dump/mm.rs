@@ -1,0 +1,195 @@
+//! Memory: VMAs from `/proc/PID/maps` + `smaps`, present pages from `pagemap`, contents with
+//! `process_vm_readv` (and `/proc/PID/mem` for pages the process itself may not read).
+
+use std::fs::File;
+use std::io::IoSliceMut;
+use std::os::unix::fs::FileExt;
+
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+
+use super::DumpError;
+use crate::image::{ImageWriter, WriteImageError};
+use crate::proc::{self, MapsEntry};
+use crate::ptrace::Tracee;
+use crate::state::{FileIdentity, FileRef, PAGE_SIZE, PageRun, VmaKind, VmaState};
+
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAP: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+
+/// Reads the VMAs of `pid` and classifies them, refusing kinds not supported yet. Page runs are
+/// left empty; [`find_pages`] fills them.
+pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
+    let maps = proc::parse_maps(&proc::read(pid.as_raw(), "maps")?)?;
+    let flags = proc::parse_smaps_vmflags(&proc::read(pid.as_raw(), "smaps")?);
+    let mut vmas = Vec::with_capacity(maps.len());
+    for e in &maps {
+        let vmflags = flags.iter().find(|(s, _)| *s == e.start).map(|(_, f)| f.as_slice()).unwrap_or(&[]);
+        let has = |f: &str| vmflags.iter().any(|x| x == f);
+        let refuse = |what: &str| DumpError::Unsupported(format!("vma {:#x}-{:#x} {}: {what} is not supported yet", e.start, e.end, e.name));
+        let kind = classify(pid, e).map_err(|what| refuse(&what))?;
+        let special = matches!(kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall);
+        if !special && (has("io") || has("pf")) {
+            return Err(refuse("a device (VM_IO/VM_PFNMAP) mapping"));
+        }
+        vmas.push(VmaState {
+            start: e.start,
+            end: e.end,
+            prot: e.prot,
+            shared: e.shared,
+            pgoff: e.offset,
+            kind,
+            growsdown: has("gd"),
+            maywrite: has("mw"),
+            pages: Vec::new(),
+        });
+    }
+    Ok(vmas)
+}
+
+fn classify(pid: Pid, e: &MapsEntry) -> Result<VmaKind, String> {
+    let name = e.name.as_str();
+    Ok(match name {
+        "" if e.shared => VmaKind::SharedAnonymous,
+        "" => VmaKind::Anonymous,
+        "[heap]" => VmaKind::Heap,
+        "[stack]" => VmaKind::Stack,
+        "[vdso]" => VmaKind::Vdso,
+        "[vvar]" => VmaKind::Vvar,
+        "[vvar_vclock]" => VmaKind::VvarVclock,
+        "[vsyscall]" => VmaKind::Vsyscall,
+        n if n.starts_with("[anon:") => VmaKind::Anonymous,
+        n if n.starts_with("[anon_shmem:") => VmaKind::SharedAnonymous,
+        "/dev/zero (deleted)" if e.shared => VmaKind::SharedAnonymous,
+        n if n.starts_with("/SYSV") => return Err("SysV shared memory".into()),
+        n if n.starts_with("/memfd:") => return Err("a memfd mapping".into()),
+        n if n.ends_with(" (deleted)") => return Err("a mapping of a deleted file".into()),
+        n if n.starts_with('/') => {
+            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
+            let identity = identity_of(&link).map_err(|err| format!("the mapped file ({err})"))?;
+            if identity.ino != e.inode {
+                return Err("a mapped file that changed during the dump".into());
+            }
+            VmaKind::File(FileRef { path: n.to_string(), identity })
+        }
+        _ => return Err("this kind of mapping".into()),
+    })
+}
+
+/// `stat` of a path (following links), as a [`FileIdentity`].
+pub fn identity_of(path: &str) -> std::io::Result<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok(FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+        mode: m.mode(),
+        size: m.size(),
+        mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
+        rdev: m.rdev(),
+    })
+}
+
+/// Fills each VMA's page runs from `/proc/PID/pagemap`: the pages that must travel in the image.
+pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
+    let path = format!("/proc/{pid}/pagemap");
+    let pagemap = File::open(&path).map_err(|source| proc::ProcError::Read { path: path.clone().into(), source })?;
+    let mut entries: Vec<u64> = Vec::new();
+    let mut raw: Vec<u8> = Vec::new();
+    for vma in vmas.iter_mut() {
+        let wanted: fn(u64) -> bool = match (&vma.kind, vma.shared) {
+            (VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall, _) => continue,
+            (VmaKind::File(_), true) => continue,
+            // Private file mapping: only pages that are no longer the file's (COW copies).
+            (VmaKind::File(_), false) => |e| e & PM_PRESENT != 0 && e & PM_FILE == 0,
+            (VmaKind::SharedAnonymous, _) => |e| e & PM_PRESENT != 0,
+            _ => |e| e & (PM_PRESENT | PM_SWAP) != 0,
+        };
+        let npages = ((vma.end - vma.start) / PAGE_SIZE) as usize;
+        raw.resize(npages * 8, 0);
+        let off = vma.start / PAGE_SIZE * 8;
+        pagemap
+            .read_exact_at(&mut raw, off)
+            .map_err(|source| proc::ProcError::Read { path: path.clone().into(), source })?;
+        entries.clear();
+        entries.extend(raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())));
+        let mut runs: Vec<PageRun> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if !wanted(*e) {
+                continue;
+            }
+            let addr = vma.start + i as u64 * PAGE_SIZE;
+            match runs.last_mut() {
+                Some(r) if r.start + r.count * PAGE_SIZE == addr => r.count += 1,
+                _ => runs.push(PageRun { start: addr, count: 1 }),
+            }
+        }
+        vma.pages = runs;
+    }
+    Ok(())
+}
+
+/// Bytes read per `process_vm_readv` call (one image block).
+const CHUNK: usize = 1 << 20;
+
+/// Streams the contents of every page run, in order, into the image.
+pub fn write_pages<W: std::io::Write + Send>(
+    tracee: &Tracee,
+    vmas: &[VmaState],
+    writer: &mut ImageWriter<W>,
+) -> Result<(), DumpError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(1024);
+    let mut filled = 0usize;
+    let flush = |remote: &mut Vec<RemoteIoVec>, buf: &mut [u8], filled: &mut usize, writer: &mut ImageWriter<W>| -> Result<(), DumpError> {
+        if *filled == 0 {
+            return Ok(());
+        }
+        read_remote(tracee, remote, &mut buf[..*filled])?;
+        writer.write_pages(&buf[..*filled]).map_err(DumpError::Image)?;
+        remote.clear();
+        *filled = 0;
+        Ok(())
+    };
+    for run in vmas.iter().flat_map(|v| v.pages.iter()) {
+        let mut addr = run.start;
+        let mut left = (run.count * PAGE_SIZE) as usize;
+        while left > 0 {
+            let take = left.min(CHUNK - filled);
+            remote.push(RemoteIoVec { base: addr as usize, len: take });
+            filled += take;
+            addr += take as u64;
+            left -= take;
+            if filled == CHUNK || remote.len() == 1024 {
+                flush(&mut remote, &mut buf, &mut filled, writer)?;
+            }
+        }
+    }
+    flush(&mut remote, &mut buf, &mut filled, writer)
+}
+
+fn read_remote(tracee: &Tracee, remote: &[RemoteIoVec], buf: &mut [u8]) -> Result<(), DumpError> {
+    let want = buf.len();
+    let got = {
+        let mut local = [IoSliceMut::new(buf)];
+        process_vm_readv(tracee.pid(), &mut local, remote).unwrap_or(0)
+    };
+    if got == want {
+        return Ok(());
+    }
+    // Some page refused a plain read (PROT_NONE, or a race): read every piece through
+    // /proc/PID/mem, which the kernel lets a tracer use on any mapped page.
+    let mut off = 0;
+    for r in remote {
+        tracee.read_mem(r.base as u64, &mut buf[off..off + r.len]).map_err(DumpError::Ptrace)?;
+        off += r.len;
+    }
+    Ok(())
+}
+
+impl From<WriteImageError> for DumpError {
+    fn from(e: WriteImageError) -> Self {
+        DumpError::Image(e)
+    }
+}

@@ -1,0 +1,420 @@
+//! Checkpoint one running process: freeze it with ptrace, read its state, stream it into an
+//! image, then end it (or let it go on).
+//!
+//! Nothing is written before every check has passed: what the engine cannot restore is refused
+//! while the process is untouched, and any failure after the freeze gives the process back
+//! exactly as it was.
+
+mod files;
+mod mm;
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::ptrace::Options;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::image::{Codec, ImageWriter, WriteImageError, WriteStats};
+use crate::proc::{self, ProcError};
+use crate::ptrace::{Entry, PtraceError, Tracee};
+use crate::state::{
+    CredsState, FileRef, MmState, ProcessState, RlimitState, RseqState, SigactionState, SigaltstackState,
+    SiginfoState, SignalsState, ThreadState, VmaKind,
+};
+use crate::sys;
+
+pub use mm::identity_of;
+
+/// What `dump` may be asked to do besides the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DumpOptions {
+    /// Let the process run on after the image is written instead of ending it.
+    pub leave_running: bool,
+    /// Page compression.
+    pub codec: Codec,
+}
+
+/// What a dump produced.
+#[derive(Debug, Clone)]
+pub struct DumpSummary {
+    /// The process.
+    pub pid: i32,
+    /// Image statistics.
+    pub stats: WriteStats,
+    /// How long the process was stopped.
+    pub frozen: Duration,
+    /// Things the user should know (children left behind, …).
+    pub warnings: Vec<String>,
+}
+
+/// Why a dump failed. The process keeps running in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The process uses something the engine cannot checkpoint yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The target is not a process we may dump.
+    #[error("pid {pid}: {why}")]
+    BadTarget {
+        /// The PID.
+        pid: i32,
+        /// Why not.
+        why: String,
+    },
+    /// Reading `/proc` failed.
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    /// Tracing the process failed.
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    /// Writing the image failed.
+    #[error("write image")]
+    Image(#[source] WriteImageError),
+    /// A file operation on the image failed.
+    #[error("{step} {path}")]
+    ImageFile {
+        /// `create`, `fsync`, `rename`.
+        step: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Ending the process after the dump failed.
+    #[error("end pid {pid} after the dump")]
+    Kill {
+        /// The PID.
+        pid: i32,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+}
+
+/// Checkpoints `pid` into the image file `out`.
+pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
+    // Refuse what /proc already shows before stopping anything, so a refused process is never
+    // even frozen.
+    precheck(pid)?;
+
+    let frozen = Frozen::seize(pid)?;
+    let t0 = Instant::now();
+    // Checked again now that the process cannot change under us (a thread or an fd may have
+    // appeared between the first check and the freeze).
+    precheck(pid)?;
+    let mut warnings = Vec::new();
+    let state = collect(&frozen, &mut warnings)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
+    let stats = write_image(&frozen.tracee, &state, out, opts.codec)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "image written");
+
+    // The image is durable: only now may the original go.
+    let frozen_for = t0.elapsed();
+    if opts.leave_running {
+        frozen.release()?;
+    } else {
+        frozen.kill()?;
+    }
+    Ok(DumpSummary { pid: pid.as_raw(), stats, frozen: frozen_for, warnings })
+}
+
+fn precheck(pid: Pid) -> Result<(), DumpError> {
+    let bad = |why: &str| DumpError::BadTarget { pid: pid.as_raw(), why: why.to_string() };
+    if pid.as_raw() <= 1 {
+        return Err(bad("refusing to dump init"));
+    }
+    if pid == nix::unistd::getpid() {
+        return Err(bad("refusing to dump ferry itself"));
+    }
+    let stat = proc::parse_stat(&proc::read(pid.as_raw(), "stat").map_err(|_| bad("no such process"))?)?;
+    if stat.state == 'Z' || stat.state == 'X' {
+        return Err(bad("the process has exited (zombie)"));
+    }
+    let status = proc::parse_status(&proc::read(pid.as_raw(), "status")?)?;
+    if status.threads > 1 {
+        return Err(DumpError::Unsupported(format!(
+            "{} threads: multi-threaded processes are not supported yet",
+            status.threads
+        )));
+    }
+    if status.seccomp != 0 {
+        let mode = if status.seccomp == 1 { "strict mode" } else { "a filter" };
+        return Err(DumpError::Unsupported(format!("seccomp ({mode}) is not supported yet")));
+    }
+    if proc::read(pid.as_raw(), "maps")?.is_empty() {
+        return Err(bad("a kernel thread has no memory to dump"));
+    }
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).map_err(|_| bad("cannot read its root"))?;
+    if root != Path::new("/") {
+        return Err(DumpError::Unsupported(format!("a root directory other than / ({})", root.display())));
+    }
+    files::collect_fds(pid)?;
+    mm::collect_vmas(pid)?;
+    Ok(())
+}
+
+/// A process stopped under ptrace. Dropping it puts back what the dump changed (registers,
+/// signal mask) and detaches, so the process carries on as if nothing happened.
+#[derive(Debug)]
+struct Frozen {
+    tracee: Tracee,
+    regs: libc::user_regs_struct,
+    sigmask: u64,
+    done: bool,
+}
+
+impl Frozen {
+    fn seize(pid: Pid) -> Result<Self, DumpError> {
+        let tracee = Tracee::seize(pid, Options::empty())?;
+        tracee.interrupt()?;
+        let regs = tracee.regs()?;
+        let sigmask = tracee.sigmask()?;
+        Ok(Self { tracee, regs, sigmask, done: false })
+    }
+
+    fn restore_task(&self) -> Result<(), PtraceError> {
+        self.tracee.set_sigmask(self.sigmask)?;
+        self.tracee.set_regs(&self.regs)
+    }
+
+    fn release(mut self) -> Result<(), DumpError> {
+        self.done = true;
+        self.restore_task()?;
+        self.tracee.detach(None)?;
+        Ok(())
+    }
+
+    fn kill(mut self) -> Result<(), DumpError> {
+        self.done = true;
+        let pid = self.tracee.pid();
+        kill(pid, Signal::SIGKILL).map_err(|source| DumpError::Kill { pid: pid.as_raw(), source })?;
+        // As its tracer we are told of its death; after that only its parent's reaping is left.
+        loop {
+            match self.tracee.wait() {
+                Err(PtraceError::Gone { .. }) => return Ok(()),
+                Err(PtraceError::Request { source: Errno::ECHILD, .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+                Ok(_) => {
+                    let _ = nix::sys::ptrace::cont(pid, None);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(err) = self.restore_task() {
+                tracing::error!(%err, pid = %self.tracee.pid(), "could not put the registers back");
+            }
+            let _ = nix::sys::ptrace::detach(self.tracee.pid(), None);
+        }
+    }
+}
+
+/// Everything about the process, read while it is frozen.
+fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, DumpError> {
+    let t = &frozen.tracee;
+    let pid = t.pid();
+    let raw = pid.as_raw();
+
+    let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
+    let status = proc::parse_status(&proc::read(raw, "status")?)?;
+    let mut vmas = mm::collect_vmas(pid)?;
+    let fds = files::collect_fds(pid)?;
+
+    // State only the process itself can report is read by running system calls inside it.
+    // That must happen before the memory is read: the scratch page it uses is gone again by then.
+    let injected = inject_queries(frozen, &vmas)?;
+
+    mm::find_pages(pid, &mut vmas)?;
+
+    let children = std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
+    if !children.trim().is_empty() {
+        warnings.push(format!(
+            "pid {raw} has children ({}) that are not part of the image; they stay behind",
+            children.trim()
+        ));
+    }
+
+    let auxv_raw = std::fs::read(format!("/proc/{raw}/auxv"))
+        .map_err(|source| ProcError::Read { path: format!("/proc/{raw}/auxv").into(), source })?;
+    let auxv = auxv_raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+    let exe_path = link(raw, "exe")?;
+    let exe = FileRef { identity: identity_of(&format!("/proc/{raw}/exe")).map_err(|source| ProcError::Read { path: exe_path.clone().into(), source })?, path: exe_path };
+
+    // Read from /proc: prlimit() on another user's process needs CAP_SYS_RESOURCE.
+    let rlimits: Vec<RlimitState> = proc::parse_limits(&proc::read(raw, "limits")?)?
+        .into_iter()
+        .zip(0..)
+        .map(|((cur, max), resource)| RlimitState { resource, cur, max })
+        .collect();
+    if rlimits.len() != RLIMIT_COUNT as usize {
+        return Err(ProcError::Parse { file: "limits", what: format!("{} limits, expected {RLIMIT_COUNT}", rlimits.len()) }.into());
+    }
+
+    let regs = frozen.regs;
+    let thread = ThreadState {
+        tid: status.ns_pid,
+        regs: crate::state::Regs::from(regs),
+        xstate: t.xstate()?,
+        sigmask: frozen.sigmask,
+        pending: siginfos(t.pending(false)?),
+        rseq: t.rseq()?.map(|(ptr, len, sig)| RseqState { ptr, len, sig }),
+        robust_list: sys::get_robust_list(pid).map_err(|source| PtraceError::Request { op: "get_robust_list", pid: raw, source })?,
+        clear_child_tid: injected.clear_child_tid,
+        sigaltstack: injected.sigaltstack,
+    };
+
+    Ok(ProcessState {
+        pid: status.ns_pid,
+        ppid: stat.ppid,
+        pgid: stat.pgrp,
+        sid: stat.session,
+        comm: proc::read(raw, "comm")?.trim_end_matches('\n').to_string(),
+        exe,
+        creds: CredsState { uids: status.uids, gids: status.gids, groups: status.groups },
+        umask: status.umask,
+        cwd: link(raw, "cwd")?,
+        personality: injected.personality,
+        rlimits,
+        mm: MmState {
+            vmas,
+            start_code: stat.start_code,
+            end_code: stat.end_code,
+            start_data: stat.start_data,
+            end_data: stat.end_data,
+            start_brk: stat.start_brk,
+            brk: injected.brk,
+            start_stack: stat.start_stack,
+            arg_start: stat.arg_start,
+            arg_end: stat.arg_end,
+            env_start: stat.env_start,
+            env_end: stat.env_end,
+            auxv,
+        },
+        fds,
+        signals: SignalsState { actions: injected.actions, shared_pending: siginfos(t.pending(true)?) },
+        threads: vec![thread],
+    })
+}
+
+fn link(pid: i32, name: &str) -> Result<String, ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/{name}"));
+    std::fs::read_link(&path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|source| ProcError::Read { path, source })
+}
+
+fn siginfos(raw: Vec<[u8; sys::ptrace::SIGINFO_SIZE]>) -> Vec<SiginfoState> {
+    raw.into_iter()
+        .map(|r| SiginfoState { signo: u32::from_le_bytes([r[0], r[1], r[2], r[3]]), raw: r.to_vec() })
+        .collect()
+}
+
+struct Injected {
+    actions: Vec<SigactionState>,
+    sigaltstack: SigaltstackState,
+    clear_child_tid: u64,
+    brk: u64,
+    personality: u32,
+}
+
+/// Runs the queries only the process can answer (`rt_sigaction`, `sigaltstack`,
+/// `PR_GET_TID_ADDRESS`, `brk`, `personality`) by single-stepping it over a `syscall`
+/// instruction of its own vDSO, with a scratch page for the answers.
+fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<Injected, DumpError> {
+    let t = &frozen.tracee;
+    let vdso = vmas
+        .iter()
+        .find(|v| v.kind == VmaKind::Vdso)
+        .ok_or_else(|| DumpError::Unsupported("a process without a [vdso]".into()))?;
+    let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
+    t.read_mem(vdso.start, &mut code)?;
+    let at = code
+        .windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .ok_or_else(|| DumpError::Unsupported("a [vdso] without a syscall instruction".into()))?;
+    let entry = Entry::SingleStep(vdso.start + at as u64);
+    let regs = &frozen.regs;
+    // No handler may run while we borrow the task: block everything (SIGKILL/SIGSTOP excepted).
+    t.set_sigmask(u64::MAX)?;
+
+    let page = 4096u64;
+    let scratch = t.inject(
+        entry,
+        regs,
+        "mmap",
+        libc::SYS_mmap,
+        [0, page, (libc::PROT_READ | libc::PROT_WRITE) as u64, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
+    )?;
+    let result = (|| -> Result<Injected, DumpError> {
+        let mut actions = Vec::with_capacity(62);
+        let mut buf = [0u8; 32];
+        for sig in 1..=64u32 {
+            if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
+                continue;
+            }
+            t.inject(entry, regs, "rt_sigaction", libc::SYS_rt_sigaction, [u64::from(sig), 0, scratch, 8, 0, 0])?;
+            t.read_mem(scratch, &mut buf)?;
+            let w = |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+            actions.push(SigactionState { signo: sig, handler: w(0), flags: w(1), restorer: w(2), mask: w(3) });
+        }
+        t.inject(entry, regs, "sigaltstack", libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
+        let mut ss = [0u8; 24];
+        t.read_mem(scratch, &mut ss)?;
+        let sigaltstack = SigaltstackState {
+            sp: u64::from_le_bytes(ss[0..8].try_into().unwrap_or_default()),
+            flags: u32::from_le_bytes(ss[8..12].try_into().unwrap_or_default()),
+            size: u64::from_le_bytes(ss[16..24].try_into().unwrap_or_default()),
+        };
+        t.inject(entry, regs, "prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0])?;
+        let mut ctid = [0u8; 8];
+        t.read_mem(scratch, &mut ctid)?;
+        let brk = t.inject(entry, regs, "brk", libc::SYS_brk, [0; 6])?;
+        let personality = t.inject(entry, regs, "personality", libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])? as u32;
+        Ok(Injected { actions, sigaltstack, clear_child_tid: u64::from_le_bytes(ctid), brk, personality })
+    })();
+    t.inject(entry, regs, "munmap", libc::SYS_munmap, [scratch, page, 0, 0, 0, 0])?;
+    frozen.restore_task()?;
+    result
+}
+
+/// `RLIMIT_CPU` (0) … `RLIMIT_RTTIME` (15).
+const RLIMIT_COUNT: u32 = 16;
+
+/// Writes the image to `out` through a temporary file, fsyncs it and renames it into place, so
+/// that a file at `out` is always a complete image.
+fn write_image(t: &Tracee, state: &ProcessState, out: &Path, codec: Codec) -> Result<WriteStats, DumpError> {
+    let tmp = out.with_file_name(format!(
+        ".{}.tmp-{}",
+        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let file_err = |step: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DumpError::ImageFile { step, path, source }
+    };
+    let file = File::create(&tmp).map_err(file_err("create", &tmp))?;
+    let result = (|| {
+        let mut writer = ImageWriter::new(BufWriter::with_capacity(1 << 20, file), state, codec)?;
+        mm::write_pages(t, &state.mm.vmas, &mut writer)?;
+        let (buf, stats) = writer.finish()?;
+        let file = buf.into_inner().map_err(|e| DumpError::ImageFile { step: "flush", path: tmp.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(file_err("fsync", &tmp))?;
+        std::fs::rename(&tmp, out).map_err(file_err("rename", out))?;
+        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(dir).and_then(|d| d.sync_all()).map_err(file_err("fsync", dir))?;
+        Ok(stats)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

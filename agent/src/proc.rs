@@ -1,0 +1,353 @@
+//! Safe parsers for `/proc` text files. Each parser takes the file's contents as `&str` so it
+//! can be tested on fixtures.
+
+use std::path::PathBuf;
+
+/// A `/proc` file could not be read or did not look as expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// Reading failed (the process may have exited).
+    #[error("read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The contents did not parse.
+    #[error("unexpected contents in {file}: {what}")]
+    Parse {
+        /// Which file (`maps`, `stat`, …).
+        file: &'static str,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+fn bad(file: &'static str, what: impl Into<String>) -> ProcError {
+    ProcError::Parse { file, what: what.into() }
+}
+
+/// Reads `/proc/PID/NAME` as text.
+pub fn read(pid: i32, name: &str) -> Result<String, ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/{name}"));
+    std::fs::read_to_string(&path).map_err(|source| ProcError::Read { path, source })
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapsEntry {
+    /// Start address.
+    pub start: u64,
+    /// End address.
+    pub end: u64,
+    /// `PROT_*` bits.
+    pub prot: u32,
+    /// `s` (shared) rather than `p`.
+    pub shared: bool,
+    /// File offset.
+    pub offset: u64,
+    /// Device as `major:minor` numbers.
+    pub dev: (u32, u32),
+    /// Inode (0 for anonymous).
+    pub inode: u64,
+    /// The name column: a path, `[heap]`, … or empty.
+    pub name: String,
+}
+
+/// Parses `/proc/PID/maps`.
+pub fn parse_maps(text: &str) -> Result<Vec<MapsEntry>, ProcError> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut rest = line;
+        let mut next = || -> Result<&str, ProcError> {
+            let t = rest.trim_start_matches(' ');
+            let end = t.find(' ').unwrap_or(t.len());
+            let (tok, r) = t.split_at(end);
+            rest = r;
+            if tok.is_empty() { Err(bad("maps", format!("short line {line:?}"))) } else { Ok(tok) }
+        };
+        let range = next()?;
+        let perms = next()?;
+        let offset = next()?;
+        let dev = next()?;
+        let inode = next()?;
+        let name = rest.trim_start_matches(' ').to_string();
+        let (s, e) = range.split_once('-').ok_or_else(|| bad("maps", format!("range {range:?}")))?;
+        let hex = |v: &str| u64::from_str_radix(v, 16).map_err(|_| bad("maps", format!("number {v:?}")));
+        let p = perms.as_bytes();
+        if p.len() != 4 {
+            return Err(bad("maps", format!("perms {perms:?}")));
+        }
+        let mut prot = 0;
+        if p[0] == b'r' { prot |= crate::state::prot::READ }
+        if p[1] == b'w' { prot |= crate::state::prot::WRITE }
+        if p[2] == b'x' { prot |= crate::state::prot::EXEC }
+        let (maj, min) = dev.split_once(':').ok_or_else(|| bad("maps", format!("dev {dev:?}")))?;
+        let dev_num = |v: &str| u32::from_str_radix(v, 16).map_err(|_| bad("maps", format!("dev {v:?}")));
+        out.push(MapsEntry {
+            start: hex(s)?,
+            end: hex(e)?,
+            prot,
+            shared: p[3] == b's',
+            offset: hex(offset)?,
+            dev: (dev_num(maj)?, dev_num(min)?),
+            inode: inode.parse().map_err(|_| bad("maps", format!("inode {inode:?}")))?,
+            name,
+        });
+    }
+    Ok(out)
+}
+
+/// `VmFlags` of each VMA in `/proc/PID/smaps`, keyed by start address.
+pub fn parse_smaps_vmflags(text: &str) -> Vec<(u64, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut current: Option<u64> = None;
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(start) = current.take() {
+                out.push((start, flags.split_whitespace().map(str::to_string).collect()));
+            }
+        } else if let Some((first, _)) = line.split_once(' ')
+            && !first.ends_with(':')
+            && let Some((s, _)) = first.split_once('-')
+            && let Ok(start) = u64::from_str_radix(s, 16)
+        {
+            current = Some(start);
+        }
+    }
+    out
+}
+
+/// The fields of `/proc/PID/stat` the engine uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Stat {
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_stack: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+/// Parses `/proc/PID/stat`.
+pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let close = text.rfind(')').ok_or_else(|| bad("stat", "no ')'"))?;
+    let f: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // f[0] is field 3 (state).
+    let field = |n: usize| -> Result<u64, ProcError> {
+        f.get(n - 3)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|v| v as u64)
+            .ok_or_else(|| bad("stat", format!("field {n}")))
+    };
+    Ok(Stat {
+        state: f.first().and_then(|s| s.chars().next()).ok_or_else(|| bad("stat", "state"))?,
+        ppid: field(4)? as i32,
+        pgrp: field(5)? as i32,
+        session: field(6)? as i32,
+        start_code: field(26)?,
+        end_code: field(27)?,
+        start_stack: field(28)?,
+        start_data: field(45)?,
+        end_data: field(46)?,
+        start_brk: field(47)?,
+        arg_start: field(48)?,
+        arg_end: field(49)?,
+        env_start: field(50)?,
+        env_end: field(51)?,
+    })
+}
+
+/// The fields of `/proc/PID/status` the engine uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Status {
+    pub umask: u32,
+    pub threads: u32,
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
+    /// Innermost `NSpid` entry.
+    pub ns_pid: i32,
+    /// `Seccomp:` mode (0 none, 1 strict, 2 filter).
+    pub seccomp: u32,
+}
+
+/// Parses `/proc/PID/status`.
+pub fn parse_status(text: &str) -> Result<Status, ProcError> {
+    let mut st = Status::default();
+    let nums = |v: &str| -> Result<Vec<u32>, ProcError> {
+        v.split_whitespace()
+            .map(|x| x.parse().map_err(|_| bad("status", format!("number {x:?}"))))
+            .collect()
+    };
+    let four = |v: &str| -> Result<[u32; 4], ProcError> {
+        nums(v)?.try_into().map_err(|_| bad("status", "expected four ids"))
+    };
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        match key {
+            "Umask" => st.umask = u32::from_str_radix(value, 8).map_err(|_| bad("status", "Umask"))?,
+            "Threads" => st.threads = value.parse().map_err(|_| bad("status", "Threads"))?,
+            "Uid" => st.uids = four(value)?,
+            "Gid" => st.gids = four(value)?,
+            "Groups" => st.groups = nums(value)?,
+            "NSpid" => {
+                st.ns_pid = value
+                    .split_whitespace()
+                    .last()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad("status", "NSpid"))?
+            }
+            "Seccomp" => st.seccomp = value.parse().map_err(|_| bad("status", "Seccomp"))?,
+            _ => {}
+        }
+    }
+    if st.threads == 0 || st.ns_pid == 0 {
+        return Err(bad("status", "missing Threads or NSpid"));
+    }
+    Ok(st)
+}
+
+/// Parses `/proc/PID/limits` into `(soft, hard)` per resource, in `RLIMIT_*` order
+/// (`u64::MAX` for "unlimited"). The kernel prints the resources in that order, one per line
+/// after the header, with the name in a 26-column field.
+pub fn parse_limits(text: &str) -> Result<Vec<(u64, u64)>, ProcError> {
+    let value = |v: Option<&str>| -> Result<u64, ProcError> {
+        match v {
+            Some("unlimited") => Ok(u64::MAX),
+            Some(n) => n.parse().map_err(|_| bad("limits", format!("value {n:?}"))),
+            None => Err(bad("limits", "missing value")),
+        }
+    };
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let rest = line.get(26..).ok_or_else(|| bad("limits", format!("short line {line:?}")))?;
+            let mut cols = rest.split_whitespace();
+            Ok((value(cols.next())?, value(cols.next())?))
+        })
+        .collect()
+}
+
+/// `/proc/PID/fdinfo/N`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FdInfo {
+    /// `pos:`.
+    pub pos: u64,
+    /// `flags:` (octal in the file).
+    pub flags: u32,
+    /// `tfd:` lines of an epoll instance.
+    pub epoll: Vec<crate::state::EpollTarget>,
+}
+
+/// Parses `/proc/PID/fdinfo/N`.
+pub fn parse_fdinfo(text: &str) -> Result<FdInfo, ProcError> {
+    let mut info = FdInfo::default();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("pos:") {
+            info.pos = v.trim().parse().map_err(|_| bad("fdinfo", "pos"))?;
+        } else if let Some(v) = line.strip_prefix("flags:") {
+            info.flags = u32::from_str_radix(v.trim(), 8).map_err(|_| bad("fdinfo", "flags"))?;
+        } else if let Some(v) = line.strip_prefix("tfd:") {
+            // "tfd:        5 events:       19 data:                5  pos:0 ino:.. sdev:.."
+            let toks: Vec<&str> = v.split_whitespace().collect();
+            let get = |key: &str| toks.iter().position(|t| *t == key).and_then(|i| toks.get(i + 1));
+            let fd = toks.first().and_then(|t| t.parse().ok()).ok_or_else(|| bad("fdinfo", "tfd"))?;
+            let events = get("events:")
+                .and_then(|t| u32::from_str_radix(t, 16).ok())
+                .ok_or_else(|| bad("fdinfo", "events"))?;
+            let data = get("data:")
+                .and_then(|t| u64::from_str_radix(t, 16).ok())
+                .ok_or_else(|| bad("fdinfo", "data"))?;
+            info.epoll.push(crate::state::EpollTarget { fd, events, data });
+        }
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_line_with_path_and_spaces() {
+        let m = parse_maps(
+            "55d0c8a00000-55d0c8a02000 r--p 00000000 fd:01 1234   /usr/bin/my prog\n\
+             7ffd1c9e8000-7ffd1ca09000 rw-p 00000000 00:00 0                          [stack]\n\
+             7f0000000000-7f0000001000 ---p 00000000 00:00 0 \n",
+        )
+        .unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].name, "/usr/bin/my prog");
+        assert_eq!(m[0].dev, (0xfd, 1));
+        assert_eq!(m[1].name, "[stack]");
+        assert_eq!(m[1].prot, 3);
+        assert_eq!(m[2].prot, 0);
+        assert_eq!(m[2].name, "");
+    }
+
+    #[test]
+    fn smaps_flags() {
+        let f = parse_smaps_vmflags(
+            "7ffd1c9e8000-7ffd1ca09000 rw-p 00000000 00:00 0   [stack]\nSize:  132 kB\nVmFlags: rd wr mr mw me gd ac\n\
+             7f00-7f01 r--s 00000000 fd:01 5 /x\nRss: 4 kB\nVmFlags: rd sh mr mw me ms\n",
+        );
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].0, 0x7ffd1c9e8000);
+        assert!(f[0].1.contains(&"gd".to_string()));
+        assert_eq!(f[1].0, 0x7f00);
+    }
+
+    #[test]
+    fn stat_with_odd_comm() {
+        let s = "42 (a) b) c) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 100 1000 10 18446744073709551615 4194304 4198400 140737488346112 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 6291456 6295552 6299648 140737488347000 140737488347010 140737488347010 140737488347100 0\n";
+        let st = parse_stat(s).unwrap();
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.ppid, 1);
+        assert_eq!(st.start_code, 4194304);
+        assert_eq!(st.start_brk, 6299648);
+        assert_eq!(st.env_end, 140737488347100);
+    }
+
+    #[test]
+    fn limits_table() {
+        let l = parse_limits(
+            "Limit                     Soft Limit           Hard Limit           Units     \n\
+             Max cpu time              unlimited            unlimited            seconds   \n\
+             Max open files            1024                 524288               files     \n",
+        )
+        .unwrap();
+        assert_eq!(l, vec![(u64::MAX, u64::MAX), (1024, 524288)]);
+    }
+
+    #[test]
+    fn fdinfo_epoll() {
+        let i = parse_fdinfo("pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\ntfd:        5 events:       19 data:                7  pos:0 ino:3 sdev:d\n").unwrap();
+        assert_eq!(i.flags, 0o2000002);
+        assert_eq!(i.epoll, vec![crate::state::EpollTarget { fd: 5, events: 0x19, data: 7 }]);
+    }
+
+    #[test]
+    fn status_fields() {
+        let s = parse_status("Umask:\t0022\nThreads:\t1\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t10 20 \nNSpid:\t900\t5\nSeccomp:\t0\n").unwrap();
+        assert_eq!(s.umask, 0o22);
+        assert_eq!(s.uids, [1, 2, 3, 4]);
+        assert_eq!(s.groups, vec![10, 20]);
+        assert_eq!(s.ns_pid, 5);
+    }
+}

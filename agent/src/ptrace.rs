@@ -1,0 +1,324 @@
+//! Tracing one task: seize and interrupt it, wait for its stops, read and write its memory,
+//! and run system calls inside it ("injection") by pointing its registers at a `syscall`
+//! instruction.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::sys;
+
+/// A ptrace operation on a task failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PtraceError {
+    /// A ptrace request or a wait failed.
+    #[error("{op} on pid {pid}")]
+    Request {
+        /// The request (`seize`, `getregs`, …).
+        op: &'static str,
+        /// The task.
+        pid: i32,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+    /// The task exited or was killed while we traced it.
+    #[error("pid {pid} is gone: {how}")]
+    Gone {
+        /// The task.
+        pid: i32,
+        /// Its exit status or signal.
+        how: String,
+    },
+    /// The task stopped in a way the tracer did not ask for.
+    #[error("pid {pid} stopped unexpectedly: {status}")]
+    Unexpected {
+        /// The task.
+        pid: i32,
+        /// The wait status.
+        status: String,
+    },
+    /// Accessing the task's memory failed.
+    #[error("{op} {len} bytes at {addr:#x} of pid {pid}")]
+    Memory {
+        /// `read` or `write`.
+        op: &'static str,
+        /// The task.
+        pid: i32,
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: usize,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An injected system call returned an error.
+    #[error("injected {call} in pid {pid} failed")]
+    Syscall {
+        /// The system call's name.
+        call: &'static str,
+        /// The task.
+        pid: i32,
+        /// The error it returned.
+        #[source]
+        source: Errno,
+    },
+}
+
+/// A task we have seized.
+#[derive(Debug)]
+pub struct Tracee {
+    pid: Pid,
+    mem: File,
+}
+
+/// How injected system calls reach a `syscall` instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Single-step over a `syscall` instruction at this address (found in the `[vdso]`): no
+    /// change to the task's memory.
+    SingleStep(u64),
+    /// Continue at a page holding `syscall; int3` at this address.
+    Trap(u64),
+}
+
+impl Tracee {
+    /// `PTRACE_SEIZE` with `options`, then opens `/proc/PID/mem`.
+    pub fn seize(pid: Pid, options: ptrace::Options) -> Result<Self, PtraceError> {
+        ptrace::seize(pid, options).map_err(|source| PtraceError::Request { op: "seize", pid: pid.as_raw(), source })?;
+        let mem = File::options()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .map_err(|e| PtraceError::Request {
+                op: "open /proc/PID/mem",
+                pid: pid.as_raw(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+        Ok(Self { pid, mem })
+    }
+
+    /// The task's PID.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    fn req(&self, op: &'static str) -> impl FnOnce(Errno) -> PtraceError + '_ {
+        move |source| PtraceError::Request { op, pid: self.pid.as_raw(), source }
+    }
+
+    /// Waits for the next stop of this task.
+    pub fn wait(&self) -> Result<WaitStatus, PtraceError> {
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
+                Err(Errno::EINTR) => continue,
+                Err(source) => return Err(PtraceError::Request { op: "wait", pid: self.pid.as_raw(), source }),
+                Ok(WaitStatus::Exited(_, code)) => {
+                    return Err(PtraceError::Gone { pid: self.pid.as_raw(), how: format!("exited with status {code}") });
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    return Err(PtraceError::Gone { pid: self.pid.as_raw(), how: format!("killed by {sig}") });
+                }
+                Ok(status) => return Ok(status),
+            }
+        }
+    }
+
+    /// `PTRACE_INTERRUPT` and wait until the task sits in the interrupt's stop. Signals that
+    /// arrive first are delivered as the kernel would have without us.
+    pub fn interrupt(&self) -> Result<(), PtraceError> {
+        ptrace::interrupt(self.pid).map_err(self.req("interrupt"))?;
+        loop {
+            match self.wait()? {
+                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => return Ok(()),
+                WaitStatus::Stopped(_, sig) => {
+                    ptrace::cont(self.pid, sig).map_err(self.req("cont"))?;
+                }
+                other => {
+                    return Err(PtraceError::Unexpected { pid: self.pid.as_raw(), status: format!("{other:?}") });
+                }
+            }
+        }
+    }
+
+    /// General registers.
+    pub fn regs(&self) -> Result<libc::user_regs_struct, PtraceError> {
+        sys::ptrace::get_regs(self.pid).map_err(self.req("getregs"))
+    }
+
+    /// Sets the general registers.
+    pub fn set_regs(&self, regs: &libc::user_regs_struct) -> Result<(), PtraceError> {
+        sys::ptrace::set_regs(self.pid, regs).map_err(self.req("setregs"))
+    }
+
+    /// Extended FPU state.
+    pub fn xstate(&self) -> Result<Vec<u8>, PtraceError> {
+        sys::ptrace::get_xstate(self.pid).map_err(self.req("getregset xstate"))
+    }
+
+    /// Sets the extended FPU state.
+    pub fn set_xstate(&self, xstate: &[u8]) -> Result<(), PtraceError> {
+        sys::ptrace::set_xstate(self.pid, xstate).map_err(self.req("setregset xstate"))
+    }
+
+    /// Blocked signals.
+    pub fn sigmask(&self) -> Result<u64, PtraceError> {
+        sys::ptrace::get_sigmask(self.pid).map_err(self.req("getsigmask"))
+    }
+
+    /// Sets the blocked signals.
+    pub fn set_sigmask(&self, mask: u64) -> Result<(), PtraceError> {
+        sys::ptrace::set_sigmask(self.pid, mask).map_err(self.req("setsigmask"))
+    }
+
+    /// Queued signals (private or shared queue).
+    pub fn pending(&self, shared: bool) -> Result<Vec<[u8; sys::ptrace::SIGINFO_SIZE]>, PtraceError> {
+        sys::ptrace::peek_siginfo(self.pid, shared).map_err(self.req("peeksiginfo"))
+    }
+
+    /// rseq registration.
+    pub fn rseq(&self) -> Result<Option<(u64, u32, u32)>, PtraceError> {
+        sys::ptrace::get_rseq(self.pid).map_err(self.req("get rseq configuration"))
+    }
+
+    /// Reads memory through `/proc/PID/mem` (works on pages the task cannot read itself).
+    pub fn read_mem(&self, addr: u64, buf: &mut [u8]) -> Result<(), PtraceError> {
+        self.mem.read_exact_at(buf, addr).map_err(|source| PtraceError::Memory {
+            op: "read",
+            pid: self.pid.as_raw(),
+            addr,
+            len: buf.len(),
+            source,
+        })
+    }
+
+    /// Writes memory through `/proc/PID/mem` (works on read-only pages).
+    pub fn write_mem(&self, addr: u64, data: &[u8]) -> Result<(), PtraceError> {
+        self.mem.write_all_at(data, addr).map_err(|source| PtraceError::Memory {
+            op: "write",
+            pid: self.pid.as_raw(),
+            addr,
+            len: data.len(),
+            source,
+        })
+    }
+
+    /// Detaches, delivering `sig` if given.
+    pub fn detach(&self, sig: Option<Signal>) -> Result<(), PtraceError> {
+        ptrace::detach(self.pid, sig).map_err(|source| PtraceError::Request { op: "detach", pid: self.pid.as_raw(), source })
+    }
+
+    /// Runs one system call inside the task and returns its raw result (`rax`). The task must
+    /// be in a ptrace stop; `template` supplies the segment registers and flags. `orig_rax` is
+    /// set to -1 so the kernel applies no syscall-restart logic to the injected call.
+    pub fn inject_raw(
+        &self,
+        entry: Entry,
+        template: &libc::user_regs_struct,
+        nr: i64,
+        args: [u64; 6],
+    ) -> Result<i64, PtraceError> {
+        let mut regs = *template;
+        regs.rax = nr as u64;
+        regs.orig_rax = u64::MAX;
+        regs.rdi = args[0];
+        regs.rsi = args[1];
+        regs.rdx = args[2];
+        regs.r10 = args[3];
+        regs.r8 = args[4];
+        regs.r9 = args[5];
+        let expect_rip = match entry {
+            Entry::SingleStep(addr) => {
+                regs.rip = addr;
+                self.set_regs(&regs)?;
+                ptrace::step(self.pid, None).map_err(self.req("singlestep"))?;
+                addr + 2
+            }
+            Entry::Trap(addr) => {
+                regs.rip = addr;
+                self.set_regs(&regs)?;
+                ptrace::cont(self.pid, None).map_err(self.req("cont"))?;
+                addr + 3
+            }
+        };
+        loop {
+            match self.wait()? {
+                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+                // A stop signal or an interrupt arriving meanwhile: let the call proceed; the
+                // signal stays the kernel's business (a stop is re-reported on resume).
+                WaitStatus::Stopped(_, _) | WaitStatus::PtraceEvent(..) => {
+                    match entry {
+                        Entry::SingleStep(_) => ptrace::step(self.pid, None),
+                        Entry::Trap(_) => ptrace::cont(self.pid, None),
+                    }
+                    .map_err(self.req("resume"))?;
+                }
+                other => {
+                    return Err(PtraceError::Unexpected { pid: self.pid.as_raw(), status: format!("{other:?}") });
+                }
+            }
+        }
+        let after = self.regs()?;
+        if after.rip != expect_rip {
+            return Err(PtraceError::Unexpected {
+                pid: self.pid.as_raw(),
+                status: format!("trap at {:#x}, expected {expect_rip:#x}", after.rip),
+            });
+        }
+        Ok(after.rax as i64)
+    }
+
+    /// Like [`Tracee::inject_raw`], turning `-errno` results into errors named after `call`.
+    pub fn inject(
+        &self,
+        entry: Entry,
+        template: &libc::user_regs_struct,
+        call: &'static str,
+        nr: i64,
+        args: [u64; 6],
+    ) -> Result<u64, PtraceError> {
+        let r = self.inject_raw(entry, template, nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(PtraceError::Syscall { call, pid: self.pid.as_raw(), source: Errno::from_raw(-r as i32) });
+        }
+        Ok(r as u64)
+    }
+
+    /// Runs the last injected system call, `munmap` of the injection page itself, stopping at
+    /// syscall exit (a trap after it would fault in the unmapped page). The task is left in the
+    /// syscall-exit stop, ready for its final registers.
+    pub fn inject_final_munmap(
+        &self,
+        template: &libc::user_regs_struct,
+        addr: u64,
+        len: u64,
+    ) -> Result<(), PtraceError> {
+        let mut regs = *template;
+        regs.rax = libc::SYS_munmap as u64;
+        regs.orig_rax = u64::MAX;
+        regs.rdi = addr;
+        regs.rsi = len;
+        regs.rip = addr;
+        self.set_regs(&regs)?;
+        for _ in 0..2 {
+            ptrace::syscall(self.pid, None).map_err(self.req("syscall"))?;
+            match self.wait()? {
+                WaitStatus::PtraceSyscall(_) => {}
+                other => {
+                    return Err(PtraceError::Unexpected { pid: self.pid.as_raw(), status: format!("{other:?}") });
+                }
+            }
+        }
+        let r = self.regs()?.rax as i64;
+        if r != 0 {
+            return Err(PtraceError::Syscall { call: "munmap", pid: self.pid.as_raw(), source: Errno::from_raw(-r as i32) });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,282 @@
+//! Rebuilding the address space: wipe the new task's own mappings, move its vDSO to where the
+//! image had it, recreate every VMA, fill in the pages, set the final protections and the mm
+//! metadata.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, Read};
+
+use nix::sys::uio::{RemoteIoVec, process_vm_writev};
+
+use super::RestoreError;
+use super::inject::{AREA_LEN, Injector};
+use crate::image::ImageReader;
+use crate::proc::{self, MapsEntry};
+use crate::state::{MmState, PAGE_SIZE, ProcessState, VmaKind, VmaState};
+
+/// Top of the x86_64 user address space with 4-level page tables.
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+/// Lowest address an mmap may use by default (`vm.mmap_min_addr`).
+const LOW: u64 = 0x10000;
+
+fn is_vdso_block(k: &VmaKind) -> bool {
+    matches!(k, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock)
+}
+
+/// The new task's current mappings.
+pub fn current_maps(pid: i32) -> Result<Vec<MapsEntry>, RestoreError> {
+    Ok(proc::parse_maps(&proc::read(pid, "maps")?)?)
+}
+
+/// Address of a `syscall` instruction in the task's `[vdso]`.
+pub fn find_vdso_syscall(t: &crate::ptrace::Tracee, maps: &[MapsEntry]) -> Result<u64, RestoreError> {
+    let vdso = maps
+        .iter()
+        .find(|m| m.name == "[vdso]")
+        .ok_or_else(|| RestoreError::Layout("the new task has no [vdso]".into()))?;
+    let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
+    t.read_mem(vdso.start, &mut code)?;
+    let at = code
+        .windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .ok_or_else(|| RestoreError::Layout("no syscall instruction in the [vdso]".into()))?;
+    Ok(vdso.start + at as u64)
+}
+
+/// A free range for the injection area: outside every mapping of the new task and of the image.
+pub fn pick_area(maps: &[MapsEntry], mm: &MmState) -> Result<u64, RestoreError> {
+    let mut used: Vec<(u64, u64)> = maps
+        .iter()
+        .map(|m| (m.start, m.end))
+        .chain(mm.vmas.iter().map(|v| (v.start, v.end)))
+        .filter(|(s, _)| *s < TASK_SIZE)
+        .collect();
+    used.sort_unstable();
+    // Walk the gaps from the top down; keep a guard page on each side.
+    let mut ceiling = TASK_SIZE - PAGE_SIZE;
+    for &(start, end) in used.iter().rev() {
+        if end < ceiling && ceiling - end >= AREA_LEN + 2 * PAGE_SIZE {
+            return Ok(ceiling - AREA_LEN - PAGE_SIZE);
+        }
+        ceiling = ceiling.min(start);
+    }
+    if ceiling > LOW + AREA_LEN + PAGE_SIZE {
+        return Ok(ceiling - AREA_LEN - PAGE_SIZE);
+    }
+    Err(RestoreError::Layout("no free address range for the injection area".into()))
+}
+
+/// Start and end of the `[vvar]`/`[vvar_vclock]`/`[vdso]` block, with each part's size.
+fn vdso_block(parts: impl Iterator<Item = (VmaKind, u64, u64)>) -> Option<(u64, u64, Vec<(VmaKind, u64, u64)>)> {
+    let mut v: Vec<(VmaKind, u64, u64)> = parts.filter(|(k, _, _)| is_vdso_block(k)).collect();
+    v.sort_by_key(|(_, s, _)| *s);
+    let start = v.first()?.1;
+    let end = v.last()?.2;
+    Some((start, end, v))
+}
+
+fn maps_kind(name: &str) -> VmaKind {
+    match name {
+        "[vdso]" => VmaKind::Vdso,
+        "[vvar]" => VmaKind::Vvar,
+        "[vvar_vclock]" => VmaKind::VvarVclock,
+        _ => VmaKind::Anonymous,
+    }
+}
+
+/// Unmaps everything of the new task except the injection area and its vDSO block, then moves
+/// the vDSO block to the image's addresses (same kernel ⇒ same vDSO; glibc has cached pointers
+/// into it, so it must land exactly where it was).
+pub fn wipe_and_place_vdso(inj: &Injector<'_>, maps: &[MapsEntry], mm: &MmState) -> Result<(), RestoreError> {
+    let (cur_start, cur_end, cur) = vdso_block(maps.iter().map(|m| (maps_kind(&m.name), m.start, m.end)))
+        .ok_or_else(|| RestoreError::Layout("the new task has no vDSO".into()))?;
+    let (img_start, _, img) = vdso_block(mm.vmas.iter().map(|v| (v.kind.clone(), v.start, v.end)))
+        .ok_or_else(|| RestoreError::Layout("the image has no vDSO".into()))?;
+    let same_shape = cur.len() == img.len()
+        && cur.iter().zip(&img).all(|(a, b)| a.0 == b.0 && a.2 - a.1 == b.2 - b.1 && a.1 - cur_start == b.1 - img_start);
+    if !same_shape {
+        return Err(RestoreError::Layout(format!(
+            "the vDSO of this kernel ({cur:x?}) differs from the image's ({img:x?}); a different vDSO is not supported yet"
+        )));
+    }
+
+    let mut keep = [(inj.area, inj.area + AREA_LEN), (cur_start, cur_end)];
+    keep.sort_unstable();
+    let mut from = 0u64;
+    for (s, e) in keep.iter().copied().chain(std::iter::once((TASK_SIZE, TASK_SIZE))) {
+        if s > from {
+            inj.call("munmap", libc::SYS_munmap, [from, s - from, 0, 0, 0, 0])?;
+        }
+        from = from.max(e);
+    }
+
+    if cur_start != img_start {
+        // Move part by part (mremap works on one VMA), in the order that never overlaps a part
+        // not yet moved.
+        let moving_up = img_start > cur_start;
+        let mut parts = cur.clone();
+        if moving_up {
+            parts.reverse();
+        }
+        for (_, s, e) in parts {
+            let to = s - cur_start + img_start;
+            let got = inj.call(
+                "mremap",
+                libc::SYS_mremap,
+                [s, e - s, e - s, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to, 0],
+            )?;
+            if got != to {
+                return Err(RestoreError::Layout(format!("vDSO part moved to {got:#x}, not {to:#x}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The protection a VMA is mapped with while its pages are written.
+fn write_prot(v: &VmaState) -> u32 {
+    if v.pages.is_empty() { v.prot } else { v.prot | crate::state::prot::READ | crate::state::prot::WRITE }
+}
+
+/// Recreates every VMA of the image at its address.
+pub fn map_vmas(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
+    let mut files: HashMap<(String, bool), u64> = HashMap::new();
+    let result = (|| {
+        for v in mm.vmas.iter().filter(|v| !is_vdso_block(&v.kind) && v.kind != VmaKind::Vsyscall) {
+            let mut flags = libc::MAP_FIXED | if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+            if v.growsdown {
+                flags |= libc::MAP_GROWSDOWN;
+            }
+            let fd = match &v.kind {
+                VmaKind::File(f) => {
+                    let rw = v.shared && v.maywrite;
+                    let key = (f.path.clone(), rw);
+                    match files.get(&key) {
+                        Some(fd) => *fd,
+                        None => {
+                            let path = inj.put_path(&f.path)?;
+                            let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
+                            let fd = inj.call("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, path, mode as u64, 0, 0, 0])
+                                .map_err(|e| RestoreError::Vma { start: v.start, what: format!("open {}", f.path), source: Box::new(e.into()) })?;
+                            files.insert(key, fd);
+                            fd
+                        }
+                    }
+                }
+                _ => {
+                    flags |= libc::MAP_ANONYMOUS;
+                    u64::MAX
+                }
+            };
+            let got = inj
+                .call("mmap", libc::SYS_mmap, [v.start, v.end - v.start, u64::from(write_prot(v)), flags as u64, fd, v.pgoff])
+                .map_err(|e| RestoreError::Vma { start: v.start, what: "mmap".into(), source: Box::new(e.into()) })?;
+            if got != v.start {
+                return Err(RestoreError::Layout(format!("vma {:#x} mapped at {got:#x}", v.start)));
+            }
+        }
+        Ok(())
+    })();
+    for fd in files.values() {
+        inj.call("close", libc::SYS_close, [*fd, 0, 0, 0, 0, 0])?;
+    }
+    result
+}
+
+/// Streams the image's pages into the task, in stream order.
+pub fn write_pages<R: Read + Send>(
+    inj: &Injector<'_>,
+    state: &ProcessState,
+    reader: &mut ImageReader<R>,
+) -> Result<(), RestoreError> {
+    let pid = inj.tracee().pid();
+    let mut runs = state.mm.vmas.iter().flat_map(|v| v.pages.iter().copied());
+    // The current run: next address and pages left in it.
+    let mut cur: Option<(u64, u64)> = None;
+    let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(1024);
+    while let Some(block) = reader.next_pages()? {
+        let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(256);
+        let mut off = 0usize;
+        remote.clear();
+        while off < block.len() {
+            let (addr, left) = match cur {
+                Some(c) if c.1 > 0 => c,
+                _ => {
+                    let r = runs.next().ok_or_else(|| RestoreError::Layout("the image holds more pages than its manifest lists".into()))?;
+                    (r.start, r.count)
+                }
+            };
+            let n = left.min(((block.len() - off) as u64) / PAGE_SIZE);
+            if n == 0 {
+                return Err(RestoreError::Layout("a page block is not a whole number of pages".into()));
+            }
+            let len = (n * PAGE_SIZE) as usize;
+            local.push(IoSlice::new(&block[off..off + len]));
+            remote.push(RemoteIoVec { base: addr as usize, len });
+            off += len;
+            cur = Some((addr + n * PAGE_SIZE, left - n));
+            if local.len() == 1024 {
+                flush(inj, pid, &local, &remote)?;
+                local.clear();
+                remote.clear();
+            }
+        }
+        flush(inj, pid, &local, &remote)?;
+    }
+    if cur.is_some_and(|c| c.1 > 0) || runs.next().is_some() {
+        return Err(RestoreError::Layout("the image holds fewer pages than its manifest lists".into()));
+    }
+    Ok(())
+}
+
+fn flush(inj: &Injector<'_>, pid: nix::unistd::Pid, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Result<(), RestoreError> {
+    if local.is_empty() {
+        return Ok(());
+    }
+    let want: usize = remote.iter().map(|r| r.len).sum();
+    if process_vm_writev(pid, local, remote).ok() == Some(want) {
+        return Ok(());
+    }
+    for (l, r) in local.iter().zip(remote) {
+        inj.tracee().write_mem(r.base as u64, l)?;
+    }
+    Ok(())
+}
+
+/// Gives every VMA its final protection.
+pub fn protect(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
+    for v in mm.vmas.iter().filter(|v| write_prot(v) != v.prot) {
+        inj.call("mprotect", libc::SYS_mprotect, [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0])?;
+    }
+    Ok(())
+}
+
+/// `PR_SET_MM_MAP`: code/data/brk/stack/arguments/environment bounds, auxv and the executable,
+/// so that `/proc/PID/{cmdline,environ,exe,auxv}` and `brk()` behave as before. Then the name.
+pub fn set_mm(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
+    let mm = &state.mm;
+    let path = inj.put_path(&state.exe.path)?;
+    let exe_fd = inj
+        .call("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, path, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0, 0, 0])
+        .map_err(|e| RestoreError::Vma { start: 0, what: format!("open executable {}", state.exe.path), source: Box::new(e.into()) })?;
+    let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let auxv_addr = inj.put(8192, &auxv)?;
+    let mut map = Vec::with_capacity(104);
+    for w in [
+        mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack,
+        mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_addr,
+    ] {
+        map.extend_from_slice(&w.to_le_bytes());
+    }
+    map.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+    map.extend_from_slice(&(exe_fd as u32).to_le_bytes());
+    let map_addr = inj.put(4096 * 6, &map)?;
+    let r = inj.call("prctl(PR_SET_MM_MAP)", libc::SYS_prctl, [libc::PR_SET_MM as u64, libc::PR_SET_MM_MAP as u64, map_addr, map.len() as u64, 0, 0]);
+    inj.call("close", libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
+    r?;
+    let mut comm = state.comm.as_bytes().to_vec();
+    comm.truncate(15);
+    comm.push(0);
+    let comm_addr = inj.put(4096, &comm)?;
+    inj.call("prctl(PR_SET_NAME)", libc::SYS_prctl, [libc::PR_SET_NAME as u64, comm_addr, 0, 0, 0, 0])?;
+    Ok(())
+}

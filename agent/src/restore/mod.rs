@@ -1,0 +1,265 @@
+//! Rebuild a process from an image by driving a new task from outside with ptrace. No code of
+//! ours runs in the restored process except a transient `syscall; int3` page.
+//!
+//! Any failure kills the half-built task (and the PID namespace made for it): the image and
+//! everything else stay as they were.
+
+mod files;
+mod inject;
+mod mm;
+mod task;
+
+use std::io::Read;
+
+use nix::errno::Errno;
+use nix::sys::ptrace::Options;
+
+use crate::image::{ImageReader, ReadImageError};
+use crate::ptrace::{PtraceError, Tracee};
+use crate::state::{ProcessState, Regs, ThreadState};
+use crate::sys;
+use inject::Injector;
+pub use task::PidNsMode;
+
+/// How to restore.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// What to do when the original PID is taken.
+    pub pid_ns: PidNsMode,
+    /// Give fds 0–2 the restoring command's own stdio.
+    pub inherit_stdio: bool,
+}
+
+/// The restored process.
+#[derive(Debug, Clone)]
+pub struct RestoreSummary {
+    /// PID in the restorer's PID namespace.
+    pub pid: i32,
+    /// PID inside the process's own namespace when a new one was made.
+    pub ns_pid: Option<i32>,
+    /// Things the user should know (descriptors replaced by `/dev/null`, …).
+    pub warnings: Vec<String>,
+}
+
+/// Why a restore failed. Nothing is left running in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The image is unreadable or invalid.
+    #[error(transparent)]
+    Image(#[from] ReadImageError),
+    /// A file the process needs changed or disappeared since the dump.
+    #[error("{0}")]
+    FileChanged(String),
+    /// The original PID is in use and `--pid-ns never` was given.
+    #[error("pid {pid} is in use (restore with --pid-ns auto to keep it inside a new PID namespace)")]
+    PidTaken {
+        /// The PID.
+        pid: i32,
+    },
+    /// Creating the new task failed.
+    #[error("{step}")]
+    Create {
+        /// Which step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+    /// The address space cannot be laid out as the image needs.
+    #[error("{0}")]
+    Layout(String),
+    /// Recreating a VMA failed.
+    #[error("vma {start:#x}: {what}")]
+    Vma {
+        /// Start address.
+        start: u64,
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Box<RestoreError>,
+    },
+    /// Recreating a descriptor failed.
+    #[error("fd {fd}: {what}")]
+    Fd {
+        /// Descriptor number.
+        fd: i32,
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Box<RestoreError>,
+    },
+    /// Setting a resource limit failed.
+    #[error("set resource limit {resource}")]
+    Rlimit {
+        /// `RLIMIT_*` number.
+        resource: u32,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+    /// Tracing the new task failed.
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    /// /proc of the new task could not be read.
+    #[error(transparent)]
+    Proc(#[from] crate::proc::ProcError),
+}
+
+/// Restores the process in `reader`'s image and lets it run.
+pub fn restore<R: Read + Send>(mut reader: ImageReader<R>, opts: RestoreOptions) -> Result<RestoreSummary, RestoreError> {
+    let state = reader.state().clone();
+    let mut warnings = Vec::new();
+    let thread = state.threads.first().ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
+    if state.threads.len() > 1 {
+        return Err(RestoreError::Layout("multi-threaded images are not supported yet".into()));
+    }
+    // Every file the process needs is checked before a task exists.
+    let fd_plan = files::plan(&state, opts.inherit_stdio, &mut warnings)?;
+
+    let mut task = task::create(state.pid, opts.pid_ns)?;
+    // EXITKILL: should the restorer die half-way, the half-built task dies with it.
+    let tracee = Tracee::seize(task.pid, Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACESYSGOOD)?;
+    tracee.interrupt()?;
+    // Nothing may be delivered while the task is being built; the image's mask comes last.
+    tracee.set_sigmask(u64::MAX)?;
+
+    let maps = mm::current_maps(task.pid.as_raw())?;
+    let vdso_syscall = mm::find_vdso_syscall(&tracee, &maps)?;
+    let area = mm::pick_area(&maps, &state.mm)?;
+    let inj = Injector::bootstrap(&tracee, vdso_syscall, area)?;
+
+    // The task is a copy of us, with our thread's rseq area registered; unregister it before
+    // its memory goes, or the next return to user mode faults beyond repair.
+    if let Some((ptr, len, sig)) = tracee.rseq()? {
+        inj.call("rseq(unregister)", libc::SYS_rseq, [ptr, u64::from(len), 1, u64::from(sig), 0, 0])?;
+    }
+    let t0 = std::time::Instant::now();
+    mm::wipe_and_place_vdso(&inj, &maps, &state.mm)?;
+    mm::map_vmas(&inj, &state.mm)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
+    mm::write_pages(&inj, &state, &mut reader)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
+    mm::protect(&inj, &state.mm)?;
+    // After the wipe: PR_SET_MM_MAP refuses a new exe while the old executable is mapped.
+    mm::set_mm(&inj, &state)?;
+
+    files::restore(&inj, &fd_plan, &state, &mut warnings)?;
+    restore_process_attrs(&inj, &state)?;
+    restore_thread_attrs(&inj, &state, thread)?;
+    // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
+    // restore's own calls.
+    for r in &state.rlimits {
+        sys::set_rlimit(task.pid, r.resource, r.cur, r.max).map_err(|source| RestoreError::Rlimit { resource: r.resource, source })?;
+    }
+    // Credentials last: once they drop, the task could no longer do the privileged steps.
+    restore_creds(&inj, &state)?;
+
+    tracee.set_xstate(&thread.xstate)?;
+    tracee.set_sigmask(thread.sigmask)?;
+    inj.finish()?;
+    tracee.set_regs(&final_regs(thread.regs).into())?;
+    tracee.detach(None)?;
+    task.disarm();
+    tracing::debug!(elapsed = ?t0.elapsed(), "restored");
+
+    Ok(RestoreSummary {
+        pid: task.pid.as_raw(),
+        ns_pid: task.ns_init.map(|_| state.pid),
+        warnings,
+    })
+}
+
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// The registers the process resumes with. A task frozen inside a system call has
+/// `-ERESTART*` in `rax`; the kernel would have restarted the call (rewinding `rip` over the
+/// 2-byte `syscall`) or failed it with `EINTR` on the way back to user mode. We resume from a
+/// syscall-exit stop where that logic does not run, so apply it here, as a signal without a
+/// handler would: restart, except `ERESTART_RESTARTBLOCK`, whose restart state lived in the
+/// old kernel task and becomes `EINTR`.
+fn final_regs(mut r: Regs) -> Regs {
+    if (r.orig_rax as i64) >= 0 {
+        match -(r.rax as i64) {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+                r.rax = r.orig_rax;
+                r.rip -= 2;
+            }
+            ERESTART_RESTARTBLOCK => r.rax = (-i64::from(libc::EINTR)) as u64,
+            _ => {}
+        }
+    }
+    r.orig_rax = u64::MAX;
+    r
+}
+
+fn restore_process_attrs(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
+    let cwd = inj.put_path(&state.cwd)?;
+    inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
+        .map_err(|e| RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd)))?;
+    inj.call("umask", libc::SYS_umask, [u64::from(state.umask), 0, 0, 0, 0, 0])?;
+    for a in &state.signals.actions {
+        let mut act = Vec::with_capacity(32);
+        for w in [a.handler, a.flags, a.restorer, a.mask] {
+            act.extend_from_slice(&w.to_le_bytes());
+        }
+        let addr = inj.put(4096, &act)?;
+        inj.call("rt_sigaction", libc::SYS_rt_sigaction, [u64::from(a.signo), addr, 0, 8, 0, 0])?;
+    }
+    for si in &state.signals.shared_pending {
+        let addr = inj.put(4096, &si.raw)?;
+        inj.call("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, [state.pid as u64, u64::from(si.signo), addr, 0, 0, 0])?;
+    }
+    inj.call("personality", libc::SYS_personality, [u64::from(state.personality), 0, 0, 0, 0, 0])?;
+    // A restored process leads its own session: it is detached from the restoring command's
+    // terminal and job control, like a daemon.
+    inj.call("setsid", libc::SYS_setsid, [0; 6])?;
+    // The stub asked for SIGKILL on our exit; the original had no parent-death signal.
+    inj.call("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0])?;
+    Ok(())
+}
+
+fn restore_thread_attrs(inj: &Injector<'_>, state: &ProcessState, t: &ThreadState) -> Result<(), RestoreError> {
+    for si in &t.pending {
+        let addr = inj.put(4096, &si.raw)?;
+        inj.call("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo, [state.pid as u64, t.tid as u64, u64::from(si.signo), addr, 0, 0])?;
+    }
+    let ss = &t.sigaltstack;
+    let mut stack = Vec::with_capacity(24);
+    stack.extend_from_slice(&ss.sp.to_le_bytes());
+    // SS_ONSTACK is a report, not a request.
+    stack.extend_from_slice(&(ss.flags & !(libc::SS_ONSTACK as u32)).to_le_bytes());
+    stack.extend_from_slice(&0u32.to_le_bytes());
+    stack.extend_from_slice(&ss.size.to_le_bytes());
+    let addr = inj.put(4096, &stack)?;
+    inj.call("sigaltstack", libc::SYS_sigaltstack, [addr, 0, 0, 0, 0, 0])?;
+    if let Some(r) = t.rseq {
+        inj.call("rseq", libc::SYS_rseq, [r.ptr, u64::from(r.len), 0, u64::from(r.sig), 0, 0])?;
+    }
+    if t.robust_list.1 != 0 {
+        inj.call("set_robust_list", libc::SYS_set_robust_list, [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0])?;
+    }
+    inj.call("set_tid_address", libc::SYS_set_tid_address, [t.clear_child_tid, 0, 0, 0, 0, 0])?;
+    Ok(())
+}
+
+fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
+    let c = &state.creds;
+    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+    let addr = if groups.is_empty() { 0 } else { inj.put(4096, &groups)? };
+    inj.call("setgroups", libc::SYS_setgroups, [c.groups.len() as u64, addr, 0, 0, 0, 0])?;
+    inj.call("setresgid", libc::SYS_setresgid, [u64::from(c.gids[0]), u64::from(c.gids[1]), u64::from(c.gids[2]), 0, 0, 0])?;
+    inj.call("setfsgid", libc::SYS_setfsgid, [u64::from(c.gids[3]), 0, 0, 0, 0, 0])?;
+    inj.call("setresuid", libc::SYS_setresuid, [u64::from(c.uids[0]), u64::from(c.uids[1]), u64::from(c.uids[2]), 0, 0, 0])?;
+    inj.call("setfsuid", libc::SYS_setfsuid, [u64::from(c.uids[3]), 0, 0, 0, 0, 0])?;
+    // Changing the effective ids made the process non-dumpable; an ordinary process of that
+    // user was dumpable.
+    if c.uids[1] != 0 || c.gids[1] != 0 {
+        inj.call("prctl(PR_SET_DUMPABLE)", libc::SYS_prctl, [libc::PR_SET_DUMPABLE as u64, 1, 0, 0, 0, 0])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Creating the task that becomes the restored process: with its original PID when that is
+//! free, else inside a fresh PID namespace where it gets the same PID.
+
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+use super::RestoreError;
+use crate::sys::{self, clone::ChildBody};
+
+/// What to do when the original PID is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PidNsMode {
+    /// Wait briefly, then restore into a new PID namespace.
+    #[default]
+    Auto,
+    /// Fail.
+    Never,
+}
+
+/// How long a PID held by a zombie may take to be reaped (PID 1 here reaps about once a second).
+const ZOMBIE_WAIT: Duration = Duration::from_millis(2500);
+
+/// The new task (and the init of its PID namespace, if one was made). Until `disarm`, dropping
+/// it kills both, so a failed restore leaves nothing behind.
+#[derive(Debug)]
+pub struct NewTask {
+    /// PID in the restorer's namespace.
+    pub pid: Pid,
+    /// Init of the new PID namespace, if the original PID was taken.
+    pub ns_init: Option<Pid>,
+    armed: bool,
+}
+
+impl NewTask {
+    /// The restore succeeded: leave the task alone from now on.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for NewTask {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for pid in std::iter::once(self.pid).chain(self.ns_init) {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
+        }
+    }
+}
+
+fn holder_is_zombie(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next()).is_some_and(|st| st == "Z" || st == "X"),
+        Err(_) => true, // gone already: worth another try
+    }
+}
+
+/// Creates a task with PID `want`, or one in a new PID namespace per `mode`.
+pub fn create(want: i32, mode: PidNsMode) -> Result<NewTask, RestoreError> {
+    let me = nix::unistd::getpid().as_raw();
+    let start = Instant::now();
+    loop {
+        match sys::clone::clone3(ChildBody::Stub { expected_ppid: me }, Some(want), false) {
+            Ok(pid) => return Ok(NewTask { pid, ns_init: None, armed: true }),
+            Err(Errno::EEXIST) if holder_is_zombie(want) && start.elapsed() < ZOMBIE_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(Errno::EEXIST) => break,
+            Err(source) => return Err(RestoreError::Create { step: "clone3 with set_tid", source }),
+        }
+    }
+    if mode == PidNsMode::Never {
+        return Err(RestoreError::PidTaken { pid: want });
+    }
+    let create = |step| move |source| RestoreError::Create { step, source };
+    let init = sys::clone::clone3(ChildBody::NsInit { want }, None, true).map_err(create("clone3 into a new PID namespace"))?;
+    let mut task = NewTask { pid: init, ns_init: Some(init), armed: true };
+    // The init creates the process as its own child; find it by its PID in our namespace.
+    let children = format!("/proc/{init}/task/{init}/children");
+    let start = Instant::now();
+    loop {
+        let found = std::fs::read_to_string(&children).ok().and_then(|s| s.split_whitespace().next()?.parse().ok());
+        if let Some(pid) = found {
+            task.pid = Pid::from_raw(pid);
+            return Ok(task);
+        }
+        if let Ok(nix::sys::wait::WaitStatus::Exited(_, code)) = waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+            task.armed = false;
+            return Err(create("clone3 with set_tid in the new PID namespace")(Errno::from_raw(code - 100)));
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            return Err(create("wait for the process in the new PID namespace")(Errno::ETIMEDOUT));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

@@ -1,0 +1,48 @@
+//! `ferry dump PID -o IMAGE [--leave-running] [--compress zstd|lz4|none]`
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ferry_agent::dump::{DumpOptions, dump};
+use ferry_agent::image::Codec;
+use nix::unistd::Pid;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The process to checkpoint.
+    pid: i32,
+    /// Image file to write.
+    #[arg(short = 'o', long = "output", value_name = "IMAGE")]
+    output: PathBuf,
+    /// Let the process run on after the dump instead of ending it.
+    #[arg(long)]
+    leave_running: bool,
+    /// Compression of memory pages.
+    #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = ["zstd", "lz4", "none"])]
+    compress: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let codec = match args.compress.as_str() {
+        "lz4" => Codec::Lz4,
+        "none" => Codec::None,
+        _ => Codec::Zstd,
+    };
+    let summary = dump(Pid::from_raw(args.pid), &args.output, DumpOptions { leave_running: args.leave_running, codec })
+        .with_context(|| format!("dump pid {}", args.pid))?;
+    for w in &summary.warnings {
+        eprintln!("ferry: warning: {w}");
+    }
+    let s = summary.stats;
+    println!(
+        "dumped pid {}: {} pages ({:.1} MiB), image {:.1} MiB ({}), frozen {} ms{}",
+        summary.pid,
+        s.pages,
+        s.raw_bytes as f64 / (1 << 20) as f64,
+        s.image_bytes as f64 / (1 << 20) as f64,
+        args.output.display(),
+        summary.frozen.as_millis(),
+        if args.leave_running { ", left running" } else { "" }
+    );
+    Ok(())
+}

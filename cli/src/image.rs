@@ -1,0 +1,134 @@
+//! `ferry image inspect IMAGE [--json]`
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ferry_agent::image::{ImageSummary, inspect};
+use ferry_agent::state::{FdKind, PAGE_SIZE, VmaKind, prot};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Verify an image and summarise it: the process, its VMAs, fds, signal state and the
+    /// image's sections with their sizes and digests.
+    Inspect {
+        /// Image file.
+        image: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    let Command::Inspect { image, json } = cmd;
+    let file = File::open(&image).with_context(|| format!("open {}", image.display()))?;
+    let summary = inspect(BufReader::with_capacity(1 << 20, file)).with_context(|| format!("inspect {}", image.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", render(&summary));
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    match bytes {
+        0 => "0".into(),
+        b if b < 1 << 20 => format!("{} KiB", b >> 10),
+        b if b < 1 << 30 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+    }
+}
+
+fn render(s: &ImageSummary) -> String {
+    let p = &s.process;
+    let mut o = String::new();
+    let _ = writeln!(o, "image       version {} ({}), {} in all", s.version, s.arch, mib(s.image_bytes));
+    let _ = writeln!(o, "process     pid {} ({}), parent {}, group {}, session {}", p.pid, p.comm, p.ppid, p.pgid, p.sid);
+    let _ = writeln!(o, "executable  {}", p.exe.path);
+    let _ = writeln!(o, "cwd         {}  umask {:03o}", p.cwd, p.umask);
+    let _ = writeln!(o, "credentials uid {:?} gid {:?} groups {:?}", p.creds.uids, p.creds.gids, p.creds.groups);
+    let _ = writeln!(o, "memory      {} pages stored ({})", s.pages, mib(s.raw_bytes));
+
+    let _ = writeln!(o, "\nVMAs ({}):", p.mm.vmas.len());
+    for v in &p.mm.vmas {
+        let perms = format!(
+            "{}{}{}{}",
+            if v.prot & prot::READ != 0 { 'r' } else { '-' },
+            if v.prot & prot::WRITE != 0 { 'w' } else { '-' },
+            if v.prot & prot::EXEC != 0 { 'x' } else { '-' },
+            if v.shared { 's' } else { 'p' }
+        );
+        let what = match &v.kind {
+            VmaKind::File(f) => f.path.clone(),
+            VmaKind::Anonymous => "anonymous".into(),
+            VmaKind::SharedAnonymous => "shared anonymous".into(),
+            VmaKind::Heap => "[heap]".into(),
+            VmaKind::Stack => "[stack]".into(),
+            VmaKind::Vdso => "[vdso]".into(),
+            VmaKind::Vvar => "[vvar]".into(),
+            VmaKind::VvarVclock => "[vvar_vclock]".into(),
+            VmaKind::Vsyscall => "[vsyscall]".into(),
+        };
+        let _ = writeln!(
+            o,
+            "  {:012x}-{:012x} {perms} {:>10} {:>8} stored  {what}",
+            v.start,
+            v.end,
+            mib(v.end - v.start),
+            mib(v.stored_pages() * PAGE_SIZE)
+        );
+    }
+
+    let _ = writeln!(o, "\nfds ({}):", p.fds.len());
+    for f in &p.fds {
+        let what = match &f.kind {
+            FdKind::File { file, pos } => format!("file {} at offset {pos}", file.path),
+            FdKind::Directory { file, .. } => format!("directory {}", file.path),
+            FdKind::CharDevice { file } => format!("device {}", file.path),
+            FdKind::Tty { file } => format!("terminal {}", file.path),
+            FdKind::Pipe { ino } => format!("pipe:[{ino}]"),
+            FdKind::Epoll { targets } => {
+                let fds: Vec<String> = targets.iter().map(|t| t.fd.to_string()).collect();
+                format!("epoll watching fds {}", fds.join(", "))
+            }
+        };
+        let _ = writeln!(o, "  {:>4}  flags {:#o}{}  {what}", f.fd, f.flags, if f.cloexec { " cloexec" } else { "" });
+    }
+
+    let _ = writeln!(o, "\nsignals:");
+    let caught: Vec<String> = p.signals.actions.iter().filter(|a| a.handler > 1).map(|a| a.signo.to_string()).collect();
+    let ignored: Vec<String> = p.signals.actions.iter().filter(|a| a.handler == 1).map(|a| a.signo.to_string()).collect();
+    let _ = writeln!(o, "  handled  {}", if caught.is_empty() { "-".into() } else { caught.join(" ") });
+    let _ = writeln!(o, "  ignored  {}", if ignored.is_empty() { "-".into() } else { ignored.join(" ") });
+    for t in &p.threads {
+        let pending: Vec<String> = t.pending.iter().chain(&p.signals.shared_pending).map(|s| s.signo.to_string()).collect();
+        let _ = writeln!(o, "  thread {}: blocked {:#018x}, pending {}", t.tid, t.sigmask, if pending.is_empty() { "-".into() } else { pending.join(" ") });
+        if t.sigaltstack.flags & libc_ss_disable() == 0 {
+            let _ = writeln!(o, "  thread {}: alternate stack at {:#x}, {} bytes", t.tid, t.sigaltstack.sp, t.sigaltstack.size);
+        }
+    }
+
+    let _ = writeln!(o, "\nsections ({}):", s.sections.len());
+    for sec in &s.sections {
+        let _ = writeln!(
+            o,
+            "  {:<16} at {:>12}  {:>10} stored  {:>10} raw  {:<5} sha256 {}",
+            sec.name,
+            sec.offset,
+            sec.stored_size,
+            sec.raw_size,
+            format!("{:?}", sec.codec).to_lowercase(),
+            sec.sha256
+        );
+    }
+    o
+}
+
+/// `SS_DISABLE`.
+fn libc_ss_disable() -> u32 {
+    2
+}

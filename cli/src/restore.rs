@@ -1,0 +1,44 @@
+//! `ferry restore IMAGE [--pid-ns auto|never] [--stdio inherit]`
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ferry_agent::image::ImageReader;
+use ferry_agent::restore::{PidNsMode, RestoreOptions, restore};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Image file to restore from.
+    image: PathBuf,
+    /// When the original PID is taken: `auto` restores into a new PID namespace where the
+    /// process keeps its PID; `never` fails.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "never"])]
+    pid_ns: String,
+    /// `inherit`: give the process this command's stdin, stdout and stderr as fds 0–2.
+    #[arg(long, value_name = "MODE", value_parser = ["inherit"])]
+    stdio: Option<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let file = File::open(&args.image).with_context(|| format!("open {}", args.image.display()))?;
+    let reader = ImageReader::open(BufReader::with_capacity(1 << 20, file))
+        .with_context(|| format!("read {}", args.image.display()))?;
+    let opts = RestoreOptions {
+        pid_ns: if args.pid_ns == "never" { PidNsMode::Never } else { PidNsMode::Auto },
+        inherit_stdio: args.stdio.is_some(),
+    };
+    let summary = restore(reader, opts).with_context(|| format!("restore {}", args.image.display()))?;
+    for w in &summary.warnings {
+        eprintln!("ferry: warning: {w}");
+    }
+    if let Some(inner) = summary.ns_pid {
+        eprintln!(
+            "ferry: pid {inner} was taken: restored into a new PID namespace, where it is pid {inner} (pid {} from here)",
+            summary.pid
+        );
+    }
+    println!("restored pid {}", summary.pid);
+    Ok(())
+}

@@ -1,0 +1,83 @@
+/* Holds one thing the engine does not support yet, then counts like the general victim:
+ *   refuse STATEDIR eventfd | socket | thread | seccomp-filter | seccomp-strict
+ * Reports "fd=N" for the fd it holds. SIGUSR1: "ok pid=P counter=N". */
+#include "common.h"
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+
+static void *thread_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct timespec ts = {0, 50 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	fr_init(argc, argv);
+	const char *mode = argc > 2 ? argv[2] : "";
+	int strict = 0;
+	if (!strcmp(mode, "eventfd")) {
+		int fd = eventfd(3, 0);
+		if (fd < 0)
+			fr_die("eventfd");
+		fr_status("fd=%d", fd);
+	} else if (!strcmp(mode, "socket")) {
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (fd < 0)
+			fr_die("socket");
+		fr_status("fd=%d", fd);
+	} else if (!strcmp(mode, "thread")) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, thread_main, NULL))
+			fr_die("pthread_create");
+	} else if (!strcmp(mode, "seccomp-filter")) {
+		struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+		struct sock_fprog prog = {.len = 1, .filter = allow};
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+			fr_die("no_new_privs");
+		if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0))
+			fr_die("seccomp filter");
+	} else if (!strcmp(mode, "seccomp-strict")) {
+		strict = 1;
+	} else {
+		fprintf(stderr, "unknown mode %s\n", mode);
+		return 2;
+	}
+	fr_ready();
+	if (strict) {
+		/* Only read, write, _exit and sigreturn from here on: no nanosleep, count by spinning. */
+		if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0))
+			fr_die("seccomp strict");
+		unsigned long counter = 0;
+		for (;;) {
+			for (volatile unsigned long i = 0; i < 20000000ul; i++)
+				;
+			if (fr_usr1_pending) {
+				fr_usr1_pending = 0;
+				fr_status("ok pid=%d counter=%lu", (int)fr_pid0, counter);
+			}
+			counter++;
+			fr_log_tick(counter);
+		}
+	}
+	unsigned long counter = 0;
+	for (;;) {
+		if (fr_usr1_pending) {
+			fr_usr1_pending = 0;
+			fr_status("ok pid=%d counter=%lu", (int)getpid(), counter);
+		}
+		counter++;
+		fr_log_tick(counter);
+		struct timespec ts = {0, 20 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+}
