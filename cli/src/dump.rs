@@ -35,10 +35,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let s = summary.stats;
     println!(
-        "dumped pid {}: {} pages ({:.1} MiB), image {:.1} MiB ({}), frozen {} ms{}",
+        "dumped pid {}: {} pages ({:.1} MiB, {} zero), image {:.1} MiB ({}), frozen {} ms{}",
         summary.pid,
         s.pages,
         s.raw_bytes as f64 / (1 << 20) as f64,
+        s.zero_pages,
         s.image_bytes as f64 / (1 << 20) as f64,
         args.output.display(),
         summary.frozen.as_millis(),

@@ -1,25 +1,90 @@
 //! The image format: one file (or one stream) holding a checkpoint.
 //!
-//! CONTRACT (the API dump/restore use; the implementation fills in the bodies):
-//! - `ImageWriter::new(out, &state, codec)` writes the header and the manifest.
-//! - `write_pages(&[u8])` appends page bytes (a multiple of `PAGE_SIZE`) in stream order; the
-//!   writer cuts them into blocks and compresses blocks on worker threads, writing in order.
-//! - `finish()` writes the remaining blocks and the end section, flushes, and returns the
-//!   writer's output (the caller fsyncs a file) plus statistics. It fails if the number of pages
-//!   written differs from the manifest's count.
-//! - `ImageReader::open(input)` reads and verifies the header and the manifest and converts it
-//!   into a validated `ProcessState`; `next_pages()` yields the decompressed, verified page
-//!   blocks in stream order and `Ok(None)` after a verified end section.
-//! - `inspect(input)` reads and verifies the whole image and describes every section.
+//! # Layout
+//!
+//! All integers are little-endian.
+//!
+//! ```text
+//! +--------------------------------------------------------------+
+//! | file header (16 bytes)                                       |
+//! |   magic  b"FERRYIMG"                              8 bytes    |
+//! |   major u16 = 1, minor u16 = 0                    4 bytes    |
+//! |   arch u16 = 62 (EM_X86_64), reserved u16 = 0     4 bytes    |
+//! +--------------------------------------------------------------+
+//! | section 0: MANIFEST                                          |
+//! | section 1 .. n: PAGES (one block each)                       |
+//! | section n + 1: END                                           |
+//! +--------------------------------------------------------------+
+//!
+//! section = header (80 bytes) + payload (stored_len bytes)
+//!   kind        u32   1 = MANIFEST, 2 = PAGES, 3 = END
+//!   codec       u32   0 = none, 1 = zstd, 2 = lz4
+//!   seq         u64   position of the section: 0, 1, 2, ...
+//!   raw_len     u64   payload length once decompressed
+//!   stored_len  u64   payload length in the image
+//!   first_page  u64   PAGES: index of the block's first page in the page stream, else 0
+//!   page_count  u64   PAGES: pages in the block (1..=256), else 0
+//!   sha256      [32]  SHA-256 over the 48 bytes above and the stored payload
+//! ```
+//!
+//! - **MANIFEST**: the prost-encoded `ferry.image.v1.Manifest` (the whole [`ProcessState`]),
+//!   stored uncompressed, at most [`MAX_MANIFEST_BYTES`].
+//! - **PAGES**: the page stream, in the order of [`crate::state::VmaState::pages`] (VMAs in
+//!   order, runs in order), cut into blocks of [`BLOCK_PAGES`] pages. Each block is compressed
+//!   on its own, so blocks compress in parallel; a block that does not shrink is stored as is
+//!   (codec none), so a compressed payload is always shorter than its raw form.
+//! - **END**: `total_pages u64, blocks u64, chain [32]`, where `chain` is SHA-256 over the file
+//!   header followed by the digest of every earlier section in order. It binds the blocks to
+//!   this image and to each other: a truncated stream misses the end section, and dropped,
+//!   reordered or foreign blocks break the sequence numbers, the page indices or the chain.
+//!
+//! # Compatibility
+//!
+//! A reader accepts its own major version and any minor version up to its own; anything else
+//! is refused with an error naming both versions. The manifest evolves by protobuf rules
+//! (new fields get new numbers); a change an older reader would misread needs a new major.
+//!
+//! # Untrusted input
+//!
+//! The reader treats the image as hostile: every length is checked against a cap before
+//! anything is allocated, every digest is checked before a payload is decompressed or decoded,
+//! decompression never produces more than the declared length, and the manifest is validated
+//! field by field ([`ManifestError`] names the field) before the caller sees a
+//! [`ProcessState`]. Each [`ReadImageError`] names the section and its offset.
 
-use std::io::{Read, Write};
+mod codec;
+mod convert;
+mod format;
+mod pages;
+mod pool;
+mod reader;
+mod wire;
+mod writer;
+
+use std::fmt;
+use std::io::Read;
 
 use serde::Serialize;
 
+pub use self::codec::ParseCodecError;
+pub use self::convert::{ManifestError, ManifestProblem, validate};
+pub use self::pages::PageBlock;
+pub use self::reader::{ImageReader, ImageSummary};
+pub use self::writer::ImageWriter;
+use crate::state::PAGE_SIZE;
+#[cfg(doc)]
 use crate::state::ProcessState;
+
+/// Pages per page block (1 MiB of raw data).
+pub const BLOCK_PAGES: u64 = 256;
+/// Raw bytes per full page block.
+pub const BLOCK_BYTES: usize = (BLOCK_PAGES * PAGE_SIZE) as usize;
+/// Largest manifest accepted, checked before it is read.
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
 /// Compression of page blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
 pub enum Codec {
     /// Stored as is.
     None,
@@ -42,19 +107,286 @@ pub enum WriteImageError {
         #[source]
         source: std::io::Error,
     },
+    /// The checkpoint breaks an invariant of the format; the reader would refuse it.
+    #[error("checkpoint cannot be written")]
+    InvalidState(#[source] ManifestError),
+    /// The encoded manifest is larger than a reader accepts.
+    #[error("manifest is {len} bytes, more than the {max} a reader accepts")]
+    ManifestTooLarge {
+        /// Encoded size.
+        len: u64,
+        /// Cap.
+        max: u64,
+    },
+    /// Page data that is not a whole number of pages.
+    #[error("page data of {len} bytes is not a multiple of the page size")]
+    UnalignedPages {
+        /// Length given.
+        len: u64,
+    },
+    /// More or fewer pages than the manifest announces.
+    #[error("{written} pages written, the manifest announces {expected}")]
+    PageCountMismatch {
+        /// Pages written (so far, when too many).
+        written: u64,
+        /// Pages in the manifest.
+        expected: u64,
+    },
+    /// Compressing a block failed.
+    #[error("compress a page block")]
+    Compress {
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A compression worker thread stopped.
+    #[error("compression worker stopped")]
+    WorkerLost,
+}
+
+/// A part of an image, as named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// The file header.
+    Header,
+    /// The manifest section.
+    Manifest,
+    /// Page block N (counted from 0).
+    PagesBlock(u64),
+    /// The section after page block N - 1, not yet known to be a page block or the end.
+    BlockOrEnd(u64),
+    /// The end section.
+    End,
+    /// Bytes after the end section.
+    AfterEnd,
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Section::Header => f.write_str("header"),
+            Section::Manifest => f.write_str("manifest"),
+            Section::PagesBlock(n) => write!(f, "pages block {n}"),
+            Section::BlockOrEnd(n) => write!(f, "pages block {n} or end"),
+            Section::End => f.write_str("end"),
+            Section::AfterEnd => f.write_str("after end"),
+        }
+    }
+}
+
+/// What is wrong with a section.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageDefect {
+    /// The stored digest does not match the section.
+    #[error("digest mismatch")]
+    DigestMismatch,
+    /// A section kind this reader does not know.
+    #[error("unknown section kind {0}")]
+    UnknownKind(u32),
+    /// A known section kind in the wrong place.
+    #[error("expected a {expected} section, found kind {found}")]
+    UnexpectedKind {
+        /// What was expected.
+        expected: &'static str,
+        /// Kind found.
+        found: u32,
+    },
+    /// A codec this reader does not know.
+    #[error("unknown codec {0}")]
+    UnknownCodec(u32),
+    /// A codec not allowed for this section.
+    #[error("codec {0} is not allowed here")]
+    CodecNotAllowed(Codec),
+    /// Sections out of order, missing or repeated.
+    #[error("sequence number {found}, expected {expected}")]
+    Sequence {
+        /// Found.
+        found: u64,
+        /// Expected.
+        expected: u64,
+    },
+    /// Reserved bytes are not zero.
+    #[error("reserved fields are not zero")]
+    ReservedNotZero,
+    /// A raw length above its cap.
+    #[error("raw length {len} exceeds the cap of {max}")]
+    RawTooLarge {
+        /// Declared.
+        len: u64,
+        /// Cap.
+        max: u64,
+    },
+    /// A stored length that does not fit the raw length and codec.
+    #[error("stored length {stored} is invalid for raw length {raw} with codec {codec}")]
+    StoredLength {
+        /// Stored length.
+        stored: u64,
+        /// Raw length.
+        raw: u64,
+        /// Codec.
+        codec: Codec,
+    },
+    /// A raw length that is not the block's pages.
+    #[error("raw length {len} is not {pages} pages")]
+    RawLength {
+        /// Raw length.
+        len: u64,
+        /// Pages in the block.
+        pages: u64,
+    },
+    /// The zero-page map does not agree with the pages stored.
+    #[error("zero-page map lists {listed} stored pages, the block holds {stored}")]
+    ZeroMap {
+        /// Pages the payload holds.
+        stored: u64,
+        /// Pages the map says are stored.
+        listed: u64,
+    },
+    /// A page count outside 1..=BLOCK_PAGES.
+    #[error("page count {count} is outside 1..={max}")]
+    PageCount {
+        /// Found.
+        count: u64,
+        /// Most accepted.
+        max: u64,
+    },
+    /// A block that does not start where the previous one ended.
+    #[error("first page {found}, expected {expected}")]
+    FirstPage {
+        /// Found.
+        found: u64,
+        /// Expected.
+        expected: u64,
+    },
+    /// A block with pages beyond the manifest's count.
+    #[error("pages {first}..+{count} go beyond the manifest's {total} pages")]
+    BeyondManifest {
+        /// First page of the block.
+        first: u64,
+        /// Pages in the block.
+        count: u64,
+        /// Pages in the manifest.
+        total: u64,
+    },
+    /// A payload that does not decompress.
+    #[error("{codec} payload does not decompress: {detail}")]
+    Decompress {
+        /// Codec.
+        codec: Codec,
+        /// The decompressor's message.
+        detail: String,
+    },
+    /// A payload that decompresses to another length than declared.
+    #[error("decompressed to {found} bytes, expected {expected}")]
+    RawLengthMismatch {
+        /// Bytes produced.
+        found: u64,
+        /// Declared raw length.
+        expected: u64,
+    },
+    /// A manifest that is not valid protobuf.
+    #[error("manifest does not decode: {0}")]
+    Decode(String),
+    /// The end section's page count does not match.
+    #[error("end section counts {end} pages, the manifest {manifest}, the blocks {read}")]
+    EndPages {
+        /// In the end section.
+        end: u64,
+        /// In the manifest.
+        manifest: u64,
+        /// In the blocks read.
+        read: u64,
+    },
+    /// The end section's block count does not match.
+    #[error("end section counts {end} blocks, {read} were read")]
+    EndBlocks {
+        /// In the end section.
+        end: u64,
+        /// Read.
+        read: u64,
+    },
+    /// The chain digest does not match: blocks dropped, reordered or from another image.
+    #[error("chain digest mismatch")]
+    ChainMismatch,
+    /// Bytes follow the end section.
+    #[error("data follows the end section")]
+    TrailingData,
 }
 
 /// Errors while reading an image. Every variant names the section that is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadImageError {
-    /// Placeholder until the reader lands.
-    #[error("image section {section}: {what}")]
-    Invalid {
-        /// Which section.
-        section: String,
-        /// What is wrong.
-        what: String,
+    /// The input failed.
+    #[error("read image section \"{section}\" at offset {offset}")]
+    Io {
+        /// Section being read.
+        section: Section,
+        /// Offset of the section.
+        offset: u64,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
     },
+    /// The input ended inside a section.
+    #[error("image truncated in section \"{section}\" at offset {offset}")]
+    Truncated {
+        /// Section being read.
+        section: Section,
+        /// Offset of the section.
+        offset: u64,
+    },
+    /// Not an image.
+    #[error("image section \"header\" at offset 0: bad magic, not a ferry image")]
+    BadMagic,
+    /// A version this reader does not read.
+    #[error(
+        "image section \"header\" at offset 0: unsupported image version {major}.{minor} \
+         (this ferry reads {}.{})",
+        format::VERSION_MAJOR,
+        format::VERSION_MINOR
+    )]
+    UnsupportedVersion {
+        /// Major version of the image.
+        major: u16,
+        /// Minor version of the image.
+        minor: u16,
+    },
+    /// An image for another architecture.
+    #[error(
+        "image section \"header\" at offset 0: architecture {arch} is not supported \
+         (this ferry reads x86_64, {})",
+        format::ARCH_X86_64
+    )]
+    UnsupportedArch {
+        /// ELF machine number in the image.
+        arch: u16,
+    },
+    /// A section is malformed or corrupted.
+    #[error("image section \"{section}\" at offset {offset}: {defect}")]
+    Defect {
+        /// The section.
+        section: Section,
+        /// Offset of the section.
+        offset: u64,
+        /// What is wrong.
+        defect: ImageDefect,
+    },
+    /// The manifest decodes but describes an invalid checkpoint.
+    #[error("image section \"manifest\" is invalid")]
+    Manifest(#[source] ManifestError),
+    /// Worker threads could not be started.
+    #[error("start decompression workers")]
+    StartWorkers {
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A decompression worker thread stopped.
+    #[error("decompression worker stopped")]
+    WorkerLost,
+    /// An earlier call failed; the reader does not go on.
+    #[error("image reader already failed")]
+    AlreadyFailed,
 }
 
 /// Statistics of a written image.
@@ -66,46 +398,76 @@ pub struct WriteStats {
     pub raw_bytes: u64,
     /// Bytes of the whole image.
     pub image_bytes: u64,
+    /// Pages that were all zeros and are not stored (a bit each).
+    pub zero_pages: u64,
 }
 
-/// Streams a checkpoint into an image.
-#[derive(Debug)]
-pub struct ImageWriter<W: Write + Send> {
-    _out: W,
+/// One section of an image, as [`inspect`] describes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SectionSummary {
+    /// `manifest`, `pages` or `end`.
+    pub kind: &'static str,
+    /// The name errors use, e.g. `pages block 3`.
+    pub name: String,
+    /// Offset of the section header.
+    pub offset: u64,
+    /// Payload bytes in the image.
+    pub stored_size: u64,
+    /// Payload bytes once decompressed.
+    pub raw_size: u64,
+    /// How the payload is stored.
+    pub codec: Codec,
+    /// Pages: index of the first page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_page: Option<u64>,
+    /// Pages: number of pages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_count: Option<u64>,
+    /// SHA-256 of the section (header fields and payload), hex.
+    pub sha256: String,
 }
 
-impl<W: Write + Send> ImageWriter<W> {
-    /// Writes the header and manifest.
-    pub fn new(_out: W, _state: &ProcessState, _codec: Codec) -> Result<Self, WriteImageError> {
-        todo!()
+/// Reads and verifies a whole image (every digest, every block decompressed, nothing after
+/// the end section) and describes it.
+pub fn inspect<R: Read + Send>(input: R) -> Result<ImageSummary, ReadImageError> {
+    let mut reader = ImageReader::open_inner(input, true)?;
+    while let Some(block) = reader.next_pages()? {
+        reader.recycle(block);
     }
-    /// Appends page bytes in stream order.
-    pub fn write_pages(&mut self, _data: &[u8]) -> Result<(), WriteImageError> {
-        todo!()
+    let offset = reader.offset();
+    let mut probe = [0u8; 1];
+    let trailing = loop {
+        match reader.input_mut().read(&mut probe) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(ReadImageError::Io {
+                    section: Section::AfterEnd,
+                    offset,
+                    source,
+                });
+            }
+        }
+    };
+    if trailing != 0 {
+        return Err(ReadImageError::Defect {
+            section: Section::AfterEnd,
+            offset,
+            defect: ImageDefect::TrailingData,
+        });
     }
-    /// Writes the rest and the end section.
-    pub fn finish(self) -> Result<(W, WriteStats), WriteImageError> {
-        todo!()
-    }
+    let pages = reader.total_pages();
+    let sections = reader.take_sections();
+    Ok(ImageSummary {
+        version: format!("{}.{}", reader.header().major, reader.header().minor),
+        arch: "x86_64",
+        process: reader.state().clone(),
+        pages,
+        raw_bytes: pages * PAGE_SIZE,
+        image_bytes: offset,
+        sections,
+    })
 }
 
-/// Reads a checkpoint from an image.
-#[derive(Debug)]
-pub struct ImageReader<R: Read + Send> {
-    _input: R,
-}
-
-impl<R: Read + Send> ImageReader<R> {
-    /// Reads and verifies header and manifest.
-    pub fn open(_input: R) -> Result<Self, ReadImageError> {
-        todo!()
-    }
-    /// The validated checkpoint.
-    pub fn state(&self) -> &ProcessState {
-        todo!()
-    }
-    /// The next block of decompressed, verified pages; `None` after the verified end.
-    pub fn next_pages(&mut self) -> Result<Option<Vec<u8>>, ReadImageError> {
-        todo!()
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -182,6 +182,17 @@ pub fn map_vmas(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
     result
 }
 
+/// Where the page stream goes: consecutive pages of the stream at consecutive addresses.
+struct Span {
+    addr: u64,
+    count: u64,
+    /// Zero pages must be written here: a private file mapping has the file's bytes beneath,
+    /// whereas fresh anonymous memory is zero already.
+    write_zeros: bool,
+}
+
+static ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+
 /// Streams the image's pages into the task, in stream order.
 pub fn write_pages<R: Read + Send>(
     inj: &Injector<'_>,
@@ -189,40 +200,61 @@ pub fn write_pages<R: Read + Send>(
     reader: &mut ImageReader<R>,
 ) -> Result<(), RestoreError> {
     let pid = inj.tracee().pid();
-    let mut runs = state.mm.vmas.iter().flat_map(|v| v.pages.iter().copied());
-    // The current run: next address and pages left in it.
-    let mut cur: Option<(u64, u64)> = None;
+    let spans: Vec<Span> = state
+        .mm
+        .vmas
+        .iter()
+        .flat_map(|v| {
+            let write_zeros = matches!(v.kind, VmaKind::File(_));
+            v.pages.iter().map(move |r| Span { addr: r.start, count: r.count, write_zeros })
+        })
+        .collect();
+    let (mut si, mut used) = (0usize, 0u64);
     let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(1024);
     while let Some(block) = reader.next_pages()? {
         let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(256);
-        let mut off = 0usize;
         remote.clear();
-        while off < block.len() {
-            let (addr, left) = match cur {
-                Some(c) if c.1 > 0 => c,
-                _ => {
-                    let r = runs.next().ok_or_else(|| RestoreError::Layout("the image holds more pages than its manifest lists".into()))?;
-                    (r.start, r.count)
+        for (n, data) in block.segments() {
+            let (mut left, mut doff) = (n, 0usize);
+            while left > 0 {
+                let span = spans
+                    .get(si)
+                    .ok_or_else(|| RestoreError::Layout("the image holds more pages than its manifest lists".into()))?;
+                let take = left.min(span.count - used);
+                let addr = span.addr + used * PAGE_SIZE;
+                let len = (take * PAGE_SIZE) as usize;
+                match data {
+                    Some(d) => {
+                        local.push(IoSlice::new(&d[doff..doff + len]));
+                        remote.push(RemoteIoVec { base: addr as usize, len });
+                        doff += len;
+                    }
+                    None if span.write_zeros => {
+                        for i in 0..take {
+                            local.push(IoSlice::new(&ZERO_PAGE));
+                            remote.push(RemoteIoVec { base: (addr + i * PAGE_SIZE) as usize, len: PAGE_SIZE as usize });
+                        }
+                    }
+                    None => {}
                 }
-            };
-            let n = left.min(((block.len() - off) as u64) / PAGE_SIZE);
-            if n == 0 {
-                return Err(RestoreError::Layout("a page block is not a whole number of pages".into()));
-            }
-            let len = (n * PAGE_SIZE) as usize;
-            local.push(IoSlice::new(&block[off..off + len]));
-            remote.push(RemoteIoVec { base: addr as usize, len });
-            off += len;
-            cur = Some((addr + n * PAGE_SIZE, left - n));
-            if local.len() == 1024 {
-                flush(inj, pid, &local, &remote)?;
-                local.clear();
-                remote.clear();
+                used += take;
+                left -= take;
+                if used == span.count {
+                    si += 1;
+                    used = 0;
+                }
+                if local.len() >= 768 {
+                    flush(inj, pid, &local, &remote)?;
+                    local.clear();
+                    remote.clear();
+                }
             }
         }
         flush(inj, pid, &local, &remote)?;
+        drop(local);
+        reader.recycle(block);
     }
-    if cur.is_some_and(|c| c.1 > 0) || runs.next().is_some() {
+    if si != spans.len() {
         return Err(RestoreError::Layout("the image holds fewer pages than its manifest lists".into()));
     }
     Ok(())

@@ -1,0 +1,618 @@
+//! Reading an image: the header and manifest are read and verified in `open`; page blocks are
+//! read ahead by the caller's thread and verified and decompressed on worker threads, so a
+//! restore writing memory overlaps with decompression; the end section closes the stream.
+
+use std::fmt;
+use std::io::Read;
+
+use ferry_proto::image::v1 as pb;
+use prost::Message;
+use serde::Serialize;
+
+use super::codec::Decompressor;
+use super::format::{
+    self, Chain, DIGEST_LEN, Digest, END_PAYLOAD_LEN, EndPayload, FILE_HEADER_LEN, FileHeader,
+    SECTION_FIELDS_LEN, SECTION_HEADER_LEN, SectionFields, SectionKind, section_digest,
+};
+use super::pages::{self, PageBlock};
+use super::pool::{OrderedPool, WorkerLost, default_threads};
+use super::wire::{PrescanError, prescan};
+use super::{
+    BLOCK_BYTES, BLOCK_PAGES, Codec, ImageDefect, MAX_MANIFEST_BYTES, ReadImageError, Section,
+    SectionSummary,
+};
+use crate::state::{PAGE_SIZE, ProcessState};
+
+/// A block handed to a worker.
+struct BlockJob {
+    section: Section,
+    offset: u64,
+    fields: [u8; SECTION_FIELDS_LEN],
+    digest: Digest,
+    codec: Codec,
+    raw_len: usize,
+    first_page: u64,
+    page_count: u64,
+    stored: Vec<u8>,
+    /// A recycled buffer for the decompressed form.
+    out: Vec<u8>,
+}
+
+/// The block's pages, and a buffer to reuse.
+type BlockResult = Result<(PageBlock, Vec<u8>), ReadImageError>;
+
+/// Where the reader is in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading page blocks.
+    Blocks,
+    /// The end section was read and verified; blocks may still be in flight.
+    EndRead,
+    /// Everything was delivered.
+    Done,
+    /// An error was returned; the reader refuses to go on.
+    Failed,
+}
+
+/// Reads a checkpoint from an image.
+pub struct ImageReader<R: Read + Send> {
+    input: R,
+    /// Version and architecture from the file header.
+    header: FileHeader,
+    state: ProcessState,
+    /// Pages the manifest announces.
+    total_pages: u64,
+    /// Offset of the next unread byte.
+    offset: u64,
+    /// Sequence number of the next section.
+    next_seq: u64,
+    /// Page blocks read so far (index of the next block).
+    blocks: u64,
+    /// Pages of the blocks read so far (index of the next page).
+    pages: u64,
+    chain: Chain,
+    pool: Option<OrderedPool<BlockJob, BlockResult>>,
+    phase: Phase,
+    /// An error met while reading ahead, returned once the blocks before it are delivered,
+    /// so errors come in stream order.
+    deferred: Option<ReadImageError>,
+    /// Section descriptions, kept only by `inspect`.
+    sections: Option<Vec<SectionSummary>>,
+    /// Buffers to reuse: fresh 1 MiB allocations would cost a page fault per page.
+    free: Vec<Vec<u8>>,
+}
+
+impl<R: Read + Send> fmt::Debug for ImageReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImageReader")
+            .field("total_pages", &self.total_pages)
+            .field("offset", &self.offset)
+            .field("blocks", &self.blocks)
+            .field("pages", &self.pages)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads exactly `buf.len()` bytes, telling truncation apart from other I/O errors.
+fn read_exact_at<R: Read>(
+    input: &mut R,
+    buf: &mut [u8],
+    section: Section,
+    offset: u64,
+) -> Result<(), ReadImageError> {
+    input.read_exact(buf).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::UnexpectedEof {
+            ReadImageError::Truncated { section, offset }
+        } else {
+            ReadImageError::Io {
+                section,
+                offset,
+                source,
+            }
+        }
+    })
+}
+
+/// Reads a payload of `len` bytes (already capped by the caller). The buffer grows with the
+/// data actually read, so a truncated stream that claims a large payload costs little.
+fn read_payload<R: Read>(
+    input: &mut R,
+    len: u64,
+    section: Section,
+    offset: u64,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, ReadImageError> {
+    const FIRST_CHUNK: u64 = 4 << 20;
+    buf.clear();
+    buf.reserve(usize::try_from(len.min(FIRST_CHUNK)).unwrap_or(0));
+    input
+        .take(len)
+        .read_to_end(&mut buf)
+        .map_err(|source| ReadImageError::Io {
+            section,
+            offset,
+            source,
+        })?;
+    if buf.len() as u64 != len {
+        return Err(ReadImageError::Truncated { section, offset });
+    }
+    Ok(buf)
+}
+
+impl<R: Read + Send> ImageReader<R> {
+    /// Reads and verifies the header and the manifest, and validates the checkpoint.
+    pub fn open(input: R) -> Result<Self, ReadImageError> {
+        Self::open_inner(input, false)
+    }
+
+    pub(super) fn open_inner(mut input: R, record: bool) -> Result<Self, ReadImageError> {
+        let mut header = [0u8; FILE_HEADER_LEN];
+        read_exact_at(&mut input, &mut header, Section::Header, 0)?;
+        let (magic_ok, h, reserved) = FileHeader::decode(&header);
+        if !magic_ok {
+            return Err(ReadImageError::BadMagic);
+        }
+        if h.major != format::VERSION_MAJOR || h.minor > format::VERSION_MINOR {
+            return Err(ReadImageError::UnsupportedVersion {
+                major: h.major,
+                minor: h.minor,
+            });
+        }
+        if h.arch != format::ARCH_X86_64 {
+            return Err(ReadImageError::UnsupportedArch { arch: h.arch });
+        }
+        if reserved != 0 {
+            return Err(ReadImageError::Defect {
+                section: Section::Header,
+                offset: 0,
+                defect: ImageDefect::ReservedNotZero,
+            });
+        }
+        let mut chain = Chain::new(&header);
+
+        let offset = FILE_HEADER_LEN as u64;
+        let section = Section::Manifest;
+        let defect = |defect| ReadImageError::Defect {
+            section,
+            offset,
+            defect,
+        };
+        let (fields_raw, fields, digest) = read_section_header(&mut input, section, offset)?;
+        if fields.kind != SectionKind::Manifest {
+            return Err(defect(ImageDefect::UnexpectedKind {
+                expected: "manifest",
+                found: fields.kind.to_u32(),
+            }));
+        }
+        check_seq(&fields, 0).map_err(defect)?;
+        if fields.codec != Codec::None {
+            return Err(defect(ImageDefect::CodecNotAllowed(fields.codec)));
+        }
+        if fields.first_page != 0 || fields.page_count != 0 {
+            return Err(defect(ImageDefect::ReservedNotZero));
+        }
+        if fields.raw_len > MAX_MANIFEST_BYTES {
+            return Err(defect(ImageDefect::RawTooLarge {
+                len: fields.raw_len,
+                max: MAX_MANIFEST_BYTES,
+            }));
+        }
+        if fields.stored_len != fields.raw_len {
+            return Err(defect(ImageDefect::StoredLength {
+                stored: fields.stored_len,
+                raw: fields.raw_len,
+                codec: fields.codec,
+            }));
+        }
+        let payload = read_payload(&mut input, fields.stored_len, section, offset, Vec::new())?;
+        if section_digest(&fields_raw, &payload) != digest {
+            return Err(defect(ImageDefect::DigestMismatch));
+        }
+        chain.push(&digest);
+        // Count repeated fields before prost allocates a struct for each.
+        match prescan(&payload) {
+            Ok(()) => {}
+            Err(PrescanError::TooMany(e)) => return Err(ReadImageError::Manifest(e)),
+            // Refused even where prost would be lenient (groups), so nothing skips the count.
+            Err(PrescanError::Malformed) => {
+                return Err(defect(ImageDefect::Decode(
+                    "malformed protobuf wire format".into(),
+                )));
+            }
+        }
+        let manifest = pb::Manifest::decode(payload.as_slice())
+            .map_err(|e| defect(ImageDefect::Decode(e.to_string())))?;
+        let state = ProcessState::try_from(manifest).map_err(ReadImageError::Manifest)?;
+        let total_pages = state.mm.vmas.iter().map(|v| v.stored_pages()).sum();
+        let sections = record.then(|| {
+            vec![SectionSummary {
+                kind: "manifest",
+                name: Section::Manifest.to_string(),
+                offset,
+                stored_size: fields.stored_len,
+                raw_size: fields.raw_len,
+                codec: fields.codec,
+                first_page: None,
+                page_count: None,
+                sha256: format::hex(&digest),
+            }]
+        });
+        Ok(ImageReader {
+            input,
+            header: h,
+            state,
+            total_pages,
+            offset: offset + SECTION_HEADER_LEN as u64 + fields.stored_len,
+            next_seq: 1,
+            blocks: 0,
+            pages: 0,
+            chain,
+            pool: None,
+            phase: Phase::Blocks,
+            deferred: None,
+            free: Vec::new(),
+            sections,
+        })
+    }
+
+    /// The validated checkpoint.
+    pub fn state(&self) -> &ProcessState {
+        &self.state
+    }
+
+    /// Pages the manifest announces (the sum of every VMA's page runs).
+    pub fn total_pages(&self) -> u64 {
+        self.total_pages
+    }
+
+    /// Gives back the input, positioned after the last section read.
+    pub fn into_inner(self) -> R {
+        self.input
+    }
+
+    /// The next block of decompressed, verified pages (at most `BLOCK_PAGES` pages) in stream
+    /// order; `None` after the verified end section. After an error every later call fails too.
+    pub fn next_pages(&mut self) -> Result<Option<PageBlock>, ReadImageError> {
+        match self.phase {
+            Phase::Done => return Ok(None),
+            Phase::Failed => return Err(ReadImageError::AlreadyFailed),
+            Phase::Blocks | Phase::EndRead => {}
+        }
+        let result = self.next_inner();
+        match &result {
+            Err(_) => {
+                self.phase = Phase::Failed;
+                // Stop the workers now rather than when the reader is dropped.
+                self.pool = None;
+            }
+            Ok(None) => self.phase = Phase::Done,
+            Ok(Some(_)) => {}
+        }
+        result
+    }
+
+    /// Hands back a block returned by [`Self::next_pages`] once it is no longer needed, so the
+    /// reader can reuse its memory for later blocks. Optional; it only saves page faults.
+    pub fn recycle(&mut self, block: PageBlock) {
+        self.recycle_buffer(block.into_buffer());
+    }
+
+    fn recycle_buffer(&mut self, mut buf: Vec<u8>) {
+        const KEEP: usize = 16;
+        if self.free.len() < KEEP && (BLOCK_BYTES..=2 * BLOCK_BYTES).contains(&buf.capacity()) {
+            buf.clear();
+            self.free.push(buf);
+        }
+    }
+
+    fn take_buffer(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_default()
+    }
+
+    pub(super) fn take_sections(&mut self) -> Vec<SectionSummary> {
+        self.sections.take().unwrap_or_default()
+    }
+
+    pub(super) fn input_mut(&mut self) -> &mut R {
+        &mut self.input
+    }
+
+    pub(super) fn header(&self) -> FileHeader {
+        self.header
+    }
+
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn next_inner(&mut self) -> Result<Option<PageBlock>, ReadImageError> {
+        if self.pool.is_none() {
+            let threads = default_threads();
+            let pool = OrderedPool::new("ferry-decompress", threads, 2 * threads, || {
+                let mut d = Decompressor::new();
+                move |job: BlockJob| open_block(&mut d, job)
+            })
+            .map_err(|source| ReadImageError::StartWorkers { source })?;
+            self.pool = Some(pool);
+        }
+        // Read ahead until the workers have enough to do, the end section is reached, or
+        // reading fails.
+        while self.phase == Phase::Blocks
+            && self.deferred.is_none()
+            && !self.pool.as_ref().is_some_and(|p| p.is_full())
+        {
+            if let Err(e) = self.read_ahead() {
+                self.deferred = Some(e);
+            }
+        }
+        let Some(pool) = self.pool.as_mut() else {
+            return Err(ReadImageError::WorkerLost);
+        };
+        match pool.next() {
+            Some(result) => {
+                let (data, spare) = result.map_err(|WorkerLost| ReadImageError::WorkerLost)??;
+                self.recycle_buffer(spare);
+                Ok(Some(data))
+            }
+            None => match self.deferred.take() {
+                Some(e) => Err(e),
+                // Nothing in flight and the end section is verified.
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Reads the next section: a page block goes to a worker, the end section is verified.
+    fn read_ahead(&mut self) -> Result<(), ReadImageError> {
+        let offset = self.offset;
+        let index = self.blocks;
+        let (fields_raw, fields, digest) =
+            read_section_header(&mut self.input, Section::BlockOrEnd(index), offset)?;
+        match fields.kind {
+            SectionKind::Pages => {
+                let section = Section::PagesBlock(index);
+                let raw_len =
+                    self.check_block(&fields)
+                        .map_err(|defect| ReadImageError::Defect {
+                            section,
+                            offset,
+                            defect,
+                        })?;
+                let buf = self.take_buffer();
+                let stored =
+                    read_payload(&mut self.input, fields.stored_len, section, offset, buf)?;
+                self.offset += SECTION_HEADER_LEN as u64 + fields.stored_len;
+                self.chain.push(&digest);
+                if let Some(sections) = &mut self.sections {
+                    sections.push(SectionSummary {
+                        kind: "pages",
+                        name: section.to_string(),
+                        offset,
+                        stored_size: fields.stored_len,
+                        raw_size: fields.raw_len,
+                        codec: fields.codec,
+                        first_page: Some(fields.first_page),
+                        page_count: Some(fields.page_count),
+                        sha256: format::hex(&digest),
+                    });
+                }
+                self.next_seq += 1;
+                self.blocks += 1;
+                self.pages += fields.page_count;
+                let job = BlockJob {
+                    section,
+                    offset,
+                    fields: fields_raw,
+                    digest,
+                    codec: fields.codec,
+                    raw_len,
+                    first_page: fields.first_page,
+                    page_count: fields.page_count,
+                    stored,
+                    out: self.take_buffer(),
+                };
+                let Some(pool) = self.pool.as_mut() else {
+                    return Err(ReadImageError::WorkerLost);
+                };
+                pool.submit(job)
+                    .map_err(|WorkerLost| ReadImageError::WorkerLost)?;
+                Ok(())
+            }
+            SectionKind::End => self.read_end(offset, fields_raw, fields, digest),
+            SectionKind::Manifest => Err(ReadImageError::Defect {
+                section: Section::BlockOrEnd(index),
+                offset,
+                defect: ImageDefect::UnexpectedKind {
+                    expected: "pages or end",
+                    found: fields.kind.to_u32(),
+                },
+            }),
+        }
+    }
+
+    /// Checks a page block's header against the stream so far; returns its raw length.
+    fn check_block(&self, f: &SectionFields) -> Result<usize, ImageDefect> {
+        check_seq(f, self.next_seq)?;
+        if f.page_count == 0 || f.page_count > BLOCK_PAGES {
+            return Err(ImageDefect::PageCount {
+                count: f.page_count,
+                max: BLOCK_PAGES,
+            });
+        }
+        if f.first_page != self.pages {
+            return Err(ImageDefect::FirstPage {
+                found: f.first_page,
+                expected: self.pages,
+            });
+        }
+        if f.page_count > self.total_pages - self.pages {
+            return Err(ImageDefect::BeyondManifest {
+                first: f.first_page,
+                count: f.page_count,
+                total: self.total_pages,
+            });
+        }
+        // The non-zero pages and the zero-page bitmap; page_count <= BLOCK_PAGES, so this
+        // cannot overflow.
+        let bitmap = pages::bitmap_len(f.page_count);
+        let stored_pages = f.raw_len.checked_sub(bitmap).filter(|b| b % PAGE_SIZE == 0).map(|b| b / PAGE_SIZE);
+        if !stored_pages.is_some_and(|n| n <= f.page_count) {
+            return Err(ImageDefect::RawLength {
+                len: f.raw_len,
+                pages: f.page_count,
+            });
+        }
+        let stored_ok = match f.codec {
+            Codec::None => f.stored_len == f.raw_len,
+            // The writer stores a block that does not shrink as is.
+            Codec::Zstd | Codec::Lz4 => f.stored_len < f.raw_len,
+        };
+        if !stored_ok {
+            return Err(ImageDefect::StoredLength {
+                stored: f.stored_len,
+                raw: f.raw_len,
+                codec: f.codec,
+            });
+        }
+        usize::try_from(f.raw_len).map_err(|_| ImageDefect::RawTooLarge {
+            len: f.raw_len,
+            max: BLOCK_BYTES as u64,
+        })
+    }
+
+    fn read_end(
+        &mut self,
+        offset: u64,
+        fields_raw: [u8; SECTION_FIELDS_LEN],
+        fields: SectionFields,
+        digest: Digest,
+    ) -> Result<(), ReadImageError> {
+        let section = Section::End;
+        let defect = |defect| ReadImageError::Defect {
+            section,
+            offset,
+            defect,
+        };
+        check_seq(&fields, self.next_seq).map_err(defect)?;
+        if fields.codec != Codec::None {
+            return Err(defect(ImageDefect::CodecNotAllowed(fields.codec)));
+        }
+        if fields.first_page != 0 || fields.page_count != 0 {
+            return Err(defect(ImageDefect::ReservedNotZero));
+        }
+        let len = END_PAYLOAD_LEN as u64;
+        if fields.raw_len != len || fields.stored_len != len {
+            return Err(defect(ImageDefect::StoredLength {
+                stored: fields.stored_len,
+                raw: fields.raw_len,
+                codec: fields.codec,
+            }));
+        }
+        let mut payload = [0u8; END_PAYLOAD_LEN];
+        read_exact_at(&mut self.input, &mut payload, section, offset)?;
+        if section_digest(&fields_raw, &payload) != digest {
+            return Err(defect(ImageDefect::DigestMismatch));
+        }
+        let end = EndPayload::decode(&payload);
+        if end.total_pages != self.total_pages || self.pages != self.total_pages {
+            return Err(defect(ImageDefect::EndPages {
+                end: end.total_pages,
+                manifest: self.total_pages,
+                read: self.pages,
+            }));
+        }
+        if end.blocks != self.blocks {
+            return Err(defect(ImageDefect::EndBlocks {
+                end: end.blocks,
+                read: self.blocks,
+            }));
+        }
+        if end.chain != self.chain.value() {
+            return Err(defect(ImageDefect::ChainMismatch));
+        }
+        self.offset += SECTION_HEADER_LEN as u64 + len;
+        if let Some(sections) = &mut self.sections {
+            sections.push(SectionSummary {
+                kind: "end",
+                name: section.to_string(),
+                offset,
+                stored_size: len,
+                raw_size: len,
+                codec: Codec::None,
+                first_page: None,
+                page_count: None,
+                sha256: format::hex(&digest),
+            });
+        }
+        self.phase = Phase::EndRead;
+        Ok(())
+    }
+}
+
+/// Reads a section header: the encoded fields, their decoded form, and the stored digest.
+fn read_section_header<R: Read>(
+    input: &mut R,
+    section: Section,
+    offset: u64,
+) -> Result<([u8; SECTION_FIELDS_LEN], SectionFields, Digest), ReadImageError> {
+    let mut buf = [0u8; SECTION_HEADER_LEN];
+    read_exact_at(input, &mut buf, section, offset)?;
+    let mut fields_raw = [0u8; SECTION_FIELDS_LEN];
+    fields_raw.copy_from_slice(&buf[..SECTION_FIELDS_LEN]);
+    let mut digest = [0u8; DIGEST_LEN];
+    digest.copy_from_slice(&buf[SECTION_FIELDS_LEN..]);
+    let fields = SectionFields::decode(&fields_raw).map_err(|defect| ReadImageError::Defect {
+        section,
+        offset,
+        defect,
+    })?;
+    Ok((fields_raw, fields, digest))
+}
+
+fn check_seq(f: &SectionFields, expected: u64) -> Result<(), ImageDefect> {
+    if f.seq != expected {
+        return Err(ImageDefect::Sequence {
+            found: f.seq,
+            expected,
+        });
+    }
+    Ok(())
+}
+
+/// Worker side: verify the digest of one block, then decompress it.
+fn open_block(d: &mut Decompressor, job: BlockJob) -> BlockResult {
+    let defect = |defect| ReadImageError::Defect {
+        section: job.section,
+        offset: job.offset,
+        defect,
+    };
+    // The digest covers the stored bytes, so nothing unverified reaches the decompressor.
+    if section_digest(&job.fields, &job.stored) != job.digest {
+        return Err(defect(ImageDefect::DigestMismatch));
+    }
+    let (data, spare) = d.decompress(job.codec, job.stored, job.out, job.raw_len).map_err(defect)?;
+    match PageBlock::new(job.first_page, job.page_count, data) {
+        Ok(block) => Ok((block, spare)),
+        Err((_, d)) => Err(defect(d)),
+    }
+}
+
+/// A description of an image, made by [`super::inspect`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageSummary {
+    /// Format version `major.minor`.
+    pub version: String,
+    /// Architecture the image is for.
+    pub arch: &'static str,
+    /// The checkpoint.
+    pub process: ProcessState,
+    /// Pages in the page stream.
+    pub pages: u64,
+    /// Bytes of page data before compression.
+    pub raw_bytes: u64,
+    /// Bytes of the whole image.
+    pub image_bytes: u64,
+    /// Every section in order.
+    pub sections: Vec<SectionSummary>,
+}

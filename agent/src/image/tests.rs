@@ -1,0 +1,1191 @@
+//! Round trips, corruption and truncation of images, and manifest validation.
+
+use std::io::Cursor;
+
+use ferry_proto::image::v1 as pb;
+use prost::Message;
+
+use super::format::{
+    END_PAYLOAD_LEN, EndPayload, FileHeader, SECTION_HEADER_LEN, SectionFields, SectionKind,
+    section_digest,
+};
+use super::*;
+use crate::state::*;
+
+/// Deterministic xorshift generator, so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn file(path: &str, ino: u64) -> FileRef {
+    FileRef {
+        path: path.into(),
+        identity: FileIdentity {
+            dev: 0x803,
+            ino,
+            mode: 0o100644,
+            size: 4096 * ino,
+            mtime_ns: 1_700_000_000_123_456_789,
+            rdev: 0,
+        },
+    }
+}
+
+fn siginfo(signo: u32) -> SiginfoState {
+    let mut raw = vec![0u8; 128];
+    raw[0..4].copy_from_slice(&signo.to_le_bytes());
+    raw[8..12].copy_from_slice(&(-6i32).to_le_bytes());
+    raw[16..20].copy_from_slice(&1234u32.to_le_bytes());
+    SiginfoState { signo, raw }
+}
+
+fn vma(start: u64, pages: u64, kind: VmaKind, runs: &[(u64, u64)]) -> VmaState {
+    VmaState {
+        start,
+        end: start + pages * PAGE_SIZE,
+        prot: prot::READ | prot::WRITE,
+        shared: matches!(kind, VmaKind::SharedAnonymous),
+        pgoff: 0,
+        kind,
+        growsdown: false,
+        maywrite: true,
+        pages: runs
+            .iter()
+            .map(|&(off, count)| PageRun {
+                start: start + off * PAGE_SIZE,
+                count,
+            })
+            .collect(),
+    }
+}
+
+/// A checkpoint with every kind of VMA and fd, pending signals and a full thread, whose page
+/// stream holds `heap_pages + 7` pages.
+fn rich_state(heap_pages: u64) -> ProcessState {
+    let mut exe_vma = vma(
+        0x5555_5555_4000,
+        4,
+        VmaKind::File(file("/usr/bin/victim", 11)),
+        &[(1, 1)],
+    );
+    exe_vma.prot = prot::READ | prot::EXEC;
+    exe_vma.pgoff = 0x2000;
+    let mut guard = vma(0x7f00_0000_0000, 16, VmaKind::Anonymous, &[]);
+    guard.prot = 0;
+    let mut stack = vma(0x7ffd_0000_0000, 32, VmaKind::Stack, &[(28, 4)]);
+    stack.growsdown = true;
+    let mut vdso = vma(0x7ffd_1000_6000, 2, VmaKind::Vdso, &[]);
+    vdso.prot = prot::READ | prot::EXEC;
+    let vsyscall = VmaState {
+        start: 0xffff_ffff_ff60_0000,
+        end: 0xffff_ffff_ff60_1000,
+        prot: prot::EXEC,
+        shared: false,
+        pgoff: 0,
+        kind: VmaKind::Vsyscall,
+        growsdown: false,
+        maywrite: false,
+        pages: vec![],
+    };
+    let heap_runs = [
+        (0, heap_pages.div_ceil(2)),
+        (heap_pages.div_ceil(2) + 3, heap_pages / 2),
+    ];
+    let heap_runs: Vec<(u64, u64)> = heap_runs.into_iter().filter(|r| r.1 > 0).collect();
+    let mut regs = Regs::default();
+    for (i, r) in [
+        &mut regs.r15,
+        &mut regs.rax,
+        &mut regs.orig_rax,
+        &mut regs.rip,
+        &mut regs.rsp,
+        &mut regs.fs_base,
+        &mut regs.gs,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        *r = 0x1111_1111 * (i as u64 + 1);
+    }
+    ProcessState {
+        pid: 4242,
+        ppid: 1,
+        pgid: 4242,
+        sid: 4000,
+        comm: "victim".into(),
+        exe: file("/usr/bin/victim", 11),
+        creds: CredsState {
+            uids: [1000, 1000, 1000, 1000],
+            gids: [100, 100, 100, 100],
+            groups: vec![100, 24, 27],
+        },
+        umask: 0o022,
+        cwd: "/home/user".into(),
+        personality: 0,
+        rlimits: vec![
+            RlimitState {
+                resource: 7,
+                cur: 1024,
+                max: 4096,
+            },
+            RlimitState {
+                resource: 3,
+                cur: 8 << 20,
+                max: u64::MAX,
+            },
+        ],
+        mm: MmState {
+            vmas: vec![
+                exe_vma,
+                vma(0x5555_5560_0000, heap_pages + 8, VmaKind::Heap, &heap_runs),
+                vma(
+                    0x7eff_0000_0000,
+                    4,
+                    VmaKind::SharedAnonymous,
+                    &[(0, 1), (2, 1)],
+                ),
+                guard,
+                vma(
+                    0x7f00_1000_0000,
+                    8,
+                    VmaKind::File(file("/usr/lib/libc.so.6", 12)),
+                    &[],
+                ),
+                stack,
+                vma(0x7ffd_1000_0000, 4, VmaKind::Vvar, &[]),
+                vma(0x7ffd_1000_4000, 2, VmaKind::VvarVclock, &[]),
+                vdso,
+                vsyscall,
+            ],
+            start_code: 0x5555_5555_4000,
+            end_code: 0x5555_5555_6000,
+            start_data: 0x5555_5555_7000,
+            end_data: 0x5555_5555_8000,
+            start_brk: 0x5555_5560_0000,
+            brk: 0x5555_5560_8000,
+            start_stack: 0x7ffd_0001_f000,
+            arg_start: 0x7ffd_0001_f100,
+            arg_end: 0x7ffd_0001_f180,
+            env_start: 0x7ffd_0001_f180,
+            env_end: 0x7ffd_0001_fff0,
+            auxv: vec![33, 0x7ffd_1000_6000, 6, 4096, 0, 0],
+        },
+        fds: vec![
+            FdState {
+                fd: 0,
+                cloexec: false,
+                flags: 2,
+                kind: FdKind::Tty {
+                    file: file("/dev/pts/3", 6),
+                },
+            },
+            FdState {
+                fd: 1,
+                cloexec: false,
+                flags: 1,
+                kind: FdKind::Pipe { ino: 998877 },
+            },
+            FdState {
+                fd: 2,
+                cloexec: false,
+                flags: 0o2001,
+                kind: FdKind::File {
+                    file: file("/tmp/log", 13),
+                    pos: 12345,
+                },
+            },
+            FdState {
+                fd: 3,
+                cloexec: true,
+                flags: 0o200000,
+                kind: FdKind::Directory {
+                    file: file("/etc", 2),
+                    pos: 77,
+                },
+            },
+            FdState {
+                fd: 4,
+                cloexec: true,
+                flags: 2,
+                kind: FdKind::CharDevice {
+                    file: file("/dev/urandom", 9),
+                },
+            },
+            FdState {
+                fd: 9,
+                cloexec: true,
+                flags: 2,
+                kind: FdKind::Epoll {
+                    targets: vec![
+                        EpollTarget {
+                            fd: 3,
+                            events: 1,
+                            data: 42,
+                        },
+                        EpollTarget {
+                            fd: 4,
+                            events: 0x8000_0001,
+                            data: u64::MAX,
+                        },
+                    ],
+                },
+            },
+        ],
+        signals: SignalsState {
+            actions: (1..=64)
+                .filter(|s| *s != 9 && *s != 19)
+                .map(|signo| SigactionState {
+                    signo,
+                    handler: if signo == 10 { 0x5555_5555_5123 } else { 0 },
+                    flags: 0x0400_0000,
+                    restorer: 0x7f00_1000_1230,
+                    mask: 1 << 1,
+                })
+                .collect(),
+            shared_pending: vec![siginfo(10), siginfo(34)],
+        },
+        threads: vec![ThreadState {
+            tid: 4242,
+            regs,
+            xstate: (0..2696u32).map(|i| (i * 7) as u8).collect(),
+            sigmask: 1 << 13,
+            pending: vec![siginfo(12)],
+            rseq: Some(RseqState {
+                ptr: 0x7f00_1000_2000,
+                len: 32,
+                sig: 0x5305_3053,
+            }),
+            robust_list: (0x7f00_1000_3000, 24),
+            clear_child_tid: 0x7f00_1000_3010,
+            sigaltstack: SigaltstackState {
+                sp: 0x7f00_0000_1000,
+                flags: 2,
+                size: 8192,
+            },
+        }],
+    }
+}
+
+fn total_pages(s: &ProcessState) -> u64 {
+    s.mm.vmas.iter().map(|v| v.stored_pages()).sum()
+}
+
+/// Page contents that look like a heap: mostly compressible, some random, some sparse.
+fn realistic_pages(pages: u64, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed | 1);
+    let mut out = vec![0u8; (pages * PAGE_SIZE) as usize];
+    let words: [&[u8]; 8] = [
+        b"object ",
+        b"refcount ",
+        b"0x7f00 ",
+        b"name=",
+        b"value ",
+        b"\x00\x00\x00\x00",
+        b"list ",
+        b"None ",
+    ];
+    for page in out.chunks_mut(PAGE_SIZE as usize) {
+        match rng.below(10) {
+            // Incompressible.
+            0 => page.iter_mut().for_each(|b| *b = rng.next() as u8),
+            // Sparse: a few pointers in a mostly zero page.
+            1 | 2 => {
+                for _ in 0..8 {
+                    let at = rng.below(PAGE_SIZE / 8) as usize * 8;
+                    page[at..at + 8]
+                        .copy_from_slice(&(0x7f00_0000_0000 + rng.below(1 << 20)).to_le_bytes());
+                }
+            }
+            // Structured: words and pointer-like values.
+            _ => {
+                let mut i = 0;
+                while i < page.len() {
+                    if rng.below(3) == 0 {
+                        let v = (0x5555_5560_0000 + rng.below(1 << 16) * 16).to_le_bytes();
+                        let n = v.len().min(page.len() - i);
+                        page[i..i + n].copy_from_slice(&v[..n]);
+                        i += n;
+                    } else {
+                        let w = words[rng.below(words.len() as u64) as usize];
+                        let n = w.len().min(page.len() - i);
+                        page[i..i + n].copy_from_slice(&w[..n]);
+                        i += n;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Writes an image, feeding the pages in uneven chunks.
+fn write_image(state: &ProcessState, pages: &[u8], codec: Codec) -> (Vec<u8>, WriteStats) {
+    let mut w = ImageWriter::new(Vec::new(), state, codec).expect("writer");
+    let mut rest = pages;
+    let mut n = 1usize;
+    while !rest.is_empty() {
+        let take = (n * PAGE_SIZE as usize).min(rest.len());
+        let (now, later) = rest.split_at(take);
+        w.write_pages(now).expect("write pages");
+        rest = later;
+        n = n * 3 % 700 + 1;
+    }
+    w.finish().expect("finish")
+}
+
+/// Reads a whole image: the state and the concatenated pages.
+fn read_image(bytes: &[u8]) -> Result<(ProcessState, Vec<u8>), ReadImageError> {
+    let mut r = ImageReader::open(Cursor::new(bytes))?;
+    let mut pages = Vec::new();
+    while let Some(block) = r.next_pages()? {
+        assert!(block.page_count() > 0 && block.page_count() <= BLOCK_PAGES);
+        assert_eq!(block.first_page(), pages.len() as u64 / PAGE_SIZE);
+        pages.extend_from_slice(&block.to_raw());
+        // Exercise both fresh and recycled buffers.
+        if pages.len() % (2 * BLOCK_BYTES) != 0 {
+            r.recycle(block);
+        }
+    }
+    // The end is sticky.
+    assert!(r.next_pages()?.is_none());
+    Ok((r.state().clone(), pages))
+}
+
+/// The offset of the section an error names, if it names one.
+fn error_offset(e: &ReadImageError) -> Option<u64> {
+    match e {
+        ReadImageError::Io { offset, .. }
+        | ReadImageError::Truncated { offset, .. }
+        | ReadImageError::Defect { offset, .. } => Some(*offset),
+        ReadImageError::BadMagic
+        | ReadImageError::UnsupportedVersion { .. }
+        | ReadImageError::UnsupportedArch { .. } => Some(0),
+        _ => None,
+    }
+}
+
+/// Offset of the section holding byte `at` (the header counts as offset 0).
+fn section_at(summary: &ImageSummary, at: u64) -> u64 {
+    summary
+        .sections
+        .iter()
+        .rev()
+        .find(|s| s.offset <= at)
+        .map_or(0, |s| s.offset)
+}
+
+/// Pages that compress to almost nothing, to keep images small for byte-by-byte tests.
+fn tiny_pages(pages: u64, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity((pages * PAGE_SIZE) as usize);
+    for i in 0..pages {
+        let word = (i * 0x9e37_79b9 + seed).to_le_bytes();
+        for _ in 0..PAGE_SIZE / 8 {
+            out.extend_from_slice(&word);
+        }
+    }
+    out
+}
+
+fn small_image(codec: Codec) -> (ProcessState, Vec<u8>, Vec<u8>) {
+    // Three blocks: 256 + 256 + the rest.
+    let state = rich_state(600 - 7);
+    let pages = tiny_pages(total_pages(&state), 7);
+    let (image, _) = write_image(&state, &pages, codec);
+    (state, pages, image)
+}
+
+#[test]
+fn round_trip_every_codec() {
+    let state = rich_state(1000);
+    let pages = realistic_pages(total_pages(&state), 1);
+    for codec in [Codec::Zstd, Codec::Lz4, Codec::None] {
+        let (image, stats) = write_image(&state, &pages, codec);
+        assert_eq!(stats.pages, total_pages(&state));
+        assert_eq!(stats.raw_bytes, pages.len() as u64);
+        assert_eq!(stats.image_bytes, image.len() as u64);
+        let (got_state, got_pages) = read_image(&image).expect("read back");
+        assert_eq!(got_state, state, "{codec}");
+        assert!(got_pages == pages, "{codec}: pages differ");
+
+        let summary = inspect(Cursor::new(&image)).expect("inspect");
+        assert_eq!(summary.process, state);
+        assert_eq!(summary.image_bytes, image.len() as u64);
+        let blocks = total_pages(&state).div_ceil(BLOCK_PAGES);
+        assert_eq!(summary.sections.len() as u64, blocks + 2);
+        assert_eq!(summary.sections[0].kind, "manifest");
+        assert_eq!(summary.sections.last().map(|s| s.kind), Some("end"));
+        if codec == Codec::None {
+            assert!(image.len() > pages.len());
+        } else {
+            assert!(
+                image.len() < pages.len() / 2,
+                "{codec}: {} bytes",
+                image.len()
+            );
+            assert!(summary.sections.iter().any(|s| s.codec == codec));
+        }
+        let json = serde_json::to_string(&summary).expect("json");
+        assert!(json.contains("\"sha256\""));
+    }
+}
+
+#[test]
+fn round_trip_without_pages() {
+    let mut state = rich_state(0);
+    for v in &mut state.mm.vmas {
+        v.pages.clear();
+    }
+    let (image, stats) = write_image(&state, &[], Codec::Zstd);
+    assert_eq!(stats.pages, 0);
+    let (got, pages) = read_image(&image).expect("read back");
+    assert_eq!(got, state);
+    assert!(pages.is_empty());
+}
+
+#[test]
+fn zero_pages_are_not_stored() {
+    let state = rich_state(600);
+    let total = total_pages(&state);
+    // Every other page zero, the rest incompressible: with no codec, only the non-zero pages
+    // and a bit per page reach the image.
+    let mut rng = Rng(7);
+    let mut pages = vec![0u8; (total * PAGE_SIZE) as usize];
+    for (i, page) in pages.chunks_exact_mut(PAGE_SIZE as usize).enumerate() {
+        if i % 2 == 1 {
+            page.iter_mut().for_each(|b| *b = rng.next() as u8);
+        }
+    }
+    let (image, stats) = write_image(&state, &pages, Codec::None);
+    assert_eq!(stats.zero_pages, total.div_ceil(2));
+    let stored = (total / 2) * PAGE_SIZE;
+    assert!(stats.image_bytes < stored + 64 * 1024, "{} bytes for {stored} bytes of pages", stats.image_bytes);
+    assert_eq!(read_image(&image).expect("read").1, pages);
+}
+
+#[test]
+fn incompressible_blocks_are_stored_as_is() {
+    let state = rich_state(300);
+    let mut rng = Rng(99);
+    let pages: Vec<u8> = (0..total_pages(&state) * PAGE_SIZE)
+        .map(|_| rng.next() as u8)
+        .collect();
+    let (image, _) = write_image(&state, &pages, Codec::Zstd);
+    let summary = inspect(Cursor::new(&image)).expect("inspect");
+    assert!(
+        summary.sections[1..summary.sections.len() - 1]
+            .iter()
+            .all(|s| s.codec == Codec::None && s.stored_size == s.raw_size)
+    );
+    assert!(read_image(&image).expect("read").1 == pages);
+}
+
+#[test]
+fn bad_magic_is_refused() {
+    let (_, _, mut image) = small_image(Codec::Zstd);
+    image[0] = b'X';
+    let e = read_image(&image).expect_err("bad magic");
+    assert!(matches!(e, ReadImageError::BadMagic), "{e}");
+    assert!(e.to_string().contains("bad magic"));
+    let e = ImageReader::open(Cursor::new(b"#!/bin/sh\necho hi\n")).expect_err("script");
+    assert!(matches!(e, ReadImageError::BadMagic), "{e}");
+}
+
+#[test]
+fn other_versions_are_refused() {
+    let (_, _, image) = small_image(Codec::Zstd);
+    for (major, minor) in [(1u16, 1u16), (2, 0), (0, 9)] {
+        let mut bad = image.clone();
+        bad[8..10].copy_from_slice(&major.to_le_bytes());
+        bad[10..12].copy_from_slice(&minor.to_le_bytes());
+        let e = read_image(&bad).expect_err("version");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "image section \"header\" at offset 0: unsupported image version \
+                 {major}.{minor} (this ferry reads 1.0)"
+            )
+        );
+    }
+    let mut bad = image.clone();
+    bad[12..14].copy_from_slice(&183u16.to_le_bytes());
+    let e = read_image(&bad).expect_err("arch");
+    assert!(
+        matches!(e, ReadImageError::UnsupportedArch { arch: 183 }),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_anywhere_is_detected_and_named() {
+    for codec in [Codec::Zstd, Codec::Lz4, Codec::None] {
+        let (_, _, image) = small_image(codec);
+        let summary = inspect(Cursor::new(&image)).expect("inspect");
+        // Every 7th byte over the compressed images; a sample over the large uncompressed one.
+        let step = if codec == Codec::None { 4999 } else { 7 };
+        let mut checked = 0;
+        let mut at = 0usize;
+        while at < image.len() {
+            let bit = 1u8 << (at % 8);
+            let mut bad = image.clone();
+            bad[at] ^= bit;
+            let e = match read_image(&bad) {
+                Ok(_) => panic!("{codec}: flip {bit:#x} at {at} went unnoticed"),
+                Err(e) => e,
+            };
+            assert_eq!(
+                error_offset(&e),
+                Some(section_at(&summary, at as u64)),
+                "{codec}: flip at {at}: {e}"
+            );
+            checked += 1;
+            at += step;
+        }
+        assert!(checked > 20, "{codec}: only {checked} flips");
+    }
+}
+
+#[test]
+fn a_truncated_image_names_the_section() {
+    let (_, _, image) = small_image(Codec::Zstd);
+    let summary = inspect(Cursor::new(&image)).expect("inspect");
+    let mut cuts: Vec<usize> = (0..image.len()).step_by(7).collect();
+    for s in &summary.sections {
+        let at = s.offset as usize;
+        cuts.extend([
+            at,
+            at + 1,
+            at + SECTION_HEADER_LEN,
+            at + SECTION_HEADER_LEN + 1,
+        ]);
+    }
+    cuts.push(image.len() - 1);
+    for cut in cuts.into_iter().filter(|c| *c < image.len()) {
+        let e = read_image(&image[..cut]).expect_err("truncated");
+        let ReadImageError::Truncated { section, offset } = &e else {
+            panic!("cut at {cut}: {e}");
+        };
+        // A cut on a section boundary is reported at the section that is missing.
+        assert_eq!(
+            *offset,
+            section_at(&summary, cut as u64),
+            "cut at {cut}: {e}"
+        );
+        assert!(
+            e.to_string().starts_with("image truncated in section \""),
+            "{e}"
+        );
+        if cut < FileHeader::CURRENT.encode().len() {
+            assert_eq!(*section, Section::Header);
+        }
+    }
+    // inspect also refuses data after the end.
+    let mut long = image.clone();
+    long.push(0);
+    let e = inspect(Cursor::new(&long)).expect_err("trailing");
+    assert!(
+        e.to_string().contains("data follows the end section"),
+        "{e}"
+    );
+}
+
+/// Reassembles an image from the byte ranges of its sections in a new order.
+fn splice(image: &[u8], summary: &ImageSummary, order: &[usize]) -> Vec<u8> {
+    let bounds: Vec<(usize, usize)> = summary
+        .sections
+        .iter()
+        .map(|s| {
+            let start = s.offset as usize;
+            (start, start + SECTION_HEADER_LEN + s.stored_size as usize)
+        })
+        .collect();
+    let mut out = image[..bounds[0].0].to_vec();
+    for &i in order {
+        out.extend_from_slice(&image[bounds[i].0..bounds[i].1]);
+    }
+    out
+}
+
+#[test]
+fn dropped_reordered_or_foreign_blocks_are_detected() {
+    let (state, _, image) = small_image(Codec::Zstd);
+    let summary = inspect(Cursor::new(&image)).expect("inspect");
+    // Sections: 0 manifest, 1..=3 blocks, 4 end.
+    assert_eq!(summary.sections.len(), 5);
+    for (order, named) in [
+        (vec![0, 2, 3, 4], "pages block 0"),
+        (vec![0, 1, 3, 4], "pages block 1"),
+        (vec![0, 1, 2, 4], "end"),
+        (vec![0, 2, 1, 3, 4], "pages block 0"),
+        (vec![0, 1, 3, 2, 4], "pages block 1"),
+        (vec![0, 1, 2, 3, 3, 4], "pages block 3"),
+        (vec![0, 1, 2, 3, 4, 4], ""),
+        (vec![0, 4], "end"),
+    ] {
+        let bad = splice(&image, &summary, &order);
+        if named.is_empty() {
+            // A repeated end section is trailing data: the reader stops at the first.
+            read_image(&bad).expect("reader stops at the end");
+            inspect(Cursor::new(&bad)).expect_err("inspect sees trailing data");
+            continue;
+        }
+        let e = read_image(&bad).expect_err("spliced");
+        assert!(
+            e.to_string().contains(&format!("\"{named}\"")),
+            "{order:?}: {e}"
+        );
+    }
+
+    // The same block positions from an image with other contents: each block is intact, only
+    // the chain in the end section can tell.
+    let other_pages = tiny_pages(total_pages(&state), 8);
+    let (other, _) = write_image(&state, &other_pages, Codec::Zstd);
+    let other_summary = inspect(Cursor::new(&other)).expect("inspect other");
+    let s = &other_summary.sections[2];
+    let foreign =
+        &other[s.offset as usize..s.offset as usize + SECTION_HEADER_LEN + s.stored_size as usize];
+    let mut bad = splice(&image, &summary, &[0, 1]);
+    bad.extend_from_slice(foreign);
+    let rest = splice(&image, &summary, &[3, 4]);
+    bad.extend_from_slice(&rest[FileHeader::CURRENT.encode().len()..]);
+    let e = read_image(&bad).expect_err("foreign block");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "image section \"end\" at offset {}: chain digest mismatch",
+            bad.len() - SECTION_HEADER_LEN - END_PAYLOAD_LEN
+        )
+    );
+}
+
+#[test]
+fn random_corruption_of_a_larger_image_never_passes() {
+    let state = rich_state(3000);
+    let pages = realistic_pages(total_pages(&state), 3);
+    let (image, _) = write_image(&state, &pages, Codec::Zstd);
+    let summary = inspect(Cursor::new(&image)).expect("inspect");
+    let mut rng = Rng(0x5eed);
+    for _ in 0..300 {
+        let at = rng.below(image.len() as u64) as usize;
+        let mut bad = image.clone();
+        bad[at] ^= 1 << rng.below(8);
+        let e = read_image(&bad).expect_err("corrupted");
+        assert_eq!(
+            error_offset(&e),
+            Some(section_at(&summary, at as u64)),
+            "at {at}: {e}"
+        );
+    }
+    // Overwrite ranges with garbage.
+    for _ in 0..50 {
+        let at = rng.below(image.len() as u64) as usize;
+        let len = (rng.below(64) as usize + 1).min(image.len() - at);
+        let mut bad = image.clone();
+        bad[at..at + len]
+            .iter_mut()
+            .for_each(|b| *b = rng.next() as u8);
+        if bad == image {
+            continue;
+        }
+        read_image(&bad).expect_err("garbage");
+    }
+}
+
+/// Frames a manifest by hand, bypassing the writer's validation.
+fn image_with_manifest(m: &pb::Manifest) -> Vec<u8> {
+    image_with_raw_manifest(&m.encode_to_vec())
+}
+
+/// Frames manifest bytes by hand.
+fn image_with_raw_manifest(payload: &[u8]) -> Vec<u8> {
+    let header = FileHeader::CURRENT.encode();
+    let mut chain = super::format::Chain::new(&header);
+    let mut out = header.to_vec();
+    let push = |out: &mut Vec<u8>, fields: SectionFields, payload: &[u8]| {
+        let enc = fields.encode();
+        let d = section_digest(&enc, payload);
+        out.extend_from_slice(&enc);
+        out.extend_from_slice(&d);
+        out.extend_from_slice(payload);
+        d
+    };
+    let len = payload.len() as u64;
+    let d = push(
+        &mut out,
+        SectionFields {
+            kind: SectionKind::Manifest,
+            codec: Codec::None,
+            seq: 0,
+            raw_len: len,
+            stored_len: len,
+            first_page: 0,
+            page_count: 0,
+        },
+        payload,
+    );
+    chain.push(&d);
+    let end = EndPayload {
+        total_pages: 0,
+        blocks: 0,
+        chain: chain.value(),
+    };
+    push(
+        &mut out,
+        SectionFields {
+            kind: SectionKind::End,
+            codec: Codec::None,
+            seq: 1,
+            raw_len: END_PAYLOAD_LEN as u64,
+            stored_len: END_PAYLOAD_LEN as u64,
+            first_page: 0,
+            page_count: 0,
+        },
+        &end.encode(),
+    );
+    out
+}
+
+fn manifest_error(m: &pb::Manifest) -> (String, String) {
+    let image = image_with_manifest(m);
+    match ImageReader::open(Cursor::new(&image)) {
+        Ok(_) => panic!("invalid manifest accepted"),
+        Err(ReadImageError::Manifest(e)) => {
+            let outer = ReadImageError::Manifest(e.clone()).to_string();
+            assert_eq!(outer, "image section \"manifest\" is invalid");
+            (e.field, e.problem.to_string())
+        }
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+#[test]
+fn the_hand_framed_manifest_is_readable() {
+    let mut state = rich_state(0);
+    for v in &mut state.mm.vmas {
+        v.pages.clear();
+    }
+    let image = image_with_manifest(&pb::Manifest::from(&state));
+    assert_eq!(read_image(&image).expect("valid").0, state);
+}
+
+#[test]
+fn invalid_manifests_are_refused_naming_the_field() {
+    let state = rich_state(10);
+    let base = pb::Manifest::from(&state);
+    type Edit = fn(&mut pb::ProcessState);
+    let cases: Vec<(Edit, &str, &str)> = vec![
+        (
+            |p| p.mm.as_mut().unwrap().vmas[1].start += 1,
+            "mm.vmas[1].start",
+            "not page aligned",
+        ),
+        (
+            |p| {
+                let m = p.mm.as_mut().unwrap();
+                m.vmas[2].start = m.vmas[1].end - PAGE_SIZE;
+            },
+            "mm.vmas[2].start",
+            "before the previous entry ends",
+        ),
+        (
+            |p| {
+                let v = &mut p.mm.as_mut().unwrap().vmas[1];
+                v.end = v.start;
+            },
+            "mm.vmas[1]",
+            "empty or inverted",
+        ),
+        (
+            |p| {
+                let v = &mut p.mm.as_mut().unwrap().vmas[3];
+                v.end = 0x8000_0000_0000;
+            },
+            "mm.vmas[3]",
+            "above user space",
+        ),
+        (
+            |p| {
+                let v = &mut p.mm.as_mut().unwrap().vmas[9];
+                v.start -= PAGE_SIZE;
+            },
+            "mm.vmas[9]",
+            "not the kernel's",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().vmas[1].pages[0].count = u64::MAX,
+            "mm.vmas[1].pages[0]",
+            "not inside the vma",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().vmas[1].pages[1].start = 0x1000,
+            "mm.vmas[1].pages[1]",
+            "not inside the vma",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().vmas[1].pages[1].count = 0,
+            "mm.vmas[1].pages[1].count",
+            "no pages",
+        ),
+        (
+            |p| {
+                let v = &mut p.mm.as_mut().unwrap().vmas[1];
+                v.pages[1].start = v.pages[0].start;
+            },
+            "mm.vmas[1].pages[1].start",
+            "before the previous entry ends",
+        ),
+        (
+            |p| {
+                p.mm.as_mut().unwrap().vmas[6].pages.push(pb::PageRun {
+                    start: 0x7ffd_1000_0000,
+                    count: 1,
+                })
+            },
+            "mm.vmas[6].pages",
+            "vvar",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().vmas[0].kind = 99,
+            "mm.vmas[0].kind",
+            "unknown value 99",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().vmas[0].file = None,
+            "mm.vmas[0].file",
+            "absent for a file",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().vmas[1].prot = 8,
+            "mm.vmas[1].prot",
+            "bits outside",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().brk = 0,
+            "mm.start_brk",
+            "is above brk",
+        ),
+        (|p| p.mm.as_mut().unwrap().auxv.push(1), "mm.auxv", "pairs"),
+        (
+            |p| p.mm.as_mut().unwrap().auxv = vec![0; 2000],
+            "mm.auxv",
+            "more than 1024",
+        ),
+        (|p| p.fds[2].fd = 1, "fds[2].fd", "does not follow 1"),
+        (|p| p.fds[0].fd = -1, "fds[0].fd", "outside 0..=1048576"),
+        (|p| p.fds[1].kind = None, "fds[1].kind", "missing"),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::File(f)) = &mut p.fds[2].kind {
+                    f.file.as_mut().unwrap().path = "relative/path".into();
+                }
+            },
+            "fds[2].file.path",
+            "not absolute",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::File(f)) = &mut p.fds[2].kind {
+                    f.file.as_mut().unwrap().path = format!("/{}", "a".repeat(5000));
+                }
+            },
+            "fds[2].file.path",
+            "more than 4096",
+        ),
+        (
+            |p| p.signals.as_mut().unwrap().actions[0].signo = 65,
+            "signals.actions[0].signo",
+            "outside 1..=64",
+        ),
+        (
+            |p| p.signals.as_mut().unwrap().actions[1].signo = 1,
+            "signals.actions[1].signo",
+            "appears twice",
+        ),
+        (
+            |p| p.signals.as_mut().unwrap().actions[0].signo = 9,
+            "signals.actions[0].signo",
+            "cannot have a disposition",
+        ),
+        (
+            |p| {
+                p.signals.as_mut().unwrap().shared_pending[1].raw.pop();
+            },
+            "signals.shared_pending[1].raw",
+            "expected exactly 128",
+        ),
+        (
+            |p| p.signals.as_mut().unwrap().shared_pending[0].signo = 11,
+            "signals.shared_pending[0].raw",
+            "differs from signo 11",
+        ),
+        (
+            |p| p.threads[0].xstate = vec![0; 70_000],
+            "threads[0].xstate",
+            "more than 65536",
+        ),
+        (|p| p.threads[0].regs = None, "threads[0].regs", "missing"),
+        (|p| p.threads[0].tid = 7, "threads[0].tid", "not the pid"),
+        (|p| p.threads.clear(), "threads", "is empty"),
+        (
+            |p| {
+                let t = p.threads[0].clone();
+                p.threads.push(t);
+            },
+            "threads[*].tid",
+            "appears twice",
+        ),
+        (|p| p.pid = 0, "pid", "outside 1..="),
+        (|p| p.cwd = String::new(), "cwd", "not absolute"),
+        (|p| p.comm = "a\0b".into(), "comm", "NUL"),
+        (|p| p.umask = 0o1777, "umask", "bits outside"),
+        (
+            |p| p.creds.as_mut().unwrap().euid = u32::MAX,
+            "creds.euid",
+            "not a valid id",
+        ),
+        (
+            |p| p.rlimits[0].cur = p.rlimits[0].max + 1,
+            "rlimits[0]",
+            "above hard limit",
+        ),
+        (
+            |p| p.rlimits[1].resource = 7,
+            "rlimits[1].resource",
+            "appears twice",
+        ),
+        (
+            |p| p.rlimits[1].resource = 16,
+            "rlimits[1].resource",
+            "outside 0..=15",
+        ),
+        (|p| p.exe = None, "exe", "missing"),
+        (
+            |p| p.exe.as_mut().unwrap().identity = None,
+            "exe.identity",
+            "missing",
+        ),
+        (|p| p.mm = None, "mm", "missing"),
+    ];
+    for (edit, field, problem) in cases {
+        let mut m = base.clone();
+        edit(m.process.as_mut().unwrap());
+        let (got_field, got_problem) = manifest_error(&m);
+        assert_eq!(got_field, field, "{got_problem}");
+        assert!(
+            got_problem.contains(problem),
+            "{field}: {got_problem:?} lacks {problem:?}"
+        );
+    }
+    let e = manifest_error(&pb::Manifest { process: None });
+    assert_eq!(e.0, "process");
+}
+
+#[test]
+fn a_manifest_that_does_not_decode_is_refused() {
+    // Valid framing around bytes that are not a manifest.
+    let header = FileHeader::CURRENT.encode();
+    let payload = vec![0xffu8; 40];
+    let fields = SectionFields {
+        kind: SectionKind::Manifest,
+        codec: Codec::None,
+        seq: 0,
+        raw_len: 40,
+        stored_len: 40,
+        first_page: 0,
+        page_count: 0,
+    };
+    let enc = fields.encode();
+    let mut bad = header.to_vec();
+    bad.extend_from_slice(&enc);
+    bad.extend_from_slice(&section_digest(&enc, &payload));
+    bad.extend_from_slice(&payload);
+    let e = ImageReader::open(Cursor::new(&bad)).expect_err("garbage manifest");
+    assert!(
+        e.to_string()
+            .starts_with("image section \"manifest\" at offset 16: manifest does not decode"),
+        "{e}"
+    );
+
+    // A manifest length above the cap is refused before anything is read.
+    let fields = SectionFields {
+        raw_len: MAX_MANIFEST_BYTES + 1,
+        stored_len: MAX_MANIFEST_BYTES + 1,
+        ..fields
+    };
+    let enc = fields.encode();
+    let mut bad = header.to_vec();
+    bad.extend_from_slice(&enc);
+    bad.extend_from_slice(&section_digest(&enc, &[]));
+    let e = ImageReader::open(Cursor::new(&bad)).expect_err("huge manifest");
+    assert!(e.to_string().contains("exceeds the cap"), "{e}");
+}
+
+#[test]
+fn repeated_fields_are_counted_before_decoding() {
+    let state = rich_state(0);
+    // 70 000 empty VMAs: two bytes each on the wire, a whole struct each once decoded.
+    let mut m = pb::Manifest::from(&state);
+    let p = m.process.as_mut().unwrap();
+    p.mm.as_mut().unwrap().vmas = vec![pb::Vma::default(); 70_000];
+    let (field, problem) = manifest_error(&m);
+    assert_eq!(field, "mm.vmas");
+    assert_eq!(problem, "has 65537 entries, more than 65536");
+
+    // Epoll targets are capped over all descriptors together.
+    let mut m = pb::Manifest::from(&state);
+    let p = m.process.as_mut().unwrap();
+    let epoll = pb::Fd {
+        fd: 0,
+        kind: Some(pb::fd::Kind::Epoll(pb::Epoll {
+            targets: vec![pb::EpollTarget::default(); 300_000],
+        })),
+        ..Default::default()
+    };
+    p.fds = vec![epoll; 4];
+    let (field, _) = manifest_error(&m);
+    assert_eq!(field, "fds[*].epoll.targets");
+
+    // Packed and unpacked varints both count.
+    let mut m = pb::Manifest::from(&state);
+    m.process.as_mut().unwrap().mm.as_mut().unwrap().auxv = vec![7; 1025];
+    assert_eq!(manifest_error(&m).0, "mm.auxv");
+
+    // A group (wire type 3), which prost would skip, is refused.
+    let mut m = pb::Manifest::from(&state).encode_to_vec();
+    m.extend_from_slice(&[0x7b, 0x7c]); // field 15, start group / end group
+    let image = image_with_raw_manifest(&m);
+    let e = ImageReader::open(Cursor::new(&image)).expect_err("group");
+    assert!(
+        e.to_string().contains("malformed protobuf wire format"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_writer_checks_pages_against_the_manifest() {
+    let state = rich_state(20);
+    let n = total_pages(&state);
+    let pages = realistic_pages(n, 5);
+
+    let mut w = ImageWriter::new(Vec::new(), &state, Codec::Zstd).expect("writer");
+    w.write_pages(&pages[..pages.len() - PAGE_SIZE as usize])
+        .expect("write");
+    let e = w.finish().expect_err("one page short");
+    assert!(
+        matches!(e, WriteImageError::PageCountMismatch { written, expected } if written == n - 1 && expected == n),
+        "{e}"
+    );
+
+    let mut w = ImageWriter::new(Vec::new(), &state, Codec::Zstd).expect("writer");
+    w.write_pages(&pages).expect("write");
+    let e = w
+        .write_pages(&pages[..PAGE_SIZE as usize])
+        .expect_err("one page too many");
+    assert!(
+        matches!(e, WriteImageError::PageCountMismatch { .. }),
+        "{e}"
+    );
+
+    let mut w = ImageWriter::new(Vec::new(), &state, Codec::Zstd).expect("writer");
+    let e = w.write_pages(&pages[..100]).expect_err("unaligned");
+    assert!(
+        matches!(e, WriteImageError::UnalignedPages { len: 100 }),
+        "{e}"
+    );
+
+    let mut bad = state.clone();
+    bad.mm.vmas.swap(0, 1);
+    let e = ImageWriter::new(Vec::new(), &bad, Codec::Zstd).expect_err("unsorted vmas");
+    let WriteImageError::InvalidState(inner) = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(inner.field, "mm.vmas[1].start");
+}
+
+#[test]
+fn codec_names_parse() {
+    assert_eq!("zstd".parse::<Codec>().ok(), Some(Codec::Zstd));
+    assert_eq!("lz4".parse::<Codec>().ok(), Some(Codec::Lz4));
+    assert_eq!("none".parse::<Codec>().ok(), Some(Codec::None));
+    let e = "gzip".parse::<Codec>().expect_err("unknown");
+    assert_eq!(
+        e.to_string(),
+        "unknown codec \"gzip\" (expected zstd, lz4 or none)"
+    );
+    for c in [Codec::Zstd, Codec::Lz4, Codec::None] {
+        assert_eq!(c.to_string().parse::<Codec>().ok(), Some(c));
+    }
+}
+
+/// Throughput of the writer against single-threaded zstd-1 on the same data. Run with
+/// `cargo test --release -p ferry-agent -- --ignored --nocapture write_throughput`.
+#[test]
+#[ignore = "benchmark"]
+fn write_throughput() {
+    let mb = 256u64;
+    let pages = mb * 256;
+    let mut state = rich_state(0);
+    let others = total_pages(&state);
+    let heap = &mut state.mm.vmas[1];
+    heap.end = heap.start + (pages + 8) * PAGE_SIZE;
+    heap.pages = vec![PageRun {
+        start: heap.start,
+        count: pages - others,
+    }];
+    let data = realistic_pages(total_pages(&state), 11);
+
+    let t = std::time::Instant::now();
+    let mut c = zstd::bulk::Compressor::new(1).expect("zstd");
+    let mut single = 0usize;
+    for block in data.chunks(BLOCK_BYTES) {
+        single += c.compress(block).expect("compress").len();
+    }
+    let single_s = t.elapsed().as_secs_f64();
+
+    for codec in [Codec::Zstd, Codec::Lz4, Codec::None] {
+        // Touch the output first: page faults of a fresh Vec are not the writer's cost.
+        let mut out = vec![1u8; data.len() + (1 << 20)];
+        out.clear();
+        let t = std::time::Instant::now();
+        let mut w = ImageWriter::new(out, &state, codec).expect("writer");
+        for chunk in data.chunks(4 << 20) {
+            w.write_pages(chunk).expect("write");
+        }
+        let (image, stats) = w.finish().expect("finish");
+        let write_s = t.elapsed().as_secs_f64();
+
+        let t = std::time::Instant::now();
+        let mut r = ImageReader::open(Cursor::new(&image)).expect("open");
+        let mut n = 0usize;
+        while let Some(b) = r.next_pages().expect("read") {
+            n += (b.page_count() * PAGE_SIZE) as usize;
+            r.recycle(b);
+        }
+        let read_s = t.elapsed().as_secs_f64();
+        assert_eq!(n, data.len());
+        println!(
+            "{codec}: write {:.0} MB/s, read {:.0} MB/s, image {:.1}% of raw ({} bytes)",
+            data.len() as f64 / write_s / 1e6,
+            data.len() as f64 / read_s / 1e6,
+            100.0 * stats.image_bytes as f64 / data.len() as f64,
+            stats.image_bytes
+        );
+    }
+    println!(
+        "single-thread zstd-1: {:.0} MB/s, {:.1}% of raw",
+        data.len() as f64 / single_s / 1e6,
+        100.0 * single as f64 / data.len() as f64
+    );
+}

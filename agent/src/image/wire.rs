@@ -1,0 +1,201 @@
+//! A pass over the manifest's protobuf wire format, before it is decoded, that counts the
+//! entries of every repeated field. Decoding allocates a whole struct for each entry, which
+//! can be fifty times the two bytes an empty entry takes on the wire; counting first keeps
+//! what a hostile manifest can make the reader allocate within the caps of
+//! [`super::convert`], whatever the manifest's size.
+
+use super::convert::{
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_PAGE_RUNS, MAX_PENDING,
+    MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
+};
+
+/// Where a field's entries are counted, and the most allowed over the whole manifest.
+#[derive(Debug, Clone, Copy)]
+struct Counter {
+    /// Index into the count table.
+    slot: usize,
+    /// Field path for errors.
+    field: &'static str,
+    /// Most entries over the whole manifest.
+    max: usize,
+}
+
+/// What a length-delimited field holds.
+#[derive(Debug, Clone, Copy)]
+enum Child {
+    /// A message (possibly repeated, then counted).
+    Message(&'static [Field], Option<Counter>),
+    /// Repeated varints (packed or not), counted.
+    Varints(Counter),
+}
+
+/// A field of a message whose contents matter to the count.
+type Field = (u32, Child);
+
+const fn counter(slot: usize, field: &'static str, max: usize) -> Counter {
+    Counter { slot, field, max }
+}
+
+const LEAF: &[Field] = &[];
+const FILE_REF: &[Field] = &[(2, Child::Message(LEAF, None))];
+const OPEN_FILE: &[Field] = &[(1, Child::Message(FILE_REF, None))];
+const EPOLL: &[Field] = &[(
+    1,
+    Child::Message(
+        LEAF,
+        Some(counter(0, "fds[*].epoll.targets", MAX_EPOLL_TARGETS)),
+    ),
+)];
+const FD: &[Field] = &[
+    (4, Child::Message(OPEN_FILE, None)),
+    (5, Child::Message(OPEN_FILE, None)),
+    (6, Child::Message(FILE_REF, None)),
+    (7, Child::Message(FILE_REF, None)),
+    (8, Child::Message(LEAF, None)),
+    (9, Child::Message(EPOLL, None)),
+];
+const VMA: &[Field] = &[
+    (7, Child::Message(FILE_REF, None)),
+    (
+        10,
+        Child::Message(LEAF, Some(counter(1, "mm.vmas[*].pages", MAX_PAGE_RUNS))),
+    ),
+];
+const MM: &[Field] = &[
+    (
+        1,
+        Child::Message(VMA, Some(counter(2, "mm.vmas", MAX_VMAS))),
+    ),
+    (13, Child::Varints(counter(3, "mm.auxv", MAX_AUXV_WORDS))),
+];
+const CREDS: &[Field] = &[(9, Child::Varints(counter(4, "creds.groups", MAX_GROUPS)))];
+const SIGNALS: &[Field] = &[
+    (
+        1,
+        Child::Message(LEAF, Some(counter(5, "signals.actions", 64))),
+    ),
+    (
+        2,
+        Child::Message(
+            LEAF,
+            Some(counter(6, "signals.shared_pending", MAX_PENDING)),
+        ),
+    ),
+];
+const THREAD: &[Field] = &[
+    (2, Child::Message(LEAF, None)),
+    (
+        5,
+        Child::Message(LEAF, Some(counter(7, "threads[*].pending", MAX_PENDING))),
+    ),
+    (6, Child::Message(LEAF, None)),
+    (7, Child::Message(LEAF, None)),
+    (9, Child::Message(LEAF, None)),
+];
+const PROCESS: &[Field] = &[
+    (6, Child::Message(FILE_REF, None)),
+    (7, Child::Message(CREDS, None)),
+    (
+        11,
+        Child::Message(LEAF, Some(counter(8, "rlimits", RLIM_NLIMITS as usize))),
+    ),
+    (12, Child::Message(MM, None)),
+    (13, Child::Message(FD, Some(counter(9, "fds", MAX_FDS)))),
+    (14, Child::Message(SIGNALS, None)),
+    (
+        15,
+        Child::Message(THREAD, Some(counter(10, "threads", MAX_THREADS))),
+    ),
+];
+const MANIFEST: &[Field] = &[(1, Child::Message(PROCESS, None))];
+const SLOTS: usize = 11;
+
+/// What the pass found.
+#[derive(Debug)]
+pub(crate) enum PrescanError {
+    /// Not valid protobuf (prost would refuse it too).
+    Malformed,
+    /// A repeated field over its cap.
+    TooMany(ManifestError),
+}
+
+/// Counts the repeated fields of an encoded manifest against their caps.
+pub(crate) fn prescan(buf: &[u8]) -> Result<(), PrescanError> {
+    let mut counts = [0usize; SLOTS];
+    walk(buf, MANIFEST, &mut counts)
+}
+
+fn bump(counts: &mut [usize; SLOTS], c: Counter, n: usize) -> Result<(), PrescanError> {
+    let slot = &mut counts[c.slot];
+    *slot = slot.saturating_add(n);
+    if *slot > c.max {
+        return Err(PrescanError::TooMany(ManifestError {
+            field: c.field.into(),
+            problem: ManifestProblem::TooMany {
+                count: *slot,
+                max: c.max,
+            },
+        }));
+    }
+    Ok(())
+}
+
+fn walk(mut buf: &[u8], schema: &[Field], counts: &mut [usize; SLOTS]) -> Result<(), PrescanError> {
+    while !buf.is_empty() {
+        let key = varint(&mut buf).ok_or(PrescanError::Malformed)?;
+        let wire_type = key & 7;
+        let number = u32::try_from(key >> 3).map_err(|_| PrescanError::Malformed)?;
+        let child = schema.iter().find(|(n, _)| *n == number).map(|(_, c)| *c);
+        match wire_type {
+            0 => {
+                varint(&mut buf).ok_or(PrescanError::Malformed)?;
+                if let Some(Child::Varints(c)) = child {
+                    bump(counts, c, 1)?;
+                }
+            }
+            1 => buf = buf.get(8..).ok_or(PrescanError::Malformed)?,
+            5 => buf = buf.get(4..).ok_or(PrescanError::Malformed)?,
+            2 => {
+                let len = varint(&mut buf).ok_or(PrescanError::Malformed)?;
+                let len = usize::try_from(len).map_err(|_| PrescanError::Malformed)?;
+                if len > buf.len() {
+                    return Err(PrescanError::Malformed);
+                }
+                let (inner, rest) = buf.split_at(len);
+                buf = rest;
+                match child {
+                    Some(Child::Message(fields, counter)) => {
+                        if let Some(c) = counter {
+                            bump(counts, c, 1)?;
+                        }
+                        if !fields.is_empty() {
+                            walk(inner, fields, counts)?;
+                        }
+                    }
+                    Some(Child::Varints(c)) => {
+                        // Packed: one entry per byte without the continuation bit.
+                        let n = inner.iter().filter(|b| **b & 0x80 == 0).count();
+                        bump(counts, c, n)?;
+                    }
+                    None => {}
+                }
+            }
+            _ => return Err(PrescanError::Malformed),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a base-128 varint of at most ten bytes.
+fn varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
