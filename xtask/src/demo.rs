@@ -2,9 +2,10 @@
 //! it counting on with the same PID.
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::thread::sleep;
+use std::process::{ChildStdout, Command, Stdio};
+use std::thread::{self, sleep};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -30,14 +31,19 @@ pub fn run() -> Result<()> {
         1,
         "Start a small C program that prints a counter and its PID every 200 ms,",
     );
-    say(&format!("   to this terminal and to {}.", log.display()));
-    let child = Command::new(&counter)
+    say(&format!(
+        "   to a pipe whose lines we show here as [counter], and to {}.",
+        log.display()
+    ));
+    let mut child = Command::new(&counter)
         .arg(&log)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .context("start the counter")?;
     let pid = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
     let mut process = Owned::new(pid);
+    show_pipe(child.stdout.take().context("counter stdout")?);
     sleep(Duration::from_millis(1300));
 
     step(
@@ -101,12 +107,12 @@ pub fn run() -> Result<()> {
 
     step(
         5,
-        "It counts on from where it stopped, with the same PID (from its log):",
+        "It counts on from where it stopped, with the same PID, on the same pipe and in its log:",
     );
     let after = log_lines(&log)?;
     let new = after.get(counted.len()..).unwrap_or_default();
-    for (p, n) in new {
-        say(&format!("   pid {p}: {n}"));
+    if let (Some((p1, n1)), Some((p2, n2))) = (new.first(), new.last()) {
+        say(&format!("   pid {p1}: {n1}  …  pid {p2}: {n2}"));
     }
     match new.first() {
         None => bail!("the restored process writes nothing to its log"),
@@ -138,6 +144,25 @@ pub fn run() -> Result<()> {
     util::reap_ended_children();
     say("Done.");
     Ok(())
+}
+
+/// Prints what arrives on the counter's stdout. We keep the read end open across the dump, so
+/// the restored process gets the same pipe back (ferry reopens a pipe that a live process
+/// still holds) and its lines keep arriving here.
+fn show_pipe(pipe: ChildStdout) {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                // No writer for now (between the dump and the restore): wait for the next one.
+                Ok(0) => thread::sleep(Duration::from_millis(50)),
+                Ok(_) => print!("    [counter] {line}"),
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 /// The `(pid, count)` of every complete line of the counter's log.

@@ -18,7 +18,7 @@ int main(int argc, char **argv) {
     struct timespec tick = {0, 200 * 1000 * 1000};
     for (unsigned long n = 1;; n++) {
         dprintf(log, "pid %d: %lu\n", getpid(), n);
-        printf("    [counter] pid %d: %lu\n", getpid(), n);
+        printf("pid %d: %lu\n", getpid(), n);
         fflush(stdout);
         nanosleep(&tick, NULL);
     }
