@@ -332,6 +332,22 @@ fn print_table(rows: &[Row], raw_gbs: f64) {
         "targets (zstd): dump ≥ {TARGET_DUMP_GBS} GB/s of resident memory, restore ≥ {TARGET_RESTORE_GBS} GB/s, \
          image ≤ {TARGET_IMAGE_PCT}% of resident"
     );
+    if let Some(r) = rows.iter().find(|r| r.codec == "zstd") {
+        let verdict = |met: bool| if met { "met" } else { "MISSED" };
+        let dump = gbs(r.rss, r.frozen.unwrap_or(r.dump_wall));
+        let restore = gbs(r.rss, r.restore);
+        let image = 100.0 * r.image_bytes as f64 / r.rss as f64;
+        println!(
+            "zstd: dump {dump:.2} GB/s {}, restore {restore:.2} GB/s {}, image {image:.1}% {}",
+            verdict(dump >= TARGET_DUMP_GBS),
+            verdict(restore >= TARGET_RESTORE_GBS),
+            verdict(image <= TARGET_IMAGE_PCT),
+        );
+    }
+    if let Ok(load) = fs::read_to_string("/proc/loadavg") {
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        println!("load average during the run: {}", load.join(" "));
+    }
     println!("GB = 10^9 bytes; dump GB/s = VmRSS / frozen time; restore = until `restored pid N`.");
 }
 
