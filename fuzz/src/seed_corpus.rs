@@ -39,7 +39,10 @@ fn state(pages: u64) -> ProcessState {
                 pages: if pages == 0 {
                     vec![]
                 } else {
-                    vec![PageRun { start: heap, count: pages }]
+                    vec![PageRun {
+                        start: heap,
+                        count: pages,
+                    }]
                 },
             }],
             ..MmState::default()

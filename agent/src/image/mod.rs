@@ -30,7 +30,9 @@
 //! - **MANIFEST**: the prost-encoded `ferry.image.v1.Manifest` (the whole [`ProcessState`]),
 //!   stored uncompressed, at most [`MAX_MANIFEST_BYTES`].
 //! - **PAGES**: the page stream, in the order of [`crate::state::VmaState::pages`] (VMAs in
-//!   order, runs in order), cut into blocks of [`BLOCK_PAGES`] pages. Each block is compressed
+//!   order, runs in order), cut into blocks of [`BLOCK_PAGES`] pages. A block's raw payload is
+//!   its non-zero pages followed by a bitmap of `ceil(page_count / 8)` bytes, bit `i` (LSB
+//!   first) set when page `i` is all zeros and therefore not stored. Each block is compressed
 //!   on its own, so blocks compress in parallel; a block that does not shrink is stored as is
 //!   (codec none), so a compressed payload is always shorter than its raw form.
 //! - **END**: `total_pages u64, blocks u64, chain [32]`, where `chain` is SHA-256 over the file
@@ -48,9 +50,22 @@
 //!
 //! The reader treats the image as hostile: every length is checked against a cap before
 //! anything is allocated, every digest is checked before a payload is decompressed or decoded,
-//! decompression never produces more than the declared length, and the manifest is validated
-//! field by field ([`ManifestError`] names the field) before the caller sees a
-//! [`ProcessState`]. Each [`ReadImageError`] names the section and its offset.
+//! decompression never produces more than the declared length, the repeated fields of the
+//! manifest are counted on the wire before prost decodes it (an empty entry is two bytes on
+//! the wire but a whole struct once decoded), and the manifest is validated field by field
+//! ([`ManifestError`] names the field) before the caller sees a [`ProcessState`]. Each
+//! [`ReadImageError`] names the section and its offset; errors come in stream order.
+//!
+//! Page blocks are verified one by one, but only the end section proves that the blocks were
+//! all there, in order, and from this image: a restore must not let the process run before
+//! [`ImageReader::next_pages`] has returned `Ok(None)`.
+//!
+//! # Threads
+//!
+//! The writer compresses and digests blocks on one worker per CPU and writes them in order
+//! from the caller's thread; the reader reads ahead on the caller's thread and verifies and
+//! decompresses on workers, so a restore writing memory overlaps with decompression. At most
+//! two blocks per worker are in flight, so memory stays bounded.
 
 mod codec;
 mod convert;
@@ -58,6 +73,7 @@ mod format;
 mod pages;
 mod pool;
 mod reader;
+mod validate;
 mod wire;
 mod writer;
 
@@ -67,9 +83,9 @@ use std::io::Read;
 use serde::Serialize;
 
 pub use self::codec::ParseCodecError;
-pub use self::convert::{ManifestError, ManifestProblem, validate};
 pub use self::pages::PageBlock;
 pub use self::reader::{ImageReader, ImageSummary};
+pub use self::validate::{ManifestError, ManifestProblem, validate};
 pub use self::writer::ImageWriter;
 use crate::state::PAGE_SIZE;
 #[cfg(doc)]

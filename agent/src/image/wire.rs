@@ -2,9 +2,9 @@
 //! entries of every repeated field. Decoding allocates a whole struct for each entry, which
 //! can be fifty times the two bytes an empty entry takes on the wire; counting first keeps
 //! what a hostile manifest can make the reader allocate within the caps of
-//! [`super::convert`], whatever the manifest's size.
+//! [`super::validate`], whatever the manifest's size.
 
-use super::convert::{
+use super::validate::{
     MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_PAGE_RUNS, MAX_PENDING,
     MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
 };

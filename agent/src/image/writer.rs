@@ -8,13 +8,13 @@ use ferry_proto::image::v1 as pb;
 use prost::Message;
 
 use super::codec::Compressor;
-use super::convert::validate;
 use super::format::{
     Chain, Digest, END_PAYLOAD_LEN, EndPayload, FileHeader, SECTION_HEADER_LEN, SectionFields,
     SectionKind, section_digest,
 };
 use super::pages;
 use super::pool::{OrderedPool, WorkerLost, default_threads};
+use super::validate::validate;
 use super::{BLOCK_BYTES, BLOCK_PAGES, Codec, MAX_MANIFEST_BYTES, WriteImageError, WriteStats};
 use crate::state::{PAGE_SIZE, ProcessState};
 

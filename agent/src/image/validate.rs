@@ -1,0 +1,696 @@
+//! Validation of a checkpoint against the invariants the image format promises: sorted,
+//! non-overlapping, page aligned, inside user space, counts and sizes capped. The reader runs
+//! it on every manifest before anyone acts on it; the writer runs it on every state it is
+//! given, so a dump never produces an image the reader would refuse. Every error names the
+//! offending field with its path, e.g. `mm.vmas[3].pages[0]`.
+
+use std::fmt;
+
+use crate::state::{
+    CredsState, FdKind, FdState, MmState, PAGE_SIZE, ProcessState, RlimitState, SiginfoState,
+    SignalsState, VmaKind, VmaState, prot,
+};
+
+/// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
+pub const USER_END: u64 = 0x7fff_ffff_f000;
+/// Where the kernel puts `[vsyscall]`, the only mapping above user space.
+pub const VSYSCALL_START: u64 = 0xffff_ffff_ff60_0000;
+/// Highest PID the kernel can hand out (`PID_MAX_LIMIT`).
+pub const MAX_PID: i32 = 1 << 22;
+/// Highest descriptor number accepted (the default `fs.nr_open`).
+pub const MAX_FD: i32 = 1 << 20;
+/// Most VMAs accepted (the default `vm.max_map_count` is 65530).
+pub const MAX_VMAS: usize = 65536;
+/// Most page runs accepted over all VMAs.
+pub const MAX_PAGE_RUNS: usize = 1 << 22;
+/// Most descriptors accepted.
+pub const MAX_FDS: usize = 1 << 20;
+/// Most epoll interest-list entries accepted, per descriptor and over all of them.
+pub const MAX_EPOLL_TARGETS: usize = 1 << 20;
+/// Most auxv words accepted.
+pub const MAX_AUXV_WORDS: usize = 1024;
+/// Most threads accepted.
+pub const MAX_THREADS: usize = 65536;
+/// Most supplementary groups (`NGROUPS_MAX`).
+pub const MAX_GROUPS: usize = 65536;
+/// Longest path accepted, in bytes (`PATH_MAX`).
+pub const MAX_PATH: usize = 4096;
+/// Longest `comm` accepted, in bytes.
+pub const MAX_COMM: usize = 64;
+/// Largest `NT_X86_XSTATE` buffer accepted.
+pub const MAX_XSTATE: usize = 64 * 1024;
+/// Most queued signals accepted, per queue and over all threads' queues.
+pub const MAX_PENDING: usize = 1 << 20;
+/// Size of a `siginfo_t`.
+pub const SIGINFO_LEN: usize = 128;
+/// Number of `RLIMIT_*` resources (`RLIM_NLIMITS`).
+pub const RLIM_NLIMITS: u32 = 16;
+
+/// A manifest field that is missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ManifestError {
+    /// Path of the field, e.g. `mm.vmas[3].pages[0]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: ManifestProblem,
+}
+
+/// What is wrong with a manifest field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestProblem {
+    /// A required message is absent.
+    #[error("is missing")]
+    Missing,
+    /// A string or byte string is too long.
+    #[error("is {len} bytes long, more than {max}")]
+    TooLong {
+        /// Length found.
+        len: usize,
+        /// Largest accepted.
+        max: usize,
+    },
+    /// A list has too many entries.
+    #[error("has {count} entries, more than {max}")]
+    TooMany {
+        /// Entries found.
+        count: usize,
+        /// Most accepted.
+        max: usize,
+    },
+    /// A list that must not be empty is.
+    #[error("is empty")]
+    Empty,
+    /// A number outside its range.
+    #[error("{value} is outside {min}..={max}")]
+    OutOfRange {
+        /// Value found.
+        value: i128,
+        /// Smallest accepted.
+        min: i128,
+        /// Largest accepted.
+        max: i128,
+    },
+    /// An enum value this reader does not know.
+    #[error("unknown value {0}")]
+    UnknownEnum(i32),
+    /// Bits outside the accepted mask are set.
+    #[error("{value:#o} has bits outside {allowed:#o}")]
+    UnknownBits {
+        /// Value found.
+        value: u64,
+        /// Bits accepted.
+        allowed: u64,
+    },
+    /// An address or offset that must be page aligned is not.
+    #[error("{0:#x} is not page aligned")]
+    NotPageAligned(u64),
+    /// A range whose start is not below its end.
+    #[error("range {start:#x}..{end:#x} is empty or inverted")]
+    EmptyRange {
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+    /// A VMA above user space (other than `[vsyscall]`).
+    #[error("range {start:#x}..{end:#x} reaches above user space ({USER_END:#x})")]
+    AboveUserSpace {
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+    /// An address above user space.
+    #[error("{0:#x} is above user space")]
+    AddressAboveUserSpace(u64),
+    /// A `[vsyscall]` VMA somewhere else than where the kernel puts it.
+    #[error("vsyscall range {start:#x}..{end:#x} is not the kernel's {VSYSCALL_START:#x}..+0x1000")]
+    MisplacedVsyscall {
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+    /// A range that starts before the previous one ends.
+    #[error("starts at {start:#x}, before the previous entry ends at {prev_end:#x}")]
+    Overlap {
+        /// Start of this entry.
+        start: u64,
+        /// End of the previous entry.
+        prev_end: u64,
+    },
+    /// A page run that is not inside its VMA.
+    #[error(
+        "run of {count} pages at {start:#x} is not inside the vma {vma_start:#x}..{vma_end:#x}"
+    )]
+    RunOutsideVma {
+        /// First page.
+        start: u64,
+        /// Pages.
+        count: u64,
+        /// VMA start.
+        vma_start: u64,
+        /// VMA end.
+        vma_end: u64,
+    },
+    /// A page run of zero pages.
+    #[error("run at {0:#x} has no pages")]
+    EmptyRun(u64),
+    /// Pages stored for a mapping the kernel provides.
+    #[error("a {kind} mapping cannot have stored pages")]
+    PagesInKernelMapping {
+        /// The VMA kind.
+        kind: &'static str,
+    },
+    /// A VMA's file is present or absent against its kind.
+    #[error("file is {} for a {kind} mapping", if *.present { "present" } else { "absent" })]
+    FileAgainstKind {
+        /// The VMA kind.
+        kind: &'static str,
+        /// Whether a file was given.
+        present: bool,
+    },
+    /// A VMA offset whose end overflows.
+    #[error("offset {pgoff:#x} plus the mapping length overflows")]
+    OffsetOverflow {
+        /// The offset.
+        pgoff: u64,
+    },
+    /// Entries that must be strictly increasing are not.
+    #[error("{value} does not follow {prev} in increasing order")]
+    NotIncreasing {
+        /// This value.
+        value: i64,
+        /// The previous value.
+        prev: i64,
+    },
+    /// A value that must be unique appears twice.
+    #[error("{0} appears twice")]
+    Duplicate(i64),
+    /// A byte string of the wrong length.
+    #[error("is {len} bytes long, expected exactly {expected}")]
+    WrongLength {
+        /// Length found.
+        len: usize,
+        /// Length required.
+        expected: usize,
+    },
+    /// A siginfo whose `si_signo` differs from the signal number beside it.
+    #[error("raw si_signo {raw} differs from signo {signo}")]
+    SignoMismatch {
+        /// `signo` field.
+        signo: u32,
+        /// First word of the raw siginfo.
+        raw: i32,
+    },
+    /// A disposition for a signal whose disposition cannot be changed.
+    #[error("signal {0} cannot have a disposition")]
+    UncatchableSignal(u32),
+    /// A path that is not absolute.
+    #[error("path {0:?} is not absolute")]
+    NotAbsolute(String),
+    /// A string with a NUL byte.
+    #[error("contains a NUL byte")]
+    ContainsNul,
+    /// Two addresses that must be ordered are not.
+    #[error("{low_name} {low:#x} is above {high_name} {high:#x}")]
+    Inverted {
+        /// Name of the lower bound.
+        low_name: &'static str,
+        /// Its value.
+        low: u64,
+        /// Name of the upper bound.
+        high_name: &'static str,
+        /// Its value.
+        high: u64,
+    },
+    /// auxv with an odd number of words.
+    #[error("has {0} words, not (type, value) pairs")]
+    OddAuxv(usize),
+    /// A soft limit above its hard limit.
+    #[error("soft limit {cur} is above hard limit {max}")]
+    SoftAboveHard {
+        /// Soft.
+        cur: u64,
+        /// Hard.
+        max: u64,
+    },
+    /// An id of -1, which the set*id calls read as "leave unchanged".
+    #[error("{0} is not a valid id")]
+    InvalidId(u32),
+    /// The first thread is not the thread-group leader.
+    #[error("first thread has tid {tid}, not the pid {pid}")]
+    LeaderNotFirst {
+        /// TID of the first thread.
+        tid: i32,
+        /// PID.
+        pid: i32,
+    },
+}
+
+pub(crate) fn err(field: impl Into<String>, problem: ManifestProblem) -> ManifestError {
+    ManifestError {
+        field: field.into(),
+        problem,
+    }
+}
+
+pub(crate) fn cap_count(field: &str, count: usize, max: usize) -> Result<(), ManifestError> {
+    if count > max {
+        return Err(err(field, ManifestProblem::TooMany { count, max }));
+    }
+    Ok(())
+}
+
+/// Checks every invariant of a checkpoint that the image format promises: the reader calls it
+/// on each manifest, the writer on each state it is given.
+pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
+    check_range("pid", s.pid, 1, MAX_PID)?;
+    check_range("ppid", s.ppid, 0, MAX_PID)?;
+    check_range("pgid", s.pgid, 0, MAX_PID)?;
+    check_range("sid", s.sid, 0, MAX_PID)?;
+    check_string("comm", &s.comm, MAX_COMM)?;
+    check_path("exe.path", &s.exe.path)?;
+    validate_creds(&s.creds)?;
+    if s.umask & !0o777 != 0 {
+        return Err(err(
+            "umask",
+            ManifestProblem::UnknownBits {
+                value: s.umask.into(),
+                allowed: 0o777,
+            },
+        ));
+    }
+    check_path("cwd", &s.cwd)?;
+    validate_rlimits(&s.rlimits)?;
+    validate_mm(&s.mm)?;
+    validate_fds(&s.fds)?;
+    validate_signals(&s.signals)?;
+    validate_threads(s)?;
+    Ok(())
+}
+
+fn check_range<T: Into<i128> + Copy>(
+    field: impl fmt::Display,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ManifestError> {
+    let (value, min, max) = (value.into(), min.into(), max.into());
+    if value < min || value > max {
+        return Err(err(
+            field.to_string(),
+            ManifestProblem::OutOfRange { value, min, max },
+        ));
+    }
+    Ok(())
+}
+
+fn check_string(field: &str, s: &str, max: usize) -> Result<(), ManifestError> {
+    if s.len() > max {
+        return Err(err(field, ManifestProblem::TooLong { len: s.len(), max }));
+    }
+    if s.contains('\0') {
+        return Err(err(field, ManifestProblem::ContainsNul));
+    }
+    Ok(())
+}
+
+fn check_path(field: &str, path: &str) -> Result<(), ManifestError> {
+    check_string(field, path, MAX_PATH)?;
+    if !path.starts_with('/') {
+        return Err(err(field, ManifestProblem::NotAbsolute(path.to_owned())));
+    }
+    Ok(())
+}
+
+fn validate_creds(c: &CredsState) -> Result<(), ManifestError> {
+    const NAMES: [&str; 4] = ["ruid", "euid", "suid", "fsuid"];
+    const GNAMES: [&str; 4] = ["rgid", "egid", "sgid", "fsgid"];
+    for (name, id) in NAMES.iter().zip(c.uids).chain(GNAMES.iter().zip(c.gids)) {
+        if id == u32::MAX {
+            return Err(err(format!("creds.{name}"), ManifestProblem::InvalidId(id)));
+        }
+    }
+    cap_count("creds.groups", c.groups.len(), MAX_GROUPS)?;
+    if let Some((i, g)) = c.groups.iter().enumerate().find(|(_, g)| **g == u32::MAX) {
+        return Err(err(
+            format!("creds.groups[{i}]"),
+            ManifestProblem::InvalidId(*g),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_rlimits(rlimits: &[RlimitState]) -> Result<(), ManifestError> {
+    cap_count("rlimits", rlimits.len(), RLIM_NLIMITS as usize)?;
+    let mut seen = 0u32;
+    for (i, r) in rlimits.iter().enumerate() {
+        let field = || format!("rlimits[{i}]");
+        check_range(
+            format!("{}.resource", field()),
+            r.resource,
+            0,
+            RLIM_NLIMITS - 1,
+        )?;
+        let bit = 1u32 << r.resource;
+        if seen & bit != 0 {
+            return Err(err(
+                format!("{}.resource", field()),
+                ManifestProblem::Duplicate(r.resource.into()),
+            ));
+        }
+        seen |= bit;
+        if r.cur > r.max {
+            return Err(err(
+                field(),
+                ManifestProblem::SoftAboveHard {
+                    cur: r.cur,
+                    max: r.max,
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn kind_name(k: &VmaKind) -> &'static str {
+    match k {
+        VmaKind::Anonymous => "anonymous",
+        VmaKind::Heap => "heap",
+        VmaKind::Stack => "stack",
+        VmaKind::File(_) => "file",
+        VmaKind::SharedAnonymous => "shared anonymous",
+        VmaKind::Vdso => "vdso",
+        VmaKind::Vvar => "vvar",
+        VmaKind::VvarVclock => "vvar_vclock",
+        VmaKind::Vsyscall => "vsyscall",
+    }
+}
+
+fn validate_mm(m: &MmState) -> Result<(), ManifestError> {
+    cap_count("mm.vmas", m.vmas.len(), MAX_VMAS)?;
+    let mut prev_end = 0u64;
+    let mut runs = 0usize;
+    for (i, v) in m.vmas.iter().enumerate() {
+        let field = || format!("mm.vmas[{i}]");
+        for (name, value) in [("start", v.start), ("end", v.end), ("pgoff", v.pgoff)] {
+            if value % PAGE_SIZE != 0 {
+                return Err(err(
+                    format!("{}.{name}", field()),
+                    ManifestProblem::NotPageAligned(value),
+                ));
+            }
+        }
+        if v.start >= v.end {
+            return Err(err(
+                field(),
+                ManifestProblem::EmptyRange {
+                    start: v.start,
+                    end: v.end,
+                },
+            ));
+        }
+        if matches!(v.kind, VmaKind::Vsyscall) {
+            if v.start != VSYSCALL_START || v.end != VSYSCALL_START + PAGE_SIZE {
+                return Err(err(
+                    field(),
+                    ManifestProblem::MisplacedVsyscall {
+                        start: v.start,
+                        end: v.end,
+                    },
+                ));
+            }
+        } else if v.end > USER_END {
+            return Err(err(
+                field(),
+                ManifestProblem::AboveUserSpace {
+                    start: v.start,
+                    end: v.end,
+                },
+            ));
+        }
+        if v.start < prev_end {
+            return Err(err(
+                format!("{}.start", field()),
+                ManifestProblem::Overlap {
+                    start: v.start,
+                    prev_end,
+                },
+            ));
+        }
+        prev_end = v.end;
+        if v.prot & !(prot::READ | prot::WRITE | prot::EXEC) != 0 {
+            return Err(err(
+                format!("{}.prot", field()),
+                ManifestProblem::UnknownBits {
+                    value: v.prot.into(),
+                    allowed: (prot::READ | prot::WRITE | prot::EXEC).into(),
+                },
+            ));
+        }
+        if v.pgoff.checked_add(v.end - v.start).is_none() {
+            return Err(err(
+                format!("{}.pgoff", field()),
+                ManifestProblem::OffsetOverflow { pgoff: v.pgoff },
+            ));
+        }
+        if let VmaKind::File(f) = &v.kind {
+            check_path(&format!("{}.file.path", field()), &f.path)?;
+        }
+        runs = runs.saturating_add(v.pages.len());
+        cap_count("mm.vmas[*].pages", runs, MAX_PAGE_RUNS)?;
+        validate_runs(i, v)?;
+    }
+    let pairs = [
+        ("start_code", m.start_code, "end_code", m.end_code),
+        ("start_data", m.start_data, "end_data", m.end_data),
+        ("start_brk", m.start_brk, "brk", m.brk),
+        ("arg_start", m.arg_start, "arg_end", m.arg_end),
+        ("env_start", m.env_start, "env_end", m.env_end),
+    ];
+    for (low_name, low, high_name, high) in pairs {
+        for (name, value) in [(low_name, low), (high_name, high)] {
+            if value > USER_END {
+                return Err(err(
+                    format!("mm.{name}"),
+                    ManifestProblem::AddressAboveUserSpace(value),
+                ));
+            }
+        }
+        if low > high {
+            return Err(err(
+                format!("mm.{low_name}"),
+                ManifestProblem::Inverted {
+                    low_name,
+                    low,
+                    high_name,
+                    high,
+                },
+            ));
+        }
+    }
+    if m.start_stack > USER_END {
+        return Err(err(
+            "mm.start_stack",
+            ManifestProblem::AddressAboveUserSpace(m.start_stack),
+        ));
+    }
+    cap_count("mm.auxv", m.auxv.len(), MAX_AUXV_WORDS)?;
+    if !m.auxv.len().is_multiple_of(2) {
+        return Err(err("mm.auxv", ManifestProblem::OddAuxv(m.auxv.len())));
+    }
+    Ok(())
+}
+
+fn validate_runs(i: usize, v: &VmaState) -> Result<(), ManifestError> {
+    if !v.pages.is_empty()
+        && matches!(
+            v.kind,
+            VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
+        )
+    {
+        return Err(err(
+            format!("mm.vmas[{i}].pages"),
+            ManifestProblem::PagesInKernelMapping {
+                kind: kind_name(&v.kind),
+            },
+        ));
+    }
+    let mut prev_end = v.start;
+    for (j, r) in v.pages.iter().enumerate() {
+        let field = || format!("mm.vmas[{i}].pages[{j}]");
+        if r.start % PAGE_SIZE != 0 {
+            return Err(err(
+                format!("{}.start", field()),
+                ManifestProblem::NotPageAligned(r.start),
+            ));
+        }
+        if r.count == 0 {
+            return Err(err(
+                format!("{}.count", field()),
+                ManifestProblem::EmptyRun(r.start),
+            ));
+        }
+        // Checked without multiplying `count`, which could overflow.
+        let inside =
+            r.start >= v.start && r.start < v.end && r.count <= (v.end - r.start) / PAGE_SIZE;
+        if !inside {
+            return Err(err(
+                field(),
+                ManifestProblem::RunOutsideVma {
+                    start: r.start,
+                    count: r.count,
+                    vma_start: v.start,
+                    vma_end: v.end,
+                },
+            ));
+        }
+        if r.start < prev_end {
+            return Err(err(
+                format!("{}.start", field()),
+                ManifestProblem::Overlap {
+                    start: r.start,
+                    prev_end,
+                },
+            ));
+        }
+        prev_end = r.start + r.count * PAGE_SIZE;
+    }
+    Ok(())
+}
+
+fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
+    cap_count("fds", fds.len(), MAX_FDS)?;
+    let mut prev: Option<i32> = None;
+    for (i, f) in fds.iter().enumerate() {
+        let field = || format!("fds[{i}]");
+        check_range(format!("{}.fd", field()), f.fd, 0, MAX_FD)?;
+        if let Some(p) = prev
+            && f.fd <= p
+        {
+            return Err(err(
+                format!("{}.fd", field()),
+                ManifestProblem::NotIncreasing {
+                    value: f.fd.into(),
+                    prev: p.into(),
+                },
+            ));
+        }
+        prev = Some(f.fd);
+        match &f.kind {
+            FdKind::File { file, .. } => check_path(&format!("{}.file.path", field()), &file.path)?,
+            FdKind::Directory { file, .. } => {
+                check_path(&format!("{}.directory.path", field()), &file.path)?
+            }
+            FdKind::CharDevice { file } => {
+                check_path(&format!("{}.char_device.path", field()), &file.path)?
+            }
+            FdKind::Tty { file } => check_path(&format!("{}.tty.path", field()), &file.path)?,
+            FdKind::Pipe { .. } => {}
+            FdKind::Epoll { targets } => {
+                cap_count(
+                    &format!("{}.epoll.targets", field()),
+                    targets.len(),
+                    MAX_EPOLL_TARGETS,
+                )?;
+                for (j, t) in targets.iter().enumerate() {
+                    check_range(
+                        format!("{}.epoll.targets[{j}].fd", field()),
+                        t.fd,
+                        0,
+                        MAX_FD,
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_signals(s: &SignalsState) -> Result<(), ManifestError> {
+    cap_count("signals.actions", s.actions.len(), 64)?;
+    let mut seen = 0u64;
+    for (i, a) in s.actions.iter().enumerate() {
+        let field = format!("signals.actions[{i}].signo");
+        check_range(field.as_str(), a.signo, 1, 64)?;
+        // SIGKILL and SIGSTOP keep their default disposition; rt_sigaction refuses them.
+        if a.signo == 9 || a.signo == 19 {
+            return Err(err(field, ManifestProblem::UncatchableSignal(a.signo)));
+        }
+        let bit = 1u64 << (a.signo - 1);
+        if seen & bit != 0 {
+            return Err(err(field, ManifestProblem::Duplicate(a.signo.into())));
+        }
+        seen |= bit;
+    }
+    validate_siginfos("signals.shared_pending", &s.shared_pending)
+}
+
+fn validate_siginfos(field: &str, list: &[SiginfoState]) -> Result<(), ManifestError> {
+    cap_count(field, list.len(), MAX_PENDING)?;
+    for (i, s) in list.iter().enumerate() {
+        check_range(format!("{field}[{i}].signo"), s.signo, 1, 64)?;
+        if s.raw.len() != SIGINFO_LEN {
+            return Err(err(
+                format!("{field}[{i}].raw"),
+                ManifestProblem::WrongLength {
+                    len: s.raw.len(),
+                    expected: SIGINFO_LEN,
+                },
+            ));
+        }
+        let raw = i32::from_le_bytes([s.raw[0], s.raw[1], s.raw[2], s.raw[3]]);
+        if i64::from(raw) != i64::from(s.signo) {
+            return Err(err(
+                format!("{field}[{i}].raw"),
+                ManifestProblem::SignoMismatch {
+                    signo: s.signo,
+                    raw,
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_threads(s: &ProcessState) -> Result<(), ManifestError> {
+    cap_count("threads", s.threads.len(), MAX_THREADS)?;
+    let Some(leader) = s.threads.first() else {
+        return Err(err("threads", ManifestProblem::Empty));
+    };
+    if leader.tid != s.pid {
+        return Err(err(
+            "threads[0].tid",
+            ManifestProblem::LeaderNotFirst {
+                tid: leader.tid,
+                pid: s.pid,
+            },
+        ));
+    }
+    let mut tids: Vec<i32> = Vec::with_capacity(s.threads.len());
+    for (i, t) in s.threads.iter().enumerate() {
+        let field = || format!("threads[{i}]");
+        check_range(format!("{}.tid", field()), t.tid, 1, MAX_PID)?;
+        if t.xstate.len() > MAX_XSTATE {
+            return Err(err(
+                format!("{}.xstate", field()),
+                ManifestProblem::TooLong {
+                    len: t.xstate.len(),
+                    max: MAX_XSTATE,
+                },
+            ));
+        }
+        validate_siginfos(&format!("{}.pending", field()), &t.pending)?;
+        tids.push(t.tid);
+    }
+    tids.sort_unstable();
+    if let Some(w) = tids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(err(
+            "threads[*].tid",
+            ManifestProblem::Duplicate(w[0].into()),
+        ));
+    }
+    Ok(())
+}
