@@ -178,7 +178,7 @@ struct Victim {
     len: usize,
     report: PathBuf,
     /// Kept open so the victim's stdout is never a pipe without a reader.
-    _stdout: Option<BufReader<ChildStdout>>,
+    _stdout: BufReader<ChildStdout>,
 }
 
 impl Victim {
@@ -219,7 +219,7 @@ impl Victim {
             addr,
             len,
             report,
-            _stdout: Some(reader),
+            _stdout: reader,
         })
     }
 
