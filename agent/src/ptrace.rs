@@ -76,7 +76,8 @@ pub enum PtraceError {
 pub struct Tracee {
     pid: Pid,
     mem: File,
-    /// The thread the last injected `clone3` created (from `PTRACE_EVENT_CLONE`).
+    /// The thread or process the last injected `clone3` created (from `PTRACE_EVENT_CLONE`
+    /// or `PTRACE_EVENT_FORK`).
     new_thread: std::cell::Cell<Option<Pid>>,
 }
 
@@ -300,7 +301,11 @@ impl Tracee {
         loop {
             match self.wait()? {
                 WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
-                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_CLONE) => {
+                WaitStatus::PtraceEvent(
+                    _,
+                    _,
+                    libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK,
+                ) => {
                     let tid = ptrace::getevent(self.pid).map_err(self.req("getevent"))?;
                     self.new_thread.set(Some(Pid::from_raw(tid as i32)));
                     ptrace::cont(self.pid, None).map_err(self.req("resume"))?;

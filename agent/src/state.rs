@@ -47,6 +47,126 @@ pub struct ProcessState {
     pub locks: Vec<LockState>,
 }
 
+/// A checkpoint of a process tree: a process and its descendants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TreeState {
+    /// Live processes: the root first, every parent before its children. Their pages follow
+    /// one another in the page stream in this order.
+    pub processes: Vec<ProcessState>,
+    /// Children that had exited and not been waited for (zombies), recreated so that their
+    /// parent can still wait for them.
+    pub zombies: Vec<ZombieState>,
+}
+
+impl TreeState {
+    /// A tree of one process.
+    pub fn single(process: ProcessState) -> Self {
+        Self {
+            processes: vec![process],
+            zombies: Vec::new(),
+        }
+    }
+
+    /// The root process.
+    pub fn root(&self) -> Option<&ProcessState> {
+        self.processes.first()
+    }
+
+    /// How sessions and process groups are rebuilt, per live process in tree order: whether
+    /// it calls `setsid()` (the root, and every session leader), and the PID of the leader of
+    /// the group it joins. The root leads a new session and group, as a single restored
+    /// process does; a member of the root's original session or group follows the root.
+    /// A session or group whose leader is outside the tree (other than the root's) cannot be
+    /// rebuilt: the error names it.
+    pub fn session_layout(&self) -> Result<Vec<SessionPlace>, String> {
+        let Some(root) = self.processes.first() else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<SessionPlace> = Vec::with_capacity(self.processes.len());
+        for (i, p) in self.processes.iter().enumerate() {
+            if i == 0 {
+                out.push(SessionPlace {
+                    setsid: true,
+                    sid: p.pid,
+                    pgid: p.pid,
+                });
+                continue;
+            }
+            let parent = self.processes[..i]
+                .iter()
+                .position(|q| q.pid == p.ppid)
+                .ok_or_else(|| format!("pid {}: its parent {} is not in the tree", p.pid, p.ppid))?;
+            let setsid = p.sid == p.pid;
+            let sid = if setsid {
+                p.pid
+            } else if p.sid == self.processes[parent].sid {
+                out[parent].sid
+            } else {
+                return Err(format!(
+                    "pid {}: its session {} is neither its own nor its parent's; not supported",
+                    p.pid, p.sid
+                ));
+            };
+            let pgid = if p.pgid == p.pid {
+                p.pid
+            } else if let Some(j) = self.processes[..i].iter().position(|q| q.pid == p.pgid) {
+                if out[j].sid != sid {
+                    return Err(format!(
+                        "pid {}: its process group {} belongs to another session",
+                        p.pid, p.pgid
+                    ));
+                }
+                p.pgid
+            } else if p.pgid == root.pgid && sid == root.pid {
+                root.pid
+            } else {
+                return Err(format!(
+                    "pid {}: the leader of its process group {} is not in the tree; not supported",
+                    p.pid, p.pgid
+                ));
+            };
+            out.push(SessionPlace { setsid, sid, pgid });
+        }
+        Ok(out)
+    }
+
+    /// Stored pages of every process.
+    pub fn stored_pages(&self) -> u64 {
+        self.processes
+            .iter()
+            .flat_map(|p| &p.mm.vmas)
+            .map(VmaState::stored_pages)
+            .sum()
+    }
+}
+
+/// Where a process of a tree goes in sessions and process groups (see
+/// [`TreeState::session_layout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPlace {
+    /// It leads a session: `setsid()` as soon as it exists, before its children.
+    pub setsid: bool,
+    /// PID of its session's leader after the restore.
+    pub sid: i32,
+    /// PID of its group's leader after the restore.
+    pub pgid: i32,
+}
+
+/// A child that had exited but was not waited for yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ZombieState {
+    /// Its PID.
+    pub pid: i32,
+    /// Its parent (a live process of the tree).
+    pub ppid: i32,
+    /// Process group.
+    pub pgid: i32,
+    /// Session.
+    pub sid: i32,
+    /// Wait status as `waitpid` reports it (`/proc/PID/stat` field 52).
+    pub status: i32,
+}
+
 /// A path plus the identity of the file that was there at dump time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileRef {
@@ -288,6 +408,15 @@ pub enum FdKind {
         /// The whole contents.
         #[serde(serialize_with = "byte_count")]
         data: Vec<u8>,
+    },
+    /// The same open file description as descriptor `fd` of the tree member `pid`, which
+    /// comes earlier in the tree (shared after `fork`, or passed on): one offset, one set of
+    /// status flags. Restored by taking it from that process (`pidfd_getfd`).
+    Shared {
+        /// The process holding the description first, in tree order.
+        pid: i32,
+        /// Its descriptor (never itself `Shared` or `Dup`).
+        fd: i32,
     },
 }
 

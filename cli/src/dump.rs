@@ -1,10 +1,12 @@
 //! `ferry dump PID -o IMAGE [--leave-running] [--compress zstd|lz4|none]
-//! [--max-deleted-file-size BYTES]`
+//! [--max-deleted-file-size BYTES] [--tree]`
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ferry_agent::dump::{DEFAULT_MAX_DELETED_FILE_SIZE, DumpOptions, STORED_BUDGET, dump};
+use ferry_agent::dump::{
+    DEFAULT_MAX_DELETED_FILE_SIZE, DumpOptions, STORED_BUDGET, dump, dump_tree,
+};
 use ferry_agent::image::Codec;
 use nix::unistd::Pid;
 
@@ -25,6 +27,9 @@ pub struct Args {
     /// makes the dump fail.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_DELETED_FILE_SIZE, value_parser = clap::value_parser!(u64).range(0..=STORED_BUDGET))]
     max_deleted_file_size: u64,
+    /// Checkpoint the process and all its descendants (restored together).
+    #[arg(long)]
+    tree: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -33,7 +38,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "none" => Codec::None,
         _ => Codec::Zstd,
     };
-    let summary = dump(
+    let run = if args.tree { dump_tree } else { dump };
+    let summary = run(
         Pid::from_raw(args.pid),
         &args.output,
         DumpOptions {
@@ -48,8 +54,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let s = summary.stats;
     println!(
-        "dumped pid {}: {} pages ({:.1} MiB, {} zero), image {:.1} MiB ({}), frozen {} ms{}",
+        "dumped pid {}{}: {} pages ({:.1} MiB, {} zero), image {:.1} MiB ({}), frozen {} ms{}",
         summary.pid,
+        if summary.processes > 1 {
+            format!(" and {} descendants", summary.processes - 1)
+        } else {
+            String::new()
+        },
         s.pages,
         s.raw_bytes as f64 / (1 << 20) as f64,
         s.zero_pages,

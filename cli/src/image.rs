@@ -139,6 +139,7 @@ fn render(s: &ImageSummary) -> String {
                     mib(data.len() as u64)
                 )
             }
+            FdKind::Shared { pid, fd } => format!("shared with pid {pid} fd {fd}"),
         };
         let _ = writeln!(
             o,
@@ -221,6 +222,30 @@ fn render(s: &ImageSummary) -> String {
         }
     }
 
+    if !s.more.is_empty() || !s.zombies.is_empty() {
+        let _ = writeln!(o, "\ntree: {} more processes", s.more.len());
+        for m in &s.more {
+            let _ = writeln!(
+                o,
+                "  pid {} ({}), parent {}, group {}, session {}, {} threads, {} vmas, {} fds",
+                m.pid,
+                m.comm,
+                m.ppid,
+                m.pgid,
+                m.sid,
+                m.threads.len(),
+                m.mm.vmas.len(),
+                m.fds.len()
+            );
+        }
+        for z in &s.zombies {
+            let _ = writeln!(
+                o,
+                "  pid {} (zombie), parent {}, wait status {:#x}",
+                z.pid, z.ppid, z.status
+            );
+        }
+    }
     let _ = writeln!(o, "\nsections ({}):", s.sections.len());
     for sec in &s.sections {
         let _ = writeln!(

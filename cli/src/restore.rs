@@ -44,6 +44,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             summary.pid
         );
     }
-    println!("restored pid {}", summary.pid);
+    if summary.others.is_empty() {
+        println!("restored pid {}", summary.pid);
+    } else {
+        let others: Vec<String> = summary.others.iter().map(|p| p.to_string()).collect();
+        println!(
+            "restored pid {} and its descendants {}",
+            summary.pid,
+            others.join(" ")
+        );
+    }
     Ok(())
 }

@@ -44,7 +44,13 @@ fn unsupported(fd: i32, what: &str) -> DumpError {
 
 /// Every open descriptor of `pid`, refusing kinds not supported yet. Contents (pipe queues,
 /// deleted files) are left empty: [`capture`] fills them while the process is frozen.
-pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>, DumpError> {
+///
+/// `members` are the other processes of a dumped tree: a pipe only they hold is local.
+pub fn collect_fds(
+    pid: Pid,
+    max_deleted_file_size: u64,
+    members: &[i32],
+) -> Result<Vec<FdState>, DumpError> {
     let dir = format!("/proc/{pid}/fd");
     let read_err = |source| proc::ProcError::Read {
         path: dir.clone().into(),
@@ -182,7 +188,7 @@ pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>,
             ));
         }
     }
-    mark_local_pipes(pid, &mut out);
+    mark_local_pipes(pid, &mut out, members);
     // Refused early on the sizes; `capture` checks again on what it actually read.
     let deleted: u64 = out
         .iter()
@@ -225,7 +231,7 @@ fn mark_dups(pid: Pid, fds: &mut [FdState], inodes: &[(u64, u64)]) -> Result<(),
 }
 
 /// Link targets (`pipe:[INO]`, FIFO paths) among `wanted` that some other process holds open.
-fn held_outside(pid: Pid, wanted: &HashSet<String>) -> HashSet<String> {
+fn held_outside(pid: Pid, wanted: &HashSet<String>, members: &[i32]) -> HashSet<String> {
     let mut found = HashSet::new();
     if wanted.is_empty() {
         return found;
@@ -238,7 +244,7 @@ fn held_outside(pid: Pid, wanted: &HashSet<String>) -> HashSet<String> {
         let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        if other == pid.as_raw() || other == me {
+        if other == pid.as_raw() || other == me || members.contains(&other) {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else {
@@ -259,7 +265,7 @@ fn held_outside(pid: Pid, wanted: &HashSet<String>) -> HashSet<String> {
 /// A pipe that no other process holds is restored as a new pipe with its bytes
 /// ([`FdKind::LocalPipe`]); one that another process holds stays [`FdKind::Pipe`] and is
 /// reopened through that process at restore, its bytes staying in the live pipe.
-fn mark_local_pipes(pid: Pid, fds: &mut [FdState]) {
+fn mark_local_pipes(pid: Pid, fds: &mut [FdState], members: &[i32]) {
     let wanted: HashSet<String> = fds
         .iter()
         .filter_map(|f| {
@@ -270,7 +276,7 @@ fn mark_local_pipes(pid: Pid, fds: &mut [FdState]) {
             }
         })
         .collect();
-    let outside = held_outside(pid, &wanted);
+    let outside = held_outside(pid, &wanted, members);
     for f in fds.iter_mut() {
         if let FdKind::Pipe { ino } = f.kind
             && !outside.contains(&format!("pipe:[{ino}]"))
@@ -314,13 +320,17 @@ fn check_epoll(fds: &[FdState]) -> Result<(), DumpError> {
 /// Reads what travels with the descriptors, while the process is frozen: queued pipe and FIFO
 /// bytes (copied with `tee`, never consumed, so a failed dump loses nothing), the contents
 /// of files deleted while open, and the locks held. Returns the locks.
-pub fn capture(pid: Pid, fds: &mut [FdState]) -> Result<Vec<LockState>, DumpError> {
-    capture_pipes(pid, fds)?;
+pub fn capture(
+    pid: Pid,
+    fds: &mut [FdState],
+    members: &[i32],
+) -> Result<Vec<LockState>, DumpError> {
+    capture_pipes(pid, fds, members)?;
     capture_deleted(pid, fds)?;
     collect_locks(pid, fds)
 }
 
-fn capture_pipes(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
+fn capture_pipes(pid: Pid, fds: &mut [FdState], members: &[i32]) -> Result<(), DumpError> {
     let fifo_paths: HashSet<String> = fds
         .iter()
         .filter_map(|f| {
@@ -331,7 +341,7 @@ fn capture_pipes(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
             }
         })
         .collect();
-    let fifos_outside = held_outside(pid, &fifo_paths);
+    let fifos_outside = held_outside(pid, &fifo_paths, members);
     // Packet mode (O_DIRECT) keeps write boundaries that a restore would merge.
     let packet: HashSet<String> = fds
         .iter()

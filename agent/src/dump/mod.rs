@@ -8,6 +8,7 @@
 mod files;
 mod freeze;
 mod mm;
+mod tree;
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -22,13 +23,14 @@ use crate::proc::{self, ProcError};
 use crate::ptrace::{Entry, PtraceError, Tracee};
 use crate::state::{
     CredsState, FileRef, MmState, ProcessState, RlimitState, RseqState, SigactionState,
-    SigaltstackState, SiginfoState, SignalsState, ThreadState, VmaKind,
+    SigaltstackState, SiginfoState, SignalsState, ThreadState, TreeState, VmaKind,
 };
 use crate::sys;
 use freeze::Frozen;
 
 pub use files::{DEFAULT_MAX_DELETED_FILE_SIZE, STORED_BUDGET};
 pub use mm::identity_of;
+pub use tree::dump_tree;
 
 /// What `dump` may be asked to do besides the default.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +64,8 @@ pub struct DumpSummary {
     pub frozen: Duration,
     /// Things the user should know (children left behind, …).
     pub warnings: Vec<String>,
+    /// Processes in the image (with `--tree`; 1 otherwise), zombies not counted.
+    pub processes: usize,
 }
 
 /// Why a dump failed. The process keeps running in every case.
@@ -144,9 +148,10 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     // appeared between the first check and the freeze).
     precheck(pid, &opts)?;
     let mut warnings = Vec::new();
-    let state = collect(&frozen, &opts, &mut warnings)?;
+    let state = collect(&frozen, &opts, &[], &mut warnings)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
-    let stats = write_image(&frozen.leader().tracee, &state, out, opts.codec)?;
+    let tree = TreeState::single(state);
+    let stats = write_image(&[&frozen.leader().tracee], &tree, out, opts.codec)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "image written");
 
     // The image is durable: only now may the original go.
@@ -161,6 +166,7 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
         stats,
         frozen: frozen_for,
         warnings,
+        processes: 1,
     })
 }
 
@@ -202,15 +208,17 @@ fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
             root.display()
         )));
     }
-    files::collect_fds(pid, opts.max_deleted_file_size)?;
+    files::collect_fds(pid, opts.max_deleted_file_size, &[])?;
     mm::collect_vmas(pid)?;
     Ok(())
 }
 
 /// Everything about the process, read while it is frozen.
+/// `members` are the other processes of a dumped tree (empty for one process).
 fn collect(
     frozen: &Frozen,
     opts: &DumpOptions,
+    members: &[i32],
     warnings: &mut Vec<String>,
 ) -> Result<ProcessState, DumpError> {
     let leader = frozen.leader();
@@ -220,9 +228,9 @@ fn collect(
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
     let mut vmas = mm::collect_vmas(pid)?;
-    let mut fds = files::collect_fds(pid, opts.max_deleted_file_size)?;
+    let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, members)?;
     // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
-    let locks = files::capture(pid, &mut fds)?;
+    let locks = files::capture(pid, &mut fds, members)?;
 
     // State only the process itself can report is read by running system calls inside it.
     // That must happen before the memory is read: the scratch page it uses is gone again by then.
@@ -232,7 +240,7 @@ fn collect(
 
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
-    if !children.trim().is_empty() {
+    if members.is_empty() && !children.trim().is_empty() {
         warnings.push(format!(
             "pid {raw} has children ({}) that are not part of the image; they stay behind",
             children.trim()
@@ -489,8 +497,8 @@ const RLIMIT_COUNT: u32 = 16;
 /// Writes the image to `out` through a temporary file, fsyncs it and renames it into place, so
 /// that a file at `out` is always a complete image.
 fn write_image(
-    t: &Tracee,
-    state: &ProcessState,
+    tracees: &[&Tracee],
+    tree: &TreeState,
     out: &Path,
     codec: Codec,
 ) -> Result<WriteStats, DumpError> {
@@ -507,8 +515,12 @@ fn write_image(
     };
     let file = File::create(&tmp).map_err(file_err("create", &tmp))?;
     let result = (|| {
-        let mut writer = ImageWriter::new(BufWriter::with_capacity(1 << 20, file), state, codec)?;
-        mm::write_pages(t, &state.mm.vmas, &mut writer)?;
+        let mut writer =
+            ImageWriter::new_tree(BufWriter::with_capacity(1 << 20, file), tree, codec)?;
+        // The processes' pages one after the other, in tree order.
+        for (t, state) in tracees.iter().zip(&tree.processes) {
+            mm::write_pages(t, &state.mm.vmas, &mut writer)?;
+        }
         let (buf, stats) = writer.finish()?;
         let file = buf.into_inner().map_err(|e| DumpError::ImageFile {
             step: "flush",

@@ -7,13 +7,15 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS,
-    MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS, validate,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING,
+    MAX_PROCESSES, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS, validate,
+    validate_tree,
 };
 use crate::state::{
     CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, LockKind, LockState, MmState,
     PageRun, PipeQueue, ProcessState, Regs, RlimitState, RseqState, SigactionState,
-    SigaltstackState, SiginfoState, SignalsState, ThreadState, VmaKind, VmaState,
+    SigaltstackState, SiginfoState, SignalsState, ThreadState, TreeState, VmaKind, VmaState,
+    ZombieState,
 };
 
 use super::validate::{cap_count, err};
@@ -27,36 +29,61 @@ fn required<T>(v: Option<T>, field: impl FnOnce() -> String) -> Result<T, Manife
 impl From<&ProcessState> for pb::Manifest {
     fn from(s: &ProcessState) -> Self {
         pb::Manifest {
-            process: Some(pb::ProcessState {
-                pid: s.pid,
-                ppid: s.ppid,
-                pgid: s.pgid,
-                sid: s.sid,
-                comm: s.comm.clone(),
-                exe: Some(file_ref_to_pb(&s.exe)),
-                creds: Some(creds_to_pb(&s.creds)),
-                umask: s.umask,
-                cwd: s.cwd.clone(),
-                personality: s.personality,
-                rlimits: s
-                    .rlimits
-                    .iter()
-                    .map(|r| pb::Rlimit {
-                        resource: r.resource,
-                        cur: r.cur,
-                        max: r.max,
-                    })
-                    .collect(),
-                mm: Some(mm_to_pb(&s.mm)),
-                fds: s.fds.iter().map(fd_to_pb).collect(),
-                signals: Some(pb::Signals {
-                    actions: s.signals.actions.iter().map(sigaction_to_pb).collect(),
-                    shared_pending: s.signals.shared_pending.iter().map(siginfo_to_pb).collect(),
-                }),
-                threads: s.threads.iter().map(thread_to_pb).collect(),
-                locks: s.locks.iter().map(lock_to_pb).collect(),
-            }),
+            process: Some(process_to_pb(s)),
+            ..Default::default()
         }
+    }
+}
+
+impl From<&TreeState> for pb::Manifest {
+    fn from(t: &TreeState) -> Self {
+        pb::Manifest {
+            process: t.processes.first().map(process_to_pb),
+            more: t.processes.iter().skip(1).map(process_to_pb).collect(),
+            zombies: t
+                .zombies
+                .iter()
+                .map(|z| pb::Zombie {
+                    pid: z.pid,
+                    ppid: z.ppid,
+                    pgid: z.pgid,
+                    sid: z.sid,
+                    status: z.status,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn process_to_pb(s: &ProcessState) -> pb::ProcessState {
+    pb::ProcessState {
+        pid: s.pid,
+        ppid: s.ppid,
+        pgid: s.pgid,
+        sid: s.sid,
+        comm: s.comm.clone(),
+        exe: Some(file_ref_to_pb(&s.exe)),
+        creds: Some(creds_to_pb(&s.creds)),
+        umask: s.umask,
+        cwd: s.cwd.clone(),
+        personality: s.personality,
+        rlimits: s
+            .rlimits
+            .iter()
+            .map(|r| pb::Rlimit {
+                resource: r.resource,
+                cur: r.cur,
+                max: r.max,
+            })
+            .collect(),
+        mm: Some(mm_to_pb(&s.mm)),
+        fds: s.fds.iter().map(fd_to_pb).collect(),
+        signals: Some(pb::Signals {
+            actions: s.signals.actions.iter().map(sigaction_to_pb).collect(),
+            shared_pending: s.signals.shared_pending.iter().map(siginfo_to_pb).collect(),
+        }),
+        threads: s.threads.iter().map(thread_to_pb).collect(),
+        locks: s.locks.iter().map(lock_to_pb).collect(),
     }
 }
 
@@ -188,6 +215,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
             pos: *pos,
             data: data.clone(),
         }),
+        FdKind::Shared { pid, fd } => Kind::Shared(pb::SharedFd { pid: *pid, fd: *fd }),
     };
     pb::Fd {
         fd: f.fd,
@@ -335,63 +363,99 @@ impl TryFrom<pb::Manifest> for ProcessState {
     type Error = ManifestError;
 
     fn try_from(m: pb::Manifest) -> Result<Self, ManifestError> {
-        let p = required(m.process, || "process".into())?;
-        // Count caps come before any per-entry work so a huge list costs nothing more.
-        cap_count("rlimits", p.rlimits.len(), RLIM_NLIMITS as usize)?;
-        cap_count("fds", p.fds.len(), MAX_FDS)?;
-        cap_count("threads", p.threads.len(), MAX_THREADS)?;
-        cap_count("locks", p.locks.len(), MAX_LOCKS)?;
-        let mm = required(p.mm, || "mm".into())?;
-        let signals = required(p.signals, || "signals".into())?;
-        let creds = required(p.creds, || "creds".into())?;
-        let state = ProcessState {
-            pid: p.pid,
-            ppid: p.ppid,
-            pgid: p.pgid,
-            sid: p.sid,
-            comm: p.comm,
-            exe: file_ref_from_pb(p.exe, || "exe".into())?,
-            creds: CredsState {
-                uids: [creds.ruid, creds.euid, creds.suid, creds.fsuid],
-                gids: [creds.rgid, creds.egid, creds.sgid, creds.fsgid],
-                groups: creds.groups,
-            },
-            umask: p.umask,
-            cwd: p.cwd,
-            personality: p.personality,
-            rlimits: p
-                .rlimits
+        process_from_pb(required(m.process, || "process".into())?)
+    }
+}
+
+impl TryFrom<pb::Manifest> for TreeState {
+    type Error = ManifestError;
+
+    fn try_from(m: pb::Manifest) -> Result<Self, ManifestError> {
+        cap_count("more", m.more.len(), MAX_PROCESSES)?;
+        cap_count("zombies", m.zombies.len(), MAX_PROCESSES)?;
+        let mut processes = Vec::with_capacity(1 + m.more.len());
+        processes.push(process_from_pb(required(m.process, || "process".into())?)?);
+        for (i, p) in m.more.into_iter().enumerate() {
+            processes.push(process_from_pb(p).map_err(|mut e| {
+                e.field = format!("more[{i}].{}", e.field);
+                e
+            })?);
+        }
+        let tree = TreeState {
+            processes,
+            zombies: m
+                .zombies
                 .into_iter()
-                .map(|r| RlimitState {
-                    resource: r.resource,
-                    cur: r.cur,
-                    max: r.max,
+                .map(|z| ZombieState {
+                    pid: z.pid,
+                    ppid: z.ppid,
+                    pgid: z.pgid,
+                    sid: z.sid,
+                    status: z.status,
                 })
                 .collect(),
-            mm: mm_from_pb(mm)?,
-            fds: p
-                .fds
-                .into_iter()
-                .enumerate()
-                .map(|(i, f)| fd_from_pb(i, f))
-                .collect::<Result<_, _>>()?,
-            signals: signals_from_pb(signals)?,
-            threads: p
-                .threads
-                .into_iter()
-                .enumerate()
-                .map(|(i, t)| thread_from_pb(i, t))
-                .collect::<Result<_, _>>()?,
-            locks: p
-                .locks
-                .into_iter()
-                .enumerate()
-                .map(|(i, l)| lock_from_pb(i, l))
-                .collect::<Result<_, _>>()?,
         };
-        validate(&state)?;
-        Ok(state)
+        validate_tree(&tree)?;
+        Ok(tree)
     }
+}
+
+fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
+    // Count caps come before any per-entry work so a huge list costs nothing more.
+    cap_count("rlimits", p.rlimits.len(), RLIM_NLIMITS as usize)?;
+    cap_count("fds", p.fds.len(), MAX_FDS)?;
+    cap_count("threads", p.threads.len(), MAX_THREADS)?;
+    cap_count("locks", p.locks.len(), MAX_LOCKS)?;
+    let mm = required(p.mm, || "mm".into())?;
+    let signals = required(p.signals, || "signals".into())?;
+    let creds = required(p.creds, || "creds".into())?;
+    let state = ProcessState {
+        pid: p.pid,
+        ppid: p.ppid,
+        pgid: p.pgid,
+        sid: p.sid,
+        comm: p.comm,
+        exe: file_ref_from_pb(p.exe, || "exe".into())?,
+        creds: CredsState {
+            uids: [creds.ruid, creds.euid, creds.suid, creds.fsuid],
+            gids: [creds.rgid, creds.egid, creds.sgid, creds.fsgid],
+            groups: creds.groups,
+        },
+        umask: p.umask,
+        cwd: p.cwd,
+        personality: p.personality,
+        rlimits: p
+            .rlimits
+            .into_iter()
+            .map(|r| RlimitState {
+                resource: r.resource,
+                cur: r.cur,
+                max: r.max,
+            })
+            .collect(),
+        mm: mm_from_pb(mm)?,
+        fds: p
+            .fds
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| fd_from_pb(i, f))
+            .collect::<Result<_, _>>()?,
+        signals: signals_from_pb(signals)?,
+        threads: p
+            .threads
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| thread_from_pb(i, t))
+            .collect::<Result<_, _>>()?,
+        locks: p
+            .locks
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| lock_from_pb(i, l))
+            .collect::<Result<_, _>>()?,
+    };
+    validate(&state)?;
+    Ok(state)
 }
 
 fn file_ref_from_pb(
@@ -560,6 +624,10 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
             gid: d.gid,
             pos: d.pos,
             data: d.data,
+        },
+        Kind::Shared(d) => FdKind::Shared {
+            pid: d.pid,
+            fd: d.fd,
         },
     };
     Ok(FdState {

@@ -85,7 +85,7 @@ use serde::Serialize;
 pub use self::codec::ParseCodecError;
 pub use self::pages::PageBlock;
 pub use self::reader::{ImageReader, ImageSummary};
-pub use self::validate::{ManifestError, ManifestProblem, validate};
+pub use self::validate::{ManifestError, ManifestProblem, validate, validate_tree};
 pub use self::writer::ImageWriter;
 use crate::state::PAGE_SIZE;
 #[cfg(doc)]
@@ -478,6 +478,8 @@ pub fn inspect<R: Read + Send>(input: R) -> Result<ImageSummary, ReadImageError>
         version: format!("{}.{}", reader.header().major, reader.header().minor),
         arch: "x86_64",
         process: reader.state().clone(),
+        more: reader.tree().processes[1..].to_vec(),
+        zombies: reader.tree().zombies.clone(),
         pages,
         raw_bytes: pages * PAGE_SIZE,
         image_bytes: offset,

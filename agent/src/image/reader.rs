@@ -21,7 +21,7 @@ use super::{
     BLOCK_BYTES, BLOCK_PAGES, Codec, ImageDefect, MAX_MANIFEST_BYTES, ReadImageError, Section,
     SectionSummary,
 };
-use crate::state::{PAGE_SIZE, ProcessState};
+use crate::state::{PAGE_SIZE, ProcessState, TreeState};
 
 /// A block handed to a worker.
 struct BlockJob {
@@ -59,7 +59,7 @@ pub struct ImageReader<R: Read + Send> {
     input: R,
     /// Version and architecture from the file header.
     header: FileHeader,
-    state: ProcessState,
+    tree: TreeState,
     /// Pages the manifest announces.
     total_pages: u64,
     /// Offset of the next unread byte.
@@ -223,8 +223,8 @@ impl<R: Read + Send> ImageReader<R> {
         }
         let manifest = pb::Manifest::decode(payload.as_slice())
             .map_err(|e| defect(ImageDefect::Decode(e.to_string())))?;
-        let state = ProcessState::try_from(manifest).map_err(ReadImageError::Manifest)?;
-        let total_pages = state.mm.vmas.iter().map(|v| v.stored_pages()).sum();
+        let tree = TreeState::try_from(manifest).map_err(ReadImageError::Manifest)?;
+        let total_pages = tree.stored_pages();
         let sections = record.then(|| {
             vec![SectionSummary {
                 kind: "manifest",
@@ -241,7 +241,7 @@ impl<R: Read + Send> ImageReader<R> {
         Ok(ImageReader {
             input,
             header: h,
-            state,
+            tree,
             total_pages,
             offset: offset + SECTION_HEADER_LEN as u64 + fields.stored_len,
             next_seq: 1,
@@ -256,9 +256,15 @@ impl<R: Read + Send> ImageReader<R> {
         })
     }
 
-    /// The validated checkpoint.
+    /// The validated checkpoint of the (root) process.
     pub fn state(&self) -> &ProcessState {
-        &self.state
+        // A validated tree is never empty.
+        &self.tree.processes[0]
+    }
+
+    /// The validated checkpoint of the whole tree (one process unless dumped with `--tree`).
+    pub fn tree(&self) -> &TreeState {
+        &self.tree
     }
 
     /// Pages the manifest announces (the sum of every VMA's page runs).
@@ -611,8 +617,14 @@ pub struct ImageSummary {
     pub version: String,
     /// Architecture the image is for.
     pub arch: &'static str,
-    /// The checkpoint.
+    /// The checkpoint (of the root process, with `--tree`).
     pub process: ProcessState,
+    /// The root's descendants, with `--tree`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<ProcessState>,
+    /// Exited children not waited for yet, with `--tree`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub zombies: Vec<crate::state::ZombieState>,
     /// Pages in the page stream.
     pub pages: u64,
     /// Bytes of page data before compression.

@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::state::{
     CredsState, FdKind, FdState, LockKind, LockState, MmState, PAGE_SIZE, PipeQueue, ProcessState,
-    RlimitState, SiginfoState, SignalsState, VmaKind, VmaState, prot,
+    RlimitState, SiginfoState, SignalsState, TreeState, VmaKind, VmaState, prot,
 };
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -17,6 +17,8 @@ pub const USER_END: u64 = 0x7fff_ffff_f000;
 pub const VSYSCALL_START: u64 = 0xffff_ffff_ff60_0000;
 /// Highest PID the kernel can hand out (`PID_MAX_LIMIT`).
 pub const MAX_PID: i32 = 1 << 22;
+/// Most processes (and, separately, zombies) in one image.
+pub const MAX_PROCESSES: usize = 1 << 16;
 /// Highest descriptor number accepted (the default `fs.nr_open`).
 pub const MAX_FD: i32 = 1 << 20;
 /// Most VMAs accepted (the default `vm.max_map_count` is 65530).
@@ -246,6 +248,20 @@ pub enum ManifestProblem {
     /// A reference to a descriptor the image does not restore on its own.
     #[error("names fd {0}, which is not a descriptor of its own in the image")]
     NoSuchFd(i32),
+    /// A PID that appears twice in a tree.
+    #[error("pid {0} appears twice in the tree")]
+    DuplicatePid(i32),
+    /// A process whose parent does not come before it in the tree.
+    #[error("parent {0} is not an earlier process of the tree")]
+    NoSuchParent(i32),
+    /// A reference to a descriptor of another process that is not restored before it.
+    #[error("names fd {fd} of pid {pid}, which is not an earlier descriptor of its own")]
+    NoSuchSharedFd {
+        /// The process named.
+        pid: i32,
+        /// Its descriptor.
+        fd: i32,
+    },
     /// The first thread is not the thread-group leader.
     #[error("first thread has tid {tid}, not the pid {pid}")]
     LeaderNotFirst {
@@ -266,6 +282,76 @@ pub(crate) fn err(field: impl Into<String>, problem: ManifestProblem) -> Manifes
 pub(crate) fn cap_count(field: &str, count: usize, max: usize) -> Result<(), ManifestError> {
     if count > max {
         return Err(err(field, ManifestProblem::TooMany { count, max }));
+    }
+    Ok(())
+}
+
+/// Checks a tree: each process on its own ([`validate`]), unique PIDs, every parent before
+/// its children, zombies children of live processes, and descriptors shared with earlier
+/// processes only. Field paths of the processes after the root start with `more[i].`.
+pub fn validate_tree(t: &TreeState) -> Result<(), ManifestError> {
+    cap_count("more", t.processes.len().saturating_sub(1), MAX_PROCESSES)?;
+    cap_count("zombies", t.zombies.len(), MAX_PROCESSES)?;
+    if t.processes.is_empty() {
+        return Err(err("process", ManifestProblem::Missing));
+    }
+    let name = |i: usize| {
+        if i == 0 {
+            "process".to_string()
+        } else {
+            format!("more[{}]", i - 1)
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in t.processes.iter().enumerate() {
+        validate(p).map_err(|mut e| {
+            if i > 0 {
+                e.field = format!("{}.{}", name(i), e.field);
+            }
+            e
+        })?;
+        if !seen.insert(p.pid) {
+            return Err(err(
+                format!("{}.pid", name(i)),
+                ManifestProblem::DuplicatePid(p.pid),
+            ));
+        }
+        if i > 0 && !t.processes[..i].iter().any(|q| q.pid == p.ppid) {
+            return Err(err(
+                format!("{}.ppid", name(i)),
+                ManifestProblem::NoSuchParent(p.ppid),
+            ));
+        }
+        for (j, f) in p.fds.iter().enumerate() {
+            if let FdKind::Shared { pid, fd } = f.kind {
+                let own = t.processes[..i].iter().find(|q| q.pid == pid).is_some_and(|q| {
+                    q.fds
+                        .binary_search_by_key(&fd, |g| g.fd)
+                        .is_ok_and(|k| {
+                            !matches!(q.fds[k].kind, FdKind::Dup { .. } | FdKind::Shared { .. })
+                        })
+                });
+                if !own {
+                    return Err(err(
+                        format!("{}.fds[{j}].shared", name(i)),
+                        ManifestProblem::NoSuchSharedFd { pid, fd },
+                    ));
+                }
+            }
+        }
+    }
+    for (i, z) in t.zombies.iter().enumerate() {
+        let field = |f: &str| format!("zombies[{i}].{f}");
+        check_range(field("pid"), z.pid, 1, MAX_PID)?;
+        check_range(field("pgid"), z.pgid, 0, MAX_PID)?;
+        check_range(field("sid"), z.sid, 0, MAX_PID)?;
+        check_range(field("status"), z.status, 0, 0xffff)?;
+        if !seen.insert(z.pid) {
+            return Err(err(field("pid"), ManifestProblem::DuplicatePid(z.pid)));
+        }
+        if !t.processes.iter().any(|q| q.pid == z.ppid) {
+            return Err(err(field("ppid"), ManifestProblem::NoSuchParent(z.ppid)));
+        }
     }
     Ok(())
 }
@@ -632,6 +718,10 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
             FdKind::Fifo { file, queue } => {
                 check_path(&format!("{}.fifo.file.path", field()), &file.path)?;
                 validate_queue(&format!("{}.fifo.queue", field()), queue.as_ref())?;
+            }
+            FdKind::Shared { pid, fd } => {
+                check_range(format!("{}.shared.pid", field()), *pid, 1, MAX_PID)?;
+                check_range(format!("{}.shared.fd", field()), *fd, 0, MAX_FD)?;
             }
             FdKind::DeletedFile { path, mode, .. } => {
                 check_path(&format!("{}.deleted_file.path", field()), path)?;

@@ -6,7 +6,7 @@
 
 use super::validate::{
     MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
+    MAX_PROCESSES, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
 };
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.
@@ -111,8 +111,19 @@ const PROCESS: &[Field] = &[
         Child::Message(LEAF, Some(counter(11, "locks", MAX_LOCKS))),
     ),
 ];
-const MANIFEST: &[Field] = &[(1, Child::Message(PROCESS, None))];
-const SLOTS: usize = 12;
+// Caps count over the whole manifest: the processes of a tree share them.
+const MANIFEST: &[Field] = &[
+    (1, Child::Message(PROCESS, None)),
+    (
+        160,
+        Child::Message(PROCESS, Some(counter(12, "more", MAX_PROCESSES))),
+    ),
+    (
+        161,
+        Child::Message(LEAF, Some(counter(13, "zombies", MAX_PROCESSES))),
+    ),
+];
+const SLOTS: usize = 14;
 
 /// What the pass found.
 #[derive(Debug)]

@@ -14,9 +14,9 @@ use super::format::{
 };
 use super::pages;
 use super::pool::{OrderedPool, WorkerLost, default_threads};
-use super::validate::validate;
+use super::validate::{validate, validate_tree};
 use super::{BLOCK_BYTES, BLOCK_PAGES, Codec, MAX_MANIFEST_BYTES, WriteImageError, WriteStats};
-use crate::state::{PAGE_SIZE, ProcessState};
+use crate::state::{PAGE_SIZE, ProcessState, TreeState};
 
 /// A block handed to a worker.
 struct BlockJob {
@@ -94,19 +94,34 @@ fn seal(fields: SectionFields, payload: Vec<u8>, spare: Vec<u8>) -> SealedBlock 
 
 impl<W: Write + Send> ImageWriter<W> {
     /// Validates `state`, then writes the header and the manifest.
-    pub fn new(mut out: W, state: &ProcessState, codec: Codec) -> Result<Self, WriteImageError> {
+    pub fn new(out: W, state: &ProcessState, codec: Codec) -> Result<Self, WriteImageError> {
         // An image the reader would refuse is useless: refuse it here, while the process is
         // still there to be dumped again.
         validate(state).map_err(WriteImageError::InvalidState)?;
-        let manifest = pb::Manifest::from(state).encode_to_vec();
+        let expected_pages = state.mm.vmas.iter().map(|v| v.stored_pages()).sum();
+        Self::start(out, pb::Manifest::from(state), expected_pages, codec)
+    }
+
+    /// Validates a process tree, then writes the header and the manifest. The pages of its
+    /// processes follow one another, in the tree's order.
+    pub fn new_tree(out: W, tree: &TreeState, codec: Codec) -> Result<Self, WriteImageError> {
+        validate_tree(tree).map_err(WriteImageError::InvalidState)?;
+        Self::start(out, pb::Manifest::from(tree), tree.stored_pages(), codec)
+    }
+
+    fn start(
+        mut out: W,
+        manifest: pb::Manifest,
+        expected_pages: u64,
+        codec: Codec,
+    ) -> Result<Self, WriteImageError> {
+        let manifest = manifest.encode_to_vec();
         if manifest.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(WriteImageError::ManifestTooLarge {
                 len: manifest.len() as u64,
                 max: MAX_MANIFEST_BYTES,
             });
         }
-        let expected_pages = state.mm.vmas.iter().map(|v| v.stored_pages()).sum();
-
         let header = FileHeader::CURRENT.encode();
         out.write_all(&header).map_err(io("header"))?;
         let mut chain = Chain::new(&header);

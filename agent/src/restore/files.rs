@@ -40,6 +40,9 @@ enum Action {
     Fifo { path: String, flags: u32 },
     /// A file deleted while open, recreated unlinked with its contents (kept in the state).
     Deleted { path: String, flags: u32, pos: u64 },
+    /// The description behind descriptor `fd` of tree member `pid`, restored before this
+    /// process, taken with `pidfd_getfd`.
+    Shared { pid: i32, fd: i32 },
 }
 
 /// The descriptors to create, in order, plus warnings for the user.
@@ -92,9 +95,13 @@ fn pipe_holder(ino: u64, exclude: i32) -> Option<String> {
 
 /// Checks that every file the process needs is still the same file, and decides how each
 /// descriptor will be recreated.
+///
+/// `tree_pipes` holds the pipes that join several processes of a tree: the restorer made
+/// them and holds both ends (read, write), which the processes reopen through `/proc`.
 pub fn plan(
     state: &ProcessState,
     inherit_stdio: bool,
+    tree_pipes: &HashMap<u64, (i32, i32)>,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan, RestoreError> {
     changed("executable".into(), &state.exe)?;
@@ -170,6 +177,20 @@ pub fn plan(
                 },
                 FdKind::Epoll { targets } => Action::Epoll(targets.clone()),
                 FdKind::Dup { of } => Action::Dup(*of),
+                FdKind::LocalPipe { ino, .. } if tree_pipes.contains_key(ino) => {
+                    let (r, w) = tree_pipes[ino];
+                    let write = f.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32;
+                    Action::Open {
+                        path: format!(
+                            "/proc/{}/fd/{}",
+                            std::process::id(),
+                            if write { w } else { r }
+                        ),
+                        flags: f.flags | libc::O_NONBLOCK as u32,
+                        pos: None,
+                    }
+                }
+                FdKind::Shared { pid, fd } => Action::Shared { pid: *pid, fd: *fd },
                 FdKind::LocalPipe { ino, queue } => {
                     match pipes.iter_mut().find(|(i, _)| i == ino) {
                         Some((_, q)) => *q = q.take().or_else(|| queue.clone()),
@@ -359,6 +380,7 @@ pub fn restore(
                 flags,
                 pos: _,
             } => (recreate_deleted(inj, state, fd, path, *flags)?, true, None),
+            Action::Shared { pid, fd: from } => (take_shared(inj, *pid, *from)?, true, None),
         };
         if tmp != fd as u64 {
             let flags = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };
@@ -433,6 +455,19 @@ pub fn restore(
     // Last: closing any descriptor of a file drops the process's POSIX locks on it, and the
     // steps above close temporary descriptors.
     take_locks(inj, &plan.locks)
+}
+
+/// Takes the open file description behind `fd` of tree member `pid` (already restored) into
+/// the task: `pidfd_open` + `pidfd_getfd`, run inside the task. Returns the new descriptor.
+fn take_shared(inj: &Injector<'_>, pid: i32, fd: i32) -> Result<u64, RestoreError> {
+    let pidfd = inj.call("pidfd_open", libc::SYS_pidfd_open, [pid as u64, 0, 0, 0, 0, 0])?;
+    let got = inj.call(
+        "pidfd_getfd",
+        libc::SYS_pidfd_getfd,
+        [pidfd, fd as u64, 0, 0, 0, 0],
+    );
+    inj.call("close", libc::SYS_close, [pidfd, 0, 0, 0, 0, 0])?;
+    Ok(got?)
 }
 
 fn io_err(what: String) -> impl FnOnce(std::io::Error) -> RestoreError {

@@ -50,6 +50,14 @@ impl<'a> Injector<'a> {
         Ok(Self { t, template, area })
     }
 
+    /// An injector for a task that has the area mapped already (a process forked by one that
+    /// had it).
+    pub fn attach(t: &'a Tracee, area: u64) -> Result<Self, RestoreError> {
+        let mut template = t.regs()?;
+        template.rsp = area + AREA_LEN - 64;
+        Ok(Self { t, template, area })
+    }
+
     /// An injector for another thread of the same process, through the same area.
     pub fn for_thread(&self, t: &'a Tracee) -> Result<Self, RestoreError> {
         let mut template = t.regs()?;

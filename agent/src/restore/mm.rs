@@ -255,6 +255,8 @@ pub fn map_vmas(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
 
 /// Where the page stream goes: consecutive pages of the stream at consecutive addresses.
 struct Span {
+    /// Index of the process it belongs to.
+    target: usize,
     addr: u64,
     count: u64,
     /// Zero pages must be written here: a private file mapping has the file's bytes beneath,
@@ -270,17 +272,27 @@ pub fn write_pages<R: Read + Send>(
     state: &ProcessState,
     reader: &mut ImageReader<R>,
 ) -> Result<(), RestoreError> {
-    let pid = inj.tracee().pid();
-    let spans: Vec<Span> = state
-        .mm
-        .vmas
+    write_pages_tree(&[(inj, state)], reader)
+}
+
+/// Streams the image's pages into the processes of a tree: the stream holds each process's
+/// pages in turn, in the tree's order, and a block may straddle two processes.
+pub fn write_pages_tree<R: Read + Send>(
+    targets: &[(&Injector<'_>, &ProcessState)],
+    reader: &mut ImageReader<R>,
+) -> Result<(), RestoreError> {
+    let spans: Vec<Span> = targets
         .iter()
-        .flat_map(|v| {
-            let write_zeros = matches!(v.kind, VmaKind::File(_));
-            v.pages.iter().map(move |r| Span {
-                addr: r.start,
-                count: r.count,
-                write_zeros,
+        .enumerate()
+        .flat_map(|(target, (_, state))| {
+            state.mm.vmas.iter().flat_map(move |v| {
+                let write_zeros = matches!(v.kind, VmaKind::File(_));
+                v.pages.iter().map(move |r| Span {
+                    target,
+                    addr: r.start,
+                    count: r.count,
+                    write_zeros,
+                })
             })
         })
         .collect();
@@ -289,6 +301,7 @@ pub fn write_pages<R: Read + Send>(
     while let Some(block) = reader.next_pages()? {
         let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(256);
         remote.clear();
+        let mut current = spans.get(si).map_or(0, |s| s.target);
         for (n, data) in block.segments() {
             let (mut left, mut doff) = (n, 0usize);
             while left > 0 {
@@ -297,6 +310,12 @@ pub fn write_pages<R: Read + Send>(
                         "the image holds more pages than its manifest lists".into(),
                     )
                 })?;
+                if span.target != current || local.len() >= 768 {
+                    flush(targets[current].0, &local, &remote)?;
+                    local.clear();
+                    remote.clear();
+                    current = span.target;
+                }
                 let take = left.min(span.count - used);
                 let addr = span.addr + used * PAGE_SIZE;
                 let len = (take * PAGE_SIZE) as usize;
@@ -326,14 +345,11 @@ pub fn write_pages<R: Read + Send>(
                     si += 1;
                     used = 0;
                 }
-                if local.len() >= 768 {
-                    flush(inj, pid, &local, &remote)?;
-                    local.clear();
-                    remote.clear();
-                }
             }
         }
-        flush(inj, pid, &local, &remote)?;
+        if let Some((inj, _)) = targets.get(current) {
+            flush(inj, &local, &remote)?;
+        }
         drop(local);
         reader.recycle(block);
     }
@@ -347,13 +363,13 @@ pub fn write_pages<R: Read + Send>(
 
 fn flush(
     inj: &Injector<'_>,
-    pid: nix::unistd::Pid,
     local: &[IoSlice<'_>],
     remote: &[RemoteIoVec],
 ) -> Result<(), RestoreError> {
     if local.is_empty() {
         return Ok(());
     }
+    let pid = inj.tracee().pid();
     let want: usize = remote.iter().map(|r| r.len).sum();
     if process_vm_writev(pid, local, remote).ok() == Some(want) {
         return Ok(());

@@ -8,6 +8,7 @@ mod files;
 mod inject;
 mod mm;
 mod task;
+mod tree;
 
 use std::io::Read;
 
@@ -39,6 +40,8 @@ pub struct RestoreSummary {
     pub ns_pid: Option<i32>,
     /// Things the user should know (descriptors replaced by `/dev/null`, …).
     pub warnings: Vec<String>,
+    /// The other processes of a tree, in tree order (PIDs in the restorer's namespace).
+    pub others: Vec<i32>,
 }
 
 /// Why a restore failed. Nothing is left running in any case.
@@ -132,6 +135,9 @@ pub fn restore<R: Read + Send>(
     mut reader: ImageReader<R>,
     opts: RestoreOptions,
 ) -> Result<RestoreSummary, RestoreError> {
+    if reader.tree().processes.len() > 1 || !reader.tree().zombies.is_empty() {
+        return tree::restore_tree(reader, opts);
+    }
     let state = reader.state().clone();
     let mut warnings = Vec::new();
     let thread = state
@@ -139,9 +145,14 @@ pub fn restore<R: Read + Send>(
         .first()
         .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
     // Every file the process needs is checked before a task exists.
-    let fd_plan = files::plan(&state, opts.inherit_stdio, &mut warnings)?;
+    let fd_plan = files::plan(
+        &state,
+        opts.inherit_stdio,
+        &std::collections::HashMap::new(),
+        &mut warnings,
+    )?;
 
-    let mut task = task::create(state.pid, opts.pid_ns)?;
+    let mut task = task::create(state.pid, opts.pid_ns, false)?;
     // EXITKILL: should the restorer die half-way, the half-built task dies with it.
     // TRACECLONE: the threads we create arrive traced and stopped.
     let tracee = Tracee::seize(
@@ -177,7 +188,7 @@ pub fn restore<R: Read + Send>(
     mm::set_mm(&inj, &state)?;
 
     files::restore(&inj, &fd_plan, &state, &mut warnings)?;
-    restore_process_attrs(&inj, &state)?;
+    restore_process_attrs(&inj, &state, true)?;
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).
     let threads = create_threads(&inj, &state)?;
@@ -218,6 +229,7 @@ pub fn restore<R: Read + Send>(
         pid: task.pid.as_raw(),
         ns_pid: task.ns_init.map(|_| state.pid),
         warnings,
+        others: Vec::new(),
     })
 }
 
@@ -247,7 +259,11 @@ fn final_regs(mut r: Regs) -> Regs {
     r
 }
 
-fn restore_process_attrs(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
+fn restore_process_attrs(
+    inj: &Injector<'_>,
+    state: &ProcessState,
+    setsid: bool,
+) -> Result<(), RestoreError> {
     let cwd = inj.put_path(&state.cwd)?;
     inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
         .map_err(|e| RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd)))?;
@@ -282,8 +298,10 @@ fn restore_process_attrs(inj: &Injector<'_>, state: &ProcessState) -> Result<(),
         [u64::from(state.personality), 0, 0, 0, 0, 0],
     )?;
     // A restored process leads its own session: it is detached from the restoring command's
-    // terminal and job control, like a daemon.
-    inj.call("setsid", libc::SYS_setsid, [0; 6])?;
+    // terminal and job control, like a daemon. (A tree sets its sessions as it is created.)
+    if setsid {
+        inj.call("setsid", libc::SYS_setsid, [0; 6])?;
+    }
     // The stub asked for SIGKILL on our exit; the original had no parent-death signal.
     inj.call(
         "prctl(PR_SET_PDEATHSIG)",

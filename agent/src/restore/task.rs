@@ -64,11 +64,12 @@ fn holder_is_zombie(pid: i32) -> bool {
     }
 }
 
-/// Creates a task with PID `want`, or one in a new PID namespace per `mode`.
-pub fn create(want: i32, mode: PidNsMode) -> Result<NewTask, RestoreError> {
+/// Creates a task with PID `want`, or one in a new PID namespace per `mode`. `new_ns` asks
+/// for the namespace at once (another PID of a tree is taken).
+pub fn create(want: i32, mode: PidNsMode, new_ns: bool) -> Result<NewTask, RestoreError> {
     let me = nix::unistd::getpid().as_raw();
     let start = Instant::now();
-    loop {
+    while !new_ns {
         match sys::clone::clone3(ChildBody::Stub { expected_ppid: me }, Some(want), false) {
             Ok(pid) => {
                 return Ok(NewTask {

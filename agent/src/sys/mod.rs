@@ -72,6 +72,24 @@ pub fn same_file_description(pid: Pid, fd1: i32, fd2: i32) -> Result<bool, Errno
     Errno::result(r).map(|r| r == 0)
 }
 
+/// `kcmp(pid1, pid2, KCMP_FILE, fd1, fd2) == 0`: whether descriptors of two processes are
+/// the same open file description.
+pub fn same_file_description_in(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<bool, Errno> {
+    const KCMP_FILE: libc::c_int = 0;
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            KCMP_FILE,
+            fd1 as libc::c_ulong,
+            fd2 as libc::c_ulong,
+        )
+    };
+    Errno::result(r).map(|r| r == 0)
+}
+
 /// `ioctl(fd, FIONREAD)`: bytes queued in a pipe.
 pub fn fionread(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
     let mut n: libc::c_int = 0;

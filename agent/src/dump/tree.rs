@@ -1,0 +1,251 @@
+//! Checkpointing a process and all its descendants (`ferry dump --tree`).
+//!
+//! The tree is frozen top-down: a frozen process cannot fork, so once a process is stopped
+//! its list of children (`/proc/PID/task/*/children`) is final, and the children found there
+//! are frozen in turn. The whole tree is scanned again until a pass finds nobody new.
+//! Children that have exited but were not waited for (zombies) are recorded with their wait
+//! status, never seized. Then every process is collected as a single process is, and what
+//! joins processes is worked out: descriptions they share (`kcmp` across processes), pipes
+//! only they hold (one queue stored), sessions and groups. Anything the restore could not
+//! rebuild faithfully is refused before a byte is written; every process is then released
+//! untouched.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Instant;
+
+use nix::unistd::Pid;
+
+use super::freeze::Frozen;
+use super::{DumpError, DumpOptions, DumpSummary, collect, precheck, write_image};
+use crate::proc;
+use crate::state::{FdKind, ProcessState, TreeState, ZombieState};
+use crate::sys;
+
+/// Checkpoints `pid` and every descendant into the image file `out`.
+pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
+    precheck(pid, &opts)?;
+    let t0 = Instant::now();
+    let (frozen, zombies) = freeze_tree(pid, &opts)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), processes = frozen.len(), "tree frozen");
+    let members: Vec<i32> = frozen.iter().map(|f| f.leader().tracee.pid().as_raw()).collect();
+    for f in &frozen {
+        precheck(f.leader().tracee.pid(), &opts)?;
+    }
+    let mut warnings = Vec::new();
+    let mut processes = Vec::with_capacity(frozen.len());
+    for f in &frozen {
+        processes.push(collect(f, &opts, &members, &mut warnings)?);
+    }
+    mark_shared(&members, &mut processes)?;
+    keep_one_queue(&mut processes);
+    refuse_shared_memory(&members)?;
+    let tree = TreeState {
+        processes,
+        zombies,
+    };
+    tree.session_layout().map_err(DumpError::Unsupported)?;
+    let tracees: Vec<_> = frozen.iter().map(|f| &f.leader().tracee).collect();
+    let stats = write_image(&tracees, &tree, out, opts.codec)?;
+
+    let frozen_for = t0.elapsed();
+    // Children first: a parent never sees a child of the tree go.
+    for f in frozen.into_iter().rev() {
+        if opts.leave_running {
+            f.release()?;
+        } else {
+            f.kill()?;
+        }
+    }
+    Ok(DumpSummary {
+        pid: pid.as_raw(),
+        stats,
+        frozen: frozen_for,
+        warnings,
+        processes: tree.processes.len(),
+    })
+}
+
+/// Children of every thread of `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let path = t.path().join("children");
+        if let Ok(s) = std::fs::read_to_string(path) {
+            out.extend(s.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Freezes `root` and its descendants, parents before children, re-scanning until stable.
+fn freeze_tree(root: Pid, opts: &DumpOptions) -> Result<(Vec<Frozen>, Vec<ZombieState>), DumpError> {
+    let mut frozen = vec![Frozen::seize(root)?];
+    let mut zombies: Vec<ZombieState> = Vec::new();
+    let mut known: HashSet<i32> = HashSet::from([root.as_raw()]);
+    loop {
+        let mut found = false;
+        let mut i = 0;
+        while i < frozen.len() {
+            let parent = frozen[i].leader().tracee.pid().as_raw();
+            for c in children(parent) {
+                if !known.insert(c) {
+                    continue;
+                }
+                found = true;
+                let stat = proc::parse_stat(&proc::read(c, "stat")?)?;
+                if stat.state == 'Z' {
+                    let status = proc::read(c, "stat")
+                        .ok()
+                        .and_then(|s| exit_code(&s))
+                        .unwrap_or(0);
+                    let ns_pid = proc::parse_status(&proc::read(c, "status")?)?.ns_pid;
+                    zombies.push(ZombieState {
+                        pid: ns_pid,
+                        ppid: ns_pid_of(parent)?,
+                        pgid: stat.pgrp,
+                        sid: stat.session,
+                        status,
+                    });
+                    continue;
+                }
+                precheck(Pid::from_raw(c), opts)?;
+                frozen.push(Frozen::seize(Pid::from_raw(c))?);
+            }
+            i += 1;
+        }
+        if !found {
+            break;
+        }
+    }
+    Ok((frozen, zombies))
+}
+
+fn ns_pid_of(pid: i32) -> Result<i32, DumpError> {
+    Ok(proc::parse_status(&proc::read(pid, "status")?)?.ns_pid)
+}
+
+/// `/proc/PID/stat` field 52: the wait status of an exited task.
+fn exit_code(stat: &str) -> Option<i32> {
+    let close = stat.rfind(')')?;
+    // Field 3 is the first after the name.
+    stat[close + 1..].split_whitespace().nth(52 - 3)?.parse().ok()
+}
+
+/// A descriptor that is the same open file description as one of an earlier process becomes
+/// [`FdKind::Shared`]. Only descriptors of the same inode can share a description.
+fn mark_shared(members: &[i32], processes: &mut [ProcessState]) -> Result<(), DumpError> {
+    // (dev, ino) -> descriptions seen so far: (host pid, image pid, fd).
+    let mut seen: HashMap<(u64, u64), Vec<(i32, i32, i32)>> = HashMap::new();
+    for (host, p) in members.iter().zip(processes.iter_mut()) {
+        let mut mine = Vec::new();
+        for f in p.fds.iter_mut() {
+            if matches!(f.kind, FdKind::Dup { .. }) {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(format!("/proc/{host}/fd/{}", f.fd)) else {
+                continue;
+            };
+            let key = (meta.dev(), meta.ino());
+            let mut shared = None;
+            for &(other_host, other_pid, other_fd) in seen.get(&key).into_iter().flatten() {
+                let same = sys::same_file_description_in(
+                    Pid::from_raw(other_host),
+                    other_fd,
+                    Pid::from_raw(*host),
+                    f.fd,
+                )
+                .map_err(|e| {
+                    DumpError::Unsupported(format!(
+                        "pid {} fd {}: kcmp failed ({e}); not supported",
+                        p.pid, f.fd
+                    ))
+                })?;
+                if same {
+                    shared = Some((other_pid, other_fd));
+                    break;
+                }
+            }
+            match shared {
+                Some((pid, fd)) => f.kind = FdKind::Shared { pid, fd },
+                None => {
+                    if matches!(f.kind, FdKind::DeletedFile { .. })
+                        && seen.get(&key).is_some_and(|v| !v.is_empty())
+                    {
+                        return Err(DumpError::Unsupported(format!(
+                            "pid {} fd {}: a second open file description of a file deleted while open is not supported yet",
+                            p.pid, f.fd
+                        )));
+                    }
+                    mine.push((key, (*host, p.pid, f.fd)));
+                }
+            }
+        }
+        for (key, v) in mine {
+            seen.entry(key).or_default().push(v);
+        }
+    }
+    // Locks of a shared description are listed in every holder; they are taken once, by the
+    // process that creates the description.
+    for p in processes.iter_mut() {
+        let shared: HashSet<i32> = p
+            .fds
+            .iter()
+            .filter(|f| matches!(f.kind, FdKind::Shared { .. }))
+            .map(|f| f.fd)
+            .collect();
+        p.locks.retain(|l| !shared.contains(&l.fd));
+    }
+    Ok(())
+}
+
+/// The bytes queued in a pipe held by several processes travel once, with its first holder.
+fn keep_one_queue(processes: &mut [ProcessState]) {
+    let mut stored = HashSet::new();
+    for p in processes.iter_mut() {
+        for f in p.fds.iter_mut() {
+            if let FdKind::LocalPipe { ino, queue } = &mut f.kind
+                && queue.is_some()
+                && !stored.insert(*ino)
+            {
+                *queue = None;
+            }
+        }
+    }
+}
+
+/// Shared anonymous memory (and SysV shared memory) mapped by two processes of the tree would
+/// come back as two separate copies: refused until it is supported.
+fn refuse_shared_memory(members: &[i32]) -> Result<(), DumpError> {
+    let mut seen: HashMap<u64, (i32, String)> = HashMap::new();
+    for &pid in members {
+        let maps = proc::read(pid, "maps")?;
+        for line in maps.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(range), Some(perms), Some(ino), Some(name)) =
+                (f.first(), f.get(1), f.get(4), f.get(5))
+            else {
+                continue;
+            };
+            if !perms.contains('s') || !(name.starts_with("/dev/zero") || name.starts_with("/SYSV"))
+            {
+                continue;
+            }
+            let Ok(ino) = ino.parse::<u64>() else { continue };
+            if let Some((other, other_range)) = seen.get(&ino)
+                && *other != pid
+            {
+                return Err(DumpError::Unsupported(format!(
+                    "pid {other} ({other_range}) and pid {pid} ({range}) share anonymous memory; shared memory between processes of a tree is not supported yet"
+                )));
+            }
+            seen.insert(ino, (pid, (*range).to_string()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! Restoring a process tree (`ferry dump --tree`): the root is created as a single process
+//! is; every other process is forked by its restored parent while that parent is still a copy
+//! of the restorer, so it inherits the injection area and arrives traced. Only then is each
+//! process rebuilt as a single process is.
+//!
+//! Order, and why:
+//! 1. Plans and pipes first: nothing is created before every file checks out.
+//! 2. Create: the root (set_tid, or a new PID namespace for the whole tree when any PID of
+//!    the tree is taken), then each process in tree order by `clone3(set_tid)` injected in its
+//!    parent. A session leader calls `setsid()` at once, before it forks its children: they
+//!    inherit the session at fork, and nothing can join a session later.
+//! 3. Process groups, once every process exists: leaders first, then members.
+//! 4. Zombies exit with their status while their parents are still stubs (whose `SIGCHLD`
+//!    is not ignored, so the zombie stays for `wait`); the `SIGCHLD` this queues in the parent
+//!    is taken back, the image carries the parent's own pending signals.
+//! 5. Each live process is wiped and mapped, the page stream is written into all of them in
+//!    tree order, then each gets its mm, descriptors (a description shared with an earlier
+//!    process is taken from it with `pidfd_getfd`), attributes and threads.
+//! 6. Credentials last, then every process resumes, children first.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::ptrace::Options;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+use super::inject::Injector;
+use super::{
+    RestoreError, RestoreOptions, RestoreSummary, create_threads, files, final_regs, mm,
+    restore_creds, restore_process_attrs, restore_thread_attrs, task,
+};
+use crate::image::ImageReader;
+use crate::ptrace::{PtraceError, Tracee};
+use crate::state::{FdKind, PipeQueue, TreeState};
+use crate::sys;
+
+/// Kills every process created so far unless disarmed (the root has its own guard).
+struct Created {
+    pids: Vec<Pid>,
+    armed: bool,
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for pid in self.pids.iter().rev() {
+            let _ = kill(*pid, Signal::SIGKILL);
+            let _ = waitpid(*pid, Some(WaitPidFlag::__WALL));
+        }
+    }
+}
+
+/// Restores every process of `reader`'s tree and lets them run.
+pub fn restore_tree<R: Read + Send>(
+    mut reader: ImageReader<R>,
+    opts: RestoreOptions,
+) -> Result<RestoreSummary, RestoreError> {
+    let tree = reader.tree().clone();
+    let procs = &tree.processes;
+    let root = &procs[0];
+    let mut warnings = Vec::new();
+    let layout = tree.session_layout().map_err(RestoreError::Layout)?;
+
+    // 1. Pipes joining several processes, held by the restorer until all have their ends.
+    let pipes = make_tree_pipes(&tree)?;
+    let pipe_fds: HashMap<u64, (i32, i32)> = pipes
+        .iter()
+        .map(|(ino, (r, w))| (*ino, (r.as_raw_fd(), w.as_raw_fd())))
+        .collect();
+    let plans = procs
+        .iter()
+        .map(|p| files::plan(p, opts.inherit_stdio, &pipe_fds, &mut warnings))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // 2. Create. The namespace is decided for the whole tree: every process keeps its PID.
+    let taken = procs
+        .iter()
+        .skip(1)
+        .map(|p| p.pid)
+        .chain(tree.zombies.iter().map(|z| z.pid))
+        .find(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    if let Some(pid) = taken
+        && opts.pid_ns == task::PidNsMode::Never
+    {
+        return Err(RestoreError::PidTaken { pid });
+    }
+    let mut root_task = task::create(root.pid, opts.pid_ns, taken.is_some())?;
+    let root_tracee = Tracee::seize(
+        root_task.pid,
+        Options::PTRACE_O_EXITKILL
+            | Options::PTRACE_O_TRACESYSGOOD
+            | Options::PTRACE_O_TRACECLONE
+            | Options::PTRACE_O_TRACEFORK,
+    )?;
+    root_tracee.interrupt()?;
+    root_tracee.set_sigmask(u64::MAX)?;
+    let maps = mm::current_maps(root_task.pid.as_raw())?;
+    let vdso_syscall = mm::find_vdso_syscall(&root_tracee, &maps)?;
+    // The children inherit the area: it must be free in every process's image.
+    let all = crate::state::MmState {
+        vmas: procs.iter().flat_map(|p| p.mm.vmas.clone()).collect(),
+        ..Default::default()
+    };
+    let area = mm::pick_area(&maps, &all)?;
+    let area = {
+        let inj = Injector::bootstrap(&root_tracee, vdso_syscall, area)?;
+        // Unregistered before any fork: children inherit the registration.
+        if let Some((ptr, len, sig)) = root_tracee.rseq()? {
+            inj.call(
+                "rseq(unregister)",
+                libc::SYS_rseq,
+                [ptr, u64::from(len), 1, u64::from(sig), 0, 0],
+            )?;
+        }
+        inj.call("setsid", libc::SYS_setsid, [0; 6])?;
+        inj.area
+    };
+
+    let mut created = Created {
+        pids: Vec::new(),
+        armed: true,
+    };
+    let mut tracees = vec![root_tracee];
+    for (i, p) in procs.iter().enumerate().skip(1) {
+        let parent = procs[..i]
+            .iter()
+            .position(|q| q.pid == p.ppid)
+            .ok_or_else(|| RestoreError::Layout(format!("pid {}: no parent", p.pid)))?;
+        let child = fork(&Injector::attach(&tracees[parent], area)?, p.pid)?;
+        created.pids.push(child.pid());
+        if layout[i].setsid {
+            Injector::attach(&child, area)?.call("setsid", libc::SYS_setsid, [0; 6])?;
+        }
+        tracees.push(child);
+    }
+    let mut zombies = Vec::with_capacity(tree.zombies.len());
+    for z in &tree.zombies {
+        let parent = procs
+            .iter()
+            .position(|q| q.pid == z.ppid)
+            .ok_or_else(|| RestoreError::Layout(format!("zombie {}: no parent", z.pid)))?;
+        let child = fork(&Injector::attach(&tracees[parent], area)?, z.pid)?;
+        created.pids.push(child.pid());
+        zombies.push((parent, child, z.status));
+    }
+
+    // 3. Groups: a group must exist (its leader in it) before others join.
+    for leaders in [true, false] {
+        for (i, t) in tracees.iter().enumerate() {
+            let place = layout[i];
+            if place.setsid || (place.pgid == procs[i].pid) != leaders {
+                continue;
+            }
+            let pgid = if leaders { 0 } else { place.pgid as u64 };
+            Injector::attach(t, area)?.call("setpgid", libc::SYS_setpgid, [0, pgid, 0, 0, 0, 0])?;
+        }
+    }
+
+    // 4. Zombies.
+    for (_, z, status) in &zombies {
+        exit_as(z, area, *status)?;
+    }
+    for (parent, _, _) in &zombies {
+        let inj = Injector::attach(&tracees[*parent], area)?;
+        let set = inj.put(4096, &(1u64 << (libc::SIGCHLD - 1)).to_le_bytes())?;
+        let ts = inj.put(4096 + 64, &[0u8; 16])?;
+        // EAGAIN once none is left.
+        let _ = inj.call_raw(libc::SYS_rt_sigtimedwait, [set, 0, ts, 8, 0, 0])?;
+    }
+
+    // 5. Rebuild every live process.
+    let injs = tracees
+        .iter()
+        .map(|t| Injector::attach(t, area))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (inj, p) in injs.iter().zip(procs) {
+        let maps = mm::current_maps(inj.tracee().pid().as_raw())?;
+        mm::wipe_and_place_vdso(inj, &maps, &p.mm)?;
+        mm::map_vmas(inj, &p.mm)?;
+    }
+    let targets: Vec<_> = injs.iter().zip(procs.iter()).collect();
+    mm::write_pages_tree(&targets, &mut reader)?;
+    let mut threads = Vec::with_capacity(procs.len());
+    for ((inj, p), plan) in injs.iter().zip(procs).zip(&plans) {
+        let thread = p
+            .threads
+            .first()
+            .ok_or_else(|| RestoreError::Layout(format!("pid {}: no thread", p.pid)))?;
+        mm::protect(inj, &p.mm)?;
+        mm::set_mm(inj, p)?;
+        files::restore(inj, plan, p, &mut warnings)?;
+        restore_process_attrs(inj, p, false)?;
+        restore_thread_attrs(inj, p, thread)?;
+        threads.push(create_threads(inj, p)?);
+        for r in &p.rlimits {
+            sys::set_rlimit(inj.tracee().pid(), r.resource, r.cur, r.max).map_err(|source| {
+                RestoreError::Rlimit {
+                    resource: r.resource,
+                    source,
+                }
+            })?;
+        }
+    }
+    // Every process has its ends now.
+    drop(pipes);
+
+    // 6. Credentials last, then resume, children first.
+    for ((inj, p), ts) in injs.iter().zip(procs).zip(&threads) {
+        for (t, _) in ts {
+            restore_creds(&inj.for_thread(t)?, p, false)?;
+        }
+        restore_creds(inj, p, true)?;
+    }
+    let mut others = Vec::with_capacity(procs.len() - 1);
+    for ((inj, p), ts) in injs.into_iter().zip(procs).zip(threads).rev() {
+        for (t, ts) in &ts {
+            t.set_xstate(&ts.xstate)?;
+            t.set_sigmask(ts.sigmask)?;
+            t.set_regs(&final_regs(ts.regs).into())?;
+            t.detach(None)?;
+        }
+        let thread = &p.threads[0];
+        let t = inj.tracee();
+        t.set_xstate(&thread.xstate)?;
+        t.set_sigmask(thread.sigmask)?;
+        inj.finish()?;
+        t.set_regs(&final_regs(thread.regs).into())?;
+        t.detach(None)?;
+        if p.pid != root.pid {
+            others.push(t.pid().as_raw());
+        }
+    }
+    others.reverse();
+    created.armed = false;
+    root_task.disarm();
+    Ok(RestoreSummary {
+        pid: root_task.pid.as_raw(),
+        ns_pid: root_task.ns_init.map(|_| root.pid),
+        warnings,
+        others,
+    })
+}
+
+/// Forks a child with PID `pid` (in the parent's PID namespace) from the task behind `inj`;
+/// it arrives traced and stopped, a copy of the parent (injection area included).
+fn fork(inj: &Injector<'_>, pid: i32) -> Result<Tracee, RestoreError> {
+    let tid_addr = inj.put(8192, &(pid as u64).to_le_bytes())?;
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+    // stack_size, tls, set_tid, set_tid_size, cgroup.
+    let args: Vec<u8> = [0, 0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, tid_addr, 1, 0]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let args_addr = inj.put(4096, &args)?;
+    inj.call_raw(libc::SYS_clone3, [args_addr, args.len() as u64, 0, 0, 0, 0])?
+        .map_err(|source| RestoreError::Create {
+            step: if source == nix::errno::Errno::EEXIST {
+                "clone3 with set_tid in the parent (pid taken)"
+            } else {
+                "clone3 with set_tid in the parent"
+            },
+            source,
+        })?;
+    let child = inj
+        .tracee()
+        .take_new_thread()
+        .ok_or_else(|| RestoreError::Layout(format!("process {pid} did not report")))?;
+    let t = Tracee::attached(child)?;
+    // Its first stop, from PTRACE_O_TRACEFORK.
+    t.wait()?;
+    Ok(t)
+}
+
+/// Ends a recreated zombie the way the original ended: `exit_group(code)`, or death by its
+/// signal (without a core dump).
+fn exit_as(t: &Tracee, area: u64, status: i32) -> Result<(), RestoreError> {
+    let pid = t.pid();
+    let mut regs = t.regs()?;
+    regs.orig_rax = u64::MAX;
+    regs.rip = area;
+    let sig = status & 0x7f;
+    if sig == 0 {
+        regs.rax = libc::SYS_exit_group as u64;
+        regs.rdi = ((status >> 8) & 0xff) as u64;
+        t.set_regs(&regs)?;
+        nix::sys::ptrace::cont(pid, None).map_err(|source| PtraceError::Request {
+            op: "cont",
+            pid: pid.as_raw(),
+            source,
+        })?;
+    } else {
+        sys::set_rlimit(pid, libc::RLIMIT_CORE, 0, 0).map_err(|source| {
+            RestoreError::Rlimit {
+                resource: libc::RLIMIT_CORE,
+                source,
+            }
+        })?;
+        // Default action for the signal, and nothing blocked.
+        let inj = Injector::attach(t, area)?;
+        let act = inj.put(4096, &[0u8; 32])?;
+        inj.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [sig as u64, act, 0, 8, 0, 0],
+        )?;
+        t.set_sigmask(0)?;
+        regs.rax = libc::SYS_getpid as u64;
+        t.set_regs(&regs)?;
+        let signal = Signal::try_from(sig).map_err(|source| RestoreError::Create {
+            step: "zombie's signal",
+            source,
+        })?;
+        nix::sys::ptrace::cont(pid, Some(signal)).map_err(|source| PtraceError::Request {
+            op: "cont",
+            pid: pid.as_raw(),
+            source,
+        })?;
+    }
+    // The tracer hears of the death first; once it has, the parent can wait for the zombie.
+    loop {
+        match t.wait() {
+            Err(PtraceError::Gone { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+            Ok(nix::sys::wait::WaitStatus::Stopped(_, s)) => {
+                nix::sys::ptrace::cont(pid, Some(s)).map_err(|source| PtraceError::Request {
+                    op: "cont",
+                    pid: pid.as_raw(),
+                    source,
+                })?;
+            }
+            Ok(_) => {
+                nix::sys::ptrace::cont(pid, None).map_err(|source| PtraceError::Request {
+                    op: "cont",
+                    pid: pid.as_raw(),
+                    source,
+                })?;
+            }
+        }
+    }
+}
+
+/// Pipes whose descriptors are spread over several processes: made here, sized, filled with
+/// their queued bytes, and reopened by each process through `/proc/RESTORER/fd/N`.
+fn make_tree_pipes(tree: &TreeState) -> Result<HashMap<u64, (OwnedFd, OwnedFd)>, RestoreError> {
+    let mut holders: HashMap<u64, (Vec<i32>, Option<&PipeQueue>)> = HashMap::new();
+    for p in &tree.processes {
+        for f in &p.fds {
+            if let FdKind::LocalPipe { ino, queue } = &f.kind {
+                let e = holders.entry(*ino).or_default();
+                if !e.0.contains(&p.pid) {
+                    e.0.push(p.pid);
+                }
+                if e.1.is_none() {
+                    e.1 = queue.as_ref();
+                }
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for (ino, (pids, queue)) in holders {
+        if pids.len() < 2 {
+            continue;
+        }
+        let what = |s: &str| format!("pipe:[{ino}]: {s}");
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| {
+            RestoreError::Io {
+                what: what("pipe2"),
+                source: e.into(),
+            }
+        })?;
+        if let Some(q) = queue {
+            let size = i32::try_from(q.size).unwrap_or(i32::MAX);
+            fcntl(w.as_fd(), FcntlArg::F_SETPIPE_SZ(size)).map_err(|e| RestoreError::Io {
+                what: what("set its buffer size"),
+                source: e.into(),
+            })?;
+            std::fs::File::from(w.try_clone().map_err(|source| RestoreError::Io {
+                what: what("dup"),
+                source,
+            })?)
+            .write_all(&q.data)
+            .map_err(|source| RestoreError::Io {
+                what: what(&format!("write its {} queued bytes", q.data.len())),
+                source,
+            })?;
+        }
+        out.insert(ino, (r, w));
+    }
+    Ok(out)
+}
