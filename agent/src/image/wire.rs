@@ -124,6 +124,21 @@ const MANIFEST: &[Field] = &[
     ),
 ];
 const SLOTS: usize = 14;
+const ACTIONS_SLOT: usize = 5;
+const RLIMITS_SLOT: usize = 8;
+/// The caps that also hold over all the processes of a tree together.
+const TREE_WIDE: [Counter; 10] = [
+    counter(0, "fds[*].epoll.targets", MAX_EPOLL_TARGETS),
+    counter(1, "mm.vmas[*].pages", MAX_PAGE_RUNS),
+    counter(2, "mm.vmas", MAX_VMAS),
+    counter(3, "mm.auxv", MAX_AUXV_WORDS * 64),
+    counter(4, "creds.groups", MAX_GROUPS),
+    counter(6, "signals.shared_pending", MAX_PENDING),
+    counter(7, "threads[*].pending", MAX_PENDING),
+    counter(9, "fds", MAX_FDS),
+    counter(10, "threads", MAX_THREADS),
+    counter(11, "locks", MAX_LOCKS),
+];
 
 /// What the pass found.
 #[derive(Debug)]
@@ -183,7 +198,9 @@ fn walk(mut buf: &[u8], schema: &[Field], counts: &mut [usize; SLOTS]) -> Result
                         if let Some(c) = counter {
                             bump(counts, c, 1)?;
                         }
-                        if !fields.is_empty() {
+                        if std::ptr::eq(fields, PROCESS) {
+                            walk_process(inner, counts)?;
+                        } else if !fields.is_empty() {
                             walk(inner, fields, counts)?;
                         }
                     }
@@ -197,6 +214,24 @@ fn walk(mut buf: &[u8], schema: &[Field], counts: &mut [usize; SLOTS]) -> Result
             }
             _ => return Err(PrescanError::Malformed),
         }
+    }
+    Ok(())
+}
+
+/// Counts one process of a tree. Each process has the caps of a single process; the lists
+/// that can be long (everything but `rlimits` and `signals.actions`, at most a few dozen per
+/// process) also count toward the same caps over the whole manifest.
+fn walk_process(buf: &[u8], counts: &mut [usize; SLOTS]) -> Result<(), PrescanError> {
+    let mut own = [0usize; SLOTS];
+    walk(buf, PROCESS, &mut own)?;
+    for (slot, n) in own.iter().enumerate() {
+        if slot == RLIMITS_SLOT || slot == ACTIONS_SLOT {
+            continue;
+        }
+        counts[slot] = counts[slot].saturating_add(*n);
+    }
+    for c in TREE_WIDE {
+        bump(counts, c, 0)?;
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ pub enum PidNsMode {
 }
 
 /// How long a PID held by a zombie may take to be reaped (PID 1 here reaps about once a second).
-const ZOMBIE_WAIT: Duration = Duration::from_millis(2500);
+pub const ZOMBIE_WAIT: Duration = Duration::from_millis(2500);
 
 /// The new task (and the init of its PID namespace, if one was made). Until `disarm`, dropping
 /// it kills both, so a failed restore leaves nothing behind.
@@ -54,7 +54,8 @@ impl Drop for NewTask {
     }
 }
 
-fn holder_is_zombie(pid: i32) -> bool {
+/// Whether `pid` is held by a zombie (or already gone).
+pub fn holder_is_zombie(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s
             .rfind(')')

@@ -79,12 +79,24 @@ pub fn restore_tree<R: Read + Send>(
         .collect::<Result<Vec<_>, _>>()?;
 
     // 2. Create. The namespace is decided for the whole tree: every process keeps its PID.
-    let taken = procs
-        .iter()
-        .skip(1)
-        .map(|p| p.pid)
-        .chain(tree.zombies.iter().map(|z| z.pid))
-        .find(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // A PID held by a zombie (the dumped original, say) is given a moment to be reaped.
+    let started = std::time::Instant::now();
+    let taken = loop {
+        let taken = procs
+            .iter()
+            .skip(1)
+            .map(|p| p.pid)
+            .chain(tree.zombies.iter().map(|z| z.pid))
+            .find(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        match taken {
+            Some(pid)
+                if task::holder_is_zombie(pid) && started.elapsed() < task::ZOMBIE_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other,
+        }
+    };
     if let Some(pid) = taken
         && opts.pid_ns == task::PidNsMode::Never
     {
