@@ -1119,7 +1119,10 @@ fn invalid_manifests_are_refused_naming_the_field() {
             "{field}: {got_problem:?} lacks {problem:?}"
         );
     }
-    let e = manifest_error(&pb::Manifest { process: None });
+    let e = manifest_error(&pb::Manifest {
+        process: None,
+        ..Default::default()
+    });
     assert_eq!(e.0, "process");
 }
 
