@@ -5,8 +5,9 @@
 //! [`super::validate`], whatever the manifest's size.
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
+    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS,
+    MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING, MAX_POSIX_TIMERS, MAX_THREADS, MAX_VMAS, ManifestError,
+    ManifestProblem, RLIM_NLIMITS,
 };
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.
@@ -82,7 +83,33 @@ const SIGNALS: &[Field] = &[
         ),
     ),
 ];
+const SCHED: &[Field] = &[(
+    4,
+    Child::Varints(counter(
+        12,
+        "threads[*].sched.affinity",
+        MAX_AFFINITY_WORDS * MAX_THREADS,
+    )),
+)];
+const ATTRS: &[Field] = &[
+    (
+        7,
+        Child::Message(LEAF, Some(counter(13, "attrs.cgroups", MAX_CGROUPS))),
+    ),
+    (
+        8,
+        Child::Message(LEAF, Some(counter(14, "attrs.itimers", 3))),
+    ),
+    (
+        9,
+        Child::Message(
+            LEAF,
+            Some(counter(15, "attrs.posix_timers", MAX_POSIX_TIMERS)),
+        ),
+    ),
+];
 const THREAD: &[Field] = &[
+    (200, Child::Message(SCHED, None)),
     (2, Child::Message(LEAF, None)),
     (
         5,
@@ -110,9 +137,10 @@ const PROCESS: &[Field] = &[
         120,
         Child::Message(LEAF, Some(counter(11, "locks", MAX_LOCKS))),
     ),
+    (200, Child::Message(ATTRS, None)),
 ];
 const MANIFEST: &[Field] = &[(1, Child::Message(PROCESS, None))];
-const SLOTS: usize = 12;
+const SLOTS: usize = 16;
 
 /// What the pass found.
 #[derive(Debug)]
