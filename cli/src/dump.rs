@@ -1,4 +1,4 @@
-//! `ferry dump PID -o IMAGE [--leave-running] [--compress zstd|lz4|none]`
+//! `ferry dump PID -o IMAGE [--leave-running] [--tcp-established] [--ext-unix-sk] [--compress zstd|lz4|none]`
 
 use std::path::PathBuf;
 
@@ -17,6 +17,13 @@ pub struct Args {
     /// Let the process run on after the dump instead of ending it.
     #[arg(long)]
     leave_running: bool,
+    /// Checkpoint established TCP connections (TCP_REPAIR); without it they are refused.
+    #[arg(long)]
+    tcp_established: bool,
+    /// Keep Unix sockets whose peer is outside the process: restore reconnects them to the
+    /// peer's name where it has one. Without it they are refused.
+    #[arg(long)]
+    ext_unix_sk: bool,
     /// Compression of memory pages.
     #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = ["zstd", "lz4", "none"])]
     compress: String,
@@ -28,7 +35,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "none" => Codec::None,
         _ => Codec::Zstd,
     };
-    let summary = dump(Pid::from_raw(args.pid), &args.output, DumpOptions { leave_running: args.leave_running, codec })
+    let summary = dump(Pid::from_raw(args.pid), &args.output, DumpOptions {
+        leave_running: args.leave_running,
+        codec,
+        tcp_established: args.tcp_established,
+        ext_unix_sk: args.ext_unix_sk,
+    })
         .with_context(|| format!("dump pid {}", args.pid))?;
     for w in &summary.warnings {
         eprintln!("ferry: warning: {w}");

@@ -6,6 +6,7 @@ use nix::unistd::Pid;
 
 use super::DumpError;
 use super::mm::identity_of;
+use super::sockets::{self, SocketDump};
 use crate::proc;
 use crate::state::{FdKind, FdState, FileRef};
 
@@ -17,8 +18,9 @@ fn is_tty_major(major: u64) -> bool {
     major == 4 || major == 5 || (136..=143).contains(&major)
 }
 
-/// Every open descriptor of `pid`, refusing kinds not supported yet.
-pub fn collect_fds(pid: Pid) -> Result<Vec<FdState>, DumpError> {
+/// Every open descriptor of `pid`, refusing kinds not supported yet. Sockets are examined
+/// as `socks` says (classified only, or captured).
+pub fn collect_fds(pid: Pid, socks: &mut SocketDump) -> Result<Vec<FdState>, DumpError> {
     let dir = format!("/proc/{pid}/fd");
     let read_err = |source| proc::ProcError::Read { path: dir.clone().into(), source };
     let mut fds: Vec<i32> = std::fs::read_dir(&dir)
@@ -27,6 +29,7 @@ pub fn collect_fds(pid: Pid) -> Result<Vec<FdState>, DumpError> {
         .collect();
     fds.sort_unstable();
     let mut out = Vec::with_capacity(fds.len());
+    let mut sockets = Vec::new();
     for fd in fds {
         let link_path = format!("{dir}/{fd}");
         let Ok(target) = std::fs::read_link(&link_path) else { continue }; // closed meanwhile
@@ -39,8 +42,10 @@ pub fn collect_fds(pid: Pid) -> Result<Vec<FdState>, DumpError> {
             } else {
                 return Err(unsupported(rest.trim_matches(['[', ']'])));
             }
-        } else if target.starts_with("socket:") {
-            return Err(unsupported("a socket"));
+        } else if let Some(ino) = target.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+            let ino = ino.parse().map_err(|_| unsupported(&format!("socket {target:?}")))?;
+            sockets.push((fd, ino, info.flags));
+            continue;
         } else if let Some(ino) = target.strip_prefix("pipe:[").and_then(|r| r.strip_suffix(']')) {
             FdKind::Pipe { ino: ino.parse().map_err(|_| unsupported(&format!("pipe {target:?}")))? }
         } else if target.starts_with("/memfd:") {
@@ -74,6 +79,12 @@ pub fn collect_fds(pid: Pid) -> Result<Vec<FdState>, DumpError> {
         };
         out.push(FdState { fd, cloexec: info.flags & O_CLOEXEC != 0, flags: info.flags & !O_CLOEXEC, kind });
     }
+    let pairs: Vec<(i32, u64)> = sockets.iter().map(|s| (s.0, s.1)).collect();
+    for ((fd, _, flags), state) in sockets.iter().zip(sockets::collect(pid, &pairs, socks)?) {
+        let kind = FdKind::Socket(state);
+        out.push(FdState { fd: *fd, cloexec: flags & O_CLOEXEC != 0, flags: flags & !O_CLOEXEC, kind });
+    }
+    out.sort_by_key(|f| f.fd);
     check_pipes_and_epoll(&out)?;
     Ok(out)
 }

@@ -7,6 +7,8 @@
 
 mod files;
 mod mm;
+pub(crate) mod sockdiag;
+mod sockets;
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -28,6 +30,7 @@ use crate::state::{
 use crate::sys;
 
 pub use mm::identity_of;
+pub use sockets::SocketOptions;
 
 /// What `dump` may be asked to do besides the default.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,6 +39,16 @@ pub struct DumpOptions {
     pub leave_running: bool,
     /// Page compression.
     pub codec: Codec,
+    /// Checkpoint established TCP connections (`TCP_REPAIR`).
+    pub tcp_established: bool,
+    /// Keep Unix sockets whose peer is outside the process.
+    pub ext_unix_sk: bool,
+}
+
+impl DumpOptions {
+    fn sockets(&self) -> SocketOptions {
+        SocketOptions { tcp_established: self.tcp_established, ext_unix_sk: self.ext_unix_sk, leave_running: self.leave_running }
+    }
 }
 
 /// What a dump produced.
@@ -85,6 +98,17 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// Examining a socket failed.
+    #[error("fd {fd}: {what}")]
+    Socket {
+        /// Descriptor number.
+        fd: i32,
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
     /// Ending the process after the dump failed.
     #[error("end pid {pid} after the dump")]
     Kill {
@@ -100,15 +124,19 @@ pub enum DumpError {
 pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
     // Refuse what /proc already shows before stopping anything, so a refused process is never
     // even frozen.
-    precheck(pid)?;
+    precheck(pid, &opts)?;
 
     let frozen = Frozen::seize(pid)?;
     let t0 = Instant::now();
     // Checked again now that the process cannot change under us (a thread or an fd may have
     // appeared between the first check and the freeze).
-    precheck(pid)?;
+    precheck(pid, &opts)?;
     let mut warnings = Vec::new();
-    let state = collect(&frozen, &mut warnings)?;
+    // Declared after `frozen`, so dropped before it on failure: the sockets leave repair mode
+    // before the process runs again.
+    let mut socks = sockets::SocketDump::capture(opts.sockets());
+    let state = collect(&frozen, &mut warnings, &mut socks)?;
+    warnings.append(&mut socks.warnings);
     tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
     let stats = write_image(&frozen.tracee, &state, out, opts.codec)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "image written");
@@ -120,10 +148,12 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     } else {
         frozen.kill()?;
     }
+    // The process is gone: its connections may now be discarded without a word to the peers.
+    socks.held.close_silently();
     Ok(DumpSummary { pid: pid.as_raw(), stats, frozen: frozen_for, warnings })
 }
 
-fn precheck(pid: Pid) -> Result<(), DumpError> {
+fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
     let bad = |why: &str| DumpError::BadTarget { pid: pid.as_raw(), why: why.to_string() };
     if pid.as_raw() <= 1 {
         return Err(bad("refusing to dump init"));
@@ -153,7 +183,7 @@ fn precheck(pid: Pid) -> Result<(), DumpError> {
     if root != Path::new("/") {
         return Err(DumpError::Unsupported(format!("a root directory other than / ({})", root.display())));
     }
-    files::collect_fds(pid)?;
+    files::collect_fds(pid, &mut sockets::SocketDump::check(opts.sockets()))?;
     mm::collect_vmas(pid)?;
     Ok(())
 }
@@ -219,7 +249,7 @@ impl Drop for Frozen {
 }
 
 /// Everything about the process, read while it is frozen.
-fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, DumpError> {
+fn collect(frozen: &Frozen, warnings: &mut Vec<String>, socks: &mut sockets::SocketDump) -> Result<ProcessState, DumpError> {
     let t = &frozen.tracee;
     let pid = t.pid();
     let raw = pid.as_raw();
@@ -227,7 +257,7 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
     let mut vmas = mm::collect_vmas(pid)?;
-    let fds = files::collect_fds(pid)?;
+    let fds = files::collect_fds(pid, socks)?;
 
     // State only the process itself can report is read by running system calls inside it.
     // That must happen before the memory is read: the scratch page it uses is gone again by then.

@@ -163,6 +163,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
                 })
                 .collect(),
         }),
+        FdKind::Socket(sock) => Kind::Socket(super::sockets::socket_to_pb(sock)),
     };
     pb::Fd {
         fd: f.fd,
@@ -467,6 +468,7 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                     .collect(),
             }
         }
+        Kind::Socket(sock) => FdKind::Socket(super::sockets::socket_from_pb(sock, &format!("{}.socket", field()))?),
     };
     Ok(FdState {
         fd: f.fd,

@@ -604,6 +604,7 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                     )?;
                 }
             }
+            FdKind::Socket(sock) => super::sockets::validate_socket(sock, &format!("{}.socket", field()))?,
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 use super::RestoreError;
 use super::inject::Injector;
+use super::sockets;
 use crate::dump::identity_of;
 use crate::state::{EpollTarget, FdKind, FileRef, ProcessState, VmaKind};
 
@@ -15,6 +16,8 @@ enum Action {
     Open { path: String, flags: u32, pos: Option<u64> },
     /// A fresh epoll instance with this interest list.
     Epoll(Vec<EpollTarget>),
+    /// The socket with this inode, built by ferry, copied in with `pidfd_getfd`.
+    Socket(u64),
 }
 
 /// The descriptors to create, in order, plus warnings for the user.
@@ -22,6 +25,8 @@ enum Action {
 pub struct FdPlan {
     fds: Vec<(i32, bool, Action)>,
     inherit_stdio: bool,
+    /// The sockets, built before the task exists (it inherits ferry's pidfd).
+    sockets: Option<sockets::Built>,
 }
 
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
@@ -104,18 +109,42 @@ pub fn plan(state: &ProcessState, inherit_stdio: bool, warnings: &mut Vec<String
                     None => devnull(format!("pipe:[{ino}] has no other end left"), warnings),
                 },
                 FdKind::Epoll { targets } => Action::Epoll(targets.clone()),
+                FdKind::Socket(s) => Action::Socket(s.ino),
             }
         };
         fds.push((f.fd, f.cloexec, action));
     }
-    Ok(FdPlan { fds, inherit_stdio })
+    // Sockets last, once every file check passed: building them binds addresses.
+    let sockets = sockets::build(state, warnings)?;
+    Ok(FdPlan { fds, inherit_stdio, sockets })
 }
 
 /// Recreates the descriptors inside the task. The task starts with a copy of the restorer's
 /// descriptor table; all of it goes except what `--stdio inherit` keeps.
 pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings: &mut Vec<String>) -> Result<(), RestoreError> {
     let first_closed = if plan.inherit_stdio { 3 } else { 0 };
-    inj.call("close_range", libc::SYS_close_range, [first_closed, u64::from(u32::MAX), 0, 0, 0, 0])?;
+    // The task inherited ferry's pidfd (when there are sockets): keep it through the
+    // close_range, out of the way of the image's descriptor numbers.
+    let mut pidfd = plan.sockets.as_ref().map(|b| std::os::fd::AsRawFd::as_raw_fd(&b.pidfd) as u64);
+    match pidfd {
+        Some(p) if p >= first_closed => {
+            if p > first_closed {
+                inj.call("close_range", libc::SYS_close_range, [first_closed, p - 1, 0, 0, 0, 0])?;
+            }
+            inj.call("close_range", libc::SYS_close_range, [p + 1, u64::from(u32::MAX), 0, 0, 0, 0])?;
+        }
+        _ => {
+            inj.call("close_range", libc::SYS_close_range, [first_closed, u64::from(u32::MAX), 0, 0, 0, 0])?;
+        }
+    }
+    if let Some(p) = pidfd
+        && plan.fds.iter().any(|(fd, _, _)| *fd as u64 == p)
+    {
+        let spare = plan.fds.iter().map(|(fd, _, _)| *fd as u64).max().unwrap_or(0).max(p) + 1;
+        inj.call("dup3", libc::SYS_dup3, [p, spare, libc::O_CLOEXEC as u64, 0, 0, 0])?;
+        inj.call("close", libc::SYS_close, [p, 0, 0, 0, 0, 0])?;
+        pidfd = Some(spare);
+    }
     for std in 0..first_closed as i32 {
         if !plan.fds.iter().any(|(fd, _, _)| *fd == std) {
             inj.call("close", libc::SYS_close, [std as u64, 0, 0, 0, 0, 0])?;
@@ -141,6 +170,17 @@ pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings
                     .map_err(err(format!("open {path}")))?
             }
             Action::Epoll(_) => inj.call("epoll_create1", libc::SYS_epoll_create1, [0, 0, 0, 0, 0, 0]).map_err(err("epoll_create1".into()))?,
+            Action::Socket(ino) => {
+                let (Some(built), Some(pidfd)) = (&plan.sockets, pidfd) else { continue };
+                let Some(ours) = built.fd_of(*ino) else { continue };
+                let tmp = inj.call("pidfd_getfd", libc::SYS_pidfd_getfd, [pidfd, ours as u64, 0, 0, 0, 0]).map_err(err("pidfd_getfd".into()))?;
+                // pidfd_getfd sets close-on-exec; dup3 below sets the image's flag, but when the
+                // copy already has the right number it must be cleared here.
+                if tmp == fd as u64 && !*cloexec {
+                    inj.call("fcntl", libc::SYS_fcntl, [tmp, libc::F_SETFD as u64, 0, 0, 0, 0]).map_err(err("clear close-on-exec".into()))?;
+                }
+                tmp
+            }
         };
         if tmp != fd as u64 {
             let flags = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };
@@ -173,6 +213,11 @@ pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings
             }
             _ => {}
         }
+    }
+    if let (Some(built), Some(p)) = (&plan.sockets, pidfd) {
+        inj.call("close", libc::SYS_close, [p, 0, 0, 0, 0, 0])?;
+        // Every socket is in the task now: connections may come out of repair mode.
+        built.finish(state)?;
     }
     Ok(())
 }

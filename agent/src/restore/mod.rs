@@ -7,6 +7,7 @@
 mod files;
 mod inject;
 mod mm;
+mod sockets;
 mod task;
 
 use std::io::Read;
@@ -89,6 +90,17 @@ pub enum RestoreError {
         /// Cause.
         #[source]
         source: Box<RestoreError>,
+    },
+    /// Rebuilding a socket failed.
+    #[error("fd {fd}: {what}")]
+    Socket {
+        /// Descriptor number.
+        fd: i32,
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Errno,
     },
     /// Setting a resource limit failed.
     #[error("set resource limit {resource}")]
