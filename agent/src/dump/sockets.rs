@@ -210,6 +210,12 @@ fn unix_socket(
     ctx: &mut SocketDump,
 ) -> Result<UnixSocketState, DumpError> {
     let mut name = diag.name.clone();
+    // A path name is reported with its terminating NUL.
+    if name.first().is_some_and(|b| *b != 0)
+        && let Some(end) = name.iter().position(|b| *b == 0)
+    {
+        name.truncate(end);
+    }
     // A path is reported as it was given to bind(): make a relative one absolute.
     if !name.is_empty() && name[0] != 0 && name[0] != b'/' {
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
