@@ -1,6 +1,6 @@
 /* UDP and TCP on 127.0.0.1: a UDP echo socket (SO_REUSEADDR, SO_RCVBUF set), a TCP listener
  * (SO_REUSEADDR, backlog 5). The first accepted TCP connection is a data stream: the victim
- * writes TX bytes of a pattern to it at once (as fast as the peer takes them) and reads the
+ * (when TX > 0) writes TX bytes of a pattern to it at once (as fast as the peer takes them) and reads the
  * peer's pattern only after SIGUSR2, checking every byte. Later connections get "pong LINE".
  * Usage: sockets_inet STATEDIR TX. Reports "ports udp=U tcp=T"; SIGUSR1 reports
  * "ok pid=P rcvbuf=N reuse=R rx=RX tx=TX". */
@@ -94,7 +94,7 @@ int main(int argc, char **argv)
 		}
 		if (p[1].revents & POLLIN) {
 			int c = accept4(l, NULL, NULL, 0);
-			if (c >= 0 && conn < 0) {
+			if (c >= 0 && conn < 0 && tx_total > 0) {
 				fcntl(c, F_SETFL, O_NONBLOCK);
 				conn = c;
 				fr_status("accepted");
