@@ -24,7 +24,12 @@ fn ping_unix(addr: &std::os::unix::net::SocketAddr) -> String {
 fn dump_fails(ctx: &TestCtx, v: &Victim, extra: &[&str]) -> String {
     let pid = v.pid.to_string();
     let img = image_path(ctx, "refused");
-    let mut args = vec!["dump", pid.as_str(), "-o", img.to_str().expect("utf-8 path")];
+    let mut args = vec![
+        "dump",
+        pid.as_str(),
+        "-o",
+        img.to_str().expect("utf-8 path"),
+    ];
     args.extend_from_slice(extra);
     let out = ctx.ferry(&args);
     out.assert_failed();
@@ -39,15 +44,23 @@ fn unix_socketpairs_and_listeners() {
         return;
     };
     let mut v = Victim::c(&ctx, "sockets_unix", &[]);
-    let abs = v.status_lines().iter().find_map(|l| field(l, "abstract").map(str::to_owned)).expect("abstract name");
+    let abs = v
+        .status_lines()
+        .iter()
+        .find_map(|l| field(l, "abstract").map(str::to_owned))
+        .expect("abstract name");
     let img = image_path(&ctx, "unix");
     v.dump(&ctx, &img, &[]);
     v.restore(&ctx, &img, &[]);
     // The queued data, with its message boundaries, and the pairs still working.
     v.check();
-    let path = std::os::unix::net::SocketAddr::from_pathname(v.state.join("listen.sock")).expect("path");
+    let path =
+        std::os::unix::net::SocketAddr::from_pathname(v.state.join("listen.sock")).expect("path");
     assert_eq!(ping_unix(&path), "pong hi");
-    let abstract_addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(abs.as_bytes())
+    let abstract_addr =
+        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+            abs.as_bytes(),
+        )
         .expect("abstract address");
     assert_eq!(ping_unix(&abstract_addr), "pong hi");
     // A second cycle: the socket file now belongs to the restored process.
@@ -65,12 +78,22 @@ fn unix_external_peer() {
     };
     let sock = ctx.path("outside.sock");
     let listener = UnixListener::bind(&sock).expect("bind the outside listener");
-    let mut v = Victim::c(&ctx, "sockets_unix", &["connect", sock.to_str().expect("utf-8")]);
+    let mut v = Victim::c(
+        &ctx,
+        "sockets_unix",
+        &["connect", sock.to_str().expect("utf-8")],
+    );
     let (_first, _) = listener.accept().expect("accept the victim");
 
     let err = dump_fails(&ctx, &v, &[]);
-    assert!(err.contains("outside the process") && err.contains("--ext-unix-sk"), "{err}");
-    assert!(err.contains("outside.sock") && err.contains("fd "), "the refusal should name the fd and the peer: {err}");
+    assert!(
+        err.contains("outside the process") && err.contains("--ext-unix-sk"),
+        "{err}"
+    );
+    assert!(
+        err.contains("outside.sock") && err.contains("fd "),
+        "the refusal should name the fd and the peer: {err}"
+    );
 
     let img = image_path(&ctx, "ext");
     v.dump(&ctx, &img, &["--ext-unix-sk"]);
@@ -81,7 +104,9 @@ fn unix_external_peer() {
     let mut again = loop {
         match listener.accept() {
             Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && start.elapsed() < IO_TIMEOUT => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock && start.elapsed() < IO_TIMEOUT =>
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => panic!("the restored process did not reconnect: {e}"),
@@ -91,12 +116,21 @@ fn unix_external_peer() {
     again.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     v.check();
     let mut line = [0u8; 64];
-    let n = again.read(&mut line).expect("read from the reconnected victim");
-    assert_eq!(String::from_utf8_lossy(&line[..n]), format!("hello from {}\n", v.orig_pid));
+    let n = again
+        .read(&mut line)
+        .expect("read from the reconnected victim");
+    assert_eq!(
+        String::from_utf8_lossy(&line[..n]),
+        format!("hello from {}\n", v.orig_pid)
+    );
 }
 
 fn ports(v: &Victim) -> (u16, u16) {
-    let line = v.status_lines().into_iter().find(|l| l.starts_with("ports")).expect("ports line");
+    let line = v
+        .status_lines()
+        .into_iter()
+        .find(|l| l.starts_with("ports"))
+        .expect("ports line");
     let p = |k| field(&line, k).and_then(|s| s.parse().ok()).expect("port");
     (p("udp"), p("tcp"))
 }
@@ -137,13 +171,19 @@ fn udp_and_tcp_listener() {
     assert_eq!(tcp_ping(tcp), "pong hey");
     let after = v.check();
     for key in ["rcvbuf", "reuse"] {
-        assert_eq!(field(&before, key), field(&after, key), "{key}: {before} / {after}");
+        assert_eq!(
+            field(&before, key),
+            field(&after, key),
+            "{key}: {before} / {after}"
+        );
     }
     assert_eq!(field(&after, "reuse"), Some("1"));
 }
 
 fn pattern(seed: u64, start: u64, len: usize, mul: u64) -> Vec<u8> {
-    (start..start + len as u64).map(|i| (i.wrapping_mul(mul).wrapping_add(seed) & 0xff) as u8).collect()
+    (start..start + len as u64)
+        .map(|i| (i.wrapping_mul(mul).wrapping_add(seed) & 0xff) as u8)
+        .collect()
 }
 
 #[test]
@@ -159,7 +199,8 @@ fn tcp_established_connection() {
     let mut c = TcpStream::connect(("127.0.0.1", tcp)).expect("connect");
     c.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     v.wait_status("accepted", |l| l == "accepted");
-    c.write_all(&pattern(5, 0, RX1, 13)).expect("write before the dump");
+    c.write_all(&pattern(5, 0, RX1, 13))
+        .expect("write before the dump");
     // Let the victim fill our receive window and its own send queue.
     std::thread::sleep(Duration::from_millis(500));
 
@@ -167,7 +208,10 @@ fn tcp_established_connection() {
     let local = c.peer_addr().expect("peer");
     let mine = c.local_addr().expect("local");
     let want = format!("established TCP connection {local} -> {mine} (use --tcp-established)");
-    assert!(err.contains(&want) && err.contains("fd "), "refusal should say {want:?}: {err}");
+    assert!(
+        err.contains(&want) && err.contains("fd "),
+        "refusal should say {want:?}: {err}"
+    );
     let err = dump_fails(&ctx, &v, &["--tcp-established", "--leave-running"]);
     assert!(err.contains("--leave-running"), "{err}");
 
@@ -183,12 +227,22 @@ fn tcp_established_connection() {
     let mut buf = vec![0u8; 65536];
     while got.len() < TX {
         let n = c.read(&mut buf).expect("read from the restored victim");
-        assert!(n > 0, "the restored victim closed the connection after {} bytes", got.len());
+        assert!(
+            n > 0,
+            "the restored victim closed the connection after {} bytes",
+            got.len()
+        );
         got.extend_from_slice(&buf[..n]);
     }
     assert_eq!(got.len(), TX);
-    assert!(got == pattern(3, 0, TX, 7), "the bytes from the victim differ from what it sent");
-    writer.join().expect("writer thread").expect("write after the restore");
+    assert!(
+        got == pattern(3, 0, TX, 7),
+        "the bytes from the victim differ from what it sent"
+    );
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("write after the restore");
     let want_rx = (RX1 + RX2).to_string();
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
@@ -197,7 +251,10 @@ fn tcp_established_connection() {
             assert_eq!(field(&ok, "tx"), Some(TX.to_string().as_str()));
             break;
         }
-        assert!(Instant::now() < deadline, "the victim received {ok}, want rx={want_rx}");
+        assert!(
+            Instant::now() < deadline,
+            "the victim received {ok}, want rx={want_rx}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // The listener takes new clients too.

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
-use nix::sys::socket::{AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket,
+};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
@@ -48,16 +50,25 @@ pub struct UnixDiag {
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).and_then(|s| s.try_into().ok()).map_or(0, u32::from_ne_bytes)
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_ne_bytes)
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2).and_then(|s| s.try_into().ok()).map_or(0, u16::from_ne_bytes)
+    b.get(at..at + 2)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u16::from_ne_bytes)
 }
 
 /// Every Unix socket of the network namespace, by inode.
 pub fn unix_sockets() -> Result<HashMap<u64, UnixDiag>, Errno> {
-    let sock = socket(AddressFamily::Netlink, SockType::Datagram, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkSockDiag)?;
+    let sock = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
     let mut req = Vec::with_capacity(40);
     req.extend_from_slice(&40u32.to_ne_bytes());
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -73,7 +84,12 @@ pub fn unix_sockets() -> Result<HashMap<u64, UnixDiag>, Errno> {
     req.extend_from_slice(&show.to_ne_bytes());
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // no cookie
     req.extend_from_slice(&u32::MAX.to_ne_bytes());
-    sendto(sock.as_raw_fd(), &req, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
+    sendto(
+        sock.as_raw_fd(),
+        &req,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
 
     let mut out = HashMap::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -126,7 +142,10 @@ fn parse_unix(m: &[u8]) -> (u64, UnixDiag) {
             UNIX_DIAG_VFS => {
                 // The kernel's dev_t: major in the top 12 bits, minor in the low 20.
                 let dev = u32_at(data, 4);
-                d.vfs = Some((u64::from(u32_at(data, 0)), libc::makedev(dev >> 20, dev & 0xf_ffff)));
+                d.vfs = Some((
+                    u64::from(u32_at(data, 0)),
+                    libc::makedev(dev >> 20, dev & 0xf_ffff),
+                ));
             }
             UNIX_DIAG_PEER => d.peer = u64::from(u32_at(data, 0)),
             UNIX_DIAG_RQLEN => d.rqlen = (u32_at(data, 0), u32_at(data, 4)),
@@ -142,11 +161,15 @@ fn parse_unix(m: &[u8]) -> (u64, UnixDiag) {
 pub fn holder_of(ino: u64, exclude: i32) -> Option<String> {
     let want = format!("socket:[{ino}]");
     for p in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if pid == exclude {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();

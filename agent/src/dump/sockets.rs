@@ -26,7 +26,8 @@ use super::DumpError;
 use super::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixDiag};
 use crate::image::MAX_SOCKET_QUEUE;
 use crate::state::{
-    FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState, UnixSocketState,
+    FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState,
+    UnixSocketState,
 };
 use crate::sys::socket as ss;
 
@@ -92,12 +93,22 @@ pub struct SocketDump {
 impl SocketDump {
     /// Classification only, for the checks before the freeze.
     pub fn check(opts: SocketOptions) -> Self {
-        Self { opts, capture: false, held: Held::default(), warnings: Vec::new() }
+        Self {
+            opts,
+            capture: false,
+            held: Held::default(),
+            warnings: Vec::new(),
+        }
     }
 
     /// Full capture, once the process is frozen.
     pub fn capture(opts: SocketOptions) -> Self {
-        Self { opts, capture: true, held: Held::default(), warnings: Vec::new() }
+        Self {
+            opts,
+            capture: true,
+            held: Held::default(),
+            warnings: Vec::new(),
+        }
     }
 }
 
@@ -111,7 +122,11 @@ fn sock_err(fd: i32, what: impl Into<String>) -> impl FnOnce(Errno) -> DumpError
 }
 
 /// The state of every socket descriptor `(fd, inode)` of `pid`, in the same order.
-pub fn collect(pid: Pid, socks: &[(i32, u64)], ctx: &mut SocketDump) -> Result<Vec<SocketState>, DumpError> {
+pub fn collect(
+    pid: Pid,
+    socks: &[(i32, u64)],
+    ctx: &mut SocketDump,
+) -> Result<Vec<SocketState>, DumpError> {
     if socks.is_empty() {
         return Ok(Vec::new());
     }
@@ -127,29 +142,61 @@ pub fn collect(pid: Pid, socks: &[(i32, u64)], ctx: &mut SocketDump) -> Result<V
         }
         let copy = ss::pidfd_getfd(pidfd.as_fd(), fd).map_err(sock_err(fd, "pidfd_getfd"))?;
         let c = copy.as_fd();
-        let family = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(sock_err(fd, "SO_DOMAIN"))?;
-        let sock_type = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_TYPE).map_err(sock_err(fd, "SO_TYPE"))?;
-        let protocol = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(sock_err(fd, "SO_PROTOCOL"))?;
+        let family = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_DOMAIN)
+            .map_err(sock_err(fd, "SO_DOMAIN"))?;
+        let sock_type = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_TYPE)
+            .map_err(sock_err(fd, "SO_TYPE"))?;
+        let protocol = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+            .map_err(sock_err(fd, "SO_PROTOCOL"))?;
         let kind = match family {
             libc::AF_UNIX => {
                 if unix.is_none() {
-                    unix = Some(sockdiag::unix_sockets().map_err(sock_err(fd, "sock_diag of Unix sockets"))?);
+                    unix = Some(
+                        sockdiag::unix_sockets()
+                            .map_err(sock_err(fd, "sock_diag of Unix sockets"))?,
+                    );
                 }
-                let diag = unix.as_ref().and_then(|m| m.get(&ino)).cloned().unwrap_or_default();
+                let diag = unix
+                    .as_ref()
+                    .and_then(|m| m.get(&ino))
+                    .cloned()
+                    .unwrap_or_default();
                 SocketKind::Unix(unix_socket(pid, fd, ino, c, &diag, &inos, ctx)?)
             }
             libc::AF_INET | libc::AF_INET6 => match (sock_type, protocol) {
                 (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => SocketKind::Inet(udp_socket(fd, c, ctx)?),
-                (libc::SOCK_STREAM, libc::IPPROTO_TCP) => SocketKind::Inet(tcp_socket(fd, &copy, ctx)?),
-                _ => return Err(unsupported(fd, format!("a socket of type {sock_type}, protocol {protocol} is not supported yet"))),
+                (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
+                    SocketKind::Inet(tcp_socket(fd, &copy, ctx)?)
+                }
+                _ => {
+                    return Err(unsupported(
+                        fd,
+                        format!(
+                            "a socket of type {sock_type}, protocol {protocol} is not supported yet"
+                        ),
+                    ));
+                }
             },
-            libc::AF_NETLINK => return Err(unsupported(fd, "a netlink socket is not supported yet")),
+            libc::AF_NETLINK => {
+                return Err(unsupported(fd, "a netlink socket is not supported yet"));
+            }
             libc::AF_PACKET => return Err(unsupported(fd, "a packet socket is not supported yet")),
-            _ => return Err(unsupported(fd, format!("a socket of address family {family} is not supported yet"))),
+            _ => {
+                return Err(unsupported(
+                    fd,
+                    format!("a socket of address family {family} is not supported yet"),
+                ));
+            }
         };
         let established_tcp = matches!(&kind, SocketKind::Inet(i) if i.tcp.is_some());
         let opts = changed_options(fd, c, family, sock_type, established_tcp)?;
-        let state = SocketState { ino, family: family as u32, sock_type: sock_type as u32, opts, kind };
+        let state = SocketState {
+            ino,
+            family: family as u32,
+            sock_type: sock_type as u32,
+            opts,
+            kind,
+        };
         done.insert(ino, state.clone());
         out.push(state);
     }
@@ -157,9 +204,16 @@ pub fn collect(pid: Pid, socks: &[(i32, u64)], ctx: &mut SocketDump) -> Result<V
 }
 
 /// The allowed options whose value differs from that of a fresh socket of the same kind.
-fn changed_options(fd: i32, c: BorrowedFd<'_>, family: i32, sock_type: i32, established_tcp: bool) -> Result<Vec<SockOptState>, DumpError> {
+fn changed_options(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    family: i32,
+    sock_type: i32,
+    established_tcp: bool,
+) -> Result<Vec<SockOptState>, DumpError> {
     let fresh = socket(
-        AddressFamily::from_i32(family).ok_or_else(|| unsupported(fd, format!("address family {family}")))?,
+        AddressFamily::from_i32(family)
+            .ok_or_else(|| unsupported(fd, format!("address family {family}")))?,
         SockType::try_from(sock_type).map_err(sock_err(fd, "socket type"))?,
         SockFlag::SOCK_CLOEXEC,
         None,
@@ -168,20 +222,31 @@ fn changed_options(fd: i32, c: BorrowedFd<'_>, family: i32, sock_type: i32, esta
     let is_tcp = family != libc::AF_UNIX && sock_type == libc::SOCK_STREAM;
     let mut out = Vec::new();
     for &(level, name) in crate::image::ALLOWED_SOCKET_OPTS {
-        if (level == libc::IPPROTO_TCP && !is_tcp) || (level == libc::IPPROTO_IPV6 && family != libc::AF_INET6) {
+        if (level == libc::IPPROTO_TCP && !is_tcp)
+            || (level == libc::IPPROTO_IPV6 && family != libc::AF_INET6)
+        {
             continue;
         }
         // An established connection's buffers were sized by autotuning; setting them would
         // turn autotuning off.
-        if established_tcp && level == libc::SOL_SOCKET && (name == libc::SO_RCVBUF || name == libc::SO_SNDBUF) {
+        if established_tcp
+            && level == libc::SOL_SOCKET
+            && (name == libc::SO_RCVBUF || name == libc::SO_SNDBUF)
+        {
             continue;
         }
         let mut now = [0u8; 32];
         let mut then = [0u8; 32];
-        let Ok(n) = ss::getsockopt_bytes(c, level, name, &mut now) else { continue };
+        let Ok(n) = ss::getsockopt_bytes(c, level, name, &mut now) else {
+            continue;
+        };
         let m = ss::getsockopt_bytes(fresh.as_fd(), level, name, &mut then).unwrap_or(0);
         if now[..n] != then[..m] {
-            out.push(SockOptState { level, name, value: now[..n].to_vec() });
+            out.push(SockOptState {
+                level,
+                name,
+                value: now[..n].to_vec(),
+            });
         }
     }
     Ok(out)
@@ -260,7 +325,11 @@ fn unix_socket(
         ));
     }
     // A stream socket whose peer closed keeps its connected state with no peer left.
-    let connected = if stream { diag.state == STATE_ESTABLISHED } else { diag.peer != 0 };
+    let connected = if stream {
+        diag.state == STATE_ESTABLISHED
+    } else {
+        diag.peer != 0
+    };
     let peer_ino = diag.peer;
     let mut peer_external = false;
     let mut peer_name = Vec::new();
@@ -269,7 +338,8 @@ fn unix_socket(
         if peer_ino != 0 {
             peer_name = unix_name(getpeername::<UnixAddr>(c.as_raw_fd()).ok());
             if !ctx.opts.ext_unix_sk {
-                let holder = sockdiag::holder_of(peer_ino, pid.as_raw()).unwrap_or_else(|| "no process".into());
+                let holder = sockdiag::holder_of(peer_ino, pid.as_raw())
+                    .unwrap_or_else(|| "no process".into());
                 return Err(unsupported(
                     fd,
                     format!(
@@ -281,8 +351,17 @@ fn unix_socket(
             }
         }
     }
-    let queue = if ctx.capture && !listening { peek_unix_queue(fd, c, stream && diag.sock_type as i32 == libc::SOCK_STREAM)? } else { Vec::new() };
-    if ctx.capture && peer_external && peer_ino != 0 && !queue.is_empty() && diag.sock_type as i32 == libc::SOCK_STREAM {
+    let queue = if ctx.capture && !listening {
+        peek_unix_queue(fd, c, stream && diag.sock_type as i32 == libc::SOCK_STREAM)?
+    } else {
+        Vec::new()
+    };
+    if ctx.capture
+        && peer_external
+        && peer_ino != 0
+        && !queue.is_empty()
+        && diag.sock_type as i32 == libc::SOCK_STREAM
+    {
         ctx.warnings.push(format!(
             "fd {fd}: {} queued bytes from the external peer are dropped (the restored socket is a new connection)",
             queue.iter().map(Vec::len).sum::<usize>()
@@ -303,23 +382,42 @@ fn unix_socket(
 
 /// Reads the receive queue without consuming it: `SO_PEEK_OFF` walks through it one datagram
 /// or record at a time (a stream as one run of bytes), and is put back afterwards.
-fn peek_unix_queue(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8>>, DumpError> {
-    let old = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(sock_err(fd, "SO_PEEK_OFF"))?;
-    ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(sock_err(fd, "set SO_PEEK_OFF"))?;
+fn peek_unix_queue(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    byte_stream: bool,
+) -> Result<Vec<Vec<u8>>, DumpError> {
+    let old = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
+        .map_err(sock_err(fd, "SO_PEEK_OFF"))?;
+    ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+        .map_err(sock_err(fd, "set SO_PEEK_OFF"))?;
     let result = peek_loop(fd, c, byte_stream);
-    ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old).map_err(sock_err(fd, "reset SO_PEEK_OFF"))?;
+    ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old)
+        .map_err(sock_err(fd, "reset SO_PEEK_OFF"))?;
     result
 }
 
 fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8>>, DumpError> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut total = 0usize;
-    let mut buf = vec![0u8; if byte_stream { 256 * 1024 } else { MAX_DATAGRAM }];
+    let mut buf = vec![
+        0u8;
+        if byte_stream {
+            256 * 1024
+        } else {
+            MAX_DATAGRAM
+        }
+    ];
     loop {
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 253]);
         let (n, truncated, passed) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            let r = recvmsg::<()>(c.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT);
+            let r = recvmsg::<()>(
+                c.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            );
             match r {
                 Ok(msg) => {
                     let mut passed = Vec::new();
@@ -335,10 +433,16 @@ fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8
             }
         };
         if !passed.is_empty() {
-            return Err(unsupported(fd, "a Unix socket with descriptors in flight (SCM_RIGHTS) is not supported yet"));
+            return Err(unsupported(
+                fd,
+                "a Unix socket with descriptors in flight (SCM_RIGHTS) is not supported yet",
+            ));
         }
         if truncated {
-            return Err(unsupported(fd, format!("a queued datagram larger than {MAX_DATAGRAM} bytes")));
+            return Err(unsupported(
+                fd,
+                format!("a queued datagram larger than {MAX_DATAGRAM} bytes"),
+            ));
         }
         total += n;
         if total > MAX_SOCKET_QUEUE || out.len() >= crate::image::MAX_SOCKET_MESSAGES {
@@ -369,29 +473,47 @@ fn sockaddr(s: SockaddrStorage) -> Option<SocketAddr> {
 fn local_addr(fd: i32, c: BorrowedFd<'_>) -> Result<SocketAddr, DumpError> {
     getsockname::<SockaddrStorage>(c.as_raw_fd())
         .map_err(sock_err(fd, "getsockname"))
-        .and_then(|s| sockaddr(s).ok_or_else(|| unsupported(fd, "a socket address that is neither IPv4 nor IPv6")))
+        .and_then(|s| {
+            sockaddr(s)
+                .ok_or_else(|| unsupported(fd, "a socket address that is neither IPv4 nor IPv6"))
+        })
 }
 
 fn peer_addr(c: BorrowedFd<'_>) -> Option<SocketAddr> {
-    getpeername::<SockaddrStorage>(c.as_raw_fd()).ok().and_then(sockaddr)
+    getpeername::<SockaddrStorage>(c.as_raw_fd())
+        .ok()
+        .and_then(sockaddr)
 }
 
-fn udp_socket(fd: i32, c: BorrowedFd<'_>, ctx: &mut SocketDump) -> Result<InetSocketState, DumpError> {
+fn udp_socket(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    ctx: &mut SocketDump,
+) -> Result<InetSocketState, DumpError> {
     let local = local_addr(fd, c)?;
     let peer = peer_addr(c);
     if ctx.capture {
         let queued = ss::ioctl_int(c, ss::SIOCINQ).unwrap_or(0);
         if queued > 0 {
-            ctx.warnings.push(format!("fd {fd}: datagrams queued on UDP socket {local} are dropped"));
+            ctx.warnings.push(format!(
+                "fd {fd}: datagrams queued on UDP socket {local} are dropped"
+            ));
         }
     }
-    Ok(InetSocketState { protocol: libc::IPPROTO_UDP as u32, local, peer, backlog: None, tcp: None })
+    Ok(InetSocketState {
+        protocol: libc::IPPROTO_UDP as u32,
+        local,
+        peer,
+        backlog: None,
+        tcp: None,
+    })
 }
 
 /// `struct tcp_info` up to `tcpi_sacked`.
 fn tcp_info(fd: i32, c: BorrowedFd<'_>) -> Result<[u8; 32], DumpError> {
     let mut info = [0u8; 32];
-    ss::getsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(sock_err(fd, "TCP_INFO"))?;
+    ss::getsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info)
+        .map_err(sock_err(fd, "TCP_INFO"))?;
     Ok(info)
 }
 
@@ -413,27 +535,44 @@ fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocke
     let c = copy.as_fd();
     let info = tcp_info(fd, c)?;
     let local = local_addr(fd, c)?;
-    let tcp = |peer, backlog, conn| InetSocketState { protocol: libc::IPPROTO_TCP as u32, local, peer, backlog, tcp: conn };
+    let tcp = |peer, backlog, conn| InetSocketState {
+        protocol: libc::IPPROTO_TCP as u32,
+        local,
+        peer,
+        backlog,
+        tcp: conn,
+    };
     match info[0] {
         TCP_CLOSE => Ok(tcp(None, None, None)),
         TCP_LISTEN => {
-            let u32_at = |at: usize| u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
+            let u32_at = |at: usize| {
+                u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]])
+            };
             // For a listener, tcpi_unacked is the accept queue length, tcpi_sacked the backlog.
             let (pending, backlog) = (u32_at(24), u32_at(28));
             if pending > 0 && ctx.capture {
-                ctx.warnings.push(format!("fd {fd}: {pending} connection(s) waiting to be accepted on {local} are dropped"));
+                ctx.warnings.push(format!(
+                    "fd {fd}: {pending} connection(s) waiting to be accepted on {local} are dropped"
+                ));
             }
             Ok(tcp(None, Some(backlog), None))
         }
         TCP_ESTABLISHED => {
-            let peer = peer_addr(c).ok_or_else(|| unsupported(fd, "an established TCP connection without a peer address"))?;
+            let peer = peer_addr(c).ok_or_else(|| {
+                unsupported(fd, "an established TCP connection without a peer address")
+            })?;
             if !ctx.opts.tcp_established {
-                return Err(unsupported(fd, format!("established TCP connection {local} -> {peer} (use --tcp-established)")));
+                return Err(unsupported(
+                    fd,
+                    format!("established TCP connection {local} -> {peer} (use --tcp-established)"),
+                ));
             }
             if ctx.opts.leave_running {
                 return Err(unsupported(
                     fd,
-                    format!("established TCP connection {local} -> {peer} cannot be kept with --leave-running (both processes would own it)"),
+                    format!(
+                        "established TCP connection {local} -> {peer} cannot be kept with --leave-running (both processes would own it)"
+                    ),
                 ));
             }
             if !ctx.capture {
@@ -446,7 +585,10 @@ fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocke
             let peer = peer_addr(c).map_or_else(|| "?".to_string(), |p| p.to_string());
             Err(unsupported(
                 fd,
-                format!("TCP connection {local} -> {peer} in state {} is not supported (only established ones are)", tcp_state_name(other)),
+                format!(
+                    "TCP connection {local} -> {peer} in state {} is not supported (only established ones are)",
+                    tcp_state_name(other)
+                ),
             ))
         }
     }
@@ -459,24 +601,45 @@ fn repair(fd: i32, copy: &OwnedFd, held: &mut Held) -> Result<TcpConnState, Dump
     // The filter first: from now on nothing more is received, so the queues we read stay
     // exactly what the peer believes it delivered.
     ss::attach_drop_filter(c).map_err(sock_err(fd, "attach a socket filter"))?;
-    held.repaired.push(copy.try_clone().map_err(|e| sock_err(fd, "dup")(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?);
-    ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1).map_err(sock_err(fd, "TCP_REPAIR"))?;
+    held.repaired.push(
+        copy.try_clone()
+            .map_err(|e| sock_err(fd, "dup")(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?,
+    );
+    ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)
+        .map_err(sock_err(fd, "TCP_REPAIR"))?;
 
     let queue = |which: i32, what: &str| -> Result<(u32, Vec<u8>), DumpError> {
-        ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, which).map_err(sock_err(fd, "TCP_REPAIR_QUEUE"))?;
-        let seq = ss::getsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ).map_err(sock_err(fd, "TCP_QUEUE_SEQ"))? as u32;
-        let req = if which == TCP_RECV_QUEUE { ss::SIOCINQ } else { ss::SIOCOUTQ };
-        let len = ss::ioctl_int(c, req).map_err(sock_err(fd, format!("size of the {what} queue")))?;
+        ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, which)
+            .map_err(sock_err(fd, "TCP_REPAIR_QUEUE"))?;
+        let seq = ss::getsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ)
+            .map_err(sock_err(fd, "TCP_QUEUE_SEQ"))? as u32;
+        let req = if which == TCP_RECV_QUEUE {
+            ss::SIOCINQ
+        } else {
+            ss::SIOCOUTQ
+        };
+        let len =
+            ss::ioctl_int(c, req).map_err(sock_err(fd, format!("size of the {what} queue")))?;
         let len = usize::try_from(len).unwrap_or(0);
         if len > MAX_SOCKET_QUEUE {
-            return Err(unsupported(fd, format!("{len} bytes in the TCP {what} queue, more than an image holds")));
+            return Err(unsupported(
+                fd,
+                format!("{len} bytes in the TCP {what} queue, more than an image holds"),
+            ));
         }
         let mut data = vec![0u8; len];
         if len > 0 {
-            let n = recv(c.as_raw_fd(), &mut data, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT)
-                .map_err(sock_err(fd, format!("peek at the {what} queue")))?;
+            let n = recv(
+                c.as_raw_fd(),
+                &mut data,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(sock_err(fd, format!("peek at the {what} queue")))?;
             if n != len {
-                return Err(sock_err(fd, format!("peek at the {what} queue: {n} of {len} bytes"))(Errno::EIO));
+                return Err(sock_err(
+                    fd,
+                    format!("peek at the {what} queue: {n} of {len} bytes"),
+                )(Errno::EIO));
             }
         }
         Ok((seq, data))
@@ -484,18 +647,24 @@ fn repair(fd: i32, copy: &OwnedFd, held: &mut Held) -> Result<TcpConnState, Dump
     let (recv_seq, recv_queue) = queue(TCP_RECV_QUEUE, "receive")?;
     let (send_seq, send_queue) = queue(TCP_SEND_QUEUE, "send")?;
     let unsent = ss::ioctl_int(c, ss::SIOCOUTQNSD).map_err(sock_err(fd, "SIOCOUTQNSD"))?;
-    ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE).map_err(sock_err(fd, "TCP_REPAIR_QUEUE"))?;
+    ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE)
+        .map_err(sock_err(fd, "TCP_REPAIR_QUEUE"))?;
 
     let info = tcp_info(fd, c)?;
-    let mss = ss::getsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_MAXSEG).map_err(sock_err(fd, "TCP_MAXSEG"))?;
-    let timestamp = ss::getsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_TIMESTAMP).map_err(sock_err(fd, "TCP_TIMESTAMP"))?;
+    let mss = ss::getsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_MAXSEG)
+        .map_err(sock_err(fd, "TCP_MAXSEG"))?;
+    let timestamp = ss::getsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_TIMESTAMP)
+        .map_err(sock_err(fd, "TCP_TIMESTAMP"))?;
     let mut w = [0u8; 20];
-    ss::getsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &mut w).map_err(sock_err(fd, "TCP_REPAIR_WINDOW"))?;
+    ss::getsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &mut w)
+        .map_err(sock_err(fd, "TCP_REPAIR_WINDOW"))?;
     let word = |i: usize| u32::from_ne_bytes([w[i * 4], w[i * 4 + 1], w[i * 4 + 2], w[i * 4 + 3]]);
     Ok(TcpConnState {
         send_seq,
         recv_seq,
-        unsent: u32::try_from(unsent).unwrap_or(0).min(send_queue.len() as u32),
+        unsent: u32::try_from(unsent)
+            .unwrap_or(0)
+            .min(send_queue.len() as u32),
         send_queue,
         recv_queue,
         mss: mss as u32,

@@ -6,7 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{ManifestError, ManifestProblem, cap_count, err};
-use crate::state::{FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState, UnixSocketState};
+use crate::state::{
+    FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState,
+    UnixSocketState,
+};
 
 /// Most bytes queued in one socket queue accepted (the manifest itself is capped at 64 MiB).
 pub const MAX_SOCKET_QUEUE: usize = 32 << 20;
@@ -48,11 +51,21 @@ fn addr_to_pb(a: &SocketAddr) -> pb::InetAddr {
         IpAddr::V4(v) => v.octets().to_vec(),
         IpAddr::V6(v) => v.octets().to_vec(),
     };
-    pb::InetAddr { ip, port: u32::from(a.port()) }
+    pb::InetAddr {
+        ip,
+        port: u32::from(a.port()),
+    }
 }
 
 fn identity_to_pb(i: &FileIdentity) -> pb::FileIdentity {
-    pb::FileIdentity { dev: i.dev, ino: i.ino, mode: i.mode, size: i.size, mtime_ns: i.mtime_ns, rdev: i.rdev }
+    pb::FileIdentity {
+        dev: i.dev,
+        ino: i.ino,
+        mode: i.mode,
+        size: i.size,
+        mtime_ns: i.mtime_ns,
+        rdev: i.rdev,
+    }
 }
 
 /// Model -> protobuf.
@@ -96,7 +109,15 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
         ino: s.ino,
         family: s.family,
         sock_type: s.sock_type,
-        opts: s.opts.iter().map(|o| pb::SockOpt { level: o.level, name: o.name, value: o.value.clone() }).collect(),
+        opts: s
+            .opts
+            .iter()
+            .map(|o| pb::SockOpt {
+                level: o.level,
+                name: o.name,
+                value: o.value.clone(),
+            })
+            .collect(),
         kind: Some(kind),
     }
 }
@@ -104,7 +125,14 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
 fn addr_from_pb(a: Option<pb::InetAddr>, field: &str) -> Result<SocketAddr, ManifestError> {
     let a = a.ok_or_else(|| err(field, ManifestProblem::Missing))?;
     let port = u16::try_from(a.port).map_err(|_| {
-        err(format!("{field}.port"), ManifestProblem::OutOfRange { value: a.port.into(), min: 0, max: 65535 })
+        err(
+            format!("{field}.port"),
+            ManifestProblem::OutOfRange {
+                value: a.port.into(),
+                min: 0,
+                max: 65535,
+            },
+        )
     })?;
     let ip = if let Ok(b) = <[u8; 4]>::try_from(a.ip.as_slice()) {
         IpAddr::V4(Ipv4Addr::from(b))
@@ -113,7 +141,11 @@ fn addr_from_pb(a: Option<pb::InetAddr>, field: &str) -> Result<SocketAddr, Mani
     } else {
         return Err(err(
             format!("{field}.ip"),
-            ManifestProblem::OutOfRange { value: a.ip.len() as i128, min: 4, max: 16 },
+            ManifestProblem::OutOfRange {
+                value: a.ip.len() as i128,
+                min: 4,
+                max: 16,
+            },
         ));
     };
     Ok(SocketAddr::new(ip, port))
@@ -122,9 +154,16 @@ fn addr_from_pb(a: Option<pb::InetAddr>, field: &str) -> Result<SocketAddr, Mani
 /// Protobuf -> model; `field` names the socket (`fds[3].socket`).
 pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, ManifestError> {
     cap_count(&format!("{field}.opts"), s.opts.len(), MAX_SOCKET_OPTS)?;
-    let kind = match s.kind.ok_or_else(|| err(format!("{field}.kind"), ManifestProblem::Missing))? {
+    let kind = match s
+        .kind
+        .ok_or_else(|| err(format!("{field}.kind"), ManifestProblem::Missing))?
+    {
         pb::socket::Kind::Unix(u) => {
-            cap_count(&format!("{field}.unix.queue"), u.queue.len(), MAX_SOCKET_MESSAGES)?;
+            cap_count(
+                &format!("{field}.unix.queue"),
+                u.queue.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
             SocketKind::Unix(UnixSocketState {
                 name: u.name,
                 file: u.file.map(|i| FileIdentity {
@@ -155,7 +194,11 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                     let window: [u32; 5] = t.window.as_slice().try_into().map_err(|_| {
                         err(
                             format!("{field}.inet.tcp.window"),
-                            ManifestProblem::OutOfRange { value: t.window.len() as i128, min: 5, max: 5 },
+                            ManifestProblem::OutOfRange {
+                                value: t.window.len() as i128,
+                                min: 5,
+                                max: 5,
+                            },
                         )
                     })?;
                     Some(TcpConnState {
@@ -187,7 +230,15 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
         ino: s.ino,
         family: s.family,
         sock_type: s.sock_type,
-        opts: s.opts.into_iter().map(|o| SockOptState { level: o.level, name: o.name, value: o.value }).collect(),
+        opts: s
+            .opts
+            .into_iter()
+            .map(|o| SockOptState {
+                level: o.level,
+                name: o.name,
+                value: o.value,
+            })
+            .collect(),
         kind,
     })
 }
@@ -212,9 +263,16 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
     cap_count(&format!("{field}.opts"), s.opts.len(), MAX_SOCKET_OPTS)?;
     for (i, o) in s.opts.iter().enumerate() {
         if !ALLOWED_OPTS.contains(&(o.level, o.name)) {
-            return Err(err(format!("{field}.opts[{i}].name"), ManifestProblem::UnknownEnum(o.name)));
+            return Err(err(
+                format!("{field}.opts[{i}].name"),
+                ManifestProblem::UnknownEnum(o.name),
+            ));
         }
-        check_len(format!("{field}.opts[{i}].value"), o.value.len(), MAX_SOCKOPT_LEN)?;
+        check_len(
+            format!("{field}.opts[{i}].value"),
+            o.value.len(),
+            MAX_SOCKOPT_LEN,
+        )?;
     }
     let types = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET];
     check_value(format!("{field}.sock_type"), s.sock_type, &types)?;
@@ -222,7 +280,11 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
         SocketKind::Unix(u) => {
             check_value(format!("{field}.family"), s.family, &[libc::AF_UNIX])?;
             check_len(format!("{field}.unix.name"), u.name.len(), MAX_UNIX_NAME)?;
-            check_len(format!("{field}.unix.peer_name"), u.peer_name.len(), MAX_UNIX_NAME)?;
+            check_len(
+                format!("{field}.unix.peer_name"),
+                u.peer_name.len(),
+                MAX_UNIX_NAME,
+            )?;
             if let Some(first) = u.name.first()
                 && *first != 0
                 && *first != b'/'
@@ -233,36 +295,64 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                 ));
             }
             if u.name.iter().skip(1).any(|b| *b == 0) && u.name.first() != Some(&0) {
-                return Err(err(format!("{field}.unix.name"), ManifestProblem::ContainsNul));
+                return Err(err(
+                    format!("{field}.unix.name"),
+                    ManifestProblem::ContainsNul,
+                ));
             }
-            cap_count(&format!("{field}.unix.queue"), u.queue.len(), MAX_SOCKET_MESSAGES)?;
+            cap_count(
+                &format!("{field}.unix.queue"),
+                u.queue.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
             let total: usize = u.queue.iter().map(Vec::len).sum();
             check_len(format!("{field}.unix.queue"), total, MAX_SOCKET_QUEUE)?;
             if u.shutdown & !3 != 0 {
                 return Err(err(
                     format!("{field}.unix.shutdown"),
-                    ManifestProblem::UnknownBits { value: u.shutdown.into(), allowed: 3 },
+                    ManifestProblem::UnknownBits {
+                        value: u.shutdown.into(),
+                        allowed: 3,
+                    },
                 ));
             }
         }
         SocketKind::Inet(i) => {
-            check_value(format!("{field}.family"), s.family, &[libc::AF_INET, libc::AF_INET6])?;
+            check_value(
+                format!("{field}.family"),
+                s.family,
+                &[libc::AF_INET, libc::AF_INET6],
+            )?;
             let tcp = libc::IPPROTO_TCP as u32;
             let udp = libc::IPPROTO_UDP as u32;
             let ok = (i.protocol == tcp && s.sock_type == libc::SOCK_STREAM as u32)
                 || (i.protocol == udp && s.sock_type == libc::SOCK_DGRAM as u32);
             if !ok {
-                return Err(err(format!("{field}.inet.protocol"), ManifestProblem::UnknownEnum(i.protocol as i32)));
+                return Err(err(
+                    format!("{field}.inet.protocol"),
+                    ManifestProblem::UnknownEnum(i.protocol as i32),
+                ));
             }
             if (i.backlog.is_some() || i.tcp.is_some()) && i.protocol != tcp {
-                return Err(err(format!("{field}.inet.protocol"), ManifestProblem::UnknownEnum(i.protocol as i32)));
+                return Err(err(
+                    format!("{field}.inet.protocol"),
+                    ManifestProblem::UnknownEnum(i.protocol as i32),
+                ));
             }
             if let Some(t) = &i.tcp {
                 if i.peer.is_none() {
                     return Err(err(format!("{field}.inet.peer"), ManifestProblem::Missing));
                 }
-                check_len(format!("{field}.inet.tcp.send_queue"), t.send_queue.len(), MAX_SOCKET_QUEUE)?;
-                check_len(format!("{field}.inet.tcp.recv_queue"), t.recv_queue.len(), MAX_SOCKET_QUEUE)?;
+                check_len(
+                    format!("{field}.inet.tcp.send_queue"),
+                    t.send_queue.len(),
+                    MAX_SOCKET_QUEUE,
+                )?;
+                check_len(
+                    format!("{field}.inet.tcp.recv_queue"),
+                    t.recv_queue.len(),
+                    MAX_SOCKET_QUEUE,
+                )?;
                 if t.unsent as usize > t.send_queue.len() {
                     return Err(err(
                         format!("{field}.inet.tcp.unsent"),
@@ -277,7 +367,11 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                     if v > 14 {
                         return Err(err(
                             format!("{field}.inet.tcp.{name}"),
-                            ManifestProblem::OutOfRange { value: v.into(), min: 0, max: 14 },
+                            ManifestProblem::OutOfRange {
+                                value: v.into(),
+                                min: 0,
+                                max: 14,
+                            },
                         ));
                     }
                 }

@@ -14,13 +14,15 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind, connect, send,
-    sendto, shutdown, socket, socketpair,
+    AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind,
+    connect, send, sendto, shutdown, socket, socketpair,
 };
 
 use super::RestoreError;
 use crate::dump::sockdiag;
-use crate::state::{FdKind, InetSocketState, ProcessState, SocketKind, SocketState, TcpConnState, UnixSocketState};
+use crate::state::{
+    FdKind, InetSocketState, ProcessState, SocketKind, SocketState, TcpConnState, UnixSocketState,
+};
 use crate::sys::socket as ss;
 
 const TCP_RECV_QUEUE: i32 = 1;
@@ -57,8 +59,11 @@ impl Built {
     pub fn finish(&self, state: &ProcessState) -> Result<(), RestoreError> {
         for (ino, unsent) in &self.repaired {
             let fd = fd_number(state, *ino);
-            let Some(s) = self.by_ino.get(ino) else { continue };
-            ss::setsockopt_int(s.as_fd(), libc::IPPROTO_TCP, libc::TCP_REPAIR, 0).map_err(err(fd, "leave TCP repair mode"))?;
+            let Some(s) = self.by_ino.get(ino) else {
+                continue;
+            };
+            ss::setsockopt_int(s.as_fd(), libc::IPPROTO_TCP, libc::TCP_REPAIR, 0)
+                .map_err(err(fd, "leave TCP repair mode"))?;
             send_all(fd, s.as_fd(), unsent, "send the bytes never sent")?;
         }
         Ok(())
@@ -71,15 +76,23 @@ fn err(fd: i32, what: impl Into<String>) -> impl FnOnce(Errno) -> RestoreError {
 }
 
 fn fd_number(state: &ProcessState, ino: u64) -> i32 {
-    state.fds.iter().find(|f| matches!(&f.kind, FdKind::Socket(s) if s.ino == ino)).map_or(-1, |f| f.fd)
+    state
+        .fds
+        .iter()
+        .find(|f| matches!(&f.kind, FdKind::Socket(s) if s.ino == ino))
+        .map_or(-1, |f| f.fd)
 }
 
 fn send_all(fd: i32, s: BorrowedFd<'_>, data: &[u8], what: &str) -> Result<(), RestoreError> {
     for chunk in data.chunks(CHUNK) {
         let mut off = 0;
         while off < chunk.len() {
-            off += send(s.as_raw_fd(), &chunk[off..], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL)
-                .map_err(err(fd, what))?;
+            off += send(
+                s.as_raw_fd(),
+                &chunk[off..],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            )
+            .map_err(err(fd, what))?;
         }
     }
     Ok(())
@@ -87,7 +100,10 @@ fn send_all(fd: i32, s: BorrowedFd<'_>, data: &[u8], what: &str) -> Result<(), R
 
 /// Builds every socket of the image, or `None` when there is none. Runs before the task is
 /// created, after every file check passed.
-pub fn build(state: &ProcessState, warnings: &mut Vec<String>) -> Result<Option<Built>, RestoreError> {
+pub fn build(
+    state: &ProcessState,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Built>, RestoreError> {
     // One entry per socket (several descriptors may share one), with its first descriptor.
     let mut socks: Vec<(i32, u32, &SocketState)> = Vec::new();
     for f in &state.fds {
@@ -100,8 +116,13 @@ pub fn build(state: &ProcessState, warnings: &mut Vec<String>) -> Result<Option<
     if socks.is_empty() {
         return Ok(None);
     }
-    let pidfd = crate::sys::pidfd_open(nix::unistd::getpid()).map_err(err(socks[0].0, "pidfd_open of ferry"))?;
-    let mut b = Built { pidfd, by_ino: HashMap::new(), repaired: Vec::new() };
+    let pidfd = crate::sys::pidfd_open(nix::unistd::getpid())
+        .map_err(err(socks[0].0, "pidfd_open of ferry"))?;
+    let mut b = Built {
+        pidfd,
+        by_ino: HashMap::new(),
+        repaired: Vec::new(),
+    };
     let unix_of = |ino: u64| {
         socks.iter().find_map(|(fd, _, s)| match &s.kind {
             SocketKind::Unix(u) if s.ino == ino => Some((*fd, *s, u)),
@@ -111,11 +132,15 @@ pub fn build(state: &ProcessState, warnings: &mut Vec<String>) -> Result<Option<
 
     // Unix sockets connected to each other inside the process: one socketpair each.
     for &(fd, _, s) in &socks {
-        let SocketKind::Unix(u) = &s.kind else { continue };
+        let SocketKind::Unix(u) = &s.kind else {
+            continue;
+        };
         if u.peer_ino == 0 || b.by_ino.contains_key(&s.ino) {
             continue;
         }
-        let Some((pfd, ps, pu)) = unix_of(u.peer_ino) else { continue };
+        let Some((pfd, ps, pu)) = unix_of(u.peer_ino) else {
+            continue;
+        };
         if pu.peer_ino != s.ino {
             continue; // a datagram socket sending to a bound one: connected by name below
         }
@@ -132,7 +157,10 @@ pub fn build(state: &ProcessState, warnings: &mut Vec<String>) -> Result<Option<
     // Listening sockets before the rest: an established connection restored in repair mode
     // binds its port with forced reuse, which a listener without SO_REUSEADDR would then
     // collide with.
-    let mut rest: Vec<&(i32, u32, &SocketState)> = socks.iter().filter(|(_, _, s)| !b.by_ino.contains_key(&s.ino)).collect();
+    let mut rest: Vec<&(i32, u32, &SocketState)> = socks
+        .iter()
+        .filter(|(_, _, s)| !b.by_ino.contains_key(&s.ino))
+        .collect();
     rest.sort_by_key(|(_, _, s)| !is_listening(s));
     let mut unix_diag = None;
     for &&(fd, _, s) in &rest {
@@ -150,23 +178,36 @@ pub fn build(state: &ProcessState, warnings: &mut Vec<String>) -> Result<Option<
     }
     // Datagram sockets connected to a socket of the process that is not connected back.
     for &&(fd, _, s) in &rest {
-        let SocketKind::Unix(u) = &s.kind else { continue };
+        let SocketKind::Unix(u) = &s.kind else {
+            continue;
+        };
         if u.peer_ino == 0 {
             continue;
         }
         let Some(name) = unix_of(u.peer_ino).map(|(_, _, pu)| pu.name.clone()) else {
-            warnings.push(format!("fd {fd}: the peer of this Unix socket is not in the image; it is left unconnected"));
+            warnings.push(format!(
+                "fd {fd}: the peer of this Unix socket is not in the image; it is left unconnected"
+            ));
             continue;
         };
         match (unix_addr(&name), b.by_ino.get(&s.ino)) {
-            (Some(addr), Some(sock)) => connect(sock.as_raw_fd(), &addr).map_err(err(fd, format!("connect to {}", sockdiag::display_name(&name))))?,
-            _ => warnings.push(format!("fd {fd}: the peer of this Unix datagram socket has no name; it is left unconnected")),
+            (Some(addr), Some(sock)) => connect(sock.as_raw_fd(), &addr).map_err(err(
+                fd,
+                format!("connect to {}", sockdiag::display_name(&name)),
+            ))?,
+            _ => warnings.push(format!(
+                "fd {fd}: the peer of this Unix datagram socket has no name; it is left unconnected"
+            )),
         }
     }
     // File status flags belong to the open file description, which the task will share.
     for &(fd, flags, s) in &socks {
         if let Some(sock) = b.by_ino.get(&s.ino) {
-            fcntl(sock, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags as i32))).map_err(err(fd, "set status flags"))?;
+            fcntl(
+                sock,
+                FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags as i32)),
+            )
+            .map_err(err(fd, "set status flags"))?;
         }
     }
     Ok(Some(b))
@@ -184,7 +225,13 @@ fn sock_type(fd: i32, s: &SocketState) -> Result<SockType, RestoreError> {
 }
 
 fn pair(fd: i32, s: &SocketState) -> Result<(OwnedFd, OwnedFd), RestoreError> {
-    socketpair(AddressFamily::Unix, sock_type(fd, s)?, None, SockFlag::SOCK_CLOEXEC).map_err(err(fd, "socketpair"))
+    socketpair(
+        AddressFamily::Unix,
+        sock_type(fd, s)?,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(err(fd, "socketpair"))
 }
 
 /// Sets the recorded options, only those the image format allows.
@@ -195,11 +242,17 @@ fn set_opts(fd: i32, sock: BorrowedFd<'_>, s: &SocketState) -> Result<(), Restor
         }
         let mut value = o.value.clone();
         // getsockopt reports twice what setsockopt asks for (the kernel's bookkeeping share).
-        if o.level == libc::SOL_SOCKET && (o.name == libc::SO_RCVBUF || o.name == libc::SO_SNDBUF) && value.len() == 4 {
+        if o.level == libc::SOL_SOCKET
+            && (o.name == libc::SO_RCVBUF || o.name == libc::SO_SNDBUF)
+            && value.len() == 4
+        {
             let v = i32::from_ne_bytes([value[0], value[1], value[2], value[3]]) / 2;
             value = v.to_ne_bytes().to_vec();
         }
-        ss::setsockopt_bytes(sock, o.level, o.name, &value).map_err(err(fd, format!("setsockopt level {} option {}", o.level, o.name)))?;
+        ss::setsockopt_bytes(sock, o.level, o.name, &value).map_err(err(
+            fd,
+            format!("setsockopt level {} option {}", o.level, o.name),
+        ))?;
     }
     Ok(())
 }
@@ -207,9 +260,16 @@ fn set_opts(fd: i32, sock: BorrowedFd<'_>, s: &SocketState) -> Result<(), Restor
 /// Writes `u`'s queued messages from `other`, so they land in `u`'s socket's receive queue.
 fn queue_through(fd: i32, other: BorrowedFd<'_>, u: &UnixSocketState) -> Result<(), RestoreError> {
     for m in &u.queue {
-        let n = send(other.as_raw_fd(), m, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL).map_err(err(fd, "queue data"))?;
+        let n = send(
+            other.as_raw_fd(),
+            m,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        )
+        .map_err(err(fd, "queue data"))?;
         if n != m.len() {
-            return Err(err(fd, format!("queue data: {n} of {} bytes", m.len()))(Errno::EAGAIN));
+            return Err(err(fd, format!("queue data: {n} of {} bytes", m.len()))(
+                Errno::EAGAIN,
+            ));
         }
     }
     Ok(())
@@ -228,7 +288,9 @@ fn apply_shutdown(fd: i32, sock: BorrowedFd<'_>, u: &UnixSocketState) -> Result<
 fn unix_addr(name: &[u8]) -> Option<UnixAddr> {
     match name.split_first()? {
         (0, rest) => UnixAddr::new_abstract(rest).ok(),
-        _ => UnixAddr::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name)).ok(),
+        _ => {
+            UnixAddr::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name)).ok()
+        }
     }
 }
 
@@ -256,12 +318,19 @@ fn clear_socket_path(
     if diag.is_none() {
         *diag = Some(sockdiag::unix_sockets().map_err(err(fd, "sock_diag of Unix sockets"))?);
     }
-    if diag.as_ref().is_some_and(|d| d.values().any(|x| x.vfs.is_some_and(|(ino, dev)| ino == then.ino && dev == then.dev))) {
+    if diag.as_ref().is_some_and(|d| {
+        d.values().any(|x| {
+            x.vfs
+                .is_some_and(|(ino, dev)| ino == then.ino && dev == then.dev)
+        })
+    }) {
         return Err(RestoreError::FileChanged(format!(
             "fd {fd}: {path} is still bound by a live socket (is the dumped process still running, e.g. after --leave-running?)"
         )));
     }
-    std::fs::remove_file(path).map_err(|e| RestoreError::FileChanged(format!("fd {fd}: remove the stale socket file {path}: {e}")))
+    std::fs::remove_file(path).map_err(|e| {
+        RestoreError::FileChanged(format!("fd {fd}: remove the stale socket file {path}: {e}"))
+    })
 }
 
 fn unix_socket(
@@ -276,27 +345,27 @@ fn unix_socket(
     let named = |n: &[u8]| sockdiag::display_name(n);
     // Connected to something outside the process: reconnect by name where possible, else a
     // socket whose peer is gone (queued data, then end of stream).
-    if u.peer_external {
-        if !dgram {
-            if let Some(addr) = unix_addr(&u.peer_name) {
-                let sock = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None).map_err(err(fd, "socket"))?;
-                set_opts(fd, sock.as_fd(), s)?;
-                match connect(sock.as_raw_fd(), &addr) {
-                    Ok(()) => return Ok(sock),
-                    Err(e) => warnings.push(format!(
-                        "fd {fd}: could not reconnect to {} ({e}); the socket reads its queued data, then end of stream",
-                        named(&u.peer_name)
-                    )),
-                }
+    if u.peer_external && !dgram {
+        if let Some(addr) = unix_addr(&u.peer_name) {
+            let sock = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None)
+                .map_err(err(fd, "socket"))?;
+            set_opts(fd, sock.as_fd(), s)?;
+            match connect(sock.as_raw_fd(), &addr) {
+                Ok(()) => return Ok(sock),
+                Err(e) => warnings.push(format!(
+                    "fd {fd}: could not reconnect to {} ({e}); the socket reads its queued data, then end of stream",
+                    named(&u.peer_name)
+                )),
             }
-            let (a, other) = pair(fd, s)?;
-            set_opts(fd, a.as_fd(), s)?;
-            queue_through(fd, other.as_fd(), u)?;
-            drop(other);
-            return Ok(a);
         }
+        let (a, other) = pair(fd, s)?;
+        set_opts(fd, a.as_fd(), s)?;
+        queue_through(fd, other.as_fd(), u)?;
+        drop(other);
+        return Ok(a);
     }
-    let sock = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None).map_err(err(fd, "socket"))?;
+    let sock =
+        socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None).map_err(err(fd, "socket"))?;
     set_opts(fd, sock.as_fd(), s)?;
     let mut bound = false;
     if let Some(addr) = unix_addr(&u.name) {
@@ -309,7 +378,9 @@ fn unix_socket(
             bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {path}")))?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode & 0o7777))
                 .and_then(|()| std::os::unix::fs::lchown(&path, Some(u.owner.0), Some(u.owner.1)))
-                .map_err(|e| RestoreError::FileChanged(format!("fd {fd}: owner and mode of {path}: {e}")))?;
+                .map_err(|e| {
+                    RestoreError::FileChanged(format!("fd {fd}: owner and mode of {path}: {e}"))
+                })?;
             bound = true;
         }
     }
@@ -317,32 +388,47 @@ fn unix_socket(
         ss::listen(sock.as_fd(), backlog.min(i32::MAX as u32) as i32).map_err(err(fd, "listen"))?;
     }
     if u.peer_external && dgram {
-        if let Some(addr) = unix_addr(&u.peer_name) {
-            if let Err(e) = connect(sock.as_raw_fd(), &addr) {
-                warnings.push(format!("fd {fd}: could not reconnect to {} ({e}); the socket is left unconnected", named(&u.peer_name)));
-            }
+        if let Some(addr) = unix_addr(&u.peer_name)
+            && let Err(e) = connect(sock.as_raw_fd(), &addr)
+        {
+            warnings.push(format!(
+                "fd {fd}: could not reconnect to {} ({e}); the socket is left unconnected",
+                named(&u.peer_name)
+            ));
         }
         if !u.queue.is_empty() {
-            warnings.push(format!("fd {fd}: {} datagram(s) queued from the external peer are dropped", u.queue.len()));
+            warnings.push(format!(
+                "fd {fd}: {} datagram(s) queued from the external peer are dropped",
+                u.queue.len()
+            ));
         }
     } else if !u.queue.is_empty() && u.peer_ino == 0 && u.backlog.is_none() {
         // Queued datagrams of an unconnected socket: sent again to its own name from an
         // unnamed socket (their senders' addresses are not kept).
         match unix_addr(&u.name).filter(|_| bound) {
             Some(addr) => {
-                let tmp = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None).map_err(err(fd, "socket"))?;
+                let tmp = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None)
+                    .map_err(err(fd, "socket"))?;
                 for m in &u.queue {
-                    sendto(tmp.as_raw_fd(), m, &addr, MsgFlags::MSG_DONTWAIT).map_err(err(fd, "queue data"))?;
+                    sendto(tmp.as_raw_fd(), m, &addr, MsgFlags::MSG_DONTWAIT)
+                        .map_err(err(fd, "queue data"))?;
                 }
             }
-            None => warnings.push(format!("fd {fd}: {} datagram(s) queued on an unnamed socket are dropped", u.queue.len())),
+            None => warnings.push(format!(
+                "fd {fd}: {} datagram(s) queued on an unnamed socket are dropped",
+                u.queue.len()
+            )),
         }
     }
     Ok(sock)
 }
 
 fn inet_family(a: &SocketAddr) -> AddressFamily {
-    if a.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 }
+    if a.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
 }
 
 fn bind_inet(fd: i32, sock: BorrowedFd<'_>, a: &SocketAddr) -> Result<(), RestoreError> {
@@ -370,9 +456,18 @@ fn connect_inet(fd: i32, sock: BorrowedFd<'_>, a: &SocketAddr) -> Result<(), Res
 
 /// A UDP or TCP socket; for an established connection also the bytes to send once it leaves
 /// repair mode.
-fn inet_socket(fd: i32, s: &SocketState, i: &InetSocketState) -> Result<(OwnedFd, Option<Vec<u8>>), RestoreError> {
-    let family = if s.family == libc::AF_INET6 as u32 { AddressFamily::Inet6 } else { inet_family(&i.local) };
-    let sock = socket(family, sock_type(fd, s)?, SockFlag::SOCK_CLOEXEC, None).map_err(err(fd, "socket"))?;
+fn inet_socket(
+    fd: i32,
+    s: &SocketState,
+    i: &InetSocketState,
+) -> Result<(OwnedFd, Option<Vec<u8>>), RestoreError> {
+    let family = if s.family == libc::AF_INET6 as u32 {
+        AddressFamily::Inet6
+    } else {
+        inet_family(&i.local)
+    };
+    let sock = socket(family, sock_type(fd, s)?, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(err(fd, "socket"))?;
     let c = sock.as_fd();
     set_opts(fd, c, s)?;
     if let (Some(conn), Some(peer)) = (&i.tcp, &i.peer) {
@@ -392,15 +487,31 @@ fn inet_socket(fd: i32, s: &SocketState, i: &InetSocketState) -> Result<(OwnedFd
 
 /// Rebuilds an established connection in repair mode, as the dump read it, and leaves it in
 /// repair mode. Returns the bytes that had never been sent.
-fn repair_connection(fd: i32, c: BorrowedFd<'_>, local: &SocketAddr, peer: &SocketAddr, t: &TcpConnState) -> Result<Vec<u8>, RestoreError> {
-    let tcp = |name: i32, v: i32, what: &'static str| ss::setsockopt_int(c, libc::IPPROTO_TCP, name, v).map_err(err(fd, what));
+fn repair_connection(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    local: &SocketAddr,
+    peer: &SocketAddr,
+    t: &TcpConnState,
+) -> Result<Vec<u8>, RestoreError> {
+    let tcp = |name: i32, v: i32, what: &'static str| {
+        ss::setsockopt_int(c, libc::IPPROTO_TCP, name, v).map_err(err(fd, what))
+    };
     tcp(libc::TCP_REPAIR, 1, "enter TCP repair mode")?;
     // Sequence numbers only while the socket is closed: they are those of the queues' first
     // bytes; writing the queues back advances them to what the dump read.
     tcp(libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
-    tcp(libc::TCP_QUEUE_SEQ, t.recv_seq.wrapping_sub(t.recv_queue.len() as u32) as i32, "set the receive sequence")?;
+    tcp(
+        libc::TCP_QUEUE_SEQ,
+        t.recv_seq.wrapping_sub(t.recv_queue.len() as u32) as i32,
+        "set the receive sequence",
+    )?;
     tcp(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
-    tcp(libc::TCP_QUEUE_SEQ, t.send_seq.wrapping_sub(t.send_queue.len() as u32) as i32, "set the send sequence")?;
+    tcp(
+        libc::TCP_QUEUE_SEQ,
+        t.send_seq.wrapping_sub(t.send_queue.len() as u32) as i32,
+        "set the send sequence",
+    )?;
     // In repair mode bind reuses the port by force and connect sends nothing.
     bind_inet(fd, c, local)?;
     connect_inet(fd, c, peer)?;
@@ -420,18 +531,33 @@ fn repair_connection(fd: i32, c: BorrowedFd<'_>, local: &SocketAddr, peer: &Sock
     if t.options & TCPI_OPT_TIMESTAMPS != 0 {
         opt(TCPOPT_TIMESTAMP, 0);
     }
-    ss::setsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_OPTIONS, &opts).map_err(err(fd, "TCP_REPAIR_OPTIONS"))?;
+    ss::setsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_OPTIONS, &opts)
+        .map_err(err(fd, "TCP_REPAIR_OPTIONS"))?;
     tcp(libc::TCP_TIMESTAMP, t.timestamp as i32, "TCP_TIMESTAMP")?;
 
     // Room for the queues: the original's buffers may have grown by autotuning.
     let sol = |name: i32, v: usize, what: &'static str| {
-        ss::setsockopt_int(c, libc::SOL_SOCKET, name, i32::try_from(v).unwrap_or(i32::MAX)).map_err(err(fd, what))
+        ss::setsockopt_int(
+            c,
+            libc::SOL_SOCKET,
+            name,
+            i32::try_from(v).unwrap_or(i32::MAX),
+        )
+        .map_err(err(fd, what))
     };
     if t.recv_queue.len() > CHUNK {
-        sol(libc::SO_RCVBUFFORCE, t.recv_queue.len() * 2, "SO_RCVBUFFORCE")?;
+        sol(
+            libc::SO_RCVBUFFORCE,
+            t.recv_queue.len() * 2,
+            "SO_RCVBUFFORCE",
+        )?;
     }
     if t.send_queue.len() > CHUNK {
-        sol(libc::SO_SNDBUFFORCE, t.send_queue.len() * 2, "SO_SNDBUFFORCE")?;
+        sol(
+            libc::SO_SNDBUFFORCE,
+            t.send_queue.len() * 2,
+            "SO_SNDBUFFORCE",
+        )?;
     }
     let sent_len = t.send_queue.len() - (t.unsent as usize).min(t.send_queue.len());
     tcp(libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
@@ -446,6 +572,7 @@ fn repair_connection(fd: i32, c: BorrowedFd<'_>, local: &SocketAddr, peer: &Sock
     for v in t.window {
         w.extend_from_slice(&v.to_ne_bytes());
     }
-    ss::setsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &w).map_err(err(fd, "TCP_REPAIR_WINDOW"))?;
+    ss::setsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &w)
+        .map_err(err(fd, "TCP_REPAIR_WINDOW"))?;
     Ok(t.send_queue[sent_len..].to_vec())
 }

@@ -24,16 +24,34 @@ pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd, Errno> {
 }
 
 /// `getsockopt(fd, level, name)` into `buf`; returns the length the kernel wrote.
-pub fn getsockopt_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+pub fn getsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
     let mut len = libc::socklen_t::try_from(buf.len()).map_err(|_| Errno::EINVAL)?;
     // SAFETY: `buf` is valid for writes of `len` bytes and `len` is a valid socklen_t the
     // kernel updates.
-    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, buf.as_mut_ptr().cast(), &mut len) };
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
     Errno::result(r).map(|_| len as usize)
 }
 
 /// `setsockopt(fd, level, name, value)` with the value as raw bytes.
-pub fn setsockopt_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -> Result<(), Errno> {
+pub fn setsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    value: &[u8],
+) -> Result<(), Errno> {
     let len = libc::socklen_t::try_from(value.len()).map_err(|_| Errno::EINVAL)?;
     // SAFETY: `value` is valid for reads of `len` bytes for the duration of the call.
     let r = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
@@ -64,8 +82,16 @@ pub fn ioctl_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> Result<i32, Errn
 /// reaches the socket is discarded before TCP sees it (no ACK goes out, the peer retransmits).
 pub fn attach_drop_filter(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     // BPF_RET | BPF_K with k = 0: accept zero bytes, i.e. drop.
-    let mut insn = [libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 }];
-    let prog = libc::sock_fprog { len: 1, filter: insn.as_mut_ptr() };
+    let mut insn = [libc::sock_filter {
+        code: 0x06,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: insn.as_mut_ptr(),
+    };
     // SAFETY: `prog` points at `insn`, one valid instruction, both alive during the call; the
     // kernel copies the program.
     let r = unsafe {
