@@ -35,13 +35,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "none" => Codec::None,
         _ => Codec::Zstd,
     };
-    let summary = dump(Pid::from_raw(args.pid), &args.output, DumpOptions {
-        leave_running: args.leave_running,
-        codec,
-        tcp_established: args.tcp_established,
-        ext_unix_sk: args.ext_unix_sk,
-    })
-        .with_context(|| format!("dump pid {}", args.pid))?;
+    let summary = dump(
+        Pid::from_raw(args.pid),
+        &args.output,
+        DumpOptions {
+            leave_running: args.leave_running,
+            codec,
+            tcp_established: args.tcp_established,
+            ext_unix_sk: args.ext_unix_sk,
+        },
+    )
+    .with_context(|| format!("dump pid {}", args.pid))?;
     for w in &summary.warnings {
         eprintln!("ferry: warning: {w}");
     }
@@ -55,7 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         s.image_bytes as f64 / (1 << 20) as f64,
         args.output.display(),
         summary.frozen.as_millis(),
-        if args.leave_running { ", left running" } else { "" }
+        if args.leave_running {
+            ", left running"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -69,11 +69,6 @@ fn refuses_eventfd() {
 }
 
 #[test]
-fn refuses_second_thread() {
-    refused("thread", &["thread"]);
-}
-
-#[test]
 fn refuses_seccomp_filter() {
     refused("seccomp-filter", &["seccomp"]);
 }

@@ -6,6 +6,7 @@
 //! exactly as it was.
 
 mod files;
+mod freeze;
 mod mm;
 pub(crate) mod sockdiag;
 mod sockets;
@@ -16,18 +17,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::ptrace::Options;
-use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::image::{Codec, ImageWriter, WriteImageError, WriteStats};
 use crate::proc::{self, ProcError};
 use crate::ptrace::{Entry, PtraceError, Tracee};
 use crate::state::{
-    CredsState, FileRef, MmState, ProcessState, RlimitState, RseqState, SigactionState, SigaltstackState,
-    SiginfoState, SignalsState, ThreadState, VmaKind,
+    CredsState, FileRef, MmState, ProcessState, RlimitState, RseqState, SigactionState,
+    SigaltstackState, SiginfoState, SignalsState, ThreadState, VmaKind,
 };
 use crate::sys;
+use freeze::Frozen;
 
 pub use mm::identity_of;
 pub use sockets::SocketOptions;
@@ -47,7 +47,11 @@ pub struct DumpOptions {
 
 impl DumpOptions {
     fn sockets(&self) -> SocketOptions {
-        SocketOptions { tcp_established: self.tcp_established, ext_unix_sk: self.ext_unix_sk, leave_running: self.leave_running }
+        SocketOptions {
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            leave_running: self.leave_running,
+        }
     }
 }
 
@@ -126,8 +130,9 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     // even frozen.
     precheck(pid, &opts)?;
 
-    let frozen = Frozen::seize(pid)?;
     let t0 = Instant::now();
+    let frozen = Frozen::seize(pid)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), tasks = frozen.tasks.len(), "frozen");
     // Checked again now that the process cannot change under us (a thread or an fd may have
     // appeared between the first check and the freeze).
     precheck(pid, &opts)?;
@@ -138,7 +143,7 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     let state = collect(&frozen, &mut warnings, &mut socks)?;
     warnings.append(&mut socks.warnings);
     tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
-    let stats = write_image(&frozen.tracee, &state, out, opts.codec)?;
+    let stats = write_image(&frozen.leader().tracee, &state, out, opts.codec)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "image written");
 
     // The image is durable: only now may the original go.
@@ -150,108 +155,65 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     }
     // The process is gone: its connections may now be discarded without a word to the peers.
     socks.held.close_silently();
-    Ok(DumpSummary { pid: pid.as_raw(), stats, frozen: frozen_for, warnings })
+    Ok(DumpSummary {
+        pid: pid.as_raw(),
+        stats,
+        frozen: frozen_for,
+        warnings,
+    })
 }
 
 fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
-    let bad = |why: &str| DumpError::BadTarget { pid: pid.as_raw(), why: why.to_string() };
+    let bad = |why: &str| DumpError::BadTarget {
+        pid: pid.as_raw(),
+        why: why.to_string(),
+    };
     if pid.as_raw() <= 1 {
         return Err(bad("refusing to dump init"));
     }
     if pid == nix::unistd::getpid() {
         return Err(bad("refusing to dump ferry itself"));
     }
-    let stat = proc::parse_stat(&proc::read(pid.as_raw(), "stat").map_err(|_| bad("no such process"))?)?;
+    let stat =
+        proc::parse_stat(&proc::read(pid.as_raw(), "stat").map_err(|_| bad("no such process"))?)?;
     if stat.state == 'Z' || stat.state == 'X' {
         return Err(bad("the process has exited (zombie)"));
     }
     let status = proc::parse_status(&proc::read(pid.as_raw(), "status")?)?;
-    if status.threads > 1 {
-        return Err(DumpError::Unsupported(format!(
-            "{} threads: multi-threaded processes are not supported yet",
-            status.threads
-        )));
-    }
     if status.seccomp != 0 {
-        let mode = if status.seccomp == 1 { "strict mode" } else { "a filter" };
-        return Err(DumpError::Unsupported(format!("seccomp ({mode}) is not supported yet")));
+        let mode = if status.seccomp == 1 {
+            "strict mode"
+        } else {
+            "a filter"
+        };
+        return Err(DumpError::Unsupported(format!(
+            "seccomp ({mode}) is not supported yet"
+        )));
     }
     if proc::read(pid.as_raw(), "maps")?.is_empty() {
         return Err(bad("a kernel thread has no memory to dump"));
     }
-    let root = std::fs::read_link(format!("/proc/{pid}/root")).map_err(|_| bad("cannot read its root"))?;
+    let root =
+        std::fs::read_link(format!("/proc/{pid}/root")).map_err(|_| bad("cannot read its root"))?;
     if root != Path::new("/") {
-        return Err(DumpError::Unsupported(format!("a root directory other than / ({})", root.display())));
+        return Err(DumpError::Unsupported(format!(
+            "a root directory other than / ({})",
+            root.display()
+        )));
     }
     files::collect_fds(pid, &mut sockets::SocketDump::check(opts.sockets()))?;
     mm::collect_vmas(pid)?;
     Ok(())
 }
 
-/// A process stopped under ptrace. Dropping it puts back what the dump changed (registers,
-/// signal mask) and detaches, so the process carries on as if nothing happened.
-#[derive(Debug)]
-struct Frozen {
-    tracee: Tracee,
-    regs: libc::user_regs_struct,
-    sigmask: u64,
-    done: bool,
-}
-
-impl Frozen {
-    fn seize(pid: Pid) -> Result<Self, DumpError> {
-        let tracee = Tracee::seize(pid, Options::empty())?;
-        tracee.interrupt()?;
-        let regs = tracee.regs()?;
-        let sigmask = tracee.sigmask()?;
-        Ok(Self { tracee, regs, sigmask, done: false })
-    }
-
-    fn restore_task(&self) -> Result<(), PtraceError> {
-        self.tracee.set_sigmask(self.sigmask)?;
-        self.tracee.set_regs(&self.regs)
-    }
-
-    fn release(mut self) -> Result<(), DumpError> {
-        self.done = true;
-        self.restore_task()?;
-        self.tracee.detach(None)?;
-        Ok(())
-    }
-
-    fn kill(mut self) -> Result<(), DumpError> {
-        self.done = true;
-        let pid = self.tracee.pid();
-        kill(pid, Signal::SIGKILL).map_err(|source| DumpError::Kill { pid: pid.as_raw(), source })?;
-        // As its tracer we are told of its death; after that only its parent's reaping is left.
-        loop {
-            match self.tracee.wait() {
-                Err(PtraceError::Gone { .. }) => return Ok(()),
-                Err(PtraceError::Request { source: Errno::ECHILD, .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
-                Ok(_) => {
-                    let _ = nix::sys::ptrace::cont(pid, None);
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if !self.done {
-            if let Err(err) = self.restore_task() {
-                tracing::error!(%err, pid = %self.tracee.pid(), "could not put the registers back");
-            }
-            let _ = nix::sys::ptrace::detach(self.tracee.pid(), None);
-        }
-    }
-}
-
 /// Everything about the process, read while it is frozen.
-fn collect(frozen: &Frozen, warnings: &mut Vec<String>, socks: &mut sockets::SocketDump) -> Result<ProcessState, DumpError> {
-    let t = &frozen.tracee;
-    let pid = t.pid();
+fn collect(
+    frozen: &Frozen,
+    warnings: &mut Vec<String>,
+    socks: &mut sockets::SocketDump,
+) -> Result<ProcessState, DumpError> {
+    let leader = frozen.leader();
+    let pid = leader.tracee.pid();
     let raw = pid.as_raw();
 
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
@@ -265,7 +227,8 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>, socks: &mut sockets::Soc
 
     mm::find_pages(pid, &mut vmas)?;
 
-    let children = std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
     if !children.trim().is_empty() {
         warnings.push(format!(
             "pid {raw} has children ({}) that are not part of the image; they stay behind",
@@ -273,11 +236,23 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>, socks: &mut sockets::Soc
         ));
     }
 
-    let auxv_raw = std::fs::read(format!("/proc/{raw}/auxv"))
-        .map_err(|source| ProcError::Read { path: format!("/proc/{raw}/auxv").into(), source })?;
-    let auxv = auxv_raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+    let auxv_raw =
+        std::fs::read(format!("/proc/{raw}/auxv")).map_err(|source| ProcError::Read {
+            path: format!("/proc/{raw}/auxv").into(),
+            source,
+        })?;
+    let auxv = auxv_raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
     let exe_path = link(raw, "exe")?;
-    let exe = FileRef { identity: identity_of(&format!("/proc/{raw}/exe")).map_err(|source| ProcError::Read { path: exe_path.clone().into(), source })?, path: exe_path };
+    let exe = FileRef {
+        identity: identity_of(&format!("/proc/{raw}/exe")).map_err(|source| ProcError::Read {
+            path: exe_path.clone().into(),
+            source,
+        })?,
+        path: exe_path,
+    };
 
     // Read from /proc: prlimit() on another user's process needs CAP_SYS_RESOURCE.
     let rlimits: Vec<RlimitState> = proc::parse_limits(&proc::read(raw, "limits")?)?
@@ -286,21 +261,34 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>, socks: &mut sockets::Soc
         .map(|((cur, max), resource)| RlimitState { resource, cur, max })
         .collect();
     if rlimits.len() != RLIMIT_COUNT as usize {
-        return Err(ProcError::Parse { file: "limits", what: format!("{} limits, expected {RLIMIT_COUNT}", rlimits.len()) }.into());
+        return Err(ProcError::Parse {
+            file: "limits",
+            what: format!("{} limits, expected {RLIMIT_COUNT}", rlimits.len()),
+        }
+        .into());
     }
 
-    let regs = frozen.regs;
-    let thread = ThreadState {
-        tid: status.ns_pid,
-        regs: crate::state::Regs::from(regs),
-        xstate: t.xstate()?,
-        sigmask: frozen.sigmask,
-        pending: siginfos(t.pending(false)?),
-        rseq: t.rseq()?.map(|(ptr, len, sig)| RseqState { ptr, len, sig }),
-        robust_list: sys::get_robust_list(pid).map_err(|source| PtraceError::Request { op: "get_robust_list", pid: raw, source })?,
-        clear_child_tid: injected.clear_child_tid,
-        sigaltstack: injected.sigaltstack,
-    };
+    let mut threads = Vec::with_capacity(frozen.tasks.len());
+    for (task, per_thread) in frozen.tasks.iter().zip(&injected.threads) {
+        let t = &task.tracee;
+        let tid = t.pid().as_raw();
+        let tstatus = proc::parse_status(&proc::read(raw, &format!("task/{tid}/status"))?)?;
+        threads.push(ThreadState {
+            tid: tstatus.ns_pid,
+            regs: crate::state::Regs::from(task.regs),
+            xstate: t.xstate()?,
+            sigmask: task.sigmask,
+            pending: siginfos(t.pending(false)?),
+            rseq: t.rseq()?.map(|(ptr, len, sig)| RseqState { ptr, len, sig }),
+            robust_list: sys::get_robust_list(t.pid()).map_err(|source| PtraceError::Request {
+                op: "get_robust_list",
+                pid: tid,
+                source,
+            })?,
+            clear_child_tid: per_thread.clear_child_tid,
+            sigaltstack: per_thread.sigaltstack,
+        });
+    }
 
     Ok(ProcessState {
         pid: status.ns_pid,
@@ -309,7 +297,11 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>, socks: &mut sockets::Soc
         sid: stat.session,
         comm: proc::read(raw, "comm")?.trim_end_matches('\n').to_string(),
         exe,
-        creds: CredsState { uids: status.uids, gids: status.gids, groups: status.groups },
+        creds: CredsState {
+            uids: status.uids,
+            gids: status.gids,
+            groups: status.groups,
+        },
         umask: status.umask,
         cwd: link(raw, "cwd")?,
         personality: injected.personality,
@@ -330,8 +322,11 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>, socks: &mut sockets::Soc
             auxv,
         },
         fds,
-        signals: SignalsState { actions: injected.actions, shared_pending: siginfos(t.pending(true)?) },
-        threads: vec![thread],
+        signals: SignalsState {
+            actions: injected.actions,
+            shared_pending: siginfos(leader.tracee.pending(true)?),
+        },
+        threads,
     })
 }
 
@@ -344,45 +339,63 @@ fn link(pid: i32, name: &str) -> Result<String, ProcError> {
 
 fn siginfos(raw: Vec<[u8; sys::ptrace::SIGINFO_SIZE]>) -> Vec<SiginfoState> {
     raw.into_iter()
-        .map(|r| SiginfoState { signo: u32::from_le_bytes([r[0], r[1], r[2], r[3]]), raw: r.to_vec() })
+        .map(|r| SiginfoState {
+            signo: u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+            raw: r.to_vec(),
+        })
         .collect()
 }
 
 struct Injected {
     actions: Vec<SigactionState>,
-    sigaltstack: SigaltstackState,
-    clear_child_tid: u64,
     brk: u64,
     personality: u32,
+    /// Per thread, in the order of `Frozen::tasks`.
+    threads: Vec<InjectedThread>,
 }
 
-/// Runs the queries only the process can answer (`rt_sigaction`, `sigaltstack`,
-/// `PR_GET_TID_ADDRESS`, `brk`, `personality`) by single-stepping it over a `syscall`
-/// instruction of its own vDSO, with a scratch page for the answers.
+struct InjectedThread {
+    sigaltstack: SigaltstackState,
+    clear_child_tid: u64,
+}
+
+/// Runs the queries only the process can answer (`rt_sigaction`, `brk`, `personality`, and per
+/// thread `sigaltstack` and `PR_GET_TID_ADDRESS`) by single-stepping its threads over a
+/// `syscall` instruction of its own vDSO, with a scratch page for the answers.
 fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<Injected, DumpError> {
-    let t = &frozen.tracee;
     let vdso = vmas
         .iter()
         .find(|v| v.kind == VmaKind::Vdso)
         .ok_or_else(|| DumpError::Unsupported("a process without a [vdso]".into()))?;
+    let leader = &frozen.leader().tracee;
     let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
-    t.read_mem(vdso.start, &mut code)?;
+    leader.read_mem(vdso.start, &mut code)?;
     let at = code
         .windows(2)
         .position(|w| w == [0x0f, 0x05])
         .ok_or_else(|| DumpError::Unsupported("a [vdso] without a syscall instruction".into()))?;
     let entry = Entry::SingleStep(vdso.start + at as u64);
-    let regs = &frozen.regs;
-    // No handler may run while we borrow the task: block everything (SIGKILL/SIGSTOP excepted).
-    t.set_sigmask(u64::MAX)?;
+    // No handler may run while we borrow the threads: block everything (SIGKILL/SIGSTOP
+    // excepted). `Frozen` puts the masks back.
+    for t in &frozen.tasks {
+        t.tracee.set_sigmask(u64::MAX)?;
+    }
+    let regs = &frozen.leader().regs;
 
     let page = 4096u64;
-    let scratch = t.inject(
+    let scratch = leader.inject(
         entry,
         regs,
         "mmap",
         libc::SYS_mmap,
-        [0, page, (libc::PROT_READ | libc::PROT_WRITE) as u64, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
+        [
+            0,
+            page,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
     )?;
     let result = (|| -> Result<Injected, DumpError> {
         let mut actions = Vec::with_capacity(62);
@@ -391,28 +404,78 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
             if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
                 continue;
             }
-            t.inject(entry, regs, "rt_sigaction", libc::SYS_rt_sigaction, [u64::from(sig), 0, scratch, 8, 0, 0])?;
-            t.read_mem(scratch, &mut buf)?;
-            let w = |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-            actions.push(SigactionState { signo: sig, handler: w(0), flags: w(1), restorer: w(2), mask: w(3) });
+            leader.inject(
+                entry,
+                regs,
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                [u64::from(sig), 0, scratch, 8, 0, 0],
+            )?;
+            leader.read_mem(scratch, &mut buf)?;
+            let w =
+                |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+            actions.push(SigactionState {
+                signo: sig,
+                handler: w(0),
+                flags: w(1),
+                restorer: w(2),
+                mask: w(3),
+            });
         }
-        t.inject(entry, regs, "sigaltstack", libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
-        let mut ss = [0u8; 24];
-        t.read_mem(scratch, &mut ss)?;
-        let sigaltstack = SigaltstackState {
-            sp: u64::from_le_bytes(ss[0..8].try_into().unwrap_or_default()),
-            flags: u32::from_le_bytes(ss[8..12].try_into().unwrap_or_default()),
-            size: u64::from_le_bytes(ss[16..24].try_into().unwrap_or_default()),
-        };
-        t.inject(entry, regs, "prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0])?;
-        let mut ctid = [0u8; 8];
-        t.read_mem(scratch, &mut ctid)?;
-        let brk = t.inject(entry, regs, "brk", libc::SYS_brk, [0; 6])?;
-        let personality = t.inject(entry, regs, "personality", libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])? as u32;
-        Ok(Injected { actions, sigaltstack, clear_child_tid: u64::from_le_bytes(ctid), brk, personality })
+        let brk = leader.inject(entry, regs, "brk", libc::SYS_brk, [0; 6])?;
+        let personality = leader.inject(
+            entry,
+            regs,
+            "personality",
+            libc::SYS_personality,
+            [0xffff_ffff, 0, 0, 0, 0, 0],
+        )? as u32;
+        let mut threads = Vec::with_capacity(frozen.tasks.len());
+        for task in &frozen.tasks {
+            let (t, regs) = (&task.tracee, &task.regs);
+            t.inject(
+                entry,
+                regs,
+                "sigaltstack",
+                libc::SYS_sigaltstack,
+                [0, scratch, 0, 0, 0, 0],
+            )?;
+            let mut ss = [0u8; 24];
+            t.read_mem(scratch, &mut ss)?;
+            let sigaltstack = SigaltstackState {
+                sp: u64::from_le_bytes(ss[0..8].try_into().unwrap_or_default()),
+                flags: u32::from_le_bytes(ss[8..12].try_into().unwrap_or_default()),
+                size: u64::from_le_bytes(ss[16..24].try_into().unwrap_or_default()),
+            };
+            t.inject(
+                entry,
+                regs,
+                "prctl(PR_GET_TID_ADDRESS)",
+                libc::SYS_prctl,
+                [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
+            )?;
+            let mut ctid = [0u8; 8];
+            t.read_mem(scratch, &mut ctid)?;
+            threads.push(InjectedThread {
+                sigaltstack,
+                clear_child_tid: u64::from_le_bytes(ctid),
+            });
+        }
+        Ok(Injected {
+            actions,
+            brk,
+            personality,
+            threads,
+        })
     })();
-    t.inject(entry, regs, "munmap", libc::SYS_munmap, [scratch, page, 0, 0, 0, 0])?;
-    frozen.restore_task()?;
+    leader.inject(
+        entry,
+        regs,
+        "munmap",
+        libc::SYS_munmap,
+        [scratch, page, 0, 0, 0, 0],
+    )?;
+    frozen.restore_tasks()?;
     result
 }
 
@@ -421,10 +484,17 @@ const RLIMIT_COUNT: u32 = 16;
 
 /// Writes the image to `out` through a temporary file, fsyncs it and renames it into place, so
 /// that a file at `out` is always a complete image.
-fn write_image(t: &Tracee, state: &ProcessState, out: &Path, codec: Codec) -> Result<WriteStats, DumpError> {
+fn write_image(
+    t: &Tracee,
+    state: &ProcessState,
+    out: &Path,
+    codec: Codec,
+) -> Result<WriteStats, DumpError> {
     let tmp = out.with_file_name(format!(
         ".{}.tmp-{}",
-        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let file_err = |step: &'static str, path: &Path| {
@@ -436,11 +506,20 @@ fn write_image(t: &Tracee, state: &ProcessState, out: &Path, codec: Codec) -> Re
         let mut writer = ImageWriter::new(BufWriter::with_capacity(1 << 20, file), state, codec)?;
         mm::write_pages(t, &state.mm.vmas, &mut writer)?;
         let (buf, stats) = writer.finish()?;
-        let file = buf.into_inner().map_err(|e| DumpError::ImageFile { step: "flush", path: tmp.clone(), source: e.into_error() })?;
+        let file = buf.into_inner().map_err(|e| DumpError::ImageFile {
+            step: "flush",
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(file_err("fsync", &tmp))?;
         std::fs::rename(&tmp, out).map_err(file_err("rename", out))?;
-        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(file_err("fsync", dir))?;
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(file_err("fsync", dir))?;
         Ok(stats)
     })();
     if result.is_err() {

@@ -468,7 +468,10 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                     .collect(),
             }
         }
-        Kind::Socket(sock) => FdKind::Socket(super::sockets::socket_from_pb(sock, &format!("{}.socket", field()))?),
+        Kind::Socket(sock) => FdKind::Socket(super::sockets::socket_from_pb(
+            sock,
+            &format!("{}.socket", field()),
+        )?),
     };
     Ok(FdState {
         fd: f.fd,

@@ -57,20 +57,34 @@ pub struct PageBlock {
 impl PageBlock {
     /// Checks a decompressed payload of a block of `page_count` pages: its length must be the
     /// bitmap plus one page per clear bit, and the bitmap's padding bits must be clear.
-    pub(crate) fn new(first_page: u64, page_count: u64, data: Vec<u8>) -> Result<Self, (Vec<u8>, ImageDefect)> {
+    pub(crate) fn new(
+        first_page: u64,
+        page_count: u64,
+        data: Vec<u8>,
+    ) -> Result<Self, (Vec<u8>, ImageDefect)> {
         let blen = bitmap_len(page_count) as usize;
         let Some(stored_bytes) = data.len().checked_sub(blen) else {
-            return Err((data, ImageDefect::ZeroMap { stored: 0, listed: page_count }));
+            return Err((
+                data,
+                ImageDefect::ZeroMap {
+                    stored: 0,
+                    listed: page_count,
+                },
+            ));
         };
         let bitmap = &data[stored_bytes..];
         let zero: u64 = bitmap.iter().map(|b| u64::from(b.count_ones())).sum();
-        let padding_ok = page_count % 8 == 0 || bitmap[blen - 1] >> (page_count % 8) == 0;
+        let padding_ok = page_count.is_multiple_of(8) || bitmap[blen - 1] >> (page_count % 8) == 0;
         let listed = page_count.saturating_sub(zero);
         if !padding_ok || zero > page_count || stored_bytes != listed as usize * PAGE {
             let stored = (stored_bytes / PAGE) as u64;
             return Err((data, ImageDefect::ZeroMap { stored, listed }));
         }
-        Ok(Self { first_page, page_count, data })
+        Ok(Self {
+            first_page,
+            page_count,
+            data,
+        })
     }
 
     /// Index of the block's first page in the page stream.
@@ -145,8 +159,22 @@ mod tests {
         assert_eq!(zeros, 7);
         assert_eq!(raw.len(), 4 * PAGE + 2);
         let block = PageBlock::new(0, 11, raw).map_err(|(_, d)| d).unwrap();
-        let kinds: Vec<(u64, bool)> = block.segments().iter().map(|(n, d)| (*n, d.is_some())).collect();
-        assert_eq!(kinds, vec![(1, false), (2, true), (2, false), (1, true), (4, false), (1, true)]);
+        let kinds: Vec<(u64, bool)> = block
+            .segments()
+            .iter()
+            .map(|(n, d)| (*n, d.is_some()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (1, false),
+                (2, true),
+                (2, false),
+                (1, true),
+                (4, false),
+                (1, true)
+            ]
+        );
         assert_eq!(block.to_raw(), orig);
     }
 
@@ -157,12 +185,12 @@ mod tests {
         // Claim a page is zero while its bytes are still there.
         let mut bad = raw.clone();
         *bad.last_mut().unwrap() |= 1;
-        assert!(PageBlock::new(0, 3, bad).is_err());
+        let _ = PageBlock::new(0, 3, bad).unwrap_err();
         // Padding bits set.
         let mut bad = raw.clone();
         *bad.last_mut().unwrap() |= 0x80;
-        assert!(PageBlock::new(0, 3, bad).is_err());
-        assert!(PageBlock::new(0, 3, raw).is_ok());
-        assert!(PageBlock::new(0, 3, Vec::new()).is_err());
+        let _ = PageBlock::new(0, 3, bad).unwrap_err();
+        let _ = PageBlock::new(0, 3, raw).unwrap();
+        let _ = PageBlock::new(0, 3, Vec::new()).unwrap_err();
     }
 }

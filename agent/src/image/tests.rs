@@ -471,7 +471,11 @@ fn zero_pages_are_not_stored() {
     let (image, stats) = write_image(&state, &pages, Codec::None);
     assert_eq!(stats.zero_pages, total.div_ceil(2));
     let stored = (total / 2) * PAGE_SIZE;
-    assert!(stats.image_bytes < stored + 64 * 1024, "{} bytes for {stored} bytes of pages", stats.image_bytes);
+    assert!(
+        stats.image_bytes < stored + 64 * 1024,
+        "{} bytes for {stored} bytes of pages",
+        stats.image_bytes
+    );
     assert_eq!(read_image(&image).expect("read").1, pages);
 }
 
@@ -1196,7 +1200,11 @@ fn with_sockets() -> ProcessState {
         ino,
         family: libc::AF_UNIX as u32,
         sock_type: libc::SOCK_DGRAM as u32,
-        opts: vec![SockOptState { level: libc::SOL_SOCKET, name: libc::SO_PASSCRED, value: 1i32.to_ne_bytes().to_vec() }],
+        opts: vec![SockOptState {
+            level: libc::SOL_SOCKET,
+            name: libc::SO_PASSCRED,
+            value: 1i32.to_ne_bytes().to_vec(),
+        }],
         kind: SocketKind::Unix(UnixSocketState {
             name: Vec::new(),
             file: None,
@@ -1216,7 +1224,12 @@ fn with_sockets() -> ProcessState {
         opts: Vec::new(),
         kind: SocketKind::Unix(UnixSocketState {
             name: b"/run/app.sock".to_vec(),
-            file: Some(FileIdentity { dev: 5, ino: 77, mode: 0o140755, ..FileIdentity::default() }),
+            file: Some(FileIdentity {
+                dev: 5,
+                ino: 77,
+                mode: 0o140755,
+                ..FileIdentity::default()
+            }),
             owner: (1000, 1000),
             backlog: Some(128),
             peer_ino: 0,
@@ -1230,7 +1243,11 @@ fn with_sockets() -> ProcessState {
         ino: 504,
         family: libc::AF_INET6 as u32,
         sock_type: libc::SOCK_STREAM as u32,
-        opts: vec![SockOptState { level: libc::IPPROTO_TCP, name: libc::TCP_NODELAY, value: 1i32.to_ne_bytes().to_vec() }],
+        opts: vec![SockOptState {
+            level: libc::IPPROTO_TCP,
+            name: libc::TCP_NODELAY,
+            value: 1i32.to_ne_bytes().to_vec(),
+        }],
         kind: SocketKind::Inet(InetSocketState {
             protocol: libc::IPPROTO_TCP as u32,
             local: "[::1]:6379".parse().expect("addr"),
@@ -1264,9 +1281,20 @@ fn with_sockets() -> ProcessState {
             tcp: None,
         }),
     };
-    let socks = [unix(501, 502, vec![b"a".to_vec(), Vec::new()]), unix(502, 501, Vec::new()), listener, tcp, udp];
+    let socks = [
+        unix(501, 502, vec![b"a".to_vec(), Vec::new()]),
+        unix(502, 501, Vec::new()),
+        listener,
+        tcp,
+        udp,
+    ];
     for (i, sock) in socks.into_iter().enumerate() {
-        s.fds.push(FdState { fd: 100 + i as i32, cloexec: i % 2 == 0, flags: 2, kind: FdKind::Socket(sock) });
+        s.fds.push(FdState {
+            fd: 100 + i as i32,
+            cloexec: i % 2 == 0,
+            flags: 2,
+            kind: FdKind::Socket(sock),
+        });
     }
     s
 }
@@ -1291,7 +1319,9 @@ fn invalid_sockets_are_refused_naming_the_field() {
             _ => unreachable!("a socket fd"),
         }
     };
-    let put = |p: &mut pb::ProcessState, i: usize, s: pb::Socket| p.fds[i].kind = Some(pb::fd::Kind::Socket(s));
+    let put = |p: &mut pb::ProcessState, i: usize, s: pb::Socket| {
+        p.fds[i].kind = Some(pb::fd::Kind::Socket(s))
+    };
     type Edit = Box<dyn Fn(&mut pb::ProcessState)>;
     let cases: Vec<(Edit, String, &str)> = vec![
         (

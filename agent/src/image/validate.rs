@@ -604,7 +604,9 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                     )?;
                 }
             }
-            FdKind::Socket(sock) => super::sockets::validate_socket(sock, &format!("{}.socket", field()))?,
+            FdKind::Socket(sock) => {
+                super::sockets::validate_socket(sock, &format!("{}.socket", field()))?
+            }
         }
     }
     Ok(())

@@ -13,7 +13,11 @@ enum Action {
     /// Keep the restoring command's own descriptor (fds 0–2 with `--stdio inherit`).
     Inherit,
     /// `openat` this path with these flags, then seek.
-    Open { path: String, flags: u32, pos: Option<u64> },
+    Open {
+        path: String,
+        flags: u32,
+        pos: Option<u64>,
+    },
     /// A fresh epoll instance with this interest list.
     Epoll(Vec<EpollTarget>),
     /// The socket with this inode, built by ferry, copied in with `pidfd_getfd`.
@@ -30,7 +34,8 @@ pub struct FdPlan {
 }
 
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
-    let now = identity_of(&file.path).map_err(|e| RestoreError::FileChanged(format!("{what}: {}: {e}", file.path)))?;
+    let now = identity_of(&file.path)
+        .map_err(|e| RestoreError::FileChanged(format!("{what}: {}: {e}", file.path)))?;
     let then = file.identity;
     if now.dev != then.dev || now.ino != then.ino {
         return Err(RestoreError::FileChanged(format!(
@@ -46,11 +51,15 @@ fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
 fn pipe_holder(ino: u64, exclude: i32) -> Option<String> {
     let want = format!("pipe:[{ino}]");
     for p in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if pid == exclude || pid == std::process::id() as i32 {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
                 return Some(fd.path().to_string_lossy().into_owned());
@@ -62,12 +71,17 @@ fn pipe_holder(ino: u64, exclude: i32) -> Option<String> {
 
 /// Checks that every file the process needs is still the same file, and decides how each
 /// descriptor will be recreated.
-pub fn plan(state: &ProcessState, inherit_stdio: bool, warnings: &mut Vec<String>) -> Result<FdPlan, RestoreError> {
+pub fn plan(
+    state: &ProcessState,
+    inherit_stdio: bool,
+    warnings: &mut Vec<String>,
+) -> Result<FdPlan, RestoreError> {
     changed("executable".into(), &state.exe)?;
     for v in &state.mm.vmas {
         if let VmaKind::File(f) = &v.kind {
             changed(format!("vma {:#x}-{:#x}", v.start, v.end), f)?;
-            let now = identity_of(&f.path).map_err(|e| RestoreError::FileChanged(format!("{}: {e}", f.path)))?;
+            let now = identity_of(&f.path)
+                .map_err(|e| RestoreError::FileChanged(format!("{}: {e}", f.path)))?;
             if now.size != f.identity.size || now.mtime_ns != f.identity.mtime_ns {
                 return Err(RestoreError::FileChanged(format!(
                     "vma {:#x}-{:#x}: {} was modified since the dump (size or mtime differ)",
@@ -80,7 +94,11 @@ pub fn plan(state: &ProcessState, inherit_stdio: bool, warnings: &mut Vec<String
     for f in &state.fds {
         let devnull = |why: String, warnings: &mut Vec<String>| {
             warnings.push(format!("fd {}: {why}; it is /dev/null now", f.fd));
-            Action::Open { path: "/dev/null".into(), flags: libc::O_RDWR as u32, pos: None }
+            Action::Open {
+                path: "/dev/null".into(),
+                flags: libc::O_RDWR as u32,
+                pos: None,
+            }
         };
         let action = if inherit_stdio && f.fd <= 2 {
             Action::Inherit
@@ -88,24 +106,43 @@ pub fn plan(state: &ProcessState, inherit_stdio: bool, warnings: &mut Vec<String
             match &f.kind {
                 FdKind::File { file, pos } | FdKind::Directory { file, pos } => {
                     changed(format!("fd {}", f.fd), file)?;
-                    Action::Open { path: file.path.clone(), flags: f.flags, pos: Some(*pos) }
+                    Action::Open {
+                        path: file.path.clone(),
+                        flags: f.flags,
+                        pos: Some(*pos),
+                    }
                 }
                 FdKind::CharDevice { file } => {
-                    let now = identity_of(&file.path).map_err(|e| RestoreError::FileChanged(format!("fd {}: {}: {e}", f.fd, file.path)))?;
+                    let now = identity_of(&file.path).map_err(|e| {
+                        RestoreError::FileChanged(format!("fd {}: {}: {e}", f.fd, file.path))
+                    })?;
                     if now.rdev != file.identity.rdev {
-                        return Err(RestoreError::FileChanged(format!("fd {}: {} is another device now", f.fd, file.path)));
+                        return Err(RestoreError::FileChanged(format!(
+                            "fd {}: {} is another device now",
+                            f.fd, file.path
+                        )));
                     }
-                    Action::Open { path: file.path.clone(), flags: f.flags, pos: None }
+                    Action::Open {
+                        path: file.path.clone(),
+                        flags: f.flags,
+                        pos: None,
+                    }
                 }
                 FdKind::Tty { file } => match identity_of(&file.path) {
-                    Ok(now) if now.rdev == file.identity.rdev => {
-                        Action::Open { path: file.path.clone(), flags: f.flags | libc::O_NOCTTY as u32, pos: None }
-                    }
+                    Ok(now) if now.rdev == file.identity.rdev => Action::Open {
+                        path: file.path.clone(),
+                        flags: f.flags | libc::O_NOCTTY as u32,
+                        pos: None,
+                    },
                     _ => devnull(format!("terminal {} is gone", file.path), warnings),
                 },
                 FdKind::Pipe { ino } => match pipe_holder(*ino, state.pid) {
                     // Reopening a pipe end through /proc must not block waiting for a peer.
-                    Some(path) => Action::Open { path, flags: f.flags | libc::O_NONBLOCK as u32, pos: None },
+                    Some(path) => Action::Open {
+                        path,
+                        flags: f.flags | libc::O_NONBLOCK as u32,
+                        pos: None,
+                    },
                     None => devnull(format!("pipe:[{ino}] has no other end left"), warnings),
                 },
                 FdKind::Epoll { targets } => Action::Epoll(targets.clone()),
@@ -116,32 +153,67 @@ pub fn plan(state: &ProcessState, inherit_stdio: bool, warnings: &mut Vec<String
     }
     // Sockets last, once every file check passed: building them binds addresses.
     let sockets = sockets::build(state, warnings)?;
-    Ok(FdPlan { fds, inherit_stdio, sockets })
+    Ok(FdPlan {
+        fds,
+        inherit_stdio,
+        sockets,
+    })
 }
 
 /// Recreates the descriptors inside the task. The task starts with a copy of the restorer's
 /// descriptor table; all of it goes except what `--stdio inherit` keeps.
-pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings: &mut Vec<String>) -> Result<(), RestoreError> {
+pub fn restore(
+    inj: &Injector<'_>,
+    plan: &FdPlan,
+    state: &ProcessState,
+    warnings: &mut Vec<String>,
+) -> Result<(), RestoreError> {
     let first_closed = if plan.inherit_stdio { 3 } else { 0 };
     // The task inherited ferry's pidfd (when there are sockets): keep it through the
     // close_range, out of the way of the image's descriptor numbers.
-    let mut pidfd = plan.sockets.as_ref().map(|b| std::os::fd::AsRawFd::as_raw_fd(&b.pidfd) as u64);
+    let mut pidfd = plan
+        .sockets
+        .as_ref()
+        .map(|b| std::os::fd::AsRawFd::as_raw_fd(&b.pidfd) as u64);
     match pidfd {
         Some(p) if p >= first_closed => {
             if p > first_closed {
-                inj.call("close_range", libc::SYS_close_range, [first_closed, p - 1, 0, 0, 0, 0])?;
+                inj.call(
+                    "close_range",
+                    libc::SYS_close_range,
+                    [first_closed, p - 1, 0, 0, 0, 0],
+                )?;
             }
-            inj.call("close_range", libc::SYS_close_range, [p + 1, u64::from(u32::MAX), 0, 0, 0, 0])?;
+            inj.call(
+                "close_range",
+                libc::SYS_close_range,
+                [p + 1, u64::from(u32::MAX), 0, 0, 0, 0],
+            )?;
         }
         _ => {
-            inj.call("close_range", libc::SYS_close_range, [first_closed, u64::from(u32::MAX), 0, 0, 0, 0])?;
+            inj.call(
+                "close_range",
+                libc::SYS_close_range,
+                [first_closed, u64::from(u32::MAX), 0, 0, 0, 0],
+            )?;
         }
     }
     if let Some(p) = pidfd
         && plan.fds.iter().any(|(fd, _, _)| *fd as u64 == p)
     {
-        let spare = plan.fds.iter().map(|(fd, _, _)| *fd as u64).max().unwrap_or(0).max(p) + 1;
-        inj.call("dup3", libc::SYS_dup3, [p, spare, libc::O_CLOEXEC as u64, 0, 0, 0])?;
+        let spare = plan
+            .fds
+            .iter()
+            .map(|(fd, _, _)| *fd as u64)
+            .max()
+            .unwrap_or(0)
+            .max(p)
+            + 1;
+        inj.call(
+            "dup3",
+            libc::SYS_dup3,
+            [p, spare, libc::O_CLOEXEC as u64, 0, 0, 0],
+        )?;
         inj.call("close", libc::SYS_close, [p, 0, 0, 0, 0, 0])?;
         pidfd = Some(spare);
     }
@@ -151,54 +223,121 @@ pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings
         }
     }
     // Epoll instances last: their interest lists name the other descriptors.
-    let (epolls, others): (Vec<_>, Vec<_>) = plan.fds.iter().partition(|(_, _, a)| matches!(a, Action::Epoll(_)));
+    let (epolls, others): (Vec<_>, Vec<_>) = plan
+        .fds
+        .iter()
+        .partition(|(_, _, a)| matches!(a, Action::Epoll(_)));
     for (fd, cloexec, action) in others.into_iter().chain(epolls) {
         let fd = *fd;
-        let err = |what: String| move |e: crate::ptrace::PtraceError| RestoreError::Fd { fd, what, source: Box::new(e.into()) };
+        let err = |what: String| {
+            move |e: crate::ptrace::PtraceError| RestoreError::Fd {
+                fd,
+                what,
+                source: Box::new(e.into()),
+            }
+        };
         let tmp = match action {
             Action::Inherit => {
                 if *cloexec {
-                    inj.call("fcntl", libc::SYS_fcntl, [fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])
-                        .map_err(err("set close-on-exec".into()))?;
+                    inj.call(
+                        "fcntl",
+                        libc::SYS_fcntl,
+                        [
+                            fd as u64,
+                            libc::F_SETFD as u64,
+                            libc::FD_CLOEXEC as u64,
+                            0,
+                            0,
+                            0,
+                        ],
+                    )
+                    .map_err(err("set close-on-exec".into()))?;
                 }
                 continue;
             }
             Action::Open { path, flags, .. } => {
                 let addr = inj.put_path(path)?;
-                let open_flags = (flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32)) as u64;
-                inj.call("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, addr, open_flags, 0, 0, 0])
-                    .map_err(err(format!("open {path}")))?
+                let open_flags =
+                    (flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32)) as u64;
+                inj.call(
+                    "openat",
+                    libc::SYS_openat,
+                    [libc::AT_FDCWD as u64, addr, open_flags, 0, 0, 0],
+                )
+                .map_err(err(format!("open {path}")))?
             }
-            Action::Epoll(_) => inj.call("epoll_create1", libc::SYS_epoll_create1, [0, 0, 0, 0, 0, 0]).map_err(err("epoll_create1".into()))?,
+            Action::Epoll(_) => inj
+                .call("epoll_create1", libc::SYS_epoll_create1, [0, 0, 0, 0, 0, 0])
+                .map_err(err("epoll_create1".into()))?,
             Action::Socket(ino) => {
-                let (Some(built), Some(pidfd)) = (&plan.sockets, pidfd) else { continue };
-                let Some(ours) = built.fd_of(*ino) else { continue };
-                let tmp = inj.call("pidfd_getfd", libc::SYS_pidfd_getfd, [pidfd, ours as u64, 0, 0, 0, 0]).map_err(err("pidfd_getfd".into()))?;
+                let (Some(built), Some(pidfd)) = (&plan.sockets, pidfd) else {
+                    continue;
+                };
+                let Some(ours) = built.fd_of(*ino) else {
+                    continue;
+                };
+                let tmp = inj
+                    .call(
+                        "pidfd_getfd",
+                        libc::SYS_pidfd_getfd,
+                        [pidfd, ours as u64, 0, 0, 0, 0],
+                    )
+                    .map_err(err("pidfd_getfd".into()))?;
                 // pidfd_getfd sets close-on-exec; dup3 below sets the image's flag, but when the
                 // copy already has the right number it must be cleared here.
                 if tmp == fd as u64 && !*cloexec {
-                    inj.call("fcntl", libc::SYS_fcntl, [tmp, libc::F_SETFD as u64, 0, 0, 0, 0]).map_err(err("clear close-on-exec".into()))?;
+                    inj.call(
+                        "fcntl",
+                        libc::SYS_fcntl,
+                        [tmp, libc::F_SETFD as u64, 0, 0, 0, 0],
+                    )
+                    .map_err(err("clear close-on-exec".into()))?;
                 }
                 tmp
             }
         };
         if tmp != fd as u64 {
             let flags = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-            inj.call("dup3", libc::SYS_dup3, [tmp, fd as u64, flags, 0, 0, 0]).map_err(err("dup3".into()))?;
+            inj.call("dup3", libc::SYS_dup3, [tmp, fd as u64, flags, 0, 0, 0])
+                .map_err(err("dup3".into()))?;
             inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
         } else if *cloexec {
-            inj.call("fcntl", libc::SYS_fcntl, [fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])
-                .map_err(err("set close-on-exec".into()))?;
+            inj.call(
+                "fcntl",
+                libc::SYS_fcntl,
+                [
+                    fd as u64,
+                    libc::F_SETFD as u64,
+                    libc::FD_CLOEXEC as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+            .map_err(err("set close-on-exec".into()))?;
         }
         match action {
             Action::Open { pos: Some(pos), .. } if *pos != 0 => {
-                inj.call("lseek", libc::SYS_lseek, [fd as u64, *pos, libc::SEEK_SET as u64, 0, 0, 0]).map_err(err(format!("seek to {pos}")))?;
+                inj.call(
+                    "lseek",
+                    libc::SYS_lseek,
+                    [fd as u64, *pos, libc::SEEK_SET as u64, 0, 0, 0],
+                )
+                .map_err(err(format!("seek to {pos}")))?;
             }
             Action::Open { flags, path, .. } if path.starts_with("/proc/") => {
                 // Put back the status flags the reopen had to change (O_NONBLOCK).
-                let orig = state.fds.iter().find(|f| f.fd == fd).map_or(*flags, |f| f.flags);
-                inj.call("fcntl", libc::SYS_fcntl, [fd as u64, libc::F_SETFL as u64, u64::from(orig), 0, 0, 0])
-                    .map_err(err("set status flags".into()))?;
+                let orig = state
+                    .fds
+                    .iter()
+                    .find(|f| f.fd == fd)
+                    .map_or(*flags, |f| f.flags);
+                inj.call(
+                    "fcntl",
+                    libc::SYS_fcntl,
+                    [fd as u64, libc::F_SETFL as u64, u64::from(orig), 0, 0, 0],
+                )
+                .map_err(err("set status flags".into()))?;
             }
             Action::Epoll(targets) => {
                 for t in targets {
@@ -206,8 +345,21 @@ pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings
                     ev.extend_from_slice(&t.events.to_le_bytes());
                     ev.extend_from_slice(&t.data.to_le_bytes());
                     let addr = inj.put(4096, &ev)?;
-                    if let Err(e) = inj.call_raw(libc::SYS_epoll_ctl, [fd as u64, libc::EPOLL_CTL_ADD as u64, t.fd as u64, addr, 0, 0])? {
-                        warnings.push(format!("fd {fd}: epoll could not watch fd {} again ({e})", t.fd));
+                    if let Err(e) = inj.call_raw(
+                        libc::SYS_epoll_ctl,
+                        [
+                            fd as u64,
+                            libc::EPOLL_CTL_ADD as u64,
+                            t.fd as u64,
+                            addr,
+                            0,
+                            0,
+                        ],
+                    )? {
+                        warnings.push(format!(
+                            "fd {fd}: epoll could not watch fd {} again ({e})",
+                            t.fd
+                        ));
                     }
                 }
             }

@@ -42,10 +42,23 @@ impl<'a> Injector<'a> {
             ],
         )?;
         if got != area {
-            return Err(RestoreError::Layout(format!("injection area landed at {got:#x}, not {area:#x}")));
+            return Err(RestoreError::Layout(format!(
+                "injection area landed at {got:#x}, not {area:#x}"
+            )));
         }
         t.write_mem(area, &CODE)?;
         Ok(Self { t, template, area })
+    }
+
+    /// An injector for another thread of the same process, through the same area.
+    pub fn for_thread(&self, t: &'a Tracee) -> Result<Self, RestoreError> {
+        let mut template = t.regs()?;
+        template.rsp = self.area + AREA_LEN - 64;
+        Ok(Self {
+            t,
+            template,
+            area: self.area,
+        })
     }
 
     /// The task.
@@ -55,19 +68,29 @@ impl<'a> Injector<'a> {
 
     /// One system call; `-errno` becomes an error naming `call`.
     pub fn call(&self, call: &'static str, nr: i64, args: [u64; 6]) -> Result<u64, PtraceError> {
-        self.t.inject(Entry::Trap(self.area), &self.template, call, nr, args)
+        self.t
+            .inject(Entry::Trap(self.area), &self.template, call, nr, args)
     }
 
     /// One system call, returning the raw result for the caller to judge.
     pub fn call_raw(&self, nr: i64, args: [u64; 6]) -> Result<Result<u64, Errno>, PtraceError> {
-        let r = self.t.inject_raw(Entry::Trap(self.area), &self.template, nr, args)?;
-        Ok(if (-4095..0).contains(&r) { Err(Errno::from_raw(-r as i32)) } else { Ok(r as u64) })
+        let r = self
+            .t
+            .inject_raw(Entry::Trap(self.area), &self.template, nr, args)?;
+        Ok(if (-4095..0).contains(&r) {
+            Err(Errno::from_raw(-r as i32))
+        } else {
+            Ok(r as u64)
+        })
     }
 
     /// Copies `data` into the scratch area at `offset` and returns its address in the task.
     pub fn put(&self, offset: u64, data: &[u8]) -> Result<u64, RestoreError> {
         if offset < 4096 || offset + data.len() as u64 > AREA_LEN - 128 {
-            return Err(RestoreError::Layout(format!("{} bytes do not fit the scratch area", data.len())));
+            return Err(RestoreError::Layout(format!(
+                "{} bytes do not fit the scratch area",
+                data.len()
+            )));
         }
         let addr = self.area + offset;
         self.t.write_mem(addr, data)?;
@@ -84,6 +107,7 @@ impl<'a> Injector<'a> {
 
     /// Unmaps the injection area as the very last call, leaving the task in a syscall-exit stop.
     pub fn finish(self) -> Result<(), PtraceError> {
-        self.t.inject_final_munmap(&self.template, self.area, AREA_LEN)
+        self.t
+            .inject_final_munmap(&self.template, self.area, AREA_LEN)
     }
 }

@@ -14,10 +14,18 @@ use nix::unistd::Pid;
 
 /// `prlimit64(pid, resource, &new, NULL)`.
 pub fn set_rlimit(pid: Pid, resource: u32, cur: u64, max: u64) -> Result<(), Errno> {
-    let new = libc::rlimit64 { rlim_cur: cur, rlim_max: max };
+    let new = libc::rlimit64 {
+        rlim_cur: cur,
+        rlim_max: max,
+    };
     // SAFETY: `new` is a valid rlimit64 that outlives the call; the old-limit pointer is null.
     let r = unsafe {
-        libc::prlimit64(pid.as_raw(), resource as libc::__rlimit_resource_t, &new, std::ptr::null_mut())
+        libc::prlimit64(
+            pid.as_raw(),
+            resource as libc::__rlimit_resource_t,
+            &new,
+            std::ptr::null_mut(),
+        )
     };
     Errno::result(r).map(drop)
 }
