@@ -45,6 +45,25 @@ pub struct Built {
     by_ino: HashMap<u64, OwnedFd>,
     /// Established connections in repair mode, with the bytes that were never sent.
     repaired: Vec<(u64, Vec<u8>)>,
+    /// Socket files ferry created by binding (path, inode): removed again should the restore
+    /// fail before the task holds its sockets, so that a retry finds the path as the dump left
+    /// it.
+    created: Vec<(String, u64)>,
+    /// The task holds its sockets.
+    handed_over: std::cell::Cell<bool>,
+}
+
+impl Drop for Built {
+    fn drop(&mut self) {
+        if self.handed_over.get() {
+            return;
+        }
+        for (path, ino) in &self.created {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == *ino) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
 }
 
 impl Built {
@@ -57,6 +76,7 @@ impl Built {
     /// sends a window probe, the peer answers, traffic resumes) and the bytes never sent go
     /// out as ordinary writes.
     pub fn finish(&self, state: &ProcessState) -> Result<(), RestoreError> {
+        self.handed_over.set(true);
         for (ino, unsent) in &self.repaired {
             let fd = fd_number(state, *ino);
             let Some(s) = self.by_ino.get(ino) else {
@@ -122,6 +142,8 @@ pub fn build(
         pidfd,
         by_ino: HashMap::new(),
         repaired: Vec::new(),
+        created: Vec::new(),
+        handed_over: std::cell::Cell::new(false),
     };
     let unix_of = |ino: u64| {
         socks.iter().find_map(|(fd, _, s)| match &s.kind {
@@ -165,7 +187,7 @@ pub fn build(
     let mut unix_diag = None;
     for &&(fd, _, s) in &rest {
         let sock = match &s.kind {
-            SocketKind::Unix(u) => unix_socket(fd, s, u, &mut unix_diag, warnings)?,
+            SocketKind::Unix(u) => unix_socket(fd, s, u, &mut unix_diag, &mut b.created, warnings)?,
             SocketKind::Inet(i) => {
                 let (sock, unsent) = inet_socket(fd, s, i)?;
                 if let Some(unsent) = unsent {
@@ -338,6 +360,7 @@ fn unix_socket(
     s: &SocketState,
     u: &UnixSocketState,
     diag: &mut Option<HashMap<u64, sockdiag::UnixDiag>>,
+    created: &mut Vec<(String, u64)>,
     warnings: &mut Vec<String>,
 ) -> Result<OwnedFd, RestoreError> {
     let ty = sock_type(fd, s)?;
@@ -376,6 +399,9 @@ fn unix_socket(
             let path = String::from_utf8_lossy(&u.name).into_owned();
             clear_socket_path(fd, &path, u, diag)?;
             bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {path}")))?;
+            if let Ok(m) = std::fs::symlink_metadata(&path) {
+                created.push((path.clone(), m.ino()));
+            }
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode & 0o7777))
                 .and_then(|()| std::os::unix::fs::lchown(&path, Some(u.owner.0), Some(u.owner.1)))
                 .map_err(|e| {
