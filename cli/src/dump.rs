@@ -1,9 +1,10 @@
-//! `ferry dump PID -o IMAGE [--leave-running] [--tcp-established] [--ext-unix-sk] [--compress zstd|lz4|none]`
+//! `ferry dump PID -o IMAGE [--leave-running] [--tcp-established] [--ext-unix-sk]
+//! [--compress zstd|lz4|none] [--max-deleted-file-size BYTES]`
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ferry_agent::dump::{DumpOptions, dump};
+use ferry_agent::dump::{DEFAULT_MAX_DELETED_FILE_SIZE, DumpOptions, STORED_BUDGET, dump};
 use ferry_agent::image::Codec;
 use nix::unistd::Pid;
 
@@ -27,6 +28,10 @@ pub struct Args {
     /// Compression of memory pages.
     #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = ["zstd", "lz4", "none"])]
     compress: String,
+    /// Largest file deleted while open whose contents the image stores (bytes); a larger one
+    /// makes the dump fail.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_DELETED_FILE_SIZE, value_parser = clap::value_parser!(u64).range(0..=STORED_BUDGET))]
+    max_deleted_file_size: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -41,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         DumpOptions {
             leave_running: args.leave_running,
             codec,
+            max_deleted_file_size: args.max_deleted_file_size,
             tcp_established: args.tcp_established,
             ext_unix_sk: args.ext_unix_sk,
         },

@@ -29,16 +29,19 @@ use crate::state::{
 use crate::sys;
 use freeze::Frozen;
 
+pub use files::{DEFAULT_MAX_DELETED_FILE_SIZE, STORED_BUDGET};
 pub use mm::identity_of;
 pub use sockets::SocketOptions;
 
 /// What `dump` may be asked to do besides the default.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct DumpOptions {
     /// Let the process run on after the image is written instead of ending it.
     pub leave_running: bool,
     /// Page compression.
     pub codec: Codec,
+    /// Largest file deleted while open whose contents are stored; a larger one is refused.
+    pub max_deleted_file_size: u64,
     /// Checkpoint established TCP connections (`TCP_REPAIR`).
     pub tcp_established: bool,
     /// Keep Unix sockets whose peer is outside the process.
@@ -51,6 +54,18 @@ impl DumpOptions {
             tcp_established: self.tcp_established,
             ext_unix_sk: self.ext_unix_sk,
             leave_running: self.leave_running,
+        }
+    }
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        Self {
+            leave_running: false,
+            codec: Codec::default(),
+            max_deleted_file_size: DEFAULT_MAX_DELETED_FILE_SIZE,
+            tcp_established: false,
+            ext_unix_sk: false,
         }
     }
 }
@@ -113,6 +128,28 @@ pub enum DumpError {
         #[source]
         source: Errno,
     },
+    /// A file deleted while open is larger than the image may store.
+    #[error("fd {fd}: {path} (deleted) is {size} bytes, more than --max-deleted-file-size {max}")]
+    DeletedFileTooLarge {
+        /// Descriptor.
+        fd: i32,
+        /// The path it had.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Deleted files and queued pipe bytes together exceed what one image holds.
+    #[error(
+        "files deleted while open and queued pipe bytes add up to {total} bytes, more than the {max} an image holds"
+    )]
+    StoredContentsTooLarge {
+        /// Bytes to store.
+        total: u64,
+        /// Most an image holds.
+        max: u64,
+    },
     /// Ending the process after the dump failed.
     #[error("end pid {pid} after the dump")]
     Kill {
@@ -140,7 +177,7 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     // Declared after `frozen`, so dropped before it on failure: the sockets leave repair mode
     // before the process runs again.
     let mut socks = sockets::SocketDump::capture(opts.sockets());
-    let state = collect(&frozen, &mut warnings, &mut socks)?;
+    let state = collect(&frozen, &opts, &mut warnings, &mut socks)?;
     warnings.append(&mut socks.warnings);
     tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
     let stats = write_image(&frozen.leader().tracee, &state, out, opts.codec)?;
@@ -201,7 +238,11 @@ fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
             root.display()
         )));
     }
-    files::collect_fds(pid, &mut sockets::SocketDump::check(opts.sockets()))?;
+    files::collect_fds(
+        pid,
+        opts.max_deleted_file_size,
+        &mut sockets::SocketDump::check(opts.sockets()),
+    )?;
     mm::collect_vmas(pid)?;
     Ok(())
 }
@@ -209,6 +250,7 @@ fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
 /// Everything about the process, read while it is frozen.
 fn collect(
     frozen: &Frozen,
+    opts: &DumpOptions,
     warnings: &mut Vec<String>,
     socks: &mut sockets::SocketDump,
 ) -> Result<ProcessState, DumpError> {
@@ -219,7 +261,9 @@ fn collect(
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
     let mut vmas = mm::collect_vmas(pid)?;
-    let fds = files::collect_fds(pid, socks)?;
+    let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, socks)?;
+    // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
+    let locks = files::capture(pid, &mut fds)?;
 
     // State only the process itself can report is read by running system calls inside it.
     // That must happen before the memory is read: the scratch page it uses is gone again by then.
@@ -327,6 +371,7 @@ fn collect(
             shared_pending: siginfos(leader.tracee.pending(true)?),
         },
         threads,
+        locks,
     })
 }
 

@@ -112,6 +112,23 @@ impl SocketDump {
     }
 }
 
+/// A socket known only by its inode, until [`collect`] examines it.
+pub fn unexamined(ino: u64) -> SocketState {
+    SocketState {
+        ino,
+        family: 0,
+        sock_type: 0,
+        opts: Vec::new(),
+        kind: SocketKind::Inet(InetSocketState {
+            protocol: 0,
+            local: SocketAddr::from(([0, 0, 0, 0], 0)),
+            peer: None,
+            backlog: None,
+            tcp: None,
+        }),
+    }
+}
+
 fn unsupported(fd: i32, what: impl std::fmt::Display) -> DumpError {
     DumpError::Unsupported(format!("fd {fd}: {what}"))
 }

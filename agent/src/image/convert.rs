@@ -7,13 +7,13 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS,
-    ManifestError, ManifestProblem, RLIM_NLIMITS, validate,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS,
+    MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS, validate,
 };
 use crate::state::{
-    CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, MmState, PageRun,
-    ProcessState, Regs, RlimitState, RseqState, SigactionState, SigaltstackState, SiginfoState,
-    SignalsState, ThreadState, VmaKind, VmaState,
+    CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, LockKind, LockState, MmState,
+    PageRun, PipeQueue, ProcessState, Regs, RlimitState, RseqState, SigactionState,
+    SigaltstackState, SiginfoState, SignalsState, ThreadState, VmaKind, VmaState,
 };
 
 use super::validate::{cap_count, err};
@@ -54,6 +54,7 @@ impl From<&ProcessState> for pb::Manifest {
                     shared_pending: s.signals.shared_pending.iter().map(siginfo_to_pb).collect(),
                 }),
                 threads: s.threads.iter().map(thread_to_pb).collect(),
+                locks: s.locks.iter().map(lock_to_pb).collect(),
             }),
         }
     }
@@ -164,6 +165,30 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
                 .collect(),
         }),
         FdKind::Socket(sock) => Kind::Socket(super::sockets::socket_to_pb(sock)),
+        FdKind::Dup { of } => Kind::Dup(pb::Dup { of: *of }),
+        FdKind::LocalPipe { ino, queue } => Kind::LocalPipe(pb::LocalPipe {
+            ino: *ino,
+            queue: queue.as_ref().map(queue_to_pb),
+        }),
+        FdKind::Fifo { file, queue } => Kind::Fifo(pb::Fifo {
+            file: Some(file_ref_to_pb(file)),
+            queue: queue.as_ref().map(queue_to_pb),
+        }),
+        FdKind::DeletedFile {
+            path,
+            mode,
+            uid,
+            gid,
+            pos,
+            data,
+        } => Kind::DeletedFile(pb::DeletedFile {
+            path: path.clone(),
+            mode: *mode,
+            uid: *uid,
+            gid: *gid,
+            pos: *pos,
+            data: data.clone(),
+        }),
     };
     pb::Fd {
         fd: f.fd,
@@ -171,6 +196,51 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
         flags: f.flags,
         kind: Some(kind),
     }
+}
+
+fn queue_to_pb(q: &PipeQueue) -> pb::PipeQueue {
+    pb::PipeQueue {
+        size: q.size,
+        data: q.data.clone(),
+    }
+}
+
+fn lock_to_pb(l: &LockState) -> pb::Lock {
+    let kind = match l.kind {
+        LockKind::Flock => pb::LockKind::Flock,
+        LockKind::Posix => pb::LockKind::Posix,
+        LockKind::Ofd => pb::LockKind::Ofd,
+        LockKind::Lease => pb::LockKind::Lease,
+    };
+    pb::Lock {
+        fd: l.fd,
+        kind: kind.into(),
+        write: l.write,
+        start: l.start,
+        len: l.len,
+    }
+}
+
+fn lock_from_pb(i: usize, l: pb::Lock) -> Result<LockState, ManifestError> {
+    let kind = match pb::LockKind::try_from(l.kind) {
+        Ok(pb::LockKind::Flock) => LockKind::Flock,
+        Ok(pb::LockKind::Posix) => LockKind::Posix,
+        Ok(pb::LockKind::Ofd) => LockKind::Ofd,
+        Ok(pb::LockKind::Lease) => LockKind::Lease,
+        Ok(pb::LockKind::Unspecified) | Err(_) => {
+            return Err(err(
+                format!("locks[{i}].kind"),
+                ManifestProblem::UnknownEnum(l.kind),
+            ));
+        }
+    };
+    Ok(LockState {
+        fd: l.fd,
+        kind,
+        write: l.write,
+        start: l.start,
+        len: l.len,
+    })
 }
 
 fn sigaction_to_pb(a: &SigactionState) -> pb::Sigaction {
@@ -271,6 +341,7 @@ impl TryFrom<pb::Manifest> for ProcessState {
         cap_count("rlimits", p.rlimits.len(), RLIM_NLIMITS as usize)?;
         cap_count("fds", p.fds.len(), MAX_FDS)?;
         cap_count("threads", p.threads.len(), MAX_THREADS)?;
+        cap_count("locks", p.locks.len(), MAX_LOCKS)?;
         let mm = required(p.mm, || "mm".into())?;
         let signals = required(p.signals, || "signals".into())?;
         let creds = required(p.creds, || "creds".into())?;
@@ -311,6 +382,12 @@ impl TryFrom<pb::Manifest> for ProcessState {
                 .into_iter()
                 .enumerate()
                 .map(|(i, t)| thread_from_pb(i, t))
+                .collect::<Result<_, _>>()?,
+            locks: p
+                .locks
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| lock_from_pb(i, l))
                 .collect::<Result<_, _>>()?,
         };
         validate(&state)?;
@@ -472,6 +549,23 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
             sock,
             &format!("{}.socket", field()),
         )?),
+        Kind::Dup(d) => FdKind::Dup { of: d.of },
+        Kind::LocalPipe(p) => FdKind::LocalPipe {
+            ino: p.ino,
+            queue: p.queue.map(queue_from_pb),
+        },
+        Kind::Fifo(p) => FdKind::Fifo {
+            file: file_ref_from_pb(p.file, || format!("{}.fifo.file", field()))?,
+            queue: p.queue.map(queue_from_pb),
+        },
+        Kind::DeletedFile(d) => FdKind::DeletedFile {
+            path: d.path,
+            mode: d.mode,
+            uid: d.uid,
+            gid: d.gid,
+            pos: d.pos,
+            data: d.data,
+        },
     };
     Ok(FdState {
         fd: f.fd,
@@ -479,6 +573,13 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
         flags: f.flags,
         kind,
     })
+}
+
+fn queue_from_pb(q: pb::PipeQueue) -> PipeQueue {
+    PipeQueue {
+        size: q.size,
+        data: q.data,
+    }
 }
 
 fn signals_from_pb(s: pb::Signals) -> Result<SignalsState, ManifestError> {

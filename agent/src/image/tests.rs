@@ -243,6 +243,88 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                     ],
                 },
             },
+            FdState {
+                fd: 10,
+                cloexec: false,
+                flags: 0o4000,
+                kind: FdKind::LocalPipe {
+                    ino: 5555,
+                    queue: Some(PipeQueue {
+                        size: 65536,
+                        data: b"queued\0bytes".to_vec(),
+                    }),
+                },
+            },
+            FdState {
+                fd: 11,
+                cloexec: true,
+                flags: 1,
+                kind: FdKind::LocalPipe {
+                    ino: 5555,
+                    queue: None,
+                },
+            },
+            FdState {
+                fd: 12,
+                cloexec: true,
+                flags: 0o4000,
+                kind: FdKind::Dup { of: 10 },
+            },
+            FdState {
+                fd: 13,
+                cloexec: false,
+                flags: 0,
+                kind: FdKind::Fifo {
+                    file: file("/tmp/fifo", 21),
+                    queue: Some(PipeQueue {
+                        size: 4096,
+                        data: vec![7; 100],
+                    }),
+                },
+            },
+            FdState {
+                fd: 14,
+                cloexec: false,
+                flags: 0o2002,
+                kind: FdKind::DeletedFile {
+                    path: "/tmp/gone".into(),
+                    mode: 0o640,
+                    uid: 1000,
+                    gid: 100,
+                    pos: 3,
+                    data: (0..5000u32).map(|i| i as u8).collect(),
+                },
+            },
+        ],
+        locks: vec![
+            LockState {
+                fd: 2,
+                kind: LockKind::Flock,
+                write: true,
+                start: 0,
+                len: 0,
+            },
+            LockState {
+                fd: 2,
+                kind: LockKind::Posix,
+                write: false,
+                start: 10,
+                len: 5,
+            },
+            LockState {
+                fd: 14,
+                kind: LockKind::Ofd,
+                write: true,
+                start: 0,
+                len: 0,
+            },
+            LockState {
+                fd: 14,
+                kind: LockKind::Lease,
+                write: false,
+                start: 0,
+                len: 0,
+            },
         ],
         signals: SignalsState {
             actions: (1..=64)
@@ -981,6 +1063,51 @@ fn invalid_manifests_are_refused_naming_the_field() {
             "missing",
         ),
         (|p| p.mm = None, "mm", "missing"),
+        (
+            |p| p.fds[8].kind = Some(pb::fd::Kind::Dup(pb::Dup { of: 12 })),
+            "fds[8].dup.of",
+            "names fd 12",
+        ),
+        (
+            |p| p.fds[8].kind = Some(pb::fd::Kind::Dup(pb::Dup { of: 7 })),
+            "fds[8].dup.of",
+            "names fd 7",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::LocalPipe(l)) = &mut p.fds[6].kind {
+                    l.queue.as_mut().unwrap().size = 2;
+                }
+            },
+            "fds[6].local_pipe.queue.data",
+            "more than 2",
+        ),
+        (
+            |p| p.fds[7].flags = 2,
+            "fds[7].flags & O_ACCMODE",
+            "outside 0..=1",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::DeletedFile(d)) = &mut p.fds[10].kind {
+                    d.mode = 0o100644;
+                }
+            },
+            "fds[10].deleted_file.mode",
+            "bits outside",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::Fifo(f)) = &mut p.fds[9].kind {
+                    f.file.as_mut().unwrap().path = "fifo".into();
+                }
+            },
+            "fds[9].fifo.file.path",
+            "not absolute",
+        ),
+        (|p| p.locks[0].kind = 9, "locks[0].kind", "unknown value 9"),
+        (|p| p.locks[1].fd = 12, "locks[1].fd", "names fd 12"),
+        (|p| p.locks[1].start = u64::MAX, "locks[1].start", "outside"),
     ];
     for (edit, field, problem) in cases {
         let mut m = base.clone();

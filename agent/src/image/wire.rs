@@ -5,7 +5,7 @@
 //! [`super::validate`], whatever the manifest's size.
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_PAGE_RUNS, MAX_PENDING,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING,
     MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
 };
 
@@ -106,9 +106,13 @@ const PROCESS: &[Field] = &[
         15,
         Child::Message(THREAD, Some(counter(10, "threads", MAX_THREADS))),
     ),
+    (
+        120,
+        Child::Message(LEAF, Some(counter(11, "locks", MAX_LOCKS))),
+    ),
 ];
 const MANIFEST: &[Field] = &[(1, Child::Message(PROCESS, None))];
-const SLOTS: usize = 11;
+const SLOTS: usize = 12;
 
 /// What the pass found.
 #[derive(Debug)]

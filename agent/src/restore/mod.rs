@@ -113,6 +113,15 @@ pub enum RestoreError {
         #[source]
         source: Box<RestoreError>,
     },
+    /// A file operation of the restorer itself failed (writing pipe or file contents).
+    #[error("{what}")]
+    Io {
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Setting a resource limit failed.
     #[error("set resource limit {resource}")]
     Rlimit {
