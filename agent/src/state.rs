@@ -372,6 +372,8 @@ pub enum FdKind {
         #[serde(serialize_with = "byte_count")]
         data: Vec<u8>,
     },
+    /// A socket (Unix, UDP or TCP).
+    Socket(SocketState),
 }
 
 /// The buffer of a pipe and the bytes queued in it.
@@ -607,4 +609,106 @@ impl From<Regs> for libc::user_regs_struct {
             gs: r.gs,
         }
     }
+}
+
+/// A socket. Several descriptors may name the same socket (same `ino`); it is rebuilt once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SocketState {
+    /// Socket inode (`socket:[INO]`).
+    pub ino: u64,
+    /// `AF_UNIX`, `AF_INET` or `AF_INET6`.
+    pub family: u32,
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    pub sock_type: u32,
+    /// Options that differ from a fresh socket's, set again first at restore.
+    pub opts: Vec<SockOptState>,
+    /// Family-specific state.
+    pub kind: SocketKind,
+}
+
+/// One socket option as raw bytes (`int`, `struct linger`, `struct timeval`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SockOptState {
+    /// `SOL_SOCKET`, `IPPROTO_TCP`, `IPPROTO_IPV6`.
+    pub level: i32,
+    /// Option name (`SO_REUSEADDR`, …).
+    pub name: i32,
+    /// Value as `getsockopt` returned it.
+    pub value: Vec<u8>,
+}
+
+/// Family-specific socket state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SocketKind {
+    /// `AF_UNIX`.
+    Unix(UnixSocketState),
+    /// `AF_INET` / `AF_INET6` (UDP or TCP).
+    Inet(InetSocketState),
+}
+
+/// A Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnixSocketState {
+    /// Bound name: empty when unbound, a leading NUL byte for an abstract name, else an
+    /// absolute path.
+    pub name: Vec<u8>,
+    /// For a path name: the socket file at dump time (`None` when the path no longer led to
+    /// this socket's file: it is not bound again).
+    pub file: Option<FileIdentity>,
+    /// Owner of the socket file (uid, gid).
+    pub owner: (u32, u32),
+    /// `listen` backlog when listening.
+    pub backlog: Option<u32>,
+    /// Inode of the connected peer socket, 0 when not connected.
+    pub peer_ino: u64,
+    /// The peer is not in the process (kept under `--ext-unix-sk`).
+    pub peer_external: bool,
+    /// The peer's name (`getpeername`), used to reconnect to an external peer.
+    pub peer_name: Vec<u8>,
+    /// `sk_shutdown` bits: 1 = no more receives, 2 = no more sends.
+    pub shutdown: u32,
+    /// Queued incoming data: one element per datagram or record; one element for a stream.
+    pub queue: Vec<Vec<u8>>,
+}
+
+/// A UDP or TCP socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InetSocketState {
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub protocol: u32,
+    /// Local address (unspecified address and port 0 when unbound).
+    pub local: std::net::SocketAddr,
+    /// Peer address when connected.
+    pub peer: Option<std::net::SocketAddr>,
+    /// `listen` backlog of a listening TCP socket.
+    pub backlog: Option<u32>,
+    /// Repair state of an established TCP connection.
+    pub tcp: Option<TcpConnState>,
+}
+
+/// An established TCP connection, as `TCP_REPAIR` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TcpConnState {
+    /// `write_seq`: sequence number after the last byte of the send queue.
+    pub send_seq: u32,
+    /// `rcv_nxt`: sequence number after the last byte of the receive queue.
+    pub recv_seq: u32,
+    /// Send queue: bytes sent but not acknowledged, then bytes not sent yet.
+    pub send_queue: Vec<u8>,
+    /// How many bytes at the end of `send_queue` were never sent.
+    pub unsent: u32,
+    /// Receive queue: bytes received and acknowledged that the process has not read.
+    pub recv_queue: Vec<u8>,
+    /// `mss_clamp`.
+    pub mss: u32,
+    /// Send window scale.
+    pub snd_wscale: u32,
+    /// Receive window scale.
+    pub rcv_wscale: u32,
+    /// `tcpi_options` (`TCPI_OPT_TIMESTAMPS` 1, `_SACK` 2, `_WSCALE` 4).
+    pub options: u32,
+    /// `TCP_TIMESTAMP`: the connection's timestamp clock.
+    pub timestamp: u32,
+    /// `struct tcp_repair_window`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+    pub window: [u32; 5],
 }

@@ -1,5 +1,5 @@
-//! `ferry dump PID -o IMAGE [--leave-running] [--compress zstd|lz4|none]
-//! [--max-deleted-file-size BYTES]`
+//! `ferry dump PID -o IMAGE [--leave-running] [--tcp-established] [--ext-unix-sk]
+//! [--compress zstd|lz4|none] [--max-deleted-file-size BYTES]`
 
 use std::path::PathBuf;
 
@@ -18,6 +18,13 @@ pub struct Args {
     /// Let the process run on after the dump instead of ending it.
     #[arg(long)]
     leave_running: bool,
+    /// Checkpoint established TCP connections (TCP_REPAIR); without it they are refused.
+    #[arg(long)]
+    tcp_established: bool,
+    /// Keep Unix sockets whose peer is outside the process: restore reconnects them to the
+    /// peer's name where it has one. Without it they are refused.
+    #[arg(long)]
+    ext_unix_sk: bool,
     /// Compression of memory pages.
     #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = ["zstd", "lz4", "none"])]
     compress: String,
@@ -40,6 +47,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             leave_running: args.leave_running,
             codec,
             max_deleted_file_size: args.max_deleted_file_size,
+            tcp_established: args.tcp_established,
+            ext_unix_sk: args.ext_unix_sk,
         },
     )
     .with_context(|| format!("dump pid {}", args.pid))?;

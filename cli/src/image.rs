@@ -126,6 +126,7 @@ fn render(s: &ImageSummary) -> String {
                 let fds: Vec<String> = targets.iter().map(|t| t.fd.to_string()).collect();
                 format!("epoll watching fds {}", fds.join(", "))
             }
+            FdKind::Socket(s) => describe_socket(s),
             FdKind::Dup { of } => format!("same open file as fd {of}"),
             FdKind::LocalPipe { ino, queue } => {
                 format!("pipe:[{ino}] (recreated){}", queued(queue.as_ref()))
@@ -240,4 +241,57 @@ fn render(s: &ImageSummary) -> String {
 /// `SS_DISABLE`.
 fn libc_ss_disable() -> u32 {
     2
+}
+
+fn describe_socket(s: &ferry_agent::state::SocketState) -> String {
+    use ferry_agent::state::SocketKind;
+    let ty = match s.sock_type as i32 {
+        nix::libc::SOCK_STREAM => "stream",
+        nix::libc::SOCK_DGRAM => "dgram",
+        _ => "seqpacket",
+    };
+    match &s.kind {
+        SocketKind::Unix(u) => {
+            let name = |n: &[u8]| match n.split_first() {
+                None => "unnamed".to_string(),
+                Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+                Some(_) => String::from_utf8_lossy(n).into_owned(),
+            };
+            let state = if let Some(b) = u.backlog {
+                format!(" listening (backlog {b})")
+            } else if u.peer_external {
+                format!(" connected to external {}", name(&u.peer_name))
+            } else if u.peer_ino != 0 {
+                format!(" connected to socket:[{}]", u.peer_ino)
+            } else {
+                String::new()
+            };
+            let queued: usize = u.queue.iter().map(Vec::len).sum();
+            format!(
+                "unix {ty} socket:[{}] {}{state}, {} message(s) / {queued} bytes queued",
+                s.ino,
+                name(&u.name),
+                u.queue.len()
+            )
+        }
+        SocketKind::Inet(i) => {
+            let proto = if i.protocol == nix::libc::IPPROTO_TCP as u32 {
+                "tcp"
+            } else {
+                "udp"
+            };
+            let state = match (&i.backlog, &i.peer, &i.tcp) {
+                (Some(b), _, _) => format!(" listening (backlog {b})"),
+                (_, Some(p), Some(t)) => format!(
+                    " -> {p} established, {} bytes to send ({} never sent), {} bytes received",
+                    t.send_queue.len(),
+                    t.unsent,
+                    t.recv_queue.len()
+                ),
+                (_, Some(p), None) => format!(" -> {p}"),
+                _ => String::new(),
+            };
+            format!("{proto} socket:[{}] {}{state}", s.ino, i.local)
+        }
+    }
 }

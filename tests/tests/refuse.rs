@@ -69,11 +69,6 @@ fn refuses_eventfd() {
 }
 
 #[test]
-fn refuses_socket() {
-    refused("socket", &["socket"]);
-}
-
-#[test]
 fn refuses_seccomp_filter() {
     refused("seccomp-filter", &["seccomp"]);
 }

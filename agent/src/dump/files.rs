@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 
 use super::DumpError;
 use super::mm::identity_of;
+use super::sockets::{self, SocketDump};
 use crate::image::MAX_MANIFEST_BYTES;
 use crate::proc;
 use crate::state::{FdKind, FdState, FileRef, LockKind, LockState, PipeQueue};
@@ -42,9 +43,34 @@ fn unsupported(fd: i32, what: &str) -> DumpError {
     DumpError::Unsupported(format!("fd {fd}: {what} is not supported yet"))
 }
 
+/// Fills in each socket (one per open file description: a dup is not examined again).
+fn examine_sockets(pid: Pid, out: &mut [FdState], socks: &mut SocketDump) -> Result<(), DumpError> {
+    let list: Vec<(i32, u64)> = out
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FdKind::Socket(s) => Some((f.fd, s.ino)),
+            _ => None,
+        })
+        .collect();
+    let mut states = sockets::collect(pid, &list, socks)?.into_iter();
+    for f in out.iter_mut() {
+        if let FdKind::Socket(s) = &mut f.kind
+            && let Some(state) = states.next()
+        {
+            *s = state;
+        }
+    }
+    Ok(())
+}
+
 /// Every open descriptor of `pid`, refusing kinds not supported yet. Contents (pipe queues,
 /// deleted files) are left empty: [`capture`] fills them while the process is frozen.
-pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>, DumpError> {
+/// Sockets are examined as `socks` says (classified only, or captured).
+pub fn collect_fds(
+    pid: Pid,
+    max_deleted_file_size: u64,
+    socks: &mut SocketDump,
+) -> Result<Vec<FdState>, DumpError> {
     let dir = format!("/proc/{pid}/fd");
     let read_err = |source| proc::ProcError::Read {
         path: dir.clone().into(),
@@ -79,8 +105,15 @@ pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>,
             } else {
                 return Err(unsupported(rest.trim_matches(['[', ']'])));
             }
-        } else if target.starts_with("socket:") {
-            return Err(unsupported("a socket"));
+        } else if let Some(ino) = target
+            .strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            // Examined below, once descriptors sharing a socket are known.
+            FdKind::Socket(sockets::unexamined(
+                ino.parse()
+                    .map_err(|_| unsupported(&format!("socket {target:?}")))?,
+            ))
         } else if let Some(ino) = target
             .strip_prefix("pipe:[")
             .and_then(|r| r.strip_suffix(']'))
@@ -165,6 +198,7 @@ pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>,
         });
     }
     mark_dups(pid, &mut out, &inodes)?;
+    examine_sockets(pid, &mut out, socks)?;
     // Each stored copy becomes its own file at restore: two descriptions of one deleted file
     // would no longer share it.
     for (i, f) in out.iter().enumerate() {

@@ -9,6 +9,8 @@ mod attrs;
 mod files;
 mod freeze;
 mod mm;
+pub(crate) mod sockdiag;
+mod sockets;
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -30,6 +32,7 @@ use freeze::Frozen;
 
 pub use files::{DEFAULT_MAX_DELETED_FILE_SIZE, STORED_BUDGET};
 pub use mm::identity_of;
+pub use sockets::SocketOptions;
 
 /// What `dump` may be asked to do besides the default.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +43,20 @@ pub struct DumpOptions {
     pub codec: Codec,
     /// Largest file deleted while open whose contents are stored; a larger one is refused.
     pub max_deleted_file_size: u64,
+    /// Checkpoint established TCP connections (`TCP_REPAIR`).
+    pub tcp_established: bool,
+    /// Keep Unix sockets whose peer is outside the process.
+    pub ext_unix_sk: bool,
+}
+
+impl DumpOptions {
+    fn sockets(&self) -> SocketOptions {
+        SocketOptions {
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            leave_running: self.leave_running,
+        }
+    }
 }
 
 impl Default for DumpOptions {
@@ -48,6 +65,8 @@ impl Default for DumpOptions {
             leave_running: false,
             codec: Codec::default(),
             max_deleted_file_size: DEFAULT_MAX_DELETED_FILE_SIZE,
+            tcp_established: false,
+            ext_unix_sk: false,
         }
     }
 }
@@ -99,6 +118,17 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// Examining a socket failed.
+    #[error("fd {fd}: {what}")]
+    Socket {
+        /// Descriptor number.
+        fd: i32,
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
     /// A file deleted while open is larger than the image may store.
     #[error("fd {fd}: {path} (deleted) is {size} bytes, more than --max-deleted-file-size {max}")]
     DeletedFileTooLarge {
@@ -145,7 +175,11 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     // appeared between the first check and the freeze).
     precheck(pid, &opts)?;
     let mut warnings = Vec::new();
-    let state = collect(&frozen, &opts, &mut warnings)?;
+    // Declared after `frozen`, so dropped before it on failure: the sockets leave repair mode
+    // before the process runs again.
+    let mut socks = sockets::SocketDump::capture(opts.sockets());
+    let state = collect(&frozen, &opts, &mut warnings, &mut socks)?;
+    warnings.append(&mut socks.warnings);
     tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
     let stats = write_image(&frozen.leader().tracee, &state, out, opts.codec)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "image written");
@@ -157,6 +191,8 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     } else {
         frozen.kill()?;
     }
+    // The process is gone: its connections may now be discarded without a word to the peers.
+    socks.held.close_silently();
     Ok(DumpSummary {
         pid: pid.as_raw(),
         stats,
@@ -203,7 +239,11 @@ fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
             root.display()
         )));
     }
-    files::collect_fds(pid, opts.max_deleted_file_size)?;
+    files::collect_fds(
+        pid,
+        opts.max_deleted_file_size,
+        &mut sockets::SocketDump::check(opts.sockets()),
+    )?;
     mm::collect_vmas(pid)?;
     Ok(())
 }
@@ -213,6 +253,7 @@ fn collect(
     frozen: &Frozen,
     opts: &DumpOptions,
     warnings: &mut Vec<String>,
+    socks: &mut sockets::SocketDump,
 ) -> Result<ProcessState, DumpError> {
     let leader = frozen.leader();
     let pid = leader.tracee.pid();
@@ -221,7 +262,7 @@ fn collect(
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
     let mut vmas = mm::collect_vmas(pid)?;
-    let mut fds = files::collect_fds(pid, opts.max_deleted_file_size)?;
+    let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, socks)?;
     // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
     let locks = files::capture(pid, &mut fds)?;
 

@@ -167,6 +167,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
                 })
                 .collect(),
         }),
+        FdKind::Socket(sock) => Kind::Socket(super::sockets::socket_to_pb(sock)),
         FdKind::Dup { of } => Kind::Dup(pb::Dup { of: *of }),
         FdKind::LocalPipe { ino, queue } => Kind::LocalPipe(pb::LocalPipe {
             ino: *ino,
@@ -679,6 +680,10 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                     .collect(),
             }
         }
+        Kind::Socket(sock) => FdKind::Socket(super::sockets::socket_from_pb(
+            sock,
+            &format!("{}.socket", field()),
+        )?),
         Kind::Dup(d) => FdKind::Dup { of: d.of },
         Kind::LocalPipe(p) => FdKind::LocalPipe {
             ino: p.ino,

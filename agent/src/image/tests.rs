@@ -1355,3 +1355,205 @@ fn write_throughput() {
         100.0 * single as f64 / data.len() as f64
     );
 }
+
+fn with_sockets() -> ProcessState {
+    let mut s = rich_state(10);
+    let unix = |ino, peer_ino, queue: Vec<Vec<u8>>| SocketState {
+        ino,
+        family: libc::AF_UNIX as u32,
+        sock_type: libc::SOCK_DGRAM as u32,
+        opts: vec![SockOptState {
+            level: libc::SOL_SOCKET,
+            name: libc::SO_PASSCRED,
+            value: 1i32.to_ne_bytes().to_vec(),
+        }],
+        kind: SocketKind::Unix(UnixSocketState {
+            name: Vec::new(),
+            file: None,
+            owner: (0, 0),
+            backlog: None,
+            peer_ino,
+            peer_external: false,
+            peer_name: Vec::new(),
+            shutdown: 0,
+            queue,
+        }),
+    };
+    let listener = SocketState {
+        ino: 503,
+        family: libc::AF_UNIX as u32,
+        sock_type: libc::SOCK_STREAM as u32,
+        opts: Vec::new(),
+        kind: SocketKind::Unix(UnixSocketState {
+            name: b"/run/app.sock".to_vec(),
+            file: Some(FileIdentity {
+                dev: 5,
+                ino: 77,
+                mode: 0o140755,
+                ..FileIdentity::default()
+            }),
+            owner: (1000, 1000),
+            backlog: Some(128),
+            peer_ino: 0,
+            peer_external: false,
+            peer_name: Vec::new(),
+            shutdown: 0,
+            queue: Vec::new(),
+        }),
+    };
+    let tcp = SocketState {
+        ino: 504,
+        family: libc::AF_INET6 as u32,
+        sock_type: libc::SOCK_STREAM as u32,
+        opts: vec![SockOptState {
+            level: libc::IPPROTO_TCP,
+            name: libc::TCP_NODELAY,
+            value: 1i32.to_ne_bytes().to_vec(),
+        }],
+        kind: SocketKind::Inet(InetSocketState {
+            protocol: libc::IPPROTO_TCP as u32,
+            local: "[::1]:6379".parse().expect("addr"),
+            peer: Some("[::1]:40000".parse().expect("addr")),
+            backlog: None,
+            tcp: Some(TcpConnState {
+                send_seq: 0xffff_fff0,
+                recv_seq: 12345,
+                send_queue: b"queued reply".to_vec(),
+                unsent: 4,
+                recv_queue: b"GET k\r\n".to_vec(),
+                mss: 65483,
+                snd_wscale: 7,
+                rcv_wscale: 7,
+                options: 7,
+                timestamp: 99,
+                window: [1, 2, 3, 4, 5],
+            }),
+        }),
+    };
+    let udp = SocketState {
+        ino: 505,
+        family: libc::AF_INET as u32,
+        sock_type: libc::SOCK_DGRAM as u32,
+        opts: Vec::new(),
+        kind: SocketKind::Inet(InetSocketState {
+            protocol: libc::IPPROTO_UDP as u32,
+            local: "127.0.0.1:5353".parse().expect("addr"),
+            peer: None,
+            backlog: None,
+            tcp: None,
+        }),
+    };
+    let socks = [
+        unix(501, 502, vec![b"a".to_vec(), Vec::new()]),
+        unix(502, 501, Vec::new()),
+        listener,
+        tcp,
+        udp,
+    ];
+    for (i, sock) in socks.into_iter().enumerate() {
+        s.fds.push(FdState {
+            fd: 100 + i as i32,
+            cloexec: i % 2 == 0,
+            flags: 2,
+            kind: FdKind::Socket(sock),
+        });
+    }
+    s
+}
+
+#[test]
+fn sockets_round_trip() {
+    let state = with_sockets();
+    let pages = tiny_pages(total_pages(&state), 3);
+    let (image, _) = write_image(&state, &pages, Codec::Zstd);
+    let (got, _) = read_image(&image).expect("read back");
+    assert_eq!(got, state);
+}
+
+#[test]
+fn invalid_sockets_are_refused_naming_the_field() {
+    let state = with_sockets();
+    let base = pb::Manifest::from(&state);
+    let at = state.fds.len() - 5;
+    let socket = |p: &mut pb::ProcessState, i: usize| -> pb::Socket {
+        match p.fds[i].kind.clone() {
+            Some(pb::fd::Kind::Socket(s)) => s,
+            _ => unreachable!("a socket fd"),
+        }
+    };
+    let put = |p: &mut pb::ProcessState, i: usize, s: pb::Socket| {
+        p.fds[i].kind = Some(pb::fd::Kind::Socket(s))
+    };
+    type Edit = Box<dyn Fn(&mut pb::ProcessState)>;
+    let cases: Vec<(Edit, String, &str)> = vec![
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at);
+                s.opts[0].name = libc::SO_ATTACH_FILTER;
+                put(p, at, s);
+            }),
+            format!("fds[{at}].socket.opts[0].name"),
+            "unknown value",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 2);
+                if let Some(pb::socket::Kind::Unix(u)) = s.kind.as_mut() {
+                    u.name = b"relative.sock".to_vec();
+                }
+                put(p, at + 2, s);
+            }),
+            format!("fds[{}].socket.unix.name", at + 2),
+            "",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 3);
+                if let Some(pb::socket::Kind::Inet(i)) = s.kind.as_mut() {
+                    i.tcp.as_mut().expect("tcp").window.pop();
+                }
+                put(p, at + 3, s);
+            }),
+            format!("fds[{}].socket.inet.tcp.window", at + 3),
+            "outside",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 3);
+                if let Some(pb::socket::Kind::Inet(i)) = s.kind.as_mut() {
+                    i.tcp.as_mut().expect("tcp").unsent = 1000;
+                }
+                put(p, at + 3, s);
+            }),
+            format!("fds[{}].socket.inet.tcp.unsent", at + 3),
+            "outside",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 4);
+                if let Some(pb::socket::Kind::Inet(i)) = s.kind.as_mut() {
+                    i.local.as_mut().expect("local").ip = vec![1, 2, 3];
+                }
+                put(p, at + 4, s);
+            }),
+            format!("fds[{}].socket.inet.local.ip", at + 4),
+            "outside",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 4);
+                s.sock_type = libc::SOCK_RAW as u32;
+                put(p, at + 4, s);
+            }),
+            format!("fds[{}].socket.sock_type", at + 4),
+            "unknown value",
+        ),
+    ];
+    for (edit, field, text) in cases {
+        let mut m = base.clone();
+        edit(m.process.as_mut().expect("process"));
+        let (got_field, message) = manifest_error(&m);
+        assert_eq!(got_field, field, "{message}");
+        assert!(message.contains(text), "{field}: {message}");
+    }
+}

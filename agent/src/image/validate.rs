@@ -669,6 +669,9 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                     )?;
                 }
             }
+            FdKind::Socket(sock) => {
+                super::sockets::validate_socket(sock, &format!("{}.socket", field()))?
+            }
             FdKind::Dup { of } => {
                 // The description's own descriptor comes first and is not a dup itself.
                 let own = fds[..i]

@@ -99,9 +99,11 @@ pub fn restore_timers(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreE
         .filter(|t| t.value_us != 0 || t.interval_us != 0)
     {
         let tv = |us: u64| [us / 1_000_000, us % 1_000_000];
+        // A periodic timer caught at its expiry reads 0 left; 0 would disarm it.
+        let value_us = if t.value_us == 0 { 1 } else { t.value_us };
         let val: Vec<u8> = tv(t.interval_us)
             .into_iter()
-            .chain(tv(t.value_us))
+            .chain(tv(value_us))
             .flat_map(u64::to_le_bytes)
             .collect();
         let addr = inj.put(4096, &val)?;
@@ -137,11 +139,17 @@ pub fn restore_timers(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreE
             libc::SYS_timer_create,
             [t.clock as u64, ev_addr, id_addr, 0, 0, 0],
         )?;
+        // As for itimers: a periodic timer at its expiry reads 0 left, which would disarm it.
+        let value_ns = if t.value_ns == 0 && t.interval_ns != 0 {
+            1
+        } else {
+            t.value_ns
+        };
         let spec: Vec<u8> = [
             t.interval_ns / 1_000_000_000,
             t.interval_ns % 1_000_000_000,
-            t.value_ns / 1_000_000_000,
-            t.value_ns % 1_000_000_000,
+            value_ns / 1_000_000_000,
+            value_ns % 1_000_000_000,
         ]
         .into_iter()
         .flat_map(u64::to_le_bytes)

@@ -14,6 +14,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use super::RestoreError;
 use super::inject::Injector;
+use super::sockets;
 use crate::dump::identity_of;
 use crate::state::{
     EpollTarget, FdKind, FileRef, LockKind, LockState, PipeQueue, ProcessState, VmaKind,
@@ -40,6 +41,8 @@ enum Action {
     Fifo { path: String, flags: u32 },
     /// A file deleted while open, recreated unlinked with its contents (kept in the state).
     Deleted { path: String, flags: u32, pos: u64 },
+    /// The socket with this inode, built by ferry, copied in with `pidfd_getfd`.
+    Socket(u64),
 }
 
 /// The descriptors to create, in order, plus warnings for the user.
@@ -52,6 +55,8 @@ pub struct FdPlan {
     /// FIFOs to hold open while the task opens them: path, identity, buffer and bytes.
     fifos: Vec<(FileRef, Option<PipeQueue>)>,
     locks: Vec<LockState>,
+    /// The sockets, built before the task exists (it inherits ferry's pidfd).
+    sockets: Option<sockets::Built>,
 }
 
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
@@ -169,6 +174,7 @@ pub fn plan(
                     None => devnull(format!("pipe:[{ino}] has no other end left"), warnings),
                 },
                 FdKind::Epoll { targets } => Action::Epoll(targets.clone()),
+                FdKind::Socket(s) => Action::Socket(s.ino),
                 FdKind::Dup { of } => Action::Dup(*of),
                 FdKind::LocalPipe { ino, queue } => {
                     match pipes.iter_mut().find(|(i, _)| i == ino) {
@@ -210,12 +216,15 @@ pub fn plan(
         };
         fds.push((f.fd, f.cloexec, action));
     }
+    // Sockets last, once every file check passed: building them binds addresses.
+    let sockets = sockets::build(state, warnings)?;
     Ok(FdPlan {
         fds,
         inherit_stdio,
         pipes,
         fifos,
         locks: state.locks.clone(),
+        sockets,
     })
 }
 
@@ -244,11 +253,7 @@ pub fn restore(
     warnings: &mut Vec<String>,
 ) -> Result<(), RestoreError> {
     let first_closed = if plan.inherit_stdio { 3 } else { 0 };
-    inj.call(
-        "close_range",
-        libc::SYS_close_range,
-        [first_closed, u64::from(u32::MAX), 0, 0, 0, 0],
-    )?;
+    let pidfd = close_inherited(inj, plan, first_closed)?;
     for std in 0..first_closed as i32 {
         if !plan.fds.iter().any(|(fd, _, _)| *fd == std) {
             inj.call("close", libc::SYS_close, [std as u64, 0, 0, 0, 0, 0])?;
@@ -330,6 +335,34 @@ pub fn restore(
                 None,
             ),
             Action::Dup(of) => (*of as u64, false, None),
+            Action::Socket(ino) => {
+                let Some((ours, pidfd)) =
+                    plan.sockets.as_ref().and_then(|b| b.fd_of(*ino)).zip(pidfd)
+                else {
+                    return Err(RestoreError::Layout(format!(
+                        "fd {fd}: socket:[{ino}] was not built, or ferry's pidfd is not in the task"
+                    )));
+                };
+                let tmp = inj
+                    .call(
+                        "pidfd_getfd",
+                        libc::SYS_pidfd_getfd,
+                        [pidfd, ours as u64, 0, 0, 0, 0],
+                    )
+                    .map_err(err("pidfd_getfd".into()))?;
+                // pidfd_getfd sets close-on-exec; dup3 below sets the image's flag, but when
+                // the copy already has the right number it must be cleared here.
+                if tmp == fd as u64 && !*cloexec {
+                    inj.call(
+                        "fcntl",
+                        libc::SYS_fcntl,
+                        [tmp, libc::F_SETFD as u64, 0, 0, 0, 0],
+                    )
+                    .map_err(err("clear close-on-exec".into()))?;
+                }
+                // Status flags were set on ferry's copy: the description is shared.
+                (tmp, true, None)
+            }
             Action::PipeEnd { ino, write, flags } => {
                 let (r, w) = pipes.get(ino).copied().ok_or_else(|| {
                     RestoreError::Layout(format!("fd {fd}: pipe:[{ino}] was not created"))
@@ -430,9 +463,56 @@ pub fn restore(
         inj.call("close", libc::SYS_close, [*r, 0, 0, 0, 0, 0])?;
         inj.call("close", libc::SYS_close, [*w, 0, 0, 0, 0, 0])?;
     }
+    if let (Some(built), Some(p)) = (&plan.sockets, pidfd) {
+        inj.call("close", libc::SYS_close, [p, 0, 0, 0, 0, 0])?;
+        // Every socket is in the task now: connections may come out of repair mode.
+        built.finish(state)?;
+    }
     // Last: closing any descriptor of a file drops the process's POSIX locks on it, and the
     // steps above close temporary descriptors.
     take_locks(inj, &plan.locks)
+}
+
+/// Closes every descriptor the task inherited from ferry from `first_closed` on, except
+/// ferry's pidfd when there are sockets to fetch; that one is moved out of the way of the
+/// image's descriptor numbers. Returns its number in the task.
+fn close_inherited(
+    inj: &Injector<'_>,
+    plan: &FdPlan,
+    first_closed: u64,
+) -> Result<Option<u64>, RestoreError> {
+    let pidfd = plan
+        .sockets
+        .as_ref()
+        .map(|b| std::os::fd::AsRawFd::as_raw_fd(&b.pidfd) as u64);
+    let close_range =
+        |from: u64, to: u64| inj.call("close_range", libc::SYS_close_range, [from, to, 0, 0, 0, 0]);
+    let Some(p) = pidfd.filter(|p| *p >= first_closed) else {
+        close_range(first_closed, u64::from(u32::MAX))?;
+        return Ok(None);
+    };
+    if p > first_closed {
+        close_range(first_closed, p - 1)?;
+    }
+    close_range(p + 1, u64::from(u32::MAX))?;
+    if !plan.fds.iter().any(|(fd, _, _)| *fd as u64 == p) {
+        return Ok(Some(p));
+    }
+    let spare = plan
+        .fds
+        .iter()
+        .map(|(fd, _, _)| *fd as u64)
+        .max()
+        .unwrap_or(0)
+        .max(p)
+        + 1;
+    inj.call(
+        "dup3",
+        libc::SYS_dup3,
+        [p, spare, libc::O_CLOEXEC as u64, 0, 0, 0],
+    )?;
+    inj.call("close", libc::SYS_close, [p, 0, 0, 0, 0, 0])?;
+    Ok(Some(spare))
 }
 
 fn io_err(what: String) -> impl FnOnce(std::io::Error) -> RestoreError {

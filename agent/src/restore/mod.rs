@@ -8,6 +8,7 @@ mod attrs;
 mod files;
 mod inject;
 mod mm;
+mod sockets;
 mod task;
 
 use std::io::Read;
@@ -92,6 +93,17 @@ pub enum RestoreError {
         /// Cause.
         #[source]
         source: Box<RestoreError>,
+    },
+    /// Rebuilding a socket failed.
+    #[error("fd {fd}: {what}")]
+    Socket {
+        /// Descriptor number.
+        fd: i32,
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Errno,
     },
     /// Recreating a thread failed.
     #[error("thread {tid}")]

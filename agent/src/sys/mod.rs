@@ -5,6 +5,7 @@
 
 pub mod clone;
 pub mod ptrace;
+pub mod socket;
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
