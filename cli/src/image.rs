@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use ferry_agent::image::{ImageSummary, inspect};
-use ferry_agent::state::{FdKind, PAGE_SIZE, VmaKind, prot};
+use ferry_agent::state::{FdKind, PAGE_SIZE, ProcessState, VmaKind, prot};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -72,6 +72,7 @@ fn render(s: &ImageSummary) -> String {
             VmaKind::Vvar => "[vvar]".into(),
             VmaKind::VvarVclock => "[vvar_vclock]".into(),
             VmaKind::Vsyscall => "[vsyscall]".into(),
+            VmaKind::Memfd { ino } => memfd_name(p, *ino),
         };
         let _ = writeln!(
             o,
@@ -95,6 +96,23 @@ fn render(s: &ImageSummary) -> String {
                 let fds: Vec<String> = targets.iter().map(|t| t.fd.to_string()).collect();
                 format!("epoll watching fds {}", fds.join(", "))
             }
+            FdKind::Eventfd { count, semaphore } => {
+                format!("eventfd count {count}{}", if *semaphore { " semaphore" } else { "" })
+            }
+            FdKind::Signalfd { mask } => format!("signalfd mask {mask:#018x}"),
+            FdKind::Timerfd(t) => format!(
+                "timerfd clock {} value {} ns{} interval {} ns, {} unread",
+                t.clockid,
+                t.value_ns,
+                if t.settime_flags & 1 != 0 { " (absolute)" } else { "" },
+                t.interval_ns,
+                t.ticks
+            ),
+            FdKind::Inotify { watches } => {
+                let w: Vec<String> = watches.iter().map(|w| format!("{}={} mask {:#x}", w.wd, w.file.path, w.mask)).collect();
+                format!("inotify {}", w.join(", "))
+            }
+            FdKind::Memfd { ino, pos } => format!("{} at offset {pos}", memfd_name(p, *ino)),
         };
         let _ = writeln!(o, "  {:>4}  flags {:#o}{}  {what}", f.fd, f.flags, if f.cloexec { " cloexec" } else { "" });
     }
@@ -131,4 +149,11 @@ fn render(s: &ImageSummary) -> String {
 /// `SS_DISABLE`.
 fn libc_ss_disable() -> u32 {
     2
+}
+
+fn memfd_name(p: &ProcessState, ino: u64) -> String {
+    match p.memfds.iter().find(|m| m.ino == ino) {
+        Some(m) => format!("memfd:{} ({} bytes, seals {:#x})", m.name, m.size, m.seals),
+        None => format!("memfd inode {ino}"),
+    }
 }

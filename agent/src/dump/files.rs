@@ -5,6 +5,7 @@ use std::os::unix::fs::FileTypeExt;
 use nix::unistd::Pid;
 
 use super::DumpError;
+use super::fdkinds;
 use super::mm::identity_of;
 use crate::proc;
 use crate::state::{FdKind, FdState, FileRef};
@@ -31,20 +32,28 @@ pub fn collect_fds(pid: Pid) -> Result<Vec<FdState>, DumpError> {
         let link_path = format!("{dir}/{fd}");
         let Ok(target) = std::fs::read_link(&link_path) else { continue }; // closed meanwhile
         let target = target.to_string_lossy().into_owned();
-        let info = proc::parse_fdinfo(&proc::read(pid.as_raw(), &format!("fdinfo/{fd}"))?)?;
+        let text = proc::read(pid.as_raw(), &format!("fdinfo/{fd}"))?;
+        let info = proc::parse_fdinfo(&text)?;
         let unsupported = |what: &str| DumpError::Unsupported(format!("fd {fd}: {what} is not supported yet"));
         let kind = if let Some(rest) = target.strip_prefix("anon_inode:") {
             if rest == "[eventpoll]" {
                 FdKind::Epoll { targets: info.epoll.clone() }
             } else {
-                return Err(unsupported(rest.trim_matches(['[', ']'])));
+                match fdkinds::anon_kind(pid, fd, rest, &text)? {
+                    Some(kind) => kind,
+                    None => return Err(unsupported(rest.trim_matches(['[', ']']))),
+                }
             }
         } else if target.starts_with("socket:") {
             return Err(unsupported("a socket"));
         } else if let Some(ino) = target.strip_prefix("pipe:[").and_then(|r| r.strip_suffix(']')) {
             FdKind::Pipe { ino: ino.parse().map_err(|_| unsupported(&format!("pipe {target:?}")))? }
-        } else if target.starts_with("/memfd:") {
-            return Err(unsupported("a memfd"));
+        } else if fdkinds::memfd_name(&target).is_some() {
+            if let Some(what) = fdkinds::memfd_problem(&link_path) {
+                return Err(unsupported(&what));
+            }
+            let ino = identity_of(&link_path).map_err(|e| unsupported(&format!("{target} ({e})")))?.ino;
+            FdKind::Memfd { ino, pos: info.pos }
         } else if target.ends_with(" (deleted)") {
             return Err(unsupported(&format!("{target}, a file deleted while open,")));
         } else if !target.starts_with('/') {

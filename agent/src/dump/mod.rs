@@ -5,6 +5,7 @@
 //! while the process is untouched, and any failure after the freeze gives the process back
 //! exactly as it was.
 
+mod fdkinds;
 mod files;
 mod mm;
 
@@ -234,6 +235,7 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
     let injected = inject_queries(frozen, &vmas)?;
 
     mm::find_pages(pid, &mut vmas)?;
+    let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
 
     let children = std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
     if !children.trim().is_empty() {
@@ -302,6 +304,7 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
         fds,
         signals: SignalsState { actions: injected.actions, shared_pending: siginfos(t.pending(true)?) },
         threads: vec![thread],
+        memfds,
     })
 }
 

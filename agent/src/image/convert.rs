@@ -7,12 +7,12 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_INOTIFY_WATCHES, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS,
     ManifestError, ManifestProblem, RLIM_NLIMITS, validate,
 };
 use crate::state::{
-    CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, MmState, PageRun,
-    ProcessState, Regs, RlimitState, RseqState, SigactionState, SigaltstackState, SiginfoState,
+    CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, InotifyWatch, MemfdExtent,
+    MemfdState, MmState, PageRun, ProcessState, TimerfdState, Regs, RlimitState, RseqState, SigactionState, SigaltstackState, SiginfoState,
     SignalsState, ThreadState, VmaKind, VmaState,
 };
 
@@ -54,6 +54,7 @@ impl From<&ProcessState> for pb::Manifest {
                     shared_pending: s.signals.shared_pending.iter().map(siginfo_to_pb).collect(),
                 }),
                 threads: s.threads.iter().map(thread_to_pb).collect(),
+                memfds: s.memfds.iter().map(memfd_to_pb).collect(),
             }),
         }
     }
@@ -117,6 +118,11 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         VmaKind::Vvar => (pb::VmaKind::Vvar, None),
         VmaKind::VvarVclock => (pb::VmaKind::VvarVclock, None),
         VmaKind::Vsyscall => (pb::VmaKind::Vsyscall, None),
+        VmaKind::Memfd { .. } => (pb::VmaKind::Memfd, None),
+    };
+    let memfd_ino = match v.kind {
+        VmaKind::Memfd { ino } => ino,
+        _ => 0,
     };
     pb::Vma {
         start: v.start,
@@ -134,6 +140,25 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
             .map(|r| pb::PageRun {
                 start: r.start,
                 count: r.count,
+            })
+            .collect(),
+        memfd_ino,
+    }
+}
+
+fn memfd_to_pb(m: &MemfdState) -> pb::Memfd {
+    pb::Memfd {
+        ino: m.ino,
+        name: m.name.clone(),
+        mode: m.mode,
+        size: m.size,
+        seals: m.seals,
+        extents: m
+            .extents
+            .iter()
+            .map(|e| pb::MemfdExtent {
+                offset: e.offset,
+                data: e.data.clone(),
             })
             .collect(),
     }
@@ -162,6 +187,32 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
                     data: t.data,
                 })
                 .collect(),
+        }),
+        FdKind::Eventfd { count, semaphore } => Kind::Eventfd(pb::Eventfd {
+            count: *count,
+            semaphore: *semaphore,
+        }),
+        FdKind::Signalfd { mask } => Kind::SignalfdMask(*mask),
+        FdKind::Timerfd(t) => Kind::Timerfd(pb::Timerfd {
+            clockid: t.clockid,
+            settime_flags: t.settime_flags,
+            value_ns: t.value_ns,
+            interval_ns: t.interval_ns,
+            ticks: t.ticks,
+        }),
+        FdKind::Inotify { watches } => Kind::Inotify(pb::Inotify {
+            watches: watches
+                .iter()
+                .map(|w| pb::InotifyWatch {
+                    wd: w.wd,
+                    mask: w.mask,
+                    file: Some(file_ref_to_pb(&w.file)),
+                })
+                .collect(),
+        }),
+        FdKind::Memfd { ino, pos } => Kind::Memfd(pb::MemfdFd {
+            ino: *ino,
+            pos: *pos,
         }),
     };
     pb::Fd {
@@ -270,6 +321,9 @@ impl TryFrom<pb::Manifest> for ProcessState {
         cap_count("rlimits", p.rlimits.len(), RLIM_NLIMITS as usize)?;
         cap_count("fds", p.fds.len(), MAX_FDS)?;
         cap_count("threads", p.threads.len(), MAX_THREADS)?;
+        cap_count("memfds", p.memfds.len(), MAX_MEMFDS)?;
+        let extents: usize = p.memfds.iter().map(|m| m.extents.len()).sum();
+        cap_count("memfds[*].extents", extents, MAX_MEMFD_EXTENTS)?;
         let mm = required(p.mm, || "mm".into())?;
         let signals = required(p.signals, || "signals".into())?;
         let creds = required(p.creds, || "creds".into())?;
@@ -311,6 +365,7 @@ impl TryFrom<pb::Manifest> for ProcessState {
                 .enumerate()
                 .map(|(i, t)| thread_from_pb(i, t))
                 .collect::<Result<_, _>>()?,
+            memfds: p.memfds.into_iter().map(memfd_from_pb).collect(),
         };
         validate(&state)?;
         Ok(state)
@@ -397,6 +452,7 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         pb::VmaKind::Vvar => simple(VmaKind::Vvar, "vvar")?,
         pb::VmaKind::VvarVclock => simple(VmaKind::VvarVclock, "vvar_vclock")?,
         pb::VmaKind::Vsyscall => simple(VmaKind::Vsyscall, "vsyscall")?,
+        pb::VmaKind::Memfd => simple(VmaKind::Memfd { ino: v.memfd_ino }, "memfd")?,
         pb::VmaKind::File => {
             if v.file.is_none() {
                 return Err(err(
@@ -467,6 +523,40 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                     .collect(),
             }
         }
+        Kind::Eventfd(e) => FdKind::Eventfd {
+            count: e.count,
+            semaphore: e.semaphore,
+        },
+        Kind::SignalfdMask(mask) => FdKind::Signalfd { mask },
+        Kind::Timerfd(t) => FdKind::Timerfd(TimerfdState {
+            clockid: t.clockid,
+            settime_flags: t.settime_flags,
+            value_ns: t.value_ns,
+            interval_ns: t.interval_ns,
+            ticks: t.ticks,
+        }),
+        Kind::Inotify(n) => {
+            let watches = format!("{}.inotify.watches", field());
+            cap_count(&watches, n.watches.len(), MAX_INOTIFY_WATCHES)?;
+            FdKind::Inotify {
+                watches: n
+                    .watches
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, w)| {
+                        Ok(InotifyWatch {
+                            wd: w.wd,
+                            mask: w.mask,
+                            file: file_ref_from_pb(w.file, || format!("{watches}[{j}].file"))?,
+                        })
+                    })
+                    .collect::<Result<_, ManifestError>>()?,
+            }
+        }
+        Kind::Memfd(m) => FdKind::Memfd {
+            ino: m.ino,
+            pos: m.pos,
+        },
     };
     Ok(FdState {
         fd: f.fd,
@@ -474,6 +564,24 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
         flags: f.flags,
         kind,
     })
+}
+
+fn memfd_from_pb(m: pb::Memfd) -> MemfdState {
+    MemfdState {
+        ino: m.ino,
+        name: m.name,
+        mode: m.mode,
+        size: m.size,
+        seals: m.seals,
+        extents: m
+            .extents
+            .into_iter()
+            .map(|e| MemfdExtent {
+                offset: e.offset,
+                data: e.data,
+            })
+            .collect(),
+    }
 }
 
 fn signals_from_pb(s: pb::Signals) -> Result<SignalsState, ManifestError> {

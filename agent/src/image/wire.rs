@@ -5,7 +5,8 @@
 //! [`super::validate`], whatever the manifest's size.
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_PAGE_RUNS, MAX_PENDING,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_INOTIFY_WATCHES, MAX_MEMFD_EXTENTS,
+    MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
     MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
 };
 
@@ -46,6 +47,20 @@ const EPOLL: &[Field] = &[(
         Some(counter(0, "fds[*].epoll.targets", MAX_EPOLL_TARGETS)),
     ),
 )];
+const INOTIFY: &[Field] = &[(
+    1,
+    Child::Message(
+        &[(3, Child::Message(FILE_REF, None))],
+        Some(counter(13, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES)),
+    ),
+)];
+const MEMFD: &[Field] = &[(
+    6,
+    Child::Message(
+        LEAF,
+        Some(counter(12, "memfds[*].extents", MAX_MEMFD_EXTENTS)),
+    ),
+)];
 const FD: &[Field] = &[
     (4, Child::Message(OPEN_FILE, None)),
     (5, Child::Message(OPEN_FILE, None)),
@@ -53,6 +68,10 @@ const FD: &[Field] = &[
     (7, Child::Message(FILE_REF, None)),
     (8, Child::Message(LEAF, None)),
     (9, Child::Message(EPOLL, None)),
+    (20, Child::Message(LEAF, None)),
+    (22, Child::Message(LEAF, None)),
+    (23, Child::Message(INOTIFY, None)),
+    (24, Child::Message(LEAF, None)),
 ];
 const VMA: &[Field] = &[
     (7, Child::Message(FILE_REF, None)),
@@ -106,9 +125,13 @@ const PROCESS: &[Field] = &[
         15,
         Child::Message(THREAD, Some(counter(10, "threads", MAX_THREADS))),
     ),
+    (
+        100,
+        Child::Message(MEMFD, Some(counter(11, "memfds", MAX_MEMFDS))),
+    ),
 ];
 const MANIFEST: &[Field] = &[(1, Child::Message(PROCESS, None))];
-const SLOTS: usize = 11;
+const SLOTS: usize = 14;
 
 /// What the pass found.
 #[derive(Debug)]

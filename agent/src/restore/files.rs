@@ -2,6 +2,7 @@
 //! inside the task at their numbers, with offsets and flags.
 
 use super::RestoreError;
+use super::fdkinds::{self, Memfds};
 use super::inject::Injector;
 use crate::dump::identity_of;
 use crate::state::{EpollTarget, FdKind, FileRef, ProcessState, VmaKind};
@@ -15,6 +16,8 @@ enum Action {
     Open { path: String, flags: u32, pos: Option<u64> },
     /// A fresh epoll instance with this interest list.
     Epoll(Vec<EpollTarget>),
+    /// An eventfd, signalfd, timerfd or inotify instance, made by injected calls.
+    Injected { flags: u32, kind: FdKind },
 }
 
 /// The descriptors to create, in order, plus warnings for the user.
@@ -22,6 +25,8 @@ enum Action {
 pub struct FdPlan {
     fds: Vec<(i32, bool, Action)>,
     inherit_stdio: bool,
+    /// The memfds, made by the restorer for the task's descriptors and mappings.
+    pub memfds: Memfds,
 }
 
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
@@ -104,11 +109,32 @@ pub fn plan(state: &ProcessState, inherit_stdio: bool, warnings: &mut Vec<String
                     None => devnull(format!("pipe:[{ino}] has no other end left"), warnings),
                 },
                 FdKind::Epoll { targets } => Action::Epoll(targets.clone()),
+                FdKind::Inotify { watches } => {
+                    for w in watches {
+                        changed(format!("fd {}: inotify watch {}", f.fd, w.wd), &w.file)?;
+                    }
+                    Action::Injected { flags: f.flags, kind: f.kind.clone() }
+                }
+                FdKind::Eventfd { .. } | FdKind::Signalfd { .. } | FdKind::Timerfd(_) => {
+                    Action::Injected { flags: f.flags, kind: f.kind.clone() }
+                }
+                // Replaced below, once the memfds exist.
+                FdKind::Memfd { .. } => Action::Inherit,
             }
         };
         fds.push((f.fd, f.cloexec, action));
     }
-    Ok(FdPlan { fds, inherit_stdio })
+    // Only now that every check has passed is anything created.
+    let memfds = Memfds::create(state)?;
+    for ((_, _, action), f) in fds.iter_mut().zip(&state.fds) {
+        if let FdKind::Memfd { ino, pos } = f.kind
+            && !(inherit_stdio && f.fd <= 2)
+        {
+            let path = memfds.path(ino).ok_or_else(|| RestoreError::Layout(format!("fd {}: memfd inode {ino} is not in the image", f.fd)))?;
+            *action = Action::Open { path, flags: f.flags, pos: Some(pos) };
+        }
+    }
+    Ok(FdPlan { fds, inherit_stdio, memfds })
 }
 
 /// Recreates the descriptors inside the task. The task starts with a copy of the restorer's
@@ -141,6 +167,7 @@ pub fn restore(inj: &Injector<'_>, plan: &FdPlan, state: &ProcessState, warnings
                     .map_err(err(format!("open {path}")))?
             }
             Action::Epoll(_) => inj.call("epoll_create1", libc::SYS_epoll_create1, [0, 0, 0, 0, 0, 0]).map_err(err("epoll_create1".into()))?,
+            Action::Injected { flags, kind } => fdkinds::create(inj, fd, *flags, kind)?,
         };
         if tmp != fd as u64 {
             let flags = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };

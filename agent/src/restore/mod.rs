@@ -4,6 +4,7 @@
 //! Any failure kills the half-built task (and the PID namespace made for it): the image and
 //! everything else stay as they were.
 
+mod fdkinds;
 mod files;
 mod inject;
 mod mm;
@@ -90,6 +91,17 @@ pub enum RestoreError {
         #[source]
         source: Box<RestoreError>,
     },
+    /// Making a memfd in the restorer failed.
+    #[error("memfd {name:?}: {step}")]
+    Memfd {
+        /// Its name.
+        name: String,
+        /// Which step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Setting a resource limit failed.
     #[error("set resource limit {resource}")]
     Rlimit {
@@ -137,7 +149,7 @@ pub fn restore<R: Read + Send>(mut reader: ImageReader<R>, opts: RestoreOptions)
     }
     let t0 = std::time::Instant::now();
     mm::wipe_and_place_vdso(&inj, &maps, &state.mm)?;
-    mm::map_vmas(&inj, &state.mm)?;
+    mm::map_vmas(&inj, &state.mm, &fd_plan.memfds)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
@@ -146,6 +158,8 @@ pub fn restore<R: Read + Send>(mut reader: ImageReader<R>, opts: RestoreOptions)
     mm::set_mm(&inj, &state)?;
 
     files::restore(&inj, &fd_plan, &state, &mut warnings)?;
+    // Seals after the mappings and descriptors: they may forbid what those needed.
+    fd_plan.memfds.seal(&state)?;
     restore_process_attrs(&inj, &state)?;
     restore_thread_attrs(&inj, &state, thread)?;
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
