@@ -7,13 +7,14 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_INOTIFY_WATCHES, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS,
-    ManifestError, ManifestProblem, RLIM_NLIMITS, validate,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_INOTIFY_WATCHES, MAX_MEMFD_EXTENTS, MAX_MEMFDS,
+    MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem,
+    RLIM_NLIMITS, validate,
 };
 use crate::state::{
     CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, InotifyWatch, MemfdExtent,
-    MemfdState, MmState, PageRun, ProcessState, TimerfdState, Regs, RlimitState, RseqState, SigactionState, SigaltstackState, SiginfoState,
-    SignalsState, ThreadState, VmaKind, VmaState,
+    MemfdState, MmState, PageRun, ProcessState, Regs, RlimitState, RseqState, SigactionState,
+    SigaltstackState, SiginfoState, SignalsState, ThreadState, TimerfdState, VmaKind, VmaState,
 };
 
 use super::validate::{cap_count, err};

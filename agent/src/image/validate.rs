@@ -7,8 +7,8 @@
 use std::fmt;
 
 use crate::state::{
-    CredsState, FdKind, FdState, MemfdState, MmState, PAGE_SIZE, ProcessState, RlimitState, SiginfoState,
-    SignalsState, VmaKind, VmaState, prot,
+    CredsState, FdKind, FdState, MemfdState, MmState, PAGE_SIZE, ProcessState, RlimitState,
+    SiginfoState, SignalsState, VmaKind, VmaState, prot,
 };
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).

@@ -6,8 +6,8 @@
 
 use super::validate::{
     MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_INOTIFY_WATCHES, MAX_MEMFD_EXTENTS,
-    MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
+    MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem,
+    RLIM_NLIMITS,
 };
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.
