@@ -170,6 +170,14 @@ fn timerfd_keeps_its_schedule() {
     v.assert_ticks_continuous();
 }
 
+/// Same watch descriptors, masks and inodes (file handles aside).
+fn watch_lines(pid: i32, fd: &str) -> Vec<String> {
+    fdinfo(pid, fd, &["flags", "inotify"])
+        .into_iter()
+        .map(|l| l.split(" fhandle").next().unwrap_or_default().to_owned())
+        .collect()
+}
+
 #[test]
 fn inotify_watches_survive() {
     let Some(ctx) = setup("fdkinds-inotify") else {
@@ -182,21 +190,11 @@ fn inotify_watches_survive() {
         l.starts_with("event wd=1 mask=100 name=before")
     });
     let in_fd = field(&fds, "in").unwrap();
-    let before = fdinfo(v.pid, in_fd, &["flags", "inotify"]);
+    let before = watch_lines(v.pid, in_fd);
     let img = image_path(&ctx, "inotify");
     v.dump(&ctx, &img, &[]);
     v.restore(&ctx, &img, &[]);
-    // Same watch descriptors, masks and inodes.
-    let strip = |lines: Vec<String>| -> Vec<String> {
-        lines
-            .into_iter()
-            .map(|l| l.split(" fhandle").next().unwrap_or_default().to_owned())
-            .collect()
-    };
-    assert_eq!(
-        strip(before),
-        strip(fdinfo(v.pid, in_fd, &["flags", "inotify"]))
-    );
+    assert_eq!(before, watch_lines(v.pid, in_fd));
     fs::write(v.state.join("watched/after"), b"x").unwrap();
     v.wait_status("the create event after the restore", |l| {
         l.starts_with("event wd=1 mask=100 name=after")
@@ -244,8 +242,34 @@ fn inotify_with_unread_events_is_refused() {
 }
 
 #[test]
-fn inotify_with_a_removed_watch_is_refused() {
-    inotify_refused("gap", "after a removed watch");
+fn inotify_keeps_watch_descriptors_after_a_removed_watch() {
+    let Some(ctx) = setup("fdkinds-inotify-gap") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_inotify", &["gap"]);
+    let in_fd = field(&fds_line(&v), "in").unwrap().to_owned();
+    let before = watch_lines(v.pid, &in_fd);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let first = v.check();
+    let img = image_path(&ctx, "inotify-gap");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    // Watches 1 and 3, and no placeholder left behind.
+    assert_eq!(before, watch_lines(v.pid, &in_fd));
+    fs::write(v.state.join("watched-file"), b"not watched any more").unwrap();
+    fs::write(v.state.join("other/new"), b"x").unwrap();
+    v.wait_status("the event of watch 3", |l| {
+        l.starts_with("event wd=3 mask=100 name=new")
+    });
+    fs::write(v.state.join("watched/new"), b"x").unwrap();
+    v.wait_status("the event of watch 1", |l| {
+        l.starts_with("event wd=1 mask=100 name=new")
+    });
+    let ok = v.check();
+    // Exactly those two events since the first check: no IN_IGNORED of a placeholder, nothing
+    // from the removed watch.
+    assert_eq!(num(&ok, "events"), num(&first, "events") + 2, "{ok}");
+    v.assert_ticks_continuous();
 }
 
 #[test]

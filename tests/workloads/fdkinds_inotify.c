@@ -1,9 +1,10 @@
 /* inotify: watches on STATE/watched (a directory) and STATE/watched-file; every event read is
  * reported as "event wd=W mask=M name=N". Each check reports:
  *   ok checks=N events=K
- * Modes (second argument), for refusals:
- *   unread   events are never read (the queue is not empty at the dump)
- *   gap      a third watch is added and the second removed: watch descriptors 1 and 3
+ * Modes (second argument):
+ *   unread   events are never read (the queue is not empty at the dump: refused)
+ *   gap      a third watch (on STATE/other) is added and the second removed: watch
+ *            descriptors 1 and 3
  */
 #include "common.h"
 

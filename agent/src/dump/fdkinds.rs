@@ -12,7 +12,7 @@ use nix::unistd::{Pid, Whence, lseek};
 
 use super::DumpError;
 use super::mm::identity_of;
-use crate::image::MAX_MEMFD_BYTES;
+use crate::image::{MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES};
 use crate::state::{
     FdKind, FdState, FileRef, InotifyWatch, MemfdExtent, MemfdState, TimerfdState, VmaKind,
     VmaState,
@@ -183,15 +183,13 @@ fn inotify(pid: Pid, fd: i32, info: &str) -> Result<FdKind, DumpError> {
     let lines = parse_inotify(info).ok_or_else(|| bad(fd, "inotify"))?;
     let mut watches = Vec::with_capacity(lines.len());
     for (i, w) in lines.iter().enumerate() {
-        // Watch descriptors are handed out in increasing order: a restore adding the watches
-        // again gets 1, 2, 3, …; a removed watch would shift the later numbers.
-        if w.wd != i as i32 + 1 {
+        // A restore fills each gap left by a removed watch with a placeholder watch.
+        if w.wd as usize > i + 1 + MAX_INOTIFY_GAPS {
             return Err(unsupported(
                 fd,
                 format!(
-                    "inotify watch descriptor {} after a removed watch (only 1..{} can be kept)",
-                    w.wd,
-                    lines.len()
+                    "inotify watch descriptor {} after more than {MAX_INOTIFY_GAPS} removed watches",
+                    w.wd
                 ),
             ));
         }

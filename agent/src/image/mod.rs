@@ -85,7 +85,9 @@ use serde::Serialize;
 pub use self::codec::ParseCodecError;
 pub use self::pages::PageBlock;
 pub use self::reader::{ImageReader, ImageSummary};
-pub use self::validate::{MAX_MEMFD_BYTES, ManifestError, ManifestProblem, validate};
+pub use self::validate::{
+    MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES, ManifestError, ManifestProblem, validate,
+};
 pub use self::writer::ImageWriter;
 use crate::state::PAGE_SIZE;
 #[cfg(doc)]

@@ -41,6 +41,9 @@ pub const MAX_MEMFD_NAME: usize = 249;
 pub const MEMFD_SEALS: u32 = 0x3f;
 /// Most inotify watches accepted per instance.
 pub const MAX_INOTIFY_WATCHES: usize = 1 << 20;
+/// Most removed watches before the last inotify watch descriptor (each becomes a placeholder
+/// watch at restore).
+pub const MAX_INOTIFY_GAPS: usize = 4096;
 /// Largest eventfd counter (`ULLONG_MAX - 1`).
 pub const MAX_EVENTFD_COUNT: u64 = u64::MAX - 1;
 /// Clocks a timerfd may use: `CLOCK_REALTIME`, `CLOCK_MONOTONIC`, `CLOCK_BOOTTIME`,
@@ -739,6 +742,8 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                         ));
                     }
                     prev = w.wd;
+                    let most = (j + 1 + MAX_INOTIFY_GAPS) as i32;
+                    check_range(format!("{field}[{j}].wd"), w.wd, 1, most)?;
                     check_path(&format!("{field}[{j}].file.path"), &w.file.path)?;
                 }
             }

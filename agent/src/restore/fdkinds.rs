@@ -10,7 +10,8 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 
 use super::RestoreError;
 use super::inject::Injector;
-use crate::state::{FdKind, ProcessState, TimerfdState};
+use crate::image::MAX_INOTIFY_GAPS;
+use crate::state::{FdKind, InotifyWatch, ProcessState, TimerfdState};
 
 /// `_IOW('T', 0, u64)`: sets the expirations a timerfd reports (needs `CONFIG_CHECKPOINT_RESTORE`).
 const TFD_IOC_SET_TICKS: u64 = 0x4008_5400;
@@ -147,24 +148,7 @@ pub fn create(inj: &Injector<'_>, fd: i32, flags: u32, kind: &FdKind) -> Result<
                     [nonblock, 0, 0, 0, 0, 0],
                 )
                 .map_err(err("inotify_init1".into()))?;
-            for w in watches {
-                let path = inj.put_path(&w.file.path)?;
-                // The path names the very inode that was watched: never follow a symlink.
-                let mask = u64::from(w.mask | libc::IN_DONT_FOLLOW);
-                let wd = inj
-                    .call(
-                        "inotify_add_watch",
-                        libc::SYS_inotify_add_watch,
-                        [new, path, mask, 0, 0, 0],
-                    )
-                    .map_err(err(format!("watch {}", w.file.path)))?;
-                if wd != w.wd as u64 {
-                    return Err(RestoreError::Layout(format!(
-                        "fd {fd}: inotify watch on {} got descriptor {wd}, not {}",
-                        w.file.path, w.wd
-                    )));
-                }
-            }
+            inotify_watches(inj, fd, new, watches)?;
             Ok(new)
         }
         _ => Err(RestoreError::Layout(format!(
@@ -202,4 +186,119 @@ fn timerfd(inj: &Injector<'_>, t: &TimerfdState, nonblock: u64) -> Result<u64, R
         )?;
     }
     Ok(new)
+}
+
+/// Adds the watches so that each gets its old descriptor. Descriptors are handed out
+/// increasing from 1 and never reused, so a watch removed before the dump left a gap. Every
+/// number up to the last is taken in order, gaps by placeholder watches on files of a
+/// temporary directory; no watch asks for events yet, so removing the placeholders queues
+/// exactly one `IN_IGNORED` event (16 bytes) each, which are read away. Only then do the real
+/// watches get their masks (adding a watch on the same inode again keeps its descriptor).
+fn inotify_watches(
+    inj: &Injector<'_>,
+    fd: i32,
+    ifd: u64,
+    watches: &[InotifyWatch],
+) -> Result<(), RestoreError> {
+    let last = watches.last().map_or(0, |w| w.wd);
+    let gaps = (last as usize).saturating_sub(watches.len());
+    if gaps > MAX_INOTIFY_GAPS {
+        return Err(RestoreError::Layout(format!(
+            "fd {fd}: {gaps} removed inotify watches to fill"
+        )));
+    }
+    let dir = Placeholders::new(gaps)?;
+    let add = |path: &str, mask: u32, want: i32| -> Result<(), RestoreError> {
+        let addr = inj.put_path(path)?;
+        // The path names the very inode that was watched: never follow a symlink.
+        let mask = u64::from(mask | libc::IN_DONT_FOLLOW);
+        let wd = inj
+            .call(
+                "inotify_add_watch",
+                libc::SYS_inotify_add_watch,
+                [ifd, addr, mask, 0, 0, 0],
+            )
+            .map_err(|e| RestoreError::Fd {
+                fd,
+                what: format!("inotify watch {want} on {path}"),
+                source: Box::new(e.into()),
+            })?;
+        if wd != want as u64 {
+            return Err(RestoreError::Layout(format!(
+                "fd {fd}: the inotify watch on {path} got descriptor {wd}, not {want}"
+            )));
+        }
+        Ok(())
+    };
+    let mut real = watches.iter().peekable();
+    let mut placeholders = Vec::with_capacity(gaps);
+    for wd in 1..=last {
+        match real.next_if(|w| w.wd == wd) {
+            Some(w) => add(&w.file.path, 0, wd)?,
+            None => {
+                add(&dir.file(wd)?, 0, wd)?;
+                placeholders.push(wd);
+            }
+        }
+    }
+    for wd in &placeholders {
+        inj.call(
+            "inotify_rm_watch",
+            libc::SYS_inotify_rm_watch,
+            [ifd, *wd as u64, 0, 0, 0, 0],
+        )?;
+    }
+    let mut left = placeholders.len() as u64 * 16;
+    while left > 0 {
+        // Scratch memory of the injection area, from offset 4096.
+        let n = inj.call(
+            "read",
+            libc::SYS_read,
+            [ifd, inj.area + 4096, left.min(32 << 10), 0, 0, 0],
+        )?;
+        if n == 0 {
+            return Err(RestoreError::Layout(format!(
+                "fd {fd}: the placeholder watches left no events to read"
+            )));
+        }
+        left = left.saturating_sub(n);
+    }
+    for w in watches {
+        add(&w.file.path, w.mask, w.wd)?;
+    }
+    Ok(())
+}
+
+/// A temporary directory of empty files, one per placeholder watch, removed on drop.
+struct Placeholders(Option<std::path::PathBuf>);
+
+impl Placeholders {
+    fn new(count: usize) -> Result<Self, RestoreError> {
+        if count == 0 {
+            return Ok(Self(None));
+        }
+        let dir = std::env::temp_dir().join(format!(".ferry-inotify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RestoreError::FileChanged(format!("create {}: {e}", dir.display())))?;
+        Ok(Self(Some(dir)))
+    }
+
+    fn file(&self, wd: i32) -> Result<String, RestoreError> {
+        let dir = self
+            .0
+            .as_ref()
+            .ok_or_else(|| RestoreError::Layout("no placeholder directory".into()))?;
+        let path = dir.join(wd.to_string());
+        File::create(&path)
+            .map_err(|e| RestoreError::FileChanged(format!("create {}: {e}", path.display())))?;
+        Ok(path.to_string_lossy().into_owned())
+    }
+}
+
+impl Drop for Placeholders {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
