@@ -173,7 +173,12 @@ pub fn parse_inotify(info: &str) -> Option<Vec<WatchLine>> {
 
 fn inotify(pid: Pid, fd: i32, info: &str) -> Result<FdKind, DumpError> {
     // Queued events cannot be put back into a new instance.
-    let queued = sys::fionread(steal(pid, fd)?.as_fd()).unwrap_or(0);
+    let queued = sys::fionread(steal(pid, fd)?.as_fd()).map_err(|e| {
+        unsupported(
+            fd,
+            format!("an inotify instance whose queue cannot be read ({e})"),
+        )
+    })?;
     if queued > 0 {
         return Err(unsupported(
             fd,
