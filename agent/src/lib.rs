@@ -3,10 +3,10 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dump;
 pub mod image;
-pub mod state;
-pub mod sys;
 pub mod proc;
 pub mod ptrace;
-pub mod dump;
 pub mod restore;
+pub mod state;
+pub mod sys;

@@ -26,7 +26,10 @@ pub enum ProcError {
 }
 
 fn bad(file: &'static str, what: impl Into<String>) -> ProcError {
-    ProcError::Parse { file, what: what.into() }
+    ProcError::Parse {
+        file,
+        what: what.into(),
+    }
 }
 
 /// Reads `/proc/PID/NAME` as text.
@@ -66,7 +69,11 @@ pub fn parse_maps(text: &str) -> Result<Vec<MapsEntry>, ProcError> {
             let end = t.find(' ').unwrap_or(t.len());
             let (tok, r) = t.split_at(end);
             rest = r;
-            if tok.is_empty() { Err(bad("maps", format!("short line {line:?}"))) } else { Ok(tok) }
+            if tok.is_empty() {
+                Err(bad("maps", format!("short line {line:?}")))
+            } else {
+                Ok(tok)
+            }
         };
         let range = next()?;
         let perms = next()?;
@@ -74,18 +81,30 @@ pub fn parse_maps(text: &str) -> Result<Vec<MapsEntry>, ProcError> {
         let dev = next()?;
         let inode = next()?;
         let name = rest.trim_start_matches(' ').to_string();
-        let (s, e) = range.split_once('-').ok_or_else(|| bad("maps", format!("range {range:?}")))?;
-        let hex = |v: &str| u64::from_str_radix(v, 16).map_err(|_| bad("maps", format!("number {v:?}")));
+        let (s, e) = range
+            .split_once('-')
+            .ok_or_else(|| bad("maps", format!("range {range:?}")))?;
+        let hex =
+            |v: &str| u64::from_str_radix(v, 16).map_err(|_| bad("maps", format!("number {v:?}")));
         let p = perms.as_bytes();
         if p.len() != 4 {
             return Err(bad("maps", format!("perms {perms:?}")));
         }
         let mut prot = 0;
-        if p[0] == b'r' { prot |= crate::state::prot::READ }
-        if p[1] == b'w' { prot |= crate::state::prot::WRITE }
-        if p[2] == b'x' { prot |= crate::state::prot::EXEC }
-        let (maj, min) = dev.split_once(':').ok_or_else(|| bad("maps", format!("dev {dev:?}")))?;
-        let dev_num = |v: &str| u32::from_str_radix(v, 16).map_err(|_| bad("maps", format!("dev {v:?}")));
+        if p[0] == b'r' {
+            prot |= crate::state::prot::READ
+        }
+        if p[1] == b'w' {
+            prot |= crate::state::prot::WRITE
+        }
+        if p[2] == b'x' {
+            prot |= crate::state::prot::EXEC
+        }
+        let (maj, min) = dev
+            .split_once(':')
+            .ok_or_else(|| bad("maps", format!("dev {dev:?}")))?;
+        let dev_num =
+            |v: &str| u32::from_str_radix(v, 16).map_err(|_| bad("maps", format!("dev {v:?}")));
         out.push(MapsEntry {
             start: hex(s)?,
             end: hex(e)?,
@@ -93,7 +112,9 @@ pub fn parse_maps(text: &str) -> Result<Vec<MapsEntry>, ProcError> {
             shared: p[3] == b's',
             offset: hex(offset)?,
             dev: (dev_num(maj)?, dev_num(min)?),
-            inode: inode.parse().map_err(|_| bad("maps", format!("inode {inode:?}")))?,
+            inode: inode
+                .parse()
+                .map_err(|_| bad("maps", format!("inode {inode:?}")))?,
             name,
         });
     }
@@ -107,7 +128,10 @@ pub fn parse_smaps_vmflags(text: &str) -> Vec<(u64, Vec<String>)> {
     for line in text.lines() {
         if let Some(flags) = line.strip_prefix("VmFlags:") {
             if let Some(start) = current.take() {
-                out.push((start, flags.split_whitespace().map(str::to_string).collect()));
+                out.push((
+                    start,
+                    flags.split_whitespace().map(str::to_string).collect(),
+                ));
             }
         } else if let Some((first, _)) = line.split_once(' ')
             && !first.ends_with(':')
@@ -153,7 +177,10 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
             .ok_or_else(|| bad("stat", format!("field {n}")))
     };
     Ok(Stat {
-        state: f.first().and_then(|s| s.chars().next()).ok_or_else(|| bad("stat", "state"))?,
+        state: f
+            .first()
+            .and_then(|s| s.chars().next())
+            .ok_or_else(|| bad("stat", "state"))?,
         ppid: field(4)? as i32,
         pgrp: field(5)? as i32,
         session: field(6)? as i32,
@@ -190,17 +217,26 @@ pub fn parse_status(text: &str) -> Result<Status, ProcError> {
     let mut st = Status::default();
     let nums = |v: &str| -> Result<Vec<u32>, ProcError> {
         v.split_whitespace()
-            .map(|x| x.parse().map_err(|_| bad("status", format!("number {x:?}"))))
+            .map(|x| {
+                x.parse()
+                    .map_err(|_| bad("status", format!("number {x:?}")))
+            })
             .collect()
     };
     let four = |v: &str| -> Result<[u32; 4], ProcError> {
-        nums(v)?.try_into().map_err(|_| bad("status", "expected four ids"))
+        nums(v)?
+            .try_into()
+            .map_err(|_| bad("status", "expected four ids"))
     };
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         match key {
-            "Umask" => st.umask = u32::from_str_radix(value, 8).map_err(|_| bad("status", "Umask"))?,
+            "Umask" => {
+                st.umask = u32::from_str_radix(value, 8).map_err(|_| bad("status", "Umask"))?
+            }
             "Threads" => st.threads = value.parse().map_err(|_| bad("status", "Threads"))?,
             "Uid" => st.uids = four(value)?,
             "Gid" => st.gids = four(value)?,
@@ -237,7 +273,9 @@ pub fn parse_limits(text: &str) -> Result<Vec<(u64, u64)>, ProcError> {
         .skip(1)
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
-            let rest = line.get(26..).ok_or_else(|| bad("limits", format!("short line {line:?}")))?;
+            let rest = line
+                .get(26..)
+                .ok_or_else(|| bad("limits", format!("short line {line:?}")))?;
             let mut cols = rest.split_whitespace();
             Ok((value(cols.next())?, value(cols.next())?))
         })
@@ -266,15 +304,23 @@ pub fn parse_fdinfo(text: &str) -> Result<FdInfo, ProcError> {
         } else if let Some(v) = line.strip_prefix("tfd:") {
             // "tfd:        5 events:       19 data:                5  pos:0 ino:.. sdev:.."
             let toks: Vec<&str> = v.split_whitespace().collect();
-            let get = |key: &str| toks.iter().position(|t| *t == key).and_then(|i| toks.get(i + 1));
-            let fd = toks.first().and_then(|t| t.parse().ok()).ok_or_else(|| bad("fdinfo", "tfd"))?;
+            let get = |key: &str| {
+                toks.iter()
+                    .position(|t| *t == key)
+                    .and_then(|i| toks.get(i + 1))
+            };
+            let fd = toks
+                .first()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| bad("fdinfo", "tfd"))?;
             let events = get("events:")
                 .and_then(|t| u32::from_str_radix(t, 16).ok())
                 .ok_or_else(|| bad("fdinfo", "events"))?;
             let data = get("data:")
                 .and_then(|t| u64::from_str_radix(t, 16).ok())
                 .ok_or_else(|| bad("fdinfo", "data"))?;
-            info.epoll.push(crate::state::EpollTarget { fd, events, data });
+            info.epoll
+                .push(crate::state::EpollTarget { fd, events, data });
         }
     }
     Ok(info)
@@ -339,7 +385,14 @@ mod tests {
     fn fdinfo_epoll() {
         let i = parse_fdinfo("pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\ntfd:        5 events:       19 data:                7  pos:0 ino:3 sdev:d\n").unwrap();
         assert_eq!(i.flags, 0o2000002);
-        assert_eq!(i.epoll, vec![crate::state::EpollTarget { fd: 5, events: 0x19, data: 7 }]);
+        assert_eq!(
+            i.epoll,
+            vec![crate::state::EpollTarget {
+                fd: 5,
+                events: 0x19,
+                data: 7
+            }]
+        );
     }
 
     #[test]

@@ -91,7 +91,11 @@ pub enum Entry {
 impl Tracee {
     /// `PTRACE_SEIZE` with `options`, then opens `/proc/PID/mem`.
     pub fn seize(pid: Pid, options: ptrace::Options) -> Result<Self, PtraceError> {
-        ptrace::seize(pid, options).map_err(|source| PtraceError::Request { op: "seize", pid: pid.as_raw(), source })?;
+        ptrace::seize(pid, options).map_err(|source| PtraceError::Request {
+            op: "seize",
+            pid: pid.as_raw(),
+            source,
+        })?;
         let mem = File::options()
             .read(true)
             .write(true)
@@ -110,7 +114,11 @@ impl Tracee {
     }
 
     fn req(&self, op: &'static str) -> impl FnOnce(Errno) -> PtraceError + '_ {
-        move |source| PtraceError::Request { op, pid: self.pid.as_raw(), source }
+        move |source| PtraceError::Request {
+            op,
+            pid: self.pid.as_raw(),
+            source,
+        }
     }
 
     /// Waits for the next stop of this task.
@@ -118,12 +126,24 @@ impl Tracee {
         loop {
             match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
                 Err(Errno::EINTR) => continue,
-                Err(source) => return Err(PtraceError::Request { op: "wait", pid: self.pid.as_raw(), source }),
+                Err(source) => {
+                    return Err(PtraceError::Request {
+                        op: "wait",
+                        pid: self.pid.as_raw(),
+                        source,
+                    });
+                }
                 Ok(WaitStatus::Exited(_, code)) => {
-                    return Err(PtraceError::Gone { pid: self.pid.as_raw(), how: format!("exited with status {code}") });
+                    return Err(PtraceError::Gone {
+                        pid: self.pid.as_raw(),
+                        how: format!("exited with status {code}"),
+                    });
                 }
                 Ok(WaitStatus::Signaled(_, sig, _)) => {
-                    return Err(PtraceError::Gone { pid: self.pid.as_raw(), how: format!("killed by {sig}") });
+                    return Err(PtraceError::Gone {
+                        pid: self.pid.as_raw(),
+                        how: format!("killed by {sig}"),
+                    });
                 }
                 Ok(status) => return Ok(status),
             }
@@ -141,7 +161,10 @@ impl Tracee {
                     ptrace::cont(self.pid, sig).map_err(self.req("cont"))?;
                 }
                 other => {
-                    return Err(PtraceError::Unexpected { pid: self.pid.as_raw(), status: format!("{other:?}") });
+                    return Err(PtraceError::Unexpected {
+                        pid: self.pid.as_raw(),
+                        status: format!("{other:?}"),
+                    });
                 }
             }
         }
@@ -178,7 +201,10 @@ impl Tracee {
     }
 
     /// Queued signals (private or shared queue).
-    pub fn pending(&self, shared: bool) -> Result<Vec<[u8; sys::ptrace::SIGINFO_SIZE]>, PtraceError> {
+    pub fn pending(
+        &self,
+        shared: bool,
+    ) -> Result<Vec<[u8; sys::ptrace::SIGINFO_SIZE]>, PtraceError> {
         sys::ptrace::peek_siginfo(self.pid, shared).map_err(self.req("peeksiginfo"))
     }
 
@@ -189,29 +215,37 @@ impl Tracee {
 
     /// Reads memory through `/proc/PID/mem` (works on pages the task cannot read itself).
     pub fn read_mem(&self, addr: u64, buf: &mut [u8]) -> Result<(), PtraceError> {
-        self.mem.read_exact_at(buf, addr).map_err(|source| PtraceError::Memory {
-            op: "read",
-            pid: self.pid.as_raw(),
-            addr,
-            len: buf.len(),
-            source,
-        })
+        self.mem
+            .read_exact_at(buf, addr)
+            .map_err(|source| PtraceError::Memory {
+                op: "read",
+                pid: self.pid.as_raw(),
+                addr,
+                len: buf.len(),
+                source,
+            })
     }
 
     /// Writes memory through `/proc/PID/mem` (works on read-only pages).
     pub fn write_mem(&self, addr: u64, data: &[u8]) -> Result<(), PtraceError> {
-        self.mem.write_all_at(data, addr).map_err(|source| PtraceError::Memory {
-            op: "write",
-            pid: self.pid.as_raw(),
-            addr,
-            len: data.len(),
-            source,
-        })
+        self.mem
+            .write_all_at(data, addr)
+            .map_err(|source| PtraceError::Memory {
+                op: "write",
+                pid: self.pid.as_raw(),
+                addr,
+                len: data.len(),
+                source,
+            })
     }
 
     /// Detaches, delivering `sig` if given.
     pub fn detach(&self, sig: Option<Signal>) -> Result<(), PtraceError> {
-        ptrace::detach(self.pid, sig).map_err(|source| PtraceError::Request { op: "detach", pid: self.pid.as_raw(), source })
+        ptrace::detach(self.pid, sig).map_err(|source| PtraceError::Request {
+            op: "detach",
+            pid: self.pid.as_raw(),
+            source,
+        })
     }
 
     /// Runs one system call inside the task and returns its raw result (`rax`). The task must
@@ -260,7 +294,10 @@ impl Tracee {
                     .map_err(self.req("resume"))?;
                 }
                 other => {
-                    return Err(PtraceError::Unexpected { pid: self.pid.as_raw(), status: format!("{other:?}") });
+                    return Err(PtraceError::Unexpected {
+                        pid: self.pid.as_raw(),
+                        status: format!("{other:?}"),
+                    });
                 }
             }
         }
@@ -285,7 +322,11 @@ impl Tracee {
     ) -> Result<u64, PtraceError> {
         let r = self.inject_raw(entry, template, nr, args)?;
         if (-4095..0).contains(&r) {
-            return Err(PtraceError::Syscall { call, pid: self.pid.as_raw(), source: Errno::from_raw(-r as i32) });
+            return Err(PtraceError::Syscall {
+                call,
+                pid: self.pid.as_raw(),
+                source: Errno::from_raw(-r as i32),
+            });
         }
         Ok(r as u64)
     }
@@ -311,13 +352,20 @@ impl Tracee {
             match self.wait()? {
                 WaitStatus::PtraceSyscall(_) => {}
                 other => {
-                    return Err(PtraceError::Unexpected { pid: self.pid.as_raw(), status: format!("{other:?}") });
+                    return Err(PtraceError::Unexpected {
+                        pid: self.pid.as_raw(),
+                        status: format!("{other:?}"),
+                    });
                 }
             }
         }
         let r = self.regs()?.rax as i64;
         if r != 0 {
-            return Err(PtraceError::Syscall { call: "munmap", pid: self.pid.as_raw(), source: Errno::from_raw(-r as i32) });
+            return Err(PtraceError::Syscall {
+                call: "munmap",
+                pid: self.pid.as_raw(),
+                source: Errno::from_raw(-r as i32),
+            });
         }
         Ok(())
     }

@@ -28,8 +28,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "none" => Codec::None,
         _ => Codec::Zstd,
     };
-    let summary = dump(Pid::from_raw(args.pid), &args.output, DumpOptions { leave_running: args.leave_running, codec })
-        .with_context(|| format!("dump pid {}", args.pid))?;
+    let summary = dump(
+        Pid::from_raw(args.pid),
+        &args.output,
+        DumpOptions {
+            leave_running: args.leave_running,
+            codec,
+        },
+    )
+    .with_context(|| format!("dump pid {}", args.pid))?;
     for w in &summary.warnings {
         eprintln!("ferry: warning: {w}");
     }
@@ -43,7 +50,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         s.image_bytes as f64 / (1 << 20) as f64,
         args.output.display(),
         summary.frozen.as_millis(),
-        if args.leave_running { ", left running" } else { "" }
+        if args.leave_running {
+            ", left running"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -25,7 +25,8 @@ pub enum Command {
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     let Command::Inspect { image, json } = cmd;
     let file = File::open(&image).with_context(|| format!("open {}", image.display()))?;
-    let summary = inspect(BufReader::with_capacity(1 << 20, file)).with_context(|| format!("inspect {}", image.display()))?;
+    let summary = inspect(BufReader::with_capacity(1 << 20, file))
+        .with_context(|| format!("inspect {}", image.display()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -46,12 +47,31 @@ fn mib(bytes: u64) -> String {
 fn render(s: &ImageSummary) -> String {
     let p = &s.process;
     let mut o = String::new();
-    let _ = writeln!(o, "image       version {} ({}), {} in all", s.version, s.arch, mib(s.image_bytes));
-    let _ = writeln!(o, "process     pid {} ({}), parent {}, group {}, session {}", p.pid, p.comm, p.ppid, p.pgid, p.sid);
+    let _ = writeln!(
+        o,
+        "image       version {} ({}), {} in all",
+        s.version,
+        s.arch,
+        mib(s.image_bytes)
+    );
+    let _ = writeln!(
+        o,
+        "process     pid {} ({}), parent {}, group {}, session {}",
+        p.pid, p.comm, p.ppid, p.pgid, p.sid
+    );
     let _ = writeln!(o, "executable  {}", p.exe.path);
     let _ = writeln!(o, "cwd         {}  umask {:03o}", p.cwd, p.umask);
-    let _ = writeln!(o, "credentials uid {:?} gid {:?} groups {:?}", p.creds.uids, p.creds.gids, p.creds.groups);
-    let _ = writeln!(o, "memory      {} pages stored ({})", s.pages, mib(s.raw_bytes));
+    let _ = writeln!(
+        o,
+        "credentials uid {:?} gid {:?} groups {:?}",
+        p.creds.uids, p.creds.gids, p.creds.groups
+    );
+    let _ = writeln!(
+        o,
+        "memory      {} pages stored ({})",
+        s.pages,
+        mib(s.raw_bytes)
+    );
 
     let _ = writeln!(o, "\nVMAs ({}):", p.mm.vmas.len());
     for v in &p.mm.vmas {
@@ -97,36 +117,99 @@ fn render(s: &ImageSummary) -> String {
                 format!("epoll watching fds {}", fds.join(", "))
             }
             FdKind::Eventfd { count, semaphore } => {
-                format!("eventfd count {count}{}", if *semaphore { " semaphore" } else { "" })
+                format!(
+                    "eventfd count {count}{}",
+                    if *semaphore { " semaphore" } else { "" }
+                )
             }
             FdKind::Signalfd { mask } => format!("signalfd mask {mask:#018x}"),
             FdKind::Timerfd(t) => format!(
                 "timerfd clock {} value {} ns{} interval {} ns, {} unread",
                 t.clockid,
                 t.value_ns,
-                if t.settime_flags & 1 != 0 { " (absolute)" } else { "" },
+                if t.settime_flags & 1 != 0 {
+                    " (absolute)"
+                } else {
+                    ""
+                },
                 t.interval_ns,
                 t.ticks
             ),
             FdKind::Inotify { watches } => {
-                let w: Vec<String> = watches.iter().map(|w| format!("{}={} mask {:#x}", w.wd, w.file.path, w.mask)).collect();
+                let w: Vec<String> = watches
+                    .iter()
+                    .map(|w| format!("{}={} mask {:#x}", w.wd, w.file.path, w.mask))
+                    .collect();
                 format!("inotify {}", w.join(", "))
             }
             FdKind::Memfd { ino, pos } => format!("{} at offset {pos}", memfd_name(p, *ino)),
         };
-        let _ = writeln!(o, "  {:>4}  flags {:#o}{}  {what}", f.fd, f.flags, if f.cloexec { " cloexec" } else { "" });
+        let _ = writeln!(
+            o,
+            "  {:>4}  flags {:#o}{}  {what}",
+            f.fd,
+            f.flags,
+            if f.cloexec { " cloexec" } else { "" }
+        );
     }
 
     let _ = writeln!(o, "\nsignals:");
-    let caught: Vec<String> = p.signals.actions.iter().filter(|a| a.handler > 1).map(|a| a.signo.to_string()).collect();
-    let ignored: Vec<String> = p.signals.actions.iter().filter(|a| a.handler == 1).map(|a| a.signo.to_string()).collect();
-    let _ = writeln!(o, "  handled  {}", if caught.is_empty() { "-".into() } else { caught.join(" ") });
-    let _ = writeln!(o, "  ignored  {}", if ignored.is_empty() { "-".into() } else { ignored.join(" ") });
+    let caught: Vec<String> = p
+        .signals
+        .actions
+        .iter()
+        .filter(|a| a.handler > 1)
+        .map(|a| a.signo.to_string())
+        .collect();
+    let ignored: Vec<String> = p
+        .signals
+        .actions
+        .iter()
+        .filter(|a| a.handler == 1)
+        .map(|a| a.signo.to_string())
+        .collect();
+    let _ = writeln!(
+        o,
+        "  handled  {}",
+        if caught.is_empty() {
+            "-".into()
+        } else {
+            caught.join(" ")
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  ignored  {}",
+        if ignored.is_empty() {
+            "-".into()
+        } else {
+            ignored.join(" ")
+        }
+    );
     for t in &p.threads {
-        let pending: Vec<String> = t.pending.iter().chain(&p.signals.shared_pending).map(|s| s.signo.to_string()).collect();
-        let _ = writeln!(o, "  thread {}: blocked {:#018x}, pending {}", t.tid, t.sigmask, if pending.is_empty() { "-".into() } else { pending.join(" ") });
+        let pending: Vec<String> = t
+            .pending
+            .iter()
+            .chain(&p.signals.shared_pending)
+            .map(|s| s.signo.to_string())
+            .collect();
+        let _ = writeln!(
+            o,
+            "  thread {}: blocked {:#018x}, pending {}",
+            t.tid,
+            t.sigmask,
+            if pending.is_empty() {
+                "-".into()
+            } else {
+                pending.join(" ")
+            }
+        );
         if t.sigaltstack.flags & libc_ss_disable() == 0 {
-            let _ = writeln!(o, "  thread {}: alternate stack at {:#x}, {} bytes", t.tid, t.sigaltstack.sp, t.sigaltstack.size);
+            let _ = writeln!(
+                o,
+                "  thread {}: alternate stack at {:#x}, {} bytes",
+                t.tid, t.sigaltstack.sp, t.sigaltstack.size
+            );
         }
     }
 

@@ -26,10 +26,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let reader = ImageReader::open(BufReader::with_capacity(1 << 20, file))
         .with_context(|| format!("read {}", args.image.display()))?;
     let opts = RestoreOptions {
-        pid_ns: if args.pid_ns == "never" { PidNsMode::Never } else { PidNsMode::Auto },
+        pid_ns: if args.pid_ns == "never" {
+            PidNsMode::Never
+        } else {
+            PidNsMode::Auto
+        },
         inherit_stdio: args.stdio.is_some(),
     };
-    let summary = restore(reader, opts).with_context(|| format!("restore {}", args.image.display()))?;
+    let summary =
+        restore(reader, opts).with_context(|| format!("restore {}", args.image.display()))?;
     for w in &summary.warnings {
         eprintln!("ferry: warning: {w}");
     }

@@ -25,11 +25,23 @@ pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
     let flags = proc::parse_smaps_vmflags(&proc::read(pid.as_raw(), "smaps")?);
     let mut vmas = Vec::with_capacity(maps.len());
     for e in &maps {
-        let vmflags = flags.iter().find(|(s, _)| *s == e.start).map(|(_, f)| f.as_slice()).unwrap_or(&[]);
+        let vmflags = flags
+            .iter()
+            .find(|(s, _)| *s == e.start)
+            .map(|(_, f)| f.as_slice())
+            .unwrap_or(&[]);
         let has = |f: &str| vmflags.iter().any(|x| x == f);
-        let refuse = |what: &str| DumpError::Unsupported(format!("vma {:#x}-{:#x} {}: {what} is not supported yet", e.start, e.end, e.name));
+        let refuse = |what: &str| {
+            DumpError::Unsupported(format!(
+                "vma {:#x}-{:#x} {}: {what} is not supported yet",
+                e.start, e.end, e.name
+            ))
+        };
         let kind = classify(pid, e).map_err(|what| refuse(&what))?;
-        let special = matches!(kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall);
+        let special = matches!(
+            kind,
+            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
+        );
         if !special && (has("io") || has("pf")) {
             return Err(refuse("a device (VM_IO/VM_PFNMAP) mapping"));
         }
@@ -77,7 +89,10 @@ fn classify(pid: Pid, e: &MapsEntry) -> Result<VmaKind, String> {
             if identity.ino != e.inode {
                 return Err("a mapped file that changed during the dump".into());
             }
-            VmaKind::File(FileRef { path: n.to_string(), identity })
+            VmaKind::File(FileRef {
+                path: n.to_string(),
+                identity,
+            })
         }
         _ => return Err("this kind of mapping".into()),
     })
@@ -92,7 +107,10 @@ pub fn identity_of(path: &str) -> std::io::Result<FileIdentity> {
         ino: m.ino(),
         mode: m.mode(),
         size: m.size(),
-        mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
+        mtime_ns: m
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.mtime_nsec()),
         rdev: m.rdev(),
     })
 }
@@ -100,15 +118,22 @@ pub fn identity_of(path: &str) -> std::io::Result<FileIdentity> {
 /// Fills each VMA's page runs from `/proc/PID/pagemap`: the pages that must travel in the image.
 pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
     let path = format!("/proc/{pid}/pagemap");
-    let pagemap = File::open(&path).map_err(|source| proc::ProcError::Read { path: path.clone().into(), source })?;
+    let pagemap = File::open(&path).map_err(|source| proc::ProcError::Read {
+        path: path.clone().into(),
+        source,
+    })?;
     let mut entries: Vec<u64> = Vec::new();
     let mut raw: Vec<u8> = Vec::new();
     for vma in vmas.iter_mut() {
         let wanted: fn(u64) -> bool = match (&vma.kind, vma.shared) {
-            (VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall, _) => continue,
+            (VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall, _) => {
+                continue;
+            }
             (VmaKind::File(_) | VmaKind::Memfd { .. }, true) => continue,
             // Private file mapping: only pages that are no longer the file's (COW copies).
-            (VmaKind::File(_) | VmaKind::Memfd { .. }, false) => |e| e & PM_PRESENT != 0 && e & PM_FILE == 0,
+            (VmaKind::File(_) | VmaKind::Memfd { .. }, false) => {
+                |e| e & PM_PRESENT != 0 && e & PM_FILE == 0
+            }
             (VmaKind::SharedAnonymous, _) => |e| e & PM_PRESENT != 0,
             _ => |e| e & (PM_PRESENT | PM_SWAP) != 0,
         };
@@ -117,9 +142,15 @@ pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
         let off = vma.start / PAGE_SIZE * 8;
         pagemap
             .read_exact_at(&mut raw, off)
-            .map_err(|source| proc::ProcError::Read { path: path.clone().into(), source })?;
+            .map_err(|source| proc::ProcError::Read {
+                path: path.clone().into(),
+                source,
+            })?;
         entries.clear();
-        entries.extend(raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())));
+        entries.extend(
+            raw.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
+        );
         let mut runs: Vec<PageRun> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             if !wanted(*e) {
@@ -128,7 +159,10 @@ pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
             let addr = vma.start + i as u64 * PAGE_SIZE;
             match runs.last_mut() {
                 Some(r) if r.start + r.count * PAGE_SIZE == addr => r.count += 1,
-                _ => runs.push(PageRun { start: addr, count: 1 }),
+                _ => runs.push(PageRun {
+                    start: addr,
+                    count: 1,
+                }),
             }
         }
         vma.pages = runs;
@@ -148,12 +182,18 @@ pub fn write_pages<W: std::io::Write + Send>(
     let mut buf = vec![0u8; CHUNK];
     let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(1024);
     let mut filled = 0usize;
-    let flush = |remote: &mut Vec<RemoteIoVec>, buf: &mut [u8], filled: &mut usize, writer: &mut ImageWriter<W>| -> Result<(), DumpError> {
+    let flush = |remote: &mut Vec<RemoteIoVec>,
+                 buf: &mut [u8],
+                 filled: &mut usize,
+                 writer: &mut ImageWriter<W>|
+     -> Result<(), DumpError> {
         if *filled == 0 {
             return Ok(());
         }
         read_remote(tracee, remote, &mut buf[..*filled])?;
-        writer.write_pages(&buf[..*filled]).map_err(DumpError::Image)?;
+        writer
+            .write_pages(&buf[..*filled])
+            .map_err(DumpError::Image)?;
         remote.clear();
         *filled = 0;
         Ok(())
@@ -163,7 +203,10 @@ pub fn write_pages<W: std::io::Write + Send>(
         let mut left = (run.count * PAGE_SIZE) as usize;
         while left > 0 {
             let take = left.min(CHUNK - filled);
-            remote.push(RemoteIoVec { base: addr as usize, len: take });
+            remote.push(RemoteIoVec {
+                base: addr as usize,
+                len: take,
+            });
             filled += take;
             addr += take as u64;
             left -= take;
@@ -188,7 +231,9 @@ fn read_remote(tracee: &Tracee, remote: &[RemoteIoVec], buf: &mut [u8]) -> Resul
     // /proc/PID/mem, which the kernel lets a tracer use on any mapped page.
     let mut off = 0;
     for r in remote {
-        tracee.read_mem(r.base as u64, &mut buf[off..off + r.len]).map_err(DumpError::Ptrace)?;
+        tracee
+            .read_mem(r.base as u64, &mut buf[off..off + r.len])
+            .map_err(DumpError::Ptrace)?;
         off += r.len;
     }
     Ok(())

@@ -23,8 +23,8 @@ use crate::image::{Codec, ImageWriter, WriteImageError, WriteStats};
 use crate::proc::{self, ProcError};
 use crate::ptrace::{Entry, PtraceError, Tracee};
 use crate::state::{
-    CredsState, FileRef, MmState, ProcessState, RlimitState, RseqState, SigactionState, SigaltstackState,
-    SiginfoState, SignalsState, ThreadState, VmaKind,
+    CredsState, FileRef, MmState, ProcessState, RlimitState, RseqState, SigactionState,
+    SigaltstackState, SiginfoState, SignalsState, ThreadState, VmaKind,
 };
 use crate::sys;
 
@@ -121,18 +121,27 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     } else {
         frozen.kill()?;
     }
-    Ok(DumpSummary { pid: pid.as_raw(), stats, frozen: frozen_for, warnings })
+    Ok(DumpSummary {
+        pid: pid.as_raw(),
+        stats,
+        frozen: frozen_for,
+        warnings,
+    })
 }
 
 fn precheck(pid: Pid) -> Result<(), DumpError> {
-    let bad = |why: &str| DumpError::BadTarget { pid: pid.as_raw(), why: why.to_string() };
+    let bad = |why: &str| DumpError::BadTarget {
+        pid: pid.as_raw(),
+        why: why.to_string(),
+    };
     if pid.as_raw() <= 1 {
         return Err(bad("refusing to dump init"));
     }
     if pid == nix::unistd::getpid() {
         return Err(bad("refusing to dump ferry itself"));
     }
-    let stat = proc::parse_stat(&proc::read(pid.as_raw(), "stat").map_err(|_| bad("no such process"))?)?;
+    let stat =
+        proc::parse_stat(&proc::read(pid.as_raw(), "stat").map_err(|_| bad("no such process"))?)?;
     if stat.state == 'Z' || stat.state == 'X' {
         return Err(bad("the process has exited (zombie)"));
     }
@@ -144,15 +153,25 @@ fn precheck(pid: Pid) -> Result<(), DumpError> {
         )));
     }
     if status.seccomp != 0 {
-        let mode = if status.seccomp == 1 { "strict mode" } else { "a filter" };
-        return Err(DumpError::Unsupported(format!("seccomp ({mode}) is not supported yet")));
+        let mode = if status.seccomp == 1 {
+            "strict mode"
+        } else {
+            "a filter"
+        };
+        return Err(DumpError::Unsupported(format!(
+            "seccomp ({mode}) is not supported yet"
+        )));
     }
     if proc::read(pid.as_raw(), "maps")?.is_empty() {
         return Err(bad("a kernel thread has no memory to dump"));
     }
-    let root = std::fs::read_link(format!("/proc/{pid}/root")).map_err(|_| bad("cannot read its root"))?;
+    let root =
+        std::fs::read_link(format!("/proc/{pid}/root")).map_err(|_| bad("cannot read its root"))?;
     if root != Path::new("/") {
-        return Err(DumpError::Unsupported(format!("a root directory other than / ({})", root.display())));
+        return Err(DumpError::Unsupported(format!(
+            "a root directory other than / ({})",
+            root.display()
+        )));
     }
     files::collect_fds(pid)?;
     mm::collect_vmas(pid)?;
@@ -175,7 +194,12 @@ impl Frozen {
         tracee.interrupt()?;
         let regs = tracee.regs()?;
         let sigmask = tracee.sigmask()?;
-        Ok(Self { tracee, regs, sigmask, done: false })
+        Ok(Self {
+            tracee,
+            regs,
+            sigmask,
+            done: false,
+        })
     }
 
     fn restore_task(&self) -> Result<(), PtraceError> {
@@ -193,12 +217,18 @@ impl Frozen {
     fn kill(mut self) -> Result<(), DumpError> {
         self.done = true;
         let pid = self.tracee.pid();
-        kill(pid, Signal::SIGKILL).map_err(|source| DumpError::Kill { pid: pid.as_raw(), source })?;
+        kill(pid, Signal::SIGKILL).map_err(|source| DumpError::Kill {
+            pid: pid.as_raw(),
+            source,
+        })?;
         // As its tracer we are told of its death; after that only its parent's reaping is left.
         loop {
             match self.tracee.wait() {
                 Err(PtraceError::Gone { .. }) => return Ok(()),
-                Err(PtraceError::Request { source: Errno::ECHILD, .. }) => return Ok(()),
+                Err(PtraceError::Request {
+                    source: Errno::ECHILD,
+                    ..
+                }) => return Ok(()),
                 Err(e) => return Err(e.into()),
                 Ok(_) => {
                     let _ = nix::sys::ptrace::cont(pid, None);
@@ -237,7 +267,8 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
     mm::find_pages(pid, &mut vmas)?;
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
 
-    let children = std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
     if !children.trim().is_empty() {
         warnings.push(format!(
             "pid {raw} has children ({}) that are not part of the image; they stay behind",
@@ -245,11 +276,23 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
         ));
     }
 
-    let auxv_raw = std::fs::read(format!("/proc/{raw}/auxv"))
-        .map_err(|source| ProcError::Read { path: format!("/proc/{raw}/auxv").into(), source })?;
-    let auxv = auxv_raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+    let auxv_raw =
+        std::fs::read(format!("/proc/{raw}/auxv")).map_err(|source| ProcError::Read {
+            path: format!("/proc/{raw}/auxv").into(),
+            source,
+        })?;
+    let auxv = auxv_raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
     let exe_path = link(raw, "exe")?;
-    let exe = FileRef { identity: identity_of(&format!("/proc/{raw}/exe")).map_err(|source| ProcError::Read { path: exe_path.clone().into(), source })?, path: exe_path };
+    let exe = FileRef {
+        identity: identity_of(&format!("/proc/{raw}/exe")).map_err(|source| ProcError::Read {
+            path: exe_path.clone().into(),
+            source,
+        })?,
+        path: exe_path,
+    };
 
     // Read from /proc: prlimit() on another user's process needs CAP_SYS_RESOURCE.
     let rlimits: Vec<RlimitState> = proc::parse_limits(&proc::read(raw, "limits")?)?
@@ -258,7 +301,11 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
         .map(|((cur, max), resource)| RlimitState { resource, cur, max })
         .collect();
     if rlimits.len() != RLIMIT_COUNT as usize {
-        return Err(ProcError::Parse { file: "limits", what: format!("{} limits, expected {RLIMIT_COUNT}", rlimits.len()) }.into());
+        return Err(ProcError::Parse {
+            file: "limits",
+            what: format!("{} limits, expected {RLIMIT_COUNT}", rlimits.len()),
+        }
+        .into());
     }
 
     let regs = frozen.regs;
@@ -269,7 +316,11 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
         sigmask: frozen.sigmask,
         pending: siginfos(t.pending(false)?),
         rseq: t.rseq()?.map(|(ptr, len, sig)| RseqState { ptr, len, sig }),
-        robust_list: sys::get_robust_list(pid).map_err(|source| PtraceError::Request { op: "get_robust_list", pid: raw, source })?,
+        robust_list: sys::get_robust_list(pid).map_err(|source| PtraceError::Request {
+            op: "get_robust_list",
+            pid: raw,
+            source,
+        })?,
         clear_child_tid: injected.clear_child_tid,
         sigaltstack: injected.sigaltstack,
     };
@@ -281,7 +332,11 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
         sid: stat.session,
         comm: proc::read(raw, "comm")?.trim_end_matches('\n').to_string(),
         exe,
-        creds: CredsState { uids: status.uids, gids: status.gids, groups: status.groups },
+        creds: CredsState {
+            uids: status.uids,
+            gids: status.gids,
+            groups: status.groups,
+        },
         umask: status.umask,
         cwd: link(raw, "cwd")?,
         personality: injected.personality,
@@ -302,7 +357,10 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
             auxv,
         },
         fds,
-        signals: SignalsState { actions: injected.actions, shared_pending: siginfos(t.pending(true)?) },
+        signals: SignalsState {
+            actions: injected.actions,
+            shared_pending: siginfos(t.pending(true)?),
+        },
         threads: vec![thread],
         memfds,
     })
@@ -317,7 +375,10 @@ fn link(pid: i32, name: &str) -> Result<String, ProcError> {
 
 fn siginfos(raw: Vec<[u8; sys::ptrace::SIGINFO_SIZE]>) -> Vec<SiginfoState> {
     raw.into_iter()
-        .map(|r| SiginfoState { signo: u32::from_le_bytes([r[0], r[1], r[2], r[3]]), raw: r.to_vec() })
+        .map(|r| SiginfoState {
+            signo: u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+            raw: r.to_vec(),
+        })
         .collect()
 }
 
@@ -355,7 +416,14 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
         regs,
         "mmap",
         libc::SYS_mmap,
-        [0, page, (libc::PROT_READ | libc::PROT_WRITE) as u64, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
+        [
+            0,
+            page,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
     )?;
     let result = (|| -> Result<Injected, DumpError> {
         let mut actions = Vec::with_capacity(62);
@@ -364,12 +432,31 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
             if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
                 continue;
             }
-            t.inject(entry, regs, "rt_sigaction", libc::SYS_rt_sigaction, [u64::from(sig), 0, scratch, 8, 0, 0])?;
+            t.inject(
+                entry,
+                regs,
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                [u64::from(sig), 0, scratch, 8, 0, 0],
+            )?;
             t.read_mem(scratch, &mut buf)?;
-            let w = |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-            actions.push(SigactionState { signo: sig, handler: w(0), flags: w(1), restorer: w(2), mask: w(3) });
+            let w =
+                |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+            actions.push(SigactionState {
+                signo: sig,
+                handler: w(0),
+                flags: w(1),
+                restorer: w(2),
+                mask: w(3),
+            });
         }
-        t.inject(entry, regs, "sigaltstack", libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
+        t.inject(
+            entry,
+            regs,
+            "sigaltstack",
+            libc::SYS_sigaltstack,
+            [0, scratch, 0, 0, 0, 0],
+        )?;
         let mut ss = [0u8; 24];
         t.read_mem(scratch, &mut ss)?;
         let sigaltstack = SigaltstackState {
@@ -377,14 +464,38 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
             flags: u32::from_le_bytes(ss[8..12].try_into().unwrap_or_default()),
             size: u64::from_le_bytes(ss[16..24].try_into().unwrap_or_default()),
         };
-        t.inject(entry, regs, "prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0])?;
+        t.inject(
+            entry,
+            regs,
+            "prctl(PR_GET_TID_ADDRESS)",
+            libc::SYS_prctl,
+            [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
+        )?;
         let mut ctid = [0u8; 8];
         t.read_mem(scratch, &mut ctid)?;
         let brk = t.inject(entry, regs, "brk", libc::SYS_brk, [0; 6])?;
-        let personality = t.inject(entry, regs, "personality", libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])? as u32;
-        Ok(Injected { actions, sigaltstack, clear_child_tid: u64::from_le_bytes(ctid), brk, personality })
+        let personality = t.inject(
+            entry,
+            regs,
+            "personality",
+            libc::SYS_personality,
+            [0xffff_ffff, 0, 0, 0, 0, 0],
+        )? as u32;
+        Ok(Injected {
+            actions,
+            sigaltstack,
+            clear_child_tid: u64::from_le_bytes(ctid),
+            brk,
+            personality,
+        })
     })();
-    t.inject(entry, regs, "munmap", libc::SYS_munmap, [scratch, page, 0, 0, 0, 0])?;
+    t.inject(
+        entry,
+        regs,
+        "munmap",
+        libc::SYS_munmap,
+        [scratch, page, 0, 0, 0, 0],
+    )?;
     frozen.restore_task()?;
     result
 }
@@ -394,10 +505,17 @@ const RLIMIT_COUNT: u32 = 16;
 
 /// Writes the image to `out` through a temporary file, fsyncs it and renames it into place, so
 /// that a file at `out` is always a complete image.
-fn write_image(t: &Tracee, state: &ProcessState, out: &Path, codec: Codec) -> Result<WriteStats, DumpError> {
+fn write_image(
+    t: &Tracee,
+    state: &ProcessState,
+    out: &Path,
+    codec: Codec,
+) -> Result<WriteStats, DumpError> {
     let tmp = out.with_file_name(format!(
         ".{}.tmp-{}",
-        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let file_err = |step: &'static str, path: &Path| {
@@ -409,11 +527,20 @@ fn write_image(t: &Tracee, state: &ProcessState, out: &Path, codec: Codec) -> Re
         let mut writer = ImageWriter::new(BufWriter::with_capacity(1 << 20, file), state, codec)?;
         mm::write_pages(t, &state.mm.vmas, &mut writer)?;
         let (buf, stats) = writer.finish()?;
-        let file = buf.into_inner().map_err(|e| DumpError::ImageFile { step: "flush", path: tmp.clone(), source: e.into_error() })?;
+        let file = buf.into_inner().map_err(|e| DumpError::ImageFile {
+            step: "flush",
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(file_err("fsync", &tmp))?;
         std::fs::rename(&tmp, out).map_err(file_err("rename", out))?;
-        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(file_err("fsync", dir))?;
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(file_err("fsync", dir))?;
         Ok(stats)
     })();
     if result.is_err() {

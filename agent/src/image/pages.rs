@@ -57,10 +57,20 @@ pub struct PageBlock {
 impl PageBlock {
     /// Checks a decompressed payload of a block of `page_count` pages: its length must be the
     /// bitmap plus one page per clear bit, and the bitmap's padding bits must be clear.
-    pub(crate) fn new(first_page: u64, page_count: u64, data: Vec<u8>) -> Result<Self, (Vec<u8>, ImageDefect)> {
+    pub(crate) fn new(
+        first_page: u64,
+        page_count: u64,
+        data: Vec<u8>,
+    ) -> Result<Self, (Vec<u8>, ImageDefect)> {
         let blen = bitmap_len(page_count) as usize;
         let Some(stored_bytes) = data.len().checked_sub(blen) else {
-            return Err((data, ImageDefect::ZeroMap { stored: 0, listed: page_count }));
+            return Err((
+                data,
+                ImageDefect::ZeroMap {
+                    stored: 0,
+                    listed: page_count,
+                },
+            ));
         };
         let bitmap = &data[stored_bytes..];
         let zero: u64 = bitmap.iter().map(|b| u64::from(b.count_ones())).sum();
@@ -70,7 +80,11 @@ impl PageBlock {
             let stored = (stored_bytes / PAGE) as u64;
             return Err((data, ImageDefect::ZeroMap { stored, listed }));
         }
-        Ok(Self { first_page, page_count, data })
+        Ok(Self {
+            first_page,
+            page_count,
+            data,
+        })
     }
 
     /// Index of the block's first page in the page stream.
@@ -145,8 +159,22 @@ mod tests {
         assert_eq!(zeros, 7);
         assert_eq!(raw.len(), 4 * PAGE + 2);
         let block = PageBlock::new(0, 11, raw).map_err(|(_, d)| d).unwrap();
-        let kinds: Vec<(u64, bool)> = block.segments().iter().map(|(n, d)| (*n, d.is_some())).collect();
-        assert_eq!(kinds, vec![(1, false), (2, true), (2, false), (1, true), (4, false), (1, true)]);
+        let kinds: Vec<(u64, bool)> = block
+            .segments()
+            .iter()
+            .map(|(n, d)| (*n, d.is_some()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (1, false),
+                (2, true),
+                (2, false),
+                (1, true),
+                (4, false),
+                (1, true)
+            ]
+        );
         assert_eq!(block.to_raw(), orig);
     }
 

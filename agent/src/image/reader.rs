@@ -456,7 +456,11 @@ impl<R: Read + Send> ImageReader<R> {
         // The non-zero pages and the zero-page bitmap; page_count <= BLOCK_PAGES, so this
         // cannot overflow.
         let bitmap = pages::bitmap_len(f.page_count);
-        let stored_pages = f.raw_len.checked_sub(bitmap).filter(|b| b % PAGE_SIZE == 0).map(|b| b / PAGE_SIZE);
+        let stored_pages = f
+            .raw_len
+            .checked_sub(bitmap)
+            .filter(|b| b % PAGE_SIZE == 0)
+            .map(|b| b / PAGE_SIZE);
         if !stored_pages.is_some_and(|n| n <= f.page_count) {
             return Err(ImageDefect::RawLength {
                 len: f.raw_len,
@@ -591,7 +595,9 @@ fn open_block(d: &mut Decompressor, job: BlockJob) -> BlockResult {
     if section_digest(&job.fields, &job.stored) != job.digest {
         return Err(defect(ImageDefect::DigestMismatch));
     }
-    let (data, spare) = d.decompress(job.codec, job.stored, job.out, job.raw_len).map_err(defect)?;
+    let (data, spare) = d
+        .decompress(job.codec, job.stored, job.out, job.raw_len)
+        .map_err(defect)?;
     match PageBlock::new(job.first_page, job.page_count, data) {
         Ok(block) => Ok((block, spare)),
         Err((_, d)) => Err(defect(d)),

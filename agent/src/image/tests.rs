@@ -562,7 +562,11 @@ fn zero_pages_are_not_stored() {
     let (image, stats) = write_image(&state, &pages, Codec::None);
     assert_eq!(stats.zero_pages, total.div_ceil(2));
     let stored = (total / 2) * PAGE_SIZE;
-    assert!(stats.image_bytes < stored + 64 * 1024, "{} bytes for {stored} bytes of pages", stats.image_bytes);
+    assert!(
+        stats.image_bytes < stored + 64 * 1024,
+        "{} bytes for {stored} bytes of pages",
+        stats.image_bytes
+    );
     assert_eq!(read_image(&image).expect("read").1, pages);
 }
 
@@ -1083,7 +1087,11 @@ fn invalid_manifests_are_refused_naming_the_field() {
             "memfds[0].extents[1].offset",
             "outside 0..=1048576",
         ),
-        (|p| p.memfds[0].seals = 0x40, "memfds[0].seals", "bits outside"),
+        (
+            |p| p.memfds[0].seals = 0x40,
+            "memfds[0].seals",
+            "bits outside",
+        ),
         (
             |p| p.memfds[0].name = "x".repeat(250),
             "memfds[0].name",
@@ -1096,7 +1104,10 @@ fn invalid_manifests_are_refused_naming_the_field() {
         ),
         (
             |p| {
-                p.memfds[0].extents = vec![pb::MemfdExtent { offset: 0, data: vec![1; 33 << 20] }];
+                p.memfds[0].extents = vec![pb::MemfdExtent {
+                    offset: 0,
+                    data: vec![1; 33 << 20],
+                }];
                 p.memfds[0].size = 64 << 20;
             },
             "memfds[*].extents[*].data",

@@ -42,7 +42,9 @@ impl<'a> Injector<'a> {
             ],
         )?;
         if got != area {
-            return Err(RestoreError::Layout(format!("injection area landed at {got:#x}, not {area:#x}")));
+            return Err(RestoreError::Layout(format!(
+                "injection area landed at {got:#x}, not {area:#x}"
+            )));
         }
         t.write_mem(area, &CODE)?;
         Ok(Self { t, template, area })
@@ -55,19 +57,29 @@ impl<'a> Injector<'a> {
 
     /// One system call; `-errno` becomes an error naming `call`.
     pub fn call(&self, call: &'static str, nr: i64, args: [u64; 6]) -> Result<u64, PtraceError> {
-        self.t.inject(Entry::Trap(self.area), &self.template, call, nr, args)
+        self.t
+            .inject(Entry::Trap(self.area), &self.template, call, nr, args)
     }
 
     /// One system call, returning the raw result for the caller to judge.
     pub fn call_raw(&self, nr: i64, args: [u64; 6]) -> Result<Result<u64, Errno>, PtraceError> {
-        let r = self.t.inject_raw(Entry::Trap(self.area), &self.template, nr, args)?;
-        Ok(if (-4095..0).contains(&r) { Err(Errno::from_raw(-r as i32)) } else { Ok(r as u64) })
+        let r = self
+            .t
+            .inject_raw(Entry::Trap(self.area), &self.template, nr, args)?;
+        Ok(if (-4095..0).contains(&r) {
+            Err(Errno::from_raw(-r as i32))
+        } else {
+            Ok(r as u64)
+        })
     }
 
     /// Copies `data` into the scratch area at `offset` and returns its address in the task.
     pub fn put(&self, offset: u64, data: &[u8]) -> Result<u64, RestoreError> {
         if offset < 4096 || offset + data.len() as u64 > AREA_LEN - 128 {
-            return Err(RestoreError::Layout(format!("{} bytes do not fit the scratch area", data.len())));
+            return Err(RestoreError::Layout(format!(
+                "{} bytes do not fit the scratch area",
+                data.len()
+            )));
         }
         let addr = self.area + offset;
         self.t.write_mem(addr, data)?;
@@ -84,6 +96,7 @@ impl<'a> Injector<'a> {
 
     /// Unmaps the injection area as the very last call, leaving the task in a syscall-exit stop.
     pub fn finish(self) -> Result<(), PtraceError> {
-        self.t.inject_final_munmap(&self.template, self.area, AREA_LEN)
+        self.t
+            .inject_final_munmap(&self.template, self.area, AREA_LEN)
     }
 }

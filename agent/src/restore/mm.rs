@@ -29,7 +29,10 @@ pub fn current_maps(pid: i32) -> Result<Vec<MapsEntry>, RestoreError> {
 }
 
 /// Address of a `syscall` instruction in the task's `[vdso]`.
-pub fn find_vdso_syscall(t: &crate::ptrace::Tracee, maps: &[MapsEntry]) -> Result<u64, RestoreError> {
+pub fn find_vdso_syscall(
+    t: &crate::ptrace::Tracee,
+    maps: &[MapsEntry],
+) -> Result<u64, RestoreError> {
     let vdso = maps
         .iter()
         .find(|m| m.name == "[vdso]")
@@ -63,11 +66,15 @@ pub fn pick_area(maps: &[MapsEntry], mm: &MmState) -> Result<u64, RestoreError> 
     if ceiling > LOW + AREA_LEN + PAGE_SIZE {
         return Ok(ceiling - AREA_LEN - PAGE_SIZE);
     }
-    Err(RestoreError::Layout("no free address range for the injection area".into()))
+    Err(RestoreError::Layout(
+        "no free address range for the injection area".into(),
+    ))
 }
 
 /// Start and end of the `[vvar]`/`[vvar_vclock]`/`[vdso]` block, with each part's size.
-fn vdso_block(parts: impl Iterator<Item = (VmaKind, u64, u64)>) -> Option<(u64, u64, Vec<(VmaKind, u64, u64)>)> {
+fn vdso_block(
+    parts: impl Iterator<Item = (VmaKind, u64, u64)>,
+) -> Option<(u64, u64, Vec<(VmaKind, u64, u64)>)> {
     let mut v: Vec<(VmaKind, u64, u64)> = parts.filter(|(k, _, _)| is_vdso_block(k)).collect();
     v.sort_by_key(|(_, s, _)| *s);
     let start = v.first()?.1;
@@ -87,13 +94,20 @@ fn maps_kind(name: &str) -> VmaKind {
 /// Unmaps everything of the new task except the injection area and its vDSO block, then moves
 /// the vDSO block to the image's addresses (same kernel ⇒ same vDSO; glibc has cached pointers
 /// into it, so it must land exactly where it was).
-pub fn wipe_and_place_vdso(inj: &Injector<'_>, maps: &[MapsEntry], mm: &MmState) -> Result<(), RestoreError> {
-    let (cur_start, cur_end, cur) = vdso_block(maps.iter().map(|m| (maps_kind(&m.name), m.start, m.end)))
-        .ok_or_else(|| RestoreError::Layout("the new task has no vDSO".into()))?;
+pub fn wipe_and_place_vdso(
+    inj: &Injector<'_>,
+    maps: &[MapsEntry],
+    mm: &MmState,
+) -> Result<(), RestoreError> {
+    let (cur_start, cur_end, cur) =
+        vdso_block(maps.iter().map(|m| (maps_kind(&m.name), m.start, m.end)))
+            .ok_or_else(|| RestoreError::Layout("the new task has no vDSO".into()))?;
     let (img_start, _, img) = vdso_block(mm.vmas.iter().map(|v| (v.kind.clone(), v.start, v.end)))
         .ok_or_else(|| RestoreError::Layout("the image has no vDSO".into()))?;
     let same_shape = cur.len() == img.len()
-        && cur.iter().zip(&img).all(|(a, b)| a.0 == b.0 && a.2 - a.1 == b.2 - b.1 && a.1 - cur_start == b.1 - img_start);
+        && cur.iter().zip(&img).all(|(a, b)| {
+            a.0 == b.0 && a.2 - a.1 == b.2 - b.1 && a.1 - cur_start == b.1 - img_start
+        });
     if !same_shape {
         return Err(RestoreError::Layout(format!(
             "the vDSO of this kernel ({cur:x?}) differs from the image's ({img:x?}); a different vDSO is not supported yet"
@@ -103,7 +117,11 @@ pub fn wipe_and_place_vdso(inj: &Injector<'_>, maps: &[MapsEntry], mm: &MmState)
     let mut keep = [(inj.area, inj.area + AREA_LEN), (cur_start, cur_end)];
     keep.sort_unstable();
     let mut from = 0u64;
-    for (s, e) in keep.iter().copied().chain(std::iter::once((TASK_SIZE, TASK_SIZE))) {
+    for (s, e) in keep
+        .iter()
+        .copied()
+        .chain(std::iter::once((TASK_SIZE, TASK_SIZE)))
+    {
         if s > from {
             inj.call("munmap", libc::SYS_munmap, [from, s - from, 0, 0, 0, 0])?;
         }
@@ -123,10 +141,19 @@ pub fn wipe_and_place_vdso(inj: &Injector<'_>, maps: &[MapsEntry], mm: &MmState)
             let got = inj.call(
                 "mremap",
                 libc::SYS_mremap,
-                [s, e - s, e - s, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to, 0],
+                [
+                    s,
+                    e - s,
+                    e - s,
+                    (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                    to,
+                    0,
+                ],
             )?;
             if got != to {
-                return Err(RestoreError::Layout(format!("vDSO part moved to {got:#x}, not {to:#x}")));
+                return Err(RestoreError::Layout(format!(
+                    "vDSO part moved to {got:#x}, not {to:#x}"
+                )));
             }
         }
     }
@@ -135,23 +162,39 @@ pub fn wipe_and_place_vdso(inj: &Injector<'_>, maps: &[MapsEntry], mm: &MmState)
 
 /// The protection a VMA is mapped with while its pages are written.
 fn write_prot(v: &VmaState) -> u32 {
-    if v.pages.is_empty() { v.prot } else { v.prot | crate::state::prot::READ | crate::state::prot::WRITE }
+    if v.pages.is_empty() {
+        v.prot
+    } else {
+        v.prot | crate::state::prot::READ | crate::state::prot::WRITE
+    }
 }
 
 /// Recreates every VMA of the image at its address.
 pub fn map_vmas(inj: &Injector<'_>, mm: &MmState, memfds: &Memfds) -> Result<(), RestoreError> {
     let mut files: HashMap<(String, bool), u64> = HashMap::new();
     let result = (|| {
-        for v in mm.vmas.iter().filter(|v| !is_vdso_block(&v.kind) && v.kind != VmaKind::Vsyscall) {
-            let mut flags = libc::MAP_FIXED | if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+        for v in mm
+            .vmas
+            .iter()
+            .filter(|v| !is_vdso_block(&v.kind) && v.kind != VmaKind::Vsyscall)
+        {
+            let mut flags = libc::MAP_FIXED
+                | if v.shared {
+                    libc::MAP_SHARED
+                } else {
+                    libc::MAP_PRIVATE
+                };
             if v.growsdown {
                 flags |= libc::MAP_GROWSDOWN;
             }
             let path = match &v.kind {
                 VmaKind::File(f) => Some(f.path.clone()),
-                VmaKind::Memfd { ino } => Some(
-                    memfds.path(*ino).ok_or_else(|| RestoreError::Layout(format!("vma {:#x}: memfd inode {ino} is not in the image", v.start)))?,
-                ),
+                VmaKind::Memfd { ino } => Some(memfds.path(*ino).ok_or_else(|| {
+                    RestoreError::Layout(format!(
+                        "vma {:#x}: memfd inode {ino} is not in the image",
+                        v.start
+                    ))
+                })?),
                 _ => None,
             };
             let fd = match path {
@@ -162,9 +205,19 @@ pub fn map_vmas(inj: &Injector<'_>, mm: &MmState, memfds: &Memfds) -> Result<(),
                         Some(fd) => *fd,
                         None => {
                             let addr = inj.put_path(&key.0)?;
-                            let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
-                            let fd = inj.call("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, addr, mode as u64, 0, 0, 0])
-                                .map_err(|e| RestoreError::Vma { start: v.start, what: format!("open {}", key.0), source: Box::new(e.into()) })?;
+                            let mode =
+                                if rw { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
+                            let fd = inj
+                                .call(
+                                    "openat",
+                                    libc::SYS_openat,
+                                    [libc::AT_FDCWD as u64, addr, mode as u64, 0, 0, 0],
+                                )
+                                .map_err(|e| RestoreError::Vma {
+                                    start: v.start,
+                                    what: format!("open {}", key.0),
+                                    source: Box::new(e.into()),
+                                })?;
                             files.insert(key, fd);
                             fd
                         }
@@ -176,10 +229,28 @@ pub fn map_vmas(inj: &Injector<'_>, mm: &MmState, memfds: &Memfds) -> Result<(),
                 }
             };
             let got = inj
-                .call("mmap", libc::SYS_mmap, [v.start, v.end - v.start, u64::from(write_prot(v)), flags as u64, fd, v.pgoff])
-                .map_err(|e| RestoreError::Vma { start: v.start, what: "mmap".into(), source: Box::new(e.into()) })?;
+                .call(
+                    "mmap",
+                    libc::SYS_mmap,
+                    [
+                        v.start,
+                        v.end - v.start,
+                        u64::from(write_prot(v)),
+                        flags as u64,
+                        fd,
+                        v.pgoff,
+                    ],
+                )
+                .map_err(|e| RestoreError::Vma {
+                    start: v.start,
+                    what: "mmap".into(),
+                    source: Box::new(e.into()),
+                })?;
             if got != v.start {
-                return Err(RestoreError::Layout(format!("vma {:#x} mapped at {got:#x}", v.start)));
+                return Err(RestoreError::Layout(format!(
+                    "vma {:#x} mapped at {got:#x}",
+                    v.start
+                )));
             }
         }
         Ok(())
@@ -214,7 +285,11 @@ pub fn write_pages<R: Read + Send>(
         .iter()
         .flat_map(|v| {
             let write_zeros = matches!(v.kind, VmaKind::File(_) | VmaKind::Memfd { .. });
-            v.pages.iter().map(move |r| Span { addr: r.start, count: r.count, write_zeros })
+            v.pages.iter().map(move |r| Span {
+                addr: r.start,
+                count: r.count,
+                write_zeros,
+            })
         })
         .collect();
     let (mut si, mut used) = (0usize, 0u64);
@@ -225,22 +300,30 @@ pub fn write_pages<R: Read + Send>(
         for (n, data) in block.segments() {
             let (mut left, mut doff) = (n, 0usize);
             while left > 0 {
-                let span = spans
-                    .get(si)
-                    .ok_or_else(|| RestoreError::Layout("the image holds more pages than its manifest lists".into()))?;
+                let span = spans.get(si).ok_or_else(|| {
+                    RestoreError::Layout(
+                        "the image holds more pages than its manifest lists".into(),
+                    )
+                })?;
                 let take = left.min(span.count - used);
                 let addr = span.addr + used * PAGE_SIZE;
                 let len = (take * PAGE_SIZE) as usize;
                 match data {
                     Some(d) => {
                         local.push(IoSlice::new(&d[doff..doff + len]));
-                        remote.push(RemoteIoVec { base: addr as usize, len });
+                        remote.push(RemoteIoVec {
+                            base: addr as usize,
+                            len,
+                        });
                         doff += len;
                     }
                     None if span.write_zeros => {
                         for i in 0..take {
                             local.push(IoSlice::new(&ZERO_PAGE));
-                            remote.push(RemoteIoVec { base: (addr + i * PAGE_SIZE) as usize, len: PAGE_SIZE as usize });
+                            remote.push(RemoteIoVec {
+                                base: (addr + i * PAGE_SIZE) as usize,
+                                len: PAGE_SIZE as usize,
+                            });
                         }
                     }
                     None => {}
@@ -263,12 +346,19 @@ pub fn write_pages<R: Read + Send>(
         reader.recycle(block);
     }
     if si != spans.len() {
-        return Err(RestoreError::Layout("the image holds fewer pages than its manifest lists".into()));
+        return Err(RestoreError::Layout(
+            "the image holds fewer pages than its manifest lists".into(),
+        ));
     }
     Ok(())
 }
 
-fn flush(inj: &Injector<'_>, pid: nix::unistd::Pid, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Result<(), RestoreError> {
+fn flush(
+    inj: &Injector<'_>,
+    pid: nix::unistd::Pid,
+    local: &[IoSlice<'_>],
+    remote: &[RemoteIoVec],
+) -> Result<(), RestoreError> {
     if local.is_empty() {
         return Ok(());
     }
@@ -285,7 +375,11 @@ fn flush(inj: &Injector<'_>, pid: nix::unistd::Pid, local: &[IoSlice<'_>], remot
 /// Gives every VMA its final protection.
 pub fn protect(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
     for v in mm.vmas.iter().filter(|v| write_prot(v) != v.prot) {
-        inj.call("mprotect", libc::SYS_mprotect, [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0])?;
+        inj.call(
+            "mprotect",
+            libc::SYS_mprotect,
+            [v.start, v.end - v.start, u64::from(v.prot), 0, 0, 0],
+        )?;
     }
     Ok(())
 }
@@ -296,27 +390,67 @@ pub fn set_mm(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreErr
     let mm = &state.mm;
     let path = inj.put_path(&state.exe.path)?;
     let exe_fd = inj
-        .call("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, path, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0, 0, 0])
-        .map_err(|e| RestoreError::Vma { start: 0, what: format!("open executable {}", state.exe.path), source: Box::new(e.into()) })?;
+        .call(
+            "openat",
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                path,
+                (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| RestoreError::Vma {
+            start: 0,
+            what: format!("open executable {}", state.exe.path),
+            source: Box::new(e.into()),
+        })?;
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
     let auxv_addr = inj.put(8192, &auxv)?;
     let mut map = Vec::with_capacity(104);
     for w in [
-        mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack,
-        mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_addr,
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+        auxv_addr,
     ] {
         map.extend_from_slice(&w.to_le_bytes());
     }
     map.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
     map.extend_from_slice(&(exe_fd as u32).to_le_bytes());
     let map_addr = inj.put(4096 * 6, &map)?;
-    let r = inj.call("prctl(PR_SET_MM_MAP)", libc::SYS_prctl, [libc::PR_SET_MM as u64, libc::PR_SET_MM_MAP as u64, map_addr, map.len() as u64, 0, 0]);
+    let r = inj.call(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        [
+            libc::PR_SET_MM as u64,
+            libc::PR_SET_MM_MAP as u64,
+            map_addr,
+            map.len() as u64,
+            0,
+            0,
+        ],
+    );
     inj.call("close", libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
     r?;
     let mut comm = state.comm.as_bytes().to_vec();
     comm.truncate(15);
     comm.push(0);
     let comm_addr = inj.put(4096, &comm)?;
-    inj.call("prctl(PR_SET_NAME)", libc::SYS_prctl, [libc::PR_SET_NAME as u64, comm_addr, 0, 0, 0, 0])?;
+    inj.call(
+        "prctl(PR_SET_NAME)",
+        libc::SYS_prctl,
+        [libc::PR_SET_NAME as u64, comm_addr, 0, 0, 0, 0],
+    )?;
     Ok(())
 }

@@ -52,7 +52,9 @@ pub enum RestoreError {
     #[error("{0}")]
     FileChanged(String),
     /// The original PID is in use and `--pid-ns never` was given.
-    #[error("pid {pid} is in use (restore with --pid-ns auto to keep it inside a new PID namespace)")]
+    #[error(
+        "pid {pid} is in use (restore with --pid-ns auto to keep it inside a new PID namespace)"
+    )]
     PidTaken {
         /// The PID.
         pid: i32,
@@ -120,19 +122,30 @@ pub enum RestoreError {
 }
 
 /// Restores the process in `reader`'s image and lets it run.
-pub fn restore<R: Read + Send>(mut reader: ImageReader<R>, opts: RestoreOptions) -> Result<RestoreSummary, RestoreError> {
+pub fn restore<R: Read + Send>(
+    mut reader: ImageReader<R>,
+    opts: RestoreOptions,
+) -> Result<RestoreSummary, RestoreError> {
     let state = reader.state().clone();
     let mut warnings = Vec::new();
-    let thread = state.threads.first().ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
+    let thread = state
+        .threads
+        .first()
+        .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
     if state.threads.len() > 1 {
-        return Err(RestoreError::Layout("multi-threaded images are not supported yet".into()));
+        return Err(RestoreError::Layout(
+            "multi-threaded images are not supported yet".into(),
+        ));
     }
     // Every file the process needs is checked before a task exists.
     let fd_plan = files::plan(&state, opts.inherit_stdio, &mut warnings)?;
 
     let mut task = task::create(state.pid, opts.pid_ns)?;
     // EXITKILL: should the restorer die half-way, the half-built task dies with it.
-    let tracee = Tracee::seize(task.pid, Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACESYSGOOD)?;
+    let tracee = Tracee::seize(
+        task.pid,
+        Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACESYSGOOD,
+    )?;
     tracee.interrupt()?;
     // Nothing may be delivered while the task is being built; the image's mask comes last.
     tracee.set_sigmask(u64::MAX)?;
@@ -145,7 +158,11 @@ pub fn restore<R: Read + Send>(mut reader: ImageReader<R>, opts: RestoreOptions)
     // The task is a copy of us, with our thread's rseq area registered; unregister it before
     // its memory goes, or the next return to user mode faults beyond repair.
     if let Some((ptr, len, sig)) = tracee.rseq()? {
-        inj.call("rseq(unregister)", libc::SYS_rseq, [ptr, u64::from(len), 1, u64::from(sig), 0, 0])?;
+        inj.call(
+            "rseq(unregister)",
+            libc::SYS_rseq,
+            [ptr, u64::from(len), 1, u64::from(sig), 0, 0],
+        )?;
     }
     let t0 = std::time::Instant::now();
     mm::wipe_and_place_vdso(&inj, &maps, &state.mm)?;
@@ -165,7 +182,12 @@ pub fn restore<R: Read + Send>(mut reader: ImageReader<R>, opts: RestoreOptions)
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
     // restore's own calls.
     for r in &state.rlimits {
-        sys::set_rlimit(task.pid, r.resource, r.cur, r.max).map_err(|source| RestoreError::Rlimit { resource: r.resource, source })?;
+        sys::set_rlimit(task.pid, r.resource, r.cur, r.max).map_err(|source| {
+            RestoreError::Rlimit {
+                resource: r.resource,
+                source,
+            }
+        })?;
     }
     // Credentials last: once they drop, the task could no longer do the privileged steps.
     restore_creds(&inj, &state)?;
@@ -215,32 +237,67 @@ fn restore_process_attrs(inj: &Injector<'_>, state: &ProcessState) -> Result<(),
     let cwd = inj.put_path(&state.cwd)?;
     inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
         .map_err(|e| RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd)))?;
-    inj.call("umask", libc::SYS_umask, [u64::from(state.umask), 0, 0, 0, 0, 0])?;
+    inj.call(
+        "umask",
+        libc::SYS_umask,
+        [u64::from(state.umask), 0, 0, 0, 0, 0],
+    )?;
     for a in &state.signals.actions {
         let mut act = Vec::with_capacity(32);
         for w in [a.handler, a.flags, a.restorer, a.mask] {
             act.extend_from_slice(&w.to_le_bytes());
         }
         let addr = inj.put(4096, &act)?;
-        inj.call("rt_sigaction", libc::SYS_rt_sigaction, [u64::from(a.signo), addr, 0, 8, 0, 0])?;
+        inj.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [u64::from(a.signo), addr, 0, 8, 0, 0],
+        )?;
     }
     for si in &state.signals.shared_pending {
         let addr = inj.put(4096, &si.raw)?;
-        inj.call("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, [state.pid as u64, u64::from(si.signo), addr, 0, 0, 0])?;
+        inj.call(
+            "rt_sigqueueinfo",
+            libc::SYS_rt_sigqueueinfo,
+            [state.pid as u64, u64::from(si.signo), addr, 0, 0, 0],
+        )?;
     }
-    inj.call("personality", libc::SYS_personality, [u64::from(state.personality), 0, 0, 0, 0, 0])?;
+    inj.call(
+        "personality",
+        libc::SYS_personality,
+        [u64::from(state.personality), 0, 0, 0, 0, 0],
+    )?;
     // A restored process leads its own session: it is detached from the restoring command's
     // terminal and job control, like a daemon.
     inj.call("setsid", libc::SYS_setsid, [0; 6])?;
     // The stub asked for SIGKILL on our exit; the original had no parent-death signal.
-    inj.call("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0])?;
+    inj.call(
+        "prctl(PR_SET_PDEATHSIG)",
+        libc::SYS_prctl,
+        [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
+    )?;
     Ok(())
 }
 
-fn restore_thread_attrs(inj: &Injector<'_>, state: &ProcessState, t: &ThreadState) -> Result<(), RestoreError> {
+fn restore_thread_attrs(
+    inj: &Injector<'_>,
+    state: &ProcessState,
+    t: &ThreadState,
+) -> Result<(), RestoreError> {
     for si in &t.pending {
         let addr = inj.put(4096, &si.raw)?;
-        inj.call("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo, [state.pid as u64, t.tid as u64, u64::from(si.signo), addr, 0, 0])?;
+        inj.call(
+            "rt_tgsigqueueinfo",
+            libc::SYS_rt_tgsigqueueinfo,
+            [
+                state.pid as u64,
+                t.tid as u64,
+                u64::from(si.signo),
+                addr,
+                0,
+                0,
+            ],
+        )?;
     }
     let ss = &t.sigaltstack;
     let mut stack = Vec::with_capacity(24);
@@ -252,28 +309,82 @@ fn restore_thread_attrs(inj: &Injector<'_>, state: &ProcessState, t: &ThreadStat
     let addr = inj.put(4096, &stack)?;
     inj.call("sigaltstack", libc::SYS_sigaltstack, [addr, 0, 0, 0, 0, 0])?;
     if let Some(r) = t.rseq {
-        inj.call("rseq", libc::SYS_rseq, [r.ptr, u64::from(r.len), 0, u64::from(r.sig), 0, 0])?;
+        inj.call(
+            "rseq",
+            libc::SYS_rseq,
+            [r.ptr, u64::from(r.len), 0, u64::from(r.sig), 0, 0],
+        )?;
     }
     if t.robust_list.1 != 0 {
-        inj.call("set_robust_list", libc::SYS_set_robust_list, [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0])?;
+        inj.call(
+            "set_robust_list",
+            libc::SYS_set_robust_list,
+            [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0],
+        )?;
     }
-    inj.call("set_tid_address", libc::SYS_set_tid_address, [t.clear_child_tid, 0, 0, 0, 0, 0])?;
+    inj.call(
+        "set_tid_address",
+        libc::SYS_set_tid_address,
+        [t.clear_child_tid, 0, 0, 0, 0, 0],
+    )?;
     Ok(())
 }
 
 fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
     let c = &state.creds;
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
-    let addr = if groups.is_empty() { 0 } else { inj.put(4096, &groups)? };
-    inj.call("setgroups", libc::SYS_setgroups, [c.groups.len() as u64, addr, 0, 0, 0, 0])?;
-    inj.call("setresgid", libc::SYS_setresgid, [u64::from(c.gids[0]), u64::from(c.gids[1]), u64::from(c.gids[2]), 0, 0, 0])?;
-    inj.call("setfsgid", libc::SYS_setfsgid, [u64::from(c.gids[3]), 0, 0, 0, 0, 0])?;
-    inj.call("setresuid", libc::SYS_setresuid, [u64::from(c.uids[0]), u64::from(c.uids[1]), u64::from(c.uids[2]), 0, 0, 0])?;
-    inj.call("setfsuid", libc::SYS_setfsuid, [u64::from(c.uids[3]), 0, 0, 0, 0, 0])?;
+    let addr = if groups.is_empty() {
+        0
+    } else {
+        inj.put(4096, &groups)?
+    };
+    inj.call(
+        "setgroups",
+        libc::SYS_setgroups,
+        [c.groups.len() as u64, addr, 0, 0, 0, 0],
+    )?;
+    inj.call(
+        "setresgid",
+        libc::SYS_setresgid,
+        [
+            u64::from(c.gids[0]),
+            u64::from(c.gids[1]),
+            u64::from(c.gids[2]),
+            0,
+            0,
+            0,
+        ],
+    )?;
+    inj.call(
+        "setfsgid",
+        libc::SYS_setfsgid,
+        [u64::from(c.gids[3]), 0, 0, 0, 0, 0],
+    )?;
+    inj.call(
+        "setresuid",
+        libc::SYS_setresuid,
+        [
+            u64::from(c.uids[0]),
+            u64::from(c.uids[1]),
+            u64::from(c.uids[2]),
+            0,
+            0,
+            0,
+        ],
+    )?;
+    inj.call(
+        "setfsuid",
+        libc::SYS_setfsuid,
+        [u64::from(c.uids[3]), 0, 0, 0, 0, 0],
+    )?;
     // Changing the effective ids made the process non-dumpable; an ordinary process of that
     // user was dumpable.
     if c.uids[1] != 0 || c.gids[1] != 0 {
-        inj.call("prctl(PR_SET_DUMPABLE)", libc::SYS_prctl, [libc::PR_SET_DUMPABLE as u64, 1, 0, 0, 0, 0])?;
+        inj.call(
+            "prctl(PR_SET_DUMPABLE)",
+            libc::SYS_prctl,
+            [libc::PR_SET_DUMPABLE as u64, 1, 0, 0, 0, 0],
+        )?;
     }
     Ok(())
 }

@@ -56,7 +56,10 @@ impl Drop for NewTask {
 
 fn holder_is_zombie(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next()).is_some_and(|st| st == "Z" || st == "X"),
+        Ok(s) => s
+            .rfind(')')
+            .and_then(|i| s[i + 1..].split_whitespace().next())
+            .is_some_and(|st| st == "Z" || st == "X"),
         Err(_) => true, // gone already: worth another try
     }
 }
@@ -67,35 +70,59 @@ pub fn create(want: i32, mode: PidNsMode) -> Result<NewTask, RestoreError> {
     let start = Instant::now();
     loop {
         match sys::clone::clone3(ChildBody::Stub { expected_ppid: me }, Some(want), false) {
-            Ok(pid) => return Ok(NewTask { pid, ns_init: None, armed: true }),
+            Ok(pid) => {
+                return Ok(NewTask {
+                    pid,
+                    ns_init: None,
+                    armed: true,
+                });
+            }
             Err(Errno::EEXIST) if holder_is_zombie(want) && start.elapsed() < ZOMBIE_WAIT => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(Errno::EEXIST) => break,
-            Err(source) => return Err(RestoreError::Create { step: "clone3 with set_tid", source }),
+            Err(source) => {
+                return Err(RestoreError::Create {
+                    step: "clone3 with set_tid",
+                    source,
+                });
+            }
         }
     }
     if mode == PidNsMode::Never {
         return Err(RestoreError::PidTaken { pid: want });
     }
     let create = |step| move |source| RestoreError::Create { step, source };
-    let init = sys::clone::clone3(ChildBody::NsInit { want }, None, true).map_err(create("clone3 into a new PID namespace"))?;
-    let mut task = NewTask { pid: init, ns_init: Some(init), armed: true };
+    let init = sys::clone::clone3(ChildBody::NsInit { want }, None, true)
+        .map_err(create("clone3 into a new PID namespace"))?;
+    let mut task = NewTask {
+        pid: init,
+        ns_init: Some(init),
+        armed: true,
+    };
     // The init creates the process as its own child; find it by its PID in our namespace.
     let children = format!("/proc/{init}/task/{init}/children");
     let start = Instant::now();
     loop {
-        let found = std::fs::read_to_string(&children).ok().and_then(|s| s.split_whitespace().next()?.parse().ok());
+        let found = std::fs::read_to_string(&children)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok());
         if let Some(pid) = found {
             task.pid = Pid::from_raw(pid);
             return Ok(task);
         }
-        if let Ok(nix::sys::wait::WaitStatus::Exited(_, code)) = waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+        if let Ok(nix::sys::wait::WaitStatus::Exited(_, code)) =
+            waitpid(init, Some(WaitPidFlag::WNOHANG))
+        {
             task.armed = false;
-            return Err(create("clone3 with set_tid in the new PID namespace")(Errno::from_raw(code - 100)));
+            return Err(create("clone3 with set_tid in the new PID namespace")(
+                Errno::from_raw(code - 100),
+            ));
         }
         if start.elapsed() > Duration::from_secs(5) {
-            return Err(create("wait for the process in the new PID namespace")(Errno::ETIMEDOUT));
+            return Err(create("wait for the process in the new PID namespace")(
+                Errno::ETIMEDOUT,
+            ));
         }
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -47,9 +47,17 @@ pub enum ChildBody {
 pub fn clone3(body: ChildBody, set_tid: Option<i32>, new_pid_ns: bool) -> Result<Pid, Errno> {
     let tid_array: [libc::pid_t; 1] = [set_tid.unwrap_or(0)];
     let args = CloneArgs {
-        flags: if new_pid_ns { libc::CLONE_NEWPID as u64 } else { 0 },
+        flags: if new_pid_ns {
+            libc::CLONE_NEWPID as u64
+        } else {
+            0
+        },
         exit_signal: libc::SIGCHLD as u64,
-        set_tid: if set_tid.is_some() { tid_array.as_ptr() as u64 } else { 0 },
+        set_tid: if set_tid.is_some() {
+            tid_array.as_ptr() as u64
+        } else {
+            0
+        },
         set_tid_size: u64::from(set_tid.is_some()),
         ..Default::default()
     };
@@ -57,7 +65,11 @@ pub fn clone3(body: ChildBody, set_tid: Option<i32>, new_pid_ns: bool) -> Result
     // the call. Without CLONE_VM the child gets a copy of our memory and continues on a copy of
     // this stack, running only `child_main`, which never returns.
     let r = unsafe {
-        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
     };
     match Errno::result(r)? {
         0 => child_main(body),
@@ -75,7 +87,13 @@ fn child_main(body: ChildBody) -> ! {
 fn stub_main(expected_ppid: i32) -> ! {
     // SAFETY: raw, async-signal-safe syscalls only; no memory is touched.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         if libc::getppid() != expected_ppid {
             libc::_exit(1);
         }
@@ -95,7 +113,11 @@ fn ns_init_main(want: i32) -> ! {
     };
     // SAFETY: as in `clone3`: a valid clone_args on our stack; the child runs `stub_main`.
     let r = unsafe {
-        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
     };
     if r == 0 {
         stub_main(1);
@@ -116,7 +138,11 @@ fn ns_init_main(want: i32) -> ! {
                 break;
             }
         }
-        let code = if libc::WIFEXITED(last) { libc::WEXITSTATUS(last) } else { 128 + libc::WTERMSIG(last) };
+        let code = if libc::WIFEXITED(last) {
+            libc::WEXITSTATUS(last)
+        } else {
+            128 + libc::WTERMSIG(last)
+        };
         libc::_exit(code)
     }
 }

@@ -13,10 +13,18 @@ use nix::unistd::Pid;
 
 /// `prlimit64(pid, resource, &new, NULL)`.
 pub fn set_rlimit(pid: Pid, resource: u32, cur: u64, max: u64) -> Result<(), Errno> {
-    let new = libc::rlimit64 { rlim_cur: cur, rlim_max: max };
+    let new = libc::rlimit64 {
+        rlim_cur: cur,
+        rlim_max: max,
+    };
     // SAFETY: `new` is a valid rlimit64 that outlives the call; the old-limit pointer is null.
     let r = unsafe {
-        libc::prlimit64(pid.as_raw(), resource as libc::__rlimit_resource_t, &new, std::ptr::null_mut())
+        libc::prlimit64(
+            pid.as_raw(),
+            resource as libc::__rlimit_resource_t,
+            &new,
+            std::ptr::null_mut(),
+        )
     };
     Errno::result(r).map(drop)
 }
@@ -60,13 +68,23 @@ pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd, Errno> {
 /// unread, this also moves the timer on and counts the missed periods into its ticks.
 pub fn timerfd_gettime(fd: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
     let mut it = libc::itimerspec {
-        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-        it_value: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
     };
     // SAFETY: `it` is a valid itimerspec for the kernel to write.
     let r = unsafe { libc::timerfd_gettime(fd.as_raw_fd(), &mut it) };
     Errno::result(r)?;
-    let ns = |t: libc::timespec| (t.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec as u64);
+    let ns = |t: libc::timespec| {
+        (t.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec as u64)
+    };
     Ok((ns(it.it_value), ns(it.it_interval)))
 }
 
@@ -80,7 +98,11 @@ pub fn fionread(fd: BorrowedFd<'_>) -> Result<u32, Errno> {
 
 /// `open_by_handle_at(mount_fd, {handle_type, handle}, O_PATH)`: the file a handle names,
 /// on the filesystem of `mount_fd`. Needs `CAP_DAC_READ_SEARCH`.
-pub fn open_by_handle(mount_fd: BorrowedFd<'_>, handle_type: i32, handle: &[u8]) -> Result<OwnedFd, Errno> {
+pub fn open_by_handle(
+    mount_fd: BorrowedFd<'_>,
+    handle_type: i32,
+    handle: &[u8],
+) -> Result<OwnedFd, Errno> {
     // struct file_handle { unsigned int handle_bytes; int handle_type; unsigned char f_handle[]; }
     let mut buf = Vec::with_capacity(8 + handle.len());
     buf.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
@@ -89,7 +111,12 @@ pub fn open_by_handle(mount_fd: BorrowedFd<'_>, handle_type: i32, handle: &[u8])
     // SAFETY: `buf` is a complete struct file_handle whose handle_bytes matches its length; the
     // kernel only reads it.
     let r = unsafe {
-        libc::syscall(libc::SYS_open_by_handle_at, mount_fd.as_raw_fd(), buf.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd.as_raw_fd(),
+            buf.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
     };
     let fd = Errno::result(r)?;
     // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
@@ -98,9 +125,14 @@ pub fn open_by_handle(mount_fd: BorrowedFd<'_>, handle_type: i32, handle: &[u8])
 
 /// `clock_gettime(clockid)` in nanoseconds.
 pub fn clock_gettime_ns(clockid: i32) -> Result<u64, Errno> {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `t` is a valid timespec for the kernel to write.
     let r = unsafe { libc::clock_gettime(clockid, &mut t) };
     Errno::result(r)?;
-    Ok((t.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec as u64))
+    Ok((t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64))
 }

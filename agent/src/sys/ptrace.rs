@@ -19,17 +19,37 @@ pub const SIGINFO_SIZE: usize = 128;
 const XSTATE_MAX: usize = 64 * 1024;
 
 fn regset_get(tid: Pid, nt: usize, buf: &mut [u8]) -> Result<usize, Errno> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // SAFETY: `iov` describes `buf`, which is valid for writes of `buf.len()` bytes; the kernel
     // writes at most that many and updates `iov_len`.
-    let r = unsafe { libc::ptrace(PTRACE_GETREGSET, tid.as_raw(), nt, &mut iov as *mut libc::iovec) };
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GETREGSET,
+            tid.as_raw(),
+            nt,
+            &mut iov as *mut libc::iovec,
+        )
+    };
     Errno::result(r).map(|_| iov.iov_len)
 }
 
 fn regset_set(tid: Pid, nt: usize, buf: &[u8]) -> Result<(), Errno> {
-    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
     // SAFETY: `iov` describes `buf`, valid for reads of `buf.len()` bytes; the kernel only reads.
-    let r = unsafe { libc::ptrace(PTRACE_SETREGSET, tid.as_raw(), nt, &mut iov as *mut libc::iovec) };
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_SETREGSET,
+            tid.as_raw(),
+            nt,
+            &mut iov as *mut libc::iovec,
+        )
+    };
     Errno::result(r).map(drop)
 }
 
@@ -37,9 +57,19 @@ fn regset_set(tid: Pid, nt: usize, buf: &[u8]) -> Result<(), Errno> {
 pub fn get_regs(tid: Pid) -> Result<libc::user_regs_struct, Errno> {
     let mut regs = std::mem::MaybeUninit::<libc::user_regs_struct>::zeroed();
     let size = std::mem::size_of::<libc::user_regs_struct>();
-    let mut iov = libc::iovec { iov_base: regs.as_mut_ptr().cast(), iov_len: size };
+    let mut iov = libc::iovec {
+        iov_base: regs.as_mut_ptr().cast(),
+        iov_len: size,
+    };
     // SAFETY: `iov` covers exactly one user_regs_struct, which the kernel fills.
-    let r = unsafe { libc::ptrace(PTRACE_GETREGSET, tid.as_raw(), NT_PRSTATUS, &mut iov as *mut libc::iovec) };
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GETREGSET,
+            tid.as_raw(),
+            NT_PRSTATUS,
+            &mut iov as *mut libc::iovec,
+        )
+    };
     Errno::result(r)?;
     if iov.iov_len != size {
         return Err(Errno::EIO);
@@ -51,9 +81,19 @@ pub fn get_regs(tid: Pid) -> Result<libc::user_regs_struct, Errno> {
 /// Sets the general registers.
 pub fn set_regs(tid: Pid, regs: &libc::user_regs_struct) -> Result<(), Errno> {
     let size = std::mem::size_of::<libc::user_regs_struct>();
-    let mut iov = libc::iovec { iov_base: (regs as *const libc::user_regs_struct).cast_mut().cast(), iov_len: size };
+    let mut iov = libc::iovec {
+        iov_base: (regs as *const libc::user_regs_struct).cast_mut().cast(),
+        iov_len: size,
+    };
     // SAFETY: `iov` covers one initialised user_regs_struct that the kernel only reads.
-    let r = unsafe { libc::ptrace(PTRACE_SETREGSET, tid.as_raw(), NT_PRSTATUS, &mut iov as *mut libc::iovec) };
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_SETREGSET,
+            tid.as_raw(),
+            NT_PRSTATUS,
+            &mut iov as *mut libc::iovec,
+        )
+    };
     Errno::result(r).map(drop)
 }
 
@@ -74,7 +114,14 @@ pub fn set_xstate(tid: Pid, xstate: &[u8]) -> Result<(), Errno> {
 pub fn get_sigmask(tid: Pid) -> Result<u64, Errno> {
     let mut mask: u64 = 0;
     // SAFETY: `mask` is a writable u64, matching the size passed as `addr`.
-    let r = unsafe { libc::ptrace(PTRACE_GETSIGMASK, tid.as_raw(), 8usize, &mut mask as *mut u64) };
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GETSIGMASK,
+            tid.as_raw(),
+            8usize,
+            &mut mask as *mut u64,
+        )
+    };
     Errno::result(r).map(|_| mask)
 }
 
@@ -106,7 +153,12 @@ pub fn peek_siginfo(tid: Pid, shared: bool) -> Result<Vec<[u8; SIGINFO_SIZE]>, E
         let mut buf = [[0u8; SIGINFO_SIZE]; BATCH];
         // SAFETY: `args` is a valid PeekSiginfoArgs; `buf` holds room for `nr` siginfo records.
         let r = unsafe {
-            libc::ptrace(PTRACE_PEEKSIGINFO, tid.as_raw(), &args as *const PeekSiginfoArgs, buf.as_mut_ptr())
+            libc::ptrace(
+                PTRACE_PEEKSIGINFO,
+                tid.as_raw(),
+                &args as *const PeekSiginfoArgs,
+                buf.as_mut_ptr(),
+            )
         };
         let n = Errno::result(r)? as usize;
         out.extend_from_slice(&buf[..n.min(BATCH)]);
@@ -131,7 +183,12 @@ pub fn get_rseq(tid: Pid) -> Result<Option<(u64, u32, u32)>, Errno> {
     let size = std::mem::size_of::<RseqConf>();
     // SAFETY: `conf` is writable and `size` bytes long, as passed in `addr`.
     let r = unsafe {
-        libc::ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid.as_raw(), size, &mut conf as *mut RseqConf)
+        libc::ptrace(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            tid.as_raw(),
+            size,
+            &mut conf as *mut RseqConf,
+        )
     };
     Errno::result(r)?;
     Ok((conf.ptr != 0).then_some((conf.ptr, conf.len, conf.sig)))
