@@ -76,6 +76,8 @@ pub enum PtraceError {
 pub struct Tracee {
     pid: Pid,
     mem: File,
+    /// The thread the last injected `clone3` created (from `PTRACE_EVENT_CLONE`).
+    new_thread: std::cell::Cell<Option<Pid>>,
 }
 
 /// How injected system calls reach a `syscall` instruction.
@@ -96,6 +98,11 @@ impl Tracee {
             pid: pid.as_raw(),
             source,
         })?;
+        Self::attached(pid)
+    }
+
+    /// A task we trace already (a thread that arrived through `PTRACE_O_TRACECLONE`).
+    pub fn attached(pid: Pid) -> Result<Self, PtraceError> {
         let mem = File::options()
             .read(true)
             .write(true)
@@ -105,7 +112,11 @@ impl Tracee {
                 pid: pid.as_raw(),
                 source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             })?;
-        Ok(Self { pid, mem })
+        Ok(Self {
+            pid,
+            mem,
+            new_thread: std::cell::Cell::new(None),
+        })
     }
 
     /// The task's PID.
@@ -213,6 +224,11 @@ impl Tracee {
         sys::ptrace::get_rseq(self.pid).map_err(self.req("get rseq configuration"))
     }
 
+    /// The thread the last injected `clone3` created, if any (in the tracer's PID namespace).
+    pub fn take_new_thread(&self) -> Option<Pid> {
+        self.new_thread.take()
+    }
+
     /// Reads memory through `/proc/PID/mem` (works on pages the task cannot read itself).
     pub fn read_mem(&self, addr: u64, buf: &mut [u8]) -> Result<(), PtraceError> {
         self.mem
@@ -284,6 +300,11 @@ impl Tracee {
         loop {
             match self.wait()? {
                 WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_CLONE) => {
+                    let tid = ptrace::getevent(self.pid).map_err(self.req("getevent"))?;
+                    self.new_thread.set(Some(Pid::from_raw(tid as i32)));
+                    ptrace::cont(self.pid, None).map_err(self.req("resume"))?;
+                }
                 // A stop signal or an interrupt arriving meanwhile: let the call proceed; the
                 // signal stays the kernel's business (a stop is re-reported on resume).
                 WaitStatus::Stopped(_, _) | WaitStatus::PtraceEvent(..) => {

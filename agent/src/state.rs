@@ -43,6 +43,8 @@ pub struct ProcessState {
     pub signals: SignalsState,
     /// Threads; the first is the thread-group leader.
     pub threads: Vec<ThreadState>,
+    /// File locks and leases the process holds, re-taken once every descriptor is back.
+    pub locks: Vec<LockState>,
     /// memfd files the process holds through a descriptor or a mapping, by inode.
     pub memfds: Vec<MemfdState>,
 }
@@ -255,6 +257,45 @@ pub enum FdKind {
         /// The interest list, in fdinfo order.
         targets: Vec<EpollTarget>,
     },
+    /// The same open file description as the lower descriptor `of` (made by `dup`, `dup2`,
+    /// `F_DUPFD`): one offset, one set of status flags. Restored with `dup3`.
+    Dup {
+        /// The lowest descriptor of the description; never itself a `Dup`.
+        of: i32,
+    },
+    /// A pipe that no process outside this one held at dump time (both ends here, or one end
+    /// whose peer is gone): recreated with `pipe2`, with the bytes that were queued in it.
+    /// Which end is in `FdState::flags` (`O_RDONLY` or `O_WRONLY`).
+    LocalPipe {
+        /// Pipe inode (`pipe:[INO]`) at dump time; the descriptors of one pipe share it.
+        ino: u64,
+        /// The pipe's buffer and contents; on the pipe's lowest descriptor only.
+        queue: Option<PipeQueue>,
+    },
+    /// A FIFO (named pipe), reopened by its path.
+    Fifo {
+        /// The FIFO.
+        file: FileRef,
+        /// The buffer and contents, when no process outside this one held the FIFO at dump
+        /// time (otherwise the bytes stay in the live FIFO); on its lowest descriptor only.
+        queue: Option<PipeQueue>,
+    },
+    /// A regular file deleted while open, stored whole in the image.
+    DeletedFile {
+        /// The path it had (without ` (deleted)`).
+        path: String,
+        /// `st_mode` permission bits (`07777`).
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+        /// `lseek` position.
+        pos: u64,
+        /// The whole contents.
+        #[serde(serialize_with = "byte_count")]
+        data: Vec<u8>,
+    },
     /// An eventfd.
     Eventfd {
         /// The counter.
@@ -333,7 +374,51 @@ pub struct MemfdExtent {
     /// Offset in the file.
     pub offset: u64,
     /// The bytes.
+    #[serde(serialize_with = "byte_count")]
     pub data: Vec<u8>,
+}
+
+/// The buffer of a pipe and the bytes queued in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipeQueue {
+    /// `F_GETPIPE_SZ`.
+    pub size: u32,
+    /// The queued bytes, oldest first (at most `size`).
+    #[serde(serialize_with = "byte_count")]
+    pub data: Vec<u8>,
+}
+
+/// Bulk contents appear in JSON as their length only.
+fn byte_count<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{} bytes", data.len()))
+}
+
+/// What kind of lock a [`LockState`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum LockKind {
+    /// `flock(2)`: belongs to the open file description.
+    Flock,
+    /// POSIX record lock (`F_SETLK`): belongs to the process.
+    Posix,
+    /// Open file description record lock (`F_OFD_SETLK`).
+    Ofd,
+    /// Lease (`F_SETLEASE`).
+    Lease,
+}
+
+/// A lock held at dump time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LockState {
+    /// The descriptor it is taken through (for a POSIX lock, one open with a fitting mode).
+    pub fd: i32,
+    /// Which kind.
+    pub kind: LockKind,
+    /// Exclusive (`LOCK_EX`, `F_WRLCK`) rather than shared.
+    pub write: bool,
+    /// First byte (record locks; 0 otherwise).
+    pub start: u64,
+    /// Length in bytes, 0 = to the end of the file (record locks; 0 otherwise).
+    pub len: u64,
 }
 
 /// One entry of an epoll interest list (fdinfo `tfd:` line).

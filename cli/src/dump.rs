@@ -1,9 +1,10 @@
-//! `ferry dump PID -o IMAGE [--leave-running] [--compress zstd|lz4|none]`
+//! `ferry dump PID -o IMAGE [--leave-running] [--compress zstd|lz4|none]
+//! [--max-deleted-file-size BYTES]`
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ferry_agent::dump::{DumpOptions, dump};
+use ferry_agent::dump::{DEFAULT_MAX_DELETED_FILE_SIZE, DumpOptions, STORED_BUDGET, dump};
 use ferry_agent::image::Codec;
 use nix::unistd::Pid;
 
@@ -20,6 +21,10 @@ pub struct Args {
     /// Compression of memory pages.
     #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = ["zstd", "lz4", "none"])]
     compress: String,
+    /// Largest file deleted while open whose contents the image stores (bytes); a larger one
+    /// makes the dump fail.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_DELETED_FILE_SIZE, value_parser = clap::value_parser!(u64).range(0..=STORED_BUDGET))]
+    max_deleted_file_size: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -34,6 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         DumpOptions {
             leave_running: args.leave_running,
             codec,
+            max_deleted_file_size: args.max_deleted_file_size,
         },
     )
     .with_context(|| format!("dump pid {}", args.pid))?;

@@ -35,6 +35,17 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn queued(q: Option<&ferry_agent::state::PipeQueue>) -> String {
+    q.map(|q| {
+        format!(
+            ", {} bytes queued, buffer {}",
+            q.data.len(),
+            mib(u64::from(q.size))
+        )
+    })
+    .unwrap_or_default()
+}
+
 fn mib(bytes: u64) -> String {
     match bytes {
         0 => "0".into(),
@@ -116,6 +127,19 @@ fn render(s: &ImageSummary) -> String {
                 let fds: Vec<String> = targets.iter().map(|t| t.fd.to_string()).collect();
                 format!("epoll watching fds {}", fds.join(", "))
             }
+            FdKind::Dup { of } => format!("same open file as fd {of}"),
+            FdKind::LocalPipe { ino, queue } => {
+                format!("pipe:[{ino}] (recreated){}", queued(queue.as_ref()))
+            }
+            FdKind::Fifo { file, queue } => format!("FIFO {}{}", file.path, queued(queue.as_ref())),
+            FdKind::DeletedFile {
+                path, data, pos, ..
+            } => {
+                format!(
+                    "file {path} (deleted), {} stored, at offset {pos}",
+                    mib(data.len() as u64)
+                )
+            }
             FdKind::Eventfd { count, semaphore } => {
                 format!(
                     "eventfd count {count}{}",
@@ -151,6 +175,18 @@ fn render(s: &ImageSummary) -> String {
             f.flags,
             if f.cloexec { " cloexec" } else { "" }
         );
+    }
+    if !p.locks.is_empty() {
+        let _ = writeln!(o, "\nlocks ({}):", p.locks.len());
+        for l in &p.locks {
+            let mode = if l.write { "write" } else { "read" };
+            let range = if l.len == 0 {
+                format!("{}..EOF", l.start)
+            } else {
+                format!("{}..+{}", l.start, l.len)
+            };
+            let _ = writeln!(o, "  fd {:>4}  {:?} {mode} {range}", l.fd, l.kind);
+        }
     }
 
     let _ = writeln!(o, "\nsignals:");

@@ -69,11 +69,6 @@ fn refuses_socket() {
 }
 
 #[test]
-fn refuses_second_thread() {
-    refused("thread", &["thread"]);
-}
-
-#[test]
 fn refuses_seccomp_filter() {
     refused("seccomp-filter", &["seccomp"]);
 }

@@ -1,1 +1,47 @@
-fn main() {}
+//! `cargo xtask`: everything a newcomer or CI runs — the demo, the test suite, the benchmark.
+
+mod bench;
+mod demo;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Ferry project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Check prerequisites, build the binaries, run `cargo test --workspace [ARGS]`.
+    Test {
+        /// Passed on to `cargo test` (e.g. `-p ferry-tests -- --nocapture`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start a counting process, dump it, inspect the image, restore it with the same PID.
+    Demo,
+    /// Dump and restore a process with 1 GiB of heap-like memory with each codec.
+    Bench(bench::Options),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Test { args } => test::run(&args),
+        Cmd::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+        Cmd::Bench(options) => bench::run(&options).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

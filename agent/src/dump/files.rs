@@ -1,16 +1,37 @@
 //! File descriptors: `/proc/PID/fd` links, `fdinfo`, and `stat` of what they point to.
+//!
+//! Two passes. [`collect_fds`] classifies every descriptor from `/proc` alone (it also runs
+//! before the freeze, to refuse early): which descriptors share an open file description
+//! (`kcmp`), which pipes no outside process holds. [`capture`] runs while the process is
+//! frozen and reads what travels in the image: the bytes queued in local pipes and FIFOs
+//! (without consuming them), the contents of files deleted while open, and the locks held.
 
-use std::os::unix::fs::FileTypeExt;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::unistd::Pid;
 
 use super::DumpError;
 use super::fdkinds;
 use super::mm::identity_of;
+use crate::image::MAX_MANIFEST_BYTES;
 use crate::proc;
-use crate::state::{FdKind, FdState, FileRef};
+use crate::state::{FdKind, FdState, FileRef, LockKind, LockState, PipeQueue};
+use crate::sys;
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+
+/// Default for [`super::DumpOptions::max_deleted_file_size`]: files deleted while open are
+/// stored whole in the manifest, which a reader caps at [`MAX_MANIFEST_BYTES`].
+pub const DEFAULT_MAX_DELETED_FILE_SIZE: u64 = 32 << 20;
+
+/// Most bytes of file and pipe contents one image stores: the manifest that holds them is
+/// capped at [`MAX_MANIFEST_BYTES`], and the rest of it needs room too.
+pub const STORED_BUDGET: u64 = MAX_MANIFEST_BYTES - (8 << 20);
 
 /// Major numbers of terminal devices: `/dev/ttyN` (4), `/dev/tty` and `/dev/console` (5),
 /// pseudo-terminal slaves (136–143).
@@ -18,8 +39,13 @@ fn is_tty_major(major: u64) -> bool {
     major == 4 || major == 5 || (136..=143).contains(&major)
 }
 
-/// Every open descriptor of `pid`, refusing kinds not supported yet.
-pub fn collect_fds(pid: Pid) -> Result<Vec<FdState>, DumpError> {
+fn unsupported(fd: i32, what: &str) -> DumpError {
+    DumpError::Unsupported(format!("fd {fd}: {what} is not supported yet"))
+}
+
+/// Every open descriptor of `pid`, refusing kinds not supported yet. Contents (pipe queues,
+/// deleted files) are left empty: [`capture`] fills them while the process is frozen.
+pub fn collect_fds(pid: Pid, max_deleted_file_size: u64) -> Result<Vec<FdState>, DumpError> {
     let dir = format!("/proc/{pid}/fd");
     let read_err = |source| proc::ProcError::Read {
         path: dir.clone().into(),
@@ -31,16 +57,22 @@ pub fn collect_fds(pid: Pid) -> Result<Vec<FdState>, DumpError> {
         .collect();
     fds.sort_unstable();
     let mut out = Vec::with_capacity(fds.len());
+    // (st_dev, st_ino) of what each descriptor points to: descriptors of one open file
+    // description always share it.
+    let mut inodes = Vec::with_capacity(fds.len());
+    let mut sizes = Vec::with_capacity(fds.len());
     for fd in fds {
         let link_path = format!("{dir}/{fd}");
         let Ok(target) = std::fs::read_link(&link_path) else {
             continue;
         }; // closed meanwhile
+        let Ok(meta) = std::fs::metadata(&link_path) else {
+            continue;
+        };
         let target = target.to_string_lossy().into_owned();
         let text = proc::read(pid.as_raw(), &format!("fdinfo/{fd}"))?;
         let info = proc::parse_fdinfo(&text)?;
-        let unsupported =
-            |what: &str| DumpError::Unsupported(format!("fd {fd}: {what} is not supported yet"));
+        let unsupported = |what: &str| unsupported(fd, what);
         let kind = if let Some(rest) = target.strip_prefix("anon_inode:") {
             if rest == "[eventpoll]" {
                 FdKind::Epoll {
@@ -67,21 +99,40 @@ pub fn collect_fds(pid: Pid) -> Result<Vec<FdState>, DumpError> {
             if let Some(what) = fdkinds::memfd_problem(&link_path) {
                 return Err(unsupported(&what));
             }
-            let ino = identity_of(&link_path)
-                .map_err(|e| unsupported(&format!("{target} ({e})")))?
-                .ino;
-            FdKind::Memfd { ino, pos: info.pos }
-        } else if target.ends_with(" (deleted)") {
-            return Err(unsupported(&format!(
-                "{target}, a file deleted while open,"
-            )));
+            FdKind::Memfd {
+                ino: meta.ino(),
+                pos: info.pos,
+            }
+        } else if let Some(path) = target
+            .strip_suffix(" (deleted)")
+            .filter(|_| meta.nlink() == 0)
+        {
+            if !meta.file_type().is_file() {
+                return Err(unsupported(&format!(
+                    "{target}, deleted while open and not a regular file,"
+                )));
+            }
+            if meta.size() > max_deleted_file_size {
+                return Err(DumpError::DeletedFileTooLarge {
+                    fd,
+                    path: path.to_string(),
+                    size: meta.size(),
+                    max: max_deleted_file_size,
+                });
+            }
+            FdKind::DeletedFile {
+                path: path.to_string(),
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                pos: info.pos,
+                data: Vec::new(),
+            }
         } else if !target.starts_with('/') {
             return Err(unsupported(&format!("{target:?}")));
         } else {
             let identity =
                 identity_of(&link_path).map_err(|e| unsupported(&format!("{target} ({e})")))?;
-            let meta = std::fs::metadata(&link_path)
-                .map_err(|e| unsupported(&format!("{target} ({e})")))?;
             let ft = meta.file_type();
             let file = FileRef {
                 path: target.clone(),
@@ -108,13 +159,15 @@ pub fn collect_fds(pid: Pid) -> Result<Vec<FdState>, DumpError> {
                     FdKind::CharDevice { file }
                 }
             } else if ft.is_fifo() {
-                return Err(unsupported("a FIFO"));
+                FdKind::Fifo { file, queue: None }
             } else if ft.is_block_device() {
                 return Err(unsupported("a block device"));
             } else {
-                return Err(unsupported(&format!("{target}")));
+                return Err(unsupported(&target));
             }
         };
+        inodes.push((meta.dev(), meta.ino()));
+        sizes.push(meta.size());
         out.push(FdState {
             fd,
             cloexec: info.flags & O_CLOEXEC != 0,
@@ -122,48 +175,358 @@ pub fn collect_fds(pid: Pid) -> Result<Vec<FdState>, DumpError> {
             kind,
         });
     }
-    check_pipes_and_epoll(&out)?;
+    mark_dups(pid, &mut out, &inodes)?;
+    // Each stored copy becomes its own file at restore: two descriptions of one deleted file
+    // would no longer share it.
+    for (i, f) in out.iter().enumerate() {
+        if matches!(f.kind, FdKind::DeletedFile { .. })
+            && let Some(j) = (0..i).find(|&j| {
+                inodes[j] == inodes[i] && matches!(out[j].kind, FdKind::DeletedFile { .. })
+            })
+        {
+            return Err(unsupported(
+                f.fd,
+                &format!(
+                    "a second open file description (besides fd {}) of a file deleted while open",
+                    out[j].fd
+                ),
+            ));
+        }
+    }
+    mark_local_pipes(pid, &mut out);
+    // Refused early on the sizes; `capture` checks again on what it actually read.
+    let deleted: u64 = out
+        .iter()
+        .zip(&sizes)
+        .filter(|(f, _)| matches!(f.kind, FdKind::DeletedFile { .. }))
+        .map(|(_, s)| s)
+        .sum();
+    if deleted > STORED_BUDGET {
+        return Err(DumpError::StoredContentsTooLarge {
+            total: deleted,
+            max: STORED_BUDGET,
+        });
+    }
+    check_epoll(&out)?;
     Ok(out)
 }
 
-/// Both ends of one pipe inside the process would need the queued bytes; epoll interest lists
-/// must name descriptors we restore.
-fn check_pipes_and_epoll(fds: &[FdState]) -> Result<(), DumpError> {
-    let acc = |f: &FdState| f.flags & libc::O_ACCMODE as u32;
+/// Turns every descriptor that is the same open file description as a lower one into
+/// [`FdKind::Dup`]. Only descriptors of the same inode can share a description, so `kcmp`
+/// runs only within those groups, and only against each group's distinct descriptions.
+fn mark_dups(pid: Pid, fds: &mut [FdState], inodes: &[(u64, u64)]) -> Result<(), DumpError> {
+    let mut owners: HashMap<(u64, u64), Vec<i32>> = HashMap::new();
+    for (f, key) in fds.iter_mut().zip(inodes) {
+        let group = owners.entry(*key).or_default();
+        let mut of = None;
+        for &other in group.iter() {
+            let same = sys::same_file_description(pid, other, f.fd)
+                .map_err(|e| DumpError::Unsupported(format!("fd {}: kcmp failed ({e}), so shared descriptions cannot be told apart; not supported", f.fd)))?;
+            if same {
+                of = Some(other);
+                break;
+            }
+        }
+        match of {
+            Some(of) => f.kind = FdKind::Dup { of },
+            None => group.push(f.fd),
+        }
+    }
+    Ok(())
+}
+
+/// Link targets (`pipe:[INO]`, FIFO paths) among `wanted` that some other process holds open.
+fn held_outside(pid: Pid, wanted: &HashSet<String>) -> HashSet<String> {
+    let mut found = HashSet::new();
+    if wanted.is_empty() {
+        return found;
+    }
+    let me = std::process::id() as i32;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for p in procs.flatten() {
+        let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if other == pid.as_raw() || other == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(l) = std::fs::read_link(fd.path())
+                && let Some(l) = l.to_str()
+                && wanted.contains(l)
+            {
+                found.insert(l.to_string());
+            }
+        }
+    }
+    found
+}
+
+/// A pipe that no other process holds is restored as a new pipe with its bytes
+/// ([`FdKind::LocalPipe`]); one that another process holds stays [`FdKind::Pipe`] and is
+/// reopened through that process at restore, its bytes staying in the live pipe.
+fn mark_local_pipes(pid: Pid, fds: &mut [FdState]) {
+    let wanted: HashSet<String> = fds
+        .iter()
+        .filter_map(|f| {
+            if let FdKind::Pipe { ino } = f.kind {
+                Some(format!("pipe:[{ino}]"))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let outside = held_outside(pid, &wanted);
+    for f in fds.iter_mut() {
+        if let FdKind::Pipe { ino } = f.kind
+            && !outside.contains(&format!("pipe:[{ino}]"))
+        {
+            f.kind = FdKind::LocalPipe { ino, queue: None };
+        }
+    }
+}
+
+/// Epoll interest lists must name descriptors we restore.
+fn check_epoll(fds: &[FdState]) -> Result<(), DumpError> {
     for a in fds {
-        match &a.kind {
-            FdKind::Pipe { ino } => {
-                if let Some(b) = fds.iter().find(|b| {
-                    matches!(b.kind, FdKind::Pipe { ino: i } if i == *ino) && acc(b) != acc(a)
-                }) {
+        if let FdKind::Epoll { targets } = &a.kind {
+            for t in targets {
+                let Some(target) = fds.iter().find(|f| f.fd == t.fd) else {
                     return Err(DumpError::Unsupported(format!(
-                        "fd {} and fd {}: a pipe with both ends in the process is not supported yet",
-                        a.fd.min(b.fd),
-                        a.fd.max(b.fd)
+                        "fd {}: epoll watches fd {} which is no longer open; not supported yet",
+                        a.fd, t.fd
+                    )));
+                };
+                let of = if let FdKind::Dup { of } = target.kind {
+                    of
+                } else {
+                    t.fd
+                };
+                if fds
+                    .iter()
+                    .any(|f| f.fd == of && matches!(f.kind, FdKind::Epoll { .. }))
+                {
+                    return Err(DumpError::Unsupported(format!(
+                        "fd {}: nested epoll is not supported yet",
+                        a.fd
                     )));
                 }
             }
-            FdKind::Epoll { targets } => {
-                for t in targets {
-                    if !fds.iter().any(|f| f.fd == t.fd) {
-                        return Err(DumpError::Unsupported(format!(
-                            "fd {}: epoll watches fd {} which is no longer open; not supported yet",
-                            a.fd, t.fd
-                        )));
-                    }
-                    if fds
-                        .iter()
-                        .any(|f| f.fd == t.fd && matches!(f.kind, FdKind::Epoll { .. }))
-                    {
-                        return Err(DumpError::Unsupported(format!(
-                            "fd {}: nested epoll is not supported yet",
-                            a.fd
-                        )));
-                    }
-                }
+        }
+    }
+    Ok(())
+}
+
+/// Reads what travels with the descriptors, while the process is frozen: queued pipe and FIFO
+/// bytes (copied with `tee`, never consumed, so a failed dump loses nothing), the contents
+/// of files deleted while open, and the locks held. Returns the locks.
+pub fn capture(pid: Pid, fds: &mut [FdState]) -> Result<Vec<LockState>, DumpError> {
+    capture_pipes(pid, fds)?;
+    capture_deleted(pid, fds)?;
+    collect_locks(pid, fds)
+}
+
+fn capture_pipes(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
+    let fifo_paths: HashSet<String> = fds
+        .iter()
+        .filter_map(|f| {
+            if let FdKind::Fifo { file, .. } = &f.kind {
+                Some(file.path.clone())
+            } else {
+                None
             }
+        })
+        .collect();
+    let fifos_outside = held_outside(pid, &fifo_paths);
+    // Packet mode (O_DIRECT) keeps write boundaries that a restore would merge.
+    let packet: HashSet<String> = fds
+        .iter()
+        .filter(|f| f.flags & libc::O_DIRECT as u32 != 0)
+        .filter_map(pipe_key)
+        .collect();
+    let mut seen = HashSet::new();
+    for f in fds.iter_mut() {
+        let Some(key) = pipe_key(f) else { continue };
+        let local = match &f.kind {
+            FdKind::LocalPipe { .. } => true,
+            FdKind::Fifo { file, .. } => !fifos_outside.contains(&file.path),
+            _ => false,
+        };
+        // The lowest descriptor of each pipe carries its queue.
+        if !local || !seen.insert(key.clone()) {
+            continue;
+        }
+        let q = read_queue(pid, f.fd)?;
+        if !q.data.is_empty() && packet.contains(&key) {
+            return Err(unsupported(
+                f.fd,
+                "a packet-mode pipe (O_DIRECT) with queued data",
+            ));
+        }
+        match &mut f.kind {
+            FdKind::LocalPipe { queue, .. } | FdKind::Fifo { queue, .. } => *queue = Some(q),
             _ => {}
         }
     }
     Ok(())
+}
+
+/// What identifies a pipe among the descriptors: its inode or its FIFO path.
+fn pipe_key(f: &FdState) -> Option<String> {
+    match &f.kind {
+        FdKind::LocalPipe { ino, .. } => Some(format!("pipe:[{ino}]")),
+        FdKind::Fifo { file, .. } => Some(file.path.clone()),
+        _ => None,
+    }
+}
+
+/// The bytes queued in the pipe behind `pid`'s `fd`, left in place: a new read end is opened
+/// through `/proc` (whatever end `fd` is), and `tee` copies the queue into a scratch pipe of
+/// the same size.
+fn read_queue(pid: Pid, fd: i32) -> Result<PipeQueue, DumpError> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        DumpError::Unsupported(format!(
+            "fd {fd}: reading the queued pipe bytes failed ({what}: {e}); not supported"
+        ))
+    };
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let src = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| failed("open", &e))?;
+    let size =
+        fcntl(src.as_fd(), FcntlArg::F_GETPIPE_SZ).map_err(|e| failed("F_GETPIPE_SZ", &e))?;
+    let queued = sys::fionread(src.as_fd()).map_err(|e| failed("FIONREAD", &e))?;
+    let mut data = vec![0u8; queued];
+    if queued > 0 {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| failed("pipe2", &e))?;
+        fcntl(w.as_fd(), FcntlArg::F_SETPIPE_SZ(size)).map_err(|e| failed("F_SETPIPE_SZ", &e))?;
+        let copied = sys::tee(src.as_fd(), w.as_fd(), queued).map_err(|e| failed("tee", &e))?;
+        if copied != queued {
+            return Err(failed("tee", &format!("{copied} of {queued} bytes copied")));
+        }
+        File::from(r)
+            .read_exact(&mut data)
+            .map_err(|e| failed("read", &e))?;
+    }
+    Ok(PipeQueue {
+        size: u32::try_from(size).unwrap_or(u32::MAX),
+        data,
+    })
+}
+
+fn capture_deleted(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
+    let budget = STORED_BUDGET;
+    let mut total = 0u64;
+    for f in fds.iter_mut() {
+        let fd = f.fd;
+        match &mut f.kind {
+            FdKind::DeletedFile { path, data, .. } => {
+                let link = format!("/proc/{pid}/fd/{fd}");
+                *data = std::fs::read(&link).map_err(|e| {
+                    unsupported(fd, &format!("reading {path} (deleted) failed ({e}); it"))
+                })?;
+                total += data.len() as u64;
+                if total > budget {
+                    return Err(DumpError::StoredContentsTooLarge { total, max: budget });
+                }
+            }
+            FdKind::LocalPipe { queue: Some(q), .. } | FdKind::Fifo { queue: Some(q), .. } => {
+                total += q.data.len() as u64
+            }
+            _ => {}
+        }
+    }
+    if total > budget {
+        return Err(DumpError::StoredContentsTooLarge { total, max: budget });
+    }
+    Ok(())
+}
+
+/// Locks from each descriptor's `fdinfo`: flock, OFD locks and leases belong to the open file
+/// description they are listed on; POSIX locks belong to the process and are listed on every
+/// descriptor of the inode, so they are kept once and taken through a descriptor whose
+/// access mode allows them.
+fn collect_locks(pid: Pid, fds: &[FdState]) -> Result<Vec<LockState>, DumpError> {
+    let mut locks = Vec::new();
+    let mut posix: BTreeMap<(String, u64, u64, bool), Vec<&FdState>> = BTreeMap::new();
+    for f in fds {
+        if !matches!(
+            f.kind,
+            FdKind::File { .. }
+                | FdKind::Directory { .. }
+                | FdKind::DeletedFile { .. }
+                | FdKind::Fifo { .. }
+        ) {
+            continue;
+        }
+        let Ok(text) = proc::read(pid.as_raw(), &format!("fdinfo/{}", f.fd)) else {
+            continue;
+        };
+        for l in proc::parse_fdinfo_locks(&text)? {
+            let whole = |kind| LockState {
+                fd: f.fd,
+                kind,
+                write: l.write,
+                start: 0,
+                len: 0,
+            };
+            let len = l.end.map_or(0, |e| e.saturating_sub(l.start) + 1);
+            match (l.kind.as_str(), l.state.as_str()) {
+                ("FLOCK", _) => locks.push(whole(LockKind::Flock)),
+                ("OFDLCK", _) => locks.push(LockState {
+                    kind: LockKind::Ofd,
+                    start: l.start,
+                    len,
+                    ..whole(LockKind::Ofd)
+                }),
+                ("POSIX", _) => posix
+                    .entry((l.inode.clone(), l.start, len, l.write))
+                    .or_default()
+                    .push(f),
+                ("LEASE", "ACTIVE") => locks.push(whole(LockKind::Lease)),
+                ("LEASE", _) => {
+                    return Err(unsupported(
+                        f.fd,
+                        &format!("a lease being broken ({})", l.line),
+                    ));
+                }
+                _ => return Err(unsupported(f.fd, &format!("the lock {:?}", l.line))),
+            }
+        }
+    }
+    for ((_, start, len, write), holders) in posix {
+        let fits = |f: &&FdState| {
+            let acc = f.flags & libc::O_ACCMODE as u32;
+            acc == libc::O_RDWR as u32
+                || acc
+                    == if write {
+                        libc::O_WRONLY as u32
+                    } else {
+                        libc::O_RDONLY as u32
+                    }
+        };
+        let Some(f) = holders.iter().copied().find(fits) else {
+            let fd = holders.first().map_or(-1, |f| f.fd);
+            return Err(unsupported(
+                fd,
+                "a POSIX lock with no descriptor open in a fitting mode",
+            ));
+        };
+        locks.push(LockState {
+            fd: f.fd,
+            kind: LockKind::Posix,
+            write,
+            start,
+            len,
+        });
+    }
+    Ok(locks)
 }

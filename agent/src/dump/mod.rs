@@ -7,6 +7,7 @@
 
 mod fdkinds;
 mod files;
+mod freeze;
 mod mm;
 
 use std::fs::File;
@@ -15,8 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::ptrace::Options;
-use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::image::{Codec, ImageWriter, WriteImageError, WriteStats};
@@ -27,16 +26,30 @@ use crate::state::{
     SigaltstackState, SiginfoState, SignalsState, ThreadState, VmaKind,
 };
 use crate::sys;
+use freeze::Frozen;
 
+pub use files::{DEFAULT_MAX_DELETED_FILE_SIZE, STORED_BUDGET};
 pub use mm::identity_of;
 
 /// What `dump` may be asked to do besides the default.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct DumpOptions {
     /// Let the process run on after the image is written instead of ending it.
     pub leave_running: bool,
     /// Page compression.
     pub codec: Codec,
+    /// Largest file deleted while open whose contents are stored; a larger one is refused.
+    pub max_deleted_file_size: u64,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        Self {
+            leave_running: false,
+            codec: Codec::default(),
+            max_deleted_file_size: DEFAULT_MAX_DELETED_FILE_SIZE,
+        }
+    }
 }
 
 /// What a dump produced.
@@ -86,6 +99,28 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// A file deleted while open is larger than the image may store.
+    #[error("fd {fd}: {path} (deleted) is {size} bytes, more than --max-deleted-file-size {max}")]
+    DeletedFileTooLarge {
+        /// Descriptor.
+        fd: i32,
+        /// The path it had.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Deleted files and queued pipe bytes together exceed what one image holds.
+    #[error(
+        "files deleted while open and queued pipe bytes add up to {total} bytes, more than the {max} an image holds"
+    )]
+    StoredContentsTooLarge {
+        /// Bytes to store.
+        total: u64,
+        /// Most an image holds.
+        max: u64,
+    },
     /// Ending the process after the dump failed.
     #[error("end pid {pid} after the dump")]
     Kill {
@@ -101,17 +136,18 @@ pub enum DumpError {
 pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
     // Refuse what /proc already shows before stopping anything, so a refused process is never
     // even frozen.
-    precheck(pid)?;
+    precheck(pid, &opts)?;
 
-    let frozen = Frozen::seize(pid)?;
     let t0 = Instant::now();
+    let frozen = Frozen::seize(pid)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), tasks = frozen.tasks.len(), "frozen");
     // Checked again now that the process cannot change under us (a thread or an fd may have
     // appeared between the first check and the freeze).
-    precheck(pid)?;
+    precheck(pid, &opts)?;
     let mut warnings = Vec::new();
-    let state = collect(&frozen, &mut warnings)?;
+    let state = collect(&frozen, &opts, &mut warnings)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
-    let stats = write_image(&frozen.tracee, &state, out, opts.codec)?;
+    let stats = write_image(&frozen.leader().tracee, &state, out, opts.codec)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "image written");
 
     // The image is durable: only now may the original go.
@@ -129,7 +165,7 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     })
 }
 
-fn precheck(pid: Pid) -> Result<(), DumpError> {
+fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
     let bad = |why: &str| DumpError::BadTarget {
         pid: pid.as_raw(),
         why: why.to_string(),
@@ -146,12 +182,6 @@ fn precheck(pid: Pid) -> Result<(), DumpError> {
         return Err(bad("the process has exited (zombie)"));
     }
     let status = proc::parse_status(&proc::read(pid.as_raw(), "status")?)?;
-    if status.threads > 1 {
-        return Err(DumpError::Unsupported(format!(
-            "{} threads: multi-threaded processes are not supported yet",
-            status.threads
-        )));
-    }
     if status.seccomp != 0 {
         let mode = if status.seccomp == 1 {
             "strict mode"
@@ -173,92 +203,27 @@ fn precheck(pid: Pid) -> Result<(), DumpError> {
             root.display()
         )));
     }
-    files::collect_fds(pid)?;
+    files::collect_fds(pid, opts.max_deleted_file_size)?;
     mm::collect_vmas(pid)?;
     Ok(())
 }
 
-/// A process stopped under ptrace. Dropping it puts back what the dump changed (registers,
-/// signal mask) and detaches, so the process carries on as if nothing happened.
-#[derive(Debug)]
-struct Frozen {
-    tracee: Tracee,
-    regs: libc::user_regs_struct,
-    sigmask: u64,
-    done: bool,
-}
-
-impl Frozen {
-    fn seize(pid: Pid) -> Result<Self, DumpError> {
-        let tracee = Tracee::seize(pid, Options::empty())?;
-        tracee.interrupt()?;
-        let regs = tracee.regs()?;
-        let sigmask = tracee.sigmask()?;
-        Ok(Self {
-            tracee,
-            regs,
-            sigmask,
-            done: false,
-        })
-    }
-
-    fn restore_task(&self) -> Result<(), PtraceError> {
-        self.tracee.set_sigmask(self.sigmask)?;
-        self.tracee.set_regs(&self.regs)
-    }
-
-    fn release(mut self) -> Result<(), DumpError> {
-        self.done = true;
-        self.restore_task()?;
-        self.tracee.detach(None)?;
-        Ok(())
-    }
-
-    fn kill(mut self) -> Result<(), DumpError> {
-        self.done = true;
-        let pid = self.tracee.pid();
-        kill(pid, Signal::SIGKILL).map_err(|source| DumpError::Kill {
-            pid: pid.as_raw(),
-            source,
-        })?;
-        // As its tracer we are told of its death; after that only its parent's reaping is left.
-        loop {
-            match self.tracee.wait() {
-                Err(PtraceError::Gone { .. }) => return Ok(()),
-                Err(PtraceError::Request {
-                    source: Errno::ECHILD,
-                    ..
-                }) => return Ok(()),
-                Err(e) => return Err(e.into()),
-                Ok(_) => {
-                    let _ = nix::sys::ptrace::cont(pid, None);
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if !self.done {
-            if let Err(err) = self.restore_task() {
-                tracing::error!(%err, pid = %self.tracee.pid(), "could not put the registers back");
-            }
-            let _ = nix::sys::ptrace::detach(self.tracee.pid(), None);
-        }
-    }
-}
-
 /// Everything about the process, read while it is frozen.
-fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, DumpError> {
-    let t = &frozen.tracee;
-    let pid = t.pid();
+fn collect(
+    frozen: &Frozen,
+    opts: &DumpOptions,
+    warnings: &mut Vec<String>,
+) -> Result<ProcessState, DumpError> {
+    let leader = frozen.leader();
+    let pid = leader.tracee.pid();
     let raw = pid.as_raw();
 
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
     let mut vmas = mm::collect_vmas(pid)?;
-    let fds = files::collect_fds(pid)?;
+    let mut fds = files::collect_fds(pid, opts.max_deleted_file_size)?;
+    // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
+    let locks = files::capture(pid, &mut fds)?;
 
     // State only the process itself can report is read by running system calls inside it.
     // That must happen before the memory is read: the scratch page it uses is gone again by then.
@@ -308,22 +273,27 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
         .into());
     }
 
-    let regs = frozen.regs;
-    let thread = ThreadState {
-        tid: status.ns_pid,
-        regs: crate::state::Regs::from(regs),
-        xstate: t.xstate()?,
-        sigmask: frozen.sigmask,
-        pending: siginfos(t.pending(false)?),
-        rseq: t.rseq()?.map(|(ptr, len, sig)| RseqState { ptr, len, sig }),
-        robust_list: sys::get_robust_list(pid).map_err(|source| PtraceError::Request {
-            op: "get_robust_list",
-            pid: raw,
-            source,
-        })?,
-        clear_child_tid: injected.clear_child_tid,
-        sigaltstack: injected.sigaltstack,
-    };
+    let mut threads = Vec::with_capacity(frozen.tasks.len());
+    for (task, per_thread) in frozen.tasks.iter().zip(&injected.threads) {
+        let t = &task.tracee;
+        let tid = t.pid().as_raw();
+        let tstatus = proc::parse_status(&proc::read(raw, &format!("task/{tid}/status"))?)?;
+        threads.push(ThreadState {
+            tid: tstatus.ns_pid,
+            regs: crate::state::Regs::from(task.regs),
+            xstate: t.xstate()?,
+            sigmask: task.sigmask,
+            pending: siginfos(t.pending(false)?),
+            rseq: t.rseq()?.map(|(ptr, len, sig)| RseqState { ptr, len, sig }),
+            robust_list: sys::get_robust_list(t.pid()).map_err(|source| PtraceError::Request {
+                op: "get_robust_list",
+                pid: tid,
+                source,
+            })?,
+            clear_child_tid: per_thread.clear_child_tid,
+            sigaltstack: per_thread.sigaltstack,
+        });
+    }
 
     Ok(ProcessState {
         pid: status.ns_pid,
@@ -359,9 +329,10 @@ fn collect(frozen: &Frozen, warnings: &mut Vec<String>) -> Result<ProcessState, 
         fds,
         signals: SignalsState {
             actions: injected.actions,
-            shared_pending: siginfos(t.pending(true)?),
+            shared_pending: siginfos(leader.tracee.pending(true)?),
         },
-        threads: vec![thread],
+        threads,
+        locks,
         memfds,
     })
 }
@@ -384,34 +355,42 @@ fn siginfos(raw: Vec<[u8; sys::ptrace::SIGINFO_SIZE]>) -> Vec<SiginfoState> {
 
 struct Injected {
     actions: Vec<SigactionState>,
-    sigaltstack: SigaltstackState,
-    clear_child_tid: u64,
     brk: u64,
     personality: u32,
+    /// Per thread, in the order of `Frozen::tasks`.
+    threads: Vec<InjectedThread>,
 }
 
-/// Runs the queries only the process can answer (`rt_sigaction`, `sigaltstack`,
-/// `PR_GET_TID_ADDRESS`, `brk`, `personality`) by single-stepping it over a `syscall`
-/// instruction of its own vDSO, with a scratch page for the answers.
+struct InjectedThread {
+    sigaltstack: SigaltstackState,
+    clear_child_tid: u64,
+}
+
+/// Runs the queries only the process can answer (`rt_sigaction`, `brk`, `personality`, and per
+/// thread `sigaltstack` and `PR_GET_TID_ADDRESS`) by single-stepping its threads over a
+/// `syscall` instruction of its own vDSO, with a scratch page for the answers.
 fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<Injected, DumpError> {
-    let t = &frozen.tracee;
     let vdso = vmas
         .iter()
         .find(|v| v.kind == VmaKind::Vdso)
         .ok_or_else(|| DumpError::Unsupported("a process without a [vdso]".into()))?;
+    let leader = &frozen.leader().tracee;
     let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
-    t.read_mem(vdso.start, &mut code)?;
+    leader.read_mem(vdso.start, &mut code)?;
     let at = code
         .windows(2)
         .position(|w| w == [0x0f, 0x05])
         .ok_or_else(|| DumpError::Unsupported("a [vdso] without a syscall instruction".into()))?;
     let entry = Entry::SingleStep(vdso.start + at as u64);
-    let regs = &frozen.regs;
-    // No handler may run while we borrow the task: block everything (SIGKILL/SIGSTOP excepted).
-    t.set_sigmask(u64::MAX)?;
+    // No handler may run while we borrow the threads: block everything (SIGKILL/SIGSTOP
+    // excepted). `Frozen` puts the masks back.
+    for t in &frozen.tasks {
+        t.tracee.set_sigmask(u64::MAX)?;
+    }
+    let regs = &frozen.leader().regs;
 
     let page = 4096u64;
-    let scratch = t.inject(
+    let scratch = leader.inject(
         entry,
         regs,
         "mmap",
@@ -432,14 +411,14 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
             if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
                 continue;
             }
-            t.inject(
+            leader.inject(
                 entry,
                 regs,
                 "rt_sigaction",
                 libc::SYS_rt_sigaction,
                 [u64::from(sig), 0, scratch, 8, 0, 0],
             )?;
-            t.read_mem(scratch, &mut buf)?;
+            leader.read_mem(scratch, &mut buf)?;
             let w =
                 |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
             actions.push(SigactionState {
@@ -450,53 +429,60 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
                 mask: w(3),
             });
         }
-        t.inject(
-            entry,
-            regs,
-            "sigaltstack",
-            libc::SYS_sigaltstack,
-            [0, scratch, 0, 0, 0, 0],
-        )?;
-        let mut ss = [0u8; 24];
-        t.read_mem(scratch, &mut ss)?;
-        let sigaltstack = SigaltstackState {
-            sp: u64::from_le_bytes(ss[0..8].try_into().unwrap_or_default()),
-            flags: u32::from_le_bytes(ss[8..12].try_into().unwrap_or_default()),
-            size: u64::from_le_bytes(ss[16..24].try_into().unwrap_or_default()),
-        };
-        t.inject(
-            entry,
-            regs,
-            "prctl(PR_GET_TID_ADDRESS)",
-            libc::SYS_prctl,
-            [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
-        )?;
-        let mut ctid = [0u8; 8];
-        t.read_mem(scratch, &mut ctid)?;
-        let brk = t.inject(entry, regs, "brk", libc::SYS_brk, [0; 6])?;
-        let personality = t.inject(
+        let brk = leader.inject(entry, regs, "brk", libc::SYS_brk, [0; 6])?;
+        let personality = leader.inject(
             entry,
             regs,
             "personality",
             libc::SYS_personality,
             [0xffff_ffff, 0, 0, 0, 0, 0],
         )? as u32;
+        let mut threads = Vec::with_capacity(frozen.tasks.len());
+        for task in &frozen.tasks {
+            let (t, regs) = (&task.tracee, &task.regs);
+            t.inject(
+                entry,
+                regs,
+                "sigaltstack",
+                libc::SYS_sigaltstack,
+                [0, scratch, 0, 0, 0, 0],
+            )?;
+            let mut ss = [0u8; 24];
+            t.read_mem(scratch, &mut ss)?;
+            let sigaltstack = SigaltstackState {
+                sp: u64::from_le_bytes(ss[0..8].try_into().unwrap_or_default()),
+                flags: u32::from_le_bytes(ss[8..12].try_into().unwrap_or_default()),
+                size: u64::from_le_bytes(ss[16..24].try_into().unwrap_or_default()),
+            };
+            t.inject(
+                entry,
+                regs,
+                "prctl(PR_GET_TID_ADDRESS)",
+                libc::SYS_prctl,
+                [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
+            )?;
+            let mut ctid = [0u8; 8];
+            t.read_mem(scratch, &mut ctid)?;
+            threads.push(InjectedThread {
+                sigaltstack,
+                clear_child_tid: u64::from_le_bytes(ctid),
+            });
+        }
         Ok(Injected {
             actions,
-            sigaltstack,
-            clear_child_tid: u64::from_le_bytes(ctid),
             brk,
             personality,
+            threads,
         })
     })();
-    t.inject(
+    leader.inject(
         entry,
         regs,
         "munmap",
         libc::SYS_munmap,
         [scratch, page, 0, 0, 0, 0],
     )?;
-    frozen.restore_task()?;
+    frozen.restore_tasks()?;
     result
 }
 

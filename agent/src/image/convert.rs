@@ -7,14 +7,15 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_INOTIFY_WATCHES, MAX_MEMFD_EXTENTS, MAX_MEMFDS,
-    MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS,
+    MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem,
     RLIM_NLIMITS, validate,
 };
 use crate::state::{
-    CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, InotifyWatch, MemfdExtent,
-    MemfdState, MmState, PageRun, ProcessState, Regs, RlimitState, RseqState, SigactionState,
-    SigaltstackState, SiginfoState, SignalsState, ThreadState, TimerfdState, VmaKind, VmaState,
+    CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, InotifyWatch, LockKind,
+    LockState, MemfdExtent, MemfdState, MmState, PageRun, PipeQueue, ProcessState, Regs,
+    RlimitState, RseqState, SigactionState, SigaltstackState, SiginfoState, SignalsState,
+    ThreadState, TimerfdState, VmaKind, VmaState,
 };
 
 use super::validate::{cap_count, err};
@@ -55,6 +56,7 @@ impl From<&ProcessState> for pb::Manifest {
                     shared_pending: s.signals.shared_pending.iter().map(siginfo_to_pb).collect(),
                 }),
                 threads: s.threads.iter().map(thread_to_pb).collect(),
+                locks: s.locks.iter().map(lock_to_pb).collect(),
                 memfds: s.memfds.iter().map(memfd_to_pb).collect(),
             }),
         }
@@ -189,6 +191,30 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
                 })
                 .collect(),
         }),
+        FdKind::Dup { of } => Kind::Dup(pb::Dup { of: *of }),
+        FdKind::LocalPipe { ino, queue } => Kind::LocalPipe(pb::LocalPipe {
+            ino: *ino,
+            queue: queue.as_ref().map(queue_to_pb),
+        }),
+        FdKind::Fifo { file, queue } => Kind::Fifo(pb::Fifo {
+            file: Some(file_ref_to_pb(file)),
+            queue: queue.as_ref().map(queue_to_pb),
+        }),
+        FdKind::DeletedFile {
+            path,
+            mode,
+            uid,
+            gid,
+            pos,
+            data,
+        } => Kind::DeletedFile(pb::DeletedFile {
+            path: path.clone(),
+            mode: *mode,
+            uid: *uid,
+            gid: *gid,
+            pos: *pos,
+            data: data.clone(),
+        }),
         FdKind::Eventfd { count, semaphore } => Kind::Eventfd(pb::Eventfd {
             count: *count,
             semaphore: *semaphore,
@@ -222,6 +248,51 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
         flags: f.flags,
         kind: Some(kind),
     }
+}
+
+fn queue_to_pb(q: &PipeQueue) -> pb::PipeQueue {
+    pb::PipeQueue {
+        size: q.size,
+        data: q.data.clone(),
+    }
+}
+
+fn lock_to_pb(l: &LockState) -> pb::Lock {
+    let kind = match l.kind {
+        LockKind::Flock => pb::LockKind::Flock,
+        LockKind::Posix => pb::LockKind::Posix,
+        LockKind::Ofd => pb::LockKind::Ofd,
+        LockKind::Lease => pb::LockKind::Lease,
+    };
+    pb::Lock {
+        fd: l.fd,
+        kind: kind.into(),
+        write: l.write,
+        start: l.start,
+        len: l.len,
+    }
+}
+
+fn lock_from_pb(i: usize, l: pb::Lock) -> Result<LockState, ManifestError> {
+    let kind = match pb::LockKind::try_from(l.kind) {
+        Ok(pb::LockKind::Flock) => LockKind::Flock,
+        Ok(pb::LockKind::Posix) => LockKind::Posix,
+        Ok(pb::LockKind::Ofd) => LockKind::Ofd,
+        Ok(pb::LockKind::Lease) => LockKind::Lease,
+        Ok(pb::LockKind::Unspecified) | Err(_) => {
+            return Err(err(
+                format!("locks[{i}].kind"),
+                ManifestProblem::UnknownEnum(l.kind),
+            ));
+        }
+    };
+    Ok(LockState {
+        fd: l.fd,
+        kind,
+        write: l.write,
+        start: l.start,
+        len: l.len,
+    })
 }
 
 fn sigaction_to_pb(a: &SigactionState) -> pb::Sigaction {
@@ -325,6 +396,7 @@ impl TryFrom<pb::Manifest> for ProcessState {
         cap_count("memfds", p.memfds.len(), MAX_MEMFDS)?;
         let extents: usize = p.memfds.iter().map(|m| m.extents.len()).sum();
         cap_count("memfds[*].extents", extents, MAX_MEMFD_EXTENTS)?;
+        cap_count("locks", p.locks.len(), MAX_LOCKS)?;
         let mm = required(p.mm, || "mm".into())?;
         let signals = required(p.signals, || "signals".into())?;
         let creds = required(p.creds, || "creds".into())?;
@@ -365,6 +437,12 @@ impl TryFrom<pb::Manifest> for ProcessState {
                 .into_iter()
                 .enumerate()
                 .map(|(i, t)| thread_from_pb(i, t))
+                .collect::<Result<_, _>>()?,
+            locks: p
+                .locks
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| lock_from_pb(i, l))
                 .collect::<Result<_, _>>()?,
             memfds: p.memfds.into_iter().map(memfd_from_pb).collect(),
         };
@@ -524,6 +602,23 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                     .collect(),
             }
         }
+        Kind::Dup(d) => FdKind::Dup { of: d.of },
+        Kind::LocalPipe(p) => FdKind::LocalPipe {
+            ino: p.ino,
+            queue: p.queue.map(queue_from_pb),
+        },
+        Kind::Fifo(p) => FdKind::Fifo {
+            file: file_ref_from_pb(p.file, || format!("{}.fifo.file", field()))?,
+            queue: p.queue.map(queue_from_pb),
+        },
+        Kind::DeletedFile(d) => FdKind::DeletedFile {
+            path: d.path,
+            mode: d.mode,
+            uid: d.uid,
+            gid: d.gid,
+            pos: d.pos,
+            data: d.data,
+        },
         Kind::Eventfd(e) => FdKind::Eventfd {
             count: e.count,
             semaphore: e.semaphore,
@@ -565,6 +660,13 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
         flags: f.flags,
         kind,
     })
+}
+
+fn queue_from_pb(q: pb::PipeQueue) -> PipeQueue {
+    PipeQueue {
+        size: q.size,
+        data: q.data,
+    }
 }
 
 fn memfd_from_pb(m: pb::Memfd) -> MemfdState {

@@ -74,7 +74,7 @@ impl PageBlock {
         };
         let bitmap = &data[stored_bytes..];
         let zero: u64 = bitmap.iter().map(|b| u64::from(b.count_ones())).sum();
-        let padding_ok = page_count % 8 == 0 || bitmap[blen - 1] >> (page_count % 8) == 0;
+        let padding_ok = page_count.is_multiple_of(8) || bitmap[blen - 1] >> (page_count % 8) == 0;
         let listed = page_count.saturating_sub(zero);
         if !padding_ok || zero > page_count || stored_bytes != listed as usize * PAGE {
             let stored = (stored_bytes / PAGE) as u64;
@@ -185,12 +185,12 @@ mod tests {
         // Claim a page is zero while its bytes are still there.
         let mut bad = raw.clone();
         *bad.last_mut().unwrap() |= 1;
-        assert!(PageBlock::new(0, 3, bad).is_err());
+        let _ = PageBlock::new(0, 3, bad).unwrap_err();
         // Padding bits set.
         let mut bad = raw.clone();
         *bad.last_mut().unwrap() |= 0x80;
-        assert!(PageBlock::new(0, 3, bad).is_err());
-        assert!(PageBlock::new(0, 3, raw).is_ok());
-        assert!(PageBlock::new(0, 3, Vec::new()).is_err());
+        let _ = PageBlock::new(0, 3, bad).unwrap_err();
+        let _ = PageBlock::new(0, 3, raw).unwrap();
+        let _ = PageBlock::new(0, 3, Vec::new()).unwrap_err();
     }
 }

@@ -461,7 +461,7 @@ impl<R: Read + Send> ImageReader<R> {
             .checked_sub(bitmap)
             .filter(|b| b % PAGE_SIZE == 0)
             .map(|b| b / PAGE_SIZE);
-        if !stored_pages.is_some_and(|n| n <= f.page_count) {
+        if stored_pages.is_none_or(|n| n > f.page_count) {
             return Err(ImageDefect::RawLength {
                 len: f.raw_len,
                 pages: f.page_count,

@@ -246,6 +246,58 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             FdState {
                 fd: 10,
                 cloexec: false,
+                flags: 0o4000,
+                kind: FdKind::LocalPipe {
+                    ino: 5555,
+                    queue: Some(PipeQueue {
+                        size: 65536,
+                        data: b"queued\0bytes".to_vec(),
+                    }),
+                },
+            },
+            FdState {
+                fd: 11,
+                cloexec: true,
+                flags: 1,
+                kind: FdKind::LocalPipe {
+                    ino: 5555,
+                    queue: None,
+                },
+            },
+            FdState {
+                fd: 12,
+                cloexec: true,
+                flags: 0o4000,
+                kind: FdKind::Dup { of: 10 },
+            },
+            FdState {
+                fd: 13,
+                cloexec: false,
+                flags: 0,
+                kind: FdKind::Fifo {
+                    file: file("/tmp/fifo", 21),
+                    queue: Some(PipeQueue {
+                        size: 4096,
+                        data: vec![7; 100],
+                    }),
+                },
+            },
+            FdState {
+                fd: 14,
+                cloexec: false,
+                flags: 0o2002,
+                kind: FdKind::DeletedFile {
+                    path: "/tmp/gone".into(),
+                    mode: 0o640,
+                    uid: 1000,
+                    gid: 100,
+                    pos: 3,
+                    data: (0..5000u32).map(|i| i as u8).collect(),
+                },
+            },
+            FdState {
+                fd: 20,
+                cloexec: false,
                 flags: 0o4002,
                 kind: FdKind::Eventfd {
                     count: 1 << 40,
@@ -253,13 +305,13 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
-                fd: 11,
+                fd: 21,
                 cloexec: true,
                 flags: 2,
                 kind: FdKind::Signalfd { mask: 0x4200 },
             },
             FdState {
-                fd: 12,
+                fd: 22,
                 cloexec: false,
                 flags: 2,
                 kind: FdKind::Timerfd(TimerfdState {
@@ -271,7 +323,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 }),
             },
             FdState {
-                fd: 13,
+                fd: 23,
                 cloexec: false,
                 flags: 0o4000,
                 kind: FdKind::Inotify {
@@ -290,10 +342,40 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
-                fd: 14,
+                fd: 24,
                 cloexec: false,
                 flags: 0o100002,
                 kind: FdKind::Memfd { ino: 1035, pos: 3 },
+            },
+        ],
+        locks: vec![
+            LockState {
+                fd: 2,
+                kind: LockKind::Flock,
+                write: true,
+                start: 0,
+                len: 0,
+            },
+            LockState {
+                fd: 2,
+                kind: LockKind::Posix,
+                write: false,
+                start: 10,
+                len: 5,
+            },
+            LockState {
+                fd: 14,
+                kind: LockKind::Ofd,
+                write: true,
+                start: 0,
+                len: 0,
+            },
+            LockState {
+                fd: 14,
+                kind: LockKind::Lease,
+                write: false,
+                start: 0,
+                len: 0,
             },
         ],
         signals: SignalsState {
@@ -1073,8 +1155,8 @@ fn invalid_manifests_are_refused_naming_the_field() {
         ),
         (|p| p.mm = None, "mm", "missing"),
         (
-            |p| p.fds[10].kind = Some(pb::fd::Kind::Memfd(pb::MemfdFd { ino: 5, pos: 0 })),
-            "fds[10].memfd.ino",
+            |p| p.fds[15].kind = Some(pb::fd::Kind::Memfd(pb::MemfdFd { ino: 5, pos: 0 })),
+            "fds[15].memfd.ino",
             "not in memfds",
         ),
         (
@@ -1115,40 +1197,85 @@ fn invalid_manifests_are_refused_naming_the_field() {
         ),
         (
             |p| {
-                if let Some(pb::fd::Kind::Timerfd(t)) = &mut p.fds[8].kind {
+                if let Some(pb::fd::Kind::Timerfd(t)) = &mut p.fds[13].kind {
                     t.clockid = 3;
                 }
             },
-            "fds[8].timerfd.clockid",
+            "fds[13].timerfd.clockid",
             "unknown value 3",
         ),
         (
             |p| {
-                if let Some(pb::fd::Kind::Eventfd(e)) = &mut p.fds[6].kind {
+                if let Some(pb::fd::Kind::Eventfd(e)) = &mut p.fds[11].kind {
                     e.count = u64::MAX;
                 }
             },
-            "fds[6].eventfd.count",
+            "fds[11].eventfd.count",
             "outside",
         ),
         (
             |p| {
-                if let Some(pb::fd::Kind::Inotify(n)) = &mut p.fds[9].kind {
+                if let Some(pb::fd::Kind::Inotify(n)) = &mut p.fds[14].kind {
                     n.watches[1].wd = 1;
                 }
             },
-            "fds[9].inotify.watches[1].wd",
+            "fds[14].inotify.watches[1].wd",
             "does not follow",
         ),
         (
             |p| {
-                if let Some(pb::fd::Kind::Inotify(n)) = &mut p.fds[9].kind {
+                if let Some(pb::fd::Kind::Inotify(n)) = &mut p.fds[14].kind {
                     n.watches[0].file = None;
                 }
             },
-            "fds[9].inotify.watches[0].file",
+            "fds[14].inotify.watches[0].file",
             "missing",
         ),
+        (
+            |p| p.fds[8].kind = Some(pb::fd::Kind::Dup(pb::Dup { of: 12 })),
+            "fds[8].dup.of",
+            "names fd 12",
+        ),
+        (
+            |p| p.fds[8].kind = Some(pb::fd::Kind::Dup(pb::Dup { of: 7 })),
+            "fds[8].dup.of",
+            "names fd 7",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::LocalPipe(l)) = &mut p.fds[6].kind {
+                    l.queue.as_mut().unwrap().size = 2;
+                }
+            },
+            "fds[6].local_pipe.queue.data",
+            "more than 2",
+        ),
+        (
+            |p| p.fds[7].flags = 2,
+            "fds[7].flags & O_ACCMODE",
+            "outside 0..=1",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::DeletedFile(d)) = &mut p.fds[10].kind {
+                    d.mode = 0o100644;
+                }
+            },
+            "fds[10].deleted_file.mode",
+            "bits outside",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::Fifo(f)) = &mut p.fds[9].kind {
+                    f.file.as_mut().unwrap().path = "fifo".into();
+                }
+            },
+            "fds[9].fifo.file.path",
+            "not absolute",
+        ),
+        (|p| p.locks[0].kind = 9, "locks[0].kind", "unknown value 9"),
+        (|p| p.locks[1].fd = 12, "locks[1].fd", "names fd 12"),
+        (|p| p.locks[1].start = u64::MAX, "locks[1].start", "outside"),
     ];
     for (edit, field, problem) in cases {
         let mut m = base.clone();
@@ -1236,7 +1363,7 @@ fn repeated_fields_are_counted_before_decoding() {
     assert_eq!(manifest_error(&m).0, "memfds[*].extents");
     let mut m = pb::Manifest::from(&state);
     let p = m.process.as_mut().unwrap();
-    p.fds[9].kind = Some(pb::fd::Kind::Inotify(pb::Inotify {
+    p.fds[14].kind = Some(pb::fd::Kind::Inotify(pb::Inotify {
         watches: vec![pb::InotifyWatch::default(); (1 << 20) + 1],
     }));
     assert_eq!(manifest_error(&m).0, "fds[*].inotify.watches");

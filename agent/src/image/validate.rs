@@ -7,8 +7,8 @@
 use std::fmt;
 
 use crate::state::{
-    CredsState, FdKind, FdState, MemfdState, MmState, PAGE_SIZE, ProcessState, RlimitState,
-    SiginfoState, SignalsState, VmaKind, VmaState, prot,
+    CredsState, FdKind, FdState, LockKind, LockState, MemfdState, MmState, PAGE_SIZE, PipeQueue,
+    ProcessState, RlimitState, SiginfoState, SignalsState, VmaKind, VmaState, prot,
 };
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -65,6 +65,10 @@ pub const MAX_XSTATE: usize = 64 * 1024;
 pub const MAX_PENDING: usize = 1 << 20;
 /// Size of a `siginfo_t`.
 pub const SIGINFO_LEN: usize = 128;
+/// Most file locks and leases accepted.
+pub const MAX_LOCKS: usize = 1 << 20;
+/// Largest pipe buffer accepted (`F_SETPIPE_SZ` allows up to 2 GiB for root).
+pub const MAX_PIPE_SIZE: u32 = 1 << 31;
 /// Number of `RLIMIT_*` resources (`RLIM_NLIMITS`).
 pub const RLIM_NLIMITS: u32 = 16;
 
@@ -261,6 +265,9 @@ pub enum ManifestProblem {
     /// An id of -1, which the set*id calls read as "leave unchanged".
     #[error("{0} is not a valid id")]
     InvalidId(u32),
+    /// A reference to a descriptor the image does not restore on its own.
+    #[error("names fd {0}, which is not a descriptor of its own in the image")]
+    NoSuchFd(i32),
     /// The first thread is not the thread-group leader.
     #[error("first thread has tid {tid}, not the pid {pid}")]
     LeaderNotFirst {
@@ -331,6 +338,7 @@ pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
     validate_fds(&s.fds)?;
     validate_signals(&s.signals)?;
     validate_threads(s)?;
+    validate_locks(&s.locks, &s.fds)?;
     Ok(())
 }
 
@@ -702,6 +710,39 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                     )?;
                 }
             }
+            FdKind::Dup { of } => {
+                // The description's own descriptor comes first and is not a dup itself.
+                let own = fds[..i]
+                    .binary_search_by_key(of, |f| f.fd)
+                    .is_ok_and(|j| !matches!(fds[j].kind, FdKind::Dup { .. }));
+                if !own {
+                    return Err(err(
+                        format!("{}.dup.of", field()),
+                        ManifestProblem::NoSuchFd(*of),
+                    ));
+                }
+            }
+            FdKind::LocalPipe { queue, .. } => {
+                let acc = f.flags & libc::O_ACCMODE as u32;
+                check_range(format!("{}.flags & O_ACCMODE", field()), acc, 0, 1)?;
+                validate_queue(&format!("{}.local_pipe.queue", field()), queue.as_ref())?;
+            }
+            FdKind::Fifo { file, queue } => {
+                check_path(&format!("{}.fifo.file.path", field()), &file.path)?;
+                validate_queue(&format!("{}.fifo.queue", field()), queue.as_ref())?;
+            }
+            FdKind::DeletedFile { path, mode, .. } => {
+                check_path(&format!("{}.deleted_file.path", field()), path)?;
+                if mode & !0o7777 != 0 {
+                    return Err(err(
+                        format!("{}.deleted_file.mode", field()),
+                        ManifestProblem::UnknownBits {
+                            value: (*mode).into(),
+                            allowed: 0o7777,
+                        },
+                    ));
+                }
+            }
             FdKind::Eventfd { count, .. } => check_range(
                 format!("{}.eventfd.count", field()),
                 *count,
@@ -747,6 +788,42 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                     check_path(&format!("{field}[{j}].file.path"), &w.file.path)?;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+fn validate_queue(field: &str, queue: Option<&PipeQueue>) -> Result<(), ManifestError> {
+    let Some(q) = queue else { return Ok(()) };
+    check_range(format!("{field}.size"), q.size, 1, MAX_PIPE_SIZE)?;
+    if q.data.len() > q.size as usize {
+        return Err(err(
+            format!("{field}.data"),
+            ManifestProblem::TooLong {
+                len: q.data.len(),
+                max: q.size as usize,
+            },
+        ));
+    }
+    Ok(())
+}
+
+fn validate_locks(locks: &[LockState], fds: &[FdState]) -> Result<(), ManifestError> {
+    cap_count("locks", locks.len(), MAX_LOCKS)?;
+    for (i, l) in locks.iter().enumerate() {
+        let own = fds
+            .binary_search_by_key(&l.fd, |f| f.fd)
+            .is_ok_and(|j| !matches!(fds[j].kind, FdKind::Dup { .. }));
+        if !own {
+            return Err(err(
+                format!("locks[{i}].fd"),
+                ManifestProblem::NoSuchFd(l.fd),
+            ));
+        }
+        if matches!(l.kind, LockKind::Posix | LockKind::Ofd) {
+            // struct flock's l_start and l_len are signed.
+            check_range(format!("locks[{i}].start"), l.start, 0, i64::MAX as u64)?;
+            check_range(format!("locks[{i}].len"), l.len, 0, i64::MAX as u64)?;
         }
     }
     Ok(())

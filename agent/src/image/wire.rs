@@ -5,9 +5,9 @@
 //! [`super::validate`], whatever the manifest's size.
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_INOTIFY_WATCHES, MAX_MEMFD_EXTENTS,
-    MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem,
-    RLIM_NLIMITS,
+    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_INOTIFY_WATCHES, MAX_LOCKS,
+    MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS,
+    ManifestError, ManifestProblem, RLIM_NLIMITS,
 };
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.
@@ -51,14 +51,14 @@ const INOTIFY: &[Field] = &[(
     1,
     Child::Message(
         &[(3, Child::Message(FILE_REF, None))],
-        Some(counter(13, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES)),
+        Some(counter(14, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES)),
     ),
 )];
 const MEMFD: &[Field] = &[(
     6,
     Child::Message(
         LEAF,
-        Some(counter(12, "memfds[*].extents", MAX_MEMFD_EXTENTS)),
+        Some(counter(13, "memfds[*].extents", MAX_MEMFD_EXTENTS)),
     ),
 )];
 const FD: &[Field] = &[
@@ -126,12 +126,16 @@ const PROCESS: &[Field] = &[
         Child::Message(THREAD, Some(counter(10, "threads", MAX_THREADS))),
     ),
     (
+        120,
+        Child::Message(LEAF, Some(counter(11, "locks", MAX_LOCKS))),
+    ),
+    (
         100,
-        Child::Message(MEMFD, Some(counter(11, "memfds", MAX_MEMFDS))),
+        Child::Message(MEMFD, Some(counter(12, "memfds", MAX_MEMFDS))),
     ),
 ];
 const MANIFEST: &[Field] = &[(1, Child::Message(PROCESS, None))];
-const SLOTS: usize = 14;
+const SLOTS: usize = 15;
 
 /// What the pass found.
 #[derive(Debug)]

@@ -1,11 +1,24 @@
 //! File descriptors: checked against the filesystem before anything is created, then opened
-//! inside the task at their numbers, with offsets and flags.
+//! inside the task at their numbers, with offsets and flags; locks are taken back last.
+//!
+//! Contents travel from outside: the restorer writes queued pipe bytes and deleted files'
+//! contents through `/proc/TASK/fd/N` of descriptors the task has just created.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+use nix::fcntl::{FcntlArg, fcntl};
 
 use super::RestoreError;
 use super::fdkinds::{self, Memfds};
 use super::inject::Injector;
 use crate::dump::identity_of;
-use crate::state::{EpollTarget, FdKind, FileRef, ProcessState, VmaKind};
+use crate::state::{
+    EpollTarget, FdKind, FileRef, LockKind, LockState, PipeQueue, ProcessState, VmaKind,
+};
 
 /// How one descriptor will be recreated.
 #[derive(Debug, Clone)]
@@ -20,6 +33,14 @@ enum Action {
     },
     /// A fresh epoll instance with this interest list.
     Epoll(Vec<EpollTarget>),
+    /// `dup3` of a descriptor restored before it.
+    Dup(i32),
+    /// One end of a pipe the restore creates (see [`FdPlan::pipes`]).
+    PipeEnd { ino: u64, write: bool, flags: u32 },
+    /// A FIFO reopened by path, never blocking (the restorer holds it open meanwhile).
+    Fifo { path: String, flags: u32 },
+    /// A file deleted while open, recreated unlinked with its contents (kept in the state).
+    Deleted { path: String, flags: u32, pos: u64 },
     /// An eventfd, signalfd, timerfd or inotify instance, made by injected calls.
     Injected { flags: u32, kind: FdKind },
 }
@@ -29,6 +50,11 @@ enum Action {
 pub struct FdPlan {
     fds: Vec<(i32, bool, Action)>,
     inherit_stdio: bool,
+    /// Pipes to create, each with its buffer and queued bytes.
+    pipes: Vec<(u64, Option<PipeQueue>)>,
+    /// FIFOs to hold open while the task opens them: path, identity, buffer and bytes.
+    fifos: Vec<(FileRef, Option<PipeQueue>)>,
+    locks: Vec<LockState>,
     /// The memfds, made by the restorer for the task's descriptors and mappings.
     pub memfds: Memfds,
 }
@@ -91,6 +117,8 @@ pub fn plan(
         }
     }
     let mut fds = Vec::with_capacity(state.fds.len());
+    let mut pipes: Vec<(u64, Option<PipeQueue>)> = Vec::new();
+    let mut fifos: Vec<(FileRef, Option<PipeQueue>)> = Vec::new();
     for f in &state.fds {
         let devnull = |why: String, warnings: &mut Vec<String>| {
             warnings.push(format!("fd {}: {why}; it is /dev/null now", f.fd));
@@ -146,6 +174,43 @@ pub fn plan(
                     None => devnull(format!("pipe:[{ino}] has no other end left"), warnings),
                 },
                 FdKind::Epoll { targets } => Action::Epoll(targets.clone()),
+                FdKind::Dup { of } => Action::Dup(*of),
+                FdKind::LocalPipe { ino, queue } => {
+                    match pipes.iter_mut().find(|(i, _)| i == ino) {
+                        Some((_, q)) => *q = q.take().or_else(|| queue.clone()),
+                        None => pipes.push((*ino, queue.clone())),
+                    }
+                    let write = f.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32;
+                    Action::PipeEnd {
+                        ino: *ino,
+                        write,
+                        flags: f.flags,
+                    }
+                }
+                FdKind::Fifo { file, queue } => {
+                    changed(format!("fd {}", f.fd), file)?;
+                    if identity_of(&file.path)
+                        .is_ok_and(|now| now.mode & libc::S_IFMT != libc::S_IFIFO)
+                    {
+                        return Err(RestoreError::FileChanged(format!(
+                            "fd {}: {} is no longer a FIFO",
+                            f.fd, file.path
+                        )));
+                    }
+                    match fifos.iter_mut().find(|(r, _)| r.path == file.path) {
+                        Some((_, q)) => *q = q.take().or_else(|| queue.clone()),
+                        None => fifos.push((file.clone(), queue.clone())),
+                    }
+                    Action::Fifo {
+                        path: file.path.clone(),
+                        flags: f.flags,
+                    }
+                }
+                FdKind::DeletedFile { path, pos, .. } => Action::Deleted {
+                    path: path.clone(),
+                    flags: f.flags,
+                    pos: *pos,
+                },
                 FdKind::Inotify { watches } => {
                     for w in watches {
                         changed(format!("fd {}: inotify watch {}", f.fd, w.wd), &w.file)?;
@@ -189,8 +254,27 @@ pub fn plan(
     Ok(FdPlan {
         fds,
         inherit_stdio,
+        pipes,
+        fifos,
+        locks: state.locks.clone(),
         memfds,
     })
+}
+
+/// The order descriptors are made in: a dup after what it duplicates, epoll instances after
+/// what they watch (dups included).
+fn phase(plan: &FdPlan, action: &Action) -> u8 {
+    let is_epoll = |fd: i32| {
+        plan.fds
+            .iter()
+            .any(|(f, _, a)| *f == fd && matches!(a, Action::Epoll(_)))
+    };
+    match action {
+        Action::Dup(of) if is_epoll(*of) => 3,
+        Action::Epoll(_) => 2,
+        Action::Dup(_) => 1,
+        _ => 0,
+    }
 }
 
 /// Recreates the descriptors inside the task. The task starts with a copy of the restorer's
@@ -212,12 +296,24 @@ pub fn restore(
             inj.call("close", libc::SYS_close, [std as u64, 0, 0, 0, 0, 0])?;
         }
     }
-    // Epoll instances last: their interest lists name the other descriptors.
-    let (epolls, others): (Vec<_>, Vec<_>) = plan
+    let task = inj.tracee().pid();
+    // Temporary descriptors live above every number the process uses, so that putting a
+    // descriptor at its number never closes one still needed.
+    let spare = plan
         .fds
         .iter()
-        .partition(|(_, _, a)| matches!(a, Action::Epoll(_)));
-    for (fd, cloexec, action) in others.into_iter().chain(epolls) {
+        .map(|(fd, _, _)| *fd)
+        .max()
+        .map_or(3, |m| m + 1);
+    let pipes = create_pipes(inj, plan, spare)?;
+    // Held by the restorer until every FIFO end is open: an end opened without blocking
+    // needs a peer, and the queued bytes need a holder.
+    let _fifo_holders = hold_fifos(plan)?;
+
+    let mut order: Vec<&(i32, bool, Action)> = plan.fds.iter().collect();
+    order.sort_by_key(|(_, _, a)| phase(plan, a));
+    let mut ends_used = HashSet::new();
+    for (fd, cloexec, action) in order {
         let fd = *fd;
         let err = |what: String| {
             move |e: crate::ptrace::PtraceError| RestoreError::Fd {
@@ -226,7 +322,20 @@ pub fn restore(
                 source: Box::new(e.into()),
             }
         };
-        let tmp = match action {
+        let open_flags = |flags: u32| {
+            u64::from(flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32))
+        };
+        let reopen = |path: &str, flags: u32| -> Result<u64, RestoreError> {
+            let addr = inj.put_path(path)?;
+            inj.call(
+                "openat",
+                libc::SYS_openat,
+                [libc::AT_FDCWD as u64, addr, open_flags(flags), 0, 0, 0],
+            )
+            .map_err(err(format!("open {path}")))
+        };
+        // (descriptor to put at `fd`, whether to close it afterwards, status flags to set)
+        let (tmp, close_tmp, setfl) = match action {
             Action::Inherit => {
                 if *cloexec {
                     inj.call(
@@ -246,26 +355,63 @@ pub fn restore(
                 continue;
             }
             Action::Open { path, flags, .. } => {
-                let addr = inj.put_path(path)?;
-                let open_flags =
-                    (flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32)) as u64;
-                inj.call(
-                    "openat",
-                    libc::SYS_openat,
-                    [libc::AT_FDCWD as u64, addr, open_flags, 0, 0, 0],
-                )
-                .map_err(err(format!("open {path}")))?
+                // Put back the status flags a reopen through /proc had to change (O_NONBLOCK).
+                let setfl = path.starts_with("/proc/").then(|| {
+                    state
+                        .fds
+                        .iter()
+                        .find(|f| f.fd == fd)
+                        .map_or(*flags, |f| f.flags)
+                });
+                (reopen(path, *flags)?, true, setfl)
             }
-            Action::Epoll(_) => inj
-                .call("epoll_create1", libc::SYS_epoll_create1, [0, 0, 0, 0, 0, 0])
-                .map_err(err("epoll_create1".into()))?,
-            Action::Injected { flags, kind } => fdkinds::create(inj, fd, *flags, kind)?,
+            Action::Epoll(_) => (
+                inj.call("epoll_create1", libc::SYS_epoll_create1, [0, 0, 0, 0, 0, 0])
+                    .map_err(err("epoll_create1".into()))?,
+                true,
+                None,
+            ),
+            Action::Dup(of) => (*of as u64, false, None),
+            Action::PipeEnd { ino, write, flags } => {
+                let (r, w) = pipes.get(ino).copied().ok_or_else(|| {
+                    RestoreError::Layout(format!("fd {fd}: pipe:[{ino}] was not created"))
+                })?;
+                let end = if *write { w } else { r };
+                if ends_used.insert((*ino, *write)) {
+                    (end, false, Some(*flags))
+                } else {
+                    // Another open file description of the same end.
+                    (
+                        reopen(
+                            &format!("/proc/{task}/fd/{end}"),
+                            flags | libc::O_NONBLOCK as u32,
+                        )?,
+                        true,
+                        Some(*flags),
+                    )
+                }
+            }
+            Action::Fifo { path, flags } => (
+                reopen(path, flags | libc::O_NONBLOCK as u32)?,
+                true,
+                Some(*flags),
+            ),
+            Action::Deleted {
+                path,
+                flags,
+                pos: _,
+            } => (recreate_deleted(inj, state, fd, path, *flags)?, true, None),
+            Action::Injected { flags, kind } => {
+                (fdkinds::create(inj, fd, *flags, kind)?, true, None)
+            }
         };
         if tmp != fd as u64 {
             let flags = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };
             inj.call("dup3", libc::SYS_dup3, [tmp, fd as u64, flags, 0, 0, 0])
                 .map_err(err("dup3".into()))?;
-            inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
+            if close_tmp {
+                inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
+            }
         } else if *cloexec {
             inj.call(
                 "fcntl",
@@ -281,28 +427,22 @@ pub fn restore(
             )
             .map_err(err("set close-on-exec".into()))?;
         }
+        if let Some(flags) = setfl {
+            inj.call(
+                "fcntl",
+                libc::SYS_fcntl,
+                [fd as u64, libc::F_SETFL as u64, u64::from(flags), 0, 0, 0],
+            )
+            .map_err(err("set status flags".into()))?;
+        }
         match action {
-            Action::Open { pos: Some(pos), .. } if *pos != 0 => {
+            Action::Open { pos: Some(pos), .. } | Action::Deleted { pos, .. } if *pos != 0 => {
                 inj.call(
                     "lseek",
                     libc::SYS_lseek,
                     [fd as u64, *pos, libc::SEEK_SET as u64, 0, 0, 0],
                 )
                 .map_err(err(format!("seek to {pos}")))?;
-            }
-            Action::Open { flags, path, .. } if path.starts_with("/proc/") => {
-                // Put back the status flags the reopen had to change (O_NONBLOCK).
-                let orig = state
-                    .fds
-                    .iter()
-                    .find(|f| f.fd == fd)
-                    .map_or(*flags, |f| f.flags);
-                inj.call(
-                    "fcntl",
-                    libc::SYS_fcntl,
-                    [fd as u64, libc::F_SETFL as u64, u64::from(orig), 0, 0, 0],
-                )
-                .map_err(err("set status flags".into()))?;
             }
             Action::Epoll(targets) => {
                 for t in targets {
@@ -329,6 +469,305 @@ pub fn restore(
                 }
             }
             _ => {}
+        }
+    }
+    for (r, w) in pipes.values() {
+        inj.call("close", libc::SYS_close, [*r, 0, 0, 0, 0, 0])?;
+        inj.call("close", libc::SYS_close, [*w, 0, 0, 0, 0, 0])?;
+    }
+    // Last: closing any descriptor of a file drops the process's POSIX locks on it, and the
+    // steps above close temporary descriptors.
+    take_locks(inj, &plan.locks)
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> RestoreError {
+    move |source| RestoreError::Io { what, source }
+}
+
+/// Creates each pipe inside the task (both ends moved to spare numbers), sizes its buffer and
+/// writes its queued bytes through a write end the restorer opens via `/proc`.
+fn create_pipes(
+    inj: &Injector<'_>,
+    plan: &FdPlan,
+    spare: i32,
+) -> Result<HashMap<u64, (u64, u64)>, RestoreError> {
+    let task = inj.tracee().pid();
+    let mut out = HashMap::new();
+    for (ino, queue) in &plan.pipes {
+        let what = |s: &str| format!("pipe:[{ino}]: {s}");
+        let addr = inj.put(4096, &[0u8; 8])?;
+        inj.call(
+            "pipe2",
+            libc::SYS_pipe2,
+            [addr, libc::O_CLOEXEC as u64, 0, 0, 0, 0],
+        )?;
+        let mut ends = [0u8; 8];
+        inj.tracee().read_mem(addr, &mut ends)?;
+        let mut moved = [0u64; 2];
+        for (i, raw) in ends.chunks_exact(4).enumerate() {
+            let fd = u64::from(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]));
+            moved[i] = inj.call(
+                "fcntl(F_DUPFD_CLOEXEC)",
+                libc::SYS_fcntl,
+                [fd, libc::F_DUPFD_CLOEXEC as u64, spare as u64, 0, 0, 0],
+            )?;
+            inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
+        let (r, w) = (moved[0], moved[1]);
+        out.insert(*ino, (r, w));
+        if let Some(q) = queue {
+            if let Err(e) = inj.call_raw(
+                libc::SYS_fcntl,
+                [w, libc::F_SETPIPE_SZ as u64, u64::from(q.size), 0, 0, 0],
+            )? {
+                return Err(RestoreError::Io {
+                    what: what(&format!("set its buffer to {} bytes", q.size)),
+                    source: e.into(),
+                });
+            }
+            if !q.data.is_empty() {
+                let path = format!("/proc/{task}/fd/{w}");
+                let mut end = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                    .open(&path)
+                    .map_err(io_err(what("open its write end")))?;
+                end.write_all(&q.data).map_err(io_err(what(&format!(
+                    "write its {} queued bytes",
+                    q.data.len()
+                ))))?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Opens every FIFO read-write in the restorer (never blocks), sizes it and writes the bytes
+/// that were queued in it.
+fn hold_fifos(plan: &FdPlan) -> Result<Vec<File>, RestoreError> {
+    let mut held = Vec::with_capacity(plan.fifos.len());
+    for (file, queue) in &plan.fifos {
+        let what = |s: &str| format!("FIFO {}: {s}", file.path);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&file.path)
+            .map_err(io_err(what("open")))?;
+        let meta = f.metadata().map_err(io_err(what("stat")))?;
+        if meta.dev() != file.identity.dev || meta.ino() != file.identity.ino {
+            return Err(RestoreError::FileChanged(format!(
+                "{} is not the FIFO the image was taken from",
+                file.path
+            )));
+        }
+        if let Some(q) = queue {
+            let size = i32::try_from(q.size).unwrap_or(i32::MAX);
+            fcntl(f.as_fd(), FcntlArg::F_SETPIPE_SZ(size)).map_err(|e| RestoreError::Io {
+                what: what("set its buffer size"),
+                source: e.into(),
+            })?;
+            (&f).write_all(&q.data).map_err(io_err(what(&format!(
+                "write its {} queued bytes",
+                q.data.len()
+            ))))?;
+        }
+        held.push(f);
+    }
+    Ok(held)
+}
+
+/// A file deleted while open, recreated with `O_TMPFILE` (never visible in any directory) in
+/// its old directory, or in `/tmp` when that is gone or cannot hold one; as a last resort a
+/// named file created and unlinked at once. The restorer writes the contents and sets owner
+/// and mode through `/proc`; the task then reopens it with the original flags.
+fn recreate_deleted(
+    inj: &Injector<'_>,
+    state: &ProcessState,
+    fd: i32,
+    path: &str,
+    flags: u32,
+) -> Result<u64, RestoreError> {
+    let Some(FdKind::DeletedFile {
+        mode,
+        uid,
+        gid,
+        data,
+        ..
+    }) = state.fds.iter().find(|f| f.fd == fd).map(|f| &f.kind)
+    else {
+        return Err(RestoreError::Layout(format!(
+            "fd {fd}: no contents for {path}"
+        )));
+    };
+    let err = |what: String| {
+        move |e: RestoreError| RestoreError::Fd {
+            fd,
+            what,
+            source: Box::new(e),
+        }
+    };
+    let dir = std::path::Path::new(path)
+        .parent()
+        .and_then(|p| p.to_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    let creat = (libc::O_RDWR | libc::O_CLOEXEC) as u64;
+    let mut tmp = None;
+    for d in [dir, "/tmp"] {
+        let addr = inj.put_path(d)?;
+        if let Ok(t) = inj.call_raw(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                addr,
+                creat | libc::O_TMPFILE as u64,
+                0o600,
+                0,
+                0,
+            ],
+        )? {
+            tmp = Some(t);
+            break;
+        }
+    }
+    let tmp = match tmp {
+        Some(t) => t,
+        None => {
+            let name = format!("/tmp/.ferry-deleted-{}-{fd}", state.pid);
+            let addr = inj.put_path(&name)?;
+            let t = inj
+                .call(
+                    "openat",
+                    libc::SYS_openat,
+                    [
+                        libc::AT_FDCWD as u64,
+                        addr,
+                        creat | (libc::O_CREAT | libc::O_EXCL) as u64,
+                        0o600,
+                        0,
+                        0,
+                    ],
+                )
+                .map_err(|e| err(format!("create {name}"))(e.into()))?;
+            inj.call(
+                "unlinkat",
+                libc::SYS_unlinkat,
+                [libc::AT_FDCWD as u64, addr, 0, 0, 0, 0],
+            )
+            .map_err(|e| err(format!("unlink {name}"))(e.into()))?;
+            t
+        }
+    };
+    let task = inj.tracee().pid();
+    let proc_path = format!("/proc/{task}/fd/{tmp}");
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&proc_path)
+            .map_err(io_err(format!("fd {fd}: open the new copy of {path}")))?;
+        f.write_all(data).map_err(io_err(format!(
+            "fd {fd}: write {} bytes of {path}",
+            data.len()
+        )))?;
+        std::os::unix::fs::fchown(&f, Some(*uid), Some(*gid))
+            .map_err(io_err(format!("fd {fd}: chown the copy of {path}")))?;
+        // After chown, which clears set-id bits.
+        std::fs::set_permissions(
+            &proc_path,
+            std::os::unix::fs::PermissionsExt::from_mode(*mode),
+        )
+        .map_err(io_err(format!("fd {fd}: chmod the copy of {path}")))?;
+    }
+    // A new open file description with the original flags (O_RDONLY, O_APPEND, …).
+    let addr = inj.put_path(&proc_path)?;
+    let open_flags = u64::from(flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32));
+    let reopened = inj
+        .call(
+            "openat",
+            libc::SYS_openat,
+            [libc::AT_FDCWD as u64, addr, open_flags, 0, 0, 0],
+        )
+        .map_err(|e| err(format!("reopen the copy of {path}"))(e.into()))?;
+    inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
+    Ok(reopened)
+}
+
+/// Takes back every lock and lease, inside the task (they belong to it or its descriptors).
+fn take_locks(inj: &Injector<'_>, locks: &[LockState]) -> Result<(), RestoreError> {
+    for l in locks {
+        let fd = l.fd as u64;
+        let mode = if l.write { "write" } else { "read" };
+        let (what, r) = match l.kind {
+            LockKind::Flock => {
+                let op = if l.write {
+                    libc::LOCK_EX
+                } else {
+                    libc::LOCK_SH
+                } | libc::LOCK_NB;
+                (
+                    format!("flock ({mode})"),
+                    inj.call_raw(libc::SYS_flock, [fd, op as u64, 0, 0, 0, 0])?,
+                )
+            }
+            LockKind::Posix | LockKind::Ofd => {
+                // struct flock: l_type, l_whence (i16 each), padding, l_start, l_len (i64), l_pid.
+                let mut fl = [0u8; 32];
+                let ty: i16 = if l.write {
+                    libc::F_WRLCK as i16
+                } else {
+                    libc::F_RDLCK as i16
+                };
+                fl[0..2].copy_from_slice(&ty.to_le_bytes());
+                fl[2..4].copy_from_slice(&(libc::SEEK_SET as i16).to_le_bytes());
+                fl[8..16].copy_from_slice(&l.start.to_le_bytes());
+                fl[16..24].copy_from_slice(&l.len.to_le_bytes());
+                let addr = inj.put(4096, &fl)?;
+                let (cmd, name) = if l.kind == LockKind::Posix {
+                    (libc::F_SETLK, "POSIX")
+                } else {
+                    (libc::F_OFD_SETLK, "OFD")
+                };
+                let range = if l.len == 0 {
+                    format!("{}..EOF", l.start)
+                } else {
+                    format!("{}..+{}", l.start, l.len)
+                };
+                (
+                    format!("{name} lock ({mode}, bytes {range})"),
+                    inj.call_raw(libc::SYS_fcntl, [fd, cmd as u64, addr, 0, 0, 0])?,
+                )
+            }
+            LockKind::Lease => {
+                let ty = if l.write {
+                    libc::F_WRLCK
+                } else {
+                    libc::F_RDLCK
+                };
+                (
+                    format!("lease ({mode})"),
+                    inj.call_raw(
+                        libc::SYS_fcntl,
+                        [fd, libc::F_SETLEASE as u64, ty as u64, 0, 0, 0],
+                    )?,
+                )
+            }
+        };
+        match r {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(RestoreError::FileChanged(format!(
+                    "fd {}: its {what} is held by another process now",
+                    l.fd
+                )));
+            }
+            Err(e) => {
+                return Err(RestoreError::Io {
+                    what: format!("fd {}: take back its {what}", l.fd),
+                    source: e.into(),
+                });
+            }
         }
     }
     Ok(())

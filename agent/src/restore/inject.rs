@@ -50,6 +50,17 @@ impl<'a> Injector<'a> {
         Ok(Self { t, template, area })
     }
 
+    /// An injector for another thread of the same process, through the same area.
+    pub fn for_thread(&self, t: &'a Tracee) -> Result<Self, RestoreError> {
+        let mut template = t.regs()?;
+        template.rsp = self.area + AREA_LEN - 64;
+        Ok(Self {
+            t,
+            template,
+            area: self.area,
+        })
+    }
+
     /// The task.
     pub fn tracee(&self) -> &'a Tracee {
         self.t

@@ -71,11 +71,14 @@ pub fn pick_area(maps: &[MapsEntry], mm: &MmState) -> Result<u64, RestoreError> 
     ))
 }
 
+/// One part of the vDSO block: kind, start, end.
+type VdsoPart = (VmaKind, u64, u64);
+
 /// Start and end of the `[vvar]`/`[vvar_vclock]`/`[vdso]` block, with each part's size.
 fn vdso_block(
     parts: impl Iterator<Item = (VmaKind, u64, u64)>,
-) -> Option<(u64, u64, Vec<(VmaKind, u64, u64)>)> {
-    let mut v: Vec<(VmaKind, u64, u64)> = parts.filter(|(k, _, _)| is_vdso_block(k)).collect();
+) -> Option<(u64, u64, Vec<VdsoPart>)> {
+    let mut v: Vec<VdsoPart> = parts.filter(|(k, _, _)| is_vdso_block(k)).collect();
     v.sort_by_key(|(_, s, _)| *s);
     let start = v.first()?.1;
     let end = v.last()?.2;

@@ -93,6 +93,24 @@ pub enum RestoreError {
         #[source]
         source: Box<RestoreError>,
     },
+    /// Recreating a thread failed.
+    #[error("thread {tid}")]
+    Thread {
+        /// Thread id.
+        tid: i32,
+        /// Cause.
+        #[source]
+        source: Box<RestoreError>,
+    },
+    /// A file operation of the restorer itself failed (writing pipe or file contents).
+    #[error("{what}")]
+    Io {
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Making a memfd in the restorer failed.
     #[error("memfd {name:?}: {step}")]
     Memfd {
@@ -132,19 +150,15 @@ pub fn restore<R: Read + Send>(
         .threads
         .first()
         .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
-    if state.threads.len() > 1 {
-        return Err(RestoreError::Layout(
-            "multi-threaded images are not supported yet".into(),
-        ));
-    }
     // Every file the process needs is checked before a task exists.
     let fd_plan = files::plan(&state, opts.inherit_stdio, &mut warnings)?;
 
     let mut task = task::create(state.pid, opts.pid_ns)?;
     // EXITKILL: should the restorer die half-way, the half-built task dies with it.
+    // TRACECLONE: the threads we create arrive traced and stopped.
     let tracee = Tracee::seize(
         task.pid,
-        Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACESYSGOOD,
+        Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_TRACECLONE,
     )?;
     tracee.interrupt()?;
     // Nothing may be delivered while the task is being built; the image's mask comes last.
@@ -179,6 +193,8 @@ pub fn restore<R: Read + Send>(
     fd_plan.memfds.seal(&state)?;
     restore_process_attrs(&inj, &state)?;
     restore_thread_attrs(&inj, &state, thread)?;
+    // The other threads share everything set so far (memory, fds, handlers).
+    let threads = create_threads(&inj, &state)?;
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
     // restore's own calls.
     for r in &state.rlimits {
@@ -190,8 +206,20 @@ pub fn restore<R: Read + Send>(
         })?;
     }
     // Credentials last: once they drop, the task could no longer do the privileged steps.
-    restore_creds(&inj, &state)?;
+    // They belong to each thread, not to the process.
+    for (t, _) in &threads {
+        restore_creds(&inj.for_thread(t)?, &state, false)?;
+    }
+    restore_creds(&inj, &state, true)?;
 
+    // The threads go first: their registers no longer point into the injection area, which
+    // the leader unmaps last.
+    for (t, ts) in &threads {
+        t.set_xstate(&ts.xstate)?;
+        t.set_sigmask(ts.sigmask)?;
+        t.set_regs(&final_regs(ts.regs).into())?;
+        t.detach(None)?;
+    }
     tracee.set_xstate(&thread.xstate)?;
     tracee.set_sigmask(thread.sigmask)?;
     inj.finish()?;
@@ -330,7 +358,60 @@ fn restore_thread_attrs(
     Ok(())
 }
 
-fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
+/// Creates every thread after the first with `clone3(CLONE_THREAD, set_tid = {TID})` run by the
+/// leader, and gives each its own thread state. They arrive stopped through
+/// `PTRACE_O_TRACECLONE`.
+fn create_threads<'s>(
+    inj: &Injector<'_>,
+    state: &'s ProcessState,
+) -> Result<Vec<(Tracee, &'s ThreadState)>, RestoreError> {
+    let mut out = Vec::with_capacity(state.threads.len().saturating_sub(1));
+    for ts in state.threads.iter().skip(1) {
+        let flags = (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM) as u64;
+        let tid_addr = inj.put(8192, &(ts.tid as u64).to_le_bytes())?;
+        // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+        // stack_size, tls, set_tid, set_tid_size, cgroup.
+        let args: Vec<u8> = [flags, 0, 0, 0, 0, 0, 0, 0, tid_addr, 1, 0]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let args_addr = inj.put(4096, &args)?;
+        inj.call(
+            "clone3(CLONE_THREAD)",
+            libc::SYS_clone3,
+            [args_addr, args.len() as u64, 0, 0, 0, 0],
+        )
+        .map_err(|e| RestoreError::Thread {
+            tid: ts.tid,
+            source: Box::new(e.into()),
+        })?;
+        let tid = inj
+            .tracee()
+            .take_new_thread()
+            .ok_or_else(|| RestoreError::Layout(format!("thread {} did not report", ts.tid)))?;
+        let t = Tracee::attached(tid)?;
+        // Its first stop, from PTRACE_O_TRACECLONE.
+        t.wait()?;
+        let tinj = inj.for_thread(&t)?;
+        restore_thread_attrs(&tinj, state, ts).map_err(|e| RestoreError::Thread {
+            tid: ts.tid,
+            source: Box::new(e),
+        })?;
+        out.push((t, ts));
+    }
+    Ok(out)
+}
+
+fn restore_creds(
+    inj: &Injector<'_>,
+    state: &ProcessState,
+    leader: bool,
+) -> Result<(), RestoreError> {
     let c = &state.creds;
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
     let addr = if groups.is_empty() {
@@ -379,7 +460,7 @@ fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), Restore
     )?;
     // Changing the effective ids made the process non-dumpable; an ordinary process of that
     // user was dumpable.
-    if c.uids[1] != 0 || c.gids[1] != 0 {
+    if leader && (c.uids[1] != 0 || c.gids[1] != 0) {
         inj.call(
             "prctl(PR_SET_DUMPABLE)",
             libc::SYS_prctl,

@@ -54,6 +54,52 @@ pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `kcmp(pid, pid, KCMP_FILE, fd1, fd2) == 0`: whether two descriptors of `pid` are the same
+/// open file description.
+pub fn same_file_description(pid: Pid, fd1: i32, fd2: i32) -> Result<bool, Errno> {
+    const KCMP_FILE: libc::c_int = 0;
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid.as_raw(),
+            pid.as_raw(),
+            KCMP_FILE,
+            fd1 as libc::c_ulong,
+            fd2 as libc::c_ulong,
+        )
+    };
+    Errno::result(r).map(|r| r == 0)
+}
+
+/// `ioctl(fd, FIONREAD)`: bytes queued in a pipe.
+pub fn fionread(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid for that write.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
+    Errno::result(r)?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// `tee(from, to, len, SPLICE_F_NONBLOCK)`: copies up to `len` queued bytes of the pipe `from`
+/// into the pipe `to` without consuming them. An empty pipe gives `Ok(0)`.
+pub fn tee(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize, Errno> {
+    // SAFETY: plain syscall on two descriptors that stay open for the call.
+    let r = unsafe {
+        libc::tee(
+            from.as_raw_fd(),
+            to.as_raw_fd(),
+            len,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    match Errno::result(r) {
+        Ok(n) => Ok(n as usize),
+        Err(Errno::EAGAIN) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 /// `pidfd_getfd(pidfd, fd, 0)`: a copy of another process's descriptor (the same open file
 /// description), which needs ptrace access to that process.
 pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd, Errno> {
@@ -86,14 +132,6 @@ pub fn timerfd_gettime(fd: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
             .saturating_add(t.tv_nsec as u64)
     };
     Ok((ns(it.it_value), ns(it.it_interval)))
-}
-
-/// `ioctl(fd, FIONREAD)`: bytes ready to read.
-pub fn fionread(fd: BorrowedFd<'_>) -> Result<u32, Errno> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
-    Errno::result(r).map(|_| n as u32)
 }
 
 /// `open_by_handle_at(mount_fd, {handle_type, handle}, O_PATH)`: the file a handle names,

@@ -1,0 +1,163 @@
+//! Freezing every thread of a process under ptrace, and undoing it.
+
+use nix::errno::Errno;
+use nix::sys::ptrace::Options;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::DumpError;
+use crate::ptrace::{PtraceError, Tracee};
+
+/// One stopped thread and what the dump may change in it.
+#[derive(Debug)]
+pub struct FrozenTask {
+    /// The thread.
+    pub tracee: Tracee,
+    /// Its registers at the freeze.
+    pub regs: libc::user_regs_struct,
+    /// Its signal mask at the freeze.
+    pub sigmask: u64,
+}
+
+/// Every thread of a process, stopped. Dropping it puts back what the dump changed
+/// (registers, signal masks) and detaches, so the process carries on as if nothing happened.
+#[derive(Debug)]
+pub struct Frozen {
+    /// The threads; the thread-group leader first.
+    pub tasks: Vec<FrozenTask>,
+    done: bool,
+}
+
+fn task_ids(pid: Pid) -> Result<Vec<Pid>, DumpError> {
+    let dir = format!("/proc/{pid}/task");
+    let mut tids: Vec<i32> = std::fs::read_dir(&dir)
+        .map_err(|source| crate::proc::ProcError::Read {
+            path: dir.into(),
+            source,
+        })?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    // Leader first, then by TID.
+    tids.sort_unstable_by_key(|t| (*t != pid.as_raw(), *t));
+    Ok(tids.into_iter().map(Pid::from_raw).collect())
+}
+
+impl Frozen {
+    /// Seizes and stops every thread. A running thread may create another until it is stopped
+    /// itself, so the task list is read again until a pass finds no new thread.
+    pub fn seize(pid: Pid) -> Result<Self, DumpError> {
+        let mut frozen = Frozen {
+            tasks: Vec::new(),
+            done: false,
+        };
+        loop {
+            let mut found_new = false;
+            for tid in task_ids(pid)? {
+                if frozen.tasks.iter().any(|t| t.tracee.pid() == tid) {
+                    continue;
+                }
+                found_new = true;
+                let tracee = match Tracee::seize(tid, Options::empty()) {
+                    Ok(t) => t,
+                    // The thread exited meanwhile: nothing to freeze.
+                    Err(PtraceError::Request {
+                        source: Errno::ESRCH,
+                        ..
+                    }) if tid != pid => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                match tracee.interrupt() {
+                    Ok(()) => {}
+                    Err(PtraceError::Gone { .. }) if tid != pid => continue,
+                    Err(e) => {
+                        let _ = tracee.detach(None);
+                        return Err(e.into());
+                    }
+                }
+                let regs = tracee.regs()?;
+                let sigmask = tracee.sigmask()?;
+                frozen.tasks.push(FrozenTask {
+                    tracee,
+                    regs,
+                    sigmask,
+                });
+            }
+            if !found_new {
+                break;
+            }
+        }
+        if frozen.tasks.first().is_none_or(|t| t.tracee.pid() != pid) {
+            return Err(DumpError::BadTarget {
+                pid: pid.as_raw(),
+                why: "its main thread has exited".into(),
+            });
+        }
+        Ok(frozen)
+    }
+
+    /// The thread-group leader.
+    pub fn leader(&self) -> &FrozenTask {
+        &self.tasks[0]
+    }
+
+    /// Puts every thread's registers and signal mask back.
+    pub fn restore_tasks(&self) -> Result<(), PtraceError> {
+        for t in &self.tasks {
+            t.tracee.set_sigmask(t.sigmask)?;
+            t.tracee.set_regs(&t.regs)?;
+        }
+        Ok(())
+    }
+
+    /// Lets the process go on, untouched.
+    pub fn release(mut self) -> Result<(), DumpError> {
+        self.done = true;
+        self.restore_tasks()?;
+        for t in &self.tasks {
+            t.tracee.detach(None)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the process (the image is durable) and waits until its threads are gone.
+    pub fn kill(mut self) -> Result<(), DumpError> {
+        self.done = true;
+        let pid = self.leader().tracee.pid();
+        kill(pid, Signal::SIGKILL).map_err(|source| DumpError::Kill {
+            pid: pid.as_raw(),
+            source,
+        })?;
+        // As their tracer we are told of each thread's death; reaping is the parent's business.
+        // The leader's death is reported only after every other thread's: wait for it last.
+        for t in self.tasks.iter().rev() {
+            loop {
+                match t.tracee.wait() {
+                    Err(PtraceError::Gone { .. }) => break,
+                    Err(PtraceError::Request {
+                        source: Errno::ECHILD,
+                        ..
+                    }) => break,
+                    Err(e) => return Err(e.into()),
+                    Ok(_) => {
+                        let _ = nix::sys::ptrace::cont(t.tracee.pid(), None);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Err(err) = self.restore_tasks() {
+            tracing::error!(%err, "could not put the registers back");
+        }
+        for t in &self.tasks {
+            let _ = t.tracee.detach(None);
+        }
+    }
+}

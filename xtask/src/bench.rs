@@ -1,0 +1,372 @@
+//! `cargo xtask bench`: dump and restore a process holding 1 GiB of touched, heap-like anonymous
+//! memory with each codec, beside the raw `process_vm_readv` copy speed measured in the same run.
+//!
+//! Per codec a fresh victim is started, dumped (which ends it), and restored with its own PID;
+//! the restored copy then checksums its memory (SIGUSR1) before it is killed.
+
+use std::fs;
+use std::io::{BufRead, BufReader, IoSliceMut};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+
+use crate::util::{self, Owned, ScratchDir};
+
+const MIB: u64 = 1 << 20;
+const FERRY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Raw copy: bytes per `process_vm_readv` call, into one reused, resident buffer.
+const RAW_CHUNK: usize = 64 << 20;
+const TARGET_DUMP_GBS: f64 = 2.0;
+const TARGET_RESTORE_GBS: f64 = 1.7;
+const TARGET_IMAGE_PCT: f64 = 15.0;
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Memory of the victim, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Codecs to measure, in order.
+    #[arg(long, value_delimiter = ',', default_value = "zstd,lz4,none")]
+    codecs: Vec<String>,
+    /// Directory for the images (default: the target directory's `bench/`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Measure only the raw `process_vm_readv` speed (no ferry).
+    #[arg(long)]
+    raw_only: bool,
+}
+
+/// One codec's figures.
+#[derive(Debug)]
+struct Row {
+    codec: String,
+    rss: u64,
+    frozen: Option<Duration>,
+    dump_wall: Duration,
+    image_bytes: u64,
+    restore: Duration,
+    memory_ok: bool,
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    util::require_root("the benchmark")?;
+    util::require_tools(&["cc"])?;
+    let ferry = if options.raw_only {
+        None
+    } else {
+        println!("Building ferry (cargo build --release -p ferry)…");
+        Some(util::build_ferry(true)?)
+    };
+    util::become_subreaper()?;
+    let scratch = ScratchDir::new("bench")?;
+    let heap = util::compile_c(include_str!("c/heap.c"), "heap", scratch.path())?;
+    let image_dir = options
+        .dir
+        .clone()
+        .unwrap_or_else(|| util::target_dir().join("bench"));
+    fs::create_dir_all(&image_dir).with_context(|| format!("create {}", image_dir.display()))?;
+
+    println!(
+        "Starting a victim with {} MiB of heap-like memory…",
+        options.size_mib
+    );
+    let victim = Victim::start(&heap, options.size_mib, scratch.path())?;
+    let rss = util::rss_bytes(victim.pid)?;
+    let raw = raw_copy_time(victim.pid, victim.addr, victim.len)?;
+    drop(victim);
+    println!(
+        "raw process_vm_readv: {} MiB in {:.0} ms = {:.2} GB/s (best of 3, {} MiB per call)",
+        options.size_mib,
+        ms(raw),
+        gbs(options.size_mib * MIB, raw),
+        RAW_CHUNK >> 20
+    );
+    let Some(ferry) = ferry else {
+        println!("(resident: {} MiB)", rss / MIB);
+        return Ok(());
+    };
+
+    let mut rows = Vec::new();
+    for codec in &options.codecs {
+        println!("Measuring --compress {codec}…");
+        let image = image_dir.join(format!("bench-{codec}.ferry"));
+        let row = measure(
+            &ferry,
+            &heap,
+            options.size_mib,
+            codec,
+            &image,
+            scratch.path(),
+        );
+        let _ = fs::remove_file(&image);
+        rows.push(row?);
+    }
+    util::reap_ended_children();
+    print_table(&rows, gbs(options.size_mib * MIB, raw));
+    Ok(())
+}
+
+/// Start a victim, dump it (ending it), restore it with its PID, check its memory, end it.
+fn measure(
+    ferry: &Path,
+    heap: &Path,
+    size_mib: u64,
+    codec: &str,
+    image: &Path,
+    scratch: &Path,
+) -> Result<Row> {
+    let mut victim = Victim::start(heap, size_mib, scratch)?;
+    let rss = util::rss_bytes(victim.pid)?;
+
+    let dump = util::run_captured(
+        Command::new(ferry)
+            .arg("dump")
+            .arg(victim.pid.to_string())
+            .arg("-o")
+            .arg(image)
+            .args(["--compress", codec]),
+        FERRY_TIMEOUT,
+    )?
+    .success("ferry dump")?;
+    let frozen = frozen_time(&format!("{}{}", dump.stdout, dump.stderr));
+    print!("  dump: {}{}", dump.stdout, dump.stderr);
+    // ferry dump killed it once the image was durable; reap it so its PID is free again.
+    victim
+        .process
+        .reap(Duration::from_secs(10))
+        .context("ferry dump returned, but the victim is still there")?;
+    let image_bytes = fs::metadata(image)
+        .with_context(|| format!("stat {}", image.display()))?
+        .len();
+
+    let restore = util::run_captured(Command::new(ferry).arg("restore").arg(image), FERRY_TIMEOUT)?
+        .success("ferry restore")?;
+    let (pid, restored_at) = util::restored_pid(&restore)?;
+    let mut restored = Owned::new(pid);
+    if pid != victim.pid {
+        println!(
+            "  note: restored as PID {pid}, not {} (PID namespace)",
+            victim.pid
+        );
+    }
+    let memory_ok = victim.check_memory(pid)?;
+    restored.end()?;
+
+    Ok(Row {
+        codec: codec.to_owned(),
+        rss,
+        frozen,
+        dump_wall: dump.wall,
+        image_bytes,
+        restore: restored_at,
+        memory_ok,
+    })
+}
+
+/// A running heap victim, killed and reaped on drop.
+struct Victim {
+    process: Owned,
+    pid: Pid,
+    addr: usize,
+    len: usize,
+    report: PathBuf,
+    /// Kept open so the victim's stdout is never a pipe without a reader.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Victim {
+    fn start(heap: &Path, size_mib: u64, scratch: &Path) -> Result<Self> {
+        let report = scratch.join("report");
+        let mut child = Command::new(heap)
+            .arg(size_mib.to_string())
+            .arg(&report)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start the heap victim")?;
+        let pid = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
+        let process = Owned::new(pid);
+        let stdout = child.stdout.take().context("victim stdout")?;
+
+        // It prints `ready ADDR LEN` once its memory is filled.
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let ok = reader.read_line(&mut line).is_ok();
+            let _ = tx.send((ok, line, reader));
+        });
+        let (_, line, reader) = rx
+            .recv_timeout(Duration::from_secs(120))
+            .context("victim did not get ready")?;
+        let mut words = line.split_whitespace();
+        let (Some("ready"), Some(addr), Some(len)) = (words.next(), words.next(), words.next())
+        else {
+            bail!("unexpected line from the victim: {line:?}");
+        };
+        let addr = usize::from_str_radix(addr, 16).context("victim address")?;
+        let len = len.parse().context("victim length")?;
+        Ok(Self {
+            process,
+            pid,
+            addr,
+            len,
+            report,
+            _stdout: reader,
+        })
+    }
+
+    /// Asks the (restored) process `pid` to checksum its memory; true when it is unchanged.
+    fn check_memory(&self, pid: Pid) -> Result<bool> {
+        let _ = fs::remove_file(&self.report);
+        kill(pid, Signal::SIGUSR1).with_context(|| format!("signal {pid}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match fs::read_to_string(&self.report) {
+                Ok(text) if text.ends_with('\n') => return Ok(text.trim() == "ok"),
+                _ => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        bail!("the restored process {pid} did not answer the memory check");
+    }
+}
+
+/// Best of 3 full passes copying the victim's memory with `process_vm_readv`.
+fn raw_copy_time(pid: Pid, addr: usize, len: usize) -> Result<Duration> {
+    // Resident before timing, so the copy does not pay for page faults in our buffer.
+    let mut buf = vec![1u8; RAW_CHUNK.min(len)];
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut off = 0;
+        while off < len {
+            let n = buf.len().min(len - off);
+            let remote = [RemoteIoVec {
+                base: addr + off,
+                len: n,
+            }];
+            let got = process_vm_readv(pid, &mut [IoSliceMut::new(&mut buf[..n])], &remote)
+                .with_context(|| format!("process_vm_readv from {pid}"))?;
+            if got == 0 {
+                bail!("process_vm_readv read nothing at {:#x}", addr + off);
+            }
+            off += got;
+        }
+        best = best.min(start.elapsed());
+    }
+    Ok(best)
+}
+
+/// The "frozen" duration from `ferry dump`'s summary line: the `N ms` (or `Nms`) nearest to the
+/// word "frozen", or the number after a `frozen_ms` key.
+fn frozen_time(output: &str) -> Option<Duration> {
+    let line = output.lines().find(|line| line.contains("frozen"))?;
+    let words: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || ",;:=()[]".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let frozen_at = words.iter().position(|w| w.contains("frozen"))?;
+    if words[frozen_at].contains("ms") {
+        let millis: f64 = words.get(frozen_at + 1)?.parse().ok()?;
+        return Some(Duration::from_secs_f64(millis / 1000.0));
+    }
+    words
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let number = match w.strip_suffix("ms") {
+                Some(n) if !n.is_empty() => n,
+                _ if words.get(i + 1) == Some(&"ms") => w,
+                _ => return None,
+            };
+            Some((i.abs_diff(frozen_at), number.parse::<f64>().ok()?))
+        })
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, millis)| Duration::from_secs_f64(millis / 1000.0))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
+fn gbs(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e9
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn print_table(rows: &[Row], raw_gbs: f64) {
+    println!();
+    println!(
+        "codec  frozen ms  dump wall ms  dump GB/s  image MiB  image %  restore ms  restore GB/s  memory"
+    );
+    for r in rows {
+        let dump_time = r.frozen.unwrap_or(r.dump_wall);
+        println!(
+            "{:<6} {:>9} {:>13.0} {:>10.2} {:>10.1} {:>8.1} {:>11.0} {:>13.2}  {}",
+            r.codec,
+            r.frozen.map_or("?".to_owned(), |f| format!("{:.0}", ms(f))),
+            ms(r.dump_wall),
+            gbs(r.rss, dump_time),
+            r.image_bytes as f64 / MIB as f64,
+            100.0 * r.image_bytes as f64 / r.rss as f64,
+            ms(r.restore),
+            gbs(r.rss, r.restore),
+            if r.memory_ok { "same" } else { "DIFFERENT" },
+        );
+    }
+    if let Some(r) = rows.first() {
+        println!(
+            "resident (VmRSS): {} MiB; raw process_vm_readv: {raw_gbs:.2} GB/s",
+            r.rss / MIB
+        );
+    }
+    println!(
+        "targets (zstd): dump ≥ {TARGET_DUMP_GBS} GB/s of resident memory, restore ≥ {TARGET_RESTORE_GBS} GB/s, \
+         image ≤ {TARGET_IMAGE_PCT}% of resident"
+    );
+    if let Some(r) = rows.iter().find(|r| r.codec == "zstd") {
+        let verdict = |met: bool| if met { "met" } else { "MISSED" };
+        let dump = gbs(r.rss, r.frozen.unwrap_or(r.dump_wall));
+        let restore = gbs(r.rss, r.restore);
+        let image = 100.0 * r.image_bytes as f64 / r.rss as f64;
+        println!(
+            "zstd: dump {dump:.2} GB/s {}, restore {restore:.2} GB/s {}, image {image:.1}% {}",
+            verdict(dump >= TARGET_DUMP_GBS),
+            verdict(restore >= TARGET_RESTORE_GBS),
+            verdict(image <= TARGET_IMAGE_PCT),
+        );
+    }
+    if let Ok(load) = fs::read_to_string("/proc/loadavg") {
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        println!("load average during the run: {}", load.join(" "));
+    }
+    println!("GB = 10^9 bytes; dump GB/s = VmRSS / frozen time; restore = until `restored pid N`.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frozen_time_is_found_near_the_word() {
+        let d = |ms: f64| Some(Duration::from_secs_f64(ms / 1000.0));
+        assert_eq!(
+            frozen_time("dumped 262144 pages (1024 MiB) in 900 ms, 812 ms frozen"),
+            d(812.0)
+        );
+        assert_eq!(
+            frozen_time("pid 5: 10 pages, 40960 bytes, frozen 3.5ms"),
+            d(3.5)
+        );
+        assert_eq!(frozen_time("pages=10 bytes=40960 frozen_ms=7"), d(7.0));
+        assert_eq!(frozen_time("no summary"), None);
+    }
+}
