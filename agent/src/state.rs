@@ -47,6 +47,89 @@ pub struct ProcessState {
     pub locks: Vec<LockState>,
     /// memfd files the process holds through a descriptor or a mapping, by inode.
     pub memfds: Vec<MemfdState>,
+    /// Attributes beyond credentials, and timers.
+    pub attrs: AttrsState,
+}
+
+/// Process attributes and timers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct AttrsState {
+    /// `PR_SET_NO_NEW_PRIVS`.
+    pub no_new_privs: bool,
+    /// Capability sets: inheritable, permitted, effective, bounding, ambient.
+    pub caps: [u64; 5],
+    /// `PR_GET_DUMPABLE`.
+    pub dumpable: u32,
+    /// `PR_GET_PDEATHSIG` (0 = none).
+    pub pdeathsig: u32,
+    /// `PR_GET_CHILD_SUBREAPER`.
+    pub child_subreaper: bool,
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// `/proc/PID/cgroup`, one entry per hierarchy.
+    pub cgroups: Vec<CgroupState>,
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`.
+    pub itimers: Vec<ItimerState>,
+    /// POSIX timers (`timer_create`).
+    pub posix_timers: Vec<PosixTimerState>,
+}
+
+/// One line of `/proc/PID/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CgroupState {
+    /// Hierarchy id (0 for cgroup v2).
+    pub hierarchy: u32,
+    /// Controllers of the hierarchy (`cpu,cpuacct`; empty for v2).
+    pub controllers: String,
+    /// Path inside the hierarchy.
+    pub path: String,
+}
+
+/// An interval timer (`getitimer`), in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct ItimerState {
+    /// `ITIMER_*`.
+    pub which: u32,
+    /// Interval.
+    pub interval_us: u64,
+    /// Time left.
+    pub value_us: u64,
+}
+
+/// A POSIX timer, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct PosixTimerState {
+    /// Timer id.
+    pub id: i32,
+    /// Clock id.
+    pub clock: i32,
+    /// Signal number.
+    pub signo: u32,
+    /// `sigev_value`.
+    pub value: u64,
+    /// `SIGEV_SIGNAL` (0), `SIGEV_NONE` (1) or `SIGEV_THREAD_ID` (4).
+    pub notify: u32,
+    /// Thread id the signal goes to with `SIGEV_THREAD_ID` (as the process sees it).
+    pub notify_tid: i32,
+    /// Interval.
+    pub interval_ns: u64,
+    /// Time left (0 = disarmed).
+    pub value_ns: u64,
+    /// Overruns of the last expiry.
+    pub overrun: i32,
+}
+
+/// Scheduling of one thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SchedState {
+    /// Nice value.
+    pub nice: i32,
+    /// `SCHED_*` policy.
+    pub policy: u32,
+    /// Real-time priority.
+    pub rt_priority: u32,
+    /// CPU affinity as a bit mask, 64 CPUs a word.
+    pub affinity: Vec<u64>,
 }
 
 /// A path plus the identity of the file that was there at dump time.
@@ -486,6 +569,8 @@ pub struct ThreadState {
     pub clear_child_tid: u64,
     /// Alternate signal stack.
     pub sigaltstack: SigaltstackState,
+    /// Scheduling: nice, policy, affinity.
+    pub sched: SchedState,
 }
 
 /// rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).

@@ -59,9 +59,11 @@ fn state(pages: u64) -> ProcessState {
             robust_list: (0, 0),
             clear_child_tid: 0,
             sigaltstack: SigaltstackState::default(),
+            sched: Default::default(),
         }],
         locks: vec![],
         memfds: vec![],
+        attrs: Default::default(),
     }
 }
 

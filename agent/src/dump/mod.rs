@@ -5,6 +5,7 @@
 //! while the process is untouched, and any failure after the freeze gives the process back
 //! exactly as it was.
 
+mod attrs;
 mod fdkinds;
 mod files;
 mod freeze;
@@ -292,8 +293,16 @@ fn collect(
             })?,
             clear_child_tid: per_thread.clear_child_tid,
             sigaltstack: per_thread.sigaltstack,
+            sched: attrs::sched(pid, t.pid())?,
         });
     }
+    let tids: Vec<(i32, i32)> = frozen
+        .tasks
+        .iter()
+        .zip(&threads)
+        .map(|(task, ts)| (task.tracee.pid().as_raw(), ts.tid))
+        .collect();
+    let attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
 
     Ok(ProcessState {
         pid: status.ns_pid,
@@ -334,6 +343,7 @@ fn collect(
         threads,
         locks,
         memfds,
+        attrs,
     })
 }
 
@@ -354,6 +364,7 @@ fn siginfos(raw: Vec<[u8; sys::ptrace::SIGINFO_SIZE]>) -> Vec<SiginfoState> {
 }
 
 struct Injected {
+    attrs: attrs::Queried,
     actions: Vec<SigactionState>,
     brk: u64,
     personality: u32,
@@ -468,7 +479,9 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
                 clear_child_tid: u64::from_le_bytes(ctid),
             });
         }
+        let attrs = attrs::query(leader, entry, regs, scratch)?;
         Ok(Injected {
+            attrs,
             actions,
             brk,
             personality,

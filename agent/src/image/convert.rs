@@ -7,15 +7,17 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS,
-    MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem,
-    RLIM_NLIMITS, validate,
+    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS,
+    MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
+    MAX_POSIX_TIMERS, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
+    validate,
 };
 use crate::state::{
-    CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, InotifyWatch, LockKind,
-    LockState, MemfdExtent, MemfdState, MmState, PageRun, PipeQueue, ProcessState, Regs,
-    RlimitState, RseqState, SigactionState, SigaltstackState, SiginfoState, SignalsState,
-    ThreadState, TimerfdState, VmaKind, VmaState,
+    AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
+    InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
+    PipeQueue, PosixTimerState, ProcessState, Regs, RlimitState, RseqState, SchedState,
+    SigactionState, SigaltstackState, SiginfoState, SignalsState, ThreadState, TimerfdState,
+    VmaKind, VmaState,
 };
 
 use super::validate::{cap_count, err};
@@ -58,6 +60,7 @@ impl From<&ProcessState> for pb::Manifest {
                 threads: s.threads.iter().map(thread_to_pb).collect(),
                 locks: s.locks.iter().map(lock_to_pb).collect(),
                 memfds: s.memfds.iter().map(memfd_to_pb).collect(),
+                attrs: Some(attrs_to_pb(&s.attrs)),
             }),
         }
     }
@@ -334,6 +337,12 @@ fn thread_to_pb(t: &ThreadState) -> pb::Thread {
             flags: t.sigaltstack.flags,
             size: t.sigaltstack.size,
         }),
+        sched: Some(pb::Sched {
+            nice: t.sched.nice,
+            policy: t.sched.policy,
+            rt_priority: t.sched.rt_priority,
+            affinity: t.sched.affinity.clone(),
+        }),
     }
 }
 
@@ -371,6 +380,131 @@ macro_rules! regs_fields {
             gs: $from.gs,
         }
     };
+}
+
+fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
+    pb::Attrs {
+        no_new_privs: a.no_new_privs,
+        caps: a.caps.to_vec(),
+        dumpable: a.dumpable,
+        pdeathsig: a.pdeathsig,
+        child_subreaper: a.child_subreaper,
+        oom_score_adj: a.oom_score_adj,
+        cgroups: a
+            .cgroups
+            .iter()
+            .map(|c| pb::Cgroup {
+                hierarchy: c.hierarchy,
+                controllers: c.controllers.clone(),
+                path: c.path.clone(),
+            })
+            .collect(),
+        itimers: a
+            .itimers
+            .iter()
+            .map(|t| pb::Itimer {
+                which: t.which,
+                interval_us: t.interval_us,
+                value_us: t.value_us,
+            })
+            .collect(),
+        posix_timers: a
+            .posix_timers
+            .iter()
+            .map(|t| pb::PosixTimer {
+                id: t.id,
+                clock: t.clock,
+                signo: t.signo,
+                value: t.value,
+                notify: t.notify,
+                notify_tid: t.notify_tid,
+                interval_ns: t.interval_ns,
+                value_ns: t.value_ns,
+                overrun: t.overrun,
+            })
+            .collect(),
+    }
+}
+
+/// Attributes are optional in the manifest: an image without them restores with defaults.
+fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
+    let Some(a) = a else {
+        return Ok(AttrsState::default());
+    };
+    cap_count("attrs.cgroups", a.cgroups.len(), MAX_CGROUPS)?;
+    cap_count("attrs.itimers", a.itimers.len(), 3)?;
+    cap_count("attrs.posix_timers", a.posix_timers.len(), MAX_POSIX_TIMERS)?;
+    let caps: [u64; 5] = match a.caps.len() {
+        0 => [0; 5],
+        n => a.caps.try_into().map_err(|_| {
+            err(
+                "attrs.caps",
+                ManifestProblem::OutOfRange {
+                    value: n as i128,
+                    min: 5,
+                    max: 5,
+                },
+            )
+        })?,
+    };
+    Ok(AttrsState {
+        no_new_privs: a.no_new_privs,
+        caps,
+        dumpable: a.dumpable,
+        pdeathsig: a.pdeathsig,
+        child_subreaper: a.child_subreaper,
+        oom_score_adj: a.oom_score_adj,
+        cgroups: a
+            .cgroups
+            .into_iter()
+            .map(|c| CgroupState {
+                hierarchy: c.hierarchy,
+                controllers: c.controllers,
+                path: c.path,
+            })
+            .collect(),
+        itimers: a
+            .itimers
+            .into_iter()
+            .map(|t| ItimerState {
+                which: t.which,
+                interval_us: t.interval_us,
+                value_us: t.value_us,
+            })
+            .collect(),
+        posix_timers: a
+            .posix_timers
+            .into_iter()
+            .map(|t| PosixTimerState {
+                id: t.id,
+                clock: t.clock,
+                signo: t.signo,
+                value: t.value,
+                notify: t.notify,
+                notify_tid: t.notify_tid,
+                interval_ns: t.interval_ns,
+                value_ns: t.value_ns,
+                overrun: t.overrun,
+            })
+            .collect(),
+    })
+}
+
+fn sched_from_pb(field: &str, s: Option<pb::Sched>) -> Result<SchedState, ManifestError> {
+    let Some(s) = s else {
+        return Ok(SchedState::default());
+    };
+    cap_count(
+        &format!("{field}.sched.affinity"),
+        s.affinity.len(),
+        MAX_AFFINITY_WORDS,
+    )?;
+    Ok(SchedState {
+        nice: s.nice,
+        policy: s.policy,
+        rt_priority: s.rt_priority,
+        affinity: s.affinity,
+    })
 }
 
 fn regs_to_pb(r: &Regs) -> pb::Regs {
@@ -438,6 +572,7 @@ impl TryFrom<pb::Manifest> for ProcessState {
                 .enumerate()
                 .map(|(i, t)| thread_from_pb(i, t))
                 .collect::<Result<_, _>>()?,
+            attrs: attrs_from_pb(p.attrs)?,
             locks: p
                 .locks
                 .into_iter()
@@ -745,5 +880,6 @@ fn thread_from_pb(i: usize, t: pb::Thread) -> Result<ThreadState, ManifestError>
             flags: alt.flags,
             size: alt.size,
         },
+        sched: sched_from_pb(&field(), t.sched)?,
     })
 }

@@ -409,6 +409,12 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 flags: 2,
                 size: 8192,
             },
+            sched: SchedState {
+                nice: 5,
+                policy: 0,
+                rt_priority: 0,
+                affinity: vec![0b1011],
+            },
         }],
         memfds: vec![MemfdState {
             ino: 1035,
@@ -427,6 +433,35 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             ],
         }],
+        attrs: AttrsState {
+            no_new_privs: true,
+            caps: [0, 0x1ff, 0x1ff, 0x1ff_ffff_ffff, 0],
+            dumpable: 1,
+            pdeathsig: 0,
+            child_subreaper: true,
+            oom_score_adj: 500,
+            cgroups: vec![CgroupState {
+                hierarchy: 4,
+                controllers: "cpu,cpuacct".into(),
+                path: "/ferry".into(),
+            }],
+            itimers: vec![ItimerState {
+                which: 0,
+                interval_us: 20_000,
+                value_us: 7_000,
+            }],
+            posix_timers: vec![PosixTimerState {
+                id: 3,
+                clock: 1,
+                signo: 34,
+                value: 9,
+                notify: 4,
+                notify_tid: 4242,
+                interval_ns: 10_000_000,
+                value_ns: 3_000_000,
+                overrun: 2,
+            }],
+        },
     }
 }
 

@@ -67,6 +67,12 @@ pub const MAX_PENDING: usize = 1 << 20;
 pub const SIGINFO_LEN: usize = 128;
 /// Most file locks and leases accepted.
 pub const MAX_LOCKS: usize = 1 << 20;
+/// Most cgroup hierarchies.
+pub const MAX_CGROUPS: usize = 64;
+/// Most POSIX timers of one process.
+pub const MAX_POSIX_TIMERS: usize = 1 << 16;
+/// Most affinity words (64 CPUs each).
+pub const MAX_AFFINITY_WORDS: usize = 128;
 /// Largest pipe buffer accepted (`F_SETPIPE_SZ` allows up to 2 GiB for root).
 pub const MAX_PIPE_SIZE: u32 = 1 << 31;
 /// Number of `RLIMIT_*` resources (`RLIM_NLIMITS`).
@@ -339,6 +345,57 @@ pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
     validate_signals(&s.signals)?;
     validate_threads(s)?;
     validate_locks(&s.locks, &s.fds)?;
+    validate_attrs(s)?;
+    Ok(())
+}
+
+fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
+    let a = &s.attrs;
+    check_range("attrs.pdeathsig", a.pdeathsig, 0, 64)?;
+    check_range("attrs.dumpable", a.dumpable, 0, 2)?;
+    check_range("attrs.oom_score_adj", a.oom_score_adj, -1000, 1000)?;
+    cap_count("attrs.cgroups", a.cgroups.len(), MAX_CGROUPS)?;
+    for (i, c) in a.cgroups.iter().enumerate() {
+        check_path(&format!("attrs.cgroups[{i}].path"), &c.path)?;
+        check_string(
+            &format!("attrs.cgroups[{i}].controllers"),
+            &c.controllers,
+            256,
+        )?;
+    }
+    cap_count("attrs.itimers", a.itimers.len(), 3)?;
+    for (i, t) in a.itimers.iter().enumerate() {
+        check_range(format!("attrs.itimers[{i}].which"), t.which, 0, 2)?;
+    }
+    cap_count("attrs.posix_timers", a.posix_timers.len(), MAX_POSIX_TIMERS)?;
+    for (i, t) in a.posix_timers.iter().enumerate() {
+        check_range(format!("attrs.posix_timers[{i}].id"), t.id, 0, i32::MAX)?;
+        check_range(format!("attrs.posix_timers[{i}].signo"), t.signo, 0, 64)?;
+        if ![0, 1, 4].contains(&t.notify) {
+            return Err(err(
+                format!("attrs.posix_timers[{i}].notify"),
+                ManifestProblem::UnknownEnum(t.notify as i32),
+            ));
+        }
+        if t.notify == 4 && !s.threads.iter().any(|th| th.tid == t.notify_tid) {
+            return Err(err(
+                format!("attrs.posix_timers[{i}].notify_tid"),
+                ManifestProblem::OutOfRange {
+                    value: t.notify_tid.into(),
+                    min: 1,
+                    max: MAX_PID.into(),
+                },
+            ));
+        }
+    }
+    for (i, t) in s.threads.iter().enumerate() {
+        check_range(format!("threads[{i}].sched.nice"), t.sched.nice, -20, 19)?;
+        cap_count(
+            &format!("threads[{i}].sched.affinity"),
+            t.sched.affinity.len(),
+            MAX_AFFINITY_WORDS,
+        )?;
+    }
     Ok(())
 }
 

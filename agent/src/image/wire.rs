@@ -5,9 +5,9 @@
 //! [`super::validate`], whatever the manifest's size.
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_INOTIFY_WATCHES, MAX_LOCKS,
-    MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_THREADS, MAX_VMAS,
-    ManifestError, ManifestProblem, RLIM_NLIMITS,
+    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS,
+    MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
+    MAX_POSIX_TIMERS, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
 };
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.
@@ -51,14 +51,14 @@ const INOTIFY: &[Field] = &[(
     1,
     Child::Message(
         &[(3, Child::Message(FILE_REF, None))],
-        Some(counter(14, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES)),
+        Some(counter(18, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES)),
     ),
 )];
 const MEMFD: &[Field] = &[(
     6,
     Child::Message(
         LEAF,
-        Some(counter(13, "memfds[*].extents", MAX_MEMFD_EXTENTS)),
+        Some(counter(17, "memfds[*].extents", MAX_MEMFD_EXTENTS)),
     ),
 )];
 const FD: &[Field] = &[
@@ -101,7 +101,33 @@ const SIGNALS: &[Field] = &[
         ),
     ),
 ];
+const SCHED: &[Field] = &[(
+    4,
+    Child::Varints(counter(
+        12,
+        "threads[*].sched.affinity",
+        MAX_AFFINITY_WORDS * MAX_THREADS,
+    )),
+)];
+const ATTRS: &[Field] = &[
+    (
+        7,
+        Child::Message(LEAF, Some(counter(13, "attrs.cgroups", MAX_CGROUPS))),
+    ),
+    (
+        8,
+        Child::Message(LEAF, Some(counter(14, "attrs.itimers", 3))),
+    ),
+    (
+        9,
+        Child::Message(
+            LEAF,
+            Some(counter(15, "attrs.posix_timers", MAX_POSIX_TIMERS)),
+        ),
+    ),
+];
 const THREAD: &[Field] = &[
+    (200, Child::Message(SCHED, None)),
     (2, Child::Message(LEAF, None)),
     (
         5,
@@ -131,11 +157,12 @@ const PROCESS: &[Field] = &[
     ),
     (
         100,
-        Child::Message(MEMFD, Some(counter(12, "memfds", MAX_MEMFDS))),
+        Child::Message(MEMFD, Some(counter(16, "memfds", MAX_MEMFDS))),
     ),
+    (200, Child::Message(ATTRS, None)),
 ];
 const MANIFEST: &[Field] = &[(1, Child::Message(PROCESS, None))];
-const SLOTS: usize = 15;
+const SLOTS: usize = 19;
 
 /// What the pass found.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 //! Any failure kills the half-built task (and the PID namespace made for it): the image and
 //! everything else stay as they were.
 
+mod attrs;
 mod fdkinds;
 mod files;
 mod inject;
@@ -154,6 +155,8 @@ pub fn restore<R: Read + Send>(
     let fd_plan = files::plan(&state, opts.inherit_stdio, &mut warnings)?;
 
     let mut task = task::create(state.pid, opts.pid_ns)?;
+    // Into its cgroups before any memory is touched, so that it is charged where it belongs.
+    attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
     // EXITKILL: should the restorer die half-way, the half-built task dies with it.
     // TRACECLONE: the threads we create arrive traced and stopped.
     let tracee = Tracee::seize(
@@ -195,6 +198,8 @@ pub fn restore<R: Read + Send>(
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).
     let threads = create_threads(&inj, &state)?;
+    // Timers may signal any thread: all of them exist now.
+    attrs::restore_timers(&inj, &state.attrs)?;
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
     // restore's own calls.
     for r in &state.rlimits {
@@ -208,9 +213,19 @@ pub fn restore<R: Read + Send>(
     // Credentials last: once they drop, the task could no longer do the privileged steps.
     // They belong to each thread, not to the process.
     for (t, _) in &threads {
-        restore_creds(&inj.for_thread(t)?, &state, false)?;
+        let tinj = inj.for_thread(t)?;
+        attrs::before_creds(&tinj, &state.attrs)?;
+        restore_creds(&tinj, &state)?;
+        attrs::after_creds(&tinj, &state, false, &mut warnings)?;
     }
-    restore_creds(&inj, &state, true)?;
+    attrs::before_creds(&inj, &state.attrs)?;
+    restore_creds(&inj, &state)?;
+    attrs::after_creds(&inj, &state, true, &mut warnings)?;
+    attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
+    attrs::set_sched(task.pid, &thread.sched, &mut warnings);
+    for (t, ts) in &threads {
+        attrs::set_sched(t.pid(), &ts.sched, &mut warnings);
+    }
 
     // The threads go first: their registers no longer point into the injection area, which
     // the leader unmaps last.
@@ -221,8 +236,10 @@ pub fn restore<R: Read + Send>(
         t.detach(None)?;
     }
     tracee.set_xstate(&thread.xstate)?;
-    tracee.set_sigmask(thread.sigmask)?;
     inj.finish()?;
+    // The mask only now: a signal it lets through (a timer that fired meanwhile) must not
+    // stop the last injected call; it is delivered once the task runs.
+    tracee.set_sigmask(thread.sigmask)?;
     tracee.set_regs(&final_regs(thread.regs).into())?;
     tracee.detach(None)?;
     task.disarm();
@@ -407,11 +424,7 @@ fn create_threads<'s>(
     Ok(out)
 }
 
-fn restore_creds(
-    inj: &Injector<'_>,
-    state: &ProcessState,
-    leader: bool,
-) -> Result<(), RestoreError> {
+fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
     let c = &state.creds;
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
     let addr = if groups.is_empty() {
@@ -458,14 +471,5 @@ fn restore_creds(
         libc::SYS_setfsuid,
         [u64::from(c.uids[3]), 0, 0, 0, 0, 0],
     )?;
-    // Changing the effective ids made the process non-dumpable; an ordinary process of that
-    // user was dumpable.
-    if leader && (c.uids[1] != 0 || c.gids[1] != 0) {
-        inj.call(
-            "prctl(PR_SET_DUMPABLE)",
-            libc::SYS_prctl,
-            [libc::PR_SET_DUMPABLE as u64, 1, 0, 0, 0, 0],
-        )?;
-    }
     Ok(())
 }

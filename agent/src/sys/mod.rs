@@ -174,3 +174,20 @@ pub fn clock_gettime_ns(clockid: i32) -> Result<u64, Errno> {
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec as u64))
 }
+
+/// `setpriority(PRIO_PROCESS, tid, nice)`: the nice value of one thread.
+pub fn set_nice(tid: Pid, nice: i32) -> Result<(), Errno> {
+    // SAFETY: plain syscall wrapper with integer arguments.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid.as_raw() as libc::id_t, nice) };
+    Errno::result(r).map(drop)
+}
+
+/// `sched_setscheduler(tid, policy, {priority})`.
+pub fn set_scheduler(tid: Pid, policy: u32, priority: u32) -> Result<(), Errno> {
+    let param = libc::sched_param {
+        sched_priority: priority as i32,
+    };
+    // SAFETY: `param` is a valid sched_param that outlives the call.
+    let r = unsafe { libc::sched_setscheduler(tid.as_raw(), policy as i32, &param) };
+    Errno::result(r).map(drop)
+}
