@@ -45,6 +45,8 @@ pub struct ProcessState {
     pub threads: Vec<ThreadState>,
     /// File locks and leases the process holds, re-taken once every descriptor is back.
     pub locks: Vec<LockState>,
+    /// memfd files the process holds through a descriptor or a mapping, by inode.
+    pub memfds: Vec<MemfdState>,
     /// Attributes beyond credentials, and timers.
     pub attrs: AttrsState,
 }
@@ -280,6 +282,11 @@ pub enum VmaKind {
     VvarVclock,
     /// `[vsyscall]`: fixed by the kernel, never touched.
     Vsyscall,
+    /// A memfd (`/memfd:NAME (deleted)`), one of [`ProcessState::memfds`].
+    Memfd {
+        /// Its inode number, the key into [`ProcessState::memfds`].
+        ino: u64,
+    },
 }
 
 /// One open file descriptor.
@@ -374,6 +381,86 @@ pub enum FdKind {
     },
     /// A socket (Unix, UDP or TCP).
     Socket(SocketState),
+    /// An eventfd.
+    Eventfd {
+        /// The counter.
+        count: u64,
+        /// `EFD_SEMAPHORE`.
+        semaphore: bool,
+    },
+    /// A signalfd.
+    Signalfd {
+        /// The signals it reads.
+        mask: u64,
+    },
+    /// A timerfd.
+    Timerfd(TimerfdState),
+    /// An inotify instance.
+    Inotify {
+        /// Its watches, by ascending watch descriptor.
+        watches: Vec<InotifyWatch>,
+    },
+    /// A memfd, one of [`ProcessState::memfds`].
+    Memfd {
+        /// Its inode number, the key into [`ProcessState::memfds`].
+        ino: u64,
+        /// `lseek` position.
+        pos: u64,
+    },
+}
+
+/// A timerfd's clock and setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TimerfdState {
+    /// `CLOCK_*` id.
+    pub clockid: i32,
+    /// `timerfd_settime` flags (`TFD_TIMER_ABSTIME`, `TFD_TIMER_CANCEL_ON_SET`).
+    pub settime_flags: u32,
+    /// Next expiration in nanoseconds, 0 when disarmed: the time left at the dump, or with
+    /// `TFD_TIMER_ABSTIME` the absolute time on the timer's clock.
+    pub value_ns: u64,
+    /// Period in nanoseconds (0: one-shot).
+    pub interval_ns: u64,
+    /// Expirations not read yet.
+    pub ticks: u64,
+}
+
+/// One inotify watch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InotifyWatch {
+    /// Watch descriptor.
+    pub wd: i32,
+    /// `IN_*` event mask.
+    pub mask: u32,
+    /// The watched file or directory, found from its file handle at dump time.
+    pub file: FileRef,
+}
+
+/// A memfd: name, size, contents and seals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemfdState {
+    /// Inode number at dump time (the key descriptors and mappings use).
+    pub ino: u64,
+    /// The name given to `memfd_create` (without `memfd:`).
+    pub name: String,
+    /// File mode bits (`st_mode & 07777`).
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// `F_GET_SEALS`.
+    pub seals: u32,
+    /// The data; what lies between extents is a hole (zeros).
+    pub extents: Vec<MemfdExtent>,
+}
+
+/// Bytes of a memfd at an offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemfdExtent {
+    /// Offset in the file.
+    pub offset: u64,
+    /// The bytes.
+    #[serde(serialize_with = "byte_count")]
+    pub data: Vec<u8>,
 }
 
 /// The buffer of a pipe and the bytes queued in it.

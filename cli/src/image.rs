@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use ferry_agent::image::{ImageSummary, inspect};
-use ferry_agent::state::{FdKind, PAGE_SIZE, VmaKind, prot};
+use ferry_agent::state::{FdKind, PAGE_SIZE, ProcessState, VmaKind, prot};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -103,6 +103,7 @@ fn render(s: &ImageSummary) -> String {
             VmaKind::Vvar => "[vvar]".into(),
             VmaKind::VvarVclock => "[vvar_vclock]".into(),
             VmaKind::Vsyscall => "[vsyscall]".into(),
+            VmaKind::Memfd { ino } => memfd_name(p, *ino),
         };
         let _ = writeln!(
             o,
@@ -140,6 +141,33 @@ fn render(s: &ImageSummary) -> String {
                     mib(data.len() as u64)
                 )
             }
+            FdKind::Eventfd { count, semaphore } => {
+                format!(
+                    "eventfd count {count}{}",
+                    if *semaphore { " semaphore" } else { "" }
+                )
+            }
+            FdKind::Signalfd { mask } => format!("signalfd mask {mask:#018x}"),
+            FdKind::Timerfd(t) => format!(
+                "timerfd clock {} value {} ns{} interval {} ns, {} unread",
+                t.clockid,
+                t.value_ns,
+                if t.settime_flags & 1 != 0 {
+                    " (absolute)"
+                } else {
+                    ""
+                },
+                t.interval_ns,
+                t.ticks
+            ),
+            FdKind::Inotify { watches } => {
+                let w: Vec<String> = watches
+                    .iter()
+                    .map(|w| format!("{}={} mask {:#x}", w.wd, w.file.path, w.mask))
+                    .collect();
+                format!("inotify {}", w.join(", "))
+            }
+            FdKind::Memfd { ino, pos } => format!("{} at offset {pos}", memfd_name(p, *ino)),
         };
         let _ = writeln!(
             o,
@@ -293,5 +321,12 @@ fn describe_socket(s: &ferry_agent::state::SocketState) -> String {
             };
             format!("{proto} socket:[{}] {}{state}", s.ino, i.local)
         }
+    }
+}
+
+fn memfd_name(p: &ProcessState, ino: u64) -> String {
+    match p.memfds.iter().find(|m| m.ino == ino) {
+        Some(m) => format!("memfd:{} ({} bytes, seals {:#x})", m.name, m.size, m.seals),
+        None => format!("memfd inode {ino}"),
     }
 }

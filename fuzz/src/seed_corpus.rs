@@ -62,6 +62,7 @@ fn state(pages: u64) -> ProcessState {
             sched: Default::default(),
         }],
         locks: vec![],
+        memfds: vec![],
         attrs: Default::default(),
     }
 }

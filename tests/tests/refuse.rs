@@ -64,11 +64,6 @@ fn refused(mode: &str, must_name: &[&str]) {
 }
 
 #[test]
-fn refuses_eventfd() {
-    refused("eventfd", &["eventfd"]);
-}
-
-#[test]
 fn refuses_seccomp_filter() {
     refused("seccomp-filter", &["seccomp"]);
 }

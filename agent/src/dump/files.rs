@@ -16,6 +16,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::unistd::Pid;
 
 use super::DumpError;
+use super::fdkinds;
 use super::mm::identity_of;
 use super::sockets::{self, SocketDump};
 use crate::image::MAX_MANIFEST_BYTES;
@@ -95,7 +96,8 @@ pub fn collect_fds(
             continue;
         };
         let target = target.to_string_lossy().into_owned();
-        let info = proc::parse_fdinfo(&proc::read(pid.as_raw(), &format!("fdinfo/{fd}"))?)?;
+        let text = proc::read(pid.as_raw(), &format!("fdinfo/{fd}"))?;
+        let info = proc::parse_fdinfo(&text)?;
         let unsupported = |what: &str| unsupported(fd, what);
         let kind = if let Some(rest) = target.strip_prefix("anon_inode:") {
             if rest == "[eventpoll]" {
@@ -103,7 +105,10 @@ pub fn collect_fds(
                     targets: info.epoll.clone(),
                 }
             } else {
-                return Err(unsupported(rest.trim_matches(['[', ']'])));
+                match fdkinds::anon_kind(pid, fd, rest, &text)? {
+                    Some(kind) => kind,
+                    None => return Err(unsupported(rest.trim_matches(['[', ']']))),
+                }
             }
         } else if let Some(ino) = target
             .strip_prefix("socket:[")
@@ -123,8 +128,14 @@ pub fn collect_fds(
                     .parse()
                     .map_err(|_| unsupported(&format!("pipe {target:?}")))?,
             }
-        } else if target.starts_with("/memfd:") {
-            return Err(unsupported("a memfd"));
+        } else if fdkinds::memfd_name(&target).is_some() {
+            if let Some(what) = fdkinds::memfd_problem(&link_path) {
+                return Err(unsupported(&what));
+            }
+            FdKind::Memfd {
+                ino: meta.ino(),
+                pos: info.pos,
+            }
         } else if let Some(path) = target
             .strip_suffix(" (deleted)")
             .filter(|_| meta.nlink() == 0)

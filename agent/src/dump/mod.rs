@@ -6,6 +6,7 @@
 //! exactly as it was.
 
 mod attrs;
+mod fdkinds;
 mod files;
 mod freeze;
 mod mm;
@@ -271,6 +272,7 @@ fn collect(
     let injected = inject_queries(frozen, &vmas)?;
 
     mm::find_pages(pid, &mut vmas)?;
+    let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
 
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
@@ -381,6 +383,7 @@ fn collect(
         },
         threads,
         locks,
+        memfds,
         attrs,
     })
 }

@@ -7,15 +7,17 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_LOCKS,
-    MAX_PAGE_RUNS, MAX_PENDING, MAX_POSIX_TIMERS, MAX_THREADS, MAX_VMAS, ManifestError,
-    ManifestProblem, RLIM_NLIMITS, validate,
+    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS,
+    MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
+    MAX_POSIX_TIMERS, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
+    validate,
 };
 use crate::state::{
     AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
-    ItimerState, LockKind, LockState, MmState, PageRun, PipeQueue, PosixTimerState, ProcessState,
-    Regs, RlimitState, RseqState, SchedState, SigactionState, SigaltstackState, SiginfoState,
-    SignalsState, ThreadState, VmaKind, VmaState,
+    InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
+    PipeQueue, PosixTimerState, ProcessState, Regs, RlimitState, RseqState, SchedState,
+    SigactionState, SigaltstackState, SiginfoState, SignalsState, ThreadState, TimerfdState,
+    VmaKind, VmaState,
 };
 
 use super::validate::{cap_count, err};
@@ -57,6 +59,7 @@ impl From<&ProcessState> for pb::Manifest {
                 }),
                 threads: s.threads.iter().map(thread_to_pb).collect(),
                 locks: s.locks.iter().map(lock_to_pb).collect(),
+                memfds: s.memfds.iter().map(memfd_to_pb).collect(),
                 attrs: Some(attrs_to_pb(&s.attrs)),
             }),
         }
@@ -121,6 +124,11 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         VmaKind::Vvar => (pb::VmaKind::Vvar, None),
         VmaKind::VvarVclock => (pb::VmaKind::VvarVclock, None),
         VmaKind::Vsyscall => (pb::VmaKind::Vsyscall, None),
+        VmaKind::Memfd { .. } => (pb::VmaKind::Memfd, None),
+    };
+    let memfd_ino = match v.kind {
+        VmaKind::Memfd { ino } => ino,
+        _ => 0,
     };
     pb::Vma {
         start: v.start,
@@ -138,6 +146,25 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
             .map(|r| pb::PageRun {
                 start: r.start,
                 count: r.count,
+            })
+            .collect(),
+        memfd_ino,
+    }
+}
+
+fn memfd_to_pb(m: &MemfdState) -> pb::Memfd {
+    pb::Memfd {
+        ino: m.ino,
+        name: m.name.clone(),
+        mode: m.mode,
+        size: m.size,
+        seals: m.seals,
+        extents: m
+            .extents
+            .iter()
+            .map(|e| pb::MemfdExtent {
+                offset: e.offset,
+                data: e.data.clone(),
             })
             .collect(),
     }
@@ -191,6 +218,32 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
             gid: *gid,
             pos: *pos,
             data: data.clone(),
+        }),
+        FdKind::Eventfd { count, semaphore } => Kind::Eventfd(pb::Eventfd {
+            count: *count,
+            semaphore: *semaphore,
+        }),
+        FdKind::Signalfd { mask } => Kind::SignalfdMask(*mask),
+        FdKind::Timerfd(t) => Kind::Timerfd(pb::Timerfd {
+            clockid: t.clockid,
+            settime_flags: t.settime_flags,
+            value_ns: t.value_ns,
+            interval_ns: t.interval_ns,
+            ticks: t.ticks,
+        }),
+        FdKind::Inotify { watches } => Kind::Inotify(pb::Inotify {
+            watches: watches
+                .iter()
+                .map(|w| pb::InotifyWatch {
+                    wd: w.wd,
+                    mask: w.mask,
+                    file: Some(file_ref_to_pb(&w.file)),
+                })
+                .collect(),
+        }),
+        FdKind::Memfd { ino, pos } => Kind::Memfd(pb::MemfdFd {
+            ino: *ino,
+            pos: *pos,
         }),
     };
     pb::Fd {
@@ -475,6 +528,9 @@ impl TryFrom<pb::Manifest> for ProcessState {
         cap_count("rlimits", p.rlimits.len(), RLIM_NLIMITS as usize)?;
         cap_count("fds", p.fds.len(), MAX_FDS)?;
         cap_count("threads", p.threads.len(), MAX_THREADS)?;
+        cap_count("memfds", p.memfds.len(), MAX_MEMFDS)?;
+        let extents: usize = p.memfds.iter().map(|m| m.extents.len()).sum();
+        cap_count("memfds[*].extents", extents, MAX_MEMFD_EXTENTS)?;
         cap_count("locks", p.locks.len(), MAX_LOCKS)?;
         let mm = required(p.mm, || "mm".into())?;
         let signals = required(p.signals, || "signals".into())?;
@@ -524,6 +580,7 @@ impl TryFrom<pb::Manifest> for ProcessState {
                 .enumerate()
                 .map(|(i, l)| lock_from_pb(i, l))
                 .collect::<Result<_, _>>()?,
+            memfds: p.memfds.into_iter().map(memfd_from_pb).collect(),
         };
         validate(&state)?;
         Ok(state)
@@ -610,6 +667,7 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         pb::VmaKind::Vvar => simple(VmaKind::Vvar, "vvar")?,
         pb::VmaKind::VvarVclock => simple(VmaKind::VvarVclock, "vvar_vclock")?,
         pb::VmaKind::Vsyscall => simple(VmaKind::Vsyscall, "vsyscall")?,
+        pb::VmaKind::Memfd => simple(VmaKind::Memfd { ino: v.memfd_ino }, "memfd")?,
         pb::VmaKind::File => {
             if v.file.is_none() {
                 return Err(err(
@@ -701,6 +759,40 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
             pos: d.pos,
             data: d.data,
         },
+        Kind::Eventfd(e) => FdKind::Eventfd {
+            count: e.count,
+            semaphore: e.semaphore,
+        },
+        Kind::SignalfdMask(mask) => FdKind::Signalfd { mask },
+        Kind::Timerfd(t) => FdKind::Timerfd(TimerfdState {
+            clockid: t.clockid,
+            settime_flags: t.settime_flags,
+            value_ns: t.value_ns,
+            interval_ns: t.interval_ns,
+            ticks: t.ticks,
+        }),
+        Kind::Inotify(n) => {
+            let watches = format!("{}.inotify.watches", field());
+            cap_count(&watches, n.watches.len(), MAX_INOTIFY_WATCHES)?;
+            FdKind::Inotify {
+                watches: n
+                    .watches
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, w)| {
+                        Ok(InotifyWatch {
+                            wd: w.wd,
+                            mask: w.mask,
+                            file: file_ref_from_pb(w.file, || format!("{watches}[{j}].file"))?,
+                        })
+                    })
+                    .collect::<Result<_, ManifestError>>()?,
+            }
+        }
+        Kind::Memfd(m) => FdKind::Memfd {
+            ino: m.ino,
+            pos: m.pos,
+        },
     };
     Ok(FdState {
         fd: f.fd,
@@ -714,6 +806,24 @@ fn queue_from_pb(q: pb::PipeQueue) -> PipeQueue {
     PipeQueue {
         size: q.size,
         data: q.data,
+    }
+}
+
+fn memfd_from_pb(m: pb::Memfd) -> MemfdState {
+    MemfdState {
+        ino: m.ino,
+        name: m.name,
+        mode: m.mode,
+        size: m.size,
+        seals: m.seals,
+        extents: m
+            .extents
+            .into_iter()
+            .map(|e| MemfdExtent {
+                offset: e.offset,
+                data: e.data,
+            })
+            .collect(),
     }
 }
 

@@ -89,7 +89,9 @@ pub use self::reader::{ImageReader, ImageSummary};
 pub use self::sockets::{
     ALLOWED_OPTS as ALLOWED_SOCKET_OPTS, MAX_SOCKET_MESSAGES, MAX_SOCKET_QUEUE,
 };
-pub use self::validate::{ManifestError, ManifestProblem, validate};
+pub use self::validate::{
+    MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES, ManifestError, ManifestProblem, validate,
+};
 pub use self::writer::ImageWriter;
 use crate::state::PAGE_SIZE;
 #[cfg(doc)]

@@ -295,6 +295,58 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                     data: (0..5000u32).map(|i| i as u8).collect(),
                 },
             },
+            FdState {
+                fd: 20,
+                cloexec: false,
+                flags: 0o4002,
+                kind: FdKind::Eventfd {
+                    count: 1 << 40,
+                    semaphore: true,
+                },
+            },
+            FdState {
+                fd: 21,
+                cloexec: true,
+                flags: 2,
+                kind: FdKind::Signalfd { mask: 0x4200 },
+            },
+            FdState {
+                fd: 22,
+                cloexec: false,
+                flags: 2,
+                kind: FdKind::Timerfd(TimerfdState {
+                    clockid: 0,
+                    settime_flags: 3,
+                    value_ns: 1_700_000_000_123_456_789,
+                    interval_ns: 250_000_000,
+                    ticks: 3,
+                }),
+            },
+            FdState {
+                fd: 23,
+                cloexec: false,
+                flags: 0o4000,
+                kind: FdKind::Inotify {
+                    watches: vec![
+                        InotifyWatch {
+                            wd: 1,
+                            mask: 0x300,
+                            file: file("/tmp", 4),
+                        },
+                        InotifyWatch {
+                            wd: 2,
+                            mask: 2,
+                            file: file("/etc/passwd", 5),
+                        },
+                    ],
+                },
+            },
+            FdState {
+                fd: 24,
+                cloexec: false,
+                flags: 0o100002,
+                kind: FdKind::Memfd { ino: 1035, pos: 3 },
+            },
         ],
         locks: vec![
             LockState {
@@ -363,6 +415,23 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 rt_priority: 0,
                 affinity: vec![0b1011],
             },
+        }],
+        memfds: vec![MemfdState {
+            ino: 1035,
+            name: "hello world".into(),
+            mode: 0o777,
+            size: 1 << 20,
+            seals: 4,
+            extents: vec![
+                MemfdExtent {
+                    offset: 0,
+                    data: b"abc".to_vec(),
+                },
+                MemfdExtent {
+                    offset: 8192,
+                    data: vec![7; 4096],
+                },
+            ],
         }],
         attrs: AttrsState {
             no_new_privs: true,
@@ -557,6 +626,28 @@ fn round_trip_every_codec() {
         let json = serde_json::to_string(&summary).expect("json");
         assert!(json.contains("\"sha256\""));
     }
+}
+
+#[test]
+fn a_memfd_mapping_round_trips() {
+    let mut state = rich_state(0);
+    let mut m = vma(0x7f00_2000_0000, 4, VmaKind::Memfd { ino: 1035 }, &[]);
+    m.shared = true;
+    state.mm.vmas.insert(5, m);
+    state.mm.vmas.sort_by_key(|v| v.start);
+    let pages = tiny_pages(total_pages(&state), 3);
+    let (image, _) = write_image(&state, &pages, Codec::Zstd);
+    let (got, _) = read_image(&image).expect("read back");
+    assert_eq!(got, state);
+
+    // A mapping of a memfd the image does not hold is refused.
+    let mut bad = pb::Manifest::from(&state);
+    let vmas = &mut bad.process.as_mut().unwrap().mm.as_mut().unwrap().vmas;
+    let i = vmas.iter().position(|v| v.memfd_ino == 1035).unwrap();
+    vmas[i].memfd_ino = 7;
+    let (field, problem) = manifest_error(&bad);
+    assert_eq!(field, format!("mm.vmas[{i}].memfd_ino"));
+    assert!(problem.contains("not in memfds"), "{problem}");
 }
 
 #[test]
@@ -1099,6 +1190,83 @@ fn invalid_manifests_are_refused_naming_the_field() {
         ),
         (|p| p.mm = None, "mm", "missing"),
         (
+            |p| p.fds[15].kind = Some(pb::fd::Kind::Memfd(pb::MemfdFd { ino: 5, pos: 0 })),
+            "fds[15].memfd.ino",
+            "not in memfds",
+        ),
+        (
+            |p| p.memfds[0].extents[1].offset = 1,
+            "memfds[0].extents[1].offset",
+            "before the previous entry ends",
+        ),
+        (
+            |p| p.memfds[0].extents[1].offset = (1 << 20) - 1,
+            "memfds[0].extents[1].offset",
+            "outside 0..=1048576",
+        ),
+        (
+            |p| p.memfds[0].seals = 0x40,
+            "memfds[0].seals",
+            "bits outside",
+        ),
+        (
+            |p| p.memfds[0].name = "x".repeat(250),
+            "memfds[0].name",
+            "more than 249",
+        ),
+        (
+            |p| p.memfds.push(p.memfds[0].clone()),
+            "memfds[1].ino",
+            "appears twice",
+        ),
+        (
+            |p| {
+                p.memfds[0].extents = vec![pb::MemfdExtent {
+                    offset: 0,
+                    data: vec![1; 33 << 20],
+                }];
+                p.memfds[0].size = 64 << 20;
+            },
+            "memfds[*].extents[*].data",
+            "more than 33554432",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::Timerfd(t)) = &mut p.fds[13].kind {
+                    t.clockid = 3;
+                }
+            },
+            "fds[13].timerfd.clockid",
+            "unknown value 3",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::Eventfd(e)) = &mut p.fds[11].kind {
+                    e.count = u64::MAX;
+                }
+            },
+            "fds[11].eventfd.count",
+            "outside",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::Inotify(n)) = &mut p.fds[14].kind {
+                    n.watches[1].wd = 1;
+                }
+            },
+            "fds[14].inotify.watches[1].wd",
+            "does not follow",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::Inotify(n)) = &mut p.fds[14].kind {
+                    n.watches[0].file = None;
+                }
+            },
+            "fds[14].inotify.watches[0].file",
+            "missing",
+        ),
+        (
             |p| p.fds[8].kind = Some(pb::fd::Kind::Dup(pb::Dup { of: 12 })),
             "fds[8].dup.of",
             "names fd 12",
@@ -1222,6 +1390,18 @@ fn repeated_fields_are_counted_before_decoding() {
     p.fds = vec![epoll; 4];
     let (field, _) = manifest_error(&m);
     assert_eq!(field, "fds[*].epoll.targets");
+
+    // So are memfd extents and inotify watches.
+    let mut m = pb::Manifest::from(&state);
+    let p = m.process.as_mut().unwrap();
+    p.memfds[0].extents = vec![pb::MemfdExtent::default(); (1 << 20) + 1];
+    assert_eq!(manifest_error(&m).0, "memfds[*].extents");
+    let mut m = pb::Manifest::from(&state);
+    let p = m.process.as_mut().unwrap();
+    p.fds[14].kind = Some(pb::fd::Kind::Inotify(pb::Inotify {
+        watches: vec![pb::InotifyWatch::default(); (1 << 20) + 1],
+    }));
+    assert_eq!(manifest_error(&m).0, "fds[*].inotify.watches");
 
     // Packed and unpacked varints both count.
     let mut m = pb::Manifest::from(&state);

@@ -6,8 +6,8 @@
 
 use super::validate::{
     MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS,
-    MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING, MAX_POSIX_TIMERS, MAX_THREADS, MAX_VMAS, ManifestError,
-    ManifestProblem, RLIM_NLIMITS,
+    MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
+    MAX_POSIX_TIMERS, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
 };
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.
@@ -47,6 +47,20 @@ const EPOLL: &[Field] = &[(
         Some(counter(0, "fds[*].epoll.targets", MAX_EPOLL_TARGETS)),
     ),
 )];
+const INOTIFY: &[Field] = &[(
+    1,
+    Child::Message(
+        &[(3, Child::Message(FILE_REF, None))],
+        Some(counter(18, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES)),
+    ),
+)];
+const MEMFD: &[Field] = &[(
+    6,
+    Child::Message(
+        LEAF,
+        Some(counter(17, "memfds[*].extents", MAX_MEMFD_EXTENTS)),
+    ),
+)];
 const FD: &[Field] = &[
     (4, Child::Message(OPEN_FILE, None)),
     (5, Child::Message(OPEN_FILE, None)),
@@ -54,6 +68,10 @@ const FD: &[Field] = &[
     (7, Child::Message(FILE_REF, None)),
     (8, Child::Message(LEAF, None)),
     (9, Child::Message(EPOLL, None)),
+    (20, Child::Message(LEAF, None)),
+    (22, Child::Message(LEAF, None)),
+    (23, Child::Message(INOTIFY, None)),
+    (24, Child::Message(LEAF, None)),
 ];
 const VMA: &[Field] = &[
     (7, Child::Message(FILE_REF, None)),
@@ -137,10 +155,14 @@ const PROCESS: &[Field] = &[
         120,
         Child::Message(LEAF, Some(counter(11, "locks", MAX_LOCKS))),
     ),
+    (
+        100,
+        Child::Message(MEMFD, Some(counter(16, "memfds", MAX_MEMFDS))),
+    ),
     (200, Child::Message(ATTRS, None)),
 ];
 const MANIFEST: &[Field] = &[(1, Child::Message(PROCESS, None))];
-const SLOTS: usize = 16;
+const SLOTS: usize = 19;
 
 /// What the pass found.
 #[derive(Debug)]

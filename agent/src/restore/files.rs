@@ -13,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use nix::fcntl::{FcntlArg, fcntl};
 
 use super::RestoreError;
+use super::fdkinds::{self, Memfds};
 use super::inject::Injector;
 use super::sockets;
 use crate::dump::identity_of;
@@ -43,6 +44,8 @@ enum Action {
     Deleted { path: String, flags: u32, pos: u64 },
     /// The socket with this inode, built by ferry, copied in with `pidfd_getfd`.
     Socket(u64),
+    /// An eventfd, signalfd, timerfd or inotify instance, made by injected calls.
+    Injected { flags: u32, kind: FdKind },
 }
 
 /// The descriptors to create, in order, plus warnings for the user.
@@ -57,6 +60,8 @@ pub struct FdPlan {
     locks: Vec<LockState>,
     /// The sockets, built before the task exists (it inherits ferry's pidfd).
     sockets: Option<sockets::Built>,
+    /// The memfds, made by the restorer for the task's descriptors and mappings.
+    pub memfds: Memfds,
 }
 
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
@@ -212,9 +217,45 @@ pub fn plan(
                     flags: f.flags,
                     pos: *pos,
                 },
+                FdKind::Inotify { watches } => {
+                    for w in watches {
+                        changed(format!("fd {}: inotify watch {}", f.fd, w.wd), &w.file)?;
+                    }
+                    Action::Injected {
+                        flags: f.flags,
+                        kind: f.kind.clone(),
+                    }
+                }
+                FdKind::Eventfd { .. } | FdKind::Signalfd { .. } | FdKind::Timerfd(_) => {
+                    Action::Injected {
+                        flags: f.flags,
+                        kind: f.kind.clone(),
+                    }
+                }
+                // Replaced below, once the memfds exist.
+                FdKind::Memfd { .. } => Action::Inherit,
             }
         };
         fds.push((f.fd, f.cloexec, action));
+    }
+    // Only now that every check has passed is anything created.
+    let memfds = Memfds::create(state)?;
+    for ((_, _, action), f) in fds.iter_mut().zip(&state.fds) {
+        if let FdKind::Memfd { ino, pos } = f.kind
+            && !(inherit_stdio && f.fd <= 2)
+        {
+            let path = memfds.path(ino).ok_or_else(|| {
+                RestoreError::Layout(format!(
+                    "fd {}: memfd inode {ino} is not in the image",
+                    f.fd
+                ))
+            })?;
+            *action = Action::Open {
+                path,
+                flags: f.flags,
+                pos: Some(pos),
+            };
+        }
     }
     // Sockets last, once every file check passed: building them binds addresses.
     let sockets = sockets::build(state, warnings)?;
@@ -225,6 +266,7 @@ pub fn plan(
         fifos,
         locks: state.locks.clone(),
         sockets,
+        memfds,
     })
 }
 
@@ -392,6 +434,9 @@ pub fn restore(
                 flags,
                 pos: _,
             } => (recreate_deleted(inj, state, fd, path, *flags)?, true, None),
+            Action::Injected { flags, kind } => {
+                (fdkinds::create(inj, fd, *flags, kind)?, true, None)
+            }
         };
         if tmp != fd as u64 {
             let flags = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };

@@ -5,6 +5,7 @@
 //! everything else stay as they were.
 
 mod attrs;
+mod fdkinds;
 mod files;
 mod inject;
 mod mm;
@@ -123,6 +124,17 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Making a memfd in the restorer failed.
+    #[error("memfd {name:?}: {step}")]
+    Memfd {
+        /// Its name.
+        name: String,
+        /// Which step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Setting a resource limit failed.
     #[error("set resource limit {resource}")]
     Rlimit {
@@ -183,7 +195,7 @@ pub fn restore<R: Read + Send>(
     }
     let t0 = std::time::Instant::now();
     mm::wipe_and_place_vdso(&inj, &maps, &state.mm)?;
-    mm::map_vmas(&inj, &state.mm)?;
+    mm::map_vmas(&inj, &state.mm, &fd_plan.memfds)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
@@ -192,6 +204,8 @@ pub fn restore<R: Read + Send>(
     mm::set_mm(&inj, &state)?;
 
     files::restore(&inj, &fd_plan, &state, &mut warnings)?;
+    // Seals after the mappings and descriptors: they may forbid what those needed.
+    fd_plan.memfds.seal(&state)?;
     restore_process_attrs(&inj, &state)?;
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).
