@@ -57,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let s = summary.stats;
     println!(
-        "dumped pid {}: {} pages ({:.1} MiB, {} zero), image {:.1} MiB ({}), frozen {} ms{}",
+        "dumped pid {}: {} pages ({:.1} MiB, {} zero), image {:.1} MiB ({}), frozen {} ms ({} tasks stopped in {} us){}",
         summary.pid,
         s.pages,
         s.raw_bytes as f64 / (1 << 20) as f64,
@@ -65,6 +65,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         s.image_bytes as f64 / (1 << 20) as f64,
         args.output.display(),
         summary.frozen.as_millis(),
+        summary.tasks,
+        summary.seize.as_micros(),
         if args.leave_running {
             ", left running"
         } else {

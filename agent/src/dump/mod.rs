@@ -81,6 +81,10 @@ pub struct DumpSummary {
     pub stats: WriteStats,
     /// How long the process was stopped.
     pub frozen: Duration,
+    /// From the first seize until every task was stopped.
+    pub seize: Duration,
+    /// Tasks (threads) stopped.
+    pub tasks: usize,
     /// Things the user should know (children left behind, …).
     pub warnings: Vec<String>,
 }
@@ -171,7 +175,9 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
 
     let t0 = Instant::now();
     let frozen = Frozen::seize(pid)?;
-    tracing::debug!(elapsed = ?t0.elapsed(), tasks = frozen.tasks.len(), "frozen");
+    let seize = t0.elapsed();
+    let tasks = frozen.tasks.len();
+    tracing::debug!(elapsed = ?seize, tasks, "frozen");
     // Checked again now that the process cannot change under us (a thread or an fd may have
     // appeared between the first check and the freeze).
     precheck(pid, &opts)?;
@@ -198,6 +204,8 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
         pid: pid.as_raw(),
         stats,
         frozen: frozen_for,
+        seize,
+        tasks,
         warnings,
     })
 }
