@@ -573,6 +573,22 @@ pub struct ThreadState {
     pub sigaltstack: SigaltstackState,
     /// Scheduling: nice, policy, affinity.
     pub sched: SchedState,
+    /// seccomp mode and filters.
+    pub seccomp: SeccompState,
+}
+
+/// seccomp state of one thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SeccompState {
+    /// 0 none, 1 strict, 2 filter.
+    pub mode: u32,
+    /// BPF programs (raw `struct sock_filter` arrays), oldest first.
+    #[serde(serialize_with = "filter_sizes")]
+    pub filters: Vec<Vec<u8>>,
+}
+
+fn filter_sizes<S: serde::Serializer>(f: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(f.iter().map(|p| p.len() / 8))
 }
 
 /// rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).

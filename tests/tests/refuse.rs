@@ -64,11 +64,6 @@ fn refused(mode: &str, must_name: &[&str]) {
 }
 
 #[test]
-fn refuses_seccomp_filter() {
-    refused("seccomp-filter", &["seccomp"]);
-}
-
-#[test]
-fn refuses_seccomp_strict() {
-    refused("seccomp-strict", &["seccomp"]);
+fn refuses_netlink_socket() {
+    refused("netlink", &["netlink"]);
 }

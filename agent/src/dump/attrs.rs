@@ -227,3 +227,27 @@ pub fn sched(pid: Pid, tid: Pid) -> Result<SchedState, DumpError> {
         affinity,
     })
 }
+
+/// seccomp mode and filters of one stopped thread, oldest filter first.
+pub fn seccomp(tid: Pid, mode: u32) -> Result<crate::state::SeccompState, DumpError> {
+    let mut filters = Vec::new();
+    if mode == 2 {
+        for index in 0.. {
+            match crate::sys::ptrace::get_seccomp_filter(tid, index) {
+                Ok(Some(f)) => filters.push(f),
+                Ok(None) => break,
+                Err(source) => {
+                    return Err(crate::ptrace::PtraceError::Request {
+                        op: "get seccomp filter",
+                        pid: tid.as_raw(),
+                        source,
+                    }
+                    .into());
+                }
+            }
+        }
+        // The kernel numbers them newest first.
+        filters.reverse();
+    }
+    Ok(crate::state::SeccompState { mode, filters })
+}

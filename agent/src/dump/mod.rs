@@ -226,17 +226,6 @@ fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
     if stat.state == 'Z' || stat.state == 'X' {
         return Err(bad("the process has exited (zombie)"));
     }
-    let status = proc::parse_status(&proc::read(pid.as_raw(), "status")?)?;
-    if status.seccomp != 0 {
-        let mode = if status.seccomp == 1 {
-            "strict mode"
-        } else {
-            "a filter"
-        };
-        return Err(DumpError::Unsupported(format!(
-            "seccomp ({mode}) is not supported yet"
-        )));
-    }
     if proc::read(pid.as_raw(), "maps")?.is_empty() {
         return Err(bad("a kernel thread has no memory to dump"));
     }
@@ -343,6 +332,7 @@ fn collect(
             clear_child_tid: per_thread.clear_child_tid,
             sigaltstack: per_thread.sigaltstack,
             sched: attrs::sched(pid, t.pid())?,
+            seccomp: attrs::seccomp(t.pid(), tstatus.seccomp)?,
         });
     }
     let tids: Vec<(i32, i32)> = frozen

@@ -16,8 +16,8 @@ use crate::state::{
     AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
     InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
     PipeQueue, PosixTimerState, ProcessState, Regs, RlimitState, RseqState, SchedState,
-    SigactionState, SigaltstackState, SiginfoState, SignalsState, ThreadState, TimerfdState,
-    VmaKind, VmaState,
+    SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, ThreadState,
+    TimerfdState, VmaKind, VmaState,
 };
 
 use super::validate::{cap_count, err};
@@ -343,6 +343,10 @@ fn thread_to_pb(t: &ThreadState) -> pb::Thread {
             policy: t.sched.policy,
             rt_priority: t.sched.rt_priority,
             affinity: t.sched.affinity.clone(),
+        }),
+        seccomp: Some(pb::Seccomp {
+            mode: t.seccomp.mode,
+            filters: t.seccomp.filters.clone(),
         }),
     }
 }
@@ -886,5 +890,12 @@ fn thread_from_pb(i: usize, t: pb::Thread) -> Result<ThreadState, ManifestError>
             size: alt.size,
         },
         sched: sched_from_pb(&field(), t.sched)?,
+        seccomp: t
+            .seccomp
+            .map(|s| SeccompState {
+                mode: s.mode,
+                filters: s.filters,
+            })
+            .unwrap_or_default(),
     })
 }

@@ -67,6 +67,8 @@ pub const MAX_PENDING: usize = 1 << 20;
 pub const SIGINFO_LEN: usize = 128;
 /// Most file locks and leases accepted.
 pub const MAX_LOCKS: usize = 1 << 20;
+/// Most seccomp filters of one thread.
+pub const MAX_SECCOMP_FILTERS: usize = 256;
 /// Most cgroup hierarchies.
 pub const MAX_CGROUPS: usize = 64;
 /// Most POSIX timers of one process.
@@ -389,6 +391,24 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
         }
     }
     for (i, t) in s.threads.iter().enumerate() {
+        check_range(format!("threads[{i}].seccomp.mode"), t.seccomp.mode, 0, 2)?;
+        cap_count(
+            &format!("threads[{i}].seccomp.filters"),
+            t.seccomp.filters.len(),
+            MAX_SECCOMP_FILTERS,
+        )?;
+        for (j, f) in t.seccomp.filters.iter().enumerate() {
+            if f.is_empty() || !f.len().is_multiple_of(8) || f.len() > 8 * 4096 {
+                return Err(err(
+                    format!("threads[{i}].seccomp.filters[{j}]"),
+                    ManifestProblem::OutOfRange {
+                        value: f.len() as i128,
+                        min: 8,
+                        max: 8 * 4096,
+                    },
+                ));
+            }
+        }
         check_range(format!("threads[{i}].sched.nice"), t.sched.nice, -20, 19)?;
         cap_count(
             &format!("threads[{i}].sched.affinity"),

@@ -7,7 +7,8 @@
 use super::validate::{
     MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS,
     MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_POSIX_TIMERS, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
+    MAX_POSIX_TIMERS, MAX_SECCOMP_FILTERS, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem,
+    RLIM_NLIMITS,
 };
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.
@@ -126,7 +127,19 @@ const ATTRS: &[Field] = &[
         ),
     ),
 ];
+const SECCOMP: &[Field] = &[(
+    2,
+    Child::Message(
+        LEAF,
+        Some(counter(
+            19,
+            "threads[*].seccomp.filters",
+            MAX_SECCOMP_FILTERS * MAX_THREADS,
+        )),
+    ),
+)];
 const THREAD: &[Field] = &[
+    (201, Child::Message(SECCOMP, None)),
     (200, Child::Message(SCHED, None)),
     (2, Child::Message(LEAF, None)),
     (
@@ -162,7 +175,7 @@ const PROCESS: &[Field] = &[
     (200, Child::Message(ATTRS, None)),
 ];
 const MANIFEST: &[Field] = &[(1, Child::Message(PROCESS, None))];
-const SLOTS: usize = 19;
+const SLOTS: usize = 20;
 
 /// What the pass found.
 #[derive(Debug)]

@@ -330,3 +330,35 @@ pub fn set_sched(tid: Pid, s: &SchedState, warnings: &mut Vec<String>) {
         warnings.push(format!("thread {tid}: nice {} not set back ({e})", s.nice));
     }
 }
+
+/// seccomp filters (oldest first) or strict mode of one thread. Installed while the task is
+/// still root (a filter needs `CAP_SYS_ADMIN` or no_new_privs) and traced with
+/// `PTRACE_O_SUSPEND_SECCOMP`, so they bind only once it runs on its own.
+pub fn restore_seccomp(
+    inj: &Injector<'_>,
+    s: &crate::state::SeccompState,
+) -> Result<(), RestoreError> {
+    const SECCOMP_SET_MODE_STRICT: u64 = 0;
+    const SECCOMP_SET_MODE_FILTER: u64 = 1;
+    for f in &s.filters {
+        let filter = inj.put(8192, f)?;
+        // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+        let mut prog = Vec::with_capacity(16);
+        prog.extend_from_slice(&((f.len() / 8) as u64).to_le_bytes());
+        prog.extend_from_slice(&filter.to_le_bytes());
+        let prog_addr = inj.put(4096, &prog)?;
+        inj.call(
+            "seccomp(SECCOMP_SET_MODE_FILTER)",
+            libc::SYS_seccomp,
+            [SECCOMP_SET_MODE_FILTER, 0, prog_addr, 0, 0, 0],
+        )?;
+    }
+    if s.mode == 1 {
+        inj.call(
+            "seccomp(SECCOMP_SET_MODE_STRICT)",
+            libc::SYS_seccomp,
+            [SECCOMP_SET_MODE_STRICT, 0, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}

@@ -173,7 +173,11 @@ pub fn restore<R: Read + Send>(
     // TRACECLONE: the threads we create arrive traced and stopped.
     let tracee = Tracee::seize(
         task.pid,
-        Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_TRACECLONE,
+        Options::PTRACE_O_EXITKILL
+            | Options::PTRACE_O_TRACESYSGOOD
+            | Options::PTRACE_O_TRACECLONE
+            // The filters restored near the end must not apply to the restore's own calls.
+            | Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
     )?;
     tracee.interrupt()?;
     // Nothing may be delivered while the task is being built; the image's mask comes last.
@@ -224,12 +228,14 @@ pub fn restore<R: Read + Send>(
     }
     // Credentials last: once they drop, the task could no longer do the privileged steps.
     // They belong to each thread, not to the process.
-    for (t, _) in &threads {
+    for (t, ts) in &threads {
         let tinj = inj.for_thread(t)?;
+        attrs::restore_seccomp(&tinj, &ts.seccomp)?;
         attrs::before_creds(&tinj, &state.attrs)?;
         restore_creds(&tinj, &state)?;
         attrs::after_creds(&tinj, &state, false, &mut warnings)?;
     }
+    attrs::restore_seccomp(&inj, &thread.seccomp)?;
     attrs::before_creds(&inj, &state.attrs)?;
     restore_creds(&inj, &state)?;
     attrs::after_creds(&inj, &state, true, &mut warnings)?;
