@@ -60,6 +60,7 @@ fn state(pages: u64) -> ProcessState {
             clear_child_tid: 0,
             sigaltstack: SigaltstackState::default(),
             sched: Default::default(),
+            seccomp: Default::default(),
         }],
         locks: vec![],
         memfds: vec![],

@@ -415,6 +415,10 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 rt_priority: 0,
                 affinity: vec![0b1011],
             },
+            seccomp: SeccompState {
+                mode: 2,
+                filters: vec![vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f]],
+            },
         }],
         memfds: vec![MemfdState {
             ino: 1035,
