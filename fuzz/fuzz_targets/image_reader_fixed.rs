@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(block)) => {
                     assert!(block.page_count() > 0 && block.page_count() <= 256);
                     let _ = block.segments();
-                    pages += block.len() as u64 / 4096;
+                    pages += block.page_count();
                     reader.recycle(block);
                 }
                 Ok(None) => {
