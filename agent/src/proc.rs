@@ -210,6 +210,10 @@ pub struct Status {
     pub ns_pid: i32,
     /// `Seccomp:` mode (0 none, 1 strict, 2 filter).
     pub seccomp: u32,
+    /// `NoNewPrivs:`.
+    pub no_new_privs: bool,
+    /// `CapInh`, `CapPrm`, `CapEff`, `CapBnd`, `CapAmb`.
+    pub caps: [u64; 5],
 }
 
 /// Parses `/proc/PID/status`.
@@ -249,6 +253,15 @@ pub fn parse_status(text: &str) -> Result<Status, ProcError> {
                     .ok_or_else(|| bad("status", "NSpid"))?
             }
             "Seccomp" => st.seccomp = value.parse().map_err(|_| bad("status", "Seccomp"))?,
+            "NoNewPrivs" => st.no_new_privs = value == "1",
+            "CapInh" | "CapPrm" | "CapEff" | "CapBnd" | "CapAmb" => {
+                let i = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+                    .iter()
+                    .position(|k| *k == key)
+                    .unwrap_or(0);
+                st.caps[i] =
+                    u64::from_str_radix(value, 16).map_err(|_| bad("status", key.to_string()))?;
+            }
             _ => {}
         }
     }
@@ -280,6 +293,72 @@ pub fn parse_limits(text: &str) -> Result<Vec<(u64, u64)>, ProcError> {
             Ok((value(cols.next())?, value(cols.next())?))
         })
         .collect()
+}
+
+/// One timer of `/proc/PID/timers`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PosixTimer {
+    /// Timer id.
+    pub id: i32,
+    /// Signal number.
+    pub signo: u32,
+    /// `sigev_value`.
+    pub value: u64,
+    /// `SIGEV_SIGNAL` (0), `SIGEV_NONE` (1) or `SIGEV_THREAD_ID` (4).
+    pub notify: u32,
+    /// Thread or process the signal goes to (in the reader's PID namespace).
+    pub target: i32,
+    /// Clock id.
+    pub clock: i32,
+}
+
+/// Parses `/proc/PID/timers`.
+pub fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, ProcError> {
+    let mut out: Vec<PosixTimer> = Vec::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if key == "ID" {
+            out.push(PosixTimer {
+                id: value.parse().map_err(|_| bad("timers", "ID"))?,
+                ..Default::default()
+            });
+            continue;
+        }
+        let t = out
+            .last_mut()
+            .ok_or_else(|| bad("timers", "field before ID"))?;
+        match key {
+            "signal" => {
+                let (sig, val) = value
+                    .split_once('/')
+                    .ok_or_else(|| bad("timers", "signal"))?;
+                t.signo = sig.parse().map_err(|_| bad("timers", "signal number"))?;
+                t.value =
+                    u64::from_str_radix(val, 16).map_err(|_| bad("timers", "signal value"))?;
+            }
+            "notify" => {
+                let (how, who) = value
+                    .split_once('/')
+                    .ok_or_else(|| bad("timers", "notify"))?;
+                t.notify = match how {
+                    "signal" => 0,
+                    "none" => 1,
+                    "thread" => 4,
+                    other => return Err(bad("timers", format!("notify {other:?}"))),
+                };
+                t.target = who
+                    .split_once('.')
+                    .and_then(|(_, n)| n.parse().ok())
+                    .ok_or_else(|| bad("timers", "notify target"))?;
+            }
+            "ClockID" => t.clock = value.parse().map_err(|_| bad("timers", "ClockID"))?,
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// `/proc/PID/fdinfo/N`.
@@ -446,6 +525,24 @@ mod tests {
         assert_eq!(st.start_code, 4194304);
         assert_eq!(st.start_brk, 6299648);
         assert_eq!(st.env_end, 140737488347100);
+    }
+
+    #[test]
+    fn timers_file() {
+        let t = parse_timers("ID: 7\nsignal: 10/00000000000000ff\nnotify: thread/tid.25843\nClockID: 1\nID: 8\nsignal: 14/0000000000000000\nnotify: signal/pid.9\nClockID: 0\n").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (
+                t[0].id,
+                t[0].signo,
+                t[0].value,
+                t[0].notify,
+                t[0].target,
+                t[0].clock
+            ),
+            (7, 10, 255, 4, 25843, 1)
+        );
+        assert_eq!((t[1].notify, t[1].target), (0, 9));
     }
 
     #[test]

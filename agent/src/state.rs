@@ -45,6 +45,91 @@ pub struct ProcessState {
     pub threads: Vec<ThreadState>,
     /// File locks and leases the process holds, re-taken once every descriptor is back.
     pub locks: Vec<LockState>,
+    /// memfd files the process holds through a descriptor or a mapping, by inode.
+    pub memfds: Vec<MemfdState>,
+    /// Attributes beyond credentials, and timers.
+    pub attrs: AttrsState,
+}
+
+/// Process attributes and timers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct AttrsState {
+    /// `PR_SET_NO_NEW_PRIVS`.
+    pub no_new_privs: bool,
+    /// Capability sets: inheritable, permitted, effective, bounding, ambient.
+    pub caps: [u64; 5],
+    /// `PR_GET_DUMPABLE`.
+    pub dumpable: u32,
+    /// `PR_GET_PDEATHSIG` (0 = none).
+    pub pdeathsig: u32,
+    /// `PR_GET_CHILD_SUBREAPER`.
+    pub child_subreaper: bool,
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// `/proc/PID/cgroup`, one entry per hierarchy.
+    pub cgroups: Vec<CgroupState>,
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`.
+    pub itimers: Vec<ItimerState>,
+    /// POSIX timers (`timer_create`).
+    pub posix_timers: Vec<PosixTimerState>,
+}
+
+/// One line of `/proc/PID/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CgroupState {
+    /// Hierarchy id (0 for cgroup v2).
+    pub hierarchy: u32,
+    /// Controllers of the hierarchy (`cpu,cpuacct`; empty for v2).
+    pub controllers: String,
+    /// Path inside the hierarchy.
+    pub path: String,
+}
+
+/// An interval timer (`getitimer`), in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct ItimerState {
+    /// `ITIMER_*`.
+    pub which: u32,
+    /// Interval.
+    pub interval_us: u64,
+    /// Time left.
+    pub value_us: u64,
+}
+
+/// A POSIX timer, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct PosixTimerState {
+    /// Timer id.
+    pub id: i32,
+    /// Clock id.
+    pub clock: i32,
+    /// Signal number.
+    pub signo: u32,
+    /// `sigev_value`.
+    pub value: u64,
+    /// `SIGEV_SIGNAL` (0), `SIGEV_NONE` (1) or `SIGEV_THREAD_ID` (4).
+    pub notify: u32,
+    /// Thread id the signal goes to with `SIGEV_THREAD_ID` (as the process sees it).
+    pub notify_tid: i32,
+    /// Interval.
+    pub interval_ns: u64,
+    /// Time left (0 = disarmed).
+    pub value_ns: u64,
+    /// Overruns of the last expiry.
+    pub overrun: i32,
+}
+
+/// Scheduling of one thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SchedState {
+    /// Nice value.
+    pub nice: i32,
+    /// `SCHED_*` policy.
+    pub policy: u32,
+    /// Real-time priority.
+    pub rt_priority: u32,
+    /// CPU affinity as a bit mask, 64 CPUs a word.
+    pub affinity: Vec<u64>,
 }
 
 /// A checkpoint of a process tree: a process and its descendants.
@@ -95,7 +180,9 @@ impl TreeState {
             let parent = self.processes[..i]
                 .iter()
                 .position(|q| q.pid == p.ppid)
-                .ok_or_else(|| format!("pid {}: its parent {} is not in the tree", p.pid, p.ppid))?;
+                .ok_or_else(|| {
+                    format!("pid {}: its parent {} is not in the tree", p.pid, p.ppid)
+                })?;
             let setsid = p.sid == p.pid;
             let sid = if setsid {
                 p.pid
@@ -317,6 +404,11 @@ pub enum VmaKind {
     VvarVclock,
     /// `[vsyscall]`: fixed by the kernel, never touched.
     Vsyscall,
+    /// A memfd (`/memfd:NAME (deleted)`), one of [`ProcessState::memfds`].
+    Memfd {
+        /// Its inode number, the key into [`ProcessState::memfds`].
+        ino: u64,
+    },
 }
 
 /// One open file descriptor.
@@ -409,6 +501,34 @@ pub enum FdKind {
         #[serde(serialize_with = "byte_count")]
         data: Vec<u8>,
     },
+    /// A socket (Unix, UDP or TCP).
+    Socket(SocketState),
+    /// An eventfd.
+    Eventfd {
+        /// The counter.
+        count: u64,
+        /// `EFD_SEMAPHORE`.
+        semaphore: bool,
+    },
+    /// A signalfd.
+    Signalfd {
+        /// The signals it reads.
+        mask: u64,
+    },
+    /// A timerfd.
+    Timerfd(TimerfdState),
+    /// An inotify instance.
+    Inotify {
+        /// Its watches, by ascending watch descriptor.
+        watches: Vec<InotifyWatch>,
+    },
+    /// A memfd, one of [`ProcessState::memfds`].
+    Memfd {
+        /// Its inode number, the key into [`ProcessState::memfds`].
+        ino: u64,
+        /// `lseek` position.
+        pos: u64,
+    },
     /// The same open file description as descriptor `fd` of the tree member `pid`, which
     /// comes earlier in the tree (shared after `fork`, or passed on): one offset, one set of
     /// status flags. Restored by taking it from that process (`pidfd_getfd`).
@@ -418,6 +538,60 @@ pub enum FdKind {
         /// Its descriptor (never itself `Shared` or `Dup`).
         fd: i32,
     },
+}
+
+/// A timerfd's clock and setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TimerfdState {
+    /// `CLOCK_*` id.
+    pub clockid: i32,
+    /// `timerfd_settime` flags (`TFD_TIMER_ABSTIME`, `TFD_TIMER_CANCEL_ON_SET`).
+    pub settime_flags: u32,
+    /// Next expiration in nanoseconds, 0 when disarmed: the time left at the dump, or with
+    /// `TFD_TIMER_ABSTIME` the absolute time on the timer's clock.
+    pub value_ns: u64,
+    /// Period in nanoseconds (0: one-shot).
+    pub interval_ns: u64,
+    /// Expirations not read yet.
+    pub ticks: u64,
+}
+
+/// One inotify watch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InotifyWatch {
+    /// Watch descriptor.
+    pub wd: i32,
+    /// `IN_*` event mask.
+    pub mask: u32,
+    /// The watched file or directory, found from its file handle at dump time.
+    pub file: FileRef,
+}
+
+/// A memfd: name, size, contents and seals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemfdState {
+    /// Inode number at dump time (the key descriptors and mappings use).
+    pub ino: u64,
+    /// The name given to `memfd_create` (without `memfd:`).
+    pub name: String,
+    /// File mode bits (`st_mode & 07777`).
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// `F_GET_SEALS`.
+    pub seals: u32,
+    /// The data; what lies between extents is a hole (zeros).
+    pub extents: Vec<MemfdExtent>,
+}
+
+/// Bytes of a memfd at an offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemfdExtent {
+    /// Offset in the file.
+    pub offset: u64,
+    /// The bytes.
+    #[serde(serialize_with = "byte_count")]
+    pub data: Vec<u8>,
 }
 
 /// The buffer of a pipe and the bytes queued in it.
@@ -528,6 +702,24 @@ pub struct ThreadState {
     pub clear_child_tid: u64,
     /// Alternate signal stack.
     pub sigaltstack: SigaltstackState,
+    /// Scheduling: nice, policy, affinity.
+    pub sched: SchedState,
+    /// seccomp mode and filters.
+    pub seccomp: SeccompState,
+}
+
+/// seccomp state of one thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SeccompState {
+    /// 0 none, 1 strict, 2 filter.
+    pub mode: u32,
+    /// BPF programs (raw `struct sock_filter` arrays), oldest first.
+    #[serde(serialize_with = "filter_sizes")]
+    pub filters: Vec<Vec<u8>>,
+}
+
+fn filter_sizes<S: serde::Serializer>(f: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(f.iter().map(|p| p.len() / 8))
 }
 
 /// rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
@@ -651,4 +843,106 @@ impl From<Regs> for libc::user_regs_struct {
             gs: r.gs,
         }
     }
+}
+
+/// A socket. Several descriptors may name the same socket (same `ino`); it is rebuilt once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SocketState {
+    /// Socket inode (`socket:[INO]`).
+    pub ino: u64,
+    /// `AF_UNIX`, `AF_INET` or `AF_INET6`.
+    pub family: u32,
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    pub sock_type: u32,
+    /// Options that differ from a fresh socket's, set again first at restore.
+    pub opts: Vec<SockOptState>,
+    /// Family-specific state.
+    pub kind: SocketKind,
+}
+
+/// One socket option as raw bytes (`int`, `struct linger`, `struct timeval`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SockOptState {
+    /// `SOL_SOCKET`, `IPPROTO_TCP`, `IPPROTO_IPV6`.
+    pub level: i32,
+    /// Option name (`SO_REUSEADDR`, …).
+    pub name: i32,
+    /// Value as `getsockopt` returned it.
+    pub value: Vec<u8>,
+}
+
+/// Family-specific socket state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SocketKind {
+    /// `AF_UNIX`.
+    Unix(UnixSocketState),
+    /// `AF_INET` / `AF_INET6` (UDP or TCP).
+    Inet(InetSocketState),
+}
+
+/// A Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnixSocketState {
+    /// Bound name: empty when unbound, a leading NUL byte for an abstract name, else an
+    /// absolute path.
+    pub name: Vec<u8>,
+    /// For a path name: the socket file at dump time (`None` when the path no longer led to
+    /// this socket's file: it is not bound again).
+    pub file: Option<FileIdentity>,
+    /// Owner of the socket file (uid, gid).
+    pub owner: (u32, u32),
+    /// `listen` backlog when listening.
+    pub backlog: Option<u32>,
+    /// Inode of the connected peer socket, 0 when not connected.
+    pub peer_ino: u64,
+    /// The peer is not in the process (kept under `--ext-unix-sk`).
+    pub peer_external: bool,
+    /// The peer's name (`getpeername`), used to reconnect to an external peer.
+    pub peer_name: Vec<u8>,
+    /// `sk_shutdown` bits: 1 = no more receives, 2 = no more sends.
+    pub shutdown: u32,
+    /// Queued incoming data: one element per datagram or record; one element for a stream.
+    pub queue: Vec<Vec<u8>>,
+}
+
+/// A UDP or TCP socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InetSocketState {
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub protocol: u32,
+    /// Local address (unspecified address and port 0 when unbound).
+    pub local: std::net::SocketAddr,
+    /// Peer address when connected.
+    pub peer: Option<std::net::SocketAddr>,
+    /// `listen` backlog of a listening TCP socket.
+    pub backlog: Option<u32>,
+    /// Repair state of an established TCP connection.
+    pub tcp: Option<TcpConnState>,
+}
+
+/// An established TCP connection, as `TCP_REPAIR` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TcpConnState {
+    /// `write_seq`: sequence number after the last byte of the send queue.
+    pub send_seq: u32,
+    /// `rcv_nxt`: sequence number after the last byte of the receive queue.
+    pub recv_seq: u32,
+    /// Send queue: bytes sent but not acknowledged, then bytes not sent yet.
+    pub send_queue: Vec<u8>,
+    /// How many bytes at the end of `send_queue` were never sent.
+    pub unsent: u32,
+    /// Receive queue: bytes received and acknowledged that the process has not read.
+    pub recv_queue: Vec<u8>,
+    /// `mss_clamp`.
+    pub mss: u32,
+    /// Send window scale.
+    pub snd_wscale: u32,
+    /// Receive window scale.
+    pub rcv_wscale: u32,
+    /// `tcpi_options` (`TCPI_OPT_TIMESTAMPS` 1, `_SACK` 2, `_WSCALE` 4).
+    pub options: u32,
+    /// `TCP_TIMESTAMP`: the connection's timestamp clock.
+    pub timestamp: u32,
+    /// `struct tcp_repair_window`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+    pub window: [u32; 5],
 }

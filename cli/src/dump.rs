@@ -1,5 +1,5 @@
-//! `ferry dump PID -o IMAGE [--leave-running] [--compress zstd|lz4|none]
-//! [--max-deleted-file-size BYTES] [--tree]`
+//! `ferry dump PID -o IMAGE [--leave-running] [--tcp-established] [--ext-unix-sk]
+//! [--compress zstd|lz4|none] [--max-deleted-file-size BYTES] [--tree]`
 
 use std::path::PathBuf;
 
@@ -20,6 +20,13 @@ pub struct Args {
     /// Let the process run on after the dump instead of ending it.
     #[arg(long)]
     leave_running: bool,
+    /// Checkpoint established TCP connections (TCP_REPAIR); without it they are refused.
+    #[arg(long)]
+    tcp_established: bool,
+    /// Keep Unix sockets whose peer is outside the process: restore reconnects them to the
+    /// peer's name where it has one. Without it they are refused.
+    #[arg(long)]
+    ext_unix_sk: bool,
     /// Compression of memory pages.
     #[arg(long, value_name = "CODEC", default_value = "zstd", value_parser = ["zstd", "lz4", "none"])]
     compress: String,
@@ -46,6 +53,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             leave_running: args.leave_running,
             codec,
             max_deleted_file_size: args.max_deleted_file_size,
+            tcp_established: args.tcp_established,
+            ext_unix_sk: args.ext_unix_sk,
         },
     )
     .with_context(|| format!("dump pid {}", args.pid))?;
@@ -54,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let s = summary.stats;
     println!(
-        "dumped pid {}{}: {} pages ({:.1} MiB, {} zero), image {:.1} MiB ({}), frozen {} ms{}",
+        "dumped pid {}{}: {} pages ({:.1} MiB, {} zero), image {:.1} MiB ({}), frozen {} ms ({} tasks stopped in {} us){}",
         summary.pid,
         if summary.processes > 1 {
             format!(" and {} descendants", summary.processes - 1)
@@ -67,6 +76,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         s.image_bytes as f64 / (1 << 20) as f64,
         args.output.display(),
         summary.frozen.as_millis(),
+        summary.tasks,
+        summary.seize.as_micros(),
         if args.leave_running {
             ", left running"
         } else {

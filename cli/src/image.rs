@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use ferry_agent::image::{ImageSummary, inspect};
-use ferry_agent::state::{FdKind, PAGE_SIZE, VmaKind, prot};
+use ferry_agent::state::{FdKind, PAGE_SIZE, ProcessState, VmaKind, prot};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -103,6 +103,7 @@ fn render(s: &ImageSummary) -> String {
             VmaKind::Vvar => "[vvar]".into(),
             VmaKind::VvarVclock => "[vvar_vclock]".into(),
             VmaKind::Vsyscall => "[vsyscall]".into(),
+            VmaKind::Memfd { ino } => memfd_name(p, *ino),
         };
         let _ = writeln!(
             o,
@@ -126,6 +127,7 @@ fn render(s: &ImageSummary) -> String {
                 let fds: Vec<String> = targets.iter().map(|t| t.fd.to_string()).collect();
                 format!("epoll watching fds {}", fds.join(", "))
             }
+            FdKind::Socket(s) => describe_socket(s),
             FdKind::Dup { of } => format!("same open file as fd {of}"),
             FdKind::LocalPipe { ino, queue } => {
                 format!("pipe:[{ino}] (recreated){}", queued(queue.as_ref()))
@@ -139,6 +141,33 @@ fn render(s: &ImageSummary) -> String {
                     mib(data.len() as u64)
                 )
             }
+            FdKind::Eventfd { count, semaphore } => {
+                format!(
+                    "eventfd count {count}{}",
+                    if *semaphore { " semaphore" } else { "" }
+                )
+            }
+            FdKind::Signalfd { mask } => format!("signalfd mask {mask:#018x}"),
+            FdKind::Timerfd(t) => format!(
+                "timerfd clock {} value {} ns{} interval {} ns, {} unread",
+                t.clockid,
+                t.value_ns,
+                if t.settime_flags & 1 != 0 {
+                    " (absolute)"
+                } else {
+                    ""
+                },
+                t.interval_ns,
+                t.ticks
+            ),
+            FdKind::Inotify { watches } => {
+                let w: Vec<String> = watches
+                    .iter()
+                    .map(|w| format!("{}={} mask {:#x}", w.wd, w.file.path, w.mask))
+                    .collect();
+                format!("inotify {}", w.join(", "))
+            }
+            FdKind::Memfd { ino, pos } => format!("{} at offset {pos}", memfd_name(p, *ino)),
             FdKind::Shared { pid, fd } => format!("shared with pid {pid} fd {fd}"),
         };
         let _ = writeln!(
@@ -265,4 +294,64 @@ fn render(s: &ImageSummary) -> String {
 /// `SS_DISABLE`.
 fn libc_ss_disable() -> u32 {
     2
+}
+
+fn describe_socket(s: &ferry_agent::state::SocketState) -> String {
+    use ferry_agent::state::SocketKind;
+    let ty = match s.sock_type as i32 {
+        nix::libc::SOCK_STREAM => "stream",
+        nix::libc::SOCK_DGRAM => "dgram",
+        _ => "seqpacket",
+    };
+    match &s.kind {
+        SocketKind::Unix(u) => {
+            let name = |n: &[u8]| match n.split_first() {
+                None => "unnamed".to_string(),
+                Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+                Some(_) => String::from_utf8_lossy(n).into_owned(),
+            };
+            let state = if let Some(b) = u.backlog {
+                format!(" listening (backlog {b})")
+            } else if u.peer_external {
+                format!(" connected to external {}", name(&u.peer_name))
+            } else if u.peer_ino != 0 {
+                format!(" connected to socket:[{}]", u.peer_ino)
+            } else {
+                String::new()
+            };
+            let queued: usize = u.queue.iter().map(Vec::len).sum();
+            format!(
+                "unix {ty} socket:[{}] {}{state}, {} message(s) / {queued} bytes queued",
+                s.ino,
+                name(&u.name),
+                u.queue.len()
+            )
+        }
+        SocketKind::Inet(i) => {
+            let proto = if i.protocol == nix::libc::IPPROTO_TCP as u32 {
+                "tcp"
+            } else {
+                "udp"
+            };
+            let state = match (&i.backlog, &i.peer, &i.tcp) {
+                (Some(b), _, _) => format!(" listening (backlog {b})"),
+                (_, Some(p), Some(t)) => format!(
+                    " -> {p} established, {} bytes to send ({} never sent), {} bytes received",
+                    t.send_queue.len(),
+                    t.unsent,
+                    t.recv_queue.len()
+                ),
+                (_, Some(p), None) => format!(" -> {p}"),
+                _ => String::new(),
+            };
+            format!("{proto} socket:[{}] {}{state}", s.ino, i.local)
+        }
+    }
+}
+
+fn memfd_name(p: &ProcessState, ino: u64) -> String {
+    match p.memfds.iter().find(|m| m.ino == ino) {
+        Some(m) => format!("memfd:{} ({} bytes, seals {:#x})", m.name, m.size, m.seals),
+        None => format!("memfd inode {ino}"),
+    }
 }

@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match reader.next_pages() {
                 Ok(Some(block)) => {
-                    pages += block.len() as u64 / 4096;
+                    pages += block.page_count();
                     reader.recycle(block);
                 }
                 Ok(None) => {

@@ -59,8 +59,12 @@ fn state(pages: u64) -> ProcessState {
             robust_list: (0, 0),
             clear_child_tid: 0,
             sigaltstack: SigaltstackState::default(),
+            sched: Default::default(),
+            seccomp: Default::default(),
         }],
         locks: vec![],
+        memfds: vec![],
+        attrs: Default::default(),
     }
 }
 

@@ -64,21 +64,6 @@ fn refused(mode: &str, must_name: &[&str]) {
 }
 
 #[test]
-fn refuses_eventfd() {
-    refused("eventfd", &["eventfd"]);
-}
-
-#[test]
-fn refuses_socket() {
-    refused("socket", &["socket"]);
-}
-
-#[test]
-fn refuses_seccomp_filter() {
-    refused("seccomp-filter", &["seccomp"]);
-}
-
-#[test]
-fn refuses_seccomp_strict() {
-    refused("seccomp-strict", &["seccomp"]);
+fn refuses_netlink_socket() {
+    refused("netlink", &["netlink"]);
 }

@@ -21,7 +21,10 @@ fn tree_of(pid: i32) -> Vec<i32> {
             .flatten()
         {
             let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(kids.split_whitespace().filter_map(|k| k.parse::<i32>().ok()));
+            out.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<i32>().ok()),
+            );
         }
         i += 1;
     }
@@ -72,7 +75,10 @@ fn family_comes_back_whole() {
     assert_eq!(before.len(), 6, "root, zombie, A, B, G, C: {before:?}");
 
     let out = dump_and_restore(&ctx, root, &[]);
-    assert!(out.starts_with(&format!("restored pid {root} and its descendants")), "{out}");
+    assert!(
+        out.starts_with(&format!("restored pid {root} and its descendants")),
+        "{out}"
+    );
     let after = tree_of(root);
     assert_eq!(after.len(), 6, "{after:?}");
     for (pid, (ppid, pgid, sid)) in &before {
@@ -128,9 +134,8 @@ fn bash_pipeline_keeps_flowing() {
         .expect("spawn bash");
     let root = child.id() as i32;
     wait_until(Duration::from_secs(10), "the pipeline runs", || {
-        (tree_of(root).len() == 3
-            && std::fs::metadata(&out_file).is_ok_and(|m| m.len() > 100))
-        .then_some(())
+        (tree_of(root).len() == 3 && std::fs::metadata(&out_file).is_ok_and(|m| m.len() > 100))
+            .then_some(())
     });
     let out = dump_and_restore(&ctx, root, &[]);
     assert!(out.contains("and its descendants"), "{out}");

@@ -110,6 +110,8 @@ pub fn run(options: &Options) -> Result<()> {
     }
     util::reap_ended_children();
     print_table(&rows, gbs(options.size_mib * MIB, raw));
+    crate::bench_tasks::run(&ferry, scratch.path())?;
+    util::reap_ended_children();
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: everything a newcomer or CI runs — the demo, the test suite, the benchmark.
 
 mod bench;
+mod bench_tasks;
 mod demo;
 mod test;
 mod util;

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: check the tools the tests need, build the binaries, run the test suite
 //! with `FERRY_BIN` pointing at the freshly built `ferry`.
 
-use std::process::ExitCode;
+use std::io::{BufRead, BufReader};
+use std::process::{ExitCode, Stdio};
 
 use anyhow::{Context, Result};
 
@@ -25,14 +26,59 @@ pub fn run(cargo_test_args: &[String]) -> Result<ExitCode> {
     if !selects_packages(cargo_test_args) {
         test.arg("--workspace");
     }
-    let status = test
+    // The test binaries' output is passed through as it comes, and counted, so that the run
+    // ends with one line for the whole suite rather than the last binary's.
+    let mut child = test
         .args(cargo_test_args)
         .env("FERRY_BIN", &ferry)
-        .status()
+        .stdout(Stdio::piped())
+        .spawn()
         .context("cannot start cargo test")?;
+    let mut totals = Totals::default();
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("read cargo test output")?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait().context("wait for cargo test")?;
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     // Pass cargo's exit code through (a signal death becomes 1).
     let code = status.code().unwrap_or(1);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Sums of the `test result:` lines of every test binary.
+#[derive(Debug, Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        let count = |word: &str| -> u64 {
+            rest.split(';')
+                .find_map(|part| {
+                    part.trim()
+                        .trim_start_matches("ok. ")
+                        .trim_start_matches("FAILED. ")
+                        .strip_suffix(word)
+                })
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        self.passed += count("passed");
+        self.failed += count("failed");
+        self.ignored += count("ignored");
+    }
 }
 
 /// Whether cargo's own arguments (those before `--`) already choose the packages to test.
@@ -42,4 +88,18 @@ fn selects_packages(args: &[String]) -> bool {
             || arg.starts_with("--package=")
             || arg.starts_with("-p")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn result_lines_are_summed() {
+        let mut t = Totals::default();
+        t.add("test result: ok. 33 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 6.78s");
+        t.add("test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (35, 1, 1));
+    }
 }

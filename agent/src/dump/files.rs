@@ -16,7 +16,9 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::unistd::Pid;
 
 use super::DumpError;
+use super::fdkinds;
 use super::mm::identity_of;
+use super::sockets::{self, SocketDump};
 use crate::image::MAX_MANIFEST_BYTES;
 use crate::proc;
 use crate::state::{FdKind, FdState, FileRef, LockKind, LockState, PipeQueue};
@@ -42,13 +44,35 @@ fn unsupported(fd: i32, what: &str) -> DumpError {
     DumpError::Unsupported(format!("fd {fd}: {what} is not supported yet"))
 }
 
+/// Fills in each socket (one per open file description: a dup is not examined again).
+fn examine_sockets(pid: Pid, out: &mut [FdState], socks: &mut SocketDump) -> Result<(), DumpError> {
+    let list: Vec<(i32, u64)> = out
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FdKind::Socket(s) => Some((f.fd, s.ino)),
+            _ => None,
+        })
+        .collect();
+    let mut states = sockets::collect(pid, &list, socks)?.into_iter();
+    for f in out.iter_mut() {
+        if let FdKind::Socket(s) = &mut f.kind
+            && let Some(state) = states.next()
+        {
+            *s = state;
+        }
+    }
+    Ok(())
+}
+
 /// Every open descriptor of `pid`, refusing kinds not supported yet. Contents (pipe queues,
 /// deleted files) are left empty: [`capture`] fills them while the process is frozen.
+/// Sockets are examined as `socks` says (classified only, or captured).
 ///
 /// `members` are the other processes of a dumped tree: a pipe only they hold is local.
 pub fn collect_fds(
     pid: Pid,
     max_deleted_file_size: u64,
+    socks: &mut SocketDump,
     members: &[i32],
 ) -> Result<Vec<FdState>, DumpError> {
     let dir = format!("/proc/{pid}/fd");
@@ -75,7 +99,8 @@ pub fn collect_fds(
             continue;
         };
         let target = target.to_string_lossy().into_owned();
-        let info = proc::parse_fdinfo(&proc::read(pid.as_raw(), &format!("fdinfo/{fd}"))?)?;
+        let text = proc::read(pid.as_raw(), &format!("fdinfo/{fd}"))?;
+        let info = proc::parse_fdinfo(&text)?;
         let unsupported = |what: &str| unsupported(fd, what);
         let kind = if let Some(rest) = target.strip_prefix("anon_inode:") {
             if rest == "[eventpoll]" {
@@ -83,10 +108,20 @@ pub fn collect_fds(
                     targets: info.epoll.clone(),
                 }
             } else {
-                return Err(unsupported(rest.trim_matches(['[', ']'])));
+                match fdkinds::anon_kind(pid, fd, rest, &text)? {
+                    Some(kind) => kind,
+                    None => return Err(unsupported(rest.trim_matches(['[', ']']))),
+                }
             }
-        } else if target.starts_with("socket:") {
-            return Err(unsupported("a socket"));
+        } else if let Some(ino) = target
+            .strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            // Examined below, once descriptors sharing a socket are known.
+            FdKind::Socket(sockets::unexamined(
+                ino.parse()
+                    .map_err(|_| unsupported(&format!("socket {target:?}")))?,
+            ))
         } else if let Some(ino) = target
             .strip_prefix("pipe:[")
             .and_then(|r| r.strip_suffix(']'))
@@ -96,8 +131,14 @@ pub fn collect_fds(
                     .parse()
                     .map_err(|_| unsupported(&format!("pipe {target:?}")))?,
             }
-        } else if target.starts_with("/memfd:") {
-            return Err(unsupported("a memfd"));
+        } else if fdkinds::memfd_name(&target).is_some() {
+            if let Some(what) = fdkinds::memfd_problem(&link_path) {
+                return Err(unsupported(&what));
+            }
+            FdKind::Memfd {
+                ino: meta.ino(),
+                pos: info.pos,
+            }
         } else if let Some(path) = target
             .strip_suffix(" (deleted)")
             .filter(|_| meta.nlink() == 0)
@@ -171,6 +212,7 @@ pub fn collect_fds(
         });
     }
     mark_dups(pid, &mut out, &inodes)?;
+    examine_sockets(pid, &mut out, socks)?;
     // Each stored copy becomes its own file at restore: two descriptions of one deleted file
     // would no longer share it.
     for (i, f) in out.iter().enumerate() {

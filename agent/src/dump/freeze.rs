@@ -57,7 +57,9 @@ impl Frozen {
                     continue;
                 }
                 found_new = true;
-                let tracee = match Tracee::seize(tid, Options::empty()) {
+                // SUSPEND_SECCOMP: a filter must not block (or kill on) our injected calls.
+                let options = Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP);
+                let tracee = match Tracee::seize(tid, options) {
                     Ok(t) => t,
                     // The thread exited meanwhile: nothing to freeze.
                     Err(PtraceError::Request {

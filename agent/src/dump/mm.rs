@@ -75,7 +75,13 @@ fn classify(pid: Pid, e: &MapsEntry) -> Result<VmaKind, String> {
         n if n.starts_with("[anon_shmem:") => VmaKind::SharedAnonymous,
         "/dev/zero (deleted)" if e.shared => VmaKind::SharedAnonymous,
         n if n.starts_with("/SYSV") => return Err("SysV shared memory".into()),
-        n if n.starts_with("/memfd:") => return Err("a memfd mapping".into()),
+        n if super::fdkinds::memfd_name(n).is_some() => {
+            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
+            if let Some(what) = super::fdkinds::memfd_problem(&link) {
+                return Err(what);
+            }
+            VmaKind::Memfd { ino: e.inode }
+        }
         n if n.ends_with(" (deleted)") => return Err("a mapping of a deleted file".into()),
         n if n.starts_with('/') => {
             let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
@@ -123,9 +129,11 @@ pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
             (VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall, _) => {
                 continue;
             }
-            (VmaKind::File(_), true) => continue,
+            (VmaKind::File(_) | VmaKind::Memfd { .. }, true) => continue,
             // Private file mapping: only pages that are no longer the file's (COW copies).
-            (VmaKind::File(_), false) => |e| e & PM_PRESENT != 0 && e & PM_FILE == 0,
+            (VmaKind::File(_) | VmaKind::Memfd { .. }, false) => {
+                |e| e & PM_PRESENT != 0 && e & PM_FILE == 0
+            }
             (VmaKind::SharedAnonymous, _) => |e| e & PM_PRESENT != 0,
             _ => |e| e & (PM_PRESENT | PM_SWAP) != 0,
         };

@@ -5,9 +5,13 @@
 //! while the process is untouched, and any failure after the freeze gives the process back
 //! exactly as it was.
 
+mod attrs;
+mod fdkinds;
 mod files;
 mod freeze;
 mod mm;
+pub(crate) mod sockdiag;
+mod sockets;
 mod tree;
 
 use std::fs::File;
@@ -30,6 +34,7 @@ use freeze::Frozen;
 
 pub use files::{DEFAULT_MAX_DELETED_FILE_SIZE, STORED_BUDGET};
 pub use mm::identity_of;
+pub use sockets::SocketOptions;
 pub use tree::dump_tree;
 
 /// What `dump` may be asked to do besides the default.
@@ -41,6 +46,20 @@ pub struct DumpOptions {
     pub codec: Codec,
     /// Largest file deleted while open whose contents are stored; a larger one is refused.
     pub max_deleted_file_size: u64,
+    /// Checkpoint established TCP connections (`TCP_REPAIR`).
+    pub tcp_established: bool,
+    /// Keep Unix sockets whose peer is outside the process.
+    pub ext_unix_sk: bool,
+}
+
+impl DumpOptions {
+    fn sockets(&self) -> SocketOptions {
+        SocketOptions {
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            leave_running: self.leave_running,
+        }
+    }
 }
 
 impl Default for DumpOptions {
@@ -49,6 +68,8 @@ impl Default for DumpOptions {
             leave_running: false,
             codec: Codec::default(),
             max_deleted_file_size: DEFAULT_MAX_DELETED_FILE_SIZE,
+            tcp_established: false,
+            ext_unix_sk: false,
         }
     }
 }
@@ -62,6 +83,10 @@ pub struct DumpSummary {
     pub stats: WriteStats,
     /// How long the process was stopped.
     pub frozen: Duration,
+    /// From the first seize until every task was stopped.
+    pub seize: Duration,
+    /// Tasks (threads) stopped.
+    pub tasks: usize,
     /// Things the user should know (children left behind, …).
     pub warnings: Vec<String>,
     /// Processes in the image (with `--tree`; 1 otherwise), zombies not counted.
@@ -101,6 +126,17 @@ pub enum DumpError {
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// Examining a socket failed.
+    #[error("fd {fd}: {what}")]
+    Socket {
+        /// Descriptor number.
+        fd: i32,
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Errno,
     },
     /// A file deleted while open is larger than the image may store.
     #[error("fd {fd}: {path} (deleted) is {size} bytes, more than --max-deleted-file-size {max}")]
@@ -143,12 +179,18 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
 
     let t0 = Instant::now();
     let frozen = Frozen::seize(pid)?;
-    tracing::debug!(elapsed = ?t0.elapsed(), tasks = frozen.tasks.len(), "frozen");
+    let seize = t0.elapsed();
+    let tasks = frozen.tasks.len();
+    tracing::debug!(elapsed = ?seize, tasks, "frozen");
     // Checked again now that the process cannot change under us (a thread or an fd may have
     // appeared between the first check and the freeze).
     precheck(pid, &opts)?;
     let mut warnings = Vec::new();
-    let state = collect(&frozen, &opts, &[], &mut warnings)?;
+    // Declared after `frozen`, so dropped before it on failure: the sockets leave repair mode
+    // before the process runs again.
+    let mut socks = sockets::SocketDump::capture(opts.sockets());
+    let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks)?;
+    warnings.append(&mut socks.warnings);
     tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
     let tree = TreeState::single(state);
     let stats = write_image(&[&frozen.leader().tracee], &tree, out, opts.codec)?;
@@ -161,10 +203,14 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     } else {
         frozen.kill()?;
     }
+    // The process is gone: its connections may now be discarded without a word to the peers.
+    socks.held.close_silently();
     Ok(DumpSummary {
         pid: pid.as_raw(),
         stats,
         frozen: frozen_for,
+        seize,
+        tasks,
         warnings,
         processes: 1,
     })
@@ -186,17 +232,6 @@ fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
     if stat.state == 'Z' || stat.state == 'X' {
         return Err(bad("the process has exited (zombie)"));
     }
-    let status = proc::parse_status(&proc::read(pid.as_raw(), "status")?)?;
-    if status.seccomp != 0 {
-        let mode = if status.seccomp == 1 {
-            "strict mode"
-        } else {
-            "a filter"
-        };
-        return Err(DumpError::Unsupported(format!(
-            "seccomp ({mode}) is not supported yet"
-        )));
-    }
     if proc::read(pid.as_raw(), "maps")?.is_empty() {
         return Err(bad("a kernel thread has no memory to dump"));
     }
@@ -208,7 +243,12 @@ fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
             root.display()
         )));
     }
-    files::collect_fds(pid, opts.max_deleted_file_size, &[])?;
+    files::collect_fds(
+        pid,
+        opts.max_deleted_file_size,
+        &mut sockets::SocketDump::check(opts.sockets()),
+        &[],
+    )?;
     mm::collect_vmas(pid)?;
     Ok(())
 }
@@ -220,6 +260,7 @@ fn collect(
     opts: &DumpOptions,
     members: &[i32],
     warnings: &mut Vec<String>,
+    socks: &mut sockets::SocketDump,
 ) -> Result<ProcessState, DumpError> {
     let leader = frozen.leader();
     let pid = leader.tracee.pid();
@@ -228,7 +269,7 @@ fn collect(
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
     let mut vmas = mm::collect_vmas(pid)?;
-    let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, members)?;
+    let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, socks, members)?;
     // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
     let locks = files::capture(pid, &mut fds, members)?;
 
@@ -237,6 +278,7 @@ fn collect(
     let injected = inject_queries(frozen, &vmas)?;
 
     mm::find_pages(pid, &mut vmas)?;
+    let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
 
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
@@ -298,8 +340,17 @@ fn collect(
             })?,
             clear_child_tid: per_thread.clear_child_tid,
             sigaltstack: per_thread.sigaltstack,
+            sched: attrs::sched(pid, t.pid())?,
+            seccomp: attrs::seccomp(t.pid(), tstatus.seccomp)?,
         });
     }
+    let tids: Vec<(i32, i32)> = frozen
+        .tasks
+        .iter()
+        .zip(&threads)
+        .map(|(task, ts)| (task.tracee.pid().as_raw(), ts.tid))
+        .collect();
+    let attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
 
     Ok(ProcessState {
         pid: status.ns_pid,
@@ -339,6 +390,8 @@ fn collect(
         },
         threads,
         locks,
+        memfds,
+        attrs,
     })
 }
 
@@ -359,6 +412,7 @@ fn siginfos(raw: Vec<[u8; sys::ptrace::SIGINFO_SIZE]>) -> Vec<SiginfoState> {
 }
 
 struct Injected {
+    attrs: attrs::Queried,
     actions: Vec<SigactionState>,
     brk: u64,
     personality: u32,
@@ -473,7 +527,9 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
                 clear_child_tid: u64::from_le_bytes(ctid),
             });
         }
+        let attrs = attrs::query(leader, entry, regs, scratch)?;
         Ok(Injected {
+            attrs,
             actions,
             brk,
             personality,

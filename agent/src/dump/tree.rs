@@ -28,28 +28,36 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
     precheck(pid, &opts)?;
     let t0 = Instant::now();
     let (frozen, zombies) = freeze_tree(pid, &opts)?;
+    let seize = t0.elapsed();
     tracing::debug!(elapsed = ?t0.elapsed(), processes = frozen.len(), "tree frozen");
-    let members: Vec<i32> = frozen.iter().map(|f| f.leader().tracee.pid().as_raw()).collect();
+    let members: Vec<i32> = frozen
+        .iter()
+        .map(|f| f.leader().tracee.pid().as_raw())
+        .collect();
     for f in &frozen {
         precheck(f.leader().tracee.pid(), &opts)?;
     }
     let mut warnings = Vec::new();
     let mut processes = Vec::with_capacity(frozen.len());
+    // Declared after `frozen`, so dropped before it on failure: the sockets leave repair mode
+    // before the processes run again.
+    let mut socks = Vec::with_capacity(frozen.len());
     for f in &frozen {
-        processes.push(collect(f, &opts, &members, &mut warnings)?);
+        let mut s = super::sockets::SocketDump::capture(opts.sockets());
+        processes.push(collect(f, &opts, &members, &mut warnings, &mut s)?);
+        warnings.append(&mut s.warnings);
+        socks.push(s);
     }
     mark_shared(&members, &mut processes)?;
     keep_one_queue(&mut processes);
     refuse_shared_memory(&members)?;
-    let tree = TreeState {
-        processes,
-        zombies,
-    };
+    let tree = TreeState { processes, zombies };
     tree.session_layout().map_err(DumpError::Unsupported)?;
     let tracees: Vec<_> = frozen.iter().map(|f| &f.leader().tracee).collect();
     let stats = write_image(&tracees, &tree, out, opts.codec)?;
 
     let frozen_for = t0.elapsed();
+    let tasks = frozen.iter().map(|f| f.tasks.len()).sum();
     // Children first: a parent never sees a child of the tree go.
     for f in frozen.into_iter().rev() {
         if opts.leave_running {
@@ -58,10 +66,17 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
             f.kill()?;
         }
     }
+    // The processes are gone: their connections may now be discarded without a word to the
+    // peers.
+    for s in socks {
+        s.held.close_silently();
+    }
     Ok(DumpSummary {
         pid: pid.as_raw(),
         stats,
         frozen: frozen_for,
+        seize,
+        tasks,
         warnings,
         processes: tree.processes.len(),
     })
@@ -84,7 +99,10 @@ fn children(pid: i32) -> Vec<i32> {
 }
 
 /// Freezes `root` and its descendants, parents before children, re-scanning until stable.
-fn freeze_tree(root: Pid, opts: &DumpOptions) -> Result<(Vec<Frozen>, Vec<ZombieState>), DumpError> {
+fn freeze_tree(
+    root: Pid,
+    opts: &DumpOptions,
+) -> Result<(Vec<Frozen>, Vec<ZombieState>), DumpError> {
     let mut frozen = vec![Frozen::seize(root)?];
     let mut zombies: Vec<ZombieState> = Vec::new();
     let mut known: HashSet<i32> = HashSet::from([root.as_raw()]);
@@ -134,14 +152,19 @@ fn ns_pid_of(pid: i32) -> Result<i32, DumpError> {
 fn exit_code(stat: &str) -> Option<i32> {
     let close = stat.rfind(')')?;
     // Field 3 is the first after the name.
-    stat[close + 1..].split_whitespace().nth(52 - 3)?.parse().ok()
+    stat[close + 1..]
+        .split_whitespace()
+        .nth(52 - 3)?
+        .parse()
+        .ok()
 }
 
 /// A descriptor that is the same open file description as one of an earlier process becomes
 /// [`FdKind::Shared`]. Only descriptors of the same inode can share a description.
 fn mark_shared(members: &[i32], processes: &mut [ProcessState]) -> Result<(), DumpError> {
     // (dev, ino) -> descriptions seen so far: (host pid, image pid, fd).
-    let mut seen: HashMap<(u64, u64), Vec<(i32, i32, i32)>> = HashMap::new();
+    type Seen = Vec<(i32, i32, i32)>;
+    let mut seen: HashMap<(u64, u64), Seen> = HashMap::new();
     for (host, p) in members.iter().zip(processes.iter_mut()) {
         let mut mine = Vec::new();
         for f in p.fds.iter_mut() {
@@ -236,7 +259,9 @@ fn refuse_shared_memory(members: &[i32]) -> Result<(), DumpError> {
             {
                 continue;
             }
-            let Ok(ino) = ino.parse::<u64>() else { continue };
+            let Ok(ino) = ino.parse::<u64>() else {
+                continue;
+            };
             if let Some((other, other_range)) = seen.get(&ino)
                 && *other != pid
             {

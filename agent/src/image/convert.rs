@@ -7,15 +7,17 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_PROCESSES, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS, validate,
-    validate_tree,
+    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS,
+    MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
+    MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem,
+    RLIM_NLIMITS, validate, validate_tree,
 };
 use crate::state::{
-    CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef, LockKind, LockState, MmState,
-    PageRun, PipeQueue, ProcessState, Regs, RlimitState, RseqState, SigactionState,
-    SigaltstackState, SiginfoState, SignalsState, ThreadState, TreeState, VmaKind, VmaState,
-    ZombieState,
+    AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
+    InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
+    PipeQueue, PosixTimerState, ProcessState, Regs, RlimitState, RseqState, SchedState,
+    SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, ThreadState,
+    TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
 };
 
 use super::validate::{cap_count, err};
@@ -84,6 +86,8 @@ fn process_to_pb(s: &ProcessState) -> pb::ProcessState {
         }),
         threads: s.threads.iter().map(thread_to_pb).collect(),
         locks: s.locks.iter().map(lock_to_pb).collect(),
+        memfds: s.memfds.iter().map(memfd_to_pb).collect(),
+        attrs: Some(attrs_to_pb(&s.attrs)),
     }
 }
 
@@ -145,6 +149,11 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         VmaKind::Vvar => (pb::VmaKind::Vvar, None),
         VmaKind::VvarVclock => (pb::VmaKind::VvarVclock, None),
         VmaKind::Vsyscall => (pb::VmaKind::Vsyscall, None),
+        VmaKind::Memfd { .. } => (pb::VmaKind::Memfd, None),
+    };
+    let memfd_ino = match v.kind {
+        VmaKind::Memfd { ino } => ino,
+        _ => 0,
     };
     pb::Vma {
         start: v.start,
@@ -162,6 +171,25 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
             .map(|r| pb::PageRun {
                 start: r.start,
                 count: r.count,
+            })
+            .collect(),
+        memfd_ino,
+    }
+}
+
+fn memfd_to_pb(m: &MemfdState) -> pb::Memfd {
+    pb::Memfd {
+        ino: m.ino,
+        name: m.name.clone(),
+        mode: m.mode,
+        size: m.size,
+        seals: m.seals,
+        extents: m
+            .extents
+            .iter()
+            .map(|e| pb::MemfdExtent {
+                offset: e.offset,
+                data: e.data.clone(),
             })
             .collect(),
     }
@@ -191,6 +219,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
                 })
                 .collect(),
         }),
+        FdKind::Socket(sock) => Kind::Socket(super::sockets::socket_to_pb(sock)),
         FdKind::Dup { of } => Kind::Dup(pb::Dup { of: *of }),
         FdKind::LocalPipe { ino, queue } => Kind::LocalPipe(pb::LocalPipe {
             ino: *ino,
@@ -214,6 +243,32 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
             gid: *gid,
             pos: *pos,
             data: data.clone(),
+        }),
+        FdKind::Eventfd { count, semaphore } => Kind::Eventfd(pb::Eventfd {
+            count: *count,
+            semaphore: *semaphore,
+        }),
+        FdKind::Signalfd { mask } => Kind::SignalfdMask(*mask),
+        FdKind::Timerfd(t) => Kind::Timerfd(pb::Timerfd {
+            clockid: t.clockid,
+            settime_flags: t.settime_flags,
+            value_ns: t.value_ns,
+            interval_ns: t.interval_ns,
+            ticks: t.ticks,
+        }),
+        FdKind::Inotify { watches } => Kind::Inotify(pb::Inotify {
+            watches: watches
+                .iter()
+                .map(|w| pb::InotifyWatch {
+                    wd: w.wd,
+                    mask: w.mask,
+                    file: Some(file_ref_to_pb(&w.file)),
+                })
+                .collect(),
+        }),
+        FdKind::Memfd { ino, pos } => Kind::Memfd(pb::MemfdFd {
+            ino: *ino,
+            pos: *pos,
         }),
         FdKind::Shared { pid, fd } => Kind::Shared(pb::SharedFd { pid: *pid, fd: *fd }),
     };
@@ -309,6 +364,16 @@ fn thread_to_pb(t: &ThreadState) -> pb::Thread {
             flags: t.sigaltstack.flags,
             size: t.sigaltstack.size,
         }),
+        sched: Some(pb::Sched {
+            nice: t.sched.nice,
+            policy: t.sched.policy,
+            rt_priority: t.sched.rt_priority,
+            affinity: t.sched.affinity.clone(),
+        }),
+        seccomp: Some(pb::Seccomp {
+            mode: t.seccomp.mode,
+            filters: t.seccomp.filters.clone(),
+        }),
     }
 }
 
@@ -346,6 +411,131 @@ macro_rules! regs_fields {
             gs: $from.gs,
         }
     };
+}
+
+fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
+    pb::Attrs {
+        no_new_privs: a.no_new_privs,
+        caps: a.caps.to_vec(),
+        dumpable: a.dumpable,
+        pdeathsig: a.pdeathsig,
+        child_subreaper: a.child_subreaper,
+        oom_score_adj: a.oom_score_adj,
+        cgroups: a
+            .cgroups
+            .iter()
+            .map(|c| pb::Cgroup {
+                hierarchy: c.hierarchy,
+                controllers: c.controllers.clone(),
+                path: c.path.clone(),
+            })
+            .collect(),
+        itimers: a
+            .itimers
+            .iter()
+            .map(|t| pb::Itimer {
+                which: t.which,
+                interval_us: t.interval_us,
+                value_us: t.value_us,
+            })
+            .collect(),
+        posix_timers: a
+            .posix_timers
+            .iter()
+            .map(|t| pb::PosixTimer {
+                id: t.id,
+                clock: t.clock,
+                signo: t.signo,
+                value: t.value,
+                notify: t.notify,
+                notify_tid: t.notify_tid,
+                interval_ns: t.interval_ns,
+                value_ns: t.value_ns,
+                overrun: t.overrun,
+            })
+            .collect(),
+    }
+}
+
+/// Attributes are optional in the manifest: an image without them restores with defaults.
+fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
+    let Some(a) = a else {
+        return Ok(AttrsState::default());
+    };
+    cap_count("attrs.cgroups", a.cgroups.len(), MAX_CGROUPS)?;
+    cap_count("attrs.itimers", a.itimers.len(), 3)?;
+    cap_count("attrs.posix_timers", a.posix_timers.len(), MAX_POSIX_TIMERS)?;
+    let caps: [u64; 5] = match a.caps.len() {
+        0 => [0; 5],
+        n => a.caps.try_into().map_err(|_| {
+            err(
+                "attrs.caps",
+                ManifestProblem::OutOfRange {
+                    value: n as i128,
+                    min: 5,
+                    max: 5,
+                },
+            )
+        })?,
+    };
+    Ok(AttrsState {
+        no_new_privs: a.no_new_privs,
+        caps,
+        dumpable: a.dumpable,
+        pdeathsig: a.pdeathsig,
+        child_subreaper: a.child_subreaper,
+        oom_score_adj: a.oom_score_adj,
+        cgroups: a
+            .cgroups
+            .into_iter()
+            .map(|c| CgroupState {
+                hierarchy: c.hierarchy,
+                controllers: c.controllers,
+                path: c.path,
+            })
+            .collect(),
+        itimers: a
+            .itimers
+            .into_iter()
+            .map(|t| ItimerState {
+                which: t.which,
+                interval_us: t.interval_us,
+                value_us: t.value_us,
+            })
+            .collect(),
+        posix_timers: a
+            .posix_timers
+            .into_iter()
+            .map(|t| PosixTimerState {
+                id: t.id,
+                clock: t.clock,
+                signo: t.signo,
+                value: t.value,
+                notify: t.notify,
+                notify_tid: t.notify_tid,
+                interval_ns: t.interval_ns,
+                value_ns: t.value_ns,
+                overrun: t.overrun,
+            })
+            .collect(),
+    })
+}
+
+fn sched_from_pb(field: &str, s: Option<pb::Sched>) -> Result<SchedState, ManifestError> {
+    let Some(s) = s else {
+        return Ok(SchedState::default());
+    };
+    cap_count(
+        &format!("{field}.sched.affinity"),
+        s.affinity.len(),
+        MAX_AFFINITY_WORDS,
+    )?;
+    Ok(SchedState {
+        nice: s.nice,
+        policy: s.policy,
+        rt_priority: s.rt_priority,
+        affinity: s.affinity,
+    })
 }
 
 fn regs_to_pb(r: &Regs) -> pb::Regs {
@@ -405,6 +595,9 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
     cap_count("rlimits", p.rlimits.len(), RLIM_NLIMITS as usize)?;
     cap_count("fds", p.fds.len(), MAX_FDS)?;
     cap_count("threads", p.threads.len(), MAX_THREADS)?;
+    cap_count("memfds", p.memfds.len(), MAX_MEMFDS)?;
+    let extents: usize = p.memfds.iter().map(|m| m.extents.len()).sum();
+    cap_count("memfds[*].extents", extents, MAX_MEMFD_EXTENTS)?;
     cap_count("locks", p.locks.len(), MAX_LOCKS)?;
     let mm = required(p.mm, || "mm".into())?;
     let signals = required(p.signals, || "signals".into())?;
@@ -447,12 +640,14 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
             .enumerate()
             .map(|(i, t)| thread_from_pb(i, t))
             .collect::<Result<_, _>>()?,
+        attrs: attrs_from_pb(p.attrs)?,
         locks: p
             .locks
             .into_iter()
             .enumerate()
             .map(|(i, l)| lock_from_pb(i, l))
             .collect::<Result<_, _>>()?,
+        memfds: p.memfds.into_iter().map(memfd_from_pb).collect(),
     };
     validate(&state)?;
     Ok(state)
@@ -538,6 +733,7 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         pb::VmaKind::Vvar => simple(VmaKind::Vvar, "vvar")?,
         pb::VmaKind::VvarVclock => simple(VmaKind::VvarVclock, "vvar_vclock")?,
         pb::VmaKind::Vsyscall => simple(VmaKind::Vsyscall, "vsyscall")?,
+        pb::VmaKind::Memfd => simple(VmaKind::Memfd { ino: v.memfd_ino }, "memfd")?,
         pb::VmaKind::File => {
             if v.file.is_none() {
                 return Err(err(
@@ -608,6 +804,10 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                     .collect(),
             }
         }
+        Kind::Socket(sock) => FdKind::Socket(super::sockets::socket_from_pb(
+            sock,
+            &format!("{}.socket", field()),
+        )?),
         Kind::Dup(d) => FdKind::Dup { of: d.of },
         Kind::LocalPipe(p) => FdKind::LocalPipe {
             ino: p.ino,
@@ -624,6 +824,40 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
             gid: d.gid,
             pos: d.pos,
             data: d.data,
+        },
+        Kind::Eventfd(e) => FdKind::Eventfd {
+            count: e.count,
+            semaphore: e.semaphore,
+        },
+        Kind::SignalfdMask(mask) => FdKind::Signalfd { mask },
+        Kind::Timerfd(t) => FdKind::Timerfd(TimerfdState {
+            clockid: t.clockid,
+            settime_flags: t.settime_flags,
+            value_ns: t.value_ns,
+            interval_ns: t.interval_ns,
+            ticks: t.ticks,
+        }),
+        Kind::Inotify(n) => {
+            let watches = format!("{}.inotify.watches", field());
+            cap_count(&watches, n.watches.len(), MAX_INOTIFY_WATCHES)?;
+            FdKind::Inotify {
+                watches: n
+                    .watches
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, w)| {
+                        Ok(InotifyWatch {
+                            wd: w.wd,
+                            mask: w.mask,
+                            file: file_ref_from_pb(w.file, || format!("{watches}[{j}].file"))?,
+                        })
+                    })
+                    .collect::<Result<_, ManifestError>>()?,
+            }
+        }
+        Kind::Memfd(m) => FdKind::Memfd {
+            ino: m.ino,
+            pos: m.pos,
         },
         Kind::Shared(d) => FdKind::Shared {
             pid: d.pid,
@@ -642,6 +876,24 @@ fn queue_from_pb(q: pb::PipeQueue) -> PipeQueue {
     PipeQueue {
         size: q.size,
         data: q.data,
+    }
+}
+
+fn memfd_from_pb(m: pb::Memfd) -> MemfdState {
+    MemfdState {
+        ino: m.ino,
+        name: m.name,
+        mode: m.mode,
+        size: m.size,
+        seals: m.seals,
+        extents: m
+            .extents
+            .into_iter()
+            .map(|e| MemfdExtent {
+                offset: e.offset,
+                data: e.data,
+            })
+            .collect(),
     }
 }
 
@@ -703,5 +955,13 @@ fn thread_from_pb(i: usize, t: pb::Thread) -> Result<ThreadState, ManifestError>
             flags: alt.flags,
             size: alt.size,
         },
+        sched: sched_from_pb(&field(), t.sched)?,
+        seccomp: t
+            .seccomp
+            .map(|s| SeccompState {
+                mode: s.mode,
+                filters: s.filters,
+            })
+            .unwrap_or_default(),
     })
 }

@@ -73,6 +73,7 @@ mod format;
 mod pages;
 mod pool;
 mod reader;
+mod sockets;
 mod validate;
 mod wire;
 mod writer;
@@ -85,7 +86,12 @@ use serde::Serialize;
 pub use self::codec::ParseCodecError;
 pub use self::pages::PageBlock;
 pub use self::reader::{ImageReader, ImageSummary};
-pub use self::validate::{ManifestError, ManifestProblem, validate, validate_tree};
+pub use self::sockets::{
+    ALLOWED_OPTS as ALLOWED_SOCKET_OPTS, MAX_SOCKET_MESSAGES, MAX_SOCKET_QUEUE,
+};
+pub use self::validate::{
+    MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES, ManifestError, ManifestProblem, validate, validate_tree,
+};
 pub use self::writer::ImageWriter;
 use crate::state::PAGE_SIZE;
 #[cfg(doc)]

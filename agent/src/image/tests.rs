@@ -295,6 +295,58 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                     data: (0..5000u32).map(|i| i as u8).collect(),
                 },
             },
+            FdState {
+                fd: 20,
+                cloexec: false,
+                flags: 0o4002,
+                kind: FdKind::Eventfd {
+                    count: 1 << 40,
+                    semaphore: true,
+                },
+            },
+            FdState {
+                fd: 21,
+                cloexec: true,
+                flags: 2,
+                kind: FdKind::Signalfd { mask: 0x4200 },
+            },
+            FdState {
+                fd: 22,
+                cloexec: false,
+                flags: 2,
+                kind: FdKind::Timerfd(TimerfdState {
+                    clockid: 0,
+                    settime_flags: 3,
+                    value_ns: 1_700_000_000_123_456_789,
+                    interval_ns: 250_000_000,
+                    ticks: 3,
+                }),
+            },
+            FdState {
+                fd: 23,
+                cloexec: false,
+                flags: 0o4000,
+                kind: FdKind::Inotify {
+                    watches: vec![
+                        InotifyWatch {
+                            wd: 1,
+                            mask: 0x300,
+                            file: file("/tmp", 4),
+                        },
+                        InotifyWatch {
+                            wd: 2,
+                            mask: 2,
+                            file: file("/etc/passwd", 5),
+                        },
+                    ],
+                },
+            },
+            FdState {
+                fd: 24,
+                cloexec: false,
+                flags: 0o100002,
+                kind: FdKind::Memfd { ino: 1035, pos: 3 },
+            },
         ],
         locks: vec![
             LockState {
@@ -357,7 +409,63 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 flags: 2,
                 size: 8192,
             },
+            sched: SchedState {
+                nice: 5,
+                policy: 0,
+                rt_priority: 0,
+                affinity: vec![0b1011],
+            },
+            seccomp: SeccompState {
+                mode: 2,
+                filters: vec![vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f]],
+            },
         }],
+        memfds: vec![MemfdState {
+            ino: 1035,
+            name: "hello world".into(),
+            mode: 0o777,
+            size: 1 << 20,
+            seals: 4,
+            extents: vec![
+                MemfdExtent {
+                    offset: 0,
+                    data: b"abc".to_vec(),
+                },
+                MemfdExtent {
+                    offset: 8192,
+                    data: vec![7; 4096],
+                },
+            ],
+        }],
+        attrs: AttrsState {
+            no_new_privs: true,
+            caps: [0, 0x1ff, 0x1ff, 0x1ff_ffff_ffff, 0],
+            dumpable: 1,
+            pdeathsig: 0,
+            child_subreaper: true,
+            oom_score_adj: 500,
+            cgroups: vec![CgroupState {
+                hierarchy: 4,
+                controllers: "cpu,cpuacct".into(),
+                path: "/ferry".into(),
+            }],
+            itimers: vec![ItimerState {
+                which: 0,
+                interval_us: 20_000,
+                value_us: 7_000,
+            }],
+            posix_timers: vec![PosixTimerState {
+                id: 3,
+                clock: 1,
+                signo: 34,
+                value: 9,
+                notify: 4,
+                notify_tid: 4242,
+                interval_ns: 10_000_000,
+                value_ns: 3_000_000,
+                overrun: 2,
+            }],
+        },
     }
 }
 
@@ -522,6 +630,28 @@ fn round_trip_every_codec() {
         let json = serde_json::to_string(&summary).expect("json");
         assert!(json.contains("\"sha256\""));
     }
+}
+
+#[test]
+fn a_memfd_mapping_round_trips() {
+    let mut state = rich_state(0);
+    let mut m = vma(0x7f00_2000_0000, 4, VmaKind::Memfd { ino: 1035 }, &[]);
+    m.shared = true;
+    state.mm.vmas.insert(5, m);
+    state.mm.vmas.sort_by_key(|v| v.start);
+    let pages = tiny_pages(total_pages(&state), 3);
+    let (image, _) = write_image(&state, &pages, Codec::Zstd);
+    let (got, _) = read_image(&image).expect("read back");
+    assert_eq!(got, state);
+
+    // A mapping of a memfd the image does not hold is refused.
+    let mut bad = pb::Manifest::from(&state);
+    let vmas = &mut bad.process.as_mut().unwrap().mm.as_mut().unwrap().vmas;
+    let i = vmas.iter().position(|v| v.memfd_ino == 1035).unwrap();
+    vmas[i].memfd_ino = 7;
+    let (field, problem) = manifest_error(&bad);
+    assert_eq!(field, format!("mm.vmas[{i}].memfd_ino"));
+    assert!(problem.contains("not in memfds"), "{problem}");
 }
 
 #[test]
@@ -1064,6 +1194,83 @@ fn invalid_manifests_are_refused_naming_the_field() {
         ),
         (|p| p.mm = None, "mm", "missing"),
         (
+            |p| p.fds[15].kind = Some(pb::fd::Kind::Memfd(pb::MemfdFd { ino: 5, pos: 0 })),
+            "fds[15].memfd.ino",
+            "not in memfds",
+        ),
+        (
+            |p| p.memfds[0].extents[1].offset = 1,
+            "memfds[0].extents[1].offset",
+            "before the previous entry ends",
+        ),
+        (
+            |p| p.memfds[0].extents[1].offset = (1 << 20) - 1,
+            "memfds[0].extents[1].offset",
+            "outside 0..=1048576",
+        ),
+        (
+            |p| p.memfds[0].seals = 0x40,
+            "memfds[0].seals",
+            "bits outside",
+        ),
+        (
+            |p| p.memfds[0].name = "x".repeat(250),
+            "memfds[0].name",
+            "more than 249",
+        ),
+        (
+            |p| p.memfds.push(p.memfds[0].clone()),
+            "memfds[1].ino",
+            "appears twice",
+        ),
+        (
+            |p| {
+                p.memfds[0].extents = vec![pb::MemfdExtent {
+                    offset: 0,
+                    data: vec![1; 33 << 20],
+                }];
+                p.memfds[0].size = 64 << 20;
+            },
+            "memfds[*].extents[*].data",
+            "more than 33554432",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::Timerfd(t)) = &mut p.fds[13].kind {
+                    t.clockid = 3;
+                }
+            },
+            "fds[13].timerfd.clockid",
+            "unknown value 3",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::Eventfd(e)) = &mut p.fds[11].kind {
+                    e.count = u64::MAX;
+                }
+            },
+            "fds[11].eventfd.count",
+            "outside",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::Inotify(n)) = &mut p.fds[14].kind {
+                    n.watches[1].wd = 1;
+                }
+            },
+            "fds[14].inotify.watches[1].wd",
+            "does not follow",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::Inotify(n)) = &mut p.fds[14].kind {
+                    n.watches[0].file = None;
+                }
+            },
+            "fds[14].inotify.watches[0].file",
+            "missing",
+        ),
+        (
             |p| p.fds[8].kind = Some(pb::fd::Kind::Dup(pb::Dup { of: 12 })),
             "fds[8].dup.of",
             "names fd 12",
@@ -1190,6 +1397,18 @@ fn repeated_fields_are_counted_before_decoding() {
     p.fds = vec![epoll; 4];
     let (field, _) = manifest_error(&m);
     assert_eq!(field, "fds[*].epoll.targets");
+
+    // So are memfd extents and inotify watches.
+    let mut m = pb::Manifest::from(&state);
+    let p = m.process.as_mut().unwrap();
+    p.memfds[0].extents = vec![pb::MemfdExtent::default(); (1 << 20) + 1];
+    assert_eq!(manifest_error(&m).0, "memfds[*].extents");
+    let mut m = pb::Manifest::from(&state);
+    let p = m.process.as_mut().unwrap();
+    p.fds[14].kind = Some(pb::fd::Kind::Inotify(pb::Inotify {
+        watches: vec![pb::InotifyWatch::default(); (1 << 20) + 1],
+    }));
+    assert_eq!(manifest_error(&m).0, "fds[*].inotify.watches");
 
     // Packed and unpacked varints both count.
     let mut m = pb::Manifest::from(&state);
@@ -1322,4 +1541,206 @@ fn write_throughput() {
         data.len() as f64 / single_s / 1e6,
         100.0 * single as f64 / data.len() as f64
     );
+}
+
+fn with_sockets() -> ProcessState {
+    let mut s = rich_state(10);
+    let unix = |ino, peer_ino, queue: Vec<Vec<u8>>| SocketState {
+        ino,
+        family: libc::AF_UNIX as u32,
+        sock_type: libc::SOCK_DGRAM as u32,
+        opts: vec![SockOptState {
+            level: libc::SOL_SOCKET,
+            name: libc::SO_PASSCRED,
+            value: 1i32.to_ne_bytes().to_vec(),
+        }],
+        kind: SocketKind::Unix(UnixSocketState {
+            name: Vec::new(),
+            file: None,
+            owner: (0, 0),
+            backlog: None,
+            peer_ino,
+            peer_external: false,
+            peer_name: Vec::new(),
+            shutdown: 0,
+            queue,
+        }),
+    };
+    let listener = SocketState {
+        ino: 503,
+        family: libc::AF_UNIX as u32,
+        sock_type: libc::SOCK_STREAM as u32,
+        opts: Vec::new(),
+        kind: SocketKind::Unix(UnixSocketState {
+            name: b"/run/app.sock".to_vec(),
+            file: Some(FileIdentity {
+                dev: 5,
+                ino: 77,
+                mode: 0o140755,
+                ..FileIdentity::default()
+            }),
+            owner: (1000, 1000),
+            backlog: Some(128),
+            peer_ino: 0,
+            peer_external: false,
+            peer_name: Vec::new(),
+            shutdown: 0,
+            queue: Vec::new(),
+        }),
+    };
+    let tcp = SocketState {
+        ino: 504,
+        family: libc::AF_INET6 as u32,
+        sock_type: libc::SOCK_STREAM as u32,
+        opts: vec![SockOptState {
+            level: libc::IPPROTO_TCP,
+            name: libc::TCP_NODELAY,
+            value: 1i32.to_ne_bytes().to_vec(),
+        }],
+        kind: SocketKind::Inet(InetSocketState {
+            protocol: libc::IPPROTO_TCP as u32,
+            local: "[::1]:6379".parse().expect("addr"),
+            peer: Some("[::1]:40000".parse().expect("addr")),
+            backlog: None,
+            tcp: Some(TcpConnState {
+                send_seq: 0xffff_fff0,
+                recv_seq: 12345,
+                send_queue: b"queued reply".to_vec(),
+                unsent: 4,
+                recv_queue: b"GET k\r\n".to_vec(),
+                mss: 65483,
+                snd_wscale: 7,
+                rcv_wscale: 7,
+                options: 7,
+                timestamp: 99,
+                window: [1, 2, 3, 4, 5],
+            }),
+        }),
+    };
+    let udp = SocketState {
+        ino: 505,
+        family: libc::AF_INET as u32,
+        sock_type: libc::SOCK_DGRAM as u32,
+        opts: Vec::new(),
+        kind: SocketKind::Inet(InetSocketState {
+            protocol: libc::IPPROTO_UDP as u32,
+            local: "127.0.0.1:5353".parse().expect("addr"),
+            peer: None,
+            backlog: None,
+            tcp: None,
+        }),
+    };
+    let socks = [
+        unix(501, 502, vec![b"a".to_vec(), Vec::new()]),
+        unix(502, 501, Vec::new()),
+        listener,
+        tcp,
+        udp,
+    ];
+    for (i, sock) in socks.into_iter().enumerate() {
+        s.fds.push(FdState {
+            fd: 100 + i as i32,
+            cloexec: i % 2 == 0,
+            flags: 2,
+            kind: FdKind::Socket(sock),
+        });
+    }
+    s
+}
+
+#[test]
+fn sockets_round_trip() {
+    let state = with_sockets();
+    let pages = tiny_pages(total_pages(&state), 3);
+    let (image, _) = write_image(&state, &pages, Codec::Zstd);
+    let (got, _) = read_image(&image).expect("read back");
+    assert_eq!(got, state);
+}
+
+#[test]
+fn invalid_sockets_are_refused_naming_the_field() {
+    let state = with_sockets();
+    let base = pb::Manifest::from(&state);
+    let at = state.fds.len() - 5;
+    let socket = |p: &mut pb::ProcessState, i: usize| -> pb::Socket {
+        match p.fds[i].kind.clone() {
+            Some(pb::fd::Kind::Socket(s)) => s,
+            _ => unreachable!("a socket fd"),
+        }
+    };
+    let put = |p: &mut pb::ProcessState, i: usize, s: pb::Socket| {
+        p.fds[i].kind = Some(pb::fd::Kind::Socket(s))
+    };
+    type Edit = Box<dyn Fn(&mut pb::ProcessState)>;
+    let cases: Vec<(Edit, String, &str)> = vec![
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at);
+                s.opts[0].name = libc::SO_ATTACH_FILTER;
+                put(p, at, s);
+            }),
+            format!("fds[{at}].socket.opts[0].name"),
+            "unknown value",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 2);
+                if let Some(pb::socket::Kind::Unix(u)) = s.kind.as_mut() {
+                    u.name = b"relative.sock".to_vec();
+                }
+                put(p, at + 2, s);
+            }),
+            format!("fds[{}].socket.unix.name", at + 2),
+            "",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 3);
+                if let Some(pb::socket::Kind::Inet(i)) = s.kind.as_mut() {
+                    i.tcp.as_mut().expect("tcp").window.pop();
+                }
+                put(p, at + 3, s);
+            }),
+            format!("fds[{}].socket.inet.tcp.window", at + 3),
+            "outside",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 3);
+                if let Some(pb::socket::Kind::Inet(i)) = s.kind.as_mut() {
+                    i.tcp.as_mut().expect("tcp").unsent = 1000;
+                }
+                put(p, at + 3, s);
+            }),
+            format!("fds[{}].socket.inet.tcp.unsent", at + 3),
+            "outside",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 4);
+                if let Some(pb::socket::Kind::Inet(i)) = s.kind.as_mut() {
+                    i.local.as_mut().expect("local").ip = vec![1, 2, 3];
+                }
+                put(p, at + 4, s);
+            }),
+            format!("fds[{}].socket.inet.local.ip", at + 4),
+            "outside",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 4);
+                s.sock_type = libc::SOCK_RAW as u32;
+                put(p, at + 4, s);
+            }),
+            format!("fds[{}].socket.sock_type", at + 4),
+            "unknown value",
+        ),
+    ];
+    for (edit, field, text) in cases {
+        let mut m = base.clone();
+        edit(m.process.as_mut().expect("process"));
+        let (got_field, message) = manifest_error(&m);
+        assert_eq!(got_field, field, "{message}");
+        assert!(message.contains(text), "{field}: {message}");
+    }
 }

@@ -7,8 +7,8 @@
 use std::fmt;
 
 use crate::state::{
-    CredsState, FdKind, FdState, LockKind, LockState, MmState, PAGE_SIZE, PipeQueue, ProcessState,
-    RlimitState, SiginfoState, SignalsState, TreeState, VmaKind, VmaState, prot,
+    CredsState, FdKind, FdState, LockKind, LockState, MemfdState, MmState, PAGE_SIZE, PipeQueue,
+    ProcessState, RlimitState, SiginfoState, SignalsState, TreeState, VmaKind, VmaState, prot,
 };
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -29,6 +29,28 @@ pub const MAX_PAGE_RUNS: usize = 1 << 22;
 pub const MAX_FDS: usize = 1 << 20;
 /// Most epoll interest-list entries accepted, per descriptor and over all of them.
 pub const MAX_EPOLL_TARGETS: usize = 1 << 20;
+/// Most memfds accepted.
+pub const MAX_MEMFDS: usize = 4096;
+/// Most memfd extents accepted over all memfds.
+pub const MAX_MEMFD_EXTENTS: usize = 1 << 20;
+/// Most memfd bytes an image stores, over all memfds (the manifest holds them).
+pub const MAX_MEMFD_BYTES: usize = 32 << 20;
+/// Largest memfd size accepted (holes included).
+pub const MAX_MEMFD_SIZE: u64 = 1 << 46;
+/// Longest memfd name (`memfd_create` accepts 249 bytes).
+pub const MAX_MEMFD_NAME: usize = 249;
+/// Every `F_SEAL_*` bit up to `F_SEAL_EXEC`.
+pub const MEMFD_SEALS: u32 = 0x3f;
+/// Most inotify watches accepted per instance.
+pub const MAX_INOTIFY_WATCHES: usize = 1 << 20;
+/// Most removed watches before the last inotify watch descriptor (each becomes a placeholder
+/// watch at restore).
+pub const MAX_INOTIFY_GAPS: usize = 4096;
+/// Largest eventfd counter (`ULLONG_MAX - 1`).
+pub const MAX_EVENTFD_COUNT: u64 = u64::MAX - 1;
+/// Clocks a timerfd may use: `CLOCK_REALTIME`, `CLOCK_MONOTONIC`, `CLOCK_BOOTTIME`,
+/// `CLOCK_REALTIME_ALARM`, `CLOCK_BOOTTIME_ALARM`.
+pub const TIMERFD_CLOCKS: [i32; 5] = [0, 1, 7, 8, 9];
 /// Most auxv words accepted.
 pub const MAX_AUXV_WORDS: usize = 1024;
 /// Most threads accepted.
@@ -47,6 +69,14 @@ pub const MAX_PENDING: usize = 1 << 20;
 pub const SIGINFO_LEN: usize = 128;
 /// Most file locks and leases accepted.
 pub const MAX_LOCKS: usize = 1 << 20;
+/// Most seccomp filters of one thread.
+pub const MAX_SECCOMP_FILTERS: usize = 256;
+/// Most cgroup hierarchies.
+pub const MAX_CGROUPS: usize = 64;
+/// Most POSIX timers of one process.
+pub const MAX_POSIX_TIMERS: usize = 1 << 16;
+/// Most affinity words (64 CPUs each).
+pub const MAX_AFFINITY_WORDS: usize = 128;
 /// Largest pipe buffer accepted (`F_SETPIPE_SZ` allows up to 2 GiB for root).
 pub const MAX_PIPE_SIZE: u32 = 1 << 31;
 /// Number of `RLIMIT_*` resources (`RLIM_NLIMITS`).
@@ -270,6 +300,9 @@ pub enum ManifestProblem {
         /// PID.
         pid: i32,
     },
+    /// A memfd inode that `memfds` does not list.
+    #[error("memfd inode {0} is not in memfds")]
+    UnknownMemfd(u64),
 }
 
 pub(crate) fn err(field: impl Into<String>, problem: ManifestProblem) -> ManifestError {
@@ -324,13 +357,14 @@ pub fn validate_tree(t: &TreeState) -> Result<(), ManifestError> {
         }
         for (j, f) in p.fds.iter().enumerate() {
             if let FdKind::Shared { pid, fd } = f.kind {
-                let own = t.processes[..i].iter().find(|q| q.pid == pid).is_some_and(|q| {
-                    q.fds
-                        .binary_search_by_key(&fd, |g| g.fd)
-                        .is_ok_and(|k| {
+                let own = t.processes[..i]
+                    .iter()
+                    .find(|q| q.pid == pid)
+                    .is_some_and(|q| {
+                        q.fds.binary_search_by_key(&fd, |g| g.fd).is_ok_and(|k| {
                             !matches!(q.fds[k].kind, FdKind::Dup { .. } | FdKind::Shared { .. })
                         })
-                });
+                    });
                 if !own {
                     return Err(err(
                         format!("{}.fds[{j}].shared", name(i)),
@@ -377,11 +411,98 @@ pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
     }
     check_path("cwd", &s.cwd)?;
     validate_rlimits(&s.rlimits)?;
+    validate_memfds(&s.memfds)?;
     validate_mm(&s.mm)?;
+    let memfd_known = |field: String, ino: u64| {
+        if s.memfds.iter().any(|m| m.ino == ino) {
+            Ok(())
+        } else {
+            Err(err(field, ManifestProblem::UnknownMemfd(ino)))
+        }
+    };
+    for (i, v) in s.mm.vmas.iter().enumerate() {
+        if let VmaKind::Memfd { ino } = v.kind {
+            memfd_known(format!("mm.vmas[{i}].memfd_ino"), ino)?;
+        }
+    }
+    for (i, f) in s.fds.iter().enumerate() {
+        if let FdKind::Memfd { ino, .. } = f.kind {
+            memfd_known(format!("fds[{i}].memfd.ino"), ino)?;
+        }
+    }
     validate_fds(&s.fds)?;
     validate_signals(&s.signals)?;
     validate_threads(s)?;
     validate_locks(&s.locks, &s.fds)?;
+    validate_attrs(s)?;
+    Ok(())
+}
+
+fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
+    let a = &s.attrs;
+    check_range("attrs.pdeathsig", a.pdeathsig, 0, 64)?;
+    check_range("attrs.dumpable", a.dumpable, 0, 2)?;
+    check_range("attrs.oom_score_adj", a.oom_score_adj, -1000, 1000)?;
+    cap_count("attrs.cgroups", a.cgroups.len(), MAX_CGROUPS)?;
+    for (i, c) in a.cgroups.iter().enumerate() {
+        check_path(&format!("attrs.cgroups[{i}].path"), &c.path)?;
+        check_string(
+            &format!("attrs.cgroups[{i}].controllers"),
+            &c.controllers,
+            256,
+        )?;
+    }
+    cap_count("attrs.itimers", a.itimers.len(), 3)?;
+    for (i, t) in a.itimers.iter().enumerate() {
+        check_range(format!("attrs.itimers[{i}].which"), t.which, 0, 2)?;
+    }
+    cap_count("attrs.posix_timers", a.posix_timers.len(), MAX_POSIX_TIMERS)?;
+    for (i, t) in a.posix_timers.iter().enumerate() {
+        check_range(format!("attrs.posix_timers[{i}].id"), t.id, 0, i32::MAX)?;
+        check_range(format!("attrs.posix_timers[{i}].signo"), t.signo, 0, 64)?;
+        if ![0, 1, 4].contains(&t.notify) {
+            return Err(err(
+                format!("attrs.posix_timers[{i}].notify"),
+                ManifestProblem::UnknownEnum(t.notify as i32),
+            ));
+        }
+        if t.notify == 4 && !s.threads.iter().any(|th| th.tid == t.notify_tid) {
+            return Err(err(
+                format!("attrs.posix_timers[{i}].notify_tid"),
+                ManifestProblem::OutOfRange {
+                    value: t.notify_tid.into(),
+                    min: 1,
+                    max: MAX_PID.into(),
+                },
+            ));
+        }
+    }
+    for (i, t) in s.threads.iter().enumerate() {
+        check_range(format!("threads[{i}].seccomp.mode"), t.seccomp.mode, 0, 2)?;
+        cap_count(
+            &format!("threads[{i}].seccomp.filters"),
+            t.seccomp.filters.len(),
+            MAX_SECCOMP_FILTERS,
+        )?;
+        for (j, f) in t.seccomp.filters.iter().enumerate() {
+            if f.is_empty() || !f.len().is_multiple_of(8) || f.len() > 8 * 4096 {
+                return Err(err(
+                    format!("threads[{i}].seccomp.filters[{j}]"),
+                    ManifestProblem::OutOfRange {
+                        value: f.len() as i128,
+                        min: 8,
+                        max: 8 * 4096,
+                    },
+                ));
+            }
+        }
+        check_range(format!("threads[{i}].sched.nice"), t.sched.nice, -20, 19)?;
+        cap_count(
+            &format!("threads[{i}].sched.affinity"),
+            t.sched.affinity.len(),
+            MAX_AFFINITY_WORDS,
+        )?;
+    }
     Ok(())
 }
 
@@ -480,7 +601,62 @@ fn kind_name(k: &VmaKind) -> &'static str {
         VmaKind::Vvar => "vvar",
         VmaKind::VvarVclock => "vvar_vclock",
         VmaKind::Vsyscall => "vsyscall",
+        VmaKind::Memfd { .. } => "memfd",
     }
+}
+
+fn validate_memfds(memfds: &[MemfdState]) -> Result<(), ManifestError> {
+    cap_count("memfds", memfds.len(), MAX_MEMFDS)?;
+    let (mut extents, mut bytes) = (0usize, 0usize);
+    for (i, m) in memfds.iter().enumerate() {
+        let field = |f: &str| format!("memfds[{i}].{f}");
+        if memfds[..i].iter().any(|o| o.ino == m.ino) {
+            return Err(err(field("ino"), ManifestProblem::Duplicate(m.ino as i64)));
+        }
+        check_string(&field("name"), &m.name, MAX_MEMFD_NAME)?;
+        for (name, value, allowed) in [("mode", m.mode, 0o7777), ("seals", m.seals, MEMFD_SEALS)] {
+            if value & !allowed != 0 {
+                return Err(err(
+                    field(name),
+                    ManifestProblem::UnknownBits {
+                        value: value.into(),
+                        allowed: allowed.into(),
+                    },
+                ));
+            }
+        }
+        check_range(field("size"), m.size, 0, MAX_MEMFD_SIZE)?;
+        extents = extents.saturating_add(m.extents.len());
+        cap_count("memfds[*].extents", extents, MAX_MEMFD_EXTENTS)?;
+        let mut prev_end = 0u64;
+        for (j, e) in m.extents.iter().enumerate() {
+            let field = format!("memfds[{i}].extents[{j}]");
+            bytes = bytes.saturating_add(e.data.len());
+            if bytes > MAX_MEMFD_BYTES {
+                return Err(err(
+                    "memfds[*].extents[*].data",
+                    ManifestProblem::TooLong {
+                        len: bytes,
+                        max: MAX_MEMFD_BYTES,
+                    },
+                ));
+            }
+            if e.offset < prev_end {
+                return Err(err(
+                    format!("{field}.offset"),
+                    ManifestProblem::Overlap {
+                        start: e.offset,
+                        prev_end,
+                    },
+                ));
+            }
+            // `size` is capped far below u64::MAX, so a sum that stays under it cannot wrap.
+            let end = e.offset.saturating_add(e.data.len() as u64);
+            check_range(format!("{field}.offset"), end, 0, m.size)?;
+            prev_end = end;
+        }
+    }
+    Ok(())
 }
 
 fn validate_mm(m: &MmState) -> Result<(), ManifestError> {
@@ -698,6 +874,9 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                     )?;
                 }
             }
+            FdKind::Socket(sock) => {
+                super::sockets::validate_socket(sock, &format!("{}.socket", field()))?
+            }
             FdKind::Dup { of } => {
                 // The description's own descriptor comes first and is not a dup itself.
                 let own = fds[..i]
@@ -733,6 +912,51 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                             allowed: 0o7777,
                         },
                     ));
+                }
+            }
+            FdKind::Eventfd { count, .. } => check_range(
+                format!("{}.eventfd.count", field()),
+                *count,
+                0,
+                MAX_EVENTFD_COUNT,
+            )?,
+            FdKind::Signalfd { .. } | FdKind::Memfd { .. } => {}
+            FdKind::Timerfd(t) => {
+                if !TIMERFD_CLOCKS.contains(&t.clockid) {
+                    return Err(err(
+                        format!("{}.timerfd.clockid", field()),
+                        ManifestProblem::UnknownEnum(t.clockid),
+                    ));
+                }
+                let allowed = (libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET) as u32;
+                if t.settime_flags & !allowed != 0 {
+                    return Err(err(
+                        format!("{}.timerfd.settime_flags", field()),
+                        ManifestProblem::UnknownBits {
+                            value: t.settime_flags.into(),
+                            allowed: allowed.into(),
+                        },
+                    ));
+                }
+            }
+            FdKind::Inotify { watches } => {
+                let field = format!("{}.inotify.watches", field());
+                cap_count(&field, watches.len(), MAX_INOTIFY_WATCHES)?;
+                let mut prev = 0;
+                for (j, w) in watches.iter().enumerate() {
+                    if w.wd <= prev {
+                        return Err(err(
+                            format!("{field}[{j}].wd"),
+                            ManifestProblem::NotIncreasing {
+                                value: w.wd.into(),
+                                prev: prev.into(),
+                            },
+                        ));
+                    }
+                    prev = w.wd;
+                    let most = (j + 1 + MAX_INOTIFY_GAPS) as i32;
+                    check_range(format!("{field}[{j}].wd"), w.wd, 1, most)?;
+                    check_path(&format!("{field}[{j}].file.path"), &w.file.path)?;
                 }
             }
         }

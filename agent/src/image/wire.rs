@@ -5,8 +5,10 @@
 //! [`super::validate`], whatever the manifest's size.
 
 use super::validate::{
-    MAX_AUXV_WORDS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS, MAX_LOCKS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_PROCESSES, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
+    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS,
+    MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
+    MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SECCOMP_FILTERS, MAX_THREADS, MAX_VMAS, ManifestError,
+    ManifestProblem, RLIM_NLIMITS,
 };
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.
@@ -46,6 +48,20 @@ const EPOLL: &[Field] = &[(
         Some(counter(0, "fds[*].epoll.targets", MAX_EPOLL_TARGETS)),
     ),
 )];
+const INOTIFY: &[Field] = &[(
+    1,
+    Child::Message(
+        &[(3, Child::Message(FILE_REF, None))],
+        Some(counter(18, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES)),
+    ),
+)];
+const MEMFD: &[Field] = &[(
+    6,
+    Child::Message(
+        LEAF,
+        Some(counter(17, "memfds[*].extents", MAX_MEMFD_EXTENTS)),
+    ),
+)];
 const FD: &[Field] = &[
     (4, Child::Message(OPEN_FILE, None)),
     (5, Child::Message(OPEN_FILE, None)),
@@ -53,6 +69,10 @@ const FD: &[Field] = &[
     (7, Child::Message(FILE_REF, None)),
     (8, Child::Message(LEAF, None)),
     (9, Child::Message(EPOLL, None)),
+    (20, Child::Message(LEAF, None)),
+    (22, Child::Message(LEAF, None)),
+    (23, Child::Message(INOTIFY, None)),
+    (24, Child::Message(LEAF, None)),
 ];
 const VMA: &[Field] = &[
     (7, Child::Message(FILE_REF, None)),
@@ -82,7 +102,45 @@ const SIGNALS: &[Field] = &[
         ),
     ),
 ];
+const SCHED: &[Field] = &[(
+    4,
+    Child::Varints(counter(
+        12,
+        "threads[*].sched.affinity",
+        MAX_AFFINITY_WORDS * MAX_THREADS,
+    )),
+)];
+const ATTRS: &[Field] = &[
+    (
+        7,
+        Child::Message(LEAF, Some(counter(13, "attrs.cgroups", MAX_CGROUPS))),
+    ),
+    (
+        8,
+        Child::Message(LEAF, Some(counter(14, "attrs.itimers", 3))),
+    ),
+    (
+        9,
+        Child::Message(
+            LEAF,
+            Some(counter(15, "attrs.posix_timers", MAX_POSIX_TIMERS)),
+        ),
+    ),
+];
+const SECCOMP: &[Field] = &[(
+    2,
+    Child::Message(
+        LEAF,
+        Some(counter(
+            19,
+            "threads[*].seccomp.filters",
+            MAX_SECCOMP_FILTERS * MAX_THREADS,
+        )),
+    ),
+)];
 const THREAD: &[Field] = &[
+    (201, Child::Message(SECCOMP, None)),
+    (200, Child::Message(SCHED, None)),
     (2, Child::Message(LEAF, None)),
     (
         5,
@@ -110,24 +168,30 @@ const PROCESS: &[Field] = &[
         120,
         Child::Message(LEAF, Some(counter(11, "locks", MAX_LOCKS))),
     ),
+    (
+        100,
+        Child::Message(MEMFD, Some(counter(16, "memfds", MAX_MEMFDS))),
+    ),
+    (200, Child::Message(ATTRS, None)),
 ];
 // Caps count over the whole manifest: the processes of a tree share them.
 const MANIFEST: &[Field] = &[
     (1, Child::Message(PROCESS, None)),
     (
         160,
-        Child::Message(PROCESS, Some(counter(12, "more", MAX_PROCESSES))),
+        Child::Message(PROCESS, Some(counter(20, "more", MAX_PROCESSES))),
     ),
     (
         161,
-        Child::Message(LEAF, Some(counter(13, "zombies", MAX_PROCESSES))),
+        Child::Message(LEAF, Some(counter(21, "zombies", MAX_PROCESSES))),
     ),
 ];
-const SLOTS: usize = 14;
-const ACTIONS_SLOT: usize = 5;
-const RLIMITS_SLOT: usize = 8;
+const SLOTS: usize = 22;
+/// Short lists each process has on its own (at most a few dozen entries), not summed over a
+/// tree: `signals.actions`, `rlimits`, `attrs.cgroups`, `attrs.itimers`.
+const PER_PROCESS_SLOTS: [usize; 4] = [5, 8, 13, 14];
 /// The caps that also hold over all the processes of a tree together.
-const TREE_WIDE: [Counter; 10] = [
+const TREE_WIDE: [Counter; 16] = [
     counter(0, "fds[*].epoll.targets", MAX_EPOLL_TARGETS),
     counter(1, "mm.vmas[*].pages", MAX_PAGE_RUNS),
     counter(2, "mm.vmas", MAX_VMAS),
@@ -138,6 +202,20 @@ const TREE_WIDE: [Counter; 10] = [
     counter(9, "fds", MAX_FDS),
     counter(10, "threads", MAX_THREADS),
     counter(11, "locks", MAX_LOCKS),
+    counter(
+        12,
+        "threads[*].sched.affinity",
+        MAX_AFFINITY_WORDS * MAX_THREADS,
+    ),
+    counter(15, "attrs.posix_timers", MAX_POSIX_TIMERS),
+    counter(16, "memfds", MAX_MEMFDS),
+    counter(17, "memfds[*].extents", MAX_MEMFD_EXTENTS),
+    counter(18, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES),
+    counter(
+        19,
+        "threads[*].seccomp.filters",
+        MAX_SECCOMP_FILTERS * MAX_THREADS,
+    ),
 ];
 
 /// What the pass found.
@@ -219,13 +297,13 @@ fn walk(mut buf: &[u8], schema: &[Field], counts: &mut [usize; SLOTS]) -> Result
 }
 
 /// Counts one process of a tree. Each process has the caps of a single process; the lists
-/// that can be long (everything but `rlimits` and `signals.actions`, at most a few dozen per
-/// process) also count toward the same caps over the whole manifest.
+/// that can be long (all but [`PER_PROCESS_SLOTS`]) also count toward the same caps over the
+/// whole manifest.
 fn walk_process(buf: &[u8], counts: &mut [usize; SLOTS]) -> Result<(), PrescanError> {
     let mut own = [0usize; SLOTS];
     walk(buf, PROCESS, &mut own)?;
     for (slot, n) in own.iter().enumerate() {
-        if slot == RLIMITS_SLOT || slot == ACTIONS_SLOT {
+        if PER_PROCESS_SLOTS.contains(&slot) {
             continue;
         }
         counts[slot] = counts[slot].saturating_add(*n);

@@ -13,7 +13,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use nix::fcntl::{FcntlArg, fcntl};
 
 use super::RestoreError;
+use super::fdkinds::{self, Memfds};
 use super::inject::Injector;
+use super::sockets;
 use crate::dump::identity_of;
 use crate::state::{
     EpollTarget, FdKind, FileRef, LockKind, LockState, PipeQueue, ProcessState, VmaKind,
@@ -40,6 +42,10 @@ enum Action {
     Fifo { path: String, flags: u32 },
     /// A file deleted while open, recreated unlinked with its contents (kept in the state).
     Deleted { path: String, flags: u32, pos: u64 },
+    /// The socket with this inode, built by ferry, copied in with `pidfd_getfd`.
+    Socket(u64),
+    /// An eventfd, signalfd, timerfd or inotify instance, made by injected calls.
+    Injected { flags: u32, kind: FdKind },
     /// The description behind descriptor `fd` of tree member `pid`, restored before this
     /// process, taken with `pidfd_getfd`.
     Shared { pid: i32, fd: i32 },
@@ -55,6 +61,10 @@ pub struct FdPlan {
     /// FIFOs to hold open while the task opens them: path, identity, buffer and bytes.
     fifos: Vec<(FileRef, Option<PipeQueue>)>,
     locks: Vec<LockState>,
+    /// The sockets, built before the task exists (it inherits ferry's pidfd).
+    sockets: Option<sockets::Built>,
+    /// The memfds, made by the restorer for the task's descriptors and mappings.
+    pub memfds: Memfds,
 }
 
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
@@ -176,6 +186,7 @@ pub fn plan(
                     None => devnull(format!("pipe:[{ino}] has no other end left"), warnings),
                 },
                 FdKind::Epoll { targets } => Action::Epoll(targets.clone()),
+                FdKind::Socket(s) => Action::Socket(s.ino),
                 FdKind::Dup { of } => Action::Dup(*of),
                 FdKind::LocalPipe { ino, .. } if tree_pipes.contains_key(ino) => {
                     let (r, w) = tree_pipes[ino];
@@ -227,16 +238,56 @@ pub fn plan(
                     flags: f.flags,
                     pos: *pos,
                 },
+                FdKind::Inotify { watches } => {
+                    for w in watches {
+                        changed(format!("fd {}: inotify watch {}", f.fd, w.wd), &w.file)?;
+                    }
+                    Action::Injected {
+                        flags: f.flags,
+                        kind: f.kind.clone(),
+                    }
+                }
+                FdKind::Eventfd { .. } | FdKind::Signalfd { .. } | FdKind::Timerfd(_) => {
+                    Action::Injected {
+                        flags: f.flags,
+                        kind: f.kind.clone(),
+                    }
+                }
+                // Replaced below, once the memfds exist.
+                FdKind::Memfd { .. } => Action::Inherit,
             }
         };
         fds.push((f.fd, f.cloexec, action));
     }
+    // Only now that every check has passed is anything created.
+    let memfds = Memfds::create(state)?;
+    for ((_, _, action), f) in fds.iter_mut().zip(&state.fds) {
+        if let FdKind::Memfd { ino, pos } = f.kind
+            && !(inherit_stdio && f.fd <= 2)
+        {
+            let path = memfds.path(ino).ok_or_else(|| {
+                RestoreError::Layout(format!(
+                    "fd {}: memfd inode {ino} is not in the image",
+                    f.fd
+                ))
+            })?;
+            *action = Action::Open {
+                path,
+                flags: f.flags,
+                pos: Some(pos),
+            };
+        }
+    }
+    // Sockets last, once every file check passed: building them binds addresses.
+    let sockets = sockets::build(state, warnings)?;
     Ok(FdPlan {
         fds,
         inherit_stdio,
         pipes,
         fifos,
         locks: state.locks.clone(),
+        sockets,
+        memfds,
     })
 }
 
@@ -265,11 +316,7 @@ pub fn restore(
     warnings: &mut Vec<String>,
 ) -> Result<(), RestoreError> {
     let first_closed = if plan.inherit_stdio { 3 } else { 0 };
-    inj.call(
-        "close_range",
-        libc::SYS_close_range,
-        [first_closed, u64::from(u32::MAX), 0, 0, 0, 0],
-    )?;
+    let pidfd = close_inherited(inj, plan, first_closed)?;
     for std in 0..first_closed as i32 {
         if !plan.fds.iter().any(|(fd, _, _)| *fd == std) {
             inj.call("close", libc::SYS_close, [std as u64, 0, 0, 0, 0, 0])?;
@@ -351,6 +398,34 @@ pub fn restore(
                 None,
             ),
             Action::Dup(of) => (*of as u64, false, None),
+            Action::Socket(ino) => {
+                let Some((ours, pidfd)) =
+                    plan.sockets.as_ref().and_then(|b| b.fd_of(*ino)).zip(pidfd)
+                else {
+                    return Err(RestoreError::Layout(format!(
+                        "fd {fd}: socket:[{ino}] was not built, or ferry's pidfd is not in the task"
+                    )));
+                };
+                let tmp = inj
+                    .call(
+                        "pidfd_getfd",
+                        libc::SYS_pidfd_getfd,
+                        [pidfd, ours as u64, 0, 0, 0, 0],
+                    )
+                    .map_err(err("pidfd_getfd".into()))?;
+                // pidfd_getfd sets close-on-exec; dup3 below sets the image's flag, but when
+                // the copy already has the right number it must be cleared here.
+                if tmp == fd as u64 && !*cloexec {
+                    inj.call(
+                        "fcntl",
+                        libc::SYS_fcntl,
+                        [tmp, libc::F_SETFD as u64, 0, 0, 0, 0],
+                    )
+                    .map_err(err("clear close-on-exec".into()))?;
+                }
+                // Status flags were set on ferry's copy: the description is shared.
+                (tmp, true, None)
+            }
             Action::PipeEnd { ino, write, flags } => {
                 let (r, w) = pipes.get(ino).copied().ok_or_else(|| {
                     RestoreError::Layout(format!("fd {fd}: pipe:[{ino}] was not created"))
@@ -380,6 +455,9 @@ pub fn restore(
                 flags,
                 pos: _,
             } => (recreate_deleted(inj, state, fd, path, *flags)?, true, None),
+            Action::Injected { flags, kind } => {
+                (fdkinds::create(inj, fd, *flags, kind)?, true, None)
+            }
             Action::Shared { pid, fd: from } => (take_shared(inj, *pid, *from)?, true, None),
         };
         if tmp != fd as u64 {
@@ -452,15 +530,66 @@ pub fn restore(
         inj.call("close", libc::SYS_close, [*r, 0, 0, 0, 0, 0])?;
         inj.call("close", libc::SYS_close, [*w, 0, 0, 0, 0, 0])?;
     }
+    if let (Some(built), Some(p)) = (&plan.sockets, pidfd) {
+        inj.call("close", libc::SYS_close, [p, 0, 0, 0, 0, 0])?;
+        // Every socket is in the task now: connections may come out of repair mode.
+        built.finish(state)?;
+    }
     // Last: closing any descriptor of a file drops the process's POSIX locks on it, and the
     // steps above close temporary descriptors.
     take_locks(inj, &plan.locks)
 }
 
+/// Closes every descriptor the task inherited from ferry from `first_closed` on, except
+/// ferry's pidfd when there are sockets to fetch; that one is moved out of the way of the
+/// image's descriptor numbers. Returns its number in the task.
+fn close_inherited(
+    inj: &Injector<'_>,
+    plan: &FdPlan,
+    first_closed: u64,
+) -> Result<Option<u64>, RestoreError> {
+    let pidfd = plan
+        .sockets
+        .as_ref()
+        .map(|b| std::os::fd::AsRawFd::as_raw_fd(&b.pidfd) as u64);
+    let close_range =
+        |from: u64, to: u64| inj.call("close_range", libc::SYS_close_range, [from, to, 0, 0, 0, 0]);
+    let Some(p) = pidfd.filter(|p| *p >= first_closed) else {
+        close_range(first_closed, u64::from(u32::MAX))?;
+        return Ok(None);
+    };
+    if p > first_closed {
+        close_range(first_closed, p - 1)?;
+    }
+    close_range(p + 1, u64::from(u32::MAX))?;
+    if !plan.fds.iter().any(|(fd, _, _)| *fd as u64 == p) {
+        return Ok(Some(p));
+    }
+    let spare = plan
+        .fds
+        .iter()
+        .map(|(fd, _, _)| *fd as u64)
+        .max()
+        .unwrap_or(0)
+        .max(p)
+        + 1;
+    inj.call(
+        "dup3",
+        libc::SYS_dup3,
+        [p, spare, libc::O_CLOEXEC as u64, 0, 0, 0],
+    )?;
+    inj.call("close", libc::SYS_close, [p, 0, 0, 0, 0, 0])?;
+    Ok(Some(spare))
+}
+
 /// Takes the open file description behind `fd` of tree member `pid` (already restored) into
 /// the task: `pidfd_open` + `pidfd_getfd`, run inside the task. Returns the new descriptor.
 fn take_shared(inj: &Injector<'_>, pid: i32, fd: i32) -> Result<u64, RestoreError> {
-    let pidfd = inj.call("pidfd_open", libc::SYS_pidfd_open, [pid as u64, 0, 0, 0, 0, 0])?;
+    let pidfd = inj.call(
+        "pidfd_open",
+        libc::SYS_pidfd_open,
+        [pid as u64, 0, 0, 0, 0, 0],
+    )?;
     let got = inj.call(
         "pidfd_getfd",
         libc::SYS_pidfd_getfd,

@@ -8,6 +8,7 @@ use std::io::{IoSlice, Read};
 use nix::sys::uio::{RemoteIoVec, process_vm_writev};
 
 use super::RestoreError;
+use super::fdkinds::Memfds;
 use super::inject::{AREA_LEN, Injector};
 use crate::image::ImageReader;
 use crate::proc::{self, MapsEntry};
@@ -172,7 +173,7 @@ fn write_prot(v: &VmaState) -> u32 {
 }
 
 /// Recreates every VMA of the image at its address.
-pub fn map_vmas(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
+pub fn map_vmas(inj: &Injector<'_>, mm: &MmState, memfds: &Memfds) -> Result<(), RestoreError> {
     let mut files: HashMap<(String, bool), u64> = HashMap::new();
     let result = (|| {
         for v in mm
@@ -189,25 +190,35 @@ pub fn map_vmas(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
             if v.growsdown {
                 flags |= libc::MAP_GROWSDOWN;
             }
-            let fd = match &v.kind {
-                VmaKind::File(f) => {
+            let path = match &v.kind {
+                VmaKind::File(f) => Some(f.path.clone()),
+                VmaKind::Memfd { ino } => Some(memfds.path(*ino).ok_or_else(|| {
+                    RestoreError::Layout(format!(
+                        "vma {:#x}: memfd inode {ino} is not in the image",
+                        v.start
+                    ))
+                })?),
+                _ => None,
+            };
+            let fd = match path {
+                Some(path) => {
                     let rw = v.shared && v.maywrite;
-                    let key = (f.path.clone(), rw);
+                    let key = (path, rw);
                     match files.get(&key) {
                         Some(fd) => *fd,
                         None => {
-                            let path = inj.put_path(&f.path)?;
+                            let addr = inj.put_path(&key.0)?;
                             let mode =
                                 if rw { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
                             let fd = inj
                                 .call(
                                     "openat",
                                     libc::SYS_openat,
-                                    [libc::AT_FDCWD as u64, path, mode as u64, 0, 0, 0],
+                                    [libc::AT_FDCWD as u64, addr, mode as u64, 0, 0, 0],
                                 )
                                 .map_err(|e| RestoreError::Vma {
                                     start: v.start,
-                                    what: format!("open {}", f.path),
+                                    what: format!("open {}", key.0),
                                     source: Box::new(e.into()),
                                 })?;
                             files.insert(key, fd);
@@ -215,7 +226,7 @@ pub fn map_vmas(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
                         }
                     }
                 }
-                _ => {
+                None => {
                     flags |= libc::MAP_ANONYMOUS;
                     u64::MAX
                 }
@@ -286,7 +297,7 @@ pub fn write_pages_tree<R: Read + Send>(
         .enumerate()
         .flat_map(|(target, (_, state))| {
             state.mm.vmas.iter().flat_map(move |v| {
-                let write_zeros = matches!(v.kind, VmaKind::File(_));
+                let write_zeros = matches!(v.kind, VmaKind::File(_) | VmaKind::Memfd { .. });
                 v.pages.iter().map(move |r| Span {
                     target,
                     addr: r.start,

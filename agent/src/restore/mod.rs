@@ -4,9 +4,12 @@
 //! Any failure kills the half-built task (and the PID namespace made for it): the image and
 //! everything else stay as they were.
 
+mod attrs;
+mod fdkinds;
 mod files;
 mod inject;
 mod mm;
+mod sockets;
 mod task;
 mod tree;
 
@@ -95,6 +98,17 @@ pub enum RestoreError {
         #[source]
         source: Box<RestoreError>,
     },
+    /// Rebuilding a socket failed.
+    #[error("fd {fd}: {what}")]
+    Socket {
+        /// Descriptor number.
+        fd: i32,
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
     /// Recreating a thread failed.
     #[error("thread {tid}")]
     Thread {
@@ -109,6 +123,17 @@ pub enum RestoreError {
     Io {
         /// Which step.
         what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Making a memfd in the restorer failed.
+    #[error("memfd {name:?}: {step}")]
+    Memfd {
+        /// Its name.
+        name: String,
+        /// Which step.
+        step: &'static str,
         /// Cause.
         #[source]
         source: std::io::Error,
@@ -153,11 +178,17 @@ pub fn restore<R: Read + Send>(
     )?;
 
     let mut task = task::create(state.pid, opts.pid_ns, false)?;
+    // Into its cgroups before any memory is touched, so that it is charged where it belongs.
+    attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
     // EXITKILL: should the restorer die half-way, the half-built task dies with it.
     // TRACECLONE: the threads we create arrive traced and stopped.
     let tracee = Tracee::seize(
         task.pid,
-        Options::PTRACE_O_EXITKILL | Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_TRACECLONE,
+        Options::PTRACE_O_EXITKILL
+            | Options::PTRACE_O_TRACESYSGOOD
+            | Options::PTRACE_O_TRACECLONE
+            // The filters restored near the end must not apply to the restore's own calls.
+            | Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
     )?;
     tracee.interrupt()?;
     // Nothing may be delivered while the task is being built; the image's mask comes last.
@@ -179,7 +210,7 @@ pub fn restore<R: Read + Send>(
     }
     let t0 = std::time::Instant::now();
     mm::wipe_and_place_vdso(&inj, &maps, &state.mm)?;
-    mm::map_vmas(&inj, &state.mm)?;
+    mm::map_vmas(&inj, &state.mm, &fd_plan.memfds)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
@@ -188,10 +219,14 @@ pub fn restore<R: Read + Send>(
     mm::set_mm(&inj, &state)?;
 
     files::restore(&inj, &fd_plan, &state, &mut warnings)?;
+    // Seals after the mappings and descriptors: they may forbid what those needed.
+    fd_plan.memfds.seal(&state)?;
     restore_process_attrs(&inj, &state, true)?;
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).
     let threads = create_threads(&inj, &state)?;
+    // Timers may signal any thread: all of them exist now.
+    attrs::restore_timers(&inj, &state.attrs)?;
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
     // restore's own calls.
     for r in &state.rlimits {
@@ -204,10 +239,22 @@ pub fn restore<R: Read + Send>(
     }
     // Credentials last: once they drop, the task could no longer do the privileged steps.
     // They belong to each thread, not to the process.
-    for (t, _) in &threads {
-        restore_creds(&inj.for_thread(t)?, &state, false)?;
+    for (t, ts) in &threads {
+        let tinj = inj.for_thread(t)?;
+        attrs::restore_seccomp(&tinj, &ts.seccomp)?;
+        attrs::before_creds(&tinj, &state.attrs)?;
+        restore_creds(&tinj, &state)?;
+        attrs::after_creds(&tinj, &state, false, &mut warnings)?;
     }
-    restore_creds(&inj, &state, true)?;
+    attrs::restore_seccomp(&inj, &thread.seccomp)?;
+    attrs::before_creds(&inj, &state.attrs)?;
+    restore_creds(&inj, &state)?;
+    attrs::after_creds(&inj, &state, true, &mut warnings)?;
+    attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
+    attrs::set_sched(task.pid, &thread.sched, &mut warnings);
+    for (t, ts) in &threads {
+        attrs::set_sched(t.pid(), &ts.sched, &mut warnings);
+    }
 
     // The threads go first: their registers no longer point into the injection area, which
     // the leader unmaps last.
@@ -218,8 +265,10 @@ pub fn restore<R: Read + Send>(
         t.detach(None)?;
     }
     tracee.set_xstate(&thread.xstate)?;
-    tracee.set_sigmask(thread.sigmask)?;
     inj.finish()?;
+    // The mask only now: a signal it lets through (a timer that fired meanwhile) must not
+    // stop the last injected call; it is delivered once the task runs.
+    tracee.set_sigmask(thread.sigmask)?;
     tracee.set_regs(&final_regs(thread.regs).into())?;
     tracee.detach(None)?;
     task.disarm();
@@ -411,11 +460,7 @@ fn create_threads<'s>(
     Ok(out)
 }
 
-fn restore_creds(
-    inj: &Injector<'_>,
-    state: &ProcessState,
-    leader: bool,
-) -> Result<(), RestoreError> {
+fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
     let c = &state.creds;
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
     let addr = if groups.is_empty() {
@@ -462,14 +507,5 @@ fn restore_creds(
         libc::SYS_setfsuid,
         [u64::from(c.uids[3]), 0, 0, 0, 0, 0],
     )?;
-    // Changing the effective ids made the process non-dumpable; an ordinary process of that
-    // user was dumpable.
-    if leader && (c.uids[1] != 0 || c.gids[1] != 0) {
-        inj.call(
-            "prctl(PR_SET_DUMPABLE)",
-            libc::SYS_prctl,
-            [libc::PR_SET_DUMPABLE as u64, 1, 0, 0, 0, 0],
-        )?;
-    }
     Ok(())
 }

@@ -70,24 +70,26 @@ pub fn holder_is_zombie(pid: i32) -> bool {
 pub fn create(want: i32, mode: PidNsMode, new_ns: bool) -> Result<NewTask, RestoreError> {
     let me = nix::unistd::getpid().as_raw();
     let start = Instant::now();
-    while !new_ns {
-        match sys::clone::clone3(ChildBody::Stub { expected_ppid: me }, Some(want), false) {
-            Ok(pid) => {
-                return Ok(NewTask {
-                    pid,
-                    ns_init: None,
-                    armed: true,
-                });
-            }
-            Err(Errno::EEXIST) if holder_is_zombie(want) && start.elapsed() < ZOMBIE_WAIT => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(Errno::EEXIST) => break,
-            Err(source) => {
-                return Err(RestoreError::Create {
-                    step: "clone3 with set_tid",
-                    source,
-                });
+    if !new_ns {
+        loop {
+            match sys::clone::clone3(ChildBody::Stub { expected_ppid: me }, Some(want), false) {
+                Ok(pid) => {
+                    return Ok(NewTask {
+                        pid,
+                        ns_init: None,
+                        armed: true,
+                    });
+                }
+                Err(Errno::EEXIST) if holder_is_zombie(want) && start.elapsed() < ZOMBIE_WAIT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(Errno::EEXIST) => break,
+                Err(source) => {
+                    return Err(RestoreError::Create {
+                        step: "clone3 with set_tid",
+                        source,
+                    });
+                }
             }
         }
     }

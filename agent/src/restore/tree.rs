@@ -30,7 +30,7 @@ use nix::unistd::Pid;
 
 use super::inject::Injector;
 use super::{
-    RestoreError, RestoreOptions, RestoreSummary, create_threads, files, final_regs, mm,
+    RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, files, final_regs, mm,
     restore_creds, restore_process_attrs, restore_thread_attrs, task,
 };
 use crate::image::ImageReader;
@@ -89,9 +89,7 @@ pub fn restore_tree<R: Read + Send>(
             .chain(tree.zombies.iter().map(|z| z.pid))
             .find(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         match taken {
-            Some(pid)
-                if task::holder_is_zombie(pid) && started.elapsed() < task::ZOMBIE_WAIT =>
-            {
+            Some(pid) if task::holder_is_zombie(pid) && started.elapsed() < task::ZOMBIE_WAIT => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => break other,
@@ -108,7 +106,10 @@ pub fn restore_tree<R: Read + Send>(
         Options::PTRACE_O_EXITKILL
             | Options::PTRACE_O_TRACESYSGOOD
             | Options::PTRACE_O_TRACECLONE
-            | Options::PTRACE_O_TRACEFORK,
+            | Options::PTRACE_O_TRACEFORK
+            // The filters restored near the end must not apply to the restore's own calls.
+            // Forked children inherit these options.
+            | Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
     )?;
     root_tracee.interrupt()?;
     root_tracee.set_sigmask(u64::MAX)?;
@@ -186,7 +187,11 @@ pub fn restore_tree<R: Read + Send>(
         let _ = inj.call_raw(libc::SYS_rt_sigtimedwait, [set, 0, ts, 8, 0, 0])?;
     }
 
-    // 5. Rebuild every live process.
+    // 5. Rebuild every live process. Each joins its cgroups before its memory is touched, so
+    // that it is charged where it belongs.
+    for (t, p) in tracees.iter().zip(procs) {
+        attrs::join_cgroups(t.pid(), &p.attrs.cgroups, &mut warnings);
+    }
     let injs = tracees
         .iter()
         .map(|t| Injector::attach(t, area))
@@ -194,7 +199,9 @@ pub fn restore_tree<R: Read + Send>(
     for (inj, p) in injs.iter().zip(procs) {
         let maps = mm::current_maps(inj.tracee().pid().as_raw())?;
         mm::wipe_and_place_vdso(inj, &maps, &p.mm)?;
-        mm::map_vmas(inj, &p.mm)?;
+    }
+    for ((inj, p), plan) in injs.iter().zip(procs).zip(&plans) {
+        mm::map_vmas(inj, &p.mm, &plan.memfds)?;
     }
     let targets: Vec<_> = injs.iter().zip(procs.iter()).collect();
     mm::write_pages_tree(&targets, &mut reader)?;
@@ -207,9 +214,14 @@ pub fn restore_tree<R: Read + Send>(
         mm::protect(inj, &p.mm)?;
         mm::set_mm(inj, p)?;
         files::restore(inj, plan, p, &mut warnings)?;
+        // Seals after the mappings and descriptors: they may forbid what those needed.
+        plan.memfds.seal(p)?;
         restore_process_attrs(inj, p, false)?;
         restore_thread_attrs(inj, p, thread)?;
-        threads.push(create_threads(inj, p)?);
+        let ts = create_threads(inj, p)?;
+        // Timers may signal any thread: all of them exist now.
+        attrs::restore_timers(inj, &p.attrs)?;
+        threads.push(ts);
         for r in &p.rlimits {
             sys::set_rlimit(inj.tracee().pid(), r.resource, r.cur, r.max).map_err(|source| {
                 RestoreError::Rlimit {
@@ -222,12 +234,27 @@ pub fn restore_tree<R: Read + Send>(
     // Every process has its ends now.
     drop(pipes);
 
-    // 6. Credentials last, then resume, children first.
+    // 6. Credentials last (per thread, with seccomp filters and capabilities), then resume,
+    // children first.
     for ((inj, p), ts) in injs.iter().zip(procs).zip(&threads) {
-        for (t, _) in ts {
-            restore_creds(&inj.for_thread(t)?, p, false)?;
+        for (t, tstate) in ts {
+            let tinj = inj.for_thread(t)?;
+            attrs::restore_seccomp(&tinj, &tstate.seccomp)?;
+            attrs::before_creds(&tinj, &p.attrs)?;
+            restore_creds(&tinj, p)?;
+            attrs::after_creds(&tinj, p, false, &mut warnings)?;
         }
-        restore_creds(inj, p, true)?;
+        let thread = &p.threads[0];
+        attrs::restore_seccomp(inj, &thread.seccomp)?;
+        attrs::before_creds(inj, &p.attrs)?;
+        restore_creds(inj, p)?;
+        attrs::after_creds(inj, p, true, &mut warnings)?;
+        let pid = inj.tracee().pid();
+        attrs::set_oom_score_adj(pid, &p.attrs, &mut warnings);
+        attrs::set_sched(pid, &thread.sched, &mut warnings);
+        for (t, tstate) in ts {
+            attrs::set_sched(t.pid(), &tstate.sched, &mut warnings);
+        }
     }
     let mut others = Vec::with_capacity(procs.len() - 1);
     for ((inj, p), ts) in injs.into_iter().zip(procs).zip(threads).rev() {
@@ -240,8 +267,9 @@ pub fn restore_tree<R: Read + Send>(
         let thread = &p.threads[0];
         let t = inj.tracee();
         t.set_xstate(&thread.xstate)?;
-        t.set_sigmask(thread.sigmask)?;
         inj.finish()?;
+        // The mask only now: a signal it lets through must not stop the last injected call.
+        t.set_sigmask(thread.sigmask)?;
         t.set_regs(&final_regs(thread.regs).into())?;
         t.detach(None)?;
         if p.pid != root.pid {
@@ -307,11 +335,9 @@ fn exit_as(t: &Tracee, area: u64, status: i32) -> Result<(), RestoreError> {
             source,
         })?;
     } else {
-        sys::set_rlimit(pid, libc::RLIMIT_CORE, 0, 0).map_err(|source| {
-            RestoreError::Rlimit {
-                resource: libc::RLIMIT_CORE,
-                source,
-            }
+        sys::set_rlimit(pid, libc::RLIMIT_CORE, 0, 0).map_err(|source| RestoreError::Rlimit {
+            resource: libc::RLIMIT_CORE,
+            source,
         })?;
         // Default action for the signal, and nothing blocked.
         let inj = Injector::attach(t, area)?;

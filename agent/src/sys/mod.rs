@@ -1,10 +1,11 @@
 //! The only place with `unsafe`: raw system calls that `nix` does not wrap (ptrace register
-//! sets and signal queries, `clone3` with `set_tid`, `prlimit`, robust lists, pidfds). Each
-//! function is a thin, typed wrapper; policy lives elsewhere.
+//! sets and signal queries, `clone3` with `set_tid`, `prlimit`, robust lists, pidfds,
+//! timerfds, file handles). Each function is a thin, typed wrapper; policy lives elsewhere.
 #![allow(unsafe_code)]
 
 pub mod clone;
 pub mod ptrace;
+pub mod socket;
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
@@ -116,4 +117,96 @@ pub fn tee(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize
         Err(Errno::EAGAIN) => Ok(0),
         Err(e) => Err(e),
     }
+}
+
+/// `pidfd_getfd(pidfd, fd, 0)`: a copy of another process's descriptor (the same open file
+/// description), which needs ptrace access to that process.
+pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    let fd = Errno::result(r)?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `timerfd_gettime`: time left and period, in nanoseconds. For a periodic timer that expired
+/// unread, this also moves the timer on and counts the missed periods into its ticks.
+pub fn timerfd_gettime(fd: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
+    let mut it = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+    };
+    // SAFETY: `it` is a valid itimerspec for the kernel to write.
+    let r = unsafe { libc::timerfd_gettime(fd.as_raw_fd(), &mut it) };
+    Errno::result(r)?;
+    let ns = |t: libc::timespec| {
+        (t.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec as u64)
+    };
+    Ok((ns(it.it_value), ns(it.it_interval)))
+}
+
+/// `open_by_handle_at(mount_fd, {handle_type, handle}, O_PATH)`: the file a handle names,
+/// on the filesystem of `mount_fd`. Needs `CAP_DAC_READ_SEARCH`.
+pub fn open_by_handle(
+    mount_fd: BorrowedFd<'_>,
+    handle_type: i32,
+    handle: &[u8],
+) -> Result<OwnedFd, Errno> {
+    // struct file_handle { unsigned int handle_bytes; int handle_type; unsigned char f_handle[]; }
+    let mut buf = Vec::with_capacity(8 + handle.len());
+    buf.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    buf.extend_from_slice(&handle_type.to_ne_bytes());
+    buf.extend_from_slice(handle);
+    // SAFETY: `buf` is a complete struct file_handle whose handle_bytes matches its length; the
+    // kernel only reads it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd.as_raw_fd(),
+            buf.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    let fd = Errno::result(r)?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `clock_gettime(clockid)` in nanoseconds.
+pub fn clock_gettime_ns(clockid: i32) -> Result<u64, Errno> {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the kernel to write.
+    let r = unsafe { libc::clock_gettime(clockid, &mut t) };
+    Errno::result(r)?;
+    Ok((t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64))
+}
+
+/// `setpriority(PRIO_PROCESS, tid, nice)`: the nice value of one thread.
+pub fn set_nice(tid: Pid, nice: i32) -> Result<(), Errno> {
+    // SAFETY: plain syscall wrapper with integer arguments.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid.as_raw() as libc::id_t, nice) };
+    Errno::result(r).map(drop)
+}
+
+/// `sched_setscheduler(tid, policy, {priority})`.
+pub fn set_scheduler(tid: Pid, policy: u32, priority: u32) -> Result<(), Errno> {
+    let param = libc::sched_param {
+        sched_priority: priority as i32,
+    };
+    // SAFETY: `param` is a valid sched_param that outlives the call.
+    let r = unsafe { libc::sched_setscheduler(tid.as_raw(), policy as i32, &param) };
+    Errno::result(r).map(drop)
 }

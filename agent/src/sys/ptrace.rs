@@ -193,3 +193,37 @@ pub fn get_rseq(tid: Pid) -> Result<Option<(u64, u32, u32)>, Errno> {
     Errno::result(r)?;
     Ok((conf.ptr != 0).then_some((conf.ptr, conf.len, conf.sig)))
 }
+
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+
+/// The `index`-th seccomp filter of a stopped tracee (0 = the most recently installed) as raw
+/// `struct sock_filter` instructions, or `None` past the last one.
+pub fn get_seccomp_filter(tid: Pid, index: u64) -> Result<Option<Vec<u8>>, Errno> {
+    // SAFETY: with a null buffer the kernel only returns the number of instructions.
+    let n = unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER,
+            tid.as_raw(),
+            index as usize,
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    let n = match Errno::result(n) {
+        Ok(n) => n as usize,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = vec![0u8; n * 8];
+    // SAFETY: `buf` holds room for the `n` eight-byte instructions the kernel reported.
+    let got = unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER,
+            tid.as_raw(),
+            index as usize,
+            buf.as_mut_ptr(),
+        )
+    };
+    let got = Errno::result(got)? as usize;
+    buf.truncate(got.min(n) * 8);
+    Ok(Some(buf))
+}

@@ -1,0 +1,190 @@
+//! `NETLINK_SOCK_DIAG` for Unix sockets: the kernel's own view of every Unix socket (name,
+//! bound file, peer, queue lengths, shutdown state), which no `getsockopt` reports.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket,
+};
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const UDIAG_SHOW_NAME: u32 = 1;
+const UDIAG_SHOW_VFS: u32 = 2;
+const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_RQLEN: u32 = 16;
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
+const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
+
+/// `TCP_ESTABLISHED` as Unix sockets use it: connected.
+pub const STATE_ESTABLISHED: u8 = 1;
+/// `TCP_LISTEN`.
+pub const STATE_LISTEN: u8 = 10;
+
+/// One Unix socket as `sock_diag` reports it.
+#[derive(Debug, Clone, Default)]
+pub struct UnixDiag {
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_SEQPACKET`.
+    pub sock_type: u8,
+    /// [`STATE_ESTABLISHED`], [`STATE_LISTEN`] or `TCP_CLOSE`.
+    pub state: u8,
+    /// Bound name as `sun_path` bytes (a leading NUL for abstract names); empty if unbound.
+    pub name: Vec<u8>,
+    /// Inode and device (userspace encoding) of the bound socket file.
+    pub vfs: Option<(u64, u64)>,
+    /// Peer socket inode, 0 if none.
+    pub peer: u64,
+    /// Receive queue length (pending connections for a listener) and, for a listener, the
+    /// backlog.
+    pub rqlen: (u32, u32),
+    /// `sk_shutdown` bits.
+    pub shutdown: u8,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_ne_bytes)
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u16::from_ne_bytes)
+}
+
+/// Every Unix socket of the network namespace, by inode.
+pub fn unix_sockets() -> Result<HashMap<u64, UnixDiag>, Errno> {
+    let sock = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+    req.push(libc::AF_UNIX as u8);
+    req.push(0);
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&0u32.to_ne_bytes()); // every inode
+    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
+    req.extend_from_slice(&show.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // no cookie
+    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    sendto(
+        sock.as_raw_fd(),
+        &req,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
+
+    let mut out = HashMap::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        let mut at = 0;
+        while at + 16 <= n {
+            let len = u32_at(&buf, at) as usize;
+            let kind = u16_at(&buf, at + 4);
+            if len < 16 || at + len > n {
+                return Err(Errno::EBADMSG);
+            }
+            match kind {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let code = u32_at(&buf, at + 16) as i32;
+                    return Err(Errno::from_raw(-code));
+                }
+                _ => {
+                    let (ino, d) = parse_unix(&buf[at + 16..at + len]);
+                    out.insert(ino, d);
+                }
+            }
+            at += (len + 3) & !3;
+        }
+        if n == 0 {
+            return Err(Errno::EBADMSG);
+        }
+    }
+}
+
+/// One `unix_diag_msg` and its attributes.
+fn parse_unix(m: &[u8]) -> (u64, UnixDiag) {
+    let mut d = UnixDiag {
+        sock_type: m.get(1).copied().unwrap_or(0),
+        state: m.get(2).copied().unwrap_or(0),
+        ..UnixDiag::default()
+    };
+    let ino = u64::from(u32_at(m, 4));
+    let mut at = 16;
+    while at + 4 <= m.len() {
+        let len = usize::from(u16_at(m, at));
+        let kind = u16_at(m, at + 2);
+        if len < 4 || at + len > m.len() {
+            break;
+        }
+        let data = &m[at + 4..at + len];
+        match kind {
+            UNIX_DIAG_NAME => d.name = data.to_vec(),
+            UNIX_DIAG_VFS => {
+                // The kernel's dev_t: major in the top 12 bits, minor in the low 20.
+                let dev = u32_at(data, 4);
+                d.vfs = Some((
+                    u64::from(u32_at(data, 0)),
+                    libc::makedev(dev >> 20, dev & 0xf_ffff),
+                ));
+            }
+            UNIX_DIAG_PEER => d.peer = u64::from(u32_at(data, 0)),
+            UNIX_DIAG_RQLEN => d.rqlen = (u32_at(data, 0), u32_at(data, 4)),
+            UNIX_DIAG_SHUTDOWN => d.shutdown = data.first().copied().unwrap_or(0),
+            _ => {}
+        }
+        at += (len + 3) & !3;
+    }
+    (ino, d)
+}
+
+/// The process and descriptor holding socket `ino`, other than `exclude`, as `pid P (comm)`.
+pub fn holder_of(ino: u64, exclude: i32) -> Option<String> {
+    let want = format!("socket:[{ino}]");
+    for p in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == exclude {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                return Some(format!("pid {pid} ({})", comm.trim_end()));
+            }
+        }
+    }
+    None
+}
+
+/// A Unix name for messages: a path as is, an abstract name as `@name`.
+pub fn display_name(name: &[u8]) -> String {
+    match name.split_first() {
+        None => "no name".into(),
+        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+        Some(_) => String::from_utf8_lossy(name).into_owned(),
+    }
+}

@@ -1,0 +1,695 @@
+//! Sockets at dump. Each socket descriptor is pulled into ferry with `pidfd_getfd` (the same
+//! open file description, so the same socket) and examined there: `getsockopt`,
+//! `getsockname`/`getpeername`, `sock_diag` for Unix sockets, queued data read with `MSG_PEEK`
+//! (nothing is consumed), established TCP connections through `TCP_REPAIR`.
+//!
+//! An established connection stays in repair mode, with a socket filter that drops every
+//! incoming segment, from the moment its queues are read until the process is dead: nothing
+//! arriving meanwhile is acknowledged (the peer sends it again to the restored socket), and the
+//! copy ferry holds is closed in repair mode, which tells the peer nothing. Should the dump
+//! fail, [`Held`] takes the sockets out of repair mode and removes the filter.
+
+use std::collections::{HashMap, HashSet};
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrStorage, UnixAddr,
+    getpeername, getsockname, recv, recvmsg, socket,
+};
+use nix::unistd::Pid;
+
+use super::DumpError;
+use super::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixDiag};
+use crate::image::MAX_SOCKET_QUEUE;
+use crate::state::{
+    FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState,
+    UnixSocketState,
+};
+use crate::sys::socket as ss;
+
+const TCP_RECV_QUEUE: i32 = 1;
+const TCP_SEND_QUEUE: i32 = 2;
+const TCP_NO_QUEUE: i32 = 0;
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_CLOSE: u8 = 7;
+const TCP_LISTEN: u8 = 10;
+/// Largest datagram we expect to peek; a bigger one is refused.
+const MAX_DATAGRAM: usize = 4 << 20;
+
+/// How sockets are treated, from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketOptions {
+    /// Checkpoint established TCP connections with `TCP_REPAIR`.
+    pub tcp_established: bool,
+    /// Keep Unix sockets whose peer is outside the process (reconnected by name at restore).
+    pub ext_unix_sk: bool,
+    /// The process runs on after the dump.
+    pub leave_running: bool,
+}
+
+/// Established TCP sockets ferry holds in repair mode during the dump.
+#[derive(Debug, Default)]
+pub struct Held {
+    repaired: Vec<OwnedFd>,
+}
+
+impl Held {
+    /// The process is dead: close ferry's copies still in repair mode, which discards the
+    /// connections without a FIN or RST.
+    pub fn close_silently(mut self) {
+        self.repaired.clear();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for fd in &self.repaired {
+            let fd = fd.as_fd();
+            if let Err(err) = ss::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 0) {
+                tracing::error!(%err, "could not take a TCP socket out of repair mode");
+            }
+            let _ = ss::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0);
+        }
+    }
+}
+
+/// What the socket part of a dump works with.
+#[derive(Debug)]
+pub struct SocketDump {
+    /// Command-line choices.
+    pub opts: SocketOptions,
+    /// Read queues and enter repair mode (after the freeze), or only classify (before it).
+    pub capture: bool,
+    /// Sockets in repair mode.
+    pub held: Held,
+    /// Things the user should know.
+    pub warnings: Vec<String>,
+}
+
+impl SocketDump {
+    /// Classification only, for the checks before the freeze.
+    pub fn check(opts: SocketOptions) -> Self {
+        Self {
+            opts,
+            capture: false,
+            held: Held::default(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Full capture, once the process is frozen.
+    pub fn capture(opts: SocketOptions) -> Self {
+        Self {
+            opts,
+            capture: true,
+            held: Held::default(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A socket known only by its inode, until [`collect`] examines it.
+pub fn unexamined(ino: u64) -> SocketState {
+    SocketState {
+        ino,
+        family: 0,
+        sock_type: 0,
+        opts: Vec::new(),
+        kind: SocketKind::Inet(InetSocketState {
+            protocol: 0,
+            local: SocketAddr::from(([0, 0, 0, 0], 0)),
+            peer: None,
+            backlog: None,
+            tcp: None,
+        }),
+    }
+}
+
+fn unsupported(fd: i32, what: impl std::fmt::Display) -> DumpError {
+    DumpError::Unsupported(format!("fd {fd}: {what}"))
+}
+
+fn sock_err(fd: i32, what: impl Into<String>) -> impl FnOnce(Errno) -> DumpError {
+    let what = what.into();
+    move |source| DumpError::Socket { fd, what, source }
+}
+
+/// The state of every socket descriptor `(fd, inode)` of `pid`, in the same order.
+pub fn collect(
+    pid: Pid,
+    socks: &[(i32, u64)],
+    ctx: &mut SocketDump,
+) -> Result<Vec<SocketState>, DumpError> {
+    if socks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pidfd = crate::sys::pidfd_open(pid).map_err(sock_err(socks[0].0, "pidfd_open"))?;
+    let inos: HashSet<u64> = socks.iter().map(|s| s.1).collect();
+    let mut unix: Option<HashMap<u64, UnixDiag>> = None;
+    let mut done: HashMap<u64, SocketState> = HashMap::new();
+    let mut out = Vec::with_capacity(socks.len());
+    for &(fd, ino) in socks {
+        if let Some(s) = done.get(&ino) {
+            out.push(s.clone()); // another descriptor of the same socket
+            continue;
+        }
+        let copy = ss::pidfd_getfd(pidfd.as_fd(), fd).map_err(sock_err(fd, "pidfd_getfd"))?;
+        let c = copy.as_fd();
+        let family = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_DOMAIN)
+            .map_err(sock_err(fd, "SO_DOMAIN"))?;
+        let sock_type = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_TYPE)
+            .map_err(sock_err(fd, "SO_TYPE"))?;
+        let protocol = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+            .map_err(sock_err(fd, "SO_PROTOCOL"))?;
+        let kind = match family {
+            libc::AF_UNIX => {
+                if unix.is_none() {
+                    unix = Some(
+                        sockdiag::unix_sockets()
+                            .map_err(sock_err(fd, "sock_diag of Unix sockets"))?,
+                    );
+                }
+                let diag = unix
+                    .as_ref()
+                    .and_then(|m| m.get(&ino))
+                    .cloned()
+                    .unwrap_or_default();
+                SocketKind::Unix(unix_socket(pid, fd, ino, c, &diag, &inos, ctx)?)
+            }
+            libc::AF_INET | libc::AF_INET6 => match (sock_type, protocol) {
+                (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => SocketKind::Inet(udp_socket(fd, c, ctx)?),
+                (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
+                    SocketKind::Inet(tcp_socket(fd, &copy, ctx)?)
+                }
+                _ => {
+                    return Err(unsupported(
+                        fd,
+                        format!(
+                            "a socket of type {sock_type}, protocol {protocol} is not supported yet"
+                        ),
+                    ));
+                }
+            },
+            libc::AF_NETLINK => {
+                return Err(unsupported(fd, "a netlink socket is not supported yet"));
+            }
+            libc::AF_PACKET => return Err(unsupported(fd, "a packet socket is not supported yet")),
+            _ => {
+                return Err(unsupported(
+                    fd,
+                    format!("a socket of address family {family} is not supported yet"),
+                ));
+            }
+        };
+        let established_tcp = matches!(&kind, SocketKind::Inet(i) if i.tcp.is_some());
+        let opts = changed_options(fd, c, family, sock_type, established_tcp)?;
+        let state = SocketState {
+            ino,
+            family: family as u32,
+            sock_type: sock_type as u32,
+            opts,
+            kind,
+        };
+        done.insert(ino, state.clone());
+        out.push(state);
+    }
+    Ok(out)
+}
+
+/// The allowed options whose value differs from that of a fresh socket of the same kind.
+fn changed_options(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    family: i32,
+    sock_type: i32,
+    established_tcp: bool,
+) -> Result<Vec<SockOptState>, DumpError> {
+    let fresh = socket(
+        AddressFamily::from_i32(family)
+            .ok_or_else(|| unsupported(fd, format!("address family {family}")))?,
+        SockType::try_from(sock_type).map_err(sock_err(fd, "socket type"))?,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(sock_err(fd, "create a fresh socket to compare options"))?;
+    let is_tcp = family != libc::AF_UNIX && sock_type == libc::SOCK_STREAM;
+    let mut out = Vec::new();
+    for &(level, name) in crate::image::ALLOWED_SOCKET_OPTS {
+        if (level == libc::IPPROTO_TCP && !is_tcp)
+            || (level == libc::IPPROTO_IPV6 && family != libc::AF_INET6)
+        {
+            continue;
+        }
+        // An established connection's buffers were sized by autotuning; setting them would
+        // turn autotuning off.
+        if established_tcp
+            && level == libc::SOL_SOCKET
+            && (name == libc::SO_RCVBUF || name == libc::SO_SNDBUF)
+        {
+            continue;
+        }
+        let mut now = [0u8; 32];
+        let mut then = [0u8; 32];
+        let Ok(n) = ss::getsockopt_bytes(c, level, name, &mut now) else {
+            continue;
+        };
+        let m = ss::getsockopt_bytes(fresh.as_fd(), level, name, &mut then).unwrap_or(0);
+        if now[..n] != then[..m] {
+            out.push(SockOptState {
+                level,
+                name,
+                value: now[..n].to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn unix_name(addr: Option<UnixAddr>) -> Vec<u8> {
+    let Some(a) = addr else { return Vec::new() };
+    if let Some(p) = a.path() {
+        return p.as_os_str().as_encoded_bytes().to_vec();
+    }
+    if let Some(abs) = a.as_abstract() {
+        let mut v = vec![0];
+        v.extend_from_slice(abs);
+        return v;
+    }
+    Vec::new()
+}
+
+fn unix_socket(
+    pid: Pid,
+    fd: i32,
+    ino: u64,
+    c: BorrowedFd<'_>,
+    diag: &UnixDiag,
+    in_process: &HashSet<u64>,
+    ctx: &mut SocketDump,
+) -> Result<UnixSocketState, DumpError> {
+    let mut name = diag.name.clone();
+    // A path name is reported with its terminating NUL.
+    if name.first().is_some_and(|b| *b != 0)
+        && let Some(end) = name.iter().position(|b| *b == 0)
+    {
+        name.truncate(end);
+    }
+    // A path is reported as it was given to bind(): make a relative one absolute.
+    if !name.is_empty() && name[0] != 0 && name[0] != b'/' {
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        let mut abs = cwd.into_os_string().into_encoded_bytes();
+        abs.push(b'/');
+        abs.extend_from_slice(&name);
+        name = abs;
+    }
+    let mut file = None;
+    let mut owner = (0, 0);
+    if name.first().is_some_and(|b| *b != 0) {
+        let path = String::from_utf8_lossy(&name).into_owned();
+        match (std::fs::symlink_metadata(&path), diag.vfs) {
+            (Ok(m), Some((vino, _))) if m.ino() == vino => {
+                owner = (m.uid(), m.gid());
+                file = Some(FileIdentity {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    mode: m.mode(),
+                    size: 0,
+                    mtime_ns: 0,
+                    rdev: 0,
+                });
+            }
+            _ => {
+                if ctx.capture {
+                    ctx.warnings.push(format!(
+                        "fd {fd}: the socket file {path} of this Unix socket is gone; it is restored without a name"
+                    ));
+                }
+            }
+        }
+    }
+    let stream = diag.sock_type as i32 != libc::SOCK_DGRAM;
+    let listening = diag.state == STATE_LISTEN;
+    let backlog = listening.then_some(diag.rqlen.1);
+    if listening && diag.rqlen.0 > 0 && ctx.capture {
+        ctx.warnings.push(format!(
+            "fd {fd}: {} connection(s) waiting to be accepted on {} are dropped",
+            diag.rqlen.0,
+            sockdiag::display_name(&name)
+        ));
+    }
+    // A stream socket whose peer closed keeps its connected state with no peer left.
+    let connected = if stream {
+        diag.state == STATE_ESTABLISHED
+    } else {
+        diag.peer != 0
+    };
+    let peer_ino = diag.peer;
+    let mut peer_external = false;
+    let mut peer_name = Vec::new();
+    if connected && !in_process.contains(&peer_ino) {
+        peer_external = true;
+        if peer_ino != 0 {
+            peer_name = unix_name(getpeername::<UnixAddr>(c.as_raw_fd()).ok());
+            if !ctx.opts.ext_unix_sk {
+                let holder = sockdiag::holder_of(peer_ino, pid.as_raw())
+                    .unwrap_or_else(|| "no process".into());
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "Unix socket {ino} is connected to socket {peer_ino} ({}, held by {holder}) outside the process \
+                         (use --ext-unix-sk to restore it reconnected by name)",
+                        sockdiag::display_name(&peer_name)
+                    ),
+                ));
+            }
+        }
+    }
+    let queue = if ctx.capture && !listening {
+        peek_unix_queue(fd, c, stream && diag.sock_type as i32 == libc::SOCK_STREAM)?
+    } else {
+        Vec::new()
+    };
+    if ctx.capture
+        && peer_external
+        && peer_ino != 0
+        && !queue.is_empty()
+        && diag.sock_type as i32 == libc::SOCK_STREAM
+    {
+        ctx.warnings.push(format!(
+            "fd {fd}: {} queued bytes from the external peer are dropped (the restored socket is a new connection)",
+            queue.iter().map(Vec::len).sum::<usize>()
+        ));
+    }
+    Ok(UnixSocketState {
+        name,
+        file,
+        owner,
+        backlog,
+        peer_ino: if peer_external { 0 } else { peer_ino },
+        peer_external,
+        peer_name,
+        shutdown: u32::from(diag.shutdown),
+        queue,
+    })
+}
+
+/// Reads the receive queue without consuming it: `SO_PEEK_OFF` walks through it one datagram
+/// or record at a time (a stream as one run of bytes), and is put back afterwards.
+fn peek_unix_queue(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    byte_stream: bool,
+) -> Result<Vec<Vec<u8>>, DumpError> {
+    let old = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
+        .map_err(sock_err(fd, "SO_PEEK_OFF"))?;
+    ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+        .map_err(sock_err(fd, "set SO_PEEK_OFF"))?;
+    let result = peek_loop(fd, c, byte_stream);
+    ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old)
+        .map_err(sock_err(fd, "reset SO_PEEK_OFF"))?;
+    result
+}
+
+fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8>>, DumpError> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
+    let mut buf = vec![
+        0u8;
+        if byte_stream {
+            256 * 1024
+        } else {
+            MAX_DATAGRAM
+        }
+    ];
+    loop {
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 253]);
+        let (n, truncated, passed) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let r = recvmsg::<()>(
+                c.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            );
+            match r {
+                Ok(msg) => {
+                    let mut passed = Vec::new();
+                    for m in msg.cmsgs().map_err(sock_err(fd, "control message"))? {
+                        if let ControlMessageOwned::ScmRights(fds) = m {
+                            passed.extend(ss::adopt_received(&fds));
+                        }
+                    }
+                    (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC), passed)
+                }
+                Err(Errno::EAGAIN) => break,
+                Err(e) => return Err(sock_err(fd, "peek at the queue")(e)),
+            }
+        };
+        if !passed.is_empty() {
+            return Err(unsupported(
+                fd,
+                "a Unix socket with descriptors in flight (SCM_RIGHTS) is not supported yet",
+            ));
+        }
+        if truncated {
+            return Err(unsupported(
+                fd,
+                format!("a queued datagram larger than {MAX_DATAGRAM} bytes"),
+            ));
+        }
+        total += n;
+        if total > MAX_SOCKET_QUEUE || out.len() >= crate::image::MAX_SOCKET_MESSAGES {
+            return Err(unsupported(fd, "more queued data than an image holds"));
+        }
+        if byte_stream {
+            if n == 0 {
+                break; // end of stream: the peer shut down
+            }
+            match out.first_mut() {
+                Some(v) => v.extend_from_slice(&buf[..n]),
+                None => out.push(buf[..n].to_vec()),
+            }
+        } else {
+            out.push(buf[..n].to_vec());
+        }
+    }
+    Ok(out)
+}
+
+fn sockaddr(s: SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = s.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    s.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+fn local_addr(fd: i32, c: BorrowedFd<'_>) -> Result<SocketAddr, DumpError> {
+    getsockname::<SockaddrStorage>(c.as_raw_fd())
+        .map_err(sock_err(fd, "getsockname"))
+        .and_then(|s| {
+            sockaddr(s)
+                .ok_or_else(|| unsupported(fd, "a socket address that is neither IPv4 nor IPv6"))
+        })
+}
+
+fn peer_addr(c: BorrowedFd<'_>) -> Option<SocketAddr> {
+    getpeername::<SockaddrStorage>(c.as_raw_fd())
+        .ok()
+        .and_then(sockaddr)
+}
+
+fn udp_socket(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    ctx: &mut SocketDump,
+) -> Result<InetSocketState, DumpError> {
+    let local = local_addr(fd, c)?;
+    let peer = peer_addr(c);
+    if ctx.capture {
+        let queued = ss::ioctl_int(c, ss::SIOCINQ).unwrap_or(0);
+        if queued > 0 {
+            ctx.warnings.push(format!(
+                "fd {fd}: datagrams queued on UDP socket {local} are dropped"
+            ));
+        }
+    }
+    Ok(InetSocketState {
+        protocol: libc::IPPROTO_UDP as u32,
+        local,
+        peer,
+        backlog: None,
+        tcp: None,
+    })
+}
+
+/// `struct tcp_info` up to `tcpi_sacked`.
+fn tcp_info(fd: i32, c: BorrowedFd<'_>) -> Result<[u8; 32], DumpError> {
+    let mut info = [0u8; 32];
+    ss::getsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info)
+        .map_err(sock_err(fd, "TCP_INFO"))?;
+    Ok(info)
+}
+
+fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        2 => "SYN-SENT",
+        3 => "SYN-RECEIVED",
+        4 => "FIN-WAIT-1",
+        5 => "FIN-WAIT-2",
+        6 => "TIME-WAIT",
+        8 => "CLOSE-WAIT",
+        9 => "LAST-ACK",
+        11 => "CLOSING",
+        _ => "an unknown state",
+    }
+}
+
+fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocketState, DumpError> {
+    let c = copy.as_fd();
+    let info = tcp_info(fd, c)?;
+    let local = local_addr(fd, c)?;
+    let tcp = |peer, backlog, conn| InetSocketState {
+        protocol: libc::IPPROTO_TCP as u32,
+        local,
+        peer,
+        backlog,
+        tcp: conn,
+    };
+    match info[0] {
+        TCP_CLOSE => Ok(tcp(None, None, None)),
+        TCP_LISTEN => {
+            let u32_at = |at: usize| {
+                u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]])
+            };
+            // For a listener, tcpi_unacked is the accept queue length, tcpi_sacked the backlog.
+            let (pending, backlog) = (u32_at(24), u32_at(28));
+            if pending > 0 && ctx.capture {
+                ctx.warnings.push(format!(
+                    "fd {fd}: {pending} connection(s) waiting to be accepted on {local} are dropped"
+                ));
+            }
+            Ok(tcp(None, Some(backlog), None))
+        }
+        TCP_ESTABLISHED => {
+            let peer = peer_addr(c).ok_or_else(|| {
+                unsupported(fd, "an established TCP connection without a peer address")
+            })?;
+            if !ctx.opts.tcp_established {
+                return Err(unsupported(
+                    fd,
+                    format!("established TCP connection {local} -> {peer} (use --tcp-established)"),
+                ));
+            }
+            if ctx.opts.leave_running {
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "established TCP connection {local} -> {peer} cannot be kept with --leave-running (both processes would own it)"
+                    ),
+                ));
+            }
+            if !ctx.capture {
+                return Ok(tcp(Some(peer), None, None));
+            }
+            let conn = repair(fd, copy, &mut ctx.held)?;
+            Ok(tcp(Some(peer), None, Some(conn)))
+        }
+        other => {
+            let peer = peer_addr(c).map_or_else(|| "?".to_string(), |p| p.to_string());
+            Err(unsupported(
+                fd,
+                format!(
+                    "TCP connection {local} -> {peer} in state {} is not supported (only established ones are)",
+                    tcp_state_name(other)
+                ),
+            ))
+        }
+    }
+}
+
+/// Reads an established connection through `TCP_REPAIR`, leaving it in repair mode with a
+/// drop-everything filter (see the module documentation).
+fn repair(fd: i32, copy: &OwnedFd, held: &mut Held) -> Result<TcpConnState, DumpError> {
+    let c = copy.as_fd();
+    // The filter first: from now on nothing more is received, so the queues we read stay
+    // exactly what the peer believes it delivered.
+    ss::attach_drop_filter(c).map_err(sock_err(fd, "attach a socket filter"))?;
+    held.repaired.push(
+        copy.try_clone()
+            .map_err(|e| sock_err(fd, "dup")(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?,
+    );
+    ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)
+        .map_err(sock_err(fd, "TCP_REPAIR"))?;
+
+    let queue = |which: i32, what: &str| -> Result<(u32, Vec<u8>), DumpError> {
+        ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, which)
+            .map_err(sock_err(fd, "TCP_REPAIR_QUEUE"))?;
+        let seq = ss::getsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ)
+            .map_err(sock_err(fd, "TCP_QUEUE_SEQ"))? as u32;
+        let req = if which == TCP_RECV_QUEUE {
+            ss::SIOCINQ
+        } else {
+            ss::SIOCOUTQ
+        };
+        let len =
+            ss::ioctl_int(c, req).map_err(sock_err(fd, format!("size of the {what} queue")))?;
+        let len = usize::try_from(len).unwrap_or(0);
+        if len > MAX_SOCKET_QUEUE {
+            return Err(unsupported(
+                fd,
+                format!("{len} bytes in the TCP {what} queue, more than an image holds"),
+            ));
+        }
+        let mut data = vec![0u8; len];
+        if len > 0 {
+            let n = recv(
+                c.as_raw_fd(),
+                &mut data,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(sock_err(fd, format!("peek at the {what} queue")))?;
+            if n != len {
+                return Err(sock_err(
+                    fd,
+                    format!("peek at the {what} queue: {n} of {len} bytes"),
+                )(Errno::EIO));
+            }
+        }
+        Ok((seq, data))
+    };
+    let (recv_seq, recv_queue) = queue(TCP_RECV_QUEUE, "receive")?;
+    let (send_seq, send_queue) = queue(TCP_SEND_QUEUE, "send")?;
+    let unsent = ss::ioctl_int(c, ss::SIOCOUTQNSD).map_err(sock_err(fd, "SIOCOUTQNSD"))?;
+    ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE)
+        .map_err(sock_err(fd, "TCP_REPAIR_QUEUE"))?;
+
+    let info = tcp_info(fd, c)?;
+    let mss = ss::getsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_MAXSEG)
+        .map_err(sock_err(fd, "TCP_MAXSEG"))?;
+    let timestamp = ss::getsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_TIMESTAMP)
+        .map_err(sock_err(fd, "TCP_TIMESTAMP"))?;
+    let mut w = [0u8; 20];
+    ss::getsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &mut w)
+        .map_err(sock_err(fd, "TCP_REPAIR_WINDOW"))?;
+    let word = |i: usize| u32::from_ne_bytes([w[i * 4], w[i * 4 + 1], w[i * 4 + 2], w[i * 4 + 3]]);
+    Ok(TcpConnState {
+        send_seq,
+        recv_seq,
+        unsent: u32::try_from(unsent)
+            .unwrap_or(0)
+            .min(send_queue.len() as u32),
+        send_queue,
+        recv_queue,
+        mss: mss as u32,
+        // tcpi_snd_wscale is the low nibble, tcpi_rcv_wscale the high one.
+        snd_wscale: u32::from(info[6] & 0xf),
+        rcv_wscale: u32::from(info[6] >> 4),
+        options: u32::from(info[5]),
+        timestamp: timestamp as u32,
+        window: [word(0), word(1), word(2), word(3), word(4)],
+    })
+}

@@ -1,0 +1,382 @@
+//! Sockets in the manifest: conversion between [`SocketState`] and its protobuf message, and
+//! the checks an untrusted manifest's sockets must pass.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ferry_proto::image::v1 as pb;
+
+use super::validate::{ManifestError, ManifestProblem, cap_count, err};
+use crate::state::{
+    FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState,
+    UnixSocketState,
+};
+
+/// Most bytes queued in one socket queue accepted (the manifest itself is capped at 64 MiB).
+pub const MAX_SOCKET_QUEUE: usize = 32 << 20;
+/// Most datagrams or records queued in one socket accepted.
+pub const MAX_SOCKET_MESSAGES: usize = 1 << 16;
+/// Most options per socket accepted.
+pub const MAX_SOCKET_OPTS: usize = 64;
+/// Largest option value accepted (`struct timeval` is 16 bytes).
+pub const MAX_SOCKOPT_LEN: usize = 64;
+/// Longest Unix socket name (`sun_path`).
+pub const MAX_UNIX_NAME: usize = 108;
+
+/// The socket options a restore sets again; an image naming any other is refused.
+pub const ALLOWED_OPTS: &[(i32, i32)] = &[
+    (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+    (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+    (libc::SOL_SOCKET, libc::SO_BROADCAST),
+    (libc::SOL_SOCKET, libc::SO_OOBINLINE),
+    (libc::SOL_SOCKET, libc::SO_PASSCRED),
+    (libc::SOL_SOCKET, libc::SO_PRIORITY),
+    (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
+    (libc::SOL_SOCKET, libc::SO_MARK),
+    (libc::SOL_SOCKET, libc::SO_LINGER),
+    (libc::SOL_SOCKET, libc::SO_RCVTIMEO),
+    (libc::SOL_SOCKET, libc::SO_SNDTIMEO),
+    (libc::SOL_SOCKET, libc::SO_RCVBUF),
+    (libc::SOL_SOCKET, libc::SO_SNDBUF),
+    (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+    (libc::IPPROTO_TCP, libc::TCP_CORK),
+    (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+    (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+    (libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+    (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+];
+
+fn addr_to_pb(a: &SocketAddr) -> pb::InetAddr {
+    let ip = match a.ip() {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    };
+    pb::InetAddr {
+        ip,
+        port: u32::from(a.port()),
+    }
+}
+
+fn identity_to_pb(i: &FileIdentity) -> pb::FileIdentity {
+    pb::FileIdentity {
+        dev: i.dev,
+        ino: i.ino,
+        mode: i.mode,
+        size: i.size,
+        mtime_ns: i.mtime_ns,
+        rdev: i.rdev,
+    }
+}
+
+/// Model -> protobuf.
+pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
+    let kind = match &s.kind {
+        SocketKind::Unix(u) => pb::socket::Kind::Unix(pb::UnixSocket {
+            name: u.name.clone(),
+            file: u.file.as_ref().map(identity_to_pb),
+            owner_uid: u.owner.0,
+            owner_gid: u.owner.1,
+            listening: u.backlog.is_some(),
+            backlog: u.backlog.unwrap_or(0),
+            peer_ino: u.peer_ino,
+            peer_external: u.peer_external,
+            peer_name: u.peer_name.clone(),
+            shutdown: u.shutdown,
+            queue: u.queue.clone(),
+        }),
+        SocketKind::Inet(i) => pb::socket::Kind::Inet(pb::InetSocket {
+            protocol: i.protocol,
+            local: Some(addr_to_pb(&i.local)),
+            peer: i.peer.as_ref().map(addr_to_pb),
+            listening: i.backlog.is_some(),
+            backlog: i.backlog.unwrap_or(0),
+            tcp: i.tcp.as_ref().map(|t| pb::TcpConn {
+                send_seq: t.send_seq,
+                recv_seq: t.recv_seq,
+                send_queue: t.send_queue.clone(),
+                unsent: t.unsent,
+                recv_queue: t.recv_queue.clone(),
+                mss: t.mss,
+                snd_wscale: t.snd_wscale,
+                rcv_wscale: t.rcv_wscale,
+                options: t.options,
+                timestamp: t.timestamp,
+                window: t.window.to_vec(),
+            }),
+        }),
+    };
+    pb::Socket {
+        ino: s.ino,
+        family: s.family,
+        sock_type: s.sock_type,
+        opts: s
+            .opts
+            .iter()
+            .map(|o| pb::SockOpt {
+                level: o.level,
+                name: o.name,
+                value: o.value.clone(),
+            })
+            .collect(),
+        kind: Some(kind),
+    }
+}
+
+fn addr_from_pb(a: Option<pb::InetAddr>, field: &str) -> Result<SocketAddr, ManifestError> {
+    let a = a.ok_or_else(|| err(field, ManifestProblem::Missing))?;
+    let port = u16::try_from(a.port).map_err(|_| {
+        err(
+            format!("{field}.port"),
+            ManifestProblem::OutOfRange {
+                value: a.port.into(),
+                min: 0,
+                max: 65535,
+            },
+        )
+    })?;
+    let ip = if let Ok(b) = <[u8; 4]>::try_from(a.ip.as_slice()) {
+        IpAddr::V4(Ipv4Addr::from(b))
+    } else if let Ok(b) = <[u8; 16]>::try_from(a.ip.as_slice()) {
+        IpAddr::V6(Ipv6Addr::from(b))
+    } else {
+        return Err(err(
+            format!("{field}.ip"),
+            ManifestProblem::OutOfRange {
+                value: a.ip.len() as i128,
+                min: 4,
+                max: 16,
+            },
+        ));
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Protobuf -> model; `field` names the socket (`fds[3].socket`).
+pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, ManifestError> {
+    cap_count(&format!("{field}.opts"), s.opts.len(), MAX_SOCKET_OPTS)?;
+    let kind = match s
+        .kind
+        .ok_or_else(|| err(format!("{field}.kind"), ManifestProblem::Missing))?
+    {
+        pb::socket::Kind::Unix(u) => {
+            cap_count(
+                &format!("{field}.unix.queue"),
+                u.queue.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
+            SocketKind::Unix(UnixSocketState {
+                name: u.name,
+                file: u.file.map(|i| FileIdentity {
+                    dev: i.dev,
+                    ino: i.ino,
+                    mode: i.mode,
+                    size: i.size,
+                    mtime_ns: i.mtime_ns,
+                    rdev: i.rdev,
+                }),
+                owner: (u.owner_uid, u.owner_gid),
+                backlog: u.listening.then_some(u.backlog),
+                peer_ino: u.peer_ino,
+                peer_external: u.peer_external,
+                peer_name: u.peer_name,
+                shutdown: u.shutdown,
+                queue: u.queue,
+            })
+        }
+        pb::socket::Kind::Inet(i) => {
+            let local = addr_from_pb(i.local, &format!("{field}.inet.local"))?;
+            let peer = match i.peer {
+                Some(p) => Some(addr_from_pb(Some(p), &format!("{field}.inet.peer"))?),
+                None => None,
+            };
+            let tcp = match i.tcp {
+                Some(t) => {
+                    let window: [u32; 5] = t.window.as_slice().try_into().map_err(|_| {
+                        err(
+                            format!("{field}.inet.tcp.window"),
+                            ManifestProblem::OutOfRange {
+                                value: t.window.len() as i128,
+                                min: 5,
+                                max: 5,
+                            },
+                        )
+                    })?;
+                    Some(TcpConnState {
+                        send_seq: t.send_seq,
+                        recv_seq: t.recv_seq,
+                        send_queue: t.send_queue,
+                        unsent: t.unsent,
+                        recv_queue: t.recv_queue,
+                        mss: t.mss,
+                        snd_wscale: t.snd_wscale,
+                        rcv_wscale: t.rcv_wscale,
+                        options: t.options,
+                        timestamp: t.timestamp,
+                        window,
+                    })
+                }
+                None => None,
+            };
+            SocketKind::Inet(InetSocketState {
+                protocol: i.protocol,
+                local,
+                peer,
+                backlog: i.listening.then_some(i.backlog),
+                tcp,
+            })
+        }
+    };
+    Ok(SocketState {
+        ino: s.ino,
+        family: s.family,
+        sock_type: s.sock_type,
+        opts: s
+            .opts
+            .into_iter()
+            .map(|o| SockOptState {
+                level: o.level,
+                name: o.name,
+                value: o.value,
+            })
+            .collect(),
+        kind,
+    })
+}
+
+fn check_len(field: String, len: usize, max: usize) -> Result<(), ManifestError> {
+    if len > max {
+        return Err(err(field, ManifestProblem::TooLong { len, max }));
+    }
+    Ok(())
+}
+
+fn check_value(field: String, value: u32, allowed: &[i32]) -> Result<(), ManifestError> {
+    if allowed.iter().any(|a| i64::from(*a) == i64::from(value)) {
+        Ok(())
+    } else {
+        Err(err(field, ManifestProblem::UnknownEnum(value as i32)))
+    }
+}
+
+/// The invariants of one socket; `field` names it (`fds[3].socket`).
+pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), ManifestError> {
+    cap_count(&format!("{field}.opts"), s.opts.len(), MAX_SOCKET_OPTS)?;
+    for (i, o) in s.opts.iter().enumerate() {
+        if !ALLOWED_OPTS.contains(&(o.level, o.name)) {
+            return Err(err(
+                format!("{field}.opts[{i}].name"),
+                ManifestProblem::UnknownEnum(o.name),
+            ));
+        }
+        check_len(
+            format!("{field}.opts[{i}].value"),
+            o.value.len(),
+            MAX_SOCKOPT_LEN,
+        )?;
+    }
+    let types = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET];
+    check_value(format!("{field}.sock_type"), s.sock_type, &types)?;
+    match &s.kind {
+        SocketKind::Unix(u) => {
+            check_value(format!("{field}.family"), s.family, &[libc::AF_UNIX])?;
+            check_len(format!("{field}.unix.name"), u.name.len(), MAX_UNIX_NAME)?;
+            check_len(
+                format!("{field}.unix.peer_name"),
+                u.peer_name.len(),
+                MAX_UNIX_NAME,
+            )?;
+            if let Some(first) = u.name.first()
+                && *first != 0
+                && *first != b'/'
+            {
+                return Err(err(
+                    format!("{field}.unix.name"),
+                    ManifestProblem::NotAbsolute(String::from_utf8_lossy(&u.name).into_owned()),
+                ));
+            }
+            if u.name.iter().skip(1).any(|b| *b == 0) && u.name.first() != Some(&0) {
+                return Err(err(
+                    format!("{field}.unix.name"),
+                    ManifestProblem::ContainsNul,
+                ));
+            }
+            cap_count(
+                &format!("{field}.unix.queue"),
+                u.queue.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
+            let total: usize = u.queue.iter().map(Vec::len).sum();
+            check_len(format!("{field}.unix.queue"), total, MAX_SOCKET_QUEUE)?;
+            if u.shutdown & !3 != 0 {
+                return Err(err(
+                    format!("{field}.unix.shutdown"),
+                    ManifestProblem::UnknownBits {
+                        value: u.shutdown.into(),
+                        allowed: 3,
+                    },
+                ));
+            }
+        }
+        SocketKind::Inet(i) => {
+            check_value(
+                format!("{field}.family"),
+                s.family,
+                &[libc::AF_INET, libc::AF_INET6],
+            )?;
+            let tcp = libc::IPPROTO_TCP as u32;
+            let udp = libc::IPPROTO_UDP as u32;
+            let ok = (i.protocol == tcp && s.sock_type == libc::SOCK_STREAM as u32)
+                || (i.protocol == udp && s.sock_type == libc::SOCK_DGRAM as u32);
+            if !ok {
+                return Err(err(
+                    format!("{field}.inet.protocol"),
+                    ManifestProblem::UnknownEnum(i.protocol as i32),
+                ));
+            }
+            if (i.backlog.is_some() || i.tcp.is_some()) && i.protocol != tcp {
+                return Err(err(
+                    format!("{field}.inet.protocol"),
+                    ManifestProblem::UnknownEnum(i.protocol as i32),
+                ));
+            }
+            if let Some(t) = &i.tcp {
+                if i.peer.is_none() {
+                    return Err(err(format!("{field}.inet.peer"), ManifestProblem::Missing));
+                }
+                check_len(
+                    format!("{field}.inet.tcp.send_queue"),
+                    t.send_queue.len(),
+                    MAX_SOCKET_QUEUE,
+                )?;
+                check_len(
+                    format!("{field}.inet.tcp.recv_queue"),
+                    t.recv_queue.len(),
+                    MAX_SOCKET_QUEUE,
+                )?;
+                if t.unsent as usize > t.send_queue.len() {
+                    return Err(err(
+                        format!("{field}.inet.tcp.unsent"),
+                        ManifestProblem::OutOfRange {
+                            value: t.unsent.into(),
+                            min: 0,
+                            max: t.send_queue.len() as i128,
+                        },
+                    ));
+                }
+                for (name, v) in [("snd_wscale", t.snd_wscale), ("rcv_wscale", t.rcv_wscale)] {
+                    if v > 14 {
+                        return Err(err(
+                            format!("{field}.inet.tcp.{name}"),
+                            ManifestProblem::OutOfRange {
+                                value: v.into(),
+                                min: 0,
+                                max: 14,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

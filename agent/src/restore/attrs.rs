@@ -1,0 +1,364 @@
+//! Process attributes, timers and per-thread scheduling, put back in the order the kernel
+//! allows: cgroups first (memory is charged where it belongs), timers once every thread exists,
+//! capabilities around the credential change, then what a credential change resets.
+
+use nix::unistd::Pid;
+
+use super::RestoreError;
+use super::inject::Injector;
+use crate::state::{AttrsState, CgroupState, ProcessState, SchedState};
+use crate::sys;
+
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+const SIGEV_THREAD_ID: u32 = 4;
+
+/// Mount points of the cgroup hierarchies, keyed by their controllers ("" for cgroup v2).
+fn cgroup_mounts() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut r = right.split_whitespace();
+        let (Some(fstype), Some(_source), Some(opts)) = (r.next(), r.next(), r.next()) else {
+            continue;
+        };
+        let Some(mount_point) = left.split_whitespace().nth(4) else {
+            continue;
+        };
+        match fstype {
+            "cgroup2" => out.push((String::new(), mount_point.to_string())),
+            "cgroup" => {
+                let known = [
+                    "cpu",
+                    "cpuacct",
+                    "cpuset",
+                    "memory",
+                    "devices",
+                    "freezer",
+                    "net_cls",
+                    "net_prio",
+                    "blkio",
+                    "perf_event",
+                    "hugetlb",
+                    "pids",
+                    "rdma",
+                    "misc",
+                ];
+                let mut ctl: Vec<&str> = opts.split(',').filter(|o| known.contains(o)).collect();
+                if let Some(name) = opts.split(',').find_map(|o| o.strip_prefix("name=")) {
+                    ctl.push(name);
+                }
+                out.push((ctl.join(","), mount_point.to_string()));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn same_controllers(a: &str, b: &str) -> bool {
+    fn norm(s: &str) -> Vec<&str> {
+        let mut v: Vec<&str> = s
+            .split(',')
+            .map(|c| c.strip_prefix("name=").unwrap_or(c))
+            .filter(|c| !c.is_empty())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+    norm(a) == norm(b)
+}
+
+/// Moves the new task into the cgroups it was in, where they still exist.
+pub fn join_cgroups(pid: Pid, cgroups: &[CgroupState], warnings: &mut Vec<String>) {
+    let mounts = cgroup_mounts();
+    for c in cgroups {
+        let Some((_, mount)) = mounts
+            .iter()
+            .find(|(ctl, _)| same_controllers(ctl, &c.controllers))
+        else {
+            continue;
+        };
+        let procs = format!("{mount}{}/cgroup.procs", c.path.trim_end_matches('/'));
+        if let Err(e) = std::fs::write(&procs, pid.as_raw().to_string()) {
+            warnings.push(format!(
+                "cgroup {}:{} not joined ({procs}: {e})",
+                c.controllers, c.path
+            ));
+        }
+    }
+}
+
+/// Interval timers and POSIX timers (with their ids), once every thread exists.
+pub fn restore_timers(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreError> {
+    for t in a
+        .itimers
+        .iter()
+        .filter(|t| t.value_us != 0 || t.interval_us != 0)
+    {
+        let tv = |us: u64| [us / 1_000_000, us % 1_000_000];
+        // A periodic timer caught at its expiry reads 0 left; 0 would disarm it.
+        let value_us = if t.value_us == 0 { 1 } else { t.value_us };
+        let val: Vec<u8> = tv(t.interval_us)
+            .into_iter()
+            .chain(tv(value_us))
+            .flat_map(u64::to_le_bytes)
+            .collect();
+        let addr = inj.put(4096, &val)?;
+        inj.call(
+            "setitimer",
+            libc::SYS_setitimer,
+            [u64::from(t.which), addr, 0, 0, 0, 0],
+        )?;
+    }
+    if a.posix_timers.is_empty() {
+        return Ok(());
+    }
+    // With this switch on, timer_create takes the id to use from *timerid.
+    inj.call(
+        "prctl(PR_TIMER_CREATE_RESTORE_IDS)",
+        libc::SYS_prctl,
+        [PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0],
+    )?;
+    for t in &a.posix_timers {
+        // struct sigevent: sigev_value (8), sigev_signo (4), sigev_notify (4), then the
+        // union whose first member is the thread id; 64 bytes in all.
+        let mut ev = vec![0u8; 64];
+        ev[0..8].copy_from_slice(&t.value.to_le_bytes());
+        ev[8..12].copy_from_slice(&t.signo.to_le_bytes());
+        ev[12..16].copy_from_slice(&t.notify.to_le_bytes());
+        if t.notify == SIGEV_THREAD_ID {
+            ev[16..20].copy_from_slice(&t.notify_tid.to_le_bytes());
+        }
+        let ev_addr = inj.put(4096, &ev)?;
+        let id_addr = inj.put(4096 + 64, &t.id.to_le_bytes())?;
+        inj.call(
+            "timer_create",
+            libc::SYS_timer_create,
+            [t.clock as u64, ev_addr, id_addr, 0, 0, 0],
+        )?;
+        // As for itimers: a periodic timer at its expiry reads 0 left, which would disarm it.
+        let value_ns = if t.value_ns == 0 && t.interval_ns != 0 {
+            1
+        } else {
+            t.value_ns
+        };
+        let spec: Vec<u8> = [
+            t.interval_ns / 1_000_000_000,
+            t.interval_ns % 1_000_000_000,
+            value_ns / 1_000_000_000,
+            value_ns % 1_000_000_000,
+        ]
+        .into_iter()
+        .flat_map(u64::to_le_bytes)
+        .collect();
+        let spec_addr = inj.put(4096 + 128, &spec)?;
+        inj.call(
+            "timer_settime",
+            libc::SYS_timer_settime,
+            [t.id as u64, 0, spec_addr, 0, 0, 0],
+        )?;
+    }
+    inj.call(
+        "prctl(PR_TIMER_CREATE_RESTORE_IDS)",
+        libc::SYS_prctl,
+        [PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0],
+    )?;
+    Ok(())
+}
+
+/// Before the ids change, in each thread: keep the permitted capabilities across `setresuid`
+/// and drop what the bounding set lacked (needs `CAP_SETPCAP`, gone afterwards).
+pub fn before_creds(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreError> {
+    if a.caps == [0; 5] {
+        return Ok(()); // an image without attributes
+    }
+    inj.call(
+        "prctl(PR_SET_KEEPCAPS)",
+        libc::SYS_prctl,
+        [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0],
+    )?;
+    let last: u64 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    for cap in 0..=last.min(63) {
+        if a.caps[3] & (1 << cap) == 0 {
+            // EINVAL for a capability this kernel does not know is harmless.
+            let _ = inj.call_raw(
+                libc::SYS_prctl,
+                [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// After the ids changed, in each thread: the capability sets, then what a credential change
+/// resets (no_new_privs stays set once set, so it comes last). The process-wide attributes
+/// are set by the leader only.
+pub fn after_creds(
+    inj: &Injector<'_>,
+    s: &ProcessState,
+    leader: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(), RestoreError> {
+    let a = &s.attrs;
+    if a.caps != [0; 5] {
+        // struct __user_cap_header_struct { version, pid } + two __user_cap_data_struct
+        // { effective, permitted, inheritable } for the low and high 32 bits.
+        let mut buf = Vec::with_capacity(32);
+        buf.extend_from_slice(&0x2008_0522u32.to_le_bytes());
+        buf.extend_from_slice(&0i32.to_le_bytes());
+        for half in [0u32, 32] {
+            for set in [a.caps[2], a.caps[1], a.caps[0]] {
+                buf.extend_from_slice(&((set >> half) as u32).to_le_bytes());
+            }
+        }
+        let hdr = inj.put(4096, &buf)?;
+        if let Err(e) = inj.call_raw(libc::SYS_capset, [hdr, hdr + 8, 0, 0, 0, 0])? {
+            warnings.push(format!(
+                "capabilities could not be set back ({e}); the process has fewer"
+            ));
+        }
+        inj.call(
+            "prctl(PR_SET_KEEPCAPS)",
+            libc::SYS_prctl,
+            [libc::PR_SET_KEEPCAPS as u64, 0, 0, 0, 0, 0],
+        )?;
+        for cap in (0..64u64).filter(|c| a.caps[4] & (1 << c) != 0) {
+            inj.call(
+                "prctl(PR_CAP_AMBIENT_RAISE)",
+                libc::SYS_prctl,
+                [
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+    }
+    if a.no_new_privs {
+        inj.call(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            libc::SYS_prctl,
+            [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
+        )?;
+    }
+    if leader {
+        // Changing ids reset these two.
+        let dumpable = if a.caps == [0; 5] && a.dumpable == 0 {
+            1
+        } else {
+            a.dumpable
+        };
+        inj.call(
+            "prctl(PR_SET_DUMPABLE)",
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_DUMPABLE as u64,
+                u64::from(dumpable),
+                0,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        // A parent-death signal would fire as soon as the restoring command, the new parent,
+        // exits: it is not set back on a process whose parent is not part of the image.
+        if a.pdeathsig != 0 {
+            warnings.push(format!(
+                "parent-death signal {} not set back: the restored process has a new parent",
+                a.pdeathsig
+            ));
+        }
+        if a.child_subreaper {
+            inj.call(
+                "prctl(PR_SET_CHILD_SUBREAPER)",
+                libc::SYS_prctl,
+                [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// From outside: `oom_score_adj` of the process.
+pub fn set_oom_score_adj(pid: Pid, a: &AttrsState, warnings: &mut Vec<String>) {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    let now = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    if now != Some(a.oom_score_adj)
+        && let Err(e) = std::fs::write(&path, a.oom_score_adj.to_string())
+    {
+        warnings.push(format!(
+            "oom_score_adj {} could not be set back ({e})",
+            a.oom_score_adj
+        ));
+    }
+}
+
+/// From outside: nice value, policy and CPU affinity of one thread.
+pub fn set_sched(tid: Pid, s: &SchedState, warnings: &mut Vec<String>) {
+    if s.affinity.is_empty() {
+        return; // an image without scheduling state
+    }
+    let mut set = nix::sched::CpuSet::new();
+    for cpu in 0..(s.affinity.len() * 64).min(nix::sched::CpuSet::count()) {
+        if s.affinity[cpu / 64] & (1 << (cpu % 64)) != 0 {
+            let _ = set.set(cpu);
+        }
+    }
+    if let Err(e) = nix::sched::sched_setaffinity(tid, &set) {
+        warnings.push(format!("thread {tid}: CPU affinity not set back ({e})"));
+    }
+    if (s.policy != 0 || s.rt_priority != 0)
+        && let Err(e) = sys::set_scheduler(tid, s.policy, s.rt_priority)
+    {
+        warnings.push(format!(
+            "thread {tid}: scheduling policy {} not set back ({e})",
+            s.policy
+        ));
+    }
+    if let Err(e) = sys::set_nice(tid, s.nice) {
+        warnings.push(format!("thread {tid}: nice {} not set back ({e})", s.nice));
+    }
+}
+
+/// seccomp filters (oldest first) or strict mode of one thread. Installed while the task is
+/// still root (a filter needs `CAP_SYS_ADMIN` or no_new_privs) and traced with
+/// `PTRACE_O_SUSPEND_SECCOMP`, so they bind only once it runs on its own.
+pub fn restore_seccomp(
+    inj: &Injector<'_>,
+    s: &crate::state::SeccompState,
+) -> Result<(), RestoreError> {
+    const SECCOMP_SET_MODE_STRICT: u64 = 0;
+    const SECCOMP_SET_MODE_FILTER: u64 = 1;
+    for f in &s.filters {
+        let filter = inj.put(8192, f)?;
+        // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+        let mut prog = Vec::with_capacity(16);
+        prog.extend_from_slice(&((f.len() / 8) as u64).to_le_bytes());
+        prog.extend_from_slice(&filter.to_le_bytes());
+        let prog_addr = inj.put(4096, &prog)?;
+        inj.call(
+            "seccomp(SECCOMP_SET_MODE_FILTER)",
+            libc::SYS_seccomp,
+            [SECCOMP_SET_MODE_FILTER, 0, prog_addr, 0, 0, 0],
+        )?;
+    }
+    if s.mode == 1 {
+        inj.call(
+            "seccomp(SECCOMP_SET_MODE_STRICT)",
+            libc::SYS_seccomp,
+            [SECCOMP_SET_MODE_STRICT, 0, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}

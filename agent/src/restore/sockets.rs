@@ -1,0 +1,604 @@
+//! Sockets at restore. Every socket is rebuilt in ferry itself (bound, listening, connected,
+//! queued data written back, established TCP connections through `TCP_REPAIR`), then handed
+//! to the task: the task inherits a pidfd of ferry when it is created, and an injected
+//! `pidfd_getfd` copies each socket into it (see `files::restore`).
+//!
+//! Established connections stay in repair mode (silent) until the task holds them; only then
+//! does [`Built::finish`] leave repair mode and send the bytes that had never been sent.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind,
+    connect, send, sendto, shutdown, socket, socketpair,
+};
+
+use super::RestoreError;
+use crate::dump::sockdiag;
+use crate::state::{
+    FdKind, InetSocketState, ProcessState, SocketKind, SocketState, TcpConnState, UnixSocketState,
+};
+use crate::sys::socket as ss;
+
+const TCP_RECV_QUEUE: i32 = 1;
+const TCP_SEND_QUEUE: i32 = 2;
+const TCPOPT_MSS: u32 = 2;
+const TCPOPT_WINDOW: u32 = 3;
+const TCPOPT_SACK_PERM: u32 = 4;
+const TCPOPT_TIMESTAMP: u32 = 8;
+const TCPI_OPT_TIMESTAMPS: u32 = 1;
+const TCPI_OPT_SACK: u32 = 2;
+const TCPI_OPT_WSCALE: u32 = 4;
+/// Bytes per write when queueing data back.
+const CHUNK: usize = 64 * 1024;
+
+/// The sockets ferry built for the task, by socket inode.
+#[derive(Debug)]
+pub struct Built {
+    /// A pidfd of ferry; the task inherits it at the same number.
+    pub pidfd: OwnedFd,
+    by_ino: HashMap<u64, OwnedFd>,
+    /// Established connections in repair mode, with the bytes that were never sent.
+    repaired: Vec<(u64, Vec<u8>)>,
+    /// Socket files ferry created by binding (path, inode): removed again should the restore
+    /// fail before the task holds its sockets, so that a retry finds the path as the dump left
+    /// it.
+    created: Vec<(String, u64)>,
+    /// The task holds its sockets.
+    handed_over: std::cell::Cell<bool>,
+}
+
+impl Drop for Built {
+    fn drop(&mut self) {
+        if self.handed_over.get() {
+            return;
+        }
+        for (path, ino) in &self.created {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == *ino) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+impl Built {
+    /// Ferry's descriptor of socket `ino`.
+    pub fn fd_of(&self, ino: u64) -> Option<RawFd> {
+        self.by_ino.get(&ino).map(AsRawFd::as_raw_fd)
+    }
+
+    /// The task holds its sockets: established connections leave repair mode (the kernel
+    /// sends a window probe, the peer answers, traffic resumes) and the bytes never sent go
+    /// out as ordinary writes.
+    pub fn finish(&self, state: &ProcessState) -> Result<(), RestoreError> {
+        self.handed_over.set(true);
+        for (ino, unsent) in &self.repaired {
+            let fd = fd_number(state, *ino);
+            let Some(s) = self.by_ino.get(ino) else {
+                continue;
+            };
+            ss::setsockopt_int(s.as_fd(), libc::IPPROTO_TCP, libc::TCP_REPAIR, 0)
+                .map_err(err(fd, "leave TCP repair mode"))?;
+            send_all(fd, s.as_fd(), unsent, "send the bytes never sent")?;
+        }
+        Ok(())
+    }
+}
+
+fn err(fd: i32, what: impl Into<String>) -> impl FnOnce(Errno) -> RestoreError {
+    let what = what.into();
+    move |source| RestoreError::Socket { fd, what, source }
+}
+
+fn fd_number(state: &ProcessState, ino: u64) -> i32 {
+    state
+        .fds
+        .iter()
+        .find(|f| matches!(&f.kind, FdKind::Socket(s) if s.ino == ino))
+        .map_or(-1, |f| f.fd)
+}
+
+fn send_all(fd: i32, s: BorrowedFd<'_>, data: &[u8], what: &str) -> Result<(), RestoreError> {
+    for chunk in data.chunks(CHUNK) {
+        let mut off = 0;
+        while off < chunk.len() {
+            off += send(
+                s.as_raw_fd(),
+                &chunk[off..],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            )
+            .map_err(err(fd, what))?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds every socket of the image, or `None` when there is none. Runs before the task is
+/// created, after every file check passed.
+pub fn build(
+    state: &ProcessState,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Built>, RestoreError> {
+    // One entry per socket (several descriptors may share one), with its first descriptor.
+    let mut socks: Vec<(i32, u32, &SocketState)> = Vec::new();
+    for f in &state.fds {
+        if let FdKind::Socket(s) = &f.kind
+            && !socks.iter().any(|(_, _, o)| o.ino == s.ino)
+        {
+            socks.push((f.fd, f.flags, s));
+        }
+    }
+    if socks.is_empty() {
+        return Ok(None);
+    }
+    let pidfd = crate::sys::pidfd_open(nix::unistd::getpid())
+        .map_err(err(socks[0].0, "pidfd_open of ferry"))?;
+    let mut b = Built {
+        pidfd,
+        by_ino: HashMap::new(),
+        repaired: Vec::new(),
+        created: Vec::new(),
+        handed_over: std::cell::Cell::new(false),
+    };
+    let unix_of = |ino: u64| {
+        socks.iter().find_map(|(fd, _, s)| match &s.kind {
+            SocketKind::Unix(u) if s.ino == ino => Some((*fd, *s, u)),
+            _ => None,
+        })
+    };
+
+    // Unix sockets connected to each other inside the process: one socketpair each.
+    for &(fd, _, s) in &socks {
+        let SocketKind::Unix(u) = &s.kind else {
+            continue;
+        };
+        if u.peer_ino == 0 || b.by_ino.contains_key(&s.ino) {
+            continue;
+        }
+        let Some((pfd, ps, pu)) = unix_of(u.peer_ino) else {
+            continue;
+        };
+        if pu.peer_ino != s.ino {
+            continue; // a datagram socket sending to a bound one: connected by name below
+        }
+        let (a, p) = pair(fd, s)?;
+        set_opts(fd, a.as_fd(), s)?;
+        set_opts(pfd, p.as_fd(), ps)?;
+        queue_through(fd, p.as_fd(), u)?;
+        queue_through(pfd, a.as_fd(), pu)?;
+        apply_shutdown(fd, a.as_fd(), u)?;
+        apply_shutdown(pfd, p.as_fd(), pu)?;
+        b.by_ino.insert(s.ino, a);
+        b.by_ino.insert(ps.ino, p);
+    }
+    // Listening sockets before the rest: an established connection restored in repair mode
+    // binds its port with forced reuse, which a listener without SO_REUSEADDR would then
+    // collide with.
+    let mut rest: Vec<&(i32, u32, &SocketState)> = socks
+        .iter()
+        .filter(|(_, _, s)| !b.by_ino.contains_key(&s.ino))
+        .collect();
+    rest.sort_by_key(|(_, _, s)| !is_listening(s));
+    let mut unix_diag = None;
+    for &&(fd, _, s) in &rest {
+        let sock = match &s.kind {
+            SocketKind::Unix(u) => unix_socket(fd, s, u, &mut unix_diag, &mut b.created, warnings)?,
+            SocketKind::Inet(i) => {
+                let (sock, unsent) = inet_socket(fd, s, i)?;
+                if let Some(unsent) = unsent {
+                    b.repaired.push((s.ino, unsent));
+                }
+                sock
+            }
+        };
+        b.by_ino.insert(s.ino, sock);
+    }
+    // Datagram sockets connected to a socket of the process that is not connected back.
+    for &&(fd, _, s) in &rest {
+        let SocketKind::Unix(u) = &s.kind else {
+            continue;
+        };
+        if u.peer_ino == 0 {
+            continue;
+        }
+        let Some(name) = unix_of(u.peer_ino).map(|(_, _, pu)| pu.name.clone()) else {
+            warnings.push(format!(
+                "fd {fd}: the peer of this Unix socket is not in the image; it is left unconnected"
+            ));
+            continue;
+        };
+        match (unix_addr(&name), b.by_ino.get(&s.ino)) {
+            (Some(addr), Some(sock)) => connect(sock.as_raw_fd(), &addr).map_err(err(
+                fd,
+                format!("connect to {}", sockdiag::display_name(&name)),
+            ))?,
+            _ => warnings.push(format!(
+                "fd {fd}: the peer of this Unix datagram socket has no name; it is left unconnected"
+            )),
+        }
+    }
+    // File status flags belong to the open file description, which the task will share.
+    for &(fd, flags, s) in &socks {
+        if let Some(sock) = b.by_ino.get(&s.ino) {
+            fcntl(
+                sock,
+                FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags as i32)),
+            )
+            .map_err(err(fd, "set status flags"))?;
+        }
+    }
+    Ok(Some(b))
+}
+
+fn is_listening(s: &SocketState) -> bool {
+    match &s.kind {
+        SocketKind::Unix(u) => u.backlog.is_some(),
+        SocketKind::Inet(i) => i.backlog.is_some(),
+    }
+}
+
+fn sock_type(fd: i32, s: &SocketState) -> Result<SockType, RestoreError> {
+    SockType::try_from(s.sock_type as i32).map_err(err(fd, "socket type"))
+}
+
+fn pair(fd: i32, s: &SocketState) -> Result<(OwnedFd, OwnedFd), RestoreError> {
+    socketpair(
+        AddressFamily::Unix,
+        sock_type(fd, s)?,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(err(fd, "socketpair"))
+}
+
+/// Sets the recorded options, only those the image format allows.
+fn set_opts(fd: i32, sock: BorrowedFd<'_>, s: &SocketState) -> Result<(), RestoreError> {
+    for o in &s.opts {
+        if !crate::image::ALLOWED_SOCKET_OPTS.contains(&(o.level, o.name)) {
+            continue;
+        }
+        let mut value = o.value.clone();
+        // getsockopt reports twice what setsockopt asks for (the kernel's bookkeeping share).
+        if o.level == libc::SOL_SOCKET
+            && (o.name == libc::SO_RCVBUF || o.name == libc::SO_SNDBUF)
+            && value.len() == 4
+        {
+            let v = i32::from_ne_bytes([value[0], value[1], value[2], value[3]]) / 2;
+            value = v.to_ne_bytes().to_vec();
+        }
+        ss::setsockopt_bytes(sock, o.level, o.name, &value).map_err(err(
+            fd,
+            format!("setsockopt level {} option {}", o.level, o.name),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Writes `u`'s queued messages from `other`, so they land in `u`'s socket's receive queue.
+fn queue_through(fd: i32, other: BorrowedFd<'_>, u: &UnixSocketState) -> Result<(), RestoreError> {
+    for m in &u.queue {
+        let n = send(
+            other.as_raw_fd(),
+            m,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        )
+        .map_err(err(fd, "queue data"))?;
+        if n != m.len() {
+            return Err(err(fd, format!("queue data: {n} of {} bytes", m.len()))(
+                Errno::EAGAIN,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn apply_shutdown(fd: i32, sock: BorrowedFd<'_>, u: &UnixSocketState) -> Result<(), RestoreError> {
+    let how = match u.shutdown & 3 {
+        1 => Shutdown::Read,
+        2 => Shutdown::Write,
+        3 => Shutdown::Both,
+        _ => return Ok(()),
+    };
+    shutdown(sock.as_raw_fd(), how).map_err(err(fd, "shutdown"))
+}
+
+fn unix_addr(name: &[u8]) -> Option<UnixAddr> {
+    match name.split_first()? {
+        (0, rest) => UnixAddr::new_abstract(rest).ok(),
+        _ => {
+            UnixAddr::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name)).ok()
+        }
+    }
+}
+
+/// Makes way for binding `path` again: a socket file left behind by the dumped process (same
+/// inode) is removed; anything else there is an error, and so is a socket still bound to it.
+fn clear_socket_path(
+    fd: i32,
+    path: &str,
+    u: &UnixSocketState,
+    diag: &mut Option<HashMap<u64, sockdiag::UnixDiag>>,
+) -> Result<(), RestoreError> {
+    let Some(then) = u.file else { return Ok(()) };
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(RestoreError::FileChanged(format!("fd {fd}: {path}: {e}"))),
+    };
+    if !m.file_type().is_socket() || m.ino() != then.ino || m.dev() != then.dev {
+        return Err(RestoreError::FileChanged(format!(
+            "fd {fd}: {path} is not the socket file of the dump (inode {} then, {} now); not removing it",
+            then.ino,
+            m.ino()
+        )));
+    }
+    if diag.is_none() {
+        *diag = Some(sockdiag::unix_sockets().map_err(err(fd, "sock_diag of Unix sockets"))?);
+    }
+    if diag.as_ref().is_some_and(|d| {
+        d.values().any(|x| {
+            x.vfs
+                .is_some_and(|(ino, dev)| ino == then.ino && dev == then.dev)
+        })
+    }) {
+        return Err(RestoreError::FileChanged(format!(
+            "fd {fd}: {path} is still bound by a live socket (is the dumped process still running, e.g. after --leave-running?)"
+        )));
+    }
+    std::fs::remove_file(path).map_err(|e| {
+        RestoreError::FileChanged(format!("fd {fd}: remove the stale socket file {path}: {e}"))
+    })
+}
+
+fn unix_socket(
+    fd: i32,
+    s: &SocketState,
+    u: &UnixSocketState,
+    diag: &mut Option<HashMap<u64, sockdiag::UnixDiag>>,
+    created: &mut Vec<(String, u64)>,
+    warnings: &mut Vec<String>,
+) -> Result<OwnedFd, RestoreError> {
+    let ty = sock_type(fd, s)?;
+    let dgram = s.sock_type == libc::SOCK_DGRAM as u32;
+    let named = |n: &[u8]| sockdiag::display_name(n);
+    // Connected to something outside the process: reconnect by name where possible, else a
+    // socket whose peer is gone (queued data, then end of stream).
+    if u.peer_external && !dgram {
+        if let Some(addr) = unix_addr(&u.peer_name) {
+            let sock = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None)
+                .map_err(err(fd, "socket"))?;
+            set_opts(fd, sock.as_fd(), s)?;
+            match connect(sock.as_raw_fd(), &addr) {
+                Ok(()) => return Ok(sock),
+                Err(e) => warnings.push(format!(
+                    "fd {fd}: could not reconnect to {} ({e}); the socket reads its queued data, then end of stream",
+                    named(&u.peer_name)
+                )),
+            }
+        }
+        let (a, other) = pair(fd, s)?;
+        set_opts(fd, a.as_fd(), s)?;
+        queue_through(fd, other.as_fd(), u)?;
+        drop(other);
+        return Ok(a);
+    }
+    let sock =
+        socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None).map_err(err(fd, "socket"))?;
+    set_opts(fd, sock.as_fd(), s)?;
+    let mut bound = false;
+    if let Some(addr) = unix_addr(&u.name) {
+        if u.name[0] == 0 {
+            bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {}", named(&u.name))))?;
+            bound = true;
+        } else if let Some(file) = u.file {
+            let path = String::from_utf8_lossy(&u.name).into_owned();
+            clear_socket_path(fd, &path, u, diag)?;
+            bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {path}")))?;
+            if let Ok(m) = std::fs::symlink_metadata(&path) {
+                created.push((path.clone(), m.ino()));
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode & 0o7777))
+                .and_then(|()| std::os::unix::fs::lchown(&path, Some(u.owner.0), Some(u.owner.1)))
+                .map_err(|e| {
+                    RestoreError::FileChanged(format!("fd {fd}: owner and mode of {path}: {e}"))
+                })?;
+            bound = true;
+        }
+    }
+    if let Some(backlog) = u.backlog {
+        ss::listen(sock.as_fd(), backlog.min(i32::MAX as u32) as i32).map_err(err(fd, "listen"))?;
+    }
+    if u.peer_external && dgram {
+        if let Some(addr) = unix_addr(&u.peer_name)
+            && let Err(e) = connect(sock.as_raw_fd(), &addr)
+        {
+            warnings.push(format!(
+                "fd {fd}: could not reconnect to {} ({e}); the socket is left unconnected",
+                named(&u.peer_name)
+            ));
+        }
+        if !u.queue.is_empty() {
+            warnings.push(format!(
+                "fd {fd}: {} datagram(s) queued from the external peer are dropped",
+                u.queue.len()
+            ));
+        }
+    } else if !u.queue.is_empty() && u.peer_ino == 0 && u.backlog.is_none() {
+        // Queued datagrams of an unconnected socket: sent again to its own name from an
+        // unnamed socket (their senders' addresses are not kept).
+        match unix_addr(&u.name).filter(|_| bound) {
+            Some(addr) => {
+                let tmp = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None)
+                    .map_err(err(fd, "socket"))?;
+                for m in &u.queue {
+                    sendto(tmp.as_raw_fd(), m, &addr, MsgFlags::MSG_DONTWAIT)
+                        .map_err(err(fd, "queue data"))?;
+                }
+            }
+            None => warnings.push(format!(
+                "fd {fd}: {} datagram(s) queued on an unnamed socket are dropped",
+                u.queue.len()
+            )),
+        }
+    }
+    Ok(sock)
+}
+
+fn inet_family(a: &SocketAddr) -> AddressFamily {
+    if a.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+fn bind_inet(fd: i32, sock: BorrowedFd<'_>, a: &SocketAddr) -> Result<(), RestoreError> {
+    let r = match a {
+        SocketAddr::V4(v4) => bind(sock.as_raw_fd(), &SockaddrIn::from(*v4)),
+        SocketAddr::V6(v6) => bind(sock.as_raw_fd(), &SockaddrIn6::from(*v6)),
+    };
+    r.map_err(|e| {
+        let hint = if e == Errno::EADDRINUSE {
+            " (is the dumped process still running, e.g. after --leave-running?)"
+        } else {
+            ""
+        };
+        err(fd, format!("bind {a}{hint}"))(e)
+    })
+}
+
+fn connect_inet(fd: i32, sock: BorrowedFd<'_>, a: &SocketAddr) -> Result<(), RestoreError> {
+    let r = match a {
+        SocketAddr::V4(v4) => connect(sock.as_raw_fd(), &SockaddrIn::from(*v4)),
+        SocketAddr::V6(v6) => connect(sock.as_raw_fd(), &SockaddrIn6::from(*v6)),
+    };
+    r.map_err(err(fd, format!("connect to {a}")))
+}
+
+/// A UDP or TCP socket; for an established connection also the bytes to send once it leaves
+/// repair mode.
+fn inet_socket(
+    fd: i32,
+    s: &SocketState,
+    i: &InetSocketState,
+) -> Result<(OwnedFd, Option<Vec<u8>>), RestoreError> {
+    let family = if s.family == libc::AF_INET6 as u32 {
+        AddressFamily::Inet6
+    } else {
+        inet_family(&i.local)
+    };
+    let sock = socket(family, sock_type(fd, s)?, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(err(fd, "socket"))?;
+    let c = sock.as_fd();
+    set_opts(fd, c, s)?;
+    if let (Some(conn), Some(peer)) = (&i.tcp, &i.peer) {
+        let unsent = repair_connection(fd, c, &i.local, peer, conn)?;
+        return Ok((sock, Some(unsent)));
+    }
+    if i.local.port() != 0 || !i.local.ip().is_unspecified() {
+        bind_inet(fd, c, &i.local)?;
+    }
+    if let Some(backlog) = i.backlog {
+        ss::listen(c, backlog.min(i32::MAX as u32) as i32).map_err(err(fd, "listen"))?;
+    } else if let Some(peer) = &i.peer {
+        connect_inet(fd, c, peer)?;
+    }
+    Ok((sock, None))
+}
+
+/// Rebuilds an established connection in repair mode, as the dump read it, and leaves it in
+/// repair mode. Returns the bytes that had never been sent.
+fn repair_connection(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    local: &SocketAddr,
+    peer: &SocketAddr,
+    t: &TcpConnState,
+) -> Result<Vec<u8>, RestoreError> {
+    let tcp = |name: i32, v: i32, what: &'static str| {
+        ss::setsockopt_int(c, libc::IPPROTO_TCP, name, v).map_err(err(fd, what))
+    };
+    tcp(libc::TCP_REPAIR, 1, "enter TCP repair mode")?;
+    // Sequence numbers only while the socket is closed: they are those of the queues' first
+    // bytes; writing the queues back advances them to what the dump read.
+    tcp(libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
+    tcp(
+        libc::TCP_QUEUE_SEQ,
+        t.recv_seq.wrapping_sub(t.recv_queue.len() as u32) as i32,
+        "set the receive sequence",
+    )?;
+    tcp(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
+    tcp(
+        libc::TCP_QUEUE_SEQ,
+        t.send_seq.wrapping_sub(t.send_queue.len() as u32) as i32,
+        "set the send sequence",
+    )?;
+    // In repair mode bind reuses the port by force and connect sends nothing.
+    bind_inet(fd, c, local)?;
+    connect_inet(fd, c, peer)?;
+
+    let mut opts: Vec<u8> = Vec::new();
+    let mut opt = |code: u32, val: u32| {
+        opts.extend_from_slice(&code.to_ne_bytes());
+        opts.extend_from_slice(&val.to_ne_bytes());
+    };
+    opt(TCPOPT_MSS, t.mss);
+    if t.options & TCPI_OPT_WSCALE != 0 {
+        opt(TCPOPT_WINDOW, t.snd_wscale | (t.rcv_wscale << 16));
+    }
+    if t.options & TCPI_OPT_SACK != 0 {
+        opt(TCPOPT_SACK_PERM, 0);
+    }
+    if t.options & TCPI_OPT_TIMESTAMPS != 0 {
+        opt(TCPOPT_TIMESTAMP, 0);
+    }
+    ss::setsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_OPTIONS, &opts)
+        .map_err(err(fd, "TCP_REPAIR_OPTIONS"))?;
+    tcp(libc::TCP_TIMESTAMP, t.timestamp as i32, "TCP_TIMESTAMP")?;
+
+    // Room for the queues: the original's buffers may have grown by autotuning.
+    let sol = |name: i32, v: usize, what: &'static str| {
+        ss::setsockopt_int(
+            c,
+            libc::SOL_SOCKET,
+            name,
+            i32::try_from(v).unwrap_or(i32::MAX),
+        )
+        .map_err(err(fd, what))
+    };
+    if t.recv_queue.len() > CHUNK {
+        sol(
+            libc::SO_RCVBUFFORCE,
+            t.recv_queue.len() * 2,
+            "SO_RCVBUFFORCE",
+        )?;
+    }
+    if t.send_queue.len() > CHUNK {
+        sol(
+            libc::SO_SNDBUFFORCE,
+            t.send_queue.len() * 2,
+            "SO_SNDBUFFORCE",
+        )?;
+    }
+    let sent_len = t.send_queue.len() - (t.unsent as usize).min(t.send_queue.len());
+    tcp(libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
+    send_all(fd, c, &t.recv_queue, "restore the receive queue")?;
+    // Bytes the peer may have seen go back in repair mode (they count as sent and are
+    // retransmitted if need be); the never-sent rest goes out normally after repair mode.
+    tcp(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
+    send_all(fd, c, &t.send_queue[..sent_len], "restore the send queue")?;
+    tcp(libc::TCP_REPAIR_QUEUE, 0, "TCP_REPAIR_QUEUE")?;
+
+    let mut w = Vec::with_capacity(20);
+    for v in t.window {
+        w.extend_from_slice(&v.to_ne_bytes());
+    }
+    ss::setsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &w)
+        .map_err(err(fd, "TCP_REPAIR_WINDOW"))?;
+    Ok(t.send_queue[sent_len..].to_vec())
+}

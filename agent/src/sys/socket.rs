@@ -1,0 +1,124 @@
+//! Socket calls `nix` does not wrap: `pidfd_getfd`, socket options as raw bytes (TCP repair
+//! structures, `timeval`s, `linger`), queue-size ioctls, a drop-everything socket filter and a
+//! `listen` that takes any backlog the kernel accepts.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+
+/// `SIOCINQ`: bytes in the receive queue.
+pub const SIOCINQ: libc::c_ulong = 0x541B;
+/// `SIOCOUTQ`: bytes in the send queue (sent but unacknowledged, and unsent).
+pub const SIOCOUTQ: libc::c_ulong = 0x5411;
+/// `SIOCOUTQNSD`: bytes in the send queue not sent yet.
+pub const SIOCOUTQNSD: libc::c_ulong = 0x894B;
+
+/// `pidfd_getfd(pidfd, fd, 0)`: a duplicate of descriptor `fd` of the process behind `pidfd`
+/// (the same open file description), close-on-exec.
+pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    let new = Errno::result(r)?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new as i32) })
+}
+
+/// `getsockopt(fd, level, name)` into `buf`; returns the length the kernel wrote.
+pub fn getsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
+    let mut len = libc::socklen_t::try_from(buf.len()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `buf` is valid for writes of `len` bytes and `len` is a valid socklen_t the
+    // kernel updates.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    Errno::result(r).map(|_| len as usize)
+}
+
+/// `setsockopt(fd, level, name, value)` with the value as raw bytes.
+pub fn setsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    value: &[u8],
+) -> Result<(), Errno> {
+    let len = libc::socklen_t::try_from(value.len()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `value` is valid for reads of `len` bytes for the duration of the call.
+    let r = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
+    Errno::result(r).map(drop)
+}
+
+/// `getsockopt` of an `int` option.
+pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> Result<i32, Errno> {
+    let mut buf = [0u8; 4];
+    getsockopt_bytes(fd, level, name, &mut buf)?;
+    Ok(i32::from_ne_bytes(buf))
+}
+
+/// `setsockopt` of an `int` option.
+pub fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> Result<(), Errno> {
+    setsockopt_bytes(fd, level, name, &value.to_ne_bytes())
+}
+
+/// An `ioctl` that reports an `int` (`SIOCINQ`, `SIOCOUTQ`, `SIOCOUTQNSD`).
+pub fn ioctl_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> Result<i32, Errno> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the requests used here write one int through the pointer, which is valid.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut v as *mut libc::c_int) };
+    Errno::result(r).map(|_| v)
+}
+
+/// Attaches a classic BPF socket filter that drops every incoming packet: a TCP segment that
+/// reaches the socket is discarded before TCP sees it (no ACK goes out, the peer retransmits).
+pub fn attach_drop_filter(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // BPF_RET | BPF_K with k = 0: accept zero bytes, i.e. drop.
+    let mut insn = [libc::sock_filter {
+        code: 0x06,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: insn.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `insn`, one valid instruction, both alive during the call; the
+    // kernel copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// `listen(fd, backlog)` with any backlog (the kernel caps it at `net.core.somaxconn`).
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> Result<(), Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::listen(fd.as_raw_fd(), backlog) };
+    Errno::result(r).map(drop)
+}
+
+/// Takes ownership of descriptors the kernel just installed in this process through an
+/// `SCM_RIGHTS` control message, so that they are closed.
+pub fn adopt_received(fds: &[std::os::fd::RawFd]) -> Vec<OwnedFd> {
+    fds.iter()
+        // SAFETY: each descriptor was installed by the kernel into our table by the receive
+        // that returned it; nothing else knows or owns it.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
+        .collect()
+}

@@ -1,0 +1,315 @@
+//! Kernel-object descriptors: eventfd, signalfd, timerfd, inotify and memfd (as descriptors
+//! and as mappings). Each victim checks what it observes after the restore; the tests add what
+//! only the outside sees (fdinfo, maps) and the timing of timers.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use ferry_tests::{Victim, alive, assert_same_maps, field, image_path, normalized_maps, setup};
+use nix::sys::signal::Signal;
+
+/// The fdinfo lines of `pid`'s descriptor `fd` that start with one of `keys`.
+fn fdinfo(pid: i32, fd: &str, keys: &[&str]) -> Vec<String> {
+    fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .unwrap_or_else(|e| panic!("fdinfo {fd} of {pid}: {e}"))
+        .lines()
+        .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `fds ...` status line of a victim.
+fn fds_line(v: &Victim) -> String {
+    v.wait_status("fds line", |l| l.starts_with("fds "))
+}
+
+fn num(line: &str, key: &str) -> i64 {
+    field(line, key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number {key} in {line:?}"))
+}
+
+#[test]
+fn eventfd_counters_survive() {
+    let Some(ctx) = setup("fdkinds-eventfd") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_eventfd", &[]);
+    let fds = fds_line(&v);
+    let first = v.check();
+    let keys = ["flags", "eventfd-count", "eventfd-semaphore"];
+    let before: Vec<Vec<String>> = ["plain", "sem", "big"]
+        .iter()
+        .map(|k| fdinfo(v.pid, field(&fds, k).unwrap(), &keys))
+        .collect();
+    let img = image_path(&ctx, "eventfd");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let after: Vec<Vec<String>> = ["plain", "sem", "big"]
+        .iter()
+        .map(|k| fdinfo(v.pid, field(&fds, k).unwrap(), &keys))
+        .collect();
+    assert_eq!(before, after, "fdinfo of the eventfds changed");
+    // The victim read every counter back and compared it with what it had written.
+    let ok = v.check();
+    assert_eq!(num(&ok, "checks"), num(&first, "checks") + 1, "{ok}");
+    assert_eq!(num(&ok, "big"), (1i64 << 40) + 13);
+    v.check();
+    v.assert_ticks_continuous();
+}
+
+#[test]
+fn signalfd_reads_signals_after_restore() {
+    let Some(ctx) = setup("fdkinds-signalfd") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_signalfd", &[]);
+    let fds = fds_line(&v);
+    let img = image_path(&ctx, "signalfd");
+    // SIGRTMIN+1 with its value is still pending (unread) at the dump.
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let sfd2 = field(&fds, "sfd2").unwrap();
+    assert_eq!(
+        fdinfo(v.pid, sfd2, &["sigmask"]),
+        vec![format!(
+            "sigmask:\t{:016x}",
+            1u64 << (libc::SIGRTMIN() + 2 - 1)
+        )]
+    );
+    v.signal(Signal::SIGUSR2);
+    // nix's Signal has no real-time signals.
+    // SAFETY: kill() takes plain integers and touches no memory of ours.
+    let r = unsafe { libc::kill(v.pid, libc::SIGRTMIN() + 2) };
+    assert_eq!(r, 0, "kill SIGRTMIN+2");
+    let ok = v.check();
+    assert_eq!(field(&ok, "usr2"), Some("1"), "{ok}");
+    assert_eq!(field(&ok, "rt"), Some("1"), "the pending RT signal: {ok}");
+    assert_eq!(field(&ok, "rtval"), Some("77"), "{ok}");
+    assert_eq!(field(&ok, "rt2"), Some("1"), "the blocking signalfd: {ok}");
+    assert_eq!(field(&ok, "mask"), field(&fds, "mask"), "{ok}");
+    v.assert_ticks_continuous();
+}
+
+#[test]
+fn timerfd_keeps_its_schedule() {
+    let Some(ctx) = setup("fdkinds-timerfd") else {
+        return;
+    };
+    let started = Instant::now();
+    let mut v = Victim::c(&ctx, "fdkinds_timerfd", &[]);
+    let fds = fds_line(&v);
+    std::thread::sleep(Duration::from_millis(500));
+    let keys = ["flags", "clockid", "settime flags", "it_interval"];
+    let names = ["tick", "once", "wall", "expired", "burst"];
+    let before: Vec<Vec<String>> = names
+        .iter()
+        .map(|k| fdinfo(v.pid, field(&fds, k).unwrap(), &keys))
+        .collect();
+    let t_check = Instant::now();
+    let first = v.check();
+    assert_eq!(field(&first, "expired"), Some("1"), "{first}");
+    assert_eq!(field(&first, "interval_ms"), Some("100"), "{first}");
+    let once_left = num(&first, "once_left_ms");
+    let img = image_path(&ctx, "timerfd");
+    v.dump(&ctx, &img, &[]);
+    let t_dumped = Instant::now();
+    // A long gap: a relative timer must not count it, the absolute one must.
+    std::thread::sleep(Duration::from_millis(1500));
+    let t_restore = Instant::now();
+    v.restore(&ctx, &img, &[]);
+    let t_restored = Instant::now();
+    let after: Vec<Vec<String>> = names
+        .iter()
+        .map(|k| fdinfo(v.pid, field(&fds, k).unwrap(), &keys))
+        .collect();
+    assert_eq!(before, after, "timerfd clocks, flags or periods changed");
+
+    let second = v.check();
+    let t_second = Instant::now();
+    assert_eq!(
+        field(&second, "expired"),
+        Some("1"),
+        "the unread expiration: {second}"
+    );
+    // The 50 ms timer ran unread: its count covers the time before the dump and after the
+    // restore, not the gap.
+    let ms = |d: Duration| d.as_millis() as i64;
+    let burst = num(&second, "burst");
+    let lo = ms(t_check - started) / 50 - 3;
+    let hi = (ms(t_dumped - started) + ms(t_second - t_restore)) / 50 + 3;
+    assert!(
+        (lo..=hi).contains(&burst),
+        "burst {burst} not in {lo}..={hi}: {second}"
+    );
+
+    // The periodic timer goes on at 10 per second.
+    let p0 = num(&second, "periodic");
+    std::thread::sleep(Duration::from_secs(1));
+    let third = v.check();
+    let rate = num(&third, "periodic") - p0;
+    assert!(
+        (8..=12).contains(&rate),
+        "{rate} expirations of a 100 ms timer in 1 s"
+    );
+
+    // The relative one-shot fires when the time left at the dump has run out after the restore.
+    v.wait_status("the one-shot timer", |l| l == "fired once");
+    let fired = Instant::now();
+    let after_restore = ms(fired - t_restored);
+    let want_lo = once_left - ms(t_dumped - t_check) - ms(t_restored - t_restore) - 100;
+    assert!(
+        (want_lo..=once_left + 300).contains(&after_restore),
+        "one-shot fired {after_restore} ms after the restore; {once_left} ms were left at the check"
+    );
+    // The absolute realtime timer fires at its wall-clock time.
+    let wall = v.wait_status("the wall-clock timer", |l| l.starts_with("fired wall"));
+    let late = num(&wall, "late_ms");
+    assert!((0..300).contains(&late), "{wall}");
+    assert!(alive(v.pid));
+    v.assert_ticks_continuous();
+}
+
+/// Same watch descriptors, masks and inodes (file handles aside).
+fn watch_lines(pid: i32, fd: &str) -> Vec<String> {
+    fdinfo(pid, fd, &["flags", "inotify"])
+        .into_iter()
+        .map(|l| l.split(" fhandle").next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn inotify_watches_survive() {
+    let Some(ctx) = setup("fdkinds-inotify") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_inotify", &[]);
+    let fds = fds_line(&v);
+    fs::write(v.state.join("watched/before"), b"x").unwrap();
+    v.wait_status("the event before the dump", |l| {
+        l.starts_with("event wd=1 mask=100 name=before")
+    });
+    let in_fd = field(&fds, "in").unwrap();
+    let before = watch_lines(v.pid, in_fd);
+    let img = image_path(&ctx, "inotify");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    assert_eq!(before, watch_lines(v.pid, in_fd));
+    fs::write(v.state.join("watched/after"), b"x").unwrap();
+    v.wait_status("the create event after the restore", |l| {
+        l.starts_with("event wd=1 mask=100 name=after")
+    });
+    fs::remove_file(v.state.join("watched/before")).unwrap();
+    v.wait_status("the delete event", |l| {
+        l.starts_with("event wd=1 mask=200 name=before")
+    });
+    fs::write(v.state.join("watched-file"), b"more").unwrap();
+    v.wait_status("the modify event", |l| l.starts_with("event wd=2 mask=2 "));
+    v.wait_status("the close-write event", |l| {
+        l.starts_with("event wd=2 mask=8 ")
+    });
+    let ok = v.check();
+    assert!(num(&ok, "events") >= 5, "{ok}");
+    v.assert_ticks_continuous();
+}
+
+/// Starts the inotify victim in `mode` and checks that a dump is refused naming `what`, with
+/// the process left running untraced.
+fn inotify_refused(mode: &str, what: &str) {
+    let Some(ctx) = setup(&format!("fdkinds-inotify-{mode}")) else {
+        return;
+    };
+    let v = Victim::c(&ctx, "fdkinds_inotify", &[mode]);
+    let fd = field(&fds_line(&v), "fd").unwrap().to_owned();
+    if mode == "unread" {
+        fs::write(v.state.join("watched/new"), b"x").unwrap();
+    }
+    let img = image_path(&ctx, mode);
+    let pid = v.pid.to_string();
+    let out = ctx.ferry(&["dump", &pid, "-o", img.to_str().unwrap()]);
+    out.assert_failed();
+    assert!(out.stderr.contains(&format!("fd {fd}: ")), "{}", out.stderr);
+    assert!(out.stderr.contains(what), "{}", out.stderr);
+    assert!(out.stderr.contains("not supported yet"), "{}", out.stderr);
+    assert!(!img.exists());
+    v.assert_running_free();
+    v.check();
+}
+
+#[test]
+fn inotify_with_unread_events_is_refused() {
+    inotify_refused("unread", "unread events");
+}
+
+#[test]
+fn inotify_keeps_watch_descriptors_after_a_removed_watch() {
+    let Some(ctx) = setup("fdkinds-inotify-gap") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_inotify", &["gap"]);
+    let in_fd = field(&fds_line(&v), "in").unwrap().to_owned();
+    let before = watch_lines(v.pid, &in_fd);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let first = v.check();
+    let img = image_path(&ctx, "inotify-gap");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    // Watches 1 and 3, and no placeholder left behind.
+    assert_eq!(before, watch_lines(v.pid, &in_fd));
+    fs::write(v.state.join("watched-file"), b"not watched any more").unwrap();
+    fs::write(v.state.join("other/new"), b"x").unwrap();
+    v.wait_status("the event of watch 3", |l| {
+        l.starts_with("event wd=3 mask=100 name=new")
+    });
+    fs::write(v.state.join("watched/new"), b"x").unwrap();
+    v.wait_status("the event of watch 1", |l| {
+        l.starts_with("event wd=1 mask=100 name=new")
+    });
+    let ok = v.check();
+    // Exactly those two events since the first check: no IN_IGNORED of a placeholder, nothing
+    // from the removed watch.
+    assert_eq!(num(&ok, "events"), num(&first, "events") + 2, "{ok}");
+    v.assert_ticks_continuous();
+}
+
+#[test]
+fn memfd_contents_seals_and_shared_mappings_survive() {
+    let Some(ctx) = setup("fdkinds-memfd") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_memfd", &[]);
+    let fds = fds_line(&v);
+    let shared = field(&fds, "shared").unwrap().to_owned();
+    let first = v.check();
+    let maps = normalized_maps(v.pid);
+    let names = |pid: i32| -> Vec<String> {
+        let mut n: Vec<String> = fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.find("/memfd:").map(|i| l[i..].to_owned()))
+            .collect();
+        n.sort();
+        n
+    };
+    let memfd_maps = names(v.pid);
+    assert_eq!(memfd_maps.len(), 3, "{memfd_maps:?}");
+    // Twice: the second dump takes memfds the restorer made.
+    for round in 0..2 {
+        let img = image_path(&ctx, &format!("memfd-{round}"));
+        v.dump(&ctx, &img, &[]);
+        v.restore(&ctx, &img, &[]);
+        assert_same_maps(&maps, &normalized_maps(v.pid));
+        assert_eq!(names(v.pid), memfd_maps);
+        let link = fs::read_link(format!("/proc/{}/fd/{shared}", v.pid)).unwrap();
+        assert_eq!(link.to_str(), Some("/memfd:ferry shared (deleted)"));
+        assert_eq!(
+            fdinfo(v.pid, &shared, &["pos"]),
+            vec!["pos:\t1234".to_owned()]
+        );
+        let ok = v.check();
+        assert_eq!(field(&ok, "seals"), field(&first, "seals"), "{ok}");
+        assert_eq!(field(&ok, "sealed_seals"), Some("9"), "{ok}");
+    }
+    v.check();
+    v.assert_ticks_continuous();
+}
