@@ -2,12 +2,155 @@
 //! group and session; a zombie child can still be reaped with its status; a pipe between
 //! processes keeps its queued bytes; a shared open file description keeps one offset; a bash
 //! pipeline keeps flowing.
+//!
+//! The test process is a child subreaper: once a dumped tree is killed, its processes come to
+//! it. They are reaped by PID before the restore, so that their PIDs are free and the tree is
+//! restored with the same PIDs (not into a new PID namespace).
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ferry_tests::{TestCtx, alive, kill_and_reap, setup, wait_until, workload};
+use ferry_tests::{
+    FerryOutput, TestCtx, VICTIM_TIMEOUT, alive, kill_and_reap, my_children, setup, wait_until,
+    workload,
+};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+/// The processes of a tree under test, parents first. Dropping it kills and reaps them all,
+/// parents first: a child whose parent is gone comes to the test process, which reaps it.
+#[derive(Debug, Default)]
+struct Tree {
+    pids: Vec<i32>,
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        for &p in &self.pids {
+            kill_and_reap(p);
+        }
+    }
+}
+
+impl Tree {
+    /// Starts `cmd` (its Child handle is dropped: it is reaped by PID). Its output goes to
+    /// files: a process left behind must not hold the test runner's pipes open.
+    fn spawn(ctx: &TestCtx, mut cmd: Command) -> Tree {
+        let file = |name: &str| File::create(ctx.path(name)).expect("create an output file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file("tree.stdout"))
+            .stderr(file("tree.stderr"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+        let pid = i32::try_from(child.id()).expect("pid fits i32");
+        drop(child);
+        Tree { pids: vec![pid] }
+    }
+
+    fn root(&self) -> i32 {
+        self.pids[0]
+    }
+
+    /// Takes the current tree (parents first) as the processes to clean up.
+    fn rescan(&mut self) {
+        let mut now = tree_of(self.root());
+        for p in &self.pids {
+            if !now.contains(p) {
+                now.push(*p);
+            }
+        }
+        self.pids = now;
+    }
+
+    /// `ferry dump --tree ROOT -o IMAGE`, then reaps every process of the tree (the dump
+    /// killed them all) so that their PIDs are free again.
+    fn dump(&mut self, ctx: &TestCtx, image: &Path) -> FerryOutput {
+        self.rescan();
+        let root = self.root().to_string();
+        let out = ctx.ferry(&[
+            "dump",
+            "--tree",
+            &root,
+            "-o",
+            image.to_str().expect("utf-8 path"),
+        ]);
+        out.assert_ok();
+        reap_all(&self.pids);
+        // Their PIDs may belong to someone else from now on.
+        self.pids.clear();
+        out
+    }
+
+    /// `ferry restore IMAGE`, which must print `restored pid ROOT and its descendants ...`
+    /// with the PIDs the tree had: every process is tracked for cleanup.
+    fn restore(&mut self, ctx: &TestCtx, image: &Path, root: i32) -> FerryOutput {
+        let before = my_children();
+        let out = ctx.ferry(&["restore", image.to_str().expect("utf-8 path")]);
+        // Whatever it printed, what runs now is to be cleaned up: the new children of the
+        // test (the root, or the init of a new PID namespace) and every PID printed.
+        self.pids = my_children().difference(&before).copied().collect();
+        for p in out
+            .stdout
+            .split_whitespace()
+            .filter_map(|w| w.parse::<i32>().ok())
+        {
+            if p > 1 && !self.pids.contains(&p) {
+                self.pids.push(p);
+            }
+        }
+        out.assert_ok();
+        let line = out.stdout.trim_end();
+        let rest = line
+            .strip_prefix(&format!("restored pid {root} and its descendants "))
+            .unwrap_or_else(|| {
+                panic!(
+                    "restore printed {:?}, not `restored pid {root} and its descendants ...` \
+                     (the same PID); stderr: {}",
+                    out.stdout, out.stderr
+                )
+            });
+        for p in rest.split_whitespace() {
+            let p: i32 = p.parse().unwrap_or_else(|_| panic!("bad pid in {line:?}"));
+            if !self.pids.contains(&p) {
+                self.pids.push(p);
+            }
+        }
+        out
+    }
+}
+
+/// Waits (bounded) until every PID in `pids` is gone, reaping those that are the test
+/// process's children. The root is the test's child; the others come to the test (a child
+/// subreaper) as their parents die.
+fn reap_all(pids: &[i32]) {
+    let start = Instant::now();
+    let mut left: Vec<i32> = pids.to_vec();
+    while !left.is_empty() {
+        left.retain(|&p| {
+            match waitpid(
+                Pid::from_raw(p),
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+            ) {
+                Ok(WaitStatus::StillAlive) => true,
+                Ok(_) => false,
+                // Not (yet) ours: its parent may still be exiting.
+                Err(Errno::ECHILD) => Path::new(&format!("/proc/{p}")).exists(),
+                Err(e) => panic!("waitpid({p}): {e}"),
+            }
+        });
+        assert!(
+            start.elapsed() < VICTIM_TIMEOUT,
+            "the dumped processes {left:?} did not go away"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
 
 /// PIDs of `pid` and its descendants, parents first.
 fn tree_of(pid: i32) -> Vec<i32> {
@@ -21,10 +164,14 @@ fn tree_of(pid: i32) -> Vec<i32> {
             .flatten()
         {
             let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(
-                kids.split_whitespace()
-                    .filter_map(|k| k.parse::<i32>().ok()),
-            );
+            for k in kids
+                .split_whitespace()
+                .filter_map(|k| k.parse::<i32>().ok())
+            {
+                if !out.contains(&k) {
+                    out.push(k);
+                }
+            }
         }
         i += 1;
     }
@@ -38,20 +185,6 @@ fn ids(pid: i32) -> Option<(i32, i32, i32)> {
     Some((f[1].parse().ok()?, f[2].parse().ok()?, f[3].parse().ok()?))
 }
 
-fn dump_and_restore(ctx: &TestCtx, root: i32, extra: &[&str]) -> String {
-    let img = ctx.path("tree.img");
-    let img = img.to_str().expect("utf-8 path");
-    let mut args = vec!["dump", "--tree", "-o", img];
-    let root_s = root.to_string();
-    args.push(&root_s);
-    ctx.ferry(&args).assert_ok();
-    let mut args = vec!["restore", img];
-    args.extend_from_slice(extra);
-    let out = ctx.ferry(&args);
-    out.assert_ok();
-    out.stdout.clone()
-}
-
 #[test]
 fn family_comes_back_whole() {
     let Some(ctx) = setup("trees-family") else {
@@ -59,26 +192,23 @@ fn family_comes_back_whole() {
     };
     let dir = ctx.path("family");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let child = Command::new(workload("trees_family"))
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn the family");
-    let root = child.id() as i32;
+    let mut cmd = Command::new(workload("trees_family"));
+    cmd.arg(&dir);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
     wait_until(Duration::from_secs(10), "the family is ready", || {
         dir.join("ready").exists().then_some(())
     });
+    tree.rescan();
     let before: BTreeMap<i32, (i32, i32, i32)> = tree_of(root)
         .into_iter()
         .filter_map(|p| Some((p, ids(p)?)))
         .collect();
     assert_eq!(before.len(), 6, "root, zombie, A, B, G, C: {before:?}");
 
-    let out = dump_and_restore(&ctx, root, &[]);
-    assert!(
-        out.starts_with(&format!("restored pid {root} and its descendants")),
-        "{out}"
-    );
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
     let after = tree_of(root);
     assert_eq!(after.len(), 6, "{after:?}");
     for (pid, (ppid, pgid, sid)) in &before {
@@ -90,11 +220,8 @@ fn family_comes_back_whole() {
         assert_eq!(now.2, map(*sid, before[&root].2), "pid {pid}: session");
     }
     for p in tree_of(root) {
-        if ids(p).is_some_and(|_| alive(p)) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(p),
-                nix::sys::signal::Signal::SIGUSR1,
-            );
+        if alive(p) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGUSR1);
         }
     }
     let report = wait_until(Duration::from_secs(10), "every report", || {
@@ -111,9 +238,39 @@ fn family_comes_back_whole() {
     assert!(line("P").ends_with("zombie=1:7"), "{report}");
     assert!(line("A").ends_with("read=12:queued-bytes"), "{report}");
     assert!(line("B").ends_with("reaped=1:3"), "{report}");
+    // Each reports the PID, parent, group and session it sees itself.
+    for (name, l) in report
+        .lines()
+        .map(|l| (l.split(' ').next().unwrap_or(""), l))
+    {
+        let f: Vec<i32> = l
+            .split(' ')
+            .skip(1)
+            .take(4)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        assert_eq!(f.len(), 4, "{l}");
+        assert!(
+            before.contains_key(&f[0]),
+            "{name}: pid {} is new: {report}",
+            f[0]
+        );
+    }
     let shared = std::fs::read(dir.join("shared")).expect("read the shared file");
     assert_eq!(shared, b"CP", "one offset for the root and C");
-    kill_and_reap(root);
+    // The root reaps everybody and exits 0.
+    let status = wait_until(VICTIM_TIMEOUT, "the root to exit", || {
+        match waitpid(Pid::from_raw(root), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => None,
+            Ok(s) => Some(s),
+            Err(e) => panic!("waitpid({root}): {e}"),
+        }
+    });
+    tree.pids.clear();
+    assert!(
+        matches!(status, WaitStatus::Exited(_, 0)),
+        "the root ended with {status:?}"
+    );
 }
 
 #[test]
@@ -122,34 +279,43 @@ fn bash_pipeline_keeps_flowing() {
         return;
     };
     let out_file = ctx.path("out");
-    // The producer counts; the filter passes lines on; the file must hold every number once.
+    let fifo = ctx.path("tick");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    // The producer counts, pacing itself with `read -t` on a FIFO nobody writes (a builtin:
+    // no process comes and goes); `cat` passes the lines on; the file must hold every number
+    // once, in order.
     let script = format!(
-        "i=0; while :; do echo $i; i=$((i+1)); sleep 0.001; done | cat > {}",
+        "exec 3<>{}; i=0; while :; do echo $i; i=$((i+1)); read -t 0.002 -u 3; done | cat > {}",
+        fifo.display(),
         out_file.display()
     );
-    let child = Command::new("bash")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn bash");
-    let root = child.id() as i32;
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script]);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     wait_until(Duration::from_secs(10), "the pipeline runs", || {
-        (tree_of(root).len() == 3 && std::fs::metadata(&out_file).is_ok_and(|m| m.len() > 100))
-            .then_some(())
+        (tree_of(root).len() == 3 && len(&out_file) > 100).then_some(())
     });
-    let out = dump_and_restore(&ctx, root, &[]);
-    assert!(out.contains("and its descendants"), "{out}");
-    let size = std::fs::metadata(&out_file).map(|m| m.len()).unwrap_or(0);
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    let size = len(&out_file);
+    tree.restore(&ctx, &image, root);
+    assert_eq!(
+        tree.pids.len(),
+        3,
+        "bash and its two children: {:?}",
+        tree.pids
+    );
     wait_until(Duration::from_secs(10), "the pipeline flows on", || {
-        (std::fs::metadata(&out_file).map(|m| m.len()).unwrap_or(0) > size + 200).then_some(())
+        (len(&out_file) > size + 200).then_some(())
     });
-    for p in tree_of(root).into_iter().rev() {
-        kill_and_reap(p);
-    }
+    drop(tree);
     let text = std::fs::read_to_string(&out_file).expect("read the output");
     let mut lines: Vec<&str> = text.lines().collect();
     // The last line may be cut short by the kill.
     lines.pop();
+    assert!(lines.len() > 100, "{} lines", lines.len());
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(*l, i.to_string(), "line {i}: lost or duplicated bytes");
     }
