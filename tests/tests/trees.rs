@@ -1,7 +1,7 @@
 //! Process trees (`ferry dump --tree`): every process comes back with its PID, parent, process
 //! group and session; a zombie child can still be reaped with its status; a pipe between
 //! processes keeps its queued bytes; a shared open file description keeps one offset; a bash
-//! pipeline keeps flowing.
+//! pipeline keeps flowing; members keep their threads, timers, attributes and seccomp filters.
 //!
 //! The test process is a child subreaper: once a dumped tree is killed, its processes come to
 //! it. They are reaped by PID before the restore, so that their PIDs are free and the tree is
@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_tests::{
-    FerryOutput, TestCtx, VICTIM_TIMEOUT, alive, kill_and_reap, my_children, setup, wait_until,
-    workload,
+    FerryOutput, TestCtx, VICTIM_TIMEOUT, alive, field, kill_and_reap, my_children, read_lines,
+    setup, status_field, wait_until, workload,
 };
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
@@ -319,4 +319,97 @@ fn bash_pipeline_keeps_flowing() {
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(*l, i.to_string(), "line {i}: lost or duplicated bytes");
     }
+}
+
+/// The `ok ...` answer of the workload with state directory `dir` and PID `pid` to SIGUSR1.
+fn check(dir: &Path, pid: i32) -> String {
+    let answers = |d: &Path| -> Vec<String> {
+        read_lines(&d.join("status"))
+            .into_iter()
+            .filter(|l| l.starts_with("ok") || l.starts_with("BAD"))
+            .collect()
+    };
+    let before = answers(dir).len();
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).expect("signal the member");
+    let line = wait_until(VICTIM_TIMEOUT, "an answer to SIGUSR1", || {
+        answers(dir).get(before).cloned()
+    });
+    assert!(line.starts_with("ok"), "pid {pid}: {line}");
+    line
+}
+
+/// Thread IDs of `pid`, sorted.
+fn tids(pid: i32) -> Vec<i32> {
+    let mut t: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    t.sort_unstable();
+    t
+}
+
+#[test]
+fn members_keep_threads_timers_and_seccomp() {
+    let Some(ctx) = setup("trees-members") else {
+        return;
+    };
+    let names = ["threads", "attrs", "seccomp"];
+    let dirs: Vec<_> = names.iter().map(|n| ctx.path(n)).collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    // bash waits for three children: 4 threads; timers and attributes; seccomp filters.
+    let script = format!(
+        "{} {} 4 & {} {} & {} {} filter & wait",
+        workload("threads").display(),
+        dirs[0].display(),
+        workload("attrs").display(),
+        dirs[1].display(),
+        workload("seccomp").display(),
+        dirs[2].display(),
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script]);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
+    let pids: Vec<i32> = dirs
+        .iter()
+        .map(|d| {
+            wait_until(VICTIM_TIMEOUT, "a member to be ready", || {
+                read_lines(&d.join("status"))
+                    .iter()
+                    .find_map(|l| l.strip_prefix("ready pid=")?.parse().ok())
+            })
+        })
+        .collect();
+    let before: Vec<String> = dirs.iter().zip(&pids).map(|(d, p)| check(d, *p)).collect();
+    let threads = tids(pids[0]);
+    assert_eq!(threads.len(), 5, "{threads:?}");
+    let seccomp = |p: i32| ["Seccomp", "Seccomp_filters", "NoNewPrivs"].map(|k| status_field(p, k));
+    let filters = seccomp(pids[2]);
+
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    for p in &pids {
+        assert!(
+            tree.pids.contains(p),
+            "pid {p} is not back: {:?}",
+            tree.pids
+        );
+    }
+    for ((d, p), was) in dirs.iter().zip(&pids).zip(&before) {
+        let now = check(d, *p);
+        assert_eq!(field(&now, "pid"), field(was, "pid"), "{now}");
+    }
+    assert_eq!(tids(pids[0]), threads, "thread ids changed");
+    let ok = check(&dirs[0], pids[0]);
+    assert_eq!(field(&ok, "tasks"), Some("5"), "{ok}");
+    let ok = check(&dirs[1], pids[1]);
+    assert_eq!(field(&ok, "timer"), field(&before[1], "timer"), "{ok}");
+    assert_eq!(seccomp(pids[2]), filters);
+    let ok = check(&dirs[2], pids[2]);
+    assert!(ok.starts_with("ok filtered=1"), "{ok}");
 }
