@@ -1,6 +1,7 @@
 //! The task part of `cargo xtask bench`: a process with 1, 8 and 64 threads — the freeze
 //! (first seize until every thread is stopped), the dump and the restore — to show the freeze
-//! grows no worse than linearly with the number of tasks.
+//! grows no worse than linearly with the number of tasks; then a tree of 100 processes
+//! (`dump --tree`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -42,7 +43,126 @@ pub fn run(ferry: &Path, scratch: &Path) -> Result<()> {
             "worse than linear: MISSED"
         }
     );
+    run_tree(ferry, scratch)
+}
+
+/// Processes in the tree benchmark.
+const TREE_SIZE: usize = 100;
+
+/// A tree of [`TREE_SIZE`] processes: freeze, dump and restore with `--tree`, every process
+/// back with its PID.
+fn run_tree(ferry: &Path, scratch: &Path) -> Result<()> {
+    let victim = util::compile_c(include_str!("c/forest.c"), "forest", scratch)?;
+    println!("\nProcess tree: freeze (seize until all stopped), dump and restore (--tree)");
+    println!(
+        "{:>10} {:>12} {:>14} {:>11} {:>11}",
+        "processes", "freeze µs", "µs per proc", "dump ms", "restore ms"
+    );
+    let mut child = Command::new(&victim)
+        .arg(TREE_SIZE.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start the forest victim")?;
+    let root = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
+    let mut owned = vec![Owned::new(root)];
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("victim stdout")?)
+        .read_line(&mut line)
+        .context("victim did not get ready")?;
+    let pids = tree_of(root);
+    owned.extend(pids.iter().skip(1).map(|p| Owned::new(*p)));
+    if pids.len() != TREE_SIZE {
+        bail!(
+            "the victim made {} processes, expected {TREE_SIZE}",
+            pids.len()
+        );
+    }
+    let image = scratch.join("forest.ferry");
+    let dump = util::run_captured(
+        Command::new(ferry)
+            .arg("dump")
+            .arg("--tree")
+            .arg(root.to_string())
+            .arg("-o")
+            .arg(&image),
+        TIMEOUT,
+    )?
+    .success("ferry dump --tree")?;
+    let freeze_us =
+        stopped_in(&dump.stdout).with_context(|| format!("no freeze time in {:?}", dump.stdout))?;
+    // Every original is reaped (the others come to us, a subreaper, as their parents die), so
+    // that their PIDs are free for the restore.
+    for o in &mut owned {
+        o.reap(Duration::from_secs(10))?;
+    }
+    owned.clear();
+    let restore = util::run_captured(Command::new(ferry).arg("restore").arg(&image), TIMEOUT)?
+        .success("ferry restore")?;
+    let at = restore
+        .stdout_lines
+        .iter()
+        .find(|(_, l)| l.starts_with("restored pid "))
+        .map(|(at, _)| *at)
+        .with_context(|| format!("no `restored pid` line in {:?}", restore.stdout))?;
+    let restored: Vec<Pid> = restore
+        .stdout
+        .split_whitespace()
+        .filter_map(|w| w.parse::<i32>().ok())
+        .map(Pid::from_raw)
+        .collect();
+    owned.extend(restored.iter().map(|p| Owned::new(*p)));
+    let _ = std::fs::remove_file(&image);
+    let sorted = |v: &[Pid]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v
+    };
+    if sorted(&restored) != sorted(&pids) {
+        bail!(
+            "restored pids {:?}…, expected the tree's {:?}…",
+            &restored[..restored.len().min(5)],
+            &pids[..pids.len().min(5)]
+        );
+    }
+    let back = tree_of(root).len();
+    for o in &mut owned {
+        o.end()?;
+    }
+    if back != TREE_SIZE {
+        bail!("{back} processes running after the restore, expected {TREE_SIZE}");
+    }
+    println!(
+        "{TREE_SIZE:>10} {freeze_us:>12} {:>14.1} {:>11.1} {:>11.1}",
+        freeze_us as f64 / TREE_SIZE as f64,
+        dump.wall.as_secs_f64() * 1000.0,
+        at.as_secs_f64() * 1000.0
+    );
     Ok(())
+}
+
+/// `pid` and its descendants, parents first (children in PID order).
+fn tree_of(pid: Pid) -> Vec<Pid> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        let mut kids: Vec<i32> = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|s| {
+                s.split_whitespace()
+                    .filter_map(|k| k.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        kids.sort_unstable();
+        out.extend(kids.into_iter().map(Pid::from_raw));
+        i += 1;
+    }
+    out
 }
 
 fn once(
