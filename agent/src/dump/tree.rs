@@ -51,6 +51,7 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
     mark_shared(&members, &mut processes)?;
     keep_one_queue(&mut processes);
     refuse_shared_memory(&members)?;
+    refuse_shared_memfds(&processes)?;
     let tree = TreeState { processes, zombies };
     tree.session_layout().map_err(DumpError::Unsupported)?;
     let tracees: Vec<_> = frozen.iter().map(|f| &f.leader().tracee).collect();
@@ -80,6 +81,26 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
         warnings,
         processes: tree.processes.len(),
     })
+}
+
+/// A memfd is restored once per process that holds it: one reached through its own open file
+/// description in two processes would come back as two files.
+fn refuse_shared_memfds(processes: &[ProcessState]) -> Result<(), DumpError> {
+    let mut seen: HashMap<u64, i32> = HashMap::new();
+    for p in processes {
+        for f in &p.fds {
+            if let FdKind::Memfd { ino, .. } = f.kind
+                && let Some(other) = seen.insert(ino, p.pid)
+                && other != p.pid
+            {
+                return Err(DumpError::Unsupported(format!(
+                    "pid {other} and pid {} fd {} open the same memfd separately; a memfd shared between processes of a tree is not supported yet",
+                    p.pid, f.fd
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Children of every thread of `pid`.
@@ -255,7 +276,10 @@ fn refuse_shared_memory(members: &[i32]) -> Result<(), DumpError> {
             else {
                 continue;
             };
-            if !perms.contains('s') || !(name.starts_with("/dev/zero") || name.starts_with("/SYSV"))
+            if !perms.contains('s')
+                || !(name.starts_with("/dev/zero")
+                    || name.starts_with("/SYSV")
+                    || name.starts_with("/memfd:"))
             {
                 continue;
             }
@@ -266,7 +290,7 @@ fn refuse_shared_memory(members: &[i32]) -> Result<(), DumpError> {
                 && *other != pid
             {
                 return Err(DumpError::Unsupported(format!(
-                    "pid {other} ({other_range}) and pid {pid} ({range}) share anonymous memory; shared memory between processes of a tree is not supported yet"
+                    "pid {other} ({other_range}) and pid {pid} ({range}) map the same shared memory ({name}); shared memory between processes of a tree is not supported yet"
                 )));
             }
             seen.insert(ino, (pid, (*range).to_string()));
