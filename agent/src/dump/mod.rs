@@ -182,9 +182,10 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     let seize = t0.elapsed();
     let tasks = frozen.tasks.len();
     tracing::debug!(elapsed = ?seize, tasks, "frozen");
-    // Checked again now that the process cannot change under us (a thread or an fd may have
-    // appeared between the first check and the freeze).
-    precheck(pid, &opts)?;
+    // Checked again now that the process cannot change under us; its fds and VMAs (which may
+    // have changed between the first check and the freeze) are checked again by `collect`,
+    // which reads them anyway.
+    check_process(pid)?;
     let mut warnings = Vec::new();
     // Declared after `frozen`, so dropped before it on failure: the sockets leave repair mode
     // before the process runs again.
@@ -216,7 +217,21 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     })
 }
 
+/// Everything that can be refused from `/proc` alone: the process itself, its fds, its VMAs.
 fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
+    check_process(pid)?;
+    files::collect_fds(
+        pid,
+        opts.max_deleted_file_size,
+        &mut sockets::SocketDump::check(opts.sockets()),
+        &[],
+    )?;
+    mm::collect_vmas(pid)?;
+    Ok(())
+}
+
+/// Whether `pid` is a process we may dump at all.
+fn check_process(pid: Pid) -> Result<(), DumpError> {
     let bad = |why: &str| DumpError::BadTarget {
         pid: pid.as_raw(),
         why: why.to_string(),
@@ -243,13 +258,6 @@ fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
             root.display()
         )));
     }
-    files::collect_fds(
-        pid,
-        opts.max_deleted_file_size,
-        &mut sockets::SocketDump::check(opts.sockets()),
-        &[],
-    )?;
-    mm::collect_vmas(pid)?;
     Ok(())
 }
 

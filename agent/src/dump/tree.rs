@@ -18,7 +18,7 @@ use std::time::Instant;
 use nix::unistd::Pid;
 
 use super::freeze::Frozen;
-use super::{DumpError, DumpOptions, DumpSummary, collect, precheck, write_image};
+use super::{DumpError, DumpOptions, DumpSummary, check_process, collect, precheck, write_image};
 use crate::proc;
 use crate::state::{FdKind, ProcessState, TreeState, ZombieState};
 use crate::sys;
@@ -34,8 +34,9 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
         .iter()
         .map(|f| f.leader().tracee.pid().as_raw())
         .collect();
+    // fds and VMAs are checked again by `collect`.
     for f in &frozen {
-        precheck(f.leader().tracee.pid(), &opts)?;
+        check_process(f.leader().tracee.pid())?;
     }
     let mut warnings = Vec::new();
     let mut processes = Vec::with_capacity(frozen.len());

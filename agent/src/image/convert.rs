@@ -92,17 +92,31 @@ fn process_to_pb(s: &ProcessState) -> pb::ProcessState {
 }
 
 fn file_ref_to_pb(f: &FileRef) -> pb::FileRef {
-    let i = &f.identity;
     pb::FileRef {
         path: f.path.clone(),
-        identity: Some(pb::FileIdentity {
-            dev: i.dev,
-            ino: i.ino,
-            mode: i.mode,
-            size: i.size,
-            mtime_ns: i.mtime_ns,
-            rdev: i.rdev,
-        }),
+        identity: Some(identity_to_pb(&f.identity)),
+    }
+}
+
+pub(super) fn identity_to_pb(i: &FileIdentity) -> pb::FileIdentity {
+    pb::FileIdentity {
+        dev: i.dev,
+        ino: i.ino,
+        mode: i.mode,
+        size: i.size,
+        mtime_ns: i.mtime_ns,
+        rdev: i.rdev,
+    }
+}
+
+pub(super) fn identity_from_pb(i: pb::FileIdentity) -> FileIdentity {
+    FileIdentity {
+        dev: i.dev,
+        ino: i.ino,
+        mode: i.mode,
+        size: i.size,
+        mtime_ns: i.mtime_ns,
+        rdev: i.rdev,
     }
 }
 
@@ -661,14 +675,7 @@ fn file_ref_from_pb(
     let i = required(f.identity, || format!("{}.identity", field()))?;
     Ok(FileRef {
         path: f.path,
-        identity: FileIdentity {
-            dev: i.dev,
-            ino: i.ino,
-            mode: i.mode,
-            size: i.size,
-            mtime_ns: i.mtime_ns,
-            rdev: i.rdev,
-        },
+        identity: identity_from_pb(i),
     })
 }
 

@@ -5,10 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ferry_proto::image::v1 as pb;
 
+use super::convert::{identity_from_pb, identity_to_pb};
 use super::validate::{ManifestError, ManifestProblem, cap_count, err};
 use crate::state::{
-    FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState,
-    UnixSocketState,
+    InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState, UnixSocketState,
 };
 
 /// Most bytes queued in one socket queue accepted (the manifest itself is capped at 64 MiB).
@@ -54,17 +54,6 @@ fn addr_to_pb(a: &SocketAddr) -> pb::InetAddr {
     pb::InetAddr {
         ip,
         port: u32::from(a.port()),
-    }
-}
-
-fn identity_to_pb(i: &FileIdentity) -> pb::FileIdentity {
-    pb::FileIdentity {
-        dev: i.dev,
-        ino: i.ino,
-        mode: i.mode,
-        size: i.size,
-        mtime_ns: i.mtime_ns,
-        rdev: i.rdev,
     }
 }
 
@@ -166,14 +155,7 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
             )?;
             SocketKind::Unix(UnixSocketState {
                 name: u.name,
-                file: u.file.map(|i| FileIdentity {
-                    dev: i.dev,
-                    ino: i.ino,
-                    mode: i.mode,
-                    size: i.size,
-                    mtime_ns: i.mtime_ns,
-                    rdev: i.rdev,
-                }),
+                file: u.file.map(identity_from_pb),
                 owner: (u.owner_uid, u.owner_gid),
                 backlog: u.listening.then_some(u.backlog),
                 peer_ino: u.peer_ino,

@@ -240,16 +240,9 @@ pub fn restore<R: Read + Send>(
     // Credentials last: once they drop, the task could no longer do the privileged steps.
     // They belong to each thread, not to the process.
     for (t, ts) in &threads {
-        let tinj = inj.for_thread(t)?;
-        attrs::restore_seccomp(&tinj, &ts.seccomp)?;
-        attrs::before_creds(&tinj, &state.attrs)?;
-        restore_creds(&tinj, &state)?;
-        attrs::after_creds(&tinj, &state, false, &mut warnings)?;
+        lock_down(&inj.for_thread(t)?, &state, ts, false, &mut warnings)?;
     }
-    attrs::restore_seccomp(&inj, &thread.seccomp)?;
-    attrs::before_creds(&inj, &state.attrs)?;
-    restore_creds(&inj, &state)?;
-    attrs::after_creds(&inj, &state, true, &mut warnings)?;
+    lock_down(&inj, &state, thread, true, &mut warnings)?;
     attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
     attrs::set_sched(task.pid, &thread.sched, &mut warnings);
     for (t, ts) in &threads {
@@ -458,6 +451,21 @@ fn create_threads<'s>(
         out.push((t, ts));
     }
     Ok(out)
+}
+
+/// The last injected steps of one thread, in the order the kernel allows: seccomp while still
+/// root, capabilities kept across the id change, the ids, then what an id change resets.
+fn lock_down(
+    inj: &Injector<'_>,
+    state: &ProcessState,
+    thread: &ThreadState,
+    leader: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(), RestoreError> {
+    attrs::restore_seccomp(inj, &thread.seccomp)?;
+    attrs::before_creds(inj, &state.attrs)?;
+    restore_creds(inj, state)?;
+    attrs::after_creds(inj, state, leader, warnings)
 }
 
 fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {

@@ -30,8 +30,8 @@ use nix::unistd::Pid;
 
 use super::inject::Injector;
 use super::{
-    RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, files, final_regs, mm,
-    restore_creds, restore_process_attrs, restore_thread_attrs, task,
+    RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, files, final_regs,
+    lock_down, mm, restore_process_attrs, restore_thread_attrs, task,
 };
 use crate::image::ImageReader;
 use crate::ptrace::{PtraceError, Tracee};
@@ -238,17 +238,10 @@ pub fn restore_tree<R: Read + Send>(
     // children first.
     for ((inj, p), ts) in injs.iter().zip(procs).zip(&threads) {
         for (t, tstate) in ts {
-            let tinj = inj.for_thread(t)?;
-            attrs::restore_seccomp(&tinj, &tstate.seccomp)?;
-            attrs::before_creds(&tinj, &p.attrs)?;
-            restore_creds(&tinj, p)?;
-            attrs::after_creds(&tinj, p, false, &mut warnings)?;
+            lock_down(&inj.for_thread(t)?, p, tstate, false, &mut warnings)?;
         }
         let thread = &p.threads[0];
-        attrs::restore_seccomp(inj, &thread.seccomp)?;
-        attrs::before_creds(inj, &p.attrs)?;
-        restore_creds(inj, p)?;
-        attrs::after_creds(inj, p, true, &mut warnings)?;
+        lock_down(inj, p, thread, true, &mut warnings)?;
         let pid = inj.tracee().pid();
         attrs::set_oom_score_adj(pid, &p.attrs, &mut warnings);
         attrs::set_sched(pid, &thread.sched, &mut warnings);
