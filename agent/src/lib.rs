@@ -1,12 +1,17 @@
 //! Ferry's engine: freeze a process with ptrace, capture its state, write it as an image, and
-//! rebuild it from an image by driving a new task with ptrace.
+//! rebuild it from an image by driving a new task with ptrace; and the agent around it: the
+//! daemon, its transport, migration between hosts and the relay left on the origin.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod daemon;
 pub mod dump;
 pub mod image;
+pub mod migrate;
 pub mod proc;
 pub mod ptrace;
+pub mod relay;
 pub mod restore;
 pub mod state;
 pub mod sys;
+pub mod transport;

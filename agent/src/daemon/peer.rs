@@ -1,0 +1,1 @@
+//! The peer API (`ferry.v1.Peer`) over mutual TLS.

@@ -1,0 +1,6 @@
+//! Relays between the stub on the origin and the migrated process: stdio, ttys, TCP, UDP,
+//! signals and the exit status.
+
+/// The relays this agent runs.
+#[derive(Debug, Default)]
+pub struct Registry {}
