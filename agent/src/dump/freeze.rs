@@ -121,6 +121,23 @@ impl Frozen {
         Ok(())
     }
 
+    /// Detaches every thread still there without putting registers back: the caller changed
+    /// the program (an `execve` replaced it), so the saved registers mean nothing any more.
+    pub fn detach_as_is(mut self) -> Result<(), DumpError> {
+        self.done = true;
+        for t in &self.tasks {
+            match t.tracee.detach(None) {
+                Ok(()) | Err(PtraceError::Gone { .. }) => {}
+                Err(PtraceError::Request {
+                    source: Errno::ESRCH,
+                    ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the process (the image is durable) and waits until its threads are gone.
     pub fn kill(mut self) -> Result<(), DumpError> {
         self.done = true;

@@ -8,14 +8,14 @@
 mod attrs;
 mod fdkinds;
 mod files;
-mod freeze;
+pub mod freeze;
 mod mm;
 pub(crate) mod sockdiag;
 mod sockets;
 mod tree;
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -173,39 +173,19 @@ pub enum DumpError {
 
 /// Checkpoints `pid` into the image file `out`.
 pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
-    // Refuse what /proc already shows before stopping anything, so a refused process is never
-    // even frozen.
-    precheck(pid, &opts)?;
-
-    let t0 = Instant::now();
-    let frozen = Frozen::seize(pid)?;
-    let seize = t0.elapsed();
-    let tasks = frozen.tasks.len();
-    tracing::debug!(elapsed = ?seize, tasks, "frozen");
-    // Checked again now that the process cannot change under us; its fds and VMAs (which may
-    // have changed between the first check and the freeze) are checked again by `collect`,
-    // which reads them anyway.
-    check_process(pid)?;
-    let mut warnings = Vec::new();
-    // Declared after `frozen`, so dropped before it on failure: the sockets leave repair mode
-    // before the process runs again.
-    let mut socks = sockets::SocketDump::capture(opts.sockets());
-    let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks)?;
-    warnings.append(&mut socks.warnings);
-    tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
-    let tree = TreeState::single(state);
-    let stats = write_image(&[&frozen.leader().tracee], &tree, out, opts.codec)?;
-    tracing::debug!(elapsed = ?t0.elapsed(), "image written");
-
+    let held = hold(pid, opts)?;
+    let tree = TreeState::single(held.state.clone());
+    let stats = write_image(&[&held.frozen.leader().tracee], &tree, out, opts.codec)?;
+    tracing::debug!(elapsed = ?held.since.elapsed(), "image written");
     // The image is durable: only now may the original go.
-    let frozen_for = t0.elapsed();
+    let frozen_for = held.since.elapsed();
+    let (seize, tasks) = (held.seize, held.frozen.tasks.len());
+    let warnings = held.warnings.clone();
     if opts.leave_running {
-        frozen.release()?;
+        held.thaw()?;
     } else {
-        frozen.kill()?;
+        held.end()?;
     }
-    // The process is gone: its connections may now be discarded without a word to the peers.
-    socks.held.close_silently();
     Ok(DumpSummary {
         pid: pid.as_raw(),
         stats,
@@ -215,6 +195,103 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
         warnings,
         processes: 1,
     })
+}
+
+/// A process frozen with its state collected, held until the caller decides: write its image
+/// (any number of times, to any writer), then [`Held::thaw`] it or [`Held::end`] it. Dropping
+/// it thaws the process, so any failure in between gives it back untouched.
+///
+/// The thread that called [`hold`] is the tracer: every method must be called from it.
+#[derive(Debug)]
+pub struct Held {
+    /// The collected state.
+    pub state: ProcessState,
+    /// Things the user should know.
+    pub warnings: Vec<String>,
+    /// From the first seize until every task was stopped.
+    pub seize: Duration,
+    /// When the freeze began.
+    pub since: Instant,
+    // Declared before `frozen`, so dropped first: the sockets leave repair mode before the
+    // process runs again.
+    socks: sockets::SocketDump,
+    frozen: Frozen,
+}
+
+/// Freezes `pid` and collects its state; see [`Held`].
+pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
+    // Refuse what /proc already shows before stopping anything, so a refused process is never
+    // even frozen.
+    precheck(pid, &opts)?;
+
+    let since = Instant::now();
+    let frozen = Frozen::seize(pid)?;
+    let seize = since.elapsed();
+    tracing::debug!(elapsed = ?seize, tasks = frozen.tasks.len(), "frozen");
+    // Checked again now that the process cannot change under us; its fds and VMAs (which may
+    // have changed between the first check and the freeze) are checked again by `collect`,
+    // which reads them anyway.
+    check_process(pid)?;
+    let mut warnings = Vec::new();
+    let mut socks = sockets::SocketDump::capture(opts.sockets());
+    let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks)?;
+    warnings.append(&mut socks.warnings);
+    tracing::debug!(elapsed = ?since.elapsed(), "state collected");
+    Ok(Held {
+        state,
+        warnings,
+        seize,
+        since,
+        socks,
+        frozen,
+    })
+}
+
+impl Held {
+    /// Writes the image (manifest, then the pages read from the frozen process) into `out`.
+    pub fn write_to<W: Write + Send>(
+        &self,
+        out: W,
+        codec: Codec,
+    ) -> Result<(W, WriteStats), DumpError> {
+        let tree = TreeState::single(self.state.clone());
+        let mut writer = ImageWriter::new_tree(out, &tree, codec).map_err(DumpError::Image)?;
+        mm::write_pages(
+            &self.frozen.leader().tracee,
+            &self.state.mm.vmas,
+            &mut writer,
+        )?;
+        writer.finish().map_err(DumpError::Image)
+    }
+
+    /// The frozen threads, leader first.
+    pub fn tasks(&self) -> &[freeze::FrozenTask] {
+        &self.frozen.tasks
+    }
+
+    /// Lets the process go on as if nothing happened.
+    pub fn thaw(self) -> Result<(), DumpError> {
+        let Held { socks, frozen, .. } = self;
+        drop(socks);
+        frozen.release()
+    }
+
+    /// Ends the process and waits until its threads are gone. Its connections are discarded
+    /// without a word to the peers (they live on in the image).
+    pub fn end(self) -> Result<(), DumpError> {
+        let Held { socks, frozen, .. } = self;
+        frozen.kill()?;
+        socks.held.close_silently();
+        Ok(())
+    }
+
+    /// Gives up the process without putting anything back (the caller has replaced its
+    /// program, e.g. by the stub): detaches every thread that still exists.
+    pub fn detach_as_is(self) -> Result<(), DumpError> {
+        let Held { socks, frozen, .. } = self;
+        drop(socks);
+        frozen.detach_as_is()
+    }
 }
 
 /// Everything that can be refused from `/proc` alone: the process itself, its fds, its VMAs.
