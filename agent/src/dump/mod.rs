@@ -10,6 +10,7 @@ mod fdkinds;
 mod files;
 mod freeze;
 mod mm;
+mod shm;
 pub(crate) mod sockdiag;
 mod sockets;
 mod tree;
@@ -193,7 +194,8 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks)?;
     warnings.append(&mut socks.warnings);
     tracing::debug!(elapsed = ?t0.elapsed(), "state collected");
-    let tree = TreeState::single(state);
+    let mut tree = TreeState::single(state);
+    mm::drop_repeated_shmem_pages(&mut tree.processes);
     let stats = write_image(&[&frozen.leader().tracee], &tree, out, opts.codec)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "image written");
 
@@ -287,6 +289,7 @@ fn collect(
 
     mm::find_pages(pid, &mut vmas)?;
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
+    let sysv_shm = shm::collect_sysv(pid, &vmas)?;
 
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
@@ -399,6 +402,7 @@ fn collect(
         threads,
         locks,
         memfds,
+        sysv_shm,
         attrs,
     })
 }

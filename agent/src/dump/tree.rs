@@ -51,8 +51,7 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
     }
     mark_shared(&members, &mut processes)?;
     keep_one_queue(&mut processes);
-    refuse_shared_memory(&members)?;
-    refuse_shared_memfds(&processes)?;
+    super::mm::drop_repeated_shmem_pages(&mut processes);
     let tree = TreeState { processes, zombies };
     tree.session_layout().map_err(DumpError::Unsupported)?;
     let tracees: Vec<_> = frozen.iter().map(|f| &f.leader().tracee).collect();
@@ -82,26 +81,6 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
         warnings,
         processes: tree.processes.len(),
     })
-}
-
-/// A memfd is restored once per process that holds it: one reached through its own open file
-/// description in two processes would come back as two files.
-fn refuse_shared_memfds(processes: &[ProcessState]) -> Result<(), DumpError> {
-    let mut seen: HashMap<u64, i32> = HashMap::new();
-    for p in processes {
-        for f in &p.fds {
-            if let FdKind::Memfd { ino, .. } = f.kind
-                && let Some(other) = seen.insert(ino, p.pid)
-                && other != p.pid
-            {
-                return Err(DumpError::Unsupported(format!(
-                    "pid {other} and pid {} fd {} open the same memfd separately; a memfd shared between processes of a tree is not supported yet",
-                    p.pid, f.fd
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Children of every thread of `pid`.
@@ -262,40 +241,4 @@ fn keep_one_queue(processes: &mut [ProcessState]) {
             }
         }
     }
-}
-
-/// Shared anonymous memory (and SysV shared memory) mapped by two processes of the tree would
-/// come back as two separate copies: refused until it is supported.
-fn refuse_shared_memory(members: &[i32]) -> Result<(), DumpError> {
-    let mut seen: HashMap<u64, (i32, String)> = HashMap::new();
-    for &pid in members {
-        let maps = proc::read(pid, "maps")?;
-        for line in maps.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(range), Some(perms), Some(ino), Some(name)) =
-                (f.first(), f.get(1), f.get(4), f.get(5))
-            else {
-                continue;
-            };
-            if !perms.contains('s')
-                || !(name.starts_with("/dev/zero")
-                    || name.starts_with("/SYSV")
-                    || name.starts_with("/memfd:"))
-            {
-                continue;
-            }
-            let Ok(ino) = ino.parse::<u64>() else {
-                continue;
-            };
-            if let Some((other, other_range)) = seen.get(&ino)
-                && *other != pid
-            {
-                return Err(DumpError::Unsupported(format!(
-                    "pid {other} ({other_range}) and pid {pid} ({range}) map the same shared memory ({name}); shared memory between processes of a tree is not supported yet"
-                )));
-            }
-            seen.insert(ino, (pid, (*range).to_string()));
-        }
-    }
-    Ok(())
 }

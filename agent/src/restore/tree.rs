@@ -30,12 +30,12 @@ use nix::unistd::Pid;
 
 use super::inject::Injector;
 use super::{
-    RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, files, final_regs,
-    lock_down, mm, restore_process_attrs, restore_thread_attrs, task,
+    RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, fdkinds, files,
+    final_regs, lock_down, mm, restore_process_attrs, restore_thread_attrs, shm, task,
 };
 use crate::image::ImageReader;
 use crate::ptrace::{PtraceError, Tracee};
-use crate::state::{FdKind, PipeQueue, TreeState};
+use crate::state::{FdKind, PipeQueue, ProcessState, TreeState};
 use crate::sys;
 
 /// Kills every process created so far unless disarmed (the root has its own guard).
@@ -73,9 +73,12 @@ pub fn restore_tree<R: Read + Send>(
         .iter()
         .map(|(ino, (r, w))| (*ino, (r.as_raw_fd(), w.as_raw_fd())))
         .collect();
+    // memfds once for the whole tree: a memfd several processes held is one file again.
+    let members: Vec<&ProcessState> = procs.iter().collect();
+    let memfds = fdkinds::Memfds::create(&members)?;
     let plans = procs
         .iter()
-        .map(|p| files::plan(p, opts.inherit_stdio, &pipe_fds, &mut warnings))
+        .map(|p| files::plan(p, opts.inherit_stdio, &pipe_fds, &memfds, &mut warnings))
         .collect::<Result<Vec<_>, _>>()?;
 
     // 2. Create. The namespace is decided for the whole tree: every process keeps its PID.
@@ -121,6 +124,7 @@ pub fn restore_tree<R: Read + Send>(
         ..Default::default()
     };
     let area = mm::pick_area(&maps, &all)?;
+    let shared;
     let area = {
         let inj = Injector::bootstrap(&root_tracee, vdso_syscall, area)?;
         // Unregistered before any fork: children inherit the registration.
@@ -132,6 +136,9 @@ pub fn restore_tree<R: Read + Send>(
             )?;
         }
         inj.call("setsid", libc::SYS_setsid, [0; 6])?;
+        // Shared memory objects once for the tree, made before any fork (the scratch
+        // mappings they need are gone again before the children copy the address space).
+        shared = shm::SharedMemory::prepare(&inj, &members)?;
         inj.area
     };
 
@@ -200,8 +207,8 @@ pub fn restore_tree<R: Read + Send>(
         let maps = mm::current_maps(inj.tracee().pid().as_raw())?;
         mm::wipe_and_place_vdso(inj, &maps, &p.mm)?;
     }
-    for ((inj, p), plan) in injs.iter().zip(procs).zip(&plans) {
-        mm::map_vmas(inj, &p.mm, &plan.memfds)?;
+    for (inj, p) in injs.iter().zip(procs) {
+        mm::map_vmas(inj, &p.mm, &memfds, &shared)?;
     }
     let targets: Vec<_> = injs.iter().zip(procs.iter()).collect();
     mm::write_pages_tree(&targets, &mut reader)?;
@@ -214,8 +221,6 @@ pub fn restore_tree<R: Read + Send>(
         mm::protect(inj, &p.mm)?;
         mm::set_mm(inj, p)?;
         files::restore(inj, plan, p, &mut warnings)?;
-        // Seals after the mappings and descriptors: they may forbid what those needed.
-        plan.memfds.seal(p)?;
         restore_process_attrs(inj, p, false)?;
         restore_thread_attrs(inj, p, thread)?;
         let ts = create_threads(inj, p)?;
@@ -233,6 +238,8 @@ pub fn restore_tree<R: Read + Send>(
     }
     // Every process has its ends now.
     drop(pipes);
+    // Seals after every mapping and descriptor: they may forbid what those needed.
+    memfds.seal()?;
 
     // 6. Credentials last (per thread, with seccomp filters and capabilities), then resume,
     // children first.
@@ -270,6 +277,7 @@ pub fn restore_tree<R: Read + Send>(
         }
     }
     others.reverse();
+    shared.finish()?;
     created.armed = false;
     root_task.disarm();
     Ok(RestoreSummary {
