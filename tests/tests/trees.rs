@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -412,4 +412,107 @@ fn members_keep_threads_timers_and_seccomp() {
     assert_eq!(seccomp(pids[2]), filters);
     let ok = check(&dirs[2], pids[2]);
     assert!(ok.starts_with("ok filtered=1"), "{ok}");
+}
+
+/// The report lines of `names`, once each has written `n` of them.
+fn reports(dir: &Path, names: &[&str], n: usize) -> Vec<String> {
+    wait_until(Duration::from_secs(10), "every report", || {
+        let r = read_lines(&dir.join("report"));
+        if let Some(bad) = r.iter().find(|l| l.contains(" BAD ")) {
+            panic!("{bad}");
+        }
+        names
+            .iter()
+            .all(|name| r.iter().filter(|l| l.starts_with(&format!("{name} "))).count() >= n)
+            .then_some(r)
+    })
+}
+
+/// Counter `what` of the `n`-th report of `name`.
+fn counter(lines: &[String], name: &str, n: usize, what: &str) -> u64 {
+    let l = lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("{name} ")))
+        .nth(n)
+        .unwrap_or_else(|| panic!("no report {n} from {name}: {lines:?}"));
+    field(l, what)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {what} in {l}"))
+}
+
+/// Removes a SysV segment by key and a POSIX shm object by name when dropped.
+struct ShmCleanup {
+    key: i32,
+    posix: PathBuf,
+}
+
+impl Drop for ShmCleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.posix);
+        // SAFETY: shmget and shmctl take plain integers and a null buffer for IPC_RMID.
+        unsafe {
+            let id = libc::shmget(self.key, 0, 0);
+            if id >= 0 {
+                libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+#[test]
+fn shared_memory_stays_shared() {
+    let Some(ctx) = setup("trees-shm") else {
+        return;
+    };
+    let dir = ctx.path("shm");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let key = 0x4645_0000 | (std::process::id() as i32 & 0xffff);
+    let name = format!("/ferry-trees-shm-{}", std::process::id());
+    let _cleanup = ShmCleanup {
+        key,
+        posix: PathBuf::from(format!("/dev/shm{name}")),
+    };
+    let mut cmd = Command::new(workload("trees_shm"));
+    cmd.arg(&dir).arg(&name).arg(key.to_string());
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
+    wait_until(Duration::from_secs(10), "the pair is ready", || {
+        dir.join("ready").exists().then_some(())
+    });
+    tree.rescan();
+    let pids = tree_of(root);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let usr1 = |pids: &[i32]| {
+        for p in pids {
+            kill(Pid::from_raw(*p), Signal::SIGUSR1).expect("signal a member");
+        }
+    };
+    usr1(&pids);
+    let before = reports(&dir, &["P", "C"], 1);
+
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    assert_eq!(tree_of(root), pids, "both back with their PIDs");
+    usr1(&pids);
+    let after = reports(&dir, &["P", "C"], 2);
+    for name in ["P", "C"] {
+        for what in ["anon", "sysv", "sysvk", "memfd", "posix"] {
+            let (was, now) = (
+                counter(&before, name, 0, what),
+                counter(&after, name, 1, what),
+            );
+            assert!(
+                now > was,
+                "{name} {what}: {now} after the restore, {was} before: contents lost"
+            );
+        }
+    }
+    // Each area is one mapping of one object in each process, as before.
+    for p in &pids {
+        let maps = std::fs::read_to_string(format!("/proc/{p}/maps")).expect("maps");
+        assert!(maps.contains("/dev/zero (deleted)"), "{maps}");
+        assert!(maps.contains("/memfd:trees-shm (deleted)"), "{maps}");
+        assert_eq!(maps.matches("/SYSV").count(), 2, "{maps}");
+    }
 }
