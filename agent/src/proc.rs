@@ -152,6 +152,10 @@ pub struct Stat {
     pub ppid: i32,
     pub pgrp: i32,
     pub session: i32,
+    /// Controlling terminal's device number (0: none).
+    pub tty_nr: u64,
+    /// Foreground process group of the controlling terminal (-1: none).
+    pub tpgid: i32,
     pub start_code: u64,
     pub end_code: u64,
     pub start_stack: u64,
@@ -184,6 +188,8 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
         ppid: field(4)? as i32,
         pgrp: field(5)? as i32,
         session: field(6)? as i32,
+        tty_nr: field(7)? & 0xffff_ffff,
+        tpgid: field(8)? as i32,
         start_code: field(26)?,
         end_code: field(27)?,
         start_stack: field(28)?,

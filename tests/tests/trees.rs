@@ -423,7 +423,12 @@ fn reports(dir: &Path, names: &[&str], n: usize) -> Vec<String> {
         }
         names
             .iter()
-            .all(|name| r.iter().filter(|l| l.starts_with(&format!("{name} "))).count() >= n)
+            .all(|name| {
+                r.iter()
+                    .filter(|l| l.starts_with(&format!("{name} ")))
+                    .count()
+                    >= n
+            })
             .then_some(r)
     })
 }
@@ -515,4 +520,80 @@ fn shared_memory_stays_shared() {
         assert!(maps.contains("/memfd:trees-shm (deleted)"), "{maps}");
         assert_eq!(maps.matches("/SYSV").count(), 2, "{maps}");
     }
+}
+
+/// `/proc/PID/stat` fields 7 and 8: controlling terminal and its foreground group.
+fn tty_of(pid: i32) -> (u64, i32) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let f: Vec<&str> = s[s.rfind(')').expect("stat") + 1..]
+        .split_whitespace()
+        .collect();
+    (f[4].parse().expect("tty_nr"), f[5].parse().expect("tpgid"))
+}
+
+#[test]
+fn session_keeps_its_controlling_terminal() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let Some(ctx) = setup("trees-tty") else {
+        return;
+    };
+    let dir = ctx.path("tty");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // The test holds the master (a pty master is not something ferry dumps).
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    for fd in [pty.master.as_fd(), pty.slave.as_fd()] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .expect("cloexec");
+    }
+    nix::fcntl::fcntl(
+        pty.master.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .expect("nonblock");
+    let slave = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+    ))
+    .expect("slave path");
+    drop(pty.slave);
+    let mut master = File::from(pty.master);
+    let mut cmd = Command::new(workload("trees_tty"));
+    cmd.arg(&dir).arg(&slave);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
+    wait_until(Duration::from_secs(10), "the session is set up", || {
+        dir.join("ready").exists().then_some(())
+    });
+    tree.rescan();
+    let pids = tree_of(root);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let g = pids[1];
+    let before = tty_of(root);
+    assert_ne!(before.0, 0, "the root has a controlling terminal");
+    assert_eq!(before.1, g, "G's group is in the foreground");
+
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    assert_eq!(tree_of(root), pids);
+    assert_eq!(
+        tty_of(root),
+        before,
+        "the root's terminal and foreground group"
+    );
+    assert_eq!(tty_of(g), before, "G's terminal and foreground group");
+    kill(Pid::from_raw(g), Signal::SIGUSR1).expect("signal G");
+    let want = format!("G {g} says hello");
+    let mut got = String::new();
+    wait_until(Duration::from_secs(10), "G's line at the master", || {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = master.read(&mut buf) {
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        got.contains(&want).then_some(())
+    });
 }

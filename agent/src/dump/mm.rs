@@ -211,7 +211,8 @@ fn shmem_data_pages(pid: Pid, vma: &VmaState) -> Vec<bool> {
         if start >= last {
             break;
         }
-        let end = lseek(&file, start as i64, Whence::SeekHole).map_or(last, |e| (e as u64).min(last));
+        let end =
+            lseek(&file, start as i64, Whence::SeekHole).map_or(last, |e| (e as u64).min(last));
         for page in (start / PAGE_SIZE)..end.div_ceil(PAGE_SIZE) {
             if let Some(slot) = out.get_mut((page - first / PAGE_SIZE) as usize) {
                 *slot = true;

@@ -361,7 +361,8 @@ fn collect(
         .zip(&threads)
         .map(|(task, ts)| (task.tracee.pid().as_raw(), ts.tid))
         .collect();
-    let attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
+    let mut attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
+    attrs.ctty = ctty(raw, &stat, &fds, warnings);
 
     Ok(ProcessState {
         pid: status.ns_pid,
@@ -404,6 +405,46 @@ fn collect(
         memfds,
         sysv_shm,
         attrs,
+    })
+}
+
+/// The controlling terminal of a session leader: its device, a path to it (a descriptor of
+/// the process that is that terminal, else `/dev/pts/N` for a pty slave) and the foreground
+/// group. `None` for other processes: the terminal belongs to the session, and only its
+/// leader can take it back.
+fn ctty(
+    pid: i32,
+    stat: &proc::Stat,
+    fds: &[crate::state::FdState],
+    warnings: &mut Vec<String>,
+) -> Option<crate::state::CttyState> {
+    if stat.session != pid || stat.tty_nr == 0 {
+        return None;
+    }
+    let rdev = stat.tty_nr;
+    let from_fd = fds.iter().find_map(|f| match &f.kind {
+        crate::state::FdKind::Tty { file } if file.identity.rdev == rdev => Some(file.path.clone()),
+        _ => None,
+    });
+    let major = (rdev >> 8) & 0xfff;
+    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+    let pts = (136..144)
+        .contains(&major)
+        .then(|| format!("/dev/pts/{}", minor + (major - 136) * 256));
+    let path = from_fd.or(pts).filter(|p| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).is_ok_and(|m| m.rdev() == rdev)
+    });
+    let Some(path) = path else {
+        warnings.push(format!(
+            "pid {pid}: its controlling terminal (device {major}:{minor}) has no path ferry knows; it will have none after the restore"
+        ));
+        return None;
+    };
+    Some(crate::state::CttyState {
+        rdev,
+        path,
+        fg_pgid: stat.tpgid.max(0),
     })
 }
 

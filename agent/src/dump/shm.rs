@@ -49,10 +49,7 @@ pub fn collect_sysv(pid: Pid, vmas: &[VmaState]) -> Result<Vec<SysvShmState>, Du
         let mut seen = vec![false; pages];
         let mut data: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut page = vec![0u8; PAGE_SIZE as usize];
-        for v in vmas
-            .iter()
-            .filter(|v| v.kind == VmaKind::SysvShm { id })
-        {
+        for v in vmas.iter().filter(|v| v.kind == VmaKind::SysvShm { id }) {
             for addr in (v.start..v.end).step_by(PAGE_SIZE as usize) {
                 let off = v.pgoff + (addr - v.start);
                 let Some(slot) = seen.get_mut((off / PAGE_SIZE) as usize) else {

@@ -9,9 +9,10 @@ use ferry_proto::image::v1 as pb;
 use super::validate::{
     MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS,
     MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem,
-    MAX_SYSV_SHM, RLIM_NLIMITS, validate, validate_tree,
+    MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS, ManifestError,
+    ManifestProblem, RLIM_NLIMITS, validate, validate_tree,
 };
+use crate::state::CttyState;
 use crate::state::{
     AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
     InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
@@ -19,7 +20,6 @@ use crate::state::{
     SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, SysvShmState,
     ThreadState, TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
 };
-use crate::state::CttyState;
 
 use super::validate::{cap_count, err};
 

@@ -1255,11 +1255,7 @@ fn invalid_manifests_are_refused_naming_the_field() {
             "sysv_shm[1].id",
             "appears twice",
         ),
-        (
-            |p| p.sysv_shm[0].id = -1,
-            "sysv_shm[0].id",
-            "outside 0..",
-        ),
+        (|p| p.sysv_shm[0].id = -1, "sysv_shm[0].id", "outside 0.."),
         (
             |p| {
                 p.sysv_shm[0].extents = vec![pb::MemfdExtent {

@@ -441,12 +441,7 @@ pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
                 }
             }
             VmaKind::SharedAnonymous { size, .. } => {
-                check_range(
-                    format!("mm.vmas[{i}].shmem_size"),
-                    size,
-                    0,
-                    MAX_MEMFD_SIZE,
-                )?;
+                check_range(format!("mm.vmas[{i}].shmem_size"), size, 0, MAX_MEMFD_SIZE)?;
             }
             _ => {}
         }

@@ -8,8 +8,7 @@ use super::validate::{
     MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS,
     MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
     MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SECCOMP_FILTERS, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS,
-    ManifestError,
-    ManifestProblem, RLIM_NLIMITS,
+    ManifestError, ManifestProblem, RLIM_NLIMITS,
 };
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.

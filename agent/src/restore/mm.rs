@@ -9,8 +9,8 @@ use nix::sys::uio::{RemoteIoVec, process_vm_writev};
 
 use super::RestoreError;
 use super::fdkinds::Memfds;
-use super::shm::SharedMemory;
 use super::inject::{AREA_LEN, Injector};
+use super::shm::SharedMemory;
 use crate::image::ImageReader;
 use crate::proc::{self, MapsEntry};
 use crate::state::{MmState, PAGE_SIZE, ProcessState, VmaKind, VmaState};

@@ -13,6 +13,7 @@ mod shm;
 mod sockets;
 mod task;
 mod tree;
+mod tty;
 
 use std::io::Read;
 
@@ -237,6 +238,14 @@ pub fn restore<R: Read + Send>(
     // Seals after the mappings and descriptors: they may forbid what those needed.
     memfds.seal()?;
     restore_process_attrs(&inj, &state, true)?;
+    // A session leader whose terminal is still there takes it back (it leads a new session
+    // now, with the same PID); it can be the foreground only of its own group.
+    if let Some(tty) = state.attrs.ctty.as_ref().filter(|_| state.sid == state.pid)
+        && tty::take(&inj, tty, &mut warnings)?
+        && tty.fg_pgid == state.pgid
+    {
+        tty::set_foreground(&inj, tty, state.pid, &mut warnings)?;
+    }
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).
     let threads = create_threads(&inj, &state)?;

@@ -203,7 +203,11 @@ impl SharedMemory {
                 .map_err(|e| fail("munmap", e))?;
         }
         let given = prot::READ
-            | if flags & SHM_RDONLY == 0 { prot::WRITE } else { 0 }
+            | if flags & SHM_RDONLY == 0 {
+                prot::WRITE
+            } else {
+                0
+            }
             | if flags & SHM_EXEC != 0 { prot::EXEC } else { 0 };
         if given != v.prot {
             inj.call(
@@ -300,8 +304,12 @@ fn make_segment(
                 base: (base + e.offset) as usize,
                 len: e.data.len(),
             }];
-            if process_vm_writev(inj.tracee().pid(), &[std::io::IoSlice::new(&e.data)], &remote)
-                .ok()
+            if process_vm_writev(
+                inj.tracee().pid(),
+                &[std::io::IoSlice::new(&e.data)],
+                &remote,
+            )
+            .ok()
                 != Some(e.data.len())
             {
                 inj.tracee().write_mem(base + e.offset, &e.data)?;

@@ -31,7 +31,7 @@ use nix::unistd::Pid;
 use super::inject::Injector;
 use super::{
     RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, fdkinds, files,
-    final_regs, lock_down, mm, restore_process_attrs, restore_thread_attrs, shm, task,
+    final_regs, lock_down, mm, restore_process_attrs, restore_thread_attrs, shm, task, tty,
 };
 use crate::image::ImageReader;
 use crate::ptrace::{PtraceError, Tracee};
@@ -125,6 +125,8 @@ pub fn restore_tree<R: Read + Send>(
     };
     let area = mm::pick_area(&maps, &all)?;
     let shared;
+    // Which processes took their controlling terminal back.
+    let mut ctty = vec![false; procs.len()];
     let area = {
         let inj = Injector::bootstrap(&root_tracee, vdso_syscall, area)?;
         // Unregistered before any fork: children inherit the registration.
@@ -136,6 +138,10 @@ pub fn restore_tree<R: Read + Send>(
             )?;
         }
         inj.call("setsid", libc::SYS_setsid, [0; 6])?;
+        // Its terminal before any fork: children inherit it.
+        if let Some(tty) = &root.attrs.ctty {
+            ctty[0] = tty::take(&inj, tty, &mut warnings)?;
+        }
         // Shared memory objects once for the tree, made before any fork (the scratch
         // mappings they need are gone again before the children copy the address space).
         shared = shm::SharedMemory::prepare(&inj, &members)?;
@@ -155,7 +161,12 @@ pub fn restore_tree<R: Read + Send>(
         let child = fork(&Injector::attach(&tracees[parent], area)?, p.pid)?;
         created.pids.push(child.pid());
         if layout[i].setsid {
-            Injector::attach(&child, area)?.call("setsid", libc::SYS_setsid, [0; 6])?;
+            let inj = Injector::attach(&child, area)?;
+            inj.call("setsid", libc::SYS_setsid, [0; 6])?;
+            // Before its own children are forked: they inherit the terminal.
+            if let Some(tty) = &p.attrs.ctty {
+                ctty[i] = tty::take(&inj, tty, &mut warnings)?;
+            }
         }
         tracees.push(child);
     }
@@ -179,6 +190,33 @@ pub fn restore_tree<R: Read + Send>(
             }
             let pgid = if leaders { 0 } else { place.pgid as u64 };
             Injector::attach(t, area)?.call("setpgid", libc::SYS_setpgid, [0, pgid, 0, 0, 0, 0])?;
+        }
+    }
+
+    // The foreground group of each terminal taken back, now that the groups exist: one of
+    // its session (the root's original group is the root's now).
+    for (i, t) in tracees.iter().enumerate() {
+        let Some(tty) = procs[i].attrs.ctty.as_ref().filter(|_| ctty[i]) else {
+            continue;
+        };
+        if tty.fg_pgid == 0 {
+            continue;
+        }
+        let fg = if tty.fg_pgid == root.pgid && layout[i].sid == root.pid {
+            root.pid
+        } else {
+            tty.fg_pgid
+        };
+        if layout
+            .iter()
+            .any(|l| l.pgid == fg && l.sid == layout[i].sid)
+        {
+            tty::set_foreground(&Injector::attach(t, area)?, tty, fg, &mut warnings)?;
+        } else {
+            warnings.push(format!(
+                "pid {}: the foreground group {} of its terminal {} is not in the tree; the terminal has the session leader's group in the foreground",
+                procs[i].pid, tty.fg_pgid, tty.path
+            ));
         }
     }
 
