@@ -597,3 +597,43 @@ fn session_keeps_its_controlling_terminal() {
         got.contains(&want).then_some(())
     });
 }
+
+#[test]
+fn socketpairs_between_members_keep_their_queues() {
+    let Some(ctx) = setup("trees-sockpair") else {
+        return;
+    };
+    let dir = ctx.path("sockpair");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut cmd = Command::new(workload("trees_sockpair"));
+    cmd.arg(&dir);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
+    wait_until(Duration::from_secs(10), "the pair is ready", || {
+        dir.join("ready").exists().then_some(())
+    });
+    tree.rescan();
+    let pids = tree_of(root);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    assert_eq!(tree_of(root), pids);
+    for p in &pids {
+        kill(Pid::from_raw(*p), Signal::SIGUSR1).expect("signal a member");
+    }
+    let lines = wait_until(Duration::from_secs(10), "both reports and the ping", || {
+        let r = read_lines(&dir.join("report"));
+        (r.len() == 3).then_some(r)
+    });
+    // Both ways: the stream's bytes and each datagram, the empty one included, in order.
+    assert!(
+        lines.contains(&"P got=from-C|dg1-C|0|dg2-C n=6,5,5".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"C got=from-P|dg1-P|0|dg2-P n=6,5,5".to_string()),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"C ping".to_string()), "{lines:?}");
+}

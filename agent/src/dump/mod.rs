@@ -176,7 +176,7 @@ pub enum DumpError {
 pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
     // Refuse what /proc already shows before stopping anything, so a refused process is never
     // even frozen.
-    precheck(pid, &opts)?;
+    precheck(pid, &opts, false)?;
 
     let t0 = Instant::now();
     let frozen = Frozen::seize(pid)?;
@@ -220,14 +220,13 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
 }
 
 /// Everything that can be refused from `/proc` alone: the process itself, its fds, its VMAs.
-fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
+/// `in_tree`: the process is one of a tree (`--tree`), whose Unix sockets may be connected
+/// to other members, which are known only once the tree is frozen.
+fn precheck(pid: Pid, opts: &DumpOptions, in_tree: bool) -> Result<(), DumpError> {
     check_process(pid)?;
-    files::collect_fds(
-        pid,
-        opts.max_deleted_file_size,
-        &mut sockets::SocketDump::check(opts.sockets()),
-        &[],
-    )?;
+    let mut socks = sockets::SocketDump::check(opts.sockets());
+    socks.peers_judged_later = in_tree;
+    files::collect_fds(pid, opts.max_deleted_file_size, &mut socks, &[])?;
     mm::collect_vmas(pid)?;
     Ok(())
 }

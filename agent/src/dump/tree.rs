@@ -25,7 +25,7 @@ use crate::sys;
 
 /// Checkpoints `pid` and every descendant into the image file `out`.
 pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
-    precheck(pid, &opts)?;
+    precheck(pid, &opts, true)?;
     let t0 = Instant::now();
     let (frozen, zombies) = freeze_tree(pid, &opts)?;
     let seize = t0.elapsed();
@@ -43,8 +43,16 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
     // Declared after `frozen`, so dropped before it on failure: the sockets leave repair mode
     // before the processes run again.
     let mut socks = Vec::with_capacity(frozen.len());
-    for f in &frozen {
+    let sockets_of: Vec<HashSet<u64>> = members.iter().map(|&m| socket_inodes(m)).collect();
+    for (i, f) in frozen.iter().enumerate() {
         let mut s = super::sockets::SocketDump::capture(opts.sockets());
+        // A socket connected to one of another member is half of a pair between members.
+        s.member_sockets = sockets_of
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, set)| set.iter().copied())
+            .collect();
         processes.push(collect(f, &opts, &members, &mut warnings, &mut s)?);
         warnings.append(&mut s.warnings);
         socks.push(s);
@@ -81,6 +89,23 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
         warnings,
         processes: tree.processes.len(),
     })
+}
+
+/// Inodes of the sockets `pid` holds.
+fn socket_inodes(pid: i32) -> HashSet<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return HashSet::new();
+    };
+    fds.flatten()
+        .filter_map(|e| {
+            let l = std::fs::read_link(e.path()).ok()?;
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// Children of every thread of `pid`.
@@ -133,7 +158,7 @@ fn freeze_tree(
                     });
                     continue;
                 }
-                precheck(Pid::from_raw(c), opts)?;
+                precheck(Pid::from_raw(c), opts, true)?;
                 frozen.push(Frozen::seize(Pid::from_raw(c))?);
             }
             i += 1;

@@ -111,6 +111,7 @@ pub fn plan(
     inherit_stdio: bool,
     tree_pipes: &HashMap<u64, (i32, i32)>,
     memfds: &Memfds,
+    tree_socks: &mut HashMap<u64, std::os::fd::OwnedFd>,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan, RestoreError> {
     changed("executable".into(), &state.exe)?;
@@ -278,7 +279,7 @@ pub fn plan(
         }
     }
     // Sockets last, once every file check passed: building them binds addresses.
-    let sockets = sockets::build(state, warnings)?;
+    let sockets = sockets::build(state, tree_socks, warnings)?;
     Ok(FdPlan {
         fds,
         inherit_stdio,

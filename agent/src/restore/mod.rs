@@ -187,6 +187,7 @@ pub fn restore<R: Read + Send>(
         opts.inherit_stdio,
         &std::collections::HashMap::new(),
         &memfds,
+        &mut std::collections::HashMap::new(),
         &mut warnings,
     )?;
 

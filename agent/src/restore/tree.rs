@@ -31,7 +31,8 @@ use nix::unistd::Pid;
 use super::inject::Injector;
 use super::{
     RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, fdkinds, files,
-    final_regs, lock_down, mm, restore_process_attrs, restore_thread_attrs, shm, task, tty,
+    final_regs, lock_down, mm, restore_process_attrs, restore_thread_attrs, shm, sockets, task,
+    tty,
 };
 use crate::image::ImageReader;
 use crate::ptrace::{PtraceError, Tracee};
@@ -76,9 +77,20 @@ pub fn restore_tree<R: Read + Send>(
     // memfds once for the whole tree: a memfd several processes held is one file again.
     let members: Vec<&ProcessState> = procs.iter().collect();
     let memfds = fdkinds::Memfds::create(&members)?;
+    // Socketpairs between processes, made once; each plan takes its ends.
+    let mut tree_socks = sockets::tree_pairs(&tree)?;
     let plans = procs
         .iter()
-        .map(|p| files::plan(p, opts.inherit_stdio, &pipe_fds, &memfds, &mut warnings))
+        .map(|p| {
+            files::plan(
+                p,
+                opts.inherit_stdio,
+                &pipe_fds,
+                &memfds,
+                &mut tree_socks,
+                &mut warnings,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     // 2. Create. The namespace is decided for the whole tree: every process keeps its PID.
