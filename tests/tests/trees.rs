@@ -637,3 +637,69 @@ fn socketpairs_between_members_keep_their_queues() {
     );
     assert!(lines.contains(&"C ping".to_string()), "{lines:?}");
 }
+
+#[test]
+fn tree_goes_into_one_new_pid_namespace_when_a_pid_is_taken() {
+    let Some(ctx) = setup("trees-pidns") else {
+        return;
+    };
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", "sleep 1000 & sleep 1000 & wait"]);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
+    wait_until(Duration::from_secs(10), "bash and two sleeps", || {
+        (tree_of(root).len() == 3).then_some(())
+    });
+    tree.rescan();
+    let originals = tree_of(root);
+    let image = ctx.path("tree.img");
+    // The originals run on: every PID of the tree is taken.
+    ctx.ferry(&[
+        "dump",
+        "--tree",
+        "--leave-running",
+        &root.to_string(),
+        "-o",
+        image.to_str().expect("utf-8 path"),
+    ])
+    .assert_ok();
+    let before = my_children();
+    let out = ctx.ferry(&["restore", image.to_str().expect("utf-8 path")]);
+    // Cleanup: the namespace's init (our new child) takes everything in it along.
+    let mut copies = Tree {
+        pids: my_children().difference(&before).copied().collect(),
+    };
+    out.assert_ok();
+    assert!(out.stderr.contains("namespace"), "{}", out.stderr);
+    let printed: Vec<i32> = out
+        .stdout
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    copies.pids.extend(printed.iter().copied());
+    assert_eq!(printed.len(), 3, "{}", out.stdout);
+    // Inside one new namespace each has its original PID, and the same parent.
+    let inner = |p: i32| -> Vec<i32> {
+        status_field(p, "NSpid")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect()
+    };
+    let ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).expect("pid ns");
+    for (copy, orig) in printed.iter().zip(&originals) {
+        let nspid = inner(*copy);
+        assert_eq!(nspid.len(), 2, "pid {copy}: NSpid {nspid:?}");
+        assert_eq!(nspid[1], *orig, "pid {copy}: its PID inside the namespace");
+        assert_eq!(ns(*copy), ns(printed[0]), "one namespace for the tree");
+        assert_ne!(ns(*copy), ns(*orig), "a new namespace");
+    }
+    for copy in &printed[1..] {
+        assert_eq!(
+            ids(*copy).map(|i| i.0),
+            Some(printed[0]),
+            "pid {copy}: its parent is the restored bash"
+        );
+    }
+    assert!(alive(printed[0]));
+}
