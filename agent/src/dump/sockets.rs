@@ -462,7 +462,11 @@ fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8
         if !passed.is_empty() {
             return Err(unsupported(
                 fd,
-                "a Unix socket with descriptors in flight (SCM_RIGHTS) is not supported yet",
+                format!(
+                    "a Unix socket with descriptors in flight (SCM_RIGHTS): queued message {} carries {} descriptor(s); not supported yet",
+                    out.len() + 1,
+                    passed.len()
+                ),
             ));
         }
         if truncated {

@@ -432,13 +432,11 @@ pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
     for (i, v) in s.mm.vmas.iter().enumerate() {
         match v.kind {
             VmaKind::Memfd { ino } => memfd_known(format!("mm.vmas[{i}].memfd_ino"), ino)?,
-            VmaKind::SysvShm { id } => {
-                if !s.sysv_shm.iter().any(|m| m.id == id) {
-                    return Err(err(
-                        format!("mm.vmas[{i}].sysv_shm_id"),
-                        ManifestProblem::UnknownSysvShm(id),
-                    ));
-                }
+            VmaKind::SysvShm { id } if !s.sysv_shm.iter().any(|m| m.id == id) => {
+                return Err(err(
+                    format!("mm.vmas[{i}].sysv_shm_id"),
+                    ManifestProblem::UnknownSysvShm(id),
+                ));
             }
             VmaKind::SharedAnonymous { size, .. } => {
                 check_range(format!("mm.vmas[{i}].shmem_size"), size, 0, MAX_MEMFD_SIZE)?;

@@ -56,7 +56,7 @@ pub fn take(
         return Ok(false);
     };
     // 0: never steal a terminal that is another session's.
-    let r = inj.call_raw(libc::SYS_ioctl, [fd, libc::TIOCSCTTY as u64, 0, 0, 0, 0])?;
+    let r = inj.call_raw(libc::SYS_ioctl, [fd, libc::TIOCSCTTY, 0, 0, 0, 0])?;
     inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     match r {
         Ok(_) => Ok(true),
@@ -88,7 +88,7 @@ pub fn set_foreground(
         return Ok(());
     };
     let at = inj.put(4096, &pgid.to_le_bytes())?;
-    let r = inj.call_raw(libc::SYS_ioctl, [fd, libc::TIOCSPGRP as u64, at, 0, 0, 0])?;
+    let r = inj.call_raw(libc::SYS_ioctl, [fd, libc::TIOCSPGRP, at, 0, 0, 0])?;
     inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     if let Err(e) = r {
         warnings.push(format!(
