@@ -41,10 +41,13 @@ static void side(const char *me, const char *other, int st, int dg)
 		snprintf(path, sizeof path, "%s/ready", dir);
 		close(open(path, O_WRONLY | O_CREAT, 0644));
 	}
+	sigset_t none;
+	sigemptyset(&none);
 	while (!go)
-		pause();
+		sigsuspend(&none);
 	char s[64] = "", d1[64] = "", d0[8] = "", d2[64] = "";
-	ssize_t n = recv(st, s, sizeof s - 1, MSG_DONTWAIT);
+	/* Exactly the queued message: P's "ping" may follow at once on the stream. */
+	ssize_t n = recv(st, s, 6, MSG_DONTWAIT);
 	ssize_t a = recv(dg, d1, sizeof d1 - 1, MSG_DONTWAIT);
 	ssize_t z = recv(dg, d0, sizeof d0 - 1, MSG_DONTWAIT);
 	ssize_t b = recv(dg, d2, sizeof d2 - 1, MSG_DONTWAIT);
@@ -69,6 +72,10 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		return 2;
 	dir = argv[1];
+	sigset_t usr1;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &usr1, NULL);
 	signal(SIGUSR1, on_usr1);
 	int st[2], dg[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, st) < 0 || socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) < 0)

@@ -27,6 +27,11 @@ int main(int argc, char **argv)
 		dup2(fd, i);
 	if (fd > 2)
 		close(fd);
+	sigset_t usr1, none;
+	sigemptyset(&usr1);
+	sigemptyset(&none);
+	sigaddset(&usr1, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &usr1, NULL);
 	signal(SIGUSR1, on_usr1);
 	pid_t g = fork();
 	if (g < 0)
@@ -34,7 +39,7 @@ int main(int argc, char **argv)
 	if (g == 0) {
 		setpgid(0, 0);
 		for (;;) {
-			pause();
+			sigsuspend(&none);
 			if (go) {
 				go = 0;
 				char line[64];
