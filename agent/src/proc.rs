@@ -152,6 +152,10 @@ pub struct Stat {
     pub ppid: i32,
     pub pgrp: i32,
     pub session: i32,
+    /// Controlling terminal's device number (0: none).
+    pub tty_nr: u64,
+    /// Foreground process group of the controlling terminal (-1: none).
+    pub tpgid: i32,
     pub start_code: u64,
     pub end_code: u64,
     pub start_stack: u64,
@@ -184,6 +188,8 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
         ppid: field(4)? as i32,
         pgrp: field(5)? as i32,
         session: field(6)? as i32,
+        tty_nr: field(7)? & 0xffff_ffff,
+        tpgid: field(8)? as i32,
         start_code: field(26)?,
         end_code: field(27)?,
         start_stack: field(28)?,
@@ -461,6 +467,61 @@ pub fn parse_fdinfo_locks(text: &str) -> Result<Vec<FdLock>, ProcError> {
     Ok(out)
 }
 
+/// One line of `/proc/sysvipc/shm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Key.
+    pub key: i32,
+    /// Id.
+    pub id: i32,
+    /// `shm_perm.mode` (permission bits plus `SHM_DEST`, `SHM_LOCKED`).
+    pub perms: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Attach count.
+    pub nattch: u64,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Creator uid.
+    pub cuid: u32,
+    /// Creator gid.
+    pub cgid: u32,
+}
+
+/// Parses `/proc/sysvipc/shm` (key shmid perms size cpid lpid nattch uid gid cuid cgid ...).
+pub fn parse_sysvipc_shm(text: &str) -> Vec<SegmentInfo> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let num = |i: usize| f.get(i)?.parse::<u64>().ok();
+            Some(SegmentInfo {
+                key: f.first()?.parse().ok()?,
+                id: f.get(1)?.parse().ok()?,
+                perms: u32::from_str_radix(f.get(2)?, 8).ok()?,
+                size: num(3)?,
+                nattch: num(6)?,
+                uid: u32::try_from(num(7)?).ok()?,
+                gid: u32::try_from(num(8)?).ok()?,
+                cuid: u32::try_from(num(9)?).ok()?,
+                cgid: u32::try_from(num(10)?).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The segments of this IPC namespace.
+pub fn sysv_segments() -> Result<Vec<SegmentInfo>, ProcError> {
+    let path = "/proc/sysvipc/shm";
+    let text = std::fs::read_to_string(path).map_err(|source| ProcError::Read {
+        path: path.into(),
+        source,
+    })?;
+    Ok(parse_sysvipc_shm(&text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,5 +638,25 @@ mod tests {
         assert_eq!(s.uids, [1, 2, 3, 4]);
         assert_eq!(s.groups, vec![10, 20]);
         assert_eq!(s.ns_pid, 5);
+    }
+
+    #[test]
+    fn parses_sysvipc_shm() {
+        let text = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n 305441741          7  1640                 12288 20183 20183      1     0     0  1000  1000 1795453715          0 1795453715                  4096                     0\n";
+        let s = parse_sysvipc_shm(text);
+        assert_eq!(
+            s,
+            vec![SegmentInfo {
+                key: 305441741,
+                id: 7,
+                perms: 0o1640,
+                size: 12288,
+                nattch: 1,
+                uid: 0,
+                gid: 0,
+                cuid: 1000,
+                cgid: 1000,
+            }]
+        );
     }
 }

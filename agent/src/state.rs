@@ -47,6 +47,8 @@ pub struct ProcessState {
     pub locks: Vec<LockState>,
     /// memfd files the process holds through a descriptor or a mapping, by inode.
     pub memfds: Vec<MemfdState>,
+    /// SysV shared memory segments the process has attached, by id.
+    pub sysv_shm: Vec<SysvShmState>,
     /// Attributes beyond credentials, and timers.
     pub attrs: AttrsState,
 }
@@ -72,6 +74,19 @@ pub struct AttrsState {
     pub itimers: Vec<ItimerState>,
     /// POSIX timers (`timer_create`).
     pub posix_timers: Vec<PosixTimerState>,
+    /// The controlling terminal of a session leader that has one.
+    pub ctty: Option<CttyState>,
+}
+
+/// A session leader's controlling terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CttyState {
+    /// Its device number (`/proc/PID/stat` field `tty_nr`).
+    pub rdev: u64,
+    /// Its path (`/dev/pts/N`, ...).
+    pub path: String,
+    /// The foreground process group (`/proc/PID/stat` field `tpgid`); 0 when none.
+    pub fg_pgid: i32,
 }
 
 /// One line of `/proc/PID/cgroup`.
@@ -394,8 +409,16 @@ pub enum VmaKind {
     Stack,
     /// A regular file.
     File(FileRef),
-    /// `MAP_SHARED|MAP_ANONYMOUS` (`/dev/zero (deleted)`).
-    SharedAnonymous,
+    /// `MAP_SHARED|MAP_ANONYMOUS` (`/dev/zero (deleted)`): a shmem object. Mappings with the
+    /// same `ino` (in one process, or in several processes of a tree after `fork`) are one
+    /// object and come back as one.
+    SharedAnonymous {
+        /// Inode of the shmem object at dump time; 0 when unknown (an older image): the
+        /// mapping then gets an object of its own.
+        ino: u64,
+        /// Size of the object in bytes (0 when unknown).
+        size: u64,
+    },
     /// `[vdso]`: provided by the kernel, moved into place at restore.
     Vdso,
     /// `[vvar]`.
@@ -408,6 +431,12 @@ pub enum VmaKind {
     Memfd {
         /// Its inode number, the key into [`ProcessState::memfds`].
         ino: u64,
+    },
+    /// SysV shared memory attached with `shmat` (`/SYSV<key> (deleted)`), one of
+    /// [`ProcessState::sysv_shm`].
+    SysvShm {
+        /// The segment's id.
+        id: i32,
     },
 }
 
@@ -581,6 +610,33 @@ pub struct MemfdState {
     /// `F_GET_SEALS`.
     pub seals: u32,
     /// The data; what lies between extents is a hole (zeros).
+    pub extents: Vec<MemfdExtent>,
+}
+
+/// A SysV shared memory segment (`shmget`): what `/proc/sysvipc/shm` says of it, and its
+/// contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SysvShmState {
+    /// Segment id (`shmid`); restored with the same id.
+    pub id: i32,
+    /// Key (`IPC_PRIVATE` is 0).
+    pub key: i32,
+    /// Permission bits (`shm_perm.mode & 0777`).
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Owner uid and gid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Creator uid.
+    pub cuid: u32,
+    /// Creator gid.
+    pub cgid: u32,
+    /// Marked for removal (`IPC_RMID`): it goes once the last process detaches.
+    pub removed: bool,
+    /// Its non-zero pages, as read through the mappings of the dumped processes; what lies
+    /// between extents is zero.
     pub extents: Vec<MemfdExtent>,
 }
 

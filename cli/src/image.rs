@@ -96,7 +96,8 @@ fn render(s: &ImageSummary) -> String {
         let what = match &v.kind {
             VmaKind::File(f) => f.path.clone(),
             VmaKind::Anonymous => "anonymous".into(),
-            VmaKind::SharedAnonymous => "shared anonymous".into(),
+            VmaKind::SharedAnonymous { ino, .. } => format!("shared anonymous (inode {ino})"),
+            VmaKind::SysvShm { id } => format!("SysV shm id {id}"),
             VmaKind::Heap => "[heap]".into(),
             VmaKind::Stack => "[stack]".into(),
             VmaKind::Vdso => "[vdso]".into(),

@@ -64,6 +64,7 @@ fn state(pages: u64) -> ProcessState {
         }],
         locks: vec![],
         memfds: vec![],
+        sysv_shm: vec![],
         attrs: Default::default(),
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -412,4 +412,294 @@ fn members_keep_threads_timers_and_seccomp() {
     assert_eq!(seccomp(pids[2]), filters);
     let ok = check(&dirs[2], pids[2]);
     assert!(ok.starts_with("ok filtered=1"), "{ok}");
+}
+
+/// The report lines of `names`, once each has written `n` of them.
+fn reports(dir: &Path, names: &[&str], n: usize) -> Vec<String> {
+    wait_until(Duration::from_secs(10), "every report", || {
+        let r = read_lines(&dir.join("report"));
+        if let Some(bad) = r.iter().find(|l| l.contains(" BAD ")) {
+            panic!("{bad}");
+        }
+        names
+            .iter()
+            .all(|name| {
+                r.iter()
+                    .filter(|l| l.starts_with(&format!("{name} ")))
+                    .count()
+                    >= n
+            })
+            .then_some(r)
+    })
+}
+
+/// Counter `what` of the `n`-th report of `name`.
+fn counter(lines: &[String], name: &str, n: usize, what: &str) -> u64 {
+    let l = lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("{name} ")))
+        .nth(n)
+        .unwrap_or_else(|| panic!("no report {n} from {name}: {lines:?}"));
+    field(l, what)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {what} in {l}"))
+}
+
+/// Removes a SysV segment by key and a POSIX shm object by name when dropped.
+struct ShmCleanup {
+    key: i32,
+    posix: PathBuf,
+}
+
+impl Drop for ShmCleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.posix);
+        // SAFETY: shmget and shmctl take plain integers and a null buffer for IPC_RMID.
+        unsafe {
+            let id = libc::shmget(self.key, 0, 0);
+            if id >= 0 {
+                libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+#[test]
+fn shared_memory_stays_shared() {
+    let Some(ctx) = setup("trees-shm") else {
+        return;
+    };
+    let dir = ctx.path("shm");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let key = 0x4645_0000 | (std::process::id() as i32 & 0xffff);
+    let name = format!("/ferry-trees-shm-{}", std::process::id());
+    let _cleanup = ShmCleanup {
+        key,
+        posix: PathBuf::from(format!("/dev/shm{name}")),
+    };
+    let mut cmd = Command::new(workload("trees_shm"));
+    cmd.arg(&dir).arg(&name).arg(key.to_string());
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
+    wait_until(Duration::from_secs(10), "the pair is ready", || {
+        dir.join("ready").exists().then_some(())
+    });
+    tree.rescan();
+    let pids = tree_of(root);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let usr1 = |pids: &[i32]| {
+        for p in pids {
+            kill(Pid::from_raw(*p), Signal::SIGUSR1).expect("signal a member");
+        }
+    };
+    usr1(&pids);
+    let before = reports(&dir, &["P", "C"], 1);
+
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    assert_eq!(tree_of(root), pids, "both back with their PIDs");
+    usr1(&pids);
+    let after = reports(&dir, &["P", "C"], 2);
+    for name in ["P", "C"] {
+        for what in ["anon", "sysv", "sysvk", "memfd", "posix"] {
+            let (was, now) = (
+                counter(&before, name, 0, what),
+                counter(&after, name, 1, what),
+            );
+            assert!(
+                now > was,
+                "{name} {what}: {now} after the restore, {was} before: contents lost"
+            );
+        }
+    }
+    // Each area is one mapping of one object in each process, as before.
+    for p in &pids {
+        let maps = std::fs::read_to_string(format!("/proc/{p}/maps")).expect("maps");
+        assert!(maps.contains("/dev/zero (deleted)"), "{maps}");
+        assert!(maps.contains("/memfd:trees-shm (deleted)"), "{maps}");
+        assert_eq!(maps.matches("/SYSV").count(), 2, "{maps}");
+    }
+}
+
+/// `/proc/PID/stat` fields 7 and 8: controlling terminal and its foreground group.
+fn tty_of(pid: i32) -> (u64, i32) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let f: Vec<&str> = s[s.rfind(')').expect("stat") + 1..]
+        .split_whitespace()
+        .collect();
+    (f[4].parse().expect("tty_nr"), f[5].parse().expect("tpgid"))
+}
+
+#[test]
+fn session_keeps_its_controlling_terminal() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let Some(ctx) = setup("trees-tty") else {
+        return;
+    };
+    let dir = ctx.path("tty");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // The test holds the master (a pty master is not something ferry dumps).
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    for fd in [pty.master.as_fd(), pty.slave.as_fd()] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .expect("cloexec");
+    }
+    nix::fcntl::fcntl(
+        pty.master.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .expect("nonblock");
+    let slave = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+    ))
+    .expect("slave path");
+    drop(pty.slave);
+    let mut master = File::from(pty.master);
+    let mut cmd = Command::new(workload("trees_tty"));
+    cmd.arg(&dir).arg(&slave);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
+    wait_until(Duration::from_secs(10), "the session is set up", || {
+        dir.join("ready").exists().then_some(())
+    });
+    tree.rescan();
+    let pids = tree_of(root);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let g = pids[1];
+    let before = tty_of(root);
+    assert_ne!(before.0, 0, "the root has a controlling terminal");
+    assert_eq!(before.1, g, "G's group is in the foreground");
+
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    assert_eq!(tree_of(root), pids);
+    assert_eq!(
+        tty_of(root),
+        before,
+        "the root's terminal and foreground group"
+    );
+    assert_eq!(tty_of(g), before, "G's terminal and foreground group");
+    kill(Pid::from_raw(g), Signal::SIGUSR1).expect("signal G");
+    let want = format!("G {g} says hello");
+    let mut got = String::new();
+    wait_until(Duration::from_secs(10), "G's line at the master", || {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = master.read(&mut buf) {
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        got.contains(&want).then_some(())
+    });
+}
+
+#[test]
+fn socketpairs_between_members_keep_their_queues() {
+    let Some(ctx) = setup("trees-sockpair") else {
+        return;
+    };
+    let dir = ctx.path("sockpair");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut cmd = Command::new(workload("trees_sockpair"));
+    cmd.arg(&dir);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
+    wait_until(Duration::from_secs(10), "the pair is ready", || {
+        dir.join("ready").exists().then_some(())
+    });
+    tree.rescan();
+    let pids = tree_of(root);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    assert_eq!(tree_of(root), pids);
+    for p in &pids {
+        kill(Pid::from_raw(*p), Signal::SIGUSR1).expect("signal a member");
+    }
+    let lines = wait_until(Duration::from_secs(10), "both reports and the ping", || {
+        let r = read_lines(&dir.join("report"));
+        (r.len() == 3).then_some(r)
+    });
+    // Both ways: the stream's bytes and each datagram, the empty one included, in order.
+    assert!(
+        lines.contains(&"P got=from-C|dg1-C|0|dg2-C n=6,5,5".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"C got=from-P|dg1-P|0|dg2-P n=6,5,5".to_string()),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"C ping".to_string()), "{lines:?}");
+}
+
+#[test]
+fn tree_goes_into_one_new_pid_namespace_when_a_pid_is_taken() {
+    let Some(ctx) = setup("trees-pidns") else {
+        return;
+    };
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", "sleep 1000 & sleep 1000 & wait"]);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    let root = tree.root();
+    wait_until(Duration::from_secs(10), "bash and two sleeps", || {
+        (tree_of(root).len() == 3).then_some(())
+    });
+    tree.rescan();
+    let originals = tree_of(root);
+    let image = ctx.path("tree.img");
+    // The originals run on: every PID of the tree is taken.
+    ctx.ferry(&[
+        "dump",
+        "--tree",
+        "--leave-running",
+        &root.to_string(),
+        "-o",
+        image.to_str().expect("utf-8 path"),
+    ])
+    .assert_ok();
+    let before = my_children();
+    let out = ctx.ferry(&["restore", image.to_str().expect("utf-8 path")]);
+    // Cleanup: the namespace's init (our new child) takes everything in it along.
+    let mut copies = Tree {
+        pids: my_children().difference(&before).copied().collect(),
+    };
+    out.assert_ok();
+    assert!(out.stderr.contains("namespace"), "{}", out.stderr);
+    let printed: Vec<i32> = out
+        .stdout
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    copies.pids.extend(printed.iter().copied());
+    assert_eq!(printed.len(), 3, "{}", out.stdout);
+    // Inside one new namespace each has its original PID, and the same parent.
+    let inner = |p: i32| -> Vec<i32> {
+        status_field(p, "NSpid")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect()
+    };
+    let ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).expect("pid ns");
+    for (copy, orig) in printed.iter().zip(&originals) {
+        let nspid = inner(*copy);
+        assert_eq!(nspid.len(), 2, "pid {copy}: NSpid {nspid:?}");
+        assert_eq!(nspid[1], *orig, "pid {copy}: its PID inside the namespace");
+        assert_eq!(ns(*copy), ns(printed[0]), "one namespace for the tree");
+        assert_ne!(ns(*copy), ns(*orig), "a new namespace");
+    }
+    for copy in &printed[1..] {
+        assert_eq!(
+            ids(*copy).map(|i| i.0),
+            Some(printed[0]),
+            "pid {copy}: its parent is the restored bash"
+        );
+    }
+    assert!(alive(printed[0]));
 }

@@ -183,6 +183,7 @@ pub fn collect(
         cgroups,
         itimers: q.itimers,
         posix_timers,
+        ctty: None,
     })
 }
 

@@ -62,8 +62,18 @@ pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
 
 fn classify(pid: Pid, e: &MapsEntry) -> Result<VmaKind, String> {
     let name = e.name.as_str();
+    let link = || format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
+    // The shmem object behind a shared anonymous mapping: its inode identifies it across
+    // mappings and processes, its size may exceed this mapping.
+    let shmem = || VmaKind::SharedAnonymous {
+        ino: e.inode,
+        size: std::fs::metadata(link()).map_or(0, |m| {
+            use std::os::unix::fs::MetadataExt;
+            m.size()
+        }),
+    };
     Ok(match name {
-        "" if e.shared => VmaKind::SharedAnonymous,
+        "" if e.shared => shmem(),
         "" => VmaKind::Anonymous,
         "[heap]" => VmaKind::Heap,
         "[stack]" => VmaKind::Stack,
@@ -72,20 +82,22 @@ fn classify(pid: Pid, e: &MapsEntry) -> Result<VmaKind, String> {
         "[vvar_vclock]" => VmaKind::VvarVclock,
         "[vsyscall]" => VmaKind::Vsyscall,
         n if n.starts_with("[anon:") => VmaKind::Anonymous,
-        n if n.starts_with("[anon_shmem:") => VmaKind::SharedAnonymous,
-        "/dev/zero (deleted)" if e.shared => VmaKind::SharedAnonymous,
-        n if n.starts_with("/SYSV") => return Err("SysV shared memory".into()),
+        n if n.starts_with("[anon_shmem:") => shmem(),
+        "/dev/zero (deleted)" if e.shared => shmem(),
+        // The inode of a SysV mapping is the segment's id.
+        n if n.starts_with("/SYSV") && e.shared => VmaKind::SysvShm {
+            id: i32::try_from(e.inode).map_err(|_| "SysV shared memory with this id")?,
+        },
         n if super::fdkinds::memfd_name(n).is_some() => {
-            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
-            if let Some(what) = super::fdkinds::memfd_problem(&link) {
+            if let Some(what) = super::fdkinds::memfd_problem(&link()) {
                 return Err(what);
             }
             VmaKind::Memfd { ino: e.inode }
         }
         n if n.ends_with(" (deleted)") => return Err("a mapping of a deleted file".into()),
         n if n.starts_with('/') => {
-            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
-            let identity = identity_of(&link).map_err(|err| format!("the mapped file ({err})"))?;
+            let identity =
+                identity_of(&link()).map_err(|err| format!("the mapped file ({err})"))?;
             if identity.ino != e.inode {
                 return Err("a mapped file that changed during the dump".into());
             }
@@ -129,12 +141,15 @@ pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
             (VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall, _) => {
                 continue;
             }
-            (VmaKind::File(_) | VmaKind::Memfd { .. }, true) => continue,
+            // The file's; SysV segments travel whole in the manifest.
+            (VmaKind::File(_) | VmaKind::Memfd { .. }, true) | (VmaKind::SysvShm { .. }, _) => {
+                continue;
+            }
             // Private file mapping: only pages that are no longer the file's (COW copies).
             (VmaKind::File(_) | VmaKind::Memfd { .. }, false) => {
                 |e| e & PM_PRESENT != 0 && e & PM_FILE == 0
             }
-            (VmaKind::SharedAnonymous, _) => |e| e & PM_PRESENT != 0,
+            (VmaKind::SharedAnonymous { .. }, _) => |e| e & PM_PRESENT != 0,
             _ => |e| e & (PM_PRESENT | PM_SWAP) != 0,
         };
         let npages = ((vma.end - vma.start) / PAGE_SIZE) as usize;
@@ -151,9 +166,15 @@ pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
             raw.chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
         );
+        // A page of a shmem object may hold data without being mapped in this process (another
+        // process wrote it): its data ranges count too.
+        let held = match vma.kind {
+            VmaKind::SharedAnonymous { .. } => shmem_data_pages(pid, vma),
+            _ => Vec::new(),
+        };
         let mut runs: Vec<PageRun> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
-            if !wanted(*e) {
+            if !wanted(*e) && !held.get(i).copied().unwrap_or(false) {
                 continue;
             }
             let addr = vma.start + i as u64 * PAGE_SIZE;
@@ -168,6 +189,71 @@ pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
         vma.pages = runs;
     }
     Ok(())
+}
+
+/// Which pages of a shared anonymous VMA the shmem object holds data for (`SEEK_DATA` on the
+/// object through `/proc/PID/map_files`); empty when the object cannot be opened.
+fn shmem_data_pages(pid: Pid, vma: &VmaState) -> Vec<bool> {
+    use nix::unistd::{Whence, lseek};
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
+    let Ok(file) = File::open(link) else {
+        return Vec::new();
+    };
+    let npages = ((vma.end - vma.start) / PAGE_SIZE) as usize;
+    let (first, last) = (vma.pgoff, vma.pgoff + (vma.end - vma.start));
+    let mut out = vec![false; npages];
+    let mut at = first;
+    while at < last {
+        let Ok(start) = lseek(&file, at as i64, Whence::SeekData) else {
+            break;
+        };
+        let start = start as u64;
+        if start >= last {
+            break;
+        }
+        let end =
+            lseek(&file, start as i64, Whence::SeekHole).map_or(last, |e| (e as u64).min(last));
+        for page in (start / PAGE_SIZE)..end.div_ceil(PAGE_SIZE) {
+            if let Some(slot) = out.get_mut((page - first / PAGE_SIZE) as usize) {
+                *slot = true;
+            }
+        }
+        at = end.max(start + PAGE_SIZE);
+    }
+    out
+}
+
+/// Drops the pages of shared anonymous memory that an earlier VMA (of this process or of an
+/// earlier process of the tree) already stores: the object is restored once, so its pages
+/// need to travel once.
+pub fn drop_repeated_shmem_pages(processes: &mut [crate::state::ProcessState]) {
+    let mut stored: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
+    for v in processes.iter_mut().flat_map(|p| p.mm.vmas.iter_mut()) {
+        let VmaKind::SharedAnonymous { ino, .. } = v.kind else {
+            continue;
+        };
+        if ino == 0 {
+            continue;
+        }
+        let mut runs: Vec<PageRun> = Vec::new();
+        for r in &v.pages {
+            for i in 0..r.count {
+                let addr = r.start + i * PAGE_SIZE;
+                let page = (v.pgoff + addr - v.start) / PAGE_SIZE;
+                if !stored.insert((ino, page)) {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some(l) if l.start + l.count * PAGE_SIZE == addr => l.count += 1,
+                    _ => runs.push(PageRun {
+                        start: addr,
+                        count: 1,
+                    }),
+                }
+            }
+        }
+        v.pages = runs;
+    }
 }
 
 /// Bytes read per `process_vm_readv` call (one image block).

@@ -10,6 +10,7 @@ mod fdkinds;
 mod files;
 pub mod freeze;
 mod mm;
+mod shm;
 pub(crate) mod sockdiag;
 mod sockets;
 mod tree;
@@ -174,7 +175,7 @@ pub enum DumpError {
 /// Checkpoints `pid` into the image file `out`.
 pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
     let held = hold(pid, opts)?;
-    let tree = TreeState::single(held.state.clone());
+    let tree = held.tree();
     let stats = write_image(&[&held.frozen.leader().tracee], &tree, out, opts.codec)?;
     tracing::debug!(elapsed = ?held.since.elapsed(), "image written");
     // The image is durable: only now may the original go.
@@ -222,7 +223,7 @@ pub struct Held {
 pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
     // Refuse what /proc already shows before stopping anything, so a refused process is never
     // even frozen.
-    precheck(pid, &opts)?;
+    precheck(pid, &opts, false)?;
 
     let since = Instant::now();
     let frozen = Frozen::seize(pid)?;
@@ -254,7 +255,7 @@ impl Held {
         out: W,
         codec: Codec,
     ) -> Result<(W, WriteStats), DumpError> {
-        let tree = TreeState::single(self.state.clone());
+        let tree = self.tree();
         let mut writer = ImageWriter::new_tree(out, &tree, codec).map_err(DumpError::Image)?;
         mm::write_pages(
             &self.frozen.leader().tracee,
@@ -262,6 +263,13 @@ impl Held {
             &mut writer,
         )?;
         writer.finish().map_err(DumpError::Image)
+    }
+
+    /// The image's contents: one process, shared memory pages stored once.
+    fn tree(&self) -> TreeState {
+        let mut tree = TreeState::single(self.state.clone());
+        mm::drop_repeated_shmem_pages(&mut tree.processes);
+        tree
     }
 
     /// The frozen threads, leader first.
@@ -295,14 +303,13 @@ impl Held {
 }
 
 /// Everything that can be refused from `/proc` alone: the process itself, its fds, its VMAs.
-fn precheck(pid: Pid, opts: &DumpOptions) -> Result<(), DumpError> {
+/// `in_tree`: the process is one of a tree (`--tree`), whose Unix sockets may be connected
+/// to other members, which are known only once the tree is frozen.
+fn precheck(pid: Pid, opts: &DumpOptions, in_tree: bool) -> Result<(), DumpError> {
     check_process(pid)?;
-    files::collect_fds(
-        pid,
-        opts.max_deleted_file_size,
-        &mut sockets::SocketDump::check(opts.sockets()),
-        &[],
-    )?;
+    let mut socks = sockets::SocketDump::check(opts.sockets());
+    socks.peers_judged_later = in_tree;
+    files::collect_fds(pid, opts.max_deleted_file_size, &mut socks, &[])?;
     mm::collect_vmas(pid)?;
     Ok(())
 }
@@ -364,6 +371,7 @@ fn collect(
 
     mm::find_pages(pid, &mut vmas)?;
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
+    let sysv_shm = shm::collect_sysv(pid, &vmas)?;
 
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
@@ -435,7 +443,8 @@ fn collect(
         .zip(&threads)
         .map(|(task, ts)| (task.tracee.pid().as_raw(), ts.tid))
         .collect();
-    let attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
+    let mut attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
+    attrs.ctty = ctty(raw, &stat, &fds, warnings);
 
     Ok(ProcessState {
         pid: status.ns_pid,
@@ -476,7 +485,48 @@ fn collect(
         threads,
         locks,
         memfds,
+        sysv_shm,
         attrs,
+    })
+}
+
+/// The controlling terminal of a session leader: its device, a path to it (a descriptor of
+/// the process that is that terminal, else `/dev/pts/N` for a pty slave) and the foreground
+/// group. `None` for other processes: the terminal belongs to the session, and only its
+/// leader can take it back.
+fn ctty(
+    pid: i32,
+    stat: &proc::Stat,
+    fds: &[crate::state::FdState],
+    warnings: &mut Vec<String>,
+) -> Option<crate::state::CttyState> {
+    if stat.session != pid || stat.tty_nr == 0 {
+        return None;
+    }
+    let rdev = stat.tty_nr;
+    let from_fd = fds.iter().find_map(|f| match &f.kind {
+        crate::state::FdKind::Tty { file } if file.identity.rdev == rdev => Some(file.path.clone()),
+        _ => None,
+    });
+    let major = (rdev >> 8) & 0xfff;
+    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+    let pts = (136..144)
+        .contains(&major)
+        .then(|| format!("/dev/pts/{}", minor + (major - 136) * 256));
+    let path = from_fd.or(pts).filter(|p| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).is_ok_and(|m| m.rdev() == rdev)
+    });
+    let Some(path) = path else {
+        warnings.push(format!(
+            "pid {pid}: its controlling terminal (device {major}:{minor}) has no path ferry knows; it will have none after the restore"
+        ));
+        return None;
+    };
+    Some(crate::state::CttyState {
+        rdev,
+        path,
+        fg_pgid: stat.tpgid.max(0),
     })
 }
 

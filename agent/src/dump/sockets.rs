@@ -88,6 +88,12 @@ pub struct SocketDump {
     pub held: Held,
     /// Things the user should know.
     pub warnings: Vec<String>,
+    /// Socket inodes the other processes of a dumped tree hold: a Unix socket connected to
+    /// one of them is a socketpair between members, not an outside peer.
+    pub member_sockets: HashSet<u64>,
+    /// Before a tree is frozen its members are not known yet: a peer outside the process is
+    /// judged at capture, once they are.
+    pub peers_judged_later: bool,
 }
 
 impl SocketDump {
@@ -98,6 +104,8 @@ impl SocketDump {
             capture: false,
             held: Held::default(),
             warnings: Vec::new(),
+            member_sockets: HashSet::new(),
+            peers_judged_later: false,
         }
     }
 
@@ -108,6 +116,8 @@ impl SocketDump {
             capture: true,
             held: Held::default(),
             warnings: Vec::new(),
+            member_sockets: HashSet::new(),
+            peers_judged_later: false,
         }
     }
 }
@@ -350,11 +360,11 @@ fn unix_socket(
     let peer_ino = diag.peer;
     let mut peer_external = false;
     let mut peer_name = Vec::new();
-    if connected && !in_process.contains(&peer_ino) {
+    if connected && !in_process.contains(&peer_ino) && !ctx.member_sockets.contains(&peer_ino) {
         peer_external = true;
         if peer_ino != 0 {
             peer_name = unix_name(getpeername::<UnixAddr>(c.as_raw_fd()).ok());
-            if !ctx.opts.ext_unix_sk {
+            if !ctx.opts.ext_unix_sk && !ctx.peers_judged_later {
                 let holder = sockdiag::holder_of(peer_ino, pid.as_raw())
                     .unwrap_or_else(|| "no process".into());
                 return Err(unsupported(
@@ -452,7 +462,11 @@ fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8
         if !passed.is_empty() {
             return Err(unsupported(
                 fd,
-                "a Unix socket with descriptors in flight (SCM_RIGHTS) is not supported yet",
+                format!(
+                    "a Unix socket with descriptors in flight (SCM_RIGHTS): queued message {} carries {} descriptor(s); not supported yet",
+                    out.len() + 1,
+                    passed.len()
+                ),
             ));
         }
         if truncated {

@@ -25,7 +25,7 @@ use crate::sys;
 
 /// Checkpoints `pid` and every descendant into the image file `out`.
 pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
-    precheck(pid, &opts)?;
+    precheck(pid, &opts, true)?;
     let t0 = Instant::now();
     let (frozen, zombies) = freeze_tree(pid, &opts)?;
     let seize = t0.elapsed();
@@ -43,16 +43,23 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
     // Declared after `frozen`, so dropped before it on failure: the sockets leave repair mode
     // before the processes run again.
     let mut socks = Vec::with_capacity(frozen.len());
-    for f in &frozen {
+    let sockets_of: Vec<HashSet<u64>> = members.iter().map(|&m| socket_inodes(m)).collect();
+    for (i, f) in frozen.iter().enumerate() {
         let mut s = super::sockets::SocketDump::capture(opts.sockets());
+        // A socket connected to one of another member is half of a pair between members.
+        s.member_sockets = sockets_of
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, set)| set.iter().copied())
+            .collect();
         processes.push(collect(f, &opts, &members, &mut warnings, &mut s)?);
         warnings.append(&mut s.warnings);
         socks.push(s);
     }
     mark_shared(&members, &mut processes)?;
     keep_one_queue(&mut processes);
-    refuse_shared_memory(&members)?;
-    refuse_shared_memfds(&processes)?;
+    super::mm::drop_repeated_shmem_pages(&mut processes);
     let tree = TreeState { processes, zombies };
     tree.session_layout().map_err(DumpError::Unsupported)?;
     let tracees: Vec<_> = frozen.iter().map(|f| &f.leader().tracee).collect();
@@ -84,24 +91,21 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
     })
 }
 
-/// A memfd is restored once per process that holds it: one reached through its own open file
-/// description in two processes would come back as two files.
-fn refuse_shared_memfds(processes: &[ProcessState]) -> Result<(), DumpError> {
-    let mut seen: HashMap<u64, i32> = HashMap::new();
-    for p in processes {
-        for f in &p.fds {
-            if let FdKind::Memfd { ino, .. } = f.kind
-                && let Some(other) = seen.insert(ino, p.pid)
-                && other != p.pid
-            {
-                return Err(DumpError::Unsupported(format!(
-                    "pid {other} and pid {} fd {} open the same memfd separately; a memfd shared between processes of a tree is not supported yet",
-                    p.pid, f.fd
-                )));
-            }
-        }
-    }
-    Ok(())
+/// Inodes of the sockets `pid` holds.
+fn socket_inodes(pid: i32) -> HashSet<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return HashSet::new();
+    };
+    fds.flatten()
+        .filter_map(|e| {
+            let l = std::fs::read_link(e.path()).ok()?;
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// Children of every thread of `pid`.
@@ -154,7 +158,7 @@ fn freeze_tree(
                     });
                     continue;
                 }
-                precheck(Pid::from_raw(c), opts)?;
+                precheck(Pid::from_raw(c), opts, true)?;
                 frozen.push(Frozen::seize(Pid::from_raw(c))?);
             }
             i += 1;
@@ -262,40 +266,4 @@ fn keep_one_queue(processes: &mut [ProcessState]) {
             }
         }
     }
-}
-
-/// Shared anonymous memory (and SysV shared memory) mapped by two processes of the tree would
-/// come back as two separate copies: refused until it is supported.
-fn refuse_shared_memory(members: &[i32]) -> Result<(), DumpError> {
-    let mut seen: HashMap<u64, (i32, String)> = HashMap::new();
-    for &pid in members {
-        let maps = proc::read(pid, "maps")?;
-        for line in maps.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(range), Some(perms), Some(ino), Some(name)) =
-                (f.first(), f.get(1), f.get(4), f.get(5))
-            else {
-                continue;
-            };
-            if !perms.contains('s')
-                || !(name.starts_with("/dev/zero")
-                    || name.starts_with("/SYSV")
-                    || name.starts_with("/memfd:"))
-            {
-                continue;
-            }
-            let Ok(ino) = ino.parse::<u64>() else {
-                continue;
-            };
-            if let Some((other, other_range)) = seen.get(&ino)
-                && *other != pid
-            {
-                return Err(DumpError::Unsupported(format!(
-                    "pid {other} ({other_range}) and pid {pid} ({range}) map the same shared memory ({name}); shared memory between processes of a tree is not supported yet"
-                )));
-            }
-            seen.insert(ino, (pid, (*range).to_string()));
-        }
-    }
-    Ok(())
 }

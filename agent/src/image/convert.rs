@@ -9,15 +9,16 @@ use ferry_proto::image::v1 as pb;
 use super::validate::{
     MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS,
     MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem,
-    RLIM_NLIMITS, validate, validate_tree,
+    MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS, ManifestError,
+    ManifestProblem, RLIM_NLIMITS, validate, validate_tree,
 };
+use crate::state::CttyState;
 use crate::state::{
     AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
     InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
     PipeQueue, PosixTimerState, ProcessState, Regs, RlimitState, RseqState, SchedState,
-    SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, ThreadState,
-    TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
+    SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, SysvShmState,
+    ThreadState, TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
 };
 
 use super::validate::{cap_count, err};
@@ -87,6 +88,7 @@ fn process_to_pb(s: &ProcessState) -> pb::ProcessState {
         threads: s.threads.iter().map(thread_to_pb).collect(),
         locks: s.locks.iter().map(lock_to_pb).collect(),
         memfds: s.memfds.iter().map(memfd_to_pb).collect(),
+        sysv_shm: s.sysv_shm.iter().map(sysv_shm_to_pb).collect(),
         attrs: Some(attrs_to_pb(&s.attrs)),
     }
 }
@@ -158,15 +160,24 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         VmaKind::Heap => (pb::VmaKind::Heap, None),
         VmaKind::Stack => (pb::VmaKind::Stack, None),
         VmaKind::File(f) => (pb::VmaKind::File, Some(file_ref_to_pb(f))),
-        VmaKind::SharedAnonymous => (pb::VmaKind::SharedAnonymous, None),
+        VmaKind::SharedAnonymous { .. } => (pb::VmaKind::SharedAnonymous, None),
         VmaKind::Vdso => (pb::VmaKind::Vdso, None),
         VmaKind::Vvar => (pb::VmaKind::Vvar, None),
         VmaKind::VvarVclock => (pb::VmaKind::VvarVclock, None),
         VmaKind::Vsyscall => (pb::VmaKind::Vsyscall, None),
         VmaKind::Memfd { .. } => (pb::VmaKind::Memfd, None),
+        VmaKind::SysvShm { .. } => (pb::VmaKind::SysvShm, None),
     };
     let memfd_ino = match v.kind {
         VmaKind::Memfd { ino } => ino,
+        _ => 0,
+    };
+    let (shmem_ino, shmem_size) = match v.kind {
+        VmaKind::SharedAnonymous { ino, size } => (ino, size),
+        _ => (0, 0),
+    };
+    let sysv_shm_id = match v.kind {
+        VmaKind::SysvShm { id } => id,
         _ => 0,
     };
     pb::Vma {
@@ -188,6 +199,53 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
             })
             .collect(),
         memfd_ino,
+        shmem_ino,
+        shmem_size,
+        sysv_shm_id,
+    }
+}
+
+fn sysv_shm_to_pb(m: &SysvShmState) -> pb::SysvShm {
+    pb::SysvShm {
+        id: m.id,
+        key: m.key,
+        mode: m.mode,
+        size: m.size,
+        uid: m.uid,
+        gid: m.gid,
+        cuid: m.cuid,
+        cgid: m.cgid,
+        removed: m.removed,
+        extents: m
+            .extents
+            .iter()
+            .map(|e| pb::MemfdExtent {
+                offset: e.offset,
+                data: e.data.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn sysv_shm_from_pb(m: pb::SysvShm) -> SysvShmState {
+    SysvShmState {
+        id: m.id,
+        key: m.key,
+        mode: m.mode,
+        size: m.size,
+        uid: m.uid,
+        gid: m.gid,
+        cuid: m.cuid,
+        cgid: m.cgid,
+        removed: m.removed,
+        extents: m
+            .extents
+            .into_iter()
+            .map(|e| MemfdExtent {
+                offset: e.offset,
+                data: e.data,
+            })
+            .collect(),
     }
 }
 
@@ -468,6 +526,11 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
                 overrun: t.overrun,
             })
             .collect(),
+        ctty: a.ctty.as_ref().map(|c| pb::Ctty {
+            rdev: c.rdev,
+            path: c.path.clone(),
+            fg_pgid: c.fg_pgid,
+        }),
     }
 }
 
@@ -532,6 +595,11 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
                 overrun: t.overrun,
             })
             .collect(),
+        ctty: a.ctty.map(|c| CttyState {
+            rdev: c.rdev,
+            path: c.path,
+            fg_pgid: c.fg_pgid,
+        }),
     })
 }
 
@@ -612,6 +680,9 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
     cap_count("memfds", p.memfds.len(), MAX_MEMFDS)?;
     let extents: usize = p.memfds.iter().map(|m| m.extents.len()).sum();
     cap_count("memfds[*].extents", extents, MAX_MEMFD_EXTENTS)?;
+    cap_count("sysv_shm", p.sysv_shm.len(), MAX_SYSV_SHM)?;
+    let extents: usize = p.sysv_shm.iter().map(|m| m.extents.len()).sum();
+    cap_count("sysv_shm[*].extents", extents, MAX_MEMFD_EXTENTS)?;
     cap_count("locks", p.locks.len(), MAX_LOCKS)?;
     let mm = required(p.mm, || "mm".into())?;
     let signals = required(p.signals, || "signals".into())?;
@@ -662,6 +733,7 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
             .map(|(i, l)| lock_from_pb(i, l))
             .collect::<Result<_, _>>()?,
         memfds: p.memfds.into_iter().map(memfd_from_pb).collect(),
+        sysv_shm: p.sysv_shm.into_iter().map(sysv_shm_from_pb).collect(),
     };
     validate(&state)?;
     Ok(state)
@@ -735,7 +807,14 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         pb::VmaKind::Anonymous => simple(VmaKind::Anonymous, "anonymous")?,
         pb::VmaKind::Heap => simple(VmaKind::Heap, "heap")?,
         pb::VmaKind::Stack => simple(VmaKind::Stack, "stack")?,
-        pb::VmaKind::SharedAnonymous => simple(VmaKind::SharedAnonymous, "shared anonymous")?,
+        pb::VmaKind::SharedAnonymous => simple(
+            VmaKind::SharedAnonymous {
+                ino: v.shmem_ino,
+                size: v.shmem_size,
+            },
+            "shared anonymous",
+        )?,
+        pb::VmaKind::SysvShm => simple(VmaKind::SysvShm { id: v.sysv_shm_id }, "sysv shm")?,
         pb::VmaKind::Vdso => simple(VmaKind::Vdso, "vdso")?,
         pb::VmaKind::Vvar => simple(VmaKind::Vvar, "vvar")?,
         pb::VmaKind::VvarVclock => simple(VmaKind::VvarVclock, "vvar_vclock")?,

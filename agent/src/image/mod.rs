@@ -90,7 +90,8 @@ pub use self::sockets::{
     ALLOWED_OPTS as ALLOWED_SOCKET_OPTS, MAX_SOCKET_MESSAGES, MAX_SOCKET_QUEUE,
 };
 pub use self::validate::{
-    MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES, ManifestError, ManifestProblem, validate, validate_tree,
+    MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES, MAX_SYSV_SHM_BYTES, ManifestError, ManifestProblem,
+    validate, validate_tree,
 };
 pub use self::writer::ImageWriter;
 use crate::state::PAGE_SIZE;

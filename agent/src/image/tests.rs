@@ -57,7 +57,10 @@ fn vma(start: u64, pages: u64, kind: VmaKind, runs: &[(u64, u64)]) -> VmaState {
         start,
         end: start + pages * PAGE_SIZE,
         prot: prot::READ | prot::WRITE,
-        shared: matches!(kind, VmaKind::SharedAnonymous),
+        shared: matches!(
+            kind,
+            VmaKind::SharedAnonymous { .. } | VmaKind::SysvShm { .. }
+        ),
         pgoff: 0,
         kind,
         growsdown: false,
@@ -154,9 +157,13 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 vma(
                     0x7eff_0000_0000,
                     4,
-                    VmaKind::SharedAnonymous,
+                    VmaKind::SharedAnonymous {
+                        ino: 1229,
+                        size: 6 * PAGE_SIZE,
+                    },
                     &[(0, 1), (2, 1)],
                 ),
+                vma(0x7eff_0001_0000, 2, VmaKind::SysvShm { id: 3 }, &[]),
                 guard,
                 vma(
                     0x7f00_1000_0000,
@@ -465,7 +472,27 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 value_ns: 3_000_000,
                 overrun: 2,
             }],
+            ctty: Some(CttyState {
+                rdev: 0x8803,
+                path: "/dev/pts/3".into(),
+                fg_pgid: 4242,
+            }),
         },
+        sysv_shm: vec![SysvShmState {
+            id: 3,
+            key: 0x4646,
+            mode: 0o600,
+            size: 3 * PAGE_SIZE - 100,
+            uid: 1000,
+            gid: 100,
+            cuid: 0,
+            cgid: 0,
+            removed: true,
+            extents: vec![MemfdExtent {
+                offset: 2 * PAGE_SIZE,
+                data: vec![9; PAGE_SIZE as usize - 100],
+            }],
+        }],
     }
 }
 
@@ -1033,10 +1060,10 @@ fn invalid_manifests_are_refused_naming_the_field() {
         ),
         (
             |p| {
-                let v = &mut p.mm.as_mut().unwrap().vmas[9];
+                let v = &mut p.mm.as_mut().unwrap().vmas[10];
                 v.start -= PAGE_SIZE;
             },
-            "mm.vmas[9]",
+            "mm.vmas[10]",
             "not the kernel's",
         ),
         (
@@ -1064,12 +1091,12 @@ fn invalid_manifests_are_refused_naming_the_field() {
         ),
         (
             |p| {
-                p.mm.as_mut().unwrap().vmas[6].pages.push(pb::PageRun {
+                p.mm.as_mut().unwrap().vmas[7].pages.push(pb::PageRun {
                     start: 0x7ffd_1000_0000,
                     count: 1,
                 })
             },
-            "mm.vmas[6].pages",
+            "mm.vmas[7].pages",
             "vvar",
         ),
         (
@@ -1197,6 +1224,48 @@ fn invalid_manifests_are_refused_naming_the_field() {
             |p| p.fds[15].kind = Some(pb::fd::Kind::Memfd(pb::MemfdFd { ino: 5, pos: 0 })),
             "fds[15].memfd.ino",
             "not in memfds",
+        ),
+        (
+            |p| {
+                let v = p.mm.as_mut().unwrap().vmas.iter_mut();
+                for v in v.filter(|v| v.sysv_shm_id == 3) {
+                    v.sysv_shm_id = 4;
+                }
+            },
+            "mm.vmas[3].sysv_shm_id",
+            "not in sysv_shm",
+        ),
+        (
+            |p| p.sysv_shm[0].extents[0].offset = 3 * PAGE_SIZE,
+            "sysv_shm[0].extents[0].offset",
+            "outside 0..=12188",
+        ),
+        (
+            |p| p.sysv_shm[0].mode = 0o1600,
+            "sysv_shm[0].mode",
+            "bits outside",
+        ),
+        (
+            |p| p.sysv_shm[0].size = 0,
+            "sysv_shm[0].size",
+            "outside 1..",
+        ),
+        (
+            |p| p.sysv_shm.push(p.sysv_shm[0].clone()),
+            "sysv_shm[1].id",
+            "appears twice",
+        ),
+        (|p| p.sysv_shm[0].id = -1, "sysv_shm[0].id", "outside 0.."),
+        (
+            |p| {
+                p.sysv_shm[0].extents = vec![pb::MemfdExtent {
+                    offset: 0,
+                    data: vec![1; 33 << 20],
+                }];
+                p.sysv_shm[0].size = 64 << 20;
+            },
+            "sysv_shm[*].extents[*].data",
+            "more than 33554432",
         ),
         (
             |p| p.memfds[0].extents[1].offset = 1,
@@ -1403,6 +1472,13 @@ fn repeated_fields_are_counted_before_decoding() {
     let p = m.process.as_mut().unwrap();
     p.memfds[0].extents = vec![pb::MemfdExtent::default(); (1 << 20) + 1];
     assert_eq!(manifest_error(&m).0, "memfds[*].extents");
+    let mut m = pb::Manifest::from(&state);
+    let p = m.process.as_mut().unwrap();
+    p.sysv_shm[0].extents = vec![pb::MemfdExtent::default(); (1 << 20) + 1];
+    assert_eq!(manifest_error(&m).0, "sysv_shm[*].extents");
+    let mut m = pb::Manifest::from(&state);
+    m.process.as_mut().unwrap().sysv_shm = vec![pb::SysvShm::default(); 4097];
+    assert_eq!(manifest_error(&m).0, "sysv_shm");
     let mut m = pb::Manifest::from(&state);
     let p = m.process.as_mut().unwrap();
     p.fds[14].kind = Some(pb::fd::Kind::Inotify(pb::Inotify {

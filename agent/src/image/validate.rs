@@ -8,7 +8,8 @@ use std::fmt;
 
 use crate::state::{
     CredsState, FdKind, FdState, LockKind, LockState, MemfdState, MmState, PAGE_SIZE, PipeQueue,
-    ProcessState, RlimitState, SiginfoState, SignalsState, TreeState, VmaKind, VmaState, prot,
+    ProcessState, RlimitState, SiginfoState, SignalsState, SysvShmState, TreeState, VmaKind,
+    VmaState, prot,
 };
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -35,6 +36,10 @@ pub const MAX_MEMFDS: usize = 4096;
 pub const MAX_MEMFD_EXTENTS: usize = 1 << 20;
 /// Most memfd bytes an image stores, over all memfds (the manifest holds them).
 pub const MAX_MEMFD_BYTES: usize = 32 << 20;
+/// Most SysV shared memory segments accepted per process.
+pub const MAX_SYSV_SHM: usize = 4096;
+/// Most bytes of SysV shared memory an image stores per process (the manifest holds them).
+pub const MAX_SYSV_SHM_BYTES: usize = 32 << 20;
 /// Largest memfd size accepted (holes included).
 pub const MAX_MEMFD_SIZE: u64 = 1 << 46;
 /// Longest memfd name (`memfd_create` accepts 249 bytes).
@@ -303,6 +308,9 @@ pub enum ManifestProblem {
     /// A memfd inode that `memfds` does not list.
     #[error("memfd inode {0} is not in memfds")]
     UnknownMemfd(u64),
+    /// A SysV shared memory id that `sysv_shm` does not list.
+    #[error("SysV shared memory id {0} is not in sysv_shm")]
+    UnknownSysvShm(i32),
 }
 
 pub(crate) fn err(field: impl Into<String>, problem: ManifestProblem) -> ManifestError {
@@ -420,9 +428,20 @@ pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
             Err(err(field, ManifestProblem::UnknownMemfd(ino)))
         }
     };
+    validate_sysv_shm(&s.sysv_shm)?;
     for (i, v) in s.mm.vmas.iter().enumerate() {
-        if let VmaKind::Memfd { ino } = v.kind {
-            memfd_known(format!("mm.vmas[{i}].memfd_ino"), ino)?;
+        match v.kind {
+            VmaKind::Memfd { ino } => memfd_known(format!("mm.vmas[{i}].memfd_ino"), ino)?,
+            VmaKind::SysvShm { id } if !s.sysv_shm.iter().any(|m| m.id == id) => {
+                return Err(err(
+                    format!("mm.vmas[{i}].sysv_shm_id"),
+                    ManifestProblem::UnknownSysvShm(id),
+                ));
+            }
+            VmaKind::SharedAnonymous { size, .. } => {
+                check_range(format!("mm.vmas[{i}].shmem_size"), size, 0, MAX_MEMFD_SIZE)?;
+            }
+            _ => {}
         }
     }
     for (i, f) in s.fds.iter().enumerate() {
@@ -596,13 +615,65 @@ fn kind_name(k: &VmaKind) -> &'static str {
         VmaKind::Heap => "heap",
         VmaKind::Stack => "stack",
         VmaKind::File(_) => "file",
-        VmaKind::SharedAnonymous => "shared anonymous",
+        VmaKind::SharedAnonymous { .. } => "shared anonymous",
+        VmaKind::SysvShm { .. } => "sysv shm",
         VmaKind::Vdso => "vdso",
         VmaKind::Vvar => "vvar",
         VmaKind::VvarVclock => "vvar_vclock",
         VmaKind::Vsyscall => "vsyscall",
         VmaKind::Memfd { .. } => "memfd",
     }
+}
+
+fn validate_sysv_shm(segs: &[SysvShmState]) -> Result<(), ManifestError> {
+    cap_count("sysv_shm", segs.len(), MAX_SYSV_SHM)?;
+    let (mut extents, mut bytes) = (0usize, 0usize);
+    for (i, m) in segs.iter().enumerate() {
+        let field = |f: &str| format!("sysv_shm[{i}].{f}");
+        if segs[..i].iter().any(|o| o.id == m.id) {
+            return Err(err(field("id"), ManifestProblem::Duplicate(m.id.into())));
+        }
+        check_range(field("id"), m.id, 0, i32::MAX)?;
+        if m.mode & !0o777 != 0 {
+            return Err(err(
+                field("mode"),
+                ManifestProblem::UnknownBits {
+                    value: m.mode.into(),
+                    allowed: 0o777,
+                },
+            ));
+        }
+        check_range(field("size"), m.size, 1, MAX_MEMFD_SIZE)?;
+        extents = extents.saturating_add(m.extents.len());
+        cap_count("sysv_shm[*].extents", extents, MAX_MEMFD_EXTENTS)?;
+        let mut prev_end = 0u64;
+        for (j, e) in m.extents.iter().enumerate() {
+            let field = format!("sysv_shm[{i}].extents[{j}]");
+            bytes = bytes.saturating_add(e.data.len());
+            if bytes > MAX_SYSV_SHM_BYTES {
+                return Err(err(
+                    "sysv_shm[*].extents[*].data",
+                    ManifestProblem::TooLong {
+                        len: bytes,
+                        max: MAX_SYSV_SHM_BYTES,
+                    },
+                ));
+            }
+            if e.offset < prev_end {
+                return Err(err(
+                    format!("{field}.offset"),
+                    ManifestProblem::Overlap {
+                        start: e.offset,
+                        prev_end,
+                    },
+                ));
+            }
+            let end = e.offset.saturating_add(e.data.len() as u64);
+            check_range(format!("{field}.offset"), end, 0, m.size)?;
+            prev_end = end;
+        }
+    }
+    Ok(())
 }
 
 fn validate_memfds(memfds: &[MemfdState]) -> Result<(), ManifestError> {

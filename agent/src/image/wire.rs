@@ -7,8 +7,8 @@
 use super::validate::{
     MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS,
     MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SECCOMP_FILTERS, MAX_THREADS, MAX_VMAS, ManifestError,
-    ManifestProblem, RLIM_NLIMITS,
+    MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SECCOMP_FILTERS, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS,
+    ManifestError, ManifestProblem, RLIM_NLIMITS,
 };
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.
@@ -60,6 +60,13 @@ const MEMFD: &[Field] = &[(
     Child::Message(
         LEAF,
         Some(counter(17, "memfds[*].extents", MAX_MEMFD_EXTENTS)),
+    ),
+)];
+const SYSV_SHM: &[Field] = &[(
+    10,
+    Child::Message(
+        LEAF,
+        Some(counter(23, "sysv_shm[*].extents", MAX_MEMFD_EXTENTS)),
     ),
 )];
 const FD: &[Field] = &[
@@ -172,6 +179,10 @@ const PROCESS: &[Field] = &[
         100,
         Child::Message(MEMFD, Some(counter(16, "memfds", MAX_MEMFDS))),
     ),
+    (
+        170,
+        Child::Message(SYSV_SHM, Some(counter(22, "sysv_shm", MAX_SYSV_SHM))),
+    ),
     (200, Child::Message(ATTRS, None)),
 ];
 // Caps count over the whole manifest: the processes of a tree share them.
@@ -186,12 +197,12 @@ const MANIFEST: &[Field] = &[
         Child::Message(LEAF, Some(counter(21, "zombies", MAX_PROCESSES))),
     ),
 ];
-const SLOTS: usize = 22;
+const SLOTS: usize = 24;
 /// Short lists each process has on its own (at most a few dozen entries), not summed over a
 /// tree: `signals.actions`, `rlimits`, `attrs.cgroups`, `attrs.itimers`.
 const PER_PROCESS_SLOTS: [usize; 4] = [5, 8, 13, 14];
 /// The caps that also hold over all the processes of a tree together.
-const TREE_WIDE: [Counter; 16] = [
+const TREE_WIDE: [Counter; 18] = [
     counter(0, "fds[*].epoll.targets", MAX_EPOLL_TARGETS),
     counter(1, "mm.vmas[*].pages", MAX_PAGE_RUNS),
     counter(2, "mm.vmas", MAX_VMAS),
@@ -211,6 +222,8 @@ const TREE_WIDE: [Counter; 16] = [
     counter(16, "memfds", MAX_MEMFDS),
     counter(17, "memfds[*].extents", MAX_MEMFD_EXTENTS),
     counter(18, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES),
+    counter(22, "sysv_shm", MAX_SYSV_SHM),
+    counter(23, "sysv_shm[*].extents", MAX_MEMFD_EXTENTS),
     counter(
         19,
         "threads[*].seccomp.filters",

@@ -19,14 +19,20 @@ const TFD_IOC_SET_TICKS: u64 = 0x4008_5400;
 /// The image's memfds, made by the restorer, filled and not yet sealed.
 #[derive(Debug, Default)]
 pub struct Memfds {
-    files: Vec<(u64, File, u32)>,
+    /// Inode at dump time, the file, its seals and its name.
+    files: Vec<(u64, File, u32, String)>,
 }
 
 impl Memfds {
-    /// Creates every memfd of the image with its name, mode, size and data.
-    pub fn create(state: &ProcessState) -> Result<Self, RestoreError> {
-        let mut files = Vec::with_capacity(state.memfds.len());
-        for m in &state.memfds {
+    /// Creates every memfd of the image with its name, mode, size and data, once per inode
+    /// over all the processes of `states`: processes of a tree that held one memfd hold one
+    /// again.
+    pub fn create(states: &[&ProcessState]) -> Result<Self, RestoreError> {
+        let mut files: Vec<(u64, File, u32, String)> = Vec::new();
+        for m in states.iter().flat_map(|s| &s.memfds) {
+            if files.iter().any(|(ino, ..)| *ino == m.ino) {
+                continue;
+            }
             let err = |step: &'static str| {
                 let name = m.name.clone();
                 move |e: std::io::Error| RestoreError::Memfd {
@@ -48,14 +54,14 @@ impl Memfds {
             }
             file.set_permissions(Permissions::from_mode(m.mode))
                 .map_err(err("chmod"))?;
-            files.push((m.ino, file, m.seals));
+            files.push((m.ino, file, m.seals, m.name.clone()));
         }
         Ok(Self { files })
     }
 
     /// A path through which the task opens memfd `ino` (a new open file description).
     pub fn path(&self, ino: u64) -> Option<String> {
-        let (_, file, _) = self.files.iter().find(|(i, _, _)| *i == ino)?;
+        let (_, file, ..) = self.files.iter().find(|(i, ..)| *i == ino)?;
         Some(format!(
             "/proc/{}/fd/{}",
             std::process::id(),
@@ -65,8 +71,8 @@ impl Memfds {
 
     /// Applies the seals. Only once the task's mappings exist: `F_SEAL_FUTURE_WRITE` forbids
     /// new writable mappings that the process had made before sealing.
-    pub fn seal(&self, state: &ProcessState) -> Result<(), RestoreError> {
-        for (ino, file, seals) in &self.files {
+    pub fn seal(&self) -> Result<(), RestoreError> {
+        for (_, file, seals, name) in &self.files {
             if *seals == 0 {
                 continue;
             }
@@ -75,12 +81,7 @@ impl Memfds {
                 FcntlArg::F_ADD_SEALS(SealFlag::from_bits_retain(*seals as i32)),
             )
             .map_err(|e| RestoreError::Memfd {
-                name: state
-                    .memfds
-                    .iter()
-                    .find(|m| m.ino == *ino)
-                    .map(|m| m.name.clone())
-                    .unwrap_or_default(),
+                name: name.clone(),
                 step: "seal",
                 source: e.into(),
             })?;

@@ -63,8 +63,6 @@ pub struct FdPlan {
     locks: Vec<LockState>,
     /// The sockets, built before the task exists (it inherits ferry's pidfd).
     sockets: Option<sockets::Built>,
-    /// The memfds, made by the restorer for the task's descriptors and mappings.
-    pub memfds: Memfds,
 }
 
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
@@ -112,6 +110,8 @@ pub fn plan(
     state: &ProcessState,
     inherit_stdio: bool,
     tree_pipes: &HashMap<u64, (i32, i32)>,
+    memfds: &Memfds,
+    tree_socks: &mut HashMap<u64, std::os::fd::OwnedFd>,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan, RestoreError> {
     changed("executable".into(), &state.exe)?;
@@ -259,8 +259,8 @@ pub fn plan(
         };
         fds.push((f.fd, f.cloexec, action));
     }
-    // Only now that every check has passed is anything created.
-    let memfds = Memfds::create(state)?;
+    // The memfds (made by the restorer before the plans, see `Memfds::create`) give the
+    // paths the task opens.
     for ((_, _, action), f) in fds.iter_mut().zip(&state.fds) {
         if let FdKind::Memfd { ino, pos } = f.kind
             && !(inherit_stdio && f.fd <= 2)
@@ -279,7 +279,7 @@ pub fn plan(
         }
     }
     // Sockets last, once every file check passed: building them binds addresses.
-    let sockets = sockets::build(state, warnings)?;
+    let sockets = sockets::build(state, tree_socks, warnings)?;
     Ok(FdPlan {
         fds,
         inherit_stdio,
@@ -287,7 +287,6 @@ pub fn plan(
         fifos,
         locks: state.locks.clone(),
         sockets,
-        memfds,
     })
 }
 

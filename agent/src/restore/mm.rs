@@ -10,6 +10,7 @@ use nix::sys::uio::{RemoteIoVec, process_vm_writev};
 use super::RestoreError;
 use super::fdkinds::Memfds;
 use super::inject::{AREA_LEN, Injector};
+use super::shm::SharedMemory;
 use crate::image::ImageReader;
 use crate::proc::{self, MapsEntry};
 use crate::state::{MmState, PAGE_SIZE, ProcessState, VmaKind, VmaState};
@@ -173,7 +174,12 @@ fn write_prot(v: &VmaState) -> u32 {
 }
 
 /// Recreates every VMA of the image at its address.
-pub fn map_vmas(inj: &Injector<'_>, mm: &MmState, memfds: &Memfds) -> Result<(), RestoreError> {
+pub fn map_vmas(
+    inj: &Injector<'_>,
+    mm: &MmState,
+    memfds: &Memfds,
+    shared: &SharedMemory,
+) -> Result<(), RestoreError> {
     let mut files: HashMap<(String, bool), u64> = HashMap::new();
     let result = (|| {
         for v in mm
@@ -190,6 +196,10 @@ pub fn map_vmas(inj: &Injector<'_>, mm: &MmState, memfds: &Memfds) -> Result<(),
             if v.growsdown {
                 flags |= libc::MAP_GROWSDOWN;
             }
+            if let VmaKind::SysvShm { id } = v.kind {
+                shared.attach(inj, v, id)?;
+                continue;
+            }
             let path = match &v.kind {
                 VmaKind::File(f) => Some(f.path.clone()),
                 VmaKind::Memfd { ino } => Some(memfds.path(*ino).ok_or_else(|| {
@@ -198,11 +208,12 @@ pub fn map_vmas(inj: &Injector<'_>, mm: &MmState, memfds: &Memfds) -> Result<(),
                         v.start
                     ))
                 })?),
-                _ => None,
+                _ => shared.shmem_source(v)?,
             };
             let fd = match path {
                 Some(path) => {
-                    let rw = v.shared && v.maywrite;
+                    let rw = v.shared
+                        && (v.maywrite || matches!(v.kind, VmaKind::SharedAnonymous { .. }));
                     let key = (path, rw);
                     match files.get(&key) {
                         Some(fd) => *fd,

@@ -9,9 +9,11 @@ mod fdkinds;
 mod files;
 mod inject;
 mod mm;
+mod shm;
 mod sockets;
 mod task;
 mod tree;
+mod tty;
 
 use std::io::Read;
 
@@ -138,6 +140,14 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A SysV shared memory segment cannot be made or attached as the image needs.
+    #[error("SysV shared memory id {id}: {what}")]
+    SysvShm {
+        /// Segment id.
+        id: i32,
+        /// What went wrong.
+        what: String,
+    },
     /// Setting a resource limit failed.
     #[error("set resource limit {resource}")]
     Rlimit {
@@ -169,11 +179,15 @@ pub fn restore<R: Read + Send>(
         .threads
         .first()
         .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
+    // The restorer's own memfds, which the task's descriptors and mappings open.
+    let memfds = fdkinds::Memfds::create(&[&state])?;
     // Every file the process needs is checked before a task exists.
     let fd_plan = files::plan(
         &state,
         opts.inherit_stdio,
         &std::collections::HashMap::new(),
+        &memfds,
+        &mut std::collections::HashMap::new(),
         &mut warnings,
     )?;
 
@@ -208,9 +222,12 @@ pub fn restore<R: Read + Send>(
             [ptr, u64::from(len), 1, u64::from(sig), 0, 0],
         )?;
     }
+    // Shared memory objects are made by the task while it still has a whole address space
+    // of its own to make them in.
+    let shared = shm::SharedMemory::prepare(&inj, &[&state])?;
     let t0 = std::time::Instant::now();
     mm::wipe_and_place_vdso(&inj, &maps, &state.mm)?;
-    mm::map_vmas(&inj, &state.mm, &fd_plan.memfds)?;
+    mm::map_vmas(&inj, &state.mm, &memfds, &shared)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
@@ -220,8 +237,16 @@ pub fn restore<R: Read + Send>(
 
     files::restore(&inj, &fd_plan, &state, &mut warnings)?;
     // Seals after the mappings and descriptors: they may forbid what those needed.
-    fd_plan.memfds.seal(&state)?;
+    memfds.seal()?;
     restore_process_attrs(&inj, &state, true)?;
+    // A session leader whose terminal is still there takes it back (it leads a new session
+    // now, with the same PID); it can be the foreground only of its own group.
+    if let Some(tty) = state.attrs.ctty.as_ref().filter(|_| state.sid == state.pid)
+        && tty::take(&inj, tty, &mut warnings)?
+        && tty.fg_pgid == state.pgid
+    {
+        tty::set_foreground(&inj, tty, state.pid, &mut warnings)?;
+    }
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).
     let threads = create_threads(&inj, &state)?;
@@ -264,6 +289,7 @@ pub fn restore<R: Read + Send>(
     tracee.set_sigmask(thread.sigmask)?;
     tracee.set_regs(&final_regs(thread.regs).into())?;
     tracee.detach(None)?;
+    shared.finish()?;
     task.disarm();
     tracing::debug!(elapsed = ?t0.elapsed(), "restored");
 

@@ -21,7 +21,8 @@ use nix::sys::socket::{
 use super::RestoreError;
 use crate::dump::sockdiag;
 use crate::state::{
-    FdKind, InetSocketState, ProcessState, SocketKind, SocketState, TcpConnState, UnixSocketState,
+    FdKind, InetSocketState, ProcessState, SocketKind, SocketState, TcpConnState, TreeState,
+    UnixSocketState,
 };
 use crate::sys::socket as ss;
 
@@ -120,8 +121,53 @@ fn send_all(fd: i32, s: BorrowedFd<'_>, data: &[u8], what: &str) -> Result<(), R
 
 /// Builds every socket of the image, or `None` when there is none. Runs before the task is
 /// created, after every file check passed.
+/// Unix sockets of a tree connected to a socket of another process of the tree (a
+/// socketpair split by `fork`): one socketpair each, made here with both queues and shutdown
+/// bits, by socket inode; [`build`] hands each process its end.
+pub fn tree_pairs(tree: &TreeState) -> Result<HashMap<u64, OwnedFd>, RestoreError> {
+    let mut all: Vec<(i32, i32, &SocketState, &UnixSocketState)> = Vec::new();
+    for p in &tree.processes {
+        for f in &p.fds {
+            if let FdKind::Socket(s) = &f.kind
+                && let SocketKind::Unix(u) = &s.kind
+                && !all.iter().any(|(_, _, o, _)| o.ino == s.ino)
+            {
+                all.push((p.pid, f.fd, s, u));
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for &(pid, fd, s, u) in &all {
+        if u.peer_ino == 0 || out.contains_key(&s.ino) {
+            continue;
+        }
+        let Some(&(_, pfd, ps, pu)) = all
+            .iter()
+            .find(|(ppid, _, o, _)| o.ino == u.peer_ino && *ppid != pid)
+        else {
+            continue;
+        };
+        if pu.peer_ino != s.ino {
+            continue;
+        }
+        let (a, p) = pair(fd, s)?;
+        set_opts(fd, a.as_fd(), s)?;
+        set_opts(pfd, p.as_fd(), ps)?;
+        queue_through(fd, p.as_fd(), u)?;
+        queue_through(pfd, a.as_fd(), pu)?;
+        apply_shutdown(fd, a.as_fd(), u)?;
+        apply_shutdown(pfd, p.as_fd(), pu)?;
+        out.insert(s.ino, a);
+        out.insert(ps.ino, p);
+    }
+    Ok(out)
+}
+
+/// Builds every socket of `state` in ferry. `tree_pairs` holds the ends of pairs between
+/// processes of a tree ([`tree_pairs`]): this process takes its own from there.
 pub fn build(
     state: &ProcessState,
+    tree_pairs: &mut HashMap<u64, OwnedFd>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<Built>, RestoreError> {
     // One entry per socket (several descriptors may share one), with its first descriptor.
@@ -145,6 +191,11 @@ pub fn build(
         created: Vec::new(),
         handed_over: std::cell::Cell::new(false),
     };
+    for &(_, _, s) in &socks {
+        if let Some(end) = tree_pairs.remove(&s.ino) {
+            b.by_ino.insert(s.ino, end);
+        }
+    }
     let unix_of = |ino: u64| {
         socks.iter().find_map(|(fd, _, s)| match &s.kind {
             SocketKind::Unix(u) if s.ino == ino => Some((*fd, *s, u)),

@@ -30,12 +30,13 @@ use nix::unistd::Pid;
 
 use super::inject::Injector;
 use super::{
-    RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, files, final_regs,
-    lock_down, mm, restore_process_attrs, restore_thread_attrs, task,
+    RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, fdkinds, files,
+    final_regs, lock_down, mm, restore_process_attrs, restore_thread_attrs, shm, sockets, task,
+    tty,
 };
 use crate::image::ImageReader;
 use crate::ptrace::{PtraceError, Tracee};
-use crate::state::{FdKind, PipeQueue, TreeState};
+use crate::state::{FdKind, PipeQueue, ProcessState, TreeState};
 use crate::sys;
 
 /// Kills every process created so far unless disarmed (the root has its own guard).
@@ -73,9 +74,23 @@ pub fn restore_tree<R: Read + Send>(
         .iter()
         .map(|(ino, (r, w))| (*ino, (r.as_raw_fd(), w.as_raw_fd())))
         .collect();
+    // memfds once for the whole tree: a memfd several processes held is one file again.
+    let members: Vec<&ProcessState> = procs.iter().collect();
+    let memfds = fdkinds::Memfds::create(&members)?;
+    // Socketpairs between processes, made once; each plan takes its ends.
+    let mut tree_socks = sockets::tree_pairs(&tree)?;
     let plans = procs
         .iter()
-        .map(|p| files::plan(p, opts.inherit_stdio, &pipe_fds, &mut warnings))
+        .map(|p| {
+            files::plan(
+                p,
+                opts.inherit_stdio,
+                &pipe_fds,
+                &memfds,
+                &mut tree_socks,
+                &mut warnings,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     // 2. Create. The namespace is decided for the whole tree: every process keeps its PID.
@@ -121,6 +136,9 @@ pub fn restore_tree<R: Read + Send>(
         ..Default::default()
     };
     let area = mm::pick_area(&maps, &all)?;
+    let shared;
+    // Which processes took their controlling terminal back.
+    let mut ctty = vec![false; procs.len()];
     let area = {
         let inj = Injector::bootstrap(&root_tracee, vdso_syscall, area)?;
         // Unregistered before any fork: children inherit the registration.
@@ -132,6 +150,13 @@ pub fn restore_tree<R: Read + Send>(
             )?;
         }
         inj.call("setsid", libc::SYS_setsid, [0; 6])?;
+        // Its terminal before any fork: children inherit it.
+        if let Some(tty) = &root.attrs.ctty {
+            ctty[0] = tty::take(&inj, tty, &mut warnings)?;
+        }
+        // Shared memory objects once for the tree, made before any fork (the scratch
+        // mappings they need are gone again before the children copy the address space).
+        shared = shm::SharedMemory::prepare(&inj, &members)?;
         inj.area
     };
 
@@ -148,7 +173,12 @@ pub fn restore_tree<R: Read + Send>(
         let child = fork(&Injector::attach(&tracees[parent], area)?, p.pid)?;
         created.pids.push(child.pid());
         if layout[i].setsid {
-            Injector::attach(&child, area)?.call("setsid", libc::SYS_setsid, [0; 6])?;
+            let inj = Injector::attach(&child, area)?;
+            inj.call("setsid", libc::SYS_setsid, [0; 6])?;
+            // Before its own children are forked: they inherit the terminal.
+            if let Some(tty) = &p.attrs.ctty {
+                ctty[i] = tty::take(&inj, tty, &mut warnings)?;
+            }
         }
         tracees.push(child);
     }
@@ -172,6 +202,33 @@ pub fn restore_tree<R: Read + Send>(
             }
             let pgid = if leaders { 0 } else { place.pgid as u64 };
             Injector::attach(t, area)?.call("setpgid", libc::SYS_setpgid, [0, pgid, 0, 0, 0, 0])?;
+        }
+    }
+
+    // The foreground group of each terminal taken back, now that the groups exist: one of
+    // its session (the root's original group is the root's now).
+    for (i, t) in tracees.iter().enumerate() {
+        let Some(tty) = procs[i].attrs.ctty.as_ref().filter(|_| ctty[i]) else {
+            continue;
+        };
+        if tty.fg_pgid == 0 {
+            continue;
+        }
+        let fg = if tty.fg_pgid == root.pgid && layout[i].sid == root.pid {
+            root.pid
+        } else {
+            tty.fg_pgid
+        };
+        if layout
+            .iter()
+            .any(|l| l.pgid == fg && l.sid == layout[i].sid)
+        {
+            tty::set_foreground(&Injector::attach(t, area)?, tty, fg, &mut warnings)?;
+        } else {
+            warnings.push(format!(
+                "pid {}: the foreground group {} of its terminal {} is not in the tree; the terminal has the session leader's group in the foreground",
+                procs[i].pid, tty.fg_pgid, tty.path
+            ));
         }
     }
 
@@ -200,8 +257,8 @@ pub fn restore_tree<R: Read + Send>(
         let maps = mm::current_maps(inj.tracee().pid().as_raw())?;
         mm::wipe_and_place_vdso(inj, &maps, &p.mm)?;
     }
-    for ((inj, p), plan) in injs.iter().zip(procs).zip(&plans) {
-        mm::map_vmas(inj, &p.mm, &plan.memfds)?;
+    for (inj, p) in injs.iter().zip(procs) {
+        mm::map_vmas(inj, &p.mm, &memfds, &shared)?;
     }
     let targets: Vec<_> = injs.iter().zip(procs.iter()).collect();
     mm::write_pages_tree(&targets, &mut reader)?;
@@ -214,8 +271,6 @@ pub fn restore_tree<R: Read + Send>(
         mm::protect(inj, &p.mm)?;
         mm::set_mm(inj, p)?;
         files::restore(inj, plan, p, &mut warnings)?;
-        // Seals after the mappings and descriptors: they may forbid what those needed.
-        plan.memfds.seal(p)?;
         restore_process_attrs(inj, p, false)?;
         restore_thread_attrs(inj, p, thread)?;
         let ts = create_threads(inj, p)?;
@@ -233,6 +288,8 @@ pub fn restore_tree<R: Read + Send>(
     }
     // Every process has its ends now.
     drop(pipes);
+    // Seals after every mapping and descriptor: they may forbid what those needed.
+    memfds.seal()?;
 
     // 6. Credentials last (per thread, with seccomp filters and capabilities), then resume,
     // children first.
@@ -270,6 +327,7 @@ pub fn restore_tree<R: Read + Send>(
         }
     }
     others.reverse();
+    shared.finish()?;
     created.armed = false;
     root_task.disarm();
     Ok(RestoreSummary {

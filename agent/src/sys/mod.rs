@@ -210,3 +210,10 @@ pub fn set_scheduler(tid: Pid, policy: u32, priority: u32) -> Result<(), Errno> 
     let r = unsafe { libc::sched_setscheduler(tid.as_raw(), policy as i32, &param) };
     Errno::result(r).map(drop)
 }
+
+/// `shmctl(id, IPC_RMID, NULL)`: marks a SysV shared memory segment for removal.
+pub fn shm_remove(id: i32) -> Result<(), Errno> {
+    // SAFETY: IPC_RMID reads no buffer; the pointer argument is null.
+    let r = unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    Errno::result(r).map(drop)
+}
