@@ -25,9 +25,22 @@ use crate::sys;
 
 /// Checkpoints `pid` and every descendant into the image file `out`.
 pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
-    precheck(pid, &opts, true)?;
+    // Every process already there is checked from /proc before anything is frozen: a refused
+    // tree is never stopped, and the freeze itself stays short (reading each member's fds and
+    // maps took most of it). One forked during the freeze is checked by `collect`.
+    let mut stack = vec![pid.as_raw()];
+    while let Some(p) = stack.pop() {
+        let zombie = proc::read(p, "stat")
+            .ok()
+            .and_then(|s| proc::parse_stat(&s).ok())
+            .is_some_and(|s| s.state == 'Z');
+        if !zombie {
+            precheck(Pid::from_raw(p), &opts, true)?;
+        }
+        stack.extend(children(p));
+    }
     let t0 = Instant::now();
-    let (frozen, zombies) = freeze_tree(pid, &opts)?;
+    let (frozen, zombies) = freeze_tree(pid)?;
     let seize = t0.elapsed();
     tracing::debug!(elapsed = ?t0.elapsed(), processes = frozen.len(), "tree frozen");
     let members: Vec<i32> = frozen
@@ -125,10 +138,7 @@ fn children(pid: i32) -> Vec<i32> {
 }
 
 /// Freezes `root` and its descendants, parents before children, re-scanning until stable.
-fn freeze_tree(
-    root: Pid,
-    opts: &DumpOptions,
-) -> Result<(Vec<Frozen>, Vec<ZombieState>), DumpError> {
+fn freeze_tree(root: Pid) -> Result<(Vec<Frozen>, Vec<ZombieState>), DumpError> {
     let mut frozen = vec![Frozen::seize(root)?];
     let mut zombies: Vec<ZombieState> = Vec::new();
     let mut known: HashSet<i32> = HashSet::from([root.as_raw()]);
@@ -158,7 +168,6 @@ fn freeze_tree(
                     });
                     continue;
                 }
-                precheck(Pid::from_raw(c), opts, true)?;
                 frozen.push(Frozen::seize(Pid::from_raw(c))?);
             }
             i += 1;
