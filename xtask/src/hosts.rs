@@ -7,7 +7,8 @@
 //!   other end is a port of the bridge `ferrybr0` in the root namespace;
 //! - its mounts are the machine's, except a tmpfs on `/run/ferry` (holding a `ferryd.sock`
 //!   symlink to the host's real socket), `/run/ferry-hosts/hN/state` bound on `/var/lib/ferry`,
-//!   a tmpfs on `/srv/ferry-host` and its own `/proc`;
+//!   a tmpfs on `/srv/ferry-host`, its own `/proc`, and an empty `/run/systemd/journal` (so
+//!   that ferryd logs to its file, not to the machine's journal);
 //! - unless `--no-agents`, it runs `ferryd --config /run/ferry-hosts/hN/config.toml` with
 //!   `FERRY_STATE_DIR=/var/lib/ferry`, logging to `/run/ferry-hosts/hN/ferryd.log`.
 //!
@@ -53,6 +54,8 @@ const MAX_HOSTS: u32 = 200;
 const SOCKET_DIR: &str = "/run/ferry";
 const STATE_DIR: &str = "/var/lib/ferry";
 const PRIVATE_DIR: &str = "/srv/ferry-host";
+/// Hidden in each host, so that its programs log to stderr rather than the machine's journal.
+const JOURNAL_DIR: &str = "/run/systemd/journal";
 /// How long a ferryd may take to listen on its socket.
 const FERRYD_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -714,6 +717,18 @@ fn setup_host(options: &InitOptions, log: &File) -> Result<()> {
         Some("mode=0755"),
     )
     .with_context(|| format!("mount a tmpfs on {PRIVATE_DIR}"))?;
+    // ferryd logs to journald when it finds its socket, and the machine's is reachable through
+    // the shared /run: hide it, so that each host's ferryd logs to its own ferryd.log.
+    if Path::new(JOURNAL_DIR).is_dir() {
+        mount(
+            Some("tmpfs"),
+            JOURNAL_DIR,
+            Some("tmpfs"),
+            nodev,
+            Some("mode=0755"),
+        )
+        .with_context(|| format!("hide the machine's journald ({JOURNAL_DIR})"))?;
+    }
     util::run(Command::new("ip").args(["link", "set", "lo", "up"]))?;
     Ok(())
 }
