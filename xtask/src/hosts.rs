@@ -65,7 +65,8 @@ pub enum HostsCmd {
     Up(UpOptions),
     /// End every process `up` started and delete the links and /run/ferry-hosts (idempotent).
     Down,
-    /// (Re)start host N's ferryd; the environment (e.g. FERRY_FAULT) is passed on to it.
+    /// (Re)start host N's ferryd (the binary `up` used, or FERRYD_BIN); the environment (e.g.
+    /// FERRY_FAULT) is passed on to it.
     StartFerryd {
         /// The host number (1 is h1).
         n: u32,
@@ -109,7 +110,15 @@ pub fn run(cmd: &HostsCmd) -> Result<()> {
         HostsCmd::Up(options) => up(options),
         HostsCmd::Down => down(),
         HostsCmd::StartFerryd { n } => {
-            let pid = start_ferryd(*n, &ferryd_bin(false))?;
+            // The binary `up` used, unless FERRYD_BIN says otherwise.
+            let ferryd = match (
+                std::env::var_os("FERRYD_BIN"),
+                fs::read_to_string(root().join("ferryd-bin")),
+            ) {
+                (None, Ok(path)) => PathBuf::from(path.trim_end()),
+                _ => ferryd_bin(false),
+            };
+            let pid = start_ferryd(*n, &ferryd)?;
             println!("h{n}: ferryd pid {pid}");
             Ok(())
         }
@@ -213,6 +222,8 @@ fn up_inner(options: &UpOptions) -> Result<()> {
             );
         }
     }
+    fs::write(root().join("ferryd-bin"), format!("{}\n", ferryd.display()))
+        .context("record the ferryd binary")?;
     make_certificates(&ferry, n)?;
     for i in 1..=n {
         fs::write(host_dir(i).join("config.toml"), config(i, n))
