@@ -10,7 +10,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use ferry_tests::hosts::{BRIDGE, Hosts, ROOT, xtask_bin};
-use ferry_tests::{alive, require_root, skip, status_field, target_dir};
+use ferry_tests::{alive, require_root, status_field};
 
 /// A TCP server inside a host: answers `hi` to every connection.
 const SERVER: &str = "import socket,sys\n\
@@ -205,25 +205,9 @@ fn hosts_are_separate_machines_on_one_link() {
     assert!(!Path::new(ROOT).exists(), "{ROOT} is left");
 }
 
-/// True when the ferryd binary is the placeholder that exits at once.
-fn ferryd_is_placeholder() -> bool {
-    let ferryd = match std::env::var_os("FERRYD_BIN") {
-        Some(p) if !p.is_empty() => p.into(),
-        _ => target_dir().join("debug").join("ferryd"),
-    };
-    Command::new(ferryd)
-        .arg("--help")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("not built yet"))
-}
-
 #[test]
 fn each_host_runs_a_ferryd_that_can_die_alone() {
     if !require_root() {
-        return;
-    }
-    if ferryd_is_placeholder() {
-        skip("ferryd is still a placeholder");
         return;
     }
     let mut hosts = Hosts::up(2).expect("bring up 2 hosts with ferryd");
