@@ -1,5 +1,6 @@
 //! `ferry`: checkpoint, restore and (later) migrate running Linux processes.
 
+mod ca;
 mod dump;
 mod image;
 mod restore;
@@ -28,6 +29,9 @@ enum Command {
     /// Look at image files.
     #[command(subcommand)]
     Image(image::Command),
+    /// Make the cluster CA and node certificates for ferryd's mutual TLS.
+    #[command(subcommand)]
+    Ca(ca::Command),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Dump(args) => dump::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Image(cmd) => image::run(cmd),
+        Command::Ca(cmd) => ca::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

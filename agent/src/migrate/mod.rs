@@ -2,4 +2,5 @@
 //! one copy running whatever fails.
 
 pub mod dest;
+pub mod origin;
 pub mod records;
