@@ -130,7 +130,7 @@ fn root() -> PathBuf {
     PathBuf::from(ROOT)
 }
 
-fn host_dir(n: u32) -> PathBuf {
+pub fn host_dir(n: u32) -> PathBuf {
     root().join(format!("h{n}"))
 }
 
@@ -157,7 +157,7 @@ fn bin_path(var: &str, name: &str, release: bool) -> PathBuf {
     }
 }
 
-fn up(options: &UpOptions) -> Result<()> {
+pub fn up(options: &UpOptions) -> Result<()> {
     let n = options.count;
     if n == 0 || n > MAX_HOSTS {
         bail!("the number of hosts must be between 1 and {MAX_HOSTS}, not {n}");
@@ -440,7 +440,7 @@ fn record_pid(dir: &Path, name: &str, pid: i32) -> Result<()> {
         .with_context(|| format!("record {name}'s pid"))
 }
 
-fn read_pid(dir: &Path, name: &str) -> Result<i32> {
+pub fn read_pid(dir: &Path, name: &str) -> Result<i32> {
     let path = dir.join(format!("{name}.pid"));
     let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     text.trim()
@@ -506,7 +506,7 @@ fn wait_dead(pids: &[i32], timeout: Duration) -> Result<()> {
     }
 }
 
-fn down() -> Result<()> {
+pub fn down() -> Result<()> {
     let mut problems = Vec::new();
     // Processes first: ferryd, then each host's init, which takes the host's processes along.
     let mut host_dirs: Vec<PathBuf> = fs::read_dir(ROOT)

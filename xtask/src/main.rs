@@ -3,6 +3,7 @@
 mod bench;
 mod bench_tasks;
 mod demo;
+mod demo_hosts;
 mod hosts;
 mod test;
 mod util;
@@ -26,8 +27,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Start a counting process, dump it, inspect the image, restore it with the same PID.
-    Demo,
+    /// Two test hosts: a counting process in this terminal moves from h1 to h2 and back
+    /// (`--local`: dump, inspect and restore it on this machine instead).
+    Demo {
+        /// The local checkpoint/restore demo.
+        #[arg(long)]
+        local: bool,
+    },
     /// Dump and restore a process with 1 GiB of heap-like memory with each codec.
     Bench(bench::Options),
     /// Test hosts: `hosts up N` makes N namespaced hosts running ferryd, `hosts down` ends them.
@@ -44,7 +50,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Test { args } => test::run(&args),
-        Cmd::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+        Cmd::Demo { local } => if local {
+            demo::run()
+        } else {
+            demo_hosts::run()
+        }
+        .map(|()| ExitCode::SUCCESS),
         Cmd::Bench(options) => bench::run(&options).map(|()| ExitCode::SUCCESS),
         Cmd::Hosts { command } => hosts::run(&command).map(|()| ExitCode::SUCCESS),
         Cmd::HostInit(options) => hosts::host_init(&options).map(|()| ExitCode::SUCCESS),
