@@ -201,13 +201,16 @@ pub async fn relay(
     Ok(run(pid, endpoints, inbound))
 }
 
-/// Runs the destination relay of process `pid` with `endpoints` over `inbound`; the frames
-/// for the origin come out of the returned stream.
-pub fn run(
+/// Runs the destination relay of process `pid` with `endpoints` over `inbound` (the frames
+/// from the origin); the frames for the origin come out of the returned stream.
+pub fn run<S>(
     pid: i32,
     endpoints: Endpoints,
-    mut inbound: Streaming<RelayFrame>,
-) -> ReceiverStream<Result<RelayFrame, Status>> {
+    mut inbound: S,
+) -> ReceiverStream<Result<RelayFrame, Status>>
+where
+    S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
+{
     let (tx, rx) = mpsc::channel::<Result<RelayFrame, Status>>(256);
     let (out_tx, mut out_rx) = mpsc::channel::<RelayFrame>(256);
     let fwd = tx.clone();
@@ -234,10 +237,10 @@ pub fn run(
     };
     tokio::spawn(async move {
         loop {
-            match inbound.message().await {
-                Ok(Some(f)) => dest.deliver(f),
-                Ok(None) => break,
-                Err(e) => {
+            match tokio_stream::StreamExt::next(&mut inbound).await {
+                Some(Ok(f)) => dest.deliver(f),
+                None => break,
+                Some(Err(e)) => {
                     tracing::warn!(pid, error = %e, "relay stream from the origin broke");
                     break;
                 }
@@ -256,6 +259,17 @@ fn reap(pid: i32) -> ExitStatus {
     let mut target = Pid::from_raw(pid);
     loop {
         match waitpid(target, None) {
+            // The init of a PID namespace made for the copy reports its death by a signal
+            // as 128 + the signal (an init cannot die by its own signal).
+            Ok(WaitStatus::Exited(_, code))
+                if target.as_raw() != pid && (129..129 + 64).contains(&code) =>
+            {
+                return ExitStatus {
+                    code: 0,
+                    signal: code - 128,
+                    core_dumped: false,
+                };
+            }
             Ok(WaitStatus::Exited(_, code)) => {
                 return ExitStatus {
                     code,

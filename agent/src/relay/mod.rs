@@ -14,7 +14,7 @@ mod stub;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 
@@ -126,9 +126,9 @@ impl RelayError {
 
 /// The relays this agent runs: on the origin, the stubs it expects to hear from; on the
 /// destination, the endpoints of copies waiting for their origin's `Relay` stream.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Registry {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 #[derive(Debug, Default)]

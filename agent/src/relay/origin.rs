@@ -426,22 +426,62 @@ pub fn start(
     migration_id: String,
     channel: tonic::transport::Channel,
 ) -> tokio::task::JoinHandle<Result<(), RelayError>> {
+    tokio::spawn(async move {
+        let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(256);
+        out_tx
+            .send(RelayFrame {
+                migration_id: migration_id.clone(),
+                channel: 0,
+                what: None,
+            })
+            .await
+            .ok();
+        let mut client = PeerClient::new(channel);
+        let inbound = client
+            .relay(ReceiverStream::new(out_rx))
+            .await
+            .map_err(RelayError::Rpc)?
+            .into_inner();
+        start_with(
+            &node.relays,
+            &node.config.socket,
+            plan,
+            stub_pid,
+            migration_id,
+            out_tx,
+            inbound,
+        )
+        .await
+        .map_err(|e| RelayError::Stub(format!("relay task: {e}")))?
+    })
+}
+
+/// [`start`] over any transport: frames for the destination go to `out` (the first one,
+/// naming the migration, is the caller's business), frames from it come from `inbound`.
+/// `socket` is ferryd's local socket: the stub socket next to it is served by `registry`.
+pub fn start_with<S>(
+    registry: &super::Registry,
+    socket: &Path,
+    plan: Plan,
+    stub_pid: i32,
+    migration_id: String,
+    out: mpsc::Sender<RelayFrame>,
+    inbound: S,
+) -> tokio::task::JoinHandle<Result<(), RelayError>>
+where
+    S: tokio_stream::Stream<Item = Result<RelayFrame, tonic::Status>> + Send + Unpin + 'static,
+{
     let (tx, rx) = mpsc::unbounded_channel();
-    {
-        let mut inner = node.relays.lock();
-        inner.stubs.insert(
-            migration_id.clone(),
-            Expected {
-                pid: stub_pid,
-                tx: tx.clone(),
-            },
-        );
-    }
-    let listening = super::stub::ensure_listening(&node);
+    registry
+        .lock()
+        .stubs
+        .insert(migration_id.clone(), Expected { pid: stub_pid, tx });
+    let listening = super::stub::ensure_listening(registry, socket);
+    let registry = registry.clone();
     tokio::spawn(async move {
         listening?;
-        let r = run(plan, stub_pid, &migration_id, channel, rx).await;
-        node.relays.lock().stubs.remove(&migration_id);
+        let r = run(plan, stub_pid, &migration_id, out, inbound, rx).await;
+        registry.lock().stubs.remove(&migration_id);
         if let Err(e) = &r {
             tracing::warn!(migration = %migration_id, error = %e, "relay ended");
         }
@@ -456,28 +496,17 @@ enum Event {
     StubDied,
 }
 
-async fn run(
+async fn run<S>(
     plan: Plan,
     stub_pid: i32,
     migration_id: &str,
-    channel: tonic::transport::Channel,
+    out_tx: mpsc::Sender<RelayFrame>,
+    mut inbound: S,
     mut stub_rx: mpsc::UnboundedReceiver<StubEvent>,
-) -> Result<(), RelayError> {
-    let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(256);
-    out_tx
-        .send(RelayFrame {
-            migration_id: migration_id.to_string(),
-            channel: 0,
-            what: None,
-        })
-        .await
-        .ok();
-    let mut client = PeerClient::new(channel);
-    let mut inbound = client
-        .relay(ReceiverStream::new(out_rx))
-        .await
-        .map_err(RelayError::Rpc)?
-        .into_inner();
+) -> Result<(), RelayError>
+where
+    S: tokio_stream::Stream<Item = Result<RelayFrame, tonic::Status>> + Unpin,
+{
     let origin = Origin::begin(plan, out_tx.clone());
     let pumps = origin.pumps.clone();
 
@@ -507,10 +536,14 @@ async fn run(
     let mut killed = false;
     loop {
         let ev = tokio::select! {
-            f = inbound.message() => Event::Frame(f.unwrap_or_else(|e| {
-                tracing::warn!(migration = %migration_id, error = %e, "relay stream broke");
-                None
-            })),
+            f = tokio_stream::StreamExt::next(&mut inbound) => Event::Frame(match f {
+                Some(Ok(f)) => Some(f),
+                Some(Err(e)) => {
+                    tracing::warn!(migration = %migration_id, error = %e, "relay stream broke");
+                    None
+                }
+                None => None,
+            }),
             s = stub_rx.recv() => Event::Stub(s),
             l = line_rx.recv() => Event::Line(l.flatten()),
             _ = died_rx.recv() => Event::StubDied,

@@ -12,8 +12,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use super::Registry;
 use super::RelayError;
-use crate::daemon::NodeRef;
 
 /// The stub socket of the agent whose local socket is `socket`.
 pub fn stub_socket_path(socket: &Path) -> PathBuf {
@@ -75,9 +75,9 @@ pub struct Expected {
 }
 
 /// Starts serving the stub socket of `node` unless it is served already.
-pub(super) fn ensure_listening(node: &NodeRef) -> Result<(), RelayError> {
-    let path = stub_socket_path(&node.config.socket);
-    let mut inner = node.relays.lock();
+pub(super) fn ensure_listening(registry: &Registry, socket: &Path) -> Result<(), RelayError> {
+    let path = stub_socket_path(socket);
+    let mut inner = registry.lock();
     if inner.stub_socket.is_some() {
         return Ok(());
     }
@@ -89,13 +89,13 @@ pub(super) fn ensure_listening(node: &NodeRef) -> Result<(), RelayError> {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .map_err(RelayError::io(format!("chmod {}", path.display())))?;
     inner.stub_socket = Some(path);
-    let node = node.clone();
+    let registry = registry.clone();
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((conn, _)) => {
-                    let node = node.clone();
-                    tokio::spawn(async move { admit(&node, conn).await });
+                    let registry = registry.clone();
+                    tokio::spawn(async move { admit(&registry, conn).await });
                 }
                 Err(e) => {
                     tracing::warn!(%e, "stub socket accept");
@@ -109,7 +109,7 @@ pub(super) fn ensure_listening(node: &NodeRef) -> Result<(), RelayError> {
 
 /// Reads `HELLO id` and hands the connection to the relay expecting that stub, if the
 /// connecting process is that stub.
-async fn admit(node: &NodeRef, mut conn: UnixStream) {
+async fn admit(registry: &Registry, mut conn: UnixStream) {
     let Some(pid) = conn.peer_cred().ok().and_then(|c| c.pid()) else {
         return;
     };
@@ -133,7 +133,7 @@ async fn admit(node: &NodeRef, mut conn: UnixStream) {
     else {
         return;
     };
-    let inner = node.relays.lock();
+    let inner = registry.lock();
     match inner.stubs.get(&id) {
         Some(e) if e.pid == pid => {
             let _ = e.tx.send(StubEvent::Connected(conn));
