@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_agent::dump::{DumpOptions, hold};
@@ -35,8 +35,10 @@ fn stub_bin() -> PathBuf {
 /// The migrated pair: the stub (our child) and the remote copy.
 struct Migrated {
     child: Child,
-    out: BufReader<ChildStdout>,
-    stdin: std::process::ChildStdin,
+    out: Box<dyn BufRead + Send>,
+    stdin: Box<dyn Write + Send>,
+    /// With a terminal: its master.
+    master: Option<std::fs::File>,
     server_side: TcpStream,
     listen_port: u16,
     udp_port: u16,
@@ -53,11 +55,21 @@ impl Drop for Migrated {
     }
 }
 
-fn line(out: &mut BufReader<ChildStdout>) -> String {
+fn line(out: &mut Box<dyn BufRead + Send>) -> String {
     let mut l = String::new();
     out.read_line(&mut l)
         .expect("read a line of the victim's stdout");
     l.trim_end().to_string()
+}
+
+/// The next line starting with `prefix` (a terminal also shows the echo of what is typed).
+fn line_starting(out: &mut Box<dyn BufRead + Send>, prefix: &str) -> String {
+    loop {
+        let l = line(out);
+        if l.starts_with(prefix) {
+            return l;
+        }
+    }
 }
 
 fn read_some(s: &mut impl Read) -> String {
@@ -72,18 +84,40 @@ fn fd_link(pid: i32, fd: i32) -> String {
         .unwrap_or_default()
 }
 
-fn migrate(ctx: &TestCtx, id: &str) -> Migrated {
+fn migrate(ctx: &TestCtx, id: &str, tty: bool) -> Migrated {
     let server = TcpListener::bind("127.0.0.1:0").expect("test server");
     let port = server.local_addr().expect("addr").port().to_string();
-    let mut child = Command::new(workload("relay_echo"))
-        .arg(&port)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the victim");
+    let mut cmd = Command::new(workload("relay_echo"));
+    cmd.arg(&port);
+    let mut master = None;
+    if tty {
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .expect("close-on-exec");
+        }
+        cmd.stdin(Stdio::from(pty.slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(pty.slave));
+        master = Some(std::fs::File::from(pty.master));
+    } else {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("start the victim");
     let pid = child.id() as i32;
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut stdin = child.stdin.take().expect("stdin");
+    let mut guard = KillOnDrop(Some(pid));
+    let (mut out, mut stdin): (Box<dyn BufRead + Send>, Box<dyn Write + Send>) = match &master {
+        Some(m) => (
+            Box::new(BufReader::new(m.try_clone().expect("dup"))),
+            Box::new(m.try_clone().expect("dup")),
+        ),
+        None => (
+            Box::new(BufReader::new(child.stdout.take().expect("stdout"))),
+            Box::new(child.stdin.take().expect("stdin")),
+        ),
+    };
     let listen_port: u16 = line(&mut out)
         .strip_prefix("listen ")
         .and_then(|p| p.parse().ok())
@@ -92,7 +126,7 @@ fn migrate(ctx: &TestCtx, id: &str) -> Migrated {
         .strip_prefix("udp ")
         .and_then(|p| p.parse().ok())
         .expect("udp PORT");
-    assert_eq!(line(&mut out), "ready");
+    assert_eq!(line_starting(&mut out, "ready"), "ready");
     let (mut server_side, _) = server.accept().expect("the victim connects");
     server_side.set_read_timeout(Some(IO_TIMEOUT)).ok();
     let before: Vec<String> = (0..3).map(|fd| fd_link(pid, fd)).collect();
@@ -108,7 +142,12 @@ fn migrate(ctx: &TestCtx, id: &str) -> Migrated {
     server_side.write_all(b"inflight").expect("write tcp");
     let plan = origin::Plan::capture(&held).expect("capture the relayed fds");
     let kinds: Vec<String> = plan.endpoints().iter().map(|e| e.kind.clone()).collect();
-    for k in ["read", "write", "tcp", "tcp-listen", "udp"] {
+    let want: &[&str] = if tty {
+        &["tty", "tcp", "tcp-listen", "udp"]
+    } else {
+        &["read", "write", "tcp", "tcp-listen", "udp"]
+    };
+    for k in want {
         assert!(kinds.iter().any(|x| x == k), "no {k} endpoint in {kinds:?}");
     }
     let (image, _) = held
@@ -156,16 +195,30 @@ fn migrate(ctx: &TestCtx, id: &str) -> Migrated {
             d2o,
         )
     };
+    guard.0 = None;
     Migrated {
         child,
         out,
         stdin,
+        master,
         server_side,
         listen_port,
         udp_port,
         remote,
         rt,
         relay: Some(relay),
+    }
+}
+
+/// Kills (and reaps) the victim if the test fails before [`Migrated`] owns it.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        }
     }
 }
 
@@ -185,7 +238,7 @@ fn stub_relays_stdio_tcp_udp_signals_and_exit_code() {
     let Some(ctx) = setup("relay-stub") else {
         return;
     };
-    let mut m = migrate(&ctx, "relay-test-1");
+    let mut m = migrate(&ctx, "relay-test-1", false);
     // What was queued while frozen is not lost.
     assert_eq!(line(&mut m.out), "echo: while-frozen");
     assert_eq!(read_some(&mut m.server_side), "tcp: inflight");
@@ -225,7 +278,7 @@ fn stub_dies_by_the_remote_signal_and_sigkill_ends_the_remote() {
     let Some(ctx) = setup("relay-signals") else {
         return;
     };
-    let mut m = migrate(&ctx, "relay-test-2");
+    let mut m = migrate(&ctx, "relay-test-2", false);
     assert_eq!(line(&mut m.out), "echo: while-frozen");
     kill(Pid::from_raw(m.child.id() as i32), Signal::SIGTERM).expect("kill");
     let st = wait_exit(&mut m);
@@ -233,7 +286,7 @@ fn stub_dies_by_the_remote_signal_and_sigkill_ends_the_remote() {
     assert!(!st.core_dumped());
     drop(m);
 
-    let mut m = migrate(&ctx, "relay-test-3");
+    let mut m = migrate(&ctx, "relay-test-3", false);
     assert_eq!(line(&mut m.out), "echo: while-frozen");
     let remote = m.remote;
     kill(Pid::from_raw(m.child.id() as i32), Signal::SIGKILL).expect("kill");
@@ -248,4 +301,29 @@ fn stub_dies_by_the_remote_signal_and_sigkill_ends_the_remote() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn stub_keeps_the_terminal_and_its_window_size() {
+    let Some(ctx) = setup("relay-tty") else {
+        return;
+    };
+    let mut m = migrate(&ctx, "relay-test-4", true);
+    assert_eq!(
+        line_starting(&mut m.out, "echo:"),
+        "echo: while-frozen",
+        "typed while frozen"
+    );
+    m.stdin.write_all(b"typed\n").expect("type");
+    assert_eq!(line_starting(&mut m.out, "echo:"), "echo: typed");
+    // The window changes on the origin's terminal; the stub gets SIGWINCH (sent by hand: the
+    // victim's terminal is not its controlling one here) and the remote sees the new size on
+    // its own terminal.
+    let master = m.master.as_ref().expect("master");
+    ferry_agent::sys::set_window_size(std::os::fd::AsFd::as_fd(master), 33, 111)
+        .expect("TIOCSWINSZ");
+    kill(Pid::from_raw(m.child.id() as i32), Signal::SIGWINCH).expect("kill");
+    assert_eq!(line_starting(&mut m.out, "winch"), "winch 33x111 tty=1");
+    m.stdin.write_all(b"exit 3\n").expect("type");
+    assert_eq!(wait_exit(&mut m).code(), Some(3));
 }

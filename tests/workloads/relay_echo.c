@@ -1,7 +1,7 @@
 /* A process to migrate with its relays: echoes stdin lines to stdout ("echo: LINE"), and
  * bytes on an established TCP connection (to 127.0.0.1:ARGV1), on connections accepted by its
  * own listener and on a UDP socket back to their senders, prefixed "tcp: ", "acc: ", "udp: ".
- * SIGUSR1 prints "usr1"; the line "exit N" exits with N. Prints "listen PORT", "udp PORT"
+ * SIGUSR1 prints "usr1", SIGWINCH "winch ROWSxCOLS tty=ISATTY"; the line "exit N" exits with N. Prints "listen PORT", "udp PORT"
  * and "ready" at start. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -12,11 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1;
+static volatile sig_atomic_t usr1, winch;
 static void on_usr1(int sig) { (void)sig; usr1 = 1; }
+static void on_winch(int sig) { (void)sig; winch = 1; }
 
 static void say(const char *s) { (void)!write(1, s, strlen(s)); }
 
@@ -32,6 +34,8 @@ int main(int argc, char **argv) {
     struct sigaction sa = {0};
     sa.sa_handler = on_usr1;
     sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = on_winch;
+    sigaction(SIGWINCH, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     struct sockaddr_in lo = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -60,6 +64,15 @@ int main(int argc, char **argv) {
         if (usr1) {
             usr1 = 0;
             say("usr1\n");
+        }
+        if (winch) {
+            struct winsize ws = {0};
+            winch = 0;
+            char w[64];
+            if (ioctl(1, TIOCGWINSZ, &ws) == 0) {
+                snprintf(w, sizeof w, "winch %dx%d tty=%d\n", ws.ws_row, ws.ws_col, isatty(0));
+                say(w);
+            }
         }
         int r = poll(fds, n, 50);
         if (r < 0 && errno == EINTR) continue;

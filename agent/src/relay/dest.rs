@@ -97,6 +97,14 @@ impl Endpoints {
                     };
                     let pty =
                         nix::pty::openpty(Some(&ws), None).map_err(|e| io("openpty")(e.into()))?;
+                    // Not for ferryd's other children.
+                    for fd in [&pty.master, &pty.slave] {
+                        nix::fcntl::fcntl(
+                            fd,
+                            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                        )
+                        .map_err(|e| io("close-on-exec")(e.into()))?;
+                    }
                     let mut t = nix::sys::termios::tcgetattr(&pty.slave)
                         .map_err(|e| io("tcgetattr")(e.into()))?;
                     nix::sys::termios::cfmakeraw(&mut t);
