@@ -85,10 +85,17 @@ fn fd_link(pid: i32, fd: i32) -> String {
 }
 
 fn migrate(ctx: &TestCtx, id: &str, tty: bool) -> Migrated {
+    migrate_with(ctx, id, tty, false)
+}
+
+fn migrate_with(ctx: &TestCtx, id: &str, tty: bool, threads: bool) -> Migrated {
     let server = TcpListener::bind("127.0.0.1:0").expect("test server");
     let port = server.local_addr().expect("addr").port().to_string();
     let mut cmd = Command::new(workload("relay_echo"));
     cmd.arg(&port);
+    if threads {
+        cmd.arg("threads");
+    }
     let mut master = None;
     if tty {
         let pty = nix::pty::openpty(None, None).expect("openpty");
@@ -137,6 +144,7 @@ fn migrate(ctx: &TestCtx, id: &str, tty: bool) -> Migrated {
         ..DumpOptions::default()
     };
     let held = hold(Pid::from_raw(pid), opts).expect("hold the victim");
+    assert_eq!(held.tasks().len(), if threads { 4 } else { 1 });
     // Sent while it is frozen: these stay queued in the original pipe and socket.
     stdin.write_all(b"while-frozen\n").expect("write stdin");
     server_side.write_all(b"inflight").expect("write tcp");
@@ -169,6 +177,10 @@ fn migrate(ctx: &TestCtx, id: &str, tty: bool) -> Migrated {
         .expect("ppid");
     assert_eq!(ppid, std::process::id(), "the stub's parent changed");
     let after: Vec<String> = (0..3).map(|fd| fd_link(pid, fd)).collect();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .count();
+    assert_eq!(tasks, 1, "threads left in the stub");
     assert_eq!(before, after, "the stub lost its stdio");
 
     // Destination: local endpoints in place of the relayed fds.
@@ -326,4 +338,67 @@ fn stub_keeps_the_terminal_and_its_window_size() {
     assert_eq!(line_starting(&mut m.out, "winch"), "winch 33x111 tty=1");
     m.stdin.write_all(b"exit 3\n").expect("type");
     assert_eq!(wait_exit(&mut m).code(), Some(3));
+}
+
+#[test]
+fn a_threaded_process_becomes_a_single_threaded_stub() {
+    let Some(ctx) = setup("relay-threads") else {
+        return;
+    };
+    let mut m = migrate_with(&ctx, "relay-test-5", false, true);
+    assert_eq!(line(&mut m.out), "echo: while-frozen");
+    m.stdin.write_all(b"exit 9\n").expect("stdin");
+    assert_eq!(wait_exit(&mut m).code(), Some(9));
+}
+
+#[test]
+fn a_failed_execve_leaves_the_original_intact() {
+    let Some(ctx) = setup("relay-exec-fails") else {
+        return;
+    };
+    let server = TcpListener::bind("127.0.0.1:0").expect("test server");
+    let port = server.local_addr().expect("addr").port().to_string();
+    let mut child = Command::new(workload("relay_echo"))
+        .args([port.as_str(), "threads"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the victim");
+    let pid = child.id() as i32;
+    let mut guard = KillOnDrop(Some(pid));
+    let mut out: Box<dyn BufRead + Send> =
+        Box::new(BufReader::new(child.stdout.take().expect("stdout")));
+    let mut stdin = child.stdin.take().expect("stdin");
+    assert_eq!(line_starting(&mut out, "ready"), "ready");
+    let _conn = server.accept().expect("the victim connects");
+    let opts = DumpOptions {
+        relay_sockets: true,
+        ..DumpOptions::default()
+    };
+    let held = hold(Pid::from_raw(pid), opts).expect("hold the victim");
+    let plan = origin::Plan::capture(&held).expect("capture");
+    // An executable that is not there: the execve fails inside the process.
+    let missing = ctx.dir.path().join("no-such-stub");
+    let err = origin::become_stub_at(
+        &held,
+        &plan,
+        &missing,
+        "relay-test-6",
+        &ctx.dir.path().join("ferryd.sock"),
+    )
+    .expect_err("an execve of a missing file must fail");
+    assert!(err.to_string().contains("execve"), "{err}");
+    held.thaw().expect("thaw");
+    drop(plan);
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+    assert!(exe.ends_with("relay_echo"), "exe is {}", exe.display());
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .count();
+    assert_eq!(tasks, 4, "its threads are still there");
+    stdin.write_all(b"still here\n").expect("stdin");
+    assert_eq!(line(&mut out), "echo: still here");
+    stdin.write_all(b"exit 0\n").expect("stdin");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    guard.0 = None;
 }

@@ -2,12 +2,13 @@
  * bytes on an established TCP connection (to 127.0.0.1:ARGV1), on connections accepted by its
  * own listener and on a UDP socket back to their senders, prefixed "tcp: ", "acc: ", "udp: ".
  * SIGUSR1 prints "usr1", SIGWINCH "winch ROWSxCOLS tty=ISATTY"; the line "exit N" exits with N. Prints "listen PORT", "udp PORT"
- * and "ready" at start. */
+ * and "ready" at start. With ARGV2 "threads" it runs three more threads. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,8 @@ static volatile sig_atomic_t usr1, winch;
 static void on_usr1(int sig) { (void)sig; usr1 = 1; }
 static void on_winch(int sig) { (void)sig; winch = 1; }
 
+static void *sleeper(void *arg) { (void)arg; for (;;) pause(); return NULL; }
+
 static void say(const char *s) { (void)!write(1, s, strlen(s)); }
 
 static int port_of(int fd) {
@@ -31,6 +34,11 @@ static int port_of(int fd) {
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
+    /* "threads": three more threads, which die when the leader becomes the stub. */
+    for (int i = 0; argc > 2 && !strcmp(argv[2], "threads") && i < 3; i++) {
+        pthread_t t;
+        pthread_create(&t, NULL, sleeper, NULL);
+    }
     struct sigaction sa = {0};
     sa.sa_handler = on_usr1;
     sigaction(SIGUSR1, &sa, NULL);
