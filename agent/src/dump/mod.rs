@@ -254,12 +254,24 @@ impl Held {
         out: W,
         codec: Codec,
     ) -> Result<(W, WriteStats), DumpError> {
+        self.write_counting(out, codec, None)
+    }
+
+    /// [`Held::write_to`], adding to `progress` the raw page bytes as they are handed to the
+    /// image writer (for a progress display while the image streams).
+    pub fn write_counting<W: Write + Send>(
+        &self,
+        out: W,
+        codec: Codec,
+        progress: Option<&std::sync::atomic::AtomicU64>,
+    ) -> Result<(W, WriteStats), DumpError> {
         let tree = TreeState::single(self.state.clone());
         let mut writer = ImageWriter::new_tree(out, &tree, codec).map_err(DumpError::Image)?;
         mm::write_pages(
             &self.frozen.leader().tracee,
             &self.state.mm.vmas,
             &mut writer,
+            progress,
         )?;
         writer.finish().map_err(DumpError::Image)
     }
@@ -660,7 +672,7 @@ fn write_image(
             ImageWriter::new_tree(BufWriter::with_capacity(1 << 20, file), tree, codec)?;
         // The processes' pages one after the other, in tree order.
         for (t, state) in tracees.iter().zip(&tree.processes) {
-            mm::write_pages(t, &state.mm.vmas, &mut writer)?;
+            mm::write_pages(t, &state.mm.vmas, &mut writer, None)?;
         }
         let (buf, stats) = writer.finish()?;
         let file = buf.into_inner().map_err(|e| DumpError::ImageFile {

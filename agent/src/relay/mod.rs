@@ -4,3 +4,5 @@
 /// The relays this agent runs.
 #[derive(Debug, Default)]
 pub struct Registry {}
+
+pub mod origin;
