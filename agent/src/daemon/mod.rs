@@ -1,13 +1,36 @@
 //! `ferryd`, the agent every host runs: the local API on a Unix socket (the `ferry` command of
 //! this host) and the peer API over mutual TLS (the agents of the other hosts).
+//!
+//! [`serve`] is the whole life of an agent: check the TLS files, bind both sockets, tell
+//! systemd it is ready (and keep its watchdog fed), serve until asked to stop, then stop
+//! gracefully.
 
 pub mod config;
 pub mod local;
 pub mod peer;
 
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::v1::agent_server::AgentServer;
+use ferry_proto::v1::peer_server::PeerServer;
+use sd_notify::NotifyState;
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
+
+use crate::transport::local::{BindLocalError, bind_local};
+use crate::transport::{self, Connector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, TlsMaterial};
+
+/// How long a stopping agent waits for open calls to finish before it exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything one running agent shares between its services.
 #[derive(Debug)]
@@ -26,3 +49,217 @@ pub struct Node {
 
 /// A shared handle to the node.
 pub type NodeRef = Arc<Node>;
+
+impl Node {
+    /// The node for `config`, dialing peers with `tls`.
+    pub fn new(config: Config, tls: TlsMaterial) -> Self {
+        let peers = Connector::new(tls, config.peers.clone());
+        Self {
+            config,
+            peers,
+            store: Default::default(),
+            copies: Default::default(),
+            relays: Default::default(),
+        }
+    }
+}
+
+/// `serve` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The TLS files are missing, partial or unreadable.
+    #[error("TLS configuration in {}", dir.display())]
+    Tls {
+        /// `tls_dir`.
+        dir: PathBuf,
+        /// Which file and why.
+        #[source]
+        source: transport::TlsConfigError,
+    },
+    /// The certificate or key could not be used by the TLS stack.
+    #[error("load the TLS identity {}", dir.join(format!("{name}.pem")).display())]
+    Identity {
+        /// `tls_dir`.
+        dir: PathBuf,
+        /// The node name.
+        name: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// `listen` is not an address.
+    #[error("listen address {listen:?}")]
+    ListenAddr {
+        /// The configured value.
+        listen: String,
+        /// Why.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// The peer API address could not be bound.
+    #[error("listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The local socket could not be bound.
+    #[error(transparent)]
+    BindLocal(#[from] BindLocalError),
+    /// The migration records store could not be opened.
+    #[error(transparent)]
+    Records(#[from] crate::migrate::records::RecordsError),
+    /// A server ended with an error.
+    #[error("the {api} API server failed")]
+    Server {
+        /// "peer" or "local".
+        api: &'static str,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A server task panicked.
+    #[error("the {api} API server stopped unexpectedly")]
+    Crashed {
+        /// "peer" or "local".
+        api: &'static str,
+    },
+}
+
+/// Runs the agent until `shutdown` resolves, then stops gracefully (open calls get
+/// [`SHUTDOWN_GRACE`]) and removes the local socket.
+///
+/// Sends `READY=1` to systemd once both sockets are bound (nothing happens without
+/// `NOTIFY_SOCKET`), `WATCHDOG=1` every half `WATCHDOG_USEC` while running, and `STOPPING=1` when
+/// asked to stop.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    // Refuse a missing or partial TLS configuration before binding anything.
+    let tls =
+        TlsMaterial::load(&config.tls_dir, &config.name).map_err(|source| ServeError::Tls {
+            dir: config.tls_dir.clone(),
+            source,
+        })?;
+    let peer_builder = Server::builder()
+        .tls_config(tls.server_config())
+        .map_err(|source| ServeError::Identity {
+            dir: config.tls_dir.clone(),
+            name: config.name.clone(),
+            source,
+        })?;
+
+    let addr = config
+        .listen_addr()
+        .map_err(|source| ServeError::ListenAddr {
+            listen: config.listen.clone(),
+            source,
+        })?;
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let incoming = TcpIncoming::from(tcp).with_nodelay(Some(true));
+    let unix = bind_local(&config.socket)?;
+    let socket_path = config.socket.clone();
+
+    let mut node = Node::new(config, tls);
+    node.store = crate::migrate::records::Store::open_default()?;
+    let node: NodeRef = Arc::new(node);
+    // Migrations a previous run left unfinished, resolved in the background.
+    crate::migrate::resolve(node.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let peer_server = peer_builder
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(PeerServer::new(peer::PeerService::new(node.clone())))
+        .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+    let local_server = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(AgentServer::new(local::LocalService::new(node.clone())))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop_rx.clone()));
+    let mut peer_task = tokio::spawn(peer_server);
+    let mut local_task = tokio::spawn(local_server);
+
+    tracing::info!(
+        name = %node.config.name,
+        listen = %addr,
+        socket = %socket_path.display(),
+        peers = ?node.peers.peers().keys().collect::<Vec<_>>(),
+        "ferryd ready"
+    );
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!(
+            "serving {} on {addr} and {}",
+            node.config.name,
+            socket_path.display()
+        )),
+    ]);
+    let watchdog = tokio::spawn(feed_watchdog());
+
+    let result = tokio::select! {
+        () = shutdown => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+        res = &mut peer_task => server_result("peer", res),
+        res = &mut local_task => server_result("local", res),
+    };
+    notify(&[NotifyState::Stopping]);
+    watchdog.abort();
+    let _ = stop_tx.send(true);
+    let drain = async {
+        if !peer_task.is_finished() {
+            let _ = (&mut peer_task).await;
+        }
+        if !local_task.is_finished() {
+            let _ = (&mut local_task).await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "calls still open at shutdown: ending them");
+        peer_task.abort();
+        local_task.abort();
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    result
+}
+
+fn server_result(
+    api: &'static str,
+    res: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<(), ServeError> {
+    match res {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(ServeError::Server { api, source }),
+        Err(_) => Err(ServeError::Crashed { api }),
+    }
+}
+
+/// Sends a state to systemd; without `NOTIFY_SOCKET` this does nothing.
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, states) {
+        tracing::warn!(%err, "cannot notify systemd");
+    }
+}
+
+/// While systemd's watchdog is on (`WATCHDOG_USEC`), pings it at half the interval. The pings
+/// come from the runtime, so a wedged runtime gets the agent restarted.
+async fn feed_watchdog() {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2).max(Duration::from_millis(10));
+    tracing::debug!(?period, "feeding the systemd watchdog");
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        ticker.tick().await;
+        notify(&[NotifyState::Watchdog]);
+    }
+}

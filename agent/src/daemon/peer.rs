@@ -1,1 +1,106 @@
 //! The peer API (`ferry.v1.Peer`) over mutual TLS.
+//!
+//! The TLS layer has already refused any caller without a certificate of the cluster CA; every
+//! RPC then takes the caller's name from that certificate and hands it, with the message, to
+//! the migration or relay code. `Sink` (raw link throughput) is answered here.
+
+use ferry_proto::v1::peer_server::Peer;
+use ferry_proto::v1::{
+    AbortReply, CommitReply, MigrationRecord, MigrationRef, NegotiateReply, NegotiateRequest,
+    RelayFrame, SinkChunk, SinkReply, TransferChunk, TransferReply,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::NodeRef;
+use crate::migrate::dest;
+use crate::transport::peer_name;
+
+/// The `Peer` service.
+#[derive(Debug)]
+pub struct PeerService {
+    node: NodeRef,
+}
+
+impl PeerService {
+    /// The service of `node`.
+    pub fn new(node: NodeRef) -> Self {
+        Self { node }
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn negotiate(
+        &self,
+        request: Request<NegotiateRequest>,
+    ) -> Result<Response<NegotiateReply>, Status> {
+        let peer = peer_name(&request)?;
+        dest::negotiate(&self.node, &peer, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn transfer(
+        &self,
+        request: Request<Streaming<TransferChunk>>,
+    ) -> Result<Response<TransferReply>, Status> {
+        let peer = peer_name(&request)?;
+        dest::transfer(&self.node, &peer, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn commit(
+        &self,
+        request: Request<MigrationRef>,
+    ) -> Result<Response<CommitReply>, Status> {
+        let peer = peer_name(&request)?;
+        dest::commit(&self.node, &peer, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn abort(&self, request: Request<MigrationRef>) -> Result<Response<AbortReply>, Status> {
+        let peer = peer_name(&request)?;
+        dest::abort(&self.node, &peer, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn query(
+        &self,
+        request: Request<MigrationRef>,
+    ) -> Result<Response<MigrationRecord>, Status> {
+        let peer = peer_name(&request)?;
+        dest::query(&self.node, &peer, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type RelayStream = ReceiverStream<Result<RelayFrame, Status>>;
+
+    async fn relay(
+        &self,
+        request: Request<Streaming<RelayFrame>>,
+    ) -> Result<Response<Self::RelayStream>, Status> {
+        let peer = peer_name(&request)?;
+        crate::relay::dest::relay(&self.node, &peer, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn sink(
+        &self,
+        request: Request<Streaming<SinkChunk>>,
+    ) -> Result<Response<SinkReply>, Status> {
+        let peer = peer_name(&request)?;
+        let mut stream = request.into_inner();
+        let mut bytes: u64 = 0;
+        while let Some(chunk) = stream.message().await? {
+            bytes += chunk.data.len() as u64;
+        }
+        tracing::debug!(%peer, bytes, "sink");
+        Ok(Response::new(SinkReply { bytes }))
+    }
+}

@@ -44,6 +44,13 @@ struct Held {
     start_time: u64,
 }
 
+impl Copies {
+    /// The copy held for a migration: its PID and start time.
+    pub fn held(&self, id: &str) -> Option<(i32, u64)> {
+        lock(&self.held).get(id).map(|h| (h.pid, h.start_time))
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -56,7 +56,13 @@ pub fn fault(name: &str) -> bool {
 /// On agent start: resolves every migration left unfinished by a previous run (rule 3 of
 /// docs/migration.md), in the background, retrying until the peers answer.
 pub fn resolve(node: NodeRef) {
-    let records = node.store.list();
+    let records = match node.store.list() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %chain(&e), "cannot read the migration records");
+            return;
+        }
+    };
     for rec in records {
         if records::is_final(&rec.state) {
             continue;

@@ -807,7 +807,9 @@ pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
             && std::fs::read_link(format!("/proc/{}/exe", rec.pid))
                 .is_ok_and(|p| p.file_name().is_some_and(|n| n == "ferry-stub"))
     };
-    match rec.state.as_str() {
+    let state = rec.state.clone();
+    let remote_pid = rec.remote_pid;
+    match state.as_str() {
         "committing" if stubbed() => {
             let _ = node.store.set(
                 &mut rec,
@@ -832,7 +834,7 @@ pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
                         format!(
                             "committed after an agent restart; running on {to} as pid {} \
                              (the relay was not resumed)",
-                            rec.remote_pid
+                            remote_pid
                         ),
                     ),
                     Err(why) => node.store.set(&mut rec, "aborted", why),

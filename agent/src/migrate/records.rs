@@ -156,7 +156,7 @@ impl Store {
     }
 
     /// Every record, oldest first.
-    pub fn try_list(&self) -> Result<Vec<MigrationRecord>, RecordsError> {
+    pub fn list(&self) -> Result<Vec<MigrationRecord>, RecordsError> {
         let r = self.db.begin_read().map_err(db("begin"))?;
         let t = r.open_table(RECORDS).map_err(db("open table"))?;
         let mut out = Vec::new();
@@ -171,14 +171,6 @@ impl Store {
         }
         out.sort_by_key(|r| (r.started_unix_ms, r.migration_id.clone()));
         Ok(out)
-    }
-
-    /// Every record, oldest first; a store that cannot be read is logged and lists nothing.
-    pub fn list(&self) -> Vec<MigrationRecord> {
-        self.try_list().unwrap_or_else(|e| {
-            tracing::error!(error = %crate::migrate::chain(&e), "list migration records");
-            Vec::new()
-        })
     }
 }
 
