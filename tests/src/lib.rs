@@ -9,8 +9,13 @@
 //!   and reaps them all when dropped, also when the test fails.
 //! - [`TestCtx::ferry`] runs the `ferry` binary and captures its output.
 //!
+//! - [`hosts::Hosts`] brings up test hosts (namespaces on a bridge, each with its own `ferryd`)
+//!   and tears them down when dropped.
+//!
 //! Victims follow one protocol (see `workloads/common.h`): `STATEDIR/status` gets `ready pid=N`
 //! and answers to checks (`ok ...`/`BAD ...`), `STATEDIR/log` gets `tick N` lines.
+
+pub mod hosts;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;

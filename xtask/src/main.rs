@@ -3,6 +3,7 @@
 mod bench;
 mod bench_tasks;
 mod demo;
+mod hosts;
 mod test;
 mod util;
 
@@ -29,6 +30,14 @@ enum Cmd {
     Demo,
     /// Dump and restore a process with 1 GiB of heap-like memory with each codec.
     Bench(bench::Options),
+    /// Test hosts: `hosts up N` makes N namespaced hosts running ferryd, `hosts down` ends them.
+    Hosts {
+        #[command(subcommand)]
+        command: hosts::HostsCmd,
+    },
+    /// A test host's PID 1 (started by `hosts up`).
+    #[command(hide = true)]
+    HostInit(hosts::InitOptions),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +46,8 @@ fn main() -> ExitCode {
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run().map(|()| ExitCode::SUCCESS),
         Cmd::Bench(options) => bench::run(&options).map(|()| ExitCode::SUCCESS),
+        Cmd::Hosts { command } => hosts::run(&command).map(|()| ExitCode::SUCCESS),
+        Cmd::HostInit(options) => hosts::host_init(&options).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

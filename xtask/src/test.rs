@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 
 use crate::util;
 
-/// Tools the integration tests run: the C compiler for their victims, and victims themselves.
-const PREREQUISITES: &[&str] = &["cc", "python3", "bash", "sleep"];
+/// Tools the integration tests run: the C compiler for their victims, victims themselves, and
+/// what the test hosts are made with.
+const PREREQUISITES: &[&str] = &["cc", "python3", "bash", "sleep", "ip", "nsenter"];
 
 pub fn run(cargo_test_args: &[String]) -> Result<ExitCode> {
     util::require_tools(PREREQUISITES)?;

@@ -72,7 +72,7 @@ pub fn require_tools(tools: &[&str]) -> Result<()> {
         .collect();
     if !missing.is_empty() {
         bail!(
-            "missing on PATH: {} (on Debian: apt-get install gcc libc6-dev python3 coreutils bash)",
+            "missing on PATH: {} (on Debian: apt-get install gcc libc6-dev python3 coreutils bash iproute2 util-linux)",
             missing.join(", ")
         );
     }
