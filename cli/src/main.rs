@@ -1,5 +1,6 @@
 //! `ferry`: checkpoint, restore and (later) migrate running Linux processes.
 
+mod ca;
 mod dump;
 mod image;
 mod migrate;
@@ -29,6 +30,9 @@ enum Command {
     /// Look at image files.
     #[command(subcommand)]
     Image(image::Command),
+    /// Make the cluster CA and node certificates for ferryd's mutual TLS.
+    #[command(subcommand)]
+    Ca(ca::Command),
     /// Move a running process to another host (also installed as `migrate`).
     Migrate(migrate::Args),
     /// The migrations the local agent took part in.
@@ -79,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dump(args) => dump::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Image(cmd) => image::run(cmd),
+        Command::Ca(cmd) => ca::run(cmd),
         Command::Migrate(args) => migrate::run(args),
         Command::Migrations(args) => migrate::list(args),
     }

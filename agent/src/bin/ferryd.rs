@@ -3,6 +3,7 @@
 //! Logs through tracing: to journald when its socket exists, else to stderr (filter with
 //! `FERRY_LOG`, default `info`). Stops gracefully on SIGTERM or SIGINT.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -104,7 +105,11 @@ fn init_tracing() -> bool {
         Err(_) => {
             tracing_subscriber::registry()
                 .with(filter())
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(std::io::stderr().is_terminal())
+                        .with_writer(std::io::stderr),
+                )
                 .init();
             false
         }

@@ -251,10 +251,9 @@ fn notify(states: &[NotifyState<'_>]) {
 /// While systemd's watchdog is on (`WATCHDOG_USEC`), pings it at half the interval. The pings
 /// come from the runtime, so a wedged runtime gets the agent restarted.
 async fn feed_watchdog() {
-    let mut usec = 0;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+    let Some(usec) = watchdog_usec() else {
         return;
-    }
+    };
     let period = Duration::from_micros(usec / 2).max(Duration::from_millis(10));
     tracing::debug!(?period, "feeding the systemd watchdog");
     let mut ticker = tokio::time::interval(period);
@@ -262,4 +261,16 @@ async fn feed_watchdog() {
         ticker.tick().await;
         notify(&[NotifyState::Watchdog]);
     }
+}
+
+/// `WATCHDOG_USEC` when the watchdog is meant for this process: as `sd_watchdog_enabled(3)`,
+/// `WATCHDOG_PID` must be ours when it is set (systemd always sets it), and may be absent.
+fn watchdog_usec() -> Option<u64> {
+    let usec = std::env::var("WATCHDOG_USEC").ok()?.parse::<u64>().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then_some(usec)
 }

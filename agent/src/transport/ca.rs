@@ -233,7 +233,41 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteFileError>
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
     use super::*;
+    use crate::transport::TlsMaterial;
+
+    #[test]
+    fn ca_and_node_certificates() {
+        let dir = std::env::temp_dir().join(format!("ferry-ca-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        init_ca(&dir).unwrap();
+        issue_node(&dir, "h1").unwrap();
+        for key in ["ca.key", "h1.key"] {
+            let mode = fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{key}");
+        }
+        // Never replaced.
+        assert!(matches!(init_ca(&dir), Err(InitCaError::Exists { .. })));
+        assert!(matches!(
+            issue_node(&dir, "h1"),
+            Err(IssueNodeError::Exists { .. })
+        ));
+
+        let pem = fs::read(dir.join("h1.pem")).unwrap();
+        let (_, block) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        let (_, cert) = X509Certificate::from_der(&block.contents).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(san.value.general_names, vec![GeneralName::DNSName("h1")]);
+        let eku = cert.extended_key_usage().unwrap().unwrap();
+        assert!(eku.value.server_auth && eku.value.client_auth);
+        assert!(!cert.is_ca());
+        TlsMaterial::load(&dir, "h1").unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn node_names() {

@@ -10,11 +10,15 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// The CA certificate's file name in `tls_dir`.
 pub const CA_CERT: &str = "ca.pem";
+
+/// How long a TLS handshake may take: a client that stalls in it is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the TLS configuration cannot be used. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +99,7 @@ impl TlsMaterial {
         ServerTlsConfig::new()
             .identity(self.identity())
             .client_ca_root(Certificate::from_pem(&self.ca))
+            .timeout(HANDSHAKE_TIMEOUT)
     }
 
     /// The client side towards `peer`: present our certificate, trust only the cluster CA, and
@@ -104,6 +109,7 @@ impl TlsMaterial {
             .ca_certificate(Certificate::from_pem(&self.ca))
             .identity(self.identity())
             .domain_name(peer)
+            .timeout(HANDSHAKE_TIMEOUT)
     }
 
     fn identity(&self) -> Identity {
