@@ -22,7 +22,7 @@ use super::{chain, fault, negotiate, start_time};
 use crate::daemon::NodeRef;
 use crate::image::ImageReader;
 use crate::restore::{PidNsMode, RestoreError, RestoreOptions};
-use crate::state::{FdKind, FileIdentity, FileRef, ProcessState, VmaKind};
+use crate::state::{FdKind, FileRef, ProcessState, VmaKind};
 
 /// How long a prepared copy waits for its origin's Commit or Abort before asking the origin.
 const WATCH_AFTER: Duration = Duration::from_secs(10);
@@ -32,7 +32,7 @@ const WATCH_AFTER: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub struct Copies {
     held: Mutex<HashMap<String, Held>>,
-    negotiated: Mutex<HashMap<String, BTreeMap<String, FileIdentity>>>,
+    negotiated: Mutex<HashMap<String, BTreeMap<String, negotiate::Same>>>,
     /// Migrations aborted while their image was still arriving.
     aborted: Mutex<HashSet<String>>,
 }
@@ -185,7 +185,7 @@ fn ship_piece(
 fn localize(
     state: &mut ProcessState,
     shipped: &BTreeMap<String, PathBuf>,
-    same: &BTreeMap<String, FileIdentity>,
+    same: &BTreeMap<String, negotiate::Same>,
 ) -> Result<(), RestoreError> {
     let fix = |f: &mut FileRef, what: &str| -> Result<(), RestoreError> {
         if let Some(local) = shipped.get(&f.path) {
@@ -199,11 +199,11 @@ fn localize(
         let now = negotiate::identity(Path::new(&f.path))
             .map_err(|e| RestoreError::FileChanged(format!("{what}: {}: {e}", f.path)))?;
         let ok = match same.get(&f.path) {
-            Some(then) => {
+            Some(s) => {
+                let then = s.identity;
                 then.dev == now.dev
                     && then.ino == now.ino
-                    && then.size == now.size
-                    && then.mtime_ns == now.mtime_ns
+                    && (s.written || (then.size == now.size && then.mtime_ns == now.mtime_ns))
             }
             None => {
                 (now.mode & libc::S_IFMT == libc::S_IFDIR)
@@ -250,7 +250,7 @@ fn localize(
 fn restorer(
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     shipped: BTreeMap<String, PathBuf>,
-    same: BTreeMap<String, FileIdentity>,
+    same: BTreeMap<String, negotiate::Same>,
 ) -> Restored {
     let input = ChunkReader {
         rx,
@@ -355,7 +355,7 @@ async fn receive(
     id: &str,
     header: &ferry_proto::v1::TransferHeader,
     dir: &Path,
-    same: BTreeMap<String, FileIdentity>,
+    same: BTreeMap<String, negotiate::Same>,
     stream: &mut Streaming<TransferChunk>,
 ) -> Result<(i32, u64, Vec<String>), String> {
     let mut open = HashMap::new();

@@ -136,19 +136,20 @@ pub fn in_root(pid: i32, path: &str) -> PathBuf {
 /// Every regular file and directory the process maps or holds open, its executable and its
 /// working directory, each once, with what identifies its contents.
 pub fn file_checks(pid: i32) -> Vec<FileCheck> {
-    let mut paths: BTreeMap<String, ()> = BTreeMap::new();
+    // Path → only held open for writing (not mapped, not the executable).
+    let mut paths: BTreeMap<String, bool> = BTreeMap::new();
     if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-        paths.insert(exe.to_string_lossy().into_owned(), ());
+        paths.insert(exe.to_string_lossy().into_owned(), false);
     }
     if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) {
-        paths.insert(cwd.to_string_lossy().into_owned(), ());
+        paths.insert(cwd.to_string_lossy().into_owned(), false);
     }
     if let Ok(maps) = crate::proc::read(pid, "maps")
         && let Ok(entries) = crate::proc::parse_maps(&maps)
     {
         for e in entries {
             if e.inode != 0 && e.name.starts_with('/') && !e.name.ends_with(" (deleted)") {
-                paths.insert(e.name, ());
+                paths.insert(e.name, false);
             }
         }
     }
@@ -157,13 +158,25 @@ pub fn file_checks(pid: i32) -> Vec<FileCheck> {
             if let Ok(l) = std::fs::read_link(fd.path()) {
                 let l = l.to_string_lossy().into_owned();
                 if l.starts_with('/') && !l.ends_with(" (deleted)") && !l.starts_with("/dev/") {
-                    paths.insert(l, ());
+                    let written = std::fs::read_to_string(format!(
+                        "/proc/{pid}/fdinfo/{}",
+                        fd.file_name().to_string_lossy()
+                    ))
+                    .ok()
+                    .and_then(|info| {
+                        info.lines()
+                            .find_map(|l| l.strip_prefix("flags:"))
+                            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                    })
+                    .is_some_and(|f| f & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32);
+                    let e = paths.entry(l).or_insert(written);
+                    *e = *e && written;
                 }
             }
         }
     }
     let mut out = Vec::new();
-    for path in paths.into_keys() {
+    for (path, written) in paths {
         let local = in_root(pid, &path);
         let Ok(meta) = std::fs::metadata(&local) else {
             continue;
@@ -177,8 +190,9 @@ pub fn file_checks(pid: i32) -> Vec<FileCheck> {
             mtime_ns: mtime_ns(&meta),
             build_id: Vec::new(),
             sha256: Vec::new(),
+            written,
         };
-        if meta.is_file() {
+        if meta.is_file() && !written {
             match build_id(&local) {
                 Some(id) => check.build_id = id,
                 None if meta.size() <= HASH_LIMIT => {
@@ -211,6 +225,15 @@ pub fn identity(path: &Path) -> std::io::Result<FileIdentity> {
     })
 }
 
+/// A file the negotiation found the same here: its local identity then.
+#[derive(Debug, Clone, Copy)]
+pub struct Same {
+    /// The local file's identity at the negotiation.
+    pub identity: FileIdentity,
+    /// Held open for writing: only device and inode must stay the same.
+    pub written: bool,
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -218,7 +241,7 @@ fn hex(b: &[u8]) -> String {
 /// The destination's answer: what cannot work here, and which files are missing or differ.
 /// Returns the reply and the identity of every file found the same (the restore checks they
 /// are still those files).
-pub fn check(req: &NegotiateRequest) -> (NegotiateReply, BTreeMap<String, FileIdentity>) {
+pub fn check(req: &NegotiateRequest) -> (NegotiateReply, BTreeMap<String, Same>) {
     let mut reply = NegotiateReply {
         kernel_release: kernel_release(),
         xsave_features: xsave_features(),
@@ -250,8 +273,14 @@ pub fn check(req: &NegotiateRequest) -> (NegotiateReply, BTreeMap<String, FileId
     let mut same = BTreeMap::new();
     for f in &req.files {
         match check_file(f) {
-            Ok(id) => {
-                same.insert(f.path.clone(), id);
+            Ok(identity) => {
+                same.insert(
+                    f.path.clone(),
+                    Same {
+                        identity,
+                        written: f.written,
+                    },
+                );
             }
             Err(why) => reply.file_problems.push(format!("{}: {why}", f.path)),
         }
@@ -272,6 +301,9 @@ fn check_file(f: &FileCheck) -> Result<FileIdentity, String> {
     }
     if !meta.is_file() {
         return Err("not a regular file here".into());
+    }
+    if f.written {
+        return Ok(id);
     }
     if meta.size() != f.size {
         return Err(format!("{} bytes here, {} there", meta.size(), f.size));
