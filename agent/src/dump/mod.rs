@@ -236,6 +236,7 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
     let mut socks = sockets::SocketDump::capture(opts.sockets());
     let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks)?;
     warnings.append(&mut socks.warnings);
+    settle(&frozen)?;
     tracing::debug!(elapsed = ?since.elapsed(), "state collected");
     Ok(Held {
         state,
@@ -304,6 +305,40 @@ impl Held {
         drop(socks);
         frozen.detach_as_is()
     }
+}
+
+/// Leaves every task in an interrupt stop (`PTRACE_EVENT_STOP`) rather than the `SIGTRAP`
+/// signal-delivery stop of the last injected single step: should the tracer die while it
+/// holds the process (an agent crash during a migration), the kernel detaches each task and
+/// would deliver that `SIGTRAP`, killing the process; from an interrupt stop it just goes on.
+/// `PTRACE_INTERRUPT` first, then `PTRACE_CONT` with no signal: the task drops the `SIGTRAP`
+/// and traps again before it returns to user mode, without running an instruction.
+fn settle(frozen: &Frozen) -> Result<(), DumpError> {
+    use nix::sys::ptrace;
+    use nix::sys::wait::WaitStatus;
+    for t in &frozen.tasks {
+        let pid = t.tracee.pid();
+        let req = |op: &'static str| {
+            move |source| PtraceError::Request {
+                op,
+                pid: pid.as_raw(),
+                source,
+            }
+        };
+        ptrace::interrupt(pid).map_err(req("interrupt"))?;
+        ptrace::cont(pid, None).map_err(req("cont"))?;
+        match t.tracee.wait()? {
+            WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => {}
+            other => {
+                return Err(PtraceError::Unexpected {
+                    pid: pid.as_raw(),
+                    status: format!("{other:?} instead of the interrupt stop"),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Everything that can be refused from `/proc` alone: the process itself, its fds, its VMAs.
