@@ -24,6 +24,10 @@ use crate::image::ImageReader;
 use crate::restore::{PidNsMode, RestoreError, RestoreOptions};
 use crate::state::{FdKind, FileRef, ProcessState, VmaKind};
 
+/// The origin sends without pause while it streams: this long without a message means the
+/// link or the origin failed (HTTP/2 keepalive usually says so sooner).
+const STREAM_IDLE: Duration = Duration::from_secs(10);
+
 /// How long a prepared copy waits for its origin's Commit or Abort before asking the origin.
 const WATCH_AFTER: Duration = Duration::from_secs(10);
 
@@ -283,6 +287,20 @@ fn kill_copy(pid: i32, start: u64) {
 pub async fn transfer(
     node: &NodeRef,
     peer: &str,
+    stream: Streaming<TransferChunk>,
+) -> Result<TransferReply, Status> {
+    // In a task of its own: if the connection breaks, the server drops this call's future,
+    // but the transfer must still see the broken stream, end the half-built copy and record
+    // it.
+    let (node, peer) = (node.clone(), peer.to_string());
+    tokio::spawn(async move { transfer_task(&node, &peer, stream).await })
+        .await
+        .map_err(|e| Status::internal(format!("transfer task: {e}")))?
+}
+
+async fn transfer_task(
+    node: &NodeRef,
+    peer: &str,
     mut stream: Streaming<TransferChunk>,
 ) -> Result<TransferReply, Status> {
     let header = match stream.message().await? {
@@ -367,7 +385,13 @@ async fn receive(
     let half = header.image_bytes_hint / 2;
     let exit_mid = fault("dest-exit-mid-stream");
     loop {
-        let msg = match stream.message().await {
+        let next = tokio::time::timeout(STREAM_IDLE, stream.message()).await;
+        let msg = match next.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "nothing arrived for {} s",
+                STREAM_IDLE.as_secs()
+            )))
+        }) {
             Ok(m) => m,
             Err(s) => {
                 drop(tx);
