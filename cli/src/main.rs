@@ -41,7 +41,11 @@ enum Command {
 
 /// Invoked as `migrate` (a link to `ferry`): `migrate PID --to HOST` is `ferry migrate ...`.
 #[derive(Debug, Parser)]
-#[command(name = "migrate", version, about = "Move a running process to another host")]
+#[command(
+    name = "migrate",
+    version,
+    about = "Move a running process to another host"
+)]
 struct MigrateCli {
     #[command(flatten)]
     args: migrate::Args,

@@ -192,7 +192,10 @@ fn migrates_and_keeps_state() {
     let o = migrate(&hosts, &v, &[]);
     assert!(o.status.success(), "migrate: {}", text(&o));
     let out = text(&o);
-    assert!(out.contains("frozen") && out.contains("on the wire"), "{out}");
+    assert!(
+        out.contains("frozen") && out.contains("on the wire"),
+        "{out}"
+    );
     let pid = remote_pid(&o);
     let first = check(&hosts, 2, &v, pid);
     // The counter goes on from where it was (it was checked once before).
@@ -201,7 +204,10 @@ fn migrates_and_keeps_state() {
     assert_eq!(record_state(&hosts, 1, "done")["role"], "origin");
     assert_eq!(record_state(&hosts, 2, "done")["role"], "destination");
     let table = text(&ferry(&hosts, 1, &["migrations"]));
-    assert!(table.contains("MIGRATION") && table.contains("done"), "{table}");
+    assert!(
+        table.contains("MIGRATION") && table.contains("done"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -212,7 +218,11 @@ fn each_codec_works() {
     for (i, codec) in ["zstd", "lz4", "none"].iter().enumerate() {
         let v = start_victim(&hosts, &ctx, &format!("v{i}"), 8, &[]);
         let o = migrate(&hosts, &v, &["--compress", codec]);
-        assert!(o.status.success(), "migrate --compress {codec}: {}", text(&o));
+        assert!(
+            o.status.success(),
+            "migrate --compress {codec}: {}",
+            text(&o)
+        );
         assert!(text(&o).contains(&format!("({codec},")), "{}", text(&o));
         let pid = remote_pid(&o);
         check(&hosts, 2, &v, pid);
@@ -279,12 +289,19 @@ fn fault_dest_exits_mid_stream() {
     };
     let v = start_victim(&hosts, &ctx, "v", 64, &[]);
     let o = with_fault(&mut hosts, 2, "dest-exit-mid-stream", &v);
-    assert!(!o.status.success(), "migrated despite the fault: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "migrated despite the fault: {}",
+        text(&o)
+    );
     exactly_once(&hosts, &v, 1, v.pid);
     record_state(&hosts, 1, "aborted");
     restart_clean(&mut hosts, 2);
     let r = record_state(&hosts, 2, "aborted");
-    assert!(r["detail"].as_str().unwrap_or("").contains("stopped"), "{r}");
+    assert!(
+        r["detail"].as_str().unwrap_or("").contains("stopped"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -294,7 +311,11 @@ fn fault_corrupt_chunk() {
     };
     let v = start_victim(&hosts, &ctx, "v", 64, &[]);
     let o = with_fault(&mut hosts, 1, "corrupt-chunk", &v);
-    assert!(!o.status.success(), "migrated a corrupt image: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "migrated a corrupt image: {}",
+        text(&o)
+    );
     assert!(text(&o).contains("goes on here"), "{}", text(&o));
     exactly_once(&hosts, &v, 1, v.pid);
     record_state(&hosts, 1, "aborted");
@@ -308,7 +329,11 @@ fn fault_restore_fails() {
     };
     let v = start_victim(&hosts, &ctx, "v", 16, &[]);
     let o = with_fault(&mut hosts, 2, "restore-fail", &v);
-    assert!(!o.status.success(), "migrated despite the fault: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "migrated despite the fault: {}",
+        text(&o)
+    );
     exactly_once(&hosts, &v, 1, v.pid);
     record_state(&hosts, 1, "aborted");
     record_state(&hosts, 2, "aborted");
@@ -373,7 +398,11 @@ fn fault_link_cut_mid_stream() {
     sleep(Duration::from_millis(500));
     hosts.link_down(2).expect("link down");
     let o = cli.wait_with_output().expect("ferry migrate");
-    assert!(!o.status.success(), "migrated over a cut link: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "migrated over a cut link: {}",
+        text(&o)
+    );
     exactly_once(&hosts, &v, 1, v.pid);
     record_state(&hosts, 1, "aborted");
     record_state(&hosts, 2, "aborted");

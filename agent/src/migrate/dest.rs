@@ -174,7 +174,9 @@ fn ship_piece(
         map.insert(f.path.clone(), to);
         open.insert(f.path.clone(), file);
     }
-    let file = open.get_mut(&f.path).ok_or_else(|| io(std::io::ErrorKind::NotFound.into()))?;
+    let file = open
+        .get_mut(&f.path)
+        .ok_or_else(|| io(std::io::ErrorKind::NotFound.into()))?;
     file.write_all(&f.data).map_err(io)?;
     if f.last {
         open.remove(&f.path);
@@ -307,7 +309,11 @@ async fn transfer_task(
         Some(TransferChunk {
             part: Some(Part::Header(h)),
         }) => h,
-        _ => return Err(Status::invalid_argument("a transfer begins with its header")),
+        _ => {
+            return Err(Status::invalid_argument(
+                "a transfer begins with its header",
+            ));
+        }
     };
     let id = header.migration_id.clone();
     if !valid_id(&id) {
@@ -335,7 +341,9 @@ async fn transfer_task(
         Ok((pid, start, warnings)) if !aborted => {
             rec.pid = pid;
             rec.start_time = start;
-            if let Err(e) = node.store.set(&mut rec, "prepared", "copy stopped, waiting for commit")
+            if let Err(e) = node
+                .store
+                .set(&mut rec, "prepared", "copy stopped, waiting for commit")
             {
                 kill_copy(pid, start);
                 return Err(store_err(e));
@@ -354,16 +362,20 @@ async fn transfer_task(
         Ok((pid, start, _)) => {
             kill_copy(pid, start);
             let _ = std::fs::remove_dir_all(&dir);
-            let _ = node
-                .store
-                .set(&mut rec, "aborted", "aborted by the origin during the transfer");
+            let _ = node.store.set(
+                &mut rec,
+                "aborted",
+                "aborted by the origin during the transfer",
+            );
             Err(Status::aborted("aborted by the origin"))
         }
         Err(why) => {
             let _ = std::fs::remove_dir_all(&dir);
             tracing::warn!(migration = %id, %why, "transfer failed");
             let _ = node.store.set(&mut rec, "aborted", why.clone());
-            Err(Status::aborted(format!("restore on the destination failed: {why}")))
+            Err(Status::aborted(format!(
+                "restore on the destination failed: {why}"
+            )))
         }
     }
 }
@@ -408,7 +420,8 @@ async fn receive(
                 if tx.is_some() {
                     return Err("a shipped file after the image began".into());
                 }
-                ship_piece(dir, &f, &mut open, &mut shipped).map_err(|s| s.message().to_string())?;
+                ship_piece(dir, &f, &mut open, &mut shipped)
+                    .map_err(|s| s.message().to_string())?;
             }
             Some(Part::Image(bytes)) => {
                 if tx.is_none() {
@@ -461,16 +474,19 @@ async fn receive(
 
 /// The copy of a prepared or committed migration, if it is still the process we made.
 fn copy_of(rec: &MigrationRecord) -> Option<(i32, u64)> {
-    (rec.pid > 0 && start_time(rec.pid) == Some(rec.start_time)).then_some((rec.pid, rec.start_time))
+    (rec.pid > 0 && start_time(rec.pid) == Some(rec.start_time))
+        .then_some((rec.pid, rec.start_time))
 }
 
 /// Lets the copy run: record `committed` (a restarted agent sends SIGCONT again), SIGCONT,
 /// record `done`.
 pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<(), Status> {
     let Some((pid, start)) = copy_of(rec) else {
-        let _ = node
-            .store
-            .set(rec, "aborted", "the held copy is gone (killed from outside?)");
+        let _ = node.store.set(
+            rec,
+            "aborted",
+            "the held copy is gone (killed from outside?)",
+        );
         return Err(Status::failed_precondition("the held copy is gone"));
     };
     node.store
@@ -489,16 +505,20 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
 
 /// The copy is our child: reap it when it ends, so it leaves no zombie.
 fn reap(id: String, pid: i32, _start: u64) {
-    tokio::task::spawn_blocking(move || {
-        match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
+    tokio::task::spawn_blocking(
+        move || match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
             Ok(st) => tracing::info!(migration = %id, pid, status = ?st, "migrated process ended"),
             Err(e) => tracing::debug!(migration = %id, pid, error = %e, "not reaped here"),
-        }
-    });
+        },
+    );
 }
 
 /// Ends the copy and records why.
-pub(crate) fn abort_local(node: &NodeRef, rec: &mut MigrationRecord, why: &str) -> Result<(), Status> {
+pub(crate) fn abort_local(
+    node: &NodeRef,
+    rec: &mut MigrationRecord,
+    why: &str,
+) -> Result<(), Status> {
     if let Some((pid, start)) = copy_of(rec) {
         kill_copy(pid, start);
     }
@@ -523,7 +543,10 @@ fn own_record(node: &NodeRef, peer: &str, id: &str) -> Result<Option<MigrationRe
 /// Idempotent: a repeated Commit of a running copy succeeds.
 pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<CommitReply, Status> {
     let Some(mut rec) = own_record(node, peer, &r.migration_id)? else {
-        return Err(Status::not_found(format!("no migration {}", r.migration_id)));
+        return Err(Status::not_found(format!(
+            "no migration {}",
+            r.migration_id
+        )));
     };
     match rec.state.as_str() {
         "done" => Ok(CommitReply {}),
@@ -561,7 +584,11 @@ pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortR
 }
 
 /// `Peer.Query`: this agent's record of a migration (either role).
-pub async fn query(node: &NodeRef, _peer: &str, r: MigrationRef) -> Result<MigrationRecord, Status> {
+pub async fn query(
+    node: &NodeRef,
+    _peer: &str,
+    r: MigrationRef,
+) -> Result<MigrationRecord, Status> {
     node.store
         .get(&r.migration_id)
         .map_err(store_err)?
@@ -599,7 +626,11 @@ pub(crate) async fn resolve_prepared(node: NodeRef, id: String) {
                     return;
                 }
                 "aborted" => {
-                    let _ = abort_local(&node, &mut rec, &format!("the origin aborted: {}", origin.detail));
+                    let _ = abort_local(
+                        &node,
+                        &mut rec,
+                        &format!("the origin aborted: {}", origin.detail),
+                    );
                     return;
                 }
                 s => tracing::info!(migration = %id, origin = s, "copy held, origin undecided"),
@@ -651,7 +682,9 @@ pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
         "committed" => {
             let _ = commit_local(&node, &mut rec);
         }
-        s if !is_final(s) => tracing::warn!(migration = %rec.migration_id, state = s, "unknown state"),
+        s if !is_final(s) => {
+            tracing::warn!(migration = %rec.migration_id, state = s, "unknown state")
+        }
         _ => {}
     }
 }

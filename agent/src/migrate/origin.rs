@@ -47,8 +47,9 @@ pub fn peer_client(ch: Channel) -> PeerClient<Channel> {
 /// A new migration id: 16 random hex digits.
 fn new_id() -> String {
     let mut b = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .unwrap_or_else(|_| b = (std::process::id() as u64 ^ super::records::now_ms()).to_le_bytes());
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).unwrap_or_else(|_| {
+        b = (std::process::id() as u64 ^ super::records::now_ms()).to_le_bytes()
+    });
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -264,7 +265,10 @@ fn ship_file(
     use std::os::unix::fs::MetadataExt;
     let local = negotiate::in_root(pid, path);
     let mut f = std::fs::File::open(&local).map_err(|e| format!("ship {path}: {e}"))?;
-    let mode = f.metadata().map_err(|e| format!("ship {path}: {e}"))?.mode();
+    let mode = f
+        .metadata()
+        .map_err(|e| format!("ship {path}: {e}"))?
+        .mode();
     loop {
         let mut data = vec![0u8; CHUNK];
         let mut n = 0;
@@ -466,9 +470,7 @@ impl Origin {
             }
             Some(Ev::Failed(why)) => return Err(self.fail(Status::failed_precondition(why))),
             other => {
-                return Err(self.fail(Status::internal(format!(
-                    "tracer: unexpected {other:?}"
-                ))));
+                return Err(self.fail(Status::internal(format!("tracer: unexpected {other:?}"))));
             }
         };
         // From here until the commit point, a failure gives the process back (the tracer
@@ -534,7 +536,10 @@ impl Origin {
             },
         };
         self.rec.remote_pid = reply.pid;
-        self.record("prepared", format!("copy held stopped on {to} as pid {}", reply.pid))?;
+        self.record(
+            "prepared",
+            format!("copy held stopped on {to} as pid {}", reply.pid),
+        )?;
 
         // The commit point.
         self.progress("commit").await;
@@ -558,9 +563,9 @@ impl Origin {
                     // The tracer is gone without a word: it cannot have done the execve
                     // without reporting it, so the original was given back.
                     abort_remote(self.node.clone(), to.clone(), id.clone());
-                    return Err(self.fail(Status::internal(format!(
-                        "tracer: unexpected {other:?}"
-                    ))));
+                    return Err(
+                        self.fail(Status::internal(format!("tracer: unexpected {other:?}")))
+                    );
                 }
             }
         };
@@ -570,10 +575,12 @@ impl Origin {
         }
         // Past the commit point: the copy is the only one. Never abort now; Commit until
         // the destination acknowledges.
-        commit_remote(&self.node, &mut client, &id, &to).await.map_err(|why| {
-            let _ = self.record("aborted", why.clone());
-            Status::data_loss(why)
-        })?;
+        commit_remote(&self.node, &mut client, &id, &to)
+            .await
+            .map_err(|why| {
+                let _ = self.record("aborted", why.clone());
+                Status::data_loss(why)
+            })?;
         let frozen = since.elapsed();
         self.record("committed", format!("running on {to} as pid {}", reply.pid))?;
         crate::relay::origin::start(self.node.clone(), plan, pid, id.clone(), channel);
@@ -583,7 +590,11 @@ impl Origin {
         )?;
         let mut warnings = reply.warnings;
         if !ship.is_empty() {
-            warnings.push(format!("shipped {} file(s): {}", ship.len(), ship.join(", ")));
+            warnings.push(format!(
+                "shipped {} file(s): {}",
+                ship.len(),
+                ship.join(", ")
+            ));
         }
         tracing::info!(migration = %id, frozen = ?frozen, "migration done");
         Ok(MigrateSummary {
@@ -701,7 +712,9 @@ fn abort_remote(node: NodeRef, to: String, id: String) {
             };
             match r {
                 Ok(()) => return,
-                Err(e) => tracing::info!(migration = %id, %to, error = %e, "abort not acknowledged; retrying"),
+                Err(e) => {
+                    tracing::info!(migration = %id, %to, error = %e, "abort not acknowledged; retrying")
+                }
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
@@ -751,8 +764,11 @@ async fn choose_codec(client: &mut PeerClient<Channel>, pid: i32) -> Codec {
         Codec::Zstd
     };
     tracing::info!(
-        link_mb_s = link / 1e6, zstd_mb_s = zstd / 1e6, lz4_mb_s = lz4 / 1e6,
-        pick = codec_name(pick), "compression chosen"
+        link_mb_s = link / 1e6,
+        zstd_mb_s = zstd / 1e6,
+        lz4_mb_s = lz4 / 1e6,
+        pick = codec_name(pick),
+        "compression chosen"
     );
     pick
 }
@@ -778,7 +794,9 @@ fn sample_memory(pid: i32, max: usize) -> Vec<u8> {
         .filter(|e| e.inode == 0 && e.prot & libc::PROT_READ as u32 != 0)
         .filter(|e| e.name.is_empty() || e.name == "[heap]" || e.name == "[stack]")
     {
-        let len = ((e.end - e.start) as usize).min(max - out.len()).min(1 << 20);
+        let len = ((e.end - e.start) as usize)
+            .min(max - out.len())
+            .min(1 << 20);
         let mut buf = vec![0u8; len];
         let remote = [nix::sys::uio::RemoteIoVec {
             base: e.start as usize,

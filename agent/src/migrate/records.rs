@@ -80,7 +80,9 @@ impl Default for Store {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .expect("an in-memory database always opens");
         let store = Self { db };
-        store.init().expect("an in-memory database always takes a table");
+        store
+            .init()
+            .expect("an in-memory database always takes a table");
         store
     }
 }
@@ -162,12 +164,12 @@ impl Store {
         let mut out = Vec::new();
         for item in t.iter().map_err(db("iterate"))? {
             let (k, v) = item.map_err(db("read"))?;
-            out.push(
-                MigrationRecord::decode(v.value()).map_err(|source| RecordsError::Decode {
+            out.push(MigrationRecord::decode(v.value()).map_err(|source| {
+                RecordsError::Decode {
                     id: k.value().to_string(),
                     source,
-                })?,
-            );
+                }
+            })?);
         }
         out.sort_by_key(|r| (r.started_unix_ms, r.migration_id.clone()));
         Ok(out)

@@ -273,12 +273,12 @@ pub fn restore<R: Read + Send>(
         // Queued while every thread is still in a ptrace stop: the first thread back on its
         // way to user mode takes it and stops the whole group before any of them runs a
         // single instruction. Not traced any more, it stays stopped whatever happens to us.
-        nix::sys::signal::kill(task.pid, nix::sys::signal::Signal::SIGSTOP).map_err(
-            |source| RestoreError::Create {
+        nix::sys::signal::kill(task.pid, nix::sys::signal::Signal::SIGSTOP).map_err(|source| {
+            RestoreError::Create {
                 step: "queue SIGSTOP",
                 source,
-            },
-        )?;
+            }
+        })?;
         for (t, _) in &threads {
             t.detach(None)?;
         }
