@@ -55,6 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_deleted_file_size: args.max_deleted_file_size,
             tcp_established: args.tcp_established,
             ext_unix_sk: args.ext_unix_sk,
+            relay_sockets: false,
         },
     )
     .with_context(|| format!("dump pid {}", args.pid))?;

@@ -50,6 +50,10 @@ pub struct DumpOptions {
     pub tcp_established: bool,
     /// Keep Unix sockets whose peer is outside the process.
     pub ext_unix_sk: bool,
+    /// The process is being migrated and its TCP and UDP sockets (and fds 0–2 of any kind)
+    /// stay on this host, relayed: record them as they are, without `TCP_REPAIR` and without
+    /// refusing established connections; their queued bytes stay in the sockets.
+    pub relay_sockets: bool,
 }
 
 impl DumpOptions {
@@ -58,6 +62,7 @@ impl DumpOptions {
             tcp_established: self.tcp_established,
             ext_unix_sk: self.ext_unix_sk,
             leave_running: self.leave_running,
+            relay: self.relay_sockets,
         }
     }
 }
@@ -70,6 +75,7 @@ impl Default for DumpOptions {
             max_deleted_file_size: DEFAULT_MAX_DELETED_FILE_SIZE,
             tcp_established: false,
             ext_unix_sk: false,
+            relay_sockets: false,
         }
     }
 }

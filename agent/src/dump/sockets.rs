@@ -49,6 +49,9 @@ pub struct SocketOptions {
     pub ext_unix_sk: bool,
     /// The process runs on after the dump.
     pub leave_running: bool,
+    /// TCP and UDP sockets, and fds 0–2, stay on this host and are relayed (migration):
+    /// recorded as they are, never put in repair mode, their queues left in place.
+    pub relay: bool,
 }
 
 /// Established TCP sockets ferry holds in repair mode during the dump.
@@ -354,7 +357,9 @@ fn unix_socket(
         peer_external = true;
         if peer_ino != 0 {
             peer_name = unix_name(getpeername::<UnixAddr>(c.as_raw_fd()).ok());
-            if !ctx.opts.ext_unix_sk {
+            // Relayed stdio (fds 0–2) stays here whatever its peer.
+            let relayed = ctx.opts.relay && fd <= 2;
+            if !ctx.opts.ext_unix_sk && !relayed {
                 let holder = sockdiag::holder_of(peer_ino, pid.as_raw())
                     .unwrap_or_else(|| "no process".into());
                 return Err(unsupported(
@@ -509,7 +514,7 @@ fn udp_socket(
 ) -> Result<InetSocketState, DumpError> {
     let local = local_addr(fd, c)?;
     let peer = peer_addr(c);
-    if ctx.capture {
+    if ctx.capture && !ctx.opts.relay {
         let queued = ss::ioctl_int(c, ss::SIOCINQ).unwrap_or(0);
         if queued > 0 {
             ctx.warnings.push(format!(
@@ -567,7 +572,7 @@ fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocke
             };
             // For a listener, tcpi_unacked is the accept queue length, tcpi_sacked the backlog.
             let (pending, backlog) = (u32_at(24), u32_at(28));
-            if pending > 0 && ctx.capture {
+            if pending > 0 && ctx.capture && !ctx.opts.relay {
                 ctx.warnings.push(format!(
                     "fd {fd}: {pending} connection(s) waiting to be accepted on {local} are dropped"
                 ));
@@ -578,6 +583,10 @@ fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocke
             let peer = peer_addr(c).ok_or_else(|| {
                 unsupported(fd, "an established TCP connection without a peer address")
             })?;
+            if ctx.opts.relay {
+                // It stays here, relayed: its queues are read by the relay, not the image.
+                return Ok(tcp(Some(peer), None, None));
+            }
             if !ctx.opts.tcp_established {
                 return Err(unsupported(
                     fd,
@@ -598,6 +607,8 @@ fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocke
             let conn = repair(fd, copy, &mut ctx.held)?;
             Ok(tcp(Some(peer), None, Some(conn)))
         }
+        // A relayed connection in any other state (its peer closed, say) is relayed as well.
+        _ if ctx.opts.relay => Ok(tcp(peer_addr(c), None, None)),
         other => {
             let peer = peer_addr(c).map_or_else(|| "?".to_string(), |p| p.to_string());
             Err(unsupported(

@@ -21,6 +21,7 @@ use super::records::{is_final, state_dir};
 use super::{chain, fault, negotiate, start_time};
 use crate::daemon::NodeRef;
 use crate::image::ImageReader;
+use crate::relay::dest::Endpoints;
 use crate::restore::{PidNsMode, RestoreError, RestoreOptions};
 use crate::state::{FdKind, FileRef, ProcessState, VmaKind};
 
@@ -120,8 +121,9 @@ impl Read for ChunkReader {
     }
 }
 
-/// What the restorer thread gives back.
-type Restored = Result<(i32, u64, Vec<String>), String>;
+/// What the restorer thread gives back: the copy's PID and start time, warnings, and the
+/// local endpoints now installed in it.
+type Restored = Result<(i32, u64, Vec<String>, Endpoints), String>;
 
 /// The private directory of one migration's shipped files.
 fn shipped_dir(id: &str) -> PathBuf {
@@ -257,6 +259,7 @@ fn restorer(
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     shipped: BTreeMap<String, PathBuf>,
     same: BTreeMap<String, negotiate::Same>,
+    endpoints: Endpoints,
 ) -> Restored {
     let input = ChunkReader {
         rx,
@@ -270,9 +273,10 @@ fn restorer(
         inherit_stdio: false,
         stopped: true,
     };
-    let summary = crate::restore::restore(reader, opts).map_err(|e| chain(&e))?;
+    let summary = crate::restore::restore_with(reader, opts, &endpoints.substitutes())
+        .map_err(|e| chain(&e))?;
     let st = start_time(summary.pid).unwrap_or(0);
-    Ok((summary.pid, st, summary.warnings))
+    Ok((summary.pid, st, summary.warnings, endpoints))
 }
 
 /// Ends a held copy (SIGKILL) and reaps it, if it is still the process we made.
@@ -338,7 +342,7 @@ async fn transfer_task(
     let result = receive(node, &id, &header, &dir, same, &mut stream).await;
     let aborted = lock(&node.copies.aborted).remove(&id);
     match result {
-        Ok((pid, start, warnings)) if !aborted => {
+        Ok((pid, start, warnings, endpoints)) if !aborted => {
             rec.pid = pid;
             rec.start_time = start;
             if let Err(e) = node
@@ -355,11 +359,12 @@ async fn transfer_task(
                     start_time: start,
                 },
             );
+            node.relays.hold_dest(&id, pid, endpoints);
             tracing::info!(migration = %id, pid, "copy prepared");
             watch(node.clone(), id);
             Ok(TransferReply { pid, warnings })
         }
-        Ok((pid, start, _)) => {
+        Ok((pid, start, _, _)) => {
             kill_copy(pid, start);
             let _ = std::fs::remove_dir_all(&dir);
             let _ = node.store.set(
@@ -387,7 +392,10 @@ async fn receive(
     dir: &Path,
     same: BTreeMap<String, negotiate::Same>,
     stream: &mut Streaming<TransferChunk>,
-) -> Result<(i32, u64, Vec<String>), String> {
+) -> Restored {
+    let mut endpoints = Some(
+        Endpoints::make(&header.relays).map_err(|e| format!("relay endpoints: {}", chain(&e)))?,
+    );
     let mut open = HashMap::new();
     let mut shipped = BTreeMap::new();
     let mut same = Some(same);
@@ -429,10 +437,11 @@ async fn receive(
                     let (dtx, drx) = tokio::sync::oneshot::channel();
                     let shipped = std::mem::take(&mut shipped);
                     let same = same.take().unwrap_or_default();
+                    let endpoints = endpoints.take().ok_or("restorer started twice")?;
                     std::thread::Builder::new()
                         .name(format!("restore-{id}"))
                         .spawn(move || {
-                            let _ = dtx.send(restorer(rx, shipped, same));
+                            let _ = dtx.send(restorer(rx, shipped, same, endpoints));
                         })
                         .map_err(|e| format!("start the restorer thread: {e}"))?;
                     tx = Some(t);
@@ -462,14 +471,14 @@ async fn receive(
     let Some(done) = done else {
         return Err("the transfer ended without an image".into());
     };
-    let (pid, start, warnings) = done
+    let restored = done
         .await
         .map_err(|_| "the restorer thread died".to_string())??;
     if fault("restore-fail") {
-        kill_copy(pid, start);
+        kill_copy(restored.0, restored.1);
         return Err("FERRY_FAULT restore-fail: the restore failed after the pages".into());
     }
-    Ok((pid, start, warnings))
+    Ok(restored)
 }
 
 /// The copy of a prepared or committed migration, if it is still the process we made.
@@ -523,6 +532,7 @@ pub(crate) fn abort_local(
         kill_copy(pid, start);
     }
     lock(&node.copies.held).remove(&rec.migration_id);
+    drop(node.relays.take_dest(&rec.migration_id));
     let _ = std::fs::remove_dir_all(shipped_dir(&rec.migration_id));
     node.store.set(rec, "aborted", why).map_err(store_err)?;
     tracing::info!(migration = %rec.migration_id, %why, "copy discarded");

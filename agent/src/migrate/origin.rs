@@ -163,6 +163,8 @@ fn tracer(job: TracerJob) {
     } = job;
     let opts = DumpOptions {
         codec,
+        // Sockets stay on the origin and are relayed: no TCP_REPAIR.
+        relay_sockets: true,
         ..DumpOptions::default()
     };
     let held = match dump::hold(Pid::from_raw(pid), opts) {
@@ -583,7 +585,14 @@ impl Origin {
             })?;
         let frozen = since.elapsed();
         self.record("committed", format!("running on {to} as pid {}", reply.pid))?;
-        crate::relay::origin::start(self.node.clone(), plan, pid, id.clone(), channel);
+        // The relay runs on its own; it ends with the remote process or the stub.
+        drop(crate::relay::origin::start(
+            self.node.clone(),
+            plan,
+            pid,
+            id.clone(),
+            channel,
+        ));
         self.record(
             "done",
             format!("running on {to} as pid {}; relaying", reply.pid),

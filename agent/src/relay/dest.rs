@@ -1,19 +1,483 @@
-//! The destination side of a relay.
-//!
-//! Placeholder with the agreed signature: the relay work replaces it.
+//! The destination of a migration: local endpoints in place of the descriptors that stayed
+//! on the origin ([`Endpoints`]), and the relay ([`relay`]): bytes to and from them, signals
+//! delivered with `kill(2)`, the process reaped and its exit status sent back.
 
-use ferry_proto::v1::RelayFrame;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_proto::v1::{ExitStatus, RelayEndpoint, RelayFrame, relay_frame::What};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use crate::daemon::NodeRef;
+use super::pump::{EndBy, Out, Pumps, frame};
+use super::{Kind, RelayError};
+use crate::daemon::Node;
+use crate::sys;
 
-/// Peer.Relay: bytes, signals and the exit status between the stub on `peer` and the process
-/// here.
+/// One local endpoint: what the process gets, and ferryd's end of it.
+#[derive(Debug)]
+struct Local {
+    channel: u32,
+    kind: Kind,
+    fds: Vec<i32>,
+    /// The process's end, until it holds it.
+    process: Option<OwnedFd>,
+    /// ferryd's end: a pty master, the other end of a pipe, the other end of a loopback TCP
+    /// connection; for a listener or UDP socket a duplicate of the process's socket.
+    ours: OwnedFd,
+    /// UDP: proxy sockets standing for the origin's peers, by peer ("ip:port").
+    proxies: Vec<(String, UdpSocket)>,
+}
+
+/// Local endpoints made for the relayed descriptors of a `TransferHeader`.
+#[derive(Debug)]
+pub struct Endpoints {
+    locals: Vec<Local>,
+}
+
+fn loopback_like(addr: Option<&str>) -> IpAddr {
+    match addr.and_then(|a| a.parse::<SocketAddr>().ok()) {
+        Some(SocketAddr::V6(_)) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
+fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Where to reach a socket bound to `addr` on this host (an unspecified address → loopback).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+impl Endpoints {
+    /// Makes a local endpoint of the same kind for each relayed descriptor: a pty (the
+    /// process gets the slave, raw: the origin's terminal does the line discipline) for a
+    /// terminal, a pipe for stdio read or written, a loopback TCP connection for an
+    /// established one, a listening socket on loopback for a listening one, a UDP socket
+    /// (connected to a proxy standing for its peer, when it was connected).
+    pub fn make(relays: &[RelayEndpoint]) -> Result<Endpoints, RelayError> {
+        let mut locals = Vec::with_capacity(relays.len());
+        for r in relays {
+            let bad = |why: String| RelayError::BadEndpoint {
+                channel: r.channel,
+                why,
+            };
+            let kind = Kind::parse(&r.kind).ok_or_else(|| bad(format!("kind {:?}", r.kind)))?;
+            if r.fds.is_empty() || r.fds.iter().any(|fd| *fd < 0) {
+                return Err(bad(format!("descriptors {:?}", r.fds)));
+            }
+            let io = |what: &str| RelayError::io(format!("relay channel {}: {what}", r.channel));
+            let ip = loopback_like(Some(&r.local));
+            let mut proxies = Vec::new();
+            let (process, ours): (OwnedFd, OwnedFd) = match kind {
+                Kind::Tty => {
+                    let ws = nix::pty::Winsize {
+                        ws_row: u16::try_from(r.rows).unwrap_or(24),
+                        ws_col: u16::try_from(r.cols).unwrap_or(80),
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    let pty =
+                        nix::pty::openpty(Some(&ws), None).map_err(|e| io("openpty")(e.into()))?;
+                    let mut t = nix::sys::termios::tcgetattr(&pty.slave)
+                        .map_err(|e| io("tcgetattr")(e.into()))?;
+                    nix::sys::termios::cfmakeraw(&mut t);
+                    nix::sys::termios::tcsetattr(
+                        &pty.slave,
+                        nix::sys::termios::SetArg::TCSANOW,
+                        &t,
+                    )
+                    .map_err(|e| io("tcsetattr")(e.into()))?;
+                    (pty.slave, pty.master)
+                }
+                Kind::Read => {
+                    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                        .map_err(|e| io("pipe")(e.into()))?;
+                    (rd, wr)
+                }
+                Kind::Write => {
+                    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                        .map_err(|e| io("pipe")(e.into()))?;
+                    (wr, rd)
+                }
+                Kind::Tcp => {
+                    let l = TcpListener::bind((ip, 0)).map_err(io("bind a loopback listener"))?;
+                    let addr = l.local_addr().map_err(io("getsockname"))?;
+                    let client = TcpStream::connect(addr).map_err(io("connect on loopback"))?;
+                    let (server, _) = l.accept().map_err(io("accept on loopback"))?;
+                    client.set_nodelay(true).ok();
+                    server.set_nodelay(true).ok();
+                    (OwnedFd::from(client), OwnedFd::from(server))
+                }
+                Kind::TcpListen => {
+                    let l = TcpListener::bind((ip, 0)).map_err(io("bind a loopback listener"))?;
+                    let fd = OwnedFd::from(l);
+                    let ours = fd.try_clone().map_err(io("dup"))?;
+                    (fd, ours)
+                }
+                Kind::Udp => {
+                    let s = UdpSocket::bind((unspecified_like(ip), 0))
+                        .map_err(io("bind a UDP socket"))?;
+                    if let Ok(peer) = r.remote.parse::<SocketAddr>() {
+                        let proxy = UdpSocket::bind((loopback_like(Some(&r.remote)), 0))
+                            .map_err(io("bind a UDP proxy"))?;
+                        s.connect(proxy.local_addr().map_err(io("getsockname"))?)
+                            .map_err(io("connect the UDP socket to its proxy"))?;
+                        proxies.push((peer.to_string(), proxy));
+                    }
+                    let fd = OwnedFd::from(s);
+                    let ours = fd.try_clone().map_err(io("dup"))?;
+                    (fd, ours)
+                }
+            };
+            locals.push(Local {
+                channel: r.channel,
+                kind,
+                fds: r.fds.clone(),
+                process: Some(process),
+                ours,
+                proxies,
+            });
+        }
+        Ok(Endpoints { locals })
+    }
+
+    /// (descriptor number in the image, ferryd's descriptor to install there) for the restore
+    /// (`restore::restore_with`).
+    pub fn substitutes(&self) -> Vec<(i32, RawFd)> {
+        self.locals
+            .iter()
+            .filter_map(|l| l.process.as_ref().map(|p| (l, p.as_raw_fd())))
+            .flat_map(|(l, p)| l.fds.iter().map(move |fd| (*fd, p)))
+            .collect()
+    }
+
+    /// The process holds its ends now: close ferryd's copies, so that the ends of its pipes
+    /// and terminal are seen when it closes them.
+    pub fn release_process_side(&mut self) {
+        for l in &mut self.locals {
+            l.process = None;
+        }
+    }
+}
+
+/// `Peer.Relay` on the destination: the first frame names the migration whose copy
+/// [`super::Registry::hold_dest`] keeps. Bytes go to and from the local endpoints, signals
+/// are delivered with `kill(2)`, and once the process ended (it is ferryd's child: reaped
+/// here) its exit status is the last frame.
 pub async fn relay(
-    _node: &NodeRef,
-    _peer: &str,
-    _stream: Streaming<RelayFrame>,
+    node: &Node,
+    peer: &str,
+    mut inbound: Streaming<RelayFrame>,
 ) -> Result<ReceiverStream<Result<RelayFrame, Status>>, Status> {
-    Err(Status::unimplemented("the relay is not built yet"))
+    let first = inbound
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("empty relay stream"))?;
+    let id = first.migration_id;
+    let (pid, endpoints) = node
+        .relays
+        .take_dest(&id)
+        .ok_or_else(|| Status::not_found(format!("no relay for migration {id}")))?;
+    tracing::info!(migration = %id, peer, pid, "relay started");
+    Ok(run(pid, endpoints, inbound))
+}
+
+/// Runs the destination relay of process `pid` with `endpoints` over `inbound` (the frames
+/// from the origin); the frames for the origin come out of the returned stream.
+pub fn run<S>(
+    pid: i32,
+    endpoints: Endpoints,
+    mut inbound: S,
+) -> ReceiverStream<Result<RelayFrame, Status>>
+where
+    S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Result<RelayFrame, Status>>(256);
+    let (out_tx, mut out_rx) = mpsc::channel::<RelayFrame>(256);
+    let fwd = tx.clone();
+    tokio::spawn(async move {
+        while let Some(f) = out_rx.recv().await {
+            if fwd.send(Ok(f)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let pumps = Pumps::new(out_tx);
+    let dest = Arc::new(Dest::begin(&pumps, pid, endpoints));
+
+    // The reaper: the process is our child (or its PID namespace's init is).
+    let reaper = {
+        let pumps = pumps.clone();
+        tokio::task::spawn_blocking(move || {
+            let status = reap(pid);
+            // Whatever it wrote before it ended goes first.
+            pumps.wait_drained(Duration::from_secs(3));
+            pumps.send(frame(0, What::Exit(status)));
+            pumps.finish(Duration::ZERO);
+        })
+    };
+    tokio::spawn(async move {
+        loop {
+            match tokio_stream::StreamExt::next(&mut inbound).await {
+                Some(Ok(f)) => dest.deliver(f),
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(pid, error = %e, "relay stream from the origin broke");
+                    break;
+                }
+            }
+        }
+        // The origin is gone: the process runs on, its relayed ends see no more input.
+        let _ = reaper.await;
+        drop(tx);
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Waits for `pid` to end. It is our child, or, when it was restored in a new PID
+/// namespace, the namespace's init is, which ends with the same status.
+fn reap(pid: i32) -> ExitStatus {
+    let mut target = Pid::from_raw(pid);
+    loop {
+        match waitpid(target, None) {
+            // The init of a PID namespace made for the copy reports its death by a signal
+            // as 128 + the signal (an init cannot die by its own signal).
+            Ok(WaitStatus::Exited(_, code))
+                if target.as_raw() != pid && (129..129 + 64).contains(&code) =>
+            {
+                return ExitStatus {
+                    code: 0,
+                    signal: code - 128,
+                    core_dumped: false,
+                };
+            }
+            Ok(WaitStatus::Exited(_, code)) => {
+                return ExitStatus {
+                    code,
+                    signal: 0,
+                    core_dumped: false,
+                };
+            }
+            Ok(WaitStatus::Signaled(_, sig, core)) => {
+                return ExitStatus {
+                    code: 0,
+                    signal: sig as i32,
+                    core_dumped: core,
+                };
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::ECHILD) if target.as_raw() == pid => {
+                let ppid = crate::proc::read(pid, "stat")
+                    .ok()
+                    .and_then(|s| crate::proc::parse_stat(&s).ok())
+                    .map(|s| s.ppid);
+                match ppid {
+                    Some(p) if p > 1 => target = Pid::from_raw(p),
+                    _ => break,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pid, %e, "cannot wait for the migrated process");
+                break;
+            }
+        }
+    }
+    // Not ours to wait for: watch it go.
+    while Pid::from_raw(pid).as_raw() > 0 && kill(Pid::from_raw(pid), None).is_ok() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ExitStatus {
+        code: 0,
+        signal: 0,
+        core_dumped: false,
+    }
+}
+
+struct Dest {
+    pid: i32,
+    pumps: Arc<Pumps>,
+    /// Terminal channel → its master (window size).
+    ttys: HashMap<u32, OwnedFd>,
+    /// Listener channel → where to connect.
+    listeners: HashMap<u32, SocketAddr>,
+    /// UDP channel → the process's socket address and the proxies by peer.
+    udp: HashMap<u32, Arc<Udp>>,
+}
+
+struct Udp {
+    channel: u32,
+    target: SocketAddr,
+    proxies: Mutex<HashMap<String, UdpSocket>>,
+}
+
+impl Dest {
+    fn begin(pumps: &Arc<Pumps>, pid: i32, endpoints: Endpoints) -> Dest {
+        let mut d = Dest {
+            pid,
+            pumps: pumps.clone(),
+            ttys: HashMap::new(),
+            listeners: HashMap::new(),
+            udp: HashMap::new(),
+        };
+        for l in endpoints.locals {
+            let ch = l.channel;
+            match l.kind {
+                Kind::Tty => {
+                    if let Ok(r) = l.ours.try_clone() {
+                        pumps.reader(ch, r, true);
+                    }
+                    if let Ok(m) = l.ours.try_clone() {
+                        d.ttys.insert(ch, m);
+                    }
+                    pumps.writer(ch, l.ours, EndBy::Nothing);
+                }
+                Kind::Read => pumps.writer(ch, l.ours, EndBy::Closing),
+                Kind::Write => pumps.reader(ch, l.ours, true),
+                Kind::Tcp => {
+                    if let Ok(r) = l.ours.try_clone() {
+                        pumps.reader(ch, r, true);
+                    }
+                    pumps.writer(ch, l.ours, EndBy::Shutdown);
+                }
+                Kind::TcpListen => {
+                    if let Ok(a) = TcpListener::from(l.ours).local_addr() {
+                        d.listeners.insert(ch, reachable(a));
+                    }
+                }
+                Kind::Udp => {
+                    let Ok(a) = UdpSocket::from(l.ours).local_addr() else {
+                        continue;
+                    };
+                    let u = Arc::new(Udp {
+                        channel: ch,
+                        target: reachable(a),
+                        proxies: Mutex::new(HashMap::new()),
+                    });
+                    for (peer, proxy) in l.proxies {
+                        u.start_proxy(pumps, peer, proxy);
+                    }
+                    let (u2, p2) = (u.clone(), pumps.clone());
+                    pumps.udp_writer(ch, move |peer, data| u2.send(&p2, peer, data));
+                    d.udp.insert(ch, u);
+                }
+            }
+        }
+        d
+    }
+
+    fn deliver(&self, f: RelayFrame) {
+        let ch = f.channel;
+        let Some(what) = f.what else { return };
+        match what {
+            What::Data(d) => {
+                self.pumps.deliver(ch, Out::Data(d));
+            }
+            What::Eof(_) => {
+                self.pumps.deliver(ch, Out::Eof);
+            }
+            What::Close(_) => {
+                self.pumps.deliver(ch, Out::Close);
+            }
+            What::Datagram(d) => {
+                self.pumps.deliver(ch, Out::Datagram(d.peer, d.data));
+            }
+            What::Signal(n) => match Signal::try_from(n) {
+                Ok(sig) => {
+                    if let Err(e) = kill(Pid::from_raw(self.pid), sig) {
+                        tracing::debug!(pid = self.pid, %e, "relay kill");
+                    }
+                }
+                Err(_) => tracing::debug!(
+                    signal = n,
+                    "relay: a signal without a name is not delivered"
+                ),
+            },
+            What::Winsize(w) => {
+                if let Some(m) = self.ttys.get(&ch) {
+                    let rows = u16::try_from(w.rows).unwrap_or(u16::MAX);
+                    let cols = u16::try_from(w.cols).unwrap_or(u16::MAX);
+                    if sys::set_window_size(m.as_fd(), rows, cols).is_ok() {
+                        // The pty is not the process's controlling terminal: tell it.
+                        let _ = kill(Pid::from_raw(self.pid), Signal::SIGWINCH);
+                    }
+                }
+            }
+            What::Accepted(new) => {
+                let Some(addr) = self.listeners.get(&ch) else {
+                    return;
+                };
+                match TcpStream::connect(addr) {
+                    Ok(c) => {
+                        c.set_nodelay(true).ok();
+                        let fd = OwnedFd::from(c);
+                        if let Ok(r) = fd.try_clone() {
+                            self.pumps.reader(new, r, false);
+                        }
+                        self.pumps.writer(new, fd, EndBy::Shutdown);
+                    }
+                    Err(e) => {
+                        tracing::debug!(%e, "relay: connect to the process's listener");
+                        self.pumps.send(frame(new, What::Close(true)));
+                    }
+                }
+            }
+            What::Exit(_) => {}
+        }
+    }
+}
+
+impl Udp {
+    fn start_proxy(self: &Arc<Self>, pumps: &Arc<Pumps>, peer: String, proxy: UdpSocket) {
+        if let Ok(r) = proxy.try_clone() {
+            let name = peer.clone();
+            pumps.udp_reader(self.channel, r, move |_| Some(name.clone()));
+        }
+        self.proxies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, proxy);
+    }
+
+    /// A datagram from `peer` on the origin: sent to the process from the proxy standing for
+    /// that peer (made on first use).
+    fn send(self: &Arc<Self>, pumps: &Arc<Pumps>, peer: &str, data: &[u8]) {
+        let existing = self
+            .proxies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(peer)
+            .and_then(|p| p.try_clone().ok());
+        let proxy = match existing {
+            Some(p) => p,
+            None => {
+                let Ok(p) = UdpSocket::bind((loopback_like(Some(&self.target.to_string())), 0))
+                else {
+                    return;
+                };
+                let Ok(c) = p.try_clone() else { return };
+                self.start_proxy(pumps, peer.to_string(), p);
+                c
+            }
+        };
+        let _ = proxy.send_to(data, self.target);
+    }
 }

@@ -1,10 +1,188 @@
 //! Relays between the stub on the origin and the migrated process: stdio, ttys, TCP, UDP,
 //! signals and the exit status.
+//!
+//! On the origin the original process became `ferry-stub` (same PID, parent, session,
+//! terminal, descriptors); ferryd holds its own duplicates of the relayed descriptors
+//! ([`origin::Plan`]) and pumps their bytes over the `Peer.Relay` stream. On the destination
+//! the restored process holds local endpoints of the same kind ([`dest::Endpoints`]), whose
+//! other ends ferryd pumps. See docs/relay.md.
 
 pub mod dest;
-
-/// The relays this agent runs.
-#[derive(Debug, Default)]
-pub struct Registry {}
-
 pub mod origin;
+mod pump;
+mod stub;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+
+pub use stub::{StubCommand, stub_socket_path};
+
+/// What a relayed descriptor is, as the `kind` of a `RelayEndpoint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A terminal: bytes both ways, window size.
+    Tty,
+    /// The process reads (a stdin pipe, file or socket).
+    Read,
+    /// The process writes (a stdout/stderr pipe, file or socket).
+    Write,
+    /// An established TCP connection.
+    Tcp,
+    /// A listening TCP socket: each connection accepted on the origin becomes a channel.
+    TcpListen,
+    /// A UDP socket: datagrams with their peer addresses.
+    Udp,
+}
+
+impl Kind {
+    /// The name in `RelayEndpoint.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tty => "tty",
+            Kind::Read => "read",
+            Kind::Write => "write",
+            Kind::Tcp => "tcp",
+            Kind::TcpListen => "tcp-listen",
+            Kind::Udp => "udp",
+        }
+    }
+
+    /// Parses `RelayEndpoint.kind`.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "tty" => Kind::Tty,
+            "read" => Kind::Read,
+            "write" => Kind::Write,
+            "tcp" => Kind::Tcp,
+            "tcp-listen" => Kind::TcpListen,
+            "udp" => Kind::Udp,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a relay step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// A system call on a descriptor failed.
+    #[error("fd {fd}: {what}")]
+    Fd {
+        /// The descriptor number in the process.
+        fd: i32,
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+    /// Some other operation failed.
+    #[error("{what}")]
+    Io {
+        /// Which step.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Tracing the frozen process failed.
+    #[error(transparent)]
+    Ptrace(#[from] crate::ptrace::PtraceError),
+    /// The stub cannot be made.
+    #[error("{0}")]
+    Stub(String),
+    /// The injected `execve` of the stub failed; the original is intact.
+    #[error("execve of {path} in pid {pid} failed")]
+    Exec {
+        /// The stub's path.
+        path: String,
+        /// The process.
+        pid: i32,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+    /// A relay endpoint from the peer is not understood.
+    #[error("relay endpoint {channel}: {why}")]
+    BadEndpoint {
+        /// Its channel.
+        channel: u32,
+        /// Why.
+        why: String,
+    },
+    /// The relay stream failed.
+    #[error("relay stream")]
+    Rpc(#[source] tonic::Status),
+}
+
+impl RelayError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RelayError {
+        let what = what.into();
+        move |source| RelayError::Io { what, source }
+    }
+}
+
+/// The relays this agent runs: on the origin, the stubs it expects to hear from; on the
+/// destination, the endpoints of copies waiting for their origin's `Relay` stream.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Origin: migration id → the relay waiting for its stub.
+    stubs: HashMap<String, stub::Expected>,
+    /// Destination: migration id → the copy's PID and endpoints.
+    dests: HashMap<String, (i32, dest::Endpoints)>,
+    /// Whether the stub socket is served.
+    stub_socket: Option<PathBuf>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Destination: the copy `pid` of migration `migration_id` was restored with `endpoints`
+    /// substituted; they wait here for the origin's `Relay` stream. ferryd's copies of the
+    /// process's ends are closed now (the process holds them), so that ends of stream are seen.
+    pub fn hold_dest(&self, migration_id: &str, pid: i32, mut endpoints: dest::Endpoints) {
+        endpoints.release_process_side();
+        self.lock()
+            .dests
+            .insert(migration_id.to_string(), (pid, endpoints));
+    }
+
+    /// Destination: takes what [`Registry::hold_dest`] kept.
+    pub fn take_dest(&self, migration_id: &str) -> Option<(i32, dest::Endpoints)> {
+        self.lock().dests.remove(migration_id)
+    }
+
+    /// Origin: the migration ids whose stubs this agent is relaying.
+    pub fn relaying(&self) -> Vec<String> {
+        self.lock().stubs.keys().cloned().collect()
+    }
+}
+
+/// `ferry-stub` next to this executable (or next to its directory, for test binaries in
+/// `target/*/deps`); `FERRY_STUB` overrides.
+pub fn stub_path() -> Result<PathBuf, RelayError> {
+    if let Some(p) = std::env::var_os("FERRY_STUB") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(RelayError::io("find this executable"))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    for d in [Some(dir), dir.parent()].into_iter().flatten() {
+        let p = d.join("ferry-stub");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(RelayError::Stub(format!(
+        "ferry-stub is not next to {} (set FERRY_STUB)",
+        exe.display()
+    )))
+}

@@ -1,55 +1,738 @@
-//! PLACEHOLDER (migrate branch) with the agreed signatures, until the relay branch lands:
-//! the relay helper's implementation replaces this file.
+//! The origin of a migration: which descriptors stay here ([`Plan`]), turning the frozen
+//! original into the stub ([`become_stub`]) and the relay itself ([`start`]).
 
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
-use ferry_proto::v1::RelayEndpoint;
+use ferry_proto::v1::peer_client::PeerClient;
+use ferry_proto::v1::{RelayEndpoint, RelayFrame, Winsize, relay_frame::What};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::ptrace;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
+use super::pump::{EndBy, Out, Pumps, frame};
+use super::stub::{Expected, StubCommand, StubEvent, stub_socket_path};
+use super::{Kind, RelayError};
 use crate::daemon::NodeRef;
 use crate::dump::Held;
+use crate::ptrace::Entry;
+use crate::state::{FdKind, SocketKind, VmaKind};
+use crate::sys;
 
-/// Why relaying failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// Not built yet.
-    #[error("relay not available: {0}")]
-    Unavailable(String),
+/// One relayed open file description: ferryd's own duplicate of it, and the descriptor
+/// numbers the process had for it.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Channel number on the relay stream (1, 2, …).
+    pub channel: u32,
+    /// What it is.
+    pub kind: Kind,
+    /// The descriptor numbers in the process (one open file description).
+    pub fds: Vec<i32>,
+    /// ferryd's duplicate (`pidfd_getfd`).
+    pub fd: OwnedFd,
+    /// Window size of a terminal (rows, columns).
+    pub winsize: Option<(u16, u16)>,
+    /// Socket addresses.
+    pub local: Option<SocketAddr>,
+    /// Peer address of a connected socket.
+    pub remote: Option<SocketAddr>,
 }
 
-/// The descriptors to relay, duplicated into the agent.
-#[derive(Debug, Default)]
-pub struct Plan {}
+/// The descriptors of a frozen process that stay on the origin and are relayed.
+#[derive(Debug)]
+pub struct Plan {
+    /// The endpoints, by channel.
+    pub endpoints: Vec<Endpoint>,
+}
 
 impl Plan {
-    /// Takes the agent's own duplicates of the fds to relay.
-    pub fn capture(_held: &Held) -> Result<Plan, RelayError> {
-        Ok(Plan {})
+    /// Decides which descriptors of the frozen process stay here and takes ferryd's own
+    /// duplicates of them: fds 0–2 whatever they are (a terminal, a pipe, a file, a socket;
+    /// `/dev/null` and other character devices excepted: the destination has them), every
+    /// TCP socket listening or connected, and every UDP socket; with every other descriptor
+    /// of the same open file description.
+    pub fn capture(held: &Held) -> Result<Plan, RelayError> {
+        let pid = held.tasks()[0].tracee.pid();
+        let fds = &held.state.fds;
+        let root = |mut fd: i32| {
+            for _ in 0..fds.len() {
+                match fds.iter().find(|f| f.fd == fd).map(|f| &f.kind) {
+                    Some(FdKind::Dup { of }) => fd = *of,
+                    _ => break,
+                }
+            }
+            fd
+        };
+        let mut groups: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for f in fds {
+            groups.entry(root(f.fd)).or_default().push(f.fd);
+        }
+        let mut endpoints = Vec::new();
+        let mut pidfd = None;
+        for (r, members) in groups {
+            let Some(f) = fds.iter().find(|f| f.fd == r) else {
+                continue;
+            };
+            let stdio = members.iter().any(|fd| (0..=2).contains(fd));
+            let direction = || {
+                let acc = f.flags & libc::O_ACCMODE as u32;
+                if acc == libc::O_RDONLY as u32
+                    || (acc == libc::O_RDWR as u32 && members.contains(&0))
+                {
+                    Kind::Read
+                } else {
+                    Kind::Write
+                }
+            };
+            let (kind, local, remote) = match &f.kind {
+                FdKind::Socket(s) => match &s.kind {
+                    SocketKind::Inet(i) if i.protocol == libc::IPPROTO_UDP as u32 => {
+                        (Kind::Udp, Some(i.local), i.peer)
+                    }
+                    SocketKind::Inet(i) if i.backlog.is_some() => {
+                        (Kind::TcpListen, Some(i.local), None)
+                    }
+                    SocketKind::Inet(i) if i.peer.is_some() => (Kind::Tcp, Some(i.local), i.peer),
+                    _ if stdio => (direction(), None, None),
+                    _ => continue,
+                },
+                FdKind::Tty { .. } if stdio => (Kind::Tty, None, None),
+                FdKind::File { .. }
+                | FdKind::Pipe { .. }
+                | FdKind::LocalPipe { .. }
+                | FdKind::Fifo { .. }
+                | FdKind::DeletedFile { .. }
+                    if stdio =>
+                {
+                    (direction(), None, None)
+                }
+                _ => continue,
+            };
+            let pidfd = match &pidfd {
+                Some(p) => p,
+                None => pidfd.insert(sys::pidfd_open(pid).map_err(|source| RelayError::Fd {
+                    fd: r,
+                    what: "pidfd_open".into(),
+                    source,
+                })?),
+            };
+            let dup = sys::pidfd_getfd(pidfd.as_fd(), r).map_err(|source| RelayError::Fd {
+                fd: r,
+                what: "pidfd_getfd".into(),
+                source,
+            })?;
+            let winsize = if kind == Kind::Tty {
+                sys::window_size(dup.as_fd()).ok()
+            } else {
+                None
+            };
+            endpoints.push(Endpoint {
+                channel: endpoints.len() as u32 + 1,
+                kind,
+                fds: members,
+                fd: dup,
+                winsize,
+                local,
+                remote,
+            });
+        }
+        Ok(Plan { endpoints })
     }
 
-    /// The endpoints for the transfer header.
+    /// The endpoints for the `TransferHeader`.
     pub fn endpoints(&self) -> Vec<RelayEndpoint> {
-        Vec::new()
+        self.endpoints
+            .iter()
+            .map(|e| RelayEndpoint {
+                fds: e.fds.clone(),
+                channel: e.channel,
+                kind: e.kind.as_str().into(),
+                rows: e.winsize.map_or(0, |w| u32::from(w.0)),
+                cols: e.winsize.map_or(0, |w| u32::from(w.1)),
+                termios: Vec::new(),
+                local: e.local.map(|a| a.to_string()).unwrap_or_default(),
+                remote: e.remote.map(|a| a.to_string()).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Every descriptor number that is relayed.
+    pub fn fds(&self) -> Vec<i32> {
+        self.endpoints
+            .iter()
+            .flat_map(|e| e.fds.iter().copied())
+            .collect()
     }
 }
 
-/// The commit point: the original becomes the stub. PLACEHOLDER: ends the original instead.
+/// Turns the frozen original into the stub, in place: clears close-on-exec on the relayed
+/// descriptors, blocks every signal (the mask survives `execve`, so nothing reaches the stub
+/// before it listens), then injects `execve(ferry-stub, [ferry-stub, MIGRATION_ID,
+/// STUB_SOCKET])` into the leader. Other threads die in the `execve`; as their tracer we reap
+/// them. Returns once the `execve` has happened (`PTRACE_EVENT_EXEC`); the caller then calls
+/// `held.detach_as_is()`.
+///
+/// `socket` is ferryd's local socket; the stub connects to [`stub_socket_path`] of it.
+/// On any error the `execve` did not happen and the original is intact (close-on-exec flags
+/// put back; registers and mask are put back when `held` is thawed).
 pub fn become_stub(
     held: &Held,
-    _plan: &Plan,
-    _migration_id: &str,
-    _socket: &Path,
+    plan: &Plan,
+    migration_id: &str,
+    socket: &Path,
 ) -> Result<(), RelayError> {
-    let pid = held.tasks()[0].tracee.pid();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
-        .map_err(|e| RelayError::Unavailable(format!("kill {pid}: {e}")))
+    let stub = super::stub_path()?;
+    become_stub_at(held, plan, &stub, migration_id, socket)
 }
 
-/// Starts relaying for a committed migration. PLACEHOLDER: does nothing.
+/// [`become_stub`] with the stub's path given.
+pub fn become_stub_at(
+    held: &Held,
+    plan: &Plan,
+    stub: &Path,
+    migration_id: &str,
+    socket: &Path,
+) -> Result<(), RelayError> {
+    if migration_id.is_empty() || migration_id.contains(char::is_whitespace) {
+        return Err(RelayError::Stub(format!(
+            "migration id {migration_id:?} cannot be passed to the stub"
+        )));
+    }
+    let tasks = held.tasks();
+    let leader = &tasks[0];
+    let t = &leader.tracee;
+    let pid = t.pid();
+    let vdso = held
+        .state
+        .mm
+        .vmas
+        .iter()
+        .find(|v| v.kind == VmaKind::Vdso)
+        .ok_or_else(|| RelayError::Stub("a process without a [vdso]".into()))?;
+    let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
+    t.read_mem(vdso.start, &mut code)?;
+    let at = code
+        .windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .ok_or_else(|| RelayError::Stub("a [vdso] without a syscall instruction".into()))?;
+    let syscall_at = vdso.start + at as u64;
+    let entry = Entry::SingleStep(syscall_at);
+    let regs = &leader.regs;
+    t.set_sigmask(u64::MAX)?;
+
+    // The strings and argv in a scratch mapping of the process.
+    let stub_str = stub.to_string_lossy().into_owned();
+    let sock_str = stub_socket_path(socket).to_string_lossy().into_owned();
+    let strings = [stub_str.as_str(), migration_id, sock_str.as_str()];
+    let mut blob = Vec::new();
+    let mut offsets = Vec::new();
+    for s in strings {
+        offsets.push(blob.len() as u64);
+        blob.extend_from_slice(s.as_bytes());
+        blob.push(0);
+    }
+    while blob.len() % 8 != 0 {
+        blob.push(0);
+    }
+    let size = (blob.len() as u64 + 8 * 5).div_ceil(4096) * 4096;
+    let scratch = t.inject(
+        entry,
+        regs,
+        "mmap",
+        libc::SYS_mmap,
+        [
+            0,
+            size,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    let argv_at = scratch + blob.len() as u64;
+    for o in &offsets {
+        blob.extend_from_slice(&(scratch + o).to_le_bytes());
+    }
+    blob.extend_from_slice(&0u64.to_le_bytes()); // argv's NULL, also the empty envp
+    let envp_at = scratch + blob.len() as u64 - 8;
+
+    let mut cleared = Vec::new();
+    let result = (|| -> Result<(), RelayError> {
+        t.write_mem(scratch, &blob)?;
+        let keep: HashSet<i32> = plan.fds().into_iter().collect();
+        for f in &held.state.fds {
+            if f.cloexec && keep.contains(&f.fd) {
+                t.inject(
+                    entry,
+                    regs,
+                    "fcntl(F_SETFD)",
+                    libc::SYS_fcntl,
+                    [f.fd as u64, libc::F_SETFD as u64, 0, 0, 0, 0],
+                )?;
+                cleared.push(f.fd);
+            }
+        }
+        ptrace::setoptions(
+            pid,
+            ptrace::Options::PTRACE_O_TRACEEXEC
+                | ptrace::Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
+        )
+        .map_err(|source| crate::ptrace::PtraceError::Request {
+            op: "setoptions",
+            pid: pid.as_raw(),
+            source,
+        })?;
+        exec(held, syscall_at, &stub_str, [scratch, argv_at, envp_at])
+    })();
+    if result.is_err() {
+        // The execve did not happen: put back what we changed.
+        let _ = ptrace::setoptions(
+            pid,
+            ptrace::Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
+        );
+        for fd in cleared {
+            let _ = t.inject(
+                entry,
+                regs,
+                "fcntl(F_SETFD)",
+                libc::SYS_fcntl,
+                [
+                    fd as u64,
+                    libc::F_SETFD as u64,
+                    libc::FD_CLOEXEC as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+        }
+        let _ = t.inject(
+            entry,
+            regs,
+            "munmap",
+            libc::SYS_munmap,
+            [scratch, size, 0, 0, 0, 0],
+        );
+    }
+    result
+}
+
+/// Runs the `execve` in the leader and waits for its `PTRACE_EVENT_EXEC`, reaping the other
+/// threads as they die (the `execve` waits for them, and traced threads stay until their
+/// tracer reaps them).
+fn exec(held: &Held, syscall_at: u64, path: &str, args: [u64; 3]) -> Result<(), RelayError> {
+    let tasks = held.tasks();
+    let leader = &tasks[0];
+    let pid = leader.tracee.pid();
+    let req = |op: &'static str| {
+        move |source| crate::ptrace::PtraceError::Request {
+            op,
+            pid: pid.as_raw(),
+            source,
+        }
+    };
+    let mut regs = leader.regs;
+    regs.rax = libc::SYS_execve as u64;
+    regs.orig_rax = u64::MAX;
+    regs.rdi = args[0];
+    regs.rsi = args[1];
+    regs.rdx = args[2];
+    regs.rip = syscall_at;
+    leader.tracee.set_regs(&regs)?;
+    ptrace::step(pid, None).map_err(req("singlestep"))?;
+    let mut others: Vec<Pid> = tasks[1..].iter().map(|t| t.tracee.pid()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+    loop {
+        others.retain(|&tid| match waitpid(tid, Some(flags)) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => false,
+            Ok(WaitStatus::StillAlive) => true,
+            Ok(_) => {
+                // Some other stop on its way out: let it go on dying.
+                let _ = ptrace::cont(tid, None);
+                true
+            }
+        });
+        match waitpid(pid, Some(flags)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_EXEC)) => {
+                // Any thread not reaped yet is gone with the exec; reap what is left.
+                for tid in others {
+                    let _ = waitpid(tid, Some(flags));
+                }
+                return Ok(());
+            }
+            Ok(WaitStatus::Stopped(_, nix::sys::signal::Signal::SIGTRAP)) => {
+                // The step ended after the syscall instruction: the execve returned, i.e. failed.
+                let after = leader.tracee.regs()?;
+                let r = after.rax as i64;
+                return Err(RelayError::Exec {
+                    path: path.into(),
+                    pid: pid.as_raw(),
+                    source: if (-4095..0).contains(&r) {
+                        Errno::from_raw(-r as i32)
+                    } else {
+                        Errno::EINVAL
+                    },
+                });
+            }
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                return Err(RelayError::Stub(format!(
+                    "pid {pid} died during the execve of the stub"
+                )));
+            }
+            Ok(_) => {
+                ptrace::step(pid, None).map_err(req("singlestep"))?;
+            }
+            Err(Errno::EINTR) => {}
+            Err(source) => return Err(req("wait")(source).into()),
+        }
+        if Instant::now() > deadline {
+            return Err(RelayError::Stub(format!(
+                "pid {pid}: the execve of the stub did not complete"
+            )));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// The relay of one migration, origin side.
+struct Origin {
+    pumps: Arc<Pumps>,
+    next_channel: Arc<AtomicU32>,
+    tty: Option<(u32, OwnedFd)>,
+}
+
+/// Starts the relay of `migration_id` (after Commit was acknowledged): opens `Peer.Relay` on
+/// `channel`, pumps the relayed descriptors of `plan`, forwards the signals the stub
+/// `stub_pid` reports, and delivers the remote exit status to the stub. When the stub dies
+/// first, the remote process gets `SIGKILL`. Runs until the remote process ended and the stub
+/// was told, or the stub died.
 pub fn start(
-    _node: NodeRef,
-    _plan: Plan,
-    _stub_pid: i32,
-    _migration_id: String,
-    _channel: tonic::transport::Channel,
-) {
+    node: NodeRef,
+    plan: Plan,
+    stub_pid: i32,
+    migration_id: String,
+    channel: tonic::transport::Channel,
+) -> tokio::task::JoinHandle<Result<(), RelayError>> {
+    tokio::spawn(async move {
+        let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(256);
+        out_tx
+            .send(RelayFrame {
+                migration_id: migration_id.clone(),
+                channel: 0,
+                what: None,
+            })
+            .await
+            .ok();
+        let mut client = PeerClient::new(channel);
+        let inbound = client
+            .relay(ReceiverStream::new(out_rx))
+            .await
+            .map_err(RelayError::Rpc)?
+            .into_inner();
+        start_with(
+            &node.relays,
+            &node.config.socket,
+            plan,
+            stub_pid,
+            migration_id,
+            out_tx,
+            inbound,
+        )
+        .await
+        .map_err(|e| RelayError::Stub(format!("relay task: {e}")))?
+    })
+}
+
+/// [`start`] over any transport: frames for the destination go to `out` (the first one,
+/// naming the migration, is the caller's business), frames from it come from `inbound`.
+/// `socket` is ferryd's local socket: the stub socket next to it is served by `registry`.
+pub fn start_with<S>(
+    registry: &super::Registry,
+    socket: &Path,
+    plan: Plan,
+    stub_pid: i32,
+    migration_id: String,
+    out: mpsc::Sender<RelayFrame>,
+    inbound: S,
+) -> tokio::task::JoinHandle<Result<(), RelayError>>
+where
+    S: tokio_stream::Stream<Item = Result<RelayFrame, tonic::Status>> + Send + Unpin + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    registry
+        .lock()
+        .stubs
+        .insert(migration_id.clone(), Expected { pid: stub_pid, tx });
+    let listening = super::stub::ensure_listening(registry, socket);
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        listening?;
+        let r = run(plan, stub_pid, &migration_id, out, inbound, rx).await;
+        registry.lock().stubs.remove(&migration_id);
+        if let Err(e) = &r {
+            tracing::warn!(migration = %migration_id, error = %e, "relay ended");
+        }
+        r
+    })
+}
+
+enum Event {
+    Frame(Option<RelayFrame>),
+    Stub(Option<StubEvent>),
+    Line(Option<StubCommand>),
+    StubDied,
+}
+
+async fn run<S>(
+    plan: Plan,
+    stub_pid: i32,
+    migration_id: &str,
+    out_tx: mpsc::Sender<RelayFrame>,
+    mut inbound: S,
+    mut stub_rx: mpsc::UnboundedReceiver<StubEvent>,
+) -> Result<(), RelayError>
+where
+    S: tokio_stream::Stream<Item = Result<RelayFrame, tonic::Status>> + Unpin,
+{
+    let origin = Origin::begin(plan, out_tx.clone());
+    let pumps = origin.pumps.clone();
+
+    // The stub's death, seen through its pidfd.
+    let (died_tx, mut died_rx) = mpsc::channel::<()>(1);
+    if let Ok(pidfd) = sys::pidfd_open(Pid::from_raw(stub_pid)) {
+        let stop = pumps.stop_flag();
+        std::thread::spawn(move || {
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+                if let Ok(n) = poll(&mut fds, 200u16)
+                    && n > 0
+                {
+                    let _ = died_tx.blocking_send(());
+                    return;
+                }
+            }
+        });
+    }
+
+    let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Option<StubCommand>>();
+    let mut stub_writer: Option<tokio::net::unix::OwnedWriteHalf> = None;
+    let mut exit: Option<ferry_proto::v1::ExitStatus> = None;
+    let mut killed = false;
+    loop {
+        let ev = tokio::select! {
+            f = tokio_stream::StreamExt::next(&mut inbound) => Event::Frame(match f {
+                Some(Ok(f)) => Some(f),
+                Some(Err(e)) => {
+                    tracing::warn!(migration = %migration_id, error = %e, "relay stream broke");
+                    None
+                }
+                None => None,
+            }),
+            s = stub_rx.recv() => Event::Stub(s),
+            l = line_rx.recv() => Event::Line(l.flatten()),
+            _ = died_rx.recv() => Event::StubDied,
+        };
+        match ev {
+            Event::Frame(Some(f)) => match f.what {
+                Some(What::Exit(st)) => {
+                    // Whatever the process wrote before it ended is written out first.
+                    let p = pumps.clone();
+                    tokio::task::spawn_blocking(move || p.finish(Duration::from_secs(5)))
+                        .await
+                        .ok();
+                    exit = Some(st);
+                    if stub_writer.is_some() || killed {
+                        break;
+                    }
+                }
+                Some(What::Accepted(_)) | Some(What::Signal(_)) | Some(What::Winsize(_)) => {}
+                Some(w) => origin.deliver(f.channel, w),
+                None => {}
+            },
+            Event::Frame(None) => {
+                pumps.finish(Duration::ZERO);
+                return Err(RelayError::Stub(
+                    "the relay stream ended before the remote process".into(),
+                ));
+            }
+            Event::Stub(Some(StubEvent::Connected(conn))) => {
+                let (r, w) = conn.into_split();
+                stub_writer = Some(w);
+                let line_tx = line_tx.clone();
+                tokio::spawn(async move {
+                    let mut lines = BufReader::new(r).lines();
+                    while let Ok(Some(l)) = lines.next_line().await {
+                        if let Some(c) = StubCommand::parse(&l) {
+                            let _ = line_tx.send(Some(c));
+                        }
+                    }
+                    let _ = line_tx.send(None);
+                });
+                if exit.is_some() {
+                    break;
+                }
+            }
+            Event::Stub(None) => {}
+            Event::Line(Some(StubCommand::Signal(n))) => {
+                if n == libc::SIGWINCH
+                    && let Some((ch, fd)) = &origin.tty
+                    && let Ok((rows, cols)) = sys::window_size(fd.as_fd())
+                {
+                    // The destination sets the size and sends SIGWINCH itself.
+                    let w = Winsize {
+                        rows: u32::from(rows),
+                        cols: u32::from(cols),
+                    };
+                    pumps.send_async(frame(*ch, What::Winsize(w))).await;
+                } else {
+                    pumps.send_async(frame(0, What::Signal(n))).await;
+                }
+            }
+            Event::Line(Some(_)) => {}
+            // The stub's connection closed or the stub died without being told to exit: the
+            // remote process goes too.
+            Event::Line(None) | Event::StubDied => {
+                if exit.is_some() {
+                    break;
+                }
+                if !killed {
+                    killed = true;
+                    tracing::info!(migration = %migration_id, stub_pid, "the stub is gone: killing the remote process");
+                    pumps
+                        .send_async(frame(0, What::Signal(libc::SIGKILL)))
+                        .await;
+                }
+                stub_writer = None;
+            }
+        }
+    }
+    pumps.finish(Duration::ZERO);
+    if let (Some(st), Some(mut w)) = (exit, stub_writer) {
+        let cmd = if st.signal != 0 {
+            StubCommand::ExitSignal(st.signal)
+        } else {
+            StubCommand::ExitCode(st.code)
+        };
+        w.write_all(cmd.line().as_bytes())
+            .await
+            .map_err(RelayError::io("tell the stub the exit status"))?;
+        w.shutdown().await.ok();
+    }
+    Ok(())
+}
+
+impl Origin {
+    /// Starts the threads of every endpoint.
+    fn begin(plan: Plan, out: mpsc::Sender<RelayFrame>) -> Origin {
+        let pumps = Pumps::new(out);
+        let next_channel = Arc::new(AtomicU32::new(
+            plan.endpoints.iter().map(|e| e.channel).max().unwrap_or(0) + 1,
+        ));
+        let mut tty = None;
+        for e in plan.endpoints {
+            let ch = e.channel;
+            let dup = |fd: &OwnedFd| fd.try_clone();
+            match e.kind {
+                Kind::Tty => {
+                    if let (Ok(r), Ok(t)) = (dup(&e.fd), dup(&e.fd)) {
+                        pumps.reader(ch, r, false);
+                        tty = Some((ch, t));
+                    }
+                    pumps.writer(ch, e.fd, EndBy::Nothing);
+                }
+                Kind::Read => pumps.reader(ch, e.fd, false),
+                Kind::Write => pumps.writer(ch, e.fd, EndBy::Nothing),
+                Kind::Tcp => {
+                    if let Ok(r) = dup(&e.fd) {
+                        pumps.reader(ch, r, false);
+                    }
+                    pumps.writer(ch, e.fd, EndBy::Shutdown);
+                }
+                Kind::TcpListen => accept_loop(&pumps, ch, e.fd, next_channel.clone()),
+                Kind::Udp => {
+                    let sock = UdpSocket::from(e.fd);
+                    if let Ok(s) = sock.try_clone() {
+                        pumps.udp_reader(ch, s, |from| Some(from.to_string()));
+                    }
+                    pumps.udp_writer(ch, move |peer, data| {
+                        if let Ok(to) = peer.parse::<SocketAddr>() {
+                            let _ = sock.send_to(data, to);
+                        }
+                    });
+                }
+            }
+        }
+        Origin {
+            pumps,
+            next_channel,
+            tty,
+        }
+    }
+
+    fn deliver(&self, channel: u32, what: What) {
+        let out = match what {
+            What::Data(d) => Out::Data(d),
+            What::Eof(_) => Out::Eof,
+            What::Close(_) => Out::Close,
+            What::Datagram(d) => Out::Datagram(d.peer, d.data),
+            _ => return,
+        };
+        let _ = &self.next_channel;
+        self.pumps.deliver(channel, out);
+    }
+}
+
+/// Accepts connections on the process's listening socket (the connections already waiting
+/// at the freeze first): each becomes a new channel, announced with `Accepted` on the
+/// listener's channel.
+fn accept_loop(pumps: &Arc<Pumps>, channel: u32, fd: OwnedFd, next: Arc<AtomicU32>) {
+    let pumps = pumps.clone();
+    let stop = pumps.stop_flag();
+    std::thread::spawn(move || {
+        let listener = TcpListener::from(fd);
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, 200u16) {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+            let conn: TcpStream = match listener.accept() {
+                Ok((c, _)) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    tracing::debug!(%e, "relay accept");
+                    continue;
+                }
+            };
+            let ch = next.fetch_add(1, Ordering::Relaxed);
+            if !pumps.send(frame(channel, What::Accepted(ch))) {
+                return;
+            }
+            let fd = OwnedFd::from(conn);
+            if let Ok(r) = fd.try_clone() {
+                pumps.reader(ch, r, false);
+            }
+            pumps.writer(ch, fd, EndBy::Shutdown);
+        }
+    });
 }

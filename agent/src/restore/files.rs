@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use nix::fcntl::{FcntlArg, fcntl};
@@ -49,6 +49,9 @@ enum Action {
     /// The description behind descriptor `fd` of tree member `pid`, restored before this
     /// process, taken with `pidfd_getfd`.
     Shared { pid: i32, fd: i32 },
+    /// A descriptor of ferry the caller gives in place of the image's (a relay's local
+    /// endpoint), copied in with `pidfd_getfd`; the image's status flags are set on it.
+    Substitute { ours: RawFd, flags: u32 },
 }
 
 /// The descriptors to create, in order, plus warnings for the user.
@@ -65,6 +68,18 @@ pub struct FdPlan {
     sockets: Option<sockets::Built>,
     /// The memfds, made by the restorer for the task's descriptors and mappings.
     pub memfds: Memfds,
+    /// A pidfd of ferry for the substitutes when no socket is built (which brings its own).
+    own_pidfd: Option<OwnedFd>,
+}
+
+impl FdPlan {
+    /// The pidfd of ferry the task inherits, to fetch sockets and substitutes.
+    fn pidfd(&self) -> Option<RawFd> {
+        self.sockets
+            .as_ref()
+            .map(|b| b.pidfd.as_raw_fd())
+            .or(self.own_pidfd.as_ref().map(AsRawFd::as_raw_fd))
+    }
 }
 
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
@@ -114,6 +129,18 @@ pub fn plan(
     tree_pipes: &HashMap<u64, (i32, i32)>,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan, RestoreError> {
+    plan_with(state, inherit_stdio, tree_pipes, &HashMap::new(), warnings)
+}
+
+/// [`plan`], with `substitutes` (descriptor number → a descriptor of ferry) taking the place
+/// of what the image says for those numbers: nothing of theirs is checked or built.
+pub fn plan_with(
+    state: &ProcessState,
+    inherit_stdio: bool,
+    tree_pipes: &HashMap<u64, (i32, i32)>,
+    substitutes: &HashMap<i32, RawFd>,
+    warnings: &mut Vec<String>,
+) -> Result<FdPlan, RestoreError> {
     changed("executable".into(), &state.exe)?;
     for v in &state.mm.vmas {
         if let VmaKind::File(f) = &v.kind {
@@ -140,7 +167,12 @@ pub fn plan(
                 pos: None,
             }
         };
-        let action = if inherit_stdio && f.fd <= 2 {
+        let action = if let Some(&ours) = substitutes.get(&f.fd) {
+            Action::Substitute {
+                ours,
+                flags: f.flags,
+            }
+        } else if inherit_stdio && f.fd <= 2 {
             Action::Inherit
         } else {
             match &f.kind {
@@ -264,6 +296,7 @@ pub fn plan(
     for ((_, _, action), f) in fds.iter_mut().zip(&state.fds) {
         if let FdKind::Memfd { ino, pos } = f.kind
             && !(inherit_stdio && f.fd <= 2)
+            && !substitutes.contains_key(&f.fd)
         {
             let path = memfds.path(ino).ok_or_else(|| {
                 RestoreError::Layout(format!(
@@ -278,16 +311,36 @@ pub fn plan(
             };
         }
     }
-    // Sockets last, once every file check passed: building them binds addresses.
-    let sockets = sockets::build(state, warnings)?;
+    // Sockets last, once every file check passed: building them binds addresses. A
+    // substituted socket is not built.
+    let sockets = if substitutes.is_empty() {
+        sockets::build(state, warnings)?
+    } else {
+        let mut kept = state.clone();
+        kept.fds.retain(|f| !substitutes.contains_key(&f.fd));
+        sockets::build(&kept, warnings)?
+    };
+    let own_pidfd = if sockets.is_none() && !substitutes.is_empty() {
+        Some(
+            crate::sys::pidfd_open(nix::unistd::getpid()).map_err(|e| RestoreError::Io {
+                what: "pidfd_open of ferry".into(),
+                source: e.into(),
+            })?,
+        )
+    } else {
+        None
+    };
+    let mut locks = state.locks.clone();
+    locks.retain(|l| !substitutes.contains_key(&l.fd));
     Ok(FdPlan {
         fds,
         inherit_stdio,
         pipes,
         fifos,
-        locks: state.locks.clone(),
+        locks,
         sockets,
         memfds,
+        own_pidfd,
     })
 }
 
@@ -459,6 +512,29 @@ pub fn restore(
                 (fdkinds::create(inj, fd, *flags, kind)?, true, None)
             }
             Action::Shared { pid, fd: from } => (take_shared(inj, *pid, *from)?, true, None),
+            Action::Substitute { ours, flags } => {
+                let Some(pidfd) = pidfd else {
+                    return Err(RestoreError::Layout(format!(
+                        "fd {fd}: ferry's pidfd is not in the task for its substitute"
+                    )));
+                };
+                let tmp = inj
+                    .call(
+                        "pidfd_getfd",
+                        libc::SYS_pidfd_getfd,
+                        [pidfd, *ours as u64, 0, 0, 0, 0],
+                    )
+                    .map_err(err("pidfd_getfd of its substitute".into()))?;
+                if tmp == fd as u64 && !*cloexec {
+                    inj.call(
+                        "fcntl",
+                        libc::SYS_fcntl,
+                        [tmp, libc::F_SETFD as u64, 0, 0, 0, 0],
+                    )
+                    .map_err(err("clear close-on-exec".into()))?;
+                }
+                (tmp, true, Some(*flags))
+            }
         };
         if tmp != fd as u64 {
             let flags = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };
@@ -530,8 +606,10 @@ pub fn restore(
         inj.call("close", libc::SYS_close, [*r, 0, 0, 0, 0, 0])?;
         inj.call("close", libc::SYS_close, [*w, 0, 0, 0, 0, 0])?;
     }
-    if let (Some(built), Some(p)) = (&plan.sockets, pidfd) {
+    if let Some(p) = pidfd {
         inj.call("close", libc::SYS_close, [p, 0, 0, 0, 0, 0])?;
+    }
+    if let Some(built) = &plan.sockets {
         // Every socket is in the task now: connections may come out of repair mode.
         built.finish(state)?;
     }
@@ -548,10 +626,7 @@ fn close_inherited(
     plan: &FdPlan,
     first_closed: u64,
 ) -> Result<Option<u64>, RestoreError> {
-    let pidfd = plan
-        .sockets
-        .as_ref()
-        .map(|b| std::os::fd::AsRawFd::as_raw_fd(&b.pidfd) as u64);
+    let pidfd = plan.pidfd().map(|p| p as u64);
     let close_range =
         |from: u64, to: u64| inj.call("close_range", libc::SYS_close_range, [from, to, 0, 0, 0, 0]);
     let Some(p) = pidfd.filter(|p| *p >= first_closed) else {

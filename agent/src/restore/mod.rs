@@ -161,12 +161,33 @@ pub enum RestoreError {
 
 /// Restores the process in `reader`'s image and lets it run.
 pub fn restore<R: Read + Send>(
-    mut reader: ImageReader<R>,
+    reader: ImageReader<R>,
     opts: RestoreOptions,
 ) -> Result<RestoreSummary, RestoreError> {
+    restore_with(reader, opts, &[])
+}
+
+/// [`restore`], with `substitutes`: pairs (descriptor number in the image, a descriptor of
+/// the caller) whose descriptor the process gets at that number in place of what the image
+/// says (a relay's local endpoint for a socket, a terminal or a pipe that stayed on another
+/// host). Nothing the image says about those numbers is checked or built; the image's status
+/// flags (`O_NONBLOCK`, `O_APPEND`) and close-on-exec flag are set. The caller keeps its
+/// descriptors open until this returns. A process tree takes no substitutes.
+pub fn restore_with<R: Read + Send>(
+    mut reader: ImageReader<R>,
+    opts: RestoreOptions,
+    substitutes: &[(i32, std::os::fd::RawFd)],
+) -> Result<RestoreSummary, RestoreError> {
     if reader.tree().processes.len() > 1 || !reader.tree().zombies.is_empty() {
+        if !substitutes.is_empty() {
+            return Err(RestoreError::Layout(
+                "a process tree cannot take substituted descriptors".into(),
+            ));
+        }
         return tree::restore_tree(reader, opts);
     }
+    let substitutes: std::collections::HashMap<i32, std::os::fd::RawFd> =
+        substitutes.iter().copied().collect();
     let state = reader.state().clone();
     let mut warnings = Vec::new();
     let thread = state
@@ -174,10 +195,11 @@ pub fn restore<R: Read + Send>(
         .first()
         .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
     // Every file the process needs is checked before a task exists.
-    let fd_plan = files::plan(
+    let fd_plan = files::plan_with(
         &state,
         opts.inherit_stdio,
         &std::collections::HashMap::new(),
+        &substitutes,
         &mut warnings,
     )?;
 

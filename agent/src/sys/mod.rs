@@ -210,3 +210,50 @@ pub fn set_scheduler(tid: Pid, policy: u32, priority: u32) -> Result<(), Errno> 
     let r = unsafe { libc::sched_setscheduler(tid.as_raw(), policy as i32, &param) };
     Errno::result(r).map(drop)
 }
+
+/// `ioctl(fd, TIOCGWINSZ)`: a terminal's window size as (rows, columns).
+pub fn window_size(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one struct winsize through the pointer, which is valid for it.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCGWINSZ,
+            &mut ws as *mut libc::winsize,
+        )
+    };
+    Errno::result(r)?;
+    Ok((ws.ws_row, ws.ws_col))
+}
+
+/// `ioctl(fd, TIOCSWINSZ)`: sets a terminal's window size.
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one struct winsize through the pointer, valid for the call.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            &ws as *const libc::winsize,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// Sets the disposition of `sig` back to its default (`SIG_DFL`), with no flags or mask.
+pub fn set_default_action(sig: nix::sys::signal::Signal) -> Result<(), Errno> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let act = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+    unsafe { sigaction(sig, &act) }.map(drop)
+}
