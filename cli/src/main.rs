@@ -3,6 +3,7 @@
 mod ca;
 mod dump;
 mod image;
+mod migrate;
 mod restore;
 
 use std::process::ExitCode;
@@ -32,6 +33,22 @@ enum Command {
     /// Make the cluster CA and node certificates for ferryd's mutual TLS.
     #[command(subcommand)]
     Ca(ca::Command),
+    /// Move a running process to another host (also installed as `migrate`).
+    Migrate(migrate::Args),
+    /// The migrations the local agent took part in.
+    Migrations(migrate::ListArgs),
+}
+
+/// Invoked as `migrate` (a link to `ferry`): `migrate PID --to HOST` is `ferry migrate ...`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "migrate",
+    version,
+    about = "Move a running process to another host"
+)]
+struct MigrateCli {
+    #[command(flatten)]
+    args: migrate::Args,
 }
 
 fn main() -> ExitCode {
@@ -42,12 +59,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Dump(args) => dump::run(args),
-        Command::Restore(args) => restore::run(args),
-        Command::Image(cmd) => image::run(cmd),
-        Command::Ca(cmd) => ca::run(cmd),
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let result = if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "migrate")
+    {
+        migrate::run(MigrateCli::parse().args)
+    } else {
+        run(Cli::parse())
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,5 +79,16 @@ fn main() -> ExitCode {
             eprintln!("{msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dump(args) => dump::run(args),
+        Command::Restore(args) => restore::run(args),
+        Command::Image(cmd) => image::run(cmd),
+        Command::Ca(cmd) => ca::run(cmd),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Migrations(args) => migrate::list(args),
     }
 }

@@ -32,6 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             PidNsMode::Auto
         },
         inherit_stdio: args.stdio.is_some(),
+        stopped: false,
     };
     let summary =
         restore(reader, opts).with_context(|| format!("restore {}", args.image.display()))?;

@@ -1,6 +1,7 @@
 //! `cargo xtask`: everything a newcomer or CI runs — the demo, the test suite, the benchmark.
 
 mod bench;
+mod bench_migrate;
 mod bench_tasks;
 mod demo;
 mod demo_hosts;
@@ -36,6 +37,12 @@ enum Cmd {
     },
     /// Dump and restore a process with 1 GiB of heap-like memory with each codec.
     Bench(bench::Options),
+    /// `ferry migrate` of a 1 GiB and an 8 MiB process between two test hosts.
+    BenchMigrate {
+        /// Use the release binaries.
+        #[arg(long)]
+        release: bool,
+    },
     /// Test hosts: `hosts up N` makes N namespaced hosts running ferryd, `hosts down` ends them.
     Hosts {
         #[command(subcommand)]
@@ -57,6 +64,7 @@ fn main() -> ExitCode {
         }
         .map(|()| ExitCode::SUCCESS),
         Cmd::Bench(options) => bench::run(&options).map(|()| ExitCode::SUCCESS),
+        Cmd::BenchMigrate { release } => bench_migrate::run(release).map(|()| ExitCode::SUCCESS),
         Cmd::Hosts { command } => hosts::run(&command).map(|()| ExitCode::SUCCESS),
         Cmd::HostInit(options) => hosts::host_init(&options).map(|()| ExitCode::SUCCESS),
     };

@@ -108,6 +108,9 @@ pub enum ServeError {
     /// The local socket could not be bound.
     #[error(transparent)]
     BindLocal(#[from] BindLocalError),
+    /// The migration records store could not be opened.
+    #[error(transparent)]
+    Records(#[from] crate::migrate::records::RecordsError),
     /// A server ended with an error.
     #[error("the {api} API server failed")]
     Server {
@@ -159,7 +162,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let unix = bind_local(&config.socket)?;
     let socket_path = config.socket.clone();
 
-    let node: NodeRef = Arc::new(Node::new(config, tls));
+    let mut node = Node::new(config, tls);
+    node.store = crate::migrate::records::Store::open_default()?;
+    let node: NodeRef = Arc::new(node);
+    // Migrations a previous run left unfinished, resolved in the background.
+    crate::migrate::resolve(node.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;

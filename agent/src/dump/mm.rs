@@ -264,6 +264,7 @@ pub fn write_pages<W: std::io::Write + Send>(
     tracee: &Tracee,
     vmas: &[VmaState],
     writer: &mut ImageWriter<W>,
+    progress: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<(), DumpError> {
     let mut buf = vec![0u8; CHUNK];
     let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(1024);
@@ -280,6 +281,9 @@ pub fn write_pages<W: std::io::Write + Send>(
         writer
             .write_pages(&buf[..*filled])
             .map_err(DumpError::Image)?;
+        if let Some(p) = progress {
+            p.fetch_add(*filled as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         remote.clear();
         *filled = 0;
         Ok(())

@@ -243,6 +243,7 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
     let mut socks = sockets::SocketDump::capture(opts.sockets());
     let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks)?;
     warnings.append(&mut socks.warnings);
+    settle(&frozen)?;
     tracing::debug!(elapsed = ?since.elapsed(), "state collected");
     Ok(Held {
         state,
@@ -261,12 +262,24 @@ impl Held {
         out: W,
         codec: Codec,
     ) -> Result<(W, WriteStats), DumpError> {
+        self.write_counting(out, codec, None)
+    }
+
+    /// [`Held::write_to`], adding to `progress` the raw page bytes as they are handed to the
+    /// image writer (for a progress display while the image streams).
+    pub fn write_counting<W: Write + Send>(
+        &self,
+        out: W,
+        codec: Codec,
+        progress: Option<&std::sync::atomic::AtomicU64>,
+    ) -> Result<(W, WriteStats), DumpError> {
         let tree = self.tree();
         let mut writer = ImageWriter::new_tree(out, &tree, codec).map_err(DumpError::Image)?;
         mm::write_pages(
             &self.frozen.leader().tracee,
             &self.state.mm.vmas,
             &mut writer,
+            progress,
         )?;
         writer.finish().map_err(DumpError::Image)
     }
@@ -306,6 +319,40 @@ impl Held {
         drop(socks);
         frozen.detach_as_is()
     }
+}
+
+/// Leaves every task in an interrupt stop (`PTRACE_EVENT_STOP`) rather than the `SIGTRAP`
+/// signal-delivery stop of the last injected single step: should the tracer die while it
+/// holds the process (an agent crash during a migration), the kernel detaches each task and
+/// would deliver that `SIGTRAP`, killing the process; from an interrupt stop it just goes on.
+/// `PTRACE_INTERRUPT` first, then `PTRACE_CONT` with no signal: the task drops the `SIGTRAP`
+/// and traps again before it returns to user mode, without running an instruction.
+fn settle(frozen: &Frozen) -> Result<(), DumpError> {
+    use nix::sys::ptrace;
+    use nix::sys::wait::WaitStatus;
+    for t in &frozen.tasks {
+        let pid = t.tracee.pid();
+        let req = |op: &'static str| {
+            move |source| PtraceError::Request {
+                op,
+                pid: pid.as_raw(),
+                source,
+            }
+        };
+        ptrace::interrupt(pid).map_err(req("interrupt"))?;
+        ptrace::cont(pid, None).map_err(req("cont"))?;
+        match t.tracee.wait()? {
+            WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => {}
+            other => {
+                return Err(PtraceError::Unexpected {
+                    pid: pid.as_raw(),
+                    status: format!("{other:?} instead of the interrupt stop"),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Everything that can be refused from `/proc` alone: the process itself, its fds, its VMAs.
@@ -716,7 +763,7 @@ fn write_image(
             ImageWriter::new_tree(BufWriter::with_capacity(1 << 20, file), tree, codec)?;
         // The processes' pages one after the other, in tree order.
         for (t, state) in tracees.iter().zip(&tree.processes) {
-            mm::write_pages(t, &state.mm.vmas, &mut writer)?;
+            mm::write_pages(t, &state.mm.vmas, &mut writer, None)?;
         }
         let (buf, stats) = writer.finish()?;
         let file = buf.into_inner().map_err(|e| DumpError::ImageFile {

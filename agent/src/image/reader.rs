@@ -262,6 +262,13 @@ impl<R: Read + Send> ImageReader<R> {
         &self.tree.processes[0]
     }
 
+    /// The checkpoint of the (root) process, to adapt it to the host it is restored on (a
+    /// migration points its files at their local copies). Validated once, when the image was
+    /// opened.
+    pub fn state_mut(&mut self) -> &mut ProcessState {
+        &mut self.tree.processes[0]
+    }
+
     /// The validated checkpoint of the whole tree (one process unless dumped with `--tree`).
     pub fn tree(&self) -> &TreeState {
         &self.tree

@@ -1,60 +1,700 @@
-//! The destination side of a migration.
+//! The destination side of a migration: answer the negotiation, receive the image and restore
+//! it as it streams in, hold the copy stopped, and let it run on Commit or end it on Abort.
 
-/// Copies restored here and held stopped until their origin commits.
-#[derive(Debug, Default)]
-pub struct Copies {}
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
-// Placeholders with the agreed signatures: the migrate work replaces them.
-
+use ferry_proto::v1::peer_client::PeerClient;
+use ferry_proto::v1::transfer_chunk::Part;
 use ferry_proto::v1::{
     AbortReply, CommitReply, MigrationRecord, MigrationRef, NegotiateReply, NegotiateRequest,
-    TransferChunk, TransferReply,
+    ShippedFile, TransferChunk, TransferReply,
 };
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tonic::{Status, Streaming};
 
+use super::records::{is_final, state_dir};
+use super::{chain, fault, negotiate, start_time};
 use crate::daemon::NodeRef;
+use crate::image::ImageReader;
+use crate::relay::dest::Endpoints;
+use crate::restore::{PidNsMode, RestoreError, RestoreOptions};
+use crate::state::{FdKind, FileRef, ProcessState, VmaKind};
 
-fn not_built() -> Status {
-    Status::unimplemented("receiving migrations is not built yet")
+/// The origin sends without pause while it streams: this long without a message means the
+/// link or the origin failed (HTTP/2 keepalive usually says so sooner).
+const STREAM_IDLE: Duration = Duration::from_secs(10);
+
+/// How long a prepared copy waits for its origin's Commit or Abort before asking the origin.
+const WATCH_AFTER: Duration = Duration::from_secs(10);
+
+/// Copies restored here and held stopped until their origin commits, and what each
+/// negotiation found identical here (the restore checks those files did not change since).
+#[derive(Debug, Default)]
+pub struct Copies {
+    held: Mutex<HashMap<String, Held>>,
+    negotiated: Mutex<HashMap<String, BTreeMap<String, negotiate::Same>>>,
+    /// Migrations aborted while their image was still arriving.
+    aborted: Mutex<HashSet<String>>,
 }
 
-/// Peer.Negotiate: can this host run the process `peer` describes?
+/// One copy: the PID and its start time name it unambiguously.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    pid: i32,
+    start_time: u64,
+}
+
+impl Copies {
+    /// The copy held for a migration: its PID and start time.
+    pub fn held(&self, id: &str) -> Option<(i32, u64)> {
+        lock(&self.held).get(id).map(|h| (h.pid, h.start_time))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn store_err(e: super::records::RecordsError) -> Status {
+    Status::internal(format!("migration records: {}", chain(&e)))
+}
+
+/// A migration id is a short token of letters, digits and dashes (it names a directory).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `Peer.Negotiate`: can this host run the process?
 pub async fn negotiate(
-    _node: &NodeRef,
-    _peer: &str,
-    _req: NegotiateRequest,
+    node: &NodeRef,
+    peer: &str,
+    req: NegotiateRequest,
 ) -> Result<NegotiateReply, Status> {
-    Err(not_built())
+    if !valid_id(&req.migration_id) {
+        return Err(Status::invalid_argument("bad migration id"));
+    }
+    let id = req.migration_id.clone();
+    let (reply, same) = tokio::task::spawn_blocking(move || negotiate::check(&req))
+        .await
+        .map_err(|e| Status::internal(format!("negotiation: {e}")))?;
+    tracing::info!(
+        migration = %id, %peer,
+        problems = reply.problems.len(),
+        file_problems = reply.file_problems.len(),
+        "negotiated"
+    );
+    lock(&node.copies.negotiated).insert(id, same);
+    Ok(reply)
 }
 
-/// Peer.Transfer: receive and restore the image, leaving the copy stopped.
+/// A `Read` over the image chunks arriving on the Transfer stream.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.blocking_recv() {
+                Some(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What the restorer thread gives back: the copy's PID and start time, warnings, and the
+/// local endpoints now installed in it.
+type Restored = Result<(i32, u64, Vec<String>, Endpoints), String>;
+
+/// The private directory of one migration's shipped files.
+fn shipped_dir(id: &str) -> PathBuf {
+    state_dir().join("shipped").join(id)
+}
+
+/// Where a shipped file of path `path` goes (only plain absolute paths are accepted).
+fn shipped_path(dir: &Path, path: &str) -> Result<PathBuf, Status> {
+    let p = Path::new(path);
+    let mut out = dir.to_path_buf();
+    let mut any = false;
+    for c in p.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => {
+                out.push(n);
+                any = true;
+            }
+            _ => return Err(Status::invalid_argument(format!("bad shipped path {path}"))),
+        }
+    }
+    if !p.is_absolute() || !any {
+        return Err(Status::invalid_argument(format!("bad shipped path {path}")));
+    }
+    Ok(out)
+}
+
+/// Writes one piece of a shipped file.
+fn ship_piece(
+    dir: &Path,
+    f: &ShippedFile,
+    open: &mut HashMap<String, std::fs::File>,
+    map: &mut BTreeMap<String, PathBuf>,
+) -> Result<(), Status> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e: std::io::Error| Status::internal(format!("shipped file {}: {e}", f.path));
+    if !open.contains_key(&f.path) {
+        let to = shipped_path(dir, &f.path)?;
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(f.mode & 0o7777)
+            .open(&to)
+            .map_err(io)?;
+        map.insert(f.path.clone(), to);
+        open.insert(f.path.clone(), file);
+    }
+    let file = open
+        .get_mut(&f.path)
+        .ok_or_else(|| io(std::io::ErrorKind::NotFound.into()))?;
+    file.write_all(&f.data).map_err(io)?;
+    if f.last {
+        open.remove(&f.path);
+    }
+    Ok(())
+}
+
+/// Points the checkpoint's files at this host's: shipped files at their private copies, the
+/// others at the local file of the same path, which must be the one the negotiation found
+/// identical (or, for a file the process opened since, have the same size and mtime). The
+/// restore then checks device and inode against these local identities.
+fn localize(
+    state: &mut ProcessState,
+    shipped: &BTreeMap<String, PathBuf>,
+    same: &BTreeMap<String, negotiate::Same>,
+) -> Result<(), RestoreError> {
+    let fix = |f: &mut FileRef, what: &str| -> Result<(), RestoreError> {
+        if let Some(local) = shipped.get(&f.path) {
+            let now = negotiate::identity(local).map_err(|e| {
+                RestoreError::FileChanged(format!("{what}: shipped {}: {e}", f.path))
+            })?;
+            f.path = local.to_string_lossy().into_owned();
+            f.identity = now;
+            return Ok(());
+        }
+        let now = negotiate::identity(Path::new(&f.path))
+            .map_err(|e| RestoreError::FileChanged(format!("{what}: {}: {e}", f.path)))?;
+        let ok = match same.get(&f.path) {
+            Some(s) => {
+                let then = s.identity;
+                then.dev == now.dev
+                    && then.ino == now.ino
+                    && (s.written || (then.size == now.size && then.mtime_ns == now.mtime_ns))
+            }
+            None => {
+                (now.mode & libc::S_IFMT == libc::S_IFDIR)
+                    || (now.size == f.identity.size && now.mtime_ns == f.identity.mtime_ns)
+            }
+        };
+        if !ok {
+            return Err(RestoreError::FileChanged(format!(
+                "{what}: {} is not the file the process had (changed since the negotiation, or \
+                 another size or mtime)",
+                f.path
+            )));
+        }
+        f.identity = now;
+        Ok(())
+    };
+    fix(&mut state.exe, "executable")?;
+    for v in &mut state.mm.vmas {
+        if let VmaKind::File(f) = &mut v.kind {
+            fix(f, &format!("vma {:#x}", v.start))?;
+        }
+    }
+    for fd in &mut state.fds {
+        let what = format!("fd {}", fd.fd);
+        match &mut fd.kind {
+            FdKind::File { file, .. } | FdKind::Directory { file, .. } => fix(file, &what)?,
+            FdKind::Fifo { file, .. } => {
+                if let Ok(now) = negotiate::identity(Path::new(&file.path)) {
+                    file.identity = now;
+                }
+            }
+            FdKind::Inotify { watches } => {
+                for w in watches {
+                    fix(&mut w.file, &what)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The restorer: reads the image as it arrives and builds the copy, leaving it stopped.
+fn restorer(
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    shipped: BTreeMap<String, PathBuf>,
+    same: BTreeMap<String, negotiate::Same>,
+    endpoints: Endpoints,
+) -> Restored {
+    let input = ChunkReader {
+        rx,
+        cur: Vec::new(),
+        pos: 0,
+    };
+    let mut reader = ImageReader::open(input).map_err(|e| chain(&e))?;
+    localize(reader.state_mut(), &shipped, &same).map_err(|e| chain(&e))?;
+    let opts = RestoreOptions {
+        pid_ns: PidNsMode::Auto,
+        inherit_stdio: false,
+        stopped: true,
+    };
+    let summary = crate::restore::restore_with(reader, opts, &endpoints.substitutes())
+        .map_err(|e| chain(&e))?;
+    let st = start_time(summary.pid).unwrap_or(0);
+    Ok((summary.pid, st, summary.warnings, endpoints))
+}
+
+/// Ends a held copy (SIGKILL) and reaps it, if it is still the process we made.
+fn kill_copy(pid: i32, start: u64) {
+    if pid <= 0 || start_time(pid) != Some(start) {
+        return;
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+}
+
+/// `Peer.Transfer`: receive the header, the shipped files and the image; restore it as it
+/// streams; reply once the copy is complete and stopped.
 pub async fn transfer(
-    _node: &NodeRef,
-    _peer: &str,
-    _stream: Streaming<TransferChunk>,
+    node: &NodeRef,
+    peer: &str,
+    stream: Streaming<TransferChunk>,
 ) -> Result<TransferReply, Status> {
-    Err(not_built())
+    // In a task of its own: if the connection breaks, the server drops this call's future,
+    // but the transfer must still see the broken stream, end the half-built copy and record
+    // it.
+    let (node, peer) = (node.clone(), peer.to_string());
+    tokio::spawn(async move { transfer_task(&node, &peer, stream).await })
+        .await
+        .map_err(|e| Status::internal(format!("transfer task: {e}")))?
 }
 
-/// Peer.Commit: let the copy run.
-pub async fn commit(
+async fn transfer_task(
+    node: &NodeRef,
+    peer: &str,
+    mut stream: Streaming<TransferChunk>,
+) -> Result<TransferReply, Status> {
+    let header = match stream.message().await? {
+        Some(TransferChunk {
+            part: Some(Part::Header(h)),
+        }) => h,
+        _ => {
+            return Err(Status::invalid_argument(
+                "a transfer begins with its header",
+            ));
+        }
+    };
+    let id = header.migration_id.clone();
+    if !valid_id(&id) {
+        return Err(Status::invalid_argument("bad migration id"));
+    }
+    if node.store.get(&id).map_err(store_err)?.is_some() {
+        return Err(Status::already_exists(format!("migration {id} exists")));
+    }
+    let mut rec = MigrationRecord {
+        migration_id: id.clone(),
+        role: "destination".into(),
+        peer: peer.to_string(),
+        ..Default::default()
+    };
+    node.store
+        .set(&mut rec, "receiving", "image arriving")
+        .map_err(store_err)?;
+    let same = lock(&node.copies.negotiated)
+        .remove(&id)
+        .unwrap_or_default();
+    let dir = shipped_dir(&id);
+    let result = receive(node, &id, &header, &dir, same, &mut stream).await;
+    let aborted = lock(&node.copies.aborted).remove(&id);
+    match result {
+        Ok((pid, start, warnings, endpoints)) if !aborted => {
+            rec.pid = pid;
+            rec.start_time = start;
+            if let Err(e) = node
+                .store
+                .set(&mut rec, "prepared", "copy stopped, waiting for commit")
+            {
+                kill_copy(pid, start);
+                return Err(store_err(e));
+            }
+            lock(&node.copies.held).insert(
+                id.clone(),
+                Held {
+                    pid,
+                    start_time: start,
+                },
+            );
+            node.relays.hold_dest(&id, pid, endpoints);
+            tracing::info!(migration = %id, pid, "copy prepared");
+            watch(node.clone(), id);
+            Ok(TransferReply { pid, warnings })
+        }
+        Ok((pid, start, _, _)) => {
+            kill_copy(pid, start);
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = node.store.set(
+                &mut rec,
+                "aborted",
+                "aborted by the origin during the transfer",
+            );
+            Err(Status::aborted("aborted by the origin"))
+        }
+        Err(why) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            tracing::warn!(migration = %id, %why, "transfer failed");
+            let _ = node.store.set(&mut rec, "aborted", why.clone());
+            Err(Status::aborted(format!(
+                "restore on the destination failed: {why}"
+            )))
+        }
+    }
+}
+
+async fn receive(
     _node: &NodeRef,
-    _peer: &str,
-    _req: MigrationRef,
-) -> Result<CommitReply, Status> {
-    Err(not_built())
+    id: &str,
+    header: &ferry_proto::v1::TransferHeader,
+    dir: &Path,
+    same: BTreeMap<String, negotiate::Same>,
+    stream: &mut Streaming<TransferChunk>,
+) -> Restored {
+    let mut endpoints = Some(
+        Endpoints::make(&header.relays).map_err(|e| format!("relay endpoints: {}", chain(&e)))?,
+    );
+    let mut open = HashMap::new();
+    let mut shipped = BTreeMap::new();
+    let mut same = Some(same);
+    let mut tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>> = None;
+    let mut done: Option<tokio::sync::oneshot::Receiver<Restored>> = None;
+    let mut got = 0u64;
+    let half = header.image_bytes_hint / 2;
+    let exit_mid = fault("dest-exit-mid-stream");
+    loop {
+        let next = tokio::time::timeout(STREAM_IDLE, stream.message()).await;
+        let msg = match next.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "nothing arrived for {} s",
+                STREAM_IDLE.as_secs()
+            )))
+        }) {
+            Ok(m) => m,
+            Err(s) => {
+                drop(tx);
+                if let Some(d) = done {
+                    // The restorer sees the end of its input and gives up; wait for it so the
+                    // half-built task is gone before we answer.
+                    let _ = d.await;
+                }
+                return Err(format!("the image stream broke: {}", s.message()));
+            }
+        };
+        match msg.and_then(|m| m.part) {
+            Some(Part::File(f)) => {
+                if tx.is_some() {
+                    return Err("a shipped file after the image began".into());
+                }
+                ship_piece(dir, &f, &mut open, &mut shipped)
+                    .map_err(|s| s.message().to_string())?;
+            }
+            Some(Part::Image(bytes)) => {
+                if tx.is_none() {
+                    let (t, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+                    let (dtx, drx) = tokio::sync::oneshot::channel();
+                    let shipped = std::mem::take(&mut shipped);
+                    let same = same.take().unwrap_or_default();
+                    let endpoints = endpoints.take().ok_or("restorer started twice")?;
+                    std::thread::Builder::new()
+                        .name(format!("restore-{id}"))
+                        .spawn(move || {
+                            let _ = dtx.send(restorer(rx, shipped, same, endpoints));
+                        })
+                        .map_err(|e| format!("start the restorer thread: {e}"))?;
+                    tx = Some(t);
+                    done = Some(drx);
+                }
+                got += bytes.len() as u64;
+                if exit_mid && half > 0 && got >= half {
+                    tracing::error!(migration = %id, got, "FERRY_FAULT dest-exit-mid-stream: exiting");
+                    std::process::exit(70);
+                }
+                if let Some(t) = &tx
+                    && t.send(bytes).await.is_err()
+                {
+                    // The restorer stopped reading: it failed; its error is below.
+                    break;
+                }
+            }
+            Some(Part::Header(_)) => return Err("a second header".into()),
+            None => break,
+        }
+    }
+    if exit_mid {
+        tracing::error!(migration = %id, "FERRY_FAULT dest-exit-mid-stream: exiting");
+        std::process::exit(70);
+    }
+    drop(tx);
+    let Some(done) = done else {
+        return Err("the transfer ended without an image".into());
+    };
+    let restored = done
+        .await
+        .map_err(|_| "the restorer thread died".to_string())??;
+    if fault("restore-fail") {
+        kill_copy(restored.0, restored.1);
+        return Err("FERRY_FAULT restore-fail: the restore failed after the pages".into());
+    }
+    Ok(restored)
 }
 
-/// Peer.Abort: discard the copy.
-pub async fn abort(_node: &NodeRef, _peer: &str, _req: MigrationRef) -> Result<AbortReply, Status> {
-    Err(not_built())
+/// The copy of a prepared or committed migration, if it is still the process we made.
+fn copy_of(rec: &MigrationRecord) -> Option<(i32, u64)> {
+    (rec.pid > 0 && start_time(rec.pid) == Some(rec.start_time))
+        .then_some((rec.pid, rec.start_time))
 }
 
-/// Peer.Query: this host's record of a migration.
+/// Lets the copy run: record `committed` (a restarted agent sends SIGCONT again), SIGCONT,
+/// record `done`.
+pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<(), Status> {
+    let Some((pid, start)) = copy_of(rec) else {
+        let _ = node.store.set(
+            rec,
+            "aborted",
+            "the held copy is gone (killed from outside?)",
+        );
+        return Err(Status::failed_precondition("the held copy is gone"));
+    };
+    node.store
+        .set(rec, "committed", "resuming the copy")
+        .map_err(store_err)?;
+    kill(Pid::from_raw(pid), Signal::SIGCONT)
+        .map_err(|e| Status::internal(format!("SIGCONT {pid}: {e}")))?;
+    lock(&node.copies.held).remove(&rec.migration_id);
+    node.store
+        .set(rec, "done", format!("running as pid {pid}"))
+        .map_err(store_err)?;
+    tracing::info!(migration = %rec.migration_id, pid, "copy running");
+    reap(rec.migration_id.clone(), pid, start);
+    Ok(())
+}
+
+/// The copy is our child: reap it when it ends, so it leaves no zombie.
+fn reap(id: String, pid: i32, _start: u64) {
+    tokio::task::spawn_blocking(
+        move || match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
+            Ok(st) => tracing::info!(migration = %id, pid, status = ?st, "migrated process ended"),
+            Err(e) => tracing::debug!(migration = %id, pid, error = %e, "not reaped here"),
+        },
+    );
+}
+
+/// Ends the copy and records why.
+pub(crate) fn abort_local(
+    node: &NodeRef,
+    rec: &mut MigrationRecord,
+    why: &str,
+) -> Result<(), Status> {
+    if let Some((pid, start)) = copy_of(rec) {
+        kill_copy(pid, start);
+    }
+    lock(&node.copies.held).remove(&rec.migration_id);
+    drop(node.relays.take_dest(&rec.migration_id));
+    let _ = std::fs::remove_dir_all(shipped_dir(&rec.migration_id));
+    node.store.set(rec, "aborted", why).map_err(store_err)?;
+    tracing::info!(migration = %rec.migration_id, %why, "copy discarded");
+    Ok(())
+}
+
+fn own_record(node: &NodeRef, peer: &str, id: &str) -> Result<Option<MigrationRecord>, Status> {
+    let rec = node.store.get(id).map_err(store_err)?;
+    match rec {
+        Some(r) if r.role != "destination" || r.peer != peer => Err(Status::permission_denied(
+            format!("migration {id} is not one of {peer}'s"),
+        )),
+        r => Ok(r),
+    }
+}
+
+/// `Peer.Commit`: the origin has turned its original into the stub; let the copy run.
+/// Idempotent: a repeated Commit of a running copy succeeds.
+pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<CommitReply, Status> {
+    let Some(mut rec) = own_record(node, peer, &r.migration_id)? else {
+        return Err(Status::not_found(format!(
+            "no migration {}",
+            r.migration_id
+        )));
+    };
+    match rec.state.as_str() {
+        "done" => Ok(CommitReply {}),
+        "prepared" | "committed" => commit_local(node, &mut rec).map(|()| CommitReply {}),
+        "aborted" => Err(Status::failed_precondition(format!(
+            "migration {} was aborted: {}",
+            rec.migration_id, rec.detail
+        ))),
+        s => Err(Status::failed_precondition(format!(
+            "migration {} is {s}, not prepared",
+            rec.migration_id
+        ))),
+    }
+}
+
+/// `Peer.Abort`: discard the copy (before Commit only). Aborting an unknown migration is a
+/// success: there is nothing to discard.
+pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortReply, Status> {
+    let Some(mut rec) = own_record(node, peer, &r.migration_id)? else {
+        lock(&node.copies.negotiated).remove(&r.migration_id);
+        return Ok(AbortReply {});
+    };
+    match rec.state.as_str() {
+        "aborted" => Ok(AbortReply {}),
+        "receiving" => {
+            lock(&node.copies.aborted).insert(rec.migration_id.clone());
+            Ok(AbortReply {})
+        }
+        "prepared" => abort_local(node, &mut rec, "aborted by the origin").map(|()| AbortReply {}),
+        s => Err(Status::failed_precondition(format!(
+            "migration {} is {s}: the copy runs and is the only one",
+            rec.migration_id
+        ))),
+    }
+}
+
+/// `Peer.Query`: this agent's record of a migration (either role).
 pub async fn query(
-    _node: &NodeRef,
+    node: &NodeRef,
     _peer: &str,
-    _req: MigrationRef,
+    r: MigrationRef,
 ) -> Result<MigrationRecord, Status> {
-    Err(not_built())
+    node.store
+        .get(&r.migration_id)
+        .map_err(store_err)?
+        .ok_or_else(|| Status::not_found(format!("no migration {}", r.migration_id)))
+}
+
+/// Watches a prepared copy: if neither Commit nor Abort came after a while (the link or the
+/// origin's agent failed at the commit point), asks the origin until its record decides.
+pub(crate) fn watch(node: NodeRef, id: String) {
+    tokio::spawn(async move {
+        tokio::time::sleep(WATCH_AFTER).await;
+        resolve_prepared(node, id).await;
+    });
+}
+
+/// Asks the origin about a prepared copy until its answer decides: committed → run it,
+/// aborted (or unknown there) → end it. Meanwhile the copy stays stopped.
+pub(crate) async fn resolve_prepared(node: NodeRef, id: String) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let Ok(Some(mut rec)) = node.store.get(&id) else {
+            return;
+        };
+        if rec.state != "prepared" && rec.state != "committed" {
+            return;
+        }
+        if rec.state == "committed" {
+            let _ = commit_local(&node, &mut rec);
+            return;
+        }
+        match ask(&node, &rec.peer, &id).await {
+            Ok(Some(origin)) => match origin.state.as_str() {
+                "committed" | "done" => {
+                    let _ = commit_local(&node, &mut rec);
+                    return;
+                }
+                "aborted" => {
+                    let _ = abort_local(
+                        &node,
+                        &mut rec,
+                        &format!("the origin aborted: {}", origin.detail),
+                    );
+                    return;
+                }
+                s => tracing::info!(migration = %id, origin = s, "copy held, origin undecided"),
+            },
+            Ok(None) => {
+                let _ = abort_local(&node, &mut rec, "the origin has no record of it");
+                return;
+            }
+            Err(e) => tracing::info!(migration = %id, error = %e, "origin unreachable, copy held"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn ask(node: &NodeRef, peer: &str, id: &str) -> Result<Option<MigrationRecord>, String> {
+    let ch = node.peers.channel(peer).map_err(|e| chain(&e))?;
+    let mut client = PeerClient::new(ch);
+    match client
+        .query(MigrationRef {
+            migration_id: id.to_string(),
+        })
+        .await
+    {
+        Ok(r) => Ok(Some(r.into_inner())),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(s.message().to_string()),
+    }
+}
+
+/// On start: resolve what this agent held as a destination.
+pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
+    match rec.state.as_str() {
+        // The half-built task died with us (PTRACE_O_EXITKILL).
+        "receiving" => {
+            let _ = std::fs::remove_dir_all(shipped_dir(&rec.migration_id));
+            let _ = node.store.set(
+                &mut rec,
+                "aborted",
+                "the agent stopped while the image arrived; the half-built copy died with it",
+            );
+        }
+        "prepared" => {
+            if let Some((pid, start_time)) = copy_of(&rec) {
+                lock(&node.copies.held).insert(rec.migration_id.clone(), Held { pid, start_time });
+            }
+            resolve_prepared(node, rec.migration_id).await;
+        }
+        "committed" => {
+            let _ = commit_local(&node, &mut rec);
+        }
+        s if !is_final(s) => {
+            tracing::warn!(migration = %rec.migration_id, state = s, "unknown state")
+        }
+        _ => {}
+    }
 }

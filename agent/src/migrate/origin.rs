@@ -1,21 +1,884 @@
-//! The origin side of a migration.
+//! The origin's side of a migration (docs/migration.md): record, negotiate, freeze, stream,
+//! and at the commit point turn the original into the stub, or give it back untouched.
 //!
-//! Placeholder with the agreed signature: the migrate work replaces it.
+//! Everything that traces the process runs on one dedicated thread (the tracer), which owns
+//! the frozen process from the freeze to its end; the async side talks to it through
+//! channels.
 
-use ferry_proto::v1::{MigrateEvent, MigrateRequest};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry_proto::v1::migrate_event::Event;
+use ferry_proto::v1::peer_client::PeerClient;
+use ferry_proto::v1::transfer_chunk::Part;
+use ferry_proto::v1::{
+    FileCheck, MigrateEvent, MigrateRequest, MigrateSummary, MigrationRecord, MigrationRef,
+    NegotiateRequest, Progress, ShippedFile, SinkChunk, TransferChunk, TransferHeader,
+    TransferReply,
+};
+use nix::unistd::Pid;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+use tonic::transport::Channel;
 
+use super::records::is_final;
+use super::{chain, fault, negotiate, start_time};
 use crate::daemon::NodeRef;
+use crate::dump::{self, DumpOptions};
+use crate::image::{Codec, WriteStats};
+use crate::relay::origin::{Plan, become_stub};
 
-/// Runs one migration requested on the local API, reporting progress and the end on `tx`.
+/// Image bytes per `TransferChunk`.
+const CHUNK: usize = 1 << 20;
+/// Largest gRPC message either side accepts.
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// A client of a peer agent, with room for our chunks.
+pub fn peer_client(ch: Channel) -> PeerClient<Channel> {
+    PeerClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// A new migration id: 16 random hex digits.
+fn new_id() -> String {
+    let mut b = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).unwrap_or_else(|_| {
+        b = (std::process::id() as u64 ^ super::records::now_ms()).to_le_bytes()
+    });
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What the tracer thread reports.
+#[derive(Debug)]
+enum Ev {
+    /// Frozen and collected: the header is on its way.
+    Frozen { since: Instant, total: u64 },
+    /// The whole image was handed to the stream.
+    Written(WriteStats),
+    /// Freezing or writing failed; the process was given back (thawed).
+    Failed(String),
+    /// The execve of the stub happened: the copy on the destination is the only one.
+    Stubbed(Plan),
+    /// The stub could not be injected; the process was given back (thawed).
+    StubFailed(String),
+    /// Thawed on request.
+    Thawed,
+}
+
+/// What the async side tells the tracer after the image went out.
+#[derive(Debug)]
+enum Cmd {
+    Commit,
+    Thaw,
+}
+
+/// Sends the image in `TransferChunk`s of about [`CHUNK`] bytes; the faults that act on the
+/// stream act here.
+struct ChunkWriter {
+    tx: mpsc::Sender<TransferChunk>,
+    buf: Vec<u8>,
+    wire: Arc<AtomicU64>,
+    raw: Arc<AtomicU64>,
+    half: u64,
+    corrupt: bool,
+    pause: bool,
+}
+
+impl ChunkWriter {
+    fn flush_chunk(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let past_half = self.raw.load(Ordering::Relaxed) >= self.half;
+        if self.corrupt && past_half {
+            // After the image writer made its digests: the destination must notice.
+            let i = data.len() / 2;
+            data[i] ^= 0x5a;
+            self.corrupt = false;
+            tracing::warn!("FERRY_FAULT corrupt-chunk: flipped a byte");
+        }
+        if self.pause && past_half {
+            self.pause = false;
+            tracing::warn!("FERRY_FAULT pause-mid-stream: sleeping 5 s");
+            std::thread::sleep(Duration::from_secs(5));
+        }
+        let n = data.len() as u64;
+        self.tx
+            .blocking_send(TransferChunk {
+                part: Some(Part::Image(data)),
+            })
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stream closed"))?;
+        self.wire.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.flush_chunk()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flush_chunk()
+    }
+}
+
+/// Everything the tracer thread needs.
+struct TracerJob {
+    pid: i32,
+    id: String,
+    codec: Codec,
+    socket: PathBuf,
+    ship: Vec<String>,
+    chunks: mpsc::Sender<TransferChunk>,
+    events: mpsc::UnboundedSender<Ev>,
+    cmds: std::sync::mpsc::Receiver<Cmd>,
+    wire: Arc<AtomicU64>,
+    raw: Arc<AtomicU64>,
+}
+
+/// The tracer: freeze, header, shipped files, image; then wait for the decision.
+fn tracer(job: TracerJob) {
+    let TracerJob {
+        pid,
+        id,
+        codec,
+        socket,
+        ship,
+        chunks,
+        events,
+        cmds,
+        wire,
+        raw,
+    } = job;
+    let opts = DumpOptions {
+        codec,
+        // Sockets stay on the origin and are relayed: no TCP_REPAIR.
+        relay_sockets: true,
+        ..DumpOptions::default()
+    };
+    let held = match dump::hold(Pid::from_raw(pid), opts) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = events.send(Ev::Failed(format!("freeze: {}", chain(&e))));
+            return;
+        }
+    };
+    let total: u64 = held
+        .state
+        .mm
+        .vmas
+        .iter()
+        .map(|v| v.stored_pages() * 4096)
+        .sum();
+    let _ = events.send(Ev::Frozen {
+        since: held.since,
+        total,
+    });
+    let plan = match Plan::capture(&held) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = held.thaw();
+            let _ = events.send(Ev::Failed(format!("relay: {}", chain(&e))));
+            return;
+        }
+    };
+    let header = TransferHeader {
+        migration_id: id.clone(),
+        relays: plan.endpoints(),
+        image_bytes_hint: total,
+    };
+    let sent = (|| -> Result<WriteStats, String> {
+        let closed = || "the transfer stream closed".to_string();
+        chunks
+            .blocking_send(TransferChunk {
+                part: Some(Part::Header(header)),
+            })
+            .map_err(|_| closed())?;
+        for path in &ship {
+            ship_file(pid, path, &chunks, &wire)?;
+        }
+        let out = ChunkWriter {
+            tx: chunks.clone(),
+            buf: Vec::with_capacity(CHUNK),
+            wire: wire.clone(),
+            raw: raw.clone(),
+            half: total / 2,
+            corrupt: fault("corrupt-chunk"),
+            pause: fault("pause-mid-stream"),
+        };
+        let (mut out, stats) = held
+            .write_counting(out, codec, Some(&raw))
+            .map_err(|e| chain(&e))?;
+        out.flush_chunk().map_err(|_| closed())?;
+        Ok(stats)
+    })();
+    // The stream ends here (the destination sees its end).
+    drop(chunks);
+    match sent {
+        Ok(stats) => {
+            let _ = events.send(Ev::Written(stats));
+        }
+        Err(why) => {
+            let _ = held.thaw();
+            let _ = events.send(Ev::Failed(why));
+            return;
+        }
+    }
+    match cmds.recv() {
+        Ok(Cmd::Commit) => match become_stub(&held, &plan, &id, &socket) {
+            Ok(()) => {
+                if let Err(e) = held.detach_as_is() {
+                    tracing::warn!(migration = %id, error = %chain(&e), "detach the stub");
+                }
+                let _ = events.send(Ev::Stubbed(plan));
+            }
+            Err(e) => {
+                let _ = held.thaw();
+                let _ = events.send(Ev::StubFailed(chain(&e)));
+            }
+        },
+        // Told to, or the migration was dropped (the agent is going away): give it back.
+        Ok(Cmd::Thaw) | Err(_) => {
+            let _ = held.thaw();
+            let _ = events.send(Ev::Thawed);
+        }
+    }
+}
+
+/// Sends one file the destination lacks, in pieces.
+fn ship_file(
+    pid: i32,
+    path: &str,
+    chunks: &mpsc::Sender<TransferChunk>,
+    wire: &AtomicU64,
+) -> Result<(), String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let local = negotiate::in_root(pid, path);
+    let mut f = std::fs::File::open(&local).map_err(|e| format!("ship {path}: {e}"))?;
+    let mode = f
+        .metadata()
+        .map_err(|e| format!("ship {path}: {e}"))?
+        .mode();
+    loop {
+        let mut data = vec![0u8; CHUNK];
+        let mut n = 0;
+        while n < CHUNK {
+            match f.read(&mut data[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => return Err(format!("ship {path}: {e}")),
+            }
+        }
+        data.truncate(n);
+        let last = n < CHUNK;
+        wire.fetch_add(n as u64, Ordering::Relaxed);
+        chunks
+            .blocking_send(TransferChunk {
+                part: Some(Part::File(ShippedFile {
+                    path: path.to_string(),
+                    mode,
+                    data,
+                    last,
+                })),
+            })
+            .map_err(|_| "the transfer stream closed".to_string())?;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// One migration as the origin runs it.
+struct Origin {
+    node: NodeRef,
+    req: MigrateRequest,
+    tx: mpsc::Sender<Result<MigrateEvent, Status>>,
+    rec: MigrationRecord,
+    t0: Instant,
+    wire: Arc<AtomicU64>,
+    raw: Arc<AtomicU64>,
+    total: u64,
+}
+
+/// Moves `req.pid` to `req.to`, reporting progress on `tx`, which ends with the summary or an
+/// error status.
 pub async fn migrate(
     node: NodeRef,
     req: MigrateRequest,
     tx: mpsc::Sender<Result<MigrateEvent, Status>>,
 ) {
-    let _ = (node, req);
+    let mut m = Origin {
+        rec: MigrationRecord {
+            migration_id: new_id(),
+            role: "origin".into(),
+            peer: req.to.clone(),
+            pid: req.pid,
+            ..Default::default()
+        },
+        node,
+        req,
+        tx: tx.clone(),
+        t0: Instant::now(),
+        wire: Arc::default(),
+        raw: Arc::default(),
+        total: 0,
+    };
+    let result = m.run().await;
+    if let Err(s) = &result {
+        tracing::warn!(migration = %m.rec.migration_id, error = %s.message(), "migration failed");
+    }
     let _ = tx
-        .send(Err(Status::unimplemented("migration is not built yet")))
+        .send(result.map(|s| MigrateEvent {
+            event: Some(Event::Done(s)),
+        }))
         .await;
+}
+
+impl Origin {
+    async fn progress(&self, phase: &str) {
+        let _ = self
+            .tx
+            .send(Ok(MigrateEvent {
+                event: Some(Event::Progress(Progress {
+                    migration_id: self.rec.migration_id.clone(),
+                    phase: phase.into(),
+                    bytes: self.raw.load(Ordering::Relaxed),
+                    total: self.total,
+                    wire_bytes: self.wire.load(Ordering::Relaxed),
+                })),
+            }))
+            .await;
+    }
+
+    fn record(&mut self, state: &str, detail: impl Into<String>) -> Result<(), Status> {
+        self.node
+            .store
+            .set(&mut self.rec, state, detail)
+            .map_err(|e| Status::internal(format!("migration records: {}", chain(&e))))
+    }
+
+    /// Records the end of a migration that failed before the commit point, and says so.
+    fn fail(&mut self, status: Status) -> Status {
+        let _ = self.record("aborted", status.message().to_string());
+        status
+    }
+
+    async fn run(&mut self) -> Result<MigrateSummary, Status> {
+        let pid = self.req.pid;
+        let to = self.req.to.clone();
+        if pid <= 1 {
+            return Err(Status::invalid_argument(format!("bad pid {pid}")));
+        }
+        let codec_req = self.req.compress.clone();
+        if !matches!(codec_req.as_str(), "" | "auto" | "zstd" | "lz4" | "none") {
+            return Err(Status::invalid_argument(format!(
+                "--compress {codec_req}: expected auto, zstd, lz4 or none"
+            )));
+        }
+        self.rec.start_time =
+            start_time(pid).ok_or_else(|| Status::not_found(format!("no process {pid}")))?;
+        self.record("started", format!("to {to}"))?;
+        let id = self.rec.migration_id.clone();
+        tracing::info!(migration = %id, pid, %to, "migration started");
+
+        let channel = self
+            .node
+            .peers
+            .channel(&to)
+            .map_err(|e| Status::invalid_argument(chain(&e)))
+            .map_err(|s| self.fail(s))?;
+        let mut client = peer_client(channel.clone());
+
+        // Negotiation, before anything is frozen.
+        self.progress("negotiate").await;
+        let files = tokio::task::spawn_blocking(move || negotiate::file_checks(pid))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let neg = NegotiateRequest {
+            migration_id: id.clone(),
+            kernel_release: negotiate::kernel_release(),
+            xsave_features: negotiate::xsave_features(),
+            vdso_sha256: negotiate::vdso_sha256(),
+            files: files.clone(),
+        };
+        let reply = client
+            .negotiate(neg)
+            .await
+            .map_err(|s| Status::unavailable(format!("{to}: negotiation: {}", s.message())))
+            .map_err(|s| self.fail(s))?
+            .into_inner();
+        if !reply.problems.is_empty() {
+            return Err(self.fail(Status::failed_precondition(format!(
+                "{to} cannot run pid {pid}:\n  {}",
+                reply.problems.join("\n  ")
+            ))));
+        }
+        let ship = self.files_to_ship(&files, &reply.file_problems)?;
+        self.record(
+            "negotiated",
+            if ship.is_empty() {
+                String::new()
+            } else {
+                format!("shipping {} file(s)", ship.len())
+            },
+        )?;
+
+        let codec = match codec_req.as_str() {
+            "zstd" => Codec::Zstd,
+            "lz4" => Codec::Lz4,
+            "none" => Codec::None,
+            _ => choose_codec(&mut client, pid).await,
+        };
+        let codec_name = codec_name(codec);
+
+        // Freeze, stream.
+        self.progress("freeze").await;
+        let (chunk_tx, chunk_rx) = mpsc::channel::<TransferChunk>(8);
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let job = TracerJob {
+            pid,
+            id: id.clone(),
+            codec,
+            socket: self.node.config.socket.clone(),
+            ship: ship.clone(),
+            chunks: chunk_tx,
+            events: ev_tx,
+            cmds: cmd_rx,
+            wire: self.wire.clone(),
+            raw: self.raw.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("migrate-{id}"))
+            .spawn(move || tracer(job))
+            .map_err(|e| self.fail(Status::internal(format!("start the tracer thread: {e}"))))?;
+
+        let since = match ev_rx.recv().await {
+            Some(Ev::Frozen { since, total }) => {
+                self.total = total;
+                since
+            }
+            Some(Ev::Failed(why)) => return Err(self.fail(Status::failed_precondition(why))),
+            other => {
+                return Err(self.fail(Status::internal(format!("tracer: unexpected {other:?}"))));
+            }
+        };
+        // From here until the commit point, a failure gives the process back (the tracer
+        // thaws it) and discards the copy.
+        self.record("frozen", "streaming")?;
+        let mut transfer = tokio::spawn({
+            let mut client = client.clone();
+            async move { client.transfer(ReceiverStream::new(chunk_rx)).await }
+        });
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut stats = None;
+        let mut tracer_failed = None;
+        let reply: Result<TransferReply, Status> = loop {
+            tokio::select! {
+                r = &mut transfer => {
+                    break match r {
+                        Ok(Ok(r)) => Ok(r.into_inner()),
+                        Ok(Err(s)) => Err(s),
+                        Err(e) => Err(Status::internal(e.to_string())),
+                    };
+                }
+                ev = ev_rx.recv(), if stats.is_none() && tracer_failed.is_none() => match ev {
+                    Some(Ev::Written(s)) => {
+                        stats = Some(s);
+                        self.progress("restore").await;
+                    }
+                    Some(Ev::Failed(why)) => tracer_failed = Some(why),
+                    _ => tracer_failed = Some("the tracer thread ended".into()),
+                },
+                _ = tick.tick() => {
+                    let phase = if stats.is_some() { "restore" } else { "stream" };
+                    self.progress(phase).await;
+                }
+            }
+        };
+        let reply = match (reply, tracer_failed) {
+            (Ok(r), None) => r,
+            (r, failed) => {
+                let _ = cmd_tx.send(Cmd::Thaw);
+                let why = match (failed, r) {
+                    (Some(f), Err(s)) => format!("{f}; {to}: {}", s.message()),
+                    (Some(f), Ok(_)) => f,
+                    (None, Err(s)) => format!("{to}: {}", s.message()),
+                    (None, Ok(_)) => unreachable!("handled above"),
+                };
+                // Wait until the process runs again before saying so.
+                while let Some(ev) = ev_rx.recv().await {
+                    if matches!(ev, Ev::Thawed | Ev::Failed(_)) {
+                        break;
+                    }
+                }
+                abort_remote(self.node.clone(), to.clone(), id.clone());
+                return Err(self.fail(Status::aborted(format!(
+                    "migration failed, pid {pid} goes on here: {why}"
+                ))));
+            }
+        };
+        let stats = match stats {
+            Some(s) => s,
+            None => match ev_rx.recv().await {
+                Some(Ev::Written(s)) => s,
+                _ => WriteStats::default(),
+            },
+        };
+        self.rec.remote_pid = reply.pid;
+        self.record(
+            "prepared",
+            format!("copy held stopped on {to} as pid {}", reply.pid),
+        )?;
+
+        // The commit point.
+        self.progress("commit").await;
+        self.record("committing", "turning the original into the stub")?;
+        if fault("origin-exit-before-commit") {
+            tracing::error!(migration = %id, "FERRY_FAULT origin-exit-before-commit: exiting");
+            std::process::exit(70);
+        }
+        let _ = cmd_tx.send(Cmd::Commit);
+        let plan = loop {
+            match ev_rx.recv().await {
+                Some(Ev::Stubbed(plan)) => break plan,
+                Some(Ev::StubFailed(why)) => {
+                    abort_remote(self.node.clone(), to.clone(), id.clone());
+                    return Err(self.fail(Status::aborted(format!(
+                        "the stub could not be injected, pid {pid} goes on here: {why}"
+                    ))));
+                }
+                Some(Ev::Written(_)) => continue,
+                other => {
+                    // The tracer is gone without a word: it cannot have done the execve
+                    // without reporting it, so the original was given back.
+                    abort_remote(self.node.clone(), to.clone(), id.clone());
+                    return Err(
+                        self.fail(Status::internal(format!("tracer: unexpected {other:?}")))
+                    );
+                }
+            }
+        };
+        if fault("origin-exit-after-commit") {
+            tracing::error!(migration = %id, "FERRY_FAULT origin-exit-after-commit: exiting");
+            std::process::exit(70);
+        }
+        // Past the commit point: the copy is the only one. Never abort now; Commit until
+        // the destination acknowledges.
+        commit_remote(&self.node, &mut client, &id, &to)
+            .await
+            .map_err(|why| {
+                let _ = self.record("aborted", why.clone());
+                Status::data_loss(why)
+            })?;
+        let frozen = since.elapsed();
+        self.record("committed", format!("running on {to} as pid {}", reply.pid))?;
+        // The relay runs on its own; it ends with the remote process or the stub.
+        drop(crate::relay::origin::start(
+            self.node.clone(),
+            plan,
+            pid,
+            id.clone(),
+            channel,
+        ));
+        self.record(
+            "done",
+            format!("running on {to} as pid {}; relaying", reply.pid),
+        )?;
+        let mut warnings = reply.warnings;
+        if !ship.is_empty() {
+            warnings.push(format!(
+                "shipped {} file(s): {}",
+                ship.len(),
+                ship.join(", ")
+            ));
+        }
+        tracing::info!(migration = %id, frozen = ?frozen, "migration done");
+        Ok(MigrateSummary {
+            migration_id: id,
+            remote_pid: reply.pid,
+            total_us: self.t0.elapsed().as_micros() as u64,
+            frozen_us: frozen.as_micros() as u64,
+            wire_bytes: self.wire.load(Ordering::Relaxed),
+            raw_bytes: stats.raw_bytes,
+            codec: codec_name.into(),
+            warnings,
+        })
+    }
+
+    /// The files to send along: those the destination lacks, with `--ship-files`; without
+    /// it, any such file refuses the migration with the list.
+    fn files_to_ship(
+        &mut self,
+        files: &[FileCheck],
+        problems: &[String],
+    ) -> Result<Vec<String>, Status> {
+        if problems.is_empty() {
+            return Ok(Vec::new());
+        }
+        let to = &self.req.to;
+        if !self.req.ship_files {
+            return Err(self.fail(Status::failed_precondition(format!(
+                "files missing or different on {to} (--ship-files sends them along):\n  {}",
+                problems.join("\n  ")
+            ))));
+        }
+        let mut ship = Vec::new();
+        let mut unshippable = Vec::new();
+        for p in problems {
+            match files
+                .iter()
+                .filter(|f| p.starts_with(&format!("{}: ", f.path)))
+                .max_by_key(|f| f.path.len())
+            {
+                Some(f) if f.size > 0 || !f.build_id.is_empty() || !f.sha256.is_empty() => {
+                    ship.push(f.path.clone());
+                }
+                _ => unshippable.push(p.clone()),
+            }
+        }
+        if !unshippable.is_empty() {
+            return Err(self.fail(Status::failed_precondition(format!(
+                "directories missing on {to} (only files can be shipped):\n  {}",
+                unshippable.join("\n  ")
+            ))));
+        }
+        Ok(ship)
+    }
+}
+
+fn codec_name(c: Codec) -> &'static str {
+    match c {
+        Codec::None => "none",
+        Codec::Zstd => "zstd",
+        Codec::Lz4 => "lz4",
+    }
+}
+
+/// Sends Commit until the destination acknowledges it. Gives up only when the destination
+/// says the copy is gone (then nothing can bring the process back; it is said loudly).
+async fn commit_remote(
+    _node: &NodeRef,
+    client: &mut PeerClient<Channel>,
+    id: &str,
+    to: &str,
+) -> Result<(), String> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client
+            .commit(MigrationRef {
+                migration_id: id.to_string(),
+            })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                return Err(format!(
+                    "after the stub took the original's place, {to} refused to commit: {}",
+                    s.message()
+                ));
+            }
+            Err(s) => {
+                tracing::warn!(migration = %id, %to, error = %s.message(), "commit not acknowledged; retrying");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Tells the destination to discard its copy, in the background, until it acknowledges.
+fn abort_remote(node: NodeRef, to: String, id: String) {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let r = match node.peers.channel(&to) {
+                Ok(ch) => peer_client(ch)
+                    .abort(MigrationRef {
+                        migration_id: id.clone(),
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.message().to_string()),
+                Err(e) => Err(chain(&e)),
+            };
+            match r {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::info!(migration = %id, %to, error = %e, "abort not acknowledged; retrying")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    });
+}
+
+/// `--compress auto`: measures the link (a burst through `Peer.Sink`) and how fast and how
+/// well zstd and lz4 pack a sample of the process's own memory, and picks the codec that
+/// moves raw bytes fastest: for each codec, min(compression speed × workers, link speed ÷
+/// compressed fraction); no compression moves at the link speed. Within 10 %, the cheaper
+/// one wins (none, then lz4, then zstd).
+async fn choose_codec(client: &mut PeerClient<Channel>, pid: i32) -> Codec {
+    const PROBE: usize = 16 << 20;
+    let t = Instant::now();
+    let burst = futures_burst(PROBE);
+    let link = match client.sink(burst).await {
+        Ok(_) => PROBE as f64 / t.elapsed().as_secs_f64(),
+        Err(s) => {
+            tracing::info!(error = %s.message(), "link probe failed; using zstd");
+            return Codec::Zstd;
+        }
+    };
+    let sample = tokio::task::spawn_blocking(move || sample_memory(pid, 4 << 20))
+        .await
+        .unwrap_or_default();
+    if sample.len() < 64 << 10 {
+        return Codec::Lz4;
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let rate = |c: &dyn Fn(&[u8]) -> usize| {
+        let t = Instant::now();
+        let n = c(&sample);
+        let speed = sample.len() as f64 / t.elapsed().as_secs_f64().max(1e-6);
+        let frac = (n as f64 / sample.len() as f64).max(0.001);
+        (speed * workers).min(link / frac)
+    };
+    let zstd = rate(&|s| zstd::bulk::compress(s, 1).map_or(s.len(), |v| v.len()));
+    let lz4 = rate(&|s| lz4_flex::block::compress(s).len());
+    let none = link;
+    let best = zstd.max(lz4).max(none);
+    let pick = if none >= best * 0.9 {
+        Codec::None
+    } else if lz4 >= best * 0.9 {
+        Codec::Lz4
+    } else {
+        Codec::Zstd
+    };
+    tracing::info!(
+        link_mb_s = link / 1e6,
+        zstd_mb_s = zstd / 1e6,
+        lz4_mb_s = lz4 / 1e6,
+        pick = codec_name(pick),
+        "compression chosen"
+    );
+    pick
+}
+
+fn futures_burst(bytes: usize) -> impl tokio_stream::Stream<Item = SinkChunk> + Send + 'static {
+    let piece = vec![0x5au8; 1 << 20];
+    tokio_stream::iter((0..bytes / piece.len()).map(move |_| SinkChunk {
+        data: piece.clone(),
+    }))
+}
+
+/// Up to `max` bytes of the process's anonymous memory, read while it runs.
+fn sample_memory(pid: i32, max: usize) -> Vec<u8> {
+    let Ok(maps) = crate::proc::read(pid, "maps") else {
+        return Vec::new();
+    };
+    let Ok(entries) = crate::proc::parse_maps(&maps) else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(max);
+    for e in entries
+        .iter()
+        .filter(|e| e.inode == 0 && e.prot & libc::PROT_READ as u32 != 0)
+        .filter(|e| e.name.is_empty() || e.name == "[heap]" || e.name == "[stack]")
+    {
+        let len = ((e.end - e.start) as usize)
+            .min(max - out.len())
+            .min(1 << 20);
+        let mut buf = vec![0u8; len];
+        let remote = [nix::sys::uio::RemoteIoVec {
+            base: e.start as usize,
+            len,
+        }];
+        if let Ok(n) = nix::sys::uio::process_vm_readv(
+            Pid::from_raw(pid),
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &remote,
+        ) {
+            out.extend_from_slice(&buf[..n]);
+        }
+        if out.len() >= max {
+            break;
+        }
+    }
+    out
+}
+
+/// On start: resolves a migration this agent was the origin of (rule 3).
+pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
+    let id = rec.migration_id.clone();
+    let to = rec.peer.clone();
+    let stubbed = || {
+        start_time(rec.pid) == Some(rec.start_time)
+            && std::fs::read_link(format!("/proc/{}/exe", rec.pid))
+                .is_ok_and(|p| p.file_name().is_some_and(|n| n == "ferry-stub"))
+    };
+    let state = rec.state.clone();
+    let remote_pid = rec.remote_pid;
+    match state.as_str() {
+        "committing" if stubbed() => {
+            let _ = node.store.set(
+                &mut rec,
+                "committing",
+                "the stub replaced the original before the agent stopped; committing",
+            );
+            let mut delay = Duration::from_millis(500);
+            loop {
+                let r = match node.peers.channel(&to) {
+                    Ok(ch) => commit_remote(&node, &mut peer_client(ch), &id, &to).await,
+                    Err(e) => {
+                        tracing::info!(migration = %id, error = %chain(&e), "no channel; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                };
+                let _ = match r {
+                    Ok(()) => node.store.set(
+                        &mut rec,
+                        "done",
+                        format!(
+                            "committed after an agent restart; running on {to} as pid {} \
+                             (the relay was not resumed)",
+                            remote_pid
+                        ),
+                    ),
+                    Err(why) => node.store.set(&mut rec, "aborted", why),
+                };
+                return;
+            }
+        }
+        s if !is_final(s) => {
+            // Before the execve: the original was given back by the kernel when its tracer
+            // died (PTRACE_SEIZE without EXITKILL), or never frozen.
+            let _ = node.store.set(
+                &mut rec,
+                "aborted",
+                format!("the agent stopped at {s}; the original went on here"),
+            );
+            abort_remote(node.clone(), to, id);
+        }
+        _ => {}
+    }
 }

@@ -1,22 +1,182 @@
-//! Migration records in an embedded transactional store, written before each step they guard.
+//! Migration records in an embedded transactional store (redb), written before each step they
+//! guard: whatever happens to the agent, a restarted one knows what every migration it took
+//! part in was doing, and resolves it (see [`super::resolve`]).
+//!
+//! One table, keyed by migration id; each value is the `MigrationRecord` protobuf.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_proto::v1::MigrationRecord;
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("migrations");
+
+/// The directory of the agent's state: `$FERRY_STATE_DIR`, default `/var/lib/ferry`.
+pub fn state_dir() -> PathBuf {
+    match std::env::var_os("FERRY_STATE_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/var/lib/ferry"),
+    }
+}
+
+/// Why the records store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    /// The store could not be opened or created.
+    #[error("open the records store {path}")]
+    Open {
+        /// Its path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A transaction failed.
+    #[error("records store: {step}")]
+    Db {
+        /// Which step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A stored value is not a record.
+    #[error("record {id} is unreadable")]
+    Decode {
+        /// Its key.
+        id: String,
+        /// Cause.
+        #[source]
+        source: prost::DecodeError,
+    },
+}
+
+fn db<E: Into<redb::Error>>(step: &'static str) -> impl FnOnce(E) -> RecordsError {
+    move |e| RecordsError::Db {
+        step,
+        source: Box::new(e.into()),
+    }
+}
+
+/// Milliseconds since the epoch, for the records' timestamps.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// The store.
-#[derive(Debug, Default)]
-pub struct Store {}
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
 
-// Placeholder with the agreed signature: the migrate work replaces it.
-
-/// Reading the records failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ListRecordsError {
-    /// The store is not built yet.
-    #[error("the migration records store is not built yet")]
-    NotBuilt,
+impl Default for Store {
+    /// A store that lives in memory only (for tests and tools; `ferryd` uses [`Store::open`]).
+    fn default() -> Self {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("an in-memory database always opens");
+        let store = Self { db };
+        store
+            .init()
+            .expect("an in-memory database always takes a table");
+        store
+    }
 }
 
 impl Store {
-    /// Every record, origin and destination roles.
-    pub fn list(&self) -> Result<Vec<ferry_proto::v1::MigrationRecord>, ListRecordsError> {
-        Err(ListRecordsError::NotBuilt)
+    /// Opens (or creates) `records.redb` in `dir`, creating the directory.
+    pub fn open(dir: &Path) -> Result<Self, RecordsError> {
+        let path = dir.join("records.redb");
+        let open_err = |e: redb::Error| RecordsError::Open {
+            path: path.clone(),
+            source: Box::new(e),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
+        let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
+        let store = Self { db };
+        store.init()?;
+        Ok(store)
     }
+
+    /// Opens the store in [`state_dir`].
+    pub fn open_default() -> Result<Self, RecordsError> {
+        Self::open(&state_dir())
+    }
+
+    fn init(&self) -> Result<(), RecordsError> {
+        let w = self.db.begin_write().map_err(db("begin"))?;
+        w.open_table(RECORDS).map_err(db("open table"))?;
+        w.commit().map_err(db("commit"))
+    }
+
+    /// Writes `rec` (durably: the transaction is committed when this returns), stamping its
+    /// update time.
+    pub fn put(&self, rec: &mut MigrationRecord) -> Result<(), RecordsError> {
+        rec.updated_unix_ms = now_ms();
+        if rec.started_unix_ms == 0 {
+            rec.started_unix_ms = rec.updated_unix_ms;
+        }
+        let bytes = rec.encode_to_vec();
+        let w = self.db.begin_write().map_err(db("begin"))?;
+        {
+            let mut t = w.open_table(RECORDS).map_err(db("open table"))?;
+            t.insert(rec.migration_id.as_str(), bytes.as_slice())
+                .map_err(db("insert"))?;
+        }
+        w.commit().map_err(db("commit"))
+    }
+
+    /// Sets the state (and detail) of `rec` and writes it.
+    pub fn set(
+        &self,
+        rec: &mut MigrationRecord,
+        state: &str,
+        detail: impl Into<String>,
+    ) -> Result<(), RecordsError> {
+        rec.state = state.to_string();
+        rec.detail = detail.into();
+        self.put(rec)
+    }
+
+    /// The record of one migration.
+    pub fn get(&self, id: &str) -> Result<Option<MigrationRecord>, RecordsError> {
+        let r = self.db.begin_read().map_err(db("begin"))?;
+        let t = r.open_table(RECORDS).map_err(db("open table"))?;
+        let Some(v) = t.get(id).map_err(db("get"))? else {
+            return Ok(None);
+        };
+        MigrationRecord::decode(v.value())
+            .map(Some)
+            .map_err(|source| RecordsError::Decode {
+                id: id.to_string(),
+                source,
+            })
+    }
+
+    /// Every record, oldest first.
+    pub fn list(&self) -> Result<Vec<MigrationRecord>, RecordsError> {
+        let r = self.db.begin_read().map_err(db("begin"))?;
+        let t = r.open_table(RECORDS).map_err(db("open table"))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db("iterate"))? {
+            let (k, v) = item.map_err(db("read"))?;
+            out.push(MigrationRecord::decode(v.value()).map_err(|source| {
+                RecordsError::Decode {
+                    id: k.value().to_string(),
+                    source,
+                }
+            })?);
+        }
+        out.sort_by_key(|r| (r.started_unix_ms, r.migration_id.clone()));
+        Ok(out)
+    }
+}
+
+/// Whether a record's state is final.
+pub fn is_final(state: &str) -> bool {
+    matches!(state, "done" | "aborted")
 }

@@ -34,6 +34,10 @@ pub struct RestoreOptions {
     pub pid_ns: PidNsMode,
     /// Give fds 0–2 the restoring command's own stdio.
     pub inherit_stdio: bool,
+    /// Leave the process group-stopped (a `SIGSTOP` queued before the final detach) instead
+    /// of running: a migrated copy waits so until its origin commits, and stays so, never
+    /// running, if the restorer dies meanwhile. `SIGCONT` lets it go.
+    pub stopped: bool,
 }
 
 /// The restored process.
@@ -302,7 +306,9 @@ pub fn restore_with<R: Read + Send>(
         t.set_xstate(&ts.xstate)?;
         t.set_sigmask(ts.sigmask)?;
         t.set_regs(&final_regs(ts.regs).into())?;
-        t.detach(None)?;
+        if !opts.stopped {
+            t.detach(None)?;
+        }
     }
     tracee.set_xstate(&thread.xstate)?;
     inj.finish()?;
@@ -310,6 +316,20 @@ pub fn restore_with<R: Read + Send>(
     // stop the last injected call; it is delivered once the task runs.
     tracee.set_sigmask(thread.sigmask)?;
     tracee.set_regs(&final_regs(thread.regs).into())?;
+    if opts.stopped {
+        // Queued while every thread is still in a ptrace stop: the first thread back on its
+        // way to user mode takes it and stops the whole group before any of them runs a
+        // single instruction. Not traced any more, it stays stopped whatever happens to us.
+        nix::sys::signal::kill(task.pid, nix::sys::signal::Signal::SIGSTOP).map_err(|source| {
+            RestoreError::Create {
+                step: "queue SIGSTOP",
+                source,
+            }
+        })?;
+        for (t, _) in &threads {
+            t.detach(None)?;
+        }
+    }
     tracee.detach(None)?;
     shared.finish()?;
     task.disarm();

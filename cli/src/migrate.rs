@@ -1,0 +1,215 @@
+//! `ferry migrate PID --to HOST` and `ferry migrations`: ask the local agent over its Unix
+//! socket.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ferry_proto::v1::agent_client::AgentClient;
+use ferry_proto::v1::migrate_event::Event;
+use ferry_proto::v1::{ListMigrationsRequest, MigrateRequest, MigrationRecord};
+use hyper_util::rt::TokioIo;
+use indicatif::{ProgressBar, ProgressStyle};
+use tonic::transport::{Channel, Endpoint};
+
+/// The agent's socket when neither `--socket` nor `FERRY_SOCKET` says otherwise.
+const DEFAULT_SOCKET: &str = "/run/ferry/ferryd.sock";
+
+/// `ferry migrate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The process to move.
+    pub pid: i32,
+    /// The destination: a peer name of the agent's configuration.
+    #[arg(long, value_name = "HOST")]
+    pub to: String,
+    /// Page compression on the wire; `auto` measures the link and picks.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "zstd", "lz4", "none"])]
+    pub compress: String,
+    /// Send files the destination lacks along with the image.
+    #[arg(long)]
+    pub ship_files: bool,
+    /// The local agent's socket.
+    #[arg(long, env = "FERRY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+}
+
+/// `ferry migrations`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// One JSON object per record.
+    #[arg(long)]
+    pub json: bool,
+    /// The local agent's socket.
+    #[arg(long, env = "FERRY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+}
+
+async fn connect(socket: &Path) -> Result<AgentClient<Channel>> {
+    let path = socket.to_path_buf();
+    // The URI is required but unused: every connection goes to the socket.
+    let channel = Endpoint::try_from("http://ferryd.local")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(s))
+            }
+        }))
+        .await
+        .with_context(|| format!("connect to ferryd at {}", socket.display()))?;
+    Ok(AgentClient::new(channel))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+/// Runs `ferry migrate`.
+pub fn run(args: Args) -> Result<()> {
+    runtime()?.block_on(migrate(args))
+}
+
+async fn migrate(args: Args) -> Result<()> {
+    let mut client = connect(&args.socket).await?;
+    let req = MigrateRequest {
+        pid: args.pid,
+        to: args.to.clone(),
+        compress: args.compress.clone(),
+        ship_files: args.ship_files,
+    };
+    let mut stream = client
+        .migrate(req)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))
+        .with_context(|| format!("migrate pid {} to {}", args.pid, args.to))?
+        .into_inner();
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>9} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.enable_steady_tick(Duration::from_millis(100));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut id = String::new();
+    loop {
+        let ev = match stream.message().await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => {
+                bar.finish_and_clear();
+                bail!("ferryd ended the migration without a summary");
+            }
+            Err(s) => {
+                bar.finish_and_clear();
+                let which = if id.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (migration {id})")
+                };
+                bail!(
+                    "migrate pid {} to {}{which}: {}",
+                    args.pid,
+                    args.to,
+                    s.message()
+                );
+            }
+        };
+        match ev.event {
+            Some(Event::Progress(p)) => {
+                id = p.migration_id;
+                bar.set_prefix(p.phase);
+                if p.total > 0 {
+                    bar.set_length(p.total);
+                }
+                bar.set_position(p.bytes);
+                bar.set_message(format!("wire {}", mb(p.wire_bytes)));
+            }
+            Some(Event::Done(s)) => {
+                bar.finish_and_clear();
+                for w in &s.warnings {
+                    eprintln!("ferry: warning: {w}");
+                }
+                let ratio = if s.wire_bytes > 0 {
+                    s.raw_bytes as f64 / s.wire_bytes as f64
+                } else {
+                    1.0
+                };
+                println!(
+                    "migrated pid {} to {} as pid {} (migration {}): total {:.3} s, frozen {:.3} s, \
+                     {} on the wire for {} of memory ({}, ratio {ratio:.2})",
+                    args.pid,
+                    args.to,
+                    s.remote_pid,
+                    s.migration_id,
+                    s.total_us as f64 / 1e6,
+                    s.frozen_us as f64 / 1e6,
+                    mb(s.wire_bytes),
+                    mb(s.raw_bytes),
+                    s.codec,
+                );
+                return Ok(());
+            }
+            None => {}
+        }
+    }
+}
+
+/// Runs `ferry migrations`.
+pub fn list(args: ListArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        let mut client = connect(&args.socket).await?;
+        let records = client
+            .list_migrations(ListMigrationsRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .context("list migrations")?
+            .into_inner()
+            .records;
+        if args.json {
+            for r in &records {
+                println!("{}", json(r));
+            }
+        } else {
+            println!(
+                "{:<16}  {:<11}  {:<10}  {:>7}  {:>7}  {:<10}  DETAIL",
+                "MIGRATION", "ROLE", "PEER", "PID", "REMOTE", "STATE"
+            );
+            for r in &records {
+                println!(
+                    "{:<16}  {:<11}  {:<10}  {:>7}  {:>7}  {:<10}  {}",
+                    r.migration_id, r.role, r.peer, r.pid, r.remote_pid, r.state, r.detail
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+fn json(r: &MigrationRecord) -> serde_json::Value {
+    serde_json::json!({
+        "migration_id": r.migration_id,
+        "role": r.role,
+        "peer": r.peer,
+        "pid": r.pid,
+        "remote_pid": r.remote_pid,
+        "state": r.state,
+        "detail": r.detail,
+        "started_unix_ms": r.started_unix_ms,
+        "updated_unix_ms": r.updated_unix_ms,
+    })
+}
