@@ -113,6 +113,8 @@ impl Ferryd {
             .arg(&config)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("FERRY_LOG", "debug")
+            // Each agent its own records store (two may run at once).
+            .env("FERRY_STATE_DIR", dir.join(format!("state-{name}")))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -224,7 +226,10 @@ fn assert_refused(what: &str, result: Result<impl std::fmt::Debug, tonic::Status
             assert!(
                 !matches!(
                     status.code(),
-                    tonic::Code::Ok | tonic::Code::Unimplemented | tonic::Code::Unauthenticated
+                    tonic::Code::Ok
+                        | tonic::Code::Unimplemented
+                        | tonic::Code::InvalidArgument
+                        | tonic::Code::Unauthenticated
                 ),
                 "{what}: the call reached a handler ({status:?}) instead of failing in TLS"
             );
@@ -358,7 +363,9 @@ fn mutual_tls_refuses_strangers_and_accepts_peers() -> Result<()> {
         let bytes = sink(channel.clone(), 16).await?;
         assert_eq!(bytes, 16 * (64 << 10));
         let status = negotiate(channel).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+        // An empty request reaches the handler, which judges it.
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("migration id"), "{status:?}");
         anyhow::Ok(())
     })?;
 
@@ -416,17 +423,18 @@ fn local_api_authorizes_by_peer_credentials() -> Result<()> {
         "pid 1: {out}"
     );
 
-    // Its own process passes authorization and reaches the migration.
+    // Its own process passes authorization and reaches the migration, which finds no peer
+    // "beta" in this agent's configuration.
     let out = call(NOBODY, "self")?;
     assert!(
-        out.starts_with("status Unimplemented"),
+        out.starts_with("status InvalidArgument: unknown peer \"beta\""),
         "nobody migrating itself: {out}"
     );
 
     // Root may ask for any process; a missing one is reported as such.
     let out = call(0, &me)?;
     assert!(
-        out.starts_with("status Unimplemented"),
+        out.starts_with("status InvalidArgument: unknown peer \"beta\""),
         "root migrating a root process: {out}"
     );
     let out = call(0, &i32::MAX.to_string())?;
