@@ -28,9 +28,9 @@ impl Drop for HostsUp {
 pub fn run() -> Result<()> {
     util::require_root("the demo")?;
     util::require_tools(&["cc", "ip", "nsenter"])?;
-    say("Building ferry, ferryd and ferry-stub (cargo build --workspace --bins)…");
+    say("Building ferry, ferryd and ferry-stub (cargo build --workspace --bins --exclude xtask)…");
     let mut build = util::cargo();
-    build.args(["build", "--quiet", "--workspace", "--bins"]);
+    build.args(["build", "--quiet", "--workspace", "--bins", "--exclude", "xtask"]);
     util::run(&mut build)?;
     let ferry = util::target_dir().join("debug").join("ferry");
     util::become_subreaper()?;
@@ -136,17 +136,21 @@ fn remote_pid(ferry: &Path, n: u32) -> Result<i32> {
         .arg(&socket)
         .output()
         .context("run ferry migrations")?;
-    let records: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("parse `ferry migrations --json`: {:?}", out.stdout))?;
+    // One JSON object per line.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parse `ferry migrations --json`: {text}"))?;
     records
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .filter(|r| r["role"] == "destination")
         .max_by_key(|r| r["started_unix_ms"].as_u64().unwrap_or(0))
         .and_then(|r| r["pid"].as_i64())
         .and_then(|p| i32::try_from(p).ok())
-        .context("h2 has no record of the copy it restored")
+        .with_context(|| format!("h{n} has no record of the copy it restored"))
 }
 
 /// The single child of `pid` (the program nsenter forked), once there is one.
