@@ -30,7 +30,14 @@ pub fn run() -> Result<()> {
     util::require_tools(&["cc", "ip", "nsenter"])?;
     say("Building ferry, ferryd and ferry-stub (cargo build --workspace --bins --exclude xtask)…");
     let mut build = util::cargo();
-    build.args(["build", "--quiet", "--workspace", "--bins", "--exclude", "xtask"]);
+    build.args([
+        "build",
+        "--quiet",
+        "--workspace",
+        "--bins",
+        "--exclude",
+        "xtask",
+    ]);
     util::run(&mut build)?;
     let ferry = util::target_dir().join("debug").join("ferry");
     util::become_subreaper()?;

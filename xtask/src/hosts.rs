@@ -170,7 +170,14 @@ pub fn up(options: &UpOptions) -> Result<()> {
     }
     if !options.no_agents && !options.no_build {
         let mut build = util::cargo();
-        build.args(["build", "--quiet", "--workspace", "--bins", "--exclude", "xtask"]);
+        build.args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--exclude",
+            "xtask",
+        ]);
         if options.release {
             build.arg("--release");
         }

@@ -1,0 +1,257 @@
+//! End to end through two agents: a process with stdio pipes, an established TCP connection, a
+//! listening socket and a UDP socket is migrated from h1 to h2 with `ferry migrate`; on h1 its
+//! PID becomes the stub, and everything the process's peers see keeps working: the connected
+//! client loses no byte (not even those sent while the process was frozen), new connections to
+//! the original port reach it, UDP is echoed from the original port, stdin and stdout still
+//! flow, a signal sent to the stub reaches the process, and the parent's `wait` sees the
+//! process's real exit status.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use ferry_tests::hosts::Hosts;
+use ferry_tests::{ferry_bin, setup, workload};
+use nix::sched::{CloneFlags, setns};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `f` on a thread inside host `n`'s network namespace: the sockets it makes live there.
+fn in_host_net<T: Send + 'static>(
+    hosts: &Hosts,
+    n: u32,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", hosts.init_pid(n)))
+        .context("open the host's network namespace")?;
+    thread::spawn(move || {
+        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("setns into the host")?;
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread in the host's namespace panicked"))?
+}
+
+/// Lines of the victim's stdout, as they arrive.
+fn lines_of(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line of the victim's stdout that satisfies `want`, skipping others.
+fn expect_line(
+    rx: &mpsc::Receiver<String>,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        let left = TIMEOUT
+            .checked_sub(start.elapsed())
+            .with_context(|| format!("no line {what} within {TIMEOUT:?}"))?;
+        let line = rx
+            .recv_timeout(left)
+            .with_context(|| format!("no line {what}"))?;
+        if want(&line) {
+            return Ok(line);
+        }
+    }
+}
+
+/// Sends `msg` on `conn` and reads until `reply` has arrived whole.
+fn round_trip(conn: &mut TcpStream, msg: &str, reply: &str) -> Result<()> {
+    conn.write_all(msg.as_bytes())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    while got.len() < reply.len() {
+        ensure!(start.elapsed() < TIMEOUT, "no reply {reply:?}, got {got:?}");
+        let k = conn.read(&mut buf)?;
+        ensure!(k > 0, "the connection closed; got {got:?}");
+        got.extend_from_slice(&buf[..k]);
+    }
+    ensure!(
+        got == reply.as_bytes(),
+        "expected {reply:?}, got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    Ok(())
+}
+
+fn ns_pid(pid: i32) -> Result<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|p| p.parse().ok())
+        .context("no NSpid")
+}
+
+#[test]
+fn clients_parent_and_terminal_keep_working_through_a_migration() -> Result<()> {
+    let Some(_ctx) = setup("migrate-relay") else {
+        return Ok(());
+    };
+    let hosts = Hosts::up(2).context("hosts up")?;
+
+    // The server of the victim's established connection, on h1's loopback.
+    let listener = in_host_net(&hosts, 1, || Ok(TcpListener::bind("127.0.0.1:0")?))?;
+    let port = listener.local_addr()?.port();
+    let bin = workload("relay_echo");
+    let mut child = hosts
+        .command(1, &bin)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the victim in h1")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let out = lines_of(child.stdout.take().context("stdout")?);
+    let outer = Hosts::inner_pid(&child)?;
+    let pid = ns_pid(outer)?;
+    let lport: u16 = expect_line(&out, "listen", |l| l.starts_with("listen "))?[7..].parse()?;
+    let uport: u16 = expect_line(&out, "udp", |l| l.starts_with("udp "))?[4..].parse()?;
+    expect_line(&out, "ready", |l| l == "ready")?;
+    let (mut conn, _) = listener.accept()?;
+    conn.set_read_timeout(Some(TIMEOUT))?;
+    round_trip(&mut conn, "before", "tcp: before")?;
+    let mut client = in_host_net(&hosts, 1, move || {
+        Ok(TcpStream::connect(("127.0.0.1", lport))?)
+    })?;
+    client.set_read_timeout(Some(TIMEOUT))?;
+    round_trip(&mut client, "hello", "acc: hello")?;
+
+    // While the migration runs, the connected peer keeps sending: every byte must come back
+    // exactly once, in order, those sent while the process was frozen included.
+    let mut writer = conn.try_clone()?;
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let sender = thread::spawn(move || -> Result<String> {
+        let mut sent = String::new();
+        for i in 0.. {
+            if stop_rx.try_recv().is_ok() {
+                break;
+            }
+            let msg = format!("<{i}>");
+            writer.write_all(msg.as_bytes())?;
+            sent.push_str(&msg);
+            thread::sleep(Duration::from_millis(3));
+        }
+        Ok(sent)
+    });
+    thread::sleep(Duration::from_millis(100));
+    let migrate = Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", "h2"])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .stdin(Stdio::null())
+        .output()?;
+    thread::sleep(Duration::from_millis(200));
+    stop_tx.send(()).ok();
+    let sent = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    ensure!(
+        migrate.status.success(),
+        "ferry migrate failed: {}{}",
+        String::from_utf8_lossy(&migrate.stdout),
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&migrate.stdout).trim());
+
+    // The echoes of everything sent: "tcp: " before each chunk the process read.
+    let mut echoed = String::new();
+    let mut buf = [0u8; 65536];
+    let start = Instant::now();
+    while echoed.replace("tcp: ", "").len() < sent.len() {
+        if start.elapsed() > TIMEOUT {
+            bail!(
+                "after the migration only {} of {} bytes came back",
+                echoed.replace("tcp: ", "").len(),
+                sent.len()
+            );
+        }
+        let k = conn.read(&mut buf)?;
+        ensure!(k > 0, "the connection closed during the migration");
+        echoed.push_str(&String::from_utf8_lossy(&buf[..k]));
+    }
+    assert_eq!(
+        echoed.replace("tcp: ", ""),
+        sent,
+        "bytes lost, duplicated or reordered"
+    );
+
+    // On h1 the PID is the stub now, still our (nsenter's) child; the process runs on h2.
+    let exe = std::fs::read_link(format!("/proc/{outer}/exe"))?;
+    assert!(
+        exe.ends_with("ferry-stub"),
+        "pid {outer} runs {}",
+        exe.display()
+    );
+    let on_h2 = hosts.run_ok(2, &["pgrep", "-x", "relay_echo"])?;
+    assert_eq!(
+        on_h2.split_whitespace().count(),
+        1,
+        "relay_echo on h2: {on_h2:?}"
+    );
+    let on_h1 = hosts.run(1, &["pgrep", "-x", "relay_echo"])?;
+    assert!(on_h1.stdout.is_empty(), "still on h1: {:?}", on_h1.stdout);
+
+    // Everything still works from the peers' side.
+    round_trip(&mut conn, "after", "tcp: after")?;
+    round_trip(&mut client, "again", "acc: again")?;
+    let mut second = in_host_net(&hosts, 1, move || {
+        Ok(TcpStream::connect(("127.0.0.1", lport))?)
+    })?;
+    second.set_read_timeout(Some(TIMEOUT))?;
+    round_trip(&mut second, "new", "acc: new")?;
+    let udp = in_host_net(&hosts, 1, || Ok(UdpSocket::bind("127.0.0.1:0")?))?;
+    udp.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut reply = None;
+    for _ in 0..5 {
+        udp.send_to(b"ping", ("127.0.0.1", uport))?;
+        let mut b = [0u8; 64];
+        if let Ok((k, from)) = udp.recv_from(&mut b) {
+            reply = Some((b[..k].to_vec(), from.port()));
+            break;
+        }
+    }
+    let (data, from) = reply.context("no UDP echo after the migration")?;
+    assert_eq!(data, b"udp: ping");
+    assert_eq!(from, uport, "the UDP echo must come from the original port");
+
+    // Stdin and stdout are the parent's pipes still; a signal to the stub reaches the process.
+    stdin.write_all(b"through the stub\n")?;
+    expect_line(&out, "echo", |l| l == "echo: through the stub")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(outer),
+        nix::sys::signal::Signal::SIGUSR1,
+    )?;
+    expect_line(&out, "usr1", |l| l == "usr1")?;
+
+    // The process exits 7 on h2; the parent (nsenter, which passes it on) sees 7 on h1.
+    stdin.write_all(b"exit 7\n")?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(7), "the parent saw {status}");
+    Ok(())
+}
