@@ -255,3 +255,106 @@ fn clients_parent_and_terminal_keep_working_through_a_migration() -> Result<()> 
     assert_eq!(status.code(), Some(7), "the parent saw {status}");
     Ok(())
 }
+
+/// Reads the pty master until `want` appears in what came out.
+fn read_until(master: &mut std::fs::File, seen: &mut String, want: &str) -> Result<()> {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        ensure!(
+            start.elapsed() < TIMEOUT,
+            "the terminal never showed {want:?}; it showed {seen:?}"
+        );
+        match master.read(&mut buf) {
+            Ok(0) => bail!("the terminal closed; it showed {seen:?}"),
+            Ok(k) => seen.push_str(&String::from_utf8_lossy(&buf[..k])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_process_in_a_terminal_keeps_its_terminal_through_a_migration() -> Result<()> {
+    let Some(_ctx) = setup("migrate-relay-tty") else {
+        return Ok(());
+    };
+    let hosts = Hosts::up(2).context("hosts up")?;
+    let listener = in_host_net(&hosts, 1, || Ok(TcpListener::bind("127.0.0.1:0")?))?;
+    let port = listener.local_addr()?.port();
+    // The user's terminal: we hold the master, the process gets the slave as fds 0-2.
+    let pty = nix::pty::openpty(None, None)?;
+    let mut master = std::fs::File::from(pty.master);
+    // openpty does not set close-on-exec: the process must not inherit the master.
+    nix::fcntl::fcntl(
+        &master,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    nix::fcntl::fcntl(
+        &master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    let slave = std::fs::File::from(pty.slave);
+    nix::fcntl::fcntl(
+        &slave,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    let mut child = hosts
+        .command(1, workload("relay_echo"))
+        .arg(port.to_string())
+        .stdin(slave.try_clone()?)
+        .stdout(slave.try_clone()?)
+        .stderr(slave)
+        .spawn()
+        .context("start the victim in h1")?;
+    let outer = Hosts::inner_pid(&child)?;
+    let pid = ns_pid(outer)?;
+    let mut seen = String::new();
+    read_until(&mut master, &mut seen, "ready")?;
+    let _conn = listener.accept()?;
+
+    let migrate = Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", "h2"])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(
+        migrate.status.success(),
+        "ferry migrate failed: {}{}",
+        String::from_utf8_lossy(&migrate.stdout),
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let exe = std::fs::read_link(format!("/proc/{outer}/exe"))?;
+    assert!(
+        exe.ends_with("ferry-stub"),
+        "pid {outer} runs {}",
+        exe.display()
+    );
+
+    // Keystrokes reach the process on h2, and what it prints appears on this terminal.
+    master.write_all(b"typed on h1\n")?;
+    read_until(&mut master, &mut seen, "echo: typed on h1")?;
+    // A window-size change (the kernel signals the terminal's foreground group; here we
+    // signal the stub as it would) reaches the process with the new size.
+    ferry_agent::sys::set_window_size(master.as_fd(), 33, 111)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(outer),
+        nix::sys::signal::Signal::SIGWINCH,
+    )?;
+    read_until(&mut master, &mut seen, "winch 33x111 tty=1")?;
+
+    master.write_all(b"exit 3\n")?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(3), "the parent saw {status}");
+    Ok(())
+}
