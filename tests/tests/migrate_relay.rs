@@ -91,6 +91,15 @@ fn round_trip(conn: &mut TcpStream, msg: &str, reply: &str) -> Result<()> {
     Ok(())
 }
 
+/// `migrate`, the symlink to `ferry` that `cargo xtask` makes (made here when missing).
+fn migrate_bin() -> Result<std::path::PathBuf> {
+    let link = ferry_bin().with_file_name("migrate");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("ferry", &link).context("make the migrate symlink")?;
+    }
+    Ok(link)
+}
+
 fn ns_pid(pid: i32) -> Result<i32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -154,8 +163,9 @@ fn clients_parent_and_terminal_keep_working_through_a_migration() -> Result<()> 
         Ok(sent)
     });
     thread::sleep(Duration::from_millis(100));
-    let migrate = Command::new(ferry_bin())
-        .args(["migrate", &pid.to_string(), "--to", "h2"])
+    // As the user types it: the `migrate` command (ferry under another name).
+    let migrate = Command::new(migrate_bin()?)
+        .args([&pid.to_string(), "--to", "h2"])
         .env("FERRY_SOCKET", hosts.socket(1))
         .stdin(Stdio::null())
         .output()?;

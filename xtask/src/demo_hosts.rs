@@ -39,6 +39,7 @@ pub fn run() -> Result<()> {
         "xtask",
     ]);
     util::run(&mut build)?;
+    util::link_migrate("debug")?;
     let ferry = util::target_dir().join("debug").join("ferry");
     util::become_subreaper()?;
     let dir = ScratchDir::new("demo-hosts")?;

@@ -182,6 +182,7 @@ pub fn up(options: &UpOptions) -> Result<()> {
             build.arg("--release");
         }
         util::run(&mut build)?;
+        util::link_migrate(if options.release { "release" } else { "debug" })?;
     }
     match up_inner(options) {
         Ok(()) => Ok(()),

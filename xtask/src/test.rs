@@ -20,6 +20,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<ExitCode> {
 
     // The integration tests run the binary rather than build it, so build it first.
     util::run(util::cargo().args(["build", "--workspace", "--bins"]))?;
+    util::link_migrate("debug")?;
     let ferry = util::target_dir().join("debug").join("ferry");
 
     let mut test = util::cargo();

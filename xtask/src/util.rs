@@ -50,6 +50,19 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Makes `migrate` (a symlink to `ferry`, which answers as `ferry migrate` under that name)
+/// next to the `ferry` of `profile`.
+pub fn link_migrate(profile: &str) -> Result<()> {
+    let dir = target_dir().join(profile);
+    let link = dir.join("migrate");
+    if fs::read_link(&link).is_ok_and(|t| t == Path::new("ferry")) {
+        return Ok(());
+    }
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink("ferry", &link)
+        .with_context(|| format!("make the symlink {}", link.display()))
+}
+
 /// Builds the `ferry` binary and returns its path.
 pub fn build_ferry(release: bool) -> Result<PathBuf> {
     let mut cmd = cargo();
