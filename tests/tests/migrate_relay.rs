@@ -368,3 +368,81 @@ fn a_process_in_a_terminal_keeps_its_terminal_through_a_migration() -> Result<()
     assert_eq!(status.code(), Some(3), "the parent saw {status}");
     Ok(())
 }
+
+/// The PID on the destination from `ferry migrate`'s summary ("… as pid N …").
+fn copy_pid(stdout: &[u8]) -> Result<i32> {
+    let s = String::from_utf8_lossy(stdout);
+    s.split(" as pid ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no copy pid in {s:?}"))
+}
+
+fn migrate_via(hosts: &Hosts, from: u32, pid: i32, to: &str) -> Result<i32> {
+    let out = Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", to])
+        .env("FERRY_SOCKET", hosts.socket(from))
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "ferry migrate {pid} --to {to} on h{from} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    copy_pid(&out.stdout)
+}
+
+#[test]
+fn there_and_back_again() -> Result<()> {
+    let Some(_ctx) = setup("migrate-relay-back") else {
+        return Ok(());
+    };
+    let hosts = Hosts::up(2).context("hosts up")?;
+    let listener = in_host_net(&hosts, 1, || Ok(TcpListener::bind("127.0.0.1:0")?))?;
+    let port = listener.local_addr()?.port();
+    let mut child = hosts
+        .command(1, workload("relay_echo"))
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the victim in h1")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let out = lines_of(child.stdout.take().context("stdout")?);
+    let pid = ns_pid(Hosts::inner_pid(&child)?)?;
+    expect_line(&out, "ready", |l| l == "ready")?;
+    let (mut conn, _) = listener.accept()?;
+    conn.set_read_timeout(Some(TIMEOUT))?;
+
+    let on_h2 = migrate_via(&hosts, 1, pid, "h2")?;
+    round_trip(&mut conn, "on h2", "tcp: on h2")?;
+    // Back to h1 (where its PID is the stub's now, so it lands in a new PID namespace): the
+    // chain stub (h1) → stub (h2) → process (h1) keeps every path working.
+    migrate_via(&hosts, 2, on_h2, "h1")?;
+    round_trip(&mut conn, "back", "tcp: back")?;
+    stdin.write_all(b"still here\n")?;
+    expect_line(&out, "echo", |l| l == "echo: still here")?;
+    let count = |n| -> Result<usize> {
+        Ok(
+            String::from_utf8_lossy(&hosts.run(n, &["pgrep", "-x", "relay_echo"])?.stdout)
+                .split_whitespace()
+                .count(),
+        )
+    };
+    assert_eq!((count(1)?, count(2)?), (1, 0), "relay_echo on (h1, h2)");
+
+    stdin.write_all(b"exit 5\n")?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(5), "the parent saw {status}");
+    Ok(())
+}

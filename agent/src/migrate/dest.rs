@@ -514,12 +514,10 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
 
 /// The copy is our child: reap it when it ends, so it leaves no zombie.
 fn reap(id: String, pid: i32, _start: u64) {
-    tokio::task::spawn_blocking(
-        move || match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
-            Ok(st) => tracing::info!(migration = %id, pid, status = ?st, "migrated process ended"),
-            Err(e) => tracing::debug!(migration = %id, pid, error = %e, "not reaped here"),
-        },
-    );
+    tokio::task::spawn_blocking(move || match crate::sys::wait_exit(Pid::from_raw(pid)) {
+        Ok(st) => tracing::info!(migration = %id, pid, status = ?st, "migrated process ended"),
+        Err(e) => tracing::debug!(migration = %id, pid, error = %e, "not reaped here"),
+    });
 }
 
 /// Ends the copy and records why.

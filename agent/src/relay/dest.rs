@@ -11,7 +11,7 @@ use std::time::Duration;
 use ferry_proto::v1::{ExitStatus, RelayEndpoint, RelayFrame, relay_frame::What};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -264,9 +264,17 @@ where
 /// Waits for `pid` to end. It is our child, or, when it was restored in a new PID
 /// namespace, the namespace's init is, which ends with the same status.
 fn reap(pid: i32) -> ExitStatus {
-    let mut target = Pid::from_raw(pid);
+    // Our child, or the init of the namespace made for it.
+    let ppid = crate::proc::read(pid, "stat")
+        .ok()
+        .and_then(|s| crate::proc::parse_stat(&s).ok())
+        .map(|s| s.ppid);
+    let mut target = match ppid {
+        Some(p) if p > 1 && p != std::process::id() as i32 => Pid::from_raw(p),
+        _ => Pid::from_raw(pid),
+    };
     loop {
-        match waitpid(target, None) {
+        match sys::wait_exit(target) {
             // The init of a PID namespace made for the copy reports its death by a signal
             // as 128 + the signal (an init cannot die by its own signal).
             Ok(WaitStatus::Exited(_, code))

@@ -55,6 +55,31 @@ pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Waits until our child `pid` has ended and reaps it, without ever consuming a ptrace stop:
+/// the child may be traced meanwhile by another thread of this process (a migration of the
+/// child onwards), and `waitpid` from any thread of the tracer's process would take that
+/// thread's ptrace events. The pidfd becomes readable only once the process has exited.
+pub fn wait_exit(pid: Pid) -> Result<nix::sys::wait::WaitStatus, Errno> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    use std::os::fd::AsFd;
+    let pidfd = pidfd_open(pid)?;
+    loop {
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    loop {
+        match waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED) {
+            Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// `kcmp(pid, pid, KCMP_FILE, fd1, fd2) == 0`: whether two descriptors of `pid` are the same
 /// open file description.
 pub fn same_file_description(pid: Pid, fd1: i32, fd2: i32) -> Result<bool, Errno> {
