@@ -419,6 +419,19 @@ fn there_and_back_again() -> Result<()> {
 
     let on_h2 = migrate_via(&hosts, 1, pid, "h2")?;
     round_trip(&mut conn, "on h2", "tcp: on h2")?;
+    // The stub itself cannot move: it says where the process is.
+    let stub = Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", "h2"])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .stdin(Stdio::null())
+        .output()?;
+    let err = String::from_utf8_lossy(&stub.stderr);
+    assert!(!stub.status.success(), "migrating the stub succeeded");
+    assert!(
+        err.contains(&format!("pid {pid} is a relay stub"))
+            && err.contains(&format!("runs on h2 as pid {on_h2}")),
+        "{err}"
+    );
     // Back to h1 (where its PID is the stub's now, so it lands in a new PID namespace): the
     // chain stub (h1) → stub (h2) → process (h1) keeps every path working.
     migrate_via(&hosts, 2, on_h2, "h1")?;

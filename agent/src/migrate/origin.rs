@@ -389,6 +389,29 @@ impl Origin {
         }
         self.rec.start_time =
             start_time(pid).ok_or_else(|| Status::not_found(format!("no process {pid}")))?;
+        // A stub relays for a process that runs elsewhere: that process is what can move.
+        if std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.ends_with("ferry-stub")) {
+            let elsewhere = self
+                .node
+                .store
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| {
+                    r.role == "origin" && r.pid == pid && r.start_time == self.rec.start_time
+                })
+                .max_by_key(|r| r.started_unix_ms)
+                .map(|r| {
+                    format!(
+                        " of migration {}: the process runs on {} as pid {}",
+                        r.migration_id, r.peer, r.remote_pid
+                    )
+                })
+                .unwrap_or_default();
+            return Err(Status::failed_precondition(format!(
+                "pid {pid} is a relay stub{elsewhere}; migrate it there"
+            )));
+        }
         self.record("started", format!("to {to}"))?;
         let id = self.rec.migration_id.clone();
         tracing::info!(migration = %id, pid, %to, "migration started");
