@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_proto::v1::MigrationRecord;
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("migrations");
 
@@ -121,7 +121,14 @@ impl Store {
             rec.started_unix_ms = rec.updated_unix_ms;
         }
         let bytes = rec.encode_to_vec();
-        let w = self.db.begin_write().map_err(db("begin"))?;
+        let mut w = self.db.begin_write().map_err(db("begin"))?;
+        if lazy(rec) {
+            w.set_durability(Durability::None)
+                .map_err(|e| RecordsError::Db {
+                    step: "set durability",
+                    source: Box::new(redb::Error::from(e)),
+                })?;
+        }
         {
             let mut t = w.open_table(RECORDS).map_err(db("open table"))?;
             t.insert(rec.migration_id.as_str(), bytes.as_slice())
@@ -130,7 +137,7 @@ impl Store {
         w.commit().map_err(db("commit"))
     }
 
-    /// Sets the state (and detail) of `rec` and writes it.
+    /// Sets the state (and detail) of `rec` and writes it (durably unless [`lazy`]).
     pub fn set(
         &self,
         rec: &mut MigrationRecord,
@@ -179,4 +186,21 @@ impl Store {
 /// Whether a record's state is final.
 pub fn is_final(state: &str) -> bool {
     matches!(state, "done" | "aborted")
+}
+
+/// States written without waiting for the disk (each fsync costs milliseconds of the
+/// process's downtime). Losing one in a crash leaves the previous durable state, from which
+/// resolution does the same thing: origin `frozen`/`prepared` fall back to `negotiated`
+/// (abort; the original went on), origin `committed` to `committing` (Commit again, which is
+/// idempotent); destination `receiving` to no record (the half-built task died with its
+/// tracer), destination `committed`/`done` to `prepared` (the origin is asked, says commit:
+/// SIGCONT again). The states that guard an irreversible step — destination `prepared`
+/// (before the origin may destroy its original) and origin `committing` (before the execve)
+/// — are always durable.
+fn lazy(rec: &MigrationRecord) -> bool {
+    matches!(
+        (rec.role.as_str(), rec.state.as_str()),
+        ("origin", "frozen" | "prepared" | "committed")
+            | ("destination", "receiving" | "committed" | "done")
+    )
 }
