@@ -359,7 +359,7 @@ fn fault_origin_exits_after_commit() {
     let Some((ctx, mut hosts)) = up("migrate-fault-after-commit") else {
         return;
     };
-    let v = start_victim(&hosts, &ctx, "v", 16, &[]);
+    let mut v = start_victim(&hosts, &ctx, "v", 16, &[]);
     let o = with_fault(&mut hosts, 1, "origin-exit-after-commit", &v);
     assert!(!o.status.success(), "{}", text(&o));
     // The stub replaced the original: the restarted origin commits.
@@ -368,6 +368,35 @@ fn fault_origin_exits_after_commit() {
     let r = record_state(&hosts, 2, "done");
     let pid = r["pid"].as_i64().expect("pid") as i32;
     exactly_once(&hosts, &v, 2, pid);
+    // ... and serves the stub again: a signal sent to the stub on h1 reaches the remote
+    // process (it answers SIGUSR1 with a verification)...
+    check(&hosts, 1, &v, v.pid);
+    // ... and the remote's end comes back to the stub, whose parent sees it.
+    let out = hosts
+        .run(1, &["kill", "-TERM", &v.pid.to_string()])
+        .expect("kill -TERM");
+    assert!(out.status.success(), "kill -TERM the stub");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = v.nsenter.try_wait().expect("wait for the victim's parent") {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the stub did not end with the remote process"
+        );
+        sleep(Duration::from_millis(50));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "the stub's parent saw {status:?}"
+    );
+    wait_for("the remote process to end", Duration::from_secs(20), || {
+        victims_in(&hosts, 2).is_empty()
+    })
+    .expect("remote gone");
 }
 
 #[test]
