@@ -240,7 +240,12 @@ impl HeldCopy {
             .name(format!("reap-{pid}"))
             .spawn(move || {
                 let st = reap(pid);
-                tracing::info!(pid, code = st.code, signal = st.signal, "migrated process ended");
+                tracing::info!(
+                    pid,
+                    code = st.code,
+                    signal = st.signal,
+                    "migrated process ended"
+                );
                 tx.send_replace(Some(st));
             });
         if let Err(e) = spawned {
@@ -347,7 +352,11 @@ pub async fn relay(
 /// Runs the destination relay of process `pid` (ferryd's child, reaped here) with `endpoints`
 /// over `inbound` (the frames from the origin); the frames for the origin come out of the
 /// returned stream.
-pub fn run<S>(pid: i32, endpoints: Endpoints, inbound: S) -> ReceiverStream<Result<RelayFrame, Status>>
+pub fn run<S>(
+    pid: i32,
+    endpoints: Endpoints,
+    inbound: S,
+) -> ReceiverStream<Result<RelayFrame, Status>>
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
 {

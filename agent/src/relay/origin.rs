@@ -167,10 +167,7 @@ impl Plan {
                 why,
             };
             let kind = Kind::parse(&r.kind).ok_or_else(|| bad(format!("kind {:?}", r.kind)))?;
-            let first = *r
-                .fds
-                .first()
-                .ok_or_else(|| bad("no descriptor".into()))?;
+            let first = *r.fds.first().ok_or_else(|| bad("no descriptor".into()))?;
             let fd = sys::pidfd_getfd(pidfd.as_fd(), first).map_err(|source| RelayError::Fd {
                 fd: first,
                 what: "pidfd_getfd from the stub".into(),
