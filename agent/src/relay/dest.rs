@@ -424,7 +424,7 @@ where
                 },
                 st = exit.wait_for(Option::is_some), if !exit_sent => {
                     exit_sent = true;
-                    let status = st.ok().and_then(|s| s.clone()).unwrap_or_default();
+                    let status = st.ok().and_then(|s| *s).unwrap_or_default();
                     let pumps = pumps.clone();
                     // Whatever it wrote before it ended goes first.
                     tokio::task::spawn_blocking(move || {
