@@ -551,10 +551,12 @@ where
     let origin = Origin::begin(plan, out_tx.clone());
     let pumps = origin.pumps.clone();
 
-    // The stub's death, seen through its pidfd.
+    // The stub's death, seen through its pidfd (until this relay ends: not the pumps' stop
+    // flag, which the remote's exit sets while the stub may still have to be told).
     let (died_tx, mut died_rx) = mpsc::channel::<()>(1);
+    let watching = StopOnDrop(Arc::new(std::sync::atomic::AtomicBool::new(false)));
     if let Ok(pidfd) = sys::pidfd_open(Pid::from_raw(stub_pid)) {
-        let stop = pumps.stop_flag();
+        let stop = watching.0.clone();
         std::thread::spawn(move || {
             loop {
                 if stop.load(Ordering::Relaxed) {
@@ -587,7 +589,7 @@ where
             }),
             s = stub_rx.recv() => Event::Stub(s),
             l = line_rx.recv() => Event::Line(l.flatten()),
-            _ = died_rx.recv() => Event::StubDied,
+            Some(()) = died_rx.recv() => Event::StubDied,
         };
         match ev {
             Event::Frame(Some(f)) => match f.what {
@@ -676,6 +678,15 @@ where
         w.shutdown().await.ok();
     }
     Ok(())
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Origin {
