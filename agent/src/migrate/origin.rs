@@ -958,7 +958,7 @@ pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
     let state = rec.state.clone();
     let remote_pid = rec.remote_pid;
     match state.as_str() {
-        "committing" | "committed" | "relaying" if stubbed() => {
+        "committing" | "committed" if stubbed() => {
             let _ = node.store.set(
                 &mut rec,
                 "committing",
