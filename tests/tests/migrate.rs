@@ -359,7 +359,7 @@ fn fault_origin_exits_after_commit() {
     let Some((ctx, mut hosts)) = up("migrate-fault-after-commit") else {
         return;
     };
-    let v = start_victim(&hosts, &ctx, "v", 16, &[]);
+    let mut v = start_victim(&hosts, &ctx, "v", 16, &[]);
     let o = with_fault(&mut hosts, 1, "origin-exit-after-commit", &v);
     assert!(!o.status.success(), "{}", text(&o));
     // The stub replaced the original: the restarted origin commits.
@@ -368,6 +368,85 @@ fn fault_origin_exits_after_commit() {
     let r = record_state(&hosts, 2, "done");
     let pid = r["pid"].as_i64().expect("pid") as i32;
     exactly_once(&hosts, &v, 2, pid);
+    // ... and serves the stub again: a signal sent to the stub on h1 reaches the remote
+    // process (it answers SIGUSR1 with a verification)...
+    check(&hosts, 1, &v, v.pid);
+    // ... and the remote's end comes back to the stub, whose parent sees it.
+    let out = hosts
+        .run(1, &["kill", "-TERM", &v.pid.to_string()])
+        .expect("kill -TERM");
+    assert!(out.status.success(), "kill -TERM the stub");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = v.nsenter.try_wait().expect("wait for the victim's parent") {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the stub did not end with the remote process"
+        );
+        sleep(Duration::from_millis(50));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "the stub's parent saw {status:?}"
+    );
+    wait_for("the remote process to end", Duration::from_secs(20), || {
+        victims_in(&hosts, 2).is_empty()
+    })
+    .expect("remote gone");
+}
+
+#[test]
+fn origin_agent_restart_while_relaying() {
+    let Some((ctx, mut hosts)) = up("migrate-relay-restart") else {
+        return;
+    };
+    let mut v = start_victim(&hosts, &ctx, "v", 16, &[]);
+    let o = migrate(&hosts, &v, &["--compress", "none"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pid = remote_pid(&o);
+    check(&hosts, 1, &v, v.pid);
+    // The origin's agent goes while it relays; the process ends on h2 meanwhile: h2's agent
+    // reaps it (no zombie) and keeps its status for the next relay stream.
+    hosts.kill_ferryd(1).expect("kill ferryd");
+    let out = hosts
+        .run(2, &["kill", "-TERM", &pid.to_string()])
+        .expect("kill -TERM");
+    assert!(out.status.success(), "kill -TERM the remote process");
+    wait_for(
+        "the remote process to be reaped",
+        Duration::from_secs(20),
+        || victims_in(&hosts, 2).is_empty(),
+    )
+    .expect("reaped on h2");
+    assert!(
+        v.nsenter.try_wait().expect("try_wait").is_none(),
+        "the stub ended without its agent"
+    );
+    // The restarted agent serves the stub again, which gets the status and ends with it.
+    restart_clean(&mut hosts, 1);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = v.nsenter.try_wait().expect("wait for the victim's parent") {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the stub did not end with the remote process\nh1:\n{}\nh2:\n{}",
+            hosts.ferryd_log(1),
+            hosts.ferryd_log(2)
+        );
+        sleep(Duration::from_millis(50));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "the stub's parent saw {status:?}"
+    );
 }
 
 #[test]

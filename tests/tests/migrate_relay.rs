@@ -459,3 +459,80 @@ fn there_and_back_again() -> Result<()> {
     assert_eq!(status.code(), Some(5), "the parent saw {status}");
     Ok(())
 }
+
+/// The origin's agent exits right after the stub took the original's place, before Commit
+/// (FERRY_FAULT origin-exit-after-commit); the restarted agent commits and serves the stub
+/// again: stdin and stdout, the established TCP connection and a signal to the stub reach
+/// the process on h2, and its exit status reaches the parent on h1. The destination's agent
+/// took the second relay stream for the same migration.
+#[test]
+fn the_relay_resumes_after_the_origin_agent_restarts() -> Result<()> {
+    let Some(_ctx) = setup("migrate-relay-resume") else {
+        return Ok(());
+    };
+    let mut hosts = Hosts::up(2).context("hosts up")?;
+    let listener = in_host_net(&hosts, 1, || Ok(TcpListener::bind("127.0.0.1:0")?))?;
+    let port = listener.local_addr()?.port();
+    let mut child = hosts
+        .command(1, workload("relay_echo"))
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the victim in h1")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let out = lines_of(child.stdout.take().context("stdout")?);
+    let outer = Hosts::inner_pid(&child)?;
+    let pid = ns_pid(outer)?;
+    expect_line(&out, "ready", |l| l == "ready")?;
+    let (mut conn, _) = listener.accept()?;
+    conn.set_read_timeout(Some(TIMEOUT))?;
+    round_trip(&mut conn, "before", "tcp: before")?;
+
+    hosts.kill_ferryd(1)?;
+    hosts.start_ferryd(1, &[("FERRY_FAULT", "origin-exit-after-commit")])?;
+    let migrate = Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", "h2"])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(
+        !migrate.status.success(),
+        "the faulty agent finished the migration"
+    );
+    let exe = std::fs::read_link(format!("/proc/{outer}/exe"))?;
+    ensure!(
+        exe.ends_with("ferry-stub"),
+        "pid {outer} runs {}",
+        exe.display()
+    );
+    let _ = hosts.kill_ferryd(1);
+    hosts.start_ferryd(1, &[])?;
+
+    // Everything goes through the stub again.
+    stdin.write_all(b"after the restart\n")?;
+    expect_line(&out, "echo", |l| l == "echo: after the restart")?;
+    round_trip(&mut conn, "after", "tcp: after")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(outer),
+        nix::sys::signal::Signal::SIGUSR1,
+    )?;
+    expect_line(&out, "usr1", |l| l == "usr1")?;
+    let on_h1 = hosts.run(1, &["pgrep", "-x", "relay_echo"])?;
+    ensure!(on_h1.stdout.is_empty(), "still on h1: {:?}", on_h1.stdout);
+
+    stdin.write_all(b"exit 9\n")?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(9), "the parent saw {status}");
+    let on_h2 = hosts.run(2, &["pgrep", "-x", "relay_echo"])?;
+    ensure!(on_h2.stdout.is_empty(), "still on h2: {:?}", on_h2.stdout);
+    Ok(())
+}

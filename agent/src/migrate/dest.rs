@@ -508,7 +508,11 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
         .set(rec, "done", format!("running as pid {pid}"))
         .map_err(store_err)?;
     tracing::info!(migration = %rec.migration_id, pid, "copy running");
-    reap(rec.migration_id.clone(), pid, start);
+    // A copy whose relay endpoints are held is reaped by the relay registry (its exit
+    // status goes to the origin); one held by an earlier run of this agent is not our child.
+    if !node.relays.holds_dest(&rec.migration_id) {
+        reap(rec.migration_id.clone(), pid, start);
+    }
     Ok(())
 }
 

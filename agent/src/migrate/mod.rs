@@ -65,6 +65,9 @@ pub fn resolve(node: NodeRef) {
     };
     for rec in records {
         if records::is_final(&rec.state) {
+            if rec.role != "destination" && rec.state == "done" {
+                origin::resume_relay(node.clone(), &rec);
+            }
             continue;
         }
         tracing::info!(migration = %rec.migration_id, role = %rec.role, state = %rec.state, "resolving");

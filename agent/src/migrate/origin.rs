@@ -135,6 +135,7 @@ impl Write for ChunkWriter {
 
 /// Everything the tracer thread needs.
 struct TracerJob {
+    node: NodeRef,
     pid: i32,
     id: String,
     codec: Codec,
@@ -150,6 +151,7 @@ struct TracerJob {
 /// The tracer: freeze, header, shipped files, image; then wait for the decision.
 fn tracer(job: TracerJob) {
     let TracerJob {
+        node,
         pid,
         id,
         codec,
@@ -193,6 +195,13 @@ fn tracer(job: TracerJob) {
             return;
         }
     };
+    // What the relay needs, kept before the stub can exist: a restarted agent serves the
+    // stub again with it.
+    if let Err(e) = node.store.put_relay(&id, &plan.endpoints()) {
+        let _ = held.thaw();
+        let _ = events.send(Ev::Failed(format!("record the relay: {}", chain(&e))));
+        return;
+    }
     let header = TransferHeader {
         migration_id: id.clone(),
         relays: plan.endpoints(),
@@ -472,6 +481,7 @@ impl Origin {
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
         let job = TracerJob {
+            node: self.node.clone(),
             pid,
             id: id.clone(),
             codec,
@@ -609,13 +619,15 @@ impl Origin {
         let frozen = since.elapsed();
         self.record("committed", format!("running on {to} as pid {}", reply.pid))?;
         // The relay runs on its own; it ends with the remote process or the stub.
-        drop(crate::relay::origin::start(
+        drop(channel);
+        keep_relaying(
             self.node.clone(),
-            plan,
+            Some(plan),
             pid,
+            self.rec.start_time,
             id.clone(),
-            channel,
-        ));
+            to.clone(),
+        );
         self.record(
             "done",
             format!("running on {to} as pid {}; relaying", reply.pid),
@@ -848,19 +860,128 @@ fn sample_memory(pid: i32, max: usize) -> Vec<u8> {
     out
 }
 
+/// Whether `pid` is still the stub of a migration: the process that started at `start`, now
+/// running `ferry-stub`.
+fn is_stub(pid: i32, start: u64) -> bool {
+    pid > 0
+        && start_time(pid) == Some(start)
+        && std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|p| p.file_name().is_some_and(|n| n == "ferry-stub"))
+}
+
+/// Runs the relay of migration `id` (stub `stub_pid`, destination `to`) until it ends for
+/// good: the remote process ended and the stub was told, or the stub died. While the stub
+/// lives, a relay that broke (the stream, the link, the destination's agent) starts again,
+/// with ferryd's duplicates of the stub's descriptors taken again from the stub. `first` is
+/// the plan of the migration that just committed; after an agent restart it is `None`. Then
+/// the relay's entry in the store goes.
+pub(crate) fn keep_relaying(
+    node: NodeRef,
+    first: Option<Plan>,
+    stub_pid: i32,
+    stub_start: u64,
+    id: String,
+    to: String,
+) {
+    tokio::spawn(async move {
+        let mut plan = first;
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 0u32;
+        loop {
+            if attempt > 0 {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            attempt += 1;
+            if !is_stub(stub_pid, stub_start) {
+                tracing::info!(migration = %id, stub_pid, "the stub is gone: the relay ends");
+                break;
+            }
+            let p = match plan.take() {
+                Some(p) => p,
+                None => {
+                    let recorded = match node.store.relay(&id) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => {
+                            tracing::warn!(migration = %id, "no relay recorded for the stub");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(migration = %id, error = %chain(&e), "read the relay record");
+                            continue;
+                        }
+                    };
+                    match Plan::reacquire(stub_pid, &recorded) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(migration = %id, error = %chain(&e), "take the stub's descriptors");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let ch = match node.peers.channel(&to) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!(migration = %id, %to, error = %chain(&e), "no channel for the relay; retrying");
+                    continue;
+                }
+            };
+            tracing::info!(migration = %id, stub_pid, attempt, "relay starting");
+            match crate::relay::origin::start(node.clone(), p, stub_pid, id.clone(), ch).await {
+                Ok(Ok(())) => break,
+                Ok(Err(crate::relay::RelayError::Rpc(s))) if s.code() == tonic::Code::NotFound => {
+                    tracing::warn!(migration = %id, %to, error = %s.message(), "the destination has no relay for this migration any more");
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(migration = %id, error = %chain(&e), "relay broke; starting it again");
+                }
+                Err(e) => {
+                    tracing::warn!(migration = %id, error = %e, "relay task failed; starting it again");
+                }
+            }
+        }
+        if let Err(e) = node.store.remove_relay(&id) {
+            tracing::warn!(migration = %id, error = %chain(&e), "remove the relay record");
+        }
+    });
+}
+
+/// On start: serves again the stubs of migrations this agent committed whose relay had not
+/// ended (the record is `done`, the relay is still recorded and the stub lives).
+pub(crate) fn resume_relay(node: NodeRef, rec: &MigrationRecord) {
+    match node.store.relay(&rec.migration_id) {
+        Ok(Some(_)) if is_stub(rec.pid, rec.start_time) => {
+            tracing::info!(migration = %rec.migration_id, stub_pid = rec.pid, "resuming the relay");
+            keep_relaying(
+                node.clone(),
+                None,
+                rec.pid,
+                rec.start_time,
+                rec.migration_id.clone(),
+                rec.peer.clone(),
+            );
+        }
+        Ok(Some(_)) => {
+            let _ = node.store.remove_relay(&rec.migration_id);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(migration = %rec.migration_id, error = %chain(&e), "read the relay record");
+        }
+    }
+}
+
 /// On start: resolves a migration this agent was the origin of (rule 3).
 pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
     let id = rec.migration_id.clone();
     let to = rec.peer.clone();
-    let stubbed = || {
-        start_time(rec.pid) == Some(rec.start_time)
-            && std::fs::read_link(format!("/proc/{}/exe", rec.pid))
-                .is_ok_and(|p| p.file_name().is_some_and(|n| n == "ferry-stub"))
-    };
+    let stubbed = || is_stub(rec.pid, rec.start_time);
     let state = rec.state.clone();
     let remote_pid = rec.remote_pid;
     match state.as_str() {
-        "committing" if stubbed() => {
+        "committing" | "committed" if stubbed() => {
             let _ = node.store.set(
                 &mut rec,
                 "committing",
@@ -878,15 +999,19 @@ pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
                     }
                 };
                 let _ = match r {
-                    Ok(()) => node.store.set(
-                        &mut rec,
-                        "done",
-                        format!(
-                            "committed after an agent restart; running on {to} as pid {} \
-                             (the relay was not resumed)",
-                            remote_pid
-                        ),
-                    ),
+                    Ok(()) => {
+                        let set = node.store.set(
+                            &mut rec,
+                            "done",
+                            format!(
+                                "committed after an agent restart; running on {to} as pid {}; \
+                                 relaying",
+                                remote_pid
+                            ),
+                        );
+                        resume_relay(node.clone(), &rec);
+                        set
+                    }
                     Err(why) => node.store.set(&mut rec, "aborted", why),
                 };
                 return;

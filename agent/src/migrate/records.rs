@@ -2,16 +2,20 @@
 //! guard: whatever happens to the agent, a restarted one knows what every migration it took
 //! part in was doing, and resolves it (see [`super::resolve`]).
 //!
-//! One table, keyed by migration id; each value is the `MigrationRecord` protobuf.
+//! Two tables, keyed by migration id: `migrations` (each value the `MigrationRecord` protobuf)
+//! and, on the origin, `relays`: what the relay of a stub needs after an agent restart (a
+//! `TransferHeader` holding only the id and the `RelayEndpoint`s), written before the stub's
+//! `execve` and removed when the relay ended.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferry_proto::v1::MigrationRecord;
+use ferry_proto::v1::{MigrationRecord, RelayEndpoint, TransferHeader};
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("migrations");
+const RELAYS: TableDefinition<&str, &[u8]> = TableDefinition::new("relays");
 
 /// The directory of the agent's state: `$FERRY_STATE_DIR`, default `/var/lib/ferry`.
 pub fn state_dir() -> PathBuf {
@@ -110,6 +114,49 @@ impl Store {
     fn init(&self) -> Result<(), RecordsError> {
         let w = self.db.begin_write().map_err(db("begin"))?;
         w.open_table(RECORDS).map_err(db("open table"))?;
+        w.open_table(RELAYS).map_err(db("open table"))?;
+        w.commit().map_err(db("commit"))
+    }
+
+    /// Origin: keeps (durably) the relayed endpoints of migration `id`, for a restarted agent
+    /// to serve its stub again.
+    pub fn put_relay(&self, id: &str, endpoints: &[RelayEndpoint]) -> Result<(), RecordsError> {
+        let bytes = TransferHeader {
+            migration_id: id.to_string(),
+            relays: endpoints.to_vec(),
+            image_bytes_hint: 0,
+        }
+        .encode_to_vec();
+        let w = self.db.begin_write().map_err(db("begin"))?;
+        {
+            let mut t = w.open_table(RELAYS).map_err(db("open table"))?;
+            t.insert(id, bytes.as_slice()).map_err(db("insert"))?;
+        }
+        w.commit().map_err(db("commit"))
+    }
+
+    /// Origin: the relayed endpoints kept for migration `id`, if its relay did not end.
+    pub fn relay(&self, id: &str) -> Result<Option<Vec<RelayEndpoint>>, RecordsError> {
+        let r = self.db.begin_read().map_err(db("begin"))?;
+        let t = r.open_table(RELAYS).map_err(db("open table"))?;
+        let Some(v) = t.get(id).map_err(db("get"))? else {
+            return Ok(None);
+        };
+        TransferHeader::decode(v.value())
+            .map(|h| Some(h.relays))
+            .map_err(|source| RecordsError::Decode {
+                id: id.to_string(),
+                source,
+            })
+    }
+
+    /// Origin: the relay of migration `id` ended for good.
+    pub fn remove_relay(&self, id: &str) -> Result<(), RecordsError> {
+        let w = self.db.begin_write().map_err(db("begin"))?;
+        {
+            let mut t = w.open_table(RELAYS).map_err(db("open table"))?;
+            t.remove(id).map_err(db("remove"))?;
+        }
         w.commit().map_err(db("commit"))
     }
 

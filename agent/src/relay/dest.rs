@@ -2,9 +2,10 @@
 //! on the origin ([`Endpoints`]), and the relay ([`relay`]): bytes to and from them, signals
 //! delivered with `kill(2)`, the process reaped and its exit status sent back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
@@ -31,8 +32,9 @@ struct Local {
     /// The process's end, until it holds it.
     process: Option<OwnedFd>,
     /// ferryd's end: a pty master, the other end of a pipe, the other end of a loopback TCP
-    /// connection; for a listener or UDP socket a duplicate of the process's socket.
-    ours: OwnedFd,
+    /// connection; for a listener or UDP socket a duplicate of the process's socket. `None`
+    /// once a pipe the process reads was closed (end of its input).
+    ours: Option<OwnedFd>,
     /// UDP: proxy sockets standing for the origin's peers, by peer ("ip:port").
     proxies: Vec<(String, UdpSocket)>,
 }
@@ -161,7 +163,7 @@ impl Endpoints {
                 kind,
                 fds: r.fds.clone(),
                 process: Some(process),
-                ours,
+                ours: Some(ours),
                 proxies,
             });
         }
@@ -185,6 +187,138 @@ impl Endpoints {
             l.process = None;
         }
     }
+
+    /// Duplicates of ferryd's ends, for one relay stream (the originals stay, for the next
+    /// stream if this one breaks).
+    fn duplicate(&self) -> Endpoints {
+        let locals = self
+            .locals
+            .iter()
+            .map(|l| Local {
+                channel: l.channel,
+                kind: l.kind,
+                fds: l.fds.clone(),
+                process: None,
+                ours: l.ours.as_ref().and_then(|o| o.try_clone().ok()),
+                proxies: l
+                    .proxies
+                    .iter()
+                    .filter_map(|(p, s)| Some((p.clone(), s.try_clone().ok()?)))
+                    .collect(),
+            })
+            .collect();
+        Endpoints { locals }
+    }
+
+    /// The input of the process on `channel` ended: ferryd's kept end goes.
+    fn close(&mut self, channel: u32) {
+        for l in &mut self.locals {
+            if l.channel == channel {
+                l.ours = None;
+            }
+        }
+    }
+}
+
+/// A copy held on the destination: its endpoints (ferryd's ends, kept across relay streams),
+/// its exit status once its reaper saw it end, and the stop flag of the relay stream serving it.
+#[derive(Debug)]
+pub(super) struct HeldCopy {
+    pid: i32,
+    endpoints: Endpoints,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    run: Option<(u64, Arc<AtomicBool>)>,
+}
+
+impl HeldCopy {
+    /// Holds the copy `pid` and starts its reaper (a thread): the process is ferryd's child
+    /// (or its PID namespace's init is), reaped when it ends whether or not a relay is open,
+    /// its status kept for the relay.
+    pub(super) fn new(pid: i32, endpoints: Endpoints) -> HeldCopy {
+        let (tx, rx) = watch::channel(None);
+        let spawned = std::thread::Builder::new()
+            .name(format!("reap-{pid}"))
+            .spawn(move || {
+                let st = reap(pid);
+                tracing::info!(
+                    pid,
+                    code = st.code,
+                    signal = st.signal,
+                    "migrated process ended"
+                );
+                tx.send_replace(Some(st));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(pid, %e, "cannot start the reaper of the migrated process");
+        }
+        HeldCopy {
+            pid,
+            endpoints,
+            exit: rx,
+            run: None,
+        }
+    }
+
+    /// The PID and endpoints (given up, for an abort).
+    pub(super) fn into_parts(self) -> (i32, Endpoints) {
+        (self.pid, self.endpoints)
+    }
+}
+
+static RUNS: AtomicU64 = AtomicU64::new(1);
+
+/// What one relay stream gets of a held copy.
+struct Attached {
+    run: u64,
+    pid: i32,
+    endpoints: Endpoints,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    /// The stream that served it before, to stop.
+    previous: Option<Arc<AtomicBool>>,
+}
+
+impl super::Registry {
+    fn attach_dest(&self, id: &str) -> Option<Attached> {
+        let mut inner = self.lock();
+        let held = inner.dests.get_mut(id)?;
+        let run = RUNS.fetch_add(1, Ordering::Relaxed);
+        Some(Attached {
+            run,
+            pid: held.pid,
+            endpoints: held.endpoints.duplicate(),
+            exit: held.exit.clone(),
+            previous: held.run.take().map(|(_, f)| f),
+        })
+    }
+
+    fn set_run(&self, id: &str, run: u64, stop: Arc<AtomicBool>) {
+        if let Some(h) = self.lock().dests.get_mut(id) {
+            h.run = Some((run, stop));
+        }
+    }
+
+    fn close_dest_channel(&self, id: &str, channel: u32) {
+        if let Some(h) = self.lock().dests.get_mut(id) {
+            h.endpoints.close(channel);
+        }
+    }
+
+    /// The relay stream `run` ended: forget the copy if its exit status went out on it (the
+    /// origin closed its side after it).
+    fn end_run(&self, id: &str, run: u64, finished: bool) {
+        let mut inner = self.lock();
+        let ours = inner
+            .dests
+            .get(id)
+            .is_some_and(|h| h.run.as_ref().is_some_and(|(r, _)| *r == run));
+        if ours {
+            if finished {
+                inner.dests.remove(id);
+            } else if let Some(h) = inner.dests.get_mut(id) {
+                h.run = None;
+            }
+        }
+    }
 }
 
 /// `Peer.Relay` on the destination: the first frame names the migration whose copy
@@ -201,24 +335,57 @@ pub async fn relay(
         .await?
         .ok_or_else(|| Status::invalid_argument("empty relay stream"))?;
     let id = first.migration_id;
-    let (pid, endpoints) = node
+    let a = node
         .relays
-        .take_dest(&id)
+        .attach_dest(&id)
         .ok_or_else(|| Status::not_found(format!("no relay for migration {id}")))?;
-    tracing::info!(migration = %id, peer, pid, "relay started");
-    Ok(run(pid, endpoints, inbound))
+    if let Some(prev) = &a.previous {
+        // The stream before this one broke (the origin's agent restarted, say): its threads
+        // stop before ours read the same descriptors.
+        prev.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    tracing::info!(migration = %id, peer, pid = a.pid, again = a.previous.is_some(), "relay started");
+    Ok(run_attached(node.relays.clone(), id, a, inbound))
 }
 
-/// Runs the destination relay of process `pid` with `endpoints` over `inbound` (the frames
-/// from the origin); the frames for the origin come out of the returned stream.
+/// Runs the destination relay of process `pid` (ferryd's child, reaped here) with `endpoints`
+/// over `inbound` (the frames from the origin); the frames for the origin come out of the
+/// returned stream.
 pub fn run<S>(
     pid: i32,
     endpoints: Endpoints,
+    inbound: S,
+) -> ReceiverStream<Result<RelayFrame, Status>>
+where
+    S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
+{
+    let registry = super::Registry::default();
+    registry.hold_dest("local", pid, endpoints);
+    let Some(a) = registry.attach_dest("local") else {
+        // Just held: always there.
+        let (_tx, rx) = mpsc::channel(1);
+        return ReceiverStream::new(rx);
+    };
+    run_attached(registry, "local".into(), a, inbound)
+}
+
+fn run_attached<S>(
+    registry: super::Registry,
+    id: String,
+    a: Attached,
     mut inbound: S,
 ) -> ReceiverStream<Result<RelayFrame, Status>>
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
 {
+    let Attached {
+        run,
+        pid,
+        endpoints,
+        mut exit,
+        previous: _,
+    } = a;
     let (tx, rx) = mpsc::channel::<Result<RelayFrame, Status>>(256);
     let (out_tx, mut out_rx) = mpsc::channel::<RelayFrame>(256);
     let fwd = tx.clone();
@@ -230,32 +397,48 @@ where
         }
     });
     let pumps = Pumps::new(out_tx);
+    registry.set_run(&id, run, pumps.stop_flag());
     let dest = Arc::new(Dest::begin(&pumps, pid, endpoints));
 
-    // The reaper: the process is our child (or its PID namespace's init is).
-    let reaper = {
-        let pumps = pumps.clone();
-        tokio::task::spawn_blocking(move || {
-            let status = reap(pid);
-            // Whatever it wrote before it ended goes first.
-            pumps.wait_drained(Duration::from_secs(3));
-            pumps.send(frame(0, What::Exit(status)));
-            pumps.finish(Duration::ZERO);
-        })
-    };
     tokio::spawn(async move {
+        let mut exit_sent = false;
+        let mut finished = false;
         loop {
-            match tokio_stream::StreamExt::next(&mut inbound).await {
-                Some(Ok(f)) => dest.deliver(f),
-                None => break,
-                Some(Err(e)) => {
-                    tracing::warn!(pid, error = %e, "relay stream from the origin broke");
-                    break;
+            tokio::select! {
+                f = tokio_stream::StreamExt::next(&mut inbound) => match f {
+                    Some(Ok(f)) => {
+                        if matches!(f.what, Some(What::Eof(_))) && dest.reads.contains(&f.channel) {
+                            // The end of the process's input: ferryd's kept end goes too.
+                            registry.close_dest_channel(&id, f.channel);
+                        }
+                        dest.deliver(f);
+                    }
+                    None => {
+                        finished = exit_sent;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(pid, error = %e, "relay stream from the origin broke");
+                        break;
+                    }
+                },
+                st = exit.wait_for(Option::is_some), if !exit_sent => {
+                    exit_sent = true;
+                    let status = st.ok().and_then(|s| *s).unwrap_or_default();
+                    let pumps = pumps.clone();
+                    // Whatever it wrote before it ended goes first.
+                    tokio::task::spawn_blocking(move || {
+                        pumps.wait_drained(Duration::from_secs(3));
+                        pumps.send(frame(0, What::Exit(status)));
+                        pumps.finish(Duration::ZERO);
+                    });
                 }
             }
         }
-        // The origin is gone: the process runs on, its relayed ends see no more input.
-        let _ = reaper.await;
+        // This stream is over: its threads stop. The copy stays held for another stream from
+        // the origin, unless its exit status went out and the origin closed its side.
+        pumps.finish(Duration::ZERO);
+        registry.end_run(&id, run, finished);
         drop(tx);
     });
     ReceiverStream::new(rx)
@@ -331,6 +514,8 @@ fn reap(pid: i32) -> ExitStatus {
 struct Dest {
     pid: i32,
     pumps: Arc<Pumps>,
+    /// Channels of pipes the process reads.
+    reads: HashSet<u32>,
     /// Terminal channel → its master (window size).
     ttys: HashMap<u32, OwnedFd>,
     /// Listener channel → where to connect.
@@ -350,37 +535,42 @@ impl Dest {
         let mut d = Dest {
             pid,
             pumps: pumps.clone(),
+            reads: HashSet::new(),
             ttys: HashMap::new(),
             listeners: HashMap::new(),
             udp: HashMap::new(),
         };
         for l in endpoints.locals {
             let ch = l.channel;
+            if l.kind == Kind::Read {
+                d.reads.insert(ch);
+            }
+            let Some(ours) = l.ours else { continue };
             match l.kind {
                 Kind::Tty => {
-                    if let Ok(r) = l.ours.try_clone() {
+                    if let Ok(r) = ours.try_clone() {
                         pumps.reader(ch, r, true);
                     }
-                    if let Ok(m) = l.ours.try_clone() {
+                    if let Ok(m) = ours.try_clone() {
                         d.ttys.insert(ch, m);
                     }
-                    pumps.writer(ch, l.ours, EndBy::Nothing);
+                    pumps.writer(ch, ours, EndBy::Nothing);
                 }
-                Kind::Read => pumps.writer(ch, l.ours, EndBy::Closing),
-                Kind::Write => pumps.reader(ch, l.ours, true),
+                Kind::Read => pumps.writer(ch, ours, EndBy::Closing),
+                Kind::Write => pumps.reader(ch, ours, true),
                 Kind::Tcp => {
-                    if let Ok(r) = l.ours.try_clone() {
+                    if let Ok(r) = ours.try_clone() {
                         pumps.reader(ch, r, true);
                     }
-                    pumps.writer(ch, l.ours, EndBy::Shutdown);
+                    pumps.writer(ch, ours, EndBy::Shutdown);
                 }
                 Kind::TcpListen => {
-                    if let Ok(a) = TcpListener::from(l.ours).local_addr() {
+                    if let Ok(a) = TcpListener::from(ours).local_addr() {
                         d.listeners.insert(ch, reachable(a));
                     }
                 }
                 Kind::Udp => {
-                    let Ok(a) = UdpSocket::from(l.ours).local_addr() else {
+                    let Ok(a) = UdpSocket::from(ours).local_addr() else {
                         continue;
                     };
                     let u = Arc::new(Udp {

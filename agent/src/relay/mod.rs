@@ -135,8 +135,8 @@ pub struct Registry {
 struct Inner {
     /// Origin: migration id → the relay waiting for its stub.
     stubs: HashMap<String, stub::Expected>,
-    /// Destination: migration id → the copy's PID and endpoints.
-    dests: HashMap<String, (i32, dest::Endpoints)>,
+    /// Destination: migration id → the copy, its endpoints and its exit status.
+    dests: HashMap<String, dest::HeldCopy>,
     /// Whether the stub socket is served.
     stub_socket: Option<PathBuf>,
 }
@@ -147,18 +147,29 @@ impl Registry {
     }
 
     /// Destination: the copy `pid` of migration `migration_id` was restored with `endpoints`
-    /// substituted; they wait here for the origin's `Relay` stream. ferryd's copies of the
-    /// process's ends are closed now (the process holds them), so that ends of stream are seen.
+    /// substituted; they wait here for the origin's `Relay` stream (and stay for the next
+    /// one if a stream breaks). ferryd's copies of the process's ends are closed now (the
+    /// process holds them), so that ends of stream are seen. The copy is reaped from now on
+    /// (it is ferryd's child), relay or not; its exit status waits for a relay.
     pub fn hold_dest(&self, migration_id: &str, pid: i32, mut endpoints: dest::Endpoints) {
         endpoints.release_process_side();
-        self.lock()
-            .dests
-            .insert(migration_id.to_string(), (pid, endpoints));
+        self.lock().dests.insert(
+            migration_id.to_string(),
+            dest::HeldCopy::new(pid, endpoints),
+        );
     }
 
     /// Destination: takes what [`Registry::hold_dest`] kept.
     pub fn take_dest(&self, migration_id: &str) -> Option<(i32, dest::Endpoints)> {
-        self.lock().dests.remove(migration_id)
+        self.lock()
+            .dests
+            .remove(migration_id)
+            .map(dest::HeldCopy::into_parts)
+    }
+
+    /// Destination: whether the copy of `migration_id` is held here (and reaped here).
+    pub fn holds_dest(&self, migration_id: &str) -> bool {
+        self.lock().dests.contains_key(migration_id)
     }
 
     /// Origin: the migration ids whose stubs this agent is relaying.

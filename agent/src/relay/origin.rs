@@ -150,6 +150,47 @@ impl Plan {
         Ok(Plan { endpoints })
     }
 
+    /// The plan of a stub that is already running (after an agent restart), from the
+    /// endpoints recorded for it: ferryd's duplicates are taken again from the stub
+    /// (`pidfd_getfd`), which keeps every relayed descriptor at its number. The caller made
+    /// sure `stub_pid` is the stub of this migration.
+    pub fn reacquire(stub_pid: i32, recorded: &[RelayEndpoint]) -> Result<Plan, RelayError> {
+        let pidfd = sys::pidfd_open(Pid::from_raw(stub_pid)).map_err(|source| RelayError::Fd {
+            fd: -1,
+            what: format!("pidfd_open of the stub {stub_pid}"),
+            source,
+        })?;
+        let mut endpoints = Vec::with_capacity(recorded.len());
+        for r in recorded {
+            let bad = |why: String| RelayError::BadEndpoint {
+                channel: r.channel,
+                why,
+            };
+            let kind = Kind::parse(&r.kind).ok_or_else(|| bad(format!("kind {:?}", r.kind)))?;
+            let first = *r.fds.first().ok_or_else(|| bad("no descriptor".into()))?;
+            let fd = sys::pidfd_getfd(pidfd.as_fd(), first).map_err(|source| RelayError::Fd {
+                fd: first,
+                what: "pidfd_getfd from the stub".into(),
+                source,
+            })?;
+            let winsize = if kind == Kind::Tty {
+                sys::window_size(fd.as_fd()).ok()
+            } else {
+                None
+            };
+            endpoints.push(Endpoint {
+                channel: r.channel,
+                kind,
+                fds: r.fds.clone(),
+                fd,
+                winsize,
+                local: r.local.parse().ok(),
+                remote: r.remote.parse().ok(),
+            });
+        }
+        Ok(Plan { endpoints })
+    }
+
     /// The endpoints for the `TransferHeader`.
     pub fn endpoints(&self) -> Vec<RelayEndpoint> {
         self.endpoints
@@ -510,10 +551,12 @@ where
     let origin = Origin::begin(plan, out_tx.clone());
     let pumps = origin.pumps.clone();
 
-    // The stub's death, seen through its pidfd.
+    // The stub's death, seen through its pidfd (until this relay ends: not the pumps' stop
+    // flag, which the remote's exit sets while the stub may still have to be told).
     let (died_tx, mut died_rx) = mpsc::channel::<()>(1);
+    let watching = StopOnDrop(Arc::new(std::sync::atomic::AtomicBool::new(false)));
     if let Ok(pidfd) = sys::pidfd_open(Pid::from_raw(stub_pid)) {
-        let stop = pumps.stop_flag();
+        let stop = watching.0.clone();
         std::thread::spawn(move || {
             loop {
                 if stop.load(Ordering::Relaxed) {
@@ -546,7 +589,7 @@ where
             }),
             s = stub_rx.recv() => Event::Stub(s),
             l = line_rx.recv() => Event::Line(l.flatten()),
-            _ = died_rx.recv() => Event::StubDied,
+            Some(()) = died_rx.recv() => Event::StubDied,
         };
         match ev {
             Event::Frame(Some(f)) => match f.what {
@@ -635,6 +678,15 @@ where
         w.shutdown().await.ok();
     }
     Ok(())
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Origin {
