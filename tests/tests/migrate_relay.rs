@@ -536,3 +536,64 @@ fn the_relay_resumes_after_the_origin_agent_restarts() -> Result<()> {
     ensure!(on_h2.stdout.is_empty(), "still on h2: {:?}", on_h2.stdout);
     Ok(())
 }
+
+/// `prog < in > out.log`: stdout is a file, stdin a pipe. After the migration what the process
+/// prints still lands in the origin's file, after what it printed before (one offset), and
+/// the file's own descriptor on the origin is the stub's.
+#[test]
+fn output_to_a_file_keeps_landing_in_it() -> Result<()> {
+    let Some(ctx) = setup("migrate-relay-file") else {
+        return Ok(());
+    };
+    let hosts = Hosts::up(2).context("hosts up")?;
+    let listener = in_host_net(&hosts, 1, || Ok(TcpListener::bind("127.0.0.1:0")?))?;
+    let port = listener.local_addr()?.port();
+    let log = ctx.path("out.log");
+    let file = std::fs::File::create(&log)?;
+    let mut child = hosts
+        .command(1, workload("relay_echo"))
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(file)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the victim in h1")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let pid = ns_pid(Hosts::inner_pid(&child)?)?;
+    let wait_log = |want: &str| -> Result<String> {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log)?;
+            if text.contains(want) {
+                return Ok(text);
+            }
+            ensure!(
+                start.elapsed() < TIMEOUT,
+                "{want:?} never reached the file: {text:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_log("ready")?;
+    let _conn = listener.accept()?;
+    stdin.write_all(b"before\n")?;
+    wait_log("echo: before")?;
+    migrate_via(&hosts, 1, pid, "h2")?;
+    stdin.write_all(b"after\n")?;
+    let text = wait_log("echo: after")?;
+    assert!(
+        text.ends_with("echo: before\necho: after\n"),
+        "the file after the migration: {text:?}"
+    );
+    stdin.write_all(b"exit 0\n")?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "the parent saw {status}");
+    Ok(())
+}
