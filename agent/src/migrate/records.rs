@@ -239,15 +239,15 @@ pub fn is_final(state: &str) -> bool {
 /// process's downtime). Losing one in a crash leaves the previous durable state, from which
 /// resolution does the same thing: origin `frozen`/`prepared` fall back to `negotiated`
 /// (abort; the original went on), origin `committed` to `committing` (Commit again, which is
-/// idempotent); destination `receiving` to no record (the half-built task died with its
-/// tracer), destination `committed`/`done` to `prepared` (the origin is asked, says commit:
-/// SIGCONT again). The states that guard an irreversible step — destination `prepared`
+/// idempotent); destination `committed`/`done` to `prepared` (the origin is asked, says
+/// commit: SIGCONT again). Destination `receiving` stays durable: without it a restarted
+/// agent would not know it took part in the migration. The states that guard an irreversible step — destination `prepared`
 /// (before the origin may destroy its original) and origin `committing` (before the execve)
 /// — are always durable.
 fn lazy(rec: &MigrationRecord) -> bool {
     matches!(
         (rec.role.as_str(), rec.state.as_str()),
         ("origin", "frozen" | "prepared" | "committed")
-            | ("destination", "receiving" | "committed" | "done")
+            | ("destination", "committed" | "done")
     )
 }
