@@ -247,7 +247,6 @@ pub fn is_final(state: &str) -> bool {
 fn lazy(rec: &MigrationRecord) -> bool {
     matches!(
         (rec.role.as_str(), rec.state.as_str()),
-        ("origin", "frozen" | "prepared" | "committed")
-            | ("destination", "committed" | "done")
+        ("origin", "frozen" | "prepared" | "committed") | ("destination", "committed" | "done")
     )
 }
