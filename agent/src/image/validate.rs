@@ -7,9 +7,9 @@
 use std::fmt;
 
 use crate::state::{
-    CredsState, FdKind, FdState, LockKind, LockState, MemfdState, MmState, PAGE_SIZE, PipeQueue,
-    ProcessState, RlimitState, SiginfoState, SignalsState, SysvShmState, TreeState, VmaKind,
-    VmaState, prot,
+    CredsState, FdKind, FdState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PAGE_SIZE,
+    PipeQueue, ProcessState, RlimitState, SiginfoState, SignalsState, SysvShmState, TreeState,
+    VmaKind, VmaState, prot,
 };
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -646,32 +646,55 @@ fn validate_sysv_shm(segs: &[SysvShmState]) -> Result<(), ManifestError> {
         check_range(field("size"), m.size, 1, MAX_MEMFD_SIZE)?;
         extents = extents.saturating_add(m.extents.len());
         cap_count("sysv_shm[*].extents", extents, MAX_MEMFD_EXTENTS)?;
-        let mut prev_end = 0u64;
-        for (j, e) in m.extents.iter().enumerate() {
-            let field = format!("sysv_shm[{i}].extents[{j}]");
-            bytes = bytes.saturating_add(e.data.len());
-            if bytes > MAX_SYSV_SHM_BYTES {
-                return Err(err(
-                    "sysv_shm[*].extents[*].data",
-                    ManifestProblem::TooLong {
-                        len: bytes,
-                        max: MAX_SYSV_SHM_BYTES,
-                    },
-                ));
-            }
-            if e.offset < prev_end {
-                return Err(err(
-                    format!("{field}.offset"),
-                    ManifestProblem::Overlap {
-                        start: e.offset,
-                        prev_end,
-                    },
-                ));
-            }
-            let end = e.offset.saturating_add(e.data.len() as u64);
-            check_range(format!("{field}.offset"), end, 0, m.size)?;
-            prev_end = end;
+        check_extents(
+            &format!("sysv_shm[{i}]"),
+            "sysv_shm[*].extents[*].data",
+            &m.extents,
+            m.size,
+            &mut bytes,
+            MAX_SYSV_SHM_BYTES,
+        )?;
+    }
+    Ok(())
+}
+
+/// The extents of a file of `size` bytes (`owner` names it in errors): in order, not
+/// overlapping, inside the file, their data adding to `bytes` (over every file of a kind),
+/// which may not pass `max_bytes` (`total` names that sum in errors).
+fn check_extents(
+    owner: &str,
+    total: &str,
+    extents: &[MemfdExtent],
+    size: u64,
+    bytes: &mut usize,
+    max_bytes: usize,
+) -> Result<(), ManifestError> {
+    let mut prev_end = 0u64;
+    for (j, e) in extents.iter().enumerate() {
+        let field = format!("{owner}.extents[{j}]");
+        *bytes = bytes.saturating_add(e.data.len());
+        if *bytes > max_bytes {
+            return Err(err(
+                total,
+                ManifestProblem::TooLong {
+                    len: *bytes,
+                    max: max_bytes,
+                },
+            ));
         }
+        if e.offset < prev_end {
+            return Err(err(
+                format!("{field}.offset"),
+                ManifestProblem::Overlap {
+                    start: e.offset,
+                    prev_end,
+                },
+            ));
+        }
+        // `size` is capped far below u64::MAX, so a sum that stays under it cannot wrap.
+        let end = e.offset.saturating_add(e.data.len() as u64);
+        check_range(format!("{field}.offset"), end, 0, size)?;
+        prev_end = end;
     }
     Ok(())
 }
@@ -699,33 +722,14 @@ fn validate_memfds(memfds: &[MemfdState]) -> Result<(), ManifestError> {
         check_range(field("size"), m.size, 0, MAX_MEMFD_SIZE)?;
         extents = extents.saturating_add(m.extents.len());
         cap_count("memfds[*].extents", extents, MAX_MEMFD_EXTENTS)?;
-        let mut prev_end = 0u64;
-        for (j, e) in m.extents.iter().enumerate() {
-            let field = format!("memfds[{i}].extents[{j}]");
-            bytes = bytes.saturating_add(e.data.len());
-            if bytes > MAX_MEMFD_BYTES {
-                return Err(err(
-                    "memfds[*].extents[*].data",
-                    ManifestProblem::TooLong {
-                        len: bytes,
-                        max: MAX_MEMFD_BYTES,
-                    },
-                ));
-            }
-            if e.offset < prev_end {
-                return Err(err(
-                    format!("{field}.offset"),
-                    ManifestProblem::Overlap {
-                        start: e.offset,
-                        prev_end,
-                    },
-                ));
-            }
-            // `size` is capped far below u64::MAX, so a sum that stays under it cannot wrap.
-            let end = e.offset.saturating_add(e.data.len() as u64);
-            check_range(format!("{field}.offset"), end, 0, m.size)?;
-            prev_end = end;
-        }
+        check_extents(
+            &format!("memfds[{i}]"),
+            "memfds[*].extents[*].data",
+            &m.extents,
+            m.size,
+            &mut bytes,
+            MAX_MEMFD_BYTES,
+        )?;
     }
     Ok(())
 }
