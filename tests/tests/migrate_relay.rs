@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferry_tests::hosts::Hosts;
-use ferry_tests::{ferry_bin, setup, workload};
+use ferry_tests::{ferry_bin, setup, status_field, workload};
 use nix::sched::{CloneFlags, setns};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -101,13 +101,30 @@ fn migrate_bin() -> Result<std::path::PathBuf> {
 }
 
 fn ns_pid(pid: i32) -> Result<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|p| p.parse().ok())
+    status_field(pid, "NSpid")
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
         .context("no NSpid")
+}
+
+/// Waits (at most [`TIMEOUT`]) for the parent's view of the stub's end.
+fn wait_child(child: &mut std::process::Child) -> Result<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `ferry migrate PID --to TO`, asked of host `from`'s agent.
+fn ferry_migrate(hosts: &Hosts, from: u32, pid: i32, to: &str) -> Result<std::process::Output> {
+    Ok(Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", to])
+        .env("FERRY_SOCKET", hosts.socket(from))
+        .stdin(Stdio::null())
+        .output()?)
 }
 
 #[test]
@@ -254,14 +271,7 @@ fn clients_parent_and_terminal_keep_working_through_a_migration() -> Result<()> 
 
     // The process exits 7 on h2; the parent (nsenter, which passes it on) sees 7 on h1.
     stdin.write_all(b"exit 7\n")?;
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_child(&mut child)?;
     assert_eq!(status.code(), Some(7), "the parent saw {status}");
     Ok(())
 }
@@ -326,17 +336,7 @@ fn a_process_in_a_terminal_keeps_its_terminal_through_a_migration() -> Result<()
     read_until(&mut master, &mut seen, "ready")?;
     let _conn = listener.accept()?;
 
-    let migrate = Command::new(ferry_bin())
-        .args(["migrate", &pid.to_string(), "--to", "h2"])
-        .env("FERRY_SOCKET", hosts.socket(1))
-        .stdin(Stdio::null())
-        .output()?;
-    ensure!(
-        migrate.status.success(),
-        "ferry migrate failed: {}{}",
-        String::from_utf8_lossy(&migrate.stdout),
-        String::from_utf8_lossy(&migrate.stderr)
-    );
+    migrate_via(&hosts, 1, pid, "h2")?;
     let exe = std::fs::read_link(format!("/proc/{outer}/exe"))?;
     assert!(
         exe.ends_with("ferry-stub"),
@@ -357,14 +357,7 @@ fn a_process_in_a_terminal_keeps_its_terminal_through_a_migration() -> Result<()
     read_until(&mut master, &mut seen, "winch 33x111 tty=1")?;
 
     master.write_all(b"exit 3\n")?;
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_child(&mut child)?;
     assert_eq!(status.code(), Some(3), "the parent saw {status}");
     Ok(())
 }
@@ -380,11 +373,7 @@ fn copy_pid(stdout: &[u8]) -> Result<i32> {
 }
 
 fn migrate_via(hosts: &Hosts, from: u32, pid: i32, to: &str) -> Result<i32> {
-    let out = Command::new(ferry_bin())
-        .args(["migrate", &pid.to_string(), "--to", to])
-        .env("FERRY_SOCKET", hosts.socket(from))
-        .stdin(Stdio::null())
-        .output()?;
+    let out = ferry_migrate(hosts, from, pid, to)?;
     ensure!(
         out.status.success(),
         "ferry migrate {pid} --to {to} on h{from} failed: {}{}",
@@ -420,11 +409,7 @@ fn there_and_back_again() -> Result<()> {
     let on_h2 = migrate_via(&hosts, 1, pid, "h2")?;
     round_trip(&mut conn, "on h2", "tcp: on h2")?;
     // The stub itself cannot move: it says where the process is.
-    let stub = Command::new(ferry_bin())
-        .args(["migrate", &pid.to_string(), "--to", "h2"])
-        .env("FERRY_SOCKET", hosts.socket(1))
-        .stdin(Stdio::null())
-        .output()?;
+    let stub = ferry_migrate(&hosts, 1, pid, "h2")?;
     let err = String::from_utf8_lossy(&stub.stderr);
     assert!(!stub.status.success(), "migrating the stub succeeded");
     assert!(
@@ -448,14 +433,7 @@ fn there_and_back_again() -> Result<()> {
     assert_eq!((count(1)?, count(2)?), (1, 0), "relay_echo on (h1, h2)");
 
     stdin.write_all(b"exit 5\n")?;
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_child(&mut child)?;
     assert_eq!(status.code(), Some(5), "the parent saw {status}");
     Ok(())
 }
@@ -492,11 +470,7 @@ fn the_relay_resumes_after_the_origin_agent_restarts() -> Result<()> {
 
     hosts.kill_ferryd(1)?;
     hosts.start_ferryd(1, &[("FERRY_FAULT", "origin-exit-after-commit")])?;
-    let migrate = Command::new(ferry_bin())
-        .args(["migrate", &pid.to_string(), "--to", "h2"])
-        .env("FERRY_SOCKET", hosts.socket(1))
-        .stdin(Stdio::null())
-        .output()?;
+    let migrate = ferry_migrate(&hosts, 1, pid, "h2")?;
     ensure!(
         !migrate.status.success(),
         "the faulty agent finished the migration"
@@ -523,14 +497,7 @@ fn the_relay_resumes_after_the_origin_agent_restarts() -> Result<()> {
     ensure!(on_h1.stdout.is_empty(), "still on h1: {:?}", on_h1.stdout);
 
     stdin.write_all(b"exit 9\n")?;
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_child(&mut child)?;
     assert_eq!(status.code(), Some(9), "the parent saw {status}");
     let on_h2 = hosts.run(2, &["pgrep", "-x", "relay_echo"])?;
     ensure!(on_h2.stdout.is_empty(), "still on h2: {:?}", on_h2.stdout);
@@ -586,14 +553,7 @@ fn output_to_a_file_keeps_landing_in_it() -> Result<()> {
         "the file after the migration: {text:?}"
     );
     stdin.write_all(b"exit 0\n")?;
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        ensure!(start.elapsed() < TIMEOUT, "the stub did not exit");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_child(&mut child)?;
     assert!(status.success(), "the parent saw {status}");
     Ok(())
 }

@@ -40,6 +40,17 @@ impl Drop for Tree {
 impl Tree {
     /// Starts `cmd` (its Child handle is dropped: it is reaped by PID). Its output goes to
     /// files: a process left behind must not hold the test runner's pipes open.
+    /// [`Tree::spawn`], then waits until the victim has made `DIR/ready` (`what` names
+    /// that moment) and takes in every process it started.
+    fn spawn_ready(ctx: &TestCtx, cmd: Command, dir: &Path, what: &str) -> Tree {
+        let mut tree = Tree::spawn(ctx, cmd);
+        wait_until(Duration::from_secs(10), what, || {
+            dir.join("ready").exists().then_some(())
+        });
+        tree.rescan();
+        tree
+    }
+
     fn spawn(ctx: &TestCtx, mut cmd: Command) -> Tree {
         let file = |name: &str| File::create(ctx.path(name)).expect("create an output file");
         let child = cmd
@@ -194,12 +205,8 @@ fn family_comes_back_whole() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let mut cmd = Command::new(workload("trees_family"));
     cmd.arg(&dir);
-    let mut tree = Tree::spawn(&ctx, cmd);
+    let mut tree = Tree::spawn_ready(&ctx, cmd, &dir, "the family is ready");
     let root = tree.root();
-    wait_until(Duration::from_secs(10), "the family is ready", || {
-        dir.join("ready").exists().then_some(())
-    });
-    tree.rescan();
     let before: BTreeMap<i32, (i32, i32, i32)> = tree_of(root)
         .into_iter()
         .filter_map(|p| Some((p, ids(p)?)))
@@ -479,12 +486,8 @@ fn shared_memory_stays_shared() {
     };
     let mut cmd = Command::new(workload("trees_shm"));
     cmd.arg(&dir).arg(&name).arg(key.to_string());
-    let mut tree = Tree::spawn(&ctx, cmd);
+    let mut tree = Tree::spawn_ready(&ctx, cmd, &dir, "the pair is ready");
     let root = tree.root();
-    wait_until(Duration::from_secs(10), "the pair is ready", || {
-        dir.join("ready").exists().then_some(())
-    });
-    tree.rescan();
     let pids = tree_of(root);
     assert_eq!(pids.len(), 2, "{pids:?}");
     let usr1 = |pids: &[i32]| {
@@ -563,12 +566,8 @@ fn session_keeps_its_controlling_terminal() {
     let mut master = File::from(pty.master);
     let mut cmd = Command::new(workload("trees_tty"));
     cmd.arg(&dir).arg(&slave);
-    let mut tree = Tree::spawn(&ctx, cmd);
+    let mut tree = Tree::spawn_ready(&ctx, cmd, &dir, "the session is set up");
     let root = tree.root();
-    wait_until(Duration::from_secs(10), "the session is set up", || {
-        dir.join("ready").exists().then_some(())
-    });
-    tree.rescan();
     let pids = tree_of(root);
     assert_eq!(pids.len(), 2, "{pids:?}");
     let g = pids[1];
@@ -607,12 +606,8 @@ fn socketpairs_between_members_keep_their_queues() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let mut cmd = Command::new(workload("trees_sockpair"));
     cmd.arg(&dir);
-    let mut tree = Tree::spawn(&ctx, cmd);
+    let mut tree = Tree::spawn_ready(&ctx, cmd, &dir, "the pair is ready");
     let root = tree.root();
-    wait_until(Duration::from_secs(10), "the pair is ready", || {
-        dir.join("ready").exists().then_some(())
-    });
-    tree.rescan();
     let pids = tree_of(root);
     assert_eq!(pids.len(), 2, "{pids:?}");
     let image = ctx.path("tree.img");

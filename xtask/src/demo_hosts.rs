@@ -161,14 +161,12 @@ fn remote_pid(ferry: &Path, n: u32) -> Result<i32> {
         .with_context(|| format!("h{n} has no record of the copy it restored"))
 }
 
-/// The single child of `pid` (the program nsenter forked), once there is one.
+/// The program nsenter `pid` forked, once it has.
 fn child_of(pid: i32) -> Result<i32> {
     let start = Instant::now();
     loop {
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        if let Some(c) = children.split_whitespace().next() {
-            return c.parse().context("parse a child pid");
+        if let Some(child) = hosts::only_child(pid) {
+            return Ok(child);
         }
         if start.elapsed() > Duration::from_secs(5) {
             bail!("nsenter started nothing");

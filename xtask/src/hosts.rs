@@ -434,7 +434,7 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// The single child of `pid` (e.g. the program nsenter forked), once there is one.
-fn only_child(pid: i32) -> Option<i32> {
+pub fn only_child(pid: i32) -> Option<i32> {
     let text = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
     text.split_whitespace().next()?.parse().ok()
 }

@@ -490,7 +490,7 @@ fn copy_of(rec: &MigrationRecord) -> Option<(i32, u64)> {
 /// Lets the copy run: record `committed` (a restarted agent sends SIGCONT again), SIGCONT,
 /// record `done`.
 pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<(), Status> {
-    let Some((pid, start)) = copy_of(rec) else {
+    let Some((pid, _)) = copy_of(rec) else {
         let _ = node.store.set(
             rec,
             "aborted",
@@ -511,13 +511,13 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
     // A copy whose relay endpoints are held is reaped by the relay registry (its exit
     // status goes to the origin); one held by an earlier run of this agent is not our child.
     if !node.relays.holds_dest(&rec.migration_id) {
-        reap(rec.migration_id.clone(), pid, start);
+        reap(rec.migration_id.clone(), pid);
     }
     Ok(())
 }
 
 /// The copy is our child: reap it when it ends, so it leaves no zombie.
-fn reap(id: String, pid: i32, _start: u64) {
+fn reap(id: String, pid: i32) {
     tokio::task::spawn_blocking(move || match crate::sys::wait_exit(Pid::from_raw(pid)) {
         Ok(st) => tracing::info!(migration = %id, pid, status = ?st, "migrated process ended"),
         Err(e) => tracing::debug!(migration = %id, pid, error = %e, "not reaped here"),
