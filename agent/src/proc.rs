@@ -156,6 +156,9 @@ pub struct Stat {
     pub tty_nr: u64,
     /// Foreground process group of the controlling terminal (-1: none).
     pub tpgid: i32,
+    /// Clock ticks after boot when the process started: with the PID, it names one process
+    /// for good.
+    pub start_time: u64,
     pub start_code: u64,
     pub end_code: u64,
     pub start_stack: u64,
@@ -166,6 +169,8 @@ pub struct Stat {
     pub arg_end: u64,
     pub env_start: u64,
     pub env_end: u64,
+    /// The wait status of an exited task (field 52; 0 while it runs).
+    pub exit_code: i32,
 }
 
 /// Parses `/proc/PID/stat`.
@@ -190,6 +195,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
         session: field(6)? as i32,
         tty_nr: field(7)? & 0xffff_ffff,
         tpgid: field(8)? as i32,
+        start_time: field(22)?,
         start_code: field(26)?,
         end_code: field(27)?,
         start_stack: field(28)?,
@@ -200,6 +206,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
         arg_end: field(49)?,
         env_start: field(50)?,
         env_end: field(51)?,
+        exit_code: field(52)? as i32,
     })
 }
 
@@ -584,6 +591,7 @@ mod tests {
         assert_eq!(st.state, 'S');
         assert_eq!(st.ppid, 1);
         assert_eq!(st.start_code, 4194304);
+        assert_eq!(st.start_time, 100);
         assert_eq!(st.start_brk, 6299648);
         assert_eq!(st.env_end, 140737488347100);
     }

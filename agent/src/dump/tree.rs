@@ -154,10 +154,7 @@ fn freeze_tree(root: Pid) -> Result<(Vec<Frozen>, Vec<ZombieState>), DumpError> 
                 found = true;
                 let stat = proc::parse_stat(&proc::read(c, "stat")?)?;
                 if stat.state == 'Z' {
-                    let status = proc::read(c, "stat")
-                        .ok()
-                        .and_then(|s| exit_code(&s))
-                        .unwrap_or(0);
+                    let status = stat.exit_code;
                     let ns_pid = proc::parse_status(&proc::read(c, "status")?)?.ns_pid;
                     zombies.push(ZombieState {
                         pid: ns_pid,
@@ -181,17 +178,6 @@ fn freeze_tree(root: Pid) -> Result<(Vec<Frozen>, Vec<ZombieState>), DumpError> 
 
 fn ns_pid_of(pid: i32) -> Result<i32, DumpError> {
     Ok(proc::parse_status(&proc::read(pid, "status")?)?.ns_pid)
-}
-
-/// `/proc/PID/stat` field 52: the wait status of an exited task.
-fn exit_code(stat: &str) -> Option<i32> {
-    let close = stat.rfind(')')?;
-    // Field 3 is the first after the name.
-    stat[close + 1..]
-        .split_whitespace()
-        .nth(52 - 3)?
-        .parse()
-        .ok()
 }
 
 /// A descriptor that is the same open file description as one of an earlier process becomes

@@ -30,9 +30,8 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// The start time of a process (field 22 of `/proc/PID/stat`, clock ticks since boot): with
 /// the PID, it names one process for good.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let stat = crate::proc::read(pid, "stat").ok()?;
+    crate::proc::parse_stat(&stat).ok().map(|s| s.start_time)
 }
 
 /// Whether the test fault `name` is enabled: `FERRY_FAULT` (read once), comma-separated.

@@ -56,11 +56,8 @@ impl Drop for NewTask {
 
 /// Whether `pid` is held by a zombie (or already gone).
 pub fn holder_is_zombie(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rfind(')')
-            .and_then(|i| s[i + 1..].split_whitespace().next())
-            .is_some_and(|st| st == "Z" || st == "X"),
+    match crate::proc::read(pid, "stat") {
+        Ok(s) => crate::proc::parse_stat(&s).is_ok_and(|st| st.state == 'Z' || st.state == 'X'),
         Err(_) => true, // gone already: worth another try
     }
 }
