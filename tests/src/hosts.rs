@@ -58,6 +58,7 @@ pub struct Hosts {
     /// Every PID that may end up as our zombie (inits, ferryd launchers), reaped at drop.
     adopted: Vec<i32>,
     _lock: MutexGuard<'static, ()>,
+    _machine: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Hosts {
@@ -76,6 +77,7 @@ impl Hosts {
     fn start(n: u32, agents: bool) -> Result<Self> {
         static LOCK: Mutex<()> = Mutex::new(());
         let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let machine = crate::machine_lock("/run/ferry-hosts.lock");
         // The hosts' inits and launchers are orphaned when xtask exits: adopt them, to reap them.
         make_subreaper();
         xtask(&["hosts", "down"], &[]).context("tear down leftover test hosts")?;
@@ -89,6 +91,7 @@ impl Hosts {
             agents,
             adopted: Vec::new(),
             _lock: lock,
+            _machine: machine,
         };
         // From here on, Drop tears down whatever part came up.
         let result = xtask(&args, &[]);

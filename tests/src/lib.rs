@@ -175,6 +175,7 @@ pub struct TestCtx {
     /// This test's temporary directory.
     pub dir: TempDir,
     _serial: MutexGuard<'static, ()>,
+    _machine: nix::fcntl::Flock<fs::File>,
 }
 
 /// Prepares a test: root check, subreaper, the serial lock, a temporary directory. Returns
@@ -188,12 +189,27 @@ pub fn setup(name: &str) -> Option<TestCtx> {
     }
     static SERIAL: Mutex<()> = Mutex::new(());
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let machine = machine_lock("/run/ferry-tests.lock");
     make_subreaper();
     let dir = TempDir::new(name).expect("create the test's temporary directory");
     Some(TestCtx {
         dir,
         _serial: serial,
+        _machine: machine,
     })
+}
+
+/// An exclusive `flock` on `path`, held until the guard drops: test runs from several checkouts
+/// on one machine (they share PIDs, the test hosts' names and addresses) take turns.
+pub fn machine_lock(path: &str) -> nix::fcntl::Flock<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("flock {path}: {e}"))
 }
 
 /// Marks the test process as child subreaper, so that a restored process comes to it when the
