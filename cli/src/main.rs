@@ -52,6 +52,8 @@ struct MigrateCli {
 }
 
 fn main() -> ExitCode {
+    // Descriptors inherited from whoever started us are not handed on to what we start.
+    let _ = ferry_agent::sys::cloexec_from(3);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")

@@ -191,6 +191,7 @@ pub fn setup(name: &str) -> Option<TestCtx> {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let machine = machine_lock("/run/ferry-tests.lock");
     make_subreaper();
+    keep_inherited_descriptors_to_ourselves();
     let dir = TempDir::new(name).expect("create the test's temporary directory");
     Some(TestCtx {
         dir,
@@ -210,6 +211,16 @@ pub fn machine_lock(path: &str) -> nix::fcntl::Flock<fs::File> {
         .unwrap_or_else(|e| panic!("open {path}: {e}"));
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .unwrap_or_else(|(_, e)| panic!("flock {path}: {e}"))
+}
+
+/// Marks every descriptor the test process inherited (beyond 0–2) close-on-exec, once: a
+/// shell's stray descriptor must not reach the victims, which get fds 0–2 and what a test gives
+/// them (the engine would rightly refuse, say, a descriptor to a deleted `/dev/null`).
+pub fn keep_inherited_descriptors_to_ourselves() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        ferry_agent::sys::cloexec_from(3).expect("close_range(3, ~0, CLOSE_RANGE_CLOEXEC)");
+    });
 }
 
 /// Marks the test process as child subreaper, so that a restored process comes to it when the

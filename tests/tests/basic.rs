@@ -336,6 +336,49 @@ fn pid_namespace_when_the_pid_is_taken() {
     );
     assert_ne!(copy2.pid, v.pid);
 
+    // The namespace's init holds no descriptor of the restorer's (it once kept `ferry
+    // restore`'s stdout, stderr and image open for as long as the process ran).
+    let init: i32 = ferry_tests::proc_stat_field(copy.pid, 4)
+        .and_then(|p| p.parse().ok())
+        .expect("the copy's parent, its namespace's init");
+    assert_eq!(
+        status_field(init, "NSpid")
+            .as_deref()
+            .and_then(|s| s.split_whitespace().last()),
+        Some("1"),
+        "the copy's parent should be its namespace's init"
+    );
+    let held: Vec<_> = std::fs::read_dir(format!("/proc/{init}/fd"))
+        .expect("list the init's fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    assert!(held.is_empty(), "the namespace's init holds {held:?}");
+
+    // So `out=$(ferry restore IMG)` returns as soon as ferry does, not when the process ends.
+    let children = my_children();
+    let shell = std::process::Command::new("timeout")
+        .args([
+            "30",
+            "bash",
+            "-c",
+            r#"out=$("$0" restore "$1" 2>/dev/null); echo "$out""#,
+        ])
+        .arg(ferry_tests::ferry_bin())
+        .arg(&img)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run bash");
+    let printed = String::from_utf8_lossy(&shell.stdout).into_owned();
+    let copy3 = ferry_tests::parse_restored_pid(&printed);
+    for pid in my_children().difference(&children) {
+        ferry_tests::kill_and_reap(*pid);
+    }
+    assert!(
+        shell.status.success() && copy3.is_some(),
+        "out=$(ferry restore) should return at once with the PID ({:?}): {printed:?}",
+        shell.status
+    );
+
     // End the original and the second copy; the first copy carries on alone.
     v.kill();
     copy2.kill();

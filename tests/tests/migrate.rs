@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferry_tests::hosts::Hosts;
-use ferry_tests::{TestCtx, ferry_bin, setup, workload};
+use ferry_tests::{TestCtx, alive, ferry_bin, setup, workload};
 
 /// A victim started inside host 1.
 struct Victim {
@@ -486,4 +486,79 @@ fn fault_link_cut_mid_stream() {
     record_state(&hosts, 1, "aborted");
     record_state(&hosts, 2, "aborted");
     hosts.link_up(2).expect("link up");
+}
+
+/// The destination's agent exits on Commit (FERRY_FAULT dest-exit-at-commit) while its copy
+/// waits, stopped, in a new PID namespace (the migration back to h1, where the stub holds the
+/// PID). The namespace's init holds none of the agent's descriptors, so the agent starts
+/// again (it once failed: listener address in use, records database locked), asks the origin
+/// and releases the copy: the process runs exactly once, on h1, intact, and the agent serves.
+#[test]
+fn dest_exit_at_commit_with_the_copy_in_a_new_pid_namespace() {
+    let Some((ctx, mut hosts)) = up("migrate-fault-dest-commit") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 16, &[]);
+    let o = migrate(&hosts, &v, &[]);
+    assert!(o.status.success(), "migrate: {}", text(&o));
+    let on_h2 = remote_pid(&o).to_string();
+    hosts.kill_ferryd(1).expect("kill ferryd");
+    hosts
+        .start_ferryd(1, &[("FERRY_FAULT", "dest-exit-at-commit")])
+        .expect("start ferryd with the fault");
+    // The origin (h2) commits until the destination answers: run it in the background.
+    let mut back = Command::new(ferry_bin())
+        .args(["migrate", &on_h2, "--to", "h1", "--compress", "none"])
+        .env("FERRY_SOCKET", hosts.socket(2))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferry migrate on h2");
+    wait_for(
+        "h1's agent to exit at the commit",
+        Duration::from_secs(60),
+        || {
+            hosts
+                .ferryd_log(1)
+                .contains("FERRY_FAULT dest-exit-at-commit")
+                && hosts.ferryd_pid(1).is_none_or(|p| !alive(p))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", hosts.ferryd_log(1)));
+    let _ = hosts.kill_ferryd(1);
+    hosts.start_ferryd(1, &[]).expect("the agent starts again");
+    let t = Instant::now();
+    while back.try_wait().expect("wait for ferry migrate").is_none() {
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = back.kill();
+            let _ = back.wait();
+            panic!("ferry migrate on h2 did not end\n{}", hosts.ferryd_log(1));
+        }
+        sleep(Duration::from_millis(50));
+    }
+    let mut copy = 0;
+    wait_for(
+        "h1's destination record to be done",
+        Duration::from_secs(30),
+        || {
+            records(&hosts, 1).iter().any(|r| {
+                let done = r["role"] == "destination" && r["state"] == "done";
+                if done {
+                    copy = r["pid"].as_i64().unwrap_or(0) as i32;
+                }
+                done
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", records(&hosts, 1), hosts.ferryd_log(1)));
+    exactly_once(&hosts, &v, 1, copy);
+    let nspid = hosts
+        .run_ok(1, &["grep", "NSpid", &format!("/proc/{copy}/status")])
+        .expect("NSpid");
+    assert_eq!(
+        nspid.split_whitespace().count(),
+        3,
+        "the copy should be in a PID namespace of its own inside h1: {nspid}"
+    );
 }

@@ -67,3 +67,150 @@ fn refused(mode: &str, must_name: &[&str]) {
 fn refuses_netlink_socket() {
     refused("netlink", &["netlink"]);
 }
+
+/// An image path that exists and is not a regular file (a directory, a FIFO, a device node) is
+/// refused before anything is frozen, naming the path and what is there; it is left as it was
+/// (`ferry dump PID -o /dev/null` once renamed the image over the device node).
+#[test]
+fn refuses_an_image_path_that_is_not_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let Some(ctx) = setup("refuse-output") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "counter", &[]);
+    let tick = v.wait_tick_beyond(1);
+    let dir = ctx.path("a-directory");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let fifo = ctx.path("a-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    // A node of the null device in the test's own directory: harmless if it were replaced.
+    let null = ctx.path("a-null-device");
+    nix::sys::stat::mknod(
+        &null,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .expect("mknod");
+    let link = ctx.path("a-link-to-the-device");
+    std::os::unix::fs::symlink(&null, &link).expect("symlink");
+    let pid = v.pid.to_string();
+    for (path, kind) in [
+        (&dir, "a directory"),
+        (&fifo, "a FIFO"),
+        (&null, "a character device"),
+        (&link, "a character device"),
+    ] {
+        let out = ctx.ferry(&[
+            "dump".as_ref(),
+            pid.as_ref(),
+            "-o".as_ref(),
+            path.as_os_str(),
+        ]);
+        out.assert_failed();
+        assert!(
+            out.stderr.contains(&path.display().to_string()) && out.stderr.contains(kind),
+            "the refusal should name {} and say it is {kind}: {}",
+            path.display(),
+            out.stderr
+        );
+        assert!(alive(v.pid), "a refused dump ended the process");
+    }
+    assert!(std::fs::metadata(&dir).unwrap().is_dir());
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(status_field(v.pid, "TracerPid").as_deref(), Some("0"));
+    v.wait_tick_beyond(tick + 3);
+    v.check();
+    v.assert_ticks_continuous();
+}
+
+/// The init of a PID namespace, dumped by its outer PID without `--tree`, is refused: its end
+/// would make the kernel kill every process of the namespace. It and its children run on.
+#[test]
+fn refuses_the_init_of_a_pid_namespace_without_tree() {
+    let Some(ctx) = setup("refuse-ns-init") else {
+        return;
+    };
+    // unshare forks the namespace's init (bash, pid 1 inside), which starts two children.
+    let unshare = std::process::Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "bash",
+            "-c",
+            "sleep 1000 & sleep 1000 & wait",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start unshare");
+    let unshare_pid = i32::try_from(unshare.id()).expect("pid");
+    // Reaped by PID in the guard.
+    drop(unshare);
+    struct Guard(Vec<i32>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            for &pid in self.0.iter().rev() {
+                ferry_tests::kill_and_reap(pid);
+            }
+        }
+    }
+    let mut guard = Guard(vec![unshare_pid]);
+    let children_of = |pid: i32| -> Vec<i32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    };
+    let init = ferry_tests::wait_until(Duration::from_secs(10), "the namespace's init", || {
+        children_of(unshare_pid).first().copied()
+    });
+    guard.0.push(init);
+    let sleepers =
+        ferry_tests::wait_until(Duration::from_secs(10), "the init's two children", || {
+            let c = children_of(init);
+            (c.len() == 2).then_some(c)
+        });
+    assert_eq!(
+        status_field(init, "NSpid")
+            .and_then(|s| s.split_whitespace().last().map(str::to_owned))
+            .as_deref(),
+        Some("1")
+    );
+    let img = image_path(&ctx, "ns-init");
+    let pid = init.to_string();
+    let out = ctx.ferry(&[
+        "dump".as_ref(),
+        pid.as_ref(),
+        "-o".as_ref(),
+        img.as_os_str(),
+    ]);
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("init of a PID namespace") && out.stderr.contains("--tree"),
+        "the refusal should say why and point to --tree: {}",
+        out.stderr
+    );
+    assert!(!img.exists(), "a refused dump left an image behind");
+    for p in std::iter::once(init).chain(sleepers) {
+        assert!(alive(p), "pid {p} of the namespace ended");
+        assert!(
+            !matches!(proc_state(p), Some('t' | 'T' | 'Z')),
+            "pid {p} was left stopped or ended"
+        );
+        assert_eq!(status_field(p, "TracerPid").as_deref(), Some("0"));
+    }
+}

@@ -698,3 +698,52 @@ fn tree_goes_into_one_new_pid_namespace_when_a_pid_is_taken() {
     }
     assert!(alive(printed[0]));
 }
+
+/// A refusal about a member of the tree names that member, not the root: a child holding an
+/// object the engine refuses (a netlink socket) makes `dump --tree` fail with the child's PID
+/// and the descriptor; the tree runs on untouched.
+#[test]
+fn a_refused_member_is_named_by_its_own_pid() {
+    let Some(ctx) = setup("trees-refused-member") else {
+        return;
+    };
+    let dir = ctx.path("state");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let script = r#"
+import os, socket, sys, time
+d = sys.argv[1]
+if os.fork() == 0:
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+    with open(d + "/fd.tmp", "w") as f:
+        f.write(str(s.fileno()))
+    os.rename(d + "/fd.tmp", d + "/ready")
+time.sleep(1000)
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script]).arg(&dir);
+    let tree = Tree::spawn_ready(&ctx, cmd, &dir, "the child holds its netlink socket");
+    assert_eq!(tree.pids.len(), 2, "python and its child: {:?}", tree.pids);
+    let (root, child) = (tree.pids[0], tree.pids[1]);
+    let fd = std::fs::read_to_string(dir.join("ready")).expect("read the child's fd");
+    let image = ctx.path("tree.img");
+    let root_arg = root.to_string();
+    let out = ctx.ferry(&[
+        "dump",
+        "--tree",
+        &root_arg,
+        "-o",
+        image.to_str().expect("utf-8 path"),
+    ]);
+    out.assert_failed();
+    assert!(
+        out.stderr
+            .contains(&format!("pid {child} (a member of the tree): fd {fd}")),
+        "the refusal should name member {child} and its fd {fd}: {}",
+        out.stderr
+    );
+    assert!(!image.exists());
+    for p in [root, child] {
+        assert!(alive(p), "pid {p} ended");
+        assert_eq!(status_field(p, "TracerPid").as_deref(), Some("0"));
+    }
+}

@@ -90,3 +90,56 @@ fn blocked_victims_work() {
     assert!(res.starts_with("wait4 pid="), "{res}");
     v.check();
 }
+
+/// A descriptor the test runner inherited (here fd 10 on a file, opened by the shell that
+/// started it, not close-on-exec) reaches no victim: victims get fds 0–2 and what the test
+/// gives them. The test binary runs itself again under such a shell.
+#[test]
+fn victims_do_not_inherit_the_runners_descriptors() {
+    const NAME: &str = "victims_do_not_inherit_the_runners_descriptors";
+    if let Some(marker) = std::env::var_os("FERRY_TEST_STRAY_FD") {
+        let marker = std::path::PathBuf::from(marker);
+        let Some(ctx) = setup("stray-fd") else {
+            return;
+        };
+        assert_eq!(
+            std::fs::read_link("/proc/self/fd/10").ok().as_deref(),
+            Some(marker.as_path()),
+            "the runner should hold fd 10 on the marker"
+        );
+        let v = Victim::c(&ctx, "counter", &[]);
+        let fds: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", v.pid))
+            .expect("list the victim's fds")
+            .filter_map(|e| {
+                let e = e.ok()?;
+                Some((e.file_name(), std::fs::read_link(e.path()).ok()?))
+            })
+            .collect();
+        assert!(
+            fds.iter().all(|(_, target)| target != &marker),
+            "the victim inherited the runner's stray descriptor: {fds:?}"
+        );
+        return;
+    }
+    if !ferry_tests::require_root() {
+        return;
+    }
+    let dir = ferry_tests::TempDir::new("stray-fd-outer").expect("temporary directory");
+    let marker = dir.path().join("stray");
+    std::fs::write(&marker, "stray").expect("write the marker");
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new("bash")
+        .args(["-c", r#"exec 10<"$1"; shift; exec "$@""#, "bash"])
+        .arg(&marker)
+        .arg(&exe)
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env("FERRY_TEST_STRAY_FD", &marker)
+        .output()
+        .expect("run the test binary again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "the inner run failed:\n{stdout}\n{stderr}"
+    );
+}

@@ -16,6 +16,8 @@ use tracing_subscriber::prelude::*;
 const USAGE: &str = "usage: ferryd --config FILE";
 
 fn main() -> ExitCode {
+    // Descriptors inherited from whoever started us are not handed on to what we start.
+    let _ = ferry_agent::sys::cloexec_from(3);
     let journald = init_tracing();
     match run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -167,6 +167,23 @@ pub enum DumpError {
         /// Most an image holds.
         max: u64,
     },
+    /// What failed concerns a member of a dumped tree other than its root.
+    #[error("pid {pid} (a member of the tree)")]
+    Member {
+        /// The member.
+        pid: i32,
+        /// What failed.
+        #[source]
+        source: Box<DumpError>,
+    },
+    /// The image path names something that is not a regular file.
+    #[error("{}: {kind} exists there; refusing to replace it with an image (give the path of a new or regular file)", path.display())]
+    BadOutput {
+        /// The path.
+        path: PathBuf,
+        /// What is there (`a directory`, `a character device`, …).
+        kind: &'static str,
+    },
     /// Ending the process after the dump failed.
     #[error("end pid {pid} after the dump")]
     Kill {
@@ -180,6 +197,7 @@ pub enum DumpError {
 
 /// Checkpoints `pid` into the image file `out`.
 pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
+    check_output(out)?;
     let held = hold(pid, opts)?;
     let tree = held.tree();
     let stats = write_image(&[&held.frozen.leader().tracee], &tree, out, opts.codec)?;
@@ -360,11 +378,93 @@ fn settle(frozen: &Frozen) -> Result<(), DumpError> {
 /// to other members, which are known only once the tree is frozen.
 fn precheck(pid: Pid, opts: &DumpOptions, in_tree: bool) -> Result<(), DumpError> {
     check_process(pid)?;
+    if !in_tree {
+        check_not_namespace_init(pid)?;
+    }
     let mut socks = sockets::SocketDump::check(opts.sockets());
     socks.peers_judged_later = in_tree;
     files::collect_fds(pid, opts.max_deleted_file_size, &mut socks, &[])?;
     mm::collect_vmas(pid)?;
     Ok(())
+}
+
+/// Refuses the init of a PID namespace as a single process: when it ends, the kernel kills
+/// every other process of its namespace, and restored alone it would be an init without them.
+/// Its whole tree (`--tree`) is every process of the namespace and may go.
+fn check_not_namespace_init(pid: Pid) -> Result<(), DumpError> {
+    let status = proc::parse_status(&proc::read(pid.as_raw(), "status")?)?;
+    if status.ns_pid == 1 {
+        return Err(DumpError::BadTarget {
+            pid: pid.as_raw(),
+            why: "it is the init of a PID namespace (pid 1 inside it): when it ends, the kernel \
+                  kills every process of that namespace, and restored alone it would have none of \
+                  them; dump it with --tree to take the whole namespace"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an image path that exists and is not a regular file (following symbolic links): the
+/// image is renamed into place, which would replace a device node, FIFO, socket or directory.
+pub fn check_output(out: &Path) -> Result<(), DumpError> {
+    let meta = match std::fs::metadata(out) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(DumpError::ImageFile {
+                step: "stat",
+                path: out.to_path_buf(),
+                source,
+            });
+        }
+    };
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "something other than a regular file"
+    };
+    Err(DumpError::BadOutput {
+        path: out.to_path_buf(),
+        kind,
+    })
+}
+
+/// What happens to the children of a process dumped alone, as the kernel does it: they are not
+/// in the image; when the process ends they are reparented (to the nearest subreaper or init),
+/// each one that asked for a parent-death signal receives it, and a session leader's end hangs
+/// up its terminal's foreground process group (`SIGHUP`).
+fn children_warning(pid: i32, children: &str, stat: &proc::Stat, leave_running: bool) -> String {
+    let mut w = format!("pid {pid} has children ({children}) that are not part of the image");
+    if leave_running {
+        w.push_str("; they keep running with it");
+        return w;
+    }
+    w.push_str(
+        "; when it ends they are reparented to the nearest subreaper or init, and any that set a \
+         parent-death signal (PR_SET_PDEATHSIG) receives it (and stopped ones whose process group \
+         is orphaned by its end get SIGHUP and SIGCONT)",
+    );
+    if stat.session == pid && stat.tty_nr != 0 && stat.tpgid > 0 {
+        w.push_str(&format!(
+            "; it leads a session with a controlling terminal, so when it ends the kernel sends \
+             SIGHUP to the terminal's foreground process group {}",
+            stat.tpgid
+        ));
+    }
+    w
 }
 
 /// Whether `pid` is a process we may dump at all.
@@ -429,9 +529,11 @@ fn collect(
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
     if members.is_empty() && !children.trim().is_empty() {
-        warnings.push(format!(
-            "pid {raw} has children ({}) that are not part of the image; they stay behind",
-            children.trim()
+        warnings.push(children_warning(
+            raw,
+            children.trim(),
+            &stat,
+            opts.leave_running,
         ));
     }
 
@@ -772,6 +874,8 @@ fn write_image(
             source: e.into_error(),
         })?;
         file.sync_all().map_err(file_err("fsync", &tmp))?;
+        // Checked again: something may have appeared at `out` while the image was written.
+        check_output(out)?;
         std::fs::rename(&tmp, out).map_err(file_err("rename", out))?;
         let dir = out
             .parent()

@@ -25,6 +25,7 @@ use crate::sys;
 
 /// Checkpoints `pid` and every descendant into the image file `out`.
 pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
+    super::check_output(out)?;
     // Every process already there is checked from /proc before anything is frozen: a refused
     // tree is never stopped, and the freeze itself stays short (reading each member's fds and
     // maps took most of it). One forked during the freeze is checked by `collect`.
@@ -35,7 +36,7 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
             .and_then(|s| proc::parse_stat(&s).ok())
             .is_some_and(|s| s.state == 'Z');
         if !zombie {
-            precheck(Pid::from_raw(p), &opts, true)?;
+            precheck(Pid::from_raw(p), &opts, true).map_err(|e| in_member(pid, p, e))?;
         }
         stack.extend(children(p));
     }
@@ -49,7 +50,8 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
         .collect();
     // fds and VMAs are checked again by `collect`.
     for f in &frozen {
-        check_process(f.leader().tracee.pid())?;
+        let p = f.leader().tracee.pid();
+        check_process(p).map_err(|e| in_member(pid, p.as_raw(), e))?;
     }
     let mut warnings = Vec::new();
     let mut processes = Vec::with_capacity(frozen.len());
@@ -66,7 +68,10 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
             .filter(|(j, _)| *j != i)
             .flat_map(|(_, set)| set.iter().copied())
             .collect();
-        processes.push(collect(f, &opts, &members, &mut warnings, &mut s)?);
+        processes.push(
+            collect(f, &opts, &members, &mut warnings, &mut s)
+                .map_err(|e| in_member(pid, members[i], e))?,
+        );
         warnings.append(&mut s.warnings);
         socks.push(s);
     }
@@ -102,6 +107,18 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
         warnings,
         processes: tree.processes.len(),
     })
+}
+
+/// Names the member an error is about, unless it is the root (which the caller names).
+fn in_member(root: Pid, member: i32, e: DumpError) -> DumpError {
+    if member == root.as_raw() {
+        e
+    } else {
+        DumpError::Member {
+            pid: member,
+            source: Box::new(e),
+        }
+    }
 }
 
 /// Inodes of the sockets `pid` holds.

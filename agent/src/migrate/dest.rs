@@ -560,6 +560,10 @@ pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<Commi
             r.migration_id
         )));
     };
+    if fault("dest-exit-at-commit") {
+        tracing::error!(migration = %rec.migration_id, "FERRY_FAULT dest-exit-at-commit: exiting");
+        std::process::exit(70);
+    }
     match rec.state.as_str() {
         "done" => Ok(CommitReply {}),
         "prepared" | "committed" => commit_local(node, &mut rec).map(|()| CommitReply {}),

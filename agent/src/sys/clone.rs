@@ -33,8 +33,9 @@ pub enum ChildBody {
     },
     /// Init of a fresh PID namespace: create the stub with PID `want` as its own child (so
     /// that the namespace, which dies with its init, lives exactly as long as the restored
-    /// process), then reap children until there are none and exit with the status of the
-    /// last one. Exits with 100 + errno if the stub cannot be created.
+    /// process), close every descriptor it inherited, then reap children until there are none
+    /// and exit with the status of the last one. Exits with 100 + errno if the stub cannot be
+    /// created.
     NsInit {
         /// The PID the stub gets inside the namespace.
         want: i32,
@@ -124,6 +125,10 @@ fn ns_init_main(want: i32) -> ! {
     }
     // SAFETY: raw, async-signal-safe syscalls on our own stack variables only.
     unsafe {
+        // The init needs no descriptor: holding the restorer's (an agent's listener, its
+        // records database, a caller's stdout) would outlive the restorer for as long as the
+        // restored process runs.
+        libc::syscall(libc::SYS_close_range, 0, u32::MAX, 0);
         libc::prctl(libc::PR_SET_NAME, c"ferry-ns-init".as_ptr(), 0, 0, 0);
         if r < 0 {
             libc::_exit(100 + *libc::__errno_location());

@@ -30,6 +30,22 @@ pub fn set_rlimit(pid: Pid, resource: u32, cur: u64, max: u64) -> Result<(), Err
     Errno::result(r).map(drop)
 }
 
+/// Marks every descriptor from `first` up close-on-exec (`close_range(first, ~0,
+/// CLOSE_RANGE_CLOEXEC)`): what a program inherited without asking (a shell's stray
+/// descriptors) is not handed on to the programs it starts.
+pub fn cloexec_from(first: u32) -> Result<(), Errno> {
+    // SAFETY: plain syscall with integer arguments; no descriptor is closed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
 /// `get_robust_list(tid)`: the head pointer and length registered by the thread.
 pub fn get_robust_list(tid: Pid) -> Result<(u64, u64), Errno> {
     let mut head: u64 = 0;
