@@ -27,12 +27,12 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     let file = File::open(&image).with_context(|| format!("open {}", image.display()))?;
     let summary = inspect(BufReader::with_capacity(1 << 20, file))
         .with_context(|| format!("inspect {}", image.display()))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+    let text = if json {
+        serde_json::to_string_pretty(&summary)? + "\n"
     } else {
-        print!("{}", render(&summary));
-    }
-    Ok(())
+        render(&summary)
+    };
+    crate::write_stdout(&text)
 }
 
 fn queued(q: Option<&ferry_agent::state::PipeQueue>) -> String {

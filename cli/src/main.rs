@@ -84,6 +84,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `text` to stdout. A reader that went away (`ferry image inspect IMG | head`) ends
+/// the output quietly, as with other Unix tools, instead of a panic.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dump(args) => dump::run(args),

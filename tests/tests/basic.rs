@@ -426,6 +426,25 @@ fn image_inspect() {
         "inspect should list the sections with their digests:\n{t}"
     );
 
+    // A reader that is gone before the output comes (`| head`, here `| true`): ferry ends
+    // quietly with success, as Unix tools do, instead of panicking on the broken pipe.
+    let err = ctx.path("inspect-epipe.err");
+    let piped = std::process::Command::new("bash")
+        .args([
+            "-c",
+            r#""$0" image inspect "$1" 2>"$2" | true; exit "${PIPESTATUS[0]}""#,
+        ])
+        .arg(ferry_tests::ferry_bin())
+        .arg(&img)
+        .arg(&err)
+        .status()
+        .expect("run bash");
+    let err = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(
+        piped.success() && err.is_empty(),
+        "`ferry image inspect | true` ended with {piped}: {err}"
+    );
+
     let json = ctx.ferry(&[
         "image".as_ref(),
         "inspect".as_ref(),
@@ -457,4 +476,69 @@ fn has_key_value(v: &serde_json::Value, key: &str, want: i64) -> bool {
         serde_json::Value::Array(items) => items.iter().any(|i| has_key_value(i, key, want)),
         _ => false,
     }
+}
+
+/// A restore whose PID is still held by a zombie (the dumped process, which its parent, the
+/// test, has not reaped yet) says so while it waits, and takes the PID once it is reaped.
+#[test]
+fn restore_says_it_waits_for_a_zombie_holding_the_pid() {
+    let Some(ctx) = setup("zombie-pid") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "counter", &[]);
+    let before = v.check();
+    let img = image_path(&ctx, "zombie");
+    let pid = v.pid;
+    let out = ctx.ferry(&[
+        "dump".as_ref(),
+        pid.to_string().as_ref(),
+        "-o".as_ref(),
+        img.as_os_str(),
+    ]);
+    out.assert_ok();
+    wait_until(
+        Duration::from_secs(5),
+        "the dumped victim to be a zombie",
+        || (ferry_tests::proc_state(pid) == Some('Z')).then_some(()),
+    );
+    // Reap it only once the restore has said it waits (its stderr goes to a file in the
+    // test's directory).
+    let dir = ctx.dir.path().to_path_buf();
+    let reaper = std::thread::spawn(move || {
+        let said = |dir: &std::path::Path| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    e.file_name().to_string_lossy().ends_with(".err")
+                        && std::fs::read_to_string(e.path())
+                            .is_ok_and(|t| t.contains("still held by an exited process"))
+                })
+        };
+        let start = std::time::Instant::now();
+        while !said(&dir) && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ferry_tests::reap(pid, Duration::from_secs(5))
+    });
+    let out = v.restore(&ctx, &img, &[]);
+    let reaped = reaper.join().expect("the reaper thread");
+    assert!(
+        matches!(
+            reaped,
+            nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
+        ),
+        "{reaped:?}"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("pid {pid} is still held by an exited process"))
+            && out.stderr.contains("waiting"),
+        "the restore should say it waits for the zombie: {}",
+        out.stderr
+    );
+    assert_eq!(v.pid, pid, "the PID, once free, is the process's again");
+    let after = v.check();
+    assert_eq!(field(&after, "sum"), field(&before, "sum"));
 }

@@ -62,11 +62,18 @@ pub fn holder_is_zombie(pid: i32) -> bool {
     }
 }
 
+/// The parent of zombie `pid`, which is to reap it.
+fn zombie_parent(pid: i32) -> Option<i32> {
+    let stat = crate::proc::parse_stat(&crate::proc::read(pid, "stat").ok()?).ok()?;
+    Some(stat.ppid)
+}
+
 /// Creates a task with PID `want`, or one in a new PID namespace per `mode`. `new_ns` asks
 /// for the namespace at once (another PID of a tree is taken).
 pub fn create(want: i32, mode: PidNsMode, new_ns: bool) -> Result<NewTask, RestoreError> {
     let me = nix::unistd::getpid().as_raw();
     let start = Instant::now();
+    let mut told = false;
     if !new_ns {
         loop {
             match sys::clone::clone3(ChildBody::Stub { expected_ppid: me }, Some(want), false) {
@@ -78,6 +85,15 @@ pub fn create(want: i32, mode: PidNsMode, new_ns: bool) -> Result<NewTask, Resto
                     });
                 }
                 Err(Errno::EEXIST) if holder_is_zombie(want) && start.elapsed() < ZOMBIE_WAIT => {
+                    if !told {
+                        told = true;
+                        tracing::warn!(
+                            "pid {want} is still held by an exited process that its parent{} has \
+                             not reaped yet; waiting up to {:.1} s for it",
+                            zombie_parent(want).map_or(String::new(), |p| format!(" (pid {p})")),
+                            ZOMBIE_WAIT.as_secs_f64()
+                        );
+                    }
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(Errno::EEXIST) => break,
