@@ -15,3 +15,4 @@ pub mod restore;
 pub mod state;
 pub mod sys;
 pub mod transport;
+pub mod verify;

@@ -800,6 +800,34 @@ pub struct SigaltstackState {
     pub size: u64,
 }
 
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+
+impl Regs {
+    /// The registers a restored task resumes with. A task frozen inside a system call has
+    /// `-ERESTART*` in `rax`; the kernel would have restarted the call (rewinding `rip` over
+    /// the 2-byte `syscall`) or failed it with `EINTR` on the way back to user mode. A restored
+    /// task resumes from a syscall-exit stop where that logic does not run, so it is applied
+    /// here, as a signal without a handler would: restart, except `ERESTART_RESTARTBLOCK`,
+    /// whose restart state lived in the old kernel task and becomes `EINTR`.
+    pub fn resumed(mut self) -> Regs {
+        if (self.orig_rax as i64) >= 0 {
+            match -(self.rax as i64) {
+                ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+                    self.rax = self.orig_rax;
+                    self.rip = self.rip.wrapping_sub(2);
+                }
+                ERESTART_RESTARTBLOCK => self.rax = (-i64::from(libc::EINTR)) as u64,
+                _ => {}
+            }
+        }
+        self.orig_rax = u64::MAX;
+        self
+    }
+}
+
 /// x86_64 `struct user_regs_struct`, field for field.
 #[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]

@@ -19,6 +19,10 @@ pub struct Args {
     /// `inherit`: give the process this command's stdin, stdout and stderr as fds 0–2.
     #[arg(long, value_name = "MODE", value_parser = ["inherit"])]
     stdio: Option<String>,
+    /// Before the process runs, read it back from the kernel and compare it with the image,
+    /// field by field; any difference ends it and fails the restore, naming the field.
+    #[arg(long)]
+    verify: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -32,10 +36,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             PidNsMode::Auto
         },
         inherit_stdio: args.stdio.is_some(),
-        stopped: false,
+        stopped: args.verify,
     };
+    let image = args.verify.then(|| reader.tree().clone());
     let summary =
         restore(reader, opts).with_context(|| format!("restore {}", args.image.display()))?;
+    if let Some(image) = image {
+        let pid = nix::unistd::Pid::from_raw(summary.pid);
+        let result = ferry_agent::verify::check(pid, &image.processes[0], &Default::default());
+        match result {
+            Ok(report) => {
+                eprintln!(
+                    "ferry: verified in {:?}: expected changes {:?}",
+                    report.elapsed, report.expected
+                );
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            }
+            Err(e) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                return Err(e).with_context(|| format!("restore {}", args.image.display()));
+            }
+        }
+    }
     for w in &summary.warnings {
         eprintln!("ferry: warning: {w}");
     }

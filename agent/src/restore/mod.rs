@@ -22,7 +22,7 @@ use nix::sys::ptrace::Options;
 
 use crate::image::{ImageReader, ReadImageError};
 use crate::ptrace::{PtraceError, Tracee};
-use crate::state::{ProcessState, Regs, ThreadState};
+use crate::state::{ProcessState, ThreadState};
 use crate::sys;
 use inject::Injector;
 pub use task::PidNsMode;
@@ -305,7 +305,7 @@ pub fn restore_with<R: Read + Send>(
     for (t, ts) in &threads {
         t.set_xstate(&ts.xstate)?;
         t.set_sigmask(ts.sigmask)?;
-        t.set_regs(&final_regs(ts.regs).into())?;
+        t.set_regs(&ts.regs.resumed().into())?;
         if !opts.stopped {
             t.detach(None)?;
         }
@@ -315,7 +315,7 @@ pub fn restore_with<R: Read + Send>(
     // The mask only now: a signal it lets through (a timer that fired meanwhile) must not
     // stop the last injected call; it is delivered once the task runs.
     tracee.set_sigmask(thread.sigmask)?;
-    tracee.set_regs(&final_regs(thread.regs).into())?;
+    tracee.set_regs(&thread.regs.resumed().into())?;
     if opts.stopped {
         // Queued while every thread is still in a ptrace stop: the first thread back on its
         // way to user mode takes it and stops the whole group before any of them runs a
@@ -341,32 +341,6 @@ pub fn restore_with<R: Read + Send>(
         warnings,
         others: Vec::new(),
     })
-}
-
-const ERESTARTSYS: i64 = 512;
-const ERESTARTNOINTR: i64 = 513;
-const ERESTARTNOHAND: i64 = 514;
-const ERESTART_RESTARTBLOCK: i64 = 516;
-
-/// The registers the process resumes with. A task frozen inside a system call has
-/// `-ERESTART*` in `rax`; the kernel would have restarted the call (rewinding `rip` over the
-/// 2-byte `syscall`) or failed it with `EINTR` on the way back to user mode. We resume from a
-/// syscall-exit stop where that logic does not run, so apply it here, as a signal without a
-/// handler would: restart, except `ERESTART_RESTARTBLOCK`, whose restart state lived in the
-/// old kernel task and becomes `EINTR`.
-fn final_regs(mut r: Regs) -> Regs {
-    if (r.orig_rax as i64) >= 0 {
-        match -(r.rax as i64) {
-            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
-                r.rax = r.orig_rax;
-                r.rip -= 2;
-            }
-            ERESTART_RESTARTBLOCK => r.rax = (-i64::from(libc::EINTR)) as u64,
-            _ => {}
-        }
-    }
-    r.orig_rax = u64::MAX;
-    r
 }
 
 fn restore_process_attrs(

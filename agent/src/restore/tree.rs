@@ -30,9 +30,8 @@ use nix::unistd::Pid;
 
 use super::inject::Injector;
 use super::{
-    RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, fdkinds, files,
-    final_regs, lock_down, mm, restore_process_attrs, restore_thread_attrs, shm, sockets, task,
-    tty,
+    RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, fdkinds, files, lock_down,
+    mm, restore_process_attrs, restore_thread_attrs, shm, sockets, task, tty,
 };
 use crate::image::ImageReader;
 use crate::ptrace::{PtraceError, Tracee};
@@ -311,7 +310,7 @@ pub fn restore_tree<R: Read + Send>(
         for (t, ts) in &ts {
             t.set_xstate(&ts.xstate)?;
             t.set_sigmask(ts.sigmask)?;
-            t.set_regs(&final_regs(ts.regs).into())?;
+            t.set_regs(&ts.regs.resumed().into())?;
             t.detach(None)?;
         }
         let thread = &p.threads[0];
@@ -320,7 +319,7 @@ pub fn restore_tree<R: Read + Send>(
         inj.finish()?;
         // The mask only now: a signal it lets through must not stop the last injected call.
         t.set_sigmask(thread.sigmask)?;
-        t.set_regs(&final_regs(thread.regs).into())?;
+        t.set_regs(&thread.regs.resumed().into())?;
         t.detach(None)?;
         if p.pid != root.pid {
             others.push(t.pid().as_raw());
