@@ -67,6 +67,8 @@ enum Ev {
     Written(WriteStats),
     /// Freezing or writing failed; the process was given back (thawed).
     Failed(String),
+    /// Refused once frozen (at `at_us`), before anything went out; given back (thawed).
+    Refused { why: String, at_us: u64 },
     /// The execve of the stub happened: the copy on the destination is the only one.
     Stubbed(Plan),
     /// The stub could not be injected; the process was given back (thawed).
@@ -185,7 +187,7 @@ fn tracer(job: TracerJob) {
     // Checked again now that it cannot fork: a child made since the first check refuses too.
     if let Some(why) = has_children(pid) {
         let _ = held.thaw();
-        let _ = events.send(Ev::Failed(why));
+        let _ = events.send(Ev::Refused { why, at_us });
         return;
     }
     let total: u64 = held
@@ -595,6 +597,10 @@ impl Origin {
                 since
             }
             Some(Ev::Failed(why)) => return Err(self.fail(Status::failed_precondition(why))),
+            Some(Ev::Refused { why, at_us }) => {
+                self.rec.frozen_unix_us = at_us;
+                return Err(self.fail(Status::failed_precondition(why)));
+            }
             other => {
                 return Err(self.fail(Status::internal(format!("tracer: unexpected {other:?}"))));
             }
