@@ -518,9 +518,7 @@ fn wait_record(
 }
 
 fn int(v: &serde_json::Value, key: &str) -> i64 {
-    v[key]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no {key} in {v}"))
+    v[key].as_i64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
 /// Three migrations started at once from one agent take turns for their frozen phase: the
@@ -624,14 +622,23 @@ fn a_child_forked_before_the_freeze_is_refused_under_it() {
         .start_ferryd(1, &[("FERRY_FAULT", "pause-before-freeze")])
         .expect("start ferryd");
     let cli = Command::new(ferry_bin())
-        .args(["migrate", &v.pid.to_string(), "--to", "h2", "--compress", "none"])
+        .args([
+            "migrate",
+            &v.pid.to_string(),
+            "--to",
+            "h2",
+            "--compress",
+            "none",
+        ])
         .env("FERRY_SOCKET", hosts.socket(1))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start ferry migrate");
-    wait_record(&hosts, 1, "origin", "negotiated", |r| r["state"] == "negotiated");
+    wait_record(&hosts, 1, "origin", "negotiated", |r| {
+        r["state"] == "negotiated"
+    });
     let out = hosts
         .run(1, &["kill", "-USR2", &v.pid.to_string()])
         .expect("kill -USR2");
@@ -677,7 +684,11 @@ fn records_follow_the_process_to_its_end() {
     assert_eq!(int(&x, "pid"), i64::from(on_h2), "{x}");
     assert_eq!(int(&x, "remote_pid"), i64::from(v.pid), "h2's REMOTE: {x}");
     let h1 = wait_record(&hosts, 1, "origin", "done", |r| r["state"] == "done");
-    assert_eq!(int(&h1, "remote_pid"), i64::from(on_h2), "h1's REMOTE: {h1}");
+    assert_eq!(
+        int(&h1, "remote_pid"),
+        i64::from(on_h2),
+        "h1's REMOTE: {h1}"
+    );
     let shipped = hosts.state_dir(2).join("shipped").join(&id);
     assert!(shipped.exists(), "{} is not there", shipped.display());
 
@@ -701,11 +712,10 @@ fn records_follow_the_process_to_its_end() {
         r["moved_to"] == "h3" && r["state"] == "done"
     });
     assert_eq!(int(&h1, "moved_pid"), i64::from(on_h3), "{h1}");
-    assert!(
-        h1["detail"].as_str().unwrap_or("").contains("h3"),
-        "{h1}"
-    );
-    let x = wait_record(&hosts, 2, "destination", "moved on", |r| r["moved_to"] == "h3");
+    assert!(h1["detail"].as_str().unwrap_or("").contains("h3"), "{h1}");
+    let x = wait_record(&hosts, 2, "destination", "moved on", |r| {
+        r["moved_to"] == "h3"
+    });
     assert_eq!(int(&x, "moved_pid"), i64::from(on_h3), "{x}");
 
     let out = hosts

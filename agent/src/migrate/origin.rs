@@ -1091,9 +1091,8 @@ pub(crate) fn moved_on(node: &NodeRef, pid: i32, start: u64, to: &str, remote_pi
     }) {
         rec.moved_to = to.to_string();
         rec.moved_pid = remote_pid;
-        let detail = format!(
-            "moved on to {to} as pid {remote_pid} (migration {by}); pid {pid} here relays"
-        );
+        let detail =
+            format!("moved on to {to} as pid {remote_pid} (migration {by}); pid {pid} here relays");
         let state = rec.state.clone();
         if let Err(e) = node.store.set(&mut rec, &state, detail) {
             tracing::warn!(migration = %rec.migration_id, error = %chain(&e), "record the move");
@@ -1137,7 +1136,10 @@ pub async fn moved(node: &NodeRef, peer: &str, req: MovedOn) -> Result<MovedRepl
         || req.to.len() > 253
         || req.to.chars().any(|c| c.is_control() || c.is_whitespace());
     if bad {
-        return Err(Status::invalid_argument(format!("bad host name {:?}", req.to)));
+        return Err(Status::invalid_argument(format!(
+            "bad host name {:?}",
+            req.to
+        )));
     }
     let store_err = |e: super::records::RecordsError| {
         Status::internal(format!("migration records: {}", chain(&e)))
@@ -1163,9 +1165,18 @@ pub async fn moved(node: &NodeRef, peer: &str, req: MovedOn) -> Result<MovedRepl
     } else {
         rec.detail.clone()
     };
-    node.store.set(&mut rec, &state, detail).map_err(store_err)?;
+    node.store
+        .set(&mut rec, &state, detail)
+        .map_err(store_err)?;
     tracing::info!(migration = %id, to = %req.to, pid = req.pid, "the process moved on");
-    moved_on(node, rec.pid, rec.start_time, &req.to, req.pid, &req.by_migration_id);
+    moved_on(
+        node,
+        rec.pid,
+        rec.start_time,
+        &req.to,
+        req.pid,
+        &req.by_migration_id,
+    );
     Ok(MovedReply {})
 }
 
