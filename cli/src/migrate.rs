@@ -35,7 +35,9 @@ pub struct Args {
     pub socket: PathBuf,
 }
 
-/// `ferry migrations`.
+/// `ferry migrations`: one line per record. PID is the process on this host (origin: the
+/// original, then its stub; destination: the copy), REMOTE the one on the peer (origin: the
+/// copy; destination: the original, i.e. the stub).
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     /// One JSON object per record.
@@ -211,5 +213,13 @@ fn json(r: &MigrationRecord) -> serde_json::Value {
         "detail": r.detail,
         "started_unix_ms": r.started_unix_ms,
         "updated_unix_ms": r.updated_unix_ms,
+        "start_time": r.start_time,
+        "frozen_unix_us": r.frozen_unix_us,
+        "frozen_end_unix_us": r.frozen_end_unix_us,
+        "exit_known": r.exit_known,
+        "exit_code": r.exit_code,
+        "exit_signal": r.exit_signal,
+        "moved_to": r.moved_to,
+        "moved_pid": r.moved_pid,
     })
 }

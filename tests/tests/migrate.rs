@@ -488,6 +488,269 @@ fn fault_link_cut_mid_stream() {
     hosts.link_up(2).expect("link up");
 }
 
+/// Host `n`'s records of role `role`.
+fn records_of(hosts: &Hosts, n: u32, role: &str) -> Vec<serde_json::Value> {
+    records(hosts, n)
+        .into_iter()
+        .filter(|r| r["role"] == role)
+        .collect()
+}
+
+/// Waits until host `n` has a record of `role` for which `f` holds; returns it.
+fn wait_record(
+    hosts: &Hosts,
+    n: u32,
+    role: &str,
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = Vec::new();
+    let mut found = None;
+    let r = wait_for(&format!("h{n}: {what}"), Duration::from_secs(30), || {
+        last = records_of(hosts, n, role);
+        found = last.iter().find(|r| f(r)).cloned();
+        found.is_some()
+    });
+    if let Err(e) = r {
+        panic!("{e}: h{n} has {last:#?}\n{}", hosts.ferryd_log(n));
+    }
+    found.unwrap_or_default()
+}
+
+fn int(v: &serde_json::Value, key: &str) -> i64 {
+    v[key].as_i64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+/// Three migrations started at once from one agent take turns for their frozen phase: the
+/// frozen intervals the origin recorded (freeze → Commit acknowledged) never overlap, so no
+/// process is stopped while the others' images travel; all three arrive intact.
+#[test]
+fn concurrent_migrations_are_frozen_one_at_a_time() {
+    let Some((ctx, hosts)) = up("migrate-concurrent") else {
+        return;
+    };
+    let victims: Vec<Victim> = (0..3)
+        .map(|i| start_victim(&hosts, &ctx, &format!("v{i}"), 64, &[]))
+        .collect();
+    let clis: Vec<Child> = victims
+        .iter()
+        .map(|v| {
+            Command::new(ferry_bin())
+                .args(["migrate", &v.pid.to_string(), "--to", "h2"])
+                .args(["--compress", "none"])
+                .env("FERRY_SOCKET", hosts.socket(1))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start ferry migrate")
+        })
+        .collect();
+    let outs: Vec<Output> = clis
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("ferry migrate"))
+        .collect();
+    for o in &outs {
+        assert!(o.status.success(), "migrate: {}", text(o));
+    }
+    let mut frozen: Vec<(i64, i64)> = records_of(&hosts, 1, "origin")
+        .iter()
+        .map(|r| {
+            let (a, b) = (int(r, "frozen_unix_us"), int(r, "frozen_end_unix_us"));
+            assert!(a > 0 && b >= a, "frozen interval of {r}");
+            (a, b)
+        })
+        .collect();
+    assert_eq!(frozen.len(), 3, "{frozen:?}");
+    frozen.sort();
+    for w in frozen.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "two processes were frozen at once: {:?} and {:?} (µs since the epoch)\n{}",
+            w[0],
+            w[1],
+            hosts.ferryd_log(1)
+        );
+    }
+    let mut pids: Vec<i32> = outs.iter().map(remote_pid).collect();
+    for (v, &pid) in victims.iter().zip(&pids) {
+        check(&hosts, 2, v, pid);
+    }
+    pids.sort();
+    let mut on_h2 = victims_in(&hosts, 2);
+    on_h2.sort();
+    assert_eq!(on_h2, pids, "the victims on h2");
+    assert!(victims_in(&hosts, 1).is_empty(), "victims left on h1");
+}
+
+/// A process with a child is refused before anything is frozen or recorded, naming the
+/// child: the child would stay behind (nginx's workers, a script's pipeline).
+#[test]
+fn a_parent_is_refused_with_its_children_named() {
+    let Some((ctx, hosts)) = up("migrate-children") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 8, &["--child"]);
+    let child: i32 = status(&v.state)
+        .lines()
+        .find_map(|l| l.strip_prefix("forked pid="))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the child's pid");
+    let o = migrate(&hosts, &v, &["--compress", "none"]);
+    assert!(!o.status.success(), "migrated a parent: {}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("has children") && out.contains(&format!("{child} (migrate-child)")),
+        "{out}"
+    );
+    exactly_once(&hosts, &v, 1, v.pid);
+    assert!(records(&hosts, 1).is_empty(), "h1 recorded a migration");
+    assert!(records(&hosts, 2).is_empty(), "h2 recorded a migration");
+}
+
+/// A child forked after the first check (here while the origin pauses before the freeze,
+/// FERRY_FAULT pause-before-freeze) is found under the freeze: refused, the process thawed
+/// and intact.
+#[test]
+fn a_child_forked_before_the_freeze_is_refused_under_it() {
+    let Some((ctx, mut hosts)) = up("migrate-children-late") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 8, &["--fork-on-usr2"]);
+    hosts.kill_ferryd(1).expect("kill ferryd");
+    hosts
+        .start_ferryd(1, &[("FERRY_FAULT", "pause-before-freeze")])
+        .expect("start ferryd");
+    let cli = Command::new(ferry_bin())
+        .args([
+            "migrate",
+            &v.pid.to_string(),
+            "--to",
+            "h2",
+            "--compress",
+            "none",
+        ])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferry migrate");
+    wait_record(&hosts, 1, "origin", "negotiated", |r| {
+        r["state"] == "negotiated"
+    });
+    let out = hosts
+        .run(1, &["kill", "-USR2", &v.pid.to_string()])
+        .expect("kill -USR2");
+    assert!(out.status.success(), "kill -USR2");
+    wait_for("the child", Duration::from_secs(10), || {
+        status(&v.state).contains("forked pid=")
+    })
+    .expect("forked");
+    let o = cli.wait_with_output().expect("ferry migrate");
+    assert!(!o.status.success(), "migrated a parent: {}", text(&o));
+    assert!(text(&o).contains("(migrate-child)"), "{}", text(&o));
+    exactly_once(&hosts, &v, 1, v.pid);
+    let r = record_state(&hosts, 1, "aborted");
+    assert!(int(&r, "frozen_unix_us") > 0, "it was never frozen: {r}");
+    assert!(records(&hosts, 2).is_empty(), "h2 recorded a transfer");
+}
+
+/// The records follow the process: the destination's REMOTE is the origin's PID (the stub's);
+/// when the copy moves on from h2 to h3, h1's record says where it went; when it ends, every
+/// record on the way says so with its exit status, and the files shipped for it are gone.
+#[test]
+fn records_follow_the_process_to_its_end() {
+    let Some(ctx) = setup("migrate-records") else {
+        return;
+    };
+    let hosts = Hosts::up(3).context("hosts up").expect("three hosts");
+    hosts
+        .run_ok(
+            1,
+            &[
+                "sh",
+                "-c",
+                "head -c 300000 /dev/urandom > /srv/ferry-host/data.bin",
+            ],
+        )
+        .expect("make the file");
+    let v = start_victim(&hosts, &ctx, "v", 8, &["--map", "/srv/ferry-host/data.bin"]);
+    let o = migrate(&hosts, &v, &["--compress", "none", "--ship-files"]);
+    assert!(o.status.success(), "migrate to h2: {}", text(&o));
+    let on_h2 = remote_pid(&o);
+    let x = wait_record(&hosts, 2, "destination", "done", |r| r["state"] == "done");
+    let id = x["migration_id"].as_str().expect("id").to_string();
+    assert_eq!(int(&x, "pid"), i64::from(on_h2), "{x}");
+    assert_eq!(int(&x, "remote_pid"), i64::from(v.pid), "h2's REMOTE: {x}");
+    let h1 = wait_record(&hosts, 1, "origin", "done", |r| r["state"] == "done");
+    assert_eq!(
+        int(&h1, "remote_pid"),
+        i64::from(on_h2),
+        "h1's REMOTE: {h1}"
+    );
+    let shipped = hosts.state_dir(2).join("shipped").join(&id);
+    assert!(shipped.exists(), "{} is not there", shipped.display());
+
+    let o = ferry(
+        &hosts,
+        2,
+        &[
+            "migrate",
+            &on_h2.to_string(),
+            "--to",
+            "h3",
+            "--compress",
+            "none",
+            "--ship-files",
+        ],
+    );
+    assert!(o.status.success(), "migrate to h3: {}", text(&o));
+    let on_h3 = remote_pid(&o);
+    check(&hosts, 3, &v, on_h3);
+    let h1 = wait_record(&hosts, 1, "origin", "moved on to h3", |r| {
+        r["moved_to"] == "h3" && r["state"] == "done"
+    });
+    assert_eq!(int(&h1, "moved_pid"), i64::from(on_h3), "{h1}");
+    assert!(h1["detail"].as_str().unwrap_or("").contains("h3"), "{h1}");
+    let x = wait_record(&hosts, 2, "destination", "moved on", |r| {
+        r["moved_to"] == "h3"
+    });
+    assert_eq!(int(&x, "moved_pid"), i64::from(on_h3), "{x}");
+
+    let out = hosts
+        .run(3, &["kill", "-TERM", &on_h3.to_string()])
+        .expect("kill -TERM");
+    assert!(out.status.success(), "kill -TERM on h3");
+    let ended = |r: &serde_json::Value| {
+        r["state"] == "ended" && r["exit_known"] == true && r["exit_signal"] == libc::SIGTERM
+    };
+    for (n, role) in [
+        (3, "destination"),
+        (2, "origin"),
+        (2, "destination"),
+        (1, "origin"),
+    ] {
+        let r = wait_record(&hosts, n, role, "ended by SIGTERM", ended);
+        assert!(
+            r["detail"].as_str().unwrap_or("").contains("signal 15"),
+            "h{n}: {r}"
+        );
+    }
+    let h1 = wait_record(&hosts, 1, "origin", "ended", ended);
+    assert!(
+        h1["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("on h3 as pid {on_h3}")),
+        "{h1}"
+    );
+    wait_for("h2's shipped files to go", Duration::from_secs(20), || {
+        !shipped.exists()
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", shipped.display()));
+}
+
 /// The destination's agent exits on Commit (FERRY_FAULT dest-exit-at-commit) while its copy
 /// waits, stopped, in a new PID namespace (the migration back to h1, where the stub holds the
 /// PID). The namespace's init holds none of the agent's descriptors, so the agent starts

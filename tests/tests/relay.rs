@@ -44,7 +44,11 @@ struct Migrated {
     udp_port: u16,
     remote: i32,
     rt: tokio::runtime::Runtime,
-    relay: Option<tokio::task::JoinHandle<Result<(), ferry_agent::relay::RelayError>>>,
+    relay: Option<
+        tokio::task::JoinHandle<
+            Result<Option<ferry_proto::v1::ExitStatus>, ferry_agent::relay::RelayError>,
+        >,
+    >,
 }
 
 impl Drop for Migrated {

@@ -1,8 +1,10 @@
 /* The migration victim: a buffer of MIB MiB with a known checksum, a counter in memory, and
  * optionally a mapped file (a library of its own, say) whose contents it checks.
  *
- *   migrate STATEDIR MIB [--times] [--map PATH]
+ *   migrate STATEDIR MIB [--times] [--map PATH] [--child] [--fork-on-usr2]
  *
+ * With --child it forks a child at start, with --fork-on-usr2 one on each SIGUSR2 (each named
+ * "migrate-child", sleeping, killed when the victim ends) and appends "forked pid=C".
  * Every millisecond it counts; every 20 counts it logs "tick N". With --times it appends the
  * wall-clock time (ns) to STATEDIR/times every millisecond, so the longest gap is its downtime.
  * On SIGUSR1 it verifies itself and appends to the status file:
@@ -12,6 +14,32 @@
 #include "common.h"
 
 #include <sys/mman.h>
+#include <sys/prctl.h>
+
+static volatile sig_atomic_t usr2_pending;
+
+static void on_usr2(int sig)
+{
+	(void)sig;
+	usr2_pending = 1;
+}
+
+/* A child that sleeps until the victim ends. */
+static void fork_child(void)
+{
+	pid_t c = fork();
+	if (c < 0)
+		fr_die("fork");
+	if (c == 0) {
+		prctl(PR_SET_NAME, "migrate-child");
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != fr_pid0)
+			_exit(0);
+		for (;;)
+			pause();
+	}
+	fr_status("forked pid=%d", (int)c);
+}
 
 static unsigned char *big;
 static size_t big_len;
@@ -51,12 +79,18 @@ int main(int argc, char **argv)
 {
 	fr_init(argc, argv);
 	if (argc < 3) {
-		fprintf(stderr, "usage: migrate STATEDIR MIB [--times] [--map PATH]\n");
+		fprintf(stderr,
+			"usage: migrate STATEDIR MIB [--times] [--map PATH] [--child] [--fork-on-usr2]\n");
 		return 2;
 	}
 	big_len = (size_t)atol(argv[2]) << 20;
 	int times_fd = -1;
+	int child = 0;
 	for (int i = 3; i < argc; i++) {
+		if (!strcmp(argv[i], "--child"))
+			child = 1;
+		if (!strcmp(argv[i], "--fork-on-usr2"))
+			fr_install(SIGUSR2, on_usr2, SA_RESTART);
 		if (!strcmp(argv[i], "--times")) {
 			times_fd = fr_open_in_dir("times", O_WRONLY | O_CREAT | O_APPEND, 0644);
 		} else if (!strcmp(argv[i], "--map") && i + 1 < argc) {
@@ -80,6 +114,8 @@ int main(int argc, char **argv)
 		fr_die("mmap");
 	fr_fill(big, big_len, 0x1234567);
 	big_sum = fr_checksum(big, big_len);
+	if (child)
+		fork_child();
 	fr_ready();
 	for (;;) {
 		counter++;
@@ -93,6 +129,10 @@ int main(int argc, char **argv)
 		}
 		if (counter % 20 == 0)
 			fr_log_tick(counter);
+		if (usr2_pending) {
+			usr2_pending = 0;
+			fork_child();
+		}
 		if (fr_usr1_pending) {
 			fr_usr1_pending = 0;
 			check();

@@ -6,8 +6,8 @@
 
 use ferry_proto::v1::peer_server::Peer;
 use ferry_proto::v1::{
-    AbortReply, CommitReply, MigrationRecord, MigrationRef, NegotiateReply, NegotiateRequest,
-    RelayFrame, SinkChunk, SinkReply, TransferChunk, TransferReply,
+    AbortReply, CommitReply, MigrationRecord, MigrationRef, MovedOn, MovedReply, NegotiateReply,
+    NegotiateRequest, RelayFrame, SinkChunk, SinkReply, TransferChunk, TransferReply,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -74,6 +74,13 @@ impl Peer for PeerService {
     ) -> Result<Response<MigrationRecord>, Status> {
         let peer = peer_name(&request)?;
         dest::query(&self.node, &peer, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn moved(&self, request: Request<MovedOn>) -> Result<Response<MovedReply>, Status> {
+        let peer = peer_name(&request)?;
+        crate::migrate::origin::moved(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
     }

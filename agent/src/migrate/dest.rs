@@ -10,8 +10,8 @@ use std::time::Duration;
 use ferry_proto::v1::peer_client::PeerClient;
 use ferry_proto::v1::transfer_chunk::Part;
 use ferry_proto::v1::{
-    AbortReply, CommitReply, MigrationRecord, MigrationRef, NegotiateReply, NegotiateRequest,
-    ShippedFile, TransferChunk, TransferReply,
+    AbortReply, CommitReply, ExitStatus, MigrationRecord, MigrationRef, NegotiateReply,
+    NegotiateRequest, ShippedFile, TransferChunk, TransferReply,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -330,6 +330,7 @@ async fn transfer_task(
         migration_id: id.clone(),
         role: "destination".into(),
         peer: peer.to_string(),
+        remote_pid: header.origin_pid,
         ..Default::default()
     };
     node.store
@@ -360,6 +361,9 @@ async fn transfer_task(
                 },
             );
             node.relays.hold_dest(&id, pid, endpoints);
+            if let Some(exit) = node.relays.dest_exit(&id) {
+                watch_end(node.clone(), id.clone(), exit);
+            }
             tracing::info!(migration = %id, pid, "copy prepared");
             watch(node.clone(), id);
             Ok(TransferReply { pid, warnings })
@@ -511,17 +515,89 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
     // A copy whose relay endpoints are held is reaped by the relay registry (its exit
     // status goes to the origin); one held by an earlier run of this agent is not our child.
     if !node.relays.holds_dest(&rec.migration_id) {
-        reap(rec.migration_id.clone(), pid);
+        reap(node.clone(), rec.migration_id.clone(), pid);
     }
     Ok(())
 }
 
-/// The copy is our child: reap it when it ends, so it leaves no zombie.
-fn reap(id: String, pid: i32) {
-    tokio::task::spawn_blocking(move || match crate::sys::wait_exit(Pid::from_raw(pid)) {
-        Ok(st) => tracing::info!(migration = %id, pid, status = ?st, "migrated process ended"),
-        Err(e) => tracing::debug!(migration = %id, pid, error = %e, "not reaped here"),
+/// The copy is our child: reap it when it ends, so it leaves no zombie. (One made by an
+/// earlier run of this agent is not: its end is seen, its status is not.)
+fn reap(node: NodeRef, id: String, pid: i32) {
+    tokio::task::spawn_blocking(move || {
+        use nix::sys::wait::WaitStatus;
+        let status = match crate::sys::wait_exit(Pid::from_raw(pid)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(ExitStatus {
+                code,
+                ..Default::default()
+            }),
+            Ok(WaitStatus::Signaled(_, sig, core)) => Some(ExitStatus {
+                code: 0,
+                signal: sig as i32,
+                core_dumped: core,
+            }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(migration = %id, pid, error = %e, "not reaped here");
+                None
+            }
+        };
+        tracing::info!(migration = %id, pid, status = ?status, "migrated process ended");
+        copy_ended(&node, &id, status.as_ref());
     });
+}
+
+/// Waits for the end of the copy of migration `id` (its reaper fills `exit`), then records
+/// it.
+fn watch_end(
+    node: NodeRef,
+    id: String,
+    mut exit: tokio::sync::watch::Receiver<Option<ExitStatus>>,
+) {
+    tokio::spawn(async move {
+        let status = match exit.wait_for(Option::is_some).await {
+            Ok(s) => *s,
+            // The reaper could not start: nothing will tell.
+            Err(_) => return,
+        };
+        // `committed` is on its way to `done` (a copy may end as soon as it runs).
+        for _ in 0..100 {
+            match node.store.get(&id) {
+                Ok(Some(r)) if r.state == "committed" => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => break,
+            }
+        }
+        copy_ended(&node, &id, status.as_ref());
+    });
+}
+
+/// The copy of migration `id` ended (`status` when known): a running copy's record says
+/// so, and the files shipped for it go. A copy that ended before it ran (aborted, or gone
+/// while held) is the business of the abort.
+fn copy_ended(node: &NodeRef, id: &str, status: Option<&ExitStatus>) {
+    let mut rec = match node.store.get(id) {
+        Ok(Some(r)) if matches!(r.state.as_str(), "committed" | "done") => r,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(migration = %id, error = %chain(&e), "read the record");
+            return;
+        }
+    };
+    let where_ = if rec.moved_to.is_empty() {
+        format!("here as pid {}", rec.pid)
+    } else {
+        format!("on {} as pid {}", rec.moved_to, rec.moved_pid)
+    };
+    if let Err(e) = node.store.ended(&mut rec, status, &where_) {
+        tracing::warn!(migration = %id, error = %chain(&e), "record the end");
+    }
+    let dir = shipped_dir(id);
+    if dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        tracing::warn!(migration = %id, error = %e, dir = %dir.display(), "remove the shipped files");
+    }
 }
 
 /// Ends the copy and records why.
@@ -565,7 +641,7 @@ pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<Commi
         std::process::exit(70);
     }
     match rec.state.as_str() {
-        "done" => Ok(CommitReply {}),
+        "done" | "ended" => Ok(CommitReply {}),
         "prepared" | "committed" => commit_local(node, &mut rec).map(|()| CommitReply {}),
         "aborted" => Err(Status::failed_precondition(format!(
             "migration {} was aborted: {}",
@@ -637,7 +713,7 @@ pub(crate) async fn resolve_prepared(node: NodeRef, id: String) {
         }
         match ask(&node, &rec.peer, &id).await {
             Ok(Some(origin)) => match origin.state.as_str() {
-                "committed" | "done" => {
+                "committed" | "done" | "ended" => {
                     let _ = commit_local(&node, &mut rec);
                     return;
                 }

@@ -16,8 +16,8 @@ use ferry_proto::v1::peer_client::PeerClient;
 use ferry_proto::v1::transfer_chunk::Part;
 use ferry_proto::v1::{
     FileCheck, MigrateEvent, MigrateRequest, MigrateSummary, MigrationRecord, MigrationRef,
-    NegotiateRequest, Progress, ShippedFile, SinkChunk, TransferChunk, TransferHeader,
-    TransferReply,
+    MovedOn, MovedReply, NegotiateRequest, Progress, ShippedFile, SinkChunk, TransferChunk,
+    TransferHeader, TransferReply,
 };
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
@@ -56,12 +56,19 @@ fn new_id() -> String {
 /// What the tracer thread reports.
 #[derive(Debug)]
 enum Ev {
-    /// Frozen and collected: the header is on its way.
-    Frozen { since: Instant, total: u64 },
+    /// Frozen and collected: the header is on its way. `at_us`: the wall-clock time just
+    /// before the freeze (microseconds since the epoch).
+    Frozen {
+        since: Instant,
+        total: u64,
+        at_us: u64,
+    },
     /// The whole image was handed to the stream.
     Written(WriteStats),
     /// Freezing or writing failed; the process was given back (thawed).
     Failed(String),
+    /// Refused once frozen (at `at_us`), before anything went out; given back (thawed).
+    Refused { why: String, at_us: u64 },
     /// The execve of the stub happened: the copy on the destination is the only one.
     Stubbed(Plan),
     /// The stub could not be injected; the process was given back (thawed).
@@ -169,6 +176,7 @@ fn tracer(job: TracerJob) {
         relay_sockets: true,
         ..DumpOptions::default()
     };
+    let at_us = now_us();
     let held = match dump::hold(Pid::from_raw(pid), opts) {
         Ok(h) => h,
         Err(e) => {
@@ -176,6 +184,12 @@ fn tracer(job: TracerJob) {
             return;
         }
     };
+    // Checked again now that it cannot fork: a child made since the first check refuses too.
+    if let Some(why) = has_children(pid) {
+        let _ = held.thaw();
+        let _ = events.send(Ev::Refused { why, at_us });
+        return;
+    }
     let total: u64 = held
         .state
         .mm
@@ -186,6 +200,7 @@ fn tracer(job: TracerJob) {
     let _ = events.send(Ev::Frozen {
         since: held.since,
         total,
+        at_us,
     });
     let plan = match Plan::capture(&held) {
         Ok(p) => p,
@@ -206,6 +221,7 @@ fn tracer(job: TracerJob) {
         migration_id: id.clone(),
         relays: plan.endpoints(),
         image_bytes_hint: total,
+        origin_pid: pid,
     };
     let sent = (|| -> Result<WriteStats, String> {
         let closed = || "the transfer stream closed".to_string();
@@ -309,6 +325,56 @@ fn ship_file(
     }
 }
 
+/// Microseconds since the epoch (the records' frozen interval).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The children of `pid` (forked by any of its threads), each as "PID (name)".
+fn children(pid: i32) -> Vec<String> {
+    let mut kids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|l| {
+            l.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    kids.sort_unstable();
+    kids.dedup();
+    kids.into_iter()
+        .map(|c| match crate::proc::read(c, "comm") {
+            Ok(name) => format!("{c} ({})", name.trim()),
+            Err(_) => c.to_string(),
+        })
+        .collect()
+}
+
+/// Why `pid` cannot move alone, if it has children: they would stay behind on this host
+/// (its workers, its pipeline), and it would lose them.
+fn has_children(pid: i32) -> Option<String> {
+    let kids = children(pid);
+    (!kids.is_empty()).then(|| {
+        format!(
+            "pid {pid} has children, which would stay behind on this host: {}; a process \
+             tree cannot be migrated (yet): migrate a process without children",
+            kids.join(", ")
+        )
+    })
+}
+
+/// The frozen phase (freeze → commit acknowledged, or the original given back) of one
+/// migration at a time: concurrent migrations would share the link and the CPUs, each
+/// process frozen for all their transfers. What comes before (negotiation) runs
+/// concurrently; the link probe of `--compress auto` runs inside, so that it measures the
+/// link alone.
+static FROZEN_PHASE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One migration as the origin runs it.
 struct Origin {
     node: NodeRef,
@@ -380,6 +446,10 @@ impl Origin {
 
     /// Records the end of a migration that failed before the commit point, and says so.
     fn fail(&mut self, status: Status) -> Status {
+        if self.rec.frozen_unix_us != 0 && self.rec.frozen_end_unix_us == 0 {
+            // Given back (thawed) by now.
+            self.rec.frozen_end_unix_us = now_us();
+        }
         let _ = self.record("aborted", status.message().to_string());
         status
     }
@@ -420,6 +490,10 @@ impl Origin {
             return Err(Status::failed_precondition(format!(
                 "pid {pid} is a relay stub{elsewhere}; migrate it there"
             )));
+        }
+        // Before anything is frozen (and again once it is: see the tracer).
+        if let Some(why) = has_children(pid) {
+            return Err(Status::failed_precondition(why));
         }
         self.record("started", format!("to {to}"))?;
         let id = self.rec.migration_id.clone();
@@ -467,6 +541,20 @@ impl Origin {
             },
         )?;
 
+        // One frozen phase at a time on this agent: wait for the others' to end.
+        let turn = match FROZEN_PHASE.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                tracing::info!(migration = %id, "queued behind another migration's frozen phase");
+                self.progress("queued").await;
+                FROZEN_PHASE.lock().await
+            }
+        };
+        if fault("pause-before-freeze") {
+            tracing::warn!(migration = %id, "FERRY_FAULT pause-before-freeze: sleeping 3 s");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+
         let codec = match codec_req.as_str() {
             "zstd" => Codec::Zstd,
             "lz4" => Codec::Lz4,
@@ -499,11 +587,20 @@ impl Origin {
             .map_err(|e| self.fail(Status::internal(format!("start the tracer thread: {e}"))))?;
 
         let since = match ev_rx.recv().await {
-            Some(Ev::Frozen { since, total }) => {
+            Some(Ev::Frozen {
+                since,
+                total,
+                at_us,
+            }) => {
                 self.total = total;
+                self.rec.frozen_unix_us = at_us;
                 since
             }
             Some(Ev::Failed(why)) => return Err(self.fail(Status::failed_precondition(why))),
+            Some(Ev::Refused { why, at_us }) => {
+                self.rec.frozen_unix_us = at_us;
+                return Err(self.fail(Status::failed_precondition(why)));
+            }
             other => {
                 return Err(self.fail(Status::internal(format!("tracer: unexpected {other:?}"))));
             }
@@ -617,7 +714,13 @@ impl Origin {
                 Status::data_loss(why)
             })?;
         let frozen = since.elapsed();
+        self.rec.frozen_end_unix_us = now_us();
         self.record("committed", format!("running on {to} as pid {}", reply.pid))?;
+        drop(turn);
+        self.record(
+            "done",
+            format!("running on {to} as pid {}; relaying", reply.pid),
+        )?;
         // The relay runs on its own; it ends with the remote process or the stub.
         drop(channel);
         keep_relaying(
@@ -628,10 +731,8 @@ impl Origin {
             id.clone(),
             to.clone(),
         );
-        self.record(
-            "done",
-            format!("running on {to} as pid {}; relaying", reply.pid),
-        )?;
+        // A copy that came here moved on: its origin hears where it went.
+        moved_on(&self.node, pid, self.rec.start_time, &to, reply.pid, &id);
         let mut warnings = reply.warnings;
         if !ship.is_empty() {
             warnings.push(format!(
@@ -929,7 +1030,10 @@ pub(crate) fn keep_relaying(
             };
             tracing::info!(migration = %id, stub_pid, attempt, "relay starting");
             match crate::relay::origin::start(node.clone(), p, stub_pid, id.clone(), ch).await {
-                Ok(Ok(())) => break,
+                Ok(Ok(exit)) => {
+                    record_ended(&node, &id, exit.as_ref());
+                    break;
+                }
                 Ok(Err(crate::relay::RelayError::Rpc(s))) if s.code() == tonic::Code::NotFound => {
                     tracing::warn!(migration = %id, %to, error = %s.message(), "the destination has no relay for this migration any more");
                     break;
@@ -946,6 +1050,134 @@ pub(crate) fn keep_relaying(
             tracing::warn!(migration = %id, error = %chain(&e), "remove the relay record");
         }
     });
+}
+
+/// The relay of migration `id` ended with the remote process: its record says so, with the
+/// exit status.
+fn record_ended(node: &NodeRef, id: &str, exit: Option<&ferry_proto::v1::ExitStatus>) {
+    let mut rec = match node.store.get(id) {
+        Ok(Some(r)) if r.state == "done" => r,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(migration = %id, error = %chain(&e), "read the record");
+            return;
+        }
+    };
+    let where_ = if rec.moved_to.is_empty() {
+        format!("on {} as pid {}", rec.peer, rec.remote_pid)
+    } else {
+        format!("on {} as pid {}", rec.moved_to, rec.moved_pid)
+    };
+    match node.store.ended(&mut rec, exit, &where_) {
+        Ok(()) => tracing::info!(migration = %id, detail = %rec.detail, "migrated process ended"),
+        Err(e) => tracing::warn!(migration = %id, error = %chain(&e), "record the end"),
+    }
+}
+
+/// The process `pid` (started at `start`) just moved from here to `to` (as `remote_pid`, by
+/// migration `by`). If it was itself the copy of an earlier migration to this host, that
+/// record and the earlier migration's origin (told in the background, until it
+/// acknowledges) say where it went.
+pub(crate) fn moved_on(node: &NodeRef, pid: i32, start: u64, to: &str, remote_pid: i32, by: &str) {
+    let records = match node.store.list() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "read the records");
+            return;
+        }
+    };
+    for mut rec in records.into_iter().filter(|r| {
+        r.role == "destination" && r.pid == pid && r.start_time == start && r.state == "done"
+    }) {
+        rec.moved_to = to.to_string();
+        rec.moved_pid = remote_pid;
+        let detail =
+            format!("moved on to {to} as pid {remote_pid} (migration {by}); pid {pid} here relays");
+        let state = rec.state.clone();
+        if let Err(e) = node.store.set(&mut rec, &state, detail) {
+            tracing::warn!(migration = %rec.migration_id, error = %chain(&e), "record the move");
+        }
+        let note = MovedOn {
+            migration_id: rec.migration_id.clone(),
+            to: to.to_string(),
+            pid: remote_pid,
+            by_migration_id: by.to_string(),
+        };
+        let (node, origin) = (node.clone(), rec.peer.clone());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            for _ in 0..20 {
+                let r = match node.peers.channel(&origin) {
+                    Ok(ch) => peer_client(ch)
+                        .moved(note.clone())
+                        .await
+                        .map(|_| ())
+                        .map_err(|s| s.message().to_string()),
+                    Err(e) => Err(chain(&e)),
+                };
+                match r {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::info!(migration = %note.migration_id, %origin, error = %e, "the origin did not hear of the move; retrying")
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        });
+    }
+}
+
+/// `Peer.Moved`: the copy of our migration on `peer` moved on to another host. The record
+/// says where; if this host's process was itself a copy, its origin hears it too.
+pub async fn moved(node: &NodeRef, peer: &str, req: MovedOn) -> Result<MovedReply, Status> {
+    let id = &req.migration_id;
+    let bad = req.to.is_empty()
+        || req.to.len() > 253
+        || req.to.chars().any(|c| c.is_control() || c.is_whitespace());
+    if bad {
+        return Err(Status::invalid_argument(format!(
+            "bad host name {:?}",
+            req.to
+        )));
+    }
+    let store_err = |e: super::records::RecordsError| {
+        Status::internal(format!("migration records: {}", chain(&e)))
+    };
+    let mut rec = node
+        .store
+        .get(id)
+        .map_err(store_err)?
+        .ok_or_else(|| Status::not_found(format!("no migration {id}")))?;
+    if rec.role != "origin" || rec.peer != peer {
+        return Err(Status::permission_denied(format!(
+            "migration {id} is not one of ours to {peer}"
+        )));
+    }
+    rec.moved_to = req.to.clone();
+    rec.moved_pid = req.pid;
+    let state = rec.state.clone();
+    let detail = if state == "done" {
+        format!(
+            "running on {} as pid {} (moved on from {peer}, its migration {}); relaying via {peer}",
+            req.to, req.pid, req.by_migration_id
+        )
+    } else {
+        rec.detail.clone()
+    };
+    node.store
+        .set(&mut rec, &state, detail)
+        .map_err(store_err)?;
+    tracing::info!(migration = %id, to = %req.to, pid = req.pid, "the process moved on");
+    moved_on(
+        node,
+        rec.pid,
+        rec.start_time,
+        &req.to,
+        req.pid,
+        &req.by_migration_id,
+    );
+    Ok(MovedReply {})
 }
 
 /// On start: serves again the stubs of migrations this agent committed whose relay had not

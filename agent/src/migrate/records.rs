@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferry_proto::v1::{MigrationRecord, RelayEndpoint, TransferHeader};
+use ferry_proto::v1::{ExitStatus, MigrationRecord, RelayEndpoint, TransferHeader};
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -124,7 +124,7 @@ impl Store {
         let bytes = TransferHeader {
             migration_id: id.to_string(),
             relays: endpoints.to_vec(),
-            image_bytes_hint: 0,
+            ..Default::default()
         }
         .encode_to_vec();
         let w = self.db.begin_write().map_err(db("begin"))?;
@@ -230,9 +230,40 @@ impl Store {
     }
 }
 
-/// Whether a record's state is final.
+/// Whether a record's state is final (`done` is final for the migration; the process it
+/// moved may still end later: `ended`).
 pub fn is_final(state: &str) -> bool {
-    matches!(state, "done" | "aborted")
+    matches!(state, "done" | "ended" | "aborted")
+}
+
+/// How an exit status reads in a record's detail.
+pub fn exit_text(st: Option<&ExitStatus>) -> String {
+    match st {
+        Some(s) if s.signal != 0 => format!(
+            "killed by signal {}{}",
+            s.signal,
+            if s.core_dumped { " (core dumped)" } else { "" }
+        ),
+        Some(s) => format!("exited with code {}", s.code),
+        None => "exit status unknown".to_string(),
+    }
+}
+
+impl Store {
+    /// The process of `rec` ended (`status`, when it could be learnt): records `ended` with
+    /// the status, `where_` saying where it ran ("on h2 as pid 7").
+    pub fn ended(
+        &self,
+        rec: &mut MigrationRecord,
+        status: Option<&ExitStatus>,
+        where_: &str,
+    ) -> Result<(), RecordsError> {
+        rec.exit_known = status.is_some();
+        rec.exit_code = status.map_or(0, |s| s.code);
+        rec.exit_signal = status.map_or(0, |s| s.signal);
+        let text = format!("the process ended {where_}: {}", exit_text(status));
+        self.set(rec, "ended", text)
+    }
 }
 
 /// States written without waiting for the disk (each fsync costs milliseconds of the

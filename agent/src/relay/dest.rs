@@ -278,6 +278,12 @@ struct Attached {
 }
 
 impl super::Registry {
+    /// Destination: the exit status of the copy of migration `id`, held `Some` once its
+    /// reaper saw it end (the receiver keeps it after the copy is forgotten here).
+    pub fn dest_exit(&self, id: &str) -> Option<watch::Receiver<Option<ExitStatus>>> {
+        self.lock().dests.get(id).map(|h| h.exit.clone())
+    }
+
     fn attach_dest(&self, id: &str) -> Option<Attached> {
         let mut inner = self.lock();
         let held = inner.dests.get_mut(id)?;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_proto::v1::peer_client::PeerClient;
-use ferry_proto::v1::{RelayEndpoint, RelayFrame, Winsize, relay_frame::What};
+use ferry_proto::v1::{ExitStatus, RelayEndpoint, RelayFrame, Winsize, relay_frame::What};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::ptrace;
@@ -459,14 +459,14 @@ struct Origin {
 /// `channel`, pumps the relayed descriptors of `plan`, forwards the signals the stub
 /// `stub_pid` reports, and delivers the remote exit status to the stub. When the stub dies
 /// first, the remote process gets `SIGKILL`. Runs until the remote process ended and the stub
-/// was told, or the stub died.
+/// was told, or the stub died; gives the remote process's exit status.
 pub fn start(
     node: NodeRef,
     plan: Plan,
     stub_pid: i32,
     migration_id: String,
     channel: tonic::transport::Channel,
-) -> tokio::task::JoinHandle<Result<(), RelayError>> {
+) -> tokio::task::JoinHandle<Result<Option<ExitStatus>, RelayError>> {
     tokio::spawn(async move {
         let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(256);
         out_tx
@@ -508,7 +508,7 @@ pub fn start_with<S>(
     migration_id: String,
     out: mpsc::Sender<RelayFrame>,
     inbound: S,
-) -> tokio::task::JoinHandle<Result<(), RelayError>>
+) -> tokio::task::JoinHandle<Result<Option<ExitStatus>, RelayError>>
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, tonic::Status>> + Send + Unpin + 'static,
 {
@@ -544,7 +544,7 @@ async fn run<S>(
     out_tx: mpsc::Sender<RelayFrame>,
     mut inbound: S,
     mut stub_rx: mpsc::UnboundedReceiver<StubEvent>,
-) -> Result<(), RelayError>
+) -> Result<Option<ExitStatus>, RelayError>
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, tonic::Status>> + Unpin,
 {
@@ -575,7 +575,7 @@ where
 
     let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Option<StubCommand>>();
     let mut stub_writer: Option<tokio::net::unix::OwnedWriteHalf> = None;
-    let mut exit: Option<ferry_proto::v1::ExitStatus> = None;
+    let mut exit: Option<ExitStatus> = None;
     let mut killed = false;
     loop {
         let ev = tokio::select! {
@@ -677,7 +677,7 @@ where
             .map_err(RelayError::io("tell the stub the exit status"))?;
         w.shutdown().await.ok();
     }
-    Ok(())
+    Ok(exit)
 }
 
 /// Sets its flag when dropped.
