@@ -9,10 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::dump::{self, DumpError, DumpOptions};
+use crate::dump::{self, DumpError};
+use crate::restore::CheckInput;
 use crate::state::ProcessState;
 
 /// Why a restored process was not accepted.
@@ -37,13 +37,6 @@ pub enum VerifyError {
     },
 }
 
-/// What the caller knows about a restore that the image does not say.
-#[derive(Debug, Clone, Default)]
-pub struct Context {
-    /// Descriptor numbers the restore was told to fill with something else (relay endpoints).
-    pub substituted_fds: Vec<i32>,
-}
-
 /// What the check found and what it cost.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -53,34 +46,40 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
-/// Reads the restored process `pid` back (it must not run meanwhile: restore it stopped) and
-/// compares it with `image`. The process is left as it was found.
-pub fn check(pid: Pid, image: &ProcessState, ctx: &Context) -> Result<Report, VerifyError> {
+/// The restore checker in the shape [`crate::restore::RestoreOptions::check`] takes.
+pub fn restore_check(input: &CheckInput<'_>) -> Result<Duration, String> {
+    match check(input) {
+        Ok(report) => {
+            tracing::debug!(elapsed = ?report.elapsed, expected = ?report.expected, "restore checked");
+            Ok(report.elapsed)
+        }
+        Err(e) => Err(error_chain(&e)),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Reads the rebuilt process back (its tasks traced and stopped by the restorer, which gets
+/// them back as they were) and compares it with its image.
+pub fn check(input: &CheckInput<'_>) -> Result<Report, VerifyError> {
     let t0 = Instant::now();
-    let read_back = |source| VerifyError::ReadBack {
-        pid: pid.as_raw(),
-        source,
-    };
-    let held = dump::hold(
-        pid,
-        DumpOptions {
-            leave_running: true,
-            tcp_established: true,
-            ext_unix_sk: true,
-            ..DumpOptions::default()
-        },
-    )
-    .map_err(read_back)?;
-    let restored = held.state.clone();
-    held.thaw().map_err(read_back)?;
+    let pid = input.tids.first().map_or(0, |p| p.as_raw());
+    let restored =
+        dump::read_traced(input.tids).map_err(|source| VerifyError::ReadBack { pid, source })?;
     let mut differences = Vec::new();
     let mut expected = Vec::new();
-    compare(image, &restored, ctx, &mut differences, &mut expected);
+    compare(input, &restored, &mut differences, &mut expected);
     if !differences.is_empty() {
-        return Err(VerifyError::Differs {
-            pid: pid.as_raw(),
-            differences,
-        });
+        return Err(VerifyError::Differs { pid, differences });
     }
     Ok(Report {
         expected,
@@ -91,14 +90,28 @@ pub fn check(pid: Pid, image: &ProcessState, ctx: &Context) -> Result<Report, Ve
 /// Compares two states field by field (through their serialized form, so that a field added
 /// to the model is compared without anyone remembering to).
 pub fn compare(
-    image: &ProcessState,
+    input: &CheckInput<'_>,
     restored: &ProcessState,
-    ctx: &Context,
     differences: &mut Vec<String>,
     expected: &mut Vec<(&'static str, usize)>,
 ) {
     // What the restore was asked to make of the image, where that is not the image itself.
-    let mut image = image.clone();
+    let mut image = input.image.clone();
+    let mut substituted = 0;
+    for fd in &mut image.fds {
+        if input.substituted_fds.contains(&fd.fd)
+            && let Some(now) = restored.fds.iter().find(|f| f.fd == fd.fd)
+        {
+            *fd = now.clone();
+            substituted += 1;
+        }
+    }
+    if substituted > 0 {
+        expected.push((
+            "a descriptor the restore was told to substitute",
+            substituted,
+        ));
+    }
     let mut resumed = 0;
     for t in &mut image.threads {
         let r = t.regs.resumed();
@@ -117,7 +130,7 @@ pub fn compare(
     let mut raw = Vec::new();
     diff("", &a, &b, &mut raw);
     for d in raw {
-        match expected_change(&d.path, &d.image, &d.restored, ctx) {
+        match expected_change(&d.path, &d.image, &d.restored, input) {
             Some(rule) => match expected.iter_mut().find(|(r, _)| *r == rule) {
                 Some((_, n)) => *n += 1,
                 None => expected.push((rule, 1)),
@@ -186,12 +199,16 @@ fn expected_change(
     path: &str,
     image: &Value,
     restored: &Value,
-    _ctx: &Context,
+    input: &CheckInput<'_>,
 ) -> Option<&'static str> {
     let (field, leaf) = path.rsplit_once('.').unwrap_or(("", path));
     // The parent is the restorer (or whoever adopts the process), not the dumped one's.
-    if path == "ppid" {
+    if path == "ppid" && !input.parent_restored {
         return Some("the parent is the restorer");
+    }
+    // PIDs read from outside the process's new PID namespace.
+    if input.new_pid_ns && matches!(path, "ppid" | "pgid" | "sid") {
+        return Some("a PID seen from outside the new PID namespace");
     }
     // open(2) on 64 bits always adds O_LARGEFILE, which means nothing there; F_SETFL cannot
     // take it away.

@@ -96,12 +96,10 @@ async fn migrate(args: Args) -> Result<()> {
         .into_inner();
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new(0);
+        // No bar until the size is known: an empty one reads as done.
         b.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>9} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{prefix:>9} {spinner} {bytes} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         b.enable_steady_tick(Duration::from_millis(100));
         b
@@ -135,7 +133,16 @@ async fn migrate(args: Args) -> Result<()> {
             Some(Event::Progress(p)) => {
                 id = p.migration_id;
                 bar.set_prefix(p.phase);
-                if p.total > 0 {
+                if p.total > 0 && bar.length() != Some(p.total) {
+                    if bar.length().unwrap_or(0) == 0 {
+                        bar.set_style(
+                            ProgressStyle::with_template(
+                                "{prefix:>9} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                            )
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                        );
+                    }
                     bar.set_length(p.total);
                 }
                 bar.set_position(p.bytes);
@@ -152,11 +159,19 @@ async fn migrate(args: Args) -> Result<()> {
                     1.0
                 };
                 println!(
-                    "migrated pid {} to {} as pid {} (migration {}): total {:.3} s, frozen {:.3} s, \
+                    "migrated pid {} to {} as pid {}{} (migration {}): total {:.3} s, frozen {:.3} s, \
                      {} on the wire for {} of memory ({}, ratio {ratio:.2})",
                     args.pid,
                     args.to,
                     s.remote_pid,
+                    if s.remote_ns_pid > 0 {
+                        format!(
+                            " (its pid was taken there: in a new PID namespace, where it is pid {})",
+                            s.remote_ns_pid
+                        )
+                    } else {
+                        String::new()
+                    },
                     s.migration_id,
                     s.total_us as f64 / 1e6,
                     s.frozen_us as f64 / 1e6,

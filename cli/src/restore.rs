@@ -19,10 +19,11 @@ pub struct Args {
     /// `inherit`: give the process this command's stdin, stdout and stderr as fds 0–2.
     #[arg(long, value_name = "MODE", value_parser = ["inherit"])]
     stdio: Option<String>,
-    /// Before the process runs, read it back from the kernel and compare it with the image,
-    /// field by field; any difference ends it and fails the restore, naming the field.
+    /// Do not check the restored process against the image before it runs. By default it
+    /// is read back from the kernel and compared field by field; a difference ends it and
+    /// fails the restore, naming the process, the object and the field.
     #[arg(long)]
-    verify: bool,
+    no_verify: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -36,28 +37,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             PidNsMode::Auto
         },
         inherit_stdio: args.stdio.is_some(),
-        stopped: args.verify,
+        stopped: false,
+        check: (!args.no_verify).then_some(ferry_agent::verify::restore_check as _),
     };
-    let image = args.verify.then(|| reader.tree().clone());
     let summary =
         restore(reader, opts).with_context(|| format!("restore {}", args.image.display()))?;
-    if let Some(image) = image {
-        let pid = nix::unistd::Pid::from_raw(summary.pid);
-        let result = ferry_agent::verify::check(pid, &image.processes[0], &Default::default());
-        match result {
-            Ok(report) => {
-                eprintln!(
-                    "ferry: verified in {:?}: expected changes {:?}",
-                    report.elapsed, report.expected
-                );
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
-            }
-            Err(e) => {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                return Err(e).with_context(|| format!("restore {}", args.image.display()));
-            }
-        }
-    }
     for w in &summary.warnings {
         eprintln!("ferry: warning: {w}");
     }

@@ -97,6 +97,40 @@ impl Frozen {
         Ok(frozen)
     }
 
+    /// Tasks the caller traces already and holds in a ptrace stop (a restorer before it lets
+    /// the process go), leader first: nothing is seized. [`Frozen::hand_back`] returns them.
+    pub fn adopt(tids: &[Pid]) -> Result<Self, DumpError> {
+        let mut frozen = Frozen {
+            tasks: Vec::with_capacity(tids.len()),
+            done: false,
+        };
+        for &tid in tids {
+            let tracee = Tracee::attached(tid)?;
+            let regs = tracee.regs()?;
+            let sigmask = tracee.sigmask()?;
+            frozen.tasks.push(FrozenTask {
+                tracee,
+                regs,
+                sigmask,
+            });
+        }
+        if frozen.tasks.is_empty() {
+            return Err(DumpError::BadTarget {
+                pid: 0,
+                why: "no task to read".into(),
+            });
+        }
+        Ok(frozen)
+    }
+
+    /// Puts registers and signal masks back and leaves every task traced and stopped, for the
+    /// caller that lent them to [`Frozen::adopt`].
+    pub fn hand_back(mut self) -> Result<(), DumpError> {
+        self.done = true;
+        self.restore_tasks()?;
+        Ok(())
+    }
+
     /// The thread-group leader.
     pub fn leader(&self) -> &FrozenTask {
         &self.tasks[0]

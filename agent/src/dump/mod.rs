@@ -273,6 +273,30 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
     })
 }
 
+/// Reads the state of a process whose tasks (`tids`, leader first) the caller traces already
+/// and holds in a ptrace stop — a restored process before it runs — with the same collection
+/// as a dump, and hands the tasks back as they were (registers and masks put back, still
+/// traced and stopped). Used to check a restore against its image.
+pub fn read_traced(tids: &[Pid]) -> Result<ProcessState, DumpError> {
+    let frozen = Frozen::adopt(tids)?;
+    let pid = frozen.leader().tracee.pid();
+    check_process(pid)?;
+    let opts = DumpOptions {
+        leave_running: true,
+        tcp_established: true,
+        ext_unix_sk: true,
+        ..DumpOptions::default()
+    };
+    let mut warnings = Vec::new();
+    let mut socks = sockets::SocketDump::capture(opts.sockets());
+    let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks)?;
+    settle(&frozen)?;
+    // The sockets leave repair mode before the tasks go back.
+    drop(socks);
+    frozen.hand_back()?;
+    Ok(state)
+}
+
 impl Held {
     /// Writes the image (manifest, then the pages read from the frozen process) into `out`.
     pub fn write_to<W: Write + Send>(

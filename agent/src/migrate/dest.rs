@@ -123,7 +123,19 @@ impl Read for ChunkReader {
 
 /// What the restorer thread gives back: the copy's PID and start time, warnings, and the
 /// local endpoints now installed in it.
-type Restored = Result<(i32, u64, Vec<String>, Endpoints), String>;
+type Restored = Result<Made, String>;
+
+/// A copy the restorer made, stopped.
+struct Made {
+    /// Its PID here.
+    pid: i32,
+    /// Its start time (with the PID, it names the process).
+    start: u64,
+    /// Its PID inside a PID namespace of its own, when its PID was taken here.
+    ns_pid: Option<i32>,
+    warnings: Vec<String>,
+    endpoints: Endpoints,
+}
 
 /// The private directory of one migration's shipped files.
 fn shipped_dir(id: &str) -> PathBuf {
@@ -272,11 +284,19 @@ fn restorer(
         pid_ns: PidNsMode::Auto,
         inherit_stdio: false,
         stopped: true,
+        // The destination always checks the copy against the image before reporting it.
+        check: Some(crate::verify::restore_check),
     };
     let summary = crate::restore::restore_with(reader, opts, &endpoints.substitutes())
         .map_err(|e| chain(&e))?;
     let st = start_time(summary.pid).unwrap_or(0);
-    Ok((summary.pid, st, summary.warnings, endpoints))
+    Ok(Made {
+        pid: summary.pid,
+        start: st,
+        ns_pid: summary.ns_pid,
+        warnings: summary.warnings,
+        endpoints,
+    })
 }
 
 /// Ends a held copy (SIGKILL) and reaps it, if it is still the process we made.
@@ -343,7 +363,13 @@ async fn transfer_task(
     let result = receive(node, &id, &header, &dir, same, &mut stream).await;
     let aborted = lock(&node.copies.aborted).remove(&id);
     match result {
-        Ok((pid, start, warnings, endpoints)) if !aborted => {
+        Ok(Made {
+            pid,
+            start,
+            ns_pid,
+            warnings,
+            endpoints,
+        }) if !aborted => {
             rec.pid = pid;
             rec.start_time = start;
             if let Err(e) = node
@@ -366,9 +392,13 @@ async fn transfer_task(
             }
             tracing::info!(migration = %id, pid, "copy prepared");
             watch(node.clone(), id);
-            Ok(TransferReply { pid, warnings })
+            Ok(TransferReply {
+                pid,
+                warnings,
+                ns_pid: ns_pid.unwrap_or(0),
+            })
         }
-        Ok((pid, start, _, _)) => {
+        Ok(Made { pid, start, .. }) => {
             kill_copy(pid, start);
             let _ = std::fs::remove_dir_all(&dir);
             let _ = node.store.set(
@@ -479,7 +509,7 @@ async fn receive(
         .await
         .map_err(|_| "the restorer thread died".to_string())??;
     if fault("restore-fail") {
-        kill_copy(restored.0, restored.1);
+        kill_copy(restored.pid, restored.start);
         return Err("FERRY_FAULT restore-fail: the restore failed after the pages".into());
     }
     Ok(restored)

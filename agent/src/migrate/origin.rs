@@ -745,6 +745,7 @@ impl Origin {
         Ok(MigrateSummary {
             migration_id: id,
             remote_pid: reply.pid,
+            remote_ns_pid: reply.ns_pid,
             total_us: self.t0.elapsed().as_micros() as u64,
             frozen_us: frozen.as_micros() as u64,
             wire_bytes: self.wire.load(Ordering::Relaxed),

@@ -38,7 +38,30 @@ pub struct RestoreOptions {
     /// of running: a migrated copy waits so until its origin commits, and stays so, never
     /// running, if the restorer dies meanwhile. `SIGCONT` lets it go.
     pub stopped: bool,
+    /// Run on the rebuilt process before it runs (every task still traced and stopped, in
+    /// its final state): an error ends the restore, and the process with it.
+    pub check: Option<Check>,
 }
+
+/// What [`RestoreOptions::check`] is given: the process as the restorer sees it, and what the
+/// image says of it.
+#[derive(Debug)]
+pub struct CheckInput<'a> {
+    /// Its threads (in the restorer's PID namespace), the leader first.
+    pub tids: &'a [nix::unistd::Pid],
+    /// Its image.
+    pub image: &'a ProcessState,
+    /// Whether it lives in a PID namespace of its own (its PIDs seen from outside differ).
+    pub new_pid_ns: bool,
+    /// Whether its parent is the one the image names (a member of a restored tree) rather
+    /// than the restorer.
+    pub parent_restored: bool,
+    /// Descriptor numbers given something else than the image says (relay endpoints).
+    pub substituted_fds: &'a [i32],
+}
+
+/// A check of a rebuilt process; returns how long it took, or why the process is refused.
+pub type Check = fn(&CheckInput<'_>) -> Result<std::time::Duration, String>;
 
 /// The restored process.
 #[derive(Debug, Clone)]
@@ -51,6 +74,8 @@ pub struct RestoreSummary {
     pub warnings: Vec<String>,
     /// The other processes of a tree, in tree order (PIDs in the restorer's namespace).
     pub others: Vec<i32>,
+    /// How long [`RestoreOptions::check`] took, when there was one.
+    pub checked: Option<std::time::Duration>,
 }
 
 /// Why a restore failed. Nothing is left running in any case.
@@ -62,6 +87,9 @@ pub enum RestoreError {
     /// A file the process needs changed or disappeared since the dump.
     #[error("{0}")]
     FileChanged(String),
+    /// The rebuilt process is not what the image says (the restore checker).
+    #[error("restore check: {0}")]
+    Check(String),
     /// The original PID is in use and `--pid-ns never` was given.
     #[error(
         "pid {pid} is in use (restore with --pid-ns auto to keep it inside a new PID namespace)"
@@ -306,9 +334,6 @@ pub fn restore_with<R: Read + Send>(
         t.set_xstate(&ts.xstate)?;
         t.set_sigmask(ts.sigmask)?;
         t.set_regs(&ts.regs.resumed().into())?;
-        if !opts.stopped {
-            t.detach(None)?;
-        }
     }
     tracee.set_xstate(&thread.xstate)?;
     inj.finish()?;
@@ -316,6 +341,30 @@ pub fn restore_with<R: Read + Send>(
     // stop the last injected call; it is delivered once the task runs.
     tracee.set_sigmask(thread.sigmask)?;
     tracee.set_regs(&thread.regs.resumed().into())?;
+    let checked = match opts.check {
+        Some(check) => {
+            let tids: Vec<_> = std::iter::once(tracee.pid())
+                .chain(threads.iter().map(|(t, _)| t.pid()))
+                .collect();
+            let substituted: Vec<i32> = substitutes.keys().copied().collect();
+            Some(
+                check(&CheckInput {
+                    tids: &tids,
+                    image: &state,
+                    new_pid_ns: task.ns_init.is_some(),
+                    parent_restored: false,
+                    substituted_fds: &substituted,
+                })
+                .map_err(RestoreError::Check)?,
+            )
+        }
+        None => None,
+    };
+    if !opts.stopped {
+        for (t, _) in &threads {
+            t.detach(None)?;
+        }
+    }
     if opts.stopped {
         // Queued while every thread is still in a ptrace stop: the first thread back on its
         // way to user mode takes it and stops the whole group before any of them runs a
@@ -340,6 +389,7 @@ pub fn restore_with<R: Read + Send>(
         ns_pid: task.ns_init.map(|_| state.pid),
         warnings,
         others: Vec::new(),
+        checked,
     })
 }
 

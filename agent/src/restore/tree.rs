@@ -30,8 +30,8 @@ use nix::unistd::Pid;
 
 use super::inject::Injector;
 use super::{
-    RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, fdkinds, files, lock_down,
-    mm, restore_process_attrs, restore_thread_attrs, shm, sockets, task, tty,
+    CheckInput, RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, fdkinds,
+    files, lock_down, mm, restore_process_attrs, restore_thread_attrs, shm, sockets, task, tty,
 };
 use crate::image::ImageReader;
 use crate::ptrace::{PtraceError, Tracee};
@@ -305,13 +305,14 @@ pub fn restore_tree<R: Read + Send>(
             attrs::set_sched(t.pid(), &tstate.sched, &mut warnings);
         }
     }
-    let mut others = Vec::with_capacity(procs.len() - 1);
-    for ((inj, p), ts) in injs.into_iter().zip(procs).zip(threads).rev() {
-        for (t, ts) in &ts {
+    // 7. Every task in its final state, still stopped; then the check, then resume, children
+    // first: a parent never sees a child of the tree go.
+    let mut leaders = Vec::with_capacity(procs.len());
+    for ((inj, p), ts) in injs.into_iter().zip(procs).zip(&threads) {
+        for (t, ts) in ts {
             t.set_xstate(&ts.xstate)?;
             t.set_sigmask(ts.sigmask)?;
             t.set_regs(&ts.regs.resumed().into())?;
-            t.detach(None)?;
         }
         let thread = &p.threads[0];
         let t = inj.tracee();
@@ -320,6 +321,33 @@ pub fn restore_tree<R: Read + Send>(
         // The mask only now: a signal it lets through must not stop the last injected call.
         t.set_sigmask(thread.sigmask)?;
         t.set_regs(&thread.regs.resumed().into())?;
+        leaders.push(t);
+    }
+    let checked = match opts.check {
+        Some(check) => {
+            let t0 = std::time::Instant::now();
+            for ((leader, p), ts) in leaders.iter().zip(procs).zip(&threads) {
+                let tids: Vec<_> = std::iter::once(leader.pid())
+                    .chain(ts.iter().map(|(t, _)| t.pid()))
+                    .collect();
+                check(&CheckInput {
+                    tids: &tids,
+                    image: p,
+                    new_pid_ns: root_task.ns_init.is_some(),
+                    parent_restored: p.pid != root.pid,
+                    substituted_fds: &[],
+                })
+                .map_err(|e| RestoreError::Check(format!("pid {}: {e}", p.pid)))?;
+            }
+            Some(t0.elapsed())
+        }
+        None => None,
+    };
+    let mut others = Vec::with_capacity(procs.len() - 1);
+    for ((t, p), ts) in leaders.iter().zip(procs).zip(&threads).rev() {
+        for (thread, _) in ts {
+            thread.detach(None)?;
+        }
         t.detach(None)?;
         if p.pid != root.pid {
             others.push(t.pid().as_raw());
@@ -334,6 +362,7 @@ pub fn restore_tree<R: Read + Send>(
         ns_pid: root_task.ns_init.map(|_| root.pid),
         warnings,
         others,
+        checked,
     })
 }
 
