@@ -230,9 +230,10 @@ impl Store {
     }
 }
 
-/// Whether a record's state is final.
+/// Whether a record's state is final (`lost`: on the origin, after `done`, the copy could
+/// not be relayed any more and the stub was ended).
 pub fn is_final(state: &str) -> bool {
-    matches!(state, "done" | "aborted")
+    matches!(state, "done" | "aborted" | "lost")
 }
 
 /// States written without waiting for the disk (each fsync costs milliseconds of the
