@@ -640,7 +640,7 @@ fn many_connections_through_the_origin_lose_no_reply_and_leak_nothing() -> Resul
     let Some(_ctx) = setup("migrate-relay-many") else {
         return Ok(());
     };
-    const SHORT: usize = 3000;
+    const SHORT: usize = 6000;
     const SHORT_THREADS: usize = 12;
     const KEEPALIVE: usize = 4;
     let hosts = Hosts::up(3).context("hosts up")?;

@@ -156,3 +156,25 @@ async fn admit(registry: &Registry, mut conn: UnixStream) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StubCommand;
+
+    #[test]
+    fn lines_round_trip_and_junk_is_refused() {
+        for c in [
+            StubCommand::Hello("ab12".into()),
+            StubCommand::Signal(10),
+            StubCommand::ExitCode(7),
+            StubCommand::ExitSignal(15),
+            StubCommand::Lost("h2".into()),
+        ] {
+            let line = c.line();
+            assert_eq!(StubCommand::parse(line.trim_end()), Some(c), "{line:?}");
+        }
+        for junk in ["LOST", "LOST h2 extra", "EXIT code x", "SIG", "BYE h2"] {
+            assert_eq!(StubCommand::parse(junk), None, "{junk:?}");
+        }
+    }
+}
