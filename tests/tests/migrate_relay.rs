@@ -557,3 +557,362 @@ fn output_to_a_file_keeps_landing_in_it() -> Result<()> {
     assert!(status.success(), "the parent saw {status}");
     Ok(())
 }
+
+/// Threads (`/proc/PID/task`) and descriptors (`/proc/PID/fd`) of process `pid`.
+fn threads_and_fds(pid: i32) -> Result<(usize, usize)> {
+    let count = |what: &str| -> Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{pid}/{what}"))
+            .with_context(|| format!("read /proc/{pid}/{what}"))?
+            .count())
+    };
+    Ok((count("task")?, count("fd")?))
+}
+
+/// Waits (up to 20 s) until the threads and descriptors of `pid` are back to at most
+/// `baseline` (+ `slack` each); returns the last counts, and whether they got there.
+fn settle(pid: i32, baseline: (usize, usize), slack: usize) -> Result<((usize, usize), bool)> {
+    let start = Instant::now();
+    loop {
+        let now = threads_and_fds(pid)?;
+        if now.0 <= baseline.0 + slack && now.1 <= baseline.1 + slack {
+            return Ok((now, true));
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return Ok((now, false));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads one line (up to its `\n`) from `conn`.
+fn read_line(conn: &mut TcpStream) -> Result<String> {
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while got.last() != Some(&b'\n') {
+        let k = conn.read(&mut b).context("read a reply")?;
+        ensure!(
+            k > 0,
+            "the connection ended after {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(b[0]);
+    }
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// One short connection: a request, its reply checked; odd `i` ask the server to close
+/// ("bye"), and its end is read too; even ones are closed by the client.
+fn short_request(addr: std::net::SocketAddr, i: usize) -> Result<()> {
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .with_context(|| format!("connection {i}: connect"))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let req = if i % 2 == 1 {
+        format!("bye{i}\n")
+    } else {
+        format!("s{i}\n")
+    };
+    c.write_all(req.as_bytes())?;
+    let reply =
+        read_line(&mut c).with_context(|| format!("connection {i} from {:?}", c.local_addr()))?;
+    ensure!(
+        reply == format!("re: {req}"),
+        "connection {i}: {reply:?} for {req:?}"
+    );
+    if i % 2 == 1 {
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest)
+            .with_context(|| format!("connection {i}: the server's end"))?;
+        ensure!(
+            rest.is_empty(),
+            "connection {i}: more after the reply: {rest:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Items 9 and 10 of the tracker. A line server migrated from h1 to h2 gets, through h1's
+/// address from h3, thousands of short connections (half closed by the client, half by the
+/// server) and, at the same time, keep-alive clients sending request after request: every
+/// reply must arrive, and once all connections ended, the threads and descriptors of both
+/// agents are back to what they were before the load (a finished connection leaves nothing).
+#[test]
+fn many_connections_through_the_origin_lose_no_reply_and_leak_nothing() -> Result<()> {
+    let Some(_ctx) = setup("migrate-relay-many") else {
+        return Ok(());
+    };
+    const SHORT: usize = 6000;
+    const SHORT_THREADS: usize = 12;
+    const KEEPALIVE: usize = 4;
+    let hosts = Hosts::up(3).context("hosts up")?;
+    let mut child = hosts
+        .command(1, workload("relay_serve"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the server in h1")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let out = lines_of(child.stdout.take().context("stdout")?);
+    let pid = ns_pid(Hosts::inner_pid(&child)?)?;
+    let port: u16 = expect_line(&out, "listen", |l| l.starts_with("listen "))?[7..].parse()?;
+    expect_line(&out, "ready", |l| l == "ready")?;
+    migrate_via(&hosts, 1, pid, "h2")?;
+    let addr = std::net::SocketAddr::from((Hosts::addr(1), port));
+    let h3 = std::fs::File::open(format!("/proc/{}/ns/net", hosts.init_pid(3)))?;
+    let in_h3 = move |f: Box<dyn FnOnce() -> Result<Vec<String>> + Send>| {
+        let ns = h3.try_clone();
+        thread::spawn(move || -> Result<Vec<String>> {
+            setns(ns?.as_fd(), CloneFlags::CLONE_NEWNET).context("setns into h3")?;
+            f()
+        })
+    };
+
+    // A first connection through the relay, then the baseline of both agents.
+    in_h3(Box::new(move || {
+        short_request(addr, 0).map(|()| Vec::new())
+    }))
+    .join()
+    .map_err(|_| anyhow::anyhow!("client panicked"))??;
+    thread::sleep(Duration::from_millis(500));
+    let agents = [
+        hosts.ferryd_pid(1).context("h1's ferryd")?,
+        hosts.ferryd_pid(2).context("h2's ferryd")?,
+    ];
+    let baseline = [threads_and_fds(agents[0])?, threads_and_fds(agents[1])?];
+
+    let t0 = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut keepalive = Vec::new();
+    for k in 0..KEEPALIVE {
+        let stop = stop.clone();
+        keepalive.push(in_h3(Box::new(move || {
+            let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+            c.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut j = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let req = format!("k{k}-{j}\n");
+                c.write_all(req.as_bytes())?;
+                let reply = read_line(&mut c).with_context(|| format!("keep-alive {k}, {j}"))?;
+                ensure!(
+                    reply == format!("re: {req}"),
+                    "keep-alive {k}: {reply:?} for {req:?}"
+                );
+                j += 1;
+            }
+            Ok(vec![format!("{j}")])
+        })));
+    }
+    let mut short = Vec::new();
+    for t in 0..SHORT_THREADS {
+        short.push(in_h3(Box::new(move || {
+            let mut errors = Vec::new();
+            for i in (1 + t..=SHORT).step_by(SHORT_THREADS) {
+                if let Err(e) = short_request(addr, i) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+            Ok(errors)
+        })));
+    }
+    let mut errors = Vec::new();
+    for s in short {
+        errors.extend(s.join().map_err(|_| anyhow::anyhow!("client panicked"))??);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut kept = 0;
+    for k in keepalive {
+        match k.join().map_err(|_| anyhow::anyhow!("client panicked"))? {
+            Ok(v) => kept += v[0].parse::<usize>()?,
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    let took = t0.elapsed();
+    stdin.write_all(b"count\n")?;
+    let handled = expect_line(&out, "handled", |l| l.starts_with("handled "))?;
+    println!(
+        "{SHORT} short connections and {kept} keep-alive requests in {took:?}: {} failed; \
+         the server {handled} (of {} answered here)",
+        errors.len(),
+        1 + SHORT - errors.len() + kept
+    );
+    ensure!(
+        errors.is_empty(),
+        "{} of {SHORT} short connections (or a keep-alive client) lost their reply: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    ensure!(kept > 0, "the keep-alive clients got no reply");
+
+    // Every connection ended: both agents are back to their baseline.
+    for (n, (&agent, &base)) in agents.iter().zip(&baseline).enumerate() {
+        let (now, back) = settle(agent, base, 2)?;
+        println!(
+            "h{}'s ferryd: threads {} -> {}, fds {} -> {}",
+            n + 1,
+            base.0,
+            now.0,
+            base.1,
+            now.1
+        );
+        ensure!(
+            back,
+            "h{}'s ferryd kept threads/fds after {SHORT} connections ended: {base:?} before, {now:?} after",
+            n + 1
+        );
+    }
+
+    // The server still answers and ends as asked; the parent sees its status.
+    stdin.write_all(b"exit 4\n")?;
+    let status = wait_child(&mut child)?;
+    assert_eq!(status.code(), Some(4), "the parent saw {status}");
+    Ok(())
+}
+
+/// `ferry migrations` on host `n`: the line of migration `id`.
+fn migrations_line(hosts: &Hosts, n: u32, id: &str) -> Result<String> {
+    let out = Command::new(ferry_bin())
+        .arg("migrations")
+        .env("FERRY_SOCKET", hosts.socket(n))
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "ferry migrations: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(id))
+        .map(str::to_string)
+        .with_context(|| format!("no migration {id} in ferry migrations on h{n}"))
+}
+
+/// The id of the newest migration host `n` recorded (`ferry migrations --json`).
+fn migration_id(hosts: &Hosts, n: u32) -> Result<String> {
+    let out = Command::new(ferry_bin())
+        .args(["migrations", "--json"])
+        .env("FERRY_SOCKET", hosts.socket(n))
+        .stdin(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().context("no migration recorded")?;
+    let v: serde_json::Value = serde_json::from_str(last)?;
+    v["migration_id"]
+        .as_str()
+        .map(str::to_string)
+        .context("no migration_id")
+}
+
+/// Waits (up to `limit`) for the parent's view of the stub's end.
+fn wait_child_for(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Result<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        ensure!(
+            start.elapsed() < limit,
+            "the stub did not exit within {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts relay_echo on h1 (stdin and stdout piped) and migrates it to h2; returns the
+/// parent (nsenter), its stdin, the stub's PID outside the hosts, the copy's PID on h2.
+fn echo_migrated(
+    hosts: &Hosts,
+    listener: &TcpListener,
+) -> Result<(std::process::Child, std::process::ChildStdin, i32, i32)> {
+    let port = listener.local_addr()?.port();
+    let mut child = hosts
+        .command(1, workload("relay_echo"))
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the victim in h1")?;
+    let stdin = child.stdin.take().context("stdin")?;
+    let out = lines_of(child.stdout.take().context("stdout")?);
+    let outer = Hosts::inner_pid(&child)?;
+    let pid = ns_pid(outer)?;
+    expect_line(&out, "ready", |l| l == "ready")?;
+    let copy = migrate_via(hosts, 1, pid, "h2")?;
+    Ok((child, stdin, outer, copy))
+}
+
+/// Item 6 of the tracker. The copy dies while the destination's agent is down; the
+/// restarted agent holds no copy for the migration: the stub (and so its parent) ends with
+/// the lost status (255) at once, and `ferry migrations` on the origin says `lost`.
+#[test]
+fn a_stub_whose_copy_is_gone_ends_with_the_lost_status() -> Result<()> {
+    let Some(_ctx) = setup("migrate-relay-lost") else {
+        return Ok(());
+    };
+    let mut hosts = Hosts::up(2).context("hosts up")?;
+    let listener = in_host_net(&hosts, 1, || Ok(TcpListener::bind("127.0.0.1:0")?))?;
+    let (mut child, _stdin, _outer, copy) = echo_migrated(&hosts, &listener)?;
+    let id = migration_id(&hosts, 1)?;
+    hosts.kill_ferryd(2)?;
+    let _ = hosts.run(2, &["kill", "-KILL", &copy.to_string()]);
+    hosts.start_ferryd(2, &[])?;
+    let t0 = Instant::now();
+    let status = wait_child_for(&mut child, Duration::from_secs(40))?;
+    println!(
+        "the stub ended {:?} after the agent restart: {status}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        status.code(),
+        Some(ferry_agent::relay::LOST_EXIT_CODE),
+        "the parent saw {status}"
+    );
+    let line = migrations_line(&hosts, 1, &id)?;
+    println!("{line}");
+    ensure!(
+        line.contains(" lost ") && line.contains("holds no copy"),
+        "ferry migrations on h1: {line}"
+    );
+    Ok(())
+}
+
+/// Item 6 of the tracker. The destination's agent goes down and stays down: the origin keeps
+/// trying for `FERRY_RELAY_GIVE_UP` seconds (3 here), then ends the stub with the lost status
+/// and `ferry migrations` says why.
+#[test]
+fn a_stub_gives_up_on_a_destination_that_stays_down() -> Result<()> {
+    let Some(_ctx) = setup("migrate-relay-give-up") else {
+        return Ok(());
+    };
+    let mut hosts = Hosts::up(2).context("hosts up")?;
+    hosts.kill_ferryd(1)?;
+    hosts.start_ferryd(1, &[("FERRY_RELAY_GIVE_UP", "3")])?;
+    let listener = in_host_net(&hosts, 1, || Ok(TcpListener::bind("127.0.0.1:0")?))?;
+    let (mut child, _stdin, _outer, _copy) = echo_migrated(&hosts, &listener)?;
+    let id = migration_id(&hosts, 1)?;
+    hosts.kill_ferryd(2)?;
+    let t0 = Instant::now();
+    let status = wait_child_for(&mut child, Duration::from_secs(40))?;
+    let took = t0.elapsed();
+    println!("the stub ended {took:?} after the destination's agent went down: {status}");
+    assert_eq!(
+        status.code(),
+        Some(ferry_agent::relay::LOST_EXIT_CODE),
+        "the parent saw {status}"
+    );
+    ensure!(
+        took >= Duration::from_secs(3),
+        "the stub ended before the bound: {took:?}"
+    );
+    let line = migrations_line(&hosts, 1, &id)?;
+    println!("{line}");
+    ensure!(
+        line.contains(" lost ") && line.contains("did not answer"),
+        "ferry migrations on h1: {line}"
+    );
+    Ok(())
+}

@@ -6,7 +6,9 @@
 //! `execve`), takes them all through a signalfd, connects to ferryd's stub socket and forwards
 //! each signal; on `SIGTSTP`, `SIGTTIN` and `SIGTTOU` it also stops itself, as the process
 //! would have. It exits with the remote process's status: the same code, or the same signal
-//! (core dumps off). If the connection to ferryd breaks it reconnects with backoff.
+//! (core dumps off). If the connection to ferryd breaks it reconnects with backoff. When ferryd
+//! says the process is lost (`LOST host`), it exits with `LOST_EXIT_CODE` (255), saying so
+//! on its stderr if that is a terminal.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -144,8 +146,11 @@ fn serve(
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {
-                    if let Some(cmd @ (StubCommand::ExitCode(_) | StubCommand::ExitSignal(_))) =
-                        StubCommand::parse(line.trim_end())
+                    if let Some(
+                        cmd @ (StubCommand::ExitCode(_)
+                        | StubCommand::ExitSignal(_)
+                        | StubCommand::Lost(_)),
+                    ) = StubCommand::parse(line.trim_end())
                     {
                         return Some(cmd);
                     }
@@ -155,8 +160,17 @@ fn serve(
     }
 }
 
-/// Ends the stub as the remote process ended.
+/// Ends the stub as the remote process ended (or was lost).
 fn finish(cmd: StubCommand) -> ! {
+    if let StubCommand::Lost(host) = &cmd {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!(
+                "ferry-stub: the migrated process on {host} is lost; exiting with {}",
+                ferry_agent::relay::LOST_EXIT_CODE
+            );
+        }
+        std::process::exit(ferry_agent::relay::LOST_EXIT_CODE);
+    }
     if let StubCommand::ExitSignal(n) = cmd
         && let Ok(sig) = Signal::try_from(n)
     {

@@ -971,12 +971,29 @@ fn is_stub(pid: i32, start: u64) -> bool {
             .is_ok_and(|p| p.file_name().is_some_and(|n| n == "ferry-stub"))
 }
 
+/// How long the relay of a stub keeps trying to reach a destination that does not answer
+/// before the process counts as lost: `FERRY_RELAY_GIVE_UP` seconds, default 300.
+fn relay_give_up() -> Duration {
+    const DEFAULT: u64 = 300;
+    let secs = match std::env::var("FERRY_RELAY_GIVE_UP") {
+        Ok(v) => v.trim().parse::<u64>().unwrap_or_else(|_| {
+            tracing::warn!(value = %v, "FERRY_RELAY_GIVE_UP is not a number of seconds; using {DEFAULT}");
+            DEFAULT
+        }),
+        Err(_) => DEFAULT,
+    };
+    Duration::from_secs(secs)
+}
+
 /// Runs the relay of migration `id` (stub `stub_pid`, destination `to`) until it ends for
 /// good: the remote process ended and the stub was told, or the stub died. While the stub
 /// lives, a relay that broke (the stream, the link, the destination's agent) starts again,
 /// with ferryd's duplicates of the stub's descriptors taken again from the stub. `first` is
-/// the plan of the migration that just committed; after an agent restart it is `None`. Then
-/// the relay's entry in the store goes.
+/// the plan of the migration that just committed; after an agent restart it is `None`.
+/// The process is lost when the destination answers that it holds no copy for the
+/// migration, or does not answer for [`relay_give_up`]: then the stub is told (it exits with
+/// `relay::LOST_EXIT_CODE`) and the record says `lost`. Then the relay's entry in the store
+/// goes.
 pub(crate) fn keep_relaying(
     node: NodeRef,
     first: Option<Plan>,
@@ -989,8 +1006,21 @@ pub(crate) fn keep_relaying(
         let mut plan = first;
         let mut delay = Duration::from_millis(500);
         let mut attempt = 0u32;
+        let give_up = relay_give_up();
+        // Since when the destination did not answer (none of the attempts reached it).
+        let mut unanswered: Option<Instant> = None;
+        let mut lost: Option<String> = None;
         loop {
             if attempt > 0 {
+                if let Some(t) = unanswered
+                    && t.elapsed() >= give_up
+                {
+                    lost = Some(format!(
+                        "{to} did not answer for {} s",
+                        t.elapsed().as_secs()
+                    ));
+                    break;
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
@@ -1026,6 +1056,7 @@ pub(crate) fn keep_relaying(
                 Ok(c) => c,
                 Err(e) => {
                     tracing::info!(migration = %id, %to, error = %chain(&e), "no channel for the relay; retrying");
+                    unanswered.get_or_insert_with(Instant::now);
                     continue;
                 }
             };
@@ -1037,15 +1068,27 @@ pub(crate) fn keep_relaying(
                 }
                 Ok(Err(crate::relay::RelayError::Rpc(s))) if s.code() == tonic::Code::NotFound => {
                     tracing::warn!(migration = %id, %to, error = %s.message(), "the destination has no relay for this migration any more");
+                    lost = Some(format!(
+                        "{to} holds no copy any more (its agent restarted, or the copy ended while it was down)"
+                    ));
                     break;
+                }
+                Ok(Err(crate::relay::RelayError::Rpc(s))) => {
+                    // The stream could not be opened: the destination did not answer.
+                    tracing::warn!(migration = %id, %to, error = %s.message(), "relay not accepted; retrying");
+                    unanswered.get_or_insert_with(Instant::now);
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(migration = %id, error = %chain(&e), "relay broke; starting it again");
+                    unanswered = None;
                 }
                 Err(e) => {
                     tracing::warn!(migration = %id, error = %e, "relay task failed; starting it again");
                 }
             }
+        }
+        if let Some(why) = lost {
+            stub_lost(&node, stub_pid, stub_start, &id, &to, &why).await;
         }
         if let Err(e) = node.store.remove_relay(&id) {
             tracing::warn!(migration = %id, error = %chain(&e), "remove the relay record");
@@ -1179,6 +1222,39 @@ pub async fn moved(node: &NodeRef, peer: &str, req: MovedOn) -> Result<MovedRepl
         &req.by_migration_id,
     );
     Ok(MovedReply {})
+}
+
+/// The process of migration `id` is lost (`why`): its stub is told (it exits with
+/// `relay::LOST_EXIT_CODE`), then the record says `lost`.
+async fn stub_lost(node: &NodeRef, stub_pid: i32, stub_start: u64, id: &str, to: &str, why: &str) {
+    let code = crate::relay::LOST_EXIT_CODE;
+    tracing::warn!(migration = %id, stub_pid, reason = %why, "the migrated process is lost: ending its stub with exit code {code}");
+    let told = crate::relay::origin::end_lost_stub(
+        &node.relays,
+        &node.config.socket,
+        stub_pid,
+        id,
+        to,
+        || is_stub(stub_pid, stub_start),
+    )
+    .await;
+    let detail = match told {
+        Ok(true) => format!("{why}; the stub (pid {stub_pid}) exited with code {code}"),
+        Ok(false) => format!("{why}; the stub (pid {stub_pid}) was gone"),
+        Err(e) => {
+            tracing::warn!(migration = %id, error = %chain(&e), "tell the stub");
+            format!("{why}; the stub (pid {stub_pid}) could not be told: {e}")
+        }
+    };
+    match node.store.get(id) {
+        Ok(Some(mut rec)) => {
+            if let Err(e) = node.store.set(&mut rec, "lost", detail) {
+                tracing::warn!(migration = %id, error = %chain(&e), "record the loss");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(migration = %id, error = %chain(&e), "read the record"),
+    }
 }
 
 /// On start: serves again the stubs of migrations this agent committed whose relay had not

@@ -231,9 +231,10 @@ impl Store {
 }
 
 /// Whether a record's state is final (`done` is final for the migration; the process it
-/// moved may still end later: `ended`).
+/// moved may still end later: `ended`; `lost`: on the origin, after `done`, the copy could
+/// not be relayed any more and the stub was ended).
 pub fn is_final(state: &str) -> bool {
-    matches!(state, "done" | "ended" | "aborted")
+    matches!(state, "done" | "ended" | "aborted" | "lost")
 }
 
 /// How an exit status reads in a record's detail.

@@ -640,11 +640,7 @@ impl Dest {
                 match TcpStream::connect(addr) {
                     Ok(c) => {
                         c.set_nodelay(true).ok();
-                        let fd = OwnedFd::from(c);
-                        if let Ok(r) = fd.try_clone() {
-                            self.pumps.reader(new, r, false);
-                        }
-                        self.pumps.writer(new, fd, EndBy::Shutdown);
+                        self.pumps.connection(new, OwnedFd::from(c), || true);
                     }
                     Err(e) => {
                         tracing::debug!(%e, "relay: connect to the process's listener");

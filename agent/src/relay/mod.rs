@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 
-pub use stub::{StubCommand, stub_socket_path};
+pub use stub::{LOST_EXIT_CODE, StubCommand, stub_socket_path};
 
 /// What a relayed descriptor is, as the `kind` of a `RelayEndpoint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

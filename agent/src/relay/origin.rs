@@ -530,6 +530,49 @@ where
     })
 }
 
+/// Ends the stub `stub_pid` of `migration_id` whose process on `host` is lost (the
+/// destination holds no copy any more, or could not be reached for too long): serves the
+/// stub socket (`socket`'s) until the stub, which reconnects on its own, connects, and
+/// tells it `LOST host` (it exits with [`super::LOST_EXIT_CODE`]). Returns true once told,
+/// false when `alive` (asked every second) says the stub is gone first.
+pub async fn end_lost_stub(
+    registry: &super::Registry,
+    socket: &Path,
+    stub_pid: i32,
+    migration_id: &str,
+    host: &str,
+    alive: impl Fn() -> bool,
+) -> Result<bool, RelayError> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    registry
+        .lock()
+        .stubs
+        .insert(migration_id.to_string(), Expected { pid: stub_pid, tx });
+    let result = async {
+        super::stub::ensure_listening(registry, socket)?;
+        loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(StubEvent::Connected(mut conn)) = ev else { return Ok(false) };
+                    let line = StubCommand::Lost(host.to_string()).line();
+                    if conn.write_all(line.as_bytes()).await.is_ok() {
+                        conn.shutdown().await.ok();
+                        return Ok(true);
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if !alive() {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    registry.lock().stubs.remove(migration_id);
+    result
+}
+
 enum Event {
     Frame(Option<RelayFrame>),
     Stub(Option<StubEvent>),
@@ -752,7 +795,7 @@ impl Origin {
 
 /// Accepts connections on the process's listening socket (the connections already waiting
 /// at the freeze first): each becomes a new channel, announced with `Accepted` on the
-/// listener's channel.
+/// listener's channel, and forgotten once it ended both ways ([`Pumps::connection`]).
 fn accept_loop(pumps: &Arc<Pumps>, channel: u32, fd: OwnedFd, next: Arc<AtomicU32>) {
     let pumps = pumps.clone();
     let stop = pumps.stop_flag();
@@ -777,14 +820,12 @@ fn accept_loop(pumps: &Arc<Pumps>, channel: u32, fd: OwnedFd, next: Arc<AtomicU3
                 }
             };
             let ch = next.fetch_add(1, Ordering::Relaxed);
-            if !pumps.send(frame(channel, What::Accepted(ch))) {
+            // Its writer exists before the destination hears of it (what the process answers
+            // may come back at once), its reader starts after (no byte before `accepted`).
+            let announce = || pumps.send(frame(channel, What::Accepted(ch)));
+            if !pumps.connection(ch, OwnedFd::from(conn), announce) {
                 return;
             }
-            let fd = OwnedFd::from(conn);
-            if let Ok(r) = fd.try_clone() {
-                pumps.reader(ch, r, false);
-            }
-            pumps.writer(ch, fd, EndBy::Shutdown);
         }
     });
 }

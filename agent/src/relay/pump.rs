@@ -11,7 +11,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as smpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,10 @@ pub struct Pumps {
     stop: Arc<AtomicBool>,
     sinks: Mutex<HashMap<u32, smpsc::Sender<Out>>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
+    /// Connections ([`Pumps::connection`]): channel → how many of its two halves (reader,
+    /// writer) still run. When none does, the channel is forgotten: its writer thread ends
+    /// and the last descriptor closes.
+    halves: Mutex<HashMap<u32, u8>>,
     /// Held by readers of the process's output until they reach its end.
     drain: Mutex<Option<smpsc::Sender<()>>>,
     drained: Mutex<Option<smpsc::Receiver<()>>>,
@@ -111,6 +115,7 @@ impl Pumps {
             stop: Arc::new(AtomicBool::new(false)),
             sinks: Mutex::new(HashMap::new()),
             writers: Mutex::new(Vec::new()),
+            halves: Mutex::new(HashMap::new()),
             drain: Mutex::new(Some(tx)),
             drained: Mutex::new(Some(rx)),
         })
@@ -134,7 +139,11 @@ impl Pumps {
     /// Hands `out` to the writer of `channel`; false when there is none (any more).
     pub fn deliver(&self, channel: u32, out: Out) -> bool {
         let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
-        sinks.get(&channel).is_some_and(|s| s.send(out).is_ok())
+        let done = sinks.get(&channel).is_some_and(|s| s.send(out).is_ok());
+        if !done {
+            tracing::debug!(channel, "relay: no writer for the channel (any more)");
+        }
+        done
     }
 
     /// Reads `fd` until its end and sends its bytes as `Data` frames on `channel`, then
@@ -147,38 +156,44 @@ impl Pumps {
             .flatten();
         std::thread::spawn(move || {
             let _token = token;
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                match wait_ready(fd.as_fd(), PollFlags::POLLIN, &me.stop) {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => {
-                        tracing::debug!(channel, %e, "relay poll");
-                        break;
-                    }
-                }
-                match nix::unistd::read(fd.as_fd(), &mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if !me.send(frame(channel, What::Data(buf[..n].to_vec()))) {
-                            return;
-                        }
-                    }
-                    Err(Errno::EINTR | Errno::EAGAIN) => {}
-                    // A pty master whose slave is closed everywhere: the end.
-                    Err(Errno::EIO) => break,
-                    Err(Errno::ECONNRESET) => {
-                        me.send(frame(channel, What::Close(true)));
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::debug!(channel, %e, "relay read");
-                        break;
-                    }
+            me.read_loop(channel, fd);
+            me.half_done(channel);
+        });
+    }
+
+    /// The body of a reader thread.
+    fn read_loop(&self, channel: u32, fd: OwnedFd) {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match wait_ready(fd.as_fd(), PollFlags::POLLIN, &self.stop) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::debug!(channel, %e, "relay poll");
+                    break;
                 }
             }
-            me.send(frame(channel, What::Eof(true)));
-        });
+            match nix::unistd::read(fd.as_fd(), &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if !self.send(frame(channel, What::Data(buf[..n].to_vec()))) {
+                        return;
+                    }
+                }
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                // A pty master whose slave is closed everywhere: the end.
+                Err(Errno::EIO) => break,
+                Err(Errno::ECONNRESET) => {
+                    self.send(frame(channel, What::Close(true)));
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(channel, %e, "relay read");
+                    break;
+                }
+            }
+        }
+        self.send(frame(channel, What::Eof(true)));
     }
 
     /// Writes what arrives for `channel` into `fd`.
@@ -189,38 +204,69 @@ impl Pumps {
             .unwrap_or_else(|e| e.into_inner())
             .insert(channel, tx);
         let stop = self.stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut fd = Some(fd);
-            for out in rx {
-                let Some(f) = fd.as_ref() else { continue };
-                match out {
-                    Out::Data(d) => {
-                        if let Err(e) = write_all(f.as_fd(), &d, &stop) {
-                            tracing::debug!(channel, %e, "relay write");
-                            fd = None;
-                        }
-                    }
-                    Out::Eof => match end {
-                        EndBy::Shutdown => {
-                            let _ = shutdown(std::os::fd::AsRawFd::as_raw_fd(f), Shutdown::Write);
-                        }
-                        EndBy::Closing => fd = None,
-                        EndBy::Nothing => {}
-                    },
-                    Out::Close => {
-                        if end == EndBy::Shutdown {
-                            let _ = shutdown(std::os::fd::AsRawFd::as_raw_fd(f), Shutdown::Both);
-                        }
-                        fd = None;
-                    }
-                    Out::Datagram(..) => {}
-                }
+        let me = Arc::downgrade(self);
+        let handle = std::thread::spawn(move || write_loop(channel, fd, end, rx, &stop, &me));
+        self.keep_writer(handle);
+    }
+
+    /// A relayed TCP connection made after the start (one accepted on the origin, or made
+    /// to the process's listener on the destination): its writer is registered before
+    /// `announce` runs (it sends the `Accepted` frame, on the origin), so that no byte the
+    /// remote sends for the channel can arrive before its writer; its reader starts after,
+    /// so that no byte goes out on the channel before its announcement. Once both directions
+    /// ended (the reader saw the end or a reset, the writer wrote the end, a close or failed),
+    /// the channel is forgotten: both threads end and both descriptors close. Returns
+    /// `announce`'s answer (false: the relay is ending, nothing was started). A connection
+    /// that cannot be served (no descriptor left to duplicate it) is closed (the remote
+    /// gets `close`).
+    pub fn connection(
+        self: &Arc<Self>,
+        channel: u32,
+        fd: OwnedFd,
+        announce: impl FnOnce() -> bool,
+    ) -> bool {
+        let r = match fd.try_clone() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(channel, %e, "relay: cannot serve a connection; closing it");
+                return self.send(frame(channel, What::Close(true)));
             }
-        });
-        self.writers
+        };
+        self.halves
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
+            .insert(channel, 2);
+        self.writer(channel, fd, EndBy::Shutdown);
+        if !announce() {
+            return false;
+        }
+        self.reader(channel, r, false);
+        true
+    }
+
+    /// One half of a [`Pumps::connection`] ended; after both, the channel's writer is
+    /// forgotten (its thread ends when its queue is dropped).
+    fn half_done(&self, channel: u32) {
+        let mut halves = self.halves.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(left) = halves.get_mut(&channel) else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            halves.remove(&channel);
+            drop(halves);
+            self.sinks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&channel);
+        }
+    }
+
+    /// Keeps a writer's handle (for [`Pumps::finish`]), dropping those of writers that ended.
+    fn keep_writer(&self, handle: JoinHandle<()>) {
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        writers.retain(|w| !w.is_finished());
+        writers.push(handle);
     }
 
     /// A UDP socket: datagrams it receives go out as `Datagram` frames with their sender
@@ -285,10 +331,7 @@ impl Pumps {
                 }
             }
         });
-        self.writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
+        self.keep_writer(handle);
     }
 
     /// Waits (up to `limit`) until every draining reader reached the end of its descriptor.
@@ -331,6 +374,59 @@ impl Pumps {
             }
         }
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The body of a writer thread: writes what arrives on `rx` into `fd` until the queue is
+/// dropped. Once its direction ended (the end written, a close, a failed write), it tells
+/// the pumps (`half_done`, for connections).
+fn write_loop(
+    channel: u32,
+    fd: OwnedFd,
+    end: EndBy,
+    rx: smpsc::Receiver<Out>,
+    stop: &AtomicBool,
+    pumps: &Weak<Pumps>,
+) {
+    let mut fd = Some(fd);
+    let mut ended = false;
+    for out in rx {
+        let Some(f) = fd.as_ref() else { continue };
+        match out {
+            Out::Data(d) => {
+                if let Err(e) = write_all(f.as_fd(), &d, stop) {
+                    tracing::debug!(channel, %e, "relay write");
+                    fd = None;
+                }
+            }
+            Out::Eof => match end {
+                EndBy::Shutdown => {
+                    let _ = shutdown(std::os::fd::AsRawFd::as_raw_fd(f), Shutdown::Write);
+                    if !ended {
+                        ended = true;
+                        if let Some(p) = pumps.upgrade() {
+                            p.half_done(channel);
+                        }
+                    }
+                    continue;
+                }
+                EndBy::Closing => fd = None,
+                EndBy::Nothing => continue,
+            },
+            Out::Close => {
+                if end == EndBy::Shutdown {
+                    let _ = shutdown(std::os::fd::AsRawFd::as_raw_fd(f), Shutdown::Both);
+                }
+                fd = None;
+            }
+            Out::Datagram(..) => continue,
+        }
+        if fd.is_none() && !ended {
+            ended = true;
+            if let Some(p) = pumps.upgrade() {
+                p.half_done(channel);
+            }
+        }
     }
 }
 

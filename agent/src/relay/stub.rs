@@ -3,7 +3,9 @@
 //! relay of this agent expects for that migration id.
 //!
 //! Stub → ferryd: `HELLO <migration id>` first, then `SIG <n>` for each signal it got.
-//! ferryd → stub: `EXIT code <n>` or `EXIT signal <n>`: the remote process ended so.
+//! ferryd → stub: `EXIT code <n>` or `EXIT signal <n>`: the remote process ended so;
+//! `LOST <host>`: the process on that host is lost (its agent holds no copy of it any more,
+//! or it could not be reached for too long): the stub exits with [`LOST_EXIT_CODE`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +16,10 @@ use tokio::sync::mpsc;
 
 use super::Registry;
 use super::RelayError;
+
+/// The exit code of a stub whose process was lost (see `LOST` above); `ferry migrations`
+/// on the origin shows the migration as `lost`.
+pub const LOST_EXIT_CODE: i32 = 255;
 
 /// The stub socket of the agent whose local socket is `socket`.
 pub fn stub_socket_path(socket: &Path) -> PathBuf {
@@ -33,6 +39,8 @@ pub enum StubCommand {
     ExitCode(i32),
     /// `EXIT signal n`.
     ExitSignal(i32),
+    /// `LOST host`.
+    Lost(String),
 }
 
 impl StubCommand {
@@ -43,6 +51,7 @@ impl StubCommand {
             StubCommand::Signal(n) => format!("SIG {n}\n"),
             StubCommand::ExitCode(n) => format!("EXIT code {n}\n"),
             StubCommand::ExitSignal(n) => format!("EXIT signal {n}\n"),
+            StubCommand::Lost(host) => format!("LOST {host}\n"),
         }
     }
 
@@ -52,6 +61,7 @@ impl StubCommand {
         let cmd = match (w.next()?, w.next()?, w.next()) {
             ("HELLO", id, None) => StubCommand::Hello(id.to_string()),
             ("SIG", n, None) => StubCommand::Signal(n.parse().ok()?),
+            ("LOST", host, None) => StubCommand::Lost(host.to_string()),
             ("EXIT", "code", Some(n)) => StubCommand::ExitCode(n.parse().ok()?),
             ("EXIT", "signal", Some(n)) => StubCommand::ExitSignal(n.parse().ok()?),
             _ => return None,
@@ -143,6 +153,28 @@ async fn admit(registry: &Registry, mut conn: UnixStream) {
         }
         None => {
             tracing::debug!(migration = %id, pid, "stub connection for no relay of ours");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StubCommand;
+
+    #[test]
+    fn lines_round_trip_and_junk_is_refused() {
+        for c in [
+            StubCommand::Hello("ab12".into()),
+            StubCommand::Signal(10),
+            StubCommand::ExitCode(7),
+            StubCommand::ExitSignal(15),
+            StubCommand::Lost("h2".into()),
+        ] {
+            let line = c.line();
+            assert_eq!(StubCommand::parse(line.trim_end()), Some(c), "{line:?}");
+        }
+        for junk in ["LOST", "LOST h2 extra", "EXIT code x", "SIG", "BYE h2"] {
+            assert_eq!(StubCommand::parse(junk), None, "{junk:?}");
         }
     }
 }
