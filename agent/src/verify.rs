@@ -13,7 +13,29 @@ use serde_json::Value;
 
 use crate::dump::{self, DumpError};
 use crate::restore::CheckInput;
-use crate::state::ProcessState;
+use crate::state::{FdKind, PageRun, ProcessState};
+
+/// `TFD_TIMER_ABSTIME`.
+const TFD_TIMER_ABSTIME: u32 = 1;
+
+/// Whether every page of `inner` is in one of the runs of `outer` (both sorted).
+fn runs_within(inner: &[PageRun], outer: &[PageRun]) -> bool {
+    const PAGE: u64 = crate::state::PAGE_SIZE;
+    let mut o = outer.iter().peekable();
+    for r in inner {
+        let (start, end) = (r.start, r.start.saturating_add(r.count.saturating_mul(PAGE)));
+        loop {
+            match o.peek() {
+                Some(x) if x.start.saturating_add(x.count.saturating_mul(PAGE)) <= start => {
+                    o.next();
+                }
+                Some(x) if x.start <= start && end <= x.start.saturating_add(x.count.saturating_mul(PAGE)) => break,
+                _ => return false,
+            }
+        }
+    }
+    true
+}
 
 /// Why a restored process was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +134,74 @@ pub fn compare(
             substituted,
         ));
     }
+    // Timers count down from what they had left at the dump once they are set again; the
+    // read-back comes a little later. Armed stays armed, disarmed stays disarmed, and no
+    // timer has more left than it had (or than its period, once it fired and reloaded).
+    let mut ran = 0;
+    for (a, b) in image.attrs.itimers.iter_mut().zip(&restored.attrs.itimers) {
+        if a.which == b.which
+            && a.interval_us == b.interval_us
+            && a.value_us != b.value_us
+            && (a.value_us == 0) == (b.value_us == 0)
+            && b.value_us <= a.value_us.max(a.interval_us)
+        {
+            a.value_us = b.value_us;
+            ran += 1;
+        }
+    }
+    for (a, b) in image
+        .attrs
+        .posix_timers
+        .iter_mut()
+        .zip(&restored.attrs.posix_timers)
+    {
+        if a.id == b.id
+            && a.interval_ns == b.interval_ns
+            && a.value_ns != b.value_ns
+            && (a.value_ns == 0) == (b.value_ns == 0)
+            && b.value_ns <= a.value_ns.max(a.interval_ns)
+        {
+            a.value_ns = b.value_ns;
+            ran += 1;
+        }
+    }
+    for (a, b) in image.fds.iter_mut().zip(&restored.fds) {
+        if let (FdKind::Timerfd(a), FdKind::Timerfd(b)) = (&mut a.kind, &b.kind)
+            && a.value_ns != b.value_ns
+            && a.interval_ns == b.interval_ns
+            && (a.value_ns == 0) == (b.value_ns == 0)
+        {
+            let ok = if a.settime_flags & TFD_TIMER_ABSTIME != 0 {
+                // An absolute expiry is read as time left plus now, twice: the two agree
+                // within the clock's reading jitter.
+                a.value_ns.abs_diff(b.value_ns) < 10_000_000
+            } else {
+                b.value_ns <= a.value_ns.max(a.interval_ns)
+            };
+            if ok {
+                a.value_ns = b.value_ns;
+                ran += 1;
+            }
+        }
+    }
+    if ran > 0 {
+        expected.push(("time left on a running timer, which counts on", ran));
+    }
+    // Pages that were all zeros are not written, so not present: the restored process may
+    // have fewer pages present than the image lists, never others.
+    let mut unwritten = 0;
+    for (a, b) in image.mm.vmas.iter_mut().zip(&restored.mm.vmas) {
+        if a.start == b.start && a.end == b.end && a.pages != b.pages && runs_within(&b.pages, &a.pages) {
+            a.pages = b.pages.clone();
+            unwritten += 1;
+        }
+    }
+    if unwritten > 0 {
+        expected.push((
+            "pages that held only zeros are not written (not present until touched)",
+            unwritten,
+        ));
+    }
     let mut resumed = 0;
     for t in &mut image.threads {
         let r = t.regs.resumed();
@@ -205,6 +295,30 @@ fn expected_change(
     // The parent is the restorer (or whoever adopts the process), not the dumped one's.
     if path == "ppid" && !input.parent_restored {
         return Some("the parent is the restorer");
+    }
+    // A process restored alone (or the root of a tree) leads a session and process group of
+    // its own: the ones it was in are another session's, which it cannot join.
+    if !input.parent_restored
+        && matches!(path, "pgid" | "sid")
+        && restored.as_i64() == input.tids.first().map(|p| i64::from(p.as_raw()))
+    {
+        return Some("a restored process leads a new session and process group");
+    }
+    // Objects made anew (pipes, memfds, shared anonymous memory) have new inode numbers.
+    if leaf == "ino"
+        && (field.starts_with("memfds[")
+            || [".Pipe", ".LocalPipe", ".Memfd", ".SharedAnonymous"]
+                .iter()
+                .any(|k| field.ends_with(k)))
+    {
+        return Some("the inode number of an object made anew");
+    }
+    // An open file or FIFO is shared with others, who may have written to it since the dump.
+    if field.starts_with("fds[")
+        && (field.ends_with(".File.file.identity") || field.ends_with(".Fifo.file.identity"))
+        && matches!(leaf, "size" | "mtime_ns")
+    {
+        return Some("the size or mtime of an open file written by others since the dump");
     }
     // PIDs read from outside the process's new PID namespace.
     if input.new_pid_ns && matches!(path, "ppid" | "pgid" | "sid") {

@@ -58,6 +58,9 @@ enum Action {
 #[derive(Debug)]
 pub struct FdPlan {
     fds: Vec<(i32, bool, Action)>,
+    /// Descriptors given something else than the image says, as asked (substitutes, the
+    /// restorer's stdio) or with a warning (a pipe nobody holds any more became /dev/null).
+    pub replaced_fds: Vec<i32>,
     inherit_stdio: bool,
     /// Pipes to create, each with its buffer and queued bytes.
     pipes: Vec<(u64, Option<PipeQueue>)>,
@@ -166,6 +169,7 @@ pub fn plan_with(
         }
     }
     let mut fds = Vec::with_capacity(state.fds.len());
+    let mut replaced_fds = Vec::new();
     let mut pipes: Vec<(u64, Option<PipeQueue>)> = Vec::new();
     let mut fifos: Vec<(FileRef, Option<PipeQueue>)> = Vec::new();
     for f in &state.fds {
@@ -299,6 +303,17 @@ pub fn plan_with(
                 FdKind::Memfd { .. } => Action::Inherit,
             }
         };
+        let replaced = match &action {
+            Action::Substitute { .. } => true,
+            Action::Inherit => inherit_stdio && f.fd <= 2,
+            Action::Open { path, .. } => {
+                path == "/dev/null" && !matches!(f.kind, FdKind::CharDevice { .. })
+            }
+            _ => false,
+        };
+        if replaced {
+            replaced_fds.push(f.fd);
+        }
         fds.push((f.fd, f.cloexec, action));
     }
     // The memfds (made by the restorer before the plans, see `Memfds::create`) give the
@@ -344,6 +359,7 @@ pub fn plan_with(
     locks.retain(|l| !substitutes.contains_key(&l.fd));
     Ok(FdPlan {
         fds,
+        replaced_fds,
         inherit_stdio,
         pipes,
         fifos,
@@ -780,9 +796,10 @@ fn hold_fifos(plan: &FdPlan) -> Result<Vec<File>, RestoreError> {
     Ok(held)
 }
 
-/// A file deleted while open, recreated with `O_TMPFILE` (never visible in any directory) in
-/// its old directory, or in `/tmp` when that is gone or cannot hold one; as a last resort a
-/// named file created and unlinked at once. The restorer writes the contents and sets owner
+/// A file deleted while open, recreated under its old name and unlinked at once when the name
+/// is free (so `/proc/PID/fd` shows the name the process knew); else with `O_TMPFILE` (never
+/// visible in any directory) in its old directory, or in `/tmp` when that is gone or cannot
+/// hold one; as a last resort a named file created and unlinked at once. The restorer writes the contents and sets owner
 /// and mode through `/proc`; the task then reopens it with the original flags.
 fn recreate_deleted(
     inj: &Injector<'_>,
@@ -817,7 +834,32 @@ fn recreate_deleted(
         .unwrap_or("/");
     let creat = (libc::O_RDWR | libc::O_CLOEXEC) as u64;
     let mut tmp = None;
+    // Under its own name when that is free, unlinked at once: the process sees the name it
+    // knew in /proc/self/fd (`PATH (deleted)`).
+    let own = inj.put_path(path)?;
+    if let Ok(t) = inj.call_raw(
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            own,
+            creat | (libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW) as u64,
+            0o600,
+            0,
+            0,
+        ],
+    )? {
+        inj.call(
+            "unlinkat",
+            libc::SYS_unlinkat,
+            [libc::AT_FDCWD as u64, own, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(format!("unlink {path}"))(e.into()))?;
+        tmp = Some(t);
+    }
     for d in [dir, "/tmp"] {
+        if tmp.is_some() {
+            break;
+        }
         let addr = inj.put_path(d)?;
         if let Ok(t) = inj.call_raw(
             libc::SYS_openat,

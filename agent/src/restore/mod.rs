@@ -56,7 +56,9 @@ pub struct CheckInput<'a> {
     /// Whether its parent is the one the image names (a member of a restored tree) rather
     /// than the restorer.
     pub parent_restored: bool,
-    /// Descriptor numbers given something else than the image says (relay endpoints).
+    /// Descriptor numbers given something else than the image says: as asked (relay
+    /// endpoints, the restorer's stdio) or with a warning (a pipe nobody holds any more
+    /// became /dev/null).
     pub substituted_fds: &'a [i32],
 }
 
@@ -346,14 +348,13 @@ pub fn restore_with<R: Read + Send>(
             let tids: Vec<_> = std::iter::once(tracee.pid())
                 .chain(threads.iter().map(|(t, _)| t.pid()))
                 .collect();
-            let substituted: Vec<i32> = substitutes.keys().copied().collect();
             Some(
                 check(&CheckInput {
                     tids: &tids,
                     image: &state,
                     new_pid_ns: task.ns_init.is_some(),
                     parent_restored: false,
-                    substituted_fds: &substituted,
+                    substituted_fds: &fd_plan.replaced_fds,
                 })
                 .map_err(RestoreError::Check)?,
             )

@@ -326,7 +326,7 @@ pub fn restore_tree<R: Read + Send>(
     let checked = match opts.check {
         Some(check) => {
             let t0 = std::time::Instant::now();
-            for ((leader, p), ts) in leaders.iter().zip(procs).zip(&threads) {
+            for (((leader, p), ts), plan) in leaders.iter().zip(procs).zip(&threads).zip(&plans) {
                 let tids: Vec<_> = std::iter::once(leader.pid())
                     .chain(ts.iter().map(|(t, _)| t.pid()))
                     .collect();
@@ -335,7 +335,7 @@ pub fn restore_tree<R: Read + Send>(
                     image: p,
                     new_pid_ns: root_task.ns_init.is_some(),
                     parent_restored: p.pid != root.pid,
-                    substituted_fds: &[],
+                    substituted_fds: &plan.replaced_fds,
                 })
                 .map_err(|e| RestoreError::Check(format!("pid {}: {e}", p.pid)))?;
             }
