@@ -220,3 +220,46 @@ fn a_deleted_file_over_the_limit_is_refused() {
     v.check();
     assert_locks_held(&v);
 }
+
+/// The restore checker refuses a process that would come back different: a file deleted while
+/// open whose name another file has taken since the dump can only come back under another
+/// name (`/proc/PID/fd` would show it). The restore fails naming the field, leaves no process
+/// behind, and succeeds once the name is free again.
+#[test]
+fn the_restore_checker_refuses_a_deleted_file_under_another_name() {
+    let Some(ctx) = setup("pipes_checker") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "pipes_files", &[]);
+    v.check();
+    let img = image_path(&ctx, "pipes_checker");
+    v.dump(&ctx, &img, &[]);
+    let taken = v.state.join("deleted");
+    fs::write(&taken, "another file now").expect("take the name");
+    let before = ferry_tests::my_children();
+    let out = ctx.ferry(&["restore", img.to_str().unwrap()]);
+    let left: Vec<i32> = ferry_tests::my_children()
+        .difference(&before)
+        .copied()
+        .collect();
+    for &p in &left {
+        ferry_tests::kill_and_reap(p);
+    }
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("differs from its image") && out.stderr.contains("DeletedFile.path"),
+        "the checker should name the field: {}",
+        out.stderr
+    );
+    assert!(left.is_empty(), "a refused restore left {left:?}");
+    assert_eq!(
+        fs::read_to_string(&taken).unwrap(),
+        "another file now",
+        "the other file was touched"
+    );
+    fs::remove_file(&taken).expect("free the name");
+    v.restore(&ctx, &img, &[]);
+    let ok = v.check();
+    assert!(ok.ends_with(" (deleted)"), "{ok}");
+    v.assert_no_bad();
+}

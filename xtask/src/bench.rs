@@ -52,6 +52,8 @@ struct Row {
     dump_wall: Duration,
     image_bytes: u64,
     restore: Duration,
+    /// The restore checker's share of the restore (its debug line).
+    check: Option<Duration>,
     memory_ok: bool,
 }
 
@@ -148,8 +150,16 @@ fn measure(
         .with_context(|| format!("stat {}", image.display()))?
         .len();
 
-    let restore = util::run_captured(Command::new(ferry).arg("restore").arg(image), FERRY_TIMEOUT)?
-        .success("ferry restore")?;
+    // The checker reports its own cost on a debug line.
+    let restore = util::run_captured(
+        Command::new(ferry)
+            .arg("restore")
+            .arg(image)
+            .env("FERRY_LOG", "warn,ferry_agent::verify=debug"),
+        FERRY_TIMEOUT,
+    )?
+    .success("ferry restore")?;
+    let check = check_time(&restore.stderr);
     let (pid, restored_at) = util::restored_pid(&restore)?;
     let mut restored = Owned::new(pid);
     if pid != victim.pid {
@@ -168,6 +178,7 @@ fn measure(
         dump_wall: dump.wall,
         image_bytes,
         restore: restored_at,
+        check,
         memory_ok,
     })
 }
@@ -298,6 +309,22 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The restore checker's time from its debug line (`restore checked elapsed=3.1ms …`).
+fn check_time(stderr: &str) -> Option<Duration> {
+    let line = stderr.lines().find(|l| l.contains("restore checked"))?;
+    let v = line.split("elapsed=").nth(1)?.split_whitespace().next()?;
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic() || c == 'µ')?);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "ms" => n / 1e3,
+        "µs" | "us" => n / 1e6,
+        "ns" => n / 1e9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
 #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
 fn gbs(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e9
@@ -307,12 +334,12 @@ fn gbs(bytes: u64, d: Duration) -> f64 {
 fn print_table(rows: &[Row], raw_gbs: f64) {
     println!();
     println!(
-        "codec  frozen ms  dump wall ms  dump GB/s  image MiB  image %  restore ms  restore GB/s  memory"
+        "codec  frozen ms  dump wall ms  dump GB/s  image MiB  image %  restore ms  restore GB/s  check ms  check %  memory"
     );
     for r in rows {
         let dump_time = r.frozen.unwrap_or(r.dump_wall);
         println!(
-            "{:<6} {:>9} {:>13.0} {:>10.2} {:>10.1} {:>8.1} {:>11.0} {:>13.2}  {}",
+            "{:<6} {:>9} {:>13.0} {:>10.2} {:>10.1} {:>8.1} {:>11.0} {:>13.2} {:>9} {:>8}  {}",
             r.codec,
             r.frozen.map_or("?".to_owned(), |f| format!("{:.0}", ms(f))),
             ms(r.dump_wall),
@@ -321,6 +348,11 @@ fn print_table(rows: &[Row], raw_gbs: f64) {
             100.0 * r.image_bytes as f64 / r.rss as f64,
             ms(r.restore),
             gbs(r.rss, r.restore),
+            r.check.map_or("?".to_owned(), |c| format!("{:.1}", ms(c))),
+            r.check.map_or("?".to_owned(), |c| format!(
+                "{:.1}",
+                100.0 * c.as_secs_f64() / r.restore.as_secs_f64()
+            )),
             if r.memory_ok { "same" } else { "DIFFERENT" },
         );
     }
@@ -350,7 +382,10 @@ fn print_table(rows: &[Row], raw_gbs: f64) {
         let load: Vec<&str> = load.split_whitespace().take(3).collect();
         println!("load average during the run: {}", load.join(" "));
     }
-    println!("GB = 10^9 bytes; dump GB/s = VmRSS / frozen time; restore = until `restored pid N`.");
+    println!(
+        "GB = 10^9 bytes; dump GB/s = VmRSS / frozen time; restore = until `restored pid N` (the \
+         restore checker included; check = its share, target ≤ 3% for 1 GiB)."
+    );
 }
 
 #[cfg(test)]
