@@ -23,13 +23,21 @@ fn runs_within(inner: &[PageRun], outer: &[PageRun]) -> bool {
     const PAGE: u64 = crate::state::PAGE_SIZE;
     let mut o = outer.iter().peekable();
     for r in inner {
-        let (start, end) = (r.start, r.start.saturating_add(r.count.saturating_mul(PAGE)));
+        let (start, end) = (
+            r.start,
+            r.start.saturating_add(r.count.saturating_mul(PAGE)),
+        );
         loop {
             match o.peek() {
                 Some(x) if x.start.saturating_add(x.count.saturating_mul(PAGE)) <= start => {
                     o.next();
                 }
-                Some(x) if x.start <= start && end <= x.start.saturating_add(x.count.saturating_mul(PAGE)) => break,
+                Some(x)
+                    if x.start <= start
+                        && end <= x.start.saturating_add(x.count.saturating_mul(PAGE)) =>
+                {
+                    break;
+                }
                 _ => return false,
             }
         }
@@ -119,6 +127,7 @@ pub fn compare(
 ) {
     // What the restore was asked to make of the image, where that is not the image itself.
     let mut image = input.image.clone();
+    let mut restored = restored.clone();
     let mut substituted = 0;
     for fd in &mut image.fds {
         if input.substituted_fds.contains(&fd.fd)
@@ -191,7 +200,11 @@ pub fn compare(
     // have fewer pages present than the image lists, never others.
     let mut unwritten = 0;
     for (a, b) in image.mm.vmas.iter_mut().zip(&restored.mm.vmas) {
-        if a.start == b.start && a.end == b.end && a.pages != b.pages && runs_within(&b.pages, &a.pages) {
+        if a.start == b.start
+            && a.end == b.end
+            && a.pages != b.pages
+            && runs_within(&b.pages, &a.pages)
+        {
             a.pages = b.pages.clone();
             unwritten += 1;
         }
@@ -215,8 +228,15 @@ pub fn compare(
             resumed,
         ));
     }
+    let fired = timers_fired(&mut image, &mut restored);
+    if fired > 0 {
+        expected.push((
+            "a timer that ran out during the restore queued its signal",
+            fired,
+        ));
+    }
     let a = serde_json::to_value(&image).unwrap_or(Value::Null);
-    let b = serde_json::to_value(restored).unwrap_or(Value::Null);
+    let b = serde_json::to_value(&restored).unwrap_or(Value::Null);
     let mut raw = Vec::new();
     diff("", &a, &b, &mut raw);
     for d in raw {
@@ -265,6 +285,31 @@ fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<Diff>) {
                 diff(&format!("{path}[{i}]"), va, vb, out);
             }
         }
+        // Lists of VMAs (by start) or descriptors (by number) that differ in length: name the
+        // entries each side lacks, and compare those both have.
+        (Value::Array(x), Value::Array(y)) if keyed(x).is_some() && keyed(y) == keyed(x) => {
+            let key = keyed(x).unwrap_or("start");
+            let k = |v: &Value| v.get(key).cloned().unwrap_or(Value::Null);
+            for (i, va) in x.iter().enumerate() {
+                match y.iter().find(|vb| k(vb) == k(va)) {
+                    Some(vb) => diff(&format!("{path}[{i}]"), va, vb, out),
+                    None => out.push(Diff {
+                        path: format!("{path}[{key}={}]", k(va)),
+                        image: va.clone(),
+                        restored: Value::Null,
+                    }),
+                }
+            }
+            for vb in y {
+                if !x.iter().any(|va| k(va) == k(vb)) {
+                    out.push(Diff {
+                        path: format!("{path}[{key}={}]", k(vb)),
+                        image: Value::Null,
+                        restored: vb.clone(),
+                    });
+                }
+            }
+        }
         _ if a != b => out.push(Diff {
             path: path.to_owned(),
             image: a.clone(),
@@ -272,6 +317,91 @@ fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<Diff>) {
         }),
         _ => {}
     }
+}
+
+/// Timers are running while a process is restored: a one-shot timer with a little time left
+/// may run out before the check, leaving 0 left and its signal pending (`SI_KERNEL` for an
+/// itimer, `SI_TIMER` for a POSIX timer); a periodic one reloads and queues it. Such signals
+/// are taken out of the restored process's pending list (once per timer) and the expired
+/// timers counted as expected; returns how many.
+fn timers_fired(image: &mut ProcessState, restored: &mut ProcessState) -> usize {
+    const SI_KERNEL: i32 = 0x80;
+    const SI_TIMER: i32 = -2;
+    let code = |s: &crate::state::SiginfoState| {
+        s.raw
+            .get(8..12)
+            .and_then(|b| b.try_into().ok())
+            .map(i32::from_ne_bytes)
+    };
+    // (signal, si_code) of every timer armed in the image.
+    let mut armed: Vec<(u32, i32)> = Vec::new();
+    for t in &image.attrs.itimers {
+        if t.value_us > 0 {
+            let sig = match t.which {
+                0 => libc::SIGALRM,
+                1 => libc::SIGVTALRM,
+                _ => libc::SIGPROF,
+            };
+            armed.push((sig as u32, SI_KERNEL));
+        }
+    }
+    for t in &image.attrs.posix_timers {
+        if t.value_ns > 0 && t.notify != 1 {
+            armed.push((t.signo, SI_TIMER));
+        }
+    }
+    let mut fired = 0;
+    for (sig, c) in armed {
+        let is = |s: &crate::state::SiginfoState| s.signo == sig && code(s) == Some(c);
+        let pairs = std::iter::once((
+            &image.signals.shared_pending,
+            &mut restored.signals.shared_pending,
+        ))
+        .chain(
+            image
+                .threads
+                .iter()
+                .map(|t| &t.pending)
+                .zip(restored.threads.iter_mut().map(|t| &mut t.pending)),
+        );
+        for (before, now) in pairs {
+            // One more than the image had: queued by the timer meanwhile.
+            if now.iter().filter(|s| is(s)).count() > before.iter().filter(|s| is(s)).count()
+                && let Some(i) = now.iter().rposition(|s| is(s))
+            {
+                now.remove(i);
+                fired += 1;
+                break;
+            }
+        }
+    }
+    // The one-shot timers that fired have nothing left.
+    if fired > 0 {
+        for (a, b) in image.attrs.itimers.iter_mut().zip(&restored.attrs.itimers) {
+            if a.interval_us == 0 && b.value_us == 0 {
+                a.value_us = 0;
+            }
+        }
+        for (a, b) in image
+            .attrs
+            .posix_timers
+            .iter_mut()
+            .zip(&restored.attrs.posix_timers)
+        {
+            if a.interval_ns == 0 && b.value_ns == 0 {
+                a.value_ns = 0;
+            }
+            a.overrun = b.overrun;
+        }
+    }
+    fired
+}
+
+/// The field that identifies the entries of a list (`start` of VMAs, `fd` of descriptors).
+fn keyed(list: &[Value]) -> Option<&'static str> {
+    ["start", "fd"]
+        .into_iter()
+        .find(|k| !list.is_empty() && list.iter().all(|v| v.get(*k).is_some()))
 }
 
 /// A value for a message: long arrays and objects are cut.
@@ -307,9 +437,16 @@ fn expected_change(
     // Objects made anew (pipes, memfds, shared anonymous memory) have new inode numbers.
     if leaf == "ino"
         && (field.starts_with("memfds[")
-            || [".Pipe", ".LocalPipe", ".Memfd", ".SharedAnonymous"]
-                .iter()
-                .any(|k| field.ends_with(k)))
+            || [
+                ".Pipe",
+                ".LocalPipe",
+                ".Memfd",
+                ".SharedAnonymous",
+                ".Socket",
+            ]
+            .iter()
+            .any(|k| field.ends_with(k)))
+        || (leaf == "peer_ino" && field.ends_with(".Unix"))
     {
         return Some("the inode number of an object made anew");
     }
@@ -335,4 +472,52 @@ fn expected_change(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(start: u64, count: u64) -> PageRun {
+        PageRun { start, count }
+    }
+
+    #[test]
+    fn fewer_pages_within_the_image_runs_pass_others_fail() {
+        let image = [run(0x1000, 4), run(0x10000, 2)];
+        assert!(runs_within(&[run(0x1000, 1), run(0x3000, 2)], &image));
+        assert!(runs_within(&[run(0x11000, 1)], &image));
+        assert!(runs_within(&[], &image));
+        // A page the image did not have, or a run across a gap.
+        assert!(!runs_within(&[run(0x5000, 1)], &image));
+        assert!(!runs_within(&[run(0x4000, 13)], &image));
+        assert!(!runs_within(&[run(u64::MAX - 0xfff, 2)], &image));
+    }
+
+    #[test]
+    fn lists_of_different_lengths_name_the_missing_and_extra_entries() {
+        let a = serde_json::json!({"fds": [{"fd": 0, "flags": 2}, {"fd": 3, "flags": 0}]});
+        let b = serde_json::json!({"fds": [{"fd": 0, "flags": 0}, {"fd": 4, "flags": 0}, {"fd": 5, "flags": 1}]});
+        let mut out = Vec::new();
+        diff("", &a, &b, &mut out);
+        let paths: Vec<&str> = out.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["fds[0].flags", "fds[fd=3]", "fds[fd=4]", "fds[fd=5]"],
+            "{out:?}"
+        );
+        let same = serde_json::json!({"x": [1, 2], "y": {"z": "w"}});
+        let mut none = Vec::new();
+        diff("", &same, &same.clone(), &mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let v = Value::String("x".repeat(500));
+        let s = short(&v);
+        assert_eq!(s.chars().count(), 118);
+        assert!(s.ends_with('…'));
+        assert_eq!(short(&Value::from(7)), "7");
+    }
 }

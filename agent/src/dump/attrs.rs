@@ -247,8 +247,8 @@ pub fn seccomp(tid: Pid, mode: u32) -> Result<crate::state::SeccompState, DumpEr
                 }
             }
         }
-        // The kernel numbers them newest first.
-        filters.reverse();
+        // PTRACE_SECCOMP_GET_FILTER counts from the oldest filter (index 0 is the first
+        // installed), the order they are installed in again.
     }
     Ok(crate::state::SeccompState { mode, filters })
 }

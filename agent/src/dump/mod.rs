@@ -281,8 +281,10 @@ pub fn read_traced(tids: &[Pid]) -> Result<ProcessState, DumpError> {
     let frozen = Frozen::adopt(tids)?;
     let pid = frozen.leader().tracee.pid();
     check_process(pid)?;
+    // Nothing is refused for the sake of a later restore: an established connection is read
+    // (in repair mode, left again before the tasks go back) though the process runs on.
     let opts = DumpOptions {
-        leave_running: true,
+        leave_running: false,
         tcp_established: true,
         ext_unix_sk: true,
         ..DumpOptions::default()

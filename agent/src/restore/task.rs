@@ -48,10 +48,27 @@ impl Drop for NewTask {
             return;
         }
         for pid in std::iter::once(self.pid).chain(self.ns_init) {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
+            kill_traced(pid);
         }
     }
+}
+
+/// Kills a half-built process (SIGKILL) and waits until it is gone. As the tracer of its
+/// threads we are told of each one's death, and of the leader's only after all the others':
+/// the threads are waited for first, or the leader's wait never ends.
+pub fn kill_traced(pid: Pid) {
+    let threads: Vec<Pid> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&t| t != pid.as_raw())
+        .map(Pid::from_raw)
+        .collect();
+    let _ = kill(pid, Signal::SIGKILL);
+    for t in threads {
+        let _ = waitpid(t, Some(WaitPidFlag::__WALL));
+    }
+    let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
 }
 
 /// Whether `pid` is held by a zombie (or already gone).

@@ -24,8 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::ptrace::Options;
-use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::inject::Injector;
@@ -50,8 +49,7 @@ impl Drop for Created {
             return;
         }
         for pid in self.pids.iter().rev() {
-            let _ = kill(*pid, Signal::SIGKILL);
-            let _ = waitpid(*pid, Some(WaitPidFlag::__WALL));
+            task::kill_traced(*pid);
         }
     }
 }
