@@ -367,7 +367,7 @@ fn timers_fired(image: &mut ProcessState, restored: &mut ProcessState) -> usize 
         for (before, now) in pairs {
             // One more than the image had: queued by the timer meanwhile.
             if now.iter().filter(|s| is(s)).count() > before.iter().filter(|s| is(s)).count()
-                && let Some(i) = now.iter().rposition(|s| is(s))
+                && let Some(i) = now.iter().rposition(&is)
             {
                 now.remove(i);
                 fired += 1;
