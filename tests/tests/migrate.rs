@@ -277,6 +277,19 @@ fn with_fault(hosts: &mut Hosts, n: u32, fault: &str, v: &Victim) -> Output {
     migrate(hosts, v, &["--compress", "none"])
 }
 
+/// The command's error when its agent died at the commit point: said so, with where the
+/// process may be, not the broken connection's `h2 protocol error`.
+fn assert_agent_lost_at_commit(o: &Output) {
+    let t = text(o);
+    assert!(
+        t.contains("lost the local ferryd")
+            && t.contains("at its commit point")
+            && t.contains("ferry migrations")
+            && !t.contains("h2 protocol error"),
+        "{t}"
+    );
+}
+
 fn restart_clean(hosts: &mut Hosts, n: u32) {
     let _ = hosts.kill_ferryd(n);
     hosts.start_ferryd(n, &[]).expect("restart ferryd");
@@ -347,6 +360,7 @@ fn fault_origin_exits_before_commit() {
     let v = start_victim(&hosts, &ctx, "v", 16, &[]);
     let o = with_fault(&mut hosts, 1, "origin-exit-before-commit", &v);
     assert!(!o.status.success(), "{}", text(&o));
+    assert_agent_lost_at_commit(&o);
     // The original was given back when its tracer died; the copy waits, stopped.
     restart_clean(&mut hosts, 1);
     record_state(&hosts, 1, "aborted");
@@ -362,6 +376,7 @@ fn fault_origin_exits_after_commit() {
     let mut v = start_victim(&hosts, &ctx, "v", 16, &[]);
     let o = with_fault(&mut hosts, 1, "origin-exit-after-commit", &v);
     assert!(!o.status.success(), "{}", text(&o));
+    assert_agent_lost_at_commit(&o);
     // The stub replaced the original: the restarted origin commits.
     restart_clean(&mut hosts, 1);
     record_state(&hosts, 1, "done");

@@ -15,9 +15,9 @@ use ferry_proto::v1::migrate_event::Event;
 use ferry_proto::v1::peer_client::PeerClient;
 use ferry_proto::v1::transfer_chunk::Part;
 use ferry_proto::v1::{
-    FileCheck, MigrateEvent, MigrateRequest, MigrateSummary, MigrationRecord, MigrationRef,
-    NegotiateRequest, Progress, ShippedFile, SinkChunk, TransferChunk, TransferHeader,
-    TransferReply,
+    FileAnswer, FileCheck, FileVerdict, MigrateEvent, MigrateRequest, MigrateSummary,
+    MigrationRecord, MigrationRef, NegotiateRequest, Progress, ShippedFile, SinkChunk,
+    TransferChunk, TransferHeader, TransferReply,
 };
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
@@ -448,7 +448,19 @@ impl Origin {
         let reply = client
             .negotiate(neg)
             .await
-            .map_err(|s| Status::unavailable(format!("{to}: negotiation: {}", s.message())))
+            .map_err(|s| {
+                let addr = self
+                    .node
+                    .peers
+                    .peers()
+                    .get(&to)
+                    .cloned()
+                    .unwrap_or_default();
+                Status::unavailable(format!(
+                    "{to} at {addr}: negotiation: {}",
+                    crate::transport::status_detail(&s)
+                ))
+            })
             .map_err(|s| self.fail(s))?
             .into_inner();
         if !reply.problems.is_empty() {
@@ -457,7 +469,7 @@ impl Origin {
                 reply.problems.join("\n  ")
             ))));
         }
-        let ship = self.files_to_ship(&files, &reply.file_problems)?;
+        let ship = self.files_to_ship(&files, &reply.files)?;
         self.record(
             "negotiated",
             if ship.is_empty() {
@@ -654,43 +666,67 @@ impl Origin {
     }
 
     /// The files to send along: those the destination lacks, with `--ship-files`; without
-    /// it, any such file refuses the migration with the list.
+    /// it, any such file refuses the migration with the list. The destination says per file
+    /// only "differs" or "missing"; what is known of it is said from this host's side.
     fn files_to_ship(
         &mut self,
         files: &[FileCheck],
-        problems: &[String],
+        answers: &[FileAnswer],
     ) -> Result<Vec<String>, Status> {
+        let to = self.req.to.clone();
+        let mut problems = Vec::new();
+        let mut ship = Vec::new();
+        let mut unshippable = Vec::new();
+        for a in answers {
+            // Only files this host asked about count (a destination cannot add any).
+            let Some(f) = files.iter().find(|f| f.path == a.path) else {
+                continue;
+            };
+            let is_file = f.written || f.size > 0 || !f.build_id.is_empty() || !f.sha256.is_empty();
+            let line = match FileVerdict::try_from(a.verdict) {
+                Ok(FileVerdict::Same) => continue,
+                Ok(FileVerdict::Missing) => format!("{}: missing", f.path),
+                _ => format!("{}: differs ({})", f.path, describe(f)),
+            };
+            if is_file {
+                ship.push(f.path.clone());
+            } else {
+                unshippable.push(line.clone());
+            }
+            problems.push(line);
+        }
         if problems.is_empty() {
             return Ok(Vec::new());
         }
-        let to = &self.req.to;
         if !self.req.ship_files {
             return Err(self.fail(Status::failed_precondition(format!(
                 "files missing or different on {to} (--ship-files sends them along):\n  {}",
                 problems.join("\n  ")
             ))));
         }
-        let mut ship = Vec::new();
-        let mut unshippable = Vec::new();
-        for p in problems {
-            match files
-                .iter()
-                .filter(|f| p.starts_with(&format!("{}: ", f.path)))
-                .max_by_key(|f| f.path.len())
-            {
-                Some(f) if f.size > 0 || !f.build_id.is_empty() || !f.sha256.is_empty() => {
-                    ship.push(f.path.clone());
-                }
-                _ => unshippable.push(p.clone()),
-            }
-        }
         if !unshippable.is_empty() {
             return Err(self.fail(Status::failed_precondition(format!(
-                "directories missing on {to} (only files can be shipped):\n  {}",
+                "directories missing or different on {to} (only files can be shipped):\n  {}",
                 unshippable.join("\n  ")
             ))));
         }
         Ok(ship)
+    }
+}
+
+/// What this host's copy of a file is, for a "differs" line.
+fn describe(f: &FileCheck) -> String {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    if f.written {
+        "not a regular file there".to_string()
+    } else if !f.build_id.is_empty() {
+        format!("here {} bytes, build-id {}", f.size, hex(&f.build_id))
+    } else if !f.sha256.is_empty() {
+        format!("here {} bytes, SHA-256 {}", f.size, hex(&f.sha256))
+    } else if f.size > 0 {
+        format!("here {} bytes, compared by size and mtime", f.size)
+    } else {
+        "here a directory".to_string()
     }
 }
 
