@@ -127,9 +127,9 @@ fn a_process_killed_mid_dump_is_said_to_have_died() {
         return;
     };
     // Big enough that the dump takes a while after the freeze.
-    let v = Victim::c(&ctx, "migrate", &["768"]);
+    let v = Victim::c(&ctx, "migrate", &["256"]);
     let img = image_path(&ctx, "died");
-    let mut ferry = std::process::Command::new(ferry_tests::ferry_bin())
+    let ferry = std::process::Command::new(ferry_tests::ferry_bin())
         .args(["dump", &v.pid.to_string(), "-o"])
         .arg(&img)
         .stdin(std::process::Stdio::null())

@@ -49,8 +49,9 @@ pub(crate) fn explain_death(pid: Pid, err: DumpError) -> DumpError {
     if matches!(err, DumpError::Died { .. }) {
         return err;
     }
-    // The task may still be between losing its memory and becoming a zombie.
-    for _ in 0..20 {
+    // A killed task loses its memory (what made the dump fail) a moment before it becomes a
+    // zombie: while it is exiting, wait for it.
+    for _ in 0..100 {
         if let Some(how) = death(pid) {
             tracing::debug!(pid = pid.as_raw(), error = %err, "the process died during the dump");
             return DumpError::Died {
@@ -58,15 +59,29 @@ pub(crate) fn explain_death(pid: Pid, err: DumpError) -> DumpError {
                 how,
             };
         }
-        if !matches!(
-            err,
-            DumpError::Ptrace(_) | DumpError::Proc(_) | DumpError::Image(_)
-        ) {
+        if !exiting(pid) {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     err
+}
+
+/// Whether `pid` is on its way out: its memory is gone (`/proc/PID/status` shows no `VmSize`
+/// without an mm) or SIGKILL is pending for it.
+fn exiting(pid: Pid) -> bool {
+    let Ok(status) = crate::proc::read(pid.as_raw(), "status") else {
+        return false;
+    };
+    let sigkill = 1u64 << (libc::SIGKILL - 1);
+    let pending = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|m| m & sigkill != 0)
+    };
+    !status.lines().any(|l| l.starts_with("VmSize:")) || pending("SigPnd:") || pending("ShdPnd:")
 }
 
 /// How `pid` ended, if it did: gone, or a zombie (with what killed it, when /proc says).

@@ -38,9 +38,16 @@ const WATCH_AFTER: Duration = Duration::from_secs(10);
 pub struct Copies {
     held: Mutex<HashMap<String, Held>>,
     /// By migration id: the peer that negotiated it and the files found the same.
-    negotiated: Mutex<HashMap<String, (String, BTreeMap<String, negotiate::Same>)>>,
+    negotiated: Mutex<HashMap<String, Negotiated>>,
     /// Migrations aborted while their image was still arriving.
     aborted: Mutex<HashSet<String>>,
+}
+
+/// One negotiation: who made it, and what it found identical here.
+#[derive(Debug)]
+struct Negotiated {
+    peer: String,
+    same: BTreeMap<String, negotiate::Same>,
 }
 
 /// One copy: the PID and its start time name it unambiguously.
@@ -107,7 +114,7 @@ pub async fn negotiate(
     }
     if lock(&node.copies.negotiated)
         .get(&id)
-        .is_some_and(|(by, _)| by != peer)
+        .is_some_and(|n| n.peer != peer)
     {
         return Err(Status::already_exists(format!(
             "migration {id} is being negotiated by another peer"
@@ -122,7 +129,13 @@ pub async fn negotiate(
         files_not_same = reply.files.len(),
         "negotiated"
     );
-    lock(&node.copies.negotiated).insert(id, (peer.to_string(), same));
+    lock(&node.copies.negotiated).insert(
+        id,
+        Negotiated {
+            peer: peer.to_string(),
+            same,
+        },
+    );
     Ok(reply)
 }
 
@@ -369,7 +382,7 @@ async fn transfer_task(
     let same = {
         let mut negotiated = lock(&node.copies.negotiated);
         match negotiated.get(&id) {
-            Some((by, _)) if by == peer => negotiated.remove(&id).map(|(_, s)| s),
+            Some(n) if n.peer == peer => negotiated.remove(&id).map(|n| n.same),
             _ => None,
         }
         .unwrap_or_default()
@@ -617,7 +630,7 @@ pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortR
         let mut negotiated = lock(&node.copies.negotiated);
         if negotiated
             .get(&r.migration_id)
-            .is_some_and(|(by, _)| by == peer)
+            .is_some_and(|n| n.peer == peer)
         {
             negotiated.remove(&r.migration_id);
         }
