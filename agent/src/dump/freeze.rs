@@ -272,7 +272,11 @@ impl Drop for Frozen {
             return;
         }
         if let Err(err) = self.restore_tasks() {
-            tracing::error!(%err, "could not put the registers back");
+            match self.tasks.first().and_then(|t| death(t.tracee.pid())) {
+                // Nothing to give back: the error that ended the dump says so.
+                Some(how) => tracing::debug!(%err, %how, "the process died while frozen"),
+                None => tracing::error!(%err, "could not put the registers back"),
+            }
         }
         for t in &self.tasks {
             let _ = t.tracee.detach(None);

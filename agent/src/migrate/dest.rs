@@ -723,7 +723,7 @@ async fn ask(node: &NodeRef, peer: &str, id: &str) -> Result<Option<MigrationRec
     {
         Ok(r) => Ok(Some(r.into_inner())),
         Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-        Err(s) => Err(s.message().to_string()),
+        Err(s) => Err(crate::transport::status_detail(&s)),
     }
 }
 

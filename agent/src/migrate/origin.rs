@@ -558,9 +558,11 @@ impl Origin {
             (r, failed) => {
                 let _ = cmd_tx.send(Cmd::Thaw);
                 let why = match (failed, r) {
-                    (Some(f), Err(s)) => format!("{f}; {to}: {}", s.message()),
+                    (Some(f), Err(s)) => {
+                        format!("{f}; {to}: {}", crate::transport::status_detail(&s))
+                    }
                     (Some(f), Ok(_)) => f,
-                    (None, Err(s)) => format!("{to}: {}", s.message()),
+                    (None, Err(s)) => format!("{to}: {}", crate::transport::status_detail(&s)),
                     (None, Ok(_)) => unreachable!("handled above"),
                 };
                 // Wait until the process runs again before saying so.
@@ -767,7 +769,7 @@ async fn commit_remote(
                 ));
             }
             Err(s) => {
-                tracing::warn!(migration = %id, %to, error = %s.message(), "commit not acknowledged; retrying");
+                tracing::warn!(migration = %id, %to, error = %crate::transport::status_detail(&s), "commit not acknowledged; retrying");
             }
         }
         tokio::time::sleep(delay).await;
