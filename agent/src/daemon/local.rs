@@ -53,7 +53,13 @@ impl Agent for LocalService {
             "migration requested"
         );
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        tokio::spawn(crate::migrate::origin::migrate(self.node.clone(), req, tx));
+        let as_user = (!caller.is_root()).then_some(caller);
+        tokio::spawn(crate::migrate::origin::migrate(
+            self.node.clone(),
+            req,
+            as_user,
+            tx,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -31,6 +31,7 @@ use crate::daemon::NodeRef;
 use crate::dump::{self, DumpOptions};
 use crate::image::{Codec, WriteStats};
 use crate::relay::origin::{Plan, become_stub};
+use crate::transport::PeerCred;
 
 /// Image bytes per `TransferChunk`.
 const CHUNK: usize = 1 << 20;
@@ -146,6 +147,8 @@ struct TracerJob {
     cmds: std::sync::mpsc::Receiver<Cmd>,
     wire: Arc<AtomicU64>,
     raw: Arc<AtomicU64>,
+    /// A non-root caller: authorized again once the process is frozen.
+    as_user: Option<PeerCred>,
 }
 
 /// The tracer: freeze, header, shipped files, image; then wait for the decision.
@@ -162,6 +165,7 @@ fn tracer(job: TracerJob) {
         cmds,
         wire,
         raw,
+        as_user,
     } = job;
     let opts = DumpOptions {
         codec,
@@ -176,6 +180,25 @@ fn tracer(job: TracerJob) {
             return;
         }
     };
+    // The caller was authorized when the request came; the process may have changed its
+    // credentials since (a set-user-ID exec, PR_SET_DUMPABLE). Frozen, it cannot any more:
+    // check again, with the dumpable flag the process itself reported (PR_GET_DUMPABLE).
+    if let Some(caller) = as_user {
+        let refused = match crate::daemon::local::authorize_migrate(caller, pid) {
+            Err(s) => Some(s.message().to_string()),
+            Ok(()) if held.state.attrs.dumpable != 1 => Some(format!(
+                "permission denied: process {pid} is not dumpable (PR_GET_DUMPABLE {}): the \
+                 kernel lets only a tracer with CAP_SYS_PTRACE at it",
+                held.state.attrs.dumpable
+            )),
+            Ok(()) => None,
+        };
+        if let Some(why) = refused {
+            let _ = held.thaw();
+            let _ = events.send(Ev::Failed(why));
+            return;
+        }
+    }
     let total: u64 = held
         .state
         .mm
@@ -319,13 +342,18 @@ struct Origin {
     wire: Arc<AtomicU64>,
     raw: Arc<AtomicU64>,
     total: u64,
+    as_user: Option<PeerCred>,
 }
 
 /// Moves `req.pid` to `req.to`, reporting progress on `tx`, which ends with the summary or an
 /// error status.
+///
+/// `as_user` is a non-root caller (already authorized): it is authorized again once the
+/// process is frozen.
 pub async fn migrate(
     node: NodeRef,
     req: MigrateRequest,
+    as_user: Option<PeerCred>,
     tx: mpsc::Sender<Result<MigrateEvent, Status>>,
 ) {
     let mut m = Origin {
@@ -343,6 +371,7 @@ pub async fn migrate(
         wire: Arc::default(),
         raw: Arc::default(),
         total: 0,
+        as_user,
     };
     let result = m.run().await;
     if let Err(s) = &result {
@@ -504,6 +533,7 @@ impl Origin {
             cmds: cmd_rx,
             wire: self.wire.clone(),
             raw: self.raw.clone(),
+            as_user: self.as_user,
         };
         std::thread::Builder::new()
             .name(format!("migrate-{id}"))
