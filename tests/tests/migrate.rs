@@ -572,7 +572,9 @@ fn a_process_turning_non_dumpable_before_the_freeze_is_refused() {
         .expect("kill -0")
         .status
         .success();
-    ferry_tests::kill_and_reap(i32::try_from(victim.id()).expect("pid"));
+    // Killed inside the host first: killing nsenter first would hand the victim to this
+    // (subreaper) process as a zombie nobody reaps.
+    let _ = hosts.run(1, &["kill", "-KILL", pid.trim()]);
     let _ = victim.wait();
     assert_eq!(became.as_deref(), Some("non-dumpable"), "{t}");
     assert!(
