@@ -107,6 +107,7 @@ async fn migrate(args: Args) -> Result<()> {
         ProgressBar::hidden()
     };
     let mut id = String::new();
+    let mut phase = String::new();
     loop {
         let ev = match stream.message().await {
             Ok(Some(ev)) => ev,
@@ -121,6 +122,19 @@ async fn migrate(args: Args) -> Result<()> {
                 } else {
                     format!(" (migration {id})")
                 };
+                // A status ferryd sent has no source; one with a source is the connection
+                // breaking (`h2 protocol error`, `transport error`): ferryd died.
+                if std::error::Error::source(&s).is_some() {
+                    bail!(
+                        "migrate pid {} to {}{which}: lost the local ferryd ({}) during the \
+                         migration: it stopped or crashed. {} When ferryd runs again, \
+                         `ferry migrations` shows how the migration ended.",
+                        args.pid,
+                        args.to,
+                        args.socket.display(),
+                        what_is_known(&phase, args.pid, &args.to)
+                    );
+                }
                 bail!(
                     "migrate pid {} to {}{which}: {}",
                     args.pid,
@@ -132,6 +146,7 @@ async fn migrate(args: Args) -> Result<()> {
         match ev.event {
             Some(Event::Progress(p)) => {
                 id = p.migration_id;
+                phase.clone_from(&p.phase);
                 bar.set_prefix(p.phase);
                 if p.total > 0 && bar.length() != Some(p.total) {
                     if bar.length().unwrap_or(0) == 0 {
@@ -183,6 +198,26 @@ async fn migrate(args: Args) -> Result<()> {
             }
             None => {}
         }
+    }
+}
+
+/// Where the process is when ferryd died with the migration in `phase` (the last one it
+/// reported), as far as the command can tell.
+fn what_is_known(phase: &str, pid: i32, to: &str) -> String {
+    match phase {
+        "" | "negotiate" => format!("Pid {pid} was not frozen yet: it runs on here, untouched."),
+        "freeze" | "stream" | "restore" => format!(
+            "Pid {pid} was frozen, before the commit point: ferryd's end released it, so it \
+             runs on here; the copy on {to} is discarded."
+        ),
+        "commit" => format!(
+            "The migration was at its commit point: pid {pid} runs either here or on {to} \
+             (never both); the restarted ferryd completes or aborts it."
+        ),
+        _ => format!(
+            "The migration was committed: the process runs on {to}; its stub here (pid {pid}) \
+             relays again once ferryd is back."
+        ),
     }
 }
 

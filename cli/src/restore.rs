@@ -28,8 +28,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let file = File::open(&args.image).with_context(|| format!("open {}", args.image.display()))?;
+    // A file: nothing may follow the end section (as `ferry image inspect` checks).
     let reader = ImageReader::open(BufReader::with_capacity(1 << 20, file))
-        .with_context(|| format!("read {}", args.image.display()))?;
+        .with_context(|| format!("read {}", args.image.display()))?
+        .refuse_trailing_data();
     let opts = RestoreOptions {
         pid_ns: if args.pid_ns == "never" {
             PidNsMode::Never

@@ -209,3 +209,33 @@ fn newer_versions_are_refused() {
     );
     intact_restores(&ctx, &mut v, &good);
 }
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let Some(ctx) = setup("corrupt_trailing") else {
+        return;
+    };
+    let (mut v, good) = small_image(&ctx);
+    let bad = image_path(&ctx, "bad");
+    let mut problems = Vec::new();
+    for tail in [&b"\0"[..], b"garbage after the end", &good[..]] {
+        let mut bytes = good.clone();
+        bytes.extend_from_slice(tail);
+        fs::write(&bad, &bytes).unwrap();
+        let out = ctx.ferry(&["image".as_ref(), "inspect".as_ref(), bad.as_os_str()]);
+        assert!(
+            !out.status.success(),
+            "inspect accepted {} trailing bytes",
+            tail.len()
+        );
+        let what = format!("{} bytes after the end section", tail.len());
+        problems.extend(restore_must_fail(&ctx, &bad, v.pid, &what));
+    }
+    assert!(
+        problems.is_empty(),
+        "{} images with trailing bytes were mishandled:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    intact_restores(&ctx, &mut v, &good);
+}

@@ -17,9 +17,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use ferry_agent::migrate::negotiate;
 use ferry_agent::transport::{Connector, TlsMaterial};
 use ferry_proto::v1::peer_client::PeerClient;
-use ferry_proto::v1::{NegotiateRequest, SinkChunk};
+use ferry_proto::v1::transfer_chunk::Part;
+use ferry_proto::v1::{
+    FileAnswer, FileCheck, FileVerdict, MigrationRef, NegotiateRequest, RelayFrame, SinkChunk,
+    TransferChunk, TransferHeader,
+};
 use ferry_tests::{TempDir, ferry_bin, kill_and_reap, require_root};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -101,8 +106,19 @@ impl Ferryd {
     /// Starts ferryd `name` listening on a free port, with certificates in `tls_dir`, and waits
     /// for its `READY=1`.
     fn start(dir: &Path, name: &str, tls_dir: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_with_peers(dir, name, tls_dir, env, &[])
+    }
+
+    /// As [`Ferryd::start`], with a `[peers]` table.
+    fn start_with_peers(
+        dir: &Path,
+        name: &str,
+        tls_dir: &Path,
+        env: &[(&str, &str)],
+        peers: &[(&str, &str)],
+    ) -> Result<Self> {
         let addr = format!("127.0.0.1:{}", free_port());
-        let config = write_config(dir, name, &addr, tls_dir, &[]);
+        let config = write_config(dir, name, &addr, tls_dir, peers);
         let notify_path = dir.join(format!("{name}.notify"));
         let _ = fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path)?;
@@ -282,6 +298,48 @@ fn refuses_missing_or_partial_tls() -> Result<()> {
         "{err}"
     );
 
+    // PEM armour around garbage: the file at fault is named, not the certificate.
+    let saved_key = fs::read(dir.path().join("alpha.key.saved"))?;
+    fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n-----END PRIVATE KEY-----\n",
+    )?;
+    let err = run()?;
+    assert!(
+        err.contains(&format!(
+            "{} does not hold a usable private key",
+            key.display()
+        )),
+        "{err}"
+    );
+    fs::write(&key, &saved_key)?;
+    let ca = tls.join("ca.pem");
+    let saved_ca = fs::read(&ca)?;
+    fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )?;
+    let err = run()?;
+    assert!(
+        err.contains(&format!(
+            "{} does not hold a usable certificate",
+            ca.display()
+        )),
+        "{err}"
+    );
+    fs::write(&ca, &saved_ca)?;
+    // Another node's key beside this node's certificate.
+    make_ca(&dir.path().join("other"), &["alpha"])?;
+    fs::write(&key, fs::read(dir.path().join("other").join("alpha.key"))?)?;
+    let err = run()?;
+    assert!(
+        err.contains(&format!(
+            "{} is not the key of the certificate",
+            key.display()
+        )),
+        "{err}"
+    );
+
     // The certificate of another node only.
     fs::rename(dir.path().join("alpha.key.saved"), &key)?;
     fs::remove_file(tls.join("alpha.pem"))?;
@@ -293,6 +351,110 @@ fn refuses_missing_or_partial_tls() -> Result<()> {
     Ok(())
 }
 
+/// Dubious TLS files do not stop ferryd but are said at start: a key others may read, a
+/// certificate that names another host, one the cluster CA did not sign.
+#[test]
+fn warns_about_dubious_tls_files() -> Result<()> {
+    let dir = TempDir::new("ferryd-tls-warn")?;
+    let tls = dir.path().join("tls");
+    make_ca(&tls, &["alpha", "beta"])?;
+    let key = tls.join("alpha.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644))?;
+    let alpha = Ferryd::start(dir.path(), "alpha", &tls, &[])?;
+    let log = alpha.log_text();
+    assert!(
+        log.contains(&format!(
+            "TLS key {} is readable by others (mode 0644)",
+            key.display()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("names beta"), "{log}");
+    assert!(!log.contains("not signed"), "{log}");
+    drop(alpha);
+
+    // beta's certificate and key installed as alpha's; the CA of another cluster.
+    let wrong = dir.path().join("wrong");
+    fs::create_dir_all(&wrong)?;
+    fs::copy(tls.join("beta.pem"), wrong.join("alpha.pem"))?;
+    fs::copy(tls.join("beta.key"), wrong.join("alpha.key"))?;
+    let other = dir.path().join("other-ca");
+    make_ca(&other, &[])?;
+    fs::copy(other.join("ca.pem"), wrong.join("ca.pem"))?;
+    let alpha = Ferryd::start(dir.path(), "alpha", &wrong, &[])?;
+    let log = alpha.log_text();
+    assert!(
+        log.contains(&format!(
+            "TLS certificate {} names beta, not this host alpha",
+            wrong.join("alpha.pem").display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "is not signed by the cluster CA {}",
+            wrong.join("ca.pem").display()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("readable by others"), "{log}");
+    Ok(())
+}
+
+/// A start that fails after the local socket was bound leaves no socket file.
+#[test]
+fn failed_start_leaves_no_socket() -> Result<()> {
+    let dir = TempDir::new("ferryd-failed-start")?;
+    let tls = dir.path().join("tls");
+    make_ca(&tls, &["alpha"])?;
+    let config = write_config(dir.path(), "alpha", "127.0.0.1:0", &tls, &[]);
+    // The records store cannot be made under a regular file: ferryd fails after binding.
+    let not_a_dir = dir.path().join("not-a-dir");
+    fs::write(&not_a_dir, "")?;
+    let out = Command::new(ferryd_bin())
+        .arg("--config")
+        .arg(&config)
+        .env("FERRY_STATE_DIR", not_a_dir.join("state"))
+        .stdin(Stdio::null())
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1),
+        "ferryd ended with {}: {err}",
+        out.status
+    );
+    assert!(err.contains("records store"), "{err}");
+    let socket = dir.path().join("alpha").join("run").join("ferryd.sock");
+    assert!(
+        !socket.exists(),
+        "the socket {} is left behind",
+        socket.display()
+    );
+    Ok(())
+}
+
+/// A peer that does not answer is named with its address and the system's reason.
+#[test]
+fn unreachable_peer_is_named_with_address_and_errno() -> Result<()> {
+    let dir = TempDir::new("ferryd-unreachable")?;
+    let tls = dir.path().join("tls");
+    make_ca(&tls, &["alpha"])?;
+    // Nobody listens there.
+    let beta = format!("127.0.0.1:{}", free_port());
+    let alpha = Ferryd::start_with_peers(dir.path(), "alpha", &tls, &[], &[("beta", &beta)])?;
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-local-call"))
+        .arg(&alpha.socket)
+        .args(["migrate", "self", "beta"])
+        .output()?;
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains(&format!("beta at {beta}: negotiation:"))
+            && out.contains("Connection refused (os error 111)"),
+        "{out}"
+    );
+    Ok(())
+}
+
 #[test]
 fn mutual_tls_refuses_strangers_and_accepts_peers() -> Result<()> {
     let dir = TempDir::new("ferryd-mtls")?;
@@ -300,7 +462,9 @@ fn mutual_tls_refuses_strangers_and_accepts_peers() -> Result<()> {
     make_ca(&tls, &["alpha", "beta"])?;
     let other = dir.path().join("other-ca");
     make_ca(&other, &["beta"])?;
-    let alpha = Ferryd::start(dir.path(), "alpha", &tls, &[])?;
+    // beta is alpha's peer (its address does not matter: alpha never dials it here).
+    let alpha =
+        Ferryd::start_with_peers(dir.path(), "alpha", &tls, &[], &[("beta", "127.0.0.1:1")])?;
 
     let ca = Certificate::from_pem(fs::read(tls.join("ca.pem"))?);
     let material = TlsMaterial::load(&tls, "beta")?;
@@ -379,6 +543,266 @@ fn mutual_tls_refuses_strangers_and_accepts_peers() -> Result<()> {
     Ok(())
 }
 
+/// A client channel to `server` (named `server_name`) presenting the certificate `name` of the
+/// CA in `tls`.
+fn channel_as(tls: &Path, name: &str, server: &Ferryd, server_name: &str) -> Result<Channel> {
+    let config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(fs::read(tls.join("ca.pem"))?))
+        .identity(Identity::from_pem(
+            fs::read(tls.join(format!("{name}.pem")))?,
+            fs::read(tls.join(format!("{name}.key")))?,
+        ))
+        .domain_name(server_name);
+    Ok(raw_channel(&server.addr, config))
+}
+
+fn mref(id: &str) -> MigrationRef {
+    MigrationRef {
+        migration_id: id.to_owned(),
+    }
+}
+
+/// A negotiation as the origin would send it from this host, about `files`.
+fn negotiation(id: &str, files: Vec<FileCheck>) -> NegotiateRequest {
+    NegotiateRequest {
+        migration_id: id.to_owned(),
+        kernel_release: negotiate::kernel_release(),
+        xsave_features: negotiate::xsave_features(),
+        vdso_sha256: negotiate::vdso_sha256(),
+        files,
+    }
+}
+
+fn expect_code<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+) -> tonic::Status {
+    match result {
+        Ok(v) => panic!("{what}: succeeded ({v:?}), expected {code:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{what}: {s:?}");
+            s
+        }
+    }
+}
+
+/// A certificate of the cluster CA is not enough: every peer RPC must come from a host of the
+/// agent's `[peers]`. A listed peer's Negotiate learns per file only same / differs / missing,
+/// and its Query sees only the migrations it took part in.
+#[test]
+fn peer_api_admits_only_listed_peers() -> Result<()> {
+    let dir = TempDir::new("ferryd-peers")?;
+    let tls = dir.path().join("tls");
+    // mallory holds a genuine certificate of the cluster CA, but alpha does not list it.
+    make_ca(&tls, &["alpha", "beta", "gamma", "mallory"])?;
+    let alpha = Ferryd::start_with_peers(
+        dir.path(),
+        "alpha",
+        &tls,
+        &[],
+        &[("beta", "127.0.0.1:1"), ("gamma", "127.0.0.1:2")],
+    )?;
+    // A file only root may read, whose size and contents a caller must not learn.
+    let secret = dir.path().join("secret");
+    fs::write(&secret, "hunter2\n")?;
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600))?;
+    let secret_path = secret.to_str().context("utf-8 path")?.to_owned();
+    let probe = |size: u64, sha256: Vec<u8>| FileCheck {
+        path: secret_path.clone(),
+        size,
+        sha256,
+        ..Default::default()
+    };
+
+    block_on(async {
+        let mallory_channel = channel_as(&tls, "mallory", &alpha, "alpha")?;
+        let mallory = PeerClient::new(mallory_channel.clone());
+        let denied = tonic::Code::PermissionDenied;
+        let s = expect_code("mallory Sink", sink(mallory_channel, 1).await, denied);
+        assert!(
+            s.message().contains("mallory is not a peer of alpha"),
+            "{s:?}"
+        );
+        expect_code(
+            "mallory Negotiate",
+            mallory
+                .clone()
+                .negotiate(negotiation("m-1", vec![probe(1, vec![0; 32])]))
+                .await,
+            denied,
+        );
+        expect_code(
+            "mallory Query",
+            mallory.clone().query(mref("m-1")).await,
+            denied,
+        );
+        expect_code(
+            "mallory Commit",
+            mallory.clone().commit(mref("m-1")).await,
+            denied,
+        );
+        expect_code(
+            "mallory Abort",
+            mallory.clone().abort(mref("m-1")).await,
+            denied,
+        );
+        let header = TransferChunk {
+            part: Some(Part::Header(TransferHeader {
+                migration_id: "m-1".into(),
+                ..Default::default()
+            })),
+        };
+        expect_code(
+            "mallory Transfer",
+            mallory
+                .clone()
+                .transfer(tokio_stream::iter(vec![header.clone()]))
+                .await,
+            denied,
+        );
+        let frame = RelayFrame {
+            migration_id: "m-1".into(),
+            ..Default::default()
+        };
+        expect_code(
+            "mallory Relay",
+            mallory.clone().relay(tokio_stream::iter(vec![frame])).await,
+            denied,
+        );
+
+        // A listed peer's negotiation: one verdict per file that is not the same, nothing of
+        // this host's file.
+        let mut beta = PeerClient::new(channel_as(&tls, "beta", &alpha, "alpha")?);
+        let right = negotiate::sha256_file(&secret)?;
+        let missing = dir.path().join("no-such-file");
+        let reply = beta
+            .negotiate(negotiation(
+                "n-1",
+                vec![
+                    probe(1, vec![0; 32]),
+                    FileCheck {
+                        path: missing.to_str().context("utf-8")?.to_owned(),
+                        size: 3,
+                        sha256: vec![0; 32],
+                        ..Default::default()
+                    },
+                    FileCheck {
+                        path: dir.path().to_str().context("utf-8")?.to_owned(),
+                        ..Default::default()
+                    },
+                ],
+            ))
+            .await?
+            .into_inner();
+        assert!(reply.problems.is_empty(), "{reply:?}");
+        assert_eq!(
+            reply.files,
+            vec![
+                FileAnswer {
+                    path: secret_path.clone(),
+                    verdict: FileVerdict::Differs as i32,
+                },
+                FileAnswer {
+                    path: missing.to_str().context("utf-8")?.to_owned(),
+                    verdict: FileVerdict::Missing as i32,
+                },
+            ],
+        );
+        // The right size but other contents: the same answer as the wrong size (which of the
+        // two differed is not said).
+        let reply = beta
+            .negotiate(negotiation("n-2", vec![probe(8, vec![0; 32])]))
+            .await?
+            .into_inner();
+        assert_eq!(reply.files.len(), 1, "{reply:?}");
+        assert_eq!(reply.files[0].verdict, FileVerdict::Differs as i32);
+        let reply = beta
+            .negotiate(negotiation("n-3", vec![probe(8, right)]))
+            .await?
+            .into_inner();
+        assert!(reply.files.is_empty(), "the identical file: {reply:?}");
+        // Only plain absolute paths.
+        expect_code(
+            "relative path",
+            beta.negotiate(negotiation(
+                "n-4",
+                vec![FileCheck {
+                    path: "etc/passwd".into(),
+                    ..Default::default()
+                }],
+            ))
+            .await,
+            tonic::Code::InvalidArgument,
+        );
+
+        // beta's transfer that brings no image leaves an aborted record of beta's.
+        let result = beta
+            .transfer(tokio_stream::iter(vec![TransferChunk {
+                part: Some(Part::Header(TransferHeader {
+                    migration_id: "q-1".into(),
+                    ..Default::default()
+                })),
+            }]))
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        let rec = beta.query(mref("q-1")).await?.into_inner();
+        assert_eq!((rec.peer.as_str(), rec.state.as_str()), ("beta", "aborted"));
+        // gamma, listed too, took no part in it: it is unknown to gamma, and gamma cannot
+        // negotiate, commit or abort under its id.
+        let mut gamma = PeerClient::new(channel_as(&tls, "gamma", &alpha, "alpha")?);
+        expect_code(
+            "gamma Query",
+            gamma.query(mref("q-1")).await,
+            tonic::Code::NotFound,
+        );
+        expect_code(
+            "gamma Negotiate of beta's id",
+            gamma.negotiate(negotiation("q-1", Vec::new())).await,
+            tonic::Code::AlreadyExists,
+        );
+        expect_code("gamma Commit", gamma.commit(mref("q-1")).await, denied);
+        expect_code("gamma Abort", gamma.abort(mref("q-1")).await, denied);
+        anyhow::Ok(())
+    })?;
+    let log = alpha.log_text();
+    assert!(
+        log.contains("not in [peers]") && log.contains("mallory"),
+        "ferryd did not log the refused caller:\n{log}"
+    );
+    Ok(())
+}
+
+/// A process this test started, killed and reaped by PID on drop.
+struct Reaped(Child);
+
+impl Reaped {
+    fn spawn(cmd: &mut Command) -> Result<Self> {
+        Ok(Self(cmd.stdin(Stdio::null()).spawn()?))
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.0.id()).expect("pid fits i32")
+    }
+
+    /// Reads its stdout up to the line `line` (stdout must be piped).
+    fn wait_line(&mut self, line: &str) -> Result<()> {
+        use std::io::BufRead;
+        let out = self.0.stdout.take().context("stdout not piped")?;
+        let mut reader = std::io::BufReader::new(out);
+        let mut got = String::new();
+        reader.read_line(&mut got)?;
+        ensure!(got.trim() == line, "expected {line:?}, got {got:?}");
+        Ok(())
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        kill_and_reap(self.pid());
+    }
+}
+
 #[test]
 fn local_api_authorizes_by_peer_credentials() -> Result<()> {
     if !require_root() {
@@ -431,6 +855,43 @@ fn local_api_authorizes_by_peer_credentials() -> Result<()> {
         "nobody migrating itself: {out}"
     );
 
+    // nobody's own processes the kernel would not let nobody ptrace: one that made itself
+    // non-dumpable, and one running with another group.
+    let mut nondumpable = Reaped::spawn(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes, time\n\
+                 assert ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) == 0\n\
+                 print('ready', flush=True)\n\
+                 time.sleep(60)\n",
+            ])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(Stdio::piped()),
+    )?;
+    nondumpable.wait_line("ready")?;
+    let out = call(NOBODY, &nondumpable.pid().to_string())?;
+    assert!(
+        out.starts_with("status PermissionDenied: permission denied") && out.contains("dumpable"),
+        "nobody migrating its non-dumpable process: {out}"
+    );
+    let other_group = Reaped::spawn(Command::new("sleep").arg("60").uid(NOBODY).gid(0))?;
+    let out = call(NOBODY, &other_group.pid().to_string())?;
+    assert!(
+        out.starts_with("status PermissionDenied: permission denied") && out.contains("group"),
+        "nobody migrating its process of group 0: {out}"
+    );
+    // Root may migrate both.
+    for p in [&nondumpable, &other_group] {
+        let out = call(0, &p.pid().to_string())?;
+        assert!(
+            out.starts_with("status InvalidArgument: unknown peer \"beta\""),
+            "root migrating pid {}: {out}",
+            p.pid()
+        );
+    }
+
     // Root may ask for any process; a missing one is reported as such.
     let out = call(0, &me)?;
     assert!(
@@ -461,6 +922,10 @@ fn notifies_systemd_and_stops_gracefully() -> Result<()> {
         start.elapsed()
     );
     assert!(alpha.socket.exists());
+    // The relay stubs' socket beside it, as a relay leaves it (made here: no migration runs).
+    let _stub = std::os::unix::net::UnixListener::bind(ferry_agent::relay::stub_socket_path(
+        &alpha.socket,
+    ))?;
 
     kill(Pid::from_raw(alpha.pid()), Signal::SIGTERM)?;
     alpha.wait_for_notification("STOPPING=1")?;
@@ -481,5 +946,11 @@ fn notifies_systemd_and_stops_gracefully() -> Result<()> {
         alpha.log_text()
     );
     assert!(!alpha.socket.exists(), "the local socket is left behind");
+    let stub = ferry_agent::relay::stub_socket_path(&alpha.socket);
+    assert!(
+        !stub.exists(),
+        "the stub socket {} is left behind",
+        stub.display()
+    );
     Ok(())
 }

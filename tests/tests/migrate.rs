@@ -277,6 +277,19 @@ fn with_fault(hosts: &mut Hosts, n: u32, fault: &str, v: &Victim) -> Output {
     migrate(hosts, v, &["--compress", "none"])
 }
 
+/// The command's error when its agent died at the commit point: said so, with where the
+/// process may be, not the broken connection's `h2 protocol error`.
+fn assert_agent_lost_at_commit(o: &Output) {
+    let t = text(o);
+    assert!(
+        t.contains("lost the local ferryd")
+            && t.contains("at its commit point")
+            && t.contains("ferry migrations")
+            && !t.contains("h2 protocol error"),
+        "{t}"
+    );
+}
+
 fn restart_clean(hosts: &mut Hosts, n: u32) {
     let _ = hosts.kill_ferryd(n);
     hosts.start_ferryd(n, &[]).expect("restart ferryd");
@@ -347,6 +360,7 @@ fn fault_origin_exits_before_commit() {
     let v = start_victim(&hosts, &ctx, "v", 16, &[]);
     let o = with_fault(&mut hosts, 1, "origin-exit-before-commit", &v);
     assert!(!o.status.success(), "{}", text(&o));
+    assert_agent_lost_at_commit(&o);
     // The original was given back when its tracer died; the copy waits, stopped.
     restart_clean(&mut hosts, 1);
     record_state(&hosts, 1, "aborted");
@@ -362,6 +376,7 @@ fn fault_origin_exits_after_commit() {
     let mut v = start_victim(&hosts, &ctx, "v", 16, &[]);
     let o = with_fault(&mut hosts, 1, "origin-exit-after-commit", &v);
     assert!(!o.status.success(), "{}", text(&o));
+    assert_agent_lost_at_commit(&o);
     // The stub replaced the original: the restarted origin commits.
     restart_clean(&mut hosts, 1);
     record_state(&hosts, 1, "done");
@@ -824,4 +839,85 @@ fn dest_exit_at_commit_with_the_copy_in_a_new_pid_namespace() {
         3,
         "the copy should be in a PID namespace of its own inside h1: {nspid}"
     );
+}
+
+/// A user's process that turns non-dumpable after the user's request was authorized but
+/// before the freeze (it calls `prctl(PR_SET_DUMPABLE, 0)` as soon as the origin opens a file
+/// it maps to identify it, during the negotiation) is refused once frozen, and runs on.
+#[test]
+fn a_process_turning_non_dumpable_before_the_freeze_is_refused() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let Some((ctx, hosts)) = up("migrate-nondumpable-late") else {
+        return;
+    };
+    // Readable by nobody, the same files on both hosts. Eight sparse files just under the
+    // hashing limit: after the victim's trigger (the first file opened) both agents hash
+    // them all before anything is frozen, which leaves the victim a second or more to act,
+    // even on a loaded machine.
+    std::fs::set_permissions(ctx.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the test directory");
+    let files: Vec<PathBuf> = (0..8).map(|i| ctx.path(&format!("f{i}.bin"))).collect();
+    for f in &files {
+        std::fs::File::create(f)
+            .and_then(|file| file.set_len(60 << 20))
+            .expect("make a mapped file");
+    }
+    let script = "import ctypes, mmap, os, sys, time\n\
+                  libc = ctypes.CDLL(None)\n\
+                  files = [open(p, 'rb') for p in sys.argv[1:]]\n\
+                  maps = [mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) for f in files]\n\
+                  fd = libc.inotify_init1(0)\n\
+                  assert libc.inotify_add_watch(fd, sys.argv[1].encode(), 0x20) >= 0\n\
+                  print(os.getpid(), flush=True)\n\
+                  os.read(fd, 4096)\n\
+                  os.close(fd)\n\
+                  assert libc.prctl(4, 0, 0, 0, 0) == 0\n\
+                  print('non-dumpable', flush=True)\n\
+                  time.sleep(120)\n";
+    let mut victim = hosts
+        .command(1, "setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            // Not a PATH lookup: root's PATH may lead where nobody cannot go.
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .args(&files)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the victim in h1");
+    let mut lines = std::io::BufReader::new(victim.stdout.take().expect("stdout")).lines();
+    let pid = lines.next().expect("the victim's pid").expect("read");
+    let out = Command::new(ferry_bin())
+        .args(["migrate", pid.trim(), "--to", "h2", "--compress", "none"])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ferry migrate as nobody");
+    let t = text(&out);
+    let became = lines.next().and_then(Result::ok);
+    let alive = hosts
+        .run(1, &["kill", "-0", pid.trim()])
+        .expect("kill -0")
+        .status
+        .success();
+    // Killed inside the host first: killing nsenter first would hand the victim to this
+    // (subreaper) process as a zombie nobody reaps.
+    let _ = hosts.run(1, &["kill", "-KILL", pid.trim()]);
+    let _ = victim.wait();
+    assert_eq!(became.as_deref(), Some("non-dumpable"), "{t}");
+    assert!(
+        !out.status.success() && t.contains("permission denied") && t.contains("not dumpable"),
+        "nobody migrated a process that is no longer dumpable: {t}"
+    );
+    assert!(alive, "the victim does not run on h1 any more: {t}");
 }

@@ -214,3 +214,107 @@ fn refuses_the_init_of_a_pid_namespace_without_tree() {
         assert_eq!(status_field(p, "TracerPid").as_deref(), Some("0"));
     }
 }
+
+/// A process another tracer holds (a debugger, strace) cannot be seized: the refusal names the
+/// tracer instead of a bare `EPERM`.
+#[test]
+fn a_traced_process_names_its_tracer() {
+    let Some(ctx) = setup("refuse-traced") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "nanosleep", &[]);
+    let pid = nix::unistd::Pid::from_raw(v.pid);
+    // This thread becomes its tracer (it stays running: nothing interrupts it).
+    nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).expect("seize the victim");
+    let me = nix::unistd::gettid();
+    let img = image_path(&ctx, "traced");
+    let out = ctx.ferry(&[
+        "dump".as_ref(),
+        v.pid.to_string().as_ref(),
+        "-o".as_ref(),
+        img.as_os_str(),
+    ]);
+    out.assert_failed();
+    assert!(
+        out.stderr.contains(&format!("traced by pid {me}")),
+        "the refusal should name the tracer {me}: {}",
+        out.stderr
+    );
+    assert!(alive(v.pid), "the victim died");
+}
+
+/// ferry's log lines carry no colour codes when stderr is not a terminal.
+#[test]
+fn no_colour_codes_off_a_terminal() {
+    let Some(ctx) = setup("refuse-colour") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "nanosleep", &[]);
+    let img = image_path(&ctx, "colour");
+    let out = std::process::Command::new(ferry_tests::ferry_bin())
+        .args(["dump", &v.pid.to_string(), "--leave-running", "-o"])
+        .arg(&img)
+        .env("FERRY_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ferry dump");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ferry dump failed: {stderr}");
+    assert!(stderr.contains("DEBUG"), "no debug log at all: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a piped stderr: {stderr:?}"
+    );
+}
+
+/// A process killed while it is dumped: the error says it died, not which read failed.
+#[test]
+fn a_process_killed_mid_dump_is_said_to_have_died() {
+    let Some(ctx) = setup("refuse-died") else {
+        return;
+    };
+    // Big enough that the dump takes a while after the freeze.
+    let v = Victim::c(&ctx, "migrate", &["256"]);
+    let img = image_path(&ctx, "died");
+    let ferry = std::process::Command::new(ferry_tests::ferry_bin())
+        .args(["dump", &v.pid.to_string(), "-o"])
+        .arg(&img)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ferry dump");
+    // Frozen: the victim is in a tracing stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = proc_state(v.pid);
+        if state == Some('t') {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the victim was never frozen ({state:?})"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(v.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the victim");
+    let out = ferry.wait_with_output().expect("wait for ferry");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the dump succeeded: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "pid {} died during the dump (killed by SIGKILL)",
+            v.pid
+        )),
+        "the error should say the process died: {stderr}"
+    );
+    assert!(
+        !stderr.contains("fill whole buffer") && !stderr.contains("registers back"),
+        "{stderr}"
+    );
+    assert!(!img.exists(), "an image was left behind");
+}

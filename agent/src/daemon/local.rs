@@ -1,9 +1,11 @@
 //! The local API (`ferry.v1.Agent`) on the Unix socket, authorized by `SO_PEERCRED`.
 //!
-//! Root may migrate any process; any other user only processes that are entirely theirs (real,
-//! effective, saved and filesystem uid all the caller's: a set-user-ID program someone else owns
-//! is refused, as the kernel would refuse that user's ptrace of it). Everything else is refused
-//! with "permission denied". Listing the migration records is open to every caller.
+//! Root may migrate any process; any other user only what the kernel would let that user
+//! ptrace without `CAP_SYS_PTRACE` (`ptrace_may_access`): processes that are entirely theirs
+//! (every thread's real, effective, saved and filesystem uid the caller's uid and gids the
+//! caller's gid) and dumpable (a set-user-ID or set-group-ID program, or one that called
+//! `prctl(PR_SET_DUMPABLE, 0)`, is refused). Everything else is refused with "permission
+//! denied". Listing the migration records is open to every caller.
 
 use std::fs;
 
@@ -51,7 +53,13 @@ impl Agent for LocalService {
             "migration requested"
         );
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        tokio::spawn(crate::migrate::origin::migrate(self.node.clone(), req, tx));
+        let as_user = (!caller.is_root()).then_some(caller);
+        tokio::spawn(crate::migrate::origin::migrate(
+            self.node.clone(),
+            req,
+            as_user,
+            tx,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -70,8 +78,11 @@ impl Agent for LocalService {
     }
 }
 
-/// May `caller` migrate process `pid`? Root: any process but this agent. Others: only a
-/// process whose every uid is theirs.
+/// May `caller` migrate process `pid`? Root: any process but this agent. Others: what the
+/// kernel's own rule (`ptrace_may_access`) would let them trace without `CAP_SYS_PTRACE`: every
+/// thread's real, effective, saved and filesystem uid the caller's uid, its real, effective,
+/// saved and filesystem gid the caller's gid, and the process dumpable (not after a
+/// set-user-ID or set-group-ID exec, nor a `prctl(PR_SET_DUMPABLE, 0)`).
 pub fn authorize_migrate(caller: PeerCred, pid: i32) -> Result<(), Status> {
     if pid <= 0 {
         return Err(Status::invalid_argument(format!("invalid pid {pid}")));
@@ -81,35 +92,118 @@ pub fn authorize_migrate(caller: PeerCred, pid: i32) -> Result<(), Status> {
             "pid {pid} is ferryd itself"
         )));
     }
-    let uids = process_uids(pid).ok_or_else(|| Status::not_found(format!("no process {pid}")))?;
+    let main = task_creds(&format!("/proc/{pid}"))
+        .ok_or_else(|| Status::not_found(format!("no process {pid}")))?;
     if caller.is_root() {
         return Ok(());
     }
-    let [real, effective, saved, fs] = uids;
+    let denied = |why: String| {
+        Err(Status::permission_denied(format!(
+            "permission denied: {why}"
+        )))
+    };
+    let [real, ..] = main.uids;
     if real != caller.uid {
-        return Err(Status::permission_denied(format!(
-            "permission denied: process {pid} belongs to uid {real}, not to you (uid {})",
+        return denied(format!(
+            "process {pid} belongs to uid {real}, not to you (uid {})",
             caller.uid
-        )));
+        ));
     }
-    if [effective, saved, fs].iter().any(|&u| u != caller.uid) {
-        return Err(Status::permission_denied(format!(
-            "permission denied: process {pid} runs set-user-ID (effective uid {effective})"
-        )));
+    // Every thread: a thread may have changed its own credentials (setresuid(2) acts per
+    // thread at the system call level), and freezing traces them all.
+    let mut tasks = vec![(pid, main)];
+    if let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for entry in dir.flatten() {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if tid == pid {
+                continue;
+            }
+            // A thread that ended meanwhile is no obstacle.
+            if let Some(c) = task_creds(&format!("/proc/{pid}/task/{tid}")) {
+                tasks.push((tid, c));
+            }
+        }
+    }
+    for (tid, c) in tasks {
+        let who = if tid == pid {
+            format!("process {pid}")
+        } else {
+            format!("thread {tid} of process {pid}")
+        };
+        let [_, effective, saved, fsuid] = c.uids;
+        if c.uids.iter().any(|&u| u != caller.uid) {
+            return denied(format!(
+                "{who} runs with other user ids than yours (uid {}: real {}, effective {effective}, \
+                 saved {saved}, filesystem {fsuid}; set-user-ID?)",
+                caller.uid, c.uids[0]
+            ));
+        }
+        let [rgid, egid, sgid, fsgid] = c.gids;
+        if c.gids.iter().any(|&g| g != caller.gid) {
+            return denied(format!(
+                "{who} runs with other group ids than yours (gid {}: real {rgid}, effective \
+                 {egid}, saved {sgid}, filesystem {fsgid}; set-group-ID?)",
+                caller.gid
+            ));
+        }
+        if !c.dumpable {
+            return denied(format!(
+                "{who} is not dumpable (it ran a set-user-ID or set-group-ID program, changed \
+                 its credentials, or called prctl(PR_SET_DUMPABLE, 0)): the kernel lets only \
+                 a tracer with CAP_SYS_PTRACE at it"
+            ));
+        }
     }
     Ok(())
 }
 
-/// Real, effective, saved and filesystem uid of `pid`, from `/proc/PID/status`.
-fn process_uids(pid: i32) -> Option<[u32; 4]> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    let mut fields = line.split_whitespace().map(|f| f.parse::<u32>().ok());
-    let mut uids = [0; 4];
-    for uid in &mut uids {
-        *uid = fields.next()??;
-    }
-    Some(uids)
+/// The credentials of one task, from its `/proc` directory.
+#[derive(Debug, Clone, Copy)]
+struct TaskCreds {
+    /// Real, effective, saved and filesystem uid.
+    uids: [u32; 4],
+    /// Real, effective, saved and filesystem gid.
+    gids: [u32; 4],
+    /// Whether the task's memory is dumpable for its own user (`SUID_DUMP_USER`).
+    dumpable: bool,
+}
+
+/// Uids, gids and dumpability of the task whose `/proc` directory is `dir`.
+///
+/// The kernel shows no task's dumpable flag directly, but gives the files inside a task's
+/// directory the owner "root of the task's user namespace" instead of its effective uid and
+/// gid when it is not dumpable (`task_dump_owner`), and refreshes that owner at each lookup.
+/// So `status` is opened (a fresh lookup) and its owner compared with the effective ids read
+/// from it.
+fn task_creds(dir: &str) -> Option<TaskCreds> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut f = fs::File::open(format!("{dir}/status")).ok()?;
+    let meta = f.metadata().ok()?;
+    let mut status = String::new();
+    f.read_to_string(&mut status).ok()?;
+    let ids = |key: &str| -> Option<[u32; 4]> {
+        let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+        let mut fields = line.split_whitespace().map(|f| f.parse::<u32>().ok());
+        let mut out = [0; 4];
+        for id in &mut out {
+            *id = fields.next()??;
+        }
+        Some(out)
+    };
+    let uids = ids("Uid:")?;
+    let gids = ids("Gid:")?;
+    Some(TaskCreds {
+        uids,
+        gids,
+        dumpable: meta.uid() == uids[1] && meta.gid() == gids[1],
+    })
 }
 
 #[cfg(test)]

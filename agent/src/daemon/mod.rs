@@ -141,6 +141,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             dir: config.tls_dir.clone(),
             source,
         })?;
+    for warning in tls.warnings(&config.tls_dir, &config.name) {
+        tracing::warn!("{warning}");
+    }
     let peer_builder = Server::builder()
         .tls_config(tls.server_config())
         .map_err(|source| ServeError::Identity {
@@ -161,6 +164,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let incoming = TcpIncoming::from(tcp).with_nodelay(Some(true));
     let unix = bind_local(&config.socket)?;
     let socket_path = config.socket.clone();
+    // From here on, however serve ends (a failed start included), the sockets it made go.
+    let _sockets = RemoveSockets(socket_path.clone());
 
     let mut node = Node::new(config, tls);
     node.store = crate::migrate::records::Store::open_default()?;
@@ -226,8 +231,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         peer_task.abort();
         local_task.abort();
     }
-    let _ = std::fs::remove_file(&socket_path);
     result
+}
+
+/// Removes the local socket and the relay stubs' socket beside it when dropped: ferryd made
+/// both (the stub socket once a relay needed it) and no one else uses them once it stops.
+/// Running stubs reconnect to the socket a restarted agent makes.
+struct RemoveSockets(PathBuf);
+
+impl Drop for RemoveSockets {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(crate::relay::stub_socket_path(&self.0));
+    }
 }
 
 fn server_result(

@@ -1,8 +1,10 @@
 //! The peer API (`ferry.v1.Peer`) over mutual TLS.
 //!
 //! The TLS layer has already refused any caller without a certificate of the cluster CA; every
-//! RPC then takes the caller's name from that certificate and hands it, with the message, to
-//! the migration or relay code. `Sink` (raw link throughput) is answered here.
+//! RPC then takes the caller's name from that certificate, refuses it unless the name is in
+//! this agent's `[peers]` table ([`PeerService::authorize`]: a certificate of the cluster CA
+//! alone admits no one), and hands it, with the message, to the migration or relay code.
+//! `Sink` (raw link throughput) is answered here.
 
 use ferry_proto::v1::peer_server::Peer;
 use ferry_proto::v1::{
@@ -27,6 +29,21 @@ impl PeerService {
     pub fn new(node: NodeRef) -> Self {
         Self { node }
     }
+
+    /// The caller's name, if this agent admits it: its certificate (verified against the
+    /// cluster CA by the TLS layer) must name a host of the `[peers]` table. Anyone else gets
+    /// `permission denied`, before the request is looked at.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let peer = peer_name(request)?;
+        if !self.node.config.peers.contains_key(&peer) {
+            tracing::warn!(%peer, "peer API call refused: not in [peers]");
+            return Err(Status::permission_denied(format!(
+                "permission denied: {peer} is not a peer of {} (not in its [peers] table)",
+                self.node.config.name
+            )));
+        }
+        Ok(peer)
+    }
 }
 
 #[tonic::async_trait]
@@ -35,7 +52,7 @@ impl Peer for PeerService {
         &self,
         request: Request<NegotiateRequest>,
     ) -> Result<Response<NegotiateReply>, Status> {
-        let peer = peer_name(&request)?;
+        let peer = self.authorize(&request)?;
         dest::negotiate(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
@@ -45,7 +62,7 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<TransferChunk>>,
     ) -> Result<Response<TransferReply>, Status> {
-        let peer = peer_name(&request)?;
+        let peer = self.authorize(&request)?;
         dest::transfer(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
@@ -55,14 +72,14 @@ impl Peer for PeerService {
         &self,
         request: Request<MigrationRef>,
     ) -> Result<Response<CommitReply>, Status> {
-        let peer = peer_name(&request)?;
+        let peer = self.authorize(&request)?;
         dest::commit(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn abort(&self, request: Request<MigrationRef>) -> Result<Response<AbortReply>, Status> {
-        let peer = peer_name(&request)?;
+        let peer = self.authorize(&request)?;
         dest::abort(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
@@ -72,7 +89,7 @@ impl Peer for PeerService {
         &self,
         request: Request<MigrationRef>,
     ) -> Result<Response<MigrationRecord>, Status> {
-        let peer = peer_name(&request)?;
+        let peer = self.authorize(&request)?;
         dest::query(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
@@ -91,7 +108,7 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<RelayFrame>>,
     ) -> Result<Response<Self::RelayStream>, Status> {
-        let peer = peer_name(&request)?;
+        let peer = self.authorize(&request)?;
         crate::relay::dest::relay(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
@@ -101,7 +118,7 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<SinkChunk>>,
     ) -> Result<Response<SinkReply>, Status> {
-        let peer = peer_name(&request)?;
+        let peer = self.authorize(&request)?;
         let mut stream = request.into_inner();
         let mut bytes: u64 = 0;
         while let Some(chunk) = stream.message().await? {

@@ -42,6 +42,86 @@ fn task_ids(pid: Pid) -> Result<Vec<Pid>, DumpError> {
     Ok(tids.into_iter().map(Pid::from_raw).collect())
 }
 
+/// `err` happened while `pid` was frozen: if the process died meanwhile (killed: a frozen
+/// process does not exit by itself), that is what is said, not the read that failed because
+/// of it (`failed to fill whole buffer` from its vanished memory, `ESRCH` from ptrace).
+pub(crate) fn explain_death(pid: Pid, err: DumpError) -> DumpError {
+    if matches!(err, DumpError::Died { .. }) {
+        return err;
+    }
+    // A killed task loses its memory (what made the dump fail) a moment before it becomes a
+    // zombie: while it is exiting, wait for it.
+    for _ in 0..100 {
+        if let Some(how) = death(pid) {
+            tracing::debug!(pid = pid.as_raw(), error = %err, "the process died during the dump");
+            return DumpError::Died {
+                pid: pid.as_raw(),
+                how,
+            };
+        }
+        if !exiting(pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    err
+}
+
+/// Whether `pid` is on its way out: its memory is gone (`/proc/PID/status` shows no `VmSize`
+/// without an mm) or SIGKILL is pending for it.
+fn exiting(pid: Pid) -> bool {
+    let Ok(status) = crate::proc::read(pid.as_raw(), "status") else {
+        return false;
+    };
+    let sigkill = 1u64 << (libc::SIGKILL - 1);
+    let pending = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|m| m & sigkill != 0)
+    };
+    !status.lines().any(|l| l.starts_with("VmSize:")) || pending("SigPnd:") || pending("ShdPnd:")
+}
+
+/// How `pid` ended, if it did: gone, or a zombie (with what killed it, when /proc says).
+fn death(pid: Pid) -> Option<String> {
+    let Ok(text) = crate::proc::read(pid.as_raw(), "stat") else {
+        return Some("it is gone".into());
+    };
+    let stat = crate::proc::parse_stat(&text).ok()?;
+    if !matches!(stat.state, 'Z' | 'X') {
+        return None;
+    }
+    let c = stat.exit_code;
+    Some(if c & 0x7f != 0 {
+        let sig = c & 0x7f;
+        let name = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
+        format!("killed by {name}")
+    } else {
+        format!("it exited with code {}", (c >> 8) & 0xff)
+    })
+}
+
+/// The PID tracing task `tid` (`TracerPid` of its status), if one does.
+fn tracer_of(tid: Pid) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let pid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))?
+        .trim()
+        .parse::<i32>()
+        .ok()?;
+    (pid > 0).then_some(pid)
+}
+
+/// ` (NAME)` of process `pid`, or nothing when it cannot be read.
+fn comm_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| format!(" ({})", c.trim()))
+        .unwrap_or_default()
+}
+
 impl Frozen {
     /// Seizes and stops every thread. A running thread may create another until it is stopped
     /// itself, so the task list is read again until a pass finds no new thread.
@@ -66,6 +146,25 @@ impl Frozen {
                         source: Errno::ESRCH,
                         ..
                     }) if tid != pid => continue,
+                    Err(PtraceError::Request {
+                        source: Errno::EPERM,
+                        ..
+                    }) if tracer_of(tid).is_some() => {
+                        let tracer = tracer_of(tid).unwrap_or_default();
+                        return Err(DumpError::BadTarget {
+                            pid: pid.as_raw(),
+                            why: format!(
+                                "{} is traced by pid {tracer}{} (a debugger or strace?): a task \
+                                 has one tracer at a time; detach it first",
+                                if tid == pid {
+                                    "it".to_string()
+                                } else {
+                                    format!("its thread {tid}")
+                                },
+                                comm_of(tracer)
+                            ),
+                        });
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 match tracee.interrupt() {
@@ -207,7 +306,11 @@ impl Drop for Frozen {
             return;
         }
         if let Err(err) = self.restore_tasks() {
-            tracing::error!(%err, "could not put the registers back");
+            match self.tasks.first().and_then(|t| death(t.tracee.pid())) {
+                // Nothing to give back: the error that ended the dump says so.
+                Some(how) => tracing::debug!(%err, %how, "the process died while frozen"),
+                None => tracing::error!(%err, "could not put the registers back"),
+            }
         }
         for t in &self.tasks {
             let _ = t.tracee.detach(None);

@@ -106,6 +106,15 @@ pub enum DumpError {
     /// The process uses something the engine cannot checkpoint yet.
     #[error("{0}")]
     Unsupported(String),
+    /// The process died while it was dumped (a frozen process does not exit by itself: it was
+    /// killed). What failed because of it is not the point, so it is not the message.
+    #[error("pid {pid} died during the dump ({how})")]
+    Died {
+        /// The PID.
+        pid: i32,
+        /// What is known of its end.
+        how: String,
+    },
     /// The target is not a process we may dump.
     #[error("pid {pid}: {why}")]
     BadTarget {
@@ -200,7 +209,8 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     check_output(out)?;
     let held = hold(pid, opts)?;
     let tree = held.tree();
-    let stats = write_image(&[&held.frozen.leader().tracee], &tree, out, opts.codec)?;
+    let stats = write_image(&[&held.frozen.leader().tracee], &tree, out, opts.codec)
+        .map_err(|e| freeze::explain_death(pid, e))?;
     tracing::debug!(elapsed = ?held.since.elapsed(), "image written");
     // The image is durable: only now may the original go.
     let frozen_for = held.since.elapsed();
@@ -250,18 +260,19 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
     precheck(pid, &opts, false)?;
 
     let since = Instant::now();
-    let frozen = Frozen::seize(pid)?;
+    let died = move |e| freeze::explain_death(pid, e);
+    let frozen = Frozen::seize(pid).map_err(died)?;
     let seize = since.elapsed();
     tracing::debug!(elapsed = ?seize, tasks = frozen.tasks.len(), "frozen");
     // Checked again now that the process cannot change under us; its fds and VMAs (which may
     // have changed between the first check and the freeze) are checked again by `collect`,
     // which reads them anyway.
-    check_process(pid)?;
+    check_process(pid).map_err(died)?;
     let mut warnings = Vec::new();
     let mut socks = sockets::SocketDump::capture(opts.sockets());
-    let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks)?;
+    let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks).map_err(died)?;
     warnings.append(&mut socks.warnings);
-    settle(&frozen)?;
+    settle(&frozen).map_err(died)?;
     tracing::debug!(elapsed = ?since.elapsed(), "state collected");
     Ok(Held {
         state,
@@ -319,12 +330,9 @@ impl Held {
     ) -> Result<(W, WriteStats), DumpError> {
         let tree = self.tree();
         let mut writer = ImageWriter::new_tree(out, &tree, codec).map_err(DumpError::Image)?;
-        mm::write_pages(
-            &self.frozen.leader().tracee,
-            &self.state.mm.vmas,
-            &mut writer,
-            progress,
-        )?;
+        let leader = &self.frozen.leader().tracee;
+        mm::write_pages(leader, &self.state.mm.vmas, &mut writer, progress)
+            .map_err(|e| freeze::explain_death(leader.pid(), e))?;
         writer.finish().map_err(DumpError::Image)
     }
 

@@ -453,32 +453,11 @@ pub struct SectionSummary {
 /// Reads and verifies a whole image (every digest, every block decompressed, nothing after
 /// the end section) and describes it.
 pub fn inspect<R: Read + Send>(input: R) -> Result<ImageSummary, ReadImageError> {
-    let mut reader = ImageReader::open_inner(input, true)?;
+    let mut reader = ImageReader::open_inner(input, true)?.refuse_trailing_data();
     while let Some(block) = reader.next_pages()? {
         reader.recycle(block);
     }
     let offset = reader.offset();
-    let mut probe = [0u8; 1];
-    let trailing = loop {
-        match reader.input_mut().read(&mut probe) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(ReadImageError::Io {
-                    section: Section::AfterEnd,
-                    offset,
-                    source,
-                });
-            }
-        }
-    };
-    if trailing != 0 {
-        return Err(ReadImageError::Defect {
-            section: Section::AfterEnd,
-            offset,
-            defect: ImageDefect::TrailingData,
-        });
-    }
     let pages = reader.total_pages();
     let sections = reader.take_sections();
     Ok(ImageSummary {

@@ -80,6 +80,9 @@ pub struct ImageReader<R: Read + Send> {
     sections: Option<Vec<SectionSummary>>,
     /// Buffers to reuse: fresh 1 MiB allocations would cost a page fault per page.
     free: Vec<Vec<u8>>,
+    /// Whether bytes after the end section are an error (a whole file is read; a stream that
+    /// stays open after the image, as a migration's, is not probed).
+    refuse_trailing: bool,
 }
 
 impl<R: Read + Send> fmt::Debug for ImageReader<R> {
@@ -253,6 +256,7 @@ impl<R: Read + Send> ImageReader<R> {
             deferred: None,
             free: Vec::new(),
             sections,
+            refuse_trailing: false,
         })
     }
 
@@ -323,12 +327,43 @@ impl<R: Read + Send> ImageReader<R> {
         self.free.pop().unwrap_or_default()
     }
 
-    pub(super) fn take_sections(&mut self) -> Vec<SectionSummary> {
-        self.sections.take().unwrap_or_default()
+    /// Makes any byte after the end section an error (for an image read from a file: its end
+    /// must be the file's end, as `inspect` checks). The error comes with the end section,
+    /// before [`ImageReader::next_pages`] reports the end.
+    pub fn refuse_trailing_data(mut self) -> Self {
+        self.refuse_trailing = true;
+        self
     }
 
-    pub(super) fn input_mut(&mut self) -> &mut R {
-        &mut self.input
+    /// Fails if the input holds anything after the end section.
+    fn check_no_trailing(&mut self) -> Result<(), ReadImageError> {
+        let offset = self.offset;
+        let mut probe = [0u8; 1];
+        let trailing = loop {
+            match self.input.read(&mut probe) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ReadImageError::Io {
+                        section: Section::AfterEnd,
+                        offset,
+                        source,
+                    });
+                }
+            }
+        };
+        if trailing != 0 {
+            return Err(ReadImageError::Defect {
+                section: Section::AfterEnd,
+                offset,
+                defect: ImageDefect::TrailingData,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn take_sections(&mut self) -> Vec<SectionSummary> {
+        self.sections.take().unwrap_or_default()
     }
 
     pub(super) fn header(&self) -> FileHeader {
@@ -563,6 +598,9 @@ impl<R: Read + Send> ImageReader<R> {
             });
         }
         self.phase = Phase::EndRead;
+        if self.refuse_trailing {
+            self.check_no_trailing()?;
+        }
         Ok(())
     }
 }

@@ -37,9 +37,17 @@ const WATCH_AFTER: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub struct Copies {
     held: Mutex<HashMap<String, Held>>,
-    negotiated: Mutex<HashMap<String, BTreeMap<String, negotiate::Same>>>,
+    /// By migration id: the peer that negotiated it and the files found the same.
+    negotiated: Mutex<HashMap<String, Negotiated>>,
     /// Migrations aborted while their image was still arriving.
     aborted: Mutex<HashSet<String>>,
+}
+
+/// One negotiation: who made it, and what it found identical here.
+#[derive(Debug)]
+struct Negotiated {
+    peer: String,
+    same: BTreeMap<String, negotiate::Same>,
 }
 
 /// One copy: the PID and its start time name it unambiguously.
@@ -74,6 +82,11 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 /// `Peer.Negotiate`: can this host run the process?
+///
+/// The caller is a peer of `[peers]` (checked by the service). The negotiation belongs to a new
+/// migration of that caller: an id this agent already has a record of, or one another peer is
+/// negotiating, is refused. The paths must be plain absolute paths; the answer says per file
+/// only same, differs or missing ([`negotiate::check`]).
 pub async fn negotiate(
     node: &NodeRef,
     peer: &str,
@@ -82,17 +95,47 @@ pub async fn negotiate(
     if !valid_id(&req.migration_id) {
         return Err(Status::invalid_argument("bad migration id"));
     }
+    if req.files.len() > negotiate::MAX_FILES {
+        return Err(Status::invalid_argument(format!(
+            "{} files: at most {} may be negotiated",
+            req.files.len(),
+            negotiate::MAX_FILES
+        )));
+    }
+    if let Some(f) = req.files.iter().find(|f| !negotiate::valid_path(&f.path)) {
+        return Err(Status::invalid_argument(format!(
+            "file {:?}: not a plain absolute path",
+            f.path
+        )));
+    }
     let id = req.migration_id.clone();
+    if node.store.get(&id).map_err(store_err)?.is_some() {
+        return Err(Status::already_exists(format!("migration {id} exists")));
+    }
+    if lock(&node.copies.negotiated)
+        .get(&id)
+        .is_some_and(|n| n.peer != peer)
+    {
+        return Err(Status::already_exists(format!(
+            "migration {id} is being negotiated by another peer"
+        )));
+    }
     let (reply, same) = tokio::task::spawn_blocking(move || negotiate::check(&req))
         .await
         .map_err(|e| Status::internal(format!("negotiation: {e}")))?;
     tracing::info!(
         migration = %id, %peer,
         problems = reply.problems.len(),
-        file_problems = reply.file_problems.len(),
+        files_not_same = reply.files.len(),
         "negotiated"
     );
-    lock(&node.copies.negotiated).insert(id, same);
+    lock(&node.copies.negotiated).insert(
+        id,
+        Negotiated {
+            peer: peer.to_string(),
+            same,
+        },
+    );
     Ok(reply)
 }
 
@@ -356,9 +399,15 @@ async fn transfer_task(
     node.store
         .set(&mut rec, "receiving", "image arriving")
         .map_err(store_err)?;
-    let same = lock(&node.copies.negotiated)
-        .remove(&id)
-        .unwrap_or_default();
+    // Only the caller's own negotiation counts (another peer's stays for that peer).
+    let same = {
+        let mut negotiated = lock(&node.copies.negotiated);
+        match negotiated.get(&id) {
+            Some(n) if n.peer == peer => negotiated.remove(&id).map(|n| n.same),
+            _ => None,
+        }
+        .unwrap_or_default()
+    };
     let dir = shipped_dir(&id);
     let result = receive(node, &id, &header, &dir, same, &mut stream).await;
     let aborted = lock(&node.copies.aborted).remove(&id);
@@ -688,7 +737,13 @@ pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<Commi
 /// success: there is nothing to discard.
 pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortReply, Status> {
     let Some(mut rec) = own_record(node, peer, &r.migration_id)? else {
-        lock(&node.copies.negotiated).remove(&r.migration_id);
+        let mut negotiated = lock(&node.copies.negotiated);
+        if negotiated
+            .get(&r.migration_id)
+            .is_some_and(|n| n.peer == peer)
+        {
+            negotiated.remove(&r.migration_id);
+        }
         return Ok(AbortReply {});
     };
     match rec.state.as_str() {
@@ -705,16 +760,15 @@ pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortR
     }
 }
 
-/// `Peer.Query`: this agent's record of a migration (either role).
-pub async fn query(
-    node: &NodeRef,
-    _peer: &str,
-    r: MigrationRef,
-) -> Result<MigrationRecord, Status> {
+/// `Peer.Query`: this agent's record of a migration (either role), only when the caller is
+/// the other side of it. Another peer's migration is answered as unknown, like one that does
+/// not exist, so a caller cannot even learn which ids exist.
+pub async fn query(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<MigrationRecord, Status> {
     node.store
         .get(&r.migration_id)
         .map_err(store_err)?
-        .ok_or_else(|| Status::not_found(format!("no migration {}", r.migration_id)))
+        .filter(|rec| rec.peer == peer)
+        .ok_or_else(|| Status::not_found(format!("no migration {} of {peer}", r.migration_id)))
 }
 
 /// Watches a prepared copy: if neither Commit nor Abort came after a while (the link or the
@@ -779,7 +833,7 @@ async fn ask(node: &NodeRef, peer: &str, id: &str) -> Result<Option<MigrationRec
     {
         Ok(r) => Ok(Some(r.into_inner())),
         Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-        Err(s) => Err(s.message().to_string()),
+        Err(s) => Err(crate::transport::status_detail(&s)),
     }
 }
 

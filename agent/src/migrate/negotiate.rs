@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use ferry_proto::v1::{FileCheck, NegotiateReply, NegotiateRequest};
+use ferry_proto::v1::{FileAnswer, FileCheck, FileVerdict, NegotiateReply, NegotiateRequest};
 
 use crate::state::FileIdentity;
 
@@ -234,13 +234,27 @@ pub struct Same {
     pub written: bool,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// The most files one negotiation may name (a process holds far fewer).
+pub const MAX_FILES: usize = 1 << 16;
+
+/// Whether `path` may be asked about: absolute, with no `.` or `..` component, no NUL.
+pub fn valid_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains('\0')
+        && path.len() <= 4096
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && !path.split('/').any(|c| c == "." || c == "..")
 }
 
 /// The destination's answer: what cannot work here, and which files are missing or differ.
 /// Returns the reply and the identity of every file found the same (the restore checks they
 /// are still those files).
+///
+/// For the files, the answer is one verdict each (same, differs, missing) and nothing else:
+/// never this host's size, mtime, build-id or hash, so the caller learns no more about a path
+/// it names than whether it is there and whether it is the file the caller described.
 pub fn check(req: &NegotiateRequest) -> (NegotiateReply, BTreeMap<String, Same>) {
     let mut reply = NegotiateReply {
         kernel_release: kernel_release(),
@@ -282,53 +296,53 @@ pub fn check(req: &NegotiateRequest) -> (NegotiateReply, BTreeMap<String, Same>)
                     },
                 );
             }
-            Err(why) => reply.file_problems.push(format!("{}: {why}", f.path)),
+            Err(verdict) => reply.files.push(FileAnswer {
+                path: f.path.clone(),
+                verdict: verdict as i32,
+            }),
         }
     }
     (reply, same)
 }
 
-fn check_file(f: &FileCheck) -> Result<FileIdentity, String> {
+/// Compares one file. Every way of not being the same collapses into [`FileVerdict::Differs`]
+/// (or [`FileVerdict::Missing`]): which of size, build-id or hash differed is not said, so the
+/// answer cannot be used to learn this host's size of a file, one property at a time.
+fn check_file(f: &FileCheck) -> Result<FileIdentity, FileVerdict> {
     let path = Path::new(&f.path);
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "missing".to_string(),
-        _ => format!("cannot be read ({e})"),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => FileVerdict::Missing,
+        _ => FileVerdict::Differs,
     })?;
-    let id = identity(path).map_err(|e| format!("cannot be read ({e})"))?;
+    let id = identity(path).map_err(|_| FileVerdict::Differs)?;
     let is_dir = f.size == 0 && f.build_id.is_empty() && f.sha256.is_empty() && meta.is_dir();
     if is_dir {
         return Ok(id);
     }
     if !meta.is_file() {
-        return Err("not a regular file here".into());
+        return Err(FileVerdict::Differs);
     }
     if f.written {
         return Ok(id);
     }
     if meta.size() != f.size {
-        return Err(format!("{} bytes here, {} there", meta.size(), f.size));
+        return Err(FileVerdict::Differs);
     }
     if !f.build_id.is_empty() {
         return match build_id(path) {
             Some(b) if b == f.build_id => Ok(id),
-            Some(b) => Err(format!(
-                "another build (build-id {} here, {} there)",
-                hex(&b),
-                hex(&f.build_id)
-            )),
-            None => Err("has no build-id here".into()),
+            _ => Err(FileVerdict::Differs),
         };
     }
     if !f.sha256.is_empty() {
-        let here = sha256_file(path).map_err(|e| format!("cannot be read ({e})"))?;
-        return if here == f.sha256 {
-            Ok(id)
-        } else {
-            Err("other contents (SHA-256 differs)".into())
+        return match sha256_file(path) {
+            Ok(here) if here == f.sha256 => Ok(id),
+            _ => Err(FileVerdict::Differs),
         };
     }
     if id.mtime_ns != f.mtime_ns {
-        return Err("modified at another time (too large to hash; size and mtime compared)".into());
+        // Too large to hash: size and mtime compared.
+        return Err(FileVerdict::Differs);
     }
     Ok(id)
 }

@@ -15,9 +15,9 @@ use ferry_proto::v1::migrate_event::Event;
 use ferry_proto::v1::peer_client::PeerClient;
 use ferry_proto::v1::transfer_chunk::Part;
 use ferry_proto::v1::{
-    FileCheck, MigrateEvent, MigrateRequest, MigrateSummary, MigrationRecord, MigrationRef,
-    MovedOn, MovedReply, NegotiateRequest, Progress, ShippedFile, SinkChunk, TransferChunk,
-    TransferHeader, TransferReply,
+    FileAnswer, FileCheck, FileVerdict, MigrateEvent, MigrateRequest, MigrateSummary,
+    MigrationRecord, MigrationRef, MovedOn, MovedReply, NegotiateRequest, Progress, ShippedFile,
+    SinkChunk, TransferChunk, TransferHeader, TransferReply,
 };
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
@@ -31,6 +31,7 @@ use crate::daemon::NodeRef;
 use crate::dump::{self, DumpOptions};
 use crate::image::{Codec, WriteStats};
 use crate::relay::origin::{Plan, become_stub};
+use crate::transport::PeerCred;
 
 /// Image bytes per `TransferChunk`.
 const CHUNK: usize = 1 << 20;
@@ -153,6 +154,8 @@ struct TracerJob {
     cmds: std::sync::mpsc::Receiver<Cmd>,
     wire: Arc<AtomicU64>,
     raw: Arc<AtomicU64>,
+    /// A non-root caller: authorized again once the process is frozen.
+    as_user: Option<PeerCred>,
 }
 
 /// The tracer: freeze, header, shipped files, image; then wait for the decision.
@@ -169,6 +172,7 @@ fn tracer(job: TracerJob) {
         cmds,
         wire,
         raw,
+        as_user,
     } = job;
     let opts = DumpOptions {
         codec,
@@ -189,6 +193,25 @@ fn tracer(job: TracerJob) {
         let _ = held.thaw();
         let _ = events.send(Ev::Refused { why, at_us });
         return;
+    }
+    // The caller was authorized when the request came; the process may have changed its
+    // credentials since (a set-user-ID exec, PR_SET_DUMPABLE). Frozen, it cannot any more:
+    // check again, with the dumpable flag the process itself reported (PR_GET_DUMPABLE).
+    if let Some(caller) = as_user {
+        let refused = match crate::daemon::local::authorize_migrate(caller, pid) {
+            Err(s) => Some(s.message().to_string()),
+            Ok(()) if held.state.attrs.dumpable != 1 => Some(format!(
+                "permission denied: process {pid} is not dumpable (PR_GET_DUMPABLE {}): the \
+                 kernel lets only a tracer with CAP_SYS_PTRACE at it",
+                held.state.attrs.dumpable
+            )),
+            Ok(()) => None,
+        };
+        if let Some(why) = refused {
+            let _ = held.thaw();
+            let _ = events.send(Ev::Refused { why, at_us });
+            return;
+        }
     }
     let total: u64 = held
         .state
@@ -385,13 +408,18 @@ struct Origin {
     wire: Arc<AtomicU64>,
     raw: Arc<AtomicU64>,
     total: u64,
+    as_user: Option<PeerCred>,
 }
 
 /// Moves `req.pid` to `req.to`, reporting progress on `tx`, which ends with the summary or an
 /// error status.
+///
+/// `as_user` is a non-root caller (already authorized): it is authorized again once the
+/// process is frozen.
 pub async fn migrate(
     node: NodeRef,
     req: MigrateRequest,
+    as_user: Option<PeerCred>,
     tx: mpsc::Sender<Result<MigrateEvent, Status>>,
 ) {
     let mut m = Origin {
@@ -409,6 +437,7 @@ pub async fn migrate(
         wire: Arc::default(),
         raw: Arc::default(),
         total: 0,
+        as_user,
     };
     let result = m.run().await;
     if let Err(s) = &result {
@@ -522,7 +551,19 @@ impl Origin {
         let reply = client
             .negotiate(neg)
             .await
-            .map_err(|s| Status::unavailable(format!("{to}: negotiation: {}", s.message())))
+            .map_err(|s| {
+                let addr = self
+                    .node
+                    .peers
+                    .peers()
+                    .get(&to)
+                    .cloned()
+                    .unwrap_or_default();
+                Status::unavailable(format!(
+                    "{to} at {addr}: negotiation: {}",
+                    crate::transport::status_detail(&s)
+                ))
+            })
             .map_err(|s| self.fail(s))?
             .into_inner();
         if !reply.problems.is_empty() {
@@ -531,7 +572,7 @@ impl Origin {
                 reply.problems.join("\n  ")
             ))));
         }
-        let ship = self.files_to_ship(&files, &reply.file_problems)?;
+        let ship = self.files_to_ship(&files, &reply.files)?;
         self.record(
             "negotiated",
             if ship.is_empty() {
@@ -580,6 +621,7 @@ impl Origin {
             cmds: cmd_rx,
             wire: self.wire.clone(),
             raw: self.raw.clone(),
+            as_user: self.as_user,
         };
         std::thread::Builder::new()
             .name(format!("migrate-{id}"))
@@ -643,9 +685,11 @@ impl Origin {
             (r, failed) => {
                 let _ = cmd_tx.send(Cmd::Thaw);
                 let why = match (failed, r) {
-                    (Some(f), Err(s)) => format!("{f}; {to}: {}", s.message()),
+                    (Some(f), Err(s)) => {
+                        format!("{f}; {to}: {}", crate::transport::status_detail(&s))
+                    }
                     (Some(f), Ok(_)) => f,
-                    (None, Err(s)) => format!("{to}: {}", s.message()),
+                    (None, Err(s)) => format!("{to}: {}", crate::transport::status_detail(&s)),
                     (None, Ok(_)) => unreachable!("handled above"),
                 };
                 // Wait until the process runs again before saying so.
@@ -756,43 +800,67 @@ impl Origin {
     }
 
     /// The files to send along: those the destination lacks, with `--ship-files`; without
-    /// it, any such file refuses the migration with the list.
+    /// it, any such file refuses the migration with the list. The destination says per file
+    /// only "differs" or "missing"; what is known of it is said from this host's side.
     fn files_to_ship(
         &mut self,
         files: &[FileCheck],
-        problems: &[String],
+        answers: &[FileAnswer],
     ) -> Result<Vec<String>, Status> {
+        let to = self.req.to.clone();
+        let mut problems = Vec::new();
+        let mut ship = Vec::new();
+        let mut unshippable = Vec::new();
+        for a in answers {
+            // Only files this host asked about count (a destination cannot add any).
+            let Some(f) = files.iter().find(|f| f.path == a.path) else {
+                continue;
+            };
+            let is_file = f.written || f.size > 0 || !f.build_id.is_empty() || !f.sha256.is_empty();
+            let line = match FileVerdict::try_from(a.verdict) {
+                Ok(FileVerdict::Same) => continue,
+                Ok(FileVerdict::Missing) => format!("{}: missing", f.path),
+                _ => format!("{}: differs ({})", f.path, describe(f)),
+            };
+            if is_file {
+                ship.push(f.path.clone());
+            } else {
+                unshippable.push(line.clone());
+            }
+            problems.push(line);
+        }
         if problems.is_empty() {
             return Ok(Vec::new());
         }
-        let to = &self.req.to;
         if !self.req.ship_files {
             return Err(self.fail(Status::failed_precondition(format!(
                 "files missing or different on {to} (--ship-files sends them along):\n  {}",
                 problems.join("\n  ")
             ))));
         }
-        let mut ship = Vec::new();
-        let mut unshippable = Vec::new();
-        for p in problems {
-            match files
-                .iter()
-                .filter(|f| p.starts_with(&format!("{}: ", f.path)))
-                .max_by_key(|f| f.path.len())
-            {
-                Some(f) if f.size > 0 || !f.build_id.is_empty() || !f.sha256.is_empty() => {
-                    ship.push(f.path.clone());
-                }
-                _ => unshippable.push(p.clone()),
-            }
-        }
         if !unshippable.is_empty() {
             return Err(self.fail(Status::failed_precondition(format!(
-                "directories missing on {to} (only files can be shipped):\n  {}",
+                "directories missing or different on {to} (only files can be shipped):\n  {}",
                 unshippable.join("\n  ")
             ))));
         }
         Ok(ship)
+    }
+}
+
+/// What this host's copy of a file is, for a "differs" line.
+fn describe(f: &FileCheck) -> String {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    if f.written {
+        "not a regular file there".to_string()
+    } else if !f.build_id.is_empty() {
+        format!("here {} bytes, build-id {}", f.size, hex(&f.build_id))
+    } else if !f.sha256.is_empty() {
+        format!("here {} bytes, SHA-256 {}", f.size, hex(&f.sha256))
+    } else if f.size > 0 {
+        format!("here {} bytes, compared by size and mtime", f.size)
+    } else {
+        "here a directory".to_string()
     }
 }
 
@@ -833,7 +901,7 @@ async fn commit_remote(
                 ));
             }
             Err(s) => {
-                tracing::warn!(migration = %id, %to, error = %s.message(), "commit not acknowledged; retrying");
+                tracing::warn!(migration = %id, %to, error = %crate::transport::status_detail(&s), "commit not acknowledged; retrying");
             }
         }
         tokio::time::sleep(delay).await;

@@ -341,6 +341,15 @@ pub async fn relay(
         .await?
         .ok_or_else(|| Status::invalid_argument("empty relay stream"))?;
     let id = first.migration_id;
+    // Only the migration's origin may attach to its relay.
+    match node.store.get(&id) {
+        Ok(Some(rec)) if rec.role == "destination" && rec.peer == peer => {}
+        _ => {
+            return Err(Status::not_found(format!(
+                "no relay for migration {id} of {peer}"
+            )));
+        }
+    }
     let a = node
         .relays
         .attach_dest(&id)

@@ -144,6 +144,23 @@ fn dns_name(der: &[u8]) -> Option<String> {
     })
 }
 
+/// A status's message followed by the causes it carries (a status made from a transport error
+/// says only `transport error` or `tcp connect error`; the cause says `Connection refused (os
+/// error 111)`), each said once.
+pub fn status_detail(status: &Status) -> String {
+    let mut msg = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = cause.source();
+    }
+    msg
+}
+
 /// Maps a library error to a gRPC status carrying its whole chain, outermost first.
 pub fn internal_status(err: &(dyn std::error::Error + 'static)) -> Status {
     Status::internal(error_chain(err))

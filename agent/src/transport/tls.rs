@@ -12,7 +12,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// The CA certificate's file name in `tls_dir`.
 pub const CA_CERT: &str = "ca.pem";
@@ -45,6 +48,24 @@ pub enum TlsConfigError {
         path: PathBuf,
         /// What it should hold: "certificate" or "private key".
         what: &'static str,
+    },
+    /// A file's PEM block does not decode to what it must hold.
+    #[error("TLS file {} does not hold a usable {what}: {why}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold: "certificate" or "private key".
+        what: &'static str,
+        /// Why it cannot be used.
+        why: String,
+    },
+    /// The key is not the certificate's.
+    #[error("TLS key {} is not the key of the certificate {}", key.display(), cert.display())]
+    KeyMismatch {
+        /// The key file.
+        key: PathBuf,
+        /// The certificate file.
+        cert: PathBuf,
     },
 }
 
@@ -90,7 +111,106 @@ impl TlsMaterial {
         let ca = read_pem(&ca_path, "CERTIFICATE", "certificate")?;
         let cert = read_pem(&cert_path, "CERTIFICATE", "certificate")?;
         let key = read_pem(&key_path, "PRIVATE KEY", "private key")?;
+        // Decode each now, so that a damaged body is reported against its own file (the TLS
+        // stack would only say the identity as a whole cannot be used).
+        certificates(&ca_path, &ca)?;
+        let chain = certificates(&cert_path, &cert)?;
+        let key_der = PrivateKeyDer::from_pem_slice(&key).map_err(|e| TlsConfigError::Invalid {
+            path: key_path.clone(),
+            what: "private key",
+            why: e.to_string(),
+        })?;
+        let signing = rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| {
+            TlsConfigError::Invalid {
+                path: key_path.clone(),
+                what: "private key",
+                why: e.to_string(),
+            }
+        })?;
+        let certified = rustls::sign::CertifiedKey::new(chain, signing);
+        if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+            certified.keys_match()
+        {
+            return Err(TlsConfigError::KeyMismatch {
+                key: key_path,
+                cert: cert_path,
+            });
+        }
         Ok(Self { ca, cert, key })
+    }
+
+    /// What is dubious but not fatal in the files of agent `name` in `dir` (already loaded):
+    /// a key others may read, a certificate that does not name this host, one the cluster CA
+    /// did not sign (or that is outside its validity period). One sentence each, for the log.
+    pub fn warnings(&self, dir: &Path, name: &str) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let [ca_path, cert_path, key_path] = Self::required_files(dir, name);
+        let mut out = Vec::new();
+        if let Ok(meta) = fs::metadata(&key_path) {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o044 != 0 {
+                out.push(format!(
+                    "TLS key {} is readable by others (mode {mode:04o}): chmod 600 it",
+                    key_path.display()
+                ));
+            }
+        }
+        let parse = |pem: &[u8]| -> Option<Vec<u8>> {
+            let (_, p) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+            Some(p.contents)
+        };
+        let (Some(cert_der), Some(ca_der)) = (parse(&self.cert), parse(&self.ca)) else {
+            return out;
+        };
+        let (Ok((_, cert)), Ok((_, ca))) = (
+            X509Certificate::from_der(&cert_der),
+            X509Certificate::from_der(&ca_der),
+        ) else {
+            return out;
+        };
+        let names: Vec<String> = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        GeneralName::DNSName(d) => Some((*d).to_owned()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !names.iter().any(|n| n == name) {
+            out.push(format!(
+                "TLS certificate {} names {}, not this host {name}: peers dialing {name} will \
+                 refuse it",
+                cert_path.display(),
+                if names.is_empty() {
+                    "no host".to_string()
+                } else {
+                    names.join(", ")
+                },
+            ));
+        }
+        if cert.verify_signature(Some(ca.public_key())).is_err() {
+            out.push(format!(
+                "TLS certificate {} is not signed by the cluster CA {}: every peer will refuse \
+                 this agent",
+                cert_path.display(),
+                ca_path.display()
+            ));
+        } else if !cert.validity().is_valid() {
+            out.push(format!(
+                "TLS certificate {} is outside its validity period ({} to {})",
+                cert_path.display(),
+                cert.validity().not_before,
+                cert.validity().not_after
+            ));
+        }
+        out
     }
 
     /// The server side: present our certificate and require a client certificate signed by
@@ -115,6 +235,25 @@ impl TlsMaterial {
     fn identity(&self) -> Identity {
         Identity::from_pem(&self.cert, &self.key)
     }
+}
+
+/// The DER certificates of the PEM file `path`: at least one, each an X.509 certificate.
+fn certificates(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let invalid = |why: String| TlsConfigError::Invalid {
+        path: path.to_path_buf(),
+        what: "certificate",
+        why,
+    };
+    let mut out = Vec::new();
+    for pem in CertificateDer::pem_slice_iter(bytes) {
+        let der = pem.map_err(|e| invalid(e.to_string()))?;
+        X509Certificate::from_der(der.as_ref()).map_err(|e| invalid(e.to_string()))?;
+        out.push(der);
+    }
+    if out.is_empty() {
+        return Err(invalid("no certificate in it".into()));
+    }
+    Ok(out)
 }
 
 /// Reads `path` and checks that it holds a PEM block whose label ends with `label`
