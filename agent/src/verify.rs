@@ -13,10 +13,28 @@ use serde_json::Value;
 
 use crate::dump::{self, DumpError};
 use crate::restore::CheckInput;
-use crate::state::{FdKind, PageRun, ProcessState};
+use crate::state::{FdKind, PageRun, ProcessState, VmaKind, VmaState};
 
 /// `TFD_TIMER_ABSTIME`.
 const TFD_TIMER_ABSTIME: u32 = 1;
+
+/// `runs` (sorted) with adjacent runs joined.
+fn coalesce(runs: &[PageRun]) -> Vec<PageRun> {
+    let mut out: Vec<PageRun> = Vec::with_capacity(runs.len());
+    for r in runs {
+        match out.last_mut() {
+            Some(l)
+                if l.start
+                    .saturating_add(l.count.saturating_mul(crate::state::PAGE_SIZE))
+                    == r.start =>
+            {
+                l.count += r.count;
+            }
+            _ => out.push(*r),
+        }
+    }
+    out
+}
 
 /// Whether every page of `inner` is in one of the runs of `outer` (both sorted).
 fn runs_within(inner: &[PageRun], outer: &[PageRun]) -> bool {
@@ -77,7 +95,7 @@ pub struct Report {
 }
 
 /// The restore checker in the shape [`crate::restore::RestoreOptions::check`] takes.
-pub fn restore_check(input: &CheckInput<'_>) -> Result<Duration, String> {
+pub fn restore_check(input: &[CheckInput<'_>]) -> Result<Duration, String> {
     match check(input) {
         Ok(report) => {
             tracing::debug!(elapsed = ?report.elapsed, expected = ?report.expected, "restore checked");
@@ -98,18 +116,28 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Reads the rebuilt process back (its tasks traced and stopped by the restorer, which gets
-/// them back as they were) and compares it with its image.
-pub fn check(input: &CheckInput<'_>) -> Result<Report, VerifyError> {
+/// Reads the rebuilt processes back (one, or a whole tree read as a tree; their tasks traced
+/// and stopped by the restorer, which gets them back as they were) and compares each with its
+/// image.
+pub fn check(input: &[CheckInput<'_>]) -> Result<Report, VerifyError> {
     let t0 = Instant::now();
-    let pid = input.tids.first().map_or(0, |p| p.as_raw());
-    let restored =
-        dump::read_traced(input.tids).map_err(|source| VerifyError::ReadBack { pid, source })?;
-    let mut differences = Vec::new();
+    let pid_of = |i: &CheckInput<'_>| i.tids.first().map_or(0, |p| p.as_raw());
+    let root = input.first().map_or(0, pid_of);
+    let restored = match input {
+        [one] => dump::read_traced(one.tids).map(|s| vec![s]),
+        _ => dump::read_traced_tree(&input.iter().map(|i| i.tids).collect::<Vec<_>>()),
+    }
+    .map_err(|source| VerifyError::ReadBack { pid: root, source })?;
     let mut expected = Vec::new();
-    compare(input, &restored, &mut differences, &mut expected);
-    if !differences.is_empty() {
-        return Err(VerifyError::Differs { pid, differences });
+    for (i, now) in input.iter().zip(&restored) {
+        let mut differences = Vec::new();
+        compare(i, &input[0], now, &mut differences, &mut expected);
+        if !differences.is_empty() {
+            return Err(VerifyError::Differs {
+                pid: pid_of(i),
+                differences,
+            });
+        }
     }
     Ok(Report {
         expected,
@@ -121,6 +149,7 @@ pub fn check(input: &CheckInput<'_>) -> Result<Report, VerifyError> {
 /// to the model is compared without anyone remembering to).
 pub fn compare(
     input: &CheckInput<'_>,
+    root: &CheckInput<'_>,
     restored: &ProcessState,
     differences: &mut Vec<String>,
     expected: &mut Vec<(&'static str, usize)>,
@@ -196,10 +225,55 @@ pub fn compare(
     if ran > 0 {
         expected.push(("time left on a running timer, which counts on", ran));
     }
+    // Two adjacent anonymous areas alike in everything but their range were apart only
+    // because their memory came from different places (a parent's before a fork); mapped
+    // again side by side, the kernel merges them into one.
+    let mut merged = 0;
+    let mut i = 0;
+    while i + 1 < image.mm.vmas.len() {
+        let (a, b) = (&image.mm.vmas[i], &image.mm.vmas[i + 1]);
+        let alike = a.end == b.start
+            && a.kind == VmaKind::Anonymous
+            && VmaState {
+                start: 0,
+                end: 0,
+                pages: Vec::new(),
+                ..a.clone()
+            } == VmaState {
+                start: 0,
+                end: 0,
+                pages: Vec::new(),
+                ..b.clone()
+            };
+        if alike
+            && restored
+                .mm
+                .vmas
+                .iter()
+                .any(|v| v.start == a.start && v.end == b.end)
+        {
+            let b = image.mm.vmas.remove(i + 1);
+            let a = &mut image.mm.vmas[i];
+            a.end = b.end;
+            a.pages.extend(b.pages);
+            merged += 1;
+        } else {
+            i += 1;
+        }
+    }
+    if merged > 0 {
+        expected.push((
+            "adjacent anonymous areas alike in all but their range, merged by the kernel",
+            merged,
+        ));
+    }
     // Pages that were all zeros are not written, so not present: the restored process may
     // have fewer pages present than the image lists, never others.
     let mut unwritten = 0;
-    for (a, b) in image.mm.vmas.iter_mut().zip(&restored.mm.vmas) {
+    for (a, b) in image.mm.vmas.iter_mut().zip(restored.mm.vmas.iter_mut()) {
+        // Runs are compared as page sets: adjacent runs are one.
+        a.pages = coalesce(&a.pages);
+        b.pages = coalesce(&b.pages);
         if a.start == b.start
             && a.end == b.end
             && a.pages != b.pages
@@ -240,7 +314,7 @@ pub fn compare(
     let mut raw = Vec::new();
     diff("", &a, &b, &mut raw);
     for d in raw {
-        match expected_change(&d.path, &d.image, &d.restored, input) {
+        match expected_change(&d.path, &d.image, &d.restored, input, root) {
             Some(rule) => match expected.iter_mut().find(|(r, _)| *r == rule) {
                 Some((_, n)) => *n += 1,
                 None => expected.push((rule, 1)),
@@ -420,22 +494,30 @@ fn expected_change(
     image: &Value,
     restored: &Value,
     input: &CheckInput<'_>,
+    root: &CheckInput<'_>,
 ) -> Option<&'static str> {
     let (field, leaf) = path.rsplit_once('.').unwrap_or(("", path));
     // The parent is the restorer (or whoever adopts the process), not the dumped one's.
     if path == "ppid" && !input.parent_restored {
         return Some("the parent is the restorer");
     }
-    // A process restored alone (or the root of a tree) leads a session and process group of
-    // its own: the ones it was in are another session's, which it cannot join.
-    if !input.parent_restored
-        && matches!(path, "pgid" | "sid")
-        && restored.as_i64() == input.tids.first().map(|p| i64::from(p.as_raw()))
+    // A process restored alone, or a tree's root, leads a new session and process group (the
+    // ones it was in are another session's, which it cannot join); the members of a tree that
+    // were in the root's old ones are in its new ones.
+    if matches!(path, "pgid" | "sid")
+        && restored.as_i64() == root.tids.first().map(|p| i64::from(p.as_raw()))
+        && image.as_i64()
+            == Some(i64::from(if path == "pgid" {
+                root.image.pgid
+            } else {
+                root.image.sid
+            }))
     {
-        return Some("a restored process leads a new session and process group");
+        return Some("a restored process (a tree's root) leads a new session and process group");
     }
-    // Objects made anew (pipes, memfds, shared anonymous memory) have new inode numbers.
-    if leaf == "ino"
+    // Objects made anew (pipes, memfds, shared anonymous memory, sockets) have new inode
+    // numbers.
+    if (leaf == "ino"
         && (field.starts_with("memfds[")
             || [
                 ".Pipe",
@@ -445,7 +527,7 @@ fn expected_change(
                 ".Socket",
             ]
             .iter()
-            .any(|k| field.ends_with(k)))
+            .any(|k| field.ends_with(k))))
         || (leaf == "peer_ino" && field.ends_with(".Unix"))
     {
         return Some("the inode number of an object made anew");
@@ -456,6 +538,20 @@ fn expected_change(
         && matches!(leaf, "size" | "mtime_ns")
     {
         return Some("the size or mtime of an open file written by others since the dump");
+    }
+    // A TCP connection's timestamp clock (milliseconds) runs on; the last window update
+    // (`snd_wl1`) is set again by the kernel when the repaired socket leaves repair mode.
+    if field.ends_with(".Inet.tcp") && leaf == "timestamp" {
+        let (a, b) = (image.as_u64()?, restored.as_u64()?);
+        if (b as u32).wrapping_sub(a as u32) < 600_000 {
+            return Some("a TCP connection's timestamp clock, which runs on");
+        }
+    }
+    if field.ends_with(".Inet.tcp") && leaf == "window[0]" {
+        let (a, b) = (image.as_u64()?, restored.as_u64()?);
+        if (a as u32).abs_diff(b as u32) <= 1 << 16 {
+            return Some("a TCP connection's last window update (snd_wl1)");
+        }
     }
     // PIDs read from outside the process's new PID namespace.
     if input.new_pid_ns && matches!(path, "ppid" | "pgid" | "sid") {

@@ -292,14 +292,7 @@ pub fn read_traced(tids: &[Pid]) -> Result<ProcessState, DumpError> {
     let frozen = Frozen::adopt(tids)?;
     let pid = frozen.leader().tracee.pid();
     check_process(pid)?;
-    // Nothing is refused for the sake of a later restore: an established connection is read
-    // (in repair mode, left again before the tasks go back) though the process runs on.
-    let opts = DumpOptions {
-        leave_running: false,
-        tcp_established: true,
-        ext_unix_sk: true,
-        ..DumpOptions::default()
-    };
+    let opts = read_back_options();
     let mut warnings = Vec::new();
     let mut socks = sockets::SocketDump::capture(opts.sockets());
     let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks)?;
@@ -307,7 +300,51 @@ pub fn read_traced(tids: &[Pid]) -> Result<ProcessState, DumpError> {
     // The sockets leave repair mode before the tasks go back.
     drop(socks);
     frozen.hand_back()?;
+    // As its image holds it (shared memory pages once).
+    let mut one = [state];
+    mm::drop_repeated_shmem_pages(&mut one);
+    let [state] = one;
     Ok(state)
+}
+
+/// [`read_traced`] for every process of a restored tree (`processes`: each one's tasks,
+/// leader first; the root first), read as a tree the way `dump --tree` reads one.
+pub fn read_traced_tree(processes: &[&[Pid]]) -> Result<Vec<ProcessState>, DumpError> {
+    let frozen = processes
+        .iter()
+        .map(|tids| Frozen::adopt(tids))
+        .collect::<Result<Vec<_>, _>>()?;
+    let root = frozen
+        .first()
+        .map(|f| f.leader().tracee.pid())
+        .ok_or_else(|| DumpError::BadTarget {
+            pid: 0,
+            why: "no process to read".into(),
+        })?;
+    let opts = read_back_options();
+    let mut warnings = Vec::new();
+    let (states, socks) = tree::collect_tree(&frozen, &opts, root, &mut warnings)?;
+    for f in &frozen {
+        settle(f)?;
+    }
+    // The sockets leave repair mode before the tasks go back.
+    drop(socks);
+    for f in frozen {
+        f.hand_back()?;
+    }
+    Ok(states)
+}
+
+/// What a read-back collects: everything, refusing nothing for the sake of a later restore
+/// (an established connection is read in repair mode, left again before the tasks go back,
+/// though the process runs on).
+fn read_back_options() -> DumpOptions {
+    DumpOptions {
+        leave_running: false,
+        tcp_established: true,
+        ext_unix_sk: true,
+        ..DumpOptions::default()
+    }
 }
 
 impl Held {

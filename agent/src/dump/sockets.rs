@@ -365,8 +365,9 @@ fn unix_socket(
     let mut peer_name = Vec::new();
     if connected && !in_process.contains(&peer_ino) && !ctx.member_sockets.contains(&peer_ino) {
         peer_external = true;
+        // Also while the peer is not accepted yet (it has no inode then, so `peer_ino` is 0).
+        peer_name = unix_name(getpeername::<UnixAddr>(c.as_raw_fd()).ok());
         if peer_ino != 0 {
-            peer_name = unix_name(getpeername::<UnixAddr>(c.as_raw_fd()).ok());
             // Relayed stdio (fds 0–2) stays here whatever its peer.
             let relayed = ctx.opts.relay && fd <= 2;
             if !ctx.opts.ext_unix_sk && !ctx.peers_judged_later && !relayed {

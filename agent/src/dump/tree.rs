@@ -44,40 +44,10 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
     let (frozen, zombies) = freeze_tree(pid)?;
     let seize = t0.elapsed();
     tracing::debug!(elapsed = ?t0.elapsed(), processes = frozen.len(), "tree frozen");
-    let members: Vec<i32> = frozen
-        .iter()
-        .map(|f| f.leader().tracee.pid().as_raw())
-        .collect();
-    // fds and VMAs are checked again by `collect`.
-    for f in &frozen {
-        let p = f.leader().tracee.pid();
-        check_process(p).map_err(|e| in_member(pid, p.as_raw(), e))?;
-    }
     let mut warnings = Vec::new();
-    let mut processes = Vec::with_capacity(frozen.len());
-    // Declared after `frozen`, so dropped before it on failure: the sockets leave repair mode
-    // before the processes run again.
-    let mut socks = Vec::with_capacity(frozen.len());
-    let sockets_of: Vec<HashSet<u64>> = members.iter().map(|&m| socket_inodes(m)).collect();
-    for (i, f) in frozen.iter().enumerate() {
-        let mut s = super::sockets::SocketDump::capture(opts.sockets());
-        // A socket connected to one of another member is half of a pair between members.
-        s.member_sockets = sockets_of
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .flat_map(|(_, set)| set.iter().copied())
-            .collect();
-        processes.push(
-            collect(f, &opts, &members, &mut warnings, &mut s)
-                .map_err(|e| in_member(pid, members[i], e))?,
-        );
-        warnings.append(&mut s.warnings);
-        socks.push(s);
-    }
-    mark_shared(&members, &mut processes)?;
-    keep_one_queue(&mut processes);
-    super::mm::drop_repeated_shmem_pages(&mut processes);
+    // `socks` holds sockets in repair mode: dropped before `frozen` on failure, so they leave
+    // repair mode before the processes run again.
+    let (processes, socks) = collect_tree(&frozen, &opts, pid, &mut warnings)?;
     let tree = TreeState { processes, zombies };
     tree.session_layout().map_err(DumpError::Unsupported)?;
     let tracees: Vec<_> = frozen.iter().map(|f| &f.leader().tracee).collect();
@@ -119,6 +89,49 @@ fn in_member(root: Pid, member: i32, e: DumpError) -> DumpError {
             source: Box::new(e),
         }
     }
+}
+
+/// The state of every process of a frozen tree (`frozen`, root first), read as a tree:
+/// descriptions and sockets shared between members are marked, each pipe queue and shared
+/// memory page kept once. Returns the sockets held (some in repair mode) with the states.
+pub(super) fn collect_tree(
+    frozen: &[Frozen],
+    opts: &DumpOptions,
+    root: Pid,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<ProcessState>, Vec<super::sockets::SocketDump>), DumpError> {
+    let members: Vec<i32> = frozen
+        .iter()
+        .map(|f| f.leader().tracee.pid().as_raw())
+        .collect();
+    // fds and VMAs are checked again by `collect`.
+    for f in frozen {
+        let p = f.leader().tracee.pid();
+        check_process(p).map_err(|e| in_member(root, p.as_raw(), e))?;
+    }
+    let mut processes = Vec::with_capacity(frozen.len());
+    let mut socks = Vec::with_capacity(frozen.len());
+    let sockets_of: Vec<HashSet<u64>> = members.iter().map(|&m| socket_inodes(m)).collect();
+    for (i, f) in frozen.iter().enumerate() {
+        let mut s = super::sockets::SocketDump::capture(opts.sockets());
+        // A socket connected to one of another member is half of a pair between members.
+        s.member_sockets = sockets_of
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, set)| set.iter().copied())
+            .collect();
+        processes.push(
+            collect(f, opts, &members, warnings, &mut s)
+                .map_err(|e| in_member(root, members[i], e))?,
+        );
+        warnings.append(&mut s.warnings);
+        socks.push(s);
+    }
+    mark_shared(&members, &mut processes)?;
+    keep_one_queue(&mut processes);
+    super::mm::drop_repeated_shmem_pages(&mut processes);
+    Ok((processes, socks))
 }
 
 /// Inodes of the sockets `pid` holds.

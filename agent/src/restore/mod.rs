@@ -43,8 +43,8 @@ pub struct RestoreOptions {
     pub check: Option<Check>,
 }
 
-/// What [`RestoreOptions::check`] is given: the process as the restorer sees it, and what the
-/// image says of it.
+/// What [`RestoreOptions::check`] is given for each process (one, or every member of a tree,
+/// root first): the process as the restorer sees it, and what the image says of it.
 #[derive(Debug)]
 pub struct CheckInput<'a> {
     /// Its threads (in the restorer's PID namespace), the leader first.
@@ -62,8 +62,9 @@ pub struct CheckInput<'a> {
     pub substituted_fds: &'a [i32],
 }
 
-/// A check of a rebuilt process; returns how long it took, or why the process is refused.
-pub type Check = fn(&CheckInput<'_>) -> Result<std::time::Duration, String>;
+/// A check of rebuilt processes (one, or a whole tree); returns how long it took, or why they
+/// are refused.
+pub type Check = fn(&[CheckInput<'_>]) -> Result<std::time::Duration, String>;
 
 /// The restored process.
 #[derive(Debug, Clone)]
@@ -343,19 +344,20 @@ pub fn restore_with<R: Read + Send>(
     // stop the last injected call; it is delivered once the task runs.
     tracee.set_sigmask(thread.sigmask)?;
     tracee.set_regs(&thread.regs.resumed().into())?;
+    shared.mark_removed()?;
     let checked = match opts.check {
         Some(check) => {
             let tids: Vec<_> = std::iter::once(tracee.pid())
                 .chain(threads.iter().map(|(t, _)| t.pid()))
                 .collect();
             Some(
-                check(&CheckInput {
+                check(&[CheckInput {
                     tids: &tids,
                     image: &state,
                     new_pid_ns: task.ns_init.is_some(),
                     parent_restored: false,
                     substituted_fds: &fd_plan.replaced_fds,
-                })
+                }])
                 .map_err(RestoreError::Check)?,
             )
         }
@@ -381,7 +383,7 @@ pub fn restore_with<R: Read + Send>(
         }
     }
     tracee.detach(None)?;
-    shared.finish()?;
+    shared.finish();
     task.disarm();
     tracing::debug!(elapsed = ?t0.elapsed(), "restored");
 

@@ -221,13 +221,18 @@ impl SharedMemory {
     }
 
     /// Once every process has attached: segments that were marked for removal are marked
-    /// again (they go with their last process), and nothing is undone any more.
-    pub fn finish(mut self) -> Result<(), RestoreError> {
+    /// again (they go with their last process). Before the restore checker, which compares
+    /// the mark.
+    pub fn mark_removed(&self) -> Result<(), RestoreError> {
         for s in self.sysv.iter().filter(|s| s.removed) {
             sys::shm_remove(s.id).map_err(|e| sysv_err(s.id, format!("mark removed: {e}")))?;
         }
-        self.armed = false;
         Ok(())
+    }
+
+    /// The restore succeeded: nothing is undone any more.
+    pub fn finish(mut self) {
+        self.armed = false;
     }
 }
 

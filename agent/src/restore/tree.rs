@@ -321,23 +321,31 @@ pub fn restore_tree<R: Read + Send>(
         t.set_regs(&thread.regs.resumed().into())?;
         leaders.push(t);
     }
+    shared.mark_removed()?;
     let checked = match opts.check {
         Some(check) => {
-            let t0 = std::time::Instant::now();
-            for (((leader, p), ts), plan) in leaders.iter().zip(procs).zip(&threads).zip(&plans) {
-                let tids: Vec<_> = std::iter::once(leader.pid())
-                    .chain(ts.iter().map(|(t, _)| t.pid()))
-                    .collect();
-                check(&CheckInput {
-                    tids: &tids,
+            let tids: Vec<Vec<Pid>> = leaders
+                .iter()
+                .zip(&threads)
+                .map(|(leader, ts)| {
+                    std::iter::once(leader.pid())
+                        .chain(ts.iter().map(|(t, _)| t.pid()))
+                        .collect()
+                })
+                .collect();
+            let input: Vec<CheckInput<'_>> = tids
+                .iter()
+                .zip(procs)
+                .zip(&plans)
+                .map(|((tids, p), plan)| CheckInput {
+                    tids,
                     image: p,
                     new_pid_ns: root_task.ns_init.is_some(),
                     parent_restored: p.pid != root.pid,
                     substituted_fds: &plan.replaced_fds,
                 })
-                .map_err(|e| RestoreError::Check(format!("pid {}: {e}", p.pid)))?;
-            }
-            Some(t0.elapsed())
+                .collect();
+            Some(check(&input).map_err(RestoreError::Check)?)
         }
         None => None,
     };
@@ -352,7 +360,7 @@ pub fn restore_tree<R: Read + Send>(
         }
     }
     others.reverse();
-    shared.finish()?;
+    shared.finish();
     created.armed = false;
     root_task.disarm();
     Ok(RestoreSummary {
