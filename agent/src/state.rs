@@ -346,6 +346,53 @@ pub struct MmState {
     pub env_end: u64,
     /// `/proc/PID/auxv` as (type, value) words, terminated by `AT_NULL`.
     pub auxv: Vec<u64>,
+    /// `mlockall(MCL_FUTURE)` in force (the mm's `def_flags`): the `MCL_FUTURE` and
+    /// `MCL_ONFAULT` bits to give `mlockall` again, 0 when new mappings are not locked.
+    pub lock_future: u32,
+    /// `prctl(PR_GET_THP_DISABLE)`: 0, 1 (no THP at all) or 3 (`PR_THP_DISABLE_EXCEPT_ADVISED`:
+    /// THP only where `MADV_HUGEPAGE` asks for it).
+    pub thp_disable: u32,
+    /// `prctl(PR_SET_MEMORY_MERGE)`: KSM merges every eligible mapping, new ones too.
+    pub merge_any: bool,
+}
+
+/// Per-VMA flags set by `madvise`/`mlock` (smaps `VmFlags`), restored by the same calls.
+pub mod vmflag {
+    /// `VM_LOCKED` (`lo`): `mlock`, `mlockall(MCL_CURRENT)`.
+    pub const LOCKED: u32 = 1;
+    /// `VM_LOCKONFAULT` (`lf`): `mlock2(MLOCK_ONFAULT)`, `mlockall(MCL_ONFAULT)`.
+    pub const LOCKONFAULT: u32 = 1 << 1;
+    /// `VM_DONTCOPY` (`dc`): `MADV_DONTFORK`.
+    pub const DONTFORK: u32 = 1 << 2;
+    /// `VM_DONTDUMP` (`dd`): `MADV_DONTDUMP`.
+    pub const DONTDUMP: u32 = 1 << 3;
+    /// `VM_WIPEONFORK` (`wf`): `MADV_WIPEONFORK`.
+    pub const WIPEONFORK: u32 = 1 << 4;
+    /// `VM_HUGEPAGE` (`hg`): `MADV_HUGEPAGE`.
+    pub const HUGEPAGE: u32 = 1 << 5;
+    /// `VM_NOHUGEPAGE` (`nh`): `MADV_NOHUGEPAGE`.
+    pub const NOHUGEPAGE: u32 = 1 << 6;
+    /// `VM_MERGEABLE` (`mg`): `MADV_MERGEABLE` (KSM).
+    pub const MERGEABLE: u32 = 1 << 7;
+    /// `VM_SEQ_READ` (`sr`): `MADV_SEQUENTIAL`.
+    pub const SEQ_READ: u32 = 1 << 8;
+    /// `VM_RAND_READ` (`rr`): `MADV_RANDOM`.
+    pub const RAND_READ: u32 = 1 << 9;
+    /// Every flag above.
+    pub const ALL: u32 = (1 << 10) - 1;
+    /// The smaps mnemonic of each flag.
+    pub const NAMES: [(&str, u32); 10] = [
+        ("lo", LOCKED),
+        ("lf", LOCKONFAULT),
+        ("dc", DONTFORK),
+        ("dd", DONTDUMP),
+        ("wf", WIPEONFORK),
+        ("hg", HUGEPAGE),
+        ("nh", NOHUGEPAGE),
+        ("mg", MERGEABLE),
+        ("sr", SEQ_READ),
+        ("rr", RAND_READ),
+    ];
 }
 
 /// Protection bits of a VMA (the `PROT_*` values).
@@ -377,6 +424,8 @@ pub struct VmaState {
     pub growsdown: bool,
     /// `VM_MAYWRITE` (smaps `mw`): a shared file mapping needs the file opened read-write.
     pub maywrite: bool,
+    /// `madvise`/`mlock` flags (see [`vmflag`]).
+    pub flags: u32,
     /// Present pages whose contents are stored in the page stream, as sorted, non-overlapping,
     /// non-adjacent runs inside `[start, end)`.
     pub pages: Vec<PageRun>,

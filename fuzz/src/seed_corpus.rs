@@ -36,6 +36,7 @@ fn state(pages: u64) -> ProcessState {
                 kind: VmaKind::Heap,
                 growsdown: false,
                 maywrite: true,
+                flags: 0,
                 pages: if pages == 0 {
                     vec![]
                 } else {

@@ -68,6 +68,13 @@ fn refuses_netlink_socket() {
     refused("netlink", &["netlink"]);
 }
 
+/// A sealed VMA (`mseal`) cannot be mapped again as it was (nor unmapped by the restore):
+/// refused at dump, naming the VMA and the flag.
+#[test]
+fn refuses_a_sealed_mapping() {
+    refused("mseal", &["vma 0x", "sealed", "vmflags sl"]);
+}
+
 /// An image path that exists and is not a regular file (a directory, a FIFO, a device node) is
 /// refused before anything is frozen, naming the path and what is there; it is left as it was
 /// (`ferry dump PID -o /dev/null` once renamed the image over the device node).

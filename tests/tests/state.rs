@@ -120,6 +120,59 @@ fn every_kind_of_mapping() {
     v.assert_no_bad();
 }
 
+/// Each VMA's range and smaps `VmFlags`.
+fn vm_flags(pid: i32) -> Vec<(String, String)> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut out = Vec::new();
+    let mut range = String::new();
+    for line in smaps.lines() {
+        let first = line.split(' ').next().unwrap_or_default();
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            out.push((range.clone(), flags.trim().to_string()));
+        } else if first.contains('-') && !first.contains(':') {
+            range = first.to_string();
+        }
+    }
+    out
+}
+
+/// mlock/mlock2(MLOCK_ONFAULT), madvise flags (DONTFORK, DONTDUMP, WIPEONFORK, HUGEPAGE,
+/// NOHUGEPAGE, MERGEABLE, SEQUENTIAL, RANDOM) on sub-ranges of one mapping, mlockall and the
+/// THP/KSM prctls: every VMA comes back with its bounds and flags, and the victim finds them
+/// by itself (smaps, VmLck of a fresh mapping, prctl, what a forked child sees).
+fn vma_flags_survive(mode: &str) {
+    let name = format!("vmaflags-{mode}");
+    let Some(ctx) = setup(&name) else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "vmaflags", &[mode]);
+    let first = v.check();
+    assert_eq!(field(&first, "checks"), Some("2"), "{first}");
+    let before = vm_flags(v.pid);
+    let status = |pid| ["VmLck", "THP_enabled"].map(|k| status_field(pid, k).unwrap_or_default());
+    let status_before = status(v.pid);
+    let img = image_path(&ctx, &name);
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    assert_eq!(vm_flags(v.pid), before, "VMAs or their VmFlags changed");
+    assert_eq!(status(v.pid), status_before);
+    let ok = v.check();
+    assert_eq!(field(&ok, "checks"), Some("3"), "{ok}");
+    let tick = v.last_tick();
+    v.wait_tick_beyond(tick + 3);
+    v.assert_no_bad();
+}
+
+#[test]
+fn vma_flags_survive_mlockall_future() {
+    vma_flags_survive("future");
+}
+
+#[test]
+fn vma_flags_survive_mlockall_current_onfault() {
+    vma_flags_survive("all");
+}
+
 #[test]
 fn signal_state_survives() {
     let Some(ctx) = setup("signals") else {

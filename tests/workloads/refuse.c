@@ -1,5 +1,5 @@
 /* Holds one thing the engine does not support yet, then counts like the general victim:
- *   refuse STATEDIR eventfd | socket | thread | seccomp-filter | seccomp-strict | netlink
+ *   refuse STATEDIR eventfd | socket | thread | seccomp-filter | seccomp-strict | netlink | mseal
  * Reports "fd=N" for the fd it holds. SIGUSR1: "ok pid=P counter=N". */
 #include "common.h"
 
@@ -7,6 +7,8 @@
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
@@ -51,6 +53,15 @@ int main(int argc, char **argv)
 			fr_die("no_new_privs");
 		if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0))
 			fr_die("seccomp filter");
+	} else if (!strcmp(mode, "mseal")) {
+		/* A sealed mapping (Linux 6.10): its VMA carries VmFlags sl. */
+		void *p = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			       -1, 0);
+		if (p == MAP_FAILED)
+			fr_die("mmap");
+		if (syscall(462 /* mseal */, p, 2 * 4096, 0))
+			fr_die("mseal");
+		fr_status("vma=%p", p);
 	} else if (!strcmp(mode, "seccomp-strict")) {
 		strict = 1;
 	} else {

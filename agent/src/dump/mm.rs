@@ -11,12 +11,31 @@ use nix::unistd::Pid;
 use super::DumpError;
 use crate::image::{ImageWriter, WriteImageError};
 use crate::proc::{self, MapsEntry};
-use crate::ptrace::Tracee;
-use crate::state::{FileIdentity, FileRef, PAGE_SIZE, PageRun, VmaKind, VmaState};
+use crate::ptrace::{Entry, Tracee};
+use crate::state::{FileIdentity, FileRef, PAGE_SIZE, PageRun, VmaKind, VmaState, vmflag};
 
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
+
+/// smaps `VmFlags` of flags a process can set on its memory that the restore cannot set again,
+/// with what they are.
+const UNRESTORABLE_FLAGS: [(&str, &str); 5] = [
+    (
+        "um",
+        "userfaultfd registration (VmFlags um, VM_UFFD_MISSING)",
+    ),
+    (
+        "uw",
+        "userfaultfd write protection (VmFlags uw, VM_UFFD_WP)",
+    ),
+    (
+        "ui",
+        "userfaultfd minor-fault registration (VmFlags ui, VM_UFFD_MINOR)",
+    ),
+    ("sl", "a sealed mapping (VmFlags sl, mseal)"),
+    ("ss", "a shadow stack (VmFlags ss)"),
+];
 
 /// Reads the VMAs of `pid` and classifies them, refusing kinds not supported yet. Page runs are
 /// left empty; [`find_pages`] fills them.
@@ -45,6 +64,15 @@ pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
         if !special && (has("io") || has("pf")) {
             return Err(refuse("a device (VM_IO/VM_PFNMAP) mapping"));
         }
+        // Flags the restore could not give back. The kernel's own special mappings come back
+        // from the kernel as they were, whatever their flags.
+        if !special && let Some((_, what)) = UNRESTORABLE_FLAGS.iter().find(|(name, _)| has(name)) {
+            return Err(refuse(what));
+        }
+        let flags = vmflag::NAMES
+            .iter()
+            .filter(|(name, _)| has(name))
+            .fold(0, |acc, (_, bit)| acc | bit);
         vmas.push(VmaState {
             start: e.start,
             end: e.end,
@@ -54,6 +82,7 @@ pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
             kind,
             growsdown: has("gd"),
             maywrite: has("mw"),
+            flags,
             pages: Vec::new(),
         });
     }
@@ -334,3 +363,84 @@ impl From<WriteImageError> for DumpError {
         DumpError::Image(e)
     }
 }
+
+/// The address-space settings that belong to the whole process rather than to one VMA.
+pub struct MmFlags {
+    /// `MCL_FUTURE` (with `MCL_ONFAULT`) when new mappings are locked, else 0.
+    pub lock_future: u32,
+    /// `prctl(PR_GET_THP_DISABLE)`.
+    pub thp_disable: u32,
+    /// `prctl(PR_GET_MEMORY_MERGE)`.
+    pub merge_any: bool,
+}
+
+/// `VmLck` of `/proc/PID/status` in kB: the size of the locked VMAs (`mm->locked_vm`).
+pub fn locked_kb(pid: Pid) -> Result<u64, DumpError> {
+    let text = proc::read(pid.as_raw(), "status")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| {
+            proc::ProcError::Parse {
+                file: "status",
+                what: "no VmLck".into(),
+            }
+            .into()
+        })
+}
+
+/// Reads the process-wide settings by injected calls. `scratch` is a page the process has
+/// just mapped (`MAP_PRIVATE|MAP_ANONYMOUS`, not touched yet) and `locked_before` the
+/// [`locked_kb`] from before that `mmap`.
+///
+/// `mlockall(MCL_FUTURE)` sets the mm's `def_flags`, which nothing in `/proc` shows, but
+/// every new mapping gets them: the scratch page was locked (`VmLck` grew) if it is in force,
+/// and was populated by its `mmap` unless `MCL_ONFAULT` came with it.
+pub fn query_flags(
+    t: &Tracee,
+    entry: Entry,
+    regs: &libc::user_regs_struct,
+    scratch: u64,
+    locked_before: u64,
+) -> Result<MmFlags, DumpError> {
+    let pid = t.pid();
+    let lock_future = if locked_kb(pid)? > locked_before {
+        let path = format!("/proc/{pid}/pagemap");
+        let mut pm = [0u8; 8];
+        File::open(&path)
+            .and_then(|f| f.read_exact_at(&mut pm, scratch / PAGE_SIZE * 8))
+            .map_err(|source| proc::ProcError::Read {
+                path: path.into(),
+                source,
+            })?;
+        if u64::from_le_bytes(pm) & PM_PRESENT != 0 {
+            libc::MCL_FUTURE as u32
+        } else {
+            (libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32
+        }
+    } else {
+        0
+    };
+    let thp_disable = t.inject(
+        entry,
+        regs,
+        "prctl(PR_GET_THP_DISABLE)",
+        libc::SYS_prctl,
+        [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0],
+    )? as u32;
+    // EINVAL: a kernel without KSM, where nothing can be merged.
+    let merge = t.inject_raw(
+        entry,
+        regs,
+        libc::SYS_prctl,
+        [PR_GET_MEMORY_MERGE, 0, 0, 0, 0, 0],
+    )?;
+    Ok(MmFlags {
+        lock_future,
+        thp_disable,
+        merge_any: merge > 0,
+    })
+}
+
+/// `PR_GET_MEMORY_MERGE` (Linux 6.4).
+const PR_GET_MEMORY_MERGE: u64 = 68;

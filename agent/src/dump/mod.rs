@@ -702,6 +702,9 @@ fn collect(
             env_start: stat.env_start,
             env_end: stat.env_end,
             auxv,
+            lock_future: injected.mm_flags.lock_future,
+            thp_disable: injected.mm_flags.thp_disable,
+            merge_any: injected.mm_flags.merge_any,
         },
         fds,
         signals: SignalsState {
@@ -774,6 +777,7 @@ fn siginfos(raw: Vec<[u8; sys::ptrace::SIGINFO_SIZE]>) -> Vec<SiginfoState> {
 
 struct Injected {
     attrs: attrs::Queried,
+    mm_flags: mm::MmFlags,
     actions: Vec<SigactionState>,
     brk: u64,
     personality: u32,
@@ -810,6 +814,7 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
     let regs = &frozen.leader().regs;
 
     let page = 4096u64;
+    let locked_before = mm::locked_kb(leader.pid())?;
     let scratch = leader.inject(
         entry,
         regs,
@@ -825,6 +830,8 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
         ],
     )?;
     let result = (|| -> Result<Injected, DumpError> {
+        // First, while the scratch page is as its mmap left it.
+        let mm_flags = mm::query_flags(leader, entry, regs, scratch, locked_before)?;
         let mut actions = Vec::with_capacity(62);
         let mut buf = [0u8; 32];
         for sig in 1..=64u32 {
@@ -891,6 +898,7 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
         let attrs = attrs::query(leader, entry, regs, scratch)?;
         Ok(Injected {
             attrs,
+            mm_flags,
             actions,
             brk,
             personality,

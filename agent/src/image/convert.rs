@@ -151,6 +151,9 @@ fn mm_to_pb(m: &MmState) -> pb::Mm {
         env_start: m.env_start,
         env_end: m.env_end,
         auxv: m.auxv.clone(),
+        lock_future: m.lock_future,
+        thp_disable: m.thp_disable,
+        merge_any: m.merge_any,
     }
 }
 
@@ -190,6 +193,7 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         file,
         growsdown: v.growsdown,
         maywrite: v.maywrite,
+        flags: v.flags,
         pages: v
             .pages
             .iter()
@@ -776,6 +780,9 @@ fn mm_from_pb(m: pb::Mm) -> Result<MmState, ManifestError> {
         env_start: m.env_start,
         env_end: m.env_end,
         auxv: m.auxv,
+        lock_future: m.lock_future,
+        thp_disable: m.thp_disable,
+        merge_any: m.merge_any,
     })
 }
 
@@ -842,6 +849,7 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         kind,
         growsdown: v.growsdown,
         maywrite: v.maywrite,
+        flags: v.flags,
         pages: v
             .pages
             .into_iter()

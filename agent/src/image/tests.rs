@@ -65,6 +65,7 @@ fn vma(start: u64, pages: u64, kind: VmaKind, runs: &[(u64, u64)]) -> VmaState {
         kind,
         growsdown: false,
         maywrite: true,
+        flags: 0,
         pages: runs
             .iter()
             .map(|&(off, count)| PageRun {
@@ -90,6 +91,8 @@ fn rich_state(heap_pages: u64) -> ProcessState {
     guard.prot = 0;
     let mut stack = vma(0x7ffd_0000_0000, 32, VmaKind::Stack, &[(28, 4)]);
     stack.growsdown = true;
+    stack.flags = vmflag::LOCKED | vmflag::LOCKONFAULT | vmflag::DONTDUMP;
+    guard.flags = vmflag::DONTFORK | vmflag::NOHUGEPAGE;
     let mut vdso = vma(0x7ffd_1000_6000, 2, VmaKind::Vdso, &[]);
     vdso.prot = prot::READ | prot::EXEC;
     let vsyscall = VmaState {
@@ -101,6 +104,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
         kind: VmaKind::Vsyscall,
         growsdown: false,
         maywrite: false,
+        flags: 0,
         pages: vec![],
     };
     let heap_runs = [
@@ -189,6 +193,9 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             env_start: 0x7ffd_0001_f180,
             env_end: 0x7ffd_0001_fff0,
             auxv: vec![33, 0x7ffd_1000_6000, 6, 4096, 0, 0],
+            lock_future: (libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32,
+            thp_disable: 3,
+            merge_any: true,
         },
         fds: vec![
             FdState {
@@ -1113,6 +1120,26 @@ fn invalid_manifests_are_refused_naming_the_field() {
             |p| p.mm.as_mut().unwrap().vmas[1].prot = 8,
             "mm.vmas[1].prot",
             "bits outside",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().vmas[1].flags = 1 << 10,
+            "mm.vmas[1].flags",
+            "bits outside",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().lock_future = 4,
+            "mm.lock_future",
+            "unknown value 4",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().lock_future = 1,
+            "mm.lock_future",
+            "bits outside",
+        ),
+        (
+            |p| p.mm.as_mut().unwrap().thp_disable = 2,
+            "mm.thp_disable",
+            "unknown value 2",
         ),
         (
             |p| p.mm.as_mut().unwrap().brk = 0,

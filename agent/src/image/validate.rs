@@ -9,7 +9,7 @@ use std::fmt;
 use crate::state::{
     CredsState, FdKind, FdState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PAGE_SIZE,
     PipeQueue, ProcessState, RlimitState, SiginfoState, SignalsState, SysvShmState, TreeState,
-    VmaKind, VmaState, prot,
+    VmaKind, VmaState, prot, vmflag,
 };
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -795,6 +795,15 @@ fn validate_mm(m: &MmState) -> Result<(), ManifestError> {
                 },
             ));
         }
+        if v.flags & !vmflag::ALL != 0 {
+            return Err(err(
+                format!("{}.flags", field()),
+                ManifestProblem::UnknownBits {
+                    value: v.flags.into(),
+                    allowed: vmflag::ALL.into(),
+                },
+            ));
+        }
         if v.pgoff.checked_add(v.end - v.start).is_none() {
             return Err(err(
                 format!("{}.pgoff", field()),
@@ -835,6 +844,29 @@ fn validate_mm(m: &MmState) -> Result<(), ManifestError> {
                 },
             ));
         }
+    }
+    // mlockall takes MCL_FUTURE, optionally with MCL_ONFAULT; ONFAULT alone means nothing.
+    let future = libc::MCL_FUTURE as u32;
+    if m.lock_future & !(future | libc::MCL_ONFAULT as u32) != 0 {
+        return Err(err(
+            "mm.lock_future",
+            ManifestProblem::UnknownBits {
+                value: m.lock_future.into(),
+                allowed: (future | libc::MCL_ONFAULT as u32).into(),
+            },
+        ));
+    }
+    if m.lock_future != 0 && m.lock_future & future == 0 {
+        return Err(err(
+            "mm.lock_future",
+            ManifestProblem::UnknownEnum(m.lock_future as i32),
+        ));
+    }
+    if !matches!(m.thp_disable, 0 | 1 | 3) {
+        return Err(err(
+            "mm.thp_disable",
+            ManifestProblem::UnknownEnum(m.thp_disable as i32),
+        ));
     }
     if m.start_stack > USER_END {
         return Err(err(

@@ -484,3 +484,142 @@ pub fn set_mm(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreErr
     )?;
     Ok(())
 }
+
+/// `PR_SET_MEMORY_MERGE` (Linux 6.4).
+const PR_SET_MEMORY_MERGE: u64 = 67;
+/// `MADV_UNMERGEABLE`.
+const MADV_UNMERGEABLE: u64 = 13;
+
+fn restorable(v: &VmaState) -> bool {
+    !is_vdso_block(&v.kind) && v.kind != VmaKind::Vsyscall
+}
+
+/// The `madvise` flags of every VMA and the process-wide THP and KSM settings, once the VMAs
+/// are mapped and before their pages are written (so that the pages land as the flags say:
+/// huge or not). A VMA whose flags differ from its neighbour's is split from it here again.
+pub fn advise(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
+    use crate::state::vmflag;
+    if mm.thp_disable != 0 {
+        inj.call(
+            "prctl(PR_SET_THP_DISABLE)",
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_THP_DISABLE as u64,
+                1,
+                u64::from(mm.thp_disable & !1),
+                0,
+                0,
+                0,
+            ],
+        )?;
+    }
+    // Merging every eligible VMA marks them all; those the image has unmarked are unmarked
+    // below.
+    if mm.merge_any {
+        inj.call(
+            "prctl(PR_SET_MEMORY_MERGE)",
+            libc::SYS_prctl,
+            [PR_SET_MEMORY_MERGE, 1, 0, 0, 0, 0],
+        )?;
+    }
+    let advice = [
+        (
+            vmflag::DONTFORK,
+            libc::MADV_DONTFORK,
+            "madvise(MADV_DONTFORK)",
+        ),
+        (
+            vmflag::DONTDUMP,
+            libc::MADV_DONTDUMP,
+            "madvise(MADV_DONTDUMP)",
+        ),
+        (
+            vmflag::WIPEONFORK,
+            libc::MADV_WIPEONFORK,
+            "madvise(MADV_WIPEONFORK)",
+        ),
+        (
+            vmflag::HUGEPAGE,
+            libc::MADV_HUGEPAGE,
+            "madvise(MADV_HUGEPAGE)",
+        ),
+        (
+            vmflag::NOHUGEPAGE,
+            libc::MADV_NOHUGEPAGE,
+            "madvise(MADV_NOHUGEPAGE)",
+        ),
+        (
+            vmflag::MERGEABLE,
+            libc::MADV_MERGEABLE,
+            "madvise(MADV_MERGEABLE)",
+        ),
+        (
+            vmflag::SEQ_READ,
+            libc::MADV_SEQUENTIAL,
+            "madvise(MADV_SEQUENTIAL)",
+        ),
+        (vmflag::RAND_READ, libc::MADV_RANDOM, "madvise(MADV_RANDOM)"),
+    ];
+    for v in mm.vmas.iter().filter(|v| restorable(v)) {
+        let len = v.end - v.start;
+        for (bit, adv, call) in advice {
+            if v.flags & bit != 0 {
+                inj.call(call, libc::SYS_madvise, [v.start, len, adv as u64, 0, 0, 0])
+                    .map_err(|e| RestoreError::Vma {
+                        start: v.start,
+                        what: call.into(),
+                        source: Box::new(e.into()),
+                    })?;
+            }
+        }
+        if mm.merge_any && v.flags & vmflag::MERGEABLE == 0 {
+            inj.call(
+                "madvise(MADV_UNMERGEABLE)",
+                libc::SYS_madvise,
+                [v.start, len, MADV_UNMERGEABLE, 0, 0, 0],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Locks the VMAs the image has locked (`mlock2`, with `MLOCK_ONFAULT` where it was so), after
+/// their pages are written and protected: locking faults in whatever is not on fault only.
+pub fn lock(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
+    use crate::state::vmflag;
+    for v in mm
+        .vmas
+        .iter()
+        .filter(|v| restorable(v) && v.flags & vmflag::LOCKED != 0)
+    {
+        let onfault = if v.flags & vmflag::LOCKONFAULT != 0 {
+            libc::MLOCK_ONFAULT as u64
+        } else {
+            0
+        };
+        inj.call(
+            "mlock2",
+            libc::SYS_mlock2,
+            [v.start, v.end - v.start, onfault, 0, 0, 0],
+        )
+        .map_err(|e| RestoreError::Vma {
+            start: v.start,
+            what: "mlock2".into(),
+            source: Box::new(e.into()),
+        })?;
+    }
+    Ok(())
+}
+
+/// `mlockall(MCL_FUTURE[|MCL_ONFAULT])` when the image's new mappings were locked: last of the
+/// memory steps, once the restore maps nothing more of its own.
+pub fn lock_future(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
+    if mm.lock_future != 0 {
+        inj.call(
+            "mlockall",
+            libc::SYS_mlockall,
+            [u64::from(mm.lock_future), 0, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}

@@ -285,10 +285,12 @@ pub fn restore_with<R: Read + Send>(
     let t0 = std::time::Instant::now();
     mm::wipe_and_place_vdso(&inj, &maps, &state.mm)?;
     mm::map_vmas(&inj, &state.mm, &memfds, &shared)?;
+    mm::advise(&inj, &state.mm)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
     mm::protect(&inj, &state.mm)?;
+    mm::lock(&inj, &state.mm)?;
     // After the wipe: PR_SET_MM_MAP refuses a new exe while the old executable is mapped.
     mm::set_mm(&inj, &state)?;
 
@@ -309,6 +311,8 @@ pub fn restore_with<R: Read + Send>(
     let threads = create_threads(&inj, &state)?;
     // Timers may signal any thread: all of them exist now.
     attrs::restore_timers(&inj, &state.attrs)?;
+    // The restore maps nothing more of its own: new mappings may be locked from here on.
+    mm::lock_future(&inj, &state.mm)?;
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
     // restore's own calls.
     for r in &state.rlimits {

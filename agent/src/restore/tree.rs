@@ -256,6 +256,7 @@ pub fn restore_tree<R: Read + Send>(
     }
     for (inj, p) in injs.iter().zip(procs) {
         mm::map_vmas(inj, &p.mm, &memfds, &shared)?;
+        mm::advise(inj, &p.mm)?;
     }
     let targets: Vec<_> = injs.iter().zip(procs.iter()).collect();
     mm::write_pages_tree(&targets, &mut reader)?;
@@ -266,6 +267,7 @@ pub fn restore_tree<R: Read + Send>(
             .first()
             .ok_or_else(|| RestoreError::Layout(format!("pid {}: no thread", p.pid)))?;
         mm::protect(inj, &p.mm)?;
+        mm::lock(inj, &p.mm)?;
         mm::set_mm(inj, p)?;
         files::restore(inj, plan, p, &mut warnings)?;
         restore_process_attrs(inj, p, false)?;
@@ -273,6 +275,8 @@ pub fn restore_tree<R: Read + Send>(
         let ts = create_threads(inj, p)?;
         // Timers may signal any thread: all of them exist now.
         attrs::restore_timers(inj, &p.attrs)?;
+        // The restore maps nothing more of its own: new mappings may be locked from here on.
+        mm::lock_future(inj, &p.mm)?;
         threads.push(ts);
         for r in &p.rlimits {
             sys::set_rlimit(inj.tracee().pid(), r.resource, r.cur, r.max).map_err(|source| {
