@@ -892,11 +892,25 @@ fn local_api_authorizes_by_peer_credentials() -> Result<()> {
         );
     }
 
-    // Root may ask for any process; a missing one is reported as such.
-    let out = call(0, &me)?;
+    // Root may ask for any process (a root one without children: the test process has
+    // some, which refuses it before the peer is looked up, as the next call shows); a
+    // missing one is reported as such.
+    let mut rooted = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .context("start a root process")?;
+    let out = call(0, &rooted.id().to_string());
+    let _ = rooted.kill();
+    let _ = rooted.wait();
+    let out = out?;
     assert!(
         out.starts_with("status InvalidArgument: unknown peer \"beta\""),
         "root migrating a root process: {out}"
+    );
+    let out = call(0, &me)?;
+    assert!(
+        out.contains("has children") && out.contains("stay behind"),
+        "root migrating a process with children: {out}"
     );
     let out = call(0, &i32::MAX.to_string())?;
     assert!(

@@ -189,6 +189,14 @@ fn migrates_and_keeps_state() {
     };
     let v = start_victim(&hosts, &ctx, "v", 64, &[]);
     check(&hosts, 1, &v, v.pid);
+    // To the host itself: named as such, not as an unknown peer; nothing happens.
+    let pid = v.pid.to_string();
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h1"]);
+    assert!(
+        !o.status.success() && text(&o).contains("h1 is this host"),
+        "{}",
+        text(&o)
+    );
     let o = migrate(&hosts, &v, &[]);
     assert!(o.status.success(), "migrate: {}", text(&o));
     let out = text(&o);

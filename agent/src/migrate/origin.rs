@@ -489,6 +489,11 @@ impl Origin {
         if pid <= 1 {
             return Err(Status::invalid_argument(format!("bad pid {pid}")));
         }
+        if to == self.node.config.name {
+            return Err(Status::invalid_argument(format!(
+                "{to} is this host: pid {pid} already runs here (name another peer of [peers])"
+            )));
+        }
         let codec_req = self.req.compress.clone();
         if !matches!(codec_req.as_str(), "" | "auto" | "zstd" | "lz4" | "none") {
             return Err(Status::invalid_argument(format!(
