@@ -417,9 +417,16 @@ fn there_and_back_again() -> Result<()> {
             && err.contains(&format!("runs on h2 as pid {on_h2}")),
         "{err}"
     );
-    // Back to h1 (where its PID is the stub's now, so it lands in a new PID namespace): the
-    // chain stub (h1) → stub (h2) → process (h1) keeps every path working.
-    migrate_via(&hosts, 2, on_h2, "h1")?;
+    // Back to h1 (where its PID is the stub's now, so it lands in a new PID namespace, which
+    // the summary says): the chain stub (h1) → stub (h2) → process (h1) keeps every path
+    // working.
+    let back = ferry_migrate(&hosts, 2, on_h2, "h1")?;
+    let said = String::from_utf8_lossy(&back.stdout);
+    ensure!(back.status.success(), "migrate back: {said}");
+    ensure!(
+        said.contains(&format!("in a new PID namespace, where it is pid {pid}")),
+        "the summary should say the copy is in a new PID namespace: {said}"
+    );
     round_trip(&mut conn, "back", "tcp: back")?;
     stdin.write_all(b"still here\n")?;
     expect_line(&out, "echo", |l| l == "echo: still here")?;
