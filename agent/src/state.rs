@@ -501,6 +501,21 @@ pub struct FdState {
     pub flags: u32,
     /// What the descriptor refers to.
     pub kind: FdKind,
+    /// Signal-driven I/O: the owner (`F_GETOWN_EX`) and the signal (`F_GETSIG`) of the open
+    /// file description. `O_ASYNC` itself is in `flags`.
+    pub owner: FdOwner,
+}
+
+/// Who gets the I/O signals of a descriptor, and which signal (`fcntl(F_GETOWN_EX)`,
+/// `fcntl(F_GETSIG)`). All zeros: none and `SIGIO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct FdOwner {
+    /// `F_OWNER_TID` (0), `F_OWNER_PID` (1) or `F_OWNER_PGRP` (2); 0 when there is no owner.
+    pub kind: u32,
+    /// The owner's TID, PID or process group as the process sees it (0 = none).
+    pub pid: i32,
+    /// The signal sent instead of `SIGIO` (0 = `SIGIO`).
+    pub sig: u32,
 }
 
 /// What a descriptor refers to.

@@ -353,6 +353,9 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
         cloexec: f.cloexec,
         flags: f.flags,
         kind: Some(kind),
+        owner_type: f.owner.kind,
+        owner_pid: f.owner.pid,
+        signal: f.owner.sig,
     }
 }
 
@@ -963,6 +966,11 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
         cloexec: f.cloexec,
         flags: f.flags,
         kind,
+        owner: crate::state::FdOwner {
+            kind: f.owner_type,
+            pid: f.owner_pid,
+            sig: f.signal,
+        },
     })
 }
 

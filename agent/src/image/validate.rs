@@ -956,6 +956,9 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
             ));
         }
         prev = Some(f.fd);
+        check_range(format!("{}.owner_type", field()), f.owner.kind, 0, 2)?;
+        check_range(format!("{}.owner_pid", field()), f.owner.pid, 0, i32::MAX)?;
+        check_range(format!("{}.signal", field()), f.owner.sig, 0, 64)?;
         match &f.kind {
             FdKind::File { file, .. } => check_path(&format!("{}.file.path", field()), &file.path)?,
             FdKind::Directory { file, .. } => {

@@ -169,6 +169,43 @@ pub fn restore_timers(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreE
     Ok(())
 }
 
+/// Owners and signals of signal-driven I/O (`F_SETOWN_EX`, `F_SETSIG`), once every thread
+/// exists (an owner may be any of them). Set from inside, so the ids are the process's own.
+pub fn restore_fd_owners(inj: &Injector<'_>, s: &ProcessState) -> Result<(), RestoreError> {
+    for f in &s.fds {
+        let o = f.owner;
+        if o.pid != 0 {
+            let mut ex = Vec::with_capacity(8);
+            ex.extend_from_slice(&o.kind.to_le_bytes());
+            ex.extend_from_slice(&o.pid.to_le_bytes());
+            let addr = inj.put(4096, &ex)?;
+            inj.call_raw(
+                libc::SYS_fcntl,
+                [f.fd as u64, sys::F_SETOWN_EX as u64, addr, 0, 0, 0],
+            )?
+            .map_err(|e| {
+                RestoreError::Layout(format!(
+                    "fd {}: I/O signal owner (type {}, id {}) not set back: {e}",
+                    f.fd, o.kind, o.pid
+                ))
+            })?;
+        }
+        if o.sig != 0 {
+            inj.call_raw(
+                libc::SYS_fcntl,
+                [f.fd as u64, sys::F_SETSIG as u64, u64::from(o.sig), 0, 0, 0],
+            )?
+            .map_err(|e| {
+                RestoreError::Layout(format!(
+                    "fd {}: I/O signal {} not set back: {e}",
+                    f.fd, o.sig
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Before the ids change, in each thread: keep the permitted capabilities across `setresuid`
 /// and drop what the bounding set lacked (needs `CAP_SETPCAP`, gone afterwards).
 pub fn before_creds(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreError> {

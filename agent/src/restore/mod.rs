@@ -309,8 +309,9 @@ pub fn restore_with<R: Read + Send>(
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).
     let threads = create_threads(&inj, &state)?;
-    // Timers may signal any thread: all of them exist now.
+    // Timers and I/O signals may go to any thread: all of them exist now.
     attrs::restore_timers(&inj, &state.attrs)?;
+    attrs::restore_fd_owners(&inj, &state)?;
     // The restore maps nothing more of its own: new mappings may be locked from here on.
     mm::lock_future(&inj, &state.mm)?;
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the

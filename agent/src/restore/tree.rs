@@ -273,8 +273,9 @@ pub fn restore_tree<R: Read + Send>(
         restore_process_attrs(inj, p, false)?;
         restore_thread_attrs(inj, p, thread)?;
         let ts = create_threads(inj, p)?;
-        // Timers may signal any thread: all of them exist now.
+        // Timers and I/O signals may go to any thread: all of them exist now.
         attrs::restore_timers(inj, &p.attrs)?;
+        attrs::restore_fd_owners(inj, p)?;
         // The restore maps nothing more of its own: new mappings may be locked from here on.
         mm::lock_future(inj, &p.mm)?;
         threads.push(ts);

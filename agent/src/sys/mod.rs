@@ -305,3 +305,12 @@ pub fn set_default_action(sig: nix::sys::signal::Signal) -> Result<(), Errno> {
     // SAFETY: installing SIG_DFL runs no code of ours in signal context.
     unsafe { sigaction(sig, &act) }.map(drop)
 }
+
+/// `fcntl` commands for signal-driven I/O that the libc crate does not name.
+pub const F_SETSIG: i32 = 10;
+/// See [`F_SETSIG`].
+pub const F_GETSIG: i32 = 11;
+/// See [`F_SETSIG`].
+pub const F_SETOWN_EX: i32 = 15;
+/// See [`F_SETSIG`].
+pub const F_GETOWN_EX: i32 = 16;
