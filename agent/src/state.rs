@@ -143,6 +143,8 @@ pub struct SchedState {
     pub policy: u32,
     /// Real-time priority.
     pub rt_priority: u32,
+    /// `SCHED_RESET_ON_FORK`: children start with the default policy and nice 0.
+    pub reset_on_fork: bool,
     /// CPU affinity as a bit mask, 64 CPUs a word.
     pub affinity: Vec<u64>,
 }

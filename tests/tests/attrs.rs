@@ -44,3 +44,44 @@ fn attributes_and_timers_survive() {
     assert_eq!(oom.trim(), "500");
     v.assert_ticks_continuous();
 }
+
+/// Every thread's scheduling policy (SCHED_OTHER, BATCH, IDLE, FIFO, RR), real-time priority,
+/// SCHED_RESET_ON_FORK and nice value come back; the victim checks each thread by TID.
+#[test]
+fn scheduling_policies_per_thread_survive() {
+    let Some(ctx) = setup("attrs-sched") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "sched", &[]);
+    v.check();
+    let img = image_path(&ctx, "sched");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let ok = v.check();
+    assert_eq!(field(&ok, "checks"), Some("2"), "{ok}");
+    v.assert_ticks_continuous();
+}
+
+/// SCHED_DEADLINE (runtime, deadline, period) is not kept: refused, naming the thread.
+#[test]
+fn sched_deadline_is_refused() {
+    let Some(ctx) = setup("attrs-deadline") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "sched", &["deadline"]);
+    let line = v.wait_status("deadline line", |l| l.starts_with("deadline "));
+    let tid = field(&line, "tid").unwrap().to_owned();
+    let img = image_path(&ctx, "deadline");
+    let pid = v.pid.to_string();
+    let out = ctx.ferry(&["dump", &pid, "-o", img.to_str().unwrap()]);
+    out.assert_failed();
+    assert!(
+        out.stderr
+            .contains(&format!("thread {tid}: SCHED_DEADLINE")),
+        "{}",
+        out.stderr
+    );
+    assert!(!img.exists());
+    v.assert_running_free();
+    v.check();
+}

@@ -448,6 +448,7 @@ fn thread_to_pb(t: &ThreadState) -> pb::Thread {
             policy: t.sched.policy,
             rt_priority: t.sched.rt_priority,
             affinity: t.sched.affinity.clone(),
+            reset_on_fork: t.sched.reset_on_fork,
         }),
         seccomp: Some(pb::Seccomp {
             mode: t.seccomp.mode,
@@ -623,6 +624,7 @@ fn sched_from_pb(field: &str, s: Option<pb::Sched>) -> Result<SchedState, Manife
         nice: s.nice,
         policy: s.policy,
         rt_priority: s.rt_priority,
+        reset_on_fork: s.reset_on_fork,
         affinity: s.affinity,
     })
 }

@@ -443,6 +443,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 nice: 5,
                 policy: 0,
                 rt_priority: 0,
+                reset_on_fork: true,
                 affinity: vec![0b1011],
             },
             seccomp: SeccompState {

@@ -341,10 +341,13 @@ pub fn set_oom_score_adj(pid: Pid, a: &AttrsState, warnings: &mut Vec<String>) {
     }
 }
 
-/// From outside: nice value, policy and CPU affinity of one thread.
-pub fn set_sched(tid: Pid, s: &SchedState, warnings: &mut Vec<String>) {
+/// From outside: nice value, policy (with `SCHED_RESET_ON_FORK`) and CPU affinity of one
+/// thread. A policy or nice value the kernel refuses fails the restore: the process would run
+/// otherwise than it did.
+pub fn set_sched(tid: Pid, s: &SchedState, warnings: &mut Vec<String>) -> Result<(), RestoreError> {
+    const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
     if s.affinity.is_empty() {
-        return; // an image without scheduling state
+        return Ok(()); // an image without scheduling state
     }
     let mut set = nix::sched::CpuSet::new();
     for cpu in 0..(s.affinity.len() * 64).min(nix::sched::CpuSet::count()) {
@@ -355,17 +358,30 @@ pub fn set_sched(tid: Pid, s: &SchedState, warnings: &mut Vec<String>) {
     if let Err(e) = nix::sched::sched_setaffinity(tid, &set) {
         warnings.push(format!("thread {tid}: CPU affinity not set back ({e})"));
     }
-    if (s.policy != 0 || s.rt_priority != 0)
-        && let Err(e) = sys::set_scheduler(tid, s.policy, s.rt_priority)
-    {
-        warnings.push(format!(
-            "thread {tid}: scheduling policy {} not set back ({e})",
-            s.policy
-        ));
+    let policy = s.policy
+        | if s.reset_on_fork {
+            SCHED_RESET_ON_FORK
+        } else {
+            0
+        };
+    if policy != 0 || s.rt_priority != 0 {
+        sys::set_scheduler(tid, policy, s.rt_priority).map_err(|e| {
+            RestoreError::Layout(format!(
+                "thread {tid}: scheduling policy {} (priority {}{}) not set back: {e}",
+                s.policy,
+                s.rt_priority,
+                if s.reset_on_fork {
+                    ", reset on fork"
+                } else {
+                    ""
+                }
+            ))
+        })?;
     }
-    if let Err(e) = sys::set_nice(tid, s.nice) {
-        warnings.push(format!("thread {tid}: nice {} not set back ({e})", s.nice));
-    }
+    sys::set_nice(tid, s.nice).map_err(|e| {
+        RestoreError::Layout(format!("thread {tid}: nice {} not set back: {e}", s.nice))
+    })?;
+    Ok(())
 }
 
 /// seccomp filters (oldest first) or strict mode of one thread. Installed while the task is

@@ -331,9 +331,9 @@ pub fn restore_with<R: Read + Send>(
     }
     lock_down(&inj, &state, thread, true, &mut warnings)?;
     attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
-    attrs::set_sched(task.pid, &thread.sched, &mut warnings);
+    attrs::set_sched(task.pid, &thread.sched, &mut warnings)?;
     for (t, ts) in &threads {
-        attrs::set_sched(t.pid(), &ts.sched, &mut warnings);
+        attrs::set_sched(t.pid(), &ts.sched, &mut warnings)?;
     }
 
     // The threads go first: their registers no longer point into the injection area, which

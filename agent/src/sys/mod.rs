@@ -242,7 +242,14 @@ pub fn set_nice(tid: Pid, nice: i32) -> Result<(), Errno> {
     Errno::result(r).map(drop)
 }
 
-/// `sched_setscheduler(tid, policy, {priority})`.
+/// `sched_getscheduler(tid)`: the policy, with `SCHED_RESET_ON_FORK` or'ed in when set.
+pub fn get_scheduler(tid: Pid) -> Result<i32, Errno> {
+    // SAFETY: plain syscall wrapper with an integer argument.
+    let r = unsafe { libc::sched_getscheduler(tid.as_raw()) };
+    Errno::result(r)
+}
+
+/// `sched_setscheduler(tid, policy, {priority})`; `policy` may carry `SCHED_RESET_ON_FORK`.
 pub fn set_scheduler(tid: Pid, policy: u32, priority: u32) -> Result<(), Errno> {
     let param = libc::sched_param {
         sched_priority: priority as i32,
