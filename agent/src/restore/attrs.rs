@@ -240,6 +240,7 @@ pub fn after_creds(
     inj: &Injector<'_>,
     s: &ProcessState,
     leader: bool,
+    parent_restored: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(), RestoreError> {
     let a = &s.attrs;
@@ -306,9 +307,23 @@ pub fn after_creds(
                 0,
             ],
         )?;
-        // A parent-death signal would fire as soon as the restoring command, the new parent,
-        // exits: it is not set back on a process whose parent is not part of the image.
-        if a.pdeathsig != 0 {
+        // A credential change clears the parent-death signal: it comes after. Set back when
+        // the parent is restored too (a tree member); otherwise the new parent is the
+        // restoring command, whose exit would fire it at once.
+        if a.pdeathsig != 0 && parent_restored {
+            inj.call(
+                "prctl(PR_SET_PDEATHSIG)",
+                libc::SYS_prctl,
+                [
+                    libc::PR_SET_PDEATHSIG as u64,
+                    u64::from(a.pdeathsig),
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        } else if a.pdeathsig != 0 {
             warnings.push(format!(
                 "parent-death signal {} not set back: the restored process has a new parent",
                 a.pdeathsig

@@ -327,9 +327,9 @@ pub fn restore_with<R: Read + Send>(
     // Credentials last: once they drop, the task could no longer do the privileged steps.
     // They belong to each thread, not to the process.
     for (t, ts) in &threads {
-        lock_down(&inj.for_thread(t)?, &state, ts, false, &mut warnings)?;
+        lock_down(&inj.for_thread(t)?, &state, ts, false, false, &mut warnings)?;
     }
-    lock_down(&inj, &state, thread, true, &mut warnings)?;
+    lock_down(&inj, &state, thread, true, false, &mut warnings)?;
     attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
     attrs::set_sched(task.pid, &thread.sched, &mut warnings)?;
     for (t, ts) in &threads {
@@ -560,12 +560,13 @@ fn lock_down(
     state: &ProcessState,
     thread: &ThreadState,
     leader: bool,
+    parent_restored: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(), RestoreError> {
     attrs::restore_seccomp(inj, &thread.seccomp)?;
     attrs::before_creds(inj, &state.attrs)?;
     restore_creds(inj, state)?;
-    attrs::after_creds(inj, state, leader, warnings)
+    attrs::after_creds(inj, state, leader, parent_restored, warnings)
 }
 
 fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {

@@ -297,10 +297,12 @@ pub fn restore_tree<R: Read + Send>(
     // children first.
     for ((inj, p), ts) in injs.iter().zip(procs).zip(&threads) {
         for (t, tstate) in ts {
-            lock_down(&inj.for_thread(t)?, p, tstate, false, &mut warnings)?;
+            lock_down(&inj.for_thread(t)?, p, tstate, false, false, &mut warnings)?;
         }
         let thread = &p.threads[0];
-        lock_down(inj, p, thread, true, &mut warnings)?;
+        // Every member but the root has its parent restored with it (and alive while it is
+        // restored): its parent-death signal is set back.
+        lock_down(inj, p, thread, true, p.pid != root.pid, &mut warnings)?;
         let pid = inj.tracee().pid();
         attrs::set_oom_score_adj(pid, &p.attrs, &mut warnings);
         attrs::set_sched(pid, &thread.sched, &mut warnings)?;
