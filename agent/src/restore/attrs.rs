@@ -169,6 +169,89 @@ pub fn restore_timers(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreE
     Ok(())
 }
 
+const AUDIT_UNSET: u32 = u32::MAX;
+
+fn audit_ids(path: &str) -> (u32, u32) {
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{path}/{f}"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(AUDIT_UNSET)
+    };
+    (read("loginuid"), read("sessionid"))
+}
+
+/// Before any task exists: whether the image's audit login uid and session can be had. A
+/// restored task inherits ours; it can clear them, or set a login uid, but the session id
+/// the kernel then gives is a new one: a process of an audit session other than ours cannot
+/// come back exactly, and is refused here, naming both.
+pub fn check_audit(s: &ProcessState) -> Result<(), RestoreError> {
+    let a = &s.attrs;
+    if a.caps == [0; 5] {
+        return Ok(()); // an image without attributes
+    }
+    let ours = audit_ids("/proc/thread-self");
+    if (a.loginuid, a.sessionid) == ours || (a.loginuid, a.sessionid) == (AUDIT_UNSET, AUDIT_UNSET)
+    {
+        return Ok(());
+    }
+    let show = |v: u32| {
+        if v == AUDIT_UNSET {
+            "none".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    Err(RestoreError::Layout(format!(
+        "pid {}: audit login uid {} in audit session {}: a session id can only be inherited, \
+         and this restore runs in session {} (login uid {}); restore it from a process of \
+         that session",
+        s.pid,
+        show(a.loginuid),
+        show(a.sessionid),
+        show(ours.1),
+        show(ours.0)
+    )))
+}
+
+/// In the task, before its threads exist (they inherit it): clears the audit login uid and
+/// session it inherited from us when the image had none ([`check_audit`] allowed nothing
+/// else). Only a task may write its own `loginuid`.
+pub fn restore_audit(inj: &Injector<'_>, s: &ProcessState) -> Result<(), RestoreError> {
+    let a = &s.attrs;
+    if a.caps == [0; 5] {
+        return Ok(());
+    }
+    let now = audit_ids(&format!("/proc/{}", inj.tracee().pid()));
+    if now == (a.loginuid, a.sessionid) {
+        return Ok(());
+    }
+    if (a.loginuid, a.sessionid) != (AUDIT_UNSET, AUDIT_UNSET) {
+        return Err(RestoreError::Layout(format!(
+            "audit login uid {} in session {} cannot be set back (the task has {} in {})",
+            a.loginuid, a.sessionid, now.0, now.1
+        )));
+    }
+    let path = inj.put_path("/proc/self/loginuid")?;
+    let fd = inj.call(
+        "open /proc/self/loginuid",
+        libc::SYS_openat,
+        [libc::AT_FDCWD as u64, path, libc::O_WRONLY as u64, 0, 0, 0],
+    )?;
+    let text = AUDIT_UNSET.to_string();
+    let buf = inj.put(4096 + 512, text.as_bytes())?;
+    let written = inj.call_raw(libc::SYS_write, [fd, buf, text.len() as u64, 0, 0, 0])?;
+    inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    written.map_err(|e| {
+        RestoreError::Layout(format!(
+            "audit login uid {} (session {}) inherited from the restorer could not be cleared: \
+             {e}",
+            now.0, now.1
+        ))
+    })?;
+    Ok(())
+}
+
 /// Owners and signals of signal-driven I/O (`F_SETOWN_EX`, `F_SETSIG`), once every thread
 /// exists (an owner may be any of them). Set from inside, so the ids are the process's own.
 pub fn restore_fd_owners(inj: &Injector<'_>, s: &ProcessState) -> Result<(), RestoreError> {
