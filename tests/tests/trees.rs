@@ -749,7 +749,8 @@ time.sleep(1000)
 }
 
 /// A child's parent-death signal comes back when its parent is restored with it, and fires
-/// when that parent dies.
+/// when that parent dies; a pipe the child shares with its parent keeps the parent as the
+/// owner of its I/O signals (another member of the tree).
 #[test]
 fn parent_death_signal_of_a_member_survives_and_fires() {
     let Some(ctx) = setup("trees-pdeathsig") else {

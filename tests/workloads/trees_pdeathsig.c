@@ -1,12 +1,16 @@
 /* trees_pdeathsig DIR
  *
- * The root forks a child that sets PR_SET_PDEATHSIG(SIGUSR2), then both wait. DIR/ready
+ * The root forks a child that sets PR_SET_PDEATHSIG(SIGUSR2), then both wait. Before the
+ * fork the root makes a pipe whose read end (O_ASYNC) sends SIGRTMIN+1 to the root
+ * (F_SETOWN_EX F_OWNER_PID, F_SETSIG): the child shares that description, owned by another
+ * member of the tree. DIR/ready
  * appears once the child is set up. The child writes to DIR/status:
  *   "ready pid=CHILD ppid=ROOT",
  *   on SIGUSR1 "ok pdeathsig=N ppid=P" when PR_GET_PDEATHSIG is SIGUSR2 and its parent is
  *   still the root (else "BAD ..."),
  *   on SIGUSR2 (its parent died) "fired sig=12 ppid=P", then it exits.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -50,6 +54,12 @@ int main(int argc, char **argv)
 	 * the parent-death signal. */
 	setsid();
 	pid_t root = getpid();
+	int io[2];
+	struct f_owner_ex ex = {F_OWNER_PID, root};
+	signal(SIGRTMIN + 1, SIG_IGN);
+	if (pipe(io) || fcntl(io[0], F_SETOWN_EX, &ex) || fcntl(io[0], F_SETSIG, SIGRTMIN + 1) ||
+	    fcntl(io[0], F_SETFL, O_ASYNC | O_NONBLOCK))
+		return 8;
 	int p[2];
 	if (pipe(p))
 		return 3;
@@ -77,7 +87,12 @@ int main(int argc, char **argv)
 				usr1 = 0;
 				int sig = -1;
 				prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0);
-				if (sig == SIGUSR2 && getppid() == root)
+				struct f_owner_ex now = {-1, -1};
+				fcntl(io[0], F_GETOWN_EX, &now);
+				if (now.type != F_OWNER_PID || now.pid != root ||
+				    fcntl(io[0], F_GETSIG) != SIGRTMIN + 1)
+					status("BAD io owner %ld signal %ld", now.pid, fcntl(io[0], F_GETSIG));
+				else if (sig == SIGUSR2 && getppid() == root)
 					status("ok pdeathsig=%ld ppid=%ld", sig, (long)getppid());
 				else
 					status("BAD pdeathsig=%ld ppid=%ld", sig, (long)getppid());

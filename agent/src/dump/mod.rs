@@ -674,7 +674,14 @@ fn collect(
         f.owner = *owner;
     }
     let own: Vec<i32> = threads.iter().map(|t| t.tid).collect();
-    check_fd_owners(&fds, status.ns_pid, &own)?;
+    // The other processes of a tree, as this one sees them, and whether each leads its group.
+    let mut others = Vec::with_capacity(members.len());
+    for &m in members.iter().filter(|&&m| m != raw) {
+        let st = proc::parse_stat(&proc::read(m, "stat")?)?;
+        let ns = proc::parse_status(&proc::read(m, "status")?)?.ns_pid;
+        others.push((ns, st.pgrp == m));
+    }
+    check_fd_owners(&fds, status.ns_pid, &own, &others)?;
     let mut attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
     attrs.ctty = ctty(raw, &stat, &fds, warnings);
 
@@ -971,9 +978,17 @@ fn fd_owner(
 }
 
 /// An I/O signal owner can be restored when it is the process itself, one of its threads, or
-/// the process group it leads; any other process or group is not part of the restore (and
-/// would be another one there, or none): refused, naming the descriptor.
-fn check_fd_owners(fds: &[crate::state::FdState], pid: i32, tids: &[i32]) -> Result<(), DumpError> {
+/// the process group it leads, or in a tree another member (`others`: PID as this process
+/// sees it, whether it leads its group), which exists by the time the owners are set (its
+/// threads may not: a thread of another member is not accepted). Any other process or group
+/// is not part of the restore (it would be another one there, or none): refused, naming the
+/// descriptor.
+fn check_fd_owners(
+    fds: &[crate::state::FdState],
+    pid: i32,
+    tids: &[i32],
+    others: &[(i32, bool)],
+) -> Result<(), DumpError> {
     const F_OWNER_TID: u32 = 0;
     const F_OWNER_PID: u32 = 1;
     const F_OWNER_PGRP: u32 = 2;
@@ -981,8 +996,8 @@ fn check_fd_owners(fds: &[crate::state::FdState], pid: i32, tids: &[i32]) -> Res
         let (kind, id) = (f.owner.kind, f.owner.pid);
         let ok = match kind {
             F_OWNER_TID => tids.contains(&id),
-            F_OWNER_PID => id == pid,
-            F_OWNER_PGRP => id == pid,
+            F_OWNER_PID => id == pid || others.iter().any(|&(p, _)| p == id),
+            F_OWNER_PGRP => id == pid || others.iter().any(|&(p, leads)| p == id && leads),
             _ => false,
         };
         if !ok {
@@ -997,9 +1012,9 @@ fn check_fd_owners(fds: &[crate::state::FdState], pid: i32, tids: &[i32]) -> Res
                  process{}: it would not be there after a restore",
                 f.fd,
                 if kind == F_OWNER_PGRP {
-                    " (only the group the process leads can be restored)"
+                    " (only a group the process or a member of its tree leads can be restored)"
                 } else {
-                    " or one of its threads"
+                    ", one of its threads or a member of its tree"
                 },
             )));
         }
