@@ -76,6 +76,11 @@ pub struct AttrsState {
     pub posix_timers: Vec<PosixTimerState>,
     /// The controlling terminal of a session leader that has one.
     pub ctty: Option<CttyState>,
+    /// `/proc/PID/loginuid` (audit login uid; `u32::MAX` = unset).
+    pub loginuid: u32,
+    /// `/proc/PID/sessionid` (audit session; `u32::MAX` = unset). The kernel allocates it
+    /// when a login uid is set: it can only be inherited, never chosen.
+    pub sessionid: u32,
 }
 
 /// A session leader's controlling terminal.
@@ -143,6 +148,8 @@ pub struct SchedState {
     pub policy: u32,
     /// Real-time priority.
     pub rt_priority: u32,
+    /// `SCHED_RESET_ON_FORK`: children start with the default policy and nice 0.
+    pub reset_on_fork: bool,
     /// CPU affinity as a bit mask, 64 CPUs a word.
     pub affinity: Vec<u64>,
 }
@@ -501,6 +508,21 @@ pub struct FdState {
     pub flags: u32,
     /// What the descriptor refers to.
     pub kind: FdKind,
+    /// Signal-driven I/O: the owner (`F_GETOWN_EX`) and the signal (`F_GETSIG`) of the open
+    /// file description. `O_ASYNC` itself is in `flags`.
+    pub owner: FdOwner,
+}
+
+/// Who gets the I/O signals of a descriptor, and which signal (`fcntl(F_GETOWN_EX)`,
+/// `fcntl(F_GETSIG)`). All zeros: none and `SIGIO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct FdOwner {
+    /// `F_OWNER_TID` (0), `F_OWNER_PID` (1) or `F_OWNER_PGRP` (2); 0 when there is no owner.
+    pub kind: u32,
+    /// The owner's TID, PID or process group as the process sees it (0 = none).
+    pub pid: i32,
+    /// The signal sent instead of `SIGIO` (0 = `SIGIO`).
+    pub sig: u32,
 }
 
 /// What a descriptor refers to.

@@ -313,3 +313,53 @@ fn memfd_contents_seals_and_shared_mappings_survive() {
     v.check();
     v.assert_ticks_continuous();
 }
+
+#[test]
+fn sigio_owners_and_signals_survive() {
+    let Some(ctx) = setup("fdkinds-sigio") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_sigio", &[]);
+    let fds = fds_line(&v);
+    let first = v.check();
+    let img = image_path(&ctx, "sigio");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    // The victim read owners, signals and O_ASYNC back, and saw each signal arrive where it
+    // should on I/O.
+    let ok = v.check();
+    assert_eq!(num(&ok, "checks"), num(&first, "checks") + 1, "{ok}");
+    for k in ["pid", "tid", "pgrp"] {
+        let flags = fdinfo(v.pid, field(&fds, k).unwrap(), &["flags"]);
+        let f = flags
+            .first()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("0");
+        let f = i64::from_str_radix(f, 8).unwrap_or(0);
+        assert_ne!(f & 0o20000, 0, "O_ASYNC gone from {k}: {flags:?}");
+    }
+    v.assert_ticks_continuous();
+}
+
+#[test]
+fn sigio_owner_outside_the_process_is_refused() {
+    let Some(ctx) = setup("fdkinds-sigio-outside") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "fdkinds_sigio", &["outside"]);
+    let fd = field(
+        &v.wait_status("outside line", |l| l.starts_with("fds outside=")),
+        "outside",
+    )
+    .unwrap()
+    .to_owned();
+    let img = image_path(&ctx, "outside");
+    let pid = v.pid.to_string();
+    let out = ctx.ferry(&["dump", &pid, "-o", img.to_str().unwrap()]);
+    out.assert_failed();
+    assert!(out.stderr.contains(&format!("fd {fd}: ")), "{}", out.stderr);
+    assert!(out.stderr.contains("F_SETOWN"), "{}", out.stderr);
+    assert!(!img.exists());
+    v.assert_running_free();
+    v.check();
+}

@@ -747,3 +747,40 @@ time.sleep(1000)
         assert_eq!(status_field(p, "TracerPid").as_deref(), Some("0"));
     }
 }
+
+/// A child's parent-death signal comes back when its parent is restored with it, and fires
+/// when that parent dies; a pipe the child shares with its parent keeps the parent as the
+/// owner of its I/O signals (another member of the tree).
+#[test]
+fn parent_death_signal_of_a_member_survives_and_fires() {
+    let Some(ctx) = setup("trees-pdeathsig") else {
+        return;
+    };
+    let dir = ctx.path("pdeathsig");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut cmd = Command::new(workload("trees_pdeathsig"));
+    cmd.arg(&dir);
+    let mut tree = Tree::spawn_ready(&ctx, cmd, &dir, "the child set its parent-death signal");
+    let root = tree.root();
+    let child: i32 = read_lines(&dir.join("status"))
+        .iter()
+        .find_map(|l| field(l, "pid")?.parse().ok())
+        .expect("the child's ready line");
+    let ok = check(&dir, child);
+    assert_eq!(field(&ok, "pdeathsig"), Some("12"), "{ok}");
+
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    let ok = check(&dir, child);
+    assert_eq!(field(&ok, "pdeathsig"), Some("12"), "{ok}");
+    assert_eq!(field(&ok, "ppid"), Some(root.to_string().as_str()), "{ok}");
+    // The parent dies: the child gets SIGUSR2 from the kernel.
+    kill(Pid::from_raw(root), Signal::SIGKILL).expect("kill the root");
+    let fired = wait_until(VICTIM_TIMEOUT, "the parent-death signal", || {
+        read_lines(&dir.join("status"))
+            .into_iter()
+            .find(|l| l.starts_with("fired"))
+    });
+    assert_eq!(field(&fired, "sig"), Some("12"), "{fired}");
+}

@@ -124,6 +124,17 @@ pub fn query(
     })
 }
 
+/// `/proc/PID/loginuid` or `sessionid`.
+fn audit_id(pid: i32, file: &'static str) -> Result<u32, DumpError> {
+    Ok(proc::read(pid, file)?
+        .trim()
+        .parse()
+        .map_err(|_| ProcError::Parse {
+            file,
+            what: "not a number".into(),
+        })?)
+}
+
 /// Puts the attributes together. `tids` maps the threads' TIDs in our namespace to theirs.
 pub fn collect(
     pid: Pid,
@@ -184,10 +195,16 @@ pub fn collect(
         itimers: q.itimers,
         posix_timers,
         ctty: None,
+        loginuid: audit_id(raw, "loginuid")?,
+        sessionid: audit_id(raw, "sessionid")?,
     })
 }
 
-/// Nice value, policy, real-time priority and CPU affinity of one thread.
+const SCHED_RESET_ON_FORK: i32 = 0x4000_0000;
+const SCHED_DEADLINE: u32 = 6;
+
+/// Nice value, policy (with `SCHED_RESET_ON_FORK`), real-time priority and CPU affinity of one
+/// thread. `SCHED_DEADLINE` is refused: its runtime, deadline and period are not kept.
 pub fn sched(pid: Pid, tid: Pid) -> Result<SchedState, DumpError> {
     let stat = proc::read(pid.as_raw(), &format!("task/{tid}/stat"))?;
     let fields: Vec<&str> = stat
@@ -221,10 +238,23 @@ pub fn sched(pid: Pid, tid: Pid) -> Result<SchedState, DumpError> {
     while affinity.last() == Some(&0) {
         affinity.pop();
     }
+    let raw =
+        crate::sys::get_scheduler(tid).map_err(|source| crate::ptrace::PtraceError::Request {
+            op: "sched_getscheduler",
+            pid: tid.as_raw(),
+            source,
+        })?;
+    let policy = (raw & !SCHED_RESET_ON_FORK) as u32;
+    if policy == SCHED_DEADLINE {
+        return Err(DumpError::Unsupported(format!(
+            "thread {tid}: SCHED_DEADLINE scheduling"
+        )));
+    }
     Ok(SchedState {
         nice: field(19)? as i32,
-        policy: field(41)? as u32,
+        policy,
         rt_priority: field(40)? as u32,
+        reset_on_fork: raw & SCHED_RESET_ON_FORK != 0,
         affinity,
     })
 }

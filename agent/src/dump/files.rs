@@ -209,6 +209,8 @@ pub fn collect_fds(
             cloexec: info.flags & O_CLOEXEC != 0,
             flags: info.flags & !O_CLOEXEC,
             kind,
+            // Asked of the process itself, later.
+            owner: Default::default(),
         });
     }
     mark_dups(pid, &mut out, &inodes)?;

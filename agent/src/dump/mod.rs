@@ -27,7 +27,7 @@ use crate::image::{Codec, ImageWriter, WriteImageError, WriteStats};
 use crate::proc::{self, ProcError};
 use crate::ptrace::{Entry, PtraceError, Tracee};
 use crate::state::{
-    CredsState, FileRef, MmState, ProcessState, RlimitState, RseqState, SigactionState,
+    CredsState, FdOwner, FileRef, MmState, ProcessState, RlimitState, RseqState, SigactionState,
     SigaltstackState, SiginfoState, SignalsState, ThreadState, TreeState, VmaKind,
 };
 use crate::sys;
@@ -591,7 +591,8 @@ fn collect(
 
     // State only the process itself can report is read by running system calls inside it.
     // That must happen before the memory is read: the scratch page it uses is gone again by then.
-    let injected = inject_queries(frozen, &vmas)?;
+    let fd_numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
+    let injected = inject_queries(frozen, &vmas, &fd_numbers)?;
 
     mm::find_pages(pid, &mut vmas)?;
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
@@ -669,6 +670,18 @@ fn collect(
         .zip(&threads)
         .map(|(task, ts)| (task.tracee.pid().as_raw(), ts.tid))
         .collect();
+    for (f, owner) in fds.iter_mut().zip(&injected.fd_owners) {
+        f.owner = *owner;
+    }
+    let own: Vec<i32> = threads.iter().map(|t| t.tid).collect();
+    // The other processes of a tree, as this one sees them, and whether each leads its group.
+    let mut others = Vec::with_capacity(members.len());
+    for &m in members.iter().filter(|&&m| m != raw) {
+        let st = proc::parse_stat(&proc::read(m, "stat")?)?;
+        let ns = proc::parse_status(&proc::read(m, "status")?)?.ns_pid;
+        others.push((ns, st.pgrp == m));
+    }
+    check_fd_owners(&fds, status.ns_pid, &own, &others)?;
     let mut attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
     attrs.ctty = ctty(raw, &stat, &fds, warnings);
 
@@ -778,6 +791,8 @@ fn siginfos(raw: Vec<[u8; sys::ptrace::SIGINFO_SIZE]>) -> Vec<SiginfoState> {
 struct Injected {
     attrs: attrs::Queried,
     mm_flags: mm::MmFlags,
+    /// Per descriptor, in the order asked.
+    fd_owners: Vec<FdOwner>,
     actions: Vec<SigactionState>,
     brk: u64,
     personality: u32,
@@ -793,7 +808,11 @@ struct InjectedThread {
 /// Runs the queries only the process can answer (`rt_sigaction`, `brk`, `personality`, and per
 /// thread `sigaltstack` and `PR_GET_TID_ADDRESS`) by single-stepping its threads over a
 /// `syscall` instruction of its own vDSO, with a scratch page for the answers.
-fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<Injected, DumpError> {
+fn inject_queries(
+    frozen: &Frozen,
+    vmas: &[crate::state::VmaState],
+    fds: &[i32],
+) -> Result<Injected, DumpError> {
     let vdso = vmas
         .iter()
         .find(|v| v.kind == VmaKind::Vdso)
@@ -896,9 +915,14 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
             });
         }
         let attrs = attrs::query(leader, entry, regs, scratch)?;
+        let mut fd_owners = Vec::with_capacity(fds.len());
+        for &fd in fds {
+            fd_owners.push(fd_owner(leader, entry, regs, scratch, fd)?);
+        }
         Ok(Injected {
             attrs,
             mm_flags,
+            fd_owners,
             actions,
             brk,
             personality,
@@ -914,6 +938,88 @@ fn inject_queries(frozen: &Frozen, vmas: &[crate::state::VmaState]) -> Result<In
     )?;
     frozen.restore_tasks()?;
     result
+}
+
+/// `F_GETOWN_EX` and `F_GETSIG` of descriptor `fd`, asked of the process (the owner's id is
+/// then as the process sees it).
+fn fd_owner(
+    leader: &Tracee,
+    entry: Entry,
+    regs: &libc::user_regs_struct,
+    scratch: u64,
+    fd: i32,
+) -> Result<FdOwner, DumpError> {
+    // struct f_owner_ex { int type; pid_t pid; }
+    leader.write_mem(scratch, &[0u8; 8])?;
+    leader.inject(
+        entry,
+        regs,
+        "fcntl(F_GETOWN_EX)",
+        libc::SYS_fcntl,
+        [fd as u64, sys::F_GETOWN_EX as u64, scratch, 0, 0, 0],
+    )?;
+    let mut ex = [0u8; 8];
+    leader.read_mem(scratch, &mut ex)?;
+    let kind = u32::from_le_bytes(ex[0..4].try_into().unwrap_or_default());
+    let pid = i32::from_le_bytes(ex[4..8].try_into().unwrap_or_default());
+    let sig = leader.inject(
+        entry,
+        regs,
+        "fcntl(F_GETSIG)",
+        libc::SYS_fcntl,
+        [fd as u64, sys::F_GETSIG as u64, 0, 0, 0, 0],
+    )? as u32;
+    Ok(FdOwner {
+        // Without an owner the type means nothing (and F_SETOWN_EX could not set it alone).
+        kind: if pid == 0 { 0 } else { kind },
+        pid,
+        sig,
+    })
+}
+
+/// An I/O signal owner can be restored when it is the process itself, one of its threads, or
+/// the process group it leads, or in a tree another member (`others`: PID as this process
+/// sees it, whether it leads its group), which exists by the time the owners are set (its
+/// threads may not: a thread of another member is not accepted). Any other process or group
+/// is not part of the restore (it would be another one there, or none): refused, naming the
+/// descriptor.
+fn check_fd_owners(
+    fds: &[crate::state::FdState],
+    pid: i32,
+    tids: &[i32],
+    others: &[(i32, bool)],
+) -> Result<(), DumpError> {
+    const F_OWNER_TID: u32 = 0;
+    const F_OWNER_PID: u32 = 1;
+    const F_OWNER_PGRP: u32 = 2;
+    for f in fds.iter().filter(|f| f.owner.pid != 0) {
+        let (kind, id) = (f.owner.kind, f.owner.pid);
+        let ok = match kind {
+            F_OWNER_TID => tids.contains(&id),
+            F_OWNER_PID => id == pid || others.iter().any(|&(p, _)| p == id),
+            F_OWNER_PGRP => id == pid || others.iter().any(|&(p, leads)| p == id && leads),
+            _ => false,
+        };
+        if !ok {
+            let what = match kind {
+                F_OWNER_TID => "thread",
+                F_OWNER_PID => "process",
+                F_OWNER_PGRP => "process group",
+                _ => "owner of unknown type",
+            };
+            return Err(DumpError::Unsupported(format!(
+                "fd {}: its I/O signals (F_SETOWN) go to {what} {id}, which is not this \
+                 process{}: it would not be there after a restore",
+                f.fd,
+                if kind == F_OWNER_PGRP {
+                    " (only a group the process or a member of its tree leads can be restored)"
+                } else {
+                    ", one of its threads or a member of its tree"
+                },
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `RLIMIT_CPU` (0) … `RLIMIT_RTTIME` (15).

@@ -353,6 +353,9 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
         cloexec: f.cloexec,
         flags: f.flags,
         kind: Some(kind),
+        owner_type: f.owner.kind,
+        owner_pid: f.owner.pid,
+        signal: f.owner.sig,
     }
 }
 
@@ -445,6 +448,7 @@ fn thread_to_pb(t: &ThreadState) -> pb::Thread {
             policy: t.sched.policy,
             rt_priority: t.sched.rt_priority,
             affinity: t.sched.affinity.clone(),
+            reset_on_fork: t.sched.reset_on_fork,
         }),
         seccomp: Some(pb::Seccomp {
             mode: t.seccomp.mode,
@@ -495,6 +499,8 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
         caps: a.caps.to_vec(),
         dumpable: a.dumpable,
         pdeathsig: a.pdeathsig,
+        loginuid: Some(a.loginuid),
+        sessionid: Some(a.sessionid),
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
         cgroups: a
@@ -563,6 +569,8 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
         no_new_privs: a.no_new_privs,
         caps,
         dumpable: a.dumpable,
+        loginuid: a.loginuid.unwrap_or(u32::MAX),
+        sessionid: a.sessionid.unwrap_or(u32::MAX),
         pdeathsig: a.pdeathsig,
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
@@ -620,6 +628,7 @@ fn sched_from_pb(field: &str, s: Option<pb::Sched>) -> Result<SchedState, Manife
         nice: s.nice,
         policy: s.policy,
         rt_priority: s.rt_priority,
+        reset_on_fork: s.reset_on_fork,
         affinity: s.affinity,
     })
 }
@@ -963,6 +972,11 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
         cloexec: f.cloexec,
         flags: f.flags,
         kind,
+        owner: crate::state::FdOwner {
+            kind: f.owner_type,
+            pid: f.owner_pid,
+            sig: f.signal,
+        },
     })
 }
 

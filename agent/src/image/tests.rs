@@ -199,6 +199,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
         },
         fds: vec![
             FdState {
+                owner: Default::default(),
                 fd: 0,
                 cloexec: false,
                 flags: 2,
@@ -207,12 +208,14 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 1,
                 cloexec: false,
                 flags: 1,
                 kind: FdKind::Pipe { ino: 998877 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 2,
                 cloexec: false,
                 flags: 0o2001,
@@ -222,6 +225,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 3,
                 cloexec: true,
                 flags: 0o200000,
@@ -231,6 +235,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 4,
                 cloexec: true,
                 flags: 2,
@@ -239,6 +244,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 9,
                 cloexec: true,
                 flags: 2,
@@ -258,6 +264,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 10,
                 cloexec: false,
                 flags: 0o4000,
@@ -270,6 +277,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 11,
                 cloexec: true,
                 flags: 1,
@@ -279,12 +287,14 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 12,
                 cloexec: true,
                 flags: 0o4000,
                 kind: FdKind::Dup { of: 10 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 13,
                 cloexec: false,
                 flags: 0,
@@ -297,6 +307,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 14,
                 cloexec: false,
                 flags: 0o2002,
@@ -310,6 +321,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 20,
                 cloexec: false,
                 flags: 0o4002,
@@ -319,12 +331,14 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 21,
                 cloexec: true,
                 flags: 2,
                 kind: FdKind::Signalfd { mask: 0x4200 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 22,
                 cloexec: false,
                 flags: 2,
@@ -337,6 +351,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 }),
             },
             FdState {
+                owner: Default::default(),
                 fd: 23,
                 cloexec: false,
                 flags: 0o4000,
@@ -356,6 +371,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 },
             },
             FdState {
+                owner: Default::default(),
                 fd: 24,
                 cloexec: false,
                 flags: 0o100002,
@@ -427,6 +443,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 nice: 5,
                 policy: 0,
                 rt_priority: 0,
+                reset_on_fork: true,
                 affinity: vec![0b1011],
             },
             seccomp: SeccompState {
@@ -479,6 +496,8 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 value_ns: 3_000_000,
                 overrun: 2,
             }],
+            loginuid: 1000,
+            sessionid: 7,
             ctty: Some(CttyState {
                 rdev: 0x8803,
                 path: "/dev/pts/3".into(),
@@ -1742,6 +1761,7 @@ fn with_sockets() -> ProcessState {
     ];
     for (i, sock) in socks.into_iter().enumerate() {
         s.fds.push(FdState {
+            owner: Default::default(),
             fd: 100 + i as i32,
             cloexec: i % 2 == 0,
             flags: 2,

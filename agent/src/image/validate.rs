@@ -516,6 +516,28 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
             }
         }
         check_range(format!("threads[{i}].sched.nice"), t.sched.nice, -20, 19)?;
+        // SCHED_OTHER, FIFO, RR, BATCH, IDLE (SCHED_DEADLINE is refused at dump).
+        if ![0, 1, 2, 3, 5].contains(&t.sched.policy) {
+            return Err(err(
+                format!("threads[{i}].sched.policy"),
+                ManifestProblem::OutOfRange {
+                    value: t.sched.policy.into(),
+                    min: 0,
+                    max: 5,
+                },
+            ));
+        }
+        let (lo, hi) = if matches!(t.sched.policy, 1 | 2) {
+            (1, 99)
+        } else {
+            (0, 0)
+        };
+        check_range(
+            format!("threads[{i}].sched.rt_priority"),
+            t.sched.rt_priority,
+            lo,
+            hi,
+        )?;
         cap_count(
             &format!("threads[{i}].sched.affinity"),
             t.sched.affinity.len(),
@@ -956,6 +978,9 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
             ));
         }
         prev = Some(f.fd);
+        check_range(format!("{}.owner_type", field()), f.owner.kind, 0, 2)?;
+        check_range(format!("{}.owner_pid", field()), f.owner.pid, 0, i32::MAX)?;
+        check_range(format!("{}.signal", field()), f.owner.sig, 0, 64)?;
         match &f.kind {
             FdKind::File { file, .. } => check_path(&format!("{}.file.path", field()), &file.path)?,
             FdKind::Directory { file, .. } => {

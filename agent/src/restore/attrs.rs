@@ -169,6 +169,126 @@ pub fn restore_timers(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreE
     Ok(())
 }
 
+const AUDIT_UNSET: u32 = u32::MAX;
+
+fn audit_ids(path: &str) -> (u32, u32) {
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{path}/{f}"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(AUDIT_UNSET)
+    };
+    (read("loginuid"), read("sessionid"))
+}
+
+/// Before any task exists: whether the image's audit login uid and session can be had. A
+/// restored task inherits ours; it can clear them, or set a login uid, but the session id
+/// the kernel then gives is a new one: a process of an audit session other than ours cannot
+/// come back exactly, and is refused here, naming both.
+pub fn check_audit(s: &ProcessState) -> Result<(), RestoreError> {
+    let a = &s.attrs;
+    if a.caps == [0; 5] {
+        return Ok(()); // an image without attributes
+    }
+    let ours = audit_ids("/proc/thread-self");
+    if (a.loginuid, a.sessionid) == ours || (a.loginuid, a.sessionid) == (AUDIT_UNSET, AUDIT_UNSET)
+    {
+        return Ok(());
+    }
+    let show = |v: u32| {
+        if v == AUDIT_UNSET {
+            "none".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    Err(RestoreError::Layout(format!(
+        "pid {}: audit login uid {} in audit session {}: a session id can only be inherited, \
+         and this restore runs in session {} (login uid {}); restore it from a process of \
+         that session",
+        s.pid,
+        show(a.loginuid),
+        show(a.sessionid),
+        show(ours.1),
+        show(ours.0)
+    )))
+}
+
+/// In the task, before its threads exist (they inherit it): clears the audit login uid and
+/// session it inherited from us when the image had none ([`check_audit`] allowed nothing
+/// else). Only a task may write its own `loginuid`.
+pub fn restore_audit(inj: &Injector<'_>, s: &ProcessState) -> Result<(), RestoreError> {
+    let a = &s.attrs;
+    if a.caps == [0; 5] {
+        return Ok(());
+    }
+    let now = audit_ids(&format!("/proc/{}", inj.tracee().pid()));
+    if now == (a.loginuid, a.sessionid) {
+        return Ok(());
+    }
+    if (a.loginuid, a.sessionid) != (AUDIT_UNSET, AUDIT_UNSET) {
+        return Err(RestoreError::Layout(format!(
+            "audit login uid {} in session {} cannot be set back (the task has {} in {})",
+            a.loginuid, a.sessionid, now.0, now.1
+        )));
+    }
+    let path = inj.put_path("/proc/self/loginuid")?;
+    let fd = inj.call(
+        "open /proc/self/loginuid",
+        libc::SYS_openat,
+        [libc::AT_FDCWD as u64, path, libc::O_WRONLY as u64, 0, 0, 0],
+    )?;
+    let text = AUDIT_UNSET.to_string();
+    let buf = inj.put(4096 + 512, text.as_bytes())?;
+    let written = inj.call_raw(libc::SYS_write, [fd, buf, text.len() as u64, 0, 0, 0])?;
+    inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    written.map_err(|e| {
+        RestoreError::Layout(format!(
+            "audit login uid {} (session {}) inherited from the restorer could not be cleared: \
+             {e}",
+            now.0, now.1
+        ))
+    })?;
+    Ok(())
+}
+
+/// Owners and signals of signal-driven I/O (`F_SETOWN_EX`, `F_SETSIG`), once every thread
+/// exists (an owner may be any of them). Set from inside, so the ids are the process's own.
+pub fn restore_fd_owners(inj: &Injector<'_>, s: &ProcessState) -> Result<(), RestoreError> {
+    for f in &s.fds {
+        let o = f.owner;
+        if o.pid != 0 {
+            let mut ex = Vec::with_capacity(8);
+            ex.extend_from_slice(&o.kind.to_le_bytes());
+            ex.extend_from_slice(&o.pid.to_le_bytes());
+            let addr = inj.put(4096, &ex)?;
+            inj.call_raw(
+                libc::SYS_fcntl,
+                [f.fd as u64, sys::F_SETOWN_EX as u64, addr, 0, 0, 0],
+            )?
+            .map_err(|e| {
+                RestoreError::Layout(format!(
+                    "fd {}: I/O signal owner (type {}, id {}) not set back: {e}",
+                    f.fd, o.kind, o.pid
+                ))
+            })?;
+        }
+        if o.sig != 0 {
+            inj.call_raw(
+                libc::SYS_fcntl,
+                [f.fd as u64, sys::F_SETSIG as u64, u64::from(o.sig), 0, 0, 0],
+            )?
+            .map_err(|e| {
+                RestoreError::Layout(format!(
+                    "fd {}: I/O signal {} not set back: {e}",
+                    f.fd, o.sig
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Before the ids change, in each thread: keep the permitted capabilities across `setresuid`
 /// and drop what the bounding set lacked (needs `CAP_SETPCAP`, gone afterwards).
 pub fn before_creds(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreError> {
@@ -203,6 +323,7 @@ pub fn after_creds(
     inj: &Injector<'_>,
     s: &ProcessState,
     leader: bool,
+    parent_restored: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(), RestoreError> {
     let a = &s.attrs;
@@ -269,9 +390,23 @@ pub fn after_creds(
                 0,
             ],
         )?;
-        // A parent-death signal would fire as soon as the restoring command, the new parent,
-        // exits: it is not set back on a process whose parent is not part of the image.
-        if a.pdeathsig != 0 {
+        // A credential change clears the parent-death signal: it comes after. Set back when
+        // the parent is restored too (a tree member); otherwise the new parent is the
+        // restoring command, whose exit would fire it at once.
+        if a.pdeathsig != 0 && parent_restored {
+            inj.call(
+                "prctl(PR_SET_PDEATHSIG)",
+                libc::SYS_prctl,
+                [
+                    libc::PR_SET_PDEATHSIG as u64,
+                    u64::from(a.pdeathsig),
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        } else if a.pdeathsig != 0 {
             warnings.push(format!(
                 "parent-death signal {} not set back: the restored process has a new parent",
                 a.pdeathsig
@@ -304,10 +439,13 @@ pub fn set_oom_score_adj(pid: Pid, a: &AttrsState, warnings: &mut Vec<String>) {
     }
 }
 
-/// From outside: nice value, policy and CPU affinity of one thread.
-pub fn set_sched(tid: Pid, s: &SchedState, warnings: &mut Vec<String>) {
+/// From outside: nice value, policy (with `SCHED_RESET_ON_FORK`) and CPU affinity of one
+/// thread. A policy or nice value the kernel refuses fails the restore: the process would run
+/// otherwise than it did.
+pub fn set_sched(tid: Pid, s: &SchedState, warnings: &mut Vec<String>) -> Result<(), RestoreError> {
+    const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
     if s.affinity.is_empty() {
-        return; // an image without scheduling state
+        return Ok(()); // an image without scheduling state
     }
     let mut set = nix::sched::CpuSet::new();
     for cpu in 0..(s.affinity.len() * 64).min(nix::sched::CpuSet::count()) {
@@ -318,17 +456,30 @@ pub fn set_sched(tid: Pid, s: &SchedState, warnings: &mut Vec<String>) {
     if let Err(e) = nix::sched::sched_setaffinity(tid, &set) {
         warnings.push(format!("thread {tid}: CPU affinity not set back ({e})"));
     }
-    if (s.policy != 0 || s.rt_priority != 0)
-        && let Err(e) = sys::set_scheduler(tid, s.policy, s.rt_priority)
-    {
-        warnings.push(format!(
-            "thread {tid}: scheduling policy {} not set back ({e})",
-            s.policy
-        ));
+    let policy = s.policy
+        | if s.reset_on_fork {
+            SCHED_RESET_ON_FORK
+        } else {
+            0
+        };
+    if policy != 0 || s.rt_priority != 0 {
+        sys::set_scheduler(tid, policy, s.rt_priority).map_err(|e| {
+            RestoreError::Layout(format!(
+                "thread {tid}: scheduling policy {} (priority {}{}) not set back: {e}",
+                s.policy,
+                s.rt_priority,
+                if s.reset_on_fork {
+                    ", reset on fork"
+                } else {
+                    ""
+                }
+            ))
+        })?;
     }
-    if let Err(e) = sys::set_nice(tid, s.nice) {
-        warnings.push(format!("thread {tid}: nice {} not set back ({e})", s.nice));
-    }
+    sys::set_nice(tid, s.nice).map_err(|e| {
+        RestoreError::Layout(format!("thread {tid}: nice {} not set back: {e}", s.nice))
+    })?;
+    Ok(())
 }
 
 /// seccomp filters (oldest first) or strict mode of one thread. Installed while the task is

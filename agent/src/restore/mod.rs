@@ -235,6 +235,7 @@ pub fn restore_with<R: Read + Send>(
         .threads
         .first()
         .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
+    attrs::check_audit(&state)?;
     // The restorer's own memfds, which the task's descriptors and mappings open.
     let memfds = fdkinds::Memfds::create(&[&state])?;
     // Every file the process needs is checked before a task exists.
@@ -309,8 +310,9 @@ pub fn restore_with<R: Read + Send>(
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).
     let threads = create_threads(&inj, &state)?;
-    // Timers may signal any thread: all of them exist now.
+    // Timers and I/O signals may go to any thread: all of them exist now.
     attrs::restore_timers(&inj, &state.attrs)?;
+    attrs::restore_fd_owners(&inj, &state)?;
     // The restore maps nothing more of its own: new mappings may be locked from here on.
     mm::lock_future(&inj, &state.mm)?;
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
@@ -326,13 +328,13 @@ pub fn restore_with<R: Read + Send>(
     // Credentials last: once they drop, the task could no longer do the privileged steps.
     // They belong to each thread, not to the process.
     for (t, ts) in &threads {
-        lock_down(&inj.for_thread(t)?, &state, ts, false, &mut warnings)?;
+        lock_down(&inj.for_thread(t)?, &state, ts, false, false, &mut warnings)?;
     }
-    lock_down(&inj, &state, thread, true, &mut warnings)?;
+    lock_down(&inj, &state, thread, true, false, &mut warnings)?;
     attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
-    attrs::set_sched(task.pid, &thread.sched, &mut warnings);
+    attrs::set_sched(task.pid, &thread.sched, &mut warnings)?;
     for (t, ts) in &threads {
-        attrs::set_sched(t.pid(), &ts.sched, &mut warnings);
+        attrs::set_sched(t.pid(), &ts.sched, &mut warnings)?;
     }
 
     // The threads go first: their registers no longer point into the injection area, which
@@ -405,6 +407,8 @@ fn restore_process_attrs(
     state: &ProcessState,
     setsid: bool,
 ) -> Result<(), RestoreError> {
+    // Before the threads exist: they inherit it.
+    attrs::restore_audit(inj, state)?;
     let cwd = inj.put_path(&state.cwd)?;
     inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
         .map_err(|e| RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd)))?;
@@ -559,12 +563,13 @@ fn lock_down(
     state: &ProcessState,
     thread: &ThreadState,
     leader: bool,
+    parent_restored: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(), RestoreError> {
     attrs::restore_seccomp(inj, &thread.seccomp)?;
     attrs::before_creds(inj, &state.attrs)?;
     restore_creds(inj, state)?;
-    attrs::after_creds(inj, state, leader, warnings)
+    attrs::after_creds(inj, state, leader, parent_restored, warnings)
 }
 
 fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {

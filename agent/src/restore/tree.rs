@@ -64,6 +64,9 @@ pub fn restore_tree<R: Read + Send>(
     let root = &procs[0];
     let mut warnings = Vec::new();
     let layout = tree.session_layout().map_err(RestoreError::Layout)?;
+    for p in procs {
+        attrs::check_audit(p)?;
+    }
 
     // 1. Pipes joining several processes, held by the restorer until all have their ends.
     let pipes = make_tree_pipes(&tree)?;
@@ -273,8 +276,9 @@ pub fn restore_tree<R: Read + Send>(
         restore_process_attrs(inj, p, false)?;
         restore_thread_attrs(inj, p, thread)?;
         let ts = create_threads(inj, p)?;
-        // Timers may signal any thread: all of them exist now.
+        // Timers and I/O signals may go to any thread: all of them exist now.
         attrs::restore_timers(inj, &p.attrs)?;
+        attrs::restore_fd_owners(inj, p)?;
         // The restore maps nothing more of its own: new mappings may be locked from here on.
         mm::lock_future(inj, &p.mm)?;
         threads.push(ts);
@@ -296,15 +300,17 @@ pub fn restore_tree<R: Read + Send>(
     // children first.
     for ((inj, p), ts) in injs.iter().zip(procs).zip(&threads) {
         for (t, tstate) in ts {
-            lock_down(&inj.for_thread(t)?, p, tstate, false, &mut warnings)?;
+            lock_down(&inj.for_thread(t)?, p, tstate, false, false, &mut warnings)?;
         }
         let thread = &p.threads[0];
-        lock_down(inj, p, thread, true, &mut warnings)?;
+        // Every member but the root has its parent restored with it (and alive while it is
+        // restored): its parent-death signal is set back.
+        lock_down(inj, p, thread, true, p.pid != root.pid, &mut warnings)?;
         let pid = inj.tracee().pid();
         attrs::set_oom_score_adj(pid, &p.attrs, &mut warnings);
-        attrs::set_sched(pid, &thread.sched, &mut warnings);
+        attrs::set_sched(pid, &thread.sched, &mut warnings)?;
         for (t, tstate) in ts {
-            attrs::set_sched(t.pid(), &tstate.sched, &mut warnings);
+            attrs::set_sched(t.pid(), &tstate.sched, &mut warnings)?;
         }
     }
     // 7. Every task in its final state, still stopped; then the check, then resume, children

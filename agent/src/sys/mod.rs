@@ -242,7 +242,14 @@ pub fn set_nice(tid: Pid, nice: i32) -> Result<(), Errno> {
     Errno::result(r).map(drop)
 }
 
-/// `sched_setscheduler(tid, policy, {priority})`.
+/// `sched_getscheduler(tid)`: the policy, with `SCHED_RESET_ON_FORK` or'ed in when set.
+pub fn get_scheduler(tid: Pid) -> Result<i32, Errno> {
+    // SAFETY: plain syscall wrapper with an integer argument.
+    let r = unsafe { libc::sched_getscheduler(tid.as_raw()) };
+    Errno::result(r)
+}
+
+/// `sched_setscheduler(tid, policy, {priority})`; `policy` may carry `SCHED_RESET_ON_FORK`.
 pub fn set_scheduler(tid: Pid, policy: u32, priority: u32) -> Result<(), Errno> {
     let param = libc::sched_param {
         sched_priority: priority as i32,
@@ -305,3 +312,12 @@ pub fn set_default_action(sig: nix::sys::signal::Signal) -> Result<(), Errno> {
     // SAFETY: installing SIG_DFL runs no code of ours in signal context.
     unsafe { sigaction(sig, &act) }.map(drop)
 }
+
+/// `fcntl` commands for signal-driven I/O that the libc crate does not name.
+pub const F_SETSIG: i32 = 10;
+/// See [`F_SETSIG`].
+pub const F_GETSIG: i32 = 11;
+/// See [`F_SETSIG`].
+pub const F_SETOWN_EX: i32 = 15;
+/// See [`F_SETSIG`].
+pub const F_GETOWN_EX: i32 = 16;
