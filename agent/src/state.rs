@@ -76,11 +76,6 @@ pub struct AttrsState {
     pub posix_timers: Vec<PosixTimerState>,
     /// The controlling terminal of a session leader that has one.
     pub ctty: Option<CttyState>,
-    /// `/proc/PID/loginuid` (audit login uid; `u32::MAX` = unset).
-    pub loginuid: u32,
-    /// `/proc/PID/sessionid` (audit session; `u32::MAX` = unset). The kernel allocates it
-    /// when a login uid is set: it can only be inherited, never chosen.
-    pub sessionid: u32,
 }
 
 /// A session leader's controlling terminal.

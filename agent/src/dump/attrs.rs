@@ -124,17 +124,6 @@ pub fn query(
     })
 }
 
-/// `/proc/PID/loginuid` or `sessionid`.
-fn audit_id(pid: i32, file: &'static str) -> Result<u32, DumpError> {
-    Ok(proc::read(pid, file)?
-        .trim()
-        .parse()
-        .map_err(|_| ProcError::Parse {
-            file,
-            what: "not a number".into(),
-        })?)
-}
-
 /// Puts the attributes together. `tids` maps the threads' TIDs in our namespace to theirs.
 pub fn collect(
     pid: Pid,
@@ -195,8 +184,6 @@ pub fn collect(
         itimers: q.itimers,
         posix_timers,
         ctty: None,
-        loginuid: audit_id(raw, "loginuid")?,
-        sessionid: audit_id(raw, "sessionid")?,
     })
 }
 

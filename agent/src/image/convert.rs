@@ -499,8 +499,6 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
         caps: a.caps.to_vec(),
         dumpable: a.dumpable,
         pdeathsig: a.pdeathsig,
-        loginuid: Some(a.loginuid),
-        sessionid: Some(a.sessionid),
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
         cgroups: a
@@ -569,8 +567,6 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
         no_new_privs: a.no_new_privs,
         caps,
         dumpable: a.dumpable,
-        loginuid: a.loginuid.unwrap_or(u32::MAX),
-        sessionid: a.sessionid.unwrap_or(u32::MAX),
         pdeathsig: a.pdeathsig,
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,

@@ -496,8 +496,6 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 value_ns: 3_000_000,
                 overrun: 2,
             }],
-            loginuid: 1000,
-            sessionid: 7,
             ctty: Some(CttyState {
                 rdev: 0x8803,
                 path: "/dev/pts/3".into(),

@@ -235,7 +235,6 @@ pub fn restore_with<R: Read + Send>(
         .threads
         .first()
         .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
-    attrs::check_audit(&state)?;
     // The restorer's own memfds, which the task's descriptors and mappings open.
     let memfds = fdkinds::Memfds::create(&[&state])?;
     // Every file the process needs is checked before a task exists.
@@ -407,8 +406,6 @@ fn restore_process_attrs(
     state: &ProcessState,
     setsid: bool,
 ) -> Result<(), RestoreError> {
-    // Before the threads exist: they inherit it.
-    attrs::restore_audit(inj, state)?;
     let cwd = inj.put_path(&state.cwd)?;
     inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
         .map_err(|e| RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd)))?;

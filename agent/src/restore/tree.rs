@@ -64,9 +64,6 @@ pub fn restore_tree<R: Read + Send>(
     let root = &procs[0];
     let mut warnings = Vec::new();
     let layout = tree.session_layout().map_err(RestoreError::Layout)?;
-    for p in procs {
-        attrs::check_audit(p)?;
-    }
 
     // 1. Pipes joining several processes, held by the restorer until all have their ends.
     let pipes = make_tree_pipes(&tree)?;
