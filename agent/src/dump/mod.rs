@@ -582,19 +582,24 @@ fn collect(
     let pid = leader.tracee.pid();
     let raw = pid.as_raw();
 
+    let t0 = Instant::now();
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
     let mut vmas = mm::collect_vmas(pid)?;
+    tracing::trace!(elapsed = ?t0.elapsed(), "vmas read");
     let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, socks, members)?;
     // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
     let locks = files::capture(pid, &mut fds, members)?;
+    tracing::trace!(elapsed = ?t0.elapsed(), "fds read");
 
     // State only the process itself can report is read by running system calls inside it.
     // That must happen before the memory is read: the scratch page it uses is gone again by then.
     let fd_numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
     let injected = inject_queries(frozen, &vmas, &fd_numbers)?;
+    tracing::trace!(elapsed = ?t0.elapsed(), "queries injected");
 
     mm::find_pages(pid, &mut vmas)?;
+    tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let sysv_shm = shm::collect_sysv(pid, &vmas)?;
 
