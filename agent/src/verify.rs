@@ -112,19 +112,8 @@ pub fn restore_check(input: &[CheckInput<'_>]) -> Result<Duration, String> {
             tracing::debug!(elapsed = ?report.elapsed, expected = ?report.expected, "restore checked");
             Ok(report.elapsed)
         }
-        Err(e) => Err(error_chain(&e)),
+        Err(e) => Err(crate::transport::error_chain(&e)),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Reads the rebuilt processes back (one, or a whole tree read as a tree; their tasks traced

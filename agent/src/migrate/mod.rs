@@ -16,16 +16,7 @@ use std::sync::OnceLock;
 use crate::daemon::NodeRef;
 
 /// An error and its causes, outermost first, on one line.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = err.to_string();
-    let mut cur = err.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use crate::transport::error_chain as chain;
 
 /// The start time of a process (field 22 of `/proc/PID/stat`, clock ticks since boot): with
 /// the PID, it names one process for good.
