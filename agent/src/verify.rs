@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::dump::{self, DumpError};
 use crate::restore::CheckInput;
-use crate::state::{FdKind, PageRun, ProcessState, SocketKind, VmaKind, VmaState};
+use crate::state::{FdKind, FdState, PageRun, ProcessState, SocketKind, VmaKind, VmaState};
 
 /// `TFD_TIMER_ABSTIME`.
 const TFD_TIMER_ABSTIME: u32 = 1;
@@ -155,26 +155,95 @@ pub fn compare(
     differences: &mut Vec<String>,
     expected: &mut Vec<(&'static str, usize)>,
 ) {
-    // What the restore was asked to make of the image, where that is not the image itself.
+    // What the restore was asked to make of the image, where that is not the image itself,
+    // and the changes a running kernel makes meanwhile: each rule brings the two states
+    // together where it applies, and counts.
     let mut image = input.image.clone();
     let mut restored = restored.clone();
-    let mut substituted = 0;
-    for fd in &mut image.fds {
-        if input.substituted_fds.contains(&fd.fd)
-            && let Some(now) = restored.fds.iter().find(|f| f.fd == fd.fd)
-        {
-            *fd = now.clone();
-            substituted += 1;
-        }
-    }
+    let (image, restored) = (&mut image, &mut restored);
     note(
         expected,
         "a descriptor the restore was told to substitute",
-        substituted,
+        substituted(input, image, restored),
     );
-    // Timers count down from what they had left at the dump once they are set again; the
-    // read-back comes a little later. Armed stays armed, disarmed stays disarmed, and no
-    // timer has more left than it had (or than its period, once it fired and reloaded).
+    note(
+        expected,
+        "time left on a running timer, which counts on",
+        timers_ran(image, restored),
+    );
+    note(
+        expected,
+        "a TCP connection's traffic since it left repair mode (bytes acknowledged or received, \
+         windows, timestamp clock)",
+        tcp_traffic(image, restored),
+    );
+    epoll_as_sets(image, restored);
+    note(
+        expected,
+        "adjacent anonymous areas alike in all but their range, merged by the kernel",
+        merged_areas(image, restored),
+    );
+    note(
+        expected,
+        "pages that held only zeros are not written (not present until touched)",
+        unwritten_pages(image, restored),
+    );
+    compare_pages(image, restored, differences);
+    note(
+        expected,
+        "a thread stopped in a system call resumes as the kernel would have it (restarted, \
+         or EINTR for ERESTART_RESTARTBLOCK)",
+        resumed_syscalls(image),
+    );
+    note(
+        expected,
+        "a timer that ran out during the restore queued its signal",
+        timers_fired(image, restored),
+    );
+    let a = serde_json::to_value(&*image).unwrap_or(Value::Null);
+    let b = serde_json::to_value(&*restored).unwrap_or(Value::Null);
+    let mut raw = Vec::new();
+    diff("", &a, &b, &mut raw);
+    for d in raw {
+        match expected_change(&d.path, &d.image, &d.restored, input, root) {
+            Some(rule) => note(expected, rule, 1),
+            None => differences.push(format!(
+                "{}: image {}, restored {}",
+                d.path,
+                short(&d.image),
+                short(&d.restored)
+            )),
+        }
+    }
+}
+
+/// The image's descriptors with the restored descriptor of the same number.
+fn same_fds<'a>(
+    image: &'a mut ProcessState,
+    restored: &'a ProcessState,
+) -> impl Iterator<Item = (&'a mut FdState, &'a FdState)> {
+    image.fds.iter_mut().filter_map(|a| {
+        let b = restored.fds.iter().find(|b| b.fd == a.fd)?;
+        Some((a, b))
+    })
+}
+
+/// Descriptors the restore was told to fill with something else take what it gave them.
+fn substituted(input: &CheckInput<'_>, image: &mut ProcessState, restored: &ProcessState) -> usize {
+    let mut n = 0;
+    for (a, b) in same_fds(image, restored) {
+        if input.substituted_fds.contains(&a.fd) {
+            *a = b.clone();
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Timers count down from what they had left at the dump once they are set again; the
+/// read-back comes a little later. Armed stays armed, disarmed stays disarmed, and no timer
+/// has more left than it had (or than its period, once it fired and reloaded).
+fn timers_ran(image: &mut ProcessState, restored: &ProcessState) -> usize {
     let mut ran = 0;
     for (a, b) in image.attrs.itimers.iter_mut().zip(&restored.attrs.itimers) {
         if a.which == b.which
@@ -203,7 +272,7 @@ pub fn compare(
             ran += 1;
         }
     }
-    for (a, b) in image.fds.iter_mut().zip(&restored.fds) {
+    for (a, b) in same_fds(image, restored) {
         if let (FdKind::Timerfd(a), FdKind::Timerfd(b)) = (&mut a.kind, &b.kind)
             && a.value_ns != b.value_ns
             && a.interval_ns == b.interval_ns
@@ -222,16 +291,15 @@ pub fn compare(
             }
         }
     }
-    note(
-        expected,
-        "time left on a running timer, which counts on",
-        ran,
-    );
-    // A TCP connection runs on as soon as it leaves repair mode: the peer acknowledges queued
-    // bytes (the send queue loses its head), sends more (the receive queue grows at its tail)
-    // and moves the windows. What the process has queued is never lost or changed.
+    ran
+}
+
+/// A TCP connection runs on as soon as it leaves repair mode: the peer acknowledges queued
+/// bytes (the send queue loses its head), sends more (the receive queue grows at its tail)
+/// and moves the windows. What the process has queued is never lost or changed.
+fn tcp_traffic(image: &mut ProcessState, restored: &ProcessState) -> usize {
     let mut flowed = 0;
-    for (a, b) in image.fds.iter_mut().zip(&restored.fds) {
+    for (a, b) in same_fds(image, restored) {
         let (FdKind::Socket(a), FdKind::Socket(b)) = (&mut a.kind, &b.kind) else {
             continue;
         };
@@ -263,22 +331,23 @@ pub fn compare(
             flowed += 1;
         }
     }
-    note(
-        expected,
-        "a TCP connection's traffic since it left repair mode (bytes acknowledged or received, \
-         windows, timestamp clock)",
-        flowed,
-    );
-    // An epoll instance lists its interest set in the order of its tree, which is by the
-    // kernel addresses of the watched files: compared as a set.
+    flowed
+}
+
+/// An epoll instance lists its interest set in the order of its tree, which is by the
+/// kernel addresses of the watched files: compared as a set.
+fn epoll_as_sets(image: &mut ProcessState, restored: &mut ProcessState) {
     for f in image.fds.iter_mut().chain(restored.fds.iter_mut()) {
         if let FdKind::Epoll { targets, .. } = &mut f.kind {
             targets.sort_by_key(|t| (t.fd, t.data, t.events));
         }
     }
-    // Two adjacent anonymous areas alike in everything but their range were apart only
-    // because their memory came from different places (a parent's before a fork); mapped
-    // again side by side, the kernel merges them into one.
+}
+
+/// Two adjacent anonymous areas alike in everything but their range were apart only
+/// because their memory came from different places (a parent's before a fork); mapped
+/// again side by side, the kernel merges them into one.
+fn merged_areas(image: &mut ProcessState, restored: &ProcessState) -> usize {
     let mut merged = 0;
     let mut i = 0;
     while i + 1 < image.mm.vmas.len() {
@@ -312,13 +381,12 @@ pub fn compare(
             i += 1;
         }
     }
-    note(
-        expected,
-        "adjacent anonymous areas alike in all but their range, merged by the kernel",
-        merged,
-    );
-    // Pages that were all zeros are not written, so not present: the restored process may
-    // have fewer pages present than the image lists, never others.
+    merged
+}
+
+/// Pages that were all zeros are not written, so not present: the restored process may
+/// have fewer pages present than the image lists, never others.
+fn unwritten_pages(image: &mut ProcessState, restored: &mut ProcessState) -> usize {
     let mut unwritten = 0;
     for a in &mut image.mm.vmas {
         let Some(b) = restored.mm.vmas.iter_mut().find(|b| b.start == a.start) else {
@@ -332,13 +400,16 @@ pub fn compare(
             unwritten += 1;
         }
     }
-    note(
-        expected,
-        "pages that held only zeros are not written (not present until touched)",
-        unwritten,
-    );
-    // Page runs can number hundreds of thousands: compared here, left out of the serialized
-    // comparison below.
+    unwritten
+}
+
+/// Page runs can number hundreds of thousands: compared here, then cleared so that the
+/// serialized comparison leaves them out.
+fn compare_pages(
+    image: &mut ProcessState,
+    restored: &mut ProcessState,
+    differences: &mut Vec<String>,
+) {
     for a in &image.mm.vmas {
         if let Some(b) = restored.mm.vmas.iter().find(|b| b.start == a.start)
             && a.pages != b.pages
@@ -357,39 +428,17 @@ pub fn compare(
     for v in image.mm.vmas.iter_mut().chain(restored.mm.vmas.iter_mut()) {
         v.pages.clear();
     }
+}
+
+/// The registers the restore gives a thread stopped in a system call (see [`crate::state::Regs::resumed`]).
+fn resumed_syscalls(image: &mut ProcessState) -> usize {
     let mut resumed = 0;
     for t in &mut image.threads {
         let r = t.regs.resumed();
         resumed += usize::from(r != t.regs);
         t.regs = r;
     }
-    note(
-        expected,
-        "a thread stopped in a system call resumes as the kernel would have it (restarted, \
-             or EINTR for ERESTART_RESTARTBLOCK)",
-        resumed,
-    );
-    let fired = timers_fired(&mut image, &mut restored);
-    note(
-        expected,
-        "a timer that ran out during the restore queued its signal",
-        fired,
-    );
-    let a = serde_json::to_value(&image).unwrap_or(Value::Null);
-    let b = serde_json::to_value(&restored).unwrap_or(Value::Null);
-    let mut raw = Vec::new();
-    diff("", &a, &b, &mut raw);
-    for d in raw {
-        match expected_change(&d.path, &d.image, &d.restored, input, root) {
-            Some(rule) => note(expected, rule, 1),
-            None => differences.push(format!(
-                "{}: image {}, restored {}",
-                d.path,
-                short(&d.image),
-                short(&d.restored)
-            )),
-        }
-    }
+    resumed
 }
 
 /// One field whose values differ.
