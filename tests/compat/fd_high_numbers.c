@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 static const int nums[] = {9, 1000, 15000};
+static char open_at_start[16000];
 
 static void check(void)
 {
@@ -21,16 +22,12 @@ static void check(void)
 			return;
 		}
 	}
-	int extra = 0;
-	for (int fd = 0; fd < 20000; fd++) {
-		if (fd == fr_status_fd || fd == fr_log_fd || fd == 9 || fd == 1000 || fd == 15000 || fd <= 2)
-			continue;
-		if (fcntl(fd, F_GETFD) >= 0)
-			extra = fd;
-	}
-	if (extra) {
-		fr_status("BAD unexpected fd %d open", extra);
-		return;
+	for (int fd = 0; fd < 16000; fd++) {
+		int open_now = fcntl(fd, F_GETFD) >= 0;
+		if (open_now != open_at_start[fd]) {
+			fr_status("BAD fd %d is %s now", fd, open_now ? "open" : "closed");
+			return;
+		}
 	}
 	struct rlimit rl;
 	getrlimit(RLIMIT_NOFILE, &rl);
@@ -57,6 +54,8 @@ int main(int argc, char **argv)
 		close(f);
 		lseek(nums[i], (i + 1) * 10, SEEK_SET);
 	}
+	for (int fd = 0; fd < 16000; fd++)
+		open_at_start[fd] = fcntl(fd, F_GETFD) >= 0;
 	fr_ready();
 	for (unsigned long tick = 1;; tick++) {
 		if (fr_usr1_pending) {
