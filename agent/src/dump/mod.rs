@@ -1007,7 +1007,7 @@ fn sigactions(
                     (libc::SYS_rt_sigaction, [u64::from(sig), 0, at, 8, 0, 0])
                 })
                 .collect();
-            for (r, sig) in b.run(&calls)?.into_iter().zip(&sigs) {
+            for r in b.run(&calls)? {
                 if (-4095..0).contains(&r) {
                     return Err(PtraceError::Syscall {
                         call: "rt_sigaction",
@@ -1016,7 +1016,6 @@ fn sigactions(
                     }
                     .into());
                 }
-                let _ = sig;
             }
             leader.read_mem(b.out, &mut raw)?;
         }
@@ -1037,7 +1036,8 @@ fn sigactions(
         .iter()
         .zip(raw.chunks_exact(SIZE))
         .map(|(&sig, buf)| {
-            let w = |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+            let w =
+                |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
             SigactionState {
                 signo: sig,
                 handler: w(0),
@@ -1063,12 +1063,20 @@ fn fd_owners_batched(b: &Batch<'_>, fds: &[i32]) -> Result<Vec<FdOwner>, DumpErr
                 libc::SYS_fcntl,
                 [fd as u64, sys::F_GETOWN_EX as u64, at, 0, 0, 0],
             ));
-            calls.push((libc::SYS_fcntl, [fd as u64, sys::F_GETSIG as u64, 0, 0, 0, 0]));
+            calls.push((
+                libc::SYS_fcntl,
+                [fd as u64, sys::F_GETSIG as u64, 0, 0, 0, 0],
+            ));
         }
         let results = b.run(&calls)?;
         let mut ex = vec![0u8; chunk.len() * 8];
         b.tracee.read_mem(b.out, &mut ex)?;
         for (i, r) in results.chunks_exact(2).enumerate() {
+            // EBADF: an `O_PATH` descriptor, which has no owner.
+            if r.iter().all(|&v| v == -libc::EBADF as i64) {
+                owners.push(FdOwner::default());
+                continue;
+            }
             for (call, &v) in ["fcntl(F_GETOWN_EX)", "fcntl(F_GETSIG)"].iter().zip(r) {
                 if (-4095..0).contains(&v) {
                     return Err(PtraceError::Syscall {
@@ -1102,13 +1110,24 @@ fn fd_owner(
 ) -> Result<FdOwner, DumpError> {
     // struct f_owner_ex { int type; pid_t pid; }
     leader.write_mem(scratch, &[0u8; 8])?;
-    leader.inject(
+    let r = leader.inject_raw(
         entry,
         regs,
-        "fcntl(F_GETOWN_EX)",
         libc::SYS_fcntl,
         [fd as u64, sys::F_GETOWN_EX as u64, scratch, 0, 0, 0],
     )?;
+    // EBADF: an `O_PATH` descriptor, which has no owner.
+    if r == -libc::EBADF as i64 {
+        return Ok(FdOwner::default());
+    }
+    if (-4095..0).contains(&r) {
+        return Err(PtraceError::Syscall {
+            call: "fcntl(F_GETOWN_EX)",
+            pid: leader.pid().as_raw(),
+            source: nix::errno::Errno::from_raw(-r as i32),
+        }
+        .into());
+    }
     let mut ex = [0u8; 8];
     leader.read_mem(scratch, &mut ex)?;
     let kind = u32::from_le_bytes(ex[0..4].try_into().unwrap_or_default());
