@@ -726,9 +726,16 @@ pub struct PipeQueue {
     pub data: Vec<u8>,
 }
 
-/// Bulk contents appear in JSON as their length only.
+/// Bulk contents appear in JSON as their length and a digest (the restore checker compares
+/// contents through it; `ferry image inspect` stays short).
 fn byte_count<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{} bytes", data.len()))
+    s.serialize_str(&format!("{} bytes, {}", data.len(), short_digest(data)))
+}
+
+/// The first 8 bytes of the SHA-256 of `data`, in hex.
+fn short_digest(data: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What kind of lock a [`LockState`] is.
@@ -840,8 +847,12 @@ pub struct SeccompState {
     pub filters: Vec<Vec<u8>>,
 }
 
+/// seccomp programs appear as their length in instructions and a digest.
 fn filter_sizes<S: serde::Serializer>(f: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(f.iter().map(|p| p.len() / 8))
+    s.collect_seq(
+        f.iter()
+            .map(|p| format!("{} instructions, {}", p.len() / 8, short_digest(p))),
+    )
 }
 
 /// rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
