@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dump;
 pub mod image;
 pub mod migrate;
+pub mod netlock;
 pub mod proc;
 pub mod ptrace;
 pub mod relay;

@@ -281,3 +281,80 @@ fn tcp_established_connection() {
     // The listener takes new clients too.
     assert_eq!(tcp_ping(tcp), "pong hey");
 }
+
+/// The names of the nftables tables of this network namespace that the network lock made.
+fn lock_tables() -> Vec<String> {
+    let out = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("run nft (Debian package nftables)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("table inet ferry_lock_"))
+        .map(|s| format!("ferry_lock_{s}"))
+        .collect()
+}
+
+#[test]
+fn tcp_peer_writing_between_dump_and_restore_keeps_its_connection() {
+    let Some(ctx) = setup("sockets-tcp-lock") else {
+        return;
+    };
+    const TX: usize = 4096; // victim -> us
+    const GAP: usize = 30_000; // us -> victim while it exists only as an image
+    const AFTER: usize = 20_000; // us -> victim after the restore
+    let before = lock_tables();
+    let mut v = Victim::c(&ctx, "sockets_inet", &[&TX.to_string()]);
+    let (_, tcp) = ports(&v);
+    let mut c = TcpStream::connect(("127.0.0.1", tcp)).expect("connect");
+    c.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    v.wait_status("accepted", |l| l == "accepted");
+    let img = image_path(&ctx, "tcp-lock");
+    v.dump(&ctx, &img, &["--tcp-established"]);
+    let locked: Vec<String> = lock_tables()
+        .into_iter()
+        .filter(|t| !before.contains(t))
+        .collect();
+    assert_eq!(
+        locked.len(),
+        1,
+        "one lock table for the connection: {locked:?}"
+    );
+    // Without the lock the kernel answers these segments with RST (no socket has the port)
+    // and the connection is gone for good.
+    c.write_all(&pattern(5, 0, GAP, 13))
+        .expect("write between dump and restore");
+    std::thread::sleep(Duration::from_millis(300));
+    v.restore(&ctx, &img, &[]);
+    assert!(
+        !lock_tables().contains(&locked[0]),
+        "the restore removes the lock"
+    );
+    v.signal(Signal::SIGUSR2); // the victim starts reading
+    c.write_all(&pattern(5, GAP as u64, AFTER, 13))
+        .expect("write after the restore");
+    let mut got = Vec::with_capacity(TX);
+    let mut buf = vec![0u8; 65536];
+    while got.len() < TX {
+        let n = c.read(&mut buf).expect("read from the restored victim");
+        assert!(n > 0, "the restored victim closed the connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got == pattern(3, 0, TX, 7),
+        "the bytes from the victim differ"
+    );
+    let want_rx = (GAP + AFTER).to_string();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let ok = v.check();
+        if field(&ok, "rx") == Some(want_rx.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the victim received {ok}, want rx={want_rx}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -11,7 +11,7 @@ use crate::util;
 
 /// Tools the integration tests run: the C compiler for their victims, victims themselves, and
 /// what the test hosts are made with.
-const PREREQUISITES: &[&str] = &["cc", "python3", "bash", "sleep", "ip", "nsenter"];
+const PREREQUISITES: &[&str] = &["cc", "python3", "bash", "sleep", "ip", "nsenter", "nft"];
 
 pub fn run(cargo_test_args: &[String]) -> Result<ExitCode> {
     util::require_tools(PREREQUISITES)?;

@@ -85,7 +85,7 @@ pub fn require_tools(tools: &[&str]) -> Result<()> {
         .collect();
     if !missing.is_empty() {
         bail!(
-            "missing on PATH: {} (on Debian: apt-get install gcc libc6-dev python3 coreutils bash iproute2 util-linux)",
+            "missing on PATH: {} (on Debian: apt-get install gcc libc6-dev python3 coreutils bash iproute2 util-linux nftables)",
             missing.join(", ")
         );
     }

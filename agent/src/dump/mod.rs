@@ -193,6 +193,9 @@ pub enum DumpError {
         /// What is there (`a directory`, `a character device`, …).
         kind: &'static str,
     },
+    /// The network lock could not be installed.
+    #[error(transparent)]
+    NetLock(#[from] crate::netlock::NetLockError),
     /// Ending the process after the dump failed.
     #[error("end pid {pid} after the dump")]
     Kill {
@@ -395,6 +398,9 @@ impl Held {
     /// Ends the process and waits until its threads are gone. Its connections are discarded
     /// without a word to the peers (they live on in the image).
     pub fn end(self) -> Result<(), DumpError> {
+        // Before the sockets go, so no peer gets RST before the restore (on failure the
+        // process is thawed as it was).
+        crate::netlock::lock(self.frozen.leader().tracee.pid(), &self.state)?;
         let Held { socks, frozen, .. } = self;
         frozen.kill()?;
         socks.held.close_silently();

@@ -55,6 +55,12 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
 
     let frozen_for = t0.elapsed();
     let tasks = frozen.iter().map(|f| f.tasks.len()).sum();
+    if !opts.leave_running {
+        // Before the sockets go, so no peer gets RST before the restore.
+        for (f, p) in frozen.iter().zip(&tree.processes) {
+            crate::netlock::lock(f.leader().tracee.pid(), p)?;
+        }
+    }
     // Children first: a parent never sees a child of the tree go.
     for f in frozen.into_iter().rev() {
         if opts.leave_running {

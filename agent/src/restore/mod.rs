@@ -93,6 +93,9 @@ pub enum RestoreError {
     /// The rebuilt process is not what the image says (the restore checker).
     #[error("restore check: {0}")]
     Check(String),
+    /// The network lock of the image's connections could not be removed.
+    #[error(transparent)]
+    NetLock(#[from] crate::netlock::NetLockError),
     /// The original PID is in use and `--pid-ns never` was given.
     #[error(
         "pid {pid} is in use (restore with --pid-ns auto to keep it inside a new PID namespace)"

@@ -78,6 +78,10 @@ impl Built {
     /// out as ordinary writes.
     pub fn finish(&self, state: &ProcessState) -> Result<(), RestoreError> {
         self.handed_over.set(true);
+        // The restored sockets hold the ports: the peers' segments may come in again.
+        if !self.repaired.is_empty() {
+            crate::netlock::unlock(state)?;
+        }
         for (ino, unsent) in &self.repaired {
             let fd = fd_number(state, *ino);
             let Some(s) = self.by_ino.get(ino) else {
