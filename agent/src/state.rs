@@ -122,7 +122,7 @@ pub struct PosixTimerState {
     pub signo: u32,
     /// `sigev_value`.
     pub value: u64,
-    /// `SIGEV_SIGNAL` (0), `SIGEV_NONE` (1) or `SIGEV_THREAD_ID` (4).
+    /// `SIGEV_SIGNAL` (0), `SIGEV_NONE` (1), `SIGEV_THREAD` (2) or `SIGEV_THREAD_ID` (4).
     pub notify: u32,
     /// Thread id the signal goes to with `SIGEV_THREAD_ID` (as the process sees it).
     pub notify_tid: i32,

@@ -479,7 +479,7 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
     for (i, t) in a.posix_timers.iter().enumerate() {
         check_range(format!("attrs.posix_timers[{i}].id"), t.id, 0, i32::MAX)?;
         check_range(format!("attrs.posix_timers[{i}].signo"), t.signo, 0, 64)?;
-        if ![0, 1, 4].contains(&t.notify) {
+        if ![0, 1, 2, 4].contains(&t.notify) {
             return Err(err(
                 format!("attrs.posix_timers[{i}].notify"),
                 ManifestProblem::UnknownEnum(t.notify as i32),
