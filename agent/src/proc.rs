@@ -419,8 +419,12 @@ pub fn parse_fdinfo(text: &str) -> Result<FdInfo, ProcError> {
             let data = get("data:")
                 .and_then(|t| u64::from_str_radix(t, 16).ok())
                 .ok_or_else(|| bad("fdinfo", "data"))?;
-            info.epoll
-                .push(crate::state::EpollTarget { fd, events, data });
+            info.epoll.push(crate::state::EpollTarget {
+                fd,
+                events,
+                data,
+                file_fd: fd,
+            });
         }
     }
     Ok(info)
@@ -644,7 +648,8 @@ mod tests {
             vec![crate::state::EpollTarget {
                 fd: 5,
                 events: 0x19,
-                data: 7
+                data: 7,
+                file_fd: 5,
             }]
         );
     }

@@ -768,6 +768,11 @@ pub struct EpollTarget {
     pub events: u32,
     /// `data` given back with each event.
     pub data: u64,
+    /// The descriptor that holds the watched file: `fd` itself, unless that number was closed
+    /// or given to another file since the entry was added (an entry lives as long as its file,
+    /// keyed by the file and the number it was added under). Found with
+    /// `kcmp(KCMP_EPOLL_TFD)`: `fd` when it matches, else the lowest descriptor that does.
+    pub file_fd: i32,
 }
 
 /// Signal dispositions and process-wide pending signals.

@@ -22,3 +22,45 @@ fn posix_timer_aimed_at_one_thread_keeps_its_thread() {
     assert_eq!(field(&ok, "worker").map(str::to_owned), worker, "{ok}");
     v.assert_ticks_continuous();
 }
+
+/// An epoll instance with an entry whose number went to another file (which was added under
+/// it too) and one whose number was closed, the files kept by dups: every entry wakes with
+/// its own data. Before, the dump refused the closed number, and the restore added the
+/// reused number twice (EEXIST, one entry lost, the other watching the wrong file).
+#[test]
+fn epoll_entries_under_reused_numbers_survive() {
+    let Some(ctx) = setup("process-epoll-reused") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "proc_epoll_reused", &[]);
+    v.check();
+    let img = image_path(&ctx, "epoll-reused");
+    v.dump(&ctx, &img, &[]);
+    let out = v.restore(&ctx, &img, &[]);
+    assert!(!out.stderr.contains("EEXIST"), "{}", out.stderr);
+    v.check();
+    v.assert_ticks_continuous();
+}
+
+/// An epoll entry whose file no descriptor of the process holds any more (only a child keeps
+/// it open) cannot be added again: refused at dump, naming the instance and the number.
+#[test]
+fn epoll_entry_of_a_file_held_elsewhere_is_refused() {
+    let Some(ctx) = setup("process-epoll-elsewhere") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "proc_epoll_reused", &["elsewhere"]);
+    let line = v.wait_status("the pipe line", |l| l.starts_with("elsewhere "));
+    let fd = field(&line, "fd").unwrap().to_owned();
+    let img = image_path(&ctx, "epoll-elsewhere");
+    let out = ctx.ferry(&["dump", &v.pid.to_string(), "-o", img.to_str().unwrap()]);
+    out.assert_failed();
+    assert!(
+        out.stderr.contains(&format!(
+            "epoll watches a file added as fd {fd} that no descriptor"
+        )),
+        "{}",
+        out.stderr
+    );
+    v.check();
+}

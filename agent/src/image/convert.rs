@@ -292,6 +292,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
                     fd: t.fd,
                     events: t.events,
                     data: t.data,
+                    file_fd: (t.file_fd != t.fd).then_some(t.file_fd),
                 })
                 .collect(),
         }),
@@ -899,6 +900,7 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                         fd: t.fd,
                         events: t.events,
                         data: t.data,
+                        file_fd: t.file_fd.unwrap_or(t.fd),
                     })
                     .collect(),
             }

@@ -254,11 +254,13 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                             fd: 3,
                             events: 1,
                             data: 42,
+                            file_fd: 3,
                         },
                         EpollTarget {
                             fd: 4,
                             events: 0x8000_0001,
                             data: u64::MAX,
+                            file_fd: 3,
                         },
                     ],
                 },

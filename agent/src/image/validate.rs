@@ -1004,6 +1004,21 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                         0,
                         MAX_FD,
                     )?;
+                    // A file whose number went elsewhere is reached through another descriptor
+                    // of the process (not the instance itself).
+                    if t.file_fd != t.fd
+                        && (fds.binary_search_by_key(&t.file_fd, |f| f.fd).is_err()
+                            || t.file_fd == fds[i].fd)
+                    {
+                        return Err(err(
+                            format!("{}.epoll.targets[{j}].file_fd", field()),
+                            ManifestProblem::OutOfRange {
+                                value: t.file_fd.into(),
+                                min: 0,
+                                max: MAX_FD.into(),
+                            },
+                        ));
+                    }
                 }
             }
             FdKind::Socket(sock) => {
