@@ -76,6 +76,9 @@ pub struct AttrsState {
     pub posix_timers: Vec<PosixTimerState>,
     /// The controlling terminal of a session leader that has one.
     pub ctty: Option<CttyState>,
+    /// The signal of the group stop the process was in (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`,
+    /// `SIGTTOU`: stopped by job control, state `T`); 0 when it was not stopped.
+    pub stop_signal: u32,
 }
 
 /// A session leader's controlling terminal.

@@ -2,7 +2,8 @@
 //! descriptor number was reused, stopped processes, membarrier, a missing vDSO, file tables
 //! shared between processes and pidfds — each restored exactly or refused at dump by name.
 
-use ferry_tests::{Victim, field, image_path, setup};
+use ferry_tests::{VICTIM_TIMEOUT, Victim, field, image_path, proc_state, setup, wait_until};
+use nix::sys::signal::Signal;
 
 /// A POSIX timer with SIGEV_THREAD_ID keeps signalling the worker thread it was aimed at
 /// (restored as process-directed before, its signals went to the main thread).
@@ -63,4 +64,30 @@ fn epoll_entry_of_a_file_held_elsewhere_is_refused() {
         out.stderr
     );
     v.check();
+}
+
+/// A process stopped by job control (SIGSTOP) when dumped comes back stopped (state T, not
+/// counting), and goes on from where it was on SIGCONT. Before, it came back running.
+#[test]
+fn a_stopped_process_comes_back_stopped() {
+    let Some(ctx) = setup("process-stopped") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "counter", &[]);
+    v.check();
+    v.signal(Signal::SIGSTOP);
+    wait_until(VICTIM_TIMEOUT, "the victim stopped", || {
+        (proc_state(v.pid) == Some('T')).then_some(())
+    });
+    let img = image_path(&ctx, "stopped");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    assert_eq!(proc_state(v.pid), Some('T'), "the restored process runs");
+    let tick = v.last_tick();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(v.last_tick(), tick, "a stopped process counted on");
+    v.signal(Signal::SIGCONT);
+    v.wait_tick_beyond(tick);
+    v.check();
+    v.assert_ticks_continuous();
 }

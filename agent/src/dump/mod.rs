@@ -689,6 +689,7 @@ fn collect(
     check_fd_owners(&fds, status.ns_pid, &own, &others)?;
     let mut attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
     attrs.ctty = ctty(raw, &stat, &fds, warnings);
+    attrs.stop_signal = frozen.group_stop.map_or(0, |s| s as u32);
 
     Ok(ProcessState {
         pid: status.ns_pid,

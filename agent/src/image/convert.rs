@@ -502,6 +502,7 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
         pdeathsig: a.pdeathsig,
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
+        stop_signal: a.stop_signal,
         cgroups: a
             .cgroups
             .iter()
@@ -571,6 +572,7 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
         pdeathsig: a.pdeathsig,
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
+        stop_signal: a.stop_signal,
         cgroups: a
             .cgroups
             .into_iter()

@@ -503,6 +503,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 path: "/dev/pts/3".into(),
                 fg_pgid: 4242,
             }),
+            stop_signal: 20,
         },
         sysv_shm: vec![SysvShmState {
             id: 3,

@@ -475,6 +475,12 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
     for (i, t) in a.itimers.iter().enumerate() {
         check_range(format!("attrs.itimers[{i}].which"), t.which, 0, 2)?;
     }
+    if ![0, 19, 20, 21, 22].contains(&a.stop_signal) {
+        return Err(err(
+            "attrs.stop_signal",
+            ManifestProblem::UnknownEnum(a.stop_signal as i32),
+        ));
+    }
     cap_count("attrs.posix_timers", a.posix_timers.len(), MAX_POSIX_TIMERS)?;
     for (i, t) in a.posix_timers.iter().enumerate() {
         check_range(format!("attrs.posix_timers[{i}].id"), t.id, 0, i32::MAX)?;
