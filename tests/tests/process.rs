@@ -91,3 +91,21 @@ fn a_stopped_process_comes_back_stopped() {
     v.check();
     v.assert_ticks_continuous();
 }
+
+/// A process that unmapped its [vdso] (and one that unmapped the whole block, [vvar] too)
+/// comes back without it. Before, the dump refused "a process without a [vdso]".
+#[test]
+fn a_process_without_its_vdso_comes_back_without() {
+    let Some(ctx) = setup("process-no-vdso") else {
+        return;
+    };
+    for (i, args) in [&[][..], &["all"][..]].into_iter().enumerate() {
+        let mut v = Victim::c(&ctx, "proc_no_vdso", args);
+        let ok = v.check();
+        let img = image_path(&ctx, &format!("no-vdso-{i}"));
+        v.dump(&ctx, &img, &[]);
+        v.restore(&ctx, &img, &[]);
+        assert_eq!(v.check(), ok, "{args:?}");
+        v.assert_ticks_continuous();
+    }
+}
