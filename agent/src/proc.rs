@@ -296,7 +296,8 @@ pub struct PosixTimer {
     pub signo: u32,
     /// `sigev_value`.
     pub value: u64,
-    /// `SIGEV_SIGNAL` (0), `SIGEV_NONE` (1) or `SIGEV_THREAD_ID` (4).
+    /// `SIGEV_SIGNAL` (0), `SIGEV_NONE` (1), `SIGEV_THREAD` (2, the kernel treats it as
+    /// `SIGEV_SIGNAL`) or `SIGEV_THREAD_ID` (4, with the signal to one thread).
     pub notify: u32,
     /// Thread or process the signal goes to (in the reader's PID namespace).
     pub target: i32,
@@ -335,16 +336,23 @@ pub fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, ProcError> {
                 let (how, who) = value
                     .split_once('/')
                     .ok_or_else(|| bad("timers", "notify"))?;
-                t.notify = match how {
+                // "HOW/pid.N" or "HOW/tid.N": the kernel prints `notify & ~SIGEV_THREAD_ID`
+                // by name, and the SIGEV_THREAD_ID bit as "tid".
+                let how = match how {
                     "signal" => 0,
                     "none" => 1,
-                    "thread" => 4,
+                    "thread" => 2,
                     other => return Err(bad("timers", format!("notify {other:?}"))),
                 };
-                t.target = who
+                let (kind, target) = who
                     .split_once('.')
-                    .and_then(|(_, n)| n.parse().ok())
                     .ok_or_else(|| bad("timers", "notify target"))?;
+                t.notify = match kind {
+                    "pid" => how,
+                    "tid" => how | 4,
+                    other => return Err(bad("timers", format!("notify target {other:?}"))),
+                };
+                t.target = target.parse().map_err(|_| bad("timers", "notify target"))?;
             }
             "ClockID" => t.clock = value.parse().map_err(|_| bad("timers", "ClockID"))?,
             _ => {}
@@ -390,8 +398,12 @@ pub fn parse_fdinfo(text: &str) -> Result<FdInfo, ProcError> {
             let data = get("data:")
                 .and_then(|t| u64::from_str_radix(t, 16).ok())
                 .ok_or_else(|| bad("fdinfo", "data"))?;
-            info.epoll
-                .push(crate::state::EpollTarget { fd, events, data });
+            info.epoll.push(crate::state::EpollTarget {
+                fd,
+                events,
+                data,
+                file_fd: fd,
+            });
         }
     }
     Ok(info)
@@ -577,8 +589,10 @@ mod tests {
 
     #[test]
     fn timers_file() {
-        let t = parse_timers("ID: 7\nsignal: 10/00000000000000ff\nnotify: thread/tid.25843\nClockID: 1\nID: 8\nsignal: 14/0000000000000000\nnotify: signal/pid.9\nClockID: 0\n").unwrap();
-        assert_eq!(t.len(), 2);
+        let t = parse_timers("ID: 7\nsignal: 10/00000000000000ff\nnotify: signal/tid.25843\nClockID: 1\nID: 8\nsignal: 14/0000000000000000\nnotify: signal/pid.9\nClockID: 0\nID: 9\nsignal: 14/0000000000000000\nnotify: thread/pid.9\nClockID: 0\n").unwrap();
+        assert_eq!(t.len(), 3);
+        // The kernel keeps SIGEV_THREAD (2) as asked and treats it as SIGEV_SIGNAL.
+        assert_eq!(t[2].notify, 2);
         assert_eq!(
             (
                 t[0].id,
@@ -614,7 +628,8 @@ mod tests {
             vec![crate::state::EpollTarget {
                 fd: 5,
                 events: 0x19,
-                data: 7
+                data: 7,
+                file_fd: 5,
             }]
         );
     }

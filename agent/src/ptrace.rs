@@ -182,12 +182,16 @@ impl Tracee {
     }
 
     /// `PTRACE_INTERRUPT` and wait until the task sits in the interrupt's stop. Signals that
-    /// arrive first are delivered as the kernel would have without us.
-    pub fn interrupt(&self) -> Result<(), PtraceError> {
+    /// arrive first are delivered as the kernel would have without us. Returns the signal of
+    /// the group stop the task's process is in (stopped by job control: the stop reports it
+    /// instead of `SIGTRAP`), if it is.
+    pub fn interrupt(&self) -> Result<Option<Signal>, PtraceError> {
         ptrace::interrupt(self.pid).map_err(self.req("interrupt"))?;
         loop {
             match self.wait()? {
-                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => return Ok(()),
+                WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP) => {
+                    return Ok((sig != Signal::SIGTRAP).then_some(sig));
+                }
                 WaitStatus::Stopped(_, sig) => {
                     ptrace::cont(self.pid, sig).map_err(self.req("cont"))?;
                 }

@@ -76,6 +76,9 @@ pub struct AttrsState {
     pub posix_timers: Vec<PosixTimerState>,
     /// The controlling terminal of a session leader that has one.
     pub ctty: Option<CttyState>,
+    /// The signal of the group stop the process was in (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`,
+    /// `SIGTTOU`: stopped by job control, state `T`); 0 when it was not stopped.
+    pub stop_signal: u32,
 }
 
 /// A session leader's controlling terminal.
@@ -122,7 +125,7 @@ pub struct PosixTimerState {
     pub signo: u32,
     /// `sigev_value`.
     pub value: u64,
-    /// `SIGEV_SIGNAL` (0), `SIGEV_NONE` (1) or `SIGEV_THREAD_ID` (4).
+    /// `SIGEV_SIGNAL` (0), `SIGEV_NONE` (1), `SIGEV_THREAD` (2) or `SIGEV_THREAD_ID` (4).
     pub notify: u32,
     /// Thread id the signal goes to with `SIGEV_THREAD_ID` (as the process sees it).
     pub notify_tid: i32,
@@ -775,6 +778,11 @@ pub struct EpollTarget {
     pub events: u32,
     /// `data` given back with each event.
     pub data: u64,
+    /// The descriptor that holds the watched file: `fd` itself, unless that number was closed
+    /// or given to another file since the entry was added (an entry lives as long as its file,
+    /// keyed by the file and the number it was added under). Found with
+    /// `kcmp(KCMP_EPOLL_TFD)`: `fd` when it matches, else the lowest descriptor that does.
+    pub file_fd: i32,
 }
 
 /// Signal dispositions and process-wide pending signals.

@@ -784,3 +784,80 @@ fn parent_death_signal_of_a_member_survives_and_fires() {
     });
     assert_eq!(field(&fired, "sig"), Some("12"), "{fired}");
 }
+
+/// A child its parent stopped (SIGSTOP, stop report taken with WUNTRACED) comes back stopped:
+/// state T, writing nothing, and the parent can still continue and stop it again, seeing each
+/// through waitpid and its SIGCHLD handler. Before, it came back running.
+#[test]
+fn a_stopped_member_comes_back_stopped() {
+    let Some(ctx) = setup("trees-stopped") else {
+        return;
+    };
+    let dir = ctx.path("stopped");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut cmd = Command::new(workload("proc_stopped_child"));
+    cmd.arg(&dir);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    wait_until(VICTIM_TIMEOUT, "the child stopped", || {
+        read_lines(&dir.join("status"))
+            .iter()
+            .any(|l| l.starts_with("ready"))
+            .then_some(())
+    });
+    tree.rescan();
+    let root = tree.root();
+    let ok = check(&dir, root);
+    let child: i32 = field(&ok, "child").unwrap().parse().unwrap();
+    assert_eq!(ferry_tests::proc_state(child), Some('T'));
+
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    assert_eq!(ferry_tests::proc_state(child), Some('T'), "the child runs");
+    let ok = check(&dir, root);
+    assert_eq!(
+        field(&ok, "child"),
+        Some(child.to_string().as_str()),
+        "{ok}"
+    );
+}
+
+/// Zombies whose parent has a SIGCHLD handler: still zombies with their exit code or signal
+/// (waitid WNOWAIT), and the handler does not run again after the restore.
+#[test]
+fn zombies_of_a_parent_with_a_sigchld_handler() {
+    zombies_with_handler("trees-zombie-handler", &[]);
+}
+
+/// The same with SIGCHLD blocked: it stays pending (the restore takes back only the SIGCHLD
+/// it causes itself).
+#[test]
+fn zombies_of_a_parent_with_sigchld_blocked() {
+    zombies_with_handler("trees-zombie-blocked", &["blocked"]);
+}
+
+fn zombies_with_handler(name: &str, args: &[&str]) {
+    let Some(ctx) = setup(name) else {
+        return;
+    };
+    let dir = ctx.path("zombies");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut cmd = Command::new(workload("proc_zombie_handler"));
+    cmd.arg(&dir).args(args);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    wait_until(VICTIM_TIMEOUT, "the zombies", || {
+        read_lines(&dir.join("status"))
+            .iter()
+            .any(|l| l.starts_with("ready"))
+            .then_some(())
+    });
+    tree.rescan();
+    let root = tree.root();
+    let before = check(&dir, root);
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    std::thread::sleep(Duration::from_millis(100));
+    let after = check(&dir, root);
+    assert_eq!(after, before);
+}

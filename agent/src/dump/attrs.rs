@@ -184,6 +184,7 @@ pub fn collect(
         itimers: q.itimers,
         posix_timers,
         ctty: None,
+        stop_signal: 0,
     })
 }
 

@@ -246,7 +246,7 @@ pub fn collect_fds(
             max: STORED_BUDGET,
         });
     }
-    check_epoll(&out)?;
+    resolve_epoll(pid, &mut out)?;
     Ok(out)
 }
 
@@ -330,33 +330,70 @@ fn mark_local_pipes(pid: Pid, fds: &mut [FdState], members: &[i32]) {
     }
 }
 
-/// Epoll interest lists must name descriptors we restore.
-fn check_epoll(fds: &[FdState]) -> Result<(), DumpError> {
-    for a in fds {
-        if let FdKind::Epoll { targets } = &a.kind {
-            for t in targets {
-                let Some(target) = fds.iter().find(|f| f.fd == t.fd) else {
-                    return Err(DumpError::Unsupported(format!(
-                        "fd {}: epoll watches fd {} which is no longer open; not supported yet",
-                        a.fd, t.fd
-                    )));
-                };
-                let of = if let FdKind::Dup { of } = target.kind {
-                    of
-                } else {
-                    t.fd
-                };
-                if fds
-                    .iter()
-                    .any(|f| f.fd == of && matches!(f.kind, FdKind::Epoll { .. }))
-                {
-                    return Err(DumpError::Unsupported(format!(
-                        "fd {}: nested epoll is not supported yet",
-                        a.fd
-                    )));
+/// Finds the descriptor that holds each watched file of every epoll instance, and refuses
+/// what cannot be rebuilt. An entry is keyed by the file and the number it was added under;
+/// it stays while the file is open, even when that number was closed or given to another file
+/// since (which may then be added too: two entries under one number). `kcmp(KCMP_EPOLL_TFD)`
+/// compares each descriptor with the file of an entry (the `toff`-th one under its number, in
+/// the order fdinfo lists them): the number itself is tried first, then every other one.
+fn resolve_epoll(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
+    let numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
+    let is_epoll = |fds: &[FdState], fd: i32| {
+        fds.iter()
+            .any(|f| f.fd == fd && matches!(f.kind, FdKind::Epoll { .. }))
+    };
+    for i in 0..fds.len() {
+        let efd = fds[i].fd;
+        let FdKind::Epoll { targets } = &fds[i].kind else {
+            continue;
+        };
+        let mut targets = targets.clone();
+        for j in 0..targets.len() {
+            let tfd = targets[j].fd;
+            let toff = targets[..j].iter().filter(|t| t.fd == tfd).count() as u32;
+            let candidates =
+                std::iter::once(tfd).chain(numbers.iter().copied().filter(|&n| n != tfd));
+            let mut found = None;
+            for c in candidates.filter(|&c| c != efd && numbers.contains(&c)) {
+                match sys::epoll_target_is(pid, c, efd, tfd, toff) {
+                    Ok(true) => {
+                        found = Some(c);
+                        break;
+                    }
+                    Ok(false) | Err(nix::errno::Errno::EBADF) => {}
+                    Err(e) => {
+                        return Err(DumpError::Unsupported(format!(
+                            "fd {efd}: epoll entry for fd {tfd}: kcmp(KCMP_EPOLL_TFD) failed \
+                             ({e}); the kernel needs CONFIG_CHECKPOINT_RESTORE"
+                        )));
+                    }
                 }
             }
+            let Some(file_fd) = found else {
+                return Err(DumpError::Unsupported(format!(
+                    "fd {efd}: epoll watches a file added as fd {tfd} that no descriptor of the \
+                     process holds any more (only a mapping, another process or a message in \
+                     flight keeps it open); not supported yet"
+                )));
+            };
+            if file_fd != tfd && tfd == efd {
+                return Err(DumpError::Unsupported(format!(
+                    "fd {efd}: epoll watches a file under the instance's own number {tfd}; not \
+                     supported yet"
+                )));
+            }
+            let of = match fds.iter().find(|f| f.fd == file_fd).map(|f| &f.kind) {
+                Some(FdKind::Dup { of }) => *of,
+                _ => file_fd,
+            };
+            if is_epoll(fds, of) {
+                return Err(DumpError::Unsupported(format!(
+                    "fd {efd}: nested epoll is not supported yet"
+                )));
+            }
+            targets[j].file_fd = file_fd;
         }
+        fds[i].kind = FdKind::Epoll { targets };
     }
     Ok(())
 }

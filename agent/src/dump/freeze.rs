@@ -25,6 +25,8 @@ pub struct FrozenTask {
 pub struct Frozen {
     /// The threads; the thread-group leader first.
     pub tasks: Vec<FrozenTask>,
+    /// The signal of the group stop the process was in when seized (job control), if any.
+    pub group_stop: Option<Signal>,
     done: bool,
 }
 
@@ -128,6 +130,7 @@ impl Frozen {
     pub fn seize(pid: Pid) -> Result<Self, DumpError> {
         let mut frozen = Frozen {
             tasks: Vec::new(),
+            group_stop: None,
             done: false,
         };
         loop {
@@ -168,7 +171,11 @@ impl Frozen {
                     Err(e) => return Err(e.into()),
                 };
                 match tracee.interrupt() {
-                    Ok(()) => {}
+                    Ok(stop) => {
+                        if tid == pid {
+                            frozen.group_stop = stop;
+                        }
+                    }
                     Err(PtraceError::Gone { .. }) if tid != pid => continue,
                     Err(e) => {
                         let _ = tracee.detach(None);
@@ -201,6 +208,7 @@ impl Frozen {
     pub fn adopt(tids: &[Pid]) -> Result<Self, DumpError> {
         let mut frozen = Frozen {
             tasks: Vec::with_capacity(tids.len()),
+            group_stop: None,
             done: false,
         };
         for &tid in tids {

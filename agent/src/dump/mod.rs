@@ -695,6 +695,7 @@ fn collect(
     check_fd_owners(&fds, status.ns_pid, &own, &others)?;
     let mut attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
     attrs.ctty = ctty(raw, &stat, &fds, warnings);
+    attrs.stop_signal = frozen.group_stop.map_or(0, |s| s as u32);
 
     Ok(ProcessState {
         pid: status.ns_pid,
@@ -816,6 +817,42 @@ struct InjectedThread {
     clear_child_tid: u64,
 }
 
+/// The address of a `syscall` instruction (`0f 05`) in the process: in its `[vdso]`, or, for
+/// a process that unmapped it, in any executable mapping (the CPU decodes from wherever it is
+/// sent, so the two bytes need not start an instruction of the program's own stream).
+fn find_syscall_instruction(
+    leader: &crate::ptrace::Tracee,
+    vmas: &[crate::state::VmaState],
+) -> Result<u64, DumpError> {
+    const CHUNK: u64 = 64 << 10;
+    let candidates = vmas
+        .iter()
+        .filter(|v| v.kind == VmaKind::Vdso)
+        .chain(vmas.iter().filter(|v| {
+            v.kind != VmaKind::Vdso
+                && v.kind != VmaKind::Vsyscall
+                && v.prot & crate::state::prot::EXEC != 0
+        }));
+    for v in candidates {
+        let mut at = v.start;
+        while at < v.end {
+            // One byte of overlap, so that a pair across two chunks is found.
+            let len = CHUNK.min(v.end - at);
+            let mut code = vec![0u8; len as usize];
+            if leader.read_mem(at, &mut code).is_err() {
+                break;
+            }
+            if let Some(i) = code.windows(2).position(|w| w == [0x0f, 0x05]) {
+                return Ok(at + i as u64);
+            }
+            at += len.saturating_sub(1).max(1);
+        }
+    }
+    Err(DumpError::Unsupported(
+        "a process without a [vdso] or any executable mapping holding a syscall instruction".into(),
+    ))
+}
+
 /// Runs the queries only the process can answer (`rt_sigaction`, `brk`, `personality`, and per
 /// thread `sigaltstack` and `PR_GET_TID_ADDRESS`) by single-stepping its threads over a
 /// `syscall` instruction of its own vDSO, with a scratch page for the answers.
@@ -824,18 +861,8 @@ fn inject_queries(
     vmas: &[crate::state::VmaState],
     fds: &[i32],
 ) -> Result<Injected, DumpError> {
-    let vdso = vmas
-        .iter()
-        .find(|v| v.kind == VmaKind::Vdso)
-        .ok_or_else(|| DumpError::Unsupported("a process without a [vdso]".into()))?;
     let leader = &frozen.leader().tracee;
-    let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
-    leader.read_mem(vdso.start, &mut code)?;
-    let at = code
-        .windows(2)
-        .position(|w| w == [0x0f, 0x05])
-        .ok_or_else(|| DumpError::Unsupported("a [vdso] without a syscall instruction".into()))?;
-    let entry = Entry::SingleStep(vdso.start + at as u64);
+    let entry = Entry::SingleStep(find_syscall_instruction(leader, vmas)?);
     // No handler may run while we borrow the threads: block everything (SIGKILL/SIGSTOP
     // excepted). `Frozen` puts the masks back.
     for t in &frozen.tasks {

@@ -292,6 +292,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
                     fd: t.fd,
                     events: t.events,
                     data: t.data,
+                    file_fd: (t.file_fd != t.fd).then_some(t.file_fd),
                 })
                 .collect(),
         }),
@@ -501,6 +502,7 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
         pdeathsig: a.pdeathsig,
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
+        stop_signal: a.stop_signal,
         cgroups: a
             .cgroups
             .iter()
@@ -570,6 +572,7 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
         pdeathsig: a.pdeathsig,
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
+        stop_signal: a.stop_signal,
         cgroups: a
             .cgroups
             .into_iter()
@@ -899,6 +902,7 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                         fd: t.fd,
                         events: t.events,
                         data: t.data,
+                        file_fd: t.file_fd.unwrap_or(t.fd),
                     })
                     .collect(),
             }

@@ -254,11 +254,13 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                             fd: 3,
                             events: 1,
                             data: 42,
+                            file_fd: 3,
                         },
                         EpollTarget {
                             fd: 4,
                             events: 0x8000_0001,
                             data: u64::MAX,
+                            file_fd: 3,
                         },
                     ],
                 },
@@ -501,6 +503,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 path: "/dev/pts/3".into(),
                 fg_pgid: 4242,
             }),
+            stop_signal: 20,
         },
         sysv_shm: vec![SysvShmState {
             id: 3,

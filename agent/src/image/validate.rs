@@ -475,11 +475,17 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
     for (i, t) in a.itimers.iter().enumerate() {
         check_range(format!("attrs.itimers[{i}].which"), t.which, 0, 2)?;
     }
+    if ![0, 19, 20, 21, 22].contains(&a.stop_signal) {
+        return Err(err(
+            "attrs.stop_signal",
+            ManifestProblem::UnknownEnum(a.stop_signal as i32),
+        ));
+    }
     cap_count("attrs.posix_timers", a.posix_timers.len(), MAX_POSIX_TIMERS)?;
     for (i, t) in a.posix_timers.iter().enumerate() {
         check_range(format!("attrs.posix_timers[{i}].id"), t.id, 0, i32::MAX)?;
         check_range(format!("attrs.posix_timers[{i}].signo"), t.signo, 0, 64)?;
-        if ![0, 1, 4].contains(&t.notify) {
+        if ![0, 1, 2, 4].contains(&t.notify) {
             return Err(err(
                 format!("attrs.posix_timers[{i}].notify"),
                 ManifestProblem::UnknownEnum(t.notify as i32),
@@ -1004,6 +1010,21 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                         0,
                         MAX_FD,
                     )?;
+                    // A file whose number went elsewhere is reached through another descriptor
+                    // of the process (not the instance itself).
+                    if t.file_fd != t.fd
+                        && (fds.binary_search_by_key(&t.file_fd, |f| f.fd).is_err()
+                            || t.file_fd == fds[i].fd)
+                    {
+                        return Err(err(
+                            format!("{}.epoll.targets[{j}].file_fd", field()),
+                            ManifestProblem::OutOfRange {
+                                value: t.file_fd.into(),
+                                min: 0,
+                                max: MAX_FD.into(),
+                            },
+                        ));
+                    }
                 }
             }
             FdKind::Socket(sock) => {

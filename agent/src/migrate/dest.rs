@@ -178,6 +178,8 @@ struct Made {
     ns_pid: Option<i32>,
     warnings: Vec<String>,
     endpoints: Endpoints,
+    /// Stopped by job control when dumped: it stays stopped at commit.
+    keep_stopped: bool,
 }
 
 /// The private directory of one migration's shipped files.
@@ -339,6 +341,7 @@ fn restorer(
         ns_pid: summary.ns_pid,
         warnings: summary.warnings,
         endpoints,
+        keep_stopped: summary.stopped,
     })
 }
 
@@ -418,9 +421,11 @@ async fn transfer_task(
             ns_pid,
             warnings,
             endpoints,
+            keep_stopped,
         }) if !aborted => {
             rec.pid = pid;
             rec.start_time = start;
+            rec.keep_stopped = keep_stopped;
             if let Err(e) = node
                 .store
                 .set(&mut rec, "prepared", "copy stopped, waiting for commit")
@@ -584,8 +589,12 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
     node.store
         .set(rec, "committed", "resuming the copy")
         .map_err(store_err)?;
-    kill(Pid::from_raw(pid), Signal::SIGCONT)
-        .map_err(|e| Status::internal(format!("SIGCONT {pid}: {e}")))?;
+    // A process stopped by job control when dumped stays stopped (its own SIGCONT is for
+    // whoever stopped it to send).
+    if !rec.keep_stopped {
+        kill(Pid::from_raw(pid), Signal::SIGCONT)
+            .map_err(|e| Status::internal(format!("SIGCONT {pid}: {e}")))?;
+    }
     lock(&node.copies.held).remove(&rec.migration_id);
     node.store
         .set(rec, "done", format!("running as pid {pid}"))

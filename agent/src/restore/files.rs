@@ -606,6 +606,10 @@ pub fn restore(
                     ev.extend_from_slice(&t.events.to_le_bytes());
                     ev.extend_from_slice(&t.data.to_le_bytes());
                     let addr = inj.put(4096, &ev)?;
+                    if t.file_fd != t.fd {
+                        add_under_other_number(inj, fd, t, addr)?;
+                        continue;
+                    }
                     if let Err(e) = inj.call_raw(
                         libc::SYS_epoll_ctl,
                         [
@@ -937,6 +941,69 @@ fn recreate_deleted(
         .map_err(|e| err(format!("reopen the copy of {path}"))(e.into()))?;
     inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
     Ok(reopened)
+}
+
+/// Adds epoll entry `t` of instance `epfd`, whose file (held at `t.file_fd`) was added under a
+/// number that was closed or given to another file since: that number is made the file's for
+/// the `epoll_ctl` only, and then given back to what holds it now (kept meanwhile under a
+/// temporary number, so closing the number removes no entry and no description). No lock is
+/// held yet: they are taken last.
+fn add_under_other_number(
+    inj: &Injector<'_>,
+    epfd: i32,
+    t: &EpollTarget,
+    event: u64,
+) -> Result<(), RestoreError> {
+    let err = |what: &'static str| {
+        move |e: crate::ptrace::PtraceError| RestoreError::Fd {
+            fd: epfd,
+            what: format!(
+                "epoll entry added as fd {} (its file now at fd {}): {what}",
+                t.fd, t.file_fd
+            ),
+            source: Box::new(e.into()),
+        }
+    };
+    let fd = t.fd as u64;
+    let cloexec = inj.call_raw(libc::SYS_fcntl, [fd, libc::F_GETFD as u64, 0, 0, 0, 0])?;
+    let saved = match cloexec {
+        Ok(flags) => Some((
+            inj.call(
+                "fcntl(F_DUPFD_CLOEXEC)",
+                libc::SYS_fcntl,
+                [fd, libc::F_DUPFD_CLOEXEC as u64, 0, 0, 0, 0],
+            )
+            .map_err(err("keep what holds the number"))?,
+            flags,
+        )),
+        Err(_) => None,
+    };
+    inj.call("dup3", libc::SYS_dup3, [t.file_fd as u64, fd, 0, 0, 0, 0])
+        .map_err(err("put the file at the number"))?;
+    inj.call(
+        "epoll_ctl(EPOLL_CTL_ADD)",
+        libc::SYS_epoll_ctl,
+        [epfd as u64, libc::EPOLL_CTL_ADD as u64, fd, event, 0, 0],
+    )
+    .map_err(err("watch it"))?;
+    match saved {
+        Some((tmp, flags)) => {
+            let o_cloexec = if flags & libc::FD_CLOEXEC as u64 != 0 {
+                libc::O_CLOEXEC as u64
+            } else {
+                0
+            };
+            inj.call("dup3", libc::SYS_dup3, [tmp, fd, o_cloexec, 0, 0, 0])
+                .map_err(err("give the number back"))?;
+            inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])
+                .map_err(err("close the temporary number"))?;
+        }
+        None => {
+            inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])
+                .map_err(err("close the number"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Takes back every lock and lease, inside the task (they belong to it or its descriptors).

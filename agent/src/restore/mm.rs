@@ -106,18 +106,34 @@ pub fn wipe_and_place_vdso(
     let (cur_start, cur_end, cur) =
         vdso_block(maps.iter().map(|m| (maps_kind(&m.name), m.start, m.end)))
             .ok_or_else(|| RestoreError::Layout("the new task has no vDSO".into()))?;
-    let (img_start, _, img) = vdso_block(mm.vmas.iter().map(|v| (v.kind.clone(), v.start, v.end)))
-        .ok_or_else(|| RestoreError::Layout("the image has no vDSO".into()))?;
-    let same_shape = cur.len() == img.len()
-        && cur.iter().zip(&img).all(|(a, b)| {
-            a.0 == b.0 && a.2 - a.1 == b.2 - b.1 && a.1 - cur_start == b.1 - img_start
-        });
-    if !same_shape {
-        return Err(RestoreError::Layout(format!(
-            "the vDSO of this kernel ({cur:x?}) differs from the image's ({img:x?}); a different vDSO is not supported yet"
-        )));
+    // The image's parts, each matched with this kernel's part of its kind and size, all at
+    // one distance: a process that unmapped part of the block (its `[vdso]`, say) or all of it
+    // comes back without it.
+    let img: Vec<VdsoPart> = {
+        let mut v: Vec<VdsoPart> = mm
+            .vmas
+            .iter()
+            .filter(|v| is_vdso_block(&v.kind))
+            .map(|v| (v.kind.clone(), v.start, v.end))
+            .collect();
+        v.sort_by_key(|(_, s, _)| *s);
+        v
+    };
+    let mut delta: Option<u64> = None;
+    let mut kept: Vec<VdsoPart> = Vec::with_capacity(img.len());
+    for p in &img {
+        let matched = cur
+            .iter()
+            .find(|c| c.0 == p.0 && c.2 - c.1 == p.2 - p.1)
+            .filter(|c| delta.is_none_or(|d| p.1.wrapping_sub(c.1) == d));
+        let Some(c) = matched else {
+            return Err(RestoreError::Layout(format!(
+                "the vDSO of this kernel ({cur:x?}) differs from the image's ({img:x?}); a different vDSO is not supported yet"
+            )));
+        };
+        delta = Some(p.1.wrapping_sub(c.1));
+        kept.push(c.clone());
     }
-
     let mut keep = [(inj.area, inj.area + AREA_LEN), (cur_start, cur_end)];
     keep.sort_unstable();
     let mut from = 0u64;
@@ -132,16 +148,19 @@ pub fn wipe_and_place_vdso(
         from = from.max(e);
     }
 
-    if cur_start != img_start {
+    for (_, s, e) in cur.iter().filter(|c| !kept.contains(c)) {
+        inj.call("munmap", libc::SYS_munmap, [*s, e - s, 0, 0, 0, 0])?;
+    }
+    let delta = delta.unwrap_or(0);
+    if delta != 0 {
         // Move part by part (mremap works on one VMA), in the order that never overlaps a part
         // not yet moved.
-        let moving_up = img_start > cur_start;
-        let mut parts = cur.clone();
-        if moving_up {
+        let mut parts = kept;
+        if delta < (1u64 << 63) {
             parts.reverse();
         }
         for (_, s, e) in parts {
-            let to = s - cur_start + img_start;
+            let to = s.wrapping_add(delta);
             let got = inj.call(
                 "mremap",
                 libc::SYS_mremap,

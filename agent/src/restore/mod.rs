@@ -79,6 +79,9 @@ pub struct RestoreSummary {
     pub others: Vec<i32>,
     /// How long [`RestoreOptions::check`] took, when there was one.
     pub checked: Option<std::time::Duration>,
+    /// The (root) process was stopped by job control when dumped and is left stopped: a
+    /// caller that holds it stopped must not let it go on.
+    pub stopped: bool,
 }
 
 /// Why a restore failed. Nothing is left running in any case.
@@ -371,12 +374,14 @@ pub fn restore_with<R: Read + Send>(
         }
         None => None,
     };
-    if !opts.stopped {
+    // Stopped by job control when dumped: stopped again, the same way.
+    let stop = opts.stopped || state.attrs.stop_signal != 0;
+    if !stop {
         for (t, _) in &threads {
             t.detach(None)?;
         }
     }
-    if opts.stopped {
+    if stop {
         // Queued while every thread is still in a ptrace stop: the first thread back on its
         // way to user mode takes it and stops the whole group before any of them runs a
         // single instruction. Not traced any more, it stays stopped whatever happens to us.
@@ -391,6 +396,9 @@ pub fn restore_with<R: Read + Send>(
         }
     }
     tracee.detach(None)?;
+    if state.attrs.stop_signal != 0 {
+        wait_group_stop(task.pid)?;
+    }
     shared.finish();
     task.disarm();
     tracing::debug!(elapsed = ?t0.elapsed(), "restored");
@@ -401,7 +409,23 @@ pub fn restore_with<R: Read + Send>(
         warnings,
         others: Vec::new(),
         checked,
+        stopped: state.attrs.stop_signal != 0,
     })
+}
+
+/// Waits until the process, let go with a `SIGSTOP` queued, is in its group stop (state `T`):
+/// one that was stopped when dumped is handed over stopped, or the restore fails.
+pub(crate) fn wait_group_stop(pid: nix::unistd::Pid) -> Result<(), RestoreError> {
+    for _ in 0..400 {
+        let stat = crate::proc::parse_stat(&crate::proc::read(pid.as_raw(), "stat")?)?;
+        if stat.state == 'T' {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err(RestoreError::Layout(format!(
+        "pid {pid} was stopped when dumped but did not stop again (SIGSTOP queued)"
+    )))
 }
 
 fn restore_process_attrs(

@@ -358,10 +358,24 @@ pub fn restore_tree<R: Read + Send>(
     };
     let mut others = Vec::with_capacity(procs.len() - 1);
     for ((t, p), ts) in leaders.iter().zip(procs).zip(&threads).rev() {
+        // Stopped by job control when dumped: a SIGSTOP queued while every thread is still in
+        // a ptrace stop stops the group before any of them runs (its parent is told, as when
+        // it stopped the first time).
+        if p.attrs.stop_signal != 0 {
+            nix::sys::signal::kill(t.pid(), nix::sys::signal::Signal::SIGSTOP).map_err(
+                |source| RestoreError::Create {
+                    step: "queue SIGSTOP",
+                    source,
+                },
+            )?;
+        }
         for (thread, _) in ts {
             thread.detach(None)?;
         }
         t.detach(None)?;
+        if p.attrs.stop_signal != 0 {
+            super::wait_group_stop(t.pid())?;
+        }
         if p.pid != root.pid {
             others.push(t.pid().as_raw());
         }
@@ -376,6 +390,7 @@ pub fn restore_tree<R: Read + Send>(
         warnings,
         others,
         checked,
+        stopped: root.attrs.stop_signal != 0,
     })
 }
 

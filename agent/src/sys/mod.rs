@@ -132,6 +132,27 @@ pub fn same_file_description_in(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Res
     Errno::result(r).map(|r| r == 0)
 }
 
+/// `kcmp(pid, pid, KCMP_EPOLL_TFD, fd, {efd, tfd, toff}) == 0`: whether descriptor `fd` of
+/// `pid` is the file of the `toff`-th entry added under number `tfd` to its epoll instance
+/// `efd`.
+pub fn epoll_target_is(pid: Pid, fd: i32, efd: i32, tfd: i32, toff: u32) -> Result<bool, Errno> {
+    const KCMP_EPOLL_TFD: libc::c_int = 7;
+    // struct kcmp_epoll_slot { __u32 efd, tfd, toff; }
+    let slot: [u32; 3] = [efd as u32, tfd as u32, toff];
+    // SAFETY: the kernel only reads the 12-byte slot, which lives across the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid.as_raw(),
+            pid.as_raw(),
+            KCMP_EPOLL_TFD,
+            fd as libc::c_ulong,
+            slot.as_ptr(),
+        )
+    };
+    Errno::result(r).map(|r| r == 0)
+}
+
 /// `ioctl(fd, FIONREAD)`: bytes queued in a pipe.
 pub fn fionread(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
     let mut n: libc::c_int = 0;

@@ -1,0 +1,5 @@
+/* Conformance victim: see tests/workloads/proc_no_vdso.c for what it checks.
+ *
+ * compat-object: a process that unmapped its vDSO
+ */
+#include "proc_no_vdso.c"

@@ -1,0 +1,111 @@
+//! Process and tree state (issue 9): timers aimed at one thread, epoll entries whose
+//! descriptor number was reused, stopped processes, membarrier, a missing vDSO, file tables
+//! shared between processes and pidfds — each restored exactly or refused at dump by name.
+
+use ferry_tests::{VICTIM_TIMEOUT, Victim, field, image_path, proc_state, setup, wait_until};
+use nix::sys::signal::Signal;
+
+/// A POSIX timer with SIGEV_THREAD_ID keeps signalling the worker thread it was aimed at
+/// (restored as process-directed before, its signals went to the main thread).
+#[test]
+fn posix_timer_aimed_at_one_thread_keeps_its_thread() {
+    let Some(ctx) = setup("process-timer-thread") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "proc_timer_thread", &[]);
+    let ok = v.check();
+    let worker = field(&ok, "worker").map(str::to_owned);
+    let img = image_path(&ctx, "timer-thread");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let ok = v.check();
+    assert_eq!(field(&ok, "worker").map(str::to_owned), worker, "{ok}");
+    v.assert_ticks_continuous();
+}
+
+/// An epoll instance with an entry whose number went to another file (which was added under
+/// it too) and one whose number was closed, the files kept by dups: every entry wakes with
+/// its own data. Before, the dump refused the closed number, and the restore added the
+/// reused number twice (EEXIST, one entry lost, the other watching the wrong file).
+#[test]
+fn epoll_entries_under_reused_numbers_survive() {
+    let Some(ctx) = setup("process-epoll-reused") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "proc_epoll_reused", &[]);
+    v.check();
+    let img = image_path(&ctx, "epoll-reused");
+    v.dump(&ctx, &img, &[]);
+    let out = v.restore(&ctx, &img, &[]);
+    assert!(!out.stderr.contains("EEXIST"), "{}", out.stderr);
+    v.check();
+    v.assert_ticks_continuous();
+}
+
+/// An epoll entry whose file no descriptor of the process holds any more (only a child keeps
+/// it open) cannot be added again: refused at dump, naming the instance and the number.
+#[test]
+fn epoll_entry_of_a_file_held_elsewhere_is_refused() {
+    let Some(ctx) = setup("process-epoll-elsewhere") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "proc_epoll_reused", &["elsewhere"]);
+    let line = v.wait_status("the pipe line", |l| l.starts_with("elsewhere "));
+    let fd = field(&line, "fd").unwrap().to_owned();
+    let img = image_path(&ctx, "epoll-elsewhere");
+    let out = ctx.ferry(&["dump", &v.pid.to_string(), "-o", img.to_str().unwrap()]);
+    out.assert_failed();
+    assert!(
+        out.stderr.contains(&format!(
+            "epoll watches a file added as fd {fd} that no descriptor"
+        )),
+        "{}",
+        out.stderr
+    );
+    v.check();
+}
+
+/// A process stopped by job control (SIGSTOP) when dumped comes back stopped (state T, not
+/// counting), and goes on from where it was on SIGCONT. Before, it came back running.
+#[test]
+fn a_stopped_process_comes_back_stopped() {
+    let Some(ctx) = setup("process-stopped") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "counter", &[]);
+    v.check();
+    v.signal(Signal::SIGSTOP);
+    wait_until(VICTIM_TIMEOUT, "the victim stopped", || {
+        (proc_state(v.pid) == Some('T')).then_some(())
+    });
+    let img = image_path(&ctx, "stopped");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    assert_eq!(proc_state(v.pid), Some('T'), "the restored process runs");
+    let tick = v.last_tick();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(v.last_tick(), tick, "a stopped process counted on");
+    v.signal(Signal::SIGCONT);
+    v.wait_tick_beyond(tick);
+    v.check();
+    v.assert_ticks_continuous();
+}
+
+/// A process that unmapped its [vdso] (and one that unmapped the whole block, [vvar] too)
+/// comes back without it. Before, the dump refused "a process without a [vdso]".
+#[test]
+fn a_process_without_its_vdso_comes_back_without() {
+    let Some(ctx) = setup("process-no-vdso") else {
+        return;
+    };
+    for (i, args) in [&[][..], &["all"][..]].into_iter().enumerate() {
+        let mut v = Victim::c(&ctx, "proc_no_vdso", args);
+        let ok = v.check();
+        let img = image_path(&ctx, &format!("no-vdso-{i}"));
+        v.dump(&ctx, &img, &[]);
+        v.restore(&ctx, &img, &[]);
+        assert_eq!(v.check(), ok, "{args:?}");
+        v.assert_ticks_continuous();
+    }
+}
