@@ -1006,6 +1006,9 @@ pub struct SocketState {
     pub sock_type: u32,
     /// Options that differ from a fresh socket's, set again first at restore.
     pub opts: Vec<SockOptState>,
+    /// The classic BPF program attached with `SO_ATTACH_FILTER` (`struct sock_filter`s, 8
+    /// bytes each), empty when none is.
+    pub filter: Vec<u8>,
     /// Family-specific state.
     pub kind: SocketKind,
 }

@@ -281,3 +281,41 @@ fn tcp_established_connection() {
     // The listener takes new clients too.
     assert_eq!(tcp_ping(tcp), "pong hey");
 }
+
+/// Options set away from their defaults on TCP (a listener and both ends of an established
+/// connection), UDP, IPv6 UDP and Unix sockets come back with the values the process set;
+/// SO_REUSEADDR of an established connection among them (repair mode used to reset it).
+#[test]
+fn socket_options_come_back() {
+    let Some(ctx) = setup("sockets-opts") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "sockets_opts", &["opts"]);
+    let before = v.check();
+    let img = image_path(&ctx, "opts");
+    v.dump(&ctx, &img, &["--tcp-established"]);
+    v.restore(&ctx, &img, &[]);
+    let after = v.check();
+    assert_eq!(field(&before, "n"), field(&after, "n"));
+    // A second cycle: what the first restore made is dumped the same way.
+    let img2 = image_path(&ctx, "opts2");
+    v.dump(&ctx, &img2, &["--tcp-established"]);
+    v.restore(&ctx, &img2, &[]);
+    v.check();
+}
+
+/// Classic BPF filters (SO_ATTACH_FILTER) on a UDP socket and on an established TCP
+/// connection (which the dump puts behind a filter of its own meanwhile) come back and still
+/// filter.
+#[test]
+fn socket_filters_come_back() {
+    let Some(ctx) = setup("sockets-filter") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "sockets_opts", &["filter"]);
+    v.check();
+    let img = image_path(&ctx, "filter");
+    v.dump(&ctx, &img, &["--tcp-established"]);
+    v.restore(&ctx, &img, &[]);
+    v.check();
+}

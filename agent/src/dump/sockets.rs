@@ -17,14 +17,15 @@ use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrStorage, UnixAddr,
-    getpeername, getsockname, recv, recvmsg, socket,
+    ControlMessageOwned, MsgFlags, SockaddrStorage, UnixAddr, getpeername, getsockname, recv,
+    recvmsg,
 };
 use nix::unistd::Pid;
 
 use super::DumpError;
 use super::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixDiag};
-use crate::image::MAX_SOCKET_QUEUE;
+use crate::image::sockopt as opt;
+use crate::image::{MAX_SOCKET_FILTER as MAX_FILTER, MAX_SOCKET_QUEUE};
 use crate::state::{
     FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState,
     UnixSocketState,
@@ -57,7 +58,18 @@ pub struct SocketOptions {
 /// Established TCP sockets ferry holds in repair mode during the dump.
 #[derive(Debug, Default)]
 pub struct Held {
-    repaired: Vec<OwnedFd>,
+    repaired: Vec<Repaired>,
+}
+
+/// One connection in repair mode, with what leaving it must put back.
+#[derive(Debug)]
+struct Repaired {
+    fd: OwnedFd,
+    /// `SO_REUSEADDR` before repair mode, which sets it to "forced" and resets it to 0 on
+    /// leaving.
+    reuse: i32,
+    /// The process's own socket filter, which ferry's drop-everything filter replaced.
+    filter: Vec<u8>,
 }
 
 impl Held {
@@ -70,12 +82,23 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        for fd in &self.repaired {
-            let fd = fd.as_fd();
+        for r in &self.repaired {
+            let fd = r.fd.as_fd();
             if let Err(err) = ss::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 0) {
                 tracing::error!(%err, "could not take a TCP socket out of repair mode");
             }
-            let _ = ss::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0);
+            if let Err(err) = ss::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, r.reuse)
+            {
+                tracing::error!(%err, "could not set SO_REUSEADDR of a TCP socket back");
+            }
+            let back = if r.filter.is_empty() {
+                ss::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0)
+            } else {
+                ss::attach_filter(fd, &r.filter)
+            };
+            if let Err(err) = back {
+                tracing::error!(%err, "could not put a TCP socket's own filter back");
+            }
         }
     }
 }
@@ -132,6 +155,7 @@ pub fn unexamined(ino: u64) -> SocketState {
         family: 0,
         sock_type: 0,
         opts: Vec::new(),
+        filter: Vec::new(),
         kind: SocketKind::Inet(InetSocketState {
             protocol: 0,
             local: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -178,6 +202,19 @@ pub fn collect(
             .map_err(sock_err(fd, "SO_TYPE"))?;
         let protocol = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PROTOCOL)
             .map_err(sock_err(fd, "SO_PROTOCOL"))?;
+        // Options and the filter first: an established TCP connection is read in repair mode,
+        // which changes SO_REUSEADDR, behind a filter of ferry's own.
+        let opts = changed_options(fd, c, family, sock_type, protocol)?;
+        let filter = ss::get_filter(c).map_err(sock_err(fd, "SO_GET_FILTER"))?;
+        if filter.len() > MAX_FILTER {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "a socket filter of {} instructions, more than an image holds",
+                    filter.len() / 8
+                ),
+            ));
+        }
         let kind = match family {
             libc::AF_UNIX => {
                 if unix.is_none() {
@@ -196,7 +233,7 @@ pub fn collect(
             libc::AF_INET | libc::AF_INET6 => match (sock_type, protocol) {
                 (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => SocketKind::Inet(udp_socket(fd, c, ctx)?),
                 (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
-                    SocketKind::Inet(tcp_socket(fd, &copy, ctx)?)
+                    SocketKind::Inet(tcp_socket(fd, &copy, &opts, &filter, ctx)?)
                 }
                 _ => {
                     return Err(unsupported(
@@ -218,13 +255,12 @@ pub fn collect(
                 ));
             }
         };
-        let established_tcp = matches!(&kind, SocketKind::Inet(i) if i.tcp.is_some());
-        let opts = changed_options(fd, c, family, sock_type, established_tcp)?;
         let state = SocketState {
             ino,
             family: family as u32,
             sock_type: sock_type as u32,
             opts,
+            filter,
             kind,
         };
         done.insert(ino, state.clone());
@@ -233,35 +269,73 @@ pub fn collect(
     Ok(out)
 }
 
+/// Whether the socket is a TCP socket in state ESTABLISHED.
+fn is_established_tcp(c: BorrowedFd<'_>, family: i32, sock_type: i32, protocol: i32) -> bool {
+    if family == libc::AF_UNIX || sock_type != libc::SOCK_STREAM || protocol != libc::IPPROTO_TCP {
+        return false;
+    }
+    let mut info = [0u8; 8];
+    ss::getsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).is_ok()
+        && info[0] == TCP_ESTABLISHED
+}
+
+/// Whether options at `level` apply to a socket of this kind.
+fn level_applies(level: i32, family: i32, sock_type: i32, protocol: i32) -> bool {
+    let inet = family == libc::AF_INET || family == libc::AF_INET6;
+    match level {
+        libc::SOL_SOCKET => true,
+        libc::IPPROTO_TCP => {
+            inet && sock_type == libc::SOCK_STREAM && protocol == libc::IPPROTO_TCP
+        }
+        libc::IPPROTO_IP => inet,
+        libc::IPPROTO_IPV6 => family == libc::AF_INET6,
+        opt::SOL_RAW => inet && sock_type == libc::SOCK_RAW,
+        opt::SOL_UDPLITE => inet && protocol == libc::IPPROTO_UDPLITE,
+        opt::SOL_NETLINK => family == libc::AF_NETLINK,
+        _ => false,
+    }
+}
+
 /// The allowed options whose value differs from that of a fresh socket of the same kind.
 fn changed_options(
     fd: i32,
     c: BorrowedFd<'_>,
     family: i32,
     sock_type: i32,
-    established_tcp: bool,
+    protocol: i32,
 ) -> Result<Vec<SockOptState>, DumpError> {
-    let fresh = socket(
-        AddressFamily::from_i32(family)
-            .ok_or_else(|| unsupported(fd, format!("address family {family}")))?,
-        SockType::try_from(sock_type).map_err(sock_err(fd, "socket type"))?,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(sock_err(fd, "create a fresh socket to compare options"))?;
-    let is_tcp = family != libc::AF_UNIX && sock_type == libc::SOCK_STREAM;
+    let fresh = ss::socket(family, sock_type, protocol)
+        .map_err(sock_err(fd, "create a fresh socket to compare options"))?;
+    // An established connection's buffers were sized by autotuning, unless the user fixed
+    // them (SO_BUF_LOCK reports which): setting them would turn autotuning off.
+    let autotuned = if is_established_tcp(c, family, sock_type, protocol) {
+        let locked = ss::getsockopt_int(c, libc::SOL_SOCKET, opt::SO_BUF_LOCK).unwrap_or(0);
+        (locked & 2 == 0, locked & 1 == 0)
+    } else {
+        (false, false)
+    };
     let mut out = Vec::new();
     for &(level, name) in crate::image::ALLOWED_SOCKET_OPTS {
-        if (level == libc::IPPROTO_TCP && !is_tcp)
-            || (level == libc::IPPROTO_IPV6 && family != libc::AF_INET6)
+        if !level_applies(level, family, sock_type, protocol) {
+            continue;
+        }
+        // Multicast options mean nothing to a stream socket, which cannot set them; an
+        // accepted connection reports the TTL of the packet that opened it there.
+        let multicast = [
+            libc::IP_MULTICAST_TTL,
+            libc::IP_MULTICAST_LOOP,
+            libc::IPV6_MULTICAST_HOPS,
+            libc::IPV6_MULTICAST_LOOP,
+        ];
+        if sock_type == libc::SOCK_STREAM
+            && (level == libc::IPPROTO_IP || level == libc::IPPROTO_IPV6)
+            && multicast.contains(&name)
         {
             continue;
         }
-        // An established connection's buffers were sized by autotuning; setting them would
-        // turn autotuning off.
-        if established_tcp
-            && level == libc::SOL_SOCKET
-            && (name == libc::SO_RCVBUF || name == libc::SO_SNDBUF)
+        if level == libc::SOL_SOCKET
+            && ((name == libc::SO_RCVBUF && autotuned.0)
+                || (name == libc::SO_SNDBUF && autotuned.1))
         {
             continue;
         }
@@ -276,6 +350,22 @@ fn changed_options(
                 level,
                 name,
                 value: now[..n].to_vec(),
+            });
+        }
+    }
+    // Setting a buffer size locks it: SO_BUF_LOCK goes with the sizes, even when unlocked
+    // again, so that the restore ends with the lock the process had.
+    let has = |name: i32| {
+        out.iter()
+            .any(|o| o.level == libc::SOL_SOCKET && o.name == name)
+    };
+    if (has(libc::SO_RCVBUF) || has(libc::SO_SNDBUF)) && !has(opt::SO_BUF_LOCK) {
+        let mut v = [0u8; 4];
+        if let Ok(4) = ss::getsockopt_bytes(c, libc::SOL_SOCKET, opt::SO_BUF_LOCK, &mut v) {
+            out.push(SockOptState {
+                level: libc::SOL_SOCKET,
+                name: opt::SO_BUF_LOCK,
+                value: v.to_vec(),
             });
         }
     }
@@ -568,7 +658,13 @@ fn tcp_state_name(state: u8) -> &'static str {
     }
 }
 
-fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocketState, DumpError> {
+fn tcp_socket(
+    fd: i32,
+    copy: &OwnedFd,
+    opts: &[SockOptState],
+    filter: &[u8],
+    ctx: &mut SocketDump,
+) -> Result<InetSocketState, DumpError> {
     let c = copy.as_fd();
     let info = tcp_info(fd, c)?;
     let local = local_addr(fd, c)?;
@@ -619,7 +715,12 @@ fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocke
             if !ctx.capture {
                 return Ok(tcp(Some(peer), None, None));
             }
-            let conn = repair(fd, copy, &mut ctx.held)?;
+            let reuse = opts
+                .iter()
+                .find(|o| o.level == libc::SOL_SOCKET && o.name == libc::SO_REUSEADDR)
+                .and_then(|o| o.value.get(..4))
+                .map_or(0, |v| i32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
+            let conn = repair(fd, copy, reuse, filter, &mut ctx.held)?;
             Ok(tcp(Some(peer), None, Some(conn)))
         }
         // A relayed connection in any other state (its peer closed, say) is relayed as well.
@@ -639,15 +740,31 @@ fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocke
 
 /// Reads an established connection through `TCP_REPAIR`, leaving it in repair mode with a
 /// drop-everything filter (see the module documentation).
-fn repair(fd: i32, copy: &OwnedFd, held: &mut Held) -> Result<TcpConnState, DumpError> {
+fn repair(
+    fd: i32,
+    copy: &OwnedFd,
+    reuse: i32,
+    filter: &[u8],
+    held: &mut Held,
+) -> Result<TcpConnState, DumpError> {
     let c = copy.as_fd();
     // The filter first: from now on nothing more is received, so the queues we read stay
     // exactly what the peer believes it delivered.
-    ss::attach_drop_filter(c).map_err(sock_err(fd, "attach a socket filter"))?;
-    held.repaired.push(
-        copy.try_clone()
+    ss::attach_drop_filter(c).map_err(|e| {
+        let why = if e == Errno::EPERM {
+            "attach a socket filter (the process locked its own with SO_LOCK_FILTER)"
+        } else {
+            "attach a socket filter"
+        };
+        sock_err(fd, why)(e)
+    })?;
+    held.repaired.push(Repaired {
+        fd: copy
+            .try_clone()
             .map_err(|e| sock_err(fd, "dup")(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?,
-    );
+        reuse,
+        filter: filter.to_vec(),
+    });
     ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)
         .map_err(sock_err(fd, "TCP_REPAIR"))?;
 

@@ -1674,6 +1674,7 @@ fn with_sockets() -> ProcessState {
             name: libc::SO_PASSCRED,
             value: 1i32.to_ne_bytes().to_vec(),
         }],
+        filter: Vec::new(),
         kind: SocketKind::Unix(UnixSocketState {
             name: Vec::new(),
             file: None,
@@ -1691,6 +1692,7 @@ fn with_sockets() -> ProcessState {
         family: libc::AF_UNIX as u32,
         sock_type: libc::SOCK_STREAM as u32,
         opts: Vec::new(),
+        filter: Vec::new(),
         kind: SocketKind::Unix(UnixSocketState {
             name: b"/run/app.sock".to_vec(),
             file: Some(FileIdentity {
@@ -1717,6 +1719,7 @@ fn with_sockets() -> ProcessState {
             name: libc::TCP_NODELAY,
             value: 1i32.to_ne_bytes().to_vec(),
         }],
+        filter: vec![0x06, 0, 0, 0, 0xff, 0xff, 0, 0],
         kind: SocketKind::Inet(InetSocketState {
             protocol: libc::IPPROTO_TCP as u32,
             local: "[::1]:6379".parse().expect("addr"),
@@ -1742,6 +1745,7 @@ fn with_sockets() -> ProcessState {
         family: libc::AF_INET as u32,
         sock_type: libc::SOCK_DGRAM as u32,
         opts: Vec::new(),
+        filter: Vec::new(),
         kind: SocketKind::Inet(InetSocketState {
             protocol: libc::IPPROTO_UDP as u32,
             local: "127.0.0.1:5353".parse().expect("addr"),

@@ -21,8 +21,8 @@ use nix::sys::socket::{
 use super::RestoreError;
 use crate::dump::sockdiag;
 use crate::state::{
-    FdKind, InetSocketState, ProcessState, SocketKind, SocketState, TcpConnState, TreeState,
-    UnixSocketState,
+    FdKind, InetSocketState, ProcessState, SockOptState, SocketKind, SocketState, TcpConnState,
+    TreeState, UnixSocketState,
 };
 use crate::sys::socket as ss;
 
@@ -46,6 +46,8 @@ pub struct Built {
     by_ino: HashMap<u64, OwnedFd>,
     /// Established connections in repair mode, with the bytes that were never sent.
     repaired: Vec<(u64, Vec<u8>)>,
+    /// Their recorded state, for the options leaving repair mode resets.
+    repaired_state: HashMap<u64, SocketState>,
     /// Socket files ferry created by binding (path, inode): removed again should the restore
     /// fail before the task holds its sockets, so that a retry finds the path as the dump left
     /// it.
@@ -85,6 +87,19 @@ impl Built {
             };
             ss::setsockopt_int(s.as_fd(), libc::IPPROTO_TCP, libc::TCP_REPAIR, 0)
                 .map_err(err(fd, "leave TCP repair mode"))?;
+            if let Some(st) = self.repaired_state.get(ino) {
+                // Buffers enlarged by force to hold the queues are locked by that: unlocked
+                // again unless the process had locked them, so that autotuning goes on.
+                let lock = crate::image::sockopt::SO_BUF_LOCK;
+                if !st
+                    .opts
+                    .iter()
+                    .any(|o| o.level == libc::SOL_SOCKET && o.name == lock)
+                {
+                    let _ = ss::setsockopt_int(s.as_fd(), libc::SOL_SOCKET, lock, 0);
+                }
+                set_opts_where(fd, s.as_fd(), st, changed_by_repair)?;
+            }
             send_all(fd, s.as_fd(), unsent, "send the bytes never sent")?;
         }
         Ok(())
@@ -188,6 +203,7 @@ pub fn build(
         pidfd,
         by_ino: HashMap::new(),
         repaired: Vec::new(),
+        repaired_state: HashMap::new(),
         created: Vec::new(),
         handed_over: std::cell::Cell::new(false),
     };
@@ -243,6 +259,7 @@ pub fn build(
                 let (sock, unsent) = inet_socket(fd, s, i)?;
                 if let Some(unsent) = unsent {
                     b.repaired.push((s.ino, unsent));
+                    b.repaired_state.insert(s.ino, s.clone());
                 }
                 sock
             }
@@ -307,27 +324,62 @@ fn pair(fd: i32, s: &SocketState) -> Result<(OwnedFd, OwnedFd), RestoreError> {
     .map_err(err(fd, "socketpair"))
 }
 
-/// Sets the recorded options, only those the image format allows.
+/// Attaches the recorded socket filter and sets the recorded options, only those the image
+/// format allows, in its order.
 fn set_opts(fd: i32, sock: BorrowedFd<'_>, s: &SocketState) -> Result<(), RestoreError> {
-    for o in &s.opts {
+    if !s.filter.is_empty() {
+        ss::attach_filter(sock, &s.filter).map_err(err(fd, "attach the socket filter"))?;
+    }
+    set_opts_where(fd, sock, s, |_| true)
+}
+
+/// Sets the recorded options that `pick` selects.
+fn set_opts_where(
+    fd: i32,
+    sock: BorrowedFd<'_>,
+    s: &SocketState,
+    pick: impl Fn(&SockOptState) -> bool,
+) -> Result<(), RestoreError> {
+    for o in s.opts.iter().filter(|o| pick(o)) {
         if !crate::image::ALLOWED_SOCKET_OPTS.contains(&(o.level, o.name)) {
             continue;
         }
         let mut value = o.value.clone();
-        // getsockopt reports twice what setsockopt asks for (the kernel's bookkeeping share).
+        let mut name = o.name;
+        // getsockopt reports twice what setsockopt asks for (the kernel's bookkeeping share);
+        // the forcing variants take a size beyond net.core.[rw]mem_max, as the process may
+        // have had.
         if o.level == libc::SOL_SOCKET
             && (o.name == libc::SO_RCVBUF || o.name == libc::SO_SNDBUF)
             && value.len() == 4
         {
             let v = i32::from_ne_bytes([value[0], value[1], value[2], value[3]]) / 2;
             value = v.to_ne_bytes().to_vec();
+            name = if o.name == libc::SO_RCVBUF {
+                libc::SO_RCVBUFFORCE
+            } else {
+                libc::SO_SNDBUFFORCE
+            };
         }
-        ss::setsockopt_bytes(sock, o.level, o.name, &value).map_err(err(
+        ss::setsockopt_bytes(sock, o.level, name, &value).map_err(err(
             fd,
             format!("setsockopt level {} option {}", o.level, o.name),
         ))?;
     }
     Ok(())
+}
+
+/// The options leaving TCP repair mode resets (`SO_REUSEADDR`), and the buffer sizes the
+/// repair may have enlarged to hold the queues.
+fn changed_by_repair(o: &SockOptState) -> bool {
+    o.level == libc::SOL_SOCKET
+        && [
+            libc::SO_REUSEADDR,
+            libc::SO_RCVBUF,
+            libc::SO_SNDBUF,
+            crate::image::sockopt::SO_BUF_LOCK,
+        ]
+        .contains(&o.name)
 }
 
 /// Writes `u`'s queued messages from `other`, so they land in `u`'s socket's receive queue.
