@@ -1056,6 +1056,9 @@ pub struct UnixSocketState {
     pub shutdown: u32,
     /// Queued incoming data: one element per datagram or record; one element for a stream.
     pub queue: Vec<Vec<u8>>,
+    /// For a listener: connections waiting to be accepted whose connecting socket is in the
+    /// process (or the tree); they come back by connecting again. Others are dropped.
+    pub pending: u32,
 }
 
 /// A UDP or TCP socket.
@@ -1071,6 +1074,8 @@ pub struct InetSocketState {
     pub backlog: Option<u32>,
     /// Repair state of an established TCP connection.
     pub tcp: Option<TcpConnState>,
+    /// `sk_shutdown` bits: 1 = no more receives, 2 = no more sends.
+    pub shutdown: u32,
 }
 
 /// An established TCP connection, as `TCP_REPAIR` reports it.

@@ -162,6 +162,7 @@ pub fn unexamined(ino: u64) -> SocketState {
             peer: None,
             backlog: None,
             tcp: None,
+            shutdown: 0,
         }),
     }
 }
@@ -187,6 +188,7 @@ pub fn collect(
     let pidfd = crate::sys::pidfd_open(pid).map_err(sock_err(socks[0].0, "pidfd_open"))?;
     let inos: HashSet<u64> = socks.iter().map(|s| s.1).collect();
     let mut unix: Option<HashMap<u64, UnixDiag>> = None;
+    let mut inet_shut: HashMap<(i32, i32), HashMap<u64, u8>> = HashMap::new();
     let mut done: HashMap<u64, SocketState> = HashMap::new();
     let mut out = Vec::with_capacity(socks.len());
     for &(fd, ino) in socks {
@@ -255,6 +257,17 @@ pub fn collect(
                 ));
             }
         };
+        let mut kind = kind;
+        if let SocketKind::Inet(i) = &mut kind {
+            let m = match inet_shut.entry((family, protocol)) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    sockdiag::inet_shutdown(family, protocol)
+                        .map_err(sock_err(fd, "sock_diag of the shutdown state"))?,
+                ),
+            };
+            i.shutdown = m.get(&ino).map_or(0, |b| u32::from(*b & 3));
+        }
         let state = SocketState {
             ino,
             family: family as u32,
@@ -425,22 +438,41 @@ fn unix_socket(
                     rdev: 0,
                 });
             }
-            _ => {
-                if ctx.capture {
-                    ctx.warnings.push(format!(
-                        "fd {fd}: the socket file {path} of this Unix socket is gone; it is restored without a name"
-                    ));
-                }
+            // Removed: the restore binds the name again and removes the file, as it was.
+            (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => {}
+            (Ok(m), Some((vino, _))) => {
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "the socket file {path} of Unix socket {ino} was replaced (inode {vino} then, {} now): \
+                         its name cannot be bound again",
+                        m.ino()
+                    ),
+                ));
+            }
+            (r, _) => {
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "the socket file {path} of Unix socket {ino} cannot be identified ({})",
+                        r.err()
+                            .map_or_else(|| "no inode from sock_diag".into(), |e| e.to_string())
+                    ),
+                ));
             }
         }
     }
     let stream = diag.sock_type as i32 != libc::SOCK_DGRAM;
     let listening = diag.state == STATE_LISTEN;
     let backlog = listening.then_some(diag.rqlen.1);
-    if listening && diag.rqlen.0 > 0 && ctx.capture {
+    // Pending connections whose connecting socket is the process's (or a member's) come back
+    // when that socket connects again at restore; those from outside are dropped.
+    let inside = |i: &u64| *i != 0 && (in_process.contains(i) || ctx.member_sockets.contains(i));
+    let pending = diag.icons.iter().filter(|i| inside(i)).count() as u32;
+    let outside = diag.rqlen.0.saturating_sub(pending);
+    if listening && outside > 0 && ctx.capture {
         ctx.warnings.push(format!(
-            "fd {fd}: {} connection(s) waiting to be accepted on {} are dropped",
-            diag.rqlen.0,
+            "fd {fd}: {outside} connection(s) from outside the process waiting to be accepted on {} are dropped",
             sockdiag::display_name(&name)
         ));
     }
@@ -453,10 +485,31 @@ fn unix_socket(
     let peer_ino = diag.peer;
     let mut peer_external = false;
     let mut peer_name = Vec::new();
+    // A stream socket whose peer closed: the peer's release shut it both ways, and the dead
+    // peer has no inode. It is restored as one end of a pair whose other end is closed, never
+    // connected again by the dead peer's name (an accepted socket's is its listener's).
+    let peer_closed = stream && connected && peer_ino == 0 && diag.shutdown == 3;
     if connected && !in_process.contains(&peer_ino) && !ctx.member_sockets.contains(&peer_ino) {
         peer_external = true;
         // Also while the peer is not accepted yet (it has no inode then, so `peer_ino` is 0).
-        peer_name = unix_name(getpeername::<UnixAddr>(c.as_raw_fd()).ok());
+        if !peer_closed {
+            peer_name = unix_name(getpeername::<UnixAddr>(c.as_raw_fd()).ok());
+        }
+        if peer_ino == 0 && !peer_closed && ctx.capture {
+            // Connecting again at restore brings the pending connection back, but not what
+            // this socket already wrote into it.
+            let unread = ss::ioctl_int(c, ss::SIOCOUTQ).unwrap_or(0);
+            if unread > 0 {
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "Unix socket {ino} has a connection to {} not accepted yet, holding data it wrote \
+                         ({unread} bytes with overhead): a pending connection's data cannot be read without accepting it",
+                        sockdiag::display_name(&peer_name)
+                    ),
+                ));
+            }
+        }
         if peer_ino != 0 {
             // Relayed stdio (fds 0–2) stays here whatever its peer.
             let relayed = ctx.opts.relay && fd <= 2;
@@ -500,6 +553,7 @@ fn unix_socket(
         peer_name,
         shutdown: u32::from(diag.shutdown),
         queue,
+        pending: if listening { pending } else { 0 },
     })
 }
 
@@ -633,6 +687,7 @@ fn udp_socket(
         peer,
         backlog: None,
         tcp: None,
+        shutdown: 0,
     })
 }
 
@@ -674,6 +729,7 @@ fn tcp_socket(
         peer,
         backlog,
         tcp: conn,
+        shutdown: 0,
     };
     match info[0] {
         TCP_CLOSE => Ok(tcp(None, None, None)),

@@ -166,6 +166,7 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
             peer_name: u.peer_name.clone(),
             shutdown: u.shutdown,
             queue: u.queue.clone(),
+            pending: u.pending,
         }),
         SocketKind::Inet(i) => pb::socket::Kind::Inet(pb::InetSocket {
             protocol: i.protocol,
@@ -186,6 +187,7 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
                 timestamp: t.timestamp,
                 window: t.window.to_vec(),
             }),
+            shutdown: i.shutdown,
         }),
     };
     pb::Socket {
@@ -258,6 +260,7 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 peer_name: u.peer_name,
                 shutdown: u.shutdown,
                 queue: u.queue,
+                pending: u.pending,
             })
         }
         pb::socket::Kind::Inet(i) => {
@@ -300,6 +303,7 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 peer,
                 backlog: i.listening.then_some(i.backlog),
                 tcp,
+                shutdown: i.shutdown,
             })
         }
     };
@@ -407,6 +411,15 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
             }
         }
         SocketKind::Inet(i) => {
+            if i.shutdown & !3 != 0 {
+                return Err(err(
+                    format!("{field}.inet.shutdown"),
+                    ManifestProblem::UnknownBits {
+                        value: i.shutdown.into(),
+                        allowed: 3,
+                    },
+                ));
+            }
             check_value(
                 format!("{field}.family"),
                 s.family,

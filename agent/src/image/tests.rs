@@ -1685,6 +1685,7 @@ fn with_sockets() -> ProcessState {
             peer_name: Vec::new(),
             shutdown: 0,
             queue,
+            pending: 0,
         }),
     };
     let listener = SocketState {
@@ -1708,6 +1709,7 @@ fn with_sockets() -> ProcessState {
             peer_name: Vec::new(),
             shutdown: 0,
             queue: Vec::new(),
+            pending: 2,
         }),
     };
     let tcp = SocketState {
@@ -1738,6 +1740,7 @@ fn with_sockets() -> ProcessState {
                 timestamp: 99,
                 window: [1, 2, 3, 4, 5],
             }),
+            shutdown: 1,
         }),
     };
     let udp = SocketState {
@@ -1752,6 +1755,7 @@ fn with_sockets() -> ProcessState {
             peer: None,
             backlog: None,
             tcp: None,
+            shutdown: 0,
         }),
     };
     let socks = [

@@ -216,3 +216,19 @@ pub fn attach_filter(fd: BorrowedFd<'_>, program: &[u8]) -> Result<(), Errno> {
     };
     Errno::result(r).map(drop)
 }
+
+/// `accept4(listener, NULL, NULL, SOCK_CLOEXEC)`.
+pub fn accept(listener: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    // SAFETY: null address pointers ask for no peer address; the listener is a valid fd.
+    let r = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
+    let fd = Errno::result(r)?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
