@@ -1025,6 +1025,9 @@ pub struct SocketState {
     pub sock_type: u32,
     /// Options that differ from a fresh socket's, set again first at restore.
     pub opts: Vec<SockOptState>,
+    /// The classic BPF program attached with `SO_ATTACH_FILTER` (`struct sock_filter`s, 8
+    /// bytes each), empty when none is.
+    pub filter: Vec<u8>,
     /// Family-specific state.
     pub kind: SocketKind,
 }
@@ -1072,6 +1075,9 @@ pub struct UnixSocketState {
     pub shutdown: u32,
     /// Queued incoming data: one element per datagram or record; one element for a stream.
     pub queue: Vec<Vec<u8>>,
+    /// For a listener: connections waiting to be accepted whose connecting socket is in the
+    /// process (or the tree); they come back by connecting again. Others are dropped.
+    pub pending: u32,
 }
 
 /// A UDP or TCP socket.
@@ -1087,6 +1093,8 @@ pub struct InetSocketState {
     pub backlog: Option<u32>,
     /// Repair state of an established TCP connection.
     pub tcp: Option<TcpConnState>,
+    /// `sk_shutdown` bits: 1 = no more receives, 2 = no more sends.
+    pub shutdown: u32,
 }
 
 /// An established TCP connection, as `TCP_REPAIR` reports it.

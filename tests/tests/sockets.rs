@@ -358,3 +358,93 @@ fn tcp_peer_writing_between_dump_and_restore_keeps_its_connection() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Options set away from their defaults on TCP (a listener and both ends of an established
+/// connection), UDP, IPv6 UDP and Unix sockets come back with the values the process set;
+/// SO_REUSEADDR of an established connection among them (repair mode used to reset it).
+#[test]
+fn socket_options_come_back() {
+    let Some(ctx) = setup("sockets-opts") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "sockets_opts", &["opts"]);
+    let before = v.check();
+    let img = image_path(&ctx, "opts");
+    v.dump(&ctx, &img, &["--tcp-established"]);
+    v.restore(&ctx, &img, &[]);
+    let after = v.check();
+    assert_eq!(field(&before, "n"), field(&after, "n"));
+    // A second cycle: what the first restore made is dumped the same way.
+    let img2 = image_path(&ctx, "opts2");
+    v.dump(&ctx, &img2, &["--tcp-established"]);
+    v.restore(&ctx, &img2, &[]);
+    v.check();
+}
+
+/// Classic BPF filters (SO_ATTACH_FILTER) on a UDP socket and on an established TCP
+/// connection (which the dump puts behind a filter of its own meanwhile) come back and still
+/// filter.
+#[test]
+fn socket_filters_come_back() {
+    let Some(ctx) = setup("sockets-filter") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "sockets_opts", &["filter"]);
+    v.check();
+    let img = image_path(&ctx, "filter");
+    v.dump(&ctx, &img, &["--tcp-established"]);
+    v.restore(&ctx, &img, &[]);
+    v.check();
+}
+
+/// Shutdown bits of UDP, Unix datagram and established TCP sockets come back.
+#[test]
+fn shutdown_state_comes_back() {
+    let Some(ctx) = setup("sockets-shut") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "sockets_state", &["shut"]);
+    v.check();
+    let img = image_path(&ctx, "shut");
+    v.dump(&ctx, &img, &["--tcp-established"]);
+    v.restore(&ctx, &img, &[]);
+    v.check();
+}
+
+/// Unix sockets whose peer closed (a socketpair end, an accepted connection), a datagram
+/// socketpair end whose peer closed, a named datagram socket connected one way, each with
+/// queued data; a listener whose socket file was removed; a connection from the process not
+/// accepted yet.
+#[test]
+fn unix_queues_without_a_live_peer() {
+    let Some(ctx) = setup("sockets-queues") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "sockets_state", &["queues"]);
+    v.check();
+    let img = image_path(&ctx, "queues");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    v.check();
+    let img2 = image_path(&ctx, "queues2");
+    v.dump(&ctx, &img2, &[]);
+    v.restore(&ctx, &img2, &[]);
+    v.check();
+}
+
+/// A connection from the process not accepted yet, holding data its client wrote, is
+/// refused at dump, naming it (the data cannot be read without accepting it).
+#[test]
+fn unix_pending_connection_with_data_is_refused() {
+    let Some(ctx) = setup("sockets-pending") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "sockets_state", &["pending"]);
+    v.check();
+    let err = dump_fails(&ctx, &v, &[]);
+    assert!(
+        err.contains("not accepted yet") && err.contains("ferry-state-"),
+        "{err}"
+    );
+    v.check();
+}

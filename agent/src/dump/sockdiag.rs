@@ -17,7 +17,10 @@ const NLMSG_DONE: u16 = 3;
 const UDIAG_SHOW_NAME: u32 = 1;
 const UDIAG_SHOW_VFS: u32 = 2;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_ICONS: u32 = 8;
 const UDIAG_SHOW_RQLEN: u32 = 16;
+const UNIX_DIAG_ICONS: u16 = 3;
+const INET_DIAG_SHUTDOWN: u16 = 8;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
@@ -47,6 +50,9 @@ pub struct UnixDiag {
     pub rqlen: (u32, u32),
     /// `sk_shutdown` bits.
     pub shutdown: u8,
+    /// For a listener: the inodes of the sockets whose connections wait to be accepted, in
+    /// the order they arrived.
+    pub icons: Vec<u64>,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -61,37 +67,29 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
         .map_or(0, u16::from_ne_bytes)
 }
 
-/// Every Unix socket of the network namespace, by inode.
-pub fn unix_sockets() -> Result<HashMap<u64, UnixDiag>, Errno> {
+/// Sends one `SOCK_DIAG_BY_FAMILY` dump request (`body` after the netlink header) and hands
+/// each answer's payload to `each`.
+fn diag_dump(body: &[u8], mut each: impl FnMut(&[u8])) -> Result<(), Errno> {
     let sock = socket(
         AddressFamily::Netlink,
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkSockDiag,
     )?;
-    let mut req = Vec::with_capacity(40);
-    req.extend_from_slice(&40u32.to_ne_bytes());
+    let len = 16 + body.len();
+    let mut req = Vec::with_capacity(len);
+    req.extend_from_slice(&(len as u32).to_ne_bytes());
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
     req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-    req.push(libc::AF_UNIX as u8);
-    req.push(0);
-    req.extend_from_slice(&0u16.to_ne_bytes());
-    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-    req.extend_from_slice(&0u32.to_ne_bytes()); // every inode
-    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
-    req.extend_from_slice(&show.to_ne_bytes());
-    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // no cookie
-    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    req.extend_from_slice(body);
     sendto(
         sock.as_raw_fd(),
         &req,
         &NetlinkAddr::new(0, 0),
         MsgFlags::empty(),
     )?;
-
-    let mut out = HashMap::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
@@ -103,15 +101,12 @@ pub fn unix_sockets() -> Result<HashMap<u64, UnixDiag>, Errno> {
                 return Err(Errno::EBADMSG);
             }
             match kind {
-                NLMSG_DONE => return Ok(out),
+                NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => {
                     let code = u32_at(&buf, at + 16) as i32;
                     return Err(Errno::from_raw(-code));
                 }
-                _ => {
-                    let (ino, d) = parse_unix(&buf[at + 16..at + len]);
-                    out.insert(ino, d);
-                }
+                _ => each(&buf[at + 16..at + len]),
             }
             at += (len + 3) & !3;
         }
@@ -119,6 +114,55 @@ pub fn unix_sockets() -> Result<HashMap<u64, UnixDiag>, Errno> {
             return Err(Errno::EBADMSG);
         }
     }
+}
+
+/// Every Unix socket of the network namespace, by inode.
+pub fn unix_sockets() -> Result<HashMap<u64, UnixDiag>, Errno> {
+    let mut req = Vec::with_capacity(24);
+    req.push(libc::AF_UNIX as u8);
+    req.push(0);
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&0u32.to_ne_bytes()); // every inode
+    let show =
+        UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    req.extend_from_slice(&show.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // no cookie
+    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    let mut out = HashMap::new();
+    diag_dump(&req, |m| {
+        let (ino, d) = parse_unix(m);
+        out.insert(ino, d);
+    })?;
+    Ok(out)
+}
+
+/// The `sk_shutdown` bits of every socket of `family` (`AF_INET`, `AF_INET6`) and `protocol`
+/// (`IPPROTO_TCP`, `IPPROTO_UDP`, `IPPROTO_UDPLITE`) in the network namespace, by inode.
+pub fn inet_shutdown(family: i32, protocol: i32) -> Result<HashMap<u64, u8>, Errno> {
+    let mut req = vec![0u8; 56];
+    req[0] = family as u8;
+    req[1] = protocol as u8;
+    req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req[48..56].copy_from_slice(&[0xff; 8]); // no cookie
+    let mut out = HashMap::new();
+    diag_dump(&req, |m| {
+        // struct inet_diag_msg: the inode at 68, attributes from 72.
+        let ino = u64::from(u32_at(m, 68));
+        let mut at = 72;
+        while at + 4 <= m.len() {
+            let len = usize::from(u16_at(m, at));
+            let kind = u16_at(m, at + 2);
+            if len < 4 || at + len > m.len() {
+                break;
+            }
+            if kind == INET_DIAG_SHUTDOWN {
+                out.insert(ino, m.get(at + 4).copied().unwrap_or(0));
+            }
+            at += (len + 3) & !3;
+        }
+    })?;
+    Ok(out)
 }
 
 /// One `unix_diag_msg` and its attributes.
@@ -150,6 +194,12 @@ fn parse_unix(m: &[u8]) -> (u64, UnixDiag) {
             UNIX_DIAG_PEER => d.peer = u64::from(u32_at(data, 0)),
             UNIX_DIAG_RQLEN => d.rqlen = (u32_at(data, 0), u32_at(data, 4)),
             UNIX_DIAG_SHUTDOWN => d.shutdown = data.first().copied().unwrap_or(0),
+            UNIX_DIAG_ICONS => {
+                d.icons = data
+                    .chunks_exact(4)
+                    .map(|c| u64::from(u32_at(c, 0)))
+                    .collect();
+            }
             _ => {}
         }
         at += (len + 3) & !3;

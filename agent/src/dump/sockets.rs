@@ -17,14 +17,15 @@ use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrStorage, UnixAddr,
-    getpeername, getsockname, recv, recvmsg, socket,
+    ControlMessageOwned, MsgFlags, SockaddrStorage, UnixAddr, getpeername, getsockname, recv,
+    recvmsg,
 };
 use nix::unistd::Pid;
 
 use super::DumpError;
 use super::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixDiag};
-use crate::image::MAX_SOCKET_QUEUE;
+use crate::image::sockopt as opt;
+use crate::image::{MAX_SOCKET_FILTER as MAX_FILTER, MAX_SOCKET_QUEUE};
 use crate::state::{
     FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState,
     UnixSocketState,
@@ -57,7 +58,18 @@ pub struct SocketOptions {
 /// Established TCP sockets ferry holds in repair mode during the dump.
 #[derive(Debug, Default)]
 pub struct Held {
-    repaired: Vec<OwnedFd>,
+    repaired: Vec<Repaired>,
+}
+
+/// One connection in repair mode, with what leaving it must put back.
+#[derive(Debug)]
+struct Repaired {
+    fd: OwnedFd,
+    /// `SO_REUSEADDR` before repair mode, which sets it to "forced" and resets it to 0 on
+    /// leaving.
+    reuse: i32,
+    /// The process's own socket filter, which ferry's drop-everything filter replaced.
+    filter: Vec<u8>,
 }
 
 impl Held {
@@ -70,12 +82,23 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        for fd in &self.repaired {
-            let fd = fd.as_fd();
+        for r in &self.repaired {
+            let fd = r.fd.as_fd();
             if let Err(err) = ss::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR, 0) {
                 tracing::error!(%err, "could not take a TCP socket out of repair mode");
             }
-            let _ = ss::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0);
+            if let Err(err) = ss::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, r.reuse)
+            {
+                tracing::error!(%err, "could not set SO_REUSEADDR of a TCP socket back");
+            }
+            let back = if r.filter.is_empty() {
+                ss::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0)
+            } else {
+                ss::attach_filter(fd, &r.filter)
+            };
+            if let Err(err) = back {
+                tracing::error!(%err, "could not put a TCP socket's own filter back");
+            }
         }
     }
 }
@@ -132,12 +155,14 @@ pub fn unexamined(ino: u64) -> SocketState {
         family: 0,
         sock_type: 0,
         opts: Vec::new(),
+        filter: Vec::new(),
         kind: SocketKind::Inet(InetSocketState {
             protocol: 0,
             local: SocketAddr::from(([0, 0, 0, 0], 0)),
             peer: None,
             backlog: None,
             tcp: None,
+            shutdown: 0,
         }),
     }
 }
@@ -163,6 +188,7 @@ pub fn collect(
     let pidfd = crate::sys::pidfd_open(pid).map_err(sock_err(socks[0].0, "pidfd_open"))?;
     let inos: HashSet<u64> = socks.iter().map(|s| s.1).collect();
     let mut unix: Option<HashMap<u64, UnixDiag>> = None;
+    let mut inet_shut: HashMap<(i32, i32), HashMap<u64, u8>> = HashMap::new();
     let mut done: HashMap<u64, SocketState> = HashMap::new();
     let mut out = Vec::with_capacity(socks.len());
     for &(fd, ino) in socks {
@@ -178,6 +204,19 @@ pub fn collect(
             .map_err(sock_err(fd, "SO_TYPE"))?;
         let protocol = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PROTOCOL)
             .map_err(sock_err(fd, "SO_PROTOCOL"))?;
+        // Options and the filter first: an established TCP connection is read in repair mode,
+        // which changes SO_REUSEADDR, behind a filter of ferry's own.
+        let opts = changed_options(fd, c, family, sock_type, protocol)?;
+        let filter = ss::get_filter(c).map_err(sock_err(fd, "SO_GET_FILTER"))?;
+        if filter.len() > MAX_FILTER {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "a socket filter of {} instructions, more than an image holds",
+                    filter.len() / 8
+                ),
+            ));
+        }
         let kind = match family {
             libc::AF_UNIX => {
                 if unix.is_none() {
@@ -196,7 +235,7 @@ pub fn collect(
             libc::AF_INET | libc::AF_INET6 => match (sock_type, protocol) {
                 (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => SocketKind::Inet(udp_socket(fd, c, ctx)?),
                 (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
-                    SocketKind::Inet(tcp_socket(fd, &copy, ctx)?)
+                    SocketKind::Inet(tcp_socket(fd, &copy, &opts, &filter, ctx)?)
                 }
                 _ => {
                     return Err(unsupported(
@@ -218,13 +257,23 @@ pub fn collect(
                 ));
             }
         };
-        let established_tcp = matches!(&kind, SocketKind::Inet(i) if i.tcp.is_some());
-        let opts = changed_options(fd, c, family, sock_type, established_tcp)?;
+        let mut kind = kind;
+        if let SocketKind::Inet(i) = &mut kind {
+            let m = match inet_shut.entry((family, protocol)) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    sockdiag::inet_shutdown(family, protocol)
+                        .map_err(sock_err(fd, "sock_diag of the shutdown state"))?,
+                ),
+            };
+            i.shutdown = m.get(&ino).map_or(0, |b| u32::from(*b & 3));
+        }
         let state = SocketState {
             ino,
             family: family as u32,
             sock_type: sock_type as u32,
             opts,
+            filter,
             kind,
         };
         done.insert(ino, state.clone());
@@ -233,35 +282,73 @@ pub fn collect(
     Ok(out)
 }
 
+/// Whether the socket is a TCP socket in state ESTABLISHED.
+fn is_established_tcp(c: BorrowedFd<'_>, family: i32, sock_type: i32, protocol: i32) -> bool {
+    if family == libc::AF_UNIX || sock_type != libc::SOCK_STREAM || protocol != libc::IPPROTO_TCP {
+        return false;
+    }
+    let mut info = [0u8; 8];
+    ss::getsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).is_ok()
+        && info[0] == TCP_ESTABLISHED
+}
+
+/// Whether options at `level` apply to a socket of this kind.
+fn level_applies(level: i32, family: i32, sock_type: i32, protocol: i32) -> bool {
+    let inet = family == libc::AF_INET || family == libc::AF_INET6;
+    match level {
+        libc::SOL_SOCKET => true,
+        libc::IPPROTO_TCP => {
+            inet && sock_type == libc::SOCK_STREAM && protocol == libc::IPPROTO_TCP
+        }
+        libc::IPPROTO_IP => inet,
+        libc::IPPROTO_IPV6 => family == libc::AF_INET6,
+        opt::SOL_RAW => inet && sock_type == libc::SOCK_RAW,
+        opt::SOL_UDPLITE => inet && protocol == libc::IPPROTO_UDPLITE,
+        opt::SOL_NETLINK => family == libc::AF_NETLINK,
+        _ => false,
+    }
+}
+
 /// The allowed options whose value differs from that of a fresh socket of the same kind.
 fn changed_options(
     fd: i32,
     c: BorrowedFd<'_>,
     family: i32,
     sock_type: i32,
-    established_tcp: bool,
+    protocol: i32,
 ) -> Result<Vec<SockOptState>, DumpError> {
-    let fresh = socket(
-        AddressFamily::from_i32(family)
-            .ok_or_else(|| unsupported(fd, format!("address family {family}")))?,
-        SockType::try_from(sock_type).map_err(sock_err(fd, "socket type"))?,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(sock_err(fd, "create a fresh socket to compare options"))?;
-    let is_tcp = family != libc::AF_UNIX && sock_type == libc::SOCK_STREAM;
+    let fresh = ss::socket(family, sock_type, protocol)
+        .map_err(sock_err(fd, "create a fresh socket to compare options"))?;
+    // An established connection's buffers were sized by autotuning, unless the user fixed
+    // them (SO_BUF_LOCK reports which): setting them would turn autotuning off.
+    let autotuned = if is_established_tcp(c, family, sock_type, protocol) {
+        let locked = ss::getsockopt_int(c, libc::SOL_SOCKET, opt::SO_BUF_LOCK).unwrap_or(0);
+        (locked & 2 == 0, locked & 1 == 0)
+    } else {
+        (false, false)
+    };
     let mut out = Vec::new();
     for &(level, name) in crate::image::ALLOWED_SOCKET_OPTS {
-        if (level == libc::IPPROTO_TCP && !is_tcp)
-            || (level == libc::IPPROTO_IPV6 && family != libc::AF_INET6)
+        if !level_applies(level, family, sock_type, protocol) {
+            continue;
+        }
+        // Multicast options mean nothing to a stream socket, which cannot set them; an
+        // accepted connection reports the TTL of the packet that opened it there.
+        let multicast = [
+            libc::IP_MULTICAST_TTL,
+            libc::IP_MULTICAST_LOOP,
+            libc::IPV6_MULTICAST_HOPS,
+            libc::IPV6_MULTICAST_LOOP,
+        ];
+        if sock_type == libc::SOCK_STREAM
+            && (level == libc::IPPROTO_IP || level == libc::IPPROTO_IPV6)
+            && multicast.contains(&name)
         {
             continue;
         }
-        // An established connection's buffers were sized by autotuning; setting them would
-        // turn autotuning off.
-        if established_tcp
-            && level == libc::SOL_SOCKET
-            && (name == libc::SO_RCVBUF || name == libc::SO_SNDBUF)
+        if level == libc::SOL_SOCKET
+            && ((name == libc::SO_RCVBUF && autotuned.0)
+                || (name == libc::SO_SNDBUF && autotuned.1))
         {
             continue;
         }
@@ -276,6 +363,22 @@ fn changed_options(
                 level,
                 name,
                 value: now[..n].to_vec(),
+            });
+        }
+    }
+    // Setting a buffer size locks it: SO_BUF_LOCK goes with the sizes, even when unlocked
+    // again, so that the restore ends with the lock the process had.
+    let has = |name: i32| {
+        out.iter()
+            .any(|o| o.level == libc::SOL_SOCKET && o.name == name)
+    };
+    if (has(libc::SO_RCVBUF) || has(libc::SO_SNDBUF)) && !has(opt::SO_BUF_LOCK) {
+        let mut v = [0u8; 4];
+        if let Ok(4) = ss::getsockopt_bytes(c, libc::SOL_SOCKET, opt::SO_BUF_LOCK, &mut v) {
+            out.push(SockOptState {
+                level: libc::SOL_SOCKET,
+                name: opt::SO_BUF_LOCK,
+                value: v.to_vec(),
             });
         }
     }
@@ -335,22 +438,41 @@ fn unix_socket(
                     rdev: 0,
                 });
             }
-            _ => {
-                if ctx.capture {
-                    ctx.warnings.push(format!(
-                        "fd {fd}: the socket file {path} of this Unix socket is gone; it is restored without a name"
-                    ));
-                }
+            // Removed: the restore binds the name again and removes the file, as it was.
+            (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => {}
+            (Ok(m), Some((vino, _))) => {
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "the socket file {path} of Unix socket {ino} was replaced (inode {vino} then, {} now): \
+                         its name cannot be bound again",
+                        m.ino()
+                    ),
+                ));
+            }
+            (r, _) => {
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "the socket file {path} of Unix socket {ino} cannot be identified ({})",
+                        r.err()
+                            .map_or_else(|| "no inode from sock_diag".into(), |e| e.to_string())
+                    ),
+                ));
             }
         }
     }
     let stream = diag.sock_type as i32 != libc::SOCK_DGRAM;
     let listening = diag.state == STATE_LISTEN;
     let backlog = listening.then_some(diag.rqlen.1);
-    if listening && diag.rqlen.0 > 0 && ctx.capture {
+    // Pending connections whose connecting socket is the process's (or a member's) come back
+    // when that socket connects again at restore; those from outside are dropped.
+    let inside = |i: &u64| *i != 0 && (in_process.contains(i) || ctx.member_sockets.contains(i));
+    let pending = diag.icons.iter().filter(|i| inside(i)).count() as u32;
+    let outside = diag.rqlen.0.saturating_sub(pending);
+    if listening && outside > 0 && ctx.capture {
         ctx.warnings.push(format!(
-            "fd {fd}: {} connection(s) waiting to be accepted on {} are dropped",
-            diag.rqlen.0,
+            "fd {fd}: {outside} connection(s) from outside the process waiting to be accepted on {} are dropped",
             sockdiag::display_name(&name)
         ));
     }
@@ -363,10 +485,31 @@ fn unix_socket(
     let peer_ino = diag.peer;
     let mut peer_external = false;
     let mut peer_name = Vec::new();
+    // A stream socket whose peer closed: the peer's release shut it both ways, and the dead
+    // peer has no inode. It is restored as one end of a pair whose other end is closed, never
+    // connected again by the dead peer's name (an accepted socket's is its listener's).
+    let peer_closed = stream && connected && peer_ino == 0 && diag.shutdown == 3;
     if connected && !in_process.contains(&peer_ino) && !ctx.member_sockets.contains(&peer_ino) {
         peer_external = true;
         // Also while the peer is not accepted yet (it has no inode then, so `peer_ino` is 0).
-        peer_name = unix_name(getpeername::<UnixAddr>(c.as_raw_fd()).ok());
+        if !peer_closed {
+            peer_name = unix_name(getpeername::<UnixAddr>(c.as_raw_fd()).ok());
+        }
+        if peer_ino == 0 && !peer_closed && ctx.capture {
+            // Connecting again at restore brings the pending connection back, but not what
+            // this socket already wrote into it.
+            let unread = ss::ioctl_int(c, ss::SIOCOUTQ).unwrap_or(0);
+            if unread > 0 {
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "Unix socket {ino} has a connection to {} not accepted yet, holding data it wrote \
+                         ({unread} bytes with overhead): a pending connection's data cannot be read without accepting it",
+                        sockdiag::display_name(&peer_name)
+                    ),
+                ));
+            }
+        }
         if peer_ino != 0 {
             // Relayed stdio (fds 0–2) stays here whatever its peer.
             let relayed = ctx.opts.relay && fd <= 2;
@@ -410,6 +553,7 @@ fn unix_socket(
         peer_name,
         shutdown: u32::from(diag.shutdown),
         queue,
+        pending: if listening { pending } else { 0 },
     })
 }
 
@@ -543,6 +687,7 @@ fn udp_socket(
         peer,
         backlog: None,
         tcp: None,
+        shutdown: 0,
     })
 }
 
@@ -568,7 +713,13 @@ fn tcp_state_name(state: u8) -> &'static str {
     }
 }
 
-fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocketState, DumpError> {
+fn tcp_socket(
+    fd: i32,
+    copy: &OwnedFd,
+    opts: &[SockOptState],
+    filter: &[u8],
+    ctx: &mut SocketDump,
+) -> Result<InetSocketState, DumpError> {
     let c = copy.as_fd();
     let info = tcp_info(fd, c)?;
     let local = local_addr(fd, c)?;
@@ -578,6 +729,7 @@ fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocke
         peer,
         backlog,
         tcp: conn,
+        shutdown: 0,
     };
     match info[0] {
         TCP_CLOSE => Ok(tcp(None, None, None)),
@@ -619,7 +771,12 @@ fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocke
             if !ctx.capture {
                 return Ok(tcp(Some(peer), None, None));
             }
-            let conn = repair(fd, copy, &mut ctx.held)?;
+            let reuse = opts
+                .iter()
+                .find(|o| o.level == libc::SOL_SOCKET && o.name == libc::SO_REUSEADDR)
+                .and_then(|o| o.value.get(..4))
+                .map_or(0, |v| i32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
+            let conn = repair(fd, copy, reuse, filter, &mut ctx.held)?;
             Ok(tcp(Some(peer), None, Some(conn)))
         }
         // A relayed connection in any other state (its peer closed, say) is relayed as well.
@@ -639,15 +796,31 @@ fn tcp_socket(fd: i32, copy: &OwnedFd, ctx: &mut SocketDump) -> Result<InetSocke
 
 /// Reads an established connection through `TCP_REPAIR`, leaving it in repair mode with a
 /// drop-everything filter (see the module documentation).
-fn repair(fd: i32, copy: &OwnedFd, held: &mut Held) -> Result<TcpConnState, DumpError> {
+fn repair(
+    fd: i32,
+    copy: &OwnedFd,
+    reuse: i32,
+    filter: &[u8],
+    held: &mut Held,
+) -> Result<TcpConnState, DumpError> {
     let c = copy.as_fd();
     // The filter first: from now on nothing more is received, so the queues we read stay
     // exactly what the peer believes it delivered.
-    ss::attach_drop_filter(c).map_err(sock_err(fd, "attach a socket filter"))?;
-    held.repaired.push(
-        copy.try_clone()
+    ss::attach_drop_filter(c).map_err(|e| {
+        let why = if e == Errno::EPERM {
+            "attach a socket filter (the process locked its own with SO_LOCK_FILTER)"
+        } else {
+            "attach a socket filter"
+        };
+        sock_err(fd, why)(e)
+    })?;
+    held.repaired.push(Repaired {
+        fd: copy
+            .try_clone()
             .map_err(|e| sock_err(fd, "dup")(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?,
-    );
+        reuse,
+        filter: filter.to_vec(),
+    });
     ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)
         .map_err(sock_err(fd, "TCP_REPAIR"))?;
 

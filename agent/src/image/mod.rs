@@ -87,7 +87,8 @@ pub use self::codec::ParseCodecError;
 pub use self::pages::PageBlock;
 pub use self::reader::{ImageReader, ImageSummary};
 pub use self::sockets::{
-    ALLOWED_OPTS as ALLOWED_SOCKET_OPTS, MAX_SOCKET_MESSAGES, MAX_SOCKET_QUEUE,
+    ALLOWED_OPTS as ALLOWED_SOCKET_OPTS, MAX_FILTER as MAX_SOCKET_FILTER, MAX_SOCKET_MESSAGES,
+    MAX_SOCKET_QUEUE, opt as sockopt,
 };
 pub use self::validate::{
     MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES, MAX_SYSV_SHM_BYTES, ManifestError, ManifestProblem,

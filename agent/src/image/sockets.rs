@@ -19,18 +19,74 @@ pub const MAX_SOCKET_MESSAGES: usize = 1 << 16;
 pub const MAX_SOCKET_OPTS: usize = 64;
 /// Largest option value accepted (`struct timeval` is 16 bytes).
 pub const MAX_SOCKOPT_LEN: usize = 64;
+/// Largest classic BPF socket filter accepted, in bytes (`BPF_MAXINSNS` instructions of 8).
+pub const MAX_FILTER: usize = 4096 * 8;
 /// Longest Unix socket name (`sun_path`).
 pub const MAX_UNIX_NAME: usize = 108;
 
-/// The socket options a restore sets again; an image naming any other is refused.
+/// Option numbers `libc` does not name on every target.
+pub mod opt {
+    /// `SO_LOCK_FILTER`.
+    pub const SO_LOCK_FILTER: i32 = 44;
+    /// `SO_BUF_LOCK` (Linux 5.14): which of the buffer sizes the user fixed.
+    pub const SO_BUF_LOCK: i32 = 72;
+    /// `SOL_RAW`.
+    pub const SOL_RAW: i32 = 255;
+    /// `ICMP_FILTER` (`SOL_RAW`, raw ICMP sockets).
+    pub const ICMP_FILTER: i32 = 1;
+    /// `SOL_UDPLITE`.
+    pub const SOL_UDPLITE: i32 = 136;
+    /// `UDPLITE_SEND_CSCOV`.
+    pub const UDPLITE_SEND_CSCOV: i32 = 10;
+    /// `UDPLITE_RECV_CSCOV`.
+    pub const UDPLITE_RECV_CSCOV: i32 = 11;
+    /// `SOL_NETLINK`.
+    pub const SOL_NETLINK: i32 = 270;
+    /// `NETLINK_PKTINFO`.
+    pub const NETLINK_PKTINFO: i32 = 3;
+    /// `NETLINK_BROADCAST_ERROR`.
+    pub const NETLINK_BROADCAST_ERROR: i32 = 4;
+    /// `NETLINK_NO_ENOBUFS`.
+    pub const NETLINK_NO_ENOBUFS: i32 = 5;
+    /// `NETLINK_LISTEN_ALL_NSID`.
+    pub const NETLINK_LISTEN_ALL_NSID: i32 = 8;
+    /// `NETLINK_CAP_ACK`.
+    pub const NETLINK_CAP_ACK: i32 = 10;
+    /// `NETLINK_EXT_ACK`.
+    pub const NETLINK_EXT_ACK: i32 = 11;
+    /// `NETLINK_GET_STRICT_CHK`.
+    pub const NETLINK_GET_STRICT_CHK: i32 = 12;
+    /// `IP_RECVTTL`.
+    pub const IP_RECVTTL: i32 = 12;
+    /// `IP_RECVTOS`.
+    pub const IP_RECVTOS: i32 = 13;
+    /// `IP_BIND_ADDRESS_NO_PORT`.
+    pub const IP_BIND_ADDRESS_NO_PORT: i32 = 24;
+    /// `IPV6_TRANSPARENT`.
+    pub const IPV6_TRANSPARENT: i32 = 75;
+    /// `IPV6_FREEBIND`.
+    pub const IPV6_FREEBIND: i32 = 78;
+    /// `TCP_DEFER_ACCEPT`.
+    pub const TCP_DEFER_ACCEPT: i32 = 9;
+    /// `TCP_USER_TIMEOUT`.
+    pub const TCP_USER_TIMEOUT: i32 = 18;
+    /// `TCP_FASTOPEN`.
+    pub const TCP_FASTOPEN: i32 = 23;
+    /// `TCP_NOTSENT_LOWAT`.
+    pub const TCP_NOTSENT_LOWAT: i32 = 25;
+}
+
+/// The socket options a restore sets again, in the order it sets them (the device, address
+/// reuse and transparency before `bind`; the buffer sizes before `SO_BUF_LOCK`, which says
+/// which of them the user fixed); an image naming any other is refused.
 pub const ALLOWED_OPTS: &[(i32, i32)] = &[
     (libc::SOL_SOCKET, libc::SO_REUSEADDR),
     (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+    (libc::SOL_SOCKET, libc::SO_BINDTODEVICE),
     (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
     (libc::SOL_SOCKET, libc::SO_BROADCAST),
     (libc::SOL_SOCKET, libc::SO_OOBINLINE),
     (libc::SOL_SOCKET, libc::SO_PASSCRED),
-    (libc::SOL_SOCKET, libc::SO_PRIORITY),
     (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
     (libc::SOL_SOCKET, libc::SO_MARK),
     (libc::SOL_SOCKET, libc::SO_LINGER),
@@ -38,12 +94,50 @@ pub const ALLOWED_OPTS: &[(i32, i32)] = &[
     (libc::SOL_SOCKET, libc::SO_SNDTIMEO),
     (libc::SOL_SOCKET, libc::SO_RCVBUF),
     (libc::SOL_SOCKET, libc::SO_SNDBUF),
+    (libc::SOL_SOCKET, opt::SO_BUF_LOCK),
+    (libc::SOL_SOCKET, opt::SO_LOCK_FILTER),
     (libc::IPPROTO_TCP, libc::TCP_NODELAY),
     (libc::IPPROTO_TCP, libc::TCP_CORK),
     (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
     (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
     (libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+    (libc::IPPROTO_TCP, opt::TCP_DEFER_ACCEPT),
+    (libc::IPPROTO_TCP, opt::TCP_USER_TIMEOUT),
+    (libc::IPPROTO_TCP, opt::TCP_FASTOPEN),
+    (libc::IPPROTO_TCP, opt::TCP_NOTSENT_LOWAT),
+    (libc::IPPROTO_IP, libc::IP_TOS),
+    (libc::IPPROTO_IP, libc::IP_TTL),
+    (libc::IPPROTO_IP, libc::IP_HDRINCL),
+    (libc::IPPROTO_IP, libc::IP_RECVERR),
+    (libc::IPPROTO_IP, libc::IP_PKTINFO),
+    (libc::IPPROTO_IP, opt::IP_RECVTTL),
+    (libc::IPPROTO_IP, opt::IP_RECVTOS),
+    (libc::IPPROTO_IP, libc::IP_FREEBIND),
+    (libc::IPPROTO_IP, libc::IP_TRANSPARENT),
+    (libc::IPPROTO_IP, opt::IP_BIND_ADDRESS_NO_PORT),
+    (libc::IPPROTO_IP, libc::IP_MULTICAST_TTL),
+    (libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP),
     (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+    (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS),
+    (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
+    (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+    (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+    (libc::IPPROTO_IPV6, opt::IPV6_FREEBIND),
+    (libc::IPPROTO_IPV6, opt::IPV6_TRANSPARENT),
+    (libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS),
+    (libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP),
+    // After IP_TOS, which sets the priority as well.
+    (libc::SOL_SOCKET, libc::SO_PRIORITY),
+    (opt::SOL_RAW, opt::ICMP_FILTER),
+    (opt::SOL_UDPLITE, opt::UDPLITE_SEND_CSCOV),
+    (opt::SOL_UDPLITE, opt::UDPLITE_RECV_CSCOV),
+    (opt::SOL_NETLINK, opt::NETLINK_PKTINFO),
+    (opt::SOL_NETLINK, opt::NETLINK_BROADCAST_ERROR),
+    (opt::SOL_NETLINK, opt::NETLINK_NO_ENOBUFS),
+    (opt::SOL_NETLINK, opt::NETLINK_LISTEN_ALL_NSID),
+    (opt::SOL_NETLINK, opt::NETLINK_CAP_ACK),
+    (opt::SOL_NETLINK, opt::NETLINK_EXT_ACK),
+    (opt::SOL_NETLINK, opt::NETLINK_GET_STRICT_CHK),
 ];
 
 fn addr_to_pb(a: &SocketAddr) -> pb::InetAddr {
@@ -72,6 +166,7 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
             peer_name: u.peer_name.clone(),
             shutdown: u.shutdown,
             queue: u.queue.clone(),
+            pending: u.pending,
         }),
         SocketKind::Inet(i) => pb::socket::Kind::Inet(pb::InetSocket {
             protocol: i.protocol,
@@ -92,6 +187,7 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
                 timestamp: t.timestamp,
                 window: t.window.to_vec(),
             }),
+            shutdown: i.shutdown,
         }),
     };
     pb::Socket {
@@ -107,6 +203,7 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
                 value: o.value.clone(),
             })
             .collect(),
+        filter: s.filter.clone(),
         kind: Some(kind),
     }
 }
@@ -163,6 +260,7 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 peer_name: u.peer_name,
                 shutdown: u.shutdown,
                 queue: u.queue,
+                pending: u.pending,
             })
         }
         pb::socket::Kind::Inet(i) => {
@@ -205,6 +303,7 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 peer,
                 backlog: i.listening.then_some(i.backlog),
                 tcp,
+                shutdown: i.shutdown,
             })
         }
     };
@@ -221,6 +320,7 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 value: o.value,
             })
             .collect(),
+        filter: s.filter,
         kind,
     })
 }
@@ -256,6 +356,17 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
             MAX_SOCKOPT_LEN,
         )?;
     }
+    if !s.filter.len().is_multiple_of(8) {
+        return Err(err(
+            format!("{field}.filter"),
+            ManifestProblem::OutOfRange {
+                value: s.filter.len() as i128,
+                min: 0,
+                max: MAX_FILTER as i128,
+            },
+        ));
+    }
+    check_len(format!("{field}.filter"), s.filter.len(), MAX_FILTER)?;
     let types = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET];
     check_value(format!("{field}.sock_type"), s.sock_type, &types)?;
     match &s.kind {
@@ -300,6 +411,15 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
             }
         }
         SocketKind::Inet(i) => {
+            if i.shutdown & !3 != 0 {
+                return Err(err(
+                    format!("{field}.inet.shutdown"),
+                    ManifestProblem::UnknownBits {
+                        value: i.shutdown.into(),
+                        allowed: 3,
+                    },
+                ));
+            }
             check_value(
                 format!("{field}.family"),
                 s.family,

@@ -1677,6 +1677,7 @@ fn with_sockets() -> ProcessState {
             name: libc::SO_PASSCRED,
             value: 1i32.to_ne_bytes().to_vec(),
         }],
+        filter: Vec::new(),
         kind: SocketKind::Unix(UnixSocketState {
             name: Vec::new(),
             file: None,
@@ -1687,6 +1688,7 @@ fn with_sockets() -> ProcessState {
             peer_name: Vec::new(),
             shutdown: 0,
             queue,
+            pending: 0,
         }),
     };
     let listener = SocketState {
@@ -1694,6 +1696,7 @@ fn with_sockets() -> ProcessState {
         family: libc::AF_UNIX as u32,
         sock_type: libc::SOCK_STREAM as u32,
         opts: Vec::new(),
+        filter: Vec::new(),
         kind: SocketKind::Unix(UnixSocketState {
             name: b"/run/app.sock".to_vec(),
             file: Some(FileIdentity {
@@ -1709,6 +1712,7 @@ fn with_sockets() -> ProcessState {
             peer_name: Vec::new(),
             shutdown: 0,
             queue: Vec::new(),
+            pending: 2,
         }),
     };
     let tcp = SocketState {
@@ -1720,6 +1724,7 @@ fn with_sockets() -> ProcessState {
             name: libc::TCP_NODELAY,
             value: 1i32.to_ne_bytes().to_vec(),
         }],
+        filter: vec![0x06, 0, 0, 0, 0xff, 0xff, 0, 0],
         kind: SocketKind::Inet(InetSocketState {
             protocol: libc::IPPROTO_TCP as u32,
             local: "[::1]:6379".parse().expect("addr"),
@@ -1738,6 +1743,7 @@ fn with_sockets() -> ProcessState {
                 timestamp: 99,
                 window: [1, 2, 3, 4, 5],
             }),
+            shutdown: 1,
         }),
     };
     let udp = SocketState {
@@ -1745,12 +1751,14 @@ fn with_sockets() -> ProcessState {
         family: libc::AF_INET as u32,
         sock_type: libc::SOCK_DGRAM as u32,
         opts: Vec::new(),
+        filter: Vec::new(),
         kind: SocketKind::Inet(InetSocketState {
             protocol: libc::IPPROTO_UDP as u32,
             local: "127.0.0.1:5353".parse().expect("addr"),
             peer: None,
             backlog: None,
             tcp: None,
+            shutdown: 0,
         }),
     };
     let socks = [

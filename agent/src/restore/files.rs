@@ -45,7 +45,7 @@ enum Action {
     /// The socket with this inode, built by ferry, copied in with `pidfd_getfd`.
     Socket(u64),
     /// An eventfd, signalfd, timerfd or inotify instance, made by injected calls.
-    Injected { flags: u32, kind: FdKind },
+    Injected { flags: u32, kind: Box<FdKind> },
     /// The description behind descriptor `fd` of tree member `pid`, restored before this
     /// process, taken with `pidfd_getfd`.
     Shared { pid: i32, fd: i32 },
@@ -290,13 +290,13 @@ pub fn plan_with(
                     }
                     Action::Injected {
                         flags: f.flags,
-                        kind: f.kind.clone(),
+                        kind: Box::new(f.kind.clone()),
                     }
                 }
                 FdKind::Eventfd { .. } | FdKind::Signalfd { .. } | FdKind::Timerfd(_) => {
                     Action::Injected {
                         flags: f.flags,
-                        kind: f.kind.clone(),
+                        kind: Box::new(f.kind.clone()),
                     }
                 }
                 // Replaced below, once the memfds exist.

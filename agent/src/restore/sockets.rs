@@ -21,8 +21,8 @@ use nix::sys::socket::{
 use super::RestoreError;
 use crate::dump::sockdiag;
 use crate::state::{
-    FdKind, InetSocketState, ProcessState, SocketKind, SocketState, TcpConnState, TreeState,
-    UnixSocketState,
+    FdKind, InetSocketState, ProcessState, SockOptState, SocketKind, SocketState, TcpConnState,
+    TreeState, UnixSocketState,
 };
 use crate::sys::socket as ss;
 
@@ -46,6 +46,8 @@ pub struct Built {
     by_ino: HashMap<u64, OwnedFd>,
     /// Established connections in repair mode, with the bytes that were never sent.
     repaired: Vec<(u64, Vec<u8>)>,
+    /// Their recorded state, for the options leaving repair mode resets.
+    repaired_state: HashMap<u64, SocketState>,
     /// Socket files ferry created by binding (path, inode): removed again should the restore
     /// fail before the task holds its sockets, so that a retry finds the path as the dump left
     /// it.
@@ -89,6 +91,22 @@ impl Built {
             };
             ss::setsockopt_int(s.as_fd(), libc::IPPROTO_TCP, libc::TCP_REPAIR, 0)
                 .map_err(err(fd, "leave TCP repair mode"))?;
+            if let Some(st) = self.repaired_state.get(ino) {
+                // Buffers enlarged by force to hold the queues are locked by that: unlocked
+                // again unless the process had locked them, so that autotuning goes on.
+                let lock = crate::image::sockopt::SO_BUF_LOCK;
+                if !st
+                    .opts
+                    .iter()
+                    .any(|o| o.level == libc::SOL_SOCKET && o.name == lock)
+                {
+                    let _ = ss::setsockopt_int(s.as_fd(), libc::SOL_SOCKET, lock, 0);
+                }
+                set_opts_where(fd, s.as_fd(), st, changed_by_repair)?;
+                if let SocketKind::Inet(i) = &st.kind {
+                    inet_shutdown(fd, s.as_fd(), i.shutdown)?;
+                }
+            }
             send_all(fd, s.as_fd(), unsent, "send the bytes never sent")?;
         }
         Ok(())
@@ -192,6 +210,7 @@ pub fn build(
         pidfd,
         by_ino: HashMap::new(),
         repaired: Vec::new(),
+        repaired_state: HashMap::new(),
         created: Vec::new(),
         handed_over: std::cell::Cell::new(false),
     };
@@ -207,7 +226,35 @@ pub fn build(
         })
     };
 
-    // Unix sockets connected to each other inside the process: one socketpair each.
+    // Unix listeners first: an accepted connection is made again through its listener (so it
+    // keeps the listener's name), and connections pending on one connect again.
+    let mut unix_diag = None;
+    let mut listeners: HashMap<Vec<u8>, OwnedFd> = HashMap::new();
+    for &(fd, _, s) in &socks {
+        if let SocketKind::Unix(u) = &s.kind
+            && u.backlog.is_some()
+            && !b.by_ino.contains_key(&s.ino)
+        {
+            let sock = unix_socket(
+                fd,
+                s,
+                u,
+                &listeners,
+                &mut unix_diag,
+                &mut b.created,
+                warnings,
+            )?;
+            if !u.name.is_empty() {
+                let dup = sock
+                    .try_clone()
+                    .map_err(|e| err(fd, "dup")(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+                listeners.insert(u.name.clone(), dup);
+            }
+            b.by_ino.insert(s.ino, sock);
+        }
+    }
+    // Unix sockets connected to each other inside the process: one socketpair each (or a
+    // connection through the listener of the end that was accepted).
     for &(fd, _, s) in &socks {
         let SocketKind::Unix(u) = &s.kind else {
             continue;
@@ -221,7 +268,14 @@ pub fn build(
         if pu.peer_ino != s.ino {
             continue; // a datagram socket sending to a bound one: connected by name below
         }
-        let (a, p) = pair(fd, s)?;
+        let (a, p) = match (
+            accepted_end(fd, s, u, &listeners)?,
+            accepted_end(pfd, ps, pu, &listeners)?,
+        ) {
+            (Some((a, p)), _) => (a, p),
+            (None, Some((p, a))) => (a, p),
+            (None, None) => pair(fd, s)?,
+        };
         set_opts(fd, a.as_fd(), s)?;
         set_opts(pfd, p.as_fd(), ps)?;
         queue_through(fd, p.as_fd(), u)?;
@@ -239,14 +293,22 @@ pub fn build(
         .filter(|(_, _, s)| !b.by_ino.contains_key(&s.ino))
         .collect();
     rest.sort_by_key(|(_, _, s)| !is_listening(s));
-    let mut unix_diag = None;
     for &&(fd, _, s) in &rest {
         let sock = match &s.kind {
-            SocketKind::Unix(u) => unix_socket(fd, s, u, &mut unix_diag, &mut b.created, warnings)?,
+            SocketKind::Unix(u) => unix_socket(
+                fd,
+                s,
+                u,
+                &listeners,
+                &mut unix_diag,
+                &mut b.created,
+                warnings,
+            )?,
             SocketKind::Inet(i) => {
                 let (sock, unsent) = inet_socket(fd, s, i)?;
                 if let Some(unsent) = unsent {
                     b.repaired.push((s.ino, unsent));
+                    b.repaired_state.insert(s.ino, s.clone());
                 }
                 sock
             }
@@ -311,27 +373,62 @@ fn pair(fd: i32, s: &SocketState) -> Result<(OwnedFd, OwnedFd), RestoreError> {
     .map_err(err(fd, "socketpair"))
 }
 
-/// Sets the recorded options, only those the image format allows.
+/// Attaches the recorded socket filter and sets the recorded options, only those the image
+/// format allows, in its order.
 fn set_opts(fd: i32, sock: BorrowedFd<'_>, s: &SocketState) -> Result<(), RestoreError> {
-    for o in &s.opts {
+    if !s.filter.is_empty() {
+        ss::attach_filter(sock, &s.filter).map_err(err(fd, "attach the socket filter"))?;
+    }
+    set_opts_where(fd, sock, s, |_| true)
+}
+
+/// Sets the recorded options that `pick` selects.
+fn set_opts_where(
+    fd: i32,
+    sock: BorrowedFd<'_>,
+    s: &SocketState,
+    pick: impl Fn(&SockOptState) -> bool,
+) -> Result<(), RestoreError> {
+    for o in s.opts.iter().filter(|o| pick(o)) {
         if !crate::image::ALLOWED_SOCKET_OPTS.contains(&(o.level, o.name)) {
             continue;
         }
         let mut value = o.value.clone();
-        // getsockopt reports twice what setsockopt asks for (the kernel's bookkeeping share).
+        let mut name = o.name;
+        // getsockopt reports twice what setsockopt asks for (the kernel's bookkeeping share);
+        // the forcing variants take a size beyond net.core.[rw]mem_max, as the process may
+        // have had.
         if o.level == libc::SOL_SOCKET
             && (o.name == libc::SO_RCVBUF || o.name == libc::SO_SNDBUF)
             && value.len() == 4
         {
             let v = i32::from_ne_bytes([value[0], value[1], value[2], value[3]]) / 2;
             value = v.to_ne_bytes().to_vec();
+            name = if o.name == libc::SO_RCVBUF {
+                libc::SO_RCVBUFFORCE
+            } else {
+                libc::SO_SNDBUFFORCE
+            };
         }
-        ss::setsockopt_bytes(sock, o.level, o.name, &value).map_err(err(
+        ss::setsockopt_bytes(sock, o.level, name, &value).map_err(err(
             fd,
             format!("setsockopt level {} option {}", o.level, o.name),
         ))?;
     }
     Ok(())
+}
+
+/// The options leaving TCP repair mode resets (`SO_REUSEADDR`), and the buffer sizes the
+/// repair may have enlarged to hold the queues.
+fn changed_by_repair(o: &SockOptState) -> bool {
+    o.level == libc::SOL_SOCKET
+        && [
+            libc::SO_REUSEADDR,
+            libc::SO_RCVBUF,
+            libc::SO_SNDBUF,
+            crate::image::sockopt::SO_BUF_LOCK,
+        ]
+        .contains(&o.name)
 }
 
 /// Writes `u`'s queued messages from `other`, so they land in `u`'s socket's receive queue.
@@ -410,10 +507,44 @@ fn clear_socket_path(
     })
 }
 
+/// A stream socket that was accepted (it bears the name of a listener of the process, as
+/// accepted sockets do) is made by connecting to that listener and accepting: the accepted
+/// end and the connecting one.
+fn accepted_end(
+    fd: i32,
+    s: &SocketState,
+    u: &UnixSocketState,
+    listeners: &HashMap<Vec<u8>, OwnedFd>,
+) -> Result<Option<(OwnedFd, OwnedFd)>, RestoreError> {
+    if s.sock_type == libc::SOCK_DGRAM as u32 || u.backlog.is_some() || u.name.is_empty() {
+        return Ok(None);
+    }
+    let (Some(l), Some(addr)) = (listeners.get(&u.name), unix_addr(&u.name)) else {
+        return Ok(None);
+    };
+    let client = socket(
+        AddressFamily::Unix,
+        sock_type(fd, s)?,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(err(fd, "socket"))?;
+    connect(client.as_raw_fd(), &addr).map_err(err(
+        fd,
+        format!("connect to {} to accept", sockdiag::display_name(&u.name)),
+    ))?;
+    let accepted = ss::accept(l.as_fd()).map_err(err(
+        fd,
+        format!("accept on {}", sockdiag::display_name(&u.name)),
+    ))?;
+    Ok(Some((accepted, client)))
+}
+
 fn unix_socket(
     fd: i32,
     s: &SocketState,
     u: &UnixSocketState,
+    listeners: &HashMap<Vec<u8>, OwnedFd>,
     diag: &mut Option<HashMap<u64, sockdiag::UnixDiag>>,
     created: &mut Vec<(String, u64)>,
     warnings: &mut Vec<String>,
@@ -429,79 +560,124 @@ fn unix_socket(
                 .map_err(err(fd, "socket"))?;
             set_opts(fd, sock.as_fd(), s)?;
             match connect(sock.as_raw_fd(), &addr) {
-                Ok(()) => return Ok(sock),
+                Ok(()) => {
+                    apply_shutdown(fd, sock.as_fd(), u)?;
+                    return Ok(sock);
+                }
                 Err(e) => warnings.push(format!(
                     "fd {fd}: could not reconnect to {} ({e}); the socket reads its queued data, then end of stream",
                     named(&u.peer_name)
                 )),
             }
         }
-        let (a, other) = pair(fd, s)?;
+        let (a, other) = match accepted_end(fd, s, u, listeners)? {
+            Some(p) => p,
+            None => pair(fd, s)?,
+        };
         set_opts(fd, a.as_fd(), s)?;
         queue_through(fd, other.as_fd(), u)?;
         drop(other);
+        apply_shutdown(fd, a.as_fd(), u)?;
         return Ok(a);
     }
-    let sock =
-        socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None).map_err(err(fd, "socket"))?;
+    let path_name = u.name.first().is_some_and(|b| *b != 0);
+    // Datagrams queued on a socket without a name to send them to: written through the other
+    // end of a pair, which is then closed (the socket keeps no peer it could send to).
+    let through_pair = dgram && !u.queue.is_empty() && u.name.is_empty();
+    let sock = if through_pair {
+        let (a, other) = pair(fd, s)?;
+        queue_through(fd, other.as_fd(), u)?;
+        drop(other);
+        a
+    } else {
+        socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None).map_err(err(fd, "socket"))?
+    };
     set_opts(fd, sock.as_fd(), s)?;
-    let mut bound = false;
     if let Some(addr) = unix_addr(&u.name) {
-        if u.name[0] == 0 {
+        if !path_name {
             bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {}", named(&u.name))))?;
-            bound = true;
-        } else if let Some(file) = u.file {
+            if dgram && !through_pair {
+                resend_queue(fd, ty, &addr, u)?;
+            }
+        } else {
             let path = String::from_utf8_lossy(&u.name).into_owned();
             clear_socket_path(fd, &path, u, diag)?;
-            bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {path}")))?;
-            if let Ok(m) = std::fs::symlink_metadata(&path) {
-                created.push((path.clone(), m.ino()));
+            bind(sock.as_raw_fd(), &addr).map_err(|e| {
+                let why = if u.file.is_none() && e == Errno::EADDRINUSE {
+                    format!(
+                        "bind {path} (its file had been removed at dump; something else is there now)"
+                    )
+                } else {
+                    format!("bind {path}")
+                };
+                err(fd, why)(e)
+            })?;
+            if dgram && !through_pair {
+                resend_queue(fd, ty, &addr, u)?;
             }
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode & 0o7777))
-                .and_then(|()| std::os::unix::fs::lchown(&path, Some(u.owner.0), Some(u.owner.1)))
-                .map_err(|e| {
-                    RestoreError::FileChanged(format!("fd {fd}: owner and mode of {path}: {e}"))
-                })?;
-            bound = true;
+            let ino = std::fs::symlink_metadata(&path).map(|m| m.ino()).ok();
+            match u.file {
+                Some(file) => {
+                    if let Some(ino) = ino {
+                        created.push((path.clone(), ino));
+                    }
+                    std::fs::set_permissions(
+                        &path,
+                        std::fs::Permissions::from_mode(file.mode & 0o7777),
+                    )
+                    .and_then(|()| {
+                        std::os::unix::fs::lchown(&path, Some(u.owner.0), Some(u.owner.1))
+                    })
+                    .map_err(|e| {
+                        RestoreError::FileChanged(format!("fd {fd}: owner and mode of {path}: {e}"))
+                    })?;
+                }
+                // The file was removed while the socket kept its name: removed again.
+                None => {
+                    std::fs::remove_file(&path).map_err(|e| {
+                        RestoreError::FileChanged(format!(
+                            "fd {fd}: remove {path} again (it had been removed at dump): {e}"
+                        ))
+                    })?;
+                }
+            }
         }
     }
     if let Some(backlog) = u.backlog {
         ss::listen(sock.as_fd(), backlog.min(i32::MAX as u32) as i32).map_err(err(fd, "listen"))?;
     }
-    if u.peer_external && dgram {
-        if let Some(addr) = unix_addr(&u.peer_name)
-            && let Err(e) = connect(sock.as_raw_fd(), &addr)
-        {
-            warnings.push(format!(
-                "fd {fd}: could not reconnect to {} ({e}); the socket is left unconnected",
-                named(&u.peer_name)
-            ));
-        }
-        if !u.queue.is_empty() {
-            warnings.push(format!(
-                "fd {fd}: {} datagram(s) queued from the external peer are dropped",
-                u.queue.len()
-            ));
-        }
-    } else if !u.queue.is_empty() && u.peer_ino == 0 && u.backlog.is_none() {
-        // Queued datagrams of an unconnected socket: sent again to its own name from an
-        // unnamed socket (their senders' addresses are not kept).
-        match unix_addr(&u.name).filter(|_| bound) {
-            Some(addr) => {
-                let tmp = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None)
-                    .map_err(err(fd, "socket"))?;
-                for m in &u.queue {
-                    sendto(tmp.as_raw_fd(), m, &addr, MsgFlags::MSG_DONTWAIT)
-                        .map_err(err(fd, "queue data"))?;
-                }
-            }
-            None => warnings.push(format!(
-                "fd {fd}: {} datagram(s) queued on an unnamed socket are dropped",
-                u.queue.len()
-            )),
-        }
+    if u.peer_external
+        && dgram
+        && let Some(addr) = unix_addr(&u.peer_name)
+        && let Err(e) = connect(sock.as_raw_fd(), &addr)
+    {
+        warnings.push(format!(
+            "fd {fd}: could not reconnect to {} ({e}); the socket is left unconnected",
+            named(&u.peer_name)
+        ));
     }
+    apply_shutdown(fd, sock.as_fd(), u)?;
     Ok(sock)
+}
+
+/// Queued datagrams of a named socket, sent again to its own name from an unnamed socket
+/// (their senders' addresses are not kept), before it connects anywhere (a connected datagram
+/// socket takes datagrams from its peer only).
+fn resend_queue(
+    fd: i32,
+    ty: SockType,
+    addr: &UnixAddr,
+    u: &UnixSocketState,
+) -> Result<(), RestoreError> {
+    if u.queue.is_empty() {
+        return Ok(());
+    }
+    let tmp =
+        socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None).map_err(err(fd, "socket"))?;
+    for m in &u.queue {
+        sendto(tmp.as_raw_fd(), m, addr, MsgFlags::MSG_DONTWAIT).map_err(err(fd, "queue data"))?;
+    }
+    Ok(())
 }
 
 fn inet_family(a: &SocketAddr) -> AddressFamily {
@@ -563,7 +739,23 @@ fn inet_socket(
     } else if let Some(peer) = &i.peer {
         connect_inet(fd, c, peer)?;
     }
+    inet_shutdown(fd, c, i.shutdown)?;
     Ok((sock, None))
+}
+
+/// Sets the shutdown bits of an inet socket. An unconnected one reports `ENOTCONN` but takes
+/// them all the same.
+fn inet_shutdown(fd: i32, c: BorrowedFd<'_>, bits: u32) -> Result<(), RestoreError> {
+    let how = match bits & 3 {
+        1 => Shutdown::Read,
+        2 => Shutdown::Write,
+        3 => Shutdown::Both,
+        _ => return Ok(()),
+    };
+    match shutdown(c.as_raw_fd(), how) {
+        Ok(()) | Err(Errno::ENOTCONN) => Ok(()),
+        Err(e) => Err(err(fd, "shutdown")(e)),
+    }
 }
 
 /// Rebuilds an established connection in repair mode, as the dump read it, and leaves it in

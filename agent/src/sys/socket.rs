@@ -122,3 +122,113 @@ pub fn adopt_received(fds: &[std::os::fd::RawFd]) -> Vec<OwnedFd> {
         .map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
         .collect()
 }
+
+/// `socket(family, ty | SOCK_CLOEXEC, protocol)` with any protocol number (raw, ICMP,
+/// UDP-Lite, netlink families), which `nix` does not all name.
+pub fn socket(family: i32, ty: i32, protocol: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, protocol) };
+    let fd = Errno::result(r)?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `SO_GET_FILTER`: the classic BPF program attached to the socket (8 bytes per instruction,
+/// as `struct sock_filter`), empty when none is (or when the filter is an eBPF program, which
+/// the kernel does not report).
+pub fn get_filter(fd: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
+    const SO_GET_FILTER: i32 = libc::SO_ATTACH_FILTER;
+    const INSN: usize = std::mem::size_of::<libc::sock_filter>();
+    // With a length of 0 the kernel reports the number of instructions in the length.
+    let mut count: libc::socklen_t = 0;
+    // SAFETY: a zero length: the kernel writes nothing through the null buffer, only `count`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_GET_FILTER,
+            std::ptr::null_mut(),
+            &mut count,
+        )
+    };
+    Errno::result(r)?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let mut insns = vec![
+        libc::sock_filter {
+            code: 0,
+            jt: 0,
+            jf: 0,
+            k: 0
+        };
+        count as usize
+    ];
+    // The length is counted in instructions, not bytes, for this option.
+    let mut len = count;
+    // SAFETY: `insns` holds `count` instructions, which is the length (in instructions) the
+    // kernel is told it may write; it writes back how many it wrote.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_GET_FILTER,
+            insns.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    Errno::result(r)?;
+    let mut out = Vec::with_capacity(len as usize * INSN);
+    for i in insns.iter().take(len as usize) {
+        out.extend_from_slice(&i.code.to_ne_bytes());
+        out.push(i.jt);
+        out.push(i.jf);
+        out.extend_from_slice(&i.k.to_ne_bytes());
+    }
+    Ok(out)
+}
+
+/// `SO_ATTACH_FILTER` of a classic BPF program as [`get_filter`] returns it.
+pub fn attach_filter(fd: BorrowedFd<'_>, program: &[u8]) -> Result<(), Errno> {
+    let mut insns: Vec<libc::sock_filter> = program
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: u16::try_from(insns.len()).map_err(|_| Errno::EINVAL)?,
+        filter: insns.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `insns`, `prog.len` valid instructions, both alive during the
+    // call; the kernel copies (and checks) the program.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// `accept4(listener, NULL, NULL, SOCK_CLOEXEC)`.
+pub fn accept(listener: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    // SAFETY: null address pointers ask for no peer address; the listener is a valid fd.
+    let r = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
+    let fd = Errno::result(r)?;
+    // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
