@@ -580,10 +580,14 @@ pub enum FdKind {
         /// time (otherwise the bytes stay in the live FIFO); on its lowest descriptor only.
         queue: Option<PipeQueue>,
     },
-    /// A regular file deleted while open, stored whole in the image.
+    /// A file, FIFO, device node or directory deleted while open, made again at restore
+    /// (and unlinked at once) with its mode, owner and times.
     DeletedFile {
         /// The path it had (without ` (deleted)`).
         path: String,
+        /// Its inode number at dump time: the descriptions of one deleted object share it
+        /// (the lowest descriptor carries the contents, the others reopen it).
+        ino: u64,
         /// `st_mode` permission bits (`07777`).
         mode: u32,
         /// Owner.
@@ -592,9 +596,12 @@ pub enum FdKind {
         gid: u32,
         /// `lseek` position.
         pos: u64,
-        /// The whole contents.
-        #[serde(serialize_with = "byte_count")]
-        data: Vec<u8>,
+        /// `st_atime` in nanoseconds since the epoch.
+        atime_ns: i64,
+        /// `st_mtime` in nanoseconds since the epoch.
+        mtime_ns: i64,
+        /// What it is, with what it holds.
+        node: DeletedNode,
     },
     /// A socket (Unix, UDP or TCP).
     Socket(SocketState),
@@ -633,6 +640,31 @@ pub enum FdKind {
         /// Its descriptor (never itself `Shared` or `Dup`).
         fd: i32,
     },
+}
+
+/// What a [`FdKind::DeletedFile`] is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum DeletedNode {
+    /// A regular file.
+    Regular {
+        /// `st_size`.
+        size: u64,
+        /// Its data (what lies between extents is a hole); on the lowest descriptor of the
+        /// file only, empty on the others.
+        extents: Vec<MemfdExtent>,
+    },
+    /// A FIFO.
+    Fifo {
+        /// Its buffer and queued bytes; on the lowest descriptor of the FIFO only.
+        queue: Option<PipeQueue>,
+    },
+    /// A character device node.
+    CharDevice {
+        /// `st_rdev`: the device opened again.
+        rdev: u64,
+    },
+    /// A directory (empty: a removed directory holds nothing).
+    Directory,
 }
 
 /// A timerfd's clock and setting.

@@ -629,7 +629,8 @@ fn expected_change(
     {
         return Some("a restored process (a tree's root) leads a new session and process group");
     }
-    // Objects made anew (pipes, memfds, shared anonymous memory, sockets) have new inode
+    // Objects made anew (pipes, memfds, objects deleted while open, shared anonymous memory,
+    // sockets) have new inode
     // numbers.
     if (leaf == "ino"
         && (field.starts_with("memfds[")
@@ -637,6 +638,7 @@ fn expected_change(
                 ".Pipe",
                 ".LocalPipe",
                 ".Memfd",
+                ".DeletedFile",
                 ".SharedAnonymous",
                 ".Socket",
             ]

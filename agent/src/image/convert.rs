@@ -12,7 +12,6 @@ use super::validate::{
     MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS, ManifestError,
     ManifestProblem, RLIM_NLIMITS, validate, validate_tree,
 };
-use crate::state::CttyState;
 use crate::state::{
     AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
     InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
@@ -20,6 +19,7 @@ use crate::state::{
     SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, SysvShmState,
     ThreadState, TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
 };
+use crate::state::{CttyState, DeletedNode};
 
 use super::validate::{cap_count, err};
 
@@ -307,19 +307,50 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
         }),
         FdKind::DeletedFile {
             path,
+            ino,
             mode,
             uid,
             gid,
             pos,
-            data,
-        } => Kind::DeletedFile(pb::DeletedFile {
-            path: path.clone(),
-            mode: *mode,
-            uid: *uid,
-            gid: *gid,
-            pos: *pos,
-            data: data.clone(),
-        }),
+            atime_ns,
+            mtime_ns,
+            node,
+        } => {
+            let mut d = pb::DeletedFile {
+                path: path.clone(),
+                ino: *ino,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                pos: *pos,
+                atime_ns: *atime_ns,
+                mtime_ns: *mtime_ns,
+                ..Default::default()
+            };
+            match node {
+                DeletedNode::Regular { size, extents } => {
+                    d.set_node(pb::DeletedNodeType::Regular);
+                    d.size = *size;
+                    d.extents = extents
+                        .iter()
+                        .map(|e| pb::MemfdExtent {
+                            offset: e.offset,
+                            data: e.data.clone(),
+                        })
+                        .collect();
+                }
+                DeletedNode::Fifo { queue } => {
+                    d.set_node(pb::DeletedNodeType::Fifo);
+                    d.queue = queue.as_ref().map(queue_to_pb);
+                }
+                DeletedNode::CharDevice { rdev } => {
+                    d.set_node(pb::DeletedNodeType::CharDevice);
+                    d.rdev = *rdev;
+                }
+                DeletedNode::Directory => d.set_node(pb::DeletedNodeType::Directory),
+            }
+            Kind::DeletedFile(d)
+        }
         FdKind::Eventfd { count, semaphore } => Kind::Eventfd(pb::Eventfd {
             count: *count,
             semaphore: *semaphore,
@@ -916,14 +947,57 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
             file: file_ref_from_pb(p.file, || format!("{}.fifo.file", field()))?,
             queue: p.queue.map(queue_from_pb),
         },
-        Kind::DeletedFile(d) => FdKind::DeletedFile {
-            path: d.path,
-            mode: d.mode,
-            uid: d.uid,
-            gid: d.gid,
-            pos: d.pos,
-            data: d.data,
-        },
+        Kind::DeletedFile(d) => {
+            let node = match pb::DeletedNodeType::try_from(d.node) {
+                Ok(pb::DeletedNodeType::Regular) => {
+                    cap_count(
+                        &format!("{}.deleted_file.extents", field()),
+                        d.extents.len(),
+                        MAX_MEMFD_EXTENTS,
+                    )?;
+                    let mut extents: Vec<MemfdExtent> = d
+                        .extents
+                        .into_iter()
+                        .map(|e| MemfdExtent {
+                            offset: e.offset,
+                            data: e.data,
+                        })
+                        .collect();
+                    let mut size = d.size;
+                    // An image from before extents: the whole contents in `data`.
+                    if extents.is_empty() && !d.data.is_empty() {
+                        size = d.data.len() as u64;
+                        extents.push(MemfdExtent {
+                            offset: 0,
+                            data: d.data,
+                        });
+                    }
+                    DeletedNode::Regular { size, extents }
+                }
+                Ok(pb::DeletedNodeType::Fifo) => DeletedNode::Fifo {
+                    queue: d.queue.map(queue_from_pb),
+                },
+                Ok(pb::DeletedNodeType::CharDevice) => DeletedNode::CharDevice { rdev: d.rdev },
+                Ok(pb::DeletedNodeType::Directory) => DeletedNode::Directory,
+                Err(_) => {
+                    return Err(err(
+                        format!("{}.deleted_file.node", field()),
+                        ManifestProblem::UnknownEnum(d.node),
+                    ));
+                }
+            };
+            FdKind::DeletedFile {
+                path: d.path,
+                ino: d.ino,
+                mode: d.mode,
+                uid: d.uid,
+                gid: d.gid,
+                pos: d.pos,
+                atime_ns: d.atime_ns,
+                mtime_ns: d.mtime_ns,
+                node,
+            }
+        }
         Kind::Eventfd(e) => FdKind::Eventfd {
             count: e.count,
             semaphore: e.semaphore,

@@ -313,11 +313,26 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 flags: 0o2002,
                 kind: FdKind::DeletedFile {
                     path: "/tmp/gone".into(),
+                    ino: 77,
                     mode: 0o640,
                     uid: 1000,
                     gid: 100,
                     pos: 3,
-                    data: (0..5000u32).map(|i| i as u8).collect(),
+                    atime_ns: 1_000_000_000_123,
+                    mtime_ns: -5,
+                    node: DeletedNode::Regular {
+                        size: 1 << 20,
+                        extents: vec![
+                            MemfdExtent {
+                                offset: 0,
+                                data: (0..5000u32).map(|i| i as u8).collect(),
+                            },
+                            MemfdExtent {
+                                offset: 1 << 19,
+                                data: vec![9; 4096],
+                            },
+                        ],
+                    },
                 },
             },
             FdState {
@@ -376,6 +391,62 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 cloexec: false,
                 flags: 0o100002,
                 kind: FdKind::Memfd { ino: 1035, pos: 3 },
+            },
+            FdState {
+                owner: Default::default(),
+                fd: 25,
+                cloexec: false,
+                flags: 0o2,
+                kind: FdKind::DeletedFile {
+                    path: "/tmp/gone-fifo".into(),
+                    ino: 78,
+                    mode: 0o620,
+                    uid: 0,
+                    gid: 0,
+                    pos: 0,
+                    atime_ns: 1,
+                    mtime_ns: 2,
+                    node: DeletedNode::Fifo {
+                        queue: Some(PipeQueue {
+                            size: 65536,
+                            data: b"queued".to_vec(),
+                        }),
+                    },
+                },
+            },
+            FdState {
+                owner: Default::default(),
+                fd: 26,
+                cloexec: true,
+                flags: 0o2,
+                kind: FdKind::DeletedFile {
+                    path: "/tmp/gone-zero".into(),
+                    ino: 79,
+                    mode: 0o640,
+                    uid: 0,
+                    gid: 0,
+                    pos: 0,
+                    atime_ns: 3,
+                    mtime_ns: 4,
+                    node: DeletedNode::CharDevice { rdev: 0x105 },
+                },
+            },
+            FdState {
+                owner: Default::default(),
+                fd: 27,
+                cloexec: false,
+                flags: 0o200000,
+                kind: FdKind::DeletedFile {
+                    path: "/tmp/gone-dir".into(),
+                    ino: 80,
+                    mode: 0o750,
+                    uid: 0,
+                    gid: 0,
+                    pos: 0,
+                    atime_ns: 5,
+                    mtime_ns: 6,
+                    node: DeletedNode::Directory,
+                },
             },
         ],
         locks: vec![
@@ -1415,6 +1486,24 @@ fn invalid_manifests_are_refused_naming_the_field() {
             },
             "fds[10].deleted_file.mode",
             "bits outside",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::DeletedFile(d)) = &mut p.fds[10].kind {
+                    d.extents[1].offset = 1 << 20;
+                }
+            },
+            "fds[10].deleted_file.extents[1].offset",
+            "outside",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::DeletedFile(d)) = &mut p.fds[10].kind {
+                    d.node = 9;
+                }
+            },
+            "fds[10].deleted_file.node",
+            "unknown value 9",
         ),
         (
             |p| {

@@ -7,9 +7,9 @@
 use std::fmt;
 
 use crate::state::{
-    CredsState, FdKind, FdState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PAGE_SIZE,
-    PipeQueue, ProcessState, RlimitState, SiginfoState, SignalsState, SysvShmState, TreeState,
-    VmaKind, VmaState, prot, vmflag,
+    CredsState, DeletedNode, FdKind, FdState, LockKind, LockState, MemfdExtent, MemfdState,
+    MmState, PAGE_SIZE, PipeQueue, ProcessState, RlimitState, SiginfoState, SignalsState,
+    SysvShmState, TreeState, VmaKind, VmaState, prot, vmflag,
 };
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -1034,8 +1034,33 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                 check_range(format!("{}.shared.pid", field()), *pid, 1, MAX_PID)?;
                 check_range(format!("{}.shared.fd", field()), *fd, 0, MAX_FD)?;
             }
-            FdKind::DeletedFile { path, mode, .. } => {
+            FdKind::DeletedFile {
+                path, mode, node, ..
+            } => {
                 check_path(&format!("{}.deleted_file.path", field()), path)?;
+                match node {
+                    DeletedNode::Regular { size, extents } => {
+                        check_range(
+                            format!("{}.deleted_file.size", field()),
+                            *size,
+                            0,
+                            MAX_MEMFD_SIZE,
+                        )?;
+                        let mut bytes = 0usize;
+                        check_extents(
+                            &format!("{}.deleted_file", field()),
+                            &format!("{}.deleted_file.extents[*].data", field()),
+                            extents,
+                            *size,
+                            &mut bytes,
+                            usize::MAX,
+                        )?;
+                    }
+                    DeletedNode::Fifo { queue } => {
+                        validate_queue(&format!("{}.deleted_file.queue", field()), queue.as_ref())?
+                    }
+                    DeletedNode::CharDevice { .. } | DeletedNode::Directory => {}
+                }
                 if mode & !0o7777 != 0 {
                     return Err(err(
                         format!("{}.deleted_file.mode", field()),
