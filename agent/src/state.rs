@@ -49,6 +49,9 @@ pub struct ProcessState {
     pub memfds: Vec<MemfdState>,
     /// SysV shared memory segments the process has attached, by id.
     pub sysv_shm: Vec<SysvShmState>,
+    /// Files only this process holds and keeps writing, carried whole and made again at
+    /// restore when missing (see [`CarriedFile`]).
+    pub carried_files: Vec<CarriedFile>,
     /// Attributes beyond credentials, and timers.
     pub attrs: AttrsState,
 }
@@ -642,6 +645,39 @@ pub enum FdKind {
     },
 }
 
+/// A regular file that belongs to the process's state: mapped shared or open for writing by
+/// it, under a temporary directory (`/tmp`, `/var/tmp`, `/dev/shm`, `/run/user`), owned by its
+/// effective uid, with one link (a JVM's `/tmp/hsperfdata_USER/PID`). Carried whole; made
+/// again at restore when it is missing (another program may clean such files meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CarriedFile {
+    /// Its path and what it was (size and mtime included).
+    pub file: FileRef,
+    /// Permission bits (`07777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Its data; what lies between extents is a hole.
+    pub extents: Vec<MemfdExtent>,
+    /// Its parent directories below the temporary directory, outermost first.
+    pub dirs: Vec<CarriedDir>,
+}
+
+/// A directory made again, when missing, for a [`CarriedFile`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CarriedDir {
+    /// Its path.
+    pub path: String,
+    /// Permission bits (`07777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
 /// What a [`FdKind::DeletedFile`] is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum DeletedNode {
@@ -1068,11 +1104,15 @@ pub struct UnixSocketState {
     /// Bound name: empty when unbound, a leading NUL byte for an abstract name, else an
     /// absolute path.
     pub name: Vec<u8>,
-    /// For a path name: the socket file at dump time (`None` when the path no longer led to
-    /// this socket's file: it is not bound again).
+    /// For a path name: the socket file at dump time (`None` when it is gone: the socket is
+    /// bound to its name again and the name removed at once).
     pub file: Option<FileIdentity>,
     /// Owner of the socket file (uid, gid).
     pub owner: (u32, u32),
+    /// Where the socket file is when the process renamed it after binding (a JVM binds
+    /// `/tmp/.java_pidPID.tmp`, then renames it to `/tmp/.java_pidPID`); `None` when it is
+    /// at the bound name, or gone.
+    pub file_path: Option<String>,
     /// `listen` backlog when listening.
     pub backlog: Option<u32>,
     /// Inode of the connected peer socket, 0 when not connected.

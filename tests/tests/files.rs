@@ -81,3 +81,35 @@ fn a_deleted_fifo_held_by_another_process_is_refused() {
     v.assert_running_free();
     v.check();
 }
+
+/// A file only the process holds and keeps writing through a shared mapping (like a JVM's
+/// perf-data file) is carried in the image: removed between dump and restore (another JVM's
+/// `java -version` cleans such files), it is made again, contents, holes, mode and owner
+/// kept, with its directory, and the process still writes through to it.
+#[test]
+fn a_private_shared_file_removed_after_the_dump_is_made_again() {
+    let Some(ctx) = setup("files_private") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "files_private", &[]);
+    v.check();
+    let img = image_path(&ctx, "files_private");
+    v.dump(&ctx, &img, &[]);
+    std::fs::remove_dir_all(v.state.join("perf")).expect("remove the file");
+    v.restore(&ctx, &img, &[]);
+    let first = v.check();
+    // The process writes on into the file made again.
+    v.wait_tick_beyond(
+        ferry_tests::field(&first, "counter")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            + 5,
+    );
+    v.check();
+    // And when it is still there, it is used as it is.
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    v.check();
+    v.assert_no_bad();
+}

@@ -22,7 +22,8 @@ use super::sockets::{self, SocketDump};
 use crate::image::MAX_MANIFEST_BYTES;
 use crate::proc;
 use crate::state::{
-    DeletedNode, FdKind, FdState, FileRef, LockKind, LockState, MemfdExtent, PipeQueue,
+    CarriedDir, CarriedFile, DeletedNode, FdKind, FdState, FileRef, LockKind, LockState,
+    MemfdExtent, PipeQueue, VmaKind, VmaState,
 };
 use crate::sys;
 
@@ -650,4 +651,120 @@ fn collect_locks(pid: Pid, fds: &[FdState]) -> Result<Vec<LockState>, DumpError>
         });
     }
     Ok(locks)
+}
+
+/// Temporary directories whose files may be a process's own state. A file under
+/// `/run/user` is below the user's directory (`/run/user/UID`).
+const TEMP_DIRS: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/run/user"];
+
+/// Largest file carried in the image (data stored, holes left out); a bigger one is left
+/// where it is, and the restore needs it there as before.
+pub const MAX_CARRIED_FILE: u64 = 8 << 20;
+
+/// Most bytes of carried files in one image.
+const MAX_CARRIED_TOTAL: u64 = 16 << 20;
+
+/// The temporary directory `path` lies under (for `/run/user`, the user's own directory).
+fn temp_root(path: &str) -> Option<String> {
+    let root = TEMP_DIRS
+        .iter()
+        .find(|d| path.starts_with(&format!("{d}/")))?;
+    if *root == "/run/user" {
+        let uid = path["/run/user/".len()..].split('/').next()?;
+        return Some(format!("/run/user/{uid}"));
+    }
+    Some(root.to_string())
+}
+
+/// The files that belong to the process's state (see [`CarriedFile`]): regular files it maps
+/// shared or holds open for writing, under a temporary directory, owned by its effective uid
+/// `euid`, with one link, of at most [`MAX_CARRIED_FILE`] bytes of data. Read while the
+/// process is frozen, with `O_NOATIME`.
+pub fn carried(
+    vmas: &[VmaState],
+    fds: &[FdState],
+    euid: u32,
+) -> Result<Vec<CarriedFile>, DumpError> {
+    let mut candidates: Vec<&FileRef> = Vec::new();
+    for v in vmas {
+        if let VmaKind::File(f) = &v.kind
+            && v.shared
+        {
+            candidates.push(f);
+        }
+    }
+    for f in fds {
+        if let FdKind::File { file, .. } = &f.kind
+            && f.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
+        {
+            candidates.push(file);
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    for f in candidates {
+        if !seen.insert((f.identity.dev, f.identity.ino)) {
+            continue;
+        }
+        let Some(root) = temp_root(&f.path) else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(&f.path) else {
+            continue;
+        };
+        let stored = meta.size().min(meta.blocks().saturating_mul(512));
+        if !meta.file_type().is_file()
+            || (meta.dev(), meta.ino()) != (f.identity.dev, f.identity.ino)
+            || meta.nlink() != 1
+            || meta.uid() != euid
+            || stored > MAX_CARRIED_FILE
+            || total + stored > MAX_CARRIED_TOTAL
+        {
+            continue;
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            DumpError::Unsupported(format!(
+                "{}: reading the file the process keeps writing failed ({e}); not supported",
+                f.path
+            ))
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&f.path)
+            .or_else(|_| File::open(&f.path))
+            .map_err(|e| failed(&e))?;
+        let now = file.metadata().map_err(|e| failed(&e))?;
+        if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+            continue;
+        }
+        let extents = fdkinds::read_extents(&file, now.size()).map_err(|e| failed(&e))?;
+        total += extents.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        let mut dirs = Vec::new();
+        let mut at = std::path::Path::new(&f.path).parent();
+        while let Some(d) = at.and_then(|d| d.to_str()).filter(|d| d.len() > root.len()) {
+            let m = std::fs::symlink_metadata(d).map_err(|e| failed(&e))?;
+            dirs.push(CarriedDir {
+                path: d.to_string(),
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            });
+            at = std::path::Path::new(d).parent();
+        }
+        dirs.reverse();
+        out.push(CarriedFile {
+            file: FileRef {
+                path: f.path.clone(),
+                identity: identity_of(&f.path).map_err(|e| failed(&e))?,
+            },
+            mode: now.mode() & 0o7777,
+            uid: now.uid(),
+            gid: now.gid(),
+            extents,
+            dirs,
+        });
+    }
+    Ok(out)
 }

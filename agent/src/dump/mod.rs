@@ -602,6 +602,7 @@ fn collect(
     tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let sysv_shm = shm::collect_sysv(pid, &vmas)?;
+    let carried_files = files::carried(&vmas, &fds, status.uids[1])?;
 
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
@@ -733,6 +734,7 @@ fn collect(
         locks,
         memfds,
         sysv_shm,
+        carried_files,
         attrs,
     })
 }

@@ -7,7 +7,7 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS,
+    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CARRIED_FILES, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS,
     MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
     MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS, ManifestError,
     ManifestProblem, RLIM_NLIMITS, validate, validate_tree,
@@ -19,7 +19,7 @@ use crate::state::{
     SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, SysvShmState,
     ThreadState, TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
 };
-use crate::state::{CttyState, DeletedNode};
+use crate::state::{CarriedDir, CarriedFile, CttyState, DeletedNode};
 
 use super::validate::{cap_count, err};
 
@@ -89,6 +89,34 @@ fn process_to_pb(s: &ProcessState) -> pb::ProcessState {
         locks: s.locks.iter().map(lock_to_pb).collect(),
         memfds: s.memfds.iter().map(memfd_to_pb).collect(),
         sysv_shm: s.sysv_shm.iter().map(sysv_shm_to_pb).collect(),
+        carried_files: s
+            .carried_files
+            .iter()
+            .map(|c| pb::CarriedFile {
+                file: Some(file_ref_to_pb(&c.file)),
+                mode: c.mode,
+                uid: c.uid,
+                gid: c.gid,
+                extents: c
+                    .extents
+                    .iter()
+                    .map(|e| pb::MemfdExtent {
+                        offset: e.offset,
+                        data: e.data.clone(),
+                    })
+                    .collect(),
+                dirs: c
+                    .dirs
+                    .iter()
+                    .map(|d| pb::CarriedDir {
+                        path: d.path.clone(),
+                        mode: d.mode,
+                        uid: d.uid,
+                        gid: d.gid,
+                    })
+                    .collect(),
+            })
+            .collect(),
         attrs: Some(attrs_to_pb(&s.attrs)),
     }
 }
@@ -720,6 +748,37 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
     cap_count("memfds", p.memfds.len(), MAX_MEMFDS)?;
     let extents: usize = p.memfds.iter().map(|m| m.extents.len()).sum();
     cap_count("memfds[*].extents", extents, MAX_MEMFD_EXTENTS)?;
+    cap_count("carried_files", p.carried_files.len(), MAX_CARRIED_FILES)?;
+    let extents: usize = p.carried_files.iter().map(|c| c.extents.len()).sum();
+    cap_count("carried_files[*].extents", extents, MAX_MEMFD_EXTENTS)?;
+    let mut carried_files = Vec::with_capacity(p.carried_files.len());
+    for (i, c) in p.carried_files.into_iter().enumerate() {
+        cap_count(&format!("carried_files[{i}].dirs"), c.dirs.len(), 64)?;
+        carried_files.push(CarriedFile {
+            file: file_ref_from_pb(c.file, || format!("carried_files[{i}].file"))?,
+            mode: c.mode,
+            uid: c.uid,
+            gid: c.gid,
+            extents: c
+                .extents
+                .into_iter()
+                .map(|e| MemfdExtent {
+                    offset: e.offset,
+                    data: e.data,
+                })
+                .collect(),
+            dirs: c
+                .dirs
+                .into_iter()
+                .map(|d| CarriedDir {
+                    path: d.path,
+                    mode: d.mode,
+                    uid: d.uid,
+                    gid: d.gid,
+                })
+                .collect(),
+        });
+    }
     cap_count("sysv_shm", p.sysv_shm.len(), MAX_SYSV_SHM)?;
     let extents: usize = p.sysv_shm.iter().map(|m| m.extents.len()).sum();
     cap_count("sysv_shm[*].extents", extents, MAX_MEMFD_EXTENTS)?;
@@ -774,6 +833,7 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
             .collect::<Result<_, _>>()?,
         memfds: p.memfds.into_iter().map(memfd_from_pb).collect(),
         sysv_shm: p.sysv_shm.into_iter().map(sysv_shm_from_pb).collect(),
+        carried_files,
     };
     validate(&state)?;
     Ok(state)

@@ -573,6 +573,32 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 fg_pgid: 4242,
             }),
         },
+        carried_files: vec![CarriedFile {
+            file: FileRef {
+                path: "/tmp/hsperfdata_u/42".into(),
+                identity: FileIdentity {
+                    dev: 2049,
+                    ino: 99,
+                    mode: 0o100600,
+                    size: 32768,
+                    mtime_ns: 1_700_000_000_000_000_001,
+                    rdev: 0,
+                },
+            },
+            mode: 0o600,
+            uid: 1000,
+            gid: 1000,
+            extents: vec![MemfdExtent {
+                offset: 4096,
+                data: vec![3; 100],
+            }],
+            dirs: vec![CarriedDir {
+                path: "/tmp/hsperfdata_u".into(),
+                mode: 0o755,
+                uid: 1000,
+                gid: 1000,
+            }],
+        }],
         sysv_shm: vec![SysvShmState {
             id: 3,
             key: 0x4646,
@@ -1514,6 +1540,16 @@ fn invalid_manifests_are_refused_naming_the_field() {
             "fds[9].fifo.file.path",
             "not absolute",
         ),
+        (
+            |p| p.carried_files[0].dirs[0].path = "/var/other".into(),
+            "carried_files[0].dirs[0].path",
+            "not a parent",
+        ),
+        (
+            |p| p.carried_files[0].extents[0].offset = 32760,
+            "carried_files[0].extents[0].offset",
+            "outside",
+        ),
         (|p| p.locks[0].kind = 9, "locks[0].kind", "unknown value 9"),
         (|p| p.locks[1].fd = 12, "locks[1].fd", "names fd 12"),
         (|p| p.locks[1].start = u64::MAX, "locks[1].start", "outside"),
@@ -1767,6 +1803,7 @@ fn with_sockets() -> ProcessState {
             name: Vec::new(),
             file: None,
             owner: (0, 0),
+            file_path: None,
             backlog: None,
             peer_ino,
             peer_external: false,
@@ -1789,6 +1826,7 @@ fn with_sockets() -> ProcessState {
                 ..FileIdentity::default()
             }),
             owner: (1000, 1000),
+            file_path: Some("/tmp/renamed.sock".into()),
             backlog: Some(128),
             peer_ino: 0,
             peer_external: false,

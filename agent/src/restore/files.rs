@@ -77,6 +77,9 @@ pub struct FdPlan {
     locks: Vec<LockState>,
     /// The sockets, built before the task exists (it inherits ferry's pidfd).
     sockets: Option<sockets::Built>,
+    /// Carried files that were missing and were made again from the image (by this restore
+    /// or, for a tree, an earlier member's): new inodes at the same paths.
+    pub recreated_files: Vec<String>,
     /// A pidfd of ferry for the substitutes when no socket is built (which brings its own).
     own_pidfd: Option<OwnedFd>,
 }
@@ -162,9 +165,13 @@ pub fn plan_with(
     substitutes: &HashMap<i32, RawFd>,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan, RestoreError> {
+    let recreated_files = recreate_carried(state)?;
+    let remade = |path: &str| recreated_files.iter().any(|p| p == path);
     changed("executable".into(), &state.exe)?;
     for v in &state.mm.vmas {
-        if let VmaKind::File(f) = &v.kind {
+        if let VmaKind::File(f) = &v.kind
+            && !remade(&f.path)
+        {
             changed(format!("vma {:#x}-{:#x}", v.start, v.end), f)?;
             let now = identity_of(&f.path)
                 .map_err(|e| RestoreError::FileChanged(format!("{}: {e}", f.path)))?;
@@ -201,7 +208,9 @@ pub fn plan_with(
         } else {
             match &f.kind {
                 FdKind::File { file, pos } | FdKind::Directory { file, pos } => {
-                    changed(format!("fd {}", f.fd), file)?;
+                    if !remade(&file.path) {
+                        changed(format!("fd {}", f.fd), file)?;
+                    }
                     Action::Open {
                         path: file.path.clone(),
                         flags: f.flags,
@@ -390,7 +399,82 @@ pub fn plan_with(
         locks,
         sockets,
         own_pidfd,
+        recreated_files,
     })
+}
+
+/// The carried files this restorer made again: path and (device, inode) of what it made.
+static RECREATED: std::sync::Mutex<Vec<(String, (u64, u64))>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes again each carried file of the image that is missing (with the parent directories
+/// it lacks), with its contents, mode, owner and mtime. Returns the paths of the carried
+/// files that are copies this restorer made (now or for an earlier process of a tree).
+fn recreate_carried(state: &ProcessState) -> Result<Vec<String>, RestoreError> {
+    let mut out = Vec::new();
+    let mut made = RECREATED.lock().unwrap_or_else(|e| e.into_inner());
+    for c in &state.carried_files {
+        let path = &c.file.path;
+        let what = |s: &str| format!("carried file {path}: {s}");
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => {
+                if made
+                    .iter()
+                    .any(|(p, id)| p == path && *id == (m.dev(), m.ino()))
+                {
+                    out.push(path.clone());
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(what("stat"))(e)),
+        }
+        for d in &c.dirs {
+            match std::fs::create_dir(&d.path) {
+                Ok(()) => {
+                    std::os::unix::fs::lchown(&d.path, Some(d.uid), Some(d.gid))
+                        .map_err(io_err(what(&format!("chown {}", d.path))))?;
+                    std::fs::set_permissions(
+                        &d.path,
+                        std::os::unix::fs::PermissionsExt::from_mode(d.mode),
+                    )
+                    .map_err(io_err(what(&format!("chmod {}", d.path))))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(what(&format!("make {}", d.path)))(e)),
+            }
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err(what("create")))?;
+        for e in &c.extents {
+            std::os::unix::fs::FileExt::write_all_at(&f, &e.data, e.offset)
+                .map_err(io_err(what("write")))?;
+        }
+        f.set_len(c.file.identity.size)
+            .map_err(io_err(what("set its size")))?;
+        std::os::unix::fs::fchown(&f, Some(c.uid), Some(c.gid)).map_err(io_err(what("chown")))?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(c.mode))
+            .map_err(io_err(what("chmod")))?;
+        let ns = c.file.identity.mtime_ns;
+        let mtime = nix::sys::time::TimeSpec::new(
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000),
+        );
+        nix::sys::stat::futimens(f.as_fd(), &nix::sys::time::TimeSpec::UTIME_OMIT, &mtime)
+            .map_err(|e| RestoreError::Io {
+                what: what("set its mtime"),
+                source: e.into(),
+            })?;
+        let m = f.metadata().map_err(io_err(what("stat")))?;
+        made.retain(|(p, _)| p != path);
+        made.push((path.clone(), (m.dev(), m.ino())));
+        out.push(path.clone());
+    }
+    Ok(out)
 }
 
 /// The order descriptors are made in: a dup after what it duplicates, epoll instances after

@@ -447,9 +447,18 @@ fn unix_socket(
             bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {}", named(&u.name))))?;
             bound = true;
         } else if let Some(file) = u.file {
-            let path = String::from_utf8_lossy(&u.name).into_owned();
+            let bound_name = String::from_utf8_lossy(&u.name).into_owned();
+            // The socket file is where the process had it: at its name, or renamed.
+            let path = u.file_path.clone().unwrap_or_else(|| bound_name.clone());
             clear_socket_path(fd, &path, u, diag)?;
-            bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {path}")))?;
+            bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {bound_name}")))?;
+            if path != bound_name {
+                std::fs::rename(&bound_name, &path).map_err(|e| {
+                    RestoreError::FileChanged(format!(
+                        "fd {fd}: move the socket file {bound_name} to {path}: {e}"
+                    ))
+                })?;
+            }
             if let Ok(m) = std::fs::symlink_metadata(&path) {
                 created.push((path.clone(), m.ino()));
             }
@@ -458,6 +467,15 @@ fn unix_socket(
                 .map_err(|e| {
                     RestoreError::FileChanged(format!("fd {fd}: owner and mode of {path}: {e}"))
                 })?;
+            bound = true;
+        } else {
+            // Its socket file was gone at the dump: bound to its name (which getsockname
+            // shows) and the name removed again.
+            let path = String::from_utf8_lossy(&u.name).into_owned();
+            bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {path}")))?;
+            std::fs::remove_file(&path).map_err(|e| {
+                RestoreError::FileChanged(format!("fd {fd}: remove {path} again: {e}"))
+            })?;
             bound = true;
         }
     }

@@ -350,6 +350,7 @@ pub fn restore_tree<R: Read + Send>(
                     new_pid_ns: root_task.ns_init.is_some(),
                     parent_restored: p.pid != root.pid,
                     substituted_fds: &plan.replaced_fds,
+                    recreated_files: &plan.recreated_files,
                 })
                 .collect();
             Some(check(&input).map_err(RestoreError::Check)?)
