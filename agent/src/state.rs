@@ -896,6 +896,9 @@ pub struct ThreadState {
     pub sched: SchedState,
     /// seccomp mode and filters.
     pub seccomp: SeccompState,
+    /// The thread's cgroups (`/proc/PID/task/TID/cgroup`) when they differ from the
+    /// process's (a thread moved alone, cgroup v1 or threaded v2); empty when the same.
+    pub cgroups: Vec<CgroupState>,
 }
 
 /// seccomp state of one thread.

@@ -113,3 +113,79 @@ fn a_private_shared_file_removed_after_the_dump_is_made_again() {
     v.check();
     v.assert_no_bad();
 }
+
+/// Cgroups made for a test, removed (after its processes are gone) on drop.
+struct Cgroups(Vec<std::path::PathBuf>);
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A process in a cgroup of a v1 hierarchy, one of its threads in another: both cgroups are
+/// removed between dump and restore. The restore makes them again and puts the process and
+/// that thread back where each was.
+#[test]
+fn cgroups_removed_after_the_dump_are_made_again_per_thread() {
+    let Some(ctx) = setup("files_cgroups") else {
+        return;
+    };
+    let mount = std::path::Path::new("/sys/fs/cgroup/pids");
+    if !mount.join("tasks").exists() {
+        ferry_tests::skip("no cgroup v1 pids hierarchy at /sys/fs/cgroup/pids");
+        return;
+    }
+    let me = std::process::id();
+    let (a, b) = (format!("ferry-test-{me}-a"), format!("ferry-test-{me}-b"));
+    let cg = Cgroups(vec![mount.join(&a), mount.join(&b)]);
+    for d in &cg.0 {
+        std::fs::create_dir(d).expect("make the cgroup");
+    }
+    let mut v = Victim::c(&ctx, "threads", &["3"]);
+    v.check();
+    std::fs::write(cg.0[0].join("cgroup.procs"), v.pid.to_string()).expect("join a");
+    let worker: i32 = std::fs::read_dir(format!("/proc/{}/task", v.pid))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .find(|&t| t != v.pid)
+        .expect("a worker thread");
+    std::fs::write(cg.0[1].join("tasks"), worker.to_string()).expect("move the worker to b");
+    let pid = v.pid;
+    let cgroup_of = |tid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/cgroup"))
+            .unwrap()
+            .lines()
+            .find(|l| l.split(':').nth(1) == Some("pids"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(cgroup_of(pid).ends_with(&format!(":/{a}")));
+    assert!(cgroup_of(worker).ends_with(&format!(":/{b}")));
+    let img = image_path(&ctx, "files_cgroups");
+    v.dump(&ctx, &img, &[]);
+    for d in cg.0.iter().rev() {
+        std::fs::remove_dir(d).expect("remove the cgroup");
+    }
+    v.restore(&ctx, &img, &[]);
+    v.check();
+    assert!(
+        cgroup_of(pid).ends_with(&format!(":/{a}")),
+        "{}",
+        cgroup_of(pid)
+    );
+    assert!(
+        cgroup_of(worker).ends_with(&format!(":/{b}")),
+        "the worker is in {}",
+        cgroup_of(worker)
+    );
+    v.assert_no_bad();
+    v.kill();
+}

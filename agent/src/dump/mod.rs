@@ -648,9 +648,14 @@ fn collect(
     }
 
     let mut threads = Vec::with_capacity(frozen.tasks.len());
+    let process_cgroups = attrs::cgroups_of(&proc::read(raw, "cgroup")?)?;
     for (task, per_thread) in frozen.tasks.iter().zip(&injected.threads) {
         let t = &task.tracee;
         let tid = t.pid().as_raw();
+        let mut cgroups = attrs::cgroups_of(&proc::read(raw, &format!("task/{tid}/cgroup"))?)?;
+        if cgroups == process_cgroups {
+            cgroups.clear();
+        }
         let tstatus = proc::parse_status(&proc::read(raw, &format!("task/{tid}/status"))?)?;
         threads.push(ThreadState {
             tid: tstatus.ns_pid,
@@ -668,6 +673,7 @@ fn collect(
             sigaltstack: per_thread.sigaltstack,
             sched: attrs::sched(pid, t.pid())?,
             seccomp: attrs::seccomp(t.pid(), tstatus.seccomp)?,
+            cgroups,
         });
     }
     let tids: Vec<(i32, i32)> = frozen

@@ -513,6 +513,15 @@ fn thread_to_pb(t: &ThreadState) -> pb::Thread {
             mode: t.seccomp.mode,
             filters: t.seccomp.filters.clone(),
         }),
+        cgroups: t
+            .cgroups
+            .iter()
+            .map(|c| pb::Cgroup {
+                hierarchy: c.hierarchy,
+                controllers: c.controllers.clone(),
+                path: c.path.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -1175,6 +1184,11 @@ fn thread_from_pb(i: usize, t: pb::Thread) -> Result<ThreadState, ManifestError>
     let regs = required(t.regs, || format!("{}.regs", field()))?;
     let robust = required(t.robust_list, || format!("{}.robust_list", field()))?;
     let alt = required(t.sigaltstack, || format!("{}.sigaltstack", field()))?;
+    cap_count(
+        &format!("{}.cgroups", field()),
+        t.cgroups.len(),
+        MAX_CGROUPS,
+    )?;
     Ok(ThreadState {
         tid: t.tid,
         regs: regs_from_pb(&regs),
@@ -1201,5 +1215,14 @@ fn thread_from_pb(i: usize, t: pb::Thread) -> Result<ThreadState, ManifestError>
                 filters: s.filters,
             })
             .unwrap_or_default(),
+        cgroups: t
+            .cgroups
+            .into_iter()
+            .map(|c| CgroupState {
+                hierarchy: c.hierarchy,
+                controllers: c.controllers,
+                path: c.path,
+            })
+            .collect(),
     })
 }

@@ -521,6 +521,11 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 mode: 2,
                 filters: vec![vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f]],
             },
+            cgroups: vec![CgroupState {
+                hierarchy: 3,
+                controllers: "pids".into(),
+                path: "/alone".into(),
+            }],
         }],
         memfds: vec![MemfdState {
             ino: 1035,

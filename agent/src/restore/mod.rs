@@ -312,6 +312,9 @@ pub fn restore_with<R: Read + Send>(
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).
     let threads = create_threads(&inj, &state)?;
+    for (t, ts) in &threads {
+        attrs::join_thread_cgroups(t.pid(), &ts.cgroups, &mut warnings);
+    }
     // Timers and I/O signals may go to any thread: all of them exist now.
     attrs::restore_timers(&inj, &state.attrs)?;
     attrs::restore_fd_owners(&inj, &state)?;
