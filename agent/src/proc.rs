@@ -235,7 +235,8 @@ pub fn parse_status(text: &str) -> Result<Status, ProcError> {
         return Err(bad("status", "missing Threads or NSpid"));
     }
     Ok(Status {
-        umask: st.umask.ok_or_else(|| bad("status", "no Umask"))?,
+        // A zombie has no fs struct left, so no `Umask:` line.
+        umask: st.umask.unwrap_or(0),
         threads: u32::try_from(st.threads).map_err(|_| bad("status", "Threads"))?,
         uids: [st.ruid, st.euid, st.suid, st.fuid],
         gids: [st.rgid, st.egid, st.sgid, st.fgid],

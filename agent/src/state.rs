@@ -49,6 +49,9 @@ pub struct ProcessState {
     pub memfds: Vec<MemfdState>,
     /// SysV shared memory segments the process has attached, by id.
     pub sysv_shm: Vec<SysvShmState>,
+    /// Files only this process holds and keeps writing, carried whole and made again at
+    /// restore when missing (see [`CarriedFile`]).
+    pub carried_files: Vec<CarriedFile>,
     /// Attributes beyond credentials, and timers.
     pub attrs: AttrsState,
 }
@@ -583,10 +586,14 @@ pub enum FdKind {
         /// time (otherwise the bytes stay in the live FIFO); on its lowest descriptor only.
         queue: Option<PipeQueue>,
     },
-    /// A regular file deleted while open, stored whole in the image.
+    /// A file, FIFO, device node or directory deleted while open, made again at restore
+    /// (and unlinked at once) with its mode, owner and times.
     DeletedFile {
         /// The path it had (without ` (deleted)`).
         path: String,
+        /// Its inode number at dump time: the descriptions of one deleted object share it
+        /// (the lowest descriptor carries the contents, the others reopen it).
+        ino: u64,
         /// `st_mode` permission bits (`07777`).
         mode: u32,
         /// Owner.
@@ -595,9 +602,12 @@ pub enum FdKind {
         gid: u32,
         /// `lseek` position.
         pos: u64,
-        /// The whole contents.
-        #[serde(serialize_with = "byte_count")]
-        data: Vec<u8>,
+        /// `st_atime` in nanoseconds since the epoch.
+        atime_ns: i64,
+        /// `st_mtime` in nanoseconds since the epoch.
+        mtime_ns: i64,
+        /// What it is, with what it holds.
+        node: DeletedNode,
     },
     /// A socket (Unix, UDP or TCP).
     Socket(SocketState),
@@ -636,6 +646,64 @@ pub enum FdKind {
         /// Its descriptor (never itself `Shared` or `Dup`).
         fd: i32,
     },
+}
+
+/// A regular file that belongs to the process's state: mapped shared or open for writing by
+/// it, under a temporary directory (`/tmp`, `/var/tmp`, `/dev/shm`, `/run/user`), owned by its
+/// effective uid, with one link (a JVM's `/tmp/hsperfdata_USER/PID`). Carried whole; made
+/// again at restore when it is missing (another program may clean such files meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CarriedFile {
+    /// Its path and what it was (size and mtime included).
+    pub file: FileRef,
+    /// Permission bits (`07777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Its data; what lies between extents is a hole.
+    pub extents: Vec<MemfdExtent>,
+    /// Its parent directories below the temporary directory, outermost first.
+    pub dirs: Vec<CarriedDir>,
+}
+
+/// A directory made again, when missing, for a [`CarriedFile`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CarriedDir {
+    /// Its path.
+    pub path: String,
+    /// Permission bits (`07777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// What a [`FdKind::DeletedFile`] is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum DeletedNode {
+    /// A regular file.
+    Regular {
+        /// `st_size`.
+        size: u64,
+        /// Its data (what lies between extents is a hole); on the lowest descriptor of the
+        /// file only, empty on the others.
+        extents: Vec<MemfdExtent>,
+    },
+    /// A FIFO.
+    Fifo {
+        /// Its buffer and queued bytes; on the lowest descriptor of the FIFO only.
+        queue: Option<PipeQueue>,
+    },
+    /// A character device node.
+    CharDevice {
+        /// `st_rdev`: the device opened again.
+        rdev: u64,
+    },
+    /// A directory (empty: a removed directory holds nothing).
+    Directory,
 }
 
 /// A timerfd's clock and setting.
@@ -843,6 +911,9 @@ pub struct ThreadState {
     pub sched: SchedState,
     /// seccomp mode and filters.
     pub seccomp: SeccompState,
+    /// The thread's cgroups (`/proc/PID/task/TID/cgroup`) when they differ from the
+    /// process's (a thread moved alone, cgroup v1 or threaded v2); empty when the same.
+    pub cgroups: Vec<CgroupState>,
 }
 
 /// seccomp state of one thread.
@@ -1058,11 +1129,15 @@ pub struct UnixSocketState {
     /// Bound name: empty when unbound, a leading NUL byte for an abstract name, else an
     /// absolute path.
     pub name: Vec<u8>,
-    /// For a path name: the socket file at dump time (`None` when the path no longer led to
-    /// this socket's file: it is not bound again).
+    /// For a path name: the socket file at dump time (`None` when it is gone: the socket is
+    /// bound to its name again and the name removed at once).
     pub file: Option<FileIdentity>,
     /// Owner of the socket file (uid, gid).
     pub owner: (u32, u32),
+    /// Where the socket file is when the process renamed it after binding (a JVM binds
+    /// `/tmp/.java_pidPID.tmp`, then renames it to `/tmp/.java_pidPID`); `None` when it is
+    /// at the bound name, or gone.
+    pub file_path: Option<String>,
     /// `listen` backlog when listening.
     pub backlog: Option<u32>,
     /// Inode of the connected peer socket, 0 when not connected.

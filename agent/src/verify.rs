@@ -168,6 +168,12 @@ pub fn compare(
     );
     note(
         expected,
+        "a file the process alone kept writing, carried in the image and made again at restore \
+         (a new inode at the same path)",
+        recreated(input, image, restored),
+    );
+    note(
+        expected,
         "time left on a running timer, which counts on",
         timers_ran(image, restored),
     );
@@ -235,6 +241,52 @@ fn substituted(input: &CheckInput<'_>, image: &mut ProcessState, restored: &Proc
         if input.substituted_fds.contains(&a.fd) {
             *a = b.clone();
             n += 1;
+        }
+    }
+    n
+}
+
+/// Carried files made again at restore are new inodes at the same paths: every reference
+/// to one (the carried file itself, mappings, descriptors) takes the restored device and
+/// inode; everything else of it (size, mtime, mode, contents) is still compared.
+fn recreated(input: &CheckInput<'_>, image: &mut ProcessState, restored: &ProcessState) -> usize {
+    if input.recreated_files.is_empty() {
+        return 0;
+    }
+    let remade = |p: &str| input.recreated_files.iter().any(|r| r == p);
+    let mut n = 0;
+    let mut take = |a: &mut crate::state::FileRef, b: &crate::state::FileRef| {
+        if a.path == b.path
+            && remade(&a.path)
+            && (a.identity.dev, a.identity.ino) != (b.identity.dev, b.identity.ino)
+        {
+            a.identity.dev = b.identity.dev;
+            a.identity.ino = b.identity.ino;
+            n += 1;
+        }
+    };
+    for a in &mut image.carried_files {
+        if let Some(b) = restored
+            .carried_files
+            .iter()
+            .find(|b| b.file.path == a.file.path)
+        {
+            take(&mut a.file, &b.file);
+        }
+    }
+    for a in &mut image.mm.vmas {
+        if let Some(b) = restored.mm.vmas.iter().find(|b| b.start == a.start)
+            && let (VmaKind::File(fa), VmaKind::File(fb)) = (&mut a.kind, &b.kind)
+        {
+            take(fa, fb);
+        }
+    }
+    for a in &mut image.fds {
+        if let Some(b) = restored.fds.iter().find(|b| b.fd == a.fd)
+            && let (FdKind::File { file: fa, .. }, FdKind::File { file: fb, .. }) =
+                (&mut a.kind, &b.kind)
+        {
+            take(fa, fb);
         }
     }
     n
@@ -629,7 +681,8 @@ fn expected_change(
     {
         return Some("a restored process (a tree's root) leads a new session and process group");
     }
-    // Objects made anew (pipes, memfds, shared anonymous memory, sockets) have new inode
+    // Objects made anew (pipes, memfds, objects deleted while open, shared anonymous memory,
+    // sockets and the socket files their bind makes) have new inode
     // numbers.
     if (leaf == "ino"
         && (field.starts_with("memfds[")
@@ -637,12 +690,14 @@ fn expected_change(
                 ".Pipe",
                 ".LocalPipe",
                 ".Memfd",
+                ".DeletedFile",
                 ".SharedAnonymous",
                 ".Socket",
             ]
             .iter()
             .any(|k| field.ends_with(k))))
         || (leaf == "peer_ino" && field.ends_with(".Unix"))
+        || (leaf == "ino" && field.ends_with(".Unix.file"))
     {
         return Some("the inode number of an object made anew");
     }

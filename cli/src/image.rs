@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use ferry_agent::image::{ImageSummary, inspect};
-use ferry_agent::state::{FdKind, PAGE_SIZE, ProcessState, VmaKind, prot};
+use ferry_agent::state::{DeletedNode, FdKind, PAGE_SIZE, ProcessState, VmaKind, prot};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -135,13 +135,21 @@ fn render(s: &ImageSummary) -> String {
             }
             FdKind::Fifo { file, queue } => format!("FIFO {}{}", file.path, queued(queue.as_ref())),
             FdKind::DeletedFile {
-                path, data, pos, ..
-            } => {
-                format!(
-                    "file {path} (deleted), {} stored, at offset {pos}",
-                    mib(data.len() as u64)
-                )
-            }
+                path, node, pos, ..
+            } => match node {
+                DeletedNode::Regular { size, extents } => format!(
+                    "file {path} (deleted), {} of {} stored, at offset {pos}",
+                    mib(extents.iter().map(|e| e.data.len() as u64).sum()),
+                    mib(*size)
+                ),
+                DeletedNode::Fifo { queue } => {
+                    format!("FIFO {path} (deleted){}", queued(queue.as_ref()))
+                }
+                DeletedNode::CharDevice { rdev } => {
+                    format!("device {rdev:#x} {path} (deleted)")
+                }
+                DeletedNode::Directory => format!("directory {path} (removed)"),
+            },
             FdKind::Eventfd { count, semaphore } => {
                 format!(
                     "eventfd count {count}{}",

@@ -45,14 +45,11 @@ fn java_check(v: &Victim) -> String {
     })
 }
 
-#[test]
-fn java_with_threads() {
-    let Some(ctx) = setup("java") else {
-        return;
-    };
+/// Builds the JVM victim and starts it; `None` (after saying why) without a JDK.
+fn start_java(ctx: &ferry_tests::TestCtx) -> Option<Victim> {
     if Command::new("javac").arg("-version").output().is_err() {
         skip("no JDK (javac) on this machine");
-        return;
+        return None;
     }
     let classes = ctx.path("classes");
     let src = workload_file("java/Workers.java");
@@ -63,14 +60,25 @@ fn java_with_threads() {
         .status()
         .expect("javac");
     assert!(built.success(), "javac failed");
-    let state = Victim::new_state_dir(&ctx, "java");
+    let state = Victim::new_state_dir(ctx, "java");
     let mut cmd = Command::new("java");
     cmd.args(["-Xmx64m", "-XX:+UseSerialGC", "-cp"])
         .arg(&classes)
         .arg("Workers")
         .arg(&state);
-    let mut v = Victim::spawn(cmd, state, Spawn::default());
+    let v = Victim::spawn(cmd, state, Spawn::default());
     v.wait_ready();
+    Some(v)
+}
+
+#[test]
+fn java_with_threads() {
+    let Some(ctx) = setup("java") else {
+        return;
+    };
+    let Some(mut v) = start_java(&ctx) else {
+        return;
+    };
     let ok = java_check(&v);
     assert!(ok.starts_with("ok"), "{ok}");
     let tasks = std::fs::read_dir(format!("/proc/{}/task", v.pid))
@@ -86,6 +94,88 @@ fn java_with_threads() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(after, tasks, "thread count changed");
+    v.assert_ticks_continuous();
+}
+
+/// Another JVM started between the dump and the restore (`java -version`) removes the dumped
+/// JVM's perf-data file (`/tmp/hsperfdata_USER/PID`, mapped shared), its process being gone:
+/// the file travels in the image and is made again, so the restore does not fail.
+#[test]
+fn java_version_between_dump_and_restore() {
+    let Some(ctx) = setup("java_version") else {
+        return;
+    };
+    let Some(mut v) = start_java(&ctx) else {
+        return;
+    };
+    let ok = java_check(&v);
+    assert!(ok.starts_with("ok"), "{ok}");
+    let perf = std::fs::read_to_string(format!("/proc/{}/maps", v.pid))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .nth(5)
+                .filter(|p| p.contains("/hsperfdata_"))
+                .map(str::to_owned)
+        })
+        .expect("the JVM maps its perf-data file");
+    let img = image_path(&ctx, "java_version");
+    v.dump(&ctx, &img, &[]);
+    let out = Command::new("java")
+        .arg("-version")
+        .output()
+        .expect("java -version");
+    assert!(out.status.success(), "java -version failed");
+    assert!(
+        !Path::new(&perf).exists(),
+        "java -version was expected to clean {perf}"
+    );
+    v.restore(&ctx, &img, &[]);
+    assert!(Path::new(&perf).exists(), "{perf} was not made again");
+    let ok = java_check(&v);
+    assert!(ok.starts_with("ok"), "after restore: {ok}");
+    v.assert_ticks_continuous();
+    // The restored JVM's perf data is live again: jstat-like readers see it change.
+    let a = std::fs::read(&perf).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let b = std::fs::read(&perf).unwrap();
+    assert_ne!(a, b, "the JVM no longer writes {perf}");
+}
+
+/// After `jcmd` attached, the JVM listens on `/tmp/.java_pidPID`, bound as
+/// `/tmp/.java_pidPID.tmp` and renamed: the socket file is found under its new name at dump
+/// and put back there at restore, and `jcmd` attaches to the restored JVM.
+#[test]
+fn java_after_jcmd_keeps_its_attach_socket() {
+    let Some(ctx) = setup("java_jcmd") else {
+        return;
+    };
+    let Some(mut v) = start_java(&ctx) else {
+        return;
+    };
+    let jcmd = |pid: i32| {
+        Command::new("jcmd")
+            .args([&pid.to_string(), "VM.version"])
+            .output()
+            .expect("jcmd")
+    };
+    assert!(jcmd(v.pid).status.success(), "jcmd before the dump");
+    let img = image_path(&ctx, "java_jcmd");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let ok = java_check(&v);
+    assert!(ok.starts_with("ok"), "after restore: {ok}");
+    let out = jcmd(v.pid);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("JDK"),
+        "jcmd after the restore: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        !Path::new(&format!("/tmp/.java_pid{}.tmp", v.pid)).exists(),
+        "the bound name was left behind"
+    );
     v.assert_ticks_continuous();
 }
 

@@ -139,25 +139,7 @@ pub fn collect(
             file: "oom_score_adj",
             what: "not a number".into(),
         })?;
-    let mut cgroups = Vec::new();
-    for line in proc::read(raw, "cgroup")?.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(h), Some(c), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(ProcError::Parse {
-                file: "cgroup",
-                what: format!("line {line:?}"),
-            }
-            .into());
-        };
-        cgroups.push(CgroupState {
-            hierarchy: h.parse().map_err(|_| ProcError::Parse {
-                file: "cgroup",
-                what: format!("hierarchy {h:?}"),
-            })?,
-            controllers: c.to_string(),
-            path: path.to_string(),
-        });
-    }
+    let cgroups = cgroups_of(&proc::read(raw, "cgroup")?)?;
     let mut posix_timers = q.posix_timers;
     for pt in &mut posix_timers {
         if pt.notify == 4 {
@@ -269,4 +251,28 @@ pub fn seccomp(tid: Pid, mode: u32) -> Result<crate::state::SeccompState, DumpEr
         // installed), the order they are installed in again.
     }
     Ok(crate::state::SeccompState { mode, filters })
+}
+
+/// Parses `/proc/PID/cgroup` (or a thread's).
+pub fn cgroups_of(text: &str) -> Result<Vec<CgroupState>, DumpError> {
+    let mut cgroups = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(h), Some(c), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(ProcError::Parse {
+                file: "cgroup",
+                what: format!("line {line:?}"),
+            }
+            .into());
+        };
+        cgroups.push(CgroupState {
+            hierarchy: h.parse().map_err(|_| ProcError::Parse {
+                file: "cgroup",
+                what: format!("hierarchy {h:?}"),
+            })?,
+            controllers: c.to_string(),
+            path: path.to_string(),
+        });
+    }
+    Ok(cgroups)
 }

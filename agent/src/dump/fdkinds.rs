@@ -333,7 +333,7 @@ pub fn collect_memfds(
 }
 
 /// The data of a file without its holes (`SEEK_DATA`/`SEEK_HOLE`).
-fn read_extents(file: &File, size: u64) -> Result<Vec<MemfdExtent>, nix::Error> {
+pub(super) fn read_extents(file: &File, size: u64) -> Result<Vec<MemfdExtent>, nix::Error> {
     let mut out = Vec::new();
     let mut at = 0u64;
     while at < size {

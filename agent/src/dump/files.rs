@@ -21,7 +21,10 @@ use super::mm::identity_of;
 use super::sockets::{self, SocketDump};
 use crate::image::MAX_MANIFEST_BYTES;
 use crate::proc;
-use crate::state::{FdKind, FdState, FileRef, LockKind, LockState, PipeQueue};
+use crate::state::{
+    CarriedDir, CarriedFile, DeletedNode, FdKind, FdState, FileRef, LockKind, LockState,
+    MemfdExtent, PipeQueue, VmaKind, VmaState,
+};
 use crate::sys;
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
@@ -143,26 +146,59 @@ pub fn collect_fds(
             .strip_suffix(" (deleted)")
             .filter(|_| meta.nlink() == 0)
         {
-            if !meta.file_type().is_file() {
-                return Err(unsupported(&format!(
-                    "{target}, deleted while open and not a regular file,"
-                )));
-            }
-            if meta.size() > max_deleted_file_size {
-                return Err(DumpError::DeletedFileTooLarge {
-                    fd,
-                    path: path.to_string(),
+            let ft = meta.file_type();
+            let node = if ft.is_file() {
+                // What travels: the data, not the holes.
+                let stored = meta.size().min(meta.blocks().saturating_mul(512));
+                if stored > max_deleted_file_size {
+                    return Err(DumpError::DeletedFileTooLarge {
+                        fd,
+                        path: path.to_string(),
+                        size: stored,
+                        max: max_deleted_file_size,
+                    });
+                }
+                DeletedNode::Regular {
                     size: meta.size(),
-                    max: max_deleted_file_size,
-                });
-            }
+                    extents: Vec::new(),
+                }
+            } else if ft.is_fifo() {
+                DeletedNode::Fifo { queue: None }
+            } else if ft.is_char_device() {
+                if is_tty_major(u64::from(libc::major(meta.rdev()))) {
+                    return Err(unsupported(&format!(
+                        "{target}, a terminal device node deleted while open,"
+                    )));
+                }
+                DeletedNode::CharDevice { rdev: meta.rdev() }
+            } else if ft.is_dir() {
+                DeletedNode::Directory
+            } else {
+                let what = if ft.is_block_device() {
+                    "a block device node"
+                } else {
+                    "a socket file"
+                };
+                return Err(unsupported(&format!(
+                    "{target}, {what} deleted while open,"
+                )));
+            };
             FdKind::DeletedFile {
                 path: path.to_string(),
+                ino: meta.ino(),
                 mode: meta.mode() & 0o7777,
                 uid: meta.uid(),
                 gid: meta.gid(),
                 pos: info.pos,
-                data: Vec::new(),
+                atime_ns: meta
+                    .atime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(meta.atime_nsec()),
+                mtime_ns: meta
+                    .mtime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(meta.mtime_nsec()),
+                node,
             }
         } else if !target.starts_with('/') {
             return Err(unsupported(&format!("{target:?}")));
@@ -203,7 +239,7 @@ pub fn collect_fds(
             }
         };
         inodes.push((meta.dev(), meta.ino()));
-        sizes.push(meta.size());
+        sizes.push(meta.size().min(meta.blocks().saturating_mul(512)));
         out.push(FdState {
             fd,
             cloexec: info.flags & O_CLOEXEC != 0,
@@ -215,22 +251,31 @@ pub fn collect_fds(
     }
     mark_dups(pid, &mut out, &inodes)?;
     examine_sockets(pid, &mut out, socks)?;
-    // Each stored copy becomes its own file at restore: two descriptions of one deleted file
-    // would no longer share it.
-    for (i, f) in out.iter().enumerate() {
-        if matches!(f.kind, FdKind::DeletedFile { .. })
-            && let Some(j) = (0..i).find(|&j| {
-                inodes[j] == inodes[i] && matches!(out[j].kind, FdKind::DeletedFile { .. })
-            })
-        {
-            return Err(unsupported(
-                f.fd,
-                &format!(
-                    "a second open file description (besides fd {}) of a file deleted while open",
-                    out[j].fd
-                ),
-            ));
-        }
+    // A deleted FIFO is made anew at restore: another process holding it would be left on
+    // the old one.
+    let deleted_fifos: HashSet<String> = out
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FdKind::DeletedFile {
+                path,
+                node: DeletedNode::Fifo { .. },
+                ..
+            } => Some(format!("{path} (deleted)")),
+            _ => None,
+        })
+        .collect();
+    if let Some(held) = held_outside(pid, &deleted_fifos, members)
+        .into_iter()
+        .next()
+    {
+        let fd = out
+            .iter()
+            .find(|f| matches!(&f.kind, FdKind::DeletedFile { path, .. } if format!("{path} (deleted)") == held))
+            .map_or(-1, |f| f.fd);
+        return Err(unsupported(
+            fd,
+            &format!("the FIFO {held}, deleted while open and held by another process too,"),
+        ));
     }
     mark_local_pipes(pid, &mut out, members);
     // Refused early on the sizes; `capture` checks again on what it actually read.
@@ -433,7 +478,7 @@ fn capture_pipes(pid: Pid, fds: &mut [FdState], members: &[i32]) -> Result<(), D
     for f in fds.iter_mut() {
         let Some(key) = pipe_key(f) else { continue };
         let local = match &f.kind {
-            FdKind::LocalPipe { .. } => true,
+            FdKind::LocalPipe { .. } | FdKind::DeletedFile { .. } => true,
             FdKind::Fifo { file, .. } => !fifos_outside.contains(&file.path),
             _ => false,
         };
@@ -449,7 +494,12 @@ fn capture_pipes(pid: Pid, fds: &mut [FdState], members: &[i32]) -> Result<(), D
             ));
         }
         match &mut f.kind {
-            FdKind::LocalPipe { queue, .. } | FdKind::Fifo { queue, .. } => *queue = Some(q),
+            FdKind::LocalPipe { queue, .. }
+            | FdKind::Fifo { queue, .. }
+            | FdKind::DeletedFile {
+                node: DeletedNode::Fifo { queue },
+                ..
+            } => *queue = Some(q),
             _ => {}
         }
     }
@@ -461,6 +511,11 @@ fn pipe_key(f: &FdState) -> Option<String> {
     match &f.kind {
         FdKind::LocalPipe { ino, .. } => Some(format!("pipe:[{ino}]")),
         FdKind::Fifo { file, .. } => Some(file.path.clone()),
+        FdKind::DeletedFile {
+            ino,
+            node: DeletedNode::Fifo { .. },
+            ..
+        } => Some(format!("deleted FIFO {ino}")),
         _ => None,
     }
 }
@@ -502,25 +557,49 @@ fn read_queue(pid: Pid, fd: i32) -> Result<PipeQueue, DumpError> {
     })
 }
 
+/// The data of each regular file deleted while open, without its holes, on its lowest
+/// descriptor. Read with `O_NOATIME`: the dump must not change the access time it carries.
 fn capture_deleted(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
     let budget = STORED_BUDGET;
     let mut total = 0u64;
+    let mut seen = HashSet::new();
     for f in fds.iter_mut() {
         let fd = f.fd;
         match &mut f.kind {
-            FdKind::DeletedFile { path, data, .. } => {
+            FdKind::DeletedFile {
+                path,
+                ino,
+                node: DeletedNode::Regular { size, extents },
+                ..
+            } => {
+                if !seen.insert(*ino) {
+                    continue;
+                }
                 let link = format!("/proc/{pid}/fd/{fd}");
-                *data = std::fs::read(&link).map_err(|e| {
+                let failed = |e: &dyn std::fmt::Display| {
                     unsupported(fd, &format!("reading {path} (deleted) failed ({e}); it"))
-                })?;
-                total += data.len() as u64;
+                };
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOATIME | libc::O_CLOEXEC)
+                    .open(&link)
+                    .or_else(|_| File::open(&link))
+                    .map_err(|e| failed(&e))?;
+                *extents = fdkinds::read_extents(&file, *size).map_err(|e| failed(&e))?;
+                total += extents
+                    .iter()
+                    .map(|e: &MemfdExtent| e.data.len() as u64)
+                    .sum::<u64>();
                 if total > budget {
                     return Err(DumpError::StoredContentsTooLarge { total, max: budget });
                 }
             }
-            FdKind::LocalPipe { queue: Some(q), .. } | FdKind::Fifo { queue: Some(q), .. } => {
-                total += q.data.len() as u64
-            }
+            FdKind::LocalPipe { queue: Some(q), .. }
+            | FdKind::Fifo { queue: Some(q), .. }
+            | FdKind::DeletedFile {
+                node: DeletedNode::Fifo { queue: Some(q) },
+                ..
+            } => total += q.data.len() as u64,
             _ => {}
         }
     }
@@ -609,4 +688,120 @@ fn collect_locks(pid: Pid, fds: &[FdState]) -> Result<Vec<LockState>, DumpError>
         });
     }
     Ok(locks)
+}
+
+/// Temporary directories whose files may be a process's own state. A file under
+/// `/run/user` is below the user's directory (`/run/user/UID`).
+const TEMP_DIRS: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/run/user"];
+
+/// Largest file carried in the image (data stored, holes left out); a bigger one is left
+/// where it is, and the restore needs it there as before.
+pub const MAX_CARRIED_FILE: u64 = 8 << 20;
+
+/// Most bytes of carried files in one image.
+const MAX_CARRIED_TOTAL: u64 = 16 << 20;
+
+/// The temporary directory `path` lies under (for `/run/user`, the user's own directory).
+fn temp_root(path: &str) -> Option<String> {
+    let root = TEMP_DIRS
+        .iter()
+        .find(|d| path.starts_with(&format!("{d}/")))?;
+    if *root == "/run/user" {
+        let uid = path["/run/user/".len()..].split('/').next()?;
+        return Some(format!("/run/user/{uid}"));
+    }
+    Some(root.to_string())
+}
+
+/// The files that belong to the process's state (see [`CarriedFile`]): regular files it maps
+/// shared or holds open for writing, under a temporary directory, owned by its effective uid
+/// `euid`, with one link, of at most [`MAX_CARRIED_FILE`] bytes of data. Read while the
+/// process is frozen, with `O_NOATIME`.
+pub fn carried(
+    vmas: &[VmaState],
+    fds: &[FdState],
+    euid: u32,
+) -> Result<Vec<CarriedFile>, DumpError> {
+    let mut candidates: Vec<&FileRef> = Vec::new();
+    for v in vmas {
+        if let VmaKind::File(f) = &v.kind
+            && v.shared
+        {
+            candidates.push(f);
+        }
+    }
+    for f in fds {
+        if let FdKind::File { file, .. } = &f.kind
+            && f.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
+        {
+            candidates.push(file);
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    for f in candidates {
+        if !seen.insert((f.identity.dev, f.identity.ino)) {
+            continue;
+        }
+        let Some(root) = temp_root(&f.path) else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(&f.path) else {
+            continue;
+        };
+        let stored = meta.size().min(meta.blocks().saturating_mul(512));
+        if !meta.file_type().is_file()
+            || (meta.dev(), meta.ino()) != (f.identity.dev, f.identity.ino)
+            || meta.nlink() != 1
+            || meta.uid() != euid
+            || stored > MAX_CARRIED_FILE
+            || total + stored > MAX_CARRIED_TOTAL
+        {
+            continue;
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            DumpError::Unsupported(format!(
+                "{}: reading the file the process keeps writing failed ({e}); not supported",
+                f.path
+            ))
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&f.path)
+            .or_else(|_| File::open(&f.path))
+            .map_err(|e| failed(&e))?;
+        let now = file.metadata().map_err(|e| failed(&e))?;
+        if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+            continue;
+        }
+        let extents = fdkinds::read_extents(&file, now.size()).map_err(|e| failed(&e))?;
+        total += extents.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        let mut dirs = Vec::new();
+        let mut at = std::path::Path::new(&f.path).parent();
+        while let Some(d) = at.and_then(|d| d.to_str()).filter(|d| d.len() > root.len()) {
+            let m = std::fs::symlink_metadata(d).map_err(|e| failed(&e))?;
+            dirs.push(CarriedDir {
+                path: d.to_string(),
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            });
+            at = std::path::Path::new(d).parent();
+        }
+        dirs.reverse();
+        out.push(CarriedFile {
+            file: FileRef {
+                path: f.path.clone(),
+                identity: identity_of(&f.path).map_err(|e| failed(&e))?,
+            },
+            mode: now.mode() & 0o7777,
+            uid: now.uid(),
+            gid: now.gid(),
+            extents,
+            dirs,
+        });
+    }
+    Ok(out)
 }

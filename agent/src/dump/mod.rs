@@ -608,6 +608,7 @@ fn collect(
     tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let sysv_shm = shm::collect_sysv(pid, &vmas)?;
+    let carried_files = files::carried(&vmas, &fds, status.uids[1])?;
 
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
@@ -653,9 +654,14 @@ fn collect(
     }
 
     let mut threads = Vec::with_capacity(frozen.tasks.len());
+    let process_cgroups = attrs::cgroups_of(&proc::read(raw, "cgroup")?)?;
     for (task, per_thread) in frozen.tasks.iter().zip(&injected.threads) {
         let t = &task.tracee;
         let tid = t.pid().as_raw();
+        let mut cgroups = attrs::cgroups_of(&proc::read(raw, &format!("task/{tid}/cgroup"))?)?;
+        if cgroups == process_cgroups {
+            cgroups.clear();
+        }
         let tstatus = proc::parse_status(&proc::read(raw, &format!("task/{tid}/status"))?)?;
         threads.push(ThreadState {
             tid: tstatus.ns_pid,
@@ -673,6 +679,7 @@ fn collect(
             sigaltstack: per_thread.sigaltstack,
             sched: attrs::sched(pid, t.pid())?,
             seccomp: attrs::seccomp(t.pid(), tstatus.seccomp)?,
+            cgroups,
         });
     }
     let tids: Vec<(i32, i32)> = frozen
@@ -740,6 +747,7 @@ fn collect(
         locks,
         memfds,
         sysv_shm,
+        carried_files,
         attrs,
     })
 }

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
@@ -424,10 +425,26 @@ fn unix_socket(
     }
     let mut file = None;
     let mut owner = (0, 0);
+    let mut file_path = None;
     if name.first().is_some_and(|b| *b != 0) {
         let path = String::from_utf8_lossy(&name).into_owned();
-        match (std::fs::symlink_metadata(&path), diag.vfs) {
-            (Ok(m), Some((vino, _))) if m.ino() == vino => {
+        let socket_file = |p: &std::path::Path| {
+            let m = std::fs::symlink_metadata(p).ok()?;
+            let (vino, _) = diag.vfs?;
+            (m.file_type().is_socket() && m.ino() == vino).then_some(m)
+        };
+        // At its name, else renamed within its directory.
+        let found = socket_file(std::path::Path::new(&path))
+            .map(|m| (m, None))
+            .or_else(|| {
+                let dir = std::path::Path::new(&path).parent()?;
+                std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+                    let m = socket_file(&e.path())?;
+                    Some((m, Some(e.path().to_string_lossy().into_owned())))
+                })
+            });
+        match found {
+            Some((m, renamed)) => {
                 owner = (m.uid(), m.gid());
                 file = Some(FileIdentity {
                     dev: m.dev(),
@@ -437,29 +454,34 @@ fn unix_socket(
                     mtime_ns: 0,
                     rdev: 0,
                 });
+                file_path = renamed;
             }
-            // Removed: the restore binds the name again and removes the file, as it was.
-            (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => {}
-            (Ok(m), Some((vino, _))) => {
-                return Err(unsupported(
-                    fd,
-                    format!(
-                        "the socket file {path} of Unix socket {ino} was replaced (inode {vino} then, {} now): \
-                         its name cannot be bound again",
-                        m.ino()
-                    ),
-                ));
-            }
-            (r, _) => {
-                return Err(unsupported(
-                    fd,
-                    format!(
-                        "the socket file {path} of Unix socket {ino} cannot be identified ({})",
-                        r.err()
-                            .map_or_else(|| "no inode from sock_diag".into(), |e| e.to_string())
-                    ),
-                ));
-            }
+            None => match (std::fs::symlink_metadata(&path), diag.vfs) {
+                // Removed: the restore binds the name again and removes the file, as it was.
+                (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => {}
+                (Ok(m), Some((vino, _))) => {
+                    return Err(unsupported(
+                        fd,
+                        format!(
+                            "the socket file {path} of Unix socket {ino} was replaced (inode {vino} then, {} now): \
+                             its name cannot be bound again",
+                            m.ino()
+                        ),
+                    ));
+                }
+                (r, _) => {
+                    return Err(unsupported(
+                        fd,
+                        format!(
+                            "the socket file {path} of Unix socket {ino} cannot be identified ({})",
+                            r.err().map_or_else(
+                                || "no inode from sock_diag".into(),
+                                |e| e.to_string()
+                            )
+                        ),
+                    ));
+                }
+            },
         }
     }
     let stream = diag.sock_type as i32 != libc::SOCK_DGRAM;
@@ -547,6 +569,7 @@ fn unix_socket(
         name,
         file,
         owner,
+        file_path,
         backlog,
         peer_ino: if peer_external { 0 } else { peer_ino },
         peer_external,

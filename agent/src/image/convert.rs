@@ -7,12 +7,11 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS,
+    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CARRIED_FILES, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS,
     MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
     MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS, ManifestError,
     ManifestProblem, RLIM_NLIMITS, validate, validate_tree,
 };
-use crate::state::CttyState;
 use crate::state::{
     AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
     InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
@@ -20,6 +19,7 @@ use crate::state::{
     SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, SysvShmState,
     ThreadState, TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
 };
+use crate::state::{CarriedDir, CarriedFile, CttyState, DeletedNode};
 
 use super::validate::{cap_count, err};
 
@@ -89,6 +89,34 @@ fn process_to_pb(s: &ProcessState) -> pb::ProcessState {
         locks: s.locks.iter().map(lock_to_pb).collect(),
         memfds: s.memfds.iter().map(memfd_to_pb).collect(),
         sysv_shm: s.sysv_shm.iter().map(sysv_shm_to_pb).collect(),
+        carried_files: s
+            .carried_files
+            .iter()
+            .map(|c| pb::CarriedFile {
+                file: Some(file_ref_to_pb(&c.file)),
+                mode: c.mode,
+                uid: c.uid,
+                gid: c.gid,
+                extents: c
+                    .extents
+                    .iter()
+                    .map(|e| pb::MemfdExtent {
+                        offset: e.offset,
+                        data: e.data.clone(),
+                    })
+                    .collect(),
+                dirs: c
+                    .dirs
+                    .iter()
+                    .map(|d| pb::CarriedDir {
+                        path: d.path.clone(),
+                        mode: d.mode,
+                        uid: d.uid,
+                        gid: d.gid,
+                    })
+                    .collect(),
+            })
+            .collect(),
         attrs: Some(attrs_to_pb(&s.attrs)),
     }
 }
@@ -308,19 +336,50 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
         }),
         FdKind::DeletedFile {
             path,
+            ino,
             mode,
             uid,
             gid,
             pos,
-            data,
-        } => Kind::DeletedFile(pb::DeletedFile {
-            path: path.clone(),
-            mode: *mode,
-            uid: *uid,
-            gid: *gid,
-            pos: *pos,
-            data: data.clone(),
-        }),
+            atime_ns,
+            mtime_ns,
+            node,
+        } => {
+            let mut d = pb::DeletedFile {
+                path: path.clone(),
+                ino: *ino,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                pos: *pos,
+                atime_ns: *atime_ns,
+                mtime_ns: *mtime_ns,
+                ..Default::default()
+            };
+            match node {
+                DeletedNode::Regular { size, extents } => {
+                    d.set_node(pb::DeletedNodeType::Regular);
+                    d.size = *size;
+                    d.extents = extents
+                        .iter()
+                        .map(|e| pb::MemfdExtent {
+                            offset: e.offset,
+                            data: e.data.clone(),
+                        })
+                        .collect();
+                }
+                DeletedNode::Fifo { queue } => {
+                    d.set_node(pb::DeletedNodeType::Fifo);
+                    d.queue = queue.as_ref().map(queue_to_pb);
+                }
+                DeletedNode::CharDevice { rdev } => {
+                    d.set_node(pb::DeletedNodeType::CharDevice);
+                    d.rdev = *rdev;
+                }
+                DeletedNode::Directory => d.set_node(pb::DeletedNodeType::Directory),
+            }
+            Kind::DeletedFile(d)
+        }
         FdKind::Eventfd { count, semaphore } => Kind::Eventfd(pb::Eventfd {
             count: *count,
             semaphore: *semaphore,
@@ -455,6 +514,15 @@ fn thread_to_pb(t: &ThreadState) -> pb::Thread {
             mode: t.seccomp.mode,
             filters: t.seccomp.filters.clone(),
         }),
+        cgroups: t
+            .cgroups
+            .iter()
+            .map(|c| pb::Cgroup {
+                hierarchy: c.hierarchy,
+                controllers: c.controllers.clone(),
+                path: c.path.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -692,6 +760,37 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
     cap_count("memfds", p.memfds.len(), MAX_MEMFDS)?;
     let extents: usize = p.memfds.iter().map(|m| m.extents.len()).sum();
     cap_count("memfds[*].extents", extents, MAX_MEMFD_EXTENTS)?;
+    cap_count("carried_files", p.carried_files.len(), MAX_CARRIED_FILES)?;
+    let extents: usize = p.carried_files.iter().map(|c| c.extents.len()).sum();
+    cap_count("carried_files[*].extents", extents, MAX_MEMFD_EXTENTS)?;
+    let mut carried_files = Vec::with_capacity(p.carried_files.len());
+    for (i, c) in p.carried_files.into_iter().enumerate() {
+        cap_count(&format!("carried_files[{i}].dirs"), c.dirs.len(), 64)?;
+        carried_files.push(CarriedFile {
+            file: file_ref_from_pb(c.file, || format!("carried_files[{i}].file"))?,
+            mode: c.mode,
+            uid: c.uid,
+            gid: c.gid,
+            extents: c
+                .extents
+                .into_iter()
+                .map(|e| MemfdExtent {
+                    offset: e.offset,
+                    data: e.data,
+                })
+                .collect(),
+            dirs: c
+                .dirs
+                .into_iter()
+                .map(|d| CarriedDir {
+                    path: d.path,
+                    mode: d.mode,
+                    uid: d.uid,
+                    gid: d.gid,
+                })
+                .collect(),
+        });
+    }
     cap_count("sysv_shm", p.sysv_shm.len(), MAX_SYSV_SHM)?;
     let extents: usize = p.sysv_shm.iter().map(|m| m.extents.len()).sum();
     cap_count("sysv_shm[*].extents", extents, MAX_MEMFD_EXTENTS)?;
@@ -746,6 +845,7 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
             .collect::<Result<_, _>>()?,
         memfds: p.memfds.into_iter().map(memfd_from_pb).collect(),
         sysv_shm: p.sysv_shm.into_iter().map(sysv_shm_from_pb).collect(),
+        carried_files,
     };
     validate(&state)?;
     Ok(state)
@@ -920,14 +1020,57 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
             file: file_ref_from_pb(p.file, || format!("{}.fifo.file", field()))?,
             queue: p.queue.map(queue_from_pb),
         },
-        Kind::DeletedFile(d) => FdKind::DeletedFile {
-            path: d.path,
-            mode: d.mode,
-            uid: d.uid,
-            gid: d.gid,
-            pos: d.pos,
-            data: d.data,
-        },
+        Kind::DeletedFile(d) => {
+            let node = match pb::DeletedNodeType::try_from(d.node) {
+                Ok(pb::DeletedNodeType::Regular) => {
+                    cap_count(
+                        &format!("{}.deleted_file.extents", field()),
+                        d.extents.len(),
+                        MAX_MEMFD_EXTENTS,
+                    )?;
+                    let mut extents: Vec<MemfdExtent> = d
+                        .extents
+                        .into_iter()
+                        .map(|e| MemfdExtent {
+                            offset: e.offset,
+                            data: e.data,
+                        })
+                        .collect();
+                    let mut size = d.size;
+                    // An image from before extents: the whole contents in `data`.
+                    if extents.is_empty() && !d.data.is_empty() {
+                        size = d.data.len() as u64;
+                        extents.push(MemfdExtent {
+                            offset: 0,
+                            data: d.data,
+                        });
+                    }
+                    DeletedNode::Regular { size, extents }
+                }
+                Ok(pb::DeletedNodeType::Fifo) => DeletedNode::Fifo {
+                    queue: d.queue.map(queue_from_pb),
+                },
+                Ok(pb::DeletedNodeType::CharDevice) => DeletedNode::CharDevice { rdev: d.rdev },
+                Ok(pb::DeletedNodeType::Directory) => DeletedNode::Directory,
+                Err(_) => {
+                    return Err(err(
+                        format!("{}.deleted_file.node", field()),
+                        ManifestProblem::UnknownEnum(d.node),
+                    ));
+                }
+            };
+            FdKind::DeletedFile {
+                path: d.path,
+                ino: d.ino,
+                mode: d.mode,
+                uid: d.uid,
+                gid: d.gid,
+                pos: d.pos,
+                atime_ns: d.atime_ns,
+                mtime_ns: d.mtime_ns,
+                node,
+            }
+        }
         Kind::Eventfd(e) => FdKind::Eventfd {
             count: e.count,
             semaphore: e.semaphore,
@@ -1045,6 +1188,11 @@ fn thread_from_pb(i: usize, t: pb::Thread) -> Result<ThreadState, ManifestError>
     let regs = required(t.regs, || format!("{}.regs", field()))?;
     let robust = required(t.robust_list, || format!("{}.robust_list", field()))?;
     let alt = required(t.sigaltstack, || format!("{}.sigaltstack", field()))?;
+    cap_count(
+        &format!("{}.cgroups", field()),
+        t.cgroups.len(),
+        MAX_CGROUPS,
+    )?;
     Ok(ThreadState {
         tid: t.tid,
         regs: regs_from_pb(&regs),
@@ -1071,5 +1219,14 @@ fn thread_from_pb(i: usize, t: pb::Thread) -> Result<ThreadState, ManifestError>
                 filters: s.filters,
             })
             .unwrap_or_default(),
+        cgroups: t
+            .cgroups
+            .into_iter()
+            .map(|c| CgroupState {
+                hierarchy: c.hierarchy,
+                controllers: c.controllers,
+                path: c.path,
+            })
+            .collect(),
     })
 }

@@ -315,11 +315,26 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 flags: 0o2002,
                 kind: FdKind::DeletedFile {
                     path: "/tmp/gone".into(),
+                    ino: 77,
                     mode: 0o640,
                     uid: 1000,
                     gid: 100,
                     pos: 3,
-                    data: (0..5000u32).map(|i| i as u8).collect(),
+                    atime_ns: 1_000_000_000_123,
+                    mtime_ns: -5,
+                    node: DeletedNode::Regular {
+                        size: 1 << 20,
+                        extents: vec![
+                            MemfdExtent {
+                                offset: 0,
+                                data: (0..5000u32).map(|i| i as u8).collect(),
+                            },
+                            MemfdExtent {
+                                offset: 1 << 19,
+                                data: vec![9; 4096],
+                            },
+                        ],
+                    },
                 },
             },
             FdState {
@@ -378,6 +393,62 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 cloexec: false,
                 flags: 0o100002,
                 kind: FdKind::Memfd { ino: 1035, pos: 3 },
+            },
+            FdState {
+                owner: Default::default(),
+                fd: 25,
+                cloexec: false,
+                flags: 0o2,
+                kind: FdKind::DeletedFile {
+                    path: "/tmp/gone-fifo".into(),
+                    ino: 78,
+                    mode: 0o620,
+                    uid: 0,
+                    gid: 0,
+                    pos: 0,
+                    atime_ns: 1,
+                    mtime_ns: 2,
+                    node: DeletedNode::Fifo {
+                        queue: Some(PipeQueue {
+                            size: 65536,
+                            data: b"queued".to_vec(),
+                        }),
+                    },
+                },
+            },
+            FdState {
+                owner: Default::default(),
+                fd: 26,
+                cloexec: true,
+                flags: 0o2,
+                kind: FdKind::DeletedFile {
+                    path: "/tmp/gone-zero".into(),
+                    ino: 79,
+                    mode: 0o640,
+                    uid: 0,
+                    gid: 0,
+                    pos: 0,
+                    atime_ns: 3,
+                    mtime_ns: 4,
+                    node: DeletedNode::CharDevice { rdev: 0x105 },
+                },
+            },
+            FdState {
+                owner: Default::default(),
+                fd: 27,
+                cloexec: false,
+                flags: 0o200000,
+                kind: FdKind::DeletedFile {
+                    path: "/tmp/gone-dir".into(),
+                    ino: 80,
+                    mode: 0o750,
+                    uid: 0,
+                    gid: 0,
+                    pos: 0,
+                    atime_ns: 5,
+                    mtime_ns: 6,
+                    node: DeletedNode::Directory,
+                },
             },
         ],
         locks: vec![
@@ -452,6 +523,11 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 mode: 2,
                 filters: vec![vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f]],
             },
+            cgroups: vec![CgroupState {
+                hierarchy: 3,
+                controllers: "pids".into(),
+                path: "/alone".into(),
+            }],
         }],
         memfds: vec![MemfdState {
             ino: 1035,
@@ -505,6 +581,32 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             }),
             stop_signal: 20,
         },
+        carried_files: vec![CarriedFile {
+            file: FileRef {
+                path: "/tmp/hsperfdata_u/42".into(),
+                identity: FileIdentity {
+                    dev: 2049,
+                    ino: 99,
+                    mode: 0o100600,
+                    size: 32768,
+                    mtime_ns: 1_700_000_000_000_000_001,
+                    rdev: 0,
+                },
+            },
+            mode: 0o600,
+            uid: 1000,
+            gid: 1000,
+            extents: vec![MemfdExtent {
+                offset: 4096,
+                data: vec![3; 100],
+            }],
+            dirs: vec![CarriedDir {
+                path: "/tmp/hsperfdata_u".into(),
+                mode: 0o755,
+                uid: 1000,
+                gid: 1000,
+            }],
+        }],
         sysv_shm: vec![SysvShmState {
             id: 3,
             key: 0x4646,
@@ -1421,12 +1523,40 @@ fn invalid_manifests_are_refused_naming_the_field() {
         ),
         (
             |p| {
+                if let Some(pb::fd::Kind::DeletedFile(d)) = &mut p.fds[10].kind {
+                    d.extents[1].offset = 1 << 20;
+                }
+            },
+            "fds[10].deleted_file.extents[1].offset",
+            "outside",
+        ),
+        (
+            |p| {
+                if let Some(pb::fd::Kind::DeletedFile(d)) = &mut p.fds[10].kind {
+                    d.node = 9;
+                }
+            },
+            "fds[10].deleted_file.node",
+            "unknown value 9",
+        ),
+        (
+            |p| {
                 if let Some(pb::fd::Kind::Fifo(f)) = &mut p.fds[9].kind {
                     f.file.as_mut().unwrap().path = "fifo".into();
                 }
             },
             "fds[9].fifo.file.path",
             "not absolute",
+        ),
+        (
+            |p| p.carried_files[0].dirs[0].path = "/var/other".into(),
+            "carried_files[0].dirs[0].path",
+            "not a parent",
+        ),
+        (
+            |p| p.carried_files[0].extents[0].offset = 32760,
+            "carried_files[0].extents[0].offset",
+            "outside",
         ),
         (|p| p.locks[0].kind = 9, "locks[0].kind", "unknown value 9"),
         (|p| p.locks[1].fd = 12, "locks[1].fd", "names fd 12"),
@@ -1682,6 +1812,7 @@ fn with_sockets() -> ProcessState {
             name: Vec::new(),
             file: None,
             owner: (0, 0),
+            file_path: None,
             backlog: None,
             peer_ino,
             peer_external: false,
@@ -1706,6 +1837,7 @@ fn with_sockets() -> ProcessState {
                 ..FileIdentity::default()
             }),
             owner: (1000, 1000),
+            file_path: Some("/tmp/renamed.sock".into()),
             backlog: Some(128),
             peer_ino: 0,
             peer_external: false,

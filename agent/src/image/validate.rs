@@ -7,9 +7,9 @@
 use std::fmt;
 
 use crate::state::{
-    CredsState, FdKind, FdState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PAGE_SIZE,
-    PipeQueue, ProcessState, RlimitState, SiginfoState, SignalsState, SysvShmState, TreeState,
-    VmaKind, VmaState, prot, vmflag,
+    CarriedFile, CredsState, DeletedNode, FdKind, FdState, LockKind, LockState, MemfdExtent,
+    MemfdState, MmState, PAGE_SIZE, PipeQueue, ProcessState, RlimitState, SiginfoState,
+    SignalsState, SysvShmState, TreeState, VmaKind, VmaState, prot, vmflag,
 };
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -40,6 +40,10 @@ pub const MAX_MEMFD_BYTES: usize = 32 << 20;
 pub const MAX_SYSV_SHM: usize = 4096;
 /// Most bytes of SysV shared memory an image stores per process (the manifest holds them).
 pub const MAX_SYSV_SHM_BYTES: usize = 32 << 20;
+/// Most carried files accepted per process.
+pub const MAX_CARRIED_FILES: usize = 256;
+/// Largest carried file (holes included).
+pub const MAX_CARRIED_SIZE: u64 = 1 << 40;
 /// Largest memfd size accepted (holes included).
 pub const MAX_MEMFD_SIZE: u64 = 1 << 46;
 /// Longest memfd name (`memfd_create` accepts 249 bytes).
@@ -251,6 +255,9 @@ pub enum ManifestProblem {
     /// A path that is not absolute.
     #[error("path {0:?} is not absolute")]
     NotAbsolute(String),
+    /// A carried file's directory that is not one of its parents.
+    #[error("{0}")]
+    NotAParent(String),
     /// A string with a NUL byte.
     #[error("contains a NUL byte")]
     ContainsNul,
@@ -429,6 +436,7 @@ pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
         }
     };
     validate_sysv_shm(&s.sysv_shm)?;
+    validate_carried(&s.carried_files)?;
     for (i, v) in s.mm.vmas.iter().enumerate() {
         match v.kind {
             VmaKind::Memfd { ino } => memfd_known(format!("mm.vmas[{i}].memfd_ino"), ino)?,
@@ -651,6 +659,58 @@ fn kind_name(k: &VmaKind) -> &'static str {
         VmaKind::Vsyscall => "vsyscall",
         VmaKind::Memfd { .. } => "memfd",
     }
+}
+
+fn validate_carried(files: &[CarriedFile]) -> Result<(), ManifestError> {
+    cap_count("carried_files", files.len(), MAX_CARRIED_FILES)?;
+    let mut bytes = 0usize;
+    for (i, c) in files.iter().enumerate() {
+        let field = |f: &str| format!("carried_files[{i}].{f}");
+        check_path(&field("file.path"), &c.file.path)?;
+        for (j, d) in c.dirs.iter().enumerate() {
+            check_path(&field(&format!("dirs[{j}].path")), &d.path)?;
+            if !c.file.path.starts_with(&format!("{}/", d.path)) {
+                return Err(err(
+                    field(&format!("dirs[{j}].path")),
+                    ManifestProblem::NotAParent(format!(
+                        "{} is not a parent of {}",
+                        d.path, c.file.path
+                    )),
+                ));
+            }
+        }
+        for (what, mode) in std::iter::once(("mode".to_string(), c.mode)).chain(
+            c.dirs
+                .iter()
+                .enumerate()
+                .map(|(j, d)| (format!("dirs[{j}].mode"), d.mode)),
+        ) {
+            if mode & !0o7777 != 0 {
+                return Err(err(
+                    field(&what),
+                    ManifestProblem::UnknownBits {
+                        value: mode.into(),
+                        allowed: 0o7777,
+                    },
+                ));
+            }
+        }
+        check_range(
+            field("file.identity.size"),
+            c.file.identity.size,
+            0,
+            MAX_CARRIED_SIZE,
+        )?;
+        check_extents(
+            &format!("carried_files[{i}]"),
+            "carried_files[*].extents[*].data",
+            &c.extents,
+            c.file.identity.size,
+            &mut bytes,
+            MAX_MEMFD_BYTES,
+        )?;
+    }
+    Ok(())
 }
 
 fn validate_sysv_shm(segs: &[SysvShmState]) -> Result<(), ManifestError> {
@@ -1055,8 +1115,33 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                 check_range(format!("{}.shared.pid", field()), *pid, 1, MAX_PID)?;
                 check_range(format!("{}.shared.fd", field()), *fd, 0, MAX_FD)?;
             }
-            FdKind::DeletedFile { path, mode, .. } => {
+            FdKind::DeletedFile {
+                path, mode, node, ..
+            } => {
                 check_path(&format!("{}.deleted_file.path", field()), path)?;
+                match node {
+                    DeletedNode::Regular { size, extents } => {
+                        check_range(
+                            format!("{}.deleted_file.size", field()),
+                            *size,
+                            0,
+                            MAX_MEMFD_SIZE,
+                        )?;
+                        let mut bytes = 0usize;
+                        check_extents(
+                            &format!("{}.deleted_file", field()),
+                            &format!("{}.deleted_file.extents[*].data", field()),
+                            extents,
+                            *size,
+                            &mut bytes,
+                            usize::MAX,
+                        )?;
+                    }
+                    DeletedNode::Fifo { queue } => {
+                        validate_queue(&format!("{}.deleted_file.queue", field()), queue.as_ref())?
+                    }
+                    DeletedNode::CharDevice { .. } | DeletedNode::Directory => {}
+                }
                 if mode & !0o7777 != 0 {
                     return Err(err(
                         format!("{}.deleted_file.mode", field()),

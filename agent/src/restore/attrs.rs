@@ -71,8 +71,19 @@ fn same_controllers(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-/// Moves the new task into the cgroups it was in, where they still exist.
+/// Moves the new task into the cgroups it was in; one that no longer exists is made again
+/// (as CRIU does). A failure is a warning here; the restore checker then names the difference.
 pub fn join_cgroups(pid: Pid, cgroups: &[CgroupState], warnings: &mut Vec<String>) {
+    join(pid, cgroups, "cgroup.procs", warnings);
+}
+
+/// Moves one thread into the cgroups it was in apart from its process (`tasks` of a cgroup
+/// v1 hierarchy, `cgroup.threads` of a threaded cgroup v2).
+pub fn join_thread_cgroups(tid: Pid, cgroups: &[CgroupState], warnings: &mut Vec<String>) {
+    join(tid, cgroups, "", warnings);
+}
+
+fn join(pid: Pid, cgroups: &[CgroupState], file: &str, warnings: &mut Vec<String>) {
     let mounts = cgroup_mounts();
     for c in cgroups {
         let Some((_, mount)) = mounts
@@ -81,10 +92,25 @@ pub fn join_cgroups(pid: Pid, cgroups: &[CgroupState], warnings: &mut Vec<String
         else {
             continue;
         };
-        let procs = format!("{mount}{}/cgroup.procs", c.path.trim_end_matches('/'));
-        if let Err(e) = std::fs::write(&procs, pid.as_raw().to_string()) {
+        let dir = format!("{mount}{}", c.path.trim_end_matches('/'));
+        if !std::path::Path::new(&dir).exists()
+            && let Err(e) = std::fs::create_dir_all(&dir)
+        {
             warnings.push(format!(
-                "cgroup {}:{} not joined ({procs}: {e})",
+                "cgroup {}:{} could not be made again ({dir}: {e})",
+                c.controllers, c.path
+            ));
+            continue;
+        }
+        let file = match file {
+            "" if c.hierarchy == 0 => "cgroup.threads",
+            "" => "tasks",
+            f => f,
+        };
+        let target = format!("{dir}/{file}");
+        if let Err(e) = std::fs::write(&target, pid.as_raw().to_string()) {
+            warnings.push(format!(
+                "cgroup {}:{} not joined ({target}: {e})",
                 c.controllers, c.path
             ));
         }

@@ -18,7 +18,8 @@ use super::inject::Injector;
 use super::sockets;
 use crate::dump::identity_of;
 use crate::state::{
-    EpollTarget, FdKind, FileRef, LockKind, LockState, PipeQueue, ProcessState, VmaKind,
+    DeletedNode, EpollTarget, FdKind, FileRef, LockKind, LockState, PipeQueue, ProcessState,
+    VmaKind,
 };
 
 /// How one descriptor will be recreated.
@@ -40,8 +41,15 @@ enum Action {
     PipeEnd { ino: u64, write: bool, flags: u32 },
     /// A FIFO reopened by path, never blocking (the restorer holds it open meanwhile).
     Fifo { path: String, flags: u32 },
-    /// A file deleted while open, recreated unlinked with its contents (kept in the state).
-    Deleted { path: String, flags: u32, pos: u64 },
+    /// A file, FIFO, device node or directory deleted while open, made again and unlinked
+    /// (its contents and attributes are in the state), or, when an earlier descriptor `same_as`
+    /// holds the same deleted object, reopened through it.
+    Deleted {
+        path: String,
+        flags: u32,
+        pos: u64,
+        same_as: Option<i32>,
+    },
     /// The socket with this inode, built by ferry, copied in with `pidfd_getfd`.
     Socket(u64),
     /// An eventfd, signalfd, timerfd or inotify instance, made by injected calls.
@@ -69,6 +77,9 @@ pub struct FdPlan {
     locks: Vec<LockState>,
     /// The sockets, built before the task exists (it inherits ferry's pidfd).
     sockets: Option<sockets::Built>,
+    /// Carried files that were missing and were made again from the image (by this restore
+    /// or, for a tree, an earlier member's): new inodes at the same paths.
+    pub recreated_files: Vec<String>,
     /// A pidfd of ferry for the substitutes when no socket is built (which brings its own).
     own_pidfd: Option<OwnedFd>,
 }
@@ -154,9 +165,13 @@ pub fn plan_with(
     substitutes: &HashMap<i32, RawFd>,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan, RestoreError> {
+    let recreated_files = recreate_carried(state)?;
+    let remade = |path: &str| recreated_files.iter().any(|p| p == path);
     changed("executable".into(), &state.exe)?;
     for v in &state.mm.vmas {
-        if let VmaKind::File(f) = &v.kind {
+        if let VmaKind::File(f) = &v.kind
+            && !remade(&f.path)
+        {
             changed(format!("vma {:#x}-{:#x}", v.start, v.end), f)?;
             let now = identity_of(&f.path)
                 .map_err(|e| RestoreError::FileChanged(format!("{}: {e}", f.path)))?;
@@ -172,6 +187,8 @@ pub fn plan_with(
     let mut replaced_fds = Vec::new();
     let mut pipes: Vec<(u64, Option<PipeQueue>)> = Vec::new();
     let mut fifos: Vec<(FileRef, Option<PipeQueue>)> = Vec::new();
+    // The lowest descriptor of each deleted object (by its inode at dump time).
+    let mut deleted_seen: HashMap<u64, i32> = HashMap::new();
     for f in &state.fds {
         let devnull = |why: String, warnings: &mut Vec<String>| {
             warnings.push(format!("fd {}: {why}; it is /dev/null now", f.fd));
@@ -191,7 +208,9 @@ pub fn plan_with(
         } else {
             match &f.kind {
                 FdKind::File { file, pos } | FdKind::Directory { file, pos } => {
-                    changed(format!("fd {}", f.fd), file)?;
+                    if !remade(&file.path) {
+                        changed(format!("fd {}", f.fd), file)?;
+                    }
                     Action::Open {
                         path: file.path.clone(),
                         flags: f.flags,
@@ -279,11 +298,25 @@ pub fn plan_with(
                         flags: f.flags,
                     }
                 }
-                FdKind::DeletedFile { path, pos, .. } => Action::Deleted {
-                    path: path.clone(),
-                    flags: f.flags,
-                    pos: *pos,
-                },
+                FdKind::DeletedFile {
+                    path,
+                    pos,
+                    ino,
+                    node,
+                    ..
+                } => {
+                    let same_as = deleted_seen.get(ino).copied();
+                    deleted_seen.entry(*ino).or_insert(f.fd);
+                    // FIFOs and devices have no offset to seek to.
+                    let seekable =
+                        matches!(node, DeletedNode::Regular { .. } | DeletedNode::Directory);
+                    Action::Deleted {
+                        path: path.clone(),
+                        flags: f.flags,
+                        pos: if seekable { *pos } else { 0 },
+                        same_as,
+                    }
+                }
                 FdKind::Inotify { watches } => {
                     for w in watches {
                         changed(format!("fd {}: inotify watch {}", f.fd, w.wd), &w.file)?;
@@ -366,7 +399,82 @@ pub fn plan_with(
         locks,
         sockets,
         own_pidfd,
+        recreated_files,
     })
+}
+
+/// The carried files this restorer made again: path and (device, inode) of what it made.
+static RECREATED: std::sync::Mutex<Vec<(String, (u64, u64))>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes again each carried file of the image that is missing (with the parent directories
+/// it lacks), with its contents, mode, owner and mtime. Returns the paths of the carried
+/// files that are copies this restorer made (now or for an earlier process of a tree).
+fn recreate_carried(state: &ProcessState) -> Result<Vec<String>, RestoreError> {
+    let mut out = Vec::new();
+    let mut made = RECREATED.lock().unwrap_or_else(|e| e.into_inner());
+    for c in &state.carried_files {
+        let path = &c.file.path;
+        let what = |s: &str| format!("carried file {path}: {s}");
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => {
+                if made
+                    .iter()
+                    .any(|(p, id)| p == path && *id == (m.dev(), m.ino()))
+                {
+                    out.push(path.clone());
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(what("stat"))(e)),
+        }
+        for d in &c.dirs {
+            match std::fs::create_dir(&d.path) {
+                Ok(()) => {
+                    std::os::unix::fs::lchown(&d.path, Some(d.uid), Some(d.gid))
+                        .map_err(io_err(what(&format!("chown {}", d.path))))?;
+                    std::fs::set_permissions(
+                        &d.path,
+                        std::os::unix::fs::PermissionsExt::from_mode(d.mode),
+                    )
+                    .map_err(io_err(what(&format!("chmod {}", d.path))))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(what(&format!("make {}", d.path)))(e)),
+            }
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err(what("create")))?;
+        for e in &c.extents {
+            std::os::unix::fs::FileExt::write_all_at(&f, &e.data, e.offset)
+                .map_err(io_err(what("write")))?;
+        }
+        f.set_len(c.file.identity.size)
+            .map_err(io_err(what("set its size")))?;
+        std::os::unix::fs::fchown(&f, Some(c.uid), Some(c.gid)).map_err(io_err(what("chown")))?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(c.mode))
+            .map_err(io_err(what("chmod")))?;
+        let ns = c.file.identity.mtime_ns;
+        let mtime = nix::sys::time::TimeSpec::new(
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000),
+        );
+        nix::sys::stat::futimens(f.as_fd(), &nix::sys::time::TimeSpec::UTIME_OMIT, &mtime)
+            .map_err(|e| RestoreError::Io {
+                what: what("set its mtime"),
+                source: e.into(),
+            })?;
+        let m = f.metadata().map_err(io_err(what("stat")))?;
+        made.retain(|(p, _)| p != path);
+        made.push((path.clone(), (m.dev(), m.ino())));
+        out.push(path.clone());
+    }
+    Ok(out)
 }
 
 /// The order descriptors are made in: a dup after what it duplicates, epoll instances after
@@ -532,7 +640,11 @@ pub fn restore(
                 path,
                 flags,
                 pos: _,
-            } => (recreate_deleted(inj, state, fd, path, *flags)?, true, None),
+                same_as,
+            } => {
+                let (tmp, setfl) = recreate_deleted(inj, state, fd, path, *flags, *same_as)?;
+                (tmp, true, setfl)
+            }
             Action::Injected { flags, kind } => {
                 (fdkinds::create(inj, fd, *flags, kind)?, true, None)
             }
@@ -800,23 +912,28 @@ fn hold_fifos(plan: &FdPlan) -> Result<Vec<File>, RestoreError> {
     Ok(held)
 }
 
-/// A file deleted while open, recreated under its old name and unlinked at once when the name
-/// is free (so `/proc/PID/fd` shows the name the process knew); else with `O_TMPFILE` (never
-/// visible in any directory) in its old directory, or in `/tmp` when that is gone or cannot
-/// hold one; as a last resort a named file created and unlinked at once. The restorer writes the contents and sets owner
-/// and mode through `/proc`; the task then reopens it with the original flags.
+/// Makes again an object deleted while open, inside the task, and returns the descriptor
+/// with the status flags still to set on it. A descriptor of an object made earlier
+/// (`same_as`) reopens it through `/proc`. Otherwise the object is made under its old name
+/// when that is free and unlinked at once (so `/proc/PID/fd` shows the name the process
+/// knew), else under a temporary name in its old directory or in `/tmp` (`O_TMPFILE` for a
+/// regular file); the restorer then writes its contents and sets owner, mode and times
+/// through `/proc`; a regular file or FIFO is then reopened with the original flags.
 fn recreate_deleted(
     inj: &Injector<'_>,
     state: &ProcessState,
     fd: i32,
     path: &str,
     flags: u32,
-) -> Result<u64, RestoreError> {
+    same_as: Option<i32>,
+) -> Result<(u64, Option<u32>), RestoreError> {
     let Some(FdKind::DeletedFile {
         mode,
         uid,
         gid,
-        data,
+        atime_ns,
+        mtime_ns,
+        node,
         ..
     }) = state.fds.iter().find(|f| f.fd == fd).map(|f| &f.kind)
     else {
@@ -831,15 +948,184 @@ fn recreate_deleted(
             source: Box::new(e),
         }
     };
+    let task = inj.tracee().pid();
+    let fifo = matches!(node, DeletedNode::Fifo { .. });
+    // A FIFO end opened again must not wait for a peer; its flags are set afterwards.
+    let open_flags = u64::from(
+        (flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32))
+            | if fifo { libc::O_NONBLOCK as u32 } else { 0 },
+    );
+    let setfl = fifo.then_some(flags);
+    let reopen = |from: u64| -> Result<u64, RestoreError> {
+        let p = format!("/proc/{task}/fd/{from}");
+        let addr = inj.put_path(&p)?;
+        inj.call(
+            "openat",
+            libc::SYS_openat,
+            [libc::AT_FDCWD as u64, addr, open_flags, 0, 0, 0],
+        )
+        .map_err(|e| err(format!("reopen the copy of {path}"))(e.into()))
+    };
+    if let Some(first) = same_as {
+        return Ok((reopen(first as u64)?, setfl));
+    }
     let dir = std::path::Path::new(path)
         .parent()
         .and_then(|p| p.to_str())
         .filter(|p| !p.is_empty())
         .unwrap_or("/");
+    // Where the object may be made: its own name, then a temporary one beside it, in /tmp,
+    // and for a device node in /dev (a filesystem mounted nodev would refuse to open it).
+    let spare_name = format!(".ferry-deleted-{}-{fd}", state.pid);
+    let mut names = vec![
+        path.to_string(),
+        format!("{}/{spare_name}", dir.trim_end_matches('/')),
+        format!("/tmp/{spare_name}"),
+    ];
+    if matches!(node, DeletedNode::CharDevice { .. }) {
+        names.push(format!("/dev/{spare_name}"));
+    }
     let creat = (libc::O_RDWR | libc::O_CLOEXEC) as u64;
-    let mut tmp = None;
-    // Under its own name when that is free, unlinked at once: the process sees the name it
-    // knew in /proc/self/fd (`PATH (deleted)`).
+    let (tmp, reopened) = match node {
+        DeletedNode::Regular { .. } => (create_regular(inj, path, dir, &names, creat, fd)?, true),
+        DeletedNode::Fifo { .. } => {
+            let mknod = (libc::S_IFIFO | 0o600) as u64;
+            (
+                make_node(
+                    inj,
+                    path,
+                    &names,
+                    fd,
+                    |name| {
+                        (
+                            libc::SYS_mknodat,
+                            [libc::AT_FDCWD as u64, name, mknod, 0, 0, 0],
+                        )
+                    },
+                    creat | libc::O_NONBLOCK as u64,
+                    0,
+                )?,
+                true,
+            )
+        }
+        DeletedNode::CharDevice { rdev } => {
+            let mknod = (libc::S_IFCHR | 0o600) as u64;
+            (
+                make_node(
+                    inj,
+                    path,
+                    &names,
+                    fd,
+                    |name| {
+                        (
+                            libc::SYS_mknodat,
+                            [libc::AT_FDCWD as u64, name, mknod, *rdev, 0, 0],
+                        )
+                    },
+                    open_flags | libc::O_NOCTTY as u64,
+                    0,
+                )?,
+                false,
+            )
+        }
+        DeletedNode::Directory => (
+            make_node(
+                inj,
+                path,
+                &names,
+                fd,
+                |name| {
+                    (
+                        libc::SYS_mkdirat,
+                        [libc::AT_FDCWD as u64, name, 0o700, 0, 0, 0],
+                    )
+                },
+                open_flags,
+                libc::AT_REMOVEDIR as u64,
+            )?,
+            false,
+        ),
+    };
+    let proc_path = format!("/proc/{task}/fd/{tmp}");
+    let io = |what: &str| io_err(format!("fd {fd}: {what} the copy of {path}"));
+    match node {
+        DeletedNode::Regular { size, extents } => {
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&proc_path)
+                .map_err(io("open"))?;
+            for e in extents {
+                std::os::unix::fs::FileExt::write_all_at(&f, &e.data, e.offset)
+                    .map_err(io("write"))?;
+            }
+            f.set_len(*size).map_err(io("size"))?;
+        }
+        DeletedNode::Fifo { queue: Some(q) } => {
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&proc_path)
+                .map_err(io("open"))?;
+            let size = i32::try_from(q.size).unwrap_or(i32::MAX);
+            fcntl(f.as_fd(), FcntlArg::F_SETPIPE_SZ(size)).map_err(|e| RestoreError::Io {
+                what: format!("fd {fd}: size the buffer of the copy of {path}"),
+                source: e.into(),
+            })?;
+            (&f).write_all(&q.data)
+                .map_err(io("write the queued bytes of"))?;
+        }
+        _ => {}
+    }
+    std::os::unix::fs::chown(&proc_path, Some(*uid), Some(*gid)).map_err(io("chown"))?;
+    // After chown, which clears set-id bits.
+    std::fs::set_permissions(
+        &proc_path,
+        std::os::unix::fs::PermissionsExt::from_mode(*mode),
+    )
+    .map_err(io("chmod"))?;
+    // Last: writing moved the times.
+    let ts = |ns: i64| {
+        nix::sys::time::TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+    };
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        proc_path.as_str(),
+        &ts(*atime_ns),
+        &ts(*mtime_ns),
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    )
+    .map_err(|e| RestoreError::Io {
+        what: format!("fd {fd}: set the times of the copy of {path}"),
+        source: e.into(),
+    })?;
+    if !reopened {
+        return Ok((tmp, None));
+    }
+    // A new open file description with the original flags (O_RDONLY, O_APPEND, …).
+    let fresh = reopen(tmp)?;
+    inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
+    Ok((fresh, setfl))
+}
+
+fn fd_err(fd: i32, what: String) -> impl FnOnce(RestoreError) -> RestoreError {
+    move |e| RestoreError::Fd {
+        fd,
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// A regular file made unlinked in the task: under one of `names` (the first, its own name,
+/// when free) unlinked at once, else with `O_TMPFILE` in `dir` or `/tmp`.
+fn create_regular(
+    inj: &Injector<'_>,
+    path: &str,
+    dir: &str,
+    names: &[String],
+    creat: u64,
+    fd: i32,
+) -> Result<u64, RestoreError> {
     let own = inj.put_path(path)?;
     if let Ok(t) = inj.call_raw(
         libc::SYS_openat,
@@ -857,13 +1143,10 @@ fn recreate_deleted(
             libc::SYS_unlinkat,
             [libc::AT_FDCWD as u64, own, 0, 0, 0, 0],
         )
-        .map_err(|e| err(format!("unlink {path}"))(e.into()))?;
-        tmp = Some(t);
+        .map_err(|e| fd_err(fd, format!("unlink {path}"))(e.into()))?;
+        return Ok(t);
     }
     for d in [dir, "/tmp"] {
-        if tmp.is_some() {
-            break;
-        }
         let addr = inj.put_path(d)?;
         if let Ok(t) = inj.call_raw(
             libc::SYS_openat,
@@ -876,71 +1159,80 @@ fn recreate_deleted(
                 0,
             ],
         )? {
-            tmp = Some(t);
-            break;
+            return Ok(t);
         }
     }
-    let tmp = match tmp {
-        Some(t) => t,
-        None => {
-            let name = format!("/tmp/.ferry-deleted-{}-{fd}", state.pid);
-            let addr = inj.put_path(&name)?;
-            let t = inj
-                .call(
-                    "openat",
-                    libc::SYS_openat,
-                    [
-                        libc::AT_FDCWD as u64,
-                        addr,
-                        creat | (libc::O_CREAT | libc::O_EXCL) as u64,
-                        0o600,
-                        0,
-                        0,
-                    ],
-                )
-                .map_err(|e| err(format!("create {name}"))(e.into()))?;
-            inj.call(
-                "unlinkat",
-                libc::SYS_unlinkat,
-                [libc::AT_FDCWD as u64, addr, 0, 0, 0, 0],
-            )
-            .map_err(|e| err(format!("unlink {name}"))(e.into()))?;
-            t
+    make_node(
+        inj,
+        path,
+        &names[1..],
+        fd,
+        |_| (libc::SYS_openat, [0; 6]),
+        creat | (libc::O_CREAT | libc::O_EXCL) as u64,
+        0,
+    )
+}
+
+/// Makes a node under the first of `names` that `make` (given the name's address, it returns
+/// the system call and its arguments) succeeds with, opens it with `open_flags` and removes
+/// the name (`unlink_flags`: `AT_REMOVEDIR` for a directory). A `make` of `SYS_openat` means
+/// the open itself creates it.
+fn make_node(
+    inj: &Injector<'_>,
+    path: &str,
+    names: &[String],
+    fd: i32,
+    make: impl Fn(u64) -> (i64, [u64; 6]),
+    open_flags: u64,
+    unlink_flags: u64,
+) -> Result<u64, RestoreError> {
+    let mut last = None;
+    for name in names {
+        let addr = inj.put_path(name)?;
+        let (nr, args) = make(addr);
+        let opened = if nr == libc::SYS_openat {
+            inj.call_raw(
+                libc::SYS_openat,
+                [libc::AT_FDCWD as u64, addr, open_flags, 0o600, 0, 0],
+            )?
+        } else {
+            if let Err(e) = inj.call_raw(nr, args)? {
+                last = Some((name, e));
+                continue;
+            }
+            inj.call_raw(
+                libc::SYS_openat,
+                [libc::AT_FDCWD as u64, addr, open_flags, 0, 0, 0],
+            )?
+        };
+        if nr == libc::SYS_openat && opened.is_err() {
+            last = opened.err().map(|e| (name, e));
+            continue;
         }
-    };
-    let task = inj.tracee().pid();
-    let proc_path = format!("/proc/{task}/fd/{tmp}");
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&proc_path)
-            .map_err(io_err(format!("fd {fd}: open the new copy of {path}")))?;
-        f.write_all(data).map_err(io_err(format!(
-            "fd {fd}: write {} bytes of {path}",
-            data.len()
-        )))?;
-        std::os::unix::fs::fchown(&f, Some(*uid), Some(*gid))
-            .map_err(io_err(format!("fd {fd}: chown the copy of {path}")))?;
-        // After chown, which clears set-id bits.
-        std::fs::set_permissions(
-            &proc_path,
-            std::os::unix::fs::PermissionsExt::from_mode(*mode),
-        )
-        .map_err(io_err(format!("fd {fd}: chmod the copy of {path}")))?;
+        // The name goes whether the open worked or not.
+        let removed = inj.call(
+            "unlinkat",
+            libc::SYS_unlinkat,
+            [libc::AT_FDCWD as u64, addr, unlink_flags, 0, 0, 0],
+        );
+        let t = match opened {
+            Ok(t) => t,
+            Err(e) => {
+                last = Some((name, e));
+                continue;
+            }
+        };
+        removed.map_err(|e| fd_err(fd, format!("remove {name}"))(e.into()))?;
+        return Ok(t);
     }
-    // A new open file description with the original flags (O_RDONLY, O_APPEND, …).
-    let addr = inj.put_path(&proc_path)?;
-    let open_flags = u64::from(flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32));
-    let reopened = inj
-        .call(
-            "openat",
-            libc::SYS_openat,
-            [libc::AT_FDCWD as u64, addr, open_flags, 0, 0, 0],
-        )
-        .map_err(|e| err(format!("reopen the copy of {path}"))(e.into()))?;
-    inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
-    Ok(reopened)
+    let (name, e) = last.map_or((path, nix::errno::Errno::ENOENT), |(n, e)| (n.as_str(), e));
+    Err(fd_err(
+        fd,
+        format!("make a copy of {path} (last tried at {name})"),
+    )(RestoreError::Io {
+        what: "create".into(),
+        source: e.into(),
+    }))
 }
 
 /// Adds epoll entry `t` of instance `epfd`, whose file (held at `t.file_fd`) was added under a

@@ -60,6 +60,9 @@ pub struct CheckInput<'a> {
     /// endpoints, the restorer's stdio) or with a warning (a pipe nobody holds any more
     /// became /dev/null).
     pub substituted_fds: &'a [i32],
+    /// Carried files that were missing and were made again from the image: new inodes at
+    /// the same paths.
+    pub recreated_files: &'a [String],
 }
 
 /// A check of rebuilt processes (one, or a whole tree); returns how long it took, or why they
@@ -315,6 +318,9 @@ pub fn restore_with<R: Read + Send>(
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).
     let threads = create_threads(&inj, &state)?;
+    for (t, ts) in &threads {
+        attrs::join_thread_cgroups(t.pid(), &ts.cgroups, &mut warnings);
+    }
     // Timers and I/O signals may go to any thread: all of them exist now.
     attrs::restore_timers(&inj, &state.attrs)?;
     attrs::restore_fd_owners(&inj, &state)?;
@@ -368,6 +374,7 @@ pub fn restore_with<R: Read + Send>(
                     new_pid_ns: task.ns_init.is_some(),
                     parent_restored: false,
                     substituted_fds: &fd_plan.replaced_fds,
+                    recreated_files: &fd_plan.recreated_files,
                 }])
                 .map_err(RestoreError::Check)?,
             )

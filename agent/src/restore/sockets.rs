@@ -600,26 +600,35 @@ fn unix_socket(
                 resend_queue(fd, ty, &addr, u)?;
             }
         } else {
-            let path = String::from_utf8_lossy(&u.name).into_owned();
+            let bound_name = String::from_utf8_lossy(&u.name).into_owned();
+            // The socket file is where the process had it: at its name, or renamed (a JVM's
+            // attach socket is bound as .attach_pidN and renamed .java_pidN).
+            let path = u.file_path.clone().unwrap_or_else(|| bound_name.clone());
             clear_socket_path(fd, &path, u, diag)?;
             bind(sock.as_raw_fd(), &addr).map_err(|e| {
                 let why = if u.file.is_none() && e == Errno::EADDRINUSE {
                     format!(
-                        "bind {path} (its file had been removed at dump; something else is there now)"
+                        "bind {bound_name} (its file had been removed at dump; something else is there now)"
                     )
                 } else {
-                    format!("bind {path}")
+                    format!("bind {bound_name}")
                 };
                 err(fd, why)(e)
             })?;
             if dgram && !through_pair {
                 resend_queue(fd, ty, &addr, u)?;
             }
-            let ino = std::fs::symlink_metadata(&path).map(|m| m.ino()).ok();
             match u.file {
                 Some(file) => {
-                    if let Some(ino) = ino {
-                        created.push((path.clone(), ino));
+                    if path != bound_name {
+                        std::fs::rename(&bound_name, &path).map_err(|e| {
+                            RestoreError::FileChanged(format!(
+                                "fd {fd}: move the socket file {bound_name} to {path}: {e}"
+                            ))
+                        })?;
+                    }
+                    if let Ok(m) = std::fs::symlink_metadata(&path) {
+                        created.push((path.clone(), m.ino()));
                     }
                     std::fs::set_permissions(
                         &path,
@@ -634,9 +643,9 @@ fn unix_socket(
                 }
                 // The file was removed while the socket kept its name: removed again.
                 None => {
-                    std::fs::remove_file(&path).map_err(|e| {
+                    std::fs::remove_file(&bound_name).map_err(|e| {
                         RestoreError::FileChanged(format!(
-                            "fd {fd}: remove {path} again (it had been removed at dump): {e}"
+                            "fd {fd}: remove {bound_name} again (it had been removed at dump): {e}"
                         ))
                     })?;
                 }

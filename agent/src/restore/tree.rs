@@ -273,6 +273,9 @@ pub fn restore_tree<R: Read + Send>(
         restore_process_attrs(inj, p, false)?;
         restore_thread_attrs(inj, p, thread)?;
         let ts = create_threads(inj, p)?;
+        for (t, state) in &ts {
+            attrs::join_thread_cgroups(t.pid(), &state.cgroups, &mut warnings);
+        }
         // Timers and I/O signals may go to any thread: all of them exist now.
         attrs::restore_timers(inj, &p.attrs)?;
         attrs::restore_fd_owners(inj, p)?;
@@ -350,6 +353,7 @@ pub fn restore_tree<R: Read + Send>(
                     new_pid_ns: root_task.ns_init.is_some(),
                     parent_restored: p.pid != root.pid,
                     substituted_fds: &plan.replaced_fds,
+                    recreated_files: &plan.recreated_files,
                 })
                 .collect();
             Some(check(&input).map_err(RestoreError::Check)?)
