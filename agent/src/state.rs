@@ -547,6 +547,17 @@ pub enum FdKind {
         /// The device node.
         file: FileRef,
     },
+    /// The master of a pseudo-terminal pair (`/dev/ptmx`), re-created at restore with its
+    /// settings and the bytes queued both ways.
+    PtyMaster(PtyState),
+    /// The slave `/dev/pts/N` of a pair whose master is in the image (this process or a member
+    /// of its tree): opened on the re-created pair, whose number may differ.
+    PtySlave {
+        /// The device node at dump time.
+        file: FileRef,
+        /// The pair's number (`N`).
+        index: u32,
+    },
     /// A pipe whose other end is outside the process.
     Pipe {
         /// Pipe inode (`pipe:[INO]`).
@@ -633,6 +644,50 @@ pub enum FdKind {
         /// Its descriptor (never itself `Shared` or `Dup`).
         fd: i32,
     },
+}
+
+/// A pseudo-terminal pair, as its master sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PtyState {
+    /// The pair's number (`TIOCGPTN`): its slave is `/dev/pts/N`.
+    pub index: u32,
+    /// The slave's settings (`TCGETS2`).
+    pub termios: Termios,
+    /// Window size (`TIOCGWINSZ`): rows, columns, width and height in pixels.
+    pub winsize: [u16; 4],
+    /// Packet mode (`TIOCPKT`).
+    pub packet: bool,
+    /// The slave is locked (`TIOCGPTLCK`): it cannot be opened.
+    pub locked: bool,
+    /// The slave was opened and closed again (the master polls `POLLHUP`, reads `EIO` once
+    /// drained).
+    pub hangup: bool,
+    /// Bytes written to the master that the slave has not read (its input queue, after input
+    /// processing; a partial line included).
+    pub input: Vec<u8>,
+    /// Bytes written to the slave that the master has not read (after output processing).
+    pub output: Vec<u8>,
+}
+
+/// A terminal's settings (`struct termios2`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Termios {
+    /// Input modes.
+    pub iflag: u32,
+    /// Output modes.
+    pub oflag: u32,
+    /// Control modes.
+    pub cflag: u32,
+    /// Local modes.
+    pub lflag: u32,
+    /// Line discipline.
+    pub line: u8,
+    /// Control characters (`NCCS` = 19).
+    pub cc: Vec<u8>,
+    /// Input speed.
+    pub ispeed: u32,
+    /// Output speed.
+    pub ospeed: u32,
 }
 
 /// A timerfd's clock and setting.
