@@ -1106,8 +1106,46 @@ pub struct UnixSocketState {
     pub peer_name: Vec<u8>,
     /// `sk_shutdown` bits: 1 = no more receives, 2 = no more sends.
     pub shutdown: u32,
-    /// Queued incoming data: one element per datagram or record; one element for a stream.
+    /// Queued incoming data: one element per datagram or record; for a stream one element,
+    /// or one per run of bytes that ends with descriptors or starts with other credentials.
     pub queue: Vec<Vec<u8>>,
+    /// Descriptors (`SCM_RIGHTS`) and credentials (`SCM_CREDENTIALS`) queued with messages
+    /// of `queue`, by ascending message index.
+    pub in_flight: Vec<InFlight>,
+}
+
+/// What a queued Unix socket message carries besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InFlight {
+    /// Index of the message in [`UnixSocketState::queue`].
+    pub message: u32,
+    /// The descriptors passed with it, in order.
+    pub fds: Vec<PassedFd>,
+    /// The sender's credentials, when the socket reports them (`SO_PASSCRED`): the PID as
+    /// the dumped process sees it, the uid and gid.
+    pub creds: Option<(i32, u32, u32)>,
+}
+
+/// A descriptor in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum PassedFd {
+    /// The same open file description as descriptor `fd` of process `pid` (the dumped
+    /// process or a member of its tree).
+    Held {
+        /// The process holding it.
+        pid: i32,
+        /// Its descriptor there.
+        fd: i32,
+    },
+    /// A regular file or directory no process of the dump holds: opened again.
+    File {
+        /// The file.
+        file: FileRef,
+        /// File status flags (`O_ACCMODE`, `O_APPEND`, …).
+        flags: u32,
+        /// `lseek` position.
+        pos: u64,
+    },
 }
 
 /// A UDP or TCP socket.

@@ -692,7 +692,12 @@ fn expected_change(
         return Some("no parent-death signal for a process whose parent is the restorer (warned)");
     }
     // PIDs read from outside the process's new PID namespace.
-    if input.new_pid_ns && matches!(path, "ppid" | "pgid" | "sid" | "attrs.ctty.fg_pgid") {
+    if input.new_pid_ns
+        && (matches!(path, "ppid" | "pgid" | "sid" | "attrs.ctty.fg_pgid")
+            // A descriptor in flight held by a process, and a sender's credentials.
+            || (field.ends_with(".Held") && leaf == "pid")
+            || (field.contains(".in_flight[") && leaf == "creds[0]"))
+    {
         return Some("a PID seen from outside the new PID namespace");
     }
     // open(2) on 64 bits always adds O_LARGEFILE, which means nothing there; F_SETFL cannot

@@ -44,6 +44,8 @@ fn restore_tree(ctx: &TestCtx, v: &mut Victim, child: i32, image: &std::path::Pa
         "{}",
         out.stderr
     );
+    let root = v.pid;
+    v.restored_as(root);
     v.track(child);
 }
 

@@ -301,6 +301,7 @@ pub fn restore_with<R: Read + Send>(
     mm::set_mm(&inj, &state)?;
 
     files::restore(&inj, &fd_plan, &state, &mut warnings)?;
+    sockets::send_in_flight(&[(&state, task.pid)])?;
     // Seals after the mappings and descriptors: they may forbid what those needed.
     memfds.seal()?;
     restore_process_attrs(&inj, &state, true)?;

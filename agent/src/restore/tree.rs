@@ -297,6 +297,13 @@ pub fn restore_tree<R: Read + Send>(
     }
     // Every process has its ends now.
     drop(pipes);
+    // Queues with descriptors in flight, which may name any member's descriptors.
+    let actual: Vec<_> = procs
+        .iter()
+        .zip(&tracees)
+        .map(|(p, t)| (p, t.pid()))
+        .collect();
+    sockets::send_in_flight(&actual)?;
     // Seals after every mapping and descriptor: they may forbid what those needed.
     memfds.seal()?;
 
