@@ -5,7 +5,13 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use ferry_tests::{TestCtx, Victim, field, image_path, kill_and_reap, my_children, setup};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferry_tests::{
+    Spawn, TestCtx, Victim, field, image_path, kill_and_reap, my_children, setup, wait_until,
+    write_line,
+};
 
 /// `tty_nr` of `/proc/PID/stat`.
 fn tty_nr(pid: i32) -> u64 {
@@ -115,4 +121,58 @@ fn pty_master_whose_slave_is_outside_the_dump_is_refused() {
     );
     // Nothing was harmed.
     v.check();
+}
+
+/// A real program: Python's `pty.spawn` (the standard library's `script`) runs `cat` on a new
+/// pseudo-terminal and relays its stdin (a pipe the test writes) to the master and the
+/// master to its stdout (a file). After the tree is restored, a line written to the pipe comes
+/// back twice (the terminal's echo and `cat`'s copy).
+#[test]
+fn python_pty_spawn_keeps_relaying_after_restore() {
+    let Some(ctx) = setup("pty-spawn") else {
+        return;
+    };
+    let state = Victim::new_state_dir(&ctx, "pty-spawn");
+    let out_path = state.join("out");
+    let out = std::fs::File::create(&out_path).expect("create out");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", "import pty; pty.spawn(['cat'])"]);
+    let mut v = Victim::spawn(
+        cmd,
+        state,
+        Spawn {
+            stdin_pipe: true,
+            stdout: Some(Stdio::from(out)),
+            ..Spawn::default()
+        },
+    );
+    let twice = |line: &str| {
+        let want = format!("{line}\r\n{line}\r\n");
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{line} echoed and copied"),
+            || {
+                std::fs::read_to_string(&out_path)
+                    .ok()
+                    .filter(|t| t.contains(&want))
+                    .map(drop)
+            },
+        );
+    };
+    let mut stdin = v.stdin.take().expect("stdin pipe");
+    write_line(&mut stdin, "before").expect("write");
+    twice("before");
+    let child = wait_until(Duration::from_secs(10), "the child on the terminal", || {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{}/task/{}/children", v.pid, v.pid)).ok()?;
+        kids.split_whitespace().next()?.parse::<i32>().ok()
+    });
+    v.track(child);
+    assert_ne!(tty_nr(child), 0, "cat has a controlling terminal");
+    let img = image_path(&ctx, "pty-spawn");
+    v.dump(&ctx, &img, &["--tree"]);
+    restore_tree(&ctx, &mut v, child, &img);
+    write_line(&mut stdin, "after").expect("write");
+    twice("after");
+    assert_ne!(tty_nr(child), 0, "cat keeps its controlling terminal");
 }
