@@ -153,6 +153,8 @@ pub fn tree_pairs(tree: &TreeState) -> Result<HashMap<u64, OwnedFd>, RestoreErro
         let (a, p) = pair(fd, s)?;
         set_opts(fd, a.as_fd(), s)?;
         set_opts(pfd, p.as_fd(), ps)?;
+        bind_abstract(fd, a.as_fd(), u)?;
+        bind_abstract(pfd, p.as_fd(), pu)?;
         queue_through(fd, p.as_fd(), u)?;
         queue_through(pfd, a.as_fd(), pu)?;
         apply_shutdown(fd, a.as_fd(), u)?;
@@ -220,6 +222,8 @@ pub fn build(
         let (a, p) = pair(fd, s)?;
         set_opts(fd, a.as_fd(), s)?;
         set_opts(pfd, p.as_fd(), ps)?;
+        bind_abstract(fd, a.as_fd(), u)?;
+        bind_abstract(pfd, p.as_fd(), pu)?;
         queue_through(fd, p.as_fd(), u)?;
         queue_through(pfd, a.as_fd(), pu)?;
         apply_shutdown(fd, a.as_fd(), u)?;
@@ -351,6 +355,28 @@ fn queue_through(fd: i32, other: BorrowedFd<'_>, u: &UnixSocketState) -> Result<
         }
     }
     Ok(())
+}
+
+/// An end of a pair that had an abstract name (bound, or autobound when it sent with
+/// `SO_PASSCRED`) gets it again.
+fn bind_abstract(fd: i32, sock: BorrowedFd<'_>, u: &UnixSocketState) -> Result<(), RestoreError> {
+    if u.name.first() != Some(&0) {
+        return Ok(());
+    }
+    let Some(addr) = unix_addr(&u.name) else {
+        return Ok(());
+    };
+    bind(sock.as_raw_fd(), &addr).map_err(|e| {
+        let hint = if e == Errno::EADDRINUSE {
+            " (is the dumped process still running, e.g. after --leave-running?)"
+        } else {
+            ""
+        };
+        err(
+            fd,
+            format!("bind {}{hint}", sockdiag::display_name(&u.name)),
+        )(e)
+    })
 }
 
 fn apply_shutdown(fd: i32, sock: BorrowedFd<'_>, u: &UnixSocketState) -> Result<(), RestoreError> {
