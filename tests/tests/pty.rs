@@ -176,3 +176,41 @@ fn python_pty_spawn_keeps_relaying_after_restore() {
     twice("after");
     assert_ne!(tty_nr(child), 0, "cat keeps its controlling terminal");
 }
+
+/// A master shared after `fork` with a process left out of the dump (here: the dumped
+/// process's parent, which keeps only the master) is refused: a pair made anew would leave
+/// the parent on the old one.
+#[test]
+fn pty_master_shared_with_a_process_outside_is_refused() {
+    let Some(ctx) = setup("pty-master-outside") else {
+        return;
+    };
+    let state = Victim::new_state_dir(&ctx, "pty-master-outside");
+    let child_file = state.join("child");
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(format!(
+        "import os, pty, time\n\
+         m, s = pty.openpty()\n\
+         if os.fork() == 0:\n    open('{}', 'w').write(str(os.getpid()))\n\
+         else:\n    os.close(s)\n\
+         time.sleep(600)\n",
+        child_file.display()
+    ));
+    let mut v = Victim::spawn(cmd, state, Spawn::default());
+    let child: i32 = wait_until(Duration::from_secs(10), "the child's pid", || {
+        std::fs::read_to_string(&child_file).ok()?.parse().ok()
+    });
+    v.track(child);
+    let img = image_path(&ctx, "pty-master-outside");
+    let pid = child.to_string();
+    let out = ctx.ferry(&["dump", pid.as_str(), "-o", img.to_str().expect("path")]);
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("pseudo-terminal master")
+            && out.stderr.contains("outside the dump holds too")
+            && out.stderr.contains("not supported"),
+        "{}",
+        out.stderr
+    );
+    assert!(ferry_tests::alive(child), "the child was harmed");
+}

@@ -261,7 +261,7 @@ pub fn collect_fds(
                 _ => None,
             })
             .collect();
-        pty::check_outside(&out, &held_outside(pid, &slaves, members))?;
+        pty::check_outside(pid, members, &out, &held_outside(pid, &slaves, members))?;
     }
     // Refused early on the sizes; `capture` checks again on what it actually read.
     let deleted: u64 = out

@@ -328,11 +328,49 @@ pub fn capture_all(pid: Pid, fds: &mut [FdState], members: &[i32]) -> Result<(),
     Ok(())
 }
 
-/// Refuses a master whose slave a process outside the dump holds: a pair made anew would
-/// leave it on the old one.
-pub fn check_outside(fds: &[FdState], outside: &HashSet<String>) -> Result<(), DumpError> {
+/// The pair numbers of masters that processes other than `pid`, `members` and ferry hold.
+fn masters_outside(pid: Pid, members: &[i32]) -> HashSet<u32> {
+    let me = std::process::id() as i32;
+    let mut out = HashSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if other == pid.as_raw() || other == me || members.contains(&other) {
+            continue;
+        }
+        out.extend(masters_in(Pid::from_raw(other), &[]));
+    }
+    out
+}
+
+/// Refuses a master whose slave (or the master itself, shared after a `fork`) a process
+/// outside the dump holds: a pair made anew would leave that process on the old one.
+pub fn check_outside(
+    pid: Pid,
+    members: &[i32],
+    fds: &[FdState],
+    outside: &HashSet<String>,
+) -> Result<(), DumpError> {
+    let masters = if fds.iter().any(|f| matches!(f.kind, FdKind::PtyMaster(_))) {
+        masters_outside(pid, members)
+    } else {
+        HashSet::new()
+    };
     for f in fds {
         if let FdKind::PtyMaster(p) = &f.kind {
+            if masters.contains(&p.index) {
+                return Err(unsupported(
+                    f.fd,
+                    format!(
+                        "the pseudo-terminal master of /dev/pts/{}, which a process outside the dump holds too (dump that process too, with --tree, or end it), is not supported",
+                        p.index
+                    ),
+                ));
+            }
             let path = format!("/dev/pts/{}", p.index);
             if outside.contains(&path) {
                 return Err(unsupported(
