@@ -248,6 +248,17 @@ pub fn capture(pid: Pid, fd: i32, members: &[i32]) -> Result<PtyState, DumpError
     let hangup = p[0]
         .revents()
         .is_some_and(|r| r.contains(PollFlags::POLLHUP));
+    // Bytes written to the master wait in the slave's line discipline even before anyone
+    // opened the slave; reading them would need opening it, which the master would see
+    // (it reads EIO once the slave is closed again).
+    if !held && !hangup && !locked {
+        return Err(unsupported(
+            fd,
+            format!(
+                "a pseudo-terminal pair (/dev/pts/{index}) unlocked but whose slave was never opened is not supported (its input queue cannot be read unseen)"
+            ),
+        ));
+    }
     let (output, status) = drain(m, packet).map_err(failed(fd, "read the output queue"))?;
     if status != 0 {
         tracing::warn!(
