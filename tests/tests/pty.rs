@@ -214,3 +214,44 @@ fn pty_master_shared_with_a_process_outside_is_refused() {
     );
     assert!(ferry_tests::alive(child), "the child was harmed");
 }
+
+/// A pair whose slave was closed after writing (no process holds it): the master still has
+/// the bytes to read, then reads EIO (the hangup). Both come back as they were.
+#[test]
+fn pty_pair_with_its_slave_closed_keeps_its_bytes_and_its_hangup() {
+    let Some(ctx) = setup("pty-hangup") else {
+        return;
+    };
+    let state = Victim::new_state_dir(&ctx, "pty-hangup");
+    let (ready, go, out) = (state.join("ready"), state.join("go"), state.join("out"));
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(format!(
+        "import os, pty, time\n\
+         m, s = pty.openpty()\n\
+         os.write(s, b'bye\\n')\n\
+         os.close(s)\n\
+         open({ready:?}, 'w').close()\n\
+         while not os.path.exists({go:?}): time.sleep(0.01)\n\
+         r = []\n\
+         for i in range(2):\n    \
+             try: r.append(os.read(m, 100).decode())\n    \
+             except OSError as e: r.append('errno %d' % e.errno)\n\
+         open({out:?}, 'w').write(' '.join(repr(x) for x in r))\n\
+         time.sleep(600)\n",
+        ready = ready.to_str().expect("path"),
+        go = go.to_str().expect("path"),
+        out = out.to_str().expect("path"),
+    ));
+    let mut v = Victim::spawn(cmd, state, Spawn::default());
+    wait_until(Duration::from_secs(10), "the pair set up", || {
+        ready.exists().then_some(())
+    });
+    let img = image_path(&ctx, "pty-hangup");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    std::fs::write(&go, "").expect("go");
+    let got = wait_until(Duration::from_secs(10), "the reads", || {
+        std::fs::read_to_string(&out).ok().filter(|t| !t.is_empty())
+    });
+    assert_eq!(got, "'bye\\r\\n' 'errno 5'");
+}

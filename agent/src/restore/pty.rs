@@ -3,8 +3,9 @@
 //! slave is `/dev/pts/M` for another `M`, which a warning names and the checker accepts),
 //! settings, window size, the bytes queued both ways, packet mode and the lock put back.
 //! The tasks take the master with `pidfd_getfd` and open the slave by its path. The
-//! restorer keeps its copies until the restore ends, so that the slave is never closed by
-//! everyone in between (which the master would see as a hangup).
+//! restorer keeps its copies until the restore ends (its slave only when descriptors of the
+//! image hold the slave), so that such a slave is never closed by everyone in between (which
+//! the master would see as a hangup).
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -131,17 +132,15 @@ impl Ptys {
         procs: &[&ProcessState],
         warnings: &mut Vec<String>,
     ) -> Result<Self, RestoreError> {
+        // Pairs whose slave a descriptor of the image holds: the restorer keeps its own slave
+        // open until the tasks have opened theirs. Of the others it closes its slave at once:
+        // the master sees that (a hangup), as it did at the dump when nobody held the slave.
         let mut slaves: HashSet<u32> = HashSet::new();
         for p in procs {
             for f in &p.fds {
                 if let FdKind::PtySlave { index, .. } = f.kind {
                     slaves.insert(index);
                 }
-            }
-            if let Some(c) = &p.attrs.ctty
-                && let Some(i) = crate::dump::pty::slave_index(c.rdev)
-            {
-                slaves.insert(i);
             }
         }
         let mut pairs = HashMap::new();
@@ -154,8 +153,13 @@ impl Ptys {
                             p.pid, f.fd, s.index
                         )));
                     }
-                    let need = slaves.contains(&s.index) || s.hangup || !s.input.is_empty();
-                    pairs.insert(s.index, setup(s, need, warnings)?);
+                    let held = slaves.contains(&s.index);
+                    let need = held || s.hangup || !s.input.is_empty();
+                    let mut pair = setup(s, need, warnings)?;
+                    if !held {
+                        pair._slave = None;
+                    }
+                    pairs.insert(s.index, pair);
                 }
             }
         }
