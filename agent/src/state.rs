@@ -553,6 +553,17 @@ pub enum FdKind {
         /// The device node.
         file: FileRef,
     },
+    /// The master of a pseudo-terminal pair (`/dev/ptmx`), re-created at restore with its
+    /// settings and the bytes queued both ways.
+    PtyMaster(PtyState),
+    /// The slave `/dev/pts/N` of a pair whose master is in the image (this process or a member
+    /// of its tree): opened on the re-created pair, whose number may differ.
+    PtySlave {
+        /// The device node at dump time.
+        file: FileRef,
+        /// The pair's number (`N`).
+        index: u32,
+    },
     /// A pipe whose other end is outside the process.
     Pipe {
         /// Pipe inode (`pipe:[INO]`).
@@ -704,6 +715,50 @@ pub enum DeletedNode {
     },
     /// A directory (empty: a removed directory holds nothing).
     Directory,
+}
+
+/// A pseudo-terminal pair, as its master sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PtyState {
+    /// The pair's number (`TIOCGPTN`): its slave is `/dev/pts/N`.
+    pub index: u32,
+    /// The slave's settings (`TCGETS2`).
+    pub termios: Termios,
+    /// Window size (`TIOCGWINSZ`): rows, columns, width and height in pixels.
+    pub winsize: [u16; 4],
+    /// Packet mode (`TIOCPKT`).
+    pub packet: bool,
+    /// The slave is locked (`TIOCGPTLCK`): it cannot be opened.
+    pub locked: bool,
+    /// The slave was opened and closed again (the master polls `POLLHUP`, reads `EIO` once
+    /// drained).
+    pub hangup: bool,
+    /// Bytes written to the master that the slave has not read (its input queue, after input
+    /// processing; a partial line included).
+    pub input: Vec<u8>,
+    /// Bytes written to the slave that the master has not read (after output processing).
+    pub output: Vec<u8>,
+}
+
+/// A terminal's settings (`struct termios2`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Termios {
+    /// Input modes.
+    pub iflag: u32,
+    /// Output modes.
+    pub oflag: u32,
+    /// Control modes.
+    pub cflag: u32,
+    /// Local modes.
+    pub lflag: u32,
+    /// Line discipline.
+    pub line: u8,
+    /// Control characters (`NCCS` = 19).
+    pub cc: Vec<u8>,
+    /// Input speed.
+    pub ispeed: u32,
+    /// Output speed.
+    pub ospeed: u32,
 }
 
 /// A timerfd's clock and setting.
@@ -1148,11 +1203,49 @@ pub struct UnixSocketState {
     pub peer_name: Vec<u8>,
     /// `sk_shutdown` bits: 1 = no more receives, 2 = no more sends.
     pub shutdown: u32,
-    /// Queued incoming data: one element per datagram or record; one element for a stream.
+    /// Queued incoming data: one element per datagram or record; for a stream one element,
+    /// or one per run of bytes that ends with descriptors or starts with other credentials.
     pub queue: Vec<Vec<u8>>,
     /// For a listener: connections waiting to be accepted whose connecting socket is in the
     /// process (or the tree); they come back by connecting again. Others are dropped.
     pub pending: u32,
+    /// Descriptors (`SCM_RIGHTS`) and credentials (`SCM_CREDENTIALS`) queued with messages
+    /// of `queue`, by ascending message index.
+    pub in_flight: Vec<InFlight>,
+}
+
+/// What a queued Unix socket message carries besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InFlight {
+    /// Index of the message in [`UnixSocketState::queue`].
+    pub message: u32,
+    /// The descriptors passed with it, in order.
+    pub fds: Vec<PassedFd>,
+    /// The sender's credentials, when the socket reports them (`SO_PASSCRED`): the PID as
+    /// the dumped process sees it, the uid and gid.
+    pub creds: Option<(i32, u32, u32)>,
+}
+
+/// A descriptor in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum PassedFd {
+    /// The same open file description as descriptor `fd` of process `pid` (the dumped
+    /// process or a member of its tree).
+    Held {
+        /// The process holding it.
+        pid: i32,
+        /// Its descriptor there.
+        fd: i32,
+    },
+    /// A regular file or directory no process of the dump holds: opened again.
+    File {
+        /// The file.
+        file: FileRef,
+        /// File status flags (`O_ACCMODE`, `O_APPEND`, …).
+        flags: u32,
+        /// `lseek` position.
+        pos: u64,
+    },
 }
 
 /// A UDP or TCP socket.

@@ -654,6 +654,25 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// Whether the controlling terminal of `input` is the slave of a pair whose master the
+/// process itself or the tree's root holds (made anew at restore).
+fn ctty_of_pair_made_anew(input: &CheckInput<'_>, root: &CheckInput<'_>) -> bool {
+    let Some(index) = input
+        .image
+        .attrs
+        .ctty
+        .as_ref()
+        .and_then(|c| crate::dump::pty::slave_index(c.rdev))
+    else {
+        return false;
+    };
+    [input.image, root.image].iter().any(|p| {
+        p.fds
+            .iter()
+            .any(|f| matches!(&f.kind, FdKind::PtyMaster(m) if m.index == index))
+    })
+}
+
 /// The rule that names `path`'s change as one a restore makes, if any.
 fn expected_change(
     path: &str,
@@ -701,6 +720,20 @@ fn expected_change(
     {
         return Some("the inode number of an object made anew");
     }
+    // A pseudo-terminal pair is made anew: its slave is another inode, with its own times, and
+    // has another number when the old one was taken (the restore warns).
+    if (field.ends_with(".PtySlave.file.identity") && matches!(leaf, "ino" | "mtime_ns" | "rdev"))
+        || (field.ends_with(".PtySlave.file") && leaf == "path")
+        || (field.ends_with(".PtySlave") && leaf == "index")
+        || (field.ends_with(".PtyMaster") && leaf == "index")
+        || (field == "attrs.ctty"
+            && matches!(leaf, "path" | "rdev")
+            && ctty_of_pair_made_anew(input, root))
+    {
+        return Some(
+            "a pseudo-terminal pair made anew (its slave's inode and times; its number when the old one was taken)",
+        );
+    }
     // An open file or FIFO is shared with others, who may have written to it since the dump.
     if field.starts_with("fds[")
         && (field.ends_with(".File.file.identity") || field.ends_with(".Fifo.file.identity"))
@@ -726,7 +759,12 @@ fn expected_change(
         return Some("a process stopped when dumped stops again (SIGSTOP) once let go");
     }
     // PIDs read from outside the process's new PID namespace.
-    if input.new_pid_ns && matches!(path, "ppid" | "pgid" | "sid") {
+    if input.new_pid_ns
+        && (matches!(path, "ppid" | "pgid" | "sid" | "attrs.ctty.fg_pgid")
+            // A descriptor in flight held by a process, and a sender's credentials.
+            || (field.ends_with(".Held") && leaf == "pid")
+            || (field.contains(".in_flight[") && leaf == "creds[0]"))
+    {
         return Some("a PID seen from outside the new PID namespace");
     }
     // open(2) on 64 bits always adds O_LARGEFILE, which means nothing there; F_SETFL cannot

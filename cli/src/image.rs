@@ -123,6 +123,19 @@ fn render(s: &ImageSummary) -> String {
             FdKind::Directory { file, .. } => format!("directory {}", file.path),
             FdKind::CharDevice { file } => format!("device {}", file.path),
             FdKind::Tty { file } => format!("terminal {}", file.path),
+            FdKind::PtyMaster(t) => format!(
+                "pseudo-terminal master of /dev/pts/{} ({}x{}{}{}), {} B queued in, {} B out",
+                t.index,
+                t.winsize[0],
+                t.winsize[1],
+                if t.packet { ", packet mode" } else { "" },
+                if t.locked { ", locked" } else { "" },
+                t.input.len(),
+                t.output.len()
+            ),
+            FdKind::PtySlave { file, .. } => {
+                format!("pseudo-terminal slave {} (pair in the image)", file.path)
+            }
             FdKind::Pipe { ino } => format!("pipe:[{ino}]"),
             FdKind::Epoll { targets } => {
                 let fds: Vec<String> = targets.iter().map(|t| t.fd.to_string()).collect();

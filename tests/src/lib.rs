@@ -604,6 +604,14 @@ impl Victim {
         }
     }
 
+    /// The victim runs again as `pid`, restored by the test itself (a tree, say): it is
+    /// killed and reaped on drop.
+    pub fn restored_as(&mut self, pid: i32) {
+        self.pid = pid;
+        self.reaped = false;
+        self.others.retain(|&p| p != pid);
+    }
+
     /// Also kill (and reap) PID when this victim is dropped.
     pub fn track(&mut self, pid: i32) {
         if pid != self.pid && !self.others.contains(&pid) {

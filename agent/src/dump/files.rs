@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 use super::DumpError;
 use super::fdkinds;
 use super::mm::identity_of;
+use super::pty;
 use super::sockets::{self, SocketDump};
 use crate::image::MAX_MANIFEST_BYTES;
 use crate::proc;
@@ -93,6 +94,9 @@ pub fn collect_fds(
     // description always share it.
     let mut inodes = Vec::with_capacity(fds.len());
     let mut sizes = Vec::with_capacity(fds.len());
+    // Pseudo-terminal pairs whose master is in the dump: their slaves are opened on the pair
+    // made anew.
+    let masters = pty::masters_in(pid, members);
     for fd in fds {
         let link_path = format!("{dir}/{fd}");
         let Ok(target) = std::fs::read_link(&link_path) else {
@@ -222,10 +226,26 @@ pub fn collect_fds(
                 }
             } else if ft.is_char_device() {
                 let major = u64::from(libc::major(identity.rdev));
-                if target == "/dev/ptmx" || target.starts_with("/dev/pts/ptmx") {
-                    return Err(unsupported("a pseudo-terminal master"));
-                }
-                if is_tty_major(major) {
+                if pty::is_ptmx(&target) {
+                    let index = pty::index_from_fdinfo(&text).ok_or_else(|| {
+                        unsupported("a pseudo-terminal master without tty-index in its fdinfo")
+                    })?;
+                    // Filled in by `capture`.
+                    FdKind::PtyMaster(crate::state::PtyState {
+                        index,
+                        termios: Default::default(),
+                        winsize: [0; 4],
+                        packet: false,
+                        locked: false,
+                        hangup: false,
+                        input: Vec::new(),
+                        output: Vec::new(),
+                    })
+                } else if let Some(index) =
+                    pty::slave_index(identity.rdev).filter(|i| masters.contains(i))
+                {
+                    FdKind::PtySlave { file, index }
+                } else if is_tty_major(major) {
                     FdKind::Tty { file }
                 } else {
                     FdKind::CharDevice { file }
@@ -278,6 +298,16 @@ pub fn collect_fds(
         ));
     }
     mark_local_pipes(pid, &mut out, members);
+    if !socks.peers_judged_later {
+        let slaves: HashSet<String> = out
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FdKind::PtyMaster(p) => Some(format!("/dev/pts/{}", p.index)),
+                _ => None,
+            })
+            .collect();
+        pty::check_outside(pid, members, &out, &held_outside(pid, &slaves, members))?;
+    }
     // Refused early on the sizes; `capture` checks again on what it actually read.
     let deleted: u64 = out
         .iter()
@@ -452,6 +482,7 @@ pub fn capture(
     members: &[i32],
 ) -> Result<Vec<LockState>, DumpError> {
     capture_pipes(pid, fds, members)?;
+    pty::capture_all(pid, fds, members)?;
     capture_deleted(pid, fds)?;
     collect_locks(pid, fds)
 }

@@ -10,6 +10,7 @@ mod fdkinds;
 mod files;
 pub mod freeze;
 mod mm;
+pub(crate) mod pty;
 mod shm;
 pub(crate) mod sockdiag;
 mod sockets;
@@ -767,7 +768,11 @@ fn ctty(
     }
     let rdev = stat.tty_nr;
     let from_fd = fds.iter().find_map(|f| match &f.kind {
-        crate::state::FdKind::Tty { file } if file.identity.rdev == rdev => Some(file.path.clone()),
+        crate::state::FdKind::Tty { file } | crate::state::FdKind::PtySlave { file, .. }
+            if file.identity.rdev == rdev =>
+        {
+            Some(file.path.clone())
+        }
         _ => None,
     });
     let major = (rdev >> 8) & 0xfff;

@@ -28,8 +28,8 @@ use super::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixDiag};
 use crate::image::sockopt as opt;
 use crate::image::{MAX_SOCKET_FILTER as MAX_FILTER, MAX_SOCKET_QUEUE};
 use crate::state::{
-    FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState,
-    UnixSocketState,
+    FileIdentity, FileRef, InFlight, InetSocketState, PassedFd, SockOptState, SocketKind,
+    SocketState, TcpConnState, UnixSocketState,
 };
 use crate::sys::socket as ss;
 
@@ -121,6 +121,9 @@ pub struct SocketDump {
     /// Before a tree is frozen its members are not known yet: a peer outside the process is
     /// judged at capture, once they are.
     pub peers_judged_later: bool,
+    /// The processes of a dumped tree (empty for one process): a descriptor in flight may be
+    /// one they hold.
+    pub members: Vec<i32>,
 }
 
 impl SocketDump {
@@ -133,6 +136,7 @@ impl SocketDump {
             warnings: Vec::new(),
             member_sockets: HashSet::new(),
             peers_judged_later: false,
+            members: Vec::new(),
         }
     }
 
@@ -145,6 +149,7 @@ impl SocketDump {
             warnings: Vec::new(),
             member_sockets: HashSet::new(),
             peers_judged_later: false,
+            members: Vec::new(),
         }
     }
 }
@@ -549,11 +554,30 @@ fn unix_socket(
             }
         }
     }
-    let queue = if ctx.capture && !listening {
+    let (queue, peeked) = if ctx.capture && !listening {
         peek_unix_queue(fd, c, stream && diag.sock_type as i32 == libc::SOCK_STREAM)?
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
+    if !peeked.is_empty() && diag.shutdown & 1 != 0 {
+        return Err(unsupported(
+            fd,
+            "a Unix socket shut down for receiving, with descriptors or credentials in flight (SCM_RIGHTS, SCM_CREDENTIALS) in its queue, is not supported yet",
+        ));
+    }
+    if !peeked.is_empty() && (peer_external || peer_ino == 0) {
+        return Err(unsupported(
+            fd,
+            format!(
+                "a Unix socket whose peer is not in the dump, with descriptors or credentials in flight (SCM_RIGHTS, SCM_CREDENTIALS) in its queue, is not supported yet ({} message(s))",
+                peeked.len()
+            ),
+        ));
+    }
+    let in_flight = peeked
+        .into_iter()
+        .map(|p| in_flight(pid, fd, p, &ctx.members))
+        .collect::<Result<Vec<_>, _>>()?;
     if ctx.capture
         && peer_external
         && peer_ino != 0
@@ -577,6 +601,94 @@ fn unix_socket(
         shutdown: u32::from(diag.shutdown),
         queue,
         pending: if listening { pending } else { 0 },
+        in_flight,
+    })
+}
+
+/// What one queued message carries besides its bytes, as peeked: its index, the descriptors
+/// (ferry's copies) and the credentials.
+struct Peeked {
+    message: u32,
+    fds: Vec<OwnedFd>,
+    creds: Option<(i32, u32, u32)>,
+}
+
+/// Names each descriptor in flight: a description the process or a member holds, else a
+/// regular file or directory opened again at restore; anything else is refused.
+fn in_flight(pid: Pid, fd: i32, p: Peeked, members: &[i32]) -> Result<InFlight, DumpError> {
+    let me = nix::unistd::getpid();
+    let mut holders: Vec<i32> = vec![pid.as_raw()];
+    holders.extend(members.iter().filter(|&&m| m != pid.as_raw()));
+    if let Some((cpid, _, _)) = p.creds
+        && !holders.contains(&cpid)
+    {
+        return Err(unsupported(
+            fd,
+            format!(
+                "credentials in flight (SCM_CREDENTIALS) from pid {cpid}, which is not in the dump, in queued message {}; not supported yet",
+                p.message + 1
+            ),
+        ));
+    }
+    let mut fds = Vec::with_capacity(p.fds.len());
+    'passed: for copy in &p.fds {
+        let raw = copy.as_raw_fd();
+        for &h in &holders {
+            let Ok(dir) = std::fs::read_dir(format!("/proc/{h}/fd")) else {
+                continue;
+            };
+            let mut theirs: Vec<i32> = dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            theirs.sort_unstable();
+            for t in theirs {
+                if crate::sys::same_file_description_in(me, raw, Pid::from_raw(h), t)
+                    .unwrap_or(false)
+                {
+                    fds.push(PassedFd::Held { pid: h, fd: t });
+                    continue 'passed;
+                }
+            }
+        }
+        let link = format!("/proc/self/fd/{raw}");
+        let target = std::fs::read_link(&link)
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let meta = std::fs::metadata(&link).ok();
+        let plain = meta
+            .as_ref()
+            .is_some_and(|m| (m.is_file() || m.is_dir()) && m.nlink() > 0)
+            && target.starts_with('/')
+            && !target.ends_with(" (deleted)");
+        if !plain {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "a Unix socket with descriptors in flight (SCM_RIGHTS): queued message {} carries {target}, which no process of the dump holds; not supported yet",
+                    p.message + 1
+                ),
+            ));
+        }
+        let info = crate::proc::parse_fdinfo(
+            &std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}")).unwrap_or_default(),
+        )
+        .map_err(|e| unsupported(fd, format!("descriptors in flight: fdinfo ({e})")))?;
+        let identity = super::mm::identity_of(&link)
+            .map_err(|e| unsupported(fd, format!("descriptors in flight: {target} ({e})")))?;
+        fds.push(PassedFd::File {
+            file: FileRef {
+                path: target,
+                identity,
+            },
+            flags: info.flags & !(libc::O_CLOEXEC as u32),
+            pos: info.pos,
+        });
+    }
+    Ok(InFlight {
+        message: p.message,
+        fds,
+        creds: p.creds,
     })
 }
 
@@ -586,7 +698,7 @@ fn peek_unix_queue(
     fd: i32,
     c: BorrowedFd<'_>,
     byte_stream: bool,
-) -> Result<Vec<Vec<u8>>, DumpError> {
+) -> Result<(Vec<Vec<u8>>, Vec<Peeked>), DumpError> {
     let old = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
         .map_err(sock_err(fd, "SO_PEEK_OFF"))?;
     ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
@@ -597,8 +709,16 @@ fn peek_unix_queue(
     result
 }
 
-fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8>>, DumpError> {
+/// A stream is read as runs of bytes: one `MSG_PEEK` stops after a message that passes
+/// descriptors, and never joins messages with different credentials, so each run that comes
+/// with descriptors or credentials is an element of its own.
+fn peek_loop(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    byte_stream: bool,
+) -> Result<(Vec<Vec<u8>>, Vec<Peeked>), DumpError> {
     let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut ancillary: Vec<Peeked> = Vec::new();
     let mut total = 0usize;
     let mut buf = vec![
         0u8;
@@ -609,8 +729,8 @@ fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8
         }
     ];
     loop {
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 253]);
-        let (n, truncated, passed) = {
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 253], libc::ucred);
+        let (n, truncated, passed, creds) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let r = recvmsg::<()>(
                 c.as_raw_fd(),
@@ -621,27 +741,35 @@ fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8
             match r {
                 Ok(msg) => {
                     let mut passed = Vec::new();
+                    let mut creds = None;
                     for m in msg.cmsgs().map_err(sock_err(fd, "control message"))? {
-                        if let ControlMessageOwned::ScmRights(fds) = m {
-                            passed.extend(ss::adopt_received(&fds));
+                        match m {
+                            ControlMessageOwned::ScmRights(fds) => {
+                                passed.extend(ss::adopt_received(&fds))
+                            }
+                            ControlMessageOwned::ScmCredentials(u) => {
+                                creds = Some((u.pid(), u.uid(), u.gid()))
+                            }
+                            _ => {}
                         }
                     }
-                    (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC), passed)
+                    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                        return Err(unsupported(
+                            fd,
+                            "a queued message whose control data (descriptors in flight) does not fit; not supported",
+                        ));
+                    }
+                    (
+                        msg.bytes,
+                        msg.flags.contains(MsgFlags::MSG_TRUNC),
+                        passed,
+                        creds,
+                    )
                 }
                 Err(Errno::EAGAIN) => break,
                 Err(e) => return Err(sock_err(fd, "peek at the queue")(e)),
             }
         };
-        if !passed.is_empty() {
-            return Err(unsupported(
-                fd,
-                format!(
-                    "a Unix socket with descriptors in flight (SCM_RIGHTS): queued message {} carries {} descriptor(s); not supported yet",
-                    out.len() + 1,
-                    passed.len()
-                ),
-            ));
-        }
         if truncated {
             return Err(unsupported(
                 fd,
@@ -652,19 +780,32 @@ fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8
         if total > MAX_SOCKET_QUEUE || out.len() >= crate::image::MAX_SOCKET_MESSAGES {
             return Err(unsupported(fd, "more queued data than an image holds"));
         }
+        let carries = !passed.is_empty() || creds.is_some();
         if byte_stream {
             if n == 0 {
                 break; // end of stream: the peer shut down
             }
-            match out.first_mut() {
-                Some(v) => v.extend_from_slice(&buf[..n]),
-                None => out.push(buf[..n].to_vec()),
+            // Runs without anything in flight join the run before when it has none either.
+            let last_plain = !out.is_empty()
+                && ancillary
+                    .last()
+                    .is_none_or(|a| a.message as usize + 1 != out.len());
+            match out.last_mut() {
+                Some(v) if !carries && last_plain => v.extend_from_slice(&buf[..n]),
+                _ => out.push(buf[..n].to_vec()),
             }
         } else {
             out.push(buf[..n].to_vec());
         }
+        if carries {
+            ancillary.push(Peeked {
+                message: (out.len() - 1) as u32,
+                fds: passed,
+                creds,
+            });
+        }
     }
-    Ok(out)
+    Ok((out, ancillary))
 }
 
 fn sockaddr(s: SockaddrStorage) -> Option<SocketAddr> {

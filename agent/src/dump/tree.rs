@@ -120,6 +120,7 @@ pub(super) fn collect_tree(
     let sockets_of: Vec<HashSet<u64>> = members.iter().map(|&m| socket_inodes(m)).collect();
     for (i, f) in frozen.iter().enumerate() {
         let mut s = super::sockets::SocketDump::capture(opts.sockets());
+        s.members = members.clone();
         // A socket connected to one of another member is half of a pair between members.
         s.member_sockets = sockets_of
             .iter()

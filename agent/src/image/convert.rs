@@ -15,9 +15,9 @@ use super::validate::{
 use crate::state::{
     AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
     InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
-    PipeQueue, PosixTimerState, ProcessState, Regs, RlimitState, RseqState, SchedState,
+    PipeQueue, PosixTimerState, ProcessState, PtyState, Regs, RlimitState, RseqState, SchedState,
     SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, SysvShmState,
-    ThreadState, TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
+    Termios, ThreadState, TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
 };
 use crate::state::{CarriedDir, CarriedFile, CttyState, DeletedNode};
 
@@ -312,6 +312,32 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
         }),
         FdKind::CharDevice { file } => Kind::CharDevice(file_ref_to_pb(file)),
         FdKind::Tty { file } => Kind::Tty(file_ref_to_pb(file)),
+        FdKind::PtyMaster(p) => Kind::PtyMaster(pb::PtyMaster {
+            index: p.index,
+            termios: Some(pb::Termios {
+                iflag: p.termios.iflag,
+                oflag: p.termios.oflag,
+                cflag: p.termios.cflag,
+                lflag: p.termios.lflag,
+                line: p.termios.line.into(),
+                cc: p.termios.cc.clone(),
+                ispeed: p.termios.ispeed,
+                ospeed: p.termios.ospeed,
+            }),
+            rows: p.winsize[0].into(),
+            cols: p.winsize[1].into(),
+            xpixel: p.winsize[2].into(),
+            ypixel: p.winsize[3].into(),
+            packet: p.packet,
+            locked: p.locked,
+            hangup: p.hangup,
+            input: p.input.clone(),
+            output: p.output.clone(),
+        }),
+        FdKind::PtySlave { file, index } => Kind::PtySlave(pb::PtySlave {
+            file: Some(file_ref_to_pb(file)),
+            index: *index,
+        }),
         FdKind::Pipe { ino } => Kind::Pipe(pb::Pipe { ino: *ino }),
         FdKind::Epoll { targets } => Kind::Epoll(pb::Epoll {
             targets: targets
@@ -986,6 +1012,58 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
         },
         Kind::Tty(r) => FdKind::Tty {
             file: file_ref_from_pb(Some(r), || format!("{}.tty", field()))?,
+        },
+        Kind::PtyMaster(p) => {
+            let t = p.termios.unwrap_or_default();
+            let small = |name: &str, v: u32| {
+                u16::try_from(v).map_err(|_| {
+                    err(
+                        format!("{}.pty_master.{name}", field()),
+                        ManifestProblem::OutOfRange {
+                            value: v.into(),
+                            min: 0,
+                            max: u16::MAX.into(),
+                        },
+                    )
+                })
+            };
+            FdKind::PtyMaster(PtyState {
+                index: p.index,
+                termios: Termios {
+                    iflag: t.iflag,
+                    oflag: t.oflag,
+                    cflag: t.cflag,
+                    lflag: t.lflag,
+                    line: u8::try_from(t.line).map_err(|_| {
+                        err(
+                            format!("{}.pty_master.termios.line", field()),
+                            ManifestProblem::OutOfRange {
+                                value: t.line.into(),
+                                min: 0,
+                                max: 255,
+                            },
+                        )
+                    })?,
+                    cc: t.cc,
+                    ispeed: t.ispeed,
+                    ospeed: t.ospeed,
+                },
+                winsize: [
+                    small("rows", p.rows)?,
+                    small("cols", p.cols)?,
+                    small("xpixel", p.xpixel)?,
+                    small("ypixel", p.ypixel)?,
+                ],
+                packet: p.packet,
+                locked: p.locked,
+                hangup: p.hangup,
+                input: p.input,
+                output: p.output,
+            })
+        }
+        Kind::PtySlave(s) => FdKind::PtySlave {
+            file: file_ref_from_pb(s.file, || format!("{}.pty_slave.file", field()))?,
+            index: s.index,
         },
         Kind::Pipe(p) => FdKind::Pipe { ino: p.ino },
         Kind::Epoll(e) => {

@@ -8,11 +8,14 @@ use ferry_proto::image::v1 as pb;
 use super::convert::{identity_from_pb, identity_to_pb};
 use super::validate::{ManifestError, ManifestProblem, cap_count, err};
 use crate::state::{
-    InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState, UnixSocketState,
+    FileRef, InFlight, InetSocketState, PassedFd, SockOptState, SocketKind, SocketState,
+    TcpConnState, UnixSocketState,
 };
 
 /// Most bytes queued in one socket queue accepted (the manifest itself is capped at 64 MiB).
 pub const MAX_SOCKET_QUEUE: usize = 32 << 20;
+/// Most descriptors one queued message passes (the kernel's `SCM_MAX_FD`).
+pub const MAX_PASSED_FDS: usize = 253;
 /// Most datagrams or records queued in one socket accepted.
 pub const MAX_SOCKET_MESSAGES: usize = 1 << 16;
 /// Most options per socket accepted.
@@ -168,6 +171,37 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
             shutdown: u.shutdown,
             queue: u.queue.clone(),
             pending: u.pending,
+            in_flight: u
+                .in_flight
+                .iter()
+                .map(|m| pb::InFlight {
+                    message: m.message,
+                    fds: m
+                        .fds
+                        .iter()
+                        .map(|f| match f {
+                            PassedFd::Held { pid, fd } => pb::PassedFd {
+                                pid: *pid,
+                                fd: *fd,
+                                ..Default::default()
+                            },
+                            PassedFd::File { file, flags, pos } => pb::PassedFd {
+                                file: Some(pb::FileRef {
+                                    path: file.path.clone(),
+                                    identity: Some(identity_to_pb(&file.identity)),
+                                }),
+                                flags: *flags,
+                                pos: *pos,
+                                ..Default::default()
+                            },
+                        })
+                        .collect(),
+                    has_creds: m.creds.is_some(),
+                    pid: m.creds.map_or(0, |c| c.0),
+                    uid: m.creds.map_or(0, |c| c.1),
+                    gid: m.creds.map_or(0, |c| c.2),
+                })
+                .collect(),
         }),
         SocketKind::Inet(i) => pb::socket::Kind::Inet(pb::InetSocket {
             protocol: i.protocol,
@@ -263,6 +297,50 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 shutdown: u.shutdown,
                 queue: u.queue,
                 pending: u.pending,
+                in_flight: u
+                    .in_flight
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        cap_count(
+                            &format!("{field}.unix.in_flight[{i}].fds"),
+                            m.fds.len(),
+                            MAX_PASSED_FDS,
+                        )?;
+                        let fds = m
+                            .fds
+                            .into_iter()
+                            .map(|f| match f.file {
+                                Some(r) => Ok(PassedFd::File {
+                                    file: FileRef {
+                                        path: r.path,
+                                        identity: r.identity.map(identity_from_pb).ok_or_else(
+                                            || {
+                                                err(
+                                                    format!(
+                                                        "{field}.unix.in_flight[{i}].fds.file.identity"
+                                                    ),
+                                                    ManifestProblem::Missing,
+                                                )
+                                            },
+                                        )?,
+                                    },
+                                    flags: f.flags,
+                                    pos: f.pos,
+                                }),
+                                None => Ok(PassedFd::Held {
+                                    pid: f.pid,
+                                    fd: f.fd,
+                                }),
+                            })
+                            .collect::<Result<Vec<_>, ManifestError>>()?;
+                        Ok(InFlight {
+                            message: m.message,
+                            fds,
+                            creds: m.has_creds.then_some((m.pid, m.uid, m.gid)),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ManifestError>>()?,
             })
         }
         pb::socket::Kind::Inet(i) => {
@@ -402,6 +480,23 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
             )?;
             let total: usize = u.queue.iter().map(Vec::len).sum();
             check_len(format!("{field}.unix.queue"), total, MAX_SOCKET_QUEUE)?;
+            for (i, m) in u.in_flight.iter().enumerate() {
+                if m.message as usize >= u.queue.len() {
+                    return Err(err(
+                        format!("{field}.unix.in_flight[{i}].message"),
+                        ManifestProblem::OutOfRange {
+                            value: m.message.into(),
+                            min: 0,
+                            max: u.queue.len() as i128 - 1,
+                        },
+                    ));
+                }
+                cap_count(
+                    &format!("{field}.unix.in_flight[{i}].fds"),
+                    m.fds.len(),
+                    MAX_PASSED_FDS,
+                )?;
+            }
             if u.shutdown & !3 != 0 {
                 return Err(err(
                     format!("{field}.unix.shutdown"),

@@ -1818,6 +1818,30 @@ fn with_sockets() -> ProcessState {
             peer_external: false,
             peer_name: Vec::new(),
             shutdown: 0,
+            in_flight: if queue.is_empty() {
+                Vec::new()
+            } else {
+                vec![InFlight {
+                    message: 0,
+                    fds: vec![
+                        PassedFd::Held { pid: 10, fd: 0 },
+                        PassedFd::File {
+                            file: FileRef {
+                                path: "/etc/hostname".into(),
+                                identity: FileIdentity {
+                                    dev: 5,
+                                    ino: 9,
+                                    mode: 0o100644,
+                                    ..FileIdentity::default()
+                                },
+                            },
+                            flags: libc::O_RDONLY as u32,
+                            pos: 3,
+                        },
+                    ],
+                    creds: Some((10, 1000, 100)),
+                }]
+            },
             queue,
             pending: 0,
         }),
@@ -1845,6 +1869,7 @@ fn with_sockets() -> ProcessState {
             shutdown: 0,
             queue: Vec::new(),
             pending: 2,
+            in_flight: Vec::new(),
         }),
     };
     let tcp = SocketState {

@@ -30,6 +30,11 @@ pub const MAX_PAGE_RUNS: usize = 1 << 22;
 pub const MAX_FDS: usize = 1 << 20;
 /// Most epoll interest-list entries accepted, per descriptor and over all of them.
 pub const MAX_EPOLL_TARGETS: usize = 1 << 20;
+/// Most control characters of a terminal's settings (the kernel has 19).
+pub const MAX_TERMIOS_CC: usize = 32;
+/// Most bytes queued one way in a pseudo-terminal pair (the kernel keeps 4 KiB in the line
+/// discipline and up to 64 KiB in its buffers).
+pub const MAX_PTY_QUEUE: usize = 1 << 20;
 /// Most memfds accepted.
 pub const MAX_MEMFDS: usize = 4096;
 /// Most memfd extents accepted over all memfds.
@@ -1056,6 +1061,26 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                 check_path(&format!("{}.char_device.path", field()), &file.path)?
             }
             FdKind::Tty { file } => check_path(&format!("{}.tty.path", field()), &file.path)?,
+            FdKind::PtySlave { file, .. } => {
+                check_path(&format!("{}.pty_slave.file.path", field()), &file.path)?
+            }
+            FdKind::PtyMaster(p) => {
+                cap_count(
+                    &format!("{}.pty_master.termios.cc", field()),
+                    p.termios.cc.len(),
+                    MAX_TERMIOS_CC,
+                )?;
+                cap_count(
+                    &format!("{}.pty_master.input", field()),
+                    p.input.len(),
+                    MAX_PTY_QUEUE,
+                )?;
+                cap_count(
+                    &format!("{}.pty_master.output", field()),
+                    p.output.len(),
+                    MAX_PTY_QUEUE,
+                )?;
+            }
             FdKind::Pipe { .. } => {}
             FdKind::Epoll { targets } => {
                 cap_count(

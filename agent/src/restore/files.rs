@@ -15,6 +15,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 use super::RestoreError;
 use super::fdkinds::{self, Memfds};
 use super::inject::Injector;
+use super::pty::Ptys;
 use super::sockets;
 use crate::dump::identity_of;
 use crate::state::{
@@ -52,6 +53,9 @@ enum Action {
     },
     /// The socket with this inode, built by ferry, copied in with `pidfd_getfd`.
     Socket(u64),
+    /// The master of a pseudo-terminal pair ferry made anew (by its number at dump time),
+    /// copied in with `pidfd_getfd`; the image's status flags are set on it.
+    PtyMaster { ours: RawFd, index: u32, flags: u32 },
     /// An eventfd, signalfd, timerfd or inotify instance, made by injected calls.
     Injected { flags: u32, kind: Box<FdKind> },
     /// The description behind descriptor `fd` of tree member `pid`, restored before this
@@ -130,6 +134,16 @@ fn pipe_holder(ino: u64, exclude: i32) -> Option<String> {
     None
 }
 
+/// What the restorer made for the whole image before the plans: memfds and pseudo-terminal
+/// pairs, which the tasks open or take.
+#[derive(Debug, Clone, Copy)]
+pub struct Made<'a> {
+    /// The memfds.
+    pub memfds: &'a Memfds,
+    /// The pseudo-terminal pairs.
+    pub ptys: &'a Ptys,
+}
+
 /// Checks that every file the process needs is still the same file, and decides how each
 /// descriptor will be recreated.
 ///
@@ -139,7 +153,7 @@ pub fn plan(
     state: &ProcessState,
     inherit_stdio: bool,
     tree_pipes: &HashMap<u64, (i32, i32)>,
-    memfds: &Memfds,
+    made: Made<'_>,
     tree_socks: &mut HashMap<u64, std::os::fd::OwnedFd>,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan, RestoreError> {
@@ -147,7 +161,7 @@ pub fn plan(
         state,
         inherit_stdio,
         tree_pipes,
-        memfds,
+        made,
         tree_socks,
         &HashMap::new(),
         warnings,
@@ -160,13 +174,14 @@ pub fn plan_with(
     state: &ProcessState,
     inherit_stdio: bool,
     tree_pipes: &HashMap<u64, (i32, i32)>,
-    memfds: &Memfds,
+    made: Made<'_>,
     tree_socks: &mut HashMap<u64, std::os::fd::OwnedFd>,
     substitutes: &HashMap<i32, RawFd>,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan, RestoreError> {
     let recreated_files = recreate_carried(state)?;
     let remade = |path: &str| recreated_files.iter().any(|p| p == path);
+    let Made { memfds, ptys } = made;
     changed("executable".into(), &state.exe)?;
     for v in &state.mm.vmas {
         if let VmaKind::File(f) = &v.kind
@@ -240,6 +255,29 @@ pub fn plan_with(
                         pos: None,
                     },
                     _ => devnull(format!("terminal {} is gone", file.path), warnings),
+                },
+                FdKind::PtyMaster(p) => {
+                    let Some(ours) = ptys.master(p.index) else {
+                        return Err(RestoreError::Layout(format!(
+                            "fd {}: the pseudo-terminal pair /dev/pts/{} was not made",
+                            f.fd, p.index
+                        )));
+                    };
+                    Action::PtyMaster {
+                        ours,
+                        index: p.index,
+                        flags: f.flags,
+                    }
+                }
+                FdKind::PtySlave { index, .. } => Action::Open {
+                    path: ptys.slave_path(*index).ok_or_else(|| {
+                        RestoreError::Layout(format!(
+                            "fd {}: /dev/pts/{index} is the slave of no master in the image",
+                            f.fd
+                        ))
+                    })?,
+                    flags: f.flags | libc::O_NOCTTY as u32,
+                    pos: None,
                 },
                 FdKind::Pipe { ino } => match pipe_holder(*ino, state.pid) {
                     // Reopening a pipe end through /proc must not block waiting for a peer.
@@ -378,7 +416,11 @@ pub fn plan_with(
         kept.fds.retain(|f| !substitutes.contains_key(&f.fd));
         sockets::build(&kept, tree_socks, warnings)?
     };
-    let own_pidfd = if sockets.is_none() && !substitutes.is_empty() {
+    let masters = state
+        .fds
+        .iter()
+        .any(|f| matches!(f.kind, FdKind::PtyMaster(_)));
+    let own_pidfd = if sockets.is_none() && (!substitutes.is_empty() || masters) {
         Some(
             crate::sys::pidfd_open(nix::unistd::getpid()).map_err(|e| RestoreError::Io {
                 what: "pidfd_open of ferry".into(),
@@ -649,6 +691,29 @@ pub fn restore(
                 (fdkinds::create(inj, fd, *flags, kind)?, true, None)
             }
             Action::Shared { pid, fd: from } => (take_shared(inj, *pid, *from)?, true, None),
+            Action::PtyMaster { ours, index, flags } => {
+                let Some(pidfd) = pidfd else {
+                    return Err(RestoreError::Layout(format!(
+                        "fd {fd}: ferry's pidfd is not in the task for the master of /dev/pts/{index}"
+                    )));
+                };
+                let tmp = inj
+                    .call(
+                        "pidfd_getfd",
+                        libc::SYS_pidfd_getfd,
+                        [pidfd, *ours as u64, 0, 0, 0, 0],
+                    )
+                    .map_err(err("pidfd_getfd of the pseudo-terminal master".into()))?;
+                if tmp == fd as u64 && !*cloexec {
+                    inj.call(
+                        "fcntl",
+                        libc::SYS_fcntl,
+                        [tmp, libc::F_SETFD as u64, 0, 0, 0, 0],
+                    )
+                    .map_err(err("clear close-on-exec".into()))?;
+                }
+                (tmp, true, Some(*flags))
+            }
             Action::Substitute { ours, flags } => {
                 let Some(pidfd) = pidfd else {
                     return Err(RestoreError::Layout(format!(
@@ -680,18 +745,14 @@ pub fn restore(
             if close_tmp {
                 inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
             }
-        } else if *cloexec {
+        } else if *cloexec || matches!(action, Action::Shared { .. }) {
+            // pidfd_getfd (a description shared with another member) sets close-on-exec:
+            // when the copy already has the right number, the image's flag is set here.
+            let flag = if *cloexec { libc::FD_CLOEXEC } else { 0 };
             inj.call(
                 "fcntl",
                 libc::SYS_fcntl,
-                [
-                    fd as u64,
-                    libc::F_SETFD as u64,
-                    libc::FD_CLOEXEC as u64,
-                    0,
-                    0,
-                    0,
-                ],
+                [fd as u64, libc::F_SETFD as u64, flag as u64, 0, 0, 0],
             )
             .map_err(err("set close-on-exec".into()))?;
         }

@@ -9,6 +9,7 @@ mod fdkinds;
 mod files;
 mod inject;
 mod mm;
+mod pty;
 mod shm;
 mod sockets;
 mod task;
@@ -246,12 +247,17 @@ pub fn restore_with<R: Read + Send>(
         .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
     // The restorer's own memfds, which the task's descriptors and mappings open.
     let memfds = fdkinds::Memfds::create(&[&state])?;
+    // Pseudo-terminal pairs made anew, held by the restorer until the restore ends.
+    let ptys = pty::Ptys::create(&[&state], &mut warnings)?;
     // Every file the process needs is checked before a task exists.
     let fd_plan = files::plan_with(
         &state,
         opts.inherit_stdio,
         &std::collections::HashMap::new(),
-        &memfds,
+        files::Made {
+            memfds: &memfds,
+            ptys: &ptys,
+        },
         &mut std::collections::HashMap::new(),
         &substitutes,
         &mut warnings,
@@ -304,16 +310,18 @@ pub fn restore_with<R: Read + Send>(
     mm::set_mm(&inj, &state)?;
 
     files::restore(&inj, &fd_plan, &state, &mut warnings)?;
+    sockets::send_in_flight(&[(&state, task.pid)])?;
     // Seals after the mappings and descriptors: they may forbid what those needed.
     memfds.seal()?;
     restore_process_attrs(&inj, &state, true)?;
     // A session leader whose terminal is still there takes it back (it leads a new session
     // now, with the same PID); it can be the foreground only of its own group.
     if let Some(tty) = state.attrs.ctty.as_ref().filter(|_| state.sid == state.pid)
-        && tty::take(&inj, tty, &mut warnings)?
+        && let tty = ptys.ctty(tty)
+        && tty::take(&inj, &tty, &mut warnings)?
         && tty.fg_pgid == state.pgid
     {
-        tty::set_foreground(&inj, tty, state.pid, &mut warnings)?;
+        tty::set_foreground(&inj, &tty, state.pid, &mut warnings)?;
     }
     restore_thread_attrs(&inj, &state, thread)?;
     // The other threads share everything set so far (memory, fds, handlers).

@@ -14,15 +14,15 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind,
-    connect, send, sendto, shutdown, socket, socketpair,
+    AddressFamily, ControlMessage, MsgFlags, Shutdown, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+    UnixAddr, UnixCredentials, bind, connect, send, sendmsg, sendto, shutdown, socket, socketpair,
 };
 
 use super::RestoreError;
 use crate::dump::sockdiag;
 use crate::state::{
-    FdKind, InetSocketState, ProcessState, SockOptState, SocketKind, SocketState, TcpConnState,
-    TreeState, UnixSocketState,
+    FdKind, FileRef, InetSocketState, PassedFd, ProcessState, SockOptState, SocketKind,
+    SocketState, TcpConnState, TreeState, UnixSocketState,
 };
 use crate::sys::socket as ss;
 
@@ -175,6 +175,8 @@ pub fn tree_pairs(tree: &TreeState) -> Result<HashMap<u64, OwnedFd>, RestoreErro
         let (a, p) = pair(fd, s)?;
         set_opts(fd, a.as_fd(), s)?;
         set_opts(pfd, p.as_fd(), ps)?;
+        bind_abstract(fd, a.as_fd(), u)?;
+        bind_abstract(pfd, p.as_fd(), pu)?;
         queue_through(fd, p.as_fd(), u)?;
         queue_through(pfd, a.as_fd(), pu)?;
         apply_shutdown(fd, a.as_fd(), u)?;
@@ -278,6 +280,8 @@ pub fn build(
         };
         set_opts(fd, a.as_fd(), s)?;
         set_opts(pfd, p.as_fd(), ps)?;
+        bind_abstract(fd, a.as_fd(), u)?;
+        bind_abstract(pfd, p.as_fd(), pu)?;
         queue_through(fd, p.as_fd(), u)?;
         queue_through(pfd, a.as_fd(), pu)?;
         apply_shutdown(fd, a.as_fd(), u)?;
@@ -433,6 +437,11 @@ fn changed_by_repair(o: &SockOptState) -> bool {
 
 /// Writes `u`'s queued messages from `other`, so they land in `u`'s socket's receive queue.
 fn queue_through(fd: i32, other: BorrowedFd<'_>, u: &UnixSocketState) -> Result<(), RestoreError> {
+    // A queue with descriptors or credentials in flight is sent once the tasks hold their
+    // descriptors ([`send_in_flight`]).
+    if !u.in_flight.is_empty() {
+        return Ok(());
+    }
     for m in &u.queue {
         let n = send(
             other.as_raw_fd(),
@@ -447,6 +456,28 @@ fn queue_through(fd: i32, other: BorrowedFd<'_>, u: &UnixSocketState) -> Result<
         }
     }
     Ok(())
+}
+
+/// An end of a pair that had an abstract name (bound, or autobound when it sent with
+/// `SO_PASSCRED`) gets it again.
+fn bind_abstract(fd: i32, sock: BorrowedFd<'_>, u: &UnixSocketState) -> Result<(), RestoreError> {
+    if u.name.first() != Some(&0) {
+        return Ok(());
+    }
+    let Some(addr) = unix_addr(&u.name) else {
+        return Ok(());
+    };
+    bind(sock.as_raw_fd(), &addr).map_err(|e| {
+        let hint = if e == Errno::EADDRINUSE {
+            " (is the dumped process still running, e.g. after --leave-running?)"
+        } else {
+            ""
+        };
+        err(
+            fd,
+            format!("bind {}{hint}", sockdiag::display_name(&u.name)),
+        )(e)
+    })
 }
 
 fn apply_shutdown(fd: i32, sock: BorrowedFd<'_>, u: &UnixSocketState) -> Result<(), RestoreError> {
@@ -857,4 +888,131 @@ fn repair_connection(
     ss::setsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &w)
         .map_err(err(fd, "TCP_REPAIR_WINDOW"))?;
     Ok(t.send_queue[sent_len..].to_vec())
+}
+
+/// A copy of descriptor `fd` of the process ferry sees as `pid`.
+fn take_from(pid: nix::unistd::Pid, fd: i32) -> Result<OwnedFd, RestoreError> {
+    let pidfd = crate::sys::pidfd_open(pid).map_err(err(fd, format!("pidfd_open of {pid}")))?;
+    crate::sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(err(fd, format!("pidfd_getfd of pid {pid}")))
+}
+
+/// A file in flight that no process held, opened again where it was.
+fn reopen_passed(fd: i32, file: &FileRef, flags: u32, pos: u64) -> Result<OwnedFd, RestoreError> {
+    let now = crate::dump::identity_of(&file.path).map_err(|e| {
+        RestoreError::FileChanged(format!("fd {fd}: {} (in flight): {e}", file.path))
+    })?;
+    if (now.dev, now.ino) != (file.identity.dev, file.identity.ino) {
+        return Err(RestoreError::FileChanged(format!(
+            "fd {fd}: {} (a descriptor in flight) is another file now",
+            file.path
+        )));
+    }
+    let oflags = OFlag::from_bits_truncate(flags as i32)
+        & !(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_TRUNC)
+        | OFlag::O_CLOEXEC;
+    let f: OwnedFd = nix::fcntl::open(file.path.as_str(), oflags, nix::sys::stat::Mode::empty())
+        .map_err(err(fd, format!("open {} (in flight)", file.path)))?;
+    if pos != 0 {
+        nix::unistd::lseek(&f, pos as i64, nix::unistd::Whence::SeekSet)
+            .map_err(err(fd, format!("seek {} (in flight)", file.path)))?;
+    }
+    Ok(f)
+}
+
+/// Queues that carry descriptors or credentials (`SCM_RIGHTS`, `SCM_CREDENTIALS`), sent once
+/// every process holds its descriptors: each message goes through a copy of its socket's
+/// peer, with copies of the descriptors it passed (taken from the restored processes) or the
+/// files opened again, and the sender's credentials (its PID as ferry sees it now).
+/// `procs`: each image with the PID ferry sees its restored process under.
+pub fn send_in_flight(procs: &[(&ProcessState, nix::unistd::Pid)]) -> Result<(), RestoreError> {
+    let actual = |fd: i32, image_pid: i32| {
+        procs
+            .iter()
+            .find(|(p, _)| p.pid == image_pid)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| {
+                RestoreError::Layout(format!(
+                    "fd {fd}: pid {image_pid} of a message in flight is not in the image"
+                ))
+            })
+    };
+    let mut done = std::collections::HashSet::new();
+    for (p, _) in procs {
+        for f in &p.fds {
+            let FdKind::Socket(s) = &f.kind else {
+                continue;
+            };
+            let SocketKind::Unix(u) = &s.kind else {
+                continue;
+            };
+            if u.in_flight.is_empty() || !done.insert(s.ino) {
+                continue;
+            }
+            let fd = f.fd;
+            let (ppid, pfd) = procs
+                .iter()
+                .find_map(|(q, _)| {
+                    q.fds
+                        .iter()
+                        .find(|g| matches!(&g.kind, FdKind::Socket(x) if x.ino == u.peer_ino))
+                        .map(|g| (q.pid, g.fd))
+                })
+                .ok_or_else(|| {
+                    RestoreError::Layout(format!(
+                        "fd {fd}: the peer socket:[{}] of a queue with descriptors in flight is not in the image",
+                        u.peer_ino
+                    ))
+                })?;
+            let peer = take_from(actual(fd, ppid)?, pfd)?;
+            for (i, m) in u.queue.iter().enumerate() {
+                let extra = u.in_flight.iter().find(|a| a.message as usize == i);
+                let mut owned: Vec<OwnedFd> = Vec::new();
+                let mut creds = None;
+                if let Some(a) = extra {
+                    for pf in &a.fds {
+                        owned.push(match pf {
+                            PassedFd::Held { pid, fd: held } => {
+                                take_from(actual(fd, *pid)?, *held)?
+                            }
+                            PassedFd::File { file, flags, pos } => {
+                                reopen_passed(fd, file, *flags, *pos)?
+                            }
+                        });
+                    }
+                    if let Some((cpid, uid, gid)) = a.creds {
+                        creds = Some(UnixCredentials::from(libc::ucred {
+                            pid: actual(fd, cpid)?.as_raw(),
+                            uid,
+                            gid,
+                        }));
+                    }
+                }
+                let raws: Vec<RawFd> = owned.iter().map(AsRawFd::as_raw_fd).collect();
+                let mut cmsgs = Vec::new();
+                if !raws.is_empty() {
+                    cmsgs.push(ControlMessage::ScmRights(&raws));
+                }
+                if let Some(c) = &creds {
+                    cmsgs.push(ControlMessage::ScmCredentials(c));
+                }
+                let n = sendmsg::<()>(
+                    peer.as_raw_fd(),
+                    &[std::io::IoSlice::new(m)],
+                    &cmsgs,
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(err(
+                    fd,
+                    "queue a message with descriptors or credentials in flight",
+                ))?;
+                if n != m.len() {
+                    return Err(err(fd, format!("queue data: {n} of {} bytes", m.len()))(
+                        Errno::EAGAIN,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }

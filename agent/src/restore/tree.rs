@@ -30,7 +30,8 @@ use nix::unistd::Pid;
 use super::inject::Injector;
 use super::{
     CheckInput, RestoreError, RestoreOptions, RestoreSummary, attrs, create_threads, fdkinds,
-    files, lock_down, mm, restore_process_attrs, restore_thread_attrs, shm, sockets, task, tty,
+    files, lock_down, mm, pty, restore_process_attrs, restore_thread_attrs, shm, sockets, task,
+    tty,
 };
 use crate::image::ImageReader;
 use crate::ptrace::{PtraceError, Tracee};
@@ -74,6 +75,8 @@ pub fn restore_tree<R: Read + Send>(
     // memfds once for the whole tree: a memfd several processes held is one file again.
     let members: Vec<&ProcessState> = procs.iter().collect();
     let memfds = fdkinds::Memfds::create(&members)?;
+    // Pseudo-terminal pairs made anew, held by the restorer until the restore ends.
+    let ptys = pty::Ptys::create(&members, &mut warnings)?;
     // Socketpairs between processes, made once; each plan takes its ends.
     let mut tree_socks = sockets::tree_pairs(&tree)?;
     let plans = procs
@@ -83,7 +86,10 @@ pub fn restore_tree<R: Read + Send>(
                 p,
                 opts.inherit_stdio,
                 &pipe_fds,
-                &memfds,
+                files::Made {
+                    memfds: &memfds,
+                    ptys: &ptys,
+                },
                 &mut tree_socks,
                 &mut warnings,
             )
@@ -149,7 +155,7 @@ pub fn restore_tree<R: Read + Send>(
         inj.call("setsid", libc::SYS_setsid, [0; 6])?;
         // Its terminal before any fork: children inherit it.
         if let Some(tty) = &root.attrs.ctty {
-            ctty[0] = tty::take(&inj, tty, &mut warnings)?;
+            ctty[0] = tty::take(&inj, &ptys.ctty(tty), &mut warnings)?;
         }
         // Shared memory objects once for the tree, made before any fork (the scratch
         // mappings they need are gone again before the children copy the address space).
@@ -174,7 +180,7 @@ pub fn restore_tree<R: Read + Send>(
             inj.call("setsid", libc::SYS_setsid, [0; 6])?;
             // Before its own children are forked: they inherit the terminal.
             if let Some(tty) = &p.attrs.ctty {
-                ctty[i] = tty::take(&inj, tty, &mut warnings)?;
+                ctty[i] = tty::take(&inj, &ptys.ctty(tty), &mut warnings)?;
             }
         }
         tracees.push(child);
@@ -208,6 +214,7 @@ pub fn restore_tree<R: Read + Send>(
         let Some(tty) = procs[i].attrs.ctty.as_ref().filter(|_| ctty[i]) else {
             continue;
         };
+        let tty = &ptys.ctty(tty);
         if tty.fg_pgid == 0 {
             continue;
         }
@@ -293,6 +300,13 @@ pub fn restore_tree<R: Read + Send>(
     }
     // Every process has its ends now.
     drop(pipes);
+    // Queues with descriptors in flight, which may name any member's descriptors.
+    let actual: Vec<_> = procs
+        .iter()
+        .zip(&tracees)
+        .map(|(p, t)| (p, t.pid()))
+        .collect();
+    sockets::send_in_flight(&actual)?;
     // Seals after every mapping and descriptor: they may forbid what those needed.
     memfds.seal()?;
 

@@ -6,6 +6,7 @@
 pub mod clone;
 pub mod ptrace;
 pub mod socket;
+pub mod tty;
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
