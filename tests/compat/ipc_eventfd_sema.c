@@ -10,7 +10,7 @@ static int fd;
 
 static const char *check(void)
 {
-	static char why[128];
+	static char why[640];
 	char p[64], b[512] = "";
 	snprintf(p, sizeof(p), "/proc/self/fdinfo/%d", fd);
 	int f = open(p, O_RDONLY);

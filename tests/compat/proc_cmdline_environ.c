@@ -59,6 +59,7 @@ int main(int argc, char **argv)
 		fr_log_tick(tick);
 		usleep(10000);
 	}
+	return 0;
 }
 #undef main
 

@@ -6,6 +6,7 @@
 #include "common.h"
 
 #include <linux/rseq.h>
+#include <sched.h>
 #include <sys/rseq.h>
 #include <sys/syscall.h>
 

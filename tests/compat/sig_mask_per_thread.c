@@ -35,6 +35,7 @@ static void *run(void *arg)
 	tids[i] = (pid_t)syscall(SYS_gettid);
 	for (;;)
 		pause();
+	return NULL;
 }
 
 static unsigned long long sigblk(pid_t tid)

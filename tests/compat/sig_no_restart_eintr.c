@@ -29,6 +29,7 @@ static void *worker(void *a)
 		in_read = 0;
 		write(rep[1], &r, sizeof(r));
 	}
+	return NULL;
 }
 
 static const char *check(void)

@@ -47,6 +47,7 @@ static void *worker(void *a)
 		r[3] = n;
 		write(rep[1], r, sizeof(r));
 	}
+	return NULL;
 }
 
 static unsigned long long field(const char *path, const char *key)

@@ -18,6 +18,7 @@ static void *barrier_worker(void *a)
 		pthread_barrier_wait(&b);
 		__atomic_add_fetch(&passes, 1, __ATOMIC_SEQ_CST);
 	}
+	return NULL;
 }
 
 static void *reader(void *a)
@@ -25,6 +26,7 @@ static void *reader(void *a)
 	(void)a;
 	pthread_rwlock_rdlock(&rw);
 	for (;;)
+	return NULL;
 		pause();
 }
 

@@ -23,6 +23,7 @@ static void *run(void *a)
 			syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, w, NULL, NULL, 0);
 		__atomic_add_fetch(&acks, 1, __ATOMIC_SEQ_CST);
 	}
+	return NULL;
 }
 
 static const char *check(void)

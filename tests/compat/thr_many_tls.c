@@ -31,6 +31,7 @@ static void *run(void *arg)
 		seen[i]++;
 		pthread_barrier_wait(&done);
 	}
+	return NULL;
 }
 
 static const char *check(void)

@@ -17,6 +17,7 @@ static void *holder(void *a)
 	pthread_mutex_lock(&held);
 	for (;;)
 		pause();
+	return NULL;
 }
 
 static void *waiter(void *a)
@@ -29,6 +30,7 @@ static void *waiter(void *a)
 		while (gen == g)
 			pthread_cond_wait(&cv, &m);
 		ack = gen;
+	return NULL;
 	}
 }
 

@@ -33,6 +33,7 @@ static void *worker(void *a)
 	wtid = (pid_t)syscall(SYS_gettid);
 	for (;;)
 		pause();
+	return NULL;
 }
 
 static const char *check(void)
