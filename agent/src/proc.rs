@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use procfs::FromRead;
+
 /// A `/proc` file could not be read or did not look as expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -173,40 +175,31 @@ pub struct Stat {
     pub exit_code: i32,
 }
 
-/// Parses `/proc/PID/stat`.
+/// Parses `/proc/PID/stat` (with the `procfs` crate).
 pub fn parse_stat(text: &str) -> Result<Stat, ProcError> {
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let close = text.rfind(')').ok_or_else(|| bad("stat", "no ')'"))?;
-    let f: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    // f[0] is field 3 (state).
-    let field = |n: usize| -> Result<u64, ProcError> {
-        f.get(n - 3)
-            .and_then(|v| v.parse::<i64>().ok())
-            .map(|v| v as u64)
-            .ok_or_else(|| bad("stat", format!("field {n}")))
-    };
+    let st = procfs::process::Stat::from_read(text.as_bytes())
+        .map_err(|e| bad("stat", e.to_string()))?;
+    // Fields the kernel has printed since 3.3–3.5; `procfs` makes them optional.
+    let need = |v: Option<u64>, name: &str| v.ok_or_else(|| bad("stat", format!("no {name}")));
     Ok(Stat {
-        state: f
-            .first()
-            .and_then(|s| s.chars().next())
-            .ok_or_else(|| bad("stat", "state"))?,
-        ppid: field(4)? as i32,
-        pgrp: field(5)? as i32,
-        session: field(6)? as i32,
-        tty_nr: field(7)? & 0xffff_ffff,
-        tpgid: field(8)? as i32,
-        start_time: field(22)?,
-        start_code: field(26)?,
-        end_code: field(27)?,
-        start_stack: field(28)?,
-        start_data: field(45)?,
-        end_data: field(46)?,
-        start_brk: field(47)?,
-        arg_start: field(48)?,
-        arg_end: field(49)?,
-        env_start: field(50)?,
-        env_end: field(51)?,
-        exit_code: field(52)? as i32,
+        state: st.state,
+        ppid: st.ppid,
+        pgrp: st.pgrp,
+        session: st.session,
+        tty_nr: u64::from(st.tty_nr as u32),
+        tpgid: st.tpgid,
+        start_time: st.starttime,
+        start_code: st.startcode,
+        end_code: st.endcode,
+        start_stack: st.startstack,
+        start_data: need(st.start_data, "start_data")?,
+        end_data: need(st.end_data, "end_data")?,
+        start_brk: need(st.start_brk, "start_brk")?,
+        arg_start: need(st.arg_start, "arg_start")?,
+        arg_end: need(st.arg_end, "arg_end")?,
+        env_start: need(st.env_start, "env_start")?,
+        env_end: need(st.env_end, "env_end")?,
+        exit_code: st.exit_code.ok_or_else(|| bad("stat", "no exit_code"))?,
     })
 }
 
@@ -229,83 +222,69 @@ pub struct Status {
     pub caps: [u64; 5],
 }
 
-/// Parses `/proc/PID/status`.
+/// Parses `/proc/PID/status` (with the `procfs` crate).
 pub fn parse_status(text: &str) -> Result<Status, ProcError> {
-    let mut st = Status::default();
-    let nums = |v: &str| -> Result<Vec<u32>, ProcError> {
-        v.split_whitespace()
-            .map(|x| {
-                x.parse()
-                    .map_err(|_| bad("status", format!("number {x:?}")))
-            })
-            .collect()
-    };
-    let four = |v: &str| -> Result<[u32; 4], ProcError> {
-        nums(v)?
-            .try_into()
-            .map_err(|_| bad("status", "expected four ids"))
-    };
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        match key {
-            "Umask" => {
-                st.umask = u32::from_str_radix(value, 8).map_err(|_| bad("status", "Umask"))?
-            }
-            "Threads" => st.threads = value.parse().map_err(|_| bad("status", "Threads"))?,
-            "Uid" => st.uids = four(value)?,
-            "Gid" => st.gids = four(value)?,
-            "Groups" => st.groups = nums(value)?,
-            "NSpid" => {
-                st.ns_pid = value
-                    .split_whitespace()
-                    .last()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| bad("status", "NSpid"))?
-            }
-            "Seccomp" => st.seccomp = value.parse().map_err(|_| bad("status", "Seccomp"))?,
-            "NoNewPrivs" => st.no_new_privs = value == "1",
-            "CapInh" | "CapPrm" | "CapEff" | "CapBnd" | "CapAmb" => {
-                let i = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
-                    .iter()
-                    .position(|k| *k == key)
-                    .unwrap_or(0);
-                st.caps[i] =
-                    u64::from_str_radix(value, 16).map_err(|_| bad("status", key.to_string()))?;
-            }
-            _ => {}
-        }
-    }
-    if st.threads == 0 || st.ns_pid == 0 {
+    let st = procfs::process::Status::from_read(text.as_bytes())
+        .map_err(|e| bad("status", e.to_string()))?;
+    let ns_pid = st
+        .nspid
+        .as_ref()
+        .and_then(|v| v.last().copied())
+        .unwrap_or(0);
+    if st.threads == 0 || ns_pid == 0 {
         return Err(bad("status", "missing Threads or NSpid"));
     }
-    Ok(st)
+    Ok(Status {
+        umask: st.umask.ok_or_else(|| bad("status", "no Umask"))?,
+        threads: u32::try_from(st.threads).map_err(|_| bad("status", "Threads"))?,
+        uids: [st.ruid, st.euid, st.suid, st.fuid],
+        gids: [st.rgid, st.egid, st.sgid, st.fgid],
+        groups: st.groups.clone(),
+        ns_pid,
+        seccomp: st.seccomp.unwrap_or(0),
+        no_new_privs: st.nonewprivs == Some(1),
+        caps: [
+            st.capinh,
+            st.capprm,
+            st.capeff,
+            st.capbnd.unwrap_or(0),
+            st.capamb.unwrap_or(0),
+        ],
+    })
 }
 
-/// Parses `/proc/PID/limits` into `(soft, hard)` per resource, in `RLIMIT_*` order
-/// (`u64::MAX` for "unlimited"). The kernel prints the resources in that order, one per line
-/// after the header, with the name in a 26-column field.
+/// Parses `/proc/PID/limits` (with the `procfs` crate) into `(soft, hard)` per resource, in
+/// `RLIMIT_*` order (`u64::MAX` for "unlimited").
 pub fn parse_limits(text: &str) -> Result<Vec<(u64, u64)>, ProcError> {
-    let value = |v: Option<&str>| -> Result<u64, ProcError> {
-        match v {
-            Some("unlimited") => Ok(u64::MAX),
-            Some(n) => n.parse().map_err(|_| bad("limits", format!("value {n:?}"))),
-            None => Err(bad("limits", "missing value")),
-        }
+    let l = procfs::process::Limits::from_read(text.as_bytes())
+        .map_err(|e| bad("limits", e.to_string()))?;
+    let value = |v: &procfs::process::LimitValue| match v {
+        procfs::process::LimitValue::Unlimited => u64::MAX,
+        procfs::process::LimitValue::Value(n) => *n,
     };
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let rest = line
-                .get(26..)
-                .ok_or_else(|| bad("limits", format!("short line {line:?}")))?;
-            let mut cols = rest.split_whitespace();
-            Ok((value(cols.next())?, value(cols.next())?))
-        })
-        .collect()
+    // RLIMIT_CPU, FSIZE, DATA, STACK, CORE, RSS, NPROC, NOFILE, MEMLOCK, AS, LOCKS, SIGPENDING,
+    // MSGQUEUE, NICE, RTPRIO, RTTIME.
+    Ok([
+        &l.max_cpu_time,
+        &l.max_file_size,
+        &l.max_data_size,
+        &l.max_stack_size,
+        &l.max_core_file_size,
+        &l.max_resident_set,
+        &l.max_processes,
+        &l.max_open_files,
+        &l.max_locked_memory,
+        &l.max_address_space,
+        &l.max_file_locks,
+        &l.max_pending_signals,
+        &l.max_msgqueue_size,
+        &l.max_nice_priority,
+        &l.max_realtime_priority,
+        &l.max_realtime_timeout,
+    ]
+    .iter()
+    .map(|limit| (value(&limit.soft_limit), value(&limit.hard_limit)))
+    .collect())
 }
 
 /// One timer of `/proc/PID/timers`.
@@ -616,13 +595,14 @@ mod tests {
 
     #[test]
     fn limits_table() {
-        let l = parse_limits(
-            "Limit                     Soft Limit           Hard Limit           Units     \n\
-             Max cpu time              unlimited            unlimited            seconds   \n\
-             Max open files            1024                 524288               files     \n",
-        )
-        .unwrap();
-        assert_eq!(l, vec![(u64::MAX, u64::MAX), (1024, 524288)]);
+        let l = parse_limits(&read(std::process::id() as i32, "limits").unwrap()).unwrap();
+        assert_eq!(l.len(), 16);
+        let nofile =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(l[libc::RLIMIT_NOFILE as usize], nofile);
+        let stack =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_STACK).unwrap();
+        assert_eq!(l[libc::RLIMIT_STACK as usize], stack);
     }
 
     #[test]
@@ -641,11 +621,22 @@ mod tests {
 
     #[test]
     fn status_fields() {
-        let s = parse_status("Umask:\t0022\nThreads:\t1\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t10 20 \nNSpid:\t900\t5\nSeccomp:\t0\n").unwrap();
-        assert_eq!(s.umask, 0o22);
-        assert_eq!(s.uids, [1, 2, 3, 4]);
-        assert_eq!(s.groups, vec![10, 20]);
-        assert_eq!(s.ns_pid, 5);
+        let me = std::process::id() as i32;
+        let s = parse_status(&read(me, "status").unwrap()).unwrap();
+        let uid = nix::unistd::getresuid().unwrap();
+        assert_eq!(
+            s.uids[..3],
+            [
+                uid.real.as_raw(),
+                uid.effective.as_raw(),
+                uid.saved.as_raw()
+            ]
+        );
+        assert_eq!(s.ns_pid, me);
+        assert!(s.threads >= 1);
+        let mask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o22));
+        nix::sys::stat::umask(mask);
+        assert_eq!(s.umask, mask.bits());
     }
 
     #[test]

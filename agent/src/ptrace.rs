@@ -81,6 +81,26 @@ pub struct Tracee {
     new_thread: std::cell::Cell<Option<Pid>>,
 }
 
+/// Bytes of one record of [`Tracee::inject_batch`]: number, six arguments, result.
+pub const BATCH_RECORD: usize = 64;
+
+/// x86-64 code that runs the system calls described by records at `rbx` until a number of -1,
+/// storing each result in its record, then traps:
+///
+/// ```text
+///  0: mov rax, [rbx]        3: cmp rax, -1         7: je 45
+///  9: mov rdi, [rbx+8]     13: mov rsi, [rbx+16]  17: mov rdx, [rbx+24]
+/// 21: mov r10, [rbx+32]    25: mov r8, [rbx+40]   29: mov r9, [rbx+48]
+/// 33: syscall              35: mov [rbx+56], rax  39: add rbx, 64    43: jmp 0
+/// 45: int3
+/// ```
+pub const BATCH_CODE: [u8; 46] = [
+    0x48, 0x8b, 0x03, 0x48, 0x83, 0xf8, 0xff, 0x74, 0x24, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b,
+    0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c,
+    0x8b, 0x4b, 0x30, 0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48, 0x83, 0xc3, 0x40, 0xeb, 0xd3,
+    0xcc,
+];
+
 /// How injected system calls reach a `syscall` instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
@@ -335,6 +355,69 @@ impl Tracee {
             });
         }
         Ok(after.rax as i64)
+    }
+
+    /// Runs `calls` in one go: the task executes [`BATCH_CODE`] (written by the caller at
+    /// `code`, in an executable page of the task) over records written at `records`, 64 bytes
+    /// each, `(nr, six arguments, result)`, and a trap after the last. Returns each call's raw
+    /// result (`-errno` on failure). One stop instead of one per call: the dump asks the
+    /// process dozens of questions (every signal's action, every descriptor's owner).
+    pub fn inject_batch(
+        &self,
+        code: u64,
+        records: u64,
+        template: &libc::user_regs_struct,
+        calls: &[(i64, [u64; 6])],
+    ) -> Result<Vec<i64>, PtraceError> {
+        let mut buf = Vec::with_capacity(calls.len() * BATCH_RECORD + 8);
+        for (nr, args) in calls {
+            buf.extend_from_slice(&nr.to_le_bytes());
+            for a in args {
+                buf.extend_from_slice(&a.to_le_bytes());
+            }
+            buf.extend_from_slice(&(-1i64).to_le_bytes());
+        }
+        buf.extend_from_slice(&(-1i64).to_le_bytes());
+        self.write_mem(records, &buf)?;
+        let mut regs = *template;
+        regs.rip = code;
+        regs.rbx = records;
+        regs.orig_rax = u64::MAX;
+        self.set_regs(&regs)?;
+        ptrace::cont(self.pid, None).map_err(self.req("cont"))?;
+        loop {
+            match self.wait()? {
+                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+                // A stop signal or an interrupt arriving meanwhile: let the calls proceed.
+                WaitStatus::PtraceEvent(..) => {
+                    ptrace::cont(self.pid, None).map_err(self.req("resume"))?;
+                }
+                WaitStatus::Stopped(_, sig)
+                    if !matches!(sig, Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL) =>
+                {
+                    ptrace::cont(self.pid, None).map_err(self.req("resume"))?;
+                }
+                other => {
+                    return Err(PtraceError::Unexpected {
+                        pid: self.pid.as_raw(),
+                        status: format!("{other:?} in a batch of injected calls"),
+                    });
+                }
+            }
+        }
+        let after = self.regs()?;
+        let expect_rip = code + BATCH_CODE.len() as u64;
+        if after.rip != expect_rip {
+            return Err(PtraceError::Unexpected {
+                pid: self.pid.as_raw(),
+                status: format!("trap at {:#x}, expected {expect_rip:#x}", after.rip),
+            });
+        }
+        self.read_mem(records, &mut buf[..calls.len() * BATCH_RECORD])?;
+        Ok(buf
+            .chunks_exact(BATCH_RECORD)
+            .map(|r| i64::from_le_bytes(r[56..64].try_into().unwrap_or_default()))
+            .collect())
     }
 
     /// Like [`Tracee::inject_raw`], turning `-errno` results into errors named after `call`.

@@ -1,4 +1,5 @@
 /* attrs STATEDIR
+ * compat-object: process attributes: personality, nice, name, timer slack, affinity
  *
  * Sets process attributes and timers, then ticks. On SIGUSR1 it checks from inside that they
  * are all still in force and the timers still fire:

@@ -1,4 +1,5 @@
 /* The general victim: a counter in memory logged every 20 ms, a 32 MiB buffer with a known
+ * compat-object: anonymous memory, a file offset, a signal handler, umask, cwd, rlimits
  * checksum, a data file read partially whose offset must carry on, a SIGUSR1 handler, and
  * non-default umask, cwd and rlimits for the test to compare through /proc.
  *

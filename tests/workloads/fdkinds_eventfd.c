@@ -1,4 +1,5 @@
 /* eventfd: three counters that must read back exactly after a restore.
+ * compat-object: eventfd counters (plain, semaphore, 64-bit)
  *   plain     count 5, blocking, inherited across exec
  *   sem       EFD_SEMAPHORE | EFD_NONBLOCK, count 3: each read takes 1
  *   big       EFD_NONBLOCK | EFD_CLOEXEC, a count above 32 bits

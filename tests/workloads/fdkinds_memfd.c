@@ -1,4 +1,5 @@
 /* memfd, as descriptors and as mappings:
+ * compat-object: memfd descriptors and mappings
  *   shared   "ferry shared": 1 MiB with data at 0..8 KiB and at 512 KiB (the rest a hole),
  *            seals F_SEAL_SHRINK | F_SEAL_GROW, fd offset 1234, mapped MAP_SHARED read-write
  *   sealed   "ferry sealed": "constant" + zeros, seals F_SEAL_WRITE | F_SEAL_SEAL, mapped

@@ -1,4 +1,5 @@
 /* signalfd: SIGUSR2 and SIGRTMIN+1 are blocked and read through a non-blocking signalfd; a
+ * compat-object: signalfd with pending signals
  * second, blocking signalfd reads SIGRTMIN+2. Before it is ready the victim queues itself
  * SIGRTMIN+1 with value 77, left pending across the dump. Each check reads what is queued:
  *   ok checks=N usr2=U rt=R rt2=S rtval=V mask=M

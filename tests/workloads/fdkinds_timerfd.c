@@ -1,4 +1,5 @@
 /* timerfd: five timers whose expirations must keep coming at the right moments.
+ * compat-object: timerfd timers (relative, absolute, interval)
  *   tick     CLOCK_MONOTONIC, every 100 ms, read by the main loop (count "periodic")
  *   once     CLOCK_MONOTONIC, one-shot 3 s after start (relative): "fired once" when read
  *   wall     CLOCK_REALTIME, TFD_TIMER_ABSTIME one-shot at start + 5 s: "fired wall late_ms=L"

@@ -1,4 +1,5 @@
 /* Every kind of mapping the engine restores:
+ * compat-object: every kind of mapping
  *  - a private file mapping with two pages written (COW), the file itself untouched;
  *  - a shared file mapping: writes reach the file, and must still after a restore;
  *  - MAP_SHARED|MAP_ANONYMOUS memory;

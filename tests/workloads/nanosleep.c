@@ -1,4 +1,5 @@
 /* Sits in nanosleep (300 ms at a time) and logs a tick after each full sleep. A sleep that ends
+ * compat-object: a sleep interrupted by the checkpoint
  * early is a lost sleep: "BAD short sleep". EINTR (from SIGUSR1 or a restore that chose EINTR) is
  * answered by sleeping the rest up to the original deadline. */
 #include "common.h"

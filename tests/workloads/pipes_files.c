@@ -1,4 +1,5 @@
 /* Regular files shared through dup, a file deleted while open, and locks.
+ * compat-object: shared file offsets, a deleted file, locks
  *
  *   fds "shared" and 41 (dup) and 42 (dup2): one open file description at offset 1234;
  *   "other": a second open of the same file, at offset 99.

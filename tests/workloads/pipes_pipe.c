@@ -1,4 +1,5 @@
 /* Pipes with both ends in the process, and the bytes queued in them.
+ * compat-object: pipes with queued bytes
  *
  *   A: a pipe with a 256 KiB buffer holding 200000 bytes; its read end dup'd (same open file
  *      description) to fd 40, its write end also reopened through /proc (another description).

@@ -1,4 +1,6 @@
 /* seccomp STATEDIR filter|strict
+ * compat-object: a seccomp filter
+ * compat-args: filter
  *
  * filter: no_new_privs, then two stacked filters: the first denies getpriority(2) with EPERM,
  *         the second allows everything (so the order matters). SIGUSR1 reports

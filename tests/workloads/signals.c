@@ -1,4 +1,5 @@
 /* Signal state: SIGUSR1 runs on an alternate stack (SA_ONSTACK); SIGUSR2 has SA_SIGINFO|SA_RESTART
+ * compat-object: signal handlers, alternate stack, pending and blocked signals
  * and SIGWINCH in its sa_mask; SIGPIPE is ignored; SIGRTMIN+2, SIGRTMIN+3 and SIGWINCH are
  * blocked; SIGRTMIN+2 is pending twice for the thread (raise), SIGRTMIN+3 once for the process
  * (sigqueue with value 4242). Nothing is checked before the checkpoint, so that the pending

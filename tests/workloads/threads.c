@@ -1,4 +1,6 @@
 /* threads STATEDIR NTHREADS
+ * compat-object: threads with their own state
+ * compat-args: 4
  *
  * Worker threads share a mutex and condition variable, keep a counter in TLS that must match
  * a shared one, check their TID never changes, and keep their own signal mask (odd workers

@@ -1,4 +1,5 @@
 /* Drops to uid/gid 65534 with groups {65534, 100} (after opening its files as root), then
+ * compat-object: unprivileged uid/gid and groups
  * counts. SIGUSR1: "ok pid=P counter=N uid=65534" when getresuid/getresgid/getgroups still say
  * so, else "BAD ...". */
 #include "common.h"

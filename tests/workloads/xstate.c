@@ -1,4 +1,5 @@
 /* Keeps known values in vector registers (ymm0-ymm14; with AVX-512 also zmm16-zmm31 and
+ * compat-object: vector registers (AVX)
  * k2-k7) and a non-default MXCSR inside an assembly loop that makes no system call and compares
  * them against memory on every iteration. A checkpoint lands inside that loop. SIGUSR1 ends the
  * loop: "ok xstate iters=N avx512=0|1", or "BAD xstate reg=R" (R: 0-14 ymm, 16-31 zmm,

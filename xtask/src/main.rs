@@ -28,6 +28,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The conformance suite: one small C victim per kernel object (tests/compat/), each dumped,
+    /// restored with the checker on, and checking itself; a table and `N passed, M failed`.
+    Compat {
+        /// Run only the victims whose name contains one of these.
+        filters: Vec<String>,
+    },
     /// Two test hosts: a counting process in this terminal moves from h1 to h2 and back
     /// (`--local`: dump, inspect and restore it on this machine instead).
     Demo {
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Test { args } => test::run(&args),
+        Cmd::Compat { filters } => test::compat(&filters),
         Cmd::Demo { local } => if local {
             demo::run()
         } else {

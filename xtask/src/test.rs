@@ -53,6 +53,25 @@ pub fn run(cargo_test_args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
+/// `cargo xtask compat`: build, then run the conformance suite (`ferry-compat`, a binary of the
+/// test crate) against the freshly built `ferry`.
+pub fn compat(filters: &[String]) -> Result<ExitCode> {
+    util::require_tools(&["cc"])?;
+    util::run(util::cargo().args(["build", "--workspace", "--bins"]))?;
+    util::link_migrate("debug")?;
+    let bin = util::target_dir().join("debug");
+    let status = std::process::Command::new(bin.join("ferry-compat"))
+        .args(filters)
+        .env("FERRY_BIN", bin.join("ferry"))
+        .status()
+        .context("cannot start ferry-compat")?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Sums of the `test result:` lines of every test binary.
 #[derive(Debug, Default)]
 struct Totals {

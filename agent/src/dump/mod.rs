@@ -839,47 +839,56 @@ fn inject_queries(
 
     let page = 4096u64;
     let locked_before = mm::locked_kb(leader.pid())?;
-    let scratch = leader.inject(
-        entry,
-        regs,
-        "mmap",
-        libc::SYS_mmap,
-        [
-            0,
-            page,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-            u64::MAX,
-            0,
-        ],
-    )?;
+    // The scratch area: page 0 for single calls' answers; with execute permission (refused
+    // under memory-deny-write-execute) page 1 holds the batch code and its records, pages 2–3
+    // the batched calls' answers.
+    let map = |len: u64, prot: i32| {
+        leader.inject_raw(
+            entry,
+            regs,
+            libc::SYS_mmap,
+            [
+                0,
+                len,
+                prot as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+    };
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let (scratch, scratch_len, batched) = match map(4 * page, rw | libc::PROT_EXEC)? {
+        r if (-4095..0).contains(&r) => {
+            let r = map(page, rw)?;
+            if (-4095..0).contains(&r) {
+                return Err(PtraceError::Syscall {
+                    call: "mmap",
+                    pid: leader.pid().as_raw(),
+                    source: nix::errno::Errno::from_raw(-r as i32),
+                }
+                .into());
+            }
+            (r as u64, page, false)
+        }
+        r => (r as u64, 4 * page, true),
+    };
     let result = (|| -> Result<Injected, DumpError> {
         // First, while the scratch page is as its mmap left it.
         let mm_flags = mm::query_flags(leader, entry, regs, scratch, locked_before)?;
-        let mut actions = Vec::with_capacity(62);
-        let mut buf = [0u8; 32];
-        for sig in 1..=64u32 {
-            if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
-                continue;
-            }
-            leader.inject(
-                entry,
+        let batch = if batched {
+            leader.write_mem(scratch + page, &crate::ptrace::BATCH_CODE)?;
+            Some(Batch {
+                tracee: leader,
                 regs,
-                "rt_sigaction",
-                libc::SYS_rt_sigaction,
-                [u64::from(sig), 0, scratch, 8, 0, 0],
-            )?;
-            leader.read_mem(scratch, &mut buf)?;
-            let w =
-                |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-            actions.push(SigactionState {
-                signo: sig,
-                handler: w(0),
-                flags: w(1),
-                restorer: w(2),
-                mask: w(3),
-            });
-        }
+                code: scratch + page,
+                records: scratch + page + 64,
+                out: scratch + 2 * page,
+            })
+        } else {
+            None
+        };
+        let actions = sigactions(leader, entry, regs, scratch, batch.as_ref())?;
         let brk = leader.inject(entry, regs, "brk", libc::SYS_brk, [0; 6])?;
         let personality = leader.inject(
             entry,
@@ -920,10 +929,13 @@ fn inject_queries(
             });
         }
         let attrs = attrs::query(leader, entry, regs, scratch)?;
-        let mut fd_owners = Vec::with_capacity(fds.len());
-        for &fd in fds {
-            fd_owners.push(fd_owner(leader, entry, regs, scratch, fd)?);
-        }
+        let fd_owners = match &batch {
+            Some(b) => fd_owners_batched(b, fds)?,
+            None => fds
+                .iter()
+                .map(|&fd| fd_owner(leader, entry, regs, scratch, fd))
+                .collect::<Result<_, _>>()?,
+        };
         Ok(Injected {
             attrs,
             mm_flags,
@@ -939,10 +951,144 @@ fn inject_queries(
         regs,
         "munmap",
         libc::SYS_munmap,
-        [scratch, page, 0, 0, 0, 0],
+        [scratch, scratch_len, 0, 0, 0, 0],
     )?;
     frozen.restore_tasks()?;
     result
+}
+
+/// A batch of injected calls in the scratch area (see [`Tracee::inject_batch`]).
+struct Batch<'a> {
+    tracee: &'a Tracee,
+    regs: &'a libc::user_regs_struct,
+    code: u64,
+    records: u64,
+    /// Two pages for the calls' answers.
+    out: u64,
+}
+
+impl Batch<'_> {
+    /// Records that fit between the records' start and the end of the code page.
+    const MAX: usize = (4096 - 64) / crate::ptrace::BATCH_RECORD - 1;
+
+    fn run(&self, calls: &[(i64, [u64; 6])]) -> Result<Vec<i64>, DumpError> {
+        let mut out = Vec::with_capacity(calls.len());
+        for chunk in calls.chunks(Self::MAX) {
+            out.extend(
+                self.tracee
+                    .inject_batch(self.code, self.records, self.regs, chunk)?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Every signal's action (`rt_sigaction` of 1–64 but SIGKILL and SIGSTOP), asked of the
+/// process: in one batch when there is one, else one call each.
+fn sigactions(
+    leader: &Tracee,
+    entry: Entry,
+    regs: &libc::user_regs_struct,
+    scratch: u64,
+    batch: Option<&Batch<'_>>,
+) -> Result<Vec<SigactionState>, DumpError> {
+    const SIZE: usize = 32;
+    let sigs: Vec<u32> = (1..=64u32)
+        .filter(|&s| s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32)
+        .collect();
+    let mut raw = vec![0u8; sigs.len() * SIZE];
+    match batch {
+        Some(b) => {
+            let calls: Vec<(i64, [u64; 6])> = sigs
+                .iter()
+                .enumerate()
+                .map(|(i, &sig)| {
+                    let at = b.out + (i * SIZE) as u64;
+                    (libc::SYS_rt_sigaction, [u64::from(sig), 0, at, 8, 0, 0])
+                })
+                .collect();
+            for (r, sig) in b.run(&calls)?.into_iter().zip(&sigs) {
+                if (-4095..0).contains(&r) {
+                    return Err(PtraceError::Syscall {
+                        call: "rt_sigaction",
+                        pid: leader.pid().as_raw(),
+                        source: nix::errno::Errno::from_raw(-r as i32),
+                    }
+                    .into());
+                }
+                let _ = sig;
+            }
+            leader.read_mem(b.out, &mut raw)?;
+        }
+        None => {
+            for (i, &sig) in sigs.iter().enumerate() {
+                leader.inject(
+                    entry,
+                    regs,
+                    "rt_sigaction",
+                    libc::SYS_rt_sigaction,
+                    [u64::from(sig), 0, scratch, 8, 0, 0],
+                )?;
+                leader.read_mem(scratch, &mut raw[i * SIZE..(i + 1) * SIZE])?;
+            }
+        }
+    }
+    Ok(sigs
+        .iter()
+        .zip(raw.chunks_exact(SIZE))
+        .map(|(&sig, buf)| {
+            let w = |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+            SigactionState {
+                signo: sig,
+                handler: w(0),
+                flags: w(1),
+                restorer: w(2),
+                mask: w(3),
+            }
+        })
+        .collect())
+}
+
+/// [`fd_owner`] of every descriptor, in batches: `F_GETOWN_EX` into 8 bytes of the answer
+/// pages and `F_GETSIG` for each.
+fn fd_owners_batched(b: &Batch<'_>, fds: &[i32]) -> Result<Vec<FdOwner>, DumpError> {
+    // Answers for up to 1024 descriptors fit in the two pages.
+    let mut owners = Vec::with_capacity(fds.len());
+    for chunk in fds.chunks(1024) {
+        b.tracee.write_mem(b.out, &vec![0u8; chunk.len() * 8])?;
+        let mut calls = Vec::with_capacity(chunk.len() * 2);
+        for (i, &fd) in chunk.iter().enumerate() {
+            let at = b.out + (i * 8) as u64;
+            calls.push((
+                libc::SYS_fcntl,
+                [fd as u64, sys::F_GETOWN_EX as u64, at, 0, 0, 0],
+            ));
+            calls.push((libc::SYS_fcntl, [fd as u64, sys::F_GETSIG as u64, 0, 0, 0, 0]));
+        }
+        let results = b.run(&calls)?;
+        let mut ex = vec![0u8; chunk.len() * 8];
+        b.tracee.read_mem(b.out, &mut ex)?;
+        for (i, r) in results.chunks_exact(2).enumerate() {
+            for (call, &v) in ["fcntl(F_GETOWN_EX)", "fcntl(F_GETSIG)"].iter().zip(r) {
+                if (-4095..0).contains(&v) {
+                    return Err(PtraceError::Syscall {
+                        call,
+                        pid: b.tracee.pid().as_raw(),
+                        source: nix::errno::Errno::from_raw(-v as i32),
+                    }
+                    .into());
+                }
+            }
+            let kind = u32::from_le_bytes(ex[i * 8..i * 8 + 4].try_into().unwrap_or_default());
+            let pid = i32::from_le_bytes(ex[i * 8 + 4..i * 8 + 8].try_into().unwrap_or_default());
+            owners.push(FdOwner {
+                kind: if pid == 0 { 0 } else { kind },
+                pid,
+                sig: r[1] as u32,
+            });
+        }
+    }
+    Ok(owners)
 }
 
 /// `F_GETOWN_EX` and `F_GETSIG` of descriptor `fd`, asked of the process (the owner's id is

@@ -217,11 +217,9 @@ pub fn before_creds(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreErr
         libc::SYS_prctl,
         [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0],
     )?;
-    let last: u64 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    for cap in 0..=last.min(63) {
+    // The capabilities this kernel knows (the `caps` crate asks it).
+    let known = caps::runtime::thread_all_supported();
+    for cap in known.iter().map(|c| u64::from(c.index())) {
         if a.caps[3] & (1 << cap) == 0 {
             // EINVAL for a capability this kernel does not know is harmless.
             let _ = inj.call_raw(
