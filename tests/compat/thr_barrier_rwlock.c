@@ -26,8 +26,8 @@ static void *reader(void *a)
 	(void)a;
 	pthread_rwlock_rdlock(&rw);
 	for (;;)
-	return NULL;
 		pause();
+	return NULL;
 }
 
 static const char *check(void)

@@ -30,8 +30,8 @@ static void *waiter(void *a)
 		while (gen == g)
 			pthread_cond_wait(&cv, &m);
 		ack = gen;
-	return NULL;
 	}
+	return NULL;
 }
 
 static const char *check(void)
