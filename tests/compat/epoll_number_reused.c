@@ -2,4 +2,4 @@
  *
  * compat-object: epoll entries whose descriptor number was closed or reused (two entries under one number)
  */
-#include "proc_epoll_reused.c"
+#include "../workloads/proc_epoll_reused.c"

@@ -2,4 +2,4 @@
  *
  * compat-object: a process that unmapped its vDSO
  */
-#include "proc_no_vdso.c"
+#include "../workloads/proc_no_vdso.c"

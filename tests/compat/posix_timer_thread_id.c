@@ -2,4 +2,4 @@
  *
  * compat-object: POSIX timer signalling one thread (SIGEV_THREAD_ID)
  */
-#include "proc_timer_thread.c"
+#include "../workloads/proc_timer_thread.c"

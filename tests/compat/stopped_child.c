@@ -3,4 +3,4 @@
  * compat-object: a child stopped by SIGSTOP (job control), its parent's SIGCHLD and waitpid view
  * compat-dump-args: --tree
  */
-#include "proc_stopped_child.c"
+#include "../workloads/proc_stopped_child.c"

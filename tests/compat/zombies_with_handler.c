@@ -3,4 +3,4 @@
  * compat-object: zombie children not reaped yet by a parent with a SIGCHLD handler
  * compat-dump-args: --tree
  */
-#include "proc_zombie_handler.c"
+#include "../workloads/proc_zombie_handler.c"

@@ -100,6 +100,10 @@ int main(int argc, char **argv)
 	}
 	if (exited < 0 || killed < 0 || alive_child < 0)
 		fr_die("fork");
+	/* One SIGCHLD at a time: two ends close together would give one signal (standard
+	 * signals do not queue), and the handler would never count two. */
+	while (state_of(exited) != 'Z' || (!blocked && sigchld < 1))
+		usleep(1000);
 	kill(killed, SIGTERM);
 	while (sigchld < want || state_of(exited) != 'Z' || state_of(killed) != 'Z')
 		usleep(1000);

@@ -115,6 +115,8 @@ pub fn query(
             overrun,
         });
     }
+    // `/proc/PID/timers` lists them in the kernel's hash order, which a restore changes.
+    posix_timers.sort_by_key(|t| t.id);
     Ok(Queried {
         dumpable,
         pdeathsig,

@@ -26,7 +26,9 @@ use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use ferry_tests::{Spawn, TestCtx, Victim, alive, read_lines, setup, target_dir, workspace_root};
+use ferry_tests::{
+    Spawn, TestCtx, Victim, alive, my_children, read_lines, setup, target_dir, workspace_root,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -301,6 +303,7 @@ fn exercise(ctx: &TestCtx, case: &Case, victim: &mut Victim) -> Outcome {
         Ok(line) => return fail("before dump", line),
         Err(why) => return fail("before dump", why),
     }
+    let members = descendants(victim.pid);
     let image = ctx.path(&format!("{}.ferry", case.name));
     let pid = victim.pid.to_string();
     let mut args = vec!["dump".to_owned(), pid, "-o".to_owned()];
@@ -322,9 +325,32 @@ fn exercise(ctx: &TestCtx, case: &Case, victim: &mut Victim) -> Outcome {
     if let Err(why) = attempt(|| victim.reap_killed()) {
         return fail("dump", why);
     }
-    if let Err(why) = attempt(|| victim.restore(ctx, &image, &[])) {
-        return fail("restore", why);
+    // The members of a dumped tree were reparented to us as they died: reap them, so their
+    // PIDs are free again.
+    for pid in &members {
+        ferry_tests::kill_and_reap(*pid);
     }
+    let before = my_children();
+    let restore = match attempt(|| ctx.ferry(&["restore".as_ref(), image.as_os_str()])) {
+        Ok(out) => out,
+        Err(why) => return fail("restore", why),
+    };
+    for pid in my_children().difference(&before) {
+        victim.track(*pid);
+    }
+    if !restore.status.success() {
+        return fail("restore", error_line(&restore.stderr));
+    }
+    // `restored pid N`, for a tree followed by ` and its descendants …`.
+    let Some(pid) = restore
+        .stdout
+        .strip_prefix("restored pid ")
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<i32>().ok())
+    else {
+        return fail("restore", format!("unexpected output {:?}", restore.stdout));
+    };
+    victim.restored_as(pid);
     let tick = victim.last_tick();
     match answer(victim) {
         Ok(line) if line.starts_with("ok") => {}
