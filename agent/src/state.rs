@@ -79,6 +79,10 @@ pub struct AttrsState {
     /// The signal of the group stop the process was in (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`,
     /// `SIGTTOU`: stopped by job control, state `T`); 0 when it was not stopped.
     pub stop_signal: u32,
+    /// `membarrier(2)` private expedited registrations of its mm, as the `REGISTER` commands
+    /// that made them (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED` 16, `_SYNC_CORE` 64,
+    /// `_RSEQ` 256, or-ed).
+    pub membarrier: u32,
 }
 
 /// A session leader's controlling terminal.

@@ -109,3 +109,19 @@ fn a_process_without_its_vdso_comes_back_without() {
         v.assert_ticks_continuous();
     }
 }
+
+/// membarrier(2) private expedited registrations (and RSEQ where the kernel has it) are made
+/// again; an unregistered kind stays unregistered. Before, the restored process got EPERM.
+#[test]
+fn membarrier_registrations_survive() {
+    let Some(ctx) = setup("process-membarrier") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "proc_membarrier", &[]);
+    let ok = v.check();
+    let img = image_path(&ctx, "membarrier");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    assert_eq!(v.check(), ok);
+    v.assert_ticks_continuous();
+}

@@ -33,6 +33,7 @@ use crate::state::{
 use crate::sys;
 use freeze::Frozen;
 
+pub use attrs::MEMBARRIER_PRIVATE;
 pub use files::{DEFAULT_MAX_DELETED_FILE_SIZE, STORED_BUDGET};
 pub use mm::identity_of;
 pub use sockets::SocketOptions;

@@ -503,6 +503,7 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
         stop_signal: a.stop_signal,
+        membarrier: a.membarrier,
         cgroups: a
             .cgroups
             .iter()
@@ -573,6 +574,7 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
         stop_signal: a.stop_signal,
+        membarrier: a.membarrier,
         cgroups: a
             .cgroups
             .into_iter()

@@ -504,6 +504,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 fg_pgid: 4242,
             }),
             stop_signal: 20,
+            membarrier: 16 | 256,
         },
         sysv_shm: vec![SysvShmState {
             id: 3,

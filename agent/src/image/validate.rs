@@ -481,6 +481,12 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
             ManifestProblem::UnknownEnum(a.stop_signal as i32),
         ));
     }
+    if a.membarrier & !(16 | 64 | 256) != 0 {
+        return Err(err(
+            "attrs.membarrier",
+            ManifestProblem::UnknownEnum(a.membarrier as i32),
+        ));
+    }
     cap_count("attrs.posix_timers", a.posix_timers.len(), MAX_POSIX_TIMERS)?;
     for (i, t) in a.posix_timers.iter().enumerate() {
         check_range(format!("attrs.posix_timers[{i}].id"), t.id, 0, i32::MAX)?;

@@ -430,6 +430,17 @@ fn restore_process_attrs(
     state: &ProcessState,
     setsid: bool,
 ) -> Result<(), RestoreError> {
+    // Registrations belong to the mm, which is the image's from here on.
+    for (_, register) in crate::dump::MEMBARRIER_PRIVATE {
+        if state.attrs.membarrier & register != 0 {
+            inj.call_raw(libc::SYS_membarrier, [u64::from(register), 0, 0, 0, 0, 0])?
+                .map_err(|e| {
+                    RestoreError::Layout(format!(
+                        "membarrier registration (MEMBARRIER_CMD {register}) not made again: {e}"
+                    ))
+                })?;
+        }
+    }
     let cwd = inj.put_path(&state.cwd)?;
     inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
         .map_err(|e| RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd)))?;
