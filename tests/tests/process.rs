@@ -125,3 +125,50 @@ fn membarrier_registrations_survive() {
     assert_eq!(v.check(), ok);
     v.assert_ticks_continuous();
 }
+
+/// Processes that share a descriptor table, a filesystem context or an address space without
+/// being threads (clone without CLONE_THREAD) are refused, naming what they share: the
+/// restore would make each its own, silently. Before, the dump went through and the restored
+/// child's open() no longer showed in its parent's table.
+#[test]
+fn processes_sharing_tables_are_refused_by_name() {
+    let Some(ctx) = setup("process-clone-shared") else {
+        return;
+    };
+    for (kind, what) in [
+        ("files", "file descriptor table"),
+        ("fs", "filesystem context"),
+        ("vm", "address space"),
+    ] {
+        let v = Victim::c(&ctx, "proc_clone_files", &[kind]);
+        v.check();
+        let img = image_path(&ctx, &format!("clone-{kind}"));
+        let pid = v.pid.to_string();
+        let out = ctx.ferry(&["dump", "--tree", &pid, "-o", img.to_str().unwrap()]);
+        out.assert_failed();
+        assert!(
+            out.stderr.contains(&format!("shares its {what}"))
+                && out.stderr.contains("with its child"),
+            "{kind}: {}",
+            out.stderr
+        );
+        // Nothing was touched: the pair still shares.
+        v.check();
+        // Dumped alone, the child is refused the same way (naming its parent).
+        let child =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let child = child
+            .split_whitespace()
+            .next()
+            .expect("the child")
+            .to_owned();
+        let out = ctx.ferry(&["dump", &child, "-o", img.to_str().unwrap()]);
+        out.assert_failed();
+        assert!(
+            out.stderr.contains(&format!("shares its {what}"))
+                && out.stderr.contains(&format!("with its parent pid {pid}")),
+            "{kind}: {}",
+            out.stderr
+        );
+    }
+}

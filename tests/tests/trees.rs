@@ -341,7 +341,11 @@ fn check(dir: &Path, pid: i32) -> String {
     let line = wait_until(VICTIM_TIMEOUT, "an answer to SIGUSR1", || {
         answers(dir).get(before).cloned()
     });
-    assert!(line.starts_with("ok"), "pid {pid}: {line}");
+    assert!(
+        line.starts_with("ok"),
+        "pid {pid}: {line}; status: {:?}",
+        read_lines(&dir.join("status"))
+    );
     line
 }
 
