@@ -605,6 +605,11 @@ pub enum FdKind {
     },
     /// A socket (Unix, UDP or TCP).
     Socket(SocketState),
+    /// A pidfd of the process itself or of another process of the tree (a zombie included).
+    Pidfd {
+        /// The PID it refers to, as the process sees it.
+        pid: i32,
+    },
     /// An eventfd.
     Eventfd {
         /// The counter.

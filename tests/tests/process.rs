@@ -172,3 +172,34 @@ fn processes_sharing_tables_are_refused_by_name() {
         );
     }
 }
+
+/// A pidfd of a process outside the tree, or of one already reaped, cannot be made again:
+/// refused, naming the descriptor and what it refers to.
+#[test]
+fn pidfds_that_cannot_be_made_again_are_refused() {
+    let Some(ctx) = setup("process-pidfd-refused") else {
+        return;
+    };
+    for (mode, want) in [
+        ("outside", "which is outside the process tree"),
+        (
+            "reaped",
+            "a pidfd of a process that has exited and been reaped",
+        ),
+    ] {
+        let v = Victim::c(&ctx, "proc_pidfd", &[mode]);
+        let line = v.wait_status("the extra pidfd", |l| l.starts_with(mode));
+        let fd = field(&line, "fd").unwrap().to_owned();
+        v.check();
+        let img = image_path(&ctx, &format!("pidfd-{mode}"));
+        let pid = v.pid.to_string();
+        let out = ctx.ferry(&["dump", "--tree", &pid, "-o", img.to_str().unwrap()]);
+        out.assert_failed();
+        assert!(
+            out.stderr.contains(&format!("fd {fd}: ")) && out.stderr.contains(want),
+            "{mode}: {}",
+            out.stderr
+        );
+        v.check();
+    }
+}

@@ -865,3 +865,30 @@ fn zombies_with_handler(name: &str, args: &[&str]) {
     let after = check(&dir, root);
     assert_eq!(after, before);
 }
+
+/// pidfds of the process itself, of a live child and of a zombie child come back naming the
+/// same processes (fdinfo, signal 0, poll, waitid P_PIDFD). Before, the dump refused "pidfd".
+#[test]
+fn pidfds_of_itself_a_child_and_a_zombie_survive() {
+    let Some(ctx) = setup("trees-pidfd") else {
+        return;
+    };
+    let dir = ctx.path("pidfd");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut cmd = Command::new(workload("proc_pidfd"));
+    cmd.arg(&dir);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    wait_until(VICTIM_TIMEOUT, "the pidfds", || {
+        read_lines(&dir.join("status"))
+            .iter()
+            .any(|l| l.starts_with("ready"))
+            .then_some(())
+    });
+    tree.rescan();
+    let root = tree.root();
+    let before = check(&dir, root);
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    assert_eq!(check(&dir, root), before);
+}

@@ -326,6 +326,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
             semaphore: *semaphore,
         }),
         FdKind::Signalfd { mask } => Kind::SignalfdMask(*mask),
+        FdKind::Pidfd { pid } => Kind::PidfdPid(*pid),
         FdKind::Timerfd(t) => Kind::Timerfd(pb::Timerfd {
             clockid: t.clockid,
             settime_flags: t.settime_flags,
@@ -935,6 +936,7 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
             semaphore: e.semaphore,
         },
         Kind::SignalfdMask(mask) => FdKind::Signalfd { mask },
+        Kind::PidfdPid(pid) => FdKind::Pidfd { pid },
         Kind::Timerfd(t) => FdKind::Timerfd(TimerfdState {
             clockid: t.clockid,
             settime_flags: t.settime_flags,

@@ -1080,6 +1080,9 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                 MAX_EVENTFD_COUNT,
             )?,
             FdKind::Signalfd { .. } | FdKind::Memfd { .. } => {}
+            FdKind::Pidfd { pid } => {
+                check_range(format!("{}.pidfd_pid", field()), *pid, 1, MAX_PID)?
+            }
             FdKind::Timerfd(t) => {
                 if !TIMERFD_CLOCKS.contains(&t.clockid) {
                     return Err(err(

@@ -293,12 +293,13 @@ pub fn plan_with(
                         kind: f.kind.clone(),
                     }
                 }
-                FdKind::Eventfd { .. } | FdKind::Signalfd { .. } | FdKind::Timerfd(_) => {
-                    Action::Injected {
-                        flags: f.flags,
-                        kind: f.kind.clone(),
-                    }
-                }
+                FdKind::Eventfd { .. }
+                | FdKind::Signalfd { .. }
+                | FdKind::Timerfd(_)
+                | FdKind::Pidfd { .. } => Action::Injected {
+                    flags: f.flags,
+                    kind: f.kind.clone(),
+                },
                 // Replaced below, once the memfds exist.
                 FdKind::Memfd { .. } => Action::Inherit,
             }
