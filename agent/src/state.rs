@@ -438,6 +438,10 @@ pub struct VmaState {
     /// Present pages whose contents are stored in the page stream, as sorted, non-overlapping,
     /// non-adjacent runs inside `[start, end)`.
     pub pages: Vec<PageRun>,
+    /// KiB of a private anonymous area mapped by other processes too (smaps `Shared_Clean` +
+    /// `Shared_Dirty`): pages shared copy-on-write since a `fork`. The restore does not make
+    /// that sharing again yet (each process gets its own copy); the checker names the change.
+    pub cow_shared_kb: u64,
 }
 
 impl VmaState {

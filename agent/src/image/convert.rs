@@ -194,6 +194,7 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         growsdown: v.growsdown,
         maywrite: v.maywrite,
         flags: v.flags,
+        cow_shared_kb: v.cow_shared_kb,
         pages: v
             .pages
             .iter()
@@ -861,6 +862,7 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         growsdown: v.growsdown,
         maywrite: v.maywrite,
         flags: v.flags,
+        cow_shared_kb: v.cow_shared_kb,
         pages: v
             .pages
             .into_iter()

@@ -569,18 +569,14 @@ pub fn restore(
             if close_tmp {
                 inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
             }
-        } else if *cloexec {
+        } else {
+            // Made at its number already: the flag as the image says, whatever the call that
+            // made it set (pidfd_getfd and pidfd_open always set close-on-exec).
+            let flag = if *cloexec { libc::FD_CLOEXEC as u64 } else { 0 };
             inj.call(
                 "fcntl",
                 libc::SYS_fcntl,
-                [
-                    fd as u64,
-                    libc::F_SETFD as u64,
-                    libc::FD_CLOEXEC as u64,
-                    0,
-                    0,
-                    0,
-                ],
+                [fd as u64, libc::F_SETFD as u64, flag, 0, 0, 0],
             )
             .map_err(err("set close-on-exec".into()))?;
         }

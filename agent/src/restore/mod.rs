@@ -240,6 +240,7 @@ pub fn restore_with<R: Read + Send>(
         .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
     // The restorer's own memfds, which the task's descriptors and mappings open.
     let memfds = fdkinds::Memfds::create(&[&state])?;
+    cow_warning(&[&state], &mut warnings);
     // Every file the process needs is checked before a task exists.
     let fd_plan = files::plan_with(
         &state,
@@ -408,6 +409,22 @@ pub fn restore_with<R: Read + Send>(
         checked,
         stopped: state.attrs.stop_signal != 0,
     })
+}
+
+/// The warning for memory a process shared copy-on-write with others (after a `fork`), which
+/// comes back as its own copy.
+pub(crate) fn cow_warning(states: &[&ProcessState], warnings: &mut Vec<String>) {
+    let kb: u64 = states
+        .iter()
+        .flat_map(|s| &s.mm.vmas)
+        .map(|v| v.cow_shared_kb)
+        .sum();
+    if kb > 0 {
+        warnings.push(format!(
+            "{kb} KiB of memory shared copy-on-write between processes (after fork) comes back \
+             as private copies: the sharing is not restored yet"
+        ));
+    }
 }
 
 /// Waits until the process, let go with a `SIGSTOP` queued, is in its group stop (state `T`):

@@ -74,6 +74,7 @@ pub fn restore_tree<R: Read + Send>(
     // memfds once for the whole tree: a memfd several processes held is one file again.
     let members: Vec<&ProcessState> = procs.iter().collect();
     let memfds = fdkinds::Memfds::create(&members)?;
+    super::cow_warning(&members, &mut warnings);
     // Socketpairs between processes, made once; each plan takes its ends.
     let mut tree_socks = sockets::tree_pairs(&tree)?;
     let plans = procs
