@@ -955,3 +955,42 @@ fn copy_on_write_sharing_lost_is_named() {
     );
     assert_eq!(check(&dir, root), ok);
 }
+
+/// A child's descriptors shared with its parent come back with their close-on-exec flag when
+/// the copy lands at its own number (its stdout and stderr one description, as after `2>&1`):
+/// pidfd_getfd sets the flag, which the restore must clear. Before, the checker refused the
+/// restore (fds[3].cloexec: image false, restored true).
+#[test]
+fn shared_descriptors_keep_their_close_on_exec_flag() {
+    let Some(ctx) = setup("trees-cloexec") else {
+        return;
+    };
+    let dir = ctx.path("cloexec");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let out = File::create(ctx.path("tree.out")).expect("create the output file");
+    let err = out.try_clone().expect("dup the output file");
+    let child = Command::new(workload("proc_cow"))
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start the victim");
+    let mut tree = Tree {
+        pids: vec![i32::try_from(child.id()).expect("pid fits i32")],
+    };
+    drop(child);
+    wait_until(VICTIM_TIMEOUT, "the child", || {
+        read_lines(&dir.join("status"))
+            .iter()
+            .any(|l| l.starts_with("ready"))
+            .then_some(())
+    });
+    tree.rescan();
+    let root = tree.root();
+    let ok = check(&dir, root);
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    assert_eq!(check(&dir, root), ok);
+}
