@@ -994,3 +994,31 @@ fn shared_descriptors_keep_their_close_on_exec_flag() {
     tree.restore(&ctx, &image, root);
     assert_eq!(check(&dir, root), ok);
 }
+
+/// A memfd whose only descriptor a child holds, mapped shared by its parent: one object
+/// after the restore (the child's pwrite shows in the parent's mapping).
+#[test]
+fn memfd_held_by_a_child_stays_one_object() {
+    let Some(ctx) = setup("trees-memfd-child") else {
+        return;
+    };
+    let dir = ctx.path("memfd");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut cmd = Command::new(workload("proc_memfd_child"));
+    cmd.arg(&dir);
+    let mut tree = Tree::spawn(&ctx, cmd);
+    wait_until(VICTIM_TIMEOUT, "the child", || {
+        read_lines(&dir.join("status"))
+            .iter()
+            .any(|l| l.starts_with("ready"))
+            .then_some(())
+    });
+    tree.rescan();
+    let root = tree.root();
+    check(&dir, root);
+    let image = ctx.path("tree.img");
+    tree.dump(&ctx, &image);
+    tree.restore(&ctx, &image, root);
+    let ok = check(&dir, root);
+    assert_eq!(field(&ok, "round"), Some("2"), "{ok}");
+}
