@@ -146,6 +146,29 @@ pub fn parse_smaps_vmflags(text: &str) -> Vec<(u64, Vec<String>)> {
     out
 }
 
+/// `Shared_Clean` + `Shared_Dirty` (KiB) of each mapping of `/proc/PID/smaps`, by start.
+pub fn parse_smaps_shared(text: &str) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line
+            .strip_prefix("Shared_Clean:")
+            .or_else(|| line.strip_prefix("Shared_Dirty:"))
+        {
+            let kb: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            if let Some(last) = out.last_mut() {
+                last.1 += kb;
+            }
+        } else if let Some((first, _)) = line.split_once(' ')
+            && !first.ends_with(':')
+            && let Some((s, _)) = first.split_once('-')
+            && let Ok(start) = u64::from_str_radix(s, 16)
+        {
+            out.push((start, 0));
+        }
+    }
+    out
+}
+
 /// The fields of `/proc/PID/stat` the engine uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[allow(missing_docs)]

@@ -82,6 +82,10 @@ pub struct AttrsState {
     /// The signal of the group stop the process was in (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`,
     /// `SIGTTOU`: stopped by job control, state `T`); 0 when it was not stopped.
     pub stop_signal: u32,
+    /// `membarrier(2)` private expedited registrations of its mm, as the `REGISTER` commands
+    /// that made them (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED` 16, `_SYNC_CORE` 64,
+    /// `_RSEQ` 256, or-ed).
+    pub membarrier: u32,
 }
 
 /// A session leader's controlling terminal.
@@ -437,6 +441,10 @@ pub struct VmaState {
     /// Present pages whose contents are stored in the page stream, as sorted, non-overlapping,
     /// non-adjacent runs inside `[start, end)`.
     pub pages: Vec<PageRun>,
+    /// KiB of a private anonymous area mapped by other processes too (smaps `Shared_Clean` +
+    /// `Shared_Dirty`): pages shared copy-on-write since a `fork`. The restore does not make
+    /// that sharing again yet (each process gets its own copy); the checker names the change.
+    pub cow_shared_kb: u64,
 }
 
 impl VmaState {
@@ -622,6 +630,11 @@ pub enum FdKind {
     },
     /// A socket (Unix, UDP or TCP).
     Socket(SocketState),
+    /// A pidfd of the process itself or of another process of the tree (a zombie included).
+    Pidfd {
+        /// The PID it refers to, as the process sees it.
+        pid: i32,
+    },
     /// An eventfd.
     Eventfd {
         /// The counter.

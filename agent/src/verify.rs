@@ -163,6 +163,12 @@ pub fn compare(
     let (image, restored) = (&mut image, &mut restored);
     note(
         expected,
+        "memory shared copy-on-write with other processes comes back as private copies (KiB; \
+         not restored yet)",
+        cow_sharing_lost(image, restored) as usize,
+    );
+    note(
+        expected,
         "a descriptor the restore was told to substitute",
         substituted(input, image, restored),
     );
@@ -226,6 +232,22 @@ pub fn compare(
             )),
         }
     }
+}
+
+/// Pages a private anonymous area shared copy-on-write with other processes (a parent and its
+/// child after `fork`) are given back as the process's own copies: the sharing is not made
+/// again yet. The KiB no longer shared are counted under a named rule (and the restore warns);
+/// sharing the image did not have is a difference.
+fn cow_sharing_lost(image: &mut ProcessState, restored: &mut ProcessState) -> u64 {
+    let before: u64 = image.mm.vmas.iter().map(|v| v.cow_shared_kb).sum();
+    let after: u64 = restored.mm.vmas.iter().map(|v| v.cow_shared_kb).sum();
+    if after > before {
+        return 0;
+    }
+    for v in image.mm.vmas.iter_mut().chain(restored.mm.vmas.iter_mut()) {
+        v.cow_shared_kb = 0;
+    }
+    before - after
 }
 
 /// The image's descriptors with the restored descriptor of the same number.

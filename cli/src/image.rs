@@ -170,6 +170,7 @@ fn render(s: &ImageSummary) -> String {
                 )
             }
             FdKind::Signalfd { mask } => format!("signalfd mask {mask:#018x}"),
+            FdKind::Pidfd { pid } => format!("pidfd of pid {pid}"),
             FdKind::Timerfd(t) => format!(
                 "timerfd clock {} value {} ns{} interval {} ns, {} unread",
                 t.clockid,

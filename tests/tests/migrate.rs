@@ -951,3 +951,41 @@ fn a_process_turning_non_dumpable_before_the_freeze_is_refused() {
     );
     assert!(alive, "the victim does not run on h1 any more: {t}");
 }
+
+/// A process stopped by job control (SIGSTOP) migrates stopped: the copy on h2 stays in state
+/// T once committed (no SIGCONT from the destination), and goes on with its state on SIGCONT.
+#[test]
+fn a_stopped_process_migrates_stopped() {
+    let Some((ctx, hosts)) = up("migrate-stopped") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 16, &[]);
+    check(&hosts, 1, &v, v.pid);
+    let pid = v.pid.to_string();
+    let o = hosts.run(1, &["kill", "-STOP", &pid]).expect("kill -STOP");
+    assert!(o.status.success());
+    let state = |n: u32, p: i32| {
+        let o = hosts
+            .run(n, &["cat", &format!("/proc/{p}/stat")])
+            .expect("cat stat");
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        s.rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    wait_for("the victim stopped", Duration::from_secs(10), || {
+        state(1, v.pid) == "T"
+    })
+    .expect("stopped");
+    let o = migrate(&hosts, &v, &[]);
+    assert!(o.status.success(), "migrate: {}", text(&o));
+    let remote = remote_pid(&o);
+    record_state(&hosts, 2, "done");
+    sleep(Duration::from_millis(300));
+    assert_eq!(state(2, remote), "T", "the copy runs after commit");
+    let o = hosts
+        .run(2, &["kill", "-CONT", &remote.to_string()])
+        .expect("kill -CONT");
+    assert!(o.status.success());
+    exactly_once(&hosts, &v, 2, remote);
+}

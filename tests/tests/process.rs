@@ -109,3 +109,97 @@ fn a_process_without_its_vdso_comes_back_without() {
         v.assert_ticks_continuous();
     }
 }
+
+/// membarrier(2) private expedited registrations (and RSEQ where the kernel has it) are made
+/// again; an unregistered kind stays unregistered. Before, the restored process got EPERM.
+#[test]
+fn membarrier_registrations_survive() {
+    let Some(ctx) = setup("process-membarrier") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "proc_membarrier", &[]);
+    let ok = v.check();
+    let img = image_path(&ctx, "membarrier");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    assert_eq!(v.check(), ok);
+    v.assert_ticks_continuous();
+}
+
+/// Processes that share a descriptor table, a filesystem context or an address space without
+/// being threads (clone without CLONE_THREAD) are refused, naming what they share: the
+/// restore would make each its own, silently. Before, the dump went through and the restored
+/// child's open() no longer showed in its parent's table.
+#[test]
+fn processes_sharing_tables_are_refused_by_name() {
+    let Some(ctx) = setup("process-clone-shared") else {
+        return;
+    };
+    for (kind, what) in [
+        ("files", "file descriptor table"),
+        ("fs", "filesystem context"),
+        ("vm", "address space"),
+    ] {
+        let v = Victim::c(&ctx, "proc_clone_files", &[kind]);
+        v.check();
+        let img = image_path(&ctx, &format!("clone-{kind}"));
+        let pid = v.pid.to_string();
+        let out = ctx.ferry(&["dump", "--tree", &pid, "-o", img.to_str().unwrap()]);
+        out.assert_failed();
+        assert!(
+            out.stderr.contains(&format!("shares its {what}"))
+                && out.stderr.contains("with its child"),
+            "{kind}: {}",
+            out.stderr
+        );
+        // Nothing was touched: the pair still shares.
+        v.check();
+        // Dumped alone, the child is refused the same way (naming its parent).
+        let child =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let child = child
+            .split_whitespace()
+            .next()
+            .expect("the child")
+            .to_owned();
+        let out = ctx.ferry(&["dump", &child, "-o", img.to_str().unwrap()]);
+        out.assert_failed();
+        assert!(
+            out.stderr.contains(&format!("shares its {what}"))
+                && out.stderr.contains(&format!("with its parent pid {pid}")),
+            "{kind}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// A pidfd of a process outside the tree, or of one already reaped, cannot be made again:
+/// refused, naming the descriptor and what it refers to.
+#[test]
+fn pidfds_that_cannot_be_made_again_are_refused() {
+    let Some(ctx) = setup("process-pidfd-refused") else {
+        return;
+    };
+    for (mode, want) in [
+        ("outside", "which is outside the process tree"),
+        (
+            "reaped",
+            "a pidfd of a process that has exited and been reaped",
+        ),
+    ] {
+        let v = Victim::c(&ctx, "proc_pidfd", &[mode]);
+        let line = v.wait_status("the extra pidfd", |l| l.starts_with(mode));
+        let fd = field(&line, "fd").unwrap().to_owned();
+        v.check();
+        let img = image_path(&ctx, &format!("pidfd-{mode}"));
+        let pid = v.pid.to_string();
+        let out = ctx.ferry(&["dump", "--tree", &pid, "-o", img.to_str().unwrap()]);
+        out.assert_failed();
+        assert!(
+            out.stderr.contains(&format!("fd {fd}: ")) && out.stderr.contains(want),
+            "{mode}: {}",
+            out.stderr
+        );
+        v.check();
+    }
+}

@@ -81,9 +81,11 @@ static void check(void)
 	kill(child, SIGCONT);
 	if (!wait_for(WCONTINUED, "SIGCONT"))
 		return;
-	usleep(100000);
-	if ((n = drain()) == 0)
-		return fr_status("BAD the child wrote nothing once continued");
+	for (int i = 0; i < 200 && (n = drain()) == 0; i++)
+		usleep(10000);
+	if (n == 0)
+		return fr_status("BAD the child wrote nothing in 2 s once continued (state %c)",
+				 child_state());
 	kill(child, SIGSTOP);
 	if (!wait_for(WUNTRACED, "SIGSTOP"))
 		return;

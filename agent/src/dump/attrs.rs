@@ -15,7 +15,14 @@ pub struct Queried {
     itimers: Vec<ItimerState>,
     /// Timers with their host-namespace notify target still in `notify_tid`.
     posix_timers: Vec<PosixTimerState>,
+    membarrier: u32,
 }
+
+/// `membarrier(2)` commands whose registration the process can show: each private expedited
+/// command (`MEMBARRIER_CMD_PRIVATE_EXPEDITED`, `_SYNC_CORE`, `_RSEQ`) paired with the
+/// command that registers it. The command fails with `EPERM` until the process (its mm)
+/// registered; it succeeds, running a barrier, once it did.
+pub const MEMBARRIER_PRIVATE: [(u32, u32); 3] = [(8, 16), (32, 64), (128, 256)];
 
 fn word(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default())
@@ -55,6 +62,19 @@ pub fn query(
     )?;
     t.read_mem(scratch, &mut int)?;
     let child_subreaper = u32::from_le_bytes(int) != 0;
+    let mut membarrier = 0;
+    for (cmd, register) in MEMBARRIER_PRIVATE {
+        let r = t.inject_raw(
+            entry,
+            regs,
+            libc::SYS_membarrier,
+            [u64::from(cmd), 0, 0, 0, 0, 0],
+        )?;
+        // EPERM: not registered; EINVAL: a kernel without that command.
+        if r == 0 {
+            membarrier |= register;
+        }
+    }
 
     let mut itimers = Vec::with_capacity(3);
     let mut buf = [0u8; 32];
@@ -123,6 +143,7 @@ pub fn query(
         child_subreaper,
         itimers,
         posix_timers,
+        membarrier,
     })
 }
 
@@ -169,6 +190,7 @@ pub fn collect(
         posix_timers,
         ctty: None,
         stop_signal: 0,
+        membarrier: q.membarrier,
     })
 }
 

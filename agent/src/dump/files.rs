@@ -48,6 +48,56 @@ fn unsupported(fd: i32, what: &str) -> DumpError {
     DumpError::Unsupported(format!("fd {fd}: {what} is not supported yet"))
 }
 
+/// A pidfd, of the process itself, of another process of the tree, or of a child not reaped
+/// yet (a zombie of the tree). fdinfo's `Pid:` is in our namespace (-1 once the process was
+/// reaped); the image keeps the PID as the process sees it. `judged_later`: a tree's
+/// precheck, before its members are known.
+fn pidfd(
+    pid: Pid,
+    fd: i32,
+    info: &str,
+    members: &[i32],
+    judged_later: bool,
+) -> Result<FdKind, DumpError> {
+    let field = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+    };
+    let target: i32 =
+        field("Pid:")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| proc::ProcError::Parse {
+                file: "fdinfo",
+                what: format!("fd {fd}: pidfd Pid"),
+            })?;
+    // PIDFD_THREAD (O_EXCL in the flags): a pidfd of one thread.
+    let flags = field("flags:")
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
+        .unwrap_or(0);
+    if flags & libc::O_EXCL as u32 != 0 {
+        return Err(unsupported(fd, "a pidfd of a single thread (PIDFD_THREAD)"));
+    }
+    if target <= 0 {
+        return Err(unsupported(
+            fd,
+            "a pidfd of a process that has exited and been reaped",
+        ));
+    }
+    let stat = proc::parse_stat(&proc::read(target, "stat")?)?;
+    let zombie_child = stat.state == 'Z' && stat.ppid == pid.as_raw();
+    let ours = target == pid.as_raw() || members.contains(&target) || zombie_child;
+    if !ours && !judged_later {
+        return Err(DumpError::Unsupported(format!(
+            "fd {fd}: a pidfd of pid {target}, which is outside the process{} (dump with --tree \
+             to take its children along)",
+            if members.is_empty() { "" } else { " tree" }
+        )));
+    }
+    let ns_pid = proc::parse_status(&proc::read(target, "status")?)?.ns_pid;
+    Ok(FdKind::Pidfd { pid: ns_pid })
+}
+
 /// Fills in each socket (one per open file description: a dup is not examined again).
 fn examine_sockets(pid: Pid, out: &mut [FdState], socks: &mut SocketDump) -> Result<(), DumpError> {
     let list: Vec<(i32, u64)> = out
@@ -114,6 +164,8 @@ pub fn collect_fds(
                 FdKind::Epoll {
                     targets: info.epoll.clone(),
                 }
+            } else if rest == "[pidfd]" {
+                pidfd(pid, fd, &text, members, socks.peers_judged_later)?
             } else {
                 match fdkinds::anon_kind(pid, fd, rest, &text)? {
                     Some(kind) => kind,

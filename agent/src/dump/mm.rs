@@ -41,7 +41,9 @@ const UNRESTORABLE_FLAGS: [(&str, &str); 5] = [
 /// left empty; [`find_pages`] fills them.
 pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
     let maps = proc::parse_maps(&proc::read(pid.as_raw(), "maps")?)?;
-    let flags = proc::parse_smaps_vmflags(&proc::read(pid.as_raw(), "smaps")?);
+    let smaps = proc::read(pid.as_raw(), "smaps")?;
+    let flags = proc::parse_smaps_vmflags(&smaps);
+    let shared_kb = proc::parse_smaps_shared(&smaps);
     let mut vmas = Vec::with_capacity(maps.len());
     for e in &maps {
         let vmflags = flags
@@ -73,6 +75,16 @@ pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
             .iter()
             .filter(|(name, _)| has(name))
             .fold(0, |acc, (_, bit)| acc | bit);
+        // Private anonymous memory only: a file's pages are shared through the file anyway.
+        let cow_shared_kb =
+            if !e.shared && matches!(kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack) {
+                shared_kb
+                    .iter()
+                    .find(|(s, _)| *s == e.start)
+                    .map_or(0, |(_, kb)| *kb)
+            } else {
+                0
+            };
         vmas.push(VmaState {
             start: e.start,
             end: e.end,
@@ -84,6 +96,7 @@ pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
             maywrite: has("mw"),
             flags,
             pages: Vec::new(),
+            cow_shared_kb,
         });
     }
     Ok(vmas)

@@ -34,6 +34,7 @@ use crate::state::{
 use crate::sys;
 use freeze::Frozen;
 
+pub use attrs::MEMBARRIER_PRIVATE;
 pub use files::{DEFAULT_MAX_DELETED_FILE_SIZE, STORED_BUDGET};
 pub use mm::identity_of;
 pub use sockets::SocketOptions;
@@ -459,10 +460,45 @@ fn precheck(pid: Pid, opts: &DumpOptions, in_tree: bool) -> Result<(), DumpError
     if !in_tree {
         check_not_namespace_init(pid)?;
     }
+    check_nothing_shared_with_kin(pid)?;
     let mut socks = sockets::SocketDump::check(opts.sockets());
     socks.peers_judged_later = in_tree;
     files::collect_fds(pid, opts.max_deleted_file_size, &mut socks, &[])?;
     mm::collect_vmas(pid)?;
+    Ok(())
+}
+
+/// Refuses a process that shares its address space, descriptor table or filesystem context
+/// (root, working directory, umask) with its parent or a child without being a thread of it
+/// (`clone(CLONE_VM | CLONE_FILES | CLONE_FS)` without `CLONE_THREAD`, `vfork`): the restore
+/// makes each process its own, so the sharing would be lost without a word. Siblings made so
+/// share with the parent too. Where `kcmp` cannot tell (another user's process), nothing is
+/// said.
+fn check_nothing_shared_with_kin(pid: Pid) -> Result<(), DumpError> {
+    let raw = pid.as_raw();
+    let ppid = proc::parse_stat(&proc::read(raw, "stat")?)?.ppid;
+    let kin = std::iter::once(ppid)
+        .filter(|&p| p > 0)
+        .map(|p| (p, "its parent"))
+        .chain(tree::children(raw).into_iter().map(|c| (c, "its child")));
+    for (other, who) in kin {
+        for (what, name, flag) in [
+            (sys::Kcmp::Vm, "address space", "CLONE_VM"),
+            (sys::Kcmp::Files, "file descriptor table", "CLONE_FILES"),
+            (
+                sys::Kcmp::Fs,
+                "filesystem context (cwd, root, umask)",
+                "CLONE_FS",
+            ),
+        ] {
+            if sys::same_kernel_object(pid, Pid::from_raw(other), what).unwrap_or(false) {
+                return Err(DumpError::Unsupported(format!(
+                    "pid {raw} shares its {name} with {who} pid {other} (clone({flag}) without \
+                     CLONE_THREAD); restoring that sharing between processes is not supported yet"
+                )));
+            }
+        }
+    }
     Ok(())
 }
 

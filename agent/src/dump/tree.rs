@@ -159,7 +159,7 @@ fn socket_inodes(pid: i32) -> HashSet<u64> {
 }
 
 /// Children of every thread of `pid`.
-fn children(pid: i32) -> Vec<i32> {
+pub(super) fn children(pid: i32) -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };

@@ -222,6 +222,7 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         growsdown: v.growsdown,
         maywrite: v.maywrite,
         flags: v.flags,
+        cow_shared_kb: v.cow_shared_kb,
         pages: v
             .pages
             .iter()
@@ -411,6 +412,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
             semaphore: *semaphore,
         }),
         FdKind::Signalfd { mask } => Kind::SignalfdMask(*mask),
+        FdKind::Pidfd { pid } => Kind::PidfdPid(*pid),
         FdKind::Timerfd(t) => Kind::Timerfd(pb::Timerfd {
             clockid: t.clockid,
             settime_flags: t.settime_flags,
@@ -597,6 +599,7 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
         stop_signal: a.stop_signal,
+        membarrier: a.membarrier,
         cgroups: a
             .cgroups
             .iter()
@@ -667,6 +670,7 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
         stop_signal: a.stop_signal,
+        membarrier: a.membarrier,
         cgroups: a
             .cgroups
             .into_iter()
@@ -984,6 +988,7 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         growsdown: v.growsdown,
         maywrite: v.maywrite,
         flags: v.flags,
+        cow_shared_kb: v.cow_shared_kb,
         pages: v
             .pages
             .into_iter()
@@ -1154,6 +1159,7 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
             semaphore: e.semaphore,
         },
         Kind::SignalfdMask(mask) => FdKind::Signalfd { mask },
+        Kind::PidfdPid(pid) => FdKind::Pidfd { pid },
         Kind::Timerfd(t) => FdKind::Timerfd(TimerfdState {
             clockid: t.clockid,
             settime_flags: t.settime_flags,

@@ -66,6 +66,7 @@ fn vma(start: u64, pages: u64, kind: VmaKind, runs: &[(u64, u64)]) -> VmaState {
         growsdown: false,
         maywrite: true,
         flags: 0,
+        cow_shared_kb: 0,
         pages: runs
             .iter()
             .map(|&(off, count)| PageRun {
@@ -105,6 +106,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
         growsdown: false,
         maywrite: false,
         flags: 0,
+        cow_shared_kb: 0,
         pages: vec![],
     };
     let heap_runs = [
@@ -580,6 +582,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 fg_pgid: 4242,
             }),
             stop_signal: 20,
+            membarrier: 16 | 256,
         },
         carried_files: vec![CarriedFile {
             file: FileRef {

@@ -494,6 +494,12 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
             ManifestProblem::UnknownEnum(a.stop_signal as i32),
         ));
     }
+    if a.membarrier & !(16 | 64 | 256) != 0 {
+        return Err(err(
+            "attrs.membarrier",
+            ManifestProblem::UnknownEnum(a.membarrier as i32),
+        ));
+    }
     cap_count("attrs.posix_timers", a.posix_timers.len(), MAX_POSIX_TIMERS)?;
     for (i, t) in a.posix_timers.iter().enumerate() {
         check_range(format!("attrs.posix_timers[{i}].id"), t.id, 0, i32::MAX)?;
@@ -1184,6 +1190,9 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                 MAX_EVENTFD_COUNT,
             )?,
             FdKind::Signalfd { .. } | FdKind::Memfd { .. } => {}
+            FdKind::Pidfd { pid } => {
+                check_range(format!("{}.pidfd_pid", field()), *pid, 1, MAX_PID)?
+            }
             FdKind::Timerfd(t) => {
                 if !TIMERFD_CLOCKS.contains(&t.clockid) {
                     return Err(err(

@@ -127,6 +127,14 @@ pub fn create(inj: &Injector<'_>, fd: i32, flags: u32, kind: &FdKind) -> Result<
             }
             Ok(new)
         }
+        // Every process of the tree exists by now (zombies too): the PID names the same one.
+        FdKind::Pidfd { pid } => inj
+            .call(
+                "pidfd_open",
+                libc::SYS_pidfd_open,
+                [*pid as u64, 0, 0, 0, 0, 0],
+            )
+            .map_err(err(format!("pidfd_open({pid})"))),
         FdKind::Signalfd { mask } => {
             let addr = inj.put(4096, &mask.to_le_bytes())?;
             inj.call(

@@ -364,12 +364,13 @@ pub fn plan_with(
                         kind: Box::new(f.kind.clone()),
                     }
                 }
-                FdKind::Eventfd { .. } | FdKind::Signalfd { .. } | FdKind::Timerfd(_) => {
-                    Action::Injected {
-                        flags: f.flags,
-                        kind: Box::new(f.kind.clone()),
-                    }
-                }
+                FdKind::Eventfd { .. }
+                | FdKind::Signalfd { .. }
+                | FdKind::Timerfd(_)
+                | FdKind::Pidfd { .. } => Action::Injected {
+                    flags: f.flags,
+                    kind: Box::new(f.kind.clone()),
+                },
                 // Replaced below, once the memfds exist.
                 FdKind::Memfd { .. } => Action::Inherit,
             }
@@ -745,14 +746,14 @@ pub fn restore(
             if close_tmp {
                 inj.call("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
             }
-        } else if *cloexec || matches!(action, Action::Shared { .. }) {
-            // pidfd_getfd (a description shared with another member) sets close-on-exec:
-            // when the copy already has the right number, the image's flag is set here.
-            let flag = if *cloexec { libc::FD_CLOEXEC } else { 0 };
+        } else {
+            // Made at its number already: the flag as the image says, whatever the call that
+            // made it set (pidfd_getfd and pidfd_open always set close-on-exec).
+            let flag = if *cloexec { libc::FD_CLOEXEC as u64 } else { 0 };
             inj.call(
                 "fcntl",
                 libc::SYS_fcntl,
-                [fd as u64, libc::F_SETFD as u64, flag as u64, 0, 0, 0],
+                [fd as u64, libc::F_SETFD as u64, flag, 0, 0, 0],
             )
             .map_err(err("set close-on-exec".into()))?;
         }

@@ -249,6 +249,7 @@ pub fn restore_with<R: Read + Send>(
     let memfds = fdkinds::Memfds::create(&[&state])?;
     // Pseudo-terminal pairs made anew, held by the restorer until the restore ends.
     let ptys = pty::Ptys::create(&[&state], &mut warnings)?;
+    cow_warning(&[&state], &mut warnings);
     // Every file the process needs is checked before a task exists.
     let fd_plan = files::plan_with(
         &state,
@@ -428,6 +429,22 @@ pub fn restore_with<R: Read + Send>(
     })
 }
 
+/// The warning for memory a process shared copy-on-write with others (after a `fork`), which
+/// comes back as its own copy.
+pub(crate) fn cow_warning(states: &[&ProcessState], warnings: &mut Vec<String>) {
+    let kb: u64 = states
+        .iter()
+        .flat_map(|s| &s.mm.vmas)
+        .map(|v| v.cow_shared_kb)
+        .sum();
+    if kb > 0 {
+        warnings.push(format!(
+            "{kb} KiB of memory shared copy-on-write between processes (after fork) comes back \
+             as private copies: the sharing is not restored yet"
+        ));
+    }
+}
+
 /// Waits until the process, let go with a `SIGSTOP` queued, is in its group stop (state `T`):
 /// one that was stopped when dumped is handed over stopped, or the restore fails.
 pub(crate) fn wait_group_stop(pid: nix::unistd::Pid) -> Result<(), RestoreError> {
@@ -448,6 +465,17 @@ fn restore_process_attrs(
     state: &ProcessState,
     setsid: bool,
 ) -> Result<(), RestoreError> {
+    // Registrations belong to the mm, which is the image's from here on.
+    for (_, register) in crate::dump::MEMBARRIER_PRIVATE {
+        if state.attrs.membarrier & register != 0 {
+            inj.call_raw(libc::SYS_membarrier, [u64::from(register), 0, 0, 0, 0, 0])?
+                .map_err(|e| {
+                    RestoreError::Layout(format!(
+                        "membarrier registration (MEMBARRIER_CMD {register}) not made again: {e}"
+                    ))
+                })?;
+        }
+    }
     let cwd = inj.put_path(&state.cwd)?;
     inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
         .map_err(|e| RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd)))?;

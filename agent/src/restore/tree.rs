@@ -77,6 +77,7 @@ pub fn restore_tree<R: Read + Send>(
     let memfds = fdkinds::Memfds::create(&members)?;
     // Pseudo-terminal pairs made anew, held by the restorer until the restore ends.
     let ptys = pty::Ptys::create(&members, &mut warnings)?;
+    super::cow_warning(&members, &mut warnings);
     // Socketpairs between processes, made once; each plan takes its ends.
     let mut tree_socks = sockets::tree_pairs(&tree)?;
     let plans = procs

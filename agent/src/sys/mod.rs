@@ -133,6 +133,33 @@ pub fn same_file_description_in(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Res
     Errno::result(r).map(|r| r == 0)
 }
 
+/// What [`same_kernel_object`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kcmp {
+    /// The address space (`KCMP_VM`).
+    Vm = 1,
+    /// The descriptor table (`KCMP_FILES`).
+    Files = 2,
+    /// Root, working directory and umask (`KCMP_FS`).
+    Fs = 3,
+}
+
+/// `kcmp(pid1, pid2, what, 0, 0) == 0`: whether two processes share that kernel object.
+pub fn same_kernel_object(pid1: Pid, pid2: Pid, what: Kcmp) -> Result<bool, Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            what as libc::c_int,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    Errno::result(r).map(|r| r == 0)
+}
+
 /// `kcmp(pid, pid, KCMP_EPOLL_TFD, fd, {efd, tfd, toff}) == 0`: whether descriptor `fd` of
 /// `pid` is the file of the `toff`-th entry added under number `tfd` to its epoll instance
 /// `efd`.
