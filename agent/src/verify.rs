@@ -180,6 +180,11 @@ pub fn compare(
     );
     note(
         expected,
+        "a carried file still there at restore, written by others since the dump",
+        carried_kept(input, image, restored),
+    );
+    note(
+        expected,
         "time left on a running timer, which counts on",
         timers_ran(image, restored),
     );
@@ -267,6 +272,36 @@ fn substituted(input: &CheckInput<'_>, image: &mut ProcessState, restored: &Proc
     for (a, b) in same_fds(image, restored) {
         if input.substituted_fds.contains(&a.fd) {
             *a = b.clone();
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A carried file that was still there at restore is used as it is: like any open file, others
+/// may have written to it since the dump (the restore does not overwrite it), so its size,
+/// mtime and contents may differ; the inode must be the same.
+fn carried_kept(
+    input: &CheckInput<'_>,
+    image: &mut ProcessState,
+    restored: &ProcessState,
+) -> usize {
+    let mut n = 0;
+    for a in &mut image.carried_files {
+        if input.recreated_files.iter().any(|r| *r == a.file.path) {
+            continue;
+        }
+        if let Some(b) = restored
+            .carried_files
+            .iter()
+            .find(|b| b.file.path == a.file.path)
+            && (a.file.identity.dev, a.file.identity.ino)
+                == (b.file.identity.dev, b.file.identity.ino)
+            && (a.extents != b.extents || a.file.identity != b.file.identity)
+        {
+            a.extents = b.extents.clone();
+            a.file.identity.size = b.file.identity.size;
+            a.file.identity.mtime_ns = b.file.identity.mtime_ns;
             n += 1;
         }
     }
