@@ -29,8 +29,11 @@ pub struct ProcessState {
     pub creds: CredsState,
     /// File mode creation mask.
     pub umask: u32,
-    /// Working directory.
+    /// Working directory (`PATH (deleted)` when it was removed).
     pub cwd: String,
+    /// The working directory's mode and owner when it was removed while the process was in
+    /// it: made again at restore, entered, and removed again.
+    pub cwd_removed: Option<CarriedDir>,
     /// `personality(2)` value.
     pub personality: u32,
     /// Resource limits, one per resource the kernel reports.

@@ -189,3 +189,23 @@ fn cgroups_removed_after_the_dump_are_made_again_per_thread() {
     v.assert_no_bad();
     v.kill();
 }
+
+/// A working directory removed while the process is in it is made again, entered and removed
+/// (the restore used to fail on `chdir` after the dump had ended the process), and a
+/// descriptor of the process's own `/proc` files reads the restored process (the restore
+/// used to fail looking for the old process's `/proc/PID/status`).
+#[test]
+fn a_removed_working_directory_and_own_proc_files() {
+    let Some(ctx) = setup("files_cwd_proc") else {
+        return;
+    };
+    for name in ["compat/cwd_removed", "compat/proc_self_fd"] {
+        let mut v = Victim::c(&ctx, name, &[]);
+        v.check();
+        let img = image_path(&ctx, &name.replace('/', "-"));
+        v.dump(&ctx, &img, &[]);
+        v.restore(&ctx, &img, &[]);
+        v.check();
+        v.assert_no_bad();
+    }
+}

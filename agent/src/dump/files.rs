@@ -203,13 +203,24 @@ pub fn collect_fds(
         } else if !target.starts_with('/') {
             return Err(unsupported(&format!("{target:?}")));
         } else {
-            let identity =
+            let mut identity =
                 identity_of(&link_path).map_err(|e| unsupported(&format!("{target} ({e})")))?;
-            let ft = meta.file_type();
-            let file = FileRef {
-                path: target.clone(),
-                identity,
+            // A file of the process's own /proc directory is its own, whatever its PID is
+            // at restore: kept as /proc/self/…, which the restored task opens itself. Its
+            // inode, size and times are the process's, not the file's: only its type kept.
+            let own = format!("/proc/{pid}");
+            let path = match target.strip_prefix(&own) {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                    identity = crate::state::FileIdentity {
+                        mode: identity.mode,
+                        ..Default::default()
+                    };
+                    format!("/proc/self{rest}")
+                }
+                _ => target.clone(),
             };
+            let ft = meta.file_type();
+            let file = FileRef { path, identity };
             if ft.is_file() {
                 FdKind::File {
                     file,

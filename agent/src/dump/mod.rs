@@ -27,8 +27,8 @@ use crate::image::{Codec, ImageWriter, WriteImageError, WriteStats};
 use crate::proc::{self, ProcError};
 use crate::ptrace::{Entry, PtraceError, Tracee};
 use crate::state::{
-    CredsState, FdOwner, FileRef, MmState, ProcessState, RlimitState, RseqState, SigactionState,
-    SigaltstackState, SiginfoState, SignalsState, ThreadState, TreeState, VmaKind,
+    CarriedDir, CredsState, FdOwner, FileRef, MmState, ProcessState, RlimitState, RseqState,
+    SigactionState, SigaltstackState, SiginfoState, SignalsState, ThreadState, TreeState, VmaKind,
 };
 use crate::sys;
 use freeze::Frozen;
@@ -603,6 +603,7 @@ fn collect(
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let sysv_shm = shm::collect_sysv(pid, &vmas)?;
     let carried_files = files::carried(&vmas, &fds, status.uids[1])?;
+    let cwd = link(raw, "cwd")?;
 
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
@@ -710,7 +711,8 @@ fn collect(
             groups: status.groups,
         },
         umask: status.umask,
-        cwd: link(raw, "cwd")?,
+        cwd_removed: removed_cwd(raw, &cwd),
+        cwd,
         personality: injected.personality,
         rlimits,
         mm: MmState {
@@ -742,6 +744,19 @@ fn collect(
         sysv_shm,
         carried_files,
         attrs,
+    })
+}
+
+/// The mode and owner of the working directory `cwd` of `pid` when it was removed.
+fn removed_cwd(pid: i32, cwd: &str) -> Option<CarriedDir> {
+    use std::os::unix::fs::MetadataExt;
+    let path = cwd.strip_suffix(" (deleted)")?;
+    let m = std::fs::metadata(format!("/proc/{pid}/cwd")).ok()?;
+    (m.nlink() == 0).then(|| CarriedDir {
+        path: path.to_string(),
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
     })
 }
 

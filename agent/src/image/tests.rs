@@ -578,6 +578,12 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 fg_pgid: 4242,
             }),
         },
+        cwd_removed: Some(CarriedDir {
+            path: "/tmp/gone-wd".into(),
+            mode: 0o751,
+            uid: 7,
+            gid: 8,
+        }),
         carried_files: vec![CarriedFile {
             file: FileRef {
                 path: "/tmp/hsperfdata_u/42".into(),

@@ -413,9 +413,16 @@ fn restore_process_attrs(
     state: &ProcessState,
     setsid: bool,
 ) -> Result<(), RestoreError> {
-    let cwd = inj.put_path(&state.cwd)?;
-    inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
-        .map_err(|e| RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd)))?;
+    match &state.cwd_removed {
+        Some(d) => files::enter_removed_dir(inj, state.pid, d)?,
+        None => {
+            let cwd = inj.put_path(&state.cwd)?;
+            inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
+                .map_err(|e| {
+                    RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd))
+                })?;
+        }
+    }
     inj.call(
         "umask",
         libc::SYS_umask,
