@@ -74,6 +74,12 @@ pub struct AttrsState {
     pub child_subreaper: bool,
     /// `/proc/PID/oom_score_adj`.
     pub oom_score_adj: i32,
+    /// The audit login uid (`/proc/PID/loginuid`, `u32::MAX` when unset); `None` without
+    /// audit in the kernel.
+    pub loginuid: Option<u32>,
+    /// The audit session id (`/proc/PID/sessionid`); no process can set it, a restore
+    /// changes it.
+    pub sessionid: Option<u32>,
     /// `/proc/PID/cgroup`, one entry per hierarchy.
     pub cgroups: Vec<CgroupState>,
     /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`.

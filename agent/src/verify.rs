@@ -713,6 +713,11 @@ fn expected_change(
     if path == "attrs.pdeathsig" && !input.parent_restored && restored.as_u64() == Some(0) {
         return Some("no parent-death signal for a process whose parent is the restorer (warned)");
     }
+    // No process can set its audit session id: a restored one has the restorer's, or a new
+    // one once its login uid is written.
+    if path == "attrs.sessionid" {
+        return Some("the audit session id, which no process can set");
+    }
     // PIDs read from outside the process's new PID namespace.
     if input.new_pid_ns && matches!(path, "ppid" | "pgid" | "sid") {
         return Some("a PID seen from outside the new PID namespace");

@@ -209,3 +209,24 @@ fn a_removed_working_directory_and_own_proc_files() {
         v.assert_no_bad();
     }
 }
+
+/// The audit login uid a process set comes back (written by the restored task itself while
+/// it still has `CAP_AUDIT_CONTROL`); its session id is a new one, which the checker names.
+#[test]
+fn the_audit_loginuid_comes_back() {
+    let Some(ctx) = setup("files_loginuid") else {
+        return;
+    };
+    if !std::path::Path::new("/proc/self/loginuid").exists() {
+        ferry_tests::skip("no audit in this kernel (/proc/self/loginuid)");
+        return;
+    }
+    let mut v = Victim::c(&ctx, "compat/loginuid", &[]);
+    v.check();
+    let img = image_path(&ctx, "files_loginuid");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let ok = v.check();
+    assert_eq!(ferry_tests::field(&ok, "loginuid"), Some("4242"), "{ok}");
+    v.assert_no_bad();
+}

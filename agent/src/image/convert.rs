@@ -575,6 +575,8 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
         pdeathsig: a.pdeathsig,
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
+        loginuid: a.loginuid,
+        sessionid: a.sessionid,
         cgroups: a
             .cgroups
             .iter()
@@ -644,6 +646,8 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
         pdeathsig: a.pdeathsig,
         child_subreaper: a.child_subreaper,
         oom_score_adj: a.oom_score_adj,
+        loginuid: a.loginuid,
+        sessionid: a.sessionid,
         cgroups: a
             .cgroups
             .into_iter()

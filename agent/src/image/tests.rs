@@ -551,6 +551,8 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             pdeathsig: 0,
             child_subreaper: true,
             oom_score_adj: 500,
+            loginuid: Some(1000),
+            sessionid: Some(3),
             cgroups: vec![CgroupState {
                 hierarchy: 4,
                 controllers: "cpu,cpuacct".into(),

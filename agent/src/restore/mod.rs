@@ -423,6 +423,7 @@ fn restore_process_attrs(
                 })?;
         }
     }
+    attrs::set_loginuid(inj, state.attrs.loginuid)?;
     inj.call(
         "umask",
         libc::SYS_umask,
