@@ -230,3 +230,41 @@ fn the_audit_loginuid_comes_back() {
     assert_eq!(ferry_tests::field(&ok, "loginuid"), Some("4242"), "{ok}");
     v.assert_no_bad();
 }
+
+/// A write lease on a file the process holds open for writing under a temporary directory:
+/// such a file would be carried, but opening it would break the lease (the dump blocked in
+/// the lease break): it is left where it is, and the lease comes back.
+#[test]
+fn a_write_lease_is_kept_and_not_broken_by_the_dump() {
+    let Some(ctx) = setup("files_lease") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "compat/lease_write", &[]);
+    v.check();
+    let img = image_path(&ctx, "files_lease");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    v.check();
+    v.assert_no_bad();
+}
+
+/// What the dump cannot carry yet is refused up front, naming it; the process runs on.
+#[test]
+fn fanotify_and_a_chroot_are_refused_by_name() {
+    let Some(ctx) = setup("files_refused") else {
+        return;
+    };
+    for (name, says) in [
+        ("compat/fanotify", "fanotify is not supported"),
+        ("compat/chroot_root", "a root directory other than /"),
+    ] {
+        let v = Victim::c(&ctx, name, &[]);
+        v.check();
+        let img = image_path(&ctx, &name.replace('/', "-"));
+        let out = ctx.ferry(&["dump", &v.pid.to_string(), "-o", img.to_str().unwrap()]);
+        out.assert_failed();
+        assert!(out.stderr.contains(says), "{name}: {}", out.stderr);
+        v.assert_running_free();
+        v.check();
+    }
+}

@@ -694,8 +694,18 @@ fn temp_root(path: &str) -> Option<String> {
 pub fn carried(
     vmas: &[VmaState],
     fds: &[FdState],
+    locks: &[LockState],
     euid: u32,
 ) -> Result<Vec<CarriedFile>, DumpError> {
+    // Opening a file that has a lease breaks the lease: such files are left where they are.
+    let leased: HashSet<(u64, u64)> = locks
+        .iter()
+        .filter(|l| l.kind == LockKind::Lease)
+        .filter_map(|l| match &fds.iter().find(|f| f.fd == l.fd)?.kind {
+            FdKind::File { file, .. } => Some((file.identity.dev, file.identity.ino)),
+            _ => None,
+        })
+        .collect();
     let mut candidates: Vec<&FileRef> = Vec::new();
     for v in vmas {
         if let VmaKind::File(f) = &v.kind
@@ -715,7 +725,9 @@ pub fn carried(
     let mut out = Vec::new();
     let mut total = 0u64;
     for f in candidates {
-        if !seen.insert((f.identity.dev, f.identity.ino)) {
+        if !seen.insert((f.identity.dev, f.identity.ino))
+            || leased.contains(&(f.identity.dev, f.identity.ino))
+        {
             continue;
         }
         let Some(root) = temp_root(&f.path) else {

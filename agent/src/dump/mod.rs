@@ -602,7 +602,7 @@ fn collect(
     tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let sysv_shm = shm::collect_sysv(pid, &vmas)?;
-    let carried_files = files::carried(&vmas, &fds, status.uids[1])?;
+    let carried_files = files::carried(&vmas, &fds, &locks, status.uids[1])?;
     let cwd = link(raw, "cwd")?;
 
     let children =
