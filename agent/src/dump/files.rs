@@ -426,8 +426,23 @@ pub fn capture(
     members: &[i32],
 ) -> Result<Vec<LockState>, DumpError> {
     capture_pipes(pid, fds, members)?;
+    // Locks first: reading a deleted file that has a write lease would break the lease.
+    let locks = collect_locks(pid, fds)?;
+    for l in locks
+        .iter()
+        .filter(|l| l.kind == LockKind::Lease && l.write)
+    {
+        if let Some(FdKind::DeletedFile { path, .. }) =
+            fds.iter().find(|f| f.fd == l.fd).map(|f| &f.kind)
+        {
+            return Err(unsupported(
+                l.fd,
+                &format!("a write lease on {path} (deleted), a file deleted while open,"),
+            ));
+        }
+    }
     capture_deleted(pid, fds)?;
-    collect_locks(pid, fds)
+    Ok(locks)
 }
 
 fn capture_pipes(pid: Pid, fds: &mut [FdState], members: &[i32]) -> Result<(), DumpError> {
