@@ -29,8 +29,11 @@ pub struct ProcessState {
     pub creds: CredsState,
     /// File mode creation mask.
     pub umask: u32,
-    /// Working directory.
+    /// Working directory (`PATH (deleted)` when it was removed).
     pub cwd: String,
+    /// The working directory's mode and owner when it was removed while the process was in
+    /// it: made again at restore, entered, and removed again.
+    pub cwd_removed: Option<CarriedDir>,
     /// `personality(2)` value.
     pub personality: u32,
     /// Resource limits, one per resource the kernel reports.
@@ -71,6 +74,12 @@ pub struct AttrsState {
     pub child_subreaper: bool,
     /// `/proc/PID/oom_score_adj`.
     pub oom_score_adj: i32,
+    /// The audit login uid (`/proc/PID/loginuid`, `u32::MAX` when unset); `None` without
+    /// audit in the kernel.
+    pub loginuid: Option<u32>,
+    /// The audit session id (`/proc/PID/sessionid`); no process can set it, a restore
+    /// changes it.
+    pub sessionid: Option<u32>,
     /// `/proc/PID/cgroup`, one entry per hierarchy.
     pub cgroups: Vec<CgroupState>,
     /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`.

@@ -288,7 +288,7 @@ fn carried_kept(
 ) -> usize {
     let mut n = 0;
     for a in &mut image.carried_files {
-        if input.recreated_files.iter().any(|r| *r == a.file.path) {
+        if input.recreated_files.contains(&a.file.path) {
             continue;
         }
         if let Some(b) = restored
@@ -864,6 +864,11 @@ fn expected_change(
     // it (a SIGSTOP queued as its tasks are detached; the restore waits for state T).
     if path == "attrs.stop_signal" && restored.as_u64() == Some(0) {
         return Some("a process stopped when dumped stops again (SIGSTOP) once let go");
+    }
+    // No process can set its audit session id: a restored one has the restorer's, or a new
+    // one once its login uid is written.
+    if path == "attrs.sessionid" {
+        return Some("the audit session id, which no process can set");
     }
     // PIDs read from outside the process's new PID namespace.
     if input.new_pid_ns

@@ -90,13 +90,19 @@ pub fn ferry_bin() -> PathBuf {
     path
 }
 
-/// Compiles `tests/workloads/NAME.c` (once, and again only when a source is newer) and returns
+/// Compiles `tests/workloads/NAME.c` (or `tests/compat/N.c` for `compat/N`; once, and again
+/// only when a source is newer) and returns
 /// the executable's path.
 pub fn workload(name: &str) -> PathBuf {
     static COMPILE: Mutex<()> = Mutex::new(());
     let _lock = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
     let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
-    let src = src_dir.join(format!("{name}.c"));
+    // `compat/NAME` is a conformance victim of tests/compat/.
+    let src = match name.strip_prefix("compat/") {
+        Some(n) => Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("compat/{n}.c")),
+        None => src_dir.join(format!("{name}.c")),
+    };
+    let name = &name.replace('/', "-");
     let out_dir = target_dir().join("ferry-workloads");
     let out = out_dir.join(name);
     let newest_src = [src.clone(), src_dir.join("common.h")]

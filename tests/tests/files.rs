@@ -189,3 +189,83 @@ fn cgroups_removed_after_the_dump_are_made_again_per_thread() {
     v.assert_no_bad();
     v.kill();
 }
+
+/// A working directory removed while the process is in it is made again, entered and removed
+/// (the restore used to fail on `chdir` after the dump had ended the process), and a
+/// descriptor of the process's own `/proc` files reads the restored process (the restore
+/// used to fail looking for the old process's `/proc/PID/status`).
+#[test]
+fn a_removed_working_directory_and_own_proc_files() {
+    let Some(ctx) = setup("files_cwd_proc") else {
+        return;
+    };
+    for name in ["compat/cwd_removed", "compat/proc_self_fd"] {
+        let mut v = Victim::c(&ctx, name, &[]);
+        v.check();
+        let img = image_path(&ctx, &name.replace('/', "-"));
+        v.dump(&ctx, &img, &[]);
+        v.restore(&ctx, &img, &[]);
+        v.check();
+        v.assert_no_bad();
+    }
+}
+
+/// The audit login uid a process set comes back (written by the restored task itself while
+/// it still has `CAP_AUDIT_CONTROL`); its session id is a new one, which the checker names.
+#[test]
+fn the_audit_loginuid_comes_back() {
+    let Some(ctx) = setup("files_loginuid") else {
+        return;
+    };
+    if !std::path::Path::new("/proc/self/loginuid").exists() {
+        ferry_tests::skip("no audit in this kernel (/proc/self/loginuid)");
+        return;
+    }
+    let mut v = Victim::c(&ctx, "compat/loginuid", &[]);
+    v.check();
+    let img = image_path(&ctx, "files_loginuid");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let ok = v.check();
+    assert_eq!(ferry_tests::field(&ok, "loginuid"), Some("4242"), "{ok}");
+    v.assert_no_bad();
+}
+
+/// A write lease on a file the process holds open for writing under a temporary directory:
+/// such a file would be carried, but opening it would break the lease (the dump blocked in
+/// the lease break): it is left where it is, and the lease comes back.
+#[test]
+fn a_write_lease_is_kept_and_not_broken_by_the_dump() {
+    let Some(ctx) = setup("files_lease") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "compat/lease_write", &[]);
+    v.check();
+    let img = image_path(&ctx, "files_lease");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    v.check();
+    v.assert_no_bad();
+}
+
+/// What the dump cannot carry yet is refused up front, naming it; the process runs on.
+#[test]
+fn fanotify_a_chroot_and_a_write_lease_on_a_deleted_file_are_refused_by_name() {
+    let Some(ctx) = setup("files_refused") else {
+        return;
+    };
+    for (name, says) in [
+        ("compat/fanotify", "fanotify is not supported"),
+        ("compat/chroot_root", "a root directory other than /"),
+        ("compat/lease_deleted", "a write lease on"),
+    ] {
+        let v = Victim::c(&ctx, name, &[]);
+        v.check();
+        let img = image_path(&ctx, &name.replace('/', "-"));
+        let out = ctx.ferry(&["dump", &v.pid.to_string(), "-o", img.to_str().unwrap()]);
+        out.assert_failed();
+        assert!(out.stderr.contains(says), "{name}: {}", out.stderr);
+        v.assert_running_free();
+        v.check();
+    }
+}

@@ -177,6 +177,9 @@ fn java_after_jcmd_keeps_its_attach_socket() {
         "the bound name was left behind"
     );
     v.assert_ticks_continuous();
+    // A JVM killed leaves its attach socket file behind.
+    v.kill();
+    let _ = std::fs::remove_file(format!("/tmp/.java_pid{}", v.pid));
 }
 
 /// One RESP command on `conn`; returns the reply's first line.

@@ -185,6 +185,8 @@ pub fn collect(
         pdeathsig: q.pdeathsig,
         child_subreaper: q.child_subreaper,
         oom_score_adj,
+        loginuid: audit_id(raw, "loginuid"),
+        sessionid: audit_id(raw, "sessionid"),
         cgroups,
         itimers: q.itimers,
         posix_timers,
@@ -299,4 +301,9 @@ pub fn cgroups_of(text: &str) -> Result<Vec<CgroupState>, DumpError> {
         });
     }
     Ok(cgroups)
+}
+
+/// `/proc/PID/loginuid` or `sessionid`; `None` without audit in the kernel.
+fn audit_id(pid: i32, file: &str) -> Option<u32> {
+    proc::read(pid, file).ok()?.trim().parse().ok()
 }

@@ -259,13 +259,24 @@ pub fn collect_fds(
         } else if !target.starts_with('/') {
             return Err(unsupported(&format!("{target:?}")));
         } else {
-            let identity =
+            let mut identity =
                 identity_of(&link_path).map_err(|e| unsupported(&format!("{target} ({e})")))?;
-            let ft = meta.file_type();
-            let file = FileRef {
-                path: target.clone(),
-                identity,
+            // A file of the process's own /proc directory is its own, whatever its PID is
+            // at restore: kept as /proc/self/…, which the restored task opens itself. Its
+            // inode, size and times are the process's, not the file's: only its type kept.
+            let own = format!("/proc/{pid}");
+            let path = match target.strip_prefix(&own) {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                    identity = crate::state::FileIdentity {
+                        mode: identity.mode,
+                        ..Default::default()
+                    };
+                    format!("/proc/self{rest}")
+                }
+                _ => target.clone(),
             };
+            let ft = meta.file_type();
+            let file = FileRef { path, identity };
             if ft.is_file() {
                 FdKind::File {
                     file,
@@ -535,8 +546,23 @@ pub fn capture(
 ) -> Result<Vec<LockState>, DumpError> {
     capture_pipes(pid, fds, members)?;
     pty::capture_all(pid, fds, members)?;
+    // Locks first: reading a deleted file that has a write lease would break the lease.
+    let locks = collect_locks(pid, fds)?;
+    for l in locks
+        .iter()
+        .filter(|l| l.kind == LockKind::Lease && l.write)
+    {
+        if let Some(FdKind::DeletedFile { path, .. }) =
+            fds.iter().find(|f| f.fd == l.fd).map(|f| &f.kind)
+        {
+            return Err(unsupported(
+                l.fd,
+                &format!("a write lease on {path} (deleted), a file deleted while open,"),
+            ));
+        }
+    }
     capture_deleted(pid, fds)?;
-    collect_locks(pid, fds)
+    Ok(locks)
 }
 
 fn capture_pipes(pid: Pid, fds: &mut [FdState], members: &[i32]) -> Result<(), DumpError> {
@@ -803,8 +829,18 @@ fn temp_root(path: &str) -> Option<String> {
 pub fn carried(
     vmas: &[VmaState],
     fds: &[FdState],
+    locks: &[LockState],
     euid: u32,
 ) -> Result<Vec<CarriedFile>, DumpError> {
+    // Opening a file that has a lease breaks the lease: such files are left where they are.
+    let leased: HashSet<(u64, u64)> = locks
+        .iter()
+        .filter(|l| l.kind == LockKind::Lease)
+        .filter_map(|l| match &fds.iter().find(|f| f.fd == l.fd)?.kind {
+            FdKind::File { file, .. } => Some((file.identity.dev, file.identity.ino)),
+            _ => None,
+        })
+        .collect();
     let mut candidates: Vec<&FileRef> = Vec::new();
     for v in vmas {
         if let VmaKind::File(f) = &v.kind
@@ -824,7 +860,9 @@ pub fn carried(
     let mut out = Vec::new();
     let mut total = 0u64;
     for f in candidates {
-        if !seen.insert((f.identity.dev, f.identity.ino)) {
+        if !seen.insert((f.identity.dev, f.identity.ino))
+            || leased.contains(&(f.identity.dev, f.identity.ino))
+        {
             continue;
         }
         let Some(root) = temp_root(&f.path) else {

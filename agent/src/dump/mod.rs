@@ -28,8 +28,8 @@ use crate::image::{Codec, ImageWriter, WriteImageError, WriteStats};
 use crate::proc::{self, ProcError};
 use crate::ptrace::{Entry, PtraceError, Tracee};
 use crate::state::{
-    CredsState, FdOwner, FileRef, MmState, ProcessState, RlimitState, RseqState, SigactionState,
-    SigaltstackState, SiginfoState, SignalsState, ThreadState, TreeState, VmaKind,
+    CarriedDir, CredsState, FdOwner, FileRef, MmState, ProcessState, RlimitState, RseqState,
+    SigactionState, SigaltstackState, SiginfoState, SignalsState, ThreadState, TreeState, VmaKind,
 };
 use crate::sys;
 use freeze::Frozen;
@@ -645,7 +645,8 @@ fn collect(
     tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let sysv_shm = shm::collect_sysv(pid, &vmas)?;
-    let carried_files = files::carried(&vmas, &fds, status.uids[1])?;
+    let carried_files = files::carried(&vmas, &fds, &locks, status.uids[1])?;
+    let cwd = link(raw, "cwd")?;
 
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
@@ -754,7 +755,8 @@ fn collect(
             groups: status.groups,
         },
         umask: status.umask,
-        cwd: link(raw, "cwd")?,
+        cwd_removed: removed_cwd(raw, &cwd),
+        cwd,
         personality: injected.personality,
         rlimits,
         mm: MmState {
@@ -786,6 +788,19 @@ fn collect(
         sysv_shm,
         carried_files,
         attrs,
+    })
+}
+
+/// The mode and owner of the working directory `cwd` of `pid` when it was removed.
+fn removed_cwd(pid: i32, cwd: &str) -> Option<CarriedDir> {
+    use std::os::unix::fs::MetadataExt;
+    let path = cwd.strip_suffix(" (deleted)")?;
+    let m = std::fs::metadata(format!("/proc/{pid}/cwd")).ok()?;
+    (m.nlink() == 0).then(|| CarriedDir {
+        path: path.to_string(),
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
     })
 }
 

@@ -89,6 +89,12 @@ fn process_to_pb(s: &ProcessState) -> pb::ProcessState {
         locks: s.locks.iter().map(lock_to_pb).collect(),
         memfds: s.memfds.iter().map(memfd_to_pb).collect(),
         sysv_shm: s.sysv_shm.iter().map(sysv_shm_to_pb).collect(),
+        cwd_removed: s.cwd_removed.as_ref().map(|d| pb::CarriedDir {
+            path: d.path.clone(),
+            mode: d.mode,
+            uid: d.uid,
+            gid: d.gid,
+        }),
         carried_files: s
             .carried_files
             .iter()
@@ -600,6 +606,8 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
         oom_score_adj: a.oom_score_adj,
         stop_signal: a.stop_signal,
         membarrier: a.membarrier,
+        loginuid: a.loginuid,
+        sessionid: a.sessionid,
         cgroups: a
             .cgroups
             .iter()
@@ -671,6 +679,8 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
         oom_score_adj: a.oom_score_adj,
         stop_signal: a.stop_signal,
         membarrier: a.membarrier,
+        loginuid: a.loginuid,
+        sessionid: a.sessionid,
         cgroups: a
             .cgroups
             .into_iter()
@@ -876,6 +886,12 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
         memfds: p.memfds.into_iter().map(memfd_from_pb).collect(),
         sysv_shm: p.sysv_shm.into_iter().map(sysv_shm_from_pb).collect(),
         carried_files,
+        cwd_removed: p.cwd_removed.map(|d| CarriedDir {
+            path: d.path,
+            mode: d.mode,
+            uid: d.uid,
+            gid: d.gid,
+        }),
     };
     validate(&state)?;
     Ok(state)

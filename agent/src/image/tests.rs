@@ -555,6 +555,8 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             pdeathsig: 0,
             child_subreaper: true,
             oom_score_adj: 500,
+            loginuid: Some(1000),
+            sessionid: Some(3),
             cgroups: vec![CgroupState {
                 hierarchy: 4,
                 controllers: "cpu,cpuacct".into(),
@@ -584,6 +586,12 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             stop_signal: 20,
             membarrier: 16 | 256,
         },
+        cwd_removed: Some(CarriedDir {
+            path: "/tmp/gone-wd".into(),
+            mode: 0o751,
+            uid: 7,
+            gid: 8,
+        }),
         carried_files: vec![CarriedFile {
             file: FileRef {
                 path: "/tmp/hsperfdata_u/42".into(),

@@ -117,6 +117,45 @@ fn join(pid: Pid, cgroups: &[CgroupState], file: &str, warnings: &mut Vec<String
     }
 }
 
+/// Gives the task the audit login uid it had. Only a task can write its own
+/// `/proc/self/loginuid`, with `CAP_AUDIT_CONTROL`, which it still has here (its credentials
+/// come later), as CRIU does. Its session id cannot be set: writing the login uid starts a
+/// new one, and the restore checker names that change.
+pub fn set_loginuid(inj: &Injector<'_>, want: Option<u32>) -> Result<(), RestoreError> {
+    let Some(want) = want else { return Ok(()) };
+    let task = inj.tracee().pid();
+    let now = std::fs::read_to_string(format!("/proc/{task}/loginuid"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    if now.is_none_or(|n| n == want) {
+        return Ok(());
+    }
+    let path = inj.put_path("/proc/self/loginuid")?;
+    let fd = inj.call(
+        "open /proc/self/loginuid",
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            path,
+            (libc::O_WRONLY | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let text = want.to_string();
+    let buf = inj.put(4096, text.as_bytes())?;
+    let written = inj.call_raw(libc::SYS_write, [fd, buf, text.len() as u64, 0, 0, 0])?;
+    inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    written.map_err(|e| RestoreError::Io {
+        what: format!(
+            "set the audit login uid to {want} (/proc/self/loginuid; it may be immutable here)"
+        ),
+        source: e.into(),
+    })?;
+    Ok(())
+}
+
 /// Interval timers and POSIX timers (with their ids), once every thread exists.
 pub fn restore_timers(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreError> {
     for t in a

@@ -223,7 +223,10 @@ pub fn plan_with(
         } else {
             match &f.kind {
                 FdKind::File { file, pos } | FdKind::Directory { file, pos } => {
-                    if !remade(&file.path) {
+                    // The task's own /proc files are opened by the task itself.
+                    let own_proc =
+                        file.path == "/proc/self" || file.path.starts_with("/proc/self/");
+                    if !remade(&file.path) && !own_proc {
                         changed(format!("fd {}", f.fd), file)?;
                     }
                     Action::Open {
@@ -1358,6 +1361,65 @@ fn add_under_other_number(
         }
     }
     Ok(())
+}
+
+/// Makes the task's working directory a directory removed while it is in it: made under its
+/// old name when that is free (so `/proc/PID/cwd` shows `PATH (deleted)`), else under a
+/// temporary name beside it or in `/tmp`, given its mode and owner, entered, and removed.
+pub fn enter_removed_dir(
+    inj: &Injector<'_>,
+    pid: i32,
+    d: &crate::state::CarriedDir,
+) -> Result<(), RestoreError> {
+    let what = |s: &str| format!("working directory {} (deleted): {s}", d.path);
+    let parent = std::path::Path::new(&d.path)
+        .parent()
+        .and_then(|p| p.to_str())
+        .unwrap_or("/")
+        .trim_end_matches('/')
+        .to_string();
+    let spare = format!(".ferry-cwd-{pid}");
+    let names = [
+        d.path.clone(),
+        format!("{parent}/{spare}"),
+        format!("/tmp/{spare}"),
+    ];
+    let mut last = nix::errno::Errno::ENOENT;
+    for name in &names {
+        let addr = inj.put_path(name)?;
+        if let Err(e) = inj.call_raw(
+            libc::SYS_mkdirat,
+            [libc::AT_FDCWD as u64, addr, 0o700, 0, 0, 0],
+        )? {
+            last = e;
+            continue;
+        }
+        let task = inj.tracee().pid();
+        let entered = inj.call_raw(libc::SYS_chdir, [addr, 0, 0, 0, 0, 0])?;
+        let here = format!("/proc/{task}/cwd");
+        let attrs = std::os::unix::fs::lchown(name, Some(d.uid), Some(d.gid)).and_then(|()| {
+            std::fs::set_permissions(&here, std::os::unix::fs::PermissionsExt::from_mode(d.mode))
+        });
+        inj.call(
+            "unlinkat",
+            libc::SYS_unlinkat,
+            [
+                libc::AT_FDCWD as u64,
+                addr,
+                libc::AT_REMOVEDIR as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| RestoreError::FileChanged(what(&format!("remove {name}: {e}"))))?;
+        entered.map_err(|e| RestoreError::FileChanged(what(&format!("chdir {name}: {e}"))))?;
+        attrs.map_err(io_err(what("owner and mode")))?;
+        return Ok(());
+    }
+    Err(RestoreError::FileChanged(what(&format!(
+        "no place to make it again ({last})"
+    ))))
 }
 
 /// Takes back every lock and lease, inside the task (they belong to it or its descriptors).

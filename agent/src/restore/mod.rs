@@ -476,9 +476,17 @@ fn restore_process_attrs(
                 })?;
         }
     }
-    let cwd = inj.put_path(&state.cwd)?;
-    inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
-        .map_err(|e| RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd)))?;
+    match &state.cwd_removed {
+        Some(d) => files::enter_removed_dir(inj, state.pid, d)?,
+        None => {
+            let cwd = inj.put_path(&state.cwd)?;
+            inj.call("chdir", libc::SYS_chdir, [cwd, 0, 0, 0, 0, 0])
+                .map_err(|e| {
+                    RestoreError::FileChanged(format!("working directory {}: {e}", state.cwd))
+                })?;
+        }
+    }
+    attrs::set_loginuid(inj, state.attrs.loginuid)?;
     inj.call(
         "umask",
         libc::SYS_umask,
