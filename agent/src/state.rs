@@ -1029,8 +1029,26 @@ pub struct SockOptState {
 pub enum SocketKind {
     /// `AF_UNIX`.
     Unix(UnixSocketState),
-    /// `AF_INET` / `AF_INET6` (UDP or TCP).
+    /// `AF_INET` / `AF_INET6`: TCP, UDP, UDP-Lite, ICMP ("ping") and raw sockets.
     Inet(InetSocketState),
+    /// `AF_NETLINK`.
+    Netlink(NetlinkSocketState),
+}
+
+/// A netlink socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetlinkSocketState {
+    /// The netlink family (`NETLINK_ROUTE`, …), the socket's protocol.
+    pub protocol: u32,
+    /// Port id (`nl_pid` of `getsockname`); 0 while unbound.
+    pub port_id: u32,
+    /// Multicast groups joined, as `NETLINK_LIST_MEMBERSHIPS` reports them (bit `g - 1` of
+    /// word `(g - 1) / 32` for group `g`).
+    pub groups: Vec<u32>,
+    /// Destination port id and group of `connect` (0, 0 when not connected).
+    pub dst_pid: u32,
+    /// See `dst_pid`.
+    pub dst_group: u32,
 }
 
 /// A Unix socket.
@@ -1064,7 +1082,8 @@ pub struct UnixSocketState {
 /// A UDP or TCP socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InetSocketState {
-    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, `IPPROTO_UDPLITE`, `IPPROTO_ICMP`/`ICMPV6` (a ping
+    /// socket) or a raw socket's protocol.
     pub protocol: u32,
     /// Local address (unspecified address and port 0 when unbound).
     pub local: std::net::SocketAddr,

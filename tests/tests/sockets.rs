@@ -371,3 +371,61 @@ fn unix_pending_connection_with_data_is_refused() {
     );
     v.check();
 }
+
+/// Netlink sockets come back with their protocol, port id (chosen or given by the kernel),
+/// groups (also beyond the first 32) and flags, and answer requests at that port id.
+#[test]
+fn netlink_sockets_come_back() {
+    let Some(ctx) = setup("sockets-netlink") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "sockets_kinds", &["netlink"]);
+    v.check();
+    let img = image_path(&ctx, "netlink");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    v.check();
+}
+
+/// A netlink socket with a message not read yet is refused, named.
+#[test]
+fn netlink_socket_with_queued_messages_is_refused() {
+    let Some(ctx) = setup("sockets-netlink-queued") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "sockets_kinds", &["netlink-queued"]);
+    let err = dump_fails(&ctx, &v, &[]);
+    assert!(
+        err.contains("netlink socket") && err.contains("messages queued") && err.contains("fd "),
+        "{err}"
+    );
+}
+
+/// A raw ICMP socket with its ICMP_FILTER and a UDP-Lite socket with its checksum coverage
+/// come back bound and working (a ping socket too where the host allows one).
+#[test]
+fn raw_and_udplite_sockets_come_back() {
+    let Some(ctx) = setup("sockets-raw") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "sockets_kinds", &["raw"]);
+    v.check();
+    let img = image_path(&ctx, "raw");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    v.check();
+}
+
+/// A packet socket is refused at dump, named.
+#[test]
+fn packet_socket_is_refused() {
+    let Some(ctx) = setup("sockets-packet") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "sockets_kinds", &["packet"]);
+    let err = dump_fails(&ctx, &v, &[]);
+    assert!(
+        err.contains("packet socket") && err.contains("fd "),
+        "{err}"
+    );
+}

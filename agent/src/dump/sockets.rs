@@ -27,8 +27,8 @@ use super::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixDiag};
 use crate::image::sockopt as opt;
 use crate::image::{MAX_SOCKET_FILTER as MAX_FILTER, MAX_SOCKET_QUEUE};
 use crate::state::{
-    FileIdentity, InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState,
-    UnixSocketState,
+    FileIdentity, InetSocketState, NetlinkSocketState, SockOptState, SocketKind, SocketState,
+    TcpConnState, UnixSocketState,
 };
 use crate::sys::socket as ss;
 
@@ -233,7 +233,16 @@ pub fn collect(
                 SocketKind::Unix(unix_socket(pid, fd, ino, c, &diag, &inos, ctx)?)
             }
             libc::AF_INET | libc::AF_INET6 => match (sock_type, protocol) {
-                (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => SocketKind::Inet(udp_socket(fd, c, ctx)?),
+                (
+                    libc::SOCK_DGRAM,
+                    libc::IPPROTO_UDP
+                    | libc::IPPROTO_UDPLITE
+                    | libc::IPPROTO_ICMP
+                    | libc::IPPROTO_ICMPV6,
+                )
+                | (libc::SOCK_RAW, _) => {
+                    SocketKind::Inet(datagram_socket(fd, c, sock_type, protocol, ctx)?)
+                }
                 (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
                     SocketKind::Inet(tcp_socket(fd, &copy, &opts, &filter, ctx)?)
                 }
@@ -241,15 +250,18 @@ pub fn collect(
                     return Err(unsupported(
                         fd,
                         format!(
-                            "a socket of type {sock_type}, protocol {protocol} is not supported yet"
+                            "an IP socket of type {sock_type}, protocol {protocol} (SCTP, MPTCP, …) is not supported yet"
                         ),
                     ));
                 }
             },
-            libc::AF_NETLINK => {
-                return Err(unsupported(fd, "a netlink socket is not supported yet"));
+            libc::AF_NETLINK => SocketKind::Netlink(netlink_socket(fd, c, protocol, ctx)?),
+            libc::AF_PACKET => {
+                return Err(unsupported(
+                    fd,
+                    "a packet socket (AF_PACKET: its interface binding, rings and fanout) is not supported yet",
+                ));
             }
-            libc::AF_PACKET => return Err(unsupported(fd, "a packet socket is not supported yet")),
             _ => {
                 return Err(unsupported(
                     fd,
@@ -317,8 +329,15 @@ fn changed_options(
     sock_type: i32,
     protocol: i32,
 ) -> Result<Vec<SockOptState>, DumpError> {
-    let fresh = ss::socket(family, sock_type, protocol)
-        .map_err(sock_err(fd, "create a fresh socket to compare options"))?;
+    let fresh = ss::socket(family, sock_type, protocol).map_err(|e| {
+        unsupported(
+            fd,
+            format!(
+                "a socket of address family {family}, type {sock_type}, protocol {protocol}, of which ferry \
+                 cannot make one ({e}): not supported"
+            ),
+        )
+    })?;
     // An established connection's buffers were sized by autotuning, unless the user fixed
     // them (SO_BUF_LOCK reports which): setting them would turn autotuning off.
     let autotuned = if is_established_tcp(c, family, sock_type, protocol) {
@@ -666,23 +685,44 @@ fn peer_addr(c: BorrowedFd<'_>) -> Option<SocketAddr> {
         .and_then(sockaddr)
 }
 
-fn udp_socket(
+/// What to call a datagram-like IP socket in messages.
+fn datagram_kind(sock_type: i32, protocol: i32) -> String {
+    match (sock_type, protocol) {
+        (libc::SOCK_RAW, p) => format!("raw socket (protocol {p})"),
+        (_, libc::IPPROTO_UDPLITE) => "UDP-Lite socket".into(),
+        (_, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => "ICMP (ping) socket".into(),
+        _ => "UDP socket".into(),
+    }
+}
+
+/// A UDP, UDP-Lite, ICMP ("ping") or raw socket: its addresses.
+fn datagram_socket(
     fd: i32,
     c: BorrowedFd<'_>,
+    sock_type: i32,
+    protocol: i32,
     ctx: &mut SocketDump,
 ) -> Result<InetSocketState, DumpError> {
     let local = local_addr(fd, c)?;
     let peer = peer_addr(c);
     if ctx.capture && !ctx.opts.relay {
-        let queued = ss::ioctl_int(c, ss::SIOCINQ).unwrap_or(0);
-        if queued > 0 {
+        // SIOCINQ is the first datagram's size: peek whether there is any.
+        let mut one = [0u8; 1];
+        let queued = recv(
+            c.as_raw_fd(),
+            &mut one,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+        )
+        .is_ok();
+        if queued {
             ctx.warnings.push(format!(
-                "fd {fd}: datagrams queued on UDP socket {local} are dropped"
+                "fd {fd}: datagrams queued on {} {local} are dropped",
+                datagram_kind(sock_type, protocol)
             ));
         }
     }
     Ok(InetSocketState {
-        protocol: libc::IPPROTO_UDP as u32,
+        protocol: protocol as u32,
         local,
         peer,
         backlog: None,
@@ -890,5 +930,56 @@ fn repair(
         options: u32::from(info[5]),
         timestamp: timestamp as u32,
         window: [word(0), word(1), word(2), word(3), word(4)],
+    })
+}
+
+/// A netlink socket: protocol, port id, groups, destination. Queued messages (replies or
+/// notifications not read yet) are refused: a program waiting for a reply would wait forever.
+fn netlink_socket(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    protocol: i32,
+    ctx: &mut SocketDump,
+) -> Result<NetlinkSocketState, DumpError> {
+    let (port_id, _) = ss::netlink_name(c, false).map_err(sock_err(fd, "getsockname"))?;
+    let (dst_pid, dst_group) = ss::netlink_name(c, true).unwrap_or((0, 0));
+    let mut words = [0u8; 128];
+    let n = ss::getsockopt_bytes(
+        c,
+        opt::SOL_NETLINK,
+        opt::NETLINK_LIST_MEMBERSHIPS,
+        &mut words,
+    )
+    .map_err(sock_err(fd, "NETLINK_LIST_MEMBERSHIPS"))?;
+    let mut groups: Vec<u32> = words[..n]
+        .chunks_exact(4)
+        .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+        .collect();
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if ctx.capture {
+        let mut one = [0u8; 1];
+        if recv(
+            c.as_raw_fd(),
+            &mut one,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+        )
+        .is_ok()
+        {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "a netlink socket (protocol {protocol}, port id {port_id}) with messages queued: not supported yet"
+                ),
+            ));
+        }
+    }
+    Ok(NetlinkSocketState {
+        protocol: protocol as u32,
+        port_id,
+        groups,
+        dst_pid,
+        dst_group,
     })
 }

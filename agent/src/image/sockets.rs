@@ -8,7 +8,8 @@ use ferry_proto::image::v1 as pb;
 use super::convert::{identity_from_pb, identity_to_pb};
 use super::validate::{ManifestError, ManifestProblem, cap_count, err};
 use crate::state::{
-    InetSocketState, SockOptState, SocketKind, SocketState, TcpConnState, UnixSocketState,
+    InetSocketState, NetlinkSocketState, SockOptState, SocketKind, SocketState, TcpConnState,
+    UnixSocketState,
 };
 
 /// Most bytes queued in one socket queue accepted (the manifest itself is capped at 64 MiB).
@@ -21,6 +22,8 @@ pub const MAX_SOCKET_OPTS: usize = 64;
 pub const MAX_SOCKOPT_LEN: usize = 64;
 /// Largest classic BPF socket filter accepted, in bytes (`BPF_MAXINSNS` instructions of 8).
 pub const MAX_FILTER: usize = 4096 * 8;
+/// Most words of netlink group membership accepted (1024 groups).
+pub const MAX_NETLINK_GROUP_WORDS: usize = 32;
 /// Longest Unix socket name (`sun_path`).
 pub const MAX_UNIX_NAME: usize = 108;
 
@@ -48,6 +51,10 @@ pub mod opt {
     pub const NETLINK_BROADCAST_ERROR: i32 = 4;
     /// `NETLINK_NO_ENOBUFS`.
     pub const NETLINK_NO_ENOBUFS: i32 = 5;
+    /// `NETLINK_LIST_MEMBERSHIPS` (read only).
+    pub const NETLINK_LIST_MEMBERSHIPS: i32 = 9;
+    /// `NETLINK_ADD_MEMBERSHIP`.
+    pub const NETLINK_ADD_MEMBERSHIP: i32 = 1;
     /// `NETLINK_LISTEN_ALL_NSID`.
     pub const NETLINK_LISTEN_ALL_NSID: i32 = 8;
     /// `NETLINK_CAP_ACK`.
@@ -189,6 +196,13 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
             }),
             shutdown: i.shutdown,
         }),
+        SocketKind::Netlink(n) => pb::socket::Kind::Netlink(pb::NetlinkSocket {
+            protocol: n.protocol,
+            port_id: n.port_id,
+            groups: n.groups.clone(),
+            dst_pid: n.dst_pid,
+            dst_group: n.dst_group,
+        }),
     };
     pb::Socket {
         ino: s.ino,
@@ -306,6 +320,20 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 shutdown: i.shutdown,
             })
         }
+        pb::socket::Kind::Netlink(n) => {
+            cap_count(
+                &format!("{field}.netlink.groups"),
+                n.groups.len(),
+                MAX_NETLINK_GROUP_WORDS,
+            )?;
+            SocketKind::Netlink(NetlinkSocketState {
+                protocol: n.protocol,
+                port_id: n.port_id,
+                groups: n.groups,
+                dst_pid: n.dst_pid,
+                dst_group: n.dst_group,
+            })
+        }
     };
     Ok(SocketState {
         ino: s.ino,
@@ -367,7 +395,12 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
         ));
     }
     check_len(format!("{field}.filter"), s.filter.len(), MAX_FILTER)?;
-    let types = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET];
+    let types = [
+        libc::SOCK_STREAM,
+        libc::SOCK_DGRAM,
+        libc::SOCK_SEQPACKET,
+        libc::SOCK_RAW,
+    ];
     check_value(format!("{field}.sock_type"), s.sock_type, &types)?;
     match &s.kind {
         SocketKind::Unix(u) => {
@@ -410,6 +443,29 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                 ));
             }
         }
+        SocketKind::Netlink(n) => {
+            check_value(format!("{field}.family"), s.family, &[libc::AF_NETLINK])?;
+            check_value(
+                format!("{field}.sock_type"),
+                s.sock_type,
+                &[libc::SOCK_RAW, libc::SOCK_DGRAM],
+            )?;
+            if n.protocol >= 32 {
+                return Err(err(
+                    format!("{field}.netlink.protocol"),
+                    ManifestProblem::OutOfRange {
+                        value: n.protocol.into(),
+                        min: 0,
+                        max: 31,
+                    },
+                ));
+            }
+            cap_count(
+                &format!("{field}.netlink.groups"),
+                n.groups.len(),
+                MAX_NETLINK_GROUP_WORDS,
+            )?;
+        }
         SocketKind::Inet(i) => {
             if i.shutdown & !3 != 0 {
                 return Err(err(
@@ -426,9 +482,16 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                 &[libc::AF_INET, libc::AF_INET6],
             )?;
             let tcp = libc::IPPROTO_TCP as u32;
-            let udp = libc::IPPROTO_UDP as u32;
+            let datagram = [
+                libc::IPPROTO_UDP,
+                libc::IPPROTO_UDPLITE,
+                libc::IPPROTO_ICMP,
+                libc::IPPROTO_ICMPV6,
+            ];
             let ok = (i.protocol == tcp && s.sock_type == libc::SOCK_STREAM as u32)
-                || (i.protocol == udp && s.sock_type == libc::SOCK_DGRAM as u32);
+                || (datagram.iter().any(|p| *p as u32 == i.protocol)
+                    && s.sock_type == libc::SOCK_DGRAM as u32)
+                || (i.protocol <= 255 && s.sock_type == libc::SOCK_RAW as u32);
             if !ok {
                 return Err(err(
                     format!("{field}.inet.protocol"),

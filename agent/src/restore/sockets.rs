@@ -300,6 +300,7 @@ pub fn build(
                 &mut b.created,
                 warnings,
             )?,
+            SocketKind::Netlink(n) => netlink_socket(fd, s, n)?,
             SocketKind::Inet(i) => {
                 let (sock, unsent) = inet_socket(fd, s, i)?;
                 if let Some(unsent) = unsent {
@@ -352,7 +353,57 @@ fn is_listening(s: &SocketState) -> bool {
     match &s.kind {
         SocketKind::Unix(u) => u.backlog.is_some(),
         SocketKind::Inet(i) => i.backlog.is_some(),
+        SocketKind::Netlink(_) => false,
     }
+}
+
+/// A netlink socket of the same protocol, bound to the same port id, in the same groups,
+/// connected to the same destination.
+fn netlink_socket(
+    fd: i32,
+    s: &SocketState,
+    n: &crate::state::NetlinkSocketState,
+) -> Result<OwnedFd, RestoreError> {
+    let sock = ss::socket(libc::AF_NETLINK, s.sock_type as i32, n.protocol as i32).map_err(err(
+        fd,
+        format!("netlink socket of protocol {}", n.protocol),
+    ))?;
+    let c = sock.as_fd();
+    set_opts(fd, c, s)?;
+    if n.port_id != 0 {
+        ss::netlink_address(c, n.port_id, 0, false).map_err(|e| {
+            let hint = if e == Errno::EADDRINUSE {
+                " (is the dumped process still running, e.g. after --leave-running?)"
+            } else {
+                ""
+            };
+            err(fd, format!("bind netlink port id {}{hint}", n.port_id))(e)
+        })?;
+    }
+    for (w, word) in n.groups.iter().enumerate() {
+        for bit in 0..32 {
+            if word & (1 << bit) != 0 {
+                let group = (w * 32 + bit + 1) as i32;
+                ss::setsockopt_int(
+                    c,
+                    crate::image::sockopt::SOL_NETLINK,
+                    crate::image::sockopt::NETLINK_ADD_MEMBERSHIP,
+                    group,
+                )
+                .map_err(err(fd, format!("join netlink group {group}")))?;
+            }
+        }
+    }
+    if n.dst_pid != 0 || n.dst_group != 0 {
+        ss::netlink_address(c, n.dst_pid, n.dst_group, true).map_err(err(
+            fd,
+            format!(
+                "connect to netlink port id {} group {}",
+                n.dst_pid, n.dst_group
+            ),
+        ))?;
+    }
+    Ok(sock)
 }
 
 fn sock_type(fd: i32, s: &SocketState) -> Result<SockType, RestoreError> {
@@ -719,15 +770,17 @@ fn inet_socket(
     } else {
         inet_family(&i.local)
     };
-    let sock = socket(family, sock_type(fd, s)?, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(err(fd, "socket"))?;
+    let sock = ss::socket(family as i32, s.sock_type as i32, i.protocol as i32)
+        .map_err(err(fd, format!("socket of protocol {}", i.protocol)))?;
     let c = sock.as_fd();
     set_opts(fd, c, s)?;
     if let (Some(conn), Some(peer)) = (&i.tcp, &i.peer) {
         let unsent = repair_connection(fd, c, &i.local, peer, conn)?;
         return Ok((sock, Some(unsent)));
     }
-    if i.local.port() != 0 || !i.local.ip().is_unspecified() {
+    // A raw socket reports its protocol as its port, and binds to an address only.
+    let raw = s.sock_type == libc::SOCK_RAW as u32;
+    if (!raw && i.local.port() != 0) || !i.local.ip().is_unspecified() {
         bind_inet(fd, c, &i.local)?;
     }
     if let Some(backlog) = i.backlog {
