@@ -429,3 +429,34 @@ fn packet_socket_is_refused() {
         "{err}"
     );
 }
+
+/// TCP connections in states other than listening, closed and established (here CLOSE-WAIT
+/// and FIN-WAIT-2) are refused at dump, naming the state.
+#[test]
+fn tcp_connection_closing_is_refused_naming_its_state() {
+    let Some(ctx) = setup("sockets-closewait") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "sockets_state", &["closewait"]);
+    let err = dump_fails(&ctx, &v, &["--tcp-established"]);
+    assert!(
+        (err.contains("in state CLOSE-WAIT") || err.contains("in state FIN-WAIT-2"))
+            && err.contains("fd "),
+        "{err}"
+    );
+}
+
+/// A TCP connection from the process to its own listener that was not accepted yet (its other
+/// end is no socket yet) is refused at dump, naming it.
+#[test]
+fn tcp_connection_not_accepted_yet_is_refused() {
+    let Some(ctx) = setup("sockets-tcppending") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "sockets_state", &["tcppending"]);
+    let err = dump_fails(&ctx, &v, &["--tcp-established"]);
+    assert!(
+        err.contains("waits in the accept queue") && err.contains("fd "),
+        "{err}"
+    );
+}

@@ -120,6 +120,8 @@ pub struct SocketDump {
     /// Before a tree is frozen its members are not known yet: a peer outside the process is
     /// judged at capture, once they are.
     pub peers_judged_later: bool,
+    /// Connections waiting in the accept queue of each TCP listener, by socket inode.
+    tcp_pending: HashMap<u64, u32>,
 }
 
 impl SocketDump {
@@ -132,6 +134,7 @@ impl SocketDump {
             warnings: Vec::new(),
             member_sockets: HashSet::new(),
             peers_judged_later: false,
+            tcp_pending: HashMap::new(),
         }
     }
 
@@ -144,6 +147,7 @@ impl SocketDump {
             warnings: Vec::new(),
             member_sockets: HashSet::new(),
             peers_judged_later: false,
+            tcp_pending: HashMap::new(),
         }
     }
 }
@@ -244,7 +248,7 @@ pub fn collect(
                     SocketKind::Inet(datagram_socket(fd, c, sock_type, protocol, ctx)?)
                 }
                 (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
-                    SocketKind::Inet(tcp_socket(fd, &copy, &opts, &filter, ctx)?)
+                    SocketKind::Inet(tcp_socket(fd, ino, &copy, &opts, &filter, ctx)?)
                 }
                 _ => {
                     return Err(unsupported(
@@ -291,7 +295,53 @@ pub fn collect(
         done.insert(ino, state.clone());
         out.push(state);
     }
+    if !ctx.opts.relay {
+        refuse_unaccepted_tcp(socks, &out, &ctx.tcp_pending)?;
+    }
     Ok(out)
+}
+
+/// A TCP connection of the process to one of its own listeners that the listener has not
+/// accepted yet: its other end is no socket yet (it waits in the accept queue, with whatever
+/// the connection already carried), which a restore cannot make again.
+fn refuse_unaccepted_tcp(
+    socks: &[(i32, u64)],
+    out: &[SocketState],
+    pending: &HashMap<u64, u32>,
+) -> Result<(), DumpError> {
+    let inet = |s: &SocketState| match &s.kind {
+        SocketKind::Inet(i) if i.protocol == libc::IPPROTO_TCP as u32 => Some(i.clone()),
+        _ => None,
+    };
+    for (&(fd, _), s) in socks.iter().zip(out) {
+        let Some(conn) = inet(s) else { continue };
+        let Some(peer) = conn.peer else { continue };
+        let listener = socks.iter().zip(out).find(|(_, l)| {
+            pending.get(&l.ino).is_some_and(|n| *n > 0)
+                && inet(l).is_some_and(|l| {
+                    l.backlog.is_some()
+                        && l.local.port() == peer.port()
+                        && (l.local.ip() == peer.ip() || l.local.ip().is_unspecified())
+                })
+        });
+        let Some((&(lfd, _), _)) = listener else {
+            continue;
+        };
+        let accepted = out
+            .iter()
+            .any(|a| inet(a).is_some_and(|a| a.local == peer && a.peer == Some(conn.local)));
+        if !accepted {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "TCP connection {} -> {peer} waits in the accept queue of the process's own listener (fd {lfd}), \
+                     not accepted yet: not supported",
+                    conn.local
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the socket is a TCP socket in state ESTABLISHED.
@@ -547,7 +597,12 @@ fn unix_socket(
         }
     }
     let queue = if ctx.capture && !listening {
-        peek_unix_queue(fd, c, stream && diag.sock_type as i32 == libc::SOCK_STREAM)?
+        peek_unix_queue(
+            fd,
+            c,
+            stream && diag.sock_type as i32 == libc::SOCK_STREAM,
+            diag.shutdown & 1 != 0 && diag.sock_type as i32 == libc::SOCK_SEQPACKET,
+        )?
     } else {
         Vec::new()
     };
@@ -582,18 +637,31 @@ fn peek_unix_queue(
     fd: i32,
     c: BorrowedFd<'_>,
     byte_stream: bool,
+    seqpacket_shut_for_reading: bool,
 ) -> Result<Vec<Vec<u8>>, DumpError> {
     let old = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
         .map_err(sock_err(fd, "SO_PEEK_OFF"))?;
     ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
         .map_err(sock_err(fd, "set SO_PEEK_OFF"))?;
-    let result = peek_loop(fd, c, byte_stream);
+    let end_after = if seqpacket_shut_for_reading {
+        Some(usize::try_from(ss::ioctl_int(c, ss::SIOCINQ).unwrap_or(0)).unwrap_or(0))
+    } else {
+        None
+    };
+    let result = peek_loop(fd, c, byte_stream, end_after);
     ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old)
         .map_err(sock_err(fd, "reset SO_PEEK_OFF"))?;
     result
 }
 
-fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8>>, DumpError> {
+/// `end_after`: for a record socket shut for reading, the bytes queued (`SIOCINQ`): a
+/// zero-length read once they are all read is the end, not a record.
+fn peek_loop(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    byte_stream: bool,
+    end_after: Option<usize>,
+) -> Result<Vec<Vec<u8>>, DumpError> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut total = 0usize;
     let mut buf = vec![
@@ -648,10 +716,10 @@ fn peek_loop(fd: i32, c: BorrowedFd<'_>, byte_stream: bool) -> Result<Vec<Vec<u8
         if total > MAX_SOCKET_QUEUE || out.len() >= crate::image::MAX_SOCKET_MESSAGES {
             return Err(unsupported(fd, "more queued data than an image holds"));
         }
+        if n == 0 && (byte_stream || end_after.is_some_and(|t| total >= t)) {
+            break; // end of stream: the peer shut down (after every queued byte)
+        }
         if byte_stream {
-            if n == 0 {
-                break; // end of stream: the peer shut down
-            }
             match out.first_mut() {
                 Some(v) => v.extend_from_slice(&buf[..n]),
                 None => out.push(buf[..n].to_vec()),
@@ -755,6 +823,7 @@ fn tcp_state_name(state: u8) -> &'static str {
 
 fn tcp_socket(
     fd: i32,
+    ino: u64,
     copy: &OwnedFd,
     opts: &[SockOptState],
     filter: &[u8],
@@ -779,6 +848,7 @@ fn tcp_socket(
             };
             // For a listener, tcpi_unacked is the accept queue length, tcpi_sacked the backlog.
             let (pending, backlog) = (u32_at(24), u32_at(28));
+            ctx.tcp_pending.insert(ino, pending);
             if pending > 0 && ctx.capture && !ctx.opts.relay {
                 ctx.warnings.push(format!(
                     "fd {fd}: {pending} connection(s) waiting to be accepted on {local} are dropped"
