@@ -1074,6 +1074,9 @@ pub struct UnixSocketState {
     pub shutdown: u32,
     /// Queued incoming data: one element per datagram or record; one element for a stream.
     pub queue: Vec<Vec<u8>>,
+    /// For datagrams: the name of each one's sender (empty when unnamed), or no element at
+    /// all when none has a name.
+    pub queue_from: Vec<Vec<u8>>,
     /// For a listener: connections waiting to be accepted whose connecting socket is in the
     /// process (or the tree); they come back by connecting again. Others are dropped.
     pub pending: u32,
@@ -1095,6 +1098,10 @@ pub struct InetSocketState {
     pub tcp: Option<TcpConnState>,
     /// `sk_shutdown` bits: 1 = no more receives, 2 = no more sends.
     pub shutdown: u32,
+    /// Queued datagrams (UDP, UDP-Lite), oldest first.
+    pub queue: Vec<Vec<u8>>,
+    /// The sender of each queued datagram (unspecified address, port 0, when unknown).
+    pub queue_from: Vec<std::net::SocketAddr>,
 }
 
 /// An established TCP connection, as `TCP_REPAIR` reports it.

@@ -460,3 +460,18 @@ fn tcp_connection_not_accepted_yet_is_refused() {
         "{err}"
     );
 }
+
+/// Datagrams queued on a UDP socket and on a Unix datagram socket come back with their
+/// senders' addresses: senders of the process, and senders closed since.
+#[test]
+fn queued_datagrams_keep_their_senders() {
+    let Some(ctx) = setup("sockets-dgramfrom") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "sockets_state", &["dgramfrom"]);
+    v.check();
+    let img = image_path(&ctx, "dgramfrom");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    v.check();
+}

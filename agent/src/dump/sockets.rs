@@ -17,8 +17,8 @@ use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrStorage, UnixAddr, getpeername, getsockname, recv,
-    recvmsg,
+    ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage, UnixAddr, getpeername,
+    getsockname, recv, recvmsg,
 };
 use nix::unistd::Pid;
 
@@ -167,6 +167,8 @@ pub fn unexamined(ino: u64) -> SocketState {
             backlog: None,
             tcp: None,
             shutdown: 0,
+            queue: Vec::new(),
+            queue_from: Vec::new(),
         }),
     }
 }
@@ -596,15 +598,32 @@ fn unix_socket(
             }
         }
     }
-    let queue = if ctx.capture && !listening {
-        peek_unix_queue(
+    // Peeked as Unix addresses: nix reads a Unix address into a SockaddrStorage without its
+    // length, so that it reports no address.
+    let (queue, from) = if ctx.capture && !listening {
+        peek_queue::<UnixAddr>(
             fd,
             c,
             stream && diag.sock_type as i32 == libc::SOCK_STREAM,
             diag.shutdown & 1 != 0 && diag.sock_type as i32 == libc::SOCK_SEQPACKET,
         )?
     } else {
+        (Vec::new(), Vec::new())
+    };
+    // The senders of datagrams, by name, where any has one.
+    let queue_from: Vec<Vec<u8>> = if stream {
         Vec::new()
+    } else {
+        from.iter()
+            // An unnamed sender is reported with no address at all (length 0), which nix's
+            // UnixAddr cannot be asked about.
+            .map(|a| unix_name(a.filter(|a| a.len() as usize > std::mem::size_of::<u16>())))
+            .collect()
+    };
+    let queue_from = if queue_from.iter().all(Vec::is_empty) {
+        Vec::new()
+    } else {
+        queue_from
     };
     if ctx.capture
         && peer_external
@@ -627,18 +646,20 @@ fn unix_socket(
         peer_name,
         shutdown: u32::from(diag.shutdown),
         queue,
+        queue_from,
         pending: if listening { pending } else { 0 },
     })
 }
 
 /// Reads the receive queue without consuming it: `SO_PEEK_OFF` walks through it one datagram
 /// or record at a time (a stream as one run of bytes), and is put back afterwards.
-fn peek_unix_queue(
+/// Also the sender's address of each datagram, where the kernel reports one.
+fn peek_queue<S: SockaddrLike + Copy>(
     fd: i32,
     c: BorrowedFd<'_>,
     byte_stream: bool,
     seqpacket_shut_for_reading: bool,
-) -> Result<Vec<Vec<u8>>, DumpError> {
+) -> Result<Queue<S>, DumpError> {
     let old = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
         .map_err(sock_err(fd, "SO_PEEK_OFF"))?;
     ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
@@ -656,13 +677,14 @@ fn peek_unix_queue(
 
 /// `end_after`: for a record socket shut for reading, the bytes queued (`SIOCINQ`): a
 /// zero-length read once they are all read is the end, not a record.
-fn peek_loop(
+fn peek_loop<S: SockaddrLike + Copy>(
     fd: i32,
     c: BorrowedFd<'_>,
     byte_stream: bool,
     end_after: Option<usize>,
-) -> Result<Vec<Vec<u8>>, DumpError> {
+) -> Result<Queue<S>, DumpError> {
     let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut senders = Vec::new();
     let mut total = 0usize;
     let mut buf = vec![
         0u8;
@@ -674,9 +696,9 @@ fn peek_loop(
     ];
     loop {
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 253]);
-        let (n, truncated, passed) = {
+        let (n, truncated, passed, sender) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            let r = recvmsg::<()>(
+            let r = recvmsg::<S>(
                 c.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
@@ -690,7 +712,12 @@ fn peek_loop(
                             passed.extend(ss::adopt_received(&fds));
                         }
                     }
-                    (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC), passed)
+                    (
+                        msg.bytes,
+                        msg.flags.contains(MsgFlags::MSG_TRUNC),
+                        passed,
+                        msg.address,
+                    )
                 }
                 Err(Errno::EAGAIN) => break,
                 Err(e) => return Err(sock_err(fd, "peek at the queue")(e)),
@@ -726,10 +753,14 @@ fn peek_loop(
             }
         } else {
             out.push(buf[..n].to_vec());
+            senders.push(sender);
         }
     }
-    Ok(out)
+    Ok((out, senders))
 }
+
+/// Queued messages, and the sender of each datagram.
+type Queue<S> = (Vec<Vec<u8>>, Vec<Option<S>>);
 
 fn sockaddr(s: SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = s.as_sockaddr_in() {
@@ -773,20 +804,37 @@ fn datagram_socket(
 ) -> Result<InetSocketState, DumpError> {
     let local = local_addr(fd, c)?;
     let peer = peer_addr(c);
+    let mut queue = Vec::new();
+    let mut queue_from = Vec::new();
     if ctx.capture && !ctx.opts.relay {
-        // SIOCINQ is the first datagram's size: peek whether there is any.
-        let mut one = [0u8; 1];
-        let queued = recv(
-            c.as_raw_fd(),
-            &mut one,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-        )
-        .is_ok();
-        if queued {
-            ctx.warnings.push(format!(
-                "fd {fd}: datagrams queued on {} {local} are dropped",
-                datagram_kind(sock_type, protocol)
-            ));
+        if sock_type == libc::SOCK_DGRAM
+            && matches!(protocol, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE)
+        {
+            // Carried with their senders: sent again from them at restore.
+            let (q, from) = peek_queue::<SockaddrStorage>(fd, c, false, false)?;
+            queue_from = from
+                .into_iter()
+                .map(|a| {
+                    a.and_then(sockaddr)
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+                })
+                .collect();
+            queue = q;
+        } else {
+            // SIOCINQ is the first datagram's size: peek whether there is any.
+            let mut one = [0u8; 1];
+            let queued = recv(
+                c.as_raw_fd(),
+                &mut one,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+            )
+            .is_ok();
+            if queued {
+                ctx.warnings.push(format!(
+                    "fd {fd}: datagrams queued on {} {local} are dropped",
+                    datagram_kind(sock_type, protocol)
+                ));
+            }
         }
     }
     Ok(InetSocketState {
@@ -796,6 +844,8 @@ fn datagram_socket(
         backlog: None,
         tcp: None,
         shutdown: 0,
+        queue,
+        queue_from,
     })
 }
 
@@ -839,6 +889,8 @@ fn tcp_socket(
         backlog,
         tcp: conn,
         shutdown: 0,
+        queue: Vec::new(),
+        queue_from: Vec::new(),
     };
     match info[0] {
         TCP_CLOSE => Ok(tcp(None, None, None)),

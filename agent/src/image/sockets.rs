@@ -175,6 +175,7 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
             peer_name: u.peer_name.clone(),
             shutdown: u.shutdown,
             queue: u.queue.clone(),
+            queue_from: u.queue_from.clone(),
             pending: u.pending,
         }),
         SocketKind::Inet(i) => pb::socket::Kind::Inet(pb::InetSocket {
@@ -197,6 +198,8 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
                 window: t.window.to_vec(),
             }),
             shutdown: i.shutdown,
+            queue: i.queue.clone(),
+            queue_from: i.queue_from.iter().map(addr_to_pb).collect(),
         }),
         SocketKind::Netlink(n) => pb::socket::Kind::Netlink(pb::NetlinkSocket {
             protocol: n.protocol,
@@ -276,10 +279,21 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 peer_name: u.peer_name,
                 shutdown: u.shutdown,
                 queue: u.queue,
+                queue_from: u.queue_from,
                 pending: u.pending,
             })
         }
         pb::socket::Kind::Inet(i) => {
+            cap_count(
+                &format!("{field}.inet.queue"),
+                i.queue.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
+            cap_count(
+                &format!("{field}.inet.queue_from"),
+                i.queue_from.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
             let local = addr_from_pb(i.local, &format!("{field}.inet.local"))?;
             let peer = match i.peer {
                 Some(p) => Some(addr_from_pb(Some(p), &format!("{field}.inet.peer"))?),
@@ -320,6 +334,13 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 backlog: i.listening.then_some(i.backlog),
                 tcp,
                 shutdown: i.shutdown,
+                queue: i.queue,
+                queue_from: i
+                    .queue_from
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, a)| addr_from_pb(Some(a), &format!("{field}.inet.queue_from[{n}]")))
+                    .collect::<Result<_, _>>()?,
             })
         }
         pb::socket::Kind::Netlink(n) => {
@@ -433,6 +454,23 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                 u.queue.len(),
                 MAX_SOCKET_MESSAGES,
             )?;
+            if !u.queue_from.is_empty() && u.queue_from.len() != u.queue.len() {
+                return Err(err(
+                    format!("{field}.unix.queue_from"),
+                    ManifestProblem::OutOfRange {
+                        value: u.queue_from.len() as i128,
+                        min: u.queue.len() as i128,
+                        max: u.queue.len() as i128,
+                    },
+                ));
+            }
+            for (n, f) in u.queue_from.iter().enumerate() {
+                check_len(
+                    format!("{field}.unix.queue_from[{n}]"),
+                    f.len(),
+                    MAX_UNIX_NAME,
+                )?;
+            }
             let total: usize = u.queue.iter().map(Vec::len).sum();
             check_len(format!("{field}.unix.queue"), total, MAX_SOCKET_QUEUE)?;
             if u.shutdown & !3 != 0 {
@@ -469,6 +507,23 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
             )?;
         }
         SocketKind::Inet(i) => {
+            cap_count(
+                &format!("{field}.inet.queue"),
+                i.queue.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
+            let total: usize = i.queue.iter().map(Vec::len).sum();
+            check_len(format!("{field}.inet.queue"), total, MAX_SOCKET_QUEUE)?;
+            if i.queue_from.len() != i.queue.len() {
+                return Err(err(
+                    format!("{field}.inet.queue_from"),
+                    ManifestProblem::OutOfRange {
+                        value: i.queue_from.len() as i128,
+                        min: i.queue.len() as i128,
+                        max: i.queue.len() as i128,
+                    },
+                ));
+            }
             if i.shutdown & !3 != 0 {
                 return Err(err(
                     format!("{field}.inet.shutdown"),

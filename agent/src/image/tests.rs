@@ -1685,6 +1685,7 @@ fn with_sockets() -> ProcessState {
             peer_name: Vec::new(),
             shutdown: 0,
             queue,
+            queue_from: Vec::new(),
             pending: 0,
         }),
     };
@@ -1709,6 +1710,7 @@ fn with_sockets() -> ProcessState {
             peer_name: Vec::new(),
             shutdown: 0,
             queue: Vec::new(),
+            queue_from: Vec::new(),
             pending: 2,
         }),
     };
@@ -1741,6 +1743,8 @@ fn with_sockets() -> ProcessState {
                 window: [1, 2, 3, 4, 5],
             }),
             shutdown: 1,
+            queue: Vec::new(),
+            queue_from: Vec::new(),
         }),
     };
     let udp = SocketState {
@@ -1756,6 +1760,8 @@ fn with_sockets() -> ProcessState {
             backlog: None,
             tcp: None,
             shutdown: 0,
+            queue: vec![b"dgram".to_vec()],
+            queue_from: vec!["127.0.0.1:9".parse().expect("address")],
         }),
     };
     let socks = [
