@@ -1864,7 +1864,7 @@ fn invalid_sockets_are_refused_naming_the_field() {
         (
             Box::new(move |p| {
                 let mut s = socket(p, at + 4);
-                s.sock_type = libc::SOCK_RAW as u32;
+                s.sock_type = 9; // no socket type (SOCK_RAW is one now: raw IP sockets)
                 put(p, at + 4, s);
             }),
             format!("fds[{}].socket.sock_type", at + 4),
