@@ -257,6 +257,14 @@ int main(int argc, char **argv)
 				fr_die("sendto udp");
 		}
 		close(s2);
+		/* a socket for datagrams from outside (the test's), reported as "ext=PORT" */
+		int ext = socket(AF_INET, SOCK_DGRAM, 0);
+		struct sockaddr_in e = {.sin_family = AF_INET};
+		e.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t el = sizeof(e);
+		if (bind(ext, (struct sockaddr *)&e, sizeof(e)) || getsockname(ext, (struct sockaddr *)&e, &el))
+			fr_die("bind ext");
+		fr_status("ext=%d", ntohs(e.sin_port));
 
 		ux_r = socket(AF_UNIX, SOCK_DGRAM, 0);
 		int c1 = socket(AF_UNIX, SOCK_DGRAM, 0), c2 = socket(AF_UNIX, SOCK_DGRAM, 0);

@@ -300,7 +300,74 @@ pub fn collect(
     if !ctx.opts.relay {
         refuse_unaccepted_tcp(socks, &out, &ctx.tcp_pending)?;
     }
+    senders_outside(socks, &mut out, &mut ctx.warnings);
     Ok(out)
+}
+
+/// Queued datagrams are sent again at restore from their senders: the process's own sockets,
+/// or an address (an abstract Unix name) free now, which a socket is bound to for the
+/// purpose. Another process's address is taken and a remote one is not this host's: a UDP
+/// queue with a datagram from such a sender is dropped (warned), as before; Unix datagrams
+/// from one keep their data and lose their sender's name (warned).
+fn senders_outside(socks: &[(i32, u64)], out: &mut [SocketState], warnings: &mut Vec<String>) {
+    let inet_locals: Vec<(u32, SocketAddr)> = out
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SocketKind::Inet(i) if i.tcp.is_none() && i.backlog.is_none() => {
+                Some((i.protocol, i.local))
+            }
+            _ => None,
+        })
+        .collect();
+    let unix_names: Vec<Vec<u8>> = out
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SocketKind::Unix(u) if !u.name.is_empty() => Some(u.name.clone()),
+            _ => None,
+        })
+        .collect();
+    // Every descriptor of a socket holds a copy of its state: each is changed alike, the
+    // warning given once.
+    let mut warned = HashSet::new();
+    for (&(fd, _), s) in socks.iter().zip(out.iter_mut()) {
+        let first = warned.insert(s.ino);
+        match &mut s.kind {
+            SocketKind::Inet(i) if !i.queue.is_empty() => {
+                let protocol = i.protocol as i32;
+                let ours = |from: &SocketAddr| {
+                    inet_locals.iter().any(|(p, l)| {
+                        *p == i.protocol
+                            && l.port() == from.port()
+                            && (l.ip() == from.ip() || l.ip().is_unspecified())
+                    }) || inet_free(from, protocol)
+                };
+                if let Some(from) = i.queue_from.iter().find(|f| !ours(f)) {
+                    first.then(|| warnings.push(format!(
+                        "fd {fd}: {} datagram(s) queued on {}, some from {from} outside the process, are dropped",
+                        i.queue.len(),
+                        i.local
+                    )));
+                    i.queue.clear();
+                    i.queue_from.clear();
+                }
+            }
+            SocketKind::Unix(u) if !u.queue_from.is_empty() => {
+                let outside = u
+                    .queue_from
+                    .iter()
+                    .filter(|f| !f.is_empty() && !unix_names.contains(f) && !abstract_free(f))
+                    .count();
+                if outside > 0 {
+                    first.then(|| warnings.push(format!(
+                        "fd {fd}: {outside} datagram(s) queued on {} from named sockets outside the process come back from an unnamed one",
+                        sockdiag::display_name(&u.name)
+                    )));
+                    u.queue_from.clear();
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A TCP connection of the process to one of its own listeners that the listener has not
@@ -1104,4 +1171,39 @@ fn netlink_socket(
         dst_pid,
         dst_group,
     })
+}
+
+/// Whether a datagram socket of `protocol` can be bound to `a` now (a port nobody holds, an
+/// address of this host).
+fn inet_free(a: &SocketAddr, protocol: i32) -> bool {
+    let family = if a.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    a.port() != 0
+        && ss::socket(family, libc::SOCK_DGRAM, protocol).is_ok_and(|s| {
+            let r = match a {
+                SocketAddr::V4(v4) => {
+                    nix::sys::socket::bind(s.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(*v4))
+                }
+                SocketAddr::V6(v6) => {
+                    nix::sys::socket::bind(s.as_raw_fd(), &nix::sys::socket::SockaddrIn6::from(*v6))
+                }
+            };
+            r.is_ok()
+        })
+}
+
+/// Whether an abstract Unix name is free now (a path name's file stays behind its closed
+/// socket, and is not ferry's to remove).
+fn abstract_free(name: &[u8]) -> bool {
+    let Some((0, rest)) = name.split_first() else {
+        return false;
+    };
+    let Ok(addr) = UnixAddr::new_abstract(rest) else {
+        return false;
+    };
+    ss::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0)
+        .is_ok_and(|s| nix::sys::socket::bind(s.as_raw_fd(), &addr).is_ok())
 }
