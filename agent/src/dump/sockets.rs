@@ -357,6 +357,12 @@ fn senders_outside(socks: &[(i32, u64)], out: &mut [SocketState], warnings: &mut
                     .iter()
                     .filter(|f| !f.is_empty() && !unix_names.contains(f) && !abstract_free(f))
                     .count();
+                // An unnamed socket gets its queue through a pair's other end (unnamed).
+                let outside = if u.name.is_empty() {
+                    u.queue_from.iter().filter(|f| !f.is_empty()).count()
+                } else {
+                    outside
+                };
                 if outside > 0 {
                     first.then(|| warnings.push(format!(
                         "fd {fd}: {outside} datagram(s) queued on {} from named sockets outside the process come back from an unnamed one",
