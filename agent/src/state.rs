@@ -1196,8 +1196,26 @@ pub struct SockOptState {
 pub enum SocketKind {
     /// `AF_UNIX`.
     Unix(UnixSocketState),
-    /// `AF_INET` / `AF_INET6` (UDP or TCP).
+    /// `AF_INET` / `AF_INET6`: TCP, UDP, UDP-Lite, ICMP ("ping") and raw sockets.
     Inet(InetSocketState),
+    /// `AF_NETLINK`.
+    Netlink(NetlinkSocketState),
+}
+
+/// A netlink socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetlinkSocketState {
+    /// The netlink family (`NETLINK_ROUTE`, …), the socket's protocol.
+    pub protocol: u32,
+    /// Port id (`nl_pid` of `getsockname`); 0 while unbound.
+    pub port_id: u32,
+    /// Multicast groups joined, as `NETLINK_LIST_MEMBERSHIPS` reports them (bit `g - 1` of
+    /// word `(g - 1) / 32` for group `g`).
+    pub groups: Vec<u32>,
+    /// Destination port id and group of `connect` (0, 0 when not connected).
+    pub dst_pid: u32,
+    /// See `dst_pid`.
+    pub dst_group: u32,
 }
 
 /// A Unix socket.
@@ -1228,6 +1246,9 @@ pub struct UnixSocketState {
     /// Queued incoming data: one element per datagram or record; for a stream one element,
     /// or one per run of bytes that ends with descriptors or starts with other credentials.
     pub queue: Vec<Vec<u8>>,
+    /// For datagrams: the name of each one's sender (empty when unnamed), or no element at
+    /// all when none has a name.
+    pub queue_from: Vec<Vec<u8>>,
     /// For a listener: connections waiting to be accepted whose connecting socket is in the
     /// process (or the tree); they come back by connecting again. Others are dropped.
     pub pending: u32,
@@ -1273,7 +1294,8 @@ pub enum PassedFd {
 /// A UDP or TCP socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InetSocketState {
-    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, `IPPROTO_UDPLITE`, `IPPROTO_ICMP`/`ICMPV6` (a ping
+    /// socket) or a raw socket's protocol.
     pub protocol: u32,
     /// Local address (unspecified address and port 0 when unbound).
     pub local: std::net::SocketAddr,
@@ -1285,6 +1307,10 @@ pub struct InetSocketState {
     pub tcp: Option<TcpConnState>,
     /// `sk_shutdown` bits: 1 = no more receives, 2 = no more sends.
     pub shutdown: u32,
+    /// Queued datagrams (UDP, UDP-Lite), oldest first.
+    pub queue: Vec<Vec<u8>>,
+    /// The sender of each queued datagram (unspecified address, port 0, when unknown).
+    pub queue_from: Vec<std::net::SocketAddr>,
 }
 
 /// An established TCP connection, as `TCP_REPAIR` reports it.

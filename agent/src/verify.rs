@@ -823,6 +823,8 @@ fn expected_change(
             .iter()
             .any(|k| field.ends_with(k))))
         || (leaf == "peer_ino" && field.ends_with(".Unix"))
+        // The socket file a restored Unix socket is bound to (or, accepted, shares with its
+        // listener) is made anew.
         || (leaf == "ino" && field.ends_with(".Unix.file"))
     {
         return Some("the inode number of an object made anew");

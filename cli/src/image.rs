@@ -324,9 +324,14 @@ fn describe_socket(s: &ferry_agent::state::SocketState) -> String {
     let ty = match s.sock_type as i32 {
         nix::libc::SOCK_STREAM => "stream",
         nix::libc::SOCK_DGRAM => "dgram",
+        nix::libc::SOCK_RAW => "raw",
         _ => "seqpacket",
     };
     match &s.kind {
+        SocketKind::Netlink(n) => format!(
+            "netlink {ty} socket:[{}] protocol {} port id {}, groups {:x?}",
+            s.ino, n.protocol, n.port_id, n.groups
+        ),
         SocketKind::Unix(u) => {
             let name = |n: &[u8]| match n.split_first() {
                 None => "unnamed".to_string(),
@@ -351,10 +356,12 @@ fn describe_socket(s: &ferry_agent::state::SocketState) -> String {
             )
         }
         SocketKind::Inet(i) => {
-            let proto = if i.protocol == nix::libc::IPPROTO_TCP as u32 {
-                "tcp"
-            } else {
-                "udp"
+            let proto = match (s.sock_type as i32, i.protocol as i32) {
+                (nix::libc::SOCK_RAW, p) => format!("raw({p})"),
+                (_, nix::libc::IPPROTO_TCP) => "tcp".into(),
+                (_, nix::libc::IPPROTO_UDPLITE) => "udplite".into(),
+                (_, nix::libc::IPPROTO_ICMP | nix::libc::IPPROTO_ICMPV6) => "ping".into(),
+                _ => "udp".into(),
             };
             let state = match (&i.backlog, &i.peer, &i.tcp) {
                 (Some(b), _, _) => format!(" listening (backlog {b})"),

@@ -64,8 +64,8 @@ fn refused(mode: &str, must_name: &[&str]) {
 }
 
 #[test]
-fn refuses_netlink_socket() {
-    refused("netlink", &["netlink"]);
+fn refuses_packet_socket() {
+    refused("packet", &["packet socket"]);
 }
 
 /// A sealed VMA (`mseal`) cannot be mapped again as it was (nor unmapped by the restore):

@@ -704,7 +704,7 @@ fn tree_goes_into_one_new_pid_namespace_when_a_pid_is_taken() {
 }
 
 /// A refusal about a member of the tree names that member, not the root: a child holding an
-/// object the engine refuses (a netlink socket) makes `dump --tree` fail with the child's PID
+/// object the engine refuses (a packet socket) makes `dump --tree` fail with the child's PID
 /// and the descriptor; the tree runs on untouched.
 #[test]
 fn a_refused_member_is_named_by_its_own_pid() {
@@ -717,7 +717,7 @@ fn a_refused_member_is_named_by_its_own_pid() {
 import os, socket, sys, time
 d = sys.argv[1]
 if os.fork() == 0:
-    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
     with open(d + "/fd.tmp", "w") as f:
         f.write(str(s.fileno()))
     os.rename(d + "/fd.tmp", d + "/ready")
@@ -725,7 +725,7 @@ time.sleep(1000)
 "#;
     let mut cmd = Command::new("python3");
     cmd.args(["-c", script]).arg(&dir);
-    let tree = Tree::spawn_ready(&ctx, cmd, &dir, "the child holds its netlink socket");
+    let tree = Tree::spawn_ready(&ctx, cmd, &dir, "the child holds its packet socket");
     assert_eq!(tree.pids.len(), 2, "python and its child: {:?}", tree.pids);
     let (root, child) = (tree.pids[0], tree.pids[1]);
     let fd = std::fs::read_to_string(dir.join("ready")).expect("read the child's fd");

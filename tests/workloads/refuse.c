@@ -1,5 +1,5 @@
 /* Holds one thing the engine does not support yet, then counts like the general victim:
- *   refuse STATEDIR eventfd | socket | thread | seccomp-filter | seccomp-strict | netlink | mseal
+ *   refuse STATEDIR eventfd | socket | thread | seccomp-filter | seccomp-strict | packet | mseal
  * Reports "fd=N" for the fd it holds. SIGUSR1: "ok pid=P counter=N". */
 #include "common.h"
 
@@ -37,10 +37,10 @@ int main(int argc, char **argv)
 		if (fd < 0)
 			fr_die("socket");
 		fr_status("fd=%d", fd);
-	} else if (!strcmp(mode, "netlink")) {
-		int fd = socket(AF_NETLINK, SOCK_RAW, 0);
+	} else if (!strcmp(mode, "packet")) {
+		int fd = socket(AF_PACKET, SOCK_DGRAM, 0);
 		if (fd < 0)
-			fr_die("netlink socket");
+			fr_die("packet socket");
 		fr_status("fd=%d", fd);
 	} else if (!strcmp(mode, "thread")) {
 		pthread_t t;

@@ -4,6 +4,7 @@
  *            established TCP connection inside the process shut for reading (dump it with
  *            --tcp-established).
  *   queues:  queued data on Unix sockets that have no live peer or a one-way one: a stream
+ *            and a seqpacket
  *            socketpair end whose peer wrote and closed; an accepted connection whose client
  *            wrote and closed; a datagram socketpair end whose peer sent two datagrams and
  *            closed; a named datagram socket connected one way to another, with a datagram
@@ -11,6 +12,13 @@
  *            from the process not accepted yet.
  *   pending: a Unix listener with a connection from the process not accepted yet, into
  *            which the client has written (the dump refuses it).
+ *   tcppending: a TCP connection from the process to its own listener, not accepted yet (the
+ *            dump refuses it).
+ *   dgramfrom: datagrams queued with their senders: on a UDP socket from another UDP socket of
+ *            the process and from one closed since; on a Unix datagram socket bound to a path
+ *            from a named socket of the process and from a closed one with an abstract name.
+ *   closewait: a TCP connection inside the process that the client closed: the accepted end
+ *            in CLOSE-WAIT, the client in FIN-WAIT-2 (the dump refuses them, naming the state).
  * SIGUSR1 checks everything without consuming anything ("ok ..." or "BAD what").
  */
 #include "common.h"
@@ -55,7 +63,39 @@ static int read_shut(int fd)
 	return poll(&p, 1, 0) == 1 && (p.revents & POLLRDHUP);
 }
 
+/* eof: after the datagrams or records comes the end (the peer closed), not EAGAIN. */
+static int peek_off_walk_eof(int fd, const char **want, int n, int eof, char *why, size_t size);
+/* Walks the queue with MSG_PEEK and SO_PEEK_OFF: datagram i holds want[i] from from[i]. */
+static int senders_are(int fd, const char **want, struct sockaddr_storage *from, socklen_t *fromlen, int n,
+		       char *why, size_t size)
+{
+	int off = 0, ok = 1;
+	setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off));
+	for (int i = 0; i < n && ok; i++) {
+		char buf[64];
+		struct sockaddr_storage f;
+		socklen_t fl = sizeof(f);
+		memset(&f, 0, sizeof(f));
+		ssize_t got = recvfrom(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT, (struct sockaddr *)&f, &fl);
+		if (got != (ssize_t)strlen(want[i]) || memcmp(buf, want[i], (size_t)got)) {
+			snprintf(why, size, "datagram %d: %zd bytes, want \"%s\"", i, got, want[i]);
+			ok = 0;
+		} else if (fl != fromlen[i] || memcmp(&f, &from[i], fl)) {
+			snprintf(why, size, "datagram %d (\"%s\") comes from another sender", i, want[i]);
+			ok = 0;
+		}
+	}
+	off = -1;
+	setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off));
+	return ok;
+}
+
 static int peek_off_walk(int fd, const char **want, int n, char *why, size_t size)
+{
+	return peek_off_walk_eof(fd, want, n, 0, why, size);
+}
+
+static int peek_off_walk_eof(int fd, const char **want, int n, int eof, char *why, size_t size)
 {
 	int off = 0;
 	if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off)))
@@ -74,8 +114,8 @@ static int peek_off_walk(int fd, const char **want, int n, char *why, size_t siz
 	ssize_t more = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
 	off = -1;
 	setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off));
-	if (more >= 0) {
-		snprintf(why, size, "one datagram too many (%zd bytes)", more);
+	if (eof ? more != 0 : more >= 0) {
+		snprintf(why, size, "after the queue: %zd, want %s", more, eof ? "end (0)" : "nothing (-1)");
 		return 0;
 	}
 	return 1;
@@ -86,7 +126,7 @@ int main(int argc, char **argv)
 	fr_init(argc, argv);
 	const char *mode = argc > 2 ? argv[2] : "shut";
 	int udp_rd = -1, udp_wr = -1, ux_rd = -1, tcp_rd = -1, tcp_other = -1;
-	int lclosed = -1, pair_a = -1, acc = -1, dg = -1, named = -1, removed = -1, lpend = -1, client = -1;
+	int seq = -1, lclosed = -1, pair_a = -1, acc = -1, dg = -1, named = -1, removed = -1, lpend = -1, client = -1;
 	struct sockaddr_un peer_addr;
 	socklen_t peer_len = 0;
 	char removed_path[100];
@@ -147,6 +187,13 @@ int main(int argc, char **argv)
 		lclosed = l;
 		/* the listener stays: a reconnection by name would be one more pending connection */
 
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv))
+			fr_die("socketpair seqpacket");
+		seq = sv[0];
+		send(sv[1], "r1", 2, 0);
+		send(sv[1], "record-2", 8, 0);
+		close(sv[1]);
+
 		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv))
 			fr_die("socketpair dgram");
 		dg = sv[0];
@@ -175,6 +222,85 @@ int main(int argc, char **argv)
 		memcpy(ra.sun_path, removed_path, sizeof(removed_path));
 		if (bind(removed, (struct sockaddr *)&ra, sizeof(ra)) || listen(removed, 3) || unlink(removed_path))
 			fr_die("removed listener");
+	}
+	if (!strcmp(mode, "tcppending")) {
+		struct sockaddr_in a = {.sin_family = AF_INET};
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t len = sizeof(a);
+		int l = socket(AF_INET, SOCK_STREAM, 0);
+		if (bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 1))
+			fr_die("listen");
+		getsockname(l, (struct sockaddr *)&a, &len);
+		tcp_other = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(tcp_other, (struct sockaddr *)&a, sizeof(a)))
+			fr_die("connect");
+	}
+	int udp_r = -1, ux_r = -1;
+	struct sockaddr_storage ufrom[3], xfrom[2];
+	socklen_t ufl[3], xfl[2];
+	if (!strcmp(mode, "dgramfrom")) {
+		struct sockaddr_in a = {.sin_family = AF_INET};
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t len = sizeof(a);
+		udp_r = socket(AF_INET, SOCK_DGRAM, 0);
+		int s1 = socket(AF_INET, SOCK_DGRAM, 0), s2 = socket(AF_INET, SOCK_DGRAM, 0);
+		if (bind(udp_r, (struct sockaddr *)&a, sizeof(a)) || bind(s1, (struct sockaddr *)&a, sizeof(a)) ||
+		    bind(s2, (struct sockaddr *)&a, sizeof(a)))
+			fr_die("bind udp");
+		getsockname(udp_r, (struct sockaddr *)&a, &len);
+		int order[3] = {s1, s2, s1};
+		const char *msg[3] = {"u-one", "u-two", "u-three"};
+		for (int i = 0; i < 3; i++) {
+			ufl[i] = sizeof(ufrom[i]);
+			getsockname(order[i], (struct sockaddr *)&ufrom[i], &ufl[i]);
+			if (sendto(order[i], msg[i], strlen(msg[i]), 0, (struct sockaddr *)&a, sizeof(a)) < 0)
+				fr_die("sendto udp");
+		}
+		close(s2);
+		/* a socket for datagrams from outside (the test's), reported as "ext=PORT" */
+		int ext = socket(AF_INET, SOCK_DGRAM, 0);
+		struct sockaddr_in e = {.sin_family = AF_INET};
+		e.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t el = sizeof(e);
+		if (bind(ext, (struct sockaddr *)&e, sizeof(e)) || getsockname(ext, (struct sockaddr *)&e, &el))
+			fr_die("bind ext");
+		fr_status("ext=%d", ntohs(e.sin_port));
+
+		ux_r = socket(AF_UNIX, SOCK_DGRAM, 0);
+		int c1 = socket(AF_UNIX, SOCK_DGRAM, 0), c2 = socket(AF_UNIX, SOCK_DGRAM, 0);
+		struct sockaddr_un ra = {.sun_family = AF_UNIX}, c1a = {.sun_family = AF_UNIX}, c2a;
+		snprintf(ra.sun_path, sizeof(ra.sun_path), "%.80s/r.sock", fr_dir);
+		snprintf(c1a.sun_path, sizeof(c1a.sun_path), "%.80s/c1.sock", fr_dir);
+		socklen_t c2l = abstract(&c2a, "c2");
+		if (bind(ux_r, (struct sockaddr *)&ra, sizeof(ra)) || bind(c1, (struct sockaddr *)&c1a, sizeof(c1a)) ||
+		    bind(c2, (struct sockaddr *)&c2a, c2l))
+			fr_die("bind unix");
+		if (sendto(c1, "x-one", 5, 0, (struct sockaddr *)&ra, sizeof(ra)) != 5 ||
+		    sendto(c2, "x-two", 5, 0, (struct sockaddr *)&ra, sizeof(ra)) != 5)
+			fr_die("sendto unix");
+		for (int i = 0; i < 2; i++) {
+			xfl[i] = sizeof(xfrom[i]);
+			getsockname(i ? c2 : c1, (struct sockaddr *)&xfrom[i], &xfl[i]);
+		}
+		close(c2);
+	}
+	if (!strcmp(mode, "closewait")) {
+		struct sockaddr_in a = {.sin_family = AF_INET};
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t len = sizeof(a);
+		int l = socket(AF_INET, SOCK_STREAM, 0);
+		if (bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 1))
+			fr_die("listen");
+		getsockname(l, (struct sockaddr *)&a, &len);
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(c, (struct sockaddr *)&a, sizeof(a)))
+			fr_die("connect");
+		tcp_other = accept(l, NULL, NULL);
+		close(l);
+		if (tcp_other < 0 || shutdown(c, SHUT_WR))
+			fr_die("shutdown");
+		tcp_rd = -1;
+		usleep(100000);
 	}
 	if (!strcmp(mode, "queues") || !strcmp(mode, "pending")) {
 		struct sockaddr_un pa;
@@ -222,6 +348,18 @@ int main(int argc, char **argv)
 				ok = stream_holds(pair_a, "tail data", why, sizeof(why));
 			if (ok && acc >= 0)
 				ok = stream_holds(acc, "bye", why, sizeof(why));
+			if (ok && udp_r >= 0) {
+				const char *want[] = {"u-one", "u-two", "u-three"};
+				ok = senders_are(udp_r, want, ufrom, ufl, 3, why, sizeof(why));
+			}
+			if (ok && ux_r >= 0) {
+				const char *want[] = {"x-one", "x-two"};
+				ok = senders_are(ux_r, want, xfrom, xfl, 2, why, sizeof(why));
+			}
+			if (ok && seq >= 0) {
+				const char *want[] = {"r1", "record-2"};
+				ok = peek_off_walk_eof(seq, want, 2, 1, why, sizeof(why));
+			}
 			if (ok && dg >= 0) {
 				const char *want[] = {"m1", "m2-longer"};
 				ok = peek_off_walk(dg, want, 2, why, sizeof(why));

@@ -18,8 +18,8 @@ use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrStorage, UnixAddr, getpeername, getsockname, recv,
-    recvmsg,
+    ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage, UnixAddr, getpeername,
+    getsockname, recv, recvmsg,
 };
 use nix::unistd::Pid;
 
@@ -28,8 +28,8 @@ use super::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixDiag};
 use crate::image::sockopt as opt;
 use crate::image::{MAX_SOCKET_FILTER as MAX_FILTER, MAX_SOCKET_QUEUE};
 use crate::state::{
-    FileIdentity, FileRef, InFlight, InetSocketState, PassedFd, SockOptState, SocketKind,
-    SocketState, TcpConnState, UnixSocketState,
+    FileIdentity, FileRef, InFlight, InetSocketState, NetlinkSocketState, PassedFd, SockOptState,
+    SocketKind, SocketState, TcpConnState, UnixSocketState,
 };
 use crate::sys::socket as ss;
 
@@ -124,6 +124,8 @@ pub struct SocketDump {
     /// The processes of a dumped tree (empty for one process): a descriptor in flight may be
     /// one they hold.
     pub members: Vec<i32>,
+    /// Connections waiting in the accept queue of each TCP listener, by socket inode.
+    tcp_pending: HashMap<u64, u32>,
 }
 
 impl SocketDump {
@@ -137,6 +139,7 @@ impl SocketDump {
             member_sockets: HashSet::new(),
             peers_judged_later: false,
             members: Vec::new(),
+            tcp_pending: HashMap::new(),
         }
     }
 
@@ -150,6 +153,7 @@ impl SocketDump {
             member_sockets: HashSet::new(),
             peers_judged_later: false,
             members: Vec::new(),
+            tcp_pending: HashMap::new(),
         }
     }
 }
@@ -169,6 +173,8 @@ pub fn unexamined(ino: u64) -> SocketState {
             backlog: None,
             tcp: None,
             shutdown: 0,
+            queue: Vec::new(),
+            queue_from: Vec::new(),
         }),
     }
 }
@@ -239,23 +245,35 @@ pub fn collect(
                 SocketKind::Unix(unix_socket(pid, fd, ino, c, &diag, &inos, ctx)?)
             }
             libc::AF_INET | libc::AF_INET6 => match (sock_type, protocol) {
-                (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => SocketKind::Inet(udp_socket(fd, c, ctx)?),
+                (
+                    libc::SOCK_DGRAM,
+                    libc::IPPROTO_UDP
+                    | libc::IPPROTO_UDPLITE
+                    | libc::IPPROTO_ICMP
+                    | libc::IPPROTO_ICMPV6,
+                )
+                | (libc::SOCK_RAW, _) => {
+                    SocketKind::Inet(datagram_socket(fd, c, sock_type, protocol, ctx)?)
+                }
                 (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
-                    SocketKind::Inet(tcp_socket(fd, &copy, &opts, &filter, ctx)?)
+                    SocketKind::Inet(tcp_socket(fd, ino, &copy, &opts, &filter, ctx)?)
                 }
                 _ => {
                     return Err(unsupported(
                         fd,
                         format!(
-                            "a socket of type {sock_type}, protocol {protocol} is not supported yet"
+                            "an IP socket of type {sock_type}, protocol {protocol} (SCTP, MPTCP, …) is not supported yet"
                         ),
                     ));
                 }
             },
-            libc::AF_NETLINK => {
-                return Err(unsupported(fd, "a netlink socket is not supported yet"));
+            libc::AF_NETLINK => SocketKind::Netlink(netlink_socket(fd, c, protocol, ctx)?),
+            libc::AF_PACKET => {
+                return Err(unsupported(
+                    fd,
+                    "a packet socket (AF_PACKET: its interface binding, rings and fanout) is not supported yet",
+                ));
             }
-            libc::AF_PACKET => return Err(unsupported(fd, "a packet socket is not supported yet")),
             _ => {
                 return Err(unsupported(
                     fd,
@@ -285,7 +303,126 @@ pub fn collect(
         done.insert(ino, state.clone());
         out.push(state);
     }
+    if !ctx.opts.relay {
+        refuse_unaccepted_tcp(socks, &out, &ctx.tcp_pending)?;
+    }
+    senders_outside(socks, &mut out, &mut ctx.warnings);
     Ok(out)
+}
+
+/// Queued datagrams are sent again at restore from their senders: the process's own sockets,
+/// or an address (an abstract Unix name) free now, which a socket is bound to for the
+/// purpose. Another process's address is taken and a remote one is not this host's: a UDP
+/// queue with a datagram from such a sender is dropped (warned), as before; Unix datagrams
+/// from one keep their data and lose their sender's name (warned).
+fn senders_outside(socks: &[(i32, u64)], out: &mut [SocketState], warnings: &mut Vec<String>) {
+    let inet_locals: Vec<(u32, SocketAddr)> = out
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SocketKind::Inet(i) if i.tcp.is_none() && i.backlog.is_none() => {
+                Some((i.protocol, i.local))
+            }
+            _ => None,
+        })
+        .collect();
+    let unix_names: Vec<Vec<u8>> = out
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SocketKind::Unix(u) if !u.name.is_empty() => Some(u.name.clone()),
+            _ => None,
+        })
+        .collect();
+    // Every descriptor of a socket holds a copy of its state: each is changed alike, the
+    // warning given once.
+    let mut warned = HashSet::new();
+    for (&(fd, _), s) in socks.iter().zip(out.iter_mut()) {
+        let first = warned.insert(s.ino);
+        match &mut s.kind {
+            SocketKind::Inet(i) if !i.queue.is_empty() => {
+                let protocol = i.protocol as i32;
+                let ours = |from: &SocketAddr| {
+                    inet_locals.iter().any(|(p, l)| {
+                        *p == i.protocol
+                            && l.port() == from.port()
+                            && (l.ip() == from.ip() || l.ip().is_unspecified())
+                    }) || inet_free(from, protocol)
+                };
+                if let Some(from) = i.queue_from.iter().find(|f| !ours(f)) {
+                    first.then(|| warnings.push(format!(
+                        "fd {fd}: {} datagram(s) queued on {}, some from {from} outside the process, are dropped",
+                        i.queue.len(),
+                        i.local
+                    )));
+                    i.queue.clear();
+                    i.queue_from.clear();
+                }
+            }
+            SocketKind::Unix(u) if !u.queue_from.is_empty() => {
+                let outside = u
+                    .queue_from
+                    .iter()
+                    .filter(|f| !f.is_empty() && !unix_names.contains(f) && !abstract_free(f))
+                    .count();
+                // An unnamed socket gets its queue through a pair's other end (unnamed).
+                let outside = if u.name.is_empty() {
+                    u.queue_from.iter().filter(|f| !f.is_empty()).count()
+                } else {
+                    outside
+                };
+                if outside > 0 {
+                    first.then(|| warnings.push(format!(
+                        "fd {fd}: {outside} datagram(s) queued on {} from named sockets outside the process come back from an unnamed one",
+                        sockdiag::display_name(&u.name)
+                    )));
+                    u.queue_from.clear();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A TCP connection of the process to one of its own listeners that the listener has not
+/// accepted yet: its other end is no socket yet (it waits in the accept queue, with whatever
+/// the connection already carried), which a restore cannot make again.
+fn refuse_unaccepted_tcp(
+    socks: &[(i32, u64)],
+    out: &[SocketState],
+    pending: &HashMap<u64, u32>,
+) -> Result<(), DumpError> {
+    let inet = |s: &SocketState| match &s.kind {
+        SocketKind::Inet(i) if i.protocol == libc::IPPROTO_TCP as u32 => Some(i.clone()),
+        _ => None,
+    };
+    for (&(fd, _), s) in socks.iter().zip(out) {
+        let Some(conn) = inet(s) else { continue };
+        let Some(peer) = conn.peer else { continue };
+        let listener = socks.iter().zip(out).find(|(_, l)| {
+            pending.get(&l.ino).is_some_and(|n| *n > 0)
+                && inet(l).is_some_and(|l| {
+                    l.backlog.is_some()
+                        && l.local.port() == peer.port()
+                        && (l.local.ip() == peer.ip() || l.local.ip().is_unspecified())
+                })
+        });
+        let Some((&(lfd, _), _)) = listener else {
+            continue;
+        };
+        let accepted = out
+            .iter()
+            .any(|a| inet(a).is_some_and(|a| a.local == peer && a.peer == Some(conn.local)));
+        if !accepted {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "TCP connection {} -> {peer} waits in the accept queue of the process's own listener (fd {lfd}), \
+                     not accepted yet: not supported",
+                    conn.local
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the socket is a TCP socket in state ESTABLISHED.
@@ -323,8 +460,15 @@ fn changed_options(
     sock_type: i32,
     protocol: i32,
 ) -> Result<Vec<SockOptState>, DumpError> {
-    let fresh = ss::socket(family, sock_type, protocol)
-        .map_err(sock_err(fd, "create a fresh socket to compare options"))?;
+    let fresh = ss::socket(family, sock_type, protocol).map_err(|e| {
+        unsupported(
+            fd,
+            format!(
+                "a socket of address family {family}, type {sock_type}, protocol {protocol}, of which ferry \
+                 cannot make one ({e}): not supported"
+            ),
+        )
+    })?;
     // An established connection's buffers were sized by autotuning, unless the user fixed
     // them (SO_BUF_LOCK reports which): setting them would turn autotuning off.
     let autotuned = if is_established_tcp(c, family, sock_type, protocol) {
@@ -554,10 +698,32 @@ fn unix_socket(
             }
         }
     }
-    let (queue, peeked) = if ctx.capture && !listening {
-        peek_unix_queue(fd, c, stream && diag.sock_type as i32 == libc::SOCK_STREAM)?
+    // Peeked as Unix addresses: nix reads a Unix address into a SockaddrStorage without its
+    // length, so that it reports no address.
+    let (queue, from, peeked) = if ctx.capture && !listening {
+        peek_queue::<UnixAddr>(
+            fd,
+            c,
+            stream && diag.sock_type as i32 == libc::SOCK_STREAM,
+            diag.shutdown & 1 != 0 && diag.sock_type as i32 == libc::SOCK_SEQPACKET,
+        )?
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
+    };
+    // The senders of datagrams, by name, where any has one.
+    let queue_from: Vec<Vec<u8>> = if stream {
+        Vec::new()
+    } else {
+        from.iter()
+            // An unnamed sender is reported with no address at all (length 0), which nix's
+            // UnixAddr cannot be asked about.
+            .map(|a| unix_name(a.filter(|a| a.len() as usize > std::mem::size_of::<u16>())))
+            .collect()
+    };
+    let queue_from = if queue_from.iter().all(Vec::is_empty) {
+        Vec::new()
+    } else {
+        queue_from
     };
     if !peeked.is_empty() && diag.shutdown & 1 != 0 {
         return Err(unsupported(
@@ -600,6 +766,7 @@ fn unix_socket(
         peer_name,
         shutdown: u32::from(diag.shutdown),
         queue,
+        queue_from,
         pending: if listening { pending } else { 0 },
         in_flight,
     })
@@ -693,17 +860,25 @@ fn in_flight(pid: Pid, fd: i32, p: Peeked, members: &[i32]) -> Result<InFlight, 
 }
 
 /// Reads the receive queue without consuming it: `SO_PEEK_OFF` walks through it one datagram
-/// or record at a time (a stream as one run of bytes), and is put back afterwards.
-fn peek_unix_queue(
+/// or record at a time (a stream as runs of bytes), and is put back afterwards. Also the
+/// sender's address of each datagram, where the kernel reports one, and what messages carry
+/// besides their bytes (descriptors, credentials).
+fn peek_queue<S: SockaddrLike + Copy>(
     fd: i32,
     c: BorrowedFd<'_>,
     byte_stream: bool,
-) -> Result<(Vec<Vec<u8>>, Vec<Peeked>), DumpError> {
+    seqpacket_shut_for_reading: bool,
+) -> Result<Queue<S>, DumpError> {
     let old = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
         .map_err(sock_err(fd, "SO_PEEK_OFF"))?;
     ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
         .map_err(sock_err(fd, "set SO_PEEK_OFF"))?;
-    let result = peek_loop(fd, c, byte_stream);
+    let end_after = if seqpacket_shut_for_reading {
+        Some(usize::try_from(ss::ioctl_int(c, ss::SIOCINQ).unwrap_or(0)).unwrap_or(0))
+    } else {
+        None
+    };
+    let result = peek_loop(fd, c, byte_stream, end_after);
     ss::setsockopt_int(c, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old)
         .map_err(sock_err(fd, "reset SO_PEEK_OFF"))?;
     result
@@ -711,13 +886,17 @@ fn peek_unix_queue(
 
 /// A stream is read as runs of bytes: one `MSG_PEEK` stops after a message that passes
 /// descriptors, and never joins messages with different credentials, so each run that comes
-/// with descriptors or credentials is an element of its own.
-fn peek_loop(
+/// with descriptors or credentials is an element of its own. `end_after`: for a record socket
+/// shut for reading, the bytes queued (`SIOCINQ`): a zero-length read once they are all read
+/// is the end, not a record.
+fn peek_loop<S: SockaddrLike + Copy>(
     fd: i32,
     c: BorrowedFd<'_>,
     byte_stream: bool,
-) -> Result<(Vec<Vec<u8>>, Vec<Peeked>), DumpError> {
+    end_after: Option<usize>,
+) -> Result<Queue<S>, DumpError> {
     let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut senders = Vec::new();
     let mut ancillary: Vec<Peeked> = Vec::new();
     let mut total = 0usize;
     let mut buf = vec![
@@ -730,9 +909,9 @@ fn peek_loop(
     ];
     loop {
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 253], libc::ucred);
-        let (n, truncated, passed, creds) = {
+        let (n, truncated, passed, creds, sender) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            let r = recvmsg::<()>(
+            let r = recvmsg::<S>(
                 c.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
@@ -764,6 +943,7 @@ fn peek_loop(
                         msg.flags.contains(MsgFlags::MSG_TRUNC),
                         passed,
                         creds,
+                        msg.address,
                     )
                 }
                 Err(Errno::EAGAIN) => break,
@@ -780,11 +960,11 @@ fn peek_loop(
         if total > MAX_SOCKET_QUEUE || out.len() >= crate::image::MAX_SOCKET_MESSAGES {
             return Err(unsupported(fd, "more queued data than an image holds"));
         }
+        if n == 0 && (byte_stream || end_after.is_some_and(|t| total >= t)) {
+            break; // end of stream: the peer shut down (after every queued byte)
+        }
         let carries = !passed.is_empty() || creds.is_some();
         if byte_stream {
-            if n == 0 {
-                break; // end of stream: the peer shut down
-            }
             // Runs without anything in flight join the run before when it has none either.
             let last_plain = !out.is_empty()
                 && ancillary
@@ -796,6 +976,7 @@ fn peek_loop(
             }
         } else {
             out.push(buf[..n].to_vec());
+            senders.push(sender);
         }
         if carries {
             ancillary.push(Peeked {
@@ -805,8 +986,11 @@ fn peek_loop(
             });
         }
     }
-    Ok((out, ancillary))
+    Ok((out, senders, ancillary))
 }
+
+/// Queued messages, the sender of each datagram, and what messages carry besides bytes.
+type Queue<S> = (Vec<Vec<u8>>, Vec<Option<S>>, Vec<Peeked>);
 
 fn sockaddr(s: SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = s.as_sockaddr_in() {
@@ -830,28 +1014,69 @@ fn peer_addr(c: BorrowedFd<'_>) -> Option<SocketAddr> {
         .and_then(sockaddr)
 }
 
-fn udp_socket(
+/// What to call a datagram-like IP socket in messages.
+fn datagram_kind(sock_type: i32, protocol: i32) -> String {
+    match (sock_type, protocol) {
+        (libc::SOCK_RAW, p) => format!("raw socket (protocol {p})"),
+        (_, libc::IPPROTO_UDPLITE) => "UDP-Lite socket".into(),
+        (_, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => "ICMP (ping) socket".into(),
+        _ => "UDP socket".into(),
+    }
+}
+
+/// A UDP, UDP-Lite, ICMP ("ping") or raw socket: its addresses.
+fn datagram_socket(
     fd: i32,
     c: BorrowedFd<'_>,
+    sock_type: i32,
+    protocol: i32,
     ctx: &mut SocketDump,
 ) -> Result<InetSocketState, DumpError> {
     let local = local_addr(fd, c)?;
     let peer = peer_addr(c);
+    let mut queue = Vec::new();
+    let mut queue_from = Vec::new();
     if ctx.capture && !ctx.opts.relay {
-        let queued = ss::ioctl_int(c, ss::SIOCINQ).unwrap_or(0);
-        if queued > 0 {
-            ctx.warnings.push(format!(
-                "fd {fd}: datagrams queued on UDP socket {local} are dropped"
-            ));
+        if sock_type == libc::SOCK_DGRAM
+            && matches!(protocol, libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE)
+        {
+            // Carried with their senders: sent again from them at restore.
+            // (A UDP socket has no descriptors or credentials in flight.)
+            let (q, from, _) = peek_queue::<SockaddrStorage>(fd, c, false, false)?;
+            queue_from = from
+                .into_iter()
+                .map(|a| {
+                    a.and_then(sockaddr)
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+                })
+                .collect();
+            queue = q;
+        } else {
+            // SIOCINQ is the first datagram's size: peek whether there is any.
+            let mut one = [0u8; 1];
+            let queued = recv(
+                c.as_raw_fd(),
+                &mut one,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+            )
+            .is_ok();
+            if queued {
+                ctx.warnings.push(format!(
+                    "fd {fd}: datagrams queued on {} {local} are dropped",
+                    datagram_kind(sock_type, protocol)
+                ));
+            }
         }
     }
     Ok(InetSocketState {
-        protocol: libc::IPPROTO_UDP as u32,
+        protocol: protocol as u32,
         local,
         peer,
         backlog: None,
         tcp: None,
         shutdown: 0,
+        queue,
+        queue_from,
     })
 }
 
@@ -879,6 +1104,7 @@ fn tcp_state_name(state: u8) -> &'static str {
 
 fn tcp_socket(
     fd: i32,
+    ino: u64,
     copy: &OwnedFd,
     opts: &[SockOptState],
     filter: &[u8],
@@ -894,6 +1120,8 @@ fn tcp_socket(
         backlog,
         tcp: conn,
         shutdown: 0,
+        queue: Vec::new(),
+        queue_from: Vec::new(),
     };
     match info[0] {
         TCP_CLOSE => Ok(tcp(None, None, None)),
@@ -903,6 +1131,7 @@ fn tcp_socket(
             };
             // For a listener, tcpi_unacked is the accept queue length, tcpi_sacked the backlog.
             let (pending, backlog) = (u32_at(24), u32_at(28));
+            ctx.tcp_pending.insert(ino, pending);
             if pending > 0 && ctx.capture && !ctx.opts.relay {
                 ctx.warnings.push(format!(
                     "fd {fd}: {pending} connection(s) waiting to be accepted on {local} are dropped"
@@ -1055,4 +1284,90 @@ fn repair(
         timestamp: timestamp as u32,
         window: [word(0), word(1), word(2), word(3), word(4)],
     })
+}
+
+/// A netlink socket: protocol, port id, groups, destination. Queued messages (replies or
+/// notifications not read yet) are refused: a program waiting for a reply would wait forever.
+fn netlink_socket(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    protocol: i32,
+    ctx: &mut SocketDump,
+) -> Result<NetlinkSocketState, DumpError> {
+    let (port_id, _) = ss::netlink_name(c, false).map_err(sock_err(fd, "getsockname"))?;
+    let (dst_pid, dst_group) = ss::netlink_name(c, true).unwrap_or((0, 0));
+    let mut words = [0u8; 128];
+    let n = ss::getsockopt_bytes(
+        c,
+        opt::SOL_NETLINK,
+        opt::NETLINK_LIST_MEMBERSHIPS,
+        &mut words,
+    )
+    .map_err(sock_err(fd, "NETLINK_LIST_MEMBERSHIPS"))?;
+    let mut groups: Vec<u32> = words[..n]
+        .chunks_exact(4)
+        .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+        .collect();
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if ctx.capture {
+        let mut one = [0u8; 1];
+        if recv(
+            c.as_raw_fd(),
+            &mut one,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+        )
+        .is_ok()
+        {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "a netlink socket (protocol {protocol}, port id {port_id}) with messages queued: not supported yet"
+                ),
+            ));
+        }
+    }
+    Ok(NetlinkSocketState {
+        protocol: protocol as u32,
+        port_id,
+        groups,
+        dst_pid,
+        dst_group,
+    })
+}
+
+/// Whether a datagram socket of `protocol` can be bound to `a` now (a port nobody holds, an
+/// address of this host).
+fn inet_free(a: &SocketAddr, protocol: i32) -> bool {
+    let family = if a.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    a.port() != 0
+        && ss::socket(family, libc::SOCK_DGRAM, protocol).is_ok_and(|s| {
+            let r = match a {
+                SocketAddr::V4(v4) => {
+                    nix::sys::socket::bind(s.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(*v4))
+                }
+                SocketAddr::V6(v6) => {
+                    nix::sys::socket::bind(s.as_raw_fd(), &nix::sys::socket::SockaddrIn6::from(*v6))
+                }
+            };
+            r.is_ok()
+        })
+}
+
+/// Whether an abstract Unix name is free now (a path name's file stays behind its closed
+/// socket, and is not ferry's to remove).
+fn abstract_free(name: &[u8]) -> bool {
+    let Some((0, rest)) = name.split_first() else {
+        return false;
+    };
+    let Ok(addr) = UnixAddr::new_abstract(rest) else {
+        return false;
+    };
+    ss::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0)
+        .is_ok_and(|s| nix::sys::socket::bind(s.as_raw_fd(), &addr).is_ok())
 }

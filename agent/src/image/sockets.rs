@@ -8,8 +8,8 @@ use ferry_proto::image::v1 as pb;
 use super::convert::{identity_from_pb, identity_to_pb};
 use super::validate::{ManifestError, ManifestProblem, cap_count, err};
 use crate::state::{
-    FileRef, InFlight, InetSocketState, PassedFd, SockOptState, SocketKind, SocketState,
-    TcpConnState, UnixSocketState,
+    FileRef, InFlight, InetSocketState, NetlinkSocketState, PassedFd, SockOptState, SocketKind,
+    SocketState, TcpConnState, UnixSocketState,
 };
 
 /// Most bytes queued in one socket queue accepted (the manifest itself is capped at 64 MiB).
@@ -24,6 +24,8 @@ pub const MAX_SOCKET_OPTS: usize = 64;
 pub const MAX_SOCKOPT_LEN: usize = 64;
 /// Largest classic BPF socket filter accepted, in bytes (`BPF_MAXINSNS` instructions of 8).
 pub const MAX_FILTER: usize = 4096 * 8;
+/// Most words of netlink group membership accepted (1024 groups).
+pub const MAX_NETLINK_GROUP_WORDS: usize = 32;
 /// Longest Unix socket name (`sun_path`).
 pub const MAX_UNIX_NAME: usize = 108;
 
@@ -51,6 +53,10 @@ pub mod opt {
     pub const NETLINK_BROADCAST_ERROR: i32 = 4;
     /// `NETLINK_NO_ENOBUFS`.
     pub const NETLINK_NO_ENOBUFS: i32 = 5;
+    /// `NETLINK_LIST_MEMBERSHIPS` (read only).
+    pub const NETLINK_LIST_MEMBERSHIPS: i32 = 9;
+    /// `NETLINK_ADD_MEMBERSHIP`.
+    pub const NETLINK_ADD_MEMBERSHIP: i32 = 1;
     /// `NETLINK_LISTEN_ALL_NSID`.
     pub const NETLINK_LISTEN_ALL_NSID: i32 = 8;
     /// `NETLINK_CAP_ACK`.
@@ -112,6 +118,7 @@ pub const ALLOWED_OPTS: &[(i32, i32)] = &[
     (libc::IPPROTO_IP, libc::IP_TTL),
     (libc::IPPROTO_IP, libc::IP_HDRINCL),
     (libc::IPPROTO_IP, libc::IP_RECVERR),
+    (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
     (libc::IPPROTO_IP, libc::IP_PKTINFO),
     (libc::IPPROTO_IP, opt::IP_RECVTTL),
     (libc::IPPROTO_IP, opt::IP_RECVTOS),
@@ -124,6 +131,7 @@ pub const ALLOWED_OPTS: &[(i32, i32)] = &[
     (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS),
     (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
     (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+    (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
     (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
     (libc::IPPROTO_IPV6, opt::IPV6_FREEBIND),
     (libc::IPPROTO_IPV6, opt::IPV6_TRANSPARENT),
@@ -170,6 +178,7 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
             peer_name: u.peer_name.clone(),
             shutdown: u.shutdown,
             queue: u.queue.clone(),
+            queue_from: u.queue_from.clone(),
             pending: u.pending,
             in_flight: u
                 .in_flight
@@ -223,6 +232,15 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
                 window: t.window.to_vec(),
             }),
             shutdown: i.shutdown,
+            queue: i.queue.clone(),
+            queue_from: i.queue_from.iter().map(addr_to_pb).collect(),
+        }),
+        SocketKind::Netlink(n) => pb::socket::Kind::Netlink(pb::NetlinkSocket {
+            protocol: n.protocol,
+            port_id: n.port_id,
+            groups: n.groups.clone(),
+            dst_pid: n.dst_pid,
+            dst_group: n.dst_group,
         }),
     };
     pb::Socket {
@@ -296,6 +314,7 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 peer_name: u.peer_name,
                 shutdown: u.shutdown,
                 queue: u.queue,
+                queue_from: u.queue_from,
                 pending: u.pending,
                 in_flight: u
                     .in_flight
@@ -344,6 +363,16 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
             })
         }
         pb::socket::Kind::Inet(i) => {
+            cap_count(
+                &format!("{field}.inet.queue"),
+                i.queue.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
+            cap_count(
+                &format!("{field}.inet.queue_from"),
+                i.queue_from.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
             let local = addr_from_pb(i.local, &format!("{field}.inet.local"))?;
             let peer = match i.peer {
                 Some(p) => Some(addr_from_pb(Some(p), &format!("{field}.inet.peer"))?),
@@ -384,6 +413,27 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 backlog: i.listening.then_some(i.backlog),
                 tcp,
                 shutdown: i.shutdown,
+                queue: i.queue,
+                queue_from: i
+                    .queue_from
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, a)| addr_from_pb(Some(a), &format!("{field}.inet.queue_from[{n}]")))
+                    .collect::<Result<_, _>>()?,
+            })
+        }
+        pb::socket::Kind::Netlink(n) => {
+            cap_count(
+                &format!("{field}.netlink.groups"),
+                n.groups.len(),
+                MAX_NETLINK_GROUP_WORDS,
+            )?;
+            SocketKind::Netlink(NetlinkSocketState {
+                protocol: n.protocol,
+                port_id: n.port_id,
+                groups: n.groups,
+                dst_pid: n.dst_pid,
+                dst_group: n.dst_group,
             })
         }
     };
@@ -447,7 +497,12 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
         ));
     }
     check_len(format!("{field}.filter"), s.filter.len(), MAX_FILTER)?;
-    let types = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET];
+    let types = [
+        libc::SOCK_STREAM,
+        libc::SOCK_DGRAM,
+        libc::SOCK_SEQPACKET,
+        libc::SOCK_RAW,
+    ];
     check_value(format!("{field}.sock_type"), s.sock_type, &types)?;
     match &s.kind {
         SocketKind::Unix(u) => {
@@ -478,6 +533,23 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                 u.queue.len(),
                 MAX_SOCKET_MESSAGES,
             )?;
+            if !u.queue_from.is_empty() && u.queue_from.len() != u.queue.len() {
+                return Err(err(
+                    format!("{field}.unix.queue_from"),
+                    ManifestProblem::OutOfRange {
+                        value: u.queue_from.len() as i128,
+                        min: u.queue.len() as i128,
+                        max: u.queue.len() as i128,
+                    },
+                ));
+            }
+            for (n, f) in u.queue_from.iter().enumerate() {
+                check_len(
+                    format!("{field}.unix.queue_from[{n}]"),
+                    f.len(),
+                    MAX_UNIX_NAME,
+                )?;
+            }
             let total: usize = u.queue.iter().map(Vec::len).sum();
             check_len(format!("{field}.unix.queue"), total, MAX_SOCKET_QUEUE)?;
             for (i, m) in u.in_flight.iter().enumerate() {
@@ -507,7 +579,47 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                 ));
             }
         }
+        SocketKind::Netlink(n) => {
+            check_value(format!("{field}.family"), s.family, &[libc::AF_NETLINK])?;
+            check_value(
+                format!("{field}.sock_type"),
+                s.sock_type,
+                &[libc::SOCK_RAW, libc::SOCK_DGRAM],
+            )?;
+            if n.protocol >= 32 {
+                return Err(err(
+                    format!("{field}.netlink.protocol"),
+                    ManifestProblem::OutOfRange {
+                        value: n.protocol.into(),
+                        min: 0,
+                        max: 31,
+                    },
+                ));
+            }
+            cap_count(
+                &format!("{field}.netlink.groups"),
+                n.groups.len(),
+                MAX_NETLINK_GROUP_WORDS,
+            )?;
+        }
         SocketKind::Inet(i) => {
+            cap_count(
+                &format!("{field}.inet.queue"),
+                i.queue.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
+            let total: usize = i.queue.iter().map(Vec::len).sum();
+            check_len(format!("{field}.inet.queue"), total, MAX_SOCKET_QUEUE)?;
+            if i.queue_from.len() != i.queue.len() {
+                return Err(err(
+                    format!("{field}.inet.queue_from"),
+                    ManifestProblem::OutOfRange {
+                        value: i.queue_from.len() as i128,
+                        min: i.queue.len() as i128,
+                        max: i.queue.len() as i128,
+                    },
+                ));
+            }
             if i.shutdown & !3 != 0 {
                 return Err(err(
                     format!("{field}.inet.shutdown"),
@@ -523,9 +635,16 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                 &[libc::AF_INET, libc::AF_INET6],
             )?;
             let tcp = libc::IPPROTO_TCP as u32;
-            let udp = libc::IPPROTO_UDP as u32;
+            let datagram = [
+                libc::IPPROTO_UDP,
+                libc::IPPROTO_UDPLITE,
+                libc::IPPROTO_ICMP,
+                libc::IPPROTO_ICMPV6,
+            ];
             let ok = (i.protocol == tcp && s.sock_type == libc::SOCK_STREAM as u32)
-                || (i.protocol == udp && s.sock_type == libc::SOCK_DGRAM as u32);
+                || (datagram.iter().any(|p| *p as u32 == i.protocol)
+                    && s.sock_type == libc::SOCK_DGRAM as u32)
+                || (i.protocol <= 255 && s.sock_type == libc::SOCK_RAW as u32);
             if !ok {
                 return Err(err(
                     format!("{field}.inet.protocol"),

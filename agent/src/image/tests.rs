@@ -1854,6 +1854,7 @@ fn with_sockets() -> ProcessState {
                 }]
             },
             queue,
+            queue_from: Vec::new(),
             pending: 0,
         }),
     };
@@ -1879,6 +1880,7 @@ fn with_sockets() -> ProcessState {
             peer_name: Vec::new(),
             shutdown: 0,
             queue: Vec::new(),
+            queue_from: Vec::new(),
             pending: 2,
             in_flight: Vec::new(),
         }),
@@ -1912,6 +1914,8 @@ fn with_sockets() -> ProcessState {
                 window: [1, 2, 3, 4, 5],
             }),
             shutdown: 1,
+            queue: Vec::new(),
+            queue_from: Vec::new(),
         }),
     };
     let udp = SocketState {
@@ -1927,6 +1931,8 @@ fn with_sockets() -> ProcessState {
             backlog: None,
             tcp: None,
             shutdown: 0,
+            queue: vec![b"dgram".to_vec()],
+            queue_from: vec!["127.0.0.1:9".parse().expect("address")],
         }),
     };
     let socks = [
@@ -2029,7 +2035,7 @@ fn invalid_sockets_are_refused_naming_the_field() {
         (
             Box::new(move |p| {
                 let mut s = socket(p, at + 4);
-                s.sock_type = libc::SOCK_RAW as u32;
+                s.sock_type = 9; // no socket type (SOCK_RAW is one now: raw IP sockets)
                 put(p, at + 4, s);
             }),
             format!("fds[{}].socket.sock_type", at + 4),

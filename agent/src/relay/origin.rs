@@ -103,7 +103,11 @@ impl Plan {
                     SocketKind::Inet(i) if i.backlog.is_some() => {
                         (Kind::TcpListen, Some(i.local), None)
                     }
-                    SocketKind::Inet(i) if i.peer.is_some() => (Kind::Tcp, Some(i.local), i.peer),
+                    SocketKind::Inet(i)
+                        if i.protocol == libc::IPPROTO_TCP as u32 && i.peer.is_some() =>
+                    {
+                        (Kind::Tcp, Some(i.local), i.peer)
+                    }
                     _ if stdio => (direction(), None, None),
                     _ => continue,
                 },

@@ -308,6 +308,7 @@ pub fn build(
                 &mut b.created,
                 warnings,
             )?,
+            SocketKind::Netlink(n) => netlink_socket(fd, s, n)?,
             SocketKind::Inet(i) => {
                 let (sock, unsent) = inet_socket(fd, s, i)?;
                 if let Some(unsent) = unsent {
@@ -318,6 +319,19 @@ pub fn build(
             }
         };
         b.by_ino.insert(s.ino, sock);
+    }
+    // Queued datagrams whose senders are known, sent again from them (or from their names),
+    // once every socket exists.
+    for &(fd, _, s) in &socks {
+        match &s.kind {
+            SocketKind::Unix(u) if senders_named(u) && !u.name.is_empty() => {
+                unix_queue_from_senders(fd, s, u, &socks, &b.by_ino, warnings)?;
+            }
+            SocketKind::Inet(i) if !i.queue.is_empty() => {
+                inet_queue_from_senders(fd, s, i, &socks, &b.by_ino, warnings)?;
+            }
+            _ => {}
+        }
     }
     // Datagram sockets connected to a socket of the process that is not connected back.
     for &&(fd, _, s) in &rest {
@@ -360,7 +374,57 @@ fn is_listening(s: &SocketState) -> bool {
     match &s.kind {
         SocketKind::Unix(u) => u.backlog.is_some(),
         SocketKind::Inet(i) => i.backlog.is_some(),
+        SocketKind::Netlink(_) => false,
     }
+}
+
+/// A netlink socket of the same protocol, bound to the same port id, in the same groups,
+/// connected to the same destination.
+fn netlink_socket(
+    fd: i32,
+    s: &SocketState,
+    n: &crate::state::NetlinkSocketState,
+) -> Result<OwnedFd, RestoreError> {
+    let sock = ss::socket(libc::AF_NETLINK, s.sock_type as i32, n.protocol as i32).map_err(err(
+        fd,
+        format!("netlink socket of protocol {}", n.protocol),
+    ))?;
+    let c = sock.as_fd();
+    set_opts(fd, c, s)?;
+    if n.port_id != 0 {
+        ss::netlink_address(c, n.port_id, 0, false).map_err(|e| {
+            let hint = if e == Errno::EADDRINUSE {
+                " (is the dumped process still running, e.g. after --leave-running?)"
+            } else {
+                ""
+            };
+            err(fd, format!("bind netlink port id {}{hint}", n.port_id))(e)
+        })?;
+    }
+    for (w, word) in n.groups.iter().enumerate() {
+        for bit in 0..32 {
+            if word & (1 << bit) != 0 {
+                let group = (w * 32 + bit + 1) as i32;
+                ss::setsockopt_int(
+                    c,
+                    crate::image::sockopt::SOL_NETLINK,
+                    crate::image::sockopt::NETLINK_ADD_MEMBERSHIP,
+                    group,
+                )
+                .map_err(err(fd, format!("join netlink group {group}")))?;
+            }
+        }
+    }
+    if n.dst_pid != 0 || n.dst_group != 0 {
+        ss::netlink_address(c, n.dst_pid, n.dst_group, true).map_err(err(
+            fd,
+            format!(
+                "connect to netlink port id {} group {}",
+                n.dst_pid, n.dst_group
+            ),
+        ))?;
+    }
+    Ok(sock)
 }
 
 fn sock_type(fd: i32, s: &SocketState) -> Result<SockType, RestoreError> {
@@ -627,7 +691,7 @@ fn unix_socket(
     if let Some(addr) = unix_addr(&u.name) {
         if !path_name {
             bind(sock.as_raw_fd(), &addr).map_err(err(fd, format!("bind {}", named(&u.name))))?;
-            if dgram && !through_pair {
+            if dgram && !through_pair && !senders_named(u) {
                 resend_queue(fd, ty, &addr, u)?;
             }
         } else {
@@ -646,7 +710,7 @@ fn unix_socket(
                 };
                 err(fd, why)(e)
             })?;
-            if dgram && !through_pair {
+            if dgram && !through_pair && !senders_named(u) {
                 resend_queue(fd, ty, &addr, u)?;
             }
             match u.file {
@@ -688,6 +752,7 @@ fn unix_socket(
     }
     if u.peer_external
         && dgram
+        && !senders_named(u)
         && let Some(addr) = unix_addr(&u.peer_name)
         && let Err(e) = connect(sock.as_raw_fd(), &addr)
     {
@@ -698,6 +763,137 @@ fn unix_socket(
     }
     apply_shutdown(fd, sock.as_fd(), u)?;
     Ok(sock)
+}
+
+/// Whether the queued datagrams of `u` came from named senders: they are sent again from
+/// those names once every socket exists (see [`unix_queue_from_senders`]).
+fn senders_named(u: &UnixSocketState) -> bool {
+    !u.queue_from.is_empty()
+}
+
+/// A datagram socket's queue, each datagram sent from its sender: the process's own socket of
+/// that name, else a socket bound to the name for the purpose (a path one removed again), else
+/// an unnamed one (warned). Then the socket connects to its outside peer, as
+/// [`unix_socket`] leaves it to do here.
+fn unix_queue_from_senders(
+    fd: i32,
+    s: &SocketState,
+    u: &UnixSocketState,
+    socks: &[(i32, u32, &SocketState)],
+    by_ino: &HashMap<u64, OwnedFd>,
+    warnings: &mut Vec<String>,
+) -> Result<(), RestoreError> {
+    let (Some(to), Some(me)) = (unix_addr(&u.name), by_ino.get(&s.ino)) else {
+        return Ok(());
+    };
+    let ty = sock_type(fd, s)?;
+    for (m, from) in u.queue.iter().zip(&u.queue_from) {
+        let own = socks.iter().find_map(|(_, _, o)| match &o.kind {
+            SocketKind::Unix(ou)
+                if !from.is_empty() && ou.name == *from && o.sock_type == s.sock_type =>
+            {
+                by_ino.get(&o.ino)
+            }
+            _ => None,
+        });
+        let sent = match own {
+            Some(sender) => sendto(sender.as_raw_fd(), m, &to, MsgFlags::MSG_DONTWAIT),
+            None => {
+                let tmp = socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None)
+                    .map_err(err(fd, "socket"))?;
+                let named = unix_addr(from).is_some_and(|a| bind(tmp.as_raw_fd(), &a).is_ok());
+                if !named && !from.is_empty() {
+                    warnings.push(format!(
+                        "fd {fd}: a datagram queued from {} comes from an unnamed socket (that name is taken)",
+                        sockdiag::display_name(from)
+                    ));
+                }
+                let r = sendto(tmp.as_raw_fd(), m, &to, MsgFlags::MSG_DONTWAIT);
+                if named && from.first().is_some_and(|b| *b != 0) {
+                    let _ = std::fs::remove_file(
+                        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(from),
+                    );
+                }
+                r
+            }
+        };
+        sent.map_err(err(fd, "queue a datagram from its sender"))?;
+    }
+    if u.peer_external
+        && let Some(addr) = unix_addr(&u.peer_name)
+        && let Err(e) = connect(me.as_raw_fd(), &addr)
+    {
+        warnings.push(format!(
+            "fd {fd}: could not reconnect to {} ({e}); the socket is left unconnected",
+            sockdiag::display_name(&u.peer_name)
+        ));
+    }
+    Ok(())
+}
+
+/// A UDP socket's queue, each datagram sent from its sender: the process's own socket bound
+/// to that address, else a socket bound there for the purpose, else an unbound one (warned).
+fn inet_queue_from_senders(
+    fd: i32,
+    s: &SocketState,
+    i: &InetSocketState,
+    socks: &[(i32, u32, &SocketState)],
+    by_ino: &HashMap<u64, OwnedFd>,
+    warnings: &mut Vec<String>,
+) -> Result<(), RestoreError> {
+    let mut to = i.local;
+    if to.ip().is_unspecified() {
+        to.set_ip(if to.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    for (m, from) in i.queue.iter().zip(&i.queue_from) {
+        let own = socks.iter().find_map(|(_, _, o)| match &o.kind {
+            SocketKind::Inet(oi)
+                if oi.protocol == i.protocol
+                    && o.ino != s.ino
+                    && from.port() != 0
+                    && oi.local.port() == from.port()
+                    && (oi.local.ip() == from.ip() || oi.local.ip().is_unspecified()) =>
+            {
+                by_ino.get(&o.ino)
+            }
+            _ => None,
+        });
+        let tmp;
+        let sender = match own {
+            Some(sender) => sender.as_fd(),
+            None => {
+                tmp = ss::socket(s.family as i32, s.sock_type as i32, i.protocol as i32)
+                    .map_err(err(fd, "socket"))?;
+                let _ = ss::setsockopt_int(tmp.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+                if from.port() == 0 || bind_inet(fd, tmp.as_fd(), from).is_err() {
+                    warnings.push(format!(
+                        "fd {fd}: a datagram queued from {from} comes from another address (that one is taken)"
+                    ));
+                }
+                tmp.as_fd()
+            }
+        };
+        let r = match to {
+            SocketAddr::V4(v4) => sendto(
+                sender.as_raw_fd(),
+                m,
+                &SockaddrIn::from(v4),
+                MsgFlags::MSG_DONTWAIT,
+            ),
+            SocketAddr::V6(v6) => sendto(
+                sender.as_raw_fd(),
+                m,
+                &SockaddrIn6::from(v6),
+                MsgFlags::MSG_DONTWAIT,
+            ),
+        };
+        r.map_err(err(fd, format!("queue a datagram from {from} to {to}")))?;
+    }
+    Ok(())
 }
 
 /// Queued datagrams of a named socket, sent again to its own name from an unnamed socket
@@ -763,15 +959,17 @@ fn inet_socket(
     } else {
         inet_family(&i.local)
     };
-    let sock = socket(family, sock_type(fd, s)?, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(err(fd, "socket"))?;
+    let sock = ss::socket(family as i32, s.sock_type as i32, i.protocol as i32)
+        .map_err(err(fd, format!("socket of protocol {}", i.protocol)))?;
     let c = sock.as_fd();
     set_opts(fd, c, s)?;
     if let (Some(conn), Some(peer)) = (&i.tcp, &i.peer) {
         let unsent = repair_connection(fd, c, &i.local, peer, conn)?;
         return Ok((sock, Some(unsent)));
     }
-    if i.local.port() != 0 || !i.local.ip().is_unspecified() {
+    // A raw socket reports its protocol as its port, and binds to an address only.
+    let raw = s.sock_type == libc::SOCK_RAW as u32;
+    if (!raw && i.local.port() != 0) || !i.local.ip().is_unspecified() {
         bind_inet(fd, c, &i.local)?;
     }
     if let Some(backlog) = i.backlog {

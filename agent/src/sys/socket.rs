@@ -232,3 +232,45 @@ pub fn accept(listener: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
     // SAFETY: on success the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// `getsockname` (or `getpeername` when `peer`) of a netlink socket: port id and groups.
+pub fn netlink_name(fd: BorrowedFd<'_>, peer: bool) -> Result<(u32, u32), Errno> {
+    // SAFETY: sockaddr_nl is plain data; all zeros is a valid value.
+    let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    let p = (&mut a as *mut libc::sockaddr_nl).cast();
+    // SAFETY: `a` is valid for writes of `len` bytes, which the kernel updates.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd.as_raw_fd(), p, &mut len)
+        } else {
+            libc::getsockname(fd.as_raw_fd(), p, &mut len)
+        }
+    };
+    Errno::result(r).map(|_| (a.nl_pid, a.nl_groups))
+}
+
+/// `bind` (or `connect` when `connect`) of a netlink socket to port id `pid` and `groups`.
+pub fn netlink_address(
+    fd: BorrowedFd<'_>,
+    pid: u32,
+    groups: u32,
+    connect: bool,
+) -> Result<(), Errno> {
+    // SAFETY: sockaddr_nl is plain data; all zeros is a valid value.
+    let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    a.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    a.nl_pid = pid;
+    a.nl_groups = groups;
+    let p = (&a as *const libc::sockaddr_nl).cast();
+    let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    // SAFETY: `a` is a valid sockaddr_nl of `len` bytes for the duration of the call.
+    let r = unsafe {
+        if connect {
+            libc::connect(fd.as_raw_fd(), p, len)
+        } else {
+            libc::bind(fd.as_raw_fd(), p, len)
+        }
+    };
+    Errno::result(r).map(drop)
+}
