@@ -391,21 +391,12 @@ fn timers_ran(image: &mut ProcessState, restored: &ProcessState) -> usize {
     }
     for (a, b) in same_fds(image, restored) {
         if let (FdKind::Timerfd(a), FdKind::Timerfd(b)) = (&mut a.kind, &b.kind)
-            && a.value_ns != b.value_ns
-            && a.interval_ns == b.interval_ns
-            && (a.value_ns == 0) == (b.value_ns == 0)
+            && (a.value_ns != b.value_ns || a.ticks != b.ticks)
+            && timerfd_ran(a, b)
         {
-            let ok = if a.settime_flags & TFD_TIMER_ABSTIME != 0 {
-                // An absolute expiry is read as time left plus now, twice: the two agree
-                // within the clock's reading jitter.
-                a.value_ns.abs_diff(b.value_ns) < 10_000_000
-            } else {
-                b.value_ns <= a.value_ns.max(a.interval_ns)
-            };
-            if ok {
-                a.value_ns = b.value_ns;
-                ran += 1;
-            }
+            a.value_ns = b.value_ns;
+            a.ticks = b.ticks;
+            ran += 1;
         }
     }
     ran
@@ -451,6 +442,44 @@ fn xstate_init(image: &mut ProcessState, restored: &ProcessState) -> usize {
         }
     }
     n
+}
+
+/// Whether timerfd `b` (read back) is `a` (the image) some time later: the same clock, flags
+/// and period; expirations only added (never fewer: a restore must not lose one); a one-shot
+/// timer that fired has nothing left; otherwise armed stays armed with no more time left than
+/// it had (or than its period, once it fired and reloaded).
+fn timerfd_ran(a: &crate::state::TimerfdState, b: &crate::state::TimerfdState) -> bool {
+    if a.clockid != b.clockid
+        || a.settime_flags != b.settime_flags
+        || a.interval_ns != b.interval_ns
+        || b.ticks < a.ticks
+    {
+        return false;
+    }
+    let fired = b.ticks > a.ticks;
+    if fired && a.value_ns == 0 {
+        // A disarmed timer does not fire.
+        return false;
+    }
+    if a.interval_ns == 0 && fired {
+        // A one-shot timer fires once, and is disarmed by it.
+        return a.value_ns != 0 && b.value_ns == 0 && b.ticks == a.ticks + 1;
+    }
+    if (a.value_ns == 0) != (b.value_ns == 0) {
+        return false;
+    }
+    if a.settime_flags & TFD_TIMER_ABSTIME != 0 {
+        // An absolute expiry is read as time left plus now, twice: the two agree within the
+        // clock's reading jitter; each expiration meanwhile moved it on by one period.
+        let jitter = 10_000_000;
+        if fired {
+            b.value_ns.saturating_add(jitter) >= a.value_ns
+        } else {
+            a.value_ns.abs_diff(b.value_ns) < jitter
+        }
+    } else {
+        b.value_ns <= a.value_ns.max(a.interval_ns)
+    }
 }
 
 /// A TCP connection runs on as soon as it leaves repair mode: the peer acknowledges queued
@@ -928,6 +957,40 @@ mod tests {
         let mut none = Vec::new();
         diff("", &same, &same.clone(), &mut none);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn timerfd_expirations_may_only_accrue() {
+        let t = |value_ns, interval_ns, ticks| crate::state::TimerfdState {
+            clockid: libc::CLOCK_MONOTONIC,
+            settime_flags: 0,
+            value_ns,
+            interval_ns,
+            ticks,
+        };
+        // A fast periodic timer fired twice more meanwhile.
+        assert!(timerfd_ran(
+            &t(40_000_000, 50_000_000, 2),
+            &t(10_000_000, 50_000_000, 4)
+        ));
+        // Fewer expirations than the image: lost.
+        assert!(!timerfd_ran(
+            &t(40_000_000, 50_000_000, 2),
+            &t(10_000_000, 50_000_000, 1)
+        ));
+        // More time left than the period.
+        assert!(!timerfd_ran(
+            &t(40_000_000, 50_000_000, 2),
+            &t(60_000_000, 50_000_000, 3)
+        ));
+        // A one-shot fires once and is disarmed; twice is impossible, and armed after firing too.
+        assert!(timerfd_ran(&t(1_000, 0, 0), &t(0, 0, 1)));
+        assert!(!timerfd_ran(&t(1_000, 0, 0), &t(0, 0, 2)));
+        assert!(!timerfd_ran(&t(1_000, 0, 0), &t(500, 0, 1)));
+        // A disarmed timer stays disarmed, with its count.
+        assert!(!timerfd_ran(&t(0, 0, 3), &t(0, 0, 4)));
+        // Another period.
+        assert!(!timerfd_ran(&t(10, 50, 0), &t(10, 60, 0)));
     }
 
     #[test]

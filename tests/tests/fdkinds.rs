@@ -173,6 +173,34 @@ fn timerfd_keeps_its_schedule() {
     v.assert_ticks_continuous();
 }
 
+/// A timerfd firing every millisecond keeps firing while the restore checker reads it back:
+/// the checker accepts expirations that accrued meanwhile (it failed the restore on
+/// `Timerfd.ticks: image N, restored N+k`), and the victim still reads them.
+#[test]
+fn a_fast_timerfd_keeps_firing_through_the_checker() {
+    let Some(ctx) = setup("fdkinds-timerfd-fast") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_timerfd_fast", &[]);
+    let fds = fds_line(&v);
+    let fast = field(&fds, "fast").unwrap().to_owned();
+    let first = v.check();
+    // Unread expirations pile up before the dump.
+    std::thread::sleep(Duration::from_millis(150));
+    let img = image_path(&ctx, "timerfd-fast");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    assert_eq!(
+        fdinfo(v.pid, &fast, &["it_interval"]),
+        vec!["it_interval: (0, 1000000)".to_owned()]
+    );
+    let ok = v.check();
+    assert_eq!(num(&ok, "checks"), num(&first, "checks") + 1, "{ok}");
+    // Everything that accrued before the dump is still there (at least 100 ms of it).
+    assert!(num(&ok, "first") >= 100, "{ok}");
+    v.assert_ticks_continuous();
+}
+
 /// Same watch descriptors, masks and inodes (file handles aside).
 fn watch_lines(pid: i32, fd: &str) -> Vec<String> {
     fdinfo(pid, fd, &["flags", "inotify"])

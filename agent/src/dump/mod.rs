@@ -737,6 +737,7 @@ fn collect(
         let ns = proc::parse_status(&proc::read(m, "status")?)?.ns_pid;
         others.push((ns, st.pgrp == m));
     }
+    check_dnotify(&fds)?;
     check_fd_owners(&fds, status.ns_pid, &own, &others)?;
     let mut attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
     attrs.ctty = ctty(raw, &stat, &fds, warnings);
@@ -1242,6 +1243,24 @@ fn fd_owner(
         pid,
         sig,
     })
+}
+
+/// A dnotify watch (`F_NOTIFY`) shows nowhere (not in fdinfo, and no call reads it back), but
+/// setting one makes the process the I/O signal owner of the directory's open file
+/// description, and nothing else gives a directory an owner but `F_SETOWN` itself (leases
+/// are for regular files only): such a directory is refused, naming dnotify.
+fn check_dnotify(fds: &[crate::state::FdState]) -> Result<(), DumpError> {
+    match fds
+        .iter()
+        .find(|f| f.owner.pid != 0 && matches!(f.kind, crate::state::FdKind::Directory { .. }))
+    {
+        Some(f) => Err(DumpError::Unsupported(format!(
+            "fd {}: a directory with an I/O signal owner, as a dnotify watch (F_NOTIFY) sets \
+             one: the kernel does not show the watch (its events), so dnotify is not supported",
+            f.fd
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// An I/O signal owner can be restored when it is the process itself, one of its threads, or
