@@ -197,6 +197,11 @@ pub fn compare(
     epoll_as_sets(image, restored);
     note(
         expected,
+        "an edge-triggered epoll watch whose file had a new event meanwhile",
+        epoll_new_edges(image, restored),
+    );
+    note(
+        expected,
         "adjacent anonymous areas alike in all but their range, merged by the kernel",
         merged_areas(image, restored),
     );
@@ -530,6 +535,29 @@ fn epoll_as_sets(image: &mut ProcessState, restored: &mut ProcessState) {
             targets.sort_by_key(|t| (t.fd, t.data, t.events));
         }
     }
+}
+
+/// An edge-triggered watch with no event pending in the image may have one once restored: its
+/// file had a new event meanwhile (a timer expired, a peer wrote). The other way round would
+/// be an event lost.
+fn epoll_new_edges(image: &mut ProcessState, restored: &ProcessState) -> usize {
+    let mut came = 0;
+    for (a, b) in same_fds(image, restored) {
+        if let (FdKind::Epoll { targets: a }, FdKind::Epoll { targets: b }) = (&mut a.kind, &b.kind)
+        {
+            for t in a.iter_mut().filter(|t| !t.pending) {
+                let now = crate::state::EpollTarget {
+                    pending: true,
+                    ..*t
+                };
+                if b.contains(&now) && !b.contains(t) {
+                    t.pending = true;
+                    came += 1;
+                }
+            }
+        }
+    }
+    came
 }
 
 /// Two adjacent anonymous areas alike in everything but their range were apart only

@@ -201,6 +201,52 @@ fn a_fast_timerfd_keeps_firing_through_the_checker() {
     v.assert_ticks_continuous();
 }
 
+/// Starts `fdkinds_epoll MODE`, which checks its epoll state itself, and checks it again
+/// after a dump and a restore (the restore checker on).
+fn epoll_survives(mode: &str) {
+    let Some(ctx) = setup(&format!("fdkinds-epoll-{mode}")) else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_epoll", &[mode]);
+    let first = v.check();
+    let img = image_path(&ctx, mode);
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let ok = v.check();
+    assert_eq!(num(&ok, "checks"), num(&first, "checks") + 1, "{ok}");
+    // It set its state up again after each check: once more.
+    v.check();
+    v.assert_ticks_continuous();
+}
+
+/// An edge-triggered watch whose event the process took before the dump does not report it
+/// again after the restore (re-adding a ready file used to), and one whose event it had not
+/// taken still does.
+#[test]
+fn epoll_edge_taken_before_the_dump_does_not_come_again() {
+    epoll_survives("edge");
+}
+
+/// A one-shot watch that fired comes back disarmed (events 0x40000000, as the kernel left it:
+/// re-adding it armed it with EPOLLERR|EPOLLHUP), an armed one still reports once.
+#[test]
+fn epoll_fired_oneshot_watch_stays_disarmed() {
+    epoll_survives("oneshot");
+}
+
+/// An epoll instance watching another (was refused as nested epoll).
+#[test]
+fn epoll_nested_instances_survive() {
+    epoll_survives("nested");
+}
+
+/// A watch added as fd N whose number was closed (a dup keeping the file) and reused by another
+/// file: still reports, still keyed by N (was refused).
+#[test]
+fn epoll_watch_of_a_closed_number_survives() {
+    epoll_survives("closed");
+}
+
 /// Same watch descriptors, masks and inodes (file handles aside).
 fn watch_lines(pid: i32, fd: &str) -> Vec<String> {
     fdinfo(pid, fd, &["flags", "inotify"])

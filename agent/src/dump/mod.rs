@@ -35,7 +35,10 @@ use crate::sys;
 use freeze::Frozen;
 
 pub use attrs::MEMBARRIER_PRIVATE;
-pub use files::{DEFAULT_MAX_DELETED_FILE_SIZE, STORED_BUDGET};
+pub use files::{
+    DEFAULT_MAX_DELETED_FILE_SIZE, EPOLL_PRIVATE_BITS, EPOLLET, EPOLLEXCLUSIVE, EPOLLONESHOT,
+    STORED_BUDGET, epoll_disarmed,
+};
 pub use mm::identity_of;
 pub use sockets::SocketOptions;
 pub use tree::dump_tree;
@@ -633,12 +636,14 @@ fn collect(
     let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, socks, members)?;
     // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
     let locks = files::capture(pid, &mut fds, members)?;
+    // Events taken from epoll instances, put back by `inject_queries`.
+    let requeue = files::epoll_edges(pid, &mut fds)?;
     tracing::trace!(elapsed = ?t0.elapsed(), "fds read");
 
     // State only the process itself can report is read by running system calls inside it.
     // That must happen before the memory is read: the scratch page it uses is gone again by then.
     let fd_numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
-    let injected = inject_queries(frozen, &vmas, &fd_numbers)?;
+    let injected = inject_queries(frozen, &vmas, &fd_numbers, &requeue)?;
     tracing::trace!(elapsed = ?t0.elapsed(), "queries injected");
 
     mm::find_pages(pid, &mut vmas)?;
@@ -925,6 +930,7 @@ fn inject_queries(
     frozen: &Frozen,
     vmas: &[crate::state::VmaState],
     fds: &[i32],
+    requeue: &[files::Requeue],
 ) -> Result<Injected, DumpError> {
     let leader = &frozen.leader().tracee;
     let entry = Entry::SingleStep(find_syscall_instruction(leader, vmas)?);
@@ -974,6 +980,8 @@ fn inject_queries(
     let result = (|| -> Result<Injected, DumpError> {
         // First, while the scratch page is as its mmap left it.
         let mm_flags = mm::query_flags(leader, entry, regs, scratch, locked_before)?;
+        // Next, the epoll events the dump took: back on their ready lists.
+        requeue_epoll(leader, entry, regs, scratch, requeue)?;
         let batch = if batched {
             leader.write_mem(scratch + page, &crate::ptrace::BATCH_CODE)?;
             Some(Batch {
@@ -1053,6 +1061,42 @@ fn inject_queries(
     )?;
     frozen.restore_tasks()?;
     result
+}
+
+/// Puts back the events [`files::epoll_edges`] took: `EPOLL_CTL_MOD` of a watch with its own
+/// events and data polls its file and, as it is ready, puts it on the ready list again (and
+/// arms a one-shot watch again). An `EPOLLEXCLUSIVE` watch cannot be modified: it is removed
+/// and added again, which does the same.
+fn requeue_epoll(
+    leader: &Tracee,
+    entry: Entry,
+    regs: &libc::user_regs_struct,
+    scratch: u64,
+    requeue: &[files::Requeue],
+) -> Result<(), DumpError> {
+    for r in requeue {
+        let t = &r.target;
+        let mut ev = [0u8; 12];
+        ev[..4].copy_from_slice(&t.events.to_le_bytes());
+        ev[4..].copy_from_slice(&t.data.to_le_bytes());
+        leader.write_mem(scratch, &ev)?;
+        let ctl = |call, op: i32, ev: u64| {
+            leader.inject(
+                entry,
+                regs,
+                call,
+                libc::SYS_epoll_ctl,
+                [r.epfd as u64, op as u64, t.fd as u64, ev, 0, 0],
+            )
+        };
+        if t.events & EPOLLEXCLUSIVE != 0 {
+            ctl("epoll_ctl(EPOLL_CTL_DEL)", libc::EPOLL_CTL_DEL, 0)?;
+            ctl("epoll_ctl(EPOLL_CTL_ADD)", libc::EPOLL_CTL_ADD, scratch)?;
+        } else {
+            ctl("epoll_ctl(EPOLL_CTL_MOD)", libc::EPOLL_CTL_MOD, scratch)?;
+        }
+    }
+    Ok(())
 }
 
 /// A batch of injected calls in the scratch area (see [`Tracee::inject_batch`]).
