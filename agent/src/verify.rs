@@ -898,6 +898,19 @@ fn expected_change(
             "a pseudo-terminal pair made anew (its slave's inode and times; its number when the old one was taken)",
         );
     }
+    // A file made with O_TMPFILE is named `DIR/#INO` by its inode, which a restore makes anew.
+    if field.starts_with("fds[") && field.ends_with(".DeletedFile") && leaf == "path" {
+        let tmpname = |v: &Value| {
+            let (dir, name) = v.as_str()?.rsplit_once('/')?;
+            let ino = name.strip_prefix('#')?;
+            (!ino.is_empty() && ino.bytes().all(|b| b.is_ascii_digit())).then_some(dir.to_owned())
+        };
+        if let (Some(a), Some(b)) = (tmpname(image), tmpname(restored))
+            && a == b
+        {
+            return Some("the inode number in the name of an O_TMPFILE file (`DIR/#INO`)");
+        }
+    }
     // An open file or FIFO is shared with others, who may have written to it since the dump.
     if field.starts_with("fds[")
         && (field.ends_with(".File.file.identity") || field.ends_with(".Fifo.file.identity"))

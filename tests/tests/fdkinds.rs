@@ -204,10 +204,16 @@ fn a_fast_timerfd_keeps_firing_through_the_checker() {
 /// Starts `fdkinds_epoll MODE`, which checks its epoll state itself, and checks it again
 /// after a dump and a restore (the restore checker on).
 fn epoll_survives(mode: &str) {
-    let Some(ctx) = setup(&format!("fdkinds-epoll-{mode}")) else {
+    survives("fdkinds_epoll", mode);
+}
+
+/// Starts victim `name MODE`, which checks its state itself, and has it check again after a
+/// dump and a restore (the restore checker on), and once more.
+fn survives(name: &str, mode: &str) {
+    let Some(ctx) = setup(&format!("{name}-{mode}")) else {
         return;
     };
-    let mut v = Victim::c(&ctx, "fdkinds_epoll", &[mode]);
+    let mut v = Victim::c(&ctx, name, &[mode]);
     let first = v.check();
     let img = image_path(&ctx, mode);
     v.dump(&ctx, &img, &[]);
@@ -245,6 +251,53 @@ fn epoll_nested_instances_survive() {
 #[test]
 fn epoll_watch_of_a_closed_number_survives() {
     epoll_survives("closed");
+}
+
+/// A file made with `O_TMPFILE` (never named: `/proc` shows `DIR/#INO`) comes back unnamed in
+/// the same directory, with its bytes, mode, offset and `O_TMPFILE` flags, still linkable (it
+/// was reopened by its `#INO` name, which failed with ENOTDIR).
+#[test]
+fn o_tmpfile_file_survives() {
+    let Some(ctx) = setup("fdkinds-paths-tmpfile") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_paths", &["tmpfile"]);
+    let fds = fds_line(&v);
+    let fd = field(&fds, "fd").unwrap().to_owned();
+    let first = v.check();
+    let img = image_path(&ctx, "tmpfile");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let link = fs::read_link(format!("/proc/{}/fd/{fd}", v.pid)).unwrap();
+    let link = link.to_str().unwrap();
+    // Unnamed, in the same directory.
+    assert!(
+        link.starts_with(&format!("{}/#", v.state.display())) && link.ends_with(" (deleted)"),
+        "{link}"
+    );
+    let ok = v.check();
+    assert_eq!(num(&ok, "checks"), num(&first, "checks") + 1, "{ok}");
+    // Never linked, made without O_EXCL: it can be given a name (once).
+    let named = v.state.join("named");
+    nix::unistd::linkat(
+        nix::fcntl::AT_FDCWD,
+        format!("/proc/{}/fd/{fd}", v.pid).as_str(),
+        nix::fcntl::AT_FDCWD,
+        &named,
+        nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .expect("linkat of the restored O_TMPFILE file");
+    assert_eq!(fs::read(&named).unwrap().len(), 5000);
+    fs::remove_file(&named).unwrap();
+    v.check();
+    v.assert_ticks_continuous();
+}
+
+/// A symbolic link itself held with `O_PATH | O_NOFOLLOW` comes back as the link, not what it
+/// points to (was refused).
+#[test]
+fn symlink_opened_o_path_nofollow_survives() {
+    survives("fdkinds_paths", "symlink");
 }
 
 /// Same watch descriptors, masks and inodes (file handles aside).

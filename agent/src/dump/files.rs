@@ -29,6 +29,8 @@ use crate::state::{
 use crate::sys;
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+/// The flags of a descriptor of a symbolic link itself.
+pub const O_PATH_NOFOLLOW: u32 = (libc::O_PATH | libc::O_NOFOLLOW) as u32;
 
 /// Default for [`super::DumpOptions::max_deleted_file_size`]: files deleted while open are
 /// stored whole in the manifest, which a reader caps at [`MAX_MANIFEST_BYTES`].
@@ -315,6 +317,12 @@ pub fn collect_fds(
                 }
             } else if ft.is_fifo() {
                 FdKind::Fifo { file, queue: None }
+            } else if ft.is_symlink() && info.flags & O_PATH_NOFOLLOW == O_PATH_NOFOLLOW {
+                // A symbolic link itself, opened `O_PATH | O_NOFOLLOW`: reopened the same way.
+                FdKind::File {
+                    file,
+                    pos: info.pos,
+                }
             } else if ft.is_block_device() {
                 return Err(unsupported("a block device"));
             } else {

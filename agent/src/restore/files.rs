@@ -101,6 +101,25 @@ impl FdPlan {
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
     let now = identity_of(&file.path)
         .map_err(|e| RestoreError::FileChanged(format!("{what}: {}: {e}", file.path)))?;
+    same_file(what, file, now)
+}
+
+/// [`changed`] for a descriptor of a symbolic link itself (`O_PATH | O_NOFOLLOW`): the link,
+/// not what it points to.
+fn link_changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
+    let m = std::fs::symlink_metadata(&file.path)
+        .map_err(|e| RestoreError::FileChanged(format!("{what}: {}: {e}", file.path)))?;
+    let mut now = file.identity;
+    now.dev = m.dev();
+    now.ino = m.ino();
+    same_file(what, file, now)
+}
+
+fn same_file(
+    what: String,
+    file: &FileRef,
+    now: crate::state::FileIdentity,
+) -> Result<(), RestoreError> {
     let then = file.identity;
     if now.dev != then.dev || now.ino != then.ino {
         return Err(RestoreError::FileChanged(format!(
@@ -226,7 +245,10 @@ pub fn plan_with(
                     // The task's own /proc files are opened by the task itself.
                     let own_proc =
                         file.path == "/proc/self" || file.path.starts_with("/proc/self/");
-                    if !remade(&file.path) && !own_proc {
+                    const LINK: u32 = (libc::O_PATH | libc::O_NOFOLLOW) as u32;
+                    if f.flags & LINK == LINK && !own_proc {
+                        link_changed(format!("fd {}", f.fd), file)?;
+                    } else if !remade(&file.path) && !own_proc {
                         changed(format!("fd {}", f.fd), file)?;
                     }
                     Action::Open {
@@ -1174,6 +1196,27 @@ fn recreate_deleted(
     }
     let creat = (libc::O_RDWR | libc::O_CLOEXEC) as u64;
     let (tmp, reopened) = match node {
+        // A file made with O_TMPFILE never had a name (`/proc` shows `DIR/#INO`), and its
+        // flags say so (a reopen with them fails, ENOTDIR): made again the same way in the
+        // same directory with its own flags (so still linkable with `linkat`), kept as made.
+        DeletedNode::Regular { .. } if flags & O_TMPFILE_ONLY != 0 => {
+            let addr = inj.put_path(dir)?;
+            let made = inj
+                .call(
+                    "openat(O_TMPFILE)",
+                    libc::SYS_openat,
+                    [
+                        libc::AT_FDCWD as u64,
+                        addr,
+                        u64::from(flags & !(libc::O_CLOEXEC as u32)),
+                        0o600,
+                        0,
+                        0,
+                    ],
+                )
+                .map_err(|e| err(format!("make an O_TMPFILE file in {dir}"))(e.into()))?;
+            (made, false)
+        }
         DeletedNode::Regular { .. } => (create_regular(inj, path, dir, &names, creat, fd)?, true),
         DeletedNode::Fifo { .. } => {
             let mknod = (libc::S_IFIFO | 0o600) as u64;
@@ -1543,6 +1586,9 @@ pub fn enter_removed_dir(
         "no place to make it again ({last})"
     ))))
 }
+
+/// `__O_TMPFILE` without `O_DIRECTORY` (which `O_TMPFILE` includes).
+const O_TMPFILE_ONLY: u32 = (libc::O_TMPFILE & !libc::O_DIRECTORY) as u32;
 
 /// Takes back every lock and lease, inside the task (they belong to it or its descriptors).
 fn take_locks(inj: &Injector<'_>, locks: &[LockState]) -> Result<(), RestoreError> {
