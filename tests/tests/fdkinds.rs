@@ -253,6 +253,33 @@ fn epoll_watch_of_a_closed_number_survives() {
     epoll_survives("closed");
 }
 
+/// Two edge-triggered watches with one data word, both with an event not taken: which one had
+/// it cannot be told, so the dump refuses naming them — before taking any event: the process
+/// carries on with both events still there.
+#[test]
+fn epoll_events_that_cannot_be_told_apart_are_refused() {
+    let Some(ctx) = setup("fdkinds-epoll-ambiguous") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "fdkinds_epoll", &["ambiguous"]);
+    let ep = field(&fds_line(&v), "ep").unwrap().to_owned();
+    let img = image_path(&ctx, "ambiguous");
+    let pid = v.pid.to_string();
+    let out = ctx.ferry(&["dump", &pid, "-o", img.to_str().unwrap()]);
+    out.assert_failed();
+    assert!(out.stderr.contains(&format!("fd {ep}: ")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("share the data word 0x7"),
+        "{}",
+        out.stderr
+    );
+    assert!(!img.exists());
+    v.assert_running_free();
+    // Both events are still there (the check takes them, and makes them again).
+    v.check();
+    v.check();
+}
+
 /// A file made with `O_TMPFILE` (never named: `/proc` shows `DIR/#INO`) comes back unnamed in
 /// the same directory, with its bytes, mode, offset and `O_TMPFILE` flags, still linkable (it
 /// was reopened by its `#INO` name, which failed with ENOTDIR).

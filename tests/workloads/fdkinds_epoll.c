@@ -1,4 +1,4 @@
-/* fdkinds_epoll STATEDIR edge | oneshot | nested | closed
+/* fdkinds_epoll STATEDIR edge | oneshot | nested | closed | ambiguous
  *
  * One epoll state per mode, which each check verifies by epoll_wait (and by the process's own
  * fdinfo where only that shows it), then sets up again as it was:
@@ -9,6 +9,9 @@
  *   nested   an epoll instance watching another, which watches a readable eventfd
  *   closed   a watch added as fd N, N then closed (a dup keeps the file) and N reused by
  *            /dev/null: the watch still reports, and fdinfo still names N
+ *   ambiguous  EPOLLET on two pipes with one data word (7), both with an event not taken:
+ *            which one had it cannot be told (the dump refuses); each check takes both
+ *            events and makes them again
  * Reports "fds ep=E" and SIGUSR1: "ok checks=N", or "BAD ...".
  */
 #include "common.h"
@@ -141,9 +144,23 @@ static int check_closed(void)
 	return 1;
 }
 
+static int check_ambiguous(void)
+{
+	uint64_t got[8];
+	int n = wait_now(ep, got, 8);
+	if (n != 2 || got[0] != 7 || got[1] != 7) {
+		fr_status("BAD ambiguous: %d events (want both, data 7)", n);
+		return 0;
+	}
+	if (write(taken[1], "x", 1) != 1 || write(pending[1], "y", 1) != 1)
+		fr_die("write");
+	return 1;
+}
+
 static void check(void)
 {
-	int ok = !strcmp(mode, "edge")	    ? check_edge()
+	int ok = !strcmp(mode, "ambiguous") ? check_ambiguous()
+		 : !strcmp(mode, "edge")    ? check_edge()
 		 : !strcmp(mode, "oneshot") ? check_oneshot()
 		 : !strcmp(mode, "nested")  ? check_nested()
 					    : check_closed();
@@ -169,6 +186,13 @@ int main(int argc, char **argv)
 		if (wait_now(ep, got, 8) != 1)
 			fr_die("first wait");
 		if (write(pending[1], "y", 1) != 1)
+			fr_die("write");
+	} else if (!strcmp(mode, "ambiguous")) {
+		if (pipe2(taken, O_NONBLOCK) || pipe2(pending, O_NONBLOCK))
+			fr_die("pipe");
+		add(ep, taken[0], EPOLLIN | EPOLLET, 7);
+		add(ep, pending[0], EPOLLIN | EPOLLET, 7);
+		if (write(taken[1], "x", 1) != 1 || write(pending[1], "y", 1) != 1)
 			fr_die("write");
 	} else if (!strcmp(mode, "oneshot")) {
 		fired = eventfd(1, 0);
