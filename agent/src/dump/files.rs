@@ -499,19 +499,24 @@ pub fn epoll_disarmed(events: u32) -> bool {
 /// the order fdinfo lists them): the number itself is tried first, then every other one.
 fn resolve_epoll(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
     let numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
+    let open: HashSet<i32> = numbers.iter().copied().collect();
     for i in 0..fds.len() {
         let efd = fds[i].fd;
         let FdKind::Epoll { targets } = &fds[i].kind else {
             continue;
         };
         let mut targets = targets.clone();
+        // How many entries under each number came before.
+        let mut seen: HashMap<i32, u32> = HashMap::new();
         for j in 0..targets.len() {
             let tfd = targets[j].fd;
-            let toff = targets[..j].iter().filter(|t| t.fd == tfd).count() as u32;
+            let count = seen.entry(tfd).or_default();
+            let toff = *count;
+            *count += 1;
             let candidates =
                 std::iter::once(tfd).chain(numbers.iter().copied().filter(|&n| n != tfd));
             let mut found = None;
-            for c in candidates.filter(|&c| c != efd && numbers.contains(&c)) {
+            for c in candidates.filter(|&c| c != efd && open.contains(&c)) {
                 match sys::epoll_target_is(pid, c, efd, tfd, toff) {
                     Ok(true) => {
                         found = Some(c);
@@ -533,6 +538,7 @@ fn resolve_epoll(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
                      flight keeps it open); not supported yet"
                 )));
             };
+            let open: HashSet<i32> = numbers.iter().copied().collect();
             if file_fd != tfd && tfd == efd {
                 return Err(DumpError::Unsupported(format!(
                     "fd {efd}: epoll watches a file under the instance's own number {tfd}; not \
@@ -567,10 +573,14 @@ pub struct Requeue {
 /// A fired one-shot watch is made again at restore by firing it, so its file must be ready
 /// for some event.
 pub fn epoll_edges(pid: Pid, fds: &mut [FdState]) -> Result<Vec<Requeue>, DumpError> {
-    let resolve = |fd: i32| match fds.iter().find(|f| f.fd == fd).map(|f| &f.kind) {
-        Some(FdKind::Dup { of }) => *of,
-        _ => fd,
-    };
+    let dups: HashMap<i32, i32> = fds
+        .iter()
+        .filter_map(|f| match f.kind {
+            FdKind::Dup { of } => Some((f.fd, of)),
+            _ => None,
+        })
+        .collect();
+    let resolve = |fd: i32| dups.get(&fd).copied().unwrap_or(fd);
     // Epoll instances watched edge-triggered by another.
     let mut watched_et = HashSet::new();
     for f in fds.iter() {
@@ -629,7 +639,9 @@ pub fn epoll_edges(pid: Pid, fds: &mut [FdState]) -> Result<Vec<Requeue>, DumpEr
                     .into(),
             ));
         }
-        for (i, t) in targets.iter().enumerate() {
+        // The first watch with each data word.
+        let mut by_data: HashMap<u64, &crate::state::EpollTarget> = HashMap::new();
+        for t in targets {
             let taken = t.events & (EPOLLET | EPOLLONESHOT) != 0;
             if taken && t.file_fd != t.fd {
                 return Err(fail(format!(
@@ -638,9 +650,8 @@ pub fn epoll_edges(pid: Pid, fds: &mut [FdState]) -> Result<Vec<Requeue>, DumpEr
                     t.fd
                 )));
             }
-            if let Some(u) = targets[..i].iter().find(|u| u.data == t.data)
-                && (taken || u.events & (EPOLLET | EPOLLONESHOT) != 0)
-            {
+            let u = *by_data.entry(t.data).or_insert(t);
+            if !std::ptr::eq(u, t) && (taken || u.events & (EPOLLET | EPOLLONESHOT) != 0) {
                 return Err(fail(format!(
                     "epoll watches of fd {} and fd {} share the data word {:#x} while events are \
                      ready: which one an edge-triggered or one-shot event is for cannot be told; \
