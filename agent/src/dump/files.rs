@@ -500,16 +500,15 @@ pub fn epoll_disarmed(events: u32) -> bool {
 fn resolve_epoll(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
     let numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
     let open: HashSet<i32> = numbers.iter().copied().collect();
-    for i in 0..fds.len() {
-        let efd = fds[i].fd;
-        let FdKind::Epoll { targets } = &fds[i].kind else {
+    for f in fds.iter_mut() {
+        let efd = f.fd;
+        let FdKind::Epoll { targets } = &mut f.kind else {
             continue;
         };
-        let mut targets = targets.clone();
         // How many entries under each number came before.
         let mut seen: HashMap<i32, u32> = HashMap::new();
-        for j in 0..targets.len() {
-            let tfd = targets[j].fd;
+        for t in targets.iter_mut() {
+            let tfd = t.fd;
             let count = seen.entry(tfd).or_default();
             let toff = *count;
             *count += 1;
@@ -538,16 +537,14 @@ fn resolve_epoll(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
                      flight keeps it open); not supported yet"
                 )));
             };
-            let open: HashSet<i32> = numbers.iter().copied().collect();
             if file_fd != tfd && tfd == efd {
                 return Err(DumpError::Unsupported(format!(
                     "fd {efd}: epoll watches a file under the instance's own number {tfd}; not \
                      supported yet"
                 )));
             }
-            targets[j].file_fd = file_fd;
+            t.file_fd = file_fd;
         }
-        fds[i].kind = FdKind::Epoll { targets };
     }
     Ok(())
 }
