@@ -427,6 +427,7 @@ pub fn parse_fdinfo(text: &str) -> Result<FdInfo, ProcError> {
                 events,
                 data,
                 file_fd: fd,
+                pending: false,
             });
         }
     }
@@ -654,6 +655,7 @@ mod tests {
                 events: 0x19,
                 data: 7,
                 file_fd: 5,
+                pending: false,
             }]
         );
     }

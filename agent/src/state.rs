@@ -928,6 +928,9 @@ pub struct EpollTarget {
     /// keyed by the file and the number it was added under). Found with
     /// `kcmp(KCMP_EPOLL_TFD)`: `fd` when it matches, else the lowest descriptor that does.
     pub file_fd: i32,
+    /// An edge-triggered watch whose event the process has not taken yet (it is on the
+    /// instance's ready list: `epoll_wait` would report it). False for every other watch.
+    pub pending: bool,
 }
 
 /// Signal dispositions and process-wide pending signals.

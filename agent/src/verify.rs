@@ -197,6 +197,11 @@ pub fn compare(
     epoll_as_sets(image, restored);
     note(
         expected,
+        "an edge-triggered epoll watch whose file had a new event meanwhile",
+        epoll_new_edges(image, restored),
+    );
+    note(
+        expected,
         "adjacent anonymous areas alike in all but their range, merged by the kernel",
         merged_areas(image, restored),
     );
@@ -391,21 +396,12 @@ fn timers_ran(image: &mut ProcessState, restored: &ProcessState) -> usize {
     }
     for (a, b) in same_fds(image, restored) {
         if let (FdKind::Timerfd(a), FdKind::Timerfd(b)) = (&mut a.kind, &b.kind)
-            && a.value_ns != b.value_ns
-            && a.interval_ns == b.interval_ns
-            && (a.value_ns == 0) == (b.value_ns == 0)
+            && (a.value_ns != b.value_ns || a.ticks != b.ticks)
+            && timerfd_ran(a, b)
         {
-            let ok = if a.settime_flags & TFD_TIMER_ABSTIME != 0 {
-                // An absolute expiry is read as time left plus now, twice: the two agree
-                // within the clock's reading jitter.
-                a.value_ns.abs_diff(b.value_ns) < 10_000_000
-            } else {
-                b.value_ns <= a.value_ns.max(a.interval_ns)
-            };
-            if ok {
-                a.value_ns = b.value_ns;
-                ran += 1;
-            }
+            a.value_ns = b.value_ns;
+            a.ticks = b.ticks;
+            ran += 1;
         }
     }
     ran
@@ -451,6 +447,44 @@ fn xstate_init(image: &mut ProcessState, restored: &ProcessState) -> usize {
         }
     }
     n
+}
+
+/// Whether timerfd `b` (read back) is `a` (the image) some time later: the same clock, flags
+/// and period; expirations only added (never fewer: a restore must not lose one); a one-shot
+/// timer that fired has nothing left; otherwise armed stays armed with no more time left than
+/// it had (or than its period, once it fired and reloaded).
+fn timerfd_ran(a: &crate::state::TimerfdState, b: &crate::state::TimerfdState) -> bool {
+    if a.clockid != b.clockid
+        || a.settime_flags != b.settime_flags
+        || a.interval_ns != b.interval_ns
+        || b.ticks < a.ticks
+    {
+        return false;
+    }
+    let fired = b.ticks > a.ticks;
+    if fired && a.value_ns == 0 {
+        // A disarmed timer does not fire.
+        return false;
+    }
+    if a.interval_ns == 0 && fired {
+        // A one-shot timer fires once, and is disarmed by it.
+        return a.value_ns != 0 && b.value_ns == 0 && b.ticks == a.ticks + 1;
+    }
+    if (a.value_ns == 0) != (b.value_ns == 0) {
+        return false;
+    }
+    if a.settime_flags & TFD_TIMER_ABSTIME != 0 {
+        // An absolute expiry is read as time left plus now, twice: the two agree within the
+        // clock's reading jitter; each expiration meanwhile moved it on by one period.
+        let jitter = 10_000_000;
+        if fired {
+            b.value_ns.saturating_add(jitter) >= a.value_ns
+        } else {
+            a.value_ns.abs_diff(b.value_ns) < jitter
+        }
+    } else {
+        b.value_ns <= a.value_ns.max(a.interval_ns)
+    }
 }
 
 /// A TCP connection runs on as soon as it leaves repair mode: the peer acknowledges queued
@@ -501,6 +535,29 @@ fn epoll_as_sets(image: &mut ProcessState, restored: &mut ProcessState) {
             targets.sort_by_key(|t| (t.fd, t.data, t.events));
         }
     }
+}
+
+/// An edge-triggered watch with no event pending in the image may have one once restored: its
+/// file had a new event meanwhile (a timer expired, a peer wrote). The other way round would
+/// be an event lost.
+fn epoll_new_edges(image: &mut ProcessState, restored: &ProcessState) -> usize {
+    let mut came = 0;
+    for (a, b) in same_fds(image, restored) {
+        if let (FdKind::Epoll { targets: a }, FdKind::Epoll { targets: b }) = (&mut a.kind, &b.kind)
+        {
+            for t in a.iter_mut().filter(|t| !t.pending) {
+                let now = crate::state::EpollTarget {
+                    pending: true,
+                    ..*t
+                };
+                if b.contains(&now) && !b.contains(t) {
+                    t.pending = true;
+                    came += 1;
+                }
+            }
+        }
+    }
+    came
 }
 
 /// Two adjacent anonymous areas alike in everything but their range were apart only
@@ -843,6 +900,19 @@ fn expected_change(
             "a pseudo-terminal pair made anew (its slave's inode and times; its number when the old one was taken)",
         );
     }
+    // A file made with O_TMPFILE is named `DIR/#INO` by its inode, which a restore makes anew.
+    if field.starts_with("fds[") && field.ends_with(".DeletedFile") && leaf == "path" {
+        let tmpname = |v: &Value| {
+            let (dir, name) = v.as_str()?.rsplit_once('/')?;
+            let ino = name.strip_prefix('#')?;
+            (!ino.is_empty() && ino.bytes().all(|b| b.is_ascii_digit())).then_some(dir.to_owned())
+        };
+        if let (Some(a), Some(b)) = (tmpname(image), tmpname(restored))
+            && a == b
+        {
+            return Some("the inode number in the name of an O_TMPFILE file (`DIR/#INO`)");
+        }
+    }
     // An open file or FIFO is shared with others, who may have written to it since the dump.
     if field.starts_with("fds[")
         && (field.ends_with(".File.file.identity") || field.ends_with(".Fifo.file.identity"))
@@ -930,6 +1000,40 @@ mod tests {
         let mut none = Vec::new();
         diff("", &same, &same.clone(), &mut none);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn timerfd_expirations_may_only_accrue() {
+        let t = |value_ns, interval_ns, ticks| crate::state::TimerfdState {
+            clockid: libc::CLOCK_MONOTONIC,
+            settime_flags: 0,
+            value_ns,
+            interval_ns,
+            ticks,
+        };
+        // A fast periodic timer fired twice more meanwhile.
+        assert!(timerfd_ran(
+            &t(40_000_000, 50_000_000, 2),
+            &t(10_000_000, 50_000_000, 4)
+        ));
+        // Fewer expirations than the image: lost.
+        assert!(!timerfd_ran(
+            &t(40_000_000, 50_000_000, 2),
+            &t(10_000_000, 50_000_000, 1)
+        ));
+        // More time left than the period.
+        assert!(!timerfd_ran(
+            &t(40_000_000, 50_000_000, 2),
+            &t(60_000_000, 50_000_000, 3)
+        ));
+        // A one-shot fires once and is disarmed; twice is impossible, and armed after firing too.
+        assert!(timerfd_ran(&t(1_000, 0, 0), &t(0, 0, 1)));
+        assert!(!timerfd_ran(&t(1_000, 0, 0), &t(0, 0, 2)));
+        assert!(!timerfd_ran(&t(1_000, 0, 0), &t(500, 0, 1)));
+        // A disarmed timer stays disarmed, with its count.
+        assert!(!timerfd_ran(&t(0, 0, 3), &t(0, 0, 4)));
+        // Another period.
+        assert!(!timerfd_ran(&t(10, 50, 0), &t(10, 60, 0)));
     }
 
     #[test]

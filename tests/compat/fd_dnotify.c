@@ -1,6 +1,7 @@
 /* Directory notification (F_NOTIFY, DN_CREATE|DN_MULTISHOT, F_SETSIG SIGRTMIN+5): creating a
  * file in the directory delivers the signal with si_fd = the directory's descriptor.
  * compat-object: dnotify (fcntl F_NOTIFY) on a directory
+ * compat-refuse: dnotify
  */
 #include "common.h"
 

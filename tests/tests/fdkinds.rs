@@ -173,6 +173,160 @@ fn timerfd_keeps_its_schedule() {
     v.assert_ticks_continuous();
 }
 
+/// A timerfd firing every millisecond keeps firing while the restore checker reads it back:
+/// the checker accepts expirations that accrued meanwhile (it failed the restore on
+/// `Timerfd.ticks: image N, restored N+k`), and the victim still reads them.
+#[test]
+fn a_fast_timerfd_keeps_firing_through_the_checker() {
+    let Some(ctx) = setup("fdkinds-timerfd-fast") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_timerfd_fast", &[]);
+    let fds = fds_line(&v);
+    let fast = field(&fds, "fast").unwrap().to_owned();
+    let first = v.check();
+    // Unread expirations pile up before the dump.
+    std::thread::sleep(Duration::from_millis(150));
+    let img = image_path(&ctx, "timerfd-fast");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    assert_eq!(
+        fdinfo(v.pid, &fast, &["it_interval"]),
+        vec!["it_interval: (0, 1000000)".to_owned()]
+    );
+    let ok = v.check();
+    assert_eq!(num(&ok, "checks"), num(&first, "checks") + 1, "{ok}");
+    // Everything that accrued before the dump is still there (at least 100 ms of it).
+    assert!(num(&ok, "first") >= 100, "{ok}");
+    v.assert_ticks_continuous();
+}
+
+/// Starts `fdkinds_epoll MODE`, which checks its epoll state itself, and checks it again
+/// after a dump and a restore (the restore checker on).
+fn epoll_survives(mode: &str) {
+    survives("fdkinds_epoll", mode);
+}
+
+/// Starts victim `name MODE`, which checks its state itself, and has it check again after a
+/// dump and a restore (the restore checker on), and once more.
+fn survives(name: &str, mode: &str) {
+    let Some(ctx) = setup(&format!("{name}-{mode}")) else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, name, &[mode]);
+    let first = v.check();
+    let img = image_path(&ctx, mode);
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let ok = v.check();
+    assert_eq!(num(&ok, "checks"), num(&first, "checks") + 1, "{ok}");
+    // It set its state up again after each check: once more.
+    v.check();
+    v.assert_ticks_continuous();
+}
+
+/// An edge-triggered watch whose event the process took before the dump does not report it
+/// again after the restore (re-adding a ready file used to), and one whose event it had not
+/// taken still does.
+#[test]
+fn epoll_edge_taken_before_the_dump_does_not_come_again() {
+    epoll_survives("edge");
+}
+
+/// A one-shot watch that fired comes back disarmed (events 0x40000000, as the kernel left it:
+/// re-adding it armed it with EPOLLERR|EPOLLHUP), an armed one still reports once.
+#[test]
+fn epoll_fired_oneshot_watch_stays_disarmed() {
+    epoll_survives("oneshot");
+}
+
+/// An epoll instance watching another (was refused as nested epoll).
+#[test]
+fn epoll_nested_instances_survive() {
+    epoll_survives("nested");
+}
+
+/// A watch added as fd N whose number was closed (a dup keeping the file) and reused by another
+/// file: still reports, still keyed by N (was refused).
+#[test]
+fn epoll_watch_of_a_closed_number_survives() {
+    epoll_survives("closed");
+}
+
+/// Two edge-triggered watches with one data word, both with an event not taken: which one had
+/// it cannot be told, so the dump refuses naming them — before taking any event: the process
+/// carries on with both events still there.
+#[test]
+fn epoll_events_that_cannot_be_told_apart_are_refused() {
+    let Some(ctx) = setup("fdkinds-epoll-ambiguous") else {
+        return;
+    };
+    let v = Victim::c(&ctx, "fdkinds_epoll", &["ambiguous"]);
+    let ep = field(&fds_line(&v), "ep").unwrap().to_owned();
+    let img = image_path(&ctx, "ambiguous");
+    let pid = v.pid.to_string();
+    let out = ctx.ferry(&["dump", &pid, "-o", img.to_str().unwrap()]);
+    out.assert_failed();
+    assert!(out.stderr.contains(&format!("fd {ep}: ")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("share the data word 0x7"),
+        "{}",
+        out.stderr
+    );
+    assert!(!img.exists());
+    v.assert_running_free();
+    // Both events are still there (the check takes them, and makes them again).
+    v.check();
+    v.check();
+}
+
+/// A file made with `O_TMPFILE` (never named: `/proc` shows `DIR/#INO`) comes back unnamed in
+/// the same directory, with its bytes, mode, offset and `O_TMPFILE` flags, still linkable (it
+/// was reopened by its `#INO` name, which failed with ENOTDIR).
+#[test]
+fn o_tmpfile_file_survives() {
+    let Some(ctx) = setup("fdkinds-paths-tmpfile") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fdkinds_paths", &["tmpfile"]);
+    let fds = fds_line(&v);
+    let fd = field(&fds, "fd").unwrap().to_owned();
+    let first = v.check();
+    let img = image_path(&ctx, "tmpfile");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let link = fs::read_link(format!("/proc/{}/fd/{fd}", v.pid)).unwrap();
+    let link = link.to_str().unwrap();
+    // Unnamed, in the same directory.
+    assert!(
+        link.starts_with(&format!("{}/#", v.state.display())) && link.ends_with(" (deleted)"),
+        "{link}"
+    );
+    let ok = v.check();
+    assert_eq!(num(&ok, "checks"), num(&first, "checks") + 1, "{ok}");
+    // Never linked, made without O_EXCL: it can be given a name (once).
+    let named = v.state.join("named");
+    nix::unistd::linkat(
+        nix::fcntl::AT_FDCWD,
+        format!("/proc/{}/fd/{fd}", v.pid).as_str(),
+        nix::fcntl::AT_FDCWD,
+        &named,
+        nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .expect("linkat of the restored O_TMPFILE file");
+    assert_eq!(fs::read(&named).unwrap().len(), 5000);
+    fs::remove_file(&named).unwrap();
+    v.check();
+    v.assert_ticks_continuous();
+}
+
+/// A symbolic link itself held with `O_PATH | O_NOFOLLOW` comes back as the link, not what it
+/// points to (was refused).
+#[test]
+fn symlink_opened_o_path_nofollow_survives() {
+    survives("fdkinds_paths", "symlink");
+}
+
 /// Same watch descriptors, masks and inodes (file handles aside).
 fn watch_lines(pid: i32, fd: &str) -> Vec<String> {
     fdinfo(pid, fd, &["flags", "inotify"])

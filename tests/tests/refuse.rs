@@ -68,6 +68,21 @@ fn refuses_packet_socket() {
     refused("packet", &["packet socket"]);
 }
 
+/// A dnotify watch (`F_NOTIFY`) is not shown by the kernel anywhere (not in fdinfo): the
+/// directory descriptor's I/O signal owner, which `F_NOTIFY` sets, gives it away, and the dump
+/// refuses it by name (it was silently dropped).
+#[test]
+fn refuses_a_dnotify_watch() {
+    refused("dnotify", &["dnotify", "f_notify"]);
+}
+
+/// A Linux AIO context (`io_setup`) is refused naming it, not as "a mapping of a deleted file"
+/// (its ring's VMA, `/[aio] (deleted)`).
+#[test]
+fn refuses_an_aio_context() {
+    refused("aio", &["aio context", "io_setup"]);
+}
+
 /// A sealed VMA (`mseal`) cannot be mapped again as it was (nor unmapped by the restore):
 /// refused at dump, naming the VMA and the flag.
 #[test]

@@ -1,8 +1,10 @@
 /* Holds one thing the engine does not support yet, then counts like the general victim:
  *   refuse STATEDIR eventfd | socket | thread | seccomp-filter | seccomp-strict | packet | mseal
+ *                   | dnotify | aio
  * Reports "fd=N" for the fd it holds. SIGUSR1: "ok pid=P counter=N". */
 #include "common.h"
 
+#include <linux/aio_abi.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
@@ -62,6 +64,21 @@ int main(int argc, char **argv)
 		if (syscall(462 /* mseal */, p, 2 * 4096, 0))
 			fr_die("mseal");
 		fr_status("vma=%p", p);
+	} else if (!strcmp(mode, "dnotify")) {
+		/* A directory watched with F_NOTIFY (dnotify). */
+		char p[4096];
+		snprintf(p, sizeof(p), "%s/watched", fr_dir);
+		mkdir(p, 0755);
+		int fd = open(p, O_RDONLY | O_DIRECTORY);
+		if (fd < 0 || fcntl(fd, F_NOTIFY, DN_CREATE | DN_MULTISHOT))
+			fr_die("F_NOTIFY");
+		fr_status("fd=%d", fd);
+	} else if (!strcmp(mode, "aio")) {
+		/* A Linux AIO context: its ring is mapped as "/[aio] (deleted)". */
+		aio_context_t ctx = 0;
+		if (syscall(SYS_io_setup, 16, &ctx))
+			fr_die("io_setup");
+		fr_status("ctx=%llx", (unsigned long long)ctx);
 	} else if (!strcmp(mode, "seccomp-strict")) {
 		strict = 1;
 	} else {

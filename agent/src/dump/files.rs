@@ -29,6 +29,8 @@ use crate::state::{
 use crate::sys;
 
 const O_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+/// The flags of a descriptor of a symbolic link itself.
+pub const O_PATH_NOFOLLOW: u32 = (libc::O_PATH | libc::O_NOFOLLOW) as u32;
 
 /// Default for [`super::DumpOptions::max_deleted_file_size`]: files deleted while open are
 /// stored whole in the manifest, which a reader caps at [`MAX_MANIFEST_BYTES`].
@@ -315,6 +317,12 @@ pub fn collect_fds(
                 }
             } else if ft.is_fifo() {
                 FdKind::Fifo { file, queue: None }
+            } else if ft.is_symlink() && info.flags & O_PATH_NOFOLLOW == O_PATH_NOFOLLOW {
+                // A symbolic link itself, opened `O_PATH | O_NOFOLLOW`: reopened the same way.
+                FdKind::File {
+                    file,
+                    pos: info.pos,
+                }
             } else if ft.is_block_device() {
                 return Err(unsupported("a block device"));
             } else {
@@ -468,6 +476,21 @@ fn mark_local_pipes(pid: Pid, fds: &mut [FdState], members: &[i32]) {
     }
 }
 
+/// `EPOLLET`, `EPOLLONESHOT`, `EPOLLWAKEUP`, `EPOLLEXCLUSIVE`: the bits of a watch's `events`
+/// that are not events (`EP_PRIVATE_BITS`).
+pub const EPOLLET: u32 = 1 << 31;
+/// See [`EPOLLET`].
+pub const EPOLLONESHOT: u32 = 1 << 30;
+/// See [`EPOLLET`].
+pub const EPOLLEXCLUSIVE: u32 = 1 << 28;
+/// See [`EPOLLET`].
+pub const EPOLL_PRIVATE_BITS: u32 = EPOLLET | EPOLLONESHOT | (1 << 29) | EPOLLEXCLUSIVE;
+
+/// A one-shot watch that fired: the kernel cleared its events, leaving only the private bits.
+pub fn epoll_disarmed(events: u32) -> bool {
+    events & EPOLLONESHOT != 0 && events & !EPOLL_PRIVATE_BITS == 0
+}
+
 /// Finds the descriptor that holds each watched file of every epoll instance, and refuses
 /// what cannot be rebuilt. An entry is keyed by the file and the number it was added under;
 /// it stays while the file is open, even when that number was closed or given to another file
@@ -476,23 +499,23 @@ fn mark_local_pipes(pid: Pid, fds: &mut [FdState], members: &[i32]) {
 /// the order fdinfo lists them): the number itself is tried first, then every other one.
 fn resolve_epoll(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
     let numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
-    let is_epoll = |fds: &[FdState], fd: i32| {
-        fds.iter()
-            .any(|f| f.fd == fd && matches!(f.kind, FdKind::Epoll { .. }))
-    };
-    for i in 0..fds.len() {
-        let efd = fds[i].fd;
-        let FdKind::Epoll { targets } = &fds[i].kind else {
+    let open: HashSet<i32> = numbers.iter().copied().collect();
+    for f in fds.iter_mut() {
+        let efd = f.fd;
+        let FdKind::Epoll { targets } = &mut f.kind else {
             continue;
         };
-        let mut targets = targets.clone();
-        for j in 0..targets.len() {
-            let tfd = targets[j].fd;
-            let toff = targets[..j].iter().filter(|t| t.fd == tfd).count() as u32;
+        // How many entries under each number came before.
+        let mut seen: HashMap<i32, u32> = HashMap::new();
+        for t in targets.iter_mut() {
+            let tfd = t.fd;
+            let count = seen.entry(tfd).or_default();
+            let toff = *count;
+            *count += 1;
             let candidates =
                 std::iter::once(tfd).chain(numbers.iter().copied().filter(|&n| n != tfd));
             let mut found = None;
-            for c in candidates.filter(|&c| c != efd && numbers.contains(&c)) {
+            for c in candidates.filter(|&c| c != efd && open.contains(&c)) {
                 match sys::epoll_target_is(pid, c, efd, tfd, toff) {
                     Ok(true) => {
                         found = Some(c);
@@ -520,20 +543,165 @@ fn resolve_epoll(pid: Pid, fds: &mut [FdState]) -> Result<(), DumpError> {
                      supported yet"
                 )));
             }
-            let of = match fds.iter().find(|f| f.fd == file_fd).map(|f| &f.kind) {
-                Some(FdKind::Dup { of }) => *of,
-                _ => file_fd,
-            };
-            if is_epoll(fds, of) {
-                return Err(DumpError::Unsupported(format!(
-                    "fd {efd}: nested epoll is not supported yet"
-                )));
-            }
-            targets[j].file_fd = file_fd;
+            t.file_fd = file_fd;
         }
-        fds[i].kind = FdKind::Epoll { targets };
     }
     Ok(())
+}
+
+/// A watch the dump took an event from, to put back on its instance's ready list.
+#[derive(Debug, Clone, Copy)]
+pub struct Requeue {
+    /// The epoll instance.
+    pub epfd: i32,
+    /// The watch.
+    pub target: crate::state::EpollTarget,
+}
+
+/// Which edge-triggered watches have an event the process has not taken yet. Nothing shows
+/// it but `epoll_wait`, which takes the events: so the dump takes them on a copy of the
+/// instance (`pidfd_getfd`, the same instance), notes them, and returns the watches whose
+/// event must be put back (edge-triggered and one-shot ones; a level-triggered one is put
+/// back by the kernel itself) with `EPOLL_CTL_MOD`, which the caller injects into the
+/// process (a watch is keyed by the process's descriptor number). Runs while the process is
+/// frozen. Refused where an event could not be told apart or put back: two such watches with
+/// one data word; a watch on a file whose number was closed; an instance watched
+/// edge-triggered by another instance (putting events back would be a new edge there).
+/// A fired one-shot watch is made again at restore by firing it, so its file must be ready
+/// for some event.
+pub fn epoll_edges(pid: Pid, fds: &mut [FdState]) -> Result<Vec<Requeue>, DumpError> {
+    let dups: HashMap<i32, i32> = fds
+        .iter()
+        .filter_map(|f| match f.kind {
+            FdKind::Dup { of } => Some((f.fd, of)),
+            _ => None,
+        })
+        .collect();
+    let resolve = |fd: i32| dups.get(&fd).copied().unwrap_or(fd);
+    // Epoll instances watched edge-triggered by another.
+    let mut watched_et = HashSet::new();
+    for f in fds.iter() {
+        if let FdKind::Epoll { targets } = &f.kind {
+            for t in targets.iter().filter(|t| t.events & EPOLLET != 0) {
+                watched_et.insert(resolve(t.file_fd));
+            }
+        }
+    }
+    let mut pidfd = None;
+    // First every check, so that a refusal comes before any event is taken: the copies of
+    // the instances to read.
+    let mut to_read = Vec::new();
+    for (i, f) in fds.iter().enumerate() {
+        let epfd = f.fd;
+        let FdKind::Epoll { targets } = &f.kind else {
+            continue;
+        };
+        let fail = |what: String| DumpError::Unsupported(format!("fd {epfd}: {what}"));
+        let edges = targets
+            .iter()
+            .any(|t| t.events & (EPOLLET | EPOLLONESHOT) != 0);
+        if !edges {
+            continue;
+        }
+        let pidfd = match &mut pidfd {
+            Some(p) => p,
+            None => pidfd.insert(
+                sys::pidfd_open(pid).map_err(|e| fail(format!("pidfd_open failed ({e})")))?,
+            ),
+        };
+        let copy = |fd: i32| {
+            sys::pidfd_getfd(pidfd.as_fd(), fd)
+                .map_err(|e| fail(format!("copying fd {fd} failed ({e}); not supported")))
+        };
+        for t in targets.iter().filter(|t| epoll_disarmed(t.events)) {
+            let file = copy(t.file_fd)?;
+            if ready_for(&file)? == 0 {
+                return Err(fail(format!(
+                    "a fired EPOLLONESHOT watch of fd {} is made again by firing it, and that \
+                     descriptor is ready for no event now; not supported yet",
+                    t.fd
+                )));
+            }
+        }
+        let own = copy(epfd)?;
+        if ready_for(&own)? & libc::POLLIN == 0 {
+            // Nothing on the ready list is ready: no event to take.
+            continue;
+        }
+        if watched_et.contains(&epfd) {
+            return Err(fail(
+                "an epoll instance with events ready, watched edge-triggered by another epoll \
+                 instance (nested epoll): its events cannot be read without a new edge there; \
+                 not supported yet"
+                    .into(),
+            ));
+        }
+        // The first watch with each data word.
+        let mut by_data: HashMap<u64, &crate::state::EpollTarget> = HashMap::new();
+        for t in targets {
+            let taken = t.events & (EPOLLET | EPOLLONESHOT) != 0;
+            if taken && t.file_fd != t.fd {
+                return Err(fail(format!(
+                    "an edge-triggered or one-shot epoll watch added as fd {}, a number that \
+                     no longer holds its file, while events are ready; not supported yet",
+                    t.fd
+                )));
+            }
+            let u = *by_data.entry(t.data).or_insert(t);
+            if !std::ptr::eq(u, t) && (taken || u.events & (EPOLLET | EPOLLONESHOT) != 0) {
+                return Err(fail(format!(
+                    "epoll watches of fd {} and fd {} share the data word {:#x} while events are \
+                     ready: which one an edge-triggered or one-shot event is for cannot be told; \
+                     not supported yet",
+                    u.fd, t.fd, t.data
+                )));
+            }
+        }
+        to_read.push((i, own));
+    }
+    // Then the events are taken, noted, and listed to be put back.
+    let mut requeue = Vec::new();
+    for (i, own) in to_read {
+        let epfd = fds[i].fd;
+        let FdKind::Epoll { targets } = &mut fds[i].kind else {
+            continue;
+        };
+        let ep = nix::sys::epoll::Epoll(own);
+        let mut events = vec![nix::sys::epoll::EpollEvent::empty(); targets.len() + 1];
+        // Cannot fail on a valid instance and buffer; should it, nothing was taken.
+        let n = ep
+            .wait(&mut events, nix::sys::epoll::EpollTimeout::ZERO)
+            .unwrap_or(0);
+        for ev in &events[..n] {
+            let Some(t) = targets.iter_mut().find(|t| t.data == ev.data()) else {
+                continue;
+            };
+            if t.events & EPOLLET != 0 {
+                t.pending = true;
+            }
+            if t.events & (EPOLLET | EPOLLONESHOT) != 0 {
+                requeue.push(Requeue { epfd, target: *t });
+            }
+        }
+    }
+    Ok(requeue)
+}
+
+/// The events a descriptor is ready for now (`poll` with every event asked, no wait).
+fn ready_for(fd: &impl AsFd) -> Result<i16, DumpError> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let all = PollFlags::POLLIN
+        | PollFlags::POLLPRI
+        | PollFlags::POLLOUT
+        | PollFlags::POLLRDNORM
+        | PollFlags::POLLRDBAND
+        | PollFlags::POLLWRNORM
+        | PollFlags::POLLWRBAND
+        | PollFlags::from_bits_retain(0x400 | 0x2000); // POLLMSG, POLLRDHUP
+    let mut p = [PollFd::new(fd.as_fd(), all)];
+    poll(&mut p, PollTimeout::ZERO)
+        .map_err(|e| DumpError::Unsupported(format!("poll of an epoll target failed ({e})")))?;
+    Ok(p[0].revents().map_or(0, |r| r.bits()) & !libc::POLLNVAL)
 }
 
 /// Reads what travels with the descriptors, while the process is frozen: queued pipe and FIFO

@@ -136,6 +136,10 @@ fn classify(pid: Pid, e: &MapsEntry) -> Result<VmaKind, String> {
             }
             VmaKind::Memfd { ino: e.inode }
         }
+        // The ring of a Linux AIO context is a mapping of the kernel's internal aio file.
+        "/[aio] (deleted)" => {
+            return Err("the ring of an AIO context (io_setup, Linux native AIO)".into());
+        }
         n if n.ends_with(" (deleted)") => return Err("a mapping of a deleted file".into()),
         n if n.starts_with('/') => {
             let identity =

@@ -35,7 +35,10 @@ use crate::sys;
 use freeze::Frozen;
 
 pub use attrs::MEMBARRIER_PRIVATE;
-pub use files::{DEFAULT_MAX_DELETED_FILE_SIZE, STORED_BUDGET};
+pub use files::{
+    DEFAULT_MAX_DELETED_FILE_SIZE, EPOLL_PRIVATE_BITS, EPOLLET, EPOLLEXCLUSIVE, EPOLLONESHOT,
+    STORED_BUDGET, epoll_disarmed,
+};
 pub use mm::identity_of;
 pub use sockets::SocketOptions;
 pub use tree::dump_tree;
@@ -633,12 +636,14 @@ fn collect(
     let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, socks, members)?;
     // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
     let locks = files::capture(pid, &mut fds, members)?;
+    // Events taken from epoll instances, put back by `inject_queries`.
+    let requeue = files::epoll_edges(pid, &mut fds)?;
     tracing::trace!(elapsed = ?t0.elapsed(), "fds read");
 
     // State only the process itself can report is read by running system calls inside it.
     // That must happen before the memory is read: the scratch page it uses is gone again by then.
     let fd_numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
-    let injected = inject_queries(frozen, &vmas, &fd_numbers)?;
+    let injected = inject_queries(frozen, &vmas, &fd_numbers, &requeue)?;
     tracing::trace!(elapsed = ?t0.elapsed(), "queries injected");
 
     mm::find_pages(pid, &mut vmas)?;
@@ -737,6 +742,7 @@ fn collect(
         let ns = proc::parse_status(&proc::read(m, "status")?)?.ns_pid;
         others.push((ns, st.pgrp == m));
     }
+    check_dnotify(&fds)?;
     check_fd_owners(&fds, status.ns_pid, &own, &others)?;
     let mut attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
     attrs.ctty = ctty(raw, &stat, &fds, warnings);
@@ -924,6 +930,7 @@ fn inject_queries(
     frozen: &Frozen,
     vmas: &[crate::state::VmaState],
     fds: &[i32],
+    requeue: &[files::Requeue],
 ) -> Result<Injected, DumpError> {
     let leader = &frozen.leader().tracee;
     let entry = Entry::SingleStep(find_syscall_instruction(leader, vmas)?);
@@ -973,6 +980,8 @@ fn inject_queries(
     let result = (|| -> Result<Injected, DumpError> {
         // First, while the scratch page is as its mmap left it.
         let mm_flags = mm::query_flags(leader, entry, regs, scratch, locked_before)?;
+        // Next, the epoll events the dump took: back on their ready lists.
+        requeue_epoll(leader, entry, regs, scratch, requeue)?;
         let batch = if batched {
             leader.write_mem(scratch + page, &crate::ptrace::BATCH_CODE)?;
             Some(Batch {
@@ -1052,6 +1061,42 @@ fn inject_queries(
     )?;
     frozen.restore_tasks()?;
     result
+}
+
+/// Puts back the events [`files::epoll_edges`] took: `EPOLL_CTL_MOD` of a watch with its own
+/// events and data polls its file and, as it is ready, puts it on the ready list again (and
+/// arms a one-shot watch again). An `EPOLLEXCLUSIVE` watch cannot be modified: it is removed
+/// and added again, which does the same.
+fn requeue_epoll(
+    leader: &Tracee,
+    entry: Entry,
+    regs: &libc::user_regs_struct,
+    scratch: u64,
+    requeue: &[files::Requeue],
+) -> Result<(), DumpError> {
+    for r in requeue {
+        let t = &r.target;
+        let mut ev = [0u8; 12];
+        ev[..4].copy_from_slice(&t.events.to_le_bytes());
+        ev[4..].copy_from_slice(&t.data.to_le_bytes());
+        leader.write_mem(scratch, &ev)?;
+        let ctl = |call, op: i32, ev: u64| {
+            leader.inject(
+                entry,
+                regs,
+                call,
+                libc::SYS_epoll_ctl,
+                [r.epfd as u64, op as u64, t.fd as u64, ev, 0, 0],
+            )
+        };
+        if t.events & EPOLLEXCLUSIVE != 0 {
+            ctl("epoll_ctl(EPOLL_CTL_DEL)", libc::EPOLL_CTL_DEL, 0)?;
+            ctl("epoll_ctl(EPOLL_CTL_ADD)", libc::EPOLL_CTL_ADD, scratch)?;
+        } else {
+            ctl("epoll_ctl(EPOLL_CTL_MOD)", libc::EPOLL_CTL_MOD, scratch)?;
+        }
+    }
+    Ok(())
 }
 
 /// A batch of injected calls in the scratch area (see [`Tracee::inject_batch`]).
@@ -1242,6 +1287,24 @@ fn fd_owner(
         pid,
         sig,
     })
+}
+
+/// A dnotify watch (`F_NOTIFY`) shows nowhere (not in fdinfo, and no call reads it back), but
+/// setting one makes the process the I/O signal owner of the directory's open file
+/// description, and nothing else gives a directory an owner but `F_SETOWN` itself (leases
+/// are for regular files only): such a directory is refused, naming dnotify.
+fn check_dnotify(fds: &[crate::state::FdState]) -> Result<(), DumpError> {
+    match fds
+        .iter()
+        .find(|f| f.owner.pid != 0 && matches!(f.kind, crate::state::FdKind::Directory { .. }))
+    {
+        Some(f) => Err(DumpError::Unsupported(format!(
+            "fd {}: a directory with an I/O signal owner, as a dnotify watch (F_NOTIFY) sets \
+             one: the kernel does not show the watch (its events), so dnotify is not supported",
+            f.fd
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// An I/O signal owner can be restored when it is the process itself, one of its threads, or

@@ -354,6 +354,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
                     events: t.events,
                     data: t.data,
                     file_fd: (t.file_fd != t.fd).then_some(t.file_fd),
+                    pending: t.pending,
                 })
                 .collect(),
         }),
@@ -1102,6 +1103,7 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                         events: t.events,
                         data: t.data,
                         file_fd: t.file_fd.unwrap_or(t.fd),
+                        pending: t.pending,
                     })
                     .collect(),
             }

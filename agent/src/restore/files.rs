@@ -101,6 +101,25 @@ impl FdPlan {
 fn changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
     let now = identity_of(&file.path)
         .map_err(|e| RestoreError::FileChanged(format!("{what}: {}: {e}", file.path)))?;
+    same_file(what, file, now)
+}
+
+/// [`changed`] for a descriptor of a symbolic link itself (`O_PATH | O_NOFOLLOW`): the link,
+/// not what it points to.
+fn link_changed(what: String, file: &FileRef) -> Result<(), RestoreError> {
+    let m = std::fs::symlink_metadata(&file.path)
+        .map_err(|e| RestoreError::FileChanged(format!("{what}: {}: {e}", file.path)))?;
+    let mut now = file.identity;
+    now.dev = m.dev();
+    now.ino = m.ino();
+    same_file(what, file, now)
+}
+
+fn same_file(
+    what: String,
+    file: &FileRef,
+    now: crate::state::FileIdentity,
+) -> Result<(), RestoreError> {
     let then = file.identity;
     if now.dev != then.dev || now.ino != then.ino {
         return Err(RestoreError::FileChanged(format!(
@@ -226,7 +245,10 @@ pub fn plan_with(
                     // The task's own /proc files are opened by the task itself.
                     let own_proc =
                         file.path == "/proc/self" || file.path.starts_with("/proc/self/");
-                    if !remade(&file.path) && !own_proc {
+                    const LINK: u32 = (libc::O_PATH | libc::O_NOFOLLOW) as u32;
+                    if f.flags & LINK == LINK && !own_proc {
+                        link_changed(format!("fd {}", f.fd), file)?;
+                    } else if !remade(&file.path) && !own_proc {
                         changed(format!("fd {}", f.fd), file)?;
                     }
                     Action::Open {
@@ -524,19 +546,48 @@ fn recreate_carried(state: &ProcessState) -> Result<Vec<String>, RestoreError> {
 }
 
 /// The order descriptors are made in: a dup after what it duplicates, epoll instances after
-/// what they watch (dups included).
-fn phase(plan: &FdPlan, action: &Action) -> u8 {
-    let is_epoll = |fd: i32| {
-        plan.fds
-            .iter()
-            .any(|(f, _, a)| *f == fd && matches!(a, Action::Epoll(_)))
-    };
+/// what they watch (dups included), an epoll instance watching others after them and their
+/// dups (by nesting depth).
+fn phase(plan: &FdPlan, action: &Action) -> (u8, u32) {
     match action {
-        Action::Dup(of) if is_epoll(*of) => 3,
-        Action::Epoll(_) => 2,
-        Action::Dup(_) => 1,
+        Action::Dup(of) if is_epoll(plan, *of) => (2, 2 * epoll_depth(plan, *of, 0) + 1),
+        Action::Epoll(targets) => (2, 2 * epoll_depth_of(plan, targets, 0)),
+        Action::Dup(_) => (1, 0),
+        _ => (0, 0),
+    }
+}
+
+fn is_epoll(plan: &FdPlan, fd: i32) -> bool {
+    plan.fds
+        .iter()
+        .any(|(f, _, a)| *f == fd && matches!(a, Action::Epoll(_)))
+}
+
+/// How deep the epoll instance at `fd` nests others: 0 for any other descriptor, 1 for an
+/// instance watching none. The kernel allows 4 levels; a deeper chain (a damaged image) stops
+/// counting.
+fn epoll_depth(plan: &FdPlan, fd: i32, level: u32) -> u32 {
+    match plan
+        .fds
+        .iter()
+        .find(|(f, _, _)| *f == fd)
+        .map(|(_, _, a)| a)
+    {
+        Some(Action::Dup(of)) if *of != fd => epoll_depth(plan, *of, level),
+        Some(Action::Epoll(targets)) => epoll_depth_of(plan, targets, level),
         _ => 0,
     }
+}
+
+fn epoll_depth_of(plan: &FdPlan, targets: &[EpollTarget], level: u32) -> u32 {
+    if level > 8 {
+        return 1;
+    }
+    1 + targets
+        .iter()
+        .map(|t| epoll_depth(plan, t.file_fd, level + 1))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Recreates the descriptors inside the task. The task starts with a copy of the restorer's
@@ -777,34 +828,7 @@ pub fn restore(
                 )
                 .map_err(err(format!("seek to {pos}")))?;
             }
-            Action::Epoll(targets) => {
-                for t in targets {
-                    let mut ev = Vec::with_capacity(12);
-                    ev.extend_from_slice(&t.events.to_le_bytes());
-                    ev.extend_from_slice(&t.data.to_le_bytes());
-                    let addr = inj.put(4096, &ev)?;
-                    if t.file_fd != t.fd {
-                        add_under_other_number(inj, fd, t, addr)?;
-                        continue;
-                    }
-                    if let Err(e) = inj.call_raw(
-                        libc::SYS_epoll_ctl,
-                        [
-                            fd as u64,
-                            libc::EPOLL_CTL_ADD as u64,
-                            t.fd as u64,
-                            addr,
-                            0,
-                            0,
-                        ],
-                    )? {
-                        warnings.push(format!(
-                            "fd {fd}: epoll could not watch fd {} again ({e})",
-                            t.fd
-                        ));
-                    }
-                }
-            }
+            Action::Epoll(targets) => restore_epoll(inj, fd, targets, warnings)?,
             _ => {}
         }
     }
@@ -822,6 +846,126 @@ pub fn restore(
     // Last: closing any descriptor of a file drops the process's POSIX locks on it, and the
     // steps above close temporary descriptors.
     take_locks(inj, &plan.locks)
+}
+
+/// Fills the interest list of the new epoll instance at `epfd`. `EPOLL_CTL_ADD` puts a watch
+/// whose file is ready on the ready list, as if an event had just come: right for a
+/// level-triggered watch, and for an edge-triggered one whose event the process had not taken
+/// (`pending`), but an edge the process had taken must not come again, and a one-shot watch
+/// that fired is disarmed, which no `epoll_ctl` makes (`EPOLL_CTL_MOD` adds `EPOLLERR |
+/// EPOLLHUP`). So those watches are added first — a fired one-shot watch with the events its
+/// file is ready for — and their events taken with one `epoll_wait` in the task, as the
+/// process had; then the others are added.
+fn restore_epoll(
+    inj: &Injector<'_>,
+    epfd: i32,
+    targets: &[EpollTarget],
+    warnings: &mut Vec<String>,
+) -> Result<(), RestoreError> {
+    use crate::dump::{EPOLL_PRIVATE_BITS, EPOLLET, EPOLLONESHOT, epoll_disarmed};
+    let taken = |t: &EpollTarget| {
+        epoll_disarmed(t.events)
+            || (t.events & EPOLLET != 0 && t.events & EPOLLONESHOT == 0 && !t.pending)
+    };
+    let first: Vec<&EpollTarget> = targets.iter().filter(|t| taken(t)).collect();
+    for t in &first {
+        let events = if epoll_disarmed(t.events) {
+            let ready = ready_in_task(inj, t.file_fd)?;
+            if ready == 0 {
+                return Err(RestoreError::Layout(format!(
+                    "fd {epfd}: the fired EPOLLONESHOT watch of fd {} is made again by firing \
+                     it, and that descriptor is ready for no event now",
+                    t.fd
+                )));
+            }
+            (t.events & EPOLL_PRIVATE_BITS) | ready
+        } else {
+            t.events
+        };
+        epoll_add(inj, epfd, t, events, warnings)?;
+    }
+    if !first.is_empty() {
+        // struct epoll_event is 12 bytes, packed.
+        let max = first.len().min(4096) + 1;
+        let buf = inj.put(8192, &vec![0u8; 12 * max])?;
+        loop {
+            let n = inj
+                .call(
+                    "epoll_wait",
+                    libc::SYS_epoll_wait,
+                    [epfd as u64, buf, max as u64, 0, 0, 0],
+                )
+                .map_err(|e| RestoreError::Fd {
+                    fd: epfd,
+                    what: "take the events its watches had taken".into(),
+                    source: Box::new(e.into()),
+                })?;
+            if (n as usize) < max {
+                break;
+            }
+        }
+    }
+    for t in targets.iter().filter(|t| !taken(t)) {
+        epoll_add(inj, epfd, t, t.events, warnings)?;
+    }
+    Ok(())
+}
+
+/// The events descriptor `fd` of the task is ready for (`poll`, no wait), as epoll bits.
+fn ready_in_task(inj: &Injector<'_>, fd: i32) -> Result<u32, RestoreError> {
+    // struct pollfd { int fd; short events, revents; }: every event asked.
+    let asked: i16 = libc::POLLIN
+        | libc::POLLPRI
+        | libc::POLLOUT
+        | libc::POLLRDNORM
+        | libc::POLLRDBAND
+        | libc::POLLWRNORM
+        | libc::POLLWRBAND
+        | 0x400 // POLLMSG
+        | 0x2000; // POLLRDHUP
+    let mut p = [0u8; 8];
+    p[..4].copy_from_slice(&fd.to_le_bytes());
+    p[4..6].copy_from_slice(&asked.to_le_bytes());
+    let addr = inj.put(8192, &p)?;
+    inj.call("poll", libc::SYS_poll, [addr, 1, 0, 0, 0, 0])?;
+    inj.tracee().read_mem(addr, &mut p)?;
+    let revents = u16::from_le_bytes([p[6], p[7]]) & !(libc::POLLNVAL as u16);
+    Ok(u32::from(revents))
+}
+
+/// `EPOLL_CTL_ADD` of watch `t` with `events` (one whose number no longer holds its file:
+/// see [`add_under_other_number`]).
+fn epoll_add(
+    inj: &Injector<'_>,
+    epfd: i32,
+    t: &EpollTarget,
+    events: u32,
+    warnings: &mut Vec<String>,
+) -> Result<(), RestoreError> {
+    let mut ev = Vec::with_capacity(12);
+    ev.extend_from_slice(&events.to_le_bytes());
+    ev.extend_from_slice(&t.data.to_le_bytes());
+    let addr = inj.put(4096, &ev)?;
+    if t.file_fd != t.fd {
+        return add_under_other_number(inj, epfd, t, addr);
+    }
+    if let Err(e) = inj.call_raw(
+        libc::SYS_epoll_ctl,
+        [
+            epfd as u64,
+            libc::EPOLL_CTL_ADD as u64,
+            t.fd as u64,
+            addr,
+            0,
+            0,
+        ],
+    )? {
+        warnings.push(format!(
+            "fd {epfd}: epoll could not watch fd {} again ({e})",
+            t.fd
+        ));
+    }
+    Ok(())
 }
 
 /// Closes every descriptor the task inherited from ferry from `first_closed` on, except
@@ -1052,6 +1196,27 @@ fn recreate_deleted(
     }
     let creat = (libc::O_RDWR | libc::O_CLOEXEC) as u64;
     let (tmp, reopened) = match node {
+        // A file made with O_TMPFILE never had a name (`/proc` shows `DIR/#INO`), and its
+        // flags say so (a reopen with them fails, ENOTDIR): made again the same way in the
+        // same directory with its own flags (so still linkable with `linkat`), kept as made.
+        DeletedNode::Regular { .. } if flags & O_TMPFILE_ONLY != 0 => {
+            let addr = inj.put_path(dir)?;
+            let made = inj
+                .call(
+                    "openat(O_TMPFILE)",
+                    libc::SYS_openat,
+                    [
+                        libc::AT_FDCWD as u64,
+                        addr,
+                        u64::from(flags & !(libc::O_CLOEXEC as u32)),
+                        0o600,
+                        0,
+                        0,
+                    ],
+                )
+                .map_err(|e| err(format!("make an O_TMPFILE file in {dir}"))(e.into()))?;
+            (made, false)
+        }
         DeletedNode::Regular { .. } => (create_regular(inj, path, dir, &names, creat, fd)?, true),
         DeletedNode::Fifo { .. } => {
             let mknod = (libc::S_IFIFO | 0o600) as u64;
@@ -1421,6 +1586,9 @@ pub fn enter_removed_dir(
         "no place to make it again ({last})"
     ))))
 }
+
+/// `__O_TMPFILE` without `O_DIRECTORY` (which `O_TMPFILE` includes).
+const O_TMPFILE_ONLY: u32 = (libc::O_TMPFILE & !libc::O_DIRECTORY) as u32;
 
 /// Takes back every lock and lease, inside the task (they belong to it or its descriptors).
 fn take_locks(inj: &Injector<'_>, locks: &[LockState]) -> Result<(), RestoreError> {
