@@ -3,7 +3,8 @@
 //! attribute and checks it itself. Each is started, checked, dumped (which ends it), restored with
 //! the restore checker on, and checked again; the result is one table row:
 //!
-//! - `passed`: the restored process checked its object and kept counting;
+//! - `passed`: the restored process checked its object and kept counting (the victim checked
+//!   twice before the dump too: a check must hold again after itself);
 //! - `refused`: the dump refused, naming the object (the header's `compat-refuse` text) — a pass;
 //! - `FAILED (stage)`: anything else — the victim would not build or check before the dump, the
 //!   dump refused without naming the object, the restore failed (the checker included), or the
@@ -298,10 +299,13 @@ fn exercise(ctx: &TestCtx, case: &Case, victim: &mut Victim) -> Outcome {
     if let Err(why) = attempt(|| victim.wait_ready()) {
         return fail("start", why);
     }
-    match answer(victim) {
-        Ok(line) if line.starts_with("ok") => {}
-        Ok(line) => return fail("before dump", line),
-        Err(why) => return fail("before dump", why),
+    // Twice: a check must hold again after itself (as it must after the restore).
+    for _ in 0..2 {
+        match answer(victim) {
+            Ok(line) if line.starts_with("ok") => {}
+            Ok(line) => return fail("before dump", line),
+            Err(why) => return fail("before dump", why),
+        }
     }
     let members = descendants(victim.pid);
     let image = ctx.path(&format!("{}.ferry", case.name));
