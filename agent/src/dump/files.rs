@@ -147,8 +147,8 @@ pub fn collect_fds(
     let mut inodes = Vec::with_capacity(fds.len());
     let mut sizes = Vec::with_capacity(fds.len());
     // Pseudo-terminal pairs whose master is in the dump: their slaves are opened on the pair
-    // made anew.
-    let masters = pty::masters_in(pid, members);
+    // made anew. Looked for only once a slave is found (a scan of every member's descriptors).
+    let masters = std::cell::OnceCell::new();
     for fd in fds {
         let link_path = format!("{dir}/{fd}");
         let Ok(target) = std::fs::read_link(&link_path) else {
@@ -306,9 +306,11 @@ pub fn collect_fds(
                         input: Vec::new(),
                         output: Vec::new(),
                     })
-                } else if let Some(index) =
-                    pty::slave_index(identity.rdev).filter(|i| masters.contains(i))
-                {
+                } else if let Some(index) = pty::slave_index(identity.rdev).filter(|i| {
+                    masters
+                        .get_or_init(|| pty::masters_in(pid, members))
+                        .contains(i)
+                }) {
                     FdKind::PtySlave { file, index }
                 } else if is_tty_major(major) {
                     FdKind::Tty { file }
@@ -420,21 +422,52 @@ fn mark_dups(pid: Pid, fds: &mut [FdState], inodes: &[(u64, u64)]) -> Result<(),
     Ok(())
 }
 
-/// Link targets (`pipe:[INO]`, FIFO paths) among `wanted` that some other process holds open.
+/// Link targets (`pipe:[INO]`, FIFO paths) among `wanted` that some other process holds open:
+/// a process other than `pid`, the `members` of its tree and ferry itself.
 fn held_outside(pid: Pid, wanted: &HashSet<String>, members: &[i32]) -> HashSet<String> {
-    let mut found = HashSet::new();
     if wanted.is_empty() {
-        return found;
+        return HashSet::new();
     }
+    OUTSIDE_SCAN.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        let holders = cache.get_or_insert_with(scan_fd_targets);
+        wanted
+            .iter()
+            .filter(|w| {
+                holders.get(w.as_str()).is_some_and(|hs| {
+                    hs.iter()
+                        .any(|&h| h != pid.as_raw() && !members.contains(&h))
+                })
+            })
+            .cloned()
+            .collect()
+    })
+}
+
+thread_local! {
+    /// Who holds which pipe and path, from one scan of every process's descriptors per dump
+    /// (a tree's members each ask; one scan each made a 100-process dump quadratic).
+    static OUTSIDE_SCAN: std::cell::RefCell<Option<HashMap<String, Vec<i32>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Forgets the scan of [`held_outside`]: every dump (or read-back) starts with a fresh one.
+pub fn forget_outside_scan() {
+    OUTSIDE_SCAN.with(|cell| cell.borrow_mut().take());
+}
+
+/// Every pipe and path descriptor target of every process but ferry, with its holders.
+fn scan_fd_targets() -> HashMap<String, Vec<i32>> {
+    let mut out: HashMap<String, Vec<i32>> = HashMap::new();
     let me = std::process::id() as i32;
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return found;
+        return out;
     };
     for p in procs.flatten() {
         let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        if other == pid.as_raw() || other == me || members.contains(&other) {
+        if other == me {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else {
@@ -443,13 +476,16 @@ fn held_outside(pid: Pid, wanted: &HashSet<String>, members: &[i32]) -> HashSet<
         for fd in fds.flatten() {
             if let Ok(l) = std::fs::read_link(fd.path())
                 && let Some(l) = l.to_str()
-                && wanted.contains(l)
+                && (l.starts_with("pipe:") || l.starts_with('/'))
             {
-                found.insert(l.to_string());
+                let holders = out.entry(l.to_string()).or_default();
+                if holders.last() != Some(&other) {
+                    holders.push(other);
+                }
             }
         }
     }
-    found
+    out
 }
 
 /// A pipe that no other process holds is restored as a new pipe with its bytes

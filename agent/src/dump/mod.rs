@@ -263,6 +263,7 @@ pub struct Held {
 
 /// Freezes `pid` and collects its state; see [`Held`].
 pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
+    files::forget_outside_scan();
     // Refuse what /proc already shows before stopping anything, so a refused process is never
     // even frozen.
     precheck(pid, &opts, false)?;
@@ -297,6 +298,7 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
 /// as a dump, and hands the tasks back as they were (registers and masks put back, still
 /// traced and stopped). Used to check a restore against its image.
 pub fn read_traced(tids: &[Pid]) -> Result<ProcessState, DumpError> {
+    files::forget_outside_scan();
     let frozen = Frozen::adopt(tids)?;
     let pid = frozen.leader().tracee.pid();
     check_process(pid)?;
@@ -318,6 +320,7 @@ pub fn read_traced(tids: &[Pid]) -> Result<ProcessState, DumpError> {
 /// [`read_traced`] for every process of a restored tree (`processes`: each one's tasks,
 /// leader first; the root first), read as a tree the way `dump --tree` reads one.
 pub fn read_traced_tree(processes: &[&[Pid]]) -> Result<Vec<ProcessState>, DumpError> {
+    files::forget_outside_scan();
     let frozen = processes
         .iter()
         .map(|tids| Frozen::adopt(tids))

@@ -26,6 +26,7 @@ use crate::sys;
 /// Checkpoints `pid` and every descendant into the image file `out`.
 pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
     super::check_output(out)?;
+    super::files::forget_outside_scan();
     // Every process already there is checked from /proc before anything is frozen: a refused
     // tree is never stopped, and the freeze itself stays short (reading each member's fds and
     // maps took most of it). One forked during the freeze is checked by `collect`.
