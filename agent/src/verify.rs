@@ -130,9 +130,11 @@ pub fn check(input: &[CheckInput<'_>]) -> Result<Report, VerifyError> {
     .map_err(|source| VerifyError::ReadBack { pid: root, source })?;
     tracing::debug!(elapsed = ?t0.elapsed(), "restored processes read back");
     let mut expected = Vec::new();
-    for (i, now) in input.iter().zip(&restored) {
+    let images: Vec<&crate::state::ProcessState> = input.iter().map(|i| i.image).collect();
+    let unrestorable = crate::state::cow_unrestorable_kb(&images);
+    for ((i, now), lost) in input.iter().zip(&restored).zip(unrestorable) {
         let mut differences = Vec::new();
-        compare(i, &input[0], now, &mut differences, &mut expected);
+        compare(i, &input[0], now, lost, &mut differences, &mut expected);
         if !differences.is_empty() {
             return Err(VerifyError::Differs {
                 pid: pid_of(i),
@@ -152,6 +154,7 @@ pub fn compare(
     input: &CheckInput<'_>,
     root: &CheckInput<'_>,
     restored: &ProcessState,
+    cow_unrestorable_kb: u64,
     differences: &mut Vec<String>,
     expected: &mut Vec<(&'static str, usize)>,
 ) {
@@ -163,9 +166,9 @@ pub fn compare(
     let (image, restored) = (&mut image, &mut restored);
     note(
         expected,
-        "memory shared copy-on-write with other processes comes back as private copies (KiB; \
-         not restored yet)",
-        cow_sharing_lost(image, restored) as usize,
+        "memory shared copy-on-write with processes outside the image, or only between \
+         siblings, comes back as private copies (KiB)",
+        cow_sharing_lost(image, restored, cow_unrestorable_kb) as usize,
     );
     note(
         expected,
@@ -234,14 +237,20 @@ pub fn compare(
     }
 }
 
-/// Pages a private anonymous area shared copy-on-write with other processes (a parent and its
-/// child after `fork`) are given back as the process's own copies: the sharing is not made
-/// again yet. The KiB no longer shared are counted under a named rule (and the restore warns);
-/// sharing the image did not have is a difference.
-fn cow_sharing_lost(image: &mut ProcessState, restored: &mut ProcessState) -> u64 {
+/// Memory shared copy-on-write between a parent and its child in the tree is shared again (the
+/// pages each child inherits are compared as `inherited` runs, read back the same way); what
+/// the restore cannot share again (`unrestorable` KiB of the process, see
+/// [`crate::state::cow_unrestorable_kb`]) comes back as private copies and is counted under a
+/// named rule. Any other loss of sharing, and sharing the image did not have, is a
+/// difference.
+fn cow_sharing_lost(
+    image: &mut ProcessState,
+    restored: &mut ProcessState,
+    unrestorable: u64,
+) -> u64 {
     let before: u64 = image.mm.vmas.iter().map(|v| v.cow_shared_kb).sum();
     let after: u64 = restored.mm.vmas.iter().map(|v| v.cow_shared_kb).sum();
-    if after > before {
+    if after > before || after + unrestorable < before {
         return 0;
     }
     for v in image.mm.vmas.iter_mut().chain(restored.mm.vmas.iter_mut()) {
@@ -521,6 +530,14 @@ fn unwritten_pages(image: &mut ProcessState, restored: &mut ProcessState) -> usi
         b.pages = coalesce(&b.pages);
         if a.end == b.end && a.pages != b.pages && runs_within(&b.pages, &a.pages) {
             a.pages = b.pages.clone();
+            unwritten += 1;
+        }
+        // The same for pages inherited from the parent: one that was a zero page in both is
+        // not present in either.
+        a.inherited = coalesce(&a.inherited);
+        b.inherited = coalesce(&b.inherited);
+        if a.end == b.end && a.inherited != b.inherited && runs_within(&b.inherited, &a.inherited) {
+            a.inherited = b.inherited.clone();
             unwritten += 1;
         }
     }

@@ -136,6 +136,9 @@ pub(super) fn collect_tree(
         socks.push(s);
     }
     mark_shared(&members, &mut processes)?;
+    // Read while every member is still frozen: the page frames of the pages a child shares
+    // with its parent.
+    super::mm::mark_inherited(&members, &mut processes)?;
     keep_one_queue(&mut processes);
     super::mm::drop_repeated_shmem_pages(&mut processes);
     Ok((processes, socks))

@@ -223,6 +223,14 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         maywrite: v.maywrite,
         flags: v.flags,
         cow_shared_kb: v.cow_shared_kb,
+        inherited: v
+            .inherited
+            .iter()
+            .map(|r| pb::PageRun {
+                start: r.start,
+                count: r.count,
+            })
+            .collect(),
         pages: v
             .pages
             .iter()
@@ -989,6 +997,14 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         maywrite: v.maywrite,
         flags: v.flags,
         cow_shared_kb: v.cow_shared_kb,
+        inherited: v
+            .inherited
+            .into_iter()
+            .map(|r| PageRun {
+                start: r.start,
+                count: r.count,
+            })
+            .collect(),
         pages: v
             .pages
             .into_iter()

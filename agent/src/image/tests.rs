@@ -67,6 +67,7 @@ fn vma(start: u64, pages: u64, kind: VmaKind, runs: &[(u64, u64)]) -> VmaState {
         maywrite: true,
         flags: 0,
         cow_shared_kb: 0,
+        inherited: Vec::new(),
         pages: runs
             .iter()
             .map(|&(off, count)| PageRun {
@@ -107,6 +108,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
         maywrite: false,
         flags: 0,
         cow_shared_kb: 0,
+        inherited: Vec::new(),
         pages: vec![],
     };
     let heap_runs = [
