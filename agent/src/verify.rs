@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use crate::dump::{self, DumpError};
 use crate::restore::CheckInput;
-use crate::state::{FdKind, FdState, PageRun, ProcessState, SocketKind, VmaKind, VmaState};
+use crate::state::{
+    FdKind, FdState, MmState, PageRun, ProcessState, SocketKind, VmaKind, VmaState,
+};
 
 /// `TFD_TIMER_ABSTIME`.
 const TFD_TIMER_ABSTIME: u32 = 1;
@@ -168,7 +170,7 @@ pub fn compare(
         expected,
         "memory shared copy-on-write with processes outside the image, or only between \
          siblings, comes back as private copies (KiB)",
-        cow_sharing_lost(image, restored, cow_unrestorable_kb) as usize,
+        cow_sharing_lost(&mut image.mm, &mut restored.mm, cow_unrestorable_kb) as usize,
     );
     note(
         expected,
@@ -243,17 +245,13 @@ pub fn compare(
 /// [`crate::state::cow_unrestorable_kb`]) comes back as private copies and is counted under a
 /// named rule. Any other loss of sharing, and sharing the image did not have, is a
 /// difference.
-fn cow_sharing_lost(
-    image: &mut ProcessState,
-    restored: &mut ProcessState,
-    unrestorable: u64,
-) -> u64 {
-    let before: u64 = image.mm.vmas.iter().map(|v| v.cow_shared_kb).sum();
-    let after: u64 = restored.mm.vmas.iter().map(|v| v.cow_shared_kb).sum();
-    if after > before || after + unrestorable < before {
+fn cow_sharing_lost(image: &mut MmState, restored: &mut MmState, unrestorable: u64) -> u64 {
+    let before: u64 = image.vmas.iter().map(|v| v.cow_shared_kb).sum();
+    let after: u64 = restored.vmas.iter().map(|v| v.cow_shared_kb).sum();
+    if after > before || after.saturating_add(unrestorable) < before {
         return 0;
     }
-    for v in image.mm.vmas.iter_mut().chain(restored.mm.vmas.iter_mut()) {
+    for v in image.vmas.iter_mut().chain(restored.vmas.iter_mut()) {
         v.cow_shared_kb = 0;
     }
     before - after
@@ -875,6 +873,46 @@ mod tests {
 
     fn run(start: u64, count: u64) -> PageRun {
         PageRun { start, count }
+    }
+
+    fn heap(cow_shared_kb: u64) -> MmState {
+        MmState {
+            vmas: vec![VmaState {
+                start: 0x1000_0000,
+                end: 0x1080_0000,
+                prot: 3,
+                shared: false,
+                pgoff: 0,
+                kind: VmaKind::Heap,
+                growsdown: false,
+                maywrite: true,
+                flags: 0,
+                pages: Vec::new(),
+                cow_shared_kb,
+                inherited: Vec::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Sharing lost is a difference again, but for what the restore cannot share (with
+    /// processes outside the image, or only between siblings); more sharing than the image
+    /// had always is.
+    #[test]
+    fn only_sharing_the_restore_cannot_make_may_be_lost() {
+        let (mut image, mut restored) = (heap(8192), heap(0));
+        assert_eq!(cow_sharing_lost(&mut image, &mut restored, 0), 0);
+        assert_ne!(image, restored, "left for the comparison to name");
+        assert_eq!(cow_sharing_lost(&mut image, &mut restored, 4096), 0);
+        assert_ne!(image, restored);
+        assert_eq!(cow_sharing_lost(&mut image, &mut restored, 8192), 8192);
+        assert_eq!(image, restored);
+        let (mut image, mut restored) = (heap(8192), heap(8192));
+        assert_eq!(cow_sharing_lost(&mut image, &mut restored, 0), 0);
+        assert_eq!(image, restored);
+        let (mut image, mut restored) = (heap(0), heap(4));
+        cow_sharing_lost(&mut image, &mut restored, 0);
+        assert_ne!(image, restored);
     }
 
     #[test]
