@@ -485,6 +485,36 @@ fn pagemap_entries(pid: i32, start: u64, end: u64) -> Result<Vec<u64>, DumpError
         .collect())
 }
 
+/// `/proc/kpageflags`: `KPF_ZERO_PAGE` (the zero page or the huge zero page).
+const KPF_ZERO_PAGE: u64 = 1 << 24;
+
+/// What is known of the kernel's zero pages: `/proc/kpageflags` (opened once) and the page
+/// frames found to be, or not to be, a zero page.
+#[derive(Default)]
+struct ZeroPage {
+    flags: Option<Option<File>>,
+    known: std::collections::HashMap<u64, bool>,
+}
+
+/// Whether page frame `pfn` is a zero page (false when `/proc/kpageflags` cannot say).
+fn zero_page(z: &mut ZeroPage, pfn: u64) -> bool {
+    if let Some(&known) = z.known.get(&pfn) {
+        return known;
+    }
+    let flags = z
+        .flags
+        .get_or_insert_with(|| File::open("/proc/kpageflags").ok());
+    let mut raw = [0u8; 8];
+    let zero = flags.as_ref().is_some_and(|f| {
+        f.read_exact_at(&mut raw, pfn * 8).is_ok() && u64::from_le_bytes(raw) & KPF_ZERO_PAGE != 0
+    });
+    // Only the zero pages are remembered: there are at most two, and the other frames many.
+    if zero {
+        z.known.insert(pfn, true);
+    }
+    zero
+}
+
 /// Whether a VMA's pages can be kept from the parent at restore: private anonymous memory that
 /// a fork copies as it is (not `MADV_DONTFORK`/`MADV_WIPEONFORK`), not locked (locking a
 /// writable private area breaks the sharing: the restore locks after the children are forked).
@@ -520,6 +550,7 @@ fn runs_of(start: u64, yes: impl Iterator<Item = bool>) -> Vec<PageRun> {
 /// `processes` (root first, parents before children). Without the right to read page frame
 /// numbers (they read 0), nothing is marked and every page travels.
 pub fn mark_inherited(members: &[i32], processes: &mut [ProcessState]) -> Result<(), DumpError> {
+    let mut zero = ZeroPage::default();
     for c in 1..processes.len() {
         let Some(p) = members[..c].iter().position(|&m| m == processes[c].ppid) else {
             continue;
@@ -546,7 +577,14 @@ pub fn mark_inherited(members: &[i32], processes: &mut [ProcessState]) -> Result
                 };
                 shared(*a) && shared(*b) && a & PM_PFN == b & PM_PFN
             };
-            let same: Vec<bool> = mine.iter().zip(&theirs).map(same).collect();
+            let mut same: Vec<bool> = mine.iter().zip(&theirs).map(same).collect();
+            // The kernel's zero page, which every untouched page read maps, is nobody's:
+            // such a page is not present after the restore, in either.
+            for (s, e) in same.iter_mut().zip(&mine) {
+                if *s && zero_page(&mut zero, e & PM_PFN) {
+                    *s = false;
+                }
+            }
             if !same.contains(&true) {
                 continue;
             }

@@ -428,21 +428,59 @@ pub struct PageStream {
 impl PageStream {
     /// The stream of `states` (a tree's processes, in order).
     pub fn new(states: &[&ProcessState]) -> Self {
-        let spans: Vec<Span> = states
-            .iter()
-            .enumerate()
-            .flat_map(|(target, state)| {
-                state.mm.vmas.iter().flat_map(move |v| {
-                    let write_zeros = matches!(v.kind, VmaKind::File(_) | VmaKind::Memfd { .. });
-                    v.pages.iter().map(move |r| Span {
-                        target,
-                        addr: r.start,
-                        count: r.count,
-                        write_zeros,
-                    })
-                })
-            })
-            .collect();
+        // Pages a child keeps from each process: written even when they hold only zeros, so
+        // that the child has them, shared, as the original had.
+        let mut inherited: Vec<std::collections::HashSet<u64>> =
+            vec![Default::default(); states.len()];
+        for c in states {
+            let Some(p) = states
+                .iter()
+                .position(|p| p.pid == c.ppid && p.pid != c.pid)
+            else {
+                continue;
+            };
+            for r in c.mm.vmas.iter().flat_map(|v| &v.inherited) {
+                inherited[p].extend((0..r.count).map(|k| r.start + k * PAGE_SIZE));
+            }
+        }
+        let mut spans: Vec<Span> = Vec::new();
+        for (target, state) in states.iter().enumerate() {
+            let kept = &inherited[target];
+            for v in &state.mm.vmas {
+                let file = matches!(v.kind, VmaKind::File(_) | VmaKind::Memfd { .. });
+                for r in &v.pages {
+                    if kept.is_empty() {
+                        spans.push(Span {
+                            target,
+                            addr: r.start,
+                            count: r.count,
+                            write_zeros: file,
+                        });
+                        continue;
+                    }
+                    for k in 0..r.count {
+                        let addr = r.start + k * PAGE_SIZE;
+                        let write_zeros = file || kept.contains(&addr);
+                        match spans.last_mut() {
+                            Some(s)
+                                if s.target == target
+                                    && s.write_zeros == write_zeros
+                                    && s.addr + s.count * PAGE_SIZE == addr
+                                    && k > 0 =>
+                            {
+                                s.count += 1;
+                            }
+                            _ => spans.push(Span {
+                                target,
+                                addr,
+                                count: 1,
+                                write_zeros,
+                            }),
+                        }
+                    }
+                }
+            }
+        }
         Self {
             spans,
             si: 0,
