@@ -86,6 +86,10 @@ pub struct AttrsState {
     /// that made them (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED` 16, `_SYNC_CORE` 64,
     /// `_RSEQ` 256, or-ed).
     pub membarrier: u32,
+    /// What a member of a tree shares with its parent (made with `clone` without
+    /// `CLONE_THREAD`): `CLONE_FS` (root, working directory, umask) and `CLONE_FILES` (the
+    /// descriptor table) bits; 0 for none (and for a root).
+    pub shares_with_parent: u32,
 }
 
 /// A session leader's controlling terminal.

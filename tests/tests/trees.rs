@@ -1073,3 +1073,38 @@ fn memfd_held_by_a_child_stays_one_object() {
     let ok = check(&dir, root);
     assert_eq!(field(&ok, "round"), Some("2"), "{ok}");
 }
+
+/// A child made with clone(CLONE_FILES) or clone(CLONE_FS) (not a thread) shares its
+/// descriptor table or its working directory and umask with its parent again after a tree
+/// restore: the child's open() shows in the parent's table, its chdir() and umask() in the
+/// parent's. Before, the dump refused the tree ("shares its file descriptor table with its
+/// child").
+#[test]
+fn descriptor_table_and_fs_context_shared_with_a_child_stay_shared() {
+    let Some(ctx) = setup("trees-clone-shared") else {
+        return;
+    };
+    for kind in ["files", "fs"] {
+        let dir = ctx.path(&format!("clone-{kind}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut cmd = Command::new(workload("proc_clone_files"));
+        cmd.arg(&dir).arg(kind);
+        let mut tree = Tree::spawn(&ctx, cmd);
+        wait_until(VICTIM_TIMEOUT, "the child", || {
+            read_lines(&dir.join("status"))
+                .iter()
+                .any(|l| l.starts_with("ready"))
+                .then_some(())
+        });
+        tree.rescan();
+        let root = tree.root();
+        assert_eq!(tree.pids.len(), 2, "{kind}: {:?}", tree.pids);
+        let ok = check(&dir, root);
+        let image = ctx.path(&format!("clone-{kind}.img"));
+        tree.dump(&ctx, &image);
+        tree.restore(&ctx, &image, root);
+        // Twice: the child changes directory and umask one way, then back.
+        assert_eq!(check(&dir, root), ok, "{kind}");
+        assert_eq!(check(&dir, root), ok, "{kind}");
+    }
+}

@@ -608,6 +608,7 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
         oom_score_adj: a.oom_score_adj,
         stop_signal: a.stop_signal,
         membarrier: a.membarrier,
+        shares_with_parent: a.shares_with_parent,
         cgroups: a
             .cgroups
             .iter()
@@ -679,6 +680,7 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
         oom_score_adj: a.oom_score_adj,
         stop_signal: a.stop_signal,
         membarrier: a.membarrier,
+        shares_with_parent: a.shares_with_parent,
         cgroups: a
             .cgroups
             .into_iter()

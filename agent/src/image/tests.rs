@@ -585,6 +585,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             }),
             stop_signal: 20,
             membarrier: 16 | 256,
+            shares_with_parent: libc::CLONE_FS as u32,
         },
         carried_files: vec![CarriedFile {
             file: FileRef {

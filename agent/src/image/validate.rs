@@ -498,6 +498,12 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
             ManifestProblem::UnknownEnum(a.stop_signal as i32),
         ));
     }
+    if a.shares_with_parent & !((libc::CLONE_FS | libc::CLONE_FILES) as u32) != 0 {
+        return Err(err(
+            "attrs.shares_with_parent",
+            ManifestProblem::UnknownEnum(a.shares_with_parent as i32),
+        ));
+    }
     if a.membarrier & !(16 | 64 | 256) != 0 {
         return Err(err(
             "attrs.membarrier",

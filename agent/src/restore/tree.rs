@@ -183,7 +183,14 @@ pub fn restore_tree<R: Read + Send>(
                 .iter()
                 .position(|q| q.pid == p.ppid)
                 .ok_or_else(|| RestoreError::Layout(format!("pid {}: no parent", p.pid)))?;
-            let child = fork(&Injector::attach(&tracees[parent], area)?, p.pid)?;
+            // A descriptor table or filesystem context shared with the parent is shared from
+            // the start: the parent builds it, once.
+            let flags = p.attrs.shares_with_parent & (libc::CLONE_FS | libc::CLONE_FILES) as u32;
+            let child = fork(
+                &Injector::attach(&tracees[parent], area)?,
+                p.pid,
+                u64::from(flags),
+            )?;
             created.pids.push(child.pid());
             if layout[i].setsid {
                 let inj = Injector::attach(&child, area)?;
@@ -223,7 +230,7 @@ pub fn restore_tree<R: Read + Send>(
             .iter()
             .position(|q| q.pid == z.ppid)
             .ok_or_else(|| RestoreError::Layout(format!("zombie {}: no parent", z.pid)))?;
-        let child = fork(&Injector::attach(&tracees[parent], area)?, z.pid)?;
+        let child = fork(&Injector::attach(&tracees[parent], area)?, z.pid, 0)?;
         created.pids.push(child.pid());
         zombies.push((parent, child, z.status));
     }
@@ -294,7 +301,10 @@ pub fn restore_tree<R: Read + Send>(
         mm::protect(inj, &p.mm)?;
         mm::lock(inj, &p.mm)?;
         mm::set_mm(inj, p)?;
-        files::restore(inj, plan, p, &mut warnings)?;
+        // A table shared with the parent is the parent's, built already.
+        if p.attrs.shares_with_parent & libc::CLONE_FILES as u32 == 0 {
+            files::restore(inj, plan, p, &mut warnings)?;
+        }
         restore_process_attrs(inj, p, false)?;
         restore_thread_attrs(inj, p, thread)?;
         let ts = create_threads(inj, p)?;
@@ -430,16 +440,29 @@ pub fn restore_tree<R: Read + Send>(
     })
 }
 
-/// Forks a child with PID `pid` (in the parent's PID namespace) from the task behind `inj`;
-/// it arrives traced and stopped, a copy of the parent (injection area included).
-fn fork(inj: &Injector<'_>, pid: i32) -> Result<Tracee, RestoreError> {
+/// Forks a child with PID `pid` (in the parent's PID namespace) from the task behind `inj`,
+/// with the `clone` `flags` given (`CLONE_FS`, `CLONE_FILES`); it arrives traced and stopped,
+/// a copy of the parent (injection area included).
+fn fork(inj: &Injector<'_>, pid: i32, flags: u64) -> Result<Tracee, RestoreError> {
     let tid_addr = inj.put(8192, &(pid as u64).to_le_bytes())?;
     // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
     // stack_size, tls, set_tid, set_tid_size, cgroup.
-    let args: Vec<u8> = [0, 0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, tid_addr, 1, 0]
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect();
+    let args: Vec<u8> = [
+        flags,
+        0,
+        0,
+        0,
+        libc::SIGCHLD as u64,
+        0,
+        0,
+        0,
+        tid_addr,
+        1,
+        0,
+    ]
+    .iter()
+    .flat_map(|w| w.to_le_bytes())
+    .collect();
     let args_addr = inj.put(4096, &args)?;
     inj.call_raw(libc::SYS_clone3, [args_addr, args.len() as u64, 0, 0, 0, 0])?
         .map_err(|source| RestoreError::Create {
