@@ -95,6 +95,10 @@ pub struct AttrsState {
     /// that made them (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED` 16, `_SYNC_CORE` 64,
     /// `_RSEQ` 256, or-ed).
     pub membarrier: u32,
+    /// What a member of a tree shares with its parent (made with `clone` without
+    /// `CLONE_THREAD`): `CLONE_FS` (root, working directory, umask) and `CLONE_FILES` (the
+    /// descriptor table) bits; 0 for none (and for a root).
+    pub shares_with_parent: u32,
 }
 
 /// A session leader's controlling terminal.
@@ -451,9 +455,14 @@ pub struct VmaState {
     /// non-adjacent runs inside `[start, end)`.
     pub pages: Vec<PageRun>,
     /// KiB of a private anonymous area mapped by other processes too (smaps `Shared_Clean` +
-    /// `Shared_Dirty`): pages shared copy-on-write since a `fork`. The restore does not make
-    /// that sharing again yet (each process gets its own copy); the checker names the change.
+    /// `Shared_Dirty`): pages shared copy-on-write since a `fork`.
     pub cow_shared_kb: u64,
+    /// Pages of a process of a tree that are its parent's very pages (the same page frame at
+    /// the same address of an area of the same range and kind: shared copy-on-write since
+    /// the `fork`), as sorted, non-overlapping runs inside `[start, end)` disjoint from
+    /// [`Self::pages`]. They are not in the page stream: the restore forks the process from its
+    /// restored parent and keeps the area, so that it shares them again.
+    pub inherited: Vec<PageRun>,
 }
 
 impl VmaState {
@@ -461,6 +470,46 @@ impl VmaState {
     pub fn stored_pages(&self) -> u64 {
         self.pages.iter().map(|r| r.count).sum()
     }
+}
+
+/// KiB of each process's memory shared copy-on-write (`cow_shared_kb`) that a restore cannot
+/// share again: all but the pages a process inherits from its parent in the tree and those a
+/// child of it inherits from it ([`VmaState::inherited`]). What is left was shared with
+/// processes outside the tree, or only between siblings, or in areas whose range differs
+/// between the two (a stack grown since the fork).
+pub fn cow_unrestorable_kb(processes: &[&ProcessState]) -> Vec<u64> {
+    use std::collections::{HashMap, HashSet};
+    let mut kept: Vec<HashMap<u64, HashSet<u64>>> = vec![HashMap::new(); processes.len()];
+    for (i, p) in processes.iter().enumerate() {
+        let parent = processes
+            .iter()
+            .position(|q| q.pid == p.ppid && q.pid != p.pid);
+        for v in p.mm.vmas.iter().filter(|v| !v.inherited.is_empty()) {
+            let pages = v
+                .inherited
+                .iter()
+                .flat_map(|r| (0..r.count).map(move |k| r.start + k * PAGE_SIZE));
+            for addr in pages {
+                kept[i].entry(v.start).or_default().insert(addr);
+                if let Some(j) = parent {
+                    kept[j].entry(v.start).or_default().insert(addr);
+                }
+            }
+        }
+    }
+    processes
+        .iter()
+        .zip(&kept)
+        .map(|(p, kept)| {
+            p.mm.vmas
+                .iter()
+                .map(|v| {
+                    let n = kept.get(&v.start).map_or(0, |s| s.len() as u64);
+                    v.cow_shared_kb.saturating_sub(n * PAGE_SIZE / 1024)
+                })
+                .sum()
+        })
+        .collect()
 }
 
 /// A run of consecutive pages whose contents are in the page stream.

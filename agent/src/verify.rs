@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use crate::dump::{self, DumpError};
 use crate::restore::CheckInput;
-use crate::state::{FdKind, FdState, PageRun, ProcessState, SocketKind, VmaKind, VmaState};
+use crate::state::{
+    FdKind, FdState, MmState, PageRun, ProcessState, SocketKind, VmaKind, VmaState,
+};
 
 /// `TFD_TIMER_ABSTIME`.
 const TFD_TIMER_ABSTIME: u32 = 1;
@@ -130,9 +132,11 @@ pub fn check(input: &[CheckInput<'_>]) -> Result<Report, VerifyError> {
     .map_err(|source| VerifyError::ReadBack { pid: root, source })?;
     tracing::debug!(elapsed = ?t0.elapsed(), "restored processes read back");
     let mut expected = Vec::new();
-    for (i, now) in input.iter().zip(&restored) {
+    let images: Vec<&crate::state::ProcessState> = input.iter().map(|i| i.image).collect();
+    let unrestorable = crate::state::cow_unrestorable_kb(&images);
+    for ((i, now), lost) in input.iter().zip(&restored).zip(unrestorable) {
         let mut differences = Vec::new();
-        compare(i, &input[0], now, &mut differences, &mut expected);
+        compare(i, &input[0], now, lost, &mut differences, &mut expected);
         if !differences.is_empty() {
             return Err(VerifyError::Differs {
                 pid: pid_of(i),
@@ -152,6 +156,7 @@ pub fn compare(
     input: &CheckInput<'_>,
     root: &CheckInput<'_>,
     restored: &ProcessState,
+    cow_unrestorable_kb: u64,
     differences: &mut Vec<String>,
     expected: &mut Vec<(&'static str, usize)>,
 ) {
@@ -163,9 +168,9 @@ pub fn compare(
     let (image, restored) = (&mut image, &mut restored);
     note(
         expected,
-        "memory shared copy-on-write with other processes comes back as private copies (KiB; \
-         not restored yet)",
-        cow_sharing_lost(image, restored) as usize,
+        "memory shared copy-on-write with processes outside the image, or only between \
+         siblings, comes back as private copies (KiB)",
+        cow_sharing_lost(&mut image.mm, &mut restored.mm, cow_unrestorable_kb) as usize,
     );
     note(
         expected,
@@ -244,17 +249,19 @@ pub fn compare(
     }
 }
 
-/// Pages a private anonymous area shared copy-on-write with other processes (a parent and its
-/// child after `fork`) are given back as the process's own copies: the sharing is not made
-/// again yet. The KiB no longer shared are counted under a named rule (and the restore warns);
-/// sharing the image did not have is a difference.
-fn cow_sharing_lost(image: &mut ProcessState, restored: &mut ProcessState) -> u64 {
-    let before: u64 = image.mm.vmas.iter().map(|v| v.cow_shared_kb).sum();
-    let after: u64 = restored.mm.vmas.iter().map(|v| v.cow_shared_kb).sum();
-    if after > before {
+/// Memory shared copy-on-write between a parent and its child in the tree is shared again (the
+/// pages each child inherits are compared as `inherited` runs, read back the same way); what
+/// the restore cannot share again (`unrestorable` KiB of the process, see
+/// [`crate::state::cow_unrestorable_kb`]) comes back as private copies and is counted under a
+/// named rule. Any other loss of sharing, and sharing the image did not have, is a
+/// difference.
+fn cow_sharing_lost(image: &mut MmState, restored: &mut MmState, unrestorable: u64) -> u64 {
+    let before: u64 = image.vmas.iter().map(|v| v.cow_shared_kb).sum();
+    let after: u64 = restored.vmas.iter().map(|v| v.cow_shared_kb).sum();
+    if after > before || after.saturating_add(unrestorable) < before {
         return 0;
     }
-    for v in image.mm.vmas.iter_mut().chain(restored.mm.vmas.iter_mut()) {
+    for v in image.vmas.iter_mut().chain(restored.vmas.iter_mut()) {
         v.cow_shared_kb = 0;
     }
     before - after
@@ -615,6 +622,14 @@ fn unwritten_pages(image: &mut ProcessState, restored: &mut ProcessState) -> usi
             a.pages = b.pages.clone();
             unwritten += 1;
         }
+        // The same for pages inherited from the parent: one that was a zero page in both is
+        // not present in either.
+        a.inherited = coalesce(&a.inherited);
+        b.inherited = coalesce(&b.inherited);
+        if a.end == b.end && a.inherited != b.inherited && runs_within(&b.inherited, &a.inherited) {
+            a.inherited = b.inherited.clone();
+            unwritten += 1;
+        }
     }
     unwritten
 }
@@ -970,6 +985,46 @@ mod tests {
 
     fn run(start: u64, count: u64) -> PageRun {
         PageRun { start, count }
+    }
+
+    fn heap(cow_shared_kb: u64) -> MmState {
+        MmState {
+            vmas: vec![VmaState {
+                start: 0x1000_0000,
+                end: 0x1080_0000,
+                prot: 3,
+                shared: false,
+                pgoff: 0,
+                kind: VmaKind::Heap,
+                growsdown: false,
+                maywrite: true,
+                flags: 0,
+                pages: Vec::new(),
+                cow_shared_kb,
+                inherited: Vec::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Sharing lost is a difference again, but for what the restore cannot share (with
+    /// processes outside the image, or only between siblings); more sharing than the image
+    /// had always is.
+    #[test]
+    fn only_sharing_the_restore_cannot_make_may_be_lost() {
+        let (mut image, mut restored) = (heap(8192), heap(0));
+        assert_eq!(cow_sharing_lost(&mut image, &mut restored, 0), 0);
+        assert_ne!(image, restored, "left for the comparison to name");
+        assert_eq!(cow_sharing_lost(&mut image, &mut restored, 4096), 0);
+        assert_ne!(image, restored);
+        assert_eq!(cow_sharing_lost(&mut image, &mut restored, 8192), 8192);
+        assert_eq!(image, restored);
+        let (mut image, mut restored) = (heap(8192), heap(8192));
+        assert_eq!(cow_sharing_lost(&mut image, &mut restored, 0), 0);
+        assert_eq!(image, restored);
+        let (mut image, mut restored) = (heap(0), heap(4));
+        cow_sharing_lost(&mut image, &mut restored, 0);
+        assert_ne!(image, restored);
     }
 
     #[test]

@@ -106,9 +106,15 @@ fn render(s: &ImageSummary) -> String {
             VmaKind::Vsyscall => "[vsyscall]".into(),
             VmaKind::Memfd { ino } => memfd_name(p, *ino),
         };
+        let inherited: u64 = v.inherited.iter().map(|r| r.count).sum();
+        let from_parent = if inherited == 0 {
+            String::new()
+        } else {
+            format!(" ({} shared with the parent)", mib(inherited * PAGE_SIZE))
+        };
         let _ = writeln!(
             o,
-            "  {:012x}-{:012x} {perms} {:>10} {:>8} stored  {what}",
+            "  {:012x}-{:012x} {perms} {:>10} {:>8} stored  {what}{from_parent}",
             v.start,
             v.end,
             mib(v.end - v.start),
@@ -277,9 +283,20 @@ fn render(s: &ImageSummary) -> String {
     if !s.more.is_empty() || !s.zombies.is_empty() {
         let _ = writeln!(o, "\ntree: {} more processes", s.more.len());
         for m in &s.more {
+            let inherited: u64 =
+                m.mm.vmas
+                    .iter()
+                    .flat_map(|v| &v.inherited)
+                    .map(|r| r.count)
+                    .sum();
+            let from_parent = if inherited == 0 {
+                String::new()
+            } else {
+                format!(", {} shared with its parent", mib(inherited * PAGE_SIZE))
+            };
             let _ = writeln!(
                 o,
-                "  pid {} ({}), parent {}, group {}, session {}, {} threads, {} vmas, {} fds",
+                "  pid {} ({}), parent {}, group {}, session {}, {} threads, {} vmas, {} fds{from_parent}",
                 m.pid,
                 m.comm,
                 m.ppid,

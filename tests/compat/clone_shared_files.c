@@ -2,7 +2,6 @@
  * without CLONE_THREAD); see tests/workloads/proc_clone_files.c.
  *
  * compat-object: clone(CLONE_FILES) without CLONE_THREAD: files shared between two processes
- * compat-refuse: shares its
  * compat-dump-args: --tree
  */
 #define main proc_main

@@ -3,8 +3,8 @@
  * compat-object: memory shared copy-on-write between a parent and its child after fork
  * compat-dump-args: --tree
  *
- * Expected to FAIL until the restore makes the sharing again (the restore warns and the checker
- * names the change; see docs/engine.md).
+ * The restore forks the child from its restored parent, which keeps the pages they share
+ * (see docs/engine.md, "Memory shared copy-on-write after fork").
  */
 #define CHECK_SHARING 1
 #include "proc_cow.c"

@@ -3,7 +3,9 @@
  * 8 MiB of private anonymous memory filled by the parent, then a child forked that only
  * reads it: the pages are shared copy-on-write between the two (smaps Shared_Dirty). On
  * SIGUSR1 the parent checks its copy's checksum and reports "ok cow=ADDR sum=S" (the test reads
- * the sharing from outside). Built with CHECK_SHARING (the conformance victim), it also
+ * the sharing from outside); the child checks that its copy still has the checksum of the
+ * fork and reports "ok child sum=S". On SIGUSR2 the parent writes into the first page of its
+ * copy and reports "ok wrote sum=S" (the child must not see it: copy-on-write). Built with CHECK_SHARING (the conformance victim), it also
  * checks in its own smaps that the area is still shared (Shared_Clean + Shared_Dirty).
  * Dump it with --tree.
  */
@@ -15,6 +17,13 @@
 
 static unsigned char *buf;
 static uint64_t sum;
+static volatile sig_atomic_t usr2_pending;
+
+static void usr2_handler(int sig)
+{
+	(void)sig;
+	usr2_pending = 1;
+}
 
 static long shared_kb(void)
 {
@@ -71,14 +80,30 @@ int main(int argc, char **argv)
 		for (;;) {
 			volatile unsigned char c = buf[0];
 			(void)c;
+			if (fr_usr1_pending) {
+				fr_usr1_pending = 0;
+				uint64_t now = fr_checksum(buf, LEN);
+				if (now != sum)
+					fr_status("BAD child checksum %llx, was %llx",
+						  (unsigned long long)now, (unsigned long long)sum);
+				else
+					fr_status("ok child sum=%llx", (unsigned long long)sum);
+			}
 			pause();
 		}
 	}
+	fr_install(SIGUSR2, usr2_handler, SA_RESTART);
 	fr_ready();
 	for (unsigned long tick = 0;; tick++) {
 		if (fr_usr1_pending) {
 			fr_usr1_pending = 0;
 			check();
+		}
+		if (usr2_pending) {
+			usr2_pending = 0;
+			memset(buf, 0xa5, 64);
+			sum = fr_checksum(buf, LEN);
+			fr_status("ok wrote sum=%llx", (unsigned long long)sum);
 		}
 		fr_log_tick(tick);
 		usleep(10000);

@@ -193,6 +193,7 @@ pub fn collect(
         ctty: None,
         stop_signal: 0,
         membarrier: q.membarrier,
+        shares_with_parent: 0,
     })
 }
 

@@ -12,7 +12,9 @@ use super::DumpError;
 use crate::image::{ImageWriter, WriteImageError};
 use crate::proc::{self, MapsEntry};
 use crate::ptrace::{Entry, Tracee};
-use crate::state::{FileIdentity, FileRef, PAGE_SIZE, PageRun, VmaKind, VmaState, vmflag};
+use crate::state::{
+    FileIdentity, FileRef, PAGE_SIZE, PageRun, ProcessState, VmaKind, VmaState, vmflag,
+};
 
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
@@ -97,6 +99,7 @@ pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
             flags,
             pages: Vec::new(),
             cow_shared_kb,
+            inherited: Vec::new(),
         });
     }
     Ok(vmas)
@@ -461,3 +464,146 @@ pub fn query_flags(
 
 /// `PR_GET_MEMORY_MERGE` (Linux 6.4).
 const PR_GET_MEMORY_MERGE: u64 = 68;
+
+/// pagemap: the page frame number (bits 0–54; 0 without `CAP_SYS_ADMIN`).
+const PM_PFN: u64 = (1 << 55) - 1;
+/// pagemap: the page is mapped exactly once.
+const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
+
+/// `pid`'s pagemap entries for `[start, end)`.
+fn pagemap_entries(pid: i32, start: u64, end: u64) -> Result<Vec<u64>, DumpError> {
+    let path = format!("/proc/{pid}/pagemap");
+    let read = |path: &str| -> std::io::Result<Vec<u8>> {
+        let f = File::open(path)?;
+        let mut raw = vec![0u8; ((end - start) / PAGE_SIZE) as usize * 8];
+        f.read_exact_at(&mut raw, start / PAGE_SIZE * 8)?;
+        Ok(raw)
+    };
+    let raw = read(&path).map_err(|source| proc::ProcError::Read {
+        path: path.clone().into(),
+        source,
+    })?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect())
+}
+
+/// `/proc/kpageflags`: `KPF_ZERO_PAGE` (the zero page or the huge zero page).
+const KPF_ZERO_PAGE: u64 = 1 << 24;
+
+/// What is known of the kernel's zero pages: `/proc/kpageflags` (opened once) and the page
+/// frames found to be, or not to be, a zero page.
+#[derive(Default)]
+struct ZeroPage {
+    flags: Option<Option<File>>,
+    known: std::collections::HashMap<u64, bool>,
+}
+
+/// Whether page frame `pfn` is a zero page (false when `/proc/kpageflags` cannot say).
+fn zero_page(z: &mut ZeroPage, pfn: u64) -> bool {
+    if let Some(&known) = z.known.get(&pfn) {
+        return known;
+    }
+    let flags = z
+        .flags
+        .get_or_insert_with(|| File::open("/proc/kpageflags").ok());
+    let mut raw = [0u8; 8];
+    let zero = flags.as_ref().is_some_and(|f| {
+        f.read_exact_at(&mut raw, pfn * 8).is_ok() && u64::from_le_bytes(raw) & KPF_ZERO_PAGE != 0
+    });
+    // Only the zero pages are remembered: there are at most two, and the other frames many.
+    if zero {
+        z.known.insert(pfn, true);
+    }
+    zero
+}
+
+/// Whether a VMA's pages can be kept from the parent at restore: private anonymous memory that
+/// a fork copies as it is (not `MADV_DONTFORK`/`MADV_WIPEONFORK`), not locked (locking a
+/// writable private area breaks the sharing: the restore locks after the children are forked).
+fn inheritable(v: &VmaState) -> bool {
+    !v.shared
+        && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack)
+        && v.flags & (vmflag::DONTFORK | vmflag::WIPEONFORK | vmflag::LOCKED) == 0
+}
+
+/// Page runs of the pages `yes` marks in the VMA starting at `start`.
+fn runs_of(start: u64, yes: impl Iterator<Item = bool>) -> Vec<PageRun> {
+    let mut runs: Vec<PageRun> = Vec::new();
+    for (i, y) in yes.enumerate() {
+        if !y {
+            continue;
+        }
+        let addr = start + i as u64 * PAGE_SIZE;
+        match runs.last_mut() {
+            Some(r) if r.start + r.count * PAGE_SIZE == addr => r.count += 1,
+            _ => runs.push(PageRun {
+                start: addr,
+                count: 1,
+            }),
+        }
+    }
+    runs
+}
+
+/// Memory a member of a tree shares copy-on-write with its parent since a `fork`: in each
+/// private anonymous area that the parent has too (same range, kind and flags), the pages
+/// both map with the same page frame (present, not mapped exclusively) become the child's
+/// [`VmaState::inherited`] runs and leave its page stream. `members` are the host PIDs of
+/// `processes` (root first, parents before children). Without the right to read page frame
+/// numbers (they read 0), nothing is marked and every page travels.
+pub fn mark_inherited(members: &[i32], processes: &mut [ProcessState]) -> Result<(), DumpError> {
+    let mut zero = ZeroPage::default();
+    for c in 1..processes.len() {
+        let Some(p) = members[..c].iter().position(|&m| m == processes[c].ppid) else {
+            continue;
+        };
+        let (before, after) = processes.split_at_mut(c);
+        let parent = &before[p];
+        for v in after[0].mm.vmas.iter_mut().filter(|v| inheritable(v)) {
+            let Some(pv) = parent.mm.vmas.iter().find(|pv| {
+                pv.start == v.start
+                    && pv.end == v.end
+                    && pv.kind == v.kind
+                    && pv.flags == v.flags
+                    && inheritable(pv)
+            }) else {
+                continue;
+            };
+            let mine = pagemap_entries(members[c], v.start, v.end)?;
+            let theirs = pagemap_entries(members[p], pv.start, pv.end)?;
+            let same = |(a, b): (&u64, &u64)| {
+                let shared = |e: u64| {
+                    e & PM_PRESENT != 0
+                        && e & (PM_SWAP | PM_FILE | PM_MMAP_EXCLUSIVE) == 0
+                        && e & PM_PFN != 0
+                };
+                shared(*a) && shared(*b) && a & PM_PFN == b & PM_PFN
+            };
+            let mut same: Vec<bool> = mine.iter().zip(&theirs).map(same).collect();
+            // The kernel's zero page, which every untouched page read maps, is nobody's:
+            // such a page is not present after the restore, in either.
+            for (s, e) in same.iter_mut().zip(&mine) {
+                if *s && zero_page(&mut zero, e & PM_PFN) {
+                    *s = false;
+                }
+            }
+            if !same.contains(&true) {
+                continue;
+            }
+            let mut stored = vec![false; same.len()];
+            for r in &v.pages {
+                let first = ((r.start - v.start) / PAGE_SIZE) as usize;
+                for slot in stored.iter_mut().skip(first).take(r.count as usize) {
+                    *slot = true;
+                }
+            }
+            let inherited = runs_of(v.start, same.iter().copied());
+            let pages = runs_of(v.start, stored.iter().zip(&same).map(|(s, i)| *s && !*i));
+            v.pages = pages;
+            v.inherited = inherited;
+        }
+    }
+    Ok(())
+}

@@ -266,7 +266,7 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
     files::forget_outside_scan();
     // Refuse what /proc already shows before stopping anything, so a refused process is never
     // even frozen.
-    precheck(pid, &opts, false)?;
+    precheck(pid, &opts, false, false)?;
 
     let since = Instant::now();
     let died = move |e| freeze::explain_death(pid, e);
@@ -461,12 +461,17 @@ fn settle(frozen: &Frozen) -> Result<(), DumpError> {
 /// Everything that can be refused from `/proc` alone: the process itself, its fds, its VMAs.
 /// `in_tree`: the process is one of a tree (`--tree`), whose Unix sockets may be connected
 /// to other members, which are known only once the tree is frozen.
-fn precheck(pid: Pid, opts: &DumpOptions, in_tree: bool) -> Result<(), DumpError> {
+fn precheck(
+    pid: Pid,
+    opts: &DumpOptions,
+    in_tree: bool,
+    parent_in_tree: bool,
+) -> Result<(), DumpError> {
     check_process(pid)?;
     if !in_tree {
         check_not_namespace_init(pid)?;
     }
-    check_nothing_shared_with_kin(pid)?;
+    check_nothing_shared_with_kin(pid, in_tree, parent_in_tree)?;
     let mut socks = sockets::SocketDump::check(opts.sockets());
     socks.peers_judged_later = in_tree;
     files::collect_fds(pid, opts.max_deleted_file_size, &mut socks, &[])?;
@@ -479,8 +484,14 @@ fn precheck(pid: Pid, opts: &DumpOptions, in_tree: bool) -> Result<(), DumpError
 /// (`clone(CLONE_VM | CLONE_FILES | CLONE_FS)` without `CLONE_THREAD`, `vfork`): the restore
 /// makes each process its own, so the sharing would be lost without a word. Siblings made so
 /// share with the parent too. Where `kcmp` cannot tell (another user's process), nothing is
-/// said.
-fn check_nothing_shared_with_kin(pid: Pid) -> Result<(), DumpError> {
+/// said. In a tree (`in_tree`: every child is dumped too), descriptor tables and filesystem
+/// contexts shared with a parent or child that is dumped with it are restored (see
+/// [`tree::mark_shared_with_parent`]); an address space never is.
+fn check_nothing_shared_with_kin(
+    pid: Pid,
+    in_tree: bool,
+    parent_in_tree: bool,
+) -> Result<(), DumpError> {
     let raw = pid.as_raw();
     let ppid = proc::parse_stat(&proc::read(raw, "stat")?)?.ppid;
     let kin = std::iter::once(ppid)
@@ -488,6 +499,11 @@ fn check_nothing_shared_with_kin(pid: Pid) -> Result<(), DumpError> {
         .map(|p| (p, "its parent"))
         .chain(tree::children(raw).into_iter().map(|c| (c, "its child")));
     for (other, who) in kin {
+        let kin_dumped = if who == "its parent" {
+            parent_in_tree
+        } else {
+            in_tree
+        };
         for (what, name, flag) in [
             (sys::Kcmp::Vm, "address space", "CLONE_VM"),
             (sys::Kcmp::Files, "file descriptor table", "CLONE_FILES"),
@@ -497,10 +513,19 @@ fn check_nothing_shared_with_kin(pid: Pid) -> Result<(), DumpError> {
                 "CLONE_FS",
             ),
         ] {
+            if kin_dumped && flag != "CLONE_VM" {
+                continue;
+            }
             if sys::same_kernel_object(pid, Pid::from_raw(other), what).unwrap_or(false) {
+                let how = if flag == "CLONE_VM" {
+                    "restoring that sharing between processes is not supported yet"
+                } else {
+                    "that sharing is restored only when both are dumped (--tree from the \
+                     parent)"
+                };
                 return Err(DumpError::Unsupported(format!(
                     "pid {raw} shares its {name} with {who} pid {other} (clone({flag}) without \
-                     CLONE_THREAD); restoring that sharing between processes is not supported yet"
+                     CLONE_THREAD); {how}"
                 )));
             }
         }

@@ -37,7 +37,8 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
             .and_then(|s| proc::parse_stat(&s).ok())
             .is_some_and(|s| s.state == 'Z');
         if !zombie {
-            precheck(Pid::from_raw(p), &opts, true).map_err(|e| in_member(pid, p, e))?;
+            precheck(Pid::from_raw(p), &opts, true, p != pid.as_raw())
+                .map_err(|e| in_member(pid, p, e))?;
         }
         stack.extend(children(p));
     }
@@ -137,6 +138,10 @@ pub(super) fn collect_tree(
         socks.push(s);
     }
     mark_shared(&members, &mut processes)?;
+    mark_shared_with_parent(&members, &mut processes)?;
+    // Read while every member is still frozen: the page frames of the pages a child shares
+    // with its parent.
+    super::mm::mark_inherited(&members, &mut processes)?;
     keep_one_queue(&mut processes);
     super::mm::drop_repeated_shmem_pages(&mut processes);
     Ok((processes, socks))
@@ -282,6 +287,60 @@ fn mark_shared(members: &[i32], processes: &mut [ProcessState]) -> Result<(), Du
             .map(|f| f.fd)
             .collect();
         p.locks.retain(|l| !shared.contains(&l.fd));
+    }
+    Ok(())
+}
+
+/// Descriptor tables and filesystem contexts (`CLONE_FILES`, `CLONE_FS` without
+/// `CLONE_THREAD`) a member shares with its parent become its `attrs.shares_with_parent`: the
+/// restore forks it with the same flags. Members sharing one otherwise (two siblings whose
+/// parent has left the object since) are refused, naming both: the restore makes the sharing
+/// only from parent to child. `members` are the host PIDs of `processes`.
+pub(super) fn mark_shared_with_parent(
+    members: &[i32],
+    processes: &mut [ProcessState],
+) -> Result<(), DumpError> {
+    let parent: Vec<Option<usize>> = processes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| members[..i].iter().position(|&m| m == p.ppid))
+        .collect();
+    let kinds = [
+        (sys::Kcmp::Fs, libc::CLONE_FS as u32, "filesystem context"),
+        (
+            sys::Kcmp::Files,
+            libc::CLONE_FILES as u32,
+            "file descriptor table",
+        ),
+    ];
+    let same = |a: usize, b: usize, what: sys::Kcmp| {
+        sys::same_kernel_object(Pid::from_raw(members[a]), Pid::from_raw(members[b]), what)
+            .unwrap_or(false)
+    };
+    for (what, bit, name) in kinds {
+        // The group each member's object belongs to, by the first member holding it along
+        // parent links.
+        let mut group: Vec<usize> = (0..members.len()).collect();
+        for i in 0..members.len() {
+            processes[i].attrs.shares_with_parent &= !bit;
+            if let Some(p) = parent[i]
+                && same(i, p, what)
+            {
+                processes[i].attrs.shares_with_parent |= bit;
+                group[i] = group[p];
+            }
+        }
+        for i in 0..members.len() {
+            for j in i + 1..members.len() {
+                if group[i] != group[j] && same(i, j, what) {
+                    return Err(DumpError::Unsupported(format!(
+                        "pids {} and {} share their {name} though neither's parent shares it \
+                         with them; restoring that sharing is not supported yet",
+                        processes[i].pid, processes[j].pid
+                    )));
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -229,6 +229,14 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         maywrite: v.maywrite,
         flags: v.flags,
         cow_shared_kb: v.cow_shared_kb,
+        inherited: v
+            .inherited
+            .iter()
+            .map(|r| pb::PageRun {
+                start: r.start,
+                count: r.count,
+            })
+            .collect(),
         pages: v
             .pages
             .iter()
@@ -609,6 +617,7 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
         membarrier: a.membarrier,
         loginuid: a.loginuid,
         sessionid: a.sessionid,
+        shares_with_parent: a.shares_with_parent,
         cgroups: a
             .cgroups
             .iter()
@@ -682,6 +691,7 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
         membarrier: a.membarrier,
         loginuid: a.loginuid,
         sessionid: a.sessionid,
+        shares_with_parent: a.shares_with_parent,
         cgroups: a
             .cgroups
             .into_iter()
@@ -1006,6 +1016,14 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         maywrite: v.maywrite,
         flags: v.flags,
         cow_shared_kb: v.cow_shared_kb,
+        inherited: v
+            .inherited
+            .into_iter()
+            .map(|r| PageRun {
+                start: r.start,
+                count: r.count,
+            })
+            .collect(),
         pages: v
             .pages
             .into_iter()

@@ -67,6 +67,7 @@ fn vma(start: u64, pages: u64, kind: VmaKind, runs: &[(u64, u64)]) -> VmaState {
         maywrite: true,
         flags: 0,
         cow_shared_kb: 0,
+        inherited: Vec::new(),
         pages: runs
             .iter()
             .map(|&(off, count)| PageRun {
@@ -107,6 +108,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
         maywrite: false,
         flags: 0,
         cow_shared_kb: 0,
+        inherited: Vec::new(),
         pages: vec![],
     };
     let heap_runs = [
@@ -587,6 +589,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             }),
             stop_signal: 20,
             membarrier: 16 | 256,
+            shares_with_parent: libc::CLONE_FS as u32,
         },
         cwd_removed: Some(CarriedDir {
             path: "/tmp/gone-wd".into(),
@@ -2051,4 +2054,73 @@ fn invalid_sockets_are_refused_naming_the_field() {
         assert_eq!(got_field, field, "{message}");
         assert!(message.contains(text), "{field}: {message}");
     }
+}
+
+/// A member's pages inherited from its parent travel in the manifest (not in the page
+/// stream) and are checked like page runs: inside the area, apart from the stored pages, in
+/// private anonymous memory only.
+#[test]
+fn inherited_page_runs_travel_and_are_checked() {
+    let mut s = rich_state(4);
+    let heap =
+        s.mm.vmas
+            .iter_mut()
+            .find(|v| v.kind == VmaKind::Heap)
+            .expect("a heap");
+    // The rich heap's runs leave pages 2..5 free.
+    heap.inherited = vec![PageRun {
+        start: heap.start + 2 * PAGE_SIZE,
+        count: 3,
+    }];
+    heap.cow_shared_kb = 12;
+    let pages = realistic_pages(total_pages(&s), 7);
+    let (bytes, _) = write_image(&s, &pages, Codec::Zstd);
+    let (back, back_pages) = read_image(&bytes).expect("read");
+    assert_eq!(back, s);
+    assert_eq!(back_pages, pages);
+
+    let mut bad = s.clone();
+    let heap = bad.mm.vmas.iter_mut().find(|v| v.kind == VmaKind::Heap);
+    let heap = heap.expect("a heap");
+    heap.inherited[0].start = heap.start;
+    let e = validate::validate(&bad).expect_err("inherited over stored pages");
+    assert!(e.to_string().contains("inherited"), "{e}");
+
+    let mut bad = s.clone();
+    let exe = &mut bad.mm.vmas[0];
+    exe.inherited = vec![PageRun {
+        start: exe.start,
+        count: 1,
+    }];
+    let e = validate::validate(&bad).expect_err("inherited in a file mapping");
+    assert!(e.to_string().contains("private anonymous"), "{e}");
+}
+
+/// The KiB shared copy-on-write that a tree restore cannot share again: a child's pages
+/// inherited from its parent are shared again in both; sharing with nobody in the tree (or
+/// only with a sibling) is not.
+#[test]
+fn copy_on_write_sharing_a_restore_cannot_make_is_counted() {
+    let mut parent = rich_state(4);
+    let mut child = parent.clone();
+    child.pid = parent.pid + 1;
+    child.ppid = parent.pid;
+    let heap_of = |p: &mut ProcessState| -> usize {
+        p.mm.vmas
+            .iter()
+            .position(|v| v.kind == VmaKind::Heap)
+            .expect("a heap")
+    };
+    let (hp, hc) = (heap_of(&mut parent), heap_of(&mut child));
+    let start = child.mm.vmas[hc].start;
+    child.mm.vmas[hc].inherited = vec![PageRun {
+        start: start + 2 * PAGE_SIZE,
+        count: 3,
+    }];
+    // 3 pages shared with each other; the child 2 more with someone outside the tree.
+    parent.mm.vmas[hp].cow_shared_kb = 12;
+    child.mm.vmas[hc].cow_shared_kb = 20;
+    assert_eq!(cow_unrestorable_kb(&[&parent, &child]), vec![0, 8]);
+    // Alone (no parent in the image), nothing is shared again.
+    assert_eq!(cow_unrestorable_kb(&[&parent]), vec![12]);
 }

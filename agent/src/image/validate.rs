@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::state::{
     CarriedFile, CredsState, DeletedNode, FdKind, FdState, LockKind, LockState, MemfdExtent,
-    MemfdState, MmState, PAGE_SIZE, PipeQueue, ProcessState, RlimitState, SiginfoState,
+    MemfdState, MmState, PAGE_SIZE, PageRun, PipeQueue, ProcessState, RlimitState, SiginfoState,
     SignalsState, SysvShmState, TreeState, VmaKind, VmaState, prot, vmflag,
 };
 
@@ -207,6 +207,10 @@ pub enum ManifestProblem {
     /// A page run of zero pages.
     #[error("run at {0:#x} has no pages")]
     EmptyRun(u64),
+    /// Pages said to be inherited from the parent in a mapping that is not private anonymous
+    /// memory.
+    #[error("only private anonymous memory has pages inherited from the parent")]
+    InheritedNotPrivateAnonymous,
     /// Pages stored for a mapping the kernel provides.
     #[error("a {kind} mapping cannot have stored pages")]
     PagesInKernelMapping {
@@ -492,6 +496,12 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
         return Err(err(
             "attrs.stop_signal",
             ManifestProblem::UnknownEnum(a.stop_signal as i32),
+        ));
+    }
+    if a.shares_with_parent & !((libc::CLONE_FS | libc::CLONE_FILES) as u32) != 0 {
+        return Err(err(
+            "attrs.shares_with_parent",
+            ManifestProblem::UnknownEnum(a.shares_with_parent as i32),
         ));
     }
     if a.membarrier & !(16 | 64 | 256) != 0 {
@@ -837,6 +847,7 @@ fn validate_mm(m: &MmState) -> Result<(), ManifestError> {
     cap_count("mm.vmas", m.vmas.len(), MAX_VMAS)?;
     let mut prev_end = 0u64;
     let mut runs = 0usize;
+    let mut inherited = 0usize;
     for (i, v) in m.vmas.iter().enumerate() {
         let field = || format!("mm.vmas[{i}]");
         for (name, value) in [("start", v.start), ("end", v.end), ("pgoff", v.pgoff)] {
@@ -914,7 +925,27 @@ fn validate_mm(m: &MmState) -> Result<(), ManifestError> {
         }
         runs = runs.saturating_add(v.pages.len());
         cap_count("mm.vmas[*].pages", runs, MAX_PAGE_RUNS)?;
-        validate_runs(i, v)?;
+        inherited = inherited.saturating_add(v.inherited.len());
+        cap_count("mm.vmas[*].inherited", inherited, MAX_PAGE_RUNS)?;
+        validate_runs(i, v, "pages", &v.pages)?;
+        validate_runs(i, v, "inherited", &v.inherited)?;
+        if !v.inherited.is_empty()
+            && (v.shared || !matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack))
+        {
+            return Err(err(
+                format!("{}.inherited", field()),
+                ManifestProblem::InheritedNotPrivateAnonymous,
+            ));
+        }
+        if let Some(r) = v.inherited.iter().find(|r| runs_meet(r, &v.pages)) {
+            return Err(err(
+                format!("{}.inherited", field()),
+                ManifestProblem::Overlap {
+                    start: r.start,
+                    prev_end: r.start,
+                },
+            ));
+        }
     }
     let pairs = [
         ("start_code", m.start_code, "end_code", m.end_code),
@@ -980,23 +1011,35 @@ fn validate_mm(m: &MmState) -> Result<(), ManifestError> {
     Ok(())
 }
 
-fn validate_runs(i: usize, v: &VmaState) -> Result<(), ManifestError> {
-    if !v.pages.is_empty()
+/// Whether run `r` shares a page with one of `runs` (each within its VMA, so no overflow).
+fn runs_meet(r: &PageRun, runs: &[PageRun]) -> bool {
+    let end = r.start + r.count * PAGE_SIZE;
+    runs.iter()
+        .any(|o| o.start < end && r.start < o.start + o.count * PAGE_SIZE)
+}
+
+fn validate_runs(
+    i: usize,
+    v: &VmaState,
+    name: &str,
+    pages: &[PageRun],
+) -> Result<(), ManifestError> {
+    if !pages.is_empty()
         && matches!(
             v.kind,
             VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
         )
     {
         return Err(err(
-            format!("mm.vmas[{i}].pages"),
+            format!("mm.vmas[{i}].{name}"),
             ManifestProblem::PagesInKernelMapping {
                 kind: kind_name(&v.kind),
             },
         ));
     }
     let mut prev_end = v.start;
-    for (j, r) in v.pages.iter().enumerate() {
-        let field = || format!("mm.vmas[{i}].pages[{j}]");
+    for (j, r) in pages.iter().enumerate() {
+        let field = || format!("mm.vmas[{i}].{name}[{j}]");
         if r.start % PAGE_SIZE != 0 {
             return Err(err(
                 format!("{}.start", field()),

@@ -11,7 +11,7 @@ use super::RestoreError;
 use super::fdkinds::Memfds;
 use super::inject::{AREA_LEN, Injector};
 use super::shm::SharedMemory;
-use crate::image::ImageReader;
+use crate::image::{ImageReader, PageBlock};
 use crate::proc::{self, MapsEntry};
 use crate::state::{MmState, PAGE_SIZE, ProcessState, VmaKind, VmaState};
 
@@ -95,13 +95,15 @@ fn maps_kind(name: &str) -> VmaKind {
     }
 }
 
-/// Unmaps everything of the new task except the injection area and its vDSO block, then moves
+/// Unmaps everything of the new task except the injection area, its vDSO block and the areas
+/// `from_parent` it keeps from its parent (see [`kept_from_parent`]), then moves
 /// the vDSO block to the image's addresses (same kernel ⇒ same vDSO; glibc has cached pointers
 /// into it, so it must land exactly where it was).
 pub fn wipe_and_place_vdso(
     inj: &Injector<'_>,
     maps: &[MapsEntry],
     mm: &MmState,
+    from_parent: &[(u64, u64)],
 ) -> Result<(), RestoreError> {
     let (cur_start, cur_end, cur) =
         vdso_block(maps.iter().map(|m| (maps_kind(&m.name), m.start, m.end)))
@@ -134,7 +136,8 @@ pub fn wipe_and_place_vdso(
         delta = Some(p.1.wrapping_sub(c.1));
         kept.push(c.clone());
     }
-    let mut keep = [(inj.area, inj.area + AREA_LEN), (cur_start, cur_end)];
+    let mut keep = vec![(inj.area, inj.area + AREA_LEN), (cur_start, cur_end)];
+    keep.extend_from_slice(from_parent);
     keep.sort_unstable();
     let mut from = 0u64;
     for (s, e) in keep
@@ -183,6 +186,97 @@ pub fn wipe_and_place_vdso(
     Ok(())
 }
 
+/// The areas of a process of a tree that keep pages of its parent (see
+/// [`VmaState::inherited`]): the process was just forked from its restored parent, whose area
+/// of the same range and kind it has now (`maps`). An image that says so of an area the
+/// parent does not have is refused.
+pub fn kept_from_parent(
+    mm: &MmState,
+    parent: Option<&MmState>,
+    maps: &[MapsEntry],
+) -> Result<Vec<(u64, u64)>, RestoreError> {
+    let mut kept = Vec::new();
+    for v in mm.vmas.iter().filter(|v| !v.inherited.is_empty()) {
+        let in_parent = parent.is_some_and(|p| {
+            p.vmas
+                .iter()
+                .any(|pv| pv.start == v.start && pv.end == v.end && pv.kind == v.kind && !pv.shared)
+        });
+        let here = maps.iter().any(|m| m.start <= v.start && v.end <= m.end);
+        if v.shared || !in_parent || !here {
+            return Err(RestoreError::Layout(format!(
+                "vma {:#x}-{:#x}: the image says its pages are inherited from the parent, which \
+                 has no such private area",
+                v.start, v.end
+            )));
+        }
+        kept.push((v.start, v.end));
+    }
+    Ok(kept)
+}
+
+/// The areas kept from the parent made the process's own: the protection its pages are
+/// written with, and every page that is not inherited dropped (it reads as zero, or is
+/// written from the page stream next).
+pub fn trim_kept(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
+    for v in mm.vmas.iter().filter(|v| !v.inherited.is_empty()) {
+        let vma_err = |what: &str, e: RestoreError| RestoreError::Vma {
+            start: v.start,
+            what: what.into(),
+            source: Box::new(e),
+        };
+        inj.call(
+            "mprotect",
+            libc::SYS_mprotect,
+            [v.start, v.end - v.start, u64::from(write_prot(v)), 0, 0, 0],
+        )
+        .map_err(|e| vma_err("mprotect", e.into()))?;
+        let mut at = v.start;
+        for r in v
+            .inherited
+            .iter()
+            .map(|r| (r.start, r.start + r.count * PAGE_SIZE))
+            .chain(std::iter::once((v.end, v.end)))
+        {
+            if r.0 > at {
+                inj.call(
+                    "madvise(MADV_DONTNEED)",
+                    libc::SYS_madvise,
+                    [at, r.0 - at, libc::MADV_DONTNEED as u64, 0, 0, 0],
+                )
+                .map_err(|e| vma_err("madvise(MADV_DONTNEED)", e.into()))?;
+            }
+            at = at.max(r.1);
+        }
+    }
+    Ok(())
+}
+
+/// What a child forked from its restored parent has of the parent's address space that
+/// belongs to the whole mm and that the image of the child does not have: merging of every
+/// area (`PR_SET_MEMORY_MERGE`) and the THP setting, both kept across `fork`, are cleared.
+pub fn unset_inherited_mm_flags(
+    inj: &Injector<'_>,
+    mm: &MmState,
+    parent: &MmState,
+) -> Result<(), RestoreError> {
+    if parent.merge_any && !mm.merge_any {
+        inj.call(
+            "prctl(PR_SET_MEMORY_MERGE, 0)",
+            libc::SYS_prctl,
+            [PR_SET_MEMORY_MERGE, 0, 0, 0, 0, 0],
+        )?;
+    }
+    if parent.thp_disable != 0 && mm.thp_disable == 0 {
+        inj.call(
+            "prctl(PR_SET_THP_DISABLE, 0)",
+            libc::SYS_prctl,
+            [libc::PR_SET_THP_DISABLE as u64, 0, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
 /// The protection a VMA is mapped with while its pages are written.
 fn write_prot(v: &VmaState) -> u32 {
     if v.pages.is_empty() {
@@ -198,14 +292,15 @@ pub fn map_vmas(
     mm: &MmState,
     memfds: &Memfds,
     shared: &SharedMemory,
+    kept: &[(u64, u64)],
 ) -> Result<(), RestoreError> {
     let mut files: HashMap<(String, bool), u64> = HashMap::new();
     let result = (|| {
-        for v in mm
-            .vmas
-            .iter()
-            .filter(|v| !is_vdso_block(&v.kind) && v.kind != VmaKind::Vsyscall)
-        {
+        for v in mm.vmas.iter().filter(|v| {
+            !is_vdso_block(&v.kind)
+                && v.kind != VmaKind::Vsyscall
+                && !kept.contains(&(v.start, v.end))
+        }) {
             let mut flags = libc::MAP_FIXED
                 | if v.shared {
                     libc::MAP_SHARED
@@ -296,7 +391,7 @@ pub fn map_vmas(
 
 /// Where the page stream goes: consecutive pages of the stream at consecutive addresses.
 struct Span {
-    /// Index of the process it belongs to.
+    /// Index of the process it belongs to (in [`PageStream`]).
     target: usize,
     addr: u64,
     count: u64,
@@ -313,93 +408,192 @@ pub fn write_pages<R: Read + Send>(
     state: &ProcessState,
     reader: &mut ImageReader<R>,
 ) -> Result<(), RestoreError> {
-    write_pages_tree(&[(inj, state)], reader)
+    let mut stream = PageStream::new(&[state]);
+    stream.write(&[inj], reader)?;
+    stream.finish()
 }
 
-/// Streams the image's pages into the processes of a tree: the stream holds each process's
-/// pages in turn, in the tree's order, and a block may straddle two processes.
-pub fn write_pages_tree<R: Read + Send>(
-    targets: &[(&Injector<'_>, &ProcessState)],
-    reader: &mut ImageReader<R>,
-) -> Result<(), RestoreError> {
-    let spans: Vec<Span> = targets
-        .iter()
-        .enumerate()
-        .flat_map(|(target, (_, state))| {
-            state.mm.vmas.iter().flat_map(move |v| {
-                let write_zeros = matches!(v.kind, VmaKind::File(_) | VmaKind::Memfd { .. });
-                v.pages.iter().map(move |r| Span {
-                    target,
-                    addr: r.start,
-                    count: r.count,
-                    write_zeros,
-                })
-            })
-        })
-        .collect();
-    let (mut si, mut used) = (0usize, 0u64);
-    let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(1024);
-    while let Some(block) = reader.next_pages()? {
-        let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(256);
-        remote.clear();
-        let mut current = spans.get(si).map_or(0, |s| s.target);
-        for (n, data) in block.segments() {
-            let (mut left, mut doff) = (n, 0usize);
-            while left > 0 {
-                let span = spans.get(si).ok_or_else(|| {
-                    RestoreError::Layout(
-                        "the image holds more pages than its manifest lists".into(),
-                    )
-                })?;
-                if span.target != current || local.len() >= 768 {
-                    flush(targets[current].0, &local, &remote)?;
-                    local.clear();
-                    remote.clear();
-                    current = span.target;
-                }
-                let take = left.min(span.count - used);
-                let addr = span.addr + used * PAGE_SIZE;
-                let len = (take * PAGE_SIZE) as usize;
-                match data {
-                    Some(d) => {
-                        local.push(IoSlice::new(&d[doff..doff + len]));
-                        remote.push(RemoteIoVec {
-                            base: addr as usize,
-                            len,
+/// The page stream of a tree written process by process: the stream holds each process's
+/// pages in turn, in the tree's order, and a block may straddle two processes, so the part of
+/// a block that belongs to processes not made yet waits here.
+pub struct PageStream {
+    spans: Vec<Span>,
+    /// The span being written, and how many of its pages are written.
+    si: usize,
+    used: u64,
+    /// A block begun, with how many of its pages are written.
+    pending: Option<(PageBlock, u64)>,
+}
+
+impl PageStream {
+    /// The stream of `states` (a tree's processes, in order).
+    pub fn new(states: &[&ProcessState]) -> Self {
+        // Pages a child keeps from each process: written even when they hold only zeros, so
+        // that the child has them, shared, as the original had.
+        let mut inherited: Vec<std::collections::HashSet<u64>> =
+            vec![Default::default(); states.len()];
+        for c in states {
+            let Some(p) = states
+                .iter()
+                .position(|p| p.pid == c.ppid && p.pid != c.pid)
+            else {
+                continue;
+            };
+            for r in c.mm.vmas.iter().flat_map(|v| &v.inherited) {
+                inherited[p].extend((0..r.count).map(|k| r.start + k * PAGE_SIZE));
+            }
+        }
+        let mut spans: Vec<Span> = Vec::new();
+        for (target, state) in states.iter().enumerate() {
+            let kept = &inherited[target];
+            for v in &state.mm.vmas {
+                let file = matches!(v.kind, VmaKind::File(_) | VmaKind::Memfd { .. });
+                for r in &v.pages {
+                    if kept.is_empty() {
+                        spans.push(Span {
+                            target,
+                            addr: r.start,
+                            count: r.count,
+                            write_zeros: file,
                         });
-                        doff += len;
+                        continue;
                     }
-                    None if span.write_zeros => {
-                        for i in 0..take {
-                            local.push(IoSlice::new(&ZERO_PAGE));
-                            remote.push(RemoteIoVec {
-                                base: (addr + i * PAGE_SIZE) as usize,
-                                len: PAGE_SIZE as usize,
-                            });
+                    for k in 0..r.count {
+                        let addr = r.start + k * PAGE_SIZE;
+                        let write_zeros = file || kept.contains(&addr);
+                        match spans.last_mut() {
+                            Some(s)
+                                if s.target == target
+                                    && s.write_zeros == write_zeros
+                                    && s.addr + s.count * PAGE_SIZE == addr
+                                    && k > 0 =>
+                            {
+                                s.count += 1;
+                            }
+                            _ => spans.push(Span {
+                                target,
+                                addr,
+                                count: 1,
+                                write_zeros,
+                            }),
                         }
                     }
-                    None => {}
-                }
-                used += take;
-                left -= take;
-                if used == span.count {
-                    si += 1;
-                    used = 0;
                 }
             }
         }
-        if let Some((inj, _)) = targets.get(current) {
-            flush(inj, &local, &remote)?;
+        Self {
+            spans,
+            si: 0,
+            used: 0,
+            pending: None,
         }
-        drop(local);
-        reader.recycle(block);
     }
-    if si != spans.len() {
-        return Err(RestoreError::Layout(
-            "the image holds fewer pages than its manifest lists".into(),
-        ));
+
+    /// Writes the pages of the first `targets.len()` processes (the rest of the stream is
+    /// read when they are given). With every process given, reads the stream to its end.
+    pub fn write<R: Read + Send>(
+        &mut self,
+        targets: &[&Injector<'_>],
+        reader: &mut ImageReader<R>,
+    ) -> Result<(), RestoreError> {
+        let upto = targets.len();
+        let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(1024);
+        loop {
+            if self.spans.get(self.si).is_some_and(|s| s.target >= upto) {
+                return Ok(());
+            }
+            let (block, skip) = match self.pending.take() {
+                Some(b) => b,
+                None => match reader.next_pages()? {
+                    Some(b) => (b, 0),
+                    None => return Ok(()),
+                },
+            };
+            // Where in the block a process not given yet begins, if it does.
+            let mut stop = None;
+            {
+                let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(256);
+                remote.clear();
+                let mut current = self.spans.get(self.si).map_or(0, |s| s.target);
+                let mut pos = 0u64;
+                'segments: for (n, data) in block.segments() {
+                    let seg_start = pos;
+                    pos += n;
+                    if pos <= skip {
+                        continue;
+                    }
+                    let first = skip.saturating_sub(seg_start);
+                    let (mut left, mut doff) = (n - first, (first * PAGE_SIZE) as usize);
+                    while left > 0 {
+                        let span = self.spans.get(self.si).ok_or_else(|| {
+                            RestoreError::Layout(
+                                "the image holds more pages than its manifest lists".into(),
+                            )
+                        })?;
+                        if span.target >= upto {
+                            stop = Some(seg_start + (n - left));
+                            break 'segments;
+                        }
+                        if span.target != current || local.len() >= 768 {
+                            flush(targets[current], &local, &remote)?;
+                            local.clear();
+                            remote.clear();
+                            current = span.target;
+                        }
+                        let take = left.min(span.count - self.used);
+                        let addr = span.addr + self.used * PAGE_SIZE;
+                        let len = (take * PAGE_SIZE) as usize;
+                        match data {
+                            Some(d) => {
+                                local.push(IoSlice::new(&d[doff..doff + len]));
+                                remote.push(RemoteIoVec {
+                                    base: addr as usize,
+                                    len,
+                                });
+                                doff += len;
+                            }
+                            None if span.write_zeros => {
+                                for i in 0..take {
+                                    local.push(IoSlice::new(&ZERO_PAGE));
+                                    remote.push(RemoteIoVec {
+                                        base: (addr + i * PAGE_SIZE) as usize,
+                                        len: PAGE_SIZE as usize,
+                                    });
+                                }
+                            }
+                            None => {}
+                        }
+                        self.used += take;
+                        left -= take;
+                        if self.used == span.count {
+                            self.si += 1;
+                            self.used = 0;
+                        }
+                    }
+                }
+                if let Some(inj) = targets.get(current) {
+                    flush(inj, &local, &remote)?;
+                }
+            }
+            match stop {
+                Some(at) => {
+                    self.pending = Some((block, at));
+                    return Ok(());
+                }
+                None => reader.recycle(block),
+            }
+        }
     }
-    Ok(())
+
+    /// Fails unless every page the manifest lists was written.
+    pub fn finish(&self) -> Result<(), RestoreError> {
+        if self.si != self.spans.len() || self.pending.is_some() {
+            return Err(RestoreError::Layout(
+                "the image holds fewer pages than its manifest lists".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn flush(

@@ -299,8 +299,10 @@ pub fn restore_with<R: Read + Send>(
     // of its own to make them in.
     let shared = shm::SharedMemory::prepare(&inj, &[&state])?;
     let t0 = std::time::Instant::now();
-    mm::wipe_and_place_vdso(&inj, &maps, &state.mm)?;
-    mm::map_vmas(&inj, &state.mm, &memfds, &shared)?;
+    // A lone process has no parent to keep pages from.
+    mm::kept_from_parent(&state.mm, None, &maps)?;
+    mm::wipe_and_place_vdso(&inj, &maps, &state.mm, &[])?;
+    mm::map_vmas(&inj, &state.mm, &memfds, &shared, &[])?;
     mm::advise(&inj, &state.mm)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
@@ -429,18 +431,16 @@ pub fn restore_with<R: Read + Send>(
     })
 }
 
-/// The warning for memory a process shared copy-on-write with others (after a `fork`), which
-/// comes back as its own copy.
+/// The warning for memory a process shared copy-on-write with others (after a `fork`) that
+/// comes back as its own copy: sharing with processes outside the image, or only between
+/// siblings (see [`crate::state::cow_unrestorable_kb`]). A tree's sharing between parents and
+/// children is made again.
 pub(crate) fn cow_warning(states: &[&ProcessState], warnings: &mut Vec<String>) {
-    let kb: u64 = states
-        .iter()
-        .flat_map(|s| &s.mm.vmas)
-        .map(|v| v.cow_shared_kb)
-        .sum();
+    let kb: u64 = crate::state::cow_unrestorable_kb(states).iter().sum();
     if kb > 0 {
         warnings.push(format!(
-            "{kb} KiB of memory shared copy-on-write between processes (after fork) comes back \
-             as private copies: the sharing is not restored yet"
+            "{kb} KiB of memory shared copy-on-write with processes outside the image, or only \
+             between siblings, comes back as private copies"
         ));
     }
 }

@@ -1,21 +1,26 @@
 //! Restoring a process tree (`ferry dump --tree`): the root is created as a single process
-//! is; every other process is forked by its restored parent while that parent is still a copy
-//! of the restorer, so it inherits the injection area and arrives traced. Only then is each
-//! process rebuilt as a single process is.
+//! is; every other process is forked by its restored parent once that parent's memory is in
+//! place, so it inherits the injection area, arrives traced, and shares copy-on-write the
+//! pages it shared with its parent when dumped, as the kernel made them at the original
+//! `fork`. Then each process is rebuilt as a single process is.
 //!
 //! Order, and why:
 //! 1. Plans and pipes first: nothing is created before every file checks out.
 //! 2. Create: the root (set_tid, or a new PID namespace for the whole tree when any PID of
 //!    the tree is taken), then each process in tree order by `clone3(set_tid)` injected in its
 //!    parent. A session leader calls `setsid()` at once, before it forks its children: they
-//!    inherit the session at fork, and nothing can join a session later.
+//!    inherit the session at fork, and nothing can join a session later. Each process's
+//!    memory is rebuilt before any child of it is forked: it joins its cgroups, is wiped
+//!    (but for the areas it keeps from its parent, [`crate::state::VmaState::inherited`],
+//!    of which it drops every page not inherited), mapped, and given its part of the page
+//!    stream (only pages that differ from its parent's).
 //! 3. Process groups, once every process exists: leaders first, then members.
 //! 4. Zombies exit with their status while their parents are still stubs (whose `SIGCHLD`
 //!    is not ignored, so the zombie stays for `wait`); the `SIGCHLD` this queues in the parent
 //!    is taken back, the image carries the parent's own pending signals.
-//! 5. Each live process is wiped and mapped, the page stream is written into all of them in
-//!    tree order, then each gets its mm, descriptors (a description shared with an earlier
-//!    process is taken from it with `pidfd_getfd`), attributes and threads.
+//! 5. Each live process gets its protections and locks, its mm, descriptors (a description
+//!    shared with an earlier process is taken from it with `pidfd_getfd`), attributes and
+//!    threads.
 //! 6. Credentials last, then every process resumes, children first.
 
 use std::collections::HashMap;
@@ -169,30 +174,63 @@ pub fn restore_tree<R: Read + Send>(
         armed: true,
     };
     let mut tracees = vec![root_tracee];
-    for (i, p) in procs.iter().enumerate().skip(1) {
-        let parent = procs[..i]
-            .iter()
-            .position(|q| q.pid == p.ppid)
-            .ok_or_else(|| RestoreError::Layout(format!("pid {}: no parent", p.pid)))?;
-        let child = fork(&Injector::attach(&tracees[parent], area)?, p.pid)?;
-        created.pids.push(child.pid());
-        if layout[i].setsid {
-            let inj = Injector::attach(&child, area)?;
-            inj.call("setsid", libc::SYS_setsid, [0; 6])?;
-            // Before its own children are forked: they inherit the terminal.
-            if let Some(tty) = &p.attrs.ctty {
-                ctty[i] = tty::take(&inj, &ptys.ctty(tty), &mut warnings)?;
+    let mut pages = mm::PageStream::new(&members);
+    for (i, p) in procs.iter().enumerate() {
+        let parent = if i == 0 {
+            None
+        } else {
+            let parent = procs[..i]
+                .iter()
+                .position(|q| q.pid == p.ppid)
+                .ok_or_else(|| RestoreError::Layout(format!("pid {}: no parent", p.pid)))?;
+            // A descriptor table or filesystem context shared with the parent is shared from
+            // the start: the parent builds it, once.
+            let flags = p.attrs.shares_with_parent & (libc::CLONE_FS | libc::CLONE_FILES) as u32;
+            let child = fork(
+                &Injector::attach(&tracees[parent], area)?,
+                p.pid,
+                u64::from(flags),
+            )?;
+            created.pids.push(child.pid());
+            if layout[i].setsid {
+                let inj = Injector::attach(&child, area)?;
+                inj.call("setsid", libc::SYS_setsid, [0; 6])?;
+                // Before its own children are forked: they inherit the terminal.
+                if let Some(tty) = &p.attrs.ctty {
+                    ctty[i] = tty::take(&inj, &ptys.ctty(tty), &mut warnings)?;
+                }
             }
+            tracees.push(child);
+            Some(&procs[parent].mm)
+        };
+        // Into its cgroups before its memory is touched, so that it is charged where it
+        // belongs.
+        attrs::join_cgroups(tracees[i].pid(), &p.attrs.cgroups, &mut warnings);
+        // Its memory before its children are forked: they keep the pages they share with it.
+        let inj = Injector::attach(&tracees[i], area)?;
+        let maps = mm::current_maps(tracees[i].pid().as_raw())?;
+        let kept = mm::kept_from_parent(&p.mm, parent, &maps)?;
+        mm::wipe_and_place_vdso(&inj, &maps, &p.mm, &kept)?;
+        if let Some(parent) = parent {
+            mm::unset_inherited_mm_flags(&inj, &p.mm, parent)?;
         }
-        tracees.push(child);
+        mm::trim_kept(&inj, &p.mm)?;
+        mm::map_vmas(&inj, &p.mm, &memfds, &shared, &kept)?;
+        mm::advise(&inj, &p.mm)?;
+        let injs = tracees
+            .iter()
+            .map(|t| Injector::attach(t, area))
+            .collect::<Result<Vec<_>, _>>()?;
+        pages.write(&injs.iter().collect::<Vec<_>>(), &mut reader)?;
     }
+    pages.finish()?;
     let mut zombies = Vec::with_capacity(tree.zombies.len());
     for z in &tree.zombies {
         let parent = procs
             .iter()
             .position(|q| q.pid == z.ppid)
             .ok_or_else(|| RestoreError::Layout(format!("zombie {}: no parent", z.pid)))?;
-        let child = fork(&Injector::attach(&tracees[parent], area)?, z.pid)?;
+        let child = fork(&Injector::attach(&tracees[parent], area)?, z.pid, 0)?;
         created.pids.push(child.pid());
         zombies.push((parent, child, z.status));
     }
@@ -249,25 +287,11 @@ pub fn restore_tree<R: Read + Send>(
         let _ = inj.call_raw(libc::SYS_rt_sigtimedwait, [set, 0, ts, 8, 0, 0])?;
     }
 
-    // 5. Rebuild every live process. Each joins its cgroups before its memory is touched, so
-    // that it is charged where it belongs.
-    for (t, p) in tracees.iter().zip(procs) {
-        attrs::join_cgroups(t.pid(), &p.attrs.cgroups, &mut warnings);
-    }
+    // 5. Rebuild the rest of every live process (its memory is in place).
     let injs = tracees
         .iter()
         .map(|t| Injector::attach(t, area))
         .collect::<Result<Vec<_>, _>>()?;
-    for (inj, p) in injs.iter().zip(procs) {
-        let maps = mm::current_maps(inj.tracee().pid().as_raw())?;
-        mm::wipe_and_place_vdso(inj, &maps, &p.mm)?;
-    }
-    for (inj, p) in injs.iter().zip(procs) {
-        mm::map_vmas(inj, &p.mm, &memfds, &shared)?;
-        mm::advise(inj, &p.mm)?;
-    }
-    let targets: Vec<_> = injs.iter().zip(procs.iter()).collect();
-    mm::write_pages_tree(&targets, &mut reader)?;
     let mut threads = Vec::with_capacity(procs.len());
     for ((inj, p), plan) in injs.iter().zip(procs).zip(&plans) {
         let thread = p
@@ -277,7 +301,10 @@ pub fn restore_tree<R: Read + Send>(
         mm::protect(inj, &p.mm)?;
         mm::lock(inj, &p.mm)?;
         mm::set_mm(inj, p)?;
-        files::restore(inj, plan, p, &mut warnings)?;
+        // A table shared with the parent is the parent's, built already.
+        if p.attrs.shares_with_parent & libc::CLONE_FILES as u32 == 0 {
+            files::restore(inj, plan, p, &mut warnings)?;
+        }
         restore_process_attrs(inj, p, false)?;
         restore_thread_attrs(inj, p, thread)?;
         let ts = create_threads(inj, p)?;
@@ -413,16 +440,29 @@ pub fn restore_tree<R: Read + Send>(
     })
 }
 
-/// Forks a child with PID `pid` (in the parent's PID namespace) from the task behind `inj`;
-/// it arrives traced and stopped, a copy of the parent (injection area included).
-fn fork(inj: &Injector<'_>, pid: i32) -> Result<Tracee, RestoreError> {
+/// Forks a child with PID `pid` (in the parent's PID namespace) from the task behind `inj`,
+/// with the `clone` `flags` given (`CLONE_FS`, `CLONE_FILES`); it arrives traced and stopped,
+/// a copy of the parent (injection area included).
+fn fork(inj: &Injector<'_>, pid: i32, flags: u64) -> Result<Tracee, RestoreError> {
     let tid_addr = inj.put(8192, &(pid as u64).to_le_bytes())?;
     // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
     // stack_size, tls, set_tid, set_tid_size, cgroup.
-    let args: Vec<u8> = [0, 0, 0, 0, libc::SIGCHLD as u64, 0, 0, 0, tid_addr, 1, 0]
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect();
+    let args: Vec<u8> = [
+        flags,
+        0,
+        0,
+        0,
+        libc::SIGCHLD as u64,
+        0,
+        0,
+        0,
+        tid_addr,
+        1,
+        0,
+    ]
+    .iter()
+    .flat_map(|w| w.to_le_bytes())
+    .collect();
     let args_addr = inj.put(4096, &args)?;
     inj.call_raw(libc::SYS_clone3, [args_addr, args.len() as u64, 0, 0, 0, 0])?
         .map_err(|source| RestoreError::Create {
