@@ -279,12 +279,41 @@ fn same_fds<'a>(
 }
 
 /// Descriptors the restore was told to fill with something else take what it gave them.
+/// A file the process held only through such descriptors is no longer its own to carry.
 fn substituted(input: &CheckInput<'_>, image: &mut ProcessState, restored: &ProcessState) -> usize {
     let mut n = 0;
+    let (mut given_up, mut given) = (Vec::new(), Vec::new());
     for (a, b) in same_fds(image, restored) {
         if input.substituted_fds.contains(&a.fd) {
+            if let FdKind::File { file, .. } = &a.kind {
+                given_up.push(file.path.clone());
+            }
+            if let FdKind::File { file, .. } = &b.kind {
+                given.push(file.path.clone());
+            }
             *a = b.clone();
             n += 1;
+        }
+    }
+    if given_up.is_empty() && given.is_empty() {
+        return n;
+    }
+    // The carried files in the restored order: the image's own, the ones the substitutes
+    // brought; then what only the image has (a difference unless given up).
+    let mut old = std::mem::take(&mut image.carried_files);
+    for r in &restored.carried_files {
+        if let Some(i) = old.iter().position(|c| c.file.path == r.file.path) {
+            image.carried_files.push(old.remove(i));
+        } else if given.contains(&r.file.path) {
+            image.carried_files.push(r.clone());
+            n += 1;
+        }
+    }
+    for c in old {
+        if given_up.contains(&c.file.path) {
+            n += 1;
+        } else {
+            image.carried_files.push(c);
         }
     }
     n
