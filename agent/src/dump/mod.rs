@@ -751,6 +751,7 @@ fn collect(
             sched: attrs::sched(pid, t.pid())?,
             seccomp: attrs::seccomp(t.pid(), tstatus.seccomp)?,
             cgroups,
+            attrs: Some(attrs::thread_attrs(pid, t.pid(), per_thread.attrs)?),
         });
     }
     let tids: Vec<(i32, i32)> = frozen
@@ -913,6 +914,7 @@ struct Injected {
 struct InjectedThread {
     sigaltstack: SigaltstackState,
     clear_child_tid: u64,
+    attrs: attrs::ThreadQueried,
 }
 
 /// The address of a `syscall` instruction (`0f 05`) in the process: in its `[vdso]`, or, for
@@ -1060,6 +1062,7 @@ fn inject_queries(
             threads.push(InjectedThread {
                 sigaltstack,
                 clear_child_tid: u64::from_le_bytes(ctid),
+                attrs: attrs::query_thread(t, entry, regs, scratch)?,
             });
         }
         let attrs = attrs::query(leader, entry, regs, scratch)?;

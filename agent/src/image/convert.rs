@@ -19,7 +19,7 @@ use crate::state::{
     SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, SysvShmState,
     Termios, ThreadState, TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
 };
-use crate::state::{CarriedDir, CarriedFile, CttyState, DeletedNode};
+use crate::state::{CarriedDir, CarriedFile, CttyState, DeletedNode, ThreadAttrsState};
 
 use super::validate::{cap_count, err};
 
@@ -566,6 +566,14 @@ fn thread_to_pb(t: &ThreadState) -> pb::Thread {
                 path: c.path.clone(),
             })
             .collect(),
+        attrs: t.attrs.as_ref().map(|a| pb::ThreadAttrs {
+            comm: a.comm.clone(),
+            ioprio: a.ioprio,
+            timer_slack_ns: a.timer_slack_ns,
+            tsc: a.tsc,
+            mce_kill: a.mce_kill,
+            securebits: a.securebits,
+        }),
     }
 }
 
@@ -656,6 +664,7 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
             path: c.path.clone(),
             fg_pgid: c.fg_pgid,
         }),
+        coredump_filter: a.coredump_filter,
     }
 }
 
@@ -730,6 +739,7 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
             path: c.path,
             fg_pgid: c.fg_pgid,
         }),
+        coredump_filter: a.coredump_filter,
     })
 }
 
@@ -1348,5 +1358,13 @@ fn thread_from_pb(i: usize, t: pb::Thread) -> Result<ThreadState, ManifestError>
                 path: c.path,
             })
             .collect(),
+        attrs: t.attrs.map(|a| ThreadAttrsState {
+            comm: a.comm,
+            ioprio: a.ioprio,
+            timer_slack_ns: a.timer_slack_ns,
+            tsc: a.tsc,
+            mce_kill: a.mce_kill,
+            securebits: a.securebits,
+        }),
     })
 }

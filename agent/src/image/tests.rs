@@ -534,6 +534,14 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 controllers: "pids".into(),
                 path: "/alone".into(),
             }],
+            attrs: Some(crate::state::ThreadAttrsState {
+                comm: "worker-1".into(),
+                ioprio: (2 << 13) | 6,
+                timer_slack_ns: 123_457,
+                tsc: 2,
+                mce_kill: 1,
+                securebits: 0x2f,
+            }),
         }],
         memfds: vec![MemfdState {
             ino: 1035,
@@ -590,6 +598,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             stop_signal: 20,
             membarrier: 16 | 256,
             shares_with_parent: libc::CLONE_FS as u32,
+            coredump_filter: Some(0x7f),
         },
         cwd_removed: Some(CarriedDir {
             path: "/tmp/gone-wd".into(),
@@ -1260,9 +1269,14 @@ fn invalid_manifests_are_refused_naming_the_field() {
             "bits outside",
         ),
         (
-            |p| p.mm.as_mut().unwrap().vmas[1].flags = 1 << 10,
+            |p| p.mm.as_mut().unwrap().vmas[1].flags = 1 << 11,
             "mm.vmas[1].flags",
             "bits outside",
+        ),
+        (
+            |p| p.threads[0].attrs.as_mut().unwrap().securebits = 0x100,
+            "threads[0].attrs.securebits",
+            "is outside",
         ),
         (
             |p| p.mm.as_mut().unwrap().lock_future = 4,

@@ -578,6 +578,25 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
             t.sched.affinity.len(),
             MAX_AFFINITY_WORDS,
         )?;
+        if let Some(a) = &t.attrs {
+            check_string(&format!("threads[{i}].attrs.comm"), &a.comm, MAX_COMM)?;
+            check_range(format!("threads[{i}].attrs.tsc"), a.tsc, 0, 2)?;
+            check_range(format!("threads[{i}].attrs.mce_kill"), a.mce_kill, 0, 2)?;
+            // SECURE_ALL_BITS and SECURE_ALL_LOCKS.
+            check_range(
+                format!("threads[{i}].attrs.securebits"),
+                a.securebits,
+                0,
+                0xff,
+            )?;
+            // IOPRIO_CLASS_IDLE (3) is the highest class, 13 bits of data below it.
+            check_range(
+                format!("threads[{i}].attrs.ioprio"),
+                a.ioprio,
+                0,
+                (4 << 13) - 1,
+            )?;
+        }
     }
     Ok(())
 }

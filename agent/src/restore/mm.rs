@@ -310,6 +310,9 @@ pub fn map_vmas(
             if v.growsdown {
                 flags |= libc::MAP_GROWSDOWN;
             }
+            if v.flags & crate::state::vmflag::NORESERVE != 0 {
+                flags |= libc::MAP_NORESERVE;
+            }
             if let VmaKind::SysvShm { id } = v.kind {
                 shared.attach(inj, v, id)?;
                 continue;

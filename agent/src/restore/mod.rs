@@ -354,9 +354,12 @@ pub fn restore_with<R: Read + Send>(
     }
     lock_down(&inj, &state, thread, true, false, &mut warnings)?;
     attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
+    attrs::set_coredump_filter(task.pid, &state.attrs, &mut warnings);
     attrs::set_sched(task.pid, &thread.sched, &mut warnings)?;
+    attrs::set_ioprio(task.pid, thread, &mut warnings);
     for (t, ts) in &threads {
         attrs::set_sched(t.pid(), &ts.sched, &mut warnings)?;
+        attrs::set_ioprio(t.pid(), ts, &mut warnings);
     }
 
     // The threads go first: their registers no longer point into the injection area, which
@@ -579,6 +582,9 @@ fn restore_thread_attrs(
         libc::SYS_set_tid_address,
         [t.clear_child_tid, 0, 0, 0, 0, 0],
     )?;
+    // The leader makes every other thread.
+    let leader = state.threads.first().filter(|l| l.tid != t.tid);
+    attrs::restore_thread_own(inj, t, leader)?;
     Ok(())
 }
 
@@ -644,7 +650,7 @@ fn lock_down(
     attrs::restore_seccomp(inj, &thread.seccomp)?;
     attrs::before_creds(inj, &state.attrs)?;
     restore_creds(inj, state)?;
-    attrs::after_creds(inj, state, leader, parent_restored, warnings)
+    attrs::after_creds(inj, state, thread, leader, parent_restored, warnings)
 }
 
 fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
@@ -689,6 +695,11 @@ fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), Restore
             0,
         ],
     )?;
+    // setresuid made the filesystem uid the effective one; another one needs CAP_SETUID,
+    // which leaving uid 0 took out of the effective set: raised again from what was kept.
+    if c.uids[3] != c.uids[1] {
+        attrs::raise_kept_caps(inj, &state.attrs)?;
+    }
     inj.call(
         "setfsuid",
         libc::SYS_setfsuid,

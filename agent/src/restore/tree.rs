@@ -350,9 +350,12 @@ pub fn restore_tree<R: Read + Send>(
         lock_down(inj, p, thread, true, p.pid != root.pid, &mut warnings)?;
         let pid = inj.tracee().pid();
         attrs::set_oom_score_adj(pid, &p.attrs, &mut warnings);
+        attrs::set_coredump_filter(pid, &p.attrs, &mut warnings);
         attrs::set_sched(pid, &thread.sched, &mut warnings)?;
+        attrs::set_ioprio(pid, thread, &mut warnings);
         for (t, tstate) in ts {
             attrs::set_sched(t.pid(), &tstate.sched, &mut warnings)?;
+            attrs::set_ioprio(t.pid(), tstate, &mut warnings);
         }
     }
     // 7. Every task in its final state, still stopped; then the check, then resume, children
