@@ -121,3 +121,23 @@ fn filesystem_ids_survive() {
     assert_eq!(field(&ok, "checks"), Some("2"), "{ok}");
     v.assert_ticks_continuous();
 }
+
+/// A process that leads a process group in a session it does not lead (`setpgid(0, 0)`, as a
+/// shell makes a job) comes back leading its own group in the same session when the restore
+/// runs in that session; the session the victim started in is this test's.
+#[test]
+fn a_group_leader_stays_in_its_session() {
+    let Some(ctx) = setup("attrs-pgrp") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "pgrp_leader", &[]);
+    let before = v.check();
+    let img = image_path(&ctx, "pgrp_leader");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let ok = v.check();
+    assert_eq!(field(&ok, "checks"), Some("2"), "{ok}");
+    assert_eq!(field(&ok, "sid"), field(&before, "sid"), "{ok}");
+    assert_eq!(field(&ok, "pgrp"), Some(v.pid.to_string().as_str()), "{ok}");
+    v.assert_ticks_continuous();
+}

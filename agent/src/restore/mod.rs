@@ -316,7 +316,20 @@ pub fn restore_with<R: Read + Send>(
     sockets::send_in_flight(&[(&state, task.pid)])?;
     // Seals after the mappings and descriptors: they may forbid what those needed.
     memfds.seal()?;
-    restore_process_attrs(&inj, &state, true)?;
+    // A process that led a process group of a session it did not lead is put back so when
+    // that session is the restorer's own (a restore from the session it was dumped in):
+    // its own group again, in the same session. Otherwise (another session, which it
+    // cannot join, or a new PID namespace) it leads a new session, an expected change the
+    // restore checker names. A process in a group it did not lead leads a new session too:
+    // joining the restorer's group would tie it to a job it was not part of.
+    let same_session = state.pgid == state.pid
+        && state.sid != state.pid
+        && task.ns_init.is_none()
+        && nix::unistd::getsid(None).is_ok_and(|sid| sid.as_raw() == state.sid);
+    restore_process_attrs(&inj, &state, !same_session)?;
+    if same_session {
+        inj.call("setpgid", libc::SYS_setpgid, [0; 6])?;
+    }
     // A session leader whose terminal is still there takes it back (it leads a new session
     // now, with the same PID); it can be the foreground only of its own group.
     if let Some(tty) = state.attrs.ctty.as_ref().filter(|_| state.sid == state.pid)
