@@ -468,6 +468,7 @@ fn precheck(
     parent_in_tree: bool,
 ) -> Result<(), DumpError> {
     check_process(pid)?;
+    shm::check_ipc_namespace(pid)?;
     if !in_tree {
         check_not_namespace_init(pid)?;
     }
