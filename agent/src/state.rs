@@ -55,8 +55,33 @@ pub struct ProcessState {
     /// Files only this process holds and keeps writing, carried whole and made again at
     /// restore when missing (see [`CarriedFile`]).
     pub carried_files: Vec<CarriedFile>,
+    /// Regular files deleted while mapped (and held by no descriptor), by inode, with their
+    /// contents: made again at restore under their path and removed once mapped.
+    pub mapped_deleted: Vec<MappedDeletedFile>,
     /// Attributes beyond credentials, and timers.
     pub attrs: AttrsState,
+}
+
+/// A regular file that was deleted while mapped (a POSIX shm object unlinked after `mmap`, a
+/// library replaced on disk), carried whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MappedDeletedFile {
+    /// Its inode at dump time, the key of [`VmaKind::DeletedFile`].
+    pub ino: u64,
+    /// The path it had (`/proc/PID/maps` without ` (deleted)`).
+    pub path: String,
+    /// `st_mode & 07777`.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// The data; gaps between extents are holes.
+    pub extents: Vec<MemfdExtent>,
 }
 
 /// Process attributes and timers.
@@ -566,6 +591,14 @@ pub enum VmaKind {
     SysvShm {
         /// The segment's id.
         id: i32,
+    },
+    /// A regular file deleted while mapped (`PATH (deleted)`), one of
+    /// [`ProcessState::mapped_deleted`].
+    DeletedFile {
+        /// The path it had.
+        path: String,
+        /// Its inode at dump time.
+        ino: u64,
     },
 }
 

@@ -679,6 +679,7 @@ fn collect(
     tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let sysv_shm = shm::collect_sysv(pid, &vmas)?;
+    let mapped_deleted = mm::collect_mapped_deleted(pid, &vmas, &fds, opts.max_deleted_file_size)?;
     let carried_files = files::carried(&vmas, &fds, &locks, status.uids[1])?;
     let cwd = link(raw, "cwd")?;
 
@@ -823,6 +824,7 @@ fn collect(
         memfds,
         sysv_shm,
         carried_files,
+        mapped_deleted,
         attrs,
     })
 }

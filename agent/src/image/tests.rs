@@ -606,6 +606,19 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             uid: 7,
             gid: 8,
         }),
+        mapped_deleted: vec![crate::state::MappedDeletedFile {
+            ino: 4711,
+            path: "/dev/shm/gone".into(),
+            mode: 0o640,
+            uid: 1000,
+            gid: 100,
+            size: 3 * PAGE_SIZE,
+            mtime_ns: 1_700_000_000_123_456_789,
+            extents: vec![MemfdExtent {
+                offset: PAGE_SIZE,
+                data: vec![7; 100],
+            }],
+        }],
         carried_files: vec![CarriedFile {
             file: FileRef {
                 path: "/tmp/hsperfdata_u/42".into(),
@@ -846,6 +859,32 @@ fn round_trip_without_pages() {
     let (got, pages) = read_image(&image).expect("read back");
     assert_eq!(got, state);
     assert!(pages.is_empty());
+}
+
+/// A mapping of a deleted file names its carried file, and both come back; a mapping whose
+/// file the image does not carry is refused.
+#[test]
+fn deleted_mapped_files_round_trip() {
+    let mut state = rich_state(0);
+    for v in &mut state.mm.vmas {
+        v.pages.clear();
+    }
+    let libc = state
+        .mm
+        .vmas
+        .iter_mut()
+        .find(|v| matches!(v.kind, VmaKind::File(_)))
+        .unwrap();
+    libc.kind = VmaKind::DeletedFile {
+        path: "/dev/shm/gone".into(),
+        ino: 4711,
+    };
+    let (image, _) = write_image(&state, &[], Codec::Zstd);
+    let (got, _) = read_image(&image).expect("read back");
+    assert_eq!(got, state);
+    state.mapped_deleted.clear();
+    let e = super::validate::validate(&state).expect_err("an unknown deleted file");
+    assert!(e.field.ends_with(".file.identity.ino"), "{e:?}");
 }
 
 #[test]

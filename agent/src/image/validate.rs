@@ -446,9 +446,35 @@ pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
     };
     validate_sysv_shm(&s.sysv_shm)?;
     validate_carried(&s.carried_files)?;
+    let mut deleted_bytes = 0usize;
+    for (i, m) in s.mapped_deleted.iter().enumerate() {
+        check_path(&format!("mapped_deleted[{i}].path"), &m.path)?;
+        check_range(format!("mapped_deleted[{i}].mode"), m.mode, 0, 0o7777)?;
+        check_range(
+            format!("mapped_deleted[{i}].size"),
+            m.size,
+            0,
+            MAX_MEMFD_SIZE,
+        )?;
+        deleted_bytes += m.extents.iter().map(|e| e.data.len()).sum::<usize>();
+        cap_count(
+            "mapped_deleted[*].extents bytes",
+            deleted_bytes,
+            MAX_MEMFD_BYTES,
+        )?;
+    }
     for (i, v) in s.mm.vmas.iter().enumerate() {
         match v.kind {
             VmaKind::Memfd { ino } => memfd_known(format!("mm.vmas[{i}].memfd_ino"), ino)?,
+            VmaKind::DeletedFile { ref path, ino } => {
+                check_path(&format!("mm.vmas[{i}].file.path"), path)?;
+                if !s.mapped_deleted.iter().any(|m| m.ino == ino) {
+                    return Err(err(
+                        format!("mm.vmas[{i}].file.identity.ino"),
+                        ManifestProblem::UnknownMemfd(ino),
+                    ));
+                }
+            }
             VmaKind::SysvShm { id } if !s.sysv_shm.iter().any(|m| m.id == id) => {
                 return Err(err(
                     format!("mm.vmas[{i}].sysv_shm_id"),
@@ -698,6 +724,7 @@ fn kind_name(k: &VmaKind) -> &'static str {
         VmaKind::VvarVclock => "vvar_vclock",
         VmaKind::Vsyscall => "vsyscall",
         VmaKind::Memfd { .. } => "memfd",
+        VmaKind::DeletedFile { .. } => "deleted file",
     }
 }
 

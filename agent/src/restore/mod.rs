@@ -247,6 +247,7 @@ pub fn restore_with<R: Read + Send>(
         .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
     // The restorer's own memfds, which the task's descriptors and mappings open.
     let memfds = fdkinds::Memfds::create(&[&state])?;
+    let deleted_maps = mm::DeletedFiles::create(&[&state])?;
     // Pseudo-terminal pairs made anew, held by the restorer until the restore ends.
     let ptys = pty::Ptys::create(&[&state], &mut warnings)?;
     cow_warning(&[&state], &mut warnings);
@@ -302,7 +303,7 @@ pub fn restore_with<R: Read + Send>(
     // A lone process has no parent to keep pages from.
     mm::kept_from_parent(&state.mm, None, &maps)?;
     mm::wipe_and_place_vdso(&inj, &maps, &state.mm, &[])?;
-    mm::map_vmas(&inj, &state.mm, &memfds, &shared, &[])?;
+    mm::map_vmas(&inj, &state.mm, &memfds, &deleted_maps, &shared, &[])?;
     mm::advise(&inj, &state.mm)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
