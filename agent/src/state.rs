@@ -55,8 +55,33 @@ pub struct ProcessState {
     /// Files only this process holds and keeps writing, carried whole and made again at
     /// restore when missing (see [`CarriedFile`]).
     pub carried_files: Vec<CarriedFile>,
+    /// Regular files deleted while mapped (and held by no descriptor), by inode, with their
+    /// contents: made again at restore under their path and removed once mapped.
+    pub mapped_deleted: Vec<MappedDeletedFile>,
     /// Attributes beyond credentials, and timers.
     pub attrs: AttrsState,
+}
+
+/// A regular file that was deleted while mapped (a POSIX shm object unlinked after `mmap`, a
+/// library replaced on disk), carried whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MappedDeletedFile {
+    /// Its inode at dump time, the key of [`VmaKind::DeletedFile`].
+    pub ino: u64,
+    /// The path it had (`/proc/PID/maps` without ` (deleted)`).
+    pub path: String,
+    /// `st_mode & 07777`.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// The data; gaps between extents are holes.
+    pub extents: Vec<MemfdExtent>,
 }
 
 /// Process attributes and timers.
@@ -99,6 +124,9 @@ pub struct AttrsState {
     /// `CLONE_THREAD`): `CLONE_FS` (root, working directory, umask) and `CLONE_FILES` (the
     /// descriptor table) bits; 0 for none (and for a root).
     pub shares_with_parent: u32,
+    /// `/proc/PID/coredump_filter` (a property of the address space); `None` in an image
+    /// that does not have it.
+    pub coredump_filter: Option<u32>,
 }
 
 /// A session leader's controlling terminal.
@@ -403,10 +431,12 @@ pub mod vmflag {
     pub const SEQ_READ: u32 = 1 << 8;
     /// `VM_RAND_READ` (`rr`): `MADV_RANDOM`.
     pub const RAND_READ: u32 = 1 << 9;
+    /// `VM_NORESERVE` (`nr`): `mmap(MAP_NORESERVE)`, no swap space accounted.
+    pub const NORESERVE: u32 = 1 << 10;
     /// Every flag above.
-    pub const ALL: u32 = (1 << 10) - 1;
+    pub const ALL: u32 = (1 << 11) - 1;
     /// The smaps mnemonic of each flag.
-    pub const NAMES: [(&str, u32); 10] = [
+    pub const NAMES: [(&str, u32); 11] = [
         ("lo", LOCKED),
         ("lf", LOCKONFAULT),
         ("dc", DONTFORK),
@@ -417,6 +447,7 @@ pub mod vmflag {
         ("mg", MERGEABLE),
         ("sr", SEQ_READ),
         ("rr", RAND_READ),
+        ("nr", NORESERVE),
     ];
 }
 
@@ -560,6 +591,14 @@ pub enum VmaKind {
     SysvShm {
         /// The segment's id.
         id: i32,
+    },
+    /// A regular file deleted while mapped (`PATH (deleted)`), one of
+    /// [`ProcessState::mapped_deleted`].
+    DeletedFile {
+        /// The path it had.
+        path: String,
+        /// Its inode at dump time.
+        ino: u64,
     },
 }
 
@@ -1043,6 +1082,26 @@ pub struct ThreadState {
     /// The thread's cgroups (`/proc/PID/task/TID/cgroup`) when they differ from the
     /// process's (a thread moved alone, cgroup v1 or threaded v2); empty when the same.
     pub cgroups: Vec<CgroupState>,
+    /// Attributes each thread has of its own (name, I/O priority, timer slack, ...); `None`
+    /// in an image that does not have them.
+    pub attrs: Option<ThreadAttrsState>,
+}
+
+/// What each thread has of its own beyond registers, signals and scheduling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ThreadAttrsState {
+    /// The thread's name (`/proc/PID/task/TID/comm`, `PR_SET_NAME`).
+    pub comm: String,
+    /// `ioprio_get(IOPRIO_WHO_PROCESS, tid)`: class << 13 | level.
+    pub ioprio: u32,
+    /// `PR_GET_TIMERSLACK`, in nanoseconds.
+    pub timer_slack_ns: u64,
+    /// `PR_GET_TSC`: `PR_TSC_ENABLE` (1) or `PR_TSC_SIGSEGV` (2).
+    pub tsc: u32,
+    /// `PR_MCE_KILL_GET`: `PR_MCE_KILL_LATE` (0), `_EARLY` (1) or `_DEFAULT` (2).
+    pub mce_kill: u32,
+    /// `PR_GET_SECUREBITS` (`SECBIT_*`, with their locks); `PR_GET_KEEPCAPS` is one of them.
+    pub securebits: u32,
 }
 
 /// seccomp state of one thread.

@@ -908,11 +908,12 @@ fn expected_change(
     {
         return Some("a restored process (a tree's root) leads a new session and process group");
     }
-    // Objects made anew (pipes, memfds, objects deleted while open, shared anonymous memory,
-    // sockets and the socket files their bind makes) have new inode
+    // Objects made anew (pipes, memfds, objects deleted while open or while mapped, shared
+    // anonymous memory, sockets and the socket files their bind makes) have new inode
     // numbers.
     if (leaf == "ino"
         && (field.starts_with("memfds[")
+            || field.starts_with("mapped_deleted[")
             || [
                 ".Pipe",
                 ".LocalPipe",

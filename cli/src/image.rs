@@ -105,6 +105,7 @@ fn render(s: &ImageSummary) -> String {
             VmaKind::VvarVclock => "[vvar_vclock]".into(),
             VmaKind::Vsyscall => "[vsyscall]".into(),
             VmaKind::Memfd { ino } => memfd_name(p, *ino),
+            VmaKind::DeletedFile { path, .. } => format!("{path} (deleted, carried)"),
         };
         let inherited: u64 = v.inherited.iter().map(|r| r.count).sum();
         let from_parent = if inherited == 0 {

@@ -3,6 +3,7 @@
  * messages come out by priority (then are sent back).
  * compat-object: POSIX message queue with queued messages (unlinked)
  * compat-libs: -lrt
+ * compat-refuse: a POSIX message queue
  */
 #include "common.h"
 

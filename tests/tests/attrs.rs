@@ -85,3 +85,59 @@ fn sched_deadline_is_refused() {
     v.assert_running_free();
     v.check();
 }
+
+/// What each thread has of its own — its name, I/O priority, timer slack, machine-check kill
+/// policy, `PR_SET_TSC`, securebits (with a lock, and KEEP_CAPS) — and the process's
+/// coredump_filter and a `MAP_NORESERVE` mapping come back; the victim reads each thread's
+/// values in that thread and compares.
+#[test]
+fn per_thread_attributes_survive() {
+    let Some(ctx) = setup("attrs-thread") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "thread_attrs", &[]);
+    v.check();
+    let img = image_path(&ctx, "thread_attrs");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let ok = v.check();
+    assert_eq!(field(&ok, "checks"), Some("2"), "{ok}");
+    v.assert_ticks_continuous();
+}
+
+/// Filesystem ids that are none of the real, effective and saved ones (fsuid 1002 with
+/// euid 1001, fsgid 2002 with egid 2001) come back as they were.
+#[test]
+fn filesystem_ids_survive() {
+    let Some(ctx) = setup("attrs-fsids") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "fsids", &[]);
+    v.check();
+    let img = image_path(&ctx, "fsids");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let ok = v.check();
+    assert_eq!(field(&ok, "checks"), Some("2"), "{ok}");
+    v.assert_ticks_continuous();
+}
+
+/// A process that leads a process group in a session it does not lead (`setpgid(0, 0)`, as a
+/// shell makes a job) comes back leading its own group in the same session when the restore
+/// runs in that session; the session the victim started in is this test's.
+#[test]
+fn a_group_leader_stays_in_its_session() {
+    let Some(ctx) = setup("attrs-pgrp") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "pgrp_leader", &[]);
+    let before = v.check();
+    let img = image_path(&ctx, "pgrp_leader");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
+    let ok = v.check();
+    assert_eq!(field(&ok, "checks"), Some("2"), "{ok}");
+    assert_eq!(field(&ok, "sid"), field(&before, "sid"), "{ok}");
+    assert_eq!(field(&ok, "pgrp"), Some(v.pid.to_string().as_str()), "{ok}");
+    v.assert_ticks_continuous();
+}

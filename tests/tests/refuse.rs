@@ -340,3 +340,26 @@ fn a_process_killed_mid_dump_is_said_to_have_died() {
     );
     assert!(!img.exists(), "an image was left behind");
 }
+
+/// A process in its own IPC namespace (`unshare(CLONE_NEWIPC)`) holding SysV objects: their
+/// namespace is not carried, so the dump refuses, naming the namespace and what it holds.
+#[test]
+fn refuses_a_private_ipc_namespace_naming_what_it_holds() {
+    refused(
+        "ipc-ns",
+        &[
+            "a private ipc namespace (unshare clone_newipc)",
+            "1 sysv message queue",
+            "1 semaphore set",
+            "0 shared memory segments",
+        ],
+    );
+}
+
+/// A POSIX message queue descriptor (its name unlinked) is refused, naming it, instead of
+/// failing on a read of its contents (or, with its name still there, being opened again as a
+/// file of that name at `/`).
+#[test]
+fn refuses_a_posix_message_queue() {
+    refused("mqueue", &["a posix message queue (/ferry-refuse-"]);
+}

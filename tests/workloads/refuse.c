@@ -1,6 +1,9 @@
 /* Holds one thing the engine does not support yet, then counts like the general victim:
  *   refuse STATEDIR eventfd | socket | thread | seccomp-filter | seccomp-strict | packet | mseal
- *                   | dnotify | aio
+ *                   | dnotify | aio | ipc-ns | mqueue
+ * ipc-ns: in its own IPC namespace (unshare(CLONE_NEWIPC)), a SysV message queue holding one
+ * message and a set of two semaphores. mqueue: a POSIX message queue (its name unlinked at
+ * once) holding one message.
  * Reports "fd=N" for the fd it holds. SIGUSR1: "ok pid=P counter=N". */
 #include "common.h"
 
@@ -9,7 +12,13 @@
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <fcntl.h>
+#include <mqueue.h>
+#include <sched.h>
+#include <sys/ipc.h>
 #include <sys/mman.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -79,6 +88,30 @@ int main(int argc, char **argv)
 		if (syscall(SYS_io_setup, 16, &ctx))
 			fr_die("io_setup");
 		fr_status("ctx=%llx", (unsigned long long)ctx);
+	} else if (!strcmp(mode, "ipc-ns")) {
+		if (unshare(CLONE_NEWIPC))
+			fr_die("unshare(CLONE_NEWIPC)");
+		int q = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+		struct {
+			long type;
+			char text[8];
+		} m = {3, "queued"};
+		if (q < 0 || msgsnd(q, &m, sizeof(m.text), 0))
+			fr_die("msgget/msgsnd");
+		if (semget(IPC_PRIVATE, 2, IPC_CREAT | 0600) < 0)
+			fr_die("semget");
+	} else if (!strcmp(mode, "mqueue")) {
+		/* The system calls, not librt's wrappers: no leading slash. */
+		char name[64];
+		snprintf(name, sizeof(name), "ferry-refuse-%d", (int)getpid());
+		struct mq_attr a = {0, 4, 32, 0, {0}};
+		int fd = (int)syscall(SYS_mq_open, name, O_RDWR | O_CREAT | O_EXCL, 0600, &a);
+		if (fd < 0)
+			fr_die("mq_open");
+		syscall(SYS_mq_unlink, name);
+		if (syscall(SYS_mq_timedsend, fd, "queued", 6, 1, NULL))
+			fr_die("mq_timedsend");
+		fr_status("fd=%d", fd);
 	} else if (!strcmp(mode, "seccomp-strict")) {
 		strict = 1;
 	} else {

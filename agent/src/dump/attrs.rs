@@ -5,7 +5,9 @@ use nix::unistd::Pid;
 use super::DumpError;
 use crate::proc::{self, ProcError};
 use crate::ptrace::{Entry, Tracee};
-use crate::state::{AttrsState, CgroupState, ItimerState, PosixTimerState, SchedState};
+use crate::state::{
+    AttrsState, CgroupState, ItimerState, PosixTimerState, SchedState, ThreadAttrsState,
+};
 
 /// What only the process can tell, asked by injected calls through `scratch`.
 pub struct Queried {
@@ -23,6 +25,91 @@ pub struct Queried {
 /// command that registers it. The command fails with `EPERM` until the process (its mm)
 /// registered; it succeeds, running a barrier, once it did.
 pub const MEMBARRIER_PRIVATE: [(u32, u32); 3] = [(8, 16), (32, 64), (128, 256)];
+/// What only a thread can tell of itself, asked by injected calls in that thread.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadQueried {
+    timer_slack_ns: u64,
+    tsc: u32,
+    mce_kill: u32,
+    securebits: u32,
+}
+
+const PR_MCE_KILL_GET: u64 = 34;
+
+/// Runs the per-thread `prctl` queries in thread `t`.
+pub fn query_thread(
+    t: &Tracee,
+    entry: Entry,
+    regs: &libc::user_regs_struct,
+    scratch: u64,
+) -> Result<ThreadQueried, DumpError> {
+    let prctl = |what: &'static str, op: i32, arg: u64| {
+        t.inject(
+            entry,
+            regs,
+            what,
+            libc::SYS_prctl,
+            [op as u64, arg, 0, 0, 0, 0],
+        )
+    };
+    let timer_slack_ns = prctl("prctl(PR_GET_TIMERSLACK)", libc::PR_GET_TIMERSLACK, 0)?;
+    let mce_kill = prctl("prctl(PR_MCE_KILL_GET)", PR_MCE_KILL_GET as i32, 0)? as u32;
+    let securebits = prctl("prctl(PR_GET_SECUREBITS)", libc::PR_GET_SECUREBITS, 0)? as u32;
+    // EINVAL where the processor cannot make the TSC fault: readable, as for everyone.
+    let tsc = match t.inject_raw(
+        entry,
+        regs,
+        libc::SYS_prctl,
+        [libc::PR_GET_TSC as u64, scratch, 0, 0, 0, 0],
+    )? {
+        0 => {
+            let mut int = [0u8; 4];
+            t.read_mem(scratch, &mut int)?;
+            u32::from_le_bytes(int)
+        }
+        _ => 1,
+    };
+    Ok(ThreadQueried {
+        timer_slack_ns,
+        tsc,
+        mce_kill,
+        securebits,
+    })
+}
+
+/// A thread's own attributes: what it answered ([`query_thread`]) and what is read from
+/// outside (its name, its I/O priority).
+pub fn thread_attrs(pid: Pid, tid: Pid, q: ThreadQueried) -> Result<ThreadAttrsState, DumpError> {
+    let comm = proc::read(pid.as_raw(), &format!("task/{tid}/comm"))?
+        .trim_end_matches('\n')
+        .to_string();
+    let ioprio =
+        crate::sys::ioprio_get(tid).map_err(|source| crate::ptrace::PtraceError::Request {
+            op: "ioprio_get",
+            pid: tid.as_raw(),
+            source,
+        })?;
+    Ok(ThreadAttrsState {
+        comm,
+        ioprio,
+        timer_slack_ns: q.timer_slack_ns,
+        tsc: q.tsc,
+        mce_kill: q.mce_kill,
+        securebits: q.securebits,
+    })
+}
+
+/// `/proc/PID/coredump_filter` (hexadecimal).
+fn coredump_filter(pid: i32) -> Result<u32, DumpError> {
+    let text = proc::read(pid, "coredump_filter")?;
+    u32::from_str_radix(text.trim(), 16).map_err(|_| {
+        ProcError::Parse {
+            file: "coredump_filter",
+            what: format!("{:?} is not a hexadecimal number", text.trim()),
+        }
+        .into()
+    })
+}
 
 fn word(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default())
@@ -194,6 +281,7 @@ pub fn collect(
         stop_signal: 0,
         membarrier: q.membarrier,
         shares_with_parent: 0,
+        coredump_filter: Some(coredump_filter(raw)?),
     })
 }
 

@@ -120,6 +120,13 @@ fn examine_sockets(pid: Pid, out: &mut [FdState], socks: &mut SocketDump) -> Res
     Ok(())
 }
 
+/// Whether `path` (a `/proc/PID/fd/N` link) is on the mqueue file system: a POSIX message
+/// queue (`mq_open`), whose link shows its name as if it were a file at `/`.
+fn is_mqueue(path: &str) -> bool {
+    const MQUEUE_MAGIC: u64 = 0x1980_0202;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as u64 == MQUEUE_MAGIC)
+}
+
 /// Every open descriptor of `pid`, refusing kinds not supported yet. Contents (pipe queues,
 /// deleted files) are left empty: [`capture`] fills them while the process is frozen.
 /// Sockets are examined as `socks` says (classified only, or captured).
@@ -161,6 +168,12 @@ pub fn collect_fds(
         let text = proc::read(pid.as_raw(), &format!("fdinfo/{fd}"))?;
         let info = proc::parse_fdinfo(&text)?;
         let unsupported = |what: &str| unsupported(fd, what);
+        if target.starts_with('/') && is_mqueue(&link_path) {
+            return Err(unsupported(&format!(
+                "a POSIX message queue ({})",
+                target.strip_suffix(" (deleted)").unwrap_or(&target)
+            )));
+        }
         let kind = if let Some(rest) = target.strip_prefix("anon_inode:") {
             if rest == "[eventpoll]" {
                 FdKind::Epoll {

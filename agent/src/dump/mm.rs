@@ -143,7 +143,23 @@ fn classify(pid: Pid, e: &MapsEntry) -> Result<VmaKind, String> {
         "/[aio] (deleted)" => {
             return Err("the ring of an AIO context (io_setup, Linux native AIO)".into());
         }
-        n if n.ends_with(" (deleted)") => return Err("a mapping of a deleted file".into()),
+        // A regular file deleted while mapped travels whole (see `collect_mapped_deleted`);
+        // the kernel's own objects (`/[aio]`, …) and hugetlbfs files do not.
+        n if n.ends_with(" (deleted)") => {
+            use std::os::unix::fs::MetadataExt;
+            let regular = std::fs::metadata(link())
+                .ok()
+                .filter(|m| m.is_file() && m.nlink() == 0 && m.ino() == e.inode);
+            let hugetlb = nix::sys::statfs::statfs(link().as_str())
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC);
+            match regular {
+                Some(m) if !n.starts_with("/[") && !hugetlb => VmaKind::DeletedFile {
+                    path: n.trim_end_matches(" (deleted)").to_string(),
+                    ino: m.ino(),
+                },
+                _ => return Err("a mapping of a deleted file".into()),
+            }
+        }
         n if n.starts_with('/') => {
             let identity =
                 identity_of(&link()).map_err(|err| format!("the mapped file ({err})"))?;
@@ -191,11 +207,12 @@ pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
                 continue;
             }
             // The file's; SysV segments travel whole in the manifest.
-            (VmaKind::File(_) | VmaKind::Memfd { .. }, true) | (VmaKind::SysvShm { .. }, _) => {
+            (VmaKind::File(_) | VmaKind::Memfd { .. } | VmaKind::DeletedFile { .. }, true)
+            | (VmaKind::SysvShm { .. }, _) => {
                 continue;
             }
             // Private file mapping: only pages that are no longer the file's (COW copies).
-            (VmaKind::File(_) | VmaKind::Memfd { .. }, false) => {
+            (VmaKind::File(_) | VmaKind::Memfd { .. } | VmaKind::DeletedFile { .. }, false) => {
                 |e| e & PM_PRESENT != 0 && e & PM_FILE == 0
             }
             (VmaKind::SharedAnonymous { .. }, _) => |e| e & PM_PRESENT != 0,
@@ -606,4 +623,77 @@ pub fn mark_inherited(members: &[i32], processes: &mut [ProcessState]) -> Result
         }
     }
     Ok(())
+}
+
+/// Most bytes of files deleted while mapped one process carries.
+const MAX_MAPPED_DELETED_BYTES: u64 = crate::image::MAX_MEMFD_BYTES as u64;
+
+/// The regular files `vmas` map that were deleted, once per inode, with their contents (read
+/// through `/proc/PID/map_files`, holes left out). One that a descriptor of the process also
+/// holds is refused: the mapping and the descriptor would come back as two files.
+pub fn collect_mapped_deleted(
+    pid: Pid,
+    vmas: &[VmaState],
+    fds: &[crate::state::FdState],
+    max_file_size: u64,
+) -> Result<Vec<crate::state::MappedDeletedFile>, DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<crate::state::MappedDeletedFile> = Vec::new();
+    let mut bytes = 0u64;
+    for v in vmas {
+        let VmaKind::DeletedFile { path, ino } = &v.kind else {
+            continue;
+        };
+        if out.iter().any(|m| m.ino == *ino) {
+            continue;
+        }
+        let refuse = |what: String| {
+            DumpError::Unsupported(format!(
+                "vma {:#x}-{:#x} {path} (deleted): {what}",
+                v.start, v.end
+            ))
+        };
+        if let Some(f) = fds.iter().find(
+            |f| matches!(&f.kind, crate::state::FdKind::DeletedFile { ino: i, .. } if i == ino),
+        ) {
+            return Err(refuse(format!(
+                "a mapping of a deleted file that fd {} holds too is not supported yet",
+                f.fd
+            )));
+        }
+        let link = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+        let file = File::open(&link).map_err(|e| refuse(format!("cannot be read ({e})")))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| refuse(format!("cannot be read ({e})")))?;
+        if meta.ino() != *ino {
+            return Err(refuse("changed during the dump".into()));
+        }
+        let stored = meta.size().min(meta.blocks().saturating_mul(512));
+        if stored > max_file_size {
+            return Err(refuse(format!(
+                "{stored} bytes, more than --max-deleted-file-size {max_file_size}"
+            )));
+        }
+        bytes += stored;
+        if bytes > MAX_MAPPED_DELETED_BYTES {
+            return Err(refuse(format!(
+                "more than {} MiB of deleted mapped files in one process is not supported yet",
+                MAX_MAPPED_DELETED_BYTES >> 20
+            )));
+        }
+        let extents = super::fdkinds::read_extents(&file, meta.len())
+            .map_err(|e| refuse(format!("cannot be read ({e})")))?;
+        out.push(crate::state::MappedDeletedFile {
+            ino: *ino,
+            path: path.clone(),
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            extents,
+        });
+    }
+    Ok(out)
 }

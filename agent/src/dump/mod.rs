@@ -468,6 +468,7 @@ fn precheck(
     parent_in_tree: bool,
 ) -> Result<(), DumpError> {
     check_process(pid)?;
+    shm::check_ipc_namespace(pid)?;
     if !in_tree {
         check_not_namespace_init(pid)?;
     }
@@ -678,6 +679,7 @@ fn collect(
     tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let sysv_shm = shm::collect_sysv(pid, &vmas)?;
+    let mapped_deleted = mm::collect_mapped_deleted(pid, &vmas, &fds, opts.max_deleted_file_size)?;
     let carried_files = files::carried(&vmas, &fds, &locks, status.uids[1])?;
     let cwd = link(raw, "cwd")?;
 
@@ -751,6 +753,7 @@ fn collect(
             sched: attrs::sched(pid, t.pid())?,
             seccomp: attrs::seccomp(t.pid(), tstatus.seccomp)?,
             cgroups,
+            attrs: Some(attrs::thread_attrs(pid, t.pid(), per_thread.attrs)?),
         });
     }
     let tids: Vec<(i32, i32)> = frozen
@@ -821,6 +824,7 @@ fn collect(
         memfds,
         sysv_shm,
         carried_files,
+        mapped_deleted,
         attrs,
     })
 }
@@ -913,6 +917,7 @@ struct Injected {
 struct InjectedThread {
     sigaltstack: SigaltstackState,
     clear_child_tid: u64,
+    attrs: attrs::ThreadQueried,
 }
 
 /// The address of a `syscall` instruction (`0f 05`) in the process: in its `[vdso]`, or, for
@@ -1060,6 +1065,7 @@ fn inject_queries(
             threads.push(InjectedThread {
                 sigaltstack,
                 clear_child_tid: u64::from_le_bytes(ctid),
+                attrs: attrs::query_thread(t, entry, regs, scratch)?,
             });
         }
         let attrs = attrs::query(leader, entry, regs, scratch)?;

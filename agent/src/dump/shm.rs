@@ -107,3 +107,51 @@ pub fn collect_sysv(pid: Pid, vmas: &[VmaState]) -> Result<Vec<SysvShmState>, Du
     }
     Ok(out)
 }
+
+/// Refuses a process in an IPC namespace other than ferry's own (`unshare(CLONE_NEWIPC)`): its
+/// SysV message queues, semaphore sets and shared memory segments, and its POSIX message
+/// queues, are that namespace's, which the restore does not make again; restored in ferry's
+/// namespace the process would find other objects under its ids, silently. The refusal says
+/// what the namespace holds (read from a thread that joins it for the purpose).
+pub fn check_ipc_namespace(pid: Pid) -> Result<(), DumpError> {
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    let theirs = ns(&format!("/proc/{pid}/ns/ipc"));
+    if theirs.is_none() || theirs == ns("/proc/self/ns/ipc") {
+        return Ok(());
+    }
+    let held = ipc_objects_of(pid)
+        .map(|(msg, sem, shm)| {
+            let n = |k: usize, one: &str, many: &str| {
+                format!("{k} {}", if k == 1 { one } else { many })
+            };
+            format!(
+                " holding {}, {} and {}",
+                n(msg, "SysV message queue", "SysV message queues"),
+                n(sem, "semaphore set", "semaphore sets"),
+                n(shm, "shared memory segment", "shared memory segments"),
+            )
+        })
+        .unwrap_or_default();
+    Err(DumpError::Unsupported(format!(
+        "a private IPC namespace (unshare CLONE_NEWIPC){held} is not supported yet"
+    )))
+}
+
+/// How many SysV message queues, semaphore sets and shared memory segments the IPC namespace
+/// of `pid` holds: `/proc/sysvipc/*` shows the reader's namespace, so a thread of ours joins
+/// theirs (`setns`, which affects that thread only) and reads them.
+fn ipc_objects_of(pid: Pid) -> Option<(usize, usize, usize)> {
+    let file = File::open(format!("/proc/{pid}/ns/ipc")).ok()?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWIPC).ok()?;
+        let count = |what: &str| {
+            std::fs::read_to_string(format!("/proc/sysvipc/{what}"))
+                .ok()
+                .map(|t| t.lines().skip(1).filter(|l| !l.trim().is_empty()).count())
+        };
+        Some((count("msg")?, count("sem")?, count("shm")?))
+    })
+    .join()
+    .ok()
+    .flatten()
+}

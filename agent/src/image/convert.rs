@@ -19,7 +19,9 @@ use crate::state::{
     SeccompState, SigactionState, SigaltstackState, SiginfoState, SignalsState, SysvShmState,
     Termios, ThreadState, TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
 };
-use crate::state::{CarriedDir, CarriedFile, CttyState, DeletedNode};
+use crate::state::{
+    CarriedDir, CarriedFile, CttyState, DeletedNode, MappedDeletedFile, ThreadAttrsState,
+};
 
 use super::validate::{cap_count, err};
 
@@ -95,6 +97,27 @@ fn process_to_pb(s: &ProcessState) -> pb::ProcessState {
             uid: d.uid,
             gid: d.gid,
         }),
+        mapped_deleted: s
+            .mapped_deleted
+            .iter()
+            .map(|m| pb::MappedDeletedFile {
+                ino: m.ino,
+                path: m.path.clone(),
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                size: m.size,
+                mtime_ns: m.mtime_ns,
+                extents: m
+                    .extents
+                    .iter()
+                    .map(|e| pb::MemfdExtent {
+                        offset: e.offset,
+                        data: e.data.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
         carried_files: s
             .carried_files
             .iter()
@@ -204,6 +227,16 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         VmaKind::Vsyscall => (pb::VmaKind::Vsyscall, None),
         VmaKind::Memfd { .. } => (pb::VmaKind::Memfd, None),
         VmaKind::SysvShm { .. } => (pb::VmaKind::SysvShm, None),
+        VmaKind::DeletedFile { path, ino } => (
+            pb::VmaKind::DeletedFile,
+            Some(pb::FileRef {
+                path: path.clone(),
+                identity: Some(pb::FileIdentity {
+                    ino: *ino,
+                    ..Default::default()
+                }),
+            }),
+        ),
     };
     let memfd_ino = match v.kind {
         VmaKind::Memfd { ino } => ino,
@@ -566,6 +599,14 @@ fn thread_to_pb(t: &ThreadState) -> pb::Thread {
                 path: c.path.clone(),
             })
             .collect(),
+        attrs: t.attrs.as_ref().map(|a| pb::ThreadAttrs {
+            comm: a.comm.clone(),
+            ioprio: a.ioprio,
+            timer_slack_ns: a.timer_slack_ns,
+            tsc: a.tsc,
+            mce_kill: a.mce_kill,
+            securebits: a.securebits,
+        }),
     }
 }
 
@@ -656,6 +697,7 @@ fn attrs_to_pb(a: &AttrsState) -> pb::Attrs {
             path: c.path.clone(),
             fg_pgid: c.fg_pgid,
         }),
+        coredump_filter: a.coredump_filter,
     }
 }
 
@@ -730,6 +772,7 @@ fn attrs_from_pb(a: Option<pb::Attrs>) -> Result<AttrsState, ManifestError> {
             path: c.path,
             fg_pgid: c.fg_pgid,
         }),
+        coredump_filter: a.coredump_filter,
     })
 }
 
@@ -842,6 +885,30 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
                 .collect(),
         });
     }
+    cap_count("mapped_deleted", p.mapped_deleted.len(), MAX_MEMFDS)?;
+    let extents: usize = p.mapped_deleted.iter().map(|m| m.extents.len()).sum();
+    cap_count("mapped_deleted[*].extents", extents, MAX_MEMFD_EXTENTS)?;
+    let mapped_deleted = p
+        .mapped_deleted
+        .into_iter()
+        .map(|m| MappedDeletedFile {
+            ino: m.ino,
+            path: m.path,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            size: m.size,
+            mtime_ns: m.mtime_ns,
+            extents: m
+                .extents
+                .into_iter()
+                .map(|e| MemfdExtent {
+                    offset: e.offset,
+                    data: e.data,
+                })
+                .collect(),
+        })
+        .collect();
     cap_count("sysv_shm", p.sysv_shm.len(), MAX_SYSV_SHM)?;
     let extents: usize = p.sysv_shm.iter().map(|m| m.extents.len()).sum();
     cap_count("sysv_shm[*].extents", extents, MAX_MEMFD_EXTENTS)?;
@@ -903,6 +970,7 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
             uid: d.uid,
             gid: d.gid,
         }),
+        mapped_deleted,
     };
     validate(&state)?;
     Ok(state)
@@ -1003,6 +1071,13 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
                 ));
             }
             VmaKind::File(file_ref_from_pb(v.file, || format!("{}.file", field()))?)
+        }
+        pb::VmaKind::DeletedFile => {
+            let f = file_ref_from_pb(v.file, || format!("{}.file", field()))?;
+            VmaKind::DeletedFile {
+                path: f.path,
+                ino: f.identity.ino,
+            }
         }
     };
     Ok(VmaState {
@@ -1348,5 +1423,13 @@ fn thread_from_pb(i: usize, t: pb::Thread) -> Result<ThreadState, ManifestError>
                 path: c.path,
             })
             .collect(),
+        attrs: t.attrs.map(|a| ThreadAttrsState {
+            comm: a.comm,
+            ioprio: a.ioprio,
+            timer_slack_ns: a.timer_slack_ns,
+            tsc: a.tsc,
+            mce_kill: a.mce_kill,
+            securebits: a.securebits,
+        }),
     })
 }

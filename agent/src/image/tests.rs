@@ -534,6 +534,14 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 controllers: "pids".into(),
                 path: "/alone".into(),
             }],
+            attrs: Some(crate::state::ThreadAttrsState {
+                comm: "worker-1".into(),
+                ioprio: (2 << 13) | 6,
+                timer_slack_ns: 123_457,
+                tsc: 2,
+                mce_kill: 1,
+                securebits: 0x2f,
+            }),
         }],
         memfds: vec![MemfdState {
             ino: 1035,
@@ -590,6 +598,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             stop_signal: 20,
             membarrier: 16 | 256,
             shares_with_parent: libc::CLONE_FS as u32,
+            coredump_filter: Some(0x7f),
         },
         cwd_removed: Some(CarriedDir {
             path: "/tmp/gone-wd".into(),
@@ -597,6 +606,19 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             uid: 7,
             gid: 8,
         }),
+        mapped_deleted: vec![crate::state::MappedDeletedFile {
+            ino: 4711,
+            path: "/dev/shm/gone".into(),
+            mode: 0o640,
+            uid: 1000,
+            gid: 100,
+            size: 3 * PAGE_SIZE,
+            mtime_ns: 1_700_000_000_123_456_789,
+            extents: vec![MemfdExtent {
+                offset: PAGE_SIZE,
+                data: vec![7; 100],
+            }],
+        }],
         carried_files: vec![CarriedFile {
             file: FileRef {
                 path: "/tmp/hsperfdata_u/42".into(),
@@ -837,6 +859,32 @@ fn round_trip_without_pages() {
     let (got, pages) = read_image(&image).expect("read back");
     assert_eq!(got, state);
     assert!(pages.is_empty());
+}
+
+/// A mapping of a deleted file names its carried file, and both come back; a mapping whose
+/// file the image does not carry is refused.
+#[test]
+fn deleted_mapped_files_round_trip() {
+    let mut state = rich_state(0);
+    for v in &mut state.mm.vmas {
+        v.pages.clear();
+    }
+    let libc = state
+        .mm
+        .vmas
+        .iter_mut()
+        .find(|v| matches!(v.kind, VmaKind::File(_)))
+        .unwrap();
+    libc.kind = VmaKind::DeletedFile {
+        path: "/dev/shm/gone".into(),
+        ino: 4711,
+    };
+    let (image, _) = write_image(&state, &[], Codec::Zstd);
+    let (got, _) = read_image(&image).expect("read back");
+    assert_eq!(got, state);
+    state.mapped_deleted.clear();
+    let e = super::validate::validate(&state).expect_err("an unknown deleted file");
+    assert!(e.field.ends_with(".file.identity.ino"), "{e:?}");
 }
 
 #[test]
@@ -1260,9 +1308,14 @@ fn invalid_manifests_are_refused_naming_the_field() {
             "bits outside",
         ),
         (
-            |p| p.mm.as_mut().unwrap().vmas[1].flags = 1 << 10,
+            |p| p.mm.as_mut().unwrap().vmas[1].flags = 1 << 11,
             "mm.vmas[1].flags",
             "bits outside",
+        ),
+        (
+            |p| p.threads[0].attrs.as_mut().unwrap().securebits = 0x100,
+            "threads[0].attrs.securebits",
+            "is outside",
         ),
         (
             |p| p.mm.as_mut().unwrap().lock_future = 4,

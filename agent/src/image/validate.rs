@@ -446,9 +446,35 @@ pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
     };
     validate_sysv_shm(&s.sysv_shm)?;
     validate_carried(&s.carried_files)?;
+    let mut deleted_bytes = 0usize;
+    for (i, m) in s.mapped_deleted.iter().enumerate() {
+        check_path(&format!("mapped_deleted[{i}].path"), &m.path)?;
+        check_range(format!("mapped_deleted[{i}].mode"), m.mode, 0, 0o7777)?;
+        check_range(
+            format!("mapped_deleted[{i}].size"),
+            m.size,
+            0,
+            MAX_MEMFD_SIZE,
+        )?;
+        deleted_bytes += m.extents.iter().map(|e| e.data.len()).sum::<usize>();
+        cap_count(
+            "mapped_deleted[*].extents bytes",
+            deleted_bytes,
+            MAX_MEMFD_BYTES,
+        )?;
+    }
     for (i, v) in s.mm.vmas.iter().enumerate() {
         match v.kind {
             VmaKind::Memfd { ino } => memfd_known(format!("mm.vmas[{i}].memfd_ino"), ino)?,
+            VmaKind::DeletedFile { ref path, ino } => {
+                check_path(&format!("mm.vmas[{i}].file.path"), path)?;
+                if !s.mapped_deleted.iter().any(|m| m.ino == ino) {
+                    return Err(err(
+                        format!("mm.vmas[{i}].file.identity.ino"),
+                        ManifestProblem::UnknownMemfd(ino),
+                    ));
+                }
+            }
             VmaKind::SysvShm { id } if !s.sysv_shm.iter().any(|m| m.id == id) => {
                 return Err(err(
                     format!("mm.vmas[{i}].sysv_shm_id"),
@@ -578,6 +604,25 @@ fn validate_attrs(s: &ProcessState) -> Result<(), ManifestError> {
             t.sched.affinity.len(),
             MAX_AFFINITY_WORDS,
         )?;
+        if let Some(a) = &t.attrs {
+            check_string(&format!("threads[{i}].attrs.comm"), &a.comm, MAX_COMM)?;
+            check_range(format!("threads[{i}].attrs.tsc"), a.tsc, 0, 2)?;
+            check_range(format!("threads[{i}].attrs.mce_kill"), a.mce_kill, 0, 2)?;
+            // SECURE_ALL_BITS and SECURE_ALL_LOCKS.
+            check_range(
+                format!("threads[{i}].attrs.securebits"),
+                a.securebits,
+                0,
+                0xff,
+            )?;
+            // IOPRIO_CLASS_IDLE (3) is the highest class, 13 bits of data below it.
+            check_range(
+                format!("threads[{i}].attrs.ioprio"),
+                a.ioprio,
+                0,
+                (4 << 13) - 1,
+            )?;
+        }
     }
     Ok(())
 }
@@ -679,6 +724,7 @@ fn kind_name(k: &VmaKind) -> &'static str {
         VmaKind::VvarVclock => "vvar_vclock",
         VmaKind::Vsyscall => "vsyscall",
         VmaKind::Memfd { .. } => "memfd",
+        VmaKind::DeletedFile { .. } => "deleted file",
     }
 }
 

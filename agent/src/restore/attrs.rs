@@ -6,7 +6,7 @@ use nix::unistd::Pid;
 
 use super::RestoreError;
 use super::inject::Injector;
-use crate::state::{AttrsState, CgroupState, ProcessState, SchedState};
+use crate::state::{AttrsState, CgroupState, ProcessState, SchedState, ThreadState};
 use crate::sys;
 
 const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
@@ -296,52 +296,124 @@ pub fn before_creds(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreErr
     Ok(())
 }
 
+/// `struct __user_cap_header_struct` (version 3) and two `__user_cap_data_struct` for the
+/// sets (inheritable, permitted, effective), as `capset` takes them.
+fn capset_args(inheritable: u64, permitted: u64, effective: u64) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(32);
+    buf.extend_from_slice(&0x2008_0522u32.to_le_bytes());
+    buf.extend_from_slice(&0i32.to_le_bytes());
+    for half in [0u32, 32] {
+        for set in [effective, permitted, inheritable] {
+            buf.extend_from_slice(&((set >> half) as u32).to_le_bytes());
+        }
+    }
+    buf
+}
+
+/// The permitted capabilities of the restorer, which a new task forked from it holds, and
+/// keeps across its id change (`PR_SET_KEEPCAPS` in [`before_creds`]).
+fn restorer_permitted() -> u64 {
+    caps::read(None, caps::CapSet::Permitted)
+        .map(|set| set.iter().fold(0u64, |m, c| m | (1 << c.index())))
+        .unwrap_or(0)
+}
+
+/// Right after the ids changed (which empties the effective set of a task that leaves uid 0):
+/// every capability the task still holds made effective again, so that the steps after the
+/// id change that need one (`setfsuid` to an id that is none of the others, `CAP_SETUID`;
+/// `PR_SET_SECUREBITS`, `CAP_SETPCAP`) can be taken. [`after_creds`] sets the image's sets.
+pub fn raise_kept_caps(inj: &Injector<'_>, a: &AttrsState) -> Result<bool, RestoreError> {
+    if a.caps == [0; 5] {
+        return Ok(false); // an image without attributes: nothing was kept
+    }
+    let all = restorer_permitted();
+    let hdr = inj.put(4096, &capset_args(a.caps[0] & all, all, all))?;
+    Ok(inj
+        .call_raw(libc::SYS_capset, [hdr, hdr + 8, 0, 0, 0, 0])?
+        .is_ok())
+}
+
+/// The image's ambient capabilities (each must be permitted and inheritable by then).
+fn raise_ambient(inj: &Injector<'_>, a: &AttrsState) -> Result<(), RestoreError> {
+    for cap in (0..64u64).filter(|c| a.caps[4] & (1 << c) != 0) {
+        inj.call(
+            "prctl(PR_CAP_AMBIENT_RAISE)",
+            libc::SYS_prctl,
+            [
+                libc::PR_CAP_AMBIENT as u64,
+                libc::PR_CAP_AMBIENT_RAISE as u64,
+                cap,
+                0,
+                0,
+                0,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// After the ids changed, in each thread: the capability sets, then what a credential change
 /// resets (no_new_privs stays set once set, so it comes last). The process-wide attributes
-/// are set by the leader only.
+/// are set by the leader only. The thread's securebits (`PR_SET_SECUREBITS`, `CAP_SETPCAP`) come
+/// after everything they could forbid (`PR_SET_KEEPCAPS` under `SECBIT_KEEP_CAPS_LOCKED`,
+/// ambient capabilities under `SECBIT_NO_CAP_AMBIENT_RAISE`) and before the capability sets
+/// are lowered to the image's.
 pub fn after_creds(
     inj: &Injector<'_>,
     s: &ProcessState,
+    t: &ThreadState,
     leader: bool,
     parent_restored: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(), RestoreError> {
     let a = &s.attrs;
     if a.caps != [0; 5] {
-        // struct __user_cap_header_struct { version, pid } + two __user_cap_data_struct
-        // { effective, permitted, inheritable } for the low and high 32 bits.
-        let mut buf = Vec::with_capacity(32);
-        buf.extend_from_slice(&0x2008_0522u32.to_le_bytes());
-        buf.extend_from_slice(&0i32.to_le_bytes());
-        for half in [0u32, 32] {
-            for set in [a.caps[2], a.caps[1], a.caps[0]] {
-                buf.extend_from_slice(&((set >> half) as u32).to_le_bytes());
-            }
-        }
-        let hdr = inj.put(4096, &buf)?;
-        if let Err(e) = inj.call_raw(libc::SYS_capset, [hdr, hdr + 8, 0, 0, 0, 0])? {
-            warnings.push(format!(
-                "capabilities could not be set back ({e}); the process has fewer"
-            ));
-        }
         inj.call(
             "prctl(PR_SET_KEEPCAPS)",
             libc::SYS_prctl,
             [libc::PR_SET_KEEPCAPS as u64, 0, 0, 0, 0, 0],
         )?;
-        for cap in (0..64u64).filter(|c| a.caps[4] & (1 << c) != 0) {
-            inj.call(
-                "prctl(PR_CAP_AMBIENT_RAISE)",
-                libc::SYS_prctl,
-                [
-                    libc::PR_CAP_AMBIENT as u64,
-                    libc::PR_CAP_AMBIENT_RAISE as u64,
-                    cap,
-                    0,
-                    0,
-                    0,
-                ],
-            )?;
+        // Ambient capabilities must be permitted and inheritable when raised: with the
+        // image's inheritable set and everything still permitted, when the task still has it.
+        let all = restorer_permitted();
+        let hdr = inj.put(4096, &capset_args(a.caps[0], all, all))?;
+        let raised = inj
+            .call_raw(libc::SYS_capset, [hdr, hdr + 8, 0, 0, 0, 0])?
+            .is_ok();
+        if raised {
+            raise_ambient(inj, a)?;
+        }
+        if let Some(ta) = &t.attrs
+            && ta.securebits != 0
+        {
+            if raised {
+                inj.call(
+                    "prctl(PR_SET_SECUREBITS)",
+                    libc::SYS_prctl,
+                    [
+                        libc::PR_SET_SECUREBITS as u64,
+                        u64::from(ta.securebits),
+                        0,
+                        0,
+                        0,
+                        0,
+                    ],
+                )?;
+            } else {
+                warnings.push(format!(
+                    "thread {}: securebits {:#x} could not be set back (no CAP_SETPCAP left)",
+                    t.tid, ta.securebits
+                ));
+            }
+        }
+        let hdr = inj.put(4096, &capset_args(a.caps[0], a.caps[1], a.caps[2]))?;
+        if let Err(e) = inj.call_raw(libc::SYS_capset, [hdr, hdr + 8, 0, 0, 0, 0])? {
+            warnings.push(format!(
+                "capabilities could not be set back ({e}); the process has fewer"
+            ));
+        }
+        if !raised {
+            raise_ambient(inj, a)?;
         }
     }
     if a.no_new_privs {
@@ -492,4 +564,105 @@ pub fn restore_seccomp(
         )?;
     }
     Ok(())
+}
+
+const PR_MCE_KILL: u64 = 33;
+const PR_MCE_KILL_CLEAR: u64 = 0;
+const PR_MCE_KILL_SET: u64 = 1;
+const PR_MCE_KILL_DEFAULT: u32 = 2;
+const PR_TSC_ENABLE: u32 = 1;
+
+/// What a thread has of its own and sets for itself: its name, timer slack (before its
+/// scheduling policy, which a real-time one would make ignore it), machine-check kill policy
+/// and `PR_SET_TSC`. A new thread inherits these from the one that made it, so each thread
+/// sets its own; `inherited` is the thread it was made by (`None` for the leader, made by the
+/// restorer).
+pub fn restore_thread_own(
+    inj: &Injector<'_>,
+    t: &ThreadState,
+    inherited: Option<&ThreadState>,
+) -> Result<(), RestoreError> {
+    let Some(a) = &t.attrs else {
+        return Ok(()); // an image without them
+    };
+    if !a.comm.is_empty() {
+        let mut name = a.comm.as_bytes().to_vec();
+        name.truncate(15);
+        name.push(0);
+        let addr = inj.put(4096, &name)?;
+        inj.call(
+            "prctl(PR_SET_NAME)",
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as u64, addr, 0, 0, 0, 0],
+        )?;
+    }
+    // 0 is what a real-time thread reads; setting 0 asks for the default, which the policy
+    // set later makes 0 again.
+    inj.call(
+        "prctl(PR_SET_TIMERSLACK)",
+        libc::SYS_prctl,
+        [libc::PR_SET_TIMERSLACK as u64, a.timer_slack_ns, 0, 0, 0, 0],
+    )?;
+    // What the thread starts with: the restorer's (the default policy, the TSC readable) for
+    // the leader, the leader's for the others.
+    let (mce_kill, tsc) = inherited
+        .and_then(|l| l.attrs.as_ref())
+        .map_or((PR_MCE_KILL_DEFAULT, PR_TSC_ENABLE), |l| {
+            (l.mce_kill, l.tsc)
+        });
+    if a.mce_kill != mce_kill {
+        let args = if a.mce_kill == PR_MCE_KILL_DEFAULT {
+            [PR_MCE_KILL, PR_MCE_KILL_CLEAR, 0, 0, 0, 0]
+        } else {
+            [PR_MCE_KILL, PR_MCE_KILL_SET, u64::from(a.mce_kill), 0, 0, 0]
+        };
+        inj.call("prctl(PR_MCE_KILL)", libc::SYS_prctl, args)?;
+    }
+    if a.tsc != 0 && a.tsc != tsc {
+        inj.call(
+            "prctl(PR_SET_TSC)",
+            libc::SYS_prctl,
+            [libc::PR_SET_TSC as u64, u64::from(a.tsc), 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// From outside: the I/O priority of one thread. A thread that never chose one reads the
+/// priority its nice value gives (`IOPRIO_CLASS_NONE`); one equal to that is set back as
+/// `IOPRIO_CLASS_NONE` (it follows the nice value, as it did), and set explicitly when that
+/// does not read back the same.
+pub fn set_ioprio(tid: Pid, t: &ThreadState, warnings: &mut Vec<String>) {
+    let Some(a) = &t.attrs else {
+        return;
+    };
+    let now = sys::ioprio_get(tid).ok();
+    if now == Some(a.ioprio) {
+        return;
+    }
+    if a.ioprio != 0
+        && sys::ioprio_set(tid, 0).is_ok()
+        && sys::ioprio_get(tid).ok() == Some(a.ioprio)
+    {
+        return;
+    }
+    if let Err(e) = sys::ioprio_set(tid, a.ioprio) {
+        warnings.push(format!(
+            "thread {tid}: I/O priority {:#x} could not be set back ({e})",
+            a.ioprio
+        ));
+    }
+}
+
+/// From outside: `/proc/PID/coredump_filter` of the process.
+pub fn set_coredump_filter(pid: Pid, a: &AttrsState, warnings: &mut Vec<String>) {
+    let Some(filter) = a.coredump_filter else {
+        return;
+    };
+    let path = format!("/proc/{pid}/coredump_filter");
+    if let Err(e) = std::fs::write(&path, format!("{filter:#x}")) {
+        warnings.push(format!(
+            "coredump_filter {filter:#x} could not be set back ({e})"
+        ));
+    }
 }

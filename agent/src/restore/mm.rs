@@ -286,36 +286,139 @@ fn write_prot(v: &VmaState) -> u32 {
     }
 }
 
+/// The image's regular files deleted while mapped, made again by the restorer under the path
+/// each had (or, when that path is taken, beside it or in `/tmp`: the restore checker then
+/// names the other path), filled, given owner, mode and mtime, and removed again at once; the
+/// restorer holds them open and the tasks map them through `/proc/RESTORER/fd/N`, so their
+/// mappings show `PATH (deleted)` as they did. Once per inode over the processes of a tree:
+/// processes that shared one share it again.
+#[derive(Debug, Default)]
+pub struct DeletedFiles {
+    files: Vec<(u64, std::fs::File)>,
+}
+
+impl DeletedFiles {
+    /// Makes every file of `states`.
+    pub fn create(states: &[&ProcessState]) -> Result<Self, RestoreError> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+        let mut files: Vec<(u64, std::fs::File)> = Vec::new();
+        for m in states.iter().flat_map(|s| &s.mapped_deleted) {
+            if files.iter().any(|(ino, _)| *ino == m.ino) {
+                continue;
+            }
+            let io = |what: &str| {
+                let what = format!("{what} the copy of the deleted mapped file {}", m.path);
+                move |source: std::io::Error| RestoreError::Io { what, source }
+            };
+            let dir = std::path::Path::new(&m.path)
+                .parent()
+                .and_then(|p| p.to_str())
+                .unwrap_or("/");
+            let spare = format!(".ferry-deleted-{}-{}", std::process::id(), m.ino);
+            let names = [
+                m.path.clone(),
+                format!("{}/{spare}", dir.trim_end_matches('/')),
+                format!("/tmp/{spare}"),
+            ];
+            let mut made = None;
+            let mut last = None;
+            for name in &names {
+                match std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(name)
+                {
+                    Ok(f) => {
+                        made = Some((name.clone(), f));
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let Some((name, file)) = made else {
+                return Err(io("make")(last.unwrap_or_else(|| {
+                    std::io::Error::from(std::io::ErrorKind::AlreadyExists)
+                })));
+            };
+            let filled = (|| {
+                for e in &m.extents {
+                    file.write_all_at(&e.data, e.offset).map_err(io("write"))?;
+                }
+                file.set_len(m.size).map_err(io("size"))?;
+                std::os::unix::fs::fchown(&file, Some(m.uid), Some(m.gid)).map_err(io("chown"))?;
+                // After chown, which clears set-id bits.
+                file.set_permissions(std::fs::Permissions::from_mode(m.mode))
+                    .map_err(io("chmod"))?;
+                let ts = nix::sys::time::TimeSpec::new(
+                    m.mtime_ns.div_euclid(1_000_000_000),
+                    m.mtime_ns.rem_euclid(1_000_000_000),
+                );
+                nix::sys::stat::futimens(&file, &nix::sys::time::TimeSpec::UTIME_OMIT, &ts)
+                    .map_err(|e| io("set the mtime of")(e.into()))
+            })();
+            let removed = std::fs::remove_file(&name).map_err(io("remove"));
+            filled?;
+            removed?;
+            files.push((m.ino, file));
+        }
+        Ok(Self { files })
+    }
+
+    /// A path through which a task opens the copy of file `ino`.
+    pub fn path(&self, ino: u64) -> Option<String> {
+        let (_, file) = self.files.iter().find(|(i, _)| *i == ino)?;
+        Some(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(file)
+        ))
+    }
+}
+
 /// Recreates every VMA of the image at its address.
 pub fn map_vmas(
     inj: &Injector<'_>,
     mm: &MmState,
     memfds: &Memfds,
+    deleted: &DeletedFiles,
     shared: &SharedMemory,
     kept: &[(u64, u64)],
 ) -> Result<(), RestoreError> {
     let mut files: HashMap<(String, bool), u64> = HashMap::new();
-    let result = (|| {
-        for v in mm.vmas.iter().filter(|v| {
-            !is_vdso_block(&v.kind)
-                && v.kind != VmaKind::Vsyscall
-                && !kept.contains(&(v.start, v.end))
-        }) {
-            let mut flags = libc::MAP_FIXED
-                | if v.shared {
-                    libc::MAP_SHARED
-                } else {
-                    libc::MAP_PRIVATE
-                };
-            if v.growsdown {
-                flags |= libc::MAP_GROWSDOWN;
-            }
-            if let VmaKind::SysvShm { id } = v.kind {
-                shared.attach(inj, v, id)?;
-                continue;
-            }
-            let path = match &v.kind {
+    let result =
+        (|| {
+            for v in mm.vmas.iter().filter(|v| {
+                !is_vdso_block(&v.kind)
+                    && v.kind != VmaKind::Vsyscall
+                    && !kept.contains(&(v.start, v.end))
+            }) {
+                let mut flags = libc::MAP_FIXED
+                    | if v.shared {
+                        libc::MAP_SHARED
+                    } else {
+                        libc::MAP_PRIVATE
+                    };
+                if v.growsdown {
+                    flags |= libc::MAP_GROWSDOWN;
+                }
+                if v.flags & crate::state::vmflag::NORESERVE != 0 {
+                    flags |= libc::MAP_NORESERVE;
+                }
+                if let VmaKind::SysvShm { id } = v.kind {
+                    shared.attach(inj, v, id)?;
+                    continue;
+                }
+                let path = match &v.kind {
                 VmaKind::File(f) => Some(f.path.clone()),
+                VmaKind::DeletedFile { path, ino } => Some(deleted.path(*ino).ok_or_else(|| {
+                    RestoreError::Layout(format!(
+                        "vma {:#x}: the deleted file {path} (inode {ino}) is not in the image",
+                        v.start
+                    ))
+                })?),
                 VmaKind::Memfd { ino } => Some(memfds.path(*ino).ok_or_else(|| {
                     RestoreError::Layout(format!(
                         "vma {:#x}: memfd inode {ino} is not in the image",
@@ -324,65 +427,65 @@ pub fn map_vmas(
                 })?),
                 _ => shared.shmem_source(v)?,
             };
-            let fd = match path {
-                Some(path) => {
-                    let rw = v.shared
-                        && (v.maywrite || matches!(v.kind, VmaKind::SharedAnonymous { .. }));
-                    let key = (path, rw);
-                    match files.get(&key) {
-                        Some(fd) => *fd,
-                        None => {
-                            let addr = inj.put_path(&key.0)?;
-                            let mode =
-                                if rw { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC;
-                            let fd = inj
-                                .call(
-                                    "openat",
-                                    libc::SYS_openat,
-                                    [libc::AT_FDCWD as u64, addr, mode as u64, 0, 0, 0],
-                                )
-                                .map_err(|e| RestoreError::Vma {
-                                    start: v.start,
-                                    what: format!("open {}", key.0),
-                                    source: Box::new(e.into()),
-                                })?;
-                            files.insert(key, fd);
-                            fd
+                let fd = match path {
+                    Some(path) => {
+                        let rw = v.shared
+                            && (v.maywrite || matches!(v.kind, VmaKind::SharedAnonymous { .. }));
+                        let key = (path, rw);
+                        match files.get(&key) {
+                            Some(fd) => *fd,
+                            None => {
+                                let addr = inj.put_path(&key.0)?;
+                                let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY }
+                                    | libc::O_CLOEXEC;
+                                let fd = inj
+                                    .call(
+                                        "openat",
+                                        libc::SYS_openat,
+                                        [libc::AT_FDCWD as u64, addr, mode as u64, 0, 0, 0],
+                                    )
+                                    .map_err(|e| RestoreError::Vma {
+                                        start: v.start,
+                                        what: format!("open {}", key.0),
+                                        source: Box::new(e.into()),
+                                    })?;
+                                files.insert(key, fd);
+                                fd
+                            }
                         }
                     }
+                    None => {
+                        flags |= libc::MAP_ANONYMOUS;
+                        u64::MAX
+                    }
+                };
+                let got = inj
+                    .call(
+                        "mmap",
+                        libc::SYS_mmap,
+                        [
+                            v.start,
+                            v.end - v.start,
+                            u64::from(write_prot(v)),
+                            flags as u64,
+                            fd,
+                            v.pgoff,
+                        ],
+                    )
+                    .map_err(|e| RestoreError::Vma {
+                        start: v.start,
+                        what: "mmap".into(),
+                        source: Box::new(e.into()),
+                    })?;
+                if got != v.start {
+                    return Err(RestoreError::Layout(format!(
+                        "vma {:#x} mapped at {got:#x}",
+                        v.start
+                    )));
                 }
-                None => {
-                    flags |= libc::MAP_ANONYMOUS;
-                    u64::MAX
-                }
-            };
-            let got = inj
-                .call(
-                    "mmap",
-                    libc::SYS_mmap,
-                    [
-                        v.start,
-                        v.end - v.start,
-                        u64::from(write_prot(v)),
-                        flags as u64,
-                        fd,
-                        v.pgoff,
-                    ],
-                )
-                .map_err(|e| RestoreError::Vma {
-                    start: v.start,
-                    what: "mmap".into(),
-                    source: Box::new(e.into()),
-                })?;
-            if got != v.start {
-                return Err(RestoreError::Layout(format!(
-                    "vma {:#x} mapped at {got:#x}",
-                    v.start
-                )));
             }
-        }
-        Ok(())
-    })();
+            Ok(())
+        })();
     for fd in files.values() {
         inj.call("close", libc::SYS_close, [*fd, 0, 0, 0, 0, 0])?;
     }
@@ -447,7 +550,10 @@ impl PageStream {
         for (target, state) in states.iter().enumerate() {
             let kept = &inherited[target];
             for v in &state.mm.vmas {
-                let file = matches!(v.kind, VmaKind::File(_) | VmaKind::Memfd { .. });
+                let file = matches!(
+                    v.kind,
+                    VmaKind::File(_) | VmaKind::Memfd { .. } | VmaKind::DeletedFile { .. }
+                );
                 for r in &v.pages {
                     if kept.is_empty() {
                         spans.push(Span {

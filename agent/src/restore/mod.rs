@@ -247,6 +247,7 @@ pub fn restore_with<R: Read + Send>(
         .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
     // The restorer's own memfds, which the task's descriptors and mappings open.
     let memfds = fdkinds::Memfds::create(&[&state])?;
+    let deleted_maps = mm::DeletedFiles::create(&[&state])?;
     // Pseudo-terminal pairs made anew, held by the restorer until the restore ends.
     let ptys = pty::Ptys::create(&[&state], &mut warnings)?;
     cow_warning(&[&state], &mut warnings);
@@ -302,7 +303,7 @@ pub fn restore_with<R: Read + Send>(
     // A lone process has no parent to keep pages from.
     mm::kept_from_parent(&state.mm, None, &maps)?;
     mm::wipe_and_place_vdso(&inj, &maps, &state.mm, &[])?;
-    mm::map_vmas(&inj, &state.mm, &memfds, &shared, &[])?;
+    mm::map_vmas(&inj, &state.mm, &memfds, &deleted_maps, &shared, &[])?;
     mm::advise(&inj, &state.mm)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
@@ -316,7 +317,20 @@ pub fn restore_with<R: Read + Send>(
     sockets::send_in_flight(&[(&state, task.pid)])?;
     // Seals after the mappings and descriptors: they may forbid what those needed.
     memfds.seal()?;
-    restore_process_attrs(&inj, &state, true)?;
+    // A process that led a process group of a session it did not lead is put back so when
+    // that session is the restorer's own (a restore from the session it was dumped in):
+    // its own group again, in the same session. Otherwise (another session, which it
+    // cannot join, or a new PID namespace) it leads a new session, an expected change the
+    // restore checker names. A process in a group it did not lead leads a new session too:
+    // joining the restorer's group would tie it to a job it was not part of.
+    let same_session = state.pgid == state.pid
+        && state.sid != state.pid
+        && task.ns_init.is_none()
+        && nix::unistd::getsid(None).is_ok_and(|sid| sid.as_raw() == state.sid);
+    restore_process_attrs(&inj, &state, !same_session)?;
+    if same_session {
+        inj.call("setpgid", libc::SYS_setpgid, [0; 6])?;
+    }
     // A session leader whose terminal is still there takes it back (it leads a new session
     // now, with the same PID); it can be the foreground only of its own group.
     if let Some(tty) = state.attrs.ctty.as_ref().filter(|_| state.sid == state.pid)
@@ -354,9 +368,12 @@ pub fn restore_with<R: Read + Send>(
     }
     lock_down(&inj, &state, thread, true, false, &mut warnings)?;
     attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
+    attrs::set_coredump_filter(task.pid, &state.attrs, &mut warnings);
     attrs::set_sched(task.pid, &thread.sched, &mut warnings)?;
+    attrs::set_ioprio(task.pid, thread, &mut warnings);
     for (t, ts) in &threads {
         attrs::set_sched(t.pid(), &ts.sched, &mut warnings)?;
+        attrs::set_ioprio(t.pid(), ts, &mut warnings);
     }
 
     // The threads go first: their registers no longer point into the injection area, which
@@ -579,6 +596,9 @@ fn restore_thread_attrs(
         libc::SYS_set_tid_address,
         [t.clear_child_tid, 0, 0, 0, 0, 0],
     )?;
+    // The leader makes every other thread.
+    let leader = state.threads.first().filter(|l| l.tid != t.tid);
+    attrs::restore_thread_own(inj, t, leader)?;
     Ok(())
 }
 
@@ -644,7 +664,7 @@ fn lock_down(
     attrs::restore_seccomp(inj, &thread.seccomp)?;
     attrs::before_creds(inj, &state.attrs)?;
     restore_creds(inj, state)?;
-    attrs::after_creds(inj, state, leader, parent_restored, warnings)
+    attrs::after_creds(inj, state, thread, leader, parent_restored, warnings)
 }
 
 fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
@@ -689,6 +709,11 @@ fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), Restore
             0,
         ],
     )?;
+    // setresuid made the filesystem uid the effective one; another one needs CAP_SETUID,
+    // which leaving uid 0 took out of the effective set: raised again from what was kept.
+    if c.uids[3] != c.uids[1] {
+        attrs::raise_kept_caps(inj, &state.attrs)?;
+    }
     inj.call(
         "setfsuid",
         libc::SYS_setfsuid,

@@ -80,6 +80,7 @@ pub fn restore_tree<R: Read + Send>(
     // memfds once for the whole tree: a memfd several processes held is one file again.
     let members: Vec<&ProcessState> = procs.iter().collect();
     let memfds = fdkinds::Memfds::create(&members)?;
+    let deleted_maps = mm::DeletedFiles::create(&members)?;
     // Pseudo-terminal pairs made anew, held by the restorer until the restore ends.
     let ptys = pty::Ptys::create(&members, &mut warnings)?;
     super::cow_warning(&members, &mut warnings);
@@ -215,7 +216,7 @@ pub fn restore_tree<R: Read + Send>(
             mm::unset_inherited_mm_flags(&inj, &p.mm, parent)?;
         }
         mm::trim_kept(&inj, &p.mm)?;
-        mm::map_vmas(&inj, &p.mm, &memfds, &shared, &kept)?;
+        mm::map_vmas(&inj, &p.mm, &memfds, &deleted_maps, &shared, &kept)?;
         mm::advise(&inj, &p.mm)?;
         let injs = tracees
             .iter()
@@ -350,9 +351,12 @@ pub fn restore_tree<R: Read + Send>(
         lock_down(inj, p, thread, true, p.pid != root.pid, &mut warnings)?;
         let pid = inj.tracee().pid();
         attrs::set_oom_score_adj(pid, &p.attrs, &mut warnings);
+        attrs::set_coredump_filter(pid, &p.attrs, &mut warnings);
         attrs::set_sched(pid, &thread.sched, &mut warnings)?;
+        attrs::set_ioprio(pid, thread, &mut warnings);
         for (t, tstate) in ts {
             attrs::set_sched(t.pid(), &tstate.sched, &mut warnings)?;
+            attrs::set_ioprio(t.pid(), tstate, &mut warnings);
         }
     }
     // 7. Every task in its final state, still stopped; then the check, then resume, children

@@ -308,6 +308,36 @@ pub fn set_scheduler(tid: Pid, policy: u32, priority: u32) -> Result<(), Errno> 
     Errno::result(r).map(drop)
 }
 
+/// `IOPRIO_WHO_PROCESS`: `ioprio_get`/`ioprio_set` name one thread.
+const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+
+/// `ioprio_get(IOPRIO_WHO_PROCESS, tid)`: class << 13 | level.
+pub fn ioprio_get(tid: Pid) -> Result<u32, Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_get,
+            IOPRIO_WHO_PROCESS,
+            libc::c_long::from(tid.as_raw()),
+        )
+    };
+    Errno::result(r).map(|v| v as u32)
+}
+
+/// `ioprio_set(IOPRIO_WHO_PROCESS, tid, prio)`.
+pub fn ioprio_set(tid: Pid, prio: u32) -> Result<(), Errno> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            libc::c_long::from(tid.as_raw()),
+            libc::c_long::from(prio),
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
 /// `shmctl(id, IPC_RMID, NULL)`: marks a SysV shared memory segment for removal.
 pub fn shm_remove(id: i32) -> Result<(), Errno> {
     // SAFETY: IPC_RMID reads no buffer; the pointer argument is null.
