@@ -402,16 +402,27 @@ fn answer(victim: &Victim) -> Result<String, String> {
     }
 }
 
-/// Compiles the victim (again only when its source or common.h is newer than the executable).
+/// Compiles the victim (again only when its source, common.h or a header beside the source is
+/// newer than the executable).
 fn compile(case: &Case) -> Result<PathBuf, String> {
     let include = workspace_root().join("tests").join("workloads");
     let out_dir = target_dir().join("ferry-compat");
     fs::create_dir_all(&out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
     let out = out_dir.join(&case.name);
     let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    // The source, common.h, and the headers beside the source (shared victim bodies).
+    let headers = case
+        .source
+        .parent()
+        .and_then(|d| fs::read_dir(d).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "h"));
     let newest = [case.source.clone(), include.join("common.h")]
-        .iter()
-        .filter_map(|p| modified(p))
+        .into_iter()
+        .chain(headers)
+        .filter_map(|p| modified(&p))
         .max();
     if let (Some(built), Some(newest)) = (modified(&out), newest)
         && built >= newest
