@@ -194,13 +194,7 @@ pub fn identity_of(path: &str) -> std::io::Result<FileIdentity> {
 
 /// Fills each VMA's page runs from `/proc/PID/pagemap`: the pages that must travel in the image.
 pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
-    let path = format!("/proc/{pid}/pagemap");
-    let pagemap = File::open(&path).map_err(|source| proc::ProcError::Read {
-        path: path.clone().into(),
-        source,
-    })?;
-    let mut entries: Vec<u64> = Vec::new();
-    let mut raw: Vec<u8> = Vec::new();
+    let pagemap = Pagemap::open(pid)?;
     for vma in vmas.iter_mut() {
         let wanted: fn(u64) -> bool = match (&vma.kind, vma.shared) {
             (VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall, _) => {
@@ -218,41 +212,20 @@ pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
             (VmaKind::SharedAnonymous { .. }, _) => |e| e & PM_PRESENT != 0,
             _ => |e| e & (PM_PRESENT | PM_SWAP) != 0,
         };
-        let npages = ((vma.end - vma.start) / PAGE_SIZE) as usize;
-        raw.resize(npages * 8, 0);
-        let off = vma.start / PAGE_SIZE * 8;
-        pagemap
-            .read_exact_at(&mut raw, off)
-            .map_err(|source| proc::ProcError::Read {
-                path: path.clone().into(),
-                source,
-            })?;
-        entries.clear();
-        entries.extend(
-            raw.chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
-        );
+        let entries = pagemap.entries(vma.start, vma.end)?;
         // A page of a shmem object may hold data without being mapped in this process (another
         // process wrote it): its data ranges count too.
         let held = match vma.kind {
             VmaKind::SharedAnonymous { .. } => shmem_data_pages(pid, vma),
             _ => Vec::new(),
         };
-        let mut runs: Vec<PageRun> = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            if !wanted(*e) && !held.get(i).copied().unwrap_or(false) {
-                continue;
-            }
-            let addr = vma.start + i as u64 * PAGE_SIZE;
-            match runs.last_mut() {
-                Some(r) if r.start + r.count * PAGE_SIZE == addr => r.count += 1,
-                _ => runs.push(PageRun {
-                    start: addr,
-                    count: 1,
-                }),
-            }
-        }
-        vma.pages = runs;
+        vma.pages = runs_of(
+            vma.start,
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| wanted(*e) || held.get(i).copied().unwrap_or(false)),
+        );
     }
     Ok(())
 }
@@ -306,15 +279,8 @@ pub fn drop_repeated_shmem_pages(processes: &mut [crate::state::ProcessState]) {
             for i in 0..r.count {
                 let addr = r.start + i * PAGE_SIZE;
                 let page = (v.pgoff + addr - v.start) / PAGE_SIZE;
-                if !stored.insert((ino, page)) {
-                    continue;
-                }
-                match runs.last_mut() {
-                    Some(l) if l.start + l.count * PAGE_SIZE == addr => l.count += 1,
-                    _ => runs.push(PageRun {
-                        start: addr,
-                        count: 1,
-                    }),
+                if stored.insert((ino, page)) {
+                    push_page(&mut runs, addr);
                 }
             }
         }
@@ -442,15 +408,8 @@ pub fn query_flags(
 ) -> Result<MmFlags, DumpError> {
     let pid = t.pid();
     let lock_future = if locked_kb(pid)? > locked_before {
-        let path = format!("/proc/{pid}/pagemap");
-        let mut pm = [0u8; 8];
-        File::open(&path)
-            .and_then(|f| f.read_exact_at(&mut pm, scratch / PAGE_SIZE * 8))
-            .map_err(|source| proc::ProcError::Read {
-                path: path.into(),
-                source,
-            })?;
-        if u64::from_le_bytes(pm) & PM_PRESENT != 0 {
+        let pm = Pagemap::open(pid)?.entries(scratch, scratch + PAGE_SIZE)?;
+        if pm.first().is_some_and(|e| e & PM_PRESENT != 0) {
             libc::MCL_FUTURE as u32
         } else {
             (libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32
@@ -487,23 +446,36 @@ const PM_PFN: u64 = (1 << 55) - 1;
 /// pagemap: the page is mapped exactly once.
 const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
 
-/// `pid`'s pagemap entries for `[start, end)`.
-fn pagemap_entries(pid: i32, start: u64, end: u64) -> Result<Vec<u64>, DumpError> {
-    let path = format!("/proc/{pid}/pagemap");
-    let read = |path: &str| -> std::io::Result<Vec<u8>> {
-        let f = File::open(path)?;
+/// A process's `/proc/PID/pagemap`, opened once and read one range at a time.
+struct Pagemap {
+    file: File,
+    path: String,
+}
+
+impl Pagemap {
+    fn open(pid: impl std::fmt::Display) -> Result<Self, DumpError> {
+        let path = format!("/proc/{pid}/pagemap");
+        let file = File::open(&path).map_err(|source| proc::ProcError::Read {
+            path: path.clone().into(),
+            source,
+        })?;
+        Ok(Self { file, path })
+    }
+
+    /// The entries of the pages of `[start, end)`.
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<u64>, DumpError> {
         let mut raw = vec![0u8; ((end - start) / PAGE_SIZE) as usize * 8];
-        f.read_exact_at(&mut raw, start / PAGE_SIZE * 8)?;
-        Ok(raw)
-    };
-    let raw = read(&path).map_err(|source| proc::ProcError::Read {
-        path: path.clone().into(),
-        source,
-    })?;
-    Ok(raw
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-        .collect())
+        self.file
+            .read_exact_at(&mut raw, start / PAGE_SIZE * 8)
+            .map_err(|source| proc::ProcError::Read {
+                path: self.path.clone().into(),
+                source,
+            })?;
+        Ok(raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect())
+    }
 }
 
 /// `/proc/kpageflags`: `KPF_ZERO_PAGE` (the zero page or the huge zero page).
@@ -549,19 +521,22 @@ fn inheritable(v: &VmaState) -> bool {
 fn runs_of(start: u64, yes: impl Iterator<Item = bool>) -> Vec<PageRun> {
     let mut runs: Vec<PageRun> = Vec::new();
     for (i, y) in yes.enumerate() {
-        if !y {
-            continue;
-        }
-        let addr = start + i as u64 * PAGE_SIZE;
-        match runs.last_mut() {
-            Some(r) if r.start + r.count * PAGE_SIZE == addr => r.count += 1,
-            _ => runs.push(PageRun {
-                start: addr,
-                count: 1,
-            }),
+        if y {
+            push_page(&mut runs, start + i as u64 * PAGE_SIZE);
         }
     }
     runs
+}
+
+/// Adds the page at `addr` (after every page already in `runs`) to the last run or a new one.
+fn push_page(runs: &mut Vec<PageRun>, addr: u64) {
+    match runs.last_mut() {
+        Some(r) if r.start + r.count * PAGE_SIZE == addr => r.count += 1,
+        _ => runs.push(PageRun {
+            start: addr,
+            count: 1,
+        }),
+    }
 }
 
 /// Memory a member of a tree shares copy-on-write with its parent since a `fork`: in each
@@ -588,8 +563,8 @@ pub fn mark_inherited(members: &[i32], processes: &mut [ProcessState]) -> Result
             }) else {
                 continue;
             };
-            let mine = pagemap_entries(members[c], v.start, v.end)?;
-            let theirs = pagemap_entries(members[p], pv.start, pv.end)?;
+            let mine = Pagemap::open(members[c])?.entries(v.start, v.end)?;
+            let theirs = Pagemap::open(members[p])?.entries(pv.start, pv.end)?;
             let same = |(a, b): (&u64, &u64)| {
                 let shared = |e: u64| {
                     e & PM_PRESENT != 0
