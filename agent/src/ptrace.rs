@@ -433,6 +433,12 @@ impl Tracee {
         args: [u64; 6],
     ) -> Result<u64, PtraceError> {
         let r = self.inject_raw(entry, template, nr, args)?;
+        self.checked(call, r)
+    }
+
+    /// A raw result of a system call run in this task: `-errno` becomes an error named after
+    /// `call`, anything else the value.
+    pub fn checked(&self, call: &'static str, r: i64) -> Result<u64, PtraceError> {
         if (-4095..0).contains(&r) {
             return Err(PtraceError::Syscall {
                 call,

@@ -996,18 +996,7 @@ fn inject_queries(
     };
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     let (scratch, scratch_len, batched) = match map(4 * page, rw | libc::PROT_EXEC)? {
-        r if (-4095..0).contains(&r) => {
-            let r = map(page, rw)?;
-            if (-4095..0).contains(&r) {
-                return Err(PtraceError::Syscall {
-                    call: "mmap",
-                    pid: leader.pid().as_raw(),
-                    source: nix::errno::Errno::from_raw(-r as i32),
-                }
-                .into());
-            }
-            (r as u64, page, false)
-        }
+        r if (-4095..0).contains(&r) => (leader.checked("mmap", map(page, rw)?)?, page, false),
         r => (r as u64, 4 * page, true),
     };
     let result = (|| -> Result<Injected, DumpError> {
@@ -1184,14 +1173,7 @@ fn sigactions(
                 })
                 .collect();
             for r in b.run(&calls)? {
-                if (-4095..0).contains(&r) {
-                    return Err(PtraceError::Syscall {
-                        call: "rt_sigaction",
-                        pid: leader.pid().as_raw(),
-                        source: nix::errno::Errno::from_raw(-r as i32),
-                    }
-                    .into());
-                }
+                leader.checked("rt_sigaction", r)?;
             }
             leader.read_mem(b.out, &mut raw)?;
         }
@@ -1254,14 +1236,7 @@ fn fd_owners_batched(b: &Batch<'_>, fds: &[i32]) -> Result<Vec<FdOwner>, DumpErr
                 continue;
             }
             for (call, &v) in ["fcntl(F_GETOWN_EX)", "fcntl(F_GETSIG)"].iter().zip(r) {
-                if (-4095..0).contains(&v) {
-                    return Err(PtraceError::Syscall {
-                        call,
-                        pid: b.tracee.pid().as_raw(),
-                        source: nix::errno::Errno::from_raw(-v as i32),
-                    }
-                    .into());
-                }
+                b.tracee.checked(call, v)?;
             }
             let kind = u32::from_le_bytes(ex[i * 8..i * 8 + 4].try_into().unwrap_or_default());
             let pid = i32::from_le_bytes(ex[i * 8 + 4..i * 8 + 8].try_into().unwrap_or_default());
@@ -1296,14 +1271,7 @@ fn fd_owner(
     if r == -libc::EBADF as i64 {
         return Ok(FdOwner::default());
     }
-    if (-4095..0).contains(&r) {
-        return Err(PtraceError::Syscall {
-            call: "fcntl(F_GETOWN_EX)",
-            pid: leader.pid().as_raw(),
-            source: nix::errno::Errno::from_raw(-r as i32),
-        }
-        .into());
-    }
+    leader.checked("fcntl(F_GETOWN_EX)", r)?;
     let mut ex = [0u8; 8];
     leader.read_mem(scratch, &mut ex)?;
     let kind = u32::from_le_bytes(ex[0..4].try_into().unwrap_or_default());
