@@ -42,67 +42,93 @@ const UNRESTORABLE_FLAGS: [(&str, &str); 5] = [
 /// Reads the VMAs of `pid` and classifies them, refusing kinds not supported yet. Page runs are
 /// left empty; [`find_pages`] fills them.
 pub fn collect_vmas(pid: Pid) -> Result<Vec<VmaState>, DumpError> {
+    let (mut vmas, names) = read_maps(pid)?;
+    apply_smaps(&mut vmas, &names, &proc::read(pid.as_raw(), "smaps")?)?;
+    Ok(vmas)
+}
+
+/// The VMAs of `pid` from `maps`, classified, without what only `smaps` tells
+/// ([`apply_smaps`] adds it): enough to find their pages. Refuses kinds not supported yet.
+/// Beside them, the name `maps` gives each (for messages).
+pub fn read_maps(pid: Pid) -> Result<(Vec<VmaState>, Vec<String>), DumpError> {
     let maps = proc::parse_maps(&proc::read(pid.as_raw(), "maps")?)?;
-    let smaps = proc::read(pid.as_raw(), "smaps")?;
-    let flags = proc::parse_smaps_vmflags(&smaps);
-    let shared_kb = proc::parse_smaps_shared(&smaps);
-    let mut vmas = Vec::with_capacity(maps.len());
-    for e in &maps {
+    let vmas = maps
+        .iter()
+        .map(|e| {
+            let kind = classify(pid, e).map_err(|what| refuse(e.start, e.end, &e.name, &what))?;
+            Ok(VmaState {
+                start: e.start,
+                end: e.end,
+                prot: e.prot,
+                shared: e.shared,
+                pgoff: e.offset,
+                kind,
+                growsdown: false,
+                maywrite: false,
+                flags: 0,
+                pages: Vec::new(),
+                cow_shared_kb: 0,
+                inherited: Vec::new(),
+            })
+        })
+        .collect::<Result<_, DumpError>>()?;
+    Ok((vmas, maps.into_iter().map(|e| e.name).collect()))
+}
+
+fn refuse(start: u64, end: u64, name: &str, what: &str) -> DumpError {
+    DumpError::Unsupported(format!(
+        "vma {start:#x}-{end:#x} {name}: {what} is not supported yet"
+    ))
+}
+
+/// Adds to `vmas` (from [`read_maps`]) what `smaps` says of each: its `VmFlags` (refusing
+/// flags the restore could not give back) and the private anonymous memory it shares
+/// copy-on-write.
+pub fn apply_smaps(vmas: &mut [VmaState], names: &[String], smaps: &str) -> Result<(), DumpError> {
+    let flags = proc::parse_smaps_vmflags(smaps);
+    let shared_kb = proc::parse_smaps_shared(smaps);
+    for (v, name) in vmas.iter_mut().zip(names) {
         let vmflags = flags
             .iter()
-            .find(|(s, _)| *s == e.start)
+            .find(|(s, _)| *s == v.start)
             .map(|(_, f)| f.as_slice())
             .unwrap_or(&[]);
         let has = |f: &str| vmflags.iter().any(|x| x == f);
-        let refuse = |what: &str| {
-            DumpError::Unsupported(format!(
-                "vma {:#x}-{:#x} {}: {what} is not supported yet",
-                e.start, e.end, e.name
-            ))
-        };
-        let kind = classify(pid, e).map_err(|what| refuse(&what))?;
         let special = matches!(
-            kind,
+            v.kind,
             VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
         );
         if !special && (has("io") || has("pf")) {
-            return Err(refuse("a device (VM_IO/VM_PFNMAP) mapping"));
+            return Err(refuse(
+                v.start,
+                v.end,
+                name,
+                "a device (VM_IO/VM_PFNMAP) mapping",
+            ));
         }
         // Flags the restore could not give back. The kernel's own special mappings come back
         // from the kernel as they were, whatever their flags.
         if !special && let Some((_, what)) = UNRESTORABLE_FLAGS.iter().find(|(name, _)| has(name)) {
-            return Err(refuse(what));
+            return Err(refuse(v.start, v.end, name, what));
         }
-        let flags = vmflag::NAMES
+        v.flags = vmflag::NAMES
             .iter()
             .filter(|(name, _)| has(name))
             .fold(0, |acc, (_, bit)| acc | bit);
+        v.growsdown = has("gd");
+        v.maywrite = has("mw");
         // Private anonymous memory only: a file's pages are shared through the file anyway.
-        let cow_shared_kb =
-            if !e.shared && matches!(kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack) {
+        v.cow_shared_kb =
+            if !v.shared && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack) {
                 shared_kb
                     .iter()
-                    .find(|(s, _)| *s == e.start)
+                    .find(|(s, _)| *s == v.start)
                     .map_or(0, |(_, kb)| *kb)
             } else {
                 0
             };
-        vmas.push(VmaState {
-            start: e.start,
-            end: e.end,
-            prot: e.prot,
-            shared: e.shared,
-            pgoff: e.offset,
-            kind,
-            growsdown: has("gd"),
-            maywrite: has("mw"),
-            flags,
-            pages: Vec::new(),
-            cow_shared_kb,
-            inherited: Vec::new(),
-        });
     }
-    Ok(vmas)
+    Ok(())
 }
 
 fn classify(pid: Pid, e: &MapsEntry) -> Result<VmaKind, String> {

@@ -660,23 +660,42 @@ fn collect(
     let t0 = Instant::now();
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
-    let mut vmas = mm::collect_vmas(pid)?;
-    tracing::trace!(elapsed = ?t0.elapsed(), "vmas read");
-    let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, socks, members)?;
-    // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
-    let locks = files::capture(pid, &mut fds, members)?;
-    // Events taken from epoll instances, put back by `inject_queries`.
-    let requeue = files::epoll_edges(pid, &mut fds)?;
-    tracing::trace!(elapsed = ?t0.elapsed(), "fds read");
+    let (mut vmas, names) = mm::read_maps(pid)?;
+    // The kernel walks every page table twice, for `smaps` and for `pagemap` (~10 ms per GiB
+    // each): both walks run on threads of their own while this one reads the descriptors and
+    // queries the process (nothing here touches the pages they look at).
+    let (vmas, mut fds, locks, injected) = std::thread::scope(|scope| {
+        let smaps = scope.spawn(|| proc::read(raw, "smaps"));
+        let mut paged = vmas.clone();
+        let pages = scope.spawn(move || mm::find_pages(pid, &mut paged).map(|()| paged));
+        let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, socks, members)?;
+        // Pipe queues, deleted files' contents and locks: read only now that nothing can change.
+        let locks = files::capture(pid, &mut fds, members)?;
+        // Events taken from epoll instances, put back by `inject_queries`.
+        let requeue = files::epoll_edges(pid, &mut fds)?;
+        tracing::trace!(elapsed = ?t0.elapsed(), "fds read");
+        let smaps = smaps
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+        mm::apply_smaps(&mut vmas, &names, &smaps)?;
+        tracing::trace!(elapsed = ?t0.elapsed(), "vmas read");
 
-    // State only the process itself can report is read by running system calls inside it.
-    // That must happen before the memory is read: the scratch page it uses is gone again by then.
-    let fd_numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
-    let injected = inject_queries(frozen, &vmas, &fd_numbers, &requeue)?;
-    tracing::trace!(elapsed = ?t0.elapsed(), "queries injected");
+        // State only the process itself can report is read by running system calls inside it
+        // (in a scratch area of its own, gone again before this returns; the pages of its
+        // other areas stay as they are).
+        let fd_numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
+        let injected = inject_queries(frozen, &vmas, &fd_numbers, &requeue)?;
+        tracing::trace!(elapsed = ?t0.elapsed(), "queries injected");
 
-    mm::find_pages(pid, &mut vmas)?;
-    tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
+        let paged = pages
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+        for (v, p) in vmas.iter_mut().zip(paged) {
+            v.pages = p.pages;
+        }
+        tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
+        Ok::<_, DumpError>((vmas, fds, locks, injected))
+    })?;
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let sysv_shm = shm::collect_sysv(pid, &vmas)?;
     let mapped_deleted = mm::collect_mapped_deleted(pid, &vmas, &fds, opts.max_deleted_file_size)?;
