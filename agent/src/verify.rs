@@ -890,9 +890,9 @@ fn expected_change(
     root: &CheckInput<'_>,
 ) -> Option<&'static str> {
     let (field, leaf) = path.rsplit_once('.').unwrap_or(("", path));
-    // The parent is the restorer (or whoever adopts the process), not the dumped one's.
+    // The parent is the restorer, or whoever adopts the process, not the dumped one's.
     if path == "ppid" && !input.parent_restored {
-        return Some("the parent is the restorer");
+        return Some("the parent is the restorer, or whoever adopts the process");
     }
     // A process restored alone, or a tree's root, leads a new session and process group (the
     // ones it was in are another session's, which it cannot join); the members of a tree that
@@ -965,10 +965,17 @@ fn expected_change(
     {
         return Some("the size or mtime of an open file written by others since the dump");
     }
-    // The parent-death signal of a process whose parent is not restored with it is not set
-    // again: its parent is the restorer, whose exit would fire it at once (the restore warns).
-    if path == "attrs.pdeathsig" && !input.parent_restored && restored.as_u64() == Some(0) {
-        return Some("no parent-death signal for a process whose parent is the restorer (warned)");
+    // The parent-death signal of a process left the restorer's child (a migrated copy, whose
+    // original keeps it) is not set again (the restore warns). Any other process has it back.
+    if path == "attrs.pdeathsig"
+        && !input.parent_restored
+        && input.as_child
+        && restored.as_u64() == Some(0)
+    {
+        return Some(
+            "no parent-death signal for a process left the restorer's child (a migrated copy; \
+             warned)",
+        );
     }
     // `timer_getoverrun` answers for the timer's last delivered signal; no call sets that
     // count, and the timer's next signal replaces it (a signal still queued keeps its own

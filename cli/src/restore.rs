@@ -40,6 +40,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         inherit_stdio: args.stdio.is_some(),
         stopped: false,
+        // Adopted, as the command exits, by whoever adopts orphans here.
+        as_child: false,
         check: (!args.no_verify).then_some(ferry_agent::verify::restore_check as _),
     };
     let summary =

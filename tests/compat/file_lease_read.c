@@ -1,6 +1,8 @@
 /* A read lease (F_SETLEASE F_RDLCK) with its break signal (F_SETSIG SIGRTMIN+2): F_GETLEASE
  * reports it; a write open by a child breaks it and the signal arrives with si_fd.
  * The break is tested on a second file with the same setup, so the first stays leased.
+ * Giving a lease up (F_UNLCK) also clears the file's owner and F_SETSIG signal (the kernel's
+ * lease_modify), so the check sets the signal again before taking the lease again.
  * compat-object: file read lease with a lease-break signal
  */
 #include "common.h"
@@ -22,6 +24,11 @@ static void check(void)
 	int l = fcntl(fd, F_GETLEASE), l2 = fcntl(fd2, F_GETLEASE);
 	if (l != F_RDLCK || l2 != F_RDLCK) {
 		fr_status("BAD F_GETLEASE %d/%d want F_RDLCK (%d)", l, l2, F_RDLCK);
+		return;
+	}
+	/* Taking a lease makes the taker the file's owner (the break signal's target). */
+	if (fcntl(fd, F_GETOWN) != getpid() || fcntl(fd2, F_GETOWN) != getpid()) {
+		fr_status("BAD F_GETOWN %d/%d want %d", fcntl(fd, F_GETOWN), fcntl(fd2, F_GETOWN), (int)getpid());
 		return;
 	}
 	if (fcntl(fd2, F_GETSIG) != SIGRTMIN + 2) {
@@ -48,9 +55,9 @@ static void check(void)
 		fr_status("BAD lease break signal: si_fd %d want %d", (int)got_fd, fd2);
 		return;
 	}
-	/* Give the lease up and take it again for the next check. */
+	/* Give the lease up and take it again, with its signal, for the next check. */
 	fcntl(fd2, F_SETLEASE, F_UNLCK);
-	if (fcntl(fd2, F_SETLEASE, F_RDLCK))
+	if (fcntl(fd2, F_SETSIG, SIGRTMIN + 2) || fcntl(fd2, F_SETLEASE, F_RDLCK))
 		fr_status("BAD re-lease: %s", strerror(errno));
 	else
 		fr_status("ok");

@@ -1,10 +1,14 @@
-/* A child stopped by SIGSTOP (in the tree): /proc shows it T (stopped), and SIGCONT then makes it
- * answer; it is stopped again after each check.
+/* A child stopped by SIGSTOP (in the tree): /proc shows it T (stopped), nothing continued it
+ * meanwhile (its SIGCONT handler wrote nothing), and SIGCONT then makes its handler answer; it is
+ * stopped again after each check. The child says it has its handler before it is first stopped
+ * (else the first SIGCONT could come before the handler), and the parent waits for the answer
+ * with a timeout (a check must fail, not hang).
  * compat-object: stopped child process
  * compat-dump-args: --tree
  */
 #include "common.h"
 
+#include <poll.h>
 #include <sys/wait.h>
 
 static pid_t child;
@@ -23,18 +27,26 @@ static char state(void)
 
 static const char *check(void)
 {
-	static char why[64];
+	static char why[96];
 	char st = state();
 	if (st != 'T') {
 		snprintf(why, sizeof(why), "the child is in state %c, not stopped", st);
 		return why;
 	}
-	kill(child, SIGCONT);
 	char c;
-	if (read(from_c[0], &c, 1) != 1 || c != 'c')
-		return "the continued child does not answer";
+	if (read(from_c[0], &c, 1) == 1)
+		return "the child's SIGCONT handler ran while it was to be stopped";
+	kill(child, SIGCONT);
+	struct pollfd p = {.fd = from_c[0], .events = POLLIN};
+	int r;
+	for (int i = 0; i < 100 && (r = poll(&p, 1, 50)) == 0; i++)
+		;
+	if (r != 1 || read(from_c[0], &c, 1) != 1 || c != 'c') {
+		snprintf(why, sizeof(why), "the continued child does not answer in 5 s (state %c)", state());
+		return why;
+	}
 	kill(child, SIGSTOP);
-	for (int i = 0; i < 200 && state() != 'T'; i++)
+	for (int i = 0; i < 400 && state() != 'T'; i++)
 		usleep(5000);
 	return NULL;
 }
@@ -47,7 +59,7 @@ static void on_cont(int s)
 
 static void setup(void)
 {
-	if (pipe2(from_c, O_CLOEXEC))
+	if (pipe2(from_c, O_CLOEXEC | O_NONBLOCK))
 		fr_die("pipe");
 	fr_install(SIGCHLD, SIG_IGN, 0);
 	fr_install(SIGCHLD, SIG_DFL, 0);
@@ -57,12 +69,18 @@ static void setup(void)
 		close(fr_status_fd);
 		close(fr_log_fd);
 		fr_install(SIGCONT, on_cont, SA_RESTART);
+		write(from_c[1], "r", 1);
 		for (;;)
 			pause();
 	}
+	struct pollfd p = {.fd = from_c[0], .events = POLLIN};
+	char c;
+	if (poll(&p, 1, 10000) != 1 || read(from_c[0], &c, 1) != 1 || c != 'r')
+		fr_die("the child did not say it has its SIGCONT handler");
 	kill(child, SIGSTOP);
 	int st;
-	waitpid(child, &st, WUNTRACED);
+	if (waitpid(child, &st, WUNTRACED) != child || !WIFSTOPPED(st))
+		fr_die("waitpid WUNTRACED");
 }
 
 int main(int argc, char **argv)

@@ -211,3 +211,77 @@ fn pidfds_that_cannot_be_made_again_are_refused() {
         v.check();
     }
 }
+
+/// A process with a parent-death signal keeps it, armed on the parent it has after the
+/// restore (the nearest child subreaper above `ferry restore`, here a helper standing in for a
+/// service manager): the exit of `ferry restore` does not fire it, the death of that parent
+/// does. Before, it came back with none (its parent during the restore was the restoring
+/// command, whose exit would have fired it).
+#[test]
+fn parent_death_signal_is_armed_on_the_parent_after_the_restore() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let Some(ctx) = setup("process-pdeathsig") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "pdeathsig_restored", &[]);
+    let ok = v.check();
+    assert_eq!(field(&ok, "pdeathsig"), Some("12"), "{ok}");
+    let img = image_path(&ctx, "pdeathsig");
+    v.dump(&ctx, &img, &[]);
+    // The helper: a child subreaper that runs `ferry restore`, says how it went, then lives
+    // until its stdin closes.
+    const HELPER: &str = "import ctypes, subprocess, sys\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        if libc.prctl(36, 1, 0, 0, 0):\n    sys.exit('PR_SET_CHILD_SUBREAPER failed')\n\
+        r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)\n\
+        print(r.returncode, r.stdout.strip(), '|', r.stderr.replace('\\n', ' '), flush=True)\n\
+        sys.stdin.read()\n";
+    let mut helper = Command::new("python3")
+        .arg("-c")
+        .arg(HELPER)
+        .arg(ferry_tests::ferry_bin())
+        .arg("restore")
+        .arg(&img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the subreaper helper");
+    let helper_pid = i32::try_from(helper.id()).expect("pid");
+    let mut line = String::new();
+    BufReader::new(helper.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the helper's report");
+    let pid: i32 = line
+        .strip_prefix("0 restored pid ")
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("ferry restore failed: {line}"));
+    v.restored_as(pid);
+    let fired = || {
+        ferry_tests::read_lines(&v.state.join("status"))
+            .into_iter()
+            .find(|l| l.starts_with("fired"))
+    };
+    // `ferry restore` has exited: that must not have fired it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(fired(), None, "fired when the restoring command exited");
+    let ok = v.check();
+    assert_eq!(field(&ok, "pdeathsig"), Some("12"), "{ok}");
+    assert_eq!(
+        field(&ok, "ppid"),
+        Some(helper_pid.to_string().as_str()),
+        "{ok}"
+    );
+    // Its parent dies: the kernel sends SIGUSR2, and the process comes to us.
+    drop(helper.stdin.take());
+    helper.wait().expect("the helper's exit");
+    let line = wait_until(VICTIM_TIMEOUT, "the parent-death signal", fired);
+    assert_eq!(line, "fired 12");
+    let ok = v.check();
+    assert_eq!(
+        field(&ok, "ppid"),
+        Some(std::process::id().to_string().as_str()),
+        "{ok}"
+    );
+    v.assert_ticks_continuous();
+}

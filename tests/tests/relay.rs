@@ -191,8 +191,12 @@ fn migrate_with(ctx: &TestCtx, id: &str, tty: bool, threads: bool) -> Migrated {
     let mut endpoints = dest::Endpoints::make(&plan.endpoints()).expect("endpoints");
     let subs = endpoints.substitutes();
     let reader = ImageReader::open(std::io::Cursor::new(image)).expect("read the image");
-    let restored =
-        restore_with(reader, RestoreOptions::default(), &subs).expect("restore the copy");
+    // Like a migration's destination, the copy stays the restorer's child.
+    let opts = RestoreOptions {
+        as_child: true,
+        ..RestoreOptions::default()
+    };
+    let restored = restore_with(reader, opts, &subs).expect("restore the copy");
     endpoints.release_process_side();
     let remote = restored.pid;
 

@@ -329,6 +329,8 @@ fn restorer(
         pid_ns: PidNsMode::Auto,
         inherit_stdio: false,
         stopped: true,
+        // Ours to wait for: its exit status is the migration's.
+        as_child: true,
         // The destination always checks the copy against the image before reporting it.
         check: Some(crate::verify::restore_check),
     };

@@ -363,7 +363,7 @@ pub fn after_creds(
     s: &ProcessState,
     t: &ThreadState,
     leader: bool,
-    parent_restored: bool,
+    pdeathsig: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(), RestoreError> {
     let a = &s.attrs;
@@ -442,10 +442,11 @@ pub fn after_creds(
                 0,
             ],
         )?;
-        // A credential change clears the parent-death signal: it comes after. Set back when
-        // the parent is restored too (a tree member); otherwise the new parent is the
-        // restoring command, whose exit would fire it at once.
-        if a.pdeathsig != 0 && parent_restored {
+        // A credential change clears the parent-death signal: it comes after. Set back on a
+        // tree member (its parent is restored too) and on a process adopted by the parent it
+        // keeps after the restore; not on one left the restorer's child (a migrated copy,
+        // whose original keeps it).
+        if a.pdeathsig != 0 && pdeathsig {
             inj.call(
                 "prctl(PR_SET_PDEATHSIG)",
                 libc::SYS_prctl,
@@ -460,7 +461,8 @@ pub fn after_creds(
             )?;
         } else if a.pdeathsig != 0 {
             warnings.push(format!(
-                "parent-death signal {} not set back: the restored process has a new parent",
+                "parent-death signal {} not set back: the restored process stays the restorer's \
+                 child (a migrated copy; its original keeps it)",
                 a.pdeathsig
             ));
         }

@@ -39,6 +39,14 @@ pub struct RestoreOptions {
     /// of running: a migrated copy waits so until its origin commits, and stays so, never
     /// running, if the restorer dies meanwhile. `SIGCONT` lets it go.
     pub stopped: bool,
+    /// Leave the (root) process the restorer's child, for a restorer that waits for it and
+    /// reports its end (a migration's destination). Its parent-death signal is then not set
+    /// back: the restorer is not the parent it had (a migrated copy's original, a stub now,
+    /// keeps it). Otherwise it is made by a short-lived intermediate process and adopted at
+    /// once by the nearest child subreaper above the restorer, or init, on whom its
+    /// parent-death signal is armed again: the restorer's exit does not fire it. (A restorer
+    /// that is a child subreaper itself adopts it back, and its exit would fire it.)
+    pub as_child: bool,
     /// Run on the rebuilt process before it runs (every task still traced and stopped, in
     /// its final state): an error ends the restore, and the process with it.
     pub check: Option<Check>,
@@ -57,6 +65,9 @@ pub struct CheckInput<'a> {
     /// Whether its parent is the one the image names (a member of a restored tree) rather
     /// than the restorer.
     pub parent_restored: bool,
+    /// Whether it was left the restorer's child ([`RestoreOptions::as_child`]), its
+    /// parent-death signal not set back.
+    pub as_child: bool,
     /// Descriptor numbers given something else than the image says: as asked (relay
     /// endpoints, the restorer's stdio) or with a warning (a pipe nobody holds any more
     /// became /dev/null).
@@ -265,7 +276,7 @@ pub fn restore_with<R: Read + Send>(
         &mut warnings,
     )?;
 
-    let mut task = task::create(state.pid, opts.pid_ns, false)?;
+    let mut task = task::create(state.pid, opts.pid_ns, false, opts.as_child)?;
     // Into its cgroups before any memory is touched, so that it is charged where it belongs.
     attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
     // EXITKILL: should the restorer die half-way, the half-built task dies with it.
@@ -366,7 +377,7 @@ pub fn restore_with<R: Read + Send>(
     for (t, ts) in &threads {
         lock_down(&inj.for_thread(t)?, &state, ts, false, false, &mut warnings)?;
     }
-    lock_down(&inj, &state, thread, true, false, &mut warnings)?;
+    lock_down(&inj, &state, thread, true, !opts.as_child, &mut warnings)?;
     attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
     attrs::set_coredump_filter(task.pid, &state.attrs, &mut warnings);
     attrs::set_sched(task.pid, &thread.sched, &mut warnings)?;
@@ -401,6 +412,7 @@ pub fn restore_with<R: Read + Send>(
                     image: &state,
                     new_pid_ns: task.ns_init.is_some(),
                     parent_restored: false,
+                    as_child: opts.as_child,
                     substituted_fds: &fd_plan.replaced_fds,
                     recreated_files: &fd_plan.recreated_files,
                 }])
@@ -539,7 +551,8 @@ fn restore_process_attrs(
     if setsid {
         inj.call("setsid", libc::SYS_setsid, [0; 6])?;
     }
-    // The stub asked for SIGKILL on our exit; the original had no parent-death signal.
+    // A stub made as our child asked for SIGKILL on our exit; the image's parent-death
+    // signal is set after the credentials (which clear it).
     inj.call(
         "prctl(PR_SET_PDEATHSIG)",
         libc::SYS_prctl,
@@ -653,18 +666,20 @@ fn create_threads<'s>(
 
 /// The last injected steps of one thread, in the order the kernel allows: seccomp while still
 /// root, capabilities kept across the id change, the ids, then what an id change resets.
+/// `pdeathsig` says whether the image's parent-death signal is set back (not on a process
+/// left the restorer's child).
 fn lock_down(
     inj: &Injector<'_>,
     state: &ProcessState,
     thread: &ThreadState,
     leader: bool,
-    parent_restored: bool,
+    pdeathsig: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(), RestoreError> {
     attrs::restore_seccomp(inj, &thread.seccomp)?;
     attrs::before_creds(inj, &state.attrs)?;
     restore_creds(inj, state)?;
-    attrs::after_creds(inj, state, thread, leader, parent_restored, warnings)
+    attrs::after_creds(inj, state, thread, leader, pdeathsig, warnings)
 }
 
 fn restore_creds(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {

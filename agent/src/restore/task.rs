@@ -79,6 +79,35 @@ pub fn holder_is_zombie(pid: i32) -> bool {
     }
 }
 
+/// A task with PID `want` that is not our child: an intermediate child of ours makes it and
+/// exits (we reap it), so it is adopted like an orphan. Until we seize it, it watches our
+/// pidfd and exits if we die first.
+fn detached(want: i32) -> Result<Pid, Errno> {
+    use std::os::fd::AsRawFd;
+    let me = sys::pidfd_open(nix::unistd::getpid())?;
+    let mid = sys::clone::clone3(
+        ChildBody::Detacher {
+            want,
+            restorer_pidfd: me.as_raw_fd(),
+        },
+        None,
+        false,
+    )?;
+    let status = loop {
+        match waitpid(mid, None) {
+            Err(Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    match status {
+        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(Pid::from_raw(want)),
+        nix::sys::wait::WaitStatus::Exited(_, code) if code > 100 => {
+            Err(Errno::from_raw(code - 100))
+        }
+        _ => Err(Errno::ECHILD),
+    }
+}
+
 /// The parent of zombie `pid`, which is to reap it.
 fn zombie_parent(pid: i32) -> Option<i32> {
     let stat = crate::proc::parse_stat(&crate::proc::read(pid, "stat").ok()?).ok()?;
@@ -86,14 +115,28 @@ fn zombie_parent(pid: i32) -> Option<i32> {
 }
 
 /// Creates a task with PID `want`, or one in a new PID namespace per `mode`. `new_ns` asks
-/// for the namespace at once (another PID of a tree is taken).
-pub fn create(want: i32, mode: PidNsMode, new_ns: bool) -> Result<NewTask, RestoreError> {
+/// for the namespace at once (another PID of a tree is taken). `as_child` makes it our own
+/// child (we can wait for it); otherwise it is made by a short-lived intermediate process and
+/// adopted at once by the nearest child subreaper above us, or init — the parent it would
+/// have once we exit — so that a parent-death signal set on it fires when that parent dies,
+/// not when we exit. (In a new PID namespace its parent is the namespace's init either way.)
+pub fn create(
+    want: i32,
+    mode: PidNsMode,
+    new_ns: bool,
+    as_child: bool,
+) -> Result<NewTask, RestoreError> {
     let me = nix::unistd::getpid().as_raw();
     let start = Instant::now();
     let mut told = false;
     if !new_ns {
         loop {
-            match sys::clone::clone3(ChildBody::Stub { expected_ppid: me }, Some(want), false) {
+            let made = if as_child {
+                sys::clone::clone3(ChildBody::Stub { expected_ppid: me }, Some(want), false)
+            } else {
+                detached(want)
+            };
+            match made {
                 Ok(pid) => {
                     return Ok(NewTask {
                         pid,

@@ -125,7 +125,7 @@ pub fn restore_tree<R: Read + Send>(
     {
         return Err(RestoreError::PidTaken { pid });
     }
-    let mut root_task = task::create(root.pid, opts.pid_ns, taken.is_some())?;
+    let mut root_task = task::create(root.pid, opts.pid_ns, taken.is_some(), opts.as_child)?;
     let root_tracee = Tracee::seize(
         root_task.pid,
         Options::PTRACE_O_EXITKILL
@@ -347,8 +347,10 @@ pub fn restore_tree<R: Read + Send>(
         }
         let thread = &p.threads[0];
         // Every member but the root has its parent restored with it (and alive while it is
-        // restored): its parent-death signal is set back.
-        lock_down(inj, p, thread, true, p.pid != root.pid, &mut warnings)?;
+        // restored): its parent-death signal is set back; the root's too unless it is left
+        // the restorer's child.
+        let pdeathsig = p.pid != root.pid || !opts.as_child;
+        lock_down(inj, p, thread, true, pdeathsig, &mut warnings)?;
         let pid = inj.tracee().pid();
         attrs::set_oom_score_adj(pid, &p.attrs, &mut warnings);
         attrs::set_coredump_filter(pid, &p.attrs, &mut warnings);
@@ -398,6 +400,7 @@ pub fn restore_tree<R: Read + Send>(
                     image: p,
                     new_pid_ns: root_task.ns_init.is_some(),
                     parent_restored: p.pid != root.pid,
+                    as_child: opts.as_child,
                     substituted_fds: &plan.replaced_fds,
                     recreated_files: &plan.recreated_files,
                 })

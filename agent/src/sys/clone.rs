@@ -1,4 +1,4 @@
-//! `clone3` with `set_tid`, and the two tiny bodies a new task runs before the restorer takes
+//! `clone3` with `set_tid`, and the tiny bodies a new task runs before the restorer takes
 //! it over. After `clone3` in a multi-threaded program the child may only make raw system
 //! calls (no allocation, no locks), so the bodies below are straight-line libc calls.
 
@@ -24,12 +24,31 @@ struct CloneArgs {
 /// What the new task does until the restorer seizes it.
 #[derive(Debug, Clone, Copy)]
 pub enum ChildBody {
-    /// Ask for `SIGKILL` when the restorer dies, check the parent is still the one expected
-    /// (`getppid()` is 0 when the parent is outside the child's PID namespace), then pause
-    /// forever. The restorer seizes it and replaces everything.
+    /// A stub that is the restorer's child: ask for `SIGKILL` when the restorer dies, check
+    /// the parent is still the one expected (`getppid()` is 0 when the parent is outside the
+    /// child's PID namespace), then pause forever. The restorer seizes it and replaces
+    /// everything.
     Stub {
         /// `getppid()` the child must see, else it exits at once.
         expected_ppid: i32,
+    },
+    /// A stub that is not the restorer's child: it watches the restorer through the pidfd
+    /// `restorer_pidfd` (inherited) and exits as soon as the restorer has exited, else pauses
+    /// until the restorer seizes it and replaces everything. No parent-death signal ties it to
+    /// anyone, so the restored process can be given its own, armed on the parent it ends up
+    /// with.
+    Orphan {
+        /// The restorer's pidfd, a descriptor the child inherited.
+        restorer_pidfd: i32,
+    },
+    /// The short-lived parent of an [`ChildBody::Orphan`] stub: creates it with PID `want` and
+    /// exits at once, 0 when it was made, 100 + errno when not. The stub is then adopted by
+    /// the nearest child subreaper above the restorer, or init.
+    Detacher {
+        /// The PID the stub gets.
+        want: i32,
+        /// The restorer's pidfd, passed on to the stub.
+        restorer_pidfd: i32,
     },
     /// Init of a fresh PID namespace: create the stub with PID `want` as its own child (so
     /// that the namespace, which dies with its init, lives exactly as long as the restored
@@ -82,6 +101,58 @@ fn child_main(body: ChildBody) -> ! {
     match body {
         ChildBody::Stub { expected_ppid } => stub_main(expected_ppid),
         ChildBody::NsInit { want } => ns_init_main(want),
+        ChildBody::Orphan { restorer_pidfd } => orphan_main(restorer_pidfd),
+        ChildBody::Detacher {
+            want,
+            restorer_pidfd,
+        } => detacher_main(want, restorer_pidfd),
+    }
+}
+
+fn orphan_main(restorer_pidfd: i32) -> ! {
+    // SAFETY: raw, async-signal-safe syscalls on our own stack variables only.
+    unsafe {
+        loop {
+            let mut p = libc::pollfd {
+                fd: restorer_pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // A pidfd polls readable once its process has exited (POLLNVAL if it is none).
+            let r = libc::poll(&mut p, 1, -1);
+            if r > 0 || (r < 0 && *libc::__errno_location() != libc::EINTR) {
+                libc::_exit(1);
+            }
+        }
+    }
+}
+
+fn detacher_main(want: i32, restorer_pidfd: i32) -> ! {
+    let tid_array: [libc::pid_t; 1] = [want];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid_array.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: as in `clone3`: a valid clone_args on our stack; the child runs `orphan_main`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r == 0 {
+        orphan_main(restorer_pidfd);
+    }
+    // SAFETY: raw, async-signal-safe calls; errno is this task's copy.
+    unsafe {
+        libc::_exit(if r < 0 {
+            100 + *libc::__errno_location()
+        } else {
+            0
+        })
     }
 }
 
@@ -149,5 +220,53 @@ fn ns_init_main(want: i32) -> ! {
             128 + libc::WTERMSIG(last)
         };
         libc::_exit(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+
+    use super::{ChildBody, clone3};
+
+    /// An orphan stub waits while the process it watches (the restorer) lives, and exits as
+    /// soon as that process has exited: a restorer that dies before seizing it leaves nothing.
+    #[test]
+    fn orphan_stub_exits_when_the_watched_process_ends() {
+        let mut watched = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("start sleep");
+        let pid = nix::unistd::Pid::from_raw(watched.id() as i32);
+        let pidfd = crate::sys::pidfd_open(pid).expect("pidfd_open");
+        let stub = clone3(
+            ChildBody::Orphan {
+                restorer_pidfd: pidfd.as_raw_fd(),
+            },
+            None,
+            false,
+        )
+        .expect("clone3");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            waitpid(stub, Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive),
+            "the stub left while the watched process lives"
+        );
+        watched.kill().expect("kill sleep");
+        watched.wait().expect("reap sleep");
+        let start = Instant::now();
+        loop {
+            match waitpid(stub, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, 1)) => break,
+                Ok(WaitStatus::StillAlive) if start.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => panic!("the stub did not exit once the watched process ended: {other:?}"),
+            }
+        }
     }
 }
