@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod dump;
 pub mod image;
+pub mod ipcns;
 pub mod migrate;
 pub mod netlock;
 pub mod proc;

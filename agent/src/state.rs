@@ -34,6 +34,11 @@ pub struct ProcessState {
     /// The working directory's mode and owner when it was removed while the process was in
     /// it: made again at restore, entered, and removed again.
     pub cwd_removed: Option<CarriedDir>,
+    /// The root directory (`/proc/PID/root`, a path from the host's `/`): `/` unless the
+    /// process was put in a `chroot`. Every other path of the image is a host path too (the
+    /// kernel shows paths from the reader's root), so the restore opens them all first and
+    /// enters this root last.
+    pub root: String,
     /// `personality(2)` value.
     pub personality: u32,
     /// Resource limits, one per resource the kernel reports.
@@ -50,8 +55,13 @@ pub struct ProcessState {
     pub locks: Vec<LockState>,
     /// memfd files the process holds through a descriptor or a mapping, by inode.
     pub memfds: Vec<MemfdState>,
-    /// SysV shared memory segments the process has attached, by id.
+    /// SysV shared memory segments the process has attached, by id; in a private IPC
+    /// namespace ([`ProcessState::ipc_ns`]), every segment of that namespace.
     pub sysv_shm: Vec<SysvShmState>,
+    /// The process's own IPC namespace (`unshare(CLONE_NEWIPC)`, shared with no process
+    /// outside the image): made again at restore with its SysV objects, ids and limits.
+    /// `None` in the host's (ferry's) namespace.
+    pub ipc_ns: Option<IpcNsState>,
     /// Files only this process holds and keeps writing, carried whole and made again at
     /// restore when missing (see [`CarriedFile`]).
     pub carried_files: Vec<CarriedFile>,
@@ -940,6 +950,91 @@ pub struct SysvShmState {
     /// Its non-zero pages, as read through the mappings of the dumped processes; what lies
     /// between extents is zero.
     pub extents: Vec<MemfdExtent>,
+}
+
+/// A private IPC namespace: its limits and its SysV message queues and semaphore sets (its
+/// shared memory segments are [`ProcessState::sysv_shm`]), and the process's `SEM_UNDO`
+/// adjustments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct IpcNsState {
+    /// Its sysctls (`kernel/msgmax`, `kernel/sem`, `fs/mqueue/msg_max`, … relative to
+    /// `/proc/sys`), with their text.
+    pub sysctls: Vec<(String, String)>,
+    /// Message queues, by id.
+    pub msg_queues: Vec<MsgQueueState>,
+    /// Semaphore sets, by id.
+    pub sem_sets: Vec<SemSetState>,
+    /// The process's `SEM_UNDO` adjustments (`semadj`), per set with any that is not zero.
+    pub sem_undo: Vec<SemUndoState>,
+}
+
+/// What SysV IPC objects of every kind have: id, key, permissions and owners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct IpcPermState {
+    /// The id (`msqid`, `semid`); restored with the same id.
+    pub id: i32,
+    /// Key (`IPC_PRIVATE` is 0).
+    pub key: i32,
+    /// Permission bits (`mode & 0777`).
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Creator uid.
+    pub cuid: u32,
+    /// Creator gid.
+    pub cgid: u32,
+}
+
+/// Which process did the last operation on a SysV object, as the process sees it: none
+/// (0), the process itself (its PID), or another process ([`IPC_PID_OTHER`]), which does not
+/// exist after a restore.
+pub const IPC_PID_OTHER: i32 = -1;
+
+/// A SysV message queue and its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MsgQueueState {
+    /// Id, key, permissions.
+    pub perm: IpcPermState,
+    /// `msg_qbytes`: the most bytes it holds.
+    pub qbytes: u64,
+    /// The last sender and receiver (`msg_lspid`, `msg_lrpid`; see [`IPC_PID_OTHER`]).
+    pub lspid: i32,
+    /// See `lspid`.
+    pub lrpid: i32,
+    /// The queued messages, oldest first.
+    pub messages: Vec<SysvMsgState>,
+}
+
+/// One queued message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SysvMsgState {
+    /// `mtype` (positive).
+    pub mtype: i64,
+    /// The text.
+    #[serde(serialize_with = "byte_count")]
+    pub text: Vec<u8>,
+}
+
+/// A SysV semaphore set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SemSetState {
+    /// Id, key, permissions.
+    pub perm: IpcPermState,
+    /// The values (`GETALL`), one per semaphore.
+    pub values: Vec<u32>,
+    /// The last process to operate on each (`GETPID`; see [`IPC_PID_OTHER`]).
+    pub pids: Vec<i32>,
+}
+
+/// The process's `SEM_UNDO` adjustments on one set, one per semaphore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SemUndoState {
+    /// The set's id.
+    pub id: i32,
+    /// `semadj` of each semaphore: what its exit adds back.
+    pub adj: Vec<i32>,
 }
 
 /// Bytes of a memfd at an offset.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::dump::{self, DumpError};
 use crate::restore::CheckInput;
 use crate::state::{
-    FdKind, FdState, MmState, PageRun, ProcessState, SocketKind, VmaKind, VmaState,
+    FdKind, FdState, IPC_PID_OTHER, MmState, PageRun, ProcessState, SocketKind, VmaKind, VmaState,
 };
 
 /// `TFD_TIMER_ABSTIME`.
@@ -215,6 +215,12 @@ pub fn compare(
         "pages that held only zeros are not written (not present until touched)",
         unwritten_pages(image, restored),
     );
+    note(
+        expected,
+        "the last process to operate on a SysV object of the IPC namespace was another one, \
+         which is not there after a restore: it reads as the restored process or none",
+        ipc_other_pids(image, restored),
+    );
     compare_pages(image, restored, differences);
     note(
         expected,
@@ -265,6 +271,33 @@ fn cow_sharing_lost(image: &mut MmState, restored: &mut MmState, unrestorable: u
         v.cow_shared_kb = 0;
     }
     before - after
+}
+
+/// In a private IPC namespace, a message queue's last sender or receiver, or a semaphore's
+/// last operator, that was another process than the dumped one ([`IPC_PID_OTHER`]) cannot
+/// be that process again: the restore leaves the restored process there, or none.
+fn ipc_other_pids(image: &ProcessState, restored: &mut ProcessState) -> usize {
+    let (Some(a), Some(b)) = (&image.ipc_ns, &mut restored.ipc_ns) else {
+        return 0;
+    };
+    let own = image.pid;
+    let mut n = 0;
+    let mut take = |was: i32, now: &mut i32| {
+        if was == IPC_PID_OTHER && (*now == own || *now == 0) {
+            *now = was;
+            n += 1;
+        }
+    };
+    for (qa, qb) in a.msg_queues.iter().zip(b.msg_queues.iter_mut()) {
+        take(qa.lspid, &mut qb.lspid);
+        take(qa.lrpid, &mut qb.lrpid);
+    }
+    for (sa, sb) in a.sem_sets.iter().zip(b.sem_sets.iter_mut()) {
+        for (pa, pb) in sa.pids.iter().zip(sb.pids.iter_mut()) {
+            take(*pa, pb);
+        }
+    }
+    n
 }
 
 /// The image's descriptors with the restored descriptor of the same number.

@@ -1,6 +1,5 @@
 /* A process whose root is a directory other than / (chroot into its state directory).
  * compat-object: root directory other than / (chroot)
- * compat-refuse: root directory other than /
  */
 #include "common.h"
 

@@ -1,5 +1,6 @@
-/* A root other than / (chroot into a directory of the state dir): "/" is that directory, and
- * a file in it is found at "/marker".
+/* A root other than / (chroot into a directory of the state dir): "/" is that directory, a
+ * file in it is found at "/marker", and the working directory (a directory inside the root)
+ * reads "/sub" from getcwd.
  * compat-object: chroot (root directory other than /)
  */
 #include "common.h"
@@ -23,6 +24,11 @@ static void check(void)
 		return;
 	}
 	close(f);
+	char cwd[256];
+	if (!getcwd(cwd, sizeof(cwd)) || strcmp(cwd, "/sub")) {
+		fr_status("BAD getcwd is not /sub");
+		return;
+	}
 	fr_status("ok");
 }
 
@@ -39,7 +45,10 @@ int main(int argc, char **argv)
 	struct stat st;
 	stat(p, &st);
 	want = st.st_ino;
-	if (chroot(p) || chdir("/"))
+	char sub[4200];
+	snprintf(sub, sizeof(sub), "%s/sub", p);
+	mkdir(sub, 0755);
+	if (chroot(p) || chdir("/sub"))
 		fr_die("chroot");
 	fr_ready();
 	for (unsigned long tick = 1;; tick++) {

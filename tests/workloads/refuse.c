@@ -2,7 +2,7 @@
  *   refuse STATEDIR eventfd | socket | thread | seccomp-filter | seccomp-strict | packet | mseal
  *                   | dnotify | aio | ipc-ns | mqueue
  * ipc-ns: in its own IPC namespace (unshare(CLONE_NEWIPC)), a SysV message queue holding one
- * message and a set of two semaphores. mqueue: a POSIX message queue (its name unlinked at
+ * message, a set of two semaphores and a POSIX message queue no descriptor holds. mqueue: a POSIX message queue (its name unlinked at
  * once) holding one message.
  * Reports "fd=N" for the fd it holds. SIGUSR1: "ok pid=P counter=N". */
 #include "common.h"
@@ -100,6 +100,14 @@ int main(int argc, char **argv)
 			fr_die("msgget/msgsnd");
 		if (semget(IPC_PRIVATE, 2, IPC_CREAT | 0600) < 0)
 			fr_die("semget");
+		/* A POSIX message queue of the namespace, held by no descriptor: not carried. */
+		char name[64];
+		snprintf(name, sizeof(name), "ferry-ipcns-%d", (int)getpid());
+		struct mq_attr a = {0, 4, 32, 0, {0}};
+		int fd = (int)syscall(SYS_mq_open, name, O_RDWR | O_CREAT | O_EXCL, 0600, &a);
+		if (fd < 0)
+			fr_die("mq_open");
+		close(fd);
 	} else if (!strcmp(mode, "mqueue")) {
 		/* The system calls, not librt's wrappers: no leading slash. */
 		char name[64];

@@ -468,7 +468,7 @@ fn precheck(
     parent_in_tree: bool,
 ) -> Result<(), DumpError> {
     check_process(pid)?;
-    shm::check_ipc_namespace(pid)?;
+    shm::check_ipc_namespace(pid, in_tree)?;
     if !in_tree {
         check_not_namespace_init(pid)?;
     }
@@ -635,9 +635,10 @@ fn check_process(pid: Pid) -> Result<(), DumpError> {
     }
     let root =
         std::fs::read_link(format!("/proc/{pid}/root")).map_err(|_| bad("cannot read its root"))?;
-    if root != Path::new("/") {
+    // A root directory other than / (chroot) is carried; one that was removed is not.
+    if root.to_string_lossy().ends_with(" (deleted)") {
         return Err(DumpError::Unsupported(format!(
-            "a root directory other than / ({})",
+            "its root directory {} (chroot) was removed: not supported",
             root.display()
         )));
     }
@@ -664,7 +665,7 @@ fn collect(
     // The kernel walks every page table twice, for `smaps` and for `pagemap` (~10 ms per GiB
     // each): both walks run on threads of their own while this one reads the descriptors and
     // queries the process (nothing here touches the pages they look at).
-    let (vmas, mut fds, locks, injected) = std::thread::scope(|scope| {
+    let (vmas, mut fds, locks, injected, ipc) = std::thread::scope(|scope| {
         let smaps = scope.spawn(|| proc::read(raw, "smaps"));
         let mut paged = vmas.clone();
         let pages = scope.spawn(move || mm::find_pages(pid, &mut paged).map(|()| paged));
@@ -684,7 +685,30 @@ fn collect(
         // (in a scratch area of its own, gone again before this returns; the pages of its
         // other areas stay as they are).
         let fd_numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
-        let injected = inject_queries(frozen, &vmas, &fd_numbers, &requeue)?;
+        // A private IPC namespace: all of it, read before the injected queries, which read the
+        // process's SEM_UNDO adjustments on its semaphore sets.
+        let ipc = match crate::ipcns::private_ns(raw) {
+            Some(ns) => Some(shm::collect_ipc_ns(&ns, raw, status.ns_pid)?),
+            None => None,
+        };
+        let undo_sets: Vec<(i32, Vec<u32>)> = match &ipc {
+            Some((ns, _)) if shm::has_sem_undo(pid) => {
+                let sems: usize = ns.sem_sets.iter().map(|s| s.values.len()).sum();
+                if sems > MAX_UNDO_PROBED {
+                    return Err(DumpError::Unsupported(format!(
+                        "pid {raw} has SEM_UNDO adjustments and its IPC namespace {sems} \
+                         semaphores: reading the adjustments of more than {MAX_UNDO_PROBED} is \
+                         not supported"
+                    )));
+                }
+                ns.sem_sets
+                    .iter()
+                    .map(|s| (s.perm.id, s.values.clone()))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let injected = inject_queries(frozen, &vmas, &fd_numbers, &requeue, &undo_sets)?;
         tracing::trace!(elapsed = ?t0.elapsed(), "queries injected");
 
         let paged = pages
@@ -694,13 +718,21 @@ fn collect(
             v.pages = p.pages;
         }
         tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
-        Ok::<_, DumpError>((vmas, fds, locks, injected))
+        Ok::<_, DumpError>((vmas, fds, locks, injected, ipc))
     })?;
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
-    let sysv_shm = shm::collect_sysv(pid, &vmas)?;
+    let (ipc_ns, sysv_shm) = match ipc {
+        Some((mut ns, segs)) => {
+            ns.sem_undo = injected.sem_undo;
+            (Some(ns), segs)
+        }
+        None => (None, shm::collect_sysv(pid, &vmas)?),
+    };
     let mapped_deleted = mm::collect_mapped_deleted(pid, &vmas, &fds, opts.max_deleted_file_size)?;
     let carried_files = files::carried(&vmas, &fds, &locks, status.uids[1])?;
     let cwd = link(raw, "cwd")?;
+    let root = link(raw, "root")?;
+    check_chrooted_sockets(&root, &fds)?;
 
     let children =
         std::fs::read_to_string(format!("/proc/{raw}/task/{raw}/children")).unwrap_or_default();
@@ -813,6 +845,7 @@ fn collect(
         umask: status.umask,
         cwd_removed: removed_cwd(raw, &cwd),
         cwd,
+        root,
         personality: injected.personality,
         rlimits,
         mm: MmState {
@@ -842,10 +875,42 @@ fn collect(
         locks,
         memfds,
         sysv_shm,
+        ipc_ns,
         carried_files,
         mapped_deleted,
         attrs,
     })
+}
+
+/// A process in a chroot (`root` other than `/`) named its Unix sockets' paths from its own
+/// root, and the kernel shows them so (unlike the host paths of its files): binding or
+/// reconnecting them at restore, which happens from the host's root, would take another
+/// file. Refused, naming the socket, until those paths are resolved inside the root.
+fn check_chrooted_sockets(root: &str, fds: &[crate::state::FdState]) -> Result<(), DumpError> {
+    if root == "/" {
+        return Ok(());
+    }
+    let named = |n: &[u8]| !n.is_empty() && n[0] != 0;
+    for f in fds {
+        if let crate::state::FdKind::Socket(s) = &f.kind
+            && let crate::state::SocketKind::Unix(u) = &s.kind
+            && (named(&u.name) || named(&u.peer_name))
+        {
+            let name = if named(&u.name) {
+                &u.name
+            } else {
+                &u.peer_name
+            };
+            return Err(DumpError::Unsupported(format!(
+                "fd {}: a Unix socket with the path {} in a process whose root directory is {} \
+                 (chroot): not supported yet",
+                f.fd,
+                String::from_utf8_lossy(name),
+                root
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The mode and owner of the working directory `cwd` of `pid` when it was removed.
@@ -921,7 +986,12 @@ fn siginfos(raw: Vec<[u8; sys::ptrace::SIGINFO_SIZE]>) -> Vec<SiginfoState> {
         .collect()
 }
 
+/// Most semaphores whose SEM_UNDO adjustments a dump reads (up to 18 injected calls each).
+const MAX_UNDO_PROBED: usize = 4096;
+
 struct Injected {
+    /// The process's SEM_UNDO adjustments on the sets asked about.
+    sem_undo: Vec<crate::state::SemUndoState>,
     attrs: attrs::Queried,
     mm_flags: mm::MmFlags,
     /// Per descriptor, in the order asked.
@@ -983,6 +1053,7 @@ fn inject_queries(
     vmas: &[crate::state::VmaState],
     fds: &[i32],
     requeue: &[files::Requeue],
+    undo_sets: &[(i32, Vec<u32>)],
 ) -> Result<Injected, DumpError> {
     let leader = &frozen.leader().tracee;
     let entry = Entry::SingleStep(find_syscall_instruction(leader, vmas)?);
@@ -1077,6 +1148,25 @@ fn inject_queries(
             });
         }
         let attrs = attrs::query(leader, entry, regs, scratch)?;
+        let sem_undo = shm::probe_sem_undo(undo_sets, &mut |id, ops| {
+            let sops: Vec<u8> = ops
+                .iter()
+                .flat_map(|&(num, op, flg)| {
+                    let mut b = [0u8; 6];
+                    b[0..2].copy_from_slice(&num.to_le_bytes());
+                    b[2..4].copy_from_slice(&op.to_le_bytes());
+                    b[4..6].copy_from_slice(&flg.to_le_bytes());
+                    b
+                })
+                .collect();
+            leader.write_mem(scratch, &sops)?;
+            Ok(leader.inject_raw(
+                entry,
+                regs,
+                libc::SYS_semop,
+                [id as u64, scratch, ops.len() as u64, 0, 0, 0],
+            )?)
+        })?;
         let fd_owners = match &batch {
             Some(b) => fd_owners_batched(b, fds)?,
             None => fds
@@ -1085,6 +1175,7 @@ fn inject_queries(
                 .collect::<Result<_, _>>()?,
         };
         Ok(Injected {
+            sem_undo,
             attrs,
             mm_flags,
             fd_owners,

@@ -12,6 +12,7 @@ use super::validate::{
     MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS, ManifestError,
     ManifestProblem, RLIM_NLIMITS, validate, validate_tree,
 };
+use super::validate::{MAX_IPC_OBJECTS, MAX_IPC_SYSCTLS, MAX_SEMS, MAX_SYSV_MSGS};
 use crate::state::{
     AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
     InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
@@ -21,6 +22,9 @@ use crate::state::{
 };
 use crate::state::{
     CarriedDir, CarriedFile, CttyState, DeletedNode, MappedDeletedFile, ThreadAttrsState,
+};
+use crate::state::{
+    IpcNsState, IpcPermState, MsgQueueState, SemSetState, SemUndoState, SysvMsgState,
 };
 
 use super::validate::{cap_count, err};
@@ -91,6 +95,8 @@ fn process_to_pb(s: &ProcessState) -> pb::ProcessState {
         locks: s.locks.iter().map(lock_to_pb).collect(),
         memfds: s.memfds.iter().map(memfd_to_pb).collect(),
         sysv_shm: s.sysv_shm.iter().map(sysv_shm_to_pb).collect(),
+        root: s.root.clone(),
+        ipc_ns: s.ipc_ns.as_ref().map(ipc_ns_to_pb),
         cwd_removed: s.cwd_removed.as_ref().map(|d| pb::CarriedDir {
             path: d.path.clone(),
             mode: d.mode,
@@ -305,6 +311,142 @@ fn sysv_shm_to_pb(m: &SysvShmState) -> pb::SysvShm {
             })
             .collect(),
     }
+}
+
+fn ipc_perm_to_pb(p: &IpcPermState) -> pb::IpcPerm {
+    pb::IpcPerm {
+        id: p.id,
+        key: p.key,
+        mode: p.mode,
+        uid: p.uid,
+        gid: p.gid,
+        cuid: p.cuid,
+        cgid: p.cgid,
+    }
+}
+
+fn ipc_perm_from_pb(
+    p: Option<pb::IpcPerm>,
+    field: impl Fn() -> String,
+) -> Result<IpcPermState, ManifestError> {
+    let p = required(p, field)?;
+    Ok(IpcPermState {
+        id: p.id,
+        key: p.key,
+        mode: p.mode,
+        uid: p.uid,
+        gid: p.gid,
+        cuid: p.cuid,
+        cgid: p.cgid,
+    })
+}
+
+fn ipc_ns_to_pb(n: &IpcNsState) -> pb::IpcNs {
+    pb::IpcNs {
+        sysctls: n
+            .sysctls
+            .iter()
+            .map(|(name, value)| pb::IpcSysctl {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        msg_queues: n
+            .msg_queues
+            .iter()
+            .map(|q| pb::MsgQueue {
+                perm: Some(ipc_perm_to_pb(&q.perm)),
+                qbytes: q.qbytes,
+                lspid: q.lspid,
+                lrpid: q.lrpid,
+                messages: q
+                    .messages
+                    .iter()
+                    .map(|m| pb::SysvMsg {
+                        mtype: m.mtype,
+                        text: m.text.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        sem_sets: n
+            .sem_sets
+            .iter()
+            .map(|s| pb::SemSet {
+                perm: Some(ipc_perm_to_pb(&s.perm)),
+                values: s.values.clone(),
+                pids: s.pids.clone(),
+            })
+            .collect(),
+        sem_undo: n
+            .sem_undo
+            .iter()
+            .map(|u| pb::SemUndo {
+                id: u.id,
+                adj: u.adj.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn ipc_ns_from_pb(n: pb::IpcNs) -> Result<IpcNsState, ManifestError> {
+    cap_count("ipc_ns.sysctls", n.sysctls.len(), MAX_IPC_SYSCTLS)?;
+    cap_count("ipc_ns.msg_queues", n.msg_queues.len(), MAX_IPC_OBJECTS)?;
+    cap_count("ipc_ns.sem_sets", n.sem_sets.len(), MAX_IPC_OBJECTS)?;
+    cap_count("ipc_ns.sem_undo", n.sem_undo.len(), MAX_IPC_OBJECTS)?;
+    let messages: usize = n.msg_queues.iter().map(|q| q.messages.len()).sum();
+    cap_count("ipc_ns.msg_queues[*].messages", messages, MAX_SYSV_MSGS)?;
+    let sems: usize = n
+        .sem_sets
+        .iter()
+        .map(|s| s.values.len().max(s.pids.len()))
+        .sum::<usize>()
+        + n.sem_undo.iter().map(|u| u.adj.len()).sum::<usize>();
+    cap_count("ipc_ns.sem_sets[*].values", sems, MAX_SEMS)?;
+    Ok(IpcNsState {
+        sysctls: n.sysctls.into_iter().map(|s| (s.name, s.value)).collect(),
+        msg_queues: n
+            .msg_queues
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| {
+                Ok(MsgQueueState {
+                    perm: ipc_perm_from_pb(q.perm, || format!("ipc_ns.msg_queues[{i}].perm"))?,
+                    qbytes: q.qbytes,
+                    lspid: q.lspid,
+                    lrpid: q.lrpid,
+                    messages: q
+                        .messages
+                        .into_iter()
+                        .map(|m| SysvMsgState {
+                            mtype: m.mtype,
+                            text: m.text,
+                        })
+                        .collect(),
+                })
+            })
+            .collect::<Result<_, ManifestError>>()?,
+        sem_sets: n
+            .sem_sets
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Ok(SemSetState {
+                    perm: ipc_perm_from_pb(s.perm, || format!("ipc_ns.sem_sets[{i}].perm"))?,
+                    values: s.values,
+                    pids: s.pids,
+                })
+            })
+            .collect::<Result<_, ManifestError>>()?,
+        sem_undo: n
+            .sem_undo
+            .into_iter()
+            .map(|u| SemUndoState {
+                id: u.id,
+                adj: u.adj,
+            })
+            .collect(),
+    })
 }
 
 fn sysv_shm_from_pb(m: pb::SysvShm) -> SysvShmState {
@@ -963,6 +1105,13 @@ fn process_from_pb(p: pb::ProcessState) -> Result<ProcessState, ManifestError> {
             .collect::<Result<_, _>>()?,
         memfds: p.memfds.into_iter().map(memfd_from_pb).collect(),
         sysv_shm: p.sysv_shm.into_iter().map(sysv_shm_from_pb).collect(),
+        // Images from before the field: the host's root.
+        root: if p.root.is_empty() {
+            "/".to_string()
+        } else {
+            p.root
+        },
+        ipc_ns: p.ipc_ns.map(ipc_ns_from_pb).transpose()?,
         carried_files,
         cwd_removed: p.cwd_removed.map(|d| CarriedDir {
             path: d.path,

@@ -645,6 +645,45 @@ fn rich_state(heap_pages: u64) -> ProcessState {
                 gid: 1000,
             }],
         }],
+        root: "/srv/jail".into(),
+        ipc_ns: Some(crate::state::IpcNsState {
+            sysctls: vec![
+                ("kernel/msgmnb".into(), "12000".into()),
+                ("kernel/sem".into(), "250 32000 100 128".into()),
+            ],
+            msg_queues: vec![crate::state::MsgQueueState {
+                perm: crate::state::IpcPermState {
+                    id: 32768,
+                    key: 0x4647,
+                    mode: 0o620,
+                    uid: 1000,
+                    gid: 100,
+                    cuid: 1000,
+                    cgid: 100,
+                },
+                qbytes: 9000,
+                lspid: crate::state::IPC_PID_OTHER,
+                lrpid: 4242,
+                messages: vec![crate::state::SysvMsgState {
+                    mtype: 7,
+                    text: b"queued".to_vec(),
+                }],
+            }],
+            sem_sets: vec![crate::state::SemSetState {
+                perm: crate::state::IpcPermState {
+                    id: 0,
+                    key: 0,
+                    mode: 0o600,
+                    ..Default::default()
+                },
+                values: vec![5, 2, 9],
+                pids: vec![4242, 4242, crate::state::IPC_PID_OTHER],
+            }],
+            sem_undo: vec![crate::state::SemUndoState {
+                id: 0,
+                adj: vec![0, -2, 0],
+            }],
+        }),
         sysv_shm: vec![SysvShmState {
             id: 3,
             key: 0x4646,
@@ -1474,6 +1513,79 @@ fn invalid_manifests_are_refused_naming_the_field() {
             "appears twice",
         ),
         (|p| p.sysv_shm[0].id = -1, "sysv_shm[0].id", "outside 0.."),
+        (|p| p.root = "jail".into(), "root", "not absolute"),
+        (
+            |p| p.ipc_ns.as_mut().unwrap().sysctls[0].name = "kernel/core_pattern".into(),
+            "ipc_ns.sysctls[0].name",
+            "not a sysctl of an IPC namespace",
+        ),
+        (
+            |p| p.ipc_ns.as_mut().unwrap().sysctls[1].value = "250 32000 100".into(),
+            "ipc_ns.sysctls[1].value",
+            "is not 4 number(s)",
+        ),
+        (
+            |p| p.ipc_ns.as_mut().unwrap().sysctls[0].value = "12000; rm".into(),
+            "ipc_ns.sysctls[0].value",
+            "is not 1 number(s)",
+        ),
+        (
+            |p| {
+                let ns = p.ipc_ns.as_mut().unwrap();
+                ns.msg_queues.push(ns.msg_queues[0].clone());
+            },
+            "ipc_ns.msg_queues[1].perm.id",
+            "appears twice",
+        ),
+        (
+            |p| p.ipc_ns.as_mut().unwrap().msg_queues[0].messages[0].mtype = 0,
+            "ipc_ns.msg_queues[0].messages[0].mtype",
+            "outside 1..",
+        ),
+        (
+            |p| p.ipc_ns.as_mut().unwrap().msg_queues[0].lspid = -2,
+            "ipc_ns.msg_queues[0].lspid",
+            "outside -1..",
+        ),
+        (
+            |p| {
+                let q = &mut p.ipc_ns.as_mut().unwrap().msg_queues[0];
+                q.perm.as_mut().unwrap().mode = 0o1777;
+            },
+            "ipc_ns.msg_queues[0].perm.mode",
+            "bits outside",
+        ),
+        (
+            |p| p.ipc_ns.as_mut().unwrap().msg_queues[0].perm = None,
+            "ipc_ns.msg_queues[0].perm",
+            "missing",
+        ),
+        (
+            |p| p.ipc_ns.as_mut().unwrap().sem_sets[0].values[1] = 40000,
+            "ipc_ns.sem_sets[0].values[1]",
+            "outside 0..=32767",
+        ),
+        (
+            |p| {
+                p.ipc_ns.as_mut().unwrap().sem_sets[0]
+                    .pids
+                    .pop()
+                    .map(drop)
+                    .unwrap_or(())
+            },
+            "ipc_ns.sem_sets[0].pids",
+            "expected exactly 3",
+        ),
+        (
+            |p| p.ipc_ns.as_mut().unwrap().sem_undo[0].id = 5,
+            "ipc_ns.sem_undo[0].id",
+            "not in ipc_ns.sem_sets",
+        ),
+        (
+            |p| p.ipc_ns.as_mut().unwrap().sem_undo[0].adj[1] = -40000,
+            "ipc_ns.sem_undo[0].adj[1]",
+            "outside -32768..=32767",
+        ),
         (
             |p| {
                 p.sysv_shm[0].extents = vec![pb::MemfdExtent {

@@ -11,6 +11,7 @@ use crate::state::{
     MemfdState, MmState, PAGE_SIZE, PageRun, PipeQueue, ProcessState, RlimitState, SiginfoState,
     SignalsState, SysvShmState, TreeState, VmaKind, VmaState, prot, vmflag,
 };
+use crate::state::{IPC_PID_OTHER, IpcNsState, IpcPermState};
 
 /// One past the highest user-space address on x86_64 with 4-level paging (`TASK_SIZE_MAX`).
 pub const USER_END: u64 = 0x7fff_ffff_f000;
@@ -45,6 +46,34 @@ pub const MAX_MEMFD_BYTES: usize = 32 << 20;
 pub const MAX_SYSV_SHM: usize = 4096;
 /// Most bytes of SysV shared memory an image stores per process (the manifest holds them).
 pub const MAX_SYSV_SHM_BYTES: usize = 32 << 20;
+/// Most SysV message queues, and semaphore sets, in an IPC namespace (the kernel's most,
+/// `IPCMNI`).
+pub const MAX_IPC_OBJECTS: usize = 32768;
+/// Most sysctls of an IPC namespace.
+pub const MAX_IPC_SYSCTLS: usize = 32;
+/// Most queued SysV messages over all queues.
+pub const MAX_SYSV_MSGS: usize = 1 << 20;
+/// Most bytes of queued SysV messages an image stores (the manifest holds them).
+pub const MAX_SYSV_MSG_BYTES: usize = 32 << 20;
+/// Most semaphores over all sets (and `SEM_UNDO` adjustments over all sets).
+pub const MAX_SEMS: usize = 1 << 20;
+/// The sysctls of an IPC namespace that an image may set (relative to `/proc/sys`); no other
+/// path is ever written.
+pub const IPC_SYSCTLS: &[&str] = &[
+    "kernel/msgmax",
+    "kernel/msgmnb",
+    "kernel/msgmni",
+    "kernel/sem",
+    "kernel/shmmax",
+    "kernel/shmall",
+    "kernel/shmmni",
+    "kernel/shm_rmid_forced",
+    "fs/mqueue/msg_max",
+    "fs/mqueue/msgsize_max",
+    "fs/mqueue/queues_max",
+    "fs/mqueue/msg_default",
+    "fs/mqueue/msgsize_default",
+];
 /// Most carried files accepted per process.
 pub const MAX_CARRIED_FILES: usize = 256;
 /// Largest carried file (holes included).
@@ -327,6 +356,23 @@ pub enum ManifestProblem {
     /// A SysV shared memory id that `sysv_shm` does not list.
     #[error("SysV shared memory id {0} is not in sysv_shm")]
     UnknownSysvShm(i32),
+    /// A semaphore set id that `ipc_ns.sem_sets` does not list.
+    #[error("semaphore set id {0} is not in ipc_ns.sem_sets")]
+    UnknownSemSet(i32),
+    /// A sysctl that is not one of an IPC namespace's.
+    #[error("{0:?} is not a sysctl of an IPC namespace")]
+    NotAnIpcSysctl(String),
+    /// A name that must be unique appears twice.
+    #[error("{0:?} appears twice")]
+    DuplicateName(String),
+    /// A value that is not the numbers it must be.
+    #[error("{value:?} is not {count} number(s)")]
+    NotNumbers {
+        /// The value.
+        value: String,
+        /// How many numbers it must be.
+        count: usize,
+    },
 }
 
 pub(crate) fn err(field: impl Into<String>, problem: ManifestProblem) -> ManifestError {
@@ -434,6 +480,10 @@ pub fn validate(s: &ProcessState) -> Result<(), ManifestError> {
         ));
     }
     check_path("cwd", &s.cwd)?;
+    check_path("root", &s.root)?;
+    if let Some(ns) = &s.ipc_ns {
+        validate_ipc_ns(ns)?;
+    }
     validate_rlimits(&s.rlimits)?;
     validate_memfds(&s.memfds)?;
     validate_mm(&s.mm)?;
@@ -776,6 +826,150 @@ fn validate_carried(files: &[CarriedFile]) -> Result<(), ManifestError> {
             &mut bytes,
             MAX_MEMFD_BYTES,
         )?;
+    }
+    Ok(())
+}
+
+/// A pid of a SysV object's last operation: none, the process's own, or another's.
+fn check_ipc_pid(field: String, pid: i32) -> Result<(), ManifestError> {
+    check_range(field, pid, IPC_PID_OTHER, MAX_PID)
+}
+
+fn check_ipc_perm(field: &str, p: &IpcPermState, ids: &mut Vec<i32>) -> Result<(), ManifestError> {
+    check_range(format!("{field}.id"), p.id, 0, i32::MAX)?;
+    if ids.contains(&p.id) {
+        return Err(err(
+            format!("{field}.id"),
+            ManifestProblem::Duplicate(p.id.into()),
+        ));
+    }
+    ids.push(p.id);
+    if p.mode & !0o777 != 0 {
+        return Err(err(
+            format!("{field}.mode"),
+            ManifestProblem::UnknownBits {
+                value: p.mode.into(),
+                allowed: 0o777,
+            },
+        ));
+    }
+    for (name, id) in [
+        ("uid", p.uid),
+        ("gid", p.gid),
+        ("cuid", p.cuid),
+        ("cgid", p.cgid),
+    ] {
+        if id == u32::MAX {
+            return Err(err(
+                format!("{field}.{name}"),
+                ManifestProblem::InvalidId(id),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_ipc_ns(ns: &IpcNsState) -> Result<(), ManifestError> {
+    cap_count("ipc_ns.sysctls", ns.sysctls.len(), MAX_IPC_SYSCTLS)?;
+    for (i, (name, value)) in ns.sysctls.iter().enumerate() {
+        if !IPC_SYSCTLS.contains(&name.as_str()) {
+            return Err(err(
+                format!("ipc_ns.sysctls[{i}].name"),
+                ManifestProblem::NotAnIpcSysctl(name.clone()),
+            ));
+        }
+        if ns.sysctls[..i].iter().any(|(n, _)| n == name) {
+            return Err(err(
+                format!("ipc_ns.sysctls[{i}].name"),
+                ManifestProblem::DuplicateName(name.clone()),
+            ));
+        }
+        check_string(&format!("ipc_ns.sysctls[{i}].value"), value, 64)?;
+        let words: Vec<&str> = value.split_whitespace().collect();
+        let want = if name == "kernel/sem" { 4 } else { 1 };
+        if words.len() != want || words.iter().any(|w| w.parse::<i128>().is_err()) {
+            return Err(err(
+                format!("ipc_ns.sysctls[{i}].value"),
+                ManifestProblem::NotNumbers {
+                    value: value.clone(),
+                    count: want,
+                },
+            ));
+        }
+    }
+    cap_count("ipc_ns.msg_queues", ns.msg_queues.len(), MAX_IPC_OBJECTS)?;
+    let (mut ids, mut messages, mut bytes) = (Vec::new(), 0usize, 0usize);
+    for (i, q) in ns.msg_queues.iter().enumerate() {
+        let field = format!("ipc_ns.msg_queues[{i}]");
+        check_ipc_perm(&format!("{field}.perm"), &q.perm, &mut ids)?;
+        check_range(format!("{field}.qbytes"), q.qbytes, 0, i32::MAX as u64)?;
+        check_ipc_pid(format!("{field}.lspid"), q.lspid)?;
+        check_ipc_pid(format!("{field}.lrpid"), q.lrpid)?;
+        messages += q.messages.len();
+        cap_count("ipc_ns.msg_queues[*].messages", messages, MAX_SYSV_MSGS)?;
+        for (j, m) in q.messages.iter().enumerate() {
+            check_range(format!("{field}.messages[{j}].mtype"), m.mtype, 1, i64::MAX)?;
+            bytes += m.text.len();
+            cap_count(
+                "ipc_ns.msg_queues[*].messages[*].text bytes",
+                bytes,
+                MAX_SYSV_MSG_BYTES,
+            )?;
+        }
+    }
+    cap_count("ipc_ns.sem_sets", ns.sem_sets.len(), MAX_IPC_OBJECTS)?;
+    let (mut ids, mut sems) = (Vec::new(), 0usize);
+    for (i, s) in ns.sem_sets.iter().enumerate() {
+        let field = format!("ipc_ns.sem_sets[{i}]");
+        check_ipc_perm(&format!("{field}.perm"), &s.perm, &mut ids)?;
+        // SEMMSL is at most 32000.
+        check_range(format!("{field}.values"), s.values.len() as u64, 1, 32000)?;
+        if s.pids.len() != s.values.len() {
+            return Err(err(
+                format!("{field}.pids"),
+                ManifestProblem::WrongLength {
+                    len: s.pids.len(),
+                    expected: s.values.len(),
+                },
+            ));
+        }
+        sems += s.values.len();
+        cap_count("ipc_ns.sem_sets[*].values", sems, MAX_SEMS)?;
+        for (j, v) in s.values.iter().enumerate() {
+            // SEMVMX.
+            check_range(format!("{field}.values[{j}]"), *v, 0, 32767)?;
+        }
+        for (j, p) in s.pids.iter().enumerate() {
+            check_ipc_pid(format!("{field}.pids[{j}]"), *p)?;
+        }
+    }
+    cap_count("ipc_ns.sem_undo", ns.sem_undo.len(), MAX_IPC_OBJECTS)?;
+    for (i, u) in ns.sem_undo.iter().enumerate() {
+        let field = format!("ipc_ns.sem_undo[{i}]");
+        if ns.sem_undo[..i].iter().any(|o| o.id == u.id) {
+            return Err(err(
+                format!("{field}.id"),
+                ManifestProblem::Duplicate(u.id.into()),
+            ));
+        }
+        let set = ns
+            .sem_sets
+            .iter()
+            .find(|s| s.perm.id == u.id)
+            .ok_or_else(|| err(format!("{field}.id"), ManifestProblem::UnknownSemSet(u.id)))?;
+        if u.adj.len() != set.values.len() {
+            return Err(err(
+                format!("{field}.adj"),
+                ManifestProblem::WrongLength {
+                    len: u.adj.len(),
+                    expected: set.values.len(),
+                },
+            ));
+        }
+        for (j, a) in u.adj.iter().enumerate() {
+            // SEMAEM.
+            check_range(format!("{field}.adj[{j}]"), *a, -32768, 32767)?;
+        }
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use super::validate::{
     MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SECCOMP_FILTERS, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS,
     ManifestError, ManifestProblem, RLIM_NLIMITS,
 };
+use super::validate::{MAX_IPC_OBJECTS, MAX_IPC_SYSCTLS, MAX_SEMS, MAX_SYSV_MSGS};
 
 /// Where a field's entries are counted, and the most allowed over the whole manifest.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +70,43 @@ const SYSV_SHM: &[Field] = &[(
         Some(counter(23, "sysv_shm[*].extents", MAX_MEMFD_EXTENTS)),
     ),
 )];
+const MSG_QUEUE: &[Field] = &[(
+    5,
+    Child::Message(
+        LEAF,
+        Some(counter(25, "ipc_ns.msg_queues[*].messages", MAX_SYSV_MSGS)),
+    ),
+)];
+const SEMS: Counter = counter(27, "ipc_ns.sem_sets[*].values", MAX_SEMS);
+const SEM_SET: &[Field] = &[(2, Child::Varints(SEMS)), (3, Child::Varints(SEMS))];
+const SEM_UNDO: &[Field] = &[(2, Child::Varints(SEMS))];
+const IPC_NS: &[Field] = &[
+    (
+        1,
+        Child::Message(LEAF, Some(counter(28, "ipc_ns.sysctls", MAX_IPC_SYSCTLS))),
+    ),
+    (
+        2,
+        Child::Message(
+            MSG_QUEUE,
+            Some(counter(24, "ipc_ns.msg_queues", MAX_IPC_OBJECTS)),
+        ),
+    ),
+    (
+        3,
+        Child::Message(
+            SEM_SET,
+            Some(counter(26, "ipc_ns.sem_sets", MAX_IPC_OBJECTS)),
+        ),
+    ),
+    (
+        4,
+        Child::Message(
+            SEM_UNDO,
+            Some(counter(29, "ipc_ns.sem_undo", MAX_IPC_OBJECTS)),
+        ),
+    ),
+];
 const FD: &[Field] = &[
     (4, Child::Message(OPEN_FILE, None)),
     (5, Child::Message(OPEN_FILE, None)),
@@ -184,6 +222,7 @@ const PROCESS: &[Field] = &[
         Child::Message(SYSV_SHM, Some(counter(22, "sysv_shm", MAX_SYSV_SHM))),
     ),
     (200, Child::Message(ATTRS, None)),
+    (451, Child::Message(IPC_NS, None)),
 ];
 // Caps count over the whole manifest: the processes of a tree share them.
 const MANIFEST: &[Field] = &[
@@ -197,12 +236,12 @@ const MANIFEST: &[Field] = &[
         Child::Message(LEAF, Some(counter(21, "zombies", MAX_PROCESSES))),
     ),
 ];
-const SLOTS: usize = 24;
+const SLOTS: usize = 30;
 /// Short lists each process has on its own (at most a few dozen entries), not summed over a
 /// tree: `signals.actions`, `rlimits`, `attrs.cgroups`, `attrs.itimers`.
 const PER_PROCESS_SLOTS: [usize; 4] = [5, 8, 13, 14];
 /// The caps that also hold over all the processes of a tree together.
-const TREE_WIDE: [Counter; 18] = [
+const TREE_WIDE: [Counter; 24] = [
     counter(0, "fds[*].epoll.targets", MAX_EPOLL_TARGETS),
     counter(1, "mm.vmas[*].pages", MAX_PAGE_RUNS),
     counter(2, "mm.vmas", MAX_VMAS),
@@ -224,6 +263,12 @@ const TREE_WIDE: [Counter; 18] = [
     counter(18, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES),
     counter(22, "sysv_shm", MAX_SYSV_SHM),
     counter(23, "sysv_shm[*].extents", MAX_MEMFD_EXTENTS),
+    counter(24, "ipc_ns.msg_queues", MAX_IPC_OBJECTS),
+    counter(25, "ipc_ns.msg_queues[*].messages", MAX_SYSV_MSGS),
+    counter(26, "ipc_ns.sem_sets", MAX_IPC_OBJECTS),
+    SEMS,
+    counter(28, "ipc_ns.sysctls", MAX_IPC_SYSCTLS),
+    counter(29, "ipc_ns.sem_undo", MAX_IPC_OBJECTS),
     counter(
         19,
         "threads[*].seccomp.filters",

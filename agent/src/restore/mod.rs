@@ -8,6 +8,7 @@ mod attrs;
 mod fdkinds;
 mod files;
 mod inject;
+mod ipc;
 mod mm;
 mod pty;
 mod shm;
@@ -276,6 +277,7 @@ pub fn restore_with<R: Read + Send>(
         &mut warnings,
     )?;
 
+    check_root(&state)?;
     let mut task = task::create(state.pid, opts.pid_ns, false, opts.as_child)?;
     // Into its cgroups before any memory is touched, so that it is charged where it belongs.
     attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
@@ -309,7 +311,9 @@ pub fn restore_with<R: Read + Send>(
     }
     // Shared memory objects are made by the task while it still has a whole address space
     // of its own to make them in.
-    let shared = shm::SharedMemory::prepare(&inj, &[&state])?;
+    // Its own IPC namespace first: its shared memory segments are made in it.
+    let ipc_ns = ipc::make(&inj, &state)?;
+    let shared = shm::SharedMemory::prepare(&inj, &[&state], ipc_ns.as_ref())?;
     let t0 = std::time::Instant::now();
     // A lone process has no parent to keep pages from.
     mm::kept_from_parent(&state.mm, None, &maps)?;
@@ -372,6 +376,8 @@ pub fn restore_with<R: Read + Send>(
             }
         })?;
     }
+    // Its root last of all that opens paths (they are the host's).
+    enter_root(&inj, &state)?;
     // Credentials last: once they drop, the task could no longer do the privileged steps.
     // They belong to each thread, not to the process.
     for (t, ts) in &threads {
@@ -458,6 +464,42 @@ pub fn restore_with<R: Read + Send>(
         checked,
         stopped: state.attrs.stop_signal != 0,
     })
+}
+
+/// Refuses an image whose process had a root directory (chroot) that is not a directory
+/// here any more: it would find another world under `/`.
+pub(crate) fn check_root(state: &ProcessState) -> Result<(), RestoreError> {
+    if state.root == "/" {
+        return Ok(());
+    }
+    match std::fs::metadata(&state.root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(RestoreError::FileChanged(format!(
+            "pid {}: its root directory {} (chroot) is not a directory any more",
+            state.pid, state.root
+        ))),
+        Err(e) => Err(RestoreError::FileChanged(format!(
+            "pid {}: its root directory {} (chroot) is gone: {e}",
+            state.pid, state.root
+        ))),
+    }
+}
+
+/// Puts the process in its root directory (`chroot`), once everything that opens a path of
+/// the image (all host paths) is done; the working directory stays as it was entered.
+pub(crate) fn enter_root(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
+    if state.root == "/" {
+        return Ok(());
+    }
+    let path = inj.put_path(&state.root)?;
+    inj.call("chroot", libc::SYS_chroot, [path, 0, 0, 0, 0, 0])
+        .map_err(|e| {
+            RestoreError::FileChanged(format!(
+                "pid {}: enter its root directory {} (chroot): {e}",
+                state.pid, state.root
+            ))
+        })?;
+    Ok(())
 }
 
 /// The warning for memory a process shared copy-on-write with others (after a `fork`) that

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 
-use nix::errno::Errno;
 use nix::sys::uio::{RemoteIoVec, process_vm_writev};
 
 use super::RestoreError;
@@ -37,6 +36,8 @@ pub struct SharedMemory {
     sysv: Vec<Segment>,
     /// Disarmed once the restore succeeded: segments made here are removed on failure.
     armed: bool,
+    /// The process's own IPC namespace, where its segments are made (`None`: ferry's).
+    ns: Option<File>,
 }
 
 #[derive(Debug)]
@@ -49,7 +50,8 @@ struct Segment {
 
 impl Drop for SharedMemory {
     fn drop(&mut self) {
-        if !self.armed {
+        // A private namespace goes with the task.
+        if !self.armed || self.ns.is_some() {
             return;
         }
         for s in self.sysv.iter().filter(|s| s.made) {
@@ -67,12 +69,26 @@ fn sysv_err(id: i32, what: impl Into<String>) -> RestoreError {
 
 impl SharedMemory {
     /// Makes every shared object that the processes of `states` map, through `inj` (a new
-    /// task that is still a copy of the restorer).
-    pub fn prepare(inj: &Injector<'_>, states: &[&ProcessState]) -> Result<Self, RestoreError> {
+    /// task that is still a copy of the restorer). `ns`: the task's own IPC namespace, new
+    /// and empty, where every segment of the image is made (attached or not).
+    pub fn prepare(
+        inj: &Injector<'_>,
+        states: &[&ProcessState],
+        ns: Option<&File>,
+    ) -> Result<Self, RestoreError> {
+        let ns = ns
+            .map(|f| {
+                f.try_clone().map_err(|source| RestoreError::Io {
+                    what: "keep the IPC namespace open".into(),
+                    source,
+                })
+            })
+            .transpose()?;
         let mut out = SharedMemory {
             shmem: HashMap::new(),
             sysv: Vec::new(),
             armed: true,
+            ns,
         };
         // Shmem objects: as large as the largest extent any mapping of them reaches.
         let mut sizes: Vec<(u64, u64)> = Vec::new();
@@ -102,7 +118,10 @@ impl SharedMemory {
         if segs.is_empty() {
             return Ok(out);
         }
-        let live = crate::proc::sysv_segments()?;
+        let live = match &out.ns {
+            Some(_) => Vec::new(),
+            None => crate::proc::sysv_segments()?,
+        };
         for (s, all) in segs {
             let made = match live.iter().find(|l| l.id == s.id) {
                 Some(l) if l.key == s.key && l.size == s.size => false,
@@ -116,7 +135,7 @@ impl SharedMemory {
                     ));
                 }
                 None => {
-                    make_segment(inj, s, &all)?;
+                    make_segment(inj, s, &all, out.ns.as_ref())?;
                     true
                 }
             };
@@ -225,7 +244,13 @@ impl SharedMemory {
     /// the mark.
     pub fn mark_removed(&self) -> Result<(), RestoreError> {
         for s in self.sysv.iter().filter(|s| s.removed) {
-            sys::shm_remove(s.id).map_err(|e| sysv_err(s.id, format!("mark removed: {e}")))?;
+            let id = s.id;
+            let remove = move || sys::shm_remove(id).map_err(|e| e.to_string());
+            match &self.ns {
+                Some(ns) => super::ipc::in_ns(ns, remove),
+                None => remove().map_err(|e| sysv_err(id, e)),
+            }
+            .map_err(|e| sysv_err(id, format!("mark removed: {e}")))?;
         }
         Ok(())
     }
@@ -274,34 +299,30 @@ fn make_segment(
     inj: &Injector<'_>,
     s: &SysvShmState,
     all: &[&SysvShmState],
+    ns: Option<&File>,
 ) -> Result<(), RestoreError> {
-    std::fs::write("/proc/sys/kernel/shm_next_id", s.id.to_string())
-        .map_err(|e| sysv_err(s.id, format!("set /proc/sys/kernel/shm_next_id: {e}")))?;
-    let got = inj.call_raw(
-        libc::SYS_shmget,
-        [
-            s.key as u32 as u64,
-            s.size,
-            (libc::IPC_CREAT | libc::IPC_EXCL) as u64 | u64::from(s.mode),
-            0,
-            0,
-            0,
-        ],
-    )?;
-    let got = match got {
-        Ok(id) => id as i32,
-        Err(Errno::EEXIST) => {
-            return Err(sysv_err(
-                s.id,
-                format!("key {:#x} is taken by another segment", s.key),
-            ));
-        }
-        Err(e) => return Err(sysv_err(s.id, format!("shmget: {e}"))),
-    };
-    if got != s.id {
-        let _ = sys::shm_remove(got);
-        return Err(sysv_err(s.id, format!("shmget gave id {got}")));
+    let id = s.id;
+    match ns {
+        Some(ns) => super::ipc::in_ns(ns, move || crate::ipcns::set_next_id("shm", id))?,
+        None => crate::ipcns::set_next_id("shm", id).map_err(|e| sysv_err(id, e))?,
     }
+    let perm = crate::state::IpcPermState {
+        id,
+        key: s.key,
+        mode: s.mode,
+        uid: s.uid,
+        gid: s.gid,
+        cuid: s.cuid,
+        cgid: s.cgid,
+    };
+    let flags = (libc::IPC_CREAT | libc::IPC_EXCL) as u64 | u64::from(s.mode);
+    let got = super::ipc::create_as(inj, &perm, &|| {
+        inj.call_raw(
+            libc::SYS_shmget,
+            [s.key as u32 as u64, s.size, flags, 0, 0, 0],
+        )
+    })
+    .map_err(|e| sysv_err(id, e))?;
     let filled = (|| {
         let base = inj.call("shmat", libc::SYS_shmat, [got as u64, 0, 0, 0, 0, 0])?;
         for e in all.iter().flat_map(|c| &c.extents) {
@@ -336,7 +357,10 @@ fn make_segment(
         Ok::<(), RestoreError>(())
     })();
     if let Err(e) = filled {
-        let _ = sys::shm_remove(got);
+        // In a private namespace it goes with the task.
+        if ns.is_none() {
+            let _ = sys::shm_remove(got);
+        }
         return Err(e);
     }
     Ok(())

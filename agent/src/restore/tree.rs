@@ -70,6 +70,15 @@ pub fn restore_tree<R: Read + Send>(
     let root = &procs[0];
     let mut warnings = Vec::new();
     let layout = tree.session_layout().map_err(RestoreError::Layout)?;
+    if let Some(p) = procs.iter().find(|p| p.ipc_ns.is_some()) {
+        return Err(RestoreError::Layout(format!(
+            "pid {}: a private IPC namespace in a process tree is not supported",
+            p.pid
+        )));
+    }
+    for p in procs {
+        super::check_root(p)?;
+    }
 
     // 1. Pipes joining several processes, held by the restorer until all have their ends.
     let pipes = make_tree_pipes(&tree)?;
@@ -166,7 +175,7 @@ pub fn restore_tree<R: Read + Send>(
         }
         // Shared memory objects once for the tree, made before any fork (the scratch
         // mappings they need are gone again before the children copy the address space).
-        shared = shm::SharedMemory::prepare(&inj, &members)?;
+        shared = shm::SharedMemory::prepare(&inj, &members, None)?;
         inj.area
     };
 
@@ -342,6 +351,11 @@ pub fn restore_tree<R: Read + Send>(
     // 6. Credentials last (per thread, with seccomp filters and capabilities), then resume,
     // children first.
     for ((inj, p), ts) in injs.iter().zip(procs).zip(&threads) {
+        // Its root last of all that opens paths (they are the host's); a filesystem context
+        // shared with the parent is the parent's, in its root already.
+        if p.attrs.shares_with_parent & libc::CLONE_FS as u32 == 0 {
+            super::enter_root(inj, p)?;
+        }
         for (t, tstate) in ts {
             lock_down(&inj.for_thread(t)?, p, tstate, false, false, &mut warnings)?;
         }

@@ -142,6 +142,9 @@ pub enum Kcmp {
     Files = 2,
     /// Root, working directory and umask (`KCMP_FS`).
     Fs = 3,
+    /// The list of SysV semaphore undo adjustments (`KCMP_SYSVSEM`; a process without one has
+    /// none to compare, the same as any other without one).
+    Sysvsem = 6,
 }
 
 /// `kcmp(pid1, pid2, what, 0, 0) == 0`: whether two processes share that kernel object.
@@ -343,6 +346,70 @@ pub fn shm_remove(id: i32) -> Result<(), Errno> {
     // SAFETY: IPC_RMID reads no buffer; the pointer argument is null.
     let r = unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
     Errno::result(r).map(drop)
+}
+
+/// `msgctl(id, IPC_STAT)`: a message queue's `msg_qbytes`, in the caller's IPC namespace.
+pub fn msg_qbytes(id: i32) -> Result<u64, Errno> {
+    // SAFETY: an all-zero msqid_ds is valid plain data.
+    let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: IPC_STAT writes one struct msqid_ds through the pointer, valid for it.
+    let r = unsafe { libc::msgctl(id, libc::IPC_STAT, &mut ds) };
+    Errno::result(r)?;
+    Ok(ds.msg_qbytes as u64)
+}
+
+/// `msgrcv(id, buf, max, index, MSG_COPY | IPC_NOWAIT)`: a copy of the message at `index`
+/// (from 0) of a queue, which stays queued; its type and text. `ENOMSG`: no such message.
+pub fn msg_copy(id: i32, index: usize, max: usize) -> Result<(i64, Vec<u8>), Errno> {
+    const MSG_COPY: libc::c_int = 0o40000;
+    let mut buf = vec![0u8; 8 + max];
+    // SAFETY: the kernel writes at most 8 + max bytes (mtype, then up to max bytes of text)
+    // into buf, which holds that many.
+    let r = unsafe {
+        libc::msgrcv(
+            id,
+            buf.as_mut_ptr().cast(),
+            max,
+            index as libc::c_long,
+            MSG_COPY | libc::IPC_NOWAIT,
+        )
+    };
+    let n = Errno::result(r)? as usize;
+    let mtype = i64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
+    buf.truncate(8 + n.min(max));
+    Ok((mtype, buf.split_off(8)))
+}
+
+/// `semctl(id, 0, GETALL)` of a set of `n` semaphores.
+pub fn sem_getall(id: i32, n: usize) -> Result<Vec<u16>, Errno> {
+    let mut v = vec![0u16; n];
+    // SAFETY: GETALL writes the set's (n) values, as unsigned shorts, into v, which holds n.
+    let r = unsafe { libc::semctl(id, 0, libc::GETALL, v.as_mut_ptr()) };
+    Errno::result(r)?;
+    Ok(v)
+}
+
+/// `semctl(id, num, GETPID)`: the last process to operate on semaphore `num` (0: none), in
+/// the caller's PID namespace.
+pub fn sem_getpid(id: i32, num: usize) -> Result<i32, Errno> {
+    // SAFETY: GETPID reads and writes no buffer.
+    let r = unsafe { libc::semctl(id, num as libc::c_int, libc::GETPID) };
+    Errno::result(r)
+}
+
+/// The first `size` bytes of SysV segment `id` (attached read-only in the caller's address
+/// space for the copy, then detached).
+pub fn shm_read(id: i32, size: usize) -> Result<Vec<u8>, Errno> {
+    // SAFETY: a read-only attach anywhere the kernel chooses touches no memory of ours.
+    let p = unsafe { libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY) };
+    if p as isize == -1 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the attach maps at least `size` bytes (the segment's size) readable at p.
+    let data = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), size) }.to_vec();
+    // SAFETY: p is the address shmat returned; nothing refers to the mapping any more.
+    unsafe { libc::shmdt(p) };
+    Ok(data)
 }
 
 /// `ioctl(fd, TIOCGWINSZ)`: a terminal's window size as (rows, columns).
