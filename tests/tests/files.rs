@@ -250,12 +250,15 @@ fn a_write_lease_is_kept_and_not_broken_by_the_dump() {
 
 /// What the dump cannot carry yet is refused up front, naming it; the process runs on.
 #[test]
-fn fanotify_a_chroot_and_a_write_lease_on_a_deleted_file_are_refused_by_name() {
+fn unread_fanotify_events_a_chroot_and_a_write_lease_on_a_deleted_file_are_refused_by_name() {
     let Some(ctx) = setup("files_refused") else {
         return;
     };
     for (name, says) in [
-        ("compat/fanotify", "fanotify is not supported"),
+        (
+            "compat/fd_fanotify_unread",
+            "a fanotify group with 24 bytes of unread events",
+        ),
         ("compat/chroot_root", "a root directory other than /"),
         ("compat/lease_deleted", "a write lease on"),
     ] {

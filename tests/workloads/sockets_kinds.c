@@ -9,7 +9,7 @@
  *            through the raw socket and reads the echo reply, and sends a UDP-Lite datagram
  *            to the UDP-Lite socket and reads it. A ping (ICMP datagram) socket too, when
  *            net.ipv4.ping_group_range lets the process have one.
- *   packet:  an AF_PACKET socket (refused at dump).
+ *   packet:  an AF_PACKET socket with a receive ring (refused at dump).
  */
 #include "common.h"
 
@@ -218,7 +218,9 @@ int main(int argc, char **argv)
 			fr_die("UDP-Lite socket");
 		ping = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP); /* -1 when ping_group_range forbids */
 	} else if (!strcmp(mode, "packet")) {
-		if (socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_ALL)) < 0)
+		int pk = socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_ALL));
+		struct tpacket_req req = {.tp_block_size = 4096, .tp_block_nr = 1, .tp_frame_size = 2048, .tp_frame_nr = 2};
+		if (pk < 0 || setsockopt(pk, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)))
 			fr_die("packet socket");
 	}
 	fr_ready();
