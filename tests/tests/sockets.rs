@@ -507,6 +507,48 @@ fn packet_socket_with_a_ring_is_refused() {
     );
 }
 
+/// A link made for a test (a veth pair: deleting one end deletes both), deleted when
+/// dropped.
+struct Link(String);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
+/// A packet socket is bound again to its interface by name; an interface this host no longer
+/// has fails the restore, naming it, before the process exists.
+#[test]
+fn packet_socket_on_a_missing_interface_fails_the_restore_naming_it() {
+    let Some(ctx) = setup("sockets-packet-if") else {
+        return;
+    };
+    let name = format!("fry{}", std::process::id() % 100_000);
+    let made = std::process::Command::new("ip")
+        .args(["link", "add", &name, "type", "veth", "peer", "name"])
+        .arg(format!("{name}p"))
+        .status()
+        .expect("run ip");
+    assert!(made.success(), "ip link add {name} type veth");
+    let link = Link(name.clone());
+    let mut v = Victim::c(&ctx, "sockets_kinds", &["packet-on", &name]);
+    let img = image_path(&ctx, "packet-if");
+    v.dump(&ctx, &img, &[]);
+    drop(link);
+    let out = ctx.ferry(&["restore", img.to_str().expect("utf-8 path")]);
+    out.assert_failed();
+    assert!(
+        out.stderr.contains(&format!(
+            "interface \"{name}\", which this host does not have"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
 /// TCP connections in states other than listening, closed and established (here CLOSE-WAIT
 /// and FIN-WAIT-2) are refused at dump, naming the state.
 #[test]

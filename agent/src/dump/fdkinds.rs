@@ -569,6 +569,44 @@ mod tests {
     }
 
     #[test]
+    fn fanotify_fdinfo() {
+        let t = "pos:\t0\nflags:\t04002\nfanotify flags:12 event-flags:48000\n\
+                 fanotify sdev:1b mflags:0 mask:1000 ignored_mask:0\n\
+                 fanotify mnt_id:1e mflags:0 mask:1000 ignored_mask:0\n\
+                 fanotify ino:98c065 sdev:fe00000 mflags:40 mask:a ignored_mask:2 fhandle-bytes:8 fhandle-type:1 f_handle:65c0980052ca556e\n";
+        let (flags, event_flags, marks) = parse_fanotify(t).unwrap();
+        assert_eq!((flags, event_flags, marks.len()), (0x12, 0x48000, 3));
+        assert_eq!(
+            (marks[0].sdev, marks[0].ino, marks[0].mask),
+            (Some(0x1b), None, 0x1000)
+        );
+        assert_eq!((marks[1].mnt_id, marks[1].sdev), (Some(0x1e), None));
+        let m = &marks[2];
+        assert_eq!(
+            (m.ino, m.sdev, m.mflags, m.mask, m.ignored_mask),
+            (Some(0x98c065), Some(0xfe00000), 0x40, 0xa, 2)
+        );
+        assert_eq!(
+            m.handle,
+            Some((1, vec![0x65, 0xc0, 0x98, 0, 0x52, 0xca, 0x55, 0x6e]))
+        );
+        // No group line, or a mark on nothing: not fanotify fdinfo.
+        assert!(parse_fanotify("fanotify mnt_id:1e mflags:0 mask:1 ignored_mask:0\n").is_none());
+        assert!(
+            parse_fanotify(
+                "fanotify flags:0 event-flags:0\nfanotify mflags:0 mask:1 ignored_mask:0\n"
+            )
+            .is_none()
+        );
+        assert!(
+            parse_fanotify(
+                "fanotify flags:0 event-flags:0\nfanotify sdev:zz mflags:0 mask:1 ignored_mask:0\n"
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
     fn names_and_escapes() {
         assert_eq!(
             memfd_name("/memfd:hello world (deleted)"),
