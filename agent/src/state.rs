@@ -761,6 +761,8 @@ pub enum FdKind {
         /// Its watches, by ascending watch descriptor.
         watches: Vec<InotifyWatch>,
     },
+    /// A fanotify group (with no unread events: those are refused at dump).
+    Fanotify(FanotifyState),
     /// A memfd, one of [`ProcessState::memfds`].
     Memfd {
         /// Its inode number, the key into [`ProcessState::memfds`].
@@ -895,6 +897,50 @@ pub struct TimerfdState {
     pub interval_ns: u64,
     /// Expirations not read yet.
     pub ticks: u64,
+}
+
+/// A fanotify group, as its fdinfo shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FanotifyState {
+    /// `fanotify_init` flags (`FAN_CLASS_*`, `FAN_REPORT_*`, `FAN_UNLIMITED_*`,
+    /// `FAN_NONBLOCK`, `FAN_CLOEXEC` as given then): fdinfo's `fanotify flags`.
+    pub flags: u32,
+    /// `fanotify_init` `event_f_flags`, the status flags of the descriptors events carry
+    /// (fdinfo's `event-flags`, with the `O_LARGEFILE` the kernel adds).
+    pub event_flags: u32,
+    /// Its marks, in fdinfo's order.
+    pub marks: Vec<FanotifyMark>,
+}
+
+/// One fanotify mark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FanotifyMark {
+    /// What is marked.
+    pub target: FanotifyTarget,
+    /// The mark's flags as fdinfo's `mflags` shows them (`FAN_MARK_IGNORED_SURV_MODIFY`,
+    /// `FAN_MARK_EVICTABLE`, `FAN_MARK_IGNORE`).
+    pub mflags: u32,
+    /// Events reported (`FAN_*`, with `FAN_ONDIR`/`FAN_EVENT_ON_CHILD`).
+    pub mask: u32,
+    /// Events ignored.
+    pub ignored_mask: u32,
+}
+
+/// What a fanotify mark is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum FanotifyTarget {
+    /// One inode (`FAN_MARK_INODE`): the file or directory, found from its file handle.
+    Inode(FileRef),
+    /// A mount (`FAN_MARK_MOUNT`), by its mount point.
+    Mount {
+        /// The mount point.
+        path: String,
+    },
+    /// A filesystem (`FAN_MARK_FILESYSTEM`), by the mount point of one of its mounts.
+    Filesystem {
+        /// A mount point of the filesystem.
+        path: String,
+    },
 }
 
 /// One inotify watch.
@@ -1406,6 +1452,40 @@ pub enum SocketKind {
     Inet(InetSocketState),
     /// `AF_NETLINK`.
     Netlink(NetlinkSocketState),
+    /// `AF_PACKET` (`SOCK_RAW` or `SOCK_DGRAM`).
+    Packet(PacketSocketState),
+}
+
+/// A packet socket (without rings: those are refused at dump). Packets queued at the dump
+/// are not carried (see docs/engine.md, "Sockets").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PacketSocketState {
+    /// The protocol it receives, an `ETH_P_*` number in host order (`sll_protocol` of
+    /// `getsockname`: the one given to `socket`, or to a later `bind`); 0: none. (`SO_PROTOCOL`
+    /// reads 0 on packet sockets.)
+    pub protocol: u32,
+    /// The interface it is bound to, by name; empty: every interface.
+    pub interface: String,
+    /// `PACKET_ADD_MEMBERSHIP`s, as `packet_diag` lists them.
+    pub memberships: Vec<PacketMembership>,
+    /// `PACKET_FANOUT` as `getsockopt` reads it (group id, mode << 16, flags << 24); 0: not
+    /// in a fanout group.
+    pub fanout: u32,
+    /// `PACKET_COPY_THRESH` (`packet_diag`: no `getsockopt` reads it).
+    pub copy_thresh: u32,
+}
+
+/// One membership of a packet socket (`struct packet_mreq`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PacketMembership {
+    /// The interface, by name.
+    pub interface: String,
+    /// `PACKET_MR_MULTICAST`, `_PROMISC`, `_ALLMULTI` or `_UNICAST`.
+    pub mr_type: u32,
+    /// The link-layer address (multicast and unicast memberships).
+    pub address: Vec<u8>,
+    /// How many times it was added.
+    pub count: u32,
 }
 
 /// A netlink socket.

@@ -197,6 +197,30 @@ fn render(s: &ImageSummary) -> String {
                     .collect();
                 format!("inotify {}", w.join(", "))
             }
+            FdKind::Fanotify(g) => {
+                use ferry_agent::state::FanotifyTarget;
+                let m: Vec<String> = g
+                    .marks
+                    .iter()
+                    .map(|m| {
+                        let on = match &m.target {
+                            FanotifyTarget::Inode(f) => f.path.clone(),
+                            FanotifyTarget::Mount { path } => format!("mount {path}"),
+                            FanotifyTarget::Filesystem { path } => format!("filesystem {path}"),
+                        };
+                        format!(
+                            "{on} mask {:#x} ignored {:#x} mflags {:#x}",
+                            m.mask, m.ignored_mask, m.mflags
+                        )
+                    })
+                    .collect();
+                format!(
+                    "fanotify flags {:#x} event flags {:#o}: {}",
+                    g.flags,
+                    g.event_flags,
+                    m.join(", ")
+                )
+            }
             FdKind::Memfd { ino, pos } => format!("{} at offset {pos}", memfd_name(p, *ino)),
             FdKind::Shared { pid, fd } => format!("shared with pid {pid} fd {fd}"),
         };
@@ -346,6 +370,26 @@ fn describe_socket(s: &ferry_agent::state::SocketState) -> String {
         _ => "seqpacket",
     };
     match &s.kind {
+        SocketKind::Packet(p) => format!(
+            "packet {ty} socket:[{}] protocol {:#06x} on {}{}{}",
+            s.ino,
+            p.protocol,
+            if p.interface.is_empty() {
+                "every interface"
+            } else {
+                &p.interface
+            },
+            if p.memberships.is_empty() {
+                String::new()
+            } else {
+                format!(", {} membership(s)", p.memberships.len())
+            },
+            if p.fanout == 0 {
+                String::new()
+            } else {
+                format!(", fanout group {}", p.fanout & 0xffff)
+            }
+        ),
         SocketKind::Netlink(n) => format!(
             "netlink {ty} socket:[{}] protocol {} port id {}, groups {:x?}",
             s.ino, n.protocol, n.port_id, n.groups

@@ -1,4 +1,5 @@
-/* A fanotify group with a mark on the state directory (refused at dump, named).
+/* A fanotify group with a mark for FAN_OPEN on the state directory and its children: the
+ * runner reading the status file queues events, so the dump refuses the unread events, named.
  * compat-object: fanotify group with a mark
  * compat-refuse: fanotify
  */

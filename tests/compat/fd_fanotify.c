@@ -1,16 +1,31 @@
 /* fanotify (FAN_CLASS_NOTIF) with an inode mark for FAN_CLOSE_WRITE on a file of the state dir:
- * closing the file after a write gives an event whose fd refers to the file.
+ * closing the file after a write gives an event whose fd refers to the file; the group's
+ * status flags (F_GETFL) and its fdinfo lines (init flags, event flags, the mark) are as they
+ * were.
  * compat-object: fanotify group with an inode mark
  */
 #include "common.h"
 
+#include "fanotify_common.h"
 #include <sys/fanotify.h>
 
 static int fan;
 static ino_t want_ino;
+static int want_fl;
+static char want_info[4096];
 
 static void check(void)
 {
+	char info[4096];
+	fan_fdinfo(fan, info, sizeof(info));
+	if (strcmp(info, want_info)) {
+		fr_status("BAD fdinfo now:\n%swant:\n%s", info, want_info);
+		return;
+	}
+	if (fcntl(fan, F_GETFL) != want_fl) {
+		fr_status("BAD F_GETFL %#x, want %#x", fcntl(fan, F_GETFL), want_fl);
+		return;
+	}
 	int f = fr_open_in_dir("marked", O_WRONLY, 0);
 	if (write(f, "x", 1) != 1)
 		fr_die("write");
@@ -51,6 +66,10 @@ int main(int argc, char **argv)
 	struct stat st;
 	stat(p, &st);
 	want_ino = st.st_ino;
+	want_fl = fcntl(fan, F_GETFL);
+	fan_fdinfo(fan, want_info, sizeof(want_info));
+	if (!strstr(want_info, "fanotify flags:") || !strstr(want_info, "fanotify ino:"))
+		fr_die("fanotify fdinfo");
 	fr_ready();
 	for (unsigned long tick = 1;; tick++) {
 		if (fr_usr1_pending) {

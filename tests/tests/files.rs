@@ -280,12 +280,15 @@ fn a_chroot_whose_root_is_gone_is_refused_at_restore() {
 
 /// What the dump cannot carry yet is refused up front, naming it; the process runs on.
 #[test]
-fn fanotify_and_a_write_lease_on_a_deleted_file_are_refused_by_name() {
+fn unread_fanotify_events_and_a_write_lease_on_a_deleted_file_are_refused_by_name() {
     let Some(ctx) = setup("files_refused") else {
         return;
     };
     for (name, says) in [
-        ("compat/fanotify", "fanotify is not supported"),
+        (
+            "compat/fd_fanotify_unread",
+            "a fanotify group with 24 bytes of unread events",
+        ),
         ("compat/lease_deleted", "a write lease on"),
     ] {
         let v = Victim::c(&ctx, name, &[]);

@@ -493,17 +493,59 @@ fn raw_and_udplite_sockets_come_back() {
     v.check();
 }
 
-/// A packet socket is refused at dump, named.
+/// A packet socket with a receive ring is refused at dump, named.
 #[test]
-fn packet_socket_is_refused() {
+fn packet_socket_with_a_ring_is_refused() {
     let Some(ctx) = setup("sockets-packet") else {
         return;
     };
     let v = Victim::c(&ctx, "sockets_kinds", &["packet"]);
     let err = dump_fails(&ctx, &v, &[]);
     assert!(
-        err.contains("packet socket") && err.contains("fd "),
+        err.contains("packet socket") && err.contains("PACKET_RX_RING") && err.contains("fd "),
         "{err}"
+    );
+}
+
+/// A link made for a test (a veth pair: deleting one end deletes both), deleted when
+/// dropped.
+struct Link(String);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
+/// A packet socket is bound again to its interface by name; an interface this host no longer
+/// has fails the restore, naming it, before the process exists.
+#[test]
+fn packet_socket_on_a_missing_interface_fails_the_restore_naming_it() {
+    let Some(ctx) = setup("sockets-packet-if") else {
+        return;
+    };
+    let name = format!("fry{}", std::process::id() % 100_000);
+    let made = std::process::Command::new("ip")
+        .args(["link", "add", &name, "type", "veth", "peer", "name"])
+        .arg(format!("{name}p"))
+        .status()
+        .expect("run ip");
+    assert!(made.success(), "ip link add {name} type veth");
+    let link = Link(name.clone());
+    let mut v = Victim::c(&ctx, "sockets_kinds", &["packet-on", &name]);
+    let img = image_path(&ctx, "packet-if");
+    v.dump(&ctx, &img, &[]);
+    drop(link);
+    let out = ctx.ferry(&["restore", img.to_str().expect("utf-8 path")]);
+    out.assert_failed();
+    assert!(
+        out.stderr.contains(&format!(
+            "interface \"{name}\", which this host does not have"
+        )),
+        "{}",
+        out.stderr
     );
 }
 

@@ -704,7 +704,7 @@ fn tree_goes_into_one_new_pid_namespace_when_a_pid_is_taken() {
 }
 
 /// A refusal about a member of the tree names that member, not the root: a child holding an
-/// object the engine refuses (a packet socket) makes `dump --tree` fail with the child's PID
+/// object the engine refuses (a packet socket with a receive ring) makes `dump --tree` fail with the child's PID
 /// and the descriptor; the tree runs on untouched.
 #[test]
 fn a_refused_member_is_named_by_its_own_pid() {
@@ -714,10 +714,11 @@ fn a_refused_member_is_named_by_its_own_pid() {
     let dir = ctx.path("state");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let script = r#"
-import os, socket, sys, time
+import os, socket, struct, sys, time
 d = sys.argv[1]
 if os.fork() == 0:
     s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+    s.setsockopt(263, 5, struct.pack("IIII", 4096, 1, 2048, 2))  # PACKET_RX_RING
     with open(d + "/fd.tmp", "w") as f:
         f.write(str(s.fileno()))
     os.rename(d + "/fd.tmp", d + "/ready")

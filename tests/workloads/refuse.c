@@ -7,6 +7,8 @@
  * Reports "fd=N" for the fd it holds. SIGUSR1: "ok pid=P counter=N". */
 #include "common.h"
 
+#include <linux/if_packet.h>
+
 #include <linux/aio_abi.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -49,8 +51,10 @@ int main(int argc, char **argv)
 			fr_die("socket");
 		fr_status("fd=%d", fd);
 	} else if (!strcmp(mode, "packet")) {
+		/* A packet socket with a receive ring (refused; a plain one is carried). */
 		int fd = socket(AF_PACKET, SOCK_DGRAM, 0);
-		if (fd < 0)
+		struct tpacket_req req = {.tp_block_size = 4096, .tp_block_nr = 1, .tp_frame_size = 2048, .tp_frame_nr = 2};
+		if (fd < 0 || setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)))
 			fr_die("packet socket");
 		fr_status("fd=%d", fd);
 	} else if (!strcmp(mode, "thread")) {

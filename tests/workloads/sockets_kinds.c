@@ -9,18 +9,22 @@
  *            through the raw socket and reads the echo reply, and sends a UDP-Lite datagram
  *            to the UDP-Lite socket and reads it. A ping (ICMP datagram) socket too, when
  *            net.ipv4.ping_group_range lets the process have one.
- *   packet:  an AF_PACKET socket (refused at dump).
+ *   packet:  an AF_PACKET socket with a receive ring (refused at dump).
+ *   packet-on IFNAME: an AF_PACKET socket bound to interface IFNAME.
  */
 #include "common.h"
 
 #include <arpa/inet.h>
 #include <linux/icmp.h>
+#include <linux/if_packet.h>
 #include <linux/if_ether.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+
+unsigned int if_nametoindex(const char *ifname); /* <net/if.h> clashes with <linux/if.h> */
 
 #ifndef SOL_NETLINK
 #define SOL_NETLINK 270
@@ -217,8 +221,17 @@ int main(int argc, char **argv)
 		    setsockopt(lite, SOL_UDPLITE, UDPLITE_SEND_CSCOV, &cov, sizeof(cov)))
 			fr_die("UDP-Lite socket");
 		ping = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP); /* -1 when ping_group_range forbids */
+	} else if (!strcmp(mode, "packet-on") && argc > 3) {
+		/* A packet socket bound to the interface named by argv[3]. */
+		int pk = socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_IP));
+		struct sockaddr_ll a = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP)};
+		a.sll_ifindex = (int)if_nametoindex(argv[3]);
+		if (pk < 0 || !a.sll_ifindex || bind(pk, (struct sockaddr *)&a, sizeof(a)))
+			fr_die("packet socket on the interface");
 	} else if (!strcmp(mode, "packet")) {
-		if (socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_ALL)) < 0)
+		int pk = socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_ALL));
+		struct tpacket_req req = {.tp_block_size = 4096, .tp_block_nr = 1, .tp_frame_size = 2048, .tp_frame_nr = 2};
+		if (pk < 0 || setsockopt(pk, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)))
 			fr_die("packet socket");
 	}
 	fr_ready();

@@ -1,6 +1,7 @@
-//! Kernel-object descriptors: eventfd, signalfd, timerfd, inotify and memfd. Everything comes
-//! from `fdinfo`, except a timer's exact state (read through a copy of the descriptor), the
-//! paths inotify watches (from their file handles) and memfd contents (read from the file).
+//! Kernel-object descriptors: eventfd, signalfd, timerfd, inotify, fanotify and memfd.
+//! Everything comes from `fdinfo`, except a timer's exact state (read through a copy of the
+//! descriptor), the paths inotify watches and fanotify marks (from their file handles, mount
+//! ids and devices) and memfd contents (read from the file).
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -14,8 +15,8 @@ use super::DumpError;
 use super::mm::identity_of;
 use crate::image::{MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES};
 use crate::state::{
-    FdKind, FdState, FileRef, InotifyWatch, MemfdExtent, MemfdState, TimerfdState, VmaKind,
-    VmaState,
+    FanotifyMark, FanotifyState, FanotifyTarget, FdKind, FdState, FileRef, InotifyWatch,
+    MemfdExtent, MemfdState, TimerfdState, VmaKind, VmaState,
 };
 use crate::sys;
 
@@ -54,6 +55,7 @@ pub fn anon_kind(pid: Pid, fd: i32, name: &str, info: &str) -> Result<Option<FdK
         },
         "[timerfd]" => FdKind::Timerfd(timerfd(pid, fd)?),
         "inotify" => inotify(pid, fd, info)?,
+        "[fanotify]" => FdKind::Fanotify(fanotify(pid, fd, info)?),
         _ => return Ok(None),
     }))
 }
@@ -211,21 +213,26 @@ fn inotify(pid: Pid, fd: i32, info: &str) -> Result<FdKind, DumpError> {
     Ok(FdKind::Inotify { watches })
 }
 
-/// The path of the inode a watch is on: its file handle opened on a mount of its filesystem.
-fn watch_path(w: &WatchLine) -> Result<String, String> {
-    let Some(handle_type) = w.handle_type else {
-        return Err("its filesystem has no file handles".into());
-    };
+/// The mount point of the first mount of kernel device `sdev` in ferry's mount namespace.
+fn mount_of_dev(sdev: u64) -> Result<String, String> {
     // Kernel dev_t: major in the top 12 bits, minor in the low 20.
-    let dev = format!("{}:{}", w.sdev >> 20, w.sdev & 0xf_ffff);
+    let dev = format!("{}:{}", sdev >> 20, sdev & 0xf_ffff);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    let mount = mountinfo
+    mountinfo
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             (f.get(2) == Some(&dev.as_str())).then(|| f.get(4).map(|p| unescape(p)))?
         })
-        .ok_or_else(|| format!("no mount of device {dev}"))?;
+        .ok_or_else(|| format!("no mount of device {dev}"))
+}
+
+/// The path of the inode a watch is on: its file handle opened on a mount of its filesystem.
+fn watch_path(w: &WatchLine) -> Result<String, String> {
+    let Some(handle_type) = w.handle_type else {
+        return Err("its filesystem has no file handles".into());
+    };
+    let mount = mount_of_dev(w.sdev)?;
     let mount_fd = File::open(&mount).map_err(|e| format!("open {mount}: {e}"))?;
     let file = sys::open_by_handle(mount_fd.as_fd(), handle_type, &w.handle)
         .map_err(|e| format!("open its file handle: {e}"))?;
@@ -239,6 +246,160 @@ fn watch_path(w: &WatchLine) -> Result<String, String> {
         return Err(format!("the watched file is no longer reachable: {path}"));
     }
     Ok(path)
+}
+
+/// One `fanotify` mark line of fdinfo (numbers in hex).
+#[derive(Debug, PartialEq, Eq)]
+pub struct MarkLine {
+    /// `ino:` (inode marks).
+    pub ino: Option<u64>,
+    /// `mnt_id:` (mount marks).
+    pub mnt_id: Option<u64>,
+    /// `sdev:` (inode and filesystem marks).
+    pub sdev: Option<u64>,
+    /// `mflags:`.
+    pub mflags: u32,
+    /// `mask:`.
+    pub mask: u32,
+    /// `ignored_mask:`.
+    pub ignored_mask: u32,
+    /// `fhandle-type:` and `f_handle:` of an inode mark.
+    pub handle: Option<(i32, Vec<u8>)>,
+}
+
+/// Parses a fanotify group's fdinfo: `(flags, event flags, marks)` from its `fanotify flags:`
+/// and `fanotify …` mark lines, in the kernel's order.
+pub fn parse_fanotify(info: &str) -> Option<(u32, u32, Vec<MarkLine>)> {
+    let mut head = None;
+    let mut marks = Vec::new();
+    for line in info.lines().filter_map(|l| l.strip_prefix("fanotify ")) {
+        let get = |key: &str| line.split_whitespace().find_map(|t| t.strip_prefix(key));
+        let num = |key: &str| get(key).map(|v| u64::from_str_radix(v, 16).ok());
+        // Absent: `Some(None)`; present but not a number: `None`.
+        let opt = |key: &str| match num(key) {
+            None => Some(None),
+            Some(v) => v.map(Some),
+        };
+        if line.starts_with("flags:") {
+            head = Some((
+                u32::try_from(num("flags:")??).ok()?,
+                u32::try_from(num("event-flags:")??).ok()?,
+            ));
+            continue;
+        }
+        let handle = match (get("fhandle-type:"), get("f_handle:")) {
+            (Some(t), Some(h)) if h.len() % 2 == 0 => Some((
+                u32::from_str_radix(t, 16).ok()? as i32,
+                (0..h.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()?,
+            )),
+            (_, Some(_)) => return None,
+            _ => None,
+        };
+        let mark = MarkLine {
+            ino: opt("ino:")?,
+            mnt_id: opt("mnt_id:")?,
+            sdev: opt("sdev:")?,
+            mflags: u32::try_from(num("mflags:")??).ok()?,
+            mask: u32::try_from(num("mask:")??).ok()?,
+            ignored_mask: u32::try_from(num("ignored_mask:")??).ok()?,
+            handle,
+        };
+        if mark.ino.is_none() && mark.mnt_id.is_none() && mark.sdev.is_none() {
+            return None;
+        }
+        marks.push(mark);
+    }
+    let (flags, event_flags) = head?;
+    Some((flags, event_flags, marks))
+}
+
+/// The mount point of mount `mnt_id` of process `pid`, checked to still lead to that mount
+/// (not covered by a later mount).
+fn mount_point(pid: Pid, mnt_id: u64) -> Result<String, String> {
+    let mountinfo =
+        std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).map_err(|e| e.to_string())?;
+    let path = mountinfo
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.first()?.parse::<u64>().ok()? == mnt_id).then(|| f.get(4).map(|p| unescape(p)))?
+        })
+        .ok_or_else(|| format!("no mount with id {mnt_id}"))?;
+    let dir = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+    let info = std::fs::read_to_string(format!(
+        "/proc/self/fdinfo/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    ))
+    .map_err(|e| e.to_string())?;
+    match field(&info, "mnt_id:").and_then(|v| v.parse::<u64>().ok()) {
+        Some(id) if id == mnt_id => Ok(path),
+        _ => Err(format!("{path} leads to another mount now (covered)")),
+    }
+}
+
+/// A fanotify group: its init flags, event flags and marks. Events queued and not read yet
+/// cannot be put back into a new group: a non-empty queue is refused.
+fn fanotify(pid: Pid, fd: i32, info: &str) -> Result<FanotifyState, DumpError> {
+    let queued = sys::fionread(steal(pid, fd)?.as_fd()).map_err(|e| {
+        unsupported(
+            fd,
+            format!("a fanotify group whose queue cannot be read ({e})"),
+        )
+    })?;
+    if queued > 0 {
+        return Err(unsupported(
+            fd,
+            format!("a fanotify group with {queued} bytes of unread events"),
+        ));
+    }
+    let (flags, event_flags, lines) = parse_fanotify(info).ok_or_else(|| bad(fd, "fanotify"))?;
+    let mut marks = Vec::with_capacity(lines.len());
+    for m in &lines {
+        let fail = |what: String| unsupported(fd, format!("fanotify mark on {what}"));
+        let target = match (m.ino, m.mnt_id, m.sdev) {
+            (Some(ino), _, Some(sdev)) => {
+                let w = WatchLine {
+                    wd: 0,
+                    sdev,
+                    mask: m.mask,
+                    handle_type: m.handle.as_ref().map(|h| h.0),
+                    handle: m.handle.as_ref().map(|h| h.1.clone()).unwrap_or_default(),
+                };
+                let path = watch_path(&w).map_err(|why| fail(format!("inode {ino} ({why})")))?;
+                let identity =
+                    identity_of(&path).map_err(|e| fail(format!("inode {ino}, {path} ({e})")))?;
+                if identity.ino != ino {
+                    return Err(fail(format!(
+                        "inode {ino}: its path {path} leads to inode {} now",
+                        identity.ino
+                    )));
+                }
+                FanotifyTarget::Inode(FileRef { path, identity })
+            }
+            (None, Some(id), _) => FanotifyTarget::Mount {
+                path: mount_point(pid, id).map_err(|why| fail(format!("mount {id} ({why})")))?,
+            },
+            (None, None, Some(sdev)) => FanotifyTarget::Filesystem {
+                path: mount_of_dev(sdev)
+                    .map_err(|why| fail(format!("filesystem {sdev:#x} ({why})")))?,
+            },
+            _ => return Err(bad(fd, "fanotify mark")),
+        };
+        marks.push(FanotifyMark {
+            target,
+            mflags: m.mflags,
+            mask: m.mask,
+            ignored_mask: m.ignored_mask,
+        });
+    }
+    Ok(FanotifyState {
+        flags,
+        event_flags,
+        marks,
+    })
 }
 
 /// Undoes the `\ooo` escapes of `/proc/*/mountinfo` (space, tab, newline, backslash).
@@ -405,6 +566,44 @@ mod tests {
         assert_eq!(w[1].wd, 10);
         assert_eq!(w[1].handle_type, Some(1));
         assert_eq!(w[1].handle, vec![0xe1, 2, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn fanotify_fdinfo() {
+        let t = "pos:\t0\nflags:\t04002\nfanotify flags:12 event-flags:48000\n\
+                 fanotify sdev:1b mflags:0 mask:1000 ignored_mask:0\n\
+                 fanotify mnt_id:1e mflags:0 mask:1000 ignored_mask:0\n\
+                 fanotify ino:98c065 sdev:fe00000 mflags:40 mask:a ignored_mask:2 fhandle-bytes:8 fhandle-type:1 f_handle:65c0980052ca556e\n";
+        let (flags, event_flags, marks) = parse_fanotify(t).unwrap();
+        assert_eq!((flags, event_flags, marks.len()), (0x12, 0x48000, 3));
+        assert_eq!(
+            (marks[0].sdev, marks[0].ino, marks[0].mask),
+            (Some(0x1b), None, 0x1000)
+        );
+        assert_eq!((marks[1].mnt_id, marks[1].sdev), (Some(0x1e), None));
+        let m = &marks[2];
+        assert_eq!(
+            (m.ino, m.sdev, m.mflags, m.mask, m.ignored_mask),
+            (Some(0x98c065), Some(0xfe00000), 0x40, 0xa, 2)
+        );
+        assert_eq!(
+            m.handle,
+            Some((1, vec![0x65, 0xc0, 0x98, 0, 0x52, 0xca, 0x55, 0x6e]))
+        );
+        // No group line, or a mark on nothing: not fanotify fdinfo.
+        assert!(parse_fanotify("fanotify mnt_id:1e mflags:0 mask:1 ignored_mask:0\n").is_none());
+        assert!(
+            parse_fanotify(
+                "fanotify flags:0 event-flags:0\nfanotify mflags:0 mask:1 ignored_mask:0\n"
+            )
+            .is_none()
+        );
+        assert!(
+            parse_fanotify(
+                "fanotify flags:0 event-flags:0\nfanotify sdev:zz mflags:0 mask:1 ignored_mask:0\n"
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `NETLINK_SOCK_DIAG` for Unix sockets: the kernel's own view of every Unix socket (name,
-//! bound file, peer, queue lengths, shutdown state), which no `getsockopt` reports.
+//! bound file, peer, queue lengths, shutdown state), which no `getsockopt` reports; for
+//! packet sockets their memberships, rings and copy threshold; for IP sockets the shutdown
+//! bits.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -163,6 +165,79 @@ pub fn inet_shutdown(family: i32, protocol: i32) -> Result<HashMap<u64, u8>, Err
         }
     })?;
     Ok(out)
+}
+
+const PACKET_SHOW_INFO: u32 = 1;
+const PACKET_SHOW_MCLIST: u32 = 2;
+const PACKET_SHOW_RING_CFG: u32 = 4;
+const PACKET_DIAG_INFO: u16 = 0;
+const PACKET_DIAG_MCLIST: u16 = 1;
+const PACKET_DIAG_RX_RING: u16 = 2;
+const PACKET_DIAG_TX_RING: u16 = 3;
+
+/// One packet socket as `packet_diag` reports it.
+#[derive(Debug, Clone, Default)]
+pub struct PacketDiag {
+    /// `pdi_copy_thresh`.
+    pub copy_thresh: u32,
+    /// `(ifindex, type, address, count)` of each membership (`struct packet_diag_mclist`).
+    pub memberships: Vec<(i32, u16, Vec<u8>, u32)>,
+    /// A receive ring (`PACKET_RX_RING`) is set up.
+    pub rx_ring: bool,
+    /// A transmit ring (`PACKET_TX_RING`) is set up.
+    pub tx_ring: bool,
+}
+
+/// Every packet socket of the network namespace, by inode.
+pub fn packet_sockets() -> Result<HashMap<u64, PacketDiag>, Errno> {
+    // struct packet_diag_req: family, protocol, pad, ino, show, cookie[2].
+    let mut req = vec![0u8; 20];
+    req[0] = libc::AF_PACKET as u8;
+    let show = PACKET_SHOW_INFO | PACKET_SHOW_MCLIST | PACKET_SHOW_RING_CFG;
+    req[8..12].copy_from_slice(&show.to_ne_bytes());
+    req[12..20].copy_from_slice(&[0xff; 8]); // no cookie
+    let mut out = HashMap::new();
+    diag_dump(&req, |m| {
+        let (ino, d) = parse_packet(m);
+        out.insert(ino, d);
+    })?;
+    Ok(out)
+}
+
+/// One `packet_diag_msg` (16 bytes: family, type, num, ino, cookie) and its attributes.
+fn parse_packet(m: &[u8]) -> (u64, PacketDiag) {
+    let ino = u64::from(u32_at(m, 4));
+    let mut d = PacketDiag::default();
+    let mut at = 16;
+    while at + 4 <= m.len() {
+        let len = usize::from(u16_at(m, at));
+        let kind = u16_at(m, at + 2);
+        if len < 4 || at + len > m.len() {
+            break;
+        }
+        let data = &m[at + 4..at + len];
+        match kind {
+            // struct packet_diag_info: index, version, reserve, copy_thresh, tstamp, flags.
+            PACKET_DIAG_INFO => d.copy_thresh = u32_at(data, 12),
+            // struct packet_diag_mclist: index, count, type (u16), alen (u16), addr[32].
+            PACKET_DIAG_MCLIST => {
+                for e in data.chunks_exact(44) {
+                    let alen = usize::from(u16_at(e, 10)).min(32);
+                    d.memberships.push((
+                        u32_at(e, 0) as i32,
+                        u16_at(e, 8),
+                        e[12..12 + alen].to_vec(),
+                        u32_at(e, 4),
+                    ));
+                }
+            }
+            PACKET_DIAG_RX_RING => d.rx_ring = true,
+            PACKET_DIAG_TX_RING => d.tx_ring = true,
+            _ => {}
+        }
+        at += (len + 3) & !3;
+    }
+    (ino, d)
 }
 
 /// One `unix_diag_msg` and its attributes.

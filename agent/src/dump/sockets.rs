@@ -28,8 +28,9 @@ use super::sockdiag::{self, STATE_ESTABLISHED, STATE_LISTEN, UnixDiag};
 use crate::image::sockopt as opt;
 use crate::image::{MAX_SOCKET_FILTER as MAX_FILTER, MAX_SOCKET_QUEUE};
 use crate::state::{
-    FileIdentity, FileRef, InFlight, InetSocketState, NetlinkSocketState, PassedFd, SockOptState,
-    SocketKind, SocketState, TcpConnState, UnixSocketState,
+    FileIdentity, FileRef, InFlight, InetSocketState, NetlinkSocketState, PacketMembership,
+    PacketSocketState, PassedFd, SockOptState, SocketKind, SocketState, TcpConnState,
+    UnixSocketState,
 };
 use crate::sys::socket as ss;
 
@@ -200,6 +201,7 @@ pub fn collect(
     let pidfd = crate::sys::pidfd_open(pid).map_err(sock_err(socks[0].0, "pidfd_open"))?;
     let inos: HashSet<u64> = socks.iter().map(|s| s.1).collect();
     let mut unix: Option<HashMap<u64, UnixDiag>> = None;
+    let mut packet: Option<HashMap<u64, sockdiag::PacketDiag>> = None;
     let mut inet_shut: HashMap<(i32, i32), HashMap<u64, u8>> = HashMap::new();
     let mut done: HashMap<u64, SocketState> = HashMap::new();
     let mut out = Vec::with_capacity(socks.len());
@@ -269,10 +271,18 @@ pub fn collect(
             },
             libc::AF_NETLINK => SocketKind::Netlink(netlink_socket(fd, c, protocol, ctx)?),
             libc::AF_PACKET => {
-                return Err(unsupported(
-                    fd,
-                    "a packet socket (AF_PACKET: its interface binding, rings and fanout) is not supported yet",
-                ));
+                if packet.is_none() {
+                    packet = Some(
+                        sockdiag::packet_sockets()
+                            .map_err(sock_err(fd, "sock_diag of packet sockets"))?,
+                    );
+                }
+                let diag = packet
+                    .as_ref()
+                    .and_then(|m| m.get(&ino))
+                    .cloned()
+                    .unwrap_or_default();
+                SocketKind::Packet(packet_socket(fd, c, sock_type, &diag, ctx)?)
             }
             _ => {
                 return Err(unsupported(
@@ -448,6 +458,7 @@ fn level_applies(level: i32, family: i32, sock_type: i32, protocol: i32) -> bool
         opt::SOL_RAW => inet && sock_type == libc::SOCK_RAW,
         opt::SOL_UDPLITE => inet && protocol == libc::IPPROTO_UDPLITE,
         opt::SOL_NETLINK => family == libc::AF_NETLINK,
+        opt::SOL_PACKET => family == libc::AF_PACKET,
         _ => false,
     }
 }
@@ -1334,6 +1345,107 @@ fn netlink_socket(
         groups,
         dst_pid,
         dst_group,
+    })
+}
+
+/// The name of interface `index` (in ferry's network namespace, which is the process's).
+fn interface_name(fd: i32, index: i32) -> Result<String, DumpError> {
+    nix::net::if_::if_indextoname(index as libc::c_uint)
+        .map(|n| n.to_string_lossy().into_owned())
+        .map_err(|e| {
+            unsupported(
+                fd,
+                format!("a packet socket on interface {index}, which has no name ({e})"),
+            )
+        })
+}
+
+/// A packet socket: the protocol and interface it is bound to, its memberships, fanout group
+/// and copy threshold (its options are read with the other sockets'). Rings are refused: the
+/// process maps them, and their frames belong to both. Packets queued at the dump are not
+/// carried (warned): they are copies of traffic, which no call puts back into one socket's
+/// queue, and sending them again would put them on the network a second time.
+fn packet_socket(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    sock_type: i32,
+    diag: &sockdiag::PacketDiag,
+    ctx: &mut SocketDump,
+) -> Result<PacketSocketState, DumpError> {
+    if sock_type != libc::SOCK_RAW && sock_type != libc::SOCK_DGRAM {
+        return Err(unsupported(
+            fd,
+            format!("a packet socket of type {sock_type} (SOCK_PACKET) is not supported yet"),
+        ));
+    }
+    for (ring, on) in [
+        ("receive ring (PACKET_RX_RING)", diag.rx_ring),
+        ("transmit ring (PACKET_TX_RING)", diag.tx_ring),
+    ] {
+        if on {
+            return Err(unsupported(
+                fd,
+                format!("a packet socket with a {ring} is not supported yet"),
+            ));
+        }
+    }
+    let (protocol, ifindex) = ss::packet_name(c).map_err(sock_err(fd, "getsockname"))?;
+    let interface = if ifindex == 0 {
+        String::new()
+    } else {
+        interface_name(fd, ifindex)?
+    };
+    let fanout = ss::getsockopt_int(c, opt::SOL_PACKET, opt::PACKET_FANOUT)
+        .map_err(sock_err(fd, "PACKET_FANOUT"))? as u32;
+    if fanout != 0 {
+        let (id, mode, flags) = (fanout & 0xffff, (fanout >> 16) & 0xff, fanout >> 24);
+        if mode > crate::image::PACKET_FANOUT_MODES {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "a packet socket in fanout group {id} of mode {mode} (a BPF program chooses, which no call reads back) is not supported yet"
+                ),
+            ));
+        }
+        if flags & !crate::image::PACKET_FANOUT_FLAGS != 0 {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "a packet socket in fanout group {id} with flags {flags:#x} (PACKET_FANOUT_FLAG_UNIQUEID: the kernel picks the id) is not supported yet"
+                ),
+            ));
+        }
+    }
+    let mut memberships = Vec::with_capacity(diag.memberships.len());
+    for (index, mr_type, address, count) in &diag.memberships {
+        memberships.push(PacketMembership {
+            interface: interface_name(fd, *index)?,
+            mr_type: u32::from(*mr_type),
+            address: address.clone(),
+            count: *count,
+        });
+    }
+    if ctx.capture {
+        let mut one = [0u8; 1];
+        if recv(
+            c.as_raw_fd(),
+            &mut one,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+        )
+        .is_ok()
+        {
+            ctx.warnings.push(format!(
+                "fd {fd}: packets queued on a packet socket are not carried (copies of traffic: they \
+                 cannot be put back into one socket's queue)"
+            ));
+        }
+    }
+    Ok(PacketSocketState {
+        protocol: u32::from(protocol),
+        interface,
+        memberships,
+        fanout,
+        copy_thresh: diag.copy_thresh,
     })
 }
 

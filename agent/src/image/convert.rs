@@ -7,10 +7,10 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CARRIED_FILES, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS,
-    MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS, ManifestError,
-    ManifestProblem, RLIM_NLIMITS, validate, validate_tree,
+    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CARRIED_FILES, MAX_CGROUPS, MAX_EPOLL_TARGETS,
+    MAX_FANOTIFY_MARKS, MAX_FDS, MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS,
+    MAX_PAGE_RUNS, MAX_PENDING, MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SYSV_SHM, MAX_THREADS,
+    MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS, validate, validate_tree,
 };
 use super::validate::{MAX_IPC_OBJECTS, MAX_IPC_SYSCTLS, MAX_SEMS, MAX_SYSV_MSGS};
 use crate::state::{
@@ -21,7 +21,8 @@ use crate::state::{
     Termios, ThreadState, TimerfdState, TreeState, VmaKind, VmaState, ZombieState,
 };
 use crate::state::{
-    CarriedDir, CarriedFile, CttyState, DeletedNode, MappedDeletedFile, ThreadAttrsState,
+    CarriedDir, CarriedFile, CttyState, DeletedNode, FanotifyMark, FanotifyState, FanotifyTarget,
+    MappedDeletedFile, ThreadAttrsState,
 };
 use crate::state::{
     IpcNsState, IpcPermState, MsgQueueState, SemSetState, SemUndoState, SysvMsgState,
@@ -617,6 +618,30 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
                     wd: w.wd,
                     mask: w.mask,
                     file: Some(file_ref_to_pb(&w.file)),
+                })
+                .collect(),
+        }),
+        FdKind::Fanotify(g) => Kind::Fanotify(pb::Fanotify {
+            flags: g.flags,
+            event_flags: g.event_flags,
+            marks: g
+                .marks
+                .iter()
+                .map(|m| pb::FanotifyMark {
+                    target: Some(match &m.target {
+                        FanotifyTarget::Inode(f) => {
+                            pb::fanotify_mark::Target::Inode(file_ref_to_pb(f))
+                        }
+                        FanotifyTarget::Mount { path } => {
+                            pb::fanotify_mark::Target::Mount(path.clone())
+                        }
+                        FanotifyTarget::Filesystem { path } => {
+                            pb::fanotify_mark::Target::Filesystem(path.clone())
+                        }
+                    }),
+                    mflags: m.mflags,
+                    mask: m.mask,
+                    ignored_mask: m.ignored_mask,
                 })
                 .collect(),
         }),
@@ -1444,6 +1469,40 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                     })
                     .collect::<Result<_, ManifestError>>()?,
             }
+        }
+        Kind::Fanotify(g) => {
+            let marks = format!("{}.fanotify.marks", field());
+            cap_count(&marks, g.marks.len(), MAX_FANOTIFY_MARKS)?;
+            FdKind::Fanotify(FanotifyState {
+                flags: g.flags,
+                event_flags: g.event_flags,
+                marks: g
+                    .marks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, m)| {
+                        let target = match required(m.target, || format!("{marks}[{j}].target"))? {
+                            pb::fanotify_mark::Target::Inode(f) => {
+                                FanotifyTarget::Inode(file_ref_from_pb(Some(f), || {
+                                    format!("{marks}[{j}].inode")
+                                })?)
+                            }
+                            pb::fanotify_mark::Target::Mount(path) => {
+                                FanotifyTarget::Mount { path }
+                            }
+                            pb::fanotify_mark::Target::Filesystem(path) => {
+                                FanotifyTarget::Filesystem { path }
+                            }
+                        };
+                        Ok(FanotifyMark {
+                            target,
+                            mflags: m.mflags,
+                            mask: m.mask,
+                            ignored_mask: m.ignored_mask,
+                        })
+                    })
+                    .collect::<Result<_, ManifestError>>()?,
+            })
         }
         Kind::Memfd(m) => FdKind::Memfd {
             ino: m.ino,

@@ -88,7 +88,7 @@ pub use self::pages::PageBlock;
 pub use self::reader::{ImageReader, ImageSummary};
 pub use self::sockets::{
     ALLOWED_OPTS as ALLOWED_SOCKET_OPTS, MAX_FILTER as MAX_SOCKET_FILTER, MAX_SOCKET_MESSAGES,
-    MAX_SOCKET_QUEUE, opt as sockopt,
+    MAX_SOCKET_QUEUE, PACKET_FANOUT_FLAGS, PACKET_FANOUT_MODES, opt as sockopt,
 };
 pub use self::validate::{
     IPC_SYSCTLS, MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES, MAX_SYSV_MSG_BYTES, MAX_SYSV_SHM_BYTES,

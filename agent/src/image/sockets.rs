@@ -8,8 +8,8 @@ use ferry_proto::image::v1 as pb;
 use super::convert::{identity_from_pb, identity_to_pb};
 use super::validate::{ManifestError, ManifestProblem, cap_count, err};
 use crate::state::{
-    FileRef, InFlight, InetSocketState, NetlinkSocketState, PassedFd, SockOptState, SocketKind,
-    SocketState, TcpConnState, UnixSocketState,
+    FileRef, InFlight, InetSocketState, NetlinkSocketState, PacketMembership, PacketSocketState,
+    PassedFd, SockOptState, SocketKind, SocketState, TcpConnState, UnixSocketState,
 };
 
 /// Most bytes queued in one socket queue accepted (the manifest itself is capped at 64 MiB).
@@ -26,6 +26,12 @@ pub const MAX_SOCKOPT_LEN: usize = 64;
 pub const MAX_FILTER: usize = 4096 * 8;
 /// Most words of netlink group membership accepted (1024 groups).
 pub const MAX_NETLINK_GROUP_WORDS: usize = 32;
+/// Most memberships of one packet socket accepted.
+pub const MAX_PACKET_MEMBERSHIPS: usize = 1024;
+/// Longest interface name (`IFNAMSIZ` less the NUL).
+pub const MAX_IFNAME: usize = 15;
+/// Longest link-layer address of a membership (`MAX_ADDR_LEN`).
+pub const MAX_LINK_ADDR: usize = 32;
 /// Longest Unix socket name (`sun_path`).
 pub const MAX_UNIX_NAME: usize = 108;
 
@@ -47,6 +53,36 @@ pub mod opt {
     pub const UDPLITE_RECV_CSCOV: i32 = 11;
     /// `SOL_NETLINK`.
     pub const SOL_NETLINK: i32 = 270;
+    /// `SOL_PACKET`.
+    pub const SOL_PACKET: i32 = 263;
+    /// `PACKET_ADD_MEMBERSHIP`.
+    pub const PACKET_ADD_MEMBERSHIP: i32 = 1;
+    /// `PACKET_AUXDATA`.
+    pub const PACKET_AUXDATA: i32 = 8;
+    /// `PACKET_ORIGDEV`.
+    pub const PACKET_ORIGDEV: i32 = 9;
+    /// `PACKET_VERSION`.
+    pub const PACKET_VERSION: i32 = 10;
+    /// `PACKET_RESERVE`.
+    pub const PACKET_RESERVE: i32 = 12;
+    /// `PACKET_LOSS`.
+    pub const PACKET_LOSS: i32 = 14;
+    /// `PACKET_VNET_HDR`.
+    pub const PACKET_VNET_HDR: i32 = 15;
+    /// `PACKET_TIMESTAMP`.
+    pub const PACKET_TIMESTAMP: i32 = 17;
+    /// `PACKET_FANOUT`.
+    pub const PACKET_FANOUT: i32 = 18;
+    /// `PACKET_TX_HAS_OFF`.
+    pub const PACKET_TX_HAS_OFF: i32 = 19;
+    /// `PACKET_QDISC_BYPASS`.
+    pub const PACKET_QDISC_BYPASS: i32 = 20;
+    /// `PACKET_COPY_THRESH` (set only).
+    pub const PACKET_COPY_THRESH: i32 = 7;
+    /// `PACKET_IGNORE_OUTGOING`.
+    pub const PACKET_IGNORE_OUTGOING: i32 = 23;
+    /// `PACKET_VNET_HDR_SZ` (Linux 6.2).
+    pub const PACKET_VNET_HDR_SZ: i32 = 24;
     /// `NETLINK_PKTINFO`.
     pub const NETLINK_PKTINFO: i32 = 3;
     /// `NETLINK_BROADCAST_ERROR`.
@@ -149,7 +185,26 @@ pub const ALLOWED_OPTS: &[(i32, i32)] = &[
     (opt::SOL_NETLINK, opt::NETLINK_CAP_ACK),
     (opt::SOL_NETLINK, opt::NETLINK_EXT_ACK),
     (opt::SOL_NETLINK, opt::NETLINK_GET_STRICT_CHK),
+    // Before bind; the header size after PACKET_VNET_HDR, which sets one of its own.
+    (opt::SOL_PACKET, opt::PACKET_VERSION),
+    (opt::SOL_PACKET, opt::PACKET_RESERVE),
+    (opt::SOL_PACKET, opt::PACKET_AUXDATA),
+    (opt::SOL_PACKET, opt::PACKET_ORIGDEV),
+    (opt::SOL_PACKET, opt::PACKET_LOSS),
+    (opt::SOL_PACKET, opt::PACKET_VNET_HDR),
+    (opt::SOL_PACKET, opt::PACKET_VNET_HDR_SZ),
+    (opt::SOL_PACKET, opt::PACKET_TIMESTAMP),
+    (opt::SOL_PACKET, opt::PACKET_TX_HAS_OFF),
+    (opt::SOL_PACKET, opt::PACKET_QDISC_BYPASS),
+    (opt::SOL_PACKET, opt::PACKET_IGNORE_OUTGOING),
 ];
+
+/// Fanout modes a packet socket may have in an image (`PACKET_FANOUT_HASH` …
+/// `PACKET_FANOUT_QM`; the BPF modes, whose program no call reads back, are refused at dump).
+pub const PACKET_FANOUT_MODES: u32 = 5;
+/// Fanout flags (`getsockopt` layout, bits 24–31): `ROLLOVER`, `IGNORE_OUTGOING`, `DEFRAG`
+/// (`UNIQUEID` is refused at dump: the kernel picks that group's id).
+pub const PACKET_FANOUT_FLAGS: u32 = 0x10 | 0x40 | 0x80;
 
 fn addr_to_pb(a: &SocketAddr) -> pb::InetAddr {
     let ip = match a.ip() {
@@ -241,6 +296,22 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
             groups: n.groups.clone(),
             dst_pid: n.dst_pid,
             dst_group: n.dst_group,
+        }),
+        SocketKind::Packet(p) => pb::socket::Kind::Packet(pb::PacketSocket {
+            protocol: p.protocol,
+            interface: p.interface.clone(),
+            memberships: p
+                .memberships
+                .iter()
+                .map(|m| pb::PacketMembership {
+                    interface: m.interface.clone(),
+                    mr_type: m.mr_type,
+                    address: m.address.clone(),
+                    count: m.count,
+                })
+                .collect(),
+            fanout: p.fanout,
+            copy_thresh: p.copy_thresh,
         }),
     };
     pb::Socket {
@@ -436,6 +507,29 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                 dst_group: n.dst_group,
             })
         }
+        pb::socket::Kind::Packet(p) => {
+            cap_count(
+                &format!("{field}.packet.memberships"),
+                p.memberships.len(),
+                MAX_PACKET_MEMBERSHIPS,
+            )?;
+            SocketKind::Packet(PacketSocketState {
+                protocol: p.protocol,
+                interface: p.interface,
+                memberships: p
+                    .memberships
+                    .into_iter()
+                    .map(|m| PacketMembership {
+                        interface: m.interface,
+                        mr_type: m.mr_type,
+                        address: m.address,
+                        count: m.count,
+                    })
+                    .collect(),
+                fanout: p.fanout,
+                copy_thresh: p.copy_thresh,
+            })
+        }
     };
     Ok(SocketState {
         ino: s.ino,
@@ -579,6 +673,7 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                 ));
             }
         }
+        SocketKind::Packet(p) => validate_packet(s, p, field)?,
         SocketKind::Netlink(n) => {
             check_value(format!("{field}.family"), s.family, &[libc::AF_NETLINK])?;
             check_value(
@@ -694,6 +789,85 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                     }
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+fn validate_packet(
+    s: &SocketState,
+    p: &PacketSocketState,
+    field: &str,
+) -> Result<(), ManifestError> {
+    check_value(format!("{field}.family"), s.family, &[libc::AF_PACKET])?;
+    check_value(
+        format!("{field}.sock_type"),
+        s.sock_type,
+        &[libc::SOCK_RAW, libc::SOCK_DGRAM],
+    )?;
+    if p.protocol > 0xffff {
+        return Err(err(
+            format!("{field}.packet.protocol"),
+            ManifestProblem::OutOfRange {
+                value: p.protocol.into(),
+                min: 0,
+                max: 0xffff,
+            },
+        ));
+    }
+    let ifname = |name: String, v: &str| {
+        check_len(name.clone(), v.len(), MAX_IFNAME)?;
+        if v.contains(['/', '\0']) || v.chars().any(char::is_whitespace) {
+            return Err(err(name, ManifestProblem::NotAnInterfaceName(v.to_owned())));
+        }
+        Ok(())
+    };
+    ifname(format!("{field}.packet.interface"), &p.interface)?;
+    cap_count(
+        &format!("{field}.packet.memberships"),
+        p.memberships.len(),
+        MAX_PACKET_MEMBERSHIPS,
+    )?;
+    for (i, m) in p.memberships.iter().enumerate() {
+        let f = format!("{field}.packet.memberships[{i}]");
+        if m.interface.is_empty() {
+            return Err(err(format!("{f}.interface"), ManifestProblem::Empty));
+        }
+        ifname(format!("{f}.interface"), &m.interface)?;
+        check_value(format!("{f}.mr_type"), m.mr_type, &[0, 1, 2, 3])?;
+        check_len(format!("{f}.address"), m.address.len(), MAX_LINK_ADDR)?;
+        if m.count == 0 || m.count > MAX_PACKET_MEMBERSHIPS as u32 {
+            return Err(err(
+                format!("{f}.count"),
+                ManifestProblem::OutOfRange {
+                    value: m.count.into(),
+                    min: 1,
+                    max: MAX_PACKET_MEMBERSHIPS as i128,
+                },
+            ));
+        }
+    }
+    if p.fanout != 0 {
+        let mode = (p.fanout >> 16) & 0xff;
+        if mode > PACKET_FANOUT_MODES {
+            return Err(err(
+                format!("{field}.packet.fanout"),
+                ManifestProblem::OutOfRange {
+                    value: mode.into(),
+                    min: 0,
+                    max: PACKET_FANOUT_MODES.into(),
+                },
+            ));
+        }
+        let flags = p.fanout >> 24;
+        if flags & !PACKET_FANOUT_FLAGS != 0 {
+            return Err(err(
+                format!("{field}.packet.fanout"),
+                ManifestProblem::UnknownBits {
+                    value: flags.into(),
+                    allowed: PACKET_FANOUT_FLAGS.into(),
+                },
+            ));
         }
     }
     Ok(())

@@ -2105,12 +2105,36 @@ fn with_sockets() -> ProcessState {
             queue_from: vec!["127.0.0.1:9".parse().expect("address")],
         }),
     };
+    let packet = SocketState {
+        ino: 506,
+        family: libc::AF_PACKET as u32,
+        sock_type: libc::SOCK_RAW as u32,
+        opts: vec![SockOptState {
+            level: 263, // SOL_PACKET
+            name: 8,    // PACKET_AUXDATA
+            value: 1i32.to_ne_bytes().to_vec(),
+        }],
+        filter: Vec::new(),
+        kind: SocketKind::Packet(PacketSocketState {
+            protocol: 3, // ETH_P_ALL
+            interface: "lo".into(),
+            memberships: vec![PacketMembership {
+                interface: "lo".into(),
+                mr_type: 0,
+                address: vec![1, 0, 0x5e, 0x7f, 0, 1],
+                count: 2,
+            }],
+            fanout: 0x1000_0007,
+            copy_thresh: 0,
+        }),
+    };
     let socks = [
         unix(501, 502, vec![b"a".to_vec(), Vec::new()]),
         unix(502, 501, Vec::new()),
         listener,
         tcp,
         udp,
+        packet,
     ];
     for (i, sock) in socks.into_iter().enumerate() {
         s.fds.push(FdState {
@@ -2137,7 +2161,7 @@ fn sockets_round_trip() {
 fn invalid_sockets_are_refused_naming_the_field() {
     let state = with_sockets();
     let base = pb::Manifest::from(&state);
-    let at = state.fds.len() - 5;
+    let at = state.fds.len() - 6;
     let socket = |p: &mut pb::ProcessState, i: usize| -> pb::Socket {
         match p.fds[i].kind.clone() {
             Some(pb::fd::Kind::Socket(s)) => s,
@@ -2210,6 +2234,92 @@ fn invalid_sockets_are_refused_naming_the_field() {
             }),
             format!("fds[{}].socket.sock_type", at + 4),
             "unknown value",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 5);
+                if let Some(pb::socket::Kind::Packet(k)) = s.kind.as_mut() {
+                    k.interface = "eth0/x".into();
+                }
+                put(p, at + 5, s);
+            }),
+            format!("fds[{}].socket.packet.interface", at + 5),
+            "not an interface name",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 5);
+                if let Some(pb::socket::Kind::Packet(k)) = s.kind.as_mut() {
+                    k.interface = "an-interface-name-too-long".into();
+                }
+                put(p, at + 5, s);
+            }),
+            format!("fds[{}].socket.packet.interface", at + 5),
+            "more than 15",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 5);
+                if let Some(pb::socket::Kind::Packet(k)) = s.kind.as_mut() {
+                    k.memberships[0].mr_type = 7;
+                }
+                put(p, at + 5, s);
+            }),
+            format!("fds[{}].socket.packet.memberships[0].mr_type", at + 5),
+            "unknown value 7",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 5);
+                if let Some(pb::socket::Kind::Packet(k)) = s.kind.as_mut() {
+                    k.memberships[0].count = 0;
+                }
+                put(p, at + 5, s);
+            }),
+            format!("fds[{}].socket.packet.memberships[0].count", at + 5),
+            "outside",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 5);
+                if let Some(pb::socket::Kind::Packet(k)) = s.kind.as_mut() {
+                    k.memberships[0].address = vec![0; 33];
+                }
+                put(p, at + 5, s);
+            }),
+            format!("fds[{}].socket.packet.memberships[0].address", at + 5),
+            "more than 32",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 5);
+                if let Some(pb::socket::Kind::Packet(k)) = s.kind.as_mut() {
+                    k.fanout = 7 | (6 << 16); // PACKET_FANOUT_CBPF
+                }
+                put(p, at + 5, s);
+            }),
+            format!("fds[{}].socket.packet.fanout", at + 5),
+            "outside 0..=5",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 5);
+                if let Some(pb::socket::Kind::Packet(k)) = s.kind.as_mut() {
+                    k.fanout = 7 | (0x20 << 24); // PACKET_FANOUT_FLAG_UNIQUEID
+                }
+                put(p, at + 5, s);
+            }),
+            format!("fds[{}].socket.packet.fanout", at + 5),
+            "bits outside",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 5);
+                s.sock_type = libc::SOCK_STREAM as u32;
+                put(p, at + 5, s);
+            }),
+            format!("fds[{}].socket.sock_type", at + 5),
+            "unknown value 1",
         ),
     ];
     for (edit, field, text) in cases {
@@ -2288,4 +2398,120 @@ fn copy_on_write_sharing_a_restore_cannot_make_is_counted() {
     assert_eq!(cow_unrestorable_kb(&[&parent, &child]), vec![0, 8]);
     // Alone (no parent in the image), nothing is shared again.
     assert_eq!(cow_unrestorable_kb(&[&parent]), vec![12]);
+}
+
+fn with_fanotify() -> ProcessState {
+    let mut s = rich_state(10);
+    s.fds.push(FdState {
+        owner: Default::default(),
+        fd: 120,
+        cloexec: true,
+        flags: 0o4002,
+        kind: FdKind::Fanotify(FanotifyState {
+            flags: 0x12,
+            event_flags: 0x48000, // O_NOATIME | O_LARGEFILE
+            marks: vec![
+                FanotifyMark {
+                    target: FanotifyTarget::Filesystem {
+                        path: "/dev/shm".into(),
+                    },
+                    mflags: 0,
+                    mask: 0x1000,
+                    ignored_mask: 0,
+                },
+                FanotifyMark {
+                    target: FanotifyTarget::Mount {
+                        path: "/dev/shm".into(),
+                    },
+                    mflags: 0,
+                    mask: 0x1000,
+                    ignored_mask: 0,
+                },
+                FanotifyMark {
+                    target: FanotifyTarget::Inode(file("/tmp/marked", 9)),
+                    mflags: 0x40,
+                    mask: 0xa,
+                    ignored_mask: 2,
+                },
+            ],
+        }),
+    });
+    s
+}
+
+#[test]
+fn fanotify_groups_round_trip() {
+    let state = with_fanotify();
+    let pages = tiny_pages(total_pages(&state), 3);
+    let (image, _) = write_image(&state, &pages, Codec::Zstd);
+    let (got, _) = read_image(&image).expect("read back");
+    assert_eq!(got, state);
+}
+
+#[test]
+fn invalid_fanotify_groups_are_refused_naming_the_field() {
+    let state = with_fanotify();
+    let base = pb::Manifest::from(&state);
+    let at = state.fds.len() - 1;
+    type Edit = Box<dyn Fn(&mut pb::Fanotify)>;
+    let cases: Vec<(Edit, String, &str)> = vec![
+        (
+            Box::new(|g| g.flags = 0x8000),
+            format!("fds[{at}].fanotify.flags"),
+            "bits outside",
+        ),
+        (
+            Box::new(|g| g.flags = 0xc),
+            format!("fds[{at}].fanotify.flags"),
+            "outside 0..=8",
+        ),
+        (
+            Box::new(|g| g.event_flags = 0o200), // O_EXCL
+            format!("fds[{at}].fanotify.event_flags"),
+            "bits outside",
+        ),
+        (
+            Box::new(|g| g.marks[2].mflags = 0x1),
+            format!("fds[{at}].fanotify.marks[2].mflags"),
+            "bits outside",
+        ),
+        (
+            Box::new(|g| {
+                g.marks[1].target = Some(pb::fanotify_mark::Target::Mount("dev/shm".into()))
+            }),
+            format!("fds[{at}].fanotify.marks[1].mount"),
+            "not absolute",
+        ),
+        (
+            Box::new(|g| g.marks[0].target = None),
+            format!("fds[{at}].fanotify.marks[0].target"),
+            "missing",
+        ),
+        (
+            Box::new(|g| {
+                if let Some(pb::fanotify_mark::Target::Inode(f)) = &mut g.marks[2].target {
+                    f.identity = None;
+                }
+            }),
+            format!("fds[{at}].fanotify.marks[2].inode.identity"),
+            "missing",
+        ),
+    ];
+    for (edit, field, text) in cases {
+        let mut m = base.clone();
+        let p = m.process.as_mut().expect("process");
+        if let Some(pb::fd::Kind::Fanotify(g)) = &mut p.fds[at].kind {
+            edit(g);
+        }
+        let (got_field, message) = manifest_error(&m);
+        assert_eq!(got_field, field, "{message}");
+        assert!(message.contains(text), "{field}: {message}");
+    }
+    // Marks are counted before decoding, over all groups together.
+    let mut m = base.clone();
+    let p = m.process.as_mut().expect("process");
+    if let Some(pb::fd::Kind::Fanotify(g)) = &mut p.fds[at].kind {
+        g.marks = vec![pb::FanotifyMark::default(); (1 << 16) + 1];
+    }
+    assert_eq!(manifest_error(&m).0, "fds[*].fanotify.marks");
 }

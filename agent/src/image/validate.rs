@@ -7,9 +7,9 @@
 use std::fmt;
 
 use crate::state::{
-    CarriedFile, CredsState, DeletedNode, FdKind, FdState, LockKind, LockState, MemfdExtent,
-    MemfdState, MmState, PAGE_SIZE, PageRun, PipeQueue, ProcessState, RlimitState, SiginfoState,
-    SignalsState, SysvShmState, TreeState, VmaKind, VmaState, prot, vmflag,
+    CarriedFile, CredsState, DeletedNode, FanotifyTarget, FdKind, FdState, LockKind, LockState,
+    MemfdExtent, MemfdState, MmState, PAGE_SIZE, PageRun, PipeQueue, ProcessState, RlimitState,
+    SiginfoState, SignalsState, SysvShmState, TreeState, VmaKind, VmaState, prot, vmflag,
 };
 use crate::state::{IPC_PID_OTHER, IpcNsState, IpcPermState};
 
@@ -89,6 +89,19 @@ pub const MAX_INOTIFY_WATCHES: usize = 1 << 20;
 /// Most removed watches before the last inotify watch descriptor (each becomes a placeholder
 /// watch at restore).
 pub const MAX_INOTIFY_GAPS: usize = 4096;
+/// Most marks accepted per fanotify group.
+pub const MAX_FANOTIFY_MARKS: usize = 1 << 16;
+/// `fanotify_init` flags a group may have (`FAN_CLOEXEC` … `FAN_REPORT_MNT`).
+pub const FANOTIFY_INIT_FLAGS: u32 = 0x7fff;
+/// `fanotify_init` event flags: `O_ACCMODE`, `O_APPEND`, `O_NONBLOCK`, `O_DSYNC`, `O_SYNC`,
+/// `O_LARGEFILE`, `O_NOATIME`, `O_CLOEXEC`.
+pub const FANOTIFY_EVENT_FLAGS: u32 =
+    (libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK | libc::O_DSYNC | libc::O_SYNC) as u32
+        | (libc::O_NOATIME | libc::O_CLOEXEC) as u32
+        | 0o100000; // O_LARGEFILE as the kernel has it (libc's is 0 on 64 bits)
+/// Mark flags fdinfo shows: `FAN_MARK_IGNORED_SURV_MODIFY`, `FAN_MARK_EVICTABLE`,
+/// `FAN_MARK_IGNORE`.
+pub const FANOTIFY_MARK_FLAGS: u32 = 0x40 | 0x200 | 0x400;
 /// Largest eventfd counter (`ULLONG_MAX - 1`).
 pub const MAX_EVENTFD_COUNT: u64 = u64::MAX - 1;
 /// Clocks a timerfd may use: `CLOCK_REALTIME`, `CLOCK_MONOTONIC`, `CLOCK_BOOTTIME`,
@@ -373,6 +386,9 @@ pub enum ManifestProblem {
         /// How many numbers it must be.
         count: usize,
     },
+    /// A network interface name the kernel would not accept (`/`, whitespace or NUL).
+    #[error("{0:?} is not an interface name")]
+    NotAnInterfaceName(String),
 }
 
 pub(crate) fn err(field: impl Into<String>, problem: ManifestProblem) -> ManifestError {
@@ -1512,6 +1528,44 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
                     let most = (j + 1 + MAX_INOTIFY_GAPS) as i32;
                     check_range(format!("{field}[{j}].wd"), w.wd, 1, most)?;
                     check_path(&format!("{field}[{j}].file.path"), &w.file.path)?;
+                }
+            }
+            FdKind::Fanotify(g) => {
+                let field = format!("{}.fanotify", field());
+                let bits = |name: &str, value: u32, allowed: u32| {
+                    if value & !allowed != 0 {
+                        return Err(err(
+                            format!("{field}.{name}"),
+                            ManifestProblem::UnknownBits {
+                                value: value.into(),
+                                allowed: allowed.into(),
+                            },
+                        ));
+                    }
+                    Ok(())
+                };
+                bits("flags", g.flags, FANOTIFY_INIT_FLAGS)?;
+                // FAN_CLASS_CONTENT and FAN_CLASS_PRE_CONTENT are one two-bit field.
+                if g.flags & 0xc == 0xc {
+                    return Err(err(
+                        format!("{field}.flags"),
+                        ManifestProblem::OutOfRange {
+                            value: (g.flags & 0xc).into(),
+                            min: 0,
+                            max: 8,
+                        },
+                    ));
+                }
+                bits("event_flags", g.event_flags, FANOTIFY_EVENT_FLAGS)?;
+                cap_count(&format!("{field}.marks"), g.marks.len(), MAX_FANOTIFY_MARKS)?;
+                for (j, m) in g.marks.iter().enumerate() {
+                    bits(&format!("marks[{j}].mflags"), m.mflags, FANOTIFY_MARK_FLAGS)?;
+                    let (what, path) = match &m.target {
+                        FanotifyTarget::Inode(f) => ("inode.path", &f.path),
+                        FanotifyTarget::Mount { path } => ("mount", path),
+                        FanotifyTarget::Filesystem { path } => ("filesystem", path),
+                    };
+                    check_path(&format!("{field}.marks[{j}].{what}"), path)?;
                 }
             }
         }

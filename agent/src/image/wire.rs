@@ -5,10 +5,10 @@
 //! [`super::validate`], whatever the manifest's size.
 
 use super::validate::{
-    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FDS, MAX_GROUPS,
-    MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING,
-    MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SECCOMP_FILTERS, MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS,
-    ManifestError, ManifestProblem, RLIM_NLIMITS,
+    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CGROUPS, MAX_EPOLL_TARGETS, MAX_FANOTIFY_MARKS,
+    MAX_FDS, MAX_GROUPS, MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS,
+    MAX_PAGE_RUNS, MAX_PENDING, MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SECCOMP_FILTERS, MAX_SYSV_SHM,
+    MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS,
 };
 use super::validate::{MAX_IPC_OBJECTS, MAX_IPC_SYSCTLS, MAX_SEMS, MAX_SYSV_MSGS};
 
@@ -54,6 +54,13 @@ const INOTIFY: &[Field] = &[(
     Child::Message(
         &[(3, Child::Message(FILE_REF, None))],
         Some(counter(18, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES)),
+    ),
+)];
+const FANOTIFY: &[Field] = &[(
+    3,
+    Child::Message(
+        &[(1, Child::Message(FILE_REF, None))],
+        Some(counter(30, "fds[*].fanotify.marks", MAX_FANOTIFY_MARKS)),
     ),
 )];
 const MEMFD: &[Field] = &[(
@@ -118,6 +125,7 @@ const FD: &[Field] = &[
     (22, Child::Message(LEAF, None)),
     (23, Child::Message(INOTIFY, None)),
     (24, Child::Message(LEAF, None)),
+    (26, Child::Message(FANOTIFY, None)),
 ];
 const VMA: &[Field] = &[
     (7, Child::Message(FILE_REF, None)),
@@ -236,12 +244,12 @@ const MANIFEST: &[Field] = &[
         Child::Message(LEAF, Some(counter(21, "zombies", MAX_PROCESSES))),
     ),
 ];
-const SLOTS: usize = 30;
+const SLOTS: usize = 31;
 /// Short lists each process has on its own (at most a few dozen entries), not summed over a
 /// tree: `signals.actions`, `rlimits`, `attrs.cgroups`, `attrs.itimers`.
 const PER_PROCESS_SLOTS: [usize; 4] = [5, 8, 13, 14];
 /// The caps that also hold over all the processes of a tree together.
-const TREE_WIDE: [Counter; 24] = [
+const TREE_WIDE: [Counter; 25] = [
     counter(0, "fds[*].epoll.targets", MAX_EPOLL_TARGETS),
     counter(1, "mm.vmas[*].pages", MAX_PAGE_RUNS),
     counter(2, "mm.vmas", MAX_VMAS),
@@ -261,6 +269,7 @@ const TREE_WIDE: [Counter; 24] = [
     counter(16, "memfds", MAX_MEMFDS),
     counter(17, "memfds[*].extents", MAX_MEMFD_EXTENTS),
     counter(18, "fds[*].inotify.watches", MAX_INOTIFY_WATCHES),
+    counter(30, "fds[*].fanotify.marks", MAX_FANOTIFY_MARKS),
     counter(22, "sysv_shm", MAX_SYSV_SHM),
     counter(23, "sysv_shm[*].extents", MAX_MEMFD_EXTENTS),
     counter(24, "ipc_ns.msg_queues", MAX_IPC_OBJECTS),

@@ -305,6 +305,13 @@ fn localize(
                     fix(&mut w.file, &what)?;
                 }
             }
+            FdKind::Fanotify(g) => {
+                for m in &mut g.marks {
+                    if let crate::state::FanotifyTarget::Inode(file) = &mut m.target {
+                        fix(file, &what)?;
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -1,4 +1,4 @@
-//! Kernel-object descriptors: eventfd, signalfd, timerfd and inotify are created inside the
+//! Kernel-object descriptors: eventfd, signalfd, timerfd, inotify and fanotify are created inside the
 //! task by injected calls; memfds are created and filled by the restorer, and the task opens
 //! them through `/proc/RESTORER/fd/N` for its descriptors and mappings.
 
@@ -160,6 +160,28 @@ pub fn create(inj: &Injector<'_>, fd: i32, flags: u32, kind: &FdKind) -> Result<
             inotify_watches(inj, fd, new, watches)?;
             Ok(new)
         }
+        FdKind::Fanotify(g) => {
+            let new = inj
+                .call(
+                    "fanotify_init",
+                    libc::SYS_fanotify_init,
+                    [u64::from(g.flags), u64::from(g.event_flags), 0, 0, 0, 0],
+                )
+                .map_err(err(format!(
+                    "fanotify_init({:#x}, {:#o})",
+                    g.flags, g.event_flags
+                )))?;
+            fanotify_marks(inj, fd, new, g)?;
+            // The group's flags say what the descriptor had at fanotify_init; the process may
+            // have changed its status flags since.
+            inj.call(
+                "fcntl",
+                libc::SYS_fcntl,
+                [new, libc::F_SETFL as u64, u64::from(flags), 0, 0, 0],
+            )
+            .map_err(err("set status flags".into()))?;
+            Ok(new)
+        }
         _ => Err(RestoreError::Layout(format!(
             "fd {fd}: not a kind created by injection"
         ))),
@@ -274,6 +296,73 @@ fn inotify_watches(
     }
     for w in watches {
         add(&w.file.path, w.mask, w.wd)?;
+    }
+    Ok(())
+}
+
+/// `FAN_MARK_*` flags.
+const FAN_MARK_ADD: u32 = 0x1;
+const FAN_MARK_DONT_FOLLOW: u32 = 0x4;
+const FAN_MARK_IGNORED_MASK: u32 = 0x20;
+const FAN_MARK_EVICTABLE: u32 = 0x200;
+const FAN_MARK_IGNORE: u32 = 0x400;
+const FAN_MARK_MOUNT: u32 = 0x10;
+const FAN_MARK_FILESYSTEM: u32 = 0x100;
+const FAN_MARK_IGNORED_SURV_MODIFY: u32 = 0x40;
+
+/// Adds a group's marks: each with its mask, then its ignored mask (the old
+/// `FAN_MARK_IGNORED_MASK` or the newer `FAN_MARK_IGNORE`, as the mark had), evictable as it
+/// was. The kernel lists a group's marks newest first: they are added oldest first.
+fn fanotify_marks(
+    inj: &Injector<'_>,
+    fd: i32,
+    group: u64,
+    g: &crate::state::FanotifyState,
+) -> Result<(), RestoreError> {
+    use crate::state::FanotifyTarget;
+    for m in g.marks.iter().rev() {
+        let (kind, path) = match &m.target {
+            FanotifyTarget::Inode(f) => (FAN_MARK_DONT_FOLLOW, &f.path),
+            FanotifyTarget::Mount { path } => (FAN_MARK_MOUNT, path),
+            FanotifyTarget::Filesystem { path } => (FAN_MARK_FILESYSTEM, path),
+        };
+        let addr = inj.put_path(path)?;
+        let mut first = FAN_MARK_ADD | kind | (m.mflags & FAN_MARK_EVICTABLE);
+        let mark = |flags: u32, mask: u32| -> Result<(), RestoreError> {
+            inj.call(
+                "fanotify_mark",
+                libc::SYS_fanotify_mark,
+                [
+                    group,
+                    u64::from(flags),
+                    u64::from(mask),
+                    libc::AT_FDCWD as u64,
+                    addr,
+                    0,
+                ],
+            )
+            .map_err(|e| RestoreError::Fd {
+                fd,
+                what: format!("fanotify mark on {path} (flags {flags:#x}, mask {mask:#x})"),
+                source: Box::new(e.into()),
+            })?;
+            Ok(())
+        };
+        if m.mask != 0 {
+            mark(first, m.mask)?;
+            first = FAN_MARK_ADD | kind;
+        }
+        if m.ignored_mask != 0 || m.mflags & FAN_MARK_IGNORE != 0 {
+            let style = if m.mflags & FAN_MARK_IGNORE != 0 {
+                FAN_MARK_IGNORE
+            } else {
+                FAN_MARK_IGNORED_MASK
+            };
+            mark(
+                first | style | (m.mflags & FAN_MARK_IGNORED_SURV_MODIFY),
+                m.ignored_mask,
+            )?;
+        }
     }
     Ok(())
 }

@@ -19,8 +19,8 @@ use super::pty::Ptys;
 use super::sockets;
 use crate::dump::identity_of;
 use crate::state::{
-    DeletedNode, EpollTarget, FdKind, FileRef, LockKind, LockState, PipeQueue, ProcessState,
-    VmaKind,
+    DeletedNode, EpollTarget, FanotifyTarget, FdKind, FileRef, LockKind, LockState, PipeQueue,
+    ProcessState, VmaKind,
 };
 
 /// How one descriptor will be recreated.
@@ -383,6 +383,26 @@ pub fn plan_with(
                 FdKind::Inotify { watches } => {
                     for w in watches {
                         changed(format!("fd {}: inotify watch {}", f.fd, w.wd), &w.file)?;
+                    }
+                    Action::Injected {
+                        flags: f.flags,
+                        kind: Box::new(f.kind.clone()),
+                    }
+                }
+                FdKind::Fanotify(g) => {
+                    for (j, m) in g.marks.iter().enumerate() {
+                        let what = format!("fd {}: fanotify mark {j}", f.fd);
+                        match &m.target {
+                            FanotifyTarget::Inode(file) => changed(what, file)?,
+                            FanotifyTarget::Mount { path }
+                            | FanotifyTarget::Filesystem { path } => {
+                                if !std::path::Path::new(path).is_dir() {
+                                    return Err(RestoreError::FileChanged(format!(
+                                        "{what}: the mount point {path} is not a directory here"
+                                    )));
+                                }
+                            }
+                        }
                     }
                     Action::Injected {
                         flags: f.flags,

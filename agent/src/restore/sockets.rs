@@ -309,6 +309,7 @@ pub fn build(
                 warnings,
             )?,
             SocketKind::Netlink(n) => netlink_socket(fd, s, n)?,
+            SocketKind::Packet(p) => packet_socket(fd, s, p)?,
             SocketKind::Inet(i) => {
                 let (sock, unsent) = inet_socket(fd, s, i)?;
                 if let Some(unsent) = unsent {
@@ -374,8 +375,89 @@ fn is_listening(s: &SocketState) -> bool {
     match &s.kind {
         SocketKind::Unix(u) => u.backlog.is_some(),
         SocketKind::Inet(i) => i.backlog.is_some(),
-        SocketKind::Netlink(_) => false,
+        SocketKind::Netlink(_) | SocketKind::Packet(_) => false,
     }
+}
+
+/// The index of interface `name` on this host, or an error naming it.
+fn interface_index(fd: i32, name: &str) -> Result<i32, RestoreError> {
+    nix::net::if_::if_nametoindex(name)
+        .map(|i| i as i32)
+        .map_err(err(
+            fd,
+            format!("a packet socket needs interface {name:?}, which this host does not have"),
+        ))
+}
+
+/// A packet socket: its options (before the bind, as `PACKET_VERSION` must be), bound to the
+/// same protocol and interface (by name), its memberships (each as many times as it was
+/// added, in the order the kernel lists them), then its fanout group (which only a bound
+/// socket can join) and copy threshold.
+fn packet_socket(
+    fd: i32,
+    s: &SocketState,
+    p: &crate::state::PacketSocketState,
+) -> Result<OwnedFd, RestoreError> {
+    use crate::image::sockopt as opt;
+    // Protocol 0: it receives nothing until bound, like a socket made with the protocol and
+    // bound to it (`SO_PROTOCOL` reads 0 either way).
+    let sock =
+        ss::socket(libc::AF_PACKET, s.sock_type as i32, 0).map_err(err(fd, "packet socket"))?;
+    let c = sock.as_fd();
+    set_opts(fd, c, s)?;
+    let ifindex = if p.interface.is_empty() {
+        0
+    } else {
+        interface_index(fd, &p.interface)?
+    };
+    if p.protocol != 0 || ifindex != 0 {
+        ss::packet_bind(c, p.protocol as u16, ifindex).map_err(err(
+            fd,
+            format!(
+                "bind the packet socket to protocol {:#06x} on {}",
+                p.protocol,
+                if p.interface.is_empty() {
+                    "every interface"
+                } else {
+                    &p.interface
+                }
+            ),
+        ))?;
+    }
+    // The kernel lists memberships newest first.
+    for m in p.memberships.iter().rev() {
+        let mut mreq = [0u8; 40]; // struct packet_mreq_max
+        mreq[..4].copy_from_slice(&interface_index(fd, &m.interface)?.to_ne_bytes());
+        mreq[4..6].copy_from_slice(&(m.mr_type as u16).to_ne_bytes());
+        mreq[6..8].copy_from_slice(&(m.address.len() as u16).to_ne_bytes());
+        mreq[8..8 + m.address.len()].copy_from_slice(&m.address);
+        for _ in 0..m.count {
+            ss::setsockopt_bytes(c, opt::SOL_PACKET, opt::PACKET_ADD_MEMBERSHIP, &mreq).map_err(
+                err(
+                    fd,
+                    format!("packet membership of type {} on {}", m.mr_type, m.interface),
+                ),
+            )?;
+        }
+    }
+    if p.fanout != 0 {
+        ss::setsockopt_int(c, opt::SOL_PACKET, opt::PACKET_FANOUT, p.fanout as i32).map_err(
+            err(
+                fd,
+                format!("join packet fanout group {}", p.fanout & 0xffff),
+            ),
+        )?;
+    }
+    if p.copy_thresh != 0 {
+        ss::setsockopt_int(
+            c,
+            opt::SOL_PACKET,
+            opt::PACKET_COPY_THRESH,
+            p.copy_thresh as i32,
+        )
+        .map_err(err(fd, "PACKET_COPY_THRESH"))?;
+    }
+    Ok(sock)
 }
 
 /// A netlink socket of the same protocol, bound to the same port id, in the same groups,

@@ -274,3 +274,30 @@ pub fn netlink_address(
     };
     Errno::result(r).map(drop)
 }
+
+/// `getsockname` of a packet socket: the protocol it receives (host order) and the interface
+/// index it is bound to (0: every interface).
+pub fn packet_name(fd: BorrowedFd<'_>) -> Result<(u16, i32), Errno> {
+    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
+    let mut a: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    let p = (&mut a as *mut libc::sockaddr_ll).cast();
+    // SAFETY: `a` is valid for writes of `len` bytes, which the kernel updates.
+    let r = unsafe { libc::getsockname(fd.as_raw_fd(), p, &mut len) };
+    Errno::result(r).map(|_| (u16::from_be(a.sll_protocol), a.sll_ifindex))
+}
+
+/// `bind` of a packet socket to `protocol` (host order) on interface `ifindex` (0: every
+/// interface).
+pub fn packet_bind(fd: BorrowedFd<'_>, protocol: u16, ifindex: i32) -> Result<(), Errno> {
+    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
+    let mut a: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    a.sll_family = libc::AF_PACKET as u16;
+    a.sll_protocol = protocol.to_be();
+    a.sll_ifindex = ifindex;
+    let p = (&a as *const libc::sockaddr_ll).cast();
+    let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `a` is a valid sockaddr_ll of `len` bytes for the duration of the call.
+    let r = unsafe { libc::bind(fd.as_raw_fd(), p, len) };
+    Errno::result(r).map(drop)
+}
