@@ -495,7 +495,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
     }
 }
 
-fn queue_to_pb(q: &PipeQueue) -> pb::PipeQueue {
+pub(crate) fn queue_to_pb(q: &PipeQueue) -> pb::PipeQueue {
     pb::PipeQueue {
         size: q.size,
         data: q.data.clone(),
@@ -1318,7 +1318,7 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
     })
 }
 
-fn queue_from_pb(q: pb::PipeQueue) -> PipeQueue {
+pub(crate) fn queue_from_pb(q: pb::PipeQueue) -> PipeQueue {
     PipeQueue {
         size: q.size,
         data: q.data,
