@@ -726,7 +726,7 @@ pub enum FdKind {
         node: DeletedNode,
     },
     /// A socket (Unix, UDP or TCP).
-    Socket(SocketState),
+    Socket(Box<SocketState>),
     /// A pidfd of the process itself or of another process of the tree (a zombie included).
     Pidfd {
         /// The PID it refers to, as the process sees it.

@@ -114,7 +114,7 @@ fn examine_sockets(pid: Pid, out: &mut [FdState], socks: &mut SocketDump) -> Res
         if let FdKind::Socket(s) = &mut f.kind
             && let Some(state) = states.next()
         {
-            *s = state;
+            **s = state;
         }
     }
     Ok(())
@@ -192,10 +192,10 @@ pub fn collect_fds(
             .and_then(|r| r.strip_suffix(']'))
         {
             // Examined below, once descriptors sharing a socket are known.
-            FdKind::Socket(sockets::unexamined(
+            FdKind::Socket(Box::new(sockets::unexamined(
                 ino.parse()
                     .map_err(|_| unsupported(&format!("socket {target:?}")))?,
-            ))
+            )))
         } else if let Some(ino) = target
             .strip_prefix("pipe:[")
             .and_then(|r| r.strip_suffix(']'))

@@ -1201,10 +1201,10 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                     .collect(),
             }
         }
-        Kind::Socket(sock) => FdKind::Socket(super::sockets::socket_from_pb(
+        Kind::Socket(sock) => FdKind::Socket(Box::new(super::sockets::socket_from_pb(
             sock,
             &format!("{}.socket", field()),
-        )?),
+        )?)),
         Kind::Dup(d) => FdKind::Dup { of: d.of },
         Kind::LocalPipe(p) => FdKind::LocalPipe {
             ino: p.ino,
