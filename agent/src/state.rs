@@ -736,7 +736,7 @@ pub enum FdKind {
         node: DeletedNode,
     },
     /// A socket (Unix, UDP or TCP).
-    Socket(SocketState),
+    Socket(Box<SocketState>),
     /// A pidfd of the process itself or of another process of the tree (a zombie included).
     Pidfd {
         /// The PID it refers to, as the process sees it.
@@ -1541,6 +1541,14 @@ pub struct UnixSocketState {
     /// Descriptors (`SCM_RIGHTS`) and credentials (`SCM_CREDENTIALS`) queued with messages
     /// of `queue`, by ascending message index.
     pub in_flight: Vec<InFlight>,
+    /// A connecting stream or seqpacket socket whose connection a listener of the process
+    /// (or tree) had not accepted yet, which had written into it (`SIOCOUTQ` above 0): the
+    /// connection holds data that only accepting it can read.
+    pub sent_unaccepted: bool,
+    /// What it had written, one element per record (seqpacket) or one for a stream: read at
+    /// dump by accepting the connection (only a dump that ends the process may), written
+    /// again after it connects at restore. A read-back cannot accept, so has none.
+    pub pending_sent: Vec<Vec<u8>>,
 }
 
 /// What a queued Unix socket message carries besides its bytes.
@@ -1574,6 +1582,23 @@ pub enum PassedFd {
         flags: u32,
         /// `lseek` position.
         pos: u64,
+    },
+    /// An end of a pipe: of one a descriptor of the dump holds (`pid`, `fd`: another
+    /// description of that pipe, opened through it at restore), or of a pipe no process of
+    /// the dump holds (`pid` 0), made anew with its bytes.
+    Pipe {
+        /// Pipe inode (`pipe:[INO]`) at dump time.
+        ino: u64,
+        /// The write end (else the read end).
+        write: bool,
+        /// File status flags (`O_NONBLOCK`, …), without the access mode.
+        flags: u32,
+        /// The process holding a descriptor of the pipe (either end), 0 when none does.
+        pid: i32,
+        /// Its lowest such descriptor.
+        fd: i32,
+        /// For a pipe no process holds: its buffer and bytes, on its first end in flight only.
+        queue: Option<PipeQueue>,
     },
 }
 

@@ -56,6 +56,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             tcp_established: args.tcp_established,
             ext_unix_sk: args.ext_unix_sk,
             relay_sockets: false,
+            // `dump` and `dump_tree` take it when they end the process.
+            ..DumpOptions::default()
         },
     )
     .with_context(|| format!("dump pid {}", args.pid))?;

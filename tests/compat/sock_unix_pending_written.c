@@ -1,9 +1,10 @@
 /* A Unix listener with a connection from the process not accepted yet, into which the
- * connecting socket already wrote: that data sits in a socket only accept() can reach, so the
- * dump must refuse it, naming it. The check polls the listener (a connection waits) and that
- * the client's bytes are still unread (SIOCOUTQ), without accepting.
+ * connecting socket already wrote: that data sits in a socket only accept() can reach, which
+ * a dump that ends the process does (a --leave-running one refuses it, naming it: see
+ * tests/tests/sockets.rs). The check polls the listener (a connection waits) and that the
+ * client's bytes are still unread (SIOCOUTQ), without accepting; sock_unix_listener_pending
+ * accepts and reads them.
  * compat-object: Unix pending connection holding data its client wrote
- * compat-refuse: not accepted yet
  */
 #include "common.h"
 

@@ -58,7 +58,7 @@ fn a_descriptor_in_flight_no_process_holds_is_refused_by_name() {
     out.assert_failed();
     assert!(
         out.stderr.contains("descriptors in flight")
-            && out.stderr.contains("pipe:[")
+            && out.stderr.contains("anon_inode:[eventfd]")
             && out.stderr.contains("no process of the dump holds")
             && out.stderr.contains("not supported"),
         "{}",

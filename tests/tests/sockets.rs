@@ -432,20 +432,29 @@ fn unix_queues_without_a_live_peer() {
     v.check();
 }
 
-/// A connection from the process not accepted yet, holding data its client wrote, is
-/// refused at dump, naming it (the data cannot be read without accepting it).
+/// A connection from the process not accepted yet, holding data its client wrote: its data
+/// can only be read by accepting it, which the original would not survive. A dump that lets
+/// the process run on (`--leave-running`) refuses it, naming it, and leaves the connection
+/// waiting; a dump that ends the process carries it (and the restore checker accepts it).
 #[test]
-fn unix_pending_connection_with_data_is_refused() {
+fn unix_pending_connection_with_data() {
     let Some(ctx) = setup("sockets-pending") else {
         return;
     };
-    let v = Victim::c(&ctx, "sockets_state", &["pending"]);
+    let mut v = Victim::c(&ctx, "sockets_state", &["pending"]);
     v.check();
-    let err = dump_fails(&ctx, &v, &[]);
+    let err = dump_fails(&ctx, &v, &["--leave-running"]);
     assert!(
-        err.contains("not accepted yet") && err.contains("ferry-state-"),
+        err.contains("not accepted yet")
+            && err.contains("ferry-state-")
+            && err.contains("--leave-running"),
         "{err}"
     );
+    // Still waiting on the listener.
+    v.check();
+    let img = image_path(&ctx, "pending");
+    v.dump(&ctx, &img, &[]);
+    v.restore(&ctx, &img, &[]);
     v.check();
 }
 

@@ -7,12 +7,13 @@
  * "msg-plain N" with credentials only; the stream pair holds "stream N" passing a second file at
  * offset 5. A check receives them all and verifies bytes, descriptors (same file, same
  * offset, same pipe) and credentials (the process's pid, uid and gid), then queues the next
- * round. Usage: scm_inflight STATEDIR [orphan]; with "orphan" a third pair also holds a pipe
- * end no process holds any more (which ferry refuses to dump); so it does when compiled with
- * -DSCM_ORPHAN. */
+ * round. Usage: scm_inflight STATEDIR [orphan]; with "orphan" a third pair also holds an
+ * eventfd no process holds any more (which ferry refuses to dump: pipes and files nobody holds
+ * are carried, other kinds not yet); so it does when compiled with -DSCM_ORPHAN. */
 #include "common.h"
 
 #include <linux/kcmp.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -198,12 +199,11 @@ int main(int argc, char **argv)
 	want_orphan = 1;
 #endif
 	if (want_orphan) {
-		int q[2];
-		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, orphan) || pipe(q))
+		int e = eventfd(3, 0);
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, orphan) || e < 0)
 			fr_die("orphan");
-		send_fds(orphan[0], "orphan", &q[0], 1);
-		close(q[0]);
-		close(q[1]);
+		send_fds(orphan[0], "orphan", &e, 1);
+		close(e);
 	}
 	arm();
 	fr_ready();

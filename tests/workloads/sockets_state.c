@@ -11,7 +11,7 @@
  *            queued; a listener whose socket file was removed; a listener with a connection
  *            from the process not accepted yet.
  *   pending: a Unix listener with a connection from the process not accepted yet, into
- *            which the client has written (the dump refuses it).
+ *            which the client has written (a dump with --leave-running refuses it).
  *   tcppending: a TCP connection from the process to its own listener, not accepted yet (the
  *            dump refuses it).
  *   dgramfrom: datagrams queued with their senders: on a UDP socket from another UDP socket of

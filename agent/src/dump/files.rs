@@ -114,7 +114,7 @@ fn examine_sockets(pid: Pid, out: &mut [FdState], socks: &mut SocketDump) -> Res
         if let FdKind::Socket(s) = &mut f.kind
             && let Some(state) = states.next()
         {
-            *s = state;
+            **s = state;
         }
     }
     Ok(())
@@ -192,10 +192,10 @@ pub fn collect_fds(
             .and_then(|r| r.strip_suffix(']'))
         {
             // Examined below, once descriptors sharing a socket are known.
-            FdKind::Socket(sockets::unexamined(
+            FdKind::Socket(Box::new(sockets::unexamined(
                 ino.parse()
                     .map_err(|_| unsupported(&format!("socket {target:?}")))?,
-            ))
+            )))
         } else if let Some(ino) = target
             .strip_prefix("pipe:[")
             .and_then(|r| r.strip_suffix(']'))
@@ -462,6 +462,24 @@ thread_local! {
     /// (a tree's members each ask; one scan each made a 100-process dump quadratic).
     static OUTSIDE_SCAN: std::cell::RefCell<Option<HashMap<String, Vec<i32>>>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// The processes other than `pid`, the `members` of its tree and ferry that hold `target`
+/// (`pipe:[INO]`, a path) open.
+pub(super) fn holders_outside(pid: Pid, target: &str, members: &[i32]) -> Vec<i32> {
+    OUTSIDE_SCAN.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        let holders = cache.get_or_insert_with(scan_fd_targets);
+        holders
+            .get(target)
+            .map(|hs| {
+                hs.iter()
+                    .copied()
+                    .filter(|&h| h != pid.as_raw() && !members.contains(&h))
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
 }
 
 /// Forgets the scan of [`held_outside`]: every dump (or read-back) starts with a fresh one.
@@ -849,7 +867,7 @@ fn pipe_key(f: &FdState) -> Option<String> {
 /// The bytes queued in the pipe behind `pid`'s `fd`, left in place: a new read end is opened
 /// through `/proc` (whatever end `fd` is), and `tee` copies the queue into a scratch pipe of
 /// the same size.
-fn read_queue(pid: Pid, fd: i32) -> Result<PipeQueue, DumpError> {
+pub(super) fn read_queue(pid: Pid, fd: i32) -> Result<PipeQueue, DumpError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         DumpError::Unsupported(format!(
             "fd {fd}: reading the queued pipe bytes failed ({what}: {e}); not supported"

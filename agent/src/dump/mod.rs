@@ -40,7 +40,7 @@ pub use files::{
     STORED_BUDGET, epoll_disarmed,
 };
 pub use mm::identity_of;
-pub use sockets::SocketOptions;
+pub use sockets::{SocketOptions, UnacceptedData};
 pub use tree::dump_tree;
 
 /// What `dump` may be asked to do besides the default.
@@ -60,6 +60,9 @@ pub struct DumpOptions {
     /// stay on this host, relayed: record them as they are, without `TCP_REPAIR` and without
     /// refusing established connections; their queued bytes stay in the sockets.
     pub relay_sockets: bool,
+    /// What to do with data a Unix socket wrote into a connection its listener (of the dump)
+    /// has not accepted yet: `dump` and `dump --tree` take it when they end the process.
+    pub unaccepted_data: sockets::UnacceptedData,
 }
 
 impl DumpOptions {
@@ -69,6 +72,7 @@ impl DumpOptions {
             ext_unix_sk: self.ext_unix_sk,
             leave_running: self.leave_running,
             relay: self.relay_sockets,
+            unaccepted_data: self.unaccepted_data,
         }
     }
 }
@@ -82,7 +86,20 @@ impl Default for DumpOptions {
             tcp_established: false,
             ext_unix_sk: false,
             relay_sockets: false,
+            unaccepted_data: sockets::UnacceptedData::Refuse,
         }
+    }
+}
+
+impl DumpOptions {
+    /// For a dump that writes an image and ends the process (`ferry dump` without
+    /// `--leave-running`): it may accept the process's pending Unix connections to read
+    /// their data once everything else is read.
+    pub fn ending(mut self) -> Self {
+        if !self.leave_running {
+            self.unaccepted_data = sockets::UnacceptedData::Take;
+        }
+        self
     }
 }
 
@@ -215,6 +232,7 @@ pub enum DumpError {
 /// Checkpoints `pid` into the image file `out`.
 pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, DumpError> {
     check_output(out)?;
+    let opts = opts.ending();
     let held = hold(pid, opts)?;
     let tree = held.tree();
     let stats = write_image(&[&held.frozen.leader().tracee], &tree, out, opts.codec)
@@ -279,9 +297,12 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
     check_process(pid).map_err(died)?;
     let mut warnings = Vec::new();
     let mut socks = sockets::SocketDump::capture(opts.sockets());
-    let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks).map_err(died)?;
+    let mut state = collect(&frozen, &opts, &[], &mut warnings, &mut socks).map_err(died)?;
     warnings.append(&mut socks.warnings);
     settle(&frozen).map_err(died)?;
+    // Last, once nothing else can refuse: what only accepting pending connections reads
+    // (a dump that ends the process only).
+    sockets::take_pending(&[&socks], &mut [(pid, &mut state)]).map_err(died)?;
     tracing::debug!(elapsed = ?since.elapsed(), "state collected");
     Ok(Held {
         state,
@@ -354,6 +375,7 @@ fn read_back_options() -> DumpOptions {
         leave_running: false,
         tcp_established: true,
         ext_unix_sk: true,
+        unaccepted_data: sockets::UnacceptedData::Note,
         ..DumpOptions::default()
     }
 }

@@ -55,6 +55,24 @@ pub struct SocketOptions {
     /// TCP and UDP sockets, and fds 0–2, stay on this host and are relayed (migration):
     /// recorded as they are, never put in repair mode, their queues left in place.
     pub relay: bool,
+    /// What to do with data a connecting Unix socket wrote into a connection that a listener
+    /// of the process has not accepted yet.
+    pub unaccepted_data: UnacceptedData,
+}
+
+/// Data written into a Unix connection that is not accepted yet can only be read by
+/// accepting it, which the original process does not survive: its listener loses the
+/// connection for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnacceptedData {
+    /// Refuse it (the original may run on: `--leave-running`, a migration).
+    #[default]
+    Refuse,
+    /// Accept such connections once the whole state is read and keep their data (a dump
+    /// that ends the process).
+    Take,
+    /// Note that it is there without reading it (the restore checker's read-back).
+    Note,
 }
 
 /// Established TCP sockets ferry holds in repair mode during the dump.
@@ -127,6 +145,12 @@ pub struct SocketDump {
     pub members: Vec<i32>,
     /// Connections waiting in the accept queue of each TCP listener, by socket inode.
     tcp_pending: HashMap<u64, u32>,
+    /// Pipes no process holds whose bytes an end in flight carries already.
+    flown_pipes: HashSet<u64>,
+    /// Listeners of the dump (by socket inode) whose pending connections hold data their
+    /// connecting sockets (of the dump) wrote: accepted by [`take_pending`] once the whole
+    /// state is read.
+    to_accept: Vec<u64>,
 }
 
 impl SocketDump {
@@ -141,6 +165,8 @@ impl SocketDump {
             peers_judged_later: false,
             members: Vec::new(),
             tcp_pending: HashMap::new(),
+            flown_pipes: HashSet::new(),
+            to_accept: Vec::new(),
         }
     }
 
@@ -155,6 +181,8 @@ impl SocketDump {
             peers_judged_later: false,
             members: Vec::new(),
             tcp_pending: HashMap::new(),
+            flown_pipes: HashSet::new(),
+            to_accept: Vec::new(),
         }
     }
 }
@@ -239,12 +267,9 @@ pub fn collect(
                             .map_err(sock_err(fd, "sock_diag of Unix sockets"))?,
                     );
                 }
-                let diag = unix
-                    .as_ref()
-                    .and_then(|m| m.get(&ino))
-                    .cloned()
-                    .unwrap_or_default();
-                SocketKind::Unix(unix_socket(pid, fd, ino, c, &diag, &inos, ctx)?)
+                let all = unix.as_ref().expect("read above");
+                let diag = all.get(&ino).cloned().unwrap_or_default();
+                SocketKind::Unix(unix_socket(pid, fd, ino, c, &diag, all, &inos, ctx)?)
             }
             libc::AF_INET | libc::AF_INET6 => match (sock_type, protocol) {
                 (
@@ -318,6 +343,93 @@ pub fn collect(
     }
     senders_outside(socks, &mut out, &mut ctx.warnings);
     Ok(out)
+}
+
+/// Reads what connecting sockets of the dump wrote into connections that listeners of the
+/// dump had not accepted yet ([`UnacceptedData::Take`]), into their states' `pending_sent`.
+/// Only accepting such a connection reads its data: every pending connection of such a
+/// listener is accepted by ferry (those before the one wanted too, and those from outside,
+/// which the end of the process drops anyway), so the original's listener loses them for
+/// good. Called once the whole state is read and judged, just before the image is written,
+/// by a dump that ends the process; `procs`: each process of the dump with its state.
+pub fn take_pending(
+    socks: &[&SocketDump],
+    procs: &mut [(Pid, &mut crate::state::ProcessState)],
+) -> Result<(), DumpError> {
+    let mut listeners: Vec<u64> = socks
+        .iter()
+        .flat_map(|s| s.to_accept.iter().copied())
+        .collect();
+    listeners.sort_unstable();
+    listeners.dedup();
+    let mut taken: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
+    for l in listeners {
+        let Some((pid, fd)) = procs.iter().find_map(|(p, st)| {
+            st.fds
+                .iter()
+                .find(|f| matches!(&f.kind, crate::state::FdKind::Socket(s) if s.ino == l))
+                .map(|f| (*p, f.fd))
+        }) else {
+            continue;
+        };
+        let pidfd = crate::sys::pidfd_open(pid).map_err(sock_err(fd, "pidfd_open"))?;
+        let copy = ss::pidfd_getfd(pidfd.as_fd(), fd).map_err(sock_err(fd, "pidfd_getfd"))?;
+        let record = ss::getsockopt_int(copy.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
+            .map_err(sock_err(fd, "SO_TYPE"))?
+            == libc::SOCK_SEQPACKET;
+        let waiting = sockdiag::unix_sockets()
+            .map_err(sock_err(fd, "sock_diag of Unix sockets"))?
+            .get(&l)
+            .map_or(0, |d| d.icons.len());
+        let mut accepted = Vec::with_capacity(waiting);
+        for _ in 0..waiting {
+            // Never blocks: the process is frozen and the connection waits.
+            let mut pfd = [nix::poll::PollFd::new(
+                copy.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO).unwrap_or(0) != 1 {
+                break;
+            }
+            accepted.push(
+                ss::accept(copy.as_fd())
+                    .map_err(sock_err(fd, "accept a pending connection to read its data"))?,
+            );
+        }
+        let diag = sockdiag::unix_sockets().map_err(sock_err(fd, "sock_diag of Unix sockets"))?;
+        for a in &accepted {
+            let ino = nix::sys::stat::fstat(a.as_fd())
+                .map_err(sock_err(fd, "fstat an accepted connection"))?
+                .st_ino;
+            let Some(d) = diag.get(&ino) else { continue };
+            let (queue, _, peeked) =
+                peek_queue::<UnixAddr>(fd, a.as_fd(), !record, record && d.shutdown & 1 != 0)?;
+            if peeked.iter().any(|p| !p.fds.is_empty()) {
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "the connection Unix socket {} made to this listener, not accepted yet, passes descriptors (SCM_RIGHTS), \
+                         which was found only by accepting it: not supported (the process keeps running, \
+                         without that pending connection)",
+                        d.peer
+                    ),
+                ));
+            }
+            taken.insert(d.peer, queue);
+        }
+    }
+    for (_, st) in procs.iter_mut() {
+        for f in &mut st.fds {
+            if let crate::state::FdKind::Socket(s) = &mut f.kind
+                && let SocketKind::Unix(u) = &mut s.kind
+                && u.sent_unaccepted
+                && let Some(q) = taken.get(&s.ino)
+            {
+                u.pending_sent = q.clone();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Queued datagrams are sent again at restore from their senders: the process's own sockets,
@@ -559,12 +671,14 @@ fn unix_name(addr: Option<UnixAddr>) -> Vec<u8> {
     Vec::new()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn unix_socket(
     pid: Pid,
     fd: i32,
     ino: u64,
     c: BorrowedFd<'_>,
     diag: &UnixDiag,
+    all: &HashMap<u64, UnixDiag>,
     in_process: &HashSet<u64>,
     ctx: &mut SocketDump,
 ) -> Result<UnixSocketState, DumpError> {
@@ -666,6 +780,7 @@ fn unix_socket(
     };
     let peer_ino = diag.peer;
     let mut peer_external = false;
+    let mut sent_unaccepted = false;
     let mut peer_name = Vec::new();
     // A stream socket whose peer closed: the peer's release shut it both ways, and the dead
     // peer has no inode. It is restored as one end of a pair whose other end is closed, never
@@ -679,17 +794,51 @@ fn unix_socket(
         }
         if peer_ino == 0 && !peer_closed && ctx.capture {
             // Connecting again at restore brings the pending connection back, but not what
-            // this socket already wrote into it.
+            // this socket already wrote into it, which only accepting the connection reads.
             let unread = ss::ioctl_int(c, ss::SIOCOUTQ).unwrap_or(0);
             if unread > 0 {
-                return Err(unsupported(
-                    fd,
-                    format!(
-                        "Unix socket {ino} has a connection to {} not accepted yet, holding data it wrote \
-                         ({unread} bytes with overhead): a pending connection's data cannot be read without accepting it",
-                        sockdiag::display_name(&peer_name)
+                sent_unaccepted = true;
+                // The listener holding the connection: its pending connections list this
+                // socket.
+                let listener = all
+                    .iter()
+                    .find(|(_, d)| d.state == STATE_LISTEN && d.icons.contains(&ino))
+                    .map(|(l, _)| *l);
+                let ours =
+                    listener.filter(|l| in_process.contains(l) || ctx.member_sockets.contains(l));
+                let why = match (ctx.opts.unaccepted_data, listener, ours) {
+                    (UnacceptedData::Note, _, _) => None,
+                    (UnacceptedData::Take, _, Some(l)) => {
+                        // Accepted once the whole state is read (`take_pending`), by the
+                        // process's descriptor of that listener.
+                        if !ctx.to_accept.contains(&l) {
+                            ctx.to_accept.push(l);
+                        }
+                        None
+                    }
+                    (UnacceptedData::Take, _, None) => Some(format!(
+                        "its listener ({}) is {}",
+                        listener.map_or_else(|| "not found".into(), |l| format!("socket {l}")),
+                        listener
+                            .and_then(|l| sockdiag::holder_of(l, pid.as_raw()))
+                            .map_or_else(|| "not in the process".into(), |h| format!("held by {h}, outside the dump"))
+                    )),
+                    (UnacceptedData::Refuse, _, _) => Some(
+                        "reading it means accepting the connection, which the original would not survive \
+                         (supported by a dump that ends the process: not with --leave-running, not in a migration)"
+                            .into(),
                     ),
-                ));
+                };
+                if let Some(why) = why {
+                    return Err(unsupported(
+                        fd,
+                        format!(
+                            "Unix socket {ino} has a connection to {} not accepted yet, holding data it wrote \
+                             ({unread} bytes with overhead): {why}",
+                            sockdiag::display_name(&peer_name)
+                        ),
+                    ));
+                }
             }
         }
         if peer_ino != 0 {
@@ -753,7 +902,7 @@ fn unix_socket(
     }
     let in_flight = peeked
         .into_iter()
-        .map(|p| in_flight(pid, fd, p, &ctx.members))
+        .map(|p| in_flight(pid, fd, p, &ctx.members, &mut ctx.flown_pipes))
         .collect::<Result<Vec<_>, _>>()?;
     if ctx.capture
         && peer_external
@@ -780,6 +929,8 @@ fn unix_socket(
         queue_from,
         pending: if listening { pending } else { 0 },
         in_flight,
+        sent_unaccepted,
+        pending_sent: Vec::new(),
     })
 }
 
@@ -792,8 +943,16 @@ struct Peeked {
 }
 
 /// Names each descriptor in flight: a description the process or a member holds, else a
-/// regular file or directory opened again at restore; anything else is refused.
-fn in_flight(pid: Pid, fd: i32, p: Peeked, members: &[i32]) -> Result<InFlight, DumpError> {
+/// regular file or directory opened again at restore, else a pipe end (of a pipe the dump
+/// holds, or of one nobody else holds, with its bytes: `flown_pipes`, the pipes whose bytes
+/// an end in flight carries already); anything else is refused.
+fn in_flight(
+    pid: Pid,
+    fd: i32,
+    p: Peeked,
+    members: &[i32],
+    flown_pipes: &mut HashSet<u64>,
+) -> Result<InFlight, DumpError> {
     let me = nix::unistd::getpid();
     let mut holders: Vec<i32> = vec![pid.as_raw()];
     holders.extend(members.iter().filter(|&&m| m != pid.as_raw()));
@@ -834,6 +993,22 @@ fn in_flight(pid: Pid, fd: i32, p: Peeked, members: &[i32]) -> Result<InFlight, 
             .map(|t| t.to_string_lossy().into_owned())
             .unwrap_or_default();
         let meta = std::fs::metadata(&link).ok();
+        if let Some(ino) = target
+            .strip_prefix("pipe:[")
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|t| t.parse::<u64>().ok())
+        {
+            fds.push(pipe_in_flight(
+                pid,
+                fd,
+                &p,
+                raw,
+                ino,
+                &holders,
+                flown_pipes,
+            )?);
+            continue;
+        }
         let plain = meta
             .as_ref()
             .is_some_and(|m| (m.is_file() || m.is_dir()) && m.nlink() > 0)
@@ -867,6 +1042,83 @@ fn in_flight(pid: Pid, fd: i32, p: Peeked, members: &[i32]) -> Result<InFlight, 
         message: p.message,
         fds,
         creds: p.creds,
+    })
+}
+
+/// A pipe end in flight (ferry's copy `raw`, pipe `ino`): another description of a pipe a
+/// process of the dump (`holders`) holds, reopened through it at restore; or of a pipe that
+/// nobody holds, made anew with its bytes (read without consuming them). One that a
+/// process outside the dump holds is refused.
+fn pipe_in_flight(
+    pid: Pid,
+    fd: i32,
+    p: &Peeked,
+    raw: i32,
+    ino: u64,
+    holders: &[i32],
+    flown_pipes: &mut HashSet<u64>,
+) -> Result<PassedFd, DumpError> {
+    let target = format!("pipe:[{ino}]");
+    let info = crate::proc::parse_fdinfo(
+        &std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}")).unwrap_or_default(),
+    )
+    .map_err(|e| unsupported(fd, format!("descriptors in flight: fdinfo ({e})")))?;
+    let write = info.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32;
+    let flags = info.flags & !((libc::O_ACCMODE | libc::O_CLOEXEC) as u32);
+    // Packet mode keeps write boundaries that the bytes written again would not have.
+    if flags & libc::O_DIRECT as u32 != 0 {
+        return Err(unsupported(
+            fd,
+            format!(
+                "a Unix socket with descriptors in flight (SCM_RIGHTS): queued message {} carries {target} in packet mode (O_DIRECT); not supported yet",
+                p.message + 1
+            ),
+        ));
+    }
+    for &h in holders {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{h}/fd")) else {
+            continue;
+        };
+        let lowest = dir
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
+            })
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .min();
+        if let Some(hfd) = lowest {
+            return Ok(PassedFd::Pipe {
+                ino,
+                write,
+                flags,
+                pid: h,
+                fd: hfd,
+                queue: None,
+            });
+        }
+    }
+    let outside = super::files::holders_outside(pid, &target, holders);
+    if let Some(o) = outside.first() {
+        return Err(unsupported(
+            fd,
+            format!(
+                "a Unix socket with descriptors in flight (SCM_RIGHTS): queued message {} carries {target}, whose other end process {o} outside the dump holds; not supported yet",
+                p.message + 1
+            ),
+        ));
+    }
+    let queue = if flown_pipes.insert(ino) {
+        Some(super::files::read_queue(nix::unistd::getpid(), raw)?)
+    } else {
+        None
+    };
+    Ok(PassedFd::Pipe {
+        ino,
+        write,
+        flags,
+        pid: 0,
+        fd: 0,
+        queue,
     })
 }
 

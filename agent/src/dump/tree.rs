@@ -49,9 +49,20 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
     let mut warnings = Vec::new();
     // `socks` holds sockets in repair mode: dropped before `frozen` on failure, so they leave
     // repair mode before the processes run again.
+    let opts = opts.ending();
     let (processes, socks) = collect_tree(&frozen, &opts, pid, &mut warnings)?;
-    let tree = TreeState { processes, zombies };
+    let mut tree = TreeState { processes, zombies };
     tree.session_layout().map_err(DumpError::Unsupported)?;
+    // Last, once nothing else can refuse: what only accepting pending connections reads.
+    {
+        let mut procs: Vec<(Pid, &mut ProcessState)> = frozen
+            .iter()
+            .map(|f| f.leader().tracee.pid())
+            .zip(tree.processes.iter_mut())
+            .collect();
+        let refs: Vec<&super::sockets::SocketDump> = socks.iter().collect();
+        super::sockets::take_pending(&refs, &mut procs)?;
+    }
     let tracees: Vec<_> = frozen.iter().map(|f| &f.leader().tracee).collect();
     let stats = write_image(&tracees, &tree, out, opts.codec)?;
 

@@ -662,7 +662,7 @@ fn fd_to_pb(f: &FdState) -> pb::Fd {
     }
 }
 
-fn queue_to_pb(q: &PipeQueue) -> pb::PipeQueue {
+pub(crate) fn queue_to_pb(q: &PipeQueue) -> pb::PipeQueue {
     pb::PipeQueue {
         size: q.size,
         data: q.data.clone(),
@@ -1375,10 +1375,10 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
                     .collect(),
             }
         }
-        Kind::Socket(sock) => FdKind::Socket(super::sockets::socket_from_pb(
+        Kind::Socket(sock) => FdKind::Socket(Box::new(super::sockets::socket_from_pb(
             sock,
             &format!("{}.socket", field()),
-        )?),
+        )?)),
         Kind::Dup(d) => FdKind::Dup { of: d.of },
         Kind::LocalPipe(p) => FdKind::LocalPipe {
             ino: p.ino,
@@ -1526,7 +1526,7 @@ fn fd_from_pb(i: usize, f: pb::Fd) -> Result<FdState, ManifestError> {
     })
 }
 
-fn queue_from_pb(q: pb::PipeQueue) -> PipeQueue {
+pub(crate) fn queue_from_pb(q: pb::PipeQueue) -> PipeQueue {
     PipeQueue {
         size: q.size,
         data: q.data,

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ferry_proto::image::v1 as pb;
 
-use super::convert::{identity_from_pb, identity_to_pb};
+use super::convert::{identity_from_pb, identity_to_pb, queue_from_pb, queue_to_pb};
 use super::validate::{ManifestError, ManifestProblem, cap_count, err};
 use crate::state::{
     FileRef, InFlight, InetSocketState, NetlinkSocketState, PacketMembership, PacketSocketState,
@@ -258,6 +258,24 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
                                 pos: *pos,
                                 ..Default::default()
                             },
+                            PassedFd::Pipe {
+                                ino,
+                                write,
+                                flags,
+                                pid,
+                                fd,
+                                queue,
+                            } => pb::PassedFd {
+                                pid: *pid,
+                                fd: *fd,
+                                flags: *flags,
+                                pipe: Some(pb::PassedPipe {
+                                    ino: *ino,
+                                    write: *write,
+                                    queue: queue.as_ref().map(queue_to_pb),
+                                }),
+                                ..Default::default()
+                            },
                         })
                         .collect(),
                     has_creds: m.creds.is_some(),
@@ -266,6 +284,8 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
                     gid: m.creds.map_or(0, |c| c.2),
                 })
                 .collect(),
+            sent_unaccepted: u.sent_unaccepted,
+            pending_sent: u.pending_sent.clone(),
         }),
         SocketKind::Inet(i) => pb::socket::Kind::Inet(pb::InetSocket {
             protocol: i.protocol,
@@ -400,8 +420,16 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                         let fds = m
                             .fds
                             .into_iter()
-                            .map(|f| match f.file {
-                                Some(r) => Ok(PassedFd::File {
+                            .map(|f| match (f.file, f.pipe) {
+                                (_, Some(p)) => Ok(PassedFd::Pipe {
+                                    ino: p.ino,
+                                    write: p.write,
+                                    flags: f.flags,
+                                    pid: f.pid,
+                                    fd: f.fd,
+                                    queue: p.queue.map(queue_from_pb),
+                                }),
+                                (Some(r), None) => Ok(PassedFd::File {
                                     file: FileRef {
                                         path: r.path,
                                         identity: r.identity.map(identity_from_pb).ok_or_else(
@@ -418,7 +446,7 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                                     flags: f.flags,
                                     pos: f.pos,
                                 }),
-                                None => Ok(PassedFd::Held {
+                                (None, None) => Ok(PassedFd::Held {
                                     pid: f.pid,
                                     fd: f.fd,
                                 }),
@@ -431,6 +459,8 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                         })
                     })
                     .collect::<Result<Vec<_>, ManifestError>>()?,
+                sent_unaccepted: u.sent_unaccepted,
+                pending_sent: u.pending_sent,
             })
         }
         pb::socket::Kind::Inet(i) => {
@@ -662,7 +692,52 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                     m.fds.len(),
                     MAX_PASSED_FDS,
                 )?;
+                for (j, f) in m.fds.iter().enumerate() {
+                    if let PassedFd::Pipe { pid, fd, queue, .. } = f {
+                        let at = format!("{field}.unix.in_flight[{i}].fds[{j}].pipe");
+                        for (name, v) in [("pid", *pid), ("fd", *fd)] {
+                            if v < 0 {
+                                return Err(err(
+                                    format!("{at}.{name}"),
+                                    ManifestProblem::OutOfRange {
+                                        value: v.into(),
+                                        min: 0,
+                                        max: i32::MAX.into(),
+                                    },
+                                ));
+                            }
+                        }
+                        // The bytes of a pipe a process holds are that process's to carry.
+                        if *pid != 0 && queue.is_some() {
+                            return Err(err(
+                                format!("{at}.queue"),
+                                ManifestProblem::TooMany { count: 1, max: 0 },
+                            ));
+                        }
+                        super::validate::validate_queue(&format!("{at}.queue"), queue.as_ref())?;
+                    }
+                }
             }
+            // Bytes written into a connection not accepted yet: only by a connecting stream
+            // or seqpacket socket that did write (a read-back has the flag without them).
+            if !u.pending_sent.is_empty()
+                && (!u.sent_unaccepted || s.sock_type == libc::SOCK_DGRAM as u32)
+            {
+                return Err(err(
+                    format!("{field}.unix.pending_sent"),
+                    ManifestProblem::TooMany {
+                        count: u.pending_sent.len(),
+                        max: 0,
+                    },
+                ));
+            }
+            cap_count(
+                &format!("{field}.unix.pending_sent"),
+                u.pending_sent.len(),
+                MAX_SOCKET_MESSAGES,
+            )?;
+            let sent: usize = u.pending_sent.iter().map(Vec::len).sum();
+            check_len(format!("{field}.unix.pending_sent"), sent, MAX_SOCKET_QUEUE)?;
             if u.shutdown & !3 != 0 {
                 return Err(err(
                     format!("{field}.unix.shutdown"),

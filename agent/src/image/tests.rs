@@ -2019,6 +2019,25 @@ fn with_sockets() -> ProcessState {
                             flags: libc::O_RDONLY as u32,
                             pos: 3,
                         },
+                        PassedFd::Pipe {
+                            ino: 4242,
+                            write: false,
+                            flags: libc::O_NONBLOCK as u32,
+                            pid: 10,
+                            fd: 3,
+                            queue: None,
+                        },
+                        PassedFd::Pipe {
+                            ino: 4243,
+                            write: true,
+                            flags: 0,
+                            pid: 0,
+                            fd: 0,
+                            queue: Some(PipeQueue {
+                                size: 65536,
+                                data: b"in the pipe".to_vec(),
+                            }),
+                        },
                     ],
                     creds: Some((10, 1000, 100)),
                 }]
@@ -2026,6 +2045,8 @@ fn with_sockets() -> ProcessState {
             queue,
             queue_from: Vec::new(),
             pending: 0,
+            sent_unaccepted: false,
+            pending_sent: Vec::new(),
         }),
     };
     let listener = SocketState {
@@ -2053,6 +2074,33 @@ fn with_sockets() -> ProcessState {
             queue_from: Vec::new(),
             pending: 2,
             in_flight: Vec::new(),
+            sent_unaccepted: false,
+            pending_sent: Vec::new(),
+        }),
+    };
+    // A connection to the listener not accepted yet, holding what it wrote.
+    let client = SocketState {
+        ino: 506,
+        family: libc::AF_UNIX as u32,
+        sock_type: libc::SOCK_SEQPACKET as u32,
+        opts: Vec::new(),
+        filter: Vec::new(),
+        kind: SocketKind::Unix(UnixSocketState {
+            name: Vec::new(),
+            file: None,
+            owner: (0, 0),
+            file_path: None,
+            backlog: None,
+            peer_ino: 0,
+            peer_external: true,
+            peer_name: b"/run/app.sock".to_vec(),
+            shutdown: 0,
+            queue: Vec::new(),
+            queue_from: Vec::new(),
+            pending: 0,
+            in_flight: Vec::new(),
+            sent_unaccepted: true,
+            pending_sent: vec![b"rec-1".to_vec(), b"record-two".to_vec()],
         }),
     };
     let tcp = SocketState {
@@ -2135,6 +2183,7 @@ fn with_sockets() -> ProcessState {
         tcp,
         udp,
         packet,
+        client,
     ];
     for (i, sock) in socks.into_iter().enumerate() {
         s.fds.push(FdState {
@@ -2142,7 +2191,7 @@ fn with_sockets() -> ProcessState {
             fd: 100 + i as i32,
             cloexec: i % 2 == 0,
             flags: 2,
-            kind: FdKind::Socket(sock),
+            kind: FdKind::Socket(Box::new(sock)),
         });
     }
     s
@@ -2161,7 +2210,7 @@ fn sockets_round_trip() {
 fn invalid_sockets_are_refused_naming_the_field() {
     let state = with_sockets();
     let base = pb::Manifest::from(&state);
-    let at = state.fds.len() - 6;
+    let at = state.fds.len() - 7;
     let socket = |p: &mut pb::ProcessState, i: usize| -> pb::Socket {
         match p.fds[i].kind.clone() {
             Some(pb::fd::Kind::Socket(s)) => s,
@@ -2290,6 +2339,61 @@ fn invalid_sockets_are_refused_naming_the_field() {
             format!("fds[{}].socket.packet.memberships[0].address", at + 5),
             "more than 32",
         ),
+        // The bytes of a pipe a process holds are that process's to carry.
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at);
+                if let Some(pb::socket::Kind::Unix(u)) = s.kind.as_mut() {
+                    u.in_flight[0].fds[2].pipe.as_mut().expect("pipe").queue =
+                        Some(pb::PipeQueue {
+                            size: 4096,
+                            data: Vec::new(),
+                        });
+                }
+                put(p, at, s);
+            }),
+            format!("fds[{at}].socket.unix.in_flight[0].fds[2].pipe.queue"),
+            "more than 0",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at);
+                if let Some(pb::socket::Kind::Unix(u)) = s.kind.as_mut() {
+                    u.in_flight[0].fds[3].pipe.as_mut().expect("pipe").queue =
+                        Some(pb::PipeQueue {
+                            size: 4,
+                            data: b"in the pipe".to_vec(),
+                        });
+                }
+                put(p, at, s);
+            }),
+            format!("fds[{at}].socket.unix.in_flight[0].fds[3].pipe.queue.data"),
+            "more than 4",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at);
+                if let Some(pb::socket::Kind::Unix(u)) = s.kind.as_mut() {
+                    u.in_flight[0].fds[3].fd = -1;
+                }
+                put(p, at, s);
+            }),
+            format!("fds[{at}].socket.unix.in_flight[0].fds[3].pipe.fd"),
+            "outside",
+        ),
+        // Bytes written into a pending connection: only by a connecting stream or seqpacket
+        // socket that wrote some.
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 6);
+                if let Some(pb::socket::Kind::Unix(u)) = s.kind.as_mut() {
+                    u.sent_unaccepted = false;
+                }
+                put(p, at + 6, s);
+            }),
+            format!("fds[{}].socket.unix.pending_sent", at + 6),
+            "more than 0",
+        ),
         (
             Box::new(move |p| {
                 let mut s = socket(p, at + 5);
@@ -2320,6 +2424,15 @@ fn invalid_sockets_are_refused_naming_the_field() {
             }),
             format!("fds[{}].socket.sock_type", at + 5),
             "unknown value 1",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 6);
+                s.sock_type = libc::SOCK_DGRAM as u32;
+                put(p, at + 6, s);
+            }),
+            format!("fds[{}].socket.unix.pending_sent", at + 6),
+            "more than 0",
         ),
     ];
     for (edit, field, text) in cases {

@@ -1573,7 +1573,7 @@ fn validate_fds(fds: &[FdState]) -> Result<(), ManifestError> {
     Ok(())
 }
 
-fn validate_queue(field: &str, queue: Option<&PipeQueue>) -> Result<(), ManifestError> {
+pub(crate) fn validate_queue(field: &str, queue: Option<&PipeQueue>) -> Result<(), ManifestError> {
     let Some(q) = queue else { return Ok(()) };
     check_range(format!("{field}.size"), q.size, 1, MAX_PIPE_SIZE)?;
     if q.data.len() > q.size as usize {

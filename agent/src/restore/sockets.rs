@@ -738,12 +738,36 @@ fn unix_socket(
             set_opts(fd, sock.as_fd(), s)?;
             match connect(sock.as_raw_fd(), &addr) {
                 Ok(()) => {
+                    // What it had written into the connection before it was accepted.
+                    for m in &u.pending_sent {
+                        if ty == SockType::SeqPacket {
+                            let n = send(
+                                sock.as_raw_fd(),
+                                m,
+                                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                            )
+                            .map_err(err(fd, "write into the pending connection"))?;
+                            if n != m.len() {
+                                return Err(err(
+                                    fd,
+                                    format!("write into the pending connection: {n} of {} bytes", m.len()),
+                                )(Errno::EAGAIN));
+                            }
+                        } else {
+                            send_all(fd, sock.as_fd(), m, "write into the pending connection")?;
+                        }
+                    }
                     apply_shutdown(fd, sock.as_fd(), u)?;
                     return Ok(sock);
                 }
                 Err(e) => warnings.push(format!(
-                    "fd {fd}: could not reconnect to {} ({e}); the socket reads its queued data, then end of stream",
-                    named(&u.peer_name)
+                    "fd {fd}: could not reconnect to {} ({e}); the socket reads its queued data, then end of stream{}",
+                    named(&u.peer_name),
+                    if u.pending_sent.is_empty() {
+                        ""
+                    } else {
+                        " (what it had written into its connection not accepted yet is dropped)"
+                    }
                 )),
             }
         }
@@ -1199,6 +1223,91 @@ fn reopen_passed(fd: i32, file: &FileRef, flags: u32, pos: u64) -> Result<OwnedF
     Ok(f)
 }
 
+/// The open flags of a new description of a pipe end, opened through `/proc`.
+fn pipe_end_flags(write: bool) -> OFlag {
+    (if write {
+        OFlag::O_WRONLY
+    } else {
+        OFlag::O_RDONLY
+    }) | OFlag::O_NONBLOCK
+        | OFlag::O_CLOEXEC
+}
+
+/// A new description of an end of the pipe `path` (`/proc/PID/fd/N`) leads to, with the
+/// status flags `flags`. A write end is opened while ferry holds a read end (a pipe opened
+/// for writing without a reader fails with `ENXIO`).
+fn open_pipe_end(fd: i32, path: &str, write: bool, flags: u32) -> Result<OwnedFd, RestoreError> {
+    let what = || format!("open {path} (a pipe end in flight)");
+    let _reader = if write {
+        Some(
+            nix::fcntl::open(path, pipe_end_flags(false), nix::sys::stat::Mode::empty())
+                .map_err(err(fd, what()))?,
+        )
+    } else {
+        None
+    };
+    let end: OwnedFd = nix::fcntl::open(path, pipe_end_flags(write), nix::sys::stat::Mode::empty())
+        .map_err(err(fd, what()))?;
+    fcntl(
+        &end,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags as i32)),
+    )
+    .map_err(err(
+        fd,
+        format!("status flags of a pipe end in flight ({path})"),
+    ))?;
+    Ok(end)
+}
+
+/// An end in flight of the pipe that descriptor `held` of the restored process `pid` holds:
+/// another description of it.
+fn pipe_end_through(
+    fd: i32,
+    pid: nix::unistd::Pid,
+    held: i32,
+    write: bool,
+    flags: u32,
+) -> Result<OwnedFd, RestoreError> {
+    open_pipe_end(fd, &format!("/proc/{pid}/fd/{held}"), write, flags)
+}
+
+/// An end in flight of a pipe no process holds: made here (once per pipe of the dump), its
+/// buffer size and bytes set once, each end in flight a new description of it.
+fn pipe_made_anew(
+    fd: i32,
+    pipes: &mut HashMap<u64, (OwnedFd, OwnedFd, bool)>,
+    ino: u64,
+    write: bool,
+    flags: u32,
+    queue: &Option<crate::state::PipeQueue>,
+) -> Result<OwnedFd, RestoreError> {
+    if let std::collections::hash_map::Entry::Vacant(e) = pipes.entry(ino) {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(err(fd, "pipe2 (a pipe in flight)"))?;
+        e.insert((r, w, false));
+    }
+    let (r, w, filled) = pipes.get_mut(&ino).expect("inserted above");
+    if let Some(q) = queue
+        && !*filled
+    {
+        fcntl(&*w, FcntlArg::F_SETPIPE_SZ(q.size as i32))
+            .map_err(err(fd, "F_SETPIPE_SZ (a pipe in flight)"))?;
+        let mut off = 0;
+        while off < q.data.len() {
+            off += nix::unistd::write(&*w, &q.data[off..])
+                .map_err(err(fd, "write the bytes of a pipe in flight"))?;
+        }
+        *filled = true;
+    }
+    let end = if write { &*w } else { &*r };
+    open_pipe_end(
+        fd,
+        &format!("/proc/self/fd/{}", end.as_raw_fd()),
+        write,
+        flags,
+    )
+}
+
 /// Queues that carry descriptors or credentials (`SCM_RIGHTS`, `SCM_CREDENTIALS`), sent once
 /// every process holds its descriptors: each message goes through a copy of its socket's
 /// peer, with copies of the descriptors it passed (taken from the restored processes) or the
@@ -1217,6 +1326,9 @@ pub fn send_in_flight(procs: &[(&ProcessState, nix::unistd::Pid)]) -> Result<(),
             })
     };
     let mut done = std::collections::HashSet::new();
+    // Pipes no process holds, made here: both ends by pipe inode of the dump, and whether
+    // their bytes are in.
+    let mut pipes: HashMap<u64, (OwnedFd, OwnedFd, bool)> = HashMap::new();
     for (p, _) in procs {
         for f in &p.fds {
             let FdKind::Socket(s) = &f.kind else {
@@ -1257,6 +1369,21 @@ pub fn send_in_flight(procs: &[(&ProcessState, nix::unistd::Pid)]) -> Result<(),
                             PassedFd::File { file, flags, pos } => {
                                 reopen_passed(fd, file, *flags, *pos)?
                             }
+                            PassedFd::Pipe {
+                                ino,
+                                write,
+                                flags,
+                                pid: 0,
+                                queue,
+                                ..
+                            } => pipe_made_anew(fd, &mut pipes, *ino, *write, *flags, queue)?,
+                            PassedFd::Pipe {
+                                write,
+                                flags,
+                                pid,
+                                fd: held,
+                                ..
+                            } => pipe_end_through(fd, actual(fd, *pid)?, *held, *write, *flags)?,
                         });
                     }
                     if let Some((cpid, uid, gid)) = a.creds {
