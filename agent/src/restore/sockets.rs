@@ -969,16 +969,52 @@ fn inet_socket(
     }
     // A raw socket reports its protocol as its port, and binds to an address only.
     let raw = s.sock_type == libc::SOCK_RAW as u32;
+    let tcp = i.protocol == libc::IPPROTO_TCP as u32;
     if (!raw && i.local.port() != 0) || !i.local.ip().is_unspecified() {
-        bind_inet(fd, c, &i.local)?;
+        match bind_inet(fd, c, &i.local) {
+            Err(RestoreError::Socket {
+                source: Errno::EADDRINUSE,
+                ..
+            }) if tcp && time_wait_removed(fd, &i.local)? => {
+                bind_inet(fd, c, &i.local)?;
+            }
+            r => r?,
+        }
     }
     if let Some(backlog) = i.backlog {
-        ss::listen(c, backlog.min(i32::MAX as u32) as i32).map_err(err(fd, "listen"))?;
+        let backlog = backlog.min(i32::MAX as u32) as i32;
+        match ss::listen(c, backlog) {
+            Err(Errno::EADDRINUSE) if time_wait_removed(fd, &i.local)? => ss::listen(c, backlog),
+            r => r,
+        }
+        .map_err(|e| {
+            let hint = if e == Errno::EADDRINUSE {
+                " (is the dumped process still running, e.g. after --leave-running?)"
+            } else {
+                ""
+            };
+            err(fd, format!("listen on {}{hint}", i.local))(e)
+        })?;
     } else if let Some(peer) = &i.peer {
         connect_inet(fd, c, peer)?;
     }
     inet_shutdown(fd, c, i.shutdown)?;
     Ok((sock, None))
+}
+
+/// A TCP port the image binds is taken: the TIME-WAIT entries of connections on that address
+/// (left by connections the dumped process closed) are removed, which neither `SO_REUSEADDR`
+/// nor a bind in repair mode gets past at `listen` (see [`sockdiag::destroy_time_wait`]).
+/// Whether any was removed (then binding again may succeed).
+fn time_wait_removed(fd: i32, local: &SocketAddr) -> Result<bool, RestoreError> {
+    let n = sockdiag::destroy_time_wait(*local).map_err(err(
+        fd,
+        format!("remove the TIME-WAIT entries that hold {local}"),
+    ))?;
+    if n > 0 {
+        tracing::debug!(fd, %local, removed = n, "TIME-WAIT entries removed from a port to bind");
+    }
+    Ok(n > 0)
 }
 
 /// Sets the shutdown bits of an inet socket. An unconnected one reports `ENOTCONN` but takes
