@@ -13,6 +13,7 @@ mod pty;
 mod shm;
 mod sockets;
 mod task;
+mod tcp_fin;
 mod tree;
 mod tty;
 
