@@ -19,6 +19,10 @@ use nix::unistd::Pid;
 
 use crate::state::{FdKind, ProcessState, SocketKind};
 
+/// The mark (`SO_MARK`) of the segments a restore writes itself to set a connection's FINs
+/// again (`restore::tcp_fin`): the lock lets them through.
+pub const MARK: i32 = 0x6665_7279;
+
 /// Installing or removing the network lock failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetLockError {
@@ -63,9 +67,10 @@ pub fn table_name(conns: &[(SocketAddr, SocketAddr)]) -> String {
 }
 
 /// The nftables ruleset of the lock: segments from each peer to its connection are dropped,
-/// before connection tracking (`raw` priority).
+/// before connection tracking (`raw` priority), except those marked [`MARK`] (a restore's
+/// own).
 fn ruleset(name: &str, conns: &[(SocketAddr, SocketAddr)]) -> String {
-    let mut rules = String::new();
+    let mut rules = format!("    meta mark {MARK:#x} accept\n");
     for (local, peer) in conns {
         let ip = if peer.is_ipv4() { "ip" } else { "ip6" };
         rules.push_str(&format!(
@@ -191,5 +196,6 @@ mod tests {
             r.contains("ip6 saddr ::1 tcp sport 5555 ip6 daddr ::1 tcp dport 80 drop"),
             "{r}"
         );
+        assert!(r.contains("meta mark 0x66657279 accept"), "{r}");
     }
 }

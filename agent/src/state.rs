@@ -1649,4 +1649,66 @@ pub struct TcpConnState {
     pub timestamp: u32,
     /// `struct tcp_repair_window`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     pub window: [u32; 5],
+    /// The TCP state: [`TCP_ESTABLISHED`] or one of a half-closed or closing connection
+    /// ([`TCP_CONN_STATES`]). In those, `send_seq` counts the FIN the process sent and
+    /// `recv_seq` the FIN it received (each takes a sequence number); the queues hold data
+    /// only.
+    pub state: u32,
+}
+
+/// `TCP_ESTABLISHED`.
+pub const TCP_ESTABLISHED: u32 = 1;
+/// `TCP_FIN_WAIT1`: the process shut down its side, its FIN not acknowledged yet.
+pub const TCP_FIN_WAIT1: u32 = 4;
+/// `TCP_FIN_WAIT2`: the process shut down its side, its FIN acknowledged.
+pub const TCP_FIN_WAIT2: u32 = 5;
+/// `TCP_CLOSE_WAIT`: the peer shut down its side.
+pub const TCP_CLOSE_WAIT: u32 = 8;
+/// `TCP_LAST_ACK`: both shut down, the peer first; the process's FIN not acknowledged.
+pub const TCP_LAST_ACK: u32 = 9;
+/// `TCP_CLOSING`: both shut down at once; the process's FIN not acknowledged.
+pub const TCP_CLOSING: u32 = 11;
+/// The states of a connection an image holds (through `TCP_REPAIR`).
+pub const TCP_CONN_STATES: [u32; 6] = [
+    TCP_ESTABLISHED,
+    TCP_FIN_WAIT1,
+    TCP_FIN_WAIT2,
+    TCP_CLOSE_WAIT,
+    TCP_LAST_ACK,
+    TCP_CLOSING,
+];
+
+impl TcpConnState {
+    /// The process sent a FIN (shut down its sending side).
+    pub fn fin_sent(&self) -> bool {
+        [TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING].contains(&self.state)
+    }
+
+    /// The peer acknowledged the process's FIN.
+    pub fn fin_acked(&self) -> bool {
+        self.state == TCP_FIN_WAIT2
+    }
+
+    /// The process received the peer's FIN.
+    pub fn fin_received(&self) -> bool {
+        [TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING].contains(&self.state)
+    }
+}
+
+/// A TCP state's name as RFC 793 spells it.
+pub fn tcp_state_name(state: u32) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN-SENT",
+        3 => "SYN-RECEIVED",
+        4 => "FIN-WAIT-1",
+        5 => "FIN-WAIT-2",
+        6 => "TIME-WAIT",
+        7 => "CLOSED",
+        8 => "CLOSE-WAIT",
+        9 => "LAST-ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        _ => "an unknown state",
+    }
 }

@@ -564,32 +564,51 @@ fn timerfd_ran(a: &crate::state::TimerfdState, b: &crate::state::TimerfdState) -
 
 /// A TCP connection runs on as soon as it leaves repair mode: the peer acknowledges queued
 /// bytes (the send queue loses its head), sends more (the receive queue grows at its tail)
-/// and moves the windows. What the process has queued is never lost or changed.
+/// and moves the windows; the peer's FIN may come (established becomes CLOSE-WAIT,
+/// FIN-WAIT-1 CLOSING, the receive side shut), and the acknowledgement of the process's FIN
+/// (FIN-WAIT-1 becomes FIN-WAIT-2). What the process has queued is never lost or changed.
 fn tcp_traffic(image: &mut ProcessState, restored: &ProcessState) -> usize {
+    use crate::state::{
+        TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
+    };
     let mut flowed = 0;
     for (a, b) in same_fds(image, restored) {
         let (FdKind::Socket(a), FdKind::Socket(b)) = (&mut a.kind, &b.kind) else {
             continue;
         };
-        let (SocketKind::Inet(a), SocketKind::Inet(b)) = (&mut a.kind, &b.kind) else {
+        let (SocketKind::Inet(ai), SocketKind::Inet(bi)) = (&mut a.kind, &b.kind) else {
             continue;
         };
-        let (Some(a), Some(b)) = (a.tcp.as_mut(), b.tcp.as_ref()) else {
+        let (Some(a), Some(b)) = (ai.tcp.as_mut(), bi.tcp.as_ref()) else {
             continue;
         };
+        let fin_came = matches!(
+            (a.state, b.state),
+            (TCP_ESTABLISHED, TCP_CLOSE_WAIT) | (TCP_FIN_WAIT1, TCP_CLOSING)
+        ) && bi.shutdown == ai.shutdown | 1;
+        let fin_acked = a.state == TCP_FIN_WAIT1
+            && b.state == TCP_FIN_WAIT2
+            && b.send_queue.is_empty()
+            && bi.shutdown == ai.shutdown;
+        if a.state != b.state && !fin_came && !fin_acked {
+            continue;
+        }
         let sent_on = a.send_seq == b.send_seq
             && a.send_queue.ends_with(&b.send_queue)
             && b.unsent <= a.unsent;
         let more_in = b.recv_queue.starts_with(&a.recv_queue)
             && b.recv_seq.wrapping_sub(a.recv_seq) as usize
-                == b.recv_queue.len() - a.recv_queue.len();
+                == b.recv_queue.len() - a.recv_queue.len() + usize::from(fin_came);
         if sent_on
             && more_in
             && (a.send_queue != b.send_queue
                 || a.recv_queue != b.recv_queue
                 || a.window != b.window
-                || a.timestamp != b.timestamp)
+                || a.timestamp != b.timestamp
+                || a.state != b.state)
         {
+            a.state = b.state;
+            ai.shutdown = bi.shutdown;
             a.send_queue = b.send_queue.clone();
             a.unsent = b.unsent;
             a.recv_queue = b.recv_queue.clone();

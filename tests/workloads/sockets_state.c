@@ -17,8 +17,11 @@
  *   dgramfrom: datagrams queued with their senders: on a UDP socket from another UDP socket of
  *            the process and from one closed since; on a Unix datagram socket bound to a path
  *            from a named socket of the process and from a closed one with an abstract name.
- *   closewait: a TCP connection inside the process that the client closed: the accepted end
- *            in CLOSE-WAIT, the client in FIN-WAIT-2 (the dump refuses them, naming the state).
+ *   closewait: a TCP connection inside the process that the client shut down for writing:
+ *            the accepted end in CLOSE-WAIT (its peer's end of stream, then it still sends),
+ *            the client in FIN-WAIT-2 (writing fails with EPIPE, it still receives).
+ *   synsent: a non-blocking TCP connect in progress (SYN-SENT) to the process's own listener
+ *            whose accept queue is full, which drops the SYN (the dump refuses it).
  * SIGUSR1 checks everything without consuming anything ("ok ..." or "BAD what").
  */
 #include "common.h"
@@ -125,7 +128,7 @@ int main(int argc, char **argv)
 {
 	fr_init(argc, argv);
 	const char *mode = argc > 2 ? argv[2] : "shut";
-	int udp_rd = -1, udp_wr = -1, ux_rd = -1, tcp_rd = -1, tcp_other = -1;
+	int udp_rd = -1, udp_wr = -1, ux_rd = -1, tcp_rd = -1, tcp_other = -1, tcp_fw2 = -1;
 	int seq = -1, lclosed = -1, pair_a = -1, acc = -1, dg = -1, named = -1, removed = -1, lpend = -1, client = -1;
 	struct sockaddr_un peer_addr;
 	socklen_t peer_len = 0;
@@ -300,6 +303,24 @@ int main(int argc, char **argv)
 		if (tcp_other < 0 || shutdown(c, SHUT_WR))
 			fr_die("shutdown");
 		tcp_rd = -1;
+		tcp_fw2 = c;
+		usleep(100000);
+	}
+	if (!strcmp(mode, "synsent")) {
+		struct sockaddr_in a = {.sin_family = AF_INET};
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t len = sizeof(a);
+		int l = socket(AF_INET, SOCK_STREAM, 0);
+		if (bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 0))
+			fr_die("listen");
+		getsockname(l, (struct sockaddr *)&a, &len);
+		int first = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(first, (struct sockaddr *)&a, sizeof(a)))
+			fr_die("connect");
+		usleep(20000);
+		int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		if (connect(c, (struct sockaddr *)&a, sizeof(a)) == 0 || errno != EINPROGRESS)
+			fr_die("connect in progress");
 		usleep(100000);
 	}
 	if (!strcmp(mode, "queues") || !strcmp(mode, "pending")) {
@@ -341,6 +362,23 @@ int main(int argc, char **argv)
 				ssize_t n = recv(tcp_rd, buf, sizeof(buf), MSG_DONTWAIT);
 				if (n != 0) {
 					snprintf(why, sizeof(why), "TCP shut for reading: recv gives %zd, want 0", n);
+					ok = 0;
+				}
+			}
+			if (ok && tcp_fw2 >= 0) {
+				/* The CLOSE-WAIT end: end of stream (peeked), and it can still send; the
+				 * FIN-WAIT-2 end receives that and cannot send. */
+				ssize_t n = recv(tcp_other, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+				struct pollfd p = {.fd = tcp_fw2, .events = POLLIN};
+				if (n != 0) {
+					snprintf(why, sizeof(why), "TCP CLOSE-WAIT end: recv gives %zd, want 0", n);
+					ok = 0;
+				} else if (write(tcp_other, "w", 1) != 1 || poll(&p, 1, 2000) != 1 ||
+					   read(tcp_fw2, buf, sizeof(buf)) != 1) {
+					snprintf(why, sizeof(why), "TCP CLOSE-WAIT end's byte does not reach the other end");
+					ok = 0;
+				} else if (send(tcp_fw2, "x", 1, MSG_NOSIGNAL) != -1 || errno != EPIPE) {
+					snprintf(why, sizeof(why), "TCP FIN-WAIT-2 end can still send");
 					ok = 0;
 				}
 			}

@@ -1,7 +1,8 @@
 //! `NETLINK_SOCK_DIAG` for Unix sockets: the kernel's own view of every Unix socket (name,
 //! bound file, peer, queue lengths, shutdown state), which no `getsockopt` reports; for
 //! packet sockets their memberships, rings and copy threshold; for IP sockets the shutdown
-//! bits.
+//! bits, and the TIME-WAIT entries a restore removes from a listener's port
+//! ([`destroy_time_wait`]).
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -12,6 +13,9 @@ use nix::sys::socket::{
 };
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const SOCK_DESTROY: u16 = 21;
+const NLM_F_ACK: u16 = 4;
+const TCP_TIME_WAIT: u32 = 6;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
@@ -238,6 +242,95 @@ fn parse_packet(m: &[u8]) -> (u64, PacketDiag) {
         at += (len + 3) & !3;
     }
     (ino, d)
+}
+
+/// Removes the TIME-WAIT entries of TCP connections whose local end is `local` (any local
+/// address of either family when `local`'s is unspecified; an IPv4-mapped address counts as
+/// IPv4), as `ss -K` does (`SOCK_DESTROY`). Such entries, left by connections a listener
+/// without `SO_REUSEADDR` had accepted and that were closed from its side, keep its port from
+/// being bound or listened on again until they expire; neither `SO_REUSEADDR` on the new
+/// socket nor a bind in repair mode passes them at `listen`. Returns how many were removed.
+pub fn destroy_time_wait(local: std::net::SocketAddr) -> Result<usize, Errno> {
+    let mut ids: Vec<(i32, [u8; 48])> = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        let mut req = vec![0u8; 56];
+        req[0] = family as u8;
+        req[1] = libc::IPPROTO_TCP as u8;
+        req[4..8].copy_from_slice(&(1u32 << TCP_TIME_WAIT).to_ne_bytes());
+        req[48..56].copy_from_slice(&[0xff; 8]); // no cookie
+        diag_dump(&req, |m| {
+            // struct inet_diag_msg: family, state, timer, retrans, then the socket id (48
+            // bytes: ports in network order, addresses, interface, cookie).
+            let (Some(&state), Some(id)) = (m.get(1), m.get(4..52)) else {
+                return;
+            };
+            if u32::from(state) != TCP_TIME_WAIT {
+                return;
+            }
+            let sport = u16::from_be_bytes([id[0], id[1]]);
+            let ip: std::net::IpAddr = if family == libc::AF_INET {
+                std::net::Ipv4Addr::new(id[4], id[5], id[6], id[7]).into()
+            } else {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&id[4..20]);
+                std::net::Ipv6Addr::from(a).to_canonical()
+            };
+            let ours = local.ip().to_canonical();
+            if sport == local.port() && (local.ip().is_unspecified() || ip == ours) {
+                let mut whole = [0u8; 48];
+                whole.copy_from_slice(id);
+                ids.push((family, whole));
+            }
+        })?;
+    }
+    let mut removed = 0;
+    for (family, id) in ids {
+        let mut req = vec![0u8; 56];
+        req[0] = family as u8;
+        req[1] = libc::IPPROTO_TCP as u8;
+        req[4..8].copy_from_slice(&(1u32 << TCP_TIME_WAIT).to_ne_bytes());
+        req[8..56].copy_from_slice(&id);
+        match diag_request(SOCK_DESTROY, &req) {
+            Ok(()) => removed += 1,
+            // Expired meanwhile.
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+/// Sends one `sock_diag` request of `kind` that is answered with an acknowledgement.
+fn diag_request(kind: u16, body: &[u8]) -> Result<(), Errno> {
+    let sock = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
+    let len = 16 + body.len();
+    let mut req = Vec::with_capacity(len);
+    req.extend_from_slice(&(len as u32).to_ne_bytes());
+    req.extend_from_slice(&kind.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(body);
+    sendto(
+        sock.as_raw_fd(),
+        &req,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
+    let mut buf = vec![0u8; 4096];
+    let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+    if n < 20 || u16_at(&buf, 4) != NLMSG_ERROR {
+        return Err(Errno::EBADMSG);
+    }
+    match u32_at(&buf, 16) as i32 {
+        0 => Ok(()),
+        code => Err(Errno::from_raw(-code)),
+    }
 }
 
 /// One `unix_diag_msg` and its attributes.

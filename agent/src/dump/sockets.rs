@@ -547,14 +547,14 @@ fn refuse_unaccepted_tcp(
     Ok(())
 }
 
-/// Whether the socket is a TCP socket in state ESTABLISHED.
+/// Whether the socket is a TCP connection (established, half-closed or closing).
 fn is_established_tcp(c: BorrowedFd<'_>, family: i32, sock_type: i32, protocol: i32) -> bool {
     if family == libc::AF_UNIX || sock_type != libc::SOCK_STREAM || protocol != libc::IPPROTO_TCP {
         return false;
     }
     let mut info = [0u8; 8];
     ss::getsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).is_ok()
-        && info[0] == TCP_ESTABLISHED
+        && is_conn_state(info[0])
 }
 
 /// Whether options at `level` apply to a socket of this kind.
@@ -1352,17 +1352,12 @@ fn tcp_info(fd: i32, c: BorrowedFd<'_>) -> Result<[u8; 32], DumpError> {
 }
 
 fn tcp_state_name(state: u8) -> &'static str {
-    match state {
-        2 => "SYN-SENT",
-        3 => "SYN-RECEIVED",
-        4 => "FIN-WAIT-1",
-        5 => "FIN-WAIT-2",
-        6 => "TIME-WAIT",
-        8 => "CLOSE-WAIT",
-        9 => "LAST-ACK",
-        11 => "CLOSING",
-        _ => "an unknown state",
-    }
+    crate::state::tcp_state_name(u32::from(state))
+}
+
+/// A connection in a state an image holds: established, or half-closed or closing.
+fn is_conn_state(state: u8) -> bool {
+    crate::state::TCP_CONN_STATES.contains(&u32::from(state))
 }
 
 fn tcp_socket(
@@ -1402,10 +1397,16 @@ fn tcp_socket(
             }
             Ok(tcp(None, Some(backlog), None))
         }
-        TCP_ESTABLISHED => {
-            let peer = peer_addr(c).ok_or_else(|| {
-                unsupported(fd, "an established TCP connection without a peer address")
-            })?;
+        // Established, or half-closed or closing (FIN-WAIT-1/2, CLOSE-WAIT, CLOSING,
+        // LAST-ACK): read alike through TCP_REPAIR, the FINs counted in the sequence numbers.
+        state if is_conn_state(state) => {
+            let what = if state == TCP_ESTABLISHED {
+                "established TCP connection".to_string()
+            } else {
+                format!("TCP connection in state {}", tcp_state_name(state))
+            };
+            let peer = peer_addr(c)
+                .ok_or_else(|| unsupported(fd, format!("an {what} without a peer address")))?;
             if ctx.opts.relay {
                 // It stays here, relayed: its queues are read by the relay, not the image.
                 return Ok(tcp(Some(peer), None, None));
@@ -1413,14 +1414,14 @@ fn tcp_socket(
             if !ctx.opts.tcp_established {
                 return Err(unsupported(
                     fd,
-                    format!("established TCP connection {local} -> {peer} (use --tcp-established)"),
+                    format!("{what} {local} -> {peer} (use --tcp-established)"),
                 ));
             }
             if ctx.opts.leave_running {
                 return Err(unsupported(
                     fd,
                     format!(
-                        "established TCP connection {local} -> {peer} cannot be kept with --leave-running (both processes would own it)"
+                        "{what} {local} -> {peer} cannot be kept with --leave-running (both processes would own it)"
                     ),
                 ));
             }
@@ -1432,7 +1433,18 @@ fn tcp_socket(
                 .find(|o| o.level == libc::SOL_SOCKET && o.name == libc::SO_REUSEADDR)
                 .and_then(|o| o.value.get(..4))
                 .map_or(0, |v| i32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
-            let conn = repair(fd, copy, reuse, filter, &mut ctx.held)?;
+            let conn = repair(fd, copy, reuse, filter, &mut ctx.held, u32::from(state))?;
+            if conn.state == crate::state::TCP_CLOSING && conn.unsent > 0 {
+                // Its FIN waits behind bytes never sent while the peer's came: a restore
+                // sends those bytes and the FIN after the peer's, which makes LAST-ACK.
+                return Err(unsupported(
+                    fd,
+                    format!(
+                        "{what} {local} -> {peer} with {} bytes never sent before its FIN: not supported",
+                        conn.unsent
+                    ),
+                ));
+            }
             Ok(tcp(Some(peer), None, Some(conn)))
         }
         // A relayed connection in any other state (its peer closed, say) is relayed as well.
@@ -1442,7 +1454,8 @@ fn tcp_socket(
             Err(unsupported(
                 fd,
                 format!(
-                    "TCP connection {local} -> {peer} in state {} is not supported (only established ones are)",
+                    "TCP connection {local} -> {peer} in state {} is not supported (established, \
+                     FIN-WAIT-1/2, CLOSE-WAIT, CLOSING and LAST-ACK ones are)",
                     tcp_state_name(other)
                 ),
             ))
@@ -1450,15 +1463,21 @@ fn tcp_socket(
     }
 }
 
-/// Reads an established connection through `TCP_REPAIR`, leaving it in repair mode with a
-/// drop-everything filter (see the module documentation).
+/// Reads a connection (established, half-closed or closing: `state`) through `TCP_REPAIR`,
+/// leaving it in repair mode with a drop-everything filter (see the module documentation).
 fn repair(
     fd: i32,
     copy: &OwnedFd,
     reuse: i32,
     filter: &[u8],
     held: &mut Held,
+    state: u32,
 ) -> Result<TcpConnState, DumpError> {
+    use crate::state::{TCP_CLOSING, TCP_FIN_WAIT1, TCP_LAST_ACK};
+    // A FIN the process sent and the peer has not acknowledged is counted by SIOCOUTQ (it
+    // takes a sequence number) but is no byte of the queue; SIOCOUTQNSD counts it too while
+    // it waits behind bytes never sent.
+    let fin_queued = [TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_CLOSING].contains(&state);
     let c = copy.as_fd();
     // The filter first: from now on nothing more is received, so the queues we read stay
     // exactly what the peer believes it delivered.
@@ -1492,7 +1511,10 @@ fn repair(
         };
         let len =
             ss::ioctl_int(c, req).map_err(sock_err(fd, format!("size of the {what} queue")))?;
-        let len = usize::try_from(len).unwrap_or(0);
+        let mut len = usize::try_from(len).unwrap_or(0);
+        if which == TCP_SEND_QUEUE && fin_queued {
+            len = len.saturating_sub(1);
+        }
         if len > MAX_SOCKET_QUEUE {
             return Err(unsupported(
                 fd,
@@ -1518,7 +1540,10 @@ fn repair(
     };
     let (recv_seq, recv_queue) = queue(TCP_RECV_QUEUE, "receive")?;
     let (send_seq, send_queue) = queue(TCP_SEND_QUEUE, "send")?;
-    let unsent = ss::ioctl_int(c, ss::SIOCOUTQNSD).map_err(sock_err(fd, "SIOCOUTQNSD"))?;
+    let mut unsent = ss::ioctl_int(c, ss::SIOCOUTQNSD).map_err(sock_err(fd, "SIOCOUTQNSD"))?;
+    if fin_queued && unsent > 0 {
+        unsent -= 1;
+    }
     ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE)
         .map_err(sock_err(fd, "TCP_REPAIR_QUEUE"))?;
 
@@ -1546,6 +1571,7 @@ fn repair(
         options: u32::from(info[5]),
         timestamp: timestamp as u32,
         window: [word(0), word(1), word(2), word(3), word(4)],
+        state,
     })
 }
 

@@ -305,6 +305,7 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
                 options: t.options,
                 timestamp: t.timestamp,
                 window: t.window.to_vec(),
+                state: t.state,
             }),
             shutdown: i.shutdown,
             queue: i.queue.clone(),
@@ -503,6 +504,13 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                         options: t.options,
                         timestamp: t.timestamp,
                         window,
+                        // Images written before the state was kept held established
+                        // connections only.
+                        state: if t.state == 0 {
+                            crate::state::TCP_ESTABLISHED
+                        } else {
+                            t.state
+                        },
                     })
                 }
                 None => None,
@@ -849,6 +857,12 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                             min: 0,
                             max: t.send_queue.len() as i128,
                         },
+                    ));
+                }
+                if !crate::state::TCP_CONN_STATES.contains(&t.state) {
+                    return Err(err(
+                        format!("{field}.inet.tcp.state"),
+                        ManifestProblem::UnknownEnum(t.state as i32),
                     ));
                 }
                 for (name, v) in [("snd_wscale", t.snd_wscale), ("rcv_wscale", t.rcv_wscale)] {

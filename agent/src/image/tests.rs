@@ -2130,6 +2130,7 @@ fn with_sockets() -> ProcessState {
                 options: 7,
                 timestamp: 99,
                 window: [1, 2, 3, 4, 5],
+                state: crate::state::TCP_CLOSE_WAIT,
             }),
             shutdown: 1,
             queue: Vec::new(),
@@ -2263,6 +2264,17 @@ fn invalid_sockets_are_refused_naming_the_field() {
             }),
             format!("fds[{}].socket.inet.tcp.unsent", at + 3),
             "outside",
+        ),
+        (
+            Box::new(move |p| {
+                let mut s = socket(p, at + 3);
+                if let Some(pb::socket::Kind::Inet(i)) = s.kind.as_mut() {
+                    i.tcp.as_mut().expect("tcp").state = 2; // SYN-SENT: not kept in an image
+                }
+                put(p, at + 3, s);
+            }),
+            format!("fds[{}].socket.inet.tcp.state", at + 3),
+            "unknown value",
         ),
         (
             Box::new(move |p| {

@@ -14,6 +14,7 @@ mod pty;
 mod shm;
 mod sockets;
 mod task;
+mod tcp_fin;
 mod tree;
 mod tty;
 

@@ -19,6 +19,7 @@ use nix::sys::socket::{
 };
 
 use super::RestoreError;
+use super::tcp_fin;
 use crate::dump::sockdiag;
 use crate::state::{
     FdKind, FileRef, InetSocketState, PassedFd, ProcessState, SockOptState, SocketKind,
@@ -103,11 +104,12 @@ impl Built {
                     let _ = ss::setsockopt_int(s.as_fd(), libc::SOL_SOCKET, lock, 0);
                 }
                 set_opts_where(fd, s.as_fd(), st, changed_by_repair)?;
-                if let SocketKind::Inet(i) = &st.kind {
-                    inet_shutdown(fd, s.as_fd(), i.shutdown)?;
-                }
             }
             send_all(fd, s.as_fd(), unsent, "send the bytes never sent")?;
+            // After those bytes: a FIN the process sent behind bytes never sent goes out now.
+            if let Some(SocketKind::Inet(i)) = self.repaired_state.get(ino).map(|st| &st.kind) {
+                inet_shutdown(fd, s.as_fd(), i.shutdown)?;
+            }
         }
         Ok(())
     }
@@ -1068,23 +1070,65 @@ fn inet_socket(
     let sock = ss::socket(family as i32, s.sock_type as i32, i.protocol as i32)
         .map_err(err(fd, format!("socket of protocol {}", i.protocol)))?;
     let c = sock.as_fd();
-    set_opts(fd, c, s)?;
     if let (Some(conn), Some(peer)) = (&i.tcp, &i.peer) {
+        // The process's own filter once the FINs are set again: it might drop the segments
+        // that set them.
+        set_opts_where(fd, c, s, |_| true)?;
         let unsent = repair_connection(fd, c, &i.local, peer, conn)?;
+        if !s.filter.is_empty() {
+            ss::attach_filter(c, &s.filter).map_err(err(fd, "attach the socket filter"))?;
+        }
         return Ok((sock, Some(unsent)));
     }
+    set_opts(fd, c, s)?;
     // A raw socket reports its protocol as its port, and binds to an address only.
     let raw = s.sock_type == libc::SOCK_RAW as u32;
+    let tcp = i.protocol == libc::IPPROTO_TCP as u32;
     if (!raw && i.local.port() != 0) || !i.local.ip().is_unspecified() {
-        bind_inet(fd, c, &i.local)?;
+        match bind_inet(fd, c, &i.local) {
+            Err(RestoreError::Socket {
+                source: Errno::EADDRINUSE,
+                ..
+            }) if tcp && time_wait_removed(fd, &i.local)? => {
+                bind_inet(fd, c, &i.local)?;
+            }
+            r => r?,
+        }
     }
     if let Some(backlog) = i.backlog {
-        ss::listen(c, backlog.min(i32::MAX as u32) as i32).map_err(err(fd, "listen"))?;
+        let backlog = backlog.min(i32::MAX as u32) as i32;
+        match ss::listen(c, backlog) {
+            Err(Errno::EADDRINUSE) if time_wait_removed(fd, &i.local)? => ss::listen(c, backlog),
+            r => r,
+        }
+        .map_err(|e| {
+            let hint = if e == Errno::EADDRINUSE {
+                " (is the dumped process still running, e.g. after --leave-running?)"
+            } else {
+                ""
+            };
+            err(fd, format!("listen on {}{hint}", i.local))(e)
+        })?;
     } else if let Some(peer) = &i.peer {
         connect_inet(fd, c, peer)?;
     }
     inet_shutdown(fd, c, i.shutdown)?;
     Ok((sock, None))
+}
+
+/// A TCP port the image binds is taken: the TIME-WAIT entries of connections on that address
+/// (left by connections the dumped process closed) are removed, which neither `SO_REUSEADDR`
+/// nor a bind in repair mode gets past at `listen` (see [`sockdiag::destroy_time_wait`]).
+/// Whether any was removed (then binding again may succeed).
+fn time_wait_removed(fd: i32, local: &SocketAddr) -> Result<bool, RestoreError> {
+    let n = sockdiag::destroy_time_wait(*local).map_err(err(
+        fd,
+        format!("remove the TIME-WAIT entries that hold {local}"),
+    ))?;
+    if n > 0 {
+        tracing::debug!(fd, %local, removed = n, "TIME-WAIT entries removed from a port to bind");
+    }
+    Ok(n > 0)
 }
 
 /// Sets the shutdown bits of an inet socket. An unconnected one reports `ENOTCONN` but takes
@@ -1102,8 +1146,15 @@ fn inet_shutdown(fd: i32, c: BorrowedFd<'_>, bits: u32) -> Result<(), RestoreErr
     }
 }
 
-/// Rebuilds an established connection in repair mode, as the dump read it, and leaves it in
-/// repair mode. Returns the bytes that had never been sent.
+/// Rebuilds a connection in repair mode, as the dump read it, and leaves it in repair mode.
+/// Returns the bytes that had never been sent.
+///
+/// A half-closed or closing connection is built established first, its sequence numbers
+/// short of the FINs (each takes one); then the FINs are set in the order the connection saw
+/// them (see [`tcp_fin`]): the process's own with `shutdown(SHUT_WR)` on the send queue
+/// (counted as sent, nothing leaves the host), the peer's as a segment from the peer, and the
+/// peer's acknowledgement of the process's FIN (FIN-WAIT-2) the same way. A FIN that waited
+/// behind bytes never sent is sent after them, once out of repair mode ([`Built::finish`]).
 fn repair_connection(
     fd: i32,
     c: BorrowedFd<'_>,
@@ -1111,24 +1162,24 @@ fn repair_connection(
     peer: &SocketAddr,
     t: &TcpConnState,
 ) -> Result<Vec<u8>, RestoreError> {
+    use crate::state::{TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_LAST_ACK};
     let tcp = |name: i32, v: i32, what: &'static str| {
         ss::setsockopt_int(c, libc::IPPROTO_TCP, name, v).map_err(err(fd, what))
     };
+    let recv_seq = t.recv_seq.wrapping_sub(u32::from(t.fin_received()));
+    let send_seq = t.send_seq.wrapping_sub(u32::from(t.fin_sent()));
     tcp(libc::TCP_REPAIR, 1, "enter TCP repair mode")?;
     // Sequence numbers only while the socket is closed: they are those of the queues' first
     // bytes; writing the queues back advances them to what the dump read.
     tcp(libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
     tcp(
         libc::TCP_QUEUE_SEQ,
-        t.recv_seq.wrapping_sub(t.recv_queue.len() as u32) as i32,
+        recv_seq.wrapping_sub(t.recv_queue.len() as u32) as i32,
         "set the receive sequence",
     )?;
     tcp(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
-    tcp(
-        libc::TCP_QUEUE_SEQ,
-        t.send_seq.wrapping_sub(t.send_queue.len() as u32) as i32,
-        "set the send sequence",
-    )?;
+    let snd_una = send_seq.wrapping_sub(t.send_queue.len() as u32);
+    tcp(libc::TCP_QUEUE_SEQ, snd_una as i32, "set the send sequence")?;
     // In repair mode bind reuses the port by force and connect sends nothing.
     bind_inet(fd, c, local)?;
     connect_inet(fd, c, peer)?;
@@ -1185,12 +1236,104 @@ fn repair_connection(
     send_all(fd, c, &t.send_queue[..sent_len], "restore the send queue")?;
     tcp(libc::TCP_REPAIR_QUEUE, 0, "TCP_REPAIR_QUEUE")?;
 
+    let mut window = t.window;
+    if t.fin_received() {
+        // rcv_wup may count the peer's FIN, which the connection has not received yet.
+        window[4] = window[4].wrapping_sub(1);
+        window[3] = window[3].wrapping_add(1);
+    }
     let mut w = Vec::with_capacity(20);
-    for v in t.window {
+    for v in window {
         w.extend_from_slice(&v.to_ne_bytes());
     }
     ss::setsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &w)
         .map_err(err(fd, "TCP_REPAIR_WINDOW"))?;
+
+    // The FINs, in the order the connection took them.
+    let fin_now = t.fin_sent() && t.unsent == 0;
+    let our_fin = || -> Result<(), RestoreError> {
+        tcp(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
+        shutdown(c.as_raw_fd(), Shutdown::Write).map_err(err(fd, "shutdown in repair mode"))?;
+        tcp(libc::TCP_REPAIR_QUEUE, 0, "TCP_REPAIR_QUEUE")
+    };
+    let wscale = if t.options & TCPI_OPT_WSCALE != 0 {
+        t.snd_wscale.min(14)
+    } else {
+        0
+    };
+    let from_peer = |seq: u32, ack: u32, flags: u8, want: u32, what: &str| {
+        let segment = tcp_fin::Segment {
+            from: *peer,
+            to: *local,
+            seq,
+            ack,
+            flags,
+            window: (t.window[1] >> wscale).min(u32::from(u16::MAX)) as u16,
+        };
+        tcp_fin::send(&segment).map_err(err(fd, format!("send {what} on a raw socket")))?;
+        if !tcp_fin::wait_state(c, want).map_err(err(fd, "TCP_INFO"))? {
+            let now = tcp_fin::state_of(c).unwrap_or(0);
+            return Err(err(
+                fd,
+                format!(
+                    "the restored connection did not take {what}: state {}, not {}",
+                    crate::state::tcp_state_name(now),
+                    crate::state::tcp_state_name(want)
+                ),
+            )(Errno::EPROTO));
+        }
+        Ok(())
+    };
+    if fin_now && t.state != TCP_LAST_ACK {
+        our_fin()?;
+    }
+    if t.fin_received() {
+        let want = if fin_now && t.state == TCP_CLOSING {
+            TCP_CLOSING
+        } else {
+            TCP_CLOSE_WAIT
+        };
+        from_peer(
+            recv_seq,
+            snd_una,
+            tcp_fin::FIN | tcp_fin::ACK,
+            want,
+            "the peer's FIN",
+        )?;
+    }
+    if fin_now && t.state == TCP_LAST_ACK {
+        our_fin()?;
+    }
+    if t.fin_acked() {
+        from_peer(
+            t.recv_seq,
+            t.send_seq,
+            tcp_fin::ACK,
+            t.state,
+            "the peer's acknowledgement of the FIN",
+        )?;
+    }
+    let want = if t.fin_sent() && !fin_now {
+        // The FIN goes out after the bytes never sent.
+        if t.fin_received() {
+            TCP_CLOSE_WAIT
+        } else {
+            TCP_ESTABLISHED
+        }
+    } else {
+        t.state
+    };
+    let now = tcp_fin::state_of(c).map_err(err(fd, "TCP_INFO"))?;
+    if now != want {
+        return Err(err(
+            fd,
+            format!(
+                "the restored connection is in state {}, not {}",
+                crate::state::tcp_state_name(now),
+                crate::state::tcp_state_name(want)
+            ),
+        )(Errno::EPROTO));
+    }
     Ok(t.send_queue[sent_len..].to_vec())
 }
 
