@@ -362,3 +362,56 @@ fn refuses_a_posix_message_queue_of_a_private_ipc_namespace() {
 fn refuses_a_posix_message_queue() {
     refused("mqueue", &["a posix message queue (/ferry-refuse-"]);
 }
+
+/// Removes a SysV semaphore set of the host's namespace when dropped.
+struct SemSet(i32);
+
+impl Drop for SemSet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ipcrm")
+            .args(["-s", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// A `SEM_UNDO` adjustment on a semaphore set of the host's IPC namespace stays with the set
+/// on this host: refused by name, and the process runs on. A process whose adjustments went
+/// back to 0 (and which has an undo list only because it has a second thread) is dumped and
+/// restored.
+#[test]
+fn refuses_a_sem_undo_adjustment_in_the_host_namespace_but_not_an_empty_one() {
+    let Some(ctx) = setup("refuse-sem-undo-host") else {
+        return;
+    };
+    for mode in ["sem-undo-host", "sem-undo-host-zero"] {
+        let mut v = Victim::c(&ctx, "refuse", &[mode]);
+        let id: i32 = v
+            .status_lines()
+            .iter()
+            .find_map(|l| field(l, "semid").map(str::to_owned))
+            .expect("semid reported")
+            .parse()
+            .expect("semid");
+        let _set = SemSet(id);
+        v.wait_tick_beyond(2);
+        let img = image_path(&ctx, mode);
+        if mode == "sem-undo-host" {
+            let pid = v.pid.to_string();
+            let out = ctx.ferry(&["dump", &pid, "-o", img.to_str().unwrap()]);
+            out.assert_failed();
+            assert!(
+                out.stderr.contains(&format!(
+                    "semaphore undo adjustments (semop with SEM_UNDO) on semaphore set {id}"
+                )) && out.stderr.contains("[0, -1]"),
+                "{}",
+                out.stderr
+            );
+            assert!(alive(v.pid), "a refused dump ended the process");
+            v.check();
+        } else {
+            v.dump(&ctx, &img, &[]);
+            v.restore(&ctx, &img, &[]);
+            v.check();
+        }
+    }
+}

@@ -1,6 +1,9 @@
 /* Holds one thing the engine does not support yet, then counts like the general victim:
  *   refuse STATEDIR eventfd | socket | thread | seccomp-filter | seccomp-strict | packet | mseal
- *                   | dnotify | aio | ipc-ns | mqueue
+ *                   | dnotify | aio | ipc-ns | mqueue | sem-undo-host | sem-undo-host-zero
+ * sem-undo-host: a SysV semaphore set of the host's IPC namespace (reported "semid=N") on
+ * which it holds a SEM_UNDO adjustment (a +1 made with SEM_UNDO: -1 at its exit), and a second thread; -zero: the adjustment
+ * went back to 0.
  * ipc-ns: in its own IPC namespace (unshare(CLONE_NEWIPC)), a SysV message queue holding one
  * message, a set of two semaphores and a POSIX message queue no descriptor holds. mqueue: a POSIX message queue (its name unlinked at
  * once) holding one message.
@@ -124,6 +127,24 @@ int main(int argc, char **argv)
 		if (syscall(SYS_mq_timedsend, fd, "queued", 6, 1, NULL))
 			fr_die("mq_timedsend");
 		fr_status("fd=%d", fd);
+	} else if (!strcmp(mode, "sem-undo-host") || !strcmp(mode, "sem-undo-host-zero")) {
+		/* In the host's IPC namespace, with a second thread (which gives the process an
+		 * undo list whatever it does): +1 with SEM_UNDO, and for -zero -1 again. */
+		pthread_t t;
+		if (pthread_create(&t, NULL, thread_main, NULL))
+			fr_die("pthread_create");
+		int id = semget(IPC_PRIVATE, 2, 0600);
+		if (id < 0)
+			fr_die("semget");
+		fr_status("semid=%d", id);
+		struct sembuf up = {1, 1, SEM_UNDO};
+		if (semop(id, &up, 1))
+			fr_die("semop +1");
+		if (!strcmp(mode, "sem-undo-host-zero")) {
+			struct sembuf down = {1, -1, SEM_UNDO};
+			if (semop(id, &down, 1))
+				fr_die("semop -1");
+		}
 	} else if (!strcmp(mode, "seccomp-strict")) {
 		strict = 1;
 	} else {

@@ -728,9 +728,13 @@ fn collect(
                     .map(|s| (s.perm.id, s.values.clone()))
                     .collect()
             }
-            _ => Vec::new(),
+            Some(_) => Vec::new(),
+            None => shm::host_undo_sets(pid, &status)?,
         };
         let injected = inject_queries(frozen, &vmas, &fd_numbers, &requeue, &undo_sets)?;
+        if ipc.is_none() {
+            shm::refuse_host_undo(pid, &injected.sem_undo)?;
+        }
         tracing::trace!(elapsed = ?t0.elapsed(), "queries injected");
 
         let paged = pages
@@ -1009,7 +1013,7 @@ fn siginfos(raw: Vec<[u8; sys::ptrace::SIGINFO_SIZE]>) -> Vec<SiginfoState> {
 }
 
 /// Most semaphores whose SEM_UNDO adjustments a dump reads (up to 18 injected calls each).
-const MAX_UNDO_PROBED: usize = 4096;
+pub(crate) const MAX_UNDO_PROBED: usize = 4096;
 
 struct Injected {
     /// The process's SEM_UNDO adjustments on the sets asked about.

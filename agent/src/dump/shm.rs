@@ -121,13 +121,8 @@ pub fn collect_sysv(pid: Pid, vmas: &[VmaState]) -> Result<Vec<SysvShmState>, Du
 pub fn check_ipc_namespace(pid: Pid, in_tree: bool) -> Result<(), DumpError> {
     let raw = pid.as_raw();
     let Some(ns) = crate::ipcns::private_ns(raw) else {
-        if has_sem_undo(pid) {
-            return Err(DumpError::Unsupported(format!(
-                "pid {raw} has SysV semaphore undo adjustments (semop with SEM_UNDO) in the \
-                 host's IPC namespace: they are carried only for a process in an IPC namespace \
-                 of its own (unshare CLONE_NEWIPC)"
-            )));
-        }
+        // SEM_UNDO adjustments in ferry's namespace are looked for under the freeze
+        // ([`host_undo_sets`], [`refuse_host_undo`]).
         return Ok(());
     };
     let link = |p: String| std::fs::read_link(p).ok();
@@ -198,6 +193,84 @@ pub fn check_ipc_namespace(pid: Pid, in_tree: bool) -> Result<(), DumpError> {
         )));
     }
     Ok(())
+}
+
+/// The semaphore sets of ferry's own IPC namespace on which a process with `status` (whose
+/// IPC namespace it is) may hold `SEM_UNDO` adjustments, with their values, for
+/// [`probe_sem_undo`]; none when it has no undo list. A process holds an undo list as soon as
+/// it has a second thread (`CLONE_SYSVSEM` makes one), so the list alone says nothing: only
+/// the sets it may alter are asked (it needed that permission for the `semop`; a set whose
+/// permissions were taken away from it since is not asked).
+pub fn host_undo_sets(
+    pid: Pid,
+    status: &crate::proc::Status,
+) -> Result<Vec<(i32, Vec<u32>)>, DumpError> {
+    if !has_sem_undo(pid) {
+        return Ok(Vec::new());
+    }
+    const CAP_IPC_OWNER: u64 = 1 << 15;
+    let owner = status.caps[2] & CAP_IPC_OWNER != 0;
+    let (euid, egid) = (status.uids[1], status.gids[1]);
+    let may_alter = |p: &crate::ipcns::PermInfo| {
+        let bits = if euid == p.uid || euid == p.cuid {
+            p.perms >> 6
+        } else if [p.gid, p.cgid]
+            .iter()
+            .any(|g| *g == egid || status.groups.contains(g))
+        {
+            p.perms >> 3
+        } else {
+            p.perms
+        };
+        owner || bits & 0o2 != 0
+    };
+    let text = crate::ipcns::read_sysvipc("sem").map_err(DumpError::Unsupported)?;
+    let mut sets = Vec::new();
+    let mut sems = 0;
+    for s in crate::ipcns::parse_sem(&text)
+        .into_iter()
+        .filter(|s| may_alter(&s.perm))
+    {
+        let id = s.perm.id;
+        let values = match crate::sys::sem_getall(id, s.nsems) {
+            Ok(v) => v,
+            // Removed meanwhile: nothing to hold.
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EIDRM) => continue,
+            Err(e) => {
+                return Err(DumpError::Unsupported(format!(
+                    "semaphore set {id}: semctl(GETALL): {e}"
+                )));
+            }
+        };
+        sems += values.len();
+        if sems > crate::dump::MAX_UNDO_PROBED {
+            return Err(DumpError::Unsupported(format!(
+                "pid {}: looking for its SEM_UNDO adjustments among more than {} semaphores \
+                 of the host's IPC namespace is not supported",
+                pid.as_raw(),
+                crate::dump::MAX_UNDO_PROBED
+            )));
+        }
+        sets.push((id, values.into_iter().map(u32::from).collect()));
+    }
+    Ok(sets)
+}
+
+/// Refuses a process in ferry's own IPC namespace with a `SEM_UNDO` adjustment other than 0
+/// (`undo`, from [`probe_sem_undo`]): the sets stay on this host, the adjustments are not
+/// carried.
+pub fn refuse_host_undo(pid: Pid, undo: &[crate::state::SemUndoState]) -> Result<(), DumpError> {
+    match undo.iter().find(|u| u.adj.iter().any(|a| *a != 0)) {
+        Some(u) => Err(DumpError::Unsupported(format!(
+            "pid {} has SysV semaphore undo adjustments (semop with SEM_UNDO) on semaphore set \
+             {} of the host's IPC namespace ({:?}): they are carried only for a process in an \
+             IPC namespace of its own (unshare CLONE_NEWIPC)",
+            pid.as_raw(),
+            u.id,
+            u.adj
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Whether `pid` has a list of SysV semaphore undo adjustments (it did a `semop` with
