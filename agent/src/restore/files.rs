@@ -1203,6 +1203,9 @@ fn recreate_deleted(
         .and_then(|p| p.to_str())
         .filter(|p| !p.is_empty())
         .unwrap_or("/");
+    // A directory of its path removed since (a job's log directory cleaned up, …) is made
+    // for the moment the object is made and unlinked, so that it gets its own name back.
+    let _dirs = MadeDirs::make(dir);
     // Where the object may be made: its own name, then a temporary one beside it, in /tmp,
     // and for a device node in /dev (a filesystem mounted nodev would refuse to open it).
     let spare_name = format!(".ferry-deleted-{}-{fd}", state.pid);
@@ -1368,6 +1371,43 @@ fn fd_err(fd: i32, what: String) -> impl FnOnce(RestoreError) -> RestoreError {
 
 /// A regular file made unlinked in the task: under one of `names` (the first, its own name,
 /// when free) unlinked at once, else with `O_TMPFILE` in `dir` or `/tmp`.
+/// Directories made for the time an object deleted while open is made again under its own
+/// name; removed again (deepest first, only if still empty) when dropped.
+struct MadeDirs(Vec<std::path::PathBuf>);
+
+impl MadeDirs {
+    /// Makes the directories of `dir` that do not exist (mode 0700, as root); whatever fails
+    /// leaves the object to its other names.
+    fn make(dir: &str) -> Self {
+        let mut missing = Vec::new();
+        let mut at = Some(std::path::Path::new(dir));
+        while let Some(d) = at {
+            if d.as_os_str().is_empty() || std::fs::symlink_metadata(d).is_ok() {
+                break;
+            }
+            missing.push(d.to_path_buf());
+            at = d.parent();
+        }
+        let mut made = Vec::new();
+        for d in missing.into_iter().rev() {
+            use std::os::unix::fs::DirBuilderExt;
+            if std::fs::DirBuilder::new().mode(0o700).create(&d).is_err() {
+                break;
+            }
+            made.push(d);
+        }
+        MadeDirs(made)
+    }
+}
+
+impl Drop for MadeDirs {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 fn create_regular(
     inj: &Injector<'_>,
     path: &str,
