@@ -1046,17 +1046,17 @@ fn expected_change(
     {
         return Some("the size or mtime of an open file written by others since the dump");
     }
-    // The parent-death signal of a process left the restorer's child (a migrated copy, whose
-    // original keeps it) is not set again (the restore warns). Any other process has it back.
-    if path == "attrs.pdeathsig"
-        && !input.parent_restored
-        && input.as_child
-        && restored.as_u64() == Some(0)
-    {
-        return Some(
+    // The root's parent-death signal is set after the check, once the restorer is no longer
+    // its parent (`restore::arm_pdeathsig`, which fails the restore if it cannot); never for a
+    // process left the restorer's child (a migrated copy, whose original keeps it; warned).
+    if path == "attrs.pdeathsig" && !input.parent_restored && restored.as_u64() == Some(0) {
+        return Some(if input.as_child {
             "no parent-death signal for a process left the restorer's child (a migrated copy; \
-             warned)",
-        );
+             warned)"
+        } else {
+            "the root's parent-death signal, set after the check once the restorer is no \
+             longer its parent"
+        });
     }
     // `timer_getoverrun` answers for the timer's last delivered signal; no call sets that
     // count, and the timer's next signal replaces it (a signal still queued keeps its own

@@ -1038,7 +1038,7 @@ struct InjectedThread {
 /// The address of a `syscall` instruction (`0f 05`) in the process: in its `[vdso]`, or, for
 /// a process that unmapped it, in any executable mapping (the CPU decodes from wherever it is
 /// sent, so the two bytes need not start an instruction of the program's own stream).
-fn find_syscall_instruction(
+pub(crate) fn find_syscall_instruction(
     leader: &crate::ptrace::Tracee,
     vmas: &[crate::state::VmaState],
 ) -> Result<u64, DumpError> {

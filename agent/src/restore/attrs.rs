@@ -442,10 +442,8 @@ pub fn after_creds(
                 0,
             ],
         )?;
-        // A credential change clears the parent-death signal: it comes after. Set back on a
-        // tree member (its parent is restored too) and on a process adopted by the parent it
-        // keeps after the restore; not on one left the restorer's child (a migrated copy,
-        // whose original keeps it).
+        // A credential change clears the parent-death signal: it comes after, on a tree
+        // member (its parent is restored too); the root's is set by `arm_pdeathsig`.
         if a.pdeathsig != 0 && pdeathsig {
             inj.call(
                 "prctl(PR_SET_PDEATHSIG)",
@@ -459,12 +457,6 @@ pub fn after_creds(
                     0,
                 ],
             )?;
-        } else if a.pdeathsig != 0 {
-            warnings.push(format!(
-                "parent-death signal {} not set back: the restored process stays the restorer's \
-                 child (a migrated copy; its original keeps it)",
-                a.pdeathsig
-            ));
         }
         if a.child_subreaper {
             inj.call(

@@ -384,7 +384,8 @@ pub fn restore_with<R: Read + Send>(
     for (t, ts) in &threads {
         lock_down(&inj.for_thread(t)?, &state, ts, false, false, &mut warnings)?;
     }
-    lock_down(&inj, &state, thread, true, !opts.as_child, &mut warnings)?;
+    // The root's parent-death signal waits for its parent (see `arm_pdeathsig`).
+    lock_down(&inj, &state, thread, true, false, &mut warnings)?;
     attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
     attrs::set_coredump_filter(task.pid, &state.attrs, &mut warnings);
     attrs::set_sched(task.pid, &thread.sched, &mut warnings)?;
@@ -428,6 +429,7 @@ pub fn restore_with<R: Read + Send>(
         }
         None => None,
     };
+    arm_pdeathsig(&tracee, &mut task, &state, opts.as_child, &mut warnings)?;
     // Stopped by job control when dumped: stopped again, the same way.
     let stop = opts.stopped || state.attrs.stop_signal != 0;
     if !stop {
@@ -465,6 +467,53 @@ pub fn restore_with<R: Read + Send>(
         checked,
         stopped: state.attrs.stop_signal != 0,
     })
+}
+
+/// The last step of the root of a restore, after the check: the restorer lets it go to the
+/// parent it keeps (the nearest child subreaper above the restorer, or init; in a PID
+/// namespace of its own, that namespace's init) and only then sets its parent-death signal,
+/// so that this parent's death fires it, not the restorer's exit. Not for a process left the
+/// restorer's child (a migrated copy, whose original — the stub — keeps the signal): warned.
+pub(crate) fn arm_pdeathsig(
+    tracee: &Tracee,
+    task: &mut task::NewTask,
+    state: &ProcessState,
+    as_child: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(), RestoreError> {
+    task.release_parent()?;
+    let sig = state.attrs.pdeathsig;
+    if sig == 0 {
+        return Ok(());
+    }
+    if as_child {
+        warnings.push(format!(
+            "parent-death signal {sig} not set back: the restored process stays the restorer's \
+             child (a migrated copy; its original keeps it)"
+        ));
+        return Ok(());
+    }
+    // One call through a `syscall` instruction of the process (its injection area is gone),
+    // every signal blocked meanwhile; registers and mask put back.
+    let entry = crate::dump::find_syscall_instruction(tracee, &state.mm.vmas)
+        .map_err(|e| RestoreError::Layout(format!("set the parent-death signal: {e}")))?;
+    let (regs, mask) = (tracee.regs()?, tracee.sigmask()?);
+    tracee.set_sigmask(!0)?;
+    let r = tracee.inject_raw(
+        crate::ptrace::Entry::SingleStep(entry),
+        &regs,
+        libc::SYS_prctl,
+        [libc::PR_SET_PDEATHSIG as u64, u64::from(sig), 0, 0, 0, 0],
+    );
+    tracee.set_regs(&regs)?;
+    tracee.set_sigmask(mask)?;
+    match r? {
+        0 => Ok(()),
+        e => Err(RestoreError::Create {
+            step: "prctl(PR_SET_PDEATHSIG)",
+            source: Errno::from_raw(-e as i32),
+        }),
+    }
 }
 
 /// Refuses an image whose process had a root directory (chroot) that is not a directory

@@ -32,6 +32,9 @@ pub struct NewTask {
     pub pid: Pid,
     /// Init of the new PID namespace, if the original PID was taken.
     pub ns_init: Option<Pid>,
+    /// The stand-in parent of a task that is not to stay our child, until
+    /// [`NewTask::release_parent`].
+    detacher: Option<Pid>,
     armed: bool,
 }
 
@@ -39,6 +42,23 @@ impl NewTask {
     /// The restore succeeded: leave the task alone from now on.
     pub fn disarm(&mut self) {
         self.armed = false;
+    }
+
+    /// Lets the task go to the parent it keeps after the restore (the nearest child subreaper
+    /// above the restorer, or init): its stand-in parent is killed and reaped. From here on a
+    /// failure leaves its end to that parent. Nothing to do for a task that is our child or
+    /// in a PID namespace of its own.
+    pub fn release_parent(&mut self) -> Result<(), RestoreError> {
+        let Some(mid) = self.detacher.take() else {
+            return Ok(());
+        };
+        let _ = kill(mid, Signal::SIGKILL);
+        waitpid(mid, None)
+            .map(drop)
+            .map_err(|source| RestoreError::Create {
+                step: "end the stand-in parent",
+                source,
+            })
     }
 }
 
@@ -49,6 +69,22 @@ impl Drop for NewTask {
         }
         for pid in std::iter::once(self.pid).chain(self.ns_init) {
             kill_traced(pid);
+        }
+        // The stand-in parent reaps the task and exits; should it not, it goes now (the task
+        // then goes to the parent above us).
+        if let Some(mid) = self.detacher.take() {
+            let start = Instant::now();
+            while matches!(
+                waitpid(mid, Some(WaitPidFlag::WNOHANG)),
+                Ok(nix::sys::wait::WaitStatus::StillAlive)
+            ) {
+                if start.elapsed() > Duration::from_secs(5) {
+                    let _ = kill(mid, Signal::SIGKILL);
+                    let _ = waitpid(mid, None);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
@@ -79,10 +115,11 @@ pub fn holder_is_zombie(pid: i32) -> bool {
     }
 }
 
-/// A task with PID `want` that is not our child: an intermediate child of ours makes it and
-/// exits (we reap it), so it is adopted like an orphan. Until we seize it, it watches our
-/// pidfd and exits if we die first.
-fn detached(want: i32) -> Result<Pid, Errno> {
+/// A task with PID `want` that is not our child: made by an intermediate child of ours, its
+/// parent until [`NewTask::release_parent`] (or until it reaps the task when the restore
+/// fails). Until we seize it, the task watches our pidfd and exits if we die first. Returns
+/// the task and the intermediate.
+fn detached(want: i32) -> Result<(Pid, Pid), Errno> {
     use std::os::fd::AsRawFd;
     let me = sys::pidfd_open(nix::unistd::getpid())?;
     let mid = sys::clone::clone3(
@@ -93,18 +130,29 @@ fn detached(want: i32) -> Result<Pid, Errno> {
         None,
         false,
     )?;
-    let status = loop {
-        match waitpid(mid, None) {
-            Err(Errno::EINTR) => continue,
-            other => break other?,
+    let start = Instant::now();
+    loop {
+        match waitpid(mid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) if code > 100 => {
+                return Err(Errno::from_raw(code - 100));
+            }
+            Ok(_) => return Err(Errno::ECHILD),
+            Err(e) => return Err(e),
         }
-    };
-    match status {
-        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(Pid::from_raw(want)),
-        nix::sys::wait::WaitStatus::Exited(_, code) if code > 100 => {
-            Err(Errno::from_raw(code - 100))
+        let made = crate::proc::read(want, "stat")
+            .ok()
+            .and_then(|s| crate::proc::parse_stat(&s).ok())
+            .is_some_and(|st| st.ppid == mid.as_raw());
+        if made {
+            return Ok((Pid::from_raw(want), mid));
         }
-        _ => Err(Errno::ECHILD),
+        if start.elapsed() > Duration::from_secs(5) {
+            let _ = kill(mid, Signal::SIGKILL);
+            let _ = waitpid(mid, None);
+            return Err(Errno::ETIMEDOUT);
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -133,14 +181,16 @@ pub fn create(
         loop {
             let made = if as_child {
                 sys::clone::clone3(ChildBody::Stub { expected_ppid: me }, Some(want), false)
+                    .map(|pid| (pid, None))
             } else {
-                detached(want)
+                detached(want).map(|(pid, mid)| (pid, Some(mid)))
             };
             match made {
-                Ok(pid) => {
+                Ok((pid, detacher)) => {
                     return Ok(NewTask {
                         pid,
                         ns_init: None,
+                        detacher,
                         armed: true,
                     });
                 }
@@ -175,6 +225,7 @@ pub fn create(
     let mut task = NewTask {
         pid: init,
         ns_init: Some(init),
+        detacher: None,
         armed: true,
     };
     // The init creates the process as its own child; find it by its PID in our namespace.

@@ -361,10 +361,9 @@ pub fn restore_tree<R: Read + Send>(
         }
         let thread = &p.threads[0];
         // Every member but the root has its parent restored with it (and alive while it is
-        // restored): its parent-death signal is set back; the root's too unless it is left
-        // the restorer's child.
-        let pdeathsig = p.pid != root.pid || !opts.as_child;
-        lock_down(inj, p, thread, true, pdeathsig, &mut warnings)?;
+        // restored): its parent-death signal is set back; the root's waits for its parent
+        // (`arm_pdeathsig`).
+        lock_down(inj, p, thread, true, p.pid != root.pid, &mut warnings)?;
         let pid = inj.tracee().pid();
         attrs::set_oom_score_adj(pid, &p.attrs, &mut warnings);
         attrs::set_coredump_filter(pid, &p.attrs, &mut warnings);
@@ -423,6 +422,9 @@ pub fn restore_tree<R: Read + Send>(
         }
         None => None,
     };
+    if let Some(t) = leaders.first() {
+        super::arm_pdeathsig(t, &mut root_task, root, opts.as_child, &mut warnings)?;
+    }
     let mut others = Vec::with_capacity(procs.len() - 1);
     for ((t, p), ts) in leaders.iter().zip(procs).zip(&threads).rev() {
         // Stopped by job control when dumped: a SIGSTOP queued while every thread is still in

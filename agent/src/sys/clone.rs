@@ -41,9 +41,11 @@ pub enum ChildBody {
         /// The restorer's pidfd, a descriptor the child inherited.
         restorer_pidfd: i32,
     },
-    /// The short-lived parent of an [`ChildBody::Orphan`] stub: creates it with PID `want` and
-    /// exits at once, 0 when it was made, 100 + errno when not. The stub is then adopted by
-    /// the nearest child subreaper above the restorer, or init.
+    /// The stand-in parent of an [`ChildBody::Orphan`] stub: creates it with PID `want` (exits
+    /// 100 + errno when it cannot), then stays its parent while the restore runs: it reaps the
+    /// stub and exits should the restore fail, and is killed by the restorer once the restore
+    /// succeeded, so that the stub is adopted by the nearest child subreaper above the
+    /// restorer, or init. Killed with the restorer (parent-death signal).
     Detacher {
         /// The PID the stub gets.
         want: i32,
@@ -135,24 +137,41 @@ fn detacher_main(want: i32, restorer_pidfd: i32) -> ! {
         set_tid_size: 1,
         ..Default::default()
     };
-    // SAFETY: as in `clone3`: a valid clone_args on our stack; the child runs `orphan_main`.
-    let r = unsafe {
-        libc::syscall(
+    // SAFETY: raw, async-signal-safe calls on our own stack variables only: gone with the
+    // restorer; a valid clone_args on our stack (as in `clone3`), the child runs
+    // `orphan_main`; errno is this task's copy.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        let r = libc::syscall(
             libc::SYS_clone3,
             &args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if r == 0 {
-        orphan_main(restorer_pidfd);
-    }
-    // SAFETY: raw, async-signal-safe calls; errno is this task's copy.
-    unsafe {
-        libc::_exit(if r < 0 {
-            100 + *libc::__errno_location()
-        } else {
-            0
-        })
+        );
+        if r == 0 {
+            orphan_main(restorer_pidfd);
+        }
+        if r < 0 {
+            libc::_exit(100 + *libc::__errno_location());
+        }
+        // The stub has its copy of the restorer's descriptors (the restore takes what it needs
+        // from them); this process keeps none: it lives on while the restore runs, and a
+        // descriptor it kept (a pipe end the restorer made) would be one held outside the
+        // restored processes.
+        libc::syscall(libc::SYS_close_range, 0, libc::c_uint::MAX, 0);
+        // The stub's parent until the restorer lets it go (SIGKILL: the stub is adopted) or
+        // ends it (reaped here, then exit).
+        loop {
+            let w = libc::wait4(-1, std::ptr::null_mut(), libc::__WALL, std::ptr::null_mut());
+            if w >= 0 || *libc::__errno_location() != libc::EINTR {
+                libc::_exit(0);
+            }
+        }
     }
 }
 
@@ -204,6 +223,11 @@ fn ns_init_main(want: i32) -> ! {
         if r < 0 {
             libc::_exit(100 + *libc::__errno_location());
         }
+        // The stub has its copy of the restorer's descriptors (the restore takes what it needs
+        // from them); this process keeps none: it lives on while the restore runs, and a
+        // descriptor it kept (a pipe end the restorer made) would be one held outside the
+        // restored processes.
+        libc::syscall(libc::SYS_close_range, 0, libc::c_uint::MAX, 0);
         let mut last: libc::c_int = 0;
         loop {
             let mut status: libc::c_int = 0;
