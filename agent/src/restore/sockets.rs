@@ -1108,7 +1108,7 @@ fn inet_socket(
             Err(RestoreError::Socket {
                 source: Errno::EADDRINUSE,
                 ..
-            }) if tcp && time_wait_removed(fd, &i.local)? => {
+            }) if tcp && orphans_removed(fd, &i.local)? => {
                 bind_inet(fd, c, &i.local)?;
             }
             r => r?,
@@ -1117,7 +1117,7 @@ fn inet_socket(
     if let Some(backlog) = i.backlog {
         let backlog = backlog.min(i32::MAX as u32) as i32;
         match ss::listen(c, backlog) {
-            Err(Errno::EADDRINUSE) if time_wait_removed(fd, &i.local)? => ss::listen(c, backlog),
+            Err(Errno::EADDRINUSE) if orphans_removed(fd, &i.local)? => ss::listen(c, backlog),
             r => r,
         }
         .map_err(|e| {
@@ -1157,7 +1157,7 @@ fn connect_again(
         Err(RestoreError::Socket {
             source: Errno::EADDRINUSE,
             ..
-        }) if time_wait_removed(fd, &i.local)? => bind_inet(fd, c, &i.local)?,
+        }) if orphans_removed(fd, &i.local)? => bind_inet(fd, c, &i.local)?,
         r => r?,
     }
     let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
@@ -1216,17 +1216,18 @@ fn connect_again(
     inet_shutdown(fd, c, i.shutdown)
 }
 
-/// A TCP port the image binds is taken: the TIME-WAIT entries of connections on that address
-/// (left by connections the dumped process closed) are removed, which neither `SO_REUSEADDR`
-/// nor a bind in repair mode gets past at `listen` (see [`sockdiag::destroy_time_wait`]).
-/// Whether any was removed (then binding again may succeed).
-fn time_wait_removed(fd: i32, local: &SocketAddr) -> Result<bool, RestoreError> {
-    let n = sockdiag::destroy_time_wait(*local).map_err(err(
+/// A TCP port the image binds is taken: the orphans of connections on that address that no
+/// process holds (TIME-WAIT, FIN-WAIT-2, … left by connections the dumped process closed)
+/// are removed, which neither `SO_REUSEADDR` nor a bind in repair mode gets past at `listen`
+/// (see [`sockdiag::destroy_orphans`]). Whether any was removed (then binding again may
+/// succeed).
+fn orphans_removed(fd: i32, local: &SocketAddr) -> Result<bool, RestoreError> {
+    let n = sockdiag::destroy_orphans(*local).map_err(err(
         fd,
-        format!("remove the TIME-WAIT entries that hold {local}"),
+        format!("remove the closed connections no process holds that keep {local}"),
     ))?;
     if n > 0 {
-        tracing::debug!(fd, %local, removed = n, "TIME-WAIT entries removed from a port to bind");
+        tracing::debug!(fd, %local, removed = n, "orphaned closing TCP sockets removed from a port to bind");
     }
     Ok(n > 0)
 }
