@@ -44,7 +44,11 @@ pub fn connections(state: &ProcessState) -> Vec<(SocketAddr, SocketAddr)> {
         .iter()
         .filter_map(|f| match &f.kind {
             FdKind::Socket(s) => match &s.kind {
-                SocketKind::Inet(i) if i.tcp.is_some() => Some((i.local, i.peer?)),
+                // Not one waiting in an accept queue of the process: the restore makes it
+                // again by a handshake on this host, which the lock must let through.
+                SocketKind::Inet(i) if i.tcp.as_ref().is_some_and(|t| t.unaccepted.is_none()) => {
+                    Some((i.local, i.peer?))
+                }
                 _ => None,
             },
             _ => None,

@@ -1654,6 +1654,23 @@ pub struct TcpConnState {
     /// `recv_seq` the FIN it received (each takes a sequence number); the queues hold data
     /// only.
     pub state: u32,
+    /// The connection waits in the accept queue of a listener of the process (or tree), not
+    /// accepted yet: its other end is no socket yet, so the restore makes it again by a
+    /// handshake with the restored listener instead of `TCP_REPAIR`.
+    pub unaccepted: Option<TcpUnaccepted>,
+}
+
+/// A TCP connection of the process to one of its own listeners, not accepted yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TcpUnaccepted {
+    /// How many bytes the process wrote into it that the listener's accept reads: those the
+    /// pending (accepted) side holds and those still in the send queue.
+    pub written: u64,
+    /// Those bytes, read by accepting the connection at the end of a dump that ends the
+    /// process; empty in a read-back, which must not accept.
+    pub data: Vec<u8>,
+    /// Its place in the listener's accept queue, 1 first; 0 when not known (a read-back).
+    pub rank: u32,
 }
 
 /// `TCP_ESTABLISHED`.

@@ -205,6 +205,14 @@ pub fn compare(
          read without accepting it (that the socket wrote some is compared)",
         unaccepted_data(image, restored),
     );
+    note(
+        expected,
+        "a TCP connection that waited in an accept queue of the process, made again by a new \
+         handshake: its sequence numbers, windows, options and timestamp clock are new ones, \
+         its place in the queue and its bytes are read only by accepting it (its addresses, \
+         state, shutdown bits and how many bytes it carries are compared)",
+        tcp_unaccepted(image, restored),
+    );
     epoll_as_sets(image, restored);
     note(
         expected,
@@ -639,6 +647,32 @@ fn unaccepted_data(image: &mut ProcessState, restored: &ProcessState) -> usize {
                 n += 1;
             }
             a.pending_sent.clear();
+        }
+    }
+    n
+}
+
+/// A TCP connection not accepted yet is made again at restore by a handshake (see
+/// `restore::sockets::connect_again`): everything `TCP_REPAIR` reads of it is new but the
+/// state and the count of bytes the process wrote into it, which the listener's accept reads.
+fn tcp_unaccepted(image: &mut ProcessState, restored: &ProcessState) -> usize {
+    let mut n = 0;
+    for (a, b) in same_fds(image, restored) {
+        let (FdKind::Socket(a), FdKind::Socket(b)) = (&mut a.kind, &b.kind) else {
+            continue;
+        };
+        let (SocketKind::Inet(a), SocketKind::Inet(b)) = (&mut a.kind, &b.kind) else {
+            continue;
+        };
+        let (Some(at), Some(bt)) = (a.tcp.as_mut(), b.tcp.as_ref()) else {
+            continue;
+        };
+        let (Some(au), Some(bu)) = (&at.unaccepted, &bt.unaccepted) else {
+            continue;
+        };
+        if au.written == bu.written && at.state == bt.state {
+            *at = bt.clone();
+            n += 1;
         }
     }
     n

@@ -591,18 +591,30 @@ fn tcp_connect_in_progress_is_refused_naming_its_state() {
 }
 
 /// A TCP connection from the process to its own listener that was not accepted yet (its other
-/// end is no socket yet) is refused at dump, naming it.
+/// end is no socket yet, it waits in the accept queue): `--leave-running` refuses it, naming
+/// it (as every TCP connection); a dump that ends the process carries it, and the
+/// restore makes it again by a handshake (the restore checker agrees).
 #[test]
-fn tcp_connection_not_accepted_yet_is_refused() {
+fn tcp_connection_not_accepted_yet_is_carried() {
     let Some(ctx) = setup("sockets-tcppending") else {
         return;
     };
-    let v = Victim::c(&ctx, "sockets_state", &["tcppending"]);
-    let err = dump_fails(&ctx, &v, &["--tcp-established"]);
+    let mut v = Victim::c(&ctx, "sockets_state", &["tcppending"]);
+    let err = dump_fails(&ctx, &v, &["--tcp-established", "--leave-running"]);
     assert!(
-        err.contains("waits in the accept queue") && err.contains("fd "),
+        err.contains("fd ") && err.contains("TCP connection") && err.contains("--leave-running"),
         "{err}"
     );
+    v.check();
+    let img = image_path(&ctx, "tcppending");
+    let out = v.dump(&ctx, &img, &["--tcp-established"]);
+    assert!(
+        !out.stderr.contains("are dropped"),
+        "the connection from the process is not dropped: {}",
+        out.stderr
+    );
+    v.restore(&ctx, &img, &[]);
+    v.check();
 }
 
 /// Datagrams queued on a UDP socket and on a Unix datagram socket come back with their

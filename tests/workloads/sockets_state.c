@@ -12,8 +12,9 @@
  *            from the process not accepted yet.
  *   pending: a Unix listener with a connection from the process not accepted yet, into
  *            which the client has written (a dump with --leave-running refuses it).
- *   tcppending: a TCP connection from the process to its own listener, not accepted yet (the
- *            dump refuses it).
+ *   tcppending: a TCP connection from the process to its own listener, not accepted yet, that
+ *            wrote into it (--leave-running refuses it; a dump that ends the process carries
+ *            it): the listener polls readable and the client stays connected to it.
  *   dgramfrom: datagrams queued with their senders: on a UDP socket from another UDP socket of
  *            the process and from one closed since; on a Unix datagram socket bound to a path
  *            from a named socket of the process and from a closed one with an abstract name.
@@ -128,7 +129,8 @@ int main(int argc, char **argv)
 {
 	fr_init(argc, argv);
 	const char *mode = argc > 2 ? argv[2] : "shut";
-	int udp_rd = -1, udp_wr = -1, ux_rd = -1, tcp_rd = -1, tcp_other = -1, tcp_fw2 = -1;
+	int udp_rd = -1, udp_wr = -1, ux_rd = -1, tcp_rd = -1, tcp_other = -1, tcp_fw2 = -1, tcp_pl = -1;
+	struct sockaddr_in tcp_pa;
 	int seq = -1, lclosed = -1, pair_a = -1, acc = -1, dg = -1, named = -1, removed = -1, lpend = -1, client = -1;
 	struct sockaddr_un peer_addr;
 	socklen_t peer_len = 0;
@@ -235,8 +237,10 @@ int main(int argc, char **argv)
 			fr_die("listen");
 		getsockname(l, (struct sockaddr *)&a, &len);
 		tcp_other = socket(AF_INET, SOCK_STREAM, 0);
-		if (connect(tcp_other, (struct sockaddr *)&a, sizeof(a)))
+		if (connect(tcp_other, (struct sockaddr *)&a, sizeof(a)) || write(tcp_other, "pending", 7) != 7)
 			fr_die("connect");
+		tcp_pl = l;
+		tcp_pa = a;
 	}
 	int udp_r = -1, ux_r = -1;
 	struct sockaddr_storage ufrom[3], xfrom[2];
@@ -379,6 +383,19 @@ int main(int argc, char **argv)
 					ok = 0;
 				} else if (send(tcp_fw2, "x", 1, MSG_NOSIGNAL) != -1 || errno != EPIPE) {
 					snprintf(why, sizeof(why), "TCP FIN-WAIT-2 end can still send");
+					ok = 0;
+				}
+			}
+			if (ok && tcp_pl >= 0) {
+				struct pollfd p = {.fd = tcp_pl, .events = POLLIN};
+				struct sockaddr_in pa;
+				socklen_t pl = sizeof(pa);
+				if (poll(&p, 1, 0) != 1) {
+					snprintf(why, sizeof(why), "TCP listener: no connection pending");
+					ok = 0;
+				} else if (getpeername(tcp_other, (struct sockaddr *)&pa, &pl) ||
+					   pa.sin_port != tcp_pa.sin_port || pa.sin_addr.s_addr != tcp_pa.sin_addr.s_addr) {
+					snprintf(why, sizeof(why), "TCP pending client: not connected to its listener");
 					ok = 0;
 				}
 			}

@@ -302,7 +302,7 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
     settle(&frozen).map_err(died)?;
     // Last, once nothing else can refuse: what only accepting pending connections reads
     // (a dump that ends the process only).
-    sockets::take_pending(&[&socks], &mut [(pid, &mut state)]).map_err(died)?;
+    sockets::take_pending(&mut [&mut socks], &mut [(pid, &mut state)]).map_err(died)?;
     tracing::debug!(elapsed = ?since.elapsed(), "state collected");
     Ok(Held {
         state,

@@ -1,8 +1,9 @@
 //! `NETLINK_SOCK_DIAG` for Unix sockets: the kernel's own view of every Unix socket (name,
 //! bound file, peer, queue lengths, shutdown state), which no `getsockopt` reports; for
 //! packet sockets their memberships, rings and copy threshold; for IP sockets the shutdown
-//! bits, and the TIME-WAIT entries a restore removes from a listener's port
-//! ([`destroy_time_wait`]).
+//! bits, and the orphans of closed connections (TIME-WAIT, FIN-WAIT-2, …) a restore removes
+//! from a listener's port
+//! ([`destroy_orphans`]).
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -244,27 +245,36 @@ fn parse_packet(m: &[u8]) -> (u64, PacketDiag) {
     (ino, d)
 }
 
-/// Removes the TIME-WAIT entries of TCP connections whose local end is `local` (any local
-/// address of either family when `local`'s is unspecified; an IPv4-mapped address counts as
-/// IPv4), as `ss -K` does (`SOCK_DESTROY`). Such entries, left by connections a listener
-/// without `SO_REUSEADDR` had accepted and that were closed from its side, keep its port from
-/// being bound or listened on again until they expire; neither `SO_REUSEADDR` on the new
-/// socket nor a bind in repair mode passes them at `listen`. Returns how many were removed.
-pub fn destroy_time_wait(local: std::net::SocketAddr) -> Result<usize, Errno> {
+/// The states of a TCP connection closed by its process and not gone yet: FIN-WAIT-1,
+/// FIN-WAIT-2, TIME-WAIT, LAST-ACK, CLOSING.
+const CLOSING_STATES: [u32; 5] = [4, 5, TCP_TIME_WAIT, 9, 11];
+
+/// Removes the orphans of TCP connections whose local end is `local` (any local address of
+/// either family when `local`'s is unspecified; an IPv4-mapped address counts as IPv4), as
+/// `ss -K` does (`SOCK_DESTROY`): sockets in a closing state (FIN-WAIT-1/2, TIME-WAIT,
+/// LAST-ACK, CLOSING) that no process holds (inode 0 — never a socket with a descriptor).
+/// Such orphans, left by connections a listener without `SO_REUSEADDR` had accepted and that
+/// were closed from its side, keep its port from being bound or listened on again until
+/// they are gone (a FIN-WAIT-2 one as long as its peer stays open, up to `tcp_fin_timeout`);
+/// neither `SO_REUSEADDR` on the new socket nor a bind in repair mode passes them at
+/// `listen`. Returns how many were removed.
+pub fn destroy_orphans(local: std::net::SocketAddr) -> Result<usize, Errno> {
+    let mask: u32 = CLOSING_STATES.iter().map(|s| 1u32 << s).sum();
     let mut ids: Vec<(i32, [u8; 48])> = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
         let mut req = vec![0u8; 56];
         req[0] = family as u8;
         req[1] = libc::IPPROTO_TCP as u8;
-        req[4..8].copy_from_slice(&(1u32 << TCP_TIME_WAIT).to_ne_bytes());
+        req[4..8].copy_from_slice(&mask.to_ne_bytes());
         req[48..56].copy_from_slice(&[0xff; 8]); // no cookie
         diag_dump(&req, |m| {
             // struct inet_diag_msg: family, state, timer, retrans, then the socket id (48
-            // bytes: ports in network order, addresses, interface, cookie).
+            // bytes: ports in network order, addresses, interface, cookie), expires,
+            // rqueue, wqueue, uid, inode.
             let (Some(&state), Some(id)) = (m.get(1), m.get(4..52)) else {
                 return;
             };
-            if u32::from(state) != TCP_TIME_WAIT {
+            if !CLOSING_STATES.contains(&u32::from(state)) || m.len() < 72 || u32_at(m, 68) != 0 {
                 return;
             }
             let sport = u16::from_be_bytes([id[0], id[1]]);
@@ -288,11 +298,11 @@ pub fn destroy_time_wait(local: std::net::SocketAddr) -> Result<usize, Errno> {
         let mut req = vec![0u8; 56];
         req[0] = family as u8;
         req[1] = libc::IPPROTO_TCP as u8;
-        req[4..8].copy_from_slice(&(1u32 << TCP_TIME_WAIT).to_ne_bytes());
+        req[4..8].copy_from_slice(&mask.to_ne_bytes());
         req[8..56].copy_from_slice(&id);
         match diag_request(SOCK_DESTROY, &req) {
             Ok(()) => removed += 1,
-            // Expired meanwhile.
+            // Gone meanwhile.
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(e),
         }

@@ -151,6 +151,11 @@ pub struct SocketDump {
     /// connecting sockets (of the dump) wrote: accepted by [`take_pending`] once the whole
     /// state is read.
     to_accept: Vec<u64>,
+    /// TCP listeners of the dump (by socket inode) with connections from the dump waiting
+    /// in their accept queues: accepted by [`take_pending`] once the whole state is read.
+    tcp_to_accept: Vec<u64>,
+    /// `tcpi_bytes_acked` of the TCP connections read in repair mode, by socket inode.
+    bytes_acked: HashMap<u64, u64>,
 }
 
 impl SocketDump {
@@ -167,6 +172,8 @@ impl SocketDump {
             tcp_pending: HashMap::new(),
             flown_pipes: HashSet::new(),
             to_accept: Vec::new(),
+            tcp_to_accept: Vec::new(),
+            bytes_acked: HashMap::new(),
         }
     }
 
@@ -183,6 +190,8 @@ impl SocketDump {
             tcp_pending: HashMap::new(),
             flown_pipes: HashSet::new(),
             to_accept: Vec::new(),
+            tcp_to_accept: Vec::new(),
+            bytes_acked: HashMap::new(),
         }
     }
 }
@@ -339,7 +348,7 @@ pub fn collect(
         out.push(state);
     }
     if !ctx.opts.relay {
-        refuse_unaccepted_tcp(socks, &out, &ctx.tcp_pending)?;
+        unaccepted_tcp(socks, &mut out, ctx)?;
     }
     senders_outside(socks, &mut out, &mut ctx.warnings);
     Ok(out)
@@ -353,9 +362,10 @@ pub fn collect(
 /// good. Called once the whole state is read and judged, just before the image is written,
 /// by a dump that ends the process; `procs`: each process of the dump with its state.
 pub fn take_pending(
-    socks: &[&SocketDump],
+    socks: &mut [&mut SocketDump],
     procs: &mut [(Pid, &mut crate::state::ProcessState)],
 ) -> Result<(), DumpError> {
+    take_pending_tcp(socks, procs)?;
     let mut listeners: Vec<u64> = socks
         .iter()
         .flat_map(|s| s.to_accept.iter().copied())
@@ -432,6 +442,187 @@ pub fn take_pending(
     Ok(())
 }
 
+/// The descriptor (`pid`, fd) of socket `ino` among the processes of the dump.
+fn holder(procs: &[(Pid, &mut crate::state::ProcessState)], ino: u64) -> Option<(Pid, i32)> {
+    procs.iter().find_map(|(p, st)| {
+        st.fds
+            .iter()
+            .find(|f| matches!(&f.kind, crate::state::FdKind::Socket(s) if s.ino == ino))
+            .map(|f| (*p, f.fd))
+    })
+}
+
+/// The TCP part of [`take_pending`]: every connection waiting in the accept queue of a
+/// listener with connections from the dump is accepted by ferry, in the queue's order. Those
+/// from the dump are put in repair mode behind a filter that drops everything (closed
+/// without a word once the process is dead, like the connections themselves) and their
+/// receive queues read; with the bytes their connecting sockets have not had acknowledged
+/// beyond those, that is what the process wrote into them (`tcp.unaccepted.data`), and their
+/// place in the queue is kept. Those from outside are closed: the end of the process would
+/// have dropped them.
+fn take_pending_tcp(
+    socks: &mut [&mut SocketDump],
+    procs: &mut [(Pid, &mut crate::state::ProcessState)],
+) -> Result<(), DumpError> {
+    use crate::state::{FdKind, TcpUnaccepted};
+    for sd in socks.iter_mut() {
+        let listeners = sd.tcp_to_accept.clone();
+        for l in listeners {
+            let Some((pid, fd)) = holder(procs, l) else {
+                continue;
+            };
+            let pidfd = crate::sys::pidfd_open(pid).map_err(sock_err(fd, "pidfd_open"))?;
+            let copy = ss::pidfd_getfd(pidfd.as_fd(), fd).map_err(sock_err(fd, "pidfd_getfd"))?;
+            let waiting = sd.tcp_pending.get(&l).copied().unwrap_or(0);
+            // (client address, rank, data)
+            let mut taken: Vec<(SocketAddr, SocketAddr, u32, u32, Vec<u8>)> = Vec::new();
+            for rank in 1..=waiting {
+                // Never blocks: the process is frozen and the connection waits.
+                let mut pfd = [nix::poll::PollFd::new(
+                    copy.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                if nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO).unwrap_or(0) != 1 {
+                    break;
+                }
+                let a = ss::accept(copy.as_fd())
+                    .map_err(sock_err(fd, "accept a pending connection to read its data"))?;
+                let (Some(client), Ok(local)) = (peer_addr(a.as_fd()), local_addr(fd, a.as_fd()))
+                else {
+                    continue;
+                };
+                let ours = procs.iter().any(|(_, st)| {
+                    st.fds.iter().any(|f| {
+                        matches!(&f.kind, FdKind::Socket(s) if matches!(&s.kind,
+                            SocketKind::Inet(i) if i.tcp.as_ref().is_some_and(|t| t.unaccepted.is_some())
+                                && same_addr(&i.local, &client)
+                                && i.peer.is_some_and(|p| same_addr(&p, &local))))
+                    })
+                });
+                if !ours {
+                    continue; // from outside: dropped, as the end of the process would
+                }
+                let (rcv_nxt, data) = accepted_queue(fd, a, &mut sd.held)?;
+                taken.push((client, local, rank, rcv_nxt, data));
+            }
+            for (client, local, rank, rcv_nxt, received) in taken {
+                for (_, st) in procs.iter_mut() {
+                    for f in &mut st.fds {
+                        let FdKind::Socket(s) = &mut f.kind else {
+                            continue;
+                        };
+                        let SocketKind::Inet(i) = &mut s.kind else {
+                            continue;
+                        };
+                        if !(same_addr(&i.local, &client)
+                            && i.peer.is_some_and(|p| same_addr(&p, &local)))
+                        {
+                            continue;
+                        }
+                        let Some(t) = &mut i.tcp else { continue };
+                        let Some(u) = &t.unaccepted else { continue };
+                        // The send queue starts at snd_una; what the listener's side received
+                        // ends at rcv_nxt, which may lie inside it (an acknowledgement the
+                        // filter dropped).
+                        let snd_una = t.send_seq.wrapping_sub(t.send_queue.len() as u32);
+                        let beyond = rcv_nxt.wrapping_sub(snd_una) as usize;
+                        if beyond > t.send_queue.len() {
+                            return Err(unsupported(
+                                f.fd,
+                                format!(
+                                    "TCP connection {} -> {local}, not accepted yet: its accepted side received up to \
+                                     sequence {rcv_nxt}, outside its send queue ({snd_una}, {} bytes)",
+                                    i.local,
+                                    t.send_queue.len()
+                                ),
+                            ));
+                        }
+                        let mut data = received.clone();
+                        data.extend_from_slice(&t.send_queue[beyond..]);
+                        if data.len() as u64 != u.written {
+                            tracing::debug!(
+                                fd = f.fd,
+                                counted = u.written,
+                                read = data.len(),
+                                "bytes of a pending TCP connection: acknowledged count and read differ"
+                            );
+                        }
+                        t.unaccepted = Some(TcpUnaccepted {
+                            written: data.len() as u64,
+                            data,
+                            rank,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    // A connection marked but not found in the queue cannot be made again with its data.
+    for (_, st) in procs.iter() {
+        for f in &st.fds {
+            if let FdKind::Socket(s) = &f.kind
+                && let SocketKind::Inet(i) = &s.kind
+                && let Some(t) = &i.tcp
+                && let Some(u) = &t.unaccepted
+                && u.rank == 0
+            {
+                return Err(unsupported(
+                    f.fd,
+                    format!(
+                        "TCP connection {} -> {} seemed to wait in the accept queue of the process's own listener, \
+                         but accepting that queue did not find it (the process keeps running without the \
+                         connections accepted)",
+                        i.local,
+                        i.peer.map_or_else(|| "?".into(), |p| p.to_string())
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A connection ferry accepted for the process: into repair mode behind a drop-everything
+/// filter (so that closing it later sends nothing), its receive queue read. Returns
+/// `rcv_nxt` (the sequence number after the queue) and the queue.
+fn accepted_queue(fd: i32, a: OwnedFd, held: &mut Held) -> Result<(u32, Vec<u8>), DumpError> {
+    let c = a.as_fd();
+    ss::attach_drop_filter(c).map_err(sock_err(fd, "attach a socket filter"))?;
+    ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1)
+        .map_err(sock_err(fd, "TCP_REPAIR of an accepted pending connection"))?;
+    let len = ss::ioctl_int(c, ss::SIOCINQ)
+        .map_err(sock_err(fd, "size of a pending connection's receive queue"))?;
+    let len = usize::try_from(len).unwrap_or(0);
+    if len > MAX_SOCKET_QUEUE {
+        return Err(unsupported(
+            fd,
+            format!("{len} bytes waiting in a pending TCP connection, more than an image holds"),
+        ));
+    }
+    ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+        .map_err(sock_err(fd, "TCP_REPAIR_QUEUE"))?;
+    let seq = ss::getsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ)
+        .map_err(sock_err(fd, "TCP_QUEUE_SEQ"))? as u32;
+    let mut data = vec![0u8; len];
+    if len > 0 {
+        let n = recv(
+            c.as_raw_fd(),
+            &mut data,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(sock_err(fd, "peek at a pending connection's receive queue"))?;
+        data.truncate(n);
+    }
+    ss::setsockopt_int(c, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE)
+        .map_err(sock_err(fd, "TCP_REPAIR_QUEUE"))?;
+    held.repaired.push(Repaired {
+        fd: a,
+        reuse: 0,
+        filter: Vec::new(),
+    });
+    Ok((seq, data))
+}
+
 /// Queued datagrams are sent again at restore from their senders: the process's own sockets,
 /// or an address (an abstract Unix name) free now, which a socket is bound to for the
 /// purpose. Another process's address is taken and a remote one is not this host's: a UDP
@@ -504,47 +695,192 @@ fn senders_outside(socks: &[(i32, u64)], out: &mut [SocketState], warnings: &mut
     }
 }
 
-/// A TCP connection of the process to one of its own listeners that the listener has not
-/// accepted yet: its other end is no socket yet (it waits in the accept queue, with whatever
-/// the connection already carried), which a restore cannot make again.
-fn refuse_unaccepted_tcp(
+/// TCP connections of the process to one of its own listeners that the listener has not
+/// accepted yet: their other end is no socket yet, it waits in the accept queue with what the
+/// connection carried, which only accepting it reads — and the original would not survive
+/// that. A dump that ends the process marks them (`tcp.unaccepted`, with how many bytes the
+/// process wrote into them) and has [`take_pending`] accept them last; the restore makes each
+/// again by a handshake with the restored listener and writes those bytes again. A read-back
+/// marks them alike without accepting; `--leave-running` refuses them.
+fn unaccepted_tcp(
     socks: &[(i32, u64)],
-    out: &[SocketState],
-    pending: &HashMap<u64, u32>,
+    out: &mut [SocketState],
+    ctx: &mut SocketDump,
 ) -> Result<(), DumpError> {
     let inet = |s: &SocketState| match &s.kind {
         SocketKind::Inet(i) if i.protocol == libc::IPPROTO_TCP as u32 => Some(i.clone()),
         _ => None,
     };
-    for (&(fd, _), s) in socks.iter().zip(out) {
+    // (index in `out`, fd, the listener's fd and inode)
+    let mut found: Vec<(usize, i32, i32, u64)> = Vec::new();
+    for (k, (&(fd, _), s)) in socks.iter().zip(out.iter()).enumerate() {
         let Some(conn) = inet(s) else { continue };
         let Some(peer) = conn.peer else { continue };
-        let listener = socks.iter().zip(out).find(|(_, l)| {
-            pending.get(&l.ino).is_some_and(|n| *n > 0)
+        if conn.backlog.is_some() {
+            continue;
+        }
+        let listener = socks.iter().zip(out.iter()).find(|(_, l)| {
+            ctx.tcp_pending.get(&l.ino).is_some_and(|n| *n > 0)
                 && inet(l).is_some_and(|l| {
                     l.backlog.is_some()
                         && l.local.port() == peer.port()
-                        && (l.local.ip() == peer.ip() || l.local.ip().is_unspecified())
+                        && (same_ip(&l.local, &peer) || l.local.ip().is_unspecified())
                 })
         });
-        let Some((&(lfd, _), _)) = listener else {
+        let Some((&(lfd, _), l)) = listener else {
             continue;
         };
-        let accepted = out
-            .iter()
-            .any(|a| inet(a).is_some_and(|a| a.local == peer && a.peer == Some(conn.local)));
+        let accepted = out.iter().any(|a| {
+            inet(a).is_some_and(|a| {
+                a.backlog.is_none()
+                    && same_addr(&a.local, &peer)
+                    && a.peer.is_some_and(|p| same_addr(&p, &conn.local))
+            })
+        });
         if !accepted {
+            found.push((k, fd, lfd, l.ino));
+        }
+    }
+    if ctx.capture {
+        let mut warned = HashSet::new();
+        for (&(lfd, _), l) in socks.iter().zip(out.iter()) {
+            let Some(n) = ctx.tcp_pending.get(&l.ino).copied() else {
+                continue;
+            };
+            let ours = found.iter().filter(|f| f.3 == l.ino).count() as u32;
+            if n > ours && warned.insert(l.ino) {
+                let local = inet(l).map_or_else(|| "?".into(), |i| i.local.to_string());
+                ctx.warnings.push(format!(
+                    "fd {lfd}: {} connection(s) from outside the process waiting to be accepted on {local} are dropped",
+                    n - ours
+                ));
+            }
+        }
+    }
+    for (k, fd, lfd, lino) in found {
+        let s = &mut out[k];
+        let ino = s.ino;
+        let SocketKind::Inet(i) = &mut s.kind else {
+            continue;
+        };
+        let what = format!(
+            "TCP connection {} -> {} waits in the accept queue of the process's own listener (fd {lfd}), not accepted yet",
+            i.local,
+            i.peer.map_or_else(|| "?".into(), |p| p.to_string())
+        );
+        if ctx.opts.unaccepted_data == UnacceptedData::Refuse {
             return Err(unsupported(
                 fd,
                 format!(
-                    "TCP connection {} -> {peer} waits in the accept queue of the process's own listener (fd {lfd}), \
-                     not accepted yet: not supported",
-                    conn.local
+                    "{what}: reading what it carries means accepting it, which the original would not survive \
+                     (supported by a dump that ends the process: not with --leave-running)"
                 ),
             ));
         }
+        let Some(t) = &mut i.tcp else {
+            continue; // not read yet (the checks before the freeze)
+        };
+        if t.state != crate::state::TCP_ESTABLISHED {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "{what}, in state {}: only an established one is supported",
+                    crate::state::tcp_state_name(t.state)
+                ),
+            ));
+        }
+        // tcpi_bytes_acked counts the SYN, then every byte the listener's side received.
+        let acked = ctx.bytes_acked.get(&ino).copied().unwrap_or(1);
+        t.unaccepted = Some(crate::state::TcpUnaccepted {
+            written: acked.saturating_sub(1) + t.send_queue.len() as u64,
+            data: Vec::new(),
+            rank: 0,
+        });
+        let marked = t.clone();
+        for o in out.iter_mut().filter(|o| o.ino == ino) {
+            if let SocketKind::Inet(oi) = &mut o.kind {
+                oi.tcp = Some(marked.clone());
+            }
+        }
+        if ctx.opts.unaccepted_data == UnacceptedData::Take && !ctx.tcp_to_accept.contains(&lino) {
+            ctx.tcp_to_accept.push(lino);
+        }
     }
     Ok(())
+}
+
+/// In a tree: a TCP connection of one member waiting in the accept queue of another
+/// member's listener is refused, naming it (connecting it again at restore would need that
+/// listener built first, which the restore of a tree does not order). `socks[i]` and
+/// `processes[i]` belong to member `members[i]`.
+pub fn refuse_unaccepted_across(
+    socks: &[SocketDump],
+    processes: &[crate::state::ProcessState],
+    members: &[i32],
+) -> Result<(), DumpError> {
+    use crate::state::FdKind;
+    let tcp = |st: &crate::state::ProcessState| -> Vec<(i32, InetSocketState, u64)> {
+        st.fds
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FdKind::Socket(s) => match &s.kind {
+                    SocketKind::Inet(i) if i.protocol == libc::IPPROTO_TCP as u32 => {
+                        Some((f.fd, i.clone(), s.ino))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    let all: Vec<Vec<(i32, InetSocketState, u64)>> = processes.iter().map(tcp).collect();
+    for (a, conns) in all.iter().enumerate() {
+        for (fd, c, _) in conns {
+            let Some(peer) = c.peer else { continue };
+            if c.backlog.is_some() || c.tcp.as_ref().is_some_and(|t| t.unaccepted.is_some()) {
+                continue;
+            }
+            for (b, ls) in all.iter().enumerate().filter(|(b, _)| *b != a) {
+                let Some((lfd, _, _)) = ls.iter().find(|(_, l, lino)| {
+                    l.backlog.is_some()
+                        && socks
+                            .get(b)
+                            .and_then(|s| s.tcp_pending.get(lino))
+                            .is_some_and(|n| *n > 0)
+                        && l.local.port() == peer.port()
+                        && (same_ip(&l.local, &peer) || l.local.ip().is_unspecified())
+                }) else {
+                    continue;
+                };
+                let accepted = all.iter().flatten().any(|(_, x, _)| {
+                    x.backlog.is_none()
+                        && same_addr(&x.local, &peer)
+                        && x.peer.is_some_and(|p| same_addr(&p, &c.local))
+                });
+                if !accepted {
+                    return Err(DumpError::Unsupported(format!(
+                        "process {}: fd {fd}: TCP connection {} -> {peer} waits in the accept queue of the listener \
+                         of process {} (fd {lfd}), not accepted yet: not supported between two processes of a tree \
+                         (within one process it is)",
+                        members.get(a).copied().unwrap_or(0),
+                        c.local,
+                        members.get(b).copied().unwrap_or(0),
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The same IP address, an IPv4 one also as IPv4-mapped IPv6.
+fn same_ip(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.ip().to_canonical() == b.ip().to_canonical()
+}
+
+/// The same address and port, an IPv4 address also as IPv4-mapped IPv6.
+fn same_addr(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() == b.port() && same_ip(a, b)
 }
 
 /// Whether the socket is a TCP connection (established, half-closed or closing).
@@ -1351,6 +1687,15 @@ fn tcp_info(fd: i32, c: BorrowedFd<'_>) -> Result<[u8; 32], DumpError> {
     Ok(info)
 }
 
+/// `tcpi_bytes_acked` (0 when the kernel does not report it).
+fn tcp_bytes_acked(c: BorrowedFd<'_>) -> u64 {
+    let mut info = [0u8; 128];
+    match ss::getsockopt_bytes(c, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info) {
+        Ok(n) if n >= 128 => u64::from_ne_bytes(info[120..128].try_into().unwrap_or([0; 8])),
+        _ => 0,
+    }
+}
+
 fn tcp_state_name(state: u8) -> &'static str {
     crate::state::tcp_state_name(u32::from(state))
 }
@@ -1389,12 +1734,8 @@ fn tcp_socket(
             };
             // For a listener, tcpi_unacked is the accept queue length, tcpi_sacked the backlog.
             let (pending, backlog) = (u32_at(24), u32_at(28));
+            // Those from outside the process are dropped (warned by `unaccepted_tcp`).
             ctx.tcp_pending.insert(ino, pending);
-            if pending > 0 && ctx.capture && !ctx.opts.relay {
-                ctx.warnings.push(format!(
-                    "fd {fd}: {pending} connection(s) waiting to be accepted on {local} are dropped"
-                ));
-            }
             Ok(tcp(None, Some(backlog), None))
         }
         // Established, or half-closed or closing (FIN-WAIT-1/2, CLOSE-WAIT, CLOSING,
@@ -1434,6 +1775,7 @@ fn tcp_socket(
                 .and_then(|o| o.value.get(..4))
                 .map_or(0, |v| i32::from_ne_bytes([v[0], v[1], v[2], v[3]]));
             let conn = repair(fd, copy, reuse, filter, &mut ctx.held, u32::from(state))?;
+            ctx.bytes_acked.insert(ino, tcp_bytes_acked(c));
             if conn.state == crate::state::TCP_CLOSING && conn.unsent > 0 {
                 // Its FIN waits behind bytes never sent while the peer's came: a restore
                 // sends those bytes and the FIN after the peer's, which makes LAST-ACK.
@@ -1572,6 +1914,7 @@ fn repair(
         timestamp: timestamp as u32,
         window: [word(0), word(1), word(2), word(3), word(4)],
         state,
+        unaccepted: None,
     })
 }
 

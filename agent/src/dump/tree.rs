@@ -50,7 +50,7 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
     // `socks` holds sockets in repair mode: dropped before `frozen` on failure, so they leave
     // repair mode before the processes run again.
     let opts = opts.ending();
-    let (processes, socks) = collect_tree(&frozen, &opts, pid, &mut warnings)?;
+    let (processes, mut socks) = collect_tree(&frozen, &opts, pid, &mut warnings)?;
     let mut tree = TreeState { processes, zombies };
     tree.session_layout().map_err(DumpError::Unsupported)?;
     // Last, once nothing else can refuse: what only accepting pending connections reads.
@@ -60,8 +60,8 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
             .map(|f| f.leader().tracee.pid())
             .zip(tree.processes.iter_mut())
             .collect();
-        let refs: Vec<&super::sockets::SocketDump> = socks.iter().collect();
-        super::sockets::take_pending(&refs, &mut procs)?;
+        let mut refs: Vec<&mut super::sockets::SocketDump> = socks.iter_mut().collect();
+        super::sockets::take_pending(&mut refs, &mut procs)?;
     }
     let tracees: Vec<_> = frozen.iter().map(|f| &f.leader().tracee).collect();
     let stats = write_image(&tracees, &tree, out, opts.codec)?;
@@ -147,6 +147,9 @@ pub(super) fn collect_tree(
         );
         warnings.append(&mut s.warnings);
         socks.push(s);
+    }
+    if !opts.relay_sockets {
+        super::sockets::refuse_unaccepted_across(&socks, &processes, &members)?;
     }
     mark_shared(&members, &mut processes)?;
     mark_shared_with_parent(&members, &mut processes)?;

@@ -9,7 +9,7 @@ use super::convert::{identity_from_pb, identity_to_pb, queue_from_pb, queue_to_p
 use super::validate::{ManifestError, ManifestProblem, cap_count, err};
 use crate::state::{
     FileRef, InFlight, InetSocketState, NetlinkSocketState, PacketMembership, PacketSocketState,
-    PassedFd, SockOptState, SocketKind, SocketState, TcpConnState, UnixSocketState,
+    PassedFd, SockOptState, SocketKind, SocketState, TcpConnState, TcpUnaccepted, UnixSocketState,
 };
 
 /// Most bytes queued in one socket queue accepted (the manifest itself is capped at 64 MiB).
@@ -306,6 +306,11 @@ pub(crate) fn socket_to_pb(s: &SocketState) -> pb::Socket {
                 timestamp: t.timestamp,
                 window: t.window.to_vec(),
                 state: t.state,
+                unaccepted: t.unaccepted.as_ref().map(|u| pb::TcpUnaccepted {
+                    written: u.written,
+                    data: u.data.clone(),
+                    rank: u.rank,
+                }),
             }),
             shutdown: i.shutdown,
             queue: i.queue.clone(),
@@ -511,6 +516,11 @@ pub(crate) fn socket_from_pb(s: pb::Socket, field: &str) -> Result<SocketState, 
                         } else {
                             t.state
                         },
+                        unaccepted: t.unaccepted.map(|u| TcpUnaccepted {
+                            written: u.written,
+                            data: u.data,
+                            rank: u.rank,
+                        }),
                     })
                 }
                 None => None,
@@ -865,6 +875,9 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                         ManifestProblem::UnknownEnum(t.state as i32),
                     ));
                 }
+                if let Some(u) = &t.unaccepted {
+                    validate_unaccepted(t, u, field)?;
+                }
                 for (name, v) in [("snd_wscale", t.snd_wscale), ("rcv_wscale", t.rcv_wscale)] {
                     if v > 14 {
                         return Err(err(
@@ -879,6 +892,54 @@ pub(crate) fn validate_socket(s: &SocketState, field: &str) -> Result<(), Manife
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// The most connections an accept queue holds (`net.core.somaxconn` is at most 65535 and a
+/// queue may hold one more).
+const MAX_ACCEPT_RANK: u32 = 1 << 16;
+
+/// A connection not accepted yet: established (the only state such a connection is dumped
+/// in), its bytes no more than a queue holds and as many as it counts, a place in a queue.
+fn validate_unaccepted(
+    t: &TcpConnState,
+    u: &TcpUnaccepted,
+    field: &str,
+) -> Result<(), ManifestError> {
+    let f = format!("{field}.inet.tcp.unaccepted");
+    if t.state != crate::state::TCP_ESTABLISHED {
+        return Err(err(
+            format!("{field}.inet.tcp.state"),
+            ManifestProblem::UnknownEnum(t.state as i32),
+        ));
+    }
+    check_len(format!("{f}.data"), u.data.len(), MAX_SOCKET_QUEUE)?;
+    if u.written > MAX_SOCKET_QUEUE as u64
+        || (!u.data.is_empty() && u.data.len() as u64 != u.written)
+    {
+        return Err(err(
+            format!("{f}.written"),
+            ManifestProblem::OutOfRange {
+                value: u.written.into(),
+                min: u.data.len() as i128,
+                max: if u.data.is_empty() {
+                    MAX_SOCKET_QUEUE as i128
+                } else {
+                    u.data.len() as i128
+                },
+            },
+        ));
+    }
+    if u.rank > MAX_ACCEPT_RANK {
+        return Err(err(
+            format!("{f}.rank"),
+            ManifestProblem::OutOfRange {
+                value: u.rank.into(),
+                min: 0,
+                max: MAX_ACCEPT_RANK.into(),
+            },
+        ));
     }
     Ok(())
 }

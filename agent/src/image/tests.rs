@@ -2131,6 +2131,7 @@ fn with_sockets() -> ProcessState {
                 timestamp: 99,
                 window: [1, 2, 3, 4, 5],
                 state: crate::state::TCP_CLOSE_WAIT,
+                unaccepted: None,
             }),
             shutdown: 1,
             queue: Vec::new(),
@@ -2450,6 +2451,87 @@ fn invalid_sockets_are_refused_naming_the_field() {
     for (edit, field, text) in cases {
         let mut m = base.clone();
         edit(m.process.as_mut().expect("process"));
+        let (got_field, message) = manifest_error(&m);
+        assert_eq!(got_field, field, "{message}");
+        assert!(message.contains(text), "{field}: {message}");
+    }
+}
+
+/// A TCP connection of the process waiting in its own listener's accept queue: round trip
+/// with its bytes and place in the queue, and bad values refused naming the field.
+#[test]
+fn unaccepted_tcp_connections_round_trip_and_are_checked() {
+    let mut state = with_sockets();
+    let at = state.fds.len() - 7 + 3;
+    let FdKind::Socket(sock) = &mut state.fds[at].kind else {
+        unreachable!("a socket fd")
+    };
+    let SocketKind::Inet(i) = &mut sock.kind else {
+        unreachable!("the TCP socket")
+    };
+    let t = i.tcp.as_mut().expect("a connection");
+    t.state = TCP_ESTABLISHED;
+    t.unaccepted = Some(TcpUnaccepted {
+        written: 7,
+        data: b"client1".to_vec(),
+        rank: 2,
+    });
+    let pages = tiny_pages(total_pages(&state), 3);
+    let (image, _) = write_image(&state, &pages, Codec::Zstd);
+    let (got, _) = read_image(&image).expect("read back");
+    assert_eq!(got, state);
+
+    let base = pb::Manifest::from(&state);
+    let edit = |f: &dyn Fn(&mut pb::TcpUnaccepted, &mut pb::TcpConn)| {
+        let mut m = base.clone();
+        let p = m.process.as_mut().expect("process");
+        let Some(pb::fd::Kind::Socket(s)) = p.fds[at].kind.as_mut() else {
+            unreachable!("a socket fd")
+        };
+        let Some(pb::socket::Kind::Inet(i)) = s.kind.as_mut() else {
+            unreachable!("an inet socket")
+        };
+        let t = i.tcp.as_mut().expect("a connection");
+        let mut u = t.unaccepted.clone().expect("unaccepted");
+        f(&mut u, t);
+        t.unaccepted = Some(u);
+        m
+    };
+    let field = |name: &str| format!("fds[{at}].socket.inet.tcp.{name}");
+    let cases: Vec<(pb::Manifest, String, &str)> = vec![
+        (
+            edit(&|_, t| t.state = TCP_CLOSE_WAIT),
+            field("state"),
+            "unknown value 8",
+        ),
+        (
+            edit(&|u, _| u.written = 8),
+            field("unaccepted.written"),
+            "8 is outside 7..=7",
+        ),
+        (
+            edit(&|u, _| {
+                u.data.clear();
+                u.written = (MAX_SOCKET_QUEUE as u64) + 1;
+            }),
+            field("unaccepted.written"),
+            "is outside 0..=",
+        ),
+        (
+            edit(&|u, _| u.rank = (1 << 16) + 1),
+            field("unaccepted.rank"),
+            "65537 is outside 0..=65536",
+        ),
+        (
+            edit(&|u, _| {
+                u.data = vec![0; MAX_SOCKET_QUEUE + 1];
+                u.written = u.data.len() as u64;
+            }),
+            field("unaccepted.data"),
+            "more than",
+        ),
+    ];
+    for (m, field, text) in cases {
         let (got_field, message) = manifest_error(&m);
         assert_eq!(got_field, field, "{message}");
         assert!(message.contains(text), "{field}: {message}");

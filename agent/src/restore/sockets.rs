@@ -298,7 +298,8 @@ pub fn build(
         .iter()
         .filter(|(_, _, s)| !b.by_ino.contains_key(&s.ino))
         .collect();
-    rest.sort_by_key(|(_, _, s)| !is_listening(s));
+    // Connections that waited in an accept queue connect again in the queue's order.
+    rest.sort_by_key(|(_, _, s)| (!is_listening(s), unaccepted_rank(s)));
     for &&(fd, _, s) in &rest {
         let sock = match &s.kind {
             SocketKind::Unix(u) => unix_socket(
@@ -371,6 +372,18 @@ pub fn build(
         }
     }
     Ok(Some(b))
+}
+
+/// The place in its listener's accept queue of a connection that waited there (0 else).
+fn unaccepted_rank(s: &SocketState) -> u32 {
+    match &s.kind {
+        SocketKind::Inet(i) => i
+            .tcp
+            .as_ref()
+            .and_then(|t| t.unaccepted.as_ref())
+            .map_or(0, |u| u.rank),
+        _ => 0,
+    }
 }
 
 fn is_listening(s: &SocketState) -> bool {
@@ -1070,6 +1083,12 @@ fn inet_socket(
     let sock = ss::socket(family as i32, s.sock_type as i32, i.protocol as i32)
         .map_err(err(fd, format!("socket of protocol {}", i.protocol)))?;
     let c = sock.as_fd();
+    if let (Some(conn), Some(peer)) = (&i.tcp, &i.peer)
+        && let Some(u) = &conn.unaccepted
+    {
+        connect_again(fd, c, s, i, peer, u)?;
+        return Ok((sock, None));
+    }
     if let (Some(conn), Some(peer)) = (&i.tcp, &i.peer) {
         // The process's own filter once the FINs are set again: it might drop the segments
         // that set them.
@@ -1089,7 +1108,7 @@ fn inet_socket(
             Err(RestoreError::Socket {
                 source: Errno::EADDRINUSE,
                 ..
-            }) if tcp && time_wait_removed(fd, &i.local)? => {
+            }) if tcp && orphans_removed(fd, &i.local)? => {
                 bind_inet(fd, c, &i.local)?;
             }
             r => r?,
@@ -1098,7 +1117,7 @@ fn inet_socket(
     if let Some(backlog) = i.backlog {
         let backlog = backlog.min(i32::MAX as u32) as i32;
         match ss::listen(c, backlog) {
-            Err(Errno::EADDRINUSE) if time_wait_removed(fd, &i.local)? => ss::listen(c, backlog),
+            Err(Errno::EADDRINUSE) if orphans_removed(fd, &i.local)? => ss::listen(c, backlog),
             r => r,
         }
         .map_err(|e| {
@@ -1116,17 +1135,99 @@ fn inet_socket(
     Ok((sock, None))
 }
 
-/// A TCP port the image binds is taken: the TIME-WAIT entries of connections on that address
-/// (left by connections the dumped process closed) are removed, which neither `SO_REUSEADDR`
-/// nor a bind in repair mode gets past at `listen` (see [`sockdiag::destroy_time_wait`]).
-/// Whether any was removed (then binding again may succeed).
-fn time_wait_removed(fd: i32, local: &SocketAddr) -> Result<bool, RestoreError> {
-    let n = sockdiag::destroy_time_wait(*local).map_err(err(
+/// How long a connection made again to a listener of the process may take, and its bytes
+/// to go out.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A connection that waited in the accept queue of a listener of the process, not accepted
+/// yet: made again by a real handshake with the restored listener (built before it, and
+/// before any later connection of that queue), from its own address, and the bytes the
+/// process had written into it written again; the listener's side waits in the queue for
+/// the process's own `accept`. Its sequence numbers, windows and options are new ones.
+fn connect_again(
+    fd: i32,
+    c: BorrowedFd<'_>,
+    s: &SocketState,
+    i: &InetSocketState,
+    peer: &SocketAddr,
+    u: &crate::state::TcpUnaccepted,
+) -> Result<(), RestoreError> {
+    set_opts_where(fd, c, s, |_| true)?;
+    match bind_inet(fd, c, &i.local) {
+        Err(RestoreError::Socket {
+            source: Errno::EADDRINUSE,
+            ..
+        }) if orphans_removed(fd, &i.local)? => bind_inet(fd, c, &i.local)?,
+        r => r?,
+    }
+    let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let wait_out = |what: &str| -> Result<(), RestoreError> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut pfd = [nix::poll::PollFd::new(c, nix::poll::PollFlags::POLLOUT)];
+        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)) {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(err(
+                fd,
+                format!("{what} within {} s", HANDSHAKE_TIMEOUT.as_secs()),
+            )(Errno::ETIMEDOUT)),
+            Err(e) => Err(err(fd, what.to_string())(e)),
+        }
+    };
+    let flags = fcntl(c, FcntlArg::F_GETFL).map_err(err(fd, "F_GETFL"))?;
+    fcntl(
+        c,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(err(fd, "F_SETFL"))?;
+    match connect_inet(fd, c, peer) {
+        Ok(()) => {}
+        Err(RestoreError::Socket {
+            source: Errno::EINPROGRESS,
+            ..
+        }) => {
+            wait_out(&format!("connect to the restored listener {peer}"))?;
+            let e = ss::getsockopt_int(c, libc::SOL_SOCKET, libc::SO_ERROR)
+                .map_err(err(fd, "SO_ERROR"))?;
+            if e != 0 {
+                return Err(err(fd, format!("connect to the restored listener {peer}"))(
+                    Errno::from_raw(e),
+                ));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let mut off = 0;
+    while off < u.data.len() {
+        match send(
+            c.as_raw_fd(),
+            &u.data[off..(off + CHUNK).min(u.data.len())],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => off += n,
+            Err(Errno::EAGAIN) => wait_out("write what the connection carried")?,
+            Err(e) => return Err(err(fd, "write what the connection carried")(e)),
+        }
+    }
+    // The process's own filter last: it might drop the handshake's segments.
+    if !s.filter.is_empty() {
+        ss::attach_filter(c, &s.filter).map_err(err(fd, "attach the socket filter"))?;
+    }
+    inet_shutdown(fd, c, i.shutdown)
+}
+
+/// A TCP port the image binds is taken: the orphans of connections on that address that no
+/// process holds (TIME-WAIT, FIN-WAIT-2, … left by connections the dumped process closed)
+/// are removed, which neither `SO_REUSEADDR` nor a bind in repair mode gets past at `listen`
+/// (see [`sockdiag::destroy_orphans`]). Whether any was removed (then binding again may
+/// succeed).
+fn orphans_removed(fd: i32, local: &SocketAddr) -> Result<bool, RestoreError> {
+    let n = sockdiag::destroy_orphans(*local).map_err(err(
         fd,
-        format!("remove the TIME-WAIT entries that hold {local}"),
+        format!("remove the closed connections no process holds that keep {local}"),
     ))?;
     if n > 0 {
-        tracing::debug!(fd, %local, removed = n, "TIME-WAIT entries removed from a port to bind");
+        tracing::debug!(fd, %local, removed = n, "orphaned closing TCP sockets removed from a port to bind");
     }
     Ok(n > 0)
 }
