@@ -417,7 +417,48 @@ pub struct MmState {
     pub thp_disable: u32,
     /// `prctl(PR_SET_MEMORY_MERGE)`: KSM merges every eligible mapping, new ones too.
     pub merge_any: bool,
+    /// Linux native AIO contexts (`io_setup`), one per [`VmaKind::AioRing`] VMA, by address.
+    pub aio_rings: Vec<AioRingState>,
 }
+
+/// A Linux native AIO context (`io_setup`): its ring, mapped at [`AioRingState::start`], whose
+/// address is the context id the process holds. The ring's header and every event slot are
+/// carried; the completed events not reaped yet are those from `head` up to `tail`. Requests
+/// submitted and not completed are not (the kernel shows none of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AioRingState {
+    /// Address of the ring: the context id (`aio_context_t`).
+    pub start: u64,
+    /// Length of the ring's mapping in bytes (whole pages).
+    pub len: u64,
+    /// `struct aio_ring` `id`: the context's index in the process's table of contexts, which
+    /// the kernel reads back from the ring to find the context.
+    pub id: u32,
+    /// `nr`: event slots in the ring.
+    pub nr: u32,
+    /// `head`: the next event to reap.
+    pub head: u32,
+    /// `tail`: where the kernel puts the next completed event.
+    pub tail: u32,
+    /// `magic` (`AIO_RING_MAGIC`, 0xa10a10a1).
+    pub magic: u32,
+    /// `compat_features`.
+    pub compat_features: u32,
+    /// `incompat_features`.
+    pub incompat_features: u32,
+    /// `header_length`: the header's size, 32.
+    pub header_length: u32,
+    /// The `nr` event slots (`struct io_event`, 32 bytes each) as they are in the ring, reaped
+    /// or not.
+    pub events: Vec<u8>,
+}
+
+/// `AIO_RING_MAGIC`.
+pub const AIO_RING_MAGIC: u32 = 0xa10a_10a1;
+/// `sizeof(struct aio_ring)`: the ring's header.
+pub const AIO_RING_HEADER: u64 = 32;
+/// `sizeof(struct io_event)`.
+pub const AIO_EVENT_SIZE: u64 = 32;
 
 /// Per-VMA flags set by `madvise`/`mlock` (smaps `VmFlags`), restored by the same calls.
 pub mod vmflag {
@@ -610,6 +651,9 @@ pub enum VmaKind {
         /// Its inode at dump time.
         ino: u64,
     },
+    /// The ring of a Linux native AIO context (`/[aio] (deleted)`), one of
+    /// [`MmState::aio_rings`] (same start): made by `io_setup` at restore and moved here.
+    AioRing,
 }
 
 /// One open file descriptor.

@@ -106,6 +106,15 @@ fn render(s: &ImageSummary) -> String {
             VmaKind::Vsyscall => "[vsyscall]".into(),
             VmaKind::Memfd { ino } => memfd_name(p, *ino),
             VmaKind::DeletedFile { path, .. } => format!("{path} (deleted, carried)"),
+            VmaKind::AioRing => match p.mm.aio_rings.iter().find(|r| r.start == v.start) {
+                Some(r) => format!(
+                    "AIO context ring ({} events, {} not reaped)",
+                    r.nr,
+                    (u64::from(r.tail) + u64::from(r.nr) - u64::from(r.head))
+                        % u64::from(r.nr.max(1))
+                ),
+                None => "AIO context ring".into(),
+            },
         };
         let inherited: u64 = v.inherited.iter().map(|r| r.count).sum();
         let from_parent = if inherited == 0 {

@@ -1,7 +1,6 @@
 /* A Linux AIO context (io_setup, 16 events): it still accepts io_submit of a pwrite and
  * io_getevents returns its completion; the context id is unchanged.
  * compat-object: AIO context (io_setup)
- * compat-refuse: AIO context (io_setup
  */
 #include "common.h"
 

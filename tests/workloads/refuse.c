@@ -4,6 +4,8 @@
  * sem-undo-host: a SysV semaphore set of the host's IPC namespace (reported "semid=N") on
  * which it holds a SEM_UNDO adjustment (a +1 made with SEM_UNDO: -1 at its exit), and a second thread; -zero: the adjustment
  * went back to 0.
+ * aio: a Linux AIO context with requests always in flight (a poll on each of 16 timerfds whose
+ * expiries are spread 5 ms apart, armed again as the loop reaps them).
  * ipc-ns: in its own IPC namespace (unshare(CLONE_NEWIPC)), a SysV message queue holding one
  * message, a set of two semaphores and a POSIX message queue no descriptor holds. mqueue: a POSIX message queue (its name unlinked at
  * once) holding one message.
@@ -13,6 +15,8 @@
 #include <linux/if_packet.h>
 
 #include <linux/aio_abi.h>
+#include <poll.h>
+#include <sys/timerfd.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
@@ -36,6 +40,33 @@ static void *thread_main(void *arg)
 		nanosleep(&ts, NULL);
 	}
 	return NULL;
+}
+
+static aio_context_t aio_ctx;
+static int aio_tfd[16];
+static struct iocb aio_cb[16];
+
+static void aio_arm(int i)
+{
+	aio_cb[i] = (struct iocb){.aio_data = (uint64_t)i, .aio_lio_opcode = IOCB_CMD_POLL,
+				  .aio_fildes = (uint32_t)aio_tfd[i], .aio_buf = POLLIN};
+	struct iocb *p = &aio_cb[i];
+	if (syscall(SYS_io_submit, aio_ctx, 1, &p) != 1)
+		fr_die("io_submit");
+}
+
+/* Reaps the completed polls and arms them again. */
+static void aio_pump(void)
+{
+	struct io_event ev[16];
+	struct timespec zero = {0, 0};
+	long n = syscall(SYS_io_getevents, aio_ctx, 0, 16, ev, &zero);
+	for (long k = 0; k < n; k++) {
+		uint64_t i = ev[k].data % 16, x;
+		if (read(aio_tfd[i], &x, 8) != 8)
+			fr_die("timerfd read");
+		aio_arm((int)i);
+	}
 }
 
 int main(int argc, char **argv)
@@ -90,11 +121,17 @@ int main(int argc, char **argv)
 			fr_die("F_NOTIFY");
 		fr_status("fd=%d", fd);
 	} else if (!strcmp(mode, "aio")) {
-		/* A Linux AIO context: its ring is mapped as "/[aio] (deleted)". */
-		aio_context_t ctx = 0;
-		if (syscall(SYS_io_setup, 16, &ctx))
+		if (syscall(SYS_io_setup, 64, &aio_ctx))
 			fr_die("io_setup");
-		fr_status("ctx=%llx", (unsigned long long)ctx);
+		for (int i = 0; i < 16; i++) {
+			aio_tfd[i] = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+			struct itimerspec its = {.it_interval = {0, 80 * 1000 * 1000},
+						 .it_value = {0, (i + 1) * 5 * 1000 * 1000}};
+			if (aio_tfd[i] < 0 || timerfd_settime(aio_tfd[i], 0, &its, NULL))
+				fr_die("timerfd");
+			aio_arm(i);
+		}
+		fr_status("ctx=%llx", (unsigned long long)aio_ctx);
 	} else if (!strcmp(mode, "ipc-ns")) {
 		if (unshare(CLONE_NEWIPC))
 			fr_die("unshare(CLONE_NEWIPC)");
@@ -176,6 +213,8 @@ int main(int argc, char **argv)
 		}
 		counter++;
 		fr_log_tick(counter);
+		if (aio_ctx)
+			aio_pump();
 		struct timespec ts = {0, 20 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}

@@ -165,10 +165,9 @@ fn classify(pid: Pid, e: &MapsEntry) -> Result<VmaKind, String> {
             }
             VmaKind::Memfd { ino: e.inode }
         }
-        // The ring of a Linux AIO context is a mapping of the kernel's internal aio file.
-        "/[aio] (deleted)" => {
-            return Err("the ring of an AIO context (io_setup, Linux native AIO)".into());
-        }
+        // The ring of a Linux AIO context is a mapping of the kernel's internal aio file;
+        // [`collect_aio_rings`] reads it, once the process is frozen.
+        "/[aio] (deleted)" if e.shared => VmaKind::AioRing,
         // A regular file deleted while mapped travels whole (see `collect_mapped_deleted`);
         // the kernel's own objects (`/[aio]`, …) and hugetlbfs files do not.
         n if n.ends_with(" (deleted)") => {
@@ -226,6 +225,8 @@ pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
             (VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall, _) => {
                 continue;
             }
+            // The ring travels whole in `mm.aio_rings`.
+            (VmaKind::AioRing, _) => continue,
             // The file's; SysV segments travel whole in the manifest.
             (VmaKind::File(_) | VmaKind::Memfd { .. } | VmaKind::DeletedFile { .. }, true)
             | (VmaKind::SysvShm { .. }, _) => {
@@ -466,6 +467,127 @@ pub fn query_flags(
 
 /// `PR_GET_MEMORY_MERGE` (Linux 6.4).
 const PR_GET_MEMORY_MERGE: u64 = 68;
+
+/// Largest AIO ring read (the kernel's largest, 0x10000000 / 32 events, is 256 MiB; the image
+/// carries at most [`crate::image::MAX_AIO_RING_BYTES`] over all rings).
+const MAX_AIO_RING_LEN: u64 = crate::image::MAX_AIO_RING_BYTES as u64;
+
+/// The rings' `/[aio]` VMAs that are not an AIO context of the process itself, asked by an
+/// injected `io_submit(ring, 0, NULL)`: 0 for a context of the process, `EINVAL` for a ring
+/// it only maps — inherited across `fork` (the context stays the parent's) or a context
+/// destroyed under a mapping moved away. Refused, naming it.
+pub fn check_own_aio_rings(
+    t: &Tracee,
+    entry: Entry,
+    regs: &libc::user_regs_struct,
+    vmas: &[VmaState],
+) -> Result<(), DumpError> {
+    for v in vmas.iter().filter(|v| v.kind == VmaKind::AioRing) {
+        let r = t.inject_raw(entry, regs, libc::SYS_io_submit, [v.start, 0, 0, 0, 0, 0])?;
+        if r != 0 {
+            return Err(refuse(
+                v.start,
+                v.end,
+                "/[aio] (deleted)",
+                &format!(
+                    "the ring of an AIO context (io_setup) that is not the process's own \
+                     (inherited across fork, the context is its parent's; io_submit on it: {})",
+                    nix::errno::Errno::from_raw(-r as i32)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the ring of every AIO context (`/[aio]` VMA) of the frozen process: its header and
+/// every event slot. Refuses a ring whose header is not one the kernel made (its magic,
+/// header length and size; a head or tail the process moved outside the ring), naming it.
+pub fn collect_aio_rings(
+    t: &Tracee,
+    vmas: &[VmaState],
+) -> Result<Vec<crate::state::AioRingState>, DumpError> {
+    use crate::state::{AIO_EVENT_SIZE, AIO_RING_HEADER, AIO_RING_MAGIC, AioRingState};
+    let mut out = Vec::new();
+    for v in vmas.iter().filter(|v| v.kind == VmaKind::AioRing) {
+        let len = v.end - v.start;
+        let bad = |what: String| {
+            refuse(
+                v.start,
+                v.end,
+                "/[aio] (deleted)",
+                &format!("the ring of an AIO context (io_setup) {what}"),
+            )
+        };
+        if len > MAX_AIO_RING_LEN {
+            return Err(bad(format!(
+                "of {len} bytes (more than {MAX_AIO_RING_LEN})"
+            )));
+        }
+        let mut header = [0u8; AIO_RING_HEADER as usize];
+        t.read_mem(v.start, &mut header)?;
+        let word =
+            |i: usize| u32::from_le_bytes(header[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+        let mut ring = AioRingState {
+            start: v.start,
+            len,
+            id: word(0),
+            nr: word(1),
+            head: word(2),
+            tail: word(3),
+            magic: word(4),
+            compat_features: word(5),
+            incompat_features: word(6),
+            header_length: word(7),
+            events: Vec::new(),
+        };
+        let slots = (len - AIO_RING_HEADER) / AIO_EVENT_SIZE;
+        if ring.magic != AIO_RING_MAGIC
+            || u64::from(ring.header_length) != AIO_RING_HEADER
+            || u64::from(ring.nr) != slots
+        {
+            return Err(bad(format!(
+                "whose header is not the kernel's (magic {:#x}, header length {}, {} events \
+                 in {len} bytes)",
+                ring.magic, ring.header_length, ring.nr
+            )));
+        }
+        if ring.head >= ring.nr || ring.tail >= ring.nr {
+            return Err(bad(format!(
+                "whose head {} or tail {} is outside its {} events",
+                ring.head, ring.tail, ring.nr
+            )));
+        }
+        ring.events = vec![0u8; (slots * AIO_EVENT_SIZE) as usize];
+        t.read_mem(v.start + AIO_RING_HEADER, &mut ring.events)?;
+        out.push(ring);
+    }
+    Ok(out)
+}
+
+/// Reads each ring's header again, late in the dump: a tail that moved since
+/// [`collect_aio_rings`] means requests completed while the process was frozen — they were in
+/// flight, which the kernel shows nowhere else, and their completions (and the data of reads)
+/// would be lost. Refused, naming the context.
+pub fn check_aio_rings_still(
+    t: &Tracee,
+    rings: &[crate::state::AioRingState],
+) -> Result<(), DumpError> {
+    for r in rings {
+        let mut header = [0u8; 16];
+        t.read_mem(r.start, &mut header)?;
+        let tail = u32::from_le_bytes(header[12..16].try_into().unwrap_or_default());
+        if tail != r.tail {
+            return Err(DumpError::Unsupported(format!(
+                "AIO context {:#x} (io_setup) with requests in flight (its ring's tail moved \
+                 from {} to {tail} while the process was frozen): requests submitted and not \
+                 completed are not supported",
+                r.start, r.tail
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// pagemap: the page frame number (bits 0–54; 0 without `CAP_SYS_ADMIN`).
 const PM_PFN: u64 = (1 << 55) - 1;

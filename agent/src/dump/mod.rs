@@ -300,6 +300,7 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
     let mut state = collect(&frozen, &opts, &[], &mut warnings, &mut socks).map_err(died)?;
     warnings.append(&mut socks.warnings);
     settle(&frozen).map_err(died)?;
+    check_aio_in_flight(&frozen, &state).map_err(died)?;
     // Last, once nothing else can refuse: what only accepting pending connections reads
     // (a dump that ends the process only).
     sockets::take_pending(&mut [&mut socks], &mut [(pid, &mut state)]).map_err(died)?;
@@ -312,6 +313,20 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
         socks,
         frozen,
     })
+}
+
+/// How long the dump waits, once it has read the rings of AIO contexts, before it reads them
+/// again (see [`mm::check_aio_rings_still`]): a request in flight on a disk completes within it.
+const AIO_GRACE: Duration = Duration::from_millis(20);
+
+/// Refuses a process with AIO requests in flight, as far as they can be seen: a ring whose
+/// tail moved since it was read, [`AIO_GRACE`] later or more.
+pub(super) fn check_aio_in_flight(frozen: &Frozen, state: &ProcessState) -> Result<(), DumpError> {
+    if state.mm.aio_rings.is_empty() {
+        return Ok(());
+    }
+    std::thread::sleep(AIO_GRACE);
+    mm::check_aio_rings_still(&frozen.leader().tracee, &state.mm.aio_rings)
 }
 
 /// Reads the state of a process whose tasks (`tids`, leader first) the caller traces already
@@ -746,6 +761,7 @@ fn collect(
         tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
         Ok::<_, DumpError>((vmas, fds, locks, injected, ipc))
     })?;
+    let aio_rings = mm::collect_aio_rings(&leader.tracee, &vmas)?;
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let (ipc_ns, sysv_shm) = match ipc {
         Some((mut ns, segs)) => {
@@ -891,6 +907,7 @@ fn collect(
             lock_future: injected.mm_flags.lock_future,
             thp_disable: injected.mm_flags.thp_disable,
             merge_any: injected.mm_flags.merge_any,
+            aio_rings,
         },
         fds,
         signals: SignalsState {
@@ -1118,6 +1135,8 @@ fn inject_queries(
     let result = (|| -> Result<Injected, DumpError> {
         // First, while the scratch page is as its mmap left it.
         let mm_flags = mm::query_flags(leader, entry, regs, scratch, locked_before)?;
+        // Every AIO ring mapped must be a context of the process's own.
+        mm::check_own_aio_rings(leader, entry, regs, vmas)?;
         // Next, the epoll events the dump took: back on their ready lists.
         requeue_epoll(leader, entry, regs, scratch, requeue)?;
         let batch = if batched {

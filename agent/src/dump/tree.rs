@@ -51,6 +51,10 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
     // repair mode before the processes run again.
     let opts = opts.ending();
     let (processes, mut socks) = collect_tree(&frozen, &opts, pid, &mut warnings)?;
+    for (f, p) in frozen.iter().zip(&processes) {
+        super::check_aio_in_flight(f, p)
+            .map_err(|e| in_member(pid, f.leader().tracee.pid().as_raw(), e))?;
+    }
     let mut tree = TreeState { processes, zombies };
     tree.session_layout().map_err(DumpError::Unsupported)?;
     // Last, once nothing else can refuse: what only accepting pending connections reads.

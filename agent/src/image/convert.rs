@@ -7,12 +7,14 @@
 use ferry_proto::image::v1 as pb;
 
 use super::validate::{
-    MAX_AFFINITY_WORDS, MAX_AUXV_WORDS, MAX_CARRIED_FILES, MAX_CGROUPS, MAX_EPOLL_TARGETS,
-    MAX_FANOTIFY_MARKS, MAX_FDS, MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_MEMFD_EXTENTS, MAX_MEMFDS,
-    MAX_PAGE_RUNS, MAX_PENDING, MAX_POSIX_TIMERS, MAX_PROCESSES, MAX_SYSV_SHM, MAX_THREADS,
-    MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS, validate, validate_tree,
+    MAX_AFFINITY_WORDS, MAX_AIO_RINGS, MAX_AUXV_WORDS, MAX_CARRIED_FILES, MAX_CGROUPS,
+    MAX_EPOLL_TARGETS, MAX_FANOTIFY_MARKS, MAX_FDS, MAX_INOTIFY_WATCHES, MAX_LOCKS,
+    MAX_MEMFD_EXTENTS, MAX_MEMFDS, MAX_PAGE_RUNS, MAX_PENDING, MAX_POSIX_TIMERS, MAX_PROCESSES,
+    MAX_SYSV_SHM, MAX_THREADS, MAX_VMAS, ManifestError, ManifestProblem, RLIM_NLIMITS, validate,
+    validate_tree,
 };
 use super::validate::{MAX_IPC_OBJECTS, MAX_IPC_SYSCTLS, MAX_SEMS, MAX_SYSV_MSGS};
+use crate::state::AioRingState;
 use crate::state::{
     AttrsState, CgroupState, CredsState, EpollTarget, FdKind, FdState, FileIdentity, FileRef,
     InotifyWatch, ItimerState, LockKind, LockState, MemfdExtent, MemfdState, MmState, PageRun,
@@ -218,6 +220,23 @@ fn mm_to_pb(m: &MmState) -> pb::Mm {
         lock_future: m.lock_future,
         thp_disable: m.thp_disable,
         merge_any: m.merge_any,
+        aio_rings: m
+            .aio_rings
+            .iter()
+            .map(|r| pb::AioRing {
+                start: r.start,
+                len: r.len,
+                id: r.id,
+                nr: r.nr,
+                head: r.head,
+                tail: r.tail,
+                magic: r.magic,
+                compat_features: r.compat_features,
+                incompat_features: r.incompat_features,
+                header_length: r.header_length,
+                events: r.events.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -232,6 +251,7 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
         VmaKind::Vvar => (pb::VmaKind::Vvar, None),
         VmaKind::VvarVclock => (pb::VmaKind::VvarVclock, None),
         VmaKind::Vsyscall => (pb::VmaKind::Vsyscall, None),
+        VmaKind::AioRing => (pb::VmaKind::AioRing, None),
         VmaKind::Memfd { .. } => (pb::VmaKind::Memfd, None),
         VmaKind::SysvShm { .. } => (pb::VmaKind::SysvShm, None),
         VmaKind::DeletedFile { path, ino } => (
@@ -1167,6 +1187,7 @@ fn mm_from_pb(m: pb::Mm) -> Result<MmState, ManifestError> {
     let runs: usize = m.vmas.iter().map(|v| v.pages.len()).sum();
     cap_count("mm.vmas[*].pages", runs, MAX_PAGE_RUNS)?;
     cap_count("mm.auxv", m.auxv.len(), MAX_AUXV_WORDS)?;
+    cap_count("mm.aio_rings", m.aio_rings.len(), MAX_AIO_RINGS)?;
     let vmas = m
         .vmas
         .into_iter()
@@ -1190,6 +1211,23 @@ fn mm_from_pb(m: pb::Mm) -> Result<MmState, ManifestError> {
         lock_future: m.lock_future,
         thp_disable: m.thp_disable,
         merge_any: m.merge_any,
+        aio_rings: m
+            .aio_rings
+            .into_iter()
+            .map(|r| AioRingState {
+                start: r.start,
+                len: r.len,
+                id: r.id,
+                nr: r.nr,
+                head: r.head,
+                tail: r.tail,
+                magic: r.magic,
+                compat_features: r.compat_features,
+                incompat_features: r.incompat_features,
+                header_length: r.header_length,
+                events: r.events,
+            })
+            .collect(),
     })
 }
 
@@ -1233,6 +1271,7 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         pb::VmaKind::Vvar => simple(VmaKind::Vvar, "vvar")?,
         pb::VmaKind::VvarVclock => simple(VmaKind::VvarVclock, "vvar_vclock")?,
         pb::VmaKind::Vsyscall => simple(VmaKind::Vsyscall, "vsyscall")?,
+        pb::VmaKind::AioRing => simple(VmaKind::AioRing, "aio ring")?,
         pb::VmaKind::Memfd => simple(VmaKind::Memfd { ino: v.memfd_ino }, "memfd")?,
         pb::VmaKind::File => {
             if v.file.is_none() {

@@ -91,8 +91,8 @@ pub use self::sockets::{
     MAX_SOCKET_QUEUE, PACKET_FANOUT_FLAGS, PACKET_FANOUT_MODES, opt as sockopt,
 };
 pub use self::validate::{
-    IPC_SYSCTLS, MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES, MAX_SYSV_MSG_BYTES, MAX_SYSV_SHM_BYTES,
-    ManifestError, ManifestProblem, validate, validate_tree,
+    IPC_SYSCTLS, MAX_AIO_RING_BYTES, MAX_INOTIFY_GAPS, MAX_MEMFD_BYTES, MAX_SYSV_MSG_BYTES,
+    MAX_SYSV_SHM_BYTES, ManifestError, ManifestProblem, validate, validate_tree,
 };
 pub use self::writer::ImageWriter;
 use crate::state::PAGE_SIZE;

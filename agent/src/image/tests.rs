@@ -200,6 +200,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
             lock_future: (libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32,
             thp_disable: 3,
             merge_any: true,
+            aio_rings: Vec::new(),
         },
         fds: vec![
             FdState {
@@ -2721,4 +2722,155 @@ fn invalid_fanotify_groups_are_refused_naming_the_field() {
         g.marks = vec![pb::FanotifyMark::default(); (1 << 16) + 1];
     }
     assert_eq!(manifest_error(&m).0, "fds[*].fanotify.marks");
+}
+
+fn with_aio() -> ProcessState {
+    let mut s = rich_state(10);
+    let mut ring = vma(0x7eff_0002_0000, 1, VmaKind::AioRing, &[]);
+    ring.shared = true;
+    s.mm.vmas.push(ring);
+    s.mm.vmas.sort_by_key(|v| v.start);
+    let mut events = vec![0u8; 127 * 32];
+    events[..8].copy_from_slice(&7u64.to_le_bytes());
+    s.mm.aio_rings.push(AioRingState {
+        start: 0x7eff_0002_0000,
+        len: PAGE_SIZE,
+        id: 0,
+        nr: 127,
+        head: 5,
+        tail: 7,
+        magic: 0xa10a_10a1,
+        compat_features: 1,
+        incompat_features: 0,
+        header_length: 32,
+        events,
+    });
+    s
+}
+
+#[test]
+fn aio_rings_round_trip() {
+    let state = with_aio();
+    let pages = tiny_pages(total_pages(&state), 5);
+    let (image, _) = write_image(&state, &pages, Codec::Zstd);
+    let (got, _) = read_image(&image).expect("read back");
+    assert_eq!(got, state);
+}
+
+#[test]
+fn invalid_aio_rings_are_refused_naming_the_field() {
+    let state = with_aio();
+    let base = pb::Manifest::from(&state);
+    let at = state
+        .mm
+        .vmas
+        .iter()
+        .position(|v| v.kind == VmaKind::AioRing)
+        .expect("ring vma");
+    type Edit = Box<dyn Fn(&mut pb::Mm)>;
+    let cases: Vec<(Edit, String, &str)> = vec![
+        (
+            Box::new(|m| m.aio_rings[0].magic = 0x1234),
+            "mm.aio_rings[0].magic".into(),
+            "outside",
+        ),
+        (
+            Box::new(|m| m.aio_rings[0].header_length = 64),
+            "mm.aio_rings[0].header_length".into(),
+            "outside 32..=32",
+        ),
+        (
+            Box::new(|m| m.aio_rings[0].nr = 128),
+            "mm.aio_rings[0].nr".into(),
+            "outside 127..=127",
+        ),
+        (
+            Box::new(|m| m.aio_rings[0].head = 127),
+            "mm.aio_rings[0].head".into(),
+            "outside 0..=126",
+        ),
+        (
+            Box::new(|m| m.aio_rings[0].tail = u32::MAX),
+            "mm.aio_rings[0].tail".into(),
+            "outside 0..=126",
+        ),
+        (
+            Box::new(|m| m.aio_rings[0].events.truncate(100)),
+            "mm.aio_rings[0].events".into(),
+            "expected exactly 4064",
+        ),
+        (
+            Box::new(|m| m.aio_rings[0].len = 0),
+            "mm.aio_rings[0].len".into(),
+            "outside 4096..",
+        ),
+        (
+            Box::new(|m| m.aio_rings[0].start += 1),
+            "mm.aio_rings[0].start".into(),
+            "not page aligned",
+        ),
+        (
+            Box::new(|m| m.aio_rings[0].start += PAGE_SIZE),
+            "mm.aio_rings[0].start".into(),
+            "no AIO ring VMA",
+        ),
+        (
+            Box::new(|m| m.aio_rings[0].id = 1 << 20),
+            "mm.aio_rings[0].id".into(),
+            "outside 0..=65535",
+        ),
+        (
+            Box::new(|m| {
+                let r = m.aio_rings[0].clone();
+                m.aio_rings.push(r);
+            }),
+            "mm.aio_rings[1].start".into(),
+            "increasing order",
+        ),
+        (
+            Box::new(|m| m.aio_rings.clear()),
+            format!("mm.vmas[{at}]"),
+            "has no ring in mm.aio_rings",
+        ),
+        (
+            Box::new(move |m| m.vmas[at].shared = false),
+            format!("mm.vmas[{at}]"),
+            "not a shared mapping",
+        ),
+        (
+            Box::new(move |m| {
+                m.vmas[at].pages = vec![pb::PageRun {
+                    start: 0x7eff_0002_0000,
+                    count: 1,
+                }]
+            }),
+            format!("mm.vmas[{at}].pages"),
+            "aio ring mapping cannot have stored pages",
+        ),
+    ];
+    for (edit, field, text) in cases {
+        let mut m = base.clone();
+        edit(
+            m.process
+                .as_mut()
+                .expect("process")
+                .mm
+                .as_mut()
+                .expect("mm"),
+        );
+        let (got_field, message) = manifest_error(&m);
+        assert_eq!(got_field, field, "{message}");
+        assert!(message.contains(text), "{field}: {message}");
+    }
+    // Counted before decoding.
+    let mut m = base.clone();
+    let mm = m
+        .process
+        .as_mut()
+        .expect("process")
+        .mm
+        .as_mut()
+        .expect("mm");
+    mm.aio_rings = vec![pb::AioRing::default(); 65537];
+    assert_eq!(manifest_error(&m).0, "mm.aio_rings");
 }

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use crate::state::{AIO_EVENT_SIZE, AIO_RING_HEADER, AIO_RING_MAGIC, AioRingState};
 use crate::state::{
     CarriedFile, CredsState, DeletedNode, FanotifyTarget, FdKind, FdState, LockKind, LockState,
     MemfdExtent, MemfdState, MmState, PAGE_SIZE, PageRun, PipeQueue, ProcessState, RlimitState,
@@ -42,6 +43,10 @@ pub const MAX_MEMFDS: usize = 4096;
 pub const MAX_MEMFD_EXTENTS: usize = 1 << 20;
 /// Most memfd bytes an image stores, over all memfds (the manifest holds them).
 pub const MAX_MEMFD_BYTES: usize = 32 << 20;
+/// Most AIO contexts accepted per process (each has a ring of at least one page).
+pub const MAX_AIO_RINGS: usize = 65536;
+/// Most bytes of AIO rings an image stores per process (the manifest holds them).
+pub const MAX_AIO_RING_BYTES: usize = 32 << 20;
 /// Most SysV shared memory segments accepted per process.
 pub const MAX_SYSV_SHM: usize = 4096;
 /// Most bytes of SysV shared memory an image stores per process (the manifest holds them).
@@ -369,6 +374,9 @@ pub enum ManifestProblem {
     /// A SysV shared memory id that `sysv_shm` does not list.
     #[error("SysV shared memory id {0} is not in sysv_shm")]
     UnknownSysvShm(i32),
+    /// An AIO ring VMA with no ring in `mm.aio_rings`, or a ring with no VMA of its own.
+    #[error("{0}")]
+    AioRingMismatch(String),
     /// A semaphore set id that `ipc_ns.sem_sets` does not list.
     #[error("semaphore set id {0} is not in ipc_ns.sem_sets")]
     UnknownSemSet(i32),
@@ -785,6 +793,7 @@ fn kind_name(k: &VmaKind) -> &'static str {
         VmaKind::File(_) => "file",
         VmaKind::SharedAnonymous { .. } => "shared anonymous",
         VmaKind::SysvShm { .. } => "sysv shm",
+        VmaKind::AioRing => "aio ring",
         VmaKind::Vdso => "vdso",
         VmaKind::Vvar => "vvar",
         VmaKind::VvarVclock => "vvar_vclock",
@@ -1264,6 +1273,103 @@ fn validate_mm(m: &MmState) -> Result<(), ManifestError> {
     if !m.auxv.len().is_multiple_of(2) {
         return Err(err("mm.auxv", ManifestProblem::OddAuxv(m.auxv.len())));
     }
+    validate_aio_rings(m)
+}
+
+/// The AIO rings: one per `AioRing` VMA (same range), in address order, each with a header
+/// the kernel makes (magic, header length, `nr` filling the mapping), head and tail inside
+/// the ring, `nr` event slots, and a table index of its own.
+fn validate_aio_rings(m: &MmState) -> Result<(), ManifestError> {
+    cap_count("mm.aio_rings", m.aio_rings.len(), MAX_AIO_RINGS)?;
+    let mut bytes = 0usize;
+    for (i, r) in m.aio_rings.iter().enumerate() {
+        let field = |f: &str| format!("mm.aio_rings[{i}].{f}");
+        for (name, value) in [("start", r.start), ("len", r.len)] {
+            if value % PAGE_SIZE != 0 {
+                return Err(err(field(name), ManifestProblem::NotPageAligned(value)));
+            }
+        }
+        check_range(field("len"), r.len, PAGE_SIZE, MAX_AIO_RING_BYTES as u64)?;
+        if i > 0 && m.aio_rings[i - 1].start >= r.start {
+            return Err(err(
+                field("start"),
+                ManifestProblem::NotIncreasing {
+                    value: r.start as i64,
+                    prev: m.aio_rings[i - 1].start as i64,
+                },
+            ));
+        }
+        if !m
+            .vmas
+            .iter()
+            .any(|v| v.kind == VmaKind::AioRing && v.start == r.start && v.end == r.start + r.len)
+        {
+            return Err(err(
+                field("start"),
+                ManifestProblem::AioRingMismatch(format!(
+                    "no AIO ring VMA {:#x}..{:#x} in mm.vmas",
+                    r.start,
+                    r.start + r.len
+                )),
+            ));
+        }
+        if m.aio_rings[..i].iter().any(|o| o.id == r.id) {
+            return Err(err(field("id"), ManifestProblem::Duplicate(r.id.into())));
+        }
+        check_range(field("id"), r.id, 0, MAX_AIO_RINGS as u32 - 1)?;
+        check_range(field("magic"), r.magic, AIO_RING_MAGIC, AIO_RING_MAGIC)?;
+        check_range(
+            field("header_length"),
+            u64::from(r.header_length),
+            AIO_RING_HEADER,
+            AIO_RING_HEADER,
+        )?;
+        let slots = (r.len - AIO_RING_HEADER) / AIO_EVENT_SIZE;
+        check_range(field("nr"), u64::from(r.nr), slots, slots)?;
+        check_range(field("head"), r.head, 0, r.nr - 1)?;
+        check_range(field("tail"), r.tail, 0, r.nr - 1)?;
+        let expected = (slots * AIO_EVENT_SIZE) as usize;
+        if r.events.len() != expected {
+            return Err(err(
+                field("events"),
+                ManifestProblem::WrongLength {
+                    len: r.events.len(),
+                    expected,
+                },
+            ));
+        }
+        bytes = bytes.saturating_add(r.events.len());
+        cap_count("mm.aio_rings[*].events bytes", bytes, MAX_AIO_RING_BYTES)?;
+    }
+    if let Some((i, v)) = m.vmas.iter().enumerate().find(|(_, v)| {
+        v.kind == VmaKind::AioRing
+            && !m
+                .aio_rings
+                .iter()
+                .any(|r: &AioRingState| r.start == v.start)
+    }) {
+        return Err(err(
+            format!("mm.vmas[{i}]"),
+            ManifestProblem::AioRingMismatch(format!(
+                "AIO ring VMA {:#x} has no ring in mm.aio_rings",
+                v.start
+            )),
+        ));
+    }
+    if let Some((i, v)) = m
+        .vmas
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.kind == VmaKind::AioRing && (!v.shared || v.pgoff != 0))
+    {
+        return Err(err(
+            format!("mm.vmas[{i}]"),
+            ManifestProblem::AioRingMismatch(format!(
+                "AIO ring VMA {:#x} is not a shared mapping at offset 0",
+                v.start
+            )),
+        ));
+    }
     Ok(())
 }
 
@@ -1283,7 +1389,7 @@ fn validate_runs(
     if !pages.is_empty()
         && matches!(
             v.kind,
-            VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
+            VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall | VmaKind::AioRing
         )
     {
         return Err(err(

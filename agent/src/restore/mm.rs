@@ -393,6 +393,8 @@ pub fn map_vmas(
             for v in mm.vmas.iter().filter(|v| {
                 !is_vdso_block(&v.kind)
                     && v.kind != VmaKind::Vsyscall
+                    // Made by `aio::restore_rings`.
+                    && v.kind != VmaKind::AioRing
                     && !kept.contains(&(v.start, v.end))
             }) {
                 let mut flags = libc::MAP_FIXED
@@ -817,7 +819,6 @@ fn restorable(v: &VmaState) -> bool {
 /// are mapped and before their pages are written (so that the pages land as the flags say:
 /// huge or not). A VMA whose flags differ from its neighbour's is split from it here again.
 pub fn advise(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
-    use crate::state::vmflag;
     if mm.thp_disable != 0 {
         inj.call(
             "prctl(PR_SET_THP_DISABLE)",
@@ -841,6 +842,21 @@ pub fn advise(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
             [PR_SET_MEMORY_MERGE, 1, 0, 0, 0, 0],
         )?;
     }
+    // The rings of AIO contexts are made later (`aio::restore_rings`), which advises them.
+    for v in mm
+        .vmas
+        .iter()
+        .filter(|v| restorable(v) && v.kind != VmaKind::AioRing)
+    {
+        advise_vma(inj, v, mm.merge_any)?;
+    }
+    Ok(())
+}
+
+/// The `madvise` flags of one VMA (see [`advise`]); `merge_any`: the process merges every
+/// eligible mapping, so one the image has unmarked is unmarked.
+pub fn advise_vma(inj: &Injector<'_>, v: &VmaState, merge_any: bool) -> Result<(), RestoreError> {
+    use crate::state::vmflag;
     let advice = [
         (
             vmflag::DONTFORK,
@@ -879,25 +895,23 @@ pub fn advise(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
         ),
         (vmflag::RAND_READ, libc::MADV_RANDOM, "madvise(MADV_RANDOM)"),
     ];
-    for v in mm.vmas.iter().filter(|v| restorable(v)) {
-        let len = v.end - v.start;
-        for (bit, adv, call) in advice {
-            if v.flags & bit != 0 {
-                inj.call(call, libc::SYS_madvise, [v.start, len, adv as u64, 0, 0, 0])
-                    .map_err(|e| RestoreError::Vma {
-                        start: v.start,
-                        what: call.into(),
-                        source: Box::new(e.into()),
-                    })?;
-            }
+    let len = v.end - v.start;
+    for (bit, adv, call) in advice {
+        if v.flags & bit != 0 {
+            inj.call(call, libc::SYS_madvise, [v.start, len, adv as u64, 0, 0, 0])
+                .map_err(|e| RestoreError::Vma {
+                    start: v.start,
+                    what: call.into(),
+                    source: Box::new(e.into()),
+                })?;
         }
-        if mm.merge_any && v.flags & vmflag::MERGEABLE == 0 {
-            inj.call(
-                "madvise(MADV_UNMERGEABLE)",
-                libc::SYS_madvise,
-                [v.start, len, MADV_UNMERGEABLE, 0, 0, 0],
-            )?;
-        }
+    }
+    if merge_any && v.flags & vmflag::MERGEABLE == 0 {
+        inj.call(
+            "madvise(MADV_UNMERGEABLE)",
+            libc::SYS_madvise,
+            [v.start, len, MADV_UNMERGEABLE, 0, 0, 0],
+        )?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! Any failure kills the half-built task (and the PID namespace made for it): the image and
 //! everything else stay as they were.
 
+mod aio;
 mod attrs;
 mod fdkinds;
 mod files;
@@ -206,6 +207,14 @@ pub enum RestoreError {
         /// What went wrong.
         what: String,
     },
+    /// An AIO context cannot be made as the image has it.
+    #[error("AIO context {start:#x}: {what}")]
+    AioRing {
+        /// Its ring's address in the image (the context id).
+        start: u64,
+        /// What went wrong.
+        what: String,
+    },
     /// Setting a resource limit failed.
     #[error("set resource limit {resource}")]
     Rlimit {
@@ -324,6 +333,7 @@ pub fn restore_with<R: Read + Send>(
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
+    aio::restore_rings(&inj, &state.mm)?;
     mm::protect(&inj, &state.mm)?;
     mm::lock(&inj, &state.mm)?;
     // After the wipe: PR_SET_MM_MAP refuses a new exe while the old executable is mapped.

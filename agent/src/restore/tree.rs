@@ -308,6 +308,7 @@ pub fn restore_tree<R: Read + Send>(
             .threads
             .first()
             .ok_or_else(|| RestoreError::Layout(format!("pid {}: no thread", p.pid)))?;
+        super::aio::restore_rings(inj, &p.mm)?;
         mm::protect(inj, &p.mm)?;
         mm::lock(inj, &p.mm)?;
         mm::set_mm(inj, p)?;
