@@ -441,17 +441,21 @@ fn held_outside(pid: Pid, wanted: &HashSet<String>, members: &[i32]) -> HashSet<
     if wanted.is_empty() {
         return HashSet::new();
     }
+    let outside = |holders: &HashMap<String, Vec<i32>>, w: &str| {
+        holders.get(w).is_some_and(|hs| {
+            hs.iter()
+                .any(|&h| h != pid.as_raw() && !members.contains(&h))
+        })
+    };
     OUTSIDE_SCAN.with(|cell| {
         let mut cache = cell.borrow_mut();
-        let holders = cache.get_or_insert_with(scan_fd_targets);
+        let scan = cache.get_or_insert_with(OutsideScan::start);
+        // Only as far as it takes to find a holder outside for each: a pipe's other end is
+        // most often held by a recent process (the parent, the shell), read first.
+        while wanted.iter().any(|w| !outside(&scan.holders, w)) && scan.step() {}
         wanted
             .iter()
-            .filter(|w| {
-                holders.get(w.as_str()).is_some_and(|hs| {
-                    hs.iter()
-                        .any(|&h| h != pid.as_raw() && !members.contains(&h))
-                })
-            })
+            .filter(|w| outside(&scan.holders, w))
             .cloned()
             .collect()
     })
@@ -459,8 +463,9 @@ fn held_outside(pid: Pid, wanted: &HashSet<String>, members: &[i32]) -> HashSet<
 
 thread_local! {
     /// Who holds which pipe and path, from one scan of every process's descriptors per dump
-    /// (a tree's members each ask; one scan each made a 100-process dump quadratic).
-    static OUTSIDE_SCAN: std::cell::RefCell<Option<HashMap<String, Vec<i32>>>> =
+    /// (a tree's members each ask; one scan each made a 100-process dump quadratic), made as
+    /// far as the questions asked so far needed.
+    static OUTSIDE_SCAN: std::cell::RefCell<Option<OutsideScan>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -469,8 +474,9 @@ thread_local! {
 pub(super) fn holders_outside(pid: Pid, target: &str, members: &[i32]) -> Vec<i32> {
     OUTSIDE_SCAN.with(|cell| {
         let mut cache = cell.borrow_mut();
-        let holders = cache.get_or_insert_with(scan_fd_targets);
-        holders
+        let scan = cache.get_or_insert_with(OutsideScan::start);
+        while scan.step() {}
+        scan.holders
             .get(target)
             .map(|hs| {
                 hs.iter()
@@ -487,36 +493,52 @@ pub fn forget_outside_scan() {
     OUTSIDE_SCAN.with(|cell| cell.borrow_mut().take());
 }
 
-/// Every pipe and path descriptor target of every process but ferry, with its holders.
-fn scan_fd_targets() -> HashMap<String, Vec<i32>> {
-    let mut out: HashMap<String, Vec<i32>> = HashMap::new();
-    let me = std::process::id() as i32;
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if other == me {
-            continue;
+/// The pipe and path descriptor targets of every process but ferry, with their holders, read
+/// one process at a time, newest first.
+struct OutsideScan {
+    /// Processes not read yet, the next one last.
+    left: Vec<i32>,
+    holders: HashMap<String, Vec<i32>>,
+}
+
+impl OutsideScan {
+    fn start() -> Self {
+        let me = std::process::id() as i32;
+        let mut left: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|p| p.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&p| p != me)
+            .collect();
+        left.sort_unstable();
+        OutsideScan {
+            left,
+            holders: HashMap::new(),
         }
+    }
+
+    /// Reads the next process's descriptors; false when none is left.
+    fn step(&mut self) -> bool {
+        let Some(other) = self.left.pop() else {
+            return false;
+        };
         let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else {
-            continue;
+            return true;
         };
         for fd in fds.flatten() {
             if let Ok(l) = std::fs::read_link(fd.path())
                 && let Some(l) = l.to_str()
                 && (l.starts_with("pipe:") || l.starts_with('/'))
             {
-                let holders = out.entry(l.to_string()).or_default();
+                let holders = self.holders.entry(l.to_string()).or_default();
                 if holders.last() != Some(&other) {
                     holders.push(other);
                 }
             }
         }
+        true
     }
-    out
 }
 
 /// A pipe that no other process holds is restored as a new pipe with its bytes
