@@ -775,6 +775,96 @@ fn many_connections_through_the_origin_lose_no_reply_and_leak_nothing() -> Resul
     Ok(())
 }
 
+/// Issue 10, item 3. The process on the destination sees 127.0.0.1 for every relayed
+/// client; with `--proxy-protocol PORT` each connection relayed to its listener on PORT starts
+/// with a PROXY v1 line naming the client as the origin saw it. A C server that parses the
+/// line answers with the addresses it got: h3's address and port through h1's relay. A port
+/// the process does not listen on refuses the migration by name, the process running on.
+#[test]
+fn a_proxy_protocol_listener_sees_its_clients_address() -> Result<()> {
+    let Some(_ctx) = setup("migrate-relay-proxy") else {
+        return Ok(());
+    };
+    let hosts = Hosts::up(3).context("hosts up")?;
+    let mut child = hosts
+        .command(1, workload("proxy_serve"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the server in h1")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let out = lines_of(child.stdout.take().context("stdout")?);
+    let pid = ns_pid(Hosts::inner_pid(&child)?)?;
+    let port: u16 = expect_line(&out, "listen", |l| l.starts_with("listen "))?[7..].parse()?;
+    expect_line(&out, "ready", |l| l == "ready")?;
+    let addr = std::net::SocketAddr::from((Hosts::addr(1), port));
+    let ask = move |msg: &'static str| -> Result<(String, std::net::SocketAddr)> {
+        let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        c.set_read_timeout(Some(TIMEOUT))?;
+        let me = c.local_addr()?;
+        c.write_all(msg.as_bytes())?;
+        Ok((read_line(&mut c)?.trim_end().to_string(), me))
+    };
+
+    let (reply, me) = in_host_net(&hosts, 3, move || ask("before\n"))?;
+    ensure!(
+        reply == format!("before from {me} direct"),
+        "before the migration: {reply:?} (client {me})"
+    );
+
+    // A port the process does not listen on: refused, named; the process runs on here.
+    let wrong = if port == 65535 { port - 1 } else { port + 1 };
+    let refused = Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", "h2"])
+        .args(["--proxy-protocol", &wrong.to_string()])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .stdin(Stdio::null())
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    ensure!(!refused.status.success(), "migrated with --proxy-protocol {wrong}: {text}");
+    ensure!(
+        text.contains(&format!("--proxy-protocol {wrong}"))
+            && text.contains("no listening TCP socket")
+            && text.contains(&port.to_string()),
+        "the refusal does not name the port: {text}"
+    );
+    let (reply, me) = in_host_net(&hosts, 3, move || ask("still\n"))?;
+    ensure!(
+        reply == format!("still from {me} direct"),
+        "after the refusal: {reply:?}"
+    );
+
+    let out2 = Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", "h2"])
+        .args(["--proxy-protocol", &port.to_string()])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(
+        out2.status.success(),
+        "ferry migrate --proxy-protocol {port}: {}{}",
+        String::from_utf8_lossy(&out2.stdout),
+        String::from_utf8_lossy(&out2.stderr)
+    );
+    for i in 0..3 {
+        let (reply, me) = in_host_net(&hosts, 3, move || ask("after\n"))?;
+        println!("through the relay: {reply}");
+        ensure!(
+            reply == format!("after from {me} to {addr}"),
+            "connection {i} through the relay: {reply:?}, the client being {me}"
+        );
+    }
+    stdin.write_all(b"exit 3\n")?;
+    let status = wait_child(&mut child)?;
+    assert_eq!(status.code(), Some(3), "the parent saw {status}");
+    Ok(())
+}
+
 /// `ferry migrations` on host `n`: the line of migration `id`.
 fn migrations_line(hosts: &Hosts, n: u32, id: &str) -> Result<String> {
     let out = Command::new(ferry_bin())

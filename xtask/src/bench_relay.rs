@@ -255,7 +255,7 @@ fn client(xtask: &Path, mode: &str, addr: &str, n: usize, secs: u64) -> Result<f
 /// One side of the redis rows.
 fn redis_side(xtask: &Path, f: &mut Figures) -> Result<()> {
     let addr = format!("{H1}:{REDIS_PORT}");
-    for (name, rps) in redis_benchmark(&["-t", "set,get", "-P", "16", "-n", "400000", "-c", "50"])? {
+    for (name, rps) in redis_benchmark(&["-t", "set,get", "-P", "16", "-n", "2000000", "-c", "50"])? {
         match name.as_str() {
             "SET" => f.set_p16 = Some(rps),
             "GET" => f.get_p16 = Some(rps),

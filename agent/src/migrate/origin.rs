@@ -238,10 +238,7 @@ fn tracer(job: TracerJob) {
     };
     if let Err(e) = plan.proxy_protocol(&proxy_protocol) {
         let _ = held.thaw();
-        let _ = events.send(Ev::Refused {
-            why: e.to_string(),
-            at_us,
-        });
+        let _ = events.send(Ev::Failed(e.to_string()));
         return;
     }
     // What the relay needs, kept before the stub can exist: a restarted agent serves the

@@ -14,8 +14,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Status, Streaming};
 
 use super::pump::{EndBy, Io, Out, Pumps, Serve, Stop, frame, set_nonblocking};
@@ -339,7 +338,7 @@ pub async fn relay(
     node: &Node,
     peer: &str,
     mut inbound: Streaming<RelayFrame>,
-) -> Result<ReceiverStream<Result<RelayFrame, Status>>, Status> {
+) -> Result<Frames, Status> {
     let first = inbound
         .message()
         .await?
@@ -375,7 +374,7 @@ pub fn run<S>(
     pid: i32,
     endpoints: Endpoints,
     inbound: S,
-) -> ReceiverStream<Result<RelayFrame, Status>>
+) -> Frames
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
 {
@@ -384,7 +383,7 @@ where
     let Some(a) = registry.attach_dest("local") else {
         // Just held: always there.
         let (_tx, rx) = mpsc::channel(1);
-        return ReceiverStream::new(rx);
+        return Frames { rx, done: None };
     };
     run_attached(registry, "local".into(), a, inbound)
 }
@@ -394,7 +393,7 @@ fn run_attached<S>(
     id: String,
     a: Attached,
     mut inbound: S,
-) -> ReceiverStream<Result<RelayFrame, Status>>
+) -> Frames
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
 {
@@ -405,16 +404,8 @@ where
         mut exit,
         previous: _,
     } = a;
-    let (tx, rx) = mpsc::channel::<Result<RelayFrame, Status>>(256);
-    let (out_tx, mut out_rx) = mpsc::channel::<RelayFrame>(256);
-    let fwd = tx.clone();
-    tokio::spawn(async move {
-        while let Some(f) = out_rx.recv().await {
-            if fwd.send(Ok(f)).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(256);
+    let (done_tx, done_rx) = oneshot::channel::<()>();
     let pumps = Pumps::new(out_tx);
     registry.set_run(&id, run, pumps.stopper());
     let dest = Arc::new(Dest::begin(&pumps, pid, endpoints));
@@ -458,9 +449,49 @@ where
         // the origin, unless its exit status went out and the origin closed its side.
         pumps.stop_now();
         registry.end_run(&id, run, finished);
-        drop(tx);
+        drop(done_tx);
     });
-    ReceiverStream::new(rx)
+    Frames {
+        rx: out_rx,
+        done: Some(done_rx),
+    }
+}
+
+/// The frames of a destination relay for its origin: what the pumps send, until the relay
+/// ended (then what was queued, and the end).
+#[derive(Debug)]
+pub struct Frames {
+    rx: mpsc::Receiver<RelayFrame>,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+impl tokio_stream::Stream for Frames {
+    type Item = Result<RelayFrame, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(f)) => return Poll::Ready(Some(Ok(f))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        let ended = match self.done.as_mut() {
+            Some(d) => std::pin::Pin::new(d).poll(cx).is_ready(),
+            None => true,
+        };
+        if ended {
+            self.done = None;
+            // What was queued before the end still goes.
+            return match self.rx.try_recv() {
+                Ok(f) => Poll::Ready(Some(Ok(f))),
+                Err(_) => Poll::Ready(None),
+            };
+        }
+        Poll::Pending
+    }
 }
 
 /// Waits for `pid` to end. It is our child, or, when it was restored in a new PID

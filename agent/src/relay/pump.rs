@@ -288,10 +288,18 @@ fn write_now(fd: &OwnedFd, io: Io, buf: &[u8]) -> std::io::Result<usize> {
 async fn read_async(fd: &AsyncFd<OwnedFd>, io: Io, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
         let mut guard = fd.readable().await?;
-        match guard.try_io(|f| read_now(f.get_ref(), io, buf)) {
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Ok(r) => return r,
-            Err(_would_block) => {}
+        match read_now(fd.get_ref(), io, buf) {
+            Ok(n) => {
+                // A short read emptied the queue: wait for epoll next time rather than
+                // asking again only to hear EAGAIN (an event since the wait keeps it ready).
+                if n < buf.len() {
+                    guard.clear_ready();
+                }
+                return Ok(n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -955,17 +963,18 @@ impl Pumps {
         }
         let mut rx = self.writers.subscribe();
         let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await;
-        self.stop.stop();
+        self.stop_now();
     }
 
-    /// Stops every task and thread now.
+    /// Stops every task and thread now (the writers' queues go: their threads end).
     pub fn stop_now(&self) {
         self.stop.stop();
+        self.chans().clear();
     }
 }
 
 impl Drop for Pumps {
     fn drop(&mut self) {
-        self.stop.stop();
+        self.stop_now();
     }
 }
