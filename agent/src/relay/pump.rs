@@ -16,7 +16,7 @@
 //! when the queue is full goes from a task of its own), so two hosts sending to each other
 //! cannot wait on each other.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -196,10 +196,46 @@ impl Window {
 /// Where the frames of one channel go on this host.
 #[derive(Debug)]
 enum Sink {
-    /// A byte stream's writer.
+    /// A byte stream's writer thread.
     Bytes(mpsc::UnboundedSender<Out>),
+    /// A byte stream served by a task ([`Feed`]).
+    Feed(Arc<Feed>),
     /// A UDP channel's sender (bounded: datagrams beyond it are dropped).
     Datagrams(mpsc::Sender<Out>),
+}
+
+/// The writing side of a channel served by a task, shared with the dispatcher of incoming
+/// frames: while nothing is queued and the task is not writing, the dispatcher writes bytes
+/// to the descriptor itself (without blocking), so that a frame costs no wake-up of the
+/// task; what does not go at once is queued for the task, which waits for the descriptor.
+#[derive(Debug, Default)]
+struct Feed {
+    state: Mutex<FeedState>,
+    notify: Notify,
+}
+
+#[derive(Debug, Default)]
+struct FeedState {
+    q: VecDeque<Out>,
+    /// The task took items of `q` and is writing them: the dispatcher queues behind them.
+    busy: bool,
+    /// The descriptor, once the task serves it and until its writing direction ended.
+    direct: Option<(Arc<AsyncFd<OwnedFd>>, Io)>,
+    /// No more input (the relay is finishing): the task ends after what is queued.
+    closed: bool,
+    /// Bytes written out and not yet credited to the remote.
+    unreported: u64,
+}
+
+impl Feed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_one();
+    }
 }
 
 /// One channel: its writer's queue and its reader's window.
@@ -327,6 +363,52 @@ async fn write_all_async(fd: &AsyncFd<OwnedFd>, io: Io, mut data: &[u8]) -> std:
     Ok(())
 }
 
+/// What the writer of a task works with.
+struct Writing<'a> {
+    channel: u32,
+    fd: &'a Arc<AsyncFd<OwnedFd>>,
+    io: Io,
+    end: EndBy,
+    feed: &'a Feed,
+    reader_done: &'a Notify,
+}
+
+/// An `Eof` or `Close` for a task's writer (or `Data` it drops): (its direction ended, its
+/// descriptor is not to be written any more).
+fn end_write(
+    channel: u32,
+    fd: &AsyncFd<OwnedFd>,
+    end: EndBy,
+    out: Out,
+    dropped: &mut u64,
+) -> (bool, bool) {
+    match out {
+        Out::Data(d) => {
+            *dropped += d.len() as u64;
+            (false, false)
+        }
+        Out::Eof => match end {
+            EndBy::Shutdown => {
+                let _ = shutdown(fd.get_ref().as_raw_fd(), Shutdown::Write);
+                (true, false)
+            }
+            // The descriptor closes when the task ends (nothing reads it).
+            EndBy::Closing => (true, true),
+            EndBy::Nothing => (false, false),
+        },
+        Out::Close => {
+            if end == EndBy::Shutdown {
+                let _ = shutdown(fd.get_ref().as_raw_fd(), Shutdown::Both);
+            }
+            (true, true)
+        }
+        Out::Datagram(..) => {
+            tracing::debug!(channel, "relay: a datagram on a byte stream");
+            (false, false)
+        }
+    }
+}
+
 /// What a channel served by a task does.
 pub struct Serve {
     /// The descriptor.
@@ -433,6 +515,11 @@ impl Pumps {
                         Some(out)
                     }
                 },
+                Some(Sink::Feed(feed)) => {
+                    let feed = feed.clone();
+                    drop(chans);
+                    self.feed(channel, &feed, out)
+                }
                 Some(Sink::Datagrams(tx)) => {
                     // A full queue drops the datagram, as a socket buffer would.
                     let _ = tx.try_send(out);
@@ -451,6 +538,43 @@ impl Pumps {
                 false
             }
         }
+    }
+
+    /// Hands `out` to a task's writer: bytes written at once when nothing is queued before
+    /// them, the rest queued for the task. Gives `out` back when the writer takes no more.
+    fn feed(&self, channel: u32, feed: &Feed, out: Out) -> Option<Out> {
+        let mut st = feed.lock();
+        if st.closed {
+            return Some(out);
+        }
+        let out = match out {
+            Out::Data(d) if !st.busy && st.q.is_empty() => match &st.direct {
+                Some((fd, io)) => match write_now(fd.get_ref(), *io, &d) {
+                    Ok(n) => {
+                        st.unreported += n as u64;
+                        if n == d.len() {
+                            if st.unreported >= CREDIT_STEP {
+                                let n = std::mem::take(&mut st.unreported);
+                                drop(st);
+                                self.send_soon(frame(channel, What::Credit(n)));
+                            }
+                            return None;
+                        }
+                        let mut d = d;
+                        d.drain(..n);
+                        Out::Data(d)
+                    }
+                    // Would block, or failed: the task waits, or meets the error itself.
+                    Err(_) => Out::Data(d),
+                },
+                None => Out::Data(d),
+            },
+            o => o,
+        };
+        st.q.push_back(out);
+        drop(st);
+        feed.notify.notify_one();
+        None
     }
 
     fn drain_token(&self, drain: bool) -> Option<smpsc::Sender<()>> {
@@ -566,28 +690,38 @@ impl Pumps {
         });
     }
 
+    /// Registers the writing side of a channel served by a task.
+    fn feed_of(&self, channel: u32) -> Arc<Feed> {
+        let f = Arc::new(Feed::default());
+        self.chans().entry(channel).or_default().sink = Some(Sink::Feed(f.clone()));
+        f
+    }
+
     /// Serves `s` on `channel` with a task: the reader sends what it reads (then `Eof`, or
     /// `Close` on a reset), the writer writes what arrives (then ends the stream as `s.end`
     /// says). Once both directions ended the channel is forgotten and the descriptor closes.
     pub fn serve(self: &Arc<Self>, channel: u32, s: Serve) {
-        let rx = s.write.then(|| self.sink(channel));
+        let feed = s.write.then(|| self.feed_of(channel));
         let window = s.read.then(|| self.window(channel));
-        self.spawn_serve(channel, s, rx, window);
+        self.spawn_serve(channel, s, feed, window);
     }
 
     fn spawn_serve(
         self: &Arc<Self>,
         channel: u32,
         s: Serve,
-        rx: Option<mpsc::UnboundedReceiver<Out>>,
+        feed: Option<Arc<Feed>>,
         window: Option<Arc<Window>>,
     ) {
         let me = self.clone();
         let token = self.drain_token(s.drain && s.read);
-        let guard = rx.as_ref().map(|_| WriterGuard::new(self));
+        let guard = feed.as_ref().map(|_| WriterGuard::new(self));
         self.rt.spawn(async move {
             let _token = token;
-            me.run_serve(channel, s, rx, window, guard).await;
+            me.run_serve(channel, s, feed.clone(), window, guard).await;
+            if let Some(f) = feed {
+                f.lock().direct = None;
+            }
             me.forget(channel);
         });
     }
@@ -596,13 +730,13 @@ impl Pumps {
         self: &Arc<Self>,
         channel: u32,
         s: Serve,
-        rx: Option<mpsc::UnboundedReceiver<Out>>,
+        feed: Option<Arc<Feed>>,
         window: Option<Arc<Window>>,
         guard: Option<WriterGuard>,
     ) {
         let io = s.io;
         let fd = match crate::sys::async_fd(s.fd) {
-            Ok(fd) => fd,
+            Ok(fd) => Arc::new(fd),
             Err(e) => {
                 tracing::warn!(channel, %e, "relay: cannot watch a descriptor; closing the channel");
                 self.send_async(frame(channel, What::Close(true))).await;
@@ -617,9 +751,16 @@ impl Pumps {
             reader_done.notify_one();
         };
         let writing = async {
-            if let Some(rx) = rx {
-                self.write_loop(channel, &fd, io, s.end, rx, &s.prefix, &reader_done, s.read)
-                    .await;
+            if let Some(feed) = &feed {
+                let w = Writing {
+                    channel,
+                    fd: &fd,
+                    io,
+                    end: s.end,
+                    feed,
+                    reader_done: &reader_done,
+                };
+                self.write_loop(w, &s.prefix, s.read).await;
             }
             drop(guard);
         };
@@ -663,24 +804,21 @@ impl Pumps {
         self.send_async(frame(channel, What::Eof(true))).await;
     }
 
-    /// The writer of a task: writes what arrives, several queued `Data` at once as one write.
-    /// Once its direction ended (the end written, a close, a failed write) it drops what
-    /// still comes, crediting it, until the reader is done too.
-    #[allow(clippy::too_many_arguments)]
-    async fn write_loop(
-        &self,
-        channel: u32,
-        fd: &AsyncFd<OwnedFd>,
-        io: Io,
-        end: EndBy,
-        mut rx: mpsc::UnboundedReceiver<Out>,
-        prefix: &[u8],
-        reader_done: &Notify,
-        has_reader: bool,
-    ) {
+    /// The writer of a task: writes what the dispatcher queued (several `Data` at once as one
+    /// write), and lets the dispatcher write directly while nothing waits. Once its direction
+    /// ended (the end written, a close, a failed write) it drops what still comes, crediting
+    /// it, until the reader is done too.
+    async fn write_loop(&self, w: Writing<'_>, prefix: &[u8], has_reader: bool) {
+        let Writing {
+            channel,
+            fd,
+            io,
+            end,
+            feed,
+            reader_done,
+        } = w;
         let mut ended = false;
         let mut closed = false;
-        let mut unreported = 0u64;
         if !prefix.is_empty()
             && let Err(e) = write_all_async(fd, io, prefix).await
         {
@@ -688,34 +826,48 @@ impl Pumps {
             ended = true;
             closed = true;
         }
+        if !closed {
+            feed.lock().direct = Some((fd.clone(), io));
+        }
         let mut reader_finished = !has_reader;
         let mut batch: Vec<u8> = Vec::new();
         loop {
-            if ended && reader_finished {
-                break;
-            }
-            let out = if ended {
-                tokio::select! {
-                    o = rx.recv() => o,
-                    () = reader_done.notified() => {
-                        reader_finished = true;
-                        continue;
+            let items = {
+                let mut st = feed.lock();
+                if st.q.is_empty() {
+                    st.busy = false;
+                    if st.closed || (ended && reader_finished) {
+                        None
+                    } else {
+                        Some(VecDeque::new())
                     }
+                } else {
+                    st.busy = true;
+                    Some(std::mem::take(&mut st.q))
                 }
-            } else {
-                rx.recv().await
             };
-            let Some(out) = out else { break };
-            match out {
-                Out::Data(d) if closed => unreported += d.len() as u64,
-                Out::Data(d) => {
-                    let mut n = d.len();
-                    // Whatever else is queued for the channel goes in the same write.
-                    let mut next = None;
-                    let mut batched = false;
-                    while n < CHUNK {
-                        match rx.try_recv() {
-                            Ok(Out::Data(m)) => {
+            let Some(mut items) = items else { break };
+            if items.is_empty() {
+                if ended {
+                    tokio::select! {
+                        () = feed.notify.notified() => {}
+                        () = reader_done.notified() => reader_finished = true,
+                    }
+                } else {
+                    feed.notify.notified().await;
+                }
+                continue;
+            }
+            let mut written = 0u64;
+            while let Some(out) = items.pop_front() {
+                match out {
+                    Out::Data(d) if closed => written += d.len() as u64,
+                    Out::Data(d) => {
+                        // Whatever else is queued for the channel goes in the same write.
+                        let mut n = d.len();
+                        let mut batched = false;
+                        while n < CHUNK && matches!(items.front(), Some(Out::Data(_))) {
+                            if let Some(Out::Data(m)) = items.pop_front() {
                                 if !batched {
                                     batch.clear();
                                     batch.extend_from_slice(&d);
@@ -724,73 +876,41 @@ impl Pumps {
                                 n += m.len();
                                 batch.extend_from_slice(&m);
                             }
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
                         }
+                        let data: &[u8] = if batched { &batch } else { &d };
+                        if let Err(e) = write_all_async(fd, io, data).await {
+                            tracing::debug!(channel, %e, "relay write");
+                            closed = true;
+                            ended = true;
+                        }
+                        written += n as u64;
                     }
-                    let data: &[u8] = if batched { &batch } else { &d };
-                    if let Err(e) = write_all_async(fd, io, data).await {
-                        tracing::debug!(channel, %e, "relay write");
-                        closed = true;
-                        ended = true;
-                    }
-                    unreported += n as u64;
-                    if let Some(o) = next {
-                        self.end_write(channel, fd, end, o, &mut ended, &mut closed, &mut unreported);
+                    o => {
+                        let (e, c) = end_write(channel, fd, end, o, &mut written);
+                        ended |= e;
+                        closed |= c;
                     }
                 }
-                o => self.end_write(channel, fd, end, o, &mut ended, &mut closed, &mut unreported),
             }
-            if unreported >= CREDIT_STEP || (unreported > 0 && ended) {
-                if !self
-                    .send_async(frame(channel, What::Credit(unreported)))
+            let credit = {
+                let mut st = feed.lock();
+                if ended {
+                    // Nothing more is written directly.
+                    st.direct = None;
+                }
+                st.unreported += written;
+                if st.unreported >= CREDIT_STEP || (st.unreported > 0 && ended) {
+                    std::mem::take(&mut st.unreported)
+                } else {
+                    0
+                }
+            };
+            if credit > 0
+                && !self
+                    .send_async(frame(channel, What::Credit(credit)))
                     .await
-                {
-                    return;
-                }
-                unreported = 0;
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn end_write(
-        &self,
-        channel: u32,
-        fd: &AsyncFd<OwnedFd>,
-        end: EndBy,
-        out: Out,
-        ended: &mut bool,
-        closed: &mut bool,
-        unreported: &mut u64,
-    ) {
-        match out {
-            Out::Data(d) => *unreported += d.len() as u64,
-            Out::Eof => {
-                if !*closed {
-                    match end {
-                        EndBy::Shutdown => {
-                            let _ = shutdown(fd.get_ref().as_raw_fd(), Shutdown::Write);
-                        }
-                        // The descriptor closes when the task ends (nothing reads it).
-                        EndBy::Closing => *closed = true,
-                        EndBy::Nothing => return,
-                    }
-                    *ended = true;
-                }
-            }
-            Out::Close => {
-                if !*closed && end == EndBy::Shutdown {
-                    let _ = shutdown(fd.get_ref().as_raw_fd(), Shutdown::Both);
-                }
-                *closed = true;
-                *ended = true;
-            }
-            Out::Datagram(..) => {
-                tracing::debug!(channel, "relay: a datagram on a byte stream");
+            {
+                return;
             }
         }
     }
@@ -808,7 +928,7 @@ impl Pumps {
         announce: Option<RelayFrame>,
         prefix: Vec<u8>,
     ) -> bool {
-        let rx = self.sink(channel);
+        let feed = self.feed_of(channel);
         let window = self.window(channel);
         if let Some(f) = announce
             && !self.send_async(f).await
@@ -825,7 +945,7 @@ impl Pumps {
             drain: false,
             prefix,
         };
-        self.spawn_serve(channel, s, Some(rx), Some(window));
+        self.spawn_serve(channel, s, Some(feed), Some(window));
         true
     }
 
@@ -834,7 +954,7 @@ impl Pumps {
     /// the connection is made wait in it); a connection that cannot be made closes the
     /// channel. Never waits.
     pub fn connect_to(self: &Arc<Self>, channel: u32, addr: SocketAddr, prefix: Vec<u8>) {
-        let rx = self.sink(channel);
+        let feed = self.feed_of(channel);
         let window = self.window(channel);
         let me = self.clone();
         self.rt.spawn(async move {
@@ -863,7 +983,7 @@ impl Pumps {
                 drain: false,
                 prefix,
             };
-            me.spawn_serve(channel, s, Some(rx), Some(window));
+            me.spawn_serve(channel, s, Some(feed), Some(window));
         });
     }
 
@@ -959,7 +1079,9 @@ impl Pumps {
     /// and thread.
     pub async fn finish(&self, limit: Duration) {
         for c in self.chans().values_mut() {
-            c.sink = None;
+            if let Some(Sink::Feed(f)) = c.sink.take() {
+                f.close();
+            }
         }
         let mut rx = self.writers.subscribe();
         let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await;
