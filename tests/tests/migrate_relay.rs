@@ -826,7 +826,10 @@ fn a_proxy_protocol_listener_sees_its_clients_address() -> Result<()> {
         String::from_utf8_lossy(&refused.stdout),
         String::from_utf8_lossy(&refused.stderr)
     );
-    ensure!(!refused.status.success(), "migrated with --proxy-protocol {wrong}: {text}");
+    ensure!(
+        !refused.status.success(),
+        "migrated with --proxy-protocol {wrong}: {text}"
+    );
     ensure!(
         text.contains(&format!("--proxy-protocol {wrong}"))
             && text.contains("no listening TCP socket")

@@ -119,12 +119,10 @@ fn lock(path: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
 }
 
 fn init_pid(n: u32) -> Result<String> {
-    Ok(
-        std::fs::read_to_string(hosts::host_dir(n).join("init.pid"))
-            .with_context(|| format!("h{n} is not up"))?
-            .trim()
-            .to_string(),
-    )
+    Ok(std::fs::read_to_string(hosts::host_dir(n).join("init.pid"))
+        .with_context(|| format!("h{n} is not up"))?
+        .trim()
+        .to_string())
 }
 
 /// A command in host `n`'s network namespace (only).
@@ -174,11 +172,20 @@ fn start_server(n: u32, argv: &[&str], log: &Path) -> Result<(Child, i32)> {
 fn wait_listening(xtask: &Path, addr: &str) -> Result<()> {
     let t = Instant::now();
     loop {
-        let ok = in_host(3, &[&xtask.to_string_lossy(), "relay-client", "connect", addr, "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok = in_host(
+            3,
+            &[
+                &xtask.to_string_lossy(),
+                "relay-client",
+                "connect",
+                addr,
+                "1",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
         if ok {
             return Ok(());
         }
@@ -230,7 +237,10 @@ fn redis_benchmark(host: &str, args: &[&str]) -> Result<Vec<(String, f64)>> {
         }
     }
     if rows.is_empty() {
-        bail!("redis-benchmark {} printed no figures: {text}", args.join(" "));
+        bail!(
+            "redis-benchmark {} printed no figures: {text}",
+            args.join(" ")
+        );
     }
     Ok(rows)
 }
@@ -273,7 +283,10 @@ fn best(slot: &mut Option<f64>, v: f64, higher: bool) {
 /// One round of the redis rows against `host`.
 fn redis_round(xtask: &Path, host: &str, f: &mut Figures) -> Result<()> {
     let addr = format!("{host}:{REDIS_PORT}");
-    let rows = redis_benchmark(host, &["-t", "set,get", "-P", "16", "-n", "1000000", "-c", "50"])?;
+    let rows = redis_benchmark(
+        host,
+        &["-t", "set,get", "-P", "16", "-n", "1000000", "-c", "50"],
+    )?;
     for (name, rps) in rows {
         match name.as_str() {
             "SET" => best(&mut f.set_p16, rps, true),
@@ -285,7 +298,11 @@ fn redis_round(xtask: &Path, host: &str, f: &mut Figures) -> Result<()> {
     if let Some(r) = rows.first() {
         best(&mut f.new_conn, r.1, true);
     }
-    best(&mut f.ping_p50_ms, client(xtask, "ping", &addr, 5000, 0)?, false);
+    best(
+        &mut f.ping_p50_ms,
+        client(xtask, "ping", &addr, 5000, 0)?,
+        false,
+    );
     Ok(())
 }
 
@@ -318,7 +335,9 @@ fn redis_rows(ferry: &Path, xtask: &Path, direct: &mut Figures, relay: &mut Figu
         println!("redis-server (pid {pid} in h1) migrated to h2; its twin started on h2");
         migrate(ferry, pid)?;
         for round in 1..=ROUNDS {
-            println!("redis round {round}/{ROUNDS}: direct (the twin on h2), then through the relay (h1)");
+            println!(
+                "redis round {round}/{ROUNDS}: direct (the twin on h2), then through the relay (h1)"
+            );
             redis_round(xtask, H2, direct)?;
             redis_round(xtask, H1, relay)?;
         }
@@ -471,7 +490,9 @@ pub fn client_main(o: &ClientOptions) -> Result<()> {
                 .collect();
             let mut total = 0u64;
             for w in workers {
-                total += w.join().map_err(|_| anyhow::anyhow!("a client panicked"))??;
+                total += w
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a client panicked"))??;
             }
             println!("{}", total as f64 / o.secs as f64);
             Ok(())

@@ -370,11 +370,7 @@ pub async fn relay(
 /// Runs the destination relay of process `pid` (ferryd's child, reaped here) with `endpoints`
 /// over `inbound` (the frames from the origin); the frames for the origin come out of the
 /// returned stream.
-pub fn run<S>(
-    pid: i32,
-    endpoints: Endpoints,
-    inbound: S,
-) -> Frames
+pub fn run<S>(pid: i32, endpoints: Endpoints, inbound: S) -> Frames
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
 {
@@ -388,12 +384,7 @@ where
     run_attached(registry, "local".into(), a, inbound)
 }
 
-fn run_attached<S>(
-    registry: super::Registry,
-    id: String,
-    a: Attached,
-    mut inbound: S,
-) -> Frames
+fn run_attached<S>(registry: super::Registry, id: String, a: Attached, mut inbound: S) -> Frames
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
 {
@@ -788,9 +779,6 @@ mod tests {
             b"PROXY TCP6 fe80::1 ::1 5 80\r\n"
         );
         assert_eq!(proxy_header("", "10.0.0.1:80"), b"PROXY UNKNOWN\r\n");
-        assert_eq!(
-            proxy_header("[::1]:5", "10.0.0.1:80"),
-            b"PROXY UNKNOWN\r\n"
-        );
+        assert_eq!(proxy_header("[::1]:5", "10.0.0.1:80"), b"PROXY UNKNOWN\r\n");
     }
 }

@@ -905,11 +905,7 @@ impl Pumps {
                     0
                 }
             };
-            if credit > 0
-                && !self
-                    .send_async(frame(channel, What::Credit(credit)))
-                    .await
-            {
+            if credit > 0 && !self.send_async(frame(channel, What::Credit(credit))).await {
                 return;
             }
         }
