@@ -788,7 +788,13 @@ impl Origin {
                     },
                 ),
                 Kind::TcpListen => {
-                    tokio::spawn(accept_loop(pumps.clone(), ch, e.fd, next_channel.clone()));
+                    tokio::spawn(accept_loop(
+                        pumps.clone(),
+                        ch,
+                        e.fd,
+                        next_channel.clone(),
+                        e.proxy_protocol,
+                    ));
                 }
                 Kind::Udp => {
                     let sock = UdpSocket::from(e.fd);
@@ -820,10 +826,16 @@ impl Origin {
 
 /// Accepts connections on the process's listening socket (the connections already waiting
 /// at the freeze first), woken by epoll: each becomes a new channel, announced with `accepted`
-/// (with the client's address) on the listener's channel, served by a task of its own and
+/// (with the client's address when `proxy`: a PROXY protocol listener) on the listener's channel, served by a task of its own and
 /// forgotten once it ended both ways ([`Pumps::connection`]). The listener is made
 /// non-blocking (`accept` has no per-call flag); the stub never uses it.
-async fn accept_loop(pumps: Arc<Pumps>, channel: u32, fd: OwnedFd, next: Arc<AtomicU32>) {
+async fn accept_loop(
+    pumps: Arc<Pumps>,
+    channel: u32,
+    fd: OwnedFd,
+    next: Arc<AtomicU32>,
+    proxy: bool,
+) {
     let listener = TcpListener::from(fd);
     let listener = match listener
         .set_nonblocking(true)
@@ -864,8 +876,11 @@ async fn accept_loop(pumps: Arc<Pumps>, channel: u32, fd: OwnedFd, next: Arc<Ato
         conn.set_nodelay(true).ok();
         let ch = next.fetch_add(1, Ordering::Relaxed);
         let mut announce = frame(channel, What::Accepted(ch));
-        announce.client = client.to_string();
-        announce.server = conn.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        if proxy {
+            // The addresses for the destination's PROXY protocol header.
+            announce.client = client.to_string();
+            announce.server = conn.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        }
         // Its writer exists before the destination hears of it (what the process answers
         // may come back at once), its reader starts after (no byte before `accepted`).
         if !pumps
