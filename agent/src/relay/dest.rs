@@ -602,6 +602,7 @@ impl Dest {
                 end,
                 drain: read,
                 prefix: Vec::new(),
+                connecting: false,
             };
             match l.kind {
                 Kind::Tty => {

@@ -785,6 +785,7 @@ impl Origin {
                         end: EndBy::Shutdown,
                         drain: false,
                         prefix: Vec::new(),
+                        connecting: false,
                     },
                 ),
                 Kind::TcpListen => {

@@ -425,6 +425,33 @@ pub struct Serve {
     pub drain: bool,
     /// Bytes written before anything that arrives (a PROXY protocol header).
     pub prefix: Vec<u8>,
+    /// A non-blocking `connect` is under way: the channel is closed if it fails.
+    pub connecting: bool,
+}
+
+/// Starts a non-blocking connection to `addr` (`TCP_NODELAY`): the socket, and whether the
+/// connection is still under way.
+fn start_connect(addr: SocketAddr) -> Result<(OwnedFd, bool), Errno> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, connect, setsockopt, socket, sockopt,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
+    match connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Ok(()) => Ok((fd, false)),
+        Err(Errno::EINPROGRESS) => Ok((fd, true)),
+        Err(e) => Err(e),
+    }
 }
 
 impl Pumps {
@@ -743,6 +770,27 @@ impl Pumps {
                 return;
             }
         };
+        if s.connecting {
+            let connected = async {
+                let _ = fd.writable().await?;
+                match nix::sys::socket::getsockopt(
+                    fd.get_ref(),
+                    nix::sys::socket::sockopt::SocketError,
+                )? {
+                    0 => Ok(()),
+                    e => Err(std::io::Error::from_raw_os_error(e)),
+                }
+            };
+            let r: std::io::Result<()> = tokio::select! {
+                r = connected => r,
+                () = self.stop.wait() => return,
+            };
+            if let Err(e) = r {
+                tracing::debug!(channel, %e, "relay: connect to the process's listener");
+                self.send_async(frame(channel, What::Close(true))).await;
+                return;
+            }
+        }
         let reader_done = Notify::new();
         let reading = async {
             if let Some(w) = &window {
@@ -940,6 +988,7 @@ impl Pumps {
             end: EndBy::Shutdown,
             drain: false,
             prefix,
+            connecting: false,
         };
         self.spawn_serve(channel, s, Some(feed), Some(window));
         true
@@ -952,35 +1001,26 @@ impl Pumps {
     pub fn connect_to(self: &Arc<Self>, channel: u32, addr: SocketAddr, prefix: Vec<u8>) {
         let feed = self.feed_of(channel);
         let window = self.window(channel);
-        let me = self.clone();
-        self.rt.spawn(async move {
-            let conn = tokio::select! {
-                c = tokio::net::TcpStream::connect(addr) => c,
-                () = me.stop.wait() => return,
-            };
-            let fd = match conn.and_then(|c| {
-                c.set_nodelay(true)?;
-                c.into_std()
-            }) {
-                Ok(c) => OwnedFd::from(c),
-                Err(e) => {
-                    tracing::debug!(%e, "relay: connect to the process's listener");
-                    me.forget(channel);
-                    me.send_async(frame(channel, What::Close(true))).await;
-                    return;
-                }
-            };
-            let s = Serve {
-                fd,
-                io: Io::Socket,
-                read: true,
-                write: true,
-                end: EndBy::Shutdown,
-                drain: false,
-                prefix,
-            };
-            me.spawn_serve(channel, s, Some(feed), Some(window));
-        });
+        match start_connect(addr) {
+            Ok((fd, connecting)) => {
+                let s = Serve {
+                    fd,
+                    io: Io::Socket,
+                    read: true,
+                    write: true,
+                    end: EndBy::Shutdown,
+                    drain: false,
+                    prefix,
+                    connecting,
+                };
+                self.spawn_serve(channel, s, Some(feed), Some(window));
+            }
+            Err(e) => {
+                tracing::debug!(%e, "relay: connect to the process's listener");
+                self.forget(channel);
+                self.send_soon(frame(channel, What::Close(true)));
+            }
+        }
     }
 
     /// A UDP socket: datagrams it receives go out as `Datagram` frames with their sender
