@@ -30,6 +30,11 @@ pub struct Args {
     /// Send files the destination lacks along with the image.
     #[arg(long)]
     pub ship_files: bool,
+    /// Connections relayed to the process's listening TCP socket on PORT start with a PROXY
+    /// protocol (v1) header naming the client (the process sees 127.0.0.1 otherwise); for
+    /// servers that read it. Repeat for several listeners.
+    #[arg(long, value_name = "PORT")]
+    pub proxy_protocol: Vec<u16>,
     /// The local agent's socket.
     #[arg(long, env = "FERRY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
@@ -87,6 +92,7 @@ async fn migrate(args: Args) -> Result<()> {
         to: args.to.clone(),
         compress: args.compress.clone(),
         ship_files: args.ship_files,
+        proxy_protocol: args.proxy_protocol.iter().map(|&p| u32::from(p)).collect(),
     };
     let mut stream = client
         .migrate(req)

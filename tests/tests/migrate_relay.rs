@@ -775,6 +775,202 @@ fn many_connections_through_the_origin_lose_no_reply_and_leak_nothing() -> Resul
     Ok(())
 }
 
+/// Issue 10, item 3. The process on the destination sees 127.0.0.1 for every relayed
+/// client; with `--proxy-protocol PORT` each connection relayed to its listener on PORT starts
+/// with a PROXY v1 line naming the client as the origin saw it. A C server that parses the
+/// line answers with the addresses it got: h3's address and port through h1's relay. A port
+/// the process does not listen on refuses the migration by name, the process running on.
+#[test]
+fn a_proxy_protocol_listener_sees_its_clients_address() -> Result<()> {
+    let Some(_ctx) = setup("migrate-relay-proxy") else {
+        return Ok(());
+    };
+    let hosts = Hosts::up(3).context("hosts up")?;
+    let mut child = hosts
+        .command(1, workload("proxy_serve"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the server in h1")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let out = lines_of(child.stdout.take().context("stdout")?);
+    let pid = ns_pid(Hosts::inner_pid(&child)?)?;
+    let port: u16 = expect_line(&out, "listen", |l| l.starts_with("listen "))?[7..].parse()?;
+    expect_line(&out, "ready", |l| l == "ready")?;
+    let addr = std::net::SocketAddr::from((Hosts::addr(1), port));
+    let ask = move |msg: &'static str| -> Result<(String, std::net::SocketAddr)> {
+        let mut c = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        c.set_read_timeout(Some(TIMEOUT))?;
+        let me = c.local_addr()?;
+        c.write_all(msg.as_bytes())?;
+        Ok((read_line(&mut c)?.trim_end().to_string(), me))
+    };
+
+    let (reply, me) = in_host_net(&hosts, 3, move || ask("before\n"))?;
+    ensure!(
+        reply == format!("before from {me} direct"),
+        "before the migration: {reply:?} (client {me})"
+    );
+
+    // A port the process does not listen on: refused, named; the process runs on here.
+    let wrong = if port == 65535 { port - 1 } else { port + 1 };
+    let refused = Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", "h2"])
+        .args(["--proxy-protocol", &wrong.to_string()])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .stdin(Stdio::null())
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    ensure!(
+        !refused.status.success(),
+        "migrated with --proxy-protocol {wrong}: {text}"
+    );
+    ensure!(
+        text.contains(&format!("--proxy-protocol {wrong}"))
+            && text.contains("no listening TCP socket")
+            && text.contains(&port.to_string()),
+        "the refusal does not name the port: {text}"
+    );
+    let (reply, me) = in_host_net(&hosts, 3, move || ask("still\n"))?;
+    ensure!(
+        reply == format!("still from {me} direct"),
+        "after the refusal: {reply:?}"
+    );
+
+    let out2 = Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", "h2"])
+        .args(["--proxy-protocol", &port.to_string()])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(
+        out2.status.success(),
+        "ferry migrate --proxy-protocol {port}: {}{}",
+        String::from_utf8_lossy(&out2.stdout),
+        String::from_utf8_lossy(&out2.stderr)
+    );
+    for i in 0..3 {
+        let (reply, me) = in_host_net(&hosts, 3, move || ask("after\n"))?;
+        println!("through the relay: {reply}");
+        ensure!(
+            reply == format!("after from {me} to {addr}"),
+            "connection {i} through the relay: {reply:?}, the client being {me}"
+        );
+    }
+    stdin.write_all(b"exit 3\n")?;
+    let status = wait_child(&mut child)?;
+    assert_eq!(status.code(), Some(3), "the parent saw {status}");
+    Ok(())
+}
+
+/// Issue 10, item 3: back-pressure end to end. A migrated server that does not read (it does
+/// not even accept until told) stops its client's writes through the relay once the socket
+/// buffers and the relay's window per channel are full: the client gets only a bounded
+/// amount written, the agents' memory does not grow with what it tries to send, and once the
+/// server reads, every byte written arrives, the client's half-close with it.
+#[test]
+fn a_server_that_does_not_read_stops_its_client_through_the_relay() -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Some(_ctx) = setup("migrate-relay-backpressure") else {
+        return Ok(());
+    };
+    // Socket buffers on the way (client, origin, loopback on the destination; up to ~6 MiB
+    // each by default) and the relay's window: far below this. Unbounded buffering reaches
+    // it within the time given.
+    const BOUND: u64 = 48 << 20;
+    let hosts = Hosts::up(3).context("hosts up")?;
+    let mut child = hosts
+        .command(1, workload("hold_serve"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the server in h1")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let out = lines_of(child.stdout.take().context("stdout")?);
+    let pid = ns_pid(Hosts::inner_pid(&child)?)?;
+    let port: u16 = expect_line(&out, "listen", |l| l.starts_with("listen "))?[7..].parse()?;
+    expect_line(&out, "ready", |l| l == "ready")?;
+    migrate_via(&hosts, 1, pid, "h2")?;
+    let agents = [
+        hosts.ferryd_pid(1).context("h1's ferryd")?,
+        hosts.ferryd_pid(2).context("h2's ferryd")?,
+    ];
+    let rss = |pid: i32| -> Result<u64> {
+        let kb: u64 = status_field(pid, "VmRSS")
+            .context("VmRSS")?
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kb << 10)
+    };
+    let before = [rss(agents[0])?, rss(agents[1])?];
+    let addr = std::net::SocketAddr::from((Hosts::addr(1), port));
+
+    // Write until nothing more goes for a second (or the bound is passed).
+    let conn = in_host_net(&hosts, 3, move || {
+        Ok(TcpStream::connect_timeout(&addr, TIMEOUT)?)
+    })?;
+    conn.set_nonblocking(true)?;
+    let chunk = vec![7u8; 1 << 16];
+    let mut written = 0u64;
+    let mut last = Instant::now();
+    let t0 = Instant::now();
+    while last.elapsed() < Duration::from_secs(1) && written <= BOUND && t0.elapsed() < TIMEOUT {
+        match (&conn).write(&chunk) {
+            Ok(n) => {
+                written += n as u64;
+                last = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => bail!("write through the relay: {e}"),
+        }
+    }
+    let after = [rss(agents[0])?, rss(agents[1])?];
+    println!(
+        "the client got {} KiB written before the relay stopped it; agents' RSS {} -> {} KiB, {} -> {} KiB",
+        written >> 10,
+        before[0] >> 10,
+        after[0] >> 10,
+        before[1] >> 10,
+        after[1] >> 10
+    );
+    ensure!(
+        written <= BOUND,
+        "the relay kept taking bytes nobody reads: {written} bytes written"
+    );
+    for i in 0..2 {
+        ensure!(
+            after[i] < before[i] + (32 << 20),
+            "h{}'s ferryd grew from {} to {} bytes while holding what nobody reads",
+            i + 1,
+            before[i],
+            after[i]
+        );
+    }
+
+    // The server reads now: every byte written arrives, then the end of the stream.
+    nix::sys::socket::shutdown(conn.as_raw_fd(), nix::sys::socket::Shutdown::Write)?;
+    stdin.write_all(b"read\n")?;
+    let got = expect_line(&out, "got", |l| l.starts_with("got "))?;
+    ensure!(
+        got == format!("got {written}"),
+        "the server {got}, the client wrote {written}"
+    );
+    drop(conn);
+    stdin.write_all(b"exit 5\n")?;
+    let status = wait_child(&mut child)?;
+    assert_eq!(status.code(), Some(5), "the parent saw {status}");
+    Ok(())
+}
+
 /// `ferry migrations` on host `n`: the line of migration `id`.
 fn migrations_line(hosts: &Hosts, n: u32, id: &str) -> Result<String> {
     let out = Command::new(ferry_bin())

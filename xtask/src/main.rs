@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_migrate;
+mod bench_relay;
 mod bench_tasks;
 mod demo;
 mod demo_hosts;
@@ -49,6 +50,13 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
+    /// The same servers and clients direct and through the relay of a migration (three test
+    /// hosts): redis-benchmark pipelined and with a connection per request, keep-alive HTTP,
+    /// the round trip at p50; each beside its target.
+    BenchRelay,
+    /// A client of `bench-relay`, run inside a test host.
+    #[command(hide = true)]
+    RelayClient(bench_relay::ClientOptions),
     /// Test hosts: `hosts up N` makes N namespaced hosts running ferryd, `hosts down` ends them.
     Hosts {
         #[command(subcommand)]
@@ -72,6 +80,8 @@ fn main() -> ExitCode {
         .map(|()| ExitCode::SUCCESS),
         Cmd::Bench(options) => bench::run(&options).map(|()| ExitCode::SUCCESS),
         Cmd::BenchMigrate { release } => bench_migrate::run(release).map(|()| ExitCode::SUCCESS),
+        Cmd::BenchRelay => bench_relay::run().map(|()| ExitCode::SUCCESS),
+        Cmd::RelayClient(o) => bench_relay::client_main(&o).map(|()| ExitCode::SUCCESS),
         Cmd::Hosts { command } => hosts::run(&command).map(|()| ExitCode::SUCCESS),
         Cmd::HostInit(options) => hosts::host_init(&options).map(|()| ExitCode::SUCCESS),
     };

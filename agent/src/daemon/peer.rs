@@ -11,7 +11,6 @@ use ferry_proto::v1::{
     AbortReply, CommitReply, MigrationRecord, MigrationRef, MovedOn, MovedReply, NegotiateReply,
     NegotiateRequest, RelayFrame, SinkChunk, SinkReply, TransferChunk, TransferReply,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::NodeRef;
@@ -102,7 +101,7 @@ impl Peer for PeerService {
             .map(Response::new)
     }
 
-    type RelayStream = ReceiverStream<Result<RelayFrame, Status>>;
+    type RelayStream = crate::relay::dest::Frames;
 
     async fn relay(
         &self,

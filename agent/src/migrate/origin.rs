@@ -156,6 +156,8 @@ struct TracerJob {
     raw: Arc<AtomicU64>,
     /// A non-root caller: authorized again once the process is frozen.
     as_user: Option<PeerCred>,
+    /// Listening ports whose relayed connections get a PROXY protocol header.
+    proxy_protocol: Vec<u32>,
 }
 
 /// The tracer: freeze, header, shipped files, image; then wait for the decision.
@@ -173,6 +175,7 @@ fn tracer(job: TracerJob) {
         wire,
         raw,
         as_user,
+        proxy_protocol,
     } = job;
     let opts = DumpOptions {
         codec,
@@ -225,7 +228,7 @@ fn tracer(job: TracerJob) {
         total,
         at_us,
     });
-    let plan = match Plan::capture(&held) {
+    let mut plan = match Plan::capture(&held) {
         Ok(p) => p,
         Err(e) => {
             let _ = held.thaw();
@@ -233,6 +236,11 @@ fn tracer(job: TracerJob) {
             return;
         }
     };
+    if let Err(e) = plan.proxy_protocol(&proxy_protocol) {
+        let _ = held.thaw();
+        let _ = events.send(Ev::Failed(e.to_string()));
+        return;
+    }
     // What the relay needs, kept before the stub can exist: a restarted agent serves the
     // stub again with it.
     if let Err(e) = node.store.put_relay(&id, &plan.endpoints()) {
@@ -627,6 +635,7 @@ impl Origin {
             wire: self.wire.clone(),
             raw: self.raw.clone(),
             as_user: self.as_user,
+            proxy_protocol: self.req.proxy_protocol.clone(),
         };
         std::thread::Builder::new()
             .name(format!("migrate-{id}"))

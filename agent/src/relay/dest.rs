@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,11 +14,10 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Status, Streaming};
 
-use super::pump::{EndBy, Out, Pumps, frame};
+use super::pump::{EndBy, Io, Out, Pumps, Serve, Stop, frame, set_nonblocking};
 use super::{Kind, RelayError};
 use crate::daemon::Node;
 use crate::sys;
@@ -37,6 +36,8 @@ struct Local {
     ours: Option<OwnedFd>,
     /// UDP: proxy sockets standing for the origin's peers, by peer ("ip:port").
     proxies: Vec<(String, UdpSocket)>,
+    /// A listener whose connections start with a PROXY protocol header.
+    proxy_protocol: bool,
 }
 
 /// Local endpoints made for the relayed descriptors of a `TransferHeader`.
@@ -165,6 +166,7 @@ impl Endpoints {
                 process: Some(process),
                 ours: Some(ours),
                 proxies,
+                proxy_protocol: kind == Kind::TcpListen && r.proxy_protocol,
             });
         }
         Ok(Endpoints { locals })
@@ -205,6 +207,7 @@ impl Endpoints {
                     .iter()
                     .filter_map(|(p, s)| Some((p.clone(), s.try_clone().ok()?)))
                     .collect(),
+                proxy_protocol: l.proxy_protocol,
             })
             .collect();
         Endpoints { locals }
@@ -227,7 +230,7 @@ pub(super) struct HeldCopy {
     pid: i32,
     endpoints: Endpoints,
     exit: watch::Receiver<Option<ExitStatus>>,
-    run: Option<(u64, Arc<AtomicBool>)>,
+    run: Option<(u64, Arc<Stop>)>,
 }
 
 impl HeldCopy {
@@ -274,7 +277,7 @@ struct Attached {
     endpoints: Endpoints,
     exit: watch::Receiver<Option<ExitStatus>>,
     /// The stream that served it before, to stop.
-    previous: Option<Arc<AtomicBool>>,
+    previous: Option<Arc<Stop>>,
 }
 
 impl super::Registry {
@@ -297,7 +300,7 @@ impl super::Registry {
         })
     }
 
-    fn set_run(&self, id: &str, run: u64, stop: Arc<AtomicBool>) {
+    fn set_run(&self, id: &str, run: u64, stop: Arc<Stop>) {
         if let Some(h) = self.lock().dests.get_mut(id) {
             h.run = Some((run, stop));
         }
@@ -335,7 +338,7 @@ pub async fn relay(
     node: &Node,
     peer: &str,
     mut inbound: Streaming<RelayFrame>,
-) -> Result<ReceiverStream<Result<RelayFrame, Status>>, Status> {
+) -> Result<Frames, Status> {
     let first = inbound
         .message()
         .await?
@@ -357,8 +360,8 @@ pub async fn relay(
     if let Some(prev) = &a.previous {
         // The stream before this one broke (the origin's agent restarted, say): its threads
         // stop before ours read the same descriptors.
-        prev.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        prev.stop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tracing::info!(migration = %id, peer, pid = a.pid, again = a.previous.is_some(), "relay started");
     Ok(run_attached(node.relays.clone(), id, a, inbound))
@@ -367,11 +370,7 @@ pub async fn relay(
 /// Runs the destination relay of process `pid` (ferryd's child, reaped here) with `endpoints`
 /// over `inbound` (the frames from the origin); the frames for the origin come out of the
 /// returned stream.
-pub fn run<S>(
-    pid: i32,
-    endpoints: Endpoints,
-    inbound: S,
-) -> ReceiverStream<Result<RelayFrame, Status>>
+pub fn run<S>(pid: i32, endpoints: Endpoints, inbound: S) -> Frames
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
 {
@@ -380,17 +379,12 @@ where
     let Some(a) = registry.attach_dest("local") else {
         // Just held: always there.
         let (_tx, rx) = mpsc::channel(1);
-        return ReceiverStream::new(rx);
+        return Frames { rx, done: None };
     };
     run_attached(registry, "local".into(), a, inbound)
 }
 
-fn run_attached<S>(
-    registry: super::Registry,
-    id: String,
-    a: Attached,
-    mut inbound: S,
-) -> ReceiverStream<Result<RelayFrame, Status>>
+fn run_attached<S>(registry: super::Registry, id: String, a: Attached, mut inbound: S) -> Frames
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
 {
@@ -401,18 +395,10 @@ where
         mut exit,
         previous: _,
     } = a;
-    let (tx, rx) = mpsc::channel::<Result<RelayFrame, Status>>(256);
-    let (out_tx, mut out_rx) = mpsc::channel::<RelayFrame>(256);
-    let fwd = tx.clone();
-    tokio::spawn(async move {
-        while let Some(f) = out_rx.recv().await {
-            if fwd.send(Ok(f)).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(256);
+    let (done_tx, done_rx) = oneshot::channel::<()>();
     let pumps = Pumps::new(out_tx);
-    registry.set_run(&id, run, pumps.stop_flag());
+    registry.set_run(&id, run, pumps.stopper());
     let dest = Arc::new(Dest::begin(&pumps, pid, endpoints));
 
     tokio::spawn(async move {
@@ -445,18 +431,58 @@ where
                     tokio::task::spawn_blocking(move || {
                         pumps.wait_drained(Duration::from_secs(3));
                         pumps.send(frame(0, What::Exit(status)));
-                        pumps.finish(Duration::ZERO);
+                        pumps.stop_now();
                     });
                 }
             }
         }
         // This stream is over: its threads stop. The copy stays held for another stream from
         // the origin, unless its exit status went out and the origin closed its side.
-        pumps.finish(Duration::ZERO);
+        pumps.stop_now();
         registry.end_run(&id, run, finished);
-        drop(tx);
+        drop(done_tx);
     });
-    ReceiverStream::new(rx)
+    Frames {
+        rx: out_rx,
+        done: Some(done_rx),
+    }
+}
+
+/// The frames of a destination relay for its origin: what the pumps send, until the relay
+/// ended (then what was queued, and the end).
+#[derive(Debug)]
+pub struct Frames {
+    rx: mpsc::Receiver<RelayFrame>,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+impl tokio_stream::Stream for Frames {
+    type Item = Result<RelayFrame, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(f)) => return Poll::Ready(Some(Ok(f))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        let ended = match self.done.as_mut() {
+            Some(d) => std::pin::Pin::new(d).poll(cx).is_ready(),
+            None => true,
+        };
+        if ended {
+            self.done = None;
+            // What was queued before the end still goes.
+            return match self.rx.try_recv() {
+                Ok(f) => Poll::Ready(Some(Ok(f))),
+                Err(_) => Poll::Ready(None),
+            };
+        }
+        Poll::Pending
+    }
 }
 
 /// Waits for `pid` to end. It is our child, or, when it was restored in a new PID
@@ -533,8 +559,8 @@ struct Dest {
     reads: HashSet<u32>,
     /// Terminal channel → its master (window size).
     ttys: HashMap<u32, OwnedFd>,
-    /// Listener channel → where to connect.
-    listeners: HashMap<u32, SocketAddr>,
+    /// Listener channel → where to connect, and whether with a PROXY protocol header.
+    listeners: HashMap<u32, (SocketAddr, bool)>,
     /// UDP channel → the process's socket address and the proxies by peer.
     udp: HashMap<u32, Arc<Udp>>,
 }
@@ -561,27 +587,36 @@ impl Dest {
                 d.reads.insert(ch);
             }
             let Some(ours) = l.ours else { continue };
+            // ferryd's own ends (pipes, the pty master): non-blocking, served by tasks.
+            if matches!(l.kind, Kind::Tty | Kind::Read | Kind::Write)
+                && let Err(e) = set_nonblocking(ours.as_fd())
+            {
+                tracing::warn!(channel = ch, %e, "relay: cannot make an endpoint non-blocking");
+                continue;
+            }
+            let serve = |fd, io, read, write, end| Serve {
+                fd,
+                io,
+                read,
+                write,
+                end,
+                drain: read,
+                prefix: Vec::new(),
+                connecting: false,
+            };
             match l.kind {
                 Kind::Tty => {
-                    if let Ok(r) = ours.try_clone() {
-                        pumps.reader(ch, r, true);
-                    }
                     if let Ok(m) = ours.try_clone() {
                         d.ttys.insert(ch, m);
                     }
-                    pumps.writer(ch, ours, EndBy::Nothing);
+                    pumps.serve(ch, serve(ours, Io::Own, true, true, EndBy::Nothing));
                 }
-                Kind::Read => pumps.writer(ch, ours, EndBy::Closing),
-                Kind::Write => pumps.reader(ch, ours, true),
-                Kind::Tcp => {
-                    if let Ok(r) = ours.try_clone() {
-                        pumps.reader(ch, r, true);
-                    }
-                    pumps.writer(ch, ours, EndBy::Shutdown);
-                }
+                Kind::Read => pumps.serve(ch, serve(ours, Io::Own, false, true, EndBy::Closing)),
+                Kind::Write => pumps.serve(ch, serve(ours, Io::Own, true, false, EndBy::Nothing)),
+                Kind::Tcp => pumps.serve(ch, serve(ours, Io::Socket, true, true, EndBy::Shutdown)),
                 Kind::TcpListen => {
                     if let Ok(a) = TcpListener::from(ours).local_addr() {
-                        d.listeners.insert(ch, reachable(a));
+                        d.listeners.insert(ch, (reachable(a), l.proxy_protocol));
                     }
                 }
                 Kind::Udp => {
@@ -605,9 +640,9 @@ impl Dest {
         d
     }
 
-    fn deliver(&self, f: RelayFrame) {
+    fn deliver(&self, mut f: RelayFrame) {
         let ch = f.channel;
-        let Some(what) = f.what else { return };
+        let Some(what) = f.what.take() else { return };
         match what {
             What::Data(d) => {
                 self.pumps.deliver(ch, Out::Data(d));
@@ -643,20 +678,17 @@ impl Dest {
                 }
             }
             What::Accepted(new) => {
-                let Some(addr) = self.listeners.get(&ch) else {
+                let Some(&(addr, proxy)) = self.listeners.get(&ch) else {
                     return;
                 };
-                match TcpStream::connect(addr) {
-                    Ok(c) => {
-                        c.set_nodelay(true).ok();
-                        self.pumps.connection(new, OwnedFd::from(c), || true);
-                    }
-                    Err(e) => {
-                        tracing::debug!(%e, "relay: connect to the process's listener");
-                        self.pumps.send(frame(new, What::Close(true)));
-                    }
-                }
+                let prefix = if proxy {
+                    proxy_header(&f.client, &f.server)
+                } else {
+                    Vec::new()
+                };
+                self.pumps.connect_to(new, addr, prefix);
             }
+            What::Credit(n) => self.pumps.credit(ch, n),
             What::Exit(_) => {}
         }
     }
@@ -696,5 +728,58 @@ impl Udp {
             }
         };
         let _ = proxy.send_to(data, self.target);
+    }
+}
+
+/// The PROXY protocol (v1) header naming a relayed connection's client (`client`) and the
+/// address it reached on the origin (`server`), both "ip:port"; `PROXY UNKNOWN` when they
+/// are missing or of different families.
+pub fn proxy_header(client: &str, server: &str) -> Vec<u8> {
+    let (Ok(c), Ok(s)) = (client.parse::<SocketAddr>(), server.parse::<SocketAddr>()) else {
+        return b"PROXY UNKNOWN\r\n".to_vec();
+    };
+    let unmapped = |a: SocketAddr| match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => a,
+        },
+        IpAddr::V4(_) => a,
+    };
+    let (c, s) = (unmapped(c), unmapped(s));
+    let family = match (c.ip(), s.ip()) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => "TCP4",
+        (IpAddr::V6(_), IpAddr::V6(_)) => "TCP6",
+        _ => return b"PROXY UNKNOWN\r\n".to_vec(),
+    };
+    format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        c.ip(),
+        s.ip(),
+        c.port(),
+        s.port()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proxy_header;
+
+    #[test]
+    fn proxy_headers_name_both_ends() {
+        assert_eq!(
+            proxy_header("10.77.0.3:40000", "10.77.0.1:6379"),
+            b"PROXY TCP4 10.77.0.3 10.77.0.1 40000 6379\r\n"
+        );
+        assert_eq!(
+            proxy_header("[::ffff:10.0.0.2]:5", "[::ffff:10.0.0.1]:80"),
+            b"PROXY TCP4 10.0.0.2 10.0.0.1 5 80\r\n"
+        );
+        assert_eq!(
+            proxy_header("[fe80::1]:5", "[::1]:80"),
+            b"PROXY TCP6 fe80::1 ::1 5 80\r\n"
+        );
+        assert_eq!(proxy_header("", "10.0.0.1:80"), b"PROXY UNKNOWN\r\n");
+        assert_eq!(proxy_header("[::1]:5", "10.0.0.1:80"), b"PROXY UNKNOWN\r\n");
     }
 }

@@ -2,7 +2,7 @@
 //! original into the stub ([`become_stub`]) and the relay itself ([`start`]).
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use ferry_proto::v1::peer_client::PeerClient;
 use ferry_proto::v1::{ExitStatus, RelayEndpoint, RelayFrame, Winsize, relay_frame::What};
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::ptrace;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -20,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::pump::{EndBy, Out, Pumps, frame};
+use super::pump::{EndBy, Io, Out, Pumps, Serve, frame};
 use super::stub::{Expected, StubCommand, StubEvent, stub_socket_path};
 use super::{Kind, RelayError};
 use crate::daemon::NodeRef;
@@ -47,6 +46,8 @@ pub struct Endpoint {
     pub local: Option<SocketAddr>,
     /// Peer address of a connected socket.
     pub remote: Option<SocketAddr>,
+    /// A listener whose relayed connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 /// The descriptors of a frozen process that stay on the origin and are relayed.
@@ -149,9 +150,41 @@ impl Plan {
                 winsize,
                 local,
                 remote,
+                proxy_protocol: false,
             });
         }
         Ok(Plan { endpoints })
+    }
+
+    /// Asks for a PROXY protocol header on the connections relayed to the listeners on
+    /// `ports`; a port on which the process has no listening TCP socket is refused, named.
+    pub fn proxy_protocol(&mut self, ports: &[u32]) -> Result<(), RelayError> {
+        for &port in ports {
+            let listener = self.endpoints.iter_mut().find(|e| {
+                e.kind == Kind::TcpListen && e.local.is_some_and(|a| u32::from(a.port()) == port)
+            });
+            match listener {
+                Some(e) => e.proxy_protocol = true,
+                None => {
+                    let listening: Vec<String> = self
+                        .endpoints
+                        .iter()
+                        .filter(|e| e.kind == Kind::TcpListen)
+                        .filter_map(|e| e.local.map(|a| a.port().to_string()))
+                        .collect();
+                    return Err(RelayError::Stub(format!(
+                        "--proxy-protocol {port}: the process has no listening TCP socket on \
+                         port {port} (it listens on: {})",
+                        if listening.is_empty() {
+                            "none".to_string()
+                        } else {
+                            listening.join(", ")
+                        }
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The plan of a stub that is already running (after an agent restart), from the
@@ -190,6 +223,7 @@ impl Plan {
                 winsize,
                 local: r.local.parse().ok(),
                 remote: r.remote.parse().ok(),
+                proxy_protocol: r.proxy_protocol,
             });
         }
         Ok(Plan { endpoints })
@@ -208,6 +242,7 @@ impl Plan {
                 termios: Vec::new(),
                 local: e.local.map(|a| a.to_string()).unwrap_or_default(),
                 remote: e.remote.map(|a| a.to_string()).unwrap_or_default(),
+                proxy_protocol: e.proxy_protocol,
             })
             .collect()
     }
@@ -455,7 +490,6 @@ fn exec(held: &Held, syscall_at: u64, path: &str, args: [u64; 3]) -> Result<(), 
 /// The relay of one migration, origin side.
 struct Origin {
     pumps: Arc<Pumps>,
-    next_channel: Arc<AtomicU32>,
     tty: Option<(u32, OwnedFd)>,
 }
 
@@ -476,8 +510,7 @@ pub fn start(
         out_tx
             .send(RelayFrame {
                 migration_id: migration_id.clone(),
-                channel: 0,
-                what: None,
+                ..Default::default()
             })
             .await
             .ok();
@@ -598,27 +631,11 @@ where
     let origin = Origin::begin(plan, out_tx.clone());
     let pumps = origin.pumps.clone();
 
-    // The stub's death, seen through its pidfd (until this relay ends: not the pumps' stop
-    // flag, which the remote's exit sets while the stub may still have to be told).
-    let (died_tx, mut died_rx) = mpsc::channel::<()>(1);
-    let watching = StopOnDrop(Arc::new(std::sync::atomic::AtomicBool::new(false)));
-    if let Ok(pidfd) = sys::pidfd_open(Pid::from_raw(stub_pid)) {
-        let stop = watching.0.clone();
-        std::thread::spawn(move || {
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-                if let Ok(n) = poll(&mut fds, 200u16)
-                    && n > 0
-                {
-                    let _ = died_tx.blocking_send(());
-                    return;
-                }
-            }
-        });
-    }
+    // The stub's death, seen through its pidfd (readable once the process ended).
+    let died = sys::pidfd_open(Pid::from_raw(stub_pid))
+        .ok()
+        .and_then(|fd| sys::async_fd(fd).ok());
+    let mut stub_died = false;
 
     let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Option<StubCommand>>();
     let mut stub_writer: Option<tokio::net::unix::OwnedWriteHalf> = None;
@@ -636,27 +653,35 @@ where
             }),
             s = stub_rx.recv() => Event::Stub(s),
             l = line_rx.recv() => Event::Line(l.flatten()),
-            Some(()) = died_rx.recv() => Event::StubDied,
+            () = async {
+                match &died {
+                    Some(d) => {
+                        let _ = d.readable().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }, if !stub_died => {
+                stub_died = true;
+                Event::StubDied
+            }
         };
         match ev {
             Event::Frame(Some(f)) => match f.what {
                 Some(What::Exit(st)) => {
                     // Whatever the process wrote before it ended is written out first.
-                    let p = pumps.clone();
-                    tokio::task::spawn_blocking(move || p.finish(Duration::from_secs(5)))
-                        .await
-                        .ok();
+                    pumps.finish(Duration::from_secs(5)).await;
                     exit = Some(st);
                     if stub_writer.is_some() || killed {
                         break;
                     }
                 }
                 Some(What::Accepted(_)) | Some(What::Signal(_)) | Some(What::Winsize(_)) => {}
+                Some(What::Credit(n)) => pumps.credit(f.channel, n),
                 Some(w) => origin.deliver(f.channel, w),
                 None => {}
             },
             Event::Frame(None) => {
-                pumps.finish(Duration::ZERO);
+                pumps.stop_now();
                 return Err(RelayError::Stub(
                     "the relay stream ended before the remote process".into(),
                 ));
@@ -712,7 +737,7 @@ where
             }
         }
     }
-    pumps.finish(Duration::ZERO);
+    pumps.stop_now();
     if let (Some(st), Some(mut w)) = (exit, stub_writer) {
         let cmd = if st.signal != 0 {
             StubCommand::ExitSignal(st.signal)
@@ -727,17 +752,10 @@ where
     Ok(exit)
 }
 
-/// Sets its flag when dropped.
-struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 impl Origin {
-    /// Starts the threads of every endpoint.
+    /// Starts the tasks and threads of every endpoint: a task per socket (a listener's
+    /// accept loop, each connection), threads for the descriptors whose flags are the user's
+    /// (terminal, pipes, files) and for UDP.
     fn begin(plan: Plan, out: mpsc::Sender<RelayFrame>) -> Origin {
         let pumps = Pumps::new(out);
         let next_channel = Arc::new(AtomicU32::new(
@@ -750,20 +768,35 @@ impl Origin {
             match e.kind {
                 Kind::Tty => {
                     if let (Ok(r), Ok(t)) = (dup(&e.fd), dup(&e.fd)) {
-                        pumps.reader(ch, r, false);
+                        pumps.thread_reader(ch, r, false);
                         tty = Some((ch, t));
                     }
-                    pumps.writer(ch, e.fd, EndBy::Nothing);
+                    pumps.thread_writer(ch, e.fd, EndBy::Nothing);
                 }
-                Kind::Read => pumps.reader(ch, e.fd, false),
-                Kind::Write => pumps.writer(ch, e.fd, EndBy::Nothing),
-                Kind::Tcp => {
-                    if let Ok(r) = dup(&e.fd) {
-                        pumps.reader(ch, r, false);
-                    }
-                    pumps.writer(ch, e.fd, EndBy::Shutdown);
+                Kind::Read => pumps.thread_reader(ch, e.fd, false),
+                Kind::Write => pumps.thread_writer(ch, e.fd, EndBy::Nothing),
+                Kind::Tcp => pumps.serve(
+                    ch,
+                    Serve {
+                        fd: e.fd,
+                        io: Io::Socket,
+                        read: true,
+                        write: true,
+                        end: EndBy::Shutdown,
+                        drain: false,
+                        prefix: Vec::new(),
+                        connecting: false,
+                    },
+                ),
+                Kind::TcpListen => {
+                    tokio::spawn(accept_loop(
+                        pumps.clone(),
+                        ch,
+                        e.fd,
+                        next_channel.clone(),
+                        e.proxy_protocol,
+                    ));
                 }
-                Kind::TcpListen => accept_loop(&pumps, ch, e.fd, next_channel.clone()),
                 Kind::Udp => {
                     let sock = UdpSocket::from(e.fd);
                     if let Ok(s) = sock.try_clone() {
@@ -777,11 +810,7 @@ impl Origin {
                 }
             }
         }
-        Origin {
-            pumps,
-            next_channel,
-            tty,
-        }
+        Origin { pumps, tty }
     }
 
     fn deliver(&self, channel: u32, what: What) {
@@ -792,44 +821,74 @@ impl Origin {
             What::Datagram(d) => Out::Datagram(d.peer, d.data),
             _ => return,
         };
-        let _ = &self.next_channel;
         self.pumps.deliver(channel, out);
     }
 }
 
 /// Accepts connections on the process's listening socket (the connections already waiting
-/// at the freeze first): each becomes a new channel, announced with `Accepted` on the
-/// listener's channel, and forgotten once it ended both ways ([`Pumps::connection`]).
-fn accept_loop(pumps: &Arc<Pumps>, channel: u32, fd: OwnedFd, next: Arc<AtomicU32>) {
-    let pumps = pumps.clone();
-    let stop = pumps.stop_flag();
-    std::thread::spawn(move || {
-        let listener = TcpListener::from(fd);
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, 200u16) {
-                Ok(0) | Err(Errno::EINTR) => continue,
-                Ok(_) => {}
-                Err(_) => return,
-            }
-            let conn: TcpStream = match listener.accept() {
-                Ok((c, _)) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+/// at the freeze first), woken by epoll: each becomes a new channel, announced with `accepted`
+/// (with the client's address when `proxy`: a PROXY protocol listener) on the listener's channel, served by a task of its own and
+/// forgotten once it ended both ways ([`Pumps::connection`]). The listener is made
+/// non-blocking (`accept` has no per-call flag); the stub never uses it.
+async fn accept_loop(
+    pumps: Arc<Pumps>,
+    channel: u32,
+    fd: OwnedFd,
+    next: Arc<AtomicU32>,
+    proxy: bool,
+) {
+    let listener = TcpListener::from(fd);
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| sys::async_listener(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(channel, %e, "relay: cannot watch the listening socket");
+            return;
+        }
+    };
+    let stop = pumps.stopper();
+    loop {
+        let accepted = tokio::select! {
+            g = listener.readable() => match g {
+                Ok(mut g) => match g.try_io(|l| l.get_ref().accept()) {
+                    Ok(r) => r,
+                    Err(_would_block) => continue,
+                },
                 Err(e) => {
                     tracing::debug!(%e, "relay accept");
-                    continue;
+                    return;
                 }
-            };
-            let ch = next.fetch_add(1, Ordering::Relaxed);
-            // Its writer exists before the destination hears of it (what the process answers
-            // may come back at once), its reader starts after (no byte before `accepted`).
-            let announce = || pumps.send(frame(channel, What::Accepted(ch)));
-            if !pumps.connection(ch, OwnedFd::from(conn), announce) {
-                return;
+            },
+            () = stop.wait() => return,
+        };
+        let (conn, client) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, say: the connection waits in the queue a moment.
+                tracing::debug!(%e, "relay accept");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(10)) => continue,
+                    () = stop.wait() => return,
+                }
             }
+        };
+        conn.set_nodelay(true).ok();
+        let ch = next.fetch_add(1, Ordering::Relaxed);
+        let mut announce = frame(channel, What::Accepted(ch));
+        if proxy {
+            // The addresses for the destination's PROXY protocol header.
+            announce.client = client.to_string();
+            announce.server = conn.local_addr().map(|a| a.to_string()).unwrap_or_default();
         }
-    });
+        // Its writer exists before the destination hears of it (what the process answers
+        // may come back at once), its reader starts after (no byte before `accepted`).
+        if !pumps
+            .connection(ch, OwnedFd::from(conn), Some(announce), Vec::new())
+            .await
+        {
+            return;
+        }
+    }
 }

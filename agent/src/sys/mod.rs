@@ -467,3 +467,19 @@ pub const F_GETSIG: i32 = 11;
 pub const F_SETOWN_EX: i32 = 15;
 /// See [`F_SETSIG`].
 pub const F_GETOWN_EX: i32 = 16;
+
+/// Registers a descriptor ferryd owns with the tokio reactor (epoll), for readiness.
+pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd owns its descriptor until dropped, and the AsyncFd owns the OwnedFd:
+    // the descriptor stays open and the same for the AsyncFd's whole life.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::other)
+}
+
+/// [`async_fd`] for a listening socket ferryd owns (`accept` through the `AsyncFd`).
+pub fn async_listener(
+    l: std::net::TcpListener,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::net::TcpListener>> {
+    // SAFETY: a TcpListener owns its descriptor until dropped, and the AsyncFd owns the
+    // listener: the descriptor stays open and the same for the AsyncFd's whole life.
+    unsafe { tokio::io::unix::AsyncFd::register(l) }.map_err(std::io::Error::other)
+}

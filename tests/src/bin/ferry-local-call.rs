@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             to: to.clone(),
             compress: "auto".to_owned(),
             ship_files: false,
+            proxy_protocol: Vec::new(),
         };
         let outcome = match client.migrate(req).await {
             Ok(resp) => {
