@@ -17,7 +17,7 @@ mod sockets;
 mod tree;
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -1514,18 +1514,13 @@ fn write_image(
     };
     let file = File::create(&tmp).map_err(file_err("create", &tmp))?;
     let result = (|| {
-        let mut writer =
-            ImageWriter::new_tree(BufWriter::with_capacity(1 << 20, file), tree, codec)?;
+        // Unbuffered: the writer hands each section to the file in one vectored write.
+        let mut writer = ImageWriter::new_tree(file, tree, codec)?;
         // The processes' pages one after the other, in tree order.
         for (t, state) in tracees.iter().zip(&tree.processes) {
             mm::write_pages(t, &state.mm.vmas, &mut writer, None)?;
         }
-        let (buf, stats) = writer.finish()?;
-        let file = buf.into_inner().map_err(|e| DumpError::ImageFile {
-            step: "flush",
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?;
+        let (file, stats) = writer.finish()?;
         file.sync_all().map_err(file_err("fsync", &tmp))?;
         // Checked again: something may have appeared at `out` while the image was written.
         check_output(out)?;

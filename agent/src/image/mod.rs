@@ -148,6 +148,14 @@ pub enum WriteImageError {
         /// Length given.
         len: u64,
     },
+    /// More page bytes committed than the room the block had.
+    #[error("{len} bytes of pages committed, the block had room for {room}")]
+    BeyondRoom {
+        /// Bytes committed.
+        len: u64,
+        /// Room left in the block.
+        room: u64,
+    },
     /// More or fewer pages than the manifest announces.
     #[error("{written} pages written, the manifest announces {expected}")]
     PageCountMismatch {
@@ -365,7 +373,8 @@ pub enum ReadImageError {
     /// A version this reader does not read.
     #[error(
         "image section \"header\" at offset 0: unsupported image version {major}.{minor} \
-         (this ferry reads {}.{})",
+         (this ferry reads {}.0 to {}.{})",
+        format::OLDEST_MAJOR,
         format::VERSION_MAJOR,
         format::VERSION_MINOR
     )]
@@ -447,8 +456,9 @@ pub struct SectionSummary {
     /// Pages: number of pages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page_count: Option<u64>,
-    /// SHA-256 of the section (header fields and payload), hex.
-    pub sha256: String,
+    /// Digest of the section (header fields and payload), hex: BLAKE3 (SHA-256 in a version 1
+    /// image).
+    pub digest: String,
 }
 
 /// Reads and verifies a whole image (every digest, every block decompressed, nothing after
@@ -463,6 +473,7 @@ pub fn inspect<R: Read + Send>(input: R) -> Result<ImageSummary, ReadImageError>
     let sections = reader.take_sections();
     Ok(ImageSummary {
         version: format!("{}.{}", reader.header().major, reader.header().minor),
+        digest: format::DigestAlg::of_major(reader.header().major).name(),
         arch: "x86_64",
         process: reader.state().clone(),
         more: reader.tree().processes[1..].to_vec(),

@@ -972,7 +972,7 @@ async fn choose_codec(client: &mut PeerClient<Channel>, pid: i32) -> Codec {
         (speed * workers).min(link / frac)
     };
     let zstd = rate(&|s| zstd::bulk::compress(s, 1).map_or(s.len(), |v| v.len()));
-    let lz4 = rate(&|s| lz4_flex::block::compress(s).len());
+    let lz4 = rate(&|s| lz4::block::compress(s, None, false).map_or(s.len(), |v| v.len()));
     let none = link;
     let best = zstd.max(lz4).max(none);
     let pick = if none >= best * 0.9 {
