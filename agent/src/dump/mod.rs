@@ -6,6 +6,7 @@
 //! exactly as it was.
 
 mod attrs;
+pub mod autocodec;
 mod fdkinds;
 mod files;
 pub mod freeze;

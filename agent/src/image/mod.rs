@@ -84,6 +84,7 @@ use std::io::Read;
 use serde::Serialize;
 
 pub use self::codec::ParseCodecError;
+pub(crate) use self::codec::{Compressor as BlockCompressor, compress_bound};
 pub use self::pages::PageBlock;
 pub use self::reader::{ImageReader, ImageSummary};
 pub use self::sockets::{
@@ -99,6 +100,11 @@ use crate::state::PAGE_SIZE;
 #[cfg(doc)]
 use crate::state::ProcessState;
 
+/// Worker threads an image writer compresses on (one per CPU).
+pub(crate) fn compression_workers() -> usize {
+    pool::default_threads()
+}
+
 /// Pages per page block (1 MiB of raw data).
 pub const BLOCK_PAGES: u64 = 256;
 /// Raw bytes per full page block.
@@ -112,10 +118,11 @@ pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 pub enum Codec {
     /// Stored as is.
     None,
-    /// zstd level 1.
-    #[default]
+    /// zstd level -1 (the first fast level).
     Zstd,
-    /// LZ4 block format.
+    /// LZ4 block format: the default, the fastest pipeline for a local image (see
+    /// docs/engine.md "The page pipeline").
+    #[default]
     Lz4,
 }
 
