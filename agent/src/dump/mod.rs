@@ -844,9 +844,12 @@ fn collect(
         f.owner = *owner;
     }
     let own: Vec<i32> = threads.iter().map(|t| t.tid).collect();
-    // The other processes of a tree, as this one sees them, and whether each leads its group.
+    // The other processes of a tree, as this one sees them, and whether each leads its group:
+    // read only when a descriptor has an owner to look for among them (for every member of a
+    // tree of N that is N reads of two files: quadratic).
     let mut others = Vec::with_capacity(members.len());
-    for &m in members.iter().filter(|&&m| m != raw) {
+    let owned = fds.iter().any(|f| f.owner.pid != 0);
+    for &m in members.iter().filter(|&&m| owned && m != raw) {
         let st = proc::parse_stat(&proc::read(m, "stat")?)?;
         let ns = proc::parse_status(&proc::read(m, "status")?)?.ns_pid;
         others.push((ns, st.pgrp == m));

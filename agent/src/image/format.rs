@@ -239,14 +239,14 @@ pub fn to_digest(d: digest::Digest) -> Digest {
 /// An incremental hash of either kind.
 #[derive(Clone)]
 enum Hasher {
-    Sha256(digest::Context),
+    Sha256(Box<digest::Context>),
     Blake3(Box<blake3::Hasher>),
 }
 
 impl Hasher {
     fn new(alg: DigestAlg) -> Self {
         match alg {
-            DigestAlg::Sha256 => Hasher::Sha256(digest::Context::new(&digest::SHA256)),
+            DigestAlg::Sha256 => Hasher::Sha256(Box::new(digest::Context::new(&digest::SHA256))),
             DigestAlg::Blake3 => Hasher::Blake3(Box::new(blake3::Hasher::new())),
         }
     }
@@ -262,7 +262,7 @@ impl Hasher {
 
     fn finish(self) -> Digest {
         match self {
-            Hasher::Sha256(c) => to_digest(c.finish()),
+            Hasher::Sha256(c) => to_digest((*c).finish()),
             Hasher::Blake3(h) => *h.finalize().as_bytes(),
         }
     }
