@@ -47,6 +47,10 @@ pub struct Options {
     /// Measure only the raw `process_vm_readv` speed (no ferry).
     #[arg(long)]
     raw_only: bool,
+    /// Use this `ferry` binary instead of building one (e.g. another version, to compare
+    /// both in the same conditions).
+    #[arg(long)]
+    ferry: Option<PathBuf>,
 }
 
 /// One codec's figures.
@@ -68,6 +72,9 @@ pub fn run(options: &Options) -> Result<()> {
     util::require_tools(&["cc"])?;
     let ferry = if options.raw_only {
         None
+    } else if let Some(ferry) = &options.ferry {
+        println!("Using {}", ferry.display());
+        Some(ferry.clone())
     } else {
         println!("Building ferry (cargo build --release -p ferry)…");
         Some(util::build_ferry(true)?)

@@ -8,7 +8,7 @@
 //! +--------------------------------------------------------------+
 //! | file header (16 bytes)                                       |
 //! |   magic  b"FERRYIMG"                              8 bytes    |
-//! |   major u16 = 1, minor u16 = 0                    4 bytes    |
+//! |   major u16 = 2, minor u16 = 0                    4 bytes    |
 //! |   arch u16 = 62 (EM_X86_64), reserved u16 = 0     4 bytes    |
 //! +--------------------------------------------------------------+
 //! | section 0: MANIFEST                                          |
@@ -24,7 +24,8 @@
 //!   stored_len  u64   payload length in the image
 //!   first_page  u64   PAGES: index of the block's first page in the page stream, else 0
 //!   page_count  u64   PAGES: pages in the block (1..=256), else 0
-//!   sha256      [32]  SHA-256 over the 48 bytes above and the stored payload
+//!   digest      [32]  BLAKE3 over the 48 bytes above and the stored payload
+//!                     (SHA-256 in a version 1 image)
 //! ```
 //!
 //! - **MANIFEST**: the prost-encoded `ferry.image.v1.Manifest` (the whole [`ProcessState`]),
@@ -35,16 +36,19 @@
 //!   first) set when page `i` is all zeros and therefore not stored. Each block is compressed
 //!   on its own, so blocks compress in parallel; a block that does not shrink is stored as is
 //!   (codec none), so a compressed payload is always shorter than its raw form.
-//! - **END**: `total_pages u64, blocks u64, chain [32]`, where `chain` is SHA-256 over the file
-//!   header followed by the digest of every earlier section in order. It binds the blocks to
+//! - **END**: `total_pages u64, blocks u64, chain [32]`, where `chain` is BLAKE3 (SHA-256 in
+//!   version 1) over the file header followed by the digest of every earlier section in order. It binds the blocks to
 //!   this image and to each other: a truncated stream misses the end section, and dropped,
 //!   reordered or foreign blocks break the sequence numbers, the page indices or the chain.
 //!
 //! # Compatibility
 //!
 //! A reader accepts its own major version and any minor version up to its own; anything else
-//! is refused with an error naming both versions. The manifest evolves by protobuf rules
-//! (new fields get new numbers); a change an older reader would misread needs a new major.
+//! is refused with an error naming both versions. Version 2 changed the digests from SHA-256
+//! to BLAKE3 (four times faster here, so digesting keeps up with the codecs) and nothing
+//! else: version 1 images are still read, their digests checked with SHA-256. The manifest
+//! evolves by protobuf rules (new fields get new numbers); a change an older reader would
+//! misread needs a new major.
 //!
 //! # Untrusted input
 //!
@@ -62,10 +66,12 @@
 //!
 //! # Threads
 //!
-//! The writer compresses and digests blocks on one worker per CPU and writes them in order
-//! from the caller's thread; the reader reads ahead on the caller's thread and verifies and
-//! decompresses on workers, so a restore writing memory overlaps with decompression. At most
-//! two blocks per worker are in flight, so memory stays bounded.
+//! The writer takes page bytes straight into its block buffers, packs, compresses and
+//! digests blocks on one worker per CPU (on the caller's thread for a one-block image) and
+//! writes them in order from the caller's thread, one vectored write per section; the reader
+//! reads ahead on the caller's thread and verifies and decompresses on workers into recycled
+//! buffers, so a restore writing memory overlaps with decompression. At most two blocks per
+//! worker are in flight, so memory stays bounded.
 
 mod codec;
 mod convert;
