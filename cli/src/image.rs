@@ -344,7 +344,7 @@ fn render(s: &ImageSummary) -> String {
     for sec in &s.sections {
         let _ = writeln!(
             o,
-            "  {:<16} at {:>12}  {:>10} stored  {:>10} raw  {:<5} {} {}",
+            "  {:<16} at {:>12}  {:>10} stored  {:>10} raw  {:<5} digest {} {}",
             sec.name,
             sec.offset,
             sec.stored_size,

@@ -600,9 +600,9 @@ impl PageStream {
     /// read when they are given). With every process given, reads the stream to its end.
     ///
     /// Writing into fresh memory costs a page fault per page, as much as the decompression:
-    /// a helper thread writes every other block while this one reads, plans and writes the
-    /// others (the blocks go to distinct pages, so their order does not matter), and the
-    /// reader's workers decompress meanwhile.
+    /// a helper thread writes two blocks of every three while this one reads, plans and
+    /// writes the third (the blocks go to distinct pages, so their order does not matter),
+    /// and the reader's workers decompress meanwhile.
     pub fn write<R: Read + Send>(
         &mut self,
         targets: &[&Injector<'_>],
@@ -656,7 +656,9 @@ impl PageStream {
                         return Ok(());
                     }
                     match helper_tx.as_ref() {
-                        Some(tx) if in_flight == 0 => match tx.send((block, pieces)) {
+                        // The helper takes two blocks for each this thread writes: this
+                        // thread also reads the image and plans every block.
+                        Some(tx) if in_flight < 2 => match tx.send((block, pieces)) {
                             Ok(()) => in_flight += 1,
                             Err(std::sync::mpsc::SendError((block, pieces))) => {
                                 helper_tx = None;
