@@ -353,13 +353,14 @@ fn render(s: &ImageSummary) -> String {
     for sec in &s.sections {
         let _ = writeln!(
             o,
-            "  {:<16} at {:>12}  {:>10} stored  {:>10} raw  {:<5} sha256 {}",
+            "  {:<16} at {:>12}  {:>10} stored  {:>10} raw  {:<5} digest {} {}",
             sec.name,
             sec.offset,
             sec.stored_size,
             sec.raw_size,
             format!("{:?}", sec.codec).to_lowercase(),
-            sec.sha256
+            s.digest,
+            sec.digest
         );
     }
     o

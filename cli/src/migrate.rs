@@ -181,7 +181,7 @@ async fn migrate(args: Args) -> Result<()> {
                 };
                 println!(
                     "migrated pid {} to {} as pid {}{} (migration {}): total {:.3} s, frozen {:.3} s, \
-                     {} on the wire for {} of memory ({}, ratio {ratio:.2})",
+                     {} on the wire for {} of memory ({}, ratio {ratio:.2}){}",
                     args.pid,
                     args.to,
                     s.remote_pid,
@@ -199,6 +199,11 @@ async fn migrate(args: Args) -> Result<()> {
                     mb(s.wire_bytes),
                     mb(s.raw_bytes),
                     s.codec,
+                    if s.codec_why.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", s.codec_why)
+                    },
                 );
                 return Ok(());
             }

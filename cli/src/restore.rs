@@ -27,11 +27,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
     let file = File::open(&args.image).with_context(|| format!("open {}", args.image.display()))?;
     // A file: nothing may follow the end section (as `ferry image inspect` checks).
     let reader = ImageReader::open(BufReader::with_capacity(1 << 20, file))
         .with_context(|| format!("read {}", args.image.display()))?
         .refuse_trailing_data();
+    tracing::debug!(elapsed = ?start.elapsed(), "image opened");
     let opts = RestoreOptions {
         pid_ns: if args.pid_ns == "never" {
             PidNsMode::Never

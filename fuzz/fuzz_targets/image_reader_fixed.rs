@@ -9,6 +9,41 @@ use ferry_agent::image::ImageReader;
 use libfuzzer_sys::fuzz_target;
 use ring::digest::{Context, SHA256};
 
+/// The hash an image's major version names: SHA-256 for version 1, BLAKE3 after.
+#[derive(Clone)]
+enum Hash {
+    Sha256(Context),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Hash {
+    fn new(major: u16) -> Self {
+        if major == 1 {
+            Hash::Sha256(Context::new(&SHA256))
+        } else {
+            Hash::Blake3(Box::new(blake3::Hasher::new()))
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hash::Sha256(c) => c.update(data),
+            Hash::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        match self {
+            Hash::Sha256(c) => out.copy_from_slice(c.finish().as_ref()),
+            Hash::Blake3(h) => out = *h.finalize().as_bytes(),
+        }
+        out
+    }
+}
+
 const FILE_HEADER: usize = 16;
 const FIELDS: usize = 48;
 const SECTION_HEADER: usize = FIELDS + 32;
@@ -19,7 +54,8 @@ fn fix_digests(data: &mut [u8]) {
     if data.len() < FILE_HEADER {
         return;
     }
-    let mut chain = Context::new(&SHA256);
+    let major = u16::from_le_bytes([data[8], data[9]]);
+    let mut chain = Hash::new(major);
     chain.update(&data[..FILE_HEADER]);
     let mut at = FILE_HEADER;
     while data.len() - at >= SECTION_HEADER {
@@ -32,14 +68,14 @@ fn fix_digests(data: &mut [u8]) {
             .min(data.len());
         if kind == END_KIND && end - start >= 48 {
             let value = chain.clone().finish();
-            data[start + 16..start + 48].copy_from_slice(value.as_ref());
+            data[start + 16..start + 48].copy_from_slice(&value);
         }
-        let mut ctx = Context::new(&SHA256);
+        let mut ctx = Hash::new(major);
         ctx.update(&data[fields]);
         ctx.update(&data[start..end]);
         let d = ctx.finish();
-        data[at + FIELDS..at + SECTION_HEADER].copy_from_slice(d.as_ref());
-        chain.update(d.as_ref());
+        data[at + FIELDS..at + SECTION_HEADER].copy_from_slice(&d);
+        chain.update(&d);
         at = end;
     }
 }

@@ -2,6 +2,7 @@
 //! observe, what /proc shows, cycles, `--leave-running`, codecs, stdio, PID namespaces, and
 //! `ferry image inspect`.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::process::Stdio;
 use std::time::Duration;
@@ -205,6 +206,65 @@ fn compress_none_round_trip() {
     let size = std::fs::metadata(image_path(&ctx, "none")).unwrap().len();
     assert!(size > 24 << 20, "uncompressed image is only {size} bytes");
     assert!(after.starts_with("ok"));
+}
+
+/// `--compress auto` measures the codecs on the process's memory and the output before the
+/// freeze, says why in the summary, and the image holds the codec it named.
+#[test]
+fn compress_auto_says_why_and_round_trips() {
+    let Some(ctx) = setup("compress_auto") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "counter", &[]);
+    v.wait_tick_beyond(3);
+    let before = v.check();
+    let img = image_path(&ctx, "auto");
+    let out = v.dump(&ctx, &img, &["--compress", "auto"]);
+    let line = out.stdout.trim();
+    let why = line
+        .split("; auto: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no `auto:` reason in the summary: {line}"));
+    let picked = why.split(',').next().unwrap_or_default().to_owned();
+    assert!(
+        ["lz4", "zstd", "none"].contains(&picked.as_str()),
+        "auto picked {picked:?}: {line}"
+    );
+    assert!(
+        line.contains(&format!("{}, {picked})", img.display())),
+        "the summary names another codec than the reason: {line}"
+    );
+    for codec in ["lz4", "zstd", "none"] {
+        assert!(
+            why.contains(&format!("{codec} ")),
+            "no estimate for {codec}: {line}"
+        );
+    }
+    assert!(
+        why.contains("file write") && why.contains("ms/GB"),
+        "{line}"
+    );
+    // The image's page blocks use the codec picked (or none for a block that did not shrink).
+    let inspect = ctx.ferry(&[
+        OsStr::new("image"),
+        OsStr::new("inspect"),
+        OsStr::new("--json"),
+        img.as_os_str(),
+    ]);
+    inspect.assert_ok();
+    let codecs: std::collections::BTreeSet<&str> = inspect
+        .stdout
+        .split("\"codec\": \"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert!(
+        codecs.iter().all(|c| *c == picked || *c == "none"),
+        "picked {picked}, the image holds {codecs:?}"
+    );
+    v.restore(&ctx, &img, &[]);
+    let after = v.check();
+    assert_eq!(field(&after, "sum"), field(&before, "sum"));
 }
 
 #[test]

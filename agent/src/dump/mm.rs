@@ -315,56 +315,51 @@ pub fn drop_repeated_shmem_pages(processes: &mut [crate::state::ProcessState]) {
     }
 }
 
-/// Bytes read per `process_vm_readv` call (one image block).
-const CHUNK: usize = 1 << 20;
+/// Most iovecs per `process_vm_readv` call (the kernel's `UIO_MAXIOV` is 1024).
+const MAX_IOV: usize = 1024;
 
-/// Streams the contents of every page run, in order, into the image.
+/// Streams the contents of every page run, in order, into the image: each
+/// `process_vm_readv` reads straight into the image's block buffer (up to a block at a time),
+/// so the pages are copied once, from the process into the block the workers compress.
 pub fn write_pages<W: std::io::Write + Send>(
     tracee: &Tracee,
     vmas: &[VmaState],
     writer: &mut ImageWriter<W>,
     progress: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<(), DumpError> {
-    let mut buf = vec![0u8; CHUNK];
-    let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(1024);
-    let mut filled = 0usize;
-    let flush = |remote: &mut Vec<RemoteIoVec>,
-                 buf: &mut [u8],
-                 filled: &mut usize,
-                 writer: &mut ImageWriter<W>|
-     -> Result<(), DumpError> {
-        if *filled == 0 {
-            return Ok(());
-        }
-        read_remote(tracee, remote, &mut buf[..*filled])?;
-        writer
-            .write_pages(&buf[..*filled])
-            .map_err(DumpError::Image)?;
-        if let Some(p) = progress {
-            p.fetch_add(*filled as u64, std::sync::atomic::Ordering::Relaxed);
-        }
+    let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(MAX_IOV);
+    let mut runs = vmas
+        .iter()
+        .flat_map(|v| v.pages.iter())
+        .map(|r| (r.start, (r.count * PAGE_SIZE) as usize));
+    let mut current = runs.next();
+    while current.is_some() {
+        let room = writer.page_room();
+        let mut filled = 0usize;
         remote.clear();
-        *filled = 0;
-        Ok(())
-    };
-    for run in vmas.iter().flat_map(|v| v.pages.iter()) {
-        let mut addr = run.start;
-        let mut left = (run.count * PAGE_SIZE) as usize;
-        while left > 0 {
-            let take = left.min(CHUNK - filled);
+        while let Some((addr, left)) = current {
+            if filled == room.len() || remote.len() == MAX_IOV {
+                break;
+            }
+            let take = left.min(room.len() - filled);
             remote.push(RemoteIoVec {
                 base: addr as usize,
                 len: take,
             });
             filled += take;
-            addr += take as u64;
-            left -= take;
-            if filled == CHUNK || remote.len() == 1024 {
-                flush(&mut remote, &mut buf, &mut filled, writer)?;
-            }
+            current = if take == left {
+                runs.next()
+            } else {
+                Some((addr + take as u64, left - take))
+            };
+        }
+        read_remote(tracee, &remote, &mut room[..filled])?;
+        writer.commit_pages(filled).map_err(DumpError::Image)?;
+        if let Some(p) = progress {
+            p.fetch_add(filled as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    flush(&mut remote, &mut buf, &mut filled, writer)
+    Ok(())
 }
 
 fn read_remote(tracee: &Tracee, remote: &[RemoteIoVec], buf: &mut [u8]) -> Result<(), DumpError> {

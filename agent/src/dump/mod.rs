@@ -6,6 +6,7 @@
 //! exactly as it was.
 
 mod attrs;
+pub mod autocodec;
 mod fdkinds;
 mod files;
 pub mod freeze;
@@ -17,7 +18,7 @@ mod sockets;
 mod tree;
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -859,9 +860,12 @@ fn collect(
         f.owner = *owner;
     }
     let own: Vec<i32> = threads.iter().map(|t| t.tid).collect();
-    // The other processes of a tree, as this one sees them, and whether each leads its group.
+    // The other processes of a tree, as this one sees them, and whether each leads its group:
+    // read only when a descriptor has an owner to look for among them (for every member of a
+    // tree of N that is N reads of two files: quadratic).
     let mut others = Vec::with_capacity(members.len());
-    for &m in members.iter().filter(|&&m| m != raw) {
+    let owned = fds.iter().any(|f| f.owner.pid != 0);
+    for &m in members.iter().filter(|&&m| owned && m != raw) {
         let st = proc::parse_stat(&proc::read(m, "stat")?)?;
         let ns = proc::parse_status(&proc::read(m, "status")?)?.ns_pid;
         others.push((ns, st.pgrp == m));
@@ -1533,18 +1537,13 @@ fn write_image(
     };
     let file = File::create(&tmp).map_err(file_err("create", &tmp))?;
     let result = (|| {
-        let mut writer =
-            ImageWriter::new_tree(BufWriter::with_capacity(1 << 20, file), tree, codec)?;
+        // Unbuffered: the writer hands each section to the file in one vectored write.
+        let mut writer = ImageWriter::new_tree(file, tree, codec)?;
         // The processes' pages one after the other, in tree order.
         for (t, state) in tracees.iter().zip(&tree.processes) {
             mm::write_pages(t, &state.mm.vmas, &mut writer, None)?;
         }
-        let (buf, stats) = writer.finish()?;
-        let file = buf.into_inner().map_err(|e| DumpError::ImageFile {
-            step: "flush",
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?;
+        let (file, stats) = writer.finish()?;
         file.sync_all().map_err(file_err("fsync", &tmp))?;
         // Checked again: something may have appeared at `out` while the image was written.
         check_output(out)?;

@@ -8,7 +8,7 @@
 //! +--------------------------------------------------------------+
 //! | file header (16 bytes)                                       |
 //! |   magic  b"FERRYIMG"                              8 bytes    |
-//! |   major u16 = 1, minor u16 = 0                    4 bytes    |
+//! |   major u16 = 2, minor u16 = 0                    4 bytes    |
 //! |   arch u16 = 62 (EM_X86_64), reserved u16 = 0     4 bytes    |
 //! +--------------------------------------------------------------+
 //! | section 0: MANIFEST                                          |
@@ -24,7 +24,8 @@
 //!   stored_len  u64   payload length in the image
 //!   first_page  u64   PAGES: index of the block's first page in the page stream, else 0
 //!   page_count  u64   PAGES: pages in the block (1..=256), else 0
-//!   sha256      [32]  SHA-256 over the 48 bytes above and the stored payload
+//!   digest      [32]  BLAKE3 over the 48 bytes above and the stored payload
+//!                     (SHA-256 in a version 1 image)
 //! ```
 //!
 //! - **MANIFEST**: the prost-encoded `ferry.image.v1.Manifest` (the whole [`ProcessState`]),
@@ -35,16 +36,19 @@
 //!   first) set when page `i` is all zeros and therefore not stored. Each block is compressed
 //!   on its own, so blocks compress in parallel; a block that does not shrink is stored as is
 //!   (codec none), so a compressed payload is always shorter than its raw form.
-//! - **END**: `total_pages u64, blocks u64, chain [32]`, where `chain` is SHA-256 over the file
-//!   header followed by the digest of every earlier section in order. It binds the blocks to
+//! - **END**: `total_pages u64, blocks u64, chain [32]`, where `chain` is BLAKE3 (SHA-256 in
+//!   version 1) over the file header followed by the digest of every earlier section in order. It binds the blocks to
 //!   this image and to each other: a truncated stream misses the end section, and dropped,
 //!   reordered or foreign blocks break the sequence numbers, the page indices or the chain.
 //!
 //! # Compatibility
 //!
 //! A reader accepts its own major version and any minor version up to its own; anything else
-//! is refused with an error naming both versions. The manifest evolves by protobuf rules
-//! (new fields get new numbers); a change an older reader would misread needs a new major.
+//! is refused with an error naming both versions. Version 2 changed the digests from SHA-256
+//! to BLAKE3 (four times faster here, so digesting keeps up with the codecs) and nothing
+//! else: version 1 images are still read, their digests checked with SHA-256. The manifest
+//! evolves by protobuf rules (new fields get new numbers); a change an older reader would
+//! misread needs a new major.
 //!
 //! # Untrusted input
 //!
@@ -62,10 +66,12 @@
 //!
 //! # Threads
 //!
-//! The writer compresses and digests blocks on one worker per CPU and writes them in order
-//! from the caller's thread; the reader reads ahead on the caller's thread and verifies and
-//! decompresses on workers, so a restore writing memory overlaps with decompression. At most
-//! two blocks per worker are in flight, so memory stays bounded.
+//! The writer takes page bytes straight into its block buffers, packs, compresses and
+//! digests blocks on one worker per CPU (on the caller's thread for a one-block image) and
+//! writes them in order from the caller's thread, one vectored write per section; the reader
+//! reads ahead on the caller's thread and verifies and decompresses on workers into recycled
+//! buffers, so a restore writing memory overlaps with decompression. At most two blocks per
+//! worker are in flight, so memory stays bounded.
 
 mod codec;
 mod convert;
@@ -84,6 +90,7 @@ use std::io::Read;
 use serde::Serialize;
 
 pub use self::codec::ParseCodecError;
+pub(crate) use self::codec::{Compressor as BlockCompressor, compress_bound};
 pub use self::pages::PageBlock;
 pub use self::reader::{ImageReader, ImageSummary};
 pub use self::sockets::{
@@ -99,6 +106,11 @@ use crate::state::PAGE_SIZE;
 #[cfg(doc)]
 use crate::state::ProcessState;
 
+/// Worker threads an image writer compresses on (one per CPU).
+pub(crate) fn compression_workers() -> usize {
+    pool::default_threads()
+}
+
 /// Pages per page block (1 MiB of raw data).
 pub const BLOCK_PAGES: u64 = 256;
 /// Raw bytes per full page block.
@@ -112,10 +124,11 @@ pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 pub enum Codec {
     /// Stored as is.
     None,
-    /// zstd level 1.
-    #[default]
+    /// zstd level -1 (the first fast level).
     Zstd,
-    /// LZ4 block format.
+    /// LZ4 block format: the default, the fastest pipeline for a local image (see
+    /// docs/engine.md "The page pipeline").
+    #[default]
     Lz4,
 }
 
@@ -147,6 +160,14 @@ pub enum WriteImageError {
     UnalignedPages {
         /// Length given.
         len: u64,
+    },
+    /// More page bytes committed than the room the block had.
+    #[error("{len} bytes of pages committed, the block had room for {room}")]
+    BeyondRoom {
+        /// Bytes committed.
+        len: u64,
+        /// Room left in the block.
+        room: u64,
     },
     /// More or fewer pages than the manifest announces.
     #[error("{written} pages written, the manifest announces {expected}")]
@@ -365,7 +386,8 @@ pub enum ReadImageError {
     /// A version this reader does not read.
     #[error(
         "image section \"header\" at offset 0: unsupported image version {major}.{minor} \
-         (this ferry reads {}.{})",
+         (this ferry reads {}.0 to {}.{})",
+        format::OLDEST_MAJOR,
         format::VERSION_MAJOR,
         format::VERSION_MINOR
     )]
@@ -447,8 +469,9 @@ pub struct SectionSummary {
     /// Pages: number of pages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page_count: Option<u64>,
-    /// SHA-256 of the section (header fields and payload), hex.
-    pub sha256: String,
+    /// Digest of the section (header fields and payload), hex: BLAKE3 (SHA-256 in a version 1
+    /// image).
+    pub digest: String,
 }
 
 /// Reads and verifies a whole image (every digest, every block decompressed, nothing after
@@ -463,6 +486,7 @@ pub fn inspect<R: Read + Send>(input: R) -> Result<ImageSummary, ReadImageError>
     let sections = reader.take_sections();
     Ok(ImageSummary {
         version: format!("{}.{}", reader.header().major, reader.header().minor),
+        digest: format::DigestAlg::of_major(reader.header().major).name(),
         arch: "x86_64",
         process: reader.state().clone(),
         more: reader.tree().processes[1..].to_vec(),

@@ -25,24 +25,38 @@ fn is_zero(page: &[u8]) -> bool {
     })
 }
 
-/// Turns `raw` (whole pages) into the packed form in place; returns the number of zero pages.
-pub(crate) fn pack(raw: &mut Vec<u8>) -> u64 {
-    let pages = raw.len() / PAGE;
-    let mut bitmap = vec![0u8; bitmap_len(pages as u64) as usize];
+/// Turns the first `len` bytes of `buf` (whole pages) into the packed form in place, the
+/// bitmap right after the pages kept: `buf` must have room for the bitmap after `len`.
+/// Returns the packed length and the number of zero pages.
+pub(crate) fn pack_in(buf: &mut [u8], len: usize) -> (usize, u64) {
+    let pages = len / PAGE;
+    let mut bitmap = [0u8; (super::BLOCK_PAGES as usize).div_ceil(8)];
+    let blen = bitmap_len(pages as u64) as usize;
     let mut kept = 0;
     for i in 0..pages {
-        if is_zero(&raw[i * PAGE..(i + 1) * PAGE]) {
+        if is_zero(&buf[i * PAGE..(i + 1) * PAGE]) {
             bitmap[i / 8] |= 1 << (i % 8);
         } else {
             if kept != i {
-                raw.copy_within(i * PAGE..(i + 1) * PAGE, kept * PAGE);
+                buf.copy_within(i * PAGE..(i + 1) * PAGE, kept * PAGE);
             }
             kept += 1;
         }
     }
-    raw.truncate(kept * PAGE);
-    raw.extend_from_slice(&bitmap);
-    (pages - kept) as u64
+    let at = kept * PAGE;
+    buf[at..at + blen].copy_from_slice(&bitmap[..blen]);
+    (at + blen, (pages - kept) as u64)
+}
+
+/// Turns `raw` (whole pages, at most a block) into the packed form; returns the number of
+/// zero pages.
+#[cfg(test)]
+pub(crate) fn pack(raw: &mut Vec<u8>) -> u64 {
+    let len = raw.len();
+    raw.resize(len + bitmap_len((len / PAGE) as u64) as usize, 0);
+    let (packed, zero) = pack_in(raw, len);
+    raw.truncate(packed);
+    zero
 }
 
 /// A block of pages read from an image.
@@ -50,20 +64,24 @@ pub(crate) fn pack(raw: &mut Vec<u8>) -> u64 {
 pub struct PageBlock {
     first_page: u64,
     page_count: u64,
-    /// Non-zero pages, then the bitmap.
+    /// Non-zero pages, then the bitmap, in its first `len` bytes.
     data: Vec<u8>,
+    len: usize,
 }
 
 impl PageBlock {
     /// Checks a decompressed payload of a block of `page_count` pages: its length must be the
     /// bitmap plus one page per clear bit, and the bitmap's padding bits must be clear.
+    /// The payload is the first `len` bytes of `data` (at most its length).
     pub(crate) fn new(
         first_page: u64,
         page_count: u64,
         data: Vec<u8>,
+        len: usize,
     ) -> Result<Self, (Vec<u8>, ImageDefect)> {
+        let len = len.min(data.len());
         let blen = bitmap_len(page_count) as usize;
-        let Some(stored_bytes) = data.len().checked_sub(blen) else {
+        let Some(stored_bytes) = len.checked_sub(blen) else {
             return Err((
                 data,
                 ImageDefect::ZeroMap {
@@ -72,7 +90,7 @@ impl PageBlock {
                 },
             ));
         };
-        let bitmap = &data[stored_bytes..];
+        let bitmap = &data[stored_bytes..len];
         let zero: u64 = bitmap.iter().map(|b| u64::from(b.count_ones())).sum();
         let padding_ok = page_count.is_multiple_of(8) || bitmap[blen - 1] >> (page_count % 8) == 0;
         let listed = page_count.saturating_sub(zero);
@@ -84,6 +102,7 @@ impl PageBlock {
             first_page,
             page_count,
             data,
+            len,
         })
     }
 
@@ -98,14 +117,14 @@ impl PageBlock {
     }
 
     fn zero(&self, i: u64) -> bool {
-        let bitmap = &self.data[self.data.len() - bitmap_len(self.page_count) as usize..];
+        let bitmap = &self.data[self.len - bitmap_len(self.page_count) as usize..self.len];
         bitmap[(i / 8) as usize] & (1 << (i % 8)) != 0
     }
 
-    /// The block as runs of consecutive pages: `(pages, Some(bytes))` for stored pages,
-    /// `(pages, None)` for zero pages.
-    pub fn segments(&self) -> Vec<(u64, Option<&[u8]>)> {
-        let mut out: Vec<(u64, Option<&[u8]>)> = Vec::new();
+    /// The block as runs of consecutive pages: `(pages, Some(offset))` for stored pages, whose
+    /// bytes start at `offset` in [`Self::stored`], `(pages, None)` for zero pages.
+    pub fn runs(&self) -> Vec<(u64, Option<usize>)> {
+        let mut out: Vec<(u64, Option<usize>)> = Vec::new();
         let mut off = 0usize;
         let mut i = 0;
         while i < self.page_count {
@@ -117,13 +136,27 @@ impl PageBlock {
             if zero {
                 out.push((n, None));
             } else {
-                let len = n as usize * PAGE;
-                out.push((n, Some(&self.data[off..off + len])));
-                off += len;
+                out.push((n, Some(off)));
+                off += n as usize * PAGE;
             }
             i += n;
         }
         out
+    }
+
+    /// The stored (non-zero) pages, in order.
+    pub fn stored(&self) -> &[u8] {
+        &self.data[..self.len - bitmap_len(self.page_count) as usize]
+    }
+
+    /// The block as runs of consecutive pages: `(pages, Some(bytes))` for stored pages,
+    /// `(pages, None)` for zero pages.
+    pub fn segments(&self) -> Vec<(u64, Option<&[u8]>)> {
+        let stored = self.stored();
+        self.runs()
+            .into_iter()
+            .map(|(n, off)| (n, off.map(|o| &stored[o..o + n as usize * PAGE])))
+            .collect()
     }
 
     /// The block's pages with zero pages filled in (for tests and tools).
@@ -158,7 +191,8 @@ mod tests {
         let zeros = pack(&mut raw);
         assert_eq!(zeros, 7);
         assert_eq!(raw.len(), 4 * PAGE + 2);
-        let block = PageBlock::new(0, 11, raw).map_err(|(_, d)| d).unwrap();
+        let len = raw.len();
+        let block = PageBlock::new(0, 11, raw, len).map_err(|(_, d)| d).unwrap();
         let kinds: Vec<(u64, bool)> = block
             .segments()
             .iter()
@@ -185,12 +219,13 @@ mod tests {
         // Claim a page is zero while its bytes are still there.
         let mut bad = raw.clone();
         *bad.last_mut().unwrap() |= 1;
-        let _ = PageBlock::new(0, 3, bad).unwrap_err();
+        let n = bad.len();
+        let _ = PageBlock::new(0, 3, bad, n).unwrap_err();
         // Padding bits set.
         let mut bad = raw.clone();
         *bad.last_mut().unwrap() |= 0x80;
-        let _ = PageBlock::new(0, 3, bad).unwrap_err();
-        let _ = PageBlock::new(0, 3, raw).unwrap();
-        let _ = PageBlock::new(0, 3, Vec::new()).unwrap_err();
+        let _ = PageBlock::new(0, 3, bad, n).unwrap_err();
+        let _ = PageBlock::new(0, 3, raw, n).unwrap();
+        let _ = PageBlock::new(0, 3, Vec::new(), 0).unwrap_err();
     }
 }

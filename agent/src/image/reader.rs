@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use super::codec::Decompressor;
 use super::format::{
-    self, Chain, DIGEST_LEN, Digest, END_PAYLOAD_LEN, EndPayload, FILE_HEADER_LEN, FileHeader,
-    SECTION_FIELDS_LEN, SECTION_HEADER_LEN, SectionFields, SectionKind, section_digest,
+    self, Chain, DIGEST_LEN, Digest, DigestAlg, END_PAYLOAD_LEN, EndPayload, FILE_HEADER_LEN,
+    FileHeader, SECTION_FIELDS_LEN, SECTION_HEADER_LEN, SectionFields, SectionKind,
+    section_digest_with,
 };
 use super::pages::{self, PageBlock};
 use super::pool::{OrderedPool, WorkerLost, default_threads};
@@ -25,6 +26,7 @@ use crate::state::{PAGE_SIZE, ProcessState, TreeState};
 
 /// A block handed to a worker.
 struct BlockJob {
+    alg: DigestAlg,
     section: Section,
     offset: u64,
     fields: [u8; SECTION_FIELDS_LEN],
@@ -34,9 +36,13 @@ struct BlockJob {
     first_page: u64,
     page_count: u64,
     stored: Vec<u8>,
-    /// A recycled buffer for the decompressed form.
+    /// A recycled buffer for the decompressed form (empty, or of `OUT_BUF` bytes).
     out: Vec<u8>,
 }
+
+/// Bytes of a buffer for a decompressed block: a block and its bitmap. Buffers keep this
+/// length while they are reused, so none is filled with zeros again.
+const OUT_BUF: usize = BLOCK_BYTES + (BLOCK_PAGES as usize).div_ceil(8);
 
 /// The block's pages, and a buffer to reuse.
 type BlockResult = Result<(PageBlock, Vec<u8>), ReadImageError>;
@@ -59,6 +65,8 @@ pub struct ImageReader<R: Read + Send> {
     input: R,
     /// Version and architecture from the file header.
     header: FileHeader,
+    /// The hash of the image's digests (by its version).
+    alg: DigestAlg,
     tree: TreeState,
     /// Pages the manifest announces.
     total_pages: u64,
@@ -79,7 +87,9 @@ pub struct ImageReader<R: Read + Send> {
     /// Section descriptions, kept only by `inspect`.
     sections: Option<Vec<SectionSummary>>,
     /// Buffers to reuse: fresh 1 MiB allocations would cost a page fault per page.
-    free: Vec<Vec<u8>>,
+    free_stored: Vec<Vec<u8>>,
+    /// Buffers for decompressed blocks, `OUT_BUF` bytes long.
+    free_out: Vec<Vec<u8>>,
     /// Whether bytes after the end section are an error (a whole file is read; a stream that
     /// stays open after the image, as a migration's, is not probed).
     refuse_trailing: bool,
@@ -156,7 +166,9 @@ impl<R: Read + Send> ImageReader<R> {
         if !magic_ok {
             return Err(ReadImageError::BadMagic);
         }
-        if h.major != format::VERSION_MAJOR || h.minor > format::VERSION_MINOR {
+        if !(format::OLDEST_MAJOR..=format::VERSION_MAJOR).contains(&h.major)
+            || h.minor > format::VERSION_MINOR
+        {
             return Err(ReadImageError::UnsupportedVersion {
                 major: h.major,
                 minor: h.minor,
@@ -173,6 +185,7 @@ impl<R: Read + Send> ImageReader<R> {
             });
         }
         let mut chain = Chain::new(&header);
+        let alg = DigestAlg::of_major(h.major);
 
         let offset = FILE_HEADER_LEN as u64;
         let section = Section::Manifest;
@@ -209,7 +222,7 @@ impl<R: Read + Send> ImageReader<R> {
             }));
         }
         let payload = read_payload(&mut input, fields.stored_len, section, offset, Vec::new())?;
-        if section_digest(&fields_raw, &payload) != digest {
+        if section_digest_with(alg, &fields_raw, &payload) != digest {
             return Err(defect(ImageDefect::DigestMismatch));
         }
         chain.push(&digest);
@@ -238,12 +251,13 @@ impl<R: Read + Send> ImageReader<R> {
                 codec: fields.codec,
                 first_page: None,
                 page_count: None,
-                sha256: format::hex(&digest),
+                digest: format::hex(&digest),
             }]
         });
         Ok(ImageReader {
             input,
             header: h,
+            alg,
             tree,
             total_pages,
             offset: offset + SECTION_HEADER_LEN as u64 + fields.stored_len,
@@ -254,7 +268,8 @@ impl<R: Read + Send> ImageReader<R> {
             pool: None,
             phase: Phase::Blocks,
             deferred: None,
-            free: Vec::new(),
+            free_stored: Vec::new(),
+            free_out: Vec::new(),
             sections,
             refuse_trailing: false,
         })
@@ -315,16 +330,27 @@ impl<R: Read + Send> ImageReader<R> {
         self.recycle_buffer(block.into_buffer());
     }
 
-    fn recycle_buffer(&mut self, mut buf: Vec<u8>) {
+    fn recycle_buffer(&mut self, buf: Vec<u8>) {
         const KEEP: usize = 16;
-        if self.free.len() < KEEP && (BLOCK_BYTES..=2 * BLOCK_BYTES).contains(&buf.capacity()) {
-            buf.clear();
-            self.free.push(buf);
+        if buf.len() == OUT_BUF {
+            if self.free_out.len() < KEEP {
+                self.free_out.push(buf);
+            }
+        } else if self.free_stored.len() < KEEP && buf.capacity() >= OUT_BUF {
+            self.free_stored.push(buf);
         }
     }
 
-    fn take_buffer(&mut self) -> Vec<u8> {
-        self.free.pop().unwrap_or_default()
+    /// A buffer to read a stored payload into (read without filling it first).
+    fn take_stored(&mut self) -> Vec<u8> {
+        self.free_stored
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(OUT_BUF))
+    }
+
+    /// A buffer for a decompressed block (empty: the worker makes one).
+    fn take_out(&mut self) -> Vec<u8> {
+        self.free_out.pop().unwrap_or_default()
     }
 
     /// Makes any byte after the end section an error (for an image read from a file: its end
@@ -427,7 +453,7 @@ impl<R: Read + Send> ImageReader<R> {
                             offset,
                             defect,
                         })?;
-                let buf = self.take_buffer();
+                let buf = self.take_stored();
                 let stored =
                     read_payload(&mut self.input, fields.stored_len, section, offset, buf)?;
                 self.offset += SECTION_HEADER_LEN as u64 + fields.stored_len;
@@ -442,13 +468,14 @@ impl<R: Read + Send> ImageReader<R> {
                         codec: fields.codec,
                         first_page: Some(fields.first_page),
                         page_count: Some(fields.page_count),
-                        sha256: format::hex(&digest),
+                        digest: format::hex(&digest),
                     });
                 }
                 self.next_seq += 1;
                 self.blocks += 1;
                 self.pages += fields.page_count;
                 let job = BlockJob {
+                    alg: self.alg,
                     section,
                     offset,
                     fields: fields_raw,
@@ -458,7 +485,7 @@ impl<R: Read + Send> ImageReader<R> {
                     first_page: fields.first_page,
                     page_count: fields.page_count,
                     stored,
-                    out: self.take_buffer(),
+                    out: self.take_out(),
                 };
                 let Some(pool) = self.pool.as_mut() else {
                     return Err(ReadImageError::WorkerLost);
@@ -563,7 +590,7 @@ impl<R: Read + Send> ImageReader<R> {
         }
         let mut payload = [0u8; END_PAYLOAD_LEN];
         read_exact_at(&mut self.input, &mut payload, section, offset)?;
-        if section_digest(&fields_raw, &payload) != digest {
+        if section_digest_with(self.alg, &fields_raw, &payload) != digest {
             return Err(defect(ImageDefect::DigestMismatch));
         }
         let end = EndPayload::decode(&payload);
@@ -594,7 +621,7 @@ impl<R: Read + Send> ImageReader<R> {
                 codec: Codec::None,
                 first_page: None,
                 page_count: None,
-                sha256: format::hex(&digest),
+                digest: format::hex(&digest),
             });
         }
         self.phase = Phase::EndRead;
@@ -643,13 +670,23 @@ fn open_block(d: &mut Decompressor, job: BlockJob) -> BlockResult {
         defect,
     };
     // The digest covers the stored bytes, so nothing unverified reaches the decompressor.
-    if section_digest(&job.fields, &job.stored) != job.digest {
+    if section_digest_with(job.alg, &job.fields, &job.stored) != job.digest {
         return Err(defect(ImageDefect::DigestMismatch));
     }
-    let (data, spare) = d
-        .decompress(job.codec, job.stored, job.out, job.raw_len)
-        .map_err(defect)?;
-    match PageBlock::new(job.first_page, job.page_count, data) {
+    let (data, spare) = match job.codec {
+        Codec::None => (job.stored, job.out),
+        codec => {
+            let mut out = job.out;
+            if out.len() < OUT_BUF {
+                out = vec![0u8; OUT_BUF];
+            }
+            // raw_len <= OUT_BUF: checked against the block's pages before.
+            d.decompress(codec, &job.stored, &mut out[..job.raw_len])
+                .map_err(defect)?;
+            (out, job.stored)
+        }
+    };
+    match PageBlock::new(job.first_page, job.page_count, data, job.raw_len) {
         Ok(block) => Ok((block, spare)),
         Err((_, d)) => Err(defect(d)),
     }
@@ -660,6 +697,8 @@ fn open_block(d: &mut Decompressor, job: BlockJob) -> BlockResult {
 pub struct ImageSummary {
     /// Format version `major.minor`.
     pub version: String,
+    /// The hash of the section digests and the chain: `blake3` (`sha256` in version 1).
+    pub digest: &'static str,
     /// Architecture the image is for.
     pub arch: &'static str,
     /// The checkpoint (of the root process, with `--tree`).

@@ -862,7 +862,7 @@ fn round_trip_every_codec() {
             assert!(summary.sections.iter().any(|s| s.codec == codec));
         }
         let json = serde_json::to_string(&summary).expect("json");
-        assert!(json.contains("\"sha256\""));
+        assert!(json.contains("\"digest\":\"blake3\""), "{json}");
     }
 }
 
@@ -982,7 +982,7 @@ fn bad_magic_is_refused() {
 #[test]
 fn other_versions_are_refused() {
     let (_, _, image) = small_image(Codec::Zstd);
-    for (major, minor) in [(1u16, 1u16), (2, 0), (0, 9)] {
+    for (major, minor) in [(1u16, 1u16), (2, 1), (3, 0), (0, 9)] {
         let mut bad = image.clone();
         bad[8..10].copy_from_slice(&major.to_le_bytes());
         bad[10..12].copy_from_slice(&minor.to_le_bytes());
@@ -991,7 +991,7 @@ fn other_versions_are_refused() {
             e.to_string(),
             format!(
                 "image section \"header\" at offset 0: unsupported image version \
-                 {major}.{minor} (this ferry reads 1.0)"
+                 {major}.{minor} (this ferry reads 1.0 to 2.0)"
             )
         );
     }
@@ -1002,6 +1002,119 @@ fn other_versions_are_refused() {
         matches!(e, ReadImageError::UnsupportedArch { arch: 183 }),
         "{e}"
     );
+}
+
+#[test]
+fn pages_filled_in_place_round_trip_and_bad_commits_are_refused() {
+    // Small (one block, sealed on the caller's thread) and large (workers) images.
+    for extra in [0u64, 40, 900] {
+        let state = rich_state(extra);
+        let pages = realistic_pages(total_pages(&state), 3);
+        for codec in [Codec::Lz4, Codec::Zstd, Codec::None] {
+            let mut w = ImageWriter::new(Vec::new(), &state, codec).expect("writer");
+            let mut rest = pages.as_slice();
+            let mut n = 5usize;
+            while !rest.is_empty() {
+                let room = w.page_room();
+                assert!(!room.is_empty() && room.len() <= BLOCK_BYTES);
+                let take = (n * PAGE_SIZE as usize).min(rest.len()).min(room.len());
+                room[..take].copy_from_slice(&rest[..take]);
+                w.commit_pages(take).expect("commit");
+                rest = &rest[take..];
+                n = n * 7 % 300 + 1;
+            }
+            let (image, stats) = w.finish().expect("finish");
+            assert_eq!(stats.pages * PAGE_SIZE, pages.len() as u64);
+            let (read, read_pages) = read_image(&image).expect("read");
+            assert_eq!(read, state);
+            assert!(read_pages == pages, "{codec}: pages differ");
+        }
+    }
+    let state = rich_state(10);
+    let mut w = ImageWriter::new(Vec::new(), &state, Codec::Lz4).expect("writer");
+    let e = w.commit_pages(100).expect_err("unaligned");
+    assert!(
+        e.to_string().contains("not a multiple of the page size"),
+        "{e}"
+    );
+    let e = w
+        .commit_pages(BLOCK_BYTES + PAGE_SIZE as usize)
+        .expect_err("beyond the block");
+    assert!(matches!(e, WriteImageError::BeyondRoom { .. }), "{e}");
+    let too_many = (total_pages(&state) + 1) as usize * PAGE_SIZE as usize;
+    let mut committed = 0;
+    let e = loop {
+        let room = w.page_room().len();
+        match w.commit_pages(room.min(too_many - committed)) {
+            Ok(()) => committed += room,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(e, WriteImageError::PageCountMismatch { .. }),
+        "{e}"
+    );
+}
+
+/// Rewrites an image as version 1 wrote it: the same sections, digested with SHA-256.
+fn as_version_1(image: &[u8]) -> Vec<u8> {
+    use super::format::{DigestAlg, SECTION_FIELDS_LEN, section_digest_with};
+    let mut out = image.to_vec();
+    out[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let mut header = [0u8; 16];
+    header.copy_from_slice(&out[..16]);
+    let mut chain = super::format::Chain::new(&header);
+    let mut at = 16;
+    while at < out.len() {
+        let mut fields = [0u8; SECTION_FIELDS_LEN];
+        fields.copy_from_slice(&out[at..at + SECTION_FIELDS_LEN]);
+        let kind = u32::from_le_bytes(fields[0..4].try_into().expect("4 bytes"));
+        let stored = u64::from_le_bytes(fields[24..32].try_into().expect("8 bytes")) as usize;
+        let start = at + SECTION_HEADER_LEN;
+        if kind == 3 {
+            let value = chain.value();
+            out[start + 16..start + 48].copy_from_slice(&value);
+        }
+        let d = section_digest_with(DigestAlg::Sha256, &fields, &out[start..start + stored]);
+        out[at + SECTION_FIELDS_LEN..start].copy_from_slice(&d);
+        chain.push(&d);
+        at = start + stored;
+    }
+    out
+}
+
+#[test]
+fn version_1_images_digested_with_sha256_are_still_read() {
+    for codec in [Codec::Zstd, Codec::Lz4, Codec::None] {
+        let (state, pages, image) = small_image(codec);
+        let old = as_version_1(&image);
+        let (read, read_pages) = read_image(&old).expect("version 1 image");
+        assert_eq!(read, state);
+        assert_eq!(read_pages, pages);
+        let summary = inspect(Cursor::new(&old)).expect("inspect");
+        assert_eq!(
+            (summary.version.as_str(), summary.digest),
+            ("1.0", "sha256")
+        );
+        // A version 2 image merely relabelled: its BLAKE3 digests are not SHA-256 ones.
+        let mut relabelled = image.clone();
+        relabelled[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let e = read_image(&relabelled).expect_err("relabelled");
+        assert!(
+            e.to_string()
+                .starts_with("image section \"manifest\" at offset 16: digest mismatch"),
+            "{e}"
+        );
+        // A corrupt block of a version 1 image is refused by its SHA-256, naming it.
+        let mut bad = old.clone();
+        let block = summary.sections[1].offset as usize + SECTION_HEADER_LEN;
+        bad[block + 5] ^= 0x40;
+        let e = read_image(&bad).expect_err("corrupt v1 block");
+        assert!(
+            e.to_string().contains("pages block 0") && e.to_string().contains("digest mismatch"),
+            "{e}"
+        );
+    }
 }
 
 #[test]

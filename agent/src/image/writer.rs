@@ -2,12 +2,12 @@
 //! threads and written strictly in order, then the end section.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{IoSlice, Write};
 
 use ferry_proto::image::v1 as pb;
 use prost::Message;
 
-use super::codec::Compressor;
+use super::codec::{Compressor, compress_bound};
 use super::format::{
     Chain, Digest, END_PAYLOAD_LEN, EndPayload, FileHeader, SECTION_HEADER_LEN, SectionFields,
     SectionKind, section_digest,
@@ -18,12 +18,18 @@ use super::validate::{validate, validate_tree};
 use super::{BLOCK_BYTES, BLOCK_PAGES, Codec, MAX_MANIFEST_BYTES, WriteImageError, WriteStats};
 use crate::state::{PAGE_SIZE, ProcessState, TreeState};
 
+/// Bytes of a block buffer: a whole block and room for its zero-page bitmap behind it, so a
+/// block is packed in place.
+const BLOCK_BUF: usize = BLOCK_BYTES + (BLOCK_PAGES as usize).div_ceil(8);
+
 /// A block handed to a worker.
 struct BlockJob {
     seq: u64,
     first_page: u64,
+    /// `BLOCK_BUF` bytes, the pages in the first `len`.
     raw: Vec<u8>,
-    /// A recycled buffer for the compressed form.
+    len: usize,
+    /// A recycled buffer for the compressed form (`compress_bound(BLOCK_BUF)` bytes).
     out: Vec<u8>,
 }
 
@@ -31,21 +37,43 @@ struct BlockJob {
 struct SealedBlock {
     header: [u8; SECTION_HEADER_LEN],
     digest: Digest,
-    payload: Vec<u8>,
-    /// The job's other buffer, for reuse.
-    spare: Vec<u8>,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    /// The payload: `out[..n]` when compressed, `raw[..n]` when stored as is.
+    compressed: bool,
+    payload_len: usize,
     /// Zero pages left out of the block.
     zero_pages: u64,
+}
+
+impl SealedBlock {
+    fn payload(&self) -> &[u8] {
+        if self.compressed {
+            &self.out[..self.payload_len]
+        } else {
+            &self.raw[..self.payload_len]
+        }
+    }
 }
 
 type BlockResult = Result<SealedBlock, std::io::Error>;
 
 /// Streams a checkpoint into an image.
+///
+/// Page bytes go straight into the block being filled ([`ImageWriter::page_room`], then
+/// [`ImageWriter::commit_pages`]): a dump reads the process's memory into it with no copy in
+/// between. Full blocks are packed, compressed and digested on worker threads while the
+/// caller fills the next; the caller's thread writes them in order, header and payload in one
+/// vectored write.
 pub struct ImageWriter<W: Write + Send> {
     out: W,
-    pool: OrderedPool<BlockJob, BlockResult>,
-    /// The block being filled.
+    /// Workers, for an image of more than one block.
+    pool: Option<OrderedPool<BlockJob, BlockResult>>,
+    /// Without workers: the compressor of the caller's thread.
+    inline: Option<std::io::Result<Compressor>>,
+    /// The block being filled (`BLOCK_BUF` bytes) and how many bytes of it are.
     block: Vec<u8>,
+    filled: usize,
     /// Pages the manifest announces.
     expected_pages: u64,
     /// Pages already handed to workers.
@@ -58,8 +86,10 @@ pub struct ImageWriter<W: Write + Send> {
     offset: u64,
     /// Zero pages left out so far.
     zero_pages: u64,
-    /// Block buffers to reuse: fresh 1 MiB allocations would cost a page fault per page.
-    free: Vec<Vec<u8>>,
+    /// Raw and output buffers to reuse: fresh 1 MiB allocations would cost a page fault per
+    /// page.
+    free_raw: Vec<Vec<u8>>,
+    free_out: Vec<Vec<u8>>,
 }
 
 impl<W: Write + Send> fmt::Debug for ImageWriter<W> {
@@ -77,19 +107,27 @@ fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> WriteImageError {
     move |source| WriteImageError::Io { step, source }
 }
 
-fn seal(fields: SectionFields, payload: Vec<u8>, spare: Vec<u8>) -> SealedBlock {
+/// Writes every byte of `bufs` with as few calls as the output allows.
+fn write_all_vectored<W: Write>(out: &mut W, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match out.write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn header_of(fields: &SectionFields, payload: &[u8]) -> ([u8; SECTION_HEADER_LEN], Digest) {
     let encoded = fields.encode();
-    let digest = section_digest(&encoded, &payload);
+    let digest = section_digest(&encoded, payload);
     let mut header = [0u8; SECTION_HEADER_LEN];
     header[..encoded.len()].copy_from_slice(&encoded);
     header[encoded.len()..].copy_from_slice(&digest);
-    SealedBlock {
-        header,
-        digest,
-        payload,
-        spare,
-        zero_pages: 0,
-    }
+    (header, digest)
 }
 
 impl<W: Write + Send> ImageWriter<W> {
@@ -123,11 +161,10 @@ impl<W: Write + Send> ImageWriter<W> {
             });
         }
         let header = FileHeader::CURRENT.encode();
-        out.write_all(&header).map_err(io("header"))?;
         let mut chain = Chain::new(&header);
         let len = manifest.len() as u64;
-        let sealed = seal(
-            SectionFields {
+        let (section, digest) = header_of(
+            &SectionFields {
                 kind: SectionKind::Manifest,
                 codec: Codec::None,
                 seq: 0,
@@ -136,32 +173,82 @@ impl<W: Write + Send> ImageWriter<W> {
                 first_page: 0,
                 page_count: 0,
             },
-            manifest,
-            Vec::new(),
+            &manifest,
         );
-        out.write_all(&sealed.header).map_err(io("manifest"))?;
-        out.write_all(&sealed.payload).map_err(io("manifest"))?;
-        chain.push(&sealed.digest);
+        write_all_vectored(
+            &mut out,
+            &mut [
+                IoSlice::new(&header),
+                IoSlice::new(&section),
+                IoSlice::new(&manifest),
+            ],
+        )
+        .map_err(io("manifest"))?;
+        chain.push(&digest);
 
-        let threads = default_threads();
-        let pool = OrderedPool::new("ferry-compress", threads, 2 * threads, move || {
-            let mut compressor = Compressor::new(codec);
-            move |job: BlockJob| seal_block(&mut compressor, job)
-        })
-        .map_err(io("start compression workers"))?;
+        // Workers start only for a process with more than one block: for a small one the
+        // caller's thread does the work itself (no thread to start and join).
+        let (pool, inline) = if expected_pages > BLOCK_PAGES {
+            let threads = default_threads();
+            let pool = OrderedPool::new("ferry-compress", threads, 2 * threads, move || {
+                let mut compressor = Compressor::new(codec);
+                move |job: BlockJob| seal_block(&mut compressor, job)
+            })
+            .map_err(io("start compression workers"))?;
+            (Some(pool), None)
+        } else {
+            (None, Some(Compressor::new(codec)))
+        };
         Ok(ImageWriter {
             out,
             pool,
-            block: Vec::with_capacity(BLOCK_BYTES),
+            inline,
+            block: Vec::new(),
+            filled: 0,
             expected_pages,
             submitted_pages: 0,
             next_seq: 1,
             blocks: 0,
             chain,
             offset: (header.len() + SECTION_HEADER_LEN) as u64 + len,
-            free: Vec::new(),
+            free_raw: Vec::new(),
+            free_out: Vec::new(),
             zero_pages: 0,
         })
+    }
+
+    /// Room for page bytes in the block being filled: at most one block, never empty.
+    /// Fill a prefix of whole pages, then [`Self::commit_pages`] it.
+    pub fn page_room(&mut self) -> &mut [u8] {
+        if self.block.is_empty() {
+            self.block = self.take_raw();
+        }
+        &mut self.block[self.filled..BLOCK_BYTES]
+    }
+
+    /// Adds the first `len` bytes of [`Self::page_room`] (whole pages) to the page stream.
+    pub fn commit_pages(&mut self, len: usize) -> Result<(), WriteImageError> {
+        if !(len as u64).is_multiple_of(PAGE_SIZE) {
+            return Err(WriteImageError::UnalignedPages { len: len as u64 });
+        }
+        if len > BLOCK_BYTES - self.filled {
+            return Err(WriteImageError::BeyondRoom {
+                len: len as u64,
+                room: (BLOCK_BYTES - self.filled) as u64,
+            });
+        }
+        let after = self.submitted_pages + (self.filled + len) as u64 / PAGE_SIZE;
+        if after > self.expected_pages {
+            return Err(WriteImageError::PageCountMismatch {
+                written: after,
+                expected: self.expected_pages,
+            });
+        }
+        self.filled += len;
+        if self.filled == BLOCK_BYTES {
+            self.submit_block()?;
+        }
+        Ok(())
     }
 
     /// Appends page bytes (a multiple of `PAGE_SIZE`) in stream order.
@@ -171,7 +258,7 @@ impl<W: Write + Send> ImageWriter<W> {
                 len: data.len() as u64,
             });
         }
-        let buffered = self.block.len() as u64 / PAGE_SIZE;
+        let buffered = self.filled as u64 / PAGE_SIZE;
         let after = self.submitted_pages + buffered + data.len() as u64 / PAGE_SIZE;
         if after > self.expected_pages {
             return Err(WriteImageError::PageCountMismatch {
@@ -180,13 +267,11 @@ impl<W: Write + Send> ImageWriter<W> {
             });
         }
         while !data.is_empty() {
-            let room = BLOCK_BYTES - self.block.len();
-            let (now, rest) = data.split_at(room.min(data.len()));
-            self.block.extend_from_slice(now);
-            data = rest;
-            if self.block.len() == BLOCK_BYTES {
-                self.submit_block()?;
-            }
+            let room = self.page_room();
+            let n = room.len().min(data.len());
+            room[..n].copy_from_slice(&data[..n]);
+            data = &data[n..];
+            self.commit_pages(n)?;
         }
         Ok(())
     }
@@ -194,26 +279,27 @@ impl<W: Write + Send> ImageWriter<W> {
     /// Writes the remaining blocks and the end section, flushes, and returns the output.
     /// Fails if the pages written are not the number the manifest announces.
     pub fn finish(mut self) -> Result<(W, WriteStats), WriteImageError> {
-        let written = self.submitted_pages + self.block.len() as u64 / PAGE_SIZE;
+        let written = self.submitted_pages + self.filled as u64 / PAGE_SIZE;
         if written != self.expected_pages {
             return Err(WriteImageError::PageCountMismatch {
                 written,
                 expected: self.expected_pages,
             });
         }
-        if !self.block.is_empty() {
+        if self.filled > 0 {
             self.submit_block()?;
         }
-        while self.pool.in_flight() > 0 {
+        while self.pool.as_ref().is_some_and(|p| p.in_flight() > 0) {
             self.write_oldest()?;
         }
         let end = EndPayload {
             total_pages: self.expected_pages,
             blocks: self.blocks,
             chain: self.chain.value(),
-        };
-        let sealed = seal(
-            SectionFields {
+        }
+        .encode();
+        let (section, _) = header_of(
+            &SectionFields {
                 kind: SectionKind::End,
                 codec: Codec::None,
                 seq: self.next_seq,
@@ -222,11 +308,13 @@ impl<W: Write + Send> ImageWriter<W> {
                 first_page: 0,
                 page_count: 0,
             },
-            end.encode().to_vec(),
-            Vec::new(),
+            &end,
         );
-        self.out.write_all(&sealed.header).map_err(io("end"))?;
-        self.out.write_all(&sealed.payload).map_err(io("end"))?;
+        write_all_vectored(
+            &mut self.out,
+            &mut [IoSlice::new(&section), IoSlice::new(&end)],
+        )
+        .map_err(io("end"))?;
         self.offset += (SECTION_HEADER_LEN + END_PAYLOAD_LEN) as u64;
         self.out.flush().map_err(io("flush"))?;
         let stats = WriteStats {
@@ -240,61 +328,78 @@ impl<W: Write + Send> ImageWriter<W> {
     }
 
     fn submit_block(&mut self) -> Result<(), WriteImageError> {
-        if self.pool.is_full() {
+        if self.pool.as_ref().is_some_and(|p| p.is_full()) {
             self.write_oldest()?;
         }
-        let next = self.take_buffer();
-        let raw = std::mem::replace(&mut self.block, next);
-        let pages = raw.len() as u64 / PAGE_SIZE;
+        let raw = std::mem::take(&mut self.block);
+        let len = std::mem::take(&mut self.filled);
+        let pages = len as u64 / PAGE_SIZE;
         debug_assert!(pages <= BLOCK_PAGES);
         let job = BlockJob {
             seq: self.next_seq,
             first_page: self.submitted_pages,
             raw,
-            out: self.take_buffer(),
+            len,
+            out: self.take_out(),
         };
-        self.pool
-            .submit(job)
-            .map_err(|WorkerLost| WriteImageError::WorkerLost)?;
         self.next_seq += 1;
         self.blocks += 1;
         self.submitted_pages += pages;
-        Ok(())
+        match (self.pool.as_mut(), self.inline.as_mut()) {
+            (Some(pool), _) => pool
+                .submit(job)
+                .map_err(|WorkerLost| WriteImageError::WorkerLost),
+            (None, Some(compressor)) => {
+                // A small image: sealed here, written at once.
+                let sealed = seal_block(compressor, job);
+                self.write_sealed(sealed)
+            }
+            (None, None) => Err(WriteImageError::WorkerLost),
+        }
     }
 
     fn write_oldest(&mut self) -> Result<(), WriteImageError> {
-        let Some(result) = self.pool.next() else {
+        let Some(result) = self.pool.as_mut().and_then(OrderedPool::next) else {
             return Ok(());
         };
-        let sealed = result
-            .map_err(|WorkerLost| WriteImageError::WorkerLost)?
-            .map_err(|source| WriteImageError::Compress { source })?;
-        self.out.write_all(&sealed.header).map_err(io("pages"))?;
-        self.out.write_all(&sealed.payload).map_err(io("pages"))?;
+        let sealed = result.map_err(|WorkerLost| WriteImageError::WorkerLost)?;
+        self.write_sealed(sealed)
+    }
+
+    fn write_sealed(&mut self, sealed: BlockResult) -> Result<(), WriteImageError> {
+        let sealed = sealed.map_err(|source| WriteImageError::Compress { source })?;
+        write_all_vectored(
+            &mut self.out,
+            &mut [IoSlice::new(&sealed.header), IoSlice::new(sealed.payload())],
+        )
+        .map_err(io("pages"))?;
         self.chain.push(&sealed.digest);
         self.zero_pages += sealed.zero_pages;
-        self.offset += (SECTION_HEADER_LEN + sealed.payload.len()) as u64;
-        self.recycle(sealed.payload);
-        self.recycle(sealed.spare);
+        self.offset += (SECTION_HEADER_LEN + sealed.payload_len) as u64;
+        // Enough for every job in flight plus the block being filled.
+        let keep = self.pool.as_ref().map_or(0, OrderedPool::depth) + 2;
+        if self.free_raw.len() < keep {
+            self.free_raw.push(sealed.raw);
+        }
+        if self.free_out.len() < keep {
+            self.free_out.push(sealed.out);
+        }
         Ok(())
     }
 
-    fn take_buffer(&mut self) -> Vec<u8> {
-        self.free
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BLOCK_BYTES))
+    fn take_raw(&mut self) -> Vec<u8> {
+        self.free_raw.pop().unwrap_or_else(|| vec![0u8; BLOCK_BUF])
     }
 
-    fn recycle(&mut self, mut buf: Vec<u8>) {
-        // Enough for every job in flight plus the block being filled.
-        if self.free.len() < 2 * self.pool.depth() + 2 && buf.capacity() >= BLOCK_BYTES {
-            buf.clear();
-            self.free.push(buf);
-        }
+    fn take_out(&mut self) -> Vec<u8> {
+        self.free_out
+            .pop()
+            .unwrap_or_else(|| vec![0u8; compress_bound(BLOCK_BUF)])
     }
 }
 
-/// Worker side: compress one block, then digest its header and payload.
+/// Worker side: pack one block (zero pages out), compress it, then digest its header and
+/// payload.
 fn seal_block(
     compressor: &mut std::io::Result<Compressor>,
     job: BlockJob,
@@ -302,21 +407,42 @@ fn seal_block(
     let compressor = compressor
         .as_mut()
         .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
-    let mut raw = job.raw;
-    let page_count = raw.len() as u64 / PAGE_SIZE;
-    let zero_pages = pages::pack(&mut raw);
-    let raw_len = raw.len() as u64;
-    let (codec, payload, spare) = compressor.compress(raw, job.out)?;
+    let BlockJob {
+        seq,
+        first_page,
+        mut raw,
+        len,
+        mut out,
+    } = job;
+    let page_count = len as u64 / PAGE_SIZE;
+    let (packed, zero_pages) = pages::pack_in(&mut raw, len);
+    let compressed = compressor.compress(&raw[..packed], &mut out)?;
+    let (codec, payload_len) = match compressed {
+        Some(n) => (compressor.codec(), n),
+        None => (Codec::None, packed),
+    };
     let fields = SectionFields {
         kind: SectionKind::Pages,
         codec,
-        seq: job.seq,
-        raw_len,
-        stored_len: payload.len() as u64,
-        first_page: job.first_page,
+        seq,
+        raw_len: packed as u64,
+        stored_len: payload_len as u64,
+        first_page,
         page_count,
     };
-    let mut sealed = seal(fields, payload, spare);
-    sealed.zero_pages = zero_pages;
-    Ok(sealed)
+    let payload = if compressed.is_some() {
+        &out[..payload_len]
+    } else {
+        &raw[..payload_len]
+    };
+    let (header, digest) = header_of(&fields, payload);
+    Ok(SealedBlock {
+        header,
+        digest,
+        raw,
+        out,
+        compressed: compressed.is_some(),
+        payload_len,
+        zero_pages,
+    })
 }

@@ -28,7 +28,7 @@ use tonic::transport::Channel;
 use super::records::is_final;
 use super::{chain, fault, negotiate, start_time};
 use crate::daemon::NodeRef;
-use crate::dump::{self, DumpOptions};
+use crate::dump::{self, DumpOptions, autocodec};
 use crate::image::{Codec, WriteStats};
 use crate::relay::origin::{Plan, become_stub};
 use crate::transport::PeerCred;
@@ -609,10 +609,10 @@ impl Origin {
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
 
-        let codec = match codec_req.as_str() {
-            "zstd" => Codec::Zstd,
-            "lz4" => Codec::Lz4,
-            "none" => Codec::None,
+        let (codec, codec_why) = match codec_req.as_str() {
+            "zstd" => (Codec::Zstd, String::new()),
+            "lz4" => (Codec::Lz4, String::new()),
+            "none" => (Codec::None, String::new()),
             _ => choose_codec(&mut client, pid).await,
         };
         let codec_name = codec_name(codec);
@@ -809,6 +809,7 @@ impl Origin {
             wire_bytes: self.wire.load(Ordering::Relaxed),
             raw_bytes: stats.raw_bytes,
             codec: codec_name.into(),
+            codec_why,
             warnings,
         })
     }
@@ -950,12 +951,11 @@ fn abort_remote(node: NodeRef, to: String, id: String) {
     });
 }
 
-/// `--compress auto`: measures the link (a burst through `Peer.Sink`) and how fast and how
-/// well zstd and lz4 pack a sample of the process's own memory, and picks the codec that
-/// moves raw bytes fastest: for each codec, min(compression speed × workers, link speed ÷
-/// compressed fraction); no compression moves at the link speed. Within 10 %, the cheaper
-/// one wins (none, then lz4, then zstd).
-async fn choose_codec(client: &mut PeerClient<Channel>, pid: i32) -> Codec {
+/// `--compress auto`: measures the link (a burst through `Peer.Sink`), then lets
+/// [`autocodec::choose`] measure each codec on a sample of the process's own memory and pick
+/// the codec under which the whole pipeline (read, compress on every core, send) is fastest.
+/// Returns the codec and why.
+async fn choose_codec(client: &mut PeerClient<Channel>, pid: i32) -> (Codec, String) {
     const PROBE: usize = 16 << 20;
     let t = Instant::now();
     let burst = futures_burst(PROBE);
@@ -963,42 +963,30 @@ async fn choose_codec(client: &mut PeerClient<Channel>, pid: i32) -> Codec {
         Ok(_) => PROBE as f64 / t.elapsed().as_secs_f64(),
         Err(s) => {
             tracing::info!(error = %s.message(), "link probe failed; using zstd");
-            return Codec::Zstd;
+            return (
+                Codec::Zstd,
+                format!("auto: zstd (the link probe failed: {})", s.message()),
+            );
         }
     };
-    let sample = tokio::task::spawn_blocking(move || sample_memory(pid, 4 << 20))
-        .await
-        .unwrap_or_default();
-    if sample.len() < 64 << 10 {
-        return Codec::Lz4;
+    let choice = tokio::task::spawn_blocking(move || {
+        autocodec::choose(
+            Pid::from_raw(pid),
+            autocodec::Output::Link(link),
+            Codec::Lz4,
+        )
+    })
+    .await;
+    match choice {
+        Ok(c) => {
+            tracing::info!(why = %c.why, "compression chosen");
+            (c.codec, c.why)
+        }
+        Err(e) => (
+            Codec::Lz4,
+            format!("auto: lz4 (the measurement failed: {e})"),
+        ),
     }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let rate = |c: &dyn Fn(&[u8]) -> usize| {
-        let t = Instant::now();
-        let n = c(&sample);
-        let speed = sample.len() as f64 / t.elapsed().as_secs_f64().max(1e-6);
-        let frac = (n as f64 / sample.len() as f64).max(0.001);
-        (speed * workers).min(link / frac)
-    };
-    let zstd = rate(&|s| zstd::bulk::compress(s, 1).map_or(s.len(), |v| v.len()));
-    let lz4 = rate(&|s| lz4_flex::block::compress(s).len());
-    let none = link;
-    let best = zstd.max(lz4).max(none);
-    let pick = if none >= best * 0.9 {
-        Codec::None
-    } else if lz4 >= best * 0.9 {
-        Codec::Lz4
-    } else {
-        Codec::Zstd
-    };
-    tracing::info!(
-        link_mb_s = link / 1e6,
-        zstd_mb_s = zstd / 1e6,
-        lz4_mb_s = lz4 / 1e6,
-        pick = codec_name(pick),
-        "compression chosen"
-    );
-    pick
 }
 
 fn futures_burst(bytes: usize) -> impl tokio_stream::Stream<Item = SinkChunk> + Send + 'static {
@@ -1006,42 +994,6 @@ fn futures_burst(bytes: usize) -> impl tokio_stream::Stream<Item = SinkChunk> + 
     tokio_stream::iter((0..bytes / piece.len()).map(move |_| SinkChunk {
         data: piece.clone(),
     }))
-}
-
-/// Up to `max` bytes of the process's anonymous memory, read while it runs.
-fn sample_memory(pid: i32, max: usize) -> Vec<u8> {
-    let Ok(maps) = crate::proc::read(pid, "maps") else {
-        return Vec::new();
-    };
-    let Ok(entries) = crate::proc::parse_maps(&maps) else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(max);
-    for e in entries
-        .iter()
-        .filter(|e| e.inode == 0 && e.prot & libc::PROT_READ as u32 != 0)
-        .filter(|e| e.name.is_empty() || e.name == "[heap]" || e.name == "[stack]")
-    {
-        let len = ((e.end - e.start) as usize)
-            .min(max - out.len())
-            .min(1 << 20);
-        let mut buf = vec![0u8; len];
-        let remote = [nix::sys::uio::RemoteIoVec {
-            base: e.start as usize,
-            len,
-        }];
-        if let Ok(n) = nix::sys::uio::process_vm_readv(
-            Pid::from_raw(pid),
-            &mut [std::io::IoSliceMut::new(&mut buf)],
-            &remote,
-        ) {
-            out.extend_from_slice(&buf[..n]);
-        }
-        if out.len() >= max {
-            break;
-        }
-    }
-    out
 }
 
 /// Whether `pid` is still the stub of a migration: the process that started at `start`, now

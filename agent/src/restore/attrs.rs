@@ -84,8 +84,23 @@ pub fn join_thread_cgroups(tid: Pid, cgroups: &[CgroupState], warnings: &mut Vec
 }
 
 fn join(pid: Pid, cgroups: &[CgroupState], file: &str, warnings: &mut Vec<String>) {
+    // Where the task is now (it starts in the restorer's cgroups): joining a cgroup it is in
+    // already costs a cgroup migration (an RCU grace period, ~10 ms) for nothing.
+    let now = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let already = |c: &CgroupState| {
+        now.lines().any(|line| {
+            let mut parts = line.splitn(3, ':');
+            matches!(
+                (parts.next(), parts.next(), parts.next()),
+                (Some(h), Some(ctl), Some(path))
+                    if h.parse() == Ok(c.hierarchy)
+                        && same_controllers(ctl, &c.controllers)
+                        && path == c.path
+            )
+        })
+    };
     let mounts = cgroup_mounts();
-    for c in cgroups {
+    for c in cgroups.iter().filter(|c| !already(c)) {
         let Some((_, mount)) = mounts
             .iter()
             .find(|(ctl, _)| same_controllers(ctl, &c.controllers))

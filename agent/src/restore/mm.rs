@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::io::{IoSlice, Read};
 
 use nix::sys::uio::{RemoteIoVec, process_vm_writev};
+use nix::unistd::Pid;
 
 use super::RestoreError;
 use super::fdkinds::Memfds;
@@ -599,98 +600,164 @@ impl PageStream {
 
     /// Writes the pages of the first `targets.len()` processes (the rest of the stream is
     /// read when they are given). With every process given, reads the stream to its end.
+    ///
+    /// Writing into fresh memory costs a page fault per page, as much as the decompression:
+    /// a helper thread writes two blocks of every three while this one reads, plans and
+    /// writes the third (the blocks go to distinct pages, so their order does not matter),
+    /// and the reader's workers decompress meanwhile.
     pub fn write<R: Read + Send>(
         &mut self,
         targets: &[&Injector<'_>],
         reader: &mut ImageReader<R>,
     ) -> Result<(), RestoreError> {
-        let upto = targets.len();
-        let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(1024);
-        loop {
-            if self.spans.get(self.si).is_some_and(|s| s.target >= upto) {
-                return Ok(());
-            }
-            let (block, skip) = match self.pending.take() {
-                Some(b) => b,
-                None => match reader.next_pages()? {
-                    Some(b) => (b, 0),
-                    None => return Ok(()),
-                },
+        let pids: Vec<Pid> = targets.iter().map(|t| t.tracee().pid()).collect();
+        let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<(PageBlock, Vec<Piece>)>(1);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(PageBlock, Vec<Piece>, bool)>();
+        std::thread::scope(|scope| {
+            let helper_pids = &pids;
+            let helper = std::thread::Builder::new()
+                .name("ferry-pages".into())
+                .spawn_scoped(scope, move || {
+                    for (block, pieces) in job_rx {
+                        let ok = write_pieces(helper_pids, &block, &pieces);
+                        if done_tx.send((block, pieces, ok)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            let mut helper_tx = helper.is_ok().then_some(job_tx);
+            let mut in_flight = 0usize;
+            // A block the helper could not write whole goes through the fallback here.
+            let settle = |block: PageBlock,
+                          pieces: Vec<Piece>,
+                          ok: bool,
+                          reader: &mut ImageReader<R>|
+             -> Result<(), RestoreError> {
+                if !ok {
+                    write_pieces_slowly(targets, &block, &pieces)?;
+                }
+                reader.recycle(block);
+                Ok(())
             };
-            // Where in the block a process not given yet begins, if it does.
-            let mut stop = None;
-            {
-                let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(256);
-                remote.clear();
-                let mut current = self.spans.get(self.si).map_or(0, |s| s.target);
-                let mut pos = 0u64;
-                'segments: for (n, data) in block.segments() {
-                    let seg_start = pos;
-                    pos += n;
-                    if pos <= skip {
-                        continue;
+            let result = (|| {
+                loop {
+                    while let Ok((block, pieces, ok)) = done_rx.try_recv() {
+                        in_flight -= 1;
+                        settle(block, pieces, ok, reader)?;
                     }
-                    let first = skip.saturating_sub(seg_start);
-                    let (mut left, mut doff) = (n - first, (first * PAGE_SIZE) as usize);
-                    while left > 0 {
-                        let span = self.spans.get(self.si).ok_or_else(|| {
-                            RestoreError::Layout(
-                                "the image holds more pages than its manifest lists".into(),
-                            )
-                        })?;
-                        if span.target >= upto {
-                            stop = Some(seg_start + (n - left));
-                            break 'segments;
+                    let Some((block, pieces, stop)) = self.next_block(targets.len(), reader)?
+                    else {
+                        return Ok(());
+                    };
+                    if let Some(at) = stop {
+                        // Part of the block belongs to processes not made yet: it waits here.
+                        if !write_pieces(&pids, &block, &pieces) {
+                            write_pieces_slowly(targets, &block, &pieces)?;
                         }
-                        if span.target != current || local.len() >= 768 {
-                            flush(targets[current], &local, &remote)?;
-                            local.clear();
-                            remote.clear();
-                            current = span.target;
-                        }
-                        let take = left.min(span.count - self.used);
-                        let addr = span.addr + self.used * PAGE_SIZE;
-                        let len = (take * PAGE_SIZE) as usize;
-                        match data {
-                            Some(d) => {
-                                local.push(IoSlice::new(&d[doff..doff + len]));
-                                remote.push(RemoteIoVec {
-                                    base: addr as usize,
-                                    len,
-                                });
-                                doff += len;
+                        self.pending = Some((block, at));
+                        return Ok(());
+                    }
+                    match helper_tx.as_ref() {
+                        // The helper takes two blocks for each this thread writes: this
+                        // thread also reads the image and plans every block.
+                        Some(tx) if in_flight < 2 => match tx.send((block, pieces)) {
+                            Ok(()) => in_flight += 1,
+                            Err(std::sync::mpsc::SendError((block, pieces))) => {
+                                helper_tx = None;
+                                settle(block, pieces, false, reader)?;
                             }
-                            None if span.write_zeros => {
-                                for i in 0..take {
-                                    local.push(IoSlice::new(&ZERO_PAGE));
-                                    remote.push(RemoteIoVec {
-                                        base: (addr + i * PAGE_SIZE) as usize,
-                                        len: PAGE_SIZE as usize,
-                                    });
-                                }
-                            }
-                            None => {}
-                        }
-                        self.used += take;
-                        left -= take;
-                        if self.used == span.count {
-                            self.si += 1;
-                            self.used = 0;
+                        },
+                        _ => {
+                            let ok = write_pieces(&pids, &block, &pieces);
+                            settle(block, pieces, ok, reader)?;
                         }
                     }
                 }
-                if let Some(inj) = targets.get(current) {
-                    flush(inj, &local, &remote)?;
+            })();
+            // Every block handed out is written (or given up) before this returns.
+            drop(helper_tx);
+            while in_flight > 0 {
+                let Ok((block, pieces, ok)) = done_rx.recv() else {
+                    break;
+                };
+                in_flight -= 1;
+                if result.is_ok() {
+                    settle(block, pieces, ok, reader)?;
                 }
             }
-            match stop {
-                Some(at) => {
-                    self.pending = Some((block, at));
-                    return Ok(());
+            result
+        })
+    }
+
+    /// The next block and where its pages go: pieces for the first `upto` processes, and
+    /// where in the block a process not given yet begins, if it does. `None` at the end.
+    #[allow(clippy::type_complexity)]
+    fn next_block<R: Read + Send>(
+        &mut self,
+        upto: usize,
+        reader: &mut ImageReader<R>,
+    ) -> Result<Option<(PageBlock, Vec<Piece>, Option<u64>)>, RestoreError> {
+        if self.spans.get(self.si).is_some_and(|s| s.target >= upto) {
+            return Ok(None);
+        }
+        let (block, skip) = match self.pending.take() {
+            Some(b) => b,
+            None => match reader.next_pages()? {
+                Some(b) => (b, 0),
+                None => return Ok(None),
+            },
+        };
+        let mut pieces = Vec::with_capacity(64);
+        let mut stop = None;
+        let mut pos = 0u64;
+        'runs: for (n, data) in block.runs() {
+            let seg_start = pos;
+            pos += n;
+            if pos <= skip {
+                continue;
+            }
+            let first = skip.saturating_sub(seg_start);
+            let (mut left, mut doff) = (n - first, (first * PAGE_SIZE) as usize);
+            while left > 0 {
+                let span = self.spans.get(self.si).ok_or_else(|| {
+                    RestoreError::Layout(
+                        "the image holds more pages than its manifest lists".into(),
+                    )
+                })?;
+                if span.target >= upto {
+                    stop = Some(seg_start + (n - left));
+                    break 'runs;
                 }
-                None => reader.recycle(block),
+                let take = left.min(span.count - self.used);
+                let addr = span.addr + self.used * PAGE_SIZE;
+                let len = (take * PAGE_SIZE) as usize;
+                match data {
+                    Some(off) => {
+                        pieces.push(Piece {
+                            target: span.target,
+                            addr,
+                            len,
+                            data: Some(off + doff),
+                        });
+                        doff += len;
+                    }
+                    None if span.write_zeros => pieces.push(Piece {
+                        target: span.target,
+                        addr,
+                        len,
+                        data: None,
+                    }),
+                    None => {}
+                }
+                self.used += take;
+                left -= take;
+                if self.used == span.count {
+                    self.si += 1;
+                    self.used = 0;
+                }
             }
         }
+        Ok(Some((block, pieces, stop)))
     }
 
     /// Fails unless every page the manifest lists was written.
@@ -704,21 +771,81 @@ impl PageStream {
     }
 }
 
-fn flush(
-    inj: &Injector<'_>,
-    local: &[IoSlice<'_>],
-    remote: &[RemoteIoVec],
+/// Pages of a block bound for one place: `len` bytes at `addr` in process `target`, from
+/// offset `data` of the block's stored pages, or zeros.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    target: usize,
+    addr: u64,
+    len: usize,
+    data: Option<usize>,
+}
+
+/// Writes `pieces` of `block` with `process_vm_writev`, up to 1024 iovecs a call; false if
+/// any call wrote less (the caller then takes the slow path).
+fn write_pieces(pids: &[Pid], block: &PageBlock, pieces: &[Piece]) -> bool {
+    let stored = block.stored();
+    let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(256);
+    let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(256);
+    let mut target = None;
+    let mut ok = true;
+    let mut flush =
+        |pid: Option<Pid>, local: &mut Vec<IoSlice<'_>>, remote: &mut Vec<RemoteIoVec>| {
+            if let Some(pid) = pid
+                && !local.is_empty()
+            {
+                let want: usize = remote.iter().map(|r| r.len).sum();
+                ok &= process_vm_writev(pid, local, remote).ok() == Some(want);
+            }
+            local.clear();
+            remote.clear();
+        };
+    for p in pieces {
+        if target != Some(p.target) || local.len() + (p.len / PAGE_SIZE as usize) > 1024 {
+            flush(target.map(|t| pids[t]), &mut local, &mut remote);
+            target = Some(p.target);
+        }
+        match p.data {
+            Some(off) => {
+                local.push(IoSlice::new(&stored[off..off + p.len]));
+                remote.push(RemoteIoVec {
+                    base: p.addr as usize,
+                    len: p.len,
+                });
+            }
+            None => {
+                for i in 0..p.len / PAGE_SIZE as usize {
+                    local.push(IoSlice::new(&ZERO_PAGE));
+                    remote.push(RemoteIoVec {
+                        base: p.addr as usize + i * PAGE_SIZE as usize,
+                        len: PAGE_SIZE as usize,
+                    });
+                }
+            }
+        }
+    }
+    flush(target.map(|t| pids[t]), &mut local, &mut remote);
+    ok
+}
+
+/// Writes `pieces` of `block` through each task's `/proc/PID/mem`, which a tracer may write
+/// on any mapped page (the path for pages `process_vm_writev` refused).
+fn write_pieces_slowly(
+    targets: &[&Injector<'_>],
+    block: &PageBlock,
+    pieces: &[Piece],
 ) -> Result<(), RestoreError> {
-    if local.is_empty() {
-        return Ok(());
-    }
-    let pid = inj.tracee().pid();
-    let want: usize = remote.iter().map(|r| r.len).sum();
-    if process_vm_writev(pid, local, remote).ok() == Some(want) {
-        return Ok(());
-    }
-    for (l, r) in local.iter().zip(remote) {
-        inj.tracee().write_mem(r.base as u64, l)?;
+    let stored = block.stored();
+    for p in pieces {
+        let t = targets[p.target].tracee();
+        match p.data {
+            Some(off) => t.write_mem(p.addr, &stored[off..off + p.len])?,
+            None => {
+                for i in 0..(p.len / PAGE_SIZE as usize) as u64 {
+                    t.write_mem(p.addr + i * PAGE_SIZE, &ZERO_PAGE)?;
+                }
+            }
+        }
     }
     Ok(())
 }

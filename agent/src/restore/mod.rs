@@ -259,6 +259,7 @@ pub fn restore_with<R: Read + Send>(
         }
         return tree::restore_tree(reader, opts);
     }
+    let start = std::time::Instant::now();
     let substitutes: std::collections::HashMap<i32, std::os::fd::RawFd> =
         substitutes.iter().copied().collect();
     let state = reader.state().clone();
@@ -288,7 +289,9 @@ pub fn restore_with<R: Read + Send>(
     )?;
 
     check_root(&state)?;
+    tracing::debug!(elapsed = ?start.elapsed(), "files checked");
     let mut task = task::create(state.pid, opts.pid_ns, false, opts.as_child)?;
+    tracing::debug!(elapsed = ?start.elapsed(), "task created");
     // Into its cgroups before any memory is touched, so that it is charged where it belongs.
     attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
     // EXITKILL: should the restorer die half-way, the half-built task dies with it.
@@ -301,14 +304,18 @@ pub fn restore_with<R: Read + Send>(
             // The filters restored near the end must not apply to the restore's own calls.
             | Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
     )?;
+    tracing::trace!(elapsed = ?start.elapsed(), "task seize requested");
     tracee.interrupt()?;
+    tracing::trace!(elapsed = ?start.elapsed(), "task stopped");
     // Nothing may be delivered while the task is being built; the image's mask comes last.
     tracee.set_sigmask(u64::MAX)?;
+    tracing::trace!(elapsed = ?start.elapsed(), "task seized");
 
     let maps = mm::current_maps(task.pid.as_raw())?;
     let vdso_syscall = mm::find_vdso_syscall(&tracee, &maps)?;
     let area = mm::pick_area(&maps, &state.mm)?;
     let inj = Injector::bootstrap(&tracee, vdso_syscall, area)?;
+    tracing::trace!(elapsed = ?start.elapsed(), "injector bootstrapped");
 
     // The task is a copy of us, with our thread's rseq area registered; unregister it before
     // its memory goes, or the next return to user mode faults beyond repair.
@@ -325,6 +332,7 @@ pub fn restore_with<R: Read + Send>(
     let ipc_ns = ipc::make(&inj, &state)?;
     let shared = shm::SharedMemory::prepare(&inj, &[&state], ipc_ns.as_ref())?;
     let t0 = std::time::Instant::now();
+    tracing::debug!(elapsed = ?start.elapsed(), "injector ready");
     // A lone process has no parent to keep pages from.
     mm::kept_from_parent(&state.mm, None, &maps)?;
     mm::wipe_and_place_vdso(&inj, &maps, &state.mm, &[])?;
