@@ -11,26 +11,7 @@ use ferry_tests::{TestCtx, Victim, alive, image_path, kill_and_reap, my_children
 fn restore_must_fail(ctx: &TestCtx, bad: &Path, orig_pid: i32, what: &str) -> Option<String> {
     let before = my_children();
     let out = ctx.ferry(&["restore".as_ref(), bad.as_os_str()]);
-    let new: Vec<i32> = my_children().difference(&before).copied().collect();
-    // A task the failed restore made and killed is a zombie until this process (its
-    // subreaper: the restore's intermediate parent exited) reaps it: dead, not left behind.
-    let zombie = |p: &i32| {
-        fs::read_to_string(format!("/proc/{p}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit(") ").next().map(|r| r.starts_with('Z')))
-            .unwrap_or(true)
-    };
-    let (dead, leftovers): (Vec<i32>, Vec<i32>) = new.into_iter().partition(zombie);
-    for pid in dead {
-        kill_and_reap(pid);
-    }
-    let described: Vec<String> = leftovers
-        .iter()
-        .map(|p| {
-            let cmd = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            format!("{p} {:?}", String::from_utf8_lossy(&cmd))
-        })
-        .collect();
+    let leftovers: Vec<i32> = my_children().difference(&before).copied().collect();
     let restored = ferry_tests::parse_restored_pid(&out.stdout);
     for &pid in leftovers.iter().chain(restored.iter()) {
         kill_and_reap(pid);
@@ -56,7 +37,7 @@ fn restore_must_fail(ctx: &TestCtx, bad: &Path, orig_pid: i32, what: &str) -> Op
         ));
     }
     if !leftovers.is_empty() {
-        return Some(format!("{what}: processes left behind: {described:?}"));
+        return Some(format!("{what}: processes left behind: {leftovers:?}"));
     }
     if stayed {
         return Some(format!("{what}: a process runs as PID {orig_pid}"));
