@@ -1,4 +1,4 @@
-//! `ferry image inspect IMAGE [--json]`
+//! `ferry image inspect IMAGE [--json]`, `ferry image export-criu`, `ferry image import-criu`
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -13,17 +13,32 @@ use ferry_agent::state::{DeletedNode, FdKind, PAGE_SIZE, ProcessState, VmaKind, 
 pub enum Command {
     /// Verify an image and summarise it: the process, its VMAs, fds, signal state and the
     /// image's sections with their sizes and digests.
+    /// A CRIU image directory (one holding `inventory.img`) is described too.
     Inspect {
-        /// Image file.
+        /// Image file, or a CRIU image directory.
         image: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Write a CRIU image directory (CRIU 4.x tables: inventory, pstree, core, mm, pagemap,
+    /// pages, files, fdinfo, fs, ids, sigacts) from a Ferry image. What CRIU's tables cannot
+    /// express is named in a warning.
+    ExportCriu(crate::criu::ExportArgs),
+    /// Make a Ferry image from a CRIU image directory. What Ferry's model cannot take is
+    /// named in a warning.
+    ImportCriu(crate::criu::ImportArgs),
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
-    let Command::Inspect { image, json } = cmd;
+    let (image, json) = match cmd {
+        Command::Inspect { image, json } => (image, json),
+        Command::ExportCriu(a) => return crate::criu::export(a),
+        Command::ImportCriu(a) => return crate::criu::import(a),
+    };
+    if ferry_criu::is_criu_dir(&image) {
+        return crate::criu::inspect(&image, json);
+    }
     let file = File::open(&image).with_context(|| format!("open {}", image.display()))?;
     let summary = inspect(BufReader::with_capacity(1 << 20, file))
         .with_context(|| format!("inspect {}", image.display()))?;

@@ -1,6 +1,7 @@
 //! `ferry`: checkpoint, restore and (later) migrate running Linux processes.
 
 mod ca;
+mod criu;
 mod dump;
 mod image;
 mod migrate;

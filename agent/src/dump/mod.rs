@@ -38,7 +38,7 @@ use freeze::Frozen;
 pub use attrs::MEMBARRIER_PRIVATE;
 pub use files::{
     DEFAULT_MAX_DELETED_FILE_SIZE, EPOLL_PRIVATE_BITS, EPOLLET, EPOLLEXCLUSIVE, EPOLLONESHOT,
-    STORED_BUDGET, epoll_disarmed,
+    STORED_BUDGET, carried, epoll_disarmed,
 };
 pub use mm::identity_of;
 pub use sockets::{SocketOptions, UnacceptedData};
