@@ -197,7 +197,7 @@ pub fn read_dir(dir: &Path, report: &mut Report) -> Result<(TreeState, Vec<u8>),
     let mut ids_of: HashMap<u32, pb::TaskIds> = HashMap::new();
     let mut fs_of: HashMap<u32, pb::Fs> = HashMap::new();
     // files id → (pid, fd) of each description already given, by file id.
-    let mut given: HashMap<u32, (i32, i32)> = HashMap::new();
+    let mut given: HashMap<u32, (i32, i32, FdState)> = HashMap::new();
     for (i, e) in pstree.iter().enumerate() {
         let leader: pb::Core = open(dir, &format!("core-{}.img", e.pid), magic::CORE)?
             .entry()?
@@ -303,7 +303,7 @@ fn process(
     pipe_data: &mut HashMap<u32, PipeQueue>,
     ids_of: &mut HashMap<u32, pb::TaskIds>,
     fs_of: &mut HashMap<u32, pb::Fs>,
-    given: &mut HashMap<u32, (i32, i32)>,
+    given: &mut HashMap<u32, (i32, i32, FdState)>,
     pstree: &[pb::Pstree],
     report: &mut Report,
     stream: &mut Vec<u8>,
@@ -517,6 +517,8 @@ fn process(
     let fdinfo: Vec<pb::Fdinfo> =
         open(dir, &format!("fdinfo-{}.img", ids.files_id), magic::FDINFO)?.all()?;
     let mut own: HashMap<u32, i32> = HashMap::new();
+    // Descriptors that are another process's description, with what that description is.
+    let mut shared_kinds: Vec<(i32, FdKind)> = Vec::new();
     let mut pipe_seen: HashMap<u32, ()> = HashMap::new();
     let mut sorted = fdinfo.clone();
     sorted.sort_by_key(|f| f.fd);
@@ -539,12 +541,14 @@ fn process(
             });
             continue;
         }
-        if let Some(&(opid, ofd)) = given.get(&fi.id) {
+        if let Some((opid, ofd, orig)) = given.get(&fi.id) {
             own.insert(fi.id, fd);
+            shared_kinds.push((fd, orig.kind.clone()));
+            let (opid, ofd, flags) = (*opid, *ofd, orig.flags);
             fds.push(FdState {
                 fd,
                 cloexec,
-                flags: 0,
+                flags,
                 kind: FdKind::Shared { pid: opid, fd: ofd },
                 owner,
             });
@@ -615,14 +619,15 @@ fn process(
             }
         };
         own.insert(fi.id, fd);
-        given.insert(fi.id, (pid as i32, fd));
-        fds.push(FdState {
+        let state = FdState {
             fd,
             cloexec,
             flags,
             kind,
             owner,
-        });
+        };
+        given.insert(fi.id, (pid as i32, fd, state.clone()));
+        fds.push(state);
     }
     // A pipe with a queue: the queue goes on its lowest descriptor, which `sorted` gave first.
 
@@ -779,7 +784,14 @@ fn process(
         },
     };
     // Files Ferry carries whole (see `CarriedFile`) are taken from the disk as it is now.
-    p.carried_files = ferry_agent::dump::carried(&p.mm.vmas, &p.fds, &p.locks, p.creds.uids[1])
+    // A description shared with an earlier process counts as what it is, as at dump time.
+    let mut seen = p.fds.clone();
+    for f in seen.iter_mut() {
+        if let Some((_, k)) = shared_kinds.iter().find(|(fd, _)| *fd == f.fd) {
+            f.kind = k.clone();
+        }
+    }
+    p.carried_files = ferry_agent::dump::carried(&p.mm.vmas, &seen, &p.locks, p.creds.uids[1])
         .map_err(|e| Error::format(at.clone(), format!("read the files it carries: {e}")))?;
     Ok(p)
 }
