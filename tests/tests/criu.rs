@@ -353,3 +353,78 @@ fn criu_strict_refuses_what_criu_cannot_hold() {
         out.stderr
     );
 }
+
+#[test]
+fn criu_tree_round_trip() {
+    let Some(ctx) = setup("criu_tree_round_trip") else {
+        return;
+    };
+    if !have_crit() {
+        return;
+    }
+    // A parent and a child sharing 8 MiB copy-on-write, each checking its own copy.
+    let mut v = Victim::c(&ctx, "proc_cow", &[]);
+    let pid = v.pid;
+    let child: i32 = ferry_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the child of proc_cow",
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        },
+    );
+    v.track(child);
+    v.signal(nix::sys::signal::Signal::SIGUSR1);
+    v.wait_status("the parent's check", |l| l.starts_with("ok cow="));
+    let img = image_path(&ctx, "tree");
+    v.dump(&ctx, &img, &["--tree"]);
+    ferry_tests::reap(child, std::time::Duration::from_secs(10));
+    let dir = ctx.path("criu");
+    export(&ctx, &img, &dir);
+    for f in files_of(&dir) {
+        if !is_pages(&f) {
+            decode(&f);
+        }
+    }
+    let pstree = decode(&dir.join("pstree.img"));
+    let pids: Vec<i64> = pstree["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(pids, [i64::from(pid), i64::from(child)], "pstree.img");
+    assert_eq!(
+        pstree["entries"][1]["ppid"].as_i64(),
+        Some(i64::from(pid)),
+        "the child's parent in pstree.img"
+    );
+    let img2 = image_path(&ctx, "tree-from-criu");
+    import(&ctx, &dir, &img2);
+    // `Victim::restore` expects one process: the tree's line names the descendants too.
+    let out = ctx.ferry(&["restore".as_ref(), img2.as_os_str()]);
+    out.assert_ok();
+    v.restored_as(pid);
+    assert!(
+        out.stdout.contains(&format!("descendants {child}")),
+        "restore of the tree: {}",
+        out.stdout
+    );
+    v.track(child);
+    // `wait_nth` counts from 0: the next line after the ones already there.
+    let n = v.count("ok child");
+    let m = v.count("ok cow=");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    v.signal(nix::sys::signal::Signal::SIGUSR1);
+    v.wait_nth("ok child", n);
+    v.wait_nth("ok cow=", m);
+    v.assert_no_bad();
+}
