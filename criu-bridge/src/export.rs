@@ -265,22 +265,28 @@ impl FileTable {
             }
             FdKind::Socket(s) => {
                 let id = self.id();
-                let opts = pb::SkOpts {
-                    so_sndbuf: 0,
-                    so_rcvbuf: 0,
-                    so_snd_tmo_sec: 0,
-                    so_snd_tmo_usec: 0,
-                    so_rcv_tmo_sec: 0,
-                    so_rcv_tmo_usec: 0,
-                    reuseaddr: None,
-                };
-                if !s.opts.is_empty() || !s.filter.is_empty() {
+                let (opts, mut unmapped) = crate::sockopts::to_criu(&s.opts, &s.filter);
+                // IPV6_V6ONLY has a field of the inet entry itself.
+                let v6only = s
+                    .opts
+                    .iter()
+                    .find(|o| o.level == libc::IPPROTO_IPV6 && o.name == libc::IPV6_V6ONLY)
+                    .map(|o| o.value.first().is_some_and(|&b| b != 0));
+                if matches!(s.kind, SocketKind::Inet(_)) {
+                    unmapped.retain(|&o| o != (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY));
+                }
+                for (level, name) in unmapped {
                     report.lose(format!(
-                        "{at}: socket options (Ferry keeps them raw, by level and name)"
+                        "{at}: socket option level {level} name {name} (sk_opts has no field for it)"
                     ));
                 }
                 match &s.kind {
                     SocketKind::Unix(u) => {
+                        if u.pending > 0 || u.sent_unaccepted || !u.pending_sent.is_empty() {
+                            report.lose(format!(
+                                "{at}: a Unix connection not accepted yet (CRIU's embryo sockets are not written)"
+                            ));
+                        }
                         if !u.queue.is_empty() || !u.in_flight.is_empty() {
                             report.lose(format!(
                                 "{at}: queued data and descriptors in flight of a Unix socket (sk-queues is not written)"
@@ -365,7 +371,7 @@ impl FileTable {
                                     dst_addr: i.peer.map(|a| words(a.ip())).unwrap_or_default(),
                                     fown: fown(fd, p),
                                     opts,
-                                    v6only: None,
+                                    v6only,
                                     shutdown: Some(i.shutdown),
                                 }),
                                 ..Default::default()
@@ -377,6 +383,21 @@ impl FileTable {
                         return None;
                     }
                 }
+            }
+            FdKind::Signalfd { mask } => {
+                let id = self.id();
+                let e = crate::fdkinds::signalfd(id, fd.flags, fown(fd, p), *mask);
+                (fdtype::SIGNALFD, e)
+            }
+            FdKind::Timerfd(t) => {
+                let id = self.id();
+                let e = crate::fdkinds::timerfd(id, fd.flags, fown(fd, p), t);
+                (fdtype::TIMERFD, e)
+            }
+            FdKind::Epoll { targets } => {
+                let id = self.id();
+                let e = crate::fdkinds::epoll(id, fd.flags, fown(fd, p), targets, &at, report);
+                (fdtype::EVENTPOLL, e)
             }
             other => {
                 report.lose(format!("{at}: {} (not written)", fd_kind_name(other)));
@@ -502,7 +523,12 @@ fn task_core(p: &ProcessState, leader: &ThreadState) -> pb::TaskCore {
     let mut rl: Vec<_> = p.rlimits.clone();
     rl.sort_by_key(|r| r.resource);
     pb::TaskCore {
-        task_state: TASK_ALIVE,
+        // TASK_STOPPED (3) for a process in a group stop.
+        task_state: if p.attrs.stop_signal != 0 {
+            3
+        } else {
+            TASK_ALIVE
+        },
         exit_code: 0,
         personality: p.personality,
         flags: 0,
@@ -574,13 +600,19 @@ fn thread_core(p: &ProcessState, t: &ThreadState, report: &mut Report) -> pb::Th
             "{at}: seccomp filters (seccomp.img is not written)"
         ));
     }
-    if t.sched.reset_on_fork || !t.sched.affinity.is_empty() {
+    // What CRIU keeps none of is lost only when it differs from what an import gives: the
+    // importing ferry's affinity (taken to be this one's), the kernel's defaults otherwise.
+    if t.sched.reset_on_fork {
+        report.lose(format!("{at}: SCHED_RESET_ON_FORK (CRIU keeps none)"));
+    }
+    if trim_words(&t.sched.affinity) != trim_words(&crate::import::own_affinity()) {
         report.lose(format!(
-            "{at}: CPU affinity and SCHED_RESET_ON_FORK (CRIU keeps neither)"
+            "{at}: CPU affinity (CRIU keeps none; an import gives the importing ferry's)"
         ));
     }
+    // PR_TSC_ENABLE (1); PR_MCE_KILL_DEFAULT (2); the default timer slack.
     if let Some(a) = &t.attrs
-        && (a.ioprio != 0 || a.tsc != 0 || a.mce_kill != 0 || a.timer_slack_ns != 50_000)
+        && (a.ioprio != 0 || a.tsc != 1 || a.mce_kill != 2 || a.timer_slack_ns != 50_000)
     {
         report.lose(format!(
             "{at}: I/O priority, timer slack, PR_SET_TSC and PR_MCE_KILL (CRIU keeps none)"
@@ -731,6 +763,12 @@ fn vma(
     }
 }
 
+/// A CPU mask without its trailing zero words.
+fn trim_words(w: &[u64]) -> &[u64] {
+    let n = w.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1);
+    &w[..n]
+}
+
 /// Losses of process-wide state CRIU's tables written here have no room for.
 fn process_losses(p: &ProcessState, report: &mut Report) {
     let at = format!("pid {}", p.pid);
@@ -764,16 +802,12 @@ fn process_losses(p: &ProcessState, report: &mut Report) {
         "a removed working directory (ghost directories are not written)",
     );
     lose(
-        !p.attrs.cgroups.is_empty(),
-        "its cgroups (cgroup.img is not written; the restore's cgroups are used)",
+        !p.attrs.cgroups.is_empty() && p.attrs.cgroups != crate::import::own_cgroups(),
+        "its cgroups (cgroup.img is not written; an import gives the importing ferry's)",
     );
     lose(
         p.attrs.ctty.is_some(),
         "its controlling terminal (tty-info is not written)",
-    );
-    lose(
-        p.attrs.dumpable != 1,
-        "a non-default PR_SET_DUMPABLE is kept in mm.dumpable only",
     );
     lose(
         p.mm.lock_future != 0,

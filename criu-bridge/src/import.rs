@@ -158,17 +158,19 @@ pub fn read_dir(dir: &Path, report: &mut Report) -> Result<(TreeState, Vec<u8>),
             "missing (images of CRIU before 3.x keep files in per-kind tables, not read)",
         ));
     };
-    let mut pipe_data: HashMap<u32, PipeQueue> = HashMap::new();
+    // A pipe's queue by pipe id; `None` once given to a descriptor (one per pipe, over the
+    // whole tree, as Ferry's restore makes each pipe once).
+    let mut pipe_data: HashMap<u32, Option<PipeQueue>> = HashMap::new();
     if exists(dir, "pipes-data.img") {
         let mut r = open(dir, "pipes-data.img", magic::PIPES_DATA)?;
         while let Some(d) = r.entry::<pb::PipeData>()? {
             let data = r.raw(d.bytes as usize)?.to_vec();
             pipe_data.insert(
                 d.pipe_id,
-                PipeQueue {
+                Some(PipeQueue {
                     size: d.size.unwrap_or(65536),
                     data,
-                },
+                }),
             );
         }
     }
@@ -198,6 +200,7 @@ pub fn read_dir(dir: &Path, report: &mut Report) -> Result<(TreeState, Vec<u8>),
     let mut fs_of: HashMap<u32, pb::Fs> = HashMap::new();
     // files id → (pid, fd) of each description already given, by file id.
     let mut given: HashMap<u32, (i32, i32, FdState)> = HashMap::new();
+    let mut mem_of: HashMap<u32, ProcessPages> = HashMap::new();
     for (i, e) in pstree.iter().enumerate() {
         let leader: pb::Core = open(dir, &format!("core-{}.img", e.pid), magic::CORE)?
             .entry()?
@@ -233,13 +236,43 @@ pub fn read_dir(dir: &Path, report: &mut Report) -> Result<(TreeState, Vec<u8>),
             &mut ids_of,
             &mut fs_of,
             &mut given,
+            &mut mem_of,
             &pstree,
             report,
             &mut stream,
         )?;
         tree.processes.push(p);
     }
+    count_cow_shared(&mut tree.processes);
     Ok((tree, stream))
+}
+
+/// `cow_shared_kb` of each area from the pages shared again: those a process inherits and
+/// those its children inherit from it (a dump of the restored tree finds exactly these).
+fn count_cow_shared(processes: &mut [ProcessState]) {
+    let mut shared: Vec<HashMap<u64, std::collections::HashSet<u64>>> =
+        vec![HashMap::new(); processes.len()];
+    for (i, p) in processes.iter().enumerate() {
+        let parent = processes
+            .iter()
+            .position(|q| q.pid == p.ppid && q.pid != p.pid);
+        for v in &p.mm.vmas {
+            for r in &v.inherited {
+                for k in 0..r.count {
+                    let addr = r.start + k * PAGE_SIZE;
+                    shared[i].entry(v.start).or_default().insert(addr);
+                    if let Some(j) = parent {
+                        shared[j].entry(v.start).or_default().insert(addr);
+                    }
+                }
+            }
+        }
+    }
+    for (p, s) in processes.iter_mut().zip(&shared) {
+        for v in &mut p.mm.vmas {
+            v.cow_shared_kb = s.get(&v.start).map_or(0, |a| a.len() as u64) * PAGE_SIZE / 1024;
+        }
+    }
 }
 
 fn list(dir: &Path) -> Result<Vec<String>, Error> {
@@ -254,6 +287,11 @@ fn list(dir: &Path) -> Result<Vec<String>, Error> {
 
 fn file_ref(path: &str, size: Option<u64>, at: &str, report: &mut Report) -> FileRef {
     let identity = match identity_of(path) {
+        // A file of the process's own /proc directory: a dump keeps only its type.
+        Ok(id) if path == "/proc/self" || path.starts_with("/proc/self/") => FileIdentity {
+            mode: id.mode,
+            ..Default::default()
+        },
         Ok(id) => {
             if let Some(s) = size
                 && id.size != s
@@ -300,10 +338,11 @@ fn process(
     leader: &pb::Core,
     tc: &pb::TaskCore,
     files: &HashMap<u32, pb::File>,
-    pipe_data: &mut HashMap<u32, PipeQueue>,
+    pipe_data: &mut HashMap<u32, Option<PipeQueue>>,
     ids_of: &mut HashMap<u32, pb::TaskIds>,
     fs_of: &mut HashMap<u32, pb::Fs>,
     given: &mut HashMap<u32, (i32, i32, FdState)>,
+    mem_of: &mut HashMap<u32, ProcessPages>,
     pstree: &[pb::Pstree],
     report: &mut Report,
     stream: &mut Vec<u8>,
@@ -402,6 +441,9 @@ fn process(
     }
     let mut vmas = Vec::new();
     let mut prev_vvar_end = None;
+    let mut own_pages: BTreeMap<u64, usize> = BTreeMap::new();
+    let tls = leader.thread_info.as_ref().map(|t| t.gpregs.fs_base);
+    let mut own_private: Vec<(u64, u64)> = Vec::new();
     for v in &mm.vmas {
         let vat = format!("{at} area {:#x}-{:#x}", v.start, v.end);
         let shared = v.flags & MAP_SHARED != 0;
@@ -460,17 +502,44 @@ fn process(
             VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => false,
             _ => true,
         };
+        // A private anonymous area of a child that its parent has at the same range: a page equal to
+        // the parent's at the same address is shared with it copy-on-write again (as CRIU's
+        // restore does), the others are stored.
+        let private =
+            !shared && matches!(kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack);
+        let parent_pages = mem_of
+            .get(&e.ppid)
+            .filter(|m| private && m.private_areas.contains(&(v.start, v.end)))
+            .map(|m| &m.page_at);
         // Runs of stored pages inside the area, in address order; their bytes join the stream.
         let mut runs: Vec<PageRun> = Vec::new();
+        let mut inherited: Vec<PageRun> = Vec::new();
         for (&addr, &o) in page_at.range(v.start..v.end) {
-            stream.extend_from_slice(&pages[o..o + PAGE_SIZE as usize]);
-            match runs.last_mut() {
+            let page = &pages[o..o + PAGE_SIZE as usize];
+            // The main thread's control block (at `fs_base`, about 2 KiB) is written by the
+            // restore's own code after the fork: never shared again, so not inherited.
+            let tcb = tls.is_some_and(|t| addr + PAGE_SIZE > t && addr < t + 2 * PAGE_SIZE);
+            let same = !tcb
+                && parent_pages
+                    .and_then(|m| m.get(&addr))
+                    .is_some_and(|&po| stream.get(po..po + PAGE_SIZE as usize) == Some(page));
+            let list = if same {
+                &mut inherited
+            } else {
+                own_pages.insert(addr, stream.len());
+                stream.extend_from_slice(page);
+                &mut runs
+            };
+            match list.last_mut() {
                 Some(r) if r.start + r.count * PAGE_SIZE == addr => r.count += 1,
-                _ => runs.push(PageRun {
+                _ => list.push(PageRun {
                     start: addr,
                     count: 1,
                 }),
             }
+        }
+        if private {
+            own_private.push((v.start, v.end));
         }
         vmas.push(VmaState {
             start: v.start,
@@ -484,10 +553,13 @@ fn process(
             flags,
             pages: runs,
             cow_shared_kb: 0,
-            inherited: Vec::new(),
+            inherited,
         });
     }
-    let in_vmas: usize = vmas.iter().map(|v| v.stored_pages() as usize).sum();
+    let in_vmas: usize = vmas
+        .iter()
+        .map(|v| (v.stored_pages() + v.inherited.iter().map(|r| r.count).sum::<u64>()) as usize)
+        .sum();
     if in_vmas != page_at.len() {
         return Err(Error::format(
             format!("pagemap-{pid}.img"),
@@ -497,6 +569,25 @@ fn process(
             ),
         ));
     }
+    // Pages a child inherits are those of its parent at the time of the fork: its own stored
+    // pages and, further up, what it inherited in turn.
+    for v in &vmas {
+        for r in &v.inherited {
+            for k in 0..r.count {
+                let addr = r.start + k * PAGE_SIZE;
+                if let Some(&o) = mem_of.get(&e.ppid).and_then(|m| m.page_at.get(&addr)) {
+                    own_pages.insert(addr, o);
+                }
+            }
+        }
+    }
+    mem_of.insert(
+        pid,
+        ProcessPages {
+            page_at: own_pages,
+            private_areas: own_private,
+        },
+    );
 
     // Working directory, root, umask.
     let fs = match fs_of.get(&ids.fs_id) {
@@ -519,7 +610,6 @@ fn process(
     let mut own: HashMap<u32, i32> = HashMap::new();
     // Descriptors that are another process's description, with what that description is.
     let mut shared_kinds: Vec<(i32, FdKind)> = Vec::new();
-    let mut pipe_seen: HashMap<u32, ()> = HashMap::new();
     let mut sorted = fdinfo.clone();
     sorted.sort_by_key(|f| f.fd);
     for fi in &sorted {
@@ -585,14 +675,16 @@ fn process(
                 (r.flags, kind, fown_of(&r.fown))
             }
             (fdtype::PIPE, pb::File { pipe: Some(pp), .. }) => {
-                let queue = if pipe_seen.insert(pp.pipe_id, ()).is_none() {
-                    // The lowest descriptor of a pipe carries its buffer, empty or not.
-                    Some(pipe_data.remove(&pp.pipe_id).unwrap_or(PipeQueue {
-                        size: 65536,
-                        data: Vec::new(),
-                    }))
-                } else {
-                    None
+                // The pipe's first descriptor in the tree carries its buffer, empty or not.
+                let queue = match pipe_data.get_mut(&pp.pipe_id) {
+                    Some(q) => q.take(),
+                    None => {
+                        pipe_data.insert(pp.pipe_id, None);
+                        Some(PipeQueue {
+                            size: 65536,
+                            data: Vec::new(),
+                        })
+                    }
                 };
                 (
                     pp.flags,
@@ -611,12 +703,19 @@ fn process(
                 },
                 fown_of(&ef.fown),
             ),
-            (ty, _) => {
-                report.lose(format!(
-                    "{fat}: a descriptor of CRIU type {ty} (not read; the descriptor is left closed)"
-                ));
-                continue;
-            }
+            (ty, f) => match crate::fdkinds::import(f, files, &fat, report) {
+                Some(Ok((flags, kind, fo))) => (flags, kind, fown_of(&fo)),
+                Some(Err(why)) => {
+                    report.lose(format!("{fat}: {why} (the descriptor is left closed)"));
+                    continue;
+                }
+                None => {
+                    report.lose(format!(
+                        "{fat}: a descriptor of CRIU type {ty} (not read; the descriptor is left closed)"
+                    ));
+                    continue;
+                }
+            },
         };
         own.insert(fi.id, fd);
         let state = FdState {
@@ -796,8 +895,16 @@ fn process(
     Ok(p)
 }
 
+/// Where an imported process's pages are in the page stream (by address) and its private
+/// areas, for its children to share them again.
+#[derive(Debug, Default)]
+struct ProcessPages {
+    page_at: BTreeMap<u64, usize>,
+    private_areas: Vec<(u64, u64)>,
+}
+
 /// The cgroups of this process (`/proc/self/cgroup`).
-fn own_cgroups() -> Vec<CgroupState> {
+pub(crate) fn own_cgroups() -> Vec<CgroupState> {
     std::fs::read_to_string("/proc/self/cgroup")
         .unwrap_or_default()
         .lines()
@@ -813,7 +920,7 @@ fn own_cgroups() -> Vec<CgroupState> {
 }
 
 /// The CPUs this process may run on (`Cpus_allowed` of `/proc/self/status`), 64 a word.
-fn own_affinity() -> Vec<u64> {
+pub(crate) fn own_affinity() -> Vec<u64> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let Some(hex) = status
         .lines()
@@ -957,7 +1064,8 @@ fn thread(
             ioprio: 0,
             timer_slack_ns: 50_000,
             tsc: 1,
-            mce_kill: 0,
+            // PR_MCE_KILL_GET's answer for a thread that never set a policy.
+            mce_kill: 2,
             securebits: th.creds.as_ref().map_or(0, |c| c.secbits),
         }),
     })

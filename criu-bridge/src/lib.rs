@@ -9,8 +9,10 @@
 //! mapping, table by table.
 
 pub mod export;
+mod fdkinds;
 pub mod img;
 pub mod import;
+mod sockopts;
 pub mod xsave;
 mod pb {
     #![allow(missing_docs, clippy::all, missing_debug_implementations)]
@@ -98,6 +100,9 @@ pub(crate) mod fdtype {
     pub const INETSK: u32 = 4;
     pub const UNIXSK: u32 = 5;
     pub const EVENTFD: u32 = 6;
+    pub const EVENTPOLL: u32 = 7;
+    pub const SIGNALFD: u32 = 9;
+    pub const TIMERFD: u32 = 17;
 }
 
 /// VMA `status` bits of CRIU.

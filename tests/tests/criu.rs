@@ -428,3 +428,466 @@ fn criu_tree_round_trip() {
     v.wait_nth("ok cow=", m);
     v.assert_no_bad();
 }
+
+/// What the CRIU round trip of a victim must give.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Export without a warning (but the common one, see [`COMMON_LOSS`]), `crit decode` of
+    /// every table, import without a warning, restore (checker on), and the victim checks ok.
+    RoundTrip,
+    /// CRIU's tables cannot hold its state: the export warns with this text and `--strict`
+    /// refuses (crit still decodes what was written).
+    Lost(&'static str),
+}
+
+/// One victim: `tests/workloads/NAME.c`, or `compat/NAME` for `tests/compat/NAME.c` (run with
+/// no arguments but the state directory; dumped with `--tree` when it has children: see
+/// [`all_cases`]), and what its round trip must give.
+struct Case {
+    name: &'static str,
+    expect: Expect,
+}
+
+const fn rt(name: &'static str) -> Case {
+    Case {
+        name,
+        expect: Expect::RoundTrip,
+    }
+}
+
+const fn lost(name: &'static str, why: &'static str) -> Case {
+    Case {
+        name,
+        expect: Expect::Lost(why),
+    }
+}
+
+/// Every victim writes its status and log files (open for writing under /tmp), which Ferry
+/// carries whole and CRIU keeps no contents of; the files stay where they are, so the round
+/// trip does not need them. Any other warning makes a victim lossy.
+const COMMON_LOSS: &str = "files carried whole";
+
+/// The victims of the round-trip test: every workload that answers the SIGUSR1 check (the
+/// `proc_*` trees with `--tree`) and a set of conformance victims, one or more per kind of
+/// table. `FERRY_CRIU_VICTIMS=all` (or a comma list of names) runs others, for exploring.
+const CASES: &[Case] = &[
+    // Workloads: single processes.
+    rt("counter"),
+    rt("fdkinds_eventfd"),
+    rt("fdkinds_signalfd"),
+    rt("fdkinds_timerfd"),
+    rt("files_private"),
+    rt("fsids"),
+    rt("nanosleep"),
+    rt("pdeathsig_restored"),
+    rt("pgrp_leader"),
+    rt("pipes_pipe"),
+    rt("select"),
+    rt("signals"),
+    rt("sockets_unix"),
+    rt("sockets_inet"),
+    rt("threads"),
+    rt("uid"),
+    // Workloads: trees (`--tree`).
+    rt("proc_clone_files"),
+    rt("proc_membarrier"),
+    rt("proc_no_vdso"),
+    rt("proc_stopped_child"),
+    rt("proc_timer_thread"),
+    rt("proc_zombie_handler"),
+    rt("proc_cow"),
+    // Conformance victims, by kind of table.
+    rt("compat/fd_cloexec"),
+    rt("compat/fd_dup_shared_offset"),
+    rt("compat/file_offset_read"),
+    rt("compat/file_append"),
+    rt("compat/file_dir_position"),
+    rt("compat/file_dev_nodes"),
+    rt("compat/file_pipe_size"),
+    rt("compat/fd_proc_self_files"),
+    rt("compat/mem_anon_private"),
+    rt("compat/mem_growsdown"),
+    rt("compat/mem_madv_dontfork"),
+    rt("compat/mem_mprotect_pattern"),
+    rt("compat/mem_vdso"),
+    rt("compat/proc_rlimits"),
+    rt("compat/proc_personality"),
+    rt("compat/proc_caps_dropped"),
+    rt("compat/proc_dumpable"),
+    rt("compat/proc_setsid"),
+    rt("compat/proc_child"),
+    rt("compat/proc_child_own_session"),
+    rt("compat/proc_stopped_child"),
+    rt("compat/ipc_cow_child"),
+    rt("compat/sig_pending_rt_values"),
+    rt("compat/sig_altstack_autodisarm"),
+    rt("compat/thr_robust_list"),
+    rt("compat/thr_names"),
+    rt("compat/tmr_itimer_real"),
+    rt("compat/ipc_eventfd_sema"),
+    rt("compat/fd_epoll_level"),
+    rt("compat/fd_epoll_nested"),
+    rt("compat/fd_signalfd_pending"),
+    rt("compat/fd_timerfd_absolute"),
+    rt("compat/tmr_timerfd_cancel_on_set"),
+    rt("compat/sock_udp_connected"),
+    rt("compat/sock_unix_abstract"),
+    rt("compat/sock_unix_listener_unlinked"),
+    rt("compat/sock_tcp_listener"),
+    rt("compat/sock_buffer_opts"),
+    rt("compat/sock_bindtodevice"),
+    rt("compat/sock_reuseport_group"),
+    rt("compat/sock_ipv6_v6only"),
+    // What CRIU's tables cannot hold (or the bridge does not write yet), named.
+    lost("attrs", "CPU affinity"),
+    lost("compat/proc_ioprio", "I/O priority"),
+    lost("compat/proc_coredump_filter", "coredump_filter"),
+    lost("compat/mem_mlockall_future", "mlockall(MCL_FUTURE)"),
+    lost("seccomp", "seccomp filters"),
+    lost("fdkinds_epoll", "edge-triggered event"),
+    lost(
+        "compat/fd_epoll_closed_target",
+        "CRIU names a watch by its descriptor only",
+    ),
+    lost("fdkinds_memfd", "memfd"),
+    lost("fdkinds_inotify", "an inotify instance"),
+    lost("fdkinds_paths", "a file deleted while open"),
+    lost("compat/file_fifo_read_end", "a FIFO"),
+    lost("compat/cwd_removed", "a removed working directory"),
+    lost("mmap", "shared anonymous memory"),
+    lost("compat/ipc_shm_keyed", "SysV"),
+    lost("pipes_files", "file locks"),
+    lost("compat/misc_pidfd_self", "a pidfd"),
+    lost("compat/misc_aio_context", "AIO"),
+    lost("compat/tty_pty_termios", "pseudo-terminal"),
+    lost("compat/sock_packet", "a netlink or packet socket"),
+    lost("compat/sock_unix_dgram_connected", "sk-queues"),
+    lost("compat/sock_unix_listener_pending", "not accepted yet"),
+    lost("compat/sock_socket_filter", "level 1 name 44"),
+    lost("compat/sock_udplite", "level 136"),
+];
+
+/// The victims `FERRY_CRIU_VICTIMS=all` adds: every conformance victim that needs no extra
+/// libraries and whose dump is not expected to refuse, and every workload answering SIGUSR1.
+fn all_cases() -> Vec<(String, Vec<String>, bool)> {
+    let root = ferry_tests::workspace_root().join("tests");
+    let mut out = Vec::new();
+    for (dir, prefix) in [("workloads", ""), ("compat", "compat/")] {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "c"))
+            .collect();
+        names.sort();
+        for p in names {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let head: String = text.lines().take(25).collect::<Vec<_>>().join("\n");
+            // Conformance victims all answer SIGUSR1 (some through a shared header).
+            let answers =
+                !prefix.is_empty() || text.contains("fr_usr1_pending") && text.contains("fr_ready");
+            if !answers || head.contains("compat-refuse") || head.contains("compat-libs") {
+                continue;
+            }
+            let stem = p.file_stem().unwrap().to_str().unwrap();
+            let tree = stem.starts_with("proc_") && prefix.is_empty()
+                || head.contains("compat-dump-args: --tree");
+            let args = head
+                .lines()
+                .find_map(|l| l.split_once("compat-args:").map(|(_, a)| a))
+                .map(|a| a.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default();
+            out.push((format!("{prefix}{stem}"), args, tree));
+        }
+    }
+    out
+}
+
+/// Every process below `pid`, from `/proc/P/task/T/children`.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+                out.push(k);
+                todo.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// `crit decode` of every table of `dir` (not the raw `pages-N.img`), each into
+/// `out/NAME.json`: crit's own command line (pycriu's `cli.main`), run once per file inside one
+/// Python process, since starting crit for each of a few hundred files would take most of the
+/// test's time. Returns the decoded tables by file name.
+fn crit_decode_all(
+    dir: &Path,
+    out: &Path,
+) -> Result<std::collections::BTreeMap<String, Value>, String> {
+    std::fs::create_dir_all(out).unwrap();
+    let files: Vec<PathBuf> = files_of(dir).into_iter().filter(|f| !is_pages(f)).collect();
+    let script = "import os, sys\n\
+        from pycriu import cli\n\
+        out = sys.argv[1]\n\
+        for f in sys.argv[2:]:\n\
+        \x20   sys.argv = ['crit', 'decode', '--pretty', '-i', f, '-o', os.path.join(out, os.path.basename(f) + '.json')]\n\
+        \x20   try:\n\
+        \x20       cli.main()\n\
+        \x20   except BaseException as e:\n\
+        \x20       sys.stderr.write('crit decode %s: %r\\n' % (f, e))\n\
+        \x20       sys.exit(1)\n";
+    let crit = std::fs::read_to_string("/usr/bin/crit").unwrap_or_default();
+    let python = crit
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .unwrap_or("/usr/bin/python3")
+        .trim()
+        .to_owned();
+    let o = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(out)
+        .args(&files)
+        .output()
+        .map_err(|e| format!("run {python}: {e}"))?;
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).trim().to_owned());
+    }
+    let mut decoded = std::collections::BTreeMap::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_str().unwrap().to_owned();
+        let json = std::fs::read(out.join(format!("{name}.json")))
+            .map_err(|e| format!("{name}.json: {e}"))?;
+        let v: Value =
+            serde_json::from_slice(&json).map_err(|e| format!("{name}: not JSON: {e}"))?;
+        decoded.insert(name, v);
+    }
+    Ok(decoded)
+}
+
+/// The `not carried` warnings of a conversion but the common one.
+fn losses(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .filter(|l| !l.contains(COMMON_LOSS))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What happened to one victim.
+#[derive(Debug)]
+enum Outcome {
+    RoundTrip,
+    Lost(Vec<String>),
+}
+
+/// Runs one victim through dump → export → crit decode → import → restore → check; a lossy
+/// export stops after `--strict` is checked to refuse.
+fn run_case(ctx: &TestCtx, name: &str, args: &[String], tree: bool) -> Result<Outcome, String> {
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_case_inner(ctx, name, args, tree)
+    }));
+    match caught {
+        Ok(r) => r,
+        Err(p) => Err(p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "panic".to_owned())),
+    }
+}
+
+fn run_case_inner(
+    ctx: &TestCtx,
+    name: &str,
+    args: &[String],
+    tree: bool,
+) -> Result<Outcome, String> {
+    let tag = name.replace('/', "-");
+    let mut v = Victim::c_with(
+        ctx,
+        name,
+        ferry_tests::Spawn {
+            args: args.to_vec(),
+            ..Default::default()
+        },
+    );
+    v.check();
+    let members = descendants(v.pid);
+    for &m in &members {
+        v.track(m);
+    }
+    let img = image_path(ctx, &tag);
+    let mut dump_args = Vec::new();
+    if tree {
+        dump_args.push("--tree");
+    }
+    v.dump(ctx, &img, &dump_args);
+    for &m in &members {
+        ferry_tests::kill_and_reap(m);
+    }
+    let dir = ctx.path(&format!("{tag}.criu"));
+    let out = ctx.ferry(&[
+        "image".as_ref(),
+        "export-criu".as_ref(),
+        img.as_os_str(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ]);
+    if !out.status.success() {
+        return Err(format!("export-criu failed: {}", out.stderr.trim()));
+    }
+    let lost = losses(&out.stderr);
+    let decoded = crit_decode_all(&dir, &ctx.path(&format!("{tag}.json")))?;
+    let pstree = decoded.get("pstree.img").ok_or("no pstree.img")?["entries"]
+        .as_array()
+        .map_or(0, Vec::len);
+    if pstree != 1 + if tree { members.len() } else { 0 } {
+        return Err(format!(
+            "pstree.img has {pstree} processes, the victim {} and {} descendants",
+            v.orig_pid,
+            members.len()
+        ));
+    }
+    if !lost.is_empty() {
+        let strict = ctx.path(&format!("{tag}.strict"));
+        let out = ctx.ferry(&[
+            "image".as_ref(),
+            "export-criu".as_ref(),
+            img.as_os_str(),
+            "-o".as_ref(),
+            strict.as_os_str(),
+            "--strict".as_ref(),
+        ]);
+        if out.status.success() || strict.exists() {
+            return Err(format!("export-criu --strict did not refuse: {lost:?}"));
+        }
+        return Ok(Outcome::Lost(lost));
+    }
+    let img2 = image_path(ctx, &format!("{tag}-from-criu"));
+    let out = ctx.ferry(&[
+        "image".as_ref(),
+        "import-criu".as_ref(),
+        dir.as_os_str(),
+        "-o".as_ref(),
+        img2.as_os_str(),
+    ]);
+    if !out.status.success() {
+        return Err(format!("import-criu failed: {}", out.stderr.trim()));
+    }
+    let lost_in = losses(&out.stderr);
+    if !lost_in.is_empty() {
+        return Err(format!("import-criu warned: {lost_in:?}"));
+    }
+    let before = ferry_tests::my_children();
+    let out = ctx.ferry(&["restore".as_ref(), img2.as_os_str()]);
+    for pid in ferry_tests::my_children().difference(&before) {
+        v.track(*pid);
+    }
+    if !out.status.success() {
+        return Err(format!("restore failed: {}", out.stderr.trim()));
+    }
+    // `restored pid N`, for a tree followed by ` and its descendants …`.
+    let pid = out
+        .stdout
+        .strip_prefix("restored pid ")
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<i32>().ok())
+        .ok_or_else(|| format!("restore printed {:?}", out.stdout))?;
+    v.restored_as(pid);
+    for d in descendants(pid) {
+        v.track(d);
+    }
+    let tick = v.last_tick();
+    v.check();
+    if tick > 0 {
+        v.wait_tick_beyond(tick);
+    }
+    v.assert_no_bad();
+    Ok(Outcome::RoundTrip)
+}
+
+#[test]
+fn criu_victims_round_trip() {
+    let Some(ctx) = setup("criu_victims_round_trip") else {
+        return;
+    };
+    if !have_crit() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    let chosen = std::env::var("FERRY_CRIU_VICTIMS").unwrap_or_default();
+    let cases: Vec<(String, Vec<String>, bool, Expect)> = if chosen.is_empty() {
+        let all = all_cases();
+        CASES
+            .iter()
+            .map(|c| {
+                let (_, args, tree) = all
+                    .iter()
+                    .find(|(n, _, _)| n == c.name)
+                    .unwrap_or_else(|| panic!("{}: not a victim answering SIGUSR1", c.name));
+                (c.name.to_owned(), args.clone(), *tree, c.expect)
+            })
+            .collect()
+    } else {
+        let expect = |n: &str| {
+            CASES
+                .iter()
+                .find(|c| c.name == n)
+                .map_or(Expect::RoundTrip, |c| c.expect)
+        };
+        all_cases()
+            .into_iter()
+            .filter(|(n, _, _)| chosen == "all" || chosen.split(',').any(|c| c == n))
+            .map(|(n, a, t)| {
+                let e = expect(&n);
+                (n, a, t, e)
+            })
+            .collect()
+    };
+    let mut wrong = Vec::new();
+    for (name, args, tree, expect) in &cases {
+        let t = std::time::Instant::now();
+        let got = run_case(&ctx, name, args, *tree);
+        let verdict = match (&got, expect) {
+            (Ok(Outcome::RoundTrip), Expect::RoundTrip) => None,
+            (Ok(Outcome::Lost(l)), Expect::Lost(why)) if l.iter().any(|l| l.contains(why)) => None,
+            (Ok(Outcome::Lost(l)), Expect::Lost(why)) => Some(format!("warned {l:?}, not `{why}`")),
+            (Ok(Outcome::Lost(l)), Expect::RoundTrip) => Some(format!("export warned: {l:?}")),
+            (Ok(Outcome::RoundTrip), Expect::Lost(why)) => Some(format!(
+                "round trips now: remove it from the lossy list (`{why}`)"
+            )),
+            (Err(e), _) => Some(e.clone()),
+        };
+        println!(
+            "{name:<40} {:<60} [{:.1} s]",
+            match (&got, &verdict) {
+                (_, Some(v)) => format!("WRONG: {}", v.lines().next().unwrap_or("")),
+                (Ok(Outcome::RoundTrip), None) => "round trip".to_owned(),
+                (Ok(Outcome::Lost(l)), None) => format!("lost: {}", l.join("; ")),
+                (Err(_), None) => unreachable!(),
+            },
+            t.elapsed().as_secs_f64()
+        );
+        if let Some(v) = verdict {
+            wrong.push(format!("{name}: {v}"));
+        }
+    }
+    println!(
+        "{} victims in {:.1} s",
+        cases.len(),
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        wrong.is_empty(),
+        "victims through CRIU:\n{}",
+        wrong.join("\n")
+    );
+}
