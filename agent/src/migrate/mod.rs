@@ -10,6 +10,7 @@ pub mod dest;
 pub mod negotiate;
 pub mod origin;
 pub mod records;
+mod tree;
 
 use std::sync::OnceLock;
 
