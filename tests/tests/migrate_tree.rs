@@ -56,6 +56,16 @@ struct Tree {
     kids: [i32; 2],
 }
 
+impl Tree {
+    /// Ends the tree on h1 (children first) and waits for its `nsenter`, which reaps it.
+    fn end(&mut self, hosts: &Hosts) {
+        for pid in [self.kids[0], self.kids[1], self.parent] {
+            let _ = hosts.run(1, &["kill", "-KILL", &pid.to_string()]);
+        }
+        let _ = self.nsenter.wait();
+    }
+}
+
 impl Drop for Tree {
     fn drop(&mut self) {
         let _ = self.nsenter.kill();
@@ -310,9 +320,76 @@ fn a_parent_with_two_children_moves_as_a_tree_and_its_status_comes_back() {
     assert!(s.contains("parent exits 42"), "{s}");
     assert!(!s.contains("BAD"), "{s}");
     assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
+    // Each member's stub ended with its member (only zombies of the root's stub, or gone).
+    for k in t.kids {
+        assert!(
+            ps(&hosts, 1, k)
+                .is_none_or(|(c, _)| c != "ferry-stub" || ferry_tests::proc_state(k) == Some('Z')),
+            "member stub {k} still runs on h1"
+        );
+    }
     wait_for("nothing left on h2", Duration::from_secs(10), || {
         members_in(&hosts, 2).is_empty()
     })
     .unwrap();
     wait_record(&hosts, 1, "ended");
+}
+
+/// A restore that fails on h2 (FERRY_FAULT restore-fail, after every member was built)
+/// leaves the whole tree running on h1 as it was, and nothing on h2.
+#[test]
+fn a_failed_restore_leaves_the_whole_tree_on_the_origin() {
+    let Some((ctx, mut hosts)) = up("migrate-tree-fault") else {
+        return;
+    };
+    hosts.kill_ferryd(2).expect("kill ferryd");
+    hosts
+        .start_ferryd(2, &[("FERRY_FAULT", "restore-fail")])
+        .expect("start ferryd with the fault");
+    let mut t = start_tree(&hosts, &ctx, "tree", Stdio::null());
+    let seq = seq_of(&check(&hosts, 1, &t, "child2", t.kids[1]));
+    let pid = t.parent.to_string();
+    let o = ferry(
+        &hosts,
+        1,
+        &[
+            "migrate",
+            &pid,
+            "--to",
+            "h2",
+            "--tree",
+            "--compress",
+            "none",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "migrated despite the fault: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("goes on here"), "{}", text(&o));
+    wait_for("nothing on h2", Duration::from_secs(20), || {
+        members_in(&hosts, 2).is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}: h2 runs {:?}", members_in(&hosts, 2)));
+    let mut here = vec![t.parent, t.kids[0], t.kids[1]];
+    here.sort_unstable();
+    assert_eq!(members_in(&hosts, 1), here, "the tree on h1");
+    check(&hosts, 1, &t, "parent", t.parent);
+    check(&hosts, 1, &t, "child1", t.kids[0]);
+    let after = seq_of(&check(&hosts, 1, &t, "child2", t.kids[1]));
+    assert!(
+        after > seq,
+        "the pipe's sequence went on: {seq} then {after}"
+    );
+    for k in t.kids {
+        assert_eq!(
+            ps(&hosts, 1, k).map(|p| p.1),
+            Some(t.parent),
+            "parent of {k}"
+        );
+    }
+    wait_record(&hosts, 1, "aborted");
+    wait_record(&hosts, 2, "aborted");
+    t.end(&hosts);
 }

@@ -368,8 +368,26 @@ fn kill_copy(pid: i32, start: u64) {
     if pid <= 0 || start_time(pid) != Some(start) {
         return;
     }
+    // Restored in a PID namespace of its own, its parent is the namespace's init, our child:
+    // it goes too (with every member of a tree), and is reaped here.
+    let parent = crate::proc::read(pid, "stat")
+        .ok()
+        .and_then(|s| crate::proc::parse_stat(&s).ok())
+        .map(|s| s.ppid)
+        .filter(|&pp| {
+            pp > 1
+                && pp != std::process::id() as i32
+                && crate::proc::read(pp, "stat")
+                    .ok()
+                    .and_then(|s| crate::proc::parse_stat(&s).ok())
+                    .is_some_and(|s| s.ppid == std::process::id() as i32)
+        });
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+    if let Some(init) = parent {
+        let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(init), None);
+    }
 }
 
 /// `Peer.Transfer`: receive the header, the shipped files and the image; restore it as it
