@@ -393,3 +393,102 @@ fn a_failed_restore_leaves_the_whole_tree_on_the_origin() {
     wait_record(&hosts, 2, "aborted");
     t.end(&hosts);
 }
+
+/// `bash -c 'python3 … | cat; exit 7'`: the shell, the producer and `cat` move as one tree
+/// while lines flow (the pipe between them travels in the image); every line reaches the
+/// caller's stdout on h1 through the stubs, in order, none lost or twice; the shell's
+/// status (7) reaches its parent on h1 once the pipeline ended.
+#[test]
+fn a_shell_pipeline_moves_and_its_output_reaches_the_caller() {
+    let Some((_ctx, hosts)) = up("migrate-tree-pipeline") else {
+        return;
+    };
+    const LINES: u32 = 400;
+    let script = format!(
+        "python3 -u -c 'import time\nfor i in range({LINES}):\n    print(\"line\", i, flush=True)\n    time.sleep(0.02)' | cat; exit 7"
+    );
+    let mut sh = hosts
+        .command(1, "bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the pipeline in h1");
+    let shell = Hosts::inner_pid(&sh).expect("the shell's pid");
+    let stdout = sh.stdout.take().expect("stdout");
+    let mut stderr = sh.stderr.take().expect("stderr");
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        got.push(
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("the first lines"),
+        );
+    }
+    // The shell's PID inside h1: the one whose parent is outside (nsenter).
+    let pid = hosts
+        .run_ok(1, &["pgrep", "-x", "bash"])
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|&p| ps(&hosts, 1, p).is_some_and(|(_, pp)| pp == 0))
+        .expect("the shell in h1");
+    let _ = shell;
+    let o = ferry(
+        &hosts,
+        1,
+        &["migrate", &pid.to_string(), "--to", "h2", "--tree"],
+    );
+    assert!(
+        o.status.success(),
+        "migrate --tree: {}\n{}\n{}",
+        text(&o),
+        hosts.ferryd_log(1),
+        hosts.ferryd_log(2)
+    );
+    let py = |n| {
+        hosts
+            .run(n, &["pgrep", "-x", "python3"])
+            .map(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+            .unwrap_or(false)
+    };
+    assert!(!py(1), "the producer still runs on h1");
+    assert!(
+        py(2),
+        "the producer does not run on h2\n{}",
+        hosts.ferryd_log(2)
+    );
+    assert_eq!(ps(&hosts, 1, pid).map(|p| p.0), Some("ferry-stub".into()));
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(30)) {
+        got.push(l);
+    }
+    let want: Vec<String> = (0..LINES).map(|i| format!("line {i}")).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "lines: first {:?}, last {:?}; stderr: {}",
+        got.first(),
+        got.last(),
+        errors.join().unwrap_or_default()
+    );
+    assert_eq!(got, want);
+    let st = sh.wait().expect("wait for the shell's nsenter");
+    assert_eq!(st.code(), Some(7), "the shell's parent on h1 saw {st:?}");
+    let _ = reader.join();
+    wait_record(&hosts, 1, "ended");
+}

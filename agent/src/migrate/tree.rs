@@ -187,11 +187,12 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         at_us,
     });
     let mut plans = Vec::with_capacity(n);
+    let within = crate::relay::origin::pipes_within(&held.tree.processes);
     for i in 0..n {
         match Plan::capture_of(
             Pid::from_raw(host_pid(&held, i)),
             &held.tree.processes[i],
-            true,
+            Some(&within),
         ) {
             Ok(p) => plans.push(p),
             Err(e) => {

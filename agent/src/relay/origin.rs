@@ -65,14 +65,18 @@ impl Plan {
     /// TCP socket listening or connected, and every UDP socket; with every other descriptor
     /// of the same open file description.
     pub fn capture(held: &Held) -> Result<Plan, RelayError> {
-        Self::capture_of(held.tasks()[0].tracee.pid(), &held.state, false)
+        Self::capture_of(held.tasks()[0].tracee.pid(), &held.state, None)
     }
 
-    /// [`Plan::capture`] for the frozen process `pid` whose state is `state`. `in_tree`: it is
-    /// a member of a migrated tree (`--tree`), whose descriptions shared with an earlier
-    /// member (relayed with that member, if at all) and pipes joining members (they travel in
-    /// the image) are not relayed.
-    pub fn capture_of(pid: Pid, state: &ProcessState, in_tree: bool) -> Result<Plan, RelayError> {
+    /// [`Plan::capture`] for the frozen process `pid` whose state is `state`. `within`: it is
+    /// a member of a migrated tree (`--tree`), and these pipes have both ends in the tree
+    /// ([`pipes_within`]): they travel in the image, not relayed. (Descriptions shared with
+    /// an earlier member are relayed with that member, if at all.)
+    pub fn capture_of(
+        pid: Pid,
+        state: &ProcessState,
+        within: Option<&HashSet<u64>>,
+    ) -> Result<Plan, RelayError> {
         let fds = &state.fds;
         let root = |mut fd: i32| {
             for _ in 0..fds.len() {
@@ -121,7 +125,11 @@ impl Plan {
                     _ => continue,
                 },
                 FdKind::Tty { .. } if stdio => (Kind::Tty, None, None),
-                FdKind::LocalPipe { .. } if in_tree => continue,
+                FdKind::LocalPipe { ino, .. } | FdKind::Pipe { ino }
+                    if within.is_some_and(|w| w.contains(ino)) =>
+                {
+                    continue;
+                }
                 FdKind::File { .. }
                 | FdKind::Pipe { .. }
                 | FdKind::LocalPipe { .. }
@@ -263,6 +271,27 @@ impl Plan {
             .flat_map(|e| e.fds.iter().copied())
             .collect()
     }
+}
+
+/// The pipes of which the processes of a tree (`processes`) hold both a read end and a write
+/// end (by inode): they join members and travel in the image. (A pipe the dump calls local
+/// may still have a holder the dump could not see, outside the agent's PID namespace: a
+/// tree's stdout read by its caller there.)
+pub fn pipes_within(processes: &[ProcessState]) -> HashSet<u64> {
+    let mut reads = HashSet::new();
+    let mut writes = HashSet::new();
+    for p in processes {
+        for f in &p.fds {
+            if let FdKind::LocalPipe { ino, .. } | FdKind::Pipe { ino } = &f.kind {
+                match f.flags & libc::O_ACCMODE as u32 {
+                    a if a == libc::O_RDONLY as u32 => reads.insert(*ino),
+                    a if a == libc::O_WRONLY as u32 => writes.insert(*ino),
+                    _ => false,
+                };
+            }
+        }
+    }
+    reads.intersection(&writes).copied().collect()
 }
 
 /// Turns the frozen original into the stub, in place: clears close-on-exec on the relayed
