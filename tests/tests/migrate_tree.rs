@@ -492,3 +492,50 @@ fn a_shell_pipeline_moves_and_its_output_reaches_the_caller() {
     let _ = reader.join();
     wait_record(&hosts, 1, "ended");
 }
+
+/// The origin agent dies right after the whole tree became stubs (FERRY_FAULT
+/// origin-exit-after-commit): the restarted agent sees the root's stub, commits, and serves
+/// every member's stub again: a signal to a child's stub on h1 reaches that child on h2, and
+/// the job's end still reaches the root's parent on h1.
+#[test]
+fn an_origin_agent_restart_after_the_commit_point_resumes_every_members_relay() {
+    let Some((ctx, mut hosts)) = up("migrate-tree-restart") else {
+        return;
+    };
+    let mut t = start_tree(&hosts, &ctx, "tree", Stdio::null());
+    hosts.kill_ferryd(1).expect("kill ferryd");
+    hosts
+        .start_ferryd(1, &[("FERRY_FAULT", "origin-exit-after-commit")])
+        .expect("start ferryd with the fault");
+    let pid = t.parent.to_string();
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2", "--tree"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let _ = hosts.kill_ferryd(1);
+    hosts.start_ferryd(1, &[]).expect("restart ferryd");
+    wait_record(&hosts, 1, "done");
+    wait_record(&hosts, 2, "done");
+    assert_eq!(members_in(&hosts, 2).len(), 3, "h2 runs the tree");
+    assert!(
+        members_in(&hosts, 1).is_empty(),
+        "h1 still runs the program"
+    );
+    // Through the resumed relay of a member (not the root's).
+    let line = check(&hosts, 1, &t, "child2", t.kids[1]);
+    assert!(seq_of(&line) > 0, "{line}");
+    hosts
+        .run_ok(1, &["kill", "-USR2", &t.parent.to_string()])
+        .unwrap();
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(st) = t.nsenter.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the root's stub did not end\n{}",
+            hosts.ferryd_log(1)
+        );
+        sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
+}
