@@ -223,7 +223,10 @@ fn a_parent_with_two_children_moves_as_a_tree_and_its_status_comes_back() {
     let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2"]);
     assert!(!o.status.success(), "migrated a parent alone: {}", text(&o));
     assert!(
-        text(&o).contains("has children") && text(&o).contains(&format!("{} (", t.kids[0])),
+        text(&o).contains("has children")
+            && text(&o).contains(&format!("{} (migrate_tree)", t.kids[0]))
+            && text(&o).contains(&format!("{} (migrate_tree)", t.kids[1]))
+            && text(&o).contains("--tree"),
         "{}",
         text(&o)
     );
@@ -299,6 +302,33 @@ fn a_parent_with_two_children_moves_as_a_tree_and_its_status_comes_back() {
     wait_record(&hosts, 1, "done");
     wait_record(&hosts, 2, "done");
 
+    // A child ends on h2 (the parent reaps it there and goes on): its stub on h1 ends with
+    // it and is reaped by the parent's stub, which goes on.
+    hosts
+        .run_ok(1, &["kill", "-HUP", &t.parent.to_string()])
+        .unwrap();
+    wait_for(
+        "the parent to reap child 1 on h2",
+        Duration::from_secs(20),
+        || status(&t.state).contains("parent reaped child1 status=21"),
+    )
+    .unwrap();
+    wait_for(
+        "child 1's stub to be gone from h1",
+        Duration::from_secs(20),
+        || ps(&hosts, 1, t.kids[0]).is_none(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", ps(&hosts, 1, t.kids[0])));
+    assert_eq!(
+        ps(&hosts, 1, t.parent).map(|p| p.0),
+        Some("ferry-stub".to_string()),
+        "the root's stub goes on"
+    );
+    assert_eq!(
+        ps(&hosts, 1, t.kids[1]),
+        Some(("ferry-stub".to_string(), t.parent)),
+        "child 2's stub goes on"
+    );
     // The end of the job: its status reaches the root's parent on h1 (nsenter, which exits
     // with it) once every member ended on h2.
     hosts

@@ -13,8 +13,10 @@
  * (the children: the parent's PID) and, child 2, the sequence, and appends
  * "ok ROLE pid=P ..." or "BAD ROLE ..." to STATEDIR/status. Each appends "ready ROLE pid=P"
  * once running.
- * SIGUSR2 to the parent: it sends SIGUSR2 to both children, which exit 20+k after 0.3 s;
- * it waits for both, checks their statuses and exits 42 (1 if a status was not the one
+ * SIGHUP to the parent: it sends SIGUSR2 to child 1 alone, waits for it (exit 21) and
+ * goes on, appending "parent reaped child1 status=S".
+ * SIGUSR2 to the parent: it sends SIGUSR2 to the children, which exit 20+k after 0.3 s;
+ * it waits for them, checks their statuses and exits 42 (1 if a status was not the one
  * expected, with "BAD parent ..." in the status file).
  */
 #include "common.h"
@@ -26,6 +28,13 @@
 
 static unsigned char *pages;
 static volatile sig_atomic_t usr2;
+static volatile sig_atomic_t hup;
+
+static void on_hup(int sig)
+{
+	(void)sig;
+	hup = 1;
+}
 static const char *role = "parent";
 static pid_t parent_pid;
 
@@ -138,6 +147,7 @@ int main(int argc, char **argv)
 	fr_init(argc, argv);
 	int print = argc > 2 && !strcmp(argv[2], "--print");
 	fr_install(SIGUSR2, on_usr2, SA_RESTART);
+	fr_install(SIGHUP, on_hup, SA_RESTART);
 	pages = mmap(NULL, PAGES * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (pages == MAP_FAILED)
 		fr_die("mmap");
@@ -159,16 +169,28 @@ int main(int argc, char **argv)
 	close(p[0]);
 	close(p[1]);
 	fr_status("ready parent pid=%d", (int)getpid());
+	int first = 0;
+	int code = 42;
 	for (unsigned long tick = 0;; tick++) {
 		if (fr_usr1_pending) {
 			fr_usr1_pending = 0;
 			check(0, 0, 0);
 		}
-		if (usr2) {
+		if (hup && first == 0) {
+			int st = 0;
 			kill(kids[0], SIGUSR2);
-			kill(kids[1], SIGUSR2);
-			int code = 42;
-			for (int k = 0; k < 2; k++) {
+			if (waitpid(kids[0], &st, 0) != kids[0] || !WIFEXITED(st) ||
+			    WEXITSTATUS(st) != 21) {
+				fr_status("BAD parent child 1 ended with status %#x", st);
+				code = 1;
+			}
+			fr_status("parent reaped child1 status=%d", WEXITSTATUS(st));
+			first = 1;
+		}
+		if (usr2) {
+			for (int k = first; k < 2; k++)
+				kill(kids[k], SIGUSR2);
+			for (int k = first; k < 2; k++) {
 				int st = 0;
 				if (waitpid(kids[k], &st, 0) != kids[k] || !WIFEXITED(st) ||
 				    WEXITSTATUS(st) != 21 + k) {

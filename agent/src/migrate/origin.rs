@@ -393,8 +393,8 @@ fn has_children(pid: i32) -> Option<String> {
     let kids = children(pid);
     (!kids.is_empty()).then(|| {
         format!(
-            "pid {pid} has children, which would stay behind on this host: {}; a process \
-             tree cannot be migrated (yet): migrate a process without children",
+            "pid {pid} has children, which would stay behind on this host: {}; --tree \
+             moves it with all its descendants",
             kids.join(", ")
         )
     })
