@@ -35,6 +35,12 @@ pub struct Args {
     /// servers that read it. Repeat for several listeners.
     #[arg(long, value_name = "PORT")]
     pub proxy_protocol: Vec<u16>,
+    /// Move the process with all its descendants (its workers, its pipeline, its forked
+    /// children): every member becomes a stub here, keeping its PID and its place in the
+    /// tree, and its descriptors are relayed; the root's parent sees the root's exit status
+    /// once the whole tree has ended there. Without it a process with children is refused.
+    #[arg(long)]
+    pub tree: bool,
     /// The local agent's socket.
     #[arg(long, env = "FERRY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
@@ -93,6 +99,7 @@ async fn migrate(args: Args) -> Result<()> {
         compress: args.compress.clone(),
         ship_files: args.ship_files,
         proxy_protocol: args.proxy_protocol.iter().map(|&p| u32::from(p)).collect(),
+        tree: args.tree,
     };
     let mut stream = client
         .migrate(req)

@@ -5,7 +5,8 @@
 //! duplicates). It starts with every signal blocked (the original's mask was set so before the
 //! `execve`), takes them all through a signalfd, connects to ferryd's stub socket and forwards
 //! each signal; on `SIGTSTP`, `SIGTTIN` and `SIGTTOU` it also stops itself, as the process
-//! would have. It exits with the remote process's status: the same code, or the same signal
+//! would have; it reaps its own children (the stubs of a migrated tree's members). It exits
+//! with the remote process's status: the same code, or the same signal
 //! (core dumps off). If the connection to ferryd breaks it reconnects with backoff. When ferryd
 //! says the process is lost (`LOST host`), it exits with `LOST_EXIT_CODE` (255), saying so
 //! on its stderr if that is a terminal.
@@ -82,10 +83,24 @@ fn collect_signals(sfd: &SignalFd, pending: &mut Vec<i32>, wait: Duration) {
     }
 }
 
-/// Whether a signal is forwarded (`SIGCHLD` is about the stub's own children, if the
-/// original left any).
+/// Whether a signal is forwarded (`SIGCHLD` is about the stub's own children: the stubs of
+/// the members of a tree migrated with `--tree`, which exit with their members; reaped here,
+/// as their real parent on the destination reaped their members).
 fn forwarded(n: i32) -> bool {
+    if n == libc::SIGCHLD {
+        reap_children();
+    }
     n != libc::SIGCHLD
+}
+
+/// Reaps every child of the stub that has ended.
+fn reap_children() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    while let Ok(st) = waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+        if st == WaitStatus::StillAlive {
+            break;
+        }
+    }
 }
 
 /// After forwarding a stop signal, stops itself too, so the shell sees the job stop.

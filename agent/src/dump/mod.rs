@@ -42,7 +42,7 @@ pub use files::{
 };
 pub use mm::identity_of;
 pub use sockets::{SocketOptions, UnacceptedData};
-pub use tree::dump_tree;
+pub use tree::{HeldTree, dump_tree, hold_tree};
 
 /// What `dump` may be asked to do besides the default.
 #[derive(Debug, Clone, Copy)]

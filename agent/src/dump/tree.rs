@@ -377,3 +377,122 @@ fn keep_one_queue(processes: &mut [ProcessState]) {
         }
     }
 }
+
+/// A process tree frozen with its state collected (`ferry migrate --tree`), held until the
+/// caller decides, as [`super::Held`] holds one process: write its image (to any writer), then
+/// thaw it, or turn its members into something else and detach them one by one. Dropping it
+/// thaws every member. The thread that called [`hold_tree`] is the tracer.
+#[derive(Debug)]
+pub struct HeldTree {
+    /// The image's contents: every member (root first, tree order) and the zombies.
+    pub tree: TreeState,
+    /// Things the user should know.
+    pub warnings: Vec<String>,
+    /// When the freeze began.
+    pub since: Instant,
+    // Before `frozen`: the sockets leave repair mode before the processes run again.
+    socks: Vec<super::sockets::SocketDump>,
+    /// Each member's frozen threads, in the order of `tree.processes`; `None` once handed
+    /// out ([`HeldTree::take_member`]).
+    frozen: Vec<Option<Frozen>>,
+}
+
+/// Freezes `pid` and every descendant and collects their state, for a migration (the
+/// processes stay until the caller decides); see [`HeldTree`].
+pub fn hold_tree(pid: Pid, opts: DumpOptions) -> Result<HeldTree, DumpError> {
+    super::files::forget_outside_scan();
+    let mut stack = vec![pid.as_raw()];
+    while let Some(p) = stack.pop() {
+        let zombie = proc::read(p, "stat")
+            .ok()
+            .and_then(|s| proc::parse_stat(&s).ok())
+            .is_some_and(|s| s.state == 'Z');
+        if !zombie {
+            precheck(Pid::from_raw(p), &opts, true, p != pid.as_raw())
+                .map_err(|e| in_member(pid, p, e))?;
+        }
+        stack.extend(children(p));
+    }
+    let since = Instant::now();
+    let (frozen, zombies) = freeze_tree(pid)?;
+    let mut warnings = Vec::new();
+    let (processes, socks) = collect_tree(&frozen, &opts, pid, &mut warnings)?;
+    for (f, p) in frozen.iter().zip(&processes) {
+        super::check_aio_in_flight(f, p)
+            .map_err(|e| in_member(pid, f.leader().tracee.pid().as_raw(), e))?;
+    }
+    let tree = TreeState { processes, zombies };
+    tree.session_layout().map_err(DumpError::Unsupported)?;
+    // Every task in an interrupt stop: should the tracer die, each member simply goes on.
+    for f in &frozen {
+        super::settle(f)?;
+    }
+    Ok(HeldTree {
+        tree,
+        warnings,
+        since,
+        socks,
+        frozen: frozen.into_iter().map(Some).collect(),
+    })
+}
+
+impl HeldTree {
+    /// Writes the image (manifest, then every member's pages in tree order) into `out`,
+    /// adding the raw page bytes to `progress` as they go.
+    pub fn write_counting<W: std::io::Write + Send>(
+        &self,
+        out: W,
+        codec: crate::image::Codec,
+        progress: Option<&std::sync::atomic::AtomicU64>,
+    ) -> Result<(W, crate::image::WriteStats), DumpError> {
+        let mut writer = crate::image::ImageWriter::new_tree(out, &self.tree, codec)
+            .map_err(DumpError::Image)?;
+        for (f, state) in self.frozen.iter().zip(&self.tree.processes) {
+            let Some(f) = f else {
+                return Err(DumpError::BadTarget {
+                    pid: state.pid,
+                    why: "a member was handed out before the image was written".into(),
+                });
+            };
+            let t = &f.leader().tracee;
+            super::mm::write_pages(t, &state.mm.vmas, &mut writer, progress)
+                .map_err(|e| super::freeze::explain_death(t.pid(), e))?;
+        }
+        writer.finish().map_err(DumpError::Image)
+    }
+
+    /// The frozen threads of member `i` (tree order, the root 0), leader first.
+    pub fn tasks(&self, i: usize) -> Option<&[super::freeze::FrozenTask]> {
+        self.frozen
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(|f| f.tasks.as_slice())
+    }
+
+    /// Hands member `i` out of the tree (its caller then detaches or ends it).
+    pub fn take_member(&mut self, i: usize) -> Option<Frozen> {
+        self.frozen.get_mut(i).and_then(Option::take)
+    }
+
+    /// Lets every member still held go on as if nothing happened, children first.
+    pub fn thaw(mut self) -> Result<(), DumpError> {
+        self.socks.clear();
+        let mut first_err = None;
+        for f in self.frozen.drain(..).rev().flatten() {
+            if let Err(e) = f.release() {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for HeldTree {
+    fn drop(&mut self) {
+        self.socks.clear();
+        // Children first, as `thaw` does (each `Frozen` thaws itself when dropped).
+        while let Some(f) = self.frozen.pop() {
+            drop(f);
+        }
+    }
+}

@@ -180,6 +180,8 @@ struct Made {
     endpoints: Endpoints,
     /// Stopped by job control when dumped: it stays stopped at commit.
     keep_stopped: bool,
+    /// `--tree`: the other members, stopped too.
+    members: Vec<super::tree::MadeMember>,
 }
 
 /// The private directory of one migration's shipped files.
@@ -324,6 +326,7 @@ fn restorer(
     shipped: BTreeMap<String, PathBuf>,
     same: BTreeMap<String, negotiate::Same>,
     endpoints: Endpoints,
+    members: Vec<(i32, Endpoints)>,
 ) -> Restored {
     let input = ChunkReader {
         rx,
@@ -341,8 +344,13 @@ fn restorer(
         // The destination always checks the copy against the image before reporting it.
         check: Some(crate::verify::restore_check),
     };
-    let summary = crate::restore::restore_with(reader, opts, &endpoints.substitutes())
-        .map_err(|e| chain(&e))?;
+    let (summary, members) = if members.is_empty() {
+        let s = crate::restore::restore_with(reader, opts, &endpoints.substitutes())
+            .map_err(|e| chain(&e))?;
+        (s, Vec::new())
+    } else {
+        super::tree::restore(reader, opts, &endpoints, members).map_err(|e| chain(&e))?
+    };
     let st = start_time(summary.pid).unwrap_or(0);
     Ok(Made {
         pid: summary.pid,
@@ -351,6 +359,7 @@ fn restorer(
         warnings: summary.warnings,
         endpoints,
         keep_stopped: summary.stopped,
+        members,
     })
 }
 
@@ -359,8 +368,26 @@ fn kill_copy(pid: i32, start: u64) {
     if pid <= 0 || start_time(pid) != Some(start) {
         return;
     }
+    // Restored in a PID namespace of its own, its parent is the namespace's init, our child:
+    // it goes too (with every member of a tree), and is reaped here.
+    let parent = crate::proc::read(pid, "stat")
+        .ok()
+        .and_then(|s| crate::proc::parse_stat(&s).ok())
+        .map(|s| s.ppid)
+        .filter(|&pp| {
+            pp > 1
+                && pp != std::process::id() as i32
+                && crate::proc::read(pp, "stat")
+                    .ok()
+                    .and_then(|s| crate::proc::parse_stat(&s).ok())
+                    .is_some_and(|s| s.ppid == std::process::id() as i32)
+        });
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+    if let Some(init) = parent {
+        let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(init), None);
+    }
 }
 
 /// `Peer.Transfer`: receive the header, the shipped files and the image; restore it as it
@@ -431,14 +458,17 @@ async fn transfer_task(
             warnings,
             endpoints,
             keep_stopped,
+            members,
         }) if !aborted => {
             rec.pid = pid;
             rec.start_time = start;
             rec.keep_stopped = keep_stopped;
+            rec.members = super::tree::record_members(&members);
             if let Err(e) = node
                 .store
                 .set(&mut rec, "prepared", "copy stopped, waiting for commit")
             {
+                super::tree::kill_members(node, &id, &rec.members);
                 kill_copy(pid, start);
                 return Err(store_err(e));
             }
@@ -449,7 +479,17 @@ async fn transfer_task(
                     start_time: start,
                 },
             );
-            node.relays.hold_dest(&id, pid, endpoints);
+            // The members first: the root's exit status goes out once they all ended too.
+            super::tree::hold_members(node, &id, members);
+            let after = rec
+                .members
+                .iter()
+                .filter_map(|m| {
+                    node.relays
+                        .dest_exit(&crate::relay::member_id(&id, m.remote_pid))
+                })
+                .collect();
+            node.relays.hold_dest_after(&id, pid, endpoints, after);
             if let Some(exit) = node.relays.dest_exit(&id) {
                 watch_end(node.clone(), id.clone(), exit);
             }
@@ -459,9 +499,16 @@ async fn transfer_task(
                 pid,
                 warnings,
                 ns_pid: ns_pid.unwrap_or(0),
+                members: rec.members.clone(),
             })
         }
-        Ok(Made { pid, start, .. }) => {
+        Ok(Made {
+            pid,
+            start,
+            members,
+            ..
+        }) => {
+            super::tree::kill_members(node, &id, &super::tree::record_members(&members));
             kill_copy(pid, start);
             let _ = std::fs::remove_dir_all(&dir);
             let _ = node.store.set(
@@ -493,6 +540,7 @@ async fn receive(
     let mut endpoints = Some(
         Endpoints::make(&header.relays).map_err(|e| format!("relay endpoints: {}", chain(&e)))?,
     );
+    let mut members = Some(super::tree::member_endpoints(header)?);
     let mut open = HashMap::new();
     let mut shipped = BTreeMap::new();
     let mut same = Some(same);
@@ -535,10 +583,11 @@ async fn receive(
                     let shipped = std::mem::take(&mut shipped);
                     let same = same.take().unwrap_or_default();
                     let endpoints = endpoints.take().ok_or("restorer started twice")?;
+                    let members = members.take().unwrap_or_default();
                     std::thread::Builder::new()
                         .name(format!("restore-{id}"))
                         .spawn(move || {
-                            let _ = dtx.send(restorer(rx, shipped, same, endpoints));
+                            let _ = dtx.send(restorer(rx, shipped, same, endpoints, members));
                         })
                         .map_err(|e| format!("start the restorer thread: {e}"))?;
                     tx = Some(t);
@@ -572,6 +621,11 @@ async fn receive(
         .await
         .map_err(|_| "the restorer thread died".to_string())??;
     if fault("restore-fail") {
+        for m in &restored.members {
+            if start_time(m.pid) == Some(m.start) {
+                let _ = kill(Pid::from_raw(m.pid), Signal::SIGKILL);
+            }
+        }
         kill_copy(restored.pid, restored.start);
         return Err("FERRY_FAULT restore-fail: the restore failed after the pages".into());
     }
@@ -598,6 +652,8 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
     node.store
         .set(rec, "committed", "resuming the copy")
         .map_err(store_err)?;
+    // The members of a tree first, deepest first.
+    super::tree::cont_members(&rec.members);
     // A process stopped by job control when dumped stays stopped (its own SIGCONT is for
     // whoever stopped it to send).
     if !rec.keep_stopped {
@@ -703,6 +759,7 @@ pub(crate) fn abort_local(
     rec: &mut MigrationRecord,
     why: &str,
 ) -> Result<(), Status> {
+    super::tree::kill_members(node, &rec.migration_id, &rec.members);
     if let Some((pid, start)) = copy_of(rec) {
         kill_copy(pid, start);
     }

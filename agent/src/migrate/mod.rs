@@ -5,11 +5,13 @@
 //! - [`dest`]: the destination's answers to the peer API.
 //! - [`records`]: what both remember, durably, before each step.
 //! - [`resolve`]: what a restarted agent does with the migrations it took part in.
+//! - `tree`: `--tree`, a process with all its descendants (both sides).
 
 pub mod dest;
 pub mod negotiate;
 pub mod origin;
 pub mod records;
+mod tree;
 
 use std::sync::OnceLock;
 

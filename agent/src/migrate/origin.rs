@@ -56,7 +56,7 @@ fn new_id() -> String {
 
 /// What the tracer thread reports.
 #[derive(Debug)]
-enum Ev {
+pub(super) enum Ev {
     /// Frozen and collected: the header is on its way. `at_us`: the wall-clock time just
     /// before the freeze (microseconds since the epoch).
     Frozen {
@@ -80,25 +80,25 @@ enum Ev {
 
 /// What the async side tells the tracer after the image went out.
 #[derive(Debug)]
-enum Cmd {
+pub(super) enum Cmd {
     Commit,
     Thaw,
 }
 
 /// Sends the image in `TransferChunk`s of about [`CHUNK`] bytes; the faults that act on the
 /// stream act here.
-struct ChunkWriter {
-    tx: mpsc::Sender<TransferChunk>,
-    buf: Vec<u8>,
-    wire: Arc<AtomicU64>,
-    raw: Arc<AtomicU64>,
-    half: u64,
-    corrupt: bool,
-    pause: bool,
+pub(super) struct ChunkWriter {
+    pub(super) tx: mpsc::Sender<TransferChunk>,
+    pub(super) buf: Vec<u8>,
+    pub(super) wire: Arc<AtomicU64>,
+    pub(super) raw: Arc<AtomicU64>,
+    pub(super) half: u64,
+    pub(super) corrupt: bool,
+    pub(super) pause: bool,
 }
 
 impl ChunkWriter {
-    fn flush_chunk(&mut self) -> std::io::Result<()> {
+    pub(super) fn flush_chunk(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -142,22 +142,22 @@ impl Write for ChunkWriter {
 }
 
 /// Everything the tracer thread needs.
-struct TracerJob {
-    node: NodeRef,
-    pid: i32,
-    id: String,
-    codec: Codec,
-    socket: PathBuf,
-    ship: Vec<String>,
-    chunks: mpsc::Sender<TransferChunk>,
-    events: mpsc::UnboundedSender<Ev>,
-    cmds: std::sync::mpsc::Receiver<Cmd>,
-    wire: Arc<AtomicU64>,
-    raw: Arc<AtomicU64>,
+pub(super) struct TracerJob {
+    pub(super) node: NodeRef,
+    pub(super) pid: i32,
+    pub(super) id: String,
+    pub(super) codec: Codec,
+    pub(super) socket: PathBuf,
+    pub(super) ship: Vec<String>,
+    pub(super) chunks: mpsc::Sender<TransferChunk>,
+    pub(super) events: mpsc::UnboundedSender<Ev>,
+    pub(super) cmds: std::sync::mpsc::Receiver<Cmd>,
+    pub(super) wire: Arc<AtomicU64>,
+    pub(super) raw: Arc<AtomicU64>,
     /// A non-root caller: authorized again once the process is frozen.
-    as_user: Option<PeerCred>,
+    pub(super) as_user: Option<PeerCred>,
     /// Listening ports whose relayed connections get a PROXY protocol header.
-    proxy_protocol: Vec<u32>,
+    pub(super) proxy_protocol: Vec<u32>,
 }
 
 /// The tracer: freeze, header, shipped files, image; then wait for the decision.
@@ -253,6 +253,7 @@ fn tracer(job: TracerJob) {
         relays: plan.endpoints(),
         image_bytes_hint: total,
         origin_pid: pid,
+        members: Vec::new(),
     };
     let sent = (|| -> Result<WriteStats, String> {
         let closed = || "the transfer stream closed".to_string();
@@ -313,7 +314,7 @@ fn tracer(job: TracerJob) {
 }
 
 /// Sends one file the destination lacks, in pieces.
-fn ship_file(
+pub(super) fn ship_file(
     pid: i32,
     path: &str,
     chunks: &mpsc::Sender<TransferChunk>,
@@ -357,7 +358,7 @@ fn ship_file(
 }
 
 /// Microseconds since the epoch (the records' frozen interval).
-fn now_us() -> u64 {
+pub(super) fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -392,8 +393,8 @@ fn has_children(pid: i32) -> Option<String> {
     let kids = children(pid);
     (!kids.is_empty()).then(|| {
         format!(
-            "pid {pid} has children, which would stay behind on this host: {}; a process \
-             tree cannot be migrated (yet): migrate a process without children",
+            "pid {pid} has children, which would stay behind on this host: {}; --tree \
+             moves it with all its descendants",
             kids.join(", ")
         )
     })
@@ -533,8 +534,11 @@ impl Origin {
                 "pid {pid} is a relay stub{elsewhere}; migrate it there"
             )));
         }
-        // Before anything is frozen (and again once it is: see the tracer).
-        if let Some(why) = has_children(pid) {
+        // Before anything is frozen (and again once it is: see the tracer). `--tree` takes
+        // them along.
+        if !self.req.tree
+            && let Some(why) = has_children(pid)
+        {
             return Err(Status::failed_precondition(why));
         }
         self.record("started", format!("to {to}"))?;
@@ -551,9 +555,16 @@ impl Origin {
 
         // Negotiation, before anything is frozen.
         self.progress("negotiate").await;
-        let files = tokio::task::spawn_blocking(move || negotiate::file_checks(pid))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let tree = self.req.tree;
+        let files = tokio::task::spawn_blocking(move || {
+            if tree {
+                super::tree::file_checks(pid)
+            } else {
+                negotiate::file_checks(pid)
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
         let neg = NegotiateRequest {
             migration_id: id.clone(),
             kernel_release: negotiate::kernel_release(),
@@ -637,9 +648,14 @@ impl Origin {
             as_user: self.as_user,
             proxy_protocol: self.req.proxy_protocol.clone(),
         };
+        let shared = Arc::new(super::tree::Shared::default());
+        let tree_shared = self.req.tree.then(|| shared.clone());
         std::thread::Builder::new()
             .name(format!("migrate-{id}"))
-            .spawn(move || tracer(job))
+            .spawn(move || match tree_shared {
+                Some(s) => super::tree::tracer(job, s),
+                None => tracer(job),
+            })
             .map_err(|e| self.fail(Status::internal(format!("start the tracer thread: {e}"))))?;
 
         let since = match ev_rx.recv().await {
@@ -650,6 +666,7 @@ impl Origin {
             }) => {
                 self.total = total;
                 self.rec.frozen_unix_us = at_us;
+                self.rec.members = shared.members();
                 since
             }
             Some(Ev::Failed(why)) => return Err(self.fail(Status::failed_precondition(why))),
@@ -726,6 +743,9 @@ impl Origin {
             },
         };
         self.rec.remote_pid = reply.pid;
+        for (m, r) in self.rec.members.iter_mut().zip(&reply.members) {
+            m.remote_pid = r.pid;
+        }
         self.record(
             "prepared",
             format!("copy held stopped on {to} as pid {}", reply.pid),
@@ -789,9 +809,11 @@ impl Origin {
             id.clone(),
             to.clone(),
         );
+        super::tree::relay_members(&self.node, &shared, &id, &to);
         // A copy that came here moved on: its origin hears where it went.
         moved_on(&self.node, pid, self.rec.start_time, &to, reply.pid, &id);
         let mut warnings = reply.warnings;
+        warnings.extend(super::tree::summary_warnings(&shared));
         if !ship.is_empty() {
             warnings.push(format!(
                 "shipped {} file(s): {}",
@@ -925,7 +947,7 @@ async fn commit_remote(
 }
 
 /// Tells the destination to discard its copy, in the background, until it acknowledges.
-fn abort_remote(node: NodeRef, to: String, id: String) {
+pub(super) fn abort_remote(node: NodeRef, to: String, id: String) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(500);
         loop {
@@ -998,7 +1020,7 @@ fn futures_burst(bytes: usize) -> impl tokio_stream::Stream<Item = SinkChunk> + 
 
 /// Whether `pid` is still the stub of a migration: the process that started at `start`, now
 /// running `ferry-stub`.
-fn is_stub(pid: i32, start: u64) -> bool {
+pub(super) fn is_stub(pid: i32, start: u64) -> bool {
     pid > 0
         && start_time(pid) == Some(start)
         && std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -1294,6 +1316,7 @@ async fn stub_lost(node: &NodeRef, stub_pid: i32, stub_start: u64, id: &str, to:
 /// On start: serves again the stubs of migrations this agent committed whose relay had not
 /// ended (the record is `done`, the relay is still recorded and the stub lives).
 pub(crate) fn resume_relay(node: NodeRef, rec: &MigrationRecord) {
+    super::tree::resume_member_relays(&node, rec);
     match node.store.relay(&rec.migration_id) {
         Ok(Some(_)) if is_stub(rec.pid, rec.start_time) => {
             tracing::info!(migration = %rec.migration_id, stub_pid = rec.pid, "resuming the relay");
@@ -1325,6 +1348,7 @@ pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
     let remote_pid = rec.remote_pid;
     match state.as_str() {
         "committing" | "committed" if stubbed() => {
+            super::tree::end_unstubbed_members(&rec);
             let _ = node.store.set(
                 &mut rec,
                 "committing",

@@ -238,11 +238,26 @@ impl HeldCopy {
     /// (or its PID namespace's init is), reaped when it ends whether or not a relay is open,
     /// its status kept for the relay.
     pub(super) fn new(pid: i32, endpoints: Endpoints) -> HeldCopy {
+        Self::new_after(pid, endpoints, Vec::new())
+    }
+
+    /// [`HeldCopy::new`], its exit status kept back until each of `after` holds one.
+    pub(super) fn new_after(
+        pid: i32,
+        endpoints: Endpoints,
+        after: Vec<watch::Receiver<Option<ExitStatus>>>,
+    ) -> HeldCopy {
         let (tx, rx) = watch::channel(None);
         let spawned = std::thread::Builder::new()
             .name(format!("reap-{pid}"))
             .spawn(move || {
                 let st = reap(pid);
+                for a in after {
+                    // Until that member ended (or its watcher is gone).
+                    while a.borrow().is_none() && a.has_changed().is_ok() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
                 tracing::info!(
                     pid,
                     code = st.code,
@@ -253,6 +268,34 @@ impl HeldCopy {
             });
         if let Err(e) = spawned {
             tracing::warn!(pid, %e, "cannot start the reaper of the migrated process");
+        }
+        HeldCopy {
+            pid,
+            endpoints,
+            exit: rx,
+            run: None,
+        }
+    }
+
+    /// Holds the copy `pid` of a member of a migrated tree (not ferryd's child: its restored
+    /// parent's) and starts its watcher, which learns its exit status as its tracer
+    /// ([`watch_member`]).
+    pub(super) fn new_member(pid: i32, endpoints: Endpoints) -> HeldCopy {
+        let (tx, rx) = watch::channel(None);
+        let spawned = std::thread::Builder::new()
+            .name(format!("watch-{pid}"))
+            .spawn(move || {
+                let st = watch_member(pid);
+                tracing::info!(
+                    pid,
+                    code = st.code,
+                    signal = st.signal,
+                    "migrated member ended"
+                );
+                tx.send_replace(Some(st));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(pid, %e, "cannot start the watcher of the migrated member");
         }
         HeldCopy {
             pid,
@@ -345,7 +388,7 @@ pub async fn relay(
         .ok_or_else(|| Status::invalid_argument("empty relay stream"))?;
     let id = first.migration_id;
     // Only the migration's origin may attach to its relay.
-    match node.store.get(&id) {
+    match node.store.get(super::migration_of(&id)) {
         Ok(Some(rec)) if rec.role == "destination" && rec.peer == peer => {}
         _ => {
             return Err(Status::not_found(format!(
@@ -549,6 +592,79 @@ fn reap(pid: i32) -> ExitStatus {
         code: 0,
         signal: 0,
         core_dumped: false,
+    }
+}
+
+/// Waits for the end of `pid`, a member of a migrated tree whose parent is another member
+/// (only its parent may `wait` for it), and gives its exit status: ferryd seizes it (no
+/// options, so nothing but its signals stops it) and, as its tracer, is told of its death
+/// before its parent is, with the status. Meanwhile each signal it gets is passed on at once
+/// and a group stop (`PTRACE_EVENT_STOP`) is left with `PTRACE_LISTEN`, so that it stops and
+/// continues as it would untraced. If it cannot be seized, its end is watched through its
+/// pidfd and the status is unknown (`-1`: the stub then says so by exiting with 255).
+pub fn watch_member(pid: i32) -> ExitStatus {
+    use nix::sys::ptrace;
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let p = Pid::from_raw(pid);
+    let unknown = ExitStatus {
+        code: super::LOST_EXIT_CODE,
+        signal: 0,
+        core_dumped: false,
+    };
+    if let Err(e) = ptrace::seize(p, ptrace::Options::empty()) {
+        tracing::warn!(pid, %e, "cannot trace the migrated member: its exit status will not be known");
+        if let Ok(fd) = sys::pidfd_open(p) {
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            while let Err(Errno::EINTR) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {}
+        }
+        return unknown;
+    }
+    loop {
+        match waitpid(p, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                return ExitStatus {
+                    code,
+                    signal: 0,
+                    core_dumped: false,
+                };
+            }
+            Ok(WaitStatus::Signaled(_, sig, core)) => {
+                return ExitStatus {
+                    code: 0,
+                    signal: sig as i32,
+                    core_dumped: core,
+                };
+            }
+            Ok(WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP)) => {
+                let stop = matches!(
+                    sig,
+                    Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+                );
+                let r = if stop {
+                    sys::ptrace::listen(p)
+                } else {
+                    ptrace::cont(p, None)
+                };
+                if let Err(e) = r {
+                    tracing::debug!(pid, %e, "watch: resume after a stop");
+                }
+            }
+            Ok(WaitStatus::Stopped(_, sig)) => {
+                // A signal on its way: delivered as it would be untraced.
+                let _ = ptrace::cont(p, Some(sig));
+            }
+            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::PtraceSyscall(_)) => {
+                let _ = ptrace::cont(p, None);
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                tracing::warn!(pid, %e, "watch: cannot wait for the migrated member");
+                return unknown;
+            }
+        }
     }
 }
 

@@ -159,6 +159,33 @@ impl Registry {
         );
     }
 
+    /// Destination: [`Registry::hold_dest`] for the root of a migrated tree: its exit status
+    /// goes out once every member's (`after`, each `Some` once that member ended) is known
+    /// too, so that the root's stub on the origin ends with the whole job.
+    pub fn hold_dest_after(
+        &self,
+        migration_id: &str,
+        pid: i32,
+        mut endpoints: dest::Endpoints,
+        after: Vec<tokio::sync::watch::Receiver<Option<ferry_proto::v1::ExitStatus>>>,
+    ) {
+        endpoints.release_process_side();
+        self.lock().dests.insert(
+            migration_id.to_string(),
+            dest::HeldCopy::new_after(pid, endpoints, after),
+        );
+    }
+
+    /// Destination: [`Registry::hold_dest`] for a member of a migrated tree other than its
+    /// root (`relay_id`: [`member_id`]); its end is learnt by [`dest::watch_member`].
+    pub fn hold_dest_member(&self, relay_id: &str, pid: i32, mut endpoints: dest::Endpoints) {
+        endpoints.release_process_side();
+        self.lock().dests.insert(
+            relay_id.to_string(),
+            dest::HeldCopy::new_member(pid, endpoints),
+        );
+    }
+
     /// Destination: takes what [`Registry::hold_dest`] kept.
     pub fn take_dest(&self, migration_id: &str) -> Option<(i32, dest::Endpoints)> {
         self.lock()
@@ -176,6 +203,18 @@ impl Registry {
     pub fn relaying(&self) -> Vec<String> {
         self.lock().stubs.keys().cloned().collect()
     }
+}
+
+/// The relay id of a member (other than the root) of a tree migrated by `migration_id`:
+/// `MIGRATION_ID.PID`, with the member's PID on the origin. Its stub says it in `HELLO`, its
+/// relay stream names it, and the origin's `relays` table keys its endpoints with it.
+pub fn member_id(migration_id: &str, origin_pid: i32) -> String {
+    format!("{migration_id}.{origin_pid}")
+}
+
+/// The migration a relay id ([`member_id`], or a migration id itself) belongs to.
+pub fn migration_of(relay_id: &str) -> &str {
+    relay_id.split('.').next().unwrap_or(relay_id)
 }
 
 /// `ferry-stub` next to this executable (or next to its directory, for test binaries in

@@ -24,8 +24,9 @@ use super::stub::{Expected, StubCommand, StubEvent, stub_socket_path};
 use super::{Kind, RelayError};
 use crate::daemon::NodeRef;
 use crate::dump::Held;
+use crate::dump::freeze::FrozenTask;
 use crate::ptrace::Entry;
-use crate::state::{FdKind, SocketKind, VmaKind};
+use crate::state::{FdKind, ProcessState, SocketKind, VmaKind};
 use crate::sys;
 
 /// One relayed open file description: ferryd's own duplicate of it, and the descriptor
@@ -64,8 +65,19 @@ impl Plan {
     /// TCP socket listening or connected, and every UDP socket; with every other descriptor
     /// of the same open file description.
     pub fn capture(held: &Held) -> Result<Plan, RelayError> {
-        let pid = held.tasks()[0].tracee.pid();
-        let fds = &held.state.fds;
+        Self::capture_of(held.tasks()[0].tracee.pid(), &held.state, None)
+    }
+
+    /// [`Plan::capture`] for the frozen process `pid` whose state is `state`. `within`: it is
+    /// a member of a migrated tree (`--tree`), and these pipes have both ends in the tree
+    /// ([`pipes_within`]): they travel in the image, not relayed. (Descriptions shared with
+    /// an earlier member are relayed with that member, if at all.)
+    pub fn capture_of(
+        pid: Pid,
+        state: &ProcessState,
+        within: Option<&HashSet<u64>>,
+    ) -> Result<Plan, RelayError> {
+        let fds = &state.fds;
         let root = |mut fd: i32| {
             for _ in 0..fds.len() {
                 match fds.iter().find(|f| f.fd == fd).map(|f| &f.kind) {
@@ -113,6 +125,11 @@ impl Plan {
                     _ => continue,
                 },
                 FdKind::Tty { .. } if stdio => (Kind::Tty, None, None),
+                FdKind::LocalPipe { ino, .. } | FdKind::Pipe { ino }
+                    if within.is_some_and(|w| w.contains(ino)) =>
+                {
+                    continue;
+                }
                 FdKind::File { .. }
                 | FdKind::Pipe { .. }
                 | FdKind::LocalPipe { .. }
@@ -256,6 +273,27 @@ impl Plan {
     }
 }
 
+/// The pipes of which the processes of a tree (`processes`) hold both a read end and a write
+/// end (by inode): they join members and travel in the image. (A pipe the dump calls local
+/// may still have a holder the dump could not see, outside the agent's PID namespace: a
+/// tree's stdout read by its caller there.)
+pub fn pipes_within(processes: &[ProcessState]) -> HashSet<u64> {
+    let mut reads = HashSet::new();
+    let mut writes = HashSet::new();
+    for p in processes {
+        for f in &p.fds {
+            if let FdKind::LocalPipe { ino, .. } | FdKind::Pipe { ino } = &f.kind {
+                match f.flags & libc::O_ACCMODE as u32 {
+                    a if a == libc::O_RDONLY as u32 => reads.insert(*ino),
+                    a if a == libc::O_WRONLY as u32 => writes.insert(*ino),
+                    _ => false,
+                };
+            }
+        }
+    }
+    reads.intersection(&writes).copied().collect()
+}
+
 /// Turns the frozen original into the stub, in place: clears close-on-exec on the relayed
 /// descriptors, blocks every signal (the mask survives `execve`, so nothing reaches the stub
 /// before it listens), then injects `execve(ferry-stub, [ferry-stub, MIGRATION_ID,
@@ -284,17 +322,44 @@ pub fn become_stub_at(
     migration_id: &str,
     socket: &Path,
 ) -> Result<(), RelayError> {
+    become_stub_of(
+        held.tasks(),
+        &held.state,
+        plan,
+        stub,
+        migration_id,
+        socket,
+        false,
+    )
+}
+
+/// [`become_stub_at`] for a frozen process given by its threads (`tasks`, leader first) and
+/// state (a member of a held tree). `exit_kill`: the process must die with its tracer, even
+/// during the injection (`PTRACE_O_EXITKILL` kept on the leader; a tree member whose root is
+/// a stub already, whose copy takes over if we die).
+pub fn become_stub_of(
+    tasks: &[FrozenTask],
+    state: &ProcessState,
+    plan: &Plan,
+    stub: &Path,
+    migration_id: &str,
+    socket: &Path,
+    exit_kill: bool,
+) -> Result<(), RelayError> {
+    let exit_kill = if exit_kill {
+        ptrace::Options::PTRACE_O_EXITKILL
+    } else {
+        ptrace::Options::empty()
+    };
     if migration_id.is_empty() || migration_id.contains(char::is_whitespace) {
         return Err(RelayError::Stub(format!(
             "migration id {migration_id:?} cannot be passed to the stub"
         )));
     }
-    let tasks = held.tasks();
     let leader = &tasks[0];
     let t = &leader.tracee;
     let pid = t.pid();
-    let vdso = held
-        .state
+    let vdso = state
         .mm
         .vmas
         .iter()
@@ -351,7 +416,7 @@ pub fn become_stub_at(
     let result = (|| -> Result<(), RelayError> {
         t.write_mem(scratch, &blob)?;
         let keep: HashSet<i32> = plan.fds().into_iter().collect();
-        for f in &held.state.fds {
+        for f in &state.fds {
             if f.cloexec && keep.contains(&f.fd) {
                 t.inject(
                     entry,
@@ -366,6 +431,7 @@ pub fn become_stub_at(
         ptrace::setoptions(
             pid,
             ptrace::Options::PTRACE_O_TRACEEXEC
+                | exit_kill
                 | ptrace::Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
         )
         .map_err(|source| crate::ptrace::PtraceError::Request {
@@ -373,13 +439,13 @@ pub fn become_stub_at(
             pid: pid.as_raw(),
             source,
         })?;
-        exec(held, syscall_at, &stub_str, [scratch, argv_at, envp_at])
+        exec(tasks, syscall_at, &stub_str, [scratch, argv_at, envp_at])
     })();
     if result.is_err() {
         // The execve did not happen: put back what we changed.
         let _ = ptrace::setoptions(
             pid,
-            ptrace::Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
+            exit_kill | ptrace::Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
         );
         for fd in cleared {
             let _ = t.inject(
@@ -411,8 +477,12 @@ pub fn become_stub_at(
 /// Runs the `execve` in the leader and waits for its `PTRACE_EVENT_EXEC`, reaping the other
 /// threads as they die (the `execve` waits for them, and traced threads stay until their
 /// tracer reaps them).
-fn exec(held: &Held, syscall_at: u64, path: &str, args: [u64; 3]) -> Result<(), RelayError> {
-    let tasks = held.tasks();
+fn exec(
+    tasks: &[FrozenTask],
+    syscall_at: u64,
+    path: &str,
+    args: [u64; 3],
+) -> Result<(), RelayError> {
     let leader = &tasks[0];
     let pid = leader.tracee.pid();
     let req = |op: &'static str| {

@@ -168,27 +168,8 @@ pub struct Made<'a> {
 ///
 /// `tree_pipes` holds the pipes that join several processes of a tree: the restorer made
 /// them and holds both ends (read, write), which the processes reopen through `/proc`.
-pub fn plan(
-    state: &ProcessState,
-    inherit_stdio: bool,
-    tree_pipes: &HashMap<u64, (i32, i32)>,
-    made: Made<'_>,
-    tree_socks: &mut HashMap<u64, std::os::fd::OwnedFd>,
-    warnings: &mut Vec<String>,
-) -> Result<FdPlan, RestoreError> {
-    plan_with(
-        state,
-        inherit_stdio,
-        tree_pipes,
-        made,
-        tree_socks,
-        &HashMap::new(),
-        warnings,
-    )
-}
-
-/// [`plan`], with `substitutes` (descriptor number → a descriptor of ferry) taking the place
-/// of what the image says for those numbers: nothing of theirs is checked or built.
+/// `substitutes` (descriptor number → a descriptor of ferry) take the place of what the image
+/// says for those numbers: nothing of theirs is checked or built.
 pub fn plan_with(
     state: &ProcessState,
     inherit_stdio: bool,

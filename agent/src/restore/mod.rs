@@ -30,6 +30,7 @@ use crate::state::{ProcessState, ThreadState};
 use crate::sys;
 use inject::Injector;
 pub use task::PidNsMode;
+pub use tree::restore_tree_with;
 
 /// How to restore.
 #[derive(Debug, Clone, Copy, Default)]

@@ -62,9 +62,22 @@ impl Drop for Created {
 
 /// Restores every process of `reader`'s tree and lets them run.
 pub fn restore_tree<R: Read + Send>(
-    mut reader: ImageReader<R>,
+    reader: ImageReader<R>,
     opts: RestoreOptions,
 ) -> Result<RestoreSummary, RestoreError> {
+    restore_tree_with(reader, opts, &HashMap::new())
+}
+
+/// [`restore_tree`] with `substitutes` per member (by its PID in the image): descriptor
+/// number → a descriptor of the caller that the member gets at that number, as
+/// [`super::restore_with`] does for one process (a migrated tree's relay endpoints). With
+/// [`RestoreOptions::stopped`] every member is left group-stopped.
+pub fn restore_tree_with<R: Read + Send>(
+    mut reader: ImageReader<R>,
+    opts: RestoreOptions,
+    substitutes: &HashMap<i32, HashMap<i32, std::os::fd::RawFd>>,
+) -> Result<RestoreSummary, RestoreError> {
+    let none = HashMap::new();
     let tree = reader.tree().clone();
     let procs = &tree.processes;
     let root = &procs[0];
@@ -98,7 +111,7 @@ pub fn restore_tree<R: Read + Send>(
     let plans = procs
         .iter()
         .map(|p| {
-            files::plan(
+            files::plan_with(
                 p,
                 opts.inherit_stdio,
                 &pipe_fds,
@@ -107,6 +120,7 @@ pub fn restore_tree<R: Read + Send>(
                     ptys: &ptys,
                 },
                 &mut tree_socks,
+                substitutes.get(&p.pid).unwrap_or(&none),
                 &mut warnings,
             )
         })
@@ -431,7 +445,7 @@ pub fn restore_tree<R: Read + Send>(
         // Stopped by job control when dumped: a SIGSTOP queued while every thread is still in
         // a ptrace stop stops the group before any of them runs (its parent is told, as when
         // it stopped the first time).
-        if p.attrs.stop_signal != 0 {
+        if p.attrs.stop_signal != 0 || opts.stopped {
             nix::sys::signal::kill(t.pid(), nix::sys::signal::Signal::SIGSTOP).map_err(
                 |source| RestoreError::Create {
                     step: "queue SIGSTOP",

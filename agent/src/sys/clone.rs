@@ -55,7 +55,8 @@ pub enum ChildBody {
     /// Init of a fresh PID namespace: create the stub with PID `want` as its own child (so
     /// that the namespace, which dies with its init, lives exactly as long as the restored
     /// process), close every descriptor it inherited, then reap children until there are none
-    /// and exit with the status of the last one. Exits with 100 + errno if the stub cannot be
+    /// and exit with the status of that process (orphans of a restored tree are reaped too,
+    /// and waited for). Exits with 100 + errno if the stub cannot be
     /// created.
     NsInit {
         /// The PID the stub gets inside the namespace.
@@ -228,13 +229,15 @@ fn ns_init_main(want: i32) -> ! {
         // descriptor it kept (a pipe end the restorer made) would be one held outside the
         // restored processes.
         libc::syscall(libc::SYS_close_range, 0, libc::c_uint::MAX, 0);
+        // The status of the process it made (the root of a restored tree), once every
+        // process of the namespace has ended: orphans of the tree end up here too.
         let mut last: libc::c_int = 0;
         loop {
             let mut status: libc::c_int = 0;
-            let r = libc::waitpid(-1, &mut status, libc::__WALL);
-            if r > 0 {
+            let w = libc::waitpid(-1, &mut status, libc::__WALL);
+            if w == want {
                 last = status;
-            } else if *libc::__errno_location() != libc::EINTR {
+            } else if w < 0 && *libc::__errno_location() != libc::EINTR {
                 break;
             }
         }

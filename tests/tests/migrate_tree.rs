@@ -1,0 +1,571 @@
+//! `ferry migrate PID --tree` between two test hosts: a parent with two forked children
+//! (pages shared copy-on-write, a pipe between the children) moves as a whole and goes on;
+//! every member's PID on h1 is its stub, in the same tree; the root's exit status reaches
+//! its parent on h1 once the whole tree ended on h2; a restore failure leaves the whole tree
+//! on h1; a shell pipeline's output reaches the caller through the stubs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferry_tests::hosts::Hosts;
+use ferry_tests::{TestCtx, ferry_bin, setup, workload};
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let t = Instant::now();
+    while !f() {
+        if t.elapsed() > timeout {
+            bail!("timed out waiting for {what}");
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn up(name: &str) -> Option<(TestCtx, Hosts)> {
+    let ctx = setup(name)?;
+    let hosts = Hosts::up(2).context("hosts up").expect("two hosts");
+    Some((ctx, hosts))
+}
+
+fn ferry(hosts: &Hosts, n: u32, args: &[&str]) -> Output {
+    Command::new(ferry_bin())
+        .args(args)
+        .env("FERRY_SOCKET", hosts.socket(n))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ferry")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The tree victim in h1: the `nsenter` running it (its parent there), its state directory
+/// and the PIDs of the parent and the two children (inside h1).
+struct Tree {
+    nsenter: Child,
+    state: PathBuf,
+    parent: i32,
+    kids: [i32; 2],
+}
+
+impl Tree {
+    /// Ends the tree on h1 (children first) and waits for its `nsenter`, which reaps it.
+    fn end(&mut self, hosts: &Hosts) {
+        for pid in [self.kids[0], self.kids[1], self.parent] {
+            let _ = hosts.run(1, &["kill", "-KILL", &pid.to_string()]);
+        }
+        let _ = self.nsenter.wait();
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = self.nsenter.kill();
+        let _ = self.nsenter.wait();
+    }
+}
+
+fn status(state: &Path) -> String {
+    std::fs::read_to_string(state.join("status")).unwrap_or_default()
+}
+
+fn ready_pid(state: &Path, role: &str) -> Option<i32> {
+    status(state).lines().find_map(|l| {
+        l.strip_prefix(&format!("ready {role} pid="))
+            .and_then(|p| p.trim().parse().ok())
+    })
+}
+
+fn start_tree(hosts: &Hosts, ctx: &TestCtx, name: &str, stdout: Stdio) -> Tree {
+    let state = ctx.path(name);
+    std::fs::create_dir_all(&state).expect("state dir");
+    let mut cmd = hosts.command(1, workload("migrate_tree"));
+    cmd.arg(&state);
+    let print = matches!(name, "print");
+    if print {
+        cmd.arg("--print");
+    }
+    let nsenter = cmd
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the tree in h1");
+    wait_for("the tree to be ready", Duration::from_secs(20), || {
+        ["parent", "child1", "child2"]
+            .iter()
+            .all(|r| ready_pid(&state, r).is_some())
+    })
+    .expect("tree ready");
+    let pid = |r| ready_pid(&state, r).expect("ready line");
+    Tree {
+        parent: pid("parent"),
+        kids: [pid("child1"), pid("child2")],
+        state,
+        nsenter,
+    }
+}
+
+/// Asks the member `pid` (inside host `n`) playing `role` to check itself; returns its
+/// answer, which must be "ok ...".
+fn check(hosts: &Hosts, n: u32, t: &Tree, role: &str, pid: i32) -> String {
+    let before = status(&t.state).lines().count();
+    let out = hosts
+        .run(n, &["kill", "-USR1", &pid.to_string()])
+        .expect("kill -USR1");
+    assert!(
+        out.status.success(),
+        "kill -USR1 {pid} ({role}) in h{n}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prefix = format!(" {role} ");
+    let mut line = String::new();
+    wait_for(&format!("{role}'s answer"), Duration::from_secs(20), || {
+        line = status(&t.state)
+            .lines()
+            .skip(before)
+            .find(|l| l.contains(&prefix))
+            .unwrap_or_default()
+            .to_string();
+        !line.is_empty()
+    })
+    .expect("answer");
+    assert!(line.starts_with("ok "), "{role} says: {line}");
+    line
+}
+
+/// PIDs of processes named `migrate_tree` inside host `n`.
+fn members_in(hosts: &Hosts, n: u32) -> Vec<i32> {
+    let out = hosts
+        .run(n, &["pgrep", "-x", "migrate_tree"])
+        .expect("pgrep");
+    let mut v: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// `ps` fields of `pid` in host `n`: (command name, parent PID), if it exists.
+fn ps(hosts: &Hosts, n: u32, pid: i32) -> Option<(String, i32)> {
+    let out = hosts
+        .run(n, &["ps", "-o", "comm=,ppid=", "-p", &pid.to_string()])
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout);
+    let mut w = s.split_whitespace();
+    Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+}
+
+fn seq_of(line: &str) -> i64 {
+    line.split("seq=")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no seq in {line:?}"))
+}
+
+fn records(hosts: &Hosts, n: u32) -> Vec<serde_json::Value> {
+    let o = ferry(hosts, n, &["migrations", "--json"]);
+    assert!(o.status.success(), "ferry migrations: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON record"))
+        .collect()
+}
+
+fn wait_record(hosts: &Hosts, n: u32, state: &str) {
+    let mut last = Vec::new();
+    let r = wait_for(
+        &format!("h{n}'s record to be {state}"),
+        Duration::from_secs(30),
+        || {
+            last = records(hosts, n);
+            last.len() == 1 && last[0]["state"] == state
+        },
+    );
+    if let Err(e) = r {
+        panic!("{e}: h{n} has {last:?}\n{}", hosts.ferryd_log(n));
+    }
+}
+
+/// The tree moves as a whole: on h2 the three processes check their pages (shared
+/// copy-on-write, each child's own page its own), PIDs, parent and the pipe's sequence,
+/// which goes on; on h1 each PID is a stub in the same tree. Then SIGUSR2 to the root's stub
+/// on h1 ends the job on h2 (the children exit 21 and 22, which the parent checks, then it
+/// exits 42), and the root's parent on h1 sees 42, after the children ended.
+#[test]
+fn a_parent_with_two_children_moves_as_a_tree_and_its_status_comes_back() {
+    let Some((ctx, hosts)) = up("migrate-tree") else {
+        return;
+    };
+    let mut t = start_tree(&hosts, &ctx, "tree", Stdio::null());
+    let mut seq = 0;
+    for (role, pid) in [
+        ("parent", t.parent),
+        ("child1", t.kids[0]),
+        ("child2", t.kids[1]),
+    ] {
+        let line = check(&hosts, 1, &t, role, pid);
+        if role == "child2" {
+            seq = seq_of(&line);
+        }
+    }
+    // Without --tree: refused, naming the children.
+    let pid = t.parent.to_string();
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2"]);
+    assert!(!o.status.success(), "migrated a parent alone: {}", text(&o));
+    assert!(
+        text(&o).contains("has children")
+            && text(&o).contains(&format!("{} (migrate_tree)", t.kids[0]))
+            && text(&o).contains(&format!("{} (migrate_tree)", t.kids[1]))
+            && text(&o).contains("--tree"),
+        "{}",
+        text(&o)
+    );
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2", "--tree"]);
+    assert!(
+        o.status.success(),
+        "migrate --tree: {}\n{}\n{}",
+        text(&o),
+        hosts.ferryd_log(1),
+        hosts.ferryd_log(2)
+    );
+    eprintln!("migrate --tree: {}", text(&o));
+    // On h2: the three, in one tree.
+    let there = members_in(&hosts, 2);
+    assert_eq!(there.len(), 3, "h2 runs {there:?}\n{}", hosts.ferryd_log(2));
+    let root = there
+        .iter()
+        .copied()
+        .find(|&p| ps(&hosts, 2, p).is_some_and(|(_, pp)| !there.contains(&pp)))
+        .expect("a root on h2");
+    let kids: Vec<i32> = there.iter().copied().filter(|&p| p != root).collect();
+    for &k in &kids {
+        assert_eq!(
+            ps(&hosts, 2, k).map(|p| p.1),
+            Some(root),
+            "parent of {k} on h2"
+        );
+    }
+    check(&hosts, 2, &t, "parent", root);
+    // Which child is which: each answers with its own original PID.
+    let mut after = 0;
+    for &k in &kids {
+        let before = status(&t.state).lines().count();
+        hosts.run_ok(2, &["kill", "-USR1", &k.to_string()]).unwrap();
+        wait_for("a child's answer", Duration::from_secs(20), || {
+            status(&t.state)
+                .lines()
+                .skip(before)
+                .any(|l| l.contains(" child"))
+        })
+        .unwrap();
+        let line = status(&t.state)
+            .lines()
+            .skip(before)
+            .find(|l| l.contains(" child"))
+            .unwrap()
+            .to_string();
+        assert!(line.starts_with("ok "), "on h2: {line}");
+        if line.contains("child2") {
+            after = seq_of(&line);
+        }
+    }
+    assert!(
+        after > seq,
+        "the pipe's sequence went on: {seq} then {after}"
+    );
+    // On h1: nothing of the program, each PID a stub, the tree's shape kept.
+    assert!(
+        members_in(&hosts, 1).is_empty(),
+        "h1 still runs the program"
+    );
+    assert_eq!(
+        ps(&hosts, 1, t.parent).map(|p| p.0),
+        Some("ferry-stub".to_string())
+    );
+    for k in t.kids {
+        assert_eq!(
+            ps(&hosts, 1, k),
+            Some(("ferry-stub".to_string(), t.parent)),
+            "member {k} on h1"
+        );
+    }
+    wait_record(&hosts, 1, "done");
+    wait_record(&hosts, 2, "done");
+
+    // A child ends on h2 (the parent reaps it there and goes on): its stub on h1 ends with
+    // it and is reaped by the parent's stub, which goes on.
+    hosts
+        .run_ok(1, &["kill", "-HUP", &t.parent.to_string()])
+        .unwrap();
+    wait_for(
+        "the parent to reap child 1 on h2",
+        Duration::from_secs(20),
+        || status(&t.state).contains("parent reaped child1 status=21"),
+    )
+    .unwrap();
+    wait_for(
+        "child 1's stub to be gone from h1",
+        Duration::from_secs(20),
+        || ps(&hosts, 1, t.kids[0]).is_none(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", ps(&hosts, 1, t.kids[0])));
+    assert_eq!(
+        ps(&hosts, 1, t.parent).map(|p| p.0),
+        Some("ferry-stub".to_string()),
+        "the root's stub goes on"
+    );
+    assert_eq!(
+        ps(&hosts, 1, t.kids[1]),
+        Some(("ferry-stub".to_string(), t.parent)),
+        "child 2's stub goes on"
+    );
+    // The end of the job: its status reaches the root's parent on h1 (nsenter, which exits
+    // with it) once every member ended on h2.
+    hosts
+        .run_ok(1, &["kill", "-USR2", &t.parent.to_string()])
+        .unwrap();
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(st) = t.nsenter.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the root's stub did not end\n{}",
+            hosts.ferryd_log(1)
+        );
+        sleep(Duration::from_millis(50));
+    };
+    let s = status(&t.state);
+    assert!(s.contains("parent exits 42"), "{s}");
+    assert!(!s.contains("BAD"), "{s}");
+    assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
+    // Each member's stub ended with its member (only zombies of the root's stub, or gone).
+    for k in t.kids {
+        assert!(
+            ps(&hosts, 1, k)
+                .is_none_or(|(c, _)| c != "ferry-stub" || ferry_tests::proc_state(k) == Some('Z')),
+            "member stub {k} still runs on h1"
+        );
+    }
+    wait_for("nothing left on h2", Duration::from_secs(10), || {
+        members_in(&hosts, 2).is_empty()
+    })
+    .unwrap();
+    wait_record(&hosts, 1, "ended");
+}
+
+/// A restore that fails on h2 (FERRY_FAULT restore-fail, after every member was built)
+/// leaves the whole tree running on h1 as it was, and nothing on h2.
+#[test]
+fn a_failed_restore_leaves_the_whole_tree_on_the_origin() {
+    let Some((ctx, mut hosts)) = up("migrate-tree-fault") else {
+        return;
+    };
+    hosts.kill_ferryd(2).expect("kill ferryd");
+    hosts
+        .start_ferryd(2, &[("FERRY_FAULT", "restore-fail")])
+        .expect("start ferryd with the fault");
+    let mut t = start_tree(&hosts, &ctx, "tree", Stdio::null());
+    let seq = seq_of(&check(&hosts, 1, &t, "child2", t.kids[1]));
+    let pid = t.parent.to_string();
+    let o = ferry(
+        &hosts,
+        1,
+        &[
+            "migrate",
+            &pid,
+            "--to",
+            "h2",
+            "--tree",
+            "--compress",
+            "none",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "migrated despite the fault: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("goes on here"), "{}", text(&o));
+    wait_for("nothing on h2", Duration::from_secs(20), || {
+        members_in(&hosts, 2).is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}: h2 runs {:?}", members_in(&hosts, 2)));
+    let mut here = vec![t.parent, t.kids[0], t.kids[1]];
+    here.sort_unstable();
+    assert_eq!(members_in(&hosts, 1), here, "the tree on h1");
+    check(&hosts, 1, &t, "parent", t.parent);
+    check(&hosts, 1, &t, "child1", t.kids[0]);
+    let after = seq_of(&check(&hosts, 1, &t, "child2", t.kids[1]));
+    assert!(
+        after > seq,
+        "the pipe's sequence went on: {seq} then {after}"
+    );
+    for k in t.kids {
+        assert_eq!(
+            ps(&hosts, 1, k).map(|p| p.1),
+            Some(t.parent),
+            "parent of {k}"
+        );
+    }
+    wait_record(&hosts, 1, "aborted");
+    wait_record(&hosts, 2, "aborted");
+    t.end(&hosts);
+}
+
+/// `bash -c 'python3 … | cat; exit 7'`: the shell, the producer and `cat` move as one tree
+/// while lines flow (the pipe between them travels in the image); every line reaches the
+/// caller's stdout on h1 through the stubs, in order, none lost or twice; the shell's
+/// status (7) reaches its parent on h1 once the pipeline ended.
+#[test]
+fn a_shell_pipeline_moves_and_its_output_reaches_the_caller() {
+    let Some((_ctx, hosts)) = up("migrate-tree-pipeline") else {
+        return;
+    };
+    const LINES: u32 = 400;
+    let script = format!(
+        "python3 -u -c 'import time\nfor i in range({LINES}):\n    print(\"line\", i, flush=True)\n    time.sleep(0.02)' | cat; exit 7"
+    );
+    let mut sh = hosts
+        .command(1, "bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the pipeline in h1");
+    let shell = Hosts::inner_pid(&sh).expect("the shell's pid");
+    let stdout = sh.stdout.take().expect("stdout");
+    let mut stderr = sh.stderr.take().expect("stderr");
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        got.push(
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("the first lines"),
+        );
+    }
+    // The shell's PID inside h1: the one whose parent is outside (nsenter).
+    let pid = hosts
+        .run_ok(1, &["pgrep", "-x", "bash"])
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|&p| ps(&hosts, 1, p).is_some_and(|(_, pp)| pp == 0))
+        .expect("the shell in h1");
+    let _ = shell;
+    let o = ferry(
+        &hosts,
+        1,
+        &["migrate", &pid.to_string(), "--to", "h2", "--tree"],
+    );
+    assert!(
+        o.status.success(),
+        "migrate --tree: {}\n{}\n{}",
+        text(&o),
+        hosts.ferryd_log(1),
+        hosts.ferryd_log(2)
+    );
+    let py = |n| {
+        hosts
+            .run(n, &["pgrep", "-x", "python3"])
+            .map(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+            .unwrap_or(false)
+    };
+    assert!(!py(1), "the producer still runs on h1");
+    assert!(
+        py(2),
+        "the producer does not run on h2\n{}",
+        hosts.ferryd_log(2)
+    );
+    assert_eq!(ps(&hosts, 1, pid).map(|p| p.0), Some("ferry-stub".into()));
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(30)) {
+        got.push(l);
+    }
+    let want: Vec<String> = (0..LINES).map(|i| format!("line {i}")).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "lines: first {:?}, last {:?}; stderr: {}",
+        got.first(),
+        got.last(),
+        errors.join().unwrap_or_default()
+    );
+    assert_eq!(got, want);
+    let st = sh.wait().expect("wait for the shell's nsenter");
+    assert_eq!(st.code(), Some(7), "the shell's parent on h1 saw {st:?}");
+    let _ = reader.join();
+    wait_record(&hosts, 1, "ended");
+}
+
+/// The origin agent dies right after the whole tree became stubs (FERRY_FAULT
+/// origin-exit-after-commit): the restarted agent sees the root's stub, commits, and serves
+/// every member's stub again: a signal to a child's stub on h1 reaches that child on h2, and
+/// the job's end still reaches the root's parent on h1.
+#[test]
+fn an_origin_agent_restart_after_the_commit_point_resumes_every_members_relay() {
+    let Some((ctx, mut hosts)) = up("migrate-tree-restart") else {
+        return;
+    };
+    let mut t = start_tree(&hosts, &ctx, "tree", Stdio::null());
+    hosts.kill_ferryd(1).expect("kill ferryd");
+    hosts
+        .start_ferryd(1, &[("FERRY_FAULT", "origin-exit-after-commit")])
+        .expect("start ferryd with the fault");
+    let pid = t.parent.to_string();
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2", "--tree"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let _ = hosts.kill_ferryd(1);
+    hosts.start_ferryd(1, &[]).expect("restart ferryd");
+    wait_record(&hosts, 1, "done");
+    wait_record(&hosts, 2, "done");
+    assert_eq!(members_in(&hosts, 2).len(), 3, "h2 runs the tree");
+    assert!(
+        members_in(&hosts, 1).is_empty(),
+        "h1 still runs the program"
+    );
+    // Through the resumed relay of a member (not the root's).
+    let line = check(&hosts, 1, &t, "child2", t.kids[1]);
+    assert!(seq_of(&line) > 0, "{line}");
+    hosts
+        .run_ok(1, &["kill", "-USR2", &t.parent.to_string()])
+        .unwrap();
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(st) = t.nsenter.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the root's stub did not end\n{}",
+            hosts.ferryd_log(1)
+        );
+        sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
+}
