@@ -24,7 +24,12 @@ use crate::migrate::{DEFAULT_SOCKET, connect, runtime};
 #[derive(Debug, clap::Args)]
 pub struct Place {
     /// Move it to this peer of the agent at once.
-    #[arg(long, visible_alias = "to", value_name = "HOST", conflicts_with = "auto")]
+    #[arg(
+        long,
+        visible_alias = "to",
+        value_name = "HOST",
+        conflicts_with = "auto"
+    )]
     pub on: Option<String>,
     /// Move it to the peer with the most free CPU and memory for its limits.
     #[arg(long)]
@@ -225,10 +230,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.detach {
         return runtime()?.block_on(run_detached(args));
     }
-    let (program, rest) = args
-        .command
-        .split_first()
-        .context("no command to run")?;
+    let (program, rest) = args.command.split_first().context("no command to run")?;
     let mut child = Command::new(program)
         .args(rest)
         .spawn()
@@ -355,7 +357,12 @@ pub fn offload_cmd(args: OffloadArgs) -> Result<()> {
 }
 
 fn human_bytes(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ];
     for (u, n) in UNITS {
         if b >= n {
             let v = b as f64 / n as f64;
@@ -384,7 +391,11 @@ fn row(p: &ManagedProcess) -> [String; 10] {
     let running = p.status == "running" || p.status == "frozen";
     [
         p.id.clone(),
-        if p.pid > 0 { p.pid.to_string() } else { "-".into() },
+        if p.pid > 0 {
+            p.pid.to_string()
+        } else {
+            "-".into()
+        },
         p.host.clone(),
         p.status.clone(),
         if l.cpu_millis > 0 {
@@ -482,7 +493,9 @@ pub fn ps(args: PsArgs) -> Result<()> {
         text.push('\n');
     }
     for u in &reply.unreachable {
-        text.push_str(&format!("(host {u}: unreachable, its processes are not shown)\n"));
+        text.push_str(&format!(
+            "(host {u}: unreachable, its processes are not shown)\n"
+        ));
     }
     crate::write_stdout(&text)
 }

@@ -99,11 +99,16 @@ pub fn apply(name: &str, pid: i32, limits: &Limits) -> Result<(), String> {
         let parent = place.mount.join("ferry");
         let dir = parent.join(name);
         if place.v2 {
-            fs::create_dir_all(&parent)
-                .map_err(|e| format!("make {}: {e}", parent.display()))?;
+            fs::create_dir_all(&parent).map_err(|e| format!("make {}: {e}", parent.display()))?;
             // The controller must be handed down to the children of the root and of ferry/.
-            let _ = write(place.mount.join("cgroup.subtree_control"), &format!("+{controller}"));
-            write(parent.join("cgroup.subtree_control"), &format!("+{controller}"))?;
+            let _ = write(
+                place.mount.join("cgroup.subtree_control"),
+                &format!("+{controller}"),
+            );
+            write(
+                parent.join("cgroup.subtree_control"),
+                &format!("+{controller}"),
+            )?;
         }
         fs::create_dir_all(&dir).map_err(|e| format!("make {}: {e}", dir.display()))?;
         match (controller, place.v2) {

@@ -55,7 +55,9 @@ fn meminfo(key: &str) -> u64 {
 pub async fn host_load(m: &Managed) -> LoadReply {
     let fresh = {
         let last = m.host_sample.lock().unwrap_or_else(|e| e.into_inner());
-        last.is_some_and(|(t, ..)| t.elapsed() < SAMPLE_MAX_AGE && t.elapsed() > Duration::from_millis(50))
+        last.is_some_and(|(t, ..)| {
+            t.elapsed() < SAMPLE_MAX_AGE && t.elapsed() > Duration::from_millis(50)
+        })
     };
     if !fresh {
         if let Some((idle, total, _)) = cpu_jiffies() {
@@ -68,7 +70,9 @@ pub async fn host_load(m: &Managed) -> LoadReply {
     let cpu_idle = {
         let mut last = m.host_sample.lock().unwrap_or_else(|e| e.into_inner());
         let share = match *last {
-            Some((_, i0, t0)) if total > t0 => (idle.saturating_sub(i0)) as f64 / (total - t0) as f64,
+            Some((_, i0, t0)) if total > t0 => {
+                (idle.saturating_sub(i0)) as f64 / (total - t0) as f64
+            }
             _ => 0.0,
         };
         *last = Some((Instant::now(), idle, total));
@@ -185,9 +189,12 @@ pub async fn pick(node: &NodeRef, limits: &Limits) -> Result<String, String> {
     if names.is_empty() {
         return Err("this agent has no peers (its [peers] table is empty)".into());
     }
-    let answers =
-        futures_join(names.iter().map(|n| async move { (n.clone(), peer_load(node, n).await) }))
-            .await;
+    let answers = futures_join(
+        names
+            .iter()
+            .map(|n| async move { (n.clone(), peer_load(node, n).await) }),
+    )
+    .await;
     let mut best: Option<(f64, u32, String)> = None;
     let mut why = Vec::new();
     for (name, load) in answers {

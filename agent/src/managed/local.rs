@@ -8,9 +8,8 @@ use ferry_proto::v1::migrate_event::Event;
 use ferry_proto::v1::peer_client::PeerClient;
 use ferry_proto::v1::{
     ExitedReply, ExitedRequest, HostingRequest, KillReply, KillRequest, Limits, LimitsRequest,
-    ListManagedReply, ManagedProcess, ManagedRequest, MigrateEvent, MigrateRequest,
-    OffloadRequest, OutputChunk, OutputRequest, ProcStatsRequest, RegisterRequest, SignalRequest,
-    SpawnRequest,
+    ListManagedReply, ManagedProcess, ManagedRequest, MigrateEvent, MigrateRequest, OffloadRequest,
+    OutputChunk, OutputRequest, ProcStatsRequest, RegisterRequest, SignalRequest, SpawnRequest,
 };
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -77,9 +76,12 @@ pub fn register(
     check_limits(&limits)?;
     let stat = super::proc_stat(req.pid)
         .ok_or_else(|| Status::not_found(format!("no process {}", req.pid)))?;
-    if let Some(other) = node.managed.list(0, true).into_iter().find(|e| {
-        e.pid == req.pid && e.start_time == stat.start_time && e.exit.is_none()
-    }) {
+    if let Some(other) = node
+        .managed
+        .list(0, true)
+        .into_iter()
+        .find(|e| e.pid == req.pid && e.start_time == stat.start_time && e.exit.is_none())
+    {
         return Err(Status::already_exists(format!(
             "pid {} is managed already, as {}",
             req.pid, other.id
@@ -117,13 +119,19 @@ pub fn register(
 
 fn proc_uid(pid: i32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
 }
 
 /// `Spawn`: starts `argv` for the caller, detached, as its uid and gid (no supplementary
 /// groups), in its directory with its environment; stdin is `/dev/null`, stdout and stderr
 /// the output file. This agent is its parent and records how it ends.
-pub fn spawn(node: &NodeRef, caller: PeerCred, req: SpawnRequest) -> Result<ManagedProcess, Status> {
+pub fn spawn(
+    node: &NodeRef,
+    caller: PeerCred,
+    req: SpawnRequest,
+) -> Result<ManagedProcess, Status> {
     use std::os::unix::process::CommandExt;
     let limits = req.limits.unwrap_or_default();
     check_limits(&limits)?;
@@ -159,11 +167,16 @@ pub fn spawn(node: &NodeRef, caller: PeerCred, req: SpawnRequest) -> Result<Mana
         let _ = std::fs::remove_file(output::path(&e.id));
         s
     };
-    let out = output::create(&e.id)
+    let file = output::create(&e.id)
         .map_err(|err| fail(Status::internal(format!("make the output file: {err}"))))?;
+    // A pipe, not the file itself: a migration relays a pipe (the destination gives the copy
+    // a pipe of its own), while it restores a file at the same path on the destination.
+    let (rd, out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|err| fail(Status::internal(format!("make the output pipe: {err}"))))?;
     let err_out = out
         .try_clone()
-        .map_err(|err| fail(Status::internal(format!("output file: {err}"))))?;
+        .map_err(|err| fail(Status::internal(format!("output pipe: {err}"))))?;
+    output::drain(node.clone(), e.id.clone(), rd, file);
     let mut cmd = std::process::Command::new(&program);
     cmd.args(args)
         .env_clear()
@@ -270,7 +283,9 @@ async fn offload_inner(
             .await
             .map_err(Status::unavailable)?
     } else if req.to.is_empty() {
-        return Err(Status::invalid_argument("no destination: name a host or ask for auto"));
+        return Err(Status::invalid_argument(
+            "no destination: name a host or ask for auto",
+        ));
     } else {
         req.to.clone()
     };
@@ -608,9 +623,11 @@ pub async fn output(
         }
     };
     let finished = |node: &NodeRef| {
-        node.managed
-            .get(&e.id, 0, true)
-            .is_none_or(|x| ended(node, &x).is_some() && !super::alive(x.pid, x.start_time))
+        node.managed.get(&e.id, 0, true).is_none_or(|x| {
+            ended(node, &x).is_some()
+                && !super::alive(x.pid, x.start_time)
+                && (!x.detached || x.drained)
+        })
     };
     if !e.detached {
         // Its output went to the terminal of `ferry run`: nothing is kept.
@@ -631,6 +648,8 @@ pub async fn output(
             .await;
         return;
     }
+    // The bound holds for what is read, even before the janitor's next round.
+    output::trim(&output::path(&e.id), output::cap());
     let mut pos = 0u64;
     loop {
         // Whether it had ended before this read: then the read sees everything.
@@ -639,7 +658,10 @@ pub async fn output(
             Ok(p) => p,
             Err(err) => {
                 let _ = tx
-                    .send(Err(Status::internal(format!("read the output of {}: {err}", e.id))))
+                    .send(Err(Status::internal(format!(
+                        "read the output of {}: {err}",
+                        e.id
+                    ))))
                     .await;
                 return;
             }

@@ -68,6 +68,9 @@ pub struct Entry {
     pub exit: Option<(i32, i32)>,
     /// This agent made cgroups for it here (removed when `pid` ends).
     pub cgroup: bool,
+    /// Its output pipe reached its end (everything it wrote is in the file), or no agent
+    /// drains it any more (after a restart).
+    pub drained: bool,
 }
 
 impl Entry {
@@ -153,7 +156,9 @@ impl Managed {
             for item in t.iter().map_err(|e| err(e.to_string()))? {
                 let (k, v) = item.map_err(|e| err(e.to_string()))?;
                 match serde_json::from_slice::<Entry>(v.value()) {
-                    Ok(e) => {
+                    Ok(mut e) => {
+                        // Whatever drained its output ended with the previous agent.
+                        e.drained = true;
                         entries.insert(e.id.clone(), e);
                     }
                     Err(e) => tracing::warn!(id = k.value(), %e, "unreadable managed entry"),

@@ -1,7 +1,9 @@
-//! The kept output of detached processes: `$FERRY_STATE_DIR/output/ID.log`, the process's
-//! stdout and stderr (one file opened for appending). It is a plain file so that a migration
-//! carries it as it carries any output file (the stub keeps the file on the home host and the
-//! relay writes what the copy prints into it), and so that it outlives a restart of ferryd.
+//! The kept output of detached processes: `$FERRY_STATE_DIR/output/ID.log`. The process's
+//! stdout and stderr are one pipe, which ferryd drains into that file ([`drain`]). A pipe,
+//! because a migration relays it (the stub keeps the pipe on the home host, the copy gets a
+//! pipe of its own on the destination and the relay carries what it writes back here), where
+//! a file would have to exist at the same path on the destination. The cost: a restarted
+//! ferryd has lost the pipe's read end, and the process's next write gets `EPIPE`.
 //!
 //! It is bounded by punching a hole (`fallocate(PUNCH_HOLE)`) over its beginning whenever it
 //! holds more than [`cap`] bytes (checked every second by the janitor): the file keeps its
@@ -114,4 +116,32 @@ pub fn read(id: &str, pos: u64, max: usize) -> std::io::Result<Piece> {
         data,
         dropped,
     })
+}
+
+/// Copies everything read from `pipe` to the end of `file` until the pipe's end (every writer
+/// closed it: the process, and after a migration its stub and the relay), then marks the
+/// entry drained. On a thread of its own (blocking reads).
+pub fn drain(node: crate::daemon::NodeRef, id: String, pipe: std::os::fd::OwnedFd, file: File) {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let mut pipe = File::from(pipe);
+        let mut file = file;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Err(e) = file.write_all(&buf[..n]) {
+                        tracing::warn!(%id, %e, "cannot keep output");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(%id, %e, "reading the output pipe failed");
+                    break;
+                }
+            }
+        }
+        node.managed.update(&id, |e| e.drained = true);
+    });
 }

@@ -41,8 +41,12 @@ pub fn hosting(node: &NodeRef, peer: &str, req: HostingRequest) -> Result<Hostin
     let Some(stat) = super::proc_stat(req.pid) else {
         return Err(Status::not_found(format!("no process {}", req.pid)));
     };
-    if req.id.is_empty() || req.id.len() > 32 || !req.id.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(Status::invalid_argument(format!("bad managed process id {:?}", req.id)));
+    if req.id.is_empty() || req.id.len() > 32 || !req.id.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(Status::invalid_argument(format!(
+            "bad managed process id {:?}",
+            req.id
+        )));
     }
     let limits = req.limits.unwrap_or_default();
     let had = node
@@ -51,9 +55,8 @@ pub fn hosting(node: &NodeRef, peer: &str, req: HostingRequest) -> Result<Hostin
         .is_some_and(|h| h.cgroup);
     let cgroup = limits.cpu_millis != 0 || limits.mem_bytes != 0 || had;
     if cgroup {
-        cgroup::apply(&cgroup::name(&req.id, &node.config.name), req.pid, &limits).map_err(
-            |why| Status::failed_precondition(format!("limits of {}: {why}", req.id)),
-        )?;
+        cgroup::apply(&cgroup::name(&req.id, &node.config.name), req.pid, &limits)
+            .map_err(|why| Status::failed_precondition(format!("limits of {}: {why}", req.id)))?;
     }
     node.managed.host(Hosted {
         id: req.id.clone(),
@@ -73,7 +76,10 @@ pub fn signal(node: &NodeRef, req: SignalRequest) -> Result<SignalReply, Status>
         .hosted_by_pid(req.pid)
         .filter(|h| req.root || h.owner_uid == req.uid)
         .ok_or_else(|| {
-            Status::not_found(format!("no managed process of yours runs here as pid {}", req.pid))
+            Status::not_found(format!(
+                "no managed process of yours runs here as pid {}",
+                req.pid
+            ))
         })?;
     let sig = nix::sys::signal::Signal::try_from(req.signal)
         .map_err(|_| Status::invalid_argument(format!("no signal {}", req.signal)))?;
