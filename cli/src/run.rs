@@ -565,3 +565,38 @@ pub fn limits_cmd(args: LimitsArgs) -> Result<()> {
         p.id, r[4], r[6], p.host
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        for bad in ["", "12Q", "-1G", "100K", "M", "1e400"] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains(bad), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn cpus() {
+        assert_eq!(parse_cpu("0.5"), Ok(500));
+        assert_eq!(parse_cpu("2"), Ok(2000));
+        for bad in ["0", "-1", "x", "NaN", "0.001"] {
+            assert!(parse_cpu(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("TERM"), Ok(libc::SIGTERM));
+        assert_eq!(parse_signal("sigkill"), Ok(libc::SIGKILL));
+        assert_eq!(parse_signal("2"), Ok(libc::SIGINT));
+        assert!(parse_signal("FOO").unwrap_err().contains("FOO"));
+        assert!(parse_signal("99").is_err());
+    }
+}

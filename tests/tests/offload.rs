@@ -365,3 +365,59 @@ fn kept_output_is_bounded_with_a_note() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn auto_picks_a_peer_and_ps_names_hosts_that_do_not_answer() -> Result<()> {
+    let Some(_ctx) = setup("offload-auto") else {
+        return Ok(());
+    };
+    let hosts = Hosts::up(3).context("hosts up")?;
+    let ticker = workload("ticker");
+    let ticker = ticker.to_str().context("path")?;
+    // More memory than any peer has free: refused, naming each peer, and the job stays here.
+    let out = ferry_out(
+        &hosts,
+        1,
+        None,
+        &["run", "--detach", "--auto", "--mem", "64T", "--", ticker],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a 64 TiB job found a peer");
+    ensure!(
+        err.contains("no peer can take the job") && err.contains("h2:") && err.contains("h3:"),
+        "{err}"
+    );
+    let here = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    wait_ps(&hosts, &here, "ran on h1", |p| {
+        p["host"] == "h1" && p["status"] == "running"
+    })?;
+    ferry_ok(&hosts, 1, &["kill", &here])?;
+
+    let id = ferry_ok(&hosts, 1, &["run", "--detach", "--auto", "--", ticker])?
+        .trim()
+        .to_string();
+    let p = wait_ps(&hosts, &id, "ran on a peer", |p| p["status"] == "running")?;
+    let on = p["host"].as_str().unwrap_or("").to_string();
+    ensure!(on == "h2" || on == "h3", "--auto put it on {on:?}");
+    let other = if on == "h2" { 3 } else { 2 };
+    // A host that does not answer is shown as such; the job on the other one still is.
+    hosts.link_down(other)?;
+    let list = ps(&hosts, 1, None)?;
+    hosts.link_up(other)?;
+    ensure!(
+        job(&list, &id).is_some_and(|p| p["status"] == "running"),
+        "{list:?}"
+    );
+    ensure!(
+        list.iter().any(|p| p["host"] == format!("h{other}")
+            && p["status"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("unreachable"))),
+        "h{other} is not shown unreachable: {list:?}"
+    );
+    ferry_ok(&hosts, 1, &["kill", &id, "--signal", "KILL"])?;
+    wait_ps(&hosts, &id, "was killed", |p| {
+        p["status"] == "killed SIGKILL"
+    })?;
+    Ok(())
+}

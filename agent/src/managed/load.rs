@@ -252,3 +252,52 @@ pub async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>)
     out.extend(done.into_iter().flatten());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(cpus: u32, idle: f64, mem_mib: u64, running: u32) -> LoadReply {
+        LoadReply {
+            cpus,
+            cpu_idle: idle,
+            mem_total: 64 << 30,
+            mem_available: mem_mib << 20,
+            managed_running: running,
+        }
+    }
+
+    #[test]
+    fn more_free_cpu_and_memory_scores_higher() {
+        let none = Limits::default();
+        let idle = score(&host(8, 0.9, 16 << 10, 0), &none).unwrap();
+        let busy = score(&host(8, 0.1, 16 << 10, 0), &none).unwrap();
+        assert!(idle > busy, "{idle} vs {busy}");
+        // Memory is the scarce one here: 128 MiB free for a job limited to 100 MiB.
+        let mem = Limits {
+            cpu_millis: 0,
+            mem_bytes: 100 << 20,
+        };
+        let small = score(&host(8, 0.9, 128, 0), &mem).unwrap();
+        let large = score(&host(8, 0.9, 4096, 0), &mem).unwrap();
+        assert!(large > small, "{large} vs {small}");
+    }
+
+    #[test]
+    fn managed_processes_already_there_count() {
+        let none = Limits::default();
+        let empty = score(&host(4, 0.5, 8192, 0), &none).unwrap();
+        let shared = score(&host(4, 0.5, 8192, 3), &none).unwrap();
+        assert!(empty > shared, "{empty} vs {shared}");
+    }
+
+    #[test]
+    fn a_host_without_the_memory_limit_free_is_left_out() {
+        let l = Limits {
+            cpu_millis: 1000,
+            mem_bytes: 2 << 30,
+        };
+        assert!(score(&host(64, 1.0, 1024, 0), &l).is_none());
+        assert!(score(&host(64, 1.0, 4096, 0), &l).is_some());
+    }
+}

@@ -320,6 +320,12 @@ async fn offload_inner(
                 })
                 .unwrap_or_else(|| e.clone());
             tracing::info!(id = %e.id, %to, pid = sum.remote_pid, "managed process moved");
+            // Its load changed: the next `--auto` asks again.
+            node.managed
+                .load_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&to);
             hosting(node, &e).await?;
         }
         if tx.send(ev).await.is_err() {
