@@ -254,10 +254,10 @@ pub fn run(args: RunArgs) -> Result<()> {
             .map_err(status_err)?
             .into_inner();
         eprintln!("ferry: job {} (pid {pid})", p.id);
-        if args.place.on.is_some() || args.place.auto {
-            if let Err(e) = offload(&args.socket, &p.id, &args.place).await {
-                eprintln!("ferry: {} not moved, it goes on here: {e:#}", p.id);
-            }
+        if (args.place.on.is_some() || args.place.auto)
+            && let Err(e) = offload(&args.socket, &p.id, &args.place).await
+        {
+            eprintln!("ferry: {} not moved, it goes on here: {e:#}", p.id);
         }
         anyhow::Ok(p.id)
     });
@@ -366,7 +366,7 @@ fn human_bytes(b: u64) -> String {
     for (u, n) in UNITS {
         if b >= n {
             let v = b as f64 / n as f64;
-            return if v >= 10.0 || (b % n == 0) {
+            return if v >= 10.0 || b.is_multiple_of(n) {
                 format!("{}{u}", v.round())
             } else {
                 format!("{v:.1}{u}")
@@ -587,7 +587,7 @@ mod tests {
         assert_eq!(parse_cpu("0.5"), Ok(500));
         assert_eq!(parse_cpu("2"), Ok(2000));
         for bad in ["0", "-1", "x", "NaN", "0.001"] {
-            assert!(parse_cpu(bad).is_err(), "{bad:?}");
+            parse_cpu(bad).unwrap_err();
         }
     }
 
@@ -597,6 +597,6 @@ mod tests {
         assert_eq!(parse_signal("sigkill"), Ok(libc::SIGKILL));
         assert_eq!(parse_signal("2"), Ok(libc::SIGINT));
         assert!(parse_signal("FOO").unwrap_err().contains("FOO"));
-        assert!(parse_signal("99").is_err());
+        parse_signal("99").unwrap_err();
     }
 }
