@@ -367,7 +367,8 @@ fn kept_output_is_bounded_with_a_note() -> Result<()> {
 }
 
 #[test]
-fn auto_picks_a_peer_and_ps_names_hosts_that_do_not_answer() -> Result<()> {
+fn auto_picks_a_peer_ps_names_hosts_that_do_not_answer_and_another_host_controls_it() -> Result<()>
+{
     let Some(_ctx) = setup("offload-auto") else {
         return Ok(());
     };
@@ -415,7 +416,13 @@ fn auto_picks_a_peer_and_ps_names_hosts_that_do_not_answer() -> Result<()> {
                 .is_some_and(|s| s.starts_with("unreachable"))),
         "h{other} is not shown unreachable: {list:?}"
     );
-    ferry_ok(&hosts, 1, &["kill", &id, "--signal", "KILL"])?;
+    // Asked on another host than its home (h2), `limits` and `kill` go to h1, which
+    // manages it.
+    ferry_ok(&hosts, 2, &["limits", &id, "--mem", "96M"])?;
+    wait_ps(&hosts, &id, "showed the limit set from h2", |p| {
+        p["max_mem"] == 96u64 << 20
+    })?;
+    ferry_ok(&hosts, 2, &["kill", &id, "--signal", "KILL"])?;
     wait_ps(&hosts, &id, "was killed", |p| {
         p["status"] == "killed SIGKILL"
     })?;

@@ -9,9 +9,10 @@
 use ferry_proto::v1::peer_server::Peer;
 use ferry_proto::v1::{
     AbortReply, CommitReply, HostingReply, HostingRequest, ListManagedReply, LoadReply,
-    LoadRequest, ManagedRequest, MigrationRecord, MigrationRef, MovedOn, MovedReply,
-    NegotiateReply, NegotiateRequest, ProcStatsReply, ProcStatsRequest, RelayFrame, SignalReply,
-    SignalRequest, SinkChunk, SinkReply, TransferChunk, TransferReply,
+    LoadRequest, ManagedKillReply, ManagedKillRequest, ManagedLimitsRequest, ManagedProcess,
+    ManagedRequest, MigrationRecord, MigrationRef, MovedOn, MovedReply, NegotiateReply,
+    NegotiateRequest, ProcStatsReply, ProcStatsRequest, RelayFrame, SignalReply, SignalRequest,
+    SinkChunk, SinkReply, TransferChunk, TransferReply,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -168,5 +169,25 @@ impl Peer for PeerService {
     ) -> Result<Response<SignalReply>, Status> {
         self.authorize(&request)?;
         crate::managed::peer::signal(&self.node, request.into_inner()).map(Response::new)
+    }
+
+    async fn managed_kill(
+        &self,
+        request: Request<ManagedKillRequest>,
+    ) -> Result<Response<ManagedKillReply>, Status> {
+        self.authorize(&request)?;
+        crate::managed::peer::managed_kill(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn managed_limits(
+        &self,
+        request: Request<ManagedLimitsRequest>,
+    ) -> Result<Response<ManagedProcess>, Status> {
+        self.authorize(&request)?;
+        crate::managed::peer::managed_limits(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -8,8 +8,9 @@ use ferry_proto::v1::migrate_event::Event;
 use ferry_proto::v1::peer_client::PeerClient;
 use ferry_proto::v1::{
     ExitedReply, ExitedRequest, HostingRequest, KillReply, KillRequest, Limits, LimitsRequest,
-    ListManagedReply, ManagedProcess, ManagedRequest, MigrateEvent, MigrateRequest, OffloadRequest,
-    OutputChunk, OutputRequest, ProcStatsRequest, RegisterRequest, SignalRequest, SpawnRequest,
+    ListManagedReply, ManagedKillRequest, ManagedLimitsRequest, ManagedProcess, ManagedRequest,
+    MigrateEvent, MigrateRequest, OffloadRequest, OutputChunk, OutputRequest, ProcStatsRequest,
+    RegisterRequest, SignalRequest, SpawnRequest,
 };
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -537,8 +538,52 @@ pub async fn list(node: &NodeRef, caller: PeerCred) -> ListManagedReply {
     reply
 }
 
-/// `Kill`: a signal to managed process `id`, where it runs.
+/// The peer that manages `id` for the caller, asked when this host does not (`Managed`).
+async fn home_of(node: &NodeRef, caller: PeerCred, id: &str) -> Option<String> {
+    list(node, caller)
+        .await
+        .processes
+        .into_iter()
+        .find(|p| p.id == id && p.home != node.config.name)
+        .map(|p| p.home)
+}
+
+/// `Kill` for a process another host manages: forwarded to that host.
 pub async fn kill(node: &NodeRef, caller: PeerCred, req: KillRequest) -> Result<KillReply, Status> {
+    if node
+        .managed
+        .get(&req.id, caller.uid, caller.is_root())
+        .is_none()
+        && let Some(home) = home_of(node, caller, &req.id).await
+    {
+        let channel = node
+            .peers
+            .channel(&home)
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        let r = PeerClient::new(channel)
+            .managed_kill(ManagedKillRequest {
+                id: req.id.clone(),
+                signal: req.signal,
+                uid: caller.uid,
+                root: caller.is_root(),
+            })
+            .await
+            .map_err(|s| Status::new(s.code(), format!("{home}: {}", s.message())))?
+            .into_inner();
+        return Ok(KillReply {
+            host: r.host,
+            pid: r.pid,
+        });
+    }
+    kill_here(node, caller, req).await
+}
+
+/// `Kill`: a signal to managed process `id` of this host, where it runs.
+pub async fn kill_here(
+    node: &NodeRef,
+    caller: PeerCred,
+    req: KillRequest,
+) -> Result<KillReply, Status> {
     let e = entry(node, caller, &req.id)?;
     let sig = nix::sys::signal::Signal::try_from(req.signal)
         .map_err(|_| Status::invalid_argument(format!("no signal {}", req.signal)))?;
@@ -571,8 +616,39 @@ pub async fn kill(node: &NodeRef, caller: PeerCred, req: KillRequest) -> Result<
     Ok(KillReply { host, pid })
 }
 
-/// `Limits`: changes the limits of `id` (fields left 0 keep their value) where it runs.
+/// `Limits`, forwarded to the host that manages `id` when this one does not.
 pub async fn limits(
+    node: &NodeRef,
+    caller: PeerCred,
+    req: LimitsRequest,
+) -> Result<ManagedProcess, Status> {
+    if node
+        .managed
+        .get(&req.id, caller.uid, caller.is_root())
+        .is_none()
+        && let Some(home) = home_of(node, caller, &req.id).await
+    {
+        let channel = node
+            .peers
+            .channel(&home)
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        return PeerClient::new(channel)
+            .managed_limits(ManagedLimitsRequest {
+                id: req.id.clone(),
+                limits: req.limits,
+                uid: caller.uid,
+                root: caller.is_root(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Status::new(s.code(), format!("{home}: {}", s.message())));
+    }
+    limits_here(node, caller, req).await
+}
+
+/// `Limits`: changes the limits of `id` of this host (fields left 0 keep their value) where
+/// it runs.
+pub async fn limits_here(
     node: &NodeRef,
     caller: PeerCred,
     req: LimitsRequest,

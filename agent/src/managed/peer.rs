@@ -3,8 +3,9 @@
 //! the one its agent took from `SO_PEERCRED`, trusted as peers trust each other's agents.
 
 use ferry_proto::v1::{
-    HostingReply, HostingRequest, ListManagedReply, LoadReply, ManagedRequest, ProcStatsReply,
-    ProcStatsRequest, SignalReply, SignalRequest,
+    HostingReply, HostingRequest, KillRequest, LimitsRequest, ListManagedReply, LoadReply,
+    ManagedKillReply, ManagedKillRequest, ManagedLimitsRequest, ManagedProcess, ManagedRequest,
+    ProcStatsReply, ProcStatsRequest, SignalReply, SignalRequest,
 };
 use tonic::Status;
 
@@ -86,4 +87,49 @@ pub fn signal(node: &NodeRef, req: SignalRequest) -> Result<SignalReply, Status>
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.pid), sig)
         .map_err(|e| Status::internal(format!("kill {}: {e}", h.pid)))?;
     Ok(SignalReply {})
+}
+
+/// The user a peer acts for: the uid its agent took from `SO_PEERCRED` (root as uid 0).
+fn user(uid: u32, root: bool) -> crate::transport::PeerCred {
+    crate::transport::PeerCred {
+        uid: if root { 0 } else { uid },
+        gid: u32::MAX,
+        pid: None,
+    }
+}
+
+/// `ManagedKill`: `ferry kill` asked on the caller for a process this host manages.
+pub async fn managed_kill(
+    node: &NodeRef,
+    req: ManagedKillRequest,
+) -> Result<ManagedKillReply, Status> {
+    let r = super::local::kill_here(
+        node,
+        user(req.uid, req.root),
+        KillRequest {
+            id: req.id,
+            signal: req.signal,
+        },
+    )
+    .await?;
+    Ok(ManagedKillReply {
+        host: r.host,
+        pid: r.pid,
+    })
+}
+
+/// `ManagedLimits`: `ferry limits` asked on the caller for a process this host manages.
+pub async fn managed_limits(
+    node: &NodeRef,
+    req: ManagedLimitsRequest,
+) -> Result<ManagedProcess, Status> {
+    super::local::limits_here(
+        node,
+        user(req.uid, req.root),
+        LimitsRequest {
+            id: req.id,
+            limits: req.limits,
+        },
+    )
+    .await
 }
