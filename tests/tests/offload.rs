@@ -321,7 +321,7 @@ fn detached_output_is_complete_after_it_finished_and_then_forgotten() -> Result<
 }
 
 #[test]
-fn kept_output_is_bounded_with_a_note() -> Result<()> {
+fn kept_output_is_bounded_with_a_note_and_followed_to_the_end() -> Result<()> {
     let Some(_ctx) = setup("offload-bound") else {
         return Ok(());
     };
@@ -362,6 +362,24 @@ fn kept_output_is_bounded_with_a_note() -> Result<()> {
     ensure!(
         out.stdout.ends_with(b"xxxxEND\n"),
         "the end of the output was lost"
+    );
+
+    // `--follow` from the start of a running job: everything, then it ends with the job.
+    let ticker = workload("ticker");
+    let ticker = ticker.to_str().context("path")?;
+    let id = ferry_ok(
+        &hosts,
+        1,
+        &["run", "--detach", "--", ticker, "20", "0", "50"],
+    )?
+    .trim()
+    .to_string();
+    let text = ferry_ok(&hosts, 1, &["output", "--follow", &id])?;
+    let want: String = (1..=20).map(|i| format!("tick {i}\n")).collect();
+    assert_eq!(text, want, "output --follow of {id}");
+    ensure!(
+        job(&ps(&hosts, 1, None)?, &id).is_none(),
+        "{id} still listed"
     );
     Ok(())
 }
