@@ -444,5 +444,14 @@ fn auto_picks_a_peer_ps_names_hosts_that_do_not_answer_and_another_host_controls
     wait_ps(&hosts, &id, "was killed", |p| {
         p["status"] == "killed SIGKILL"
     })?;
+    // Its cgroups go once it ended (the copy's where it ran, the stub's on h1).
+    let cpu_dir = format!("/sys/fs/cgroup/cpu/ferry/{id}@{on}");
+    let start = Instant::now();
+    while std::path::Path::new(&cpu_dir).exists()
+        || std::path::Path::new(&cpu_dir.replace(&format!("@{on}"), "@h1")).exists()
+    {
+        ensure!(start.elapsed() < TIMEOUT, "{cpu_dir} (or @h1) still exists");
+        thread::sleep(Duration::from_millis(100));
+    }
     Ok(())
 }

@@ -178,3 +178,26 @@ pub fn remove(name: &str) -> bool {
     }
     all
 }
+
+/// Removes the empty cgroups of this host (`ferry/*@HOST`) whose id `known` does not name:
+/// left by an agent that stopped before its process ended. A cgroup that holds a process
+/// cannot be removed and stays.
+pub fn sweep(host: &str, known: &dyn Fn(&str) -> bool) {
+    let suffix = format!("@{host}");
+    for (_, place) in places() {
+        let Some(place) = place else { continue };
+        let Ok(dir) = fs::read_dir(place.mount.join("ferry")) else {
+            continue;
+        };
+        for d in dir.flatten() {
+            let n = d.file_name();
+            let n = n.to_string_lossy();
+            if let Some(id) = n.strip_suffix(&suffix)
+                && !known(id)
+                && d.path().is_dir()
+            {
+                let _ = fs::remove_dir(d.path());
+            }
+        }
+    }
+}

@@ -405,6 +405,16 @@ fn janitor(node: &NodeRef) {
         .values()
         .cloned()
         .collect();
+    let known: std::collections::BTreeSet<String> = node
+        .managed
+        .entries
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .keys()
+        .chain(hosted.iter().map(|h| &h.id))
+        .cloned()
+        .collect();
+    cgroup::sweep(me, &|id| known.contains(id));
     for h in hosted {
         if alive(h.pid, h.start_time) {
             continue;
