@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dump;
 pub mod image;
 pub mod ipcns;
+pub mod managed;
 pub mod migrate;
 pub mod netlock;
 pub mod proc;

@@ -6,6 +6,7 @@ mod dump;
 mod image;
 mod migrate;
 mod restore;
+mod run;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,18 @@ enum Command {
     Migrate(migrate::Args),
     /// The migrations the local agent took part in.
     Migrations(migrate::ListArgs),
+    /// Start a command as a managed process (here, or moved at once with --on/--auto).
+    Run(run::RunArgs),
+    /// Move a running process of yours (PID) or a managed process (ID) to another host.
+    Offload(run::OffloadArgs),
+    /// Your managed processes on every host.
+    Ps(run::PsArgs),
+    /// What a detached managed process wrote.
+    Output(run::OutputArgs),
+    /// Send a signal to a managed process, where it runs.
+    Kill(run::KillArgs),
+    /// Change the CPU and memory limits of a managed process.
+    Limits(run::LimitsArgs),
 }
 
 /// Invoked as `migrate` (a link to `ferry`): `migrate PID --to HOST` is `ferry migrate ...`.
@@ -108,5 +121,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Migrate(args) => migrate::run(args),
         Command::Migrations(args) => migrate::list(args),
+        Command::Run(args) => run::run(args),
+        Command::Offload(args) => run::offload_cmd(args),
+        Command::Ps(args) => run::ps(args),
+        Command::Output(args) => run::output(args),
+        Command::Kill(args) => run::kill(args),
+        Command::Limits(args) => run::limits_cmd(args),
     }
 }

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::{Channel, Endpoint};
 
 /// The agent's socket when neither `--socket` nor `FERRY_SOCKET` says otherwise.
-const DEFAULT_SOCKET: &str = "/run/ferry/ferryd.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/ferry/ferryd.sock";
 
 /// `ferry migrate`.
 #[derive(Debug, clap::Args)]
@@ -59,7 +59,7 @@ pub struct ListArgs {
     pub socket: PathBuf,
 }
 
-async fn connect(socket: &Path) -> Result<AgentClient<Channel>> {
+pub(crate) async fn connect(socket: &Path) -> Result<AgentClient<Channel>> {
     let path = socket.to_path_buf();
     // The URI is required but unused: every connection goes to the socket.
     let channel = Endpoint::try_from("http://ferryd.local")?
@@ -75,7 +75,7 @@ async fn connect(socket: &Path) -> Result<AgentClient<Channel>> {
     Ok(AgentClient::new(channel))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

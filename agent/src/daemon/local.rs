@@ -10,7 +10,11 @@
 use std::fs;
 
 use ferry_proto::v1::agent_server::Agent;
-use ferry_proto::v1::{ListMigrationsReply, ListMigrationsRequest, MigrateEvent, MigrateRequest};
+use ferry_proto::v1::{
+    ExitedReply, ExitedRequest, KillReply, KillRequest, LimitsRequest, ListManagedReply,
+    ListManagedRequest, ListMigrationsReply, ListMigrationsRequest, ManagedProcess, MigrateEvent,
+    MigrateRequest, OffloadRequest, OutputChunk, OutputRequest, RegisterRequest, SpawnRequest,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -75,6 +79,93 @@ impl Agent for LocalService {
             .map_err(|_| Status::internal("listing the migration records failed"))?
             .map_err(|err| transport::internal_status(&err))?;
         Ok(Response::new(ListMigrationsReply { records }))
+    }
+
+    // Managed processes: agent/src/managed/local.rs.
+
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<ManagedProcess>, Status> {
+        let caller = transport::caller(&request)?;
+        crate::managed::local::register(&self.node, caller, request.into_inner()).map(Response::new)
+    }
+
+    async fn spawn(
+        &self,
+        request: Request<SpawnRequest>,
+    ) -> Result<Response<ManagedProcess>, Status> {
+        let caller = transport::caller(&request)?;
+        crate::managed::local::spawn(&self.node, caller, request.into_inner()).map(Response::new)
+    }
+
+    type OffloadStream = ReceiverStream<Result<MigrateEvent, Status>>;
+
+    async fn offload(
+        &self,
+        request: Request<OffloadRequest>,
+    ) -> Result<Response<Self::OffloadStream>, Status> {
+        let caller = transport::caller(&request)?;
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(crate::managed::local::offload(
+            self.node.clone(),
+            caller,
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn exited(
+        &self,
+        request: Request<ExitedRequest>,
+    ) -> Result<Response<ExitedReply>, Status> {
+        let caller = transport::caller(&request)?;
+        crate::managed::local::exited(&self.node, caller, request.into_inner()).map(Response::new)
+    }
+
+    async fn list_managed(
+        &self,
+        request: Request<ListManagedRequest>,
+    ) -> Result<Response<ListManagedReply>, Status> {
+        let caller = transport::caller(&request)?;
+        Ok(Response::new(
+            crate::managed::local::list(&self.node, caller).await,
+        ))
+    }
+
+    type OutputStream = ReceiverStream<Result<OutputChunk, Status>>;
+
+    async fn output(
+        &self,
+        request: Request<OutputRequest>,
+    ) -> Result<Response<Self::OutputStream>, Status> {
+        let caller = transport::caller(&request)?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(crate::managed::local::output(
+            self.node.clone(),
+            caller,
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn kill(&self, request: Request<KillRequest>) -> Result<Response<KillReply>, Status> {
+        let caller = transport::caller(&request)?;
+        crate::managed::local::kill(&self.node, caller, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn limits(
+        &self,
+        request: Request<LimitsRequest>,
+    ) -> Result<Response<ManagedProcess>, Status> {
+        let caller = transport::caller(&request)?;
+        crate::managed::local::limits(&self.node, caller, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Node {
     pub copies: crate::migrate::dest::Copies,
     /// Relays between stubs on this host and processes elsewhere, and the reverse.
     pub relays: crate::relay::Registry,
+    /// Managed processes (`ferry run`, `ps` ...): those of this host, and those it hosts.
+    pub managed: crate::managed::Managed,
 }
 
 /// A shared handle to the node.
@@ -60,6 +62,7 @@ impl Node {
             store: Default::default(),
             copies: Default::default(),
             relays: Default::default(),
+            managed: Default::default(),
         }
     }
 }
@@ -111,6 +114,9 @@ pub enum ServeError {
     /// The migration records store could not be opened.
     #[error(transparent)]
     Records(#[from] crate::migrate::records::RecordsError),
+    /// The managed processes store could not be opened.
+    #[error(transparent)]
+    Managed(#[from] crate::managed::StoreError),
     /// A server ended with an error.
     #[error("the {api} API server failed")]
     Server {
@@ -169,7 +175,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
     let mut node = Node::new(config, tls);
     node.store = crate::migrate::records::Store::open_default()?;
+    node.managed = crate::managed::Managed::open(&crate::migrate::records::state_dir())?;
     let node: NodeRef = Arc::new(node);
+    crate::managed::start(node.clone());
     // Migrations a previous run left unfinished, resolved in the background.
     crate::migrate::resolve(node.clone());
     let (stop_tx, stop_rx) = watch::channel(false);

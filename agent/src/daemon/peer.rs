@@ -8,8 +8,11 @@
 
 use ferry_proto::v1::peer_server::Peer;
 use ferry_proto::v1::{
-    AbortReply, CommitReply, MigrationRecord, MigrationRef, MovedOn, MovedReply, NegotiateReply,
-    NegotiateRequest, RelayFrame, SinkChunk, SinkReply, TransferChunk, TransferReply,
+    AbortReply, CommitReply, HostingReply, HostingRequest, ListManagedReply, LoadReply,
+    LoadRequest, ManagedKillReply, ManagedKillRequest, ManagedLimitsRequest, ManagedProcess,
+    ManagedRequest, MigrationRecord, MigrationRef, MovedOn, MovedReply, NegotiateReply,
+    NegotiateRequest, ProcStatsReply, ProcStatsRequest, RelayFrame, SignalReply, SignalRequest,
+    SinkChunk, SinkReply, TransferChunk, TransferReply,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -125,5 +128,66 @@ impl Peer for PeerService {
         }
         tracing::debug!(%peer, bytes, "sink");
         Ok(Response::new(SinkReply { bytes }))
+    }
+
+    // Managed processes: agent/src/managed/peer.rs.
+
+    async fn load(&self, request: Request<LoadRequest>) -> Result<Response<LoadReply>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(crate::managed::peer::load(&self.node).await))
+    }
+
+    async fn managed(
+        &self,
+        request: Request<ManagedRequest>,
+    ) -> Result<Response<ListManagedReply>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(
+            crate::managed::peer::managed(&self.node, request.into_inner()).await,
+        ))
+    }
+
+    async fn proc_stats(
+        &self,
+        request: Request<ProcStatsRequest>,
+    ) -> Result<Response<ProcStatsReply>, Status> {
+        self.authorize(&request)?;
+        crate::managed::peer::proc_stats(&self.node, request.into_inner()).map(Response::new)
+    }
+
+    async fn hosting(
+        &self,
+        request: Request<HostingRequest>,
+    ) -> Result<Response<HostingReply>, Status> {
+        let peer = self.authorize(&request)?;
+        crate::managed::peer::hosting(&self.node, &peer, request.into_inner()).map(Response::new)
+    }
+
+    async fn signal(
+        &self,
+        request: Request<SignalRequest>,
+    ) -> Result<Response<SignalReply>, Status> {
+        self.authorize(&request)?;
+        crate::managed::peer::signal(&self.node, request.into_inner()).map(Response::new)
+    }
+
+    async fn managed_kill(
+        &self,
+        request: Request<ManagedKillRequest>,
+    ) -> Result<Response<ManagedKillReply>, Status> {
+        self.authorize(&request)?;
+        crate::managed::peer::managed_kill(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn managed_limits(
+        &self,
+        request: Request<ManagedLimitsRequest>,
+    ) -> Result<Response<ManagedProcess>, Status> {
+        self.authorize(&request)?;
+        crate::managed::peer::managed_limits(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -459,6 +459,14 @@ pub fn set_default_action(sig: nix::sys::signal::Signal) -> Result<(), Errno> {
     unsafe { sigaction(sig, &act) }.map(drop)
 }
 
+/// Ignores `sig` (`SIG_IGN`), as a shell does for the keyboard's signals while it waits.
+pub fn set_ignore(sig: nix::sys::signal::Signal) -> Result<(), Errno> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let act = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+    unsafe { sigaction(sig, &act) }.map(drop)
+}
+
 /// `fcntl` commands for signal-driven I/O that the libc crate does not name.
 pub const F_SETSIG: i32 = 10;
 /// See [`F_SETSIG`].
