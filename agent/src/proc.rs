@@ -146,6 +146,30 @@ pub fn parse_smaps_vmflags(text: &str) -> Vec<(u64, Vec<String>)> {
     out
 }
 
+/// The range and `VmFlags` of each mapping of `/proc/PID/smaps`.
+pub fn parse_smaps_areas(text: &str) -> Vec<(u64, u64, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut current: Option<(u64, u64)> = None;
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some((start, end)) = current.take() {
+                out.push((
+                    start,
+                    end,
+                    flags.split_whitespace().map(str::to_string).collect(),
+                ));
+            }
+        } else if let Some((first, _)) = line.split_once(' ')
+            && !first.ends_with(':')
+            && let Some((s, e)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16))
+        {
+            current = Some((start, end));
+        }
+    }
+    out
+}
+
 /// `Shared_Clean` + `Shared_Dirty` (KiB) of each mapping of `/proc/PID/smaps`, by start.
 pub fn parse_smaps_shared(text: &str) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();

@@ -13,6 +13,26 @@ use nix::unistd::Pid;
 
 use crate::sys;
 
+/// Injected system calls, in any task of this process's tracing, that may change an address
+/// space's areas or their `smaps` fields: map, unmap, protect, advise, lock, fork. A restore
+/// that read a process's VMA flags before its pages were written (see
+/// `restore::RestoreOptions::check`) uses them only if none ran after its own memory steps;
+/// counted over every task, a call elsewhere only costs that shortcut.
+static ADDRESS_SPACE_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many injected calls [`ADDRESS_SPACE_CALLS`] has counted so far.
+pub fn address_space_calls() -> u64 {
+    ADDRESS_SPACE_CALLS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// `PR_SET_MEMORY_MERGE`, `PR_SET_VMA`.
+const PR_SET_MEMORY_MERGE: u64 = 67;
+const PR_SET_VMA: u64 = 0x5356_4d41;
+/// `ARCH_MAP_VDSO_*` (0x2001-0x2003) and `ARCH_SHSTK_ENABLE` map areas.
+const ARCH_MAPS: [u64; 4] = [0x2001, 0x2002, 0x2003, 0x5001];
+/// `mseal` (Linux 6.10).
+const SYS_MSEAL: i64 = 462;
+
 /// A ptrace operation on a task failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {
@@ -288,6 +308,53 @@ impl Tracee {
         })
     }
 
+    /// Counts `nr(args)` in [`ADDRESS_SPACE_CALLS`] when it may change an address space.
+    fn note_call(&self, nr: i64, args: &[u64; 6]) {
+        let changes = match nr {
+            libc::SYS_mmap
+            | libc::SYS_munmap
+            | libc::SYS_mprotect
+            | libc::SYS_pkey_mprotect
+            | libc::SYS_mremap
+            | libc::SYS_madvise
+            | libc::SYS_process_madvise
+            | libc::SYS_mlock
+            | libc::SYS_mlock2
+            | libc::SYS_munlock
+            | libc::SYS_mlockall
+            | libc::SYS_munlockall
+            | libc::SYS_brk
+            | libc::SYS_shmat
+            | libc::SYS_shmdt
+            | libc::SYS_remap_file_pages
+            | libc::SYS_io_setup
+            | libc::SYS_io_destroy
+            | libc::SYS_mbind
+            | libc::SYS_userfaultfd
+            | libc::SYS_execve
+            | libc::SYS_execveat
+            | libc::SYS_fork
+            | libc::SYS_vfork
+            | SYS_MSEAL => true,
+            libc::SYS_prctl => {
+                matches!(args[0], PR_SET_MEMORY_MERGE | PR_SET_VMA)
+                    || args[0] == libc::PR_SET_THP_DISABLE as u64
+            }
+            libc::SYS_arch_prctl => ARCH_MAPS.contains(&args[0]),
+            // A new process shares the pages copy-on-write (threads share the address space).
+            libc::SYS_clone => args[0] & libc::CLONE_VM as u64 == 0,
+            libc::SYS_clone3 => {
+                let mut flags = [0u8; 8];
+                self.read_mem(args[0], &mut flags).is_err()
+                    || u64::from_le_bytes(flags) & libc::CLONE_VM as u64 == 0
+            }
+            _ => false,
+        };
+        if changes {
+            ADDRESS_SPACE_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// Runs one system call inside the task and returns its raw result (`rax`). The task must
     /// be in a ptrace stop; `template` supplies the segment registers and flags. `orig_rax` is
     /// set to -1 so the kernel applies no syscall-restart logic to the injected call.
@@ -298,6 +365,7 @@ impl Tracee {
         nr: i64,
         args: [u64; 6],
     ) -> Result<i64, PtraceError> {
+        self.note_call(nr, &args);
         let mut regs = *template;
         regs.rax = nr as u64;
         regs.orig_rax = u64::MAX;
@@ -374,6 +442,7 @@ impl Tracee {
     ) -> Result<Vec<i64>, PtraceError> {
         let mut buf = Vec::with_capacity(calls.len() * BATCH_RECORD + 8);
         for (nr, args) in calls {
+            self.note_call(*nr, args);
             buf.extend_from_slice(&nr.to_le_bytes());
             for a in args {
                 buf.extend_from_slice(&a.to_le_bytes());

@@ -126,7 +126,7 @@ pub fn check(input: &[CheckInput<'_>]) -> Result<Report, VerifyError> {
     let pid_of = |i: &CheckInput<'_>| i.tids.first().map_or(0, |p| p.as_raw());
     let root = input.first().map_or(0, pid_of);
     let restored = match input {
-        [one] => dump::read_traced(one.tids).map(|s| vec![s]),
+        [one] => dump::read_traced(one.tids, one.smaps_ahead).map(|s| vec![s]),
         _ => dump::read_traced_tree(&input.iter().map(|i| i.tids).collect::<Vec<_>>()),
     }
     .map_err(|source| VerifyError::ReadBack { pid: root, source })?;
@@ -227,7 +227,7 @@ pub fn compare(
     note(
         expected,
         "pages that held only zeros are not written (not present until touched)",
-        unwritten_pages(image, restored),
+        unwritten_pages(&mut image.mm, &mut restored.mm),
     );
     note(
         expected,
@@ -235,7 +235,7 @@ pub fn compare(
          which is not there after a restore: it reads as the restored process or none",
         ipc_other_pids(image, restored),
     );
-    compare_pages(image, restored, differences);
+    compare_pages(&mut image.mm, &mut restored.mm, differences);
     note(
         expected,
         "a thread stopped in a system call resumes as the kernel would have it (restarted, \
@@ -753,10 +753,10 @@ fn merged_areas(image: &mut ProcessState, restored: &ProcessState) -> usize {
 
 /// Pages that were all zeros are not written, so not present: the restored process may
 /// have fewer pages present than the image lists, never others.
-fn unwritten_pages(image: &mut ProcessState, restored: &mut ProcessState) -> usize {
+fn unwritten_pages(image: &mut MmState, restored: &mut MmState) -> usize {
     let mut unwritten = 0;
-    for a in &mut image.mm.vmas {
-        let Some(b) = restored.mm.vmas.iter_mut().find(|b| b.start == a.start) else {
+    for a in &mut image.vmas {
+        let Some(b) = restored.vmas.iter_mut().find(|b| b.start == a.start) else {
             continue;
         };
         // Runs are compared as page sets: adjacent runs are one.
@@ -780,13 +780,9 @@ fn unwritten_pages(image: &mut ProcessState, restored: &mut ProcessState) -> usi
 
 /// Page runs can number hundreds of thousands: compared here, then cleared so that the
 /// serialized comparison leaves them out.
-fn compare_pages(
-    image: &mut ProcessState,
-    restored: &mut ProcessState,
-    differences: &mut Vec<String>,
-) {
-    for a in &image.mm.vmas {
-        if let Some(b) = restored.mm.vmas.iter().find(|b| b.start == a.start)
+fn compare_pages(image: &mut MmState, restored: &mut MmState, differences: &mut Vec<String>) {
+    for a in &image.vmas {
+        if let Some(b) = restored.vmas.iter().find(|b| b.start == a.start)
             && a.pages != b.pages
         {
             differences.push(format!(
@@ -800,7 +796,7 @@ fn compare_pages(
             ));
         }
     }
-    for v in image.mm.vmas.iter_mut().chain(restored.mm.vmas.iter_mut()) {
+    for v in image.vmas.iter_mut().chain(restored.vmas.iter_mut()) {
         v.pages.clear();
     }
 }
@@ -1241,6 +1237,50 @@ mod tests {
         assert!(!timerfd_ran(&t(0, 0, 3), &t(0, 0, 4)));
         // Another period.
         assert!(!timerfd_ran(&t(10, 50, 0), &t(10, 60, 0)));
+    }
+
+    /// Read back from a real process (`PAGEMAP_SCAN`), a page present that the image did not
+    /// have is a difference naming the area; fewer pages (not written because all zeros) are
+    /// not.
+    #[test]
+    fn a_page_the_image_did_not_have_is_a_difference() {
+        let mut v = crate::dump::mm::victim::Victim::start();
+        let read = |pid, start| {
+            let (vmas, _) = crate::dump::mm::read_maps(pid).unwrap();
+            let mut vmas: Vec<VmaState> = vmas.into_iter().filter(|x| x.start == start).collect();
+            crate::dump::mm::find_pages(pid, &mut vmas).unwrap();
+            MmState {
+                vmas,
+                ..Default::default()
+            }
+        };
+        let before = read(v.pid(), v.anon);
+        assert_eq!(before.vmas.len(), 1);
+        v.touch();
+        let after = read(v.pid(), v.anon);
+        assert_eq!(
+            after.vmas[0].stored_pages(),
+            before.vmas[0].stored_pages() + 1
+        );
+
+        let (mut image, mut restored) = (before.clone(), after.clone());
+        assert_eq!(unwritten_pages(&mut image, &mut restored), 0);
+        let mut differences = Vec::new();
+        compare_pages(&mut image, &mut restored, &mut differences);
+        assert_eq!(differences.len(), 1, "{differences:?}");
+        assert!(
+            differences[0].starts_with(&format!(
+                "mm.vmas[start={:#x}].pages: image 6 pages",
+                v.anon
+            )),
+            "{differences:?}"
+        );
+
+        let (mut image, mut restored) = (after, before);
+        assert_eq!(unwritten_pages(&mut image, &mut restored), 1);
+        let mut differences = Vec::new();
+        compare_pages(&mut image, &mut restored, &mut differences);
+        assert!(differences.is_empty(), "{differences:?}");
     }
 
     #[test]

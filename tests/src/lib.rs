@@ -451,6 +451,17 @@ impl TestCtx {
     /// Runs `ferry ARGS` with the given stdin. Stdout and stderr go to files (a restored process
     /// may keep them open with `--stdio inherit`), read once the command has exited.
     pub fn ferry_with_stdin<S: AsRef<OsStr>>(&self, args: &[S], stdin: Stdio) -> FerryOutput {
+        self.ferry_with_env(args, stdin, &[])
+    }
+
+    /// [`TestCtx::ferry_with_stdin`] with variables added to the environment (`FERRY_LOG`,
+    /// `FERRY_FAULT`).
+    pub fn ferry_with_env<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        stdin: Stdio,
+        env: &[(&str, &str)],
+    ) -> FerryOutput {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let out_path = self.path(&format!("ferry-{seq}.out"));
@@ -463,6 +474,7 @@ impl TestCtx {
             .join(" ");
         let mut child = Command::new(&bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(File::create(&out_path).expect("create stdout capture"))
             .stderr(File::create(&err_path).expect("create stderr capture"))
@@ -902,10 +914,23 @@ impl Victim {
         extra: &[&str],
         stdin: Stdio,
     ) -> FerryOutput {
+        self.restore_with_env(ctx, image, extra, stdin, &[])
+    }
+
+    /// [`Victim::restore_with_stdin`] with variables added to the environment of `ferry
+    /// restore`.
+    pub fn restore_with_env(
+        &mut self,
+        ctx: &TestCtx,
+        image: &Path,
+        extra: &[&str],
+        stdin: Stdio,
+        env: &[(&str, &str)],
+    ) -> FerryOutput {
         let before = my_children();
         let mut args: Vec<&OsStr> = vec![OsStr::new("restore"), image.as_os_str()];
         args.extend(extra.iter().map(OsStr::new));
-        let out = ctx.ferry_with_stdin(&args, stdin);
+        let out = ctx.ferry_with_env(&args, stdin, env);
         for pid in my_children().difference(&before) {
             self.track(*pid);
         }

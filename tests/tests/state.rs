@@ -173,6 +173,55 @@ fn vma_flags_survive_mlockall_current_onfault() {
     vma_flags_survive("all");
 }
 
+/// The restore checker takes the VMA flags from `smaps` read before the pages were written
+/// (its page-table walk then costs nothing) only when nothing the restore ran in the process
+/// since could have changed them: a restore step that sets a flag late (test fault
+/// `restore-late-madvise`: `MADV_DONTDUMP` on a private area after the memory steps) is still
+/// named, and the restore leaves nothing behind. Without it, the check uses that read.
+#[test]
+fn a_vma_flag_set_late_in_the_restore_is_named() {
+    let Some(ctx) = setup("vmaflag_late") else {
+        return;
+    };
+    let mut v = Victim::c(&ctx, "counter", &[]);
+    v.check();
+    let img = image_path(&ctx, "vmaflag_late");
+    v.dump(&ctx, &img, &[]);
+    let log = "warn,ferry_agent::verify=debug,ferry_agent::dump=debug";
+    let restore = |fault: &str| {
+        let before = ferry_tests::my_children();
+        let out = ctx.ferry_with_env(
+            &["restore", img.to_str().unwrap()],
+            Stdio::null(),
+            &[("FERRY_LOG", log), ("FERRY_FAULT", fault)],
+        );
+        let new: Vec<i32> = ferry_tests::my_children()
+            .difference(&before)
+            .copied()
+            .collect();
+        (out, new)
+    };
+    let (out, left) = restore("restore-late-madvise");
+    for &p in &left {
+        ferry_tests::kill_and_reap(p);
+    }
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("differs from its image") && out.stderr.contains("].flags"),
+        "the checker should name the flags: {}",
+        out.stderr
+    );
+    assert!(left.is_empty(), "a refused restore left {left:?}");
+
+    let out = v.restore_with_env(&ctx, &img, &[], Stdio::null(), &[("FERRY_LOG", log)]);
+    assert!(
+        out.stderr.contains("smaps read ahead for the check") && !out.stderr.contains("read again"),
+        "the check should use the smaps read before the pages: {}",
+        out.stderr
+    );
+    v.check();
+}
+
 #[test]
 fn signal_state_survives() {
     let Some(ctx) = setup("signals") else {

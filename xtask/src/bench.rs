@@ -422,20 +422,29 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The restore checker's time from its debug line (`restore checked elapsed=3.1ms …`).
+/// The restore checker's time from its debug lines (`restore checked elapsed=3.1ms …`, plus
+/// `smaps read ahead for the check elapsed=…` where the restore read it before the pages).
 fn check_time(stderr: &str) -> Option<Duration> {
-    let line = stderr.lines().find(|l| l.contains("restore checked"))?;
-    let v = line.split("elapsed=").nth(1)?.split_whitespace().next()?;
-    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic() || c == 'µ')?);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "ms" => n / 1e3,
-        "µs" | "us" => n / 1e6,
-        "ns" => n / 1e9,
-        _ => return None,
+    let elapsed = |line: &str| -> Option<Duration> {
+        let v = line.split("elapsed=").nth(1)?.split_whitespace().next()?;
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic() || c == 'µ')?);
+        let n: f64 = num.parse().ok()?;
+        let secs = match unit {
+            "s" => n,
+            "ms" => n / 1e3,
+            "µs" | "us" => n / 1e6,
+            "ns" => n / 1e9,
+            _ => return None,
+        };
+        Some(Duration::from_secs_f64(secs))
     };
-    Some(Duration::from_secs_f64(secs))
+    let checked = elapsed(stderr.lines().find(|l| l.contains("restore checked"))?)?;
+    let ahead = stderr
+        .lines()
+        .filter(|l| l.contains("smaps read ahead for the check"))
+        .filter_map(elapsed)
+        .sum::<Duration>();
+    Some(checked + ahead)
 }
 
 #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52

@@ -15,6 +15,7 @@ use crate::ptrace::{Entry, Tracee};
 use crate::state::{
     FileIdentity, FileRef, PAGE_SIZE, PageRun, ProcessState, VmaKind, VmaState, vmflag,
 };
+use crate::sys::pagemap as scan;
 
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
@@ -87,12 +88,83 @@ fn refuse(start: u64, end: u64, name: &str, what: &str) -> DumpError {
 pub fn apply_smaps(vmas: &mut [VmaState], names: &[String], smaps: &str) -> Result<(), DumpError> {
     let flags = proc::parse_smaps_vmflags(smaps);
     let shared_kb = proc::parse_smaps_shared(smaps);
-    for (v, name) in vmas.iter_mut().zip(names) {
+    apply_vmflags(vmas, names, |v| {
         let vmflags = flags
             .iter()
             .find(|(s, _)| *s == v.start)
             .map(|(_, f)| f.as_slice())
             .unwrap_or(&[]);
+        let kb = shared_kb
+            .iter()
+            .find(|(s, _)| *s == v.start)
+            .map_or(0, |(_, kb)| *kb);
+        (vmflags, kb)
+    })
+}
+
+/// [`apply_smaps`] for a restored process with the `smaps` the restore read once the areas
+/// had their flags and before any page was written (its page-table walk then costs nothing;
+/// after the pages, ~10 ms per GiB). What the restore did to the areas since (`mprotect`,
+/// which changes no flag `smaps` tells here, and may split or join areas) is taken as it
+/// is: each area takes the flags of the one that held its range then. Returns false, with
+/// nothing applied, when an area lies in none of them (made or moved since). The caller
+/// has made sure that nothing since changed a flag (see [`smaps_ahead_holds`]) and that
+/// no page can be shared copy-on-write: no memory is counted shared.
+pub fn apply_smaps_ahead(
+    vmas: &mut [VmaState],
+    names: &[String],
+    smaps: &str,
+) -> Result<bool, DumpError> {
+    let areas = proc::parse_smaps_areas(smaps);
+    let holder = |v: &VmaState| {
+        areas
+            .iter()
+            .find(|(s, e, _)| *s <= v.start && v.end <= *e)
+            .map(|(_, _, f)| f.as_slice())
+    };
+    if vmas.iter().any(|v| holder(v).is_none()) {
+        return Ok(false);
+    }
+    apply_vmflags(vmas, names, |v| (holder(v).unwrap_or(&[]), 0))?;
+    Ok(true)
+}
+
+/// Whether a restored process, about to be read back, can have changed none of what
+/// `smaps` tells since its areas were given their flags and before its pages were written,
+/// apart from what [`apply_smaps_ahead`] takes from its maps of now: no area is locked
+/// (`VmLck` 0: the flags the restore sets after the pages), and none of its pages can be
+/// shared, which takes another process mapping them (a child forked from it; none) or KSM
+/// (no page merged).
+pub fn smaps_ahead_holds(pid: Pid) -> Result<bool, DumpError> {
+    if locked_kb(pid)? != 0 {
+        return Ok(false);
+    }
+    let raw = pid.as_raw();
+    let tasks =
+        std::fs::read_dir(format!("/proc/{raw}/task")).map_err(|source| proc::ProcError::Read {
+            path: format!("/proc/{raw}/task").into(),
+            source,
+        })?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        if !children.trim().is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(
+        std::fs::read_to_string(format!("/proc/{raw}/ksm_merging_pages"))
+            .is_ok_and(|n| n.trim() == "0"),
+    )
+}
+
+/// [`apply_smaps`] with each VMA's `VmFlags` and shared KiB from `of`.
+fn apply_vmflags<'s>(
+    vmas: &mut [VmaState],
+    names: &[String],
+    of: impl Fn(&VmaState) -> (&'s [String], u64),
+) -> Result<(), DumpError> {
+    for (v, name) in vmas.iter_mut().zip(names) {
+        let (vmflags, shared_kb) = of(v);
         let has = |f: &str| vmflags.iter().any(|x| x == f);
         let special = matches!(
             v.kind,
@@ -121,9 +193,6 @@ pub fn apply_smaps(vmas: &mut [VmaState], names: &[String], smaps: &str) -> Resu
         v.cow_shared_kb =
             if !v.shared && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack) {
                 shared_kb
-                    .iter()
-                    .find(|(s, _)| *s == v.start)
-                    .map_or(0, |(_, kb)| *kb)
             } else {
                 0
             };
@@ -217,42 +286,112 @@ pub fn identity_of(path: &str) -> std::io::Result<FileIdentity> {
     })
 }
 
+/// A test of a `pagemap` entry.
+type EntryTest = fn(u64) -> bool;
+
+/// Which pages of a VMA travel in the image, as a test of a `pagemap` entry and as the same
+/// test in `PAGEMAP_SCAN` categories; `None` for a VMA none of whose pages travel.
+fn wanted_pages(vma: &VmaState) -> Option<(EntryTest, scan::Match)> {
+    use scan::category::{FILE, PRESENT, SWAPPED};
+    Some(match (&vma.kind, vma.shared) {
+        (VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall, _) => {
+            return None;
+        }
+        // The ring travels whole in `mm.aio_rings`.
+        (VmaKind::AioRing, _) => return None,
+        // The file's; SysV segments travel whole in the manifest.
+        (VmaKind::File(_) | VmaKind::Memfd { .. } | VmaKind::DeletedFile { .. }, true)
+        | (VmaKind::SysvShm { .. }, _) => return None,
+        // Private file mapping: only pages that are no longer the file's (COW copies).
+        (VmaKind::File(_) | VmaKind::Memfd { .. } | VmaKind::DeletedFile { .. }, false) => (
+            |e| e & PM_PRESENT != 0 && e & PM_FILE == 0,
+            scan::Match {
+                inverted: FILE,
+                all: PRESENT | FILE,
+                any: 0,
+            },
+        ),
+        (VmaKind::SharedAnonymous { .. }, _) => (
+            |e| e & PM_PRESENT != 0,
+            scan::Match {
+                inverted: 0,
+                all: PRESENT,
+                any: 0,
+            },
+        ),
+        _ => (
+            |e| e & (PM_PRESENT | PM_SWAP) != 0,
+            scan::Match {
+                inverted: 0,
+                all: 0,
+                any: PRESENT | SWAPPED,
+            },
+        ),
+    })
+}
+
+/// How [`find_pages`] reads `pagemap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagemapRead {
+    /// `ioctl(PAGEMAP_SCAN)`, where the kernel has it (else as [`PagemapRead::Entries`]):
+    /// runs of pages, the kernel's walk alone.
+    Scan,
+    /// 8 bytes per page, sifted here.
+    Entries,
+}
+
 /// Fills each VMA's page runs from `/proc/PID/pagemap`: the pages that must travel in the image.
 pub fn find_pages(pid: Pid, vmas: &mut [VmaState]) -> Result<(), DumpError> {
+    find_pages_with(pid, vmas, PagemapRead::Scan)
+}
+
+/// [`find_pages`], reading `pagemap` as `how` says.
+pub fn find_pages_with(
+    pid: Pid,
+    vmas: &mut [VmaState],
+    mut how: PagemapRead,
+) -> Result<(), DumpError> {
     let pagemap = Pagemap::open(pid)?;
     for vma in vmas.iter_mut() {
-        let wanted: fn(u64) -> bool = match (&vma.kind, vma.shared) {
-            (VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall, _) => {
-                continue;
-            }
-            // The ring travels whole in `mm.aio_rings`.
-            (VmaKind::AioRing, _) => continue,
-            // The file's; SysV segments travel whole in the manifest.
-            (VmaKind::File(_) | VmaKind::Memfd { .. } | VmaKind::DeletedFile { .. }, true)
-            | (VmaKind::SysvShm { .. }, _) => {
-                continue;
-            }
-            // Private file mapping: only pages that are no longer the file's (COW copies).
-            (VmaKind::File(_) | VmaKind::Memfd { .. } | VmaKind::DeletedFile { .. }, false) => {
-                |e| e & PM_PRESENT != 0 && e & PM_FILE == 0
-            }
-            (VmaKind::SharedAnonymous { .. }, _) => |e| e & PM_PRESENT != 0,
-            _ => |e| e & (PM_PRESENT | PM_SWAP) != 0,
+        let Some((wanted, m)) = wanted_pages(vma) else {
+            continue;
         };
-        let entries = pagemap.entries(vma.start, vma.end)?;
+        let mut runs = None;
+        if how == PagemapRead::Scan {
+            match pagemap.scan(vma.start, vma.end, m) {
+                Ok(r) => runs = Some(r),
+                // A kernel before 6.7.
+                Err(proc::ProcError::Read { source, .. })
+                    if matches!(source.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) =>
+                {
+                    how = PagemapRead::Entries;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let runs = match runs {
+            Some(r) => r,
+            None => runs_of(
+                vma.start,
+                pagemap.entries(vma.start, vma.end)?.into_iter().map(wanted),
+            ),
+        };
         // A page of a shmem object may hold data without being mapped in this process (another
         // process wrote it): its data ranges count too.
-        let held = match vma.kind {
-            VmaKind::SharedAnonymous { .. } => shmem_data_pages(pid, vma),
-            _ => Vec::new(),
+        vma.pages = match vma.kind {
+            VmaKind::SharedAnonymous { .. } => {
+                let mut held = shmem_data_pages(pid, vma);
+                held.resize(((vma.end - vma.start) / PAGE_SIZE) as usize, false);
+                for r in &runs {
+                    let first = ((r.start - vma.start) / PAGE_SIZE) as usize;
+                    for slot in held.iter_mut().skip(first).take(r.count as usize) {
+                        *slot = true;
+                    }
+                }
+                runs_of(vma.start, held.into_iter())
+            }
+            _ => runs,
         };
-        vma.pages = runs_of(
-            vma.start,
-            entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| wanted(*e) || held.get(i).copied().unwrap_or(false)),
-        );
     }
     Ok(())
 }
@@ -605,6 +744,23 @@ impl Pagemap {
         Ok(Self { file, path })
     }
 
+    /// The runs of pages of `[start, end)` that `m` matches (`PAGEMAP_SCAN`).
+    fn scan(&self, start: u64, end: u64, m: scan::Match) -> Result<Vec<PageRun>, proc::ProcError> {
+        use std::os::fd::AsFd;
+        let mut runs = Vec::new();
+        scan::scan(self.file.as_fd(), start, end, m, |s, e| {
+            runs.push(PageRun {
+                start: s,
+                count: (e - s) / PAGE_SIZE,
+            });
+        })
+        .map_err(|errno| proc::ProcError::Read {
+            path: self.path.clone().into(),
+            source: errno.into(),
+        })?;
+        Ok(runs)
+    }
+
     /// The entries of the pages of `[start, end)`.
     fn entries(&self, start: u64, end: u64) -> Result<Vec<u64>, DumpError> {
         let mut raw = vec![0u8; ((end - start) / PAGE_SIZE) as usize * 8];
@@ -814,4 +970,155 @@ pub fn collect_mapped_deleted(
         });
     }
     Ok(out)
+}
+
+/// A process (python3) with areas whose pages are known, for tests of the page read-back.
+#[cfg(test)]
+pub(crate) mod victim {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+    /// Maps 16 private anonymous pages (0, 1, 5, 9, 10 and 11 written), 8 shared anonymous
+    /// ones (3 written) and 8 pages of a file privately (0 read, 2 written: a copy), prints
+    /// their addresses, then writes anonymous page 7 on each line it reads.
+    const SCRIPT: &str = r#"
+import ctypes, mmap, sys
+pg = mmap.PAGESIZE
+anon = mmap.mmap(-1, 16 * pg, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in (0, 1, 5, 9, 10, 11):
+    anon[i * pg] = 1
+shared = mmap.mmap(-1, 8 * pg, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+shared[3 * pg] = 1
+with open(sys.argv[1], "wb") as f:
+    f.write(b"x" * 8 * pg)
+f = open(sys.argv[1], "r+b")
+priv = mmap.mmap(f.fileno(), 8 * pg, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+_ = priv[0]
+priv[2 * pg] = 0x41
+addr = lambda m: ctypes.addressof(ctypes.c_char.from_buffer(m))
+print(addr(anon), addr(shared), addr(priv), flush=True)
+for line in sys.stdin:
+    anon[7 * pg] = 1
+    print("done", flush=True)
+"#;
+
+    /// The running victim (killed on drop) and the start of its three areas.
+    pub(crate) struct Victim {
+        child: Child,
+        stdin: ChildStdin,
+        stdout: BufReader<ChildStdout>,
+        pub(crate) anon: u64,
+        pub(crate) shared: u64,
+        pub(crate) private_file: u64,
+        file: std::path::PathBuf,
+    }
+
+    impl Victim {
+        pub(crate) fn start() -> Victim {
+            let file = std::env::temp_dir().join(format!(
+                "ferry-pages-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let mut child = Command::new("python3")
+                .args(["-c", SCRIPT])
+                .arg(&file)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("python3");
+            let stdin = child.stdin.take().expect("stdin");
+            let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("victim's addresses");
+            let a: Vec<u64> = line
+                .split_whitespace()
+                .map(|w| w.parse().expect("an address"))
+                .collect();
+            assert_eq!(a.len(), 3, "victim said {line:?}");
+            Victim {
+                child,
+                stdin,
+                stdout,
+                anon: a[0],
+                shared: a[1],
+                private_file: a[2],
+                file,
+            }
+        }
+
+        pub(crate) fn pid(&self) -> nix::unistd::Pid {
+            nix::unistd::Pid::from_raw(self.child.id() as i32)
+        }
+
+        /// Has the victim write anonymous page 7, and waits until it has.
+        pub(crate) fn touch(&mut self) {
+            writeln!(self.stdin, "touch").expect("to the victim");
+            let mut line = String::new();
+            self.stdout.read_line(&mut line).expect("from the victim");
+            assert_eq!(line.trim(), "done");
+        }
+    }
+
+    impl Drop for Victim {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_file(&self.file);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(start: u64, count: u64) -> PageRun {
+        PageRun { start, count }
+    }
+
+    /// `PAGEMAP_SCAN` finds exactly the pages the 8-byte entries do, area by area, and the
+    /// ones the victim wrote.
+    #[test]
+    fn the_scan_finds_the_pages_the_entries_do() {
+        let v = victim::Victim::start();
+        let (vmas, _) = read_maps(v.pid()).unwrap();
+        let mut scanned = vmas.clone();
+        find_pages_with(v.pid(), &mut scanned, PagemapRead::Scan).unwrap();
+        let mut read = vmas;
+        find_pages_with(v.pid(), &mut read, PagemapRead::Entries).unwrap();
+        // The interpreter's own areas change as it runs: compared where it has stopped
+        // touching them (its heap may not have), the victim's areas exactly.
+        let area = |vmas: &[VmaState], start: u64| {
+            vmas.iter()
+                .find(|x| x.start == start)
+                .unwrap_or_else(|| panic!("no area at {start:#x}"))
+                .pages
+                .clone()
+        };
+        let p = PAGE_SIZE;
+        assert_eq!(
+            area(&scanned, v.anon),
+            [
+                run(v.anon, 2),
+                run(v.anon + 5 * p, 1),
+                run(v.anon + 9 * p, 3)
+            ]
+        );
+        assert_eq!(area(&scanned, v.shared), [run(v.shared + 3 * p, 1)]);
+        assert_eq!(
+            area(&scanned, v.private_file),
+            [run(v.private_file + 2 * p, 1)]
+        );
+        for start in [v.anon, v.shared, v.private_file] {
+            assert_eq!(area(&scanned, start), area(&read, start));
+        }
+        let files = |vmas: &[VmaState]| -> Vec<(u64, Vec<PageRun>)> {
+            vmas.iter()
+                .filter(|x| matches!(x.kind, VmaKind::File(_)))
+                .map(|x| (x.start, x.pages.clone()))
+                .collect()
+        };
+        assert_eq!(files(&scanned), files(&read));
+    }
 }

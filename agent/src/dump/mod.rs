@@ -10,7 +10,7 @@ pub mod autocodec;
 mod fdkinds;
 mod files;
 pub mod freeze;
-mod mm;
+pub(crate) mod mm;
 pub(crate) mod pty;
 mod shm;
 pub(crate) mod sockdiag;
@@ -64,6 +64,11 @@ pub struct DumpOptions {
     /// What to do with data a Unix socket wrote into a connection its listener (of the dump)
     /// has not accepted yet: `dump` and `dump --tree` take it when they end the process.
     pub unaccepted_data: sockets::UnacceptedData,
+    /// Apply what `smaps` says of the VMAs (flags, memory shared copy-on-write) last, after
+    /// everything else is read: its page-table walk then runs beside all of that. A dump
+    /// applies it before it runs anything in the process (the flags it refuses, it refuses
+    /// first); a read-back of a restored process, whose image had nothing to refuse, last.
+    pub vma_flags_last: bool,
 }
 
 impl DumpOptions {
@@ -88,6 +93,7 @@ impl Default for DumpOptions {
             ext_unix_sk: false,
             relay_sockets: false,
             unaccepted_data: sockets::UnacceptedData::Refuse,
+            vma_flags_last: false,
         }
     }
 }
@@ -298,7 +304,7 @@ pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
     check_process(pid).map_err(died)?;
     let mut warnings = Vec::new();
     let mut socks = sockets::SocketDump::capture(opts.sockets());
-    let mut state = collect(&frozen, &opts, &[], &mut warnings, &mut socks).map_err(died)?;
+    let mut state = collect(&frozen, &opts, &[], &mut warnings, &mut socks, None).map_err(died)?;
     warnings.append(&mut socks.warnings);
     settle(&frozen).map_err(died)?;
     check_aio_in_flight(&frozen, &state).map_err(died)?;
@@ -333,8 +339,11 @@ pub(super) fn check_aio_in_flight(frozen: &Frozen, state: &ProcessState) -> Resu
 /// Reads the state of a process whose tasks (`tids`, leader first) the caller traces already
 /// and holds in a ptrace stop — a restored process before it runs — with the same collection
 /// as a dump, and hands the tasks back as they were (registers and masks put back, still
-/// traced and stopped). Used to check a restore against its image.
-pub fn read_traced(tids: &[Pid]) -> Result<ProcessState, DumpError> {
+/// traced and stopped). Used to check a restore against its image. `smaps_ahead`: the
+/// process's `smaps` as the restore read it before its pages were written, to be used in
+/// place of a new read (its page-table walk) where it still holds (see
+/// [`mm::apply_smaps_ahead`]).
+pub fn read_traced(tids: &[Pid], smaps_ahead: Option<&str>) -> Result<ProcessState, DumpError> {
     files::forget_outside_scan();
     let frozen = Frozen::adopt(tids)?;
     let pid = frozen.leader().tracee.pid();
@@ -342,7 +351,7 @@ pub fn read_traced(tids: &[Pid]) -> Result<ProcessState, DumpError> {
     let opts = read_back_options();
     let mut warnings = Vec::new();
     let mut socks = sockets::SocketDump::capture(opts.sockets());
-    let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks)?;
+    let state = collect(&frozen, &opts, &[], &mut warnings, &mut socks, smaps_ahead)?;
     settle(&frozen)?;
     // The sockets leave repair mode before the tasks go back.
     drop(socks);
@@ -392,6 +401,7 @@ fn read_back_options() -> DumpOptions {
         tcp_established: true,
         ext_unix_sk: true,
         unaccepted_data: sockets::UnacceptedData::Note,
+        vma_flags_last: true,
         ..DumpOptions::default()
     }
 }
@@ -684,13 +694,15 @@ fn check_process(pid: Pid) -> Result<(), DumpError> {
 }
 
 /// Everything about the process, read while it is frozen.
-/// `members` are the other processes of a dumped tree (empty for one process).
+/// `members` are the other processes of a dumped tree (empty for one process);
+/// `smaps_ahead` as [`read_traced`] takes it.
 fn collect(
     frozen: &Frozen,
     opts: &DumpOptions,
     members: &[i32],
     warnings: &mut Vec<String>,
     socks: &mut sockets::SocketDump,
+    smaps_ahead: Option<&str>,
 ) -> Result<ProcessState, DumpError> {
     let leader = frozen.leader();
     let pid = leader.tracee.pid();
@@ -699,12 +711,48 @@ fn collect(
     let t0 = Instant::now();
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
-    let (mut vmas, names) = mm::read_maps(pid)?;
-    // The kernel walks every page table twice, for `smaps` and for `pagemap` (~10 ms per GiB
-    // each): both walks run on threads of their own while this one reads the descriptors and
-    // queries the process (nothing here touches the pages they look at).
-    let (vmas, mut fds, locks, injected, ipc) = std::thread::scope(|scope| {
-        let smaps = scope.spawn(|| proc::read(raw, "smaps"));
+    let (vmas, names) = mm::read_maps(pid)?;
+    // The kernel walks every page table twice, for `smaps` (~10 ms per GiB) and for the
+    // present pages (`PAGEMAP_SCAN`, a few ms): both walks run on threads of their own while
+    // this one reads the descriptors and queries the process (nothing here touches the pages
+    // they look at).
+    // A restored process whose `smaps` the restore read before the pages may need no walk.
+    let mut ahead = match smaps_ahead {
+        Some(text) if mm::smaps_ahead_holds(pid)? => Some(text),
+        Some(_) => {
+            tracing::debug!(
+                pid = raw,
+                "smaps read before the pages no longer holds: read again"
+            );
+            None
+        }
+        None => None,
+    };
+    let read_smaps = move || std::thread::spawn(move || proc::read(raw, "smaps"));
+    let mut smaps = ahead.is_none().then(read_smaps);
+    let mut apply_smaps = |vmas: &mut Vec<crate::state::VmaState>| -> Result<(), DumpError> {
+        if let Some(text) = ahead.take() {
+            if mm::apply_smaps_ahead(vmas, &names, text)? {
+                tracing::trace!(elapsed = ?t0.elapsed(), "vmas read (smaps read before the pages)");
+                return Ok(());
+            }
+            tracing::debug!(
+                pid = raw,
+                "an area was made or moved since smaps was read before the pages: read again"
+            );
+            smaps = Some(read_smaps());
+        }
+        if let Some(smaps) = smaps.take() {
+            let smaps = smaps
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+            mm::apply_smaps(vmas, &names, &smaps)?;
+            tracing::trace!(elapsed = ?t0.elapsed(), "vmas read");
+        }
+        Ok(())
+    };
+    let (mut vmas, mut fds, locks, injected, ipc) = std::thread::scope(|scope| {
+        let mut vmas = vmas;
         let mut paged = vmas.clone();
         let pages = scope.spawn(move || mm::find_pages(pid, &mut paged).map(|()| paged));
         let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, socks, members)?;
@@ -713,11 +761,9 @@ fn collect(
         // Events taken from epoll instances, put back by `inject_queries`.
         let requeue = files::epoll_edges(pid, &mut fds)?;
         tracing::trace!(elapsed = ?t0.elapsed(), "fds read");
-        let smaps = smaps
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
-        mm::apply_smaps(&mut vmas, &names, &smaps)?;
-        tracing::trace!(elapsed = ?t0.elapsed(), "vmas read");
+        if !opts.vma_flags_last {
+            apply_smaps(&mut vmas)?;
+        }
 
         // State only the process itself can report is read by running system calls inside it
         // (in a scratch area of its own, gone again before this returns; the pages of its
@@ -875,6 +921,7 @@ fn collect(
     let mut attrs = attrs::collect(pid, &status, injected.attrs, &tids)?;
     attrs.ctty = ctty(raw, &stat, &fds, warnings);
     attrs.stop_signal = frozen.group_stop.map_or(0, |s| s as u32);
+    apply_smaps(&mut vmas)?;
 
     Ok(ProcessState {
         pid: status.ns_pid,

@@ -146,7 +146,7 @@ pub(super) fn collect_tree(
             .flat_map(|(_, set)| set.iter().copied())
             .collect();
         processes.push(
-            collect(f, opts, &members, warnings, &mut s)
+            collect(f, opts, &members, warnings, &mut s, None)
                 .map_err(|e| in_member(root, members[i], e))?,
         );
         warnings.append(&mut s.warnings);

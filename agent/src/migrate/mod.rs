@@ -30,7 +30,8 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// Whether the test fault `name` is enabled: `FERRY_FAULT` (read once), comma-separated.
 /// The faults: `dest-exit-mid-stream`, `corrupt-chunk`, `restore-fail`,
 /// `origin-exit-after-commit`, `origin-exit-before-commit`, `pause-mid-stream`,
-/// `pause-before-freeze`.
+/// `pause-before-freeze`, `restore-late-madvise` (any restore, see
+/// `restore::mm::late_madvise_fault`).
 pub fn fault(name: &str) -> bool {
     static FAULTS: OnceLock<Vec<String>> = OnceLock::new();
     FAULTS

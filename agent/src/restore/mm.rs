@@ -1043,6 +1043,51 @@ pub fn advise_vma(inj: &Injector<'_>, v: &VmaState, merge_any: bool) -> Result<(
     Ok(())
 }
 
+/// Whether every VMA has the flags `smaps` tells (and the check compares) once [`advise`]
+/// has run: no VMA is locked (that comes after the pages, [`lock`]) and there is no AIO ring
+/// (made after the pages). [`protect`], the other memory step after them, changes none.
+pub fn flags_set_before_pages(mm: &MmState) -> bool {
+    use crate::state::vmflag;
+    mm.aio_rings.is_empty()
+        && mm
+            .vmas
+            .iter()
+            .all(|v| v.flags & vmflag::LOCKED == 0 && v.kind != VmaKind::AioRing)
+}
+
+/// Test fault `restore-late-madvise` (`FERRY_FAULT`): a restore step that gives a VMA a flag
+/// the image does not have after the memory steps (`MADV_DONTDUMP` on the first private
+/// anonymous VMA without it), which the restore checker must name.
+pub fn late_madvise_fault(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
+    use crate::state::vmflag;
+    if !crate::migrate::fault("restore-late-madvise") {
+        return Ok(());
+    }
+    if let Some(v) = mm.vmas.iter().find(|v| {
+        !v.shared
+            && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap)
+            && v.flags & vmflag::DONTDUMP == 0
+    }) {
+        tracing::warn!(
+            start = v.start,
+            "FERRY_FAULT restore-late-madvise: MADV_DONTDUMP"
+        );
+        inj.call(
+            "madvise(MADV_DONTDUMP)",
+            libc::SYS_madvise,
+            [
+                v.start,
+                v.end - v.start,
+                libc::MADV_DONTDUMP as u64,
+                0,
+                0,
+                0,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// Locks the VMAs the image has locked (`mlock2`, with `MLOCK_ONFAULT` where it was so), after
 /// their pages are written and protected: locking faults in whatever is not on fault only.
 pub fn lock(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {

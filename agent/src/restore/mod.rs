@@ -79,6 +79,11 @@ pub struct CheckInput<'a> {
     /// Carried files that were missing and were made again from the image: new inodes at
     /// the same paths.
     pub recreated_files: &'a [String],
+    /// Its `smaps`, read once its areas had their flags and before its pages were written,
+    /// when nothing the restore did after its memory steps could change them (no injected
+    /// call that maps, advises, locks or forks): the check reads it instead of walking every
+    /// page again, where it still holds (`dump::read_traced`).
+    pub smaps_ahead: Option<&'a str>,
 }
 
 /// A check of rebuilt processes (one, or a whole tree); returns how long it took, or why they
@@ -340,11 +345,24 @@ pub fn restore_with<R: Read + Send>(
     mm::map_vmas(&inj, &state.mm, &memfds, &deleted_maps, &shared, &[])?;
     mm::advise(&inj, &state.mm)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
+    // For the check: `smaps` before the pages, when the memory steps after them (protect;
+    // lock and AIO rings not: the image has none) change nothing it tells.
+    let smaps_ahead = match opts.check {
+        Some(_) if mm::flags_set_before_pages(&state.mm) => {
+            let t = std::time::Instant::now();
+            let smaps = crate::proc::read(task.pid.as_raw(), "smaps")?;
+            // Part of the checker's cost (`cargo xtask bench` adds it to the check's).
+            tracing::debug!(target: "ferry_agent::verify", elapsed = ?t.elapsed(), "smaps read ahead for the check");
+            Some(smaps)
+        }
+        _ => None,
+    };
     mm::write_pages(&inj, &state, &mut reader)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
     aio::restore_rings(&inj, &state.mm)?;
     mm::protect(&inj, &state.mm)?;
     mm::lock(&inj, &state.mm)?;
+    let address_space_calls = crate::ptrace::address_space_calls();
     // After the wipe: PR_SET_MM_MAP refuses a new exe while the old executable is mapped.
     mm::set_mm(&inj, &state)?;
 
@@ -386,6 +404,7 @@ pub fn restore_with<R: Read + Send>(
     attrs::restore_fd_owners(&inj, &state)?;
     // The restore maps nothing more of its own: new mappings may be locked from here on.
     mm::lock_future(&inj, &state.mm)?;
+    mm::late_madvise_fault(&inj, &state.mm)?;
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
     // restore's own calls.
     for r in &state.rlimits {
@@ -428,6 +447,10 @@ pub fn restore_with<R: Read + Send>(
     tracee.set_sigmask(thread.sigmask)?;
     tracee.set_regs(&thread.regs.resumed().into())?;
     shared.mark_removed()?;
+    // Nothing since the memory steps changed an area (the injection area's own `munmap` by
+    // `finish` is not counted: it is gone, and no other area lies in its range).
+    let smaps_ahead =
+        smaps_ahead.filter(|_| crate::ptrace::address_space_calls() == address_space_calls);
     let checked = match opts.check {
         Some(check) => {
             let tids: Vec<_> = std::iter::once(tracee.pid())
@@ -442,6 +465,7 @@ pub fn restore_with<R: Read + Send>(
                     as_child: opts.as_child,
                     substituted_fds: &fd_plan.replaced_fds,
                     recreated_files: &fd_plan.recreated_files,
+                    smaps_ahead: smaps_ahead.as_deref(),
                 }])
                 .map_err(RestoreError::Check)?,
             )

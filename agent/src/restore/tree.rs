@@ -431,6 +431,7 @@ pub fn restore_tree_with<R: Read + Send>(
                     as_child: opts.as_child,
                     substituted_fds: &plan.replaced_fds,
                     recreated_files: &plan.recreated_files,
+                    smaps_ahead: None,
                 })
                 .collect();
             Some(check(&input).map_err(RestoreError::Check)?)

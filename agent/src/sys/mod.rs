@@ -4,6 +4,7 @@
 #![allow(unsafe_code)]
 
 pub mod clone;
+pub mod pagemap;
 pub mod ptrace;
 pub mod socket;
 pub mod tty;
