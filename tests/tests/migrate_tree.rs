@@ -506,6 +506,82 @@ fn a_migrated_member_has_no_tracer_moves_on_and_its_status_reaches_its_stub() {
     assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
 }
 
+/// A member whose stub cannot start after the commit point (FERRY_FAULT member-stub-fail: its
+/// `execve` fails): the migration is done, its summary names the member; the member's
+/// original is ended on h1 (its copy on h2 takes over), its place in the tree there is gone
+/// (reaped by the root's stub), the other child's stub stays; on h2 the whole tree goes on
+/// (the pipe between the children travels in the image); the job still ends with the root's
+/// status reaching its parent on h1.
+#[test]
+fn a_member_whose_stub_fails_after_the_commit_point_is_ended_on_the_origin() {
+    let Some((ctx, mut hosts)) = up("migrate-tree-member-stub") else {
+        return;
+    };
+    hosts.kill_ferryd(1).expect("kill ferryd");
+    hosts
+        .start_ferryd(1, &[("FERRY_FAULT", "member-stub-fail")])
+        .expect("start ferryd with the fault");
+    let mut t = start_tree(&hosts, &ctx, "tree", Stdio::null());
+    let seq = seq_of(&check(&hosts, 1, &t, "child2", t.kids[1]));
+    let pid = t.parent.to_string();
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2", "--tree"]);
+    assert!(
+        o.status.success(),
+        "migrate --tree: {}\n{}\n{}",
+        text(&o),
+        hosts.ferryd_log(1),
+        hosts.ferryd_log(2)
+    );
+    let lost = t
+        .kids
+        .into_iter()
+        .find(|k| text(&o).contains(&format!("pid {k} could not become a stub")))
+        .unwrap_or_else(|| panic!("the summary names no member: {}", text(&o)));
+    let kept = t.kids.into_iter().find(|&k| k != lost).unwrap();
+    assert!(text(&o).contains("its original was ended"), "{}", text(&o));
+    wait_record(&hosts, 1, "done");
+    wait_record(&hosts, 2, "done");
+    wait_for(
+        "the lost member gone from h1",
+        Duration::from_secs(10),
+        || ps(&hosts, 1, lost).is_none(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", ps(&hosts, 1, lost)));
+    assert!(
+        members_in(&hosts, 1).is_empty(),
+        "h1 still runs the program"
+    );
+    assert_eq!(
+        ps(&hosts, 1, kept),
+        Some(("ferry-stub".to_string(), t.parent)),
+        "the other child's stub on h1"
+    );
+    assert_eq!(members_in(&hosts, 2).len(), 3, "h2 runs the tree");
+    let after = seq_of(&check(&hosts, 2, &t, "child2", t.kids[1]));
+    assert!(
+        after > seq,
+        "the pipe's sequence went on: {seq} then {after}"
+    );
+    hosts
+        .run_ok(1, &["kill", "-USR2", &t.parent.to_string()])
+        .unwrap();
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(st) = t.nsenter.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the root's stub did not end\n{}",
+            hosts.ferryd_log(1)
+        );
+        sleep(Duration::from_millis(50));
+    };
+    let s = status(&t.state);
+    assert!(!s.contains("BAD"), "{s}");
+    assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
+}
+
 /// A restore that fails on h2 (FERRY_FAULT restore-fail, after every member was built)
 /// leaves the whole tree running on h1 as it was, and nothing on h2.
 #[test]
