@@ -365,6 +365,223 @@ fn a_parent_with_two_children_moves_as_a_tree_and_its_status_comes_back() {
     wait_record(&hosts, 1, "ended");
 }
 
+/// `TracerPid:` of `pid` in host `n`.
+fn tracer_of(hosts: &Hosts, n: u32, pid: i32) -> String {
+    hosts
+        .run_ok(n, &["grep", "TracerPid", &format!("/proc/{pid}/status")])
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Nothing of ferryd stays in a migrated member: on h2 no member has a tracer (the agent
+/// learns a member's end through its pidfd), so a member can be migrated on from there (back
+/// to h1, into a new PID namespace: its PID on h1 is its stub's). A member's exit status
+/// still reaches its stub on h1: child 1, ended by its parent on h2 (through the chain stub
+/// on h1 → stub on h2 → child 1 on h1), exits 21, and so does its stub on h1 (seen through a
+/// pidfd of the stub, after its parent's stub reaped it). Also: the tree's PIDs, free on h2,
+/// are kept there without a PID namespace of its own.
+#[test]
+fn a_migrated_member_has_no_tracer_moves_on_and_its_status_reaches_its_stub() {
+    let Some((ctx, hosts)) = up("migrate-tree-untraced") else {
+        return;
+    };
+    // The tree's PIDs on h1 are far above any in use on h2: free there, so the tree keeps
+    // them on h2 with no PID namespace of its own.
+    hosts
+        .run_ok(
+            1,
+            &["sh", "-c", "echo 20000 > /proc/sys/kernel/ns_last_pid"],
+        )
+        .unwrap();
+    let mut t = start_tree(&hosts, &ctx, "tree", Stdio::null());
+    assert!(t.parent > 20000, "the tree's PIDs on h1: {}", t.parent);
+    let pid = t.parent.to_string();
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2", "--tree"]);
+    assert!(
+        o.status.success(),
+        "migrate --tree: {}\n{}\n{}",
+        text(&o),
+        hosts.ferryd_log(1),
+        hosts.ferryd_log(2)
+    );
+    assert!(!text(&o).contains("PID namespace"), "{}", text(&o));
+    wait_record(&hosts, 1, "done");
+    wait_record(&hosts, 2, "done");
+    let mut kept = vec![t.parent, t.kids[0], t.kids[1]];
+    kept.sort_unstable();
+    assert_eq!(members_in(&hosts, 2), kept, "the PIDs on h2 (seen in h2)");
+    for &k in &t.kids {
+        assert_eq!(
+            ps(&hosts, 2, k).map(|p| p.1),
+            Some(t.parent),
+            "parent of {k} on h2"
+        );
+    }
+    for p in kept {
+        assert_eq!(tracer_of(&hosts, 2, p), "0", "TracerPid of {p} on h2");
+    }
+    let seq0 = seq_of(&check(&hosts, 2, &t, "child2", t.kids[1]));
+    sleep(Duration::from_millis(300));
+    let seq1 = seq_of(&check(&hosts, 2, &t, "child2", t.kids[1]));
+    assert!(
+        seq1 > seq0,
+        "the pipe's sequence went on on h2: {seq0} then {seq1}"
+    );
+    // Child 1 moves on, alone, back to h1.
+    let kid = t.kids[0].to_string();
+    let o = ferry(&hosts, 2, &["migrate", &kid, "--to", "h1"]);
+    assert!(
+        o.status.success(),
+        "migrate child 1 on from h2: {}\n{}\n{}",
+        text(&o),
+        hosts.ferryd_log(2),
+        hosts.ferryd_log(1)
+    );
+    assert!(text(&o).contains("new PID namespace"), "{}", text(&o));
+    assert_eq!(
+        ps(&hosts, 2, t.kids[0]).map(|p| p.0),
+        Some("ferry-stub".to_string()),
+        "child 1 on h2 is its stub"
+    );
+    assert_eq!(members_in(&hosts, 1).len(), 1, "child 1 runs on h1");
+    // Moved alone, its end of the pipe to child 2 (not one of fds 0-2) is not relayed: it
+    // is /dev/null on h1, and the summary says so (as for any process migrated alone).
+    assert!(
+        text(&o).contains("fd 6") && text(&o).contains("/dev/null"),
+        "{}",
+        text(&o)
+    );
+    // Child 1's stub on h1, watched through a pidfd.
+    let out = t.state.join("stub-status");
+    let mut watcher = hosts
+        .command(1, "python3")
+        .arg(ferry_tests::workload_file("exit_status_of.py"))
+        .arg(&kid)
+        .arg(&out)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the watcher in h1");
+    wait_for("the watcher", Duration::from_secs(10), || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("watching"))
+    })
+    .unwrap();
+    hosts
+        .run_ok(1, &["kill", "-HUP", &t.parent.to_string()])
+        .unwrap();
+    wait_for(
+        "the parent to reap child 1 on h2",
+        Duration::from_secs(20),
+        || status(&t.state).contains("parent reaped child1 status=21"),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", status(&t.state)));
+    let _ = watcher.wait();
+    let said = std::fs::read_to_string(&out).unwrap_or_default();
+    eprintln!("child 1's stub on h1: {said}");
+    assert!(
+        said.contains(&format!("status {}", 21 << 8)),
+        "child 1's stub on h1 ended with: {said}\n{}",
+        hosts.ferryd_log(2)
+    );
+    // The job's end.
+    hosts
+        .run_ok(1, &["kill", "-USR2", &t.parent.to_string()])
+        .unwrap();
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(st) = t.nsenter.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the root's stub did not end\n{}",
+            hosts.ferryd_log(1)
+        );
+        sleep(Duration::from_millis(50));
+    };
+    let s = status(&t.state);
+    assert!(!s.contains("BAD"), "{s}");
+    assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
+}
+
+/// A member whose stub cannot start after the commit point (FERRY_FAULT member-stub-fail: its
+/// `execve` fails): the migration is done, its summary names the member; the member's
+/// original is ended on h1 (its copy on h2 takes over), its place in the tree there is gone
+/// (reaped by the root's stub), the other child's stub stays; on h2 the whole tree goes on
+/// (the pipe between the children travels in the image); the job still ends with the root's
+/// status reaching its parent on h1.
+#[test]
+fn a_member_whose_stub_fails_after_the_commit_point_is_ended_on_the_origin() {
+    let Some((ctx, mut hosts)) = up("migrate-tree-member-stub") else {
+        return;
+    };
+    hosts.kill_ferryd(1).expect("kill ferryd");
+    hosts
+        .start_ferryd(1, &[("FERRY_FAULT", "member-stub-fail")])
+        .expect("start ferryd with the fault");
+    let mut t = start_tree(&hosts, &ctx, "tree", Stdio::null());
+    let seq = seq_of(&check(&hosts, 1, &t, "child2", t.kids[1]));
+    let pid = t.parent.to_string();
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2", "--tree"]);
+    assert!(
+        o.status.success(),
+        "migrate --tree: {}\n{}\n{}",
+        text(&o),
+        hosts.ferryd_log(1),
+        hosts.ferryd_log(2)
+    );
+    let lost = t
+        .kids
+        .into_iter()
+        .find(|k| text(&o).contains(&format!("pid {k} could not become a stub")))
+        .unwrap_or_else(|| panic!("the summary names no member: {}", text(&o)));
+    let kept = t.kids.into_iter().find(|&k| k != lost).unwrap();
+    assert!(text(&o).contains("its original was ended"), "{}", text(&o));
+    wait_record(&hosts, 1, "done");
+    wait_record(&hosts, 2, "done");
+    wait_for(
+        "the lost member gone from h1",
+        Duration::from_secs(10),
+        || ps(&hosts, 1, lost).is_none(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", ps(&hosts, 1, lost)));
+    assert!(
+        members_in(&hosts, 1).is_empty(),
+        "h1 still runs the program"
+    );
+    assert_eq!(
+        ps(&hosts, 1, kept),
+        Some(("ferry-stub".to_string(), t.parent)),
+        "the other child's stub on h1"
+    );
+    assert_eq!(members_in(&hosts, 2).len(), 3, "h2 runs the tree");
+    let after = seq_of(&check(&hosts, 2, &t, "child2", t.kids[1]));
+    assert!(
+        after > seq,
+        "the pipe's sequence went on: {seq} then {after}"
+    );
+    hosts
+        .run_ok(1, &["kill", "-USR2", &t.parent.to_string()])
+        .unwrap();
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(st) = t.nsenter.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the root's stub did not end\n{}",
+            hosts.ferryd_log(1)
+        );
+        sleep(Duration::from_millis(50));
+    };
+    let s = status(&t.state);
+    assert!(!s.contains("BAD"), "{s}");
+    assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
+}
+
 /// A restore that fails on h2 (FERRY_FAULT restore-fail, after every member was built)
 /// leaves the whole tree running on h1 as it was, and nothing on h2.
 #[test]

@@ -28,12 +28,19 @@ fn main() {
         eprintln!("usage: ferry-stub MIGRATION_ID SOCKET (ferryd runs it; not for use by hand)");
         std::process::exit(2);
     };
-    // Everything blocked (it already is, from before the execve), then every disposition back
-    // to the default: a signal the original ignored must still be queued for the signalfd.
+    // Everything blocked (it already is, from before the execve), then every disposition the
+    // original ignored back to the default: such a signal must still be queued for the
+    // signalfd. Only those (the execve reset every handler already): setting `SIG_DFL` on a
+    // signal whose default is to be ignored discards it if pending (a member stub's
+    // `SIGCHLD`, sent between the execve and here, was lost so, and its zombie stayed).
     let all = SigSet::all();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), None);
+    let ignored = ignored_signals();
     for sig in Signal::iterator() {
-        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+        if sig != Signal::SIGKILL
+            && sig != Signal::SIGSTOP
+            && ignored & (1 << (sig as i32 - 1)) != 0
+        {
             let _ = ferry_agent::sys::set_default_action(sig);
         }
     }
@@ -45,6 +52,8 @@ fn main() {
             std::process::exit(125);
         }
     };
+    // Children that ended before the signalfd was there (their SIGCHLD discarded).
+    reap_children();
     let mut backoff = Duration::from_millis(10);
     let mut pending: Vec<i32> = Vec::new();
     loop {
@@ -91,6 +100,18 @@ fn forwarded(n: i32) -> bool {
         reap_children();
     }
     n != libc::SIGCHLD
+}
+
+/// The signals this process ignores (`SigIgn:` of /proc/self/status; all, if unreadable).
+fn ignored_signals() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
 }
 
 /// Reaps every child of the stub that has ended.

@@ -330,6 +330,10 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
     }
     let mut plans = plans.into_iter();
     let root_plan = plans.next();
+    // FERRY_FAULT member-stub-fail: the first other member's execve fails (a stub path that
+    // does not exist), after the commit point.
+    let missing =
+        std::path::PathBuf::from("/nonexistent/ferry-stub (FERRY_FAULT member-stub-fail)");
     for (i, plan) in (1..n).zip(plans) {
         let image_pid = held.tree.processes[i].pid;
         let host = host_pid(&held, i);
@@ -338,7 +342,11 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
             held.tasks(i).unwrap_or(&[]),
             &held.tree.processes[i],
             &plan,
-            &stub,
+            if i == 1 && fault("member-stub-fail") {
+                &missing
+            } else {
+                &stub
+            },
             &member_id(&id, image_pid),
             &socket,
             true,

@@ -278,14 +278,21 @@ impl HeldCopy {
     }
 
     /// Holds the copy `pid` of a member of a migrated tree (not ferryd's child: its restored
-    /// parent's) and starts its watcher, which learns its exit status as its tracer
-    /// ([`watch_member`]).
+    /// parent's) and starts its watcher ([`watch_member`]). Its pidfd is opened here, while the
+    /// copy is still held stopped, so that the kernel keeps its exit status for us.
     pub(super) fn new_member(pid: i32, endpoints: Endpoints) -> HeldCopy {
         let (tx, rx) = watch::channel(None);
+        let pidfd = sys::pidfd_open(Pid::from_raw(pid));
         let spawned = std::thread::Builder::new()
             .name(format!("watch-{pid}"))
             .spawn(move || {
-                let st = watch_member(pid);
+                let st = match pidfd {
+                    Ok(fd) => watch_member(pid, &fd),
+                    Err(e) => {
+                        tracing::warn!(pid, %e, "no pidfd for the migrated member: its exit status will not be known");
+                        lost_status()
+                    }
+                };
                 tracing::info!(
                     pid,
                     code = st.code,
@@ -595,75 +602,73 @@ fn reap(pid: i32) -> ExitStatus {
     }
 }
 
-/// Waits for the end of `pid`, a member of a migrated tree whose parent is another member
-/// (only its parent may `wait` for it), and gives its exit status: ferryd seizes it (no
-/// options, so nothing but its signals stops it) and, as its tracer, is told of its death
-/// before its parent is, with the status. Meanwhile each signal it gets is passed on at once
-/// and a group stop (`PTRACE_EVENT_STOP`) is left with `PTRACE_LISTEN`, so that it stops and
-/// continues as it would untraced. If it cannot be seized, its end is watched through its
-/// pidfd and the status is unknown (`-1`: the stub then says so by exiting with 255).
-pub fn watch_member(pid: i32) -> ExitStatus {
-    use nix::sys::ptrace;
-    use nix::sys::wait::{WaitPidFlag, waitpid};
-    let p = Pid::from_raw(pid);
-    let unknown = ExitStatus {
+/// The status a stub exits with when its process's is not known ([`super::LOST_EXIT_CODE`]).
+fn lost_status() -> ExitStatus {
+    ExitStatus {
         code: super::LOST_EXIT_CODE,
         signal: 0,
         core_dumped: false,
-    };
-    if let Err(e) = ptrace::seize(p, ptrace::Options::empty()) {
-        tracing::warn!(pid, %e, "cannot trace the migrated member: its exit status will not be known");
-        if let Ok(fd) = sys::pidfd_open(p) {
-            let mut fds = [nix::poll::PollFd::new(
-                fd.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            while let Err(Errno::EINTR) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {}
-        }
-        return unknown;
     }
+}
+
+/// An exit status from a wait status (`waitpid`'s form).
+fn from_wait_status(ws: i32) -> ExitStatus {
+    if libc::WIFSIGNALED(ws) {
+        ExitStatus {
+            code: 0,
+            signal: libc::WTERMSIG(ws),
+            core_dumped: libc::WCOREDUMP(ws),
+        }
+    } else {
+        ExitStatus {
+            code: libc::WEXITSTATUS(ws),
+            signal: 0,
+            core_dumped: false,
+        }
+    }
+}
+
+/// Waits for the end of `pid`, a member of a migrated tree whose parent is another member
+/// (only its parent may `wait` for it, and nothing of ferryd's may stay in it: no tracer),
+/// through `pidfd`, opened before it could end, and gives its exit status. The pidfd polls
+/// readable once the member has exited; then its status is the kernel's `PIDFD_INFO_EXIT`
+/// if its parent reaped it already, or else, while it is a zombie, its `/proc/PID/stat`
+/// `exit_code` (read between two looks through the pidfd, so that the PID cannot have passed
+/// to another process meanwhile). Unknown (the stub then says so by exiting with 255) only on
+/// kernels older than 6.15 when the parent reaps it before it is looked at.
+pub fn watch_member(pid: i32, pidfd: &OwnedFd) -> ExitStatus {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     loop {
-        match waitpid(p, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(_, code)) => {
-                return ExitStatus {
-                    code,
-                    signal: 0,
-                    core_dumped: false,
-                };
-            }
-            Ok(WaitStatus::Signaled(_, sig, core)) => {
-                return ExitStatus {
-                    code: 0,
-                    signal: sig as i32,
-                    core_dumped: core,
-                };
-            }
-            Ok(WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP)) => {
-                let stop = matches!(
-                    sig,
-                    Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
-                );
-                let r = if stop {
-                    sys::ptrace::listen(p)
-                } else {
-                    ptrace::cont(p, None)
-                };
-                if let Err(e) = r {
-                    tracing::debug!(pid, %e, "watch: resume after a stop");
-                }
-            }
-            Ok(WaitStatus::Stopped(_, sig)) => {
-                // A signal on its way: delivered as it would be untraced.
-                let _ = ptrace::cont(p, Some(sig));
-            }
-            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::PtraceSyscall(_)) => {
-                let _ = ptrace::cont(p, None);
-            }
-            Ok(_) | Err(Errno::EINTR) => {}
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
             Err(e) => {
-                tracing::warn!(pid, %e, "watch: cannot wait for the migrated member");
-                return unknown;
+                tracing::warn!(pid, %e, "watch: cannot poll the migrated member's pidfd");
+                return lost_status();
             }
+        }
+    }
+    let reaped = || sys::pidfd_exit_status(pidfd.as_fd());
+    let zombie = || {
+        crate::proc::read(pid, "stat")
+            .ok()
+            .and_then(|s| crate::proc::parse_stat(&s).ok())
+            .filter(|s| s.state == 'Z' || s.state == 'X')
+            .map(|s| s.exit_code)
+    };
+    let first = reaped();
+    if let Ok(Some(ws)) = first {
+        return from_wait_status(ws);
+    }
+    let seen = zombie();
+    match (reaped(), seen) {
+        (Ok(Some(ws)), _) => from_wait_status(ws),
+        // Not reaped after the read: the PID was still the member's.
+        (Ok(None), Some(ws)) => from_wait_status(ws),
+        (r, _) => {
+            tracing::warn!(pid, first = ?first, then = ?r, "watch: the migrated member's exit status is not known");
+            lost_status()
         }
     }
 }

@@ -156,6 +156,23 @@ fn detached(want: i32) -> Result<(Pid, Pid), Errno> {
     }
 }
 
+/// Makes the PIDs handed out next in our PID namespace (new processes and threads, ours or
+/// anyone's) come after `pid`, by raising `/proc/sys/kernel/ns_last_pid` to it if it is
+/// lower: the PIDs up to `pid` that are free stay free for `clone3` with `set_tid` (until
+/// the numbers wrap). Best effort: without the privilege, nothing changes.
+pub fn allocate_pids_above(pid: i32) {
+    const PATH: &str = "/proc/sys/kernel/ns_last_pid";
+    let last = std::fs::read_to_string(PATH)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    if last.is_some_and(|l| l >= pid) {
+        return;
+    }
+    if let Err(e) = std::fs::write(PATH, pid.to_string()) {
+        tracing::debug!(pid, %e, "cannot raise ns_last_pid");
+    }
+}
+
 /// The parent of zombie `pid`, which is to reap it.
 fn zombie_parent(pid: i32) -> Option<i32> {
     let stat = crate::proc::parse_stat(&crate::proc::read(pid, "stat").ok()?).ok()?;

@@ -148,7 +148,39 @@ pub fn restore_tree_with<R: Read + Send>(
     {
         return Err(RestoreError::PidTaken { pid });
     }
+    if taken.is_none() {
+        // The members are forked one by one while the pages stream in; meanwhile every new
+        // task here (the root's stand-in parent, this agent's own threads: each takes a PID)
+        // would take the next free PID, which may be a member's. Past the tree's PIDs, they
+        // cannot.
+        let highest = procs
+            .iter()
+            .map(|p| p.pid)
+            .chain(tree.zombies.iter().map(|z| z.pid))
+            .max()
+            .unwrap_or(0);
+        task::allocate_pids_above(highest);
+    }
     let mut root_task = task::create(root.pid, opts.pid_ns, taken.is_some(), opts.as_child)?;
+    // Should a member's PID be taken all the same while the root was made (another process
+    // forking by a chosen PID), the whole tree goes into a new PID namespace after all.
+    if root_task.ns_init.is_none()
+        && let Some(pid) = procs
+            .iter()
+            .skip(1)
+            .map(|p| p.pid)
+            .find(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    {
+        if opts.pid_ns == task::PidNsMode::Never {
+            return Err(RestoreError::PidTaken { pid });
+        }
+        tracing::info!(
+            pid,
+            "a member's pid was taken while the root was made: the tree goes into a new PID namespace"
+        );
+        drop(root_task);
+        root_task = task::create(root.pid, opts.pid_ns, true, opts.as_child)?;
+    }
     let root_tracee = Tracee::seize(
         root_task.pid,
         Options::PTRACE_O_EXITKILL

@@ -73,6 +73,52 @@ pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `struct pidfd_info` (include/uapi/linux/pidfd.h) in its first published size (64 bytes,
+/// `PIDFD_INFO_SIZE_VER0`), whose last field became `exit_code` in 6.15; the kernel copies
+/// only as much as the size in the ioctl number says.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    /// pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid.
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
+
+/// `PIDFD_INFO_EXIT`: the exit status, known once the process has been reaped.
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+/// `PIDFD_GET_INFO` = `_IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info)` for the 64-byte
+/// struct: direction read|write (3) in bits 30–31, size in 16–29, type in 8–15, number in 0–7.
+const PIDFD_GET_INFO: libc::c_ulong =
+    (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as libc::c_ulong) << 16) | (0xFF << 8) | 11;
+
+/// The wait status (as `waitpid` gives it) of the process behind `pidfd`, from the kernel's
+/// `PIDFD_GET_INFO` with `PIDFD_INFO_EXIT` (Linux 6.15): known to any holder of a pidfd
+/// opened before the process was reaped, also after its parent reaped it. `Ok(None)` while
+/// it has not been reaped (running, or a zombie), or when the kernel kept no status.
+/// `ENOTTY`/`EINVAL` on kernels without the ioctl; `ESRCH` on 6.13–6.14 once it is reaped.
+pub fn pidfd_exit_status(pidfd: BorrowedFd<'_>) -> Result<Option<i32>, Errno> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: `info` is a valid, writable 64-byte `struct pidfd_info` that outlives the call,
+    // and the ioctl number names exactly that size, so the kernel writes at most 64 bytes.
+    let r = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_INFO as _,
+            &mut info as *mut PidfdInfo,
+        )
+    };
+    Errno::result(r)?;
+    Ok((info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code))
+}
+
 /// Waits until our child `pid` has ended and reaps it, without ever consuming a ptrace stop:
 /// the child may be traced meanwhile by another thread of this process (a migration of the
 /// child onwards), and `waitpid` from any thread of the tracer's process would take that

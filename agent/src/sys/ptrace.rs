@@ -227,20 +227,3 @@ pub fn get_seccomp_filter(tid: Pid, index: u64) -> Result<Option<Vec<u8>>, Errno
     buf.truncate(got.min(n) * 8);
     Ok(Some(buf))
 }
-
-/// `PTRACE_LISTEN`: a seized tracee in a group stop (reported as `PTRACE_EVENT_STOP`) stays
-/// stopped, but is no longer in a ptrace stop: `SIGCONT` resumes it as it would an untraced
-/// process, and the tracer hears of it.
-pub fn listen(tid: Pid) -> Result<(), Errno> {
-    const PTRACE_LISTEN: libc::c_uint = 0x4208;
-    // SAFETY: a request with no pointer argument.
-    let r = unsafe {
-        libc::ptrace(
-            PTRACE_LISTEN,
-            tid.as_raw(),
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_void>(),
-        )
-    };
-    Errno::result(r).map(drop)
-}
