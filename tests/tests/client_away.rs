@@ -161,13 +161,16 @@ fn a_job_whose_client_is_away_computes_then_freezes_on_stdin_and_resumes_with_no
 }
 
 fn scenario(hosts: &Hosts) -> Result<()> {
-    let hosts = hosts;
-    let mut child = ferry(&hosts, 1, &["run", "--on", "h2", "--", "/usr/bin/python3", "-c", JOB])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start ferry run")?;
+    let mut child = ferry(
+        hosts,
+        1,
+        &["run", "--on", "h2", "--", "/usr/bin/python3", "-c", JOB],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .context("start ferry run")?;
     let mut stdin = child.stdin.take().context("stdin")?;
     let out = lines_of(child.stdout.take().context("stdout")?);
     let err = lines_of(child.stderr.take().context("stderr")?);
@@ -182,7 +185,7 @@ fn scenario(hosts: &Hosts) -> Result<()> {
         ensure!(l == format!("before-{i}"), "line {i} before the cut: {l:?}");
     }
     ensure!(next_line(&out, "ready")? == "ready");
-    let p = wait_ps(&hosts, 1, &id, "ran on h2", |p| {
+    let p = wait_ps(hosts, 1, &id, "ran on h2", |p| {
         p["host"] == "h2" && p["status"] == "running"
     })?;
     let pid = p["pid"].as_i64().context("no pid")?;
@@ -195,9 +198,9 @@ fn scenario(hosts: &Hosts) -> Result<()> {
 
     // h2's relay stream breaks within the keepalive's ~4 s: the job computes on, unfrozen.
     thread::sleep(Duration::from_secs(6));
-    let (s1, t1) = stat(&hosts, 2, pid)?;
+    let (s1, t1) = stat(hosts, 2, pid)?;
     thread::sleep(Duration::from_millis(1500));
-    let (s2, t2) = stat(&hosts, 2, pid)?;
+    let (s2, t2) = stat(hosts, 2, pid)?;
     ensure!(
         cut.elapsed() < Duration::from_secs(10),
         "too slow to look while it computes"
@@ -208,15 +211,15 @@ fn scenario(hosts: &Hosts) -> Result<()> {
     );
 
     // Then it reads its stdin: frozen, and ps on h2 (its home h1 out of reach) says why.
-    let p = wait_ps(&hosts, 2, &id, "was frozen for its client", |p| {
+    let p = wait_ps(hosts, 2, &id, "was frozen for its client", |p| {
         p["status"] == "frozen (client away)"
     })?;
     assert_eq!(p["host"], "h2", "{p}");
     assert_eq!(p["pid"].as_i64(), Some(pid), "{p}");
-    let (s, t) = stat(&hosts, 2, pid)?;
+    let (s, t) = stat(hosts, 2, pid)?;
     ensure!(s == 'T', "frozen, yet state {s}");
     thread::sleep(Duration::from_secs(1));
-    let (_, t_later) = stat(&hosts, 2, pid)?;
+    let (_, t_later) = stat(hosts, 2, pid)?;
     ensure!(t_later == t, "a frozen job used CPU: {t} → {t_later}");
 
     // The client is back: the user types, the job resumes, and what it wrote while its

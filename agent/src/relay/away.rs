@@ -306,7 +306,7 @@ fn reading(pid: i32, fds: &[i32]) -> Option<i32> {
 /// `preadv2`, `recvfrom`, `recvmsg`.
 fn read_syscall_fd(line: &str) -> Option<i32> {
     let mut it = line.split_whitespace();
-    let nr: i64 = it.next()?.parse().ok()?;
+    let nr: libc::c_long = it.next()?.parse().ok()?;
     let reads = [
         libc::SYS_read,
         libc::SYS_readv,
@@ -316,7 +316,7 @@ fn read_syscall_fd(line: &str) -> Option<i32> {
         libc::SYS_recvfrom,
         libc::SYS_recvmsg,
     ];
-    if !reads.iter().any(|r| i64::from(*r) == nr) {
+    if !reads.contains(&nr) {
         return None;
     }
     let arg = it.next()?.trim_start_matches("0x");
