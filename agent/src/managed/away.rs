@@ -7,13 +7,14 @@ use ferry_proto::v1::ManagedProcess;
 
 use crate::daemon::NodeRef;
 
-/// The status `ps` shows for a live process: `frozen (client away)` when its host's relay
-/// froze it, `frozen` when it is stopped otherwise, else `running`.
+/// The status `ps` shows for a live process: `frozen (client away)` when it is stopped and
+/// its host's relay stopped it, `frozen` when it is stopped otherwise, else `running` (also
+/// when someone continued a copy the relay had stopped).
 pub fn status(frozen: bool, away: bool) -> &'static str {
     match (frozen, away) {
-        (_, true) => "frozen (client away)",
+        (true, true) => "frozen (client away)",
         (true, false) => "frozen",
-        (false, false) => "running",
+        (false, _) => "running",
     }
 }
 
@@ -71,5 +72,6 @@ mod tests {
         assert_eq!(status(true, true), "frozen (client away)");
         assert_eq!(status(true, false), "frozen");
         assert_eq!(status(false, false), "running");
+        assert_eq!(status(false, true), "running");
     }
 }
