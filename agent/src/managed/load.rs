@@ -127,6 +127,7 @@ pub fn proc_stat(m: &Managed, pid: i32) -> ProcStat {
         frozen: matches!(s.state, 'T' | 't'),
         cpu: cpu * 100.0,
         mem: super::rss(pid),
+        away: false,
     }
 }
 

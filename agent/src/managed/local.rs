@@ -488,7 +488,7 @@ pub async fn describe_all(node: &NodeRef, uid: u32, root: bool) -> ListManagedRe
         match answers.get(&p.host) {
             Some(Ok(stats)) => match stats.iter().find(|s| s.pid == p.pid) {
                 Some(s) if s.alive => {
-                    p.status = if s.frozen { "frozen" } else { "running" }.into();
+                    p.status = super::away::status(s.frozen, s.away).into();
                     p.curr_cpu = s.cpu;
                     p.curr_mem = s.mem;
                 }
@@ -529,12 +529,23 @@ pub async fn list(node: &NodeRef, caller: PeerCred) -> ListManagedReply {
         (name, r)
     }))
     .await;
+    let mut away = Vec::new();
     for (name, r) in answers {
         match r {
             Ok(more) => reply.processes.extend(more.processes),
-            Err(why) => reply.unreachable.push(format!("{name}: {why}")),
+            Err(why) => {
+                reply.unreachable.push(format!("{name}: {why}"));
+                away.push(name);
+            }
         }
     }
+    // What runs here for a home out of reach (its client is away, say).
+    reply.processes.extend(super::away::hosted_for(
+        node,
+        caller.uid,
+        caller.is_root(),
+        &away,
+    ));
     reply
 }
 

@@ -8,6 +8,7 @@
 //! only *hosts* it ([`Hosted`]: its cgroups and its count in `Load`). The registry is kept in
 //! `$FERRY_STATE_DIR/managed.redb`.
 
+pub mod away;
 pub mod cgroup;
 pub mod load;
 pub mod local;
@@ -110,6 +111,10 @@ pub struct Hosted {
     pub owner_uid: u32,
     /// Whether cgroups were made for it here.
     pub cgroup: bool,
+    /// Its home (the peer that told us).
+    pub home: String,
+    /// Its limits, as the home gave them.
+    pub limits: Limits,
 }
 
 /// Why the registry's store failed.
@@ -251,6 +256,12 @@ impl Managed {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(h.id.clone(), h);
+    }
+
+    /// Every process hosted here.
+    pub fn hosted_list(&self) -> Vec<Hosted> {
+        let map = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
     }
 
     /// The hosted process with PID `pid`, if it is still that process.

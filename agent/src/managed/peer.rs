@@ -5,7 +5,7 @@
 use ferry_proto::v1::{
     HostingReply, HostingRequest, KillRequest, LimitsRequest, ListManagedReply, LoadReply,
     ManagedKillReply, ManagedKillRequest, ManagedLimitsRequest, ManagedProcess, ManagedRequest,
-    ProcStatsReply, ProcStatsRequest, SignalReply, SignalRequest,
+    ProcStat, ProcStatsReply, ProcStatsRequest, SignalReply, SignalRequest,
 };
 use tonic::Status;
 
@@ -31,7 +31,10 @@ pub fn proc_stats(node: &NodeRef, req: ProcStatsRequest) -> Result<ProcStatsRepl
         stats: req
             .pids
             .iter()
-            .map(|&pid| load::proc_stat(&node.managed, pid))
+            .map(|&pid| ProcStat {
+                away: node.relays.frozen_away(pid),
+                ..load::proc_stat(&node.managed, pid)
+            })
             .collect(),
     })
 }
@@ -65,6 +68,8 @@ pub fn hosting(node: &NodeRef, peer: &str, req: HostingRequest) -> Result<Hostin
         start_time: stat.start_time,
         owner_uid: req.owner_uid,
         cgroup,
+        home: peer.to_string(),
+        limits,
     });
     tracing::info!(%peer, id = %req.id, pid = req.pid, ?limits, "hosting a managed process");
     Ok(HostingReply {})

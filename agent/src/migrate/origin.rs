@@ -1028,9 +1028,10 @@ pub(super) fn is_stub(pid: i32, start: u64) -> bool {
 }
 
 /// How long the relay of a stub keeps trying to reach a destination that does not answer
-/// before the process counts as lost: `FERRY_RELAY_GIVE_UP` seconds, default 300.
+/// before the process counts as lost: `FERRY_RELAY_GIVE_UP` seconds, default 3600 (how long
+/// a client may be away: the destination keeps a copy frozen for its client as long).
 fn relay_give_up() -> Duration {
-    const DEFAULT: u64 = 300;
+    const DEFAULT: u64 = crate::relay::GIVE_UP_DEFAULT;
     let secs = match std::env::var("FERRY_RELAY_GIVE_UP") {
         Ok(v) => v.trim().parse::<u64>().unwrap_or_else(|_| {
             tracing::warn!(value = %v, "FERRY_RELAY_GIVE_UP is not a number of seconds; using {DEFAULT}");

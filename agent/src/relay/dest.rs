@@ -213,6 +213,23 @@ impl Endpoints {
         Endpoints { locals }
     }
 
+    /// Duplicates of ferryd's ends of the byte streams (pipes, pty, TCP connections), for the
+    /// client-away watch.
+    fn served(&self) -> Vec<super::away::Served> {
+        self.locals
+            .iter()
+            .filter(|l| matches!(l.kind, Kind::Tty | Kind::Read | Kind::Write | Kind::Tcp))
+            .filter_map(|l| {
+                Some(super::away::Served {
+                    channel: l.channel,
+                    kind: l.kind,
+                    fds: l.fds.clone(),
+                    ours: l.ours.as_ref()?.try_clone().ok()?,
+                })
+            })
+            .collect()
+    }
+
     /// The input of the process on `channel` ended: ferryd's kept end goes.
     fn close(&mut self, channel: u32) {
         for l in &mut self.locals {
@@ -231,6 +248,8 @@ pub(super) struct HeldCopy {
     endpoints: Endpoints,
     exit: watch::Receiver<Option<ExitStatus>>,
     run: Option<(u64, Arc<Stop>)>,
+    /// While no stream serves it: the client-away watch.
+    away: Option<super::away::Watch>,
 }
 
 impl HeldCopy {
@@ -274,6 +293,7 @@ impl HeldCopy {
             endpoints,
             exit: rx,
             run: None,
+            away: None,
         }
     }
 
@@ -309,6 +329,7 @@ impl HeldCopy {
             endpoints,
             exit: rx,
             run: None,
+            away: None,
         }
     }
 
@@ -328,6 +349,8 @@ struct Attached {
     exit: watch::Receiver<Option<ExitStatus>>,
     /// The stream that served it before, to stop.
     previous: Option<Arc<Stop>>,
+    /// The client-away watch that served it since, to end.
+    away: Option<super::away::Watch>,
 }
 
 impl super::Registry {
@@ -347,7 +370,16 @@ impl super::Registry {
             endpoints: held.endpoints.duplicate(),
             exit: held.exit.clone(),
             previous: held.run.take().map(|(_, f)| f),
+            away: held.away.take(),
         })
+    }
+
+    /// Destination: whether the copy `pid` is frozen because its client is away.
+    pub fn frozen_away(&self, pid: i32) -> bool {
+        self.lock()
+            .dests
+            .values()
+            .any(|h| h.pid == pid && h.away.as_ref().is_some_and(|w| w.frozen()))
     }
 
     fn set_run(&self, id: &str, run: u64, stop: Arc<Stop>) {
@@ -375,7 +407,26 @@ impl super::Registry {
                 inner.dests.remove(id);
             } else if let Some(h) = inner.dests.get_mut(id) {
                 h.run = None;
+                if h.exit.borrow().is_none() && h.away.is_none() {
+                    // The stream broke with the copy running: its client is away.
+                    let (registry, id2) = (self.clone(), id.to_string());
+                    h.away = Some(super::away::Watch::start(
+                        h.pid,
+                        h.endpoints.served(),
+                        super::away::give_up(),
+                        move || registry.give_up_dest(&id2),
+                    ));
+                }
             }
+        }
+    }
+
+    /// The client of the copy of `id` stayed away too long: ferryd's ends of its relayed
+    /// descriptors close (the copy runs on without them) and a relay for it is refused.
+    fn give_up_dest(&self, id: &str) {
+        let gone = self.lock().dests.remove(id);
+        if let Some(h) = gone {
+            tracing::warn!(migration = %id, pid = h.pid, "gave up waiting for the client");
         }
     }
 }
@@ -403,10 +454,16 @@ pub async fn relay(
             )));
         }
     }
-    let a = node
+    let mut a = node
         .relays
         .attach_dest(&id)
         .ok_or_else(|| Status::not_found(format!("no relay for migration {id}")))?;
+    let away = match a.away.take() {
+        Some(w) => tokio::task::spawn_blocking(move || w.finish())
+            .await
+            .unwrap_or_default(),
+        None => super::away::Outcome::default(),
+    };
     if let Some(prev) = &a.previous {
         // The stream before this one broke (the origin's agent restarted, say): its threads
         // stop before ours read the same descriptors.
@@ -414,7 +471,10 @@ pub async fn relay(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tracing::info!(migration = %id, peer, pid = a.pid, again = a.previous.is_some(), "relay started");
-    Ok(run_attached(node.relays.clone(), id, a, inbound))
+    if let Some(why) = &away.frozen {
+        tracing::info!(migration = %id, pid = a.pid, %why, "the client is back: the copy resumes");
+    }
+    Ok(run_attached(node.relays.clone(), id, a, away, inbound))
 }
 
 /// Runs the destination relay of process `pid` (ferryd's child, reaped here) with `endpoints`
@@ -431,10 +491,22 @@ where
         let (_tx, rx) = mpsc::channel(1);
         return Frames { rx, done: None };
     };
-    run_attached(registry, "local".into(), a, inbound)
+    run_attached(
+        registry,
+        "local".into(),
+        a,
+        super::away::Outcome::default(),
+        inbound,
+    )
 }
 
-fn run_attached<S>(registry: super::Registry, id: String, a: Attached, mut inbound: S) -> Frames
+fn run_attached<S>(
+    registry: super::Registry,
+    id: String,
+    a: Attached,
+    away: super::away::Outcome,
+    mut inbound: S,
+) -> Frames
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + Unpin + 'static,
 {
@@ -444,12 +516,24 @@ where
         endpoints,
         mut exit,
         previous: _,
+        away: _,
     } = a;
     let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(256);
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let pumps = Pumps::new(out_tx);
     registry.set_run(&id, run, pumps.stopper());
-    let dest = Arc::new(Dest::begin(&pumps, pid, endpoints));
+    let super::away::Outcome {
+        mut pending,
+        frozen,
+    } = away;
+    let dest = Arc::new(Dest::begin(&pumps, pid, endpoints, &mut pending));
+    if frozen.is_some() {
+        // What it wrote while its client was away goes first (the readers send it before
+        // anything they read): now it may go on.
+        if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGCONT) {
+            tracing::warn!(pid, %e, "cannot continue the copy frozen while its client was away");
+        }
+    }
 
     tokio::spawn(async move {
         let mut exit_sent = false;
@@ -693,7 +777,14 @@ struct Udp {
 }
 
 impl Dest {
-    fn begin(pumps: &Arc<Pumps>, pid: i32, endpoints: Endpoints) -> Dest {
+    /// Serves `endpoints`; `pending` holds, per channel, bytes the process wrote while no
+    /// stream was open (sent before anything read now).
+    fn begin(
+        pumps: &Arc<Pumps>,
+        pid: i32,
+        endpoints: Endpoints,
+        pending: &mut HashMap<u32, Vec<u8>>,
+    ) -> Dest {
         let mut d = Dest {
             pid,
             pumps: pumps.clone(),
@@ -715,6 +806,7 @@ impl Dest {
                 tracing::warn!(channel = ch, %e, "relay: cannot make an endpoint non-blocking");
                 continue;
             }
+            let first = pending.remove(&ch).unwrap_or_default();
             let serve = |fd, io, read, write, end| Serve {
                 fd,
                 io,
@@ -724,6 +816,7 @@ impl Dest {
                 drain: read,
                 prefix: Vec::new(),
                 connecting: false,
+                first,
             };
             match l.kind {
                 Kind::Tty => {

@@ -7,6 +7,7 @@
 //! the restored process holds local endpoints of the same kind ([`dest::Endpoints`]), whose
 //! other ends ferryd pumps. See docs/relay.md.
 
+mod away;
 pub mod dest;
 pub mod origin;
 mod pump;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 
+pub use away::GIVE_UP_DEFAULT;
 pub use stub::{LOST_EXIT_CODE, StubCommand, stub_socket_path};
 
 /// What a relayed descriptor is, as the `kind` of a `RelayEndpoint`.

@@ -855,6 +855,7 @@ impl Origin {
                         end: EndBy::Shutdown,
                         drain: false,
                         prefix: Vec::new(),
+                        first: Vec::new(),
                         connecting: false,
                     },
                 ),

@@ -427,6 +427,9 @@ pub struct Serve {
     pub prefix: Vec<u8>,
     /// A non-blocking `connect` is under way: the channel is closed if it fails.
     pub connecting: bool,
+    /// Bytes read from the descriptor before this relay (while the client was away), sent
+    /// before anything read now.
+    pub first: Vec<u8>,
 }
 
 /// Starts a non-blocking connection to `addr` (`TCP_NODELAY`): the socket, and whether the
@@ -792,9 +795,16 @@ impl Pumps {
             }
         }
         let reader_done = Notify::new();
+        let first = s.first;
         let reading = async {
             if let Some(w) = &window {
-                self.read_loop(channel, &fd, io, w).await;
+                let sent = first.is_empty() || {
+                    w.take(first.len());
+                    self.send_async(frame(channel, What::Data(first))).await
+                };
+                if sent {
+                    self.read_loop(channel, &fd, io, w).await;
+                }
             }
             reader_done.notify_one();
         };
@@ -989,6 +999,7 @@ impl Pumps {
             drain: false,
             prefix,
             connecting: false,
+            first: Vec::new(),
         };
         self.spawn_serve(channel, s, Some(feed), Some(window));
         true
@@ -1012,6 +1023,7 @@ impl Pumps {
                     drain: false,
                     prefix,
                     connecting,
+                    first: Vec::new(),
                 };
                 self.spawn_serve(channel, s, Some(feed), Some(window));
             }

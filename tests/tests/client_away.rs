@@ -1,0 +1,246 @@
+//! The client goes away (issue 12, item 4; docs/relay.md "When the client goes away"): a job
+//! started with `ferry run --on h2` from h1 keeps computing while h1's link is cut, is frozen
+//! on h2 once it reads its stdin (which only the client can fill), shows as `frozen (client
+//! away)` in `ferry ps` on h2, and when the link comes back resumes with nothing lost: what it
+//! wrote while its client was away arrives, and what the user types afterwards reaches it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use ferry_tests::hosts::Hosts;
+use ferry_tests::{ferry_bin, setup};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The job: prints, waits for "go", computes for 10 s, prints 300 lines, then reads a line
+/// and ends with 7.
+const JOB: &str = r#"
+import sys, time
+for i in range(300):
+    print("before-%d" % i)
+print("ready", flush=True)
+sys.stdin.readline()
+print("going", flush=True)
+t = time.time()
+while time.time() - t < 10:
+    pass
+for i in range(300):
+    print("during-%d" % i)
+print("asking", flush=True)
+line = sys.stdin.readline()
+print("got:" + line.strip(), flush=True)
+sys.exit(7)
+"#;
+
+/// `ferry ARGS` inside host `n`.
+fn ferry(hosts: &Hosts, n: u32, args: &[&str]) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg("--target")
+        .arg(hosts.init_pid(n).to_string())
+        .args(["--net", "--pid", "--mount", "--uts", "--"])
+        .arg(ferry_bin())
+        .args(args)
+        .env("FERRY_SOCKET", hosts.socket(n))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `ferry ps --json` on host `n`: the objects.
+fn ps(hosts: &Hosts, n: u32) -> Result<Vec<Value>> {
+    let out: Output = ferry(hosts, n, &["ps", "--json"]).output()?;
+    ensure!(
+        out.status.success(),
+        "ferry ps on h{n}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).context("ps --json is not JSON")?;
+    Ok(v.as_array().context("ps --json is not an array")?.clone())
+}
+
+/// Polls `ps` on host `n` until job `id` satisfies `want`.
+fn wait_ps(
+    hosts: &Hosts,
+    n: u32,
+    id: &str,
+    what: &str,
+    want: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let start = Instant::now();
+    loop {
+        let list = ps(hosts, n)?;
+        if let Some(p) = list.iter().find(|p| p["id"] == id)
+            && want(p)
+        {
+            return Ok(p.clone());
+        }
+        ensure!(
+            start.elapsed() < TIMEOUT,
+            "job {id} never {what} (ps on h{n}): {list:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn lines_of(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line, within the timeout.
+fn next_line(rx: &mpsc::Receiver<String>, what: &str) -> Result<String> {
+    rx.recv_timeout(TIMEOUT)
+        .with_context(|| format!("no line {what} within {TIMEOUT:?}"))
+}
+
+fn expect_line(rx: &mpsc::Receiver<String>, what: &str, want: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let left = TIMEOUT
+            .checked_sub(start.elapsed())
+            .with_context(|| format!("no line {what}"))?;
+        let l = rx
+            .recv_timeout(left)
+            .with_context(|| format!("no line {what}"))?;
+        if l.contains(want) {
+            return Ok(());
+        }
+    }
+}
+
+/// State letter and CPU ticks (utime + stime) of `pid` on host `n`.
+fn stat(hosts: &Hosts, n: u32, pid: i64) -> Result<(char, u64)> {
+    let text = hosts.run_ok(n, &["cat", &format!("/proc/{pid}/stat")])?;
+    let rest = &text[text.rfind(')').context("stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let state = f.first().and_then(|s| s.chars().next()).context("state")?;
+    let ticks = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    Ok((state, ticks))
+}
+
+/// Kills the nsenter of a `ferry run` that a failed test left.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn a_job_whose_client_is_away_computes_then_freezes_on_stdin_and_resumes_with_nothing_lost()
+-> Result<()> {
+    let Some(_ctx) = setup("client-away") else {
+        return Ok(());
+    };
+    let hosts = Hosts::up(2).context("hosts up")?;
+    let r = scenario(&hosts);
+    if r.is_err() {
+        eprintln!(
+            "--- ferryd on h1:\n{}\n--- ferryd on h2:\n{}",
+            hosts.ferryd_log(1),
+            hosts.ferryd_log(2)
+        );
+    }
+    r
+}
+
+fn scenario(hosts: &Hosts) -> Result<()> {
+    let mut child = ferry(
+        hosts,
+        1,
+        &["run", "--on", "h2", "--", "/usr/bin/python3", "-c", JOB],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .context("start ferry run")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let out = lines_of(child.stdout.take().context("stdout")?);
+    let err = lines_of(child.stderr.take().context("stderr")?);
+    let mut child = Reap(child);
+    let line = next_line(&err, "naming the job")?;
+    ensure!(line.starts_with("ferry: job "), "{line}");
+    let id = line.split_whitespace().nth(2).context("no id")?.to_string();
+    expect_line(&err, "saying it moved", " moved (migration ")
+        .with_context(|| format!("stderr then: {:?}", err.try_iter().collect::<Vec<_>>()))?;
+    for i in 0..300 {
+        let l = next_line(&out, "before the cut")?;
+        ensure!(l == format!("before-{i}"), "line {i} before the cut: {l:?}");
+    }
+    ensure!(next_line(&out, "ready")? == "ready");
+    let p = wait_ps(hosts, 1, &id, "ran on h2", |p| {
+        p["host"] == "h2" && p["status"] == "running"
+    })?;
+    let pid = p["pid"].as_i64().context("no pid")?;
+
+    // It computes: cut the client's link meanwhile.
+    stdin.write_all(b"go\n")?;
+    ensure!(next_line(&out, "going")? == "going");
+    hosts.link_down(1).context("cut h1's link")?;
+    let cut = Instant::now();
+
+    // h2's relay stream breaks within the keepalive's ~4 s: the job computes on, unfrozen.
+    thread::sleep(Duration::from_secs(6));
+    let (s1, t1) = stat(hosts, 2, pid)?;
+    thread::sleep(Duration::from_millis(1500));
+    let (s2, t2) = stat(hosts, 2, pid)?;
+    ensure!(
+        cut.elapsed() < Duration::from_secs(10),
+        "too slow to look while it computes"
+    );
+    ensure!(
+        s1 != 'T' && s2 != 'T' && t2 > t1 + 50,
+        "the job did not compute on while its client was away: {s1} {t1} → {s2} {t2}"
+    );
+
+    // Then it reads its stdin: frozen, and ps on h2 (its home h1 out of reach) says why.
+    let p = wait_ps(hosts, 2, &id, "was frozen for its client", |p| {
+        p["status"] == "frozen (client away)"
+    })?;
+    assert_eq!(p["host"], "h2", "{p}");
+    assert_eq!(p["pid"].as_i64(), Some(pid), "{p}");
+    let (s, t) = stat(hosts, 2, pid)?;
+    ensure!(s == 'T', "frozen, yet state {s}");
+    thread::sleep(Duration::from_secs(1));
+    let (_, t_later) = stat(hosts, 2, pid)?;
+    ensure!(t_later == t, "a frozen job used CPU: {t} → {t_later}");
+
+    // The client is back: the user types, the job resumes, and what it wrote while its
+    // client was away arrives, whole and in order, before what it answers.
+    hosts.link_up(1).context("bring h1's link back")?;
+    stdin.write_all(b"hello\n")?;
+    for i in 0..300 {
+        let l = next_line(&out, "written while the client was away")?;
+        ensure!(l == format!("during-{i}"), "line {i} after the cut: {l:?}");
+    }
+    ensure!(next_line(&out, "asking")? == "asking");
+    let l = next_line(&out, "its answer")?;
+    ensure!(l == "got:hello", "the job read {l:?}");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait()? {
+            break s;
+        }
+        ensure!(start.elapsed() < TIMEOUT, "ferry run did not end");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(7), "ferry run ended with {status}");
+    Ok(())
+}
