@@ -119,6 +119,18 @@ fn curl(
     post: Option<&str>,
     session: Option<&str>,
 ) -> Result<Answer> {
+    curl_with(hosts, n, path, post, session, &[])
+}
+
+/// [`curl`] with more request headers.
+fn curl_with(
+    hosts: &Hosts,
+    n: u32,
+    path: &str,
+    post: Option<&str>,
+    session: Option<&str>,
+    more: &[&str],
+) -> Result<Answer> {
     let host = Hosts::name(n);
     let mut args: Vec<String> = vec![
         "curl".into(),
@@ -136,6 +148,9 @@ fn curl(
     }
     if let Some(s) = session {
         args.extend(["-H".into(), format!("Cookie: __Host-ferry_session={s}")]);
+    }
+    for h in more {
+        args.extend(["-H".into(), (*h).to_string()]);
     }
     args.push(format!("https://{host}:{WEB_PORT}{path}"));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -259,6 +274,10 @@ fn metrics_login_csrf_and_actions_over_https() -> Result<()> {
     let Some(_ctx) = setup("web-https") else {
         return Ok(());
     };
+    if Command::new("curl").arg("--version").output().is_err() {
+        skip("curl is missing (apt-get install curl)");
+        return Ok(());
+    }
     let hosts = Hosts::up(2).context("hosts up")?;
     let (h1_before, _) = metrics(&hosts, 1)?;
     let (h2_before, _) = metrics(&hosts, 2)?;
@@ -357,6 +376,16 @@ fn metrics_login_csrf_and_actions_over_https() -> Result<()> {
         a.status == 403,
         "POST /logout with a wrong CSRF token: {a:?}"
     );
+    // Nor does a browser's POST from another site, even with the right token.
+    let a = curl_with(
+        &hosts,
+        1,
+        "/kill",
+        Some(&format!("id={user_job}&signal=KILL&csrf={csrf}")),
+        Some(&user),
+        &["Origin: https://elsewhere.example"],
+    )?;
+    ensure!(a.status == 403, "POST /kill from another origin: {a:?}");
     // Root's job cannot be killed from the user's session.
     let a = curl(
         &hosts,

@@ -159,7 +159,7 @@ async fn secure_headers(mut r: Response) -> Response {
     );
     set(h, "x-frame-options", "DENY");
     set(h, "x-content-type-options", "nosniff");
-    set(h, "referrer-policy", "no-referrer");
+    set(h, "referrer-policy", "same-origin");
     set(h, "cache-control", "no-store");
     set(h, "strict-transport-security", "max-age=31536000");
     r
@@ -220,8 +220,22 @@ fn form(body: &[u8]) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-/// An action's session, checked: the session (401 without one) and its CSRF token in the
-/// form (403 when it is missing or wrong).
+/// Whether a POST may come from where it says: a browser names the page's origin in
+/// `Origin`, which must then be this very site (`https://` and the `Host` it asked for).
+/// Without `Origin` (not a browser, or an old one) the session and CSRF token decide alone.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (origin.to_str().ok(), host) {
+        (Some(o), Some(h)) => o.strip_prefix("https://") == Some(h),
+        _ => false,
+    }
+}
+
+/// An action's session, checked: the session (401 without one), the origin and its CSRF
+/// token in the form (403 when it is missing or wrong).
 #[allow(clippy::result_large_err)]
 fn authorize_post(
     w: &Web,
@@ -235,6 +249,10 @@ fn authorize_post(
         )
             .into_response());
     };
+    if !same_origin(headers) {
+        tracing::warn!(uid = s.user.uid, "web: a POST from another origin");
+        return Err((StatusCode::FORBIDDEN, "403: from another origin\n").into_response());
+    }
     if !fields.get("csrf").is_some_and(|c| s.csrf_ok(c)) {
         tracing::warn!(
             uid = s.user.uid,
@@ -264,9 +282,13 @@ async fn login_page(State(w): State<Web>, headers: HeaderMap) -> Response {
     html(pages::login(&w.node.config.name, None))
 }
 
-async fn login(State(w): State<Web>, body: Bytes) -> Response {
+async fn login(State(w): State<Web>, headers: HeaderMap, body: Bytes) -> Response {
     if body.len() > MAX_BODY {
         return (StatusCode::PAYLOAD_TOO_LARGE, "too large\n").into_response();
+    }
+    // Another site may not log a browser in (to a session of its choosing).
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "403: from another origin\n").into_response();
     }
     let fields = form(&body);
     let token = fields.get("token").map(String::as_str).unwrap_or("");
@@ -458,6 +480,25 @@ mod tests {
         assert_eq!(f["end"], "%4");
         assert_eq!(f["u"], "%é");
         assert!(form(b"").is_empty());
+    }
+
+    #[test]
+    fn origins() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h));
+        h.insert(header::HOST, HeaderValue::from_static("h1:7443"));
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://h1:7443"));
+        assert!(same_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://h1:7443"));
+        assert!(!same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!same_origin(&h));
     }
 
     #[test]
