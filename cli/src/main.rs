@@ -7,6 +7,7 @@ mod image;
 mod migrate;
 mod restore;
 mod run;
+mod web;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,9 @@ enum Command {
     Kill(run::KillArgs),
     /// Change the CPU and memory limits of a managed process.
     Limits(run::LimitsArgs),
+    /// The local agent's web page: login tokens.
+    #[command(subcommand)]
+    Web(web::Command),
 }
 
 /// Invoked as `migrate` (a link to `ferry`): `migrate PID --to HOST` is `ferry migrate ...`.
@@ -127,5 +131,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Output(args) => run::output(args),
         Command::Kill(args) => run::kill(args),
         Command::Limits(args) => run::limits_cmd(args),
+        Command::Web(cmd) => web::run(cmd),
     }
 }

@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use ferry_agent::web::table::row;
 use ferry_proto::v1::migrate_event::Event;
 use ferry_proto::v1::{
-    ExitedRequest, KillRequest, Limits, LimitsRequest, ListManagedRequest, ManagedProcess,
-    OffloadRequest, OutputRequest, RegisterRequest, SpawnRequest,
+    ExitedRequest, KillRequest, Limits, LimitsRequest, ListManagedRequest, OffloadRequest,
+    OutputRequest, RegisterRequest, SpawnRequest,
 };
 
 use crate::migrate::{DEFAULT_SOCKET, connect, runtime};
@@ -356,73 +357,6 @@ pub fn offload_cmd(args: OffloadArgs) -> Result<()> {
     })
 }
 
-fn human_bytes(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("T", 1 << 40),
-        ("G", 1 << 30),
-        ("M", 1 << 20),
-        ("K", 1 << 10),
-    ];
-    for (u, n) in UNITS {
-        if b >= n {
-            let v = b as f64 / n as f64;
-            return if v >= 10.0 || b.is_multiple_of(n) {
-                format!("{}{u}", v.round())
-            } else {
-                format!("{v:.1}{u}")
-            };
-        }
-    }
-    format!("{b}")
-}
-
-fn human_time(s: u64) -> String {
-    match s {
-        s if s >= 86400 => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
-        s => format!("{s}s"),
-    }
-}
-
-/// One row of `ps`.
-fn row(p: &ManagedProcess) -> [String; 10] {
-    let l = p.limits.unwrap_or_default();
-    let running = p.status == "running" || p.status == "frozen";
-    [
-        p.id.clone(),
-        if p.pid > 0 {
-            p.pid.to_string()
-        } else {
-            "-".into()
-        },
-        p.host.clone(),
-        p.status.clone(),
-        if l.cpu_millis > 0 {
-            format!("{}", l.cpu_millis as f64 / 1000.0)
-        } else {
-            "-".into()
-        },
-        if running {
-            format!("{:.0}%", p.curr_cpu)
-        } else {
-            "-".into()
-        },
-        if l.mem_bytes > 0 {
-            human_bytes(l.mem_bytes)
-        } else {
-            "-".into()
-        },
-        if running {
-            human_bytes(p.curr_mem)
-        } else {
-            "-".into()
-        },
-        human_time(p.uptime_s),
-        p.command.clone(),
-    ]
-}
-
 /// `ferry ps`.
 pub fn ps(args: PsArgs) -> Result<()> {
     let reply = runtime()?.block_on(async {
@@ -441,7 +375,7 @@ pub fn ps(args: PsArgs) -> Result<()> {
             .iter()
             .map(|p| {
                 let l = p.limits.unwrap_or_default();
-                let running = p.status == "running" || p.status == "frozen";
+                let running = ferry_agent::web::table::is_running(p);
                 serde_json::json!({
                     "id": p.id,
                     "pid": (p.pid > 0).then_some(p.pid),
@@ -466,11 +400,7 @@ pub fn ps(args: PsArgs) -> Result<()> {
         }
         return crate::write_stdout(&format!("{}\n", serde_json::Value::Array(out)));
     }
-    let head = [
-        "ID", "PID", "HOST", "STATUS", "MAX_CPU", "CURR_CPU", "MAX_MEM", "CURR_MEM", "UPTIME",
-        "COMMAND",
-    ]
-    .map(String::from);
+    let head = ferry_agent::web::table::HEAD.map(String::from);
     let mut rows = vec![head];
     rows.extend(reply.processes.iter().map(row));
     let mut widths = [0usize; 10];

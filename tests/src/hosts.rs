@@ -31,6 +31,8 @@ pub const ROOT: &str = "/run/ferry-hosts";
 pub const BRIDGE: &str = "ferrybr0";
 /// The port every ferryd listens on for its peers.
 pub const PEER_PORT: u16 = 7411;
+/// The port of every ferryd's web page and `/metrics` (HTTPS, as `xtask hosts up` configures).
+pub const WEB_PORT: u16 = 7443;
 /// How long `xtask hosts up`/`down` may take.
 const XTASK_TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: two test hosts; a counting process in this terminal on h1 is migrated
-//! to h2 while it keeps printing into the same terminal, then migrated back.
+//! to h2 while it keeps printing into the same terminal, then migrated back; then a managed job
+//! goes where `ferry run --auto` sends it, and `ferry ps` and `ferry output` follow it.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -113,7 +114,12 @@ pub fn run() -> Result<()> {
     if !status.success() {
         bail!("the migrated process should have exited 0, the parent saw {status}");
     }
-    step(6, "Take the hosts down: cargo xtask hosts down");
+    step(
+        6,
+        "A managed job: `ferry run --auto` sends it to the freest peer, `ferry ps` follows it:",
+    );
+    crate::demo_offload::run(&ferry, &counter, 10)?;
+    step(7, "Take the hosts down: cargo xtask hosts down");
     drop(_down);
     say("Done.");
     Ok(())

@@ -48,6 +48,8 @@ const VETH_PREFIX: &str = "ferryh";
 const SUBNET: &str = "10.77.0";
 /// The port every ferryd listens on for peers.
 pub const PEER_PORT: u16 = 7411;
+/// The port of every ferryd's web page and `/metrics` (HTTPS).
+pub const WEB_PORT: u16 = 7443;
 /// At most this many hosts (addresses .1 to .200).
 const MAX_HOSTS: u32 = 200;
 /// Mounted privately in each host: the socket directory, the records, a host-only directory.
@@ -336,7 +338,8 @@ fn make_certificates(ferry: &Path, n: u32) -> Result<()> {
 fn config(i: u32, n: u32) -> String {
     let dir = host_dir(i);
     let mut text = format!(
-        "name = \"h{i}\"\nlisten = \"{SUBNET}.{i}:{PEER_PORT}\"\nsocket = \"{}\"\ntls_dir = \"{ROOT}/tls\"\n\n[peers]\n",
+        "name = \"h{i}\"\nlisten = \"{SUBNET}.{i}:{PEER_PORT}\"\nsocket = \"{}\"\ntls_dir = \"{ROOT}/tls\"\n\
+         web = \"{SUBNET}.{i}:{WEB_PORT}\"\n\n[peers]\n",
         dir.join("ferryd.sock").display()
     );
     for j in (1..=n).filter(|&j| j != i) {
@@ -781,6 +784,7 @@ mod tests {
         assert!(text.contains("listen = \"10.77.0.2:7411\""));
         assert!(text.contains("socket = \"/run/ferry-hosts/h2/ferryd.sock\""));
         assert!(text.contains("tls_dir = \"/run/ferry-hosts/tls\""));
+        assert!(text.contains("web = \"10.77.0.2:7443\""));
         assert!(text.contains("h1 = \"10.77.0.1:7411\""));
         assert!(text.contains("h3 = \"10.77.0.3:7411\""));
         assert!(!text.contains("h2 = "));

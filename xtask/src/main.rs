@@ -6,6 +6,7 @@ mod bench_relay;
 mod bench_tasks;
 mod demo;
 mod demo_hosts;
+mod demo_offload;
 mod hosts;
 mod test;
 mod util;

@@ -5,6 +5,7 @@
 //! listen = "10.77.0.1:7411"         # peer API (mutual TLS)
 //! socket = "/run/ferry/ferryd.sock" # local API (the default)
 //! tls_dir = "/etc/ferry/tls"        # ca.pem, h1.pem, h1.key
+//! web = "10.77.0.1:8443"            # the web page and /metrics (HTTPS); off when absent
 //!
 //! [peers]
 //! h2 = "10.77.0.2:7411"
@@ -36,6 +37,10 @@ pub struct Config {
     /// The other agents: name → `addr:port`.
     #[serde(default)]
     pub peers: BTreeMap<String, String>,
+    /// The web page and `/metrics` (HTTPS with this host's certificate): `addr:port`; none
+    /// when absent.
+    #[serde(default)]
+    pub web: Option<String>,
 }
 
 fn default_socket() -> PathBuf {
@@ -101,6 +106,11 @@ impl Config {
         self.listen.parse()
     }
 
+    /// The web listener's address, when configured (checked by `load`).
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_deref().and_then(|w| w.parse().ok())
+    }
+
     fn check(&self) -> Result<(), String> {
         if !valid_node_name(&self.name) {
             return Err(format!(
@@ -113,6 +123,14 @@ impl Config {
                 "listen {:?} is not an address:port such as 10.77.0.1:7411",
                 self.listen
             ));
+        }
+        if let Some(web) = &self.web {
+            let addr: SocketAddr = web.parse().map_err(|_| {
+                format!("web {web:?} is not an address:port such as 10.77.0.1:8443")
+            })?;
+            if self.listen_addr().is_ok_and(|l| l == addr) {
+                return Err(format!("web {web:?} is the listen address of the peer API"));
+            }
         }
         if self.socket.as_os_str().is_empty() {
             return Err("socket is empty".to_owned());
@@ -156,6 +174,21 @@ mod tests {
         .unwrap();
         assert_eq!(c.socket, PathBuf::from("/run/ferry/ferryd.sock"));
         assert_eq!(c.peers["h2"], "10.77.0.2:7411");
+        assert_eq!(c.web, None);
+        let c = parse(
+            "name = \"h1\"\nlisten = \"10.77.0.1:7411\"\ntls_dir = \"t\"\nweb = \"10.77.0.1:8443\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.web_addr(), Some("10.77.0.1:8443".parse().unwrap()));
+    }
+
+    #[test]
+    fn refuses_a_bad_web_address() {
+        let base = "name = \"a\"\nlisten = \"127.0.0.1:7411\"\ntls_dir = \"t\"\n";
+        let err = parse(&format!("{base}web = \"localhost\"\n")).unwrap_err();
+        assert!(err.contains("web \"localhost\""), "{err}");
+        let err = parse(&format!("{base}web = \"127.0.0.1:7411\"\n")).unwrap_err();
+        assert!(err.contains("listen address"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use ferry_proto::v1::{
     ExitedReply, ExitedRequest, KillReply, KillRequest, LimitsRequest, ListManagedReply,
     ListManagedRequest, ListMigrationsReply, ListMigrationsRequest, ManagedProcess, MigrateEvent,
     MigrateRequest, OffloadRequest, OutputChunk, OutputRequest, RegisterRequest, SpawnRequest,
+    WebTokenReply, WebTokenRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -166,6 +167,31 @@ impl Agent for LocalService {
         crate::managed::local::limits(&self.node, caller, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn web_token(
+        &self,
+        request: Request<WebTokenRequest>,
+    ) -> Result<Response<WebTokenReply>, Status> {
+        let caller = transport::caller(&request)?;
+        let node = self.node.clone();
+        // The store does blocking I/O.
+        let token = tokio::task::spawn_blocking(move || node.web.new_token(caller))
+            .await
+            .map_err(|_| Status::internal("making a web token failed"))?
+            .map_err(|why| Status::internal(format!("make a web token: {why}")))?;
+        tracing::info!(uid = caller.uid, "web token made");
+        let url = self
+            .node
+            .config
+            .web_addr()
+            .map(|a| format!("https://{}:{}/", self.node.config.name, a.port()))
+            .unwrap_or_default();
+        Ok(Response::new(WebTokenReply {
+            token,
+            uid: caller.uid,
+            url,
+        }))
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Node {
     pub relays: crate::relay::Registry,
     /// Managed processes (`ferry run`, `ps` ...): those of this host, and those it hosts.
     pub managed: crate::managed::Managed,
+    /// Web page logins: token hashes and sessions.
+    pub web: crate::web::Auth,
 }
 
 /// A shared handle to the node.
@@ -63,6 +65,7 @@ impl Node {
             copies: Default::default(),
             relays: Default::default(),
             managed: Default::default(),
+            web: Default::default(),
         }
     }
 }
@@ -117,6 +120,12 @@ pub enum ServeError {
     /// The managed processes store could not be opened.
     #[error(transparent)]
     Managed(#[from] crate::managed::StoreError),
+    /// The web page's token store could not be opened.
+    #[error(transparent)]
+    WebStore(#[from] crate::web::auth::AuthStoreError),
+    /// The web page could not start.
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     /// A server ended with an error.
     #[error("the {api} API server failed")]
     Server {
@@ -141,6 +150,7 @@ pub enum ServeError {
 /// `NOTIFY_SOCKET`), `WATCHDOG=1` every half `WATCHDOG_USEC` while running, and `STOPPING=1` when
 /// asked to stop.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    crate::metrics::init();
     // Refuse a missing or partial TLS configuration before binding anything.
     let tls =
         TlsMaterial::load(&config.tls_dir, &config.name).map_err(|source| ServeError::Tls {
@@ -158,6 +168,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             source,
         })?;
 
+    let web_tls = match config.web {
+        Some(_) => Some(tls.web_server_config().map_err(crate::web::WebError::Tls)?),
+        None => None,
+    };
     let addr = config
         .listen_addr()
         .map_err(|source| ServeError::ListenAddr {
@@ -176,7 +190,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let mut node = Node::new(config, tls);
     node.store = crate::migrate::records::Store::open_default()?;
     node.managed = crate::managed::Managed::open(&crate::migrate::records::state_dir())?;
+    node.web = crate::web::Auth::open(&crate::migrate::records::state_dir())?;
     let node: NodeRef = Arc::new(node);
+    let web_task = match (node.config.web_addr(), web_tls) {
+        (Some(web), Some(web_tls)) => Some(crate::web::start(node.clone(), web, web_tls).await?),
+        _ => None,
+    };
     crate::managed::start(node.clone());
     // Migrations a previous run left unfinished, resolved in the background.
     crate::migrate::resolve(node.clone());
@@ -202,6 +221,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         name = %node.config.name,
         listen = %addr,
         socket = %socket_path.display(),
+        web = ?node.config.web,
         peers = ?node.peers.peers().keys().collect::<Vec<_>>(),
         "ferryd ready"
     );
@@ -225,6 +245,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
     notify(&[NotifyState::Stopping]);
     watchdog.abort();
+    if let Some(web) = &web_task {
+        web.abort();
+    }
     let _ = stop_tx.send(true);
     let drain = async {
         if !peer_task.is_finished() {

@@ -344,13 +344,15 @@ fn restorer(
         // The destination always checks the copy against the image before reporting it.
         check: Some(crate::verify::restore_check),
     };
-    let (summary, members) = if members.is_empty() {
-        let s = crate::restore::restore_with(reader, opts, &endpoints.substitutes())
-            .map_err(|e| chain(&e))?;
-        (s, Vec::new())
+    let restored = if members.is_empty() {
+        crate::restore::restore_with(reader, opts, &endpoints.substitutes())
+            .map(|s| (s, Vec::new()))
+            .map_err(|e| chain(&e))
     } else {
-        super::tree::restore(reader, opts, &endpoints, members).map_err(|e| chain(&e))?
+        super::tree::restore(reader, opts, &endpoints, members).map_err(|e| chain(&e))
     };
+    crate::metrics::restore(restored.is_ok());
+    let (summary, members) = restored?;
     let st = start_time(summary.pid).unwrap_or(0);
     Ok(Made {
         pid: summary.pid,

@@ -184,7 +184,9 @@ fn tracer(job: TracerJob) {
         ..DumpOptions::default()
     };
     let at_us = now_us();
-    let held = match dump::hold(Pid::from_raw(pid), opts) {
+    let held = dump::hold(Pid::from_raw(pid), opts);
+    crate::metrics::dump(held.is_ok());
+    let held = match held {
         Ok(h) => h,
         Err(e) => {
             let _ = events.send(Ev::Failed(format!("freeze: {}", chain(&e))));
@@ -449,6 +451,7 @@ pub async fn migrate(
         as_user,
     };
     let result = m.run().await;
+    crate::metrics::migration(result.as_ref());
     if let Err(s) = &result {
         tracing::warn!(migration = %m.rec.migration_id, error = %s.message(), "migration failed");
     }

@@ -134,7 +134,9 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         ..DumpOptions::default()
     };
     let at_us = now_us();
-    let mut held = match dump::hold_tree(Pid::from_raw(pid), opts) {
+    let held = dump::hold_tree(Pid::from_raw(pid), opts);
+    crate::metrics::dump(held.is_ok());
+    let mut held = match held {
         Ok(h) => h,
         Err(e) => {
             let _ = events.send(Ev::Failed(format!("freeze the tree: {}", chain(&e))));

@@ -176,6 +176,7 @@ impl Window {
     }
 
     fn take(&self, n: usize) {
+        crate::metrics::relay_bytes(true, n);
         self.avail.fetch_sub(n as i64, Ordering::SeqCst);
     }
 
@@ -533,6 +534,9 @@ impl Pumps {
     /// for no writer are credited back at once: the remote's reader must not wait for them.
     /// Never waits.
     pub fn deliver(&self, channel: u32, out: Out) -> bool {
+        if let Out::Data(d) = &out {
+            crate::metrics::relay_bytes(false, d.len());
+        }
         let rejected = {
             let mut chans = self.chans();
             match chans.get_mut(&channel).and_then(|c| c.sink.as_ref()) {

@@ -232,6 +232,24 @@ impl TlsMaterial {
             .timeout(HANDSHAKE_TIMEOUT)
     }
 
+    /// The web page's server side: our certificate, no client certificate asked (browsers
+    /// have none of the cluster's), HTTP/1.1.
+    pub fn web_server_config(&self) -> Result<rustls::ServerConfig, rustls::Error> {
+        let chain = CertificateDer::pem_slice_iter(&self.cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     fn identity(&self) -> Identity {
         Identity::from_pem(&self.cert, &self.key)
     }
