@@ -17,8 +17,9 @@ use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(40);
 
-/// The job: prints, waits for "go", computes for 10 s, prints 300 lines, then reads a line
-/// and ends with 7.
+/// The job: prints, waits for "go", computes for 10 s writing a numbered tick every 20 ms
+/// (so that bytes are in flight when the link is cut), says how many, prints 300 lines, then
+/// reads a line and ends with 7.
 const JOB: &str = r#"
 import sys, time
 for i in range(300):
@@ -27,8 +28,14 @@ print("ready", flush=True)
 sys.stdin.readline()
 print("going", flush=True)
 t = time.time()
+n = 0
+tick = t
 while time.time() - t < 10:
-    pass
+    if time.time() >= tick:
+        print("tick-%d" % n, flush=True)
+        n += 1
+        tick += 0.02
+print("ticks %d" % n, flush=True)
 for i in range(300):
     print("during-%d" % i)
 print("asking", flush=True)
@@ -226,6 +233,23 @@ fn scenario(hosts: &Hosts) -> Result<()> {
     // client was away arrives, whole and in order, before what it answers.
     hosts.link_up(1).context("bring h1's link back")?;
     stdin.write_all(b"hello\n")?;
+    // Every tick, those in flight on the stream when the link was cut included.
+    let mut ticks = 0;
+    loop {
+        let l = next_line(&out, "a tick")?;
+        if let Some(n) = l.strip_prefix("ticks ") {
+            ensure!(
+                n == ticks.to_string(),
+                "the job wrote {n} ticks, {ticks} arrived"
+            );
+            break;
+        }
+        ensure!(
+            l == format!("tick-{ticks}"),
+            "tick {ticks} lost or out of order: {l:?}"
+        );
+        ticks += 1;
+    }
     for i in 0..300 {
         let l = next_line(&out, "written while the client was away")?;
         ensure!(l == format!("during-{i}"), "line {i} after the cut: {l:?}");

@@ -1141,6 +1141,8 @@ pub(crate) fn keep_relaying(
                 Ok(Err(e)) => {
                     tracing::warn!(migration = %id, error = %chain(&e), "relay broke; starting it again");
                     unanswered = None;
+                    // The stream worked: the next one is tried soon (what it kept waits).
+                    delay = Duration::from_millis(500);
                 }
                 Err(e) => {
                     tracing::warn!(migration = %id, error = %e, "relay task failed; starting it again");

@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Status, Streaming};
 
+use super::ledger::Ledger;
 use super::pump::{EndBy, Io, Out, Pumps, Serve, Stop, frame, set_nonblocking};
 use super::{Kind, RelayError};
 use crate::daemon::Node;
@@ -250,6 +251,8 @@ pub(super) struct HeldCopy {
     run: Option<(u64, Arc<Stop>)>,
     /// While no stream serves it: the client-away watch.
     away: Option<super::away::Watch>,
+    /// What its streams sent and received per channel, in the origin's session.
+    ledger: Arc<Ledger>,
 }
 
 impl HeldCopy {
@@ -294,6 +297,7 @@ impl HeldCopy {
             exit: rx,
             run: None,
             away: None,
+            ledger: Ledger::new(0),
         }
     }
 
@@ -330,6 +334,7 @@ impl HeldCopy {
             exit: rx,
             run: None,
             away: None,
+            ledger: Ledger::new(0),
         }
     }
 
@@ -351,6 +356,10 @@ struct Attached {
     previous: Option<Arc<Stop>>,
     /// The client-away watch that served it since, to end.
     away: Option<super::away::Watch>,
+    /// The ledger of the origin's session.
+    ledger: Arc<Ledger>,
+    /// The origin's session is the one counted before: what it did not credit goes again.
+    again: bool,
 }
 
 impl super::Registry {
@@ -360,10 +369,18 @@ impl super::Registry {
         self.lock().dests.get(id).map(|h| h.exit.clone())
     }
 
-    fn attach_dest(&self, id: &str) -> Option<Attached> {
+    /// A stream of the origin's relay `session` (0: the origin does not count) attaches to
+    /// the copy of `id`. A session other than the one counted so far (the first stream, an
+    /// origin agent that restarted, an origin that does not count) starts the counts anew,
+    /// keeping only bytes that never went out.
+    fn attach_dest(&self, id: &str, session: u64) -> Option<Attached> {
         let mut inner = self.lock();
         let held = inner.dests.get_mut(id)?;
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
+        let again = session != 0 && held.ledger.session() == session;
+        if !again {
+            held.ledger = held.ledger.renewed(session);
+        }
         Some(Attached {
             run,
             pid: held.pid,
@@ -371,6 +388,8 @@ impl super::Registry {
             exit: held.exit.clone(),
             previous: held.run.take().map(|(_, f)| f),
             away: held.away.take(),
+            ledger: held.ledger.clone(),
+            again,
         })
     }
 
@@ -456,7 +475,7 @@ pub async fn relay(
     }
     let mut a = node
         .relays
-        .attach_dest(&id)
+        .attach_dest(&id, first.session)
         .ok_or_else(|| Status::not_found(format!("no relay for migration {id}")))?;
     let away = match a.away.take() {
         Some(w) => tokio::task::spawn_blocking(move || w.finish())
@@ -470,7 +489,7 @@ pub async fn relay(
         prev.stop();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tracing::info!(migration = %id, peer, pid = a.pid, again = a.previous.is_some(), "relay started");
+    tracing::info!(migration = %id, peer, pid = a.pid, again = a.previous.is_some(), resumed = a.again, "relay started");
     if let Some(why) = &away.frozen {
         tracing::info!(migration = %id, pid = a.pid, %why, "the client is back: the copy resumes");
     }
@@ -486,7 +505,7 @@ where
 {
     let registry = super::Registry::default();
     registry.hold_dest("local", pid, endpoints);
-    let Some(a) = registry.attach_dest("local") else {
+    let Some(a) = registry.attach_dest("local", 0) else {
         // Just held: always there.
         let (_tx, rx) = mpsc::channel(1);
         return Frames { rx, done: None };
@@ -517,16 +536,31 @@ where
         mut exit,
         previous: _,
         away: _,
+        ledger,
+        again,
     } = a;
     let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(256);
     let (done_tx, done_rx) = oneshot::channel::<()>();
-    let pumps = Pumps::new(out_tx);
+    let session = ledger.session();
+    if session != 0 {
+        // The hello: we count in the origin's session (our data frames carry offsets), and
+        // its frames' offsets are read.
+        let mut hello = frame(0, What::Eof(false));
+        hello.what = None;
+        hello.session = session;
+        let _ = out_tx.try_send(hello);
+    }
+    let super::away::Outcome { pending, frozen } = away;
+    // What the copy wrote while no stream was open goes out after what went before it.
+    for (ch, bytes) in pending {
+        ledger.chan(ch).out().hold(&bytes);
+    }
+    let pumps = Pumps::with_ledger(out_tx, ledger, again);
+    if session != 0 {
+        pumps.offsets_in();
+    }
     registry.set_run(&id, run, pumps.stopper());
-    let super::away::Outcome {
-        mut pending,
-        frozen,
-    } = away;
-    let dest = Arc::new(Dest::begin(&pumps, pid, endpoints, &mut pending));
+    let dest = Arc::new(Dest::begin(&pumps, pid, endpoints));
     if frozen.is_some() {
         // What it wrote while its client was away goes first (the readers send it before
         // anything they read): now it may go on.
@@ -777,14 +811,8 @@ struct Udp {
 }
 
 impl Dest {
-    /// Serves `endpoints`; `pending` holds, per channel, bytes the process wrote while no
-    /// stream was open (sent before anything read now).
-    fn begin(
-        pumps: &Arc<Pumps>,
-        pid: i32,
-        endpoints: Endpoints,
-        pending: &mut HashMap<u32, Vec<u8>>,
-    ) -> Dest {
+    /// Serves `endpoints` (what the ledger of `pumps` kept of each channel goes first).
+    fn begin(pumps: &Arc<Pumps>, pid: i32, endpoints: Endpoints) -> Dest {
         let mut d = Dest {
             pid,
             pumps: pumps.clone(),
@@ -806,7 +834,6 @@ impl Dest {
                 tracing::warn!(channel = ch, %e, "relay: cannot make an endpoint non-blocking");
                 continue;
             }
-            let first = pending.remove(&ch).unwrap_or_default();
             let serve = |fd, io, read, write, end| Serve {
                 fd,
                 io,
@@ -816,7 +843,6 @@ impl Dest {
                 drain: read,
                 prefix: Vec::new(),
                 connecting: false,
-                first,
             };
             match l.kind {
                 Kind::Tty => {
@@ -856,10 +882,11 @@ impl Dest {
 
     fn deliver(&self, mut f: RelayFrame) {
         let ch = f.channel;
+        let at = self.pumps.offset_of(f.offset);
         let Some(what) = f.what.take() else { return };
         match what {
             What::Data(d) => {
-                self.pumps.deliver(ch, Out::Data(d));
+                self.pumps.deliver(ch, Out::Data(at, d));
             }
             What::Eof(_) => {
                 self.pumps.deliver(ch, Out::Eof);

@@ -9,6 +9,7 @@
 
 mod away;
 pub mod dest;
+mod ledger;
 pub mod origin;
 mod pump;
 mod stub;
@@ -139,6 +140,9 @@ struct Inner {
     stubs: HashMap<String, stub::Expected>,
     /// Destination: migration id → the copy, its endpoints and its exit status.
     dests: HashMap<String, dest::HeldCopy>,
+    /// Origin: relay id → what its streams sent and received (kept across streams, in
+    /// memory: an agent restart starts a new session).
+    ledgers: HashMap<String, Arc<ledger::Ledger>>,
     /// Whether the stub socket is served.
     stub_socket: Option<PathBuf>,
 }
@@ -199,6 +203,15 @@ impl Registry {
     /// Destination: whether the copy of `migration_id` is held here (and reaped here).
     pub fn holds_dest(&self, migration_id: &str) -> bool {
         self.lock().dests.contains_key(migration_id)
+    }
+
+    /// Origin: the ledger of relay `id` (a new session the first time).
+    fn origin_ledger(&self, id: &str) -> Arc<ledger::Ledger> {
+        self.lock()
+            .ledgers
+            .entry(id.to_string())
+            .or_insert_with(ledger::Ledger::fresh)
+            .clone()
     }
 
     /// Origin: the migration ids whose stubs this agent is relaying.

@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::ledger::Ledger;
 use super::pump::{EndBy, Io, Out, Pumps, Serve, frame};
 use super::stub::{Expected, StubCommand, StubEvent, stub_socket_path};
 use super::{Kind, RelayError};
@@ -577,9 +578,11 @@ pub fn start(
 ) -> tokio::task::JoinHandle<Result<Option<ExitStatus>, RelayError>> {
     tokio::spawn(async move {
         let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(256);
+        let session = node.relays.origin_ledger(&migration_id).session();
         out_tx
             .send(RelayFrame {
                 migration_id: migration_id.clone(),
+                session,
                 ..Default::default()
             })
             .await
@@ -625,11 +628,16 @@ where
         .stubs
         .insert(migration_id.clone(), Expected { pid: stub_pid, tx });
     let listening = super::stub::ensure_listening(registry, socket);
+    let ledger = registry.origin_ledger(&migration_id);
     let registry = registry.clone();
     tokio::spawn(async move {
         listening?;
-        let r = run(plan, stub_pid, &migration_id, out, inbound, rx).await;
+        let r = run(plan, stub_pid, &migration_id, out, inbound, rx, ledger).await;
         registry.lock().stubs.remove(&migration_id);
+        if r.is_ok() {
+            // The remote process ended or the stub died: no stream follows.
+            registry.lock().ledgers.remove(&migration_id);
+        }
         if let Err(e) = &r {
             tracing::warn!(migration = %migration_id, error = %e, "relay ended");
         }
@@ -676,7 +684,10 @@ pub async fn end_lost_stub(
         }
     }
     .await;
-    registry.lock().stubs.remove(migration_id);
+    let mut inner = registry.lock();
+    inner.stubs.remove(migration_id);
+    inner.ledgers.remove(migration_id);
+    drop(inner);
     result
 }
 
@@ -694,11 +705,12 @@ async fn run<S>(
     out_tx: mpsc::Sender<RelayFrame>,
     mut inbound: S,
     mut stub_rx: mpsc::UnboundedReceiver<StubEvent>,
+    ledger: Arc<Ledger>,
 ) -> Result<Option<ExitStatus>, RelayError>
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, tonic::Status>> + Unpin,
 {
-    let origin = Origin::begin(plan, out_tx.clone());
+    let origin = Origin::begin(plan, out_tx.clone(), ledger.clone());
     let pumps = origin.pumps.clone();
 
     // The stub's death, seen through its pidfd (readable once the process ended).
@@ -747,7 +759,13 @@ where
                 }
                 Some(What::Accepted(_)) | Some(What::Signal(_)) | Some(What::Winsize(_)) => {}
                 Some(What::Credit(n)) => pumps.credit(f.channel, n),
-                Some(w) => origin.deliver(f.channel, w),
+                Some(w) => origin.deliver(f.channel, pumps.offset_of(f.offset), w),
+                // The destination's hello: it counts in our session (its data frames carry
+                // offsets, and what it did not credit goes again on a later stream).
+                None if f.session != 0 && f.session == ledger.session() => {
+                    ledger.set_peer_counts();
+                    pumps.offsets_in();
+                }
                 None => {}
             },
             Event::Frame(None) => {
@@ -826,8 +844,10 @@ impl Origin {
     /// Starts the tasks and threads of every endpoint: a task per socket (a listener's
     /// accept loop, each connection), threads for the descriptors whose flags are the user's
     /// (terminal, pipes, files) and for UDP.
-    fn begin(plan: Plan, out: mpsc::Sender<RelayFrame>) -> Origin {
-        let pumps = Pumps::new(out);
+    fn begin(plan: Plan, out: mpsc::Sender<RelayFrame>, ledger: Arc<Ledger>) -> Origin {
+        // Kept bytes go again if the destination said (on an earlier stream) that it counts.
+        let again = ledger.peer_counts();
+        let pumps = Pumps::with_ledger(out, ledger, again);
         let next_channel = Arc::new(AtomicU32::new(
             plan.endpoints.iter().map(|e| e.channel).max().unwrap_or(0) + 1,
         ));
@@ -855,7 +875,6 @@ impl Origin {
                         end: EndBy::Shutdown,
                         drain: false,
                         prefix: Vec::new(),
-                        first: Vec::new(),
                         connecting: false,
                     },
                 ),
@@ -884,9 +903,9 @@ impl Origin {
         Origin { pumps, tty }
     }
 
-    fn deliver(&self, channel: u32, what: What) {
+    fn deliver(&self, channel: u32, at: Option<u64>, what: What) {
         let out = match what {
-            What::Data(d) => Out::Data(d),
+            What::Data(d) => Out::Data(at, d),
             What::Eof(_) => Out::Eof,
             What::Close(_) => Out::Close,
             What::Datagram(d) => Out::Datagram(d.peer, d.data),

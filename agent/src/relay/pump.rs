@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_proto::v1::{Datagram, RelayFrame, relay_frame::What};
+
+use super::ledger::{ChanLedger, Ledger, Resend};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -51,14 +53,24 @@ pub fn frame(channel: u32, what: What) -> RelayFrame {
         what: Some(what),
         client: String::new(),
         server: String::new(),
+        offset: 0,
+        session: 0,
     }
+}
+
+/// A `data` frame on `channel` whose first byte is at `offset` of the channel's stream.
+pub fn data_frame(channel: u32, offset: u64, data: Vec<u8>) -> RelayFrame {
+    let mut f = frame(channel, What::Data(data));
+    f.offset = offset;
+    f
 }
 
 /// What a channel's writer does.
 #[derive(Debug)]
 pub enum Out {
-    /// Write these bytes.
-    Data(Vec<u8>),
+    /// Write these bytes, which start at this offset of the channel's stream (`None`: the
+    /// peer sends no offsets).
+    Data(Option<u64>, Vec<u8>),
     /// No more bytes will come: shut the socket's write side, or close the pipe end.
     Eof,
     /// Close the channel entirely.
@@ -162,9 +174,10 @@ struct Window {
 }
 
 impl Window {
-    fn new() -> Arc<Window> {
+    /// A window with `kept` bytes in flight already (sent again from the ledger).
+    fn new(kept: usize) -> Arc<Window> {
         Arc::new(Window {
-            avail: AtomicI64::new(WINDOW),
+            avail: AtomicI64::new(WINDOW - i64::try_from(kept).unwrap_or(WINDOW)),
             notify: Notify::new(),
         })
     }
@@ -213,6 +226,8 @@ enum Sink {
 struct Feed {
     state: Mutex<FeedState>,
     notify: Notify,
+    /// What was written out of the channel (across streams).
+    ledger: Arc<ChanLedger>,
 }
 
 #[derive(Debug, Default)]
@@ -253,6 +268,13 @@ pub struct Pumps {
     stop: Arc<Stop>,
     rt: tokio::runtime::Handle,
     chans: Mutex<HashMap<u32, Chan>>,
+    /// What was sent and received per channel, across streams.
+    ledger: Arc<Ledger>,
+    /// Kept bytes go again on this stream (the peer counts in this session); otherwise what
+    /// went out before is dropped.
+    again: bool,
+    /// The peer's `data` frames carry offsets (its hello named the session).
+    offsets_in: AtomicBool,
     /// Writers that have not finished (for [`Pumps::finish`]).
     writers: watch::Sender<usize>,
     /// Held by readers of the process's output until they reach its end.
@@ -276,11 +298,24 @@ impl Drop for WriterGuard {
     }
 }
 
-/// Writes all of `data` to a blocking (or non-blocking) descriptor from a thread.
-fn write_all_blocking(fd: BorrowedFd<'_>, mut data: &[u8], stop: &Stop) -> Result<(), Errno> {
+/// Writes all of `data` (at offset `at` of the channel's stream) to a blocking (or
+/// non-blocking) descriptor from a thread, skipping what `ledger` says was written already.
+fn write_all_blocking(
+    fd: BorrowedFd<'_>,
+    ledger: &ChanLedger,
+    mut at: Option<u64>,
+    mut data: &[u8],
+    stop: &Stop,
+) -> Result<(), Errno> {
     while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
+        let r = ledger.inc().put(at, data, |d| {
+            nix::unistd::write(fd, d).map_err(std::io::Error::from)
+        });
+        match r.map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))) {
+            Ok(n) => {
+                data = &data[n..];
+                at = at.map(|a| a + n as u64);
+            }
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => {
                 if !stop.poll(fd, PollFlags::POLLOUT)? {
@@ -364,6 +399,48 @@ async fn write_all_async(fd: &AsyncFd<OwnedFd>, io: Io, mut data: &[u8]) -> std:
     Ok(())
 }
 
+/// [`write_all_async`] of the bytes at offset `at` of a channel's stream, skipping what
+/// `ledger` says was written already (each write counted there as it happens, so that a
+/// writer stopped between two writes leaves the count right).
+async fn write_counted(
+    fd: &AsyncFd<OwnedFd>,
+    io: Io,
+    ledger: &ChanLedger,
+    mut at: Option<u64>,
+    mut data: &[u8],
+) -> std::io::Result<()> {
+    let mut wait = false;
+    while !data.is_empty() {
+        let r = if wait {
+            let mut guard = fd.writable().await?;
+            match guard.try_io(|f| {
+                ledger
+                    .inc()
+                    .put(at, data, |d| write_now(f.get_ref(), io, d))
+            }) {
+                Ok(r) => r,
+                Err(_would_block) => continue,
+            }
+        } else {
+            // Try first: a socket with room takes it without a trip through epoll.
+            ledger
+                .inc()
+                .put(at, data, |d| write_now(fd.get_ref(), io, d))
+        };
+        match r {
+            Ok(n) => {
+                data = &data[n..];
+                at = at.map(|a| a + n as u64);
+                wait = false;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait = true,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// What the writer of a task works with.
 struct Writing<'a> {
     channel: u32,
@@ -382,15 +459,20 @@ fn end_write(
     end: EndBy,
     out: Out,
     dropped: &mut u64,
+    ledger: &ChanLedger,
 ) -> (bool, bool) {
+    // An end sent again after a relay stream broke is acted on once.
+    let first = matches!(out, Out::Eof | Out::Close) && ledger.inc().end();
     match out {
-        Out::Data(d) => {
+        Out::Data(_, d) => {
             *dropped += d.len() as u64;
             (false, false)
         }
         Out::Eof => match end {
             EndBy::Shutdown => {
-                let _ = shutdown(fd.get_ref().as_raw_fd(), Shutdown::Write);
+                if first {
+                    let _ = shutdown(fd.get_ref().as_raw_fd(), Shutdown::Write);
+                }
                 (true, false)
             }
             // The descriptor closes when the task ends (nothing reads it).
@@ -398,7 +480,7 @@ fn end_write(
             EndBy::Nothing => (false, false),
         },
         Out::Close => {
-            if end == EndBy::Shutdown {
+            if end == EndBy::Shutdown && first {
                 let _ = shutdown(fd.get_ref().as_raw_fd(), Shutdown::Both);
             }
             (true, true)
@@ -428,9 +510,6 @@ pub struct Serve {
     pub prefix: Vec<u8>,
     /// A non-blocking `connect` is under way: the channel is closed if it fails.
     pub connecting: bool,
-    /// Bytes read from the descriptor before this relay (while the client was away), sent
-    /// before anything read now.
-    pub first: Vec<u8>,
 }
 
 /// Starts a non-blocking connection to `addr` (`TCP_NODELAY`): the socket, and whether the
@@ -459,14 +538,23 @@ fn start_connect(addr: SocketAddr) -> Result<(OwnedFd, bool), Errno> {
 }
 
 impl Pumps {
-    /// Pumps whose frames go to `out` (call from within the runtime).
-    pub fn new(out: mpsc::Sender<RelayFrame>) -> Arc<Self> {
+    /// Pumps whose frames go to `out` (call from within the runtime), counting in `ledger` (kept across the streams of a
+    /// relay). `again`: the peer counts in this session, so the bytes kept unacknowledged
+    /// go again first; otherwise they are dropped (only those that never went out go).
+    pub fn with_ledger(
+        out: mpsc::Sender<RelayFrame>,
+        ledger: Arc<Ledger>,
+        again: bool,
+    ) -> Arc<Self> {
         let (tx, rx) = smpsc::channel();
         Arc::new(Self {
             out,
             stop: Arc::new(Stop::new()),
             rt: tokio::runtime::Handle::current(),
             chans: Mutex::new(HashMap::new()),
+            ledger,
+            again,
+            offsets_in: AtomicBool::new(false),
             writers: watch::channel(0).0,
             drain: Mutex::new(Some(tx)),
             drained: Mutex::new(Some(rx)),
@@ -511,11 +599,55 @@ impl Pumps {
         rx
     }
 
-    /// Registers the reader's window of `channel`.
-    fn window(&self, channel: u32) -> Arc<Window> {
-        let w = Window::new();
+    /// Registers the reader's window of `channel`, with `kept` bytes in flight already.
+    fn window(&self, channel: u32, kept: usize) -> Arc<Window> {
+        let w = Window::new(kept);
         self.chans().entry(channel).or_default().window = Some(w.clone());
         w
+    }
+
+    /// The peer's `data` frames carry offsets from now on (its hello named our session).
+    pub fn offsets_in(&self) {
+        self.offsets_in.store(true, Ordering::SeqCst);
+    }
+
+    /// The offset of a `data` frame from the peer (its `offset`), if it sends them.
+    pub fn offset_of(&self, offset: u64) -> Option<u64> {
+        self.offsets_in.load(Ordering::SeqCst).then_some(offset)
+    }
+
+    /// What a reader of `channel` sends first on this stream.
+    fn resend(&self, channel: u32) -> Resend {
+        self.ledger.chan(channel).out().resend(self.again, CHUNK)
+    }
+
+    /// Sends what [`Pumps::resend`] gave, from async code; false when the stream is gone.
+    async fn send_resend(&self, channel: u32, r: Resend) -> bool {
+        for (at, d) in r.frames {
+            if !self.send_async(data_frame(channel, at, d)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Bytes read from `channel`'s descriptor: counted and kept until acknowledged.
+    fn read_frame(&self, ledger: &ChanLedger, channel: u32, data: Vec<u8>) -> RelayFrame {
+        let at = ledger.out().record(&data);
+        data_frame(channel, at, data)
+    }
+
+    /// The end of what `channel`'s reader sends (`close`: a reset), kept to be sent again.
+    fn end_frame(&self, ledger: &ChanLedger, channel: u32, close: bool) -> RelayFrame {
+        ledger.out().end(close);
+        frame(
+            channel,
+            if close {
+                What::Close(true)
+            } else {
+                What::Eof(true)
+            },
+        )
     }
 
     /// Forgets `channel`: frames that come for it later are dropped (and credited).
@@ -523,8 +655,13 @@ impl Pumps {
         self.chans().remove(&channel);
     }
 
-    /// The remote wrote out `n` more bytes of `channel`.
+    /// The remote wrote out `n` more bytes of `channel`: they are not kept any more.
     pub fn credit(&self, channel: u32, n: u64) {
+        if self.stop.is_stopped() {
+            // A frame of a stream that was replaced: the new one counts.
+            return;
+        }
+        self.ledger.chan(channel).out().ack(n);
         if let Some(w) = self.chans().get(&channel).and_then(|c| c.window.clone()) {
             w.credit(n);
         }
@@ -534,6 +671,10 @@ impl Pumps {
     /// for no writer are credited back at once: the remote's reader must not wait for them.
     /// Never waits.
     pub fn deliver(&self, channel: u32, out: Out) -> bool {
+        if self.stop.is_stopped() {
+            // A frame of a stream that was replaced: it comes again on the new one.
+            return false;
+        }
         if let Out::Data(d) = &out {
             crate::metrics::relay_bytes(false, d.len());
         }
@@ -566,7 +707,7 @@ impl Pumps {
             None => true,
             Some(out) => {
                 tracing::debug!(channel, "relay: no writer for the channel (any more)");
-                if let Out::Data(d) = out {
+                if let Out::Data(_, d) = out {
                     self.send_soon(frame(channel, What::Credit(d.len() as u64)));
                 }
                 false
@@ -582,8 +723,12 @@ impl Pumps {
             return Some(out);
         }
         let out = match out {
-            Out::Data(d) if !st.busy && st.q.is_empty() => match &st.direct {
-                Some((fd, io)) => match write_now(fd.get_ref(), *io, &d) {
+            Out::Data(at, d) if !st.busy && st.q.is_empty() => match &st.direct {
+                Some((fd, io)) => match feed
+                    .ledger
+                    .inc()
+                    .put(at, &d, |b| write_now(fd.get_ref(), *io, b))
+                {
                     Ok(n) => {
                         st.unreported += n as u64;
                         if n == d.len() {
@@ -596,12 +741,12 @@ impl Pumps {
                         }
                         let mut d = d;
                         d.drain(..n);
-                        Out::Data(d)
+                        Out::Data(at.map(|a| a + n as u64), d)
                     }
                     // Would block, or failed: the task waits, or meets the error itself.
-                    Err(_) => Out::Data(d),
+                    Err(_) => Out::Data(at, d),
                 },
-                None => Out::Data(d),
+                None => Out::Data(at, d),
             },
             o => o,
         };
@@ -623,14 +768,28 @@ impl Pumps {
     pub fn thread_reader(self: &Arc<Self>, channel: u32, fd: OwnedFd, drain: bool) {
         let me = self.clone();
         let token = self.drain_token(drain);
-        let window = self.window(channel);
+        let resend = self.resend(channel);
+        let window = self.window(channel, resend.kept);
         std::thread::spawn(move || {
             let _token = token;
-            me.thread_read_loop(channel, &fd, &window);
+            let ledger = me.ledger.chan(channel);
+            let end = resend.end;
+            let resent = resend
+                .frames
+                .into_iter()
+                .all(|(at, d)| me.send(data_frame(channel, at, d)));
+            match end {
+                _ if !resent => {}
+                // Its end went out before: again, and nothing more is read.
+                Some(close) => {
+                    me.send(me.end_frame(&ledger, channel, close));
+                }
+                None => me.thread_read_loop(channel, &fd, &window, &ledger),
+            }
         });
     }
 
-    fn thread_read_loop(&self, channel: u32, fd: &OwnedFd, window: &Window) {
+    fn thread_read_loop(&self, channel: u32, fd: &OwnedFd, window: &Window, ledger: &ChanLedger) {
         let mut buf = vec![0u8; CHUNK];
         loop {
             if window.avail.load(Ordering::SeqCst) <= 0 {
@@ -654,7 +813,8 @@ impl Pumps {
                 Ok(0) => break,
                 Ok(n) => {
                     window.take(n);
-                    if !self.send(frame(channel, What::Data(buf[..n].to_vec()))) {
+                    let f = self.read_frame(ledger, channel, buf[..n].to_vec());
+                    if !self.send(f) {
                         return;
                     }
                 }
@@ -662,7 +822,7 @@ impl Pumps {
                 // A pty master whose slave is closed everywhere: the end.
                 Err(Errno::EIO) => break,
                 Err(Errno::ECONNRESET) => {
-                    self.send(frame(channel, What::Close(true)));
+                    self.send(self.end_frame(ledger, channel, true));
                     return;
                 }
                 Err(e) => {
@@ -671,7 +831,7 @@ impl Pumps {
                 }
             }
         }
-        self.send(frame(channel, What::Eof(true)));
+        self.send(self.end_frame(ledger, channel, false));
     }
 
     /// Writes what arrives for `channel` into `fd` from a thread (a descriptor whose flags
@@ -680,20 +840,25 @@ impl Pumps {
         let mut rx = self.sink(channel);
         let me = self.clone();
         let guard = WriterGuard::new(self);
+        let ledger = self.ledger.chan(channel);
         std::thread::spawn(move || {
             let _guard = guard;
             let mut fd = Some(fd);
             let mut unreported = 0u64;
             while let Some(out) = rx.blocking_recv() {
                 let Some(f) = fd.as_ref() else {
-                    if let Out::Data(d) = out {
+                    if let Out::Data(_, d) = out {
                         unreported += d.len() as u64;
                     }
                     continue;
                 };
+                if matches!(out, Out::Eof | Out::Close) && !ledger.inc().end() {
+                    // Acted on before this stream.
+                    continue;
+                }
                 match out {
-                    Out::Data(d) => {
-                        if let Err(e) = write_all_blocking(f.as_fd(), &d, &me.stop) {
+                    Out::Data(at, d) => {
+                        if let Err(e) = write_all_blocking(f.as_fd(), &ledger, at, &d, &me.stop) {
                             tracing::debug!(channel, %e, "relay write");
                             fd = None;
                         }
@@ -726,7 +891,10 @@ impl Pumps {
 
     /// Registers the writing side of a channel served by a task.
     fn feed_of(&self, channel: u32) -> Arc<Feed> {
-        let f = Arc::new(Feed::default());
+        let f = Arc::new(Feed {
+            ledger: self.ledger.chan(channel),
+            ..Feed::default()
+        });
         self.chans().entry(channel).or_default().sink = Some(Sink::Feed(f.clone()));
         f
     }
@@ -736,8 +904,9 @@ impl Pumps {
     /// says). Once both directions ended the channel is forgotten and the descriptor closes.
     pub fn serve(self: &Arc<Self>, channel: u32, s: Serve) {
         let feed = s.write.then(|| self.feed_of(channel));
-        let window = s.read.then(|| self.window(channel));
-        self.spawn_serve(channel, s, feed, window);
+        let resend = s.read.then(|| self.resend(channel));
+        let window = resend.as_ref().map(|r| self.window(channel, r.kept));
+        self.spawn_serve(channel, s, feed, window.zip(resend));
     }
 
     fn spawn_serve(
@@ -745,7 +914,7 @@ impl Pumps {
         channel: u32,
         s: Serve,
         feed: Option<Arc<Feed>>,
-        window: Option<Arc<Window>>,
+        window: Option<(Arc<Window>, Resend)>,
     ) {
         let me = self.clone();
         let token = self.drain_token(s.drain && s.read);
@@ -757,6 +926,10 @@ impl Pumps {
                 f.lock().direct = None;
             }
             me.forget(channel);
+            if !me.stop.is_stopped() {
+                // Ended both ways (not stopped with its stream): nothing to send again.
+                me.ledger.forget(channel);
+            }
         });
     }
 
@@ -765,7 +938,7 @@ impl Pumps {
         channel: u32,
         s: Serve,
         feed: Option<Arc<Feed>>,
-        window: Option<Arc<Window>>,
+        window: Option<(Arc<Window>, Resend)>,
         guard: Option<WriterGuard>,
     ) {
         let io = s.io;
@@ -799,15 +972,20 @@ impl Pumps {
             }
         }
         let reader_done = Notify::new();
-        let first = s.first;
         let reading = async {
-            if let Some(w) = &window {
-                let sent = first.is_empty() || {
-                    w.take(first.len());
-                    self.send_async(frame(channel, What::Data(first))).await
-                };
-                if sent {
-                    self.read_loop(channel, &fd, io, w).await;
+            if let Some((w, resend)) = window {
+                // What went out unacknowledged before (or was read while no stream was open)
+                // goes first; a direction that had ended ends again.
+                let ledger = self.ledger.chan(channel);
+                let end = resend.end;
+                if self.send_resend(channel, resend).await {
+                    match end {
+                        Some(close) => {
+                            self.send_async(self.end_frame(&ledger, channel, close))
+                                .await;
+                        }
+                        None => self.read_loop(channel, &fd, io, &w, &ledger).await,
+                    }
                 }
             }
             reader_done.notify_one();
@@ -832,7 +1010,14 @@ impl Pumps {
         }
     }
 
-    async fn read_loop(&self, channel: u32, fd: &AsyncFd<OwnedFd>, io: Io, window: &Window) {
+    async fn read_loop(
+        &self,
+        channel: u32,
+        fd: &AsyncFd<OwnedFd>,
+        io: Io,
+        window: &Window,
+        ledger: &ChanLedger,
+    ) {
         let mut buf = vec![0u8; CHUNK];
         loop {
             window.room().await;
@@ -847,14 +1032,15 @@ impl Pumps {
                     } else {
                         buf[..n].to_vec()
                     };
-                    if !self.send_async(frame(channel, What::Data(data))).await {
+                    let f = self.read_frame(ledger, channel, data);
+                    if !self.send_async(f).await {
                         return;
                     }
                 }
                 // A pty master whose slave is closed everywhere: the end.
                 Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    self.send_async(frame(channel, What::Close(true))).await;
+                    self.send_async(self.end_frame(ledger, channel, true)).await;
                     return;
                 }
                 Err(e) => {
@@ -863,7 +1049,8 @@ impl Pumps {
                 }
             }
         }
-        self.send_async(frame(channel, What::Eof(true))).await;
+        self.send_async(self.end_frame(ledger, channel, false))
+            .await;
     }
 
     /// The writer of a task: writes what the dispatcher queued (several `Data` at once as one
@@ -923,13 +1110,18 @@ impl Pumps {
             let mut written = 0u64;
             while let Some(out) = items.pop_front() {
                 match out {
-                    Out::Data(d) if closed => written += d.len() as u64,
-                    Out::Data(d) => {
-                        // Whatever else is queued for the channel goes in the same write.
+                    Out::Data(_, d) if closed => written += d.len() as u64,
+                    Out::Data(at, d) => {
+                        // Whatever else is queued for the channel (and follows it) goes in
+                        // the same write.
                         let mut n = d.len();
                         let mut batched = false;
-                        while n < CHUNK && matches!(items.front(), Some(Out::Data(_))) {
-                            if let Some(Out::Data(m)) = items.pop_front() {
+                        let follows = |i: Option<&Out>, n: usize| match i {
+                            Some(Out::Data(next, _)) => *next == at.map(|a| a + n as u64),
+                            _ => false,
+                        };
+                        while n < CHUNK && follows(items.front(), n) {
+                            if let Some(Out::Data(_, m)) = items.pop_front() {
                                 if !batched {
                                     batch.clear();
                                     batch.extend_from_slice(&d);
@@ -940,7 +1132,7 @@ impl Pumps {
                             }
                         }
                         let data: &[u8] = if batched { &batch } else { &d };
-                        if let Err(e) = write_all_async(fd, io, data).await {
+                        if let Err(e) = write_counted(fd, io, &feed.ledger, at, data).await {
                             tracing::debug!(channel, %e, "relay write");
                             closed = true;
                             ended = true;
@@ -948,7 +1140,7 @@ impl Pumps {
                         written += n as u64;
                     }
                     o => {
-                        let (e, c) = end_write(channel, fd, end, o, &mut written);
+                        let (e, c) = end_write(channel, fd, end, o, &mut written, &feed.ledger);
                         ended |= e;
                         closed |= c;
                     }
@@ -986,8 +1178,9 @@ impl Pumps {
         announce: Option<RelayFrame>,
         prefix: Vec<u8>,
     ) -> bool {
+        self.ledger.fresh_chan(channel);
         let feed = self.feed_of(channel);
-        let window = self.window(channel);
+        let window = (self.window(channel, 0), Resend::default());
         if let Some(f) = announce
             && !self.send_async(f).await
         {
@@ -1003,7 +1196,6 @@ impl Pumps {
             drain: false,
             prefix,
             connecting: false,
-            first: Vec::new(),
         };
         self.spawn_serve(channel, s, Some(feed), Some(window));
         true
@@ -1014,8 +1206,9 @@ impl Pumps {
     /// the connection is made wait in it); a connection that cannot be made closes the
     /// channel. Never waits.
     pub fn connect_to(self: &Arc<Self>, channel: u32, addr: SocketAddr, prefix: Vec<u8>) {
+        self.ledger.fresh_chan(channel);
         let feed = self.feed_of(channel);
-        let window = self.window(channel);
+        let window = (self.window(channel, 0), Resend::default());
         match start_connect(addr) {
             Ok((fd, connecting)) => {
                 let s = Serve {
@@ -1027,7 +1220,6 @@ impl Pumps {
                     drain: false,
                     prefix,
                     connecting,
-                    first: Vec::new(),
                 };
                 self.spawn_serve(channel, s, Some(feed), Some(window));
             }

@@ -1,0 +1,358 @@
+//! What each side of a relay sent and received, per channel, across relay streams: the
+//! bytes a stream that breaks must not lose (docs/relay.md "When a relay breaks").
+//!
+//! Per channel and direction the bytes are numbered from 0 (their offset in the channel's
+//! stream, within a relay *session*: one origin agent's relay of one migration).
+//!
+//! - The sender keeps every byte it sent until the receiver acknowledged it ([`Outgoing`]:
+//!   `kept` holds the bytes `[acked, sent)`). The `credit` frames the receiver sends as it
+//!   writes bytes out are the acknowledgements: within a session their sum is the receiver's
+//!   count. At most a window is unacknowledged, so at most a window is kept.
+//! - Each `data` frame carries the offset of its first byte; the receiver counts what it
+//!   wrote out ([`Incoming::delivered`]) and drops the part of a frame it wrote already,
+//!   crediting it like bytes written.
+//! - On a new stream of the same session the sender sends what it keeps first (from its
+//!   oldest unacknowledged byte), then what it reads: the receiver drops what it had, and
+//!   nothing is lost or repeated. The end of a direction (`eof`, `close`) is kept too and
+//!   sent again after the kept bytes; the receiver acts on it once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The bytes of one relay: per channel, both directions.
+#[derive(Debug)]
+pub struct Ledger {
+    session: u64,
+    /// The peer said it counts in this session (its hello named it): kept bytes are sent
+    /// again on a new stream, not dropped.
+    peer_counts: AtomicBool,
+    chans: Mutex<HashMap<u32, Arc<ChanLedger>>>,
+}
+
+/// One channel of a [`Ledger`].
+#[derive(Debug, Default)]
+pub struct ChanLedger {
+    out: Mutex<Outgoing>,
+    inc: Mutex<Incoming>,
+}
+
+/// What this side sent on a channel.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// Offset of the next byte read.
+    sent: u64,
+    /// Bytes the receiver wrote out (the sum of its credits).
+    acked: u64,
+    /// Bytes up to here went out on some stream; those after were read while no stream was
+    /// open (the client-away watch).
+    transmitted: u64,
+    /// The bytes `[acked, sent)`.
+    kept: VecDeque<u8>,
+    /// The direction ended: `Some(false)` with `eof`, `Some(true)` with `close`.
+    end: Option<bool>,
+}
+
+/// What this side received on a channel.
+#[derive(Debug, Default)]
+pub struct Incoming {
+    /// Offset of the next byte to write out (bytes written, and bytes skipped over a gap).
+    delivered: u64,
+    /// The end (`eof` or `close`) was acted on.
+    ended: bool,
+}
+
+/// What a sender sends first on a new stream.
+#[derive(Debug, Default)]
+pub struct Resend {
+    /// Kept bytes, by offset, in frames of at most `chunk` bytes.
+    pub frames: Vec<(u64, Vec<u8>)>,
+    /// The direction had ended: its end again (`Some(true)`: `close`).
+    pub end: Option<bool>,
+    /// Bytes kept (in flight again: the window's room is a window less these).
+    pub kept: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Ledger {
+    /// A new session: nothing sent or received yet.
+    pub fn new(session: u64) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            session,
+            peer_counts: AtomicBool::new(false),
+            chans: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A new session numbered at random (the origin's, per agent run).
+    pub fn fresh() -> Arc<Ledger> {
+        let mut b = [0u8; 8];
+        if getrandom(&mut b).is_err() {
+            b = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                .to_le_bytes();
+        }
+        Ledger::new(u64::from_le_bytes(b).max(1))
+    }
+
+    /// A new session `session` that keeps, per channel, only the bytes that never went out
+    /// (read while no stream was open): what went out before is not counted by the new
+    /// session's peer, so it is not sent again (it may have arrived).
+    pub fn renewed(&self, session: u64) -> Arc<Ledger> {
+        let l = Ledger::new(session);
+        for (ch, c) in lock(&self.chans).iter() {
+            let o = lock(&c.out);
+            let unsent = (o.sent - o.transmitted) as usize;
+            if unsent == 0 && o.end.is_none() {
+                continue;
+            }
+            let n = l.chan(*ch);
+            let mut no = lock(&n.out);
+            no.kept = o.kept.iter().skip(o.kept.len() - unsent).copied().collect();
+            no.sent = unsent as u64;
+            no.end = o.end;
+        }
+        l
+    }
+
+    /// The session number (sent in the hello frames).
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Whether the peer counts in this session (kept bytes go again on a new stream).
+    pub fn peer_counts(&self) -> bool {
+        self.peer_counts.load(Ordering::SeqCst)
+    }
+
+    /// The peer's hello named this session.
+    pub fn set_peer_counts(&self) {
+        self.peer_counts.store(true, Ordering::SeqCst);
+    }
+
+    /// Channel `ch` (made on first use).
+    pub fn chan(&self, ch: u32) -> Arc<ChanLedger> {
+        lock(&self.chans).entry(ch).or_default().clone()
+    }
+
+    /// Channel `ch` anew (a connection accepted on a listener: nothing of an earlier channel
+    /// of that number counts).
+    pub fn fresh_chan(&self, ch: u32) -> Arc<ChanLedger> {
+        let c = Arc::new(ChanLedger::default());
+        lock(&self.chans).insert(ch, c.clone());
+        c
+    }
+
+    /// Forgets channel `ch` (a connection that ended both ways).
+    pub fn forget(&self, ch: u32) {
+        lock(&self.chans).remove(&ch);
+    }
+}
+
+impl ChanLedger {
+    /// The sending direction.
+    pub fn out(&self) -> MutexGuard<'_, Outgoing> {
+        lock(&self.out)
+    }
+
+    /// The receiving direction.
+    pub fn inc(&self) -> MutexGuard<'_, Incoming> {
+        lock(&self.inc)
+    }
+}
+
+impl Outgoing {
+    /// `data` was read and goes out now: its offset.
+    pub fn record(&mut self, data: &[u8]) -> u64 {
+        let at = self.sent;
+        self.kept.extend(data);
+        self.sent += data.len() as u64;
+        self.transmitted = self.sent;
+        at
+    }
+
+    /// `data` was read while no stream was open: it goes out first on the next one.
+    pub fn hold(&mut self, data: &[u8]) {
+        self.kept.extend(data);
+        self.sent += data.len() as u64;
+    }
+
+    /// The direction ended (`close`: with a reset).
+    pub fn end(&mut self, close: bool) {
+        self.end = Some(close);
+    }
+
+    /// The receiver credited `n` more bytes: they are not kept any more.
+    pub fn ack(&mut self, n: u64) {
+        let n = n.min(self.kept.len() as u64);
+        self.kept.drain(..n as usize);
+        self.acked += n;
+    }
+
+    /// What a new stream sends first, in frames of at most `chunk` bytes. `again`: the peer
+    /// counts in this session, so what went out unacknowledged goes again; otherwise that is
+    /// dropped (the peer might repeat it) and only bytes that never went out are sent.
+    pub fn resend(&mut self, again: bool, chunk: usize) -> Resend {
+        if !again {
+            let gone = (self.transmitted - self.acked) as usize;
+            self.kept.drain(..gone.min(self.kept.len()));
+            self.acked = self.transmitted;
+        }
+        self.transmitted = self.sent;
+        let mut frames = Vec::new();
+        let mut at = self.acked;
+        let (a, b) = self.kept.as_slices();
+        let mut buf = Vec::new();
+        for part in [a, b] {
+            for piece in part.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                if buf.len() >= chunk {
+                    let n = buf.len() as u64;
+                    frames.push((at, std::mem::take(&mut buf)));
+                    at += n;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            frames.push((at, buf));
+        }
+        Resend {
+            frames,
+            end: self.end,
+            kept: self.kept.len(),
+        }
+    }
+}
+
+impl Incoming {
+    /// Writes the bytes `data` that start at offset `at` (`None`: the peer sends no offsets,
+    /// they follow what came before) with one call of `write`, skipping what was written
+    /// already. Gives how many bytes of `data` are done (skipped or written).
+    pub fn put(
+        &mut self,
+        at: Option<u64>,
+        data: &[u8],
+        write: impl FnOnce(&[u8]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        let skip = match at {
+            Some(at) if at > self.delivered => {
+                // Bytes the sender did not keep (it restarted in the same session: not
+                // expected): counted as skipped so that offsets stay aligned.
+                tracing::warn!(
+                    from = self.delivered,
+                    to = at,
+                    "relay: bytes missing in a channel's stream"
+                );
+                self.delivered = at;
+                0
+            }
+            Some(at) => usize::try_from(self.delivered - at)
+                .unwrap_or(usize::MAX)
+                .min(data.len()),
+            None => 0,
+        };
+        if skip == data.len() {
+            return Ok(skip);
+        }
+        let n = write(&data[skip..])?;
+        self.delivered += n as u64;
+        Ok(skip + n)
+    }
+
+    /// The end is to be acted on: true the first time.
+    pub fn end(&mut self) -> bool {
+        !std::mem::replace(&mut self.ended, true)
+    }
+}
+
+fn getrandom(b: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(inc: &mut Incoming, at: Option<u64>, data: &[u8], sink: &mut Vec<u8>) -> usize {
+        inc.put(at, data, |d| {
+            sink.extend_from_slice(d);
+            Ok(d.len())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_resent_stream_is_received_once() {
+        let mut out = Outgoing::default();
+        let mut inc = Incoming::default();
+        let mut sink = Vec::new();
+        let a = out.record(b"hello ");
+        let b = out.record(b"world");
+        // Only the first frame arrived and was credited; the second was lost with the stream.
+        assert_eq!(written(&mut inc, Some(a), b"hello ", &mut sink), 6);
+        out.ack(6);
+        let r = out.resend(true, 4);
+        assert_eq!(r.kept, 5);
+        assert_eq!(r.frames, vec![(6, b"worl".to_vec()), (10, b"d".to_vec())]);
+        let _ = b;
+        for (at, d) in &r.frames {
+            assert_eq!(written(&mut inc, Some(*at), d, &mut sink), d.len());
+        }
+        assert_eq!(sink, b"hello world");
+    }
+
+    #[test]
+    fn bytes_written_but_not_credited_are_dropped_on_resend() {
+        let mut out = Outgoing::default();
+        let mut inc = Incoming::default();
+        let mut sink = Vec::new();
+        let a = out.record(b"abcdef");
+        written(&mut inc, Some(a), b"abcdef", &mut sink);
+        // The credit was lost: the whole frame goes again, and is skipped, credited whole.
+        let r = out.resend(true, 64);
+        assert_eq!(r.frames, vec![(0, b"abcdef".to_vec())]);
+        assert_eq!(written(&mut inc, Some(0), b"abcdef", &mut sink), 6);
+        out.ack(6);
+        let c = out.record(b"gh");
+        assert_eq!(c, 6);
+        written(&mut inc, Some(c), b"gh", &mut sink);
+        assert_eq!(sink, b"abcdefgh");
+        assert!(out.kept.len() == 2);
+    }
+
+    #[test]
+    fn a_peer_that_does_not_count_gets_only_what_never_went_out() {
+        let mut out = Outgoing::default();
+        out.record(b"in flight");
+        out.hold(b"held");
+        let r = out.resend(false, 64);
+        assert_eq!(r.frames, vec![(9, b"held".to_vec())]);
+        out.end(false);
+        assert_eq!(out.resend(true, 64).end, Some(false));
+    }
+
+    #[test]
+    fn a_renewed_session_keeps_only_unsent_bytes() {
+        let l = Ledger::new(1);
+        l.chan(3).out().record(b"sent");
+        l.chan(3).out().hold(b"unsent");
+        l.chan(4).out().record(b"x");
+        let n = l.renewed(2);
+        assert_eq!(n.session(), 2);
+        let r = n.chan(3).out().resend(true, 64);
+        assert_eq!(r.frames, vec![(0, b"unsent".to_vec())]);
+        assert!(n.chan(4).out().resend(true, 64).frames.is_empty());
+    }
+
+    #[test]
+    fn an_end_is_acted_on_once() {
+        let mut inc = Incoming::default();
+        assert!(inc.end());
+        assert!(!inc.end());
+    }
+}
