@@ -7,6 +7,7 @@ pub mod clone;
 pub mod ptrace;
 pub mod socket;
 pub mod tty;
+pub mod uffd;
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
