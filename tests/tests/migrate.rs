@@ -218,6 +218,47 @@ fn migrates_and_keeps_state() {
     );
 }
 
+/// A process that keeps writing its memory migrates live: several pre-copy rounds, then a
+/// short stop; every page it wrote is there on the destination (it verifies each page against
+/// its generation), it runs once, and the summary says how the rounds went.
+#[test]
+fn live_migration_of_a_writer() {
+    let Some((ctx, hosts)) = up("migrate-live-writer") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 64, &["--write", "20"]);
+    check(&hosts, 1, &v, v.pid);
+    // A tight downtime target, so that the rounds go on while the process writes.
+    let o = migrate(&hosts, &v, &["--max-downtime", "1"]);
+    assert!(o.status.success(), "migrate: {}", text(&o));
+    let out = text(&o);
+    let rounds: u32 = out
+        .split("live: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no live summary in {out}"));
+    eprintln!("{out}");
+    assert!(rounds >= 2, "one round only: {out}");
+    assert!(
+        out.contains("downtime") && out.contains("converge"),
+        "{out}"
+    );
+    let pid = remote_pid(&o);
+    exactly_once(&hosts, &v, 2, pid);
+    // Nothing of the tracking came along (no `uw` area, no userfaultfd).
+    let smaps = hosts
+        .run_ok(2, &["cat", &format!("/proc/{pid}/smaps")])
+        .expect("smaps");
+    assert!(
+        !smaps
+            .lines()
+            .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "uw")),
+        "a tracked area on the destination"
+    );
+    assert_eq!(record_state(&hosts, 1, "done")["role"], "origin");
+}
+
 #[test]
 fn each_codec_works() {
     let Some((ctx, hosts)) = up("migrate-codecs") else {
@@ -230,7 +271,7 @@ fn each_codec_works() {
         // through the negotiation).
         let o = if *codec == "none" {
             let cmd = format!(
-                "FERRY_SOCKET={} {} migrate {} --to h2 --compress none",
+                "FERRY_SOCKET={} {} migrate {} --to h2 --compress none --stop-and-copy",
                 hosts.socket(1).display(),
                 ferry_bin().display(),
                 v.pid
@@ -254,6 +295,13 @@ fn each_codec_works() {
             text(&o)
         );
         assert!(text(&o).contains(&format!("({codec},")), "{}", text(&o));
+        // Live by default; --stop-and-copy (the last one) as before.
+        let mode = if *codec == "none" {
+            "stop-and-copy: downtime"
+        } else {
+            "pre-copy round"
+        };
+        assert!(text(&o).contains(mode), "{}", text(&o));
         let pid = remote_pid(&o);
         check(&hosts, 2, &v, pid);
         let _ = hosts.run(2, &["kill", "-KILL", &pid.to_string()]);

@@ -69,6 +69,7 @@ pub fn read_maps(pid: Pid) -> Result<(Vec<VmaState>, Vec<String>), DumpError> {
                 pages: Vec::new(),
                 cow_shared_kb: 0,
                 inherited: Vec::new(),
+                precopied: Vec::new(),
             })
         })
         .collect::<Result<_, DumpError>>()?;

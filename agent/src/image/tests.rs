@@ -68,6 +68,7 @@ fn vma(start: u64, pages: u64, kind: VmaKind, runs: &[(u64, u64)]) -> VmaState {
         flags: 0,
         cow_shared_kb: 0,
         inherited: Vec::new(),
+        precopied: Vec::new(),
         pages: runs
             .iter()
             .map(|&(off, count)| PageRun {
@@ -109,6 +110,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
         flags: 0,
         cow_shared_kb: 0,
         inherited: Vec::new(),
+        precopied: Vec::new(),
         pages: vec![],
     };
     let heap_runs = [

@@ -324,6 +324,7 @@ fn restorer(
     shipped: BTreeMap<String, PathBuf>,
     same: BTreeMap<String, negotiate::Same>,
     endpoints: Endpoints,
+    received: super::live::Received,
 ) -> Restored {
     let input = ChunkReader {
         rx,
@@ -341,8 +342,15 @@ fn restorer(
         // The destination always checks the copy against the image before reporting it.
         check: Some(crate::verify::restore_check),
     };
-    let summary = crate::restore::restore_with(reader, opts, &endpoints.substitutes())
-        .map_err(|e| chain(&e))?;
+    let write = |pid: Pid, vmas: &[crate::state::VmaState]| {
+        let t = std::time::Instant::now();
+        let n = received.write(pid, vmas)?;
+        tracing::debug!(pages = n, elapsed = ?t.elapsed(), "pre-copied pages written");
+        Ok(())
+    };
+    let summary =
+        crate::restore::restore_with_pages(reader, opts, &endpoints.substitutes(), Some(&write))
+            .map_err(|e| chain(&e))?;
     let st = start_time(summary.pid).unwrap_or(0);
     Ok(Made {
         pid: summary.pid,
@@ -384,14 +392,34 @@ async fn transfer_task(
     peer: &str,
     mut stream: Streaming<TransferChunk>,
 ) -> Result<TransferReply, Status> {
-    let header = match stream.message().await? {
-        Some(TransferChunk {
-            part: Some(Part::Header(h)),
-        }) => h,
-        _ => {
-            return Err(Status::invalid_argument(
-                "a transfer begins with its header",
-            ));
+    // A live migration's pre-copy rounds come first, while the process runs on the origin;
+    // nothing is recorded for them (nothing exists here but what arrived).
+    let mut received = super::live::Received::default();
+    let header = loop {
+        match stream.message().await? {
+            Some(TransferChunk {
+                part: Some(Part::Header(h)),
+            }) => break h,
+            Some(TransferChunk {
+                part: Some(Part::Precopy(p)),
+            }) => {
+                let round = p.round;
+                if !received.rounds.contains(&round)
+                    && fault(&format!("dest-exit-precopy-round-{round}"))
+                {
+                    tracing::error!(
+                        round,
+                        "FERRY_FAULT dest-exit-precopy-round-{round}: exiting"
+                    );
+                    std::process::exit(70);
+                }
+                received.add(p).map_err(Status::invalid_argument)?;
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a transfer begins with its header (or pre-copied pages)",
+                ));
+            }
         }
     };
     let id = header.migration_id.clone();
@@ -421,7 +449,7 @@ async fn transfer_task(
         .unwrap_or_default()
     };
     let dir = shipped_dir(&id);
-    let result = receive(node, &id, &header, &dir, same, &mut stream).await;
+    let result = receive(node, &id, &header, &dir, same, received, &mut stream).await;
     let aborted = lock(&node.copies.aborted).remove(&id);
     match result {
         Ok(Made {
@@ -488,8 +516,10 @@ async fn receive(
     header: &ferry_proto::v1::TransferHeader,
     dir: &Path,
     same: BTreeMap<String, negotiate::Same>,
+    received: super::live::Received,
     stream: &mut Streaming<TransferChunk>,
 ) -> Restored {
+    let mut received = Some(received);
     let mut endpoints = Some(
         Endpoints::make(&header.relays).map_err(|e| format!("relay endpoints: {}", chain(&e)))?,
     );
@@ -535,10 +565,11 @@ async fn receive(
                     let shipped = std::mem::take(&mut shipped);
                     let same = same.take().unwrap_or_default();
                     let endpoints = endpoints.take().ok_or("restorer started twice")?;
+                    let received = received.take().unwrap_or_default();
                     std::thread::Builder::new()
                         .name(format!("restore-{id}"))
                         .spawn(move || {
-                            let _ = dtx.send(restorer(rx, shipped, same, endpoints));
+                            let _ = dtx.send(restorer(rx, shipped, same, endpoints, received));
                         })
                         .map_err(|e| format!("start the restorer thread: {e}"))?;
                     tx = Some(t);
@@ -557,6 +588,7 @@ async fn receive(
                 }
             }
             Some(Part::Header(_)) => return Err("a second header".into()),
+            Some(Part::Precopy(_)) => return Err("pre-copied pages after the header".into()),
             None => break,
         }
     }

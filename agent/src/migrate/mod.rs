@@ -7,6 +7,7 @@
 //! - [`resolve`]: what a restarted agent does with the migrations it took part in.
 
 pub mod dest;
+pub mod live;
 pub mod negotiate;
 pub mod origin;
 pub mod records;

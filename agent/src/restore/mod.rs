@@ -247,10 +247,38 @@ pub fn restore<R: Read + Send>(
 /// flags (`O_NONBLOCK`, `O_APPEND`) and close-on-exec flag are set. The caller keeps its
 /// descriptors open until this returns. A process tree takes no substitutes.
 pub fn restore_with<R: Read + Send>(
-    mut reader: ImageReader<R>,
+    reader: ImageReader<R>,
     opts: RestoreOptions,
     substitutes: &[(i32, std::os::fd::RawFd)],
 ) -> Result<RestoreSummary, RestoreError> {
+    restore_with_pages(reader, opts, substitutes, None)
+}
+
+/// Writes the pages a live migration's destination had before the final image
+/// ([`crate::state::VmaState::precopied`]) into the task (its PID), once its areas are mapped.
+pub type PrecopiedPages<'a> =
+    &'a (dyn Fn(nix::unistd::Pid, &[crate::state::VmaState]) -> Result<(), String> + Sync);
+
+/// [`restore_with`] of a live migration's final image, whose pre-copied pages `precopied`
+/// writes. Without it an image with pre-copied pages is refused.
+pub fn restore_with_pages<R: Read + Send>(
+    mut reader: ImageReader<R>,
+    opts: RestoreOptions,
+    substitutes: &[(i32, std::os::fd::RawFd)],
+    precopied: Option<PrecopiedPages<'_>>,
+) -> Result<RestoreSummary, RestoreError> {
+    let has_precopied = reader
+        .tree()
+        .processes
+        .iter()
+        .any(|p| p.mm.vmas.iter().any(|v| !v.precopied.is_empty()));
+    if has_precopied && (precopied.is_none() || reader.tree().processes.len() > 1) {
+        return Err(RestoreError::Layout(
+            "the image is the last part of a live migration: its pre-copied pages are only on \
+             that migration's destination"
+                .into(),
+        ));
+    }
     if reader.tree().processes.len() > 1 || !reader.tree().zombies.is_empty() {
         if !substitutes.is_empty() {
             return Err(RestoreError::Layout(
@@ -340,6 +368,9 @@ pub fn restore_with<R: Read + Send>(
     mm::advise(&inj, &state.mm)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
     mm::write_pages(&inj, &state, &mut reader)?;
+    if let Some(write) = precopied {
+        write(task.pid, &state.mm.vmas).map_err(RestoreError::Layout)?;
+    }
     tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
     aio::restore_rings(&inj, &state.mm)?;
     mm::protect(&inj, &state.mm)?;

@@ -1,0 +1,473 @@
+//! Live migration (pre-copy, docs/migration.md "Live migration"): the origin sends the
+//! process's private anonymous memory while it runs, then again what it wrote, round after
+//! round, and stops it only for what is left; the destination keeps what arrived and puts it
+//! into the copy.
+//!
+//! A page counts as already sent only if it was not written since it was read (write
+//! tracking, `dump/track.rs`) and it is still the same page frame at the same address (its
+//! PFN, read when it was read, again under the freeze): a page moved by the kernel (swap,
+//! KSM, THP collapse, `mremap`) travels again. So does every page outside an area that stayed
+//! registered for tracking until the freeze (an area mapped anew, or moved, loses it).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut};
+use std::time::{Duration, Instant};
+
+use ferry_proto::v1::PrecopyPages;
+use nix::sys::uio::{RemoteIoVec, process_vm_readv, process_vm_writev};
+use nix::unistd::Pid;
+
+use crate::dump::DumpError;
+use crate::dump::freeze::Frozen;
+use crate::dump::track::{self, Tracker};
+use crate::image::Codec;
+use crate::state::{PAGE_SIZE, PageRun, VmaKind, VmaState};
+
+/// At most this many pre-copy rounds (the first copies everything present).
+pub const MAX_ROUNDS: u32 = 8;
+/// The downtime aimed at when none is asked for.
+pub const DEFAULT_MAX_DOWNTIME_MS: u32 = 50;
+/// Pages per message (1 MiB).
+const BATCH: u64 = 256;
+
+/// The origin's side: the write tracking and what was sent.
+#[derive(Debug)]
+pub struct Precopy {
+    pid: Pid,
+    tracker: Option<Tracker>,
+    /// Pages sent and not written since, with their page frame number when read.
+    sent: HashMap<u64, u64>,
+    /// The areas still registered for tracking at the freeze.
+    tracked: Vec<(u64, u64)>,
+    codec: Codec,
+}
+
+/// What one round sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Round {
+    /// Raw page bytes.
+    pub raw: u64,
+    /// Bytes on the wire (compressed).
+    pub wire: u64,
+    /// How long it took.
+    pub took: Duration,
+}
+
+fn codec_name(c: Codec) -> &'static str {
+    match c {
+        Codec::None => "none",
+        Codec::Zstd => "zstd",
+        Codec::Lz4 => "lz4",
+    }
+}
+
+fn compress(c: Codec, raw: &[u8]) -> Result<Vec<u8>, String> {
+    match c {
+        Codec::None => Ok(raw.to_vec()),
+        Codec::Lz4 => lz4::block::compress(raw, None, false).map_err(|e| format!("lz4: {e}")),
+        Codec::Zstd => zstd::bulk::compress(raw, 1).map_err(|e| format!("zstd: {e}")),
+    }
+}
+
+/// Page ranges `ranges` as (start, pages) pieces of at most [`BATCH`] pages.
+fn batches(ranges: &[(u64, u64)]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    ranges.iter().flat_map(|&(s, e)| {
+        let n = (e - s) / PAGE_SIZE;
+        (0..n.div_ceil(BATCH)).map(move |i| (s + i * BATCH * PAGE_SIZE, BATCH.min(n - i * BATCH)))
+    })
+}
+
+/// Bytes of `ranges`.
+pub fn bytes_of(ranges: &[(u64, u64)]) -> u64 {
+    ranges.iter().map(|(s, e)| e - s).sum()
+}
+
+impl Precopy {
+    /// Starts tracking the writes of `pid` (checked by `dump::precheck_only` already).
+    pub fn start(pid: Pid, codec: Codec) -> Result<Self, DumpError> {
+        Ok(Precopy {
+            pid,
+            tracker: Some(Tracker::start(pid)?),
+            sent: HashMap::new(),
+            tracked: Vec::new(),
+            codec,
+        })
+    }
+
+    fn tracker(&self) -> Result<&Tracker, String> {
+        self.tracker
+            .as_ref()
+            .ok_or_else(|| "write tracking ended".to_string())
+    }
+
+    /// What the first round reads: every present (or swapped) page of the tracked areas.
+    pub fn present(&self) -> Result<Vec<(u64, u64)>, String> {
+        self.tracker()?.present().map_err(|e| e.to_string())
+    }
+
+    /// Pages written since the last scan, protected again; they no longer count as sent.
+    pub fn written(&mut self) -> Result<Vec<(u64, u64)>, String> {
+        let ranges = self.tracker()?.written().map_err(|e| e.to_string())?;
+        for &(s, e) in &ranges {
+            let mut a = s;
+            while a < e {
+                self.sent.remove(&a);
+                a += PAGE_SIZE;
+            }
+        }
+        Ok(ranges)
+    }
+
+    /// Reads the pages of `ranges` that are present and hands them to `send` as messages of
+    /// round `round`.
+    pub fn round(
+        &mut self,
+        round: u32,
+        ranges: &[(u64, u64)],
+        send: &mut dyn FnMut(PrecopyPages) -> Result<(), String>,
+    ) -> Result<Round, String> {
+        let t0 = Instant::now();
+        let mut out = Round::default();
+        let mut buf = vec![0u8; (BATCH * PAGE_SIZE) as usize];
+        for (start, n) in batches(ranges) {
+            let pfns = self
+                .tracker()?
+                .pfns(start, n as usize)
+                .map_err(|e| e.to_string())?;
+            let mut runs: Vec<(u64, u32)> = Vec::new();
+            for (i, pfn) in pfns.iter().enumerate() {
+                let addr = start + i as u64 * PAGE_SIZE;
+                if pfn.is_none() {
+                    self.sent.remove(&addr);
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some((s, c)) if *s + u64::from(*c) * PAGE_SIZE == addr => *c += 1,
+                    _ => runs.push((addr, 1)),
+                }
+            }
+            if runs.is_empty() {
+                continue;
+            }
+            let len: usize = runs.iter().map(|r| r.1 as usize).sum::<usize>() * PAGE_SIZE as usize;
+            let remote: Vec<RemoteIoVec> = runs
+                .iter()
+                .map(|&(s, c)| RemoteIoVec {
+                    base: s as usize,
+                    len: c as usize * PAGE_SIZE as usize,
+                })
+                .collect();
+            let got = {
+                let mut local = [IoSliceMut::new(&mut buf[..len])];
+                process_vm_readv(self.pid, &mut local, &remote).unwrap_or(0)
+            };
+            if got != len {
+                // Unmapped or made unreadable meanwhile: these pages travel in the final stop.
+                for &(s, c) in &runs {
+                    for k in 0..u64::from(c) {
+                        self.sent.remove(&(s + k * PAGE_SIZE));
+                    }
+                }
+                continue;
+            }
+            for (i, pfn) in pfns.iter().enumerate() {
+                if let Some(p) = pfn {
+                    self.sent.insert(start + i as u64 * PAGE_SIZE, *p);
+                }
+            }
+            let raw = &buf[..len];
+            let data = compress(self.codec, raw)?;
+            out.raw += len as u64;
+            out.wire += data.len() as u64;
+            send(PrecopyPages {
+                round,
+                starts: runs.iter().map(|r| r.0).collect(),
+                counts: runs.iter().map(|r| r.1).collect(),
+                codec: codec_name(self.codec).into(),
+                raw_len: len as u64,
+                data,
+                blake3: blake3::hash(raw).as_bytes().to_vec(),
+            })?;
+        }
+        out.took = t0.elapsed();
+        Ok(out)
+    }
+
+    /// Under the freeze, before the dump reads the areas: the last scan of written pages,
+    /// which areas stayed tracked, and the end of tracking (nothing of it stays in the
+    /// process).
+    pub fn finish(&mut self, _frozen: &Frozen) -> Result<(), DumpError> {
+        let last = self.written().map_err(|why| DumpError::BadTarget {
+            pid: self.pid.as_raw(),
+            why,
+        });
+        let tracked = track::tracked_areas(self.pid);
+        if let Some(t) = self.tracker.take() {
+            t.close();
+        }
+        last?;
+        self.tracked = tracked?;
+        Ok(())
+    }
+
+    /// Ends the tracking (the migration goes no further, or it is not needed any more).
+    pub fn stop(&mut self) {
+        if let Some(t) = self.tracker.take() {
+            t.close();
+        }
+    }
+
+    /// After the dump collected `vmas` (under the same freeze as [`Precopy::finish`]): moves
+    /// every page the destination has already from `pages` to `precopied`. Returns how many.
+    pub fn mark(&self, vmas: &mut [VmaState]) -> Result<u64, DumpError> {
+        let pid = self.pid;
+        let pagemap =
+            File::open(format!("/proc/{pid}/pagemap")).map_err(|e| DumpError::BadTarget {
+                pid: pid.as_raw(),
+                why: format!("open /proc/{pid}/pagemap: {e}"),
+            })?;
+        let mut kept = 0;
+        for v in vmas.iter_mut() {
+            let private_anon =
+                !v.shared && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack);
+            let tracked = self
+                .tracked
+                .iter()
+                .any(|&(s, e)| s <= v.start && v.end <= e);
+            if !private_anon || !tracked || v.pages.is_empty() {
+                continue;
+            }
+            let mut pages = Vec::new();
+            let mut precopied = Vec::new();
+            let push = |runs: &mut Vec<PageRun>, addr: u64| match runs.last_mut() {
+                Some(r) if r.start + r.count * PAGE_SIZE == addr => r.count += 1,
+                _ => runs.push(PageRun {
+                    start: addr,
+                    count: 1,
+                }),
+            };
+            for r in &v.pages {
+                let pfns = track::pfns(pid, &pagemap, r.start, r.count as usize)?;
+                for (i, pfn) in pfns.iter().enumerate() {
+                    let addr = r.start + i as u64 * PAGE_SIZE;
+                    let same = pfn.is_some() && self.sent.get(&addr) == pfn.as_ref();
+                    if same {
+                        kept += 1;
+                        push(&mut precopied, addr);
+                    } else {
+                        push(&mut pages, addr);
+                    }
+                }
+            }
+            v.pages = pages;
+            v.precopied = precopied;
+        }
+        Ok(kept)
+    }
+}
+
+/// The destination's side: the pages that arrived, newest first, until the final image says
+/// which of them the copy gets.
+#[derive(Debug, Default)]
+pub struct Received {
+    blocks: Vec<Vec<u8>>,
+    /// Page address → (block, offset in the block).
+    index: HashMap<u64, (u32, u32)>,
+    /// Raw bytes received.
+    pub bytes: u64,
+    /// Rounds seen.
+    pub rounds: HashSet<u32>,
+}
+
+impl Received {
+    /// Checks and keeps one message.
+    pub fn add(&mut self, p: PrecopyPages) -> Result<(), String> {
+        if p.starts.len() != p.counts.len() {
+            return Err("pre-copied pages: starts and counts differ in length".into());
+        }
+        let pages: u64 = p.counts.iter().map(|&c| u64::from(c)).sum();
+        if pages * PAGE_SIZE != p.raw_len || p.raw_len > 64 << 20 {
+            return Err(format!(
+                "pre-copied pages: {} bytes for {pages} pages",
+                p.raw_len
+            ));
+        }
+        if let Some(s) = p
+            .starts
+            .iter()
+            .find(|&&s| s % PAGE_SIZE != 0 || s >= 1 << 47)
+        {
+            return Err(format!("pre-copied pages: bad address {s:#x}"));
+        }
+        let raw = match p.codec.as_str() {
+            "none" => p.data,
+            "lz4" => lz4::block::decompress(&p.data, Some(p.raw_len as i32))
+                .map_err(|e| format!("pre-copied pages: lz4: {e}"))?,
+            "zstd" => zstd::bulk::decompress(&p.data, p.raw_len as usize)
+                .map_err(|e| format!("pre-copied pages: zstd: {e}"))?,
+            other => return Err(format!("pre-copied pages: unknown codec {other:?}")),
+        };
+        if raw.len() as u64 != p.raw_len || blake3::hash(&raw).as_bytes()[..] != p.blake3[..] {
+            return Err(format!(
+                "pre-copied pages of round {} at {:#x}: digest mismatch",
+                p.round,
+                p.starts.first().copied().unwrap_or(0)
+            ));
+        }
+        let block = self.blocks.len() as u32;
+        let mut off = 0u32;
+        for (&s, &c) in p.starts.iter().zip(&p.counts) {
+            for k in 0..u64::from(c) {
+                self.index.insert(s + k * PAGE_SIZE, (block, off));
+                off += 1;
+            }
+        }
+        self.bytes += p.raw_len;
+        self.rounds.insert(p.round);
+        self.blocks.push(raw);
+        Ok(())
+    }
+
+    /// Writes the pre-copied pages the final image names (`precopied` runs of `vmas`) into
+    /// process `pid`, whose areas are mapped and writable. Returns the pages written.
+    pub fn write(&self, pid: Pid, vmas: &[VmaState]) -> Result<u64, String> {
+        const MAX_IOV: usize = 1024;
+        const PAGE: usize = PAGE_SIZE as usize;
+        // Pieces: (block, byte offset, remote address, length), contiguous on both sides.
+        let mut pieces: Vec<(u32, usize, u64, usize)> = Vec::with_capacity(MAX_IOV);
+        let mut written = 0u64;
+        let flush = |pieces: &mut Vec<(u32, usize, u64, usize)>| -> Result<(), String> {
+            if pieces.is_empty() {
+                return Ok(());
+            }
+            let local: Vec<IoSlice<'_>> = pieces
+                .iter()
+                .map(|&(b, o, _, len)| IoSlice::new(&self.blocks[b as usize][o..o + len]))
+                .collect();
+            let remote: Vec<RemoteIoVec> = pieces
+                .iter()
+                .map(|&(_, _, addr, len)| RemoteIoVec {
+                    base: addr as usize,
+                    len,
+                })
+                .collect();
+            let want: usize = pieces.iter().map(|p| p.3).sum();
+            let n = process_vm_writev(pid, &local, &remote)
+                .map_err(|e| format!("write the pre-copied pages: {e}"))?;
+            if n != want {
+                return Err(format!(
+                    "write the pre-copied pages: {n} of {want} bytes written"
+                ));
+            }
+            pieces.clear();
+            Ok(())
+        };
+        for r in vmas.iter().flat_map(|v| v.precopied.iter()) {
+            for k in 0..r.count {
+                let addr = r.start + k * PAGE_SIZE;
+                let &(b, o) = self
+                    .index
+                    .get(&addr)
+                    .ok_or_else(|| format!("pre-copied page {addr:#x} never arrived"))?;
+                let o = o as usize * PAGE;
+                match pieces.last_mut() {
+                    Some(p) if p.0 == b && p.1 + p.3 == o && p.2 + p.3 as u64 == addr => {
+                        p.3 += PAGE
+                    }
+                    _ => {
+                        if pieces.len() == MAX_IOV {
+                            flush(&mut pieces)?;
+                        }
+                        pieces.push((b, o, addr, PAGE));
+                    }
+                }
+                written += 1;
+            }
+        }
+        flush(&mut pieces)?;
+        Ok(written)
+    }
+}
+
+/// How the pre-copy rounds went.
+#[derive(Debug, Clone, Default)]
+pub struct Rounds {
+    /// Raw bytes of each round.
+    pub bytes: Vec<u64>,
+    /// Why they stopped: "converged: …" or "did not converge: …".
+    pub why: String,
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+/// Runs the pre-copy rounds of `pid` (tracking started in `pre`): the first sends every
+/// present page of its private anonymous memory, each next one what was written meanwhile.
+/// Stops when what is left would travel within `max_downtime` at the rate the rounds went,
+/// after [`MAX_ROUNDS`], or when a round saw as much written as it sent (writing outpaces the
+/// link); what is left travels in the final stop. `report` hears of each round.
+pub fn precopy_rounds(
+    pre: &mut Precopy,
+    max_downtime: Duration,
+    send: &mut dyn FnMut(PrecopyPages) -> Result<(), String>,
+    report: &mut dyn FnMut(u32, &Round),
+) -> Result<Rounds, String> {
+    let mut out = Rounds::default();
+    let mut ranges = pre.present()?;
+    // Bytes per second through the whole pipeline (read, compress, send): the best round's.
+    let mut rate: f64 = 0.0;
+    for n in 1..=MAX_ROUNDS {
+        if super::fault(&format!("origin-exit-precopy-round-{n}")) {
+            tracing::error!(
+                round = n,
+                "FERRY_FAULT origin-exit-precopy-round-{n}: exiting"
+            );
+            std::process::exit(70);
+        }
+        if super::fault(&format!("pause-precopy-round-{n}")) {
+            tracing::warn!(
+                round = n,
+                "FERRY_FAULT pause-precopy-round-{n}: sleeping 5 s"
+            );
+            std::thread::sleep(Duration::from_secs(5));
+        }
+        let r = pre.round(n, &ranges, send)?;
+        out.bytes.push(r.raw);
+        report(n, &r);
+        if r.raw >= 4 << 20 || rate == 0.0 {
+            rate = rate.max(r.raw as f64 / r.took.as_secs_f64().max(1e-6));
+        }
+        ranges = pre.written()?;
+        let left = bytes_of(&ranges);
+        let need = Duration::from_secs_f64(left as f64 / rate.max(1.0));
+        tracing::debug!(round = n, sent = r.raw, left, ?need, rate, "pre-copy round");
+        if need <= max_downtime {
+            out.why = format!(
+                "converged: {} left after round {n}, ~{} ms at {:.0} MB/s",
+                mib(left),
+                need.as_millis(),
+                rate / 1e6
+            );
+            break;
+        }
+        if left >= r.raw && r.raw > 0 {
+            out.why = format!(
+                "did not converge: {} written during round {n}, which sent {}; stopped and \
+                 copied the rest",
+                mib(left),
+                mib(r.raw)
+            );
+            break;
+        }
+        if n == MAX_ROUNDS {
+            out.why = format!(
+                "did not converge: {} still written after {MAX_ROUNDS} rounds; stopped and \
+                 copied the rest",
+                mib(left)
+            );
+        }
+    }
+    Ok(out)
+}
