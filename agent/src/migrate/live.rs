@@ -41,6 +41,38 @@ pub struct Precopy {
     /// The areas still registered for tracking at the freeze.
     tracked: Vec<(u64, u64)>,
     codec: Codec,
+    /// For the first message: the PID, the areas (with `MAP_NORESERVE`) and the others.
+    layout: Option<Layout>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Layout {
+    pid: i32,
+    areas: Vec<(u64, u64, bool)>,
+    avoid: Vec<(u64, u64)>,
+}
+
+impl Layout {
+    fn read(pid: Pid, tracked: &[(u64, u64)]) -> Result<Self, DumpError> {
+        let raw = pid.as_raw();
+        let maps = crate::proc::parse_maps(&crate::proc::read(raw, "maps")?)?;
+        let flags = crate::proc::parse_smaps_vmflags(&crate::proc::read(raw, "smaps")?);
+        let ns_pid = crate::proc::parse_status(&crate::proc::read(raw, "status")?)?.ns_pid;
+        let nr = |start: u64| {
+            flags
+                .iter()
+                .any(|(s, f)| *s == start && f.iter().any(|x| x == "nr"))
+        };
+        Ok(Layout {
+            pid: ns_pid,
+            areas: tracked.iter().map(|&(s, e)| (s, e, nr(s))).collect(),
+            avoid: maps
+                .iter()
+                .filter(|m| !tracked.contains(&(m.start, m.end)))
+                .map(|m| (m.start, m.end))
+                .collect(),
+        })
+    }
 }
 
 /// What one round sent.
@@ -86,12 +118,15 @@ pub fn bytes_of(ranges: &[(u64, u64)]) -> u64 {
 impl Precopy {
     /// Starts tracking the writes of `pid` (checked by `dump::precheck_only` already).
     pub fn start(pid: Pid, codec: Codec) -> Result<Self, DumpError> {
+        let tracker = Tracker::start(pid)?;
+        let layout = Layout::read(pid, tracker.areas())?;
         Ok(Precopy {
             pid,
-            tracker: Some(Tracker::start(pid)?),
+            tracker: Some(tracker),
             sent: HashMap::new(),
             tracked: Vec::new(),
             codec,
+            layout: Some(layout),
         })
     }
 
@@ -180,6 +215,7 @@ impl Precopy {
             let data = compress(self.codec, raw)?;
             out.raw += len as u64;
             out.wire += data.len() as u64;
+            let layout = self.layout.take().unwrap_or_default();
             send(PrecopyPages {
                 round,
                 starts: runs.iter().map(|r| r.0).collect(),
@@ -188,6 +224,12 @@ impl Precopy {
                 raw_len: len as u64,
                 data,
                 blake3: blake3::hash(raw).as_bytes().to_vec(),
+                pid: layout.pid,
+                area_starts: layout.areas.iter().map(|a| a.0).collect(),
+                area_ends: layout.areas.iter().map(|a| a.1).collect(),
+                area_noreserve: layout.areas.iter().map(|a| a.2).collect(),
+                avoid_starts: layout.avoid.iter().map(|a| a.0).collect(),
+                avoid_ends: layout.avoid.iter().map(|a| a.1).collect(),
             })?;
         }
         out.took = t0.elapsed();
@@ -278,9 +320,69 @@ pub struct Received {
     pub bytes: u64,
     /// Rounds seen.
     pub rounds: HashSet<u32>,
+    /// The runs of the last message.
+    last_runs: Vec<(u64, u32)>,
 }
 
 impl Received {
+    /// Writes the pages of the last message kept into `premade`'s areas (those inside one).
+    pub fn write_last(&self, premade: &crate::restore::Premade) -> Result<(), String> {
+        let Some(block) = self.blocks.last() else {
+            return Ok(());
+        };
+        let mut local = Vec::new();
+        let mut remote = Vec::new();
+        let mut off = 0usize;
+        for &(s, c) in &self.last_runs {
+            let len = c as usize * PAGE_SIZE as usize;
+            if premade.covers(s, s + len as u64) {
+                local.push(IoSlice::new(&block[off..off + len]));
+                remote.push(RemoteIoVec {
+                    base: s as usize,
+                    len,
+                });
+            }
+            off += len;
+        }
+        for (l, r) in local.chunks(1024).zip(remote.chunks(1024)) {
+            let want: usize = r.iter().map(|r| r.len).sum();
+            let n = process_vm_writev(premade.pid(), l, r)
+                .map_err(|e| format!("write pre-copied pages into the premade task: {e}"))?;
+            if n != want {
+                return Err(format!(
+                    "write pre-copied pages into the premade task: {n} of {want} bytes"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The task to make ahead that the first message describes (none if it names no PID).
+    pub fn premade_of(
+        p: &PrecopyPages,
+    ) -> Option<(i32, Vec<crate::restore::PremadeArea>, Vec<(u64, u64)>)> {
+        let n = p.area_starts.len();
+        if p.pid <= 0 || p.area_ends.len() != n || p.area_noreserve.len() != n {
+            return None;
+        }
+        let ok = |s: u64, e: u64| s < e && s % PAGE_SIZE == 0 && e % PAGE_SIZE == 0 && e <= 1 << 47;
+        let areas: Vec<_> = (0..n)
+            .map(|i| crate::restore::PremadeArea {
+                start: p.area_starts[i],
+                end: p.area_ends[i],
+                noreserve: p.area_noreserve[i],
+            })
+            .filter(|a| ok(a.start, a.end))
+            .collect();
+        let avoid = p
+            .avoid_starts
+            .iter()
+            .copied()
+            .zip(p.avoid_ends.iter().copied())
+            .collect();
+        Some((p.pid, areas, avoid))
+    }
+
     /// Checks and keeps one message.
     pub fn add(&mut self, p: PrecopyPages) -> Result<(), String> {
         if p.starts.len() != p.counts.len() {
@@ -323,6 +425,12 @@ impl Received {
                 off += 1;
             }
         }
+        self.last_runs = p
+            .starts
+            .iter()
+            .copied()
+            .zip(p.counts.iter().copied())
+            .collect();
         self.bytes += p.raw_len;
         self.rounds.insert(p.round);
         self.blocks.push(raw);
@@ -331,7 +439,7 @@ impl Received {
 
     /// Writes the pre-copied pages the final image names (`precopied` runs of `vmas`) into
     /// process `pid`, whose areas are mapped and writable. Returns the pages written.
-    pub fn write(&self, pid: Pid, vmas: &[VmaState]) -> Result<u64, String> {
+    pub fn write(&self, pid: Pid, vmas: &[VmaState], skip: &[(u64, u64)]) -> Result<u64, String> {
         const MAX_IOV: usize = 1024;
         const PAGE: usize = PAGE_SIZE as usize;
         // Pieces: (block, byte offset, remote address, length), contiguous on both sides.
@@ -363,7 +471,11 @@ impl Received {
             pieces.clear();
             Ok(())
         };
-        for r in vmas.iter().flat_map(|v| v.precopied.iter()) {
+        for r in vmas
+            .iter()
+            .filter(|v| !skip.contains(&(v.start, v.end)))
+            .flat_map(|v| v.precopied.iter())
+        {
             for k in 0..r.count {
                 let addr = r.start + k * PAGE_SIZE;
                 let &(b, o) = self
