@@ -309,6 +309,9 @@ impl Precopy {
     }
 }
 
+/// The task to make ahead: the PID, the areas to map, the ranges its injection area must avoid.
+pub type PremadePlan = (i32, Vec<crate::restore::PremadeArea>, Vec<(u64, u64)>);
+
 /// The destination's side: the pages that arrived, newest first, until the final image says
 /// which of them the copy gets.
 #[derive(Debug, Default)]
@@ -358,14 +361,14 @@ impl Received {
     }
 
     /// The task to make ahead that the first message describes (none if it names no PID).
-    pub fn premade_of(
-        p: &PrecopyPages,
-    ) -> Option<(i32, Vec<crate::restore::PremadeArea>, Vec<(u64, u64)>)> {
+    pub fn premade_of(p: &PrecopyPages) -> Option<PremadePlan> {
         let n = p.area_starts.len();
         if p.pid <= 0 || p.area_ends.len() != n || p.area_noreserve.len() != n {
             return None;
         }
-        let ok = |s: u64, e: u64| s < e && s % PAGE_SIZE == 0 && e % PAGE_SIZE == 0 && e <= 1 << 47;
+        let ok = |s: u64, e: u64| {
+            s < e && s.is_multiple_of(PAGE_SIZE) && e.is_multiple_of(PAGE_SIZE) && e <= 1 << 47
+        };
         let areas: Vec<_> = (0..n)
             .map(|i| crate::restore::PremadeArea {
                 start: p.area_starts[i],

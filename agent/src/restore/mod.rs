@@ -264,13 +264,13 @@ pub type PrecopiedPages<'a> = &'a (
             + Sync
     );
 
+/// Address ranges.
+type Ranges = Vec<(u64, u64)>;
+
 /// The areas of `premade` the final image has as they are (a run of private anonymous areas
 /// covering exactly one premade area, with the same `MAP_NORESERVE`): kept, with the pages
 /// written into them. Returns the image's areas kept and the premade areas they cover.
-fn premade_kept(
-    mm: &crate::state::MmState,
-    premade: &[PremadeArea],
-) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+fn premade_kept(mm: &crate::state::MmState, premade: &[PremadeArea]) -> (Ranges, Ranges) {
     use crate::state::{VmaKind, vmflag};
     let mut vmas = Vec::new();
     let mut areas = Vec::new();
