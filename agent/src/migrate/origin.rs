@@ -770,8 +770,10 @@ impl Origin {
                 }
             };
             if let Some(why) = failed {
-                // Not frozen: the process ran on; the tracking ends with the tracer.
+                // Not frozen: the process ran on; the tracking ends with the tracer. The
+                // destination recorded nothing yet; it forgets the negotiation.
                 let _ = cmd_tx.send(Cmd::Thaw);
+                abort_remote(self.node.clone(), to.clone(), id.clone());
                 return Err(self.fail(Status::aborted(format!(
                     "live migration failed, pid {pid} goes on here: {why}"
                 ))));
