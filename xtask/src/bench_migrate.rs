@@ -37,6 +37,9 @@ pub fn run(release: bool) -> Result<()> {
         &std::fs::read_to_string(root.join("tests/workloads/common.h"))?,
     );
     let victim = util::compile_c(&src, "migrate", &dir)?;
+    // The machine's test hosts are shared with test runs: wait for them as the tests do.
+    let _tests = crate::bench_relay::lock("/run/ferry-tests.lock")?;
+    let _hosts = crate::bench_relay::lock("/run/ferry-hosts.lock")?;
     let xtask = std::env::current_exe()?;
     let mut up = Command::new(&xtask);
     up.args(["hosts", "up", "2"]);
@@ -134,14 +137,20 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, live: bool)
             .trim()
             .to_string()
     };
-    let log = std::fs::read_to_string("/run/ferry-hosts/h1/ferryd.log").unwrap_or_default();
-    let link = log
-        .lines()
-        .rev()
-        .find_map(|l| l.split("link_mb_s=").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or("?".to_string(), |v| format!("{v:.0} MB/s"));
+    // The agents' logs of this run, for a closer look (FERRY_LOG=debug shows each phase).
+    for n in [1, 2] {
+        let _ = std::fs::copy(
+            format!("/run/ferry-hosts/h{n}/ferryd.log"),
+            state.join(format!("ferryd-h{n}.log")),
+        );
+    }
+    // The link as the origin's `--compress auto` probe measured it (`…; link 0.9 GB/s, …`).
+    let link = text
+        .split("link ")
+        .nth(1)
+        .and_then(|r| r.split(" GB/s").next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or("?".to_string(), |v| format!("{:.0} MB/s", v * 1000.0));
     let mode = if live { "live" } else { "stop-and-copy" };
     println!(
         "{mib} MiB writing {rate} MB/s, {mode}: downtime (longest gap between the victim's 1 ms \

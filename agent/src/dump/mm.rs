@@ -109,7 +109,15 @@ pub fn apply_smaps(vmas: &mut [VmaState], names: &[String], smaps: &str) -> Resu
         }
         // Flags the restore could not give back. The kernel's own special mappings come back
         // from the kernel as they were, whatever their flags.
-        if !special && let Some((_, what)) = UNRESTORABLE_FLAGS.iter().find(|(name, _)| has(name)) {
+        // A live migration's own write tracking (`uw` inside the areas it registered, which
+        // no other userfaultfd can register too) is not the process's: it ends with the
+        // migration.
+        let ours = |f: &str| f == "uw" && super::track::is_ours(v.start, v.end);
+        if !special
+            && let Some((_, what)) = UNRESTORABLE_FLAGS
+                .iter()
+                .find(|(name, _)| has(name) && !ours(name))
+        {
             return Err(refuse(v.start, v.end, name, what));
         }
         v.flags = vmflag::NAMES

@@ -31,7 +31,8 @@ const PM_PFN: u64 = (1 << 55) - 1;
 #[derive(Debug)]
 pub struct Tracker {
     pid: Pid,
-    uffd: OwnedFd,
+    /// Held, never read: closing it ends the tracking.
+    _uffd: OwnedFd,
     pagemap: File,
     /// The areas registered (private anonymous, at registration time).
     areas: Vec<(u64, u64)>,
@@ -124,7 +125,7 @@ impl Tracker {
         );
         Ok(Tracker {
             pid,
-            uffd: fd,
+            _uffd: fd,
             pagemap,
             areas,
         })
@@ -178,7 +179,7 @@ impl Tracker {
 
     /// Stops tracking: the kernel unregisters every area (no `uw` stays in the process).
     pub fn close(self) {
-        drop(self.uffd);
+        drop(self);
     }
 }
 
@@ -197,19 +198,45 @@ pub fn pfns(pid: Pid, pagemap: &File, start: u64, n: usize) -> Result<Vec<Option
         .collect())
 }
 
-/// The ranges of the areas of `pid` registered for userfaultfd write-protection (`uw` in
-/// smaps): read under the freeze, before the tracker closes, they are the areas whose writes
-/// were all seen.
-pub fn tracked_areas(pid: Pid) -> Result<Vec<(u64, u64)>, DumpError> {
-    let maps = proc::parse_maps(&proc::read(pid.as_raw(), "maps")?)?;
-    let flags = proc::parse_smaps_vmflags(&proc::read(pid.as_raw(), "smaps")?);
-    Ok(maps
-        .iter()
-        .filter(|e| {
-            flags
-                .iter()
-                .any(|(s, f)| *s == e.start && f.iter().any(|x| x == "uw"))
-        })
-        .map(|e| (e.start, e.end))
-        .collect())
+thread_local! {
+    /// The areas this thread's tracker registered, while a dump on this thread reads the
+    /// process: `uw` there is the tracking's, not the process's own userfaultfd.
+    static OURS: std::cell::RefCell<Vec<(u64, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `[start, end)` lies in an area registered by the tracker of this thread that
+/// [`Tracker::own_areas`] declared (a VMA there cannot be registered by another userfaultfd).
+pub fn is_ours(start: u64, end: u64) -> bool {
+    OURS.with(|o| o.borrow().iter().any(|&(s, e)| s <= start && end <= e))
+}
+
+impl Tracker {
+    /// Declares the tracker's areas as its own to the dumps run on this thread (see
+    /// [`is_ours`]), until [`Tracker::close`] or drop.
+    pub fn own_areas(&self) {
+        OURS.with(|o| *o.borrow_mut() = self.areas.clone());
+    }
+
+    /// The page ranges still registered for async write-protection (an area mapped anew or
+    /// moved since the start lost it): under the freeze, the ranges whose writes were all
+    /// seen.
+    pub fn still_tracked(&self) -> Result<Vec<(u64, u64)>, DumpError> {
+        let mut r = self.scan(0, uffd::PAGE_IS_WPALLOWED, 0)?;
+        // Adjacent ranges are one.
+        r.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
+        for (s, e) in r {
+            match out.last_mut() {
+                Some(l) if l.1 == s => l.1 = e,
+                _ => out.push((s, e)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        OURS.with(|o| o.borrow_mut().clear());
+    }
 }

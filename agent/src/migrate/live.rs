@@ -36,8 +36,9 @@ const BATCH: u64 = 256;
 pub struct Precopy {
     pid: Pid,
     tracker: Option<Tracker>,
-    /// Pages sent and not written since, with their page frame number when read.
-    sent: HashMap<u64, u64>,
+    /// Per tracked area (by start, sorted): the page frame number of each page when it was
+    /// read and sent, 0 for a page not sent or written since.
+    sent: Vec<(u64, Vec<u64>)>,
     /// The areas still registered for tracking at the freeze.
     tracked: Vec<(u64, u64)>,
     codec: Codec,
@@ -120,14 +121,53 @@ impl Precopy {
     pub fn start(pid: Pid, codec: Codec) -> Result<Self, DumpError> {
         let tracker = Tracker::start(pid)?;
         let layout = Layout::read(pid, tracker.areas())?;
+        let mut sent: Vec<(u64, Vec<u64>)> = tracker
+            .areas()
+            .iter()
+            .map(|&(s, e)| (s, vec![0; ((e - s) / PAGE_SIZE) as usize]))
+            .collect();
+        sent.sort_by_key(|a| a.0);
         Ok(Precopy {
             pid,
             tracker: Some(tracker),
-            sent: HashMap::new(),
+            sent,
             tracked: Vec::new(),
             codec,
             layout: Some(layout),
         })
+    }
+
+    /// The slot of page `addr` in [`Self::sent`].
+    fn slot(&mut self, addr: u64) -> Option<&mut u64> {
+        let i = self
+            .sent
+            .partition_point(|(s, v)| s + v.len() as u64 * PAGE_SIZE <= addr);
+        let (s, v) = self.sent.get_mut(i)?;
+        if addr < *s {
+            return None;
+        }
+        v.get_mut(((addr - *s) / PAGE_SIZE) as usize)
+    }
+
+    /// The page frame number of page `addr` when it was sent, if it was and was not written
+    /// since.
+    fn sent_pfn(&self, addr: u64) -> Option<u64> {
+        let i = self
+            .sent
+            .partition_point(|(s, v)| s + v.len() as u64 * PAGE_SIZE <= addr);
+        let (s, v) = self.sent.get(i)?;
+        if addr < *s {
+            return None;
+        }
+        v.get(((addr - *s) / PAGE_SIZE) as usize)
+            .copied()
+            .filter(|&p| p != 0)
+    }
+
+    fn forget(&mut self, addr: u64) {
+        if let Some(p) = self.slot(addr) {
+            *p = 0;
+        }
     }
 
     fn tracker(&self) -> Result<&Tracker, String> {
@@ -147,7 +187,7 @@ impl Precopy {
         for &(s, e) in &ranges {
             let mut a = s;
             while a < e {
-                self.sent.remove(&a);
+                self.forget(a);
                 a += PAGE_SIZE;
             }
         }
@@ -174,7 +214,7 @@ impl Precopy {
             for (i, pfn) in pfns.iter().enumerate() {
                 let addr = start + i as u64 * PAGE_SIZE;
                 if pfn.is_none() {
-                    self.sent.remove(&addr);
+                    self.forget(addr);
                     continue;
                 }
                 match runs.last_mut() {
@@ -201,14 +241,17 @@ impl Precopy {
                 // Unmapped or made unreadable meanwhile: these pages travel in the final stop.
                 for &(s, c) in &runs {
                     for k in 0..u64::from(c) {
-                        self.sent.remove(&(s + k * PAGE_SIZE));
+                        self.forget(s + k * PAGE_SIZE);
                     }
                 }
                 continue;
             }
             for (i, pfn) in pfns.iter().enumerate() {
-                if let Some(p) = pfn {
-                    self.sent.insert(start + i as u64 * PAGE_SIZE, *p);
+                if let Some(p) = pfn
+                    && let Some(slot) = self.slot(start + i as u64 * PAGE_SIZE)
+                {
+                    // A page frame number is never 0 for a page of the process.
+                    *slot = (*p).max(1);
                 }
             }
             let raw = &buf[..len];
@@ -236,20 +279,20 @@ impl Precopy {
         Ok(out)
     }
 
-    /// Under the freeze, before the dump reads the areas: the last scan of written pages,
-    /// which areas stayed tracked, and the end of tracking (nothing of it stays in the
-    /// process).
+    /// Under the freeze, before the dump reads the areas: the last scan of written pages and
+    /// which ranges stayed tracked. The tracking itself ends when this is dropped — after the
+    /// commit (the stub's `execve` took the old memory: nothing to unregister any more) or
+    /// once the process runs again: unregistering write-protected memory costs time
+    /// (~0.1 s/GiB here), which is not spent while the process is stopped. Until then the
+    /// dumps of this thread know the `uw` of these areas as the tracking's.
     pub fn finish(&mut self, _frozen: &Frozen) -> Result<(), DumpError> {
-        let last = self.written().map_err(|why| DumpError::BadTarget {
-            pid: self.pid.as_raw(),
-            why,
-        });
-        let tracked = track::tracked_areas(self.pid);
-        if let Some(t) = self.tracker.take() {
-            t.close();
-        }
-        last?;
-        self.tracked = tracked?;
+        let pid = self.pid.as_raw();
+        let bad = |why| DumpError::BadTarget { pid, why };
+        self.written().map_err(bad)?;
+        let t = self.tracker().map_err(bad)?;
+        let tracked = t.still_tracked()?;
+        t.own_areas();
+        self.tracked = tracked;
         Ok(())
     }
 
@@ -273,13 +316,17 @@ impl Precopy {
         for v in vmas.iter_mut() {
             let private_anon =
                 !v.shared && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack);
-            let tracked = self
+            // The ranges of this area whose writes were all seen (still registered).
+            let tracked: Vec<(u64, u64)> = self
                 .tracked
                 .iter()
-                .any(|&(s, e)| s <= v.start && v.end <= e);
-            if !private_anon || !tracked || v.pages.is_empty() {
+                .filter(|&&(s, e)| s < v.end && v.start < e)
+                .map(|&(s, e)| (s.max(v.start), e.min(v.end)))
+                .collect();
+            if !private_anon || tracked.is_empty() || v.pages.is_empty() {
                 continue;
             }
+            let seen = |addr: u64| tracked.iter().any(|&(s, e)| s <= addr && addr < e);
             let mut pages = Vec::new();
             let mut precopied = Vec::new();
             let push = |runs: &mut Vec<PageRun>, addr: u64| match runs.last_mut() {
@@ -289,11 +336,22 @@ impl Precopy {
                     count: 1,
                 }),
             };
+            // One read of the pagemap for the whole area (runs can number many thousands).
+            let first = v.pages.first().map_or(v.start, |r| r.start);
+            let last = v
+                .pages
+                .last()
+                .map_or(v.start, |r| r.start + r.count * PAGE_SIZE);
+            let pfns = track::pfns(pid, &pagemap, first, ((last - first) / PAGE_SIZE) as usize)?;
             for r in &v.pages {
-                let pfns = track::pfns(pid, &pagemap, r.start, r.count as usize)?;
-                for (i, pfn) in pfns.iter().enumerate() {
-                    let addr = r.start + i as u64 * PAGE_SIZE;
-                    let same = pfn.is_some() && self.sent.get(&addr) == pfn.as_ref();
+                for k in 0..r.count {
+                    let addr = r.start + k * PAGE_SIZE;
+                    let pfn = pfns
+                        .get(((addr - first) / PAGE_SIZE) as usize)
+                        .copied()
+                        .flatten();
+                    let same =
+                        pfn.is_some_and(|p| self.sent_pfn(addr) == Some(p.max(1))) && seen(addr);
                     if same {
                         kept += 1;
                         push(&mut precopied, addr);

@@ -226,6 +226,7 @@ fn tracer(job: TracerJob) {
     // Checked again now that it cannot fork: a child made since the first check refuses too.
     if let Some(why) = has_children(pid) {
         let _ = held.thaw();
+        drop(pre.take());
         let _ = events.send(Ev::Refused { why, at_us });
         return;
     }
@@ -244,6 +245,7 @@ fn tracer(job: TracerJob) {
         };
         if let Some(why) = refused {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Refused { why, at_us });
             return;
         }
@@ -255,6 +257,7 @@ fn tracer(job: TracerJob) {
             }
             Err(e) => {
                 let _ = held.thaw();
+                drop(pre.take());
                 let _ = events.send(Ev::Failed(format!("pre-copied pages: {}", chain(&e))));
                 return;
             }
@@ -276,12 +279,14 @@ fn tracer(job: TracerJob) {
         Ok(p) => p,
         Err(e) => {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Failed(format!("relay: {}", chain(&e))));
             return;
         }
     };
     if let Err(e) = plan.proxy_protocol(&proxy_protocol) {
         let _ = held.thaw();
+        drop(pre.take());
         let _ = events.send(Ev::Failed(e.to_string()));
         return;
     }
@@ -289,6 +294,7 @@ fn tracer(job: TracerJob) {
     // stub again with it.
     if let Err(e) = node.store.put_relay(&id, &plan.endpoints()) {
         let _ = held.thaw();
+        drop(pre.take());
         let _ = events.send(Ev::Failed(format!("record the relay: {}", chain(&e))));
         return;
     }
@@ -331,6 +337,7 @@ fn tracer(job: TracerJob) {
         }
         Err(why) => {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Failed(why));
             return;
         }
@@ -345,12 +352,14 @@ fn tracer(job: TracerJob) {
             }
             Err(e) => {
                 let _ = held.thaw();
+                drop(pre.take());
                 let _ = events.send(Ev::StubFailed(chain(&e)));
             }
         },
         // Told to, or the migration was dropped (the agent is going away): give it back.
         Ok(Cmd::Thaw | Cmd::Freeze) | Err(_) => {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Thawed);
         }
     }

@@ -26,6 +26,8 @@ const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 /// Fail unless every area of the range is registered for async write-protection.
 pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+/// Category: the area is registered for async write-protection.
+pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
 /// Category: written since last write-protected.
 pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
 /// Category: present.
