@@ -329,7 +329,7 @@ struct StartArgs {
 /// A live migration's restore thread, from the first pre-copied pages on: it makes the task
 /// ahead and writes the pages into it as they come ([`live_restorer`]).
 struct LiveThread {
-    pages: tokio::sync::mpsc::Sender<ferry_proto::v1::PrecopyPages>,
+    pages: tokio::sync::mpsc::Sender<super::live::Decoded>,
     start: std::sync::mpsc::Sender<StartArgs>,
     done: tokio::sync::oneshot::Receiver<Restored>,
 }
@@ -365,7 +365,7 @@ async fn end_live(live: Option<LiveThread>) -> Option<String> {
 /// ahead at the first of them (premade; without one, if it cannot be made, every pre-copied
 /// page is written at the final restore), then restores the image from that task.
 fn live_restorer(
-    mut pages: tokio::sync::mpsc::Receiver<ferry_proto::v1::PrecopyPages>,
+    mut pages: tokio::sync::mpsc::Receiver<super::live::Decoded>,
     start: std::sync::mpsc::Receiver<StartArgs>,
 ) -> Restored {
     let mut received = super::live::Received::default();
@@ -373,8 +373,9 @@ fn live_restorer(
     let mut first = true;
     while let Some(p) = pages.blocking_recv() {
         if std::mem::take(&mut first)
-            && let Some((pid, areas, avoid)) = super::live::Received::premade_of(&p)
+            && let Some((pid, areas, avoid)) = &p.plan
         {
+            let (pid, areas, avoid) = (*pid, areas.clone(), avoid.clone());
             let t = std::time::Instant::now();
             match crate::restore::Premade::make(pid, &areas, &avoid) {
                 Ok(m) => {
@@ -386,7 +387,7 @@ fn live_restorer(
                 }
             }
         }
-        received.add(p)?;
+        received.insert(p);
         if let Some(m) = &premade
             && let Err(e) = received.write_last(m)
         {
@@ -488,6 +489,7 @@ async fn transfer_task(
     // They go to the thread that makes the task ahead and later restores it.
     let mut live: Option<LiveThread> = None;
     let mut rounds = HashSet::new();
+    let mut decoding = std::collections::VecDeque::new();
     let header = loop {
         let msg = match stream.message().await {
             Ok(m) => m,
@@ -515,7 +517,30 @@ async fn transfer_task(
                     Some(t) => t,
                     None => live.insert(LiveThread::spawn().map_err(Status::internal)?),
                 };
-                if thread.pages.send(p).await.is_err() {
+                // Checked and decompressed on the blocking pool, a few at a time; handed on
+                // in the order they came.
+                decoding.push_back(tokio::task::spawn_blocking(move || {
+                    super::live::Received::decode(p)
+                }));
+                let mut failed = false;
+                while decoding.len() > 4 {
+                    let Some(next) = decoding.pop_front() else {
+                        break;
+                    };
+                    let d = match next.await {
+                        Ok(Ok(d)) => d,
+                        Ok(Err(why)) => {
+                            end_live(live.take()).await;
+                            return Err(Status::invalid_argument(why));
+                        }
+                        Err(e) => {
+                            end_live(live.take()).await;
+                            return Err(Status::internal(e.to_string()));
+                        }
+                    };
+                    failed |= thread.pages.send(d).await.is_err();
+                }
+                if failed {
                     // The thread stopped taking pages: it failed; its error says why.
                     let why = end_live(live.take()).await;
                     return Err(Status::aborted(format!(
@@ -532,7 +557,29 @@ async fn transfer_task(
             }
         }
     };
-    // The rounds are over: the thread has every page and waits for the image.
+    // The rounds are over: the thread gets the last pages and waits for the image.
+    if let Some(t) = &live {
+        for next in decoding {
+            let d = match next.await {
+                Ok(Ok(d)) => d,
+                Ok(Err(why)) => {
+                    end_live(live.take()).await;
+                    return Err(Status::invalid_argument(why));
+                }
+                Err(e) => {
+                    end_live(live.take()).await;
+                    return Err(Status::internal(e.to_string()));
+                }
+            };
+            if t.pages.send(d).await.is_err() {
+                let why = end_live(live.take()).await;
+                return Err(Status::aborted(format!(
+                    "pre-copied pages: {}",
+                    why.unwrap_or_else(|| "the restore thread ended".into())
+                )));
+            }
+        }
+    }
     let live = live.map(|t| {
         drop(t.pages);
         (t.start, t.done)

@@ -103,6 +103,31 @@ fn compress(c: Codec, raw: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
+/// One message of round `round`: the pages of `runs`, read into `raw`.
+fn message(
+    codec: Codec,
+    round: u32,
+    raw: &[u8],
+    runs: &[(u64, u32)],
+    layout: &Layout,
+) -> Result<PrecopyPages, String> {
+    Ok(PrecopyPages {
+        round,
+        starts: runs.iter().map(|r| r.0).collect(),
+        counts: runs.iter().map(|r| r.1).collect(),
+        codec: codec_name(codec).into(),
+        raw_len: raw.len() as u64,
+        data: compress(codec, raw)?,
+        blake3: blake3::hash(raw).as_bytes().to_vec(),
+        pid: layout.pid,
+        area_starts: layout.areas.iter().map(|a| a.0).collect(),
+        area_ends: layout.areas.iter().map(|a| a.1).collect(),
+        area_noreserve: layout.areas.iter().map(|a| a.2).collect(),
+        avoid_starts: layout.avoid.iter().map(|a| a.0).collect(),
+        avoid_ends: layout.avoid.iter().map(|a| a.1).collect(),
+    })
+}
+
 /// Page ranges `ranges` as (start, pages) pieces of at most [`BATCH`] pages.
 fn batches(ranges: &[(u64, u64)]) -> impl Iterator<Item = (u64, u64)> + '_ {
     ranges.iter().flat_map(|&(s, e)| {
@@ -195,88 +220,146 @@ impl Precopy {
     }
 
     /// Reads the pages of `ranges` that are present and hands them to `send` as messages of
-    /// round `round`.
+    /// round `round`. This thread reads (and notes each page's frame); compression and `send`
+    /// run on one worker per core (messages of a round name disjoint pages: their order does
+    /// not matter).
     pub fn round(
         &mut self,
         round: u32,
         ranges: &[(u64, u64)],
-        send: &mut dyn FnMut(PrecopyPages) -> Result<(), String>,
+        send: &(dyn Fn(PrecopyPages) -> Result<(), String> + Sync),
     ) -> Result<Round, String> {
         let t0 = Instant::now();
-        let mut out = Round::default();
-        let mut buf = vec![0u8; (BATCH * PAGE_SIZE) as usize];
-        for (start, n) in batches(ranges) {
-            let pfns = self
-                .tracker()?
-                .pfns(start, n as usize)
-                .map_err(|e| e.to_string())?;
-            let mut runs: Vec<(u64, u32)> = Vec::new();
-            for (i, pfn) in pfns.iter().enumerate() {
-                let addr = start + i as u64 * PAGE_SIZE;
-                if pfn.is_none() {
-                    self.forget(addr);
-                    continue;
-                }
-                match runs.last_mut() {
-                    Some((s, c)) if *s + u64::from(*c) * PAGE_SIZE == addr => *c += 1,
-                    _ => runs.push((addr, 1)),
-                }
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let (jobs, rx) =
+            std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<(u64, u32)>, Layout)>(workers * 2);
+        let rx = std::sync::Mutex::new(rx);
+        let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+        let wire = std::sync::atomic::AtomicU64::new(0);
+        let codec = self.codec;
+        let mut raw_total = 0u64;
+        std::thread::scope(|sc| -> Result<(), String> {
+            for _ in 0..workers {
+                sc.spawn(|| {
+                    loop {
+                        let job = rx.lock().map(|r| r.recv());
+                        let Ok(Ok((raw, runs, layout))) = job else {
+                            return;
+                        };
+                        // After a failure the rest is only drained (the reader stops soon).
+                        if failed.lock().map_or(true, |f| f.is_some()) {
+                            continue;
+                        }
+                        let r = message(codec, round, &raw, &runs, &layout).and_then(|m| {
+                            wire.fetch_add(
+                                m.data.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            send(m)
+                        });
+                        if let Err(e) = r
+                            && let Ok(mut f) = failed.lock()
+                        {
+                            f.get_or_insert(e);
+                        }
+                    }
+                });
             }
-            if runs.is_empty() {
-                continue;
-            }
-            let len: usize = runs.iter().map(|r| r.1 as usize).sum::<usize>() * PAGE_SIZE as usize;
-            let remote: Vec<RemoteIoVec> = runs
-                .iter()
-                .map(|&(s, c)| RemoteIoVec {
-                    base: s as usize,
-                    len: c as usize * PAGE_SIZE as usize,
-                })
-                .collect();
-            let got = {
-                let mut local = [IoSliceMut::new(&mut buf[..len])];
-                process_vm_readv(self.pid, &mut local, &remote).unwrap_or(0)
-            };
-            if got != len {
-                // Unmapped or made unreadable meanwhile: these pages travel in the final stop.
-                for &(s, c) in &runs {
-                    for k in 0..u64::from(c) {
-                        self.forget(s + k * PAGE_SIZE);
+            let result = (|| -> Result<(), String> {
+                for (start, n) in batches(ranges) {
+                    if failed.lock().map_or(true, |f| f.is_some()) {
+                        break;
+                    }
+                    let Some((raw, runs)) = self.read_batch(start, n)? else {
+                        continue;
+                    };
+                    raw_total += raw.len() as u64;
+                    // The first message tells the destination about the task to make: sent
+                    // from here, before any other.
+                    if let Some(layout) = self.layout.take() {
+                        let m = message(codec, round, &raw, &runs, &layout)?;
+                        wire.fetch_add(m.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        send(m)?;
+                        continue;
+                    }
+                    if jobs.send((raw, runs, Layout::default())).is_err() {
+                        // Every worker stopped: one failed, said below.
+                        break;
                     }
                 }
+                Ok(())
+            })();
+            drop(jobs);
+            result
+        })?;
+        if let Some(e) = failed.lock().ok().and_then(|mut f| f.take()) {
+            return Err(e);
+        }
+        Ok(Round {
+            raw: raw_total,
+            wire: wire.into_inner(),
+            took: t0.elapsed(),
+        })
+    }
+
+    /// Reads the present pages of `[start, start + n pages)`, noting each one's page frame;
+    /// `None` if none could be read (absent, or unmapped meanwhile: they travel in the final
+    /// stop).
+    #[allow(clippy::type_complexity)]
+    fn read_batch(
+        &mut self,
+        start: u64,
+        n: u64,
+    ) -> Result<Option<(Vec<u8>, Vec<(u64, u32)>)>, String> {
+        let pfns = self
+            .tracker()?
+            .pfns(start, n as usize)
+            .map_err(|e| e.to_string())?;
+        let mut runs: Vec<(u64, u32)> = Vec::new();
+        for (i, pfn) in pfns.iter().enumerate() {
+            let addr = start + i as u64 * PAGE_SIZE;
+            if pfn.is_none() {
+                self.forget(addr);
                 continue;
             }
-            for (i, pfn) in pfns.iter().enumerate() {
-                if let Some(p) = pfn
-                    && let Some(slot) = self.slot(start + i as u64 * PAGE_SIZE)
-                {
-                    // A page frame number is never 0 for a page of the process.
-                    *slot = (*p).max(1);
+            match runs.last_mut() {
+                Some((s, c)) if *s + u64::from(*c) * PAGE_SIZE == addr => *c += 1,
+                _ => runs.push((addr, 1)),
+            }
+        }
+        if runs.is_empty() {
+            return Ok(None);
+        }
+        let len: usize = runs.iter().map(|r| r.1 as usize).sum::<usize>() * PAGE_SIZE as usize;
+        let remote: Vec<RemoteIoVec> = runs
+            .iter()
+            .map(|&(s, c)| RemoteIoVec {
+                base: s as usize,
+                len: c as usize * PAGE_SIZE as usize,
+            })
+            .collect();
+        let mut buf = vec![0u8; len];
+        let got = {
+            let mut local = [IoSliceMut::new(&mut buf)];
+            process_vm_readv(self.pid, &mut local, &remote).unwrap_or(0)
+        };
+        if got != len {
+            for &(s, c) in &runs {
+                for k in 0..u64::from(c) {
+                    self.forget(s + k * PAGE_SIZE);
                 }
             }
-            let raw = &buf[..len];
-            let data = compress(self.codec, raw)?;
-            out.raw += len as u64;
-            out.wire += data.len() as u64;
-            let layout = self.layout.take().unwrap_or_default();
-            send(PrecopyPages {
-                round,
-                starts: runs.iter().map(|r| r.0).collect(),
-                counts: runs.iter().map(|r| r.1).collect(),
-                codec: codec_name(self.codec).into(),
-                raw_len: len as u64,
-                data,
-                blake3: blake3::hash(raw).as_bytes().to_vec(),
-                pid: layout.pid,
-                area_starts: layout.areas.iter().map(|a| a.0).collect(),
-                area_ends: layout.areas.iter().map(|a| a.1).collect(),
-                area_noreserve: layout.areas.iter().map(|a| a.2).collect(),
-                avoid_starts: layout.avoid.iter().map(|a| a.0).collect(),
-                avoid_ends: layout.avoid.iter().map(|a| a.1).collect(),
-            })?;
+            return Ok(None);
         }
-        out.took = t0.elapsed();
-        Ok(out)
+        for (i, pfn) in pfns.iter().enumerate() {
+            if let Some(p) = pfn
+                && let Some(slot) = self.slot(start + i as u64 * PAGE_SIZE)
+            {
+                // A page frame number is never 0 for a page of the process.
+                *slot = (*p).max(1);
+            }
+        }
+        Ok(Some((buf, runs)))
     }
 
     /// Under the freeze, before the dump reads the areas: the last scan of written pages and
@@ -370,6 +453,17 @@ impl Precopy {
 /// The task to make ahead: the PID, the areas to map, the ranges its injection area must avoid.
 pub type PremadePlan = (i32, Vec<crate::restore::PremadeArea>, Vec<(u64, u64)>);
 
+/// One message checked and decompressed.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Its round.
+    pub round: u32,
+    runs: Vec<(u64, u32)>,
+    raw: Vec<u8>,
+    /// The first message's task to make ahead.
+    pub plan: Option<PremadePlan>,
+}
+
 /// The destination's side: the pages that arrived, newest first, until the final image says
 /// which of them the copy gets.
 #[derive(Debug, Default)]
@@ -446,6 +540,15 @@ impl Received {
 
     /// Checks and keeps one message.
     pub fn add(&mut self, p: PrecopyPages) -> Result<(), String> {
+        let d = Self::decode(p)?;
+        self.insert(d);
+        Ok(())
+    }
+
+    /// Checks one message and decompresses it (any thread; [`Received::insert`] keeps the
+    /// results in the order they came).
+    pub fn decode(p: PrecopyPages) -> Result<Decoded, String> {
+        let plan = Self::premade_of(&p);
         if p.starts.len() != p.counts.len() {
             return Err("pre-copied pages: starts and counts differ in length".into());
         }
@@ -478,24 +581,33 @@ impl Received {
                 p.starts.first().copied().unwrap_or(0)
             ));
         }
+        Ok(Decoded {
+            round: p.round,
+            runs: p
+                .starts
+                .iter()
+                .copied()
+                .zip(p.counts.iter().copied())
+                .collect(),
+            raw,
+            plan,
+        })
+    }
+
+    /// Keeps one decoded message (a later one for the same page replaces it).
+    pub fn insert(&mut self, d: Decoded) {
         let block = self.blocks.len() as u32;
         let mut off = 0u32;
-        for (&s, &c) in p.starts.iter().zip(&p.counts) {
+        for &(s, c) in &d.runs {
             for k in 0..u64::from(c) {
                 self.index.insert(s + k * PAGE_SIZE, (block, off));
                 off += 1;
             }
         }
-        self.last_runs = p
-            .starts
-            .iter()
-            .copied()
-            .zip(p.counts.iter().copied())
-            .collect();
-        self.bytes += p.raw_len;
-        self.rounds.insert(p.round);
-        self.blocks.push(raw);
-        Ok(())
+        self.bytes += d.raw.len() as u64;
+        self.rounds.insert(d.round);
+        self.last_runs = d.runs;
+        self.blocks.push(d.raw);
     }
 
     /// Writes the pre-copied pages the final image names (`precopied` runs of `vmas`) into
@@ -584,7 +696,7 @@ fn mib(b: u64) -> String {
 pub fn precopy_rounds(
     pre: &mut Precopy,
     max_downtime: Duration,
-    send: &mut dyn FnMut(PrecopyPages) -> Result<(), String>,
+    send: &(dyn Fn(PrecopyPages) -> Result<(), String> + Sync),
     report: &mut dyn FnMut(u32, &Round),
 ) -> Result<Rounds, String> {
     let mut out = Rounds::default();

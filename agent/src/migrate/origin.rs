@@ -166,6 +166,9 @@ struct TracerJob {
     proxy_protocol: Vec<u32>,
     /// Live migration, with the downtime aimed at; `None`: stop and copy.
     live: Option<Duration>,
+    /// Set when the migration is given up: the rounds stop sending (a broken stream may not
+    /// close the channel at once).
+    cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The tracer: freeze, header, shipped files, image; then wait for the decision.
@@ -185,6 +188,7 @@ fn tracer(job: TracerJob) {
         as_user,
         proxy_protocol,
         live: live_downtime,
+        cancel,
     } = job;
     let opts = DumpOptions {
         codec,
@@ -195,7 +199,7 @@ fn tracer(job: TracerJob) {
     // Live migration: the rounds while it runs, then the final stop when our turn comes.
     let mut pre = None;
     if let Some(max_downtime) = live_downtime {
-        match precopy(pid, opts, max_downtime, &chunks, &events, &wire) {
+        match precopy(pid, opts, max_downtime, &chunks, &events, &wire, &cancel) {
             Ok(p) => pre = Some(p),
             Err(why) => {
                 let _ = events.send(Ev::Failed(why));
@@ -204,8 +208,9 @@ fn tracer(job: TracerJob) {
         }
         match cmds.recv() {
             Ok(Cmd::Freeze) => {}
-            // Given up before the freeze: the tracking ends (dropped), the process ran on.
+            // Given up before the freeze: the tracking ends, the process ran on.
             _ => {
+                drop(pre.take());
                 let _ = events.send(Ev::Thawed);
                 return;
             }
@@ -375,25 +380,42 @@ fn precopy(
     chunks: &mpsc::Sender<TransferChunk>,
     events: &mpsc::UnboundedSender<Ev>,
     wire: &AtomicU64,
+    cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<live::Precopy, String> {
     let pid = Pid::from_raw(pid);
     dump::precheck_only(pid, opts).map_err(|e| format!("freeze: {}", chain(&e)))?;
     let mut pre = live::Precopy::start(pid, opts.codec)
         .map_err(|e| format!("start write tracking: {}", chain(&e)))?;
-    let mut send = |p: ferry_proto::v1::PrecopyPages| {
+    let send = |p: ferry_proto::v1::PrecopyPages| {
+        use tokio::sync::mpsc::error::TrySendError;
         let n = p.data.len() as u64;
-        chunks
-            .blocking_send(TransferChunk {
-                part: Some(Part::Precopy(p)),
-            })
-            .map_err(|_| "the transfer stream closed".to_string())?;
+        let mut chunk = TransferChunk {
+            part: Some(Part::Precopy(p)),
+        };
+        let mut wait = Duration::from_micros(50);
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err("the migration was given up".to_string());
+            }
+            match chunks.try_send(chunk) {
+                Ok(()) => break,
+                Err(TrySendError::Full(c)) => {
+                    chunk = c;
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_millis(1));
+                }
+                Err(TrySendError::Closed(_)) => {
+                    return Err("the transfer stream closed".to_string());
+                }
+            }
+        }
         wire.fetch_add(n, Ordering::Relaxed);
         Ok(())
     };
     let mut report = |n: u32, r: &live::Round| {
         let _ = events.send(Ev::Round { n, raw: r.raw });
     };
-    let rounds = live::precopy_rounds(&mut pre, max_downtime, &mut send, &mut report)?;
+    let rounds = live::precopy_rounds(&mut pre, max_downtime, &send, &mut report)?;
     let _ = events.send(Ev::Precopied(rounds));
     Ok(pre)
 }
@@ -726,6 +748,7 @@ impl Origin {
         let mut chunk_rx = Some(chunk_rx);
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let job = TracerJob {
             node: self.node.clone(),
             pid,
@@ -741,6 +764,7 @@ impl Origin {
             as_user: self.as_user,
             proxy_protocol: self.req.proxy_protocol.clone(),
             live: live_downtime,
+            cancel: cancel.clone(),
         };
         std::thread::Builder::new()
             .name(format!("migrate-{id}"))
@@ -781,7 +805,15 @@ impl Origin {
             if let Some(why) = failed {
                 // Not frozen: the process ran on; the tracking ends with the tracer. The
                 // destination recorded nothing yet; it forgets the negotiation.
+                cancel.store(true, Ordering::Relaxed);
                 let _ = cmd_tx.send(Cmd::Thaw);
+                // Until the tracer is done, so that nothing of the tracking is left when this
+                // says the process goes on.
+                while let Some(ev) = ev_rx.recv().await {
+                    if matches!(ev, Ev::Thawed | Ev::Failed(_)) {
+                        break;
+                    }
+                }
                 abort_remote(self.node.clone(), to.clone(), id.clone());
                 return Err(self.fail(Status::aborted(format!(
                     "live migration failed, pid {pid} goes on here: {why}"
