@@ -367,16 +367,19 @@ pub fn restore_with_pages<R: Read + Send>(
                 .iter()
                 .any(|v| v.start < p.area + inject::AREA_LEN && p.area < v.end)
     });
+    let mut premade_pidfd = None;
     let (mut task, tracee, premade_at, premade_areas) = match premade {
         Some(Premade {
             task,
             tracee,
             area,
             areas,
+            pidfd_in_task,
             ..
         }) => {
             attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
             tracing::debug!(elapsed = ?start.elapsed(), areas = areas.len(), "premade task taken");
+            premade_pidfd = Some(pidfd_in_task);
             (task, tracee, Some(area), areas)
         }
         None => {
@@ -406,7 +409,20 @@ pub fn restore_with_pages<R: Read + Send>(
 
     let maps = mm::current_maps(task.pid.as_raw())?;
     let inj = match premade_at {
-        Some(area) => Injector::attach(&tracee, area)?,
+        Some(area) => {
+            let inj = Injector::attach(&tracee, area)?;
+            // Made before the descriptor plan, the task has our pidfd at another number.
+            if let (Some(q), Some(p)) = (premade_pidfd, fd_plan.pidfd())
+                && q != p
+            {
+                inj.call(
+                    "dup3(pidfd)",
+                    libc::SYS_dup3,
+                    [q as u64, p as u64, libc::O_CLOEXEC as u64, 0, 0, 0],
+                )?;
+            }
+            inj
+        }
         None => {
             let vdso_syscall = mm::find_vdso_syscall(&tracee, &maps)?;
             let area = mm::pick_area(&maps, &state.mm)?;

@@ -39,6 +39,10 @@ pub struct Premade {
     pub(super) area: u64,
     /// The areas mapped, sorted.
     pub areas: Vec<Area>,
+    /// A pidfd of the restorer the task inherited, and its number there: the final restore
+    /// puts it where the descriptor plan wants it (made later, it was not there to inherit).
+    pub(super) pidfd_in_task: i32,
+    _pidfd: std::os::fd::OwnedFd,
 }
 
 impl Premade {
@@ -47,6 +51,14 @@ impl Premade {
     /// the injection area must not go. An area that would cover the task's vDSO is left out
     /// (its pages are written at the final restore).
     pub fn make(want: i32, areas: &[Area], avoid: &[(u64, u64)]) -> Result<Self, RestoreError> {
+        // Inherited by the task (a copy of our descriptor table), for the final restore's
+        // pidfd_getfd of the descriptors it gets from us.
+        let pidfd = crate::sys::pidfd_open(nix::unistd::getpid()).map_err(|source| {
+            RestoreError::Create {
+                step: "pidfd_open of the restorer",
+                source,
+            }
+        })?;
         let task = task::create(want, PidNsMode::Auto, false, true)?;
         let tracee = Tracee::seize(
             task.pid,
@@ -115,6 +127,8 @@ impl Premade {
             tracee,
             area,
             areas: mapped,
+            pidfd_in_task: std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            _pidfd: pidfd,
         })
     }
 
