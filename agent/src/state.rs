@@ -545,6 +545,11 @@ pub struct VmaState {
     /// [`Self::pages`]. They are not in the page stream: the restore forks the process from its
     /// restored parent and keeps the area, so that it shares them again.
     pub inherited: Vec<PageRun>,
+    /// A live migration's final image: present pages the destination has already (sent in a
+    /// pre-copy round and unchanged since), as sorted, non-overlapping runs inside
+    /// `[start, end)` disjoint from [`Self::pages`] and [`Self::inherited`]. Not in the page
+    /// stream.
+    pub precopied: Vec<PageRun>,
 }
 
 impl VmaState {

@@ -219,6 +219,8 @@ pub fn compare(
         "an edge-triggered epoll watch whose file had a new event meanwhile",
         epoll_new_edges(image, restored),
     );
+    // A live migration's pages the destination had already are present like the others.
+    precopied_as_pages(image);
     note(
         expected,
         "adjacent anonymous areas alike in all but their range, merged by the kernel",
@@ -751,6 +753,17 @@ fn merged_areas(image: &mut ProcessState, restored: &ProcessState) -> usize {
     merged
 }
 
+/// A live migration's pre-copied pages ([`VmaState::precopied`]) are present pages like those
+/// of the page stream: compared with them.
+fn precopied_as_pages(image: &mut ProcessState) {
+    for v in image.mm.vmas.iter_mut().filter(|v| !v.precopied.is_empty()) {
+        let mut all = std::mem::take(&mut v.precopied);
+        all.extend_from_slice(&v.pages);
+        all.sort_by_key(|r| r.start);
+        v.pages = coalesce(&all);
+    }
+}
+
 /// Pages that were all zeros are not written, so not present: the restored process may
 /// have fewer pages present than the image lists, never others.
 fn unwritten_pages(image: &mut MmState, restored: &mut MmState) -> usize {
@@ -1150,6 +1163,7 @@ mod tests {
                 pages: Vec::new(),
                 cow_shared_kb,
                 inherited: Vec::new(),
+                precopied: Vec::new(),
             }],
             ..Default::default()
         }

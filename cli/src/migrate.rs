@@ -41,6 +41,15 @@ pub struct Args {
     /// once the whole tree has ended there. Without it a process with children is refused.
     #[arg(long)]
     pub tree: bool,
+    /// Stop the process for the whole copy instead of migrating it live (live: its memory
+    /// is copied while it runs, in rounds, and it stops only for what is left).
+    #[arg(long)]
+    pub stop_and_copy: bool,
+    /// Live migration: the downtime to aim at, in milliseconds. The rounds stop when what is
+    /// left would travel within it (or after 8 rounds, or when the process writes as fast as
+    /// the link sends: then the rest is stopped and copied, and the summary says so).
+    #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=60000))]
+    pub max_downtime: u32,
     /// The local agent's socket.
     #[arg(long, env = "FERRY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
@@ -100,6 +109,8 @@ async fn migrate(args: Args) -> Result<()> {
         ship_files: args.ship_files,
         proxy_protocol: args.proxy_protocol.iter().map(|&p| u32::from(p)).collect(),
         tree: args.tree,
+        stop_and_copy: args.stop_and_copy,
+        max_downtime_ms: args.max_downtime,
     };
     let mut stream = client
         .migrate(req)
@@ -212,6 +223,19 @@ async fn migrate(args: Args) -> Result<()> {
                         format!("; {}", s.codec_why)
                     },
                 );
+                if s.rounds > 0 {
+                    let per: Vec<String> = s.round_bytes.iter().map(|&b| mb(b)).collect();
+                    println!(
+                        "live: {} pre-copy round(s) ({}), then {} while stopped; downtime {:.1} ms; {}",
+                        s.rounds,
+                        per.join(", "),
+                        mb(s.final_bytes),
+                        s.frozen_us as f64 / 1e3,
+                        s.live
+                    );
+                } else {
+                    println!("stop-and-copy: downtime {:.1} ms", s.frozen_us as f64 / 1e3);
+                }
                 return Ok(());
             }
             None => {}
@@ -223,7 +247,13 @@ async fn migrate(args: Args) -> Result<()> {
 /// reported), as far as the command can tell.
 fn what_is_known(phase: &str, pid: i32, to: &str) -> String {
     match phase {
-        "" | "negotiate" => format!("Pid {pid} was not frozen yet: it runs on here, untouched."),
+        "" | "negotiate" | "precopy" => {
+            format!("Pid {pid} was not frozen yet: it runs on here, untouched.")
+        }
+        p if p.starts_with("round ") => format!(
+            "Pid {pid} was not frozen yet (live migration, {p}): it runs on here; its write \
+             tracking ended with ferryd."
+        ),
         "freeze" | "stream" | "restore" => format!(
             "Pid {pid} was frozen, before the commit point: ferryd's end released it, so it \
              runs on here; the copy on {to} is discarded."

@@ -554,6 +554,7 @@ fn process(
             pages: runs,
             cow_shared_kb: 0,
             inherited,
+            precopied: Vec::new(),
         });
     }
     let in_vmas: usize = vmas

@@ -18,6 +18,8 @@ struct Victim {
     /// Its PID inside host 1.
     pid: i32,
     nsenter: Child,
+    /// Its descriptors at the start (nothing of Ferry's may stay in it).
+    fds: usize,
 }
 
 impl Drop for Victim {
@@ -67,10 +69,43 @@ fn start_victim(hosts: &Hosts, ctx: &TestCtx, name: &str, mib: u32, extra: &[&st
         .find_map(|l| l.strip_prefix("ready pid="))
         .and_then(|p| p.trim().parse().ok())
         .expect("ready line");
+    let fds = fd_count(hosts, 1, pid);
     Victim {
         state,
         pid,
         nsenter,
+        fds,
+    }
+}
+
+/// The number of descriptors of `pid` inside host `n`.
+fn fd_count(hosts: &Hosts, n: u32, pid: i32) -> usize {
+    hosts
+        .run_ok(n, &["ls", &format!("/proc/{pid}/fd")])
+        .expect("ls fd")
+        .split_whitespace()
+        .count()
+}
+
+/// Nothing of a live migration's write tracking stayed in the original (host 1): no area
+/// registered with a userfaultfd (`uw` in smaps), no descriptor more than it had.
+fn nothing_of_ferry_left(hosts: &Hosts, v: &Victim, pid: i32) {
+    let smaps = hosts
+        .run_ok(1, &["cat", &format!("/proc/{pid}/smaps")])
+        .expect("smaps");
+    assert!(
+        !smaps
+            .lines()
+            .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "uw")),
+        "an area of the original is still registered for write tracking (uw)"
+    );
+    // A copy that came back has the relay's descriptors in place of its stdio.
+    if pid == v.pid {
+        assert_eq!(
+            fd_count(hosts, 1, pid),
+            v.fds,
+            "the original's descriptors changed"
+        );
     }
 }
 
@@ -114,6 +149,9 @@ fn exactly_once(hosts: &Hosts, v: &Victim, n: u32, pid: i32) {
     .unwrap_or_else(|e| panic!("{e}: h{other} has {:?}", victims_in(hosts, other)));
     assert_eq!(victims_in(hosts, n), vec![pid], "the victim on h{n}");
     check(hosts, n, v, pid);
+    if n == 1 {
+        nothing_of_ferry_left(hosts, v, pid);
+    }
 }
 
 fn ferry(hosts: &Hosts, n: u32, args: &[&str]) -> Output {
@@ -218,6 +256,47 @@ fn migrates_and_keeps_state() {
     );
 }
 
+/// A process that keeps writing its memory migrates live: several pre-copy rounds, then a
+/// short stop; every page it wrote is there on the destination (it verifies each page against
+/// its generation), it runs once, and the summary says how the rounds went.
+#[test]
+fn live_migration_of_a_writer() {
+    let Some((ctx, hosts)) = up("migrate-live-writer") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 64, &["--write", "20"]);
+    check(&hosts, 1, &v, v.pid);
+    // A tight downtime target, so that the rounds go on while the process writes.
+    let o = migrate(&hosts, &v, &["--max-downtime", "1"]);
+    assert!(o.status.success(), "migrate: {}", text(&o));
+    let out = text(&o);
+    let rounds: u32 = out
+        .split("live: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no live summary in {out}"));
+    eprintln!("{out}");
+    assert!(rounds >= 2, "one round only: {out}");
+    assert!(
+        out.contains("downtime") && out.contains("converge"),
+        "{out}"
+    );
+    let pid = remote_pid(&o);
+    exactly_once(&hosts, &v, 2, pid);
+    // Nothing of the tracking came along (no `uw` area, no userfaultfd).
+    let smaps = hosts
+        .run_ok(2, &["cat", &format!("/proc/{pid}/smaps")])
+        .expect("smaps");
+    assert!(
+        !smaps
+            .lines()
+            .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "uw")),
+        "a tracked area on the destination"
+    );
+    assert_eq!(record_state(&hosts, 1, "done")["role"], "origin");
+}
+
 #[test]
 fn each_codec_works() {
     let Some((ctx, hosts)) = up("migrate-codecs") else {
@@ -230,7 +309,7 @@ fn each_codec_works() {
         // through the negotiation).
         let o = if *codec == "none" {
             let cmd = format!(
-                "FERRY_SOCKET={} {} migrate {} --to h2 --compress none",
+                "FERRY_SOCKET={} {} migrate {} --to h2 --compress none --stop-and-copy",
                 hosts.socket(1).display(),
                 ferry_bin().display(),
                 v.pid
@@ -254,6 +333,13 @@ fn each_codec_works() {
             text(&o)
         );
         assert!(text(&o).contains(&format!("({codec},")), "{}", text(&o));
+        // Live by default; --stop-and-copy (the last one) as before.
+        let mode = if *codec == "none" {
+            "stop-and-copy: downtime"
+        } else {
+            "pre-copy round"
+        };
+        assert!(text(&o).contains(mode), "{}", text(&o));
         let pid = remote_pid(&o);
         check(&hosts, 2, &v, pid);
         let _ = hosts.run(2, &["kill", "-KILL", &pid.to_string()]);
@@ -305,6 +391,107 @@ fn with_fault(hosts: &mut Hosts, n: u32, fault: &str, v: &Victim) -> Output {
         .start_ferryd(n, &[("FERRY_FAULT", fault)])
         .expect("start ferryd with the fault");
     migrate(hosts, v, &["--compress", "none"])
+}
+
+/// The last record of host `n` (the newest migration's).
+fn last_record(hosts: &Hosts, n: u32) -> Option<serde_json::Value> {
+    records(hosts, n)
+        .into_iter()
+        .max_by_key(|r| r["started_unix_ms"].as_u64().unwrap_or(0))
+}
+
+/// Waits until host `n`'s newest record is in `state`.
+fn last_record_state(hosts: &Hosts, n: u32, state: &str) {
+    let mut last = None;
+    let r = wait_for(
+        &format!("h{n}'s last record to be {state}"),
+        Duration::from_secs(30),
+        || {
+            last = last_record(hosts, n);
+            last.as_ref().is_some_and(|r| r["state"] == state)
+        },
+    );
+    if let Err(e) = r {
+        panic!("{e}: h{n} has {last:?}\n{}", hosts.ferryd_log(n));
+    }
+}
+
+/// A live migration of a writer (so that there is a second round) under `fault` on host
+/// `n`, for rounds 1 and 2: it fails, the original runs on with nothing of Ferry's left in
+/// it, and the destination holds nothing (no record for rounds that came before the header,
+/// no task: the premade one died with its thread).
+fn live_fault_in_rounds(name: &str, n: u32, fault: &str, cut_link: bool) {
+    let Some((ctx, mut hosts)) = up(name) else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 64, &["--write", "20"]);
+    for round in [1, 2] {
+        let f = format!("{fault}-{round}");
+        hosts.kill_ferryd(n).expect("kill ferryd");
+        hosts
+            .start_ferryd(n, &[("FERRY_FAULT", f.as_str())])
+            .expect("start ferryd with the fault");
+        let pid = v.pid.to_string();
+        let cli = Command::new(ferry_bin())
+            .args(["migrate", &pid, "--to", "h2", "--compress", "none"])
+            .args(["--max-downtime", "1"])
+            .env("FERRY_SOCKET", hosts.socket(1))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ferry migrate");
+        if cut_link {
+            // Into the pause before the round (5 s), then cut the link.
+            wait_for("the pause", Duration::from_secs(20), || {
+                hosts
+                    .ferryd_log(1)
+                    .contains(&format!("pause-precopy-round-{round}"))
+            })
+            .expect("paused");
+            hosts.link_down(2).expect("link down");
+        }
+        let o = cli.wait_with_output().expect("ferry migrate");
+        assert!(!o.status.success(), "migrated despite {f}: {}", text(&o));
+        if cut_link {
+            hosts.link_up(2).expect("link up");
+        }
+        restart_clean(&mut hosts, n);
+        exactly_once(&hosts, &v, 1, v.pid);
+        last_record_state(&hosts, 1, "aborted");
+        // Nothing on the destination: no copy (checked above), no record.
+        assert!(records(&hosts, 2).is_empty(), "{:?}", records(&hosts, 2));
+    }
+    // And it still migrates live afterwards.
+    restart_clean(&mut hosts, 1);
+    restart_clean(&mut hosts, 2);
+    let o = migrate(&hosts, &v, &["--max-downtime", "1"]);
+    assert!(o.status.success(), "migrate: {}", text(&o));
+    exactly_once(&hosts, &v, 2, remote_pid(&o));
+}
+
+#[test]
+fn live_fault_dest_exits_in_rounds() {
+    live_fault_in_rounds(
+        "migrate-live-dest-exit",
+        2,
+        "dest-exit-precopy-round",
+        false,
+    );
+}
+
+#[test]
+fn live_fault_origin_agent_exits_in_rounds() {
+    live_fault_in_rounds(
+        "migrate-live-origin-exit",
+        1,
+        "origin-exit-precopy-round",
+        false,
+    );
+}
+
+#[test]
+fn live_fault_link_cut_in_rounds() {
+    live_fault_in_rounds("migrate-live-link-cut", 1, "pause-precopy-round", true);
 }
 
 /// The command's error when its agent died at the commit point: said so, with where the

@@ -1,12 +1,16 @@
 /* The migration victim: a buffer of MIB MiB with a known checksum, a counter in memory, and
  * optionally a mapped file (a library of its own, say) whose contents it checks.
  *
- *   migrate STATEDIR MIB [--times] [--map PATH] [--child] [--fork-on-usr2]
+ *   migrate STATEDIR MIB [--times] [--map PATH] [--child] [--fork-on-usr2] [--write MBPS]
  *
  * With --child it forks a child at start, with --fork-on-usr2 one on each SIGUSR2 (each named
  * "migrate-child", sleeping, killed when the victim ends) and appends "forked pid=C".
  * Every millisecond it counts; every 20 counts it logs "tick N". With --times it appends the
  * wall-clock time (ns) to STATEDIR/times every millisecond, so the longest gap is its downtime.
+ * With --write it keeps rewriting its buffer at MBPS MB/s, page after page (a live migration's
+ * load): page P holds a pattern of (P, its generation), generations kept in a separate array,
+ * and the check verifies every page against its generation and the sum of generations
+ * against the number of writes (any page or generation lost or stale shows).
  * On SIGUSR1 it verifies itself and appends to the status file:
  *   ok pid=P counter=N sum=S
  * or BAD followed by what is wrong.
@@ -50,12 +54,62 @@ static const unsigned char *mapped;
 static size_t mapped_len;
 static uint64_t mapped_sum;
 static char canary[64] = "the data segment came along";
+static double write_mbps;
+static uint32_t *gen;
+static size_t npages;
+static uint64_t writes;
+static size_t cursor;
+static double owed;
+
+static void fill_page(size_t p)
+{
+	uint64_t *w = (uint64_t *)(big + p * 4096);
+	uint64_t s = (p + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)gen[p] << 32);
+	for (int i = 0; i < 512; i++)
+		w[i] = s + (uint64_t)i * 0xC2B2AE3D27D4EB4Full;
+}
+
+/* The first page that does not hold its generation's pattern, or -1. */
+static long bad_page(void)
+{
+	for (size_t p = 0; p < npages; p++) {
+		const uint64_t *w = (const uint64_t *)(big + p * 4096);
+		uint64_t s = (p + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)gen[p] << 32);
+		for (int i = 0; i < 512; i++)
+			if (w[i] != s + (uint64_t)i * 0xC2B2AE3D27D4EB4Full)
+				return (long)p;
+	}
+	return -1;
+}
+
+/* One millisecond's share of --write. */
+static void write_some(void)
+{
+	owed += write_mbps * 1e6 / 1000.0 / 4096.0;
+	while (owed >= 1.0) {
+		owed -= 1.0;
+		size_t p = cursor++ % npages;
+		gen[p]++;
+		fill_page(p);
+		writes++;
+	}
+}
 
 static void check(void)
 {
 	char bad[512] = "";
 	uint64_t sum = fr_checksum(big, big_len);
-	if (sum != big_sum)
+	if (gen) {
+		uint64_t total = 0;
+		for (size_t p = 0; p < npages; p++)
+			total += gen[p];
+		long b = bad_page();
+		if (b >= 0)
+			snprintf(bad, sizeof(bad), "page %ld does not hold generation %u", b, gen[b]);
+		else if (total != writes)
+			snprintf(bad, sizeof(bad), "generations sum to %llu, %llu writes",
+				 (unsigned long long)total, (unsigned long long)writes);
+	} else if (sum != big_sum)
 		snprintf(bad, sizeof(bad), "checksum %016llx != %016llx", (unsigned long long)sum,
 			 (unsigned long long)big_sum);
 	if (!bad[0] && counter <= last_checked)
@@ -91,6 +145,8 @@ int main(int argc, char **argv)
 			child = 1;
 		if (!strcmp(argv[i], "--fork-on-usr2"))
 			fr_install(SIGUSR2, on_usr2, SA_RESTART);
+		if (!strcmp(argv[i], "--write") && i + 1 < argc)
+			write_mbps = atof(argv[++i]);
 		if (!strcmp(argv[i], "--times")) {
 			times_fd = fr_open_in_dir("times", O_WRONLY | O_CREAT | O_APPEND, 0644);
 		} else if (!strcmp(argv[i], "--map") && i + 1 < argc) {
@@ -112,7 +168,16 @@ int main(int argc, char **argv)
 		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (big == MAP_FAILED)
 		fr_die("mmap");
-	fr_fill(big, big_len, 0x1234567);
+	if (write_mbps > 0) {
+		npages = big_len / 4096;
+		gen = calloc(npages ? npages : 1, sizeof(*gen));
+		if (!gen)
+			fr_die("calloc");
+		for (size_t p = 0; p < npages; p++)
+			fill_page(p);
+	} else {
+		fr_fill(big, big_len, 0x1234567);
+	}
 	big_sum = fr_checksum(big, big_len);
 	if (child)
 		fork_child();
@@ -129,6 +194,8 @@ int main(int argc, char **argv)
 		}
 		if (counter % 20 == 0)
 			fr_log_tick(counter);
+		if (gen)
+			write_some();
 		if (usr2_pending) {
 			usr2_pending = 0;
 			fork_child();

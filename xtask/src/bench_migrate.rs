@@ -1,7 +1,10 @@
-//! `cargo xtask bench-migrate`: `ferry migrate` of a process with 1 GiB and one with 8 MiB
-//! resident between two test hosts — total time, downtime (the victim writes a timestamp every
-//! millisecond; the longest gap), bytes on the wire — beside the raw mTLS throughput of the
-//! same link (`Peer.Sink`, measured by the origin's `--compress auto` probe in the same run).
+//! `cargo xtask bench-migrate`: `ferry migrate` between two test hosts of a process with 64 MiB,
+//! 256 MiB and 1 GiB resident, writing 0, 10 and 100 MB/s of it, live (the default) and with
+//! `--stop-and-copy` — total time, downtime (the victim writes a timestamp every millisecond;
+//! the longest gap), pre-copy rounds, bytes on the wire — beside the raw mTLS throughput of
+//! the same link (`Peer.Sink`, measured by the origin's `--compress auto` probe in the same
+//! run). `FERRY_BENCH_MIB` (comma-separated) and `FERRY_BENCH_WRITE` choose other sizes and
+//! rates.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -34,6 +37,9 @@ pub fn run(release: bool) -> Result<()> {
         &std::fs::read_to_string(root.join("tests/workloads/common.h"))?,
     );
     let victim = util::compile_c(&src, "migrate", &dir)?;
+    // The machine's test hosts are shared with test runs: wait for them as the tests do.
+    let _tests = crate::bench_relay::lock("/run/ferry-tests.lock")?;
+    let _hosts = crate::bench_relay::lock("/run/ferry-hosts.lock")?;
     let xtask = std::env::current_exe()?;
     let mut up = Command::new(&xtask);
     up.args(["hosts", "up", "2"]);
@@ -41,9 +47,29 @@ pub fn run(release: bool) -> Result<()> {
         up.arg("--release");
     }
     util::run(&mut up)?;
+    let list = |var: &str, default: &[u32]| -> Vec<u32> {
+        std::env::var(var)
+            .ok()
+            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .unwrap_or_else(|| default.to_vec())
+    };
+    let sizes = list("FERRY_BENCH_MIB", &[64, 256, 1024]);
+    let rates = list("FERRY_BENCH_WRITE", &[0, 10, 100]);
     let result = (|| -> Result<()> {
-        for mib in [1024u32, 8] {
-            one(&ferry, &victim, &dir, mib)?;
+        let mut rows = Vec::new();
+        for &mib in &sizes {
+            for &rate in &rates {
+                for live in [true, false] {
+                    rows.push(one(&ferry, &victim, &dir, mib, rate, live)?);
+                }
+            }
+        }
+        println!(
+            "\n| memory | writes | mode | downtime | total | rounds (MiB each) | final stop | wire | link (Sink, same run) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for r in &rows {
+            println!("{r}");
         }
         Ok(())
     })();
@@ -51,8 +77,8 @@ pub fn run(release: bool) -> Result<()> {
     result
 }
 
-fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32) -> Result<()> {
-    let state = dir.join(format!("v{mib}"));
+fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, live: bool) -> Result<String> {
+    let state = dir.join(format!("v{mib}-{rate}-{live}"));
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state)?;
     let init = std::fs::read_to_string("/run/ferry-hosts/h1/init.pid")?;
@@ -62,6 +88,11 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32) -> Result<()> {
         .arg(&state)
         .arg(mib.to_string())
         .arg("--times")
+        .args(if rate > 0 {
+            vec!["--write".to_string(), rate.to_string()]
+        } else {
+            Vec::new()
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -81,6 +112,11 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32) -> Result<()> {
     sleep(Duration::from_millis(500));
     let out = Command::new(ferry)
         .args(["migrate", &pid, "--to", "h2", "--compress", "auto"])
+        .args(if live {
+            &[][..]
+        } else {
+            &["--stop-and-copy"][..]
+        })
         .env("FERRY_SOCKET", "/run/ferry-hosts/h1/ferryd.sock")
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -101,19 +137,50 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32) -> Result<()> {
             .trim()
             .to_string()
     };
-    let log = std::fs::read_to_string("/run/ferry-hosts/h1/ferryd.log").unwrap_or_default();
-    let link = log
-        .lines()
-        .rev()
-        .find_map(|l| l.split("link_mb_s=").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or("?".to_string(), |v| format!("{v:.0} MB/s"));
+    // The agents' logs of this run, for a closer look (FERRY_LOG=debug shows each phase).
+    for n in [1, 2] {
+        let _ = std::fs::copy(
+            format!("/run/ferry-hosts/h{n}/ferryd.log"),
+            state.join(format!("ferryd-h{n}.log")),
+        );
+    }
+    // The link as the origin's `--compress auto` probe measured it (`…; link 0.9 GB/s, …`).
+    let link = text
+        .split("link ")
+        .nth(1)
+        .and_then(|r| r.split(" GB/s").next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or("?".to_string(), |v| format!("{:.0} MB/s", v * 1000.0));
+    let mode = if live { "live" } else { "stop-and-copy" };
     println!(
-        "{mib} MiB: downtime (longest gap between the victim's 1 ms timestamps) {:.1} ms; \
-         raw mTLS link (Sink) {link}\n  ferry: {}",
+        "{mib} MiB writing {rate} MB/s, {mode}: downtime (longest gap between the victim's 1 ms \
+         timestamps) {:.1} ms; raw mTLS link (Sink) {link}\n  ferry: {}",
         gap as f64 / 1e6,
         text.trim()
+    );
+    let rounds = if live {
+        format!(
+            "{} ({})",
+            field("live: ", ' '),
+            field("pre-copy round(s) (", ')')
+        )
+    } else {
+        "-".to_string()
+    };
+    let final_stop = if live {
+        field("), then ", 'w').replace(" MiB ", " MiB")
+    } else {
+        "all".to_string()
+    };
+    let row = format!(
+        "| {mib} MiB | {rate} MB/s | {mode} | {:.1} ms | {} s | {rounds} | {} | {} | {link} |",
+        gap as f64 / 1e6,
+        field("total ", ' '),
+        final_stop.trim(),
+        text.split(" on the wire")
+            .next()
+            .and_then(|r| r.rsplit(", ").next())
+            .unwrap_or("?"),
     );
     let _ = child.kill();
     let _ = child.wait();
@@ -132,5 +199,5 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32) -> Result<()> {
             &remote,
         ])
         .status();
-    Ok(())
+    Ok(row)
 }

@@ -107,7 +107,7 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn lock(path: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+pub(crate) fn lock(path: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -70,6 +70,7 @@ pub fn read_maps(pid: Pid) -> Result<(Vec<VmaState>, Vec<String>), DumpError> {
                 pages: Vec::new(),
                 cow_shared_kb: 0,
                 inherited: Vec::new(),
+                precopied: Vec::new(),
             })
         })
         .collect::<Result<_, DumpError>>()?;
@@ -180,7 +181,15 @@ fn apply_vmflags<'s>(
         }
         // Flags the restore could not give back. The kernel's own special mappings come back
         // from the kernel as they were, whatever their flags.
-        if !special && let Some((_, what)) = UNRESTORABLE_FLAGS.iter().find(|(name, _)| has(name)) {
+        // A live migration's own write tracking (`uw` inside the areas it registered, which
+        // no other userfaultfd can register too) is not the process's: it ends with the
+        // migration.
+        let ours = |f: &str| f == "uw" && super::track::is_ours(v.start, v.end);
+        if !special
+            && let Some((_, what)) = UNRESTORABLE_FLAGS
+                .iter()
+                .find(|(name, _)| has(name) && !ours(name))
+        {
             return Err(refuse(v.start, v.end, name, what));
         }
         v.flags = vmflag::NAMES

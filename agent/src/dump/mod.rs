@@ -15,6 +15,7 @@ pub(crate) mod pty;
 mod shm;
 pub(crate) mod sockdiag;
 mod sockets;
+pub mod track;
 mod tree;
 
 use std::fs::File;
@@ -288,14 +289,42 @@ pub struct Held {
 
 /// Freezes `pid` and collects its state; see [`Held`].
 pub fn hold(pid: Pid, opts: DumpOptions) -> Result<Held, DumpError> {
-    files::forget_outside_scan();
     // Refuse what /proc already shows before stopping anything, so a refused process is never
     // even frozen.
-    precheck(pid, &opts, false, false)?;
+    precheck_only(pid, opts)?;
+    // The scan of other processes' descriptors the check made is used again.
+    hold_inner(pid, opts, |_| Ok(()))
+}
 
+/// What [`hold`] refuses before it freezes anything (a live migration asks before it starts
+/// tracking writes, which leaves marks in /proc that the check would take for the process's
+/// own).
+pub fn precheck_only(pid: Pid, opts: DumpOptions) -> Result<(), DumpError> {
+    files::forget_outside_scan();
+    precheck(pid, &opts, false, false)
+}
+
+/// [`hold`] without its check before the freeze (the caller made it: [`precheck_only`]), and
+/// with `under_freeze` run once every thread is stopped, before anything is collected (a live
+/// migration's last scan of written pages, and the end of its write tracking).
+pub fn hold_with(
+    pid: Pid,
+    opts: DumpOptions,
+    under_freeze: impl FnOnce(&Frozen) -> Result<(), DumpError>,
+) -> Result<Held, DumpError> {
+    files::forget_outside_scan();
+    hold_inner(pid, opts, under_freeze)
+}
+
+fn hold_inner(
+    pid: Pid,
+    opts: DumpOptions,
+    under_freeze: impl FnOnce(&Frozen) -> Result<(), DumpError>,
+) -> Result<Held, DumpError> {
     let since = Instant::now();
     let died = move |e| freeze::explain_death(pid, e);
     let frozen = Frozen::seize(pid).map_err(died)?;
+    under_freeze(&frozen).map_err(died)?;
     let seize = since.elapsed();
     tracing::debug!(elapsed = ?seize, tasks = frozen.tasks.len(), "frozen");
     // Checked again now that the process cannot change under us; its fds and VMAs (which may

@@ -297,6 +297,14 @@ fn vma_to_pb(v: &VmaState) -> pb::Vma {
                 count: r.count,
             })
             .collect(),
+        precopied: v
+            .precopied
+            .iter()
+            .map(|r| pb::PageRun {
+                start: r.start,
+                count: r.count,
+            })
+            .collect(),
         pages: v
             .pages
             .iter()
@@ -1306,6 +1314,14 @@ fn vma_from_pb(i: usize, v: pb::Vma) -> Result<VmaState, ManifestError> {
         cow_shared_kb: v.cow_shared_kb,
         inherited: v
             .inherited
+            .into_iter()
+            .map(|r| PageRun {
+                start: r.start,
+                count: r.count,
+            })
+            .collect(),
+        precopied: v
+            .precopied
             .into_iter()
             .map(|r| PageRun {
                 start: r.start,

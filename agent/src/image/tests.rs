@@ -68,6 +68,7 @@ fn vma(start: u64, pages: u64, kind: VmaKind, runs: &[(u64, u64)]) -> VmaState {
         flags: 0,
         cow_shared_kb: 0,
         inherited: Vec::new(),
+        precopied: Vec::new(),
         pages: runs
             .iter()
             .map(|&(off, count)| PageRun {
@@ -109,6 +110,7 @@ fn rich_state(heap_pages: u64) -> ProcessState {
         flags: 0,
         cow_shared_kb: 0,
         inherited: Vec::new(),
+        precopied: Vec::new(),
         pages: vec![],
     };
     let heap_runs = [
@@ -2689,6 +2691,59 @@ fn inherited_page_runs_travel_and_are_checked() {
         count: 1,
     }];
     let e = validate::validate(&bad).expect_err("inherited in a file mapping");
+    assert!(e.to_string().contains("private anonymous"), "{e}");
+}
+
+/// A live migration's final image names the pages the destination has already
+/// (`precopied`, not in the page stream); they are checked like page runs: inside the area,
+/// apart from the stored and inherited pages, in private anonymous memory only.
+#[test]
+fn precopied_page_runs_travel_and_are_checked() {
+    let mut s = rich_state(4);
+    let heap =
+        s.mm.vmas
+            .iter_mut()
+            .find(|v| v.kind == VmaKind::Heap)
+            .expect("a heap");
+    // The rich heap's runs leave pages 2..5 free.
+    heap.precopied = vec![PageRun {
+        start: heap.start + 2 * PAGE_SIZE,
+        count: 3,
+    }];
+    let pages = realistic_pages(total_pages(&s), 7);
+    let (bytes, _) = write_image(&s, &pages, Codec::Lz4);
+    let (back, back_pages) = read_image(&bytes).expect("read");
+    assert_eq!(back, s);
+    assert_eq!(back_pages, pages);
+
+    let mut bad = s.clone();
+    let heap = bad.mm.vmas.iter_mut().find(|v| v.kind == VmaKind::Heap);
+    let heap = heap.expect("a heap");
+    heap.precopied[0].start = heap.start;
+    let e = validate::validate(&bad).expect_err("precopied over stored pages");
+    assert!(e.to_string().contains("precopied"), "{e}");
+
+    let mut bad = s.clone();
+    let heap = bad.mm.vmas.iter_mut().find(|v| v.kind == VmaKind::Heap);
+    let heap = heap.expect("a heap");
+    heap.inherited = heap.precopied.clone();
+    let e = validate::validate(&bad).expect_err("precopied over inherited pages");
+    assert!(e.to_string().contains("precopied"), "{e}");
+
+    let mut bad = s.clone();
+    let heap = bad.mm.vmas.iter_mut().find(|v| v.kind == VmaKind::Heap);
+    let heap = heap.expect("a heap");
+    heap.precopied[0].count = (heap.end - heap.start) / PAGE_SIZE;
+    let e = validate::validate(&bad).expect_err("precopied beyond the area");
+    assert!(e.to_string().contains("precopied"), "{e}");
+
+    let mut bad = s.clone();
+    let exe = &mut bad.mm.vmas[0];
+    exe.precopied = vec![PageRun {
+        start: exe.start,
+        count: 1,
+    }];
+    let e = validate::validate(&bad).expect_err("precopied in a file mapping");
     assert!(e.to_string().contains("private anonymous"), "{e}");
 }
 

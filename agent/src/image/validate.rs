@@ -258,6 +258,10 @@ pub enum ManifestProblem {
     /// memory.
     #[error("only private anonymous memory has pages inherited from the parent")]
     InheritedNotPrivateAnonymous,
+    /// Pages said to be on the destination already (a live migration) in a mapping that is not
+    /// private anonymous memory.
+    #[error("only private anonymous memory has pre-copied pages")]
+    PrecopiedNotPrivateAnonymous,
     /// Pages stored for a mapping the kernel provides.
     #[error("a {kind} mapping cannot have stored pages")]
     PagesInKernelMapping {
@@ -1113,6 +1117,7 @@ fn validate_mm(m: &MmState) -> Result<(), ManifestError> {
     let mut prev_end = 0u64;
     let mut runs = 0usize;
     let mut inherited = 0usize;
+    let mut precopied = 0usize;
     for (i, v) in m.vmas.iter().enumerate() {
         let field = || format!("mm.vmas[{i}]");
         for (name, value) in [("start", v.start), ("end", v.end), ("pgoff", v.pgoff)] {
@@ -1205,6 +1210,30 @@ fn validate_mm(m: &MmState) -> Result<(), ManifestError> {
         if let Some(r) = v.inherited.iter().find(|r| runs_meet(r, &v.pages)) {
             return Err(err(
                 format!("{}.inherited", field()),
+                ManifestProblem::Overlap {
+                    start: r.start,
+                    prev_end: r.start,
+                },
+            ));
+        }
+        precopied = precopied.saturating_add(v.precopied.len());
+        cap_count("mm.vmas[*].precopied", precopied, MAX_PAGE_RUNS)?;
+        validate_runs(i, v, "precopied", &v.precopied)?;
+        if !v.precopied.is_empty()
+            && (v.shared || !matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack))
+        {
+            return Err(err(
+                format!("{}.precopied", field()),
+                ManifestProblem::PrecopiedNotPrivateAnonymous,
+            ));
+        }
+        if let Some(r) = v
+            .precopied
+            .iter()
+            .find(|r| runs_meet(r, &v.pages) || runs_meet(r, &v.inherited))
+        {
+            return Err(err(
+                format!("{}.precopied", field()),
                 ManifestProblem::Overlap {
                     start: r.start,
                     prev_end: r.start,

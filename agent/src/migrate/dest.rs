@@ -320,14 +320,104 @@ fn localize(
     Ok(())
 }
 
-/// The restorer: reads the image as it arrives and builds the copy, leaving it stopped.
-fn restorer(
+/// What the restorer needs once the image begins.
+struct StartArgs {
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     shipped: BTreeMap<String, PathBuf>,
     same: BTreeMap<String, negotiate::Same>,
     endpoints: Endpoints,
+    /// `--tree`: the other members and their relay endpoints.
     members: Vec<(i32, Endpoints)>,
+}
+
+/// A live migration's restore thread, from the first pre-copied pages on: it makes the task
+/// ahead and writes the pages into it as they come ([`live_restorer`]).
+struct LiveThread {
+    pages: tokio::sync::mpsc::Sender<super::live::Decoded>,
+    start: std::sync::mpsc::Sender<StartArgs>,
+    done: tokio::sync::oneshot::Receiver<Restored>,
+}
+
+impl LiveThread {
+    fn spawn() -> Result<Self, String> {
+        let (pages, pages_rx) = tokio::sync::mpsc::channel(8);
+        let (start, start_rx) = std::sync::mpsc::channel();
+        let (dtx, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("restore-live".into())
+            .spawn(move || {
+                let _ = dtx.send(live_restorer(pages_rx, start_rx));
+            })
+            .map_err(|e| format!("start the restorer thread: {e}"))?;
+        Ok(LiveThread { pages, start, done })
+    }
+}
+
+/// Ends a live migration's restore thread before its image (its premade task dies with it)
+/// and waits for it; returns its error, if it failed.
+async fn end_live(live: Option<LiveThread>) -> Option<String> {
+    let t = live?;
+    drop(t.pages);
+    drop(t.start);
+    match t.done.await {
+        Ok(Err(why)) => Some(why),
+        _ => None,
+    }
+}
+
+/// A live migration's restorer: keeps the pre-copied pages, writes them into a task made
+/// ahead at the first of them (premade; without one, if it cannot be made, every pre-copied
+/// page is written at the final restore), then restores the image from that task.
+fn live_restorer(
+    mut pages: tokio::sync::mpsc::Receiver<super::live::Decoded>,
+    start: std::sync::mpsc::Receiver<StartArgs>,
 ) -> Restored {
+    let mut received = super::live::Received::default();
+    let mut premade: Option<crate::restore::Premade> = None;
+    let mut first = true;
+    while let Some(p) = pages.blocking_recv() {
+        if std::mem::take(&mut first)
+            && let Some((pid, areas, avoid)) = &p.plan
+        {
+            let (pid, areas, avoid) = (*pid, areas.clone(), avoid.clone());
+            let t = std::time::Instant::now();
+            match crate::restore::Premade::make(pid, &areas, &avoid) {
+                Ok(m) => {
+                    tracing::debug!(pid = m.pid().as_raw(), areas = m.areas.len(), elapsed = ?t.elapsed(), "premade task");
+                    premade = Some(m);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "no premade task: the pre-copied pages are written at the final restore");
+                }
+            }
+        }
+        received.insert(p);
+        if let Some(m) = &premade
+            && let Err(e) = received.write_last(m)
+        {
+            tracing::warn!(error = %e, "the premade task is given up");
+            premade = None;
+        }
+    }
+    let args = start
+        .recv()
+        .map_err(|_| "the transfer ended before the image".to_string())?;
+    restorer(args, received, premade)
+}
+
+/// The restorer: reads the image as it arrives and builds the copy, leaving it stopped.
+fn restorer(
+    args: StartArgs,
+    received: super::live::Received,
+    premade: Option<crate::restore::Premade>,
+) -> Restored {
+    let StartArgs {
+        rx,
+        shipped,
+        same,
+        endpoints,
+        members,
+    } = args;
     let input = ChunkReader {
         rx,
         cur: Vec::new(),
@@ -344,15 +434,40 @@ fn restorer(
         // The destination always checks the copy against the image before reporting it.
         check: Some(crate::verify::restore_check),
     };
-    let restored = if members.is_empty() {
-        crate::restore::restore_with(reader, opts, &endpoints.substitutes())
-            .map(|s| (s, Vec::new()))
-            .map_err(|e| chain(&e))
-    } else {
-        super::tree::restore(reader, opts, &endpoints, members).map_err(|e| chain(&e))
+    if !members.is_empty() {
+        // A tree travels stopped and copied: nothing was pre-copied for it.
+        drop(premade);
+        let restored =
+            super::tree::restore(reader, opts, &endpoints, members).map_err(|e| chain(&e));
+        crate::metrics::restore(restored.is_ok());
+        let (summary, members) = restored?;
+        let st = start_time(summary.pid).unwrap_or(0);
+        return Ok(Made {
+            pid: summary.pid,
+            start: st,
+            ns_pid: summary.ns_pid,
+            warnings: summary.warnings,
+            endpoints,
+            keep_stopped: summary.stopped,
+            members,
+        });
+    }
+    let write = |pid: Pid, vmas: &[crate::state::VmaState], kept: &[(u64, u64)]| {
+        let t = std::time::Instant::now();
+        let n = received.write(pid, vmas, kept)?;
+        tracing::debug!(pages = n, elapsed = ?t.elapsed(), "pre-copied pages written");
+        Ok(())
     };
+    let restored = crate::restore::restore_with_pages(
+        reader,
+        opts,
+        &endpoints.substitutes(),
+        Some(&write),
+        premade,
+    );
     crate::metrics::restore(restored.is_ok());
-    let (summary, members) = restored?;
+    let summary = restored.map_err(|e| chain(&e))?;
+    let members = Vec::new();
     let st = start_time(summary.pid).unwrap_or(0);
     Ok(Made {
         pid: summary.pid,
@@ -413,16 +528,106 @@ async fn transfer_task(
     peer: &str,
     mut stream: Streaming<TransferChunk>,
 ) -> Result<TransferReply, Status> {
-    let header = match stream.message().await? {
-        Some(TransferChunk {
-            part: Some(Part::Header(h)),
-        }) => h,
-        _ => {
-            return Err(Status::invalid_argument(
-                "a transfer begins with its header",
-            ));
+    // A live migration's pre-copy rounds come first, while the process runs on the origin;
+    // nothing is recorded for them (nothing exists here but what arrived).
+    // They go to the thread that makes the task ahead and later restores it.
+    let mut live: Option<LiveThread> = None;
+    let mut rounds = HashSet::new();
+    let mut decoding = std::collections::VecDeque::new();
+    let header = loop {
+        let msg = match stream.message().await {
+            Ok(m) => m,
+            Err(s) => {
+                end_live(live.take()).await;
+                return Err(s);
+            }
+        };
+        match msg {
+            Some(TransferChunk {
+                part: Some(Part::Header(h)),
+            }) => break h,
+            Some(TransferChunk {
+                part: Some(Part::Precopy(p)),
+            }) => {
+                let round = p.round;
+                if rounds.insert(round) && fault(&format!("dest-exit-precopy-round-{round}")) {
+                    tracing::error!(
+                        round,
+                        "FERRY_FAULT dest-exit-precopy-round-{round}: exiting"
+                    );
+                    std::process::exit(70);
+                }
+                let thread = match &mut live {
+                    Some(t) => t,
+                    None => live.insert(LiveThread::spawn().map_err(Status::internal)?),
+                };
+                // Checked and decompressed on the blocking pool, a few at a time; handed on
+                // in the order they came.
+                decoding.push_back(tokio::task::spawn_blocking(move || {
+                    super::live::Received::decode(p)
+                }));
+                let mut failed = false;
+                while decoding.len() > 4 {
+                    let Some(next) = decoding.pop_front() else {
+                        break;
+                    };
+                    let d = match next.await {
+                        Ok(Ok(d)) => d,
+                        Ok(Err(why)) => {
+                            end_live(live.take()).await;
+                            return Err(Status::invalid_argument(why));
+                        }
+                        Err(e) => {
+                            end_live(live.take()).await;
+                            return Err(Status::internal(e.to_string()));
+                        }
+                    };
+                    failed |= thread.pages.send(d).await.is_err();
+                }
+                if failed {
+                    // The thread stopped taking pages: it failed; its error says why.
+                    let why = end_live(live.take()).await;
+                    return Err(Status::aborted(format!(
+                        "pre-copied pages: {}",
+                        why.unwrap_or_else(|| "the restore thread ended".into())
+                    )));
+                }
+            }
+            _ => {
+                end_live(live.take()).await;
+                return Err(Status::invalid_argument(
+                    "a transfer begins with its header (or pre-copied pages)",
+                ));
+            }
         }
     };
+    // The rounds are over: the thread gets the last pages and waits for the image.
+    if let Some(t) = &live {
+        for next in decoding {
+            let d = match next.await {
+                Ok(Ok(d)) => d,
+                Ok(Err(why)) => {
+                    end_live(live.take()).await;
+                    return Err(Status::invalid_argument(why));
+                }
+                Err(e) => {
+                    end_live(live.take()).await;
+                    return Err(Status::internal(e.to_string()));
+                }
+            };
+            if t.pages.send(d).await.is_err() {
+                let why = end_live(live.take()).await;
+                return Err(Status::aborted(format!(
+                    "pre-copied pages: {}",
+                    why.unwrap_or_else(|| "the restore thread ended".into())
+                )));
+            }
+        }
+    }
+    let live = live.map(|t| {
+        drop(t.pages);
+        (t.start, t.done)
+    });
     let id = header.migration_id.clone();
     if !valid_id(&id) {
         return Err(Status::invalid_argument("bad migration id"));
@@ -450,7 +655,7 @@ async fn transfer_task(
         .unwrap_or_default()
     };
     let dir = shipped_dir(&id);
-    let result = receive(node, &id, &header, &dir, same, &mut stream).await;
+    let result = receive(node, &id, &header, &dir, same, live, &mut stream).await;
     let aborted = lock(&node.copies.aborted).remove(&id);
     match result {
         Ok(Made {
@@ -537,8 +742,18 @@ async fn receive(
     header: &ferry_proto::v1::TransferHeader,
     dir: &Path,
     same: BTreeMap<String, negotiate::Same>,
+    live: Option<(
+        std::sync::mpsc::Sender<StartArgs>,
+        tokio::sync::oneshot::Receiver<Restored>,
+    )>,
     stream: &mut Streaming<TransferChunk>,
 ) -> Restored {
+    // A live migration's restore thread exists already (with its premade task): it is handed
+    // the image; any failure before ends it (and its task) and is waited for.
+    let (mut live_start, mut done) = match live {
+        Some((start, done)) => (Some(start), Some(done)),
+        None => (None, None),
+    };
     let mut endpoints = Some(
         Endpoints::make(&header.relays).map_err(|e| format!("relay endpoints: {}", chain(&e)))?,
     );
@@ -547,7 +762,6 @@ async fn receive(
     let mut shipped = BTreeMap::new();
     let mut same = Some(same);
     let mut tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>> = None;
-    let mut done: Option<tokio::sync::oneshot::Receiver<Restored>> = None;
     let mut got = 0u64;
     let half = header.image_bytes_hint / 2;
     let exit_mid = fault("dest-exit-mid-stream");
@@ -562,6 +776,7 @@ async fn receive(
             Ok(m) => m,
             Err(s) => {
                 drop(tx);
+                drop(live_start);
                 if let Some(d) = done {
                     // The restorer sees the end of its input and gives up; wait for it so the
                     // half-built task is gone before we answer.
@@ -575,25 +790,45 @@ async fn receive(
                 if tx.is_some() {
                     return Err("a shipped file after the image began".into());
                 }
-                ship_piece(dir, &f, &mut open, &mut shipped)
-                    .map_err(|s| s.message().to_string())?;
+                if let Err(s) = ship_piece(dir, &f, &mut open, &mut shipped) {
+                    drop(live_start);
+                    if let Some(d) = done {
+                        let _ = d.await;
+                    }
+                    return Err(s.message().to_string());
+                }
             }
             Some(Part::Image(bytes)) => {
                 if tx.is_none() {
                     let (t, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-                    let (dtx, drx) = tokio::sync::oneshot::channel();
-                    let shipped = std::mem::take(&mut shipped);
-                    let same = same.take().unwrap_or_default();
-                    let endpoints = endpoints.take().ok_or("restorer started twice")?;
-                    let members = members.take().unwrap_or_default();
-                    std::thread::Builder::new()
-                        .name(format!("restore-{id}"))
-                        .spawn(move || {
-                            let _ = dtx.send(restorer(rx, shipped, same, endpoints, members));
-                        })
-                        .map_err(|e| format!("start the restorer thread: {e}"))?;
+                    let args = StartArgs {
+                        rx,
+                        shipped: std::mem::take(&mut shipped),
+                        same: same.take().unwrap_or_default(),
+                        endpoints: endpoints.take().ok_or("restorer started twice")?,
+                        members: members.take().unwrap_or_default(),
+                    };
+                    match live_start.take() {
+                        Some(start) => {
+                            // The thread is gone if it failed: its error comes with `done`.
+                            let _ = start.send(args);
+                        }
+                        None => {
+                            let (dtx, drx) = tokio::sync::oneshot::channel();
+                            std::thread::Builder::new()
+                                .name(format!("restore-{id}"))
+                                .spawn(move || {
+                                    let _ = dtx.send(restorer(
+                                        args,
+                                        super::live::Received::default(),
+                                        None,
+                                    ));
+                                })
+                                .map_err(|e| format!("start the restorer thread: {e}"))?;
+                            done = Some(drx);
+                        }
+                    }
                     tx = Some(t);
-                    done = Some(drx);
                 }
                 got += bytes.len() as u64;
                 if exit_mid && half > 0 && got >= half {
@@ -608,6 +843,7 @@ async fn receive(
                 }
             }
             Some(Part::Header(_)) => return Err("a second header".into()),
+            Some(Part::Precopy(_)) => return Err("pre-copied pages after the header".into()),
             None => break,
         }
     }
@@ -616,6 +852,7 @@ async fn receive(
         std::process::exit(70);
     }
     drop(tx);
+    drop(live_start);
     let Some(done) = done else {
         return Err("the transfer ended without an image".into());
     };

@@ -26,7 +26,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use super::records::is_final;
-use super::{chain, fault, negotiate, start_time};
+use super::{chain, fault, live, negotiate, start_time};
 use crate::daemon::NodeRef;
 use crate::dump::{self, DumpOptions, autocodec};
 use crate::image::{Codec, WriteStats};
@@ -76,6 +76,10 @@ pub(super) enum Ev {
     StubFailed(String),
     /// Thawed on request.
     Thawed,
+    /// Live migration: pre-copy round `n` went out (raw bytes).
+    Round { n: u32, raw: u64 },
+    /// Live migration: the rounds are over; the tracer waits for [`Cmd::Freeze`].
+    Precopied(live::Rounds),
 }
 
 /// What the async side tells the tracer after the image went out.
@@ -83,6 +87,8 @@ pub(super) enum Ev {
 pub(super) enum Cmd {
     Commit,
     Thaw,
+    /// Live migration: the frozen phase is ours; stop the process for the rest.
+    Freeze,
 }
 
 /// Sends the image in `TransferChunk`s of about [`CHUNK`] bytes; the faults that act on the
@@ -158,6 +164,11 @@ pub(super) struct TracerJob {
     pub(super) as_user: Option<PeerCred>,
     /// Listening ports whose relayed connections get a PROXY protocol header.
     pub(super) proxy_protocol: Vec<u32>,
+    /// Live migration, with the downtime aimed at; `None`: stop and copy.
+    pub(super) live: Option<Duration>,
+    /// Set when the migration is given up: the rounds stop sending (a broken stream may not
+    /// close the channel at once).
+    pub(super) cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The tracer: freeze, header, shipped files, image; then wait for the decision.
@@ -176,6 +187,8 @@ fn tracer(job: TracerJob) {
         raw,
         as_user,
         proxy_protocol,
+        live: live_downtime,
+        cancel,
     } = job;
     let opts = DumpOptions {
         codec,
@@ -183,10 +196,33 @@ fn tracer(job: TracerJob) {
         relay_sockets: true,
         ..DumpOptions::default()
     };
+    // Live migration: the rounds while it runs, then the final stop when our turn comes.
+    let mut pre = None;
+    if let Some(max_downtime) = live_downtime {
+        match precopy(pid, opts, max_downtime, &chunks, &events, &wire, &cancel) {
+            Ok(p) => pre = Some(p),
+            Err(why) => {
+                let _ = events.send(Ev::Failed(why));
+                return;
+            }
+        }
+        match cmds.recv() {
+            Ok(Cmd::Freeze) => {}
+            // Given up before the freeze: the tracking ends, the process ran on.
+            _ => {
+                drop(pre.take());
+                let _ = events.send(Ev::Thawed);
+                return;
+            }
+        }
+    }
     let at_us = now_us();
-    let held = dump::hold(Pid::from_raw(pid), opts);
+    let held = match &mut pre {
+        Some(p) => dump::hold_with(Pid::from_raw(pid), opts, |f| p.finish(f)),
+        None => dump::hold(Pid::from_raw(pid), opts),
+    };
     crate::metrics::dump(held.is_ok());
-    let held = match held {
+    let mut held = match held {
         Ok(h) => h,
         Err(e) => {
             let _ = events.send(Ev::Failed(format!("freeze: {}", chain(&e))));
@@ -196,6 +232,7 @@ fn tracer(job: TracerJob) {
     // Checked again now that it cannot fork: a child made since the first check refuses too.
     if let Some(why) = has_children(pid) {
         let _ = held.thaw();
+        drop(pre.take());
         let _ = events.send(Ev::Refused { why, at_us });
         return;
     }
@@ -214,8 +251,22 @@ fn tracer(job: TracerJob) {
         };
         if let Some(why) = refused {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Refused { why, at_us });
             return;
+        }
+    }
+    if let Some(p) = &pre {
+        match p.mark(&mut held.state.mm.vmas) {
+            Ok(kept) => {
+                tracing::debug!(migration = %id, pages = kept, "pages on the destination already")
+            }
+            Err(e) => {
+                let _ = held.thaw();
+                drop(pre.take());
+                let _ = events.send(Ev::Failed(format!("pre-copied pages: {}", chain(&e))));
+                return;
+            }
         }
     }
     let total: u64 = held
@@ -234,12 +285,14 @@ fn tracer(job: TracerJob) {
         Ok(p) => p,
         Err(e) => {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Failed(format!("relay: {}", chain(&e))));
             return;
         }
     };
     if let Err(e) = plan.proxy_protocol(&proxy_protocol) {
         let _ = held.thaw();
+        drop(pre.take());
         let _ = events.send(Ev::Failed(e.to_string()));
         return;
     }
@@ -247,6 +300,7 @@ fn tracer(job: TracerJob) {
     // stub again with it.
     if let Err(e) = node.store.put_relay(&id, &plan.endpoints()) {
         let _ = held.thaw();
+        drop(pre.take());
         let _ = events.send(Ev::Failed(format!("record the relay: {}", chain(&e))));
         return;
     }
@@ -290,6 +344,7 @@ fn tracer(job: TracerJob) {
         }
         Err(why) => {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Failed(why));
             return;
         }
@@ -304,15 +359,67 @@ fn tracer(job: TracerJob) {
             }
             Err(e) => {
                 let _ = held.thaw();
+                drop(pre.take());
                 let _ = events.send(Ev::StubFailed(chain(&e)));
             }
         },
         // Told to, or the migration was dropped (the agent is going away): give it back.
-        Ok(Cmd::Thaw) | Err(_) => {
+        Ok(Cmd::Thaw | Cmd::Freeze) | Err(_) => {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Thawed);
         }
     }
+}
+
+/// The pre-copy rounds of a live migration (see [`live::precopy_rounds`]): checked first as a
+/// dump would be (nothing is tracked in a process that would be refused), then the tracking
+/// starts and the rounds go out on the transfer stream.
+fn precopy(
+    pid: i32,
+    opts: DumpOptions,
+    max_downtime: Duration,
+    chunks: &mpsc::Sender<TransferChunk>,
+    events: &mpsc::UnboundedSender<Ev>,
+    wire: &AtomicU64,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<live::Precopy, String> {
+    let pid = Pid::from_raw(pid);
+    dump::precheck_only(pid, opts).map_err(|e| format!("freeze: {}", chain(&e)))?;
+    let mut pre = live::Precopy::start(pid, opts.codec)
+        .map_err(|e| format!("start write tracking: {}", chain(&e)))?;
+    let send = |p: ferry_proto::v1::PrecopyPages| {
+        use tokio::sync::mpsc::error::TrySendError;
+        let n = p.data.len() as u64;
+        let mut chunk = TransferChunk {
+            part: Some(Part::Precopy(p)),
+        };
+        let mut wait = Duration::from_micros(50);
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err("the migration was given up".to_string());
+            }
+            match chunks.try_send(chunk) {
+                Ok(()) => break,
+                Err(TrySendError::Full(c)) => {
+                    chunk = c;
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_millis(1));
+                }
+                Err(TrySendError::Closed(_)) => {
+                    return Err("the transfer stream closed".to_string());
+                }
+            }
+        }
+        wire.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    };
+    let mut report = |n: u32, r: &live::Round| {
+        let _ = events.send(Ev::Round { n, raw: r.raw });
+    };
+    let rounds = live::precopy_rounds(&mut pre, max_downtime, &send, &mut report)?;
+    let _ = events.send(Ev::Precopied(rounds));
+    Ok(pre)
 }
 
 /// Sends one file the destination lacks, in pieces.
@@ -495,6 +602,24 @@ impl Origin {
         status
     }
 
+    /// Waits for this agent's frozen phase (one migration at a time, see [`FROZEN_PHASE`]).
+    async fn frozen_turn(&self) -> tokio::sync::MutexGuard<'static, ()> {
+        let id = &self.rec.migration_id;
+        let turn = match FROZEN_PHASE.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                tracing::info!(migration = %id, "queued behind another migration's frozen phase");
+                self.progress("queued").await;
+                FROZEN_PHASE.lock().await
+            }
+        };
+        if fault("pause-before-freeze") {
+            tracing::warn!(migration = %id, "FERRY_FAULT pause-before-freeze: sleeping 3 s");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        turn
+    }
+
     async fn run(&mut self) -> Result<MigrateSummary, Status> {
         let pid = self.req.pid;
         let to = self.req.to.clone();
@@ -609,18 +734,18 @@ impl Origin {
             },
         )?;
 
-        // One frozen phase at a time on this agent: wait for the others' to end.
-        let turn = match FROZEN_PHASE.try_lock() {
-            Ok(g) => g,
-            Err(_) => {
-                tracing::info!(migration = %id, "queued behind another migration's frozen phase");
-                self.progress("queued").await;
-                FROZEN_PHASE.lock().await
-            }
-        };
-        if fault("pause-before-freeze") {
-            tracing::warn!(migration = %id, "FERRY_FAULT pause-before-freeze: sleeping 3 s");
-            tokio::time::sleep(Duration::from_secs(3)).await;
+        // One frozen phase at a time on this agent: wait for the others' to end. A live
+        // migration's rounds run before (the process runs meanwhile): it waits after them.
+        // A tree is stopped and copied: its members are not tracked (yet).
+        let live_downtime = (!self.req.stop_and_copy && !self.req.tree).then(|| {
+            Duration::from_millis(u64::from(match self.req.max_downtime_ms {
+                0 => live::DEFAULT_MAX_DOWNTIME_MS,
+                ms => ms,
+            }))
+        });
+        let mut turn = None;
+        if live_downtime.is_none() {
+            turn = Some(self.frozen_turn().await);
         }
 
         let (codec, codec_why) = match codec_req.as_str() {
@@ -634,8 +759,10 @@ impl Origin {
         // Freeze, stream.
         self.progress("freeze").await;
         let (chunk_tx, chunk_rx) = mpsc::channel::<TransferChunk>(8);
+        let mut chunk_rx = Some(chunk_rx);
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let job = TracerJob {
             node: self.node.clone(),
             pid,
@@ -650,6 +777,8 @@ impl Origin {
             raw: self.raw.clone(),
             as_user: self.as_user,
             proxy_protocol: self.req.proxy_protocol.clone(),
+            live: live_downtime,
+            cancel: cancel.clone(),
         };
         let shared = Arc::new(super::tree::Shared::default());
         let tree_shared = self.req.tree.then(|| shared.clone());
@@ -660,6 +789,60 @@ impl Origin {
                 None => tracer(job),
             })
             .map_err(|e| self.fail(Status::internal(format!("start the tracer thread: {e}"))))?;
+        let start_transfer = |client: &PeerClient<Channel>, rx: Option<mpsc::Receiver<_>>| {
+            let mut client = client.clone();
+            let rx = rx.unwrap_or_else(|| mpsc::channel(1).1);
+            tokio::spawn(async move { client.transfer(ReceiverStream::new(rx)).await })
+        };
+        let mut rounds = live::Rounds::default();
+        let mut early = None;
+        if live_downtime.is_some() {
+            // The stream carries the rounds while the process runs.
+            let mut transfer = start_transfer(&client, chunk_rx.take());
+            self.progress("precopy").await;
+            let failed = loop {
+                tokio::select! {
+                    r = &mut transfer => {
+                        let why = match r {
+                            Ok(Ok(_)) => "the destination ended the transfer early".to_string(),
+                            Ok(Err(s)) => crate::transport::status_detail(&s),
+                            Err(e) => e.to_string(),
+                        };
+                        break Some(format!("{to}: {why}"));
+                    }
+                    ev = ev_rx.recv() => match ev {
+                        Some(Ev::Round { n, raw }) => {
+                            tracing::info!(migration = %id, round = n, raw, "pre-copy round sent");
+                            self.progress(&format!("round {n}")).await;
+                        }
+                        Some(Ev::Precopied(r)) => { rounds = r; break None; }
+                        Some(Ev::Failed(why)) => break Some(why),
+                        other => break Some(format!("tracer: unexpected {other:?}")),
+                    },
+                }
+            };
+            if let Some(why) = failed {
+                // Not frozen: the process ran on; the tracking ends with the tracer. The
+                // destination recorded nothing yet; it forgets the negotiation.
+                cancel.store(true, Ordering::Relaxed);
+                let _ = cmd_tx.send(Cmd::Thaw);
+                // Until the tracer is done, so that nothing of the tracking is left when this
+                // says the process goes on.
+                while let Some(ev) = ev_rx.recv().await {
+                    if matches!(ev, Ev::Thawed | Ev::Failed(_)) {
+                        break;
+                    }
+                }
+                abort_remote(self.node.clone(), to.clone(), id.clone());
+                return Err(self.fail(Status::aborted(format!(
+                    "live migration failed, pid {pid} goes on here: {why}"
+                ))));
+            }
+            turn = Some(self.frozen_turn().await);
+            self.progress("freeze").await;
+            let _ = cmd_tx.send(Cmd::Freeze);
+            early = Some(transfer);
+        }
 
         let since = match ev_rx.recv().await {
             Some(Ev::Frozen {
@@ -684,10 +867,10 @@ impl Origin {
         // From here until the commit point, a failure gives the process back (the tracer
         // thaws it) and discards the copy.
         self.record("frozen", "streaming")?;
-        let mut transfer = tokio::spawn({
-            let mut client = client.clone();
-            async move { client.transfer(ReceiverStream::new(chunk_rx)).await }
-        });
+        let mut transfer = match early {
+            Some(t) => t,
+            None => start_transfer(&client, chunk_rx.take()),
+        };
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut stats = None;
         let mut tracer_failed = None;
@@ -832,10 +1015,14 @@ impl Origin {
             total_us: self.t0.elapsed().as_micros() as u64,
             frozen_us: frozen.as_micros() as u64,
             wire_bytes: self.wire.load(Ordering::Relaxed),
-            raw_bytes: stats.raw_bytes,
+            raw_bytes: stats.raw_bytes + rounds.bytes.iter().sum::<u64>(),
             codec: codec_name.into(),
             codec_why,
             warnings,
+            rounds: rounds.bytes.len() as u32,
+            round_bytes: rounds.bytes,
+            live: rounds.why,
+            final_bytes: stats.raw_bytes,
         })
     }
 

@@ -127,6 +127,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         raw,
         as_user,
         proxy_protocol,
+        ..
     } = job;
     let opts = DumpOptions {
         codec,
@@ -286,7 +287,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
     }
     match cmds.recv() {
         Ok(Cmd::Commit) => {}
-        Ok(Cmd::Thaw) | Err(_) => {
+        Ok(Cmd::Thaw | Cmd::Freeze) | Err(_) => {
             let _ = held.thaw();
             let _ = events.send(Ev::Thawed);
             return;

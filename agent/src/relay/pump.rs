@@ -675,7 +675,7 @@ impl Pumps {
             // A frame of a stream that was replaced: it comes again on the new one.
             return false;
         }
-        if let Out::Data(d) = &out {
+        if let Out::Data(_, d) = &out {
             crate::metrics::relay_bytes(false, d.len());
         }
         let rejected = {

@@ -90,7 +90,7 @@ pub struct FdPlan {
 
 impl FdPlan {
     /// The pidfd of ferry the task inherits, to fetch sockets and substitutes.
-    fn pidfd(&self) -> Option<RawFd> {
+    pub(super) fn pidfd(&self) -> Option<RawFd> {
         self.sockets
             .as_ref()
             .map(|b| b.pidfd.as_raw_fd())

@@ -50,10 +50,17 @@ pub fn find_vdso_syscall(
 
 /// A free range for the injection area: outside every mapping of the new task and of the image.
 pub fn pick_area(maps: &[MapsEntry], mm: &MmState) -> Result<u64, RestoreError> {
+    let ranges: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    pick_area_avoiding(maps, &ranges)
+}
+
+/// [`pick_area`] outside `ranges` (a live migration's task made before its image is known:
+/// the origin's mappings).
+pub fn pick_area_avoiding(maps: &[MapsEntry], ranges: &[(u64, u64)]) -> Result<u64, RestoreError> {
     let mut used: Vec<(u64, u64)> = maps
         .iter()
         .map(|m| (m.start, m.end))
-        .chain(mm.vmas.iter().map(|v| (v.start, v.end)))
+        .chain(ranges.iter().copied())
         .filter(|(s, _)| *s < TASK_SIZE)
         .collect();
     used.sort_unstable();
@@ -235,6 +242,48 @@ pub fn trim_kept(inj: &Injector<'_>, mm: &MmState) -> Result<(), RestoreError> {
         let mut at = v.start;
         for r in v
             .inherited
+            .iter()
+            .map(|r| (r.start, r.start + r.count * PAGE_SIZE))
+            .chain(std::iter::once((v.end, v.end)))
+        {
+            if r.0 > at {
+                inj.call(
+                    "madvise(MADV_DONTNEED)",
+                    libc::SYS_madvise,
+                    [at, r.0 - at, libc::MADV_DONTNEED as u64, 0, 0, 0],
+                )
+                .map_err(|e| vma_err("madvise(MADV_DONTNEED)", e.into()))?;
+            }
+            at = at.max(r.1);
+        }
+    }
+    Ok(())
+}
+
+/// A live migration's areas kept from the premade task (see `premade.rs`): made its own
+/// like [`trim_kept`] does for a parent's, with every page dropped that the destination did
+/// not have already ([`VmaState::precopied`]): it reads as zero, or is written from the page
+/// stream next (which skips pages of zeros, so none of the old contents may stay).
+pub fn trim_precopied(
+    inj: &Injector<'_>,
+    mm: &MmState,
+    kept: &[(u64, u64)],
+) -> Result<(), RestoreError> {
+    for v in mm.vmas.iter().filter(|v| kept.contains(&(v.start, v.end))) {
+        let vma_err = |what: &str, e: RestoreError| RestoreError::Vma {
+            start: v.start,
+            what: what.into(),
+            source: Box::new(e),
+        };
+        inj.call(
+            "mprotect",
+            libc::SYS_mprotect,
+            [v.start, v.end - v.start, u64::from(write_prot(v)), 0, 0, 0],
+        )
+        .map_err(|e| vma_err("mprotect", e.into()))?;
+        let mut at = v.start;
+        for r in v
+            .precopied
             .iter()
             .map(|r| (r.start, r.start + r.count * PAGE_SIZE))
             .chain(std::iter::once((v.end, v.end)))

@@ -11,6 +11,7 @@ mod files;
 mod inject;
 mod ipc;
 mod mm;
+mod premade;
 mod pty;
 mod shm;
 mod sockets;
@@ -29,6 +30,7 @@ use crate::ptrace::{PtraceError, Tracee};
 use crate::state::{ProcessState, ThreadState};
 use crate::sys;
 use inject::Injector;
+pub use premade::{Area as PremadeArea, Premade};
 pub use task::PidNsMode;
 pub use tree::restore_tree_with;
 
@@ -253,10 +255,75 @@ pub fn restore<R: Read + Send>(
 /// flags (`O_NONBLOCK`, `O_APPEND`) and close-on-exec flag are set. The caller keeps its
 /// descriptors open until this returns. A process tree takes no substitutes.
 pub fn restore_with<R: Read + Send>(
-    mut reader: ImageReader<R>,
+    reader: ImageReader<R>,
     opts: RestoreOptions,
     substitutes: &[(i32, std::os::fd::RawFd)],
 ) -> Result<RestoreSummary, RestoreError> {
+    restore_with_pages(reader, opts, substitutes, None, None)
+}
+
+/// Writes the pages a live migration's destination had before the final image
+/// ([`crate::state::VmaState::precopied`]) into the task (its PID), once its areas are mapped,
+/// but for the areas whose ranges are listed (kept from the premade task, which has them).
+pub type PrecopiedPages<'a> = &'a (
+        dyn Fn(nix::unistd::Pid, &[crate::state::VmaState], &[(u64, u64)]) -> Result<(), String>
+            + Sync
+    );
+
+/// Address ranges.
+type Ranges = Vec<(u64, u64)>;
+
+/// The areas of `premade` the final image has as they are (a run of private anonymous areas
+/// covering exactly one premade area, with the same `MAP_NORESERVE`): kept, with the pages
+/// written into them. Returns the image's areas kept and the premade areas they cover.
+fn premade_kept(mm: &crate::state::MmState, premade: &[PremadeArea]) -> (Ranges, Ranges) {
+    use crate::state::{VmaKind, vmflag};
+    let mut vmas = Vec::new();
+    let mut areas = Vec::new();
+    for p in premade {
+        let over: Vec<_> = mm
+            .vmas
+            .iter()
+            .filter(|v| v.start < p.end && p.start < v.end)
+            .collect();
+        let fits = over.first().is_some_and(|v| v.start == p.start)
+            && over.last().is_some_and(|v| v.end == p.end)
+            && over.windows(2).all(|w| w[0].end == w[1].start)
+            && over.iter().all(|v| {
+                !v.shared
+                    && !v.growsdown
+                    && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap)
+                    && (v.flags & vmflag::NORESERVE != 0) == p.noreserve
+            });
+        if fits {
+            vmas.extend(over.iter().map(|v| (v.start, v.end)));
+            areas.push((p.start, p.end));
+        }
+    }
+    (vmas, areas)
+}
+
+/// [`restore_with`] of a live migration's final image, whose pre-copied pages `precopied`
+/// writes. Without it an image with pre-copied pages is refused.
+pub fn restore_with_pages<R: Read + Send>(
+    mut reader: ImageReader<R>,
+    opts: RestoreOptions,
+    substitutes: &[(i32, std::os::fd::RawFd)],
+    precopied: Option<PrecopiedPages<'_>>,
+    premade: Option<Premade>,
+) -> Result<RestoreSummary, RestoreError> {
+    let has_precopied = reader
+        .tree()
+        .processes
+        .iter()
+        .any(|p| p.mm.vmas.iter().any(|v| !v.precopied.is_empty()));
+    if has_precopied && (precopied.is_none() || reader.tree().processes.len() > 1) {
+        return Err(RestoreError::Layout(
+            "the image is the last part of a live migration: its pre-copied pages are only on \
+             that migration's destination"
+                .into(),
+        ));
+    }
     if reader.tree().processes.len() > 1 || !reader.tree().zombies.is_empty() {
         if !substitutes.is_empty() {
             return Err(RestoreError::Layout(
@@ -296,42 +363,89 @@ pub fn restore_with<R: Read + Send>(
 
     check_root(&state)?;
     tracing::debug!(elapsed = ?start.elapsed(), "files checked");
-    let mut task = task::create(state.pid, opts.pid_ns, false, opts.as_child)?;
-    tracing::debug!(elapsed = ?start.elapsed(), "task created");
-    // Into its cgroups before any memory is touched, so that it is charged where it belongs.
-    attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
-    // EXITKILL: should the restorer die half-way, the half-built task dies with it.
-    // TRACECLONE: the threads we create arrive traced and stopped.
-    let tracee = Tracee::seize(
-        task.pid,
-        Options::PTRACE_O_EXITKILL
-            | Options::PTRACE_O_TRACESYSGOOD
-            | Options::PTRACE_O_TRACECLONE
-            // The filters restored near the end must not apply to the restore's own calls.
-            | Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
-    )?;
-    tracing::trace!(elapsed = ?start.elapsed(), "task seize requested");
-    tracee.interrupt()?;
-    tracing::trace!(elapsed = ?start.elapsed(), "task stopped");
-    // Nothing may be delivered while the task is being built; the image's mask comes last.
-    tracee.set_sigmask(u64::MAX)?;
-    tracing::trace!(elapsed = ?start.elapsed(), "task seized");
+    // A live migration's task made ahead, if it is the one this image needs (else dropped:
+    // it dies).
+    let premade = premade.filter(|p| {
+        p.want == state.pid
+            && !state
+                .mm
+                .vmas
+                .iter()
+                .any(|v| v.start < p.area + inject::AREA_LEN && p.area < v.end)
+    });
+    let mut premade_pidfd = None;
+    let (mut task, tracee, premade_at, premade_areas) = match premade {
+        Some(Premade {
+            task,
+            tracee,
+            area,
+            areas,
+            pidfd_in_task,
+            ..
+        }) => {
+            attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
+            tracing::debug!(elapsed = ?start.elapsed(), areas = areas.len(), "premade task taken");
+            premade_pidfd = Some(pidfd_in_task);
+            (task, tracee, Some(area), areas)
+        }
+        None => {
+            let task = task::create(state.pid, opts.pid_ns, false, opts.as_child)?;
+            tracing::debug!(elapsed = ?start.elapsed(), "task created");
+            // Into its cgroups before any memory is touched, so that it is charged where it belongs.
+            attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
+            // EXITKILL: should the restorer die half-way, the half-built task dies with it.
+            // TRACECLONE: the threads we create arrive traced and stopped.
+            let tracee = Tracee::seize(
+                task.pid,
+                Options::PTRACE_O_EXITKILL
+                    | Options::PTRACE_O_TRACESYSGOOD
+                    | Options::PTRACE_O_TRACECLONE
+                    // The filters restored near the end must not apply to the restore's own calls.
+                    | Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
+            )?;
+            tracing::trace!(elapsed = ?start.elapsed(), "task seize requested");
+            tracee.interrupt()?;
+            tracing::trace!(elapsed = ?start.elapsed(), "task stopped");
+            // Nothing may be delivered while the task is being built; the image's mask comes last.
+            tracee.set_sigmask(u64::MAX)?;
+            tracing::trace!(elapsed = ?start.elapsed(), "task seized");
+            (task, tracee, None, Vec::new())
+        }
+    };
 
     let maps = mm::current_maps(task.pid.as_raw())?;
-    let vdso_syscall = mm::find_vdso_syscall(&tracee, &maps)?;
-    let area = mm::pick_area(&maps, &state.mm)?;
-    let inj = Injector::bootstrap(&tracee, vdso_syscall, area)?;
-    tracing::trace!(elapsed = ?start.elapsed(), "injector bootstrapped");
-
-    // The task is a copy of us, with our thread's rseq area registered; unregister it before
-    // its memory goes, or the next return to user mode faults beyond repair.
-    if let Some((ptr, len, sig)) = tracee.rseq()? {
-        inj.call(
-            "rseq(unregister)",
-            libc::SYS_rseq,
-            [ptr, u64::from(len), 1, u64::from(sig), 0, 0],
-        )?;
-    }
+    let inj = match premade_at {
+        Some(area) => {
+            let inj = Injector::attach(&tracee, area)?;
+            // Made before the descriptor plan, the task has our pidfd at another number.
+            if let (Some(q), Some(p)) = (premade_pidfd, fd_plan.pidfd())
+                && q != p
+            {
+                inj.call(
+                    "dup3(pidfd)",
+                    libc::SYS_dup3,
+                    [q as u64, p as u64, libc::O_CLOEXEC as u64, 0, 0, 0],
+                )?;
+            }
+            inj
+        }
+        None => {
+            let vdso_syscall = mm::find_vdso_syscall(&tracee, &maps)?;
+            let area = mm::pick_area(&maps, &state.mm)?;
+            let inj = Injector::bootstrap(&tracee, vdso_syscall, area)?;
+            tracing::trace!(elapsed = ?start.elapsed(), "injector bootstrapped");
+            // The task is a copy of us, with our thread's rseq area registered; unregister it
+            // before its memory goes, or the next return to user mode faults beyond repair.
+            if let Some((ptr, len, sig)) = tracee.rseq()? {
+                inj.call(
+                    "rseq(unregister)",
+                    libc::SYS_rseq,
+                    [ptr, u64::from(len), 1, u64::from(sig), 0, 0],
+                )?;
+            }
+            inj
+        }
+    };
     // Shared memory objects are made by the task while it still has a whole address space
     // of its own to make them in.
     // Its own IPC namespace first: its shared memory segments are made in it.
@@ -339,12 +453,15 @@ pub fn restore_with<R: Read + Send>(
     let shared = shm::SharedMemory::prepare(&inj, &[&state], ipc_ns.as_ref())?;
     let t0 = std::time::Instant::now();
     tracing::debug!(elapsed = ?start.elapsed(), "injector ready");
-    // A lone process has no parent to keep pages from.
+    // A lone process has no parent to keep pages from; a live migration's keeps the areas
+    // of its premade task that the image has as they are, with their pages.
     mm::kept_from_parent(&state.mm, None, &maps)?;
-    mm::wipe_and_place_vdso(&inj, &maps, &state.mm, &[])?;
-    mm::map_vmas(&inj, &state.mm, &memfds, &deleted_maps, &shared, &[])?;
+    let (kept, kept_areas) = premade_kept(&state.mm, &premade_areas);
+    mm::wipe_and_place_vdso(&inj, &maps, &state.mm, &kept_areas)?;
+    mm::map_vmas(&inj, &state.mm, &memfds, &deleted_maps, &shared, &kept)?;
+    mm::trim_precopied(&inj, &state.mm, &kept)?;
     mm::advise(&inj, &state.mm)?;
-    tracing::debug!(elapsed = ?t0.elapsed(), "vmas mapped");
+    tracing::debug!(elapsed = ?t0.elapsed(), kept = kept.len(), "vmas mapped");
     // For the check: `smaps` before the pages, when the memory steps after them (protect;
     // lock and AIO rings not: the image has none) change nothing it tells.
     let smaps_ahead = match opts.check {
@@ -358,6 +475,9 @@ pub fn restore_with<R: Read + Send>(
         _ => None,
     };
     mm::write_pages(&inj, &state, &mut reader)?;
+    if let Some(write) = precopied {
+        write(task.pid, &state.mm.vmas, &kept).map_err(RestoreError::Layout)?;
+    }
     tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
     aio::restore_rings(&inj, &state.mm)?;
     mm::protect(&inj, &state.mm)?;

@@ -8,6 +8,7 @@ pub mod pagemap;
 pub mod ptrace;
 pub mod socket;
 pub mod tty;
+pub mod uffd;
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             compress: "auto".to_owned(),
             ship_files: false,
             proxy_protocol: Vec::new(),
-            tree: false,
+            ..Default::default()
         };
         let outcome = match client.migrate(req).await {
             Ok(resp) => {
