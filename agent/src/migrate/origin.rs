@@ -147,6 +147,42 @@ impl Write for ChunkWriter {
     }
 }
 
+/// Sends the header, the shipped files, then the image that `write` makes into a
+/// [`ChunkWriter`] (the stream faults act there), and flushes its last chunk.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn send_image(
+    header: TransferHeader,
+    pid: i32,
+    ship: &[String],
+    chunks: &mpsc::Sender<TransferChunk>,
+    wire: &Arc<AtomicU64>,
+    raw: &Arc<AtomicU64>,
+    total: u64,
+    write: impl FnOnce(ChunkWriter) -> Result<(ChunkWriter, WriteStats), String>,
+) -> Result<WriteStats, String> {
+    let closed = || "the transfer stream closed".to_string();
+    chunks
+        .blocking_send(TransferChunk {
+            part: Some(Part::Header(header)),
+        })
+        .map_err(|_| closed())?;
+    for path in ship {
+        ship_file(pid, path, chunks, wire)?;
+    }
+    let out = ChunkWriter {
+        tx: chunks.clone(),
+        buf: Vec::with_capacity(CHUNK),
+        wire: wire.clone(),
+        raw: raw.clone(),
+        half: total / 2,
+        corrupt: fault("corrupt-chunk"),
+        pause: fault("pause-mid-stream"),
+    };
+    let (mut out, stats) = write(out)?;
+    out.flush_chunk().map_err(|_| closed())?;
+    Ok(stats)
+}
+
 /// Everything the tracer thread needs.
 pub(super) struct TracerJob {
     pub(super) node: NodeRef,
@@ -311,31 +347,10 @@ fn tracer(job: TracerJob) {
         origin_pid: pid,
         members: Vec::new(),
     };
-    let sent = (|| -> Result<WriteStats, String> {
-        let closed = || "the transfer stream closed".to_string();
-        chunks
-            .blocking_send(TransferChunk {
-                part: Some(Part::Header(header)),
-            })
-            .map_err(|_| closed())?;
-        for path in &ship {
-            ship_file(pid, path, &chunks, &wire)?;
-        }
-        let out = ChunkWriter {
-            tx: chunks.clone(),
-            buf: Vec::with_capacity(CHUNK),
-            wire: wire.clone(),
-            raw: raw.clone(),
-            half: total / 2,
-            corrupt: fault("corrupt-chunk"),
-            pause: fault("pause-mid-stream"),
-        };
-        let (mut out, stats) = held
-            .write_counting(out, codec, Some(&raw))
-            .map_err(|e| chain(&e))?;
-        out.flush_chunk().map_err(|_| closed())?;
-        Ok(stats)
-    })();
+    let sent = send_image(header, pid, &ship, &chunks, &wire, &raw, total, |out| {
+        held.write_counting(out, codec, Some(&raw))
+            .map_err(|e| chain(&e))
+    });
     // The stream ends here (the destination sees its end).
     drop(chunks);
     match sent {

@@ -15,29 +15,23 @@
 //! the root is not → abort (no member can be a stub).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
-use ferry_proto::v1::transfer_chunk::Part;
-use ferry_proto::v1::{
-    FileCheck, MemberRelays, MigrationRecord, TransferChunk, TransferHeader, TreeMember,
-};
+use ferry_proto::v1::{FileCheck, MemberRelays, MigrationRecord, TransferHeader, TreeMember};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::origin::{ChunkWriter, Cmd, Ev, TracerJob, is_stub, now_us, ship_file};
+use super::origin::{Cmd, Ev, TracerJob, is_stub, now_us};
 use super::{chain, fault, negotiate, start_time};
 use crate::daemon::NodeRef;
 use crate::dump::{self, DumpOptions};
-use crate::image::{ImageReader, WriteStats};
+use crate::image::ImageReader;
 use crate::relay::dest::Endpoints;
 use crate::relay::origin::{Plan, become_stub_of};
 use crate::relay::{member_id, stub_path};
 use crate::restore::{RestoreError, RestoreOptions, RestoreSummary};
-
-/// Image bytes per `TransferChunk` (as the single process's tracer sends them).
-const CHUNK: usize = 1 << 20;
 
 /// What the tree's tracer hands to the migration besides its events.
 #[derive(Debug, Default)]
@@ -249,31 +243,10 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
             })
             .collect(),
     };
-    let sent = (|| -> Result<WriteStats, String> {
-        let closed = || "the transfer stream closed".to_string();
-        chunks
-            .blocking_send(TransferChunk {
-                part: Some(Part::Header(header)),
-            })
-            .map_err(|_| closed())?;
-        for path in &ship {
-            ship_file(pid, path, &chunks, &wire)?;
-        }
-        let out = ChunkWriter {
-            tx: chunks.clone(),
-            buf: Vec::with_capacity(CHUNK),
-            wire: wire.clone(),
-            raw: raw.clone(),
-            half: total / 2,
-            corrupt: fault("corrupt-chunk"),
-            pause: fault("pause-mid-stream"),
-        };
-        let (mut out, stats) = held
-            .write_counting(out, codec, Some(&raw))
-            .map_err(|e| chain(&e))?;
-        out.flush().map_err(|_| closed())?;
-        Ok(stats)
-    })();
+    let sent = super::origin::send_image(header, pid, &ship, &chunks, &wire, &raw, total, |out| {
+        held.write_counting(out, codec, Some(&raw))
+            .map_err(|e| chain(&e))
+    });
     drop(chunks);
     match sent {
         Ok(stats) => {
