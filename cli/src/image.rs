@@ -51,7 +51,9 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         let text = if json {
             format!("{{\"version\": \"{version}\", \"sealed\": \"{aead}\"}}\n")
         } else {
-            format!("image       version {version}, sealed ({aead}): give --key KEYFILE to read and verify it\n")
+            format!(
+                "image       version {version}, sealed ({aead}): give --key KEYFILE to read and verify it\n"
+            )
         };
         return crate::write_stdout(&text);
     }
@@ -94,7 +96,9 @@ fn render(s: &ImageSummary) -> String {
         "image       version {} ({}{}), {} in all",
         s.version,
         s.arch,
-        s.sealed.map(|a| format!(", sealed {a}")).unwrap_or_default(),
+        s.sealed
+            .map(|a| format!(", sealed {a}"))
+            .unwrap_or_default(),
         mib(s.image_bytes)
     );
     let _ = writeln!(

@@ -253,7 +253,7 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
         opts.codec,
         opts.seal.as_ref(),
     )
-        .map_err(|e| freeze::explain_death(pid, e))?;
+    .map_err(|e| freeze::explain_death(pid, e))?;
     tracing::debug!(elapsed = ?held.since.elapsed(), "image written");
     // The image is durable: only now may the original go.
     let frozen_for = held.since.elapsed();

@@ -263,8 +263,7 @@ impl<R: Read + Send> ImageReader<R> {
                 codec: fields.codec,
             }));
         }
-        let mut payload =
-            read_payload(&mut input, fields.stored_len, section, offset, Vec::new())?;
+        let mut payload = read_payload(&mut input, fields.stored_len, section, offset, Vec::new())?;
         if section_digest_with(alg, &fields_raw, &payload) != digest {
             return Err(defect(ImageDefect::DigestMismatch));
         }
@@ -595,7 +594,11 @@ impl<R: Read + Send> ImageReader<R> {
             });
         }
         // A sealed block carries its tag behind the payload.
-        let tag = if self.seal.is_some() { TAG_LEN as u64 } else { 0 };
+        let tag = if self.seal.is_some() {
+            TAG_LEN as u64
+        } else {
+            0
+        };
         let stored_ok = match f.stored_len.checked_sub(tag) {
             None => false,
             Some(payload) => match f.codec {

@@ -205,8 +205,7 @@ impl SealHeader {
     pub fn decode(b: &[u8; SEAL_HEADER_LEN]) -> Option<Self> {
         let aead = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let kdf = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-        if aead != AEAD_AES_256_GCM || kdf != KDF_HKDF_SHA256 || b[56..].iter().any(|&x| x != 0)
-        {
+        if aead != AEAD_AES_256_GCM || kdf != KDF_HKDF_SHA256 || b[56..].iter().any(|&x| x != 0) {
             return None;
         }
         let mut salt = [0u8; 32];

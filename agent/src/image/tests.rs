@@ -3118,8 +3118,14 @@ fn sealed_images_round_trip_and_hide_their_contents() {
         if codec == Codec::None {
             assert!(contains(&plain, b"PLAINTEXT-MARKER"), "{codec}: marker");
         }
-        assert!(contains(&plain, exe), "{codec}: the plain image names the exe");
-        assert!(!contains(&sealed, b"PLAINTEXT-MARKER"), "{codec}: pages in clear");
+        assert!(
+            contains(&plain, exe),
+            "{codec}: the plain image names the exe"
+        );
+        assert!(
+            !contains(&sealed, b"PLAINTEXT-MARKER"),
+            "{codec}: pages in clear"
+        );
         assert!(!contains(&sealed, exe), "{codec}: manifest in clear");
         // An image that is not sealed still reads with a key given.
         read_sealed(&plain, Some(&key)).expect("plain image with a key");
@@ -3133,7 +3139,10 @@ fn a_sealed_image_needs_its_key() {
     let pages = tiny_pages(total_pages(&state), 1);
     let sealed = sealed_image(&state, &pages, Codec::Lz4, &key);
     let e = read_sealed(&sealed, None).unwrap_err();
-    assert_eq!(e.to_string(), "image is sealed: no key given (--key KEYFILE)");
+    assert_eq!(
+        e.to_string(),
+        "image is sealed: no key given (--key KEYFILE)"
+    );
     let other = seal::Key::random().unwrap();
     let e = read_sealed(&sealed, Some(&other)).unwrap_err();
     assert_eq!(

@@ -14,8 +14,8 @@ use super::format::{
     SectionKind, section_digest,
 };
 use super::pages;
-use super::seal::{Key, Sealer, TAG_LEN};
 use super::pool::{OrderedPool, WorkerLost, default_threads};
+use super::seal::{Key, Sealer, TAG_LEN};
 use super::validate::{validate, validate_tree};
 use super::{BLOCK_BYTES, BLOCK_PAGES, Codec, MAX_MANIFEST_BYTES, WriteImageError, WriteStats};
 use crate::state::{PAGE_SIZE, ProcessState, TreeState};
@@ -164,7 +164,13 @@ impl<W: Write + Send> ImageWriter<W> {
         key: Option<&Key>,
     ) -> Result<Self, WriteImageError> {
         validate_tree(tree).map_err(WriteImageError::InvalidState)?;
-        Self::start(out, pb::Manifest::from(tree), tree.stored_pages(), codec, key)
+        Self::start(
+            out,
+            pb::Manifest::from(tree),
+            tree.stored_pages(),
+            codec,
+            key,
+        )
     }
 
     fn start(
@@ -190,8 +196,7 @@ impl<W: Write + Send> ImageWriter<W> {
         let mut chain = Chain::new(&header);
         let (seal, seal_header) = match key {
             Some(key) => {
-                let (sealer, h) =
-                    Sealer::new_image(key, &header).map_err(WriteImageError::Seal)?;
+                let (sealer, h) = Sealer::new_image(key, &header).map_err(WriteImageError::Seal)?;
                 let encoded = h.encode();
                 chain.bind(&encoded);
                 (Some(Arc::new(sealer)), Some(encoded))
@@ -252,8 +257,7 @@ impl<W: Write + Send> ImageWriter<W> {
             next_seq: 1,
             blocks: 0,
             chain,
-            offset: (header.len() + seal_bytes.len() + manifest.len() + SECTION_HEADER_LEN)
-                as u64,
+            offset: (header.len() + seal_bytes.len() + manifest.len() + SECTION_HEADER_LEN) as u64,
             free_raw: Vec::new(),
             free_out: Vec::new(),
             zero_pages: 0,
@@ -441,7 +445,9 @@ impl<W: Write + Send> ImageWriter<W> {
     }
 
     fn take_raw(&mut self) -> Vec<u8> {
-        self.free_raw.pop().unwrap_or_else(|| vec![0u8; BLOCK_ALLOC])
+        self.free_raw
+            .pop()
+            .unwrap_or_else(|| vec![0u8; BLOCK_ALLOC])
     }
 
     fn take_out(&mut self) -> Vec<u8> {
