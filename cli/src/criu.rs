@@ -15,6 +15,9 @@ pub struct ExportArgs {
     /// Refuse, writing nothing, when anything cannot be expressed in CRIU's tables.
     #[arg(long)]
     strict: bool,
+    /// The key of a sealed image (the CRIU directory written is not sealed).
+    #[arg(long, value_name = "KEYFILE")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,7 +39,8 @@ fn warn(report: &ferry_criu::Report) {
 }
 
 pub fn export(a: ExportArgs) -> anyhow::Result<()> {
-    let report = ferry_criu::export(&a.image, &a.output, a.strict)
+    let key = crate::key::load(a.key.as_deref())?;
+    let report = ferry_criu::export_with_key(&a.image, &a.output, a.strict, key.as_ref())
         .with_context(|| format!("export {} to {}", a.image.display(), a.output.display()))?;
     warn(&report);
     crate::write_stdout(&format!(

@@ -1,5 +1,5 @@
 //! `ferry dump PID -o IMAGE [--leave-running] [--tcp-established] [--ext-unix-sk]
-//! [--compress lz4|zstd|none|auto] [--max-deleted-file-size BYTES] [--tree]`
+//! [--compress lz4|zstd|none|auto] [--max-deleted-file-size BYTES] [--tree] [--seal KEYFILE]`
 
 use std::path::PathBuf;
 
@@ -40,9 +40,15 @@ pub struct Args {
     /// Checkpoint the process and all its descendants (restored together).
     #[arg(long)]
     tree: bool,
+    /// Seal the image under the key in KEYFILE (`ferry key new`): every section encrypted
+    /// and authenticated (AES-256-GCM); `ferry restore --key KEYFILE` reads it back.
+    #[arg(long, value_name = "KEYFILE")]
+    seal: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // The key is read before the process is touched: a bad key file leaves it as it is.
+    let seal = crate::key::load(args.seal.as_deref())?;
     let (codec, why) = match args.compress.as_str() {
         "zstd" => (Codec::Zstd, None),
         "none" => (Codec::None, None),
@@ -67,6 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             tcp_established: args.tcp_established,
             ext_unix_sk: args.ext_unix_sk,
             relay_sockets: false,
+            seal,
             // `dump` and `dump_tree` take it when they end the process.
             ..DumpOptions::default()
         },
@@ -77,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let s = summary.stats;
     println!(
-        "dumped pid {}{}: {} pages ({:.1} MiB, {} zero), image {:.1} MiB ({}, {}), frozen {} ms ({} tasks stopped in {} us){}{}",
+        "dumped pid {}{}: {} pages ({:.1} MiB, {} zero), image {:.1} MiB ({}, {}{}), frozen {} ms ({} tasks stopped in {} us){}{}",
         summary.pid,
         if summary.processes > 1 {
             format!(" and {} descendants", summary.processes - 1)
@@ -90,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         s.image_bytes as f64 / (1 << 20) as f64,
         args.output.display(),
         codec,
+        if seal.is_some() { ", sealed" } else { "" },
         summary.frozen.as_millis(),
         summary.tasks,
         summary.seize.as_micros(),

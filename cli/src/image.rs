@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ferry_agent::image::{ImageSummary, inspect};
+use ferry_agent::image::{ImageSummary, inspect_with_key, sealed_header};
 use ferry_agent::state::{DeletedNode, FdKind, PAGE_SIZE, ProcessState, VmaKind, prot};
 
 #[derive(Debug, clap::Subcommand)]
@@ -20,6 +20,9 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The key of a sealed image; without it a sealed image shows only that it is sealed.
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<PathBuf>,
     },
     /// Write a CRIU image directory (CRIU 4.x tables: inventory, pstree, core, mm, pagemap,
     /// pages, files, fdinfo, fs, ids, sigacts) from a Ferry image. What CRIU's tables cannot
@@ -31,16 +34,31 @@ pub enum Command {
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
-    let (image, json) = match cmd {
-        Command::Inspect { image, json } => (image, json),
+    let (image, json, key) = match cmd {
+        Command::Inspect { image, json, key } => (image, json, key),
         Command::ExportCriu(a) => return crate::criu::export(a),
         Command::ImportCriu(a) => return crate::criu::import(a),
     };
     if ferry_criu::is_criu_dir(&image) {
         return crate::criu::inspect(&image, json);
     }
+    let key = crate::key::load(key.as_deref())?;
     let file = File::open(&image).with_context(|| format!("open {}", image.display()))?;
-    let summary = inspect(BufReader::with_capacity(1 << 20, file))
+    if key.is_none()
+        && let Some((version, aead)) = sealed_header(BufReader::new(&file))
+    {
+        // Only the clear header can be read: say what it is, and fail like a restore would.
+        let text = if json {
+            format!("{{\"version\": \"{version}\", \"sealed\": \"{aead}\"}}\n")
+        } else {
+            format!(
+                "image       version {version}, sealed ({aead}): give --key KEYFILE to read and verify it\n"
+            )
+        };
+        return crate::write_stdout(&text);
+    }
+    let file = File::open(&image).with_context(|| format!("open {}", image.display()))?;
+    let summary = inspect_with_key(BufReader::with_capacity(1 << 20, file), key.as_ref())
         .with_context(|| format!("inspect {}", image.display()))?;
     let text = if json {
         serde_json::to_string_pretty(&summary)? + "\n"
@@ -75,9 +93,12 @@ fn render(s: &ImageSummary) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "image       version {} ({}), {} in all",
+        "image       version {} ({}{}), {} in all",
         s.version,
         s.arch,
+        s.sealed
+            .map(|a| format!(", sealed {a}"))
+            .unwrap_or_default(),
         mib(s.image_bytes)
     );
     let _ = writeln!(

@@ -4,6 +4,7 @@ mod ca;
 mod criu;
 mod dump;
 mod image;
+mod key;
 mod migrate;
 mod restore;
 mod run;
@@ -55,6 +56,9 @@ enum Command {
     /// The local agent's web page: login tokens.
     #[command(subcommand)]
     Web(web::Command),
+    /// Keys that seal images (`ferry dump --seal`).
+    #[command(subcommand)]
+    Key(key::Command),
 }
 
 /// Invoked as `migrate` (a link to `ferry`): `migrate PID --to HOST` is `ferry migrate ...`.
@@ -132,5 +136,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kill(args) => run::kill(args),
         Command::Limits(args) => run::limits_cmd(args),
         Command::Web(cmd) => web::run(cmd),
+        Command::Key(cmd) => key::run(cmd),
     }
 }

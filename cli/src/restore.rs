@@ -1,4 +1,4 @@
-//! `ferry restore IMAGE [--pid-ns auto|never] [--stdio inherit]`
+//! `ferry restore IMAGE [--pid-ns auto|never] [--stdio inherit] [--key KEYFILE]`
 
 use std::fs::File;
 use std::io::BufReader;
@@ -24,13 +24,17 @@ pub struct Args {
     /// fails the restore, naming the process, the object and the field.
     #[arg(long)]
     no_verify: bool,
+    /// The key of a sealed image (`ferry dump --seal KEYFILE`).
+    #[arg(long, value_name = "KEYFILE")]
+    key: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
+    let key = crate::key::load(args.key.as_deref())?;
     let file = File::open(&args.image).with_context(|| format!("open {}", args.image.display()))?;
     // A file: nothing may follow the end section (as `ferry image inspect` checks).
-    let reader = ImageReader::open(BufReader::with_capacity(1 << 20, file))
+    let reader = ImageReader::open_with_key(BufReader::with_capacity(1 << 20, file), key.as_ref())
         .with_context(|| format!("read {}", args.image.display()))?
         .refuse_trailing_data();
     tracing::debug!(elapsed = ?start.elapsed(), "image opened");

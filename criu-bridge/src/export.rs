@@ -30,8 +30,19 @@ const CLONE_FILES: u32 = 0x400;
 /// image `image`. With `strict`, refuses (writing nothing) when anything of the image cannot
 /// be expressed in CRIU's tables; otherwise the report names it.
 pub fn export(image: &Path, dir: &Path, strict: bool) -> Result<Report, Error> {
+    export_with_key(image, dir, strict, None)
+}
+
+/// [`export`] of an image that may be sealed (`ferry dump --seal`): without its key a sealed
+/// image is refused by name.
+pub fn export_with_key(
+    image: &Path,
+    dir: &Path,
+    strict: bool,
+    key: Option<&ferry_agent::image::seal::Key>,
+) -> Result<Report, Error> {
     let file = File::open(image).map_err(|e| Error::io(image, e))?;
-    let mut reader = ImageReader::open(BufReader::with_capacity(1 << 20, file))?;
+    let mut reader = ImageReader::open_with_key(BufReader::with_capacity(1 << 20, file), key)?;
     let tree = reader.tree().clone();
     let mut stream = Vec::with_capacity((tree.stored_pages() * PAGE_SIZE) as usize);
     while let Some(block) = reader.next_pages()? {

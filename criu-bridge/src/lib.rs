@@ -21,7 +21,7 @@ mod pb {
 
 use std::path::{Path, PathBuf};
 
-pub use export::export;
+pub use export::{export, export_with_key};
 pub use import::{import, summarize};
 
 /// What a conversion could not carry, one line per kind of thing (with where).

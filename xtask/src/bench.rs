@@ -37,8 +37,13 @@ pub struct Options {
     /// Memory of the victim, in MiB.
     #[arg(long, default_value_t = 1024)]
     size_mib: u64,
-    /// Codecs to measure, in order.
-    #[arg(long, value_delimiter = ',', default_value = "lz4,zstd,none,auto")]
+    /// Codecs to measure, in order; `CODEC+seal` dumps a sealed image (`--seal`) and
+    /// restores it with its key.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "lz4,lz4+seal,zstd,none,auto"
+    )]
     codecs: Vec<String>,
     /// Directory for the images (default: `/dev/shm/ferry-bench`, a tmpfs; else the target
     /// directory's `bench/`).
@@ -105,6 +110,7 @@ pub fn run(options: &Options) -> Result<()> {
         file_write: file_write_time(&image_dir, size)?,
         fresh: fresh_write_time(size, 1),
         fresh2: fresh_write_time(size, 2),
+        aead: aead_time(size),
     };
     println!(
         "raw process_vm_readv: {} MiB in {:.0} ms = {:.2} GB/s (best of 3, {} MiB per call)",
@@ -151,6 +157,8 @@ struct Limits {
     /// The same size copied into fresh anonymous memory (page faults and all), 1 and 2 threads.
     fresh: Duration,
     fresh2: Duration,
+    /// The same size sealed with AES-256-GCM (ring) on one thread, 1 MiB per call.
+    aead: Duration,
 }
 
 impl Limits {
@@ -168,7 +176,44 @@ impl Limits {
             ms(self.fresh2),
             gbs(size, self.fresh2)
         );
+        println!(
+            "AES-256-GCM (ring) of the same size on one thread: {:.0} ms = {:.2} GB/s",
+            ms(self.aead),
+            gbs(size, self.aead)
+        );
     }
+}
+
+/// Best of 3: `size` bytes sealed with AES-256-GCM in 1 MiB calls on one thread (the cost a
+/// sealed image adds, before it is spread over the compression workers).
+fn aead_time(size: u64) -> Duration {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let Ok(unbound) = UnboundKey::new(&AES_256_GCM, &[7u8; 32]) else {
+        return Duration::MAX;
+    };
+    let key = LessSafeKey::new(unbound);
+    let mut buf = vec![0x5au8; 1 << 20];
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut seq = 0u64;
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            let mut nonce = [0u8; 12];
+            nonce[4..].copy_from_slice(&seq.to_le_bytes());
+            let tag = key.seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut buf[..n],
+            );
+            std::hint::black_box(&tag);
+            seq += 1;
+            left -= n as u64;
+        }
+        best = best.min(start.elapsed());
+    }
+    best
 }
 
 fn print_load() {
@@ -241,17 +286,31 @@ fn measure(
 ) -> Result<Row> {
     let mut victim = Victim::start(heap, size_mib, scratch)?;
     let rss = util::rss_bytes(victim.pid)?;
-
-    let dump = util::run_captured(
-        Command::new(ferry)
-            .arg("dump")
-            .arg(victim.pid.to_string())
-            .arg("-o")
-            .arg(image)
-            .args(["--compress", codec]),
-        FERRY_TIMEOUT,
-    )?
-    .success("ferry dump")?;
+    // `CODEC+seal`: a sealed image, under a key made for the run.
+    let (name, key) = match codec.strip_suffix("+seal") {
+        Some(c) => {
+            let key = scratch.join("bench.key");
+            if !key.exists() {
+                util::run_captured(
+                    Command::new(ferry).args(["key", "new"]).arg(&key),
+                    FERRY_TIMEOUT,
+                )?
+                .success("ferry key new")?;
+            }
+            (c, Some(key))
+        }
+        None => (codec, None),
+    };
+    let mut dump = Command::new(ferry);
+    dump.arg("dump")
+        .arg(victim.pid.to_string())
+        .arg("-o")
+        .arg(image)
+        .args(["--compress", name]);
+    if let Some(key) = &key {
+        dump.arg("--seal").arg(key);
+    }
+    let dump = util::run_captured(&mut dump, FERRY_TIMEOUT)?.success("ferry dump")?;
     let frozen = frozen_time(&format!("{}{}", dump.stdout, dump.stderr));
     print!("  dump: {}{}", dump.stdout, dump.stderr);
     // ferry dump killed it once the image was durable; reap it so its PID is free again.
@@ -264,14 +323,15 @@ fn measure(
         .len();
 
     // The checker reports its own cost on a debug line.
-    let restore = util::run_captured(
-        Command::new(ferry)
-            .arg("restore")
-            .arg(image)
-            .env("FERRY_LOG", "warn,ferry_agent::verify=debug"),
-        FERRY_TIMEOUT,
-    )?
-    .success("ferry restore")?;
+    let mut restore = Command::new(ferry);
+    restore
+        .arg("restore")
+        .arg(image)
+        .env("FERRY_LOG", "warn,ferry_agent::verify=debug");
+    if let Some(key) = &key {
+        restore.arg("--key").arg(key);
+    }
+    let restore = util::run_captured(&mut restore, FERRY_TIMEOUT)?.success("ferry restore")?;
     let check = check_time(&restore.stderr);
     let (pid, restored_at) = util::restored_pid(&restore)?;
     let mut restored = Owned::new(pid);
@@ -456,12 +516,12 @@ fn gbs(bytes: u64, d: Duration) -> f64 {
 fn print_table(rows: &[Row], limits: &Limits, size: u64) {
     println!();
     println!(
-        "codec  frozen ms  dump wall ms  dump GB/s  image MiB  image %  restore ms  restore GB/s  check ms  check %  memory"
+        "codec     frozen ms  dump wall ms  dump GB/s  image MiB  image %  restore ms  restore GB/s  check ms  check %  memory"
     );
     for r in rows {
         let dump_time = r.frozen.unwrap_or(r.dump_wall);
         println!(
-            "{:<6} {:>9} {:>13.0} {:>10.2} {:>10.1} {:>8.1} {:>11.0} {:>13.2} {:>9} {:>8}  {}",
+            "{:<9} {:>9} {:>13.0} {:>10.2} {:>10.1} {:>8.1} {:>11.0} {:>13.2} {:>9} {:>8}  {}",
             r.codec,
             r.frozen.map_or("?".to_owned(), |f| format!("{:.0}", ms(f))),
             ms(r.dump_wall),
@@ -483,7 +543,8 @@ fn print_table(rows: &[Row], limits: &Limits, size: u64) {
     }
     println!(
         "limits in this run, for {} MiB: process_vm_readv {:.0} ms ({:.2} GB/s); file write {:.0} ms \
-         ({:.2} GB/s); fresh-page writes {:.0} ms on one thread, {:.0} ms on two",
+         ({:.2} GB/s); fresh-page writes {:.0} ms on one thread, {:.0} ms on two; AES-256-GCM {:.0} ms \
+         on one thread",
         size / MIB,
         ms(limits.readv),
         gbs(size, limits.readv),
@@ -491,6 +552,7 @@ fn print_table(rows: &[Row], limits: &Limits, size: u64) {
         gbs(size, limits.file_write),
         ms(limits.fresh),
         ms(limits.fresh2),
+        ms(limits.aead),
     );
     println!(
         "targets ({DEFAULT_CODEC}, the default): dump ≤ {TARGET_DUMP_MS:.0} ms frozen, restore ≤ \

@@ -70,6 +70,8 @@ pub struct DumpOptions {
     /// applies it before it runs anything in the process (the flags it refuses, it refuses
     /// first); a read-back of a restored process, whose image had nothing to refuse, last.
     pub vma_flags_last: bool,
+    /// Seal the image file under this key (docs/image-format.md, "Sealed images").
+    pub seal: Option<crate::image::seal::Key>,
 }
 
 impl DumpOptions {
@@ -95,6 +97,7 @@ impl Default for DumpOptions {
             relay_sockets: false,
             unaccepted_data: sockets::UnacceptedData::Refuse,
             vma_flags_last: false,
+            seal: None,
         }
     }
 }
@@ -243,8 +246,14 @@ pub fn dump(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary, Dump
     let opts = opts.ending();
     let held = hold(pid, opts)?;
     let tree = held.tree();
-    let stats = write_image(&[&held.frozen.leader().tracee], &tree, out, opts.codec)
-        .map_err(|e| freeze::explain_death(pid, e))?;
+    let stats = write_image(
+        &[&held.frozen.leader().tracee],
+        &tree,
+        out,
+        opts.codec,
+        opts.seal.as_ref(),
+    )
+    .map_err(|e| freeze::explain_death(pid, e))?;
     tracing::debug!(elapsed = ?held.since.elapsed(), "image written");
     // The image is durable: only now may the original go.
     let frozen_for = held.since.elapsed();
@@ -1599,6 +1608,7 @@ fn write_image(
     tree: &TreeState,
     out: &Path,
     codec: Codec,
+    seal: Option<&crate::image::seal::Key>,
 ) -> Result<WriteStats, DumpError> {
     let tmp = out.with_file_name(format!(
         ".{}.tmp-{}",
@@ -1614,7 +1624,7 @@ fn write_image(
     let file = File::create(&tmp).map_err(file_err("create", &tmp))?;
     let result = (|| {
         // Unbuffered: the writer hands each section to the file in one vectored write.
-        let mut writer = ImageWriter::new_tree(file, tree, codec)?;
+        let mut writer = ImageWriter::new_tree_sealed(file, tree, codec, seal)?;
         // The processes' pages one after the other, in tree order.
         for (t, state) in tracees.iter().zip(&tree.processes) {
             mm::write_pages(t, &state.mm.vmas, &mut writer, None)?;

@@ -68,7 +68,7 @@ pub fn dump_tree(pid: Pid, out: &Path, opts: DumpOptions) -> Result<DumpSummary,
         super::sockets::take_pending(&mut refs, &mut procs)?;
     }
     let tracees: Vec<_> = frozen.iter().map(|f| &f.leader().tracee).collect();
-    let stats = write_image(&tracees, &tree, out, opts.codec)?;
+    let stats = write_image(&tracees, &tree, out, opts.codec, opts.seal.as_ref())?;
 
     let frozen_for = t0.elapsed();
     let tasks = frozen.iter().map(|f| f.tasks.len()).sum();

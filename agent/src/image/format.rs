@@ -15,8 +15,11 @@ pub const MAGIC: [u8; 8] = *b"FERRYIMG";
 pub const VERSION_MAJOR: u16 = 2;
 /// Oldest major version this code still reads.
 pub const OLDEST_MAJOR: u16 = 1;
-/// Minor version this code writes; images with a newer minor are refused.
+/// Minor version this code writes for an image that is not sealed.
 pub const VERSION_MINOR: u16 = 0;
+/// Minor version of a sealed image (version 2.1: header flag 1 and a seal header); images
+/// with a newer minor are refused.
+pub const SEALED_MINOR: u16 = 1;
 /// ELF machine number of x86_64 (`EM_X86_64`), the only architecture images are made for.
 pub const ARCH_X86_64: u16 = 62;
 /// Size of the file header.
@@ -71,6 +74,8 @@ pub struct FileHeader {
     pub minor: u16,
     /// ELF machine number.
     pub arch: u16,
+    /// Flags (version 2.1): bit 0, the image is sealed. Zero before.
+    pub flags: u16,
 }
 
 impl FileHeader {
@@ -79,7 +84,21 @@ impl FileHeader {
         major: VERSION_MAJOR,
         minor: VERSION_MINOR,
         arch: ARCH_X86_64,
+        flags: 0,
     };
+
+    /// The header of a sealed image.
+    pub const SEALED: FileHeader = FileHeader {
+        major: VERSION_MAJOR,
+        minor: SEALED_MINOR,
+        arch: ARCH_X86_64,
+        flags: super::seal::FLAG_SEALED,
+    };
+
+    /// Whether the image is sealed.
+    pub fn sealed(&self) -> bool {
+        self.flags & super::seal::FLAG_SEALED != 0
+    }
 
     /// Encodes the header.
     pub fn encode(&self) -> [u8; FILE_HEADER_LEN] {
@@ -88,21 +107,21 @@ impl FileHeader {
         b[8..10].copy_from_slice(&self.major.to_le_bytes());
         b[10..12].copy_from_slice(&self.minor.to_le_bytes());
         b[12..14].copy_from_slice(&self.arch.to_le_bytes());
-        // b[14..16]: reserved, zero.
+        b[14..16].copy_from_slice(&self.flags.to_le_bytes());
         b
     }
 
-    /// Decodes a header; magic, version and architecture are checked by the caller so each
-    /// gets its own error.
-    pub fn decode(b: &[u8; FILE_HEADER_LEN]) -> (bool, FileHeader, u16) {
+    /// Decodes a header; magic, version, architecture and flags are checked by the caller so
+    /// each gets its own error.
+    pub fn decode(b: &[u8; FILE_HEADER_LEN]) -> (bool, FileHeader) {
         let magic_ok = b[0..8] == MAGIC;
         let header = FileHeader {
             major: u16::from_le_bytes([b[8], b[9]]),
             minor: u16::from_le_bytes([b[10], b[11]]),
             arch: u16::from_le_bytes([b[12], b[13]]),
+            flags: u16::from_le_bytes([b[14], b[15]]),
         };
-        let reserved = u16::from_le_bytes([b[14], b[15]]);
-        (magic_ok, header, reserved)
+        (magic_ok, header)
     }
 }
 
@@ -283,7 +302,7 @@ impl fmt::Debug for Chain {
 impl Chain {
     /// Starts the chain from the encoded file header, with the hash its version names.
     pub fn new(header: &[u8; FILE_HEADER_LEN]) -> Self {
-        let (_, h, _) = FileHeader::decode(header);
+        let (_, h) = FileHeader::decode(header);
         let mut hasher = Hasher::new(DigestAlg::of_major(h.major));
         hasher.update(header);
         Chain(hasher)
@@ -292,6 +311,11 @@ impl Chain {
     /// Adds one section digest.
     pub fn push(&mut self, d: &Digest) {
         self.0.update(d);
+    }
+
+    /// Adds a sealed image's seal header (right after the file header).
+    pub fn bind(&mut self, seal_header: &[u8]) {
+        self.0.update(seal_header);
     }
 
     /// The value stored in the end section.

@@ -79,6 +79,7 @@ mod format;
 mod pages;
 mod pool;
 mod reader;
+pub mod seal;
 mod sockets;
 mod validate;
 mod wire;
@@ -135,6 +136,12 @@ pub enum Codec {
 /// Errors while writing an image.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteImageError {
+    /// No key could be made for a sealed image.
+    #[error("seal the image")]
+    Seal(#[source] seal::KeyError),
+    /// Sealing a section failed.
+    #[error("seal a section of the image")]
+    SealFailed,
     /// Writing to the output failed.
     #[error("write {step}")]
     Io {
@@ -194,6 +201,8 @@ pub enum WriteImageError {
 pub enum Section {
     /// The file header.
     Header,
+    /// A sealed image's seal header (after the file header).
+    Seal,
     /// The manifest section.
     Manifest,
     /// Page block N (counted from 0).
@@ -210,6 +219,7 @@ impl fmt::Display for Section {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Section::Header => f.write_str("header"),
+            Section::Seal => f.write_str("seal header"),
             Section::Manifest => f.write_str("manifest"),
             Section::PagesBlock(n) => write!(f, "pages block {n}"),
             Section::BlockOrEnd(n) => write!(f, "pages block {n} or end"),
@@ -253,6 +263,12 @@ pub enum ImageDefect {
     /// Reserved bytes are not zero.
     #[error("reserved fields are not zero")]
     ReservedNotZero,
+    /// A sealed section does not authenticate under the image's key: changed, moved or cut.
+    #[error("sealed section does not authenticate (changed, moved or cut short)")]
+    SealBroken,
+    /// A seal header naming an AEAD or key derivation this reader does not know.
+    #[error("unknown sealing (AEAD or key derivation) or reserved bytes not zero")]
+    UnknownSeal,
     /// A raw length above its cap.
     #[error("raw length {len} exceeds the cap of {max}")]
     RawTooLarge {
@@ -389,7 +405,7 @@ pub enum ReadImageError {
          (this ferry reads {}.0 to {}.{})",
         format::OLDEST_MAJOR,
         format::VERSION_MAJOR,
-        format::VERSION_MINOR
+        format::SEALED_MINOR
     )]
     UnsupportedVersion {
         /// Major version of the image.
@@ -397,6 +413,12 @@ pub enum ReadImageError {
         /// Minor version of the image.
         minor: u16,
     },
+    /// A sealed image and no key.
+    #[error("image is sealed: no key given (--key KEYFILE)")]
+    SealedNoKey,
+    /// A sealed image whose key is not the one given.
+    #[error("image is sealed: the key does not open it (wrong key?)")]
+    SealWrongKey,
     /// An image for another architecture.
     #[error(
         "image section \"header\" at offset 0: architecture {arch} is not supported \
@@ -477,7 +499,15 @@ pub struct SectionSummary {
 /// Reads and verifies a whole image (every digest, every block decompressed, nothing after
 /// the end section) and describes it.
 pub fn inspect<R: Read + Send>(input: R) -> Result<ImageSummary, ReadImageError> {
-    let mut reader = ImageReader::open_inner(input, true)?.refuse_trailing_data();
+    inspect_with_key(input, None)
+}
+
+/// [`inspect`], with the key of a sealed image.
+pub fn inspect_with_key<R: Read + Send>(
+    input: R,
+    key: Option<&seal::Key>,
+) -> Result<ImageSummary, ReadImageError> {
+    let mut reader = ImageReader::open_inner(input, true, key)?.refuse_trailing_data();
     while let Some(block) = reader.next_pages()? {
         reader.recycle(block);
     }
@@ -486,6 +516,7 @@ pub fn inspect<R: Read + Send>(input: R) -> Result<ImageSummary, ReadImageError>
     let sections = reader.take_sections();
     Ok(ImageSummary {
         version: format!("{}.{}", reader.header().major, reader.header().minor),
+        sealed: reader.header().sealed().then_some("aes-256-gcm"),
         digest: format::DigestAlg::of_major(reader.header().major).name(),
         arch: "x86_64",
         process: reader.state().clone(),
@@ -496,6 +527,21 @@ pub fn inspect<R: Read + Send>(input: R) -> Result<ImageSummary, ReadImageError>
         image_bytes: offset,
         sections,
     })
+}
+
+/// What the clear part of a sealed image tells: its version and sealing. `None` for an image
+/// that is not sealed (or not an image: [`inspect`] says what is wrong with it).
+pub fn sealed_header<R: Read>(mut input: R) -> Option<(String, &'static str)> {
+    let mut header = [0u8; format::FILE_HEADER_LEN];
+    input.read_exact(&mut header).ok()?;
+    let (magic_ok, h) = format::FileHeader::decode(&header);
+    if !magic_ok || !h.sealed() {
+        return None;
+    }
+    let mut raw = [0u8; seal::SEAL_HEADER_LEN];
+    input.read_exact(&mut raw).ok()?;
+    let sh = seal::SealHeader::decode(&raw)?;
+    Some((format!("{}.{}", h.major, h.minor), sh.aead_name()))
 }
 
 #[cfg(test)]

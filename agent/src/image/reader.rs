@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io::Read;
+use std::sync::Arc;
 
 use ferry_proto::image::v1 as pb;
 use prost::Message;
@@ -17,6 +18,7 @@ use super::format::{
 };
 use super::pages::{self, PageBlock};
 use super::pool::{OrderedPool, WorkerLost, default_threads};
+use super::seal::{FLAG_SEALED, Key, SEAL_HEADER_LEN, SealHeader, Sealer, TAG_LEN};
 use super::wire::{PrescanError, prescan};
 use super::{
     BLOCK_BYTES, BLOCK_PAGES, Codec, ImageDefect, MAX_MANIFEST_BYTES, ReadImageError, Section,
@@ -27,6 +29,9 @@ use crate::state::{PAGE_SIZE, ProcessState, TreeState};
 /// A block handed to a worker.
 struct BlockJob {
     alg: DigestAlg,
+    seq: u64,
+    /// The image's sealer, for a sealed image.
+    seal: Option<Arc<Sealer>>,
     section: Section,
     offset: u64,
     fields: [u8; SECTION_FIELDS_LEN],
@@ -93,6 +98,8 @@ pub struct ImageReader<R: Read + Send> {
     /// Whether bytes after the end section are an error (a whole file is read; a stream that
     /// stays open after the image, as a migration's, is not probed).
     refuse_trailing: bool,
+    /// The image's sealer, for a sealed image.
+    seal: Option<Arc<Sealer>>,
 }
 
 impl<R: Read + Send> fmt::Debug for ImageReader<R> {
@@ -155,19 +162,35 @@ fn read_payload<R: Read>(
 
 impl<R: Read + Send> ImageReader<R> {
     /// Reads and verifies the header and the manifest, and validates the checkpoint.
+    /// A sealed image is refused (no key).
     pub fn open(input: R) -> Result<Self, ReadImageError> {
-        Self::open_inner(input, false)
+        Self::open_inner(input, false, None)
     }
 
-    pub(super) fn open_inner(mut input: R, record: bool) -> Result<Self, ReadImageError> {
+    /// [`Self::open`], with the key of a sealed image (an image that is not sealed needs none
+    /// and is read as is).
+    pub fn open_with_key(input: R, key: Option<&Key>) -> Result<Self, ReadImageError> {
+        Self::open_inner(input, false, key)
+    }
+
+    pub(super) fn open_inner(
+        mut input: R,
+        record: bool,
+        key: Option<&Key>,
+    ) -> Result<Self, ReadImageError> {
         let mut header = [0u8; FILE_HEADER_LEN];
         read_exact_at(&mut input, &mut header, Section::Header, 0)?;
-        let (magic_ok, h, reserved) = FileHeader::decode(&header);
+        let (magic_ok, h) = FileHeader::decode(&header);
         if !magic_ok {
             return Err(ReadImageError::BadMagic);
         }
-        if !(format::OLDEST_MAJOR..=format::VERSION_MAJOR).contains(&h.major)
-            || h.minor > format::VERSION_MINOR
+        // Version 1 had only 1.0; 2.1 added the header's flags (a sealed image).
+        let max_minor = if h.major == format::VERSION_MAJOR {
+            format::SEALED_MINOR
+        } else {
+            0
+        };
+        if !(format::OLDEST_MAJOR..=format::VERSION_MAJOR).contains(&h.major) || h.minor > max_minor
         {
             return Err(ReadImageError::UnsupportedVersion {
                 major: h.major,
@@ -177,7 +200,8 @@ impl<R: Read + Send> ImageReader<R> {
         if h.arch != format::ARCH_X86_64 {
             return Err(ReadImageError::UnsupportedArch { arch: h.arch });
         }
-        if reserved != 0 {
+        // Flags came with version 2.1: bit 0 (sealed) is the only one.
+        if h.flags & !FLAG_SEALED != 0 || (h.flags != 0 && (h.major, h.minor) < (2, 1)) {
             return Err(ReadImageError::Defect {
                 section: Section::Header,
                 offset: 0,
@@ -186,8 +210,26 @@ impl<R: Read + Send> ImageReader<R> {
         }
         let mut chain = Chain::new(&header);
         let alg = DigestAlg::of_major(h.major);
+        let mut offset = FILE_HEADER_LEN as u64;
+        let seal = if h.sealed() {
+            let mut raw = [0u8; SEAL_HEADER_LEN];
+            read_exact_at(&mut input, &mut raw, Section::Seal, offset)?;
+            let sh = SealHeader::decode(&raw).ok_or(ReadImageError::Defect {
+                section: Section::Seal,
+                offset,
+                defect: ImageDefect::UnknownSeal,
+            })?;
+            let key = key.ok_or(ReadImageError::SealedNoKey)?;
+            let sealer =
+                Sealer::open_image(key, &header, &sh).ok_or(ReadImageError::SealWrongKey)?;
+            chain.bind(&raw);
+            offset += SEAL_HEADER_LEN as u64;
+            Some(Arc::new(sealer))
+        } else {
+            None
+        };
+        let tag = if seal.is_some() { TAG_LEN as u64 } else { 0 };
 
-        let offset = FILE_HEADER_LEN as u64;
         let section = Section::Manifest;
         let defect = |defect| ReadImageError::Defect {
             section,
@@ -214,16 +256,22 @@ impl<R: Read + Send> ImageReader<R> {
                 max: MAX_MANIFEST_BYTES,
             }));
         }
-        if fields.stored_len != fields.raw_len {
+        if fields.stored_len != fields.raw_len + tag {
             return Err(defect(ImageDefect::StoredLength {
                 stored: fields.stored_len,
                 raw: fields.raw_len,
                 codec: fields.codec,
             }));
         }
-        let payload = read_payload(&mut input, fields.stored_len, section, offset, Vec::new())?;
+        let mut payload = read_payload(&mut input, fields.stored_len, section, offset, Vec::new())?;
         if section_digest_with(alg, &fields_raw, &payload) != digest {
             return Err(defect(ImageDefect::DigestMismatch));
+        }
+        if let Some(sealer) = &seal {
+            let n = sealer
+                .open(0, &fields_raw, &mut payload)
+                .map_err(|_| defect(ImageDefect::SealBroken))?;
+            payload.truncate(n);
         }
         chain.push(&digest);
         // Count repeated fields before prost allocates a struct for each.
@@ -272,6 +320,7 @@ impl<R: Read + Send> ImageReader<R> {
             free_out: Vec::new(),
             sections,
             refuse_trailing: false,
+            seal,
         })
     }
 
@@ -476,6 +525,8 @@ impl<R: Read + Send> ImageReader<R> {
                 self.pages += fields.page_count;
                 let job = BlockJob {
                     alg: self.alg,
+                    seq: fields.seq,
+                    seal: self.seal.clone(),
                     section,
                     offset,
                     fields: fields_raw,
@@ -542,10 +593,19 @@ impl<R: Read + Send> ImageReader<R> {
                 pages: f.page_count,
             });
         }
-        let stored_ok = match f.codec {
-            Codec::None => f.stored_len == f.raw_len,
-            // The writer stores a block that does not shrink as is.
-            Codec::Zstd | Codec::Lz4 => f.stored_len < f.raw_len,
+        // A sealed block carries its tag behind the payload.
+        let tag = if self.seal.is_some() {
+            TAG_LEN as u64
+        } else {
+            0
+        };
+        let stored_ok = match f.stored_len.checked_sub(tag) {
+            None => false,
+            Some(payload) => match f.codec {
+                Codec::None => payload == f.raw_len,
+                // The writer stores a block that does not shrink as is.
+                Codec::Zstd | Codec::Lz4 => payload < f.raw_len,
+            },
         };
         if !stored_ok {
             return Err(ImageDefect::StoredLength {
@@ -580,19 +640,28 @@ impl<R: Read + Send> ImageReader<R> {
         if fields.first_page != 0 || fields.page_count != 0 {
             return Err(defect(ImageDefect::ReservedNotZero));
         }
-        let len = END_PAYLOAD_LEN as u64;
-        if fields.raw_len != len || fields.stored_len != len {
+        let tag = if self.seal.is_some() { TAG_LEN } else { 0 };
+        let len = (END_PAYLOAD_LEN + tag) as u64;
+        if fields.raw_len != END_PAYLOAD_LEN as u64 || fields.stored_len != len {
             return Err(defect(ImageDefect::StoredLength {
                 stored: fields.stored_len,
                 raw: fields.raw_len,
                 codec: fields.codec,
             }));
         }
-        let mut payload = [0u8; END_PAYLOAD_LEN];
-        read_exact_at(&mut self.input, &mut payload, section, offset)?;
-        if section_digest_with(self.alg, &fields_raw, &payload) != digest {
+        let mut stored = [0u8; END_PAYLOAD_LEN + TAG_LEN];
+        let stored = &mut stored[..END_PAYLOAD_LEN + tag];
+        read_exact_at(&mut self.input, stored, section, offset)?;
+        if section_digest_with(self.alg, &fields_raw, stored) != digest {
             return Err(defect(ImageDefect::DigestMismatch));
         }
+        if let Some(sealer) = &self.seal {
+            sealer
+                .open(fields.seq, &fields_raw, stored)
+                .map_err(|_| defect(ImageDefect::SealBroken))?;
+        }
+        let mut payload = [0u8; END_PAYLOAD_LEN];
+        payload.copy_from_slice(&stored[..END_PAYLOAD_LEN]);
         let end = EndPayload::decode(&payload);
         if end.total_pages != self.total_pages || self.pages != self.total_pages {
             return Err(defect(ImageDefect::EndPages {
@@ -673,17 +742,25 @@ fn open_block(d: &mut Decompressor, job: BlockJob) -> BlockResult {
     if section_digest_with(job.alg, &job.fields, &job.stored) != job.digest {
         return Err(defect(ImageDefect::DigestMismatch));
     }
+    let mut stored = job.stored;
+    // Sealed: opened in place; nothing that does not authenticate reaches the decompressor.
+    let payload_len = match &job.seal {
+        Some(sealer) => sealer
+            .open(job.seq, &job.fields, &mut stored)
+            .map_err(|_| defect(ImageDefect::SealBroken))?,
+        None => stored.len(),
+    };
     let (data, spare) = match job.codec {
-        Codec::None => (job.stored, job.out),
+        Codec::None => (stored, job.out),
         codec => {
             let mut out = job.out;
             if out.len() < OUT_BUF {
                 out = vec![0u8; OUT_BUF];
             }
             // raw_len <= OUT_BUF: checked against the block's pages before.
-            d.decompress(codec, &job.stored, &mut out[..job.raw_len])
+            d.decompress(codec, &stored[..payload_len], &mut out[..job.raw_len])
                 .map_err(defect)?;
-            (out, job.stored)
+            (out, stored)
         }
     };
     match PageBlock::new(job.first_page, job.page_count, data, job.raw_len) {
@@ -699,6 +776,9 @@ pub struct ImageSummary {
     pub version: String,
     /// The hash of the section digests and the chain: `blake3` (`sha256` in version 1).
     pub digest: &'static str,
+    /// The AEAD of a sealed image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<&'static str>,
     /// Architecture the image is for.
     pub arch: &'static str,
     /// The checkpoint (of the root process, with `--tree`).

@@ -984,7 +984,7 @@ fn bad_magic_is_refused() {
 #[test]
 fn other_versions_are_refused() {
     let (_, _, image) = small_image(Codec::Zstd);
-    for (major, minor) in [(1u16, 1u16), (2, 1), (3, 0), (0, 9)] {
+    for (major, minor) in [(1u16, 1u16), (2, 2), (3, 0), (0, 9)] {
         let mut bad = image.clone();
         bad[8..10].copy_from_slice(&major.to_le_bytes());
         bad[10..12].copy_from_slice(&minor.to_le_bytes());
@@ -993,7 +993,7 @@ fn other_versions_are_refused() {
             e.to_string(),
             format!(
                 "image section \"header\" at offset 0: unsupported image version \
-                 {major}.{minor} (this ferry reads 1.0 to 2.0)"
+                 {major}.{minor} (this ferry reads 1.0 to 2.1)"
             )
         );
     }
@@ -3041,4 +3041,218 @@ fn invalid_aio_rings_are_refused_naming_the_field() {
         .expect("mm");
     mm.aio_rings = vec![pb::AioRing::default(); 65537];
     assert_eq!(manifest_error(&m).0, "mm.aio_rings");
+}
+
+// Sealed images (seal.rs, docs/image-format.md "Sealed images").
+
+fn sealed_image(state: &ProcessState, pages: &[u8], codec: Codec, key: &seal::Key) -> Vec<u8> {
+    let tree = TreeState::single(state.clone());
+    let mut w =
+        ImageWriter::new_tree_sealed(Vec::new(), &tree, codec, Some(key)).expect("sealed writer");
+    w.write_pages(pages).expect("write pages");
+    w.finish().expect("finish").0
+}
+
+fn read_sealed(
+    bytes: &[u8],
+    key: Option<&seal::Key>,
+) -> Result<(ProcessState, Vec<u8>), ReadImageError> {
+    let mut r = ImageReader::open_with_key(Cursor::new(bytes), key)?;
+    let mut pages = Vec::new();
+    while let Some(block) = r.next_pages()? {
+        pages.extend_from_slice(&block.to_raw());
+        r.recycle(block);
+    }
+    Ok((r.state().clone(), pages))
+}
+
+/// Pages with a marker in each, so that the plain text can be looked for in the image.
+fn marked_pages(pages: u64) -> Vec<u8> {
+    let mut out = tiny_pages(pages, 3);
+    for i in 0..pages as usize {
+        out[i * PAGE_SIZE as usize..][..16].copy_from_slice(b"PLAINTEXT-MARKER");
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// (offset, stored length) of every section after the file and seal headers.
+fn sealed_sections(image: &[u8]) -> Vec<(usize, usize)> {
+    let mut at = format::FILE_HEADER_LEN + seal::SEAL_HEADER_LEN;
+    let mut out = Vec::new();
+    while at < image.len() {
+        let stored = u64::from_le_bytes(image[at + 24..at + 32].try_into().unwrap()) as usize;
+        out.push((at, stored));
+        at += SECTION_HEADER_LEN + stored;
+    }
+    out
+}
+
+/// Rewrites the digest of the section at `at` so that only the seal can tell it changed.
+fn redigest(image: &mut [u8], at: usize, stored: usize) {
+    let mut fields = [0u8; format::SECTION_FIELDS_LEN];
+    fields.copy_from_slice(&image[at..at + format::SECTION_FIELDS_LEN]);
+    let payload = &image[at + SECTION_HEADER_LEN..at + SECTION_HEADER_LEN + stored];
+    let d = section_digest(&fields, payload);
+    image[at + format::SECTION_FIELDS_LEN..at + SECTION_HEADER_LEN].copy_from_slice(&d);
+}
+
+#[test]
+fn sealed_images_round_trip_and_hide_their_contents() {
+    let key = seal::Key::random().unwrap();
+    let state = rich_state(600 - 7);
+    let pages = marked_pages(total_pages(&state));
+    for codec in [Codec::None, Codec::Lz4, Codec::Zstd] {
+        let plain = write_image(&state, &pages, codec).0;
+        let sealed = sealed_image(&state, &pages, codec, &key);
+        assert_eq!(
+            read_sealed(&sealed, Some(&key)).expect("sealed read"),
+            (state.clone(), pages.clone()),
+            "{codec}"
+        );
+        // The manifest names the executable; the pages carry the marker.
+        let exe = state.exe.path.as_bytes();
+        if codec == Codec::None {
+            assert!(contains(&plain, b"PLAINTEXT-MARKER"), "{codec}: marker");
+        }
+        assert!(
+            contains(&plain, exe),
+            "{codec}: the plain image names the exe"
+        );
+        assert!(
+            !contains(&sealed, b"PLAINTEXT-MARKER"),
+            "{codec}: pages in clear"
+        );
+        assert!(!contains(&sealed, exe), "{codec}: manifest in clear");
+        // An image that is not sealed still reads with a key given.
+        read_sealed(&plain, Some(&key)).expect("plain image with a key");
+    }
+}
+
+#[test]
+fn a_sealed_image_needs_its_key() {
+    let key = seal::Key::random().unwrap();
+    let state = rich_state(10);
+    let pages = tiny_pages(total_pages(&state), 1);
+    let sealed = sealed_image(&state, &pages, Codec::Lz4, &key);
+    let e = read_sealed(&sealed, None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "image is sealed: no key given (--key KEYFILE)"
+    );
+    let other = seal::Key::random().unwrap();
+    let e = read_sealed(&sealed, Some(&other)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "image is sealed: the key does not open it (wrong key?)"
+    );
+    // The clear header says what it is.
+    assert_eq!(
+        sealed_header(Cursor::new(&sealed)),
+        Some(("2.1".to_string(), "aes-256-gcm"))
+    );
+    assert_eq!(
+        sealed_header(Cursor::new(&write_image(&state, &pages, Codec::Lz4).0)),
+        None
+    );
+    // A changed salt derives another key: taken for a wrong key, never read.
+    let mut bad = sealed.clone();
+    bad[format::FILE_HEADER_LEN + 9] ^= 1;
+    assert!(matches!(
+        read_sealed(&bad, Some(&key)),
+        Err(ReadImageError::SealWrongKey)
+    ));
+    // The sealed flag cleared: the image is not taken for a plain one.
+    let mut bad = sealed.clone();
+    bad[14] = 0;
+    read_sealed(&bad, Some(&key)).expect_err("flag cleared");
+}
+
+#[test]
+fn a_changed_sealed_section_with_a_fixed_digest_does_not_open() {
+    let key = seal::Key::random().unwrap();
+    let state = rich_state(600 - 7);
+    let pages = tiny_pages(total_pages(&state), 5);
+    let sealed = sealed_image(&state, &pages, Codec::Zstd, &key);
+    let sections = sealed_sections(&sealed);
+    // manifest, three blocks, end
+    assert_eq!(sections.len(), 5);
+    let names = [
+        "manifest",
+        "pages block 0",
+        "pages block 1",
+        "pages block 2",
+        "end",
+    ];
+    for (i, &(at, stored)) in sections.iter().enumerate() {
+        for byte in [0, stored / 2, stored - 1] {
+            let mut bad = sealed.clone();
+            bad[at + SECTION_HEADER_LEN + byte] ^= 0x40;
+            redigest(&mut bad, at, stored);
+            let e = read_sealed(&bad, Some(&key)).expect_err("changed section");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("\"{}\"", names[i])) && text.contains("authenticate"),
+                "section {i} byte {byte}: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sealed_blocks_cannot_be_moved_or_cut() {
+    let key = seal::Key::random().unwrap();
+    let state = rich_state(600 - 7);
+    let pages = tiny_pages(total_pages(&state), 9);
+    let sealed = sealed_image(&state, &pages, Codec::Zstd, &key);
+    let s = sealed_sections(&sealed);
+    let bytes = |i: usize| &sealed[s[i].0..s[i].0 + SECTION_HEADER_LEN + s[i].1];
+    // Blocks 1 and 0 swapped, their headers' position fields (seq, first page) rewritten to
+    // fit and their digests recomputed: only the seal's associated data can tell.
+    let mut swapped = sealed[..s[1].0].to_vec();
+    for (i, slot) in [(2usize, 1usize), (1, 2)] {
+        let mut sec = bytes(i).to_vec();
+        let own = bytes(slot);
+        sec[8..16].copy_from_slice(&own[8..16]);
+        sec[32..40].copy_from_slice(&own[32..40]);
+        let stored = sec.len() - SECTION_HEADER_LEN;
+        redigest(&mut sec, 0, stored);
+        swapped.extend_from_slice(&sec);
+    }
+    swapped.extend_from_slice(&sealed[s[3].0..]);
+    let e = read_sealed(&swapped, Some(&key)).expect_err("swapped blocks");
+    assert!(
+        e.to_string().contains("\"pages block 0\"") && e.to_string().contains("authenticate"),
+        "{e}"
+    );
+    // Cut anywhere: refused.
+    for cut in [s[1].0, s[2].0 + 100, s[4].0, sealed.len() - 1] {
+        read_sealed(&sealed[..cut], Some(&key)).expect_err("truncated");
+    }
+    // The last block dropped, the end kept: the end's position no longer fits.
+    let mut dropped = sealed[..s[3].0].to_vec();
+    dropped.extend_from_slice(bytes(4));
+    read_sealed(&dropped, Some(&key)).expect_err("block dropped");
+}
+
+#[test]
+fn key_files_parse() {
+    let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    assert!(seal::Key::parse(hex.as_bytes()).is_some());
+    assert!(seal::Key::parse(format!("{hex}\n").as_bytes()).is_some());
+    assert!(seal::Key::parse(&[7u8; 32]).is_some());
+    assert!(seal::Key::parse(&hex.as_bytes()[1..]).is_none());
+    assert!(seal::Key::parse(b"").is_none());
+    assert!(seal::Key::parse(&[7u8; 33]).is_none());
+    // The same key from hex and from raw bytes seals alike.
+    let raw: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(17)).collect();
+    let text: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let (a, b) = (
+        seal::Key::parse(&raw).unwrap(),
+        seal::Key::parse(text.as_bytes()).unwrap(),
+    );
+    assert_eq!(a.derive(b"s", b"i"), b.derive(b"s", b"i"));
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::{IoSlice, Write};
+use std::sync::Arc;
 
 use ferry_proto::image::v1 as pb;
 use prost::Message;
@@ -14,6 +15,7 @@ use super::format::{
 };
 use super::pages;
 use super::pool::{OrderedPool, WorkerLost, default_threads};
+use super::seal::{Key, Sealer, TAG_LEN};
 use super::validate::{validate, validate_tree};
 use super::{BLOCK_BYTES, BLOCK_PAGES, Codec, MAX_MANIFEST_BYTES, WriteImageError, WriteStats};
 use crate::state::{PAGE_SIZE, ProcessState, TreeState};
@@ -21,6 +23,8 @@ use crate::state::{PAGE_SIZE, ProcessState, TreeState};
 /// Bytes of a block buffer: a whole block and room for its zero-page bitmap behind it, so a
 /// block is packed in place.
 const BLOCK_BUF: usize = BLOCK_BYTES + (BLOCK_PAGES as usize).div_ceil(8);
+/// Bytes allocated for a block buffer: room for a seal's tag behind the packed block.
+const BLOCK_ALLOC: usize = BLOCK_BUF + TAG_LEN;
 
 /// A block handed to a worker.
 struct BlockJob {
@@ -29,8 +33,11 @@ struct BlockJob {
     /// `BLOCK_BUF` bytes, the pages in the first `len`.
     raw: Vec<u8>,
     len: usize,
-    /// A recycled buffer for the compressed form (`compress_bound(BLOCK_BUF)` bytes).
+    /// A recycled buffer for the compressed form (`compress_bound(BLOCK_BUF)` bytes and a
+    /// tag).
     out: Vec<u8>,
+    /// The image's sealer, for a sealed image.
+    seal: Option<Arc<Sealer>>,
 }
 
 /// A block ready to be written: section header with digest, and payload.
@@ -90,6 +97,8 @@ pub struct ImageWriter<W: Write + Send> {
     /// page.
     free_raw: Vec<Vec<u8>>,
     free_out: Vec<Vec<u8>>,
+    /// The image's sealer, for a sealed image.
+    seal: Option<Arc<Sealer>>,
 }
 
 impl<W: Write + Send> fmt::Debug for ImageWriter<W> {
@@ -137,14 +146,31 @@ impl<W: Write + Send> ImageWriter<W> {
         // still there to be dumped again.
         validate(state).map_err(WriteImageError::InvalidState)?;
         let expected_pages = state.mm.vmas.iter().map(|v| v.stored_pages()).sum();
-        Self::start(out, pb::Manifest::from(state), expected_pages, codec)
+        Self::start(out, pb::Manifest::from(state), expected_pages, codec, None)
     }
 
     /// Validates a process tree, then writes the header and the manifest. The pages of its
     /// processes follow one another, in the tree's order.
     pub fn new_tree(out: W, tree: &TreeState, codec: Codec) -> Result<Self, WriteImageError> {
+        Self::new_tree_sealed(out, tree, codec, None)
+    }
+
+    /// [`Self::new_tree`], sealed under `key` when one is given (docs/image-format.md,
+    /// "Sealed images").
+    pub fn new_tree_sealed(
+        out: W,
+        tree: &TreeState,
+        codec: Codec,
+        key: Option<&Key>,
+    ) -> Result<Self, WriteImageError> {
         validate_tree(tree).map_err(WriteImageError::InvalidState)?;
-        Self::start(out, pb::Manifest::from(tree), tree.stored_pages(), codec)
+        Self::start(
+            out,
+            pb::Manifest::from(tree),
+            tree.stored_pages(),
+            codec,
+            key,
+        )
     }
 
     fn start(
@@ -152,33 +178,54 @@ impl<W: Write + Send> ImageWriter<W> {
         manifest: pb::Manifest,
         expected_pages: u64,
         codec: Codec,
+        key: Option<&Key>,
     ) -> Result<Self, WriteImageError> {
-        let manifest = manifest.encode_to_vec();
+        let mut manifest = manifest.encode_to_vec();
         if manifest.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(WriteImageError::ManifestTooLarge {
                 len: manifest.len() as u64,
                 max: MAX_MANIFEST_BYTES,
             });
         }
-        let header = FileHeader::CURRENT.encode();
+        // A sealed image says so in its header: version 2.1, flag 1, and the seal header.
+        let header = match key {
+            Some(_) => FileHeader::SEALED,
+            None => FileHeader::CURRENT,
+        }
+        .encode();
         let mut chain = Chain::new(&header);
+        let (seal, seal_header) = match key {
+            Some(key) => {
+                let (sealer, h) = Sealer::new_image(key, &header).map_err(WriteImageError::Seal)?;
+                let encoded = h.encode();
+                chain.bind(&encoded);
+                (Some(Arc::new(sealer)), Some(encoded))
+            }
+            None => (None, None),
+        };
         let len = manifest.len() as u64;
-        let (section, digest) = header_of(
-            &SectionFields {
-                kind: SectionKind::Manifest,
-                codec: Codec::None,
-                seq: 0,
-                raw_len: len,
-                stored_len: len,
-                first_page: 0,
-                page_count: 0,
-            },
-            &manifest,
-        );
+        let fields = SectionFields {
+            kind: SectionKind::Manifest,
+            codec: Codec::None,
+            seq: 0,
+            raw_len: len,
+            stored_len: len + if seal.is_some() { TAG_LEN as u64 } else { 0 },
+            first_page: 0,
+            page_count: 0,
+        };
+        if let Some(sealer) = &seal {
+            manifest.resize(manifest.len() + TAG_LEN, 0);
+            sealer
+                .seal(0, &fields.encode(), &mut manifest, len as usize)
+                .map_err(|_| WriteImageError::SealFailed)?;
+        }
+        let (section, digest) = header_of(&fields, &manifest);
+        let seal_bytes: &[u8] = seal_header.as_ref().map_or(&[], |h| &h[..]);
         write_all_vectored(
             &mut out,
             &mut [
                 IoSlice::new(&header),
+                IoSlice::new(seal_bytes),
                 IoSlice::new(&section),
                 IoSlice::new(&manifest),
             ],
@@ -192,7 +239,7 @@ impl<W: Write + Send> ImageWriter<W> {
             let threads = default_threads();
             let pool = OrderedPool::new("ferry-compress", threads, 2 * threads, move || {
                 let mut compressor = Compressor::new(codec);
-                move |job: BlockJob| seal_block(&mut compressor, job)
+                move |job: BlockJob| pack_block(&mut compressor, job)
             })
             .map_err(io("start compression workers"))?;
             (Some(pool), None)
@@ -210,10 +257,11 @@ impl<W: Write + Send> ImageWriter<W> {
             next_seq: 1,
             blocks: 0,
             chain,
-            offset: (header.len() + SECTION_HEADER_LEN) as u64 + len,
+            offset: (header.len() + seal_bytes.len() + manifest.len() + SECTION_HEADER_LEN) as u64,
             free_raw: Vec::new(),
             free_out: Vec::new(),
             zero_pages: 0,
+            seal,
         })
     }
 
@@ -292,30 +340,38 @@ impl<W: Write + Send> ImageWriter<W> {
         while self.pool.as_ref().is_some_and(|p| p.in_flight() > 0) {
             self.write_oldest()?;
         }
-        let end = EndPayload {
-            total_pages: self.expected_pages,
-            blocks: self.blocks,
-            chain: self.chain.value(),
-        }
-        .encode();
-        let (section, _) = header_of(
-            &SectionFields {
-                kind: SectionKind::End,
-                codec: Codec::None,
-                seq: self.next_seq,
-                raw_len: END_PAYLOAD_LEN as u64,
-                stored_len: END_PAYLOAD_LEN as u64,
-                first_page: 0,
-                page_count: 0,
-            },
-            &end,
+        let mut end = [0u8; END_PAYLOAD_LEN + TAG_LEN];
+        end[..END_PAYLOAD_LEN].copy_from_slice(
+            &EndPayload {
+                total_pages: self.expected_pages,
+                blocks: self.blocks,
+                chain: self.chain.value(),
+            }
+            .encode(),
         );
+        let tag = if self.seal.is_some() { TAG_LEN } else { 0 };
+        let fields = SectionFields {
+            kind: SectionKind::End,
+            codec: Codec::None,
+            seq: self.next_seq,
+            raw_len: END_PAYLOAD_LEN as u64,
+            stored_len: (END_PAYLOAD_LEN + tag) as u64,
+            first_page: 0,
+            page_count: 0,
+        };
+        if let Some(sealer) = &self.seal {
+            sealer
+                .seal(self.next_seq, &fields.encode(), &mut end, END_PAYLOAD_LEN)
+                .map_err(|_| WriteImageError::SealFailed)?;
+        }
+        let end = &end[..END_PAYLOAD_LEN + tag];
+        let (section, _) = header_of(&fields, end);
         write_all_vectored(
             &mut self.out,
-            &mut [IoSlice::new(&section), IoSlice::new(&end)],
+            &mut [IoSlice::new(&section), IoSlice::new(end)],
         )
         .map_err(io("end"))?;
-        self.offset += (SECTION_HEADER_LEN + END_PAYLOAD_LEN) as u64;
+        self.offset += (SECTION_HEADER_LEN + end.len()) as u64;
         self.out.flush().map_err(io("flush"))?;
         let stats = WriteStats {
             pages: self.expected_pages,
@@ -341,6 +397,7 @@ impl<W: Write + Send> ImageWriter<W> {
             raw,
             len,
             out: self.take_out(),
+            seal: self.seal.clone(),
         };
         self.next_seq += 1;
         self.blocks += 1;
@@ -351,7 +408,7 @@ impl<W: Write + Send> ImageWriter<W> {
                 .map_err(|WorkerLost| WriteImageError::WorkerLost),
             (None, Some(compressor)) => {
                 // A small image: sealed here, written at once.
-                let sealed = seal_block(compressor, job);
+                let sealed = pack_block(compressor, job);
                 self.write_sealed(sealed)
             }
             (None, None) => Err(WriteImageError::WorkerLost),
@@ -388,19 +445,21 @@ impl<W: Write + Send> ImageWriter<W> {
     }
 
     fn take_raw(&mut self) -> Vec<u8> {
-        self.free_raw.pop().unwrap_or_else(|| vec![0u8; BLOCK_BUF])
+        self.free_raw
+            .pop()
+            .unwrap_or_else(|| vec![0u8; BLOCK_ALLOC])
     }
 
     fn take_out(&mut self) -> Vec<u8> {
         self.free_out
             .pop()
-            .unwrap_or_else(|| vec![0u8; compress_bound(BLOCK_BUF)])
+            .unwrap_or_else(|| vec![0u8; compress_bound(BLOCK_BUF) + TAG_LEN])
     }
 }
 
-/// Worker side: pack one block (zero pages out), compress it, then digest its header and
-/// payload.
-fn seal_block(
+/// Worker side: pack one block (zero pages out), compress it, seal it in a sealed image, then
+/// digest its header and payload.
+fn pack_block(
     compressor: &mut std::io::Result<Compressor>,
     job: BlockJob,
 ) -> Result<SealedBlock, std::io::Error> {
@@ -413,6 +472,7 @@ fn seal_block(
         mut raw,
         len,
         mut out,
+        seal,
     } = job;
     let page_count = len as u64 / PAGE_SIZE;
     let (packed, zero_pages) = pages::pack_in(&mut raw, len);
@@ -421,20 +481,28 @@ fn seal_block(
         Some(n) => (compressor.codec(), n),
         None => (Codec::None, packed),
     };
+    let tag = if seal.is_some() { TAG_LEN } else { 0 };
     let fields = SectionFields {
         kind: SectionKind::Pages,
         codec,
         seq,
         raw_len: packed as u64,
-        stored_len: payload_len as u64,
+        stored_len: (payload_len + tag) as u64,
         first_page,
         page_count,
     };
-    let payload = if compressed.is_some() {
-        &out[..payload_len]
+    let buf = if compressed.is_some() {
+        &mut out
     } else {
-        &raw[..payload_len]
+        &mut raw
     };
+    let payload_len = match &seal {
+        Some(sealer) => sealer
+            .seal(seq, &fields.encode(), buf, payload_len)
+            .map_err(|_| std::io::Error::other("sealing a block failed"))?,
+        None => payload_len,
+    };
+    let payload = &buf[..payload_len];
     let (header, digest) = header_of(&fields, payload);
     Ok(SealedBlock {
         header,
