@@ -5,6 +5,7 @@
 //! wrote while its client was away arrives, and what the user types afterwards reaches it.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use ferry_tests::hosts::Hosts;
-use ferry_tests::{ferry_bin, setup};
+use ferry_tests::{ferry_bin, setup, workload};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(40);
@@ -212,8 +213,9 @@ fn scenario(hosts: &Hosts) -> Result<()> {
         cut.elapsed() < Duration::from_secs(10),
         "too slow to look while it computes"
     );
+    // (At least 0.1 s of CPU in 1.5 s: the machine's two cores are shared with other work.)
     ensure!(
-        s1 != 'T' && s2 != 'T' && t2 > t1 + 50,
+        s1 != 'T' && s2 != 'T' && t2 > t1 + 10,
         "the job did not compute on while its client was away: {s1} {t1} → {s2} {t2}"
     );
 
@@ -228,6 +230,31 @@ fn scenario(hosts: &Hosts) -> Result<()> {
     thread::sleep(Duration::from_secs(1));
     let (_, t_later) = stat(hosts, 2, pid)?;
     ensure!(t_later == t, "a frozen job used CPU: {t} → {t_later}");
+
+    // It is checkpointed where it is, left stopped: the image of the frozen job is in h2's
+    // state directory, and it is of that process (named by the PID it sees itself as: the
+    // copy runs in a PID namespace of its own, where it kept its PID of h1).
+    let img = wait_checkpoint(hosts)?;
+    let status = hosts.run_ok(2, &["cat", &format!("/proc/{pid}/status")])?;
+    let own_pid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().last())
+        .context("no NSpid")?
+        .to_string();
+    let inspect = Command::new(ferry_bin())
+        .args(["image", "inspect"])
+        .arg(&img)
+        .output()?;
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    ensure!(
+        inspect.status.success() && text.contains(&format!("pid {own_pid} (python3")),
+        "inspect {}: {text} {}",
+        img.display(),
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let (s, _) = stat(hosts, 2, pid)?;
+    ensure!(s == 'T', "checkpointed, yet state {s}");
 
     // The client is back: the user types, the job resumes, and what it wrote while its
     // client was away arrives, whole and in order, before what it answers.
@@ -257,6 +284,128 @@ fn scenario(hosts: &Hosts) -> Result<()> {
     ensure!(next_line(&out, "asking")? == "asking");
     let l = next_line(&out, "its answer")?;
     ensure!(l == "got:hello", "the job read {l:?}");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait()? {
+            break s;
+        }
+        ensure!(start.elapsed() < TIMEOUT, "ferry run did not end");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(7), "ferry run ended with {status}");
+    // It ran again: its checkpoint is gone.
+    let left = checkpoints(hosts)?;
+    ensure!(
+        left.is_empty(),
+        "checkpoints left after the resume: {left:?}"
+    );
+    Ok(())
+}
+
+/// The checkpoints of frozen jobs in h2's state directory.
+fn checkpoints(hosts: &Hosts) -> Result<Vec<PathBuf>> {
+    let dir = hosts.state_dir(2).join("away");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for e in entries {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "img") {
+            found.push(p);
+        }
+    }
+    Ok(found)
+}
+
+/// Waits for the one checkpoint of a frozen job on h2.
+fn wait_checkpoint(hosts: &Hosts) -> Result<PathBuf> {
+    let start = Instant::now();
+    loop {
+        let mut found = checkpoints(hosts)?;
+        ensure!(found.len() <= 1, "more than one checkpoint: {found:?}");
+        if let Some(p) = found.pop() {
+            return Ok(p);
+        }
+        ensure!(
+            start.elapsed() < TIMEOUT,
+            "no checkpoint of the frozen job in {}",
+            hosts.state_dir(2).join("away").display()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A job that waits for its stdin in `poll`, then `select`, then `epoll_wait` (no timeout;
+/// tests/workloads/stdin_wait.c) needs its client as one blocked in `read` does: each time the
+/// client's link is cut while it waits, it is frozen on h2; when the link is back it reads what
+/// the user typed.
+#[test]
+fn a_job_waiting_for_stdin_in_poll_select_or_epoll_is_frozen_while_its_client_is_away() -> Result<()>
+{
+    let Some(_ctx) = setup("client-away-poll") else {
+        return Ok(());
+    };
+    let hosts = Hosts::up(2).context("hosts up")?;
+    let r = poll_scenario(&hosts);
+    if r.is_err() {
+        eprintln!(
+            "--- ferryd on h1:\n{}\n--- ferryd on h2:\n{}",
+            hosts.ferryd_log(1),
+            hosts.ferryd_log(2)
+        );
+    }
+    r
+}
+
+fn poll_scenario(hosts: &Hosts) -> Result<()> {
+    let victim = workload("stdin_wait");
+    let victim = victim.to_str().context("workload path")?;
+    let modes = ["poll", "select", "epoll"];
+    let mut args = vec!["run", "--on", "h2", "--", victim];
+    args.extend(modes);
+    let mut child = ferry(hosts, 1, &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start ferry run")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let out = lines_of(child.stdout.take().context("stdout")?);
+    let err = lines_of(child.stderr.take().context("stderr")?);
+    let mut child = Reap(child);
+    let line = next_line(&err, "naming the job")?;
+    ensure!(line.starts_with("ferry: job "), "{line}");
+    let id = line.split_whitespace().nth(2).context("no id")?.to_string();
+    expect_line(&err, "saying it moved", " moved (migration ")
+        .with_context(|| format!("stderr then: {:?}", err.try_iter().collect::<Vec<_>>()))?;
+    let mut pid = None;
+    for mode in modes {
+        ensure!(next_line(&out, "waiting")? == format!("waiting {mode}"));
+        let pid = match pid {
+            Some(p) => p,
+            None => {
+                let p = wait_ps(hosts, 1, &id, "ran on h2", |p| {
+                    p["host"] == "h2" && p["status"] == "running"
+                })?;
+                *pid.insert(p["pid"].as_i64().context("no pid")?)
+            }
+        };
+        hosts.link_down(1).context("cut h1's link")?;
+        let p = wait_ps(hosts, 2, &id, &format!("was frozen in {mode}"), |p| {
+            p["status"] == "frozen (client away)"
+        })?;
+        assert_eq!(p["pid"].as_i64(), Some(pid), "{p}");
+        let (s, _) = stat(hosts, 2, pid)?;
+        ensure!(s == 'T', "frozen in {mode}, yet state {s}");
+        hosts.link_up(1).context("bring h1's link back")?;
+        stdin.write_all(format!("typed-{mode}\n").as_bytes())?;
+        let l = next_line(&out, "its answer")?;
+        ensure!(
+            l == format!("got {mode}:typed-{mode}"),
+            "the job read {l:?}"
+        );
+    }
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.0.try_wait()? {

@@ -257,7 +257,8 @@ fn run_on_h2_prints_here_shows_in_ps_keeps_limits_and_dies_by_kill() -> Result<(
     wait_ps(&hosts, &id, "showed killed", |p| {
         p["status"] == "killed SIGTERM"
     })?;
-    // Its cgroups go once it ended (the copy's on h2, the stub's on h1).
+    // Its cgroups go once it ended (the copy's on h2, the stub's on h1), and the agents'
+    // `ferry` parent with them (no other managed process is left).
     let start = Instant::now();
     while std::path::Path::new(&cpu_dir).exists()
         || std::path::Path::new(&cpu_dir.replace("@h2", "@h1")).exists()
@@ -265,6 +266,7 @@ fn run_on_h2_prints_here_shows_in_ps_keeps_limits_and_dies_by_kill() -> Result<(
         ensure!(start.elapsed() < TIMEOUT, "{cpu_dir} (or @h1) still exists");
         thread::sleep(Duration::from_millis(100));
     }
+    wait_no_parent_cgroup()?;
     Ok(())
 }
 
@@ -453,5 +455,74 @@ fn auto_picks_a_peer_ps_names_hosts_that_do_not_answer_and_another_host_controls
         ensure!(start.elapsed() < TIMEOUT, "{cpu_dir} (or @h1) still exists");
         thread::sleep(Duration::from_millis(100));
     }
+    wait_no_parent_cgroup()?;
     Ok(())
+}
+
+/// Waits until the agents removed the `ferry` cgroups they made under the cpu and memory
+/// hierarchies (cgroup v1 on this project's machine; v2: its root), once they are empty.
+fn wait_no_parent_cgroup() -> Result<()> {
+    let parents = [
+        "/sys/fs/cgroup/cpu/ferry",
+        "/sys/fs/cgroup/memory/ferry",
+        "/sys/fs/cgroup/ferry",
+    ];
+    let start = Instant::now();
+    while let Some(p) = parents.iter().find(|p| std::path::Path::new(p).exists()) {
+        let left: Vec<String> = std::fs::read_dir(p)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ensure!(
+            start.elapsed() < TIMEOUT,
+            "{p} is left behind (cgroups in it: {left:?})"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The processes a host runs for a peer are in its agent's store: after h2's agent restarts,
+/// a job it hosts for h1 is still known there (with h1 out of reach, `ps` on h2 lists it, as
+/// it lists every job it hosts for a home that does not answer).
+#[test]
+fn a_hosted_job_is_still_known_after_its_hosts_agent_restarts() -> Result<()> {
+    let Some(_ctx) = setup("offload-hosted-restart") else {
+        return Ok(());
+    };
+    let mut hosts = Hosts::up(2).context("hosts up")?;
+    let out = ferry_ok(
+        &hosts,
+        1,
+        &["run", "--detach", "--on", "h2", "--", "/bin/sleep", "300"],
+    )?;
+    let id = out.lines().next().context("no id")?.trim().to_string();
+    let p = wait_ps(&hosts, &id, "ran on h2", |p| {
+        p["host"] == "h2" && p["status"] == "running"
+    })?;
+    let pid = p["pid"].as_i64().context("no pid")?;
+    hosts.kill_ferryd(2).context("kill h2's ferryd")?;
+    hosts
+        .start_ferryd(2, &[])
+        .context("start h2's ferryd again")?;
+    hosts.link_down(1).context("cut h1's link")?;
+    let start = Instant::now();
+    let r = loop {
+        let list = ps(&hosts, 2, None)?;
+        if job(&list, &id).is_some_and(|p| p["host"] == "h2" && p["pid"].as_i64() == Some(pid)) {
+            break Ok(());
+        }
+        if start.elapsed() > TIMEOUT {
+            break Err(anyhow::anyhow!(
+                "the restarted h2 does not know {id} (pid {pid}) it hosts: {list:?}"
+            ));
+        }
+        thread::sleep(Duration::from_millis(300));
+    };
+    hosts.link_up(1).context("bring h1's link back")?;
+    r
 }

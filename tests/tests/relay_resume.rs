@@ -130,8 +130,8 @@ fn a_relay_cut_and_resumed_loses_nothing_either_way() -> Result<()> {
     let Some(_ctx) = setup("relay-resume") else {
         return Ok(());
     };
-    let hosts = Hosts::up(2).context("hosts up")?;
-    let r = scenario(&hosts);
+    let mut hosts = Hosts::up(2).context("hosts up")?;
+    let r = scenario(&mut hosts, Break::Cut);
     if r.is_err() {
         eprintln!(
             "--- ferryd on h1:\n{}\n--- ferryd on h2:\n{}",
@@ -142,7 +142,36 @@ fn a_relay_cut_and_resumed_loses_nothing_either_way() -> Result<()> {
     r
 }
 
-fn scenario(hosts: &Hosts) -> Result<()> {
+/// An origin agent killed (SIGKILL) and started again in the middle of the transfer, three
+/// times: its relay's ledger outlives it (the journal in its state directory), so the new
+/// agent resumes in the same session and nothing in flight is lost or repeated.
+#[test]
+fn an_origin_agent_killed_mid_transfer_loses_and_repeats_nothing() -> Result<()> {
+    let Some(_ctx) = setup("relay-resume-restart") else {
+        return Ok(());
+    };
+    let mut hosts = Hosts::up(2).context("hosts up")?;
+    let r = scenario(&mut hosts, Break::RestartOrigin);
+    if r.is_err() {
+        eprintln!(
+            "--- ferryd on h1:\n{}\n--- ferryd on h2:\n{}",
+            hosts.ferryd_log(1),
+            hosts.ferryd_log(2)
+        );
+    }
+    r
+}
+
+/// How the relay is broken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Break {
+    /// h1's link is cut long enough for both agents to see the stream break.
+    Cut,
+    /// h1's ferryd is killed and started again.
+    RestartOrigin,
+}
+
+fn scenario(hosts: &mut Hosts, how: Break) -> Result<()> {
     let mut child = hosts
         .command(1, "/usr/bin/python3")
         .args(["-c", JOB])
@@ -237,9 +266,20 @@ fn scenario(hosts: &Hosts) -> Result<()> {
     };
     flowing("after the migration")?;
     for cut in 1..=3 {
-        hosts.link_down(1).context("cut h1's link")?;
-        thread::sleep(Duration::from_secs(7));
-        hosts.link_up(1).context("bring h1's link back")?;
+        match how {
+            Break::Cut => {
+                hosts.link_down(1).context("cut h1's link")?;
+                thread::sleep(Duration::from_secs(7));
+                hosts.link_up(1).context("bring h1's link back")?;
+            }
+            Break::RestartOrigin => {
+                hosts.kill_ferryd(1).context("kill h1's ferryd")?;
+                thread::sleep(Duration::from_millis(500));
+                hosts
+                    .start_ferryd(1, &[])
+                    .context("start h1's ferryd again")?;
+            }
+        }
         flowing(&format!("after cut {cut}"))?;
         let s = seen.lock().unwrap();
         println!(

@@ -549,6 +549,10 @@ pub fn down() -> Result<()> {
         problems.push(format!("{err:#}"));
     }
 
+    // The cgroups the hosts' agents made for managed processes (`ferry/ID@hN`), once their
+    // processes are gone, and `ferry/` when nothing else is in it.
+    remove_host_cgroups();
+
     // Links: the root-side veths (their peers go with them, or with the host's namespace) and
     // the bridge.
     let mut links: Vec<String> = fs::read_dir("/sys/class/net")
@@ -590,6 +594,33 @@ pub fn down() -> Result<()> {
     }
     println!("hosts down");
     Ok(())
+}
+
+/// Removes the cgroups named `ferry/ID@hN` (a test host's) in the cpu and memory hierarchies
+/// of cgroup v1 and in cgroup v2, then `ferry/` where it is left empty. One that still holds
+/// a process stays (and so does its `ferry/`).
+fn remove_host_cgroups() {
+    let test_host = |name: &str| {
+        name.rsplit_once("@h")
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    for root in [
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    ] {
+        let parent = Path::new(root).join("ferry");
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.path().is_dir() && e.file_name().to_str().is_some_and(test_host) {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+        let _ = fs::remove_dir(&parent);
+    }
 }
 
 /// Runs `ip ARGS` in our network namespace.

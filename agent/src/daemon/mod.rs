@@ -191,6 +191,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     node.store = crate::migrate::records::Store::open_default()?;
     node.managed = crate::managed::Managed::open(&crate::migrate::records::state_dir())?;
     node.web = crate::web::Auth::open(&crate::migrate::records::state_dir())?;
+    node.relays
+        .keep_ledgers_in(crate::migrate::records::state_dir().join("ledgers"));
     let node: NodeRef = Arc::new(node);
     let web_task = match (node.config.web_addr(), web_tls) {
         (Some(web), Some(web_tls)) => Some(crate::web::start(node.clone(), web, web_tls).await?),

@@ -98,19 +98,16 @@ pub fn apply(name: &str, pid: i32, limits: &Limits) -> Result<(), String> {
         };
         let parent = place.mount.join("ferry");
         let dir = parent.join(name);
-        if place.v2 {
-            fs::create_dir_all(&parent).map_err(|e| format!("make {}: {e}", parent.display()))?;
-            // The controller must be handed down to the children of the root and of ferry/.
-            let _ = write(
-                place.mount.join("cgroup.subtree_control"),
-                &format!("+{controller}"),
-            );
-            write(
-                parent.join("cgroup.subtree_control"),
-                &format!("+{controller}"),
-            )?;
+        // Another agent of this kernel may remove `ferry/` (empty) meanwhile: made again.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match make(&place, &parent, &dir, controller) {
+                Ok(()) => break,
+                Err(_) if tries < 3 => continue,
+                Err(e) => return Err(e),
+            }
         }
-        fs::create_dir_all(&dir).map_err(|e| format!("make {}: {e}", dir.display()))?;
         match (controller, place.v2) {
             ("cpu", false) => {
                 write(dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
@@ -163,8 +160,36 @@ pub fn apply(name: &str, pid: i32, limits: &Limits) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes cgroup `name` from each hierarchy; true when none is left (a cgroup that still
-/// holds a process stays).
+/// Makes `ferry/` (with `controller` handed down to its children on v2) and `dir` in it.
+fn make(
+    place: &Place,
+    parent: &std::path::Path,
+    dir: &std::path::Path,
+    controller: &str,
+) -> Result<(), String> {
+    if place.v2 {
+        fs::create_dir_all(parent).map_err(|e| format!("make {}: {e}", parent.display()))?;
+        // The controller must be handed down to the children of the root and of ferry/.
+        let _ = write(
+            place.mount.join("cgroup.subtree_control"),
+            &format!("+{controller}"),
+        );
+        write(
+            parent.join("cgroup.subtree_control"),
+            &format!("+{controller}"),
+        )?;
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("make {}: {e}", dir.display()))
+}
+
+/// Removes `ferry/` of a hierarchy once it holds no cgroup (it fails, harmlessly, while one
+/// is left).
+fn remove_parent(place: &Place) {
+    let _ = fs::remove_dir(place.mount.join("ferry"));
+}
+
+/// Removes cgroup `name` from each hierarchy, and `ferry/` when it is left empty; true when
+/// none is left (a cgroup that still holds a process stays).
 pub fn remove(name: &str) -> bool {
     let mut all = true;
     for (_, place) in places() {
@@ -175,13 +200,14 @@ pub fn remove(name: &str) -> bool {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(_) => all = false,
         }
+        remove_parent(&place);
     }
     all
 }
 
 /// Removes the empty cgroups of this host (`ferry/*@HOST`) whose id `known` does not name:
-/// left by an agent that stopped before its process ended. A cgroup that holds a process
-/// cannot be removed and stays.
+/// left by an agent that stopped before its process ended; then `ferry/` itself when empty.
+/// A cgroup that holds a process cannot be removed and stays.
 pub fn sweep(host: &str, known: &dyn Fn(&str) -> bool) {
     let suffix = format!("@{host}");
     for (_, place) in places() {
@@ -199,5 +225,6 @@ pub fn sweep(host: &str, known: &dyn Fn(&str) -> bool) {
                 let _ = fs::remove_dir(d.path());
             }
         }
+        remove_parent(&place);
     }
 }

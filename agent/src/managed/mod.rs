@@ -28,6 +28,8 @@ use crate::daemon::NodeRef;
 use crate::migrate::records::now_ms;
 
 const MANAGED: TableDefinition<&str, &[u8]> = TableDefinition::new("managed");
+/// Processes of peers hosted here, by id (JSON of [`StoredHosted`]).
+const HOSTED: TableDefinition<&str, &[u8]> = TableDefinition::new("hosted");
 
 /// How often the janitor trims output files and removes the cgroups of ended processes.
 const JANITOR_PERIOD: Duration = Duration::from_secs(1);
@@ -117,6 +119,51 @@ pub struct Hosted {
     pub limits: Limits,
 }
 
+/// A [`Hosted`] as the store keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredHosted {
+    id: String,
+    pid: i32,
+    start_time: u64,
+    owner_uid: u32,
+    cgroup: bool,
+    home: String,
+    cpu_millis: u64,
+    mem_bytes: u64,
+}
+
+impl From<&Hosted> for StoredHosted {
+    fn from(h: &Hosted) -> Self {
+        StoredHosted {
+            id: h.id.clone(),
+            pid: h.pid,
+            start_time: h.start_time,
+            owner_uid: h.owner_uid,
+            cgroup: h.cgroup,
+            home: h.home.clone(),
+            cpu_millis: h.limits.cpu_millis,
+            mem_bytes: h.limits.mem_bytes,
+        }
+    }
+}
+
+impl From<StoredHosted> for Hosted {
+    fn from(h: StoredHosted) -> Self {
+        Hosted {
+            id: h.id,
+            pid: h.pid,
+            start_time: h.start_time,
+            owner_uid: h.owner_uid,
+            cgroup: h.cgroup,
+            home: h.home,
+            limits: Limits {
+                cpu_millis: h.cpu_millis,
+                mem_bytes: h.mem_bytes,
+            },
+        }
+    }
+}
+
 /// Why the registry's store failed.
 #[derive(Debug, thiserror::Error)]
 #[error("managed processes store {path}: {why}")]
@@ -152,9 +199,11 @@ impl Managed {
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
         let mut entries = BTreeMap::new();
+        let mut hosted = BTreeMap::new();
         {
             let w = db.begin_write().map_err(|e| err(e.to_string()))?;
             w.open_table(MANAGED).map_err(|e| err(e.to_string()))?;
+            w.open_table(HOSTED).map_err(|e| err(e.to_string()))?;
             w.commit().map_err(|e| err(e.to_string()))?;
             let r = db.begin_read().map_err(|e| err(e.to_string()))?;
             let t = r.open_table(MANAGED).map_err(|e| err(e.to_string()))?;
@@ -169,12 +218,48 @@ impl Managed {
                     Err(e) => tracing::warn!(id = k.value(), %e, "unreadable managed entry"),
                 }
             }
+            // Processes hosted for peers, as a previous run of the agent noted them (the
+            // janitor forgets those that ended).
+            let t = r.open_table(HOSTED).map_err(|e| err(e.to_string()))?;
+            for item in t.iter().map_err(|e| err(e.to_string()))? {
+                let (k, v) = item.map_err(|e| err(e.to_string()))?;
+                match serde_json::from_slice::<StoredHosted>(v.value()) {
+                    Ok(h) => {
+                        hosted.insert(h.id.clone(), Hosted::from(h));
+                    }
+                    Err(e) => tracing::warn!(id = k.value(), %e, "unreadable hosted entry"),
+                }
+            }
         }
         Ok(Self {
             db: Some(db),
             entries: Mutex::new(entries),
+            hosted: Mutex::new(hosted),
             ..Default::default()
         })
+    }
+
+    fn persist_hosted(&self, id: &str, h: Option<&Hosted>) {
+        let Some(db) = &self.db else { return };
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let w = db.begin_write()?;
+            {
+                let mut t = w.open_table(HOSTED)?;
+                match h {
+                    Some(h) => {
+                        t.insert(id, serde_json::to_vec(&StoredHosted::from(h))?.as_slice())?;
+                    }
+                    None => {
+                        t.remove(id)?;
+                    }
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(id, %e, "cannot write the hosted processes store");
+        }
     }
 
     fn persist(&self, id: &str, entry: Option<&Entry>) {
@@ -252,10 +337,20 @@ impl Managed {
 
     /// Notes (or replaces) a process hosted here for a peer.
     pub fn host(&self, h: Hosted) {
+        self.persist_hosted(&h.id.clone(), Some(&h));
         self.hosted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(h.id.clone(), h);
+    }
+
+    /// Forgets the process `id` hosted here (it ended).
+    pub fn unhost(&self, id: &str) {
+        self.hosted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.persist_hosted(id, None);
     }
 
     /// Every process hosted here.
@@ -431,11 +526,7 @@ fn janitor(node: &NodeRef) {
             continue;
         }
         if !h.cgroup || cgroup::remove(&cgroup::name(&h.id, me)) {
-            node.managed
-                .hosted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&h.id);
+            node.managed.unhost(&h.id);
         }
     }
 }

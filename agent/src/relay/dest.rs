@@ -433,6 +433,7 @@ impl super::Registry {
                         h.pid,
                         h.endpoints.served(),
                         super::away::give_up(),
+                        Some(super::away::checkpoint_path(id)),
                         move || registry.give_up_dest(&id2),
                     ));
                 }
@@ -550,7 +551,11 @@ where
         hello.session = session;
         let _ = out_tx.try_send(hello);
     }
-    let super::away::Outcome { pending, frozen } = away;
+    let super::away::Outcome {
+        pending,
+        frozen,
+        checkpoint,
+    } = away;
     // What the copy wrote while no stream was open goes out after what went before it.
     for (ch, bytes) in pending {
         ledger.chan(ch).out().hold(&bytes);
@@ -567,6 +572,10 @@ where
         if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGCONT) {
             tracing::warn!(pid, %e, "cannot continue the copy frozen while its client was away");
         }
+    }
+    if let Some(p) = checkpoint {
+        // It runs again: the checkpoint of its frozen state is stale.
+        super::away::remove_checkpoint(&p);
     }
 
     tokio::spawn(async move {

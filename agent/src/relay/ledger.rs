@@ -17,8 +17,12 @@
 //!   sent again after the kept bytes; the receiver acts on it once.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Deref;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::journal::{Journal, Op};
 
 /// The bytes of one relay: per channel, both directions.
 #[derive(Debug)]
@@ -28,38 +32,152 @@ pub struct Ledger {
     /// again on a new stream, not dropped.
     peer_counts: AtomicBool,
     chans: Mutex<HashMap<u32, Arc<ChanLedger>>>,
+    /// Where its changes are recorded (the origin's, [`Ledger::persistent`]).
+    journal: Option<Arc<Journal>>,
 }
 
 /// One channel of a [`Ledger`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChanLedger {
     out: Mutex<Outgoing>,
     inc: Mutex<Incoming>,
+    ch: u32,
+    journal: Option<Arc<Journal>>,
 }
 
 /// What this side sent on a channel.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Outgoing {
     /// Offset of the next byte read.
-    sent: u64,
+    pub(super) sent: u64,
     /// Bytes the receiver wrote out (the sum of its credits).
-    acked: u64,
+    pub(super) acked: u64,
     /// Bytes up to here went out on some stream; those after were read while no stream was
     /// open (the client-away watch).
-    transmitted: u64,
+    pub(super) transmitted: u64,
     /// The bytes `[acked, sent)`.
-    kept: VecDeque<u8>,
+    pub(super) kept: VecDeque<u8>,
     /// The direction ended: `Some(false)` with `eof`, `Some(true)` with `close`.
-    end: Option<bool>,
+    pub(super) end: Option<bool>,
 }
 
 /// What this side received on a channel.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Incoming {
     /// Offset of the next byte to write out (bytes written, and bytes skipped over a gap).
-    delivered: u64,
+    pub(super) delivered: u64,
     /// The end (`eof` or `close`) was acted on.
-    ended: bool,
+    pub(super) ended: bool,
+}
+
+/// A channel's sending direction, locked; its changes are recorded in the journal.
+pub struct OutGuard<'a> {
+    g: MutexGuard<'a, Outgoing>,
+    c: &'a ChanLedger,
+}
+
+/// A channel's receiving direction, locked; its changes are recorded in the journal.
+pub struct IncGuard<'a> {
+    g: MutexGuard<'a, Incoming>,
+    c: &'a ChanLedger,
+}
+
+impl Deref for OutGuard<'_> {
+    type Target = Outgoing;
+    fn deref(&self) -> &Outgoing {
+        &self.g
+    }
+}
+
+impl Deref for IncGuard<'_> {
+    type Target = Incoming;
+    fn deref(&self) -> &Incoming {
+        &self.g
+    }
+}
+
+impl Default for ChanLedger {
+    /// A channel of no ledger (nothing recorded).
+    fn default() -> Self {
+        ChanLedger::new(0, None)
+    }
+}
+
+impl ChanLedger {
+    fn new(ch: u32, journal: Option<Arc<Journal>>) -> ChanLedger {
+        ChanLedger {
+            out: Mutex::default(),
+            inc: Mutex::default(),
+            ch,
+            journal,
+        }
+    }
+
+    fn note(&self, op: Op<'_>) {
+        if let Some(j) = &self.journal {
+            j.append(self.ch, op);
+        }
+    }
+}
+
+impl OutGuard<'_> {
+    /// [`Outgoing::record`], recorded.
+    pub fn record(&mut self, data: &[u8]) -> u64 {
+        let at = self.g.record(data);
+        self.c.note(Op::Record(data));
+        at
+    }
+
+    /// [`Outgoing::hold`], recorded.
+    pub fn hold(&mut self, data: &[u8]) {
+        self.g.hold(data);
+        self.c.note(Op::Hold(data));
+    }
+
+    /// [`Outgoing::end`], recorded.
+    pub fn end(&mut self, close: bool) {
+        self.g.end(close);
+        self.c.note(Op::End(close));
+    }
+
+    /// [`Outgoing::ack`], recorded.
+    pub fn ack(&mut self, n: u64) {
+        self.g.ack(n);
+        self.c.note(Op::Ack(n));
+    }
+
+    /// [`Outgoing::resend`], recorded.
+    pub fn resend(&mut self, again: bool, chunk: usize) -> Resend {
+        let r = self.g.resend(again, chunk);
+        self.c.note(Op::Resend(again));
+        r
+    }
+}
+
+impl IncGuard<'_> {
+    /// [`Incoming::put`], its new count recorded.
+    pub fn put(
+        &mut self,
+        at: Option<u64>,
+        data: &[u8],
+        write: impl FnOnce(&[u8]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        let before = self.g.delivered;
+        let r = self.g.put(at, data, write);
+        if self.g.delivered != before {
+            self.c.note(Op::Delivered(self.g.delivered));
+        }
+        r
+    }
+
+    /// [`Incoming::end`], recorded.
+    pub fn end(&mut self) -> bool {
+        let first = self.g.end();
+        if first {
+            self.c.note(Op::IncEnd);
+        }
+        first
+    }
 }
 
 /// What a sender sends first on a new stream.
@@ -84,7 +202,50 @@ impl Ledger {
             session,
             peer_counts: AtomicBool::new(false),
             chans: Mutex::new(HashMap::new()),
+            journal: None,
         })
+    }
+
+    /// The origin's ledger of a relay, recorded in the journal at `path`: the one a previous
+    /// run of the agent left there (its session and counts go on), else a new session. In
+    /// memory only when the journal cannot be written.
+    pub fn persistent(path: &Path) -> Arc<Ledger> {
+        let fresh = Ledger::fresh();
+        let Some((journal, replica, loaded)) = Journal::open(path, fresh.session) else {
+            return fresh;
+        };
+        let journal = Arc::new(journal);
+        if loaded {
+            tracing::info!(
+                path = %path.display(),
+                session = replica.session,
+                channels = replica.chans.len(),
+                "relay ledger taken back from the journal"
+            );
+        }
+        let chans = replica
+            .chans
+            .into_iter()
+            .map(|(ch, c)| {
+                let l = ChanLedger::new(ch, Some(journal.clone()));
+                *lock(&l.out) = c.out;
+                *lock(&l.inc) = c.inc;
+                (ch, Arc::new(l))
+            })
+            .collect();
+        Arc::new(Ledger {
+            session: replica.session,
+            peer_counts: AtomicBool::new(replica.peer_counts),
+            chans: Mutex::new(chans),
+            journal: Some(journal),
+        })
+    }
+
+    /// The relay ended for good: its journal goes.
+    pub fn discard(&self) {
+        if let Some(j) = &self.journal {
+            j.remove();
+        }
     }
 
     /// A new session numbered at random (the origin's, per agent run).
@@ -131,37 +292,53 @@ impl Ledger {
 
     /// The peer's hello named this session.
     pub fn set_peer_counts(&self) {
-        self.peer_counts.store(true, Ordering::SeqCst);
+        if !self.peer_counts.swap(true, Ordering::SeqCst)
+            && let Some(j) = &self.journal
+        {
+            j.append(0, Op::PeerCounts);
+        }
     }
 
     /// Channel `ch` (made on first use).
     pub fn chan(&self, ch: u32) -> Arc<ChanLedger> {
-        lock(&self.chans).entry(ch).or_default().clone()
+        lock(&self.chans)
+            .entry(ch)
+            .or_insert_with(|| Arc::new(ChanLedger::new(ch, self.journal.clone())))
+            .clone()
     }
 
     /// Channel `ch` anew (a connection accepted on a listener: nothing of an earlier channel
     /// of that number counts).
     pub fn fresh_chan(&self, ch: u32) -> Arc<ChanLedger> {
-        let c = Arc::new(ChanLedger::default());
+        let c = Arc::new(ChanLedger::new(ch, self.journal.clone()));
         lock(&self.chans).insert(ch, c.clone());
+        c.note(Op::Fresh);
         c
     }
 
     /// Forgets channel `ch` (a connection that ended both ways).
     pub fn forget(&self, ch: u32) {
-        lock(&self.chans).remove(&ch);
+        if let Some(c) = lock(&self.chans).remove(&ch) {
+            c.note(Op::Forget);
+        }
     }
 }
 
 impl ChanLedger {
     /// The sending direction.
-    pub fn out(&self) -> MutexGuard<'_, Outgoing> {
-        lock(&self.out)
+    pub fn out(&self) -> OutGuard<'_> {
+        OutGuard {
+            g: lock(&self.out),
+            c: self,
+        }
     }
 
     /// The receiving direction.
-    pub fn inc(&self) -> MutexGuard<'_, Incoming> {
-        lock(&self.inc)
+    pub fn inc(&self) -> IncGuard<'_> {
+        IncGuard {
+            g: lock(&self.inc),
+            c: self,
+        }
     }
 }
 
@@ -173,6 +350,16 @@ impl Outgoing {
         self.sent += data.len() as u64;
         self.transmitted = self.sent;
         at
+    }
+
+    /// What [`Outgoing::resend`] changes (a journal's replay of it).
+    pub(super) fn replay_resend(&mut self, again: bool) {
+        if !again {
+            let gone = (self.transmitted - self.acked) as usize;
+            self.kept.drain(..gone.min(self.kept.len()));
+            self.acked = self.transmitted;
+        }
+        self.transmitted = self.sent;
     }
 
     /// `data` was read while no stream was open: it goes out first on the next one.
@@ -197,12 +384,7 @@ impl Outgoing {
     /// counts in this session, so what went out unacknowledged goes again; otherwise that is
     /// dropped (the peer might repeat it) and only bytes that never went out are sent.
     pub fn resend(&mut self, again: bool, chunk: usize) -> Resend {
-        if !again {
-            let gone = (self.transmitted - self.acked) as usize;
-            self.kept.drain(..gone.min(self.kept.len()));
-            self.acked = self.transmitted;
-        }
-        self.transmitted = self.sent;
+        self.replay_resend(again);
         let mut frames = Vec::new();
         let mut at = self.acked;
         let (a, b) = self.kept.as_slices();

@@ -9,6 +9,7 @@
 
 mod away;
 pub mod dest;
+mod journal;
 mod ledger;
 pub mod origin;
 mod pump;
@@ -140,9 +141,11 @@ struct Inner {
     stubs: HashMap<String, stub::Expected>,
     /// Destination: migration id → the copy, its endpoints and its exit status.
     dests: HashMap<String, dest::HeldCopy>,
-    /// Origin: relay id → what its streams sent and received (kept across streams, in
-    /// memory: an agent restart starts a new session).
+    /// Origin: relay id → what its streams sent and received (kept across streams; with
+    /// `journals`, on disk too: a restarted agent goes on in the same session).
     ledgers: HashMap<String, Arc<ledger::Ledger>>,
+    /// Origin: where the ledgers' journals are kept (ferryd: `$FERRY_STATE_DIR/ledgers`).
+    journals: Option<PathBuf>,
     /// Whether the stub socket is served.
     stub_socket: Option<PathBuf>,
 }
@@ -205,13 +208,36 @@ impl Registry {
         self.lock().dests.contains_key(migration_id)
     }
 
-    /// Origin: the ledger of relay `id` (a new session the first time).
+    /// Origin: the ledgers of relays are kept in journals in `dir` from now on, and one
+    /// found there (left by a previous run of the agent) is taken back.
+    pub fn keep_ledgers_in(&self, dir: PathBuf) {
+        self.lock().journals = Some(dir);
+    }
+
+    /// Origin: the ledger of relay `id` (a new session the first time, unless a journal of
+    /// it was left by a previous run of the agent).
     fn origin_ledger(&self, id: &str) -> Arc<ledger::Ledger> {
-        self.lock()
+        let mut inner = self.lock();
+        let dir = inner.journals.clone();
+        inner
             .ledgers
             .entry(id.to_string())
-            .or_insert_with(ledger::Ledger::fresh)
+            .or_insert_with(|| match dir {
+                Some(d) => ledger::Ledger::persistent(&journal::path(&d, id)),
+                None => ledger::Ledger::fresh(),
+            })
             .clone()
+    }
+
+    /// Origin: the relay `id` ended for good: its ledger (and journal) go.
+    fn drop_ledger(&self, id: &str) {
+        let mut inner = self.lock();
+        if let Some(l) = inner.ledgers.remove(id) {
+            l.discard();
+        } else if let Some(d) = &inner.journals {
+            // Never taken back in this run (the relay ended without a stream).
+            let _ = std::fs::remove_file(journal::path(d, id));
+        }
     }
 
     /// Origin: the migration ids whose stubs this agent is relaying.

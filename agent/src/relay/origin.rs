@@ -636,7 +636,7 @@ where
         registry.lock().stubs.remove(&migration_id);
         if r.is_ok() {
             // The remote process ended or the stub died: no stream follows.
-            registry.lock().ledgers.remove(&migration_id);
+            registry.drop_ledger(&migration_id);
         }
         if let Err(e) = &r {
             tracing::warn!(migration = %migration_id, error = %e, "relay ended");
@@ -684,10 +684,8 @@ pub async fn end_lost_stub(
         }
     }
     .await;
-    let mut inner = registry.lock();
-    inner.stubs.remove(migration_id);
-    inner.ledgers.remove(migration_id);
-    drop(inner);
+    registry.lock().stubs.remove(migration_id);
+    registry.drop_ledger(migration_id);
     result
 }
 

@@ -7,8 +7,9 @@
 //! - Logging in with a token ([`Auth::login`]) compares its hash with every stored hash in
 //!   constant time and makes a session: a random id in a cookie (HttpOnly, Secure,
 //!   SameSite=Strict) and a random CSRF token that every form carries in a hidden field and
-//!   every POST must give back ([`Session::csrf_ok`]). Sessions live in memory for
-//!   [`SESSION_TTL`]; a restarted agent asks for a new login.
+//!   every POST must give back ([`Session::csrf_ok`]). Sessions last [`SESSION_TTL`]; they
+//!   are kept in the same store (by the hash of their id, with their CSRF token and end), so
+//!   a restarted agent keeps its users logged in.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +24,17 @@ use serde::{Deserialize, Serialize};
 use crate::transport::PeerCred;
 
 const TOKENS: TableDefinition<u32, &[u8]> = TableDefinition::new("web_tokens");
+/// SHA-256(session id) → [`StoredSession`] (JSON).
+const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("web_sessions");
+
+/// A session as the store keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSession {
+    uid: u32,
+    gid: u32,
+    csrf: String,
+    expires_unix_ms: u64,
+}
 
 /// How long a session lasts after its login.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -70,7 +82,7 @@ pub struct AuthStoreError {
     pub why: String,
 }
 
-/// Tokens (hashed, persisted) and sessions (in memory) of one agent.
+/// Tokens (hashed) and sessions (by the hash of their id) of one agent, both persisted.
 #[derive(Debug, Default)]
 pub struct Auth {
     db: Option<Database>,
@@ -90,9 +102,11 @@ impl Auth {
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
         let mut tokens = HashMap::new();
+        let mut sessions = HashMap::new();
         {
             let w = db.begin_write().map_err(|e| err(e.to_string()))?;
             w.open_table(TOKENS).map_err(|e| err(e.to_string()))?;
+            w.open_table(SESSIONS).map_err(|e| err(e.to_string()))?;
             w.commit().map_err(|e| err(e.to_string()))?;
             let r = db.begin_read().map_err(|e| err(e.to_string()))?;
             let t = r.open_table(TOKENS).map_err(|e| err(e.to_string()))?;
@@ -105,12 +119,79 @@ impl Auth {
                     Err(e) => tracing::warn!(uid = k.value(), %e, "unreadable web token entry"),
                 }
             }
+            // The sessions a previous run made that have not ended.
+            let now_ms = crate::migrate::records::now_ms();
+            let t = r.open_table(SESSIONS).map_err(|e| err(e.to_string()))?;
+            for item in t.iter().map_err(|e| err(e.to_string()))? {
+                let (k, v) = item.map_err(|e| err(e.to_string()))?;
+                let Ok(st) = serde_json::from_slice::<StoredSession>(v.value()) else {
+                    continue;
+                };
+                let left = st.expires_unix_ms.saturating_sub(now_ms);
+                if left == 0 || left > SESSION_TTL.as_millis() as u64 {
+                    continue;
+                }
+                sessions.insert(
+                    k.value().to_vec(),
+                    Session {
+                        user: PeerCred {
+                            uid: st.uid,
+                            gid: st.gid,
+                            pid: None,
+                        },
+                        csrf: st.csrf,
+                        expires: Instant::now() + Duration::from_millis(left),
+                        flash: None,
+                    },
+                );
+            }
         }
-        Ok(Self {
+        let auth = Self {
             db: Some(db),
             tokens: Mutex::new(tokens),
-            sessions: Mutex::default(),
-        })
+            sessions: Mutex::new(sessions),
+        };
+        // Those that ended go from the store.
+        auth.store_sessions();
+        Ok(auth)
+    }
+
+    /// Writes the live sessions into the store (replacing what it held).
+    fn store_sessions(&self) {
+        let Some(db) = &self.db else { return };
+        let now = Instant::now();
+        let now_ms = crate::migrate::records::now_ms();
+        let live: Vec<(Vec<u8>, Vec<u8>)> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, s)| s.expires > now)
+            .filter_map(|(k, s)| {
+                let st = StoredSession {
+                    uid: s.user.uid,
+                    gid: s.user.gid,
+                    csrf: s.csrf.clone(),
+                    expires_unix_ms: now_ms + (s.expires - now).as_millis() as u64,
+                };
+                Some((k.clone(), serde_json::to_vec(&st).ok()?))
+            })
+            .collect();
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let w = db.begin_write()?;
+            {
+                let mut t = w.open_table(SESSIONS)?;
+                t.retain(|_, _| false)?;
+                for (k, v) in &live {
+                    t.insert(k.as_slice(), v.as_slice())?;
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(%e, "cannot write the web sessions store");
+        }
     }
 
     /// A new token for `user`, replacing its previous one (and ending the sessions logged in
@@ -141,6 +222,7 @@ impl Auth {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, s| s.user.uid != user.uid);
+        self.store_sessions();
         Ok(token)
     }
 
@@ -184,6 +266,8 @@ impl Auth {
             sessions.remove(&oldest);
         }
         sessions.insert(session_key(&id), session.clone());
+        drop(sessions);
+        self.store_sessions();
         Some((id, session))
     }
 
@@ -223,6 +307,7 @@ impl Auth {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&session_key(id));
+        self.store_sessions();
     }
 }
 
@@ -297,7 +382,21 @@ mod tests {
         assert!(s.csrf_ok(&s.csrf.clone()));
         assert!(!s.csrf_ok(""));
         assert!(!s.csrf_ok(&s.csrf.replace(|_| true, "0")));
+        // A session outlives a restart of the agent, with its CSRF token; not its logout.
+        drop(auth);
+        let auth = Auth::open(&dir).unwrap();
+        let again = auth.session(&id).expect("the session after a restart");
+        assert_eq!((again.user.uid, again.user.gid), (1000, 1000));
+        assert!(again.csrf_ok(&s.csrf));
+        let bytes = std::fs::read(dir.join("web.redb")).unwrap();
+        assert!(
+            !bytes.windows(id.len()).any(|w| w == id.as_bytes()),
+            "the id itself is stored"
+        );
         auth.logout(&id);
+        assert!(auth.session(&id).is_none());
+        drop(auth);
+        let auth = Auth::open(&dir).unwrap();
         assert!(auth.session(&id).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
