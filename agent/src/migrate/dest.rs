@@ -17,10 +17,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::{Status, Streaming};
 
-use super::records::{is_final, state_dir};
+use super::records::is_final;
 use super::{chain, fault, negotiate, start_time};
-use crate::daemon::NodeRef;
 use crate::image::ImageReader;
+use crate::node::NodeRef;
+use crate::node::state_dir;
 use crate::relay::dest::Endpoints;
 use crate::restore::{PidNsMode, RestoreError, RestoreOptions};
 use crate::state::{FdKind, FileRef, ProcessState, VmaKind};

@@ -16,7 +16,7 @@ mod tree;
 
 use std::sync::OnceLock;
 
-use crate::daemon::NodeRef;
+use crate::node::NodeRef;
 
 /// An error and its causes, outermost first, on one line.
 pub use crate::transport::error_chain as chain;

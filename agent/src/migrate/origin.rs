@@ -27,9 +27,9 @@ use tonic::transport::Channel;
 
 use super::records::is_final;
 use super::{chain, fault, live, negotiate, start_time};
-use crate::daemon::NodeRef;
 use crate::dump::{self, DumpOptions, autocodec};
 use crate::image::{Codec, WriteStats};
+use crate::node::NodeRef;
 use crate::relay::origin::{Plan, become_stub};
 use crate::transport::PeerCred;
 
@@ -276,7 +276,7 @@ fn tracer(job: TracerJob) {
     // credentials since (a set-user-ID exec, PR_SET_DUMPABLE). Frozen, it cannot any more:
     // check again, with the dumpable flag the process itself reported (PR_GET_DUMPABLE).
     if let Some(caller) = as_user {
-        let refused = match crate::daemon::local::authorize_migrate(caller, pid) {
+        let refused = match crate::node::authorize_migrate(caller, pid) {
             Err(s) => Some(s.message().to_string()),
             Ok(()) if held.state.attrs.dumpable != 1 => Some(format!(
                 "permission denied: process {pid} is not dumpable (PR_GET_DUMPABLE {}): the \

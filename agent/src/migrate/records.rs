@@ -8,22 +8,15 @@
 //! `execve` and removed when the relay ended.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_proto::v1::{ExitStatus, MigrationRecord, RelayEndpoint, TransferHeader};
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+pub use crate::node::{now_ms, state_dir};
+
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("migrations");
 const RELAYS: TableDefinition<&str, &[u8]> = TableDefinition::new("relays");
-
-/// The directory of the agent's state: `$FERRY_STATE_DIR`, default `/var/lib/ferry`.
-pub fn state_dir() -> PathBuf {
-    match std::env::var_os("FERRY_STATE_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from("/var/lib/ferry"),
-    }
-}
 
 /// Why the records store failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,13 +55,6 @@ fn db<E: Into<redb::Error>>(step: &'static str) -> impl FnOnce(E) -> RecordsErro
         step,
         source: Box::new(e.into()),
     }
-}
-
-/// Milliseconds since the epoch, for the records' timestamps.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The store.

@@ -121,7 +121,7 @@ impl Auth {
             sha256: hex(digest(&SHA256, token.as_bytes()).as_ref()),
             uid: user.uid,
             gid: user.gid,
-            created_unix_ms: crate::migrate::records::now_ms(),
+            created_unix_ms: crate::node::now_ms(),
         };
         if let Some(db) = &self.db {
             let value = serde_json::to_vec(&stored).map_err(|e| e.to_string())?;
