@@ -12,6 +12,7 @@ pub mod managed;
 pub mod metrics;
 pub mod migrate;
 pub mod netlock;
+pub mod node;
 pub mod proc;
 pub mod ptrace;
 pub mod relay;

@@ -17,13 +17,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ferry_agent::migrate::negotiate;
+use ferry_agent::migrate::{negotiate, version};
 use ferry_agent::transport::{Connector, TlsMaterial};
 use ferry_proto::v1::peer_client::PeerClient;
 use ferry_proto::v1::transfer_chunk::Part;
 use ferry_proto::v1::{
-    FileAnswer, FileCheck, FileVerdict, MigrationRef, NegotiateRequest, RelayFrame, SinkChunk,
-    TransferChunk, TransferHeader,
+    FileAnswer, FileCheck, FileVerdict, MigrationRef, NegotiateRequest, ProtocolVersion,
+    RelayFrame, SinkChunk, TransferChunk, TransferHeader,
 };
 use ferry_tests::{TempDir, ferry_bin, kill_and_reap, require_root};
 use nix::sys::signal::{Signal, kill};
@@ -570,6 +570,10 @@ fn negotiation(id: &str, files: Vec<FileCheck>) -> NegotiateRequest {
         xsave_features: negotiate::xsave_features(),
         vdso_sha256: negotiate::vdso_sha256(),
         files,
+        protocol: Some(ProtocolVersion {
+            major: version::PROTOCOL.major,
+            minor: version::PROTOCOL.minor,
+        }),
     }
 }
 
@@ -696,6 +700,36 @@ fn peer_api_admits_only_listed_peers() -> Result<()> {
             .await?
             .into_inner();
         assert!(reply.problems.is_empty(), "{reply:?}");
+        assert_eq!(
+            reply.protocol.as_ref().map(|v| (v.major, v.minor)),
+            Some((version::PROTOCOL.major, version::PROTOCOL.minor)),
+            "the destination announces its protocol version"
+        );
+        // The compatibility rule: another major version, or none (an agent from before the
+        // version), is refused by name; another minor version is not.
+        for (id, theirs, refusal) in [
+            ("v-1", None, Some("beta runs an older ferryd")),
+            (
+                "v-2",
+                Some((version::PROTOCOL.major + 1, 0)),
+                Some("beta speaks migration protocol 2.0"),
+            ),
+            ("v-3", Some((version::PROTOCOL.major, 7)), None),
+        ] {
+            let mut req = negotiation(id, Vec::new());
+            req.protocol = theirs.map(|(major, minor)| ProtocolVersion { major, minor });
+            let reply = beta.negotiate(req).await?.into_inner();
+            match refusal {
+                Some(text) => assert!(
+                    reply
+                        .problems
+                        .first()
+                        .is_some_and(|p| p.contains(text) && p.contains("same major version")),
+                    "{id}: {reply:?}"
+                ),
+                None => assert!(reply.problems.is_empty(), "{id}: {reply:?}"),
+            }
+        }
         assert_eq!(
             reply.files,
             vec![

@@ -552,6 +552,48 @@ fn fault_corrupt_chunk() {
     record_state(&hosts, 2, "aborted");
 }
 
+/// The protocol version in the negotiation: a destination announcing another major version,
+/// or none (an agent from before the version), is refused by name before anything is frozen;
+/// the process runs on here, once, and the destination's agent keeps serving.
+#[test]
+fn protocol_version_mismatch_refused() {
+    let Some((ctx, mut hosts)) = up("migrate-protocol-version") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 16, &[]);
+    for (fault, refusal) in [
+        (
+            "protocol-version-next",
+            "h2 speaks migration protocol 2.0, this agent 1.0",
+        ),
+        (
+            "protocol-version-none",
+            "h2 runs an older ferryd that announces no migration protocol version",
+        ),
+    ] {
+        let o = with_fault(&mut hosts, 2, fault, &v);
+        assert!(!o.status.success(), "{fault}: migrated: {}", text(&o));
+        assert!(text(&o).contains(refusal), "{fault}: {}", text(&o));
+        assert!(
+            text(&o).contains("same major version"),
+            "{fault}: {}",
+            text(&o)
+        );
+        exactly_once(&hosts, &v, 1, v.pid);
+        last_record_state(&hosts, 1, "aborted");
+        // The destination recorded nothing and still answers.
+        assert!(
+            records(&hosts, 2).is_empty(),
+            "{fault}: {:?}",
+            records(&hosts, 2)
+        );
+    }
+    // Both agents of this version again: the migration goes through.
+    restart_clean(&mut hosts, 2);
+    let o = migrate(&hosts, &v, &["--stop-and-copy"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 #[test]
 fn fault_restore_fails() {
     let Some((ctx, mut hosts)) = up("migrate-fault-restore") else {

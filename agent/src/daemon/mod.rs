@@ -5,7 +5,6 @@
 //! systemd it is ready (and keep its watchdog fed), serve until asked to stop, then stop
 //! gracefully.
 
-pub mod config;
 pub mod local;
 pub mod peer;
 
@@ -24,51 +23,13 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-pub use config::Config;
+pub use crate::node::{Config, Node, NodeRef, config};
 
 use crate::transport::local::{BindLocalError, bind_local};
-use crate::transport::{self, Connector, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, TlsMaterial};
+use crate::transport::{self, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, TlsMaterial};
 
 /// How long a stopping agent waits for open calls to finish before it exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Everything one running agent shares between its services.
-#[derive(Debug)]
-pub struct Node {
-    /// The configuration it was started with.
-    pub config: Config,
-    /// Connections to the other agents, by name.
-    pub peers: crate::transport::Connector,
-    /// The migration records (embedded transactional store).
-    pub store: crate::migrate::records::Store,
-    /// Copies restored on this host and held stopped until their origin commits.
-    pub copies: crate::migrate::dest::Copies,
-    /// Relays between stubs on this host and processes elsewhere, and the reverse.
-    pub relays: crate::relay::Registry,
-    /// Managed processes (`ferry run`, `ps` ...): those of this host, and those it hosts.
-    pub managed: crate::managed::Managed,
-    /// Web page logins: token hashes and sessions.
-    pub web: crate::web::Auth,
-}
-
-/// A shared handle to the node.
-pub type NodeRef = Arc<Node>;
-
-impl Node {
-    /// The node for `config`, dialing peers with `tls`.
-    pub fn new(config: Config, tls: TlsMaterial) -> Self {
-        let peers = Connector::new(tls, config.peers.clone());
-        Self {
-            config,
-            peers,
-            store: Default::default(),
-            copies: Default::default(),
-            relays: Default::default(),
-            managed: Default::default(),
-            web: Default::default(),
-        }
-    }
-}
 
 /// `serve` failed.
 #[derive(Debug, thiserror::Error)]
@@ -189,10 +150,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
     let mut node = Node::new(config, tls);
     node.store = crate::migrate::records::Store::open_default()?;
-    node.managed = crate::managed::Managed::open(&crate::migrate::records::state_dir())?;
-    node.web = crate::web::Auth::open(&crate::migrate::records::state_dir())?;
+    node.managed = crate::managed::Managed::open(&crate::node::state_dir())?;
+    node.web = crate::web::Auth::open(&crate::node::state_dir())?;
     node.relays
-        .keep_ledgers_in(crate::migrate::records::state_dir().join("ledgers"));
+        .keep_ledgers_in(crate::node::state_dir().join("ledgers"));
     let node: NodeRef = Arc::new(node);
     let web_task = match (node.config.web_addr(), web_tls) {
         (Some(web), Some(web_tls)) => Some(crate::web::start(node.clone(), web, web_tls).await?),

@@ -16,8 +16,8 @@ use ferry_proto::v1::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
-use super::NodeRef;
 use crate::migrate::dest;
+use crate::node::NodeRef;
 use crate::transport::peer_name;
 
 /// The `Peer` service.

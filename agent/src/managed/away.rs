@@ -5,7 +5,7 @@
 
 use ferry_proto::v1::ManagedProcess;
 
-use crate::daemon::NodeRef;
+use crate::node::NodeRef;
 
 /// The status `ps` shows for a live process: `frozen (client away)` when it is stopped and
 /// its host's relay stopped it, `frozen` when it is stopped otherwise, else `running` (also

@@ -7,7 +7,7 @@ use ferry_proto::v1::peer_client::PeerClient;
 use ferry_proto::v1::{Limits, LoadReply, LoadRequest, ProcStat};
 
 use super::Managed;
-use crate::daemon::NodeRef;
+use crate::node::NodeRef;
 
 /// How long a peer's `Load` answer is used before it is asked again.
 pub const LOAD_TTL: Duration = Duration::from_secs(3);

@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::{Entry, cgroup, load, output};
-use crate::daemon::NodeRef;
-use crate::migrate::records::now_ms;
+use crate::node::NodeRef;
+use crate::node::now_ms;
 use crate::transport::PeerCred;
 
 /// How long a peer may take to answer a `ps`.
@@ -72,7 +72,7 @@ pub fn register(
     caller: PeerCred,
     req: RegisterRequest,
 ) -> Result<ManagedProcess, Status> {
-    crate::daemon::local::authorize_migrate(caller, req.pid)?;
+    crate::node::authorize_migrate(caller, req.pid)?;
     let limits = req.limits.unwrap_or_default();
     check_limits(&limits)?;
     let stat = super::proc_stat(req.pid)

@@ -24,8 +24,8 @@ use ferry_proto::v1::{Limits, LoadReply};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::NodeRef;
-use crate::migrate::records::now_ms;
+use crate::node::NodeRef;
+use crate::node::now_ms;
 
 const MANAGED: TableDefinition<&str, &[u8]> = TableDefinition::new("managed");
 /// Processes of peers hosted here, by id (JSON of [`StoredHosted`]).

@@ -32,7 +32,7 @@ pub fn cap() -> u64 {
 
 /// The output file of managed process `id`.
 pub fn path(id: &str) -> PathBuf {
-    crate::migrate::records::state_dir()
+    crate::node::state_dir()
         .join("output")
         .join(format!("{id}.log"))
 }
@@ -121,7 +121,7 @@ pub fn read(id: &str, pos: u64, max: usize) -> std::io::Result<Piece> {
 /// Copies everything read from `pipe` to the end of `file` until the pipe's end (every writer
 /// closed it: the process, and after a migration its stub and the relay), then marks the
 /// entry drained. On a thread of its own (blocking reads).
-pub fn drain(node: crate::daemon::NodeRef, id: String, pipe: std::os::fd::OwnedFd, file: File) {
+pub fn drain(node: crate::node::NodeRef, id: String, pipe: std::os::fd::OwnedFd, file: File) {
     use std::io::Write;
     std::thread::spawn(move || {
         let mut pipe = File::from(pipe);

@@ -10,7 +10,7 @@ use ferry_proto::v1::{
 use tonic::Status;
 
 use super::{Hosted, cgroup, load};
-use crate::daemon::NodeRef;
+use crate::node::NodeRef;
 
 /// `Load`.
 pub async fn load(node: &NodeRef) -> LoadReply {

@@ -17,10 +17,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::{Status, Streaming};
 
-use super::records::{is_final, state_dir};
+use super::state::{DestState, OriginState, Role, is_dest};
 use super::{chain, fault, negotiate, start_time};
-use crate::daemon::NodeRef;
 use crate::image::ImageReader;
+use crate::node::NodeRef;
+use crate::node::state_dir;
 use crate::relay::dest::Endpoints;
 use crate::restore::{PidNsMode, RestoreError, RestoreOptions};
 use crate::state::{FdKind, FileRef, ProcessState, VmaKind};
@@ -120,9 +121,11 @@ pub async fn negotiate(
             "migration {id} is being negotiated by another peer"
         )));
     }
-    let (reply, same) = tokio::task::spawn_blocking(move || negotiate::check(&req))
+    let theirs = req.protocol;
+    let (mut reply, same) = tokio::task::spawn_blocking(move || negotiate::check(&req))
         .await
         .map_err(|e| Status::internal(format!("negotiation: {e}")))?;
+    super::version::answer(peer, theirs.as_ref(), &mut reply);
     tracing::info!(
         migration = %id, %peer,
         problems = reply.problems.len(),
@@ -637,13 +640,13 @@ async fn transfer_task(
     }
     let mut rec = MigrationRecord {
         migration_id: id.clone(),
-        role: "destination".into(),
+        role: Role::Destination.as_str().into(),
         peer: peer.to_string(),
         remote_pid: header.origin_pid,
         ..Default::default()
     };
     node.store
-        .set(&mut rec, "receiving", "image arriving")
+        .set(&mut rec, DestState::Receiving, "image arriving")
         .map_err(store_err)?;
     // Only the caller's own negotiation counts (another peer's stays for that peer).
     let same = {
@@ -671,10 +674,11 @@ async fn transfer_task(
             rec.start_time = start;
             rec.keep_stopped = keep_stopped;
             rec.members = super::tree::record_members(&members);
-            if let Err(e) = node
-                .store
-                .set(&mut rec, "prepared", "copy stopped, waiting for commit")
-            {
+            if let Err(e) = node.store.set(
+                &mut rec,
+                DestState::Prepared,
+                "copy stopped, waiting for commit",
+            ) {
                 super::tree::kill_members(node, &id, &rec.members);
                 kill_copy(pid, start);
                 return Err(store_err(e));
@@ -720,7 +724,7 @@ async fn transfer_task(
             let _ = std::fs::remove_dir_all(&dir);
             let _ = node.store.set(
                 &mut rec,
-                "aborted",
+                DestState::Aborted,
                 "aborted by the origin during the transfer",
             );
             Err(Status::aborted("aborted by the origin"))
@@ -728,7 +732,7 @@ async fn transfer_task(
         Err(why) => {
             let _ = std::fs::remove_dir_all(&dir);
             tracing::warn!(migration = %id, %why, "transfer failed");
-            let _ = node.store.set(&mut rec, "aborted", why.clone());
+            let _ = node.store.set(&mut rec, DestState::Aborted, why.clone());
             Err(Status::aborted(format!(
                 "restore on the destination failed: {why}"
             )))
@@ -883,13 +887,13 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
     let Some((pid, _)) = copy_of(rec) else {
         let _ = node.store.set(
             rec,
-            "aborted",
+            DestState::Aborted,
             "the held copy is gone (killed from outside?)",
         );
         return Err(Status::failed_precondition("the held copy is gone"));
     };
     node.store
-        .set(rec, "committed", "resuming the copy")
+        .set(rec, DestState::Committed, "resuming the copy")
         .map_err(store_err)?;
     // The members of a tree first, deepest first.
     super::tree::cont_members(&rec.members);
@@ -901,7 +905,7 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
     }
     lock(&node.copies.held).remove(&rec.migration_id);
     node.store
-        .set(rec, "done", format!("running as pid {pid}"))
+        .set(rec, DestState::Done, format!("running as pid {pid}"))
         .map_err(store_err)?;
     tracing::info!(migration = %rec.migration_id, pid, "copy running");
     // A copy whose relay endpoints are held is reaped by the relay registry (its exit
@@ -954,7 +958,7 @@ fn watch_end(
         // `committed` is on its way to `done` (a copy may end as soon as it runs).
         for _ in 0..100 {
             match node.store.get(&id) {
-                Ok(Some(r)) if r.state == "committed" => {
+                Ok(Some(r)) if is_dest(&r, DestState::Committed) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 _ => break,
@@ -969,7 +973,14 @@ fn watch_end(
 /// while held) is the business of the abort.
 fn copy_ended(node: &NodeRef, id: &str, status: Option<&ExitStatus>) {
     let mut rec = match node.store.get(id) {
-        Ok(Some(r)) if matches!(r.state.as_str(), "committed" | "done") => r,
+        Ok(Some(r))
+            if matches!(
+                DestState::of(&r),
+                Some(DestState::Committed | DestState::Done)
+            ) =>
+        {
+            r
+        }
         Ok(_) => return,
         Err(e) => {
             tracing::warn!(migration = %id, error = %chain(&e), "read the record");
@@ -1005,7 +1016,9 @@ pub(crate) fn abort_local(
     lock(&node.copies.held).remove(&rec.migration_id);
     drop(node.relays.take_dest(&rec.migration_id));
     let _ = std::fs::remove_dir_all(shipped_dir(&rec.migration_id));
-    node.store.set(rec, "aborted", why).map_err(store_err)?;
+    node.store
+        .set(rec, DestState::Aborted, why)
+        .map_err(store_err)?;
     tracing::info!(migration = %rec.migration_id, %why, "copy discarded");
     Ok(())
 }
@@ -1013,9 +1026,9 @@ pub(crate) fn abort_local(
 fn own_record(node: &NodeRef, peer: &str, id: &str) -> Result<Option<MigrationRecord>, Status> {
     let rec = node.store.get(id).map_err(store_err)?;
     match rec {
-        Some(r) if r.role != "destination" || r.peer != peer => Err(Status::permission_denied(
-            format!("migration {id} is not one of {peer}'s"),
-        )),
+        Some(r) if Role::of(&r) != Role::Destination || r.peer != peer => Err(
+            Status::permission_denied(format!("migration {id} is not one of {peer}'s")),
+        ),
         r => Ok(r),
     }
 }
@@ -1033,16 +1046,18 @@ pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<Commi
         tracing::error!(migration = %rec.migration_id, "FERRY_FAULT dest-exit-at-commit: exiting");
         std::process::exit(70);
     }
-    match rec.state.as_str() {
-        "done" | "ended" => Ok(CommitReply {}),
-        "prepared" | "committed" => commit_local(node, &mut rec).map(|()| CommitReply {}),
-        "aborted" => Err(Status::failed_precondition(format!(
+    match DestState::of(&rec) {
+        Some(DestState::Done | DestState::Ended) => Ok(CommitReply {}),
+        Some(DestState::Prepared | DestState::Committed) => {
+            commit_local(node, &mut rec).map(|()| CommitReply {})
+        }
+        Some(DestState::Aborted) => Err(Status::failed_precondition(format!(
             "migration {} was aborted: {}",
             rec.migration_id, rec.detail
         ))),
-        s => Err(Status::failed_precondition(format!(
-            "migration {} is {s}, not prepared",
-            rec.migration_id
+        Some(DestState::Receiving) | None => Err(Status::failed_precondition(format!(
+            "migration {} is {}, not prepared",
+            rec.migration_id, rec.state
         ))),
     }
 }
@@ -1060,16 +1075,18 @@ pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortR
         }
         return Ok(AbortReply {});
     };
-    match rec.state.as_str() {
-        "aborted" => Ok(AbortReply {}),
-        "receiving" => {
+    match DestState::of(&rec) {
+        Some(DestState::Aborted) => Ok(AbortReply {}),
+        Some(DestState::Receiving) => {
             lock(&node.copies.aborted).insert(rec.migration_id.clone());
             Ok(AbortReply {})
         }
-        "prepared" => abort_local(node, &mut rec, "aborted by the origin").map(|()| AbortReply {}),
-        s => Err(Status::failed_precondition(format!(
-            "migration {} is {s}: the copy runs and is the only one",
-            rec.migration_id
+        Some(DestState::Prepared) => {
+            abort_local(node, &mut rec, "aborted by the origin").map(|()| AbortReply {})
+        }
+        _ => Err(Status::failed_precondition(format!(
+            "migration {} is {}: the copy runs and is the only one",
+            rec.migration_id, rec.state
         ))),
     }
 }
@@ -1102,20 +1119,21 @@ pub(crate) async fn resolve_prepared(node: NodeRef, id: String) {
         let Ok(Some(mut rec)) = node.store.get(&id) else {
             return;
         };
-        if rec.state != "prepared" && rec.state != "committed" {
+        let state = DestState::of(&rec);
+        if !matches!(state, Some(DestState::Prepared | DestState::Committed)) {
             return;
         }
-        if rec.state == "committed" {
+        if state == Some(DestState::Committed) {
             let _ = commit_local(&node, &mut rec);
             return;
         }
         match ask(&node, &rec.peer, &id).await {
-            Ok(Some(origin)) => match origin.state.as_str() {
-                "committed" | "done" | "ended" => {
+            Ok(Some(origin)) => match OriginState::of(&origin) {
+                Some(OriginState::Committed | OriginState::Done | OriginState::Ended) => {
                     let _ = commit_local(&node, &mut rec);
                     return;
                 }
-                "aborted" => {
+                Some(OriginState::Aborted) => {
                     let _ = abort_local(
                         &node,
                         &mut rec,
@@ -1123,7 +1141,9 @@ pub(crate) async fn resolve_prepared(node: NodeRef, id: String) {
                     );
                     return;
                 }
-                s => tracing::info!(migration = %id, origin = s, "copy held, origin undecided"),
+                _ => {
+                    tracing::info!(migration = %id, origin = %origin.state, "copy held, origin undecided")
+                }
             },
             Ok(None) => {
                 let _ = abort_local(&node, &mut rec, "the origin has no record of it");
@@ -1153,28 +1173,28 @@ async fn ask(node: &NodeRef, peer: &str, id: &str) -> Result<Option<MigrationRec
 
 /// On start: resolve what this agent held as a destination.
 pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
-    match rec.state.as_str() {
+    match DestState::of(&rec) {
         // The half-built task died with us (PTRACE_O_EXITKILL).
-        "receiving" => {
+        Some(DestState::Receiving) => {
             let _ = std::fs::remove_dir_all(shipped_dir(&rec.migration_id));
             let _ = node.store.set(
                 &mut rec,
-                "aborted",
+                DestState::Aborted,
                 "the agent stopped while the image arrived; the half-built copy died with it",
             );
         }
-        "prepared" => {
+        Some(DestState::Prepared) => {
             if let Some((pid, start_time)) = copy_of(&rec) {
                 lock(&node.copies.held).insert(rec.migration_id.clone(), Held { pid, start_time });
             }
             resolve_prepared(node, rec.migration_id).await;
         }
-        "committed" => {
+        Some(DestState::Committed) => {
             let _ = commit_local(&node, &mut rec);
         }
-        s if !is_final(s) => {
-            tracing::warn!(migration = %rec.migration_id, state = s, "unknown state")
+        None => {
+            tracing::warn!(migration = %rec.migration_id, state = %rec.state, "unknown state")
         }
-        _ => {}
+        Some(_) => {}
     }
 }

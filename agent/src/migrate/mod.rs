@@ -3,20 +3,27 @@
 //!
 //! - [`origin::migrate`]: the origin's side, driven by the local API.
 //! - [`dest`]: the destination's answers to the peer API.
+//! - [`state`]: the states of each side; [`error`]: the errors of each phase, turned into a
+//!   gRPC status in one place; [`version`]: the protocol version and its rule.
 //! - [`records`]: what both remember, durably, before each step.
 //! - [`resolve`]: what a restarted agent does with the migrations it took part in.
 //! - `tree`: `--tree`, a process with all its descendants (both sides).
 
 pub mod dest;
+pub mod error;
 pub mod live;
 pub mod negotiate;
 pub mod origin;
 pub mod records;
+pub mod state;
 mod tree;
+pub mod version;
 
 use std::sync::OnceLock;
 
-use crate::daemon::NodeRef;
+use state::{OriginState, Role, State};
+
+use crate::node::NodeRef;
 
 /// An error and its causes, outermost first, on one line.
 pub use crate::transport::error_chain as chain;
@@ -32,7 +39,8 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// The faults: `dest-exit-mid-stream`, `corrupt-chunk`, `restore-fail`,
 /// `origin-exit-after-commit`, `origin-exit-before-commit`, `pause-mid-stream`,
 /// `pause-before-freeze`, `restore-late-madvise` (any restore, see
-/// `restore::mm::late_madvise_fault`).
+/// `restore::mm::late_madvise_fault`), `protocol-version-next`, `protocol-version-none` (see
+/// [`version::announced`]).
 pub fn fault(name: &str) -> bool {
     static FAULTS: OnceLock<Vec<String>> = OnceLock::new();
     FAULTS
@@ -48,8 +56,8 @@ pub fn fault(name: &str) -> bool {
         .any(|f| f == name)
 }
 
-/// On agent start: resolves every migration left unfinished by a previous run (rule 3 of
-/// docs/migration.md), in the background, retrying until the peers answer.
+/// On agent start: resolves every migration left unfinished by a previous run
+/// (docs/migration.md, "Records"), in the background, retrying until the peers answer.
 pub fn resolve(node: NodeRef) {
     let records = match node.store.list() {
         Ok(r) => r,
@@ -59,18 +67,22 @@ pub fn resolve(node: NodeRef) {
         }
     };
     for rec in records {
-        if records::is_final(&rec.state) {
-            if rec.role != "destination" && rec.state == "done" {
+        let state = State::of(&rec);
+        if state.is_some_and(State::is_final) {
+            if state == Some(State::Origin(OriginState::Done)) {
                 origin::resume_relay(node.clone(), &rec);
             }
             continue;
         }
         tracing::info!(migration = %rec.migration_id, role = %rec.role, state = %rec.state, "resolving");
         let node = node.clone();
-        if rec.role == "destination" {
-            tokio::spawn(dest::resolve_record(node, rec));
-        } else {
-            tokio::spawn(origin::resolve_record(node, rec));
+        match Role::of(&rec) {
+            Role::Destination => {
+                tokio::spawn(dest::resolve_record(node, rec));
+            }
+            Role::Origin => {
+                tokio::spawn(origin::resolve_record(node, rec));
+            }
         }
     }
 }

@@ -8,22 +8,17 @@
 //! `execve` and removed when the relay ended.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_proto::v1::{ExitStatus, MigrationRecord, RelayEndpoint, TransferHeader};
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+pub use crate::node::{now_ms, state_dir};
+
+use super::state::{DestState, OriginState, Role, State};
+
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("migrations");
 const RELAYS: TableDefinition<&str, &[u8]> = TableDefinition::new("relays");
-
-/// The directory of the agent's state: `$FERRY_STATE_DIR`, default `/var/lib/ferry`.
-pub fn state_dir() -> PathBuf {
-    match std::env::var_os("FERRY_STATE_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from("/var/lib/ferry"),
-    }
-}
 
 /// Why the records store failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,13 +57,6 @@ fn db<E: Into<redb::Error>>(step: &'static str) -> impl FnOnce(E) -> RecordsErro
         step,
         source: Box::new(e.into()),
     }
-}
-
-/// Milliseconds since the epoch, for the records' timestamps.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The store.
@@ -184,14 +172,25 @@ impl Store {
         w.commit().map_err(db("commit"))
     }
 
-    /// Sets the state (and detail) of `rec` and writes it (durably unless [`lazy`]).
+    /// Sets the state (typed and as text, with its role) and the detail of `rec` and writes
+    /// it (durably unless [`lazy`]).
     pub fn set(
         &self,
         rec: &mut MigrationRecord,
-        state: &str,
+        state: impl Into<State>,
         detail: impl Into<String>,
     ) -> Result<(), RecordsError> {
-        rec.state = state.to_string();
+        state.into().write(rec);
+        rec.detail = detail.into();
+        self.put(rec)
+    }
+
+    /// Sets only the detail of `rec` (its state stays) and writes it.
+    pub fn set_detail(
+        &self,
+        rec: &mut MigrationRecord,
+        detail: impl Into<String>,
+    ) -> Result<(), RecordsError> {
         rec.detail = detail.into();
         self.put(rec)
     }
@@ -232,9 +231,9 @@ impl Store {
 
 /// Whether a record's state is final (`done` is final for the migration; the process it
 /// moved may still end later: `ended`; `lost`: on the origin, after `done`, the copy could
-/// not be relayed any more and the stub was ended).
-pub fn is_final(state: &str) -> bool {
-    matches!(state, "done" | "ended" | "aborted" | "lost")
+/// not be relayed any more and the stub was ended). A state this agent does not know is not.
+pub fn is_final(rec: &MigrationRecord) -> bool {
+    State::of(rec).is_some_and(State::is_final)
 }
 
 /// How an exit status reads in a record's detail.
@@ -263,7 +262,7 @@ impl Store {
         rec.exit_code = status.map_or(0, |s| s.code);
         rec.exit_signal = status.map_or(0, |s| s.signal);
         let text = format!("the process ended {where_}: {}", exit_text(status));
-        self.set(rec, "ended", text)
+        self.set(rec, State::ended(Role::of(rec)), text)
     }
 }
 
@@ -277,8 +276,12 @@ impl Store {
 /// (before the origin may destroy its original) and origin `committing` (before the execve)
 /// — are always durable.
 fn lazy(rec: &MigrationRecord) -> bool {
+    use {DestState as D, OriginState as O};
     matches!(
-        (rec.role.as_str(), rec.state.as_str()),
-        ("origin", "frozen" | "prepared" | "committed") | ("destination", "committed" | "done")
+        State::of(rec),
+        Some(
+            State::Origin(O::Frozen | O::Prepared | O::Committed)
+                | State::Destination(D::Committed | D::Done)
+        )
     )
 }

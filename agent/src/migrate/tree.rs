@@ -25,9 +25,9 @@ use nix::unistd::Pid;
 
 use super::origin::{Cmd, Ev, TracerJob, is_stub, now_us};
 use super::{chain, fault, negotiate, start_time};
-use crate::daemon::NodeRef;
 use crate::dump::{self, DumpOptions};
 use crate::image::ImageReader;
+use crate::node::NodeRef;
 use crate::relay::dest::Endpoints;
 use crate::relay::origin::{Plan, become_stub_of};
 use crate::relay::{member_id, stub_path};
@@ -147,7 +147,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
     if let Some(caller) = as_user {
         for i in 0..n {
             let p = host_pid(&held, i);
-            let refused = match crate::daemon::local::authorize_migrate(caller, p) {
+            let refused = match crate::node::authorize_migrate(caller, p) {
                 Err(s) => Some(s.message().to_string()),
                 Ok(()) if held.tree.processes[i].attrs.dumpable != 1 => Some(format!(
                     "permission denied: process {p} of the tree is not dumpable"

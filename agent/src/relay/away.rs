@@ -297,7 +297,7 @@ fn watch(
 /// The directory of the checkpoints of copies frozen for their client:
 /// `$FERRY_STATE_DIR/away`.
 pub fn checkpoint_dir() -> PathBuf {
-    crate::migrate::records::state_dir().join("away")
+    crate::node::state_dir().join("away")
 }
 
 /// Where the checkpoint of the copy of relay `id` is kept while it is frozen:

@@ -20,7 +20,7 @@ use tonic::{Status, Streaming};
 use super::ledger::Ledger;
 use super::pump::{EndBy, Io, Out, Pumps, Serve, Stop, frame, set_nonblocking};
 use super::{Kind, RelayError};
-use crate::daemon::Node;
+use crate::node::Node;
 use crate::sys;
 
 /// One local endpoint: what the process gets, and ferryd's end of it.

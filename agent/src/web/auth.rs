@@ -120,7 +120,7 @@ impl Auth {
                 }
             }
             // The sessions a previous run made that have not ended.
-            let now_ms = crate::migrate::records::now_ms();
+            let now_ms = crate::node::now_ms();
             let t = r.open_table(SESSIONS).map_err(|e| err(e.to_string()))?;
             for item in t.iter().map_err(|e| err(e.to_string()))? {
                 let (k, v) = item.map_err(|e| err(e.to_string()))?;
@@ -160,7 +160,7 @@ impl Auth {
     fn store_sessions(&self) {
         let Some(db) = &self.db else { return };
         let now = Instant::now();
-        let now_ms = crate::migrate::records::now_ms();
+        let now_ms = crate::node::now_ms();
         let live: Vec<(Vec<u8>, Vec<u8>)> = self
             .sessions
             .lock()
@@ -202,7 +202,7 @@ impl Auth {
             sha256: hex(digest(&SHA256, token.as_bytes()).as_ref()),
             uid: user.uid,
             gid: user.gid,
-            created_unix_ms: crate::migrate::records::now_ms(),
+            created_unix_ms: crate::node::now_ms(),
         };
         if let Some(db) = &self.db {
             let value = serde_json::to_vec(&stored).map_err(|e| e.to_string())?;

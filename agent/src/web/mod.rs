@@ -32,7 +32,7 @@ use ferry_proto::v1::{KillRequest, OffloadRequest};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::daemon::NodeRef;
+use crate::node::NodeRef;
 use crate::transport::PeerCred;
 
 pub use auth::Auth;

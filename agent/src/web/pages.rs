@@ -6,9 +6,9 @@ use ferry_proto::v1::{LoadReply, ManagedProcess, MigrationRecord};
 
 use super::auth::Session;
 use super::table;
-use crate::daemon::NodeRef;
 use crate::managed::load;
 use crate::metrics::ManagedCounts;
+use crate::node::NodeRef;
 
 /// The page's only script: reloads the list every 15 s unless a form field has the focus.
 pub const SCRIPT: &str = r#""use strict";
@@ -242,7 +242,7 @@ fn migrations(p: &mut String, records: &[MigrationRecord]) {
         } else {
             "-".into()
         };
-        let ago = crate::migrate::records::now_ms().saturating_sub(r.started_unix_ms) / 1000;
+        let ago = crate::node::now_ms().saturating_sub(r.started_unix_ms) / 1000;
         let _ = writeln!(
             p,
             "<tr data-migration=\"{0}\"><td>{0}</td><td>{1}</td><td>{2}</td><td>{3}</td>\
