@@ -365,19 +365,27 @@ fn tracer(job: TracerJob) {
         }
     }
     match cmds.recv() {
-        Ok(Cmd::Commit) => match become_stub(&held, &plan, &id, &socket) {
-            Ok(()) => {
-                if let Err(e) = held.detach_as_is() {
-                    tracing::warn!(migration = %id, error = %chain(&e), "detach the stub");
+        Ok(Cmd::Commit) => {
+            // A second user of the old memory, so that the execve does not free it.
+            let keeper = super::keepmm::spawn_or_warn(&held, &id);
+            match become_stub(&held, &plan, &id, &socket) {
+                Ok(()) => {
+                    if let Err(e) = held.detach_as_is() {
+                        tracing::warn!(migration = %id, error = %chain(&e), "detach the stub");
+                    }
+                    let _ = events.send(Ev::Stubbed(plan));
+                    // The old memory is freed once the copy runs (then the tracking ends).
+                    super::keepmm::hold(keeper, &id);
+                    drop(pre.take());
                 }
-                let _ = events.send(Ev::Stubbed(plan));
+                Err(e) => {
+                    super::keepmm::abandon(keeper, &held);
+                    let _ = held.thaw();
+                    drop(pre.take());
+                    let _ = events.send(Ev::StubFailed(chain(&e)));
+                }
             }
-            Err(e) => {
-                let _ = held.thaw();
-                drop(pre.take());
-                let _ = events.send(Ev::StubFailed(chain(&e)));
-            }
-        },
+        }
         // Told to, or the migration was dropped (the agent is going away): give it back.
         Ok(Cmd::Thaw | Cmd::Freeze) | Err(_) => {
             let _ = held.thaw();
@@ -986,12 +994,13 @@ impl Origin {
         }
         // Past the commit point: the copy is the only one. Never abort now; Commit until
         // the destination acknowledges.
-        commit_remote(&self.node, &mut client, &id, &to)
-            .await
-            .map_err(|why| {
-                let _ = self.record("aborted", why.clone());
-                Status::data_loss(why)
-            })?;
+        let committed = commit_remote(&self.node, &mut client, &id, &to).await;
+        // The copy runs (or never will): the original's old memory can be freed.
+        super::keepmm::release(&id);
+        committed.map_err(|why| {
+            let _ = self.record("aborted", why.clone());
+            Status::data_loss(why)
+        })?;
         let frozen = since.elapsed();
         self.rec.frozen_end_unix_us = now_us();
         self.record("committed", format!("running on {to} as pid {}", reply.pid))?;
