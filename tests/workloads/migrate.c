@@ -2,7 +2,7 @@
  * optionally a mapped file (a library of its own, say) whose contents it checks.
  *
  *   migrate STATEDIR MIB [--times] [--map PATH] [--child] [--fork-on-usr2] [--write MBPS]
- *           [--drop]
+ *           [--drop] [--move]
  *
  * With --child it forks a child at start, with --fork-on-usr2 one on each SIGUSR2 (each named
  * "migrate-child", sleeping, killed when the victim ends) and appends "forked pid=C".
@@ -14,8 +14,9 @@
  * against the number of writes (any page or generation lost or stale shows).
  * With --drop (and --write) it also drops pages the kernel then gives back as zeroes, behind
  * the writer: every 10 ms one page with MADV_DONTNEED (every other one read again at once,
- * which maps the zero page there), and every 50 ms moves 16 pages away and back with mremap;
- * the check wants a dropped page zero until the writer writes it again.
+ * which maps the zero page there); the check wants a dropped page zero until the writer
+ * writes it again. With --move (and --write) every 50 ms it moves 16 pages away and back
+ * with mremap.
  * On SIGUSR1 it verifies itself and appends to the status file:
  *   ok pid=P counter=N sum=S
  * or BAD followed by what is wrong.
@@ -65,7 +66,7 @@ static size_t npages;
 static uint64_t writes;
 static size_t cursor;
 static double owed;
-static int drop;
+static int drop, move;
 static unsigned char *zeroed;
 
 static void fill_page(size_t p)
@@ -104,15 +105,15 @@ static void write_some(void)
 	}
 }
 
-/* --drop: a page dropped (and maybe read again as the zero page) every 10 ms, 16 pages moved
- * away and back every 50 ms, half the buffer behind the writer. */
+/* --drop: a page dropped (and maybe read again as the zero page) every 10 ms, half the buffer
+ * behind the writer; --move: 16 pages moved away and back every 50 ms. */
 static void drop_some(unsigned long tick)
 {
 	static size_t dcursor;
 	static char *spare;
 	if (npages < 64)
 		return;
-	if (tick % 10 == 0) {
+	if (drop && tick % 10 == 0) {
 		size_t p = (cursor + npages / 2 + dcursor++) % npages;
 		if (madvise(big + p * 4096, 4096, MADV_DONTNEED))
 			fr_die("madvise");
@@ -122,7 +123,7 @@ static void drop_some(unsigned long tick)
 			(void)*r;
 		}
 	}
-	if (tick % 50 == 0) {
+	if (move && tick % 50 == 0) {
 		size_t p = (cursor + npages / 4) % (npages - 16);
 		if (!spare) {
 			spare = mmap(NULL, 16 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -196,6 +197,8 @@ int main(int argc, char **argv)
 			write_mbps = atof(argv[++i]);
 		if (!strcmp(argv[i], "--drop"))
 			drop = 1;
+		if (!strcmp(argv[i], "--move"))
+			move = 1;
 		if (!strcmp(argv[i], "--times")) {
 			times_fd = fr_open_in_dir("times", O_WRONLY | O_CREAT | O_APPEND, 0644);
 		} else if (!strcmp(argv[i], "--map") && i + 1 < argc) {
@@ -222,7 +225,7 @@ int main(int argc, char **argv)
 		gen = calloc(npages ? npages : 1, sizeof(*gen));
 		if (!gen)
 			fr_die("calloc");
-		if (drop && !(zeroed = calloc(npages ? npages : 1, 1)))
+		if ((drop || move) && !(zeroed = calloc(npages ? npages : 1, 1)))
 			fr_die("calloc");
 		for (size_t p = 0; p < npages; p++)
 			fill_page(p);
