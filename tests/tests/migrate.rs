@@ -297,6 +297,45 @@ fn live_migration_of_a_writer() {
     assert_eq!(record_state(&hosts, 1, "done")["role"], "origin");
 }
 
+/// Pages the kernel drops during the pre-copy rounds travel again: the victim drops pages
+/// behind its writer (`MADV_DONTNEED`, half of them read again as the zero page) without
+/// writing them; on the destination it finds every dropped page zero and every other one at
+/// its generation. On the origin,
+/// the helper that kept the old memory past the stub's `execve` is gone, reaped (the stub
+/// has no child left).
+#[test]
+fn live_migration_of_pages_the_kernel_dropped() {
+    let Some((ctx, hosts)) = up("migrate-live-dropped") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 64, &["--write", "20", "--drop"]);
+    // Some drops and moves before the migration, and more during the rounds.
+    sleep(Duration::from_millis(300));
+    check(&hosts, 1, &v, v.pid);
+    let o = migrate(&hosts, &v, &["--max-downtime", "1"]);
+    assert!(o.status.success(), "migrate: {}", text(&o));
+    let out = text(&o);
+    eprintln!("{out}");
+    assert!(out.contains("pre-copy round"), "not live: {out}");
+    let pid = remote_pid(&o);
+    exactly_once(&hosts, &v, 2, pid);
+    // Still right after it dropped more pages on the destination.
+    sleep(Duration::from_millis(200));
+    check(&hosts, 2, &v, pid);
+    let children = || {
+        hosts
+            .run_ok(
+                1,
+                &["cat", &format!("/proc/{}/task/{}/children", v.pid, v.pid)],
+            )
+            .unwrap_or_default()
+    };
+    wait_for("the stub to have no child", Duration::from_secs(20), || {
+        children().trim().is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}: the stub's children: {}", children()));
+}
+
 #[test]
 fn each_codec_works() {
     let Some((ctx, hosts)) = up("migrate-codecs") else {

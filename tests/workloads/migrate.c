@@ -2,6 +2,7 @@
  * optionally a mapped file (a library of its own, say) whose contents it checks.
  *
  *   migrate STATEDIR MIB [--times] [--map PATH] [--child] [--fork-on-usr2] [--write MBPS]
+ *           [--drop] [--move]
  *
  * With --child it forks a child at start, with --fork-on-usr2 one on each SIGUSR2 (each named
  * "migrate-child", sleeping, killed when the victim ends) and appends "forked pid=C".
@@ -11,6 +12,11 @@
  * load): page P holds a pattern of (P, its generation), generations kept in a separate array,
  * and the check verifies every page against its generation and the sum of generations
  * against the number of writes (any page or generation lost or stale shows).
+ * With --drop (and --write) it also drops pages the kernel then gives back as zeroes, behind
+ * the writer: every 10 ms one page with MADV_DONTNEED (every other one read again at once,
+ * which maps the zero page there); the check wants a dropped page zero until the writer
+ * writes it again. With --move (and --write) every 50 ms it moves 16 pages away and back
+ * with mremap.
  * On SIGUSR1 it verifies itself and appends to the status file:
  *   ok pid=P counter=N sum=S
  * or BAD followed by what is wrong.
@@ -60,6 +66,8 @@ static size_t npages;
 static uint64_t writes;
 static size_t cursor;
 static double owed;
+static int drop, move;
+static unsigned char *zeroed;
 
 static void fill_page(size_t p)
 {
@@ -76,7 +84,7 @@ static long bad_page(void)
 		const uint64_t *w = (const uint64_t *)(big + p * 4096);
 		uint64_t s = (p + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)gen[p] << 32);
 		for (int i = 0; i < 512; i++)
-			if (w[i] != s + (uint64_t)i * 0xC2B2AE3D27D4EB4Full)
+			if (w[i] != (zeroed && zeroed[p] ? 0 : s + (uint64_t)i * 0xC2B2AE3D27D4EB4Full))
 				return (long)p;
 	}
 	return -1;
@@ -91,7 +99,47 @@ static void write_some(void)
 		size_t p = cursor++ % npages;
 		gen[p]++;
 		fill_page(p);
+		if (zeroed)
+			zeroed[p] = 0;
 		writes++;
+	}
+}
+
+/* --drop: a page dropped (and maybe read again as the zero page) every 10 ms, half the buffer
+ * behind the writer; --move: 16 pages moved away and back every 50 ms. */
+static void drop_some(unsigned long tick)
+{
+	static size_t dcursor;
+	static char *spare;
+	if (npages < 64)
+		return;
+	if (drop && tick % 10 == 0) {
+		size_t p = (cursor + npages / 2 + dcursor++) % npages;
+		if (madvise(big + p * 4096, 4096, MADV_DONTNEED))
+			fr_die("madvise");
+		zeroed[p] = 1;
+		if (dcursor % 2) {
+			volatile const unsigned char *r = big + p * 4096;
+			(void)*r;
+		}
+	}
+	if (move && tick % 50 == 0) {
+		size_t p = (cursor + npages / 4) % (npages - 16);
+		if (!spare) {
+			spare = mmap(NULL, 16 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (spare == MAP_FAILED)
+				fr_die("mmap");
+		}
+		if (mremap(big + p * 4096, 16 * 4096, 16 * 4096, MREMAP_MAYMOVE | MREMAP_FIXED,
+			   spare) == MAP_FAILED ||
+		    mremap(spare, 16 * 4096, 16 * 4096, MREMAP_MAYMOVE | MREMAP_FIXED,
+			   big + p * 4096) == MAP_FAILED)
+			fr_die("mremap");
+		/* The spare range is free again: reserve it for the next time. */
+		spare = mmap(spare, 16 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+			     -1, 0);
+		if (spare == MAP_FAILED)
+			fr_die("mmap");
 	}
 }
 
@@ -147,6 +195,10 @@ int main(int argc, char **argv)
 			fr_install(SIGUSR2, on_usr2, SA_RESTART);
 		if (!strcmp(argv[i], "--write") && i + 1 < argc)
 			write_mbps = atof(argv[++i]);
+		if (!strcmp(argv[i], "--drop"))
+			drop = 1;
+		if (!strcmp(argv[i], "--move"))
+			move = 1;
 		if (!strcmp(argv[i], "--times")) {
 			times_fd = fr_open_in_dir("times", O_WRONLY | O_CREAT | O_APPEND, 0644);
 		} else if (!strcmp(argv[i], "--map") && i + 1 < argc) {
@@ -173,6 +225,8 @@ int main(int argc, char **argv)
 		gen = calloc(npages ? npages : 1, sizeof(*gen));
 		if (!gen)
 			fr_die("calloc");
+		if ((drop || move) && !(zeroed = calloc(npages ? npages : 1, 1)))
+			fr_die("calloc");
 		for (size_t p = 0; p < npages; p++)
 			fill_page(p);
 	} else {
@@ -196,6 +250,8 @@ int main(int argc, char **argv)
 			fr_log_tick(counter);
 		if (gen)
 			write_some();
+		if (zeroed)
+			drop_some(counter);
 		if (usr2_pending) {
 			usr2_pending = 0;
 			fork_child();

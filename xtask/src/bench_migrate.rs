@@ -1,10 +1,12 @@
 //! `cargo xtask bench-migrate`: `ferry migrate` between two test hosts of a process with 64 MiB,
-//! 256 MiB and 1 GiB resident, writing 0, 10 and 100 MB/s of it, live (the default) and with
-//! `--stop-and-copy` — total time, downtime (the victim writes a timestamp every millisecond;
-//! the longest gap), pre-copy rounds, bytes on the wire — beside the raw mTLS throughput of
-//! the same link (`Peer.Sink`, measured by the origin's `--compress auto` probe in the same
-//! run). `FERRY_BENCH_MIB` (comma-separated) and `FERRY_BENCH_WRITE` choose other sizes and
-//! rates.
+//! 256 MiB, 1 GiB and 4 GiB resident, writing 0, 10 and 100 MB/s of it, live (the default)
+//! and with `--stop-and-copy` — total time, downtime (the victim writes a timestamp every
+//! millisecond; the longest gap), pre-copy rounds, bytes on the wire — beside the raw mTLS
+//! throughput of the same link (`Peer.Sink`, measured by the origin's `--compress auto` probe
+//! in the same run), the time that link needs for the bytes sent, and the total time as a
+//! multiple of it (target: at most 1.3). `FERRY_BENCH_MIB` (comma-separated) and
+//! `FERRY_BENCH_WRITE` choose other sizes and rates, `FERRY_BENCH_MODES` (`live`,
+//! `stop-and-copy`) the modes.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -53,21 +55,33 @@ pub fn run(release: bool) -> Result<()> {
             .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
             .unwrap_or_else(|| default.to_vec())
     };
-    let sizes = list("FERRY_BENCH_MIB", &[64, 256, 1024]);
+    let sizes = list("FERRY_BENCH_MIB", &[64, 256, 1024, 4096]);
     let rates = list("FERRY_BENCH_WRITE", &[0, 10, 100]);
+    let modes = std::env::var("FERRY_BENCH_MODES").unwrap_or_else(|_| "live,stop-and-copy".into());
+    let modes: Vec<bool> = [true, false]
+        .into_iter()
+        .filter(|&live| {
+            modes
+                .split(',')
+                .any(|m| m.trim() == if live { "live" } else { "stop-and-copy" })
+        })
+        .collect();
+    if modes.is_empty() {
+        bail!("FERRY_BENCH_MODES names no mode (live, stop-and-copy)");
+    }
     let result = (|| -> Result<()> {
         let mut rows = Vec::new();
         for &mib in &sizes {
             for &rate in &rates {
-                for live in [true, false] {
+                for &live in &modes {
                     rows.push(one(&ferry, &victim, &dir, mib, rate, live)?);
                 }
             }
         }
         println!(
-            "\n| memory | writes | mode | downtime | total | rounds (MiB each) | final stop | wire | link (Sink, same run) |"
+            "\n| memory | writes | mode | downtime | total | rounds (MiB each) | final stop | wire | link (Sink, same run) | link time for the wire bytes | total / link time (target <= 1.3) |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for r in &rows {
             println!("{r}");
         }
@@ -151,6 +165,44 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, live: bool)
         .and_then(|r| r.split(" GB/s").next())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or("?".to_string(), |v| format!("{:.0} MB/s", v * 1000.0));
+    // The time the link needs for the bytes sent, from the wire bytes ("…, 12.3 MiB on the
+    // wire") and the link's speed, and the total time as a multiple of it.
+    let wire_mib = text
+        .split(" on the wire")
+        .next()
+        .and_then(|r| r.rsplit(", ").next())
+        .and_then(|w| {
+            let mut it = w.split_whitespace();
+            let n: f64 = it.next()?.parse().ok()?;
+            match it.next()? {
+                "GiB" => Some(n * 1024.0),
+                "MiB" => Some(n),
+                "KiB" => Some(n / 1024.0),
+                "B" => Some(n / 1048576.0),
+                _ => None,
+            }
+        });
+    let link_mbs = text
+        .split("link ")
+        .nth(1)
+        .and_then(|r| r.split(" GB/s").next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v * 1000.0);
+    let total_s: Option<f64> = field("total ", ' ').trim_end_matches('s').parse().ok();
+    let (link_time, ratio) = match (wire_mib, link_mbs, total_s) {
+        (Some(w), Some(l), Some(t)) if l > 0.0 => {
+            let need = w * 1048576.0 / (l * 1e6);
+            (
+                format!("{need:.2} s"),
+                format!(
+                    "{:.2}{}",
+                    t / need,
+                    if t / need <= 1.3 { "" } else { " (over)" }
+                ),
+            )
+        }
+        _ => ("?".to_string(), "?".to_string()),
+    };
     let mode = if live { "live" } else { "stop-and-copy" };
     println!(
         "{mib} MiB writing {rate} MB/s, {mode}: downtime (longest gap between the victim's 1 ms \
@@ -173,7 +225,7 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, live: bool)
         "all".to_string()
     };
     let row = format!(
-        "| {mib} MiB | {rate} MB/s | {mode} | {:.1} ms | {} s | {rounds} | {} | {} | {link} |",
+        "| {mib} MiB | {rate} MB/s | {mode} | {:.1} ms | {} s | {rounds} | {} | {} | {link} | {link_time} | {ratio} |",
         gap as f64 / 1e6,
         field("total ", ' '),
         final_stop.trim(),

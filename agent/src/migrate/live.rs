@@ -3,14 +3,17 @@
 //! round, and stops it only for what is left; the destination keeps what arrived and puts it
 //! into the copy.
 //!
-//! A page counts as already sent only if it was not written since it was read (write
-//! tracking, `dump/track.rs`) and it is still the same page frame at the same address (its
-//! PFN, read when it was read, again under the freeze): a page moved by the kernel (swap,
-//! KSM, THP collapse, `mremap`) travels again. So does every page outside an area that stayed
-//! registered for tracking until the freeze (an area mapped anew, or moved, loses it).
+//! A page counts as already sent only if it was present when it was read, no scan saw it
+//! written since (write tracking, `dump/track.rs`; the last scan runs under the freeze), it
+//! is present under the freeze, and its area stayed registered for tracking until the freeze
+//! (an area mapped anew, or moved by `mremap`, loses it: all its pages travel again). Its page
+//! frame is not compared: what the kernel does to a page of a registered area without a write
+//! either keeps its contents and its write-protection (swap, migration, compaction, THP
+//! split; KSM and THP collapse skip or drop write-protected pages, which then count as
+//! written) or drops it (`MADV_DONTNEED`, a reclaimed `MADV_FREE` page: absent, or mapped
+//! again without the protection, i.e. written) — docs/migration.md "What counts as sent".
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::{IoSlice, IoSliceMut};
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,7 @@ use nix::unistd::Pid;
 
 use crate::dump::DumpError;
 use crate::dump::freeze::Frozen;
-use crate::dump::track::{self, Tracker};
+use crate::dump::track::Tracker;
 use crate::image::Codec;
 use crate::state::{PAGE_SIZE, PageRun, VmaKind, VmaState};
 
@@ -36,9 +39,9 @@ const BATCH: u64 = 256;
 pub struct Precopy {
     pid: Pid,
     tracker: Option<Tracker>,
-    /// Per tracked area (by start, sorted): the page frame number of each page when it was
-    /// read and sent, 0 for a page not sent or written since.
-    sent: Vec<(u64, Vec<u64>)>,
+    /// Per tracked area (by start, sorted): whether each page was read and sent and not
+    /// written since.
+    sent: Vec<(u64, Vec<bool>)>,
     /// The areas still registered for tracking at the freeze.
     tracked: Vec<(u64, u64)>,
     codec: Codec,
@@ -146,10 +149,10 @@ impl Precopy {
     pub fn start(pid: Pid, codec: Codec) -> Result<Self, DumpError> {
         let tracker = Tracker::start(pid)?;
         let layout = Layout::read(pid, tracker.areas())?;
-        let mut sent: Vec<(u64, Vec<u64>)> = tracker
+        let mut sent: Vec<(u64, Vec<bool>)> = tracker
             .areas()
             .iter()
-            .map(|&(s, e)| (s, vec![0; ((e - s) / PAGE_SIZE) as usize]))
+            .map(|&(s, e)| (s, vec![false; ((e - s) / PAGE_SIZE) as usize]))
             .collect();
         sent.sort_by_key(|a| a.0);
         Ok(Precopy {
@@ -163,7 +166,7 @@ impl Precopy {
     }
 
     /// The slot of page `addr` in [`Self::sent`].
-    fn slot(&mut self, addr: u64) -> Option<&mut u64> {
+    fn slot(&mut self, addr: u64) -> Option<&mut bool> {
         let i = self
             .sent
             .partition_point(|(s, v)| s + v.len() as u64 * PAGE_SIZE <= addr);
@@ -174,24 +177,23 @@ impl Precopy {
         v.get_mut(((addr - *s) / PAGE_SIZE) as usize)
     }
 
-    /// The page frame number of page `addr` when it was sent, if it was and was not written
-    /// since.
-    fn sent_pfn(&self, addr: u64) -> Option<u64> {
+    /// Whether page `addr` was sent and not written since.
+    fn was_sent(&self, addr: u64) -> bool {
         let i = self
             .sent
             .partition_point(|(s, v)| s + v.len() as u64 * PAGE_SIZE <= addr);
-        let (s, v) = self.sent.get(i)?;
-        if addr < *s {
-            return None;
-        }
-        v.get(((addr - *s) / PAGE_SIZE) as usize)
-            .copied()
-            .filter(|&p| p != 0)
+        let Some((s, v)) = self.sent.get(i) else {
+            return false;
+        };
+        addr >= *s
+            && v.get(((addr - *s) / PAGE_SIZE) as usize)
+                .copied()
+                .unwrap_or(false)
     }
 
     fn forget(&mut self, addr: u64) {
         if let Some(p) = self.slot(addr) {
-            *p = 0;
+            *p = false;
         }
     }
 
@@ -302,7 +304,7 @@ impl Precopy {
         })
     }
 
-    /// Reads the present pages of `[start, start + n pages)`, noting each one's page frame;
+    /// Reads the present pages of `[start, start + n pages)`, noting each one as sent;
     /// `None` if none could be read (absent, or unmapped meanwhile: they travel in the final
     /// stop).
     #[allow(clippy::type_complexity)]
@@ -352,11 +354,10 @@ impl Precopy {
             return Ok(None);
         }
         for (i, pfn) in pfns.iter().enumerate() {
-            if let Some(p) = pfn
+            if pfn.is_some()
                 && let Some(slot) = self.slot(start + i as u64 * PAGE_SIZE)
             {
-                // A page frame number is never 0 for a page of the process.
-                *slot = (*p).max(1);
+                *slot = true;
             }
         }
         Ok(Some((buf, runs)))
@@ -388,13 +389,9 @@ impl Precopy {
 
     /// After the dump collected `vmas` (under the same freeze as [`Precopy::finish`]): moves
     /// every page the destination has already from `pages` to `precopied`. Returns how many.
+    /// Nothing is read from the process: `pages` are the present pages under the freeze, and
+    /// the last scan of written pages ran under it (module comment: no page frame compared).
     pub fn mark(&self, vmas: &mut [VmaState]) -> Result<u64, DumpError> {
-        let pid = self.pid;
-        let pagemap =
-            File::open(format!("/proc/{pid}/pagemap")).map_err(|e| DumpError::BadTarget {
-                pid: pid.as_raw(),
-                why: format!("open /proc/{pid}/pagemap: {e}"),
-            })?;
         let mut kept = 0;
         for v in vmas.iter_mut() {
             let private_anon =
@@ -419,23 +416,10 @@ impl Precopy {
                     count: 1,
                 }),
             };
-            // One read of the pagemap for the whole area (runs can number many thousands).
-            let first = v.pages.first().map_or(v.start, |r| r.start);
-            let last = v
-                .pages
-                .last()
-                .map_or(v.start, |r| r.start + r.count * PAGE_SIZE);
-            let pfns = track::pfns(pid, &pagemap, first, ((last - first) / PAGE_SIZE) as usize)?;
             for r in &v.pages {
                 for k in 0..r.count {
                     let addr = r.start + k * PAGE_SIZE;
-                    let pfn = pfns
-                        .get(((addr - first) / PAGE_SIZE) as usize)
-                        .copied()
-                        .flatten();
-                    let same =
-                        pfn.is_some_and(|p| self.sent_pfn(addr) == Some(p.max(1))) && seen(addr);
-                    if same {
+                    if self.was_sent(addr) && seen(addr) {
                         kept += 1;
                         push(&mut precopied, addr);
                     } else {

@@ -11,6 +11,7 @@
 
 pub mod dest;
 pub mod error;
+pub mod keepmm;
 pub mod live;
 pub mod negotiate;
 pub mod origin;

@@ -74,6 +74,22 @@ pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)`: a signal to the process behind `pidfd` (never
+/// to another that took its PID).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
+    // SAFETY: plain syscall: a descriptor, a signal number, a null siginfo and no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
 /// `struct pidfd_info` (include/uapi/linux/pidfd.h) in its first published size (64 bytes,
 /// `PIDFD_INFO_SIZE_VER0`), whose last field became `exit_code` in 6.15; the kernel copies
 /// only as much as the size in the ioctl number says.

@@ -637,7 +637,10 @@ impl Origin {
         }
         // Past the commit point: the copy is the only one. Never abort now; Commit until
         // the destination acknowledges.
-        if let Err(why) = commit_remote(&self.node, client, &id, &to).await {
+        let committed = commit_remote(&self.node, client, &id, &to).await;
+        // The copy runs (or never will): the original's old memory can be freed.
+        crate::migrate::keepmm::release(&id);
+        if let Err(why) = committed {
             let _ = self.record(OriginState::Aborted, why.clone());
             return Err(CommitError::Lost(why).into());
         }

@@ -155,16 +155,26 @@ pub(crate) fn tracer(job: TracerJob) {
     let failed = match sent {
         Err(ev) => ev,
         Ok(plan) => match cmds.recv() {
-            Ok(TracerCommand::Commit) => match become_stub(&held, &plan, &id, &socket) {
-                Ok(()) => {
-                    if let Err(e) = held.detach_as_is() {
-                        tracing::warn!(migration = %id, error = %chain(&e), "detach the stub");
+            Ok(TracerCommand::Commit) => {
+                // A second user of the old memory, so that the execve does not free it.
+                let keeper = crate::migrate::keepmm::spawn_or_warn(&held, &id);
+                match become_stub(&held, &plan, &id, &socket) {
+                    Ok(()) => {
+                        if let Err(e) = held.detach_as_is() {
+                            tracing::warn!(migration = %id, error = %chain(&e), "detach the stub");
+                        }
+                        let _ = events.send(TracerEvent::Stubbed(plan));
+                        // The old memory is freed once the copy runs (then the tracking ends).
+                        crate::migrate::keepmm::hold(keeper, &id);
+                        drop(pre.take());
+                        return;
                     }
-                    let _ = events.send(TracerEvent::Stubbed(plan));
-                    return;
+                    Err(e) => {
+                        crate::migrate::keepmm::abandon(keeper, &held);
+                        TracerEvent::StubFailed(chain(&e))
+                    }
                 }
-                Err(e) => TracerEvent::StubFailed(chain(&e)),
-            },
+            }
             // Told to, or the migration was dropped (the agent is going away): give it back.
             Ok(TracerCommand::Thaw | TracerCommand::Freeze) | Err(_) => TracerEvent::Thawed,
         },
