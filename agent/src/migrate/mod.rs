@@ -5,7 +5,8 @@
 //! - [`dest`]: the destination's answers to the peer API.
 //! - [`records`]: what both remember, durably, before each step.
 //! - [`resolve`]: what a restarted agent does with the migrations it took part in.
-//! - `tree`: `--tree`, a process with all its descendants (both sides).
+//! - `tree`: `--tree`, a process with all its descendants (both sides); `tree_live`: its
+//!   pre-copy rounds (every member tracked) and the destination's staging of their pages.
 
 pub mod dest;
 pub mod live;
@@ -13,6 +14,7 @@ pub mod negotiate;
 pub mod origin;
 pub mod records;
 mod tree;
+mod tree_live;
 
 use std::sync::OnceLock;
 

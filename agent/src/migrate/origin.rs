@@ -403,38 +403,47 @@ fn precopy(
     dump::precheck_only(pid, opts).map_err(|e| format!("freeze: {}", chain(&e)))?;
     let mut pre = live::Precopy::start(pid, opts.codec)
         .map_err(|e| format!("start write tracking: {}", chain(&e)))?;
-    let send = |p: ferry_proto::v1::PrecopyPages| {
-        use tokio::sync::mpsc::error::TrySendError;
-        let n = p.data.len() as u64;
-        let mut chunk = TransferChunk {
-            part: Some(Part::Precopy(p)),
-        };
-        let mut wait = Duration::from_micros(50);
-        loop {
-            if cancel.load(Ordering::Relaxed) {
-                return Err("the migration was given up".to_string());
-            }
-            match chunks.try_send(chunk) {
-                Ok(()) => break,
-                Err(TrySendError::Full(c)) => {
-                    chunk = c;
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_millis(1));
-                }
-                Err(TrySendError::Closed(_)) => {
-                    return Err("the transfer stream closed".to_string());
-                }
-            }
-        }
-        wire.fetch_add(n, Ordering::Relaxed);
-        Ok(())
-    };
+    let send = |p| send_precopy(chunks, wire, cancel, p);
     let mut report = |n: u32, r: &live::Round| {
         let _ = events.send(Ev::Round { n, raw: r.raw });
     };
     let rounds = live::precopy_rounds(&mut pre, max_downtime, &send, &mut report)?;
     let _ = events.send(Ev::Precopied(rounds));
     Ok(pre)
+}
+
+/// Hands one message of pre-copied pages to the transfer stream (from any thread), waiting
+/// while it is full; fails once the migration was given up or the stream closed.
+pub(super) fn send_precopy(
+    chunks: &mpsc::Sender<TransferChunk>,
+    wire: &AtomicU64,
+    cancel: &std::sync::atomic::AtomicBool,
+    p: ferry_proto::v1::PrecopyPages,
+) -> Result<(), String> {
+    use tokio::sync::mpsc::error::TrySendError;
+    let n = p.data.len() as u64;
+    let mut chunk = TransferChunk {
+        part: Some(Part::Precopy(p)),
+    };
+    let mut wait = Duration::from_micros(50);
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err("the migration was given up".to_string());
+        }
+        match chunks.try_send(chunk) {
+            Ok(()) => break,
+            Err(TrySendError::Full(c)) => {
+                chunk = c;
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(1));
+            }
+            Err(TrySendError::Closed(_)) => {
+                return Err("the transfer stream closed".to_string());
+            }
+        }
+    }
+    wire.fetch_add(n, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Sends one file the destination lacks, in pieces.
@@ -751,8 +760,8 @@ impl Origin {
 
         // One frozen phase at a time on this agent: wait for the others' to end. A live
         // migration's rounds run before (the process runs meanwhile): it waits after them.
-        // A tree is stopped and copied: its members are not tracked (yet).
-        let live_downtime = (!self.req.stop_and_copy && !self.req.tree).then(|| {
+        // A tree is live too: every member's writes are tracked (migrate/tree_live.rs).
+        let live_downtime = (!self.req.stop_and_copy).then(|| {
             Duration::from_millis(u64::from(match self.req.max_downtime_ms {
                 0 => live::DEFAULT_MAX_DOWNTIME_MS,
                 ms => ms,

@@ -73,13 +73,42 @@ pub fn restore_tree<R: Read + Send>(
 /// [`super::restore_with`] does for one process (a migrated tree's relay endpoints). With
 /// [`RestoreOptions::stopped`] every member is left group-stopped.
 pub fn restore_tree_with<R: Read + Send>(
+    reader: ImageReader<R>,
+    opts: RestoreOptions,
+    substitutes: &HashMap<i32, HashMap<i32, std::os::fd::RawFd>>,
+) -> Result<RestoreSummary, RestoreError> {
+    restore_tree_with_pages(reader, opts, substitutes, None)
+}
+
+/// Writes a live migration's pre-copied pages of one member of a tree
+/// ([`crate::state::VmaState::precopied`]) into its task: called with the member's PID in
+/// the image, its task's PID and its areas, once they are mapped and writable, before any
+/// child of it is forked (which inherits them).
+pub type TreePrecopied<'a> =
+    &'a (dyn Fn(i32, Pid, &[crate::state::VmaState]) -> Result<(), String> + Sync);
+
+/// [`restore_tree_with`] of a live migration's final image, whose pre-copied pages
+/// `precopied` writes. Without it an image with pre-copied pages is refused.
+pub fn restore_tree_with_pages<R: Read + Send>(
     mut reader: ImageReader<R>,
     opts: RestoreOptions,
     substitutes: &HashMap<i32, HashMap<i32, std::os::fd::RawFd>>,
+    precopied: Option<TreePrecopied<'_>>,
 ) -> Result<RestoreSummary, RestoreError> {
     let none = HashMap::new();
     let tree = reader.tree().clone();
     let procs = &tree.processes;
+    if precopied.is_none()
+        && let Some(p) = procs
+            .iter()
+            .find(|p| p.mm.vmas.iter().any(|v| !v.precopied.is_empty()))
+    {
+        return Err(RestoreError::Layout(format!(
+            "pid {}: the image is the last part of a live migration: its pre-copied pages are \
+             only on that migration's destination",
+            p.pid
+        )));
+    }
     let root = &procs[0];
     let mut warnings = Vec::new();
     let layout = tree.session_layout().map_err(RestoreError::Layout)?;
@@ -273,6 +302,9 @@ pub fn restore_tree_with<R: Read + Send>(
         mm::trim_kept(&inj, &p.mm)?;
         mm::map_vmas(&inj, &p.mm, &memfds, &deleted_maps, &shared, &kept)?;
         mm::advise(&inj, &p.mm)?;
+        if let Some(write) = precopied {
+            write(p.pid, tracees[i].pid(), &p.mm.vmas).map_err(RestoreError::Layout)?;
+        }
         let injs = tracees
             .iter()
             .map(|t| Injector::attach(t, area))
