@@ -352,12 +352,25 @@ impl Precopy {
             }
             return Ok(None);
         }
-        for (i, pfn) in pfns.iter().enumerate() {
-            if let Some(p) = pfn
-                && let Some(slot) = self.slot(start + i as u64 * PAGE_SIZE)
-            {
-                // A page frame number is never 0 for a page of the process.
-                *slot = (*p).max(1);
+        // The frames once read: reading a page shared copy-on-write with another process
+        // (after a fork) pins it, which gives the reader a copy of its own (the kernel's
+        // "unshare", not a write: not seen by the tracking) with the same contents. A write
+        // after the read is seen by the tracking; a move keeps the contents.
+        let after = self
+            .tracker()?
+            .pfns(start, n as usize)
+            .map_err(|e| e.to_string())?;
+        for (i, (pfn, now)) in pfns.iter().zip(&after).enumerate() {
+            let addr = start + i as u64 * PAGE_SIZE;
+            match (pfn, now) {
+                (Some(_), Some(p)) => {
+                    if let Some(slot) = self.slot(addr) {
+                        // A page frame number is never 0 for a page of the process.
+                        *slot = (*p).max(1);
+                    }
+                }
+                (Some(_), None) => self.forget(addr),
+                (None, _) => {}
             }
         }
         Ok(Some((buf, runs)))

@@ -137,7 +137,7 @@ pub fn restore_tree_with_pages<R: Read + Send>(
     super::cow_warning(&members, &mut warnings);
     // Socketpairs between processes, made once; each plan takes its ends.
     let mut tree_socks = sockets::tree_pairs(&tree)?;
-    let plans = procs
+    let mut plans = procs
         .iter()
         .map(|p| {
             files::plan_with(
@@ -154,6 +154,28 @@ pub fn restore_tree_with_pages<R: Read + Send>(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // A description shared with an earlier member whose descriptor was replaced (a relay
+    // endpoint in place of a log file, say) is that replacement in this member too.
+    for i in 1..procs.len() {
+        let (earlier, rest) = plans.split_at_mut(i);
+        for f in &procs[i].fds {
+            if let FdKind::Shared { pid, fd } = f.kind
+                && let Some(j) = procs[..i].iter().position(|q| q.pid == pid)
+                && earlier[j].replaced_fds.contains(&fd)
+            {
+                rest[0].replaced_fds.push(f.fd);
+            }
+        }
+        // And a duplicate of such a descriptor in this member.
+        for f in &procs[i].fds {
+            if let FdKind::Dup { of } = f.kind
+                && rest[0].replaced_fds.contains(&of)
+                && !rest[0].replaced_fds.contains(&f.fd)
+            {
+                rest[0].replaced_fds.push(f.fd);
+            }
+        }
+    }
 
     // 2. Create. The namespace is decided for the whole tree: every process keeps its PID.
     // A PID held by a zombie (the dumped original, say) is given a moment to be reaped.
