@@ -38,8 +38,9 @@ pub struct Args {
     /// Move the process with all its descendants (its workers, its pipeline, its forked
     /// children): every member becomes a stub here, keeping its PID and its place in the
     /// tree, and its descriptors are relayed; the root's parent sees the root's exit status
-    /// once the whole tree has ended there. A tree is stopped and copied (not live). Without
-    /// it a process with children is refused.
+    /// once the whole tree has ended there. Live like a single process (every member's
+    /// writes tracked, the whole tree stopped only for what is left), or stopped and copied
+    /// with --stop-and-copy. Without it a process with children is refused.
     #[arg(long)]
     pub tree: bool,
     /// Stop the process for the whole copy instead of migrating it live (live: its memory

@@ -43,7 +43,7 @@ pub use files::{
 };
 pub use mm::identity_of;
 pub use sockets::{SocketOptions, UnacceptedData};
-pub use tree::{HeldTree, dump_tree, hold_tree};
+pub use tree::{HeldTree, dump_tree, hold_tree, hold_tree_with, precheck_tree};
 
 /// What `dump` may be asked to do besides the default.
 #[derive(Debug, Clone, Copy)]
@@ -745,6 +745,7 @@ fn collect(
     let leader = frozen.leader();
     let pid = leader.tracee.pid();
     let raw = pid.as_raw();
+    track::collecting(raw);
 
     let t0 = Instant::now();
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;

@@ -198,23 +198,45 @@ pub fn pfns(pid: Pid, pagemap: &File, start: u64, n: usize) -> Result<Vec<Option
         .collect())
 }
 
+/// Per PID, the areas its tracker registered.
+type Owned = Vec<(i32, Vec<(u64, u64)>)>;
+
 thread_local! {
-    /// The areas this thread's tracker registered, while a dump on this thread reads the
-    /// process: `uw` there is the tracking's, not the process's own userfaultfd.
-    static OURS: std::cell::RefCell<Vec<(u64, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The areas each tracker of this thread registered, by PID, while a dump on this thread
+    /// reads the process: `uw` there is the tracking's, not the process's own userfaultfd.
+    static OURS: std::cell::RefCell<Owned> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The process a dump on this thread is reading now ([`collecting`]).
+    static CURRENT: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// Tells the tracking which process the dumps on this thread read from now on (a tree's
+/// members are read one after another: each has areas of its own).
+pub fn collecting(pid: i32) {
+    CURRENT.with(|c| c.set(pid));
 }
 
 /// Whether `[start, end)` lies in an area registered by the tracker of this thread that
-/// [`Tracker::own_areas`] declared (a VMA there cannot be registered by another userfaultfd).
+/// [`Tracker::own_areas`] declared for the process being read (see [`collecting`]); a VMA
+/// there cannot be registered by another userfaultfd.
 pub fn is_ours(start: u64, end: u64) -> bool {
-    OURS.with(|o| o.borrow().iter().any(|&(s, e)| s <= start && end <= e))
+    let pid = CURRENT.with(std::cell::Cell::get);
+    OURS.with(|o| {
+        o.borrow()
+            .iter()
+            .any(|(p, areas)| *p == pid && areas.iter().any(|&(s, e)| s <= start && end <= e))
+    })
 }
 
 impl Tracker {
     /// Declares the tracker's areas as its own to the dumps run on this thread (see
     /// [`is_ours`]), until [`Tracker::close`] or drop.
     pub fn own_areas(&self) {
-        OURS.with(|o| *o.borrow_mut() = self.areas.clone());
+        let pid = self.pid.as_raw();
+        OURS.with(|o| {
+            let mut o = o.borrow_mut();
+            o.retain(|(p, _)| *p != pid);
+            o.push((pid, self.areas.clone()));
+        });
     }
 
     /// The page ranges still registered for async write-protection (an area mapped anew or
@@ -237,6 +259,7 @@ impl Tracker {
 
 impl Drop for Tracker {
     fn drop(&mut self) {
-        OURS.with(|o| o.borrow_mut().clear());
+        let pid = self.pid.as_raw();
+        OURS.with(|o| o.borrow_mut().retain(|(p, _)| *p != pid));
     }
 }

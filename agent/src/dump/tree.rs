@@ -400,6 +400,19 @@ pub struct HeldTree {
 /// Freezes `pid` and every descendant and collects their state, for a migration (the
 /// processes stay until the caller decides); see [`HeldTree`].
 pub fn hold_tree(pid: Pid, opts: DumpOptions) -> Result<HeldTree, DumpError> {
+    precheck_tree(pid, opts, &|_| false)?;
+    hold_tree_inner(pid, opts, |_| Ok(()))
+}
+
+/// What [`hold_tree`] refuses before it freezes anything, for every member of the tree of
+/// `pid` but those `skip` names (by PID: a live migration checks each member before it
+/// tracks its writes, which leaves marks in /proc that the check would take for the
+/// member's own).
+pub fn precheck_tree(
+    pid: Pid,
+    opts: DumpOptions,
+    skip: &dyn Fn(i32) -> bool,
+) -> Result<(), DumpError> {
     super::files::forget_outside_scan();
     let mut stack = vec![pid.as_raw()];
     while let Some(p) = stack.pop() {
@@ -407,14 +420,37 @@ pub fn hold_tree(pid: Pid, opts: DumpOptions) -> Result<HeldTree, DumpError> {
             .ok()
             .and_then(|s| proc::parse_stat(&s).ok())
             .is_some_and(|s| s.state == 'Z');
-        if !zombie {
+        if !zombie && !skip(p) {
             precheck(Pid::from_raw(p), &opts, true, p != pid.as_raw())
                 .map_err(|e| in_member(pid, p, e))?;
         }
         stack.extend(children(p));
     }
+    Ok(())
+}
+
+/// [`hold_tree`] of a live migration's tree: `checked` names the members checked already
+/// (their writes are tracked: see [`precheck_tree`]); the others (forked since) are checked
+/// now. `under_freeze` runs once every member is frozen, before anything is collected, with
+/// each member's frozen threads (root first): the last scan of written pages.
+pub fn hold_tree_with(
+    pid: Pid,
+    opts: DumpOptions,
+    checked: &dyn Fn(i32) -> bool,
+    under_freeze: impl FnOnce(&[Frozen]) -> Result<(), DumpError>,
+) -> Result<HeldTree, DumpError> {
+    precheck_tree(pid, opts, checked)?;
+    hold_tree_inner(pid, opts, under_freeze)
+}
+
+fn hold_tree_inner(
+    pid: Pid,
+    opts: DumpOptions,
+    under_freeze: impl FnOnce(&[Frozen]) -> Result<(), DumpError>,
+) -> Result<HeldTree, DumpError> {
     let since = Instant::now();
     let (frozen, zombies) = freeze_tree(pid)?;
+    under_freeze(&frozen)?;
     let mut warnings = Vec::new();
     let (processes, socks) = collect_tree(&frozen, &opts, pid, &mut warnings)?;
     for (f, p) in frozen.iter().zip(&processes) {

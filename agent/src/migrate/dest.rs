@@ -378,7 +378,13 @@ fn live_restorer(
     let mut received = super::live::Received::default();
     let mut premade: Option<crate::restore::Premade> = None;
     let mut first = true;
+    // A tree's pages, by member, for its final restore (no task made ahead).
+    let mut staged = super::tree_live::Staging::default();
     while let Some(p) = pages.blocking_recv() {
+        if p.member != 0 {
+            staged.insert(p);
+            continue;
+        }
         if std::mem::take(&mut first)
             && let Some((pid, areas, avoid)) = &p.plan
         {
@@ -405,7 +411,7 @@ fn live_restorer(
     let args = start
         .recv()
         .map_err(|_| "the transfer ended before the image".to_string())?;
-    restorer(args, received, premade)
+    restorer(args, received, premade, staged)
 }
 
 /// The restorer: reads the image as it arrives and builds the copy, leaving it stopped.
@@ -413,6 +419,7 @@ fn restorer(
     args: StartArgs,
     received: super::live::Received,
     premade: Option<crate::restore::Premade>,
+    mut staged: super::tree_live::Staging,
 ) -> Restored {
     let StartArgs {
         rx,
@@ -438,10 +445,11 @@ fn restorer(
         check: Some(crate::verify::restore_check),
     };
     if !members.is_empty() {
-        // A tree travels stopped and copied: nothing was pre-copied for it.
+        // A tree has no task made ahead: its members' pre-copied pages are written into
+        // each during the restore.
         drop(premade);
         let restored =
-            super::tree::restore(reader, opts, &endpoints, members).map_err(|e| chain(&e));
+            super::tree::restore(reader, opts, &endpoints, members, &staged).map_err(|e| chain(&e));
         crate::metrics::restore(restored.is_ok());
         let (summary, members) = restored?;
         let st = start_time(summary.pid).unwrap_or(0);
@@ -455,6 +463,9 @@ fn restorer(
             members,
         });
     }
+    // `--tree` of a process without children: its pages were staged as the root's.
+    let root = reader.tree().processes.first().map_or(0, |p| p.pid);
+    let received = staged.take(root).unwrap_or(received);
     let write = |pid: Pid, vmas: &[crate::state::VmaState], kept: &[(u64, u64)]| {
         let t = std::time::Instant::now();
         let n = received.write(pid, vmas, kept)?;
@@ -826,6 +837,7 @@ async fn receive(
                                         args,
                                         super::live::Received::default(),
                                         None,
+                                        super::tree_live::Staging::default(),
                                     ));
                                 })
                                 .map_err(|e| format!("start the restorer thread: {e}"))?;

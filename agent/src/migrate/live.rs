@@ -128,6 +128,7 @@ fn message(
         area_noreserve: layout.areas.iter().map(|a| a.2).collect(),
         avoid_starts: layout.avoid.iter().map(|a| a.0).collect(),
         avoid_ends: layout.avoid.iter().map(|a| a.1).collect(),
+        member: 0,
     })
 }
 
@@ -446,6 +447,9 @@ pub struct Decoded {
     raw: Vec<u8>,
     /// The first message's task to make ahead.
     pub plan: Option<PremadePlan>,
+    /// `--tree`: the member whose pages these are (its PID in the image); 0 for a single
+    /// process.
+    pub member: i32,
 }
 
 /// The destination's side: the pages that arrived, newest first, until the final image says
@@ -533,6 +537,7 @@ impl Received {
     /// results in the order they came).
     pub fn decode(p: PrecopyPages) -> Result<Decoded, String> {
         let plan = Self::premade_of(&p);
+        let member = p.member;
         if p.starts.len() != p.counts.len() {
             return Err("pre-copied pages: starts and counts differ in length".into());
         }
@@ -575,6 +580,7 @@ impl Received {
                 .collect(),
             raw,
             plan,
+            member,
         })
     }
 

@@ -7,7 +7,8 @@
 //!   gRPC status in one place; [`version`]: the protocol version and its rule.
 //! - [`records`]: what both remember, durably, before each step.
 //! - [`resolve`]: what a restarted agent does with the migrations it took part in.
-//! - `tree`: `--tree`, a process with all its descendants (both sides).
+//! - `tree`: `--tree`, a process with all its descendants (both sides); `tree_live`: its
+//!   pre-copy rounds (every member tracked) and the destination's staging of their pages.
 
 pub mod dest;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod records;
 pub mod state;
 mod tree;
 pub mod version;
+mod tree_live;
 
 use std::sync::OnceLock;
 

@@ -89,7 +89,7 @@ pub(super) fn file_checks(pid: i32) -> Vec<FileCheck> {
 }
 
 /// The children of every thread of `pid`.
-fn descendants_of(pid: i32) -> Vec<i32> {
+pub(super) fn descendants_of(pid: i32) -> Vec<i32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
@@ -121,6 +121,8 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         raw,
         as_user,
         proxy_protocol,
+        live,
+        cancel,
         ..
     } = job;
     let opts = DumpOptions {
@@ -128,12 +130,43 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         relay_sockets: true,
         ..DumpOptions::default()
     };
+    // Live: the rounds while the tree runs, then the final stop when our turn comes. The
+    // tracking ends when `pre` is dropped: at every return below (the members run again, or
+    // are stubs whose execve took the old memory).
+    let mut pre = None;
+    if let Some(max_downtime) = live {
+        let send = |p| super::origin::send_precopy(&chunks, &wire, &cancel, p);
+        match super::tree_live::precopy(pid, opts, max_downtime, &send, &events) {
+            Ok(p) => pre = Some(p),
+            Err(why) => {
+                let _ = events.send(Ev::Failed(why));
+                return;
+            }
+        }
+        match cmds.recv() {
+            Ok(Cmd::Freeze) => {}
+            _ => {
+                drop(pre.take());
+                let _ = events.send(Ev::Thawed);
+                return;
+            }
+        }
+    }
     let at_us = now_us();
-    let held = dump::hold_tree(Pid::from_raw(pid), opts);
+    let held = match &mut pre {
+        Some(p) => {
+            let checked = p.pids();
+            dump::hold_tree_with(Pid::from_raw(pid), opts, &|m| checked.contains(&m), |f| {
+                p.finish(f)
+            })
+        }
+        None => dump::hold_tree(Pid::from_raw(pid), opts),
+    };
     crate::metrics::dump(held.is_ok());
     let mut held = match held {
         Ok(h) => h,
         Err(e) => {
+            drop(pre.take());
             let _ = events.send(Ev::Failed(format!("freeze the tree: {}", chain(&e))));
             return;
         }
@@ -143,6 +176,20 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         held.tasks(i)
             .map_or(0, |t| t.first().map_or(0, |t| t.tracee.pid().as_raw()))
     };
+    if let Some(p) = &pre {
+        let hosts: Vec<i32> = (0..n).map(|i| host_pid(&held, i)).collect();
+        match p.mark(&mut held.tree, &hosts) {
+            Ok(kept) => {
+                tracing::debug!(migration = %id, pages = kept, "pages of the tree on the destination already")
+            }
+            Err(e) => {
+                let _ = held.thaw();
+                drop(pre.take());
+                let _ = events.send(Ev::Failed(format!("pre-copied pages: {}", chain(&e))));
+                return;
+            }
+        }
+    }
     // A non-root caller: every member must be theirs, and dumpable, now that none can change.
     if let Some(caller) = as_user {
         for i in 0..n {
@@ -156,6 +203,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
             };
             if let Some(why) = refused {
                 let _ = held.thaw();
+                drop(pre.take());
                 let _ = events.send(Ev::Refused { why, at_us });
                 return;
             }
@@ -195,6 +243,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
             Err(e) => {
                 let why = format!("relay of pid {}: {}", host_pid(&held, i), chain(&e));
                 let _ = held.thaw();
+                drop(pre.take());
                 let _ = events.send(Ev::Failed(why));
                 return;
             }
@@ -214,6 +263,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
             .unwrap_or(0);
         if let Err(e) = plans[owner].proxy_protocol(&[port]) {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Failed(e.to_string()));
             return;
         }
@@ -227,6 +277,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         };
         if let Err(e) = node.store.put_relay(&key, &plan.endpoints()) {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Failed(format!("record the relay: {}", chain(&e))));
             return;
         }
@@ -254,6 +305,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         }
         Err(why) => {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Failed(why));
             return;
         }
@@ -262,6 +314,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         Ok(Cmd::Commit) => {}
         Ok(Cmd::Thaw | Cmd::Freeze) | Err(_) => {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::Thawed);
             return;
         }
@@ -270,6 +323,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         Ok(s) => s,
         Err(e) => {
             let _ = held.thaw();
+            drop(pre.take());
             let _ = events.send(Ev::StubFailed(chain(&e)));
             return;
         }
@@ -286,6 +340,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         false,
     ) {
         let _ = held.thaw();
+        drop(pre.take());
         let _ = events.send(Ev::StubFailed(chain(&e)));
         return;
     }
@@ -453,6 +508,7 @@ pub(super) fn restore<R: Read + Send>(
     opts: RestoreOptions,
     root: &Endpoints,
     members: Vec<(i32, Endpoints)>,
+    staged: &super::tree_live::Staging,
 ) -> Result<(RestoreSummary, Vec<MadeMember>), RestoreError> {
     let image_pids: Vec<i32> = reader.tree().processes.iter().map(|p| p.pid).collect();
     let mut subs: HashMap<i32, HashMap<i32, RawFd>> = HashMap::new();
@@ -462,7 +518,10 @@ pub(super) fn restore<R: Read + Send>(
     for (p, e) in &members {
         subs.insert(*p, e.substitutes().into_iter().collect());
     }
-    let summary = crate::restore::restore_tree_with(reader, opts, &subs)?;
+    let write = |image_pid: i32, pid: Pid, vmas: &[crate::state::VmaState]| {
+        staged.write(image_pid, pid, vmas)
+    };
+    let summary = crate::restore::restore_tree_with_pages(reader, opts, &subs, Some(&write))?;
     let mut by_pid: HashMap<i32, Endpoints> = members.into_iter().collect();
     let made = image_pids
         .iter()

@@ -32,7 +32,7 @@ use crate::sys;
 use inject::Injector;
 pub use premade::{Area as PremadeArea, Premade};
 pub use task::PidNsMode;
-pub use tree::restore_tree_with;
+pub use tree::{TreePrecopied, restore_tree_with, restore_tree_with_pages};
 
 /// How to restore.
 #[derive(Debug, Clone, Copy, Default)]

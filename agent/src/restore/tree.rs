@@ -73,13 +73,42 @@ pub fn restore_tree<R: Read + Send>(
 /// [`super::restore_with`] does for one process (a migrated tree's relay endpoints). With
 /// [`RestoreOptions::stopped`] every member is left group-stopped.
 pub fn restore_tree_with<R: Read + Send>(
+    reader: ImageReader<R>,
+    opts: RestoreOptions,
+    substitutes: &HashMap<i32, HashMap<i32, std::os::fd::RawFd>>,
+) -> Result<RestoreSummary, RestoreError> {
+    restore_tree_with_pages(reader, opts, substitutes, None)
+}
+
+/// Writes a live migration's pre-copied pages of one member of a tree
+/// ([`crate::state::VmaState::precopied`]) into its task: called with the member's PID in
+/// the image, its task's PID and its areas, once they are mapped and writable, before any
+/// child of it is forked (which inherits them).
+pub type TreePrecopied<'a> =
+    &'a (dyn Fn(i32, Pid, &[crate::state::VmaState]) -> Result<(), String> + Sync);
+
+/// [`restore_tree_with`] of a live migration's final image, whose pre-copied pages
+/// `precopied` writes. Without it an image with pre-copied pages is refused.
+pub fn restore_tree_with_pages<R: Read + Send>(
     mut reader: ImageReader<R>,
     opts: RestoreOptions,
     substitutes: &HashMap<i32, HashMap<i32, std::os::fd::RawFd>>,
+    precopied: Option<TreePrecopied<'_>>,
 ) -> Result<RestoreSummary, RestoreError> {
     let none = HashMap::new();
     let tree = reader.tree().clone();
     let procs = &tree.processes;
+    if precopied.is_none()
+        && let Some(p) = procs
+            .iter()
+            .find(|p| p.mm.vmas.iter().any(|v| !v.precopied.is_empty()))
+    {
+        return Err(RestoreError::Layout(format!(
+            "pid {}: the image is the last part of a live migration: its pre-copied pages are \
+             only on that migration's destination",
+            p.pid
+        )));
+    }
     let root = &procs[0];
     let mut warnings = Vec::new();
     let layout = tree.session_layout().map_err(RestoreError::Layout)?;
@@ -108,7 +137,7 @@ pub fn restore_tree_with<R: Read + Send>(
     super::cow_warning(&members, &mut warnings);
     // Socketpairs between processes, made once; each plan takes its ends.
     let mut tree_socks = sockets::tree_pairs(&tree)?;
-    let plans = procs
+    let mut plans = procs
         .iter()
         .map(|p| {
             files::plan_with(
@@ -125,6 +154,28 @@ pub fn restore_tree_with<R: Read + Send>(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // A description shared with an earlier member whose descriptor was replaced (a relay
+    // endpoint in place of a log file, say) is that replacement in this member too.
+    for i in 1..procs.len() {
+        let (earlier, rest) = plans.split_at_mut(i);
+        for f in &procs[i].fds {
+            if let FdKind::Shared { pid, fd } = f.kind
+                && let Some(j) = procs[..i].iter().position(|q| q.pid == pid)
+                && earlier[j].replaced_fds.contains(&fd)
+            {
+                rest[0].replaced_fds.push(f.fd);
+            }
+        }
+        // And a duplicate of such a descriptor in this member.
+        for f in &procs[i].fds {
+            if let FdKind::Dup { of } = f.kind
+                && rest[0].replaced_fds.contains(&of)
+                && !rest[0].replaced_fds.contains(&f.fd)
+            {
+                rest[0].replaced_fds.push(f.fd);
+            }
+        }
+    }
 
     // 2. Create. The namespace is decided for the whole tree: every process keeps its PID.
     // A PID held by a zombie (the dumped original, say) is given a moment to be reaped.
@@ -273,6 +324,9 @@ pub fn restore_tree_with<R: Read + Send>(
         mm::trim_kept(&inj, &p.mm)?;
         mm::map_vmas(&inj, &p.mm, &memfds, &deleted_maps, &shared, &kept)?;
         mm::advise(&inj, &p.mm)?;
+        if let Some(write) = precopied {
+            write(p.pid, tracees[i].pid(), &p.mm.vmas).map_err(RestoreError::Layout)?;
+        }
         let injs = tracees
             .iter()
             .map(|t| Injector::attach(t, area))

@@ -30,7 +30,7 @@ use tonic::transport::Channel;
 pub use recovery::moved;
 pub(crate) use recovery::{is_stub, keep_relaying, moved_on, resolve_record, resume_relay};
 pub(crate) use stream::send_image;
-pub(crate) use tracer::{TracerCommand, TracerEvent, TracerJob, now_us};
+pub(crate) use tracer::{TracerCommand, TracerEvent, TracerJob, now_us, send_precopy};
 
 use super::error::{CommitError, MigrateError, NegotiateError, TransferError};
 use super::state::{OriginState, Role};
@@ -237,8 +237,8 @@ impl Origin {
 
         // One frozen phase at a time on this agent: wait for the others' to end. A live
         // migration's rounds run before (the process runs meanwhile): it waits after them.
-        // A tree is stopped and copied: its members are not tracked (yet).
-        let live_downtime = (!self.req.stop_and_copy && !self.req.tree).then(|| {
+        // A tree is live too: every member's writes are tracked (migrate/tree_live.rs).
+        let live_downtime = (!self.req.stop_and_copy).then(|| {
             Duration::from_millis(u64::from(match self.req.max_downtime_ms {
                 0 => live::DEFAULT_MAX_DOWNTIME_MS,
                 ms => ms,

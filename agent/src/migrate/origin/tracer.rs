@@ -316,38 +316,47 @@ fn precopy(
     dump::precheck_only(pid, opts).map_err(|e| format!("freeze: {}", chain(&e)))?;
     let mut pre = live::Precopy::start(pid, opts.codec)
         .map_err(|e| format!("start write tracking: {}", chain(&e)))?;
-    let send = |p: ferry_proto::v1::PrecopyPages| {
-        use tokio::sync::mpsc::error::TrySendError;
-        let n = p.data.len() as u64;
-        let mut chunk = TransferChunk {
-            part: Some(Part::Precopy(p)),
-        };
-        let mut wait = Duration::from_micros(50);
-        loop {
-            if cancel.load(Ordering::Relaxed) {
-                return Err("the migration was given up".to_string());
-            }
-            match chunks.try_send(chunk) {
-                Ok(()) => break,
-                Err(TrySendError::Full(c)) => {
-                    chunk = c;
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_millis(1));
-                }
-                Err(TrySendError::Closed(_)) => {
-                    return Err("the transfer stream closed".to_string());
-                }
-            }
-        }
-        wire.fetch_add(n, Ordering::Relaxed);
-        Ok(())
-    };
+    let send = |p| send_precopy(chunks, wire, cancel, p);
     let mut report = |n: u32, r: &live::Round| {
         let _ = events.send(TracerEvent::Round { n, raw: r.raw });
     };
     let rounds = live::precopy_rounds(&mut pre, max_downtime, &send, &mut report)?;
     let _ = events.send(TracerEvent::Precopied(rounds));
     Ok(pre)
+}
+
+/// Hands one message of pre-copied pages to the transfer stream (from any thread), waiting
+/// while it is full; fails once the migration was given up or the stream closed.
+pub(crate) fn send_precopy(
+    chunks: &mpsc::Sender<TransferChunk>,
+    wire: &AtomicU64,
+    cancel: &std::sync::atomic::AtomicBool,
+    p: ferry_proto::v1::PrecopyPages,
+) -> Result<(), String> {
+    use tokio::sync::mpsc::error::TrySendError;
+    let n = p.data.len() as u64;
+    let mut chunk = TransferChunk {
+        part: Some(Part::Precopy(p)),
+    };
+    let mut wait = Duration::from_micros(50);
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err("the migration was given up".to_string());
+        }
+        match chunks.try_send(chunk) {
+            Ok(()) => break,
+            Err(TrySendError::Full(c)) => {
+                chunk = c;
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(1));
+            }
+            Err(TrySendError::Closed(_)) => {
+                return Err("the transfer stream closed".to_string());
+            }
+        }
+    }
+    wire.fetch_add(n, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Microseconds since the epoch (the records' frozen interval).
