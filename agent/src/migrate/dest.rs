@@ -328,6 +328,8 @@ struct StartArgs {
     endpoints: Endpoints,
     /// `--tree`: the other members and their relay endpoints.
     members: Vec<(i32, Endpoints)>,
+    /// Post-copy: the `precopied` pages follow once the copy runs (`migrate/lazy.rs`).
+    lazy: bool,
 }
 
 /// A live migration's restore thread, from the first pre-copied pages on: it makes the task
@@ -417,6 +419,7 @@ fn restorer(
         same,
         endpoints,
         members,
+        lazy,
     } = args;
     let input = ChunkReader {
         rx,
@@ -458,13 +461,20 @@ fn restorer(
         tracing::debug!(pages = n, elapsed = ?t.elapsed(), "pre-copied pages written");
         Ok(())
     };
+    // Post-copy: the pages not in the image stay missing, armed for faults.
+    let missing = |_: Pid, _: &[crate::state::VmaState], _: &[(u64, u64)]| Ok(());
+    crate::restore::lazy::want(lazy);
     let restored = crate::restore::restore_with_pages(
         reader,
         opts,
         &endpoints.substitutes(),
-        Some(&write),
+        Some(if lazy { &missing } else { &write }),
         premade,
     );
+    crate::restore::lazy::want(false);
+    if let (Ok(_), Some(a)) = (&restored, crate::restore::lazy::take()) {
+        super::lazy::keep(a);
+    }
     crate::metrics::restore(restored.is_ok());
     let summary = restored.map_err(|e| chain(&e))?;
     let members = Vec::new();
@@ -700,6 +710,9 @@ async fn transfer_task(
             if let Some(exit) = node.relays.dest_exit(&id) {
                 watch_end(node.clone(), id.clone(), exit);
             }
+            if header.lazy {
+                super::lazy::watch(node.clone(), id.clone(), pid);
+            }
             tracing::info!(migration = %id, pid, "copy prepared");
             watch(node.clone(), id);
             Ok(TransferReply {
@@ -807,6 +820,7 @@ async fn receive(
                         same: same.take().unwrap_or_default(),
                         endpoints: endpoints.take().ok_or("restorer started twice")?,
                         members: members.take().unwrap_or_default(),
+                        lazy: header.lazy,
                     };
                     match live_start.take() {
                         Some(start) => {
@@ -1115,7 +1129,8 @@ pub(crate) async fn resolve_prepared(node: NodeRef, id: String) {
                     let _ = commit_local(&node, &mut rec);
                     return;
                 }
-                "aborted" => {
+                // `lost`: a lazy migration's origin that ended its original before Commit.
+                "aborted" | "lost" => {
                     let _ = abort_local(
                         &node,
                         &mut rec,

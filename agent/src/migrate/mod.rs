@@ -8,6 +8,7 @@
 //! - `tree`: `--tree`, a process with all its descendants (both sides).
 
 pub mod dest;
+pub mod lazy;
 pub mod live;
 pub mod negotiate;
 pub mod origin;

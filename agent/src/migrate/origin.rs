@@ -80,6 +80,10 @@ pub(super) enum Ev {
     Round { n: u32, raw: u64 },
     /// Live migration: the rounds are over; the tracer waits for [`Cmd::Freeze`].
     Precopied(live::Rounds),
+    /// Lazy migration: the original dies with this agent from now on; so many pages follow.
+    LazyArmed(u64),
+    /// Lazy migration: the destination was lost after the copy ran; the original was ended.
+    LazyLost(String),
 }
 
 /// What the async side tells the tracer after the image went out.
@@ -89,6 +93,8 @@ pub(super) enum Cmd {
     Thaw,
     /// Live migration: the frozen phase is ours; stop the process for the rest.
     Freeze,
+    /// Lazy migration: the commit (`migrate/lazy.rs`).
+    Lazy(super::lazy::TracerLazy),
 }
 
 /// Sends the image in `TransferChunk`s of about [`CHUNK`] bytes; the faults that act on the
@@ -205,6 +211,8 @@ pub(super) struct TracerJob {
     /// Set when the migration is given up: the rounds stop sending (a broken stream may not
     /// close the channel at once).
     pub(super) cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Post-copy (`--lazy`): the private anonymous pages follow once the copy runs.
+    pub(super) lazy: bool,
 }
 
 /// The tracer: freeze, header, shipped files, image; then wait for the decision.
@@ -225,6 +233,7 @@ fn tracer(job: TracerJob) {
         proxy_protocol,
         live: live_downtime,
         cancel,
+        lazy,
     } = job;
     let opts = DumpOptions {
         codec,
@@ -305,6 +314,11 @@ fn tracer(job: TracerJob) {
             }
         }
     }
+    let lazy_runs = if lazy {
+        super::lazy::mark(&mut held.state.mm.vmas)
+    } else {
+        Vec::new()
+    };
     let total: u64 = held
         .state
         .mm
@@ -346,6 +360,7 @@ fn tracer(job: TracerJob) {
         image_bytes_hint: total,
         origin_pid: pid,
         members: Vec::new(),
+        lazy,
     };
     let sent = send_image(header, pid, &ship, &chunks, &wire, &raw, total, |out| {
         held.write_counting(out, codec, Some(&raw))
@@ -378,6 +393,9 @@ fn tracer(job: TracerJob) {
                 let _ = events.send(Ev::StubFailed(chain(&e)));
             }
         },
+        Ok(Cmd::Lazy(job)) => {
+            super::lazy::tracer_commit(held, plan, &id, &socket, job, lazy_runs, &events)
+        }
         // Told to, or the migration was dropped (the agent is going away): give it back.
         Ok(Cmd::Thaw | Cmd::Freeze) | Err(_) => {
             let _ = held.thaw();
@@ -677,6 +695,11 @@ impl Origin {
                 "pid {pid} is a relay stub{elsewhere}; migrate it there"
             )));
         }
+        if self.req.lazy && (self.req.tree || self.req.stop_and_copy) {
+            return Err(Status::invalid_argument(
+                "--lazy is a mode of its own: not with --tree or --stop-and-copy",
+            ));
+        }
         // Before anything is frozen (and again once it is: see the tracer). `--tree` takes
         // them along.
         if !self.req.tree
@@ -752,12 +775,13 @@ impl Origin {
         // One frozen phase at a time on this agent: wait for the others' to end. A live
         // migration's rounds run before (the process runs meanwhile): it waits after them.
         // A tree is stopped and copied: its members are not tracked (yet).
-        let live_downtime = (!self.req.stop_and_copy && !self.req.tree).then(|| {
-            Duration::from_millis(u64::from(match self.req.max_downtime_ms {
-                0 => live::DEFAULT_MAX_DOWNTIME_MS,
-                ms => ms,
-            }))
-        });
+        let live_downtime =
+            (!self.req.stop_and_copy && !self.req.tree && !self.req.lazy).then(|| {
+                Duration::from_millis(u64::from(match self.req.max_downtime_ms {
+                    0 => live::DEFAULT_MAX_DOWNTIME_MS,
+                    ms => ms,
+                }))
+            });
         let mut turn = None;
         if live_downtime.is_none() {
             turn = Some(self.frozen_turn().await);
@@ -794,6 +818,7 @@ impl Origin {
             proxy_protocol: self.req.proxy_protocol.clone(),
             live: live_downtime,
             cancel: cancel.clone(),
+            lazy: self.req.lazy,
         };
         let shared = Arc::new(super::tree::Shared::default());
         let tree_shared = self.req.tree.then(|| shared.clone());
@@ -954,6 +979,34 @@ impl Origin {
 
         // The commit point.
         self.progress("commit").await;
+        if self.req.lazy {
+            let summary = MigrateSummary {
+                migration_id: id.clone(),
+                remote_pid: reply.pid,
+                remote_ns_pid: reply.ns_pid,
+                wire_bytes: self.wire.load(Ordering::Relaxed),
+                raw_bytes: stats.raw_bytes,
+                codec: codec_name.into(),
+                codec_why,
+                warnings: reply.warnings,
+                final_bytes: stats.raw_bytes,
+                ..Default::default()
+            };
+            return super::lazy::origin_commit(
+                &self.node,
+                &mut self.rec,
+                &mut client,
+                &cmd_tx,
+                &mut ev_rx,
+                codec,
+                since,
+                self.t0,
+                &self.tx,
+                turn,
+                summary,
+            )
+            .await;
+        }
         self.record("committing", "turning the original into the stub")?;
         if fault("origin-exit-before-commit") {
             tracing::error!(migration = %id, "FERRY_FAULT origin-exit-before-commit: exiting");
@@ -1038,6 +1091,7 @@ impl Origin {
             round_bytes: rounds.bytes,
             live: rounds.why,
             final_bytes: stats.raw_bytes,
+            lazy: String::new(),
         })
     }
 
@@ -1116,7 +1170,7 @@ fn codec_name(c: Codec) -> &'static str {
 
 /// Sends Commit until the destination acknowledges it. Gives up only when the destination
 /// says the copy is gone (then nothing can bring the process back; it is said loudly).
-async fn commit_remote(
+pub(super) async fn commit_remote(
     _node: &NodeRef,
     client: &mut PeerClient<Channel>,
     id: &str,
@@ -1555,6 +1609,9 @@ pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
     let state = rec.state.clone();
     let remote_pid = rec.remote_pid;
     match state.as_str() {
+        "committing" | "committed" if !stubbed() && super::lazy::is_lazy(&rec) => {
+            super::lazy::resolve_origin(&node, rec).await;
+        }
         "committing" | "committed" if stubbed() => {
             super::tree::end_unstubbed_members(&rec);
             let _ = node.store.set(
