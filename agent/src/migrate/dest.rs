@@ -471,14 +471,20 @@ fn restorer(
         Some(if lazy { &missing } else { &write }),
         premade,
     );
+    let armed = crate::restore::lazy::take();
     crate::restore::lazy::want(false);
-    if let (Ok(_), Some(a)) = (&restored, crate::restore::lazy::take()) {
-        super::lazy::keep(a);
-    }
     crate::metrics::restore(restored.is_ok());
     let summary = restored.map_err(|e| chain(&e))?;
     let members = Vec::new();
     let st = start_time(summary.pid).unwrap_or(0);
+    if let Some(a) = armed {
+        // Registered once the restore and its checker are done with the copy's memory.
+        if let Err(why) = crate::restore::lazy::register(&a) {
+            kill_copy(summary.pid, st);
+            return Err(why);
+        }
+        super::lazy::keep(a);
+    }
     Ok(Made {
         pid: summary.pid,
         start: st,

@@ -1,9 +1,10 @@
 //! Post-copy (`ferry migrate --lazy`, docs/migration.md "Post-copy"): the restore of a copy
 //! whose private anonymous pages named `precopied` in the image are not there yet. Those
-//! areas are left without their pages and registered, before anything can touch them, in a
-//! userfaultfd made inside the task (an injected `userfaultfd(2)`, while the task still has
-//! the restorer's privileges), taken out with `pidfd_getfd` and closed in the task again:
-//! the task keeps no descriptor of it; ferryd serves its missing-page faults
+//! areas are left without their pages. A userfaultfd is made inside the task (an injected
+//! `userfaultfd(2)`, while the task still has the restorer's privileges), taken out with
+//! `pidfd_getfd` and closed in the task again: the task keeps no descriptor of it. Once the
+//! restore and its checker are done, the areas are registered with it ([`register`]; the
+//! copy is held stopped) and ferryd serves the copy's missing-page faults
 //! (`migrate/lazy.rs`) until every page arrived, then closes it.
 //!
 //! The caller asks for it on its own thread ([`want`]) and takes the result there
@@ -58,10 +59,10 @@ pub const FEATURES: u64 = uffd::FEATURE_EVENT_REMAP
     | uffd::FEATURE_EVENT_UNMAP
     | uffd::FEATURE_EVENT_FORK;
 
-/// In the restore, once the areas are mapped and every page the image carries is written,
-/// before any step that could fault a missing page in: arms the userfaultfd (when asked on
-/// this thread). Fails if a missing page is present (something touched it: it would read
-/// zeros).
+/// In the restore, while the task still has the restorer's privileges: makes the
+/// userfaultfd (when asked on this thread). The areas are registered by [`register`] once
+/// the restore and its checker are done with the task's memory (a read of a registered
+/// missing page by the restorer would wait for a fault handler that does not exist yet).
 pub(crate) fn arm(inj: &Injector<'_>, pid: Pid, mm: &MmState) -> Result<(), RestoreError> {
     if !WANT.with(Cell::get) {
         return Ok(());
@@ -92,14 +93,31 @@ pub(crate) fn arm(inj: &Injector<'_>, pid: Pid, mm: &MmState) -> Result<(), Rest
             "UFFDIO_API with the remap, remove, unmap and fork events: {e}"
         ))
     })?;
-    for &(s, e) in &areas {
-        uffd::register_missing(fd.as_fd(), s, e - s)
+    tracing::debug!(pid = pid.as_raw(), "post-copy userfaultfd made");
+    ARMED.with(|a| {
+        *a.borrow_mut() = Some(Armed {
+            pid,
+            uffd: fd,
+            areas,
+            missing,
+        })
+    });
+    Ok(())
+}
+
+/// Registers the areas of `a` for missing-page faults, in the restored copy (held stopped:
+/// nothing runs in it). Fails if a missing page is present (something touched it since the
+/// restore left it out: it would read zeros).
+pub fn register(a: &Armed) -> Result<(), String> {
+    let pid = a.pid;
+    let bad = |why: String| format!("post-copy: {why}");
+    for &(s, e) in &a.areas {
+        uffd::register_missing(a.uffd.as_fd(), s, e - s)
             .map_err(|err| bad(format!("UFFDIO_REGISTER of {s:#x}-{e:#x}: {err}")))?;
     }
-    // Nothing may be there yet of what is missing.
     let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))
         .map_err(|e| bad(format!("open /proc/{pid}/pagemap: {e}")))?;
-    for &(s, e) in &missing {
+    for &(s, e) in &a.missing {
         let n = ((e - s) / PAGE_SIZE) as usize;
         let mut buf = vec![0u8; n * 8];
         pagemap
@@ -117,17 +135,9 @@ pub(crate) fn arm(inj: &Injector<'_>, pid: Pid, mm: &MmState) -> Result<(), Rest
     }
     tracing::debug!(
         pid = pid.as_raw(),
-        areas = areas.len(),
-        runs = missing.len(),
-        "post-copy userfaultfd armed"
+        areas = a.areas.len(),
+        runs = a.missing.len(),
+        "post-copy areas registered"
     );
-    ARMED.with(|a| {
-        *a.borrow_mut() = Some(Armed {
-            pid,
-            uffd: fd,
-            areas,
-            missing,
-        })
-    });
     Ok(())
 }
