@@ -44,9 +44,20 @@ pub struct Args {
     #[arg(long)]
     pub tree: bool,
     /// Stop the process for the whole copy instead of migrating it live (live: its memory
-    /// is copied while it runs, in rounds, and it stops only for what is left).
-    #[arg(long)]
+    /// is copied while it runs, in rounds, and it stops only for what is left). For a
+    /// process that writes its memory faster than the link sends, or to keep it off both
+    /// hosts at once.
+    #[arg(long, conflicts_with = "lazy")]
     pub stop_and_copy: bool,
+    /// Post-copy: the copy starts at once on HOST, its private anonymous memory following
+    /// (its faults on a missing page are answered first, the rest is pushed); the downtime
+    /// no longer grows with the memory. UNTIL ALL OF IT HAS ARRIVED THE PROCESS DEPENDS ON
+    /// BOTH HOSTS: if this host, its agent or the link is lost meanwhile, the process is lost
+    /// (the copy is ended, the original too; `ferry migrations` says so). Its sockets and
+    /// stdio are relayed only once the memory has arrived. For large memory whose downtime
+    /// matters more than that risk.
+    #[arg(long, conflicts_with = "tree")]
+    pub lazy: bool,
     /// Live migration: the downtime to aim at, in milliseconds. The rounds stop when what is
     /// left would travel within it (or after 8 rounds, or when the process writes as fast as
     /// the link sends: then the rest is stopped and copied, and the summary says so).
@@ -113,6 +124,7 @@ async fn migrate(args: Args) -> Result<()> {
         tree: args.tree,
         stop_and_copy: args.stop_and_copy,
         max_downtime_ms: args.max_downtime,
+        lazy: args.lazy,
     };
     let mut stream = client
         .migrate(req)
@@ -225,7 +237,13 @@ async fn migrate(args: Args) -> Result<()> {
                         format!("; {}", s.codec_why)
                     },
                 );
-                if s.rounds > 0 {
+                if !s.lazy.is_empty() {
+                    println!(
+                        "lazy: downtime {:.1} ms; {}",
+                        s.frozen_us as f64 / 1e3,
+                        s.lazy
+                    );
+                } else if s.rounds > 0 {
                     let per: Vec<String> = s.round_bytes.iter().map(|&b| mb(b)).collect();
                     println!(
                         "live: {} pre-copy round(s) ({}), then {} while stopped; downtime {:.1} ms; {}",
@@ -259,6 +277,12 @@ fn what_is_known(phase: &str, pid: i32, to: &str) -> String {
         "freeze" | "stream" | "restore" => format!(
             "Pid {pid} was frozen, before the commit point: ferryd's end released it, so it \
              runs on here; the copy on {to} is discarded."
+        ),
+        "lazy" => format!(
+            "The copy ran on {to} while its memory was still following (--lazy): with ferryd \
+             gone here, the original (pid {pid}) ended with it and the copy cannot get its \
+             missing pages; the process is lost unless every page had arrived (ferry \
+             migrations on {to} says which)."
         ),
         "commit" => format!(
             "The migration was at its commit point: pid {pid} runs either here or on {to} \

@@ -1,12 +1,12 @@
 //! `cargo xtask bench-migrate`: `ferry migrate` between two test hosts of a process with 64 MiB,
-//! 256 MiB, 1 GiB and 4 GiB resident, writing 0, 10 and 100 MB/s of it, live (the default)
-//! and with `--stop-and-copy` — total time, downtime (the victim writes a timestamp every
-//! millisecond; the longest gap), pre-copy rounds, bytes on the wire — beside the raw mTLS
-//! throughput of the same link (`Peer.Sink`, measured by the origin's `--compress auto` probe
-//! in the same run), the time that link needs for the bytes sent, and the total time as a
-//! multiple of it (target: at most 1.3). `FERRY_BENCH_MIB` (comma-separated) and
-//! `FERRY_BENCH_WRITE` choose other sizes and rates, `FERRY_BENCH_MODES` (`live`,
-//! `stop-and-copy`) the modes.
+//! 256 MiB, 1 GiB and 4 GiB resident, writing 0, 10 and 100 MB/s of it, live (the default),
+//! with `--stop-and-copy` and with `--lazy` (post-copy; its total is until every page
+//! arrived) — total time, downtime (the victim writes a timestamp every millisecond; the
+//! longest gap), pre-copy rounds, bytes on the wire — beside the raw mTLS throughput of the
+//! same link (`Peer.Sink`, measured by the origin's `--compress auto` probe in the same run),
+//! the time that link needs for the bytes sent, and the total time as a multiple of it
+//! (target: at most 1.3). `FERRY_BENCH_MIB` (comma-separated), `FERRY_BENCH_WRITE` and
+//! `FERRY_BENCH_MODES` (`live,stop-and-copy,lazy`) choose other sizes, rates and modes.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -57,24 +57,21 @@ pub fn run(release: bool) -> Result<()> {
     };
     let sizes = list("FERRY_BENCH_MIB", &[64, 256, 1024, 4096]);
     let rates = list("FERRY_BENCH_WRITE", &[0, 10, 100]);
-    let modes = std::env::var("FERRY_BENCH_MODES").unwrap_or_else(|_| "live,stop-and-copy".into());
-    let modes: Vec<bool> = [true, false]
-        .into_iter()
-        .filter(|&live| {
-            modes
-                .split(',')
-                .any(|m| m.trim() == if live { "live" } else { "stop-and-copy" })
-        })
+    let modes: Vec<String> = std::env::var("FERRY_BENCH_MODES")
+        .unwrap_or_else(|_| "live,stop-and-copy,lazy".into())
+        .split(',')
+        .map(|m| m.trim().to_string())
+        .filter(|m| matches!(m.as_str(), "live" | "stop-and-copy" | "lazy"))
         .collect();
     if modes.is_empty() {
-        bail!("FERRY_BENCH_MODES names no mode (live, stop-and-copy)");
+        bail!("FERRY_BENCH_MODES names no mode (live, stop-and-copy, lazy)");
     }
     let result = (|| -> Result<()> {
         let mut rows = Vec::new();
         for &mib in &sizes {
             for &rate in &rates {
-                for &live in &modes {
-                    rows.push(one(&ferry, &victim, &dir, mib, rate, live)?);
+                for mode in &modes {
+                    rows.push(one(&ferry, &victim, &dir, mib, rate, mode)?);
                 }
             }
         }
@@ -91,8 +88,9 @@ pub fn run(release: bool) -> Result<()> {
     result
 }
 
-fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, live: bool) -> Result<String> {
-    let state = dir.join(format!("v{mib}-{rate}-{live}"));
+fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str) -> Result<String> {
+    let live = mode == "live";
+    let state = dir.join(format!("v{mib}-{rate}-{mode}"));
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state)?;
     let init = std::fs::read_to_string("/run/ferry-hosts/h1/init.pid")?;
@@ -126,10 +124,10 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, live: bool)
     sleep(Duration::from_millis(500));
     let out = Command::new(ferry)
         .args(["migrate", &pid, "--to", "h2", "--compress", "auto"])
-        .args(if live {
-            &[][..]
-        } else {
-            &["--stop-and-copy"][..]
+        .args(match mode {
+            "live" => &[][..],
+            "lazy" => &["--lazy"][..],
+            _ => &["--stop-and-copy"][..],
         })
         .env("FERRY_SOCKET", "/run/ferry-hosts/h1/ferryd.sock")
         .output()?;
@@ -203,7 +201,6 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, live: bool)
         }
         _ => ("?".to_string(), "?".to_string()),
     };
-    let mode = if live { "live" } else { "stop-and-copy" };
     println!(
         "{mib} MiB writing {rate} MB/s, {mode}: downtime (longest gap between the victim's 1 ms \
          timestamps) {:.1} ms; raw mTLS link (Sink) {link}\n  ferry: {}",
@@ -219,10 +216,11 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, live: bool)
     } else {
         "-".to_string()
     };
-    let final_stop = if live {
-        field("), then ", 'w').replace(" MiB ", " MiB")
-    } else {
-        "all".to_string()
+    let final_stop = match mode {
+        "live" => field("), then ", 'w').replace(" MiB ", " MiB"),
+        // What stayed in the image; the rest followed (`lazy: … followed`).
+        "lazy" => format!("image; {} followed", field("pages (", ')')),
+        _ => "all".to_string(),
     };
     let row = format!(
         "| {mib} MiB | {rate} MB/s | {mode} | {:.1} ms | {} s | {rounds} | {} | {} | {link} | {link_time} | {ratio} |",

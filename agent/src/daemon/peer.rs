@@ -104,6 +104,18 @@ impl Peer for PeerService {
             .map(Response::new)
     }
 
+    type LazyStream = crate::migrate::lazy::WantStream;
+
+    async fn lazy(
+        &self,
+        request: Request<Streaming<ferry_proto::v1::LazyPages>>,
+    ) -> Result<Response<Self::LazyStream>, Status> {
+        let peer = self.authorize(&request)?;
+        crate::migrate::lazy::serve_dest(&self.node, &peer, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     type RelayStream = crate::relay::dest::Frames;
 
     async fn relay(

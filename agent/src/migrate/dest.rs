@@ -331,6 +331,8 @@ struct StartArgs {
     endpoints: Endpoints,
     /// `--tree`: the other members and their relay endpoints.
     members: Vec<(i32, Endpoints)>,
+    /// Post-copy: the `precopied` pages follow once the copy runs (`migrate/lazy.rs`).
+    lazy: bool,
 }
 
 /// A live migration's restore thread, from the first pre-copied pages on: it makes the task
@@ -427,6 +429,7 @@ fn restorer(
         same,
         endpoints,
         members,
+        lazy,
     } = args;
     let input = ChunkReader {
         rx,
@@ -472,17 +475,30 @@ fn restorer(
         tracing::debug!(pages = n, elapsed = ?t.elapsed(), "pre-copied pages written");
         Ok(())
     };
+    // Post-copy: the pages not in the image stay missing, armed for faults.
+    let missing = |_: Pid, _: &[crate::state::VmaState], _: &[(u64, u64)]| Ok(());
+    crate::restore::lazy::want(lazy);
     let restored = crate::restore::restore_with_pages(
         reader,
         opts,
         &endpoints.substitutes(),
-        Some(&write),
+        Some(if lazy { &missing } else { &write }),
         premade,
     );
+    let armed = crate::restore::lazy::take();
+    crate::restore::lazy::want(false);
     crate::metrics::restore(restored.is_ok());
     let summary = restored.map_err(|e| chain(&e))?;
     let members = Vec::new();
     let st = start_time(summary.pid).unwrap_or(0);
+    if let Some(a) = armed {
+        // Registered once the restore and its checker are done with the copy's memory.
+        if let Err(why) = crate::restore::lazy::register(&a) {
+            kill_copy(summary.pid, st);
+            return Err(why);
+        }
+        super::lazy::keep(a);
+    }
     Ok(Made {
         pid: summary.pid,
         start: st,
@@ -715,6 +731,9 @@ async fn transfer_task(
             if let Some(exit) = node.relays.dest_exit(&id) {
                 watch_end(node.clone(), id.clone(), exit);
             }
+            if header.lazy {
+                super::lazy::watch(node.clone(), id.clone(), pid);
+            }
             tracing::info!(migration = %id, pid, "copy prepared");
             watch(node.clone(), id);
             Ok(TransferReply {
@@ -822,6 +841,7 @@ async fn receive(
                         same: same.take().unwrap_or_default(),
                         endpoints: endpoints.take().ok_or("restorer started twice")?,
                         members: members.take().unwrap_or_default(),
+                        lazy: header.lazy,
                     };
                     match live_start.take() {
                         Some(start) => {
@@ -1067,6 +1087,10 @@ pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<Commi
             "migration {} was aborted: {}",
             rec.migration_id, rec.detail
         ))),
+        Some(DestState::Lost) => Err(Status::failed_precondition(format!(
+            "migration {} lost its copy: {}",
+            rec.migration_id, rec.detail
+        ))),
         Some(DestState::Receiving) | None => Err(Status::failed_precondition(format!(
             "migration {} is {}, not prepared",
             rec.migration_id, rec.state
@@ -1145,7 +1169,8 @@ pub(crate) async fn resolve_prepared(node: NodeRef, id: String) {
                     let _ = commit_local(&node, &mut rec);
                     return;
                 }
-                Some(OriginState::Aborted) => {
+                // `lost`: a lazy migration's origin that ended its original before Commit.
+                Some(OriginState::Aborted | OriginState::Lost) => {
                     let _ = abort_local(
                         &node,
                         &mut rec,

@@ -27,6 +27,9 @@ pub enum NegotiateError {
     /// `--compress` names no codec.
     #[error("--compress {0}: expected auto, zstd, lz4 or none")]
     BadCodec(String),
+    /// `--lazy` with a mode it cannot be combined with.
+    #[error("--lazy is a mode of its own: not with --tree or --stop-and-copy")]
+    LazyWith,
     /// No such process.
     #[error("no process {0}")]
     NoProcess(i32),
@@ -157,6 +160,9 @@ pub enum MigrateError {
     /// The records could not be written: nothing goes on without them.
     #[error("migration records: {}", error_chain(.0))]
     Records(#[from] RecordsError),
+    /// Post-copy's commit (`migrate/lazy.rs`), which still says its outcome as a status.
+    #[error("{}", .0.message())]
+    Lazy(Status),
 }
 
 impl MigrateError {
@@ -165,9 +171,11 @@ impl MigrateError {
         use NegotiateError as N;
         match self {
             Self::Negotiate(e) => match e {
-                N::BadPid(_) | N::ThisHost { .. } | N::BadCodec(_) | N::UnknownPeer(_) => {
-                    Code::InvalidArgument
-                }
+                N::BadPid(_)
+                | N::ThisHost { .. }
+                | N::BadCodec(_)
+                | N::LazyWith
+                | N::UnknownPeer(_) => Code::InvalidArgument,
                 N::NoProcess(_) => Code::NotFound,
                 N::Stub { .. }
                 | N::Children(_)
@@ -189,6 +197,7 @@ impl MigrateError {
                 CommitError::Lost(_) => Code::DataLoss,
             },
             Self::Records(_) => Code::Internal,
+            Self::Lazy(s) => s.code(),
         }
     }
 }

@@ -452,6 +452,18 @@ pub struct Decoded {
     pub member: i32,
 }
 
+impl Decoded {
+    /// Its runs of pages (start, count).
+    pub fn runs(&self) -> &[(u64, u32)] {
+        &self.runs
+    }
+
+    /// Its pages, in the order of the runs.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+}
+
 /// The destination's side: the pages that arrived, newest first, until the final image says
 /// which of them the copy gets.
 #[derive(Debug, Default)]

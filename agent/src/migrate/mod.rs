@@ -13,14 +13,15 @@
 pub mod dest;
 pub mod error;
 pub mod keepmm;
+pub mod lazy;
 pub mod live;
 pub mod negotiate;
 pub mod origin;
 pub mod records;
 pub mod state;
 mod tree;
-pub mod version;
 mod tree_live;
+pub mod version;
 
 use std::sync::OnceLock;
 

@@ -75,6 +75,8 @@ pub enum DestState {
     Ended,
     /// The copy was discarded (or never made).
     Aborted,
+    /// A lazy (post-copy) copy that lost its origin before every page arrived: ended.
+    Lost,
 }
 
 /// A record's state, with its side.
@@ -147,13 +149,14 @@ impl OriginState {
 }
 
 impl DestState {
-    const ALL: [DestState; 6] = [
+    const ALL: [DestState; 7] = [
         Self::Receiving,
         Self::Prepared,
         Self::Committed,
         Self::Done,
         Self::Ended,
         Self::Aborted,
+        Self::Lost,
     ];
 
     /// The text a record and `ferry migrations` show.
@@ -165,12 +168,13 @@ impl DestState {
             Self::Done => "done",
             Self::Ended => "ended",
             Self::Aborted => "aborted",
+            Self::Lost => "lost",
         }
     }
 
     /// Whether nothing more happens to the migration (the copy may still end).
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Done | Self::Ended | Self::Aborted)
+        matches!(self, Self::Done | Self::Ended | Self::Aborted | Self::Lost)
     }
 
     /// The proto value.
@@ -182,6 +186,7 @@ impl DestState {
             Self::Done => pb::DestinationState::Done,
             Self::Ended => pb::DestinationState::Ended,
             Self::Aborted => pb::DestinationState::Aborted,
+            Self::Lost => pb::DestinationState::Lost,
         }
     }
 

@@ -293,6 +293,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
                 relays: plans[i].endpoints(),
             })
             .collect(),
+        ..Default::default()
     };
     let sent = super::origin::send_image(header, pid, &ship, &chunks, &wire, &raw, total, |out| {
         held.write_counting(out, codec, Some(&raw))
@@ -312,7 +313,8 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
     }
     match cmds.recv() {
         Ok(Cmd::Commit) => {}
-        Ok(Cmd::Thaw | Cmd::Freeze) | Err(_) => {
+        // A tree is never lazy (refused before).
+        Ok(Cmd::Thaw | Cmd::Freeze | Cmd::Lazy(_)) | Err(_) => {
             let _ = held.thaw();
             drop(pre.take());
             let _ = events.send(Ev::Thawed);

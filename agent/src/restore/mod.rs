@@ -10,6 +10,7 @@ mod fdkinds;
 mod files;
 mod inject;
 mod ipc;
+pub mod lazy;
 mod mm;
 mod premade;
 mod pty;
@@ -525,6 +526,8 @@ pub fn restore_with_pages<R: Read + Send>(
     // The restore maps nothing more of its own: new mappings may be locked from here on.
     mm::lock_future(&inj, &state.mm)?;
     mm::late_madvise_fault(&inj, &state.mm)?;
+    // Post-copy: the missing pages' userfaultfd, while the task still has our privileges.
+    lazy::arm(&inj, task.pid, &state.mm)?;
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
     // restore's own calls.
     for r in &state.rlimits {

@@ -238,7 +238,7 @@ impl Origin {
         // One frozen phase at a time on this agent: wait for the others' to end. A live
         // migration's rounds run before (the process runs meanwhile): it waits after them.
         // A tree is live too: every member's writes are tracked (migrate/tree_live.rs).
-        let live_downtime = (!self.req.stop_and_copy).then(|| {
+        let live_downtime = (!self.req.stop_and_copy && !self.req.lazy).then(|| {
             Duration::from_millis(u64::from(match self.req.max_downtime_ms {
                 0 => live::DEFAULT_MAX_DOWNTIME_MS,
                 ms => ms,
@@ -293,7 +293,37 @@ impl Origin {
             format!("copy held stopped on {to} as pid {}", reply.pid),
         )?;
 
-        // The commit point.
+        // The commit point (post-copy: migrate/lazy.rs).
+        if self.req.lazy {
+            let summary = MigrateSummary {
+                migration_id: self.rec.migration_id.clone(),
+                remote_pid: reply.pid,
+                remote_ns_pid: reply.ns_pid,
+                wire_bytes: self.wire.load(Ordering::Relaxed),
+                raw_bytes: stats.raw_bytes,
+                codec: codec.to_string(),
+                codec_why,
+                warnings: reply.warnings,
+                final_bytes: stats.raw_bytes,
+                ..Default::default()
+            };
+            self.progress("commit").await;
+            return super::lazy::origin_commit(
+                &self.node,
+                &mut self.rec,
+                &mut neg.client,
+                &tr.cmds,
+                &mut tr.events,
+                codec,
+                since,
+                self.t0,
+                &self.tx,
+                turn,
+                summary,
+            )
+            .await
+            .map_err(MigrateError::Lazy);
+        }
         let plan = self.commit(&mut tr, &mut neg.client).await?;
         let frozen = since.elapsed();
         self.rec.frozen_end_unix_us = now_us();
@@ -317,6 +347,7 @@ impl Origin {
             round_bytes: rounds.bytes,
             live: rounds.why,
             final_bytes: stats.raw_bytes,
+            lazy: String::new(),
         };
         Ok(self.relay(plan, &tr.shared, &neg.ship, reply.warnings, summary))
     }
@@ -330,6 +361,9 @@ impl Origin {
         }
         if to == self.node.config.name {
             return Err(NegotiateError::ThisHost { to, pid });
+        }
+        if self.req.lazy && (self.req.tree || self.req.stop_and_copy) {
+            return Err(NegotiateError::LazyWith);
         }
         let codec = match self.req.compress.as_str() {
             "" | "auto" => None,
@@ -454,6 +488,7 @@ impl Origin {
             proxy_protocol: self.req.proxy_protocol.clone(),
             live: live_downtime,
             cancel: cancel.clone(),
+            lazy: self.req.lazy,
         };
         let shared = Arc::new(super::tree::Shared::default());
         let tree_shared = self.req.tree.then(|| shared.clone());
@@ -761,7 +796,7 @@ fn describe(f: &FileCheck) -> String {
 
 /// Sends Commit until the destination acknowledges it. Gives up only when the destination
 /// says the copy is gone (then nothing can bring the process back; it is said loudly).
-async fn commit_remote(
+pub(crate) async fn commit_remote(
     _node: &NodeRef,
     client: &mut PeerClient<Channel>,
     id: &str,

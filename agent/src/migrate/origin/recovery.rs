@@ -342,6 +342,11 @@ pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
     let state = State::of(&rec);
     let remote_pid = rec.remote_pid;
     match state {
+        Some(State::Origin(OriginState::Committing | OriginState::Committed))
+            if !stubbed() && crate::migrate::lazy::is_lazy(&rec) =>
+        {
+            crate::migrate::lazy::resolve_origin(&node, rec).await;
+        }
         Some(State::Origin(OriginState::Committing | OriginState::Committed)) if stubbed() => {
             crate::migrate::tree::end_unstubbed_members(&rec);
             let _ = node.store.set(

@@ -47,6 +47,10 @@ pub(crate) enum TracerEvent {
     Round { n: u32, raw: u64 },
     /// Live migration: the rounds are over; the tracer waits for [`TracerCommand::Freeze`].
     Precopied(live::Rounds),
+    /// Lazy migration: the original dies with this agent from now on; so many pages follow.
+    LazyArmed(u64),
+    /// Lazy migration: the destination was lost after the copy ran; the original was ended.
+    LazyLost(String),
 }
 
 /// What the async side tells the tracer after the image went out.
@@ -56,6 +60,8 @@ pub(crate) enum TracerCommand {
     Thaw,
     /// Live migration: the frozen phase is ours; stop the process for the rest.
     Freeze,
+    /// Lazy migration: the commit (`migrate/lazy.rs`).
+    Lazy(crate::migrate::lazy::TracerLazy),
 }
 
 /// Everything the tracer thread needs.
@@ -80,6 +86,8 @@ pub(crate) struct TracerJob {
     /// Set when the migration is given up: the rounds stop sending (a broken stream may not
     /// close the channel at once).
     pub(crate) cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Post-copy (`--lazy`): the private anonymous pages follow once the copy runs.
+    pub(crate) lazy: bool,
 }
 
 /// The tracer: (a live migration's rounds,) freeze, header, shipped files, image; then wait
@@ -102,6 +110,7 @@ pub(crate) fn tracer(job: TracerJob) {
         proxy_protocol,
         live: live_downtime,
         cancel,
+        lazy,
     } = job;
     let opts = DumpOptions {
         codec,
@@ -149,9 +158,16 @@ pub(crate) fn tracer(job: TracerJob) {
         raw: &raw,
         events: &events,
         at_us,
+        lazy,
     };
-    let sent = check_frozen(pid, &mut held, pre.as_ref(), as_user, &id, at_us)
-        .and_then(|()| image.send(&held, &proxy_protocol, chunks));
+    // Post-copy: the pages of the large private anonymous areas stay out of the image.
+    let mut lazy_runs = Vec::new();
+    let sent = check_frozen(pid, &mut held, pre.as_ref(), as_user, &id, at_us).and_then(|()| {
+        if lazy {
+            lazy_runs = crate::migrate::lazy::mark(&mut held.state.mm.vmas);
+        }
+        image.send(&held, &proxy_protocol, chunks)
+    });
     let failed = match sent {
         Err(ev) => ev,
         Ok(plan) => match cmds.recv() {
@@ -174,6 +190,13 @@ pub(crate) fn tracer(job: TracerJob) {
                         TracerEvent::StubFailed(chain(&e))
                     }
                 }
+            }
+            Ok(TracerCommand::Lazy(job)) => {
+                crate::migrate::lazy::tracer_commit(
+                    held, plan, &id, &socket, job, lazy_runs, &events,
+                );
+                drop(pre.take());
+                return;
             }
             // Told to, or the migration was dropped (the agent is going away): give it back.
             Ok(TracerCommand::Thaw | TracerCommand::Freeze) | Err(_) => TracerEvent::Thawed,
@@ -237,6 +260,8 @@ struct Image<'a> {
     events: &'a mpsc::UnboundedSender<TracerEvent>,
     /// The wall-clock time just before the freeze.
     at_us: u64,
+    /// Post-copy: the header says so.
+    lazy: bool,
 }
 
 impl Image<'_> {
@@ -277,6 +302,7 @@ impl Image<'_> {
             image_bytes_hint: total,
             origin_pid: pid,
             members: Vec::new(),
+            lazy: self.lazy,
         };
         let (codec, raw) = (self.codec, self.raw);
         let stats = send_image(

@@ -1,0 +1,1008 @@
+//! Post-copy migration (`ferry migrate --lazy`, docs/migration.md "Post-copy (--lazy)"): the
+//! copy runs on the destination before its private anonymous memory has arrived; its faults
+//! on the missing pages are answered from the origin over `Peer.Lazy` while the origin
+//! pushes every other page in the background.
+//!
+//! The origin keeps the original frozen (traced, `PTRACE_O_EXITKILL` from before the copy
+//! runs: it can never run again, also if this agent dies) and reads the pages from it; once
+//! the destination has them all, the original becomes the stub and the relay starts. The
+//! destination's copy holds a userfaultfd made in it by the restore (`restore/lazy.rs`),
+//! served by a thread of ferryd and closed when the last page arrived. Until then the copy
+//! depends on both hosts: if the origin is lost, the copy is ended (it cannot run without
+//! its memory) and both records say so.
+
+use std::collections::HashMap;
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ferry_proto::v1::migrate_event::Event;
+use ferry_proto::v1::peer_client::PeerClient;
+use ferry_proto::v1::{
+    LazyPages, LazyWant, MigrateEvent, MigrateSummary, MigrationRecord, PrecopyPages, Progress,
+};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
+
+use super::origin::{Cmd, Ev};
+use super::state::{DestState, OriginState};
+use super::{chain, start_time};
+use crate::daemon::NodeRef;
+use crate::dump::Held;
+use crate::image::Codec;
+use crate::relay::origin::Plan;
+use crate::restore::lazy::Armed;
+use crate::state::{PAGE_SIZE, VmaKind, VmaState, vmflag};
+use crate::sys::uffd;
+
+/// Pages per pushed message (1 MiB).
+const BATCH: usize = 256;
+/// Pages sent for one fault: the page and those after it not sent yet (64 KiB).
+const AROUND: usize = 16;
+/// An area with fewer present pages travels in the image (its faults would come at once).
+const MIN_PAGES: u64 = 256;
+/// How long a committed copy waits for its origin's page stream.
+const STREAM_WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- the origin's side
+
+/// Under the freeze, after the dump collected `vmas`: every present page of the areas whose
+/// contents can follow (private anonymous, not a stack, not locked, some access, at least
+/// [`MIN_PAGES`] present) moves from `pages` to `precopied`: the image leaves them out, the
+/// destination leaves them missing. Returns the page runs (start, end) that follow.
+pub fn mark(vmas: &mut [VmaState]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for v in vmas.iter_mut() {
+        let lazy = !v.shared
+            && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap)
+            && !v.growsdown
+            && v.prot != 0
+            && v.flags & (vmflag::LOCKED | vmflag::LOCKONFAULT) == 0
+            && v.inherited.is_empty()
+            && v.precopied.is_empty()
+            && v.stored_pages() >= MIN_PAGES;
+        if !lazy {
+            continue;
+        }
+        out.extend(
+            v.pages
+                .iter()
+                .map(|r| (r.start, r.start + r.count * PAGE_SIZE)),
+        );
+        v.precopied = std::mem::take(&mut v.pages);
+    }
+    out
+}
+
+/// What the async side hears from the destination.
+#[derive(Debug)]
+pub enum Want {
+    /// Pages it faulted on.
+    Pages(Vec<u64>),
+    /// It has every page.
+    Complete,
+    /// The stream broke.
+    Lost(String),
+}
+
+/// What the tracer needs to serve the pages after the commit.
+#[derive(Debug)]
+pub struct TracerLazy {
+    pages: mpsc::Sender<LazyPages>,
+    wants: std::sync::mpsc::Receiver<Want>,
+    codec: Codec,
+    runs: Vec<(u64, u64)>,
+    pushed: Arc<AtomicU64>,
+    asked: Arc<AtomicU64>,
+    /// Compressed bytes sent.
+    wire: Arc<AtomicU64>,
+}
+
+/// Which of the pages to send went out: one bit per page of each run.
+#[derive(Debug)]
+struct Sent {
+    runs: Vec<(u64, u64)>,
+    /// Per run: the index of its first page.
+    first: Vec<usize>,
+    bits: Vec<bool>,
+    left: usize,
+}
+
+impl Sent {
+    fn new(runs: &[(u64, u64)]) -> Self {
+        let mut first = Vec::with_capacity(runs.len());
+        let mut n = 0usize;
+        for &(s, e) in runs {
+            first.push(n);
+            n += ((e - s) / PAGE_SIZE) as usize;
+        }
+        Sent {
+            runs: runs.to_vec(),
+            first,
+            bits: vec![false; n],
+            left: n,
+        }
+    }
+
+    /// The index of page `addr`, if it is one to send.
+    fn index(&self, addr: u64) -> Option<usize> {
+        let i = self.runs.partition_point(|&(_, e)| e <= addr);
+        let &(s, _) = self.runs.get(i).filter(|&&(s, _)| s <= addr)?;
+        Some(self.first[i] + ((addr - s) / PAGE_SIZE) as usize)
+    }
+
+    fn addr(&self, idx: usize) -> u64 {
+        let i = self.first.partition_point(|&f| f <= idx) - 1;
+        self.runs[i].0 + (idx - self.first[i]) as u64 * PAGE_SIZE
+    }
+
+    /// Takes up to `n` unsent pages among the `span` from index `from` on.
+    fn take(&mut self, from: usize, n: usize, span: usize) -> Vec<(u64, u32)> {
+        let mut out: Vec<(u64, u32)> = Vec::new();
+        let mut idx = from;
+        let end = from.saturating_add(span).min(self.bits.len());
+        let mut taken = 0;
+        while idx < end && taken < n {
+            if !self.bits[idx] {
+                self.bits[idx] = true;
+                self.left -= 1;
+                taken += 1;
+                let a = self.addr(idx);
+                match out.last_mut() {
+                    Some((s, c)) if *s + u64::from(*c) * PAGE_SIZE == a => *c += 1,
+                    _ => out.push((a, 1)),
+                }
+            }
+            idx += 1;
+        }
+        out
+    }
+}
+
+fn compress(c: Codec, raw: &[u8]) -> Result<(&'static str, Vec<u8>), String> {
+    match c {
+        Codec::None => Ok(("none", raw.to_vec())),
+        Codec::Lz4 => lz4::block::compress(raw, None, false)
+            .map(|d| ("lz4", d))
+            .map_err(|e| format!("lz4: {e}")),
+        Codec::Zstd => zstd::bulk::compress(raw, 1)
+            .map(|d| ("zstd", d))
+            .map_err(|e| format!("zstd: {e}")),
+    }
+}
+
+/// Reads the pages of `runs` from the frozen original and makes them one message.
+fn pack(pid: Pid, codec: Codec, runs: &[(u64, u32)]) -> Result<LazyPages, String> {
+    let len: usize = runs.iter().map(|r| r.1 as usize).sum::<usize>() * PAGE_SIZE as usize;
+    let mut raw = vec![0u8; len];
+    let remote: Vec<RemoteIoVec> = runs
+        .iter()
+        .map(|&(s, c)| RemoteIoVec {
+            base: s as usize,
+            len: c as usize * PAGE_SIZE as usize,
+        })
+        .collect();
+    let got = {
+        let mut local = [IoSliceMut::new(&mut raw)];
+        process_vm_readv(pid, &mut local, &remote)
+            .map_err(|e| format!("read the pages of pid {pid}: {e}"))?
+    };
+    if got != len {
+        return Err(format!("read the pages of pid {pid}: {got} of {len} bytes"));
+    }
+    let (name, data) = compress(codec, &raw)?;
+    Ok(LazyPages {
+        pages: Some(PrecopyPages {
+            round: 0,
+            starts: runs.iter().map(|r| r.0).collect(),
+            counts: runs.iter().map(|r| r.1).collect(),
+            codec: name.into(),
+            raw_len: len as u64,
+            data,
+            blake3: blake3::hash(&raw).as_bytes().to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// Sends every page of `job.runs` of the frozen `pid`: the pages asked for first (with a few
+/// after each), the rest in order; then waits until the destination has them all.
+fn serve(pid: Pid, job: &TracerLazy) -> Result<(), String> {
+    let mut sent = Sent::new(&job.runs);
+    let mut cursor = 0usize;
+    let send = |m: LazyPages| {
+        let n = m.pages.as_ref().map_or(0, |p| p.data.len() as u64);
+        job.wire.fetch_add(n, Ordering::Relaxed);
+        job.pages
+            .blocking_send(m)
+            .map_err(|_| "the page stream closed".to_string())
+    };
+    let answer = |sent: &mut Sent, addrs: Vec<u64>| -> Result<(), String> {
+        for a in addrs {
+            let Some(idx) = sent.index(a & !(PAGE_SIZE - 1)) else {
+                continue;
+            };
+            if sent.bits[idx] {
+                continue;
+            }
+            let runs = sent.take(idx, AROUND, AROUND);
+            let n: u64 = runs.iter().map(|r| u64::from(r.1)).sum();
+            job.asked.fetch_add(n, Ordering::Relaxed);
+            send(pack(pid, job.codec, &runs)?)?;
+        }
+        Ok(())
+    };
+    loop {
+        // Faults first.
+        loop {
+            match job.wants.try_recv() {
+                Ok(Want::Pages(a)) => answer(&mut sent, a)?,
+                Ok(Want::Complete) => return Ok(()),
+                Ok(Want::Lost(why)) => return Err(why),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err("the page stream ended".into());
+                }
+            }
+        }
+        if sent.left == 0 {
+            break;
+        }
+        while cursor < sent.bits.len() && sent.bits[cursor] {
+            cursor += 1;
+        }
+        let runs = sent.take(cursor, BATCH, usize::MAX);
+        let n: u64 = runs.iter().map(|r| u64::from(r.1)).sum();
+        send(pack(pid, job.codec, &runs)?)?;
+        job.pushed.fetch_add(n, Ordering::Relaxed);
+        // FERRY_FAULT origin-exit-lazy: this agent exits once 16 MiB went out.
+        if job.pushed.load(Ordering::Relaxed) >= 4096 && super::fault("origin-exit-lazy") {
+            tracing::error!("FERRY_FAULT origin-exit-lazy: exiting");
+            std::process::exit(70);
+        }
+    }
+    send(LazyPages {
+        done: true,
+        ..Default::default()
+    })?;
+    loop {
+        match job.wants.recv() {
+            Ok(Want::Pages(a)) => answer(&mut sent, a)?,
+            Ok(Want::Complete) => return Ok(()),
+            Ok(Want::Lost(why)) => return Err(why),
+            Err(_) => return Err("the page stream ended".into()),
+        }
+    }
+}
+
+/// The tracer's part of the commit of a lazy migration, the original frozen in `held`:
+/// makes it die with this agent, reports [`Ev::LazyArmed`] (the async side then lets the
+/// copy run), serves the pages, and once the destination has them all turns the original
+/// into the stub ([`Ev::Stubbed`]). If the destination is lost first, the original is ended
+/// ([`Ev::LazyLost`]): the copy was already running, the original must never run again.
+pub(crate) fn tracer_commit(
+    held: Held,
+    plan: Plan,
+    id: &str,
+    socket: &std::path::Path,
+    mut job: TracerLazy,
+    runs: Vec<(u64, u64)>,
+    events: &mpsc::UnboundedSender<Ev>,
+) {
+    job.runs = runs;
+    let pid = held.tasks()[0].tracee.pid();
+    let armed: Result<(), String> = held.tasks().iter().try_for_each(|t| {
+        nix::sys::ptrace::setoptions(
+            t.tracee.pid(),
+            nix::sys::ptrace::Options::PTRACE_O_EXITKILL
+                | nix::sys::ptrace::Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
+        )
+        .map_err(|e| format!("PTRACE_O_EXITKILL on thread {}: {e}", t.tracee.pid()))
+    });
+    if let Err(why) = armed {
+        // Before the copy ran: the original is given back.
+        let _ = held.thaw();
+        let _ = events.send(Ev::StubFailed(why));
+        return;
+    }
+    let _ = events.send(Ev::LazyArmed(pages_of(&job.runs)));
+    if let Err(why) = serve(pid, &job) {
+        let missing = held_missing(&job);
+        tracing::error!(migration = %id, %why, missing, "lazy migration lost its destination; ending the original");
+        if let Err(e) = held.end() {
+            tracing::warn!(migration = %id, error = %chain(&e), "end the original");
+        }
+        let _ = events.send(Ev::LazyLost(why));
+        return;
+    }
+    // Every page is there: the original's memory is needed no more.
+    let stub = match crate::relay::stub_path() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = held.end();
+            let _ = events.send(Ev::LazyLost(format!("the stub: {}", chain(&e))));
+            return;
+        }
+    };
+    match crate::relay::origin::become_stub_of(
+        held.tasks(),
+        &held.state,
+        &plan,
+        &stub,
+        id,
+        socket,
+        true,
+    ) {
+        Ok(()) => {
+            if let Err(e) = held.detach_as_is() {
+                tracing::warn!(migration = %id, error = %chain(&e), "detach the stub");
+            }
+            let _ = events.send(Ev::Stubbed(plan));
+        }
+        Err(e) => {
+            // The copy runs with all its memory; the original must not: ended, and its
+            // relayed descriptors with it.
+            let _ = held.end();
+            let _ = events.send(Ev::LazyLost(format!(
+                "the stub could not be injected ({}); the copy runs on without its relayed \
+                 descriptors",
+                chain(&e)
+            )));
+        }
+    }
+}
+
+/// Pages not pushed yet (for the log).
+fn held_missing(job: &TracerLazy) -> u64 {
+    let total: u64 = job.runs.iter().map(|(s, e)| (e - s) / PAGE_SIZE).sum();
+    total.saturating_sub(job.pushed.load(Ordering::Relaxed) + job.asked.load(Ordering::Relaxed))
+}
+
+/// The origin's commit of a lazy migration, from `prepared` on; returns the summary.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn origin_commit(
+    node: &NodeRef,
+    rec: &mut MigrationRecord,
+    client: &mut PeerClient<Channel>,
+    cmd_tx: &std::sync::mpsc::Sender<Cmd>,
+    ev_rx: &mut mpsc::UnboundedReceiver<Ev>,
+    codec: Codec,
+    since: Instant,
+    t0: Instant,
+    progress: &mpsc::Sender<Result<MigrateEvent, Status>>,
+    turn: Option<tokio::sync::MutexGuard<'static, ()>>,
+    mut summary: MigrateSummary,
+) -> Result<MigrateSummary, Status> {
+    let id = rec.migration_id.clone();
+    let to = rec.peer.clone();
+    let pid = rec.pid;
+    let record = |rec: &mut MigrationRecord, state: OriginState, detail: String| {
+        node.store
+            .set(rec, state, detail)
+            .map_err(|e| Status::internal(format!("migration records: {}", chain(&e))))
+    };
+    let (pages_tx, pages_rx) = mpsc::channel::<LazyPages>(4);
+    let (wants_tx, wants_rx) = std::sync::mpsc::channel::<Want>();
+    let pushed = Arc::new(AtomicU64::new(0));
+    let asked = Arc::new(AtomicU64::new(0));
+    let wire = Arc::new(AtomicU64::new(0));
+    record(
+        rec,
+        OriginState::Committing,
+        format!(
+            "lazy: the copy on {to} is to run while its memory follows; the original is held \
+             frozen and ends with this agent"
+        ),
+    )?;
+    let _ = cmd_tx.send(Cmd::Lazy(TracerLazy {
+        pages: pages_tx,
+        wants: wants_rx,
+        codec,
+        runs: Vec::new(),
+        pushed: pushed.clone(),
+        asked: asked.clone(),
+        wire: wire.clone(),
+    }));
+    let total = match ev_rx.recv().await {
+        Some(Ev::LazyArmed(total)) => total,
+        Some(Ev::StubFailed(why)) => {
+            super::origin::abort_remote(node.clone(), to.clone(), id.clone());
+            let _ = record(rec, OriginState::Aborted, why.clone());
+            return Err(Status::aborted(format!(
+                "lazy commit failed, pid {pid} goes on here: {why}"
+            )));
+        }
+        other => {
+            super::origin::abort_remote(node.clone(), to.clone(), id.clone());
+            let why = format!("tracer: unexpected {other:?}");
+            let _ = record(rec, OriginState::Aborted, why.clone());
+            return Err(Status::internal(why));
+        }
+    };
+    // The page stream first, so that the first faults find it.
+    let first = LazyPages {
+        migration_id: id.clone(),
+        ..Default::default()
+    };
+    let outbound = tokio_stream::once(first).chain(ReceiverStream::new(pages_rx));
+    let mut lazy_client = client.clone();
+    let stream_task = tokio::spawn(async move {
+        let mut inbound = match lazy_client.lazy(outbound).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                let _ = wants_tx.send(Want::Lost(crate::transport::status_detail(&s)));
+                return;
+            }
+        };
+        loop {
+            match inbound.message().await {
+                Ok(Some(w)) if w.complete => {
+                    let _ = wants_tx.send(Want::Complete);
+                    return;
+                }
+                Ok(Some(w)) => {
+                    if wants_tx.send(Want::Pages(w.addrs)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let _ =
+                        wants_tx.send(Want::Lost("the destination ended the page stream".into()));
+                    return;
+                }
+                Err(s) => {
+                    let _ = wants_tx.send(Want::Lost(crate::transport::status_detail(&s)));
+                    return;
+                }
+            }
+        }
+    });
+    if super::fault("origin-exit-lazy-commit") {
+        tracing::error!(migration = %id, "FERRY_FAULT origin-exit-lazy-commit: exiting");
+        std::process::exit(70);
+    }
+    // The copy runs from here; the original never will again.
+    super::origin::commit_remote(node, client, &id, &to)
+        .await
+        .map_err(|why| {
+            let _ = node.store.set(rec, OriginState::Lost, why.clone());
+            Status::data_loss(why)
+        })?;
+    let frozen = since.elapsed();
+    let running = Instant::now();
+    rec.frozen_end_unix_us = super::origin::now_us();
+    // The frozen phase is over: the next migration may freeze.
+    drop(turn);
+    record(
+        rec,
+        OriginState::Committed,
+        format!(
+            "lazy: running on {to} as pid {}; {total} pages following",
+            rec.remote_pid
+        ),
+    )?;
+    tracing::info!(migration = %id, frozen = ?frozen, pages = total, "lazy copy running");
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let outcome = loop {
+        tokio::select! {
+            ev = ev_rx.recv() => break ev,
+            _ = tick.tick() => {
+                let done = pushed.load(Ordering::Relaxed) + asked.load(Ordering::Relaxed);
+                let _ = progress.send(Ok(MigrateEvent {
+                    event: Some(Event::Progress(Progress {
+                        migration_id: id.clone(),
+                        phase: "lazy".into(),
+                        bytes: done * PAGE_SIZE,
+                        total: total * PAGE_SIZE,
+                        wire_bytes: wire.load(Ordering::Relaxed),
+                    })),
+                })).await;
+            }
+        }
+    };
+    stream_task.abort();
+    let (pushed, asked) = (
+        pushed.load(Ordering::Relaxed),
+        asked.load(Ordering::Relaxed),
+    );
+    let plan = match outcome {
+        Some(Ev::Stubbed(plan)) => plan,
+        Some(Ev::LazyLost(why)) => {
+            let missing = total.saturating_sub(pushed + asked);
+            let why = format!(
+                "lazy migration lost its destination with {missing} pages not sent ({why}); \
+                 the original was ended: the process is gone"
+            );
+            tracing::error!(migration = %id, %why);
+            let _ = node.store.set(rec, OriginState::Lost, why.clone());
+            return Err(Status::data_loss(why));
+        }
+        other => {
+            let why = format!("tracer: unexpected {other:?}; the original was ended");
+            let _ = node.store.set(rec, OriginState::Lost, why.clone());
+            return Err(Status::data_loss(why));
+        }
+    };
+    let took = t0.elapsed();
+    record(
+        rec,
+        OriginState::Done,
+        format!("running on {to} as pid {}; relaying", rec.remote_pid),
+    )?;
+    super::origin::keep_relaying(
+        node.clone(),
+        Some(plan),
+        pid,
+        rec.start_time,
+        id.clone(),
+        to.clone(),
+    );
+    super::origin::moved_on(node, pid, rec.start_time, &to, rec.remote_pid, &id);
+    summary.total_us = took.as_micros() as u64;
+    summary.frozen_us = frozen.as_micros() as u64;
+    summary.raw_bytes += total * PAGE_SIZE;
+    summary.wire_bytes += wire.load(Ordering::Relaxed);
+    summary.lazy = format!(
+        "{total} pages ({:.1} MiB) followed: {pushed} pushed, {asked} on fault; all there {:.3} s \
+         after the copy started",
+        (total * PAGE_SIZE) as f64 / (1 << 20) as f64,
+        running.elapsed().as_secs_f64()
+    );
+    Ok(summary)
+}
+
+/// Whether an origin record is a lazy migration's between its commit and the stub.
+pub(crate) fn is_lazy(rec: &MigrationRecord) -> bool {
+    rec.detail.starts_with("lazy:")
+}
+
+/// On start, an origin record of a lazy migration that was committing or committed when
+/// this agent stopped, its original not a stub: if the original lives, its tracer died
+/// before it was tied to it (before the copy could run): aborted as usual. Otherwise it
+/// ended with this agent (`PTRACE_O_EXITKILL`) while the copy's pages were following: lost.
+pub(crate) async fn resolve_origin(node: &NodeRef, mut rec: MigrationRecord) {
+    let id = rec.migration_id.clone();
+    let to = rec.peer.clone();
+    if OriginState::of(&rec) == Some(OriginState::Committing)
+        && start_time(rec.pid) == Some(rec.start_time)
+    {
+        let _ = node.store.set(
+            &mut rec,
+            OriginState::Aborted,
+            "the agent stopped before the commit; the original went on here",
+        );
+        super::origin::abort_remote(node.clone(), to, id);
+        return;
+    }
+    let why = format!(
+        "lazy migration lost: this agent stopped while the copy's pages were following; the \
+         original ended with it; the copy on {to} cannot run without its pages (see its \
+         record there)"
+    );
+    tracing::error!(migration = %id, "{why}");
+    let _ = node.store.set(&mut rec, OriginState::Lost, why);
+    // A copy still held stopped goes; one that runs is ended by its own agent.
+    if let Ok(ch) = node.peers.channel(&to) {
+        let _ = super::origin::peer_client(ch)
+            .abort(ferry_proto::v1::MigrationRef {
+                migration_id: id.clone(),
+            })
+            .await;
+    }
+}
+
+// ---------------------------------------------------------------- the destination's side
+
+/// Copies restored for a lazy migration, armed and waiting for their page stream, by PID.
+fn armed() -> &'static Mutex<HashMap<i32, (u64, Armed)>> {
+    static A: OnceLock<Mutex<HashMap<i32, (u64, Armed)>>> = OnceLock::new();
+    A.get_or_init(Mutex::default)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// After a lazy copy's restore (its restorer's thread): keeps its userfaultfd until the
+/// origin's page stream comes.
+pub fn keep(a: Armed) {
+    let pid = a.pid.as_raw();
+    let st = start_time(pid).unwrap_or(0);
+    lock(armed()).insert(pid, (st, a));
+}
+
+/// Once the copy of lazy migration `id` is prepared: until its page stream takes it, its
+/// userfaultfd is watched over. An aborted copy's goes; a copy committed (running) that
+/// gets no stream within [`STREAM_WAIT`] lost its origin.
+pub fn watch(node: NodeRef, id: String, pid: i32) {
+    tokio::spawn(async move {
+        let mut running_since: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if !lock(armed()).contains_key(&pid) {
+                return;
+            }
+            let rec = node.store.get(&id).ok().flatten();
+            match rec.as_ref().and_then(DestState::of) {
+                Some(DestState::Committed | DestState::Done) => {
+                    let t = running_since.get_or_insert_with(Instant::now);
+                    if t.elapsed() >= STREAM_WAIT {
+                        let missing = lock(armed())
+                            .remove(&pid)
+                            .map_or(0, |(_, a)| pages_of(&a.missing));
+                        lost(
+                            &node,
+                            &id,
+                            pid,
+                            missing,
+                            &format!("no page stream came within {} s", STREAM_WAIT.as_secs()),
+                        );
+                        return;
+                    }
+                }
+                Some(DestState::Prepared | DestState::Receiving) => {}
+                _ => {
+                    lock(armed()).remove(&pid);
+                    return;
+                }
+            }
+        }
+    });
+}
+
+fn pages_of(runs: &[(u64, u64)]) -> u64 {
+    runs.iter().map(|(s, e)| (e - s) / PAGE_SIZE).sum()
+}
+
+/// The copy of `id` cannot go on: said in the log and the record, and the copy ended.
+fn lost(node: &NodeRef, id: &str, pid: i32, missing: u64, why: &str) {
+    let msg = format!(
+        "lazy migration lost its origin with {missing} pages missing ({why}); the copy cannot \
+         run without them and was ended"
+    );
+    tracing::error!(migration = %id, pid, "{msg}");
+    if let Ok(Some(mut rec)) = node.store.get(id) {
+        let _ = node.store.set(&mut rec, DestState::Lost, msg);
+        if rec.pid == pid && start_time(pid) == Some(rec.start_time) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The pages still missing in a copy, by their address on the origin, and how its areas
+/// moved since (`mremap`).
+#[derive(Debug)]
+struct Missing {
+    uffd: Option<OwnedFd>,
+    pid: Pid,
+    /// Sorted runs (start, end) on the origin; a page leaves when it arrived or was dropped
+    /// by the copy.
+    bits: Sent,
+    /// (from, to, len) in the order they happened.
+    remaps: Vec<(u64, u64, u64)>,
+    warnings: Vec<String>,
+}
+
+impl Missing {
+    fn is_missing(&self, origin: u64) -> bool {
+        self.bits.index(origin).is_some_and(|i| !self.bits.bits[i])
+    }
+
+    fn drop_page(&mut self, origin: u64) -> bool {
+        match self.bits.index(origin) {
+            Some(i) if !self.bits.bits[i] => {
+                self.bits.bits[i] = true;
+                self.bits.left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Where a page of the origin is in the copy now.
+    fn here(&self, mut a: u64) -> u64 {
+        for &(from, to, len) in &self.remaps {
+            if from <= a && a < from + len {
+                a = a - from + to;
+            }
+        }
+        a
+    }
+
+    /// Which page of the origin a page of the copy is.
+    fn origin(&self, mut a: u64) -> u64 {
+        for &(from, to, len) in self.remaps.iter().rev() {
+            if to <= a && a < to + len {
+                a = a - to + from;
+            }
+        }
+        a
+    }
+
+    /// Handles the pending events; returns the origin's pages to ask for.
+    fn events(&mut self) -> Result<Vec<u64>, String> {
+        let Some(fd) = self.uffd.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let msgs = uffd::read_msgs(fd.as_fd()).map_err(|e| format!("read its userfaultfd: {e}"))?;
+        let mut want = Vec::new();
+        for m in msgs {
+            match m.event {
+                uffd::EVENT_PAGEFAULT => {
+                    let at = m.arg[1] & !(PAGE_SIZE - 1);
+                    let o = self.origin(at);
+                    if self.is_missing(o) {
+                        want.push(o);
+                    } else if let Some(fd) = self.uffd.as_ref() {
+                        // Never present on the origin (or arrived meanwhile): zeros.
+                        match uffd::zeropage(fd.as_fd(), at, PAGE_SIZE) {
+                            Ok(()) => {}
+                            Err(nix::errno::Errno::EEXIST) => {
+                                let _ = uffd::wake(fd.as_fd(), at, PAGE_SIZE);
+                            }
+                            Err(e) => return Err(format!("UFFDIO_ZEROPAGE {at:#x}: {e}")),
+                        }
+                    }
+                }
+                uffd::EVENT_REMOVE | uffd::EVENT_UNMAP => {
+                    // Dropped by the copy: what comes later for them is not its any more.
+                    let (s, e) = (m.arg[0], m.arg[1]);
+                    let mut a = s & !(PAGE_SIZE - 1);
+                    while a < e {
+                        let o = self.origin(a);
+                        self.drop_page(o);
+                        a += PAGE_SIZE;
+                    }
+                }
+                uffd::EVENT_REMAP => self.remaps.push((m.arg[0], m.arg[1], m.arg[2])),
+                uffd::EVENT_FORK => {
+                    let child_fd = m.arg[0] as u32 as i32;
+                    // The kernel installed the child's userfaultfd in ferryd: not kept.
+                    let w = "the copy forked while its memory was still arriving: the child \
+                             reads zeros for the pages that had not arrived yet"
+                        .to_string();
+                    tracing::warn!(pid = self.pid.as_raw(), "{w}");
+                    self.warnings.push(w);
+                    let _ = nix::unistd::close(child_fd);
+                }
+                other => tracing::debug!(event = other, "userfaultfd event ignored"),
+            }
+        }
+        Ok(want)
+    }
+
+    /// Puts the pages of one message into the copy (runs, and their pages in order).
+    /// Returns those to try again once the pending events were read (`EAGAIN`: the copy's
+    /// address space is changing), by (page, offset in `raw`).
+    fn put(&mut self, runs: &[(u64, u32)], raw: &[u8]) -> Result<Vec<(u64, usize)>, String> {
+        let mut pages = Vec::new();
+        let mut off = 0usize;
+        for &(s, c) in runs {
+            for k in 0..u64::from(c) {
+                pages.push((s + k * PAGE_SIZE, off));
+                off += PAGE_SIZE as usize;
+            }
+        }
+        self.put_pages(&pages, raw)
+    }
+
+    fn put_pages(
+        &mut self,
+        pages: &[(u64, usize)],
+        raw: &[u8],
+    ) -> Result<Vec<(u64, usize)>, String> {
+        let mut again = Vec::new();
+        for &(o, off) in pages {
+            let page = raw
+                .get(off..off + PAGE_SIZE as usize)
+                .ok_or("a page beyond its message")?;
+            if !self.is_missing(o) {
+                continue;
+            }
+            let at = self.here(o);
+            let Some(fd) = self.uffd.as_ref() else {
+                return Ok(Vec::new());
+            };
+            match uffd::copy(fd.as_fd(), at, page) {
+                // EEXIST: there already (a zero page it faulted on after the copy
+                // dropped the area, …); ENOENT: no longer mapped.
+                Ok(_) | Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(nix::errno::Errno::ESRCH) => {
+                    // The copy is gone: nothing more to put.
+                    self.bits.left = 0;
+                    return Ok(Vec::new());
+                }
+                Err(nix::errno::Errno::EAGAIN) => {
+                    // Its address space is changing: once the events are read.
+                    again.push((o, off));
+                    continue;
+                }
+                Err(e) => return Err(format!("UFFDIO_COPY {at:#x}: {e}")),
+            }
+            self.drop_page(o);
+        }
+        Ok(again)
+    }
+}
+
+/// The response stream of `Peer.Lazy`.
+pub type WantStream = ReceiverStream<Result<LazyWant, Status>>;
+
+/// `Peer.Lazy` on the destination: the origin of migration `id` (named by the first
+/// message) streams the pages of its running copy.
+pub async fn serve_dest(
+    node: &NodeRef,
+    peer: &str,
+    mut inbound: Streaming<LazyPages>,
+) -> Result<WantStream, Status> {
+    let first = inbound
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("empty page stream"))?;
+    let id = first.migration_id;
+    let rec = node
+        .store
+        .get(&id)
+        .map_err(|e| Status::internal(chain(&e)))?
+        .filter(|r| r.role == "destination" && r.peer == peer)
+        .ok_or_else(|| Status::not_found(format!("no migration {id} from {peer}")))?;
+    let (_, a) = lock(armed())
+        .remove(&rec.pid)
+        .filter(|(st, _)| *st == rec.start_time)
+        .ok_or_else(|| {
+            Status::failed_precondition(format!("migration {id}: no copy waits for its pages"))
+        })?;
+    let total = pages_of(&a.missing);
+    let state = Arc::new(Mutex::new(Missing {
+        pid: a.pid,
+        bits: Sent::new(&a.missing),
+        uffd: Some(a.uffd),
+        remaps: Vec::new(),
+        warnings: Vec::new(),
+    }));
+    let (tx, rx) = mpsc::channel::<Result<LazyWant, Status>>(64);
+    let t0 = Instant::now();
+    tracing::info!(migration = %id, pid = rec.pid, pages = total, "lazy pages: the origin's stream came");
+    // The fault thread: reads the userfaultfd, answers what it can, asks for the rest.
+    let faults = {
+        let state = state.clone();
+        let tx = tx.clone();
+        let id = id.clone();
+        std::thread::Builder::new()
+            .name(format!("lazy-{id}"))
+            .spawn(move || {
+                loop {
+                    let fd = {
+                        let s = lock(&state);
+                        match s.uffd.as_ref().map(|f| f.try_clone()) {
+                            Some(Ok(f)) => f,
+                            _ => return,
+                        }
+                    };
+                    match uffd::poll_in(fd.as_fd(), 100) {
+                        Ok(false) => continue,
+                        Ok(true) => {}
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Err(e) => {
+                            tracing::warn!(migration = %id, error = %e, "poll its userfaultfd");
+                            return;
+                        }
+                    }
+                    // Read and noted under the lock: no page goes in between a drop the
+                    // copy made and our noting it.
+                    let want = lock(&state).events();
+                    match want {
+                        Ok(w) if w.is_empty() => {}
+                        Ok(addrs) => {
+                            if tx
+                                .blocking_send(Ok(LazyWant {
+                                    addrs,
+                                    ..Default::default()
+                                }))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(why) => {
+                            tracing::warn!(migration = %id, %why, "lazy faults");
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Status::internal(format!("start the fault thread: {e}")))?
+    };
+    let node = node.clone();
+    let pid = rec.pid;
+    tokio::spawn(async move {
+        let result: Result<(), String> = async {
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Err("the origin ended the page stream".into()),
+                    Err(s) => return Err(crate::transport::status_detail(&s)),
+                };
+                if let Some(p) = msg.pages {
+                    let state = state.clone();
+                    let r = tokio::task::spawn_blocking(move || {
+                        let d = super::live::Received::decode(p)?;
+                        let mut again = lock(&state).put(d.runs(), d.raw())?;
+                        for _ in 0..10_000 {
+                            if again.is_empty() {
+                                break;
+                            }
+                            // The fault thread reads the events meanwhile.
+                            std::thread::sleep(Duration::from_millis(1));
+                            again = lock(&state).put_pages(&again, d.raw())?;
+                        }
+                        if !again.is_empty() {
+                            return Err(format!(
+                                "{} pages could not be put in (its address space kept changing)",
+                                again.len()
+                            ));
+                        }
+                        Ok::<bool, String>(lock(&state).bits.left == 0)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())??;
+                    if r {
+                        return Ok(());
+                    }
+                }
+                if msg.done {
+                    if lock(&state).bits.left > 0 {
+                        return Err(
+                            "the origin sent everything it had, yet pages are missing".into()
+                        );
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        let (left, warnings) = {
+            let mut s = lock(&state);
+            // Closed: the kernel unregisters every area; nothing of ours stays in the copy.
+            s.uffd = None;
+            (s.bits.left as u64, std::mem::take(&mut s.warnings))
+        };
+        let _ = faults.join();
+        match result {
+            Ok(()) => {
+                tracing::info!(migration = %id, pid, pages = total, elapsed = ?t0.elapsed(), "lazy pages: all arrived; userfaultfd closed");
+                if let Ok(Some(mut rec)) = node.store.get(&id)
+                    && let Some(state @ (DestState::Committed | DestState::Done)) =
+                        DestState::of(&rec)
+                {
+                    let mut detail = format!(
+                        "running as pid {pid}; all {total} pages arrived after {:.3} s",
+                        t0.elapsed().as_secs_f64()
+                    );
+                    for w in warnings {
+                        detail.push_str("; ");
+                        detail.push_str(&w);
+                    }
+                    let _ = node.store.set(&mut rec, state, detail);
+                }
+                let _ = tx
+                    .send(Ok(LazyWant {
+                        complete: true,
+                        ..Default::default()
+                    }))
+                    .await;
+            }
+            Err(why) => lost(&node, &id, pid, left, &why),
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}
