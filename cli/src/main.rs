@@ -3,6 +3,7 @@
 mod ca;
 mod criu;
 mod dump;
+mod hosts;
 mod image;
 mod migrate;
 mod restore;
@@ -55,6 +56,8 @@ enum Command {
     /// The local agent's web page: login tokens.
     #[command(subcommand)]
     Web(web::Command),
+    /// The cluster's members as the local agent sees them: address, state, load, age.
+    Hosts(hosts::Args),
 }
 
 /// Invoked as `migrate` (a link to `ferry`): `migrate PID --to HOST` is `ferry migrate ...`.
@@ -132,5 +135,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kill(args) => run::kill(args),
         Command::Limits(args) => run::limits_cmd(args),
         Command::Web(cmd) => web::run(cmd),
+        Command::Hosts(args) => hosts::run(args),
     }
 }

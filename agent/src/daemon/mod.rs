@@ -49,6 +49,8 @@ pub struct Node {
     pub managed: crate::managed::Managed,
     /// Web page logins: token hashes and sessions.
     pub web: crate::web::Auth,
+    /// Cluster membership and load gossip (agent/src/cluster).
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// A shared handle to the node.
@@ -66,6 +68,7 @@ impl Node {
             relays: Default::default(),
             managed: Default::default(),
             web: Default::default(),
+            cluster: Default::default(),
         }
     }
 }
@@ -197,6 +200,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         _ => None,
     };
     crate::managed::start(node.clone());
+    crate::cluster::start(node.clone());
     // Migrations a previous run left unfinished, resolved in the background.
     crate::migrate::resolve(node.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
