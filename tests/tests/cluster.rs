@@ -88,6 +88,29 @@ fn configure(hosts: &Hosts, n: u32, peers: &[u32], extra: &str) -> Result<()> {
     Ok(())
 }
 
+/// The tail of every host's ferryd log, for a failure's message.
+fn logs(hosts: &Hosts) -> String {
+    let mut out = String::new();
+    for n in 1..=hosts.count() {
+        let log = hosts.ferryd_log(n);
+        let lines: Vec<&str> = log.lines().collect();
+        out.push_str(&format!(
+            "--- h{n} ferryd.log (tail)\n{}\n",
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        ));
+    }
+    out
+}
+
+/// Runs `body` on `hosts`; a failure carries the agents' logs.
+fn with_logs<H: std::borrow::BorrowMut<Hosts>>(
+    mut hosts: H,
+    body: impl FnOnce(&mut Hosts) -> Result<()>,
+) -> Result<()> {
+    let result = body(hosts.borrow_mut());
+    result.map_err(|e| anyhow::anyhow!("{e:#}\n{}", logs(hosts.borrow())))
+}
+
 /// `ferry_cluster_bad_datagrams_total` in host `n`'s `/metrics`.
 fn bad_datagrams(hosts: &Hosts, n: u32) -> Result<f64> {
     let host = Hosts::name(n);
@@ -119,26 +142,29 @@ fn members_learned_through_seeds_and_a_killed_host_goes_down_and_comes_back() ->
     let Some(_ctx) = setup("cluster_seeds") else {
         return Ok(());
     };
-    let mut hosts = Hosts::up(3)?;
+    with_logs(Hosts::up(3)?, seeds_body)
+}
+
+fn seeds_body(hosts: &mut Hosts) -> Result<()> {
     // Fresh agents, each seeded with one peer: h1 knows only h2, h3 only h2.
     for n in 1..=3 {
         hosts.kill_ferryd(n)?;
     }
-    configure(&hosts, 1, &[2], "")?;
-    configure(&hosts, 2, &[3], "")?;
-    configure(&hosts, 3, &[2], "")?;
+    configure(hosts, 1, &[2], "")?;
+    configure(hosts, 2, &[3], "")?;
+    configure(hosts, 3, &[2], "")?;
     for n in 1..=3 {
         hosts.start_ferryd(n, &[])?;
     }
     let took = poll(JOIN_WITHIN, "every host sees all three alive", || {
-        Ok(sees_alive(&hosts, 1, &[1, 2, 3])?
-            && sees_alive(&hosts, 2, &[1, 2, 3])?
-            && sees_alive(&hosts, 3, &[1, 2, 3])?)
+        Ok(sees_alive(hosts, 1, &[1, 2, 3])?
+            && sees_alive(hosts, 2, &[1, 2, 3])?
+            && sees_alive(hosts, 3, &[1, 2, 3])?)
     })?;
     eprintln!("all three alive everywhere after {took:?}");
 
     // --json: an array of objects with the fields.
-    let ms = members(&hosts, 1)?;
+    let ms = members(hosts, 1)?;
     ensure!(ms.len() == 3, "h1 lists {} members: {ms:?}", ms.len());
     ensure!(ms[0]["name"] == "h1" && ms[0]["local"] == true, "{ms:?}");
     for m in &ms {
@@ -210,21 +236,21 @@ fn members_learned_through_seeds_and_a_killed_host_goes_down_and_comes_back() ->
     // h3 dies whole: h1 and h2 show it down.
     hosts.kill_host(3)?;
     let took = poll(DOWN_WITHIN, "h1 and h2 show the killed h3 down", || {
-        Ok(state_of(&hosts, 1, "h3")?.as_deref() == Some("down")
-            && state_of(&hosts, 2, "h3")?.as_deref() == Some("down"))
+        Ok(state_of(hosts, 1, "h3")?.as_deref() == Some("down")
+            && state_of(hosts, 2, "h3")?.as_deref() == Some("down"))
     })?;
     eprintln!("killed h3 known down on h1 and h2 after {took:?}");
-    ensure!(sees_alive(&hosts, 1, &[1, 2])?, "h1 lost h2 too");
+    ensure!(sees_alive(hosts, 1, &[1, 2])?, "h1 lost h2 too");
 
     // Back with a fresh agent of the same name: alive again everywhere.
     hosts.start_host(3)?;
     let took = poll(JOIN_WITHIN, "h3 back alive on h1 and h2", || {
-        Ok(sees_alive(&hosts, 1, &[1, 2, 3])?
-            && sees_alive(&hosts, 2, &[1, 2, 3])?
-            && sees_alive(&hosts, 3, &[1, 2, 3])?)
+        Ok(sees_alive(hosts, 1, &[1, 2, 3])?
+            && sees_alive(hosts, 2, &[1, 2, 3])?
+            && sees_alive(hosts, 3, &[1, 2, 3])?)
     })?;
     eprintln!("h3 back alive everywhere after {took:?}");
-    ensure!(members(&hosts, 1)?.len() == 3, "{:?}", members(&hosts, 1)?);
+    ensure!(members(hosts, 1)?.len() == 3, "{:?}", members(hosts, 1)?);
     Ok(())
 }
 
@@ -233,14 +259,18 @@ fn a_cut_link_makes_a_member_suspect_then_down_then_alive_again() -> Result<()> 
     let Some(_ctx) = setup("cluster_cut") else {
         return Ok(());
     };
-    let hosts = Hosts::up(3)?;
+    with_logs(Hosts::up(3)?, cut_body)
+}
+
+fn cut_body(hosts: &mut Hosts) -> Result<()> {
+    let hosts = &*hosts;
     poll(JOIN_WITHIN, "every host sees all three alive", || {
-        Ok(sees_alive(&hosts, 1, &[1, 2, 3])? && sees_alive(&hosts, 2, &[1, 2, 3])?)
+        Ok(sees_alive(hosts, 1, &[1, 2, 3])? && sees_alive(hosts, 2, &[1, 2, 3])?)
     })?;
     hosts.cut_link(2)?;
     let mut seen = Vec::new();
     let took = poll(DOWN_WITHIN, "h1 shows the cut-off h2 down", || {
-        let s = state_of(&hosts, 1, "h2")?.unwrap_or_default();
+        let s = state_of(hosts, 1, "h2")?.unwrap_or_default();
         if seen.last() != Some(&s) {
             seen.push(s.clone());
         }
@@ -251,10 +281,10 @@ fn a_cut_link_makes_a_member_suspect_then_down_then_alive_again() -> Result<()> 
         seen.iter().any(|s| s == "suspect"),
         "h1 never showed h2 suspect before down: {seen:?}"
     );
-    ensure!(sees_alive(&hosts, 1, &[1, 3])?, "h1 lost h3 too");
+    ensure!(sees_alive(hosts, 1, &[1, 3])?, "h1 lost h3 too");
     hosts.restore_link(2)?;
     let took = poll(JOIN_WITHIN, "h2 alive again on h1, and h1 on h2", || {
-        Ok(sees_alive(&hosts, 1, &[1, 2, 3])? && sees_alive(&hosts, 2, &[1, 2, 3])?)
+        Ok(sees_alive(hosts, 1, &[1, 2, 3])? && sees_alive(hosts, 2, &[1, 2, 3])?)
     })?;
     eprintln!("h2 alive again after {took:?}");
     Ok(())
@@ -265,7 +295,10 @@ fn an_agent_with_another_cluster_key_is_never_a_member() -> Result<()> {
     let Some(_ctx) = setup("cluster_key") else {
         return Ok(());
     };
-    let mut hosts = Hosts::up(3)?;
+    with_logs(Hosts::up(3)?, key_body)
+}
+
+fn key_body(hosts: &mut Hosts) -> Result<()> {
     for n in 1..=3 {
         hosts.kill_ferryd(n)?;
     }
@@ -273,7 +306,7 @@ fn an_agent_with_another_cluster_key_is_never_a_member() -> Result<()> {
     let other = hosts.dir(3).join("other-cluster.key");
     ferry_agent::cluster::ClusterKey::create(&other)?;
     configure(
-        &hosts,
+        hosts,
         3,
         &[1, 2],
         &format!("cluster_key = \"{}\"\n", other.display()),
@@ -282,14 +315,14 @@ fn an_agent_with_another_cluster_key_is_never_a_member() -> Result<()> {
         hosts.start_ferryd(n, &[])?;
     }
     poll(JOIN_WITHIN, "h1 and h2 see each other alive", || {
-        Ok(sees_alive(&hosts, 1, &[1, 2])? && sees_alive(&hosts, 2, &[1, 2])?)
+        Ok(sees_alive(hosts, 1, &[1, 2])? && sees_alive(hosts, 2, &[1, 2])?)
     })?;
     // h3 announces itself to its seeds every 2 s, and they to it: for a while, nobody
     // becomes a member across the two keys.
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(6) {
         for n in [1, 2] {
-            let names: Vec<Value> = members(&hosts, n)?
+            let names: Vec<Value> = members(hosts, n)?
                 .iter()
                 .map(|m| m["name"].clone())
                 .collect();
@@ -298,7 +331,7 @@ fn an_agent_with_another_cluster_key_is_never_a_member() -> Result<()> {
                 "h{n} lists h3: {names:?}"
             );
         }
-        let names: Vec<Value> = members(&hosts, 3)?
+        let names: Vec<Value> = members(hosts, 3)?
             .iter()
             .map(|m| m["name"].clone())
             .collect();
@@ -306,7 +339,7 @@ fn an_agent_with_another_cluster_key_is_never_a_member() -> Result<()> {
         sleep(Duration::from_millis(500));
     }
     for n in 1..=3 {
-        let bad = bad_datagrams(&hosts, n)?;
+        let bad = bad_datagrams(hosts, n)?;
         eprintln!("h{n}: {bad} bad datagrams");
         ensure!(bad >= 1.0, "h{n} counted no dropped datagram");
     }

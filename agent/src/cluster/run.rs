@@ -137,36 +137,12 @@ pub(super) async fn run(node: NodeRef) -> Result<(), String> {
     let socket = UdpSocket::bind(addr)
         .await
         .map_err(|e| format!("bind UDP {addr}: {e}"))?;
-    let bump = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64)
-        .max(1);
-    let me = Id {
-        name: config.name.clone(),
-        addr,
-        bump,
-    };
-    let mut seed = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut seed)
-        .map_err(|_| "the system random generator failed".to_owned())?;
-    let handler = LoadGossip {
-        shared: cluster.shared.clone(),
-        me: me.name.clone(),
-    };
-    let mut swim: Swim = Foca::with_custom_broadcast(
-        me.clone(),
-        foca_config(),
-        StdRng::from_seed(seed),
-        PostcardCodec,
-        handler,
-    );
-    {
-        let mut s = cluster.lock();
-        s.me = Some(me.clone());
-        s.running = true;
-        s.off = None;
-    }
+    let mut swim = fresh(&config.name, addr, cluster)?;
+    let me_name = config.name.clone();
+    // Timers carry the generation of the foca instance that set them: a fresh instance (see
+    // `start_over`) ignores its predecessor's.
+    let mut generation = 0u64;
+    let mut started_over = Instant::now();
     tracing::info!(%addr, seeds = ?config.peers.keys().collect::<Vec<_>>(), "cluster membership started");
 
     let (timer_tx, mut timer_rx) = mpsc::unbounded_channel();
@@ -184,11 +160,13 @@ pub(super) async fn run(node: NodeRef) -> Result<(), String> {
                     Ok(())
                 }
             },
-            Some(timer) = timer_rx.recv() => swim.handle_timer(timer, &mut rt),
+            Some((g, timer)) = timer_rx.recv() => {
+                if g == generation { swim.handle_timer(timer, &mut rt) } else { Ok(()) }
+            }
             _ = load_tick.tick() => {
                 let load = sampler.sample(node.managed.running_here());
                 // The handler keeps it as our newest load (sender None) and queues it.
-                let note = LoadNote { name: swim.identity().name.clone(), load };
+                let note = LoadNote { name: me_name.clone(), load };
                 match postcard::to_allocvec(&note) {
                     Ok(bytes) => swim.add_broadcast(&bytes).and_then(|_| swim.broadcast(&mut rt)),
                     Err(err) => {
@@ -197,16 +175,66 @@ pub(super) async fn run(node: NodeRef) -> Result<(), String> {
                     }
                 }
             }
-            _ = seed_tick.tick() => announce_to_seeds(&mut swim, &node, &mut rt).await,
+            _ = seed_tick.tick() => {
+                // Alone after having known others (a cut link, a partition): they have
+                // declared us down, and we them, and down is final for an identity in SWIM.
+                // Start over with a new identity and no stale knowledge, and announce it to
+                // the seeds and to every member we knew.
+                if swim.num_members() == 0
+                    && swim.iter_membership_state().len() > 0
+                    && started_over.elapsed() >= REANNOUNCE_PERIOD
+                {
+                    swim = fresh(&me_name, addr, cluster)?;
+                    generation += 1;
+                    started_over = Instant::now();
+                    tracing::info!(bump = swim.identity().bump, "cluster: alone: rejoining with a new identity");
+                }
+                expire_stale_suspects(&mut swim, cluster, &mut rt)
+                    .and(announce_to_seeds(&mut swim, &node, &mut rt).await)
+            }
         };
         if let Err(err) = result {
             tracing::debug!(%err, "cluster: foca");
         }
-        flush(&mut rt, &socket, &sealer, &me.name, &timer_tx).await;
+        flush(&mut rt, &socket, &sealer, &me_name, &timer_tx, generation).await;
         // Our identity changes when we rejoin after being declared down.
         let current = swim.identity().clone();
         snapshot(cluster, &swim, &current);
     }
+}
+
+/// A new foca instance for this agent, with a new identity (the clock in ms: larger than any
+/// earlier one of this agent, so it wins over them).
+fn fresh(name: &str, addr: SocketAddr, cluster: &Cluster) -> Result<Swim, String> {
+    let bump = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+        .max(1);
+    let me = Id {
+        name: name.to_owned(),
+        addr,
+        bump,
+    };
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| "the system random generator failed".to_owned())?;
+    let handler = LoadGossip {
+        shared: cluster.shared.clone(),
+        me: name.to_owned(),
+    };
+    let swim = Foca::with_custom_broadcast(
+        me.clone(),
+        foca_config(),
+        StdRng::from_seed(seed),
+        PostcardCodec,
+        handler,
+    );
+    let mut s = cluster.lock();
+    s.me = Some(me);
+    s.running = true;
+    s.off = None;
+    Ok(swim)
 }
 
 /// Opens a datagram and hands it to foca; counts it when it does not open or when the
@@ -235,6 +263,39 @@ fn receive(
     }
 }
 
+/// Declares down the members suspected for longer than their timeout allows. foca's
+/// suspect-to-down timer is lost when this agent renews its identity (a rejoin resets its
+/// timers), which would leave a suspicion standing forever; the member, told it is down,
+/// rejoins with a new identity if it is alive.
+fn expire_stale_suspects(
+    swim: &mut Swim,
+    cluster: &Cluster,
+    rt: &mut AccumulatingRuntime<Id>,
+) -> Result<(), foca::Error> {
+    let limit = SUSPECT_TIMEOUT + 2 * PROBE_PERIOD;
+    let stale: Vec<foca::Member<Id>> = {
+        let s = cluster.lock();
+        swim.iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .filter(|m| {
+                s.members
+                    .get(&m.id().addr)
+                    .is_some_and(|(id, state, since)| {
+                        id == m.id() && *state == State::Suspect && since.elapsed() > limit
+                    })
+            })
+            .map(|m| foca::Member::down(m.id().clone()))
+            .collect()
+    };
+    if stale.is_empty() {
+        return Ok(());
+    }
+    for m in &stale {
+        tracing::info!(member = %m.id().name, "cluster: suspected past its timeout: declaring it down");
+    }
+    swim.apply_many(stale.into_iter(), true, &mut *rt)
+}
+
 /// Announces this agent to every seed (`[peers]`) that is not an active member.
 async fn announce_to_seeds(
     swim: &mut Swim,
@@ -258,6 +319,18 @@ async fn announce_to_seeds(
         };
         swim.announce(seed, &mut *rt)?;
     }
+    // Members we knew (learned, not seeds) that foca does not count active: a fresh instance
+    // knows nothing of them.
+    let known: Vec<Id> = {
+        let s = node.cluster.lock();
+        s.members.values().map(|(id, ..)| id.clone()).collect()
+    };
+    for id in known {
+        if id.addr != own && !active.contains(&id.addr) && !node.config.peers.contains_key(&id.name)
+        {
+            swim.announce(id, &mut *rt)?;
+        }
+    }
     Ok(())
 }
 
@@ -267,7 +340,8 @@ async fn flush(
     socket: &UdpSocket,
     sealer: &Sealer,
     me: &str,
-    timers: &mpsc::UnboundedSender<foca::Timer<Id>>,
+    timers: &mpsc::UnboundedSender<(u64, foca::Timer<Id>)>,
+    generation: u64,
 ) {
     while let Some((to, data)) = rt.to_send() {
         if let Some(sealed) = sealer.seal(me, &data)
@@ -280,7 +354,7 @@ async fn flush(
         let tx = timers.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            let _ = tx.send(timer);
+            let _ = tx.send((generation, timer));
         });
     }
     while let Some(n) = rt.to_notify() {
@@ -296,7 +370,11 @@ async fn flush(
                 "cluster: rejoined after being declared down"
             ),
             OwnedNotification::Idle => tracing::info!("cluster: no other member is reachable"),
-            _ => {}
+            OwnedNotification::Active => tracing::info!("cluster: connected"),
+            OwnedNotification::Defunct => tracing::info!("cluster: declared down, cannot rejoin"),
+            OwnedNotification::Rename(a, b) => {
+                tracing::info!(member = %a.name, from = a.bump, to = b.bump, "cluster: member renamed")
+            }
         }
     }
 }
@@ -328,5 +406,11 @@ fn snapshot(cluster: &Cluster, swim: &Swim, me: &Id) {
             }
         }
     }
-    s.members.retain(|addr, _| seen.contains(addr));
+    // A member a fresh instance does not know (yet) stays, shown down.
+    for (addr, (_, state, since)) in s.members.iter_mut() {
+        if !seen.contains(addr) && *state != State::Down {
+            *state = State::Down;
+            *since = now;
+        }
+    }
 }
