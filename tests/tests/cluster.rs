@@ -145,7 +145,17 @@ fn members_learned_through_seeds_and_a_killed_host_goes_down_and_comes_back() ->
     with_logs(Hosts::up(3)?, seeds_body)
 }
 
+/// Waits until the agents `up` started are fully up (their stores opened: a ferryd killed
+/// while it creates its redb files may find them unusable at its next start).
+fn settle(hosts: &Hosts) -> Result<()> {
+    poll(JOIN_WITHIN, "the first agents see each other", || {
+        Ok(sees_alive(hosts, 1, &[1, 2, 3])? && sees_alive(hosts, 3, &[1, 2, 3])?)
+    })
+    .map(drop)
+}
+
 fn seeds_body(hosts: &mut Hosts) -> Result<()> {
+    settle(hosts)?;
     // Fresh agents, each seeded with one peer: h1 knows only h2, h3 only h2.
     for n in 1..=3 {
         hosts.kill_ferryd(n)?;
@@ -299,6 +309,7 @@ fn an_agent_with_another_cluster_key_is_never_a_member() -> Result<()> {
 }
 
 fn key_body(hosts: &mut Hosts) -> Result<()> {
+    settle(hosts)?;
     for n in 1..=3 {
         hosts.kill_ferryd(n)?;
     }
