@@ -48,6 +48,7 @@ struct Metrics {
     relay: Family<Direction, Counter>,
     managed: Family<Status, Gauge>,
     uptime: Gauge<f64, AtomicU64>,
+    cluster_bad: Counter,
     /// One scrape at a time sets the gauges it reads.
     scrape: Mutex<()>,
 }
@@ -123,6 +124,13 @@ fn metrics() -> &'static Metrics {
             "Seconds since this agent started",
             uptime.clone(),
         );
+        let cluster_bad = Counter::default();
+        registry.register(
+            "ferry_cluster_bad_datagrams",
+            "Gossip datagrams dropped because they did not open under the cluster key or were \
+             not from the sender they named (docs/cluster.md)",
+            cluster_bad.clone(),
+        );
         Metrics {
             registry,
             started: Instant::now(),
@@ -135,6 +143,7 @@ fn metrics() -> &'static Metrics {
             relay,
             managed,
             uptime,
+            cluster_bad,
             scrape: Mutex::new(()),
         }
     })
@@ -189,6 +198,11 @@ pub fn relay_bytes(out: bool, n: usize) {
             direction: if out { "out" } else { "in" },
         })
         .inc_by(n as u64);
+}
+
+/// A gossip datagram was dropped (agent/src/cluster).
+pub fn cluster_bad_datagram() {
+    metrics().cluster_bad.inc();
 }
 
 /// Counts of managed processes by status, for [`render`].

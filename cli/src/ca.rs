@@ -8,7 +8,8 @@ use ferry_agent::transport::ca;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Create the cluster CA: DIR/ca.pem and DIR/ca.key (mode 0600). Refuses to replace one.
+    /// Create the cluster CA: DIR/ca.pem, DIR/ca.key (mode 0600) and the cluster key
+    /// DIR/cluster.key (mode 0600; give it to every host with ca.pem). Refuses to replace one.
     Init {
         /// Directory for the CA (created if needed).
         #[arg(long)]

@@ -3,6 +3,7 @@
 mod ca;
 mod criu;
 mod dump;
+mod hosts;
 mod image;
 mod key;
 mod migrate;
@@ -59,6 +60,8 @@ enum Command {
     /// Keys that seal images (`ferry dump --seal`).
     #[command(subcommand)]
     Key(key::Command),
+    /// The cluster's members as the local agent sees them: address, state, load, age.
+    Hosts(hosts::Args),
 }
 
 /// Invoked as `migrate` (a link to `ferry`): `migrate PID --to HOST` is `ferry migrate ...`.
@@ -137,5 +140,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Limits(args) => run::limits_cmd(args),
         Command::Web(cmd) => web::run(cmd),
         Command::Key(cmd) => key::run(cmd),
+        Command::Hosts(args) => hosts::run(args),
     }
 }

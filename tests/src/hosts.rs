@@ -157,7 +157,7 @@ impl Hosts {
         self.dir(n).join("config.toml")
     }
 
-    /// The directory of certificates (`ca.pem`, `hN.pem`, `hN.key`).
+    /// The directory of certificates (`ca.pem`, `cluster.key`, `hN.pem`, `hN.key`).
     pub fn tls_dir(&self) -> PathBuf {
         Path::new(ROOT).join("tls")
     }
@@ -283,6 +283,38 @@ impl Hosts {
     pub fn link_up(&self, n: u32) -> Result<()> {
         self.check(n);
         ip_link_set(&Self::veth(n), "up")
+    }
+
+    /// Cuts host N's link with `xtask hosts cut-link N` (its processes keep running).
+    pub fn cut_link(&self, n: u32) -> Result<()> {
+        self.check(n);
+        xtask(&["hosts", "cut-link", &n.to_string()], &[]).map(drop)
+    }
+
+    /// Restores host N's link with `xtask hosts restore-link N`.
+    pub fn restore_link(&self, n: u32) -> Result<()> {
+        self.check(n);
+        xtask(&["hosts", "restore-link", &n.to_string()], &[]).map(drop)
+    }
+
+    /// Kills host N whole with `xtask hosts kill-host N`: its init and so every process in its
+    /// namespaces, ferryd included, and its link.
+    pub fn kill_host(&mut self, n: u32) -> Result<()> {
+        self.check(n);
+        self.adopt_recorded();
+        xtask(&["hosts", "kill-host", &n.to_string()], &[])?;
+        self.reap_adopted();
+        Ok(())
+    }
+
+    /// Brings killed host N back with `xtask hosts start-host N`: new namespaces at the same
+    /// address and a fresh ferryd with the same name and certificate. Returns ferryd's PID.
+    pub fn start_host(&mut self, n: u32) -> Result<i32> {
+        self.check(n);
+        xtask(&["hosts", "start-host", &n.to_string()], &[])?;
+        self.adopt_recorded();
+        self.ferryd_pid(n)
+            .context("start-host recorded no ferryd pid")
     }
 
     fn check(&self, n: u32) {

@@ -12,6 +12,10 @@
 //! - unless `--no-agents`, it runs `ferryd --config /run/ferry-hosts/hN/config.toml` with
 //!   `FERRY_STATE_DIR=/var/lib/ferry`, logging to `/run/ferry-hosts/hN/ferryd.log`.
 //!
+//! `cut-link N` / `restore-link N` take host N's link down and up; `kill-host N` kills its init
+//! (and so everything in it) and `start-host N` brings it back with a fresh ferryd of the same
+//! name, certificate and configuration.
+//!
 //! Everything `up` makes is recorded under `/run/ferry-hosts` (PIDs with their start times, the
 //! mount points it had to create), so that `down` ends exactly what `up` started, also after a
 //! partial `up`.
@@ -78,6 +82,29 @@ pub enum HostsCmd {
         /// The host number (1 is h1).
         n: u32,
     },
+    /// Cut host N's link (its veth's bridge side down): it reaches nobody, nobody reaches it;
+    /// its processes keep running.
+    CutLink {
+        /// The host number (1 is h1).
+        n: u32,
+    },
+    /// Restore host N's link after `cut-link`.
+    RestoreLink {
+        /// The host number (1 is h1).
+        n: u32,
+    },
+    /// Kill host N whole: its init (SIGKILL), which ends every process in its namespaces, and
+    /// its link. Its directory (config, state, log) stays for `start-host`.
+    KillHost {
+        /// The host number (1 is h1).
+        n: u32,
+    },
+    /// Bring a killed host N back: new namespaces and link at the same address, and (when it
+    /// had one) a fresh ferryd with the same name, certificate and configuration.
+    StartHost {
+        /// The host number (1 is h1).
+        n: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -112,20 +139,90 @@ pub fn run(cmd: &HostsCmd) -> Result<()> {
         HostsCmd::Up(options) => up(options),
         HostsCmd::Down => down(),
         HostsCmd::StartFerryd { n } => {
-            // The binary `up` used, unless FERRYD_BIN says otherwise.
-            let ferryd = match (
-                std::env::var_os("FERRYD_BIN"),
-                fs::read_to_string(root().join("ferryd-bin")),
-            ) {
-                (None, Ok(path)) => PathBuf::from(path.trim_end()),
-                _ => ferryd_bin(false),
-            };
-            let pid = start_ferryd(*n, &ferryd)?;
+            let pid = start_ferryd(*n, &recorded_ferryd())?;
             println!("h{n}: ferryd pid {pid}");
             Ok(())
         }
         HostsCmd::KillFerryd { n } => kill_ferryd(*n),
+        HostsCmd::CutLink { n } => link(*n, "down"),
+        HostsCmd::RestoreLink { n } => link(*n, "up"),
+        HostsCmd::KillHost { n } => kill_host(*n),
+        HostsCmd::StartHost { n } => {
+            let pid = restart_host(*n)?;
+            match pid {
+                Some(pid) => println!("h{n}: back, ferryd pid {pid}"),
+                None => println!("h{n}: back (no agent)"),
+            }
+            Ok(())
+        }
     }
+}
+
+/// The ferryd binary `up` used, unless FERRYD_BIN says otherwise.
+fn recorded_ferryd() -> PathBuf {
+    match (
+        std::env::var_os("FERRYD_BIN"),
+        fs::read_to_string(root().join("ferryd-bin")),
+    ) {
+        (None, Ok(path)) => PathBuf::from(path.trim_end()),
+        _ => ferryd_bin(false),
+    }
+}
+
+/// `ip link set ferryhN STATE` for a host that is up.
+fn link(n: u32, state: &str) -> Result<()> {
+    let dir = host_dir(n);
+    if !dir.join("init.pid").exists() {
+        bail!(
+            "there is no host h{n} (no {})",
+            dir.join("init.pid").display()
+        );
+    }
+    ip(&["link", "set", &veth(n), state])?;
+    println!("h{n}: link {state}");
+    Ok(())
+}
+
+/// SIGKILLs host N's init (the kernel then kills everything in its PID namespace), waits
+/// until it and its ferryd are gone, and deletes its link.
+fn kill_host(n: u32) -> Result<()> {
+    let dir = host_dir(n);
+    let init = read_pid(&dir, "init").with_context(|| format!("is host h{n} up?"))?;
+    let ferryd = read_pid(&dir, "ferryd").ok();
+    if !kill_recorded(&dir, "init") {
+        bail!("h{n}'s init (pid {init}) is not running: the host is already down");
+    }
+    let mut pids = vec![init];
+    pids.extend(ferryd);
+    wait_dead(&pids, Duration::from_secs(10))?;
+    // The root side; its peer went with the namespace, or goes with it now.
+    if Path::new("/sys/class/net").join(veth(n)).exists() {
+        let _ = ip(&["link", "del", &veth(n)]);
+    }
+    // The host is gone: its pid files must not name anything any more.
+    for name in ["init", "ferryd"] {
+        let _ = fs::remove_file(dir.join(format!("{name}.pid")));
+    }
+    println!("h{n}: killed (init pid {init})");
+    Ok(())
+}
+
+/// Starts host N again after `kill-host`, and its ferryd when it has a configuration.
+fn restart_host(n: u32) -> Result<Option<i32>> {
+    let dir = host_dir(n);
+    if !dir.is_dir() {
+        bail!("there is no host h{n} to bring back (no {})", dir.display());
+    }
+    if let Ok(pid) = read_pid(&dir, "init")
+        && is_recorded_alive(&dir, "init", pid)
+    {
+        bail!("h{n} is running (init pid {pid}): kill it first");
+    }
+    start_host(n).with_context(|| format!("start host h{n}"))?;
+    if !dir.join("config.toml").exists() {
+        return Ok(None);
+    }
+    start_ferryd(n, &recorded_ferryd()).map(Some)
 }
 
 fn root() -> PathBuf {

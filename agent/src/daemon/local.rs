@@ -9,10 +9,10 @@
 
 use ferry_proto::v1::agent_server::Agent;
 use ferry_proto::v1::{
-    ExitedReply, ExitedRequest, KillReply, KillRequest, LimitsRequest, ListManagedReply,
-    ListManagedRequest, ListMigrationsReply, ListMigrationsRequest, ManagedProcess, MigrateEvent,
-    MigrateRequest, OffloadRequest, OutputChunk, OutputRequest, RegisterRequest, SpawnRequest,
-    WebTokenReply, WebTokenRequest,
+    ExitedReply, ExitedRequest, HostsReply, HostsRequest, KillReply, KillRequest, LimitsRequest,
+    ListManagedReply, ListManagedRequest, ListMigrationsReply, ListMigrationsRequest,
+    ManagedProcess, MigrateEvent, MigrateRequest, OffloadRequest, OutputChunk, OutputRequest,
+    RegisterRequest, SpawnRequest, WebTokenReply, WebTokenRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -192,5 +192,10 @@ impl Agent for LocalService {
             uid: caller.uid,
             url,
         }))
+    }
+
+    async fn hosts(&self, request: Request<HostsRequest>) -> Result<Response<HostsReply>, Status> {
+        transport::caller(&request)?;
+        Ok(Response::new(crate::cluster::local::hosts(&self.node)))
     }
 }

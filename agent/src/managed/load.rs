@@ -17,7 +17,7 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(3);
 const SAMPLE_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// (idle, total) jiffies of all CPUs, and the number of CPUs, from `/proc/stat`.
-fn cpu_jiffies() -> Option<(u64, u64, u32)> {
+pub(crate) fn cpu_jiffies() -> Option<(u64, u64, u32)> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let mut cpus = 0;
     let mut first = None;
@@ -39,7 +39,7 @@ fn cpu_jiffies() -> Option<(u64, u64, u32)> {
     Some((idle, total, cpus))
 }
 
-fn meminfo(key: &str) -> u64 {
+pub(crate) fn meminfo(key: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {

@@ -6,6 +6,7 @@
 //! socket = "/run/ferry/ferryd.sock" # local API (the default)
 //! tls_dir = "/etc/ferry/tls"        # ca.pem, h1.pem, h1.key
 //! web = "10.77.0.1:8443"            # the web page and /metrics (HTTPS); off when absent
+//! cluster_key = "/etc/ferry/tls/cluster.key" # gossip key (the default: tls_dir/cluster.key)
 //!
 //! [peers]
 //! h2 = "10.77.0.2:7411"
@@ -41,6 +42,10 @@ pub struct Config {
     /// when absent.
     #[serde(default)]
     pub web: Option<String>,
+    /// The cluster key sealing the membership gossip (docs/cluster.md); `tls_dir/cluster.key`
+    /// when absent.
+    #[serde(default)]
+    pub cluster_key: Option<PathBuf>,
 }
 
 fn default_socket() -> PathBuf {
@@ -98,6 +103,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.socket = base.join(&config.socket);
         config.tls_dir = base.join(&config.tls_dir);
+        config.cluster_key = config.cluster_key.as_ref().map(|k| base.join(k));
         Ok(config)
     }
 

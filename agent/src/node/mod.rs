@@ -34,6 +34,8 @@ pub struct Node {
     pub managed: crate::managed::Managed,
     /// Web page logins: token hashes and sessions.
     pub web: crate::web::Auth,
+    /// Cluster membership and load gossip (agent/src/cluster).
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// A shared handle to the node.
@@ -51,6 +53,7 @@ impl Node {
             relays: Default::default(),
             managed: Default::default(),
             web: Default::default(),
+            cluster: Default::default(),
         }
     }
 }

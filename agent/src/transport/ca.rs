@@ -2,8 +2,9 @@
 //! whose only subject alternative name is the node's name and which serves for both server and
 //! client authentication (every agent is both).
 //!
-//! Files in the CA directory: `ca.pem`, `ca.key`, and `NAME.pem`, `NAME.key` per node. Keys are
-//! written with mode 0600, and nothing existing is ever overwritten.
+//! Files in the CA directory: `ca.pem`, `ca.key`, `cluster.key` (the key sealing the cluster's
+//! gossip, which goes wherever `ca.pem` goes: docs/cluster.md), and `NAME.pem`, `NAME.key` per
+//! node. Keys are written with mode 0600, and nothing existing is ever overwritten.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -41,6 +42,9 @@ pub enum InitCaError {
     /// Writing a file failed.
     #[error(transparent)]
     Write(#[from] WriteFileError),
+    /// The cluster key could not be made.
+    #[error("create the cluster key")]
+    ClusterKey(#[source] crate::cluster::KeyError),
 }
 
 /// `issue_node` failed.
@@ -100,12 +104,13 @@ pub struct WriteFileError {
     pub source: io::Error,
 }
 
-/// Creates a cluster CA in `dir` (created if needed): `ca.pem` and `ca.key` (0600). Returns the
-/// certificate's path.
+/// Creates a cluster CA in `dir` (created if needed): `ca.pem`, `ca.key` (0600) and the cluster
+/// key `cluster.key` (0600). Returns the certificate's path.
 pub fn init_ca(dir: &Path) -> Result<PathBuf, InitCaError> {
     let cert_path = dir.join(CA_CERT);
     let key_path = dir.join(CA_KEY);
-    for path in [&cert_path, &key_path] {
+    let cluster_key = dir.join(crate::cluster::CLUSTER_KEY);
+    for path in [&cert_path, &key_path, &cluster_key] {
         if path.exists() {
             return Err(InitCaError::Exists { path: path.clone() });
         }
@@ -123,6 +128,7 @@ pub fn init_ca(dir: &Path) -> Result<PathBuf, InitCaError> {
     create_dir(dir)?;
     // Key first: a CA certificate without its key would block a retry for nothing.
     write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    crate::cluster::ClusterKey::create(&cluster_key).map_err(InitCaError::ClusterKey)?;
     write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
     Ok(cert_path)
 }
@@ -246,7 +252,7 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         init_ca(&dir).unwrap();
         issue_node(&dir, "h1").unwrap();
-        for key in ["ca.key", "h1.key"] {
+        for key in ["ca.key", "h1.key", "cluster.key"] {
             let mode = fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
