@@ -222,6 +222,10 @@ fn reap_in(held: &Held, pid: i32) {
 
 /// [`Keeper::spawn`], or `None` with a warning (the `execve` then frees the memory).
 pub fn spawn_or_warn(held: &Held, id: &str) -> Option<Keeper> {
+    if let Some(why) = not_for(held) {
+        tracing::debug!(migration = %id, "no helper to keep the old memory ({why}): the stub's execve frees it");
+        return None;
+    }
     let t = std::time::Instant::now();
     match Keeper::spawn(held, id) {
         Ok(k) => {
@@ -233,6 +237,27 @@ pub fn spawn_or_warn(held: &Held, id: &str) -> Option<Keeper> {
             None
         }
     }
+}
+
+/// Why no helper is made for `held`, if one is not: a stopped original (its stub stays
+/// stopped and could not reap the helper, whose zombie would look like a second copy), or one
+/// in a PID namespace below the agent's (the commit was seen to hang there).
+fn not_for(held: &Held) -> Option<&'static str> {
+    if held.state.attrs.stop_signal != 0 {
+        return Some("the process is stopped");
+    }
+    let depth = |path: &str| {
+        std::fs::read_to_string(path).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|v| v.split_whitespace().count())
+        })
+    };
+    let pid = held.tasks()[0].tracee.pid();
+    if depth(&format!("/proc/{pid}/status")) != depth("/proc/self/status") {
+        return Some("the process is in a PID namespace of its own");
+    }
+    None
 }
 
 /// [`Keeper::hold_until_released`] of `keeper`, if any.
