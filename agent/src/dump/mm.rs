@@ -1131,3 +1131,44 @@ mod tests {
         assert_eq!(files(&scanned), files(&read));
     }
 }
+
+/// Joins the areas a live migration's write tracking split: memory that grew next to a
+/// registered area (the heap's `brk`, an adjacent `mmap`) stays a separate VMA only because
+/// the registered one carries the tracking's flag. Without the tracking they are one area, and
+/// the restore makes them one (the kernel merges them), so the image says one. Only private
+/// anonymous neighbours of the same kind, protection and flags, one tracked and one not.
+pub fn join_tracking_splits(vmas: &mut Vec<VmaState>) {
+    let mut out: Vec<VmaState> = Vec::with_capacity(vmas.len());
+    for v in vmas.drain(..) {
+        if let Some(a) = out.last_mut()
+            && a.end == v.start
+            && a.kind == v.kind
+            && matches!(a.kind, VmaKind::Anonymous | VmaKind::Heap)
+            && !a.shared
+            && !v.shared
+            && a.prot == v.prot
+            && a.flags == v.flags
+            && a.growsdown == v.growsdown
+            && a.maywrite == v.maywrite
+            && super::track::is_ours(a.start, a.end) != super::track::is_ours(v.start, v.end)
+        {
+            a.end = v.end;
+            a.cow_shared_kb += v.cow_shared_kb;
+            for (to, from) in [
+                (&mut a.pages, v.pages),
+                (&mut a.inherited, v.inherited),
+                (&mut a.precopied, v.precopied),
+            ] {
+                for r in from {
+                    match to.last_mut() {
+                        Some(l) if l.start + l.count * PAGE_SIZE == r.start => l.count += r.count,
+                        _ => to.push(r),
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(v);
+    }
+    *vmas = out;
+}

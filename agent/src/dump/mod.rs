@@ -847,6 +847,7 @@ fn collect(
         tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
         Ok::<_, DumpError>((vmas, fds, locks, injected, ipc))
     })?;
+    mm::join_tracking_splits(&mut vmas);
     let aio_rings = mm::collect_aio_rings(&leader.tracee, &vmas)?;
     let memfds = fdkinds::collect_memfds(pid, &fds, &vmas)?;
     let (ipc_ns, sysv_shm) = match ipc {
