@@ -238,6 +238,23 @@ pub fn make_subreaper() {
     });
 }
 
+/// The status file a victim in `state` writes (empty while there is none).
+pub fn status_file(state: &Path) -> String {
+    fs::read_to_string(state.join("status")).unwrap_or_default()
+}
+
+/// Polls `f` every 50 ms until it holds; an error naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let t = Instant::now();
+    while !f() {
+        if t.elapsed() > timeout {
+            bail!("timed out waiting for {what}");
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Polls `f` every 10 ms until it returns `Some`, or panics naming `what` after `timeout`.
 pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

@@ -3,14 +3,15 @@
 //! served from the origin while the rest is pushed; afterwards nothing of Ferry's is left in
 //! it. A lost origin during that window is reported by the destination and no copy runs on.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Context;
 use ferry_tests::hosts::Hosts;
 use ferry_tests::{TestCtx, ferry_bin, setup, workload};
+use ferry_tests::{status_file, wait_for};
 
 /// A victim (tests/workloads/migrate.c) started inside host 1.
 struct Victim {
@@ -24,21 +25,6 @@ impl Drop for Victim {
         let _ = self.nsenter.kill();
         let _ = self.nsenter.wait();
     }
-}
-
-fn status(state: &Path) -> String {
-    std::fs::read_to_string(state.join("status")).unwrap_or_default()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let t = Instant::now();
-    while !f() {
-        if t.elapsed() > timeout {
-            bail!("timed out waiting for {what}");
-        }
-        sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 fn start_victim(hosts: &Hosts, ctx: &TestCtx, name: &str, mib: u32, extra: &[&str]) -> Victim {
@@ -55,10 +41,10 @@ fn start_victim(hosts: &Hosts, ctx: &TestCtx, name: &str, mib: u32, extra: &[&st
         .spawn()
         .expect("start the victim in h1");
     wait_for("the victim to be ready", Duration::from_secs(60), || {
-        status(&state).contains("ready pid=")
+        status_file(&state).contains("ready pid=")
     })
     .expect("victim ready");
-    let pid = status(&state)
+    let pid = status_file(&state)
         .lines()
         .find_map(|l| l.strip_prefix("ready pid="))
         .and_then(|p| p.trim().parse().ok())
@@ -72,16 +58,16 @@ fn start_victim(hosts: &Hosts, ctx: &TestCtx, name: &str, mib: u32, extra: &[&st
 
 /// Asks the victim (`pid` in host `n`) to verify itself; returns its answer.
 fn check(hosts: &Hosts, n: u32, v: &Victim, pid: i32) -> String {
-    let before = status(&v.state).lines().count();
+    let before = status_file(&v.state).lines().count();
     let out = hosts
         .run(n, &["kill", "-USR1", &pid.to_string()])
         .expect("kill -USR1");
     assert!(out.status.success(), "kill -USR1 {pid} in h{n}");
     wait_for("the victim's answer", Duration::from_secs(30), || {
-        status(&v.state).lines().count() > before
+        status_file(&v.state).lines().count() > before
     })
     .expect("answer");
-    let line = status(&v.state)
+    let line = status_file(&v.state)
         .lines()
         .nth(before)
         .unwrap_or_default()

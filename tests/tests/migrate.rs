@@ -3,14 +3,15 @@
 //! exactly once with its state intact (its own verification), and `ferry migrations` on both
 //! hosts says what happened.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ferry_tests::hosts::Hosts;
 use ferry_tests::{TestCtx, alive, ferry_bin, setup, workload};
+use ferry_tests::{status_file, wait_for};
 
 /// A victim started inside host 1.
 struct Victim {
@@ -29,21 +30,6 @@ impl Drop for Victim {
     }
 }
 
-fn status(state: &Path) -> String {
-    std::fs::read_to_string(state.join("status")).unwrap_or_default()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let t = Instant::now();
-    while !f() {
-        if t.elapsed() > timeout {
-            bail!("timed out waiting for {what}");
-        }
-        sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
 /// Starts the victim in host 1 with `mib` MiB of memory and `extra` arguments.
 fn start_victim(hosts: &Hosts, ctx: &TestCtx, name: &str, mib: u32, extra: &[&str]) -> Victim {
     let state = ctx.path(name);
@@ -60,10 +46,10 @@ fn start_victim(hosts: &Hosts, ctx: &TestCtx, name: &str, mib: u32, extra: &[&st
         .spawn()
         .expect("start the victim in h1");
     wait_for("the victim to be ready", Duration::from_secs(20), || {
-        status(&state).contains("ready pid=")
+        status_file(&state).contains("ready pid=")
     })
     .expect("victim ready");
-    let s = status(&state);
+    let s = status_file(&state);
     let pid = s
         .lines()
         .find_map(|l| l.strip_prefix("ready pid="))
@@ -111,7 +97,7 @@ fn nothing_of_ferry_left(hosts: &Hosts, v: &Victim, pid: i32) {
 
 /// Asks the victim (PID `pid` inside host `n`) to verify itself; returns its answer.
 fn check(hosts: &Hosts, n: u32, v: &Victim, pid: i32) -> String {
-    let before = status(&v.state).lines().count();
+    let before = status_file(&v.state).lines().count();
     let out = hosts
         .run(n, &["kill", "-USR1", &pid.to_string()])
         .expect("kill -USR1");
@@ -121,10 +107,10 @@ fn check(hosts: &Hosts, n: u32, v: &Victim, pid: i32) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for("the victim's answer", Duration::from_secs(20), || {
-        status(&v.state).lines().count() > before
+        status_file(&v.state).lines().count() > before
     })
     .expect("answer");
-    let s = status(&v.state);
+    let s = status_file(&v.state);
     let line = s.lines().nth(before).unwrap_or_default().to_string();
     assert!(line.starts_with("ok "), "the victim says: {line}");
     line
@@ -904,7 +890,7 @@ fn a_parent_is_refused_with_its_children_named() {
         return;
     };
     let v = start_victim(&hosts, &ctx, "v", 8, &["--child"]);
-    let child: i32 = status(&v.state)
+    let child: i32 = status_file(&v.state)
         .lines()
         .find_map(|l| l.strip_prefix("forked pid="))
         .and_then(|p| p.trim().parse().ok())
@@ -957,7 +943,7 @@ fn a_child_forked_before_the_freeze_is_refused_under_it() {
         .expect("kill -USR2");
     assert!(out.status.success(), "kill -USR2");
     wait_for("the child", Duration::from_secs(10), || {
-        status(&v.state).contains("forked pid=")
+        status_file(&v.state).contains("forked pid=")
     })
     .expect("forked");
     let o = cli.wait_with_output().expect("ferry migrate");

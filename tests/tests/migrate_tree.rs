@@ -12,20 +12,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ferry_tests::hosts::Hosts;
 use ferry_tests::{TestCtx, ferry_bin, setup, workload};
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let t = Instant::now();
-    while !f() {
-        if t.elapsed() > timeout {
-            bail!("timed out waiting for {what}");
-        }
-        sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
+use ferry_tests::{status_file, wait_for};
 
 fn up(name: &str) -> Option<(TestCtx, Hosts)> {
     let ctx = setup(name)?;
@@ -76,12 +66,8 @@ impl Drop for Tree {
     }
 }
 
-fn status(state: &Path) -> String {
-    std::fs::read_to_string(state.join("status")).unwrap_or_default()
-}
-
 fn ready_pid(state: &Path, role: &str) -> Option<i32> {
-    status(state).lines().find_map(|l| {
+    status_file(state).lines().find_map(|l| {
         l.strip_prefix(&format!("ready {role} pid="))
             .and_then(|p| p.trim().parse().ok())
     })
@@ -120,7 +106,7 @@ fn start_tree(hosts: &Hosts, ctx: &TestCtx, name: &str, stdout: Stdio) -> Tree {
 /// Asks the member `pid` (inside host `n`) playing `role` to check itself; returns its
 /// answer, which must be "ok ...".
 fn check(hosts: &Hosts, n: u32, t: &Tree, role: &str, pid: i32) -> String {
-    let before = status(&t.state).lines().count();
+    let before = status_file(&t.state).lines().count();
     let out = hosts
         .run(n, &["kill", "-USR1", &pid.to_string()])
         .expect("kill -USR1");
@@ -132,7 +118,7 @@ fn check(hosts: &Hosts, n: u32, t: &Tree, role: &str, pid: i32) -> String {
     let prefix = format!(" {role} ");
     let mut line = String::new();
     wait_for(&format!("{role}'s answer"), Duration::from_secs(20), || {
-        line = status(&t.state)
+        line = status_file(&t.state)
             .lines()
             .skip(before)
             .find(|l| l.contains(&prefix))
@@ -262,16 +248,16 @@ fn a_parent_with_two_children_moves_as_a_tree_and_its_status_comes_back() {
     // Which child is which: each answers with its own original PID.
     let mut after = 0;
     for &k in &kids {
-        let before = status(&t.state).lines().count();
+        let before = status_file(&t.state).lines().count();
         hosts.run_ok(2, &["kill", "-USR1", &k.to_string()]).unwrap();
         wait_for("a child's answer", Duration::from_secs(20), || {
-            status(&t.state)
+            status_file(&t.state)
                 .lines()
                 .skip(before)
                 .any(|l| l.contains(" child"))
         })
         .unwrap();
-        let line = status(&t.state)
+        let line = status_file(&t.state)
             .lines()
             .skip(before)
             .find(|l| l.contains(" child"))
@@ -313,7 +299,7 @@ fn a_parent_with_two_children_moves_as_a_tree_and_its_status_comes_back() {
     wait_for(
         "the parent to reap child 1 on h2",
         Duration::from_secs(20),
-        || status(&t.state).contains("parent reaped child1 status=21"),
+        || status_file(&t.state).contains("parent reaped child1 status=21"),
     )
     .unwrap();
     wait_for(
@@ -349,7 +335,7 @@ fn a_parent_with_two_children_moves_as_a_tree_and_its_status_comes_back() {
         );
         sleep(Duration::from_millis(50));
     };
-    let s = status(&t.state);
+    let s = status_file(&t.state);
     assert!(s.contains("parent exits 42"), "{s}");
     assert!(!s.contains("BAD"), "{s}");
     assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
@@ -477,9 +463,9 @@ fn a_migrated_member_has_no_tracer_moves_on_and_its_status_reaches_its_stub() {
     wait_for(
         "the parent to reap child 1 on h2",
         Duration::from_secs(20),
-        || status(&t.state).contains("parent reaped child1 status=21"),
+        || status_file(&t.state).contains("parent reaped child1 status=21"),
     )
-    .unwrap_or_else(|e| panic!("{e}: {}", status(&t.state)));
+    .unwrap_or_else(|e| panic!("{e}: {}", status_file(&t.state)));
     let _ = watcher.wait();
     let said = std::fs::read_to_string(&out).unwrap_or_default();
     eprintln!("child 1's stub on h1: {said}");
@@ -504,7 +490,7 @@ fn a_migrated_member_has_no_tracer_moves_on_and_its_status_reaches_its_stub() {
         );
         sleep(Duration::from_millis(50));
     };
-    let s = status(&t.state);
+    let s = status_file(&t.state);
     assert!(!s.contains("BAD"), "{s}");
     assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
 }
@@ -590,7 +576,7 @@ fn a_member_whose_stub_fails_after_the_commit_point_is_ended_on_the_origin() {
         );
         sleep(Duration::from_millis(50));
     };
-    let s = status(&t.state);
+    let s = status_file(&t.state);
     assert!(!s.contains("BAD"), "{s}");
     assert_eq!(code, Some(42), "the root's parent on h1 saw {code:?}");
 }
@@ -870,13 +856,13 @@ fn live_line(out: &str) -> Option<(Vec<f64>, f64)> {
 /// Asks every process in `pids` (inside host `n`) to check itself; returns the answers by
 /// role, each of which must be "ok ...".
 fn check_all(hosts: &Hosts, n: u32, t: &Tree, pids: &[i32]) -> Vec<(String, String)> {
-    let before = status(&t.state).lines().count();
+    let before = status_file(&t.state).lines().count();
     for p in pids {
         hosts.run_ok(n, &["kill", "-USR1", &p.to_string()]).unwrap();
     }
     let mut lines = Vec::new();
     wait_for("every answer", Duration::from_secs(20), || {
-        lines = status(&t.state)
+        lines = status_file(&t.state)
             .lines()
             .skip(before)
             .filter(|l| l.starts_with("ok ") || l.starts_with("BAD "))
@@ -987,7 +973,7 @@ fn a_tree_migrates_live_with_every_members_heap_and_its_status_comes_back() {
         );
         sleep(Duration::from_millis(50));
     };
-    let s = status(&t.state);
+    let s = status_file(&t.state);
     assert!(!s.contains("BAD"), "{s}");
     for l in ["child1 exits 21", "child2 exits 22", "parent exits 42"] {
         assert!(s.contains(l), "no {l:?} in {s}");
