@@ -139,6 +139,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             listen: config.listen.clone(),
             source,
         })?;
+    // The stores open before the sockets are bound: an agent that accepts connections has them
+    // (a caller that waits for the socket, as the test hosts do, never races their opening).
+    let store = crate::migrate::records::Store::open_default()?;
+    let managed = crate::managed::Managed::open(&crate::node::state_dir())?;
+    let web = crate::web::Auth::open(&crate::node::state_dir())?;
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Listen { addr, source })?;
@@ -149,9 +154,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let _sockets = RemoveSockets(socket_path.clone());
 
     let mut node = Node::new(config, tls);
-    node.store = crate::migrate::records::Store::open_default()?;
-    node.managed = crate::managed::Managed::open(&crate::node::state_dir())?;
-    node.web = crate::web::Auth::open(&crate::node::state_dir())?;
+    node.store = store;
+    node.managed = managed;
+    node.web = web;
     node.relays
         .keep_ledgers_in(crate::node::state_dir().join("ledgers"));
     let node: NodeRef = Arc::new(node);

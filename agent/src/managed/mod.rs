@@ -196,8 +196,7 @@ impl Managed {
             path: path.display().to_string(),
             why,
         };
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
+        let db = crate::node::db::open(&path).map_err(|e| err(e.to_string()))?;
         let mut entries = BTreeMap::new();
         let mut hosted = BTreeMap::new();
         {

@@ -87,8 +87,7 @@ impl Store {
             path: path.clone(),
             source: Box::new(e),
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
-        let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
+        let db = crate::node::db::open(&path).map_err(open_err)?;
         let store = Self { db };
         store.init()?;
         Ok(store)

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod config;
+pub mod db;
 
 use std::path::PathBuf;
 use std::sync::Arc;

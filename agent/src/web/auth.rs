@@ -99,8 +99,7 @@ impl Auth {
             path: path.display().to_string(),
             why,
         };
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
+        let db = crate::node::db::open(&path).map_err(|e| err(e.to_string()))?;
         let mut tokens = HashMap::new();
         let mut sessions = HashMap::new();
         {
