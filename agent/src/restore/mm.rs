@@ -48,14 +48,9 @@ pub fn find_vdso_syscall(
     Ok(vdso.start + at as u64)
 }
 
-/// A free range for the injection area: outside every mapping of the new task and of the image.
-pub fn pick_area(maps: &[MapsEntry], mm: &MmState) -> Result<u64, RestoreError> {
-    let ranges: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
-    pick_area_avoiding(maps, &ranges)
-}
-
-/// [`pick_area`] outside `ranges` (a live migration's task made before its image is known:
-/// the origin's mappings).
+/// A free range for the injection area: outside every mapping of the new task and `ranges`
+/// (the image's areas, of every member of a tree; a live migration's task made before its
+/// image is known: the origin's mappings).
 pub fn pick_area_avoiding(maps: &[MapsEntry], ranges: &[(u64, u64)]) -> Result<u64, RestoreError> {
     let mut used: Vec<(u64, u64)> = maps
         .iter()
@@ -556,17 +551,6 @@ struct Span {
 }
 
 static ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
-
-/// Streams the image's pages into the task, in stream order.
-pub fn write_pages<R: Read + Send>(
-    inj: &Injector<'_>,
-    state: &ProcessState,
-    reader: &mut ImageReader<R>,
-) -> Result<(), RestoreError> {
-    let mut stream = PageStream::new(&[state]);
-    stream.write(&[inj], reader)?;
-    stream.finish()
-}
 
 /// The page stream of a tree written process by process: the stream holds each process's
 /// pages in turn, in the tree's order, and a block may straddle two processes, so the part of

@@ -12,6 +12,7 @@ mod inject;
 mod ipc;
 pub mod lazy;
 mod mm;
+mod pipeline;
 mod premade;
 mod pty;
 mod shm;
@@ -24,12 +25,10 @@ mod tty;
 use std::io::Read;
 
 use nix::errno::Errno;
-use nix::sys::ptrace::Options;
 
 use crate::image::{ImageReader, ReadImageError};
 use crate::ptrace::{PtraceError, Tracee};
 use crate::state::{ProcessState, ThreadState};
-use crate::sys;
 use inject::Injector;
 pub use premade::{Area as PremadeArea, Premade};
 pub use task::PidNsMode;
@@ -271,43 +270,10 @@ pub type PrecopiedPages<'a> = &'a (
             + Sync
     );
 
-/// Address ranges.
-type Ranges = Vec<(u64, u64)>;
-
-/// The areas of `premade` the final image has as they are (a run of private anonymous areas
-/// covering exactly one premade area, with the same `MAP_NORESERVE`): kept, with the pages
-/// written into them. Returns the image's areas kept and the premade areas they cover.
-fn premade_kept(mm: &crate::state::MmState, premade: &[PremadeArea]) -> (Ranges, Ranges) {
-    use crate::state::{VmaKind, vmflag};
-    let mut vmas = Vec::new();
-    let mut areas = Vec::new();
-    for p in premade {
-        let over: Vec<_> = mm
-            .vmas
-            .iter()
-            .filter(|v| v.start < p.end && p.start < v.end)
-            .collect();
-        let fits = over.first().is_some_and(|v| v.start == p.start)
-            && over.last().is_some_and(|v| v.end == p.end)
-            && over.windows(2).all(|w| w[0].end == w[1].start)
-            && over.iter().all(|v| {
-                !v.shared
-                    && !v.growsdown
-                    && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap)
-                    && (v.flags & vmflag::NORESERVE != 0) == p.noreserve
-            });
-        if fits {
-            vmas.extend(over.iter().map(|v| (v.start, v.end)));
-            areas.push((p.start, p.end));
-        }
-    }
-    (vmas, areas)
-}
-
 /// [`restore_with`] of a live migration's final image, whose pre-copied pages `precopied`
 /// writes. Without it an image with pre-copied pages is refused.
 pub fn restore_with_pages<R: Read + Send>(
-    mut reader: ImageReader<R>,
+    reader: ImageReader<R>,
     opts: RestoreOptions,
     substitutes: &[(i32, std::os::fd::RawFd)],
     precopied: Option<PrecopiedPages<'_>>,
@@ -325,314 +291,25 @@ pub fn restore_with_pages<R: Read + Send>(
                 .into(),
         ));
     }
-    if reader.tree().processes.len() > 1 || !reader.tree().zombies.is_empty() {
-        if !substitutes.is_empty() {
-            return Err(RestoreError::Layout(
-                "a process tree cannot take substituted descriptors".into(),
-            ));
-        }
-        return tree::restore_tree(reader, opts);
+    let tree = reader.tree();
+    let lone = tree.processes.len() == 1 && tree.zombies.is_empty();
+    if !lone && !substitutes.is_empty() {
+        return Err(RestoreError::Layout(
+            "a process tree cannot take substituted descriptors".into(),
+        ));
     }
-    let start = std::time::Instant::now();
-    let substitutes: std::collections::HashMap<i32, std::os::fd::RawFd> =
-        substitutes.iter().copied().collect();
-    let state = reader.state().clone();
-    let mut warnings = Vec::new();
-    let thread = state
-        .threads
-        .first()
-        .ok_or_else(|| RestoreError::Layout("the image has no thread".into()))?;
-    // The restorer's own memfds, which the task's descriptors and mappings open.
-    let memfds = fdkinds::Memfds::create(&[&state])?;
-    let deleted_maps = mm::DeletedFiles::create(&[&state])?;
-    // Pseudo-terminal pairs made anew, held by the restorer until the restore ends.
-    let ptys = pty::Ptys::create(&[&state], &mut warnings)?;
-    cow_warning(&[&state], &mut warnings);
-    // Every file the process needs is checked before a task exists.
-    let fd_plan = files::plan_with(
-        &state,
-        opts.inherit_stdio,
-        &std::collections::HashMap::new(),
-        files::Made {
-            memfds: &memfds,
-            ptys: &ptys,
-        },
-        &mut std::collections::HashMap::new(),
-        &substitutes,
-        &mut warnings,
-    )?;
-
-    check_root(&state)?;
-    tracing::debug!(elapsed = ?start.elapsed(), "files checked");
-    // A live migration's task made ahead, if it is the one this image needs (else dropped:
-    // it dies).
-    let premade = premade.filter(|p| {
-        p.want == state.pid
-            && !state
-                .mm
-                .vmas
-                .iter()
-                .any(|v| v.start < p.area + inject::AREA_LEN && p.area < v.end)
-    });
-    let mut premade_pidfd = None;
-    let (mut task, tracee, premade_at, premade_areas) = match premade {
-        Some(Premade {
-            task,
-            tracee,
-            area,
-            areas,
-            pidfd_in_task,
-            ..
-        }) => {
-            attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
-            tracing::debug!(elapsed = ?start.elapsed(), areas = areas.len(), "premade task taken");
-            premade_pidfd = Some(pidfd_in_task);
-            (task, tracee, Some(area), areas)
-        }
-        None => {
-            let task = task::create(state.pid, opts.pid_ns, false, opts.as_child)?;
-            tracing::debug!(elapsed = ?start.elapsed(), "task created");
-            // Into its cgroups before any memory is touched, so that it is charged where it belongs.
-            attrs::join_cgroups(task.pid, &state.attrs.cgroups, &mut warnings);
-            // EXITKILL: should the restorer die half-way, the half-built task dies with it.
-            // TRACECLONE: the threads we create arrive traced and stopped.
-            let tracee = Tracee::seize(
-                task.pid,
-                Options::PTRACE_O_EXITKILL
-                    | Options::PTRACE_O_TRACESYSGOOD
-                    | Options::PTRACE_O_TRACECLONE
-                    // The filters restored near the end must not apply to the restore's own calls.
-                    | Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP),
-            )?;
-            tracing::trace!(elapsed = ?start.elapsed(), "task seize requested");
-            tracee.interrupt()?;
-            tracing::trace!(elapsed = ?start.elapsed(), "task stopped");
-            // Nothing may be delivered while the task is being built; the image's mask comes last.
-            tracee.set_sigmask(u64::MAX)?;
-            tracing::trace!(elapsed = ?start.elapsed(), "task seized");
-            (task, tracee, None, Vec::new())
-        }
-    };
-
-    let maps = mm::current_maps(task.pid.as_raw())?;
-    let inj = match premade_at {
-        Some(area) => {
-            let inj = Injector::attach(&tracee, area)?;
-            // Made before the descriptor plan, the task has our pidfd at another number.
-            if let (Some(q), Some(p)) = (premade_pidfd, fd_plan.pidfd())
-                && q != p
-            {
-                inj.call(
-                    "dup3(pidfd)",
-                    libc::SYS_dup3,
-                    [q as u64, p as u64, libc::O_CLOEXEC as u64, 0, 0, 0],
-                )?;
-            }
-            inj
-        }
-        None => {
-            let vdso_syscall = mm::find_vdso_syscall(&tracee, &maps)?;
-            let area = mm::pick_area(&maps, &state.mm)?;
-            let inj = Injector::bootstrap(&tracee, vdso_syscall, area)?;
-            tracing::trace!(elapsed = ?start.elapsed(), "injector bootstrapped");
-            // The task is a copy of us, with our thread's rseq area registered; unregister it
-            // before its memory goes, or the next return to user mode faults beyond repair.
-            if let Some((ptr, len, sig)) = tracee.rseq()? {
-                inj.call(
-                    "rseq(unregister)",
-                    libc::SYS_rseq,
-                    [ptr, u64::from(len), 1, u64::from(sig), 0, 0],
-                )?;
-            }
-            inj
-        }
-    };
-    // Shared memory objects are made by the task while it still has a whole address space
-    // of its own to make them in.
-    // Its own IPC namespace first: its shared memory segments are made in it.
-    let ipc_ns = ipc::make(&inj, &state)?;
-    let shared = shm::SharedMemory::prepare(&inj, &[&state], ipc_ns.as_ref())?;
-    let t0 = std::time::Instant::now();
-    tracing::debug!(elapsed = ?start.elapsed(), "injector ready");
-    // A lone process has no parent to keep pages from; a live migration's keeps the areas
-    // of its premade task that the image has as they are, with their pages.
-    mm::kept_from_parent(&state.mm, None, &maps)?;
-    let (kept, kept_areas) = premade_kept(&state.mm, &premade_areas);
-    mm::wipe_and_place_vdso(&inj, &maps, &state.mm, &kept_areas)?;
-    mm::map_vmas(&inj, &state.mm, &memfds, &deleted_maps, &shared, &kept)?;
-    mm::trim_precopied(&inj, &state.mm, &kept)?;
-    mm::advise(&inj, &state.mm)?;
-    tracing::debug!(elapsed = ?t0.elapsed(), kept = kept.len(), "vmas mapped");
-    // For the check: `smaps` before the pages, when the memory steps after them (protect;
-    // lock and AIO rings not: the image has none) change nothing it tells.
-    let smaps_ahead = match opts.check {
-        Some(_) if mm::flags_set_before_pages(&state.mm) => {
-            let t = std::time::Instant::now();
-            let smaps = crate::proc::read(task.pid.as_raw(), "smaps")?;
-            // Part of the checker's cost (`cargo xtask bench` adds it to the check's).
-            tracing::debug!(target: "ferry_agent::verify", elapsed = ?t.elapsed(), "smaps read ahead for the check");
-            Some(smaps)
-        }
-        _ => None,
-    };
-    mm::write_pages(&inj, &state, &mut reader)?;
-    if let Some(write) = precopied {
-        write(task.pid, &state.mm.vmas, &kept).map_err(RestoreError::Layout)?;
-    }
-    tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
-    aio::restore_rings(&inj, &state.mm)?;
-    mm::protect(&inj, &state.mm)?;
-    mm::lock(&inj, &state.mm)?;
-    let address_space_calls = crate::ptrace::address_space_calls();
-    // After the wipe: PR_SET_MM_MAP refuses a new exe while the old executable is mapped.
-    mm::set_mm(&inj, &state)?;
-
-    files::restore(&inj, &fd_plan, &state, &mut warnings)?;
-    sockets::send_in_flight(&[(&state, task.pid)])?;
-    // Seals after the mappings and descriptors: they may forbid what those needed.
-    memfds.seal()?;
-    // A process that led a process group of a session it did not lead is put back so when
-    // that session is the restorer's own (a restore from the session it was dumped in):
-    // its own group again, in the same session. Otherwise (another session, which it
-    // cannot join, or a new PID namespace) it leads a new session, an expected change the
-    // restore checker names. A process in a group it did not lead leads a new session too:
-    // joining the restorer's group would tie it to a job it was not part of.
-    let same_session = state.pgid == state.pid
-        && state.sid != state.pid
-        && task.ns_init.is_none()
-        && nix::unistd::getsid(None).is_ok_and(|sid| sid.as_raw() == state.sid);
-    restore_process_attrs(&inj, &state, !same_session)?;
-    if same_session {
-        inj.call("setpgid", libc::SYS_setpgid, [0; 6])?;
-    }
-    // A session leader whose terminal is still there takes it back (it leads a new session
-    // now, with the same PID); it can be the foreground only of its own group.
-    if let Some(tty) = state.attrs.ctty.as_ref().filter(|_| state.sid == state.pid)
-        && let tty = ptys.ctty(tty)
-        && tty::take(&inj, &tty, &mut warnings)?
-        && tty.fg_pgid == state.pgid
-    {
-        tty::set_foreground(&inj, &tty, state.pid, &mut warnings)?;
-    }
-    restore_thread_attrs(&inj, &state, thread)?;
-    // The other threads share everything set so far (memory, fds, handlers).
-    let threads = create_threads(&inj, &state)?;
-    for (t, ts) in &threads {
-        attrs::join_thread_cgroups(t.pid(), &ts.cgroups, &mut warnings);
-    }
-    // Timers and I/O signals may go to any thread: all of them exist now.
-    attrs::restore_timers(&inj, &state.attrs)?;
-    attrs::restore_fd_owners(&inj, &state)?;
-    // The restore maps nothing more of its own: new mappings may be locked from here on.
-    mm::lock_future(&inj, &state.mm)?;
-    mm::late_madvise_fault(&inj, &state.mm)?;
-    // Post-copy: the missing pages' userfaultfd, while the task still has our privileges.
-    lazy::arm(&inj, task.pid, &state.mm)?;
-    // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
-    // restore's own calls.
-    for r in &state.rlimits {
-        sys::set_rlimit(task.pid, r.resource, r.cur, r.max).map_err(|source| {
-            RestoreError::Rlimit {
-                resource: r.resource,
-                source,
-            }
-        })?;
-    }
-    // Its root last of all that opens paths (they are the host's).
-    enter_root(&inj, &state)?;
-    // Credentials last: once they drop, the task could no longer do the privileged steps.
-    // They belong to each thread, not to the process.
-    for (t, ts) in &threads {
-        lock_down(&inj.for_thread(t)?, &state, ts, false, false, &mut warnings)?;
-    }
-    // The root's parent-death signal waits for its parent (see `arm_pdeathsig`).
-    lock_down(&inj, &state, thread, true, false, &mut warnings)?;
-    attrs::set_oom_score_adj(task.pid, &state.attrs, &mut warnings);
-    attrs::set_coredump_filter(task.pid, &state.attrs, &mut warnings);
-    attrs::set_sched(task.pid, &thread.sched, &mut warnings)?;
-    attrs::set_ioprio(task.pid, thread, &mut warnings);
-    for (t, ts) in &threads {
-        attrs::set_sched(t.pid(), &ts.sched, &mut warnings)?;
-        attrs::set_ioprio(t.pid(), ts, &mut warnings);
-    }
-
-    // The threads go first: their registers no longer point into the injection area, which
-    // the leader unmaps last.
-    for (t, ts) in &threads {
-        t.set_xstate(&ts.xstate)?;
-        t.set_sigmask(ts.sigmask)?;
-        t.set_regs(&ts.regs.resumed().into())?;
-    }
-    tracee.set_xstate(&thread.xstate)?;
-    inj.finish()?;
-    // The mask only now: a signal it lets through (a timer that fired meanwhile) must not
-    // stop the last injected call; it is delivered once the task runs.
-    tracee.set_sigmask(thread.sigmask)?;
-    tracee.set_regs(&thread.regs.resumed().into())?;
-    shared.mark_removed()?;
-    // Nothing since the memory steps changed an area (the injection area's own `munmap` by
-    // `finish` is not counted: it is gone, and no other area lies in its range).
-    let smaps_ahead =
-        smaps_ahead.filter(|_| crate::ptrace::address_space_calls() == address_space_calls);
-    let checked = match opts.check {
-        Some(check) => {
-            let tids: Vec<_> = std::iter::once(tracee.pid())
-                .chain(threads.iter().map(|(t, _)| t.pid()))
-                .collect();
-            Some(
-                check(&[CheckInput {
-                    tids: &tids,
-                    image: &state,
-                    new_pid_ns: task.ns_init.is_some(),
-                    parent_restored: false,
-                    as_child: opts.as_child,
-                    substituted_fds: &fd_plan.replaced_fds,
-                    recreated_files: &fd_plan.recreated_files,
-                    smaps_ahead: smaps_ahead.as_deref(),
-                }])
-                .map_err(RestoreError::Check)?,
-            )
-        }
-        None => None,
-    };
-    arm_pdeathsig(&tracee, &mut task, &state, opts.as_child, &mut warnings)?;
-    // Stopped by job control when dumped: stopped again, the same way.
-    let stop = opts.stopped || state.attrs.stop_signal != 0;
-    if !stop {
-        for (t, _) in &threads {
-            t.detach(None)?;
-        }
-    }
-    if stop {
-        // Queued while every thread is still in a ptrace stop: the first thread back on its
-        // way to user mode takes it and stops the whole group before any of them runs a
-        // single instruction. Not traced any more, it stays stopped whatever happens to us.
-        nix::sys::signal::kill(task.pid, nix::sys::signal::Signal::SIGSTOP).map_err(|source| {
-            RestoreError::Create {
-                step: "queue SIGSTOP",
-                source,
-            }
-        })?;
-        for (t, _) in &threads {
-            t.detach(None)?;
-        }
-    }
-    tracee.detach(None)?;
-    if state.attrs.stop_signal != 0 {
-        wait_group_stop(task.pid)?;
-    }
-    shared.finish();
-    task.disarm();
-    tracing::debug!(elapsed = ?t0.elapsed(), "restored");
-
-    Ok(RestoreSummary {
-        pid: task.pid.as_raw(),
-        ns_pid: task.ns_init.map(|_| state.pid),
-        warnings,
-        others: Vec::new(),
-        checked,
-        stopped: state.attrs.stop_signal != 0,
-    })
+    // The one pipeline, this process a tree of one (a tree's pre-copied pages are refused
+    // above; it takes no premade task).
+    let root = tree.processes.first().map_or(0, |p| p.pid);
+    let substitutes =
+        std::collections::HashMap::from([(root, substitutes.iter().copied().collect())]);
+    let write =
+        |_: i32, pid: nix::unistd::Pid, vmas: &[crate::state::VmaState], kept: &[(u64, u64)]| {
+            precopied.map_or(Ok(()), |w| w(pid, vmas, kept))
+        };
+    let precopied: Option<pipeline::Precopied<'_>> =
+        precopied.filter(|_| lone).map(|_| &write as _);
+    pipeline::run(reader, opts, &substitutes, precopied, premade)
 }
 
 /// The last step of the root of a restore, after the check: the restorer lets it go to the
@@ -747,11 +424,7 @@ pub(crate) fn wait_group_stop(pid: nix::unistd::Pid) -> Result<(), RestoreError>
     )))
 }
 
-fn restore_process_attrs(
-    inj: &Injector<'_>,
-    state: &ProcessState,
-    setsid: bool,
-) -> Result<(), RestoreError> {
+fn restore_process_attrs(inj: &Injector<'_>, state: &ProcessState) -> Result<(), RestoreError> {
     // Registrations belong to the mm, which is the image's from here on.
     for (_, register) in crate::dump::MEMBARRIER_PRIVATE {
         if state.attrs.membarrier & register != 0 {
@@ -804,11 +477,7 @@ fn restore_process_attrs(
         libc::SYS_personality,
         [u64::from(state.personality), 0, 0, 0, 0, 0],
     )?;
-    // A restored process leads its own session: it is detached from the restoring command's
-    // terminal and job control, like a daemon. (A tree sets its sessions as it is created.)
-    if setsid {
-        inj.call("setsid", libc::SYS_setsid, [0; 6])?;
-    }
+    // (Sessions are set as the tasks are created: `pipeline::root_session`.)
     // A stub made as our child asked for SIGKILL on our exit; the image's parent-death
     // signal is set after the credentials (which clear it).
     inj.call(
