@@ -20,7 +20,11 @@ pub enum Command {
         /// Where to write the key (a new file, mode 0600).
         file: PathBuf,
         /// The cluster key.
-        #[arg(long, value_name = "PATH", default_value = "/etc/ferry/tls/cluster.key")]
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/etc/ferry/tls/cluster.key"
+        )]
         cluster_key: PathBuf,
     },
 }

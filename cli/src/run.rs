@@ -74,7 +74,9 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         _ => return Err(format!("{s:?}: the unit is ms, s, m or h")),
     };
     if !(ms.is_finite() && (100.0..=7.0 * 86_400e3).contains(&ms)) {
-        return Err(format!("{s:?}: a checkpoint period is between 100ms and 7 days"));
+        return Err(format!(
+            "{s:?}: a checkpoint period is between 100ms and 7 days"
+        ));
     }
     Ok(ms.round() as u64)
 }

@@ -38,7 +38,11 @@ fn count(dir: &Path) -> Option<(u64, u64)> {
 }
 
 fn meta(hosts: &Hosts, n: u32, id: &str) -> Option<Value> {
-    let p = hosts.state_dir(n).join("replicas").join(id).join("meta.json");
+    let p = hosts
+        .state_dir(n)
+        .join("replicas")
+        .join(id)
+        .join("meta.json");
     serde_json::from_slice(&std::fs::read(p).ok()?).ok()
 }
 
@@ -77,9 +81,11 @@ fn checkpoints_reach_two_replicas_sealed_and_incremental() {
     };
     let run = || -> Result<()> {
         let hosts = Hosts::up(3)?;
-        poll(Duration::from_secs(20), "all three hosts alive on h1", || {
-            Ok(all_alive(&hosts)?.then_some(()))
-        })?;
+        poll(
+            Duration::from_secs(20),
+            "all three hosts alive on h1",
+            || Ok(all_alive(&hosts)?.then_some(())),
+        )?;
         let dir: PathBuf = ctx.dir.path().join("job");
         std::fs::create_dir_all(&dir)?;
         let marker = format!("FERRY-REPLICA-MARKER-{}", std::process::id());
@@ -266,9 +272,11 @@ fn checkpoint_bench() {
     };
     let run = || -> Result<()> {
         let hosts = Hosts::up(3)?;
-        poll(Duration::from_secs(20), "all three hosts alive on h1", || {
-            Ok(all_alive(&hosts)?.then_some(()))
-        })?;
+        poll(
+            Duration::from_secs(20),
+            "all three hosts alive on h1",
+            || Ok(all_alive(&hosts)?.then_some(())),
+        )?;
         let dir: PathBuf = ctx.dir.path().join("job");
         std::fs::create_dir_all(&dir)?;
         let prog = workload("replica_counter");
@@ -301,7 +309,9 @@ fn checkpoint_bench() {
             let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 return 0;
             };
-            let f: Vec<&str> = t[t.rfind(')').unwrap_or(0) + 2..].split_whitespace().collect();
+            let f: Vec<&str> = t[t.rfind(')').unwrap_or(0) + 2..]
+                .split_whitespace()
+                .collect();
             f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
                 + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
         };
@@ -319,7 +329,11 @@ fn checkpoint_bench() {
                 println!(
                     "checkpoint seq {}: {} stop {:.1} ms, sent {:.2} MiB, kept image {:.1} MiB",
                     m["seq"],
-                    if m["base_seq"] == 0 { "complete" } else { "delta" },
+                    if m["base_seq"] == 0 {
+                        "complete"
+                    } else {
+                        "delta"
+                    },
                     m["stop_us"].as_f64().unwrap_or(0.0) / 1e3,
                     m["sent_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
                     m["image_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,

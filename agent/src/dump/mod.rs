@@ -479,8 +479,8 @@ impl Held {
         key: &crate::image::seal::Key,
     ) -> Result<(W, WriteStats), DumpError> {
         let tree = self.tree();
-        let mut writer = ImageWriter::new_tree_sealed(out, &tree, codec, Some(key))
-            .map_err(DumpError::Image)?;
+        let mut writer =
+            ImageWriter::new_tree_sealed(out, &tree, codec, Some(key)).map_err(DumpError::Image)?;
         let leader = &self.frozen.leader().tracee;
         mm::write_pages(leader, &self.state.mm.vmas, &mut writer, None)
             .map_err(|e| freeze::explain_death(leader.pid(), e))?;

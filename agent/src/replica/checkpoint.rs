@@ -274,7 +274,11 @@ fn checkpoint(
     std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
     let path: PathBuf = dir.join(format!("{}.img", e.id));
     let file = File::create(&path).map_err(|err| format!("{}: {err}", path.display()))?;
-    let written = held.write_sealed(std::io::BufWriter::with_capacity(1 << 20, file), Codec::Lz4, key);
+    let written = held.write_sealed(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        Codec::Lz4,
+        key,
+    );
     let stopped = held.since.elapsed();
     let relays = Vec::new();
     held.thaw().map_err(|e| format!("{e:#}"))?;
@@ -337,7 +341,9 @@ fn checkpoint(
         chain.seq = seq;
         tracing::warn!(id = %e.id, seq, "replica not kept by {}", failed.join("; "));
     }
-    let _ = node.managed.update(&e.id, |x| x.replica_hosts = holders.clone());
+    let _ = node
+        .managed
+        .update(&e.id, |x| x.replica_hosts = holders.clone());
     Ok(Taken {
         seq,
         delta,
@@ -374,7 +380,9 @@ async fn send(
         }
         loop {
             let mut buf = vec![0u8; CHUNK];
-            let n = f.read(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             if n == 0 {
                 return Ok(());
             }
@@ -391,9 +399,6 @@ async fn send(
         .replica(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
         .map_err(|s| crate::transport::status_detail(&s));
-    reader
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r)?;
+    reader.await.map_err(|e| e.to_string()).and_then(|r| r)?;
     reply.map(|_| ())
 }

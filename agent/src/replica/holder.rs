@@ -18,7 +18,11 @@ pub async fn serve(
 ) -> Result<ReplicaReply, Status> {
     let header = match stream.message().await?.and_then(|c| c.part) {
         Some(replica_chunk::Part::Header(h)) => h,
-        _ => return Err(Status::invalid_argument("a replica stream begins with its header")),
+        _ => {
+            return Err(Status::invalid_argument(
+                "a replica stream begins with its header",
+            ));
+        }
     };
     let mut meta: ReplicaMeta = serde_json::from_str(&header.meta_json)
         .map_err(|e| Status::invalid_argument(format!("replica meta: {e}")))?;
@@ -37,8 +41,7 @@ pub async fn serve(
     let key = super::open_key(node).map_err(|e| Status::failed_precondition(e.to_string()))?;
     let state_dir = crate::node::state_dir();
     let d = dir(&state_dir, &meta.id);
-    std::fs::create_dir_all(&d)
-        .map_err(|e| Status::internal(format!("{}: {e}", d.display())))?;
+    std::fs::create_dir_all(&d).map_err(|e| Status::internal(format!("{}: {e}", d.display())))?;
     if let Some(cur) = newest(&state_dir, &meta.id)
         && cur.epoch > meta.epoch
     {
