@@ -334,7 +334,7 @@ impl Policy {
             })?);
         }
         if let Some(c) = raw.quotas.process.cpu {
-            if !(c >= 0.01 && c <= 4096.0) {
+            if !(0.01..=4096.0).contains(&c) {
                 return Err(bad(format!(
                     "quotas.process.cpu = {c}: CPUs, from 0.01 (what the scheduler keeps) up"
                 )));
@@ -422,6 +422,14 @@ mod tests {
         assert_eq!(p.labels, ["batch", "web"]);
         assert_eq!(p.users, [1000, 0]);
         assert_eq!(p.for_text(), "30s");
+    }
+
+    #[test]
+    fn the_sample_file_parses() {
+        let p = Policy::parse(include_str!("../../../systemd/policy.toml.example")).unwrap();
+        assert_eq!(p.cpu_above, Some(85.0));
+        assert_eq!(p.for_ms, 30_000);
+        assert_eq!(p.labels, ["batch"]);
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn learn_members(node: &NodeRef) {
     }
 }
 
-fn mtime(path: &PathBuf) -> Option<SystemTime> {
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
