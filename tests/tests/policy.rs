@@ -65,8 +65,8 @@ fn ferry_ok(hosts: &Hosts, n: u32, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Where job `id` runs, as `ferry ps --json` on h1 says.
-fn host_of(hosts: &Hosts, id: &str) -> Result<String> {
+/// Where job `id` runs and its status, as `ferry ps --json` on h1 says.
+fn where_is(hosts: &Hosts, id: &str) -> Result<(String, String)> {
     let v: Value = serde_json::from_str(&ferry_ok(hosts, 1, &["ps", "--json"])?)?;
     let p = v
         .as_array()
@@ -74,8 +74,17 @@ fn host_of(hosts: &Hosts, id: &str) -> Result<String> {
         .iter()
         .find(|p| p["id"] == id)
         .with_context(|| format!("job {id} not in ps: {v}"))?;
-    ensure!(p["status"] == "running", "job {id}: {p}");
-    Ok(p["host"].as_str().unwrap_or_default().to_owned())
+    let status = p["status"].as_str().unwrap_or_default().to_owned();
+    ensure!(
+        status == "running" || status == "frozen",
+        "job {id} ended: {p}"
+    );
+    Ok((p["host"].as_str().unwrap_or_default().to_owned(), status))
+}
+
+/// Where job `id` runs.
+fn host_of(hosts: &Hosts, id: &str) -> Result<String> {
+    Ok(where_is(hosts, id)?.0)
 }
 
 fn poll(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
@@ -200,9 +209,11 @@ fn body(hosts: &mut Hosts) -> Result<()> {
     for n in 1..=2 {
         fs::write(hosts.dir(n).join("policy.toml"), policy(false))?;
     }
-    poll(DECIDE_WITHIN, "the busy job moved to h2", || {
-        Ok(host_of(hosts, &job)? == "h2")
-    })?;
+    poll(
+        DECIDE_WITHIN,
+        "the busy job moved to h2 and runs there",
+        || Ok(where_is(hosts, &job)? == ("h2".to_owned(), "running".to_owned())),
+    )?;
     let text = ferry_ok(hosts, 1, &["migrations"])?;
     ensure!(
         text.lines().any(|l| l.contains(" h2 ")

@@ -15,7 +15,9 @@ pub const MIN_WINDOW: Duration = Duration::from_millis(500);
 const MAX_AGE: Duration = Duration::from_secs(30);
 
 /// (pid, start time) → (time, CPU ticks then, the share measured last).
-static SAMPLES: Mutex<Option<HashMap<(i32, u64), (Instant, u64, f64)>>> = Mutex::new(None);
+type Samples = HashMap<(i32, u64), (Instant, u64, f64)>;
+
+static SAMPLES: Mutex<Option<Samples>> = Mutex::new(None);
 
 /// The share of one CPU `pid` (started at `start_time`) used over its last window; 0 for the
 /// first sample of a process or one that is gone.
