@@ -98,6 +98,12 @@ pub struct RunArgs {
     /// (`ferry output ID`).
     #[arg(long)]
     pub detach: bool,
+    /// Never moved by the policy (the label `pin`).
+    #[arg(long)]
+    pub pin: bool,
+    /// A label for the policy's `[movable] labels` (repeatable).
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
     /// The local agent's socket.
     #[arg(long, env = "FERRY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
@@ -171,6 +177,15 @@ pub struct LimitsArgs {
     /// The local agent's socket.
     #[arg(long, env = "FERRY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
+}
+
+/// The labels of `ferry run`: `--label`s, and `pin` for `--pin`.
+fn labels(args: &RunArgs) -> Vec<String> {
+    let mut l = args.labels.clone();
+    if args.pin && !l.iter().any(|x| x == ferry_agent::policy::PIN) {
+        l.push(ferry_agent::policy::PIN.to_owned());
+    }
+    l
 }
 
 /// `--cpu N`: CPUs, as thousandths.
@@ -255,6 +270,7 @@ async fn offload(
             compress: String::new(),
             checkpoint_every_ms: ckpt.every_ms(),
             replicas: ckpt.replicas,
+            reason: String::new(),
         })
         .await
         .map_err(status_err)?
@@ -307,6 +323,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 attached: true,
                 checkpoint_every_ms: args.ckpt.every_ms(),
                 replicas: args.ckpt.replicas,
+                labels: labels(&args),
             })
             .await
             .map_err(status_err)?
@@ -376,6 +393,7 @@ async fn run_detached(args: RunArgs) -> Result<()> {
             limits: Some(limits(args.cpu, args.mem)),
             checkpoint_every_ms: args.ckpt.every_ms(),
             replicas: args.ckpt.replicas,
+            labels: labels(&args),
         })
         .await
         .map_err(status_err)?
@@ -404,6 +422,7 @@ pub fn offload_cmd(args: OffloadArgs) -> Result<()> {
                     attached: false,
                     checkpoint_every_ms: args.ckpt.every_ms(),
                     replicas: args.ckpt.replicas,
+                    labels: Vec::new(),
                 })
                 .await
                 .map_err(status_err)?

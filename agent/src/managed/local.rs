@@ -75,6 +75,7 @@ pub fn register(
     crate::node::authorize_migrate(caller, req.pid)?;
     let limits = req.limits.unwrap_or_default();
     check_limits(&limits)?;
+    crate::policy::check_labels(&req.labels).map_err(Status::invalid_argument)?;
     let stat = super::proc_stat(req.pid)
         .ok_or_else(|| Status::not_found(format!("no process {}", req.pid)))?;
     if let Some(other) = node
@@ -105,6 +106,7 @@ pub fn register(
         attached: req.attached,
         checkpoint_every_ms: (req.checkpoint_every_ms > 0).then_some(req.checkpoint_every_ms),
         replicas: req.replicas,
+        labels: req.labels.clone(),
         ..Default::default()
     });
     if let Err(s) = apply_local(node, &e) {
@@ -139,6 +141,7 @@ pub fn spawn(
     use std::os::unix::process::CommandExt;
     let limits = req.limits.unwrap_or_default();
     check_limits(&limits)?;
+    crate::policy::check_labels(&req.labels).map_err(Status::invalid_argument)?;
     let (program, args) = req
         .argv
         .split_first()
@@ -166,6 +169,7 @@ pub fn spawn(
         spawned: true,
         checkpoint_every_ms: (req.checkpoint_every_ms > 0).then_some(req.checkpoint_every_ms),
         replicas: req.replicas,
+        labels: req.labels.clone(),
         ..Default::default()
     });
     let fail = |s: Status| {
@@ -316,6 +320,7 @@ async fn offload_inner(
             } else {
                 req.compress.clone()
             },
+            reason: req.reason.clone(),
             ..Default::default()
         },
         as_user,

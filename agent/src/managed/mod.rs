@@ -86,6 +86,9 @@ pub struct Entry {
     /// Its epoch (raised by every take-over).
     #[serde(default)]
     pub epoch: u64,
+    /// Labels for the policy (docs/cluster.md, "Policy"); `pin`: never moved by it.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 impl Entry {
