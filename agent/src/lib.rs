@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod netlock;
 pub mod node;
+pub mod policy;
 pub mod proc;
 pub mod ptrace;
 pub mod relay;

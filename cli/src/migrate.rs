@@ -125,6 +125,7 @@ async fn migrate(args: Args) -> Result<()> {
         stop_and_copy: args.stop_and_copy,
         max_downtime_ms: args.max_downtime,
         lazy: args.lazy,
+        ..Default::default()
     };
     let mut stream = client
         .migrate(req)
@@ -316,8 +317,13 @@ pub fn list(args: ListArgs) -> Result<()> {
                 "MIGRATION", "ROLE", "PEER", "PID", "REMOTE", "STATE"
             );
             for r in &records {
+                let reason = if r.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!("  reason: {}", r.reason)
+                };
                 println!(
-                    "{:<16}  {:<11}  {:<10}  {:>7}  {:>7}  {:<10}  {}",
+                    "{:<16}  {:<11}  {:<10}  {:>7}  {:>7}  {:<10}  {}{reason}",
                     r.migration_id, r.role, r.peer, r.pid, r.remote_pid, r.state, r.detail
                 );
             }
@@ -345,5 +351,6 @@ fn json(r: &MigrationRecord) -> serde_json::Value {
         "exit_signal": r.exit_signal,
         "moved_to": r.moved_to,
         "moved_pid": r.moved_pid,
+        "reason": r.reason,
     })
 }

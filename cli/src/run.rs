@@ -52,6 +52,12 @@ pub struct RunArgs {
     /// (`ferry output ID`).
     #[arg(long)]
     pub detach: bool,
+    /// Never moved by the policy (the label `pin`).
+    #[arg(long)]
+    pub pin: bool,
+    /// A label for the policy's `[movable] labels` (repeatable).
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
     /// The local agent's socket.
     #[arg(long, env = "FERRY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
@@ -123,6 +129,15 @@ pub struct LimitsArgs {
     /// The local agent's socket.
     #[arg(long, env = "FERRY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
+}
+
+/// The labels of `ferry run`: `--label`s, and `pin` for `--pin`.
+fn labels(args: &RunArgs) -> Vec<String> {
+    let mut l = args.labels.clone();
+    if args.pin && !l.iter().any(|x| x == ferry_agent::policy::PIN) {
+        l.push(ferry_agent::policy::PIN.to_owned());
+    }
+    l
 }
 
 /// `--cpu N`: CPUs, as thousandths.
@@ -200,6 +215,7 @@ async fn offload(socket: &std::path::Path, id: &str, place: &Place) -> Result<()
             to: place.on.clone().unwrap_or_default(),
             auto: place.auto,
             compress: String::new(),
+            ..Default::default()
         })
         .await
         .map_err(status_err)?
@@ -250,6 +266,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 pid,
                 limits: Some(limits(args.cpu, args.mem)),
                 attached: true,
+                labels: labels(&args),
             })
             .await
             .map_err(status_err)?
@@ -317,6 +334,7 @@ async fn run_detached(args: RunArgs) -> Result<()> {
             env,
             cwd,
             limits: Some(limits(args.cpu, args.mem)),
+            labels: labels(&args),
         })
         .await
         .map_err(status_err)?
@@ -343,6 +361,7 @@ pub fn offload_cmd(args: OffloadArgs) -> Result<()> {
                     pid,
                     limits: None,
                     attached: false,
+                    labels: Vec::new(),
                 })
                 .await
                 .map_err(status_err)?

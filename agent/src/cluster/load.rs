@@ -80,6 +80,7 @@ impl Sampler {
             free: (1.0 - cpu_busy).min(mem_free_share).clamp(0.0, 1.0),
             xsave_features: crate::migrate::negotiate::xsave_features(),
             kernel: crate::migrate::negotiate::kernel_release(),
+            managed_cpu: 0.0,
         }
     }
 }

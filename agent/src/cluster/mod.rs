@@ -67,6 +67,8 @@ pub struct MemberLoad {
     pub xsave_features: u64,
     /// Its kernel release (also compared by the negotiation).
     pub kernel: String,
+    /// CPUs its managed processes use together (the policy's `cpu_measure = "managed"`).
+    pub managed_cpu: f64,
 }
 
 /// A member's state as this agent sees it.

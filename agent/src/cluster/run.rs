@@ -164,7 +164,8 @@ pub(super) async fn run(node: NodeRef) -> Result<(), String> {
                 if g == generation { swim.handle_timer(timer, &mut rt) } else { Ok(()) }
             }
             _ = load_tick.tick() => {
-                let load = sampler.sample(node.managed.running_here());
+                let mut load = sampler.sample(node.managed.running_here());
+                load.managed_cpu = crate::policy::usage::managed_cpu(&node.managed);
                 // The handler keeps it as our newest load (sender None) and queues it.
                 let note = LoadNote { name: me_name.clone(), load };
                 match postcard::to_allocvec(&note) {

@@ -75,6 +75,7 @@ pub fn register(
     crate::node::authorize_migrate(caller, req.pid)?;
     let limits = req.limits.unwrap_or_default();
     check_limits(&limits)?;
+    crate::policy::check_labels(&req.labels).map_err(Status::invalid_argument)?;
     let stat = super::proc_stat(req.pid)
         .ok_or_else(|| Status::not_found(format!("no process {}", req.pid)))?;
     if let Some(other) = node
@@ -103,6 +104,7 @@ pub fn register(
         cpu_millis: limits.cpu_millis,
         mem_bytes: limits.mem_bytes,
         attached: req.attached,
+        labels: req.labels.clone(),
         ..Default::default()
     });
     if let Err(s) = apply_local(node, &e) {
@@ -136,6 +138,7 @@ pub fn spawn(
     use std::os::unix::process::CommandExt;
     let limits = req.limits.unwrap_or_default();
     check_limits(&limits)?;
+    crate::policy::check_labels(&req.labels).map_err(Status::invalid_argument)?;
     let (program, args) = req
         .argv
         .split_first()
@@ -161,6 +164,7 @@ pub fn spawn(
         mem_bytes: limits.mem_bytes,
         detached: true,
         spawned: true,
+        labels: req.labels.clone(),
         ..Default::default()
     });
     let fail = |s: Status| {
@@ -302,6 +306,7 @@ async fn offload_inner(
             } else {
                 req.compress.clone()
             },
+            reason: req.reason.clone(),
             ..Default::default()
         },
         as_user,

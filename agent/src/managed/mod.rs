@@ -74,6 +74,9 @@ pub struct Entry {
     /// Its output pipe reached its end (everything it wrote is in the file), or no agent
     /// drains it any more (after a restart).
     pub drained: bool,
+    /// Labels for the policy (docs/cluster.md, "Policy"); `pin`: never moved by it.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 impl Entry {

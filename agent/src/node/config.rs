@@ -7,6 +7,7 @@
 //! tls_dir = "/etc/ferry/tls"        # ca.pem, h1.pem, h1.key
 //! web = "10.77.0.1:8443"            # the web page and /metrics (HTTPS); off when absent
 //! cluster_key = "/etc/ferry/tls/cluster.key" # gossip key (the default: tls_dir/cluster.key)
+//! policy = "/etc/ferry/policy.toml" # automatic migration (docs/cluster.md); off when absent
 //!
 //! [peers]
 //! h2 = "10.77.0.2:7411"
@@ -46,6 +47,9 @@ pub struct Config {
     /// when absent.
     #[serde(default)]
     pub cluster_key: Option<PathBuf>,
+    /// The policy file (docs/cluster.md, "Policy"); no automatic migration when absent.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
 }
 
 fn default_socket() -> PathBuf {
@@ -104,6 +108,7 @@ impl Config {
         config.socket = base.join(&config.socket);
         config.tls_dir = base.join(&config.tls_dir);
         config.cluster_key = config.cluster_key.as_ref().map(|k| base.join(k));
+        config.policy = config.policy.as_ref().map(|k| base.join(k));
         Ok(config)
     }
 

@@ -34,8 +34,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Connector::channel` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// The name is not in the `[peers]` table.
-    #[error("unknown peer {name:?}: the [peers] table of the configuration does not name it")]
+    /// The name is not in the `[peers]` table, nor a member learned by gossip.
+    #[error(
+        "unknown peer {name:?}: the [peers] table of the configuration does not name it, nor \
+         is it a member of the cluster"
+    )]
     UnknownPeer {
         /// The name asked for.
         name: String,
@@ -59,6 +62,8 @@ pub struct Connector {
     tls: TlsMaterial,
     peers: BTreeMap<String, String>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Addresses of members learned by gossip that `[peers]` does not name.
+    learned: Mutex<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -76,6 +81,7 @@ impl Connector {
             tls,
             peers,
             channels: Mutex::new(HashMap::new()),
+            learned: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -84,7 +90,27 @@ impl Connector {
         &self.peers
     }
 
-    /// A channel to peer `name`: mutual TLS under the cluster CA, the server's certificate must
+    /// Notes the address of member `name` as the cluster gossip gave it, for a member that
+    /// `[peers]` does not name (a configured peer keeps its configured address). The server's
+    /// certificate must still name `name`.
+    pub fn learn(&self, name: &str, addr: &str) {
+        if self.peers.contains_key(name) {
+            return;
+        }
+        let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if learned.get(name).is_some_and(|a| a == addr) {
+            return;
+        }
+        learned.insert(name.to_owned(), addr.to_owned());
+        drop(learned);
+        // A member back at another address: the next channel dials it there.
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// A channel to peer `name` (a configured peer, or a member learned by gossip): mutual TLS under the cluster CA, the server's certificate must
     /// name `name`, keepalive 1 s / 3 s. The connection is made lazily: a refused handshake or
     /// an unreachable peer shows as the first RPC's error.
     pub fn channel(&self, name: &str) -> Result<Channel, TransportError> {
@@ -92,12 +118,17 @@ impl Connector {
         if let Some(channel) = channels.get(name) {
             return Ok(channel.clone());
         }
+        let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
         let addr = self
             .peers
             .get(name)
+            .or_else(|| learned.get(name))
             .ok_or_else(|| TransportError::UnknownPeer {
                 name: name.to_owned(),
-            })?;
+            })?
+            .clone();
+        drop(learned);
+        let addr = &addr;
         let endpoint_err = |source| TransportError::Endpoint {
             name: name.to_owned(),
             addr: addr.clone(),

@@ -137,6 +137,7 @@ pub async fn migrate(
             role: Role::Origin.as_str().into(),
             peer: req.to.clone(),
             pid: req.pid,
+            reason: req.reason.clone(),
             ..Default::default()
         },
         node,
