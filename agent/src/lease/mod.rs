@@ -21,7 +21,6 @@
 //! request, and the grantor expires the grant at least `duration` after it gave it, which is
 //! after the request was sent.
 
-
 use std::collections::BTreeMap;
 
 /// How leases are timed.

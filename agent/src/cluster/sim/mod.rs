@@ -16,7 +16,6 @@
 //! [`SimConfig`] gives the same run.
 
 mod procs;
-mod standin;
 
 #[cfg(test)]
 mod tests;
@@ -32,8 +31,8 @@ use rand::{RngExt, SeedableRng};
 
 use super::run::{LoadGossip, LoadNote, Swim, foca_config};
 use super::{Cluster, Id, MemberLoad, REANNOUNCE_PERIOD, SUSPECT_TIMEOUT, key};
+pub use crate::lease::LeaseConfig;
 use procs::Registry;
-pub use standin::lease::LeaseConfig;
 
 /// The world advances in ticks of this many virtual milliseconds (loads, policy, leases and
 /// the two-copies check run on tick boundaries; datagrams and foca timers at their own times).
@@ -72,7 +71,8 @@ pub struct SimConfig {
     pub replicas: usize,
     /// The lease settings of replicated processes.
     pub lease: LeaseConfig,
-    /// Bound of each member's clock rate error (a clock runs at 1 ± drift/2).
+    /// Bound of each member's clock rate error: a clock runs at a rate drawn from
+    /// `1 ± clock_drift` (the leases are safe while it is at most `lease.max_drift`).
     pub clock_drift: f64,
     /// The policy file's text.
     pub policy: String,
@@ -103,12 +103,9 @@ impl Default for SimConfig {
             procs_per_member: 4,
             replicated_every: 4,
             replicas: 2,
-            lease: LeaseConfig {
-                duration_ms: 6000,
-                max_drift: 0.01,
-                renew_every_ms: 1000,
-            },
-            clock_drift: 0.005,
+            lease: LeaseConfig::default(),
+            // Every clock as far off as the leases allow.
+            clock_drift: LeaseConfig::default().max_drift,
             policy: DEFAULT_POLICY.to_owned(),
             hot_spot_every_s: 40,
             unsafe_takeover: false,
@@ -118,14 +115,11 @@ impl Default for SimConfig {
 
 /// The policy the simulation runs unless told otherwise.
 pub const DEFAULT_POLICY: &str = r#"# The simulation's policy (docs/cluster.md, "Simulation").
-[host]
-cpu_above = 0.85
-cpu_for = "30s"
-
-[moves]
-cooldown = "120s"
-hysteresis = 0.10
-max_at_once = 1
+cpu_above = 85
+for = "30s"
+target_below = 70
+cooldown = "2m"
+max_moves = 1
 "#;
 
 /// A run that could not start: a knob out of range.
@@ -258,6 +252,11 @@ pub struct Report {
     pub frozen: usize,
     /// Stale copies discarded on learning of a higher epoch.
     pub discarded: usize,
+    /// Take-overs that got grants from some members but not a majority.
+    pub failed_takeovers: usize,
+    /// Copies discarded as stale while no copy at a higher epoch ran (the process stops until
+    /// a replica holder takes it over).
+    pub lost_by_fencing: usize,
     /// Ticks at which the two-copies invariant was checked.
     pub checks: u64,
 }
@@ -322,11 +321,13 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "take-overs: {} ({}); copies frozen: {}; stale copies discarded: {}",
+            "take-overs: {} ({}); incomplete: {}; copies frozen: {}; stale copies discarded: {} (fenced with no newer copy: {})",
             self.takeovers,
             spread(&self.takeover_time),
+            self.failed_takeovers,
             self.frozen,
-            self.discarded
+            self.discarded,
+            self.lost_by_fencing
         )?;
         writeln!(f, "two live copies: never ({} ticks checked)", self.checks)
     }
@@ -361,8 +362,14 @@ fn check(cfg: &SimConfig) -> Result<(), SimError> {
     if cfg.replicas + 1 > cfg.members {
         return bad(format!("{} replicas need more members", cfg.replicas));
     }
-    if cfg.lease.duration_ms == 0 || cfg.lease.renew_every_ms == 0 {
-        return bad("lease duration and renewal must be above 0".to_owned());
+    if let Err(e) = cfg.lease.validate() {
+        return bad(e.to_string());
+    }
+    if !(0.0..0.5).contains(&cfg.clock_drift) {
+        return bad(format!(
+            "clock drift {}: from 0 to below 0.5",
+            cfg.clock_drift
+        ));
     }
     Ok(())
 }
@@ -510,7 +517,7 @@ impl World {
                 inc: 0,
                 swim: None,
                 cluster: Cluster::default(),
-                rate: 1.0 + cfg.clock_drift * (rng.random::<f64>() - 0.5),
+                rate: 1.0 + cfg.clock_drift * (2.0 * rng.random::<f64>() - 1.0),
                 offset: rng.random_range(1_000_000..1_000_000_000u64),
                 side: 0,
                 suspect_since: HashMap::new(),
@@ -748,7 +755,8 @@ impl World {
             PostcardCodec,
             handler,
         ));
-        self.registry.node_started(i);
+        let (name, local) = (self.nodes[i].name.clone(), self.nodes[i].clock(self.now));
+        self.registry.node_started(i, &name, local);
         self.announce_to_seeds(i);
     }
 
@@ -878,6 +886,7 @@ impl World {
             free: (1.0 - busy).min(mem_free).clamp(0.0, 1.0),
             xsave_features: 0x2ff,
             kernel: "6.12.0-sim".to_owned(),
+            managed_cpu: cpu,
         }
     }
 
@@ -1068,6 +1077,8 @@ impl World {
             takeover_time: Spread::of(r.takeover_times.clone()),
             frozen: r.frozen_count,
             discarded: r.discarded,
+            failed_takeovers: r.failed_takeovers,
+            lost_by_fencing: r.lost_by_fencing,
             checks: self.checks,
         }
     }

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use rand::RngExt;
 use rand::rngs::StdRng;
 
-use super::standin::lease::{self, Grantor, Holder, Refused};
-use super::standin::policy::{self, HostView, Memory, Policy, ProcView};
 use super::{SimConfig, SimError, TICK_MS, Violation, World};
 use crate::cluster::State;
+use crate::lease::{self, Grantor, Holder};
+use crate::policy::supervisor::STALE_LOAD;
+use crate::policy::{self, HostView, Memory, Policy, ProcView};
 
 /// How long a policy move takes from decision to commit (live migration), ms.
 const MOVE_MS: u64 = 2000;
@@ -80,6 +81,8 @@ pub(super) struct Registry {
     pub(super) takeover_times: Vec<f64>,
     pub(super) frozen_count: usize,
     pub(super) discarded: usize,
+    pub(super) failed_takeovers: usize,
+    pub(super) lost_by_fencing: usize,
 }
 
 impl Registry {
@@ -131,8 +134,13 @@ impl Registry {
             by_id,
             policy,
             memories: (0..n).map(|_| Memory::default()).collect(),
-            grantors: (0..n).map(|_| Grantor::new(cfg.lease)).collect(),
-            holders: (0..n).map(|_| Holder::new(cfg.lease)).collect(),
+            // Replaced when each member starts.
+            grantors: (0..n)
+                .map(|i| Grantor::new(cfg.lease, &format!("m{i}"), 0))
+                .collect(),
+            holders: (0..n)
+                .map(|i| Holder::new(cfg.lease, &format!("m{i}")))
+                .collect(),
             lease: cfg.lease,
             unsafe_takeover: cfg.unsafe_takeover,
             cut_at: None,
@@ -149,6 +157,8 @@ impl Registry {
             takeover_times: Vec::new(),
             frozen_count: 0,
             discarded: 0,
+            failed_takeovers: 0,
+            lost_by_fencing: 0,
         })
     }
 
@@ -161,10 +171,22 @@ impl Registry {
 
     /// A (re)started member has lost its memory: its grants, the grants it held, the
     /// policy's memory.
-    pub(super) fn node_started(&mut self, i: usize) {
-        self.grantors[i] = Grantor::new(self.lease);
-        self.holders[i] = Holder::new(self.lease);
+    /// A grantor that starts grants nothing for a grantor's span (it may have forgotten
+    /// grants). The processes it hosts (at its first start) run at their epoch.
+    pub(super) fn node_started(&mut self, i: usize, name: &str, local_ms: u64) {
+        self.grantors[i] = Grantor::new(self.lease, name, local_ms);
+        self.holders[i] = Holder::new(self.lease, name);
         self.memories[i] = Memory::default();
+        for p in &self.procs {
+            if p.group.is_empty() {
+                continue;
+            }
+            for c in &p.copies {
+                if c.host == i {
+                    self.holders[i].set_epoch(&p.id, c.epoch);
+                }
+            }
+        }
     }
 
     /// Member `i` died: its copies die with it.
@@ -256,6 +278,7 @@ impl World {
                             mem_used: l.mem_used,
                             mem_total: l.mem_total,
                             managed: l.managed,
+                            managed_cpu: l.managed_cpu,
                         },
                         l.seq,
                     )
@@ -271,6 +294,19 @@ impl World {
                     foca::State::Down => State::Down,
                 };
                 if let Some((h, seq)) = view(&m.id().name, state) {
+                    // The supervisor leaves out loads older than STALE_LOAD (here: since
+                    // they were sampled).
+                    let sampled = self.by_ip.get(&match m.id().addr.ip() {
+                        std::net::IpAddr::V4(ip) => ip,
+                        std::net::IpAddr::V6(_) => continue,
+                    });
+                    if let Some(&j) = sampled {
+                        let o = &self.nodes[j];
+                        let at = (seq.saturating_sub(o.offset)) as f64 / o.rate;
+                        if now as f64 - at > STALE_LOAD.as_millis() as f64 {
+                            continue;
+                        }
+                    }
                     if state != State::Down
                         && let Some(&j) = self.by_ip.get(&match m.id().addr.ip() {
                             std::net::IpAddr::V4(ip) => ip,
@@ -445,7 +481,7 @@ impl World {
     }
 
     /// Each host of a copy of replicated process `pi` asks its group to renew its lease; a
-    /// copy that learns of a higher epoch is discarded.
+    /// copy that learns of a higher epoch (or of its epoch held by another) is discarded.
     fn renew(&mut self, pi: usize) {
         let group = self.registry.procs[pi].group.clone();
         let id = self.registry.procs[pi].id.clone();
@@ -456,6 +492,7 @@ impl World {
                 continue;
             }
             let h = c.host;
+            // Counted from when the request was sent (the holder's clock).
             let asked = self.nodes[h].clock(self.now);
             let holder_name = self.nodes[h].name.clone();
             for &g in &group {
@@ -466,9 +503,9 @@ impl World {
                 match self.registry.grantors[g].grant(&id, &holder_name, c.epoch, g_now) {
                     Ok(grant) => {
                         let from = self.nodes[g].name.clone();
-                        self.registry.holders[h].record(&from, grant, asked);
+                        self.registry.holders[h].record(&from, &grant, asked);
                     }
-                    Err(Refused::Stale { epoch }) if epoch > c.epoch => {
+                    Err(e) if e.stale_epoch().is_some() => {
                         stale.push((h, c.epoch));
                         break;
                     }
@@ -481,6 +518,14 @@ impl World {
             let before = p.copies.len();
             p.copies.retain(|c| !(c.host == h && c.epoch == e));
             self.registry.discarded += before - p.copies.len();
+            self.registry.holders[h].forget(&p.id);
+            if before > p.copies.len() && p.copies.iter().all(|c| c.epoch <= e) {
+                // Discarded while no newer copy exists: a take-over that did not complete
+                // left a higher epoch with a grantor. Its replica holders may still take it
+                // over.
+                self.registry.lost_by_fencing += 1;
+                p.lost_since.get_or_insert(self.now);
+            }
         }
     }
 
@@ -535,30 +580,38 @@ impl World {
             }
             let epoch = self.registry.procs[pi].epoch + 1;
             if !self.registry.unsafe_takeover {
-                let mut votes = 0;
+                // First ask (changing nothing) whether a majority sees the lease expired, then
+                // ask that majority for grants at the next epoch.
+                let mut expired = 0;
                 for &g in &group {
                     if self.reachable(r, g) {
                         let t = self.nodes[g].clock(now);
                         if self.registry.grantors[g].expired(&id, t) {
-                            votes += 1;
+                            expired += 1;
                         }
                     }
                 }
-                if !lease::may_take_over(votes, group.len()) {
+                if !lease::may_take_over(expired, group.len()) {
                     continue;
                 }
                 let asked = self.nodes[r].clock(now);
                 let r_name = self.nodes[r].name.clone();
+                self.registry.holders[r].set_epoch(&id, epoch);
+                let mut granted = 0;
                 for &g in &group {
                     if self.reachable(r, g) {
                         let t = self.nodes[g].clock(now);
                         if let Ok(grant) = self.registry.grantors[g].grant(&id, &r_name, epoch, t) {
                             let from = self.nodes[g].name.clone();
-                            self.registry.holders[r].record(&from, grant, asked);
+                            self.registry.holders[r].record(&from, &grant, asked);
+                            granted += 1;
                         }
                     }
                 }
-                if !self.registry.holders[r].may_run(&id, group.len(), asked) {
+                if !lease::may_take_over(granted, group.len())
+                    || !self.registry.holders[r].may_run(&id, group.len(), asked)
+                {
+                    self.registry.failed_takeovers += 1;
                     continue;
                 }
             }
