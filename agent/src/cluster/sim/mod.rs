@@ -994,7 +994,7 @@ impl World {
         let now = self.now;
         if self.joined_at.is_none()
             && now >= self.last_start
-            && now % 500 == 0
+            && now.is_multiple_of(500)
             && self.kills.is_empty()
             && self.converged()
         {
@@ -1002,7 +1002,7 @@ impl World {
         }
         if let Some(h) = self.healed
             && self.healed_at.is_none()
-            && now % 500 == 0
+            && now.is_multiple_of(500)
             && self.converged()
         {
             self.healed_at = Some(now.max(h));

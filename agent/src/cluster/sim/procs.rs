@@ -426,7 +426,7 @@ impl World {
                 self.renew(pi);
             }
             self.freeze(pi);
-            if now % TAKEOVER_EVERY_MS == 0 {
+            if now.is_multiple_of(TAKEOVER_EVERY_MS) {
                 self.try_take_over(pi);
             }
         }
