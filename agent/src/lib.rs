@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dump;
 pub mod image;
 pub mod ipcns;
+pub mod lease;
 pub mod managed;
 pub mod metrics;
 pub mod migrate;

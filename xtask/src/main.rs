@@ -8,6 +8,7 @@ mod demo;
 mod demo_hosts;
 mod demo_offload;
 mod hosts;
+mod sim;
 mod test;
 mod util;
 
@@ -66,6 +67,9 @@ enum Cmd {
         #[command(subcommand)]
         command: hosts::HostsCmd,
     },
+    /// The deterministic cluster simulation: membership, failures, partitions, the policy's
+    /// moves and the leases of N members on a virtual clock; prints the figures.
+    Sim(sim::Options),
     /// A test host's PID 1 (started by `hosts up`).
     #[command(hide = true)]
     HostInit(hosts::InitOptions),
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         ),
         Cmd::RelayClient(o) => bench_relay::client_main(&o).map(|()| ExitCode::SUCCESS),
         Cmd::Hosts { command } => hosts::run(&command).map(|()| ExitCode::SUCCESS),
+        Cmd::Sim(o) => sim::run_sim(&o),
         Cmd::HostInit(options) => hosts::host_init(&options).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -12,6 +12,7 @@ pub mod key;
 pub mod load;
 pub mod local;
 mod run;
+pub mod sim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

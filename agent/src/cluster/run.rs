@@ -51,9 +51,9 @@ pub fn foca_config() -> Config {
 
 /// A gossiped load: whose, and the sample.
 #[derive(Debug, Serialize, Deserialize)]
-struct LoadNote {
-    name: String,
-    load: MemberLoad,
+pub(super) struct LoadNote {
+    pub(super) name: String,
+    pub(super) load: MemberLoad,
 }
 
 /// A load note's key: a newer sample of the same member replaces an older one in foca's
@@ -76,9 +76,9 @@ impl Invalidates for LoadKey {
 pub struct NoteError(String);
 
 /// Keeps the newest load of each member in the shared state.
-struct LoadGossip {
-    shared: Arc<std::sync::Mutex<Shared>>,
-    me: String,
+pub(super) struct LoadGossip {
+    pub(super) shared: Arc<std::sync::Mutex<Shared>>,
+    pub(super) me: String,
 }
 
 impl foca::BroadcastHandler<Id> for LoadGossip {
@@ -112,7 +112,7 @@ impl foca::BroadcastHandler<Id> for LoadGossip {
     }
 }
 
-type Swim = Foca<Id, PostcardCodec, StdRng, LoadGossip>;
+pub(super) type Swim = Foca<Id, PostcardCodec, StdRng, LoadGossip>;
 
 /// Runs membership until the agent stops; an error says why it cannot run.
 pub(super) async fn run(node: NodeRef) -> Result<(), String> {
