@@ -74,6 +74,18 @@ pub struct Entry {
     /// Its output pipe reached its end (everything it wrote is in the file), or no agent
     /// drains it any more (after a restart).
     pub drained: bool,
+    /// Periodic checkpoints every this many ms (docs/cluster.md "Checkpoints and replicas").
+    #[serde(default)]
+    pub checkpoint_every_ms: Option<u64>,
+    /// Replica holders asked for.
+    #[serde(default)]
+    pub replicas: u32,
+    /// The members holding its checkpoints now.
+    #[serde(default)]
+    pub replica_hosts: Vec<String>,
+    /// Its epoch (raised by every take-over).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl Entry {
