@@ -18,6 +18,7 @@ pub mod node;
 pub mod proc;
 pub mod ptrace;
 pub mod relay;
+pub mod replica;
 pub mod restore;
 pub mod state;
 pub mod sys;

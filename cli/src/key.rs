@@ -13,12 +13,31 @@ pub enum Command {
         /// Where to write the key.
         file: PathBuf,
     },
+    /// Write the key that seals the cluster's checkpoint replicas (derived from cluster.key,
+    /// docs/cluster.md "Checkpoints and replicas") to FILE, for `ferry restore --key FILE`
+    /// of a replica's image by hand.
+    Replica {
+        /// Where to write the key (a new file, mode 0600).
+        file: PathBuf,
+        /// The cluster key.
+        #[arg(long, value_name = "PATH", default_value = "/etc/ferry/tls/cluster.key")]
+        cluster_key: PathBuf,
+    },
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
-    let Command::New { file } = cmd;
-    Key::create(&file).with_context(|| format!("make a key at {}", file.display()))?;
-    println!("wrote a new key to {}", file.display());
+    match cmd {
+        Command::New { file } => {
+            Key::create(&file).with_context(|| format!("make a key at {}", file.display()))?;
+            println!("wrote a new key to {}", file.display());
+        }
+        Command::Replica { file, cluster_key } => {
+            let key = ferry_agent::replica::key_from_cluster_key(&cluster_key)?;
+            key.save(&file)
+                .with_context(|| format!("write the replica key to {}", file.display()))?;
+            println!("wrote the replica key to {}", file.display());
+        }
+    }
     Ok(())
 }
 

@@ -37,11 +37,55 @@ pub struct Place {
     pub auto: bool,
 }
 
+/// Periodic checkpoints: `--checkpoint-every DUR [--replicas K]` (docs/cluster.md
+/// "Checkpoints and replicas").
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Checkpoints {
+    /// Checkpoint the job while it runs, every DUR (e.g. 1s, 500ms, 2m), and keep the newest
+    /// checkpoint, sealed, on other members of the cluster.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration_ms)]
+    pub checkpoint_every: Option<u64>,
+    /// How many other members keep each checkpoint.
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "checkpoint_every", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub replicas: u32,
+}
+
+impl Checkpoints {
+    fn every_ms(&self) -> u64 {
+        self.checkpoint_every.unwrap_or(0)
+    }
+}
+
+/// `--checkpoint-every DUR`: a number with `ms`, `s`, `m` or `h` (seconds without one).
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 1s, 500ms, 2m)"))?;
+    let ms = match unit {
+        "ms" => v,
+        "s" => v * 1e3,
+        "m" => v * 60e3,
+        "h" => v * 3600e3,
+        _ => return Err(format!("{s:?}: the unit is ms, s, m or h")),
+    };
+    if !(ms.is_finite() && (100.0..=7.0 * 86_400e3).contains(&ms)) {
+        return Err(format!("{s:?}: a checkpoint period is between 100ms and 7 days"));
+    }
+    Ok(ms.round() as u64)
+}
+
 /// `ferry run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub place: Place,
+    #[command(flatten)]
+    pub ckpt: Checkpoints,
     /// CPU limit in CPUs (e.g. 0.5, 2).
     #[arg(long, value_name = "N", value_parser = parse_cpu)]
     pub cpu: Option<u64>,
@@ -67,6 +111,8 @@ pub struct OffloadArgs {
     pub what: String,
     #[command(flatten)]
     pub place: Place,
+    #[command(flatten)]
+    pub ckpt: Checkpoints,
     /// The local agent's socket.
     #[arg(long, env = "FERRY_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
@@ -192,7 +238,12 @@ fn status_err(s: tonic::Status) -> anyhow::Error {
 }
 
 /// Moves managed process `id` as `place` says; prints one line on stderr when done.
-async fn offload(socket: &std::path::Path, id: &str, place: &Place) -> Result<()> {
+async fn offload(
+    socket: &std::path::Path,
+    id: &str,
+    place: &Place,
+    ckpt: &Checkpoints,
+) -> Result<()> {
     let mut client = connect(socket).await?;
     let mut stream = client
         .offload(OffloadRequest {
@@ -200,6 +251,8 @@ async fn offload(socket: &std::path::Path, id: &str, place: &Place) -> Result<()
             to: place.on.clone().unwrap_or_default(),
             auto: place.auto,
             compress: String::new(),
+            checkpoint_every_ms: ckpt.every_ms(),
+            replicas: ckpt.replicas,
         })
         .await
         .map_err(status_err)?
@@ -250,13 +303,15 @@ pub fn run(args: RunArgs) -> Result<()> {
                 pid,
                 limits: Some(limits(args.cpu, args.mem)),
                 attached: true,
+                checkpoint_every_ms: args.ckpt.every_ms(),
+                replicas: args.ckpt.replicas,
             })
             .await
             .map_err(status_err)?
             .into_inner();
         eprintln!("ferry: job {} (pid {pid})", p.id);
         if (args.place.on.is_some() || args.place.auto)
-            && let Err(e) = offload(&args.socket, &p.id, &args.place).await
+            && let Err(e) = offload(&args.socket, &p.id, &args.place, &args.ckpt).await
         {
             eprintln!("ferry: {} not moved, it goes on here: {e:#}", p.id);
         }
@@ -317,13 +372,15 @@ async fn run_detached(args: RunArgs) -> Result<()> {
             env,
             cwd,
             limits: Some(limits(args.cpu, args.mem)),
+            checkpoint_every_ms: args.ckpt.every_ms(),
+            replicas: args.ckpt.replicas,
         })
         .await
         .map_err(status_err)?
         .into_inner();
     crate::write_stdout(&format!("{}\n", p.id))?;
     if args.place.on.is_some() || args.place.auto {
-        offload(&args.socket, &p.id, &args.place)
+        offload(&args.socket, &p.id, &args.place, &args.ckpt)
             .await
             .with_context(|| format!("{} not moved; it runs here", p.id))?;
     }
@@ -343,6 +400,8 @@ pub fn offload_cmd(args: OffloadArgs) -> Result<()> {
                     pid,
                     limits: None,
                     attached: false,
+                    checkpoint_every_ms: args.ckpt.every_ms(),
+                    replicas: args.ckpt.replicas,
                 })
                 .await
                 .map_err(status_err)?
@@ -352,7 +411,7 @@ pub fn offload_cmd(args: OffloadArgs) -> Result<()> {
         } else {
             args.what.clone()
         };
-        offload(&args.socket, &id, &args.place).await?;
+        offload(&args.socket, &id, &args.place, &args.ckpt).await?;
         crate::write_stdout(&format!("{id}\n"))
     })
 }

@@ -55,6 +55,9 @@ enum Cmd {
     /// hosts): redis-benchmark pipelined and with a connection per request, keep-alive HTTP,
     /// the round trip at p50; each beside its target.
     BenchRelay,
+    /// Periodic checkpoints of a running 1 GiB process writing 10 MB/s, kept on two replicas
+    /// (three test hosts): stop time and bytes sent per checkpoint, the agents' CPU.
+    BenchCluster,
     /// A client of `bench-relay`, run inside a test host.
     #[command(hide = true)]
     RelayClient(bench_relay::ClientOptions),
@@ -82,6 +85,20 @@ fn main() -> ExitCode {
         Cmd::Bench(options) => bench::run(&options).map(|()| ExitCode::SUCCESS),
         Cmd::BenchMigrate { release } => bench_migrate::run(release).map(|()| ExitCode::SUCCESS),
         Cmd::BenchRelay => bench_relay::run().map(|()| ExitCode::SUCCESS),
+        Cmd::BenchCluster => test::run(
+            &[
+                "-p",
+                "ferry-tests",
+                "--test",
+                "replicas",
+                "--",
+                "--ignored",
+                "--exact",
+                "checkpoint_bench",
+                "--nocapture",
+            ]
+            .map(String::from),
+        ),
         Cmd::RelayClient(o) => bench_relay::client_main(&o).map(|()| ExitCode::SUCCESS),
         Cmd::Hosts { command } => hosts::run(&command).map(|()| ExitCode::SUCCESS),
         Cmd::HostInit(options) => hosts::host_init(&options).map(|()| ExitCode::SUCCESS),

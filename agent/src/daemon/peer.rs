@@ -116,6 +116,16 @@ impl Peer for PeerService {
             .map(Response::new)
     }
 
+    async fn replica(
+        &self,
+        request: Request<Streaming<ferry_proto::v1::ReplicaChunk>>,
+    ) -> Result<Response<ferry_proto::v1::ReplicaReply>, Status> {
+        let peer = self.authorize(&request)?;
+        crate::replica::holder::serve(&self.node, &peer, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     type RelayStream = crate::relay::dest::Frames;
 
     async fn relay(

@@ -470,6 +470,23 @@ impl Held {
         writer.finish().map_err(DumpError::Image)
     }
 
+    /// [`Held::write_to`], sealed under `key` (a periodic checkpoint's image, whose VMAs the
+    /// caller may have changed in [`Held::state`]: `precopied` pages are not read).
+    pub fn write_sealed<W: Write + Send>(
+        &self,
+        out: W,
+        codec: Codec,
+        key: &crate::image::seal::Key,
+    ) -> Result<(W, WriteStats), DumpError> {
+        let tree = self.tree();
+        let mut writer = ImageWriter::new_tree_sealed(out, &tree, codec, Some(key))
+            .map_err(DumpError::Image)?;
+        let leader = &self.frozen.leader().tracee;
+        mm::write_pages(leader, &self.state.mm.vmas, &mut writer, None)
+            .map_err(|e| freeze::explain_death(leader.pid(), e))?;
+        writer.finish().map_err(DumpError::Image)
+    }
+
     /// The image's contents: one process, shared memory pages stored once.
     fn tree(&self) -> TreeState {
         let mut tree = TreeState::single(self.state.clone());

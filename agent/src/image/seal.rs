@@ -137,6 +137,13 @@ impl Key {
     /// Writes a new random key to `path` (hex, mode 0600); refuses to replace a file.
     pub fn create(path: &Path) -> Result<Self, KeyError> {
         let key = Self::random()?;
+        key.save(path)?;
+        Ok(key)
+    }
+
+    /// Writes this key to the new file `path` (hex, mode 0600); refuses to replace a file.
+    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
+        let key = self;
         let read = |source| KeyError::Read {
             path: path.display().to_string(),
             source,
@@ -150,7 +157,7 @@ impl Key {
         let hex: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
         f.write_all(format!("{hex}\n").as_bytes()).map_err(read)?;
         f.sync_all().map_err(read)?;
-        Ok(key)
+        Ok(())
     }
 
     /// Keys derived from this one for other uses (HKDF-SHA256, `info` naming the use).

@@ -103,6 +103,8 @@ pub fn register(
         cpu_millis: limits.cpu_millis,
         mem_bytes: limits.mem_bytes,
         attached: req.attached,
+        checkpoint_every_ms: (req.checkpoint_every_ms > 0).then_some(req.checkpoint_every_ms),
+        replicas: req.replicas,
         ..Default::default()
     });
     if let Err(s) = apply_local(node, &e) {
@@ -115,6 +117,7 @@ pub fn register(
         e
     };
     tracing::info!(id = %e.id, pid = e.pid, uid = e.owner_uid, "managed process registered");
+    crate::replica::checkpoint::start(node, &e.id);
     Ok(describe_local(node, &e))
 }
 
@@ -161,6 +164,8 @@ pub fn spawn(
         mem_bytes: limits.mem_bytes,
         detached: true,
         spawned: true,
+        checkpoint_every_ms: (req.checkpoint_every_ms > 0).then_some(req.checkpoint_every_ms),
+        replicas: req.replicas,
         ..Default::default()
     });
     let fail = |s: Status| {
@@ -243,6 +248,7 @@ pub fn spawn(
         e
     };
     tracing::info!(id = %e.id, pid, uid = caller.uid, command = %e.command, "managed process started");
+    crate::replica::checkpoint::start(node, &e.id);
     Ok(describe_local(node, &e))
 }
 
@@ -267,6 +273,14 @@ async fn offload_inner(
     tx: &mpsc::Sender<Result<MigrateEvent, Status>>,
 ) -> Result<(), Status> {
     let e = entry(node, caller, &req.id)?;
+    if req.checkpoint_every_ms > 0 {
+        // Kept with the job; the host it moves to does not take checkpoints yet
+        // (docs/cluster.md "Checkpoints and replicas").
+        node.managed.update(&e.id, |x| {
+            x.checkpoint_every_ms = Some(req.checkpoint_every_ms);
+            x.replicas = req.replicas;
+        });
+    }
     if e.exit.is_some() || !super::alive(e.pid, e.start_time) {
         return Err(Status::failed_precondition(format!(
             "{} has ended: nothing to move",

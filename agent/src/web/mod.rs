@@ -411,6 +411,7 @@ async fn move_job(node: &NodeRef, user: PeerCred, id: &str, to: &str) -> String 
             to: if auto { String::new() } else { to.to_string() },
             auto,
             compress: String::new(),
+            ..Default::default()
         },
         tx,
     ));

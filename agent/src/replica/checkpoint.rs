@@ -1,0 +1,399 @@
+//! The host's side of periodic checkpoints: every `checkpoint_every_ms`, freeze the process,
+//! write its state (all of it the first time, then only the pages written since the last
+//! checkpoint plus the whole non-memory state), let it go on, and stream the sealed image to
+//! the replica holders.
+//!
+//! The write tracking of live migration (`dump/track.rs`) stays armed from the first
+//! checkpoint on: the scan of written pages runs under each freeze and write-protects them
+//! again in the same step, so the next scan reports exactly what was written since this
+//! freeze. A page goes into a delta unless the previous checkpoint stored it, its area stayed
+//! registered for the tracking, and no scan saw it written (then it is `precopied`: the
+//! holder takes it from its previous image). The tracking ends (ferryd closes the only
+//! descriptor: the kernel unregisters every area) when checkpointing stops: the job ended,
+//! moved, or its checkpoints were turned off.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ferry_proto::v1::{ReplicaChunk, ReplicaHeader, replica_chunk};
+use nix::unistd::Pid;
+
+use super::{ReplicaLimits, ReplicaMeta};
+use crate::dump::track::Tracker;
+use crate::dump::{DumpOptions, hold_with, precheck_only};
+use crate::image::Codec;
+use crate::image::seal::Key;
+use crate::node::{NodeRef, now_ms};
+use crate::state::{PAGE_SIZE, VmaKind, VmaState};
+
+/// Bytes per `data` message.
+const CHUNK: usize = 1 << 20;
+
+/// Sorted, non-overlapping, non-adjacent address ranges.
+#[derive(Debug, Default, Clone)]
+struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    fn from(mut r: Vec<(u64, u64)>) -> Self {
+        r.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
+        for (s, e) in r {
+            match out.last_mut() {
+                Some(l) if s <= l.1 => l.1 = l.1.max(e),
+                _ => out.push((s, e)),
+            }
+        }
+        Ranges(out)
+    }
+
+    fn contains(&self, addr: u64) -> bool {
+        let i = self.0.partition_point(|&(s, _)| s <= addr);
+        i > 0 && addr < self.0[i - 1].1
+    }
+}
+
+/// What the checkpoints of one process carry from one to the next.
+#[derive(Debug, Default)]
+struct Chain {
+    tracker: Option<Tracker>,
+    /// The pages of the last checkpoint every holder has (empty: the next one is complete).
+    prev: Ranges,
+    /// Its seq (0: none yet).
+    seq: u64,
+    /// The holders, in the order chosen (kept while they stay alive).
+    holders: Vec<String>,
+}
+
+/// One checkpoint, as the host saw it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Taken {
+    /// Its seq.
+    pub seq: u64,
+    /// Whether it was a delta.
+    pub delta: bool,
+    /// How long the process was stopped.
+    pub stopped: Duration,
+    /// Bytes of the (sealed) image sent to each holder.
+    pub bytes: u64,
+    /// Holders that took it.
+    pub holders: usize,
+}
+
+/// Starts the checkpoints of managed process `id` if it asks for them (its entry's
+/// `checkpoint_every_ms`); they stop by themselves when it ends or stops asking.
+pub fn start(node: &NodeRef, id: &str) {
+    let Some(e) = node.managed.get(id, 0, true) else {
+        return;
+    };
+    let Some(every) = e.checkpoint_every_ms.filter(|&ms| ms > 0) else {
+        return;
+    };
+    let node = node.clone();
+    let id = id.to_string();
+    let handle = tokio::runtime::Handle::current();
+    let spawned = std::thread::Builder::new()
+        .name(format!("ckpt-{id}"))
+        .spawn(move || run(&node, &id, every, &handle));
+    if let Err(e) = spawned {
+        tracing::warn!(%e, "cannot start the checkpoint thread");
+    }
+}
+
+/// Whether the job still wants checkpoints here: it runs here, has not ended, asks for them.
+fn wanted(node: &NodeRef, id: &str) -> Option<crate::managed::Entry> {
+    let e = node.managed.get(id, 0, true)?;
+    let ok = e.exit.is_none()
+        && e.runs_on.is_empty()
+        && e.checkpoint_every_ms.is_some_and(|ms| ms > 0)
+        && crate::managed::alive(e.pid, e.start_time);
+    ok.then_some(e)
+}
+
+fn run(node: &NodeRef, id: &str, every: u64, handle: &tokio::runtime::Handle) {
+    let key = match super::open_key(node) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(%id, "no checkpoints: {e}");
+            return;
+        }
+    };
+    let mut chain = Chain::default();
+    let mut next = Instant::now() + Duration::from_millis(every);
+    loop {
+        // Woken often enough to stop soon after the job ends.
+        while Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(50).min(next - Instant::now()));
+            if wanted(node, id).is_none() {
+                break;
+            }
+        }
+        let Some(e) = wanted(node, id) else { break };
+        let every = e.checkpoint_every_ms.unwrap_or(every).max(1);
+        next = Instant::now() + Duration::from_millis(every);
+        match checkpoint(node, &e, &key, &mut chain, handle) {
+            Ok(t) => tracing::info!(
+                %id, seq = t.seq, delta = t.delta, stopped_us = t.stopped.as_micros() as u64,
+                bytes = t.bytes, holders = t.holders, "checkpoint"
+            ),
+            Err(why) => {
+                tracing::warn!(%id, "checkpoint failed: {why}");
+                // The next one is complete (and the tracking armed again).
+                chain.prev = Ranges::default();
+                if let Some(t) = chain.tracker.take() {
+                    t.close();
+                }
+            }
+        }
+    }
+    if let Some(t) = chain.tracker.take() {
+        t.close();
+    }
+    tracing::info!(%id, "checkpoints stopped; write tracking removed");
+}
+
+/// The replica holders: the alive members (with a peer address in the configuration) with
+/// the most free capacity; those chosen before stay while they are alive.
+fn choose(node: &NodeRef, k: usize, before: &[String]) -> Vec<String> {
+    let view = node.cluster.view();
+    let known = node.peers.peers();
+    let mut cand: Vec<(f64, String)> = view
+        .members
+        .iter()
+        .filter(|m| {
+            !m.local && m.state == crate::cluster::State::Alive && known.contains_key(&m.name)
+        })
+        .map(|m| (m.load.as_ref().map_or(0.0, |l| l.free), m.name.clone()))
+        .collect();
+    cand.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut out: Vec<String> = before
+        .iter()
+        .filter(|h| cand.iter().any(|(_, n)| n == *h))
+        .take(k)
+        .cloned()
+        .collect();
+    for (_, n) in cand {
+        if out.len() >= k {
+            break;
+        }
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+fn private_anon(v: &VmaState) -> bool {
+    !v.shared && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap | VmaKind::Stack)
+}
+
+/// Moves to `precopied` every page of `vmas` the previous checkpoint has that was not
+/// written since (its area still tracked). Returns the pages kept.
+fn mark(vmas: &mut [VmaState], prev: &Ranges, written: &Ranges, tracked: &Ranges) -> u64 {
+    let mut kept = 0;
+    for v in vmas.iter_mut().filter(|v| private_anon(v)) {
+        let mut pages = Vec::new();
+        let mut precopied = Vec::new();
+        for r in &v.pages {
+            for k in 0..r.count {
+                let a = r.start + k * PAGE_SIZE;
+                if prev.contains(a) && tracked.contains(a) && !written.contains(a) {
+                    kept += 1;
+                    super::merge_push(&mut precopied, a);
+                } else {
+                    super::merge_push(&mut pages, a);
+                }
+            }
+        }
+        v.pages = pages;
+        v.precopied = precopied;
+    }
+    kept
+}
+
+fn checkpoint(
+    node: &NodeRef,
+    e: &crate::managed::Entry,
+    key: &Key,
+    chain: &mut Chain,
+    handle: &tokio::runtime::Handle,
+) -> Result<Taken, String> {
+    let pid = Pid::from_raw(e.pid);
+    let holders = choose(node, e.replicas.max(1) as usize, &chain.holders);
+    if holders.is_empty() {
+        return Err("no alive member to hold a replica".into());
+    }
+    if holders != chain.holders {
+        // A new holder has no previous checkpoint: this one is complete.
+        chain.prev = Ranges::default();
+        chain.holders = holders.clone();
+    }
+    let opts = DumpOptions {
+        leave_running: true,
+        relay_sockets: true,
+        codec: Codec::Lz4,
+        ..DumpOptions::default()
+    };
+    if chain.tracker.is_none() {
+        precheck_only(pid, opts).map_err(|e| format!("{e:#}"))?;
+        chain.tracker = Some(Tracker::start(pid).map_err(|e| format!("{e:#}"))?);
+        chain.prev = Ranges::default();
+    }
+    let tracker = chain.tracker.as_ref().ok_or("no tracking")?;
+    let mut written = Vec::new();
+    let mut tracked = Vec::new();
+    let mut held = hold_with(pid, opts, |_frozen| {
+        written = tracker.written()?;
+        tracked = tracker.still_tracked()?;
+        tracker.own_areas();
+        Ok(())
+    })
+    .map_err(|e| format!("{e:#}"))?;
+    let taken_ms = now_ms();
+    // Every page this checkpoint has (the holders' next base).
+    let all = Ranges::from(
+        held.state
+            .mm
+            .vmas
+            .iter()
+            .flat_map(|v| v.pages.iter())
+            .map(|r| (r.start, r.start + r.count * PAGE_SIZE))
+            .collect(),
+    );
+    let delta = !chain.prev.0.is_empty();
+    if delta {
+        mark(
+            &mut held.state.mm.vmas,
+            &chain.prev,
+            &Ranges::from(written),
+            &Ranges::from(tracked),
+        );
+    }
+    let dir = crate::node::state_dir().join("checkpoints");
+    std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+    let path: PathBuf = dir.join(format!("{}.img", e.id));
+    let file = File::create(&path).map_err(|err| format!("{}: {err}", path.display()))?;
+    let written = held.write_sealed(std::io::BufWriter::with_capacity(1 << 20, file), Codec::Lz4, key);
+    let stopped = held.since.elapsed();
+    let relays = Vec::new();
+    held.thaw().map_err(|e| format!("{e:#}"))?;
+    let (_, stats) = written.map_err(|e| format!("{e:#}"))?;
+    let seq = chain.seq + 1;
+    let base_seq = if delta { chain.seq } else { 0 };
+    let mut group = vec![node.config.name.clone()];
+    group.extend(holders.iter().cloned());
+    let meta = ReplicaMeta {
+        id: e.id.clone(),
+        home: node.config.name.clone(),
+        host: node.config.name.clone(),
+        epoch: e.epoch,
+        seq,
+        taken_ms,
+        image_bytes: 0,
+        group,
+        relays,
+        cmdline: e.command.clone(),
+        uid: e.owner_uid,
+        limits: ReplicaLimits {
+            cpu_millis: e.cpu_millis,
+            mem_bytes: e.mem_bytes,
+        },
+        base_seq,
+        sent_bytes: stats.image_bytes,
+        stop_us: stopped.as_micros() as u64,
+    };
+    let meta_json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
+    let bytes = stats.image_bytes;
+    let results = handle.block_on(async {
+        let tasks: Vec<_> = holders
+            .iter()
+            .map(|h| {
+                let (node, h, m, p) = (node.clone(), h.clone(), meta_json.clone(), path.clone());
+                tokio::spawn(async move { send(&node, &h, &m, base_seq, &p, bytes).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap_or_else(|e| Err(e.to_string())));
+        }
+        out
+    });
+    let _ = std::fs::remove_file(&path);
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for (h, r) in holders.iter().zip(results) {
+        match r {
+            Ok(()) => ok += 1,
+            Err(why) => failed.push(format!("{h}: {why}")),
+        }
+    }
+    if failed.is_empty() {
+        chain.prev = all;
+        chain.seq = seq;
+    } else {
+        // Someone lacks this one: the next is complete for all.
+        chain.prev = Ranges::default();
+        chain.seq = seq;
+        tracing::warn!(id = %e.id, seq, "replica not kept by {}", failed.join("; "));
+    }
+    let _ = node.managed.update(&e.id, |x| x.replica_hosts = holders.clone());
+    Ok(Taken {
+        seq,
+        delta,
+        stopped,
+        bytes: stats.image_bytes,
+        holders: ok,
+    })
+}
+
+async fn send(
+    node: &NodeRef,
+    holder: &str,
+    meta_json: &str,
+    base_seq: u64,
+    path: &std::path::Path,
+    image_bytes: u64,
+) -> Result<(), String> {
+    let channel = node.peers.channel(holder).map_err(|e| format!("{e:#}"))?;
+    let mut client = crate::migrate::origin::peer_client(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel::<ReplicaChunk>(4);
+    let header = ReplicaChunk {
+        part: Some(replica_chunk::Part::Header(ReplicaHeader {
+            meta_json: meta_json.to_string(),
+            base_seq,
+            image_bytes,
+        })),
+    };
+    let path = path.to_path_buf();
+    let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let f = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut f = BufReader::new(f);
+        if tx.blocking_send(header).is_err() {
+            return Ok(());
+        }
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let n = f.read(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            let chunk = ReplicaChunk {
+                part: Some(replica_chunk::Part::Data(buf)),
+            };
+            if tx.blocking_send(chunk).is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let reply = client
+        .replica(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| crate::transport::status_detail(&s));
+    reader
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)?;
+    reply.map(|_| ())
+}

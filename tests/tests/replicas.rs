@@ -1,0 +1,347 @@
+//! Periodic checkpoints and their replicas (issue 13 item 3, docs/cluster.md "Checkpoints and
+//! replicas") on 3 test hosts: a counting job on h1 started with `--checkpoint-every 1s
+//! --replicas 2` → h2 and h3 each hold a complete sealed checkpoint whose seq rises; the
+//! image does not show a marker the job keeps in every page of its memory; checkpoints after
+//! the first send a small part of the first's bytes (only pages written since); the job
+//! keeps counting throughout; and the image restored by hand on h3 (with the replica key
+//! derived from cluster.key), once the job on h1 is killed, counts on from at least where it
+//! was at the checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use ferry_tests::hosts::Hosts;
+use ferry_tests::{ferry_bin, setup, workload};
+use serde_json::Value;
+
+/// Poll until `f` gives something, or fail after `timeout` naming `what`.
+fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("{what}: not within {timeout:?}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// The job's "count T" file: (count, ms).
+fn count(dir: &Path) -> Option<(u64, u64)> {
+    let t = std::fs::read_to_string(dir.join("count")).ok()?;
+    let mut it = t.split_whitespace().map(|w| w.parse::<u64>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+fn meta(hosts: &Hosts, n: u32, id: &str) -> Option<Value> {
+    let p = hosts.state_dir(n).join("replicas").join(id).join("meta.json");
+    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+}
+
+fn ferry(hosts: &Hosts, n: u32, args: &[&str]) -> Result<String> {
+    let bin = ferry_bin();
+    let mut argv = vec![bin.to_str().context("ferry path")?];
+    argv.extend_from_slice(args);
+    let out = hosts
+        .command(n, argv[0])
+        .args(&argv[1..])
+        .env("FERRY_SOCKET", hosts.socket(n))
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "ferry {args:?} on h{n}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn all_alive(hosts: &Hosts) -> Result<bool> {
+    let out = ferry(hosts, 1, &["hosts", "--json"])?;
+    let v: Value = serde_json::from_str(&out)?;
+    let alive = v
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|m| m["state"] == "alive").count());
+    Ok(alive == 3)
+}
+
+#[test]
+fn checkpoints_reach_two_replicas_sealed_and_incremental() {
+    let Some(ctx) = setup("replicas") else {
+        return;
+    };
+    let run = || -> Result<()> {
+        let hosts = Hosts::up(3)?;
+        poll(Duration::from_secs(20), "all three hosts alive on h1", || {
+            Ok(all_alive(&hosts)?.then_some(()))
+        })?;
+        let dir: PathBuf = ctx.dir.path().join("job");
+        std::fs::create_dir_all(&dir)?;
+        let marker = format!("FERRY-REPLICA-MARKER-{}", std::process::id());
+        let prog = workload("replica_counter");
+        let out = ferry(
+            &hosts,
+            1,
+            &[
+                "run",
+                "--detach",
+                "--checkpoint-every",
+                "1s",
+                "--replicas",
+                "2",
+                "--",
+                prog.to_str().context("path")?,
+                dir.to_str().context("path")?,
+                "24",
+                "100",
+                &marker,
+            ],
+        )?;
+        let id = out.lines().next().context("no job id")?.trim().to_string();
+        poll(Duration::from_secs(10), "the job ready", || {
+            Ok(dir.join("ready").exists().then_some(()))
+        })?;
+
+        // Both holders get checkpoints; their seq rises; the first is complete, later ones
+        // deltas, far smaller. The job counts meanwhile.
+        let mut samples: Vec<(u64, u64)> = Vec::new();
+        let mut full: Option<u64> = None;
+        let mut deltas: Vec<u64> = Vec::new();
+        let mut seqs = [0u64; 2];
+        let mut rises = [0u32; 2];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(40)
+            && !(rises.iter().all(|&r| r >= 3) && full.is_some() && deltas.len() >= 2)
+        {
+            if let Some(c) = count(&dir) {
+                samples.push(c);
+            }
+            for (i, n) in [2u32, 3].into_iter().enumerate() {
+                let Some(m) = meta(&hosts, n, &id) else {
+                    continue;
+                };
+                let seq = m["seq"].as_u64().unwrap_or(0);
+                if seq > seqs[i] {
+                    ensure!(
+                        m["group"] == serde_json::json!(["h1", "h2", "h3"]),
+                        "replica group: {m}"
+                    );
+                    if seqs[i] != 0 {
+                        rises[i] += 1;
+                    }
+                    seqs[i] = seq;
+                    let sent = m["sent_bytes"].as_u64().unwrap_or(0);
+                    if m["base_seq"].as_u64() == Some(0) {
+                        full.get_or_insert(sent);
+                    } else if i == 0 {
+                        deltas.push(sent);
+                    }
+                }
+            }
+            sleep(Duration::from_millis(100));
+        }
+        ensure!(
+            rises.iter().all(|&r| r >= 3),
+            "the seq on h2/h3 did not rise three times in 40 s: {seqs:?} {rises:?}"
+        );
+        let full = full.context("no complete checkpoint seen")?;
+        ensure!(deltas.len() >= 2, "no delta checkpoints seen: {deltas:?}");
+        ensure!(
+            full > 8 << 20,
+            "the first checkpoint sent {full} bytes for 24 MiB of random memory"
+        );
+        for d in &deltas {
+            ensure!(
+                *d * 8 < full,
+                "a later checkpoint sent {d} bytes, not far fewer than the first's {full}"
+            );
+        }
+        // The job kept counting: ticks every 10 ms, no gap of a second.
+        ensure!(samples.len() > 50, "too few samples: {}", samples.len());
+        for w in samples.windows(2) {
+            ensure!(w[1].0 >= w[0].0, "the count went back: {w:?}");
+            ensure!(
+                w[1].1.saturating_sub(w[0].1) < 1000,
+                "the job stopped counting for {} ms (stopped by a checkpoint?)",
+                w[1].1 - w[0].1
+            );
+        }
+        let last = samples.last().copied().context("no count")?;
+        ensure!(last.0 > 500, "the job counted only to {}", last.0);
+
+        // Sealed: the marker in every page of the job's memory is nowhere in the images.
+        for n in [2u32, 3] {
+            let img = std::fs::read(hosts.state_dir(n).join("replicas").join(&id).join("image"))?;
+            ensure!(
+                !img.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                "h{n}'s replica image shows the job's memory"
+            );
+        }
+
+        // Kill the original; restore h3's replica by hand with the derived key.
+        ferry(&hosts, 1, &["kill", &id, "--signal", "KILL"])?;
+        poll(Duration::from_secs(10), "the job ended", || {
+            let before = count(&dir);
+            sleep(Duration::from_millis(100));
+            Ok((count(&dir) == before).then_some(()))
+        })?;
+        let m = meta(&hosts, 3, &id).context("h3's meta")?;
+        let taken = m["taken_ms"].as_u64().context("taken_ms")?;
+        let at_ckpt = samples
+            .iter()
+            .filter(|s| s.1 <= taken)
+            .map(|s| s.0)
+            .max()
+            .context("no sample before the checkpoint")?;
+        let img = ctx.dir.path().join("replica.img");
+        std::fs::copy(
+            hosts.state_dir(3).join("replicas").join(&id).join("image"),
+            &img,
+        )?;
+        let key = ctx.dir.path().join("replica.key");
+        let ck = hosts.tls_dir().join("cluster.key");
+        ferry(
+            &hosts,
+            3,
+            &[
+                "key",
+                "replica",
+                key.to_str().context("path")?,
+                "--cluster-key",
+                ck.to_str().context("path")?,
+            ],
+        )?;
+        let stopped_at = count(&dir).context("count")?.0;
+        let out = ferry(
+            &hosts,
+            3,
+            &[
+                "restore",
+                img.to_str().context("path")?,
+                "--key",
+                key.to_str().context("path")?,
+                "--stdio",
+                "inherit",
+            ],
+        )?;
+        let pid: i32 = out
+            .split_whitespace()
+            .nth(2)
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("restore said {out:?}"))?;
+        let first = poll(Duration::from_secs(10), "the restored job counting", || {
+            Ok(count(&dir).filter(|c| c.0 != stopped_at))
+        })?;
+        let _ = hosts.run(3, &["kill", "-KILL", &pid.to_string()]);
+        ensure!(
+            first.0 >= at_ckpt,
+            "the restored job counts from {} < {at_ckpt}, its count at the checkpoint",
+            first.0
+        );
+        ensure!(
+            first.0 < stopped_at + 300,
+            "the restored job counts from {}, beyond where the original stopped ({stopped_at})",
+            first.0
+        );
+        Ok(())
+    };
+    if let Err(e) = run() {
+        panic!("{e:#}");
+    }
+}
+
+/// `cargo xtask bench-cluster`: the cost of periodic checkpoints of a running 1 GiB process
+/// writing 10 MB/s (every 5 s, 2 replicas): per checkpoint the stop time and the bytes
+/// sent, and the CPU the agents used meanwhile. Prints the figures.
+#[test]
+#[ignore = "a benchmark: cargo xtask bench-cluster"]
+fn checkpoint_bench() {
+    let Some(ctx) = setup("replicas_bench") else {
+        return;
+    };
+    let run = || -> Result<()> {
+        let hosts = Hosts::up(3)?;
+        poll(Duration::from_secs(20), "all three hosts alive on h1", || {
+            Ok(all_alive(&hosts)?.then_some(()))
+        })?;
+        let dir: PathBuf = ctx.dir.path().join("job");
+        std::fs::create_dir_all(&dir)?;
+        let prog = workload("replica_counter");
+        let out = ferry(
+            &hosts,
+            1,
+            &[
+                "run",
+                "--detach",
+                "--checkpoint-every",
+                "5s",
+                "--replicas",
+                "2",
+                "--",
+                prog.to_str().context("path")?,
+                dir.to_str().context("path")?,
+                "1024",
+                "10240",
+                "bench",
+            ],
+        )?;
+        let id = out.lines().next().context("no job id")?.trim().to_string();
+        poll(Duration::from_secs(60), "the job ready", || {
+            Ok(dir.join("ready").exists().then_some(()))
+        })?;
+        let cpu = |n: u32| -> u64 {
+            let Some(pid) = hosts.ferryd_pid(n) else {
+                return 0;
+            };
+            let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return 0;
+            };
+            let f: Vec<&str> = t[t.rfind(')').unwrap_or(0) + 2..].split_whitespace().collect();
+            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        };
+        let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        let start = Instant::now();
+        let cpu0 = [cpu(1), cpu(2), cpu(3)];
+        let mut seen: Vec<Value> = Vec::new();
+        while start.elapsed() < Duration::from_secs(120) && seen.len() < 6 {
+            if let Some(m) = meta(&hosts, 2, &id)
+                && seen.last().is_none_or(|l| l["seq"] != m["seq"])
+            {
+                println!(
+                    "checkpoint seq {}: {} stop {:.1} ms, sent {:.2} MiB, kept image {:.1} MiB",
+                    m["seq"],
+                    if m["base_seq"] == 0 { "complete" } else { "delta" },
+                    m["stop_us"].as_f64().unwrap_or(0.0) / 1e3,
+                    m["sent_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+                    m["image_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+                );
+                seen.push(m);
+            }
+            sleep(Duration::from_millis(50));
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu1 = [cpu(1), cpu(2), cpu(3)];
+        for n in 0..3 {
+            println!(
+                "ferryd h{}: {:.1}% of a CPU over {secs:.0} s",
+                n + 1,
+                (cpu1[n] - cpu0[n]) as f64 / tick / secs * 100.0
+            );
+        }
+        ferry(&hosts, 1, &["kill", &id, "--signal", "KILL"])?;
+        ensure!(seen.len() >= 2, "fewer than two checkpoints in 120 s");
+        Ok(())
+    };
+    if let Err(e) = run() {
+        panic!("{e:#}");
+    }
+}
