@@ -157,8 +157,7 @@ pub fn start(node: NodeRef) {
     }
     let n = node.clone();
     tokio::spawn(async move {
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(n.leases.cfg.renew_every_ms));
+        let mut tick = tokio::time::interval(Duration::from_millis(n.leases.cfg.renew_every_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -262,7 +261,9 @@ async fn renew_all(node: &NodeRef) {
                     discard(node, &e, r.epoch, &r.holder).await;
                     break;
                 }
-                Ok(r) => tracing::debug!(id = %e.id, member = %m, refused = %r.refused, "lease refused"),
+                Ok(r) => {
+                    tracing::debug!(id = %e.id, member = %m, refused = %r.refused, "lease refused")
+                }
                 Err(why) => tracing::debug!(id = %e.id, member = %m, %why, "lease not renewed"),
             }
         }
@@ -328,9 +329,7 @@ fn fence(node: &NodeRef) {
                 return (false, true);
             }
             i.holder.set_epoch(&e.id, e.epoch);
-            let ok = i
-                .holder
-                .may_run(&e.id, group.len(), now + FENCE_AHEAD_MS);
+            let ok = i.holder.may_run(&e.id, group.len(), now + FENCE_AHEAD_MS);
             let was = i.fenced.contains_key(&e.id);
             if ok {
                 i.fenced.remove(&e.id);
@@ -357,7 +356,8 @@ fn fence(node: &NodeRef) {
 
 /// `Peer.Lease` on the member's side.
 pub fn serve(node: &NodeRef, peer: &str, req: LeaseRequest) -> Result<LeaseReply, Status> {
-    if req.id.is_empty() || req.id.len() > 64 || !req.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if req.id.is_empty() || req.id.len() > 64 || !req.id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(Status::invalid_argument(format!(
             "bad managed process id {:?}",
             req.id
@@ -454,7 +454,11 @@ async fn watch(node: &NodeRef) {
             .collect();
         // Who keeps the newest checkpoint (and the highest epoch any of them knows).
         let mut best = (replica_seq(&id), std::cmp::Reverse(me.clone()));
-        let mut epoch = node.leases.with(|i| i.grantor.epoch(&id)).unwrap_or(0).max(k.epoch);
+        let mut epoch = node
+            .leases
+            .with(|i| i.grantor.epoch(&id))
+            .unwrap_or(0)
+            .max(k.epoch);
         let query = LeaseRequest {
             id: id.clone(),
             holder: me.clone(),
@@ -507,7 +511,8 @@ async fn watch(node: &NodeRef) {
         let r = super::takeover::take_over(n.clone(), &idc, new_epoch, &k2.holder).await;
         match r {
             Ok(pid) => {
-                let group: Vec<String> = std::iter::once(me.clone()).chain(others.clone()).collect();
+                let group: Vec<String> =
+                    std::iter::once(me.clone()).chain(others.clone()).collect();
                 n.leases.now_holding(&id, group, &k.home, new_epoch, &me);
                 // The grants at the new epoch count for the holder from their request.
                 n.leases.with(|i| {

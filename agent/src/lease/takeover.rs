@@ -107,7 +107,14 @@ fn restore_here(
         (1, out.as_raw_fd()),
         (2, out.as_raw_fd()),
     ];
-    let summary = crate::restore::restore_with(reader, opts, &subs).map_err(|e| format!("{e:#}"))?;
+    let summary =
+        crate::restore::restore_with(reader, opts, &subs).map_err(|e| format!("{e:#}"))?;
+    // A checkpoint taken while the fence held the process stopped restores it stopped: the
+    // fence is the only one that stops a replicated process, and the copy here has its lease.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(summary.pid),
+        nix::sys::signal::Signal::SIGCONT,
+    );
     let st = crate::managed::proc_stat(summary.pid).map_or(0, |s| s.start_time);
     Ok((summary.pid, st))
 }

@@ -66,7 +66,10 @@ fn holder_runs_only_with_a_majority() {
     assert!(!h.may_run("p", 3, T));
     let a = g1.grant("p", "h1", 0, T).unwrap();
     h.record("h1", &a, T);
-    assert!(!h.may_run("p", 3, T + 1), "one grant of three is not a majority");
+    assert!(
+        !h.may_run("p", 3, T + 1),
+        "one grant of three is not a majority"
+    );
     let b = g2.grant("p", "h1", 0, T).unwrap();
     h.record("h2", &b, T);
     assert!(h.may_run("p", 3, T + 1));
@@ -105,7 +108,16 @@ fn expiry_has_the_drift_margin_on_both_sides() {
     assert!(g2.expired("p", T + 3151));
     // A take-over at the next epoch is refused until then, granted after.
     let e = g2.grant("p", "h3", 1, T + 3000).unwrap_err();
-    assert!(matches!(e, Refused::Held { remaining_ms: 151, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Refused::Held {
+                remaining_ms: 151,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(g2.grant("p", "h3", 1, T + 3151).is_ok());
 }
 
@@ -192,7 +204,12 @@ fn partition_run(clocks: [Clock; 3], delay: u64, cut: u64) -> (u64, u64) {
             for (i, g) in grantors.iter_mut().enumerate() {
                 let reachable = i == 0 || t + delay < cut;
                 if reachable {
-                    let r = g.grant("p", "h1", 0, clocks[i].at(t + if i == 0 { 0 } else { delay }));
+                    let r = g.grant(
+                        "p",
+                        "h1",
+                        0,
+                        clocks[i].at(t + if i == 0 { 0 } else { delay }),
+                    );
                     let back = if i == 0 { t } else { t + 2 * delay };
                     if i == 0 || back < cut {
                         pending.push((back, i, sent, r));
@@ -245,9 +262,18 @@ fn a_stale_holder_never_runs_while_another_may_take_over_across_drifts() {
                 for &delay in &[0, 1, 7, 40] {
                     for cut in [6000, 6250, 6499] {
                         let clocks = [
-                            Clock { rate: r1, offset: 123 },
-                            Clock { rate: r2, offset: 99_999 },
-                            Clock { rate: r3, offset: 7 },
+                            Clock {
+                                rate: r1,
+                                offset: 123,
+                            },
+                            Clock {
+                                rate: r2,
+                                offset: 99_999,
+                            },
+                            Clock {
+                                rate: r3,
+                                offset: 7,
+                            },
                         ];
                         let (last_run, taken) = partition_run(clocks, delay, cut);
                         assert!(last_run < taken);
@@ -269,9 +295,18 @@ fn drift_beyond_the_bound_can_break_it() {
     // The check above can fail: with clocks outside the bound (h1 counting 30 % slow, the
     // others 30 % fast), the old holder still runs when the take-over is granted.
     let clocks = [
-        Clock { rate: 0.7, offset: 0 },
-        Clock { rate: 1.3, offset: 0 },
-        Clock { rate: 1.3, offset: 0 },
+        Clock {
+            rate: 0.7,
+            offset: 0,
+        },
+        Clock {
+            rate: 1.3,
+            offset: 0,
+        },
+        Clock {
+            rate: 1.3,
+            offset: 0,
+        },
     ];
     let r = std::panic::catch_unwind(|| partition_run(clocks, 0, 6000));
     assert!(r.is_err(), "drift beyond the bound went unnoticed");
