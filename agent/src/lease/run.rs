@@ -278,9 +278,9 @@ fn stale_holder(r: &Refused) -> String {
 }
 
 /// Runs the futures at once and returns their results in order.
-async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output>
+async fn futures_join<F>(fs: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
@@ -363,7 +363,7 @@ pub fn serve(node: &NodeRef, peer: &str, req: LeaseRequest) -> Result<LeaseReply
             req.id
         )));
     }
-    if req.group.len() > 64 || !req.group.iter().any(|m| *m == req.holder) {
+    if req.group.len() > 64 || !req.group.contains(&req.holder) {
         return Err(Status::invalid_argument(
             "a lease group names its holder and at most 64 members",
         ));
