@@ -167,6 +167,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     crate::managed::start(node.clone());
     crate::cluster::start(node.clone());
     crate::policy::supervisor::start(node.clone());
+    crate::lease::run::start(node.clone());
     // Migrations a previous run left unfinished, resolved in the background.
     crate::migrate::resolve(node.clone());
     let (stop_tx, stop_rx) = watch::channel(false);

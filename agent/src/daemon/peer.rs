@@ -212,4 +212,12 @@ impl Peer for PeerService {
             .await
             .map(Response::new)
     }
+
+    async fn lease(
+        &self,
+        request: Request<ferry_proto::v1::LeaseRequest>,
+    ) -> Result<Response<ferry_proto::v1::LeaseReply>, Status> {
+        let peer = self.authorize(&request)?;
+        crate::lease::run::serve(&self.node, &peer, request.into_inner()).map(Response::new)
+    }
 }

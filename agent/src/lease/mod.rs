@@ -21,6 +21,9 @@
 //! request, and the grantor expires the grant at least `duration` after it gave it, which is
 //! after the request was sent.
 
+pub mod run;
+pub mod takeover;
+
 use std::collections::BTreeMap;
 
 /// How leases are timed.

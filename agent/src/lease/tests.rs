@@ -31,7 +31,7 @@ fn majority_of_groups() {
 
 #[test]
 fn config_validation_names_the_value() {
-    assert!(cfg().validate().is_ok());
+    cfg().validate().unwrap();
     let e = LeaseConfig {
         max_drift: 0.5,
         ..cfg()
@@ -118,7 +118,7 @@ fn expiry_has_the_drift_margin_on_both_sides() {
         ),
         "{e:?}"
     );
-    assert!(g2.grant("p", "h3", 1, T + 3151).is_ok());
+    g2.grant("p", "h3", 1, T + 3151).unwrap();
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn epochs_fence_the_stale_holder() {
     let e = g.grant("p", "h1", 1, T + 9000).unwrap_err();
     assert_eq!(e.stale_epoch(), Some(1));
     // The new holder renews.
-    assert!(g.grant("p", "h3", 1, T + 4300).is_ok());
+    g.grant("p", "h3", 1, T + 4300).unwrap();
     // A holder's grant at an epoch it does not run at does not count.
     let mut h = Holder::new(cfg(), "h1");
     h.set_epoch("p", 0);
@@ -150,10 +150,10 @@ fn epochs_fence_the_stale_holder() {
     let mut g4 = grantor("h4");
     g4.learn("p", "h3", 2);
     assert_eq!(g4.epoch("p"), 2);
-    assert!(g4.grant("p", "h1", 1, T).is_err());
+    g4.grant("p", "h1", 1, T).unwrap_err();
     g4.learn("p", "h1", 1);
     assert_eq!(g4.epoch("p"), 2);
-    assert!(g4.grant("p", "h3", 2, T).is_ok());
+    g4.grant("p", "h3", 2, T).unwrap();
 }
 
 #[test]
@@ -163,7 +163,7 @@ fn a_starting_grantor_grants_nothing_for_its_span() {
     assert!(matches!(e, Refused::Starting { .. }), "{e:?}");
     assert!(!g.expired("p", 1000 + 3150));
     assert!(g.expired("p", 1000 + 3151));
-    assert!(g.grant("p", "h1", 0, 1000 + 3151).is_ok());
+    g.grant("p", "h1", 0, 1000 + 3151).unwrap();
 }
 
 /// A clock: reads `offset + floor(rate · t)` at real time `t` (ms).

@@ -409,7 +409,14 @@ fn describe_local(node: &NodeRef, e: &Entry) -> ManagedProcess {
         p.status = "lost".into();
         p.pid = 0;
     } else {
-        p.status = if s.frozen { "frozen" } else { "running" }.into();
+        p.status = if node.leases.fenced(&e.id) {
+            "fenced"
+        } else if s.frozen {
+            "frozen"
+        } else {
+            "running"
+        }
+        .into();
         p.curr_cpu = s.cpu;
         p.curr_mem = s.mem;
     }

@@ -314,6 +314,16 @@ impl Managed {
         entry
     }
 
+    /// Adds (or replaces) `entry` under its own id: a process taken over here after its
+    /// host was lost keeps the id it had (agent/src/lease/takeover.rs).
+    pub fn adopt(&self, entry: Entry) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.id.clone(), entry.clone());
+        self.persist(&entry.id, Some(&entry));
+    }
+
     /// The entry `id`, if it exists and `uid` may see it.
     pub fn get(&self, id: &str, uid: u32, root: bool) -> Option<Entry> {
         let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());

@@ -37,6 +37,8 @@ pub struct Node {
     pub web: crate::web::Auth,
     /// Cluster membership and load gossip (agent/src/cluster).
     pub cluster: crate::cluster::Cluster,
+    /// Quorum leases of replicated processes (agent/src/lease).
+    pub leases: crate::lease::run::Leases,
 }
 
 /// A shared handle to the node.
@@ -55,6 +57,7 @@ impl Node {
             managed: Default::default(),
             web: Default::default(),
             cluster: Default::default(),
+            leases: Default::default(),
         }
     }
 }

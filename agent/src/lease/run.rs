@@ -1,0 +1,535 @@
+//! The agent's side of leases (docs/cluster.md "Leases and fencing"): renewals over
+//! `Peer.Lease`, fencing (freeze a replicated process without a majority, thaw it when one
+//! grants again, kill it when a higher epoch shows), and the watch that starts a take-over
+//! when a group's holder is down.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ferry_proto::v1::peer_client::PeerClient;
+use ferry_proto::v1::{LeaseReply, LeaseRequest};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic::Status;
+
+use super::{Grant, Grantor, Holder, LeaseConfig, Refused, may_take_over};
+use crate::cluster::State;
+use crate::managed::{Entry, alive};
+use crate::node::NodeRef;
+
+/// How often the fence is checked.
+pub const FENCE_PERIOD: Duration = Duration::from_millis(100);
+/// How far ahead the fence looks: a process is frozen this long before its majority's grants
+/// expire (a check period, and time for the signal).
+pub const FENCE_AHEAD_MS: u64 = 200;
+
+/// What a member knows of a replicated process's group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    /// Who runs it.
+    pub holder: String,
+    /// The holder, then its replica holders.
+    pub group: Vec<String>,
+    /// Its home.
+    pub home: String,
+    /// Its epoch.
+    pub epoch: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    grantor: Grantor,
+    holder: Holder,
+    /// Processes frozen by the fence: id → pid.
+    fenced: BTreeMap<String, i32>,
+    /// Groups learned from renewals (as a member) or run here (as the holder).
+    known: BTreeMap<String, Known>,
+    /// Take-overs under way here.
+    taking: BTreeSet<String>,
+    /// Ids whose copy here was discarded (a higher epoch runs elsewhere).
+    discarded: BTreeSet<String>,
+}
+
+/// The lease state of one agent.
+#[derive(Debug)]
+pub struct Leases {
+    cfg: LeaseConfig,
+    origin: Instant,
+    inner: Mutex<Option<Inner>>,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Leases {
+            cfg: LeaseConfig::default(),
+            origin: Instant::now(),
+            inner: Mutex::new(None),
+        }
+    }
+}
+
+impl Leases {
+    /// Milliseconds on this agent's monotonic clock.
+    pub fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> LeaseConfig {
+        self.cfg
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> Option<T> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_mut().map(f)
+    }
+
+    /// Whether the fence holds `id` frozen here.
+    pub fn fenced(&self, id: &str) -> bool {
+        self.with(|i| i.fenced.contains_key(id)).unwrap_or(false)
+    }
+
+    /// What this agent knows of `id`'s group.
+    pub fn known(&self, id: &str) -> Option<Known> {
+        self.with(|i| i.known.get(id).cloned()).flatten()
+    }
+
+    /// Notes that this host now runs `id` at `epoch` with `group` (after a take-over).
+    pub fn now_holding(&self, id: &str, group: Vec<String>, home: &str, epoch: u64, me: &str) {
+        self.with(|i| {
+            i.holder.set_epoch(id, epoch);
+            i.grantor.learn(id, me, epoch);
+            i.discarded.remove(id);
+            i.known.insert(
+                id.to_string(),
+                Known {
+                    holder: me.to_string(),
+                    group,
+                    home: home.to_string(),
+                    epoch,
+                },
+            );
+        });
+    }
+}
+
+/// The group of a replicated process running here: this host, then its replica holders.
+pub fn group_of(me: &str, e: &Entry) -> Vec<String> {
+    let mut g = vec![me.to_string()];
+    for h in &e.replica_hosts {
+        if !g.contains(h) {
+            g.push(h.clone());
+        }
+    }
+    g
+}
+
+/// The replicated processes running here (not discarded): those with replica holders.
+fn replicated_here(node: &NodeRef) -> Vec<Entry> {
+    node.managed
+        .list(0, true)
+        .into_iter()
+        .filter(|e| {
+            e.runs_on.is_empty()
+                && e.exit.is_none()
+                && e.replicas > 0
+                && !e.replica_hosts.is_empty()
+                && alive(e.pid, e.start_time)
+        })
+        .collect()
+}
+
+/// Starts the renewals, the fence and the take-over watch.
+pub fn start(node: NodeRef) {
+    let me = node.config.name.clone();
+    {
+        let l = &node.leases;
+        let mut g = l.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *g = Some(Inner {
+            grantor: Grantor::new(l.cfg, &me, l.now()),
+            holder: Holder::new(l.cfg, &me),
+            fenced: BTreeMap::new(),
+            known: BTreeMap::new(),
+            taking: BTreeSet::new(),
+            discarded: BTreeSet::new(),
+        });
+    }
+    let n = node.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(n.leases.cfg.renew_every_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            renew_all(&n).await;
+            watch(&n).await;
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FENCE_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            fence(&node);
+        }
+    });
+}
+
+/// Asks `member` for `req`, within a renewal period.
+async fn ask(node: &NodeRef, member: &str, req: LeaseRequest) -> Result<LeaseReply, String> {
+    let channel = node.peers.channel(member).map_err(|e| e.to_string())?;
+    let wait = Duration::from_millis(node.leases.cfg.renew_every_ms);
+    match tokio::time::timeout(wait, PeerClient::new(channel).lease(req)).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(s.message().to_string()),
+        Err(_) => Err(format!("no answer within {wait:?}")),
+    }
+}
+
+/// One renewal round for every replicated process running here.
+async fn renew_all(node: &NodeRef) {
+    let me = node.config.name.clone();
+    for e in replicated_here(node) {
+        let group = group_of(&me, &e);
+        let skip = node
+            .leases
+            .with(|i| {
+                if i.discarded.contains(&e.id) {
+                    return true;
+                }
+                i.holder.set_epoch(&e.id, e.epoch);
+                i.known.insert(
+                    e.id.clone(),
+                    Known {
+                        holder: me.clone(),
+                        group: group.clone(),
+                        home: me.clone(),
+                        epoch: e.epoch,
+                    },
+                );
+                false
+            })
+            .unwrap_or(true);
+        if skip {
+            continue;
+        }
+        let sent = node.leases.now();
+        // Its own grant.
+        let own = node
+            .leases
+            .with(|i| i.grantor.grant(&e.id, &me, e.epoch, sent))
+            .expect("started");
+        match own {
+            Ok(g) => {
+                node.leases.with(|i| i.holder.record(&me, &g, sent));
+            }
+            Err(r) => {
+                if let Some(epoch) = r.stale_epoch() {
+                    discard(node, &e, epoch, &stale_holder(&r)).await;
+                    continue;
+                }
+            }
+        }
+        let req = LeaseRequest {
+            id: e.id.clone(),
+            holder: me.clone(),
+            epoch: e.epoch,
+            group: group.clone(),
+            home: me.clone(),
+            query: false,
+        };
+        let asks = group
+            .iter()
+            .filter(|m| **m != me)
+            .map(|m| {
+                let (n, req, m) = (node.clone(), req.clone(), m.clone());
+                async move { (m.clone(), ask(&n, &m, req).await) }
+            })
+            .collect::<Vec<_>>();
+        for (m, r) in futures_join(asks).await {
+            match r {
+                Ok(r) if r.granted => {
+                    let g = Grant {
+                        id: e.id.clone(),
+                        holder: me.clone(),
+                        epoch: e.epoch,
+                        member: m.clone(),
+                    };
+                    node.leases.with(|i| i.holder.record(&m, &g, sent));
+                }
+                Ok(r) if r.epoch > e.epoch => {
+                    discard(node, &e, r.epoch, &r.holder).await;
+                    break;
+                }
+                Ok(r) => {
+                    tracing::debug!(id = %e.id, member = %m, refused = %r.refused, "lease refused")
+                }
+                Err(why) => tracing::debug!(id = %e.id, member = %m, %why, "lease not renewed"),
+            }
+        }
+    }
+}
+
+fn stale_holder(r: &Refused) -> String {
+    match r {
+        Refused::Stale { holder, .. } => holder.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Runs the futures at once and returns their results in order.
+async fn futures_join<F>(fs: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// A higher epoch runs on `holder`: the copy here is killed (it is frozen, or about to be:
+/// the kill comes first) and the registry notes where the process is.
+async fn discard(node: &NodeRef, e: &Entry, epoch: u64, holder: &str) {
+    node.leases.with(|i| {
+        i.discarded.insert(e.id.clone());
+        i.fenced.remove(&e.id);
+        i.holder.forget(&e.id);
+        i.grantor.learn(&e.id, holder, epoch);
+    });
+    if alive(e.pid, e.start_time) {
+        let _ = kill(Pid::from_raw(e.pid), Signal::SIGKILL);
+    }
+    tracing::warn!(
+        id = %e.id, pid = e.pid, epoch, %holder,
+        "a copy of a higher epoch runs elsewhere: the stale copy here is discarded"
+    );
+    node.managed.update(&e.id, |x| {
+        x.runs_on = holder.to_string();
+        x.remote_pid = 0;
+        x.epoch = epoch;
+        x.migration_id = format!("failover-{}-{epoch}", e.id);
+    });
+}
+
+/// The fence: freezes the replicated processes here that lost their majority, thaws those
+/// that have it again.
+fn fence(node: &NodeRef) {
+    let now = node.leases.now();
+    let me = node.config.name.clone();
+    for e in replicated_here(node) {
+        let group = group_of(&me, &e);
+        let Some((ok, was)) = node.leases.with(|i| {
+            if i.discarded.contains(&e.id) {
+                return (false, true);
+            }
+            i.holder.set_epoch(&e.id, e.epoch);
+            let ok = i.holder.may_run(&e.id, group.len(), now + FENCE_AHEAD_MS);
+            let was = i.fenced.contains_key(&e.id);
+            if ok {
+                i.fenced.remove(&e.id);
+            } else {
+                i.fenced.insert(e.id.clone(), e.pid);
+            }
+            (ok, was)
+        }) else {
+            continue;
+        };
+        let pid = Pid::from_raw(e.pid);
+        if !ok {
+            // Sent again every check: a stray SIGCONT thaws it for one period at most.
+            let _ = kill(pid, Signal::SIGSTOP);
+            if !was {
+                tracing::warn!(id = %e.id, pid = e.pid, ?group, "no majority of the group grants the lease: frozen");
+            }
+        } else if was {
+            let _ = kill(pid, Signal::SIGCONT);
+            tracing::info!(id = %e.id, pid = e.pid, "the lease is renewed: thawed");
+        }
+    }
+}
+
+/// `Peer.Lease` on the member's side.
+pub fn serve(node: &NodeRef, peer: &str, req: LeaseRequest) -> Result<LeaseReply, Status> {
+    if req.id.is_empty() || req.id.len() > 64 || !req.id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(Status::invalid_argument(format!(
+            "bad managed process id {:?}",
+            req.id
+        )));
+    }
+    if req.group.len() > 64 || !req.group.contains(&req.holder) {
+        return Err(Status::invalid_argument(
+            "a lease group names its holder and at most 64 members",
+        ));
+    }
+    if req.holder != peer {
+        return Err(Status::permission_denied(format!(
+            "{peer} asked for a lease for {:?}",
+            req.holder
+        )));
+    }
+    let now = node.leases.now();
+    let seq = replica_seq(&req.id);
+    node.leases
+        .with(|i| {
+            let mut reply = LeaseReply {
+                replica_seq: seq,
+                ..Default::default()
+            };
+            if !req.query {
+                match i.grantor.grant(&req.id, &req.holder, req.epoch, now) {
+                    Ok(_) => {
+                        reply.granted = true;
+                        i.known.insert(
+                            req.id.clone(),
+                            Known {
+                                holder: req.holder.clone(),
+                                group: req.group.clone(),
+                                home: req.home.clone(),
+                                epoch: req.epoch,
+                            },
+                        );
+                    }
+                    Err(r) => reply.refused = r.to_string(),
+                }
+            }
+            if let Some(g) = i.grantor.given(&req.id) {
+                reply.epoch = g.epoch;
+                reply.holder = g.holder.clone();
+            }
+            reply.expired = i.grantor.expired(&req.id, now);
+            reply
+        })
+        .ok_or_else(|| Status::unavailable("the agent is starting"))
+}
+
+/// The seq of the newest complete checkpoint of `id` kept here (0: none).
+pub fn replica_seq(id: &str) -> u64 {
+    super::takeover::newest_seq(id)
+}
+
+/// The take-over watch: for every group this member belongs to whose holder is down here and
+/// whose lease expired here, the member with the newest checkpoint (highest seq, ties by
+/// name) asks the others for the next epoch and, with a majority, restores the process.
+async fn watch(node: &NodeRef) {
+    let me = node.config.name.clone();
+    let view = node.cluster.view();
+    let state = |name: &str| {
+        view.members
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.state)
+    };
+    let now = node.leases.now();
+    let groups: Vec<(String, Known)> = node
+        .leases
+        .with(|i| {
+            i.known
+                .iter()
+                .filter(|(id, k)| {
+                    k.holder != me
+                        && k.group.contains(&me)
+                        && !i.taking.contains(*id)
+                        && i.grantor.expired(id, now)
+                })
+                .map(|(id, k)| (id.clone(), k.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (id, k) in groups {
+        if state(&k.holder) != Some(State::Down) {
+            continue;
+        }
+        let others: Vec<String> = k
+            .group
+            .iter()
+            .filter(|m| **m != me && **m != k.holder && state(m) == Some(State::Alive))
+            .cloned()
+            .collect();
+        // Who keeps the newest checkpoint (and the highest epoch any of them knows).
+        let mut best = (replica_seq(&id), std::cmp::Reverse(me.clone()));
+        let mut epoch = node
+            .leases
+            .with(|i| i.grantor.epoch(&id))
+            .unwrap_or(0)
+            .max(k.epoch);
+        let query = LeaseRequest {
+            id: id.clone(),
+            holder: me.clone(),
+            epoch: 0,
+            group: k.group.clone(),
+            home: k.home.clone(),
+            query: true,
+        };
+        for m in &others {
+            if let Ok(r) = ask(node, m, query.clone()).await {
+                epoch = epoch.max(r.epoch);
+                best = best.max((r.replica_seq, std::cmp::Reverse(m.clone())));
+            }
+        }
+        if best.1.0 != me || best.0 == 0 {
+            continue;
+        }
+        let new_epoch = epoch + 1;
+        let mut votes = 0;
+        let sent = node.leases.now();
+        if node
+            .leases
+            .with(|i| i.grantor.grant(&id, &me, new_epoch, sent).is_ok())
+            .unwrap_or(false)
+        {
+            votes += 1;
+        }
+        let mut granted_by = vec![me.clone()];
+        for m in &others {
+            let req = LeaseRequest {
+                epoch: new_epoch,
+                query: false,
+                ..query.clone()
+            };
+            if let Ok(r) = ask(node, m, req).await
+                && r.granted
+            {
+                votes += 1;
+                granted_by.push(m.clone());
+            }
+        }
+        if !may_take_over(votes, k.group.len()) {
+            tracing::info!(%id, votes, group = ?k.group, "take-over: no majority yet");
+            continue;
+        }
+        node.leases.with(|i| i.taking.insert(id.clone()));
+        tracing::warn!(%id, holder = %k.holder, new_epoch, ?granted_by, "the holder is down and its lease expired: taking over");
+        let n = node.clone();
+        let (idc, k2) = (id.clone(), k.clone());
+        let r = super::takeover::take_over(n.clone(), &idc, new_epoch, &k2.holder).await;
+        match r {
+            Ok(pid) => {
+                let group: Vec<String> =
+                    std::iter::once(me.clone()).chain(others.clone()).collect();
+                n.leases.now_holding(&id, group, &k.home, new_epoch, &me);
+                // The grants at the new epoch count for the holder from their request.
+                n.leases.with(|i| {
+                    for m in &granted_by {
+                        let g = Grant {
+                            id: id.clone(),
+                            holder: me.clone(),
+                            epoch: new_epoch,
+                            member: m.clone(),
+                        };
+                        i.holder.record(m, &g, sent);
+                    }
+                });
+                tracing::warn!(%id, pid, new_epoch, "taken over");
+            }
+            Err(e) => tracing::warn!(%id, "take-over failed: {e}"),
+        }
+        node.leases.with(|i| i.taking.remove(&id));
+    }
+}
