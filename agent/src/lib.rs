@@ -20,6 +20,7 @@ pub mod relay;
 pub mod restore;
 pub mod state;
 pub mod sys;
+pub mod timeline;
 pub mod transport;
 pub mod verify;
 pub mod web;

@@ -156,6 +156,15 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
             state.join(format!("ferryd-h{n}.log")),
         );
     }
+    // Each agent's phases of the stop (`stop timeline (origin|destination): …`, post-copy).
+    for n in [1, 2] {
+        let log = std::fs::read_to_string(format!("/run/ferry-hosts/h{n}/ferryd.log"))
+            .unwrap_or_default();
+        if let Some(line) = log.lines().rev().find(|l| l.contains("stop timeline (")) {
+            let t = line.split("stop timeline (").nth(1).unwrap_or(line);
+            println!("  h{n} stop timeline ({t}");
+        }
+    }
     // The link as the origin's `--compress auto` probe measured it (`…; link 0.9 GB/s, …`).
     let link = text
         .split("link ")

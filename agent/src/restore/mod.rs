@@ -364,6 +364,7 @@ pub fn restore_with_pages<R: Read + Send>(
 
     check_root(&state)?;
     tracing::debug!(elapsed = ?start.elapsed(), "files checked");
+    crate::timeline::mark("restore: header, files");
     // A live migration's task made ahead, if it is the one this image needs (else dropped:
     // it dies).
     let premade = premade.filter(|p| {
@@ -463,6 +464,7 @@ pub fn restore_with_pages<R: Read + Send>(
     mm::trim_precopied(&inj, &state.mm, &kept)?;
     mm::advise(&inj, &state.mm)?;
     tracing::debug!(elapsed = ?t0.elapsed(), kept = kept.len(), "vmas mapped");
+    crate::timeline::mark("restore: task, areas");
     // For the check: `smaps` before the pages, when the memory steps after them (protect;
     // lock and AIO rings not: the image has none) change nothing it tells.
     let smaps_ahead = match opts.check {
@@ -480,6 +482,7 @@ pub fn restore_with_pages<R: Read + Send>(
         write(task.pid, &state.mm.vmas, &kept).map_err(RestoreError::Layout)?;
     }
     tracing::debug!(elapsed = ?t0.elapsed(), "pages written");
+    crate::timeline::mark("restore: pages of the image");
     aio::restore_rings(&inj, &state.mm)?;
     mm::protect(&inj, &state.mm)?;
     mm::lock(&inj, &state.mm)?;
@@ -527,7 +530,9 @@ pub fn restore_with_pages<R: Read + Send>(
     mm::lock_future(&inj, &state.mm)?;
     mm::late_madvise_fault(&inj, &state.mm)?;
     // Post-copy: the missing pages' userfaultfd, while the task still has our privileges.
+    crate::timeline::mark("restore: descriptors, attributes, threads");
     lazy::arm(&inj, task.pid, &state.mm)?;
+    crate::timeline::mark("restore: userfaultfd made");
     // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
     // restore's own calls.
     for r in &state.rlimits {
@@ -574,6 +579,7 @@ pub fn restore_with_pages<R: Read + Send>(
     // `finish` is not counted: it is gone, and no other area lies in its range).
     let smaps_ahead =
         smaps_ahead.filter(|_| crate::ptrace::address_space_calls() == address_space_calls);
+    crate::timeline::mark("restore: limits, credentials, registers");
     let checked = match opts.check {
         Some(check) => {
             let tids: Vec<_> = std::iter::once(tracee.pid())
@@ -595,6 +601,7 @@ pub fn restore_with_pages<R: Read + Send>(
         }
         None => None,
     };
+    crate::timeline::mark("restore: checker");
     arm_pdeathsig(&tracee, &mut task, &state, opts.as_child, &mut warnings)?;
     // Stopped by job control when dumped: stopped again, the same way.
     let stop = opts.stopped || state.attrs.stop_signal != 0;
@@ -624,6 +631,7 @@ pub fn restore_with_pages<R: Read + Send>(
     shared.finish();
     task.disarm();
     tracing::debug!(elapsed = ?t0.elapsed(), "restored");
+    crate::timeline::mark("restore: held stopped");
 
     Ok(RestoreSummary {
         pid: task.pid.as_raw(),
