@@ -119,6 +119,7 @@ impl Peer for PeerService {
         crate::migrate::lazy::serve_dest(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     type RelayStream = crate::relay::dest::Frames;

@@ -37,7 +37,8 @@ pub enum NegotiateError {
     Task(String),
 }
 
-/// `Peer.Transfer` failed: nothing runs here (the half-built copy was ended).
+/// `Peer.Transfer` failed: nothing runs here (the half-built copy was ended); or
+/// `Peer.Lazy` (post-copy's page stream) refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
     /// Not a short token of letters, digits and dashes.
@@ -78,6 +79,12 @@ pub enum ReceiveError {
     /// A task or thread of this agent failed (the text says which).
     #[error("{0}")]
     Task(String),
+    /// `Peer.Lazy` without its first message.
+    #[error("empty page stream")]
+    EmptyPageStream,
+    /// `Peer.Lazy` for a migration with no copy armed for its pages.
+    #[error("migration {0}: no copy waits for its pages")]
+    NoCopyWaiting(String),
 }
 
 /// `Peer.Commit`, `Peer.Abort` or `Peer.Query` refused.
@@ -175,9 +182,12 @@ impl DestError {
                 N::Task(_) => Code::Internal,
             },
             Self::Receive(e) => match e {
-                R::BadId | R::BadStart | R::BadPages(_) | R::BadShippedPath(_) => {
-                    Code::InvalidArgument
-                }
+                R::BadId
+                | R::BadStart
+                | R::BadPages(_)
+                | R::BadShippedPath(_)
+                | R::EmptyPageStream => Code::InvalidArgument,
+                R::NoCopyWaiting(_) => Code::FailedPrecondition,
                 R::Exists(_) => Code::AlreadyExists,
                 R::Precopy(_) | R::AbortedByOrigin | R::Restore(_) => Code::Aborted,
                 R::Stream(s) => s.code(),

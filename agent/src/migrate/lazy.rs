@@ -32,6 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use super::dest_error::DestError;
 use super::origin::{Cmd, Ev};
 use super::state::{DestState, OriginState};
 use super::{chain, start_time};
@@ -804,16 +805,21 @@ pub(crate) fn dest_prefix(rec: &MigrationRecord) -> &'static str {
     }
 }
 
+/// Whether a destination record is a lazy copy's whose pages had not all arrived (`done`
+/// included, which is final otherwise).
+pub(crate) fn unfinished_dest(rec: &MigrationRecord) -> bool {
+    rec.detail.starts_with("lazy:")
+        && matches!(
+            DestState::of(rec),
+            Some(DestState::Prepared | DestState::Committed | DestState::Done)
+        )
+}
+
 /// On start, a destination record whose copy's pages were still arriving when this agent
 /// stopped: the copy was ended by its guard (else here); recorded `lost`. Returns whether
 /// it was one.
 pub(crate) fn resolve_dest(node: &NodeRef, rec: &mut MigrationRecord) -> bool {
-    let unfinished = rec.detail.starts_with("lazy:")
-        && matches!(
-            DestState::of(rec),
-            Some(DestState::Prepared | DestState::Committed | DestState::Done)
-        );
-    if !unfinished {
+    if !unfinished_dest(rec) {
         return false;
     }
     if rec.pid > 0 && start_time(rec.pid) == Some(rec.start_time) {
@@ -863,9 +869,8 @@ pub fn watch(node: NodeRef, id: String, pid: i32) {
                 Some(DestState::Committed | DestState::Done) => {
                     let t = running_since.get_or_insert_with(Instant::now);
                     if t.elapsed() >= STREAM_WAIT {
-                        let missing = lock(armed())
-                            .remove(&pid)
-                            .map_or(0, |k| pages_of(&k.armed.missing));
+                        let kept = lock(armed()).remove(&pid);
+                        let missing = kept.as_ref().map_or(0, |k| pages_of(&k.armed.missing));
                         lost(
                             &node,
                             &id,
@@ -873,6 +878,8 @@ pub fn watch(node: NodeRef, id: String, pid: i32) {
                             missing,
                             &format!("no page stream came within {} s", STREAM_WAIT.as_secs()),
                         );
+                        // Its userfaultfd closes only now that it is ended.
+                        drop(kept);
                         return;
                     }
                 }
@@ -1072,26 +1079,28 @@ pub async fn serve_dest(
     node: &NodeRef,
     peer: &str,
     mut inbound: Streaming<LazyPages>,
-) -> Result<WantStream, Status> {
+) -> Result<WantStream, DestError> {
+    use super::dest_error::{DecideError, ReceiveError};
     let first = inbound
         .message()
-        .await?
-        .ok_or_else(|| Status::invalid_argument("empty page stream"))?;
+        .await
+        .map_err(ReceiveError::Stream)?
+        .ok_or(ReceiveError::EmptyPageStream)?;
     let id = first.migration_id;
     let rec = node
         .store
-        .get(&id)
-        .map_err(|e| Status::internal(chain(&e)))?
+        .get(&id)?
         .filter(|r| r.role == "destination" && r.peer == peer)
-        .ok_or_else(|| Status::not_found(format!("no migration {id} from {peer}")))?;
+        .ok_or_else(|| DecideError::NotOfPeer {
+            id: id.clone(),
+            peer: peer.to_string(),
+        })?;
     let Kept {
         armed: a, guard, ..
     } = lock(armed())
         .remove(&rec.pid)
         .filter(|k| k.start == rec.start_time)
-        .ok_or_else(|| {
-            Status::failed_precondition(format!("migration {id}: no copy waits for its pages"))
-        })?;
+        .ok_or_else(|| ReceiveError::NoCopyWaiting(id.clone()))?;
     let total = pages_of(&a.missing);
     let state = Arc::new(Mutex::new(Missing {
         pid: a.pid,
@@ -1152,7 +1161,7 @@ pub async fn serve_dest(
                     }
                 }
             })
-            .map_err(|e| Status::internal(format!("start the fault thread: {e}")))?
+            .map_err(|e| ReceiveError::Task(format!("start the fault thread: {e}")))?
     };
     let node = node.clone();
     let pid = rec.pid;
@@ -1204,47 +1213,52 @@ pub async fn serve_dest(
         .await;
         let (left, warnings) = {
             let mut s = lock(&state);
+            (s.bits.left as u64, std::mem::take(&mut s.warnings))
+        };
+        // A copy that cannot be completed is ended first: once the userfaultfd is closed,
+        // its missing pages would read as zeros.
+        if let Err(why) = &result {
+            lost(&node, &id, pid, left, why);
+        }
+        {
+            let mut s = lock(&state);
             // Closed (the guard's copy first): the kernel unregisters every area; nothing of
             // ours stays in the copy.
             s.guard = None;
             s.uffd = None;
-            (s.bits.left as u64, std::mem::take(&mut s.warnings))
-        };
+        }
         let _ = faults.join();
-        match result {
-            Ok(()) => {
-                tracing::info!(migration = %id, pid, pages = total, elapsed = ?t0.elapsed(), "lazy pages: all arrived; userfaultfd closed");
+        if result.is_ok() {
+            tracing::info!(migration = %id, pid, pages = total, elapsed = ?t0.elapsed(), "lazy pages: all arrived; userfaultfd closed");
+            {
+                let _order = record_lock();
+                lock(arrived()).insert(id.clone());
+                if let Ok(Some(mut rec)) = node.store.get(&id)
+                    && let Some(
+                        state @ (DestState::Prepared | DestState::Committed | DestState::Done),
+                    ) = DestState::of(&rec)
                 {
-                    let _order = record_lock();
-                    lock(arrived()).insert(id.clone());
-                    if let Ok(Some(mut rec)) = node.store.get(&id)
-                        && let Some(
-                            state @ (DestState::Prepared | DestState::Committed | DestState::Done),
-                        ) = DestState::of(&rec)
-                    {
-                        let mut detail = match state {
-                            DestState::Prepared => "copy stopped, waiting for commit".to_string(),
-                            _ => format!("running as pid {pid}"),
-                        };
-                        detail.push_str(&format!(
-                            "; all {total} pages arrived after {:.3} s",
-                            t0.elapsed().as_secs_f64()
-                        ));
-                        for w in warnings {
-                            detail.push_str("; ");
-                            detail.push_str(&w);
-                        }
-                        let _ = node.store.set(&mut rec, state, detail);
+                    let mut detail = match state {
+                        DestState::Prepared => "copy stopped, waiting for commit".to_string(),
+                        _ => format!("running as pid {pid}"),
+                    };
+                    detail.push_str(&format!(
+                        "; all {total} pages arrived after {:.3} s",
+                        t0.elapsed().as_secs_f64()
+                    ));
+                    for w in warnings {
+                        detail.push_str("; ");
+                        detail.push_str(&w);
                     }
+                    let _ = node.store.set(&mut rec, state, detail);
                 }
-                let _ = tx
-                    .send(Ok(LazyWant {
-                        complete: true,
-                        ..Default::default()
-                    }))
-                    .await;
             }
-            Err(why) => lost(&node, &id, pid, left, &why),
+            let _ = tx
+                .send(Ok(LazyWant {
+                    complete: true,
+                    ..Default::default()
+                }))
+                .await;
         }
     });
     Ok(ReceiverStream::new(rx))
