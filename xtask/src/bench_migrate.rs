@@ -44,7 +44,8 @@ pub fn run(release: bool) -> Result<()> {
     let _hosts = crate::bench_relay::lock("/run/ferry-hosts.lock")?;
     let xtask = std::env::current_exe()?;
     let mut up = Command::new(&xtask);
-    up.args(["hosts", "up", "2"]);
+    // Built beforehand (above): `hosts up` would build again (a release build takes long).
+    up.args(["hosts", "up", "2", "--no-build"]);
     if release {
         up.arg("--release");
     }
