@@ -23,6 +23,7 @@ pub mod replica;
 pub mod restore;
 pub mod state;
 pub mod sys;
+pub mod timeline;
 pub mod transport;
 pub mod verify;
 pub mod web;

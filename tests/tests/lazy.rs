@@ -83,11 +83,18 @@ fn counter(line: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter in {line}"))
 }
 
+/// The victims (copies or originals) alive in host `n` (zombies not counted).
 fn victims_in(hosts: &Hosts, n: u32) -> Vec<i32> {
-    let out = hosts.run(n, &["pgrep", "-x", "migrate"]).expect("pgrep");
+    let out = hosts
+        .run(n, &["ps", "-C", "migrate", "-o", "pid=,stat="])
+        .expect("ps");
     String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let pid = w.next()?.parse().ok()?;
+            (!w.next()?.starts_with('Z')).then_some(pid)
+        })
         .collect()
 }
 
@@ -119,15 +126,22 @@ fn records(hosts: &Hosts, n: u32) -> Vec<serde_json::Value> {
 
 /// Waits until host `n`'s newest record is in `state`; returns it.
 fn last_record_state(hosts: &Hosts, n: u32, state: &str) -> serde_json::Value {
+    record_saying(hosts, n, state, "")
+}
+
+/// Waits until host `n`'s newest record is in `state` with `text` in its detail; returns it.
+fn record_saying(hosts: &Hosts, n: u32, state: &str, text: &str) -> serde_json::Value {
     let mut last = None;
     let r = wait_for(
-        &format!("h{n}'s last record to be {state}"),
+        &format!("h{n}'s last record to be {state} ({text:?})"),
         Duration::from_secs(40),
         || {
             last = records(hosts, n)
                 .into_iter()
                 .max_by_key(|r| r["started_unix_ms"].as_u64().unwrap_or(0));
-            last.as_ref().is_some_and(|r| r["state"] == state)
+            last.as_ref().is_some_and(|r| {
+                r["state"] == state && r["detail"].as_str().unwrap_or_default().contains(text)
+            })
         },
     );
     if let Err(e) = r {
@@ -298,4 +312,186 @@ fn lazy_lost_origin_is_reported_and_no_copy_runs() {
     // Still none, a while later.
     sleep(Duration::from_secs(1));
     assert!(victims_in(&hosts, 1).is_empty() && victims_in(&hosts, 2).is_empty());
+}
+
+/// The summary's `P pushed, F on fault` of a lazy migration.
+fn pushed_and_asked(out: &str) -> (u64, u64) {
+    let after = out
+        .split(" followed: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no lazy summary in {out}"));
+    let mut words = after.split_whitespace();
+    let pushed = words.next().and_then(|n| n.parse().ok());
+    let asked = after
+        .split(" pushed, ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    match (pushed, asked) {
+        (Some(p), Some(a)) => (p, a),
+        _ => panic!("no pushed/on-fault counts in {out}"),
+    }
+}
+
+/// The victim reads its 256 MiB back from the last page down (`--read-back`, 400 MB/s),
+/// each page checked against what it wrote, while the origin pushes the pages from the
+/// first one up: its first reads on h2 are of pages the push reaches last. They are served
+/// on fault (the summary counts them), every page it read and every page of its own final
+/// check holds what the original had, and it counts on.
+#[test]
+fn lazy_faults_ahead_of_the_push_are_served() {
+    let Some((ctx, hosts)) = up("lazy-ahead") else {
+        return;
+    };
+    let v = start_victim(
+        &hosts,
+        &ctx,
+        "v",
+        256,
+        &["--write", "10", "--read-back", "400"],
+    );
+    check(&hosts, 1, &v, v.pid);
+    let pid = v.pid.to_string();
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2", "--lazy"]);
+    let out = text(&o);
+    assert!(o.status.success(), "migrate --lazy: {out}");
+    eprintln!("{out}");
+    let (pushed, asked) = pushed_and_asked(&out);
+    assert!(
+        asked > 0,
+        "no page was served on fault ({pushed} pushed): the victim's reads from the top \
+         should have come before the push got there: {out}"
+    );
+    let copy = remote_pid(&o);
+    let first = check(&hosts, 2, &v, copy);
+    sleep(Duration::from_millis(300));
+    let second = check(&hosts, 2, &v, copy);
+    assert!(counter(&second) > counter(&first), "{first} / {second}");
+    let read = |line: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("read="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no read count in {line}"))
+    };
+    assert!(
+        read(&second) > read(&first),
+        "it reads back no more on h2: {first} / {second}"
+    );
+    assert_eq!(victims_in(&hosts, 2), vec![copy]);
+    assert!(victims_in(&hosts, 1).is_empty(), "a victim left on h1");
+    last_record_state(&hosts, 1, "done");
+}
+
+/// Starts `ferry migrate PID --to h2 --lazy` on h1 in the background; returns once h1's
+/// record says the copy runs with its pages following (after the commit).
+fn migrate_lazy_in_background(hosts: &Hosts, pid: i32) -> Child {
+    let child = Command::new(ferry_bin())
+        .args(["migrate", &pid.to_string(), "--to", "h2", "--lazy"])
+        .env("FERRY_SOCKET", hosts.socket(1))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferry migrate");
+    record_saying(hosts, 1, "committed", "pages following");
+    child
+}
+
+/// The original on h1: there, and (once resumed) passing its own check and counting on.
+fn original_runs_on(hosts: &Hosts, v: &Victim) {
+    assert_eq!(victims_in(hosts, 1), vec![v.pid], "the original on h1");
+    let first = check(hosts, 1, v, v.pid);
+    sleep(Duration::from_millis(300));
+    let second = check(hosts, 1, v, v.pid);
+    assert!(counter(&second) > counter(&first), "{first} / {second}");
+}
+
+/// h2's link is cut while the copy runs there with pages still to come (the push slowed
+/// by FERRY_FAULT lazy-slow-push): h2 says the copy could not be completed and ends it
+/// ("lazy migration lost its origin with N pages missing"); h1 keeps the original frozen,
+/// not ended, as its record says, until h2 answers again; once the link is back, h2's
+/// answer (its copy ended) resumes the original: exactly one copy runs, the original, with
+/// its memory intact. `ferry migrate` fails saying so.
+#[test]
+fn lazy_link_cut_in_the_window_keeps_exactly_one_copy() {
+    let Some((ctx, mut hosts)) = up("lazy-link-cut") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 256, &["--write", "10"]);
+    check(&hosts, 1, &v, v.pid);
+    hosts.kill_ferryd(1).expect("kill ferryd");
+    hosts
+        .start_ferryd(1, &[("FERRY_FAULT", "lazy-slow-push")])
+        .expect("start ferryd with the fault");
+    let migrate = migrate_lazy_in_background(&hosts, v.pid);
+    hosts.cut_link(2).expect("cut h2's link");
+    let lost = last_record_state(&hosts, 2, "lost");
+    let detail = lost["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("lazy migration lost its origin with") && detail.contains("pages missing"),
+        "{lost}"
+    );
+    wait_for("no copy on h2", Duration::from_secs(10), || {
+        victims_in(&hosts, 2).is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", victims_in(&hosts, 2)));
+    // The original is held, not ended, while h2 cannot be asked.
+    record_saying(&hosts, 1, "committed", "the original is held frozen here");
+    assert_eq!(victims_in(&hosts, 1), vec![v.pid], "the original on h1");
+    hosts.restore_link(2).expect("restore h2's link");
+    record_saying(&hosts, 1, "aborted", "the original resumed here");
+    let o = migrate.wait_with_output().expect("ferry migrate");
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("lazy migration lost") && out.contains("the original resumed here"),
+        "{out}"
+    );
+    original_runs_on(&hosts, &v);
+    assert!(victims_in(&hosts, 2).is_empty(), "a copy on h2 too");
+}
+
+/// h2's agent is killed while the copy runs there with pages still to come: the copy's
+/// guard ends it at once (it never runs on zeros where its memory had not arrived); h1
+/// keeps the original frozen until h2's agent is back, whose record then says the copy was
+/// lost with it; h1 resumes the original, and both hosts' `ferry migrations` say so.
+#[test]
+fn lazy_destination_killed_in_the_window_resumes_the_original() {
+    let Some((ctx, mut hosts)) = up("lazy-dest-killed") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 256, &["--write", "10"]);
+    check(&hosts, 1, &v, v.pid);
+    hosts.kill_ferryd(1).expect("kill ferryd");
+    hosts
+        .start_ferryd(1, &[("FERRY_FAULT", "lazy-slow-push")])
+        .expect("start ferryd with the fault");
+    let migrate = migrate_lazy_in_background(&hosts, v.pid);
+    assert_eq!(victims_in(&hosts, 2).len(), 1, "the copy runs on h2");
+    hosts.kill_ferryd(2).expect("kill h2's ferryd");
+    wait_for("the copy on h2 to end", Duration::from_secs(10), || {
+        victims_in(&hosts, 2).is_empty()
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: the copy outlived its agent: {:?}",
+            victims_in(&hosts, 2)
+        )
+    });
+    record_saying(&hosts, 1, "committed", "the original is held frozen here");
+    assert_eq!(victims_in(&hosts, 1), vec![v.pid], "the original on h1");
+    hosts.start_ferryd(2, &[]).expect("restart h2's ferryd");
+    let lost = last_record_state(&hosts, 2, "lost");
+    assert!(
+        lost["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("this agent stopped while the copy's pages were still arriving"),
+        "{lost}"
+    );
+    record_saying(&hosts, 1, "aborted", "the original resumed here");
+    let o = migrate.wait_with_output().expect("ferry migrate");
+    assert!(!o.status.success(), "{}", text(&o));
+    original_runs_on(&hosts, &v);
+    assert!(victims_in(&hosts, 2).is_empty(), "a copy on h2 too");
 }

@@ -2,7 +2,7 @@
  * optionally a mapped file (a library of its own, say) whose contents it checks.
  *
  *   migrate STATEDIR MIB [--times] [--map PATH] [--child] [--fork-on-usr2] [--write MBPS]
- *           [--drop] [--move]
+ *           [--drop] [--move] [--read-back MBPS]
  *
  * With --child it forks a child at start, with --fork-on-usr2 one on each SIGUSR2 (each named
  * "migrate-child", sleeping, killed when the victim ends) and appends "forked pid=C".
@@ -16,7 +16,10 @@
  * the writer: every 10 ms one page with MADV_DONTNEED (every other one read again at once,
  * which maps the zero page there); the check wants a dropped page zero until the writer
  * writes it again. With --move (and --write) every 50 ms it moves 16 pages away and back
- * with mremap.
+ * with mremap. With --read-back (and --write) it also reads its buffer at MBPS MB/s from the
+ * last page down to the first, over and over, each page checked against its generation (the
+ * opposite order of a post-copy push: its first reads after a migration are of pages that have
+ * not arrived yet); a page that does not hold it is remembered and reported by the check.
  * On SIGUSR1 it verifies itself and appends to the status file:
  *   ok pid=P counter=N sum=S
  * or BAD followed by what is wrong.
@@ -68,6 +71,11 @@ static size_t cursor;
 static double owed;
 static int drop, move;
 static unsigned char *zeroed;
+static double read_mbps;
+static double read_owed;
+static size_t read_cursor;
+static unsigned long pages_read;
+static long read_bad = -1;
 
 static void fill_page(size_t p)
 {
@@ -77,17 +85,37 @@ static void fill_page(size_t p)
 		w[i] = s + (uint64_t)i * 0xC2B2AE3D27D4EB4Full;
 }
 
+/* Whether page P holds its generation's pattern. */
+static int page_ok(size_t p)
+{
+	const uint64_t *w = (const uint64_t *)(big + p * 4096);
+	uint64_t s = (p + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)gen[p] << 32);
+	for (int i = 0; i < 512; i++)
+		if (w[i] != (zeroed && zeroed[p] ? 0 : s + (uint64_t)i * 0xC2B2AE3D27D4EB4Full))
+			return 0;
+	return 1;
+}
+
 /* The first page that does not hold its generation's pattern, or -1. */
 static long bad_page(void)
 {
-	for (size_t p = 0; p < npages; p++) {
-		const uint64_t *w = (const uint64_t *)(big + p * 4096);
-		uint64_t s = (p + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)gen[p] << 32);
-		for (int i = 0; i < 512; i++)
-			if (w[i] != (zeroed && zeroed[p] ? 0 : s + (uint64_t)i * 0xC2B2AE3D27D4EB4Full))
-				return (long)p;
-	}
+	for (size_t p = 0; p < npages; p++)
+		if (!page_ok(p))
+			return (long)p;
 	return -1;
+}
+
+/* One millisecond's share of --read-back: pages checked from the last one down. */
+static void read_some(void)
+{
+	read_owed += read_mbps * 1e6 / 1000.0 / 4096.0;
+	while (read_owed >= 1.0 && npages) {
+		read_owed -= 1.0;
+		size_t p = npages - 1 - read_cursor++ % npages;
+		pages_read++;
+		if (read_bad < 0 && !page_ok(p))
+			read_bad = (long)p;
+	}
 }
 
 /* One millisecond's share of --write. */
@@ -154,6 +182,8 @@ static void check(void)
 		long b = bad_page();
 		if (b >= 0)
 			snprintf(bad, sizeof(bad), "page %ld does not hold generation %u", b, gen[b]);
+		else if (read_bad >= 0)
+			snprintf(bad, sizeof(bad), "page %ld read back wrong", read_bad);
 		else if (total != writes)
 			snprintf(bad, sizeof(bad), "generations sum to %llu, %llu writes",
 				 (unsigned long long)total, (unsigned long long)writes);
@@ -173,8 +203,8 @@ static void check(void)
 	if (bad[0])
 		fr_status("BAD %s", bad);
 	else
-		fr_status("ok pid=%d counter=%lu sum=%016llx", (int)getpid(), counter,
-			  (unsigned long long)sum);
+		fr_status("ok pid=%d counter=%lu sum=%016llx read=%lu", (int)getpid(), counter,
+			  (unsigned long long)sum, pages_read);
 }
 
 int main(int argc, char **argv)
@@ -195,6 +225,8 @@ int main(int argc, char **argv)
 			fr_install(SIGUSR2, on_usr2, SA_RESTART);
 		if (!strcmp(argv[i], "--write") && i + 1 < argc)
 			write_mbps = atof(argv[++i]);
+		if (!strcmp(argv[i], "--read-back") && i + 1 < argc)
+			read_mbps = atof(argv[++i]);
 		if (!strcmp(argv[i], "--drop"))
 			drop = 1;
 		if (!strcmp(argv[i], "--move"))
@@ -250,6 +282,8 @@ int main(int argc, char **argv)
 			fr_log_tick(counter);
 		if (gen)
 			write_some();
+		if (gen && read_mbps > 0)
+			read_some();
 		if (zeroed)
 			drop_some(counter);
 		if (usr2_pending) {

@@ -44,7 +44,8 @@ pub fn run(release: bool) -> Result<()> {
     let _hosts = crate::bench_relay::lock("/run/ferry-hosts.lock")?;
     let xtask = std::env::current_exe()?;
     let mut up = Command::new(&xtask);
-    up.args(["hosts", "up", "2"]);
+    // Built beforehand (above): `hosts up` would build again (a release build takes long).
+    up.args(["hosts", "up", "2", "--no-build"]);
     if release {
         up.arg("--release");
     }
@@ -155,6 +156,15 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
             format!("/run/ferry-hosts/h{n}/ferryd.log"),
             state.join(format!("ferryd-h{n}.log")),
         );
+    }
+    // Each agent's phases of the stop (`stop timeline (origin|destination): …`, post-copy).
+    for n in [1, 2] {
+        let log = std::fs::read_to_string(format!("/run/ferry-hosts/h{n}/ferryd.log"))
+            .unwrap_or_default();
+        if let Some(line) = log.lines().rev().find(|l| l.contains("stop timeline (")) {
+            let t = line.split("stop timeline (").nth(1).unwrap_or(line);
+            println!("  h{n} stop timeline ({t}");
+        }
     }
     // The link as the origin's `--compress auto` probe measured it (`…; link 0.9 GB/s, …`).
     let link = text

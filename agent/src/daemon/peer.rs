@@ -58,6 +58,7 @@ impl Peer for PeerService {
         dest::negotiate(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn transfer(
@@ -68,6 +69,7 @@ impl Peer for PeerService {
         dest::transfer(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn commit(
@@ -78,6 +80,7 @@ impl Peer for PeerService {
         dest::commit(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn abort(&self, request: Request<MigrationRef>) -> Result<Response<AbortReply>, Status> {
@@ -85,6 +88,7 @@ impl Peer for PeerService {
         dest::abort(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn query(
@@ -95,6 +99,7 @@ impl Peer for PeerService {
         dest::query(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn moved(&self, request: Request<MovedOn>) -> Result<Response<MovedReply>, Status> {
@@ -114,6 +119,7 @@ impl Peer for PeerService {
         crate::migrate::lazy::serve_dest(&self.node, &peer, request.into_inner())
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn replica(

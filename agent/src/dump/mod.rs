@@ -335,6 +335,7 @@ fn hold_inner(
     let frozen = Frozen::seize(pid).map_err(died)?;
     under_freeze(&frozen).map_err(died)?;
     let seize = since.elapsed();
+    crate::timeline::mark("seize");
     tracing::debug!(elapsed = ?seize, tasks = frozen.tasks.len(), "frozen");
     // Checked again now that the process cannot change under us; its fds and VMAs (which may
     // have changed between the first check and the freeze) are checked again by `collect`,
@@ -344,11 +345,13 @@ fn hold_inner(
     let mut socks = sockets::SocketDump::capture(opts.sockets());
     let mut state = collect(&frozen, &opts, &[], &mut warnings, &mut socks, None).map_err(died)?;
     warnings.append(&mut socks.warnings);
+    crate::timeline::mark("collect");
     settle(&frozen).map_err(died)?;
     check_aio_in_flight(&frozen, &state).map_err(died)?;
     // Last, once nothing else can refuse: what only accepting pending connections reads
     // (a dump that ends the process only).
     sockets::take_pending(&mut [&mut socks], &mut [(pid, &mut state)]).map_err(died)?;
+    crate::timeline::mark("settle");
     tracing::debug!(elapsed = ?since.elapsed(), "state collected");
     Ok(Held {
         state,
@@ -768,6 +771,7 @@ fn collect(
     let stat = proc::parse_stat(&proc::read(raw, "stat")?)?;
     let status = proc::parse_status(&proc::read(raw, "status")?)?;
     let (vmas, names) = mm::read_maps(pid)?;
+    crate::timeline::mark("collect: stat, maps");
     // The kernel walks every page table twice, for `smaps` (~10 ms per GiB) and for the
     // present pages (`PAGEMAP_SCAN`, a few ms): both walks run on threads of their own while
     // this one reads the descriptors and queries the process (nothing here touches the pages
@@ -817,8 +821,10 @@ fn collect(
         // Events taken from epoll instances, put back by `inject_queries`.
         let requeue = files::epoll_edges(pid, &mut fds)?;
         tracing::trace!(elapsed = ?t0.elapsed(), "fds read");
+        crate::timeline::mark("collect: fds");
         if !opts.vma_flags_last {
             apply_smaps(&mut vmas)?;
+            crate::timeline::mark("collect: smaps");
         }
 
         // State only the process itself can report is read by running system calls inside it
@@ -854,6 +860,7 @@ fn collect(
             shm::refuse_host_undo(pid, &injected.sem_undo)?;
         }
         tracing::trace!(elapsed = ?t0.elapsed(), "queries injected");
+        crate::timeline::mark("collect: injected queries");
 
         let paged = pages
             .join()
@@ -862,6 +869,7 @@ fn collect(
             v.pages = p.pages;
         }
         tracing::trace!(elapsed = ?t0.elapsed(), "pages found");
+        crate::timeline::mark("collect: pagemap");
         Ok::<_, DumpError>((vmas, fds, locks, injected, ipc))
     })?;
     mm::join_tracking_splits(&mut vmas);

@@ -15,7 +15,11 @@ use ferry_proto::v1::{
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tonic::{Status, Streaming};
+use tonic::Streaming;
+
+use super::dest_error::{
+    DecideError as DE, DestError, NegotiateError as NE, ReceiveError, ReceiveError as RE,
+};
 
 use super::state::{DestState, OriginState, Role, is_dest};
 use super::{chain, fault, negotiate, start_time};
@@ -69,8 +73,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn store_err(e: super::records::RecordsError) -> Status {
-    Status::internal(format!("migration records: {}", chain(&e)))
+fn store_err(e: super::records::RecordsError) -> DestError {
+    DestError::Records(e)
 }
 
 /// A migration id is a short token of letters, digits and dashes (it names a directory).
@@ -92,39 +96,34 @@ pub async fn negotiate(
     node: &NodeRef,
     peer: &str,
     req: NegotiateRequest,
-) -> Result<NegotiateReply, Status> {
+) -> Result<NegotiateReply, DestError> {
     if !valid_id(&req.migration_id) {
-        return Err(Status::invalid_argument("bad migration id"));
+        return Err(NE::BadId.into());
     }
     if req.files.len() > negotiate::MAX_FILES {
-        return Err(Status::invalid_argument(format!(
-            "{} files: at most {} may be negotiated",
-            req.files.len(),
-            negotiate::MAX_FILES
-        )));
+        return Err(NE::TooManyFiles {
+            n: req.files.len(),
+            max: negotiate::MAX_FILES,
+        }
+        .into());
     }
     if let Some(f) = req.files.iter().find(|f| !negotiate::valid_path(&f.path)) {
-        return Err(Status::invalid_argument(format!(
-            "file {:?}: not a plain absolute path",
-            f.path
-        )));
+        return Err(NE::BadPath(f.path.clone()).into());
     }
     let id = req.migration_id.clone();
     if node.store.get(&id).map_err(store_err)?.is_some() {
-        return Err(Status::already_exists(format!("migration {id} exists")));
+        return Err(NE::Exists(id).into());
     }
     if lock(&node.copies.negotiated)
         .get(&id)
         .is_some_and(|n| n.peer != peer)
     {
-        return Err(Status::already_exists(format!(
-            "migration {id} is being negotiated by another peer"
-        )));
+        return Err(NE::OtherPeer(id).into());
     }
     let theirs = req.protocol;
     let (mut reply, same) = tokio::task::spawn_blocking(move || negotiate::check(&req))
         .await
-        .map_err(|e| Status::internal(format!("negotiation: {e}")))?;
+        .map_err(|e| NE::Task(e.to_string()))?;
     super::version::answer(peer, theirs.as_ref(), &mut reply);
     tracing::info!(
         migration = %id, %peer,
@@ -193,7 +192,7 @@ fn shipped_dir(id: &str) -> PathBuf {
 }
 
 /// Where a shipped file of path `path` goes (only plain absolute paths are accepted).
-fn shipped_path(dir: &Path, path: &str) -> Result<PathBuf, Status> {
+fn shipped_path(dir: &Path, path: &str) -> Result<PathBuf, ReceiveError> {
     let p = Path::new(path);
     let mut out = dir.to_path_buf();
     let mut any = false;
@@ -204,11 +203,11 @@ fn shipped_path(dir: &Path, path: &str) -> Result<PathBuf, Status> {
                 out.push(n);
                 any = true;
             }
-            _ => return Err(Status::invalid_argument(format!("bad shipped path {path}"))),
+            _ => return Err(ReceiveError::BadShippedPath(path.to_string())),
         }
     }
     if !p.is_absolute() || !any {
-        return Err(Status::invalid_argument(format!("bad shipped path {path}")));
+        return Err(ReceiveError::BadShippedPath(path.to_string()));
     }
     Ok(out)
 }
@@ -219,10 +218,13 @@ fn ship_piece(
     f: &ShippedFile,
     open: &mut HashMap<String, std::fs::File>,
     map: &mut BTreeMap<String, PathBuf>,
-) -> Result<(), Status> {
+) -> Result<(), ReceiveError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |e: std::io::Error| Status::internal(format!("shipped file {}: {e}", f.path));
+    let io = |error: std::io::Error| ReceiveError::Shipped {
+        path: f.path.clone(),
+        error,
+    };
     if !open.contains_key(&f.path) {
         let to = shipped_path(dir, &f.path)?;
         if let Some(parent) = to.parent() {
@@ -497,7 +499,11 @@ fn restorer(
             kill_copy(summary.pid, st);
             return Err(why);
         }
-        super::lazy::keep(a);
+        crate::timeline::mark("uffd register");
+        if let Err(why) = super::lazy::keep(a) {
+            kill_copy(summary.pid, st);
+            return Err(why);
+        }
     }
     Ok(Made {
         pid: summary.pid,
@@ -543,21 +549,21 @@ pub async fn transfer(
     node: &NodeRef,
     peer: &str,
     stream: Streaming<TransferChunk>,
-) -> Result<TransferReply, Status> {
+) -> Result<TransferReply, DestError> {
     // In a task of its own: if the connection breaks, the server drops this call's future,
     // but the transfer must still see the broken stream, end the half-built copy and record
     // it.
     let (node, peer) = (node.clone(), peer.to_string());
     tokio::spawn(async move { transfer_task(&node, &peer, stream).await })
         .await
-        .map_err(|e| Status::internal(format!("transfer task: {e}")))?
+        .map_err(|e| RE::Task(format!("transfer task: {e}")))?
 }
 
 async fn transfer_task(
     node: &NodeRef,
     peer: &str,
     mut stream: Streaming<TransferChunk>,
-) -> Result<TransferReply, Status> {
+) -> Result<TransferReply, DestError> {
     // A live migration's pre-copy rounds come first, while the process runs on the origin;
     // nothing is recorded for them (nothing exists here but what arrived).
     // They go to the thread that makes the task ahead and later restores it.
@@ -569,7 +575,7 @@ async fn transfer_task(
             Ok(m) => m,
             Err(s) => {
                 end_live(live.take()).await;
-                return Err(s);
+                return Err(RE::Stream(s).into());
             }
         };
         match msg {
@@ -589,7 +595,7 @@ async fn transfer_task(
                 }
                 let thread = match &mut live {
                     Some(t) => t,
-                    None => live.insert(LiveThread::spawn().map_err(Status::internal)?),
+                    None => live.insert(LiveThread::spawn().map_err(RE::Task)?),
                 };
                 // Checked and decompressed on the blocking pool, a few at a time; handed on
                 // in the order they came.
@@ -605,11 +611,11 @@ async fn transfer_task(
                         Ok(Ok(d)) => d,
                         Ok(Err(why)) => {
                             end_live(live.take()).await;
-                            return Err(Status::invalid_argument(why));
+                            return Err(RE::BadPages(why).into());
                         }
                         Err(e) => {
                             end_live(live.take()).await;
-                            return Err(Status::internal(e.to_string()));
+                            return Err(RE::Task(e.to_string()).into());
                         }
                     };
                     failed |= thread.pages.send(d).await.is_err();
@@ -617,17 +623,15 @@ async fn transfer_task(
                 if failed {
                     // The thread stopped taking pages: it failed; its error says why.
                     let why = end_live(live.take()).await;
-                    return Err(Status::aborted(format!(
-                        "pre-copied pages: {}",
-                        why.unwrap_or_else(|| "the restore thread ended".into())
-                    )));
+                    return Err(RE::Precopy(
+                        why.unwrap_or_else(|| "the restore thread ended".into()),
+                    )
+                    .into());
                 }
             }
             _ => {
                 end_live(live.take()).await;
-                return Err(Status::invalid_argument(
-                    "a transfer begins with its header (or pre-copied pages)",
-                ));
+                return Err(RE::BadStart.into());
             }
         }
     };
@@ -638,19 +642,18 @@ async fn transfer_task(
                 Ok(Ok(d)) => d,
                 Ok(Err(why)) => {
                     end_live(live.take()).await;
-                    return Err(Status::invalid_argument(why));
+                    return Err(RE::BadPages(why).into());
                 }
                 Err(e) => {
                     end_live(live.take()).await;
-                    return Err(Status::internal(e.to_string()));
+                    return Err(RE::Task(e.to_string()).into());
                 }
             };
             if t.pages.send(d).await.is_err() {
                 let why = end_live(live.take()).await;
-                return Err(Status::aborted(format!(
-                    "pre-copied pages: {}",
-                    why.unwrap_or_else(|| "the restore thread ended".into())
-                )));
+                return Err(
+                    RE::Precopy(why.unwrap_or_else(|| "the restore thread ended".into())).into(),
+                );
             }
         }
     }
@@ -660,10 +663,10 @@ async fn transfer_task(
     });
     let id = header.migration_id.clone();
     if !valid_id(&id) {
-        return Err(Status::invalid_argument("bad migration id"));
+        return Err(RE::BadId.into());
     }
     if node.store.get(&id).map_err(store_err)?.is_some() {
-        return Err(Status::already_exists(format!("migration {id} exists")));
+        return Err(RE::Exists(id).into());
     }
     let mut rec = MigrationRecord {
         migration_id: id.clone(),
@@ -672,9 +675,13 @@ async fn transfer_task(
         remote_pid: header.origin_pid,
         ..Default::default()
     };
+    if header.lazy {
+        crate::timeline::begin(&id, "destination");
+    }
     node.store
         .set(&mut rec, DestState::Receiving, "image arriving")
         .map_err(store_err)?;
+    crate::timeline::mark_of(&id, "destination", "record receiving");
     // Only the caller's own negotiation counts (another peer's stays for that peer).
     let same = {
         let mut negotiated = lock(&node.copies.negotiated);
@@ -701,10 +708,13 @@ async fn transfer_task(
             rec.start_time = start;
             rec.keep_stopped = keep_stopped;
             rec.members = super::tree::record_members(&members);
+            crate::timeline::mark_of(&id, "destination", "copy made (restorer joined)");
+            // `lazy:` while the pages are still to come (migrate/lazy.rs).
+            let lazy = if header.lazy { "lazy: " } else { "" };
             if let Err(e) = node.store.set(
                 &mut rec,
                 DestState::Prepared,
-                "copy stopped, waiting for commit",
+                format!("{lazy}copy stopped, waiting for commit"),
             ) {
                 super::tree::kill_members(node, &id, &rec.members);
                 kill_copy(pid, start);
@@ -735,6 +745,7 @@ async fn transfer_task(
                 super::lazy::watch(node.clone(), id.clone(), pid);
             }
             tracing::info!(migration = %id, pid, "copy prepared");
+            crate::timeline::mark_of(&id, "destination", "record prepared");
             watch(node.clone(), id);
             Ok(TransferReply {
                 pid,
@@ -757,15 +768,13 @@ async fn transfer_task(
                 DestState::Aborted,
                 "aborted by the origin during the transfer",
             );
-            Err(Status::aborted("aborted by the origin"))
+            Err(RE::AbortedByOrigin.into())
         }
         Err(why) => {
             let _ = std::fs::remove_dir_all(&dir);
             tracing::warn!(migration = %id, %why, "transfer failed");
             let _ = node.store.set(&mut rec, DestState::Aborted, why.clone());
-            Err(Status::aborted(format!(
-                "restore on the destination failed: {why}"
-            )))
+            Err(RE::Restore(why).into())
         }
     }
 }
@@ -801,14 +810,12 @@ async fn receive(
     let exit_mid = fault("dest-exit-mid-stream");
     loop {
         let next = tokio::time::timeout(STREAM_IDLE, stream.message()).await;
-        let msg = match next.unwrap_or_else(|_| {
-            Err(Status::deadline_exceeded(format!(
-                "nothing arrived for {} s",
-                STREAM_IDLE.as_secs()
-            )))
-        }) {
+        let msg = match next
+            .map_err(|_| format!("nothing arrived for {} s", STREAM_IDLE.as_secs()))
+            .and_then(|r| r.map_err(|s| s.message().to_string()))
+        {
             Ok(m) => m,
-            Err(s) => {
+            Err(why) => {
                 drop(tx);
                 drop(live_start);
                 if let Some(d) = done {
@@ -816,7 +823,7 @@ async fn receive(
                     // half-built task is gone before we answer.
                     let _ = d.await;
                 }
-                return Err(format!("the image stream broke: {}", s.message()));
+                return Err(format!("the image stream broke: {why}"));
             }
         };
         match msg.and_then(|m| m.part) {
@@ -829,7 +836,7 @@ async fn receive(
                     if let Some(d) = done {
                         let _ = d.await;
                     }
-                    return Err(s.message().to_string());
+                    return Err(s.to_string());
                 }
             }
             Some(Part::Image(bytes)) => {
@@ -850,9 +857,11 @@ async fn receive(
                         }
                         None => {
                             let (dtx, drx) = tokio::sync::oneshot::channel();
+                            let id = id.to_string();
                             std::thread::Builder::new()
                                 .name(format!("restore-{id}"))
                                 .spawn(move || {
+                                    crate::timeline::enter(&id, "destination");
                                     let _ = dtx.send(restorer(
                                         args,
                                         super::live::Received::default(),
@@ -915,30 +924,41 @@ fn copy_of(rec: &MigrationRecord) -> Option<(i32, u64)> {
 
 /// Lets the copy run: record `committed` (a restarted agent sends SIGCONT again), SIGCONT,
 /// record `done`.
-pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<(), Status> {
+pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<(), DestError> {
     let Some((pid, _)) = copy_of(rec) else {
         let _ = node.store.set(
             rec,
             DestState::Aborted,
             "the held copy is gone (killed from outside?)",
         );
-        return Err(Status::failed_precondition("the held copy is gone"));
+        return Err(DE::CopyGone.into());
     };
+    // A lazy copy's pages may arrive meanwhile (migrate/lazy.rs).
+    let _order = super::lazy::record_lock();
+    let lazy = super::lazy::dest_prefix(rec);
     node.store
-        .set(rec, DestState::Committed, "resuming the copy")
+        .set(
+            rec,
+            DestState::Committed,
+            format!("{lazy}resuming the copy"),
+        )
         .map_err(store_err)?;
+    crate::timeline::mark_of(&rec.migration_id, "destination", "commit: record committed");
     // The members of a tree first, deepest first.
     super::tree::cont_members(&rec.members);
     // A process stopped by job control when dumped stays stopped (its own SIGCONT is for
     // whoever stopped it to send).
     if !rec.keep_stopped {
-        kill(Pid::from_raw(pid), Signal::SIGCONT)
-            .map_err(|e| Status::internal(format!("SIGCONT {pid}: {e}")))?;
+        kill(Pid::from_raw(pid), Signal::SIGCONT).map_err(|error| DE::Resume { pid, error })?;
     }
+    crate::timeline::mark_of(&rec.migration_id, "destination", "commit: running");
+    crate::timeline::finish(&rec.migration_id, "destination");
     lock(&node.copies.held).remove(&rec.migration_id);
+    let lazy = super::lazy::dest_prefix(rec);
     node.store
-        .set(rec, DestState::Done, format!("running as pid {pid}"))
+        .set(rec, DestState::Done, format!("{lazy}running as pid {pid}"))
         .map_err(store_err)?;
+    drop(_order);
     tracing::info!(migration = %rec.migration_id, pid, "copy running");
     // A copy whose relay endpoints are held is reaped by the relay registry (its exit
     // status goes to the origin); one held by an earlier run of this agent is not our child.
@@ -1040,7 +1060,7 @@ pub(crate) fn abort_local(
     node: &NodeRef,
     rec: &mut MigrationRecord,
     why: &str,
-) -> Result<(), Status> {
+) -> Result<(), DestError> {
     super::tree::kill_members(node, &rec.migration_id, &rec.members);
     if let Some((pid, start)) = copy_of(rec) {
         kill_copy(pid, start);
@@ -1055,25 +1075,25 @@ pub(crate) fn abort_local(
     Ok(())
 }
 
-fn own_record(node: &NodeRef, peer: &str, id: &str) -> Result<Option<MigrationRecord>, Status> {
+fn own_record(node: &NodeRef, peer: &str, id: &str) -> Result<Option<MigrationRecord>, DestError> {
     let rec = node.store.get(id).map_err(store_err)?;
     match rec {
-        Some(r) if Role::of(&r) != Role::Destination || r.peer != peer => Err(
-            Status::permission_denied(format!("migration {id} is not one of {peer}'s")),
-        ),
+        Some(r) if Role::of(&r) != Role::Destination || r.peer != peer => Err(DE::NotYours {
+            id: id.to_string(),
+            peer: peer.to_string(),
+        }
+        .into()),
         r => Ok(r),
     }
 }
 
 /// `Peer.Commit`: the origin has turned its original into the stub; let the copy run.
 /// Idempotent: a repeated Commit of a running copy succeeds.
-pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<CommitReply, Status> {
+pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<CommitReply, DestError> {
     let Some(mut rec) = own_record(node, peer, &r.migration_id)? else {
-        return Err(Status::not_found(format!(
-            "no migration {}",
-            r.migration_id
-        )));
+        return Err(DE::NoMigration(r.migration_id).into());
     };
+    crate::timeline::mark_of(&r.migration_id, "destination", "commit received");
     if fault("dest-exit-at-commit") {
         tracing::error!(migration = %rec.migration_id, "FERRY_FAULT dest-exit-at-commit: exiting");
         std::process::exit(70);
@@ -1083,24 +1103,27 @@ pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<Commi
         Some(DestState::Prepared | DestState::Committed) => {
             commit_local(node, &mut rec).map(|()| CommitReply {})
         }
-        Some(DestState::Aborted) => Err(Status::failed_precondition(format!(
-            "migration {} was aborted: {}",
-            rec.migration_id, rec.detail
-        ))),
-        Some(DestState::Lost) => Err(Status::failed_precondition(format!(
-            "migration {} lost its copy: {}",
-            rec.migration_id, rec.detail
-        ))),
-        Some(DestState::Receiving) | None => Err(Status::failed_precondition(format!(
-            "migration {} is {}, not prepared",
-            rec.migration_id, rec.state
-        ))),
+        Some(DestState::Aborted) => Err(DE::WasAborted {
+            id: rec.migration_id,
+            detail: rec.detail,
+        }
+        .into()),
+        Some(DestState::Lost) => Err(DE::WasLost {
+            id: rec.migration_id,
+            detail: rec.detail,
+        }
+        .into()),
+        Some(DestState::Receiving) | None => Err(DE::NotPrepared {
+            id: rec.migration_id,
+            state: rec.state,
+        }
+        .into()),
     }
 }
 
 /// `Peer.Abort`: discard the copy (before Commit only). Aborting an unknown migration is a
 /// success: there is nothing to discard.
-pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortReply, Status> {
+pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortReply, DestError> {
     let Some(mut rec) = own_record(node, peer, &r.migration_id)? else {
         let mut negotiated = lock(&node.copies.negotiated);
         if negotiated
@@ -1120,22 +1143,30 @@ pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortR
         Some(DestState::Prepared) => {
             abort_local(node, &mut rec, "aborted by the origin").map(|()| AbortReply {})
         }
-        _ => Err(Status::failed_precondition(format!(
-            "migration {} is {}: the copy runs and is the only one",
-            rec.migration_id, rec.state
-        ))),
+        _ => Err(DE::Running {
+            id: rec.migration_id,
+            state: rec.state,
+        }
+        .into()),
     }
 }
 
 /// `Peer.Query`: this agent's record of a migration (either role), only when the caller is
 /// the other side of it. Another peer's migration is answered as unknown, like one that does
 /// not exist, so a caller cannot even learn which ids exist.
-pub async fn query(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<MigrationRecord, Status> {
-    node.store
-        .get(&r.migration_id)
-        .map_err(store_err)?
-        .filter(|rec| rec.peer == peer)
-        .ok_or_else(|| Status::not_found(format!("no migration {} of {peer}", r.migration_id)))
+pub async fn query(
+    node: &NodeRef,
+    peer: &str,
+    r: MigrationRef,
+) -> Result<MigrationRecord, DestError> {
+    let rec = node.store.get(&r.migration_id).map_err(store_err)?;
+    rec.filter(|rec| rec.peer == peer).ok_or_else(|| {
+        DE::NotOfPeer {
+            id: r.migration_id,
+            peer: peer.to_string(),
+        }
+        .into()
+    })
 }
 
 /// Watches a prepared copy: if neither Commit nor Abort came after a while (the link or the
@@ -1210,6 +1241,9 @@ async fn ask(node: &NodeRef, peer: &str, id: &str) -> Result<Option<MigrationRec
 
 /// On start: resolve what this agent held as a destination.
 pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
+    if super::lazy::resolve_dest(&node, &mut rec) {
+        return;
+    }
     match DestState::of(&rec) {
         // The half-built task died with us (PTRACE_O_EXITKILL).
         Some(DestState::Receiving) => {

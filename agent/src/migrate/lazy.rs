@@ -32,6 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use super::dest_error::DestError;
 use super::origin::{Cmd, Ev};
 use super::state::{DestState, OriginState};
 use super::{chain, start_time};
@@ -93,11 +94,22 @@ pub enum Want {
     Lost(String),
 }
 
+/// What becomes of an original whose destination was lost during the window, once the
+/// destination said what became of its copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The copy was ended (or never ran): the original resumes here.
+    Resume,
+    /// Every page had arrived: the copy is whole, the original becomes the stub.
+    Stub,
+}
+
 /// What the tracer needs to serve the pages after the commit.
 #[derive(Debug)]
 pub struct TracerLazy {
     pages: mpsc::Sender<LazyPages>,
     wants: std::sync::mpsc::Receiver<Want>,
+    decide: std::sync::mpsc::Receiver<Decision>,
     codec: Codec,
     runs: Vec<(u64, u64)>,
     pushed: Arc<AtomicU64>,
@@ -264,6 +276,10 @@ fn serve(pid: Pid, job: &TracerLazy) -> Result<(), String> {
         let n: u64 = runs.iter().map(|r| u64::from(r.1)).sum();
         send(pack(pid, job.codec, &runs)?)?;
         job.pushed.fetch_add(n, Ordering::Relaxed);
+        // FERRY_FAULT lazy-slow-push: 50 ms per message pushed (a window the tests can act in).
+        if super::fault("lazy-slow-push") {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // FERRY_FAULT origin-exit-lazy: this agent exits once 16 MiB went out.
         if job.pushed.load(Ordering::Relaxed) >= 4096 && super::fault("origin-exit-lazy") {
             tracing::error!("FERRY_FAULT origin-exit-lazy: exiting");
@@ -287,8 +303,10 @@ fn serve(pid: Pid, job: &TracerLazy) -> Result<(), String> {
 /// The tracer's part of the commit of a lazy migration, the original frozen in `held`:
 /// makes it die with this agent, reports [`Ev::LazyArmed`] (the async side then lets the
 /// copy run), serves the pages, and once the destination has them all turns the original
-/// into the stub ([`Ev::Stubbed`]). If the destination is lost first, the original is ended
-/// ([`Ev::LazyLost`]): the copy was already running, the original must never run again.
+/// into the stub ([`Ev::Stubbed`]). If the destination is lost first ([`Ev::LazyLost`]),
+/// the copy may have run: the original stays frozen until the async side learned from the
+/// destination what became of its copy ([`Decision`]): resumed ([`Ev::Thawed`]) if it was
+/// ended, the stub if it had every page; ended if this agent goes first (`EXITKILL`).
 pub(crate) fn tracer_commit(
     held: Held,
     plan: Plan,
@@ -317,19 +335,34 @@ pub(crate) fn tracer_commit(
     let _ = events.send(Ev::LazyArmed(pages_of(&job.runs)));
     if let Err(why) = serve(pid, &job) {
         let missing = held_missing(&job);
-        tracing::error!(migration = %id, %why, missing, "lazy migration lost its destination; ending the original");
-        if let Err(e) = held.end() {
-            tracing::warn!(migration = %id, error = %chain(&e), "end the original");
-        }
+        tracing::error!(migration = %id, %why, missing, "lazy migration lost its destination; the original is held frozen until it says what became of its copy");
         let _ = events.send(Ev::LazyLost(why));
-        return;
+        match job.decide.recv() {
+            Ok(Decision::Stub) => {}
+            Ok(Decision::Resume) => {
+                let thawed = held.thaw();
+                if let Err(e) = &thawed {
+                    tracing::error!(migration = %id, error = %chain(e), "resume the original");
+                }
+                let _ = events.send(match thawed {
+                    Ok(()) => Ev::Thawed,
+                    Err(e) => Ev::StubFailed(format!("resume the original: {}", chain(&e))),
+                });
+                return;
+            }
+            // The async side is gone (the agent is going away): the original goes with it.
+            Err(_) => {
+                let _ = held.end();
+                return;
+            }
+        }
     }
     // Every page is there: the original's memory is needed no more.
     let stub = match crate::relay::stub_path() {
         Ok(s) => s,
         Err(e) => {
             let _ = held.end();
-            let _ = events.send(Ev::LazyLost(format!("the stub: {}", chain(&e))));
+            let _ = events.send(Ev::StubFailed(format!("the stub: {}", chain(&e))));
             return;
         }
     };
@@ -352,7 +385,7 @@ pub(crate) fn tracer_commit(
             // The copy runs with all its memory; the original must not: ended, and its
             // relayed descriptors with it.
             let _ = held.end();
-            let _ = events.send(Ev::LazyLost(format!(
+            let _ = events.send(Ev::StubFailed(format!(
                 "the stub could not be injected ({}); the copy runs on without its relayed \
                  descriptors",
                 chain(&e)
@@ -392,6 +425,7 @@ pub(super) async fn origin_commit(
     };
     let (pages_tx, pages_rx) = mpsc::channel::<LazyPages>(4);
     let (wants_tx, wants_rx) = std::sync::mpsc::channel::<Want>();
+    let (decide_tx, decide_rx) = std::sync::mpsc::channel::<Decision>();
     let pushed = Arc::new(AtomicU64::new(0));
     let asked = Arc::new(AtomicU64::new(0));
     let wire = Arc::new(AtomicU64::new(0));
@@ -403,9 +437,11 @@ pub(super) async fn origin_commit(
              frozen and ends with this agent"
         ),
     )?;
+    crate::timeline::mark_of(&id, "origin", "record committing");
     let _ = cmd_tx.send(Cmd::Lazy(TracerLazy {
         pages: pages_tx,
         wants: wants_rx,
+        decide: decide_rx,
         codec,
         runs: Vec::new(),
         pushed: pushed.clone(),
@@ -413,7 +449,10 @@ pub(super) async fn origin_commit(
         wire: wire.clone(),
     }));
     let total = match ev_rx.recv().await {
-        Some(Ev::LazyArmed(total)) => total,
+        Some(Ev::LazyArmed(total)) => {
+            crate::timeline::mark_of(&id, "origin", "EXITKILL");
+            total
+        }
         Some(Ev::StubFailed(why)) => {
             super::origin::abort_remote(node.clone(), to.clone(), id.clone());
             let _ = record(rec, OriginState::Aborted, why.clone());
@@ -470,15 +509,33 @@ pub(super) async fn origin_commit(
         tracing::error!(migration = %id, "FERRY_FAULT origin-exit-lazy-commit: exiting");
         std::process::exit(70);
     }
-    // The copy runs from here; the original never will again.
-    super::origin::commit_remote(node, client, &id, &to)
-        .await
-        .map_err(|why| {
-            let _ = node.store.set(rec, OriginState::Lost, why.clone());
-            Status::data_loss(why)
-        })?;
+    // The copy runs from here; the original never will again, unless the destination
+    // refuses the commit (its copy is gone: it never ran).
+    if let Err(why) = super::origin::commit_remote(node, client, &id, &to).await {
+        let _ = decide_tx.send(Decision::Resume);
+        stream_task.abort();
+        loop {
+            match ev_rx.recv().await {
+                Some(Ev::LazyLost(_)) => continue,
+                Some(Ev::Thawed) => {
+                    let why = format!(
+                        "lazy migration: {why}; the copy never ran; the original resumed here"
+                    );
+                    let _ = node.store.set(rec, OriginState::Aborted, why.clone());
+                    return Err(Status::aborted(why));
+                }
+                other => {
+                    let why = format!("lazy migration: {why}; then {other:?}");
+                    let _ = node.store.set(rec, OriginState::Lost, why.clone());
+                    return Err(Status::data_loss(why));
+                }
+            }
+        }
+    }
     let frozen = since.elapsed();
     let running = Instant::now();
+    crate::timeline::mark_of(&id, "origin", "commit acknowledged");
+    let timeline = crate::timeline::finish(&id, "origin");
     rec.frozen_end_unix_us = super::origin::now_us();
     // The frozen phase is over: the next migration may freeze.
     drop(turn);
@@ -514,14 +571,37 @@ pub(super) async fn origin_commit(
         pushed.load(Ordering::Relaxed),
         asked.load(Ordering::Relaxed),
     );
-    let plan = match outcome {
-        Some(Ev::Stubbed(plan)) => plan,
+    let outcome = match outcome {
         Some(Ev::LazyLost(why)) => {
             let missing = total.saturating_sub(pushed + asked);
             let why = format!(
-                "lazy migration lost its destination with {missing} pages not sent ({why}); \
-                 the original was ended: the process is gone"
+                "lazy: the destination {to} was lost with {missing} pages not sent ({why}); the \
+                 original is held frozen here until {to} says what became of its copy"
             );
+            tracing::error!(migration = %id, "{why}");
+            let _ = node.store.set(rec, OriginState::Committed, why);
+            let decision = decide_after_loss(node, &to, &id).await;
+            let _ = decide_tx.send(decision.0);
+            match (decision.0, ev_rx.recv().await) {
+                (Decision::Resume, Some(Ev::Thawed)) => {
+                    let why = format!(
+                        "lazy migration lost: the copy on {to} could not be completed ({}); the \
+                         original resumed here",
+                        decision.1
+                    );
+                    tracing::error!(migration = %id, "{why}");
+                    let _ = node.store.set(rec, OriginState::Aborted, why.clone());
+                    return Err(Status::aborted(why));
+                }
+                (_, other) => other,
+            }
+        }
+        other => other,
+    };
+    let plan = match outcome {
+        Some(Ev::Stubbed(plan)) => plan,
+        Some(Ev::StubFailed(why) | Ev::LazyLost(why)) => {
+            let why = format!("lazy migration: {why}; the original was ended");
             tracing::error!(migration = %id, %why);
             let _ = node.store.set(rec, OriginState::Lost, why.clone());
             return Err(Status::data_loss(why));
@@ -557,7 +637,56 @@ pub(super) async fn origin_commit(
         (total * PAGE_SIZE) as f64 / (1 << 20) as f64,
         running.elapsed().as_secs_f64()
     );
+    if let Some(t) = timeline {
+        summary.lazy.push_str("; the origin's stop: ");
+        summary.lazy.push_str(&t);
+    }
     Ok(summary)
+}
+
+/// The destination of lazy migration `id` was lost during the window (its agent, the link):
+/// asks it until it says what became of its copy. Ended, aborted or unknown there: the
+/// original resumes; every page there (its record no longer `lazy:`): the stub. A copy
+/// still running with pages missing (it has not seen the loss yet) is asked about again.
+/// Returns the decision and what the destination said.
+async fn decide_after_loss(node: &NodeRef, to: &str, id: &str) -> (Decision, String) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let answer = match node.peers.channel(to) {
+            Ok(ch) => super::origin::peer_client(ch)
+                .query(ferry_proto::v1::MigrationRef {
+                    migration_id: id.to_string(),
+                })
+                .await
+                .map(|r| Some(r.into_inner()))
+                .or_else(|s| match s.code() {
+                    tonic::Code::NotFound => Ok(None),
+                    _ => Err(crate::transport::status_detail(&s)),
+                }),
+            Err(e) => Err(chain(&e)),
+        };
+        match answer {
+            Ok(None) => return (Decision::Resume, format!("{to} has no record of it")),
+            Ok(Some(r)) => match DestState::of(&r) {
+                Some(DestState::Lost | DestState::Aborted) | None => {
+                    return (Decision::Resume, format!("{to} says: {}", r.detail));
+                }
+                Some(DestState::Committed | DestState::Done | DestState::Ended)
+                    if !r.detail.starts_with("lazy:") =>
+                {
+                    return (Decision::Stub, r.detail);
+                }
+                Some(_) => {
+                    tracing::info!(migration = %id, %to, state = %r.state, "the copy's pages are still missing there; asking again");
+                }
+            },
+            Err(e) => {
+                tracing::info!(migration = %id, %to, error = %e, "destination unreachable; the original stays frozen");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// Whether an origin record is a lazy migration's between its commit and the stub.
@@ -602,10 +731,105 @@ pub(crate) async fn resolve_origin(node: &NodeRef, mut rec: MigrationRecord) {
 
 // ---------------------------------------------------------------- the destination's side
 
+/// A copy armed and waiting for its page stream: its start time, userfaultfd and guard.
+#[derive(Debug)]
+struct Kept {
+    start: u64,
+    armed: Armed,
+    guard: Guard,
+}
+
 /// Copies restored for a lazy migration, armed and waiting for their page stream, by PID.
-fn armed() -> &'static Mutex<HashMap<i32, (u64, Armed)>> {
-    static A: OnceLock<Mutex<HashMap<i32, (u64, Armed)>>> = OnceLock::new();
+fn armed() -> &'static Mutex<HashMap<i32, Kept>> {
+    static A: OnceLock<Mutex<HashMap<i32, Kept>>> = OnceLock::new();
     A.get_or_init(Mutex::default)
+}
+
+/// A copy's guard (`sys::clone::ChildBody::Guard`), a child process of this agent from the
+/// copy's restore until every page arrived: should this agent die meanwhile (killed, its
+/// host's OOM killer), the guard ends the copy, which cannot run without the pages. Holding
+/// the copy's userfaultfd, it keeps the areas registered until then: the copy's faults wait
+/// instead of reading zeros. Dropped (killed and reaped) once it is needed no more.
+#[derive(Debug)]
+struct Guard {
+    pid: Pid,
+}
+
+impl Guard {
+    fn spawn(a: &Armed) -> Result<Self, String> {
+        use std::os::fd::AsRawFd;
+        let me = crate::sys::pidfd_open(nix::unistd::getpid())
+            .map_err(|e| format!("pidfd_open of this agent: {e}"))?;
+        let copy =
+            crate::sys::pidfd_open(a.pid).map_err(|e| format!("pidfd_open of the copy: {e}"))?;
+        let body = crate::sys::clone::ChildBody::Guard {
+            watch: me.as_raw_fd(),
+            victim: copy.as_raw_fd(),
+            keep: a.uffd.as_raw_fd(),
+        };
+        // The child has its own copies of the descriptors; ours close here.
+        let pid = crate::sys::clone::clone3(body, None, false)
+            .map_err(|e| format!("start the copy's guard: {e}"))?;
+        Ok(Guard { pid })
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+/// Migrations whose copy has every page (this run of the agent), so that the record of a
+/// copy committed meanwhile no longer says `lazy:`; [`record_lock`] orders the writes.
+fn arrived() -> &'static Mutex<std::collections::HashSet<String>> {
+    static A: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    A.get_or_init(Mutex::default)
+}
+
+/// Held while a lazy copy's destination record is written (commit, all pages arrived).
+pub(crate) fn record_lock() -> std::sync::MutexGuard<'static, ()> {
+    static L: Mutex<()> = Mutex::new(());
+    lock(&L)
+}
+
+/// The prefix of a destination record's detail while its copy's pages are arriving:
+/// `lazy: ` (a restarted agent ends such a copy: [`resolve_dest`]), else nothing. Called
+/// under [`record_lock`].
+pub(crate) fn dest_prefix(rec: &MigrationRecord) -> &'static str {
+    if rec.detail.starts_with("lazy:") && !lock(arrived()).contains(&rec.migration_id) {
+        "lazy: "
+    } else {
+        ""
+    }
+}
+
+/// Whether a destination record is a lazy copy's whose pages had not all arrived (`done`
+/// included, which is final otherwise).
+pub(crate) fn unfinished_dest(rec: &MigrationRecord) -> bool {
+    rec.detail.starts_with("lazy:")
+        && matches!(
+            DestState::of(rec),
+            Some(DestState::Prepared | DestState::Committed | DestState::Done)
+        )
+}
+
+/// On start, a destination record whose copy's pages were still arriving when this agent
+/// stopped: the copy was ended by its guard (else here); recorded `lost`. Returns whether
+/// it was one.
+pub(crate) fn resolve_dest(node: &NodeRef, rec: &mut MigrationRecord) -> bool {
+    if !unfinished_dest(rec) {
+        return false;
+    }
+    if rec.pid > 0 && start_time(rec.pid) == Some(rec.start_time) {
+        let _ = kill(Pid::from_raw(rec.pid), Signal::SIGKILL);
+    }
+    let msg = "lazy migration lost: this agent stopped while the copy's pages were still \
+               arriving; the copy cannot run without them and was ended with it";
+    tracing::error!(migration = %rec.migration_id, pid = rec.pid, "{msg}");
+    let _ = node.store.set(rec, DestState::Lost, msg);
+    true
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -613,11 +837,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// After a lazy copy's restore (its restorer's thread): keeps its userfaultfd until the
-/// origin's page stream comes.
-pub fn keep(a: Armed) {
+/// origin's page stream comes, and starts its guard.
+pub fn keep(a: Armed) -> Result<(), String> {
     let pid = a.pid.as_raw();
-    let st = start_time(pid).unwrap_or(0);
-    lock(armed()).insert(pid, (st, a));
+    let start = start_time(pid).unwrap_or(0);
+    let guard = Guard::spawn(&a)?;
+    lock(armed()).insert(
+        pid,
+        Kept {
+            start,
+            armed: a,
+            guard,
+        },
+    );
+    Ok(())
 }
 
 /// Once the copy of lazy migration `id` is prepared: until its page stream takes it, its
@@ -636,9 +869,8 @@ pub fn watch(node: NodeRef, id: String, pid: i32) {
                 Some(DestState::Committed | DestState::Done) => {
                     let t = running_since.get_or_insert_with(Instant::now);
                     if t.elapsed() >= STREAM_WAIT {
-                        let missing = lock(armed())
-                            .remove(&pid)
-                            .map_or(0, |(_, a)| pages_of(&a.missing));
+                        let kept = lock(armed()).remove(&pid);
+                        let missing = kept.as_ref().map_or(0, |k| pages_of(&k.armed.missing));
                         lost(
                             &node,
                             &id,
@@ -646,6 +878,8 @@ pub fn watch(node: NodeRef, id: String, pid: i32) {
                             missing,
                             &format!("no page stream came within {} s", STREAM_WAIT.as_secs()),
                         );
+                        // Its userfaultfd closes only now that it is ended.
+                        drop(kept);
                         return;
                     }
                 }
@@ -683,6 +917,8 @@ fn lost(node: &NodeRef, id: &str, pid: i32, missing: u64, why: &str) {
 #[derive(Debug)]
 struct Missing {
     uffd: Option<OwnedFd>,
+    /// Dropped before `uffd` is closed (it holds the userfaultfd too).
+    guard: Option<Guard>,
     pid: Pid,
     /// Sorted runs (start, end) on the origin; a page leaves when it arrived or was dropped
     /// by the copy.
@@ -843,28 +1079,33 @@ pub async fn serve_dest(
     node: &NodeRef,
     peer: &str,
     mut inbound: Streaming<LazyPages>,
-) -> Result<WantStream, Status> {
+) -> Result<WantStream, DestError> {
+    use super::dest_error::{DecideError, ReceiveError};
     let first = inbound
         .message()
-        .await?
-        .ok_or_else(|| Status::invalid_argument("empty page stream"))?;
+        .await
+        .map_err(ReceiveError::Stream)?
+        .ok_or(ReceiveError::EmptyPageStream)?;
     let id = first.migration_id;
     let rec = node
         .store
-        .get(&id)
-        .map_err(|e| Status::internal(chain(&e)))?
+        .get(&id)?
         .filter(|r| r.role == "destination" && r.peer == peer)
-        .ok_or_else(|| Status::not_found(format!("no migration {id} from {peer}")))?;
-    let (_, a) = lock(armed())
-        .remove(&rec.pid)
-        .filter(|(st, _)| *st == rec.start_time)
-        .ok_or_else(|| {
-            Status::failed_precondition(format!("migration {id}: no copy waits for its pages"))
+        .ok_or_else(|| DecideError::NotOfPeer {
+            id: id.clone(),
+            peer: peer.to_string(),
         })?;
+    let Kept {
+        armed: a, guard, ..
+    } = lock(armed())
+        .remove(&rec.pid)
+        .filter(|k| k.start == rec.start_time)
+        .ok_or_else(|| ReceiveError::NoCopyWaiting(id.clone()))?;
     let total = pages_of(&a.missing);
     let state = Arc::new(Mutex::new(Missing {
         pid: a.pid,
         bits: Sent::new(&a.missing),
+        guard: Some(guard),
         uffd: Some(a.uffd),
         remaps: Vec::new(),
         warnings: Vec::new(),
@@ -920,7 +1161,7 @@ pub async fn serve_dest(
                     }
                 }
             })
-            .map_err(|e| Status::internal(format!("start the fault thread: {e}")))?
+            .map_err(|e| ReceiveError::Task(format!("start the fault thread: {e}")))?
     };
     let node = node.clone();
     let pid = rec.pid;
@@ -972,36 +1213,52 @@ pub async fn serve_dest(
         .await;
         let (left, warnings) = {
             let mut s = lock(&state);
-            // Closed: the kernel unregisters every area; nothing of ours stays in the copy.
-            s.uffd = None;
             (s.bits.left as u64, std::mem::take(&mut s.warnings))
         };
+        // A copy that cannot be completed is ended first: once the userfaultfd is closed,
+        // its missing pages would read as zeros.
+        if let Err(why) = &result {
+            lost(&node, &id, pid, left, why);
+        }
+        {
+            let mut s = lock(&state);
+            // Closed (the guard's copy first): the kernel unregisters every area; nothing of
+            // ours stays in the copy.
+            s.guard = None;
+            s.uffd = None;
+        }
         let _ = faults.join();
-        match result {
-            Ok(()) => {
-                tracing::info!(migration = %id, pid, pages = total, elapsed = ?t0.elapsed(), "lazy pages: all arrived; userfaultfd closed");
+        if result.is_ok() {
+            tracing::info!(migration = %id, pid, pages = total, elapsed = ?t0.elapsed(), "lazy pages: all arrived; userfaultfd closed");
+            {
+                let _order = record_lock();
+                lock(arrived()).insert(id.clone());
                 if let Ok(Some(mut rec)) = node.store.get(&id)
-                    && let Some(state @ (DestState::Committed | DestState::Done)) =
-                        DestState::of(&rec)
+                    && let Some(
+                        state @ (DestState::Prepared | DestState::Committed | DestState::Done),
+                    ) = DestState::of(&rec)
                 {
-                    let mut detail = format!(
-                        "running as pid {pid}; all {total} pages arrived after {:.3} s",
+                    let mut detail = match state {
+                        DestState::Prepared => "copy stopped, waiting for commit".to_string(),
+                        _ => format!("running as pid {pid}"),
+                    };
+                    detail.push_str(&format!(
+                        "; all {total} pages arrived after {:.3} s",
                         t0.elapsed().as_secs_f64()
-                    );
+                    ));
                     for w in warnings {
                         detail.push_str("; ");
                         detail.push_str(&w);
                     }
                     let _ = node.store.set(&mut rec, state, detail);
                 }
-                let _ = tx
-                    .send(Ok(LazyWant {
-                        complete: true,
-                        ..Default::default()
-                    }))
-                    .await;
             }
-            Err(why) => lost(&node, &id, pid, left, &why),
+            let _ = tx
+                .send(Ok(LazyWant {
+                    complete: true,
+                    ..Default::default()
+                }))
+                .await;
         }
     });
     Ok(ReceiverStream::new(rx))

@@ -11,6 +11,7 @@
 //!   pre-copy rounds (every member tracked) and the destination's staging of their pages.
 
 pub mod dest;
+pub mod dest_error;
 pub mod error;
 pub mod keepmm;
 pub mod lazy;
@@ -72,7 +73,8 @@ pub fn resolve(node: NodeRef) {
     };
     for rec in records {
         let state = State::of(&rec);
-        if state.is_some_and(State::is_final) {
+        // A lazy copy's `done` is not final while its pages were still arriving.
+        if state.is_some_and(State::is_final) && !lazy::unfinished_dest(&rec) {
             if state == Some(State::Origin(OriginState::Done)) {
                 origin::resume_relay(node.clone(), &rec);
             }

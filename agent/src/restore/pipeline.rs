@@ -132,6 +132,7 @@ pub(super) fn run<R: Read + Send>(
         .collect::<Result<Vec<_>, _>>()?;
     shared_replacements(procs, &mut plans);
     tracing::debug!(elapsed = ?start.elapsed(), "files checked");
+    crate::timeline::mark("restore: header, files");
 
     // 2. Create the root: a live migration's task made ahead, if it is the one this image
     // needs (else dropped: it dies), or a new one.
@@ -307,6 +308,7 @@ pub(super) fn run<R: Read + Send>(
         mm::trim_precopied(&inj, &p.mm, &premade_vmas)?;
         mm::advise(&inj, &p.mm)?;
         tracing::debug!(elapsed = ?t0.elapsed(), pid = p.pid, kept = kept.len(), "vmas mapped");
+        crate::timeline::mark("restore: task, areas");
         // For the check of a process alone: `smaps` before the pages, when the memory steps
         // after them (protect; lock and AIO rings not: the image has none) change nothing it
         // tells.
@@ -327,6 +329,7 @@ pub(super) fn run<R: Read + Send>(
             .collect::<Result<Vec<_>, _>>()?;
         pages.write(&injs.iter().collect::<Vec<_>>(), &mut reader)?;
         tracing::debug!(elapsed = ?t0.elapsed(), pid = p.pid, "pages written");
+        crate::timeline::mark("restore: pages of the image");
     }
     pages.finish()?;
     let mut zombies = Vec::with_capacity(tree.zombies.len());
@@ -432,7 +435,9 @@ pub(super) fn run<R: Read + Send>(
         // Post-copy (asked for a process alone): the missing pages' userfaultfd, while the
         // task still has our privileges.
         if i == 0 {
+            crate::timeline::mark("restore: descriptors, attributes, threads");
             lazy::arm(inj, inj.tracee().pid(), &p.mm)?;
+            crate::timeline::mark("restore: userfaultfd made");
         }
         threads.push(ts);
         // Limits late, so that none of them (RLIMIT_AS, RLIMIT_NOFILE) gets in the way of the
@@ -509,6 +514,7 @@ pub(super) fn run<R: Read + Send>(
     // lies in its range).
     let smaps_ahead =
         smaps_ahead.filter(|_| address_space_calls == Some(crate::ptrace::address_space_calls()));
+    crate::timeline::mark("restore: limits, credentials, registers");
     // Then the check, then resume, children first: a parent never sees a child of the tree
     // go.
     let checked = match opts.check {
@@ -541,6 +547,7 @@ pub(super) fn run<R: Read + Send>(
         }
         None => None,
     };
+    crate::timeline::mark("restore: checker");
     if let Some(t) = leaders.first() {
         super::arm_pdeathsig(t, &mut root_task, root, opts.as_child, &mut warnings)?;
     }
@@ -576,6 +583,7 @@ pub(super) fn run<R: Read + Send>(
     created.armed = false;
     root_task.disarm();
     tracing::debug!(elapsed = ?t0.elapsed(), "restored");
+    crate::timeline::mark("restore: held stopped");
     Ok(RestoreSummary {
         pid: root_task.pid.as_raw(),
         ns_pid: root_task.ns_init.map(|_| root.pid),

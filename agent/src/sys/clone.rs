@@ -62,6 +62,21 @@ pub enum ChildBody {
         /// The PID the stub gets inside the namespace.
         want: i32,
     },
+    /// A post-copy copy's guard (`migrate/lazy.rs`): closes every descriptor it inherited
+    /// but `watch`, `victim` and `keep`, then waits until the process of pidfd `watch` (the
+    /// agent) has exited and kills the process of pidfd `victim` (the copy) with `SIGKILL`.
+    /// Holding `keep` (the copy's userfaultfd) meanwhile, it keeps the copy's faults on its
+    /// missing pages waiting: the agent's death does not unregister the areas, so the copy
+    /// never reads zeros where its memory had not arrived. The agent kills it once every page
+    /// arrived.
+    Guard {
+        /// The agent's pidfd.
+        watch: i32,
+        /// The copy's pidfd.
+        victim: i32,
+        /// The copy's userfaultfd.
+        keep: i32,
+    },
 }
 
 /// `clone3` into a new task that runs `body`. `set_tid` asks for that PID in the innermost
@@ -109,6 +124,55 @@ fn child_main(body: ChildBody) -> ! {
             want,
             restorer_pidfd,
         } => detacher_main(want, restorer_pidfd),
+        ChildBody::Guard {
+            watch,
+            victim,
+            keep,
+        } => guard_main(watch, victim, keep),
+    }
+}
+
+fn guard_main(watch: i32, victim: i32, keep: i32) -> ! {
+    let mut fds = [watch, victim, keep];
+    fds.sort_unstable();
+    // SAFETY: raw, async-signal-safe syscalls on our own stack variables only; the
+    // descriptors closed are this child's copies.
+    unsafe {
+        let mut from: u32 = 3;
+        for fd in fds {
+            let fd = fd as u32;
+            if fd > from {
+                libc::syscall(libc::SYS_close_range, from, fd - 1, 0);
+            }
+            from = from.max(fd + 1);
+        }
+        libc::syscall(libc::SYS_close_range, from, u32::MAX, 0);
+        libc::prctl(
+            libc::PR_SET_NAME,
+            c"ferry-lazy-guard".as_ptr() as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        loop {
+            let mut p = libc::pollfd {
+                fd: watch,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // A pidfd polls readable once its process has exited.
+            let r = libc::poll(&mut p, 1, -1);
+            if r > 0 || (r < 0 && *libc::__errno_location() != libc::EINTR) {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    victim,
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+                libc::_exit(0);
+            }
+        }
     }
 }
 

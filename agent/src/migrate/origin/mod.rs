@@ -285,6 +285,7 @@ impl Origin {
             Ok(r) => r,
             Err(e) => return Err(self.fail(e)),
         };
+        crate::timeline::mark_of(&self.rec.migration_id, "origin", "copy prepared (reply)");
         self.rec.remote_pid = reply.pid;
         for (m, r) in self.rec.members.iter_mut().zip(&reply.members) {
             m.remote_pid = r.pid;
@@ -293,6 +294,7 @@ impl Origin {
             OriginState::Prepared,
             format!("copy held stopped on {to} as pid {}", reply.pid),
         )?;
+        crate::timeline::mark_of(&self.rec.migration_id, "origin", "record prepared");
 
         // The commit point (post-copy: migrate/lazy.rs).
         if self.req.lazy {

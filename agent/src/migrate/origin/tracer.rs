@@ -49,7 +49,8 @@ pub(crate) enum TracerEvent {
     Precopied(live::Rounds),
     /// Lazy migration: the original dies with this agent from now on; so many pages follow.
     LazyArmed(u64),
-    /// Lazy migration: the destination was lost after the copy ran; the original was ended.
+    /// Lazy migration: the destination was lost after the copy ran; the original is held
+    /// frozen until told what became of the copy (`migrate::lazy::Decision`).
     LazyLost(String),
 }
 
@@ -136,6 +137,10 @@ pub(crate) fn tracer(job: TracerJob) {
         }
     }
     let at_us = now_us();
+    if lazy {
+        crate::timeline::begin(&id, "origin");
+        crate::timeline::enter(&id, "origin");
+    }
     let held = match &mut pre {
         Some(p) => dump::hold_with(Pid::from_raw(pid), opts, |f| p.finish(f)),
         None => dump::hold(Pid::from_raw(pid), opts),
@@ -163,11 +168,14 @@ pub(crate) fn tracer(job: TracerJob) {
     // Post-copy: the pages of the large private anonymous areas stay out of the image.
     let mut lazy_runs = Vec::new();
     let sent = check_frozen(pid, &mut held, pre.as_ref(), as_user, &id, at_us).and_then(|()| {
+        crate::timeline::mark("checks");
         if lazy {
             lazy_runs = crate::migrate::lazy::mark(&mut held.state.mm.vmas);
+            crate::timeline::mark("lazy areas");
         }
         image.send(&held, &proxy_protocol, chunks)
     });
+    crate::timeline::leave();
     let failed = match sent {
         Err(ev) => ev,
         Ok(plan) => match cmds.recv() {
@@ -296,6 +304,7 @@ impl Image<'_> {
             .store
             .put_relay(id, &plan.endpoints())
             .map_err(|e| failed(format!("record the relay: {}", chain(&e))))?;
+        crate::timeline::mark("relay plan recorded");
         let header = TransferHeader {
             migration_id: id.to_string(),
             relays: plan.endpoints(),
@@ -321,6 +330,7 @@ impl Image<'_> {
         .map_err(failed)?;
         // The stream ends here (the destination sees its end).
         drop(chunks);
+        crate::timeline::mark("image sent");
         let _ = self.events.send(TracerEvent::Written(stats));
         Ok(plan)
     }
