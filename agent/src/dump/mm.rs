@@ -158,6 +158,51 @@ pub fn smaps_ahead_holds(pid: Pid) -> Result<bool, DumpError> {
     )
 }
 
+/// Checks that the areas of a frozen process, read now with their `smaps` flags, are those
+/// of `vmas` (collected earlier under the same freeze with flags taken from an earlier `smaps`,
+/// [`super::hold_with_smaps`]): same ranges, protection, flags, `growsdown` and `maywrite`.
+/// The error names the first area that differs. Run on the thread that collected them (a
+/// live migration's `uw` is known as its own there).
+pub fn flags_still(pid: Pid, vmas: &[VmaState]) -> Result<(), DumpError> {
+    super::track::collecting(pid.as_raw());
+    let (mut now, names) = read_maps(pid)?;
+    apply_smaps(&mut now, &names, &proc::read(pid.as_raw(), "smaps")?)?;
+    join_tracking_splits(&mut now);
+    let key = |v: &VmaState| (v.start, v.end, v.prot, v.flags, v.growsdown, v.maywrite);
+    let differs = |what: String| {
+        DumpError::Unsupported(format!(
+            "the memory's flags changed between the last pre-copy round and the freeze: \
+             {what}; migrate it again"
+        ))
+    };
+    for (i, v) in vmas.iter().enumerate() {
+        match now.get(i) {
+            Some(n) if key(n) == key(v) => {}
+            Some(n) => {
+                return Err(differs(format!(
+                    "vma {:#x}-{:#x}: sent {:?}, now {:#x}-{:#x} {:?}",
+                    v.start,
+                    v.end,
+                    key(v),
+                    n.start,
+                    n.end,
+                    key(n)
+                )));
+            }
+            None => {
+                return Err(differs(format!(
+                    "vma {:#x}-{:#x} is gone",
+                    v.start, v.end
+                )));
+            }
+        }
+    }
+    if let Some(n) = now.get(vmas.len()) {
+        return Err(differs(format!("vma {:#x}-{:#x} is new", n.start, n.end)));
+    }
+    Ok(())
+}
+
 /// [`apply_smaps`] with each VMA's `VmFlags` and shared KiB from `of`.
 fn apply_vmflags<'s>(
     vmas: &mut [VmaState],

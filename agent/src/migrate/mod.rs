@@ -19,6 +19,7 @@ pub mod negotiate;
 pub mod origin;
 pub mod records;
 pub mod state;
+pub mod timeline;
 mod tree;
 mod tree_live;
 pub mod version;
