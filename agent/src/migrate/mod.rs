@@ -11,6 +11,7 @@
 //!   pre-copy rounds (every member tracked) and the destination's staging of their pages.
 
 pub mod dest;
+mod final_stop;
 pub mod error;
 pub mod keepmm;
 pub mod lazy;

@@ -465,13 +465,11 @@ pub fn restore_with_pages<R: Read + Send>(
     tracing::debug!(elapsed = ?t0.elapsed(), kept = kept.len(), "vmas mapped");
     // For the check: `smaps` before the pages, when the memory steps after them (protect;
     // lock and AIO rings not: the image has none) change nothing it tells.
+    // Read on a thread of its own while the restore goes on (no later step changes what it
+    // tells; a live migration's kept areas hold their pages already, so it walks them all).
     let smaps_ahead = match opts.check {
         Some(_) if mm::flags_set_before_pages(&state.mm) => {
-            let t = std::time::Instant::now();
-            let smaps = crate::proc::read(task.pid.as_raw(), "smaps")?;
-            // Part of the checker's cost (`cargo xtask bench` adds it to the check's).
-            tracing::debug!(target: "ferry_agent::verify", elapsed = ?t.elapsed(), "smaps read ahead for the check");
-            Some(smaps)
+            Some(crate::verify::smaps_ahead(task.pid.as_raw()))
         }
         _ => None,
     };
@@ -572,8 +570,9 @@ pub fn restore_with_pages<R: Read + Send>(
     shared.mark_removed()?;
     // Nothing since the memory steps changed an area (the injection area's own `munmap` by
     // `finish` is not counted: it is gone, and no other area lies in its range).
-    let smaps_ahead =
-        smaps_ahead.filter(|_| crate::ptrace::address_space_calls() == address_space_calls);
+    let smaps_ahead = smaps_ahead
+        .and_then(crate::verify::SmapsAhead::join)
+        .filter(|_| crate::ptrace::address_space_calls() == address_space_calls);
     let checked = match opts.check {
         Some(check) => {
             let tids: Vec<_> = std::iter::once(tracee.pid())

@@ -148,7 +148,8 @@ pub(crate) fn tracer(job: TracerJob) {
         let t = Instant::now();
         let r = p.finish(f);
         last_scan = t.elapsed();
-        r
+        r?;
+        crate::migrate::final_stop::madvise_fault(f)
     };
     let held = match (&mut pre, &smaps_before) {
         (Some(p), Some(s)) => dump::hold_with_smaps(Pid::from_raw(pid), opts, s, |f| finish(p, f)),
