@@ -11,8 +11,8 @@
 //!   pre-copy rounds (every member tracked) and the destination's staging of their pages.
 
 pub mod dest;
-mod final_stop;
 pub mod error;
+mod final_stop;
 pub mod keepmm;
 pub mod lazy;
 pub mod live;

@@ -131,7 +131,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         mark(Side::Origin, "t1", "collect");
         let s = take(Side::Origin, "t1");
-        assert!(s.starts_with("freeze 2.0 ms (last scan 1.0 ms), collect "), "{s}");
+        assert!(
+            s.starts_with("freeze 2.0 ms (last scan 1.0 ms), collect "),
+            "{s}"
+        );
         let collect: f64 = s
             .rsplit("collect ")
             .next()
