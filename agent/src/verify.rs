@@ -107,6 +107,31 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
+/// A restored process's `smaps`, being read ahead for the check on a thread of its own
+/// ([`smaps_ahead`]).
+#[derive(Debug)]
+pub struct SmapsAhead(std::thread::JoinHandle<Option<String>>);
+
+/// Starts reading `pid`'s `smaps` for the check, once its areas have their flags: the restore
+/// goes on meanwhile (its later steps change nothing `smaps` tells the check; the check
+/// verifies that no area was made or moved since, see [`crate::dump`]'s `smaps_ahead`).
+pub fn smaps_ahead(pid: i32) -> SmapsAhead {
+    SmapsAhead(std::thread::spawn(move || {
+        let t = Instant::now();
+        let smaps = crate::proc::read(pid, "smaps").ok();
+        // Part of the checker's cost (`cargo xtask bench` adds it to the check's).
+        tracing::debug!(elapsed = ?t.elapsed(), "smaps read ahead for the check");
+        smaps
+    }))
+}
+
+impl SmapsAhead {
+    /// The text, once read (`None` if it could not be: the check reads `smaps` itself).
+    pub fn join(self) -> Option<String> {
+        self.0.join().ok().flatten()
+    }
+}
+
 /// The restore checker in the shape [`crate::restore::RestoreOptions::check`] takes.
 pub fn restore_check(input: &[CheckInput<'_>]) -> Result<Duration, String> {
     match check(input) {

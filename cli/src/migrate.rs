@@ -257,6 +257,9 @@ async fn migrate(args: Args) -> Result<()> {
                 } else {
                     println!("stop-and-copy: downtime {:.1} ms", s.frozen_us as f64 / 1e3);
                 }
+                if !s.downtime_phases.is_empty() {
+                    println!("downtime phases: {}", s.downtime_phases);
+                }
                 return Ok(());
             }
             None => {}

@@ -619,6 +619,33 @@ fn protocol_version_mismatch_refused() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// A live migration's final stop takes each area's flags from the `smaps` read just before
+/// the freeze (its page-table walk is not in the downtime) and reads them again under the
+/// same freeze while the destination restores: a flag changed in between (`FERRY_FAULT
+/// origin-madvise-at-freeze`: `MADV_DONTDUMP` on the largest anonymous area, injected under
+/// the freeze, as the process's own `madvise` just before it would) refuses the migration by
+/// name before the copy may run; the original runs on, once, with nothing of the tracking
+/// left. (Without the second read the copy ran without the flag, and its checker, comparing
+/// it with the image, saw nothing.)
+#[test]
+fn live_flags_changed_at_the_freeze_refused() {
+    let Some((ctx, mut hosts)) = up("migrate-live-flags") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 16, &[]);
+    let o = with_fault(&mut hosts, 1, "origin-madvise-at-freeze", &v);
+    assert!(
+        !o.status.success(),
+        "migrated although an area's flags changed at the freeze: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("flags changed"), "{}", text(&o));
+    exactly_once(&hosts, &v, 1, v.pid);
+    nothing_of_ferry_left(&hosts, &v, v.pid);
+    last_record_state(&hosts, 1, "aborted");
+    record_state(&hosts, 2, "aborted");
+}
+
 #[test]
 fn fault_restore_fails() {
     let Some((ctx, mut hosts)) = up("migrate-fault-restore") else {

@@ -1,6 +1,7 @@
 //! The destination side of a migration: answer the negotiation, receive the image and restore
 //! it as it streams in, hold the copy stopped, and let it run on Commit or end it on Abort.
 
+use super::timeline::{self, Side};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -184,6 +185,8 @@ struct Made {
     keep_stopped: bool,
     /// `--tree`: the other members, stopped too.
     members: Vec<super::tree::MadeMember>,
+    /// How long the restore checker took.
+    checked: Option<std::time::Duration>,
 }
 
 /// The private directory of one migration's shipped files.
@@ -466,6 +469,7 @@ fn restorer(
             endpoints,
             keep_stopped: summary.stopped,
             members,
+            checked: summary.checked,
         });
     }
     // `--tree` of a process without children: its pages were staged as the root's.
@@ -513,6 +517,7 @@ fn restorer(
         endpoints,
         keep_stopped: summary.stopped,
         members,
+        checked: summary.checked,
     })
 }
 
@@ -662,12 +667,14 @@ async fn transfer_task(
         (t.start, t.done)
     });
     let id = header.migration_id.clone();
+    let header_at = std::time::Instant::now();
     if !valid_id(&id) {
         return Err(RE::BadId.into());
     }
     if node.store.get(&id).map_err(store_err)?.is_some() {
         return Err(RE::Exists(id).into());
     }
+    timeline::begin(Side::Destination, &id, header_at);
     let mut rec = MigrationRecord {
         migration_id: id.clone(),
         role: Role::Destination.as_str().into(),
@@ -681,7 +688,14 @@ async fn transfer_task(
     node.store
         .set(&mut rec, DestState::Receiving, "image arriving")
         .map_err(store_err)?;
-    crate::timeline::mark_of(&id, "destination", "record receiving");
+    // On disk beside the stream, not before it (records.rs, `lazy`).
+    let flush = node.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = flush.store.flush() {
+            tracing::warn!(error = %chain(&e), "records store: flush");
+        }
+    });
+    timeline::mark(Side::Destination, &id, "record receiving");
     // Only the caller's own negotiation counts (another peer's stays for that peer).
     let same = {
         let mut negotiated = lock(&node.copies.negotiated);
@@ -694,6 +708,9 @@ async fn transfer_task(
     let dir = shipped_dir(&id);
     let result = receive(node, &id, &header, &dir, same, live, &mut stream).await;
     let aborted = lock(&node.copies.aborted).remove(&id);
+    if result.is_err() || aborted {
+        timeline::forget(Side::Destination, &id);
+    }
     match result {
         Ok(Made {
             pid,
@@ -703,6 +720,7 @@ async fn transfer_task(
             endpoints,
             keep_stopped,
             members,
+            ..
         }) if !aborted => {
             rec.pid = pid;
             rec.start_time = start;
@@ -744,14 +762,16 @@ async fn transfer_task(
             if header.lazy {
                 super::lazy::watch(node.clone(), id.clone(), pid);
             }
-            tracing::info!(migration = %id, pid, "copy prepared");
-            crate::timeline::mark_of(&id, "destination", "record prepared");
+            timeline::mark(Side::Destination, &id, "record prepared");
+            let phases = timeline::take(Side::Destination, &id);
+            tracing::info!(migration = %id, pid, %phases, "copy prepared");
             watch(node.clone(), id);
             Ok(TransferReply {
                 pid,
                 warnings,
                 ns_pid: ns_pid.unwrap_or(0),
                 members: rec.members.clone(),
+                phases,
             })
         }
         Ok(Made {
@@ -898,12 +918,17 @@ async fn receive(
     }
     drop(tx);
     drop(live_start);
+    timeline::mark(Side::Destination, id, "image received");
     let Some(done) = done else {
         return Err("the transfer ended without an image".into());
     };
     let restored = done
         .await
         .map_err(|_| "the restorer thread died".to_string())??;
+    timeline::mark(Side::Destination, id, "restore after the image");
+    if let Some(c) = restored.checked {
+        timeline::part(Side::Destination, id, " of it the checker", c);
+    }
     if fault("restore-fail") {
         for m in &restored.members {
             if start_time(m.pid) == Some(m.start) {

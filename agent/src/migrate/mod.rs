@@ -13,6 +13,7 @@
 pub mod dest;
 pub mod dest_error;
 pub mod error;
+mod final_stop;
 pub mod keepmm;
 pub mod lazy;
 pub mod live;
@@ -20,6 +21,7 @@ pub mod negotiate;
 pub mod origin;
 pub mod records;
 pub mod state;
+pub mod timeline;
 mod tree;
 mod tree_live;
 pub mod version;

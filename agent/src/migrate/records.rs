@@ -194,6 +194,16 @@ impl Store {
         self.put(rec)
     }
 
+    /// Makes every record written so far durable (an empty durable transaction: redb
+    /// persists the non-durable ones before it with it).
+    pub fn flush(&self) -> Result<(), RecordsError> {
+        self.db
+            .begin_write()
+            .map_err(db("begin"))?
+            .commit()
+            .map_err(db("commit"))
+    }
+
     /// The record of one migration.
     pub fn get(&self, id: &str) -> Result<Option<MigrationRecord>, RecordsError> {
         let r = self.db.begin_read().map_err(db("begin"))?;
@@ -266,21 +276,25 @@ impl Store {
 }
 
 /// States written without waiting for the disk (each fsync costs milliseconds of the
-/// process's downtime). Losing one in a crash leaves the previous durable state, from which
-/// resolution does the same thing: origin `frozen`/`prepared` fall back to `negotiated`
-/// (abort; the original went on), origin `committed` to `committing` (Commit again, which is
-/// idempotent); destination `committed`/`done` to `prepared` (the origin is asked, says
-/// commit: SIGCONT again). Destination `receiving` stays durable: without it a restarted
-/// agent would not know it took part in the migration. The states that guard an irreversible step — destination `prepared`
-/// (before the origin may destroy its original) and origin `committing` (before the execve)
-/// — are always durable.
+/// process's downtime, up to tens of them on a busy disk). Losing one in a crash leaves the
+/// previous durable state, from which resolution does the same thing: origin `prepared` and
+/// `committing` fall back to `frozen`, which is durable and resolved by what the process is
+/// (a stub with the recorded start time: the `execve` happened, commit; otherwise abort,
+/// the original went on), as `committing` always was; origin `committed` to `committing`
+/// or `frozen` (Commit again, which is idempotent); destination `committed`/`done` to
+/// `prepared` (the origin is asked, says commit: SIGCONT again). Destination `receiving` is
+/// made durable beside the stream ([`Store::flush`] in the background) instead of before it:
+/// until then a crash leaves no record of a copy that died with the agent anyway (its
+/// restorer traces it with `PTRACE_O_EXITKILL`). The states that guard an irreversible
+/// step are always durable: destination `prepared` (before the origin may destroy its
+/// original), origin `frozen` (before the stub's `execve`: written while the image
+/// streams) and a lazy migration's `committing` (before its original is tied to the agent).
 fn lazy(rec: &MigrationRecord) -> bool {
     use {DestState as D, OriginState as O};
-    matches!(
-        State::of(rec),
-        Some(
-            State::Origin(O::Frozen | O::Prepared | O::Committed)
-                | State::Destination(D::Committed | D::Done)
-        )
-    )
+    match State::of(rec) {
+        Some(State::Origin(O::Prepared | O::Committed)) => true,
+        Some(State::Origin(O::Committing)) => !crate::migrate::lazy::is_lazy(rec),
+        Some(State::Destination(D::Receiving | D::Committed | D::Done)) => true,
+        _ => false,
+    }
 }

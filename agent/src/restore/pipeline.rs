@@ -312,11 +312,11 @@ pub(super) fn run<R: Read + Send>(
         // For the check of a process alone: `smaps` before the pages, when the memory steps
         // after them (protect; lock and AIO rings not: the image has none) change nothing it
         // tells.
+        // Read on a thread of its own while the restore goes on (no later step changes what
+        // it tells; a live migration's kept areas hold their pages already, so it walks them
+        // all).
         if lone && opts.check.is_some() && mm::flags_set_before_pages(&p.mm) {
-            let t = std::time::Instant::now();
-            smaps_ahead = Some(crate::proc::read(tracees[i].pid().as_raw(), "smaps")?);
-            // Part of the checker's cost (`cargo xtask bench` adds it to the check's).
-            tracing::debug!(target: "ferry_agent::verify", elapsed = ?t.elapsed(), "smaps read ahead for the check");
+            smaps_ahead = Some(crate::verify::smaps_ahead(tracees[i].pid().as_raw()));
         }
         // The pre-copied pages and the stream's are disjoint: their order does not matter.
         if let Some(write) = precopied {
@@ -512,8 +512,9 @@ pub(super) fn run<R: Read + Send>(
     // The smaps read ahead holds if nothing since the memory steps changed an area (the
     // injection area's own `munmap` by `finish` is not counted: it is gone, and no other area
     // lies in its range).
-    let smaps_ahead =
-        smaps_ahead.filter(|_| address_space_calls == Some(crate::ptrace::address_space_calls()));
+    let smaps_ahead = smaps_ahead
+        .and_then(crate::verify::SmapsAhead::join)
+        .filter(|_| address_space_calls == Some(crate::ptrace::address_space_calls()));
     crate::timeline::mark("restore: limits, credentials, registers");
     // Then the check, then resume, children first: a parent never sees a child of the tree
     // go.

@@ -34,6 +34,7 @@ pub(crate) use tracer::{TracerCommand, TracerEvent, TracerJob, now_us, send_prec
 
 use super::error::{CommitError, MigrateError, NegotiateError, TransferError};
 use super::state::{OriginState, Role};
+use super::timeline::{self, Side};
 use super::{chain, fault, live, negotiate, start_time, version};
 use crate::image::{Codec, WriteStats};
 use crate::node::NodeRef;
@@ -150,6 +151,7 @@ pub async fn migrate(
         as_user,
     };
     let result = m.run().await.map_err(Status::from);
+    timeline::forget(Side::Origin, &m.rec.migration_id);
     crate::metrics::migration(result.as_ref());
     if let Err(s) = &result {
         tracing::warn!(migration = %m.rec.migration_id, error = %s.message(), "migration failed");
@@ -285,7 +287,8 @@ impl Origin {
             Ok(r) => r,
             Err(e) => return Err(self.fail(e)),
         };
-        crate::timeline::mark_of(&self.rec.migration_id, "origin", "copy prepared (reply)");
+        let id = self.rec.migration_id.clone();
+        timeline::mark(Side::Origin, &id, "destination's reply");
         self.rec.remote_pid = reply.pid;
         for (m, r) in self.rec.members.iter_mut().zip(&reply.members) {
             m.remote_pid = r.pid;
@@ -329,6 +332,11 @@ impl Origin {
         }
         let plan = self.commit(&mut tr, &mut neg.client).await?;
         let frozen = since.elapsed();
+        let mut downtime_phases = timeline::take(Side::Origin, &id);
+        if !reply.phases.is_empty() {
+            downtime_phases.push_str(&format!("; on the destination: {}", reply.phases));
+        }
+        tracing::info!(migration = %id, frozen = ?frozen, phases = %downtime_phases, "downtime phases");
         self.rec.frozen_end_unix_us = now_us();
         let running = format!("running on {to} as pid {}", reply.pid);
         self.record(OriginState::Committed, running.clone())?;
@@ -351,6 +359,7 @@ impl Origin {
             live: rounds.why,
             final_bytes: stats.raw_bytes,
             lazy: String::new(),
+            downtime_phases,
         };
         Ok(self.relay(plan, &tr.shared, &neg.ship, reply.warnings, summary))
     }
@@ -652,6 +661,7 @@ impl Origin {
             OriginState::Committing,
             "turning the original into the stub",
         )?;
+        timeline::mark(Side::Origin, &id, "records prepared, committing");
         if fault("origin-exit-before-commit") {
             tracing::error!(migration = %id, "FERRY_FAULT origin-exit-before-commit: exiting");
             std::process::exit(70);
@@ -659,7 +669,10 @@ impl Origin {
         let _ = tr.cmds.send(TracerCommand::Commit);
         let plan = loop {
             let failed = match tr.events.recv().await {
-                Some(TracerEvent::Stubbed(plan)) => break plan,
+                Some(TracerEvent::Stubbed(plan)) => {
+                    timeline::mark(Side::Origin, &id, "stub execve");
+                    break plan;
+                }
                 Some(TracerEvent::StubFailed(why)) => CommitError::StubFailed { pid, why },
                 Some(TracerEvent::Written(_)) => continue,
                 // The tracer is gone without a word: it cannot have done the execve without
@@ -676,6 +689,7 @@ impl Origin {
         // Past the commit point: the copy is the only one. Never abort now; Commit until
         // the destination acknowledges.
         let committed = commit_remote(&self.node, client, &id, &to).await;
+        timeline::mark(Side::Origin, &id, "Commit acknowledged");
         // The copy runs (or never will): the original's old memory can be freed.
         crate::migrate::keepmm::release(&id);
         if let Err(why) = committed {

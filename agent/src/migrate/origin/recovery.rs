@@ -347,7 +347,14 @@ pub(crate) async fn resolve_record(node: NodeRef, mut rec: MigrationRecord) {
         {
             crate::migrate::lazy::resolve_origin(&node, rec).await;
         }
-        Some(State::Origin(OriginState::Committing | OriginState::Committed)) if stubbed() => {
+        // The execve happened (its `committing` may not have reached the disk: written
+        // without waiting for it, after `frozen`, which was): commit.
+        Some(State::Origin(
+            OriginState::Frozen
+            | OriginState::Prepared
+            | OriginState::Committing
+            | OriginState::Committed,
+        )) if stubbed() => {
             crate::migrate::tree::end_unstubbed_members(&rec);
             let _ = node.store.set(
                 &mut rec,

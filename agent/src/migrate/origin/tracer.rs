@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::stream::send_image;
 use crate::dump::{self, DumpOptions, Held};
 use crate::image::{Codec, WriteStats};
+use crate::migrate::timeline::{self, Side};
 use crate::migrate::{chain, live};
 use crate::node::NodeRef;
 use crate::relay::origin::{Plan, become_stub};
@@ -136,14 +137,29 @@ pub(crate) fn tracer(job: TracerJob) {
             return;
         }
     }
+    // A live migration reads `smaps` (a walk of every page table) while the process still
+    // runs; under the freeze the areas take their flags from it, checked again below while
+    // the destination restores.
+    let smaps_before = pre
+        .as_ref()
+        .and_then(|_| crate::proc::read(pid, "smaps").ok());
     let at_us = now_us();
     if lazy {
         crate::timeline::begin(&id, "origin");
         crate::timeline::enter(&id, "origin");
     }
-    let held = match &mut pre {
-        Some(p) => dump::hold_with(Pid::from_raw(pid), opts, |f| p.finish(f)),
-        None => dump::hold(Pid::from_raw(pid), opts),
+    let mut last_scan = Duration::ZERO;
+    let mut finish = |p: &mut live::Precopy, f: &dump::freeze::Frozen| {
+        let t = Instant::now();
+        let r = p.finish(f);
+        last_scan = t.elapsed();
+        r?;
+        crate::migrate::final_stop::madvise_fault(f)
+    };
+    let held = match (&mut pre, &smaps_before) {
+        (Some(p), Some(s)) => dump::hold_with_smaps(Pid::from_raw(pid), opts, s, |f| finish(p, f)),
+        (Some(p), None) => dump::hold_with(Pid::from_raw(pid), opts, |f| finish(p, f)),
+        (None, _) => dump::hold(Pid::from_raw(pid), opts),
     };
     crate::metrics::dump(held.is_ok());
     let mut held = match held {
@@ -153,6 +169,12 @@ pub(crate) fn tracer(job: TracerJob) {
             return;
         }
     };
+    timeline::begin(Side::Origin, &id, held.since);
+    timeline::add(Side::Origin, &id, "freeze", held.seize);
+    if pre.is_some() {
+        timeline::part(Side::Origin, &id, " last scan", last_scan);
+    }
+    timeline::mark(Side::Origin, &id, "collect");
     let image = Image {
         node: &node,
         pid,
@@ -176,9 +198,23 @@ pub(crate) fn tracer(job: TracerJob) {
         image.send(&held, &proxy_protocol, chunks)
     });
     crate::timeline::leave();
+    // The flags taken from `smaps_before` still hold (read again under the same freeze,
+    // while the destination restores): else the copy must not run.
+    let flags = match (&sent, &smaps_before) {
+        (Ok(_), Some(_)) => {
+            let t = Instant::now();
+            let r = dump::mm::flags_still(Pid::from_raw(pid), &held.state.mm.vmas);
+            tracing::debug!(migration = %id, elapsed = ?t.elapsed(), ok = r.is_ok(), "area flags checked again under the freeze");
+            r.map_err(|e| chain(&e))
+        }
+        _ => Ok(()),
+    };
     let failed = match sent {
         Err(ev) => ev,
         Ok(plan) => match cmds.recv() {
+            Ok(TracerCommand::Commit) if flags.is_err() => {
+                TracerEvent::StubFailed(flags.err().unwrap_or_default())
+            }
             Ok(TracerCommand::Commit) => {
                 // A second user of the old memory, so that the execve does not free it.
                 let keeper = crate::migrate::keepmm::spawn_or_warn(&held, &id);
@@ -252,6 +288,7 @@ fn check_frozen(
             .mark(&mut held.state.mm.vmas)
             .map_err(|e| TracerEvent::Failed(format!("pre-copied pages: {}", chain(&e))))?;
         tracing::debug!(migration = %id, pages = kept, "pages on the destination already");
+        timeline::mark(Side::Origin, id, "mark pre-copied");
     }
     Ok(())
 }
@@ -298,13 +335,8 @@ impl Image<'_> {
         let mut plan = Plan::capture(held).map_err(|e| failed(format!("relay: {}", chain(&e))))?;
         plan.proxy_protocol(proxy_protocol)
             .map_err(|e| failed(e.to_string()))?;
-        // What the relay needs, kept before the stub can exist: a restarted agent serves the
-        // stub again with it.
-        self.node
-            .store
-            .put_relay(id, &plan.endpoints())
-            .map_err(|e| failed(format!("record the relay: {}", chain(&e))))?;
-        crate::timeline::mark("relay plan recorded");
+        timeline::mark(Side::Origin, id, "relay plan");
+        crate::timeline::mark("relay plan");
         let header = TransferHeader {
             migration_id: id.to_string(),
             relays: plan.endpoints(),
@@ -331,6 +363,14 @@ impl Image<'_> {
         // The stream ends here (the destination sees its end).
         drop(chunks);
         crate::timeline::mark("image sent");
+        timeline::mark(Side::Origin, id, "image sent");
+        // What the relay needs, kept (durably) before the stub can exist: a restarted agent
+        // serves the stub again with it. Written while the destination restores.
+        self.node
+            .store
+            .put_relay(id, &plan.endpoints())
+            .map_err(|e| failed(format!("record the relay: {}", chain(&e))))?;
+        tracing::debug!(migration = %id, "relay recorded");
         let _ = self.events.send(TracerEvent::Written(stats));
         Ok(plan)
     }
