@@ -50,8 +50,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn all() -> &'static Mutex<HashMap<(String, &'static str), Arc<Timeline>>> {
-    static ALL: OnceLock<Mutex<HashMap<(String, &'static str), Arc<Timeline>>>> = OnceLock::new();
+/// The timelines of the migrations under way, by (migration id, side).
+type Timelines = HashMap<(String, &'static str), Arc<Timeline>>;
+
+fn all() -> &'static Mutex<Timelines> {
+    static ALL: OnceLock<Mutex<Timelines>> = OnceLock::new();
     ALL.get_or_init(Mutex::default)
 }
 
