@@ -688,13 +688,6 @@ async fn transfer_task(
     node.store
         .set(&mut rec, DestState::Receiving, "image arriving")
         .map_err(store_err)?;
-    // On disk beside the stream, not before it (records.rs, `lazy`).
-    let flush = node.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = flush.store.flush() {
-            tracing::warn!(error = %chain(&e), "records store: flush");
-        }
-    });
     timeline::mark(Side::Destination, &id, "record receiving");
     // Only the caller's own negotiation counts (another peer's stays for that peer).
     let same = {

@@ -194,16 +194,6 @@ impl Store {
         self.put(rec)
     }
 
-    /// Makes every record written so far durable (an empty durable transaction: redb
-    /// persists the non-durable ones before it with it).
-    pub fn flush(&self) -> Result<(), RecordsError> {
-        self.db
-            .begin_write()
-            .map_err(db("begin"))?
-            .commit()
-            .map_err(db("commit"))
-    }
-
     /// The record of one migration.
     pub fn get(&self, id: &str) -> Result<Option<MigrationRecord>, RecordsError> {
         let r = self.db.begin_read().map_err(db("begin"))?;
@@ -282,10 +272,10 @@ impl Store {
 /// (a stub with the recorded start time: the `execve` happened, commit; otherwise abort,
 /// the original went on), as `committing` always was; origin `committed` to `committing`
 /// or `frozen` (Commit again, which is idempotent); destination `committed`/`done` to
-/// `prepared` (the origin is asked, says commit: SIGCONT again). Destination `receiving` is
-/// made durable beside the stream ([`Store::flush`] in the background) instead of before it:
-/// until then a crash leaves no record of a copy that died with the agent anyway (its
-/// restorer traces it with `PTRACE_O_EXITKILL`). The states that guard an irreversible
+/// `prepared` (the origin is asked, says commit: SIGCONT again). Destination `receiving`
+/// stays durable: without it a restarted agent would not know it took part in the migration
+/// (a destination that dies a few milliseconds into a small final image would otherwise
+/// leave no record; `migrate.rs` `fault_dest_exits_mid_stream`). The states that guard an irreversible
 /// step are always durable: destination `prepared` (before the origin may destroy its
 /// original), origin `frozen` (before the stub's `execve`: written while the image
 /// streams) and a lazy migration's `committing` (before its original is tied to the agent).
@@ -294,7 +284,7 @@ fn lazy(rec: &MigrationRecord) -> bool {
     match State::of(rec) {
         Some(State::Origin(O::Prepared | O::Committed)) => true,
         Some(State::Origin(O::Committing)) => !crate::migrate::lazy::is_lazy(rec),
-        Some(State::Destination(D::Receiving | D::Committed | D::Done)) => true,
+        Some(State::Destination(D::Committed | D::Done)) => true,
         _ => false,
     }
 }

@@ -664,6 +664,9 @@ impl Origin {
         timeline::mark(Side::Origin, &id, "records prepared, committing");
         if fault("origin-exit-before-commit") {
             tracing::error!(migration = %id, "FERRY_FAULT origin-exit-before-commit: exiting");
+            // The progress "commit" reaches the CLI first (the records before the execve no
+            // longer wait for the disk, which gave it the time).
+            tokio::time::sleep(Duration::from_millis(100)).await;
             std::process::exit(70);
         }
         let _ = tr.cmds.send(TracerCommand::Commit);
