@@ -553,6 +553,47 @@ pub struct Spawn {
     pub stderr: Option<Stdio>,
 }
 
+/// What the kernel shows of a process that does not answer, for a failure message: its state,
+/// signal masks and pending sets (per thread too), and the system call each thread is in.
+fn proc_report(pid: i32) -> String {
+    let mut out = Vec::new();
+    let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for tid in tasks {
+        let dir = format!("/proc/{pid}/task/{tid}");
+        let status = fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
+        let keep: Vec<&str> = status
+            .lines()
+            .filter(|l| {
+                [
+                    "State:",
+                    "SigQ:",
+                    "SigPnd:",
+                    "ShdPnd:",
+                    "SigBlk:",
+                    "SigCgt:",
+                    "TracerPid:",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .collect();
+        let syscall = fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
+        let wchan = fs::read_to_string(format!("{dir}/wchan")).unwrap_or_default();
+        out.push(format!(
+            "task {tid}: {}; syscall {}; wchan {wchan}",
+            keep.join(", ").replace('\t', " "),
+            syscall.trim()
+        ));
+    }
+    out.join(" | ")
+}
+
 impl Victim {
     /// Compiles and starts the C workload NAME with default options and waits until it is ready.
     pub fn c(ctx: &TestCtx, name: &str, args: &[&str]) -> Victim {
@@ -766,9 +807,11 @@ impl Victim {
             );
             assert!(
                 start.elapsed() <= VICTIM_TIMEOUT,
-                "victim {} did not answer a check (SIGUSR1) within {VICTIM_TIMEOUT:?}; status: {:?}",
+                "victim {} did not answer a check (SIGUSR1) within {VICTIM_TIMEOUT:?}; status: {:?}; \
+                 its state: {}",
                 self.pid,
-                self.status_lines()
+                self.status_lines(),
+                proc_report(self.pid)
             );
             sleep(Duration::from_millis(5));
         }
@@ -827,7 +870,7 @@ impl Victim {
                 start.elapsed() <= VICTIM_TIMEOUT,
                 "victim {} stopped counting at tick {t} (waited for > {n}); state {:?}",
                 self.pid,
-                proc_state(self.pid)
+                proc_report(self.pid)
             );
             sleep(Duration::from_millis(10));
         }

@@ -2,8 +2,8 @@
  *
  * A POSIX timer with SIGEV_THREAD_ID: every 10 ms it signals (SIGRTMIN+2) one worker thread,
  * never the main thread. The handler records which thread it ran on. On SIGUSR1 it checks
- * that the timer fired since the last check, only ever on the worker (by TID), and that
- * /proc/self/timers still names the worker as the target ("signal/tid.N").
+ * that the timer fired since the last check (waiting up to 2 s for it), only ever on the worker
+ * (by TID), and that /proc/self/timers still names the worker as the target ("signal/tid.N").
  * Reports "ok fired=N worker=TID" or "BAD ...".
  */
 #include "common.h"
@@ -35,6 +35,10 @@ static void *worker(void *arg)
 static void check(void)
 {
 	static int last;
+	/* The worker may not have been scheduled since the last check on a busy machine: give the
+	 * timer (every 10 ms) up to 2 s to fire before calling it dead. */
+	for (int waited = 0; on_worker == last && waited < 200; waited++)
+		usleep(10000);
 	int now = on_worker;
 	char buf[4096], want[64];
 	int fd = open("/proc/self/timers", O_RDONLY);
@@ -74,7 +78,9 @@ int main(int argc, char **argv)
 	struct itimerspec ts = {{0, 10000000}, {0, 10000000}};
 	if (timer_settime(timer, 0, &ts, NULL))
 		fr_die("timer_settime");
-	usleep(50000);
+	/* Ready once the timer has fired on the worker (up to 5 s on a busy machine). */
+	for (int waited = 0; !on_worker && waited < 500; waited++)
+		usleep(10000);
 	fr_ready();
 	for (unsigned long tick = 0;; tick++) {
 		if (fr_usr1_pending) {

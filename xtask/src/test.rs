@@ -26,6 +26,10 @@ pub fn run(cargo_test_args: &[String]) -> Result<ExitCode> {
 
     let mut test = util::cargo();
     test.arg("test");
+    // Every test binary runs even after one fails, so that one run shows every failure.
+    if !cargo_test_args.iter().any(|a| a == "--no-fail-fast") {
+        test.arg("--no-fail-fast");
+    }
     if !selects_packages(cargo_test_args) {
         test.arg("--workspace");
     }
