@@ -431,8 +431,9 @@ impl super::Registry {
     /// frozen. Per channel, in the relay session (returned first): the bytes of its input the
     /// process consumed (written into its pipe, less what the pipe still holds) and of its
     /// output it produced (read from its pipe, plus what the pipe holds). Also the endpoints
-    /// (kind, descriptors) a restore makes again. Only pipes can be carried: a terminal or a
-    /// socket is refused by name.
+    /// (kind, descriptors) a restore makes again. Pipes and terminals (the input queued in
+    /// the terminal's input queue, the output on its master) can be carried; a socket is
+    /// refused by name.
     pub fn dest_positions(
         &self,
         id: &str,
@@ -445,28 +446,42 @@ impl super::Registry {
         let mut positions = Vec::new();
         let mut ends = Vec::new();
         for l in &h.endpoints.locals {
-            let queued = || -> Result<u64, String> {
-                let n = match &l.ours {
-                    Some(o) => sys::fionread(o.as_fd()),
-                    None => {
-                        // ferryd closed its end (the input ended): ask the process's.
-                        let fd = l.fds.first().copied().unwrap_or(0);
-                        let f = std::fs::File::open(format!("/proc/{}/fd/{fd}", h.pid))
-                            .map_err(|e| format!("fd {fd} of pid {}: {e}", h.pid))?;
-                        sys::fionread(f.as_fd())
-                    }
-                };
-                n.map(|n| n as u64)
-                    .map_err(|e| format!("FIONREAD on fd {:?}: {e}", l.fds))
+            // Bytes queued in the process's own end (a pipe's, or a terminal's input).
+            let theirs = || -> Result<u64, String> {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let fd = l.fds.first().copied().unwrap_or(0);
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+                    .open(format!("/proc/{}/fd/{fd}", h.pid))
+                    .map_err(|e| format!("fd {fd} of pid {}: {e}", h.pid))?;
+                sys::fionread(f.as_fd())
+                    .map(|n| n as u64)
+                    .map_err(|e| format!("FIONREAD on fd {fd} of pid {}: {e}", h.pid))
+            };
+            // Bytes queued in ferryd's end (its pipe, or a terminal's output on the master).
+            let ours = || -> Result<u64, String> {
+                match &l.ours {
+                    Some(o) => sys::fionread(o.as_fd())
+                        .map(|n| n as u64)
+                        .map_err(|e| format!("FIONREAD on fd {:?}: {e}", l.fds)),
+                    None => theirs(),
+                }
             };
             let (consumed, produced) = match l.kind {
                 Kind::Read => h
                     .ledger
-                    .with_delivered(l.channel, |d| queued().map(|q| (d.saturating_sub(q), 0)))?,
-                Kind::Write => (0, h.ledger.sent(l.channel) + queued()?),
+                    .with_delivered(l.channel, |d| ours().map(|q| (d.saturating_sub(q), 0)))?,
+                Kind::Write => (0, h.ledger.sent(l.channel) + ours()?),
+                Kind::Tty => {
+                    let consumed = h
+                        .ledger
+                        .with_delivered(l.channel, |d| theirs().map(|q| d.saturating_sub(q)))?;
+                    (consumed, h.ledger.sent(l.channel) + ours()?)
+                }
                 k => {
                     return Err(format!(
-                        "fd {:?} is relayed as {}: a failover cannot carry it yet (only pipes)",
+                        "fd {:?} is relayed as {}: a failover cannot carry it yet (only pipes and terminals)",
                         l.fds,
                         k.as_str()
                     ));
