@@ -658,4 +658,40 @@ mod tests {
         assert!(inc.end());
         assert!(!inc.end());
     }
+
+    #[test]
+    fn the_input_since_the_checkpoint_is_kept_for_a_replay() {
+        let l = Ledger::new(7);
+        let c = l.chan(0);
+        c.out().record(b"ab");
+        // Kept from the moment it is asked for: what was read before is missing.
+        l.keep_history(&[0]);
+        c.out().record(b"cdef");
+        c.out().hold(b"gh");
+        c.out().ack(8);
+        assert_eq!(l.replay_of(0, 2), Some((b"cdefgh".to_vec(), 0, None)));
+        assert_eq!(l.replay_of(0, 0), Some((b"cdefgh".to_vec(), 2, None)));
+        // A checkpoint consumed up to 5: the bytes before go.
+        l.trim_history(0, 5);
+        assert_eq!(l.replay_of(0, 5), Some((b"fgh".to_vec(), 0, None)));
+        assert_eq!(l.replay_of(0, 6), Some((b"gh".to_vec(), 0, None)));
+        c.out().end(false);
+        assert_eq!(l.replay_of(0, 8), Some((Vec::new(), 0, Some(false))));
+        assert_eq!(l.replay_of(1, 0), None, "no history for a channel not kept");
+    }
+
+    #[test]
+    fn the_replay_buffer_is_bounded() {
+        let mut h = History::default();
+        h.push(&vec![1u8; REPLAY_LIMIT]);
+        h.push(b"xy");
+        assert_eq!(h.bytes.len(), REPLAY_LIMIT);
+        assert_eq!(h.from, 2);
+        assert!(h.overflowed);
+        let (bytes, missing) = h.since(0);
+        assert_eq!((bytes.len(), missing), (REPLAY_LIMIT, 2));
+        h.trim(REPLAY_LIMIT as u64);
+        assert_eq!(h.since(REPLAY_LIMIT as u64), (b"xy".to_vec(), 0));
+        assert!(!h.overflowed);
+    }
 }
