@@ -89,7 +89,10 @@ fn replica_meta(hosts: &Hosts, n: u32) -> Option<Value> {
 /// How many copies of the job run on host `n`.
 fn copies(hosts: &Hosts, n: u32) -> Result<usize> {
     // The bracket keeps pgrep's own command line from matching.
-    let out = hosts.run(n, &["pgrep", "-f", "^/usr/bin/python3 -c .*[R]ELAYFAIL-MARK"])?;
+    let out = hosts.run(
+        n,
+        &["pgrep", "-f", "^/usr/bin/python3 -c .*[R]ELAYFAIL-MARK"],
+    )?;
     Ok(String::from_utf8_lossy(&out.stdout).lines().count())
 }
 
@@ -143,7 +146,9 @@ fn wait_for(
             .recv_timeout(left)
             .with_context(|| format!("no answer {n} within {timeout:?}; output: {seen:?}"))?;
         seen.push(l.clone());
-        let (k, line) = l.split_once(": ").with_context(|| format!("bad line {l:?}"))?;
+        let (k, line) = l
+            .split_once(": ")
+            .with_context(|| format!("bad line {l:?}"))?;
         let k: usize = k.parse().with_context(|| format!("bad line {l:?}"))?;
         ensure!(
             k >= 1 && k <= sent.len() && sent[k - 1] == line,
@@ -314,7 +319,10 @@ fn scenario(hosts: &mut Hosts) -> Result<()> {
             break st;
         }
         if start.elapsed() > Duration::from_secs(20) {
-            bail!("ferry run did not end; stderr: {:?}", err.try_iter().collect::<Vec<_>>());
+            bail!(
+                "ferry run did not end; stderr: {:?}",
+                err.try_iter().collect::<Vec<_>>()
+            );
         }
         sleep(Duration::from_millis(100));
     };

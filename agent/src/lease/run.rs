@@ -179,9 +179,7 @@ fn replicated_here(node: &NodeRef) -> Vec<Rep> {
         node.managed
             .hosted_list()
             .into_iter()
-            .filter(|h| {
-                h.replicas > 0 && !h.replica_hosts.is_empty() && alive(h.pid, h.start_time)
-            })
+            .filter(|h| h.replicas > 0 && !h.replica_hosts.is_empty() && alive(h.pid, h.start_time))
             .map(|h| Rep {
                 id: h.id,
                 pid: h.pid,

@@ -166,11 +166,8 @@ async fn take_over_relayed(
     };
     let cgroup = limits.cpu_millis != 0 || limits.mem_bytes != 0;
     if cgroup
-        && let Err(why) = crate::managed::cgroup::apply(
-            &crate::managed::cgroup::name(&id, &me),
-            pid,
-            &limits,
-        )
+        && let Err(why) =
+            crate::managed::cgroup::apply(&crate::managed::cgroup::name(&id, &me), pid, &limits)
     {
         tracing::warn!(%id, "limits not applied after the failover: {why}");
     }
@@ -267,8 +264,7 @@ fn restore_with_subs(
         as_child: true,
         check: Some(crate::verify::restore_check),
     };
-    let summary =
-        crate::restore::restore_with(reader, opts, subs).map_err(|e| format!("{e:#}"))?;
+    let summary = crate::restore::restore_with(reader, opts, subs).map_err(|e| format!("{e:#}"))?;
     // A checkpoint taken while the fence held it stopped restores it stopped (as below).
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(summary.pid),

@@ -130,7 +130,8 @@ pub(crate) fn keep_relaying(
             };
             tracing::info!(migration = %id, stub_pid, attempt, %to, "relay starting");
             let relocated = moved.notified();
-            let mut started = crate::relay::origin::start(node.clone(), p, stub_pid, id.clone(), ch);
+            let mut started =
+                crate::relay::origin::start(node.clone(), p, stub_pid, id.clone(), ch);
             let result = tokio::select! {
                 r = &mut started => r,
                 () = relocated, if !node.relays.relocation_pending(&id) => {
