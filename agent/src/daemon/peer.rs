@@ -226,4 +226,14 @@ impl Peer for PeerService {
         let peer = self.authorize(&request)?;
         crate::lease::run::serve(&self.node, &peer, request.into_inner()).map(Response::new)
     }
+
+    async fn relay_moved(
+        &self,
+        request: Request<ferry_proto::v1::RelayMovedRequest>,
+    ) -> Result<Response<ferry_proto::v1::RelayMovedReply>, Status> {
+        let peer = self.authorize(&request)?;
+        crate::migrate::origin::relay_moved(&self.node, &peer, request.into_inner())
+            .await
+            .map(Response::new)
+    }
 }

@@ -115,7 +115,7 @@ impl Leases {
 }
 
 /// The group of a replicated process running here: this host, then its replica holders.
-pub fn group_of(me: &str, e: &Entry) -> Vec<String> {
+pub fn group_of(me: &str, e: &Rep) -> Vec<String> {
     let mut g = vec![me.to_string()];
     for h in &e.replica_hosts {
         if !g.contains(h) {
@@ -125,9 +125,45 @@ pub fn group_of(me: &str, e: &Entry) -> Vec<String> {
     g
 }
 
+/// A replicated process running here: a managed job of this host, or one hosted for its
+/// home (offloaded here).
+#[derive(Debug, Clone)]
+pub struct Rep {
+    /// The job's id.
+    pub id: String,
+    /// Its PID here.
+    pub pid: i32,
+    /// That PID's start time.
+    pub start_time: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its replica holders.
+    pub replica_hosts: Vec<String>,
+    /// Its home (this host for its own jobs).
+    pub home: String,
+    /// Hosted for `home`.
+    pub hosted: bool,
+}
+
+impl Rep {
+    fn of(e: &Entry, me: &str) -> Rep {
+        Rep {
+            id: e.id.clone(),
+            pid: e.pid,
+            start_time: e.start_time,
+            epoch: e.epoch,
+            replica_hosts: e.replica_hosts.clone(),
+            home: me.to_string(),
+            hosted: false,
+        }
+    }
+}
+
 /// The replicated processes running here (not discarded): those with replica holders.
-fn replicated_here(node: &NodeRef) -> Vec<Entry> {
-    node.managed
+fn replicated_here(node: &NodeRef) -> Vec<Rep> {
+    let me = &node.config.name;
+    let mut out: Vec<Rep> = node
+        .managed
         .list(0, true)
         .into_iter()
         .filter(|e| {
@@ -137,7 +173,24 @@ fn replicated_here(node: &NodeRef) -> Vec<Entry> {
                 && !e.replica_hosts.is_empty()
                 && alive(e.pid, e.start_time)
         })
-        .collect()
+        .map(|e| Rep::of(&e, me))
+        .collect();
+    out.extend(
+        node.managed
+            .hosted_list()
+            .into_iter()
+            .filter(|h| h.replicas > 0 && !h.replica_hosts.is_empty() && alive(h.pid, h.start_time))
+            .map(|h| Rep {
+                id: h.id,
+                pid: h.pid,
+                start_time: h.start_time,
+                epoch: h.epoch,
+                replica_hosts: h.replica_hosts,
+                home: h.home,
+                hosted: true,
+            }),
+    );
+    out
 }
 
 /// Starts the renewals, the fence and the take-over watch.
@@ -203,7 +256,7 @@ async fn renew_all(node: &NodeRef) {
                     Known {
                         holder: me.clone(),
                         group: group.clone(),
-                        home: me.clone(),
+                        home: e.home.clone(),
                         epoch: e.epoch,
                     },
                 );
@@ -235,7 +288,7 @@ async fn renew_all(node: &NodeRef) {
             holder: me.clone(),
             epoch: e.epoch,
             group: group.clone(),
-            home: me.clone(),
+            home: e.home.clone(),
             query: false,
         };
         let asks = group
@@ -295,7 +348,7 @@ where
 
 /// A higher epoch runs on `holder`: the copy here is killed (it is frozen, or about to be:
 /// the kill comes first) and the registry notes where the process is.
-async fn discard(node: &NodeRef, e: &Entry, epoch: u64, holder: &str) {
+async fn discard(node: &NodeRef, e: &Rep, epoch: u64, holder: &str) {
     node.leases.with(|i| {
         i.discarded.insert(e.id.clone());
         i.fenced.remove(&e.id);
@@ -309,6 +362,11 @@ async fn discard(node: &NodeRef, e: &Entry, epoch: u64, holder: &str) {
         id = %e.id, pid = e.pid, epoch, %holder,
         "a copy of a higher epoch runs elsewhere: the stale copy here is discarded"
     );
+    if e.hosted {
+        // Its home follows the copy that runs (it heard of it from that member).
+        node.managed.unhost(&e.id);
+        return;
+    }
     node.managed.update(&e.id, |x| {
         x.runs_on = holder.to_string();
         x.remote_pid = 0;

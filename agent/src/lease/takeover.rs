@@ -7,6 +7,8 @@ use std::fs::File;
 use std::io::BufReader;
 use std::os::fd::AsRawFd;
 
+use ferry_proto::v1::{RelayCheckpoint, RelayEndpoint, RelayMovedRequest, RelayPosition};
+
 use crate::image::ImageReader;
 use crate::managed::Entry;
 use crate::node::{NodeRef, now_ms, state_dir};
@@ -57,6 +59,9 @@ pub async fn take_over(
         seq: meta.seq,
         why,
     };
+    if !meta.migration.is_empty() {
+        return take_over_relayed(node, meta, key, new_epoch, lost).await;
+    }
     // The image moves aside first: the next checkpoints (at the new epoch, from here) go to
     // other holders, and a second take-over must not find the same image.
     let started = std::time::Instant::now();
@@ -82,6 +87,191 @@ pub async fn take_over(
         "failover: restored from the newest checkpoint kept here"
     );
     Ok(pid)
+}
+
+/// The take-over of a job offloaded from its home (`meta.home`, where its stub is): the copy
+/// is restored with its relayed stdio as relay ends (pipes, as a migration's destination
+/// makes them), held for the home's relay of the same migration, hosted here for its home
+/// (checkpointed on), and the home is told where it runs now (`Peer.RelayMoved`), until it
+/// hears it.
+async fn take_over_relayed(
+    node: NodeRef,
+    meta: ReplicaMeta,
+    key: crate::image::seal::Key,
+    new_epoch: u64,
+    lost: &str,
+) -> Result<i32, TakeOverError> {
+    let id = meta.id.clone();
+    let err = |why: String| TakeOverError::Restore {
+        id: meta.id.clone(),
+        seq: meta.seq,
+        why,
+    };
+    let relays: Vec<RelayEndpoint> = meta
+        .relays
+        .iter()
+        .map(|r| RelayEndpoint {
+            channel: r.channel,
+            kind: r.kind.clone(),
+            fds: if r.fds.is_empty() {
+                vec![r.fd]
+            } else {
+                r.fds.clone()
+            },
+            ..Default::default()
+        })
+        .collect();
+    let path = image_path(&state_dir(), &id);
+    let started = std::time::Instant::now();
+    let (pid, start_time, endpoints) = tokio::task::spawn_blocking(move || {
+        let endpoints =
+            crate::relay::dest::Endpoints::make(&relays).map_err(|e| format!("{e:#}"))?;
+        let subs = endpoints.substitutes();
+        let (pid, st) = restore_with_subs(&path, &key, &subs)?;
+        Ok::<_, String>((pid, st, endpoints))
+    })
+    .await
+    .map_err(|e| err(e.to_string()))?
+    .map_err(err)?;
+    let restore_ms = started.elapsed().as_millis() as u64;
+    let me = node.config.name.clone();
+    let others: Vec<String> = meta
+        .group
+        .iter()
+        .filter(|m| **m != me && *m != lost)
+        .cloned()
+        .collect();
+    // The home's relay of the migration attaches to it here.
+    node.relays.hold_dest(&meta.migration, pid, endpoints);
+    let mut rec = ferry_proto::v1::MigrationRecord {
+        migration_id: meta.migration.clone(),
+        peer: meta.home.clone(),
+        pid,
+        start_time,
+        ..Default::default()
+    };
+    let detail = format!(
+        "failover: {lost} down; {id} restored from checkpoint {} (epoch {new_epoch}), relayed for {}",
+        meta.seq, meta.home
+    );
+    if let Err(e) = node
+        .store
+        .set(&mut rec, crate::migrate::state::DestState::Done, detail)
+    {
+        tracing::warn!(%id, %e, "cannot record the failover");
+    }
+    let limits = ferry_proto::v1::Limits {
+        cpu_millis: meta.limits.cpu_millis,
+        mem_bytes: meta.limits.mem_bytes,
+    };
+    let cgroup = limits.cpu_millis != 0 || limits.mem_bytes != 0;
+    if cgroup
+        && let Err(why) =
+            crate::managed::cgroup::apply(&crate::managed::cgroup::name(&id, &me), pid, &limits)
+    {
+        tracing::warn!(%id, "limits not applied after the failover: {why}");
+    }
+    node.managed.host(crate::managed::Hosted {
+        id: id.clone(),
+        pid,
+        start_time,
+        owner_uid: meta.uid,
+        cgroup,
+        home: meta.home.clone(),
+        limits,
+        checkpoint_every_ms: meta.every_ms,
+        replicas: u32::try_from(others.len()).unwrap_or(0),
+        replica_hosts: others,
+        epoch: new_epoch,
+        migration_id: meta.migration.clone(),
+    });
+    crate::replica::checkpoint::start_hosted(&node, &id);
+    tracing::warn!(
+        %id, pid, seq = meta.seq, new_epoch, %lost, restore_ms, home = %meta.home,
+        "failover: restored from the newest checkpoint kept here; telling its home"
+    );
+    let req = RelayMovedRequest {
+        migration_id: meta.migration.clone(),
+        id: id.clone(),
+        epoch: new_epoch,
+        pid,
+        checkpoint: Some(RelayCheckpoint {
+            session: meta.relay_session,
+            positions: meta
+                .relays
+                .iter()
+                .map(|r| RelayPosition {
+                    channel: r.channel,
+                    consumed: r.consumed,
+                    produced: r.produced,
+                })
+                .collect(),
+            seq: meta.seq,
+            epoch: meta.epoch,
+            group: meta.group.clone(),
+        }),
+    };
+    tokio::spawn(tell_home(node.clone(), meta.home.clone(), req));
+    Ok(pid)
+}
+
+/// Tells `home` where its job runs now, until it acknowledges (or for 10 minutes).
+async fn tell_home(node: NodeRef, home: String, req: RelayMovedRequest) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        let r = match node.peers.channel(&home) {
+            Ok(ch) => crate::migrate::origin::peer_client(ch)
+                .relay_moved(req.clone())
+                .await
+                .map(|_| ())
+                .map_err(|s| s.message().to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match r {
+            Ok(()) => {
+                tracing::info!(id = %req.id, %home, "the home's relay follows the copy here");
+                return;
+            }
+            Err(why) if std::time::Instant::now() < deadline => {
+                tracing::info!(id = %req.id, %home, %why, "the home did not take the failover yet; retrying");
+            }
+            Err(why) => {
+                tracing::warn!(id = %req.id, %home, %why, "the home never took the failover");
+                return;
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
+/// Restores the checkpoint at `path` with `subs` in place of its descriptors (ferryd's
+/// child, continued); gives its pid and start time.
+fn restore_with_subs(
+    path: &std::path::Path,
+    key: &crate::image::seal::Key,
+    subs: &[(i32, std::os::fd::RawFd)],
+) -> Result<(i32, u64), String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reader = ImageReader::open_with_key(BufReader::with_capacity(1 << 20, file), Some(key))
+        .map_err(|e| format!("{e:#}"))?;
+    let opts = RestoreOptions {
+        pid_ns: PidNsMode::Auto,
+        inherit_stdio: false,
+        stopped: false,
+        // Ours to reap (the relay's reaper).
+        as_child: true,
+        check: Some(crate::verify::restore_check),
+    };
+    let summary = crate::restore::restore_with(reader, opts, subs).map_err(|e| format!("{e:#}"))?;
+    // A checkpoint taken while the fence held it stopped restores it stopped (as below).
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(summary.pid),
+        nix::sys::signal::Signal::SIGCONT,
+    );
+    let st = crate::managed::proc_stat(summary.pid).map_or(0, |s| s.start_time);
+    Ok((summary.pid, st))
 }
 
 fn restore_here(

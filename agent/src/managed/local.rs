@@ -278,8 +278,7 @@ async fn offload_inner(
 ) -> Result<(), Status> {
     let e = entry(node, caller, &req.id)?;
     if req.checkpoint_every_ms > 0 {
-        // Kept with the job; the host it moves to does not take checkpoints yet
-        // (docs/cluster.md "Checkpoints and replicas").
+        // Kept with the job; the host it moves to takes them (`Hosting`).
         node.managed.update(&e.id, |x| {
             x.checkpoint_every_ms = Some(req.checkpoint_every_ms);
             x.replicas = req.replicas;
@@ -368,6 +367,9 @@ async fn hosting(node: &NodeRef, e: &Entry) -> Result<(), Status> {
             pid: e.remote_pid,
             limits: Some(e.limits()),
             owner_uid: e.owner_uid,
+            checkpoint_every_ms: e.checkpoint_every_ms.unwrap_or(0),
+            replicas: e.replicas,
+            migration_id: e.migration_id.clone(),
         })
         .await
         .map_err(|s| {

@@ -132,6 +132,16 @@ pub struct Hosted {
     pub home: String,
     /// Its limits, as the home gave them.
     pub limits: Limits,
+    /// Checkpoints here every this many ms (0: none), to `replicas` holders.
+    pub checkpoint_every_ms: u64,
+    /// Replica holders asked for.
+    pub replicas: u32,
+    /// The members holding its checkpoints now.
+    pub replica_hosts: Vec<String>,
+    /// Its epoch (raised by every take-over).
+    pub epoch: u64,
+    /// The migration whose relay serves its stdio here.
+    pub migration_id: String,
 }
 
 /// A [`Hosted`] as the store keeps it.
@@ -145,6 +155,16 @@ struct StoredHosted {
     home: String,
     cpu_millis: u64,
     mem_bytes: u64,
+    #[serde(default)]
+    checkpoint_every_ms: u64,
+    #[serde(default)]
+    replicas: u32,
+    #[serde(default)]
+    replica_hosts: Vec<String>,
+    #[serde(default)]
+    epoch: u64,
+    #[serde(default)]
+    migration_id: String,
 }
 
 impl From<&Hosted> for StoredHosted {
@@ -158,6 +178,11 @@ impl From<&Hosted> for StoredHosted {
             home: h.home.clone(),
             cpu_millis: h.limits.cpu_millis,
             mem_bytes: h.limits.mem_bytes,
+            checkpoint_every_ms: h.checkpoint_every_ms,
+            replicas: h.replicas,
+            replica_hosts: h.replica_hosts.clone(),
+            epoch: h.epoch,
+            migration_id: h.migration_id.clone(),
         }
     }
 }
@@ -175,6 +200,11 @@ impl From<StoredHosted> for Hosted {
                 cpu_millis: h.cpu_millis,
                 mem_bytes: h.mem_bytes,
             },
+            checkpoint_every_ms: h.checkpoint_every_ms,
+            replicas: h.replicas,
+            replica_hosts: h.replica_hosts,
+            epoch: h.epoch,
+            migration_id: h.migration_id,
         }
     }
 }
@@ -375,6 +405,24 @@ impl Managed {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         self.persist_hosted(id, None);
+    }
+
+    /// The process `id` hosted here.
+    pub fn hosted(&self, id: &str) -> Option<Hosted> {
+        let map = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(id).cloned()
+    }
+
+    /// Changes the process `id` hosted here with `f` (and stores it).
+    pub fn update_hosted(&self, id: &str, f: impl FnOnce(&mut Hosted)) -> Option<Hosted> {
+        let h = {
+            let mut map = self.hosted.lock().unwrap_or_else(|e| e.into_inner());
+            let h = map.get_mut(id)?;
+            f(h);
+            h.clone()
+        };
+        self.persist_hosted(id, Some(&h));
+        Some(h)
     }
 
     /// Every process hosted here.

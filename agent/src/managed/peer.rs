@@ -62,6 +62,7 @@ pub fn hosting(node: &NodeRef, peer: &str, req: HostingRequest) -> Result<Hostin
         cgroup::apply(&cgroup::name(&req.id, &node.config.name), req.pid, &limits)
             .map_err(|why| Status::failed_precondition(format!("limits of {}: {why}", req.id)))?;
     }
+    let before = node.managed.hosted(&req.id).filter(|h| h.pid == req.pid);
     node.managed.host(Hosted {
         id: req.id.clone(),
         pid: req.pid,
@@ -70,8 +71,20 @@ pub fn hosting(node: &NodeRef, peer: &str, req: HostingRequest) -> Result<Hostin
         cgroup,
         home: peer.to_string(),
         limits,
+        checkpoint_every_ms: req.checkpoint_every_ms,
+        replicas: req.replicas,
+        replica_hosts: before
+            .as_ref()
+            .map(|h| h.replica_hosts.clone())
+            .unwrap_or_default(),
+        epoch: before.as_ref().map_or(0, |h| h.epoch),
+        migration_id: req.migration_id.clone(),
     });
-    tracing::info!(%peer, id = %req.id, pid = req.pid, ?limits, "hosting a managed process");
+    tracing::info!(%peer, id = %req.id, pid = req.pid, ?limits, every_ms = req.checkpoint_every_ms, "hosting a managed process");
+    if req.checkpoint_every_ms > 0 && before.is_none() {
+        // Checkpointed here now (docs/cluster.md "Checkpoints and replicas").
+        crate::replica::checkpoint::start_hosted(node, &req.id);
+    }
     Ok(HostingReply {})
 }
 

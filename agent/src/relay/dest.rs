@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_proto::v1::{ExitStatus, RelayEndpoint, RelayFrame, relay_frame::What};
+use ferry_proto::v1::{
+    ExitStatus, RelayCheckpoint, RelayEndpoint, RelayFrame, RelayPosition, relay_frame::What,
+};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
@@ -253,6 +255,10 @@ pub(super) struct HeldCopy {
     away: Option<super::away::Watch>,
     /// What its streams sent and received per channel, in the origin's session.
     ledger: Arc<Ledger>,
+    /// The frames of the stream serving it (for checkpoint notices).
+    out: Option<mpsc::Sender<RelayFrame>>,
+    /// The newest checkpoint notice (sent again to each new stream).
+    checkpoint: Option<RelayCheckpoint>,
 }
 
 impl HeldCopy {
@@ -298,6 +304,8 @@ impl HeldCopy {
             run: None,
             away: None,
             ledger: Ledger::new(0),
+            out: None,
+            checkpoint: None,
         }
     }
 
@@ -335,6 +343,8 @@ impl HeldCopy {
             run: None,
             away: None,
             ledger: Ledger::new(0),
+            out: None,
+            checkpoint: None,
         }
     }
 
@@ -401,10 +411,117 @@ impl super::Registry {
             .any(|h| h.pid == pid && h.away.as_ref().is_some_and(|w| w.frozen()))
     }
 
-    fn set_run(&self, id: &str, run: u64, stop: Arc<Stop>) {
-        if let Some(h) = self.lock().dests.get_mut(id) {
-            h.run = Some((run, stop));
+    /// Stream `run` serves the copy of `id` now; returns the newest checkpoint notice, which
+    /// it sends first.
+    fn set_run(
+        &self,
+        id: &str,
+        run: u64,
+        stop: Arc<Stop>,
+        out: mpsc::Sender<RelayFrame>,
+    ) -> Option<RelayCheckpoint> {
+        let mut inner = self.lock();
+        let h = inner.dests.get_mut(id)?;
+        h.run = Some((run, stop));
+        h.out = Some(out);
+        h.checkpoint.clone()
+    }
+
+    /// Destination: where the relayed streams of the copy of `id` stand; call it with the copy
+    /// frozen. Per channel, in the relay session (returned first): the bytes of its input the
+    /// process consumed (written into its pipe, less what the pipe still holds) and of its
+    /// output it produced (read from its pipe, plus what the pipe holds). Also the endpoints
+    /// (kind, descriptors) a restore makes again. Pipes and terminals (the input queued in
+    /// the terminal's input queue, the output on its master) can be carried; a socket is
+    /// refused by name.
+    pub fn dest_positions(
+        &self,
+        id: &str,
+    ) -> Result<(u64, Vec<RelayPosition>, Vec<RelayEndpoint>), String> {
+        let inner = self.lock();
+        let h = inner
+            .dests
+            .get(id)
+            .ok_or_else(|| format!("no relay of migration {id} is held here"))?;
+        let mut positions = Vec::new();
+        let mut ends = Vec::new();
+        for l in &h.endpoints.locals {
+            // Bytes queued in the process's own end (a pipe's, or a terminal's input).
+            let theirs = || -> Result<u64, String> {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let fd = l.fds.first().copied().unwrap_or(0);
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+                    .open(format!("/proc/{}/fd/{fd}", h.pid))
+                    .map_err(|e| format!("fd {fd} of pid {}: {e}", h.pid))?;
+                sys::fionread(f.as_fd())
+                    .map(|n| n as u64)
+                    .map_err(|e| format!("FIONREAD on fd {fd} of pid {}: {e}", h.pid))
+            };
+            // Bytes queued in ferryd's end (its pipe, or a terminal's output on the master).
+            let ours = || -> Result<u64, String> {
+                match &l.ours {
+                    Some(o) => sys::fionread(o.as_fd())
+                        .map(|n| n as u64)
+                        .map_err(|e| format!("FIONREAD on fd {:?}: {e}", l.fds)),
+                    None => theirs(),
+                }
+            };
+            let (consumed, produced) = match l.kind {
+                Kind::Read => h
+                    .ledger
+                    .with_delivered(l.channel, |d| ours().map(|q| (d.saturating_sub(q), 0)))?,
+                Kind::Write => (0, h.ledger.sent(l.channel) + ours()?),
+                Kind::Tty => {
+                    let consumed = h
+                        .ledger
+                        .with_delivered(l.channel, |d| theirs().map(|q| d.saturating_sub(q)))?;
+                    (consumed, h.ledger.sent(l.channel) + ours()?)
+                }
+                k => {
+                    return Err(format!(
+                        "fd {:?} is relayed as {}: a failover cannot carry it yet (only pipes and terminals)",
+                        l.fds,
+                        k.as_str()
+                    ));
+                }
+            };
+            positions.push(RelayPosition {
+                channel: l.channel,
+                consumed,
+                produced,
+            });
+            ends.push(RelayEndpoint {
+                channel: l.channel,
+                kind: l.kind.as_str().to_string(),
+                fds: l.fds.clone(),
+                ..Default::default()
+            });
         }
+        Ok((h.ledger.session(), positions, ends))
+    }
+
+    /// Destination: a checkpoint of the copy of `id` was kept: its origin hears it (now if a
+    /// stream serves the copy, else first on the next one).
+    pub fn dest_checkpointed(&self, id: &str, c: RelayCheckpoint) {
+        let mut inner = self.lock();
+        let Some(h) = inner.dests.get_mut(id) else {
+            return;
+        };
+        h.checkpoint = Some(c.clone());
+        if let Some(out) = &h.out {
+            let _ = out.try_send(frame(0, What::Checkpoint(c)));
+        }
+    }
+
+    /// Destination: the migration whose copy is `pid` here.
+    pub fn dest_of_pid(&self, pid: i32) -> Option<String> {
+        self.lock()
+            .dests
+            .iter()
+            .find(|(_, h)| h.pid == pid)
+            .map(|(id, _)| id.clone())
     }
 
     fn close_dest_channel(&self, id: &str, channel: u32) {
@@ -426,6 +543,7 @@ impl super::Registry {
                 inner.dests.remove(id);
             } else if let Some(h) = inner.dests.get_mut(id) {
                 h.run = None;
+                h.out = None;
                 if h.exit.borrow().is_none() && h.away.is_none() {
                     // The stream broke with the copy running: its client is away.
                     let (registry, id2) = (self.clone(), id.to_string());
@@ -560,11 +678,14 @@ where
     for (ch, bytes) in pending {
         ledger.chan(ch).out().hold(&bytes);
     }
+    let notices = out_tx.clone();
     let pumps = Pumps::with_ledger(out_tx, ledger, again);
     if session != 0 {
         pumps.offsets_in();
     }
-    registry.set_run(&id, run, pumps.stopper());
+    if let Some(c) = registry.set_run(&id, run, pumps.stopper(), notices.clone()) {
+        let _ = notices.try_send(frame(0, What::Checkpoint(c)));
+    }
     let dest = Arc::new(Dest::begin(&pumps, pid, endpoints));
     if frozen.is_some() {
         // What it wrote while its client was away goes first (the readers send it before
@@ -939,7 +1060,7 @@ impl Dest {
                 self.pumps.connect_to(new, addr, prefix);
             }
             What::Credit(n) => self.pumps.credit(ch, n),
-            What::Exit(_) => {}
+            What::Exit(_) | What::Checkpoint(_) => {}
         }
     }
 }

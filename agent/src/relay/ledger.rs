@@ -59,6 +59,66 @@ pub struct Outgoing {
     pub(super) kept: VecDeque<u8>,
     /// The direction ended: `Some(false)` with `eof`, `Some(true)` with `close`.
     pub(super) end: Option<bool>,
+    /// The origin's input of a checkpointed job: what was read since the last checkpoint's
+    /// consumed position, for a replay after a failover (not journaled).
+    pub(super) history: Option<History>,
+}
+
+/// At most this many bytes of input are kept for a replay per channel (16 MiB).
+pub const REPLAY_LIMIT: usize = 16 << 20;
+
+/// The input read on a channel since the newest checkpoint's consumed position.
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    /// The offset of its first byte.
+    pub from: u64,
+    /// The bytes `[from, sent)`.
+    pub bytes: VecDeque<u8>,
+    /// Bytes were dropped for the limit since the last trim (logged once).
+    pub overflowed: bool,
+}
+
+impl History {
+    fn push(&mut self, data: &[u8]) {
+        self.bytes.extend(data);
+        if self.bytes.len() > REPLAY_LIMIT {
+            let drop = self.bytes.len() - REPLAY_LIMIT;
+            self.bytes.drain(..drop);
+            self.from += drop as u64;
+            if !self.overflowed {
+                self.overflowed = true;
+                tracing::error!(
+                    limit = REPLAY_LIMIT,
+                    from = self.from,
+                    "relay: more input than the replay buffer keeps arrived since the last \
+                     checkpoint: a failover now would lose the oldest bytes of it"
+                );
+            }
+        }
+    }
+
+    /// The newest checkpoint's process had consumed `consumed` bytes: those go.
+    pub fn trim(&mut self, consumed: u64) {
+        if consumed <= self.from {
+            return;
+        }
+        let n = usize::try_from(consumed - self.from)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        self.bytes.drain(..n);
+        self.from = consumed;
+        self.overflowed = false;
+    }
+
+    /// The bytes from `consumed` on, and how many before it are missing (dropped for the
+    /// limit, or read before the history was kept).
+    pub fn since(&self, consumed: u64) -> (Vec<u8>, u64) {
+        if consumed < self.from {
+            return (self.bytes.iter().copied().collect(), self.from - consumed);
+        }
+        let skip = usize::try_from(consumed - self.from).unwrap_or(usize::MAX);
+        (self.bytes.iter().skip(skip).copied().collect(), 0)
+    }
 }
 
 /// What this side received on a channel.
@@ -316,6 +376,61 @@ impl Ledger {
         c
     }
 
+    /// The input read on channels `chs` from now on is kept for a replay (already kept: no
+    /// change).
+    pub fn keep_history(&self, chs: &[u32]) {
+        for ch in chs {
+            let c = self.chan(*ch);
+            let mut o = lock(&c.out);
+            if o.history.is_none() {
+                let from = o.sent;
+                o.history = Some(History {
+                    from,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+
+    /// A checkpoint's process had consumed `consumed` bytes of channel `ch`.
+    pub fn trim_history(&self, ch: u32, consumed: u64) {
+        if let Some(c) = lock(&self.chans).get(&ch)
+            && let Some(h) = &mut lock(&c.out).history
+        {
+            h.trim(consumed);
+        }
+    }
+
+    /// Per channel: (input kept since `consumed` of it, bytes missing before, its end), and
+    /// the output received (bytes written out).
+    pub fn replay_of(&self, ch: u32, consumed: u64) -> Option<(Vec<u8>, u64, Option<bool>)> {
+        let c = lock(&self.chans).get(&ch)?.clone();
+        let o = lock(&c.out);
+        let h = o.history.as_ref()?;
+        let (bytes, missing) = h.since(consumed);
+        Some((bytes, missing, o.end))
+    }
+
+    /// Bytes of channel `ch` received and written out.
+    pub fn delivered(&self, ch: u32) -> u64 {
+        lock(&self.chans)
+            .get(&ch)
+            .map_or(0, |c| lock(&c.inc).delivered)
+    }
+
+    /// Bytes of channel `ch` sent (read here).
+    pub fn sent(&self, ch: u32) -> u64 {
+        lock(&self.chans).get(&ch).map_or(0, |c| lock(&c.out).sent)
+    }
+
+    /// Channel `ch`'s received count, under its lock, with `f` (which sees how many bytes were
+    /// written out).
+    pub fn with_delivered<T>(&self, ch: u32, f: impl FnOnce(u64) -> T) -> T {
+        let c = self.chan(ch);
+        let g = lock(&c.inc);
+        f(g.delivered)
+    }
+
     /// Forgets channel `ch` (a connection that ended both ways).
     pub fn forget(&self, ch: u32) {
         if let Some(c) = lock(&self.chans).remove(&ch) {
@@ -349,6 +464,9 @@ impl Outgoing {
         self.kept.extend(data);
         self.sent += data.len() as u64;
         self.transmitted = self.sent;
+        if let Some(h) = &mut self.history {
+            h.push(data);
+        }
         at
     }
 
@@ -366,6 +484,9 @@ impl Outgoing {
     pub fn hold(&mut self, data: &[u8]) {
         self.kept.extend(data);
         self.sent += data.len() as u64;
+        if let Some(h) = &mut self.history {
+            h.push(data);
+        }
     }
 
     /// The direction ended (`close`: with a reset).
@@ -536,5 +657,41 @@ mod tests {
         let mut inc = Incoming::default();
         assert!(inc.end());
         assert!(!inc.end());
+    }
+
+    #[test]
+    fn the_input_since_the_checkpoint_is_kept_for_a_replay() {
+        let l = Ledger::new(7);
+        let c = l.chan(0);
+        c.out().record(b"ab");
+        // Kept from the moment it is asked for: what was read before is missing.
+        l.keep_history(&[0]);
+        c.out().record(b"cdef");
+        c.out().hold(b"gh");
+        c.out().ack(8);
+        assert_eq!(l.replay_of(0, 2), Some((b"cdefgh".to_vec(), 0, None)));
+        assert_eq!(l.replay_of(0, 0), Some((b"cdefgh".to_vec(), 2, None)));
+        // A checkpoint consumed up to 5: the bytes before go.
+        l.trim_history(0, 5);
+        assert_eq!(l.replay_of(0, 5), Some((b"fgh".to_vec(), 0, None)));
+        assert_eq!(l.replay_of(0, 6), Some((b"gh".to_vec(), 0, None)));
+        c.out().end(false);
+        assert_eq!(l.replay_of(0, 8), Some((Vec::new(), 0, Some(false))));
+        assert_eq!(l.replay_of(1, 0), None, "no history for a channel not kept");
+    }
+
+    #[test]
+    fn the_replay_buffer_is_bounded() {
+        let mut h = History::default();
+        h.push(&vec![1u8; REPLAY_LIMIT]);
+        h.push(b"xy");
+        assert_eq!(h.bytes.len(), REPLAY_LIMIT);
+        assert_eq!(h.from, 2);
+        assert!(h.overflowed);
+        let (bytes, missing) = h.since(0);
+        assert_eq!((bytes.len(), missing), (REPLAY_LIMIT, 2));
+        h.trim(REPLAY_LIMIT as u64);
+        assert_eq!(h.since(REPLAY_LIMIT as u64), (b"xy".to_vec(), 0));
+        assert!(!h.overflowed);
     }
 }

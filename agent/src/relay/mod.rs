@@ -9,6 +9,7 @@
 
 mod away;
 pub mod dest;
+pub mod failover;
 mod journal;
 mod ledger;
 pub mod origin;
@@ -133,6 +134,8 @@ impl RelayError {
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     inner: Arc<Mutex<Inner>>,
+    /// Origin: a relay's copy was restored elsewhere ([`failover::Relocation`]).
+    moved: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +151,10 @@ struct Inner {
     journals: Option<PathBuf>,
     /// Whether the stub socket is served.
     stub_socket: Option<PathBuf>,
+    /// Origin: relay id → its destination's newest checkpoint notice.
+    checkpoints: HashMap<String, ferry_proto::v1::RelayCheckpoint>,
+    /// Origin: relay id → where its copy was restored after a failover, for its next stream.
+    relocations: HashMap<String, failover::Relocation>,
 }
 
 impl Registry {
@@ -232,6 +239,8 @@ impl Registry {
     /// Origin: the relay `id` ended for good: its ledger (and journal) go.
     fn drop_ledger(&self, id: &str) {
         let mut inner = self.lock();
+        inner.checkpoints.remove(id);
+        inner.relocations.remove(id);
         if let Some(l) = inner.ledgers.remove(id) {
             l.discard();
         } else if let Some(d) = &inner.journals {

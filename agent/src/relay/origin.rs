@@ -578,6 +578,16 @@ pub fn start(
 ) -> tokio::task::JoinHandle<Result<Option<ExitStatus>, RelayError>> {
     tokio::spawn(async move {
         let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(256);
+        if checkpointed(&node, stub_pid) {
+            // Its input since the newest checkpoint is kept for a replay after a failover.
+            let inputs: Vec<u32> = plan
+                .endpoints
+                .iter()
+                .filter(|e| matches!(e.kind, Kind::Read | Kind::Tty))
+                .map(|e| e.channel)
+                .collect();
+            node.relays.keep_replay(&migration_id, &inputs);
+        }
         let session = node.relays.origin_ledger(&migration_id).session();
         out_tx
             .send(RelayFrame {
@@ -607,6 +617,14 @@ pub fn start(
     })
 }
 
+/// Whether the stub `stub_pid` (it keeps the job's PID) is of a managed job of this host
+/// checkpointed where it runs.
+fn checkpointed(node: &NodeRef, stub_pid: i32) -> bool {
+    node.managed.list(0, true).iter().any(|e| {
+        e.pid == stub_pid && e.exit.is_none() && e.checkpoint_every_ms.is_some_and(|ms| ms > 0)
+    })
+}
+
 /// [`start`] over any transport: frames for the destination go to `out` (the first one,
 /// naming the migration, is the caller's business), frames from it come from `inbound`.
 /// `socket` is ferryd's local socket: the stub socket next to it is served by `registry`.
@@ -632,7 +650,17 @@ where
     let registry = registry.clone();
     tokio::spawn(async move {
         listening?;
-        let r = run(plan, stub_pid, &migration_id, out, inbound, rx, ledger).await;
+        let r = run(
+            plan,
+            stub_pid,
+            &migration_id,
+            out,
+            inbound,
+            rx,
+            ledger,
+            &registry,
+        )
+        .await;
         registry.lock().stubs.remove(&migration_id);
         if r.is_ok() {
             // The remote process ended or the stub died: no stream follows.
@@ -690,12 +718,14 @@ pub async fn end_lost_stub(
 }
 
 enum Event {
+    Moved,
     Frame(Option<RelayFrame>),
     Stub(Option<StubEvent>),
     Line(Option<StubCommand>),
     StubDied,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run<S>(
     plan: Plan,
     stub_pid: i32,
@@ -704,6 +734,7 @@ async fn run<S>(
     mut inbound: S,
     mut stub_rx: mpsc::UnboundedReceiver<StubEvent>,
     ledger: Arc<Ledger>,
+    registry: &super::Registry,
 ) -> Result<Option<ExitStatus>, RelayError>
 where
     S: tokio_stream::Stream<Item = Result<RelayFrame, tonic::Status>> + Unpin,
@@ -721,8 +752,17 @@ where
     let mut stub_writer: Option<tokio::net::unix::OwnedWriteHalf> = None;
     let mut exit: Option<ExitStatus> = None;
     let mut killed = false;
+    let moved = registry.moved();
     loop {
+        let relocated = moved.notified();
+        if registry.relocation_pending(migration_id) && exit.is_none() {
+            pumps.stop_now();
+            return Err(RelayError::Stub(
+                "the copy was restored on another host".into(),
+            ));
+        }
         let ev = tokio::select! {
+            () = relocated => Event::Moved,
             f = tokio_stream::StreamExt::next(&mut inbound) => Event::Frame(match f {
                 Some(Ok(f)) => Some(f),
                 Some(Err(e)) => {
@@ -746,6 +786,8 @@ where
             }
         };
         match ev {
+            // Looked at on the next turn.
+            Event::Moved => {}
             Event::Frame(Some(f)) => match f.what {
                 Some(What::Exit(st)) => {
                     // Whatever the process wrote before it ended is written out first.
@@ -757,6 +799,9 @@ where
                 }
                 Some(What::Accepted(_)) | Some(What::Signal(_)) | Some(What::Winsize(_)) => {}
                 Some(What::Credit(n)) => pumps.credit(f.channel, n),
+                Some(What::Checkpoint(c)) => {
+                    registry.origin_checkpointed(migration_id, &ledger, c);
+                }
                 Some(w) => origin.deliver(f.channel, pumps.offset_of(f.offset), w),
                 // The destination's hello: it counts in our session (its data frames carry
                 // offsets, and what it did not credit goes again on a later stream).

@@ -81,13 +81,37 @@ pub struct Taken {
     pub holders: usize,
 }
 
+/// A job this host checkpoints: one of its own managed jobs running here, or one it hosts
+/// for its home (offloaded here).
+#[derive(Debug, Clone, Default)]
+struct Job {
+    id: String,
+    pid: i32,
+    every_ms: u64,
+    replicas: u32,
+    epoch: u64,
+    command: String,
+    uid: u32,
+    limits: ReplicaLimits,
+    /// The home (this host for its own jobs).
+    home: String,
+    /// The migration whose relay serves its stdio (hosted jobs).
+    migration: String,
+}
+
 /// Starts the checkpoints of managed process `id` if it asks for them (its entry's
 /// `checkpoint_every_ms`); they stop by themselves when it ends or stops asking.
 pub fn start(node: &NodeRef, id: &str) {
-    let Some(e) = node.managed.get(id, 0, true) else {
-        return;
-    };
-    let Some(every) = e.checkpoint_every_ms.filter(|&ms| ms > 0) else {
+    spawn(node, id, false);
+}
+
+/// Starts the checkpoints of process `id` hosted here for its home, if it asks for them.
+pub fn start_hosted(node: &NodeRef, id: &str) {
+    spawn(node, id, true);
+}
+
+fn spawn(node: &NodeRef, id: &str, hosted: bool) {
+    let Some(j) = wanted(node, id, hosted) else {
         return;
     };
     let node = node.clone();
@@ -95,23 +119,56 @@ pub fn start(node: &NodeRef, id: &str) {
     let handle = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
         .name(format!("ckpt-{id}"))
-        .spawn(move || run(&node, &id, every, &handle));
+        .spawn(move || run(&node, &id, hosted, j.every_ms, &handle));
     if let Err(e) = spawned {
         tracing::warn!(%e, "cannot start the checkpoint thread");
     }
 }
 
 /// Whether the job still wants checkpoints here: it runs here, has not ended, asks for them.
-fn wanted(node: &NodeRef, id: &str) -> Option<crate::managed::Entry> {
+fn wanted(node: &NodeRef, id: &str, hosted: bool) -> Option<Job> {
+    if hosted {
+        let h = node.managed.hosted(id)?;
+        let ok = h.checkpoint_every_ms > 0 && crate::managed::alive(h.pid, h.start_time);
+        return ok.then(|| Job {
+            id: h.id.clone(),
+            pid: h.pid,
+            every_ms: h.checkpoint_every_ms,
+            replicas: h.replicas,
+            epoch: h.epoch,
+            command: crate::managed::cmdline(h.pid),
+            uid: h.owner_uid,
+            limits: ReplicaLimits {
+                cpu_millis: h.limits.cpu_millis,
+                mem_bytes: h.limits.mem_bytes,
+            },
+            home: h.home.clone(),
+            migration: h.migration_id.clone(),
+        });
+    }
     let e = node.managed.get(id, 0, true)?;
     let ok = e.exit.is_none()
         && e.runs_on.is_empty()
         && e.checkpoint_every_ms.is_some_and(|ms| ms > 0)
         && crate::managed::alive(e.pid, e.start_time);
-    ok.then_some(e)
+    ok.then(|| Job {
+        id: e.id.clone(),
+        pid: e.pid,
+        every_ms: e.checkpoint_every_ms.unwrap_or(0),
+        replicas: e.replicas,
+        epoch: e.epoch,
+        command: e.command.clone(),
+        uid: e.owner_uid,
+        limits: ReplicaLimits {
+            cpu_millis: e.cpu_millis,
+            mem_bytes: e.mem_bytes,
+        },
+        home: node.config.name.clone(),
+        migration: String::new(),
+    })
 }
 
-fn run(node: &NodeRef, id: &str, every: u64, handle: &tokio::runtime::Handle) {
+fn run(node: &NodeRef, id: &str, hosted: bool, every: u64, handle: &tokio::runtime::Handle) {
     let key = match super::open_key(node) {
         Ok(k) => k,
         Err(e) => {
@@ -119,20 +176,30 @@ fn run(node: &NodeRef, id: &str, every: u64, handle: &tokio::runtime::Handle) {
             return;
         }
     };
+    if let Some(j) = wanted(node, id, hosted)
+        && !j.migration.is_empty()
+        && let Err(why) = node.relays.dest_positions(&j.migration)
+    {
+        // Refused by name: a failover could not carry its relayed descriptors.
+        tracing::warn!(%id, migration = %j.migration, "no checkpoints: {why}");
+        return;
+    }
     let mut chain = Chain::default();
     let mut next = Instant::now() + Duration::from_millis(every);
     loop {
         // Woken often enough to stop soon after the job ends.
         while Instant::now() < next {
             std::thread::sleep(Duration::from_millis(50).min(next - Instant::now()));
-            if wanted(node, id).is_none() {
+            if wanted(node, id, hosted).is_none() {
                 break;
             }
         }
-        let Some(e) = wanted(node, id) else { break };
-        let every = e.checkpoint_every_ms.unwrap_or(every).max(1);
+        let Some(j) = wanted(node, id, hosted) else {
+            break;
+        };
+        let every = j.every_ms.max(1);
         next = Instant::now() + Duration::from_millis(every);
-        match checkpoint(node, &e, &key, &mut chain, handle) {
+        match checkpoint(node, &j, &key, &mut chain, handle) {
             Ok(t) => tracing::info!(
                 %id, seq = t.seq, delta = t.delta, stopped_us = t.stopped.as_micros() as u64,
                 bytes = t.bytes, holders = t.holders, "checkpoint"
@@ -155,7 +222,7 @@ fn run(node: &NodeRef, id: &str, every: u64, handle: &tokio::runtime::Handle) {
 
 /// The replica holders: the alive members (with a peer address in the configuration) with
 /// the most free capacity; those chosen before stay while they are alive.
-fn choose(node: &NodeRef, k: usize, before: &[String]) -> Vec<String> {
+fn choose(node: &NodeRef, k: usize, before: &[String], home: &str) -> Vec<String> {
     let view = node.cluster.view();
     let known = node.peers.peers();
     let mut cand: Vec<(f64, String)> = view
@@ -167,9 +234,12 @@ fn choose(node: &NodeRef, k: usize, before: &[String]) -> Vec<String> {
         .map(|m| (m.load.as_ref().map_or(0.0, |l| l.free), m.name.clone()))
         .collect();
     cand.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    // The home of an offloaded job (the client host) comes last: only when no other
+    // member is left to hold a replica.
+    cand.sort_by_key(|(_, n)| n == home);
     let mut out: Vec<String> = before
         .iter()
-        .filter(|h| cand.iter().any(|(_, n)| n == *h))
+        .filter(|h| cand.iter().any(|(_, n)| n == *h) && (*h != home || cand.len() <= k))
         .take(k)
         .cloned()
         .collect();
@@ -214,13 +284,13 @@ fn mark(vmas: &mut [VmaState], prev: &Ranges, written: &Ranges, tracked: &Ranges
 
 fn checkpoint(
     node: &NodeRef,
-    e: &crate::managed::Entry,
+    e: &Job,
     key: &Key,
     chain: &mut Chain,
     handle: &tokio::runtime::Handle,
 ) -> Result<Taken, String> {
     let pid = Pid::from_raw(e.pid);
-    let holders = choose(node, e.replicas.max(1) as usize, &chain.holders);
+    let holders = choose(node, e.replicas.max(1) as usize, &chain.holders, &e.home);
     if holders.is_empty() {
         return Err("no alive member to hold a replica".into());
     }
@@ -279,9 +349,27 @@ fn checkpoint(
         Codec::Lz4,
         key,
     );
+    // Where its relayed stdio stands, while it is still frozen.
+    let positions = if e.migration.is_empty() {
+        Ok((0, Vec::new(), Vec::new()))
+    } else {
+        node.relays.dest_positions(&e.migration)
+    };
     let stopped = held.since.elapsed();
-    let relays = Vec::new();
     held.thaw().map_err(|e| format!("{e:#}"))?;
+    let (relay_session, positions, ends) = positions?;
+    let relays: Vec<super::RelayPos> = positions
+        .iter()
+        .zip(&ends)
+        .map(|(p, end)| super::RelayPos {
+            fd: end.fds.first().copied().unwrap_or(-1),
+            fds: end.fds.clone(),
+            kind: end.kind.clone(),
+            channel: p.channel,
+            consumed: p.consumed,
+            produced: p.produced,
+        })
+        .collect();
     let (_, stats) = written.map_err(|e| format!("{e:#}"))?;
     let seq = chain.seq + 1;
     let base_seq = if delta { chain.seq } else { 0 };
@@ -289,20 +377,20 @@ fn checkpoint(
     group.extend(holders.iter().cloned());
     let meta = ReplicaMeta {
         id: e.id.clone(),
-        home: node.config.name.clone(),
+        home: e.home.clone(),
         host: node.config.name.clone(),
         epoch: e.epoch,
         seq,
         taken_ms,
         image_bytes: 0,
-        group,
+        group: group.clone(),
         relays,
+        migration: e.migration.clone(),
+        relay_session,
+        every_ms: e.every_ms,
         cmdline: e.command.clone(),
-        uid: e.owner_uid,
-        limits: ReplicaLimits {
-            cpu_millis: e.cpu_millis,
-            mem_bytes: e.mem_bytes,
-        },
+        uid: e.uid,
+        limits: e.limits,
         base_seq,
         sent_bytes: stats.image_bytes,
         stop_us: stopped.as_micros() as u64,
@@ -335,15 +423,34 @@ fn checkpoint(
     if failed.is_empty() {
         chain.prev = all;
         chain.seq = seq;
+        if !e.migration.is_empty() {
+            // Every holder keeps it: the origin may forget the input before it.
+            node.relays.dest_checkpointed(
+                &e.migration,
+                ferry_proto::v1::RelayCheckpoint {
+                    session: relay_session,
+                    positions,
+                    seq,
+                    epoch: e.epoch,
+                    group,
+                },
+            );
+        }
     } else {
         // Someone lacks this one: the next is complete for all.
         chain.prev = Ranges::default();
         chain.seq = seq;
         tracing::warn!(id = %e.id, seq, "replica not kept by {}", failed.join("; "));
     }
-    let _ = node
-        .managed
-        .update(&e.id, |x| x.replica_hosts = holders.clone());
+    if e.migration.is_empty() {
+        let _ = node
+            .managed
+            .update(&e.id, |x| x.replica_hosts = holders.clone());
+    } else {
+        let _ = node
+            .managed
+            .update_hosted(&e.id, |x| x.replica_hosts = holders.clone());
+    }
     Ok(Taken {
         seq,
         delta,

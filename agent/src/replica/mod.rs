@@ -36,8 +36,14 @@ pub const KEY_INFO: &[u8] = b"ferry replica v1";
 /// after a take-over).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayPos {
-    /// The descriptor number in the process.
+    /// The descriptor number in the process (its first, when it has several).
     pub fd: i32,
+    /// Every descriptor number of it in the process.
+    #[serde(default)]
+    pub fds: Vec<i32>,
+    /// Its relay kind (`read`, `write`).
+    #[serde(default)]
+    pub kind: String,
     /// The relay channel.
     pub channel: u32,
     /// Bytes the process had read from it.
@@ -77,6 +83,16 @@ pub struct ReplicaMeta {
     /// The relayed streams at the checkpoint.
     #[serde(default)]
     pub relays: Vec<RelayPos>,
+    /// The migration whose relay serves its stdio (a job offloaded from `home`; empty: it ran
+    /// at its home).
+    #[serde(default)]
+    pub migration: String,
+    /// The relay session `relays` count in.
+    #[serde(default)]
+    pub relay_session: u64,
+    /// The checkpoint period, ms.
+    #[serde(default)]
+    pub every_ms: u64,
     /// The command line.
     pub cmdline: String,
     /// The owner.

@@ -28,7 +28,9 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 pub use recovery::moved;
-pub(crate) use recovery::{is_stub, keep_relaying, moved_on, resolve_record, resume_relay};
+pub(crate) use recovery::{
+    is_stub, keep_relaying, moved_on, relay_moved, resolve_record, resume_relay,
+};
 pub(crate) use stream::send_image;
 pub(crate) use tracer::{TracerCommand, TracerEvent, TracerJob, now_us, send_precopy};
 

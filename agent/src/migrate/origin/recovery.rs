@@ -54,6 +54,7 @@ pub(crate) fn keep_relaying(
     id: String,
     to: String,
 ) {
+    let mut to = to;
     tokio::spawn(async move {
         let mut plan = first;
         let mut delay = Duration::from_millis(500);
@@ -63,9 +64,12 @@ pub(crate) fn keep_relaying(
         let mut unanswered: Option<Instant> = None;
         let mut lost: Option<String> = None;
         loop {
+            let moved = node.relays.moved();
             if attempt > 0 {
+                let relocated = moved.notified();
                 if let Some(t) = unanswered
                     && t.elapsed() >= give_up
+                    && !node.relays.relocation_pending(&id)
                 {
                     lost = Some(format!(
                         "{to} did not answer for {} s",
@@ -73,10 +77,22 @@ pub(crate) fn keep_relaying(
                     ));
                     break;
                 }
-                tokio::time::sleep(delay).await;
+                if !node.relays.relocation_pending(&id) {
+                    // A failover elsewhere ends the wait.
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = relocated => {}
+                    }
+                }
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
             attempt += 1;
+            if let Some((r, notes)) = node.relays.take_relocation(&id) {
+                failed_over(&node, &id, &to, &r, &notes);
+                to = r.host;
+                unanswered = None;
+                delay = Duration::from_millis(500);
+            }
             if !is_stub(stub_pid, stub_start) {
                 tracing::info!(migration = %id, stub_pid, "the stub is gone: the relay ends");
                 break;
@@ -112,8 +128,19 @@ pub(crate) fn keep_relaying(
                     continue;
                 }
             };
-            tracing::info!(migration = %id, stub_pid, attempt, "relay starting");
-            match crate::relay::origin::start(node.clone(), p, stub_pid, id.clone(), ch).await {
+            tracing::info!(migration = %id, stub_pid, attempt, %to, "relay starting");
+            let relocated = moved.notified();
+            let mut started =
+                crate::relay::origin::start(node.clone(), p, stub_pid, id.clone(), ch);
+            let result = tokio::select! {
+                r = &mut started => r,
+                () = relocated, if !node.relays.relocation_pending(&id) => {
+                    // Still opening the stream to a host that died: go to the new one.
+                    started.abort();
+                    continue;
+                }
+            };
+            match result {
                 Ok(Ok(exit)) => {
                     record_ended(&node, &id, exit.as_ref());
                     break;
@@ -148,6 +175,48 @@ pub(crate) fn keep_relaying(
             tracing::warn!(migration = %id, error = %chain(&e), "remove the relay record");
         }
     });
+}
+
+/// The copy of migration `id` was restored on `r.host` after `from` was lost (a failover):
+/// the record and the managed job say where it runs now.
+fn failed_over(
+    node: &NodeRef,
+    id: &str,
+    from: &str,
+    r: &crate::relay::failover::Relocation,
+    notes: &str,
+) {
+    let detail = format!(
+        "failover: {from} down; restored on {} as pid {} from checkpoint {} (epoch {}){}{notes}",
+        r.host,
+        r.pid,
+        r.checkpoint.seq,
+        r.epoch,
+        if notes.is_empty() { "" } else { ": " }
+    );
+    tracing::warn!(migration = %id, %from, to = %r.host, pid = r.pid, %notes, "the copy was restored elsewhere: the relay goes there");
+    match node.store.get(id) {
+        Ok(Some(mut rec)) => {
+            rec.peer = r.host.clone();
+            rec.remote_pid = r.pid;
+            rec.moved_to.clear();
+            rec.moved_pid = 0;
+            if let Err(e) = node.store.set_detail(&mut rec, detail) {
+                tracing::warn!(migration = %id, error = %chain(&e), "record the failover");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(migration = %id, error = %chain(&e), "read the record"),
+    }
+    for e in node.managed.list(0, true) {
+        if e.migration_id == id {
+            node.managed.update(&e.id, |x| {
+                x.runs_on = r.host.clone();
+                x.remote_pid = r.pid;
+                x.epoch = r.epoch;
+            });
+        }
+    }
 }
 
 /// The relay of migration `id` ended with the remote process: its record says so, with the
@@ -273,6 +342,74 @@ pub async fn moved(node: &NodeRef, peer: &str, req: MovedOn) -> Result<MovedRepl
         &req.by_migration_id,
     );
     Ok(MovedReply {})
+}
+
+/// `Peer.RelayMoved` on the home: `peer` restored the copy of our migration after its host
+/// was lost. Accepted only for a migration this host relays (its record `done`), from a
+/// member of the replica group its newest checkpoint notice named, at a higher epoch, while
+/// the host the relay goes to now is not `alive` in this host's view. The relay's next
+/// stream goes to `peer` ([`crate::relay::failover`]).
+pub async fn relay_moved(
+    node: &NodeRef,
+    peer: &str,
+    req: ferry_proto::v1::RelayMovedRequest,
+) -> Result<ferry_proto::v1::RelayMovedReply, Status> {
+    let id = &req.migration_id;
+    let store_err = |e: crate::migrate::records::RecordsError| {
+        Status::internal(format!("migration records: {}", chain(&e)))
+    };
+    let rec = node
+        .store
+        .get(id)
+        .map_err(store_err)?
+        .ok_or_else(|| Status::not_found(format!("no migration {id}")))?;
+    if !is_origin(&rec, OriginState::Done) {
+        return Err(Status::failed_precondition(format!(
+            "migration {id} is not one this host relays"
+        )));
+    }
+    let ckpt = req
+        .checkpoint
+        .clone()
+        .ok_or_else(|| Status::invalid_argument("no checkpoint"))?;
+    if rec.peer == peer && rec.remote_pid == req.pid {
+        // Heard already (a retry).
+        return Ok(ferry_proto::v1::RelayMovedReply {});
+    }
+    let known = node.relays.last_checkpoint(id);
+    let Some(known) = known.filter(|c| c.group.iter().any(|m| m == peer)) else {
+        return Err(Status::permission_denied(format!(
+            "{peer} is not in the replica group of migration {id}"
+        )));
+    };
+    if req.epoch <= known.epoch {
+        return Err(Status::failed_precondition(format!(
+            "epoch {} is not above {}",
+            req.epoch, known.epoch
+        )));
+    }
+    let view = node.cluster.view();
+    let alive = view
+        .members
+        .iter()
+        .any(|m| m.name == rec.peer && m.state == crate::cluster::State::Alive);
+    if alive {
+        return Err(Status::failed_precondition(format!(
+            "{} is alive here: not failing over yet",
+            rec.peer
+        )));
+    }
+    node.relays.relocate(
+        id,
+        crate::relay::failover::Relocation {
+            host: peer.to_string(),
+            pid: req.pid,
+            epoch: req.epoch,
+            checkpoint: ckpt,
+        },
+    );
+    tracing::warn!(migration = %id, %peer, pid = req.pid, epoch = req.epoch, "the copy was restored after a failover");
+    Ok(ferry_proto::v1::RelayMovedReply {})
 }
 
 /// The process of migration `id` is lost (`why`): its stub is told (it exits with
