@@ -120,6 +120,12 @@ fn run(node: &NodeRef, id: &str, every: u64, handle: &tokio::runtime::Handle) {
         }
     };
     let mut chain = Chain::default();
+    // After a take-over: the numbering goes on from the checkpoint restored here (holders
+    // keep the highest seq), and the surviving members of the group are asked first.
+    chain.seq = super::newest(&crate::node::state_dir(), id).map_or(0, |m| m.seq);
+    if let Some(e) = node.managed.get(id, 0, true) {
+        chain.holders = e.replica_hosts;
+    }
     let mut next = Instant::now() + Duration::from_millis(every);
     loop {
         // Woken often enough to stop soon after the job ends.
@@ -306,6 +312,8 @@ fn checkpoint(
         base_seq,
         sent_bytes: stats.image_bytes,
         stop_us: stopped.as_micros() as u64,
+        every_ms: e.checkpoint_every_ms.unwrap_or(0),
+        replicas: e.replicas,
     };
     let meta_json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
     let bytes = stats.image_bytes;
