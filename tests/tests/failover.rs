@@ -359,7 +359,9 @@ fn host_killed_the_job_runs_on_from_its_newest_checkpoint_within_10s_of_down() {
         // member: a checkpoint of a higher seq, at the new epoch, taken by the new holder.
         let (n_new, other) = (taken[0].0, if taken[0].0 == 2 { 3 } else { 2 });
         let restored = replica_seq(&hosts, n_new, &id);
-        let before_epoch = replica_meta(&hosts, other, &id)["epoch"].as_u64().unwrap_or(0);
+        let before_epoch = replica_meta(&hosts, other, &id)["epoch"]
+            .as_u64()
+            .unwrap_or(0);
         let again = Instant::now();
         let meta = poll(
             Duration::from_secs(15),
@@ -374,7 +376,10 @@ fn host_killed_the_job_runs_on_from_its_newest_checkpoint_within_10s_of_down() {
         .with_context(|| lease_logs(&hosts))?;
         eprintln!(
             "checkpointed again: seq {} (restored {restored}) on h{other} {:?} after the copy ran; every {} ms, {} replicas",
-            meta["seq"], again.elapsed(), meta["every_ms"], meta["replicas"]
+            meta["seq"],
+            again.elapsed(),
+            meta["every_ms"],
+            meta["replicas"]
         );
         ensure!(
             meta["epoch"].as_u64().unwrap_or(0) > before_epoch,

@@ -386,26 +386,30 @@ fn checkpoint_bench() {
         let down = poll(Duration::from_secs(20), "h1 down on h2 and h3", || {
             Ok((state(2) == "down" && state(3) == "down").then(|| killed.elapsed()))
         })?;
-        let running = poll(Duration::from_secs(120), "the job running on h2 or h3", || {
-            for n in [2u32, 3] {
-                let ps: Value = serde_json::from_str(&ferry(&hosts, n, &["ps", "--json"])?)?;
-                let here = ps.as_array().and_then(|a| {
-                    a.iter()
-                        .find(|p| {
-                            p["id"] == id.as_str()
-                                && p["host"] == Hosts::name(n).as_str()
-                                && p["status"] == "running"
-                        })
-                        .cloned()
-                });
-                if let Some(p) = here
-                    && count(&dir).is_some_and(|c| c.1 > killed_ms)
-                {
-                    return Ok(Some((n, p["pid"].as_i64().unwrap_or(0), killed.elapsed())));
+        let running = poll(
+            Duration::from_secs(120),
+            "the job running on h2 or h3",
+            || {
+                for n in [2u32, 3] {
+                    let ps: Value = serde_json::from_str(&ferry(&hosts, n, &["ps", "--json"])?)?;
+                    let here = ps.as_array().and_then(|a| {
+                        a.iter()
+                            .find(|p| {
+                                p["id"] == id.as_str()
+                                    && p["host"] == Hosts::name(n).as_str()
+                                    && p["status"] == "running"
+                            })
+                            .cloned()
+                    });
+                    if let Some(p) = here
+                        && count(&dir).is_some_and(|c| c.1 > killed_ms)
+                    {
+                        return Ok(Some((n, p["pid"].as_i64().unwrap_or(0), killed.elapsed())));
+                    }
                 }
-            }
-            Ok(None)
-        })?;
+                Ok(None)
+            },
+        )?;
         let (n, pid, up) = running;
         println!(
             "failover: h1 killed → h1 down on h2 and h3 after {:.2} s → the 1 GiB job running on h{n} after {:.2} s ({:.2} s after down)",

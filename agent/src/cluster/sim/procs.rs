@@ -527,8 +527,7 @@ impl World {
             p.copies.retain(|c| !(c.host == h && c.epoch == e));
             self.registry.discarded += before - p.copies.len();
             self.registry.holders[h].forget(&p.id);
-            if before > p.copies.len() && p.copies.iter().all(|c| c.epoch <= e) && p.epoch <= e
-            {
+            if before > p.copies.len() && p.copies.iter().all(|c| c.epoch <= e) && p.epoch <= e {
                 // Discarded while no copy of a higher epoch ever ran (`p.epoch` is the highest
                 // epoch taken over): the process is lost by the fencing. The lease rules
                 // (stale only once a higher epoch is committed) must keep this at 0.
