@@ -119,13 +119,17 @@ fn run(node: &NodeRef, id: &str, every: u64, handle: &tokio::runtime::Handle) {
             return;
         }
     };
-    let mut chain = Chain::default();
     // After a take-over: the numbering goes on from the checkpoint restored here (holders
     // keep the highest seq), and the surviving members of the group are asked first.
-    chain.seq = super::newest(&crate::node::state_dir(), id).map_or(0, |m| m.seq);
-    if let Some(e) = node.managed.get(id, 0, true) {
-        chain.holders = e.replica_hosts;
-    }
+    let mut chain = Chain {
+        seq: super::newest(&crate::node::state_dir(), id).map_or(0, |m| m.seq),
+        holders: node
+            .managed
+            .get(id, 0, true)
+            .map(|e| e.replica_hosts)
+            .unwrap_or_default(),
+        ..Chain::default()
+    };
     let mut next = Instant::now() + Duration::from_millis(every);
     loop {
         // Woken often enough to stop soon after the job ends.
