@@ -142,6 +142,11 @@ fn run(node: &NodeRef, id: &str, every: u64, handle: &tokio::runtime::Handle) {
         let Some(e) = wanted(node, id) else { break };
         let every = e.checkpoint_every_ms.unwrap_or(every).max(1);
         next = Instant::now() + Duration::from_millis(every);
+        if node.leases.fenced(id) {
+            // Frozen by the fence: it does not change, and an image of it would carry the
+            // fence's pending SIGSTOP (which a restore cannot give back).
+            continue;
+        }
         match checkpoint(node, &e, &key, &mut chain, handle) {
             Ok(t) => tracing::info!(
                 %id, seq = t.seq, delta = t.delta, stopped_us = t.stopped.as_micros() as u64,
