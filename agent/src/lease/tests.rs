@@ -471,6 +471,7 @@ fn drift_beyond_the_bound_can_break_it() {
 /// every ms: no two copies may run, and a copy is discarded (refused as stale) only when a
 /// copy of a higher epoch has run.
 #[test]
+#[allow(clippy::needless_range_loop)] // members are indices into several tables
 fn random_takeovers_never_run_two_copies_nor_discard_for_nothing() {
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
@@ -504,7 +505,7 @@ fn random_takeovers_never_run_two_copies_nor_discard_for_nothing() {
                     *s = if rng.random::<f64>() < 0.3 { 1 } else { 0 };
                 }
             }
-            let mut reach = |a: usize, b: usize, rng: &mut StdRng| {
+            let reach = |a: usize, b: usize, rng: &mut StdRng| {
                 a == b || (side[a] == side[b] && rng.random::<f64>() >= loss)
             };
             // Renewals of every copy, every 500 ms.
