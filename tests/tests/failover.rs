@@ -8,7 +8,8 @@
 //! - h1 killed whole: the job runs again on h2 or h3 from its newest checkpoint within 10 s
 //!   of h1 being declared down; `ferry ps` there shows it, with the reason (`failover: h1
 //!   down` in `ferry migrations`). The time from the kill to the copy running is printed (the failover row of the
-//!   bench).
+//!   bench). The restored copy is checkpointed on (same period and replica count) to the
+//!   surviving member: a checkpoint of a higher seq and epoch appears there.
 
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
@@ -110,7 +111,8 @@ fn lease_logs(hosts: &Hosts) -> String {
     out
 }
 
-fn replica_seq(hosts: &Hosts, n: u32, id: &str) -> u64 {
+/// The meta of the checkpoint of `id` kept on host `n` (`Null`: none).
+fn replica_meta(hosts: &Hosts, n: u32, id: &str) -> Value {
     let p = hosts
         .state_dir(n)
         .join("replicas")
@@ -119,8 +121,11 @@ fn replica_seq(hosts: &Hosts, n: u32, id: &str) -> u64 {
     std::fs::read(p)
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|m| m["seq"].as_u64())
-        .unwrap_or(0)
+        .unwrap_or(Value::Null)
+}
+
+fn replica_seq(hosts: &Hosts, n: u32, id: &str) -> u64 {
+    replica_meta(hosts, n, id)["seq"].as_u64().unwrap_or(0)
 }
 
 /// Starts `replica_counter DIR 4 100 MARK` on h1 (replicated with `ckpt`), returns its id.
@@ -303,6 +308,11 @@ fn host_killed_the_job_runs_on_from_its_newest_checkpoint_within_10s_of_down() {
         replicated(&hosts, &id)?;
         let seq = replica_seq(&hosts, 2, &id).max(replica_seq(&hosts, 3, &id));
         let before = count(&dir).context("count")?;
+        let epoch_before = [2u32, 3]
+            .map(|n| replica_meta(&hosts, n, &id)["epoch"].as_u64().unwrap_or(0))
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         hosts.kill_host(1)?;
         let killed = Instant::now();
         let killed_ms = std::time::SystemTime::now()
@@ -349,6 +359,37 @@ fn host_killed_the_job_runs_on_from_its_newest_checkpoint_within_10s_of_down() {
         ensure!(
             m.contains("failover: h1 down"),
             "ferry migrations does not show the failover: {m}"
+        );
+        // The restored copy is checkpointed on, with the same period, to the surviving
+        // member: a checkpoint of a higher seq, at the new epoch, taken by the new holder.
+        let (n_new, other) = (taken[0].0, if taken[0].0 == 2 { 3 } else { 2 });
+        let restored = replica_seq(&hosts, n_new, &id);
+        let again = Instant::now();
+        let meta = poll(
+            Duration::from_secs(15),
+            "a new checkpoint from the new holder on the other host",
+            || {
+                let m = replica_meta(&hosts, other, &id);
+                Ok((m["seq"].as_u64().unwrap_or(0) > restored
+                    && m["host"] == Hosts::name(n_new).as_str())
+                .then_some(m))
+            },
+        )
+        .with_context(|| lease_logs(&hosts))?;
+        eprintln!(
+            "checkpointed again: seq {} (restored {restored}) on h{other} {:?} after the copy ran; every {} ms, {} replicas",
+            meta["seq"],
+            again.elapsed(),
+            meta["every_ms"],
+            meta["replicas"]
+        );
+        ensure!(
+            meta["epoch"].as_u64().unwrap_or(0) > epoch_before,
+            "the new checkpoint is not at a higher epoch: {meta}"
+        );
+        ensure!(
+            meta["every_ms"] == 1000 && meta["replicas"] == 2,
+            "the period or replica count changed: {meta}"
         );
         let _ = hosts.run(taken[0].0, &["kill", "-KILL", &taken[0].1.to_string()]);
         Ok(())

@@ -285,7 +285,8 @@ fn checkpoints_reach_two_replicas_sealed_and_incremental() {
 
 /// `cargo xtask bench-cluster`: the cost of periodic checkpoints of a running 1 GiB process
 /// writing 10 MB/s (every 5 s, 2 replicas): per checkpoint the stop time and the bytes
-/// sent, and the CPU the agents used meanwhile. Prints the figures.
+/// sent, and the CPU the agents used meanwhile; then the failover: h1 killed whole, the time
+/// until h1 is `down` on the others and until the job runs on one of them. Prints the figures.
 #[test]
 #[ignore = "a benchmark: cargo xtask bench-cluster"]
 fn checkpoint_bench() {
@@ -293,7 +294,7 @@ fn checkpoint_bench() {
         return;
     };
     let run = || -> Result<()> {
-        let hosts = Hosts::up(3)?;
+        let mut hosts = Hosts::up(3)?;
         poll(
             Duration::from_secs(20),
             "all three hosts alive on h1",
@@ -373,8 +374,63 @@ fn checkpoint_bench() {
                 (cpu1[n] - cpu0[n]) as f64 / tick / secs * 100.0
             );
         }
-        ferry(&hosts, 1, &["kill", &id, "--signal", "KILL"])?;
         ensure!(seen.len() >= 2, "fewer than two checkpoints in 120 s");
+
+        // The failover row: h1 killed whole (its init) → h1 `down` on h2 and h3 → the job
+        // running on h2 or h3 (listed running by `ferry ps` there and its count ticking with
+        // a time after the kill).
+        hosts.kill_host(1)?;
+        let killed = Instant::now();
+        let killed_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        let state = |n: u32| -> String {
+            ferry(&hosts, n, &["hosts", "--json"])
+                .ok()
+                .and_then(|o| serde_json::from_str::<Value>(&o).ok())
+                .and_then(|v| {
+                    v.as_array()?
+                        .iter()
+                        .find(|m| m["name"] == "h1")
+                        .and_then(|m| m["state"].as_str().map(str::to_owned))
+                })
+                .unwrap_or_default()
+        };
+        let down = poll(Duration::from_secs(20), "h1 down on h2 and h3", || {
+            Ok((state(2) == "down" && state(3) == "down").then(|| killed.elapsed()))
+        })?;
+        let running = poll(
+            Duration::from_secs(120),
+            "the job running on h2 or h3",
+            || {
+                for n in [2u32, 3] {
+                    let ps: Value = serde_json::from_str(&ferry(&hosts, n, &["ps", "--json"])?)?;
+                    let here = ps.as_array().and_then(|a| {
+                        a.iter()
+                            .find(|p| {
+                                p["id"] == id.as_str()
+                                    && p["host"] == Hosts::name(n).as_str()
+                                    && p["status"] == "running"
+                            })
+                            .cloned()
+                    });
+                    if let Some(p) = here
+                        && count(&dir).is_some_and(|c| c.1 > killed_ms)
+                    {
+                        return Ok(Some((n, p["pid"].as_i64().unwrap_or(0), killed.elapsed())));
+                    }
+                }
+                Ok(None)
+            },
+        )?;
+        let (n, pid, up) = running;
+        println!(
+            "failover: h1 killed → h1 down on h2 and h3 after {:.2} s → the 1 GiB job running on h{n} after {:.2} s ({:.2} s after down)",
+            down.as_secs_f64(),
+            up.as_secs_f64(),
+            (up - down).as_secs_f64()
+        );
+        let _ = hosts.run(n, &["kill", "-KILL", &pid.to_string()]);
         Ok(())
     };
     if let Err(e) = run() {

@@ -57,7 +57,8 @@ enum Cmd {
     /// the round trip at p50; each beside its target.
     BenchRelay,
     /// Periodic checkpoints of a running 1 GiB process writing 10 MB/s, kept on two replicas
-    /// (three test hosts): stop time and bytes sent per checkpoint, the agents' CPU.
+    /// (three test hosts): stop time and bytes sent per checkpoint, the agents' CPU; then
+    /// the failover: the time from the host's death to `down` and to the job running elsewhere.
     BenchCluster,
     /// A client of `bench-relay`, run inside a test host.
     #[command(hide = true)]

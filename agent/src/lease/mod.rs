@@ -10,11 +10,19 @@
 //! every take-over. The holder keeps a [`Holder`]: it may run the process only while grants
 //! from a majority of the group are unexpired, each counted from the moment *it sent* the
 //! request and shortened by the drift margin (`duration · (1 − max_drift)`). A grantor counts
-//! its grant expired only `duration · (1 + max_drift)` after it gave it. A take-over at epoch
-//! `e + 1` needs grants at `e + 1` from a majority ([`may_take_over`]); a grantor gives one only
-//! once its lease at `e` expired as it sees it, and from then on refuses `e`. Any two
-//! majorities of a group share a member, so while the old holder may still run, that member's
-//! grant to it is unexpired on the member's clock and the member refuses the take-over.
+//! its grant expired only `duration · (1 + max_drift)` after it gave it, and grants another
+//! holder only once the grant it gave last expired on its clock. Any two majorities of a group
+//! share a member, so while one holder may still run, that member's grant to it is unexpired
+//! and the member grants no one else: **two copies never run**, whatever the epochs.
+//!
+//! Epochs decide which copy is **stale**. A take-over at epoch `e + 1` needs grants at `e + 1`
+//! from a majority ([`may_take_over`]); those grants are **tentative** until the new holder,
+//! having held the majority, renews with `committed` (its copy ran at `e + 1`). A member that
+//! saw `e + 1` committed refuses `e` as [`Refused::Stale`]: that copy is discarded. A member
+//! whose tentative grant expires uncommitted grants the old holder at `e` again (a failed
+//! take-over leaves no one refused for good); a member refuses a take-over at an epoch it
+//! already gave another candidate ([`Refused::Superseded`]), so one epoch has one holder.
+//! A holder therefore discards its copy only when a copy at a higher epoch has run.
 //!
 //! The bound: every clock measures any interval within a factor `1 ± max_drift` of real time.
 //! Then the holder stops (real time) at most `duration` after it sent its last successful
@@ -121,17 +129,32 @@ pub struct Grant {
 /// Why a member refused a grant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    /// The member knows a higher epoch (or the same epoch held by another): the asker's copy
-    /// is stale and must be discarded before it runs.
+    /// The member has seen a higher epoch (or the same epoch held by another) **committed**:
+    /// a copy at that epoch ran with a majority's grants. The asker's copy is stale and must
+    /// be discarded before it runs.
     #[error("{id}: epoch {asked} is stale: {holder} holds epoch {epoch}")]
     Stale {
         /// The process.
         id: String,
         /// The epoch asked for.
         asked: u64,
-        /// The epoch the member knows.
+        /// The committed epoch the member knows.
         epoch: u64,
         /// Its holder.
+        holder: String,
+    },
+    /// A take-over asked for an epoch the member already gave (tentatively) to another
+    /// candidate, or a lower one: the candidate must ask for a higher epoch. Nothing is
+    /// discarded for it.
+    #[error("{id}: epoch {asked} is superseded: {holder} asked for epoch {epoch}")]
+    Superseded {
+        /// The process.
+        id: String,
+        /// The epoch asked for.
+        asked: u64,
+        /// The highest epoch the member gave.
+        epoch: u64,
+        /// To whom.
         holder: String,
     },
     /// Another holder's lease has not expired on the member's clock.
@@ -160,7 +183,8 @@ pub enum Refused {
 }
 
 impl Refused {
-    /// The higher epoch the refusal reveals, if any.
+    /// The higher committed epoch the refusal reveals, if any: only then is the asker's copy
+    /// stale.
     pub fn stale_epoch(&self) -> Option<u64> {
         match self {
             Refused::Stale { epoch, .. } => Some(*epoch),
@@ -180,13 +204,41 @@ pub struct Given {
     pub at_ms: u64,
 }
 
+/// An epoch and the one holder it was given to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochOf {
+    /// The epoch.
+    pub epoch: u64,
+    /// Its holder.
+    pub holder: String,
+}
+
+/// What a grantor knows of one process.
+#[derive(Debug, Clone, Default)]
+struct Known {
+    /// The grant given last (to whichever holder).
+    cur: Option<Given>,
+    /// The highest epoch given, tentatively or not (or learned), and to whom.
+    top: Option<EpochOf>,
+    /// The highest epoch seen committed: asked for by a holder that had held a majority's
+    /// grants at it (or learned from a member that saw it so).
+    committed: Option<EpochOf>,
+}
+
+/// The epoch a candidate `me` asks for, given the highest epoch `epoch` a member gave and its
+/// `holder`: the same one when it is the candidate's own (a take-over asked again), else the
+/// next.
+pub fn next_epoch(epoch: u64, holder: &str, me: &str) -> u64 {
+    if holder == me { epoch } else { epoch + 1 }
+}
+
 /// One member's side: the leases it gives.
 #[derive(Debug, Clone)]
 pub struct Grantor {
     cfg: LeaseConfig,
     me: String,
     started_ms: u64,
-    given: BTreeMap<String, Given>,
+    known: BTreeMap<String, Known>,
 }
 
 impl Grantor {
@@ -197,30 +249,60 @@ impl Grantor {
             cfg,
             me: me.to_string(),
             started_ms: now_ms,
-            given: BTreeMap::new(),
+            known: BTreeMap::new(),
         }
     }
 
     /// The lease given last for `id`, if any.
     pub fn given(&self, id: &str) -> Option<&Given> {
-        self.given.get(id)
+        self.known.get(id).and_then(|k| k.cur.as_ref())
     }
 
-    /// The highest epoch this member knows for `id` (0 when it knows none).
+    /// The highest epoch this member gave or learned for `id` (0 when it knows none).
     pub fn epoch(&self, id: &str) -> u64 {
-        self.given.get(id).map_or(0, |g| g.epoch)
+        self.top(id).map_or(0, |t| t.epoch)
     }
 
-    /// Grants (or renews) `holder`'s lease on `id` at `epoch`:
-    /// - a lower epoch than the one known, or the same epoch for another holder: [`Refused::Stale`];
-    /// - the same holder and epoch: renewed;
-    /// - a higher epoch: only once the lease known has expired on this clock (or it is the same
-    ///   holder's), else [`Refused::Held`]; from then on the lower epoch is refused.
+    /// The highest epoch this member gave or learned for `id`, with its holder.
+    pub fn top(&self, id: &str) -> Option<&EpochOf> {
+        self.known.get(id).and_then(|k| k.top.as_ref())
+    }
+
+    /// The highest epoch this member saw committed for `id`, with its holder.
+    pub fn committed(&self, id: &str) -> Option<&EpochOf> {
+        self.known.get(id).and_then(|k| k.committed.as_ref())
+    }
+
+    /// Grants (or renews) `holder`'s lease on `id` at `epoch`, for a holder that has not (yet)
+    /// held a majority at that epoch: a take-over's request. See [`Grantor::grant_as`].
     pub fn grant(
         &mut self,
         id: &str,
         holder: &str,
         epoch: u64,
+        now_ms: u64,
+    ) -> Result<Grant, Refused> {
+        self.grant_as(id, holder, epoch, false, now_ms)
+    }
+
+    /// Grants (or renews) `holder`'s lease on `id` at `epoch`. `committed`: the holder says it
+    /// has held a majority's grants at `epoch` (its copy ran at it).
+    /// - an epoch below the highest one seen committed, or that epoch for another holder:
+    ///   [`Refused::Stale`] (the asker's copy is stale);
+    /// - a request not committed, at an epoch below the highest one given, or at that epoch
+    ///   for another holder: [`Refused::Superseded`] — except the committed holder at its
+    ///   committed epoch, which gets its lease back once a take-over's tentative grant expired;
+    /// - another holder than the one granted last while that grant is unexpired on this
+    ///   clock: [`Refused::Held`] (whatever the epochs: a member never grants two holders at
+    ///   once);
+    /// - else granted; a committed request marks its epoch committed here, and from then on
+    ///   lower epochs are stale.
+    pub fn grant_as(
+        &mut self,
+        id: &str,
+        holder: &str,
+        epoch: u64,
+        committed: bool,
         now_ms: u64,
     ) -> Result<Grant, Refused> {
         let since = now_ms.saturating_sub(self.started_ms);
@@ -231,32 +313,60 @@ impl Grantor {
                 span_ms: self.cfg.grantor_span(),
             });
         }
-        if let Some(g) = self.given.get(id) {
-            if epoch < g.epoch || (epoch == g.epoch && holder != g.holder) {
-                return Err(Refused::Stale {
-                    id: id.to_string(),
-                    asked: epoch,
-                    epoch: g.epoch,
-                    holder: g.holder.clone(),
-                });
-            }
-            if epoch > g.epoch && holder != g.holder && !self.expired(id, now_ms) {
-                return Err(Refused::Held {
-                    id: id.to_string(),
-                    holder: g.holder.clone(),
-                    epoch: g.epoch,
-                    remaining_ms: (g.at_ms + self.cfg.grantor_span()).saturating_sub(now_ms),
-                });
-            }
+        let span = self.cfg.grantor_span();
+        let k = self.known.entry(id.to_string()).or_default();
+        if let Some(c) = &k.committed
+            && (epoch < c.epoch || (epoch == c.epoch && holder != c.holder))
+        {
+            return Err(Refused::Stale {
+                id: id.to_string(),
+                asked: epoch,
+                epoch: c.epoch,
+                holder: c.holder.clone(),
+            });
         }
-        self.given.insert(
-            id.to_string(),
-            Given {
-                holder: holder.to_string(),
-                epoch,
-                at_ms: now_ms,
-            },
-        );
+        let is_committed_holder = k
+            .committed
+            .as_ref()
+            .is_some_and(|c| c.epoch == epoch && c.holder == holder);
+        if !committed
+            && !is_committed_holder
+            && let Some(t) = &k.top
+            && (epoch < t.epoch || (epoch == t.epoch && holder != t.holder))
+        {
+            return Err(Refused::Superseded {
+                id: id.to_string(),
+                asked: epoch,
+                epoch: t.epoch,
+                holder: t.holder.clone(),
+            });
+        }
+        if let Some(g) = &k.cur
+            && g.holder != holder
+            && now_ms < g.at_ms + span
+        {
+            return Err(Refused::Held {
+                id: id.to_string(),
+                holder: g.holder.clone(),
+                epoch: g.epoch,
+                remaining_ms: (g.at_ms + span).saturating_sub(now_ms),
+            });
+        }
+        k.cur = Some(Given {
+            holder: holder.to_string(),
+            epoch,
+            at_ms: now_ms,
+        });
+        let this = EpochOf {
+            epoch,
+            holder: holder.to_string(),
+        };
+        if k.top.as_ref().is_none_or(|t| epoch >= t.epoch) {
+            k.top = Some(this.clone());
+        }
+        if committed && k.committed.as_ref().is_none_or(|c| epoch > c.epoch) {
+            k.committed = Some(this);
+        }
         Ok(Grant {
             id: id.to_string(),
             holder: holder.to_string(),
@@ -265,37 +375,49 @@ impl Grantor {
         })
     }
 
-    /// Whether the lease this member gave on `id` has expired on its clock (also when it gave
-    /// none, once its starting quiet time is over).
+    /// Whether the lease this member gave last on `id` has expired on its clock (also when it
+    /// gave none, once its starting quiet time is over).
     pub fn expired(&self, id: &str, now_ms: u64) -> bool {
-        match self.given.get(id) {
+        match self.given(id) {
             Some(g) => now_ms >= g.at_ms + self.cfg.grantor_span(),
             None => now_ms >= self.started_ms + self.cfg.grantor_span(),
         }
     }
 
-    /// Notes that `id` is known at `epoch` held by `holder` (learned from a peer), without
-    /// granting anything: lower epochs are refused from now on. A lower or equal epoch than
-    /// the one known changes nothing.
+    /// Notes that `id` is known **committed** at `epoch` held by `holder` (learned from a
+    /// member that saw it committed, or this member's own take-over), without granting
+    /// anything: lower epochs are stale here from now on. A lower or equal epoch than the
+    /// committed one known changes nothing.
     pub fn learn(&mut self, id: &str, holder: &str, epoch: u64) {
-        let known = self.given.get(id).map(|g| g.epoch);
-        if known.is_none_or(|k| epoch > k) {
-            self.given.insert(
-                id.to_string(),
-                Given {
-                    holder: holder.to_string(),
-                    epoch,
-                    // Counts as given at time 0: expired, so it keeps no one out.
-                    at_ms: 0,
-                },
-            );
+        let k = self.known.entry(id.to_string()).or_default();
+        let this = EpochOf {
+            epoch,
+            holder: holder.to_string(),
+        };
+        if k.committed.as_ref().is_none_or(|c| epoch > c.epoch) {
+            k.committed = Some(this.clone());
+        }
+        if k.top.as_ref().is_none_or(|t| epoch >= t.epoch) {
+            k.top = Some(this);
         }
     }
 
     /// Forgets `id` (the process ended).
     pub fn forget(&mut self, id: &str) {
-        self.given.remove(id);
+        self.known.remove(id);
     }
+}
+
+/// What a holder has for one process.
+#[derive(Debug, Clone)]
+struct Held {
+    /// The epoch it runs at.
+    epoch: u64,
+    /// Per member, the end of its grant (local clock).
+    grants: BTreeMap<String, u64>,
+    /// Whether it has held a majority's grants at this epoch (its copy ran at it): its
+    /// renewals say so, and members that hear it refuse lower epochs from then on.
+    committed: bool,
 }
 
 /// The holder's side: the grants it has for the processes it runs.
@@ -303,8 +425,7 @@ impl Grantor {
 pub struct Holder {
     cfg: LeaseConfig,
     me: String,
-    /// Per process: the epoch it runs at, and per member the end of its grant (local clock).
-    held: BTreeMap<String, (u64, BTreeMap<String, u64>)>,
+    held: BTreeMap<String, Held>,
 }
 
 impl Holder {
@@ -320,18 +441,20 @@ impl Holder {
     /// This host runs `id` at `epoch`: grants of other epochs do not count. Changing the epoch
     /// drops the grants counted so far.
     pub fn set_epoch(&mut self, id: &str, epoch: u64) {
-        let e = self
-            .held
-            .entry(id.to_string())
-            .or_insert_with(|| (epoch, BTreeMap::new()));
-        if e.0 != epoch {
-            *e = (epoch, BTreeMap::new());
+        let fresh = || Held {
+            epoch,
+            grants: BTreeMap::new(),
+            committed: false,
+        };
+        let e = self.held.entry(id.to_string()).or_insert_with(fresh);
+        if e.epoch != epoch {
+            *e = fresh();
         }
     }
 
     /// The epoch this host runs `id` at.
     pub fn epoch(&self, id: &str) -> Option<u64> {
-        self.held.get(id).map(|h| h.0)
+        self.held.get(id).map(|h| h.epoch)
     }
 
     /// Counts `grant` from `from_member`. `now_ms` must be the time (this clock) at which the
@@ -341,21 +464,21 @@ impl Holder {
         if grant.holder != self.me || grant.member != from_member {
             return;
         }
-        let Some((epoch, grants)) = self.held.get_mut(&grant.id) else {
+        let Some(h) = self.held.get_mut(&grant.id) else {
             return;
         };
-        if *epoch != grant.epoch {
+        if h.epoch != grant.epoch {
             return;
         }
         let until = now_ms + self.cfg.holder_span();
-        let e = grants.entry(from_member.to_string()).or_insert(0);
+        let e = h.grants.entry(from_member.to_string()).or_insert(0);
         *e = (*e).max(until);
     }
 
     /// Members whose grants on `id` are unexpired at `now_ms`.
     pub fn granted_by(&self, id: &str, now_ms: u64) -> usize {
-        self.held.get(id).map_or(0, |(_, g)| {
-            g.values().filter(|&&until| now_ms < until).count()
+        self.held.get(id).map_or(0, |h| {
+            h.grants.values().filter(|&&until| now_ms < until).count()
         })
     }
 
@@ -365,11 +488,24 @@ impl Holder {
         group_size > 0 && self.granted_by(id, now_ms) >= majority(group_size)
     }
 
+    /// Whether this host has held a majority's grants on `id` at its epoch, now (`now_ms`) or
+    /// before: what its renewals carry as `committed`. Remembered until the epoch changes.
+    pub fn committed(&mut self, id: &str, group_size: usize, now_ms: u64) -> bool {
+        let run = self.may_run(id, group_size, now_ms);
+        match self.held.get_mut(id) {
+            Some(h) => {
+                h.committed |= run;
+                h.committed
+            }
+            None => false,
+        }
+    }
+
     /// Until when (this clock) a majority's grants last: when the process must be frozen at
     /// the latest. `None` when it may not run now.
     pub fn runs_until(&self, id: &str, group_size: usize) -> Option<u64> {
-        let (_, g) = self.held.get(id)?;
-        let mut ends: Vec<u64> = g.values().copied().collect();
+        let h = self.held.get(id)?;
+        let mut ends: Vec<u64> = h.grants.values().copied().collect();
         ends.sort_unstable_by(|a, b| b.cmp(a));
         ends.get(majority(group_size).checked_sub(1)?).copied()
     }

@@ -267,11 +267,18 @@ async fn renew_all(node: &NodeRef) {
             continue;
         }
         let sent = node.leases.now();
-        // Its own grant.
-        let own = node
+        // Whether this copy has held a majority at its epoch: the renewals commit it.
+        let committed = node
             .leases
-            .with(|i| i.grantor.grant(&e.id, &me, e.epoch, sent))
-            .expect("started");
+            .with(|i| i.holder.committed(&e.id, group.len(), sent))
+            .unwrap_or(false);
+        // Its own grant.
+        let Some(own) = node
+            .leases
+            .with(|i| i.grantor.grant_as(&e.id, &me, e.epoch, committed, sent))
+        else {
+            continue;
+        };
         match own {
             Ok(g) => {
                 node.leases.with(|i| i.holder.record(&me, &g, sent));
@@ -290,6 +297,7 @@ async fn renew_all(node: &NodeRef) {
             group: group.clone(),
             home: e.home.clone(),
             query: false,
+            committed,
         };
         let asks = group
             .iter()
@@ -310,7 +318,9 @@ async fn renew_all(node: &NodeRef) {
                     };
                     node.leases.with(|i| i.holder.record(&m, &g, sent));
                 }
-                Ok(r) if r.epoch > e.epoch => {
+                // Only a member that saw a higher epoch committed makes this copy stale; any
+                // other refusal is a missing grant (the fence counts the majority).
+                Ok(r) if r.stale => {
                     discard(node, &e, r.epoch, &r.holder).await;
                     break;
                 }
@@ -440,26 +450,40 @@ pub fn serve(node: &NodeRef, peer: &str, req: LeaseRequest) -> Result<LeaseReply
                 replica_seq: seq,
                 ..Default::default()
             };
+            if let Some(t) = i.grantor.top(&req.id) {
+                reply.epoch = t.epoch;
+                reply.holder = t.holder.clone();
+            }
             if !req.query {
-                match i.grantor.grant(&req.id, &req.holder, req.epoch, now) {
+                match i
+                    .grantor
+                    .grant_as(&req.id, &req.holder, req.epoch, req.committed, now)
+                {
                     Ok(_) => {
                         reply.granted = true;
-                        i.known.insert(
-                            req.id.clone(),
-                            Known {
-                                holder: req.holder.clone(),
-                                group: req.group.clone(),
-                                home: req.home.clone(),
-                                epoch: req.epoch,
-                            },
-                        );
+                        // The group as its committed holder runs it (a take-over's tentative
+                        // request does not replace it until the new holder commits).
+                        if req.committed || !i.known.contains_key(&req.id) {
+                            i.known.insert(
+                                req.id.clone(),
+                                Known {
+                                    holder: req.holder.clone(),
+                                    group: req.group.clone(),
+                                    home: req.home.clone(),
+                                    epoch: req.epoch,
+                                },
+                            );
+                        }
                     }
-                    Err(r) => reply.refused = r.to_string(),
+                    Err(r) => {
+                        if let Refused::Stale { epoch, holder, .. } = &r {
+                            reply.stale = true;
+                            reply.epoch = *epoch;
+                            reply.holder = holder.clone();
+                        }
+                        reply.refused = r.to_string();
+                    }
                 }
-            }
-            if let Some(g) = i.grantor.given(&req.id) {
-                reply.epoch = g.epoch;
-                reply.holder = g.holder.clone();
             }
             reply.expired = i.grantor.expired(&req.id, now);
             reply
@@ -512,11 +536,17 @@ async fn watch(node: &NodeRef) {
             .collect();
         // Who keeps the newest checkpoint (and the highest epoch any of them knows).
         let mut best = (replica_seq(&id), std::cmp::Reverse(me.clone()));
-        let mut epoch = node
+        // The epoch to ask for: above every epoch a member gave another candidate (or the one
+        // it gave this member's own earlier attempt), above the group's committed one.
+        let mut new_epoch = node
             .leases
-            .with(|i| i.grantor.epoch(&id))
+            .with(|i| {
+                i.grantor
+                    .top(&id)
+                    .map_or(0, |t| super::next_epoch(t.epoch, &t.holder, &me))
+            })
             .unwrap_or(0)
-            .max(k.epoch);
+            .max(k.epoch + 1);
         let query = LeaseRequest {
             id: id.clone(),
             holder: me.clone(),
@@ -524,27 +554,30 @@ async fn watch(node: &NodeRef) {
             group: k.group.clone(),
             home: k.home.clone(),
             query: true,
+            committed: false,
         };
         for m in &others {
             if let Ok(r) = ask(node, m, query.clone()).await {
-                epoch = epoch.max(r.epoch);
+                if r.epoch > 0 || !r.holder.is_empty() {
+                    new_epoch = new_epoch.max(super::next_epoch(r.epoch, &r.holder, &me));
+                }
                 best = best.max((r.replica_seq, std::cmp::Reverse(m.clone())));
             }
         }
         if best.1.0 != me || best.0 == 0 {
             continue;
         }
-        let new_epoch = epoch + 1;
         let mut votes = 0;
         let sent = node.leases.now();
+        let mut granted_by = Vec::new();
         if node
             .leases
             .with(|i| i.grantor.grant(&id, &me, new_epoch, sent).is_ok())
             .unwrap_or(false)
         {
             votes += 1;
+            granted_by.push(me.clone());
         }
-        let mut granted_by = vec![me.clone()];
         for m in &others {
             let req = LeaseRequest {
                 epoch: new_epoch,

@@ -334,8 +334,14 @@ fn adopt(
         // No pipe: it writes into the output file itself.
         drained: true,
         migration_id: record(node, meta, pid, start_time, epoch, lost),
-        checkpoint_every_ms: None,
-        replicas: u32::try_from(replica_hosts.len()).unwrap_or(0),
+        // Checkpointed on as before: the same period and replica count (older metas carry
+        // neither: then not checkpointed, and its group is the surviving members).
+        checkpoint_every_ms: (meta.every_ms > 0).then_some(meta.every_ms),
+        replicas: if meta.replicas > 0 {
+            meta.replicas
+        } else {
+            u32::try_from(replica_hosts.len()).unwrap_or(0)
+        },
         replica_hosts,
         epoch,
         ..Default::default()

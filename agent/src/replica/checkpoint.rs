@@ -184,7 +184,17 @@ fn run(node: &NodeRef, id: &str, hosted: bool, every: u64, handle: &tokio::runti
         tracing::warn!(%id, migration = %j.migration, "no checkpoints: {why}");
         return;
     }
-    let mut chain = Chain::default();
+    // After a take-over: the numbering goes on from the checkpoint restored here (holders
+    // keep the highest seq), and the surviving members of the group are asked first.
+    let mut chain = Chain {
+        seq: super::newest(&crate::node::state_dir(), id).map_or(0, |m| m.seq),
+        holders: node
+            .managed
+            .get(id, 0, true)
+            .map(|e| e.replica_hosts)
+            .unwrap_or_default(),
+        ..Chain::default()
+    };
     let mut next = Instant::now() + Duration::from_millis(every);
     loop {
         // Woken often enough to stop soon after the job ends.
@@ -199,6 +209,11 @@ fn run(node: &NodeRef, id: &str, hosted: bool, every: u64, handle: &tokio::runti
         };
         let every = j.every_ms.max(1);
         next = Instant::now() + Duration::from_millis(every);
+        if node.leases.fenced(id) {
+            // Frozen by the fence: it does not change, and an image of it would carry the
+            // fence's pending SIGSTOP (which a restore cannot give back).
+            continue;
+        }
         match checkpoint(node, &j, &key, &mut chain, handle) {
             Ok(t) => tracing::info!(
                 %id, seq = t.seq, delta = t.delta, stopped_us = t.stopped.as_micros() as u64,
@@ -394,6 +409,7 @@ fn checkpoint(
         base_seq,
         sent_bytes: stats.image_bytes,
         stop_us: stopped.as_micros() as u64,
+        replicas: e.replicas,
     };
     let meta_json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
     let bytes = stats.image_bytes;

@@ -90,7 +90,8 @@ pub struct ReplicaMeta {
     /// The relay session `relays` count in.
     #[serde(default)]
     pub relay_session: u64,
-    /// The checkpoint period, ms.
+    /// The checkpoint period the process runs with, ms (a take-over checkpoints the restored
+    /// copy on with it; 0: unknown, from an older agent).
     #[serde(default)]
     pub every_ms: u64,
     /// The command line.
@@ -109,6 +110,9 @@ pub struct ReplicaMeta {
     /// How long the process was stopped for it, microseconds.
     #[serde(default)]
     pub stop_us: u64,
+    /// How many replica holders it asks for.
+    #[serde(default)]
+    pub replicas: u32,
 }
 
 /// The directory of the replicas kept on this host.

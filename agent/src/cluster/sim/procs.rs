@@ -495,12 +495,20 @@ impl World {
             // Counted from when the request was sent (the holder's clock).
             let asked = self.nodes[h].clock(self.now);
             let holder_name = self.nodes[h].name.clone();
+            // The copy ran at its epoch with a majority: its renewals commit the epoch.
+            let committed = self.registry.holders[h].committed(&id, group.len(), asked);
             for &g in &group {
                 if !self.reachable(h, g) {
                     continue;
                 }
                 let g_now = self.nodes[g].clock(self.now);
-                match self.registry.grantors[g].grant(&id, &holder_name, c.epoch, g_now) {
+                match self.registry.grantors[g].grant_as(
+                    &id,
+                    &holder_name,
+                    c.epoch,
+                    committed,
+                    g_now,
+                ) {
                     Ok(grant) => {
                         let from = self.nodes[g].name.clone();
                         self.registry.holders[h].record(&from, &grant, asked);
@@ -519,10 +527,10 @@ impl World {
             p.copies.retain(|c| !(c.host == h && c.epoch == e));
             self.registry.discarded += before - p.copies.len();
             self.registry.holders[h].forget(&p.id);
-            if before > p.copies.len() && p.copies.iter().all(|c| c.epoch <= e) {
-                // Discarded while no newer copy exists: a take-over that did not complete
-                // left a higher epoch with a grantor. Its replica holders may still take it
-                // over.
+            if before > p.copies.len() && p.copies.iter().all(|c| c.epoch <= e) && p.epoch <= e {
+                // Discarded while no copy of a higher epoch ever ran (`p.epoch` is the highest
+                // epoch taken over): the process is lost by the fencing. The lease rules
+                // (stale only once a higher epoch is committed) must keep this at 0.
                 self.registry.lost_by_fencing += 1;
                 p.lost_since.get_or_insert(self.now);
             }
@@ -578,16 +586,22 @@ impl World {
             if !sees_down {
                 continue;
             }
-            let epoch = self.registry.procs[pi].epoch + 1;
+            let mut epoch = self.registry.procs[pi].epoch + 1;
             if !self.registry.unsafe_takeover {
-                // First ask (changing nothing) whether a majority sees the lease expired, then
-                // ask that majority for grants at the next epoch.
+                // First ask (changing nothing) whether a majority sees the lease expired, and
+                // the highest epoch each gave, then ask that majority for grants at the next
+                // epoch.
                 let mut expired = 0;
+                let r_name = self.nodes[r].name.clone();
                 for &g in &group {
                     if self.reachable(r, g) {
                         let t = self.nodes[g].clock(now);
-                        if self.registry.grantors[g].expired(&id, t) {
+                        let gr = &self.registry.grantors[g];
+                        if gr.expired(&id, t) {
                             expired += 1;
+                        }
+                        if let Some(top) = gr.top(&id) {
+                            epoch = epoch.max(lease::next_epoch(top.epoch, &top.holder, &r_name));
                         }
                     }
                 }
@@ -595,7 +609,6 @@ impl World {
                     continue;
                 }
                 let asked = self.nodes[r].clock(now);
-                let r_name = self.nodes[r].name.clone();
                 self.registry.holders[r].set_epoch(&id, epoch);
                 let mut granted = 0;
                 for &g in &group {

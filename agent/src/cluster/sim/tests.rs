@@ -31,6 +31,9 @@ fn small_cluster_keeps_the_invariants_and_learns_of_failures() {
     assert!(report.gossip_bytes_per_member_s > 0.0);
     assert!(report.migrations > 0, "the policy moved nothing: {report}");
     assert!(report.takeovers > 0, "no take-over: {report}");
+    // No copy is discarded unless a copy of a higher epoch ran (a failed take-over's
+    // tentative grants never make the old holder's copy stale).
+    assert_eq!(report.lost_by_fencing, 0, "{report}");
     assert_eq!(report.oscillated, 0, "{report}");
     assert!(report.checks >= 1600);
 }
