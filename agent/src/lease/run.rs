@@ -49,6 +49,12 @@ struct Inner {
     taking: BTreeSet<String>,
     /// Ids whose copy here was discarded (a higher epoch runs elsewhere).
     discarded: BTreeSet<String>,
+    /// Ids of which a checkpoint may be on a replica holder (one was sent, in this agent's
+    /// life): only those can be restored elsewhere, so only those are fenced.
+    armed: BTreeSet<String>,
+    /// This agent's start, clock ticks after boot: a process started before it may have had
+    /// checkpoints sent by the agent before, so it counts as armed.
+    agent_start: u64,
 }
 
 /// The lease state of one agent.
@@ -88,6 +94,12 @@ impl Leases {
     /// Whether the fence holds `id` frozen here.
     pub fn fenced(&self, id: &str) -> bool {
         self.with(|i| i.fenced.contains_key(id)).unwrap_or(false)
+    }
+
+    /// Notes that a checkpoint of `id` is about to be sent to its holders: from now on the
+    /// fence holds it to its lease.
+    pub fn arm(&self, id: &str) {
+        self.with(|i| i.armed.insert(id.to_string()));
     }
 
     /// What this agent knows of `id`'s group.
@@ -206,6 +218,9 @@ pub fn start(node: NodeRef) {
             known: BTreeMap::new(),
             taking: BTreeSet::new(),
             discarded: BTreeSet::new(),
+            armed: BTreeSet::new(),
+            agent_start: crate::managed::proc_stat(std::process::id() as i32)
+                .map_or(0, |s| s.start_time),
         });
     }
     let n = node.clone();
@@ -397,7 +412,12 @@ fn fence(node: &NodeRef) {
                 return (false, true);
             }
             i.holder.set_epoch(&e.id, e.epoch);
-            let ok = i.holder.may_run(&e.id, group.len(), now + FENCE_AHEAD_MS);
+            // No checkpoint of it can be anywhere else yet (none sent, never taken over,
+            // started after this agent): no other member can restore it, so it runs whatever
+            // the grants — a process is not frozen at the start because the group's agents
+            // are still in their quiet time. Its first checkpoint waits for the majority.
+            let unarmed = e.epoch == 0 && !i.armed.contains(&e.id) && e.start_time > i.agent_start;
+            let ok = unarmed || i.holder.may_run(&e.id, group.len(), now + FENCE_AHEAD_MS);
             let was = i.fenced.contains_key(&e.id);
             if ok {
                 i.fenced.remove(&e.id);
@@ -420,6 +440,25 @@ fn fence(node: &NodeRef) {
             tracing::info!(id = %e.id, pid = e.pid, "the lease is renewed: thawed");
         }
     }
+}
+
+/// Whether a checkpoint of `id` may be sent now: it is not replicated (no lease), or this
+/// host holds grants from a majority of its group (a checkpoint sent without them could be
+/// restored elsewhere while this copy runs unfenced).
+pub fn may_checkpoint(node: &NodeRef, id: &str) -> bool {
+    let me = node.config.name.clone();
+    let Some(e) = replicated_here(node).into_iter().find(|e| e.id == id) else {
+        return true;
+    };
+    let group = group_of(&me, &e);
+    let now = node.leases.now();
+    node.leases
+        .with(|i| {
+            !i.discarded.contains(id)
+                && !i.fenced.contains_key(id)
+                && i.holder.may_run(id, group.len(), now + FENCE_AHEAD_MS)
+        })
+        .unwrap_or(false)
 }
 
 /// `Peer.Lease` on the member's side.

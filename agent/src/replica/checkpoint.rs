@@ -209,11 +209,14 @@ fn run(node: &NodeRef, id: &str, hosted: bool, every: u64, handle: &tokio::runti
         };
         let every = j.every_ms.max(1);
         next = Instant::now() + Duration::from_millis(every);
-        if node.leases.fenced(id) {
+        if node.leases.fenced(id) || !crate::lease::run::may_checkpoint(node, id) {
             // Frozen by the fence: it does not change, and an image of it would carry the
-            // fence's pending SIGSTOP (which a restore cannot give back).
+            // fence's pending SIGSTOP (which a restore cannot give back). Or no majority
+            // grants this host the lease (yet): a checkpoint sent now could be restored
+            // elsewhere while this copy runs.
             continue;
         }
+        node.leases.arm(id);
         match checkpoint(node, &j, &key, &mut chain, handle) {
             Ok(t) => tracing::info!(
                 %id, seq = t.seq, delta = t.delta, stopped_us = t.stopped.as_micros() as u64,
