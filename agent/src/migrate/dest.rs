@@ -1,7 +1,7 @@
 //! The destination side of a migration: answer the negotiation, receive the image and restore
 //! it as it streams in, hold the copy stopped, and let it run on Commit or end it on Abort.
 
-use super::timeline::{self, Side};
+use crate::timeline::{self, Side};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -185,8 +185,6 @@ struct Made {
     keep_stopped: bool,
     /// `--tree`: the other members, stopped too.
     members: Vec<super::tree::MadeMember>,
-    /// How long the restore checker took.
-    checked: Option<std::time::Duration>,
 }
 
 /// The private directory of one migration's shipped files.
@@ -330,6 +328,8 @@ fn localize(
 
 /// What the restorer needs once the image begins.
 struct StartArgs {
+    /// The migration (its destination timeline becomes the restorer thread's).
+    id: String,
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     shipped: BTreeMap<String, PathBuf>,
     same: BTreeMap<String, negotiate::Same>,
@@ -429,6 +429,7 @@ fn restorer(
     mut staged: super::tree_live::Staging,
 ) -> Restored {
     let StartArgs {
+        id,
         rx,
         shipped,
         same,
@@ -436,6 +437,7 @@ fn restorer(
         members,
         lazy,
     } = args;
+    timeline::enter(Side::Destination, &id);
     let input = ChunkReader {
         rx,
         cur: Vec::new(),
@@ -469,7 +471,6 @@ fn restorer(
             endpoints,
             keep_stopped: summary.stopped,
             members,
-            checked: summary.checked,
         });
     }
     // `--tree` of a process without children: its pages were staged as the root's.
@@ -503,7 +504,7 @@ fn restorer(
             kill_copy(summary.pid, st);
             return Err(why);
         }
-        crate::timeline::mark("uffd register");
+        timeline::mark("uffd register");
         if let Err(why) = super::lazy::keep(a) {
             kill_copy(summary.pid, st);
             return Err(why);
@@ -517,7 +518,6 @@ fn restorer(
         endpoints,
         keep_stopped: summary.stopped,
         members,
-        checked: summary.checked,
     })
 }
 
@@ -682,13 +682,10 @@ async fn transfer_task(
         remote_pid: header.origin_pid,
         ..Default::default()
     };
-    if header.lazy {
-        crate::timeline::begin(&id, "destination");
-    }
     node.store
         .set(&mut rec, DestState::Receiving, "image arriving")
         .map_err(store_err)?;
-    timeline::mark(Side::Destination, &id, "record receiving");
+    timeline::mark_of(Side::Destination, &id, "record receiving");
     // Only the caller's own negotiation counts (another peer's stays for that peer).
     let same = {
         let mut negotiated = lock(&node.copies.negotiated);
@@ -719,7 +716,6 @@ async fn transfer_task(
             rec.start_time = start;
             rec.keep_stopped = keep_stopped;
             rec.members = super::tree::record_members(&members);
-            crate::timeline::mark_of(&id, "destination", "copy made (restorer joined)");
             // `lazy:` while the pages are still to come (migrate/lazy.rs).
             let lazy = if header.lazy { "lazy: " } else { "" };
             if let Err(e) = node.store.set(
@@ -755,8 +751,9 @@ async fn transfer_task(
             if header.lazy {
                 super::lazy::watch(node.clone(), id.clone(), pid);
             }
-            timeline::mark(Side::Destination, &id, "record prepared");
-            let phases = timeline::take(Side::Destination, &id);
+            timeline::mark_of(Side::Destination, &id, "record prepared");
+            // Its Commit is still to come: the timeline goes on until the copy runs.
+            let phases = timeline::so_far(Side::Destination, &id);
             tracing::info!(migration = %id, pid, %phases, "copy prepared");
             watch(node.clone(), id);
             Ok(TransferReply {
@@ -856,6 +853,7 @@ async fn receive(
                 if tx.is_none() {
                     let (t, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
                     let args = StartArgs {
+                        id: id.to_string(),
                         rx,
                         shipped: std::mem::take(&mut shipped),
                         same: same.take().unwrap_or_default(),
@@ -874,7 +872,6 @@ async fn receive(
                             std::thread::Builder::new()
                                 .name(format!("restore-{id}"))
                                 .spawn(move || {
-                                    crate::timeline::enter(&id, "destination");
                                     let _ = dtx.send(restorer(
                                         args,
                                         super::live::Received::default(),
@@ -911,17 +908,14 @@ async fn receive(
     }
     drop(tx);
     drop(live_start);
-    timeline::mark(Side::Destination, id, "image received");
+    timeline::mark_of(Side::Destination, id, "image received");
     let Some(done) = done else {
         return Err("the transfer ended without an image".into());
     };
     let restored = done
         .await
         .map_err(|_| "the restorer thread died".to_string())??;
-    timeline::mark(Side::Destination, id, "restore after the image");
-    if let Some(c) = restored.checked {
-        timeline::part(Side::Destination, id, " of it the checker", c);
-    }
+    timeline::mark_of(Side::Destination, id, "restorer done");
     if fault("restore-fail") {
         for m in &restored.members {
             if start_time(m.pid) == Some(m.start) {
@@ -961,7 +955,7 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
             format!("{lazy}resuming the copy"),
         )
         .map_err(store_err)?;
-    crate::timeline::mark_of(&rec.migration_id, "destination", "commit: record committed");
+    timeline::mark_of(Side::Destination, &rec.migration_id, "commit: record committed");
     // The members of a tree first, deepest first.
     super::tree::cont_members(&rec.members);
     // A process stopped by job control when dumped stays stopped (its own SIGCONT is for
@@ -969,8 +963,8 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
     if !rec.keep_stopped {
         kill(Pid::from_raw(pid), Signal::SIGCONT).map_err(|error| DE::Resume { pid, error })?;
     }
-    crate::timeline::mark_of(&rec.migration_id, "destination", "commit: running");
-    crate::timeline::finish(&rec.migration_id, "destination");
+    timeline::mark_of(Side::Destination, &rec.migration_id, "commit: running");
+    timeline::finish(Side::Destination, &rec.migration_id);
     lock(&node.copies.held).remove(&rec.migration_id);
     let lazy = super::lazy::dest_prefix(rec);
     node.store
@@ -1111,7 +1105,7 @@ pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<Commi
     let Some(mut rec) = own_record(node, peer, &r.migration_id)? else {
         return Err(DE::NoMigration(r.migration_id).into());
     };
-    crate::timeline::mark_of(&r.migration_id, "destination", "commit received");
+    timeline::mark_of(Side::Destination, &r.migration_id, "commit received");
     if fault("dest-exit-at-commit") {
         tracing::error!(migration = %rec.migration_id, "FERRY_FAULT dest-exit-at-commit: exiting");
         std::process::exit(70);

@@ -21,7 +21,6 @@ pub mod negotiate;
 pub mod origin;
 pub mod records;
 pub mod state;
-pub mod timeline;
 mod tree;
 mod tree_live;
 pub mod version;
