@@ -23,6 +23,7 @@ pub mod records;
 pub mod state;
 mod tree;
 mod tree_live;
+mod urgent;
 pub mod version;
 
 use std::sync::OnceLock;

@@ -137,6 +137,8 @@ pub(crate) fn tracer(job: TracerJob) {
             return;
         }
     }
+    // From here to the commit every moment is the process's downtime.
+    let urgent = crate::migrate::urgent::Urgent::now();
     // A live or post-copy migration reads `smaps` (a walk of every page table) while the
     // process still runs; under the freeze the areas take their flags from it, checked again
     // below while the destination restores. (Post-copy checks first what a dump would refuse,
@@ -236,6 +238,8 @@ pub(crate) fn tracer(job: TracerJob) {
                 TracerEvent::StubFailed(flags.err().unwrap_or_default())
             }
             Ok(TracerCommand::Lazy(job)) => {
+                // The pages that follow are pushed at the usual priority.
+                urgent.end();
                 crate::migrate::lazy::tracer_commit(
                     held, plan, &id, &socket, job, lazy_runs, &events,
                 );
