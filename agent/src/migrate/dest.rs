@@ -340,6 +340,10 @@ struct StartArgs {
     lazy: bool,
 }
 
+/// Messages of pre-copied pages (1 MiB each) being decoded, and queued for the restore
+/// thread, at most.
+const PAGES_IN_HAND: usize = 2;
+
 /// A live migration's restore thread, from the first pre-copied pages on: it makes the task
 /// ahead and writes the pages into it as they come ([`live_restorer`]).
 struct LiveThread {
@@ -350,7 +354,10 @@ struct LiveThread {
 
 impl LiveThread {
     fn spawn() -> Result<Self, String> {
-        let (pages, pages_rx) = tokio::sync::mpsc::channel(8);
+        // Few messages in hand: what is queued here when the origin freezes is written into
+        // the task inside the stop (the stream's flow control keeps the rest on the origin,
+        // which waits for it before the freeze).
+        let (pages, pages_rx) = tokio::sync::mpsc::channel(PAGES_IN_HAND);
         let (start, start_rx) = std::sync::mpsc::channel();
         let (dtx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -634,7 +641,7 @@ async fn transfer_task(
                     super::live::Received::decode(p)
                 }));
                 let mut failed = false;
-                while decoding.len() > 4 {
+                while decoding.len() > PAGES_IN_HAND {
                     let Some(next) = decoding.pop_front() else {
                         break;
                     };

@@ -136,6 +136,7 @@ pub(crate) fn tracer(job: TracerJob) {
             let _ = events.send(TracerEvent::Thawed);
             return;
         }
+        drained(&chunks, &cancel, &id);
     }
     // From here to the commit every moment is the process's downtime.
     let urgent = crate::migrate::urgent::Urgent::now();
@@ -401,6 +402,22 @@ fn precopy(
     let rounds = live::precopy_rounds(&mut pre, max_downtime, &send, &mut report)?;
     let _ = events.send(TracerEvent::Precopied(rounds));
     Ok(pre)
+}
+
+/// Waits, while the process still runs, until the transfer stream took every pre-copied
+/// message queued for it (at most 5 s): what is still queued at the freeze goes out, and is
+/// written into the destination's task, before the final image can — inside the stop. (The
+/// destination keeps few messages in hand: the stream's flow control holds the rest here.)
+fn drained(chunks: &mpsc::Sender<TransferChunk>, cancel: &std::sync::atomic::AtomicBool, id: &str) {
+    let t = Instant::now();
+    while chunks.capacity() < chunks.max_capacity()
+        && !chunks.is_closed()
+        && !cancel.load(Ordering::Relaxed)
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    tracing::debug!(migration = %id, elapsed = ?t.elapsed(), "pre-copied pages handed to the stream");
 }
 
 /// Hands one message of pre-copied pages to the transfer stream (from any thread), waiting
