@@ -83,7 +83,10 @@ impl Timeline {
                     if !out.is_empty() {
                         out.push_str(", ");
                     }
-                    out.push_str(&format!("{name} {}", ms(at.saturating_duration_since(prev))));
+                    out.push_str(&format!(
+                        "{name} {}",
+                        ms(at.saturating_duration_since(prev))
+                    ));
                     flush(&mut out, &mut parts);
                     prev = prev.max(at);
                 }

@@ -428,13 +428,25 @@ fn live_restorer(
     restorer(args, received, premade, staged)
 }
 
-/// Frees what the rounds kept on a thread of its own, and gives the memory back to the
+/// The threads waiting to free the pre-copied pages of a migration, by its id.
+static TO_FREE: Mutex<Option<HashMap<String, std::sync::mpsc::Sender<()>>>> = Mutex::new(None);
+
+/// How long pre-copied pages are kept at most when no commit comes (an aborted migration).
+const FREE_AFTER: Duration = Duration::from_secs(30);
+
+/// Frees what the rounds kept of migration `id` on a thread of its own, once its copy runs
+/// ([`release_precopied`]; after [`FREE_AFTER`] without), and gives the memory back to the
 /// kernel (else every task made here next copies its page tables at its `fork`).
-fn free_later(received: super::live::Received, staged: super::tree_live::Staging) {
+fn free_later(id: &str, received: super::live::Received, staged: super::tree_live::Staging) {
     if received.is_empty() && staged.is_empty() {
         return;
     }
+    let (tx, rx) = std::sync::mpsc::channel();
+    lock(&TO_FREE)
+        .get_or_insert_with(HashMap::new)
+        .insert(id.to_string(), tx);
     let free = move || {
+        let _ = rx.recv_timeout(FREE_AFTER);
         let t = std::time::Instant::now();
         drop(received);
         drop(staged);
@@ -446,6 +458,13 @@ fn free_later(received: super::live::Received, staged: super::tree_live::Staging
         .spawn(free)
     {
         tracing::warn!(error = %e, "no thread to free the pre-copied pages: freed in the stop");
+    }
+}
+
+/// The copy of migration `id` runs: its pre-copied pages are freed now.
+fn release_precopied(id: &str) {
+    if let Some(tx) = lock(&TO_FREE).as_mut().and_then(|m| m.remove(id)) {
+        let _ = tx.send(());
     }
 }
 
@@ -522,9 +541,9 @@ fn restorer(
         Some(if lazy { &missing } else { &write }),
         premade,
     );
-    // The pre-copied pages are in the copy now: freeing them (a GiB takes tens of ms) is no
-    // part of the stop.
-    free_later(received, staged);
+    // The pre-copied pages are in the copy now: freeing them (a GiB takes tens of ms, and
+    // holds this agent's address space lock meanwhile) is no part of the stop.
+    free_later(&id, received, staged);
     let armed = crate::restore::lazy::take();
     crate::restore::lazy::want(false);
     crate::metrics::restore(restored.is_ok());
@@ -988,7 +1007,11 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
             format!("{lazy}resuming the copy"),
         )
         .map_err(store_err)?;
-    timeline::mark_of(Side::Destination, &rec.migration_id, "commit: record committed");
+    timeline::mark_of(
+        Side::Destination,
+        &rec.migration_id,
+        "commit: record committed",
+    );
     // The members of a tree first, deepest first.
     super::tree::cont_members(&rec.members);
     // A process stopped by job control when dumped stays stopped (its own SIGCONT is for
@@ -998,6 +1021,7 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
     }
     timeline::mark_of(Side::Destination, &rec.migration_id, "commit: running");
     timeline::finish(Side::Destination, &rec.migration_id);
+    release_precopied(&rec.migration_id);
     lock(&node.copies.held).remove(&rec.migration_id);
     let lazy = super::lazy::dest_prefix(rec);
     node.store

@@ -34,11 +34,11 @@ pub(crate) use tracer::{TracerCommand, TracerEvent, TracerJob, now_us, send_prec
 
 use super::error::{CommitError, MigrateError, NegotiateError, TransferError};
 use super::state::{OriginState, Role};
-use crate::timeline::{self, Side};
 use super::{chain, fault, live, negotiate, start_time, version};
 use crate::image::{Codec, WriteStats};
 use crate::node::NodeRef;
 use crate::relay::origin::Plan;
+use crate::timeline::{self, Side};
 use crate::transport::PeerCred;
 
 /// The tracer's events under their old name (the tree's tracer uses it).

@@ -16,10 +16,10 @@ use tokio::sync::mpsc;
 use super::stream::send_image;
 use crate::dump::{self, DumpOptions, Held};
 use crate::image::{Codec, WriteStats};
-use crate::timeline::{self, Side};
 use crate::migrate::{chain, live};
 use crate::node::NodeRef;
 use crate::relay::origin::{Plan, become_stub};
+use crate::timeline::{self, Side};
 use crate::transport::PeerCred;
 
 /// What the tracer thread reports.
