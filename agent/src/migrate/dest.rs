@@ -1135,6 +1135,8 @@ pub(crate) fn abort_local(
         kill_copy(pid, start);
     }
     lock(&node.copies.held).remove(&rec.migration_id);
+    timeline::forget(Side::Destination, &rec.migration_id);
+    release_precopied(&rec.migration_id);
     drop(node.relays.take_dest(&rec.migration_id));
     let _ = std::fs::remove_dir_all(shipped_dir(&rec.migration_id));
     node.store
