@@ -157,7 +157,7 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
             state.join(format!("ferryd-h{n}.log")),
         );
     }
-    // Each agent's phases of the stop (`stop timeline (origin|destination): …`, post-copy).
+    // Each agent's phases of the stop (`stop timeline (origin|destination): …`, every mode).
     for n in [1, 2] {
         let log = std::fs::read_to_string(format!("/run/ferry-hosts/h{n}/ferryd.log"))
             .unwrap_or_default();

@@ -1,7 +1,7 @@
 //! The destination side of a migration: answer the negotiation, receive the image and restore
 //! it as it streams in, hold the copy stopped, and let it run on Commit or end it on Abort.
 
-use super::timeline::{self, Side};
+use crate::timeline::{self, Side};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -185,8 +185,6 @@ struct Made {
     keep_stopped: bool,
     /// `--tree`: the other members, stopped too.
     members: Vec<super::tree::MadeMember>,
-    /// How long the restore checker took.
-    checked: Option<std::time::Duration>,
 }
 
 /// The private directory of one migration's shipped files.
@@ -330,6 +328,8 @@ fn localize(
 
 /// What the restorer needs once the image begins.
 struct StartArgs {
+    /// The migration (its destination timeline becomes the restorer thread's).
+    id: String,
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     shipped: BTreeMap<String, PathBuf>,
     same: BTreeMap<String, negotiate::Same>,
@@ -339,6 +339,10 @@ struct StartArgs {
     /// Post-copy: the `precopied` pages follow once the copy runs (`migrate/lazy.rs`).
     lazy: bool,
 }
+
+/// Messages of pre-copied pages (1 MiB each) being decoded, and queued for the restore
+/// thread, at most.
+const PAGES_IN_HAND: usize = 2;
 
 /// A live migration's restore thread, from the first pre-copied pages on: it makes the task
 /// ahead and writes the pages into it as they come ([`live_restorer`]).
@@ -350,7 +354,10 @@ struct LiveThread {
 
 impl LiveThread {
     fn spawn() -> Result<Self, String> {
-        let (pages, pages_rx) = tokio::sync::mpsc::channel(8);
+        // Few messages in hand: what is queued here when the origin freezes is written into
+        // the task inside the stop (the stream's flow control keeps the rest on the origin,
+        // which waits for it before the freeze).
+        let (pages, pages_rx) = tokio::sync::mpsc::channel(PAGES_IN_HAND);
         let (start, start_rx) = std::sync::mpsc::channel();
         let (dtx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -421,6 +428,46 @@ fn live_restorer(
     restorer(args, received, premade, staged)
 }
 
+/// The threads waiting to free the pre-copied pages of a migration, by its id.
+static TO_FREE: Mutex<Option<HashMap<String, std::sync::mpsc::Sender<()>>>> = Mutex::new(None);
+
+/// How long pre-copied pages are kept at most when no commit comes (an aborted migration).
+const FREE_AFTER: Duration = Duration::from_secs(30);
+
+/// Frees what the rounds kept of migration `id` on a thread of its own, once its copy runs
+/// ([`release_precopied`]; after [`FREE_AFTER`] without), and gives the memory back to the
+/// kernel (else every task made here next copies its page tables at its `fork`).
+fn free_later(id: &str, received: super::live::Received, staged: super::tree_live::Staging) {
+    if received.is_empty() && staged.is_empty() {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    lock(&TO_FREE)
+        .get_or_insert_with(HashMap::new)
+        .insert(id.to_string(), tx);
+    let free = move || {
+        let _ = rx.recv_timeout(FREE_AFTER);
+        let t = std::time::Instant::now();
+        drop(received);
+        drop(staged);
+        let trimmed = crate::sys::malloc_trim();
+        tracing::debug!(elapsed = ?t.elapsed(), trimmed, "pre-copied pages freed");
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("free-precopied".into())
+        .spawn(free)
+    {
+        tracing::warn!(error = %e, "no thread to free the pre-copied pages: freed in the stop");
+    }
+}
+
+/// The copy of migration `id` runs: its pre-copied pages are freed now.
+fn release_precopied(id: &str) {
+    if let Some(tx) = lock(&TO_FREE).as_mut().and_then(|m| m.remove(id)) {
+        let _ = tx.send(());
+    }
+}
+
 /// The restorer: reads the image as it arrives and builds the copy, leaving it stopped.
 fn restorer(
     args: StartArgs,
@@ -429,6 +476,7 @@ fn restorer(
     mut staged: super::tree_live::Staging,
 ) -> Restored {
     let StartArgs {
+        id,
         rx,
         shipped,
         same,
@@ -436,6 +484,9 @@ fn restorer(
         members,
         lazy,
     } = args;
+    timeline::enter(Side::Destination, &id);
+    // From the final image to the copy held stopped every moment is the process's downtime.
+    let _urgent = super::urgent::Urgent::now();
     let input = ChunkReader {
         rx,
         cur: Vec::new(),
@@ -469,7 +520,6 @@ fn restorer(
             endpoints,
             keep_stopped: summary.stopped,
             members,
-            checked: summary.checked,
         });
     }
     // `--tree` of a process without children: its pages were staged as the root's.
@@ -491,6 +541,9 @@ fn restorer(
         Some(if lazy { &missing } else { &write }),
         premade,
     );
+    // The pre-copied pages are in the copy now: freeing them (a GiB takes tens of ms, and
+    // holds this agent's address space lock meanwhile) is no part of the stop.
+    free_later(&id, received, staged);
     let armed = crate::restore::lazy::take();
     crate::restore::lazy::want(false);
     crate::metrics::restore(restored.is_ok());
@@ -503,7 +556,7 @@ fn restorer(
             kill_copy(summary.pid, st);
             return Err(why);
         }
-        crate::timeline::mark("uffd register");
+        timeline::mark("uffd register");
         if let Err(why) = super::lazy::keep(a) {
             kill_copy(summary.pid, st);
             return Err(why);
@@ -517,7 +570,6 @@ fn restorer(
         endpoints,
         keep_stopped: summary.stopped,
         members,
-        checked: summary.checked,
     })
 }
 
@@ -608,7 +660,7 @@ async fn transfer_task(
                     super::live::Received::decode(p)
                 }));
                 let mut failed = false;
-                while decoding.len() > 4 {
+                while decoding.len() > PAGES_IN_HAND {
                     let Some(next) = decoding.pop_front() else {
                         break;
                     };
@@ -682,13 +734,10 @@ async fn transfer_task(
         remote_pid: header.origin_pid,
         ..Default::default()
     };
-    if header.lazy {
-        crate::timeline::begin(&id, "destination");
-    }
     node.store
         .set(&mut rec, DestState::Receiving, "image arriving")
         .map_err(store_err)?;
-    timeline::mark(Side::Destination, &id, "record receiving");
+    timeline::mark_of(Side::Destination, &id, "record receiving");
     // Only the caller's own negotiation counts (another peer's stays for that peer).
     let same = {
         let mut negotiated = lock(&node.copies.negotiated);
@@ -719,7 +768,6 @@ async fn transfer_task(
             rec.start_time = start;
             rec.keep_stopped = keep_stopped;
             rec.members = super::tree::record_members(&members);
-            crate::timeline::mark_of(&id, "destination", "copy made (restorer joined)");
             // `lazy:` while the pages are still to come (migrate/lazy.rs).
             let lazy = if header.lazy { "lazy: " } else { "" };
             if let Err(e) = node.store.set(
@@ -755,8 +803,9 @@ async fn transfer_task(
             if header.lazy {
                 super::lazy::watch(node.clone(), id.clone(), pid);
             }
-            timeline::mark(Side::Destination, &id, "record prepared");
-            let phases = timeline::take(Side::Destination, &id);
+            timeline::mark_of(Side::Destination, &id, "record prepared");
+            // Its Commit is still to come: the timeline goes on until the copy runs.
+            let phases = timeline::so_far(Side::Destination, &id);
             tracing::info!(migration = %id, pid, %phases, "copy prepared");
             watch(node.clone(), id);
             Ok(TransferReply {
@@ -856,6 +905,7 @@ async fn receive(
                 if tx.is_none() {
                     let (t, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
                     let args = StartArgs {
+                        id: id.to_string(),
                         rx,
                         shipped: std::mem::take(&mut shipped),
                         same: same.take().unwrap_or_default(),
@@ -874,7 +924,6 @@ async fn receive(
                             std::thread::Builder::new()
                                 .name(format!("restore-{id}"))
                                 .spawn(move || {
-                                    crate::timeline::enter(&id, "destination");
                                     let _ = dtx.send(restorer(
                                         args,
                                         super::live::Received::default(),
@@ -911,17 +960,14 @@ async fn receive(
     }
     drop(tx);
     drop(live_start);
-    timeline::mark(Side::Destination, id, "image received");
+    timeline::mark_of(Side::Destination, id, "image received");
     let Some(done) = done else {
         return Err("the transfer ended without an image".into());
     };
     let restored = done
         .await
         .map_err(|_| "the restorer thread died".to_string())??;
-    timeline::mark(Side::Destination, id, "restore after the image");
-    if let Some(c) = restored.checked {
-        timeline::part(Side::Destination, id, " of it the checker", c);
-    }
+    timeline::mark_of(Side::Destination, id, "restorer done");
     if fault("restore-fail") {
         for m in &restored.members {
             if start_time(m.pid) == Some(m.start) {
@@ -961,7 +1007,11 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
             format!("{lazy}resuming the copy"),
         )
         .map_err(store_err)?;
-    crate::timeline::mark_of(&rec.migration_id, "destination", "commit: record committed");
+    timeline::mark_of(
+        Side::Destination,
+        &rec.migration_id,
+        "commit: record committed",
+    );
     // The members of a tree first, deepest first.
     super::tree::cont_members(&rec.members);
     // A process stopped by job control when dumped stays stopped (its own SIGCONT is for
@@ -969,8 +1019,9 @@ pub(crate) fn commit_local(node: &NodeRef, rec: &mut MigrationRecord) -> Result<
     if !rec.keep_stopped {
         kill(Pid::from_raw(pid), Signal::SIGCONT).map_err(|error| DE::Resume { pid, error })?;
     }
-    crate::timeline::mark_of(&rec.migration_id, "destination", "commit: running");
-    crate::timeline::finish(&rec.migration_id, "destination");
+    timeline::mark_of(Side::Destination, &rec.migration_id, "commit: running");
+    timeline::finish(Side::Destination, &rec.migration_id);
+    release_precopied(&rec.migration_id);
     lock(&node.copies.held).remove(&rec.migration_id);
     let lazy = super::lazy::dest_prefix(rec);
     node.store
@@ -1084,6 +1135,8 @@ pub(crate) fn abort_local(
         kill_copy(pid, start);
     }
     lock(&node.copies.held).remove(&rec.migration_id);
+    timeline::forget(Side::Destination, &rec.migration_id);
+    release_precopied(&rec.migration_id);
     drop(node.relays.take_dest(&rec.migration_id));
     let _ = std::fs::remove_dir_all(shipped_dir(&rec.migration_id));
     node.store
@@ -1111,7 +1164,7 @@ pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<Commi
     let Some(mut rec) = own_record(node, peer, &r.migration_id)? else {
         return Err(DE::NoMigration(r.migration_id).into());
     };
-    crate::timeline::mark_of(&r.migration_id, "destination", "commit received");
+    timeline::mark_of(Side::Destination, &r.migration_id, "commit received");
     if fault("dest-exit-at-commit") {
         tracing::error!(migration = %rec.migration_id, "FERRY_FAULT dest-exit-at-commit: exiting");
         std::process::exit(70);

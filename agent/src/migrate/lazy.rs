@@ -437,7 +437,7 @@ pub(super) async fn origin_commit(
              frozen and ends with this agent"
         ),
     )?;
-    crate::timeline::mark_of(&id, "origin", "record committing");
+    crate::timeline::mark_of(crate::timeline::Side::Origin, &id, "record committing");
     let _ = cmd_tx.send(Cmd::Lazy(TracerLazy {
         pages: pages_tx,
         wants: wants_rx,
@@ -450,7 +450,7 @@ pub(super) async fn origin_commit(
     }));
     let total = match ev_rx.recv().await {
         Some(Ev::LazyArmed(total)) => {
-            crate::timeline::mark_of(&id, "origin", "EXITKILL");
+            crate::timeline::mark_of(crate::timeline::Side::Origin, &id, "EXITKILL");
             total
         }
         Some(Ev::StubFailed(why)) => {
@@ -534,8 +534,8 @@ pub(super) async fn origin_commit(
     }
     let frozen = since.elapsed();
     let running = Instant::now();
-    crate::timeline::mark_of(&id, "origin", "commit acknowledged");
-    let timeline = crate::timeline::finish(&id, "origin");
+    crate::timeline::mark_of(crate::timeline::Side::Origin, &id, "commit acknowledged");
+    let timeline = crate::timeline::finish(crate::timeline::Side::Origin, &id);
     rec.frozen_end_unix_us = super::origin::now_us();
     // The frozen phase is over: the next migration may freeze.
     drop(turn);

@@ -480,6 +480,11 @@ pub struct Received {
 }
 
 impl Received {
+    /// Whether no page was received.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
     /// Writes the pages of the last message kept into `premade`'s areas (those inside one).
     pub fn write_last(&self, premade: &crate::restore::Premade) -> Result<(), String> {
         let Some(block) = self.blocks.last() else {

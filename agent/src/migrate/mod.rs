@@ -21,9 +21,9 @@ pub mod negotiate;
 pub mod origin;
 pub mod records;
 pub mod state;
-pub mod timeline;
 mod tree;
 mod tree_live;
+mod urgent;
 pub mod version;
 
 use std::sync::OnceLock;

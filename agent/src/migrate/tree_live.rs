@@ -343,6 +343,11 @@ pub(super) struct Staging {
 }
 
 impl Staging {
+    /// Whether nothing was staged.
+    pub(super) fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
     /// Keeps one decoded message of member `d.member` (a later one for the same page
     /// replaces it).
     pub(super) fn insert(&mut self, d: Decoded) {

@@ -299,7 +299,9 @@ pub(super) fn run<R: Read + Send>(
         let (premade_vmas, premade_kept) = premade_kept(&p.mm, &premade_areas);
         let keep_areas: Vec<_> = inherited.iter().chain(&premade_kept).copied().collect();
         let kept: Vec<_> = inherited.iter().chain(&premade_vmas).copied().collect();
+        crate::timeline::mark("restore: task");
         mm::wipe_and_place_vdso(&inj, &maps, &p.mm, &keep_areas)?;
+        crate::timeline::mark("restore: wipe");
         if let Some(parent) = parent {
             mm::unset_inherited_mm_flags(&inj, &p.mm, parent)?;
         }
@@ -308,7 +310,7 @@ pub(super) fn run<R: Read + Send>(
         mm::trim_precopied(&inj, &p.mm, &premade_vmas)?;
         mm::advise(&inj, &p.mm)?;
         tracing::debug!(elapsed = ?t0.elapsed(), pid = p.pid, kept = kept.len(), "vmas mapped");
-        crate::timeline::mark("restore: task, areas");
+        crate::timeline::mark("restore: areas");
         // For the check of a process alone: `smaps` before the pages, when the memory steps
         // after them (protect; lock and AIO rings not: the image has none) change nothing it
         // tells.
@@ -322,6 +324,7 @@ pub(super) fn run<R: Read + Send>(
         if let Some(write) = precopied {
             write(p.pid, tracees[i].pid(), &p.mm.vmas, &premade_vmas)
                 .map_err(RestoreError::Layout)?;
+            crate::timeline::mark("restore: pre-copied pages");
         }
         let injs = tracees
             .iter()
@@ -416,13 +419,17 @@ pub(super) fn run<R: Read + Send>(
         // After the wipe: PR_SET_MM_MAP refuses a new exe while the old executable is mapped.
         mm::set_mm(inj, p)?;
         // A table shared with the parent is the parent's, built already.
+        crate::timeline::mark("restore: memory steps, mm");
         if p.attrs.shares_with_parent & libc::CLONE_FILES as u32 == 0 {
             files::restore(inj, plan, p, &mut warnings)?;
         }
+        crate::timeline::mark("restore: descriptors");
         restore_process_attrs(inj, p)?;
         restore_thread_attrs(inj, p, thread)?;
         // The other threads share everything set so far (memory, fds, handlers).
+        crate::timeline::mark("restore: attributes");
         let ts = create_threads(inj, p)?;
+        crate::timeline::mark("restore: threads");
         for (t, state) in &ts {
             attrs::join_thread_cgroups(t.pid(), &state.cgroups, &mut warnings);
         }
@@ -435,7 +442,7 @@ pub(super) fn run<R: Read + Send>(
         // Post-copy (asked for a process alone): the missing pages' userfaultfd, while the
         // task still has our privileges.
         if i == 0 {
-            crate::timeline::mark("restore: descriptors, attributes, threads");
+            crate::timeline::mark("restore: timers, owners, locks");
             lazy::arm(inj, inj.tracee().pid(), &p.mm)?;
             crate::timeline::mark("restore: userfaultfd made");
         }
@@ -463,6 +470,7 @@ pub(super) fn run<R: Read + Send>(
     // Seals after every mapping and descriptor: they may forbid what those needed.
     memfds.seal()?;
 
+    crate::timeline::mark("restore: limits, in flight, seals");
     // 6. Credentials last (per thread, with seccomp filters and capabilities): once they
     // drop, the task could no longer do the privileged steps.
     for ((inj, p), ts) in injs.iter().zip(procs).zip(&threads) {
@@ -515,7 +523,7 @@ pub(super) fn run<R: Read + Send>(
     let smaps_ahead = smaps_ahead
         .and_then(crate::verify::SmapsAhead::join)
         .filter(|_| address_space_calls == Some(crate::ptrace::address_space_calls()));
-    crate::timeline::mark("restore: limits, credentials, registers");
+    crate::timeline::mark("restore: credentials, registers");
     // Then the check, then resume, children first: a parent never sees a child of the tree
     // go.
     let checked = match opts.check {

@@ -555,3 +555,23 @@ pub fn async_listener(
     // listener: the descriptor stays open and the same for the AsyncFd's whole life.
     unsafe { tokio::io::unix::AsyncFd::register(l) }.map_err(std::io::Error::other)
 }
+
+/// `malloc_trim(0)`: gives the heap's free memory back to the kernel (a migration's
+/// pre-copied pages, once dropped, would otherwise stay in this agent's heap, and every
+/// task it forks next would copy their page tables). Returns whether any was released.
+pub fn malloc_trim() -> bool {
+    // SAFETY: takes no pointer; glibc's allocator locks its arenas itself.
+    unsafe { libc::malloc_trim(0) != 0 }
+}
+
+/// `getpriority(PRIO_PROCESS, tid)`: the thread's nice value.
+pub fn get_nice(tid: Pid) -> Result<i32, Errno> {
+    Errno::clear();
+    // SAFETY: plain syscall wrapper with integer arguments.
+    let r = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid.as_raw() as libc::id_t) };
+    // -1 is a valid nice value: only errno tells a failure.
+    if r == -1 && Errno::last_raw() != 0 {
+        return Err(Errno::last());
+    }
+    Ok(r)
+}

@@ -36,11 +36,11 @@ pub(crate) use tracer::{TracerCommand, TracerEvent, TracerJob, now_us, send_prec
 
 use super::error::{CommitError, MigrateError, NegotiateError, TransferError};
 use super::state::{OriginState, Role};
-use super::timeline::{self, Side};
 use super::{chain, fault, live, negotiate, start_time, version};
 use crate::image::{Codec, WriteStats};
 use crate::node::NodeRef;
 use crate::relay::origin::Plan;
+use crate::timeline::{self, Side};
 use crate::transport::PeerCred;
 
 /// The tracer's events under their old name (the tree's tracer uses it).
@@ -290,7 +290,7 @@ impl Origin {
             Err(e) => return Err(self.fail(e)),
         };
         let id = self.rec.migration_id.clone();
-        timeline::mark(Side::Origin, &id, "destination's reply");
+        timeline::mark_of(Side::Origin, &id, "destination's reply");
         self.rec.remote_pid = reply.pid;
         for (m, r) in self.rec.members.iter_mut().zip(&reply.members) {
             m.remote_pid = r.pid;
@@ -299,7 +299,7 @@ impl Origin {
             OriginState::Prepared,
             format!("copy held stopped on {to} as pid {}", reply.pid),
         )?;
-        crate::timeline::mark_of(&self.rec.migration_id, "origin", "record prepared");
+        timeline::mark_of(Side::Origin, &id, "record prepared");
 
         // The commit point (post-copy: migrate/lazy.rs).
         if self.req.lazy {
@@ -334,7 +334,7 @@ impl Origin {
         }
         let plan = self.commit(&mut tr, &mut neg.client).await?;
         let frozen = since.elapsed();
-        let mut downtime_phases = timeline::take(Side::Origin, &id);
+        let mut downtime_phases = timeline::finish(Side::Origin, &id).unwrap_or_default();
         if !reply.phases.is_empty() {
             downtime_phases.push_str(&format!("; on the destination: {}", reply.phases));
         }
@@ -663,7 +663,7 @@ impl Origin {
             OriginState::Committing,
             "turning the original into the stub",
         )?;
-        timeline::mark(Side::Origin, &id, "records prepared, committing");
+        timeline::mark_of(Side::Origin, &id, "record committing");
         if fault("origin-exit-before-commit") {
             tracing::error!(migration = %id, "FERRY_FAULT origin-exit-before-commit: exiting");
             // The progress "commit" reaches the CLI first (the records before the execve no
@@ -675,7 +675,7 @@ impl Origin {
         let plan = loop {
             let failed = match tr.events.recv().await {
                 Some(TracerEvent::Stubbed(plan)) => {
-                    timeline::mark(Side::Origin, &id, "stub execve");
+                    timeline::mark_of(Side::Origin, &id, "stub execve");
                     break plan;
                 }
                 Some(TracerEvent::StubFailed(why)) => CommitError::StubFailed { pid, why },
@@ -694,7 +694,7 @@ impl Origin {
         // Past the commit point: the copy is the only one. Never abort now; Commit until
         // the destination acknowledges.
         let committed = commit_remote(&self.node, client, &id, &to).await;
-        timeline::mark(Side::Origin, &id, "Commit acknowledged");
+        timeline::mark_of(Side::Origin, &id, "Commit acknowledged");
         // The copy runs (or never will): the original's old memory can be freed.
         crate::migrate::keepmm::release(&id);
         if let Err(why) = committed {

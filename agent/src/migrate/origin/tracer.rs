@@ -16,10 +16,10 @@ use tokio::sync::mpsc;
 use super::stream::send_image;
 use crate::dump::{self, DumpOptions, Held};
 use crate::image::{Codec, WriteStats};
-use crate::migrate::timeline::{self, Side};
 use crate::migrate::{chain, live};
 use crate::node::NodeRef;
 use crate::relay::origin::{Plan, become_stub};
+use crate::timeline::{self, Side};
 use crate::transport::PeerCred;
 
 /// What the tracer thread reports.
@@ -136,30 +136,36 @@ pub(crate) fn tracer(job: TracerJob) {
             let _ = events.send(TracerEvent::Thawed);
             return;
         }
+        drained(&chunks, &cancel, &id);
     }
-    // A live migration reads `smaps` (a walk of every page table) while the process still
-    // runs; under the freeze the areas take their flags from it, checked again below while
-    // the destination restores.
-    let smaps_before = pre
-        .as_ref()
-        .and_then(|_| crate::proc::read(pid, "smaps").ok());
+    // From here to the commit every moment is the process's downtime.
+    let urgent = crate::migrate::urgent::Urgent::now();
+    // A live or post-copy migration reads `smaps` (a walk of every page table) while the
+    // process still runs; under the freeze the areas take their flags from it, checked again
+    // below while the destination restores. (Post-copy checks first what a dump would refuse,
+    // as `dump::hold` would, before anything is read.)
+    if lazy && let Err(e) = dump::precheck_only(Pid::from_raw(pid), opts) {
+        let _ = events.send(TracerEvent::Failed(format!("freeze: {}", chain(&e))));
+        return;
+    }
+    let smaps_before = (pre.is_some() || lazy)
+        .then(|| crate::proc::read(pid, "smaps").ok())
+        .flatten();
     let at_us = now_us();
-    if lazy {
-        crate::timeline::begin(&id, "origin");
-        crate::timeline::enter(&id, "origin");
-    }
-    let mut last_scan = Duration::ZERO;
-    let mut finish = |p: &mut live::Precopy, f: &dump::freeze::Frozen| {
+    timeline::begin(Side::Origin, &id, Instant::now());
+    timeline::enter(Side::Origin, &id);
+    let finish = |p: &mut live::Precopy, f: &dump::freeze::Frozen| {
         let t = Instant::now();
         let r = p.finish(f);
-        last_scan = t.elapsed();
+        timeline::part("of it the last scan", t.elapsed());
         r?;
         crate::migrate::final_stop::madvise_fault(f)
     };
     let held = match (&mut pre, &smaps_before) {
         (Some(p), Some(s)) => dump::hold_with_smaps(Pid::from_raw(pid), opts, s, |f| finish(p, f)),
         (Some(p), None) => dump::hold_with(Pid::from_raw(pid), opts, |f| finish(p, f)),
-        (None, _) => dump::hold(Pid::from_raw(pid), opts),
+        (None, Some(s)) => dump::hold_with_smaps(Pid::from_raw(pid), opts, s, |_| Ok(())),
+        (None, None) => dump::hold(Pid::from_raw(pid), opts),
     };
     crate::metrics::dump(held.is_ok());
     let mut held = match held {
@@ -169,12 +175,6 @@ pub(crate) fn tracer(job: TracerJob) {
             return;
         }
     };
-    timeline::begin(Side::Origin, &id, held.since);
-    timeline::add(Side::Origin, &id, "freeze", held.seize);
-    if pre.is_some() {
-        timeline::part(Side::Origin, &id, " last scan", last_scan);
-    }
-    timeline::mark(Side::Origin, &id, "collect");
     let image = Image {
         node: &node,
         pid,
@@ -190,14 +190,14 @@ pub(crate) fn tracer(job: TracerJob) {
     // Post-copy: the pages of the large private anonymous areas stay out of the image.
     let mut lazy_runs = Vec::new();
     let sent = check_frozen(pid, &mut held, pre.as_ref(), as_user, &id, at_us).and_then(|()| {
-        crate::timeline::mark("checks");
+        timeline::mark("checks");
         if lazy {
             lazy_runs = crate::migrate::lazy::mark(&mut held.state.mm.vmas);
-            crate::timeline::mark("lazy areas");
+            timeline::mark("lazy areas");
         }
         image.send(&held, &proxy_protocol, chunks)
     });
-    crate::timeline::leave();
+    timeline::leave();
     // The flags taken from `smaps_before` still hold (read again under the same freeze,
     // while the destination restores): else the copy must not run.
     let flags = match (&sent, &smaps_before) {
@@ -235,7 +235,12 @@ pub(crate) fn tracer(job: TracerJob) {
                     }
                 }
             }
+            Ok(TracerCommand::Lazy(_)) if flags.is_err() => {
+                TracerEvent::StubFailed(flags.err().unwrap_or_default())
+            }
             Ok(TracerCommand::Lazy(job)) => {
+                // The pages that follow are pushed at the usual priority.
+                urgent.end();
                 crate::migrate::lazy::tracer_commit(
                     held, plan, &id, &socket, job, lazy_runs, &events,
                 );
@@ -288,7 +293,7 @@ fn check_frozen(
             .mark(&mut held.state.mm.vmas)
             .map_err(|e| TracerEvent::Failed(format!("pre-copied pages: {}", chain(&e))))?;
         tracing::debug!(migration = %id, pages = kept, "pages on the destination already");
-        timeline::mark(Side::Origin, id, "mark pre-copied");
+        timeline::mark("mark pre-copied");
     }
     Ok(())
 }
@@ -335,8 +340,7 @@ impl Image<'_> {
         let mut plan = Plan::capture(held).map_err(|e| failed(format!("relay: {}", chain(&e))))?;
         plan.proxy_protocol(proxy_protocol)
             .map_err(|e| failed(e.to_string()))?;
-        timeline::mark(Side::Origin, id, "relay plan");
-        crate::timeline::mark("relay plan");
+        timeline::mark("relay plan");
         let header = TransferHeader {
             migration_id: id.to_string(),
             relays: plan.endpoints(),
@@ -362,8 +366,7 @@ impl Image<'_> {
         .map_err(failed)?;
         // The stream ends here (the destination sees its end).
         drop(chunks);
-        crate::timeline::mark("image sent");
-        timeline::mark(Side::Origin, id, "image sent");
+        timeline::mark("image sent");
         // What the relay needs, kept (durably) before the stub can exist: a restarted agent
         // serves the stub again with it. Written while the destination restores.
         self.node
@@ -399,6 +402,22 @@ fn precopy(
     let rounds = live::precopy_rounds(&mut pre, max_downtime, &send, &mut report)?;
     let _ = events.send(TracerEvent::Precopied(rounds));
     Ok(pre)
+}
+
+/// Waits, while the process still runs, until the transfer stream took every pre-copied
+/// message queued for it (at most 5 s): what is still queued at the freeze goes out, and is
+/// written into the destination's task, before the final image can — inside the stop. (The
+/// destination keeps few messages in hand: the stream's flow control holds the rest here.)
+fn drained(chunks: &mpsc::Sender<TransferChunk>, cancel: &std::sync::atomic::AtomicBool, id: &str) {
+    let t = Instant::now();
+    while chunks.capacity() < chunks.max_capacity()
+        && !chunks.is_closed()
+        && !cancel.load(Ordering::Relaxed)
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    tracing::debug!(migration = %id, elapsed = ?t.elapsed(), "pre-copied pages handed to the stream");
 }
 
 /// Hands one message of pre-copied pages to the transfer stream (from any thread), waiting
