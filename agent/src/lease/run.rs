@@ -256,94 +256,106 @@ async fn ask(node: &NodeRef, member: &str, req: LeaseRequest) -> Result<LeaseRep
 
 /// One renewal round for every replicated process running here.
 async fn renew_all(node: &NodeRef) {
+    // Every process's renewal at once: a member that does not answer costs each of them one
+    // wait, not one wait per process in turn (which would let the later ones' leases lapse).
+    let renewals = replicated_here(node)
+        .into_iter()
+        .map(|e| {
+            let node = node.clone();
+            async move { renew(&node, e).await }
+        })
+        .collect();
+    futures_join(renewals).await;
+}
+
+/// Renews the lease of one replicated process running here.
+async fn renew(node: &NodeRef, e: Rep) {
     let me = node.config.name.clone();
-    for e in replicated_here(node) {
-        let group = group_of(&me, &e);
-        let skip = node
-            .leases
-            .with(|i| {
-                if i.discarded.contains(&e.id) {
-                    return true;
-                }
-                i.holder.set_epoch(&e.id, e.epoch);
-                i.known.insert(
-                    e.id.clone(),
-                    Known {
-                        holder: me.clone(),
-                        group: group.clone(),
-                        home: e.home.clone(),
-                        epoch: e.epoch,
-                    },
-                );
-                false
-            })
-            .unwrap_or(true);
-        if skip {
-            continue;
-        }
-        let sent = node.leases.now();
-        // Whether this copy has held a majority at its epoch: the renewals commit it.
-        let committed = node
-            .leases
-            .with(|i| i.holder.committed(&e.id, group.len(), sent))
-            .unwrap_or(false);
-        // Its own grant.
-        let Some(own) = node
-            .leases
-            .with(|i| i.grantor.grant_as(&e.id, &me, e.epoch, committed, sent))
-        else {
-            continue;
-        };
-        match own {
-            Ok(g) => {
-                node.leases.with(|i| i.holder.record(&me, &g, sent));
+    let group = group_of(&me, &e);
+    let skip = node
+        .leases
+        .with(|i| {
+            if i.discarded.contains(&e.id) {
+                return true;
             }
-            Err(r) => {
-                if let Some(epoch) = r.stale_epoch() {
-                    discard(node, &e, epoch, &stale_holder(&r)).await;
-                    continue;
-                }
+            i.holder.set_epoch(&e.id, e.epoch);
+            i.known.insert(
+                e.id.clone(),
+                Known {
+                    holder: me.clone(),
+                    group: group.clone(),
+                    home: e.home.clone(),
+                    epoch: e.epoch,
+                },
+            );
+            false
+        })
+        .unwrap_or(true);
+    if skip {
+        return;
+    }
+    let sent = node.leases.now();
+    // Whether this copy has held a majority at its epoch: the renewals commit it.
+    let committed = node
+        .leases
+        .with(|i| i.holder.committed(&e.id, group.len(), sent))
+        .unwrap_or(false);
+    // Its own grant.
+    let Some(own) = node
+        .leases
+        .with(|i| i.grantor.grant_as(&e.id, &me, e.epoch, committed, sent))
+    else {
+        return;
+    };
+    match own {
+        Ok(g) => {
+            node.leases.with(|i| i.holder.record(&me, &g, sent));
+        }
+        Err(r) => {
+            if let Some(epoch) = r.stale_epoch() {
+                discard(node, &e, epoch, &stale_holder(&r)).await;
+                return;
             }
         }
-        let req = LeaseRequest {
-            id: e.id.clone(),
-            holder: me.clone(),
-            epoch: e.epoch,
-            group: group.clone(),
-            home: e.home.clone(),
-            query: false,
-            committed,
-        };
-        let asks = group
-            .iter()
-            .filter(|m| **m != me)
-            .map(|m| {
-                let (n, req, m) = (node.clone(), req.clone(), m.clone());
-                async move { (m.clone(), ask(&n, &m, req).await) }
-            })
-            .collect::<Vec<_>>();
-        for (m, r) in futures_join(asks).await {
-            match r {
-                Ok(r) if r.granted => {
-                    let g = Grant {
-                        id: e.id.clone(),
-                        holder: me.clone(),
-                        epoch: e.epoch,
-                        member: m.clone(),
-                    };
-                    node.leases.with(|i| i.holder.record(&m, &g, sent));
-                }
-                // Only a member that saw a higher epoch committed makes this copy stale; any
-                // other refusal is a missing grant (the fence counts the majority).
-                Ok(r) if r.stale => {
-                    discard(node, &e, r.epoch, &r.holder).await;
-                    break;
-                }
-                Ok(r) => {
-                    tracing::debug!(id = %e.id, member = %m, refused = %r.refused, "lease refused")
-                }
-                Err(why) => tracing::debug!(id = %e.id, member = %m, %why, "lease not renewed"),
+    }
+    let req = LeaseRequest {
+        id: e.id.clone(),
+        holder: me.clone(),
+        epoch: e.epoch,
+        group: group.clone(),
+        home: e.home.clone(),
+        query: false,
+        committed,
+    };
+    let asks = group
+        .iter()
+        .filter(|m| **m != me)
+        .map(|m| {
+            let (n, req, m) = (node.clone(), req.clone(), m.clone());
+            async move { (m.clone(), ask(&n, &m, req).await) }
+        })
+        .collect::<Vec<_>>();
+    for (m, r) in futures_join(asks).await {
+        match r {
+            Ok(r) if r.granted => {
+                let g = Grant {
+                    id: e.id.clone(),
+                    holder: me.clone(),
+                    epoch: e.epoch,
+                    member: m.clone(),
+                };
+                node.leases.with(|i| i.holder.record(&m, &g, sent));
             }
+            // Only a member that saw a higher epoch committed makes this copy stale; any
+            // other refusal is a missing grant (the fence counts the majority).
+            Ok(r) if r.stale => {
+                discard(node, &e, r.epoch, &r.holder).await;
+                break;
+            }
+            Ok(r) => {
+                tracing::debug!(id = %e.id, member = %m, refused = %r.refused, "lease refused")
+            }
+            Err(why) => tracing::debug!(id = %e.id, member = %m, %why, "lease not renewed"),
         }
     }
 }

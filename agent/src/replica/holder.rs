@@ -69,11 +69,15 @@ pub async fn serve(
             meta.id, header.image_bytes
         )));
     }
-    f.sync_all()
-        .map_err(|e| Status::internal(format!("{}: {e}", incoming.display())))?;
-    drop(f);
     let base_seq = header.base_seq;
+    // The fsync and the merge off the runtime's threads: a replica holder answers lease
+    // renewals meanwhile (a worker blocked in a long fsync under load would hold them up).
     let result = tokio::task::spawn_blocking(move || {
+        if let Err(e) = f.sync_all() {
+            let _ = std::fs::remove_file(&incoming);
+            return Err(Status::internal(format!("{}: {e}", incoming.display())));
+        }
+        drop(f);
         let r = keep(&state_dir, &mut meta, base_seq, &incoming, &key);
         let _ = std::fs::remove_file(&incoming);
         r.map(|()| meta)
