@@ -255,6 +255,32 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> R
     Ok(())
 }
 
+/// Polls `f` every 100 ms until it gives `Some`, or fails naming `what` after `timeout`; an
+/// error from `f` ends the wait at once.
+pub fn poll<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("{what}: not within {timeout:?}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// The "count T" file of the `replica_counter` workload in `dir`: (count, ms).
+pub fn replica_count(dir: &Path) -> Option<(u64, u64)> {
+    let t = fs::read_to_string(dir.join("count")).ok()?;
+    let mut it = t.split_whitespace().map(|w| w.parse::<u64>().ok());
+    Some((it.next()??, it.next()??))
+}
+
 /// Polls `f` every 10 ms until it returns `Some`, or panics naming `what` after `timeout`.
 pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

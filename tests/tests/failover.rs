@@ -15,30 +15,10 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use ferry_tests::hosts::Hosts;
-use ferry_tests::{ferry_bin, setup, workload};
+use ferry_tests::{ferry_bin, poll, replica_count, setup, workload};
 use serde_json::Value;
-
-fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        if start.elapsed() > timeout {
-            bail!("{what}: not within {timeout:?}");
-        }
-        sleep(Duration::from_millis(100));
-    }
-}
-
-/// The job's "count T" file: (count, ms).
-fn count(dir: &Path) -> Option<(u64, u64)> {
-    let t = std::fs::read_to_string(dir.join("count")).ok()?;
-    let mut it = t.split_whitespace().map(|w| w.parse::<u64>().ok());
-    Some((it.next()??, it.next()??))
-}
 
 fn ferry(hosts: &Hosts, n: u32, args: &[&str]) -> Result<String> {
     let bin = ferry_bin();
@@ -198,20 +178,20 @@ fn partition_fences_h1_h2_h3_take_over_and_one_copy_is_left() {
 
         hosts.cut_link(1)?;
         let cut = Instant::now();
-        let mut plain_samples = vec![count(&udir).context("count")?];
+        let mut plain_samples = vec![replica_count(&udir).context("count")?];
         // h1 freezes its replicated job (a lease lasts 2.85 s on the holder's side).
         let frozen = poll(
             Duration::from_secs(8),
             "h1 freezes its replicated job",
             || {
-                plain_samples.extend(count(&udir));
+                plain_samples.extend(replica_count(&udir));
                 Ok((proc_state(&hosts, 1, pid1) == Some('T')).then(|| cut.elapsed()))
             },
         )?;
         eprintln!("h1 froze its replicated job {frozen:?} after the cut");
         // h2 or h3 restores it.
         let taken = poll(Duration::from_secs(30), "h2 or h3 restores the job", || {
-            plain_samples.extend(count(&udir));
+            plain_samples.extend(replica_count(&udir));
             let r = running_elsewhere(&hosts, &id)?;
             Ok((!r.is_empty()).then_some(r))
         })
@@ -225,11 +205,11 @@ fn partition_fences_h1_h2_h3_take_over_and_one_copy_is_left() {
             "ferry migrations on h{n_new} does not show the failover: {m}"
         );
         // The copy counts on (from its checkpoint).
-        let c0 = count(&rdir).context("count")?;
+        let c0 = replica_count(&rdir).context("count")?;
         poll(
             Duration::from_secs(10),
             "the restored copy counting",
-            || Ok(count(&rdir).filter(|c| c.0 != c0.0).map(|_| ())),
+            || Ok(replica_count(&rdir).filter(|c| c.0 != c0.0).map(|_| ())),
         )?;
         // h1's copy is still frozen.
         ensure!(
@@ -237,14 +217,14 @@ fn partition_fences_h1_h2_h3_take_over_and_one_copy_is_left() {
             "h1's copy runs while cut off"
         );
         for _ in 0..10 {
-            plain_samples.extend(count(&udir));
+            plain_samples.extend(replica_count(&udir));
             sleep(Duration::from_millis(100));
         }
 
         hosts.restore_link(1)?;
         // The stale copy on h1 is killed once h1 learns the higher epoch.
         poll(Duration::from_secs(20), "h1's stale copy gone", || {
-            plain_samples.extend(count(&udir));
+            plain_samples.extend(replica_count(&udir));
             Ok(matches!(proc_state(&hosts, 1, pid1), None | Some('Z')).then_some(()))
         })?;
         // Exactly one copy runs, and keeps running.
@@ -265,7 +245,7 @@ fn partition_fences_h1_h2_h3_take_over_and_one_copy_is_left() {
         );
 
         // The unreplicated job counted all along: no gap of a second.
-        plain_samples.extend(count(&udir));
+        plain_samples.extend(replica_count(&udir));
         ensure!(plain_samples.len() > 40, "samples: {}", plain_samples.len());
         // (The job counts every 10 ms: over any stretch of a second or more it must have
         // counted at least a quarter of the elapsed time's ticks — a loaded machine slows its
@@ -311,7 +291,7 @@ fn host_killed_the_job_runs_on_from_its_newest_checkpoint_within_10s_of_down() {
         let id = start_job(&hosts, &dir, true)?;
         replicated(&hosts, &id)?;
         let seq = replica_seq(&hosts, 2, &id).max(replica_seq(&hosts, 3, &id));
-        let before = count(&dir).context("count")?;
+        let before = replica_count(&dir).context("count")?;
         let epoch_before = [2u32, 3]
             .map(|n| replica_meta(&hosts, n, &id)["epoch"].as_u64().unwrap_or(0))
             .into_iter()
@@ -333,7 +313,7 @@ fn host_killed_the_job_runs_on_from_its_newest_checkpoint_within_10s_of_down() {
         let first = poll(
             Duration::from_secs(25),
             "a copy ticking after the kill",
-            || Ok(count(&dir).filter(|c| c.1 > killed_ms + 500)),
+            || Ok(replica_count(&dir).filter(|c| c.1 > killed_ms + 500)),
         )
         .with_context(|| lease_logs(&hosts))?;
         let up = killed.elapsed();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferry_tests::hosts::Hosts;
-use ferry_tests::{ferry_bin, setup};
+use ferry_tests::{ferry_bin, poll, setup};
 use serde_json::Value;
 
 const MARK: &str = "RELAYFAIL-MARK";
@@ -33,19 +33,6 @@ while True:\n    \
         sys.exit(7)\n    \
     n += 1\n    \
     print('%d: %s' % (n, l), flush=True)\n";
-
-fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        if start.elapsed() > timeout {
-            bail!("{what}: not within {timeout:?}");
-        }
-        sleep(Duration::from_millis(100));
-    }
-}
 
 fn ferry_cmd(hosts: &Hosts, n: u32, args: &[&str]) -> Command {
     let mut cmd = hosts.command(n, ferry_bin());

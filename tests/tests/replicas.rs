@@ -7,35 +7,14 @@
 //! derived from cluster.key), once the job on h1 is killed, counts on from at least where it
 //! was at the checkpoint.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use ferry_tests::hosts::Hosts;
-use ferry_tests::{ferry_bin, setup, workload};
+use ferry_tests::{ferry_bin, poll, replica_count, setup, workload};
 use serde_json::Value;
-
-/// Poll until `f` gives something, or fail after `timeout` naming `what`.
-fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        if start.elapsed() > timeout {
-            bail!("{what}: not within {timeout:?}");
-        }
-        sleep(Duration::from_millis(100));
-    }
-}
-
-/// The job's "count T" file: (count, ms).
-fn count(dir: &Path) -> Option<(u64, u64)> {
-    let t = std::fs::read_to_string(dir.join("count")).ok()?;
-    let mut it = t.split_whitespace().map(|w| w.parse::<u64>().ok());
-    Some((it.next()??, it.next()??))
-}
 
 fn meta(hosts: &Hosts, n: u32, id: &str) -> Option<Value> {
     let p = hosts
@@ -133,7 +112,7 @@ fn checkpoints_reach_two_replicas_sealed_and_incremental() {
             // connections), where a lapse may fence it; what is checked here is that
             // checkpoints do not stop it.
             if seqs[0] >= 2
-                && let Some(c) = count(&dir)
+                && let Some(c) = replica_count(&dir)
             {
                 samples.push(c);
             }
@@ -216,9 +195,9 @@ fn checkpoints_reach_two_replicas_sealed_and_incremental() {
         // Kill the original; restore h3's replica by hand with the derived key.
         ferry(&hosts, 1, &["kill", &id, "--signal", "KILL"])?;
         poll(Duration::from_secs(10), "the job ended", || {
-            let before = count(&dir);
+            let before = replica_count(&dir);
             sleep(Duration::from_millis(100));
-            Ok((count(&dir) == before).then_some(()))
+            Ok((replica_count(&dir) == before).then_some(()))
         })?;
         let m = meta(&hosts, 3, &id).context("h3's meta")?;
         let taken = m["taken_ms"].as_u64().context("taken_ms")?;
@@ -246,7 +225,7 @@ fn checkpoints_reach_two_replicas_sealed_and_incremental() {
                 ck.to_str().context("path")?,
             ],
         )?;
-        let stopped_at = count(&dir).context("count")?.0;
+        let stopped_at = replica_count(&dir).context("count")?.0;
         // Its stdio is a file: the restored job keeps it open.
         let said = ctx.dir.path().join("restore.out");
         let status = hosts
@@ -271,7 +250,7 @@ fn checkpoints_reach_two_replicas_sealed_and_incremental() {
             .and_then(|p| p.parse().ok())
             .with_context(|| format!("restore said {out:?}"))?;
         let first = poll(Duration::from_secs(10), "the restored job counting", || {
-            Ok(count(&dir).filter(|c| c.0 != stopped_at))
+            Ok(replica_count(&dir).filter(|c| c.0 != stopped_at))
         })?;
         let _ = hosts.run(3, &["kill", "-KILL", &pid.to_string()]);
         ensure!(
@@ -423,7 +402,7 @@ fn checkpoint_bench() {
                             .cloned()
                     });
                     if let Some(p) = here
-                        && count(&dir).is_some_and(|c| c.1 > killed_ms)
+                        && replica_count(&dir).is_some_and(|c| c.1 > killed_ms)
                     {
                         return Ok(Some((n, p["pid"].as_i64().unwrap_or(0), killed.elapsed())));
                     }

@@ -143,23 +143,11 @@ async fn take_over_relayed(
         .collect();
     // The home's relay of the migration attaches to it here.
     node.relays.hold_dest(&meta.migration, pid, endpoints);
-    let mut rec = ferry_proto::v1::MigrationRecord {
-        migration_id: meta.migration.clone(),
-        peer: meta.home.clone(),
-        pid,
-        start_time,
-        ..Default::default()
-    };
     let detail = format!(
         "failover: {lost} down; {id} restored from checkpoint {} (epoch {new_epoch}), relayed for {}",
         meta.seq, meta.home
     );
-    if let Err(e) = node
-        .store
-        .set(&mut rec, crate::migrate::state::DestState::Done, detail)
-    {
-        tracing::warn!(%id, %e, "cannot record the failover");
-    }
+    set_done(&node, &meta.migration, &meta.home, pid, start_time, detail);
     let limits = ferry_proto::v1::Limits {
         cpu_millis: meta.limits.cpu_millis,
         mem_bytes: meta.limits.mem_bytes,
@@ -375,22 +363,34 @@ fn record(
     lost: &str,
 ) -> String {
     let id = format!("failover-{}-{epoch}", meta.id);
-    let mut rec = ferry_proto::v1::MigrationRecord {
-        migration_id: id.clone(),
-        peer: lost.to_string(),
-        pid,
-        start_time,
-        ..Default::default()
-    };
     let detail = format!(
         "failover: {lost} down; {} restored from checkpoint {} (epoch {epoch})",
         meta.id, meta.seq
     );
+    set_done(node, &id, lost, pid, start_time, detail);
+    id
+}
+
+/// Writes the destination record `migration` (from `peer`) of a take-over as done.
+fn set_done(
+    node: &NodeRef,
+    migration: &str,
+    peer: &str,
+    pid: i32,
+    start_time: u64,
+    detail: String,
+) {
+    let mut rec = ferry_proto::v1::MigrationRecord {
+        migration_id: migration.to_string(),
+        peer: peer.to_string(),
+        pid,
+        start_time,
+        ..Default::default()
+    };
     if let Err(e) = node
         .store
         .set(&mut rec, crate::migrate::state::DestState::Done, detail)
     {
-        tracing::warn!(%id, %e, "cannot record the failover");
+        tracing::warn!(%migration, %e, "cannot record the failover");
     }
-    id
 }
