@@ -209,6 +209,14 @@ impl OutGuard<'_> {
     /// [`Outgoing::resend`], recorded.
     pub fn resend(&mut self, again: bool, chunk: usize) -> Resend {
         let r = self.g.resend(again, chunk);
+        tracing::debug!(
+            ch = self.c.ch,
+            again,
+            acked = self.g.acked,
+            sent = self.g.sent,
+            kept = r.kept,
+            "relay ledger: a new stream sends the kept bytes first"
+        );
         self.c.note(Op::Resend(again));
         r
     }
@@ -432,10 +440,15 @@ impl Ledger {
     }
 
     /// Forgets channel `ch` (a connection that ended both ways).
-    pub fn forget(&self, ch: u32) {
-        if let Some(c) = lock(&self.chans).remove(&ch) {
+    /// Forgets channel `ch` if nothing it sent waits for an acknowledgement (true); a channel
+    /// whose last bytes are still unacknowledged stays, to be sent again on a new stream.
+    pub fn forget_if_acked(&self, ch: u32) -> bool {
+        let mut chans = lock(&self.chans);
+        let acked = chans.get(&ch).is_none_or(|c| lock(&c.out).kept.is_empty());
+        if acked && let Some(c) = chans.remove(&ch) {
             c.note(Op::Forget);
         }
+        acked
     }
 }
 
@@ -650,6 +663,23 @@ mod tests {
         let r = n.chan(3).out().resend(true, 64);
         assert_eq!(r.frames, vec![(0, b"unsent".to_vec())]);
         assert!(n.chan(4).out().resend(true, 64).frames.is_empty());
+    }
+
+    #[test]
+    fn a_channel_with_unacknowledged_bytes_is_not_forgotten() {
+        let l = Ledger::new(7);
+        l.chan(2).out().record(b"out 1\n");
+        l.chan(2).out().end(false);
+        assert!(
+            !l.forget_if_acked(2),
+            "its last bytes were not acknowledged"
+        );
+        let r = l.chan(2).out().resend(true, 64);
+        assert_eq!(r.frames, vec![(0, b"out 1\n".to_vec())]);
+        assert_eq!(r.end, Some(false));
+        l.chan(2).out().ack(6);
+        assert!(l.forget_if_acked(2));
+        assert_eq!(l.sent(2), 0, "forgotten: a new channel");
     }
 
     #[test]

@@ -858,9 +858,15 @@ impl Pumps {
                 }
                 match out {
                     Out::Data(at, d) => {
-                        if let Err(e) = write_all_blocking(f.as_fd(), &ledger, at, &d, &me.stop) {
-                            tracing::debug!(channel, %e, "relay write");
-                            fd = None;
+                        match write_all_blocking(f.as_fd(), &ledger, at, &d, &me.stop) {
+                            Ok(()) => {}
+                            // Its stream stopped: what is left of the frame comes again on
+                            // the next one, which counts from the ledger (no credit here).
+                            Err(Errno::ECANCELED) => return,
+                            Err(e) => {
+                                tracing::debug!(channel, %e, "relay write");
+                                fd = None;
+                            }
                         }
                         unreported += d.len() as u64;
                     }
@@ -921,14 +927,15 @@ impl Pumps {
         let guard = feed.as_ref().map(|_| WriterGuard::new(self));
         self.rt.spawn(async move {
             let _token = token;
-            me.run_serve(channel, s, feed.clone(), window, guard).await;
+            let ended = me.run_serve(channel, s, feed.clone(), window, guard).await;
             if let Some(f) = feed {
                 f.lock().direct = None;
             }
             me.forget(channel);
-            if !me.stop.is_stopped() {
-                // Ended both ways (not stopped with its stream): nothing to send again.
-                me.ledger.forget(channel);
+            if ended && !me.stop.is_stopped() {
+                // Ended both ways, its ends sent (not cut off by a stream that went away):
+                // nothing to send again once the peer acknowledged it all.
+                me.ledger.forget_if_acked(channel);
             }
         });
     }
@@ -940,14 +947,13 @@ impl Pumps {
         feed: Option<Arc<Feed>>,
         window: Option<(Arc<Window>, Resend)>,
         guard: Option<WriterGuard>,
-    ) {
+    ) -> bool {
         let io = s.io;
         let fd = match crate::sys::async_fd(s.fd) {
             Ok(fd) => Arc::new(fd),
             Err(e) => {
                 tracing::warn!(channel, %e, "relay: cannot watch a descriptor; closing the channel");
-                self.send_async(frame(channel, What::Close(true))).await;
-                return;
+                return self.send_async(frame(channel, What::Close(true))).await;
             }
         };
         if s.connecting {
@@ -963,34 +969,35 @@ impl Pumps {
             };
             let r: std::io::Result<()> = tokio::select! {
                 r = connected => r,
-                () = self.stop.wait() => return,
+                () = self.stop.wait() => return false,
             };
             if let Err(e) = r {
                 tracing::debug!(channel, %e, "relay: connect to the process's listener");
-                self.send_async(frame(channel, What::Close(true))).await;
-                return;
+                return self.send_async(frame(channel, What::Close(true))).await;
             }
         }
         let reader_done = Notify::new();
         let reading = async {
+            let mut ended = true;
             if let Some((w, resend)) = window {
                 // What went out unacknowledged before (or was read while no stream was open)
                 // goes first; a direction that had ended ends again.
                 let ledger = self.ledger.chan(channel);
                 let end = resend.end;
-                if self.send_resend(channel, resend).await {
-                    match end {
+                ended = self.send_resend(channel, resend).await
+                    && match end {
                         Some(close) => {
                             self.send_async(self.end_frame(&ledger, channel, close))
-                                .await;
+                                .await
                         }
                         None => self.read_loop(channel, &fd, io, &w, &ledger).await,
-                    }
-                }
+                    };
             }
             reader_done.notify_one();
+            ended
         };
         let writing = async {
+            let mut ended = true;
             if let Some(feed) = &feed {
                 let w = Writing {
                     channel,
@@ -1000,13 +1007,14 @@ impl Pumps {
                     feed,
                     reader_done: &reader_done,
                 };
-                self.write_loop(w, &s.prefix, s.read).await;
+                ended = self.write_loop(w, &s.prefix, s.read).await;
             }
             drop(guard);
+            ended
         };
         tokio::select! {
-            _ = async { tokio::join!(reading, writing) } => {}
-            () = self.stop.wait() => {}
+            (r, w) = async { tokio::join!(reading, writing) } => r && w,
+            () = self.stop.wait() => false,
         }
     }
 
@@ -1017,7 +1025,7 @@ impl Pumps {
         io: Io,
         window: &Window,
         ledger: &ChanLedger,
-    ) {
+    ) -> bool {
         let mut buf = vec![0u8; CHUNK];
         loop {
             window.room().await;
@@ -1034,14 +1042,13 @@ impl Pumps {
                     };
                     let f = self.read_frame(ledger, channel, data);
                     if !self.send_async(f).await {
-                        return;
+                        return false;
                     }
                 }
                 // A pty master whose slave is closed everywhere: the end.
                 Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    self.send_async(self.end_frame(ledger, channel, true)).await;
-                    return;
+                    return self.send_async(self.end_frame(ledger, channel, true)).await;
                 }
                 Err(e) => {
                     tracing::debug!(channel, %e, "relay read");
@@ -1050,14 +1057,14 @@ impl Pumps {
             }
         }
         self.send_async(self.end_frame(ledger, channel, false))
-            .await;
+            .await
     }
 
     /// The writer of a task: writes what the dispatcher queued (several `Data` at once as one
     /// write), and lets the dispatcher write directly while nothing waits. Once its direction
     /// ended (the end written, a close, a failed write) it drops what still comes, crediting
     /// it, until the reader is done too.
-    async fn write_loop(&self, w: Writing<'_>, prefix: &[u8], has_reader: bool) {
+    async fn write_loop(&self, w: Writing<'_>, prefix: &[u8], has_reader: bool) -> bool {
         let Writing {
             channel,
             fd,
@@ -1160,9 +1167,10 @@ impl Pumps {
                 }
             };
             if credit > 0 && !self.send_async(frame(channel, What::Credit(credit))).await {
-                return;
+                return false;
             }
         }
+        true
     }
 
     /// A relayed TCP connection made after the start: one accepted on the origin (its
