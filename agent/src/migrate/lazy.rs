@@ -41,7 +41,7 @@ use crate::dump::Held;
 use crate::image::Codec;
 use crate::relay::origin::Plan;
 use crate::restore::lazy::Armed;
-use crate::state::{PAGE_SIZE, VmaKind, VmaState, vmflag};
+use crate::state::{PAGE_SIZE, PageRun, VmaKind, VmaState, vmflag};
 use crate::sys::uffd;
 
 /// Pages per pushed message (1 MiB).
@@ -59,7 +59,18 @@ const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// contents can follow (private anonymous, not a stack, not locked, some access, at least
 /// [`MIN_PAGES`] present) moves from `pages` to `precopied`: the image leaves them out, the
 /// destination leaves them missing. Returns the page runs (start, end) that follow.
-pub fn mark(vmas: &mut [VmaState]) -> Vec<(u64, u64)> {
+///
+/// The pages of `kernel_written` (addresses) stay in the image: the kernel writes there on
+/// the task's behalf while the restorer still runs it, before the missing pages are
+/// registered (a thread's `struct rseq`, updated on each return to user space after it was
+/// moved or preempted): such a page would be made present with nothing but those fields.
+pub fn mark(vmas: &mut [VmaState], kernel_written: &[u64]) -> Vec<(u64, u64)> {
+    let mut keep: Vec<u64> = kernel_written
+        .iter()
+        .map(|a| a & !(PAGE_SIZE - 1))
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
     let mut out = Vec::new();
     for v in vmas.iter_mut() {
         let lazy = !v.shared
@@ -73,14 +84,43 @@ pub fn mark(vmas: &mut [VmaState]) -> Vec<(u64, u64)> {
         if !lazy {
             continue;
         }
+        let (stay, follow) = split_runs(&v.pages, &keep);
         out.extend(
-            v.pages
+            follow
                 .iter()
                 .map(|r| (r.start, r.start + r.count * PAGE_SIZE)),
         );
-        v.precopied = std::mem::take(&mut v.pages);
+        v.pages = stay;
+        v.precopied = follow;
     }
     out
+}
+
+/// Splits sorted page runs into the pages at `keep` (sorted page addresses) and the rest,
+/// both as sorted runs (adjacent pages joined).
+fn split_runs(runs: &[PageRun], keep: &[u64]) -> (Vec<PageRun>, Vec<PageRun>) {
+    fn push(v: &mut Vec<PageRun>, start: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        match v.last_mut() {
+            Some(l) if l.start + l.count * PAGE_SIZE == start => l.count += count,
+            _ => v.push(PageRun { start, count }),
+        }
+    }
+    let (mut stay, mut follow) = (Vec::new(), Vec::new());
+    for r in runs {
+        let end = r.start + r.count * PAGE_SIZE;
+        let mut at = r.start;
+        let first = keep.partition_point(|&k| k < r.start);
+        for &k in keep[first..].iter().take_while(|&&k| k < end) {
+            push(&mut follow, at, (k - at) / PAGE_SIZE);
+            push(&mut stay, k, 1);
+            at = k + PAGE_SIZE;
+        }
+        push(&mut follow, at, (end - at) / PAGE_SIZE);
+    }
+    (stay, follow)
 }
 
 /// What the async side hears from the destination.
@@ -1262,4 +1302,32 @@ pub async fn serve_dest(
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(start: u64, count: u64) -> PageRun {
+        PageRun { start, count }
+    }
+
+    #[test]
+    fn kernel_written_pages_stay_in_the_image() {
+        let p = PAGE_SIZE;
+        let runs = [run(0x10000, 8), run(0x20000, 2)];
+        // The 3rd and 4th pages of the first run, and a page outside every run.
+        let (stay, follow) = split_runs(&runs, &[0x10000 + 2 * p, 0x10000 + 3 * p, 0x30000]);
+        assert_eq!(stay, vec![run(0x10000 + 2 * p, 2)]);
+        assert_eq!(
+            follow,
+            vec![run(0x10000, 2), run(0x10000 + 4 * p, 4), run(0x20000, 2)]
+        );
+        let (stay, follow) = split_runs(&runs, &[0x10000, 0x20000 + p]);
+        assert_eq!(stay, vec![run(0x10000, 1), run(0x20000 + p, 1)]);
+        assert_eq!(follow, vec![run(0x10000 + p, 7), run(0x20000, 1)]);
+        let (stay, follow) = split_runs(&runs, &[]);
+        assert!(stay.is_empty());
+        assert_eq!(follow, runs.to_vec());
+    }
 }

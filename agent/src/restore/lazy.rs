@@ -123,15 +123,39 @@ pub fn register(a: &Armed) -> Result<(), String> {
         all: 0,
         any: pagemap::category::PRESENT | pagemap::category::SWAPPED,
     };
-    for &(s, e) in &a.missing {
+    let scan = |s: u64, e: u64, m: pagemap::Match| {
         let mut first = None;
-        pagemap::scan(pagemap.as_fd(), s, e, any, |at, _| {
-            first.get_or_insert(at);
+        pagemap::scan(pagemap.as_fd(), s, e, m, |at, end| {
+            first.get_or_insert((at, end));
         })
-        .map_err(|err| bad(format!("PAGEMAP_SCAN of /proc/{pid}/pagemap: {err}")))?;
-        if let Some(at) = first {
+        .map(|()| first)
+        .map_err(|err| bad(format!("PAGEMAP_SCAN of /proc/{pid}/pagemap: {err}")))
+    };
+    for &(s, e) in &a.missing {
+        if let Some((at, end)) = scan(s, e, any)? {
+            // What kind of page it is says who touched it: the zero page (read), a huge
+            // page (a fault nearby filled its 2 MiB), or a page written.
+            let is = |c: u64| {
+                let m = pagemap::Match {
+                    inverted: 0,
+                    all: c,
+                    any: 0,
+                };
+                scan(at, end, m).map(|f| f.is_some())
+            };
+            let kind = if is(pagemap::category::PFNZERO)? {
+                "the zero page"
+            } else if is(pagemap::category::HUGE)? {
+                "part of a huge page"
+            } else {
+                "a page of its own"
+            };
+            let area = a.areas.iter().find(|(as_, ae)| (*as_..*ae).contains(&at));
             return Err(bad(format!(
-                "page {at:#x} is present before its contents arrived"
+                "page {at:#x} is present before its contents arrived ({} page(s) to {end:#x}, \
+                 {kind}; missing run {s:#x}-{e:#x}, area {:x?})",
+                (end - at) / PAGE_SIZE,
+                area
             )));
         }
     }

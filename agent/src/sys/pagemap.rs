@@ -14,6 +14,10 @@ pub mod category {
     pub const PRESENT: u64 = 1 << 3;
     /// A swap entry (swapped out, under migration, or a marker).
     pub const SWAPPED: u64 = 1 << 4;
+    /// The shared zero page (an anonymous page read, never written).
+    pub const PFNZERO: u64 = 1 << 5;
+    /// Part of a huge page (a transparent huge page or hugetlb).
+    pub const HUGE: u64 = 1 << 6;
 }
 
 /// `struct page_region`.

@@ -192,7 +192,14 @@ pub(crate) fn tracer(job: TracerJob) {
     let sent = check_frozen(pid, &mut held, pre.as_ref(), as_user, &id, at_us).and_then(|()| {
         timeline::mark("checks");
         if lazy {
-            lazy_runs = crate::migrate::lazy::mark(&mut held.state.mm.vmas);
+            let rseq: Vec<u64> = held
+                .state
+                .threads
+                .iter()
+                .filter_map(|t| t.rseq)
+                .flat_map(|r| [r.ptr, r.ptr + u64::from(r.len.max(1)) - 1])
+                .collect();
+            lazy_runs = crate::migrate::lazy::mark(&mut held.state.mm.vmas, &rseq);
             timeline::mark("lazy areas");
         }
         image.send(&held, &proxy_protocol, chunks)
