@@ -7,6 +7,8 @@
 //! (the count it prints proves it). Output produced again after the checkpoint may be seen
 //! twice (docs say so): the test checks that every `N: LINE` printed has the right line for
 //! its N. Then the job exits with 7 and `ferry run` on h1 exits with 7. Exactly one copy runs.
+//! Twice: with pipes, and with `ferry run` on a terminal (`script`), whose relay is the
+//! job's terminal.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -83,6 +85,25 @@ fn copies(hosts: &Hosts, n: u32) -> Result<usize> {
     Ok(String::from_utf8_lossy(&out.stdout).lines().count())
 }
 
+/// The window size (`rows cols`) of the job's terminal on host `n`, if a copy runs there.
+fn job_tty_size(hosts: &Hosts, n: u32) -> Result<Option<String>> {
+    let out = hosts.run(
+        n,
+        &["pgrep", "-f", "^/usr/bin/python3 -c .*[R]ELAYFAIL-MARK"],
+    )?;
+    let Some(pid) = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
+    else {
+        return Ok(None);
+    };
+    let size = hosts.run(n, &["stty", "-F", &format!("/proc/{pid}/fd/0"), "size"])?;
+    Ok(Some(
+        String::from_utf8_lossy(&size.stdout).trim().to_string(),
+    ))
+}
+
 fn lines_of(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -116,13 +137,16 @@ impl Drop for Reap {
 
 /// Collects the job's output until the line `want` was printed for count `n`; every line
 /// must be `N: LINE` with the line sent as the N-th (a line printed again after the restore
-/// is allowed: it is output produced again; a line counted twice is not).
+/// is allowed: it is output produced again; a line counted twice is not). On a terminal
+/// (`term`) lines end with `\r`, and the terminal's echo of what was typed and `ferry run`'s
+/// own notes (`ferry: …`) come between them: those are skipped.
 fn wait_for(
     rx: &mpsc::Receiver<String>,
     seen: &mut Vec<String>,
     sent: &[String],
     n: usize,
     timeout: Duration,
+    term: bool,
 ) -> Result<()> {
     let start = Instant::now();
     loop {
@@ -132,6 +156,15 @@ fn wait_for(
         let l = rx
             .recv_timeout(left)
             .with_context(|| format!("no answer {n} within {timeout:?}; output: {seen:?}"))?;
+        let l = if term {
+            let l = l.trim_end_matches('\r').to_string();
+            if l.is_empty() || l.starts_with("ferry: ") || sent.contains(&l) || l == "quit" {
+                continue;
+            }
+            l
+        } else {
+            l
+        };
         seen.push(l.clone());
         let (k, line) = l
             .split_once(": ")
@@ -149,14 +182,34 @@ fn wait_for(
 
 #[test]
 fn a_killed_host_s_offloaded_job_is_restored_and_its_client_relay_reconnects() {
-    let Some(_ctx) = setup("relay-failover") else {
+    failover(false);
+}
+
+/// The same with the client on a terminal (`script` gives `ferry run` one): the job's
+/// terminal is relayed from h1's, and reconnected after the failover.
+#[test]
+fn a_killed_host_s_job_on_a_terminal_gets_its_terminal_back() {
+    failover(true);
+}
+
+/// Quotes `s` for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn failover(term: bool) {
+    let Some(_ctx) = setup(if term {
+        "relay-failover-tty"
+    } else {
+        "relay-failover"
+    }) else {
         return;
     };
     let mut hosts = match Hosts::up(4) {
         Ok(h) => h,
         Err(e) => panic!("hosts up: {e:#}"),
     };
-    let r = scenario(&mut hosts);
+    let r = scenario(&mut hosts, term);
     if let Err(e) = r {
         let mut logs = String::new();
         for n in [1, 3, 4] {
@@ -173,7 +226,7 @@ fn a_killed_host_s_offloaded_job_is_restored_and_its_client_relay_reconnects() {
     }
 }
 
-fn scenario(hosts: &mut Hosts) -> Result<()> {
+fn scenario(hosts: &mut Hosts, term: bool) -> Result<()> {
     for n in [1, 2] {
         poll(Duration::from_secs(30), "all four alive", || {
             Ok((members(hosts, n)
@@ -184,29 +237,41 @@ fn scenario(hosts: &mut Hosts) -> Result<()> {
                 .then_some(()))
         })?;
     }
-    let mut child = ferry_cmd(
-        hosts,
-        1,
-        &[
-            "run",
-            "--to",
-            "h2",
-            "--checkpoint-every",
-            "1s",
-            "--replicas",
-            "2",
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            JOB,
-            MARK,
-        ],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .context("start ferry run")?;
+    let run = [
+        "run",
+        "--to",
+        "h2",
+        "--checkpoint-every",
+        "1s",
+        "--replicas",
+        "2",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        JOB,
+        MARK,
+    ];
+    let mut cmd = if term {
+        // script: a terminal for `ferry run` (its stdin, stdout and stderr), fed from our
+        // pipe; it exits with ferry's status (-e).
+        let line = std::iter::once(ferry_bin().display().to_string())
+            .chain(run.iter().map(|a| a.to_string()))
+            .map(|a| sh_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut c = hosts.command(1, "/usr/bin/script");
+        c.args(["-qfec", &line, "/dev/null"])
+            .env("FERRY_SOCKET", hosts.socket(1));
+        c
+    } else {
+        ferry_cmd(hosts, 1, &run)
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start ferry run")?;
     let mut stdin = child.stdin.take().context("stdin")?;
     let out = lines_of(child.stdout.take().context("stdout")?);
     let err = lines_of(child.stderr.take().context("stderr")?);
@@ -217,7 +282,39 @@ fn scenario(hosts: &mut Hosts) -> Result<()> {
     // Before the kill: answered from h2.
     for i in 0..5 {
         send(&mut stdin, &mut sent, format!("before-{i}"))?;
-        wait_for(&out, &mut seen, &sent, sent.len(), Duration::from_secs(30))?;
+        wait_for(
+            &out,
+            &mut seen,
+            &sent,
+            sent.len(),
+            Duration::from_secs(30),
+            term,
+        )?;
+    }
+    if term {
+        // The client's terminal resized: `ferry run` (the job's stub) hears SIGWINCH and the
+        // job's terminal on h2 takes the size.
+        let ferry = hosts.run_ok(1, &["pgrep", "-f", "^[^ ]*ferry run --to h2"])?;
+        let ferry = ferry
+            .lines()
+            .next()
+            .context("no ferry run in h1")?
+            .to_string();
+        hosts.run_ok(
+            1,
+            &[
+                "stty",
+                "-F",
+                &format!("/proc/{ferry}/fd/0"),
+                "rows",
+                "33",
+                "cols",
+                "101",
+            ],
+        )?;
+        poll(Duration::from_secs(20), "the resize on h2", || {
+            Ok((job_tty_size(hosts, 2)?.as_deref() == Some("33 101")).then_some(()))
+        })?;
     }
     // Checkpointed by h2 on h3 and h4 (the client host is not a holder while others are).
     poll(Duration::from_secs(30), "checkpoints on h3 and h4", || {
@@ -234,6 +331,15 @@ fn scenario(hosts: &mut Hosts) -> Result<()> {
             && meta["relays"].as_array().is_some_and(|r| !r.is_empty()),
         "the checkpoint records no relay: {meta}"
     );
+    // On a terminal the job's stdio is the relayed terminal (kind `tty`); with pipes, no
+    // terminal.
+    let ttys = meta["relays"]
+        .as_array()
+        .map_or(0, |r| r.iter().filter(|e| e["kind"] == "tty").count());
+    ensure!(
+        (ttys > 0) == term,
+        "relayed terminals in the checkpoint: {ttys} (the client on a terminal: {term}): {meta}"
+    );
     ensure!(
         replica_meta(hosts, 1).is_none(),
         "the client host keeps a replica although h3 and h4 are there"
@@ -242,7 +348,14 @@ fn scenario(hosts: &mut Hosts) -> Result<()> {
     // restored copy (those after its checkpoint) exactly once.
     for i in 0..3 {
         send(&mut stdin, &mut sent, format!("between-{i}"))?;
-        wait_for(&out, &mut seen, &sent, sent.len(), Duration::from_secs(30))?;
+        wait_for(
+            &out,
+            &mut seen,
+            &sent,
+            sent.len(),
+            Duration::from_secs(30),
+            term,
+        )?;
     }
     hosts.kill_host(2)?;
     let killed = Instant::now();
@@ -256,7 +369,14 @@ fn scenario(hosts: &mut Hosts) -> Result<()> {
                 .then(|| killed.elapsed()),
         )
     })?;
-    wait_for(&out, &mut seen, &sent, sent.len(), Duration::from_secs(40))?;
+    wait_for(
+        &out,
+        &mut seen,
+        &sent,
+        sent.len(),
+        Duration::from_secs(40),
+        term,
+    )?;
     let answered = killed.elapsed();
     let mut running = Vec::new();
     for n in [1, 3, 4] {
@@ -279,9 +399,29 @@ fn scenario(hosts: &mut Hosts) -> Result<()> {
         "answered {:?} after h2 was declared down",
         answered - down
     );
+    if term {
+        // The restored copy's terminal (made anew on its host) has the client's size again.
+        let host = running[0].0;
+        let size = poll(Duration::from_secs(10), "the terminal's size", || {
+            let size = job_tty_size(hosts, host)?;
+            Ok((size.as_deref() == Some("33 101")).then_some(size))
+        });
+        ensure!(
+            size.is_ok(),
+            "the restored job's terminal on h{host} is {:?}, not 33 101 as the client's",
+            job_tty_size(hosts, host)?
+        );
+    }
     // Lines typed now reach it too.
     send(&mut stdin, &mut sent, "later".into())?;
-    wait_for(&out, &mut seen, &sent, sent.len(), Duration::from_secs(20))?;
+    wait_for(
+        &out,
+        &mut seen,
+        &sent,
+        sent.len(),
+        Duration::from_secs(20),
+        term,
+    )?;
     // The home's record follows the copy.
     let ps = ferry_cmd(hosts, 1, &["ps", "--json"]).output()?;
     let ps: Value = serde_json::from_slice(&ps.stdout).context("ps --json")?;
@@ -318,7 +458,7 @@ fn scenario(hosts: &mut Hosts) -> Result<()> {
         "ferry run ended with {status}; stderr: {:?}",
         err.try_iter().collect::<Vec<_>>()
     );
-    let again = seen.len() - sent.len();
+    let again = seen.len().saturating_sub(sent.len());
     eprintln!(
         "relay failover: {} lines answered, {again} printed again after the restore",
         sent.len()

@@ -1042,8 +1042,10 @@ impl Dest {
                 if let Some(m) = self.ttys.get(&ch) {
                     let rows = u16::try_from(w.rows).unwrap_or(u16::MAX);
                     let cols = u16::try_from(w.cols).unwrap_or(u16::MAX);
-                    if sys::set_window_size(m.as_fd(), rows, cols).is_ok() {
-                        // The pty is not the process's controlling terminal: tell it.
+                    let same = sys::window_size(m.as_fd()).is_ok_and(|now| now == (rows, cols));
+                    if !same && sys::set_window_size(m.as_fd(), rows, cols).is_ok() {
+                        // The pty is not the process's controlling terminal: tell it (as a
+                        // terminal does, only when the size changed).
                         let _ = kill(Pid::from_raw(self.pid), Signal::SIGWINCH);
                     }
                 }

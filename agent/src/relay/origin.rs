@@ -741,6 +741,18 @@ where
 {
     let origin = Origin::begin(plan, out_tx.clone(), ledger.clone());
     let pumps = origin.pumps.clone();
+    // The terminal's size now, on every stream: a copy restored elsewhere (a failover makes
+    // its pty anew) or a resize while the stream was down takes it (the destination changes
+    // nothing, and signals nothing, when the size is the same).
+    if let Some((ch, fd)) = &origin.tty
+        && let Ok((rows, cols)) = sys::window_size(fd.as_fd())
+    {
+        let w = Winsize {
+            rows: u32::from(rows),
+            cols: u32::from(cols),
+        };
+        pumps.send_async(frame(*ch, What::Winsize(w))).await;
+    }
 
     // The stub's death, seen through its pidfd (readable once the process ended).
     let died = sys::pidfd_open(Pid::from_raw(stub_pid))
