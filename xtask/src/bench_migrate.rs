@@ -77,9 +77,9 @@ pub fn run(release: bool) -> Result<()> {
             }
         }
         println!(
-            "\n| memory | writes | mode | downtime | total | rounds (MiB each) | final stop | wire | link (Sink, same run) | link time for the wire bytes | total / link time (target <= 1.3) |"
+            "\n| memory | writes | mode | downtime | total | rounds (MiB each) | final stop | wire | link (Sink, same run) | link time for the wire bytes | total / link time (target <= 1.3) | both agents' CPU (share of the cores over the migration) |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         for r in &rows {
             println!("{r}");
         }
@@ -123,6 +123,8 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
         sleep(Duration::from_millis(20));
     };
     sleep(Duration::from_millis(500));
+    let cpu_before = agents_cpu();
+    let wall = Instant::now();
     let out = Command::new(ferry)
         .args(["migrate", &pid, "--to", "h2", "--compress", "auto"])
         .args(match mode {
@@ -132,10 +134,21 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
         })
         .env("FERRY_SOCKET", "/run/ferry-hosts/h1/ferryd.sock")
         .output()?;
+    let (wall, cpu_after) = (wall.elapsed().as_secs_f64(), agents_cpu());
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!("migrate: {text}{}", String::from_utf8_lossy(&out.stderr));
     }
+    // Both agents share this machine's cores: how busy the migration kept them (CPU-bound
+    // when near 100 %, and then the link alone is not the limit).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => {
+            let used = b - a;
+            format!("{used:.2} s ({:.0} %)", 100.0 * used / (wall * cores))
+        }
+        _ => "?".to_string(),
+    };
     sleep(Duration::from_millis(500));
     let times: Vec<i64> = std::fs::read_to_string(state.join("times"))?
         .lines()
@@ -233,7 +246,7 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
         _ => "all".to_string(),
     };
     let row = format!(
-        "| {mib} MiB | {rate} MB/s | {mode} | {:.1} ms | {} s | {rounds} | {} | {} | {link} | {link_time} | {ratio} |",
+        "| {mib} MiB | {rate} MB/s | {mode} | {:.1} ms | {} s | {rounds} | {} | {} | {link} | {link_time} | {ratio} | {cpu} |",
         gap as f64 / 1e6,
         field("total ", ' '),
         final_stop.trim(),
@@ -260,4 +273,21 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
         ])
         .status();
     Ok(row)
+}
+
+/// CPU time (user + system, seconds) both test hosts' agents used so far.
+fn agents_cpu() -> Option<f64> {
+    let tick = 100.0; // USER_HZ
+    let mut sum = 0.0;
+    for n in [1, 2] {
+        let pid = std::fs::read_to_string(format!("/run/ferry-hosts/h{n}/ferryd.pid")).ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+        // After the command name's closing parenthesis: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(") ")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        sum += (utime + stime) / tick;
+    }
+    Some(sum)
 }
