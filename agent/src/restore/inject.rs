@@ -92,6 +92,27 @@ impl<'a> Injector<'a> {
         })
     }
 
+    /// Runs `calls` in one stop of the task ([`Tracee::inject_batch`]): the batch code goes
+    /// into the code page after `syscall; int3`, the records into the upper half of the
+    /// scratch area (so arguments [`Injector::put`] below it stay). Gives each call's raw
+    /// result (`-errno` on failure).
+    pub fn batch(&self, calls: &[(i64, [u64; 6])]) -> Result<Vec<i64>, RestoreError> {
+        const RECORDS: u64 = 8 * 4096;
+        const PER_RUN: usize = (4 * 4096) / crate::ptrace::BATCH_RECORD - 1;
+        let code = self.area + 64;
+        self.t.write_mem(code, &crate::ptrace::BATCH_CODE)?;
+        let mut out = Vec::with_capacity(calls.len());
+        for chunk in calls.chunks(PER_RUN) {
+            out.extend(self.t.inject_batch(
+                code,
+                self.area + RECORDS,
+                &self.template,
+                chunk,
+            )?);
+        }
+        Ok(out)
+    }
+
     /// Copies `data` into the scratch area at `offset` and returns its address in the task.
     pub fn put(&self, offset: u64, data: &[u8]) -> Result<u64, RestoreError> {
         if offset < 4096 || offset + data.len() as u64 > AREA_LEN - 128 {

@@ -452,17 +452,35 @@ fn restore_process_attrs(inj: &Injector<'_>, state: &ProcessState) -> Result<(),
         libc::SYS_umask,
         [u64::from(state.umask), 0, 0, 0, 0, 0],
     )?;
+    // Every signal's action in one stop: the structures side by side in the scratch area,
+    // then a batch of `rt_sigaction` calls.
+    let mut acts = Vec::with_capacity(state.signals.actions.len() * 32);
     for a in &state.signals.actions {
-        let mut act = Vec::with_capacity(32);
         for w in [a.handler, a.flags, a.restorer, a.mask] {
-            act.extend_from_slice(&w.to_le_bytes());
+            acts.extend_from_slice(&w.to_le_bytes());
         }
-        let addr = inj.put(4096, &act)?;
-        inj.call(
-            "rt_sigaction",
-            libc::SYS_rt_sigaction,
-            [u64::from(a.signo), addr, 0, 8, 0, 0],
-        )?;
+    }
+    if !acts.is_empty() {
+        let base = inj.put(4096, &acts)?;
+        let calls: Vec<(i64, [u64; 6])> = state
+            .signals
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let addr = base + 32 * i as u64;
+                (libc::SYS_rt_sigaction, [u64::from(a.signo), addr, 0, 8, 0, 0])
+            })
+            .collect();
+        for (a, r) in state.signals.actions.iter().zip(inj.batch(&calls)?) {
+            if (-4095..0).contains(&r) {
+                return Err(RestoreError::Layout(format!(
+                    "the action of signal {} not set again: rt_sigaction: {}",
+                    a.signo,
+                    Errno::from_raw(-r as i32)
+                )));
+            }
+        }
     }
     for si in &state.signals.shared_pending {
         let addr = inj.put(4096, &si.raw)?;
