@@ -144,8 +144,12 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let cpu = match (cpu_before, cpu_after) {
         (Some(a), Some(b)) => {
-            let used = b - a;
-            format!("{used:.2} s ({:.0} %)", 100.0 * used / (wall * cores))
+            let (o, d) = (b[0] - a[0], b[1] - a[1]);
+            format!(
+                "{:.2} s ({:.0} %): origin {o:.2} s, destination {d:.2} s",
+                o + d,
+                100.0 * (o + d) / (wall * cores)
+            )
         }
         _ => "?".to_string(),
     };
@@ -275,11 +279,11 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
     Ok(row)
 }
 
-/// CPU time (user + system, seconds) both test hosts' agents used so far.
-fn agents_cpu() -> Option<f64> {
+/// CPU time (user + system, seconds) each test host's agent (h1, h2) used so far.
+fn agents_cpu() -> Option<[f64; 2]> {
     let tick = 100.0; // USER_HZ
-    let mut sum = 0.0;
-    for n in [1, 2] {
+    let mut sum = [0.0; 2];
+    for (i, n) in [1, 2].into_iter().enumerate() {
         let pid = std::fs::read_to_string(format!("/run/ferry-hosts/h{n}/ferryd.pid")).ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
         // After the command name's closing parenthesis: state is field 3, utime 14, stime 15.
@@ -287,7 +291,7 @@ fn agents_cpu() -> Option<f64> {
         let f: Vec<&str> = rest.split_whitespace().collect();
         let utime: f64 = f.get(11)?.parse().ok()?;
         let stime: f64 = f.get(12)?.parse().ok()?;
-        sum += (utime + stime) / tick;
+        sum[i] = (utime + stime) / tick;
     }
     Some(sum)
 }
