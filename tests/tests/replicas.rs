@@ -417,6 +417,14 @@ fn checkpoint_bench() {
             up.as_secs_f64(),
             (up - down).as_secs_f64()
         );
+        // Where the time after `down` went: the new host's take-over, as its log tells.
+        for l in hosts.ferryd_log(n).lines().filter(|l| {
+            ["take-over", "take over", "taken over", "failover", "restored", "lease"]
+                .iter()
+                .any(|w| l.contains(w))
+        }) {
+            println!("  h{n}: {}", l.chars().take(300).collect::<String>());
+        }
         let _ = hosts.run(n, &["kill", "-KILL", &pid.to_string()]);
         Ok(())
     };
