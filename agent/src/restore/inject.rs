@@ -103,12 +103,10 @@ impl<'a> Injector<'a> {
         self.t.write_mem(code, &crate::ptrace::BATCH_CODE)?;
         let mut out = Vec::with_capacity(calls.len());
         for chunk in calls.chunks(PER_RUN) {
-            out.extend(self.t.inject_batch(
-                code,
-                self.area + RECORDS,
-                &self.template,
-                chunk,
-            )?);
+            out.extend(
+                self.t
+                    .inject_batch(code, self.area + RECORDS, &self.template, chunk)?,
+            );
         }
         Ok(out)
     }

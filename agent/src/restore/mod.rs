@@ -469,7 +469,10 @@ fn restore_process_attrs(inj: &Injector<'_>, state: &ProcessState) -> Result<(),
             .enumerate()
             .map(|(i, a)| {
                 let addr = base + 32 * i as u64;
-                (libc::SYS_rt_sigaction, [u64::from(a.signo), addr, 0, 8, 0, 0])
+                (
+                    libc::SYS_rt_sigaction,
+                    [u64::from(a.signo), addr, 0, 8, 0, 0],
+                )
             })
             .collect();
         for (a, r) in state.signals.actions.iter().zip(inj.batch(&calls)?) {
