@@ -492,6 +492,23 @@ impl Tracee {
             .collect())
     }
 
+    /// [`Tracee::inject_batch`] for any number of `calls`, `per_run` at a time (as many
+    /// records as fit at `records`).
+    pub fn inject_batches(
+        &self,
+        code: u64,
+        records: u64,
+        template: &libc::user_regs_struct,
+        calls: &[(i64, [u64; 6])],
+        per_run: usize,
+    ) -> Result<Vec<i64>, PtraceError> {
+        let mut out = Vec::with_capacity(calls.len());
+        for chunk in calls.chunks(per_run.max(1)) {
+            out.extend(self.inject_batch(code, records, template, chunk)?);
+        }
+        Ok(out)
+    }
+
     /// Like [`Tracee::inject_raw`], turning `-errno` results into errors named after `call`.
     pub fn inject(
         &self,

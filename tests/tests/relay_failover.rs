@@ -75,27 +75,27 @@ fn replica_meta(hosts: &Hosts, n: u32) -> Option<Value> {
     None
 }
 
-/// How many copies of the job run on host `n`.
-fn copies(hosts: &Hosts, n: u32) -> Result<usize> {
+/// The PIDs of the job's copies on host `n` (in its namespace).
+fn job_pids(hosts: &Hosts, n: u32) -> Result<Vec<String>> {
     // The bracket keeps pgrep's own command line from matching.
     let out = hosts.run(
         n,
         &["pgrep", "-f", "^/usr/bin/python3 -c .*[R]ELAYFAIL-MARK"],
     )?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// How many copies of the job run on host `n`.
+fn copies(hosts: &Hosts, n: u32) -> Result<usize> {
+    Ok(job_pids(hosts, n)?.len())
 }
 
 /// The window size (`rows cols`) of the job's terminal on host `n`, if a copy runs there.
 fn job_tty_size(hosts: &Hosts, n: u32) -> Result<Option<String>> {
-    let out = hosts.run(
-        n,
-        &["pgrep", "-f", "^/usr/bin/python3 -c .*[R]ELAYFAIL-MARK"],
-    )?;
-    let Some(pid) = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(str::to_owned)
-    else {
+    let Some(pid) = job_pids(hosts, n)?.into_iter().next() else {
         return Ok(None);
     };
     let size = hosts.run(n, &["stty", "-F", &format!("/proc/{pid}/fd/0"), "size"])?;

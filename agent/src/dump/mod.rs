@@ -1428,14 +1428,9 @@ impl Batch<'_> {
     const MAX: usize = (4096 - 64) / crate::ptrace::BATCH_RECORD - 1;
 
     fn run(&self, calls: &[(i64, [u64; 6])]) -> Result<Vec<i64>, DumpError> {
-        let mut out = Vec::with_capacity(calls.len());
-        for chunk in calls.chunks(Self::MAX) {
-            out.extend(
-                self.tracee
-                    .inject_batch(self.code, self.records, self.regs, chunk)?,
-            );
-        }
-        Ok(out)
+        Ok(self
+            .tracee
+            .inject_batches(self.code, self.records, self.regs, calls, Self::MAX)?)
     }
 }
 

@@ -439,9 +439,9 @@ impl Ledger {
         f(g.delivered)
     }
 
-    /// Forgets channel `ch` (a connection that ended both ways).
-    /// Forgets channel `ch` if nothing it sent waits for an acknowledgement (true); a channel
-    /// whose last bytes are still unacknowledged stays, to be sent again on a new stream.
+    /// Forgets channel `ch` (a connection that ended both ways) if nothing it sent waits for
+    /// an acknowledgement (true); a channel whose last bytes are still unacknowledged stays,
+    /// to be sent again on a new stream.
     pub fn forget_if_acked(&self, ch: u32) -> bool {
         let mut chans = lock(&self.chans);
         let acked = chans.get(&ch).is_none_or(|c| lock(&c.out).kept.is_empty());

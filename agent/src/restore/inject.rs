@@ -101,14 +101,9 @@ impl<'a> Injector<'a> {
         const PER_RUN: usize = (4 * 4096) / crate::ptrace::BATCH_RECORD - 1;
         let code = self.area + 64;
         self.t.write_mem(code, &crate::ptrace::BATCH_CODE)?;
-        let mut out = Vec::with_capacity(calls.len());
-        for chunk in calls.chunks(PER_RUN) {
-            out.extend(
-                self.t
-                    .inject_batch(code, self.area + RECORDS, &self.template, chunk)?,
-            );
-        }
-        Ok(out)
+        Ok(self
+            .t
+            .inject_batches(code, self.area + RECORDS, &self.template, calls, PER_RUN)?)
     }
 
     /// Copies `data` into the scratch area at `offset` and returns its address in the task.

@@ -476,13 +476,12 @@ fn restore_process_attrs(inj: &Injector<'_>, state: &ProcessState) -> Result<(),
             })
             .collect();
         for (a, r) in state.signals.actions.iter().zip(inj.batch(&calls)?) {
-            if (-4095..0).contains(&r) {
-                return Err(RestoreError::Layout(format!(
-                    "the action of signal {} not set again: rt_sigaction: {}",
-                    a.signo,
-                    Errno::from_raw(-r as i32)
-                )));
-            }
+            inj.tracee().checked("rt_sigaction", r).map_err(|e| {
+                RestoreError::Layout(format!(
+                    "the action of signal {} not set again: {e}",
+                    a.signo
+                ))
+            })?;
         }
     }
     for si in &state.signals.shared_pending {
