@@ -574,6 +574,7 @@ fn negotiation(id: &str, files: Vec<FileCheck>) -> NegotiateRequest {
             major: version::PROTOCOL.major,
             minor: version::PROTOCOL.minor,
         }),
+        premade: None,
     }
 }
 

@@ -589,7 +589,7 @@ fn protocol_version_mismatch_refused() {
     for (fault, refusal) in [
         (
             "protocol-version-next",
-            "h2 speaks migration protocol 2.0, this agent 1.0",
+            "h2 speaks migration protocol 2.1, this agent 1.1",
         ),
         (
             "protocol-version-none",

@@ -39,7 +39,7 @@ pub struct Tracker {
 }
 
 /// A private anonymous area (heap, stack, anonymous mmap) with some access.
-fn trackable(e: &MapsEntry) -> bool {
+pub(crate) fn trackable(e: &MapsEntry) -> bool {
     !e.shared
         && e.inode == 0
         && e.prot != 0

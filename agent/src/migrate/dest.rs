@@ -47,6 +47,21 @@ pub struct Copies {
     negotiated: Mutex<HashMap<String, Negotiated>>,
     /// Migrations aborted while their image was still arriving.
     aborted: Mutex<HashSet<String>>,
+    /// Post-copy: the restore threads whose task was made at the negotiation, by migration
+    /// id, until their transfer takes them (or [`FREE_AFTER`] passed).
+    ahead: Mutex<HashMap<String, Ahead>>,
+}
+
+/// A restore thread made at the negotiation, and the peer it is for.
+struct Ahead {
+    peer: String,
+    thread: LiveThread,
+}
+
+impl std::fmt::Debug for Ahead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ahead").field("peer", &self.peer).finish()
+    }
 }
 
 /// One negotiation: who made it, and what it found identical here.
@@ -96,7 +111,7 @@ pub fn valid_id(id: &str) -> bool {
 pub async fn negotiate(
     node: &NodeRef,
     peer: &str,
-    req: NegotiateRequest,
+    mut req: NegotiateRequest,
 ) -> Result<NegotiateReply, DestError> {
     if !valid_id(&req.migration_id) {
         return Err(NE::BadId.into());
@@ -122,6 +137,7 @@ pub async fn negotiate(
         return Err(NE::OtherPeer(id).into());
     }
     let theirs = req.protocol;
+    let premade = req.premade.take();
     let (mut reply, same) = tokio::task::spawn_blocking(move || negotiate::check(&req))
         .await
         .map_err(|e| NE::Task(e.to_string()))?;
@@ -132,6 +148,9 @@ pub async fn negotiate(
         files_not_same = reply.files.len(),
         "negotiated"
     );
+    if let Some(plan) = premade.filter(|_| reply.problems.is_empty()) {
+        make_ahead(node, peer, &id, plan).await;
+    }
     lock(&node.copies.negotiated).insert(
         id,
         Negotiated {
@@ -140,6 +159,54 @@ pub async fn negotiate(
         },
     );
     Ok(reply)
+}
+
+/// Post-copy: makes the copy's task now, while the process still runs on the origin (the
+/// restore thread that will restore it, with its task made ahead), and keeps it for the
+/// transfer of migration `id`; waits until the task is made (a few ms). Without it (no plan,
+/// or the task could not be made) the task is made in the stop, as before.
+async fn make_ahead(node: &NodeRef, peer: &str, id: &str, plan: ferry_proto::v1::PrecopyPages) {
+    let made: Result<LiveThread, String> = async {
+        let d = tokio::task::spawn_blocking(move || super::live::Received::decode(plan))
+            .await
+            .map_err(|e| e.to_string())??;
+        if d.plan.is_none() {
+            return Err("the plan names no task".into());
+        }
+        let (ready, is_ready) = tokio::sync::oneshot::channel();
+        let t = LiveThread::spawn(Some(ready))?;
+        t.pages
+            .send(d)
+            .await
+            .map_err(|_| "the restore thread ended".to_string())?;
+        let _ = tokio::time::timeout(Duration::from_secs(1), is_ready).await;
+        Ok(t)
+    }
+    .await;
+    let thread = match made {
+        Ok(t) => t,
+        Err(why) => {
+            tracing::debug!(migration = %id, %why, "no task made ahead");
+            return;
+        }
+    };
+    lock(&node.copies.ahead).insert(
+        id.to_string(),
+        Ahead {
+            peer: peer.to_string(),
+            thread,
+        },
+    );
+    // Not taken by a transfer in time (the origin gave up): the thread and its task end.
+    let (node, id) = (node.clone(), id.to_string());
+    tokio::spawn(async move {
+        tokio::time::sleep(FREE_AFTER).await;
+        let left = lock(&node.copies.ahead).remove(&id);
+        if let Some(a) = left {
+            tracing::debug!(migration = %id, "the task made ahead was not taken: ended");
+            end_live(Some(a.thread)).await;
+        }
+    });
 }
 
 /// A `Read` over the image chunks arriving on the Transfer stream.
@@ -353,7 +420,8 @@ struct LiveThread {
 }
 
 impl LiveThread {
-    fn spawn() -> Result<Self, String> {
+    /// `ready`: told once the task of the first message is made (or could not be).
+    fn spawn(ready: Option<tokio::sync::oneshot::Sender<()>>) -> Result<Self, String> {
         // Few messages in hand: what is queued here when the origin freezes is written into
         // the task inside the stop (the stream's flow control keeps the rest on the origin,
         // which waits for it before the freeze).
@@ -363,7 +431,7 @@ impl LiveThread {
         std::thread::Builder::new()
             .name("restore-live".into())
             .spawn(move || {
-                let _ = dtx.send(live_restorer(pages_rx, start_rx));
+                let _ = dtx.send(live_restorer(pages_rx, start_rx, ready));
             })
             .map_err(|e| format!("start the restorer thread: {e}"))?;
         Ok(LiveThread { pages, start, done })
@@ -388,6 +456,7 @@ async fn end_live(live: Option<LiveThread>) -> Option<String> {
 fn live_restorer(
     mut pages: tokio::sync::mpsc::Receiver<super::live::Decoded>,
     start: std::sync::mpsc::Receiver<StartArgs>,
+    mut ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Restored {
     let mut received = super::live::Received::default();
     let mut premade: Option<crate::restore::Premade> = None;
@@ -412,6 +481,9 @@ fn live_restorer(
                 Err(e) => {
                     tracing::warn!(error = %chain(&e), "no premade task: the pre-copied pages are written at the final restore");
                 }
+            }
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
             }
         }
         received.insert(p);
@@ -652,7 +724,7 @@ async fn transfer_task(
                 }
                 let thread = match &mut live {
                     Some(t) => t,
-                    None => live.insert(LiveThread::spawn().map_err(RE::Task)?),
+                    None => live.insert(LiveThread::spawn(None).map_err(RE::Task)?),
                 };
                 // Checked and decompressed on the blocking pool, a few at a time; handed on
                 // in the order they came.
@@ -713,6 +785,13 @@ async fn transfer_task(
                 );
             }
         }
+    }
+    // Post-copy: the thread made at the negotiation, with its task.
+    if live.is_none()
+        && let Some(a) = lock(&node.copies.ahead).remove(&header.migration_id)
+        && a.peer == peer
+    {
+        live = Some(a.thread);
     }
     let live = live.map(|t| {
         drop(t.pages);
@@ -1195,6 +1274,16 @@ pub async fn commit(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<Commi
 /// `Peer.Abort`: discard the copy (before Commit only). Aborting an unknown migration is a
 /// success: there is nothing to discard.
 pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortReply, DestError> {
+    let ahead = {
+        let mut ahead = lock(&node.copies.ahead);
+        match ahead.get(&r.migration_id) {
+            Some(a) if a.peer == peer => ahead.remove(&r.migration_id),
+            _ => None,
+        }
+    };
+    if let Some(a) = ahead {
+        end_live(Some(a.thread)).await;
+    }
     let Some(mut rec) = own_record(node, peer, &r.migration_id)? else {
         let mut negotiated = lock(&node.copies.negotiated);
         if negotiated

@@ -44,8 +44,10 @@ use crate::restore::lazy::Armed;
 use crate::state::{PAGE_SIZE, PageRun, VmaKind, VmaState, vmflag};
 use crate::sys::uffd;
 
-/// Pages per pushed message (1 MiB).
-const BATCH: usize = 256;
+/// Pages per pushed message (256 KiB): a fault's answer waits at most for the one being sent.
+const BATCH: usize = 64;
+/// Pushed messages queued for the stream.
+const PUSHES_QUEUED: usize = 2;
 /// Pages sent for one fault: the page and those after it not sent yet (64 KiB).
 const AROUND: usize = 16;
 /// An area with fewer present pages travels in the image (its faults would come at once).
@@ -60,15 +62,13 @@ const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// [`MIN_PAGES`] present) moves from `pages` to `precopied`: the image leaves them out, the
 /// destination leaves them missing. Returns the page runs (start, end) that follow.
 ///
-/// The pages of `kernel_written` (addresses) stay in the image: the kernel writes there on
-/// the task's behalf while the restorer still runs it, before the missing pages are
-/// registered (a thread's `struct rseq`, updated on each return to user space after it was
-/// moved or preempted): such a page would be made present with nothing but those fields.
-pub fn mark(vmas: &mut [VmaState], kernel_written: &[u64]) -> Vec<(u64, u64)> {
-    let mut keep: Vec<u64> = kernel_written
-        .iter()
-        .map(|a| a & !(PAGE_SIZE - 1))
-        .collect();
+/// The pages at `keep` (addresses) stay in the image: those the kernel writes on the task's
+/// behalf while the restorer still runs it, before the missing pages are registered (a
+/// thread's `struct rseq`, updated on each return to user space after it was moved or
+/// preempted: such a page would be made present with nothing but those fields), and those
+/// the copy is likely to touch first ([`first_touched`]).
+pub fn mark(vmas: &mut [VmaState], keep: &[u64]) -> Vec<(u64, u64)> {
+    let mut keep: Vec<u64> = keep.iter().map(|a| a & !(PAGE_SIZE - 1)).collect();
     keep.sort_unstable();
     keep.dedup();
     let mut out = Vec::new();
@@ -93,6 +93,48 @@ pub fn mark(vmas: &mut [VmaState], kernel_written: &[u64]) -> Vec<(u64, u64)> {
         v.pages = stay;
         v.precopied = follow;
     }
+    out
+}
+
+/// At most this many pages stay in the image for [`first_touched`].
+const FIRST_TOUCHED_MAX: usize = 2048;
+
+/// The pages a thread is likely to touch first when it runs again, kept in the image so
+/// that its first steps do not each wait for a page from the origin: around its stack
+/// pointer (the frames it returns into, and those it calls next), its thread pointer (its
+/// TLS and thread control block), and the pages its registers point at with the three
+/// after each (the buffers and cursors it is working on). At most
+/// [`FIRST_TOUCHED_MAX`] pages; pages outside the areas that follow cost nothing.
+pub fn first_touched(threads: &[crate::state::ThreadState]) -> Vec<u64> {
+    fn around(out: &mut Vec<u64>, a: u64, below: u64, above: u64) {
+        let page = a & !(PAGE_SIZE - 1);
+        for k in 0..below + above {
+            if let Some(p) = page
+                .checked_add(k * PAGE_SIZE)
+                .and_then(|p| p.checked_sub(below * PAGE_SIZE))
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for t in threads {
+        let r = &t.regs;
+        around(&mut out, r.rsp, 2, 8);
+        around(&mut out, r.fs_base, 2, 2);
+        for a in [
+            r.rip, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15,
+        ] {
+            if (PAGE_SIZE..1 << 47).contains(&a) {
+                around(&mut out, a, 0, 4);
+            }
+        }
+        if out.len() >= FIRST_TOUCHED_MAX {
+            break;
+        }
+    }
+    out.truncate(FIRST_TOUCHED_MAX);
     out
 }
 
@@ -126,6 +168,8 @@ fn split_runs(runs: &[PageRun], keep: &[u64]) -> (Vec<PageRun>, Vec<PageRun>) {
 /// What the async side hears from the destination.
 #[derive(Debug)]
 pub enum Want {
+    /// The copy runs (the commit was acknowledged): the pages may be pushed.
+    Running,
     /// Pages it faulted on.
     Pages(Vec<u64>),
     /// It has every page.
@@ -147,7 +191,10 @@ pub enum Decision {
 /// What the tracer needs to serve the pages after the commit.
 #[derive(Debug)]
 pub struct TracerLazy {
+    /// The pages pushed in the background (and the last message, `done`).
     pages: mpsc::Sender<LazyPages>,
+    /// The answers to faults: sent ahead of any push still queued ([`Prioritized`]).
+    answers: mpsc::Sender<LazyPages>,
     wants: std::sync::mpsc::Receiver<Want>,
     decide: std::sync::mpsc::Receiver<Decision>,
     codec: Codec,
@@ -156,6 +203,43 @@ pub struct TracerLazy {
     asked: Arc<AtomicU64>,
     /// Compressed bytes sent.
     wire: Arc<AtomicU64>,
+}
+
+/// Two channels as one stream: whatever `first` has goes ahead of what `then` has; it ends
+/// when both are closed.
+struct Prioritized<T> {
+    first: Option<mpsc::Receiver<T>>,
+    then: Option<mpsc::Receiver<T>>,
+}
+
+impl<T> tokio_stream::Stream for Prioritized<T> {
+    type Item = T;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        use std::task::Poll;
+        for i in 0..2 {
+            let slot = if i == 0 {
+                &mut self.first
+            } else {
+                &mut self.then
+            };
+            if let Some(rx) = slot {
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(m)) => return Poll::Ready(Some(m)),
+                    Poll::Ready(None) => *slot = None,
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if self.first.is_none() && self.then.is_none() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 /// Which of the pages to send went out: one bit per page of each run.
@@ -271,13 +355,13 @@ fn pack(pid: Pid, codec: Codec, runs: &[(u64, u32)]) -> Result<LazyPages, String
 fn serve(pid: Pid, job: &TracerLazy) -> Result<(), String> {
     let mut sent = Sent::new(&job.runs);
     let mut cursor = 0usize;
-    let send = |m: LazyPages| {
+    let send_on = |to: &mpsc::Sender<LazyPages>, m: LazyPages| {
         let n = m.pages.as_ref().map_or(0, |p| p.data.len() as u64);
         job.wire.fetch_add(n, Ordering::Relaxed);
-        job.pages
-            .blocking_send(m)
+        to.blocking_send(m)
             .map_err(|_| "the page stream closed".to_string())
     };
+    let send = |m: LazyPages| send_on(&job.pages, m);
     let answer = |sent: &mut Sent, addrs: Vec<u64>| -> Result<(), String> {
         for a in addrs {
             let Some(idx) = sent.index(a & !(PAGE_SIZE - 1)) else {
@@ -289,14 +373,26 @@ fn serve(pid: Pid, job: &TracerLazy) -> Result<(), String> {
             let runs = sent.take(idx, AROUND, AROUND);
             let n: u64 = runs.iter().map(|r| u64::from(r.1)).sum();
             job.asked.fetch_add(n, Ordering::Relaxed);
-            send(pack(pid, job.codec, &runs)?)?;
+            send_on(&job.answers, pack(pid, job.codec, &runs)?)?;
         }
         Ok(())
     };
+    // Nothing is pushed before the copy runs: it cannot fault before, and the pushing
+    // would slow the commit down (the same cores and link), which is downtime.
+    loop {
+        match job.wants.recv() {
+            Ok(Want::Running) => break,
+            Ok(Want::Pages(a)) => answer(&mut sent, a)?,
+            Ok(Want::Complete) => return Ok(()),
+            Ok(Want::Lost(why)) => return Err(why),
+            Err(_) => return Err("the page stream ended".into()),
+        }
+    }
     loop {
         // Faults first.
         loop {
             match job.wants.try_recv() {
+                Ok(Want::Running) => {}
                 Ok(Want::Pages(a)) => answer(&mut sent, a)?,
                 Ok(Want::Complete) => return Ok(()),
                 Ok(Want::Lost(why)) => return Err(why),
@@ -332,6 +428,7 @@ fn serve(pid: Pid, job: &TracerLazy) -> Result<(), String> {
     })?;
     loop {
         match job.wants.recv() {
+            Ok(Want::Running) => {}
             Ok(Want::Pages(a)) => answer(&mut sent, a)?,
             Ok(Want::Complete) => return Ok(()),
             Ok(Want::Lost(why)) => return Err(why),
@@ -463,7 +560,8 @@ pub(super) async fn origin_commit(
             .set(rec, state, detail)
             .map_err(|e| Status::internal(format!("migration records: {}", chain(&e))))
     };
-    let (pages_tx, pages_rx) = mpsc::channel::<LazyPages>(4);
+    let (pages_tx, pages_rx) = mpsc::channel::<LazyPages>(PUSHES_QUEUED);
+    let (answers_tx, answers_rx) = mpsc::channel::<LazyPages>(16);
     let (wants_tx, wants_rx) = std::sync::mpsc::channel::<Want>();
     let (decide_tx, decide_rx) = std::sync::mpsc::channel::<Decision>();
     let pushed = Arc::new(AtomicU64::new(0));
@@ -480,6 +578,7 @@ pub(super) async fn origin_commit(
     crate::timeline::mark_of(crate::timeline::Side::Origin, &id, "record committing");
     let _ = cmd_tx.send(Cmd::Lazy(TracerLazy {
         pages: pages_tx,
+        answers: answers_tx,
         wants: wants_rx,
         decide: decide_rx,
         codec,
@@ -512,7 +611,11 @@ pub(super) async fn origin_commit(
         migration_id: id.clone(),
         ..Default::default()
     };
-    let outbound = tokio_stream::once(first).chain(ReceiverStream::new(pages_rx));
+    let outbound = tokio_stream::once(first).chain(Prioritized {
+        first: Some(answers_rx),
+        then: Some(pages_rx),
+    });
+    let running = wants_tx.clone();
     let mut lazy_client = client.clone();
     let stream_task = tokio::spawn(async move {
         let mut inbound = match lazy_client.lazy(outbound).await {
@@ -552,6 +655,8 @@ pub(super) async fn origin_commit(
     // The copy runs from here; the original never will again, unless the destination
     // refuses the commit (its copy is gone: it never ran).
     if let Err(why) = super::origin::commit_remote(node, client, &id, &to).await {
+        let _ = running.send(Want::Lost(why.clone()));
+        drop(running);
         let _ = decide_tx.send(Decision::Resume);
         stream_task.abort();
         loop {
@@ -572,6 +677,8 @@ pub(super) async fn origin_commit(
             }
         }
     }
+    let _ = running.send(Want::Running);
+    drop(running);
     let frozen = since.elapsed();
     let running = Instant::now();
     crate::timeline::mark_of(crate::timeline::Side::Origin, &id, "commit acknowledged");
@@ -966,6 +1073,9 @@ struct Missing {
     /// (from, to, len) in the order they happened.
     remaps: Vec<(u64, u64, u64)>,
     warnings: Vec<String>,
+    /// Time spent in `UFFDIO_COPY` (for the log: writing fresh memory is what bounds the
+    /// rate on some machines).
+    copying: Duration,
 }
 
 impl Missing {
@@ -1076,22 +1186,44 @@ impl Missing {
         pages: &[(u64, usize)],
         raw: &[u8],
     ) -> Result<Vec<(u64, usize)>, String> {
+        const PAGE: usize = PAGE_SIZE as usize;
         let mut again = Vec::new();
-        for &(o, off) in pages {
-            let page = raw
-                .get(off..off + PAGE_SIZE as usize)
-                .ok_or("a page beyond its message")?;
+        let mut i = 0;
+        while i < pages.len() {
+            let (o, off) = pages[i];
+            if off + PAGE > raw.len() {
+                return Err("a page beyond its message".into());
+            }
             if !self.is_missing(o) {
+                i += 1;
                 continue;
             }
+            // A run of missing pages, contiguous here and in the message: one ioctl.
             let at = self.here(o);
+            let mut n = 1;
+            while let Some(&(o2, off2)) = pages.get(i + n) {
+                if off2 != off + n * PAGE
+                    || off2 + PAGE > raw.len()
+                    || !self.is_missing(o2)
+                    || self.here(o2) != at + (n * PAGE) as u64
+                {
+                    break;
+                }
+                n += 1;
+            }
             let Some(fd) = self.uffd.as_ref() else {
                 return Ok(Vec::new());
             };
-            match uffd::copy(fd.as_fd(), at, page) {
+            let tq = Instant::now();
+            let got = uffd::copy(fd.as_fd(), at, &raw[off..off + n * PAGE]);
+            self.copying += tq.elapsed();
+            match got {
+                // Part of the run (the rest is tried next, one page at least).
+                Ok(b) if b >= PAGE_SIZE => n = (b / PAGE_SIZE) as usize,
+                Ok(_) => return Err(format!("UFFDIO_COPY {at:#x}: nothing copied")),
                 // EEXIST: there already (a zero page it faulted on after the copy
                 // dropped the area, …); ENOENT: no longer mapped.
-                Ok(_) | Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOENT) => n = 1,
                 Err(nix::errno::Errno::ESRCH) => {
                     // The copy is gone: nothing more to put.
                     self.bits.left = 0;
@@ -1099,12 +1231,16 @@ impl Missing {
                 }
                 Err(nix::errno::Errno::EAGAIN) => {
                     // Its address space is changing: once the events are read.
-                    again.push((o, off));
+                    again.extend_from_slice(&pages[i..i + n]);
+                    i += n;
                     continue;
                 }
                 Err(e) => return Err(format!("UFFDIO_COPY {at:#x}: {e}")),
             }
-            self.drop_page(o);
+            for &(o, _) in &pages[i..i + n] {
+                self.drop_page(o);
+            }
+            i += n;
         }
         Ok(again)
     }
@@ -1149,6 +1285,7 @@ pub async fn serve_dest(
         uffd: Some(a.uffd),
         remaps: Vec::new(),
         warnings: Vec::new(),
+        copying: Duration::ZERO,
     }));
     let (tx, rx) = mpsc::channel::<Result<LazyWant, Status>>(64);
     let t0 = Instant::now();
@@ -1251,9 +1388,13 @@ pub async fn serve_dest(
             }
         }
         .await;
-        let (left, warnings) = {
+        let (left, warnings, copying) = {
             let mut s = lock(&state);
-            (s.bits.left as u64, std::mem::take(&mut s.warnings))
+            (
+                s.bits.left as u64,
+                std::mem::take(&mut s.warnings),
+                s.copying,
+            )
         };
         // A copy that cannot be completed is ended first: once the userfaultfd is closed,
         // its missing pages would read as zeros.
@@ -1269,7 +1410,7 @@ pub async fn serve_dest(
         }
         let _ = faults.join();
         if result.is_ok() {
-            tracing::info!(migration = %id, pid, pages = total, elapsed = ?t0.elapsed(), "lazy pages: all arrived; userfaultfd closed");
+            tracing::info!(migration = %id, pid, pages = total, elapsed = ?t0.elapsed(), copying = ?copying, "lazy pages: all arrived; userfaultfd closed");
             {
                 let _order = record_lock();
                 lock(arrived()).insert(id.clone());

@@ -132,6 +132,25 @@ fn message(
     })
 }
 
+/// A message with no pages that only describes the task to make ahead: sent before a
+/// post-copy migration freezes `pid`, so that the destination makes its task while the
+/// origin is still running (the same task a live migration's first round describes). The
+/// areas are the private anonymous ones but the stack; one the image does not have as it
+/// is now is simply not kept (`restore::pipeline`).
+pub fn plan_only(pid: Pid) -> Result<PrecopyPages, DumpError> {
+    let maps = crate::proc::parse_maps(&crate::proc::read(pid.as_raw(), "maps")?)?;
+    let areas: Vec<(u64, u64)> = maps
+        .iter()
+        .filter(|e| crate::dump::track::trackable(e) && e.name != "[stack]")
+        .map(|e| (e.start, e.end))
+        .collect();
+    let layout = Layout::read(pid, &areas)?;
+    message(Codec::None, 0, &[], &[], &layout).map_err(|why| DumpError::BadTarget {
+        pid: pid.as_raw(),
+        why,
+    })
+}
+
 /// Page ranges `ranges` as (start, pages) pieces of at most [`BATCH`] pages.
 fn batches(ranges: &[(u64, u64)]) -> impl Iterator<Item = (u64, u64)> + '_ {
     ranges.iter().flat_map(|&(s, e)| {
@@ -603,6 +622,10 @@ impl Received {
 
     /// Keeps one decoded message (a later one for the same page replaces it).
     pub fn insert(&mut self, d: Decoded) {
+        if d.runs.is_empty() {
+            // A plan without pages (post-copy's, [`plan_only`]).
+            return;
+        }
         let block = self.blocks.len() as u32;
         let mut off = 0u32;
         for &(s, c) in &d.runs {

@@ -233,7 +233,9 @@ pub(super) fn run<R: Read + Send>(
         };
         // Its own IPC namespace first (a process alone): its shared memory segments are made
         // in it.
+        crate::timeline::mark("restore: task");
         let ipc_ns = ipc::make(&inj, root)?;
+        crate::timeline::mark("restore: IPC namespace");
         root_session(&inj, root, &root_task, lone)?;
         // Its terminal before any fork: children inherit it. A process alone takes it back
         // only if it led its session; a tree's root leads the session of its members.
@@ -299,7 +301,7 @@ pub(super) fn run<R: Read + Send>(
         let (premade_vmas, premade_kept) = premade_kept(&p.mm, &premade_areas);
         let keep_areas: Vec<_> = inherited.iter().chain(&premade_kept).copied().collect();
         let kept: Vec<_> = inherited.iter().chain(&premade_vmas).copied().collect();
-        crate::timeline::mark("restore: task");
+        crate::timeline::mark("restore: session, shared memory");
         mm::wipe_and_place_vdso(&inj, &maps, &p.mm, &keep_areas)?;
         crate::timeline::mark("restore: wipe");
         if let Some(parent) = parent {

@@ -428,13 +428,21 @@ impl Origin {
             .map_err(|e| NegotiateError::UnknownPeer(chain(&e)))?;
         let mut client = peer_client(channel.clone());
         self.progress("negotiate").await;
-        let tree = self.req.tree;
-        let files = tokio::task::spawn_blocking(move || {
-            if tree {
+        let (tree, lazy) = (self.req.tree, self.req.lazy);
+        let (files, premade) = tokio::task::spawn_blocking(move || {
+            let files = if tree {
                 super::tree::file_checks(pid)
             } else {
                 negotiate::file_checks(pid)
-            }
+            };
+            // Post-copy: the destination makes the copy's task now (else in the stop).
+            let premade = lazy
+                .then(|| live::plan_only(nix::unistd::Pid::from_raw(pid)))
+                .and_then(|r| {
+                    r.inspect_err(|e| tracing::debug!(error = %chain(e), "no task made ahead"))
+                        .ok()
+                });
+            (files, premade)
         })
         .await
         .map_err(|e| NegotiateError::Internal(e.to_string()))?;
@@ -445,6 +453,7 @@ impl Origin {
             vdso_sha256: negotiate::vdso_sha256(),
             files: files.clone(),
             protocol: version::announced(),
+            premade,
         };
         let reply = match client.negotiate(neg).await {
             Ok(r) => r.into_inner(),

@@ -192,14 +192,14 @@ pub(crate) fn tracer(job: TracerJob) {
     let sent = check_frozen(pid, &mut held, pre.as_ref(), as_user, &id, at_us).and_then(|()| {
         timeline::mark("checks");
         if lazy {
-            let rseq: Vec<u64> = held
-                .state
-                .threads
+            let threads = &held.state.threads;
+            let keep: Vec<u64> = threads
                 .iter()
                 .filter_map(|t| t.rseq)
                 .flat_map(|r| [r.ptr, r.ptr + u64::from(r.len.max(1)) - 1])
+                .chain(crate::migrate::lazy::first_touched(threads))
                 .collect();
-            lazy_runs = crate::migrate::lazy::mark(&mut held.state.mm.vmas, &rseq);
+            lazy_runs = crate::migrate::lazy::mark(&mut held.state.mm.vmas, &keep);
             timeline::mark("lazy areas");
         }
         image.send(&held, &proxy_protocol, chunks)
