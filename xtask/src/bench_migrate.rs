@@ -67,6 +67,13 @@ pub fn run(release: bool) -> Result<()> {
     if modes.is_empty() {
         bail!("FERRY_BENCH_MODES names no mode (live, stop-and-copy, lazy)");
     }
+    let (first, again) = fresh_memory();
+    println!(
+        "fresh memory (512 MiB mapped anew, written once, then again): first write {first:.0} MB/s, \
+         again {again:.0} MB/s; a destination writes a process's memory into pages it never \
+         used: on a VM whose host backs a guest page at its first touch the first figure bounds \
+         it"
+    );
     let result = (|| -> Result<()> {
         let mut rows = Vec::new();
         for &mib in &sizes {
@@ -182,6 +189,25 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
             let t = line.split("stop timeline (").nth(1).unwrap_or(line);
             println!("  h{n} stop timeline ({t}");
         }
+        // Post-copy: how long the destination spent putting the pages in (`UFFDIO_COPY`).
+        if let Some(line) = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("lazy pages: all arrived"))
+        {
+            let of = |k: &str| {
+                line.split(k)
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            println!(
+                "  h{n} post-copy: all pages in after {}, of it {} in UFFDIO_COPY",
+                of("elapsed="),
+                of("copying=")
+            );
+        }
     }
     // The link as the origin's `--compress auto` probe measured it (`…; link 0.9 GB/s, …`).
     let link = text
@@ -277,6 +303,22 @@ fn one(ferry: &Path, victim: &Path, dir: &Path, mib: u32, rate: u32, mode: &str)
         ])
         .status();
     Ok(row)
+}
+
+/// Write speed (MB/s) of 512 MiB of fresh anonymous memory: its first write (each page faulted
+/// in, and on some VMs backed by the host then), and a second.
+fn fresh_memory() -> (f64, f64) {
+    const N: usize = 512 << 20;
+    let t = Instant::now();
+    // Zeroed by mapping: no page is touched until written.
+    let mut v = vec![0u8; N];
+    v.fill(1);
+    let first = N as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let t = Instant::now();
+    v.fill(2);
+    let again = N as f64 / t.elapsed().as_secs_f64() / 1e6;
+    std::hint::black_box(&v);
+    (first, again)
 }
 
 /// CPU time (user + system, seconds) each test host's agent (h1, h2) used so far.

@@ -105,7 +105,7 @@ const FIRST_TOUCHED_MAX: usize = 2048;
 /// TLS and thread control block), and the pages its registers point at with the three
 /// after each (the buffers and cursors it is working on). At most
 /// [`FIRST_TOUCHED_MAX`] pages; pages outside the areas that follow cost nothing.
-pub fn first_touched(threads: &[crate::state::ThreadState]) -> Vec<u64> {
+pub fn first_touched<'a>(regs: impl IntoIterator<Item = &'a crate::state::Regs>) -> Vec<u64> {
     fn around(out: &mut Vec<u64>, a: u64, below: u64, above: u64) {
         let page = a & !(PAGE_SIZE - 1);
         for k in 0..below + above {
@@ -118,8 +118,7 @@ pub fn first_touched(threads: &[crate::state::ThreadState]) -> Vec<u64> {
         }
     }
     let mut out = Vec::new();
-    for t in threads {
-        let r = &t.regs;
+    for r in regs {
         around(&mut out, r.rsp, 2, 8);
         around(&mut out, r.fs_base, 2, 2);
         for a in [
@@ -1451,6 +1450,62 @@ mod tests {
 
     fn run(start: u64, count: u64) -> PageRun {
         PageRun { start, count }
+    }
+
+    #[test]
+    fn first_touched_pages_are_around_the_stack_and_the_registers() {
+        let p = PAGE_SIZE;
+        let regs = crate::state::Regs {
+            rsp: 0x7000_0000 + 0x10,
+            fs_base: 0x6000_0000 + 0x800,
+            rdi: 0x5000_0000 + 0x123,
+            // Not addresses: left out.
+            rax: 7,
+            rbx: u64::MAX,
+            ..Default::default()
+        };
+        let got = first_touched([&regs]);
+        // Two pages below the stack pointer's, eight from it on.
+        for k in 0..8 {
+            assert!(got.contains(&(0x7000_0000 + k * p)), "stack page {k}");
+        }
+        assert!(got.contains(&(0x7000_0000 - 2 * p)));
+        assert!(!got.contains(&(0x7000_0000 - 3 * p)));
+        assert!(!got.contains(&(0x7000_0000 + 8 * p)));
+        for a in [0x6000_0000 - 2 * p, 0x6000_0000 + p] {
+            assert!(got.contains(&a), "thread pointer {a:#x}");
+        }
+        // The page a register points at and the three after it.
+        for k in 0..4 {
+            assert!(got.contains(&(0x5000_0000 + k * p)));
+        }
+        assert!(!got.contains(&(0x5000_0000 + 4 * p)));
+        assert!(got.iter().all(|a| a % p == 0 && *a < 1 << 47));
+        // Bounded, however many threads.
+        let many = vec![regs; 1000];
+        assert_eq!(first_touched(&many).len(), FIRST_TOUCHED_MAX);
+    }
+
+    #[tokio::test]
+    async fn answers_go_ahead_of_queued_pushes() {
+        let (atx, arx) = mpsc::channel(4);
+        let (ptx, prx) = mpsc::channel(4);
+        ptx.send(1).await.unwrap();
+        ptx.send(2).await.unwrap();
+        atx.send(10).await.unwrap();
+        let mut s = Prioritized {
+            first: Some(arx),
+            then: Some(prx),
+        };
+        assert_eq!(s.next().await, Some(10));
+        assert_eq!(s.next().await, Some(1));
+        atx.send(11).await.unwrap();
+        assert_eq!(s.next().await, Some(11));
+        drop(atx);
+        assert_eq!(s.next().await, Some(2));
+        drop(ptx);
+        // Both closed: the stream ends.
+        assert_eq!(s.next().await, None);
     }
 
     #[test]

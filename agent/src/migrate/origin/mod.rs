@@ -88,6 +88,8 @@ struct Origin {
     raw: Arc<AtomicU64>,
     total: u64,
     as_user: Option<PeerCred>,
+    /// The destination was asked to make the copy's task at the negotiation (post-copy).
+    made_ahead: bool,
 }
 
 /// What the negotiation settled.
@@ -147,6 +149,7 @@ pub async fn migrate(
         req,
         tx: tx.clone(),
         t0: Instant::now(),
+        made_ahead: false,
         wire: Arc::default(),
         raw: Arc::default(),
         total: 0,
@@ -195,6 +198,15 @@ impl Origin {
     /// Records the end of a migration that failed before the commit point, and says so.
     fn fail(&mut self, e: impl Into<MigrateError>) -> MigrateError {
         let e = e.into();
+        if self.made_ahead {
+            // The destination may hold a task made at the negotiation: ended now, not when
+            // it expires.
+            abort_remote(
+                self.node.clone(),
+                self.req.to.clone(),
+                self.rec.migration_id.clone(),
+            );
+        }
         if self.rec.frozen_unix_us != 0 && self.rec.frozen_end_unix_us == 0 {
             // Given back (thawed) by now.
             self.rec.frozen_end_unix_us = now_us();
@@ -455,6 +467,7 @@ impl Origin {
             protocol: version::announced(),
             premade,
         };
+        self.made_ahead = neg.premade.is_some();
         let reply = match client.negotiate(neg).await {
             Ok(r) => r.into_inner(),
             Err(s) => {

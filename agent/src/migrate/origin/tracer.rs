@@ -197,7 +197,9 @@ pub(crate) fn tracer(job: TracerJob) {
                 .iter()
                 .filter_map(|t| t.rseq)
                 .flat_map(|r| [r.ptr, r.ptr + u64::from(r.len.max(1)) - 1])
-                .chain(crate::migrate::lazy::first_touched(threads))
+                .chain(crate::migrate::lazy::first_touched(
+                    threads.iter().map(|t| &t.regs),
+                ))
                 .collect();
             lazy_runs = crate::migrate::lazy::mark(&mut held.state.mm.vmas, &keep);
             timeline::mark("lazy areas");
