@@ -372,7 +372,9 @@ fn serve(pid: Pid, job: &TracerLazy) -> Result<(), String> {
             let runs = sent.take(idx, AROUND, AROUND);
             let n: u64 = runs.iter().map(|r| u64::from(r.1)).sum();
             job.asked.fetch_add(n, Ordering::Relaxed);
-            send_on(&job.answers, pack(pid, job.codec, &runs)?)?;
+            let mut m = pack(pid, job.codec, &runs)?;
+            m.asked = true;
+            send_on(&job.answers, m)?;
         }
         Ok(())
     };
@@ -1245,6 +1247,41 @@ impl Missing {
     }
 }
 
+/// Messages received and waiting to be put into the copy.
+const PUTS_QUEUED: usize = 8;
+
+/// Checks and puts into the copy every message of `rx`, until every page is in or `rx` ends.
+fn put_all(state: &Mutex<Missing>, mut rx: mpsc::Receiver<PrecopyPages>) -> Result<(), String> {
+    while let Some(p) = rx.blocking_recv() {
+        put_one(state, p)?;
+        if lock(state).bits.left == 0 {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Checks one message and puts its pages into the copy.
+fn put_one(state: &Mutex<Missing>, p: PrecopyPages) -> Result<(), String> {
+    let d = super::live::Received::decode(p)?;
+    let mut again = lock(state).put(d.runs(), d.raw())?;
+    for _ in 0..10_000 {
+        if again.is_empty() {
+            return Ok(());
+        }
+        // The fault thread reads the events meanwhile.
+        std::thread::sleep(Duration::from_millis(1));
+        again = lock(state).put_pages(&again, d.raw())?;
+    }
+    if !again.is_empty() {
+        return Err(format!(
+            "{} pages could not be put in (its address space kept changing)",
+            again.len()
+        ));
+    }
+    Ok(())
+}
+
 /// The response stream of `Peer.Lazy`.
 pub type WantStream = ReceiverStream<Result<LazyWant, Status>>;
 
@@ -1343,46 +1380,50 @@ pub async fn serve_dest(
     let pid = rec.pid;
     tokio::spawn(async move {
         let result: Result<(), String> = async {
+            // Received here, put in on a thread of its own meanwhile: the stream goes on
+            // while the pages of the messages before are written.
+            let (put_tx, put_rx) = mpsc::channel::<PrecopyPages>(PUTS_QUEUED);
+            let mut putter = {
+                let state = state.clone();
+                tokio::task::spawn_blocking(move || put_all(&state, put_rx))
+            };
+            let mut put_tx = Some(put_tx);
             loop {
-                let msg = match inbound.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => return Err("the origin ended the page stream".into()),
-                    Err(s) => return Err(crate::transport::status_detail(&s)),
-                };
-                if let Some(p) = msg.pages {
-                    let state = state.clone();
-                    let r = tokio::task::spawn_blocking(move || {
-                        let d = super::live::Received::decode(p)?;
-                        let mut again = lock(&state).put(d.runs(), d.raw())?;
-                        for _ in 0..10_000 {
-                            if again.is_empty() {
-                                break;
-                            }
-                            // The fault thread reads the events meanwhile.
-                            std::thread::sleep(Duration::from_millis(1));
-                            again = lock(&state).put_pages(&again, d.raw())?;
+                tokio::select! {
+                    // It ends once every page is in, on a failure, or when its input ends.
+                    r = &mut putter => {
+                        r.map_err(|e| e.to_string())??;
+                        if lock(&state).bits.left > 0 {
+                            return Err(
+                                "the origin sent everything it had, yet pages are missing".into()
+                            );
                         }
-                        if !again.is_empty() {
-                            return Err(format!(
-                                "{} pages could not be put in (its address space kept changing)",
-                                again.len()
-                            ));
-                        }
-                        Ok::<bool, String>(lock(&state).bits.left == 0)
-                    })
-                    .await
-                    .map_err(|e| e.to_string())??;
-                    if r {
                         return Ok(());
                     }
-                }
-                if msg.done {
-                    if lock(&state).bits.left > 0 {
-                        return Err(
-                            "the origin sent everything it had, yet pages are missing".into()
-                        );
+                    msg = inbound.message(), if put_tx.is_some() => {
+                        let msg = match msg {
+                            Ok(Some(m)) => m,
+                            Ok(None) => return Err("the origin ended the page stream".into()),
+                            Err(s) => return Err(crate::transport::status_detail(&s)),
+                        };
+                        if msg.asked
+                            && let Some(p) = msg.pages
+                        {
+                            // A fault waits for these: put in now, ahead of the queue.
+                            let state = state.clone();
+                            tokio::task::spawn_blocking(move || put_one(&state, p))
+                                .await
+                                .map_err(|e| e.to_string())??;
+                        } else if let (Some(p), Some(tx)) = (msg.pages, put_tx.as_ref())
+                            && tx.send(p).await.is_err()
+                        {
+                            // The putter ended: its result is next.
+                            put_tx = None;
+                        }
+                        if msg.done {
+                            put_tx = None;
+                        }
                     }
-                    return Ok(());
                 }
             }
         }

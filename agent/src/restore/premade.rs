@@ -59,6 +59,9 @@ impl Premade {
                 source,
             }
         })?;
+        // The task starts as a copy of this agent: what the heap holds free (the pages of a
+        // migration before) would be copied into it, and unmapped again in the stop.
+        crate::sys::malloc_trim();
         let task = task::create(want, PidNsMode::Auto, false, true)?;
         let tracee = Tracee::seize(
             task.pid,
