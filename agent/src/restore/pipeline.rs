@@ -413,8 +413,11 @@ pub(super) fn run<R: Read + Send>(
             .first()
             .ok_or_else(|| RestoreError::Layout(format!("pid {}: no thread", p.pid)))?;
         aio::restore_rings(inj, &p.mm)?;
+        crate::timeline::mark("restore: AIO rings");
         mm::protect(inj, &p.mm)?;
+        crate::timeline::mark("restore: protect");
         mm::lock(inj, &p.mm)?;
+        crate::timeline::mark("restore: lock");
         if i == 0 {
             address_space_calls = Some(crate::ptrace::address_space_calls());
         }
