@@ -418,6 +418,11 @@ impl Tracee {
                 }
             }
         }
+        Ok(self.trapped_at(expect_rip)?.rax as i64)
+    }
+
+    /// The registers after an injected call's trap, which must be at `expect_rip`.
+    fn trapped_at(&self, expect_rip: u64) -> Result<libc::user_regs_struct, PtraceError> {
         let after = self.regs()?;
         if after.rip != expect_rip {
             return Err(PtraceError::Unexpected {
@@ -425,7 +430,7 @@ impl Tracee {
                 status: format!("trap at {:#x}, expected {expect_rip:#x}", after.rip),
             });
         }
-        Ok(after.rax as i64)
+        Ok(after)
     }
 
     /// Runs `calls` in one go: the task executes [`BATCH_CODE`] (written by the caller at
@@ -477,14 +482,7 @@ impl Tracee {
                 }
             }
         }
-        let after = self.regs()?;
-        let expect_rip = code + BATCH_CODE.len() as u64;
-        if after.rip != expect_rip {
-            return Err(PtraceError::Unexpected {
-                pid: self.pid.as_raw(),
-                status: format!("trap at {:#x}, expected {expect_rip:#x}", after.rip),
-            });
-        }
+        self.trapped_at(code + BATCH_CODE.len() as u64)?;
         self.read_mem(records, &mut buf[..calls.len() * BATCH_RECORD])?;
         Ok(buf
             .chunks_exact(BATCH_RECORD)

@@ -219,21 +219,24 @@ impl<T> tokio_stream::Stream for Prioritized<T> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<T>> {
         use std::task::Poll;
-        for i in 0..2 {
-            let slot = if i == 0 {
-                &mut self.first
-            } else {
-                &mut self.then
-            };
-            if let Some(rx) = slot {
-                match rx.poll_recv(cx) {
-                    Poll::Ready(Some(m)) => return Poll::Ready(Some(m)),
-                    Poll::Ready(None) => *slot = None,
-                    Poll::Pending => {}
+        // A message of `slot`, if it has one; a closed channel leaves its slot.
+        fn take<T>(
+            slot: &mut Option<mpsc::Receiver<T>>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Option<T> {
+            match slot.as_mut()?.poll_recv(cx) {
+                Poll::Ready(Some(m)) => Some(m),
+                Poll::Ready(None) => {
+                    *slot = None;
+                    None
                 }
+                Poll::Pending => None,
             }
         }
-        if self.first.is_none() && self.then.is_none() {
+        let this = &mut *self;
+        if let Some(m) = take(&mut this.first, cx).or_else(|| take(&mut this.then, cx)) {
+            Poll::Ready(Some(m))
+        } else if this.first.is_none() && this.then.is_none() {
             Poll::Ready(None)
         } else {
             Poll::Pending
@@ -378,29 +381,31 @@ fn serve(pid: Pid, job: &TracerLazy) -> Result<(), String> {
         }
         Ok(())
     };
-    // Nothing is pushed before the copy runs: it cannot fault before, and the pushing
-    // would slow the commit down (the same cores and link), which is downtime.
-    loop {
-        match job.wants.recv() {
-            Ok(Want::Running) => break,
-            Ok(Want::Pages(a)) => answer(&mut sent, a)?,
-            Ok(Want::Complete) => return Ok(()),
-            Ok(Want::Lost(why)) => return Err(why),
-            Err(_) => return Err("the page stream ended".into()),
-        }
-    }
+    // Nothing is pushed before the copy runs (it cannot fault before, and the pushing
+    // would slow the commit down on the same cores and link, which is downtime): until
+    // then each message is waited for.
+    let mut running = false;
     loop {
         // Faults first.
         loop {
-            match job.wants.try_recv() {
-                Ok(Want::Running) => {}
-                Ok(Want::Pages(a)) => answer(&mut sent, a)?,
-                Ok(Want::Complete) => return Ok(()),
-                Ok(Want::Lost(why)) => return Err(why),
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    return Err("the page stream ended".into());
+            let want = if running {
+                match job.wants.try_recv() {
+                    Ok(w) => w,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        return Err("the page stream ended".into());
+                    }
                 }
+            } else {
+                job.wants
+                    .recv()
+                    .map_err(|_| "the page stream ended".to_string())?
+            };
+            match want {
+                Want::Running => running = true,
+                Want::Pages(a) => answer(&mut sent, a)?,
+                Want::Complete => return Ok(()),
+                Want::Lost(why) => return Err(why),
             }
         }
         if sent.left == 0 {
@@ -616,7 +621,7 @@ pub(super) async fn origin_commit(
         first: Some(answers_rx),
         then: Some(pages_rx),
     });
-    let running = wants_tx.clone();
+    let go = wants_tx.clone();
     let mut lazy_client = client.clone();
     let stream_task = tokio::spawn(async move {
         let mut inbound = match lazy_client.lazy(outbound).await {
@@ -656,8 +661,8 @@ pub(super) async fn origin_commit(
     // The copy runs from here; the original never will again, unless the destination
     // refuses the commit (its copy is gone: it never ran).
     if let Err(why) = super::origin::commit_remote(node, client, &id, &to).await {
-        let _ = running.send(Want::Lost(why.clone()));
-        drop(running);
+        let _ = go.send(Want::Lost(why.clone()));
+        drop(go);
         let _ = decide_tx.send(Decision::Resume);
         stream_task.abort();
         loop {
@@ -678,8 +683,8 @@ pub(super) async fn origin_commit(
             }
         }
     }
-    let _ = running.send(Want::Running);
-    drop(running);
+    let _ = go.send(Want::Running);
+    drop(go);
     let frozen = since.elapsed();
     let running = Instant::now();
     crate::timeline::mark_of(crate::timeline::Side::Origin, &id, "commit acknowledged");

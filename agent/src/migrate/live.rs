@@ -58,8 +58,17 @@ struct Layout {
 
 impl Layout {
     fn read(pid: Pid, tracked: &[(u64, u64)]) -> Result<Self, DumpError> {
+        let maps = crate::proc::parse_maps(&crate::proc::read(pid.as_raw(), "maps")?)?;
+        Self::of(pid, &maps, tracked)
+    }
+
+    /// [`Layout::read`] with `maps` read already.
+    fn of(
+        pid: Pid,
+        maps: &[crate::proc::MapsEntry],
+        tracked: &[(u64, u64)],
+    ) -> Result<Self, DumpError> {
         let raw = pid.as_raw();
-        let maps = crate::proc::parse_maps(&crate::proc::read(raw, "maps")?)?;
         let flags = crate::proc::parse_smaps_vmflags(&crate::proc::read(raw, "smaps")?);
         let ns_pid = crate::proc::parse_status(&crate::proc::read(raw, "status")?)?.ns_pid;
         let nr = |start: u64| {
@@ -144,7 +153,7 @@ pub fn plan_only(pid: Pid) -> Result<PrecopyPages, DumpError> {
         .filter(|e| crate::dump::track::trackable(e) && e.name != "[stack]")
         .map(|e| (e.start, e.end))
         .collect();
-    let layout = Layout::read(pid, &areas)?;
+    let layout = Layout::of(pid, &maps, &areas)?;
     message(Codec::None, 0, &[], &[], &layout).map_err(|why| DumpError::BadTarget {
         pid: pid.as_raw(),
         why,
