@@ -30,7 +30,7 @@ pub struct Frozen {
     done: bool,
 }
 
-fn task_ids(pid: Pid) -> Result<Vec<Pid>, DumpError> {
+pub(super) fn task_ids(pid: Pid) -> Result<Vec<Pid>, DumpError> {
     let dir = format!("/proc/{pid}/task");
     let mut tids: Vec<i32> = std::fs::read_dir(&dir)
         .map_err(|source| crate::proc::ProcError::Read {
@@ -106,7 +106,7 @@ fn death(pid: Pid) -> Option<String> {
 }
 
 /// The PID tracing task `tid` (`TracerPid` of its status), if one does.
-fn tracer_of(tid: Pid) -> Option<i32> {
+pub(super) fn tracer_of(tid: Pid) -> Option<i32> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     let pid = status
         .lines()
@@ -198,6 +198,29 @@ impl Frozen {
             return Err(DumpError::BadTarget {
                 pid: pid.as_raw(),
                 why: "its main thread has exited".into(),
+            });
+        }
+        Ok(frozen)
+    }
+
+    /// Tasks a [`super::watch::Watch`] seized and stopped, leader first, with the signal of
+    /// the job-control stop the leader is in, if any.
+    pub(super) fn stopped(
+        tasks: Vec<Tracee>,
+        group_stop: Option<Signal>,
+    ) -> Result<Self, DumpError> {
+        let mut frozen = Frozen {
+            tasks: Vec::with_capacity(tasks.len()),
+            group_stop,
+            done: false,
+        };
+        for tracee in tasks {
+            let regs = tracee.regs()?;
+            let sigmask = tracee.sigmask()?;
+            frozen.tasks.push(FrozenTask {
+                tracee,
+                regs,
+                sigmask,
             });
         }
         Ok(frozen)

@@ -158,48 +158,6 @@ pub fn smaps_ahead_holds(pid: Pid) -> Result<bool, DumpError> {
     )
 }
 
-/// Checks that the areas of a frozen process, read now with their `smaps` flags, are those
-/// of `vmas` (collected earlier under the same freeze with flags taken from an earlier `smaps`,
-/// [`super::hold_with_smaps`]): same ranges, protection, flags, `growsdown` and `maywrite`.
-/// The error names the first area that differs. Run on the thread that collected them (a
-/// live migration's `uw` is known as its own there).
-pub fn flags_still(pid: Pid, vmas: &[VmaState]) -> Result<(), DumpError> {
-    super::track::collecting(pid.as_raw());
-    let (mut now, names) = read_maps(pid)?;
-    apply_smaps(&mut now, &names, &proc::read(pid.as_raw(), "smaps")?)?;
-    join_tracking_splits(&mut now);
-    let key = |v: &VmaState| (v.start, v.end, v.prot, v.flags, v.growsdown, v.maywrite);
-    let differs = |what: String| {
-        DumpError::Unsupported(format!(
-            "the memory's flags changed between the last pre-copy round and the freeze: \
-             {what}; migrate it again"
-        ))
-    };
-    for (i, v) in vmas.iter().enumerate() {
-        match now.get(i) {
-            Some(n) if key(n) == key(v) => {}
-            Some(n) => {
-                return Err(differs(format!(
-                    "vma {:#x}-{:#x}: sent {:?}, now {:#x}-{:#x} {:?}",
-                    v.start,
-                    v.end,
-                    key(v),
-                    n.start,
-                    n.end,
-                    key(n)
-                )));
-            }
-            None => {
-                return Err(differs(format!("vma {:#x}-{:#x} is gone", v.start, v.end)));
-            }
-        }
-    }
-    if let Some(n) = now.get(vmas.len()) {
-        return Err(differs(format!("vma {:#x}-{:#x} is new", n.start, n.end)));
-    }
-    Ok(())
-}
-
 /// [`apply_smaps`] with each VMA's `VmFlags` and shared KiB from `of`.
 fn apply_vmflags<'s>(
     vmas: &mut [VmaState],
@@ -1139,36 +1097,6 @@ mod tests {
 
     fn run(start: u64, count: u64) -> PageRun {
         PageRun { start, count }
-    }
-
-    /// The check of a live migration's final stop: the areas with their flags read now are
-    /// those collected earlier, until the process changes a flag without changing `maps`
-    /// (`MADV_DONTDUMP` of a whole area): then it refuses, naming the change.
-    #[test]
-    fn flags_still_refuses_a_flag_changed_since() {
-        let mut v = victim::Victim::start();
-        let (mut vmas, names) = read_maps(v.pid()).unwrap();
-        let smaps = proc::read(v.pid().as_raw(), "smaps").unwrap();
-        apply_smaps(&mut vmas, &names, &smaps).unwrap();
-        join_tracking_splits(&mut vmas);
-        flags_still(v.pid(), &vmas).expect("nothing changed");
-        v.dontdump();
-        let e = flags_still(v.pid(), &vmas).expect_err("MADV_DONTDUMP since");
-        assert!(e.to_string().contains("flags changed"), "{e}");
-        // Taken from the earlier `smaps`, the area says what it was: the difference is
-        // exactly the new flag.
-        let now = {
-            let (mut now, names) = read_maps(v.pid()).unwrap();
-            let smaps = proc::read(v.pid().as_raw(), "smaps").unwrap();
-            apply_smaps(&mut now, &names, &smaps).unwrap();
-            now
-        };
-        let anon = now
-            .iter()
-            .find(|n| n.start <= v.anon && v.anon < n.end)
-            .expect("the area");
-        assert_ne!(anon.flags & vmflag::DONTDUMP, 0);
-        flags_still(v.pid(), &now).expect("read again: the same");
     }
 
     /// `PAGEMAP_SCAN` finds exactly the pages the 8-byte entries do, area by area, and the

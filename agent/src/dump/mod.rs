@@ -17,6 +17,7 @@ pub(crate) mod sockdiag;
 mod sockets;
 pub mod track;
 mod tree;
+pub mod watch;
 
 use std::fs::File;
 use std::io::Write;
@@ -325,33 +326,69 @@ pub fn hold_with(
     hold_inner(pid, opts, under_freeze, None)
 }
 
-/// [`hold_with`] taking each area's `smaps` flags from `smaps_before`, read while the process
-/// still ran (a live migration's, at the end of its rounds), instead of walking every page
-/// table again under the freeze (~10 ms per GiB, several times that on a busy machine); when
-/// an area lies in none of the areas it names, or the process has locked memory, children or
-/// merged pages, `smaps` is read under the freeze as usual. The process may have changed a
-/// flag in between (`madvise` of a whole area leaves `maps` as it was): the caller checks
-/// under the same freeze, before the copy may run, that the flags still hold
-/// ([`mm::flags_still`]). No memory is counted shared copy-on-write with another process.
+/// `smaps` read while the process still ran, with the [`watch::Watch`] that saw its system
+/// calls since: [`SmapsAhead::read`].
+#[derive(Debug)]
+pub struct SmapsAhead {
+    text: String,
+    watch: watch::Watch,
+}
+
+impl SmapsAhead {
+    /// Seizes the running process's threads, watching their system calls, and reads its
+    /// `smaps` meanwhile (the threads run on; each stops only at its system calls).
+    pub fn read(pid: Pid) -> Result<Self, DumpError> {
+        let mut watch = watch::Watch::start(pid)?;
+        let text = watch.read_smaps()?;
+        Ok(SmapsAhead { text, watch })
+    }
+
+    /// The reading.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The watch, for the test fault that makes the process call `madvise` after the reading.
+    pub fn watch(&mut self) -> &mut watch::Watch {
+        &mut self.watch
+    }
+}
+
+/// [`hold_with`] from a [`SmapsAhead`]: its watch becomes the freeze, and each area takes its
+/// `smaps` flags from the reading ahead instead of a walk of every page table under the
+/// freeze (~8.5 ms per GiB, several times that on a busy machine) — unless the watch saw a
+/// call that may have changed one since (`madvise`, `mlock`, `mmap`, …), an area lies in
+/// none of the reading's areas, or the process has locked memory, children or merged pages:
+/// then `smaps` is read under the freeze as usual. No memory is counted shared copy-on-write
+/// with another process.
 pub fn hold_with_smaps(
     pid: Pid,
     opts: DumpOptions,
-    smaps_before: &str,
+    ahead: SmapsAhead,
     under_freeze: impl FnOnce(&Frozen) -> Result<(), DumpError>,
 ) -> Result<Held, DumpError> {
     files::forget_outside_scan();
-    hold_inner(pid, opts, under_freeze, Some(smaps_before))
+    hold_inner(pid, opts, under_freeze, Some(ahead))
 }
 
 fn hold_inner(
     pid: Pid,
     opts: DumpOptions,
     under_freeze: impl FnOnce(&Frozen) -> Result<(), DumpError>,
-    smaps_before: Option<&str>,
+    ahead: Option<SmapsAhead>,
 ) -> Result<Held, DumpError> {
     let since = Instant::now();
     let died = move |e| freeze::explain_death(pid, e);
-    let frozen = Frozen::seize(pid).map_err(died)?;
+    let (frozen, smaps_before) = match ahead {
+        Some(SmapsAhead { text, watch }) => match watch.freeze().map_err(died)? {
+            (frozen, None) => (frozen, Some(text)),
+            (frozen, Some(call)) => {
+                tracing::debug!(pid = pid.as_raw(), %call, "smaps read again under the freeze");
+                (frozen, None)
+            }
+        },
+        None => (Frozen::seize(pid).map_err(died)?, None),
+    };
     under_freeze(&frozen).map_err(died)?;
     let seize = since.elapsed();
     crate::timeline::mark("seize");
@@ -362,8 +399,15 @@ fn hold_inner(
     check_process(pid).map_err(died)?;
     let mut warnings = Vec::new();
     let mut socks = sockets::SocketDump::capture(opts.sockets());
-    let mut state =
-        collect(&frozen, &opts, &[], &mut warnings, &mut socks, smaps_before).map_err(died)?;
+    let mut state = collect(
+        &frozen,
+        &opts,
+        &[],
+        &mut warnings,
+        &mut socks,
+        smaps_before.as_deref(),
+    )
+    .map_err(died)?;
     warnings.append(&mut socks.warnings);
     crate::timeline::mark("collect");
     settle(&frozen).map_err(died)?;

@@ -141,16 +141,24 @@ pub(crate) fn tracer(job: TracerJob) {
     // From here to the commit every moment is the process's downtime.
     let urgent = crate::migrate::urgent::Urgent::now();
     // A live or post-copy migration reads `smaps` (a walk of every page table) while the
-    // process still runs; under the freeze the areas take their flags from it, checked again
-    // below while the destination restores. (Post-copy checks first what a dump would refuse,
-    // as `dump::hold` would, before anything is read.)
+    // process still runs, its system calls watched from before the reading to the freeze:
+    // under the freeze the areas take their flags from it unless a call may have changed
+    // one (`dump::SmapsAhead`). (Post-copy checks first what a dump would refuse, as
+    // `dump::hold` would, before anything is read.)
     if lazy && let Err(e) = dump::precheck_only(Pid::from_raw(pid), opts) {
         let _ = events.send(TracerEvent::Failed(format!("freeze: {}", chain(&e))));
         return;
     }
-    let smaps_before = (pre.is_some() || lazy)
-        .then(|| crate::proc::read(pid, "smaps").ok())
-        .flatten();
+    let ahead = (pre.is_some() || lazy)
+        .then(|| match dump::SmapsAhead::read(Pid::from_raw(pid)) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::debug!(migration = %id, error = %chain(&e), "smaps not read ahead");
+                None
+            }
+        })
+        .flatten()
+        .map(crate::migrate::final_stop::madvise_fault);
     let at_us = now_us();
     timeline::begin(Side::Origin, &id, Instant::now());
     timeline::enter(Side::Origin, &id);
@@ -158,13 +166,12 @@ pub(crate) fn tracer(job: TracerJob) {
         let t = Instant::now();
         let r = p.finish(f);
         timeline::part("of it the last scan", t.elapsed());
-        r?;
-        crate::migrate::final_stop::madvise_fault(f)
+        r
     };
-    let held = match (&mut pre, &smaps_before) {
-        (Some(p), Some(s)) => dump::hold_with_smaps(Pid::from_raw(pid), opts, s, |f| finish(p, f)),
+    let held = match (&mut pre, ahead) {
+        (Some(p), Some(a)) => dump::hold_with_smaps(Pid::from_raw(pid), opts, a, |f| finish(p, f)),
         (Some(p), None) => dump::hold_with(Pid::from_raw(pid), opts, |f| finish(p, f)),
-        (None, Some(s)) => dump::hold_with_smaps(Pid::from_raw(pid), opts, s, |_| Ok(())),
+        (None, Some(a)) => dump::hold_with_smaps(Pid::from_raw(pid), opts, a, |_| Ok(())),
         (None, None) => dump::hold(Pid::from_raw(pid), opts),
     };
     crate::metrics::dump(held.is_ok());
@@ -207,23 +214,9 @@ pub(crate) fn tracer(job: TracerJob) {
         image.send(&held, &proxy_protocol, chunks)
     });
     timeline::leave();
-    // The flags taken from `smaps_before` still hold (read again under the same freeze,
-    // while the destination restores): else the copy must not run.
-    let flags = match (&sent, &smaps_before) {
-        (Ok(_), Some(_)) => {
-            let t = Instant::now();
-            let r = dump::mm::flags_still(Pid::from_raw(pid), &held.state.mm.vmas);
-            tracing::debug!(migration = %id, elapsed = ?t.elapsed(), ok = r.is_ok(), "area flags checked again under the freeze");
-            r.map_err(|e| chain(&e))
-        }
-        _ => Ok(()),
-    };
     let failed = match sent {
         Err(ev) => ev,
         Ok(plan) => match cmds.recv() {
-            Ok(TracerCommand::Commit) if flags.is_err() => {
-                TracerEvent::StubFailed(flags.err().unwrap_or_default())
-            }
             Ok(TracerCommand::Commit) => {
                 // A second user of the old memory, so that the execve does not free it.
                 let keeper = crate::migrate::keepmm::spawn_or_warn(&held, &id);
@@ -243,9 +236,6 @@ pub(crate) fn tracer(job: TracerJob) {
                         TracerEvent::StubFailed(chain(&e))
                     }
                 }
-            }
-            Ok(TracerCommand::Lazy(_)) if flags.is_err() => {
-                TracerEvent::StubFailed(flags.err().unwrap_or_default())
             }
             Ok(TracerCommand::Lazy(job)) => {
                 // The pages that follow are pushed at the usual priority.
