@@ -589,7 +589,7 @@ fn protocol_version_mismatch_refused() {
     for (fault, refusal) in [
         (
             "protocol-version-next",
-            "h2 speaks migration protocol 2.1, this agent 1.1",
+            "h2 speaks migration protocol 2.2, this agent 1.2",
         ),
         (
             "protocol-version-none",
@@ -626,7 +626,8 @@ fn protocol_version_mismatch_refused() {
 /// `madvise(MADV_DONTDUMP)` on its largest anonymous area after the reading, in place of a
 /// return from one of its system calls) makes the dump read `smaps` again under the freeze,
 /// and the copy carries the flag. (Taken from the reading, the copy would run without it,
-/// and its checker, comparing it with the image, would see nothing.)
+/// and its checker, comparing it with the image, would see nothing.) Before that freeze the
+/// origin waited until the destination had taken in every pre-copied byte (`Peer.Applied`).
 #[test]
 fn live_madvise_between_reading_and_freeze_is_carried() {
     let Some((ctx, mut hosts)) = up("migrate-live-flags") else {
@@ -648,6 +649,27 @@ fn live_madvise_between_reading_and_freeze_is_carried() {
             .unwrap_or_else(|| panic!("no {name} in {line}"))
     };
     let (start, end) = (field("start"), field("end"));
+    // Before the freeze the origin waited until the destination took in every pre-copied
+    // byte (`Peer.Applied`): all of them, well before the 5 s it waits at most.
+    let taken = log
+        .lines()
+        .find(|l| l.contains("pre-copied pages taken in by the destination"))
+        .unwrap_or_else(|| panic!("no wait for the pre-copied pages:\n{log}"));
+    let value = |name: &str| {
+        taken
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {taken}"))
+            .to_string()
+    };
+    let sent: u64 = value("sent").parse().expect("sent");
+    assert!(sent >= 16 << 20, "{taken}");
+    assert_eq!(value("applied"), format!("Some({sent})"), "{taken}");
+    let waited = value("elapsed");
+    assert!(
+        ["ms", "µs", "ns"].iter().any(|u| waited.ends_with(u)),
+        "waited {waited}: {taken}"
+    );
     let r = record_state(&hosts, 2, "done");
     let pid = r["pid"].as_i64().expect("pid") as i32;
     exactly_once(&hosts, &v, 2, pid);

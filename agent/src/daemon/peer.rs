@@ -8,11 +8,11 @@
 
 use ferry_proto::v1::peer_server::Peer;
 use ferry_proto::v1::{
-    AbortReply, CommitReply, HostingReply, HostingRequest, ListManagedReply, LoadReply,
-    LoadRequest, ManagedKillReply, ManagedKillRequest, ManagedLimitsRequest, ManagedProcess,
-    ManagedRequest, MigrationRecord, MigrationRef, MovedOn, MovedReply, NegotiateReply,
-    NegotiateRequest, ProcStatsReply, ProcStatsRequest, RelayFrame, SignalReply, SignalRequest,
-    SinkChunk, SinkReply, TransferChunk, TransferReply,
+    AbortReply, AppliedReply, CommitReply, HostingReply, HostingRequest, ListManagedReply,
+    LoadReply, LoadRequest, ManagedKillReply, ManagedKillRequest, ManagedLimitsRequest,
+    ManagedProcess, ManagedRequest, MigrationRecord, MigrationRef, MovedOn, MovedReply,
+    NegotiateReply, NegotiateRequest, ProcStatsReply, ProcStatsRequest, RelayFrame, SignalReply,
+    SignalRequest, SinkChunk, SinkReply, TransferChunk, TransferReply,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -87,6 +87,16 @@ impl Peer for PeerService {
         let peer = self.authorize(&request)?;
         dest::abort(&self.node, &peer, request.into_inner())
             .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn applied(
+        &self,
+        request: Request<MigrationRef>,
+    ) -> Result<Response<AppliedReply>, Status> {
+        let peer = self.authorize(&request)?;
+        dest::applied(&self.node, &peer, request.into_inner())
             .map(Response::new)
             .map_err(Status::from)
     }

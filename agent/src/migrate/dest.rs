@@ -5,14 +5,15 @@ use crate::timeline::{self, Side};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_proto::v1::peer_client::PeerClient;
 use ferry_proto::v1::transfer_chunk::Part;
 use ferry_proto::v1::{
-    AbortReply, CommitReply, ExitStatus, MigrationRecord, MigrationRef, NegotiateReply,
-    NegotiateRequest, ShippedFile, TransferChunk, TransferReply,
+    AbortReply, AppliedReply, CommitReply, ExitStatus, MigrationRecord, MigrationRef,
+    NegotiateReply, NegotiateRequest, ShippedFile, TransferChunk, TransferReply,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -69,6 +70,8 @@ impl std::fmt::Debug for Ahead {
 struct Negotiated {
     peer: String,
     same: BTreeMap<String, negotiate::Same>,
+    /// A live migration: raw bytes of pre-copied pages taken in so far (`Applied`).
+    applied: Arc<AtomicU64>,
 }
 
 /// One copy: the PID and its start time name it unambiguously.
@@ -156,6 +159,7 @@ pub async fn negotiate(
         Negotiated {
             peer: peer.to_string(),
             same,
+            applied: Arc::default(),
         },
     );
     Ok(reply)
@@ -174,7 +178,7 @@ async fn make_ahead(node: &NodeRef, peer: &str, id: &str, plan: ferry_proto::v1:
             return Err("the plan names no task".into());
         }
         let (ready, is_ready) = tokio::sync::oneshot::channel();
-        let t = LiveThread::spawn(Some(ready))?;
+        let t = LiveThread::spawn(Some(ready), Arc::default())?;
         t.pages
             .send(d)
             .await
@@ -421,7 +425,11 @@ struct LiveThread {
 
 impl LiveThread {
     /// `ready`: told once the task of the first message is made (or could not be).
-    fn spawn(ready: Option<tokio::sync::oneshot::Sender<()>>) -> Result<Self, String> {
+    /// `applied`: counts the raw bytes of pre-copied pages taken in.
+    fn spawn(
+        ready: Option<tokio::sync::oneshot::Sender<()>>,
+        applied: Arc<AtomicU64>,
+    ) -> Result<Self, String> {
         // Few messages in hand: what is queued here when the origin freezes is written into
         // the task inside the stop (the stream's flow control keeps the rest on the origin,
         // which waits for it before the freeze).
@@ -431,7 +439,7 @@ impl LiveThread {
         std::thread::Builder::new()
             .name("restore-live".into())
             .spawn(move || {
-                let _ = dtx.send(live_restorer(pages_rx, start_rx, ready));
+                let _ = dtx.send(live_restorer(pages_rx, start_rx, ready, &applied));
             })
             .map_err(|e| format!("start the restorer thread: {e}"))?;
         Ok(LiveThread { pages, start, done })
@@ -457,6 +465,7 @@ fn live_restorer(
     mut pages: tokio::sync::mpsc::Receiver<super::live::Decoded>,
     start: std::sync::mpsc::Receiver<StartArgs>,
     mut ready: Option<tokio::sync::oneshot::Sender<()>>,
+    applied: &AtomicU64,
 ) -> Restored {
     let mut received = super::live::Received::default();
     let mut premade: Option<crate::restore::Premade> = None;
@@ -464,8 +473,10 @@ fn live_restorer(
     // A tree's pages, by member, for its final restore (no task made ahead).
     let mut staged = super::tree_live::Staging::default();
     while let Some(p) = pages.blocking_recv() {
+        let raw = p.raw_len();
         if p.member != 0 {
             staged.insert(p);
+            applied.fetch_add(raw, Ordering::Release);
             continue;
         }
         if std::mem::take(&mut first)
@@ -493,6 +504,7 @@ fn live_restorer(
             tracing::warn!(error = %e, "the premade task is given up");
             premade = None;
         }
+        applied.fetch_add(raw, Ordering::Release);
     }
     let args = start
         .recv()
@@ -700,7 +712,45 @@ async fn transfer_task(
     let mut rounds = HashSet::new();
     let mut decoding = std::collections::VecDeque::new();
     let header = loop {
-        let msg = match stream.message().await {
+        // Each message's pages go on to the restore thread as soon as they are decoded (the
+        // origin waits until it took them all in before it freezes: `Peer.Applied`); the
+        // stream is read on while few are in hand.
+        let msg = tokio::select! {
+            biased;
+            d = async {
+                match decoding.front_mut() {
+                    Some(next) => next.await,
+                    None => std::future::pending::<Result<Result<_, String>, tokio::task::JoinError>>().await,
+                }
+            } => {
+                decoding.pop_front();
+                let d = match d {
+                    Ok(Ok(d)) => d,
+                    Ok(Err(why)) => {
+                        end_live(live.take()).await;
+                        return Err(RE::BadPages(why).into());
+                    }
+                    Err(e) => {
+                        end_live(live.take()).await;
+                        return Err(RE::Task(e.to_string()).into());
+                    }
+                };
+                let Some(thread) = &live else {
+                    return Err(RE::Task("pages without a restore thread".into()).into());
+                };
+                if thread.pages.send(d).await.is_err() {
+                    // The thread stopped taking pages: it failed; its error says why.
+                    let why = end_live(live.take()).await;
+                    return Err(RE::Precopy(
+                        why.unwrap_or_else(|| "the restore thread ended".into()),
+                    )
+                    .into());
+                }
+                continue;
+            }
+            m = stream.message(), if decoding.len() < PAGES_IN_HAND => m,
+        };
+        let msg = match msg {
             Ok(m) => m,
             Err(s) => {
                 end_live(live.take()).await;
@@ -722,41 +772,15 @@ async fn transfer_task(
                     );
                     std::process::exit(70);
                 }
-                let thread = match &mut live {
-                    Some(t) => t,
-                    None => live.insert(LiveThread::spawn(None).map_err(RE::Task)?),
-                };
+                if live.is_none() {
+                    let applied = applied_count(node, peer, &p.migration_id);
+                    live = Some(LiveThread::spawn(None, applied).map_err(RE::Task)?);
+                }
                 // Checked and decompressed on the blocking pool, a few at a time; handed on
                 // in the order they came.
                 decoding.push_back(tokio::task::spawn_blocking(move || {
                     super::live::Received::decode(p)
                 }));
-                let mut failed = false;
-                while decoding.len() > PAGES_IN_HAND {
-                    let Some(next) = decoding.pop_front() else {
-                        break;
-                    };
-                    let d = match next.await {
-                        Ok(Ok(d)) => d,
-                        Ok(Err(why)) => {
-                            end_live(live.take()).await;
-                            return Err(RE::BadPages(why).into());
-                        }
-                        Err(e) => {
-                            end_live(live.take()).await;
-                            return Err(RE::Task(e.to_string()).into());
-                        }
-                    };
-                    failed |= thread.pages.send(d).await.is_err();
-                }
-                if failed {
-                    // The thread stopped taking pages: it failed; its error says why.
-                    let why = end_live(live.take()).await;
-                    return Err(RE::Precopy(
-                        why.unwrap_or_else(|| "the restore thread ended".into()),
-                    )
-                    .into());
-                }
             }
             _ => {
                 end_live(live.take()).await;
@@ -1309,6 +1333,35 @@ pub async fn abort(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AbortR
         }
         .into()),
     }
+}
+
+/// The counter of pre-copied bytes taken in for migration `id`, negotiated by `peer` (a
+/// counter nobody asks for when there is no such negotiation, or an origin before 1.2 sent
+/// no id).
+fn applied_count(node: &NodeRef, peer: &str, id: &str) -> Arc<AtomicU64> {
+    lock(&node.copies.negotiated)
+        .get(id)
+        .filter(|n| n.peer == peer)
+        .map(|n| n.applied.clone())
+        .unwrap_or_default()
+}
+
+/// A live migration's pre-copied bytes taken in so far (`Peer.Applied`), for the peer that
+/// negotiated it.
+pub fn applied(node: &NodeRef, peer: &str, r: MigrationRef) -> Result<AppliedReply, DestError> {
+    lock(&node.copies.negotiated)
+        .get(&r.migration_id)
+        .filter(|n| n.peer == peer)
+        .map(|n| AppliedReply {
+            raw_bytes: n.applied.load(Ordering::Acquire),
+        })
+        .ok_or_else(|| {
+            DE::NotOfPeer {
+                id: r.migration_id,
+                peer: peer.to_string(),
+            }
+            .into()
+        })
 }
 
 /// `Peer.Query`: this agent's record of a migration (either role), only when the caller is

@@ -138,6 +138,8 @@ fn message(
         avoid_starts: layout.avoid.iter().map(|a| a.0).collect(),
         avoid_ends: layout.avoid.iter().map(|a| a.1).collect(),
         member: 0,
+        // Set by the sender.
+        migration_id: String::new(),
     })
 }
 
@@ -481,6 +483,11 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// Raw bytes of its pages.
+    pub fn raw_len(&self) -> u64 {
+        self.raw.len() as u64
+    }
+
     /// Its runs of pages (start, count).
     pub fn runs(&self) -> &[(u64, u32)] {
         &self.runs

@@ -118,6 +118,7 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
         events,
         cmds,
         wire,
+        precopied,
         raw,
         as_user,
         proxy_protocol,
@@ -135,7 +136,14 @@ pub(super) fn tracer(job: TracerJob, shared: Arc<Shared>) {
     // are stubs whose execve took the old memory).
     let mut pre = None;
     if let Some(max_downtime) = live {
-        let send = |p| super::origin::send_precopy(&chunks, &wire, &cancel, p);
+        let send = |mut p: ferry_proto::v1::PrecopyPages| {
+            p.migration_id = id.clone();
+            let sent = super::origin::Sent {
+                wire: &wire,
+                raw: &precopied,
+            };
+            super::origin::send_precopy(&chunks, sent, &cancel, p)
+        };
         match super::tree_live::precopy(pid, opts, max_downtime, &send, &events) {
             Ok(p) => pre = Some(p),
             Err(why) => {

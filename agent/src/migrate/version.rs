@@ -12,7 +12,7 @@ use std::fmt;
 use ferry_proto::v1::{NegotiateReply, ProtocolVersion};
 
 /// The version this agent speaks.
-pub const PROTOCOL: Version = Version { major: 1, minor: 1 };
+pub const PROTOCOL: Version = Version { major: 1, minor: 2 };
 
 /// A protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

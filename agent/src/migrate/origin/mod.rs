@@ -32,7 +32,7 @@ pub(crate) use recovery::{
     is_stub, keep_relaying, moved_on, relay_moved, resolve_record, resume_relay,
 };
 pub(crate) use stream::send_image;
-pub(crate) use tracer::{TracerCommand, TracerEvent, TracerJob, now_us, send_precopy};
+pub(crate) use tracer::{Sent, TracerCommand, TracerEvent, TracerJob, now_us, send_precopy};
 
 use super::error::{CommitError, MigrateError, NegotiateError, TransferError};
 use super::state::{OriginState, Role};
@@ -74,6 +74,10 @@ fn new_id() -> String {
 /// link alone.
 static FROZEN_PHASE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// How long a live migration waits at most for the destination to take in its pre-copied
+/// pages before it freezes ([`Origin::wait_applied`]).
+const APPLIED_WAIT: Duration = Duration::from_secs(5);
+
 /// The task that runs the `Peer.Transfer` call.
 type TransferTask = tokio::task::JoinHandle<Result<tonic::Response<TransferReply>, Status>>;
 
@@ -85,6 +89,8 @@ struct Origin {
     rec: MigrationRecord,
     t0: Instant,
     wire: Arc<AtomicU64>,
+    /// A live migration: raw bytes of pre-copied pages handed to the transfer stream.
+    precopied: Arc<AtomicU64>,
     raw: Arc<AtomicU64>,
     total: u64,
     as_user: Option<PeerCred>,
@@ -151,6 +157,7 @@ pub async fn migrate(
         t0: Instant::now(),
         made_ahead: false,
         wire: Arc::default(),
+        precopied: Arc::default(),
         raw: Arc::default(),
         total: 0,
         as_user,
@@ -284,6 +291,8 @@ impl Origin {
                 Err(e) => return Err(self.fail(e)),
             };
             rounds = r;
+            self.wait_applied(&neg.client, self.precopied.load(Ordering::Acquire))
+                .await;
             turn = Some(self.frozen_turn().await);
             self.progress("freeze").await;
             let _ = tr.cmds.send(TracerCommand::Freeze);
@@ -519,6 +528,7 @@ impl Origin {
             events: ev_tx,
             cmds: cmd_rx,
             wire: self.wire.clone(),
+            precopied: self.precopied.clone(),
             raw: self.raw.clone(),
             as_user: self.as_user,
             proxy_protocol: self.req.proxy_protocol.clone(),
@@ -582,6 +592,36 @@ impl Origin {
         tr.thaw().await;
         abort_remote(self.node.clone(), to.clone(), id.clone());
         Err(TransferError::Precopy { pid, why })
+    }
+
+    /// A live migration, its rounds over: waits (5 s at most), while the process still runs,
+    /// until the destination has taken in all `sent` raw bytes of pre-copied pages. What it
+    /// has not taken in at the freeze is written inside the stop, before the image: the
+    /// stream's flow control and the few messages the destination keeps in hand left up to
+    /// ~8 MiB behind, ~12 ms of a 1 GiB stop here. A destination before protocol 1.2 cannot
+    /// say (`Applied` unimplemented): nothing is waited for.
+    async fn wait_applied(&self, client: &PeerClient<Channel>, sent: u64) {
+        let t = Instant::now();
+        let mut client = client.clone();
+        let id = &self.rec.migration_id;
+        let req = MigrationRef {
+            migration_id: id.clone(),
+        };
+        let mut asked = 0u32;
+        let applied = loop {
+            asked += 1;
+            match client.applied(req.clone()).await {
+                Ok(r) if r.get_ref().raw_bytes >= sent || t.elapsed() > APPLIED_WAIT => {
+                    break Some(r.into_inner().raw_bytes);
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(s) => {
+                    tracing::debug!(migration = %id, status = %s.message(), "the destination does not say what it took in");
+                    break None;
+                }
+            }
+        };
+        tracing::info!(migration = %id, elapsed = ?t.elapsed(), asked, sent, ?applied, "pre-copied pages taken in by the destination");
     }
 
     /// Until the tracer says the process is frozen (and the image on its way); returns when

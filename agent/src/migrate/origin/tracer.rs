@@ -78,6 +78,8 @@ pub(crate) struct TracerJob {
     pub(crate) events: mpsc::UnboundedSender<TracerEvent>,
     pub(crate) cmds: std::sync::mpsc::Receiver<TracerCommand>,
     pub(crate) wire: Arc<AtomicU64>,
+    /// Raw bytes of pre-copied pages handed to the stream (what the destination takes in).
+    pub(crate) precopied: Arc<AtomicU64>,
     pub(crate) raw: Arc<AtomicU64>,
     /// A non-root caller: authorized again once the process is frozen.
     pub(crate) as_user: Option<PeerCred>,
@@ -107,6 +109,7 @@ pub(crate) fn tracer(job: TracerJob) {
         events,
         cmds,
         wire,
+        precopied,
         raw,
         as_user,
         proxy_protocol,
@@ -123,7 +126,20 @@ pub(crate) fn tracer(job: TracerJob) {
     // Live migration: the rounds while it runs, then the final stop when our turn comes.
     let mut pre = None;
     if let Some(max_downtime) = live_downtime {
-        match precopy(pid, opts, max_downtime, &chunks, &events, &wire, &cancel) {
+        let sent = Sent {
+            wire: &wire,
+            raw: &precopied,
+        };
+        match precopy(
+            pid,
+            &id,
+            opts,
+            max_downtime,
+            &chunks,
+            &events,
+            sent,
+            &cancel,
+        ) {
             Ok(p) => pre = Some(p),
             Err(why) => {
                 let _ = events.send(TracerEvent::Failed(why));
@@ -381,20 +397,25 @@ impl Image<'_> {
 /// The pre-copy rounds of a live migration (see [`live::precopy_rounds`]): checked first as a
 /// dump would be (nothing is tracked in a process that would be refused), then the tracking
 /// starts and the rounds go out on the transfer stream.
+#[allow(clippy::too_many_arguments)]
 fn precopy(
     pid: i32,
+    id: &str,
     opts: DumpOptions,
     max_downtime: Duration,
     chunks: &mpsc::Sender<TransferChunk>,
     events: &mpsc::UnboundedSender<TracerEvent>,
-    wire: &AtomicU64,
+    sent: Sent<'_>,
     cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<live::Precopy, String> {
     let pid = Pid::from_raw(pid);
     dump::precheck_only(pid, opts).map_err(|e| format!("freeze: {}", chain(&e)))?;
     let mut pre = live::Precopy::start(pid, opts.codec)
         .map_err(|e| format!("start write tracking: {}", chain(&e)))?;
-    let send = |p| send_precopy(chunks, wire, cancel, p);
+    let send = |mut p: ferry_proto::v1::PrecopyPages| {
+        p.migration_id = id.to_string();
+        send_precopy(chunks, sent, cancel, p)
+    };
     let mut report = |n: u32, r: &live::Round| {
         let _ = events.send(TracerEvent::Round { n, raw: r.raw });
     };
@@ -419,16 +440,24 @@ fn drained(chunks: &mpsc::Sender<TransferChunk>, cancel: &std::sync::atomic::Ato
     tracing::debug!(migration = %id, elapsed = ?t.elapsed(), "pre-copied pages handed to the stream");
 }
 
+/// What went out of the pre-copy rounds: bytes on the wire, raw bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sent<'a> {
+    pub(crate) wire: &'a AtomicU64,
+    pub(crate) raw: &'a AtomicU64,
+}
+
 /// Hands one message of pre-copied pages to the transfer stream (from any thread), waiting
-/// while it is full; fails once the migration was given up or the stream closed.
+/// while it is full, and counts it in `sent`; fails once the migration was given up or the
+/// stream closed.
 pub(crate) fn send_precopy(
     chunks: &mpsc::Sender<TransferChunk>,
-    wire: &AtomicU64,
+    sent: Sent<'_>,
     cancel: &std::sync::atomic::AtomicBool,
     p: ferry_proto::v1::PrecopyPages,
 ) -> Result<(), String> {
     use tokio::sync::mpsc::error::TrySendError;
-    let n = p.data.len() as u64;
+    let (n, raw) = (p.data.len() as u64, p.raw_len);
     let mut chunk = TransferChunk {
         part: Some(Part::Precopy(p)),
     };
@@ -449,7 +478,8 @@ pub(crate) fn send_precopy(
             }
         }
     }
-    wire.fetch_add(n, Ordering::Relaxed);
+    sent.wire.fetch_add(n, Ordering::Relaxed);
+    sent.raw.fetch_add(raw, Ordering::Release);
     Ok(())
 }
 
