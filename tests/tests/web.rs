@@ -756,12 +756,23 @@ async fn browse(
     })
     .await?;
     let run = async {
-        c.goto(&url).await?;
-        // No session: the login form.
-        let here = c.current_url().await?;
+        // No session: the login form. (Asked again while the page is not there: on a busy
+        // machine the agent's web listener may answer a moment after the browser's first
+        // try, which shows an error page at the same address.)
+        let start = Instant::now();
+        let here = loop {
+            let here = match c.goto(&url).await {
+                Ok(()) => c.current_url().await.ok(),
+                Err(_) => None,
+            };
+            if here.as_ref().is_some_and(|u| u.path() == "/login") || start.elapsed() > TIMEOUT {
+                break here;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         ensure!(
-            here.path() == "/login",
-            "not sent to the login form: {here}"
+            here.as_ref().is_some_and(|u| u.path() == "/login"),
+            "not sent to the login form: {here:?}"
         );
         // A wrong token is refused.
         c.find(Locator::Id("token"))

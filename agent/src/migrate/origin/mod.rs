@@ -683,6 +683,15 @@ impl Origin {
                 }
             }
         };
+        // The stream may have ended because the tracer refused once frozen (it drops the
+        // stream, and the destination answers a stream without a header): its reason, which
+        // comes a moment later, is the one to give.
+        if reply.is_err() && stats.is_none() && tracer_failed.is_none() {
+            let later = tokio::time::timeout(Duration::from_secs(2), tr.events.recv()).await;
+            if let Ok(Some(TracerEvent::Failed(why))) = later {
+                tracer_failed = Some(why);
+            }
+        }
         let to = &self.req.to;
         let why = match (reply, tracer_failed) {
             (Ok(r), None) => {
