@@ -19,6 +19,19 @@ pub struct FrozenTask {
     pub sigmask: u64,
 }
 
+impl FrozenTask {
+    /// A stopped thread with its registers and signal mask as they are now.
+    fn of(tracee: Tracee) -> Result<Self, PtraceError> {
+        let regs = tracee.regs()?;
+        let sigmask = tracee.sigmask()?;
+        Ok(FrozenTask {
+            tracee,
+            regs,
+            sigmask,
+        })
+    }
+}
+
 /// Every thread of a process, stopped. Dropping it puts back what the dump changed
 /// (registers, signal masks) and detaches, so the process carries on as if nothing happened.
 #[derive(Debug)]
@@ -182,13 +195,7 @@ impl Frozen {
                         return Err(e.into());
                     }
                 }
-                let regs = tracee.regs()?;
-                let sigmask = tracee.sigmask()?;
-                frozen.tasks.push(FrozenTask {
-                    tracee,
-                    regs,
-                    sigmask,
-                });
+                frozen.tasks.push(FrozenTask::of(tracee)?);
             }
             if !found_new {
                 break;
@@ -215,13 +222,7 @@ impl Frozen {
             done: false,
         };
         for tracee in tasks {
-            let regs = tracee.regs()?;
-            let sigmask = tracee.sigmask()?;
-            frozen.tasks.push(FrozenTask {
-                tracee,
-                regs,
-                sigmask,
-            });
+            frozen.tasks.push(FrozenTask::of(tracee)?);
         }
         Ok(frozen)
     }
@@ -235,14 +236,7 @@ impl Frozen {
             done: false,
         };
         for &tid in tids {
-            let tracee = Tracee::attached(tid)?;
-            let regs = tracee.regs()?;
-            let sigmask = tracee.sigmask()?;
-            frozen.tasks.push(FrozenTask {
-                tracee,
-                regs,
-                sigmask,
-            });
+            frozen.tasks.push(FrozenTask::of(Tracee::attached(tid)?)?);
         }
         if frozen.tasks.is_empty() {
             return Err(DumpError::BadTarget {

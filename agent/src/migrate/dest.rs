@@ -700,6 +700,17 @@ pub async fn transfer(
         .map_err(|e| RE::Task(format!("transfer task: {e}")))?
 }
 
+/// A message of pre-copied pages as its decoding on the blocking pool ended.
+fn decoded(
+    r: Result<Result<super::live::Decoded, String>, tokio::task::JoinError>,
+) -> Result<super::live::Decoded, ReceiveError> {
+    match r {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(why)) => Err(RE::BadPages(why)),
+        Err(e) => Err(RE::Task(e.to_string())),
+    }
+}
+
 async fn transfer_task(
     node: &NodeRef,
     peer: &str,
@@ -724,15 +735,11 @@ async fn transfer_task(
                 }
             } => {
                 decoding.pop_front();
-                let d = match d {
-                    Ok(Ok(d)) => d,
-                    Ok(Err(why)) => {
-                        end_live(live.take()).await;
-                        return Err(RE::BadPages(why).into());
-                    }
+                let d = match decoded(d) {
+                    Ok(d) => d,
                     Err(e) => {
                         end_live(live.take()).await;
-                        return Err(RE::Task(e.to_string()).into());
+                        return Err(e.into());
                     }
                 };
                 let Some(thread) = &live else {
@@ -791,15 +798,11 @@ async fn transfer_task(
     // The rounds are over: the thread gets the last pages and waits for the image.
     if let Some(t) = &live {
         for next in decoding {
-            let d = match next.await {
-                Ok(Ok(d)) => d,
-                Ok(Err(why)) => {
-                    end_live(live.take()).await;
-                    return Err(RE::BadPages(why).into());
-                }
+            let d = match decoded(next.await) {
+                Ok(d) => d,
                 Err(e) => {
                     end_live(live.take()).await;
-                    return Err(RE::Task(e.to_string()).into());
+                    return Err(e.into());
                 }
             };
             if t.pages.send(d).await.is_err() {
