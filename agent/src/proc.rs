@@ -172,22 +172,28 @@ pub fn parse_smaps_areas(text: &str) -> Vec<(u64, u64, Vec<String>)> {
 
 /// `Shared_Clean` + `Shared_Dirty` (KiB) of each mapping of `/proc/PID/smaps`, by start.
 pub fn parse_smaps_shared(text: &str) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
+    parse_smaps_kb(text, &["Shared_Clean:", "Shared_Dirty:"])
+        .into_iter()
+        .map(|(start, _, kb)| (start, kb))
+        .collect()
+}
+
+/// The sum of the fields `fields` (KiB, each named with its colon) of each mapping of
+/// `/proc/PID/smaps`: (start, end, KiB).
+pub fn parse_smaps_kb(text: &str, fields: &[&str]) -> Vec<(u64, u64, u64)> {
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
     for line in text.lines() {
-        if let Some(v) = line
-            .strip_prefix("Shared_Clean:")
-            .or_else(|| line.strip_prefix("Shared_Dirty:"))
-        {
+        if let Some(v) = fields.iter().find_map(|f| line.strip_prefix(f)) {
             let kb: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
             if let Some(last) = out.last_mut() {
-                last.1 += kb;
+                last.2 += kb;
             }
         } else if let Some((first, _)) = line.split_once(' ')
             && !first.ends_with(':')
-            && let Some((s, _)) = first.split_once('-')
-            && let Ok(start) = u64::from_str_radix(s, 16)
+            && let Some((s, e)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16))
         {
-            out.push((start, 0));
+            out.push((start, end, 0));
         }
     }
     out

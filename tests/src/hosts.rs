@@ -20,7 +20,7 @@ use std::{fs, io};
 
 use anyhow::{Context, Result, bail, ensure};
 use nix::errno::Errno;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 use crate::{make_subreaper, target_dir};
@@ -339,7 +339,10 @@ impl Hosts {
 impl Drop for Hosts {
     fn drop(&mut self) {
         self.adopt_recorded();
-        if let Err(err) = xtask(&["hosts", "down"], &[]) {
+        // `hosts down` waits for each host's init, which waits until every process of its
+        // namespace is reaped, ours too: a victim whose nsenter ended is our orphan (we are
+        // a subreaper), reaped meanwhile.
+        if let Err(err) = xtask_reaping(&["hosts", "down"], &[], true) {
             eprintln!("warning: tearing the test hosts down: {err:#}");
         }
         let start = Instant::now();
@@ -352,6 +355,24 @@ impl Drop for Hosts {
 
 /// Runs `xtask ARGS` with `env` added, and fails with its output unless it succeeds.
 fn xtask(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    xtask_reaping(args, env, false)
+}
+
+/// Reaps our children that have ended, other than `keep`.
+fn reap_others(keep: u32) {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    while let Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, ..)) =
+        waitid(Id::All, flags)
+    {
+        if pid.as_raw() as u32 == keep {
+            return;
+        }
+        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+    }
+}
+
+/// [`xtask`]; with `reap`, our other children that end meanwhile are reaped.
+fn xtask_reaping(args: &[&str], env: &[(&str, &str)], reap: bool) -> Result<String> {
     let bin = xtask_bin();
     let mut child = Command::new(&bin)
         .args(args)
@@ -363,6 +384,9 @@ fn xtask(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
         .with_context(|| format!("start {}", bin.display()))?;
     let start = Instant::now();
     let status = loop {
+        if reap {
+            reap_others(child.id());
+        }
         if let Some(status) = child.try_wait()? {
             break status;
         }

@@ -495,3 +495,106 @@ fn lazy_destination_killed_in_the_window_resumes_the_original() {
     original_runs_on(&hosts, &v);
     assert!(victims_in(&hosts, 2).is_empty(), "a copy on h2 too");
 }
+
+/// KiB resident in the victim's buffer (the area of `mib` MiB) of `pid` in host `n`, from
+/// its `smaps`.
+fn buffer_rss_kb(hosts: &Hosts, n: u32, pid: i32, mib: u64) -> u64 {
+    let smaps = hosts
+        .run_ok(n, &["cat", &format!("/proc/{pid}/smaps")])
+        .expect("smaps");
+    let size = format!("{} kB", mib * 1024);
+    let mut in_buffer = false;
+    for line in smaps.lines() {
+        if let Some(v) = line.strip_prefix("Size:") {
+            in_buffer = v.trim() == size;
+        } else if in_buffer && let Some(v) = line.strip_prefix("Rss:") {
+            return v.trim().trim_end_matches("kB").trim().parse().expect("Rss");
+        }
+    }
+    panic!("no {mib} MiB area in h{n}'s pid {pid}: {smaps}");
+}
+
+/// The pages the original never had, counted in the summary ("N pages of the areas that
+/// followed were never there"), if it says so.
+fn named_absent(out: &str) -> Option<u64> {
+    out.split("; ")
+        .find(|p| p.contains("pages of the areas that followed were never there"))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// A 64 MiB buffer with 16 pages of every 64 dropped (`--holes`: zeros when read; the
+/// victim's own checksum reads them at once, which maps the shared zero page there)
+/// migrated with `--lazy`: the origin walks the buffer only once the copy runs and names
+/// the dropped pages absent instead of sending them (the summary counts them);
+/// once every page arrived the copy has no more of the buffer resident than the original
+/// had (the holes were not filled), its own check finds the dropped pages zero and every
+/// other page holding its generation, and it counts on.
+#[test]
+fn lazy_pages_the_original_never_had_are_named_absent() {
+    let Some((ctx, hosts)) = up("lazy-absent") else {
+        return;
+    };
+    let v = start_victim(&hosts, &ctx, "v", 64, &["--write", "1", "--holes"]);
+    check(&hosts, 1, &v, v.pid);
+    let before = buffer_rss_kb(&hosts, 1, v.pid, 64);
+    assert!(
+        before < 56 * 1024,
+        "the holes are resident on h1: {before} kB"
+    );
+    let pid = v.pid.to_string();
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2", "--lazy"]);
+    let out = text(&o);
+    assert!(o.status.success(), "migrate --lazy: {out}");
+    eprintln!("{out}");
+    let absent = named_absent(&out).unwrap_or_else(|| panic!("no absent pages named: {out}"));
+    // 4096 dropped, less those the writer (1 MB/s) filled again since.
+    assert!(absent >= 2048, "only {absent} pages named absent: {out}");
+    let copy = remote_pid(&o);
+    record_saying(&hosts, 2, "done", "pages arrived");
+    let after = buffer_rss_kb(&hosts, 2, copy, 64);
+    // The writer's pages since (1 MB/s) and 2 MiB of slack; the holes are 16 MiB.
+    assert!(
+        after <= before + 6 * 1024,
+        "the copy has {after} kB of its buffer resident, the original had {before} kB"
+    );
+    let first = check(&hosts, 2, &v, copy);
+    sleep(Duration::from_millis(300));
+    let second = check(&hosts, 2, &v, copy);
+    assert!(counter(&second) > counter(&first), "{first} / {second}");
+    assert_eq!(victims_in(&hosts, 2), vec![copy]);
+    assert!(victims_in(&hosts, 1).is_empty(), "a victim left on h1");
+}
+
+/// A destination that speaks migration protocol 1.2 (FERRY_FAULT protocol-minor-2), from
+/// before the absent runs: the origin walks the pages under the freeze as then and names no
+/// page absent (the holes, where the zero page is mapped, are sent as pages); the copy
+/// passes its own check and counts on.
+#[test]
+fn lazy_to_a_destination_of_protocol_1_2_walks_under_the_freeze() {
+    let Some((ctx, mut hosts)) = up("lazy-1-2") else {
+        return;
+    };
+    hosts.kill_ferryd(2).expect("kill ferryd");
+    hosts
+        .start_ferryd(2, &[("FERRY_FAULT", "protocol-minor-2")])
+        .expect("start ferryd announcing 1.2");
+    let v = start_victim(&hosts, &ctx, "v", 64, &["--write", "1", "--holes"]);
+    let pid = v.pid.to_string();
+    let o = ferry(&hosts, 1, &["migrate", &pid, "--to", "h2", "--lazy"]);
+    let out = text(&o);
+    assert!(o.status.success(), "migrate --lazy: {out}");
+    eprintln!("{out}");
+    assert_eq!(named_absent(&out), None, "absent pages named to 1.2: {out}");
+    let (pushed, asked) = pushed_and_asked(&out);
+    assert!(
+        pushed + asked >= 16_000,
+        "{pushed} pushed, {asked} on fault: {out}"
+    );
+    let copy = remote_pid(&o);
+    let first = check(&hosts, 2, &v, copy);
+    sleep(Duration::from_millis(300));
+    let second = check(&hosts, 2, &v, copy);
+    assert!(counter(&second) > counter(&first), "{first} / {second}");
+    assert!(victims_in(&hosts, 1).is_empty(), "a victim left on h1");
+}

@@ -2,7 +2,7 @@
  * optionally a mapped file (a library of its own, say) whose contents it checks.
  *
  *   migrate STATEDIR MIB [--times] [--map PATH] [--child] [--fork-on-usr2] [--write MBPS]
- *           [--drop] [--move] [--read-back MBPS]
+ *           [--drop] [--move] [--read-back MBPS] [--holes]
  *
  * With --child it forks a child at start, with --fork-on-usr2 one on each SIGUSR2 (each named
  * "migrate-child", sleeping, killed when the victim ends) and appends "forked pid=C".
@@ -20,6 +20,9 @@
  * last page down to the first, over and over, each page checked against its generation (the
  * opposite order of a post-copy push: its first reads after a migration are of pages that have
  * not arrived yet); a page that does not hold it is remembered and reported by the check.
+ * With --holes (and --write) it drops 16 pages of every 64 once filled (MADV_DONTNEED: zeros
+ * when read, the shared zero page once its checksum read them, until the writer comes by
+ * again); the check wants them zero.
  * On SIGUSR1 it verifies itself and appends to the status file:
  *   ok pid=P counter=N sum=S
  * or BAD followed by what is wrong.
@@ -69,7 +72,7 @@ static size_t npages;
 static uint64_t writes;
 static size_t cursor;
 static double owed;
-static int drop, move;
+static int drop, move, holes;
 static unsigned char *zeroed;
 static double read_mbps;
 static double read_owed;
@@ -231,6 +234,8 @@ int main(int argc, char **argv)
 			drop = 1;
 		if (!strcmp(argv[i], "--move"))
 			move = 1;
+		if (!strcmp(argv[i], "--holes"))
+			holes = 1;
 		if (!strcmp(argv[i], "--times")) {
 			times_fd = fr_open_in_dir("times", O_WRONLY | O_CREAT | O_APPEND, 0644);
 		} else if (!strcmp(argv[i], "--map") && i + 1 < argc) {
@@ -257,10 +262,15 @@ int main(int argc, char **argv)
 		gen = calloc(npages ? npages : 1, sizeof(*gen));
 		if (!gen)
 			fr_die("calloc");
-		if ((drop || move) && !(zeroed = calloc(npages ? npages : 1, 1)))
+		if ((drop || move || holes) && !(zeroed = calloc(npages ? npages : 1, 1)))
 			fr_die("calloc");
 		for (size_t p = 0; p < npages; p++)
 			fill_page(p);
+		for (size_t p = 0; holes && p + 16 <= npages; p += 64) {
+			if (madvise(big + p * 4096, 16 * 4096, MADV_DONTNEED))
+				fr_die("madvise");
+			memset(zeroed + p, 1, 16);
+		}
 	} else {
 		fr_fill(big, big_len, 0x1234567);
 	}

@@ -158,6 +158,94 @@ pub fn smaps_ahead_holds(pid: Pid) -> Result<bool, DumpError> {
     )
 }
 
+/// Post-copy: whether the pages of `v` can follow the copy once it runs: a private
+/// anonymous area (the heap too), not a stack, with some access, not locked, none of its
+/// pages a parent's or pre-copied.
+pub fn can_follow(v: &VmaState) -> bool {
+    !v.shared
+        && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap)
+        && !v.growsdown
+        && v.prot != 0
+        && v.flags & (vmflag::LOCKED | vmflag::LOCKONFAULT) == 0
+        && v.inherited.is_empty()
+        && v.precopied.is_empty()
+}
+
+/// Fewest pages (resident or swapped, as `smaps` counted them) of an area whose pages
+/// follow; a smaller one travels in the image (its faults would come at once).
+pub const FOLLOW_MIN_PAGES: u64 = 256;
+
+/// Post-copy to a destination that takes absent runs ([`super::DumpOptions::pages_follow`]):
+/// each area whose pages can follow ([`can_follow`]), unchanged since `smaps` (same range),
+/// with at least [`FOLLOW_MIN_PAGES`] pages resident or swapped there and at least half of
+/// its range, has its whole range named `precopied`: [`find_pages`] leaves it out, its pages
+/// are looked for once the copy runs. The others are walked as in any dump (a sparse area
+/// would cost the destination a bit per page of its range for few pages).
+pub fn follow_unwalked(vmas: &mut [VmaState], smaps: &str) {
+    let kb = proc::parse_smaps_kb(smaps, &["Rss:", "Swap:"]);
+    for v in vmas.iter_mut().filter(|v| can_follow(v)) {
+        let Some(&(_, _, kb)) = kb.iter().find(|(s, e, _)| *s == v.start && *e == v.end) else {
+            continue;
+        };
+        let (held, range) = (kb * 1024 / PAGE_SIZE, (v.end - v.start) / PAGE_SIZE);
+        if held >= FOLLOW_MIN_PAGES && held * 2 >= range {
+            v.precopied = vec![PageRun {
+                start: v.start,
+                count: range,
+            }];
+        }
+    }
+}
+
+/// The pages of the private anonymous ranges `ranges` (sorted, page aligned) of the frozen
+/// `pid` that hold data (present or swapped, the shared zero page not counted: a page only
+/// read maps it, and a copy's fault on a page named absent maps it again), as sorted runs:
+/// the post-copy's walk of the areas [`follow_unwalked`] left out, and of the few pages
+/// kept in the image. (Where the kernel has no `PAGEMAP_SCAN`, the zero page counts.)
+pub fn present_runs(pid: Pid, ranges: &[(u64, u64)]) -> Result<Vec<PageRun>, DumpError> {
+    use scan::category::{PFNZERO, PRESENT, SWAPPED};
+    let pagemap = Pagemap::open(pid)?;
+    let m = scan::Match {
+        inverted: PFNZERO,
+        all: PFNZERO,
+        any: PRESENT | SWAPPED,
+    };
+    let mut out: Vec<PageRun> = Vec::new();
+    let mut how = PagemapRead::Scan;
+    for &(start, end) in ranges {
+        let runs = match how {
+            PagemapRead::Scan => match pagemap.scan(start, end, m) {
+                Ok(r) => Some(r),
+                Err(proc::ProcError::Read { source, .. })
+                    if matches!(source.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) =>
+                {
+                    how = PagemapRead::Entries;
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
+            PagemapRead::Entries => None,
+        };
+        let runs = match runs {
+            Some(r) => r,
+            None => runs_of(
+                start,
+                pagemap
+                    .entries(start, end)?
+                    .into_iter()
+                    .map(|e| e & (PM_PRESENT | PM_SWAP) != 0),
+            ),
+        };
+        for r in runs {
+            match out.last_mut() {
+                Some(l) if l.start + l.count * PAGE_SIZE == r.start => l.count += r.count,
+                _ => out.push(r),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// [`apply_smaps`] with each VMA's `VmFlags` and shared KiB from `of`.
 fn apply_vmflags<'s>(
     vmas: &mut [VmaState],
@@ -361,7 +449,8 @@ pub fn find_pages_with(
     mut how: PagemapRead,
 ) -> Result<(), DumpError> {
     let pagemap = Pagemap::open(pid)?;
-    for vma in vmas.iter_mut() {
+    // Areas named `precopied` whole before the walk are left to the post-copy's walk.
+    for vma in vmas.iter_mut().filter(|v| v.precopied.is_empty()) {
         let Some((wanted, m)) = wanted_pages(vma) else {
             continue;
         };
@@ -1094,6 +1183,74 @@ for line in sys.stdin:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_large_mostly_resident_private_anonymous_areas_follow_unwalked() {
+        let area = |start: u64, pages: u64, kind: VmaKind| VmaState {
+            start,
+            end: start + pages * PAGE_SIZE,
+            prot: 3,
+            shared: false,
+            pgoff: 0,
+            kind,
+            growsdown: false,
+            maywrite: true,
+            flags: 0,
+            pages: Vec::new(),
+            cow_shared_kb: 0,
+            inherited: Vec::new(),
+            precopied: Vec::new(),
+        };
+        let mut vmas = vec![
+            // 4 MiB, 3 MiB resident: follows.
+            area(0x1000_0000, 1024, VmaKind::Anonymous),
+            // 4 MiB, 1 MiB resident (sparse): walked.
+            area(0x2000_0000, 1024, VmaKind::Anonymous),
+            // 512 KiB, all resident (too few pages): walked.
+            area(0x3000_0000, 128, VmaKind::Heap),
+            // Locked: walked.
+            area(0x4000_0000, 1024, VmaKind::Anonymous),
+            // 4 MiB heap, 2 MiB resident and 1 MiB swapped: follows.
+            area(0x5000_0000, 1024, VmaKind::Heap),
+            // Its range changed since smaps: walked.
+            area(0x6000_0000, 2048, VmaKind::Anonymous),
+        ];
+        vmas[3].flags = vmflag::LOCKED;
+        let smaps = "\
+10000000-10400000 rw-p 00000000 00:00 0
+Rss:                3072 kB
+Swap:                  0 kB
+20000000-20400000 rw-p 00000000 00:00 0
+Rss:                1024 kB
+30000000-30080000 rw-p 00000000 00:00 0 [heap]
+Rss:                 512 kB
+40000000-40400000 rw-p 00000000 00:00 0
+Rss:                4096 kB
+50000000-50400000 rw-p 00000000 00:00 0
+Rss:                2048 kB
+Swap:               1024 kB
+60000000-60400000 rw-p 00000000 00:00 0
+Rss:                4096 kB
+";
+        follow_unwalked(&mut vmas, smaps);
+        let whole: Vec<bool> = vmas
+            .iter()
+            .map(|v| {
+                v.precopied
+                    == [PageRun {
+                        start: v.start,
+                        count: (v.end - v.start) / PAGE_SIZE,
+                    }]
+            })
+            .collect();
+        assert_eq!(whole, [true, false, false, false, true, false]);
+        // The others are left as they were.
+        assert!(
+            vmas.iter()
+                .zip(&whole)
+                .all(|(v, w)| *w || v.precopied.is_empty())
+        );
+    }
 
     fn run(start: u64, count: u64) -> PageRun {
         PageRun { start, count }

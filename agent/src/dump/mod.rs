@@ -73,6 +73,11 @@ pub struct DumpOptions {
     pub vma_flags_last: bool,
     /// Seal the image file under this key (docs/image-format.md, "Sealed images").
     pub seal: Option<crate::image::seal::Key>,
+    /// Post-copy to a destination that takes absent runs: the large private anonymous areas
+    /// whose pages can follow the copy ([`mm::follow_unwalked`]) are not walked for their
+    /// present pages; their whole range is named `precopied` (the walk runs once the copy
+    /// does, `migrate/lazy.rs`).
+    pub pages_follow: bool,
 }
 
 impl DumpOptions {
@@ -99,6 +104,7 @@ impl Default for DumpOptions {
             unaccepted_data: sockets::UnacceptedData::Refuse,
             vma_flags_last: false,
             seal: None,
+            pages_follow: false,
         }
     }
 }
@@ -854,9 +860,13 @@ fn collect(
     };
     let read_smaps = move || std::thread::spawn(move || proc::read(raw, "smaps"));
     let mut smaps = ahead.is_none().then(read_smaps);
+    let follow = opts.pages_follow;
     let mut apply_smaps = |vmas: &mut Vec<crate::state::VmaState>| -> Result<(), DumpError> {
         if let Some(text) = ahead.take() {
             if mm::apply_smaps_ahead(vmas, &names, text)? {
+                if follow {
+                    mm::follow_unwalked(vmas, text);
+                }
                 tracing::trace!(elapsed = ?t0.elapsed(), "vmas read (smaps read before the pages)");
                 return Ok(());
             }
@@ -871,12 +881,21 @@ fn collect(
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
             mm::apply_smaps(vmas, &names, &smaps)?;
+            if follow {
+                mm::follow_unwalked(vmas, &smaps);
+            }
             tracing::trace!(elapsed = ?t0.elapsed(), "vmas read");
         }
         Ok(())
     };
+    // Post-copy: the flags first, which say which areas the walk leaves out.
+    let flags_first = follow && !opts.vma_flags_last;
     let (mut vmas, mut fds, locks, injected, ipc) = std::thread::scope(|scope| {
         let mut vmas = vmas;
+        if flags_first {
+            apply_smaps(&mut vmas)?;
+            crate::timeline::mark("collect: smaps");
+        }
         let mut paged = vmas.clone();
         let pages = scope.spawn(move || mm::find_pages(pid, &mut paged).map(|()| paged));
         let mut fds = files::collect_fds(pid, opts.max_deleted_file_size, socks, members)?;
@@ -886,7 +905,7 @@ fn collect(
         let requeue = files::epoll_edges(pid, &mut fds)?;
         tracing::trace!(elapsed = ?t0.elapsed(), "fds read");
         crate::timeline::mark("collect: fds");
-        if !opts.vma_flags_last {
+        if !opts.vma_flags_last && !flags_first {
             apply_smaps(&mut vmas)?;
             crate::timeline::mark("collect: smaps");
         }

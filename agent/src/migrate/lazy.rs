@@ -38,10 +38,11 @@ use super::state::{DestState, OriginState};
 use super::{chain, start_time};
 use crate::daemon::NodeRef;
 use crate::dump::Held;
+use crate::dump::mm;
 use crate::image::Codec;
 use crate::relay::origin::Plan;
 use crate::restore::lazy::Armed;
-use crate::state::{PAGE_SIZE, PageRun, VmaKind, VmaState, vmflag};
+use crate::state::{PAGE_SIZE, PageRun, VmaState};
 use crate::sys::uffd;
 
 /// Pages per pushed message (256 KiB): a fault's answer waits at most for the one being sent.
@@ -50,48 +51,95 @@ const BATCH: usize = 64;
 const PUSHES_QUEUED: usize = 2;
 /// Pages sent for one fault: the page and those after it not sent yet (64 KiB).
 const AROUND: usize = 16;
-/// An area with fewer present pages travels in the image (its faults would come at once).
-const MIN_PAGES: u64 = 256;
 /// How long a committed copy waits for its origin's page stream.
 const STREAM_WAIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- the origin's side
 
-/// Under the freeze, after the dump collected `vmas`: every present page of the areas whose
-/// contents can follow (private anonymous, not a stack, not locked, some access, at least
-/// [`MIN_PAGES`] present) moves from `pages` to `precopied`: the image leaves them out, the
-/// destination leaves them missing. Returns the page runs (start, end) that follow.
+/// Under the freeze, after the dump collected `vmas` of `pid`: every present page of the
+/// areas whose contents can follow (`mm::can_follow`, at least `mm::FOLLOW_MIN_PAGES`
+/// present) moves from `pages` to `precopied`: the image leaves them out, the destination
+/// leaves them missing. An area the dump left unwalked (`DumpOptions::pages_follow`: its
+/// whole range `precopied`) follows whole, pages the original never had included: they are
+/// named absent once the copy runs ([`serve`]). Returns the pages that follow.
 ///
 /// The pages at `keep` (addresses) stay in the image: those the kernel writes on the task's
 /// behalf while the restorer still runs it, before the missing pages are registered (a
 /// thread's `struct rseq`, updated on each return to user space after it was moved or
 /// preempted: such a page would be made present with nothing but those fields), and those
 /// the copy is likely to touch first ([`first_touched`]).
-pub fn mark(vmas: &mut [VmaState], keep: &[u64]) -> Vec<(u64, u64)> {
+pub fn mark(pid: Pid, vmas: &mut [VmaState], keep: &[u64]) -> Result<Following, String> {
     let mut keep: Vec<u64> = keep.iter().map(|a| a & !(PAGE_SIZE - 1)).collect();
     keep.sort_unstable();
     keep.dedup();
-    let mut out = Vec::new();
+    let mut out = Following::default();
     for v in vmas.iter_mut() {
-        let lazy = !v.shared
-            && matches!(v.kind, VmaKind::Anonymous | VmaKind::Heap)
-            && !v.growsdown
-            && v.prot != 0
-            && v.flags & (vmflag::LOCKED | vmflag::LOCKONFAULT) == 0
-            && v.inherited.is_empty()
-            && v.precopied.is_empty()
-            && v.stored_pages() >= MIN_PAGES;
-        if !lazy {
+        if !v.precopied.is_empty() {
+            out.walk = true;
+            // Left out of the dump's walk, its whole range named (`mm::follow_unwalked`):
+            // of the pages kept, those that hold data stay in the image; the rest follows,
+            // the pages the original never had named absent once the copy runs.
+            let ranges = page_ranges(&keep, v.start, v.end);
+            v.pages = mm::present_runs(pid, &ranges)
+                .map_err(|e| format!("the pages kept in the image: {}", chain(&e)))?;
+            v.precopied = gaps(v.start, v.end, &v.pages);
+        } else if mm::can_follow(v) && v.stored_pages() >= mm::FOLLOW_MIN_PAGES {
+            let (stay, follow) = split_runs(&v.pages, &keep);
+            v.pages = stay;
+            v.precopied = follow;
+        } else {
             continue;
         }
-        let (stay, follow) = split_runs(&v.pages, &keep);
-        out.extend(
-            follow
+        out.runs.extend(
+            v.precopied
                 .iter()
                 .map(|r| (r.start, r.start + r.count * PAGE_SIZE)),
         );
-        v.pages = stay;
-        v.precopied = follow;
+    }
+    Ok(out)
+}
+
+/// The pages that follow a lazy copy ([`mark`]).
+#[derive(Debug, Default)]
+pub struct Following {
+    /// Runs (start, end), sorted.
+    pub runs: Vec<(u64, u64)>,
+    /// An area the dump left unwalked follows whole: the runs hold pages the original never
+    /// had, found by a walk once the copy runs.
+    pub walk: bool,
+}
+
+/// The sorted page addresses `pages` inside `[start, end)`, as ranges (adjacent joined).
+fn page_ranges(pages: &[u64], start: u64, end: u64) -> Vec<(u64, u64)> {
+    let first = pages.partition_point(|&p| p < start);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &p in pages[first..].iter().take_while(|&&p| p < end) {
+        match out.last_mut() {
+            Some((_, e)) if *e == p => *e += PAGE_SIZE,
+            _ => out.push((p, p + PAGE_SIZE)),
+        }
+    }
+    out
+}
+
+/// The pages of `[start, end)` outside the sorted runs `runs`, as runs.
+fn gaps(start: u64, end: u64, runs: &[PageRun]) -> Vec<PageRun> {
+    let mut out = Vec::new();
+    let mut at = start;
+    for r in runs {
+        if r.start > at {
+            out.push(PageRun {
+                start: at,
+                count: (r.start - at) / PAGE_SIZE,
+            });
+        }
+        at = at.max(r.start + r.count * PAGE_SIZE);
+    }
+    if end > at {
+        out.push(PageRun {
+            start: at,
+            count: (end - at) / PAGE_SIZE,
+        });
     }
     out
 }
@@ -200,6 +248,8 @@ pub struct TracerLazy {
     runs: Vec<(u64, u64)>,
     pushed: Arc<AtomicU64>,
     asked: Arc<AtomicU64>,
+    /// Pages of `runs` the original never had (named absent, not sent).
+    absent: Arc<AtomicU64>,
     /// Compressed bytes sent.
     wire: Arc<AtomicU64>,
 }
@@ -282,6 +332,44 @@ impl Sent {
         self.runs[i].0 + (idx - self.first[i]) as u64 * PAGE_SIZE
     }
 
+    /// Takes every unsent page of the runs outside the sorted runs `present`: the pages the
+    /// original never had, as runs.
+    fn absent(&mut self, present: &[PageRun]) -> Vec<(u64, u32)> {
+        let mut out: Vec<(u64, u32)> = Vec::new();
+        let mut p = 0;
+        for (i, &(s, e)) in self.runs.iter().enumerate() {
+            let mut at = s;
+            while at < e {
+                while present
+                    .get(p)
+                    .is_some_and(|r| r.start + r.count * PAGE_SIZE <= at)
+                {
+                    p += 1;
+                }
+                let next = present.get(p).map_or(e, |r| r.start.clamp(at, e));
+                for a in (at..next).step_by(PAGE_SIZE as usize) {
+                    let idx = self.first[i] + ((a - s) / PAGE_SIZE) as usize;
+                    if self.bits[idx] {
+                        continue;
+                    }
+                    self.bits[idx] = true;
+                    self.left -= 1;
+                    match out.last_mut() {
+                        Some((st, c)) if *st + u64::from(*c) * PAGE_SIZE == a && *c < u32::MAX => {
+                            *c += 1
+                        }
+                        _ => out.push((a, 1)),
+                    }
+                }
+                at = match present.get(p) {
+                    Some(r) if next < e => (r.start + r.count * PAGE_SIZE).min(e),
+                    _ => e,
+                };
+            }
+        }
+        out
+    }
+
     /// Takes up to `n` unsent pages among the `span` from index `from` on.
     fn take(&mut self, from: usize, n: usize, span: usize) -> Vec<(u64, u32)> {
         let mut out: Vec<(u64, u32)> = Vec::new();
@@ -352,10 +440,35 @@ fn pack(pid: Pid, codec: Codec, runs: &[(u64, u32)]) -> Result<LazyPages, String
     })
 }
 
+/// Absent runs per message (12 bytes each on the wire).
+const ABSENT_RUNS: usize = 65_536;
+
+/// How often the loop of [`serve`] looks whether the walk is done while it waits for faults.
+const WALK_POLL: Duration = Duration::from_micros(200);
+
 /// Sends every page of `job.runs` of the frozen `pid`: the pages asked for first (with a few
-/// after each), the rest in order; then waits until the destination has them all.
-fn serve(pid: Pid, job: &TracerLazy) -> Result<(), String> {
+/// after each), the rest in order; then waits until the destination has them all. With
+/// `walk` (areas the dump left unwalked, `mm::follow_unwalked`) the runs hold pages the
+/// original never had: a thread walks them for the pages that hold data while the first
+/// faults are answered (such a page reads as zeros there too), the others are named absent
+/// to the destination, and the pushing starts once the walk is done.
+fn serve(pid: Pid, job: &TracerLazy, walk: bool) -> Result<(), String> {
     let mut sent = Sent::new(&job.runs);
+    let mut walking = if walk {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let runs = job.runs.clone();
+        std::thread::Builder::new()
+            .name("lazy-walk".into())
+            .spawn(move || {
+                let t = Instant::now();
+                let found = mm::present_runs(pid, &runs).map_err(|e| chain(&e));
+                let _ = tx.send((found, t.elapsed()));
+            })
+            .map_err(|e| format!("start the walk of the pages that follow: {e}"))?;
+        Some(rx)
+    } else {
+        None
+    };
     let mut cursor = 0usize;
     let send_on = |to: &mpsc::Sender<LazyPages>, m: LazyPages| {
         let n = m.pages.as_ref().map_or(0, |p| p.data.len() as u64);
@@ -386,27 +499,65 @@ fn serve(pid: Pid, job: &TracerLazy) -> Result<(), String> {
     // then each message is waited for.
     let mut running = false;
     loop {
-        // Faults first.
-        loop {
-            let want = if running {
-                match job.wants.try_recv() {
-                    Ok(w) => w,
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        return Err("the page stream ended".into());
+        if let Some(rx) = &walking {
+            match rx.try_recv() {
+                Ok((found, took)) => {
+                    let present =
+                        found.map_err(|e| format!("the walk of the pages that follow: {e}"))?;
+                    let absent = sent.absent(&present);
+                    let n: u64 = absent.iter().map(|r| u64::from(r.1)).sum();
+                    job.absent.fetch_add(n, Ordering::Relaxed);
+                    tracing::debug!(pid = pid.as_raw(), elapsed = ?took, absent = n, runs = absent.len(), "lazy: the pages that follow walked");
+                    for part in absent.chunks(ABSENT_RUNS) {
+                        send_on(
+                            &job.answers,
+                            LazyPages {
+                                absent_starts: part.iter().map(|r| r.0).collect(),
+                                absent_counts: part.iter().map(|r| r.1).collect(),
+                                ..Default::default()
+                            },
+                        )?;
                     }
+                    walking = None;
                 }
-            } else {
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err("the walk of the pages that follow ended without a result".into());
+                }
+            }
+        }
+        // Faults first; nothing is pushed until the walk is done.
+        let want = if walking.is_some() {
+            match job.wants.recv_timeout(WALK_POLL) {
+                Ok(w) => Some(w),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err("the page stream ended".into());
+                }
+            }
+        } else if running {
+            match job.wants.try_recv() {
+                Ok(w) => Some(w),
+                Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err("the page stream ended".into());
+                }
+            }
+        } else {
+            Some(
                 job.wants
                     .recv()
-                    .map_err(|_| "the page stream ended".to_string())?
-            };
+                    .map_err(|_| "the page stream ended".to_string())?,
+            )
+        };
+        if let Some(want) = want {
             match want {
                 Want::Running => running = true,
                 Want::Pages(a) => answer(&mut sent, a)?,
                 Want::Complete => return Ok(()),
                 Want::Lost(why) => return Err(why),
             }
+            continue;
         }
         if sent.left == 0 {
             break;
@@ -456,10 +607,11 @@ pub(crate) fn tracer_commit(
     id: &str,
     socket: &std::path::Path,
     mut job: TracerLazy,
-    runs: Vec<(u64, u64)>,
+    following: Following,
     events: &mpsc::UnboundedSender<Ev>,
 ) {
-    job.runs = runs;
+    job.runs = following.runs;
+    let walk = following.walk;
     let pid = held.tasks()[0].tracee.pid();
     let armed: Result<(), String> = held.tasks().iter().try_for_each(|t| {
         nix::sys::ptrace::setoptions(
@@ -476,7 +628,7 @@ pub(crate) fn tracer_commit(
         return;
     }
     let _ = events.send(Ev::LazyArmed(pages_of(&job.runs)));
-    if let Err(why) = serve(pid, &job) {
+    if let Err(why) = serve(pid, &job, walk) {
         let missing = held_missing(&job);
         tracing::error!(migration = %id, %why, missing, "lazy migration lost its destination; the original is held frozen until it says what became of its copy");
         let _ = events.send(Ev::LazyLost(why));
@@ -540,7 +692,8 @@ pub(crate) fn tracer_commit(
 /// Pages not pushed yet (for the log).
 fn held_missing(job: &TracerLazy) -> u64 {
     let total: u64 = job.runs.iter().map(|(s, e)| (e - s) / PAGE_SIZE).sum();
-    total.saturating_sub(job.pushed.load(Ordering::Relaxed) + job.asked.load(Ordering::Relaxed))
+    let gone = [&job.pushed, &job.asked, &job.absent].map(|n| n.load(Ordering::Relaxed));
+    total.saturating_sub(gone.iter().sum())
 }
 
 /// The origin's commit of a lazy migration, from `prepared` on; returns the summary.
@@ -572,6 +725,7 @@ pub(super) async fn origin_commit(
     let (decide_tx, decide_rx) = std::sync::mpsc::channel::<Decision>();
     let pushed = Arc::new(AtomicU64::new(0));
     let asked = Arc::new(AtomicU64::new(0));
+    let absent = Arc::new(AtomicU64::new(0));
     let wire = Arc::new(AtomicU64::new(0));
     record(
         rec,
@@ -591,6 +745,7 @@ pub(super) async fn origin_commit(
         runs: Vec::new(),
         pushed: pushed.clone(),
         asked: asked.clone(),
+        absent: absent.clone(),
         wire: wire.clone(),
     }));
     let total = match ev_rx.recv().await {
@@ -706,7 +861,9 @@ pub(super) async fn origin_commit(
         tokio::select! {
             ev = ev_rx.recv() => break ev,
             _ = tick.tick() => {
-                let done = pushed.load(Ordering::Relaxed) + asked.load(Ordering::Relaxed);
+                // Pages named absent count as done (total counts them too).
+                let done = [&pushed, &asked, &absent].map(|n| n.load(Ordering::Relaxed));
+                let done: u64 = done.iter().sum();
                 let _ = progress.send(Ok(MigrateEvent {
                     event: Some(Event::Progress(Progress {
                         migration_id: id.clone(),
@@ -720,13 +877,14 @@ pub(super) async fn origin_commit(
         }
     };
     stream_task.abort();
-    let (pushed, asked) = (
+    let (pushed, asked, absent) = (
         pushed.load(Ordering::Relaxed),
         asked.load(Ordering::Relaxed),
+        absent.load(Ordering::Relaxed),
     );
     let outcome = match outcome {
         Some(Ev::LazyLost(why)) => {
-            let missing = total.saturating_sub(pushed + asked);
+            let missing = total.saturating_sub(pushed + asked + absent);
             let why = format!(
                 "lazy: the destination {to} was lost with {missing} pages not sent ({why}); the \
                  original is held frozen here until {to} says what became of its copy"
@@ -782,14 +940,21 @@ pub(super) async fn origin_commit(
     super::origin::moved_on(node, pid, rec.start_time, &to, rec.remote_pid, &id);
     summary.total_us = took.as_micros() as u64;
     summary.frozen_us = frozen.as_micros() as u64;
-    summary.raw_bytes += total * PAGE_SIZE;
+    // Pages the original never had were named absent, not sent.
+    let followed = total.saturating_sub(absent);
+    summary.raw_bytes += followed * PAGE_SIZE;
     summary.wire_bytes += wire.load(Ordering::Relaxed);
     summary.lazy = format!(
-        "{total} pages ({:.1} MiB) followed: {pushed} pushed, {asked} on fault; all there {:.3} s \
-         after the copy started",
-        (total * PAGE_SIZE) as f64 / (1 << 20) as f64,
+        "{followed} pages ({:.1} MiB) followed: {pushed} pushed, {asked} on fault; all there \
+         {:.3} s after the copy started",
+        (followed * PAGE_SIZE) as f64 / (1 << 20) as f64,
         running.elapsed().as_secs_f64()
     );
+    if absent > 0 {
+        summary.lazy.push_str(&format!(
+            "; {absent} pages of the areas that followed were never there (named absent)"
+        ));
+    }
     if let Some(t) = timeline {
         summary.lazy.push_str("; the origin's stop: ");
         summary.lazy.push_str(&t);
@@ -1172,6 +1337,42 @@ impl Missing {
         Ok(want)
     }
 
+    /// Takes the runs (`starts`, `counts`) of pages the origin never had: none will come, a
+    /// fault on one is answered with a zero page ([`Self::events`]). A thread already
+    /// waiting on one (it asked the origin, which answers only pages it has) is woken: it
+    /// faults again and gets its zero page.
+    fn absent(&mut self, starts: &[u64], counts: &[u32]) -> Result<(), String> {
+        if starts.len() != counts.len() {
+            return Err(format!(
+                "absent runs: {} starts for {} counts",
+                starts.len(),
+                counts.len()
+            ));
+        }
+        for (&s, &c) in starts.iter().zip(counts) {
+            let end = u64::from(c)
+                .checked_mul(PAGE_SIZE)
+                .and_then(|l| s.checked_add(l))
+                .filter(|_| s % PAGE_SIZE == 0)
+                .ok_or_else(|| format!("absent run {s:#x} of {c} pages is not a page range"))?;
+            for o in (s..end).step_by(PAGE_SIZE as usize) {
+                self.drop_page(o);
+            }
+            let Some(fd) = self.uffd.as_ref() else {
+                continue;
+            };
+            let woken = if self.remaps.is_empty() {
+                uffd::wake(fd.as_fd(), s, end - s)
+            } else {
+                (s..end)
+                    .step_by(PAGE_SIZE as usize)
+                    .try_for_each(|o| uffd::wake(fd.as_fd(), self.here(o), PAGE_SIZE))
+            };
+            woken.map_err(|e| format!("UFFDIO_WAKE of absent run {s:#x}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Puts the pages of one message into the copy (runs, and their pages in order).
     /// Returns those to try again once the pending events were read (`EAGAIN`: the copy's
     /// address space is changing), by (page, offset in `raw`).
@@ -1411,6 +1612,16 @@ pub async fn serve_dest(
                             Ok(None) => return Err("the origin ended the page stream".into()),
                             Err(s) => return Err(crate::transport::status_detail(&s)),
                         };
+                        if !msg.absent_starts.is_empty() {
+                            // Pages the original never had: none will come.
+                            let state = state.clone();
+                            tokio::task::spawn_blocking(move || {
+                                lock(&state).absent(&msg.absent_starts, &msg.absent_counts)
+                            })
+                            .await
+                            .map_err(|e| e.to_string())??;
+                            continue;
+                        }
                         if msg.asked
                             && let Some(p) = msg.pages
                         {
@@ -1571,5 +1782,54 @@ mod tests {
         let (stay, follow) = split_runs(&runs, &[]);
         assert!(stay.is_empty());
         assert_eq!(follow, runs.to_vec());
+    }
+
+    #[test]
+    fn absent_pages_are_those_outside_the_present_runs_not_sent_yet() {
+        let p = PAGE_SIZE;
+        let (a, b) = (0x10000, 0x40000);
+        // Two areas of 8 and 4 pages.
+        let mut sent = Sent::new(&[(a, a + 8 * p), (b, b + 4 * p)]);
+        // Page 6 of the first area answered a fault before the walk was done.
+        assert_eq!(
+            sent.take(sent.index(a + 6 * p).unwrap(), 1, 1),
+            vec![(a + 6 * p, 1)]
+        );
+        // Present: pages 1-2 and 5 of the first area, page 0 and a run that ends beyond
+        // the second.
+        let present = [
+            run(a + p, 2),
+            run(a + 5 * p, 1),
+            run(b, 1),
+            run(b + 3 * p, 9),
+        ];
+        let absent = sent.absent(&present);
+        assert_eq!(
+            absent,
+            vec![(a, 1), (a + 3 * p, 2), (a + 7 * p, 1), (b + p, 2),]
+        );
+        // Left: the present pages not sent (1, 2, 5 of the first, 0 and 3 of the second).
+        assert_eq!(sent.left, 5);
+        // Nothing present: everything not sent is absent; a second walk finds nothing more.
+        let mut all = Sent::new(&[(a, a + 4 * p)]);
+        assert_eq!(all.absent(&[]), vec![(a, 4)]);
+        assert_eq!(all.left, 0);
+        assert!(all.absent(&[]).is_empty());
+    }
+
+    #[test]
+    fn an_unwalked_area_keeps_its_present_pages_out_of_what_follows() {
+        let p = PAGE_SIZE;
+        let (s, e) = (0x10000, 0x10000 + 10 * p);
+        assert_eq!(
+            page_ranges(&[0x1000, s, s + p, s + 4 * p, e], s, e),
+            vec![(s, s + 2 * p), (s + 4 * p, s + 5 * p)]
+        );
+        assert_eq!(
+            gaps(s, e, &[run(s, 2), run(s + 4 * p, 1)]),
+            vec![run(s + 2 * p, 2), run(s + 5 * p, 5)]
+        );
+        assert_eq!(gaps(s, e, &[]), vec![run(s, 10)]);
+        assert_eq!(gaps(s, e, &[run(s, 10)]), Vec::<PageRun>::new());
     }
 }

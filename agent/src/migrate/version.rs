@@ -12,7 +12,7 @@ use std::fmt;
 use ferry_proto::v1::{NegotiateReply, ProtocolVersion};
 
 /// The version this agent speaks.
-pub const PROTOCOL: Version = Version { major: 1, minor: 2 };
+pub const PROTOCOL: Version = Version { major: 1, minor: 3 };
 
 /// A protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +40,21 @@ pub fn announced() -> Option<ProtocolVersion> {
     } else {
         PROTOCOL.major
     };
-    Some(ProtocolVersion {
-        major,
-        minor: PROTOCOL.minor,
-    })
+    // FERRY_FAULT protocol-minor-2: announce 1.2, as an agent from before the absent runs.
+    let minor = if super::fault("protocol-minor-2") {
+        2
+    } else {
+        PROTOCOL.minor
+    };
+    Some(ProtocolVersion { major, minor })
+}
+
+/// Whether a destination that announced `theirs` takes the absent runs of a post-copy page
+/// stream (`LazyPages.absent_starts`, 1.3): only then may the origin leave the walk of the
+/// pages that follow until the copy runs (an older destination would wait for pages that
+/// never come).
+pub fn takes_absent_runs(theirs: Option<&ProtocolVersion>) -> bool {
+    theirs.is_some_and(|v| v.major == PROTOCOL.major && v.minor >= 3)
 }
 
 /// Whether this agent can migrate with `peer`, which announced `theirs`; the error names
@@ -98,6 +109,15 @@ mod tests {
             check("h2", Some(&v(PROTOCOL.major, PROTOCOL.minor + 3))),
             Ok(())
         );
+    }
+
+    #[test]
+    fn absent_runs_from_1_3_on() {
+        assert!(!takes_absent_runs(None));
+        assert!(!takes_absent_runs(Some(&v(1, 2))));
+        assert!(takes_absent_runs(Some(&v(1, 3))));
+        assert!(takes_absent_runs(Some(&v(1, 7))));
+        assert!(!takes_absent_runs(Some(&v(2, 3))));
     }
 
     #[test]

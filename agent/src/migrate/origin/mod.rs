@@ -96,6 +96,9 @@ struct Origin {
     as_user: Option<PeerCred>,
     /// The destination was asked to make the copy's task at the negotiation (post-copy).
     made_ahead: bool,
+    /// Post-copy: the destination takes absent runs (protocol 1.3), so the areas that follow
+    /// are walked once the copy runs, not under the freeze.
+    absent_runs: bool,
 }
 
 /// What the negotiation settled.
@@ -156,6 +159,7 @@ pub async fn migrate(
         tx: tx.clone(),
         t0: Instant::now(),
         made_ahead: false,
+        absent_runs: false,
         wire: Arc::default(),
         precopied: Arc::default(),
         raw: Arc::default(),
@@ -489,6 +493,7 @@ impl Origin {
             }
         };
         version::check(&to, reply.protocol.as_ref()).map_err(NegotiateError::Version)?;
+        self.absent_runs = version::takes_absent_runs(reply.protocol.as_ref());
         if !reply.problems.is_empty() {
             return Err(NegotiateError::Incompatible {
                 to,
@@ -535,6 +540,7 @@ impl Origin {
             live: live_downtime,
             cancel: cancel.clone(),
             lazy: self.req.lazy,
+            absent_runs: self.absent_runs,
         };
         let shared = Arc::new(super::tree::Shared::default());
         let tree_shared = self.req.tree.then(|| shared.clone());

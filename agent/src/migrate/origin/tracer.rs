@@ -92,6 +92,9 @@ pub(crate) struct TracerJob {
     pub(crate) cancel: Arc<std::sync::atomic::AtomicBool>,
     /// Post-copy (`--lazy`): the private anonymous pages follow once the copy runs.
     pub(crate) lazy: bool,
+    /// Post-copy to a destination that takes absent runs (protocol 1.3): the large areas
+    /// whose pages follow are not walked under the freeze (`DumpOptions::pages_follow`).
+    pub(crate) absent_runs: bool,
 }
 
 /// The tracer: (a live migration's rounds,) freeze, header, shipped files, image; then wait
@@ -116,11 +119,13 @@ pub(crate) fn tracer(job: TracerJob) {
         live: live_downtime,
         cancel,
         lazy,
+        absent_runs,
     } = job;
     let opts = DumpOptions {
         codec,
         // Sockets stay on the origin and are relayed: no TCP_REPAIR.
         relay_sockets: true,
+        pages_follow: lazy && absent_runs,
         ..DumpOptions::default()
     };
     // Live migration: the rounds while it runs, then the final stop when our turn comes.
@@ -211,7 +216,7 @@ pub(crate) fn tracer(job: TracerJob) {
         lazy,
     };
     // Post-copy: the pages of the large private anonymous areas stay out of the image.
-    let mut lazy_runs = Vec::new();
+    let mut lazy_runs = crate::migrate::lazy::Following::default();
     let sent = check_frozen(pid, &mut held, pre.as_ref(), as_user, &id, at_us).and_then(|()| {
         timeline::mark("checks");
         if lazy {
@@ -224,7 +229,9 @@ pub(crate) fn tracer(job: TracerJob) {
                     threads.iter().map(|t| &t.regs),
                 ))
                 .collect();
-            lazy_runs = crate::migrate::lazy::mark(&mut held.state.mm.vmas, &keep);
+            lazy_runs =
+                crate::migrate::lazy::mark(Pid::from_raw(pid), &mut held.state.mm.vmas, &keep)
+                    .map_err(|why| TracerEvent::Failed(format!("post-copy: {why}")))?;
             timeline::mark("lazy areas");
         }
         image.send(&held, &proxy_protocol, chunks)
