@@ -589,7 +589,7 @@ fn protocol_version_mismatch_refused() {
     for (fault, refusal) in [
         (
             "protocol-version-next",
-            "h2 speaks migration protocol 2.2, this agent 1.2",
+            "h2 speaks migration protocol 2.3, this agent 1.3",
         ),
         (
             "protocol-version-none",

@@ -77,12 +77,20 @@ pub fn mark(pid: Pid, vmas: &mut [VmaState], keep: &[u64]) -> Result<Following, 
         if !v.precopied.is_empty() {
             out.walk = true;
             // Left out of the dump's walk, its whole range named (`mm::follow_unwalked`):
-            // of the pages kept, those that hold data stay in the image; the rest follows,
-            // the pages the original never had named absent once the copy runs.
+            // of the pages kept, those that hold data stay in the image (the others stay
+            // absent, as in an area walked); the rest follows, the pages the original never
+            // had named absent once the copy runs.
             let ranges = page_ranges(&keep, v.start, v.end);
             v.pages = mm::present_runs(pid, &ranges)
                 .map_err(|e| format!("the pages kept in the image: {}", chain(&e)))?;
-            v.precopied = gaps(v.start, v.end, &v.pages);
+            let kept: Vec<PageRun> = ranges
+                .iter()
+                .map(|&(s, e)| PageRun {
+                    start: s,
+                    count: (e - s) / PAGE_SIZE,
+                })
+                .collect();
+            v.precopied = gaps(v.start, v.end, &kept);
         } else if mm::can_follow(v) && v.stored_pages() >= mm::FOLLOW_MIN_PAGES {
             let (stay, follow) = split_runs(&v.pages, &keep);
             v.pages = stay;
