@@ -20,7 +20,7 @@ use std::{fs, io};
 
 use anyhow::{Context, Result, bail, ensure};
 use nix::errno::Errno;
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::{make_subreaper, target_dir};
@@ -358,20 +358,45 @@ fn xtask(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
     xtask_reaping(args, env, false)
 }
 
-/// Reaps our children that have ended, other than `keep`.
-fn reap_others(keep: u32) {
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    while let Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, ..)) =
-        waitid(Id::All, flags)
-    {
-        if pid.as_raw() as u32 == keep {
-            return;
+/// How many PID namespaces deep `pid` is (the entries of its `NSpid`), a zombie too.
+fn pid_ns_depth(pid: &str) -> usize {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map_or(0, |ids| ids.split_whitespace().count())
+}
+
+/// Reaps our ended children that lived inside a host (deeper in PID namespaces than we are):
+/// victims whose nsenter ended, which came to us as the subreaper. Our own children outside
+/// (an nsenter a test waits for) are left to their owners.
+fn reap_host_orphans() {
+    let ours = pid_ns_depth("self");
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace() {
+            let zombie = fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false);
+            if zombie
+                && pid_ns_depth(child) > ours
+                && let Ok(pid) = child.parse()
+            {
+                let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+            }
         }
-        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
     }
 }
 
-/// [`xtask`]; with `reap`, our other children that end meanwhile are reaped.
+/// [`xtask`]; with `reap`, our children from inside a host that end meanwhile are reaped
+/// ([`reap_host_orphans`]).
 fn xtask_reaping(args: &[&str], env: &[(&str, &str)], reap: bool) -> Result<String> {
     let bin = xtask_bin();
     let mut child = Command::new(&bin)
@@ -385,7 +410,7 @@ fn xtask_reaping(args: &[&str], env: &[(&str, &str)], reap: bool) -> Result<Stri
     let start = Instant::now();
     let status = loop {
         if reap {
-            reap_others(child.id());
+            reap_host_orphans();
         }
         if let Some(status) = child.try_wait()? {
             break status;
