@@ -859,6 +859,10 @@ struct Diff {
 }
 
 fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<Diff>) {
+    // Most of a state is as it was: an equal part is left before any path is made for it.
+    if a == b {
+        return;
+    }
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             for (k, va) in x {
