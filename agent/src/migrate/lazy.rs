@@ -485,7 +485,10 @@ fn serve(pid: Pid, job: &TracerLazy, walk: bool) -> Result<(), String> {
             .map_err(|_| "the page stream closed".to_string())
     };
     let send = |m: LazyPages| send_on(&job.pages, m);
-    let answer = |sent: &mut Sent, addrs: Vec<u64>| -> Result<(), String> {
+    // Answers the faults; returns where the last answer ended: the push goes on from there
+    // (a process working through its memory finds the pages after its fault on their way).
+    let answer = |sent: &mut Sent, addrs: Vec<u64>| -> Result<Option<usize>, String> {
+        let mut after = None;
         for a in addrs {
             let Some(idx) = sent.index(a & !(PAGE_SIZE - 1)) else {
                 continue;
@@ -499,8 +502,9 @@ fn serve(pid: Pid, job: &TracerLazy, walk: bool) -> Result<(), String> {
             let mut m = pack(pid, job.codec, &runs)?;
             m.asked = true;
             send_on(&job.answers, m)?;
+            after = Some(idx + AROUND);
         }
-        Ok(())
+        Ok(after)
     };
     // Nothing is pushed before the copy runs (it cannot fault before, and the pushing
     // would slow the commit down on the same cores and link, which is downtime): until
@@ -561,7 +565,11 @@ fn serve(pid: Pid, job: &TracerLazy, walk: bool) -> Result<(), String> {
         if let Some(want) = want {
             match want {
                 Want::Running => running = true,
-                Want::Pages(a) => answer(&mut sent, a)?,
+                Want::Pages(a) => {
+                    if let Some(after) = answer(&mut sent, a)? {
+                        cursor = after;
+                    }
+                }
                 Want::Complete => return Ok(()),
                 Want::Lost(why) => return Err(why),
             }
@@ -572,6 +580,11 @@ fn serve(pid: Pid, job: &TracerLazy, walk: bool) -> Result<(), String> {
         }
         while cursor < sent.bits.len() && sent.bits[cursor] {
             cursor += 1;
+        }
+        if cursor >= sent.bits.len() {
+            // The pages before the last fault's.
+            cursor = 0;
+            continue;
         }
         let runs = sent.take(cursor, BATCH, usize::MAX);
         let n: u64 = runs.iter().map(|r| u64::from(r.1)).sum();
@@ -594,7 +607,9 @@ fn serve(pid: Pid, job: &TracerLazy, walk: bool) -> Result<(), String> {
     loop {
         match job.wants.recv() {
             Ok(Want::Running) => {}
-            Ok(Want::Pages(a)) => answer(&mut sent, a)?,
+            Ok(Want::Pages(a)) => {
+                answer(&mut sent, a)?;
+            }
             Ok(Want::Complete) => return Ok(()),
             Ok(Want::Lost(why)) => return Err(why),
             Err(_) => return Err("the page stream ended".into()),
