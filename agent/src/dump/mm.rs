@@ -212,30 +212,9 @@ pub fn present_runs(pid: Pid, ranges: &[(u64, u64)]) -> Result<Vec<PageRun>, Dum
     };
     let mut out: Vec<PageRun> = Vec::new();
     let mut how = PagemapRead::Scan;
+    let wanted: EntryTest = |e| e & (PM_PRESENT | PM_SWAP) != 0;
     for &(start, end) in ranges {
-        let runs = match how {
-            PagemapRead::Scan => match pagemap.scan(start, end, m) {
-                Ok(r) => Some(r),
-                Err(proc::ProcError::Read { source, .. })
-                    if matches!(source.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) =>
-                {
-                    how = PagemapRead::Entries;
-                    None
-                }
-                Err(e) => return Err(e.into()),
-            },
-            PagemapRead::Entries => None,
-        };
-        let runs = match runs {
-            Some(r) => r,
-            None => runs_of(
-                start,
-                pagemap
-                    .entries(start, end)?
-                    .into_iter()
-                    .map(|e| e & (PM_PRESENT | PM_SWAP) != 0),
-            ),
-        };
+        let runs = pagemap.runs(start, end, wanted, m, &mut how)?;
         for r in runs {
             match out.last_mut() {
                 Some(l) if l.start + l.count * PAGE_SIZE == r.start => l.count += r.count,
@@ -454,26 +433,7 @@ pub fn find_pages_with(
         let Some((wanted, m)) = wanted_pages(vma) else {
             continue;
         };
-        let mut runs = None;
-        if how == PagemapRead::Scan {
-            match pagemap.scan(vma.start, vma.end, m) {
-                Ok(r) => runs = Some(r),
-                // A kernel before 6.7.
-                Err(proc::ProcError::Read { source, .. })
-                    if matches!(source.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) =>
-                {
-                    how = PagemapRead::Entries;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let runs = match runs {
-            Some(r) => r,
-            None => runs_of(
-                vma.start,
-                pagemap.entries(vma.start, vma.end)?.into_iter().map(wanted),
-            ),
-        };
+        let runs = pagemap.runs(vma.start, vma.end, wanted, m, &mut how)?;
         // A page of a shmem object may hold data without being mapped in this process (another
         // process wrote it): its data ranges count too.
         vma.pages = match vma.kind {
@@ -857,6 +817,35 @@ impl Pagemap {
             source: errno.into(),
         })?;
         Ok(runs)
+    }
+
+    /// The runs of pages of `[start, end)` that `m` matches (`PAGEMAP_SCAN`), or that
+    /// `wanted` takes of their entries where the kernel has no `PAGEMAP_SCAN` (then `how`
+    /// becomes [`PagemapRead::Entries`] for the calls after).
+    fn runs(
+        &self,
+        start: u64,
+        end: u64,
+        wanted: EntryTest,
+        m: scan::Match,
+        how: &mut PagemapRead,
+    ) -> Result<Vec<PageRun>, DumpError> {
+        if *how == PagemapRead::Scan {
+            match self.scan(start, end, m) {
+                Ok(r) => return Ok(r),
+                // A kernel before 6.7.
+                Err(proc::ProcError::Read { source, .. })
+                    if matches!(source.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) =>
+                {
+                    *how = PagemapRead::Entries;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(runs_of(
+            start,
+            self.entries(start, end)?.into_iter().map(wanted),
+        ))
     }
 
     /// The entries of the pages of `[start, end)`.
