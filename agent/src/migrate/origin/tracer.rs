@@ -216,7 +216,7 @@ pub(crate) fn tracer(job: TracerJob) {
         lazy,
     };
     // Post-copy: the pages of the large private anonymous areas stay out of the image.
-    let mut lazy_runs = crate::migrate::lazy::Following::default();
+    let mut following = crate::migrate::lazy::Following::default();
     let sent = check_frozen(pid, &mut held, pre.as_ref(), as_user, &id, at_us).and_then(|()| {
         timeline::mark("checks");
         if lazy {
@@ -229,7 +229,7 @@ pub(crate) fn tracer(job: TracerJob) {
                     threads.iter().map(|t| &t.regs),
                 ))
                 .collect();
-            lazy_runs =
+            following =
                 crate::migrate::lazy::mark(Pid::from_raw(pid), &mut held.state.mm.vmas, &keep)
                     .map_err(|why| TracerEvent::Failed(format!("post-copy: {why}")))?;
             timeline::mark("lazy areas");
@@ -264,7 +264,7 @@ pub(crate) fn tracer(job: TracerJob) {
                 // The pages that follow are pushed at the usual priority.
                 urgent.end();
                 crate::migrate::lazy::tracer_commit(
-                    held, plan, &id, &socket, job, lazy_runs, &events,
+                    held, plan, &id, &socket, job, following, &events,
                 );
                 drop(pre.take());
                 return;
